@@ -1,0 +1,122 @@
+#!/bin/sh
+# Start the lab ferry's end-to-end tests need, all on this machine, all on loopback:
+#   engine A  unix:///var/run/docker.sock          (default bridge docker0)
+#   engine B  unix:///var/run/docker-b.sock        (own data-root, exec-root, pidfile, bridge docker1)
+#   registry  127.0.0.1:5000                       (Debian's docker-registry)
+#   sshd      127.0.0.1:2222, whose sessions see engine B's socket at /var/run/docker.sock
+# Idempotent: anything already answering is left alone. Writes connection facts to $LAB (default /var/lib/ferry-lab).
+set -eu
+LAB=${LAB:-/var/lib/ferry-lab}
+mkdir -p "$LAB"
+log() { echo "lab: $*" >&2; }
+
+need_pkgs=""
+command -v dockerd >/dev/null 2>&1 || need_pkgs="$need_pkgs docker.io"
+command -v docker-registry >/dev/null 2>&1 || need_pkgs="$need_pkgs docker-registry"
+[ -x /usr/sbin/sshd ] || need_pkgs="$need_pkgs openssh-server"
+command -v ssh-keygen >/dev/null 2>&1 || need_pkgs="$need_pkgs openssh-client"
+dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs="$need_pkgs busybox-static"
+command -v zstd >/dev/null 2>&1 || need_pkgs="$need_pkgs zstd"
+command -v ip >/dev/null 2>&1 || need_pkgs="$need_pkgs iproute2"
+if [ -n "$need_pkgs" ]; then
+  log "installing$need_pkgs"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need_pkgs >/dev/null
+fi
+
+wait_for() { # seconds, command...
+  n=$1; shift
+  i=0
+  while ! "$@" >/dev/null 2>&1; do
+    i=$((i+1)); [ $i -gt $((n*5)) ] && return 1
+    sleep 0.2
+  done
+}
+
+# --- engine A
+if ! docker -H unix:///var/run/docker.sock version >/dev/null 2>&1; then
+  log "starting engine A"
+  setsid nohup dockerd -H unix:///var/run/docker.sock >"$LAB/dockerd-a.log" 2>&1 < /dev/null &
+  wait_for 60 docker -H unix:///var/run/docker.sock info || { cat "$LAB/dockerd-a.log" >&2; exit 1; }
+fi
+
+# --- engine B
+if ! docker -H unix:///var/run/docker-b.sock version >/dev/null 2>&1; then
+  log "starting engine B"
+  if ! ip link show docker1 >/dev/null 2>&1; then
+    ip link add docker1 type bridge
+    ip addr add 172.31.250.1/24 dev docker1
+  fi
+  ip link set docker1 up
+  setsid nohup dockerd --data-root /var/lib/docker-b --exec-root /var/run/docker-b \
+    --pidfile /var/run/docker-b.pid -H unix:///var/run/docker-b.sock --bridge docker1 \
+    --iptables=false --ip-masq=false >"$LAB/dockerd-b.log" 2>&1 < /dev/null &
+  wait_for 60 docker -H unix:///var/run/docker-b.sock info || { cat "$LAB/dockerd-b.log" >&2; exit 1; }
+fi
+
+# --- registry
+if ! wget -q -O /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null && ! curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1; then
+  log "starting registry"
+  mkdir -p "$LAB/registry"
+  cat >"$LAB/registry.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $LAB/registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:5000
+YML
+  setsid nohup docker-registry serve "$LAB/registry.yml" >"$LAB/registry.log" 2>&1 < /dev/null &
+  wait_for 30 sh -c 'exec 3<>/dev/tcp/127.0.0.1/5000' 2>/dev/null || wait_for 30 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5000' || { cat "$LAB/registry.log" >&2; exit 1; }
+fi
+
+# --- sshd reaching engine B
+mkdir -p /run/sshd "$LAB/ssh"
+[ -f "$LAB/ssh/host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$LAB/ssh/host_ed25519"
+[ -f "$LAB/ssh/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C ferry-lab -f "$LAB/ssh/id_ed25519"
+mkdir -p /root/.ssh && chmod 700 /root/.ssh
+grep -qF "$(cut -d' ' -f2 "$LAB/ssh/id_ed25519.pub")" /root/.ssh/authorized_keys 2>/dev/null || cat "$LAB/ssh/id_ed25519.pub" >> /root/.ssh/authorized_keys
+chmod 600 /root/.ssh/authorized_keys
+cat >"$LAB/ssh/sshd_config" <<CFG
+Port 2222
+ListenAddress 127.0.0.1
+HostKey $LAB/ssh/host_ed25519
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+AllowStreamLocalForwarding yes
+Subsystem sftp internal-sftp
+PidFile $LAB/ssh/sshd.pid
+MaxStartups 10:30:100
+CFG
+if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222' 2>/dev/null; then
+  log "starting sshd on 127.0.0.1:2222 (engine B at /var/run/docker.sock inside)"
+  setsid nohup unshare --mount sh -c "mount --make-rprivate / && touch /var/run/docker.sock 2>/dev/null; mount --bind /var/run/docker-b.sock /var/run/docker.sock && exec /usr/sbin/sshd -D -e -f $LAB/ssh/sshd_config" >"$LAB/sshd.log" 2>&1 < /dev/null &
+  wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222' || { cat "$LAB/sshd.log" >&2; exit 1; }
+fi
+# known_hosts for the lab host, in OpenSSH's bracketed form for a non-22 port
+printf '[127.0.0.1]:2222 %s\n' "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" > "$LAB/ssh/known_hosts"
+
+# --- test images, built offline from busybox-static
+if ! docker image inspect ferry-test/busybox:1 >/dev/null 2>&1 || ! docker -H unix:///var/run/docker-b.sock image inspect ferry-test/busybox:1 >/dev/null 2>&1; then
+  log "building ferry-test/busybox:1"
+  root=$(mktemp -d)
+  mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root" "$root/www"
+  chmod 1777 "$root/tmp"
+  cp /bin/busybox "$root/bin/busybox"
+  for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
+  printf 'root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/www:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
+  printf 'root:x:0:\nwww:x:33:\nnogroup:x:65534:\n' > "$root/etc/group"
+  echo '<h1>ferry</h1>' > "$root/www/index.html"
+  for h in unix:///var/run/docker.sock unix:///var/run/docker-b.sock; do
+    docker -H $h image inspect ferry-test/busybox:1 >/dev/null 2>&1 || \
+      tar -C "$root" -c . | docker -H $h import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' - ferry-test/busybox:1 >/dev/null
+  done
+  rm -rf "$root"
+fi
+log "ready"

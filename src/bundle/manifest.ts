@@ -1,0 +1,184 @@
+/**
+ * The bundle manifest (first member, manifest.json) and trailer (last members, trailer.json and
+ * SHA256SUMS). Pure: build, serialize, parse and validate. The format is described in docs/format.md.
+ */
+import { BundleError } from '../errors.js';
+import type { ContainerSpec, NetworkSpec } from '../engine/spec.js';
+import type { Codec } from './codec.js';
+import { CODECS } from './codec.js';
+
+export const FORMAT = 'ferry-bundle';
+export const FORMAT_VERSION = 1;
+/** Oldest format version this ferry still reads. */
+export const MIN_READABLE_VERSION = 1;
+
+export const MANIFEST_MEMBER = 'manifest.json';
+export const TRAILER_MEMBER = 'trailer.json';
+export const SUMS_MEMBER = 'SHA256SUMS';
+/** Largest manifest/trailer accepted, so a hostile bundle cannot make ferry read gigabytes of JSON. */
+export const MAX_JSON_MEMBER = 32 << 20;
+
+export type MemberKind = 'image' | 'volume' | 'bind';
+
+export interface MemberPlan {
+  name: string;
+  kind: MemberKind;
+  codec: Codec;
+}
+
+export interface ImageEntry {
+  /** The committed image's reference (repo:tag), as tagged inside the image archive. */
+  ref: string;
+  member: string;
+}
+
+/** Facts known only once the image is committed: recorded in the trailer. */
+export interface ImageFacts {
+  ref: string;
+  id: string;
+  /** RootFS layer digests, to skip what a target already has. */
+  layers: string[];
+}
+
+export interface VolumeEntry {
+  /** Volume name on the source engine (a 64-hex name for an anonymous volume). */
+  name: string;
+  anonymous: boolean;
+  driver: string;
+  driverOpts?: Record<string, string>;
+  labels?: Record<string, string>;
+  member: string;
+}
+
+export interface BindEntry {
+  container: string;
+  hostPath: string;
+  destination: string;
+  member: string;
+}
+
+export interface ContainerEntry {
+  spec: ContainerSpec;
+  image: ImageEntry;
+  /** Names of the volumes (entries of Manifest.volumes) this container mounts. */
+  volumes: string[];
+  binds: BindEntry[];
+  consistency: 'pause' | 'stop' | 'none';
+}
+
+export interface Manifest {
+  format: typeof FORMAT;
+  formatVersion: number;
+  ferryVersion: string;
+  createdAt: string;
+  source: { engine: string; serverVersion: string; apiVersion: string; os: string; arch: string; hostname: string };
+  containers: ContainerEntry[];
+  volumes: VolumeEntry[];
+  networks: NetworkSpec[];
+  /** Every data member the bundle holds, in the order they appear. */
+  members: MemberPlan[];
+}
+
+export interface TrailerMember {
+  name: string;
+  /** Bytes stored in the bundle (after compression). */
+  bytes: number;
+  /** sha256 of the stored bytes. */
+  sha256: string;
+  /** Bytes before compression. */
+  rawBytes: number;
+  /** When the member was written to a stream: the tar entries it was cut into, in order. */
+  parts?: number;
+}
+
+export interface Trailer {
+  format: typeof FORMAT;
+  formatVersion: number;
+  complete: true;
+  finishedAt: string;
+  members: TrailerMember[];
+  images: ImageFacts[];
+}
+
+function fail(msg: string, member = MANIFEST_MEMBER): never {
+  throw new BundleError(`${member}: ${msg}`, { member, hint: 'the bundle is damaged or was not written by ferry' });
+}
+
+const SAFE_MEMBER = /^(images|volumes|binds)\/[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$/;
+
+/** A member name is safe when it is relative, has no `..`, and lives under a known folder. */
+export function isSafeMemberName(name: string): boolean {
+  return SAFE_MEMBER.test(name) && !name.split('/').includes('..');
+}
+
+export function parseManifest(text: string): Manifest {
+  let m: unknown;
+  try {
+    m = JSON.parse(text);
+  } catch (err) {
+    fail(`not valid JSON (${(err as Error).message})`);
+  }
+  if (!m || typeof m !== 'object') fail('not a JSON object');
+  const o = m as Record<string, unknown>;
+  if (o.format !== FORMAT) fail(`format is ${JSON.stringify(o.format)}, expected "${FORMAT}"`);
+  if (typeof o.formatVersion !== 'number' || !Number.isInteger(o.formatVersion)) fail('formatVersion is missing');
+  if (o.formatVersion > FORMAT_VERSION)
+    throw new BundleError(`bundle format version ${o.formatVersion} is newer than this ferry understands (${FORMAT_VERSION})`, {
+      member: MANIFEST_MEMBER,
+      hint: 'upgrade ferry to read it',
+    });
+  if (o.formatVersion < MIN_READABLE_VERSION) fail(`format version ${o.formatVersion} is no longer supported`);
+  for (const k of ['containers', 'volumes', 'networks', 'members'] as const) if (!Array.isArray(o[k])) fail(`"${k}" is missing or not a list`);
+  if (!o.source || typeof o.source !== 'object') fail('"source" is missing');
+  const members = o.members as MemberPlan[];
+  const seen = new Set<string>();
+  for (const mp of members) {
+    if (!mp || typeof mp.name !== 'string') fail('a member entry has no name');
+    if (!isSafeMemberName(mp.name)) fail(`member name ${JSON.stringify(mp.name)} is not allowed`);
+    if (seen.has(mp.name)) fail(`member ${mp.name} is listed twice`);
+    seen.add(mp.name);
+    if (!['image', 'volume', 'bind'].includes(mp.kind)) fail(`member ${mp.name} has unknown kind ${JSON.stringify(mp.kind)}`);
+    if (!CODECS.includes(mp.codec)) fail(`member ${mp.name} uses unknown codec ${JSON.stringify(mp.codec)}`);
+  }
+  const man = o as unknown as Manifest;
+  for (const c of man.containers) {
+    if (!c || !c.spec || typeof c.spec.name !== 'string' || !c.image || typeof c.image.member !== 'string') fail('a container entry is incomplete');
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(c.spec.name)) fail(`container name ${JSON.stringify(c.spec.name)} is not a valid name`);
+    if (!seen.has(c.image.member)) fail(`container ${c.spec.name} refers to member ${c.image.member}, which the bundle does not list`);
+    for (const b of c.binds ?? []) if (!seen.has(b.member)) fail(`container ${c.spec.name} refers to member ${b.member}, which the bundle does not list`);
+  }
+  for (const v of man.volumes) {
+    if (!v || typeof v.name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(v.name)) fail('a volume entry has an invalid name');
+    if (!seen.has(v.member)) fail(`volume ${v.name} refers to member ${v.member}, which the bundle does not list`);
+  }
+  return man;
+}
+
+export function parseTrailer(text: string, manifest: Manifest): Trailer {
+  let t: Trailer;
+  try {
+    t = JSON.parse(text) as Trailer;
+  } catch (err) {
+    fail(`not valid JSON (${(err as Error).message})`, TRAILER_MEMBER);
+  }
+  if (!t || t.format !== FORMAT || t.complete !== true || !Array.isArray(t.members)) fail('not a complete ferry trailer', TRAILER_MEMBER);
+  const planned = new Set(manifest.members.map((m) => m.name));
+  for (const m of t.members) {
+    if (!planned.has(m.name)) fail(`lists member ${JSON.stringify(m.name)} that the manifest does not`, TRAILER_MEMBER);
+    if (typeof m.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(m.sha256)) fail(`member ${m.name} has no valid sha256`, TRAILER_MEMBER);
+    if (!Number.isSafeInteger(m.bytes) || m.bytes < 0) fail(`member ${m.name} has no valid size`, TRAILER_MEMBER);
+  }
+  for (const name of planned) if (!t.members.some((m) => m.name === name)) fail(`has no checksum for member ${name}`, TRAILER_MEMBER);
+  return t;
+}
+
+export function sha256sums(t: Trailer): string {
+  return t.members.map((m) => `${m.sha256}  ${m.name}\n`).join('');
+}
+
+/** A member name from a volume or container name; falls back to an index when the name is long. */
+export function memberName(folder: 'images' | 'volumes' | 'binds', base: string, index: number, ext: string): string {
+  const safe = base.replace(/[^A-Za-z0-9_.-]/g, '_').replace(/^[^A-Za-z0-9]+/, '');
+  const name = safe && safe.length <= 80 ? safe : `${String(index).padStart(3, '0')}`;
+  return `${folder}/${name}.tar${ext}`;
+}

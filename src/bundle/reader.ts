@@ -1,0 +1,194 @@
+/**
+ * Reads a bundle from a stream, one pass, nothing staged: the manifest first (validated), then
+ * each data member as a stream whose bytes are hashed as they pass, then the trailer, against
+ * which every member's size and sha256 are checked. Any surprise (unknown, repeated or misordered
+ * member, non-file entry, missing trailer, wrong checksum) is a BundleError naming the member.
+ * Callers must treat what they did with a member as provisional until members() has finished.
+ */
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { PassThrough, type Readable } from 'node:stream';
+import * as tar from 'tar-stream';
+import { BundleError } from '../errors.js';
+import {
+  MANIFEST_MEMBER, MAX_JSON_MEMBER, SUMS_MEMBER, TRAILER_MEMBER, parseManifest, parseTrailer, sha256sums,
+  type Manifest, type MemberPlan, type Trailer, type TrailerMember,
+} from './manifest.js';
+import { partName } from './writer.js';
+
+type Entry = Readable & { header: tar.Header };
+
+export interface DataMember {
+  plan: MemberPlan;
+  /** The stored (possibly compressed) bytes of the member. Consume it, or leave it: the reader drains the rest. */
+  stream: Readable;
+}
+
+const PART = /^(.*)\.part(\d{6})$/;
+
+async function readSmall(e: Entry, member: string): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of e) {
+    n += (c as Buffer).length;
+    if (n > MAX_JSON_MEMBER) throw new BundleError(`${member} is larger than ${MAX_JSON_MEMBER} bytes`, { member });
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export class BundleReader {
+  private trailerValue?: Trailer;
+  private readonly seen: TrailerMember[] = [];
+
+  private constructor(
+    readonly manifest: Manifest,
+    readonly location: string,
+    private readonly next: () => Promise<Entry | undefined>,
+    private readonly destroy: (err?: Error) => void,
+  ) {}
+
+  static async open(src: Readable, location: string): Promise<BundleReader> {
+    const extract = tar.extract();
+    src.on('error', (err) => extract.destroy(err));
+    extract.on('error', () => {}); // surfaced through the iterator
+    src.pipe(extract);
+    const it = extract[Symbol.asyncIterator]() as AsyncIterator<Entry>;
+    const next = async (): Promise<Entry | undefined> => {
+      let r: IteratorResult<Entry>;
+      try {
+        r = await it.next();
+      } catch (err) {
+        throw new BundleError(`${location} is not a complete bundle: ${(err as Error).message}`, {
+          cause: err,
+          hint: 'the file is truncated or damaged; run `ferry verify` on it',
+        });
+      }
+      if (r.done) return undefined;
+      const e = r.value;
+      if (e.header.type !== 'file') {
+        e.resume();
+        throw new BundleError(`${location}: member ${e.header.name} is a ${e.header.type}, not a file`, { member: e.header.name });
+      }
+      return e;
+    };
+    const destroy = (err?: Error) => {
+      src.unpipe(extract);
+      extract.destroy(err);
+      src.destroy();
+    };
+    let first: Entry | undefined;
+    try {
+      first = await next();
+    } catch (err) {
+      destroy();
+      if (err instanceof BundleError) throw new BundleError(`${location} is not a ferry bundle (not a tar archive)`, { cause: err, hint: 'check the path' });
+      throw err;
+    }
+    if (!first || first.header.name !== MANIFEST_MEMBER) {
+      destroy();
+      throw new BundleError(`${location} is not a ferry bundle: its first member is ${first ? first.header.name : 'missing'}, not ${MANIFEST_MEMBER}`, {
+        member: MANIFEST_MEMBER,
+      });
+    }
+    let manifest: Manifest;
+    try {
+      manifest = parseManifest(await readSmall(first, MANIFEST_MEMBER));
+    } catch (err) {
+      destroy();
+      throw err;
+    }
+    return new BundleReader(manifest, location, next, destroy);
+  }
+
+  /** After members() has completed: the verified trailer. */
+  get trailer(): Trailer {
+    if (!this.trailerValue) throw new Error('BundleReader: trailer not read yet');
+    return this.trailerValue;
+  }
+
+  close(): void {
+    this.destroy();
+  }
+
+  async *members(): AsyncGenerator<DataMember> {
+    let pending: Entry | undefined;
+    let lastIndex = -1;
+    const order = this.manifest.members.map((m) => m.name);
+    try {
+      pending = await this.next();
+      while (pending) {
+        const entryName = pending.header.name;
+        if (entryName === TRAILER_MEMBER) {
+          await this.readTrailer(pending);
+          return;
+        }
+        const pm = PART.exec(entryName);
+        const name = pm ? pm[1]! : entryName;
+        if (pm && pm[2] !== '000000') throw new BundleError(`member ${entryName} starts in the middle of a member`, { member: name });
+        const idx = order.indexOf(name);
+        if (idx < 0) throw new BundleError(`unknown member ${JSON.stringify(entryName)}: the manifest does not list it`, { member: entryName });
+        if (idx <= lastIndex) throw new BundleError(`member ${name} appears twice or out of order`, { member: name });
+        lastIndex = idx;
+        const plan = this.manifest.members[idx]!;
+        const out = new PassThrough({ highWaterMark: 1 << 20 });
+        const hash = createHash('sha256');
+        let bytes = 0;
+        let parts = 0;
+        let following: Entry | undefined;
+        let first: Entry = pending;
+        const feed = async () => {
+          let e: Entry | undefined = first;
+          while (e) {
+            parts++;
+            for await (const chunk of e) {
+              hash.update(chunk as Buffer);
+              bytes += (chunk as Buffer).length;
+              if (!out.destroyed && !out.write(chunk)) await Promise.race([once(out, 'drain'), once(out, 'close')]);
+            }
+            if (!pm) break;
+            const nx = await this.next();
+            if (nx && nx.header.name === partName(name, parts)) {
+              e = nx;
+            } else {
+              following = nx;
+              e = undefined;
+            }
+          }
+          out.end();
+        };
+        const feeding = feed();
+        feeding.catch((err) => out.destroy(err));
+        yield { plan, stream: out };
+        out.resume(); // drain anything the consumer left
+        await feeding;
+        this.seen.push({ name, bytes, sha256: hash.digest('hex'), rawBytes: -1, ...(parts > 1 ? { parts } : {}) });
+        pending = pm ? following : await this.next();
+        first = pending as Entry;
+      }
+      throw new BundleError(`${this.location} is incomplete: it ends without ${TRAILER_MEMBER}`, {
+        member: TRAILER_MEMBER,
+        hint: 'the backup that wrote it was interrupted, or the file was truncated',
+      });
+    } finally {
+      if (!this.trailerValue) this.destroy();
+    }
+  }
+
+  private async readTrailer(e: Entry) {
+    const trailer = parseTrailer(await readSmall(e, TRAILER_MEMBER), this.manifest);
+    for (const tm of trailer.members) {
+      const got = this.seen.find((s) => s.name === tm.name);
+      if (!got) throw new BundleError(`member ${tm.name} is missing from the bundle`, { member: tm.name });
+      if (got.bytes !== tm.bytes) throw new BundleError(`member ${tm.name} has ${got.bytes} bytes, the trailer says ${tm.bytes}`, { member: tm.name });
+      if (got.sha256 !== tm.sha256) throw new BundleError(`member ${tm.name} is damaged: its sha256 does not match`, { member: tm.name });
+    }
+    const sums = await this.next();
+    if (!sums || sums.header.name !== SUMS_MEMBER) throw new BundleError(`${SUMS_MEMBER} is missing after ${TRAILER_MEMBER}`, { member: SUMS_MEMBER });
+    const text = await readSmall(sums, SUMS_MEMBER);
+    if (text !== sha256sums(trailer)) throw new BundleError(`${SUMS_MEMBER} does not match ${TRAILER_MEMBER}`, { member: SUMS_MEMBER });
+    const extra = await this.next();
+    if (extra) throw new BundleError(`unexpected member ${JSON.stringify(extra.header.name)} after ${SUMS_MEMBER}`, { member: extra.header.name });
+    this.trailerValue = trailer;
+  }
+}

@@ -1,0 +1,66 @@
+import { Command, Option } from 'commander';
+import { openEngine } from '../../engine/connect.js';
+import { restore } from '../../pipeline/restore.js';
+import type { OnConflict } from '../../pipeline/run.js';
+import { resolveTransport } from '../../transport/resolve.js';
+import { setExit, type Deps } from '../program.js';
+import { createProgress } from '../render.js';
+import { choice } from '../options.js';
+
+interface RestoreFlags {
+  name?: string;
+  start: boolean;
+  dryRun?: boolean;
+  onConflict: OnConflict;
+  restoreBinds?: boolean;
+}
+
+export function restoreCommand(program: Command, deps: Deps): Command {
+  return new Command('restore')
+    .description('Restore the containers of a bundle: image, volumes, networks and the container with its settings')
+    .argument('<bundle>', 'a bundle file, or - for stdin')
+    .option('--name <name>', 'restore the (single) container under another name')
+    .option('--no-start', 'create the containers but do not start them')
+    .option('--dry-run', 'print what would be done; change nothing')
+    .addOption(new Option('--on-conflict <policy>', 'when a container or volume of the same name exists: fail, replace (remove it first), rename (restore beside it)').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
+    .option('--restore-binds', 'write bind-mount data in the bundle back to its host paths')
+    .addHelpText('after', `
+Examples:
+  ferry restore /backups/ferry-web-20261123T021500Z.tar
+  ferry restore web.tar --name web-copy --no-start
+  ferry restore web.tar --dry-run
+  ssh host 'cat web.tar' | ferry restore -`)
+    .action(async (bundle: string, flags: RestoreFlags) => {
+      const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
+      deps.setJson(!!g.json);
+      const progress = createProgress({ quiet: !!g.quiet });
+      const engine = await openEngine(g.host);
+      try {
+        const res = await restore(engine, resolveTransport(bundle), {
+          name: flags.name,
+          start: flags.start,
+          dryRun: !!flags.dryRun,
+          onConflict: flags.onConflict,
+          restoreBinds: !!flags.restoreBinds,
+        }, { progress, signal: deps.signal });
+        progress.done();
+        const out = deps.io.stdout;
+        if (g.json) {
+          out.write(JSON.stringify({ ok: true, dryRun: res.dryRun, bundle: res.location, plan: res.plan, containers: res.containers, durationMs: res.durationMs }) + '\n');
+        } else if (res.dryRun) {
+          const p = res.plan;
+          out.write(`dry run: nothing was changed. Restoring ${res.location} would:\n`);
+          for (const n of p.networks) out.write(`  ${n.exists ? 'reuse' : 'create'} network ${n.name}\n`);
+          for (const v of p.volumes) out.write(`  ${v.replace ? 'replace' : 'create'} volume ${v.to}${v.to !== v.from ? ` (from ${v.from})` : ''} and fill it\n`);
+          for (const c of p.containers) out.write(`  load image ${c.image}\n  ${c.replace ? 'replace' : 'create'} container ${c.to}${c.to !== c.from ? ` (from ${c.from})` : ''}${c.start ? ' and start it' : ''}\n`);
+          for (const b of p.binds) out.write(`  ${b.restore ? 'write' : 'skip'} bind data for ${b.hostPath}\n`);
+        } else if (!g.quiet) {
+          for (const c of res.containers) out.write(`restored ${c.name} (${c.id.slice(0, 12)})${c.started ? ', running' : ', created'}\n`);
+        }
+        setExit(program, 0);
+      } finally {
+        progress.done();
+        engine.close();
+      }
+    });
+}

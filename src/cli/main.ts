@@ -1,0 +1,59 @@
+/**
+ * Entry point: parse, run, and turn every outcome into one exit status. The only place that
+ * prints errors. User mistakes get a one-line message and a hint, never a stack trace.
+ */
+import { CommanderError } from 'commander';
+import { EXIT, FerryError, InterruptedError, toFerryError } from '../errors.js';
+import { createProgram } from './program.js';
+
+export interface Io {
+  stdout: NodeJS.WriteStream;
+  stderr: NodeJS.WriteStream;
+}
+
+export async function main(argv: string[], io: Io = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const controller = new AbortController();
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      io.stderr.write(`ferry: ${sig} again, exiting now without cleaning up\n`);
+      process.exit(EXIT.INTERRUPTED);
+    }
+    io.stderr.write(`ferry: ${sig} received, stopping and putting things back (send it again to exit at once)\n`);
+    controller.abort(new InterruptedError(sig));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let json = argv.includes('--json');
+  try {
+    const program = createProgram({ io, signal: controller.signal, setJson: (j) => (json = j) });
+    await program.parseAsync(argv);
+    return (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander already printed its message (or help/version)
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.OK;
+      return EXIT.USAGE;
+    }
+    const fe = controller.signal.aborted && !(err instanceof FerryError) ? (controller.signal.reason as FerryError) : toFerryError(err);
+    printError(fe, io, json);
+    return fe.exitCode;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+export function printError(fe: FerryError, io: Io, json: boolean): void {
+  if (json) {
+    io.stdout.write(JSON.stringify({ ok: false, error: { code: fe.code, exitCode: fe.exitCode, message: fe.message, hint: fe.hint } }) + '\n');
+  }
+  io.stderr.write(`ferry: error: ${fe.message}\n`);
+  if (fe.hint) io.stderr.write(`ferry: hint: ${fe.hint}\n`);
+  if (fe.exitCode === EXIT.INTERNAL) {
+    const cause = (fe.cause as Error | undefined) ?? fe;
+    io.stderr.write(`${cause.stack ?? String(cause)}\n`);
+    io.stderr.write('ferry: this is a bug in ferry; please report it with the output above\n');
+  }
+}

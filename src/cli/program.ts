@@ -1,0 +1,50 @@
+/** The commander program: global options and one subcommand per file in cli/commands/. */
+import { Command } from 'commander';
+import { VERSION } from '../version.js';
+import { backupCommand } from './commands/backup.js';
+import { restoreCommand } from './commands/restore.js';
+import type { Io } from './main.js';
+
+export interface Deps {
+  io: Io;
+  signal: AbortSignal;
+  setJson(json: boolean): void;
+}
+
+export const EXIT_HELP = `
+Exit codes:
+  0    success
+  1    internal error (a bug in ferry; the stack trace is printed)
+  2    usage error (bad option or argument)
+  3    partial: some containers were backed up, some failed
+  4    the Docker engine could not be reached or refused a request
+  5    a container, image, volume or bundle was not found
+  6    conflict: a container or volume of that name exists (see --on-conflict)
+  7    the bundle is damaged, incomplete, or of an unknown format
+  8    a file could not be read or written (disk full, permissions)
+  130  interrupted (SIGINT/SIGTERM); containers were resumed, partial files removed`;
+
+export function createProgram(deps: Deps): Command {
+  const program = new Command('ferry');
+  program
+    .description('Back up, restore and migrate Docker containers with their configuration and data.')
+    .version(VERSION, '-V, --version')
+    .option('-H, --host <engine>', 'Docker engine: unix:///path, tcp://host:port (DOCKER_HOST, docker context, local socket otherwise)')
+    .option('--json', 'print the result as one JSON object on stdout')
+    .option('-q, --quiet', 'print only warnings and errors')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => deps.io.stdout.write(s),
+      writeErr: (s) => deps.io.stderr.write(s),
+    })
+    .addHelpText('after', EXIT_HELP);
+  program.addCommand(backupCommand(program, deps));
+  program.addCommand(restoreCommand(program, deps));
+  for (const c of program.commands) c.exitOverride().configureOutput({ writeOut: (s) => deps.io.stdout.write(s), writeErr: (s) => deps.io.stderr.write(s) });
+  return program;
+}
+
+export function setExit(program: Command, code: number) {
+  (program as unknown as { ferryExitCode?: number }).ferryExitCode = code;
+}

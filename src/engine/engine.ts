@@ -1,0 +1,404 @@
+/**
+ * The one module that owns dockerode. Everything above talks to an Engine; every Docker error
+ * leaves here as a FerryError that says what failed.
+ */
+import http from 'node:http';
+import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import Docker from 'dockerode';
+import { ConflictError, EngineError, FerryError, NotFoundError } from '../errors.js';
+import { describeEndpoint, type Endpoint } from './endpoint.js';
+import { followJson, StreamReportedError, type ProgressMessage } from './progress.js';
+
+/** The newest Engine API version this code is written against. */
+export const CLIENT_MAX_API = '1.47';
+
+export const LABEL_MANAGED = 'io.ferry.managed';
+export const LABEL_ROLE = 'io.ferry.role';
+export const HOLDER_IMAGE = 'ferry-holder:empty';
+
+export interface EngineFacts {
+  endpoint: string;
+  serverVersion: string;
+  apiVersion: string;
+  os: string;
+  arch: string;
+  podman: boolean;
+  containerdStore: boolean;
+}
+
+export type ContainerInspect = Docker.ContainerInspectInfo & { Config: Docker.ContainerInspectInfo['Config'] & Record<string, unknown> };
+export type ImageInspect = Docker.ImageInspectInfo;
+export type VolumeInspect = { Name: string; Driver: string; Options: Record<string, string> | null; Labels: Record<string, string> | null; Mountpoint: string };
+export type NetworkInspect = Docker.NetworkInspectInfo & { Internal?: boolean; Attachable?: boolean; EnableIPv6?: boolean };
+
+function compareApi(a: string, b: string): number {
+  const [a1, a2] = a.split('.').map(Number) as [number, number];
+  const [b1, b2] = b.split('.').map(Number) as [number, number];
+  return a1 - b1 || a2 - b2;
+}
+
+type DockerErr = Error & { statusCode?: number; code?: string; json?: { message?: string } | null; reason?: string };
+
+/** What the daemon said, without dockerode's "(HTTP code 404) no such container -" prefix. */
+function daemonMessage(err: DockerErr): string {
+  const j = err.json;
+  if (j && typeof j === 'object' && typeof j.message === 'string') return j.message;
+  if (typeof j === 'string') return j;
+  return err.message.replace(/^\(HTTP code \d+\)\s*[^-]*-\s*/, '').trim() || err.message;
+}
+
+export class Engine {
+  private constructor(
+    readonly docker: Docker,
+    readonly facts: EngineFacts,
+    private readonly agent: http.Agent | undefined,
+    private readonly onClose: () => void,
+  ) {}
+
+  /** Connect and negotiate the API version from /version (never pinned). */
+  static async connect(ep: Endpoint, opts: { agent?: http.Agent; onClose?: () => void } = {}): Promise<Engine> {
+    const base = dockerOptions(ep, opts.agent);
+    const where = describeEndpoint(ep);
+    const probe = new Docker(base);
+    let version: Docker.DockerVersion & { Components?: { Name: string }[] };
+    let podman = false;
+    try {
+      version = (await probe.version()) as typeof version;
+      podman = (version.Components ?? []).some((c) => /podman/i.test(c.Name));
+    } catch (err) {
+      throw unreachable(err as DockerErr, where, ep.source);
+    }
+    let api = version.ApiVersion;
+    if (compareApi(api, CLIENT_MAX_API) > 0) api = CLIENT_MAX_API;
+    const min = (version as { MinAPIVersion?: string }).MinAPIVersion;
+    const useVersion = min && compareApi(api, min) < 0 ? undefined : `v${api}`;
+    const docker = new Docker({ ...base, ...(useVersion ? { version: useVersion } : {}) });
+    let containerdStore = false;
+    try {
+      const info = (await docker.info()) as { DriverStatus?: [string, string][] };
+      containerdStore = (info.DriverStatus ?? []).some(([k, v]) => k === 'driver-type' && /containerd/.test(v));
+    } catch {
+      /* info is only advisory */
+    }
+    return new Engine(
+      docker,
+      {
+        endpoint: where,
+        serverVersion: version.Version,
+        apiVersion: useVersion ? api : version.ApiVersion,
+        os: version.Os,
+        arch: version.Arch,
+        podman,
+        containerdStore,
+      },
+      opts.agent,
+      opts.onClose ?? (() => {}),
+    );
+  }
+
+  close(): void {
+    this.agent?.destroy();
+    this.onClose();
+  }
+
+  apiAtLeast(v: string): boolean {
+    return compareApi(this.facts.apiVersion, v) >= 0;
+  }
+
+  /** Run an engine call; map its failure to a FerryError naming `what`. */
+  private async call<T>(what: string, fn: () => Promise<T>, map: { notFound?: string; conflict?: string } = {}): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw this.mapError(err, what, map);
+    }
+  }
+
+  mapError(err: unknown, what: string, map: { notFound?: string; conflict?: string } = {}): FerryError {
+    if (err instanceof FerryError) return err;
+    const e = err as DockerErr;
+    if (err instanceof StreamReportedError) return new EngineError(`${what}: ${err.message}`, { cause: err });
+    const msg = daemonMessage(e);
+    if (e.statusCode === 404) return new NotFoundError(map.notFound ?? `${what}: ${msg}`, undefined, err);
+    if (e.statusCode === 409) return new ConflictError(map.conflict ?? `${what}: ${msg}`);
+    if (e.statusCode) return new EngineError(`${what}: the engine answered ${e.statusCode}: ${msg}`, { cause: err });
+    if (e.code && ['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT', 'EPIPE'].includes(e.code))
+      return new EngineError(`${what}: lost the connection to the engine at ${this.facts.endpoint} (${e.code})`, { cause: err });
+    return new EngineError(`${what}: ${e.message ?? String(err)}`, { cause: err });
+  }
+
+  // ---- containers -------------------------------------------------------------------------
+
+  inspectContainer(nameOrId: string): Promise<ContainerInspect> {
+    return this.call(`inspect container ${nameOrId}`, () => this.docker.getContainer(nameOrId).inspect() as Promise<ContainerInspect>, {
+      notFound: `no such container: ${nameOrId}`,
+    });
+  }
+
+  async containerExists(name: string): Promise<boolean> {
+    try {
+      await this.docker.getContainer(name).inspect();
+      return true;
+    } catch (err) {
+      if ((err as DockerErr).statusCode === 404) return false;
+      throw this.mapError(err, `inspect container ${name}`);
+    }
+  }
+
+  listContainers(all = false): Promise<Docker.ContainerInfo[]> {
+    return this.call('list containers', () => this.docker.listContainers({ all }));
+  }
+
+  pause(id: string) {
+    return this.call(`pause container ${id}`, () => this.docker.getContainer(id).pause());
+  }
+  unpause(id: string) {
+    return this.call(`resume container ${id}`, () => this.docker.getContainer(id).unpause());
+  }
+  stop(id: string, timeoutSeconds?: number) {
+    return this.call(`stop container ${id}`, async () => {
+      try {
+        await this.docker.getContainer(id).stop(timeoutSeconds === undefined ? {} : { t: timeoutSeconds });
+      } catch (err) {
+        if ((err as DockerErr).statusCode !== 304) throw err; // already stopped
+      }
+    });
+  }
+  start(id: string) {
+    return this.call(`start container ${id}`, async () => {
+      try {
+        await this.docker.getContainer(id).start();
+      } catch (err) {
+        if ((err as DockerErr).statusCode !== 304) throw err; // already started
+      }
+    });
+  }
+
+  /** Create a container; the whole spec goes in the body, never the URL. */
+  async createContainer(name: string | undefined, body: Record<string, unknown>): Promise<string> {
+    const c = await this.call(`create container ${name ?? ''}`.trim(), () =>
+      this.docker.createContainer({ _query: name ? { name } : {}, _body: body } as unknown as Docker.ContainerCreateOptions),
+      { conflict: `a container named ${name} already exists`, notFound: `create container ${name}: image ${String(body.Image)} is not on the engine` },
+    );
+    return c.id;
+  }
+
+  removeContainer(id: string, opts: { force?: boolean; volumes?: boolean } = {}) {
+    return this.call(`remove container ${id}`, async () => {
+      try {
+        await this.docker.getContainer(id).remove({ force: opts.force ?? true, v: opts.volumes ?? false });
+      } catch (err) {
+        if ((err as DockerErr).statusCode !== 404) throw err;
+      }
+    });
+  }
+
+  renameContainer(id: string, name: string) {
+    return this.call(`rename container ${id} to ${name}`, () => this.docker.getContainer(id).rename({ name }));
+  }
+
+  /** Commit a container's writable layer. `pause` false when the caller already paused or stopped it. */
+  async commit(id: string, repo: string, tag: string, opts: { pause: boolean; comment?: string; labels?: Record<string, string> }): Promise<string> {
+    const res = (await this.call(`commit container ${id}`, () =>
+      this.docker.getContainer(id).commit({
+        _query: { container: id, repo, tag, pause: opts.pause, comment: opts.comment ?? 'ferry backup' },
+        _body: opts.labels ? { Labels: opts.labels } : {},
+      } as unknown as object),
+    )) as { Id: string };
+    return res.Id;
+  }
+
+  // ---- images -----------------------------------------------------------------------------
+
+  inspectImage(ref: string): Promise<ImageInspect> {
+    return this.call(`inspect image ${ref}`, () => this.docker.getImage(ref).inspect(), { notFound: `no such image: ${ref}` });
+  }
+
+  async imageExists(ref: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(ref).inspect();
+      return true;
+    } catch (err) {
+      if ((err as DockerErr).statusCode === 404) return false;
+      throw this.mapError(err, `inspect image ${ref}`);
+    }
+  }
+
+  /** `docker save` of one or more references, as a stream. */
+  saveImages(refs: string[]): Promise<Readable> {
+    return this.call(`save image ${refs.join(', ')}`, () => (this.docker as unknown as { getImages(o: unknown): Promise<Readable> }).getImages({ names: refs }));
+  }
+
+  /** `docker load` from a stream; resolves only once the engine has finished and reported success. */
+  async loadImage(src: Readable, onMessage?: (m: ProgressMessage) => void): Promise<string[]> {
+    const res = (await this.call('load image', () => (this.docker as unknown as { loadImage(s: unknown, o: unknown): Promise<Readable> }).loadImage(src, { quiet: true }))) as unknown as Readable;
+    let msgs: ProgressMessage[];
+    try {
+      msgs = await followJson(res, onMessage);
+    } catch (err) {
+      src.destroy();
+      throw this.mapError(err, 'load image');
+    }
+    const loaded: string[] = [];
+    for (const m of msgs) {
+      const s = m.stream ?? '';
+      const mm = /Loaded image(?: ID)?: (\S+)/.exec(s);
+      if (mm) loaded.push(mm[1]!);
+    }
+    return loaded;
+  }
+
+  tagImage(id: string, repo: string, tag: string) {
+    return this.call(`tag image ${id} as ${repo}:${tag}`, () => this.docker.getImage(id).tag({ repo, tag }));
+  }
+
+  removeImage(ref: string) {
+    return this.call(`remove image ${ref}`, async () => {
+      try {
+        await this.docker.getImage(ref).remove({ noprune: false });
+      } catch (err) {
+        if ((err as DockerErr).statusCode !== 404) throw err;
+      }
+    });
+  }
+
+  /**
+   * An image with no files at all, imported from an empty tar: a container created from it (and
+   * never started) mounts volumes for the archive endpoints with no binaries and no pull.
+   */
+  async ensureHolderImage(): Promise<string> {
+    if (await this.imageExists(HOLDER_IMAGE)) return HOLDER_IMAGE;
+    const emptyTar = Readable.from([Buffer.alloc(1024)]);
+    const [repo, tag] = HOLDER_IMAGE.split(':') as [string, string];
+    const res = (await this.call('import the empty holder image', () =>
+      (this.docker as unknown as { importImage(s: unknown, o: unknown): Promise<Readable> }).importImage(emptyTar, { repo, tag, changes: ['CMD ["/nonexistent"]', `LABEL ${LABEL_MANAGED}=true`] }),
+    )) as unknown as Readable;
+    try {
+      await followJson(res);
+    } catch (err) {
+      throw this.mapError(err, 'import the empty holder image');
+    }
+    if (!(await this.imageExists(HOLDER_IMAGE)))
+      throw new EngineError(`the engine did not create the holder image ${HOLDER_IMAGE}`, {
+        hint: 'ferry needs an image to mount volumes from; this engine refused to import an empty one',
+      });
+    return HOLDER_IMAGE;
+  }
+
+  // ---- volumes ----------------------------------------------------------------------------
+
+  async inspectVolume(name: string): Promise<VolumeInspect | undefined> {
+    try {
+      return (await this.docker.getVolume(name).inspect()) as VolumeInspect;
+    } catch (err) {
+      if ((err as DockerErr).statusCode === 404) return undefined;
+      throw this.mapError(err, `inspect volume ${name}`);
+    }
+  }
+
+  async createVolume(spec: { Name?: string; Driver?: string; DriverOpts?: Record<string, string>; Labels?: Record<string, string> }): Promise<string> {
+    const v = (await this.call(`create volume ${spec.Name ?? ''}`.trim(), () => (this.docker as unknown as { createVolume(o: unknown): Promise<unknown> }).createVolume(spec))) as unknown as { Name: string };
+    return v.Name;
+  }
+
+  removeVolume(name: string) {
+    return this.call(`remove volume ${name}`, async () => {
+      try {
+        await this.docker.getVolume(name).remove();
+      } catch (err) {
+        if ((err as DockerErr).statusCode !== 404) throw err;
+      }
+    });
+  }
+
+  /** GET /containers/{id}/archive: a tar stream of `path`. */
+  getArchive(id: string, path: string): Promise<Readable> {
+    return this.call(`read ${path} from container ${id}`, () => this.docker.getContainer(id).getArchive({ path }) as unknown as Promise<Readable>);
+  }
+
+  /** PUT /containers/{id}/archive: extract a tar stream at `path`. Resolves once the engine has extracted it. */
+  async putArchive(id: string, path: string, src: Readable): Promise<void> {
+    // docker-modem pipes `src` into the request; if the engine fails early we must stop the source.
+    await this.call(`write ${path} into container ${id}`, async () => {
+      try {
+        const res = (await this.docker.getContainer(id).putArchive(src as never, { path })) as unknown;
+        if (res && typeof (res as Readable).resume === 'function') (res as Readable).resume();
+      } catch (err) {
+        src.destroy();
+        throw err;
+      }
+    });
+  }
+
+  // ---- networks ---------------------------------------------------------------------------
+
+  async inspectNetwork(name: string): Promise<NetworkInspect | undefined> {
+    try {
+      return (await this.docker.getNetwork(name).inspect()) as NetworkInspect;
+    } catch (err) {
+      if ((err as DockerErr).statusCode === 404) return undefined;
+      throw this.mapError(err, `inspect network ${name}`);
+    }
+  }
+
+  async createNetwork(spec: Record<string, unknown>): Promise<string> {
+    const n = (await this.call(`create network ${String(spec.Name)}`, () => this.docker.createNetwork(spec as never))) as unknown as { id: string };
+    return n.id;
+  }
+
+  removeNetwork(name: string) {
+    return this.call(`remove network ${name}`, async () => {
+      try {
+        await this.docker.getNetwork(name).remove();
+      } catch (err) {
+        if ((err as DockerErr).statusCode !== 404) throw err;
+      }
+    });
+  }
+
+  connectNetwork(network: string, container: string, endpointConfig: Record<string, unknown>) {
+    return this.call(`connect container ${container} to network ${network}`, () =>
+      this.docker.getNetwork(network).connect({ Container: container, EndpointConfig: endpointConfig }),
+    );
+  }
+
+  disconnectNetwork(network: string, container: string) {
+    return this.call(`disconnect container ${container} from network ${network}`, () =>
+      this.docker.getNetwork(network).disconnect({ Container: container, Force: true }),
+    );
+  }
+}
+
+function dockerOptions(ep: Endpoint, agent?: http.Agent): Docker.DockerOptions {
+  // Pass host/socketPath explicitly: docker-modem otherwise lets DOCKER_HOST override them.
+  switch (ep.kind) {
+    case 'unix':
+      return { socketPath: ep.socketPath, host: undefined, protocol: undefined } as unknown as Docker.DockerOptions;
+    case 'tcp':
+      return {
+        socketPath: undefined,
+        host: ep.host,
+        port: ep.port,
+        protocol: ep.tls ? 'https' : 'http',
+        ...(ep.tls ? { ca: ep.tls.ca, cert: ep.tls.cert, key: ep.tls.key } : {}),
+      } as unknown as Docker.DockerOptions;
+    case 'ssh':
+      if (!agent) throw new EngineError('an ssh engine needs an SSH transport agent');
+      return { socketPath: undefined, protocol: 'http', host: 'remote-engine.invalid', port: 80, agent } as unknown as Docker.DockerOptions;
+  }
+}
+
+function unreachable(err: DockerErr, where: string, source: string): FerryError {
+  const code = err.code ?? '';
+  let hint = 'check that the Docker engine is running and that you may use its socket';
+  if (code === 'ENOENT') hint = `no socket at ${where}; is dockerd running? (engine chosen by ${source})`;
+  if (code === 'EACCES') hint = `permission denied on ${where}: run as root or join the docker group`;
+  if (code === 'ECONNREFUSED') hint = `nothing listens at ${where} (engine chosen by ${source})`;
+  return new EngineError(`cannot reach the Docker engine at ${where}: ${code || err.message}`, { hint, cause: err, code: 'ENGINE_UNREACHABLE' });
+}
+
+/** Drain a stream into nothing (used for responses we do not need). */
+export async function drain(s: Readable): Promise<void> {
+  await pipeline(s, new PassThrough().resume());
+}

@@ -1,0 +1,338 @@
+/**
+ * Pure mapping between what `docker inspect` says and what ferry keeps: a ContainerSpec records
+ * what the user set (not the image's defaults, not what the engine generated), and turns back
+ * into create options on any engine. No I/O here; unit-tested in test/unit/spec.test.ts.
+ */
+
+export interface MountSpec {
+  type: 'volume' | 'bind' | 'tmpfs' | 'npipe' | 'image' | string;
+  /** Volume name (type volume) or host path (type bind). */
+  source?: string;
+  destination: string;
+  readOnly: boolean;
+  /** An anonymous volume (a 64-hex name the engine made up): recreated under a fresh name. */
+  anonymous?: boolean;
+  /** How the user asked for it: in HostConfig.Binds, HostConfig.Mounts, or implicitly (image VOLUME / -v /path). */
+  origin: 'binds' | 'mounts' | 'implicit';
+}
+
+export interface EndpointSpec {
+  network: string;
+  aliases?: string[];
+  ipv4Address?: string;
+  ipv6Address?: string;
+  links?: string[];
+  driverOpts?: Record<string, string>;
+}
+
+export interface NetworkSpec {
+  name: string;
+  driver: string;
+  internal: boolean;
+  attachable: boolean;
+  enableIPv6: boolean;
+  ipam?: { Driver?: string; Config?: Record<string, unknown>[]; Options?: Record<string, string> | null };
+  options?: Record<string, string>;
+  labels?: Record<string, string>;
+}
+
+export interface ContainerSpec {
+  name: string;
+  sourceId: string;
+  state: { running: boolean; paused: boolean };
+  /** The image the container was created from, as the user typed it, and its id. */
+  baseImage: { ref: string; id: string };
+  /** Container Config fields the user set (differences from the image's config). */
+  config: Record<string, unknown>;
+  /** HostConfig fields worth recreating (engine-generated values dropped). */
+  hostConfig: Record<string, unknown>;
+  /** Endpoints, primary network first. */
+  endpoints: EndpointSpec[];
+  mounts: MountSpec[];
+}
+
+type Json = Record<string, unknown>;
+
+const HOSTCONFIG_KEYS = [
+  'Binds', 'Mounts', 'PortBindings', 'PublishAllPorts', 'RestartPolicy', 'AutoRemove', 'NetworkMode',
+  'Memory', 'MemoryReservation', 'MemorySwap', 'MemorySwappiness', 'NanoCpus', 'CpuShares', 'CpuQuota', 'CpuPeriod',
+  'CpuRealtimePeriod', 'CpuRealtimeRuntime', 'CpusetCpus', 'CpusetMems', 'PidsLimit', 'OomKillDisable', 'OomScoreAdj',
+  'BlkioWeight', 'BlkioWeightDevice', 'BlkioDeviceReadBps', 'BlkioDeviceWriteBps', 'BlkioDeviceReadIOps', 'BlkioDeviceWriteIOps',
+  'CapAdd', 'CapDrop', 'Devices', 'DeviceRequests', 'DeviceCgroupRules', 'ExtraHosts', 'LogConfig', 'Privileged',
+  'SecurityOpt', 'Tmpfs', 'ShmSize', 'Ulimits', 'Init', 'Dns', 'DnsOptions', 'DnsSearch', 'GroupAdd', 'Sysctls',
+  'ReadonlyRootfs', 'Links', 'VolumeDriver', 'VolumesFrom', 'CgroupParent', 'UsernsMode', 'UTSMode', 'PidMode', 'IpcMode',
+  'StorageOpt', 'Annotations', 'Runtime', 'MaskedPaths', 'ReadonlyPaths', 'CgroupnsMode', 'Isolation',
+] as const;
+
+function isEmpty(v: unknown): boolean {
+  if (v === null || v === undefined || v === '' || v === 0 || v === false) return true;
+  if (Array.isArray(v)) return v.length === 0;
+  if (typeof v === 'object') return Object.keys(v as object).length === 0;
+  return false;
+}
+
+function same(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+}
+
+const ANON = /^[0-9a-f]{64}$/;
+
+export interface CaptureInput {
+  inspect: Json & { Id: string; Name: string; Config: Json; HostConfig: Json; State: Json; Mounts?: Json[]; NetworkSettings?: Json; Image: string };
+  /** Config of the image the container was created from. */
+  imageConfig: Json | null | undefined;
+  /** container id -> name, for `container:<id>` references. */
+  containerNames?: Record<string, string>;
+}
+
+/** inspect (+ the image's config) -> ContainerSpec. */
+export function captureSpec({ inspect, imageConfig, containerNames = {} }: CaptureInput): ContainerSpec {
+  const cfg = inspect.Config;
+  const img = (imageConfig ?? {}) as Json;
+  const shortId = inspect.Id.slice(0, 12);
+  const name = inspect.Name.replace(/^\//, '');
+  const config: Json = {};
+
+  const networkMode = String((inspect.HostConfig.NetworkMode as string | undefined) ?? 'default');
+  if (cfg.Hostname && cfg.Hostname !== shortId && !networkMode.startsWith('container:')) config.Hostname = cfg.Hostname;
+  if (cfg.Domainname) config.Domainname = cfg.Domainname;
+  for (const k of ['User', 'WorkingDir', 'StopSignal', 'Shell'] as const) {
+    if (!isEmpty(cfg[k]) && !same(cfg[k], img[k])) config[k] = cfg[k];
+  }
+  if (cfg.StopTimeout !== undefined && cfg.StopTimeout !== null && !same(cfg.StopTimeout, img.StopTimeout)) config.StopTimeout = cfg.StopTimeout;
+  const imgEnv = new Set((img.Env as string[] | null) ?? []);
+  const env = ((cfg.Env as string[] | null) ?? []).filter((e) => !imgEnv.has(e));
+  if (env.length) config.Env = env;
+  const entrypointChanged = !same(cfg.Entrypoint, img.Entrypoint);
+  if (entrypointChanged) {
+    config.Entrypoint = cfg.Entrypoint ?? [];
+    config.Cmd = cfg.Cmd ?? null; // Docker drops the image's Cmd when Entrypoint is set at create
+  } else if (!same(cfg.Cmd, img.Cmd)) {
+    config.Cmd = cfg.Cmd;
+  }
+  const labels = diffRecord(cfg.Labels as Record<string, string> | null, img.Labels as Record<string, string> | null);
+  if (labels) config.Labels = labels;
+  const ports = diffKeys(cfg.ExposedPorts as Json | null, img.ExposedPorts as Json | null);
+  if (ports) config.ExposedPorts = ports;
+  const vols = diffKeys(cfg.Volumes as Json | null, img.Volumes as Json | null);
+  if (vols) config.Volumes = vols;
+  if (cfg.Healthcheck && !same(cfg.Healthcheck, img.Healthcheck)) config.Healthcheck = cfg.Healthcheck;
+  for (const k of ['Tty', 'OpenStdin', 'StdinOnce'] as const) if (cfg[k]) config[k] = true;
+
+  const hostConfig: Json = {};
+  for (const k of HOSTCONFIG_KEYS) {
+    const v = inspect.HostConfig[k];
+    if (isEmpty(v)) continue;
+    hostConfig[k] = v;
+  }
+  // Engine defaults that would pin the source host's settings.
+  if (hostConfig.Runtime === 'runc') delete hostConfig.Runtime;
+  if (hostConfig.IpcMode === 'private' || hostConfig.IpcMode === 'shareable') delete hostConfig.IpcMode;
+  if (hostConfig.CgroupnsMode === 'host' || hostConfig.CgroupnsMode === 'private') delete hostConfig.CgroupnsMode;
+  if (hostConfig.Isolation === 'default') delete hostConfig.Isolation;
+  // Default masked/readonly path lists are the engine's; only an explicit [] (systempaths=unconfined) matters.
+  delete hostConfig.MaskedPaths;
+  delete hostConfig.ReadonlyPaths;
+  if (Array.isArray(inspect.HostConfig.MaskedPaths) && (inspect.HostConfig.MaskedPaths as unknown[]).length === 0 && inspect.HostConfig.Privileged !== true)
+    hostConfig.MaskedPaths = [];
+  if (Array.isArray(inspect.HostConfig.ReadonlyPaths) && (inspect.HostConfig.ReadonlyPaths as unknown[]).length === 0 && inspect.HostConfig.Privileged !== true)
+    hostConfig.ReadonlyPaths = [];
+  // Docker fills MemorySwap with 2x Memory when only Memory was given.
+  if (hostConfig.Memory && hostConfig.MemorySwap === (hostConfig.Memory as number) * 2) delete hostConfig.MemorySwap;
+  if (same(hostConfig.RestartPolicy, { Name: 'no', MaximumRetryCount: 0 }) || same(hostConfig.RestartPolicy, { Name: '', MaximumRetryCount: 0 }))
+    delete hostConfig.RestartPolicy;
+  // container:<id> references -> container:<name>
+  for (const k of ['NetworkMode', 'IpcMode', 'PidMode'] as const) {
+    const v = hostConfig[k];
+    if (typeof v === 'string' && v.startsWith('container:')) {
+      const ref = v.slice('container:'.length);
+      const n = containerNames[ref] ?? Object.entries(containerNames).find(([id]) => id.startsWith(ref))?.[1];
+      if (n) hostConfig[k] = `container:${n}`;
+    }
+  }
+  if (Array.isArray(hostConfig.VolumesFrom)) {
+    hostConfig.VolumesFrom = (hostConfig.VolumesFrom as string[]).map((v) => {
+      const [ref, mode] = v.split(':') as [string, string | undefined];
+      const n = containerNames[ref] ?? ref;
+      return mode ? `${n}:${mode}` : n;
+    });
+  }
+
+  const mounts = captureMounts(inspect);
+  const endpoints = captureEndpoints(inspect, networkMode, shortId, name);
+  const state = inspect.State as { Running?: boolean; Paused?: boolean };
+  return {
+    name,
+    sourceId: inspect.Id,
+    state: { running: !!state.Running, paused: !!state.Paused },
+    baseImage: { ref: String(cfg.Image ?? inspect.Image), id: inspect.Image },
+    config,
+    hostConfig,
+    endpoints,
+    mounts,
+  };
+}
+
+function diffRecord(a: Record<string, string> | null | undefined, b: Record<string, string> | null | undefined) {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(a ?? {})) if ((b ?? {})[k] !== v) out[k] = v;
+  return Object.keys(out).length ? out : undefined;
+}
+
+function diffKeys(a: Json | null | undefined, b: Json | null | undefined) {
+  const out: Json = {};
+  for (const k of Object.keys(a ?? {})) if (!(k in (b ?? {}))) out[k] = {};
+  return Object.keys(out).length ? out : undefined;
+}
+
+function captureMounts(inspect: CaptureInput['inspect']): MountSpec[] {
+  const binds = ((inspect.HostConfig.Binds as string[] | null) ?? []).map(parseBind);
+  const hcMounts = (inspect.HostConfig.Mounts as Json[] | null) ?? [];
+  const out: MountSpec[] = [];
+  for (const m of (inspect.Mounts ?? []) as Json[]) {
+    const type = String(m.Type);
+    const destination = String(m.Destination);
+    const source = type === 'volume' ? String(m.Name) : String(m.Source ?? '');
+    const readOnly = m.RW === false;
+    const inBinds = binds.some((b) => b.destination === destination);
+    const inMounts = hcMounts.some((x) => x.Target === destination);
+    out.push({
+      type,
+      source,
+      destination,
+      readOnly,
+      anonymous: type === 'volume' && ANON.test(source) && !inBinds && !inMounts ? true : undefined,
+      origin: inBinds ? 'binds' : inMounts ? 'mounts' : 'implicit',
+    });
+  }
+  return out;
+}
+
+export function parseBind(b: string): { source: string; destination: string; options?: string } {
+  const parts = b.split(':');
+  if (parts.length === 1) return { source: '', destination: parts[0]! };
+  return { source: parts[0]!, destination: parts[1]!, options: parts.slice(2).join(':') || undefined };
+}
+
+function captureEndpoints(inspect: CaptureInput['inspect'], networkMode: string, shortId: string, name: string): EndpointSpec[] {
+  const nets = ((inspect.NetworkSettings ?? {}).Networks ?? {}) as Record<string, Json>;
+  const eps: EndpointSpec[] = [];
+  for (const [net, ep] of Object.entries(nets)) {
+    const aliases = ((ep.Aliases as string[] | null) ?? []).filter((a) => a !== shortId && a !== inspect.Id);
+    const ipam = (ep.IPAMConfig ?? {}) as { IPv4Address?: string; IPv6Address?: string };
+    const e: EndpointSpec = { network: net };
+    if (aliases.length) e.aliases = aliases;
+    if (ipam.IPv4Address) e.ipv4Address = ipam.IPv4Address;
+    if (ipam.IPv6Address) e.ipv6Address = ipam.IPv6Address;
+    const links = ep.Links as string[] | null;
+    if (links?.length) e.links = links;
+    const dopts = ep.DriverOpts as Record<string, string> | null;
+    if (dopts && Object.keys(dopts).length) e.driverOpts = dopts;
+    eps.push(e);
+  }
+  void name;
+  const primary = networkMode === 'default' ? 'bridge' : networkMode;
+  eps.sort((a, b) => (a.network === primary ? -1 : b.network === primary ? 1 : 0));
+  return eps;
+}
+
+/** Networks a restore must create (user-defined ones). */
+export function isUserNetwork(name: string): boolean {
+  return !['bridge', 'host', 'none', 'default'].includes(name) && !name.startsWith('container:');
+}
+
+export function captureNetwork(n: Json): NetworkSpec {
+  const ipam = (n.IPAM ?? {}) as { Driver?: string; Config?: Record<string, unknown>[]; Options?: Record<string, string> | null };
+  return {
+    name: String(n.Name),
+    driver: String(n.Driver ?? 'bridge'),
+    internal: !!n.Internal,
+    attachable: !!n.Attachable,
+    enableIPv6: !!n.EnableIPv6,
+    ipam: { Driver: ipam.Driver ?? 'default', Config: (ipam.Config ?? []).map((c) => ({ ...c })), Options: ipam.Options ?? undefined },
+    options: (n.Options as Record<string, string> | null) ?? undefined,
+    labels: (n.Labels as Record<string, string> | null) ?? undefined,
+  };
+}
+
+export function networkCreateOptions(n: NetworkSpec, extraLabels: Record<string, string> = {}): Json {
+  return {
+    Name: n.name,
+    Driver: n.driver,
+    Internal: n.internal,
+    Attachable: n.attachable,
+    EnableIPv6: n.enableIPv6,
+    IPAM: n.ipam,
+    Options: n.options ?? {},
+    Labels: { ...(n.labels ?? {}), ...extraLabels },
+    CheckDuplicate: true,
+  };
+}
+
+export interface CreatePlan {
+  body: Json;
+  /** Endpoints to connect after create (engines before API 1.44 take only one at create). */
+  laterEndpoints: EndpointSpec[];
+}
+
+function endpointConfig(e: EndpointSpec): Json {
+  const c: Json = {};
+  if (e.aliases) c.Aliases = e.aliases;
+  if (e.ipv4Address || e.ipv6Address) c.IPAMConfig = { ...(e.ipv4Address ? { IPv4Address: e.ipv4Address } : {}), ...(e.ipv6Address ? { IPv6Address: e.ipv6Address } : {}) };
+  if (e.links) c.Links = e.links;
+  if (e.driverOpts) c.DriverOpts = e.driverOpts;
+  return c;
+}
+
+/**
+ * ContainerSpec -> create body for `image`. `volumeNames` maps each volume source (including
+ * anonymous ones, by their old name) to the name to use on the target.
+ */
+export function createPlan(spec: ContainerSpec, image: string, opts: { volumeNames?: Record<string, string>; multiEndpoint?: boolean } = {}): CreatePlan {
+  const vn = opts.volumeNames ?? {};
+  const hostConfig: Json = { ...spec.hostConfig };
+  if (Array.isArray(hostConfig.Binds)) {
+    hostConfig.Binds = (hostConfig.Binds as string[]).map((b) => {
+      const p = parseBind(b);
+      if (p.source && !p.source.startsWith('/') && vn[p.source]) return [vn[p.source], p.destination, p.options].filter(Boolean).join(':');
+      return b;
+    });
+  }
+  const mounts: Json[] = Array.isArray(hostConfig.Mounts)
+    ? (hostConfig.Mounts as Json[]).map((m) => (m.Type === 'volume' && typeof m.Source === 'string' && vn[m.Source] ? { ...m, Source: vn[m.Source] } : { ...m }))
+    : [];
+  for (const m of spec.mounts) {
+    if (m.type === 'volume' && m.origin === 'implicit' && m.source && vn[m.source]) {
+      mounts.push({ Type: 'volume', Source: vn[m.source], Target: m.destination, ReadOnly: m.readOnly });
+    }
+  }
+  if (mounts.length) hostConfig.Mounts = mounts;
+  else delete hostConfig.Mounts;
+
+  const body: Json = { ...spec.config, Image: image, HostConfig: hostConfig };
+  const networkMode = String(hostConfig.NetworkMode ?? 'default');
+  let laterEndpoints: EndpointSpec[] = [];
+  if (!networkMode.startsWith('container:') && networkMode !== 'host' && networkMode !== 'none') {
+    const eps = spec.endpoints;
+    const first = eps[0];
+    if (first) {
+      const rest = eps.slice(1);
+      if (opts.multiEndpoint) {
+        body.NetworkingConfig = { EndpointsConfig: Object.fromEntries(eps.map((e) => [e.network, endpointConfig(e)])) };
+      } else {
+        body.NetworkingConfig = { EndpointsConfig: { [first.network]: endpointConfig(first) } };
+        laterEndpoints = rest;
+      }
+    }
+  }
+  return { body, laterEndpoints };
+}
+
+export function endpointCreateConfig(e: EndpointSpec): Json {
+  return endpointConfig(e);
+}
+
+/** Names that look like they hold secrets (for warnings; values are never printed). */
+export function secretLikeEnvNames(env: string[] | undefined): string[] {
+  return (env ?? []).map((e) => e.split('=')[0]!).filter((n) => /pass|secret|token|key|credential|auth/i.test(n));
+}

@@ -1,0 +1,120 @@
+/**
+ * The one catalogue of failures. Deep code throws these; only cli/main.ts prints them and
+ * turns them into an exit status. Every error says what failed and, in `hint`, what to do.
+ */
+
+/** Exit codes, documented in README.md ("Exit codes"). Stable: scripts depend on them. */
+export const EXIT = {
+  OK: 0,
+  /** Unexpected internal error (a bug): printed with a stack trace. */
+  INTERNAL: 1,
+  /** Bad command line: unknown option, missing argument, invalid value. */
+  USAGE: 2,
+  /** Some containers were backed up, some failed. */
+  PARTIAL: 3,
+  /** The Docker engine could not be reached or refused the request. */
+  ENGINE: 4,
+  /** A container, image, volume, network or bundle named on the command line does not exist. */
+  NOT_FOUND: 5,
+  /** Something of that name already exists and --on-conflict did not allow touching it. */
+  CONFLICT: 6,
+  /** The bundle is damaged, incomplete, of an unknown format version, or not a ferry bundle. */
+  BUNDLE: 7,
+  /** Reading or writing a file failed (disk full, permission denied, ...). */
+  IO: 8,
+  /** Interrupted by SIGINT/SIGTERM; everything was put back as it was. */
+  INTERRUPTED: 130,
+} as const;
+
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+export class FerryError extends Error {
+  readonly code: string;
+  readonly exitCode: ExitCode;
+  readonly hint?: string;
+
+  constructor(code: string, exitCode: ExitCode, message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.exitCode = exitCode;
+    this.hint = opts.hint;
+  }
+}
+
+export class UsageError extends FerryError {
+  constructor(message: string, hint?: string) {
+    super('USAGE', EXIT.USAGE, message, { hint });
+  }
+}
+
+export class EngineError extends FerryError {
+  constructor(message: string, opts: { hint?: string; cause?: unknown; code?: string } = {}) {
+    super(opts.code ?? 'ENGINE', EXIT.ENGINE, message, opts);
+  }
+}
+
+export class NotFoundError extends FerryError {
+  constructor(message: string, hint?: string, cause?: unknown) {
+    super('NOT_FOUND', EXIT.NOT_FOUND, message, { hint, cause });
+  }
+}
+
+export class ConflictError extends FerryError {
+  constructor(message: string, hint?: string) {
+    super('CONFLICT', EXIT.CONFLICT, message, { hint });
+  }
+}
+
+export class BundleError extends FerryError {
+  /** The bundle member at fault, when one is. */
+  readonly member?: string;
+  constructor(message: string, opts: { hint?: string; cause?: unknown; member?: string } = {}) {
+    super('BUNDLE', EXIT.BUNDLE, message, opts);
+    this.member = opts.member;
+  }
+}
+
+export class IoError extends FerryError {
+  constructor(message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super('IO', EXIT.IO, message, opts);
+  }
+}
+
+export class PartialError extends FerryError {
+  constructor(message: string, readonly failures: { name: string; error: FerryError }[]) {
+    super('PARTIAL', EXIT.PARTIAL, message, { hint: 'see the errors above for each container that failed' });
+  }
+}
+
+export class InterruptedError extends FerryError {
+  constructor(signal: string) {
+    super('INTERRUPTED', EXIT.INTERRUPTED, `interrupted by ${signal}`);
+  }
+}
+
+/** Turn any thrown value into a FerryError. Unknown errors keep their cause (and stack). */
+export function toFerryError(err: unknown): FerryError {
+  if (err instanceof FerryError) return err;
+  const e = err as NodeJS.ErrnoException | undefined;
+  if (e && typeof e === 'object' && typeof e.code === 'string') {
+    switch (e.code) {
+      case 'ENOSPC':
+        return new IoError(`no space left on device${e.path ? ` writing ${e.path}` : ''}`, {
+          hint: 'free some space or choose another target; nothing partial was left behind',
+          cause: err,
+        });
+      case 'EACCES':
+      case 'EPERM':
+        return new IoError(`permission denied${e.path ? `: ${e.path}` : ''}`, { cause: err });
+      case 'ENOENT':
+        return new NotFoundError(`no such file or directory${e.path ? `: ${e.path}` : ''}`, undefined, err);
+      case 'EROFS':
+        return new IoError(`read-only file system${e.path ? `: ${e.path}` : ''}`, { cause: err });
+      case 'EPIPE':
+        return new IoError('the output stream was closed early (broken pipe)', { cause: err });
+    }
+  }
+  const msg = err instanceof Error ? err.message : String(err);
+  return new FerryError('INTERNAL', EXIT.INTERNAL, msg, { cause: err });
+}

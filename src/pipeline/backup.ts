@@ -1,0 +1,201 @@
+/**
+ * ferry backup: capture -> save -> ship, for one or more containers, into one bundle.
+ *
+ *   for each container:  quiesce -> commit -> volumes (and binds) into the bundle -> resume
+ *                        -> save the committed image into the bundle -> drop the local snapshot
+ *
+ * Volumes are read while the container is still paused (or stopped), so data and layer belong to
+ * the same instant. The container is resumed in a finally block, whatever fails.
+ */
+import type { Readable } from 'node:stream';
+import { VERSION } from '../version.js';
+import { type Engine } from '../engine/engine.js';
+import { BundleWriter } from '../bundle/writer.js';
+import { codecExtension, type Codec } from '../bundle/codec.js';
+import {
+  FORMAT, FORMAT_VERSION, memberName,
+  type ContainerEntry, type Manifest, type MemberPlan, type Trailer, type VolumeEntry,
+} from '../bundle/manifest.js';
+import type { NetworkSpec } from '../engine/spec.js';
+import type { Transport } from '../transport/transport.js';
+import { captureContainer, commitContainer, hostName, quiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './capture.js';
+import { checkAborted, type RunContext } from './context.js';
+import { saveImage } from './save.js';
+import { openBindReader, openVolumeReader } from './volumes.js';
+import { UsageError } from '../errors.js';
+
+export interface BackupOptions {
+  containers: string[];
+  consistency: Consistency;
+  codec: Codec;
+  includeBinds: boolean;
+}
+
+export interface BackupResult {
+  location: string;
+  containers: string[];
+  volumes: string[];
+  bytes: number;
+  trailer: Trailer;
+  durationMs: number;
+}
+
+/** The image member is kept loadable by `docker load` on any engine: zstd is not (Docker 20.10). */
+export function imageCodec(c: Codec): Codec {
+  return c === 'none' ? 'none' : 'gzip';
+}
+
+export function bundleFileName(containers: string[], when: Date): string {
+  const base = containers.length === 1 ? containers[0]! : `${containers[0]}+${containers.length - 1}`;
+  return `ferry-${base.replace(/[^A-Za-z0-9_.-]/g, '_')}-${utcStamp(when)}.tar`;
+}
+
+export async function backup(engine: Engine, transport: Transport, opts: BackupOptions, ctx: RunContext): Promise<BackupResult> {
+  const started = Date.now();
+  const when = new Date();
+  const { progress, signal } = ctx;
+  if (opts.containers.length === 0) throw new UsageError('no containers to back up', 'name one or more containers, or use --all');
+
+  // 1. capture every container's configuration before writing anything.
+  const captured: Captured[] = [];
+  for (const c of opts.containers) {
+    progress.step(`inspect ${c}`);
+    captured.push(await captureContainer(engine, c));
+  }
+  const names = captured.map((c) => c.spec.name);
+  if (new Set(names).size !== names.length) throw new UsageError('a container was named twice');
+
+  // 2. plan the bundle: members in the order they will be written.
+  const members: MemberPlan[] = [];
+  const volumes: VolumeEntry[] = [];
+  const networks: NetworkSpec[] = [];
+  const containers: ContainerEntry[] = [];
+  const used = new Set<string>();
+  const uniq = (folder: 'images' | 'volumes' | 'binds', base: string, ext: string) => {
+    let n = memberName(folder, base, members.length, ext);
+    for (let i = 2; used.has(n); i++) n = memberName(folder, `${base}-${i}`, members.length, ext);
+    used.add(n);
+    return n;
+  };
+  for (const c of captured) {
+    for (const v of c.volumes) {
+      if (volumes.some((x) => x.name === v.name)) continue; // shared volume: once, with its first container
+      const member = uniq('volumes', v.name, codecExtension(opts.codec));
+      volumes.push({ ...v, member });
+      members.push({ name: member, kind: 'volume', codec: opts.codec });
+    }
+    const binds: ContainerEntry['binds'] = [];
+    if (opts.includeBinds) {
+      for (const b of c.binds) {
+        const member = uniq('binds', `${c.spec.name}${b.destination.replace(/\//g, '_')}`, codecExtension(opts.codec));
+        binds.push({ container: c.spec.name, hostPath: b.hostPath, destination: b.destination, member });
+        members.push({ name: member, kind: 'bind', codec: opts.codec });
+      }
+    } else if (c.binds.length) {
+      progress.warn(`${c.spec.name}: bind mounts ${c.binds.map((b) => b.hostPath).join(', ')} are recorded, not copied (use --include-binds to copy them)`);
+    }
+    const ref = snapshotRef(c.spec.name, when);
+    const imgMember = uniq('images', c.spec.name, codecExtension(imageCodec(opts.codec)));
+    members.push({ name: imgMember, kind: 'image', codec: imageCodec(opts.codec) });
+    for (const n of c.networks) if (!networks.some((x) => x.name === n.name)) networks.push(n);
+    containers.push({
+      spec: c.spec,
+      image: { ref: `${ref.repo}:${ref.tag}`, member: imgMember },
+      volumes: c.volumes.map((v) => v.name),
+      binds,
+      consistency: opts.consistency,
+    });
+  }
+  const manifest: Manifest = {
+    format: FORMAT,
+    formatVersion: FORMAT_VERSION,
+    ferryVersion: VERSION,
+    createdAt: when.toISOString(),
+    source: {
+      engine: engine.facts.endpoint,
+      serverVersion: engine.facts.serverVersion,
+      apiVersion: engine.facts.apiVersion,
+      os: engine.facts.os,
+      arch: engine.facts.arch,
+      hostname: hostName(),
+    },
+    containers,
+    volumes,
+    networks,
+    members,
+  };
+
+  // 3. write: manifest, then per container its volumes (while quiesced) and its image.
+  const sink = await transport.createBundle(bundleFileName(names, when));
+  const writer = new BundleWriter(sink, manifest);
+  const snapshots: string[] = [];
+  try {
+    await writer.begin();
+    const written = new Set<string>();
+    for (const [i, c] of captured.entries()) {
+      const entry = containers[i]!;
+      checkAborted(signal);
+      const resume = await quiesce(engine, c.spec, opts.consistency, progress);
+      try {
+        progress.step(`commit ${c.spec.name}`);
+        const [repo, tag] = splitRef(entry.image.ref);
+        const committed = await commitContainer(engine, c.spec, { repo, tag }, opts.consistency);
+        snapshots.push(committed.id);
+        writer.recordImage({ ref: entry.image.ref, id: committed.id, layers: committed.layers });
+        for (const vname of entry.volumes) {
+          if (written.has(vname)) continue;
+          written.add(vname);
+          const v = volumes.find((x) => x.name === vname)!;
+          checkAborted(signal);
+          progress.step(`volume ${v.name} -> ${v.member}`);
+          const r = await openVolumeReader(engine, c.spec.baseImage.id, v.name);
+          try {
+            await writer.addMember(v.member, abortable(r.stream, signal), opts.codec, (_, n) => progress.bytes(v.member, n));
+          } finally {
+            await r.done();
+          }
+        }
+        for (const b of entry.binds) {
+          checkAborted(signal);
+          progress.step(`bind ${b.hostPath} -> ${b.member}`);
+          const r = await openBindReader(engine, c.spec.baseImage.id, b.hostPath);
+          try {
+            await writer.addMember(b.member, abortable(r.stream, signal), opts.codec, (_, n) => progress.bytes(b.member, n));
+          } finally {
+            await r.done();
+          }
+        }
+      } finally {
+        await resume();
+      }
+      checkAborted(signal);
+      progress.step(`image ${entry.image.ref} -> ${entry.image.member}`);
+      const img = await saveImage(engine, entry.image.ref);
+      await writer.addMember(entry.image.member, abortable(img, signal), imageCodec(opts.codec), (_, n) => progress.bytes(entry.image.member, n));
+    }
+    checkAborted(signal);
+    progress.step('finish bundle');
+    const trailer = await writer.finish();
+    const bytes = trailer.members.reduce((a, m) => a + m.bytes, 0);
+    return { location: writer.location, containers: names, volumes: volumes.map((v) => v.name), bytes, trailer, durationMs: Date.now() - started };
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  } finally {
+    for (const id of snapshots) await engine.removeImage(id).catch(() => {});
+  }
+}
+
+function splitRef(ref: string): [string, string] {
+  const i = ref.lastIndexOf(':');
+  return [ref.slice(0, i), ref.slice(i + 1)];
+}
+
+/** Destroy a source stream when the run is aborted, so the pipeline fails promptly. */
+export function abortable(s: Readable, signal: AbortSignal): Readable {
+  if (signal.aborted) s.destroy(signal.reason as Error);
+  const onAbort = () => s.destroy(signal.reason as Error);
+  signal.addEventListener('abort', onAbort, { once: true });
+  s.once('close', () => signal.removeEventListener('abort', onAbort));
+  return s;
+}

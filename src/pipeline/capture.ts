@@ -1,0 +1,118 @@
+/**
+ * Stage 1, capture: inspect a container and everything needed to recreate it (config, networks,
+ * volumes), quiesce it (pause or stop), commit its writable layer, and always put it back.
+ */
+import os from 'node:os';
+import { type Engine, LABEL_MANAGED } from '../engine/engine.js';
+import { captureNetwork, captureSpec, isUserNetwork, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
+import { UsageError } from '../errors.js';
+import type { VolumeEntry } from '../bundle/manifest.js';
+import type { Progress } from './context.js';
+
+export type Consistency = 'pause' | 'stop' | 'none';
+
+export interface Captured {
+  spec: ContainerSpec;
+  volumes: Omit<VolumeEntry, 'member'>[];
+  networks: NetworkSpec[];
+  /** Bind mounts (host paths) the container uses. */
+  binds: { hostPath: string; destination: string }[];
+}
+
+export async function captureContainer(engine: Engine, nameOrId: string): Promise<Captured> {
+  const inspect = await engine.inspectContainer(nameOrId);
+  if ((inspect.Config.Labels as Record<string, string> | null)?.[LABEL_MANAGED])
+    throw new UsageError(`${nameOrId} is a helper container made by ferry`, 'it holds nothing to back up; remove it with docker rm');
+  const image = await engine.inspectImage(inspect.Image).catch(() => undefined);
+  // container:<id> references (network, ipc, pid, volumes-from) are kept by name.
+  const containerNames: Record<string, string> = {};
+  const hc = inspect.HostConfig as Record<string, unknown>;
+  const refs = [hc.NetworkMode, hc.IpcMode, hc.PidMode]
+    .filter((v): v is string => typeof v === 'string' && v.startsWith('container:'))
+    .map((v) => v.slice('container:'.length))
+    .concat(((hc.VolumesFrom as string[] | null) ?? []).map((v) => v.split(':')[0]!));
+  for (const ref of refs) {
+    const other = await engine.inspectContainer(ref).catch(() => undefined);
+    if (other) containerNames[ref] = other.Name.replace(/^\//, '');
+  }
+  const spec = captureSpec({ inspect: inspect as never, imageConfig: image?.Config as never, containerNames });
+
+  const volumes: Captured['volumes'] = [];
+  const binds: Captured['binds'] = [];
+  for (const m of spec.mounts) {
+    if (m.type === 'volume' && m.source) {
+      const v = await engine.inspectVolume(m.source);
+      volumes.push({
+        name: m.source,
+        anonymous: !!m.anonymous,
+        driver: v?.Driver ?? 'local',
+        ...(v?.Options && Object.keys(v.Options).length ? { driverOpts: v.Options } : {}),
+        ...(v?.Labels && Object.keys(v.Labels).length ? { labels: v.Labels } : {}),
+      });
+    } else if (m.type === 'bind' && m.source) {
+      binds.push({ hostPath: m.source, destination: m.destination });
+    }
+  }
+  const networks: NetworkSpec[] = [];
+  for (const e of spec.endpoints) {
+    if (!isUserNetwork(e.network)) continue;
+    const n = await engine.inspectNetwork(e.network);
+    if (n) networks.push(captureNetwork(n as never));
+  }
+  return { spec, volumes, networks, binds };
+}
+
+/**
+ * Quiesce a container for a consistent snapshot. Returns the function that puts it back as it
+ * was; the caller must call it in a finally block. A container that was already paused or
+ * stopped is left so.
+ */
+export async function quiesce(engine: Engine, spec: ContainerSpec, mode: Consistency, progress: Progress): Promise<() => Promise<void>> {
+  const st = await engine.inspectContainer(spec.sourceId);
+  const running = !!st.State.Running && !st.State.Paused;
+  if (!running || mode === 'none') return async () => {};
+  if (mode === 'pause') {
+    progress.step(`pause ${spec.name}`);
+    await engine.pause(spec.sourceId);
+    let resumed = false;
+    return async () => {
+      if (resumed) return;
+      resumed = true;
+      progress.step(`resume ${spec.name}`);
+      await engine.unpause(spec.sourceId);
+    };
+  }
+  progress.step(`stop ${spec.name}`);
+  await engine.stop(spec.sourceId);
+  let started = false;
+  return async () => {
+    if (started) return;
+    started = true;
+    progress.step(`start ${spec.name} again`);
+    await engine.start(spec.sourceId);
+  };
+}
+
+/** A tag for the committed image: ferry/<name>:<UTC time>. */
+export function snapshotRef(containerName: string, when: Date): { repo: string; tag: string } {
+  const repo = `ferry/${containerName.toLowerCase().replace(/[^a-z0-9_.-]/g, '-').replace(/^[^a-z0-9]+/, '') || 'container'}`;
+  return { repo, tag: utcStamp(when) };
+}
+
+export function utcStamp(d: Date): string {
+  return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+}
+
+/** Commit the writable layer. Paused/stopped by the caller, unless consistency is none. */
+export async function commitContainer(engine: Engine, spec: ContainerSpec, ref: { repo: string; tag: string }, mode: Consistency) {
+  const id = await engine.commit(spec.sourceId, ref.repo, ref.tag, {
+    pause: mode === 'none',
+    comment: `ferry snapshot of ${spec.name}`,
+  });
+  const img = await engine.inspectImage(id);
+  return { id, layers: (img.RootFS?.Layers as string[] | undefined) ?? [] };
+}
+
+export function hostName(): string {
+  return os.hostname();
+}

@@ -1,0 +1,119 @@
+/**
+ * Stage 5, run: recreate networks, volumes and containers with their captured settings, then
+ * start them. Everything created is recorded in an Undo list so a failure removes it again;
+ * nothing that existed before is touched unless --on-conflict replace asked for it.
+ */
+import { type Engine, LABEL_MANAGED } from '../engine/engine.js';
+import { createPlan, endpointCreateConfig, networkCreateOptions, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
+import type { VolumeEntry } from '../bundle/manifest.js';
+import { ConflictError } from '../errors.js';
+import type { Progress } from './context.js';
+
+export type OnConflict = 'fail' | 'replace' | 'rename';
+
+/** Undo actions, run in reverse order on failure. */
+export class Undo {
+  private readonly actions: { what: string; fn: () => Promise<void> }[] = [];
+  add(what: string, fn: () => Promise<void>) {
+    this.actions.push({ what, fn });
+  }
+  async run(progress: Progress): Promise<void> {
+    for (const a of this.actions.reverse()) {
+      try {
+        progress.info(`rollback: ${a.what}`);
+        await a.fn();
+      } catch (err) {
+        progress.warn(`rollback of "${a.what}" failed: ${(err as Error).message}`);
+      }
+    }
+    this.actions.length = 0;
+  }
+  clear() {
+    this.actions.length = 0;
+  }
+}
+
+/** Pick free names under --on-conflict rename. */
+export async function freeName(base: string, exists: (n: string) => Promise<boolean>): Promise<string> {
+  if (!(await exists(base))) return base;
+  for (let i = 1; i < 1000; i++) {
+    const n = `${base}-restored${i === 1 ? '' : `-${i}`}`;
+    if (!(await exists(n))) return n;
+  }
+  throw new ConflictError(`no free name near ${base}`);
+}
+
+export async function ensureNetwork(engine: Engine, n: NetworkSpec, undo: Undo, progress: Progress): Promise<void> {
+  const existing = await engine.inspectNetwork(n.name);
+  if (existing) {
+    const want = (n.ipam?.Config ?? []).map((c) => c.Subnet).filter(Boolean).sort().join(',');
+    const have = ((existing.IPAM?.Config ?? []) as { Subnet?: string }[]).map((c) => c.Subnet).filter(Boolean).sort().join(',');
+    if (want && have !== want) progress.warn(`network ${n.name} exists with subnet ${have || 'none'}, the bundle had ${want}; reusing it`);
+    else progress.info(`network ${n.name} exists; reusing it`);
+    return;
+  }
+  progress.step(`create network ${n.name}`);
+  await engine.createNetwork(networkCreateOptions(n));
+  undo.add(`remove network ${n.name}`, () => engine.removeNetwork(n.name));
+}
+
+/** Create (or, when asked, replace) a volume; returns its name on the target. */
+export async function createVolume(
+  engine: Engine,
+  v: VolumeEntry,
+  onConflict: OnConflict,
+  undo: Undo,
+  progress: Progress,
+): Promise<string> {
+  const labels = { ...(v.labels ?? {}) };
+  if (v.anonymous) {
+    const name = await engine.createVolume({ Driver: v.driver, DriverOpts: v.driverOpts, Labels: labels });
+    undo.add(`remove volume ${name}`, () => engine.removeVolume(name));
+    progress.step(`create volume ${name} (for anonymous volume ${v.name.slice(0, 12)})`);
+    return name;
+  }
+  let name = v.name;
+  if (await engine.inspectVolume(name)) {
+    if (onConflict === 'fail') throw new ConflictError(`volume ${name} already exists`, 'use --on-conflict replace to overwrite it, or rename to restore beside it');
+    if (onConflict === 'replace') {
+      progress.step(`remove existing volume ${name} (--on-conflict replace)`);
+      await engine.removeVolume(name);
+    } else {
+      name = await freeName(name, async (n) => !!(await engine.inspectVolume(n)));
+    }
+  }
+  progress.step(`create volume ${name}`);
+  await engine.createVolume({ Name: name, Driver: v.driver, DriverOpts: v.driverOpts, Labels: labels });
+  undo.add(`remove volume ${name}`, () => engine.removeVolume(name));
+  return name;
+}
+
+export async function createContainer(
+  engine: Engine,
+  spec: ContainerSpec,
+  name: string,
+  image: string,
+  volumeNames: Record<string, string>,
+  undo: Undo,
+  progress: Progress,
+): Promise<string> {
+  const plan = createPlan(spec, image, { volumeNames, multiEndpoint: engine.apiAtLeast('1.44') });
+  progress.step(`create container ${name}`);
+  const id = await engine.createContainer(name, plan.body);
+  undo.add(`remove container ${name}`, () => engine.removeContainer(id, { force: true }));
+  for (const e of plan.laterEndpoints) {
+    await engine.connectNetwork(e.network, id, endpointCreateConfig(e));
+  }
+  return id;
+}
+
+/** Preflight for --on-conflict fail: refuse before touching anything. */
+export async function checkConflicts(engine: Engine, containers: string[], volumes: VolumeEntry[]): Promise<void> {
+  const problems: string[] = [];
+  for (const c of containers) if (await engine.containerExists(c)) problems.push(`container ${c}`);
+  for (const v of volumes) if (!v.anonymous && (await engine.inspectVolume(v.name))) problems.push(`volume ${v.name}`);
+  if (problems.length)
+    throw new ConflictError(`already on the engine: ${problems.join(', ')}`, 'nothing was changed; use --on-conflict replace or rename, or --name to restore under another name');
+}
+
+export { LABEL_MANAGED };

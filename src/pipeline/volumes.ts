@@ -1,0 +1,96 @@
+/**
+ * Volume data in and out through the engine's archive endpoints (`docker cp` speed), from a
+ * holder container that is created but never started: it only mounts the volume. The holder is
+ * always removed, whatever happens.
+ *
+ * Backup: the holder comes from the container's own image (already local; no pull, ever), with an
+ * entrypoint that is never run, no network, and the volume mounted read-only at a path the image
+ * does not have, with no copy-up. Restore: from an empty image imported on the spot.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { type Engine, LABEL_MANAGED, LABEL_ROLE } from '../engine/engine.js';
+import { EngineError } from '../errors.js';
+
+const MOUNT = '/.ferry-data';
+
+export interface Holder {
+  id: string;
+  remove(): Promise<void>;
+}
+
+async function createHolder(engine: Engine, image: string, mount: Record<string, unknown>): Promise<Holder> {
+  const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
+  let id: string;
+  try {
+    id = await engine.createContainer(name, {
+      Image: image,
+      Entrypoint: ['/nonexistent-ferry-holder'],
+      Cmd: [],
+      Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder' },
+      NetworkDisabled: true,
+      HostConfig: { NetworkMode: 'none', Mounts: [mount], AutoRemove: false },
+    });
+  } catch (err) {
+    throw new EngineError(`cannot create a helper container from image ${image} to reach volume data: ${(err as Error).message}`, {
+      cause: err,
+      hint: 'ferry mounts volumes in a never-started helper made from an image already on the engine; none could serve here',
+    });
+  }
+  let removed = false;
+  return {
+    id,
+    remove: async () => {
+      if (removed) return;
+      removed = true;
+      await engine.removeContainer(id, { force: true, volumes: false });
+    },
+  };
+}
+
+/** Open a tar stream of a volume's content (entries `./`, `./a`, ...). Call done() when consumed. */
+export async function openVolumeReader(engine: Engine, image: string, volume: string): Promise<{ stream: Readable; done: () => Promise<void> }> {
+  const holder = await createHolder(engine, image, { Type: 'volume', Source: volume, Target: MOUNT, ReadOnly: true, VolumeOptions: { NoCopy: true } });
+  try {
+    const stream = await engine.getArchive(holder.id, `${MOUNT}/.`);
+    return { stream, done: () => holder.remove() };
+  } catch (err) {
+    await holder.remove().catch(() => {});
+    throw err;
+  }
+}
+
+/** The same for a bind mount's host path. */
+export async function openBindReader(engine: Engine, image: string, hostPath: string): Promise<{ stream: Readable; done: () => Promise<void> }> {
+  const holder = await createHolder(engine, image, { Type: 'bind', Source: hostPath, Target: MOUNT, ReadOnly: true });
+  try {
+    const stream = await engine.getArchive(holder.id, `${MOUNT}/.`);
+    return { stream, done: () => holder.remove() };
+  } catch (err) {
+    await holder.remove().catch(() => {});
+    throw err;
+  }
+}
+
+/** Extract a tar stream (as produced by openVolumeReader) into a volume. */
+export async function fillVolume(engine: Engine, image: string, volume: string, data: Readable): Promise<void> {
+  const holder = await createHolder(engine, image, { Type: 'volume', Source: volume, Target: MOUNT, VolumeOptions: { NoCopy: true } });
+  try {
+    await engine.putArchive(holder.id, MOUNT, data);
+    // The engine answers once it has extracted what it read; make sure it read everything.
+    if (!data.readableEnded) await finished(data).catch(() => {});
+  } finally {
+    await holder.remove();
+  }
+}
+
+/** Extract a tar stream into a host path through a bind mount (the engine creates a missing path). */
+export async function fillBind(engine: Engine, image: string, hostPath: string, data: Readable): Promise<void> {
+  const holder = await createHolder(engine, image, { Type: 'bind', Source: hostPath, Target: MOUNT, BindOptions: { CreateMountpoint: true } });
+  try {
+    await engine.putArchive(holder.id, MOUNT, data);
+  } finally {
+    await holder.remove();
+  }
+}

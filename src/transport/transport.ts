@@ -1,0 +1,30 @@
+/**
+ * Where bundles go and come from. Every transport (local directory or file, stdout/stdin stream,
+ * and later SSH and registry stores) implements this one interface; the pipeline never knows which.
+ */
+import type { Readable } from 'node:stream';
+
+/** A bundle being written. Nothing at its final name until commit(). */
+export interface BundleSink {
+  /** Where the bundle will be once committed (for messages). */
+  readonly location: string;
+  /** True when writeAt() can patch bytes already written (files, SFTP); false for pipes. */
+  readonly seekable: boolean;
+  /** Bytes written so far. */
+  readonly position: number;
+  write(chunk: Buffer): Promise<void>;
+  writeAt(chunk: Buffer, position: number): Promise<void>;
+  /** Flush, fsync and move the bundle to its final name. */
+  commit(): Promise<void>;
+  /** Remove whatever was written. Safe to call more than once, and after commit() it does nothing. */
+  abort(): Promise<void>;
+}
+
+export interface Transport {
+  describe(): string;
+  /** Start a new bundle. `suggestedName` is used when the target is a store (a directory). */
+  createBundle(suggestedName: string): Promise<BundleSink>;
+  /** Open a bundle for reading, as a stream. */
+  openBundle(): Promise<{ stream: Readable; location: string; size?: number }>;
+  close(): Promise<void>;
+}
