@@ -298,8 +298,11 @@ export class Engine {
   }
 
   async createVolume(spec: { Name?: string; Driver?: string; DriverOpts?: Record<string, string>; Labels?: Record<string, string> }): Promise<string> {
-    const v = (await this.call(`create volume ${spec.Name ?? ''}`.trim(), () => (this.docker as unknown as { createVolume(o: unknown): Promise<unknown> }).createVolume(spec))) as unknown as { Name: string };
-    return v.Name;
+    // dockerode resolves with a Volume handle ({name}); the engine's own answer has {Name}.
+    const v = (await this.call(`create volume ${spec.Name ?? ''}`.trim(), () => (this.docker as unknown as { createVolume(o: unknown): Promise<unknown> }).createVolume(spec))) as { name?: string; Name?: string };
+    const name = v.Name ?? v.name;
+    if (!name) throw new EngineError(`create volume ${spec.Name ?? ''}: the engine did not say which volume it created`);
+    return name;
   }
 
   removeVolume(name: string) {

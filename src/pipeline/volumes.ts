@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { type Engine, LABEL_MANAGED, LABEL_ROLE } from '../engine/engine.js';
 import { EngineError } from '../errors.js';
+import { RootTap, rootEntryTar } from '../util/tar-root.js';
 
 const MOUNT = '/.ferry-data';
 
@@ -73,13 +74,20 @@ export async function openBindReader(engine: Engine, image: string, hostPath: st
   }
 }
 
-/** Extract a tar stream (as produced by openVolumeReader) into a volume. */
+/**
+ * Extract a tar stream (as produced by openVolumeReader) into a volume. The volume is mounted one
+ * level down (`MOUNT/v`) so that the root's owner, mode and mtime can be applied afterwards with
+ * a one-entry tar extracted into MOUNT: the engine does not apply a `./` entry to the target.
+ */
 export async function fillVolume(engine: Engine, image: string, volume: string, data: Readable): Promise<void> {
-  const holder = await createHolder(engine, image, { Type: 'volume', Source: volume, Target: MOUNT, VolumeOptions: { NoCopy: true } });
+  const target = `${MOUNT}/v`;
+  const holder = await createHolder(engine, image, { Type: 'volume', Source: volume, Target: target, VolumeOptions: { NoCopy: true } });
   try {
-    await engine.putArchive(holder.id, MOUNT, data);
-    // The engine answers once it has extracted what it read; make sure it read everything.
-    if (!data.readableEnded) await finished(data).catch(() => {});
+    const tap = new RootTap();
+    data.on('error', (err) => tap.destroy(err));
+    await engine.putArchive(holder.id, target, data.pipe(tap));
+    if (!tap.readableEnded) await finished(tap).catch(() => {});
+    if (tap.root) await engine.putArchive(holder.id, MOUNT, rootEntryTar('v', tap.root) as unknown as Readable);
   } finally {
     await holder.remove();
   }

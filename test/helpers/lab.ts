@@ -1,0 +1,112 @@
+/**
+ * Helpers for end-to-end tests: run the real CLI (bin/ferry.js, built), drive the docker CLI, and
+ * make names/ports that never collide. The lab (engines, registry, sshd) is started by .ci/lab.sh.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+export const ROOT = path.resolve(import.meta.dirname, '..', '..');
+export const BIN = path.join(ROOT, 'bin', 'ferry.js');
+export const ENGINE_A = 'unix:///var/run/docker.sock';
+export const ENGINE_B = 'unix:///var/run/docker-b.sock';
+export const BUSYBOX = 'ferry-test/busybox:1';
+export const POSTGRES = 'ferry-test/postgres:15';
+
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run ferry. `input` is piped to stdin (a file path via inputFile, or a Buffer). */
+export function ferry(args: string[], opts: { env?: Record<string, string | undefined>; stdinFile?: string; stdoutFile?: string } = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env, ...opts.env };
+    delete env.DOCKER_HOST;
+    if (opts.env?.DOCKER_HOST) env.DOCKER_HOST = opts.env.DOCKER_HOST;
+    const cmd = [BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    const redir = `${opts.stdinFile ? ` < '${opts.stdinFile}'` : ' < /dev/null'}${opts.stdoutFile ? ` > '${opts.stdoutFile}'` : ''}`;
+    const child = spawn('sh', ['-c', `exec node ${cmd}${redir}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+/** Run a shell pipeline (for `ferry ... -o - | ferry restore -`). */
+export function sh(script: string, env: Record<string, string> = {}): Run {
+  const r = spawnSync('sh', ['-c', script], { env: { ...process.env, FERRY: `node ${BIN}`, ...env }, encoding: 'utf8', maxBuffer: 64 << 20 });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Run the docker CLI against an engine; throws on failure unless allowFail. */
+export function docker(args: string[], opts: { host?: string; allowFail?: boolean; input?: string } = {}): string {
+  const r = spawnSync('docker', ['-H', opts.host ?? ENGINE_A, ...args], { encoding: 'utf8', input: opts.input, maxBuffer: 64 << 20 });
+  if (r.status !== 0 && !opts.allowFail) throw new Error(`docker ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return (r.stdout ?? '').trim();
+}
+
+export function inspect<T = any>(kind: 'container' | 'volume' | 'network' | 'image', name: string, host = ENGINE_A): T {
+  return JSON.parse(docker([kind, 'inspect', name], { host }))[0] as T;
+}
+
+export function exists(kind: 'container' | 'volume' | 'network' | 'image', name: string, host = ENGINE_A): boolean {
+  return spawnSync('docker', ['-H', host, kind, 'inspect', name], { stdio: 'ignore' }).status === 0;
+}
+
+export function uid(prefix = 'ft'): string {
+  return `${prefix}-${randomBytes(3).toString('hex')}`;
+}
+
+/** A TCP port nothing listens on right now (on 127.0.0.1). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+export async function waitFor(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < end) {
+    try {
+      if (await fn()) return;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+}
+
+/** Remove containers, volumes and networks by name, ignoring what is already gone. */
+export function cleanup(host: string, what: { containers?: string[]; volumes?: string[]; networks?: string[]; images?: string[] }) {
+  for (const c of what.containers ?? []) docker(['rm', '-f', '-v', c], { host, allowFail: true });
+  for (const v of what.volumes ?? []) docker(['volume', 'rm', '-f', v], { host, allowFail: true });
+  for (const n of what.networks ?? []) docker(['network', 'rm', n], { host, allowFail: true });
+  for (const i of what.images ?? []) docker(['rmi', '-f', i], { host, allowFail: true });
+}
+
+/**
+ * A full listing of a directory inside a container: path, owner, mode, size, link count, mtime,
+ * type, symlink target and sha256 of regular files. Taken with busybox in a throwaway container
+ * that mounts the volume read-only.
+ */
+export function volumeListing(volume: string, host = ENGINE_A): string {
+  const script =
+    'cd /v && find . | LC_ALL=C sort | while IFS= read -r f; do ' +
+    'st=$(stat -c "%u:%g %a %h %Y %F" "$f"); ' +
+    'if [ -L "$f" ]; then x="-> $(readlink "$f")"; elif [ -f "$f" ]; then x="$(stat -c %s "$f") $(sha256sum < "$f" | cut -c1-16)"; else x=""; fi; ' +
+    'echo "$f $st $x"; done';
+  return docker(['run', '--rm', '--network', 'none', '-v', `${volume}:/v:ro`, BUSYBOX, 'sh', '-c', script], { host });
+}
