@@ -14,6 +14,7 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: ['test/e2e/**/*.test.ts'],
+          globalSetup: ['test/helpers/global-setup.ts'],
           // Real engines, real containers: one file at a time so host ports and names never collide.
           fileParallelism: false,
           testTimeout: 300_000,
