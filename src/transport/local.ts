@@ -3,7 +3,7 @@
  * 0600), fsynced, renamed into place and the directory fsynced: a bundle at its final name is
  * always complete. Leftover temporaries of killed runs are removed by the next write.
  */
-import { createReadStream, constants as fsc } from 'node:fs';
+import { constants as fsc } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -142,7 +142,7 @@ export class LocalTransport implements Transport {
     const fh = await fs.open(p, 'r').catch((err) => {
       throw toFerryError(err);
     });
-    return { stream: createReadStream('', { fd: fh.fd, highWaterMark: 1 << 20, autoClose: true }) as unknown as Readable, location: p, size: st.size };
+    return { stream: fh.createReadStream({ highWaterMark: 1 << 20, autoClose: true }) as unknown as Readable, location: p, size: st.size };
   }
 
   async close(): Promise<void> {}
