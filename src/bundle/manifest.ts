@@ -164,6 +164,7 @@ export function parseTrailer(text: string, manifest: Manifest): Trailer {
   if (!t || t.format !== FORMAT || t.complete !== true || !Array.isArray(t.members)) fail('not a complete ferry trailer', TRAILER_MEMBER);
   const planned = new Set(manifest.members.map((m) => m.name));
   for (const m of t.members) {
+    if (!m || typeof m !== 'object') fail('a member entry is not an object', TRAILER_MEMBER);
     if (!planned.has(m.name)) fail(`lists member ${JSON.stringify(m.name)} that the manifest does not`, TRAILER_MEMBER);
     if (typeof m.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(m.sha256)) fail(`member ${m.name} has no valid sha256`, TRAILER_MEMBER);
     if (!Number.isSafeInteger(m.bytes) || m.bytes < 0) fail(`member ${m.name} has no valid size`, TRAILER_MEMBER);

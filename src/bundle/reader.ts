@@ -39,6 +39,8 @@ async function readSmall(e: Entry, member: string): Promise<string> {
 
 export class BundleReader {
   private trailerValue?: Trailer;
+  /** The first problem found in the bundle itself, if any: what a failed consumer should report. */
+  failure?: BundleError;
   private readonly seen: TrailerMember[] = [];
 
   private constructor(
@@ -132,6 +134,9 @@ export class BundleReader {
         lastIndex = idx;
         const plan = this.manifest.members[idx]!;
         const out = new PassThrough({ highWaterMark: 1 << 20 });
+        // The consumer may not be reading yet when the feed fails; the failure reaches it through
+        // the destroyed stream and, below, through `await feeding`.
+        out.on('error', () => {});
         const hash = createHash('sha256');
         let bytes = 0;
         let parts = 0;
@@ -157,8 +162,20 @@ export class BundleReader {
           }
           out.end();
         };
-        const feeding = feed();
-        feeding.catch((err) => out.destroy(err));
+        const feeding = feed().catch((err) => {
+          const be =
+            err instanceof BundleError
+              ? err
+              : new BundleError(`${this.location} is not a complete bundle: member ${name} ends early (${(err as Error).message})`, {
+                  member: name,
+                  cause: err,
+                  hint: 'the file is truncated or damaged; run `ferry verify` on it',
+                });
+          this.failure ??= be;
+          out.destroy(be);
+          throw be;
+        });
+        feeding.catch(() => {});
         yield { plan, stream: out };
         out.resume(); // drain anything the consumer left
         await feeding;

@@ -9,6 +9,7 @@
  * removes what this restore created (Undo).
  */
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { BundleReader } from '../bundle/reader.js';
 import { decompressor } from '../bundle/codec.js';
 import type { Manifest } from '../bundle/manifest.js';
@@ -47,8 +48,9 @@ export interface RestoreResult {
 
 function decode(stream: Readable, codec: Manifest['members'][number]['codec'], member: string): Readable {
   const d = decompressor(codec, member);
-  stream.on('error', (err) => d.destroy(err));
-  stream.pipe(d);
+  // pipeline() owns the error wiring: a failure on either side destroys both, and the consumer of
+  // `d` sees the error; the promise itself is only observed through `d`.
+  pipeline(stream, d).catch(() => {});
   return d;
 }
 
@@ -158,6 +160,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
   } catch (err) {
     reader.close();
     await undo.run(progress);
-    throw err;
+    // An engine call that failed because the bundle stream broke reports the bundle's problem.
+    throw reader.failure ?? err;
   }
 }

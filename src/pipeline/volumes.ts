@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { type Engine, LABEL_MANAGED, LABEL_ROLE } from '../engine/engine.js';
 import { EngineError } from '../errors.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
@@ -31,7 +31,7 @@ async function createHolder(engine: Engine, image: string, mount: Record<string,
       Cmd: [],
       Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder' },
       NetworkDisabled: true,
-      HostConfig: { NetworkMode: 'none', Mounts: [mount], AutoRemove: false },
+      HostConfig: { NetworkMode: 'none', ...(typeof mount.bind === 'string' ? { Binds: [mount.bind] } : { Mounts: [mount] }), AutoRemove: false },
     });
   } catch (err) {
     throw new EngineError(`cannot create a helper container from image ${image} to reach volume data: ${(err as Error).message}`, {
@@ -84,8 +84,10 @@ export async function fillVolume(engine: Engine, image: string, volume: string, 
   const holder = await createHolder(engine, image, { Type: 'volume', Source: volume, Target: target, VolumeOptions: { NoCopy: true } });
   try {
     const tap = new RootTap();
-    data.on('error', (err) => tap.destroy(err));
-    await engine.putArchive(holder.id, target, data.pipe(tap));
+    const piping = pipeline(data, tap);
+    piping.catch(() => {}); // observed through `tap`, which putArchive consumes
+    await engine.putArchive(holder.id, target, tap);
+    await piping;
     if (!tap.readableEnded) await finished(tap).catch(() => {});
     if (tap.root) await engine.putArchive(holder.id, MOUNT, rootEntryTar('v', tap.root) as unknown as Readable);
   } finally {
@@ -95,7 +97,8 @@ export async function fillVolume(engine: Engine, image: string, volume: string, 
 
 /** Extract a tar stream into a host path through a bind mount (the engine creates a missing path). */
 export async function fillBind(engine: Engine, image: string, hostPath: string, data: Readable): Promise<void> {
-  const holder = await createHolder(engine, image, { Type: 'bind', Source: hostPath, Target: MOUNT, BindOptions: { CreateMountpoint: true } });
+  // A Binds entry (not a Mount) so that the engine creates a host path that is missing.
+  const holder = await createHolder(engine, image, { bind: `${hostPath}:${MOUNT}` });
   try {
     await engine.putArchive(holder.id, MOUNT, data);
   } finally {

@@ -1,0 +1,203 @@
+/**
+ * The bundle as an artifact: streamed through a pipe, opened by hand with tar/docker load/zstd,
+ * refused when damaged (restore creates nothing), several containers in one bundle, bind mounts,
+ * and --consistency stop.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, sh, uid, volumeListing } from '../helpers/lab.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'ferry-bundle-'));
+const a = uid('ba');
+const b = uid('bb');
+const shared = `${a}-shared`;
+const own = `${a}-own`;
+let bundle = '';
+
+function setup() {
+  docker(['volume', 'create', shared]);
+  docker(['volume', 'create', own]);
+  docker(['run', '-d', '--name', a, '-e', 'ROLE=a', '-v', `${shared}:/shared`, '-v', `${own}:/own`, BUSYBOX, 'sleep', '100000']);
+  docker(['run', '-d', '--name', b, '-e', 'ROLE=b', '-v', `${shared}:/shared:ro`, BUSYBOX, 'sleep', '100000']);
+  docker(['exec', a, 'sh', '-c', 'echo shared > /shared/s; dd if=/dev/urandom of=/own/blob bs=1024 count=2048 2>/dev/null; echo own > /own/o']);
+}
+
+beforeAll(() => {
+  setup();
+});
+
+afterAll(() => {
+  cleanup(ENGINE_A, { containers: [a, b, `${a}-piped`], volumes: [shared, own] });
+  cleanup(ENGINE_B, { images: [] });
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('a bundle of two containers sharing a volume', () => {
+  it('holds both, with the shared volume once', async () => {
+    bundle = path.join(dir, 'two.tar');
+    const r = await ferry(['backup', a, b, '-o', bundle]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(statSync(bundle).mode & 0o777).toBe(0o600);
+    const names = execFileSync('tar', ['-tf', bundle], { encoding: 'utf8' }).trim().split('\n');
+    expect(names[0]).toBe('manifest.json');
+    expect(names.slice(-2)).toEqual(['trailer.json', 'SHA256SUMS']);
+    expect(names.filter((n) => n.startsWith('volumes/')).sort()).toEqual([`volumes/${own}.tar.zst`, `volumes/${shared}.tar.zst`].sort());
+    expect(names.filter((n) => n.startsWith('images/')).length).toBe(2);
+  });
+
+  it('opens with plain tar, sha256sum, zstd and docker load', () => {
+    const x = path.join(dir, 'x');
+    mkdirSync(x);
+    execFileSync('tar', ['-xf', bundle, '-C', x]);
+    execFileSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: x });
+    const listing = execFileSync('sh', ['-c', `zstd -dc volumes/${own}.tar.zst | tar -tvf -`], { cwd: x, encoding: 'utf8' });
+    expect(listing).toMatch(/\.\/blob/);
+    const img = readdirSync(path.join(x, 'images'))[0]!;
+    // docker load on the other engine accepts the image member as it is
+    const out = docker(['load', '-i', path.join(x, 'images', img)], { host: ENGINE_B });
+    expect(out).toMatch(/Loaded image: ferry\//);
+    const ref = /Loaded image: (\S+)/.exec(out)![1]!;
+    docker(['rmi', ref], { host: ENGINE_B });
+  });
+
+  it('restores both containers and both volumes', async () => {
+    const ownBefore = volumeListing(own);
+    const sharedBefore = volumeListing(shared);
+    cleanup(ENGINE_A, { containers: [a, b], volumes: [shared, own] });
+    const r = await ferry(['restore', bundle]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(inspect('container', a).Config.Env).toContain('ROLE=a');
+    expect(inspect('container', b).Config.Env).toContain('ROLE=b');
+    expect(inspect('container', b).HostConfig.Binds).toEqual([`${shared}:/shared:ro`]);
+    expect(volumeListing(own)).toBe(ownBefore);
+    expect(volumeListing(shared)).toBe(sharedBefore);
+    expect(docker(['exec', b, 'cat', '/shared/s'])).toBe('shared');
+  });
+});
+
+describe('streams', () => {
+  it('backs up to stdout and restores from stdin with no file in between', () => {
+    const r = sh(`set -e; $FERRY backup ${a} -o - --compress gzip | $FERRY restore - --name ${a}-piped --on-conflict rename --no-start`);
+    expect(r.code, r.stderr).toBe(0);
+    const c = inspect('container', `${a}-piped`);
+    expect(c.State.Running).toBe(false);
+    expect(c.Config.Env).toContain('ROLE=a');
+    // restored beside the originals: volumes renamed, originals untouched
+    const vols = c.Mounts.map((m: any) => m.Name).sort();
+    expect(vols).toEqual([`${own}-restored`, `${shared}-restored`].sort());
+    expect(volumeListing(`${own}-restored`)).toBe(volumeListing(own));
+    cleanup(ENGINE_A, { containers: [`${a}-piped`], volumes: [`${own}-restored`, `${shared}-restored`] });
+  });
+
+  it('a stream cut short is refused and restores nothing', () => {
+    const r = sh(`$FERRY backup ${a} -o - --compress none | head -c 1500000 | $FERRY restore - --name ${a}-cut --on-conflict rename`);
+    expect(r.code).toBe(7);
+    expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+    expect(exists('container', `${a}-cut`)).toBe(false);
+    expect(exists('volume', `${own}-restored`)).toBe(false);
+  });
+});
+
+describe('damaged bundles are refused, and restore creates nothing', () => {
+  let single = '';
+  beforeAll(async () => {
+    single = path.join(dir, 'single.tar');
+    const r = await ferry(['backup', a, '-o', single]);
+    expect(r.code, r.stderr).toBe(0);
+  });
+  const volsNow = () => docker(['volume', 'ls', '-q']).split('\n').sort();
+
+  function damaged(name: string, mutate: (buf: Buffer) => Buffer): string {
+    const p = path.join(dir, name);
+    writeFileSync(p, mutate(readFileSync(single)));
+    return p;
+  }
+
+  /** Offset of a member's data in the tar (header name match). */
+  function memberOffset(buf: Buffer, prefix: string): number {
+    for (let off = 0; off + 512 <= buf.length; ) {
+      const name = buf.toString('utf8', off, off + 100).replace(/\0.*$/s, '');
+      const size = parseInt(buf.toString('ascii', off + 124, off + 136).replace(/\0.*$/s, '').trim() || '0', 8);
+      if (name.startsWith(prefix)) return off + 512;
+      off += 512 + Math.ceil(size / 512) * 512;
+    }
+    throw new Error(`no member ${prefix}`);
+  }
+
+  const cases: [string, (b: Buffer) => Buffer, RegExp][] = [
+    ['flipped byte in a volume member', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, `volumes/${own}`) + 1000; c[o] = c[o]! ^ 0xff; return c; }, new RegExp(`volumes/${own}|zstd`)],
+    ['truncated', (buf) => buf.subarray(0, Math.floor(buf.length / 2)), /not a complete bundle|incomplete|truncated/],
+    ['not a tar at all', () => Buffer.from('hello, I am not a bundle\n'.repeat(100)), /not a ferry bundle/],
+    ['a newer format version', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, 'manifest.json'); const s = c.toString('utf8', o, o + 200); const i = s.indexOf('"formatVersion": 1'); c.write('"formatVersion": 9', o + i); return c; }, /newer than this ferry understands/],
+  ];
+
+  for (const [what, mutate, message] of cases) {
+    it(what, async () => {
+      const p = damaged(what.replace(/\W+/g, '-') + '.tar', mutate);
+      const before = volsNow();
+      const r = await ferry(['restore', p, '--name', `${a}-bad`, '--on-conflict', 'rename']);
+      expect(r.code, r.stderr).toBe(7);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+      expect(exists('container', `${a}-bad`)).toBe(false);
+      expect(volsNow()).toEqual(before);
+    });
+  }
+});
+
+describe('options', () => {
+  it('--consistency stop stops the container for the copy and starts it again', async () => {
+    const startedBefore = inspect('container', a).State.StartedAt;
+    const r = await ferry(['backup', a, '-o', path.join(dir, 'stop.tar'), '--consistency', 'stop']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/stop .*\n(.*\n)*.*start .* again/);
+    const st = inspect('container', a).State;
+    expect(st.Running).toBe(true);
+    expect(st.StartedAt).not.toBe(startedBefore);
+  });
+
+  it('bind mounts are recorded; their data is copied with --include-binds and written back with --restore-binds', async () => {
+    const host = mkdtempSync(path.join(tmpdir(), 'ferry-bind-'));
+    writeFileSync(path.join(host, 'config.ini'), 'key=value\n');
+    const c = uid('bind');
+    docker(['run', '-d', '--name', c, '-v', `${host}:/etc/app:ro`, BUSYBOX, 'sleep', '100000']);
+    try {
+      const p1 = path.join(dir, 'nobinds.tar');
+      const r1 = await ferry(['backup', c, '-o', p1]);
+      expect(r1.code, r1.stderr).toBe(0);
+      expect(r1.stderr).toMatch(/recorded, not copied/);
+      expect(execFileSync('tar', ['-tf', p1], { encoding: 'utf8' })).not.toMatch(/binds\//);
+      const p2 = path.join(dir, 'binds.tar');
+      const r2 = await ferry(['backup', c, '-o', p2, '--include-binds']);
+      expect(r2.code, r2.stderr).toBe(0);
+      expect(execFileSync('tar', ['-tf', p2], { encoding: 'utf8' })).toMatch(/binds\//);
+      docker(['rm', '-f', c]);
+      rmSync(host, { recursive: true, force: true });
+      const r3 = await ferry(['restore', p2, '--restore-binds']);
+      expect(r3.code, r3.stderr).toBe(0);
+      expect(readFileSync(path.join(host, 'config.ini'), 'utf8')).toBe('key=value\n');
+      expect(inspect('container', c).HostConfig.Binds).toEqual([`${host}:/etc/app:ro`]);
+    } finally {
+      cleanup(ENGINE_A, { containers: [c] });
+      rmSync(host, { recursive: true, force: true });
+    }
+  });
+
+  it('usage errors and unknown containers exit with their documented codes, without a stack trace', async () => {
+    const r1 = await ferry(['backup', 'no-such-container-xyz', '-o', dir]);
+    expect(r1.code).toBe(5);
+    expect(r1.stderr).toMatch(/no such container: no-such-container-xyz/);
+    expect(r1.stderr).not.toMatch(/at .*\.js:\d+/);
+    const r2 = await ferry(['backup', a, '-o', dir, '--compress', 'lzma']);
+    expect(r2.code).toBe(2);
+    const r3 = await ferry(['restore', path.join(dir, 'missing.tar')]);
+    expect(r3.code).toBe(5);
+    const r4 = await ferry(['-H', 'unix:///nonexistent.sock', 'backup', a, '-o', dir]);
+    expect(r4.code).toBe(4);
+    expect(r4.stderr).toMatch(/cannot reach the Docker engine/);
+    void BIN;
+  });
+});
