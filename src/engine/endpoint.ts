@@ -25,12 +25,26 @@ export interface EndpointEnv {
 
 const DEFAULT_SOCKET = '/var/run/docker.sock';
 
+const ADDRESS_HINT = 'use unix:///path/to/docker.sock, tcp://host:port or ssh://[user@]host[:port]';
+
+/** WHATWG URL parsing, with a malformed address (bad port, no host) reported as a usage error. */
+function parseHostUrl(s: string, url: string): URL {
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    throw new UsageError(`cannot parse engine address "${url}"`, ADDRESS_HINT);
+  }
+  if (!u.hostname) throw new UsageError(`engine address "${url}" has no host`, ADDRESS_HINT);
+  return u;
+}
+
 /** Parse an engine URL (unix://, tcp://, ssh://, or a bare path). */
 export function parseEngineUrl(url: string, opts: { tlsDir?: string; tlsVerify?: boolean; source?: string } = {}): Endpoint {
   const source = opts.source ?? url;
   if (url.startsWith('/')) return { kind: 'unix', socketPath: url, source };
   const m = /^([a-z]+):\/\/(.*)$/.exec(url);
-  if (!m) throw new UsageError(`cannot parse engine address "${url}"`, 'use unix:///path/to/docker.sock, tcp://host:port or ssh://[user@]host[:port]');
+  if (!m) throw new UsageError(`cannot parse engine address "${url}"`, ADDRESS_HINT);
   const scheme = m[1]!;
   const rest = m[2]!;
   if (scheme === 'unix') {
@@ -38,7 +52,7 @@ export function parseEngineUrl(url: string, opts: { tlsDir?: string; tlsVerify?:
     return { kind: 'unix', socketPath: rest, source };
   }
   if (scheme === 'tcp' || scheme === 'http' || scheme === 'https') {
-    const u = new URL(`http://${rest}`);
+    const u = parseHostUrl(`http://${rest}`, url);
     const tlsWanted = scheme === 'https' || opts.tlsVerify === true || opts.tlsDir !== undefined;
     const port = u.port ? Number(u.port) : tlsWanted ? 2376 : 2375;
     let tls: Extract<Endpoint, { kind: 'tcp' }>['tls'];
@@ -55,7 +69,7 @@ export function parseEngineUrl(url: string, opts: { tlsDir?: string; tlsVerify?:
     return { kind: 'tcp', host: u.hostname, port, tls, source };
   }
   if (scheme === 'ssh') {
-    const u = new URL(`ssh://${rest}`);
+    const u = parseHostUrl(`ssh://${rest}`, url);
     return {
       kind: 'ssh',
       user: u.username ? decodeURIComponent(u.username) : undefined,
