@@ -5,6 +5,8 @@
 import { CommanderError } from 'commander';
 import { EXIT, FerryError, InterruptedError, toFerryError } from '../errors.js';
 import { createProgram } from './program.js';
+import { SshPool } from '../ssh/client.js';
+import { askSecret } from './prompt.js';
 
 export interface Io {
   stdout: NodeJS.WriteStream;
@@ -26,8 +28,15 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let json = argv.includes('--json');
+  let pool: SshPool | undefined;
+  const ssh = () =>
+    (pool ??= new SshPool({
+      acceptNew: argv.includes('--ssh-accept-new'),
+      askPassphrase: (file) => askSecret(`passphrase for ${file}: `),
+      warn: (m) => io.stderr.write(`ferry: warning: ${m}\n`),
+    }));
   try {
-    const program = createProgram({ io, signal: controller.signal, setJson: (j) => (json = j) });
+    const program = createProgram({ io, signal: controller.signal, setJson: (j) => (json = j), ssh });
     await program.parseAsync(argv);
     return (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
   } catch (err) {
@@ -40,6 +49,7 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
     printError(fe, io, json);
     return fe.exitCode;
   } finally {
+    await pool?.closeAll();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

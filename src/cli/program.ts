@@ -3,12 +3,16 @@ import { Command } from 'commander';
 import { VERSION } from '../version.js';
 import { backupCommand } from './commands/backup.js';
 import { restoreCommand } from './commands/restore.js';
+import { migrateCommand } from './commands/migrate.js';
 import type { Io } from './main.js';
+import type { SshPool } from '../ssh/client.js';
 
 export interface Deps {
   io: Io;
   signal: AbortSignal;
   setJson(json: boolean): void;
+  /** The run's SSH connections (one per host), created on first use. */
+  ssh(): SshPool;
 }
 
 export const EXIT_HELP = `
@@ -29,9 +33,10 @@ export function createProgram(deps: Deps): Command {
   program
     .description('Back up, restore and migrate Docker containers with their configuration and data.')
     .version(VERSION, '-V, --version')
-    .option('-H, --host <engine>', 'Docker engine: unix:///path, tcp://host:port (DOCKER_HOST, docker context, local socket otherwise)')
+    .option('-H, --host <engine>', 'Docker engine: unix:///path, tcp://host:port, ssh://[user@]host[:port][/socket] (DOCKER_HOST, docker context, local socket otherwise)')
     .option('--json', 'print the result as one JSON object on stdout')
     .option('-q, --quiet', 'print only warnings and errors')
+    .option('--ssh-accept-new', 'add the host key of an ssh:// host that is not yet in known_hosts (a changed key is always refused)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({
@@ -41,6 +46,7 @@ export function createProgram(deps: Deps): Command {
     .addHelpText('after', EXIT_HELP);
   program.addCommand(backupCommand(program, deps));
   program.addCommand(restoreCommand(program, deps));
+  program.addCommand(migrateCommand(program, deps));
   for (const c of program.commands) c.exitOverride().configureOutput({ writeOut: (s) => deps.io.stdout.write(s), writeErr: (s) => deps.io.stderr.write(s) });
   return program;
 }

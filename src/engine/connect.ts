@@ -1,11 +1,45 @@
 /** Open an Engine for an engine address from the command line / environment. */
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { SshPool } from '../ssh/client.js';
 import { UsageError } from '../errors.js';
 import { Engine } from './engine.js';
-import { resolveEndpoint, type EndpointEnv } from './endpoint.js';
+import { parseEngineUrl, resolveEndpoint, type Endpoint, type EndpointEnv } from './endpoint.js';
 
-export async function openEngine(hostFlag: string | undefined, env: EndpointEnv = process.env): Promise<Engine> {
-  const ep = resolveEndpoint(hostFlag, env);
-  if (ep.kind === 'ssh')
-    throw new UsageError(`engine ${ep.source}: ssh:// engines are not supported yet`, 'run ferry on that host, or expose its engine over tcp:// with TLS');
-  return Engine.connect(ep);
+export interface EngineDeps {
+  env?: EndpointEnv;
+  ssh?: SshPool;
 }
+
+/** An http.Agent whose every connection is a channel on one SSH connection to the remote socket. */
+function sshAgent(open: () => Promise<Duplex>): http.Agent {
+  const agent = new http.Agent({ keepAlive: false, maxSockets: 16 });
+  (agent as unknown as { createConnection: unknown }).createConnection = (_o: unknown, cb: (err: Error | null, s?: Duplex) => void) => {
+    open().then(
+      (ch) => {
+        // http calls these on real sockets; an ssh2 channel does not have them.
+        const c = ch as Duplex & Record<string, unknown>;
+        for (const m of ['setNoDelay', 'setKeepAlive', 'ref', 'unref']) if (typeof c[m] !== 'function') c[m] = () => c;
+        if (typeof c.setTimeout !== 'function') c.setTimeout = () => c;
+        cb(null, ch);
+      },
+      (err: Error) => cb(err),
+    );
+    return undefined;
+  };
+  return agent;
+}
+
+export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise<Engine> {
+  if (ep.kind !== 'ssh') return Engine.connect(ep);
+  if (!deps.ssh) throw new UsageError(`engine ${ep.source}: ssh:// engines need an SSH session`);
+  const conn = await deps.ssh.get({ user: ep.user, host: ep.host, port: ep.port });
+  const socket = ep.socketPath ?? '/var/run/docker.sock';
+  return Engine.connect(ep, { agent: sshAgent(() => conn.openSocket(socket)) });
+}
+
+export async function openEngine(hostFlag: string | undefined, deps: EngineDeps = {}): Promise<Engine> {
+  return openEndpoint(resolveEndpoint(hostFlag, deps.env ?? process.env), deps);
+}
+
+export { parseEngineUrl };

@@ -37,7 +37,7 @@ Examples:
       deps.setJson(!!g.json);
       const toStdout = flags.output === '-';
       const progress = createProgress({ quiet: !!g.quiet });
-      const engine = await openEngine(g.host);
+      const engine = await openEngine(g.host, { ssh: deps.ssh() });
       try {
         let names = containers;
         if (flags.all) {

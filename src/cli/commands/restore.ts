@@ -34,7 +34,7 @@ Examples:
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
-      const engine = await openEngine(g.host);
+      const engine = await openEngine(g.host, { ssh: deps.ssh() });
       try {
         const res = await restore(engine, resolveTransport(bundle), {
           name: flags.name,

@@ -1,0 +1,63 @@
+import { Command, Option } from 'commander';
+import { openEngine } from '../../engine/connect.js';
+import { migrate } from '../../pipeline/migrate.js';
+import type { Consistency } from '../../pipeline/capture.js';
+import type { OnConflict } from '../../pipeline/run.js';
+import { setExit, type Deps } from '../program.js';
+import { createProgress, humanBytes } from '../render.js';
+import { choice } from '../options.js';
+
+interface MigrateFlags {
+  to: string;
+  consistency: Consistency;
+  onConflict: OnConflict;
+  start: boolean;
+  stopSource?: boolean;
+}
+
+export function migrateCommand(program: Command, deps: Deps): Command {
+  return new Command('migrate')
+    .description('Move containers to another engine with their data and settings, streamed directly (no bundle on disk)')
+    .argument('<container...>', 'containers to migrate (on the source engine: -H, else the default)')
+    .requiredOption('--to <engine>', 'target engine: ssh://[user@]host[:port][/socket], unix:///path, tcp://host:port')
+    .addOption(new Option('--consistency <mode>', 'pause (default), stop, or none, as for backup').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
+    .addOption(new Option('--on-conflict <policy>', 'when the target has a container or volume of that name: fail, replace, rename').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
+    .option('--no-start', 'create the containers on the target but do not start them')
+    .option('--stop-source', 'stop the source containers after the snapshot, before the target starts (final cutover)')
+    .addHelpText('after', `
+Examples:
+  ferry migrate web --to ssh://root@newhost
+  ferry migrate web db --to ssh://newhost --stop-source
+  ferry -H ssh://oldhost migrate web --to ssh://newhost`)
+    .action(async (containers: string[], flags: MigrateFlags) => {
+      const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
+      deps.setJson(!!g.json);
+      const progress = createProgress({ quiet: !!g.quiet });
+      const source = await openEngine(g.host, { ssh: deps.ssh() });
+      try {
+        const target = await openEngine(flags.to, { ssh: deps.ssh() });
+        try {
+          const res = await migrate(source, target, {
+            containers,
+            consistency: flags.consistency,
+            onConflict: flags.onConflict,
+            start: flags.start,
+            stopSource: !!flags.stopSource,
+          }, { progress, signal: deps.signal });
+          progress.done();
+          if (g.json) {
+            deps.io.stdout.write(JSON.stringify({ ok: true, source: source.facts.endpoint, target: target.facts.endpoint, ...res }) + '\n');
+          } else if (!g.quiet) {
+            for (const c of res.containers) deps.io.stdout.write(`migrated ${c.name} to ${target.facts.endpoint}${c.started ? ', running' : ', created'}\n`);
+            deps.io.stdout.write(`sent ${humanBytes(res.imageBytes)} of image (${res.skippedLayers}/${res.totalLayers} layers already there) and ${humanBytes(res.volumeBytes)} of volume data in ${(res.durationMs / 1000).toFixed(1)}s\n`);
+          }
+          setExit(program, 0);
+        } finally {
+          target.close();
+        }
+      } finally {
+        progress.done();
+        source.close();
+      }
+    });
+}

@@ -1,0 +1,143 @@
+/**
+ * ferry migrate: capture on the source, ship straight into the target, run there.
+ *
+ *   capture (inspect, preflight on the target) -> for each container: quiesce -> commit ->
+ *   [image: save -> load, concurrently with volumes: archive GET -> archive PUT] -> resume
+ *   -> create containers on the target -> (--stop-source) -> start
+ *
+ * No bundle is written anywhere. A failure removes what the target got and leaves the source as
+ * it was (a source stopped for the cutover is started again).
+ */
+import type { Engine } from '../engine/engine.js';
+import { UsageError } from '../errors.js';
+import { captureContainer, commitContainer, quiesce, snapshotRef, type Captured, type Consistency } from './capture.js';
+import { checkAborted, type RunContext } from './context.js';
+import { checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
+import { shipImage, shipVolume } from './ship.js';
+
+export interface MigrateOptions {
+  containers: string[];
+  consistency: Consistency;
+  onConflict: OnConflict;
+  start: boolean;
+  stopSource: boolean;
+}
+
+export interface MigrateResult {
+  containers: { name: string; id: string; started: boolean }[];
+  volumes: string[];
+  imageBytes: number;
+  volumeBytes: number;
+  skippedLayers: number;
+  totalLayers: number;
+  durationMs: number;
+}
+
+export async function migrate(source: Engine, target: Engine, opts: MigrateOptions, ctx: RunContext): Promise<MigrateResult> {
+  const started = Date.now();
+  const { progress, signal } = ctx;
+  if (!opts.containers.length) throw new UsageError('name at least one container to migrate');
+  const when = new Date();
+  const captured: Captured[] = [];
+  for (const c of opts.containers) {
+    progress.step(`inspect ${c} on ${source.facts.endpoint}`);
+    captured.push(await captureContainer(source, c));
+  }
+  const names = captured.map((c) => c.spec.name);
+  const allVolumes = captured.flatMap((c) => c.volumes).filter((v, i, a) => a.findIndex((x) => x.name === v.name) === i);
+  if (opts.onConflict === 'fail') await checkConflicts(target, names, allVolumes.map((v) => ({ ...v, member: '' })));
+
+  const undo = new Undo();
+  const snapshots: string[] = [];
+  const stoppedSources: string[] = [];
+  const result: MigrateResult = { containers: [], volumes: [], imageBytes: 0, volumeBytes: 0, skippedLayers: 0, totalLayers: 0, durationMs: 0 };
+  try {
+    for (const c of captured) for (const n of c.networks) await ensureNetwork(target, n, undo, progress);
+    const holder = await target.ensureHolderImage();
+    const volumeNames: Record<string, string> = {};
+    const images: Record<string, string> = {};
+    const containerNames: Record<string, string> = {};
+    for (const c of captured) {
+      let name = c.spec.name;
+      if (await target.containerExists(name)) {
+        if (opts.onConflict === 'replace') {
+          progress.step(`remove existing container ${name} on the target (--on-conflict replace)`);
+          await target.removeContainer(name, { force: true });
+        } else name = await freeName(name, (n) => target.containerExists(n));
+      }
+      containerNames[c.spec.name] = name;
+    }
+
+    for (const c of captured) {
+      checkAborted(signal);
+      const ref = snapshotRef(c.spec.name, when);
+      const fullRef = `${ref.repo}:${ref.tag}`;
+      const resume = await quiesce(source, c.spec, opts.consistency, progress);
+      let shipping: Promise<void> | undefined;
+      try {
+        progress.step(`commit ${c.spec.name}`);
+        const committed = await commitContainer(source, c.spec, ref, opts.consistency);
+        snapshots.push(committed.id);
+        // The image travels while the volumes do.
+        progress.step(`image ${fullRef} -> ${target.facts.endpoint}`);
+        shipping = shipImage(source, target, fullRef, progress).then((s) => {
+          result.imageBytes += s.bytes;
+          result.skippedLayers += s.skippedLayers;
+          result.totalLayers += s.totalLayers;
+          undo.add(`remove image ${fullRef} from the target`, () => target.removeImage(fullRef));
+        });
+        shipping.catch(() => {});
+        for (const v of c.volumes) {
+          if (v.name in volumeNames) continue;
+          checkAborted(signal);
+          const name = await createVolume(target, { ...v, member: '' }, opts.onConflict, undo, progress);
+          volumeNames[v.name] = name;
+          progress.step(`volume ${v.name} -> ${name} on ${target.facts.endpoint}`);
+          result.volumeBytes += await shipVolume(source, c.spec.baseImage.id, v.name, target, holder, name, progress);
+          result.volumes.push(name);
+        }
+      } catch (err) {
+        await shipping?.catch(() => {});
+        throw err;
+      } finally {
+        await resume();
+      }
+      await shipping;
+      images[c.spec.name] = fullRef;
+    }
+
+    for (const c of captured) {
+      checkAborted(signal);
+      const id = await createContainer(target, c.spec, containerNames[c.spec.name]!, images[c.spec.name]!, volumeNames, undo, progress);
+      result.containers.push({ name: containerNames[c.spec.name]!, id, started: false });
+    }
+    if (opts.stopSource) {
+      for (const c of captured) {
+        progress.step(`stop ${c.spec.name} on the source (--stop-source)`);
+        const st = await source.inspectContainer(c.spec.sourceId);
+        if (st.State.Running) {
+          await source.stop(c.spec.sourceId);
+          stoppedSources.push(c.spec.sourceId);
+        }
+      }
+    }
+    for (const [i, c] of captured.entries()) {
+      if (!opts.start || !c.spec.state.running) continue;
+      progress.step(`start ${result.containers[i]!.name} on ${target.facts.endpoint}`);
+      await target.start(result.containers[i]!.id);
+      result.containers[i]!.started = true;
+    }
+    undo.clear();
+    result.durationMs = Date.now() - started;
+    return result;
+  } catch (err) {
+    await undo.run(progress);
+    for (const id of stoppedSources) {
+      progress.info(`rollback: start the source container ${id.slice(0, 12)} again`);
+      await source.start(id).catch((e) => progress.warn(`could not start the source again: ${(e as Error).message}`));
+    }
+    throw err;
+  } finally {
+    for (const id of snapshots) await source.removeImage(id).catch(() => {});
+  }
+}

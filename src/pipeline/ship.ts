@@ -1,0 +1,159 @@
+/**
+ * Stage 3, ship, engine to engine (migrate): the committed image goes from the source's save
+ * endpoint straight into the target's load endpoint, and each volume from the source's archive
+ * GET straight into the target's archive PUT. Nothing touches the disk on either side.
+ *
+ * Layers the target already has are not sent: docker load opens a layer file only when the
+ * layer (by chain id) is missing, so the archive is re-streamed without those layer files. In
+ * the docker-archive layout of Docker 20.10 a layer's folder is named by a v1 id derived from
+ * its chain id (computed here, and checked: a layer whose folder name we cannot predict is sent).
+ */
+import { createHash } from 'node:crypto';
+import { PassThrough, Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import * as tar from 'tar-stream';
+import type { Engine } from '../engine/engine.js';
+import type { Progress } from './context.js';
+import { fillVolume, openVolumeReader } from './volumes.js';
+
+export function chainIds(diffIds: string[]): string[] {
+  const out: string[] = [];
+  for (const [i, d] of diffIds.entries()) {
+    out.push(i === 0 ? d : `sha256:${createHash('sha256').update(`${out[i - 1]} ${d}`).digest('hex')}`);
+  }
+  return out;
+}
+
+// The zero container.Config as Docker 20.10 marshals it, part of every non-top layer's v1 id.
+const ZERO_CONFIG =
+  '{"Hostname":"","Domainname":"","User":"","AttachStdin":false,"AttachStdout":false,"AttachStderr":false,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":null,"Cmd":null,"Image":"","Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":null}';
+
+/** v1 ids (folder names in a 20.10 `docker save`) of every layer but the top one, by index. */
+export function v1LayerIds(diffIds: string[]): string[] {
+  const chains = chainIds(diffIds);
+  const ids: string[] = [];
+  let parent: string | undefined;
+  for (let i = 0; i < diffIds.length - 1; i++) {
+    const json = `{"container_config":${ZERO_CONFIG},"created":"1970-01-01T00:00:00Z","layer_id":"${chains[i]}"${parent ? `,"parent":"${parent}"` : ''}}`;
+    const id = createHash('sha256').update(json).digest('hex');
+    ids.push(id);
+    parent = `sha256:${id}`;
+  }
+  return ids;
+}
+
+/** Every layer chain id the engine's images hold. */
+export async function engineChainIds(engine: Engine): Promise<Set<string>> {
+  const have = new Set<string>();
+  const images = await engine.docker.listImages({ all: false }).catch(() => []);
+  for (const img of images.slice(0, 1000)) {
+    const info = await engine.inspectImage(img.Id).catch(() => undefined);
+    for (const c of chainIds((info?.RootFS?.Layers as string[] | undefined) ?? [])) have.add(c);
+  }
+  return have;
+}
+
+export interface ShipStats {
+  bytes: number;
+  skippedLayers: number;
+  totalLayers: number;
+}
+
+/** Count bytes passing through. */
+function counter(onBytes: (n: number) => void): Transform {
+  let n = 0;
+  return new Transform({
+    highWaterMark: 1 << 20,
+    transform(chunk: Buffer, _e, cb) {
+      n += chunk.length;
+      onBytes(n);
+      cb(null, chunk);
+    },
+  });
+}
+
+/** Re-stream a `docker save` archive without the layer files in `skip` (folder names). */
+function withoutLayers(src: Readable, skip: Set<string>): Readable {
+  const extract = tar.extract();
+  const pack = tar.pack();
+  const out = new PassThrough({ highWaterMark: 1 << 20 });
+  (async () => {
+    const feeding = pipeline(src, extract);
+    const sending = pipeline(pack, out);
+    for await (const entry of extract) {
+      const h = entry.header;
+      const m = /^([0-9a-f]{64})\/layer\.tar$/.exec(h.name);
+      if (m && skip.has(m[1]!)) {
+        entry.resume();
+        await new Promise<void>((r) => entry.on('end', () => r()));
+        continue;
+      }
+      await new Promise<void>((resolve, reject) => {
+        const w = pack.entry({ ...h, size: h.size }, (err) => (err ? reject(err) : resolve()));
+        pipeline(entry, w).catch(reject);
+      });
+    }
+    pack.finalize();
+    await feeding;
+    await sending;
+  })().catch((err) => out.destroy(err));
+  return out;
+}
+
+/** Save `ref` on the source and load it on the target, skipping layers the target has. */
+export async function shipImage(source: Engine, target: Engine, ref: string, progress: Progress): Promise<ShipStats> {
+  const img = await source.inspectImage(ref);
+  if (await target.imageExists(img.Id)) {
+    progress.info(`target already has image ${img.Id.slice(7, 19)}; not sending it`);
+    await target.tagImage(img.Id, ...splitRef(ref));
+    return { bytes: 0, skippedLayers: img.RootFS?.Layers?.length ?? 0, totalLayers: img.RootFS?.Layers?.length ?? 0 };
+  }
+  const diffIds = (img.RootFS?.Layers as string[] | undefined) ?? [];
+  const have = await engineChainIds(target);
+  const chains = chainIds(diffIds);
+  const v1 = v1LayerIds(diffIds);
+  const skip = new Set<string>();
+  for (let i = 0; i < v1.length; i++) if (have.has(chains[i]!)) skip.add(v1[i]!);
+  let bytes = 0;
+  const saved = await source.saveImages([ref]);
+  const body = skip.size ? withoutLayers(saved, skip) : saved;
+  const counted = counter((n) => {
+    bytes = n;
+    progress.bytes(`image ${ref}`, n);
+  });
+  const stream = body.pipe(counted);
+  body.on('error', (err) => counted.destroy(err));
+  await target.loadImage(stream);
+  if (!(await target.imageExists(ref))) throw new Error(`the target did not load ${ref}`);
+  return { bytes, skippedLayers: skip.size, totalLayers: diffIds.length };
+}
+
+/** Copy one volume's content from a source volume into a (created, empty) target volume. */
+export async function shipVolume(
+  source: Engine,
+  sourceImage: string,
+  volume: string,
+  target: Engine,
+  targetImage: string,
+  targetVolume: string,
+  progress: Progress,
+): Promise<number> {
+  const r = await openVolumeReader(source, sourceImage, volume);
+  let bytes = 0;
+  try {
+    const counted = counter((n) => {
+      bytes = n;
+      progress.bytes(`volume ${volume}`, n);
+    });
+    r.stream.on('error', (err) => counted.destroy(err));
+    await fillVolume(target, targetImage, targetVolume, r.stream.pipe(counted));
+  } finally {
+    await r.done();
+  }
+  return bytes;
+}
+
+function splitRef(ref: string): [string, string] {
+  const i = ref.lastIndexOf(':');
+  return [ref.slice(0, i), ref.slice(i + 1)];
+}

@@ -1,0 +1,231 @@
+/**
+ * One persistent ssh2 connection per host per run. Every Docker API request and every SFTP
+ * stream is a channel on it: no login per request (sshd's MaxStartups), host keys checked
+ * against known_hosts, ~/.ssh/config honoured, ssh-agent and key files (encrypted ones with a
+ * passphrase prompt on a terminal).
+ */
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
+import ssh2, { type ConnectConfig, type SFTPWrapper } from 'ssh2';
+
+const { Client, utils: sshUtils } = ssh2;
+import { EngineError, FerryError, EXIT, UsageError } from '../errors.js';
+import { resolveSshConfig } from './config.js';
+import { checkHostKey, knownHostsLine, knownHostsName } from './known-hosts.js';
+
+export class HostKeyError extends FerryError {
+  constructor(message: string, hint: string) {
+    super('HOST_KEY', EXIT.ENGINE, message, { hint });
+  }
+}
+
+export interface SshTarget {
+  user?: string;
+  host: string;
+  port?: number;
+}
+
+export interface SshOptions {
+  /** Add an unknown host key to known_hosts (never a changed one). */
+  acceptNew?: boolean;
+  env?: NodeJS.ProcessEnv;
+  home?: string;
+  /** Ask for a key's passphrase (only on a terminal). */
+  askPassphrase?: (keyFile: string) => Promise<string | undefined>;
+  warn?: (msg: string) => void;
+}
+
+export interface SshConnection {
+  readonly describe: string;
+  /** A stream to a unix socket on the remote host (direct-streamlocal), or a dial-stdio fallback. */
+  openSocket(remotePath: string): Promise<Duplex>;
+  exec(command: string): Promise<Duplex & { stderr: NodeJS.ReadableStream; exitCode: Promise<number | null> }>;
+  sftp(): Promise<SFTPWrapper>;
+  close(): void;
+}
+
+/** Ciphers in order of speed on machines with AES-NI; ssh2 picks the first the server supports. */
+const CIPHERS = ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr', 'aes192-ctr', 'aes256-ctr', 'chacha20-poly1305@openssh.com'];
+
+export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Promise<SshConnection> {
+  const env = opts.env ?? process.env;
+  const home = opts.home ?? env.HOME ?? homedir();
+  const cfgPath = path.join(home, '.ssh', 'config');
+  const cfg = resolveSshConfig(existsSync(cfgPath) ? readFileSync(cfgPath, 'utf8') : '', target.host, home);
+  const host = cfg.hostName ?? target.host;
+  const port = target.port ?? cfg.port ?? 22;
+  const user = target.user ?? cfg.user ?? env.USER ?? 'root';
+  const knownFiles = cfg.userKnownHostsFiles ?? [path.join(home, '.ssh', 'known_hosts'), path.join(home, '.ssh', 'known_hosts2')];
+  const describe = `${user}@${host}:${port}${host !== target.host ? ` (${target.host})` : ''}`;
+
+  // Keys: explicit IdentityFile entries first, then the defaults (unless IdentitiesOnly).
+  const defaults = ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => path.join(home, '.ssh', f));
+  const keyFiles = [...cfg.identityFiles, ...(cfg.identitiesOnly ? [] : defaults)].filter((f, i, a) => a.indexOf(f) === i && existsSync(f));
+  const keys: { file: string; key: Buffer; passphrase?: string }[] = [];
+  for (const file of keyFiles) {
+    const key = await fs.readFile(file);
+    const parsed = sshUtils.parseKey(key);
+    if (!(parsed instanceof Error)) {
+      keys.push({ file, key });
+      continue;
+    }
+    if (!/encrypted|passphrase/i.test(parsed.message)) continue;
+    const pass = opts.askPassphrase ? await opts.askPassphrase(file) : undefined;
+    if (pass === undefined) {
+      opts.warn?.(`skipping ${file}: it is encrypted and there is no terminal to ask for its passphrase (use ssh-agent)`);
+      continue;
+    }
+    const ok = sshUtils.parseKey(key, pass);
+    if (ok instanceof Error) throw new UsageError(`wrong passphrase for ${file}`);
+    keys.push({ file, key, passphrase: pass });
+  }
+  const agent = env.SSH_AUTH_SOCK && existsSync(env.SSH_AUTH_SOCK) ? env.SSH_AUTH_SOCK : undefined;
+  if (!agent && !keys.length)
+    throw new UsageError(`no way to log in to ${describe}: no ssh-agent (SSH_AUTH_SOCK) and no key file`, 'start ssh-agent and ssh-add your key, or set IdentityFile in ~/.ssh/config');
+
+  let hostKeyProblem: FerryError | undefined;
+  const hostVerifier = (key: Buffer): boolean => {
+    const files = knownFiles.filter((f) => existsSync(f)).map((f) => ({ path: f, text: readFileSync(f, 'utf8') }));
+    const v = checkHostKey(files, host, port, key);
+    if (v.status === 'match') return true;
+    const name = knownHostsName(host, port);
+    if (v.status === 'changed') {
+      hostKeyProblem = new HostKeyError(
+        `the host key of ${name} has CHANGED (it does not match ${v.file}:${v.line}); refusing to connect`,
+        'someone may be intercepting the connection, or the host was reinstalled; check with its owner, then remove the old line from known_hosts',
+      );
+      return false;
+    }
+    if (v.status === 'revoked') {
+      hostKeyProblem = new HostKeyError(`the host key of ${name} is marked @revoked in known_hosts; refusing to connect`, 'check with the host owner');
+      return false;
+    }
+    if (!opts.acceptNew) {
+      hostKeyProblem = new HostKeyError(
+        `the host key of ${name} is not in known_hosts (${knownFiles.join(', ')}); refusing to connect`,
+        `check the key with the host owner and add it (ssh-keyscan -p ${port} ${host} >> ~/.ssh/known_hosts), or pass --ssh-accept-new`,
+      );
+      return false;
+    }
+    const file = knownFiles[0]!;
+    try {
+      require_dir(path.dirname(file));
+      fsAppend(file, knownHostsLine(host, port, key));
+      opts.warn?.(`added the host key of ${name} (${keyLabel(key)}) to ${file}`);
+    } catch (err) {
+      opts.warn?.(`could not record the host key in ${file}: ${(err as Error).message}`);
+    }
+    return true;
+  };
+
+  const client = new Client();
+  const config: ConnectConfig = {
+    host,
+    port,
+    username: user,
+    agent,
+    readyTimeout: 20_000,
+    keepaliveInterval: 15_000,
+    keepaliveCountMax: 4,
+    hostVerifier,
+    algorithms: { cipher: CIPHERS as never },
+    authHandler: (() => {
+      const methods: unknown[] = [];
+      if (agent) methods.push({ type: 'agent', username: user, agent });
+      for (const k of keys) methods.push({ type: 'publickey', username: user, key: k.key, passphrase: k.passphrase });
+      let i = 0;
+      return (_methodsLeft: unknown, _partial: unknown, cb: (m: unknown) => void) => cb(i < methods.length ? methods[i++] : false);
+    })() as never,
+  };
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error & { level?: string }) => {
+      client.removeListener('ready', onReady);
+      if (hostKeyProblem) return reject(hostKeyProblem);
+      if (err.level === 'client-authentication')
+        return reject(new EngineError(`ssh ${describe}: no key was accepted (tried ${[agent ? 'ssh-agent' : '', ...keys.map((k) => k.file)].filter(Boolean).join(', ')})`, { cause: err, hint: 'check the user and authorized_keys on the host' }));
+      reject(new EngineError(`ssh ${describe}: ${err.message}`, { cause: err, hint: 'check the address and that sshd runs there' }));
+    };
+    const onReady = () => {
+      client.removeListener('error', onError);
+      resolve();
+    };
+    client.once('ready', onReady).once('error', onError).connect(config);
+  });
+  client.on('error', () => {}); // later errors surface on the channels that fail
+
+  let streamlocalRefused = false;
+  return {
+    describe,
+    openSocket(remotePath: string): Promise<Duplex> {
+      const dialStdio = () =>
+        new Promise<Duplex>((resolve, reject) => {
+          const cmd = `docker ${remotePath !== '/var/run/docker.sock' ? `--host unix://${remotePath} ` : ''}system dial-stdio`;
+          client.exec(cmd, (err, ch) => (err ? reject(new EngineError(`ssh ${describe}: ${cmd}: ${err.message}`, { cause: err })) : resolve(ch as unknown as Duplex)));
+        });
+      if (streamlocalRefused) return dialStdio();
+      return new Promise<Duplex>((resolve, reject) => {
+        client.openssh_forwardOutStreamLocal(remotePath, (err, ch) => {
+          if (!err) return resolve(ch as unknown as Duplex);
+          // sshd with AllowStreamLocalForwarding no: fall back to the docker CLI on the host.
+          if (/prohibited|denied|refused|failure/i.test(err.message) && !/No such file/i.test(err.message)) {
+            streamlocalRefused = true;
+            opts.warn?.(`ssh ${describe}: socket forwarding refused (${err.message}); using \`docker system dial-stdio\``);
+            return dialStdio().then(resolve, reject);
+          }
+          reject(new EngineError(`ssh ${describe}: cannot reach ${remotePath}: ${err.message}`, { cause: err }));
+        });
+      });
+    },
+    exec(command: string) {
+      return new Promise((resolve, reject) => {
+        client.exec(command, (err, ch) => {
+          if (err) return reject(new EngineError(`ssh ${describe}: ${command}: ${err.message}`, { cause: err }));
+          const exitCode = new Promise<number | null>((res) => ch.once('exit', (code: number | null) => res(code)));
+          resolve(Object.assign(ch as unknown as Duplex, { stderr: ch.stderr, exitCode }));
+        });
+      });
+    },
+    sftp() {
+      return new Promise((resolve, reject) => client.sftp((err, s) => (err ? reject(new EngineError(`ssh ${describe}: sftp: ${err.message}`, { cause: err })) : resolve(s))));
+    },
+    close() {
+      client.end();
+    },
+  };
+}
+
+function keyLabel(key: Buffer): string {
+  return key.toString('ascii', 4, 4 + key.readUInt32BE(0));
+}
+
+function require_dir(d: string) {
+  mkdirSync(d, { recursive: true, mode: 0o700 });
+}
+function fsAppend(f: string, line: string) {
+  appendFileSync(f, line, { mode: 0o600 });
+}
+
+/** One connection per host per run, shared by every stream. */
+export class SshPool {
+  private readonly conns = new Map<string, Promise<SshConnection>>();
+  constructor(private readonly opts: SshOptions = {}) {}
+
+  get(target: SshTarget): Promise<SshConnection> {
+    const k = `${target.user ?? ''}@${target.host}:${target.port ?? ''}`;
+    let c = this.conns.get(k);
+    if (!c) {
+      c = connectSsh(target, this.opts);
+      c.catch(() => this.conns.delete(k));
+      this.conns.set(k, c);
+    }
+    return c;
+  }
+
+  async closeAll(): Promise<void> {
+    for (const c of this.conns.values()) (await c.catch(() => undefined))?.close();
+    this.conns.clear();
+  }
+}
