@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 
 export const ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'ferry.js');
@@ -110,3 +111,42 @@ export function volumeListing(volume: string, host = ENGINE_A): string {
     'echo "$f $st $x"; done';
   return docker(['run', '--rm', '--network', 'none', '-v', `${volume}:/v:ro`, BUSYBOX, 'sh', '-c', script], { host });
 }
+
+export const LAB = process.env.LAB ?? '/var/lib/ferry-lab';
+
+/**
+ * A HOME whose ~/.ssh/config names the lab's sshd (which reaches engine B) as `newhost`, with the
+ * lab's client key and a known_hosts file (the real host key unless `knownHosts` says otherwise).
+ */
+export function sshHome(dir: string, knownHosts?: string): { home: string; knownHostsFile: string } {
+  const home = path.join(dir, 'home');
+  const ssh = path.join(home, '.ssh');
+  mkdirSync(ssh, { recursive: true, mode: 0o700 });
+  const knownHostsFile = path.join(ssh, 'known_hosts');
+  writeFileSync(knownHostsFile, knownHosts ?? readFileSync(path.join(LAB, 'ssh', 'known_hosts'), 'utf8'));
+  writeFileSync(
+    path.join(ssh, 'config'),
+    ['Host newhost', '  HostName 127.0.0.1', '  Port 2222', '  User root', `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`, `  UserKnownHostsFile ${knownHostsFile}`, ''].join('\n'),
+  );
+  return { home, knownHostsFile };
+}
+
+/** Awkward volume content: owners (incl. > 262143), setuid/setgid/sticky, symlinks, hardlinks, unicode, mtimes, a 0700 root. */
+export const AWKWARD_DATA = [
+  'set -e',
+  'cd /data',
+  'mkdir -p www empty "dir/sub" "ünïcödé dir"',
+  'echo "<h1>ferry</h1>" > www/index.html',
+  'echo hello > "ünïcödé dir/fïlé ✓.txt"',
+  'echo owned > owned && chown 33:34 owned',
+  'echo big > biguid && chown 300000:300001 biguid',
+  'echo x > setuid && chmod 4755 setuid',
+  'echo y > setgid && chmod 2750 setgid',
+  'mkdir sticky && chmod 1777 sticky',
+  'ln -s /etc/passwd abs-link',
+  'ln -s ../owned dir/rel-link',
+  'echo h > hard1 && ln hard1 hard2 && chown 1234:5678 hard1',
+  'dd if=/dev/urandom of=dir/sub/random.bin bs=1024 count=500 2>/dev/null',
+  'touch -d "2001-02-03 04:05:06" owned',
+  'chmod 0700 /data && chown 33:33 /data',
+].join('\n');
