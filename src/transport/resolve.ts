@@ -1,13 +1,17 @@
 import { UsageError } from '../errors.js';
+import type { SshPool } from '../ssh/client.js';
 import { LocalTransport } from './local.js';
+import { SftpTransport } from './sftp.js';
 import { StreamTransport } from './stream.js';
 import type { Transport } from './transport.js';
 
-/** A bundle location from the command line: `-`, a path, or (issue 3) ssh://. */
-export function resolveTransport(target: string): Transport {
+/** A bundle location from the command line: `-` (stdout/stdin), a local path, or ssh://host/path. */
+export function resolveTransport(target: string, deps: { ssh?: () => SshPool } = {}): Transport {
   if (target === '-') return new StreamTransport();
-  if (/^[a-z]+:\/\//.test(target)) {
-    throw new UsageError(`bundle location ${target}: remote stores are not supported yet`, 'write to a local path or to - (stdout) and copy it');
+  if (target.startsWith('ssh://')) {
+    if (!deps.ssh) throw new UsageError(`${target}: ssh stores need an SSH session`);
+    return new SftpTransport(target, deps.ssh());
   }
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(target)) throw new UsageError(`unsupported bundle location ${target}`, 'use a local path, - for stdout/stdin, or ssh://host/path');
   return new LocalTransport(target);
 }

@@ -46,7 +46,7 @@ Examples:
           if (!names.length) throw new UsageError('--all: no running containers');
         }
         if (!names.length) throw new UsageError('name at least one container, or use --all');
-        const transport = resolveTransport(flags.output);
+        const transport = resolveTransport(flags.output, { ssh: deps.ssh });
         const res = await backup(engine, transport, { containers: names, consistency: flags.consistency, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds }, { progress, signal: deps.signal });
         progress.done();
         const out = toStdout ? deps.io.stderr : deps.io.stdout;

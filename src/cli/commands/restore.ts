@@ -36,7 +36,7 @@ Examples:
       const progress = createProgress({ quiet: !!g.quiet });
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
       try {
-        const res = await restore(engine, resolveTransport(bundle), {
+        const res = await restore(engine, resolveTransport(bundle, { ssh: deps.ssh }), {
           name: flags.name,
           start: flags.start,
           dryRun: !!flags.dryRun,
