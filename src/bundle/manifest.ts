@@ -36,7 +36,7 @@ export interface ImageEntry {
 export interface ImageFacts {
   ref: string;
   id: string;
-  /** RootFS layer digests, to skip what a target already has. */
+  /** RootFS layer diff ids (sha256 of each uncompressed layer), to skip what a target already has. */
   layers: string[];
 }
 
@@ -71,6 +71,7 @@ export interface Manifest {
   formatVersion: number;
   ferryVersion: string;
   createdAt: string;
+  /** The engine backed up; `hostname` is the host ferry ran on (the engine's host for a local socket). */
   source: { engine: string; serverVersion: string; apiVersion: string; os: string; arch: string; hostname: string };
   containers: ContainerEntry[];
   volumes: VolumeEntry[];

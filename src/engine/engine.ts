@@ -25,6 +25,7 @@ export interface EngineFacts {
   arch: string;
   podman: boolean;
   containerdStore: boolean;
+  loggingDriver?: string;
 }
 
 export type ContainerInspect = Docker.ContainerInspectInfo & { Config: Docker.ContainerInspectInfo['Config'] & Record<string, unknown> };
@@ -75,9 +76,11 @@ export class Engine {
     const useVersion = min && compareApi(api, min) < 0 ? undefined : `v${api}`;
     const docker = new Docker({ ...base, ...(useVersion ? { version: useVersion } : {}) });
     let containerdStore = false;
+    let loggingDriver: string | undefined;
     try {
-      const info = (await docker.info()) as { DriverStatus?: [string, string][] };
+      const info = (await docker.info()) as { DriverStatus?: [string, string][]; LoggingDriver?: string };
       containerdStore = (info.DriverStatus ?? []).some(([k, v]) => k === 'driver-type' && /containerd/.test(v));
+      loggingDriver = info.LoggingDriver;
     } catch {
       /* info is only advisory */
     }
@@ -91,6 +94,7 @@ export class Engine {
         arch: version.Arch,
         podman,
         containerdStore,
+        loggingDriver,
       },
       opts.agent,
       opts.onClose ?? (() => {}),

@@ -83,10 +83,12 @@ export interface CaptureInput {
   imageConfig: Json | null | undefined;
   /** container id -> name, for `container:<id>` references. */
   containerNames?: Record<string, string>;
+  /** The source engine's default log driver (docker info LoggingDriver). */
+  defaultLogDriver?: string;
 }
 
 /** inspect (+ the image's config) -> ContainerSpec. */
-export function captureSpec({ inspect, imageConfig, containerNames = {} }: CaptureInput): ContainerSpec {
+export function captureSpec({ inspect, imageConfig, containerNames = {}, defaultLogDriver }: CaptureInput): ContainerSpec {
   const cfg = inspect.Config;
   const img = (imageConfig ?? {}) as Json;
   const shortId = inspect.Id.slice(0, 12);
@@ -137,6 +139,10 @@ export function captureSpec({ inspect, imageConfig, containerNames = {} }: Captu
     hostConfig.MaskedPaths = [];
   if (Array.isArray(inspect.HostConfig.ReadonlyPaths) && (inspect.HostConfig.ReadonlyPaths as unknown[]).length === 0 && inspect.HostConfig.Privileged !== true)
     hostConfig.ReadonlyPaths = [];
+  // Engine defaults, so the target's own defaults apply: a 64 MiB /dev/shm, the default log driver.
+  if (hostConfig.ShmSize === 64 * 1024 * 1024) delete hostConfig.ShmSize;
+  const log = hostConfig.LogConfig as { Type?: string; Config?: Record<string, string> } | undefined;
+  if (log && log.Type === (defaultLogDriver ?? 'json-file') && isEmpty(log.Config)) delete hostConfig.LogConfig;
   // Docker fills MemorySwap with 2x Memory when only Memory was given.
   if (hostConfig.Memory && hostConfig.MemorySwap === (hostConfig.Memory as number) * 2) delete hostConfig.MemorySwap;
   if (same(hostConfig.RestartPolicy, { Name: 'no', MaximumRetryCount: 0 }) || same(hostConfig.RestartPolicy, { Name: '', MaximumRetryCount: 0 }))

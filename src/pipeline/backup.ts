@@ -46,7 +46,7 @@ export function imageCodec(c: Codec): Codec {
 }
 
 export function bundleFileName(containers: string[], when: Date): string {
-  const base = containers.length === 1 ? containers[0]! : `${containers[0]}+${containers.length - 1}`;
+  const base = containers.length === 1 ? containers[0]! : `${containers[0]}-and-${containers.length - 1}-more`;
   return `ferry-${base.replace(/[^A-Za-z0-9_.-]/g, '_')}-${utcStamp(when)}.tar`;
 }
 

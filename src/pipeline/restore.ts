@@ -14,7 +14,7 @@ import { BundleReader } from '../bundle/reader.js';
 import { decompressor } from '../bundle/codec.js';
 import type { Manifest } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
-import { UsageError } from '../errors.js';
+import { BundleError, ConflictError, UsageError } from '../errors.js';
 import type { Transport } from '../transport/transport.js';
 import { abortable } from './backup.js';
 import { checkAborted, type RunContext } from './context.js';
@@ -46,8 +46,13 @@ export interface RestoreResult {
   dryRun: boolean;
 }
 
-function decode(stream: Readable, codec: Manifest['members'][number]['codec'], member: string): Readable {
+function decode(stream: Readable, codec: Manifest['members'][number]['codec'], member: string, onFailure: (e: BundleError) => void): Readable {
   const d = decompressor(codec, member);
+  // A member that does not decompress is a damaged bundle, whatever the engine says about the
+  // stream it was fed.
+  d.on('error', (err) =>
+    onFailure(err instanceof BundleError ? err : new BundleError(`member ${member} is damaged: it does not decompress (${err.message})`, { member, cause: err })),
+  );
   // pipeline() owns the error wiring: a failure on either side destroys both, and the consumer of
   // `d` sees the error; the promise itself is only observed through `d`.
   pipeline(stream, d).catch(() => {});
@@ -87,13 +92,18 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location);
   const m = reader.manifest;
   const undo = new Undo();
+  let dataFailure: BundleError | undefined;
+  const failed = (e: BundleError) => (dataFailure ??= e);
   try {
-    progress.info(`bundle ${src.location}: ${m.containers.map((c) => c.spec.name).join(', ')} from ${m.source.hostname} at ${m.createdAt}`);
+    progress.info(`bundle ${src.location}: ${m.containers.map((c) => c.spec.name).join(', ')}, backed up on ${m.source.hostname} (engine ${m.source.engine}) at ${m.createdAt}`);
+    if (opts.name && m.containers.length !== 1)
+      throw new UsageError(`--name works on a bundle with one container; this one has ${m.containers.length}`);
     if (opts.onConflict === 'fail') {
       const names = m.containers.map((c) => opts.name ?? c.spec.name);
       await checkConflicts(engine, names, m.volumes);
     }
     const plan = await makePlan(engine, m, opts);
+    if (opts.onConflict === 'replace') await checkReplaceable(engine, plan);
     if (opts.dryRun) {
       reader.close();
       return { location: src.location, plan, containers: [], durationMs: Date.now() - started, dryRun: true };
@@ -120,7 +130,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
         const name = await createVolume(engine, v.anonymous ? v : { ...v, name: target.to }, target.replace ? 'replace' : 'fail', undo, progress);
         volumeNames[v.name] = name;
         progress.step(`fill volume ${name} from ${mp.name}`);
-        await fillVolume(engine, await holder(), name, decode(member.stream, mp.codec, mp.name));
+        await fillVolume(engine, await holder(), name, decode(member.stream, mp.codec, mp.name, failed));
       } else if (mp.kind === 'bind') {
         const b = m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name)!;
         if (!opts.restoreBinds) {
@@ -128,12 +138,12 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
           continue;
         }
         progress.step(`write ${b.hostPath} from ${mp.name}`);
-        await fillBind(engine, await holder(), b.hostPath, decode(member.stream, mp.codec, mp.name));
+        await fillBind(engine, await holder(), b.hostPath, decode(member.stream, mp.codec, mp.name, failed));
       } else if (mp.kind === 'image') {
         const c = m.containers.find((x) => x.image.member === mp.name)!;
         const existed = await engine.imageExists(c.image.ref);
         progress.step(`load image ${c.image.ref}`);
-        await loadImage(engine, decode(member.stream, mp.codec, mp.name), c.image.ref);
+        await loadImage(engine, decode(member.stream, mp.codec, mp.name, failed), c.image.ref);
         if (!existed) undo.add(`remove image ${c.image.ref}`, () => engine.removeImage(c.image.ref));
         images.set(c.spec.name, c.image.ref);
       }
@@ -161,6 +171,21 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     reader.close();
     await undo.run(progress);
     // An engine call that failed because the bundle stream broke reports the bundle's problem.
-    throw reader.failure ?? err;
+    throw reader.failure ?? dataFailure ?? err;
+  }
+}
+
+/**
+ * --on-conflict replace removes the existing containers and volumes it replaces. Refuse up front,
+ * before removing anything, when a volume to replace is also used by a container that is not
+ * being replaced: removing it would fail half-way, after the old container was already gone.
+ */
+async function checkReplaceable(engine: Engine, plan: RestorePlan): Promise<void> {
+  const replacing = new Set(plan.containers.filter((c) => c.replace).map((c) => c.to));
+  for (const v of plan.volumes.filter((x) => x.replace)) {
+    const users = (await engine.listContainers(true)).filter((c) => (c.Mounts ?? []).some((m) => m.Name === v.to)).map((c) => c.Names[0]!.replace(/^\//, ''));
+    const others = users.filter((u) => !replacing.has(u));
+    if (others.length)
+      throw new ConflictError(`volume ${v.to} is also used by ${others.join(', ')}; --on-conflict replace cannot remove it`, 'nothing was changed; stop and remove those containers first, or use --on-conflict rename');
   }
 }

@@ -113,7 +113,7 @@ export async function checkConflicts(engine: Engine, containers: string[], volum
   for (const c of containers) if (await engine.containerExists(c)) problems.push(`container ${c}`);
   for (const v of volumes) if (!v.anonymous && (await engine.inspectVolume(v.name))) problems.push(`volume ${v.name}`);
   if (problems.length)
-    throw new ConflictError(`already on the engine: ${problems.join(', ')}`, 'nothing was changed; use --on-conflict replace or rename, or --name to restore under another name');
+    throw new ConflictError(`already on the engine: ${problems.join(', ')}`, 'nothing was changed; use --on-conflict rename to restore beside them, or --on-conflict replace to remove them first');
 }
 
 export { LABEL_MANAGED };

@@ -129,6 +129,7 @@ describe('damaged bundles are refused, and restore creates nothing', () => {
 
   const cases: [string, (b: Buffer) => Buffer, RegExp][] = [
     ['flipped byte in a volume member', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, `volumes/${own}`) + 1000; c[o] = c[o]! ^ 0xff; return c; }, new RegExp(`volumes/${own}|zstd`)],
+    ['flipped byte in the image member', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, 'images/') + 5000; c[o] = c[o]! ^ 0xff; return c; }, /images\/.*(damaged|does not decompress)|sha256/],
     ['truncated', (buf) => buf.subarray(0, Math.floor(buf.length / 2)), /not a complete bundle|incomplete|truncated/],
     ['not a tar at all', () => Buffer.from('hello, I am not a bundle\n'.repeat(100)), /not a ferry bundle/],
     ['a newer format version', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, 'manifest.json'); const s = c.toString('utf8', o, o + 200); const i = s.indexOf('"formatVersion": 1'); c.write('"formatVersion": 9', o + i); return c; }, /newer than this ferry understands/],
@@ -146,6 +147,18 @@ describe('damaged bundles are refused, and restore creates nothing', () => {
       expect(volsNow()).toEqual(before);
     });
   }
+});
+
+describe('--on-conflict replace', () => {
+  it('refuses before removing anything when a volume to replace is used by another container', async () => {
+    const p = path.join(dir, 'replace.tar');
+    expect((await ferry(['backup', a, '-o', p])).code).toBe(0);
+    const id = inspect('container', a).Id;
+    const r = await ferry(['restore', p, '--on-conflict', 'replace']);
+    expect(r.code, r.stderr).toBe(6);
+    expect(r.stderr).toMatch(new RegExp(`volume ${shared} is also used by ${b}`));
+    expect(inspect('container', a).Id).toBe(id); // the original is still there
+  });
 });
 
 describe('options', () => {

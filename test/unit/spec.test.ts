@@ -413,18 +413,27 @@ describe('captureSpec', () => {
     const s = capture();
     expect(s.hostConfig).toEqual({
       Binds: ['webdata:/srv/data:ro', '/etc/web/conf.d:/etc/web/conf.d'],
-      LogConfig: { Type: 'json-file', Config: {} },
       NetworkMode: 'frontnet',
       PortBindings: {
         '80/tcp': [{ HostIp: '', HostPort: '8080' }],
         '9000/tcp': [{ HostIp: '', HostPort: '' }],
       },
-      ShmSize: 67108864,
       Memory: 536870912,
       Mounts: [{ Type: 'volume', Source: 'weblogs', Target: '/var/log/web' }],
     });
-    for (const k of ['Runtime', 'IpcMode', 'CgroupnsMode', 'MaskedPaths', 'ReadonlyPaths', 'MemorySwap', 'RestartPolicy', 'Isolation'])
+    for (const k of ['Runtime', 'IpcMode', 'CgroupnsMode', 'MaskedPaths', 'ReadonlyPaths', 'MemorySwap', 'RestartPolicy', 'Isolation', 'ShmSize', 'LogConfig'])
       expect(s.hostConfig).not.toHaveProperty(k);
+  });
+
+  it('keeps a log config or shm size the user chose, drops the engine defaults', () => {
+    const s = capture((i) => {
+      hc(i).LogConfig = { Type: 'json-file', Config: { 'max-size': '1m' } };
+      hc(i).ShmSize = 32 * 1024 * 1024;
+    });
+    expect(s.hostConfig.LogConfig).toEqual({ Type: 'json-file', Config: { 'max-size': '1m' } });
+    expect(s.hostConfig.ShmSize).toBe(32 * 1024 * 1024);
+    const j = captureSpec({ inspect: (() => { const i = webInspect(); hc(i).LogConfig = { Type: 'json-file', Config: {} }; return i; })(), imageConfig: null, defaultLogDriver: 'journald' });
+    expect(j.hostConfig.LogConfig).toEqual({ Type: 'json-file', Config: {} }); // not the source's default: kept
   });
 
   it('keeps a random host port binding (HostPort "") exactly as given', () => {
