@@ -129,6 +129,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   const sink = await transport.createBundle(bundleFileName(names, when));
   const writer = new BundleWriter(sink, manifest);
   const snapshots: string[] = [];
+  const pendingSaves: Promise<Readable>[] = [];
   try {
     await writer.begin();
     const written = new Set<string>();
@@ -136,12 +137,19 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       const entry = containers[i]!;
       checkAborted(signal);
       const resume = await quiesce(engine, c.spec, opts.consistency, progress);
+      // The engine's save starts as soon as the image is committed: while ferry reads the volumes,
+      // the engine already exports the image (Docker 20.10 stages it before the first byte). Its
+      // stream is only read afterwards, so nothing piles up in ferry's memory.
+      let saving: Promise<Readable> | undefined;
       try {
         progress.step(`commit ${c.spec.name}`);
         const [repo, tag] = splitRef(entry.image.ref);
         const committed = await commitContainer(engine, c.spec, { repo, tag }, opts.consistency);
         snapshots.push(committed.id);
         writer.recordImage({ ref: entry.image.ref, id: committed.id, layers: committed.layers });
+        saving = saveImage(engine, entry.image.ref);
+        saving.catch(() => {});
+        pendingSaves.push(saving);
         for (const vname of entry.volumes) {
           if (written.has(vname)) continue;
           written.add(vname);
@@ -165,12 +173,15 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
             await r.done();
           }
         }
+      } catch (err) {
+        saving?.then((s) => s.destroy()).catch(() => {});
+        throw err;
       } finally {
         await resume();
       }
       checkAborted(signal);
       progress.step(`image ${entry.image.ref} -> ${entry.image.member}`);
-      const img = await saveImage(engine, entry.image.ref);
+      const img = await saving!;
       await writer.addMember(entry.image.member, abortable(img, signal), imageCodec(opts.codec), (_, n) => progress.bytes(entry.image.member, n));
     }
     checkAborted(signal);
@@ -179,6 +190,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
     const bytes = trailer.members.reduce((a, m) => a + m.bytes, 0);
     return { location: writer.location, containers: names, volumes: volumes.map((v) => v.name), bytes, trailer, durationMs: Date.now() - started };
   } catch (err) {
+    for (const p of pendingSaves) p.then((st) => st.destroy()).catch(() => {});
     await writer.abort();
     throw err;
   } finally {
