@@ -101,6 +101,18 @@ export class Engine {
     );
   }
 
+  /** What differs on this engine from a Docker engine with its own image store, for the operator. */
+  differences(): string[] {
+    const out: string[] = [];
+    if (this.facts.podman)
+      out.push(
+        `${this.facts.endpoint} is Podman (Docker-compatible API): its archive endpoint reports every file owner as 0:0, so volume ownership read from it is not reliable; images it loads may be renamed with a localhost/ prefix (ferry tags them back)`,
+      );
+    if (this.facts.containerdStore)
+      out.push(`${this.facts.endpoint} uses the containerd image store: saved images carry only this engine's platform`);
+    return out;
+  }
+
   close(): void {
     this.agent?.destroy();
     this.onClose();

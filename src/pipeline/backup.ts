@@ -56,6 +56,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   const { progress, signal } = ctx;
   if (opts.containers.length === 0) throw new UsageError('no containers to back up', 'name one or more containers, or use --all');
 
+  for (const d of engine.differences()) progress.warn(d);
   // 1. capture every container's configuration before writing anything.
   const captured: Captured[] = [];
   for (const c of opts.containers) {

@@ -5,6 +5,11 @@ import { EngineError } from '../errors.js';
 
 export async function loadImage(engine: Engine, data: Readable, expectRef: string): Promise<string> {
   const loaded = await engine.loadImage(data);
+  // Podman qualifies short names on load (lab/app:1 -> localhost/lab/app:1): tag it back.
+  if (!(await engine.imageExists(expectRef)) && (await engine.imageExists(`localhost/${expectRef}`))) {
+    const i = expectRef.lastIndexOf(':');
+    await engine.tagImage(`localhost/${expectRef}`, expectRef.slice(0, i), expectRef.slice(i + 1));
+  }
   if (!(await engine.imageExists(expectRef)))
     throw new EngineError(`the engine loaded ${loaded.join(', ') || 'nothing'} but not ${expectRef}`, {
       hint: 'the image archive in the bundle does not hold the image the manifest names',

@@ -38,6 +38,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   const { progress, signal } = ctx;
   if (!opts.containers.length) throw new UsageError('name at least one container to migrate');
   const when = new Date();
+  for (const d of [...source.differences(), ...target.differences()]) progress.warn(d);
   const captured: Captured[] = [];
   for (const c of opts.containers) {
     progress.step(`inspect ${c} on ${source.facts.endpoint}`);

@@ -91,6 +91,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
   const src = await transport.openBundle();
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location);
   const m = reader.manifest;
+  for (const d of engine.differences()) progress.warn(d);
   const undo = new Undo();
   let dataFailure: BundleError | undefined;
   const failed = (e: BundleError) => (dataFailure ??= e);
