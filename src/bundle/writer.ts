@@ -72,6 +72,9 @@ export class BundleWriter {
         },
       });
       const hash = createHash('sha256');
+      // The sink's own failure (disk full, closed pipe) is the cause; the pipeline may report the
+      // AbortError of tearing the other streams down first.
+      let sinkError: unknown;
       let stored = 0;
       let parts = 0;
       const sink = this.sink;
@@ -80,11 +83,18 @@ export class BundleWriter {
         const headerAt = sink.position;
         await sink.write(encodeHeader({ name, size: 0, mtime }));
         await pipeline(src, counter, compressor(codec), async function (source: AsyncIterable<Buffer>) {
-          for await (const chunk of source) {
-            hash.update(chunk);
-            stored += chunk.length;
-            await sink.write(chunk);
+          try {
+            for await (const chunk of source) {
+              hash.update(chunk);
+              stored += chunk.length;
+              await sink.write(chunk);
+            }
+          } catch (err) {
+            sinkError ??= err;
+            throw err;
           }
+        }).catch((err) => {
+          throw sinkError ?? err;
         });
         await sink.write(padding(stored));
         await sink.writeAt(encodeHeader({ name, size: stored, mtime }), headerAt);
@@ -102,6 +112,7 @@ export class BundleWriter {
           await sink.write(padding(data.length));
         };
         await pipeline(src, counter, compressor(codec), async function (source: AsyncIterable<Buffer>) {
+          try {
           for await (let chunk of source) {
             hash.update(chunk);
             stored += chunk.length;
@@ -117,6 +128,12 @@ export class BundleWriter {
               bufLen += chunk.length;
             }
           }
+          } catch (err) {
+            sinkError ??= err;
+            throw err;
+          }
+        }).catch((err) => {
+          throw sinkError ?? err;
         });
         if (bufLen > 0 || parts === 0) await flushPart(true);
       }

@@ -18,7 +18,7 @@ import {
 } from '../bundle/manifest.js';
 import type { NetworkSpec } from '../engine/spec.js';
 import type { Transport } from '../transport/transport.js';
-import { captureContainer, commitContainer, hostName, quiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './capture.js';
+import { captureContainer, commitContainer, hostName, quiesce, reportStaleQuiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { saveImage } from './save.js';
 import { openBindReader, openVolumeReader } from './volumes.js';
@@ -57,6 +57,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   if (opts.containers.length === 0) throw new UsageError('no containers to back up', 'name one or more containers, or use --all');
 
   for (const d of engine.differences()) progress.warn(d);
+  await reportStaleQuiesce(engine, progress);
   // 1. capture every container's configuration before writing anything.
   const captured: Captured[] = [];
   for (const c of opts.containers) {

@@ -8,6 +8,7 @@ import { captureNetwork, captureSpec, isUserNetwork, type ContainerSpec, type Ne
 import { UsageError } from '../errors.js';
 import type { VolumeEntry } from '../bundle/manifest.js';
 import type { Progress } from './context.js';
+import { QuiesceJournal } from '../util/state.js';
 
 export type Consistency = 'pause' | 'stop' | 'none';
 
@@ -67,30 +68,71 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
  * was; the caller must call it in a finally block. A container that was already paused or
  * stopped is left so.
  */
-export async function quiesce(engine: Engine, spec: ContainerSpec, mode: Consistency, progress: Progress): Promise<() => Promise<void>> {
+export async function quiesce(
+  engine: Engine,
+  spec: ContainerSpec,
+  mode: Consistency,
+  progress: Progress,
+  journal: QuiesceJournal = new QuiesceJournal(),
+): Promise<() => Promise<void>> {
   const st = await engine.inspectContainer(spec.sourceId);
-  const running = !!st.State.Running && !st.State.Paused;
+  const where = engine.facts.endpoint;
+  // Left paused or stopped by a ferry run that was killed (SIGKILL)? Then it was running: treat
+  // it so, and put it back afterwards.
+  const stale = journal.stale(where).find((r) => r.containerId === spec.sourceId);
+  let running = !!st.State.Running && !st.State.Paused;
+  if (stale) {
+    const still = (stale.action === 'paused' && st.State.Paused) || (stale.action === 'stopped' && !st.State.Running);
+    if (still) {
+      progress.warn(`${spec.name} was left ${stale.action} by a ferry run (pid ${stale.pid}) that was killed at ${stale.at}; it will be resumed after this snapshot`);
+      running = true;
+    }
+    journal.forget(where, spec.sourceId);
+  }
   if (!running || mode === 'none') return async () => {};
   if (mode === 'pause') {
-    progress.step(`pause ${spec.name}`);
-    await engine.pause(spec.sourceId);
+    if (!st.State.Paused) {
+      progress.step(`pause ${spec.name}`);
+      journal.add({ engine: where, containerId: spec.sourceId, name: spec.name, action: 'paused' });
+      await engine.pause(spec.sourceId);
+    }
     let resumed = false;
     return async () => {
       if (resumed) return;
       resumed = true;
       progress.step(`resume ${spec.name}`);
       await engine.unpause(spec.sourceId);
+      journal.remove(where, spec.sourceId);
     };
   }
+  if (st.State.Paused) await engine.unpause(spec.sourceId);
   progress.step(`stop ${spec.name}`);
-  await engine.stop(spec.sourceId);
+  journal.add({ engine: where, containerId: spec.sourceId, name: spec.name, action: 'stopped' });
+  if (st.State.Running) await engine.stop(spec.sourceId);
   let started = false;
   return async () => {
     if (started) return;
     started = true;
     progress.step(`start ${spec.name} again`);
     await engine.start(spec.sourceId);
+    journal.remove(where, spec.sourceId);
   };
+}
+
+/** Warn about containers that killed ferry runs left paused or stopped on this engine. */
+export async function reportStaleQuiesce(engine: Engine, progress: Progress, journal: QuiesceJournal = new QuiesceJournal()): Promise<void> {
+  for (const r of journal.stale(engine.facts.endpoint)) {
+    const st = await engine.inspectContainer(r.containerId).catch(() => undefined);
+    const still = st && ((r.action === 'paused' && st.State.Paused) || (r.action === 'stopped' && !st.State.Running));
+    if (!still) {
+      journal.forget(engine.facts.endpoint, r.containerId);
+      continue;
+    }
+    progress.warn(
+      `container ${r.name} is still ${r.action}: a ferry run (pid ${r.pid}) was killed at ${r.at} before it could put it back; ` +
+        (r.action === 'paused' ? `resume it with: docker unpause ${r.name}` : `start it with: docker start ${r.name}`),
+    );
+  }
 }
 
 /** A tag for the committed image: ferry/<name>:<UTC time>. */

@@ -10,7 +10,7 @@
  */
 import type { Engine } from '../engine/engine.js';
 import { UsageError } from '../errors.js';
-import { captureContainer, commitContainer, quiesce, snapshotRef, type Captured, type Consistency } from './capture.js';
+import { captureContainer, commitContainer, quiesce, reportStaleQuiesce, snapshotRef, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
@@ -39,6 +39,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   if (!opts.containers.length) throw new UsageError('name at least one container to migrate');
   const when = new Date();
   for (const d of [...source.differences(), ...target.differences()]) progress.warn(d);
+  await reportStaleQuiesce(source, progress);
   const captured: Captured[] = [];
   for (const c of opts.containers) {
     progress.step(`inspect ${c} on ${source.facts.endpoint}`);

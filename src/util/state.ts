@@ -1,0 +1,87 @@
+/**
+ * A small record of what ferry is doing to containers right now (paused or stopped for a
+ * snapshot), kept on local disk so that a run killed with SIGKILL leaves a trace: the next run
+ * finds the container still paused/stopped, sees that the ferry process that did it is gone,
+ * says so, and puts it back when it quiesces it again.
+ */
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { homedir, hostname } from 'node:os';
+import path from 'node:path';
+
+export interface QuiesceRecord {
+  engine: string;
+  containerId: string;
+  name: string;
+  action: 'paused' | 'stopped';
+  pid: number;
+  host: string;
+  at: string;
+}
+
+export function stateFile(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.FERRY_STATE_DIR) return path.join(env.FERRY_STATE_DIR, 'quiesced.json');
+  const base = env.XDG_STATE_HOME || path.join(env.HOME || homedir(), '.local', 'state');
+  return path.join(base, 'ferry', 'quiesced.json');
+}
+
+function read(file: string): QuiesceRecord[] {
+  try {
+    const v = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+    return Array.isArray(v) ? (v as QuiesceRecord[]) : [];
+  } catch {
+    return [];
+  }
+}
+
+function write(file: string, recs: QuiesceRecord[]) {
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(recs, null, 2) + '\n', { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class QuiesceJournal {
+  constructor(private readonly file = stateFile()) {}
+
+  add(r: Omit<QuiesceRecord, 'pid' | 'host' | 'at'>): void {
+    try {
+      const recs = read(this.file).filter((x) => !(x.engine === r.engine && x.containerId === r.containerId));
+      recs.push({ ...r, pid: process.pid, host: hostname(), at: new Date().toISOString() });
+      write(this.file, recs);
+    } catch {
+      /* advisory only: never fail a backup over the journal */
+    }
+  }
+
+  remove(engine: string, containerId: string): void {
+    try {
+      const recs = read(this.file);
+      const left = recs.filter((x) => !(x.engine === engine && x.containerId === containerId && x.pid === process.pid));
+      if (left.length !== recs.length) write(this.file, left);
+    } catch {
+      /* advisory only */
+    }
+  }
+
+  /** Records left by ferry runs on this host that died before putting the container back. */
+  stale(engine: string): QuiesceRecord[] {
+    return read(this.file).filter((x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid));
+  }
+
+  forget(engine: string, containerId: string): void {
+    try {
+      write(this.file, read(this.file).filter((x) => !(x.engine === engine && x.containerId === containerId)));
+    } catch {
+      /* advisory only */
+    }
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Faults: a backup killed with SIGKILL while the container is paused (the next run notices and
+ * puts it back; no bundle-looking file remains, and the temporary is cleaned by the next write);
+ * a full disk (clear error, nothing partial, source untouched).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BIN, BUSYBOX, cleanup, docker, ENGINE_A, ferry, inspect, uid, waitFor } from '../helpers/lab.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'ferry-faults-'));
+const stateDir = path.join(dir, 'state');
+const name = uid('kill');
+const env = { FERRY_STATE_DIR: stateDir };
+
+afterAll(() => {
+  spawnSync('umount', [path.join(dir, 'small')]);
+  cleanup(ENGINE_A, { containers: [name, `${name}-2`], volumes: [name, `${name}-2`] });
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('killed mid-backup', () => {
+  it('SIGKILL leaves the container paused; the next run says so and resumes it; temporaries are cleaned', async () => {
+    docker(['run', '-d', '--name', name, '-v', `${name}:/v`, BUSYBOX, 'sleep', '100000']);
+    docker(['exec', name, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=300 2>/dev/null']);
+    const out = path.join(dir, 'store');
+    const child = spawn('node', [BIN, 'backup', name, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    await waitFor('the volume copy to start', () => /volume .* -> /.test(stderr), 30_000);
+    await new Promise((r) => setTimeout(r, 300));
+    child.kill('SIGKILL');
+    await new Promise((r) => child.on('close', r));
+    expect(inspect('container', name).State.Paused).toBe(true); // nobody could resume it
+    // no file that looks like a finished bundle; only the hidden temporary
+    expect(readdirSync(out).filter((f) => f.endsWith('.tar'))).toEqual([]);
+    expect(readdirSync(out).filter((f) => f.endsWith('.partial'))).toHaveLength(1);
+
+    // the next run (of another container, into the same store) notices
+    docker(['run', '-d', '--name', `${name}-2`, BUSYBOX, 'sleep', '100000']);
+    const r = await ferry(['backup', `${name}-2`, '-o', out], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`container ${name} is still paused: a ferry run \\(pid \\d+\\) was killed`));
+    expect(r.stderr).toMatch(new RegExp(`docker unpause ${name}`));
+    expect(readdirSync(out).filter((f) => f.endsWith('.partial'))).toEqual([]); // the dead run's temporary is gone
+
+    // backing the paused container up again resumes it afterwards
+    const r2 = await ferry(['backup', name, '-o', out, '--compress', 'none'], { env });
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(r2.stderr).toMatch(/left paused by a ferry run/);
+    const st = inspect('container', name).State;
+    expect(st.Paused).toBe(false);
+    expect(st.Running).toBe(true);
+  });
+});
+
+describe('disk full', () => {
+  it('a full target fails clearly, leaves nothing partial and the source running', async () => {
+    const small = path.join(dir, 'small');
+    mkdirSync(small);
+    const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', small]);
+    expect(m.status, String(m.stderr)).toBe(0);
+    docker(['run', '-d', '--name', `${name}-full`, '-v', `${name}-full:/v`, BUSYBOX, 'sleep', '100000']);
+    try {
+      docker(['exec', `${name}-full`, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=20 2>/dev/null']);
+      const r = await ferry(['backup', `${name}-full`, '-o', small, '--compress', 'none']);
+      expect(r.code, r.stderr).toBe(8);
+      expect(r.stderr).toMatch(/no space left on device/);
+      expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+      expect(readdirSync(small)).toEqual([]);
+      const st = inspect('container', `${name}-full`).State;
+      expect(st.Running).toBe(true);
+      expect(st.Paused).toBe(false);
+    } finally {
+      cleanup(ENGINE_A, { containers: [`${name}-full`], volumes: [`${name}-full`] });
+    }
+  });
+});
