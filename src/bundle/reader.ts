@@ -41,6 +41,8 @@ export class BundleReader {
   private trailerValue?: Trailer;
   /** The first problem found in the bundle itself, if any: what a failed consumer should report. */
   failure?: BundleError;
+  /** The trailer as read, before it was checked (set even when a check fails): for `ferry verify`. */
+  unverifiedTrailer?: Trailer;
   private readonly seen: TrailerMember[] = [];
 
   private constructor(
@@ -194,6 +196,7 @@ export class BundleReader {
 
   private async readTrailer(e: Entry) {
     const trailer = parseTrailer(await readSmall(e, TRAILER_MEMBER), this.manifest);
+    this.unverifiedTrailer = trailer;
     for (const tm of trailer.members) {
       const got = this.seen.find((s) => s.name === tm.name);
       if (!got) throw new BundleError(`member ${tm.name} is missing from the bundle`, { member: tm.name });

@@ -3,6 +3,10 @@ import { Command } from 'commander';
 import { VERSION } from '../version.js';
 import { backupCommand } from './commands/backup.js';
 import { restoreCommand } from './commands/restore.js';
+import { lsCommand } from './commands/ls.js';
+import { inspectCommand } from './commands/inspect.js';
+import { verifyCommand } from './commands/verify.js';
+import { pruneCommand } from './commands/prune.js';
 import { migrateCommand } from './commands/migrate.js';
 import type { Io } from './main.js';
 import type { SshPool } from '../ssh/client.js';
@@ -23,7 +27,8 @@ Exit codes:
   3    partial: some containers were backed up, some failed
   4    the Docker engine could not be reached or refused a request
   5    a container, image, volume or bundle was not found
-  6    conflict: a container or volume of that name exists (see --on-conflict)
+  6    conflict: a container or volume of that name exists (see --on-conflict),
+       or the store is locked by another ferry run (see --lock-timeout)
   7    the bundle is damaged, incomplete, or of an unknown format
   8    a file could not be read or written (disk full, permissions)
   130  interrupted (SIGINT/SIGTERM); containers were resumed, partial files removed`;
@@ -46,6 +51,10 @@ export function createProgram(deps: Deps): Command {
     .addHelpText('after', EXIT_HELP);
   program.addCommand(backupCommand(program, deps));
   program.addCommand(restoreCommand(program, deps));
+  program.addCommand(lsCommand(program, deps));
+  program.addCommand(inspectCommand(program, deps));
+  program.addCommand(verifyCommand(program, deps));
+  program.addCommand(pruneCommand(program, deps));
   program.addCommand(migrateCommand(program, deps));
   for (const c of program.commands) c.exitOverride().configureOutput({ writeOut: (s) => deps.io.stdout.write(s), writeErr: (s) => deps.io.stderr.write(s) });
   return program;

@@ -2,12 +2,17 @@
  * Local files. A bundle is written to a hidden temporary name in the target directory (mode
  * 0600), fsynced, renamed into place and the directory fsynced: a bundle at its final name is
  * always complete. Leftover temporaries of killed runs are removed by the next write.
+ *
+ * In a store (a directory target), the bundle's name is chosen and its temporary created under
+ * the store's lock (lock.ts), and a name that exists or is being written gets `-2`, `-3`, ...:
+ * two runs into one store at the same second both finish, with separately named bundles.
  */
 import { constants as fsc } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { IoError, NotFoundError, toFerryError, UsageError } from '../errors.js';
+import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, type LockOptions } from './lock.js';
 import type { BundleSink, Transport } from './transport.js';
 
 export const TEMP_PREFIX = '.ferry-';
@@ -93,7 +98,35 @@ function processAlive(pid: number): boolean {
   }
 }
 
+function tempName(pid: number, finalName: string): string {
+  return `${TEMP_PREFIX}${pid}-${finalName}${TEMP_SUFFIX}`;
+}
+
+/**
+ * The first of `name`, `<stem>-2.tar`, `<stem>-3.tar`, ... that no file in the directory has, is
+ * being written under (a temporary of any run), or was quarantined under (`.corrupt`).
+ */
+export function uniqueBundleName(existing: Iterable<string>, name: string): string {
+  const names = new Set(existing);
+  const writing = new Set<string>();
+  const re = new RegExp(`^\\${TEMP_PREFIX}\\d+-(.*)\\${TEMP_SUFFIX}$`);
+  for (const n of names) {
+    const m = re.exec(n);
+    if (m) writing.add(m[1]!);
+  }
+  const stem = name.endsWith('.tar') ? name.slice(0, -4) : name;
+  const ext = name.endsWith('.tar') ? '.tar' : '';
+  for (let i = 1; i < 10_000; i++) {
+    const cand = i === 1 ? name : `${stem}-${i}${ext}`;
+    if (!names.has(cand) && !writing.has(cand) && !names.has(`${cand}.corrupt`)) return cand;
+  }
+  throw new IoError(`no free bundle name near ${name}`);
+}
+
 export class LocalTransport implements Transport {
+  /** How createBundle waits for the store's lock (directory stores only). */
+  lockOptions: LockOptions = { timeoutMs: DEFAULT_LOCK_TIMEOUT_S * 1000 };
+
   constructor(private readonly target: string) {}
 
   describe(): string {
@@ -117,14 +150,26 @@ export class LocalTransport implements Transport {
   async createBundle(suggestedName: string): Promise<BundleSink> {
     const final = await this.finalPath(suggestedName);
     const dir = path.dirname(final);
-    await cleanStaleTemps(dir);
     if (this.target.endsWith('.tar')) {
-      // exact name: refuse to clobber an existing bundle silently? Operators asked for an exact
-      // name, so replacing it atomically is what they want; the old one stays until the rename.
-    } else if (await fs.stat(final).catch(() => undefined)) {
-      throw new IoError(`${final} already exists`, { hint: 'another backup started in the same second; retry' });
+      // An exact name: operators asked for it, so replacing it atomically is what they want; the
+      // old one stays until the rename.
+      await cleanStaleTemps(dir);
+      return this.openTemp(final);
     }
-    const temp = path.join(dir, `${TEMP_PREFIX}${process.pid}-${path.basename(final)}${TEMP_SUFFIX}`);
+    // A store: choose a free name and claim it with its temporary while holding the lock, then
+    // let go, so that other runs can write into the store at the same time.
+    const lock = await acquireStoreLock(dir, { ...this.lockOptions, purpose: this.lockOptions.purpose ?? 'backup: choosing a bundle name' });
+    try {
+      await cleanStaleTemps(dir);
+      const name = uniqueBundleName(await fs.readdir(dir), path.basename(final));
+      return await this.openTemp(path.join(dir, name));
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private async openTemp(final: string): Promise<BundleSink> {
+    const temp = path.join(path.dirname(final), tempName(process.pid, path.basename(final)));
     let fh: fs.FileHandle;
     try {
       fh = await fs.open(temp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);

@@ -1,10 +1,15 @@
 import { Command, Option } from 'commander';
 import { defaultCodec, type Codec } from '../../bundle/codec.js';
 import { openEngine } from '../../engine/connect.js';
-import { UsageError } from '../../errors.js';
+import { BundleError, UsageError } from '../../errors.js';
 import { backup } from '../../pipeline/backup.js';
 import type { Consistency } from '../../pipeline/capture.js';
 import { resolveTransport } from '../../transport/resolve.js';
+import { LocalTransport } from '../../transport/local.js';
+import { DEFAULT_LOCK_TIMEOUT_S } from '../../transport/lock.js';
+import { badMembers, verifyOrQuarantine } from '../../pipeline/verify.js';
+import { secondsOption } from './prune.js';
+import { verifyText } from './verify.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
 import { choice, codecOption } from '../options.js';
@@ -15,6 +20,8 @@ interface BackupFlags {
   consistency: Consistency;
   compress?: Codec;
   includeBinds?: boolean;
+  verify?: boolean;
+  lockTimeout: number;
 }
 
 export function backupCommand(program: Command, deps: Deps): Command {
@@ -26,6 +33,8 @@ export function backupCommand(program: Command, deps: Deps): Command {
     .addOption(new Option('--consistency <mode>', 'pause: pause while committing and reading volumes; stop: stop and start again; none').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--compress <codec>', 'compression of volume data (the image uses gzip unless none): zstd, gzip, none').argParser(codecOption))
     .option('--include-binds', 'also copy the contents of bind mounts (they are always recorded)')
+    .option('--verify', 'read the written bundle back and check it (as `ferry verify`) before reporting success; a bad one is renamed to <name>.tar.corrupt')
+    .addOption(new Option('--lock-timeout <seconds>', 'wait this long for the store\'s lock (held briefly while another run picks its bundle name, or by prune)').default(DEFAULT_LOCK_TIMEOUT_S).argParser(secondsOption))
     .addHelpText('after', `
 Examples:
   ferry backup web -o /backups
@@ -47,13 +56,34 @@ Examples:
         }
         if (!names.length) throw new UsageError('name at least one container, or use --all');
         const transport = resolveTransport(flags.output, { ssh: deps.ssh });
+        if (transport instanceof LocalTransport) {
+          transport.lockOptions = { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) };
+        }
         const res = await backup(engine, transport, { containers: names, consistency: flags.consistency, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds }, { progress, signal: deps.signal });
+        let verified = false;
+        if (flags.verify) {
+          if (!(transport instanceof LocalTransport)) {
+            progress.warn(`--verify: a bundle written to ${toStdout ? 'stdout' : res.location} cannot be verified here; run \`ferry verify\` where it is stored`);
+          } else {
+            progress.step(`verify ${res.location}`);
+            const v = await verifyOrQuarantine(res.location, { progress, signal: deps.signal });
+            progress.done();
+            if (!v.report.ok) {
+              if (!g.json) deps.io.stderr.write(verifyText(v.report));
+              throw new BundleError(`the bundle written to ${res.location} failed verification (bad: ${badMembers(v.report).join(', ')}); it was renamed to ${v.quarantined}`, {
+                member: badMembers(v.report)[0],
+                hint: 'the backup is not usable; check the disk of the store and run the backup again',
+              });
+            }
+            verified = true;
+          }
+        }
         progress.done();
         const out = toStdout ? deps.io.stderr : deps.io.stdout;
         if (g.json) {
-          out.write(JSON.stringify({ ok: true, bundle: res.location, containers: res.containers, volumes: res.volumes, bytes: res.bytes, durationMs: res.durationMs }) + '\n');
+          out.write(JSON.stringify({ ok: true, bundle: res.location, containers: res.containers, volumes: res.volumes, bytes: res.bytes, durationMs: res.durationMs, ...(flags.verify ? { verified } : {}) }) + '\n');
         } else if (!g.quiet) {
-          out.write(`backed up ${res.containers.join(', ')} (${res.volumes.length} volume${res.volumes.length === 1 ? '' : 's'}) to ${res.location}: ${humanBytes(res.bytes)} in ${(res.durationMs / 1000).toFixed(1)}s\n`);
+          out.write(`backed up ${res.containers.join(', ')} (${res.volumes.length} volume${res.volumes.length === 1 ? '' : 's'}) to ${res.location}: ${humanBytes(res.bytes)} in ${(res.durationMs / 1000).toFixed(1)}s${verified ? ', verified' : ''}\n`);
         }
         setExit(program, 0);
       } finally {

@@ -1,0 +1,51 @@
+import { Command } from 'commander';
+import { catalogJson, listStore, type CatalogEntry } from '../../pipeline/catalog.js';
+import { setExit, type Deps } from '../program.js';
+import { humanBytes } from '../render.js';
+import path from 'node:path';
+
+/** Left-aligned columns, two spaces apart; the last column is not padded. */
+export function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd() + '\n').join('');
+}
+
+/** 2026-11-23T09:31:52.745Z -> 2026-11-23 09:31:52Z */
+export function shortTime(iso: string | undefined): string {
+  if (!iso) return '-';
+  return iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+}
+
+export const UNREADABLE_MARK = '!! unreadable';
+
+export function lsTable(entries: CatalogEntry[]): string {
+  const rows = [['CREATED (UTC)', 'CONTAINERS', 'SIZE', 'IMAGES', 'COMPRESSION', 'ENCRYPTED', 'BUNDLE']];
+  for (const e of entries) {
+    const name = path.basename(e.bundle);
+    if (e.error) rows.push(['-', '-', humanBytes(e.bytes), '-', '-', '-', `${name}  ${UNREADABLE_MARK}: ${e.error}`]);
+    else rows.push([shortTime(e.created), e.containers!.join(','), humanBytes(e.bytes), e.imageMode!, e.compression!, e.encrypted ? 'yes' : 'no', name]);
+  }
+  return table(rows);
+}
+
+export function lsCommand(program: Command, deps: Deps): Command {
+  return new Command('ls')
+    .description('List the bundles in a store (a directory), from their manifests alone')
+    .argument('<store>', 'a directory that backups are written to')
+    .addHelpText('after', `
+Unreadable files are listed with "${UNREADABLE_MARK}" (--json: an "error" field); they never stop the listing.
+
+Examples:
+  ferry ls /backups
+  ferry --json ls /backups | jq -r '.[-1].bundle'     # the newest bundle`)
+    .action(async (store: string) => {
+      const g = program.opts<{ json?: boolean; quiet?: boolean }>();
+      deps.setJson(!!g.json);
+      const entries = await listStore(store);
+      if (g.json) deps.io.stdout.write(JSON.stringify(entries.map(catalogJson), null, 2) + '\n');
+      else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${path.resolve(store)}\n`);
+      else deps.io.stdout.write(lsTable(entries));
+      setExit(program, 0);
+    });
+}

@@ -1,0 +1,110 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import path from 'node:path';
+import { IoError } from '../../errors.js';
+import { describePolicy, prune, type PruneResult } from '../../pipeline/prune.js';
+import { RULES, type KeepPolicy, type Rule } from '../../pipeline/retention.js';
+import { DEFAULT_LOCK_TIMEOUT_S } from '../../transport/lock.js';
+import { setExit, type Deps } from '../program.js';
+import { createProgress, humanBytes } from '../render.js';
+import { shortTime, table } from './ls.js';
+
+export function countOption(v: string): number {
+  if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a whole number >= 0');
+  return Number(v);
+}
+
+export function secondsOption(v: string): number {
+  const n = Number(v);
+  if (!/^\d+(\.\d+)?$/.test(v) || !Number.isFinite(n)) throw new InvalidArgumentError('expected a number of seconds >= 0');
+  return n;
+}
+
+type PruneFlags = Partial<Record<`keep${Capitalize<Rule>}`, number>> & { dryRun?: boolean; lockTimeout: number };
+
+function policyFrom(flags: PruneFlags): KeepPolicy {
+  const p: KeepPolicy = {};
+  for (const r of RULES) {
+    const v = flags[`keep${(r[0]!.toUpperCase() + r.slice(1)) as Capitalize<Rule>}`];
+    if (v !== undefined) p[r] = v;
+  }
+  return p;
+}
+
+export function pruneText(r: PruneResult): string {
+  const out: string[] = [];
+  const verb = r.dryRun ? 'would remove' : 'removed';
+  if (r.dryRun) out.push(`dry run: nothing was removed. Pruning ${r.store} with ${describePolicy(r.policy)} would:`);
+  const groups = [...new Set([...r.kept, ...r.removed].map((b) => b.group))].sort();
+  for (const g of groups) {
+    out.push(`containers ${g}:`);
+    const all = [...r.kept.map((b) => ({ b, keep: true })), ...r.removed.map((b) => ({ b, keep: false }))]
+      .filter((x) => x.b.group === g)
+      .sort((x, y) => Date.parse(y.b.created) - Date.parse(x.b.created) || (x.b.bundle < y.b.bundle ? 1 : -1));
+    const rows = all.map(({ b, keep }) => [
+      keep ? 'keep' : verb,
+      shortTime(b.created),
+      path.basename(b.bundle),
+      humanBytes(b.bytes),
+      keep ? b.reasons.join(', ') : 'no rule keeps it',
+    ]);
+    out.push(...table(rows).trimEnd().split('\n').map((l) => `  ${l}`));
+  }
+  if (r.unreadable.length) {
+    out.push('not readable as bundles (never removed):');
+    for (const u of r.unreadable) out.push(`  keep  ${path.basename(u.bundle)}: ${u.error}`);
+  }
+  for (const f of r.failed) out.push(`could not remove ${f.bundle}: ${f.error}`);
+  const n = r.removed.length;
+  out.push(`${n} bundle${n === 1 ? '' : 's'} ${r.dryRun ? 'would be removed' : 'removed'} (${humanBytes(r.freedBytes)}), ${r.kept.length + r.unreadable.length} kept`);
+  return out.join('\n') + '\n';
+}
+
+export function pruneCommand(program: Command, deps: Deps): Command {
+  const cmd = new Command('prune')
+    .description('Remove old bundles from a store, keeping those that a retention rule keeps (restic-style, per container set)')
+    .argument('<store>', 'a directory that backups are written to');
+  const help: Record<Rule, string> = {
+    last: 'keep the N newest bundles',
+    hourly: 'keep the newest bundle of each of the last N hours that have one',
+    daily: 'keep the newest bundle of each of the last N days (UTC) that have one',
+    weekly: 'keep the newest bundle of each of the last N ISO weeks that have one',
+    monthly: 'keep the newest bundle of each of the last N months that have one',
+    yearly: 'keep the newest bundle of each of the last N years that have one',
+  };
+  for (const r of RULES) cmd.addOption(new Option(`--keep-${r} <n>`, help[r]).argParser(countOption));
+  return cmd
+    .option('--dry-run', 'show what would be removed and why the rest is kept; remove nothing')
+    .addOption(new Option('--lock-timeout <seconds>', 'wait this long for another ferry run to release the store').default(DEFAULT_LOCK_TIMEOUT_S).argParser(secondsOption))
+    .addHelpText('after', `
+Rules apply to each container set on its own (the containers a bundle holds). A bundle is kept
+when any rule keeps it; the newest bundle of each set is always kept; files that are not
+readable bundles are never removed. Times are the manifests' creation times, in UTC.
+
+Examples:
+  ferry prune /backups --keep-daily 7 --keep-weekly 4 --keep-monthly 6
+  ferry prune /backups --keep-last 3 --dry-run`)
+    .action(async (store: string, flags: PruneFlags) => {
+      const g = program.opts<{ json?: boolean; quiet?: boolean }>();
+      deps.setJson(!!g.json);
+      const progress = createProgress({ quiet: !!g.quiet });
+      let res: PruneResult;
+      try {
+        res = await prune(store, { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } }, { progress, signal: deps.signal });
+      } finally {
+        progress.done();
+      }
+      if (g.json) {
+        deps.io.stdout.write(JSON.stringify({ ok: res.failed.length === 0, ...res }) + '\n');
+      } else if (!g.quiet || res.failed.length) {
+        deps.io.stdout.write(pruneText(res));
+      }
+      if (res.failed.length) {
+        if (g.json) {
+          setExit(program, 8);
+          return;
+        }
+        throw new IoError(`${res.failed.length} bundle${res.failed.length === 1 ? '' : 's'} could not be removed`, { hint: 'check the permissions of the store' });
+      }
+      setExit(program, 0);
+    });
+}

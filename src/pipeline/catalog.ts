@@ -1,0 +1,160 @@
+/**
+ * The catalogue of a store: the bundles in a local directory, each described from its manifest
+ * alone. Only the first member is read (the file is opened, the manifest parsed, the file
+ * closed), so listing a store of large bundles is quick. A file that is not a readable bundle is
+ * listed with the reason, never dropped and never fatal.
+ */
+import { createReadStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { BundleReader } from '../bundle/reader.js';
+import type { Manifest } from '../bundle/manifest.js';
+import { NotFoundError, toFerryError, UsageError } from '../errors.js';
+import { TEMP_PREFIX } from '../transport/local.js';
+
+export interface CatalogEntry {
+  /** Absolute path of the file. */
+  bundle: string;
+  /** Manifest createdAt (ISO 8601, UTC). */
+  created?: string;
+  /** Container names, in the manifest's order. */
+  containers?: string[];
+  /** Size of the file. */
+  bytes: number;
+  /** How images are stored: "archive" (docker save inside the bundle); registry mode comes later. */
+  imageMode?: string;
+  /** Codec of the volume/bind members (of the image member when there are none). */
+  compression?: string;
+  encrypted?: boolean;
+  ferryVersion?: string;
+  formatVersion?: number;
+  /** Why the file could not be read as a bundle. */
+  error?: string;
+  /** The parsed manifest (not printed by `ferry ls --json`). */
+  manifest?: Manifest;
+  /** File modification time, used to order unreadable files. */
+  mtime: string;
+}
+
+/** Open a bundle, parse its manifest (the first member) and close it, reading nothing more. */
+export async function readManifest(file: string): Promise<Manifest> {
+  const stream = createReadStream(file, { highWaterMark: 64 * 1024 }) as unknown as Readable;
+  const reader = await BundleReader.open(stream, file);
+  reader.close();
+  return reader.manifest;
+}
+
+/** The compression of a bundle as one word: the codec(s) of its data members. */
+export function bundleCompression(m: Manifest): string {
+  const data = m.members.filter((x) => x.kind === 'volume' || x.kind === 'bind');
+  const pick = data.length ? data : m.members.filter((x) => x.kind === 'image');
+  const codecs = [...new Set(pick.map((x) => x.codec))];
+  return codecs.length ? codecs.join(',') : 'none';
+}
+
+export function imageMode(m: Manifest): string {
+  const v = (m as unknown as Record<string, unknown>).imageMode;
+  return typeof v === 'string' && v ? v : 'archive';
+}
+
+export function isEncrypted(m: Manifest): boolean {
+  return (m as unknown as Record<string, unknown>).encrypted === true;
+}
+
+/** Describe one file from its manifest; a file that is not a readable bundle gets `error`. */
+export async function describeBundle(file: string): Promise<CatalogEntry> {
+  const abs = path.resolve(file);
+  let bytes = 0;
+  let mtime = new Date(0).toISOString();
+  try {
+    const st = await fs.stat(abs);
+    bytes = st.size;
+    mtime = st.mtime.toISOString();
+  } catch (err) {
+    return { bundle: abs, bytes, mtime, error: toFerryError(err).message };
+  }
+  try {
+    const m = await readManifest(abs);
+    return {
+      bundle: abs,
+      created: m.createdAt,
+      containers: m.containers.map((c) => c.spec.name),
+      bytes,
+      imageMode: imageMode(m),
+      compression: bundleCompression(m),
+      encrypted: isEncrypted(m),
+      ferryVersion: m.ferryVersion,
+      formatVersion: m.formatVersion,
+      manifest: m,
+      mtime,
+    };
+  } catch (err) {
+    return { bundle: abs, bytes, mtime, error: toFerryError(err).message };
+  }
+}
+
+/** The time a catalogue entry sorts by: its manifest's createdAt, else the file's mtime. */
+export function entryTime(e: CatalogEntry): number {
+  const t = e.created ? Date.parse(e.created) : NaN;
+  return Number.isNaN(t) ? Date.parse(e.mtime) : t;
+}
+
+/** The `*.tar` files of a store directory (hidden files, temporaries and the lock are skipped). */
+export async function storeFiles(dir: string): Promise<string[]> {
+  const abs = path.resolve(dir);
+  const st = await fs.stat(abs).catch(() => undefined);
+  if (!st) throw new NotFoundError(`no store at ${abs}`, 'give the directory that backups are written to');
+  if (!st.isDirectory()) throw new UsageError(`${abs} is not a directory`, 'give a store (a directory of bundles); for one bundle use `ferry inspect`');
+  const out: string[] = [];
+  for (const d of await fs.readdir(abs, { withFileTypes: true })) {
+    if (d.name.startsWith('.') || d.name.startsWith(TEMP_PREFIX)) continue;
+    if (!d.name.endsWith('.tar')) continue;
+    if (!d.isFile() && !d.isSymbolicLink()) continue;
+    out.push(path.join(abs, d.name));
+  }
+  return out;
+}
+
+/** Every bundle of a store, oldest first. */
+export async function listStore(dir: string): Promise<CatalogEntry[]> {
+  const entries: CatalogEntry[] = [];
+  for (const f of await storeFiles(dir)) entries.push(await describeBundle(f));
+  entries.sort((a, b) => entryTime(a) - entryTime(b) || a.bundle.localeCompare(b.bundle));
+  return entries;
+}
+
+/** What `ferry ls --json` prints for an entry. */
+export function catalogJson(e: CatalogEntry): Record<string, unknown> {
+  if (e.error) return { bundle: e.bundle, bytes: e.bytes, error: e.error };
+  return {
+    bundle: e.bundle,
+    created: e.created,
+    containers: e.containers,
+    bytes: e.bytes,
+    imageMode: e.imageMode,
+    compression: e.compression,
+    encrypted: e.encrypted,
+    ferryVersion: e.ferryVersion,
+    formatVersion: e.formatVersion,
+  };
+}
+
+/** The name of an environment entry ("PASSWORD=x" -> "PASSWORD"). */
+export function envName(entry: string): string {
+  const i = entry.indexOf('=');
+  return i < 0 ? entry : entry.slice(0, i);
+}
+
+/**
+ * A copy of a manifest safe to print: every environment entry reduced to its name, since values
+ * are often secrets. The manifest itself is not changed.
+ */
+export function redactManifest(m: Manifest): Manifest {
+  const copy = JSON.parse(JSON.stringify(m)) as Manifest;
+  for (const c of copy.containers) {
+    const cfg = c.spec?.config as { Env?: unknown } | undefined;
+    if (cfg && Array.isArray(cfg.Env)) cfg.Env = cfg.Env.map((e) => (typeof e === 'string' ? envName(e) : e));
+  }
+  return copy;
+}

@@ -1,0 +1,110 @@
+/**
+ * ferry prune: apply retention rules (retention.ts) to the bundles of a local store, holding the
+ * store's lock so that no backup chooses a name meanwhile. Files that are not readable bundles are
+ * never removed; the newest bundle of each container set is never removed; bundles being written
+ * (hidden temporaries) are not even looked at.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { toFerryError, UsageError } from '../errors.js';
+import { acquireStoreLock, type LockOptions } from '../transport/lock.js';
+import { listStore, storeFiles, type CatalogEntry } from './catalog.js';
+import type { RunContext } from './context.js';
+import { applyRetention, hasKeepRule, RULES, type KeepPolicy } from './retention.js';
+
+export interface PruneOptions {
+  policy: KeepPolicy;
+  dryRun: boolean;
+  lock: Omit<LockOptions, 'signal' | 'purpose'>;
+}
+
+export interface PrunedBundle {
+  bundle: string;
+  created: string;
+  containers: string[];
+  bytes: number;
+  group: string;
+  /** Why it is kept (empty for removed bundles). */
+  reasons: string[];
+}
+
+export interface PruneResult {
+  store: string;
+  dryRun: boolean;
+  policy: KeepPolicy;
+  kept: PrunedBundle[];
+  /** Removed (or, with dryRun, that would be). */
+  removed: PrunedBundle[];
+  /** Files that are not readable bundles: never removed. */
+  unreadable: { bundle: string; bytes: number; error: string }[];
+  /** Removals that failed (the bundle is still there). */
+  failed: { bundle: string; error: string }[];
+  freedBytes: number;
+}
+
+export function describePolicy(p: KeepPolicy): string {
+  return RULES.filter((r) => (p[r] ?? 0) > 0).map((r) => `--keep-${r} ${p[r]}`).join(' ');
+}
+
+/** Decide what a policy keeps in a listing (no I/O). */
+export function planPrune(entries: CatalogEntry[], policy: KeepPolicy): Pick<PruneResult, 'kept' | 'removed' | 'unreadable'> {
+  const unreadable: PruneResult['unreadable'] = [];
+  const byId = new Map<string, CatalogEntry>();
+  const snaps = [];
+  for (const e of entries) {
+    const t = e.created ? new Date(e.created) : undefined;
+    if (e.error || !e.containers || !t || Number.isNaN(t.getTime())) {
+      unreadable.push({ bundle: e.bundle, bytes: e.bytes, error: e.error ?? 'its manifest has no valid creation time' });
+      continue;
+    }
+    byId.set(e.bundle, e);
+    snaps.push({ id: e.bundle, time: t, containers: e.containers });
+  }
+  const kept: PrunedBundle[] = [];
+  const removed: PrunedBundle[] = [];
+  for (const d of applyRetention(snaps, policy)) {
+    const e = byId.get(d.id)!;
+    const pb: PrunedBundle = { bundle: e.bundle, created: e.created!, containers: e.containers!, bytes: e.bytes, group: d.group, reasons: d.reasons };
+    (d.keep ? kept : removed).push(pb);
+  }
+  return { kept, removed, unreadable };
+}
+
+export async function prune(store: string, opts: PruneOptions, ctx: RunContext): Promise<PruneResult> {
+  if (!hasKeepRule(opts.policy))
+    throw new UsageError('prune needs at least one keep rule', 'e.g. --keep-daily 7 --keep-weekly 4 (a bundle is kept when any rule keeps it)');
+  const dir = path.resolve(store);
+  await storeFiles(dir); // the store must exist and be a directory
+  // A dry run changes nothing: it does not need the lock.
+  const lock = opts.dryRun
+    ? undefined
+    : await acquireStoreLock(dir, {
+        ...opts.lock,
+        signal: ctx.signal,
+        purpose: 'prune',
+        onWait: opts.lock.onWait ?? ((m) => ctx.progress.info(m)),
+      });
+  try {
+    const plan = planPrune(await listStore(dir), opts.policy);
+    const result: PruneResult = { store: dir, dryRun: opts.dryRun, policy: opts.policy, ...plan, removed: [], failed: [], freedBytes: 0 };
+    for (const r of plan.removed) {
+      if (opts.dryRun) {
+        result.removed.push(r);
+        result.freedBytes += r.bytes;
+        continue;
+      }
+      try {
+        await fs.rm(r.bundle);
+        result.removed.push(r);
+        result.freedBytes += r.bytes;
+        ctx.progress.step(`removed ${path.basename(r.bundle)}`);
+      } catch (err) {
+        result.failed.push({ bundle: r.bundle, error: toFerryError(err).message });
+        ctx.progress.warn(`could not remove ${r.bundle}: ${toFerryError(err).message}`);
+      }
+    }
+    return result;
+  } finally {
+    await lock?.release();
+  }
+}

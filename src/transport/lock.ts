@@ -1,0 +1,204 @@
+/**
+ * One lock per store (a directory of bundles): the file `<store>/.ferry.lock`, created with
+ * O_EXCL, holding the pid and host name of its owner. It is held only for short critical
+ * sections (choosing a bundle's name and creating its temporary file; pruning), so that two
+ * backups can write into one store at the same time while prune never races with them.
+ *
+ * A lock whose owner ran on this host and whose pid no longer exists is stale and is taken
+ * over. Taking over is itself serialised by a second O_EXCL file (`.ferry.lock.takeover`), so two
+ * runs that find the same stale lock cannot both remove it and then each remove the other's.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { EXIT, FerryError, toFerryError } from '../errors.js';
+
+export const LOCK_FILE = '.ferry.lock';
+const TAKEOVER_FILE = '.ferry.lock.takeover';
+/** A lock file without readable content is the trace of a run that died between creating and writing it. */
+const UNREADABLE_STALE_MS = 10_000;
+/** A takeover file is held for a few file operations; older than this, its owner died. */
+const TAKEOVER_STALE_MS = 30_000;
+
+export const DEFAULT_LOCK_TIMEOUT_S = 60;
+
+export interface LockOptions {
+  /** How long to wait for another run's lock; 0 tries once. */
+  timeoutMs: number;
+  /** Poll interval while waiting. */
+  pollMs?: number;
+  /** Called once when the lock is busy and we start waiting. */
+  onWait?: (message: string) => void;
+  /** Stop waiting when aborted (SIGINT). */
+  signal?: AbortSignal;
+  /** What holds the lock, recorded in it (for messages). */
+  purpose?: string;
+}
+
+export interface LockInfo {
+  pid: number;
+  hostname: string;
+  token: string;
+  since: string;
+  purpose?: string;
+}
+
+/** The store is locked by another ferry run for longer than --lock-timeout. */
+export class LockedError extends FerryError {
+  constructor(message: string, hint?: string) {
+    super('LOCKED', EXIT.CONFLICT, message, { hint });
+  }
+}
+
+export interface StoreLock {
+  readonly path: string;
+  readonly info: LockInfo;
+  release(): Promise<void>;
+}
+
+export function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function readLock(file: string): Promise<{ raw: string; info?: LockInfo; mtimeMs: number } | undefined> {
+  let raw: string;
+  let mtimeMs: number;
+  try {
+    const [text, st] = await Promise.all([fs.readFile(file, 'utf8'), fs.stat(file)]);
+    raw = text;
+    mtimeMs = st.mtimeMs;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    const o = JSON.parse(raw) as LockInfo;
+    if (o && Number.isInteger(o.pid) && typeof o.hostname === 'string' && typeof o.token === 'string') return { raw, info: o, mtimeMs };
+  } catch {
+    // unreadable: judged by its age below
+  }
+  return { raw, mtimeMs };
+}
+
+/** Stale: its owner ran on this host and is gone, or it was never written and is old. */
+function isStale(l: { info?: LockInfo; mtimeMs: number }): boolean {
+  if (!l.info) return Date.now() - l.mtimeMs > UNREADABLE_STALE_MS;
+  return l.info.hostname === os.hostname() && !processAlive(l.info.pid);
+}
+
+function describeHolder(l: { info?: LockInfo }): string {
+  if (!l.info) return 'an unknown process (the lock file is empty or unreadable)';
+  return `pid ${l.info.pid} on ${l.info.hostname}${l.info.purpose ? ` (${l.info.purpose})` : ''} since ${l.info.since}`;
+}
+
+/** Remove a stale lock, unless someone else is doing so. True when the caller should retry at once. */
+async function breakStale(dir: string, file: string, staleRaw: string): Promise<boolean> {
+  const takeover = path.join(dir, TAKEOVER_FILE);
+  let fh: fs.FileHandle;
+  try {
+    fh = await fs.open(takeover, 'wx', 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    const st = await fs.stat(takeover).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > TAKEOVER_STALE_MS) await fs.rm(takeover, { force: true });
+    return false;
+  }
+  try {
+    await fh.writeFile(`${process.pid}\n`);
+    await fh.close();
+    // Only the holder of the takeover file removes a lock it did not create, and a dead owner
+    // cannot release it: so if the content is still the stale one, it is still the stale lock.
+    const again = await readLock(file);
+    if (again && again.raw === staleRaw) await fs.rm(file, { force: true });
+    return true;
+  } finally {
+    await fs.rm(takeover, { force: true });
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason as Error);
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal!.reason as Error);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Take the lock of the store `dir`, waiting up to opts.timeoutMs for another run to release it. */
+export async function acquireStoreLock(dir: string, opts: LockOptions): Promise<StoreLock> {
+  const file = path.join(dir, LOCK_FILE);
+  const info: LockInfo = {
+    pid: process.pid,
+    hostname: os.hostname(),
+    token: randomBytes(8).toString('hex'),
+    since: new Date().toISOString(),
+    ...(opts.purpose ? { purpose: opts.purpose } : {}),
+  };
+  const content = JSON.stringify(info) + '\n';
+  const deadline = Date.now() + Math.max(0, opts.timeoutMs);
+  const poll = opts.pollMs ?? 100;
+  let waited = false;
+  for (;;) {
+    if (opts.signal?.aborted) throw opts.signal.reason as Error;
+    let fh: fs.FileHandle | undefined;
+    try {
+      fh = await fs.open(file, 'wx', 0o644);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw toFerryError(err);
+    }
+    if (fh) {
+      try {
+        await fh.writeFile(content);
+      } finally {
+        await fh.close();
+      }
+      return {
+        path: file,
+        info,
+        async release() {
+          const now = await readLock(file).catch(() => undefined);
+          if (now?.info?.token === info.token) await fs.rm(file, { force: true });
+        },
+      };
+    }
+    const held = await readLock(file).catch(() => undefined);
+    if (!held) continue; // released between our attempt and the read
+    if (isStale(held)) {
+      if (await breakStale(dir, file, held.raw)) continue;
+    }
+    if (Date.now() >= deadline) {
+      throw new LockedError(`the store ${dir} is locked by another ferry run: ${describeHolder(held)}`, held.info && held.info.hostname !== os.hostname()
+        ? `wait for it and retry, or raise --lock-timeout; if no ferry runs on ${held.info.hostname} any more, remove ${file}`
+        : `wait for it and retry, or raise --lock-timeout (now ${Math.round(opts.timeoutMs / 1000)}s)`);
+    }
+    if (!waited) {
+      waited = true;
+      opts.onWait?.(`waiting for the lock of ${dir}, held by ${describeHolder(held)}`);
+    }
+    await sleep(Math.min(poll + Math.floor(Math.random() * poll), Math.max(1, deadline - Date.now())), opts.signal);
+  }
+}
+
+/** Run fn while holding the store's lock. */
+export async function withStoreLock<T>(dir: string, opts: LockOptions, fn: () => Promise<T>): Promise<T> {
+  const lock = await acquireStoreLock(dir, opts);
+  try {
+    return await fn();
+  } finally {
+    await lock.release();
+  }
+}
