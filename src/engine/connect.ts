@@ -33,9 +33,22 @@ function sshAgent(open: () => Promise<Duplex>): http.Agent {
 export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise<Engine> {
   if (ep.kind !== 'ssh') return Engine.connect(ep);
   if (!deps.ssh) throw new UsageError(`engine ${ep.source}: ssh:// engines need an SSH session`);
-  const conn = await deps.ssh.get({ user: ep.user, host: ep.host, port: ep.port });
+  const pool = deps.ssh;
+  const target = { user: ep.user, host: ep.host, port: ep.port };
+  await pool.get(target); // connect (and check the host key) now, not on the first request
   const socket = ep.socketPath ?? '/var/run/docker.sock';
-  return Engine.connect(ep, { agent: sshAgent(() => conn.openSocket(socket)) });
+  // A request after the connection dropped gets a new connection (one retry), so that a rollback
+  // can still clean up the remote engine.
+  const open = async () => {
+    const conn = await pool.get(target);
+    try {
+      return await conn.openSocket(socket);
+    } catch (err) {
+      if (!conn.closed) throw err;
+      return (await pool.get(target)).openSocket(socket);
+    }
+  };
+  return Engine.connect(ep, { agent: sshAgent(open) });
 }
 
 export async function openEngine(hostFlag: string | undefined, deps: EngineDeps = {}): Promise<Engine> {

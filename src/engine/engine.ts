@@ -15,7 +15,10 @@ export const CLIENT_MAX_API = '1.47';
 
 export const LABEL_MANAGED = 'io.ferry.managed';
 export const LABEL_ROLE = 'io.ferry.role';
+export const LABEL_RUN = 'io.ferry.run';
 export const HOLDER_IMAGE = 'ferry-holder:empty';
+/** This process's run id, on every helper it creates, so a failed run can sweep its own. */
+export const RUN_ID = `${process.pid}-${Date.now().toString(36)}`;
 
 export interface EngineFacts {
   endpoint: string;

@@ -162,6 +162,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
           try {
             await writer.addMember(v.member, abortable(r.stream, signal), opts.codec, (_, n) => progress.bytes(v.member, n));
           } finally {
+            r.stream.destroy(); // a half-read archive GET would block the helper's removal
             await r.done();
           }
         }
@@ -172,6 +173,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
           try {
             await writer.addMember(b.member, abortable(r.stream, signal), opts.codec, (_, n) => progress.bytes(b.member, n));
           } finally {
+            r.stream.destroy(); // a half-read archive GET would block the helper's removal
             await r.done();
           }
         }

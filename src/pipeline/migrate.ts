@@ -9,11 +9,12 @@
  * it was (a source stopped for the cutover is started again).
  */
 import type { Engine } from '../engine/engine.js';
-import { UsageError } from '../errors.js';
+import { EngineError, FerryError, UsageError } from '../errors.js';
 import { captureContainer, commitContainer, quiesce, reportStaleQuiesce, snapshotRef, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
+import { sweepHolders } from './volumes.js';
 
 export interface MigrateOptions {
   containers: string[];
@@ -133,13 +134,27 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
     result.durationMs = Date.now() - started;
     return result;
   } catch (err) {
+    await sweepHolders(target); // first: a helper would keep a volume the undo removes in use
+    await sweepHolders(source);
     await undo.run(progress);
     for (const id of stoppedSources) {
       progress.info(`rollback: start the source container ${id.slice(0, 12)} again`);
       await source.start(id).catch((e) => progress.warn(`could not start the source again: ${(e as Error).message}`));
     }
-    throw err;
+    throw transferError(err, source, target);
   } finally {
     for (const id of snapshots) await source.removeImage(id).catch(() => {});
   }
+}
+
+/** A stream torn down under us (connection lost) is reported as such, not as an internal error. */
+function transferError(err: unknown, source: Engine, target: Engine): unknown {
+  if (err instanceof FerryError) return err;
+  const code = (err as NodeJS.ErrnoException)?.code ?? (err as Error)?.name;
+  if (['ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE', 'ABORT_ERR', 'AbortError', 'ERR_STREAM_DESTROYED'].includes(String(code)))
+    return new EngineError(`the transfer from ${source.facts.endpoint} to ${target.facts.endpoint} was cut (${code})`, {
+      cause: err,
+      hint: 'check the connection to both engines and retry; what the target had received was removed',
+    });
+  return err;
 }

@@ -20,7 +20,7 @@ import { abortable } from './backup.js';
 import { checkAborted, type RunContext } from './context.js';
 import { loadImage } from './load.js';
 import { checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
-import { fillBind, fillVolume } from './volumes.js';
+import { fillBind, fillVolume, sweepHolders } from './volumes.js';
 
 export interface RestoreOptions {
   name?: string;
@@ -170,6 +170,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     return { location: src.location, plan, containers: out, durationMs: Date.now() - started, dryRun: false };
   } catch (err) {
     reader.close();
+    await sweepHolders(engine); // first: a helper would keep a volume the undo removes in use
     await undo.run(progress);
     // An engine call that failed because the bundle stream broke reports the bundle's problem.
     throw reader.failure ?? dataFailure ?? err;

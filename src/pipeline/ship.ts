@@ -123,7 +123,14 @@ export async function shipImage(source: Engine, target: Engine, ref: string, pro
   });
   const stream = body.pipe(counted);
   body.on('error', (err) => counted.destroy(err));
-  await target.loadImage(stream);
+  try {
+    await target.loadImage(stream);
+  } catch (err) {
+    // Close the source's save too: a response nobody reads keeps the run alive.
+    saved.destroy();
+    body.destroy();
+    throw err;
+  }
   if (!(await target.imageExists(ref))) throw new Error(`the target did not load ${ref}`);
   return { bytes, skippedLayers: skip.size, totalLayers: diffIds.length };
 }
@@ -148,6 +155,9 @@ export async function shipVolume(
     r.stream.on('error', (err) => counted.destroy(err));
     await fillVolume(target, targetImage, targetVolume, r.stream.pipe(counted));
   } finally {
+    // A half-read archive GET holds the helper's lock on the source engine: close it before the
+    // helper is removed, or the removal waits forever.
+    r.stream.destroy();
     await r.done();
   }
   return bytes;

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { type Engine, LABEL_MANAGED, LABEL_ROLE } from '../engine/engine.js';
+import { type Engine, LABEL_MANAGED, LABEL_ROLE, LABEL_RUN, RUN_ID } from '../engine/engine.js';
 import { EngineError } from '../errors.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
 
@@ -29,11 +29,13 @@ async function createHolder(engine: Engine, image: string, mount: Record<string,
       Image: image,
       Entrypoint: ['/nonexistent-ferry-holder'],
       Cmd: [],
-      Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder' },
+      Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder', [LABEL_RUN]: RUN_ID },
       NetworkDisabled: true,
       HostConfig: { NetworkMode: 'none', ...(typeof mount.bind === 'string' ? { Binds: [mount.bind] } : { Mounts: [mount] }), AutoRemove: false },
     });
   } catch (err) {
+    // The engine may have created it even though the answer was lost: remove it by name.
+    await engine.removeContainer(name, { force: true }).catch(() => {});
     throw new EngineError(`cannot create a helper container from image ${image} to reach volume data: ${(err as Error).message}`, {
       cause: err,
       hint: 'ferry mounts volumes in a never-started helper made from an image already on the engine; none could serve here',
@@ -90,9 +92,11 @@ export async function fillVolume(engine: Engine, image: string, volume: string, 
     await piping;
     if (!tap.readableEnded) await finished(tap).catch(() => {});
     if (tap.root) await engine.putArchive(holder.id, MOUNT, rootEntryTar('v', tap.root) as unknown as Readable);
-  } finally {
-    await holder.remove();
+  } catch (err) {
+    await holder.remove().catch(() => {}); // the first failure is the one to report
+    throw err;
   }
+  await holder.remove();
 }
 
 /** Extract a tar stream into a host path through a bind mount (the engine creates a missing path). */
@@ -101,7 +105,15 @@ export async function fillBind(engine: Engine, image: string, hostPath: string, 
   const holder = await createHolder(engine, image, { bind: `${hostPath}:${MOUNT}` });
   try {
     await engine.putArchive(holder.id, MOUNT, data);
-  } finally {
-    await holder.remove();
+  } catch (err) {
+    await holder.remove().catch(() => {});
+    throw err;
   }
+  await holder.remove();
+}
+
+/** Remove every helper this run made on the engine (after a failure: some answers may have been lost). */
+export async function sweepHolders(engine: Engine): Promise<void> {
+  const mine = await engine.docker.listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${RUN_ID}`] } }).catch(() => []);
+  for (const c of mine) await engine.removeContainer(c.Id, { force: true }).catch(() => {});
 }

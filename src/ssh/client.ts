@@ -40,6 +40,8 @@ export interface SshOptions {
 
 export interface SshConnection {
   readonly describe: string;
+  /** True once the connection has dropped; the pool then opens a new one. */
+  readonly closed: boolean;
   /** A stream to a unix socket on the remote host (direct-streamlocal), or a dial-stdio fallback. */
   openSocket(remotePath: string): Promise<Duplex>;
   exec(command: string): Promise<Duplex & { stderr: NodeJS.ReadableStream; exitCode: Promise<number | null> }>;
@@ -155,20 +157,43 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
     client.once('ready', onReady).once('error', onError).connect(config);
   });
   client.on('error', () => {}); // later errors surface on the channels that fail
+  let closed = false;
+  // ssh2 does not always fail the channels of a connection that drops: do it, so that every
+  // request and stream on them ends with an error instead of hanging.
+  const channels = new Set<Duplex>();
+  const track = <T extends Duplex>(ch: T): T => {
+    channels.add(ch);
+    ch.once('close', () => channels.delete(ch));
+    return ch;
+  };
+  client.on('close', () => {
+    closed = true;
+    const err = new EngineError(`the ssh connection to ${describe} was lost`, { hint: 'check the network and the host; nothing half-made is left on it when ferry can reach it again' });
+    for (const ch of channels) ch.destroy(err);
+    channels.clear();
+  });
 
   let streamlocalRefused = false;
   return {
     describe,
+    get closed() {
+      return closed;
+    },
     openSocket(remotePath: string): Promise<Duplex> {
       const dialStdio = () =>
         new Promise<Duplex>((resolve, reject) => {
           const cmd = `docker ${remotePath !== '/var/run/docker.sock' ? `--host unix://${remotePath} ` : ''}system dial-stdio`;
-          client.exec(cmd, (err, ch) => (err ? reject(new EngineError(`ssh ${describe}: ${cmd}: ${err.message}`, { cause: err })) : resolve(ch as unknown as Duplex)));
+          client.exec(cmd, (err, ch) => (err ? reject(new EngineError(`ssh ${describe}: ${cmd}: ${err.message}`, { cause: err })) : resolve(track(ch as unknown as Duplex))));
         });
       if (streamlocalRefused) return dialStdio();
       return new Promise<Duplex>((resolve, reject) => {
+        if (closed) return reject(new EngineError(`the ssh connection to ${describe} was lost`));
         client.openssh_forwardOutStreamLocal(remotePath, (err, ch) => {
-          if (!err) return resolve(ch as unknown as Duplex);
+          if (!err) return resolve(track(ch as unknown as Duplex));
+          if (/not connected/i.test(err.message)) {
+            closed = true; // the 'close' event may not have arrived yet
+            return reject(new EngineError(`the ssh connection to ${describe} was lost`, { cause: err }));
+          }
           // sshd with AllowStreamLocalForwarding no: fall back to the docker CLI on the host.
           if (/prohibited|denied|refused|failure/i.test(err.message) && !/No such file/i.test(err.message)) {
             streamlocalRefused = true;
@@ -184,7 +209,7 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
         client.exec(command, (err, ch) => {
           if (err) return reject(new EngineError(`ssh ${describe}: ${command}: ${err.message}`, { cause: err }));
           const exitCode = new Promise<number | null>((res) => ch.once('exit', (code: number | null) => res(code)));
-          resolve(Object.assign(ch as unknown as Duplex, { stderr: ch.stderr, exitCode }));
+          resolve(Object.assign(track(ch as unknown as Duplex), { stderr: ch.stderr, exitCode }));
         });
       });
     },
@@ -213,9 +238,14 @@ export class SshPool {
   private readonly conns = new Map<string, Promise<SshConnection>>();
   constructor(private readonly opts: SshOptions = {}) {}
 
-  get(target: SshTarget): Promise<SshConnection> {
+  async get(target: SshTarget): Promise<SshConnection> {
     const k = `${target.user ?? ''}@${target.host}:${target.port ?? ''}`;
     let c = this.conns.get(k);
+    // A dropped connection is replaced (e.g. so that a rollback can still reach the host).
+    if (c && (await c.then((x) => x.closed, () => true))) {
+      this.conns.delete(k);
+      c = undefined;
+    }
     if (!c) {
       c = connectSsh(target, this.opts);
       c.catch(() => this.conns.delete(k));

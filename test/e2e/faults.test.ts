@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, BUSYBOX, cleanup, docker, ENGINE_A, ferry, inspect, uid, waitFor } from '../helpers/lab.js';
+import { BIN, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, sshHome, uid, waitFor } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-faults-'));
 const stateDir = path.join(dir, 'state');
@@ -75,6 +75,38 @@ describe('disk full', () => {
       expect(st.Paused).toBe(false);
     } finally {
       cleanup(ENGINE_A, { containers: [`${name}-full`], volumes: [`${name}-full`] });
+    }
+  });
+});
+
+describe('ssh connection dropped mid-migration', () => {
+  it('fails clearly; the target keeps nothing it got, the source keeps running', async () => {
+    const c = `${name}-mig`;
+    const { home } = sshHome(path.join(dir, 'ssh'));
+    docker(['run', '-d', '--name', c, '-v', `${c}:/v`, BUSYBOX, 'sleep', '100000']);
+    try {
+      // 1 GiB: seconds of streaming, so the cut lands in the middle of the volume copy
+      docker(['exec', c, 'sh', '-c', 'dd if=/dev/zero of=/v/blob bs=1M count=1024 2>/dev/null']);
+      const child = spawn('node', [BIN, 'migrate', c, '--to', 'ssh://newhost'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, HOME: home } });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      await waitFor('the volume transfer to start', () => /volume .* -> .* on ssh:\/\/newhost/.test(stderr), 30_000);
+      await new Promise((r) => setTimeout(r, 500));
+      // kill the sshd session processes (not the listener): the connection drops
+      spawnSync('pkill', ['-f', '^sshd: root']);
+      const code = await new Promise<number | null>((r) => child.on('close', r));
+      expect(code, stderr).toBe(4);
+      expect(stderr).not.toMatch(/at .*\.js:\d+/);
+      expect(stderr).toMatch(/rollback: remove volume/);
+      expect(exists('container', c, ENGINE_B)).toBe(false);
+      expect(exists('volume', c, ENGINE_B)).toBe(false);
+      expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'], { host: ENGINE_B })).toBe('');
+      const st = inspect('container', c).State;
+      expect(st.Running).toBe(true);
+      expect(st.Paused).toBe(false);
+    } finally {
+      cleanup(ENGINE_A, { containers: [c], volumes: [c] });
+      cleanup(ENGINE_B, { containers: [c], volumes: [c] });
     }
   });
 });
