@@ -27,6 +27,14 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // Streams torn down after a failure may reject promises nobody waits for any more; the failure
+  // itself is reported through the awaited path. Anything else is a bug and stays fatal.
+  const onUnhandled = (reason: unknown) => {
+    const code = (reason as NodeJS.ErrnoException | undefined)?.code ?? (reason as Error | undefined)?.name;
+    if (['ERR_STREAM_PREMATURE_CLOSE', 'ABORT_ERR', 'AbortError', 'ERR_STREAM_DESTROYED', 'ECONNRESET', 'EPIPE'].includes(String(code))) return;
+    throw reason;
+  };
+  process.on('unhandledRejection', onUnhandled);
   let json = argv.includes('--json');
   let pool: SshPool | undefined;
   const ssh = () =>
@@ -50,6 +58,7 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
     return fe.exitCode;
   } finally {
     await pool?.closeAll();
+    process.off('unhandledRejection', onUnhandled);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

@@ -48,7 +48,9 @@ export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise
       return (await pool.get(target)).openSocket(socket);
     }
   };
-  return Engine.connect(ep, { agent: sshAgent(open) });
+  const engine = await Engine.connect(ep, { agent: sshAgent(open) });
+  engine.prepareCleanup = () => pool.allowReconnect();
+  return engine;
 }
 
 export async function openEngine(hostFlag: string | undefined, deps: EngineDeps = {}): Promise<Engine> {

@@ -121,6 +121,9 @@ export class Engine {
     this.onClose();
   }
 
+  /** Called before cleaning up after a failure: lets a dropped SSH connection be re-opened. */
+  prepareCleanup: () => void = () => {};
+
   apiAtLeast(v: string): boolean {
     return compareApi(this.facts.apiVersion, v) >= 0;
   }

@@ -134,6 +134,8 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
     result.durationMs = Date.now() - started;
     return result;
   } catch (err) {
+    source.prepareCleanup();
+    target.prepareCleanup();
     await sweepHolders(target); // first: a helper would keep a volume the undo removes in use
     await sweepHolders(source);
     await undo.run(progress);

@@ -170,6 +170,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     return { location: src.location, plan, containers: out, durationMs: Date.now() - started, dryRun: false };
   } catch (err) {
     reader.close();
+    engine.prepareCleanup();
     await sweepHolders(engine); // first: a helper would keep a volume the undo removes in use
     await undo.run(progress);
     // An engine call that failed because the bundle stream broke reports the bundle's problem.

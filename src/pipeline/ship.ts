@@ -80,6 +80,9 @@ function withoutLayers(src: Readable, skip: Set<string>): Readable {
   (async () => {
     const feeding = pipeline(src, extract);
     const sending = pipeline(pack, out);
+    // Observed below; when the loop fails first, their teardown errors must not go unhandled.
+    feeding.catch(() => {});
+    sending.catch(() => {});
     for await (const entry of extract) {
       const h = entry.header;
       const m = /^([0-9a-f]{64})\/layer\.tar$/.exec(h.name);

@@ -236,13 +236,23 @@ function fsAppend(f: string, line: string) {
 /** One connection per host per run, shared by every stream. */
 export class SshPool {
   private readonly conns = new Map<string, Promise<SshConnection>>();
+  private reconnect = false;
   constructor(private readonly opts: SshOptions = {}) {}
+
+  /**
+   * A connection that drops in the middle of a run fails the run: no silent reconnection that
+   * could hide a cut. Cleanup after the failure may reconnect, so that it can reach the host.
+   */
+  allowReconnect(): void {
+    this.reconnect = true;
+  }
 
   async get(target: SshTarget): Promise<SshConnection> {
     const k = `${target.user ?? ''}@${target.host}:${target.port ?? ''}`;
     let c = this.conns.get(k);
     // A dropped connection is replaced (e.g. so that a rollback can still reach the host).
     if (c && (await c.then((x) => x.closed, () => true))) {
+      if (!this.reconnect) throw new EngineError(`the ssh connection to ${target.host} was lost`, { hint: 'check the network and the host, then run ferry again' });
       this.conns.delete(k);
       c = undefined;
     }

@@ -91,7 +91,7 @@ describe('ssh connection dropped mid-migration', () => {
       let stderr = '';
       child.stderr.on('data', (d) => (stderr += d));
       await waitFor('the volume transfer to start', () => /volume .* -> .* on ssh:\/\/newhost/.test(stderr), 30_000);
-      await new Promise((r) => setTimeout(r, 500));
+      await new Promise((r) => setTimeout(r, 100));
       // kill the sshd session processes (not the listener): the connection drops
       spawnSync('pkill', ['-f', '^sshd: root']);
       const code = await new Promise<number | null>((r) => child.on('close', r));
