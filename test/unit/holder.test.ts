@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+import { holderCreateBody } from '../../src/pipeline/volumes.js';
+
+describe('holderCreateBody', () => {
+  const reader = holderCreateBody('sha256:abc', { Type: 'volume', Source: 'data', Target: '/.ferry-data', ReadOnly: true, VolumeOptions: { NoCopy: true } });
+  const writer = holderCreateBody('ferry-holder:empty', { Type: 'volume', Source: 'data', Target: '/.ferry-data/v', VolumeOptions: { NoCopy: true } });
+  const hc = (b: Record<string, unknown>) => b.HostConfig as Record<string, unknown>;
+
+  it('has no network, no capabilities, no privilege gain, and never restarts', () => {
+    for (const b of [reader, writer]) {
+      expect(b.NetworkDisabled).toBe(true);
+      expect(hc(b).NetworkMode).toBe('none');
+      expect(hc(b).CapDrop).toEqual(['ALL']);
+      expect(hc(b).SecurityOpt).toEqual(['no-new-privileges']);
+      expect(hc(b).RestartPolicy).toEqual({ Name: 'no' });
+      expect(b.Entrypoint).toEqual(['/nonexistent-ferry-holder']);
+      expect((b.Labels as Record<string, string>)['io.ferry.role']).toBe('holder');
+      expect((b.Labels as Record<string, string>)['io.ferry.run']).toMatch(/^\d+-/);
+    }
+  });
+
+  it('mounts the volume without copy-up, read-only with a read-only root when it only reads', () => {
+    expect(hc(reader).ReadonlyRootfs).toBe(true);
+    expect(hc(reader).Mounts).toEqual([{ Type: 'volume', Source: 'data', Target: '/.ferry-data', ReadOnly: true, VolumeOptions: { NoCopy: true } }]);
+    expect(hc(writer).ReadonlyRootfs).toBe(false);
+  });
+
+  it('uses a Binds entry for host paths so a missing path is created', () => {
+    const b = holderCreateBody('img', { bind: '/srv/conf:/.ferry-data' });
+    expect(hc(b).Binds).toEqual(['/srv/conf:/.ferry-data']);
+    expect(hc(b).Mounts).toBeUndefined();
+  });
+});
