@@ -21,18 +21,33 @@ export interface Holder {
   remove(): Promise<void>;
 }
 
+/** The create body of a helper: never started, and harmless were it started. Pure; unit-tested. */
+export function holderCreateBody(image: string, mount: Record<string, unknown>): Record<string, unknown> {
+  return {
+    Image: image,
+    Entrypoint: ['/nonexistent-ferry-holder'],
+    Cmd: [],
+    Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder', [LABEL_RUN]: RUN_ID },
+    NetworkDisabled: true,
+    // No network, no capabilities, no privilege gain, and a read-only root when it only reads
+    // (writing a volume's root entry goes through the root).
+    HostConfig: {
+      NetworkMode: 'none',
+      ...(typeof mount.bind === 'string' ? { Binds: [mount.bind] } : { Mounts: [mount] }),
+      AutoRemove: false,
+      CapDrop: ['ALL'],
+      SecurityOpt: ['no-new-privileges'],
+      ReadonlyRootfs: mount.ReadOnly === true,
+      RestartPolicy: { Name: 'no' },
+    },
+  };
+}
+
 async function createHolder(engine: Engine, image: string, mount: Record<string, unknown>): Promise<Holder> {
   const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
   let id: string;
   try {
-    id = await engine.createContainer(name, {
-      Image: image,
-      Entrypoint: ['/nonexistent-ferry-holder'],
-      Cmd: [],
-      Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder', [LABEL_RUN]: RUN_ID },
-      NetworkDisabled: true,
-      HostConfig: { NetworkMode: 'none', ...(typeof mount.bind === 'string' ? { Binds: [mount.bind] } : { Mounts: [mount] }), AutoRemove: false },
-    });
+    id = await engine.createContainer(name, holderCreateBody(image, mount));
   } catch (err) {
     // The engine may have created it even though the answer was lost: remove it by name.
     await engine.removeContainer(name, { force: true }).catch(() => {});
