@@ -27,10 +27,22 @@ export interface MemberPlan {
 }
 
 export interface ImageEntry {
-  /** The committed image's reference (repo:tag), as tagged inside the image archive. */
+  /**
+   * The committed image's reference (repo:tag): as tagged inside the image archive, or, in push
+   * mode, as pushed (`<registry host>/<prefix>/<name>:<stamp>`).
+   */
   ref: string;
-  member: string;
+  /** The image member (imageMode "archive"). */
+  member?: string;
+  /**
+   * imageMode "push": the image is in a registry, not in the bundle. `host` is the registry
+   * (host[:port], for credentials); `ref` starts with it. The digest it was pushed with is only
+   * known after the push, so it is in the trailer (ImageFacts.digest).
+   */
+  registry?: { host: string };
 }
+
+export type ImageMode = 'archive' | 'push';
 
 /** Facts known only once the image is committed: recorded in the trailer. */
 export interface ImageFacts {
@@ -38,6 +50,8 @@ export interface ImageFacts {
   id: string;
   /** RootFS layer diff ids (sha256 of each uncompressed layer), to skip what a target already has. */
   layers: string[];
+  /** imageMode "push": the manifest digest the registry stored (`sha256:...`); pull `<repo>@<digest>`. */
+  digest?: string;
 }
 
 export interface VolumeEntry {
@@ -71,6 +85,8 @@ export interface Manifest {
   formatVersion: number;
   ferryVersion: string;
   createdAt: string;
+  /** How images are stored; absent means "archive" (image members). "push": in a registry. */
+  imageMode?: ImageMode;
   /** The engine backed up; `hostname` is the host ferry ran on (the engine's host for a local socket). */
   source: { engine: string; serverVersion: string; apiVersion: string; os: string; arch: string; hostname: string };
   containers: ContainerEntry[];
@@ -142,10 +158,22 @@ export function parseManifest(text: string): Manifest {
     if (!CODECS.includes(mp.codec)) fail(`member ${mp.name} uses unknown codec ${JSON.stringify(mp.codec)}`);
   }
   const man = o as unknown as Manifest;
+  if (o.imageMode !== undefined && o.imageMode !== 'archive' && o.imageMode !== 'push') fail(`unknown imageMode ${JSON.stringify(o.imageMode)}`);
+  const push = o.imageMode === 'push';
   for (const c of man.containers) {
-    if (!c || !c.spec || typeof c.spec.name !== 'string' || !c.image || typeof c.image.member !== 'string') fail('a container entry is incomplete');
+    if (!c || !c.spec || typeof c.spec.name !== 'string' || !c.image || typeof c.image.ref !== 'string') fail('a container entry is incomplete');
     if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(c.spec.name)) fail(`container name ${JSON.stringify(c.spec.name)} is not a valid name`);
-    if (!seen.has(c.image.member)) fail(`container ${c.spec.name} refers to member ${c.image.member}, which the bundle does not list`);
+    if (push) {
+      // In a registry: no image member, and a reference under the registry host that pulls by digest.
+      const reg = c.image.registry;
+      if (c.image.member !== undefined) fail(`container ${c.spec.name}: imageMode is "push", yet it has an image member`);
+      if (!reg || typeof reg.host !== 'string' || !/^[a-z0-9.-]+(:\d{1,5})?$/.test(reg.host)) fail(`container ${c.spec.name}: imageMode is "push", but its image has no registry host`);
+      if (!c.image.ref.startsWith(`${reg.host}/`) || !isTaggedRef(c.image.ref)) fail(`container ${c.spec.name}: image reference ${JSON.stringify(c.image.ref)} is not a tagged reference in ${reg.host}`);
+    } else {
+      if (typeof c.image.member !== 'string') fail('a container entry is incomplete');
+      if (c.image.registry !== undefined) fail(`container ${c.spec.name}: its image has a registry, but imageMode is not "push"`);
+      if (!seen.has(c.image.member)) fail(`container ${c.spec.name} refers to member ${c.image.member}, which the bundle does not list`);
+    }
     for (const b of c.binds ?? []) if (!seen.has(b.member)) fail(`container ${c.spec.name} refers to member ${b.member}, which the bundle does not list`);
   }
   for (const v of man.volumes) {
@@ -171,7 +199,28 @@ export function parseTrailer(text: string, manifest: Manifest): Trailer {
     if (!Number.isSafeInteger(m.bytes) || m.bytes < 0) fail(`member ${m.name} has no valid size`, TRAILER_MEMBER);
   }
   for (const name of planned) if (!t.members.some((m) => m.name === name)) fail(`has no checksum for member ${name}`, TRAILER_MEMBER);
+  if (manifest.imageMode === 'push') {
+    // The image is only in the registry: the trailer's digest is what restore pulls.
+    if (!Array.isArray(t.images)) fail('has no image facts, which a bundle whose images are in a registry needs', TRAILER_MEMBER);
+    for (const c of manifest.containers) {
+      const f = t.images.find((i) => i && i.ref === c.image.ref);
+      if (!f || typeof f.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(f.digest))
+        fail(`has no sha256 digest for image ${c.image.ref} (container ${c.spec.name}), which is in a registry`, TRAILER_MEMBER);
+    }
+  }
   return t;
+}
+
+/** The digest a push-mode bundle's image was pushed with (parseTrailer has checked it is there). */
+export function registryDigest(t: Trailer, ref: string): string | undefined {
+  return t.images?.find((i) => i.ref === ref)?.digest;
+}
+
+/** `name:tag` with a tag Docker accepts (the part after the last `/` has a `:`). */
+function isTaggedRef(ref: string): boolean {
+  const slash = ref.lastIndexOf('/');
+  const colon = ref.lastIndexOf(':');
+  return colon > slash && /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(ref.slice(colon + 1)) && !ref.includes('@');
 }
 
 export function sha256sums(t: Trailer): string {

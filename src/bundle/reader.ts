@@ -9,7 +9,8 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
 import * as tar from 'tar-stream';
-import { BundleError } from '../errors.js';
+import { BundleError, FerryError } from '../errors.js';
+import { DecryptStream, type EncHeader } from './crypto.js';
 import {
   MANIFEST_MEMBER, MAX_JSON_MEMBER, SUMS_MEMBER, TRAILER_MEMBER, parseManifest, parseTrailer, sha256sums,
   type Manifest, type MemberPlan, type Trailer, type TrailerMember,
@@ -39,6 +40,8 @@ async function readSmall(e: Entry, member: string): Promise<string> {
 
 export class BundleReader {
   private trailerValue?: Trailer;
+  /** The encryption header of an encrypted bundle (undefined for a plain one). */
+  encryption?: EncHeader;
   /** The first problem found in the bundle itself, if any: what a failed consumer should report. */
   failure?: BundleError;
   /** The trailer as read, before it was checked (set even when a check fails): for `ferry verify`. */
@@ -52,17 +55,21 @@ export class BundleReader {
     private readonly destroy: (err?: Error) => void,
   ) {}
 
-  static async open(src: Readable, location: string): Promise<BundleReader> {
+  static async open(src: Readable, location: string, opts: { passphrase?: string } = {}): Promise<BundleReader> {
     const extract = tar.extract();
-    src.on('error', (err) => extract.destroy(err));
+    // Encrypted bundles are decrypted on the way; plain ones pass through untouched.
+    const dec = new DecryptStream(opts.passphrase, location, true);
+    src.on('error', (err) => dec.destroy(err));
+    dec.on('error', (err) => extract.destroy(err));
     extract.on('error', () => {}); // surfaced through the iterator
-    src.pipe(extract);
+    src.pipe(dec).pipe(extract);
     const it = extract[Symbol.asyncIterator]() as AsyncIterator<Entry>;
     const next = async (): Promise<Entry | undefined> => {
       let r: IteratorResult<Entry>;
       try {
         r = await it.next();
       } catch (err) {
+        if (err instanceof FerryError) throw err; // decryption: wrong passphrase, damaged ciphertext
         throw new BundleError(`${location} is not a complete bundle: ${(err as Error).message}`, {
           cause: err,
           hint: 'the file is truncated or damaged; run `ferry verify` on it',
@@ -77,8 +84,10 @@ export class BundleReader {
       return e;
     };
     const destroy = (err?: Error) => {
-      src.unpipe(extract);
+      src.unpipe(dec);
+      dec.unpipe(extract);
       extract.destroy(err);
+      dec.destroy();
       src.destroy();
     };
     let first: Entry | undefined;
@@ -86,7 +95,7 @@ export class BundleReader {
       first = await next();
     } catch (err) {
       destroy();
-      if (err instanceof BundleError) throw new BundleError(`${location} is not a ferry bundle (not a tar archive)`, { cause: err, hint: 'check the path' });
+      if (err instanceof BundleError && !dec.header) throw new BundleError(`${location} is not a ferry bundle (not a tar archive)`, { cause: err, hint: 'check the path' });
       throw err;
     }
     if (!first || first.header.name !== MANIFEST_MEMBER) {
@@ -100,9 +109,11 @@ export class BundleReader {
       manifest = parseManifest(await readSmall(first, MANIFEST_MEMBER));
     } catch (err) {
       destroy();
-      throw err;
+      throw asBundleError(err, location);
     }
-    return new BundleReader(manifest, location, next, destroy);
+    const reader = new BundleReader(manifest, location, next, destroy);
+    reader.encryption = dec.header;
+    return reader;
   }
 
   /** After members() has completed: the verified trailer. */
@@ -189,6 +200,8 @@ export class BundleReader {
         member: TRAILER_MEMBER,
         hint: 'the backup that wrote it was interrupted, or the file was truncated',
       });
+    } catch (err) {
+      throw asBundleError(err, this.location);
     } finally {
       if (!this.trailerValue) this.destroy();
     }
@@ -211,4 +224,13 @@ export class BundleReader {
     if (extra) throw new BundleError(`unexpected member ${JSON.stringify(extra.header.name)} after ${SUMS_MEMBER}`, { member: extra.header.name });
     this.trailerValue = trailer;
   }
+}
+
+/** Errors of the tar parser or of torn-down streams, as the damaged bundle they mean. */
+function asBundleError(err: unknown, location: string): FerryError {
+  if (err instanceof FerryError) return err;
+  return new BundleError(`${location} is not a complete bundle: ${(err as Error)?.message ?? String(err)}`, {
+    cause: err,
+    hint: 'the file is truncated or damaged; run `ferry verify` on it',
+  });
 }

@@ -2,8 +2,9 @@
  * Entry point: parse, run, and turn every outcome into one exit status. The only place that
  * prints errors. User mistakes get a one-line message and a hint, never a stack trace.
  */
-import { CommanderError } from 'commander';
-import { EXIT, FerryError, InterruptedError, toFerryError } from '../errors.js';
+import { readFile } from 'node:fs/promises';
+import { CommanderError, type Command } from 'commander';
+import { EXIT, FerryError, InterruptedError, toFerryError, UsageError } from '../errors.js';
 import { createProgram } from './program.js';
 import { SshPool } from '../ssh/client.js';
 import { askSecret } from './prompt.js';
@@ -43,8 +44,24 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
       askPassphrase: (file) => askSecret(`passphrase for ${file}: `),
       warn: (m) => io.stderr.write(`ferry: warning: ${m}\n`),
     }));
+  let program: Command | undefined;
+  const passphrase = async (): Promise<string | undefined> => {
+    const file = program?.opts<{ passphraseFile?: string }>().passphraseFile;
+    if (file) {
+      let text: string;
+      try {
+        text = await readFile(file, 'utf8');
+      } catch (err) {
+        throw new UsageError(`cannot read the passphrase file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+      const p = text.replace(/\r?\n$/, '');
+      if (!p) throw new UsageError(`the passphrase file ${file} is empty`);
+      return p;
+    }
+    return process.env.FERRY_PASSPHRASE || undefined;
+  };
   try {
-    const program = createProgram({ io, signal: controller.signal, setJson: (j) => (json = j), ssh });
+    program = createProgram({ io, signal: controller.signal, setJson: (j) => (json = j), ssh, passphrase });
     await program.parseAsync(argv);
     return (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
   } catch (err) {

@@ -17,6 +17,8 @@ export interface Deps {
   setJson(json: boolean): void;
   /** The run's SSH connections (one per host), created on first use. */
   ssh(): SshPool;
+  /** The passphrase for encrypted bundles: --passphrase-file, else FERRY_PASSPHRASE, else none. */
+  passphrase(): Promise<string | undefined>;
 }
 
 export const EXIT_HELP = `
@@ -41,6 +43,7 @@ export function createProgram(deps: Deps): Command {
     .option('-H, --host <engine>', 'Docker engine: unix:///path, tcp://host:port, ssh://[user@]host[:port][/socket] (DOCKER_HOST, docker context, local socket otherwise)')
     .option('--json', 'print the result as one JSON object on stdout')
     .option('-q, --quiet', 'print only warnings and errors')
+    .option('--passphrase-file <file>', 'file holding the passphrase of encrypted bundles (else FERRY_PASSPHRASE; never on the command line)')
     .option('--ssh-accept-new', 'add the host key of an ssh:// host that is not yet in known_hosts (a changed key is always refused)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()

@@ -9,6 +9,7 @@ import Docker from 'dockerode';
 import { ConflictError, EngineError, FerryError, NotFoundError } from '../errors.js';
 import { describeEndpoint, type Endpoint } from './endpoint.js';
 import { followJson, StreamReportedError, type ProgressMessage } from './progress.js';
+import type { RegistryAuth } from './auth.js';
 
 /** The newest Engine API version this code is written against. */
 export const CLIENT_MAX_API = '1.47';
@@ -271,6 +272,65 @@ export class Engine {
     return loaded;
   }
 
+  /**
+   * `docker push <repo>:<tag>`. The engine answers 200 and reports failures inside the stream,
+   * which fail the push here. Resolves with the manifest digest the registry stored.
+   * `auth` is always sent (possibly `{}`): Docker 28.3 and older refuse a push without it.
+   */
+  async pushImage(repo: string, tag: string, auth: RegistryAuth, onMessage?: (m: ProgressMessage) => void, signal?: AbortSignal): Promise<string> {
+    const what = `push image ${repo}:${tag}`;
+    const res = (await this.call(what, () =>
+      this.docker.getImage(repo).push({ tag, authconfig: { ...auth }, ...(signal ? { abortSignal: signal } : {}) } as never) as unknown as Promise<Readable>,
+    )) as Readable;
+    let digest: string | undefined;
+    try {
+      await followJson(res, (m) => {
+        digest = pushedDigest(m) ?? digest;
+        onMessage?.(m);
+      });
+    } catch (err) {
+      res.destroy();
+      throw this.registryError(err, what);
+    }
+    if (!digest) throw new EngineError(`${what}: the engine did not report the digest of the pushed image`, { hint: 'the push may not have completed; check the registry' });
+    return digest;
+  }
+
+  /** `docker pull <ref>` (a `repo@sha256:...` reference), to its end; any failure names the image. */
+  async pullImage(ref: string, auth: RegistryAuth, onMessage?: (m: ProgressMessage) => void, signal?: AbortSignal): Promise<void> {
+    const what = `pull image ${ref}`;
+    const at = ref.indexOf('@');
+    const colon = ref.lastIndexOf(':');
+    const [fromImage, tag] =
+      at >= 0 ? [ref.slice(0, at), ref.slice(at + 1)] : colon > ref.lastIndexOf('/') ? [ref.slice(0, colon), ref.slice(colon + 1)] : [ref, 'latest'];
+    let res: Readable;
+    try {
+      res = (await (this.docker as unknown as { createImage(a: unknown, o: unknown): Promise<Readable> }).createImage(
+        { ...auth },
+        { fromImage, tag, ...(signal ? { abortSignal: signal } : {}) },
+      )) as Readable;
+    } catch (err) {
+      throw this.registryError(err, what);
+    }
+    try {
+      await followJson(res, onMessage);
+    } catch (err) {
+      res.destroy();
+      throw this.registryError(err, what);
+    }
+  }
+
+  /** A push/pull failure: always an EngineError naming the image (a missing image or manifest included). */
+  private registryError(err: unknown, what: string): FerryError {
+    if (err instanceof FerryError) return err;
+    const e = err as DockerErr;
+    const hint = 'check that the registry is reachable from the engine, and the credentials (docker config, or --registry-auth-file)';
+    if (err instanceof StreamReportedError) return new EngineError(`${what}: ${err.message}`, { cause: err, hint });
+    if (e.statusCode) return new EngineError(`${what}: the engine answered ${e.statusCode}: ${daemonMessage(e)}`, { cause: err, hint });
+    const m = this.mapError(err, what);
+    return m instanceof EngineError ? m : new EngineError(m.message, { cause: err, hint });
+  }
+
   tagImage(id: string, repo: string, tag: string) {
     return this.call(`tag image ${id} as ${repo}:${tag}`, () => this.docker.getImage(id).tag({ repo, tag }));
   }
@@ -421,6 +481,14 @@ function unreachable(err: DockerErr, where: string, source: string): FerryError 
   if (code === 'EACCES') hint = `permission denied on ${where}: run as root or join the docker group`;
   if (code === 'ECONNREFUSED') hint = `nothing listens at ${where} (engine chosen by ${source})`;
   return new EngineError(`cannot reach the Docker engine at ${where}: ${code || err.message}`, { hint, cause: err, code: 'ENGINE_UNREACHABLE' });
+}
+
+/** The digest a push reports: `aux.Digest`, or the status line "<tag>: digest: sha256:... size: N". */
+export function pushedDigest(m: ProgressMessage): string | undefined {
+  const aux = m.aux?.Digest;
+  if (typeof aux === 'string' && /^sha256:[0-9a-f]{64}$/.test(aux)) return aux;
+  const s = /(?:^|\s)digest: (sha256:[0-9a-f]{64})(?:\s|$)/.exec(m.status ?? '');
+  return s?.[1];
 }
 
 /** Drain a stream into nothing (used for responses we do not need). */

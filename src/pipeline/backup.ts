@@ -6,6 +6,9 @@
  *
  * Volumes are read while the container is still paused (or stopped), so data and layer belong to
  * the same instant. The container is resumed in a finally block, whatever fails.
+ *
+ * Registry mode (opts.registry): the committed image is pushed after the container is resumed
+ * instead of being saved; the bundle has no image member and the pushed digest is in the trailer.
  */
 import type { Readable } from 'node:stream';
 import { VERSION } from '../version.js';
@@ -14,9 +17,11 @@ import { BundleWriter } from '../bundle/writer.js';
 import { codecExtension, type Codec } from '../bundle/codec.js';
 import {
   FORMAT, FORMAT_VERSION, memberName,
-  type ContainerEntry, type Manifest, type MemberPlan, type Trailer, type VolumeEntry,
+  type ContainerEntry, type ImageFacts, type Manifest, type MemberPlan, type Trailer, type VolumeEntry,
 } from '../bundle/manifest.js';
-import type { NetworkSpec } from '../engine/spec.js';
+import { secretLikeEnvNames, type NetworkSpec } from '../engine/spec.js';
+import { describeAuth, type RegistryAuth } from '../engine/auth.js';
+import type { ProgressMessage } from '../engine/progress.js';
 import type { Transport } from '../transport/transport.js';
 import { captureContainer, commitContainer, hostName, quiesce, reportStaleQuiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
@@ -29,6 +34,11 @@ export interface BackupOptions {
   consistency: Consistency;
   codec: Codec;
   includeBinds: boolean;
+  /**
+   * Registry mode (`--image-mode push`): push each committed image to `<host>/<prefix>/<name>:<stamp>`
+   * instead of saving it into the bundle. `auth` is always sent (possibly `{}`).
+   */
+  registry?: { host: string; prefix: string; auth: RegistryAuth };
 }
 
 export interface BackupResult {
@@ -38,6 +48,8 @@ export interface BackupResult {
   bytes: number;
   trailer: Trailer;
   durationMs: number;
+  /** Registry mode: what was pushed. */
+  pushed?: { container: string; ref: string; digest: string }[];
 }
 
 /** The image member is kept loadable by `docker load` on any engine: zstd is not (Docker 20.10). */
@@ -66,6 +78,18 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   }
   const names = captured.map((c) => c.spec.name);
   if (new Set(names).size !== names.length) throw new UsageError('a container was named twice');
+  const registry = opts.registry;
+  if (registry) {
+    progress.info(`images go to the registry ${registry.host} (${describeAuth(registry.auth)}), not into the bundle`);
+    for (const c of captured) {
+      const secrets = secretLikeEnvNames(c.spec.config.Env as string[] | undefined);
+      if (secrets.length)
+        progress.warn(
+          `${c.spec.name}: ${secrets.join(', ')} ${secrets.length === 1 ? 'looks like a secret' : 'look like secrets'}: docker commit bakes environment values into the image config, ` +
+            `and that image is pushed to ${registry.host}: anyone who can pull it can read them`,
+        );
+    }
+  }
 
   // 2. plan the bundle: members in the order they will be written.
   const members: MemberPlan[] = [];
@@ -73,6 +97,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   const networks: NetworkSpec[] = [];
   const containers: ContainerEntry[] = [];
   const used = new Set<string>();
+  const repos = new Set<string>();
   const uniq = (folder: 'images' | 'volumes' | 'binds', base: string, ext: string) => {
     let n = memberName(folder, base, members.length, ext);
     for (let i = 2; used.has(n); i++) n = memberName(folder, `${base}-${i}`, members.length, ext);
@@ -97,12 +122,19 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       progress.warn(`${c.spec.name}: bind mounts ${c.binds.map((b) => b.hostPath).join(', ')} are recorded, not copied (use --include-binds to copy them)`);
     }
     const ref = snapshotRef(c.spec.name, when);
-    const imgMember = uniq('images', c.spec.name, codecExtension(imageCodec(opts.codec)));
-    members.push({ name: imgMember, kind: 'image', codec: imageCodec(opts.codec) });
+    let image: ContainerEntry['image'];
+    if (registry) {
+      const repo = registryRepo(registry.host, registry.prefix, ref.repo.slice('ferry/'.length), repos);
+      image = { ref: `${repo}:${ref.tag}`, registry: { host: registry.host } };
+    } else {
+      const imgMember = uniq('images', c.spec.name, codecExtension(imageCodec(opts.codec)));
+      members.push({ name: imgMember, kind: 'image', codec: imageCodec(opts.codec) });
+      image = { ref: `${ref.repo}:${ref.tag}`, member: imgMember };
+    }
     for (const n of c.networks) if (!networks.some((x) => x.name === n.name)) networks.push(n);
     containers.push({
       spec: c.spec,
-      image: { ref: `${ref.repo}:${ref.tag}`, member: imgMember },
+      image,
       volumes: c.volumes.map((v) => v.name),
       binds,
       consistency: opts.consistency,
@@ -113,6 +145,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
     formatVersion: FORMAT_VERSION,
     ferryVersion: VERSION,
     createdAt: when.toISOString(),
+    ...(registry ? { imageMode: 'push' as const } : {}),
     source: {
       engine: engine.facts.endpoint,
       serverVersion: engine.facts.serverVersion,
@@ -132,6 +165,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   const writer = new BundleWriter(sink, manifest);
   const snapshots: string[] = [];
   const pendingSaves: Promise<Readable>[] = [];
+  const pushed: NonNullable<BackupResult['pushed']> = [];
   try {
     await writer.begin();
     const written = new Set<string>();
@@ -143,15 +177,19 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       // the engine already exports the image (Docker 20.10 stages it before the first byte). Its
       // stream is only read afterwards, so nothing piles up in ferry's memory.
       let saving: Promise<Readable> | undefined;
+      let facts: ImageFacts | undefined;
       try {
         progress.step(`commit ${c.spec.name}`);
         const [repo, tag] = splitRef(entry.image.ref);
         const committed = await commitContainer(engine, c.spec, { repo, tag }, opts.consistency);
-        snapshots.push(committed.id);
-        writer.recordImage({ ref: entry.image.ref, id: committed.id, layers: committed.layers });
-        saving = saveImage(engine, entry.image.ref);
-        saving.catch(() => {});
-        pendingSaves.push(saving);
+        snapshots.push(committed.id); // removed at the end (after the push: tag and digest reference go with it)
+        facts = { ref: entry.image.ref, id: committed.id, layers: committed.layers };
+        if (!registry) {
+          writer.recordImage(facts);
+          saving = saveImage(engine, entry.image.ref);
+          saving.catch(() => {});
+          pendingSaves.push(saving);
+        }
         for (const vname of entry.volumes) {
           if (written.has(vname)) continue;
           written.add(vname);
@@ -184,15 +222,36 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
         await resume();
       }
       checkAborted(signal);
-      progress.step(`image ${entry.image.ref} -> ${entry.image.member}`);
+      if (registry) {
+        // After resume: the push never lengthens the pause. The digest is known only now, so it
+        // goes into the trailer (the manifest is already written).
+        progress.step(`push ${entry.image.ref}`);
+        const [repo, tag] = splitRef(entry.image.ref);
+        let digest: string;
+        try {
+          digest = await engine.pushImage(repo, tag, registry.auth, pushProgress(entry.image.ref, progress), signal);
+        } catch (err) {
+          checkAborted(signal);
+          throw err;
+        }
+        progress.info(`pushed ${entry.image.ref} (${digest})`);
+        writer.recordImage({ ...facts!, digest });
+        pushed.push({ container: c.spec.name, ref: entry.image.ref, digest });
+        continue;
+      }
+      const member = entry.image.member!;
+      progress.step(`image ${entry.image.ref} -> ${member}`);
       const img = await saving!;
-      await writer.addMember(entry.image.member, abortable(img, signal), imageCodec(opts.codec), (_, n) => progress.bytes(entry.image.member, n));
+      await writer.addMember(member, abortable(img, signal), imageCodec(opts.codec), (_, n) => progress.bytes(member, n));
     }
     checkAborted(signal);
     progress.step('finish bundle');
     const trailer = await writer.finish();
     const bytes = trailer.members.reduce((a, m) => a + m.bytes, 0);
-    return { location: writer.location, containers: names, volumes: volumes.map((v) => v.name), bytes, trailer, durationMs: Date.now() - started };
+    return {
+      location: writer.location, containers: names, volumes: volumes.map((v) => v.name), bytes, trailer, durationMs: Date.now() - started,
+      ...(registry ? { pushed } : {}),
+    };
   } catch (err) {
     for (const p of pendingSaves) p.then((st) => st.destroy()).catch(() => {});
     await writer.abort();
@@ -200,6 +259,28 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   } finally {
     for (const id of snapshots) await engine.removeImage(id).catch(() => {});
   }
+}
+
+/** `<host>/<prefix>/<name>`, made unique among the repositories of this bundle. */
+function registryRepo(host: string, prefix: string, name: string, used: Set<string>): string {
+  // A repository path component: [a-z0-9] runs joined by '.', '_', '__' or dashes; nothing else.
+  const comp = name.replace(/[^a-z0-9._-]/g, '-').replace(/[._-]{2,}/g, (m) => (/^-+$/.test(m) || m === '__' ? m : '-')).replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '') || 'container';
+  const base = [host, prefix, comp].filter(Boolean).join('/');
+  let repo = base;
+  for (let i = 2; used.has(repo); i++) repo = `${base}-${i}`;
+  used.add(repo);
+  return repo;
+}
+
+/** Push progress as bytes: the sum of what each layer has sent so far. */
+function pushProgress(ref: string, progress: RunContext['progress']): (m: ProgressMessage) => void {
+  const sent = new Map<string, number>();
+  return (m) => {
+    if (m.status === 'Pushing' && m.id && m.progressDetail?.current !== undefined) {
+      sent.set(m.id, m.progressDetail.current);
+      progress.bytes(`push ${ref}`, [...sent.values()].reduce((a, b) => a + b, 0));
+    }
+  };
 }
 
 function splitRef(ref: string): [string, string] {

@@ -5,6 +5,7 @@
  * listed with the reason, never dropped and never fatal.
  */
 import { createReadStream } from 'node:fs';
+import { PassphraseError, readEncHeader } from '../bundle/crypto.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -38,11 +39,25 @@ export interface CatalogEntry {
 }
 
 /** Open a bundle, parse its manifest (the first member) and close it, reading nothing more. */
-export async function readManifest(file: string): Promise<Manifest> {
+export async function readManifest(file: string, passphrase?: string): Promise<Manifest> {
   const stream = createReadStream(file, { highWaterMark: 64 * 1024 }) as unknown as Readable;
-  const reader = await BundleReader.open(stream, file);
+  const reader = await BundleReader.open(stream, file, { passphrase });
   reader.close();
+  if (reader.encryption) (reader.manifest as unknown as Record<string, unknown>).encrypted = true;
   return reader.manifest;
+}
+
+/** The plaintext facts of an encrypted bundle's header (no passphrase needed). */
+async function encryptedFacts(file: string): Promise<{ createdAt?: string; containers?: string[] } | undefined> {
+  const fh = await fs.open(file, 'r');
+  try {
+    const buf = Buffer.alloc(8192);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    const h = readEncHeader(buf.subarray(0, bytesRead));
+    return h ? (h.meta ?? {}) : undefined;
+  } finally {
+    await fh.close();
+  }
 }
 
 /** The compression of a bundle as one word: the codec(s) of its data members. */
@@ -63,7 +78,7 @@ export function isEncrypted(m: Manifest): boolean {
 }
 
 /** Describe one file from its manifest; a file that is not a readable bundle gets `error`. */
-export async function describeBundle(file: string): Promise<CatalogEntry> {
+export async function describeBundle(file: string, passphrase: string | undefined = process.env.FERRY_PASSPHRASE): Promise<CatalogEntry> {
   const abs = path.resolve(file);
   let bytes = 0;
   let mtime = new Date(0).toISOString();
@@ -75,7 +90,7 @@ export async function describeBundle(file: string): Promise<CatalogEntry> {
     return { bundle: abs, bytes, mtime, error: toFerryError(err).message };
   }
   try {
-    const m = await readManifest(abs);
+    const m = await readManifest(abs, passphrase);
     return {
       bundle: abs,
       created: m.createdAt,
@@ -90,7 +105,11 @@ export async function describeBundle(file: string): Promise<CatalogEntry> {
       mtime,
     };
   } catch (err) {
-    return { bundle: abs, bytes, mtime, error: toFerryError(err).message };
+    // Encrypted and no (or another) passphrase: list what its header says, in the clear.
+    const facts = err instanceof PassphraseError ? await encryptedFacts(abs).catch(() => undefined) : undefined;
+    if (facts?.createdAt && facts.containers)
+      return { bundle: abs, created: facts.createdAt, containers: facts.containers, bytes, imageMode: '?', compression: '?', encrypted: true, mtime };
+    return { bundle: abs, bytes, mtime, error: toFerryError(err).message, ...(facts ? { encrypted: true } : {}) };
   }
 }
 
@@ -117,9 +136,9 @@ export async function storeFiles(dir: string): Promise<string[]> {
 }
 
 /** Every bundle of a store, oldest first. */
-export async function listStore(dir: string): Promise<CatalogEntry[]> {
+export async function listStore(dir: string, passphrase: string | undefined = process.env.FERRY_PASSPHRASE): Promise<CatalogEntry[]> {
   const entries: CatalogEntry[] = [];
-  for (const f of await storeFiles(dir)) entries.push(await describeBundle(f));
+  for (const f of await storeFiles(dir)) entries.push(await describeBundle(f, passphrase));
   entries.sort((a, b) => entryTime(a) - entryTime(b) || a.bundle.localeCompare(b.bundle));
   return entries;
 }

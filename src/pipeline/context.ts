@@ -20,6 +20,8 @@ export const silentProgress: Progress = {
 export interface RunContext {
   progress: Progress;
   signal: AbortSignal;
+  /** Passphrase for encrypted bundles (FERRY_PASSPHRASE or --passphrase-file; never an argument). */
+  passphrase?: string;
 }
 
 export function checkAborted(signal: AbortSignal): void {

@@ -2,8 +2,8 @@
  * ferry restore: load -> run, from a bundle read as one stream (nothing staged on disk).
  *
  *   manifest -> preflight (conflicts) -> networks -> for each member in bundle order:
- *   volume: create + fill | bind: fill | image: load -> trailer verified -> containers created
- *   -> started if they were running
+ *   volume: create + fill | bind: fill | image: load -> trailer verified -> images in a registry
+ *   pulled by the digest the trailer records -> containers created -> started if they were running
  *
  * Members are checked against the trailer before any container is created; a failure anywhere
  * removes what this restore created (Undo).
@@ -12,8 +12,10 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BundleReader } from '../bundle/reader.js';
 import { decompressor } from '../bundle/codec.js';
-import type { Manifest } from '../bundle/manifest.js';
+import { registryDigest, type Manifest } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
+import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
+import type { ProgressMessage } from '../engine/progress.js';
 import { BundleError, ConflictError, UsageError } from '../errors.js';
 import type { Transport } from '../transport/transport.js';
 import { abortable } from './backup.js';
@@ -29,10 +31,13 @@ export interface RestoreOptions {
   onConflict: OnConflict;
   /** Write bind-mount data back to the host paths recorded in the bundle. */
   restoreBinds?: boolean;
+  /** Credentials for a registry host (images of a push-mode bundle); default: the docker config. */
+  registryAuth?: (host: string) => Promise<RegistryAuth>;
 }
 
 export interface RestorePlan {
-  containers: { from: string; to: string; image: string; start: boolean; replace: boolean }[];
+  /** `pull`: the registry host the image is pulled from (push-mode bundles); else it is loaded from the bundle. */
+  containers: { from: string; to: string; image: string; start: boolean; replace: boolean; pull?: string }[];
   volumes: { from: string; to: string; replace: boolean }[];
   networks: { name: string; exists: boolean }[];
   binds: { hostPath: string; restore: boolean }[];
@@ -67,7 +72,10 @@ async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions): Prom
     const want = opts.name ?? c.spec.name;
     const exists = await engine.containerExists(want);
     const to = exists && opts.onConflict === 'rename' ? await freeName(want, (n) => engine.containerExists(n)) : want;
-    containers.push({ from: c.spec.name, to, image: c.image.ref, start: opts.start && c.spec.state.running, replace: exists && opts.onConflict === 'replace' });
+    containers.push({
+      from: c.spec.name, to, image: c.image.ref, start: opts.start && c.spec.state.running, replace: exists && opts.onConflict === 'replace',
+      ...(c.image.registry ? { pull: c.image.registry.host } : {}),
+    });
   }
   const volumes: RestorePlan['volumes'] = [];
   for (const v of m.volumes) {
@@ -89,7 +97,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
   const started = Date.now();
   const { progress, signal } = ctx;
   const src = await transport.openBundle();
-  const reader = await BundleReader.open(abortable(src.stream, signal), src.location);
+  const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
   const m = reader.manifest;
   for (const d of engine.differences()) progress.warn(d);
   const undo = new Undo();
@@ -108,6 +116,15 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     if (opts.dryRun) {
       reader.close();
       return { location: src.location, plan, containers: [], durationMs: Date.now() - started, dryRun: true };
+    }
+    // Credentials first, before anything changes: a broken credential helper fails here.
+    const auths = new Map<string, RegistryAuth>();
+    for (const c of m.containers) {
+      const host = c.image.registry?.host;
+      if (!host || auths.has(host)) continue;
+      const a = await (opts.registryAuth ?? ((h: string) => resolveRegistryAuth(h)))(host);
+      progress.info(`images of this bundle are pulled from ${host} (${describeAuth(a)})`);
+      auths.set(host, a);
     }
 
     // Replace: the old containers go first (their volumes cannot be removed while they exist).
@@ -151,6 +168,34 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     }
     progress.step('bundle verified (every member matches its sha256)');
 
+    // Images in a registry: pulled by the digest the (now verified) trailer records, tagged as the
+    // manifest's reference. Pulling by digest makes the engine check the content.
+    for (const c of m.containers) {
+      if (!c.image.registry) continue;
+      checkAborted(signal);
+      const ref = c.image.ref;
+      const digest = registryDigest(reader.trailer, ref);
+      if (!digest) throw new BundleError(`trailer.json has no digest for image ${ref}`, { member: 'trailer.json' });
+      const repo = ref.slice(0, ref.lastIndexOf(':'));
+      const tag = ref.slice(ref.lastIndexOf(':') + 1);
+      const byDigest = `${repo}@${digest}`;
+      const existed = (await engine.imageExists(ref)) || (await engine.imageExists(byDigest));
+      progress.step(`pull image ${byDigest}`);
+      try {
+        await engine.pullImage(byDigest, auths.get(c.image.registry.host) ?? {}, pullProgress(byDigest, progress), signal);
+      } catch (err) {
+        checkAborted(signal);
+        throw err;
+      }
+      // Removing the tag also removes the digest reference and the image (nothing else uses it).
+      if (!existed) undo.add(`remove image ${ref}`, async () => {
+        await engine.removeImage(ref);
+        await engine.removeImage(byDigest);
+      });
+      await engine.tagImage(byDigest, repo, tag);
+      images.set(c.spec.name, ref);
+    }
+
     const out: RestoreResult['containers'] = [];
     for (const [i, c] of m.containers.entries()) {
       checkAborted(signal);
@@ -176,6 +221,17 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     // An engine call that failed because the bundle stream broke reports the bundle's problem.
     throw reader.failure ?? dataFailure ?? err;
   }
+}
+
+/** Pull progress as bytes: the sum of what each layer has downloaded so far. */
+function pullProgress(ref: string, progress: RunContext['progress']): (m: ProgressMessage) => void {
+  const got = new Map<string, number>();
+  return (m) => {
+    if (m.status === 'Downloading' && m.id && m.progressDetail?.current !== undefined) {
+      got.set(m.id, m.progressDetail.current);
+      progress.bytes(`pull ${ref}`, [...got.values()].reduce((a, b) => a + b, 0));
+    }
+  };
 }
 
 /**

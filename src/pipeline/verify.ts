@@ -242,7 +242,7 @@ async function checkMember(m: DataMember, ctx: RunContext): Promise<{ sha256?: s
 export async function verifyStream(stream: Readable, location: string, ctx: RunContext): Promise<VerifyReport> {
   let reader: BundleReader;
   try {
-    reader = await BundleReader.open(stream, location);
+    reader = await BundleReader.open(stream, location, { passphrase: ctx.passphrase });
   } catch (err) {
     if (!(err instanceof BundleError)) throw err;
     return { bundle: location, ok: false, members: [{ name: err.member ?? 'manifest.json', kind: 'bundle', ok: false, problems: [err.message] }] };

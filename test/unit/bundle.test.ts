@@ -8,63 +8,11 @@ import { BundleReader } from '../../src/bundle/reader.js';
 import { BLOCK } from '../../src/bundle/tar.js';
 import { BundleWriter, PART_SIZE, partName } from '../../src/bundle/writer.js';
 import { BundleError } from '../../src/errors.js';
-import type { BundleSink } from '../../src/transport/transport.js';
-import { IMAGE_MEMBER, VOLUME_MEMBER, bundleError, makeManifest } from './bundle-fixtures.js';
+import { IMAGE_MEMBER, VOLUME_MEMBER, bundleError, makeManifest, MemorySink } from './bundle-fixtures.js';
 
 // ---------------------------------------------------------------------------------------------
 // In-memory sinks
 // ---------------------------------------------------------------------------------------------
-
-class MemorySink implements BundleSink {
-  private buf = Buffer.alloc(64 * 1024);
-  private len = 0;
-  committed = false;
-  aborted = false;
-  writes = 0;
-  patches: { position: number; length: number }[] = [];
-
-  constructor(
-    readonly seekable: boolean,
-    readonly location = 'mem://bundle',
-  ) {}
-
-  get position(): number {
-    return this.len;
-  }
-
-  async write(chunk: Buffer): Promise<void> {
-    if (this.committed) throw new Error('write after commit');
-    if (this.len + chunk.length > this.buf.length) {
-      let cap = this.buf.length;
-      while (cap < this.len + chunk.length) cap *= 2;
-      const next = Buffer.alloc(cap);
-      this.buf.copy(next, 0, 0, this.len);
-      this.buf = next;
-    }
-    chunk.copy(this.buf, this.len);
-    this.len += chunk.length;
-    this.writes++;
-  }
-
-  async writeAt(chunk: Buffer, position: number): Promise<void> {
-    if (!this.seekable) throw new Error('writeAt on a non-seekable sink');
-    if (position < 0 || position + chunk.length > this.len) throw new Error(`writeAt outside what was written: ${position}+${chunk.length} > ${this.len}`);
-    chunk.copy(this.buf, position);
-    this.patches.push({ position, length: chunk.length });
-  }
-
-  async commit(): Promise<void> {
-    this.committed = true;
-  }
-
-  async abort(): Promise<void> {
-    this.aborted = true;
-  }
-
-  get data(): Buffer {
-    return Buffer.from(this.buf.subarray(0, this.len));
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

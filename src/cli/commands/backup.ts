@@ -1,10 +1,13 @@
 import { Command, Option } from 'commander';
 import { defaultCodec, type Codec } from '../../bundle/codec.js';
 import { openEngine } from '../../engine/connect.js';
+import { parseRegistryOption, resolveRegistryAuth } from '../../engine/auth.js';
 import { BundleError, UsageError } from '../../errors.js';
 import { backup } from '../../pipeline/backup.js';
 import type { Consistency } from '../../pipeline/capture.js';
 import { resolveTransport } from '../../transport/resolve.js';
+import { EncryptingTransport } from '../../transport/encrypted.js';
+import type { Transport } from '../../transport/transport.js';
 import { LocalTransport } from '../../transport/local.js';
 import { DEFAULT_LOCK_TIMEOUT_S } from '../../transport/lock.js';
 import { badMembers, verifyOrQuarantine } from '../../pipeline/verify.js';
@@ -16,12 +19,16 @@ import { choice, codecOption } from '../options.js';
 
 interface BackupFlags {
   output: string;
+  encrypt?: boolean;
   all?: boolean;
   consistency: Consistency;
   compress?: Codec;
   includeBinds?: boolean;
   verify?: boolean;
   lockTimeout: number;
+  imageMode: 'archive' | 'push';
+  registry?: string;
+  registryAuthFile?: string;
 }
 
 export function backupCommand(program: Command, deps: Deps): Command {
@@ -33,14 +40,19 @@ export function backupCommand(program: Command, deps: Deps): Command {
     .addOption(new Option('--consistency <mode>', 'pause: pause while committing and reading volumes; stop: stop and start again; none').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--compress <codec>', 'compression of volume data (the image uses gzip unless none): zstd, gzip, none').argParser(codecOption))
     .option('--include-binds', 'also copy the contents of bind mounts (they are always recorded)')
+    .option('--encrypt', 'encrypt the bundle (AES-256-GCM, key from the passphrase with scrypt): FERRY_PASSPHRASE or --passphrase-file')
     .option('--verify', 'read the written bundle back and check it (as `ferry verify`) before reporting success; a bad one is renamed to <name>.tar.corrupt')
+    .addOption(new Option('--image-mode <mode>', 'archive: save the committed image into the bundle; push: push it to --registry and keep only its reference and digest').default('archive').argParser(choice(['archive', 'push'] as const)))
+    .option('--registry <host[:port]/prefix>', 'with --image-mode push: where images go, as <registry>/<container>:<UTC stamp>')
+    .option('--registry-auth-file <path>', 'registry credentials: a JSON file {"username","password"} or a docker config.json (default: the docker config, its credential helpers included)')
     .addOption(new Option('--lock-timeout <seconds>', 'wait this long for the store\'s lock (held briefly while another run picks its bundle name, or by prune)').default(DEFAULT_LOCK_TIMEOUT_S).argParser(secondsOption))
     .addHelpText('after', `
 Examples:
   ferry backup web -o /backups
   ferry backup web db -o /backups/app.tar --consistency stop
   ferry backup --all -o /backups --compress gzip
-  ferry backup web -o - | ssh host 'cat > web.tar'`)
+  ferry backup web -o - | ssh host 'cat > web.tar'
+  ferry backup web -o /backups --image-mode push --registry registry.example.com:5000/backups`)
     .action(async (containers: string[], flags: BackupFlags) => {
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
@@ -55,18 +67,32 @@ Examples:
           if (!names.length) throw new UsageError('--all: no running containers');
         }
         if (!names.length) throw new UsageError('name at least one container, or use --all');
+        let registry: { host: string; prefix: string; auth: Awaited<ReturnType<typeof resolveRegistryAuth>> } | undefined;
+        if (flags.imageMode === 'push') {
+          if (!flags.registry) throw new UsageError('--image-mode push needs --registry <host[:port]/prefix>', 'e.g. --registry registry.example.com/backups');
+          const r = parseRegistryOption(flags.registry);
+          registry = { ...r, auth: await resolveRegistryAuth(r.host, { authFile: flags.registryAuthFile }) };
+        } else if (flags.registry || flags.registryAuthFile) {
+          throw new UsageError(`${flags.registry ? '--registry' : '--registry-auth-file'} is for --image-mode push`, 'add --image-mode push to push images to a registry');
+        }
         const transport = resolveTransport(flags.output, { ssh: deps.ssh });
         if (transport instanceof LocalTransport) {
           transport.lockOptions = { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) };
         }
-        const res = await backup(engine, transport, { containers: names, consistency: flags.consistency, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds }, { progress, signal: deps.signal });
+        let target: Transport = transport;
+        if (flags.encrypt) {
+          const passphrase = await deps.passphrase();
+          if (!passphrase) throw new UsageError('--encrypt needs a passphrase', 'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line)');
+          target = new EncryptingTransport(transport, passphrase, { createdAt: new Date().toISOString(), containers: names });
+        }
+        const res = await backup(engine, target, { containers: names, consistency: flags.consistency, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}) }, { progress, signal: deps.signal });
         let verified = false;
         if (flags.verify) {
           if (!(transport instanceof LocalTransport)) {
             progress.warn(`--verify: a bundle written to ${toStdout ? 'stdout' : res.location} cannot be verified here; run \`ferry verify\` where it is stored`);
           } else {
             progress.step(`verify ${res.location}`);
-            const v = await verifyOrQuarantine(res.location, { progress, signal: deps.signal });
+            const v = await verifyOrQuarantine(res.location, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
             progress.done();
             if (!v.report.ok) {
               if (!g.json) deps.io.stderr.write(verifyText(v.report));
@@ -81,9 +107,10 @@ Examples:
         progress.done();
         const out = toStdout ? deps.io.stderr : deps.io.stdout;
         if (g.json) {
-          out.write(JSON.stringify({ ok: true, bundle: res.location, containers: res.containers, volumes: res.volumes, bytes: res.bytes, durationMs: res.durationMs, ...(flags.verify ? { verified } : {}) }) + '\n');
+          out.write(JSON.stringify({ ok: true, bundle: res.location, containers: res.containers, volumes: res.volumes, bytes: res.bytes, durationMs: res.durationMs, ...(flags.verify ? { verified } : {}), ...(res.pushed ? { pushed: res.pushed } : {}) }) + '\n');
         } else if (!g.quiet) {
           out.write(`backed up ${res.containers.join(', ')} (${res.volumes.length} volume${res.volumes.length === 1 ? '' : 's'}) to ${res.location}: ${humanBytes(res.bytes)} in ${(res.durationMs / 1000).toFixed(1)}s${verified ? ', verified' : ''}\n`);
+          for (const p of res.pushed ?? []) out.write(`pushed ${p.ref} (${p.digest})\n`);
         }
         setExit(program, 0);
       } finally {

@@ -115,7 +115,7 @@ Examples:
       const transport = resolveTransport(bundle, { ssh: deps.ssh });
       try {
         const src = await transport.openBundle();
-        const reader = await BundleReader.open(src.stream, src.location);
+        const reader = await BundleReader.open(src.stream, src.location, { passphrase: await deps.passphrase() });
         reader.close();
         if (g.json) deps.io.stdout.write(JSON.stringify(redactManifest(reader.manifest), null, 2) + '\n');
         else deps.io.stdout.write(inspectText(reader.manifest, src.location, src.size));

@@ -42,7 +42,7 @@ Examples:
     .action(async (store: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
-      const entries = await listStore(store);
+      const entries = await listStore(store, await deps.passphrase());
       if (g.json) deps.io.stdout.write(JSON.stringify(entries.map(catalogJson), null, 2) + '\n');
       else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${path.resolve(store)}\n`);
       else deps.io.stdout.write(lsTable(entries));

@@ -89,7 +89,7 @@ Examples:
       const progress = createProgress({ quiet: !!g.quiet });
       let res: PruneResult;
       try {
-        res = await prune(store, { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } }, { progress, signal: deps.signal });
+        res = await prune(store, { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } }, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
       } finally {
         progress.done();
       }

@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { openEngine } from '../../engine/connect.js';
+import { resolveRegistryAuth } from '../../engine/auth.js';
 import { restore } from '../../pipeline/restore.js';
 import type { OnConflict } from '../../pipeline/run.js';
 import { resolveTransport } from '../../transport/resolve.js';
@@ -13,6 +14,7 @@ interface RestoreFlags {
   dryRun?: boolean;
   onConflict: OnConflict;
   restoreBinds?: boolean;
+  registryAuthFile?: string;
 }
 
 export function restoreCommand(program: Command, deps: Deps): Command {
@@ -24,6 +26,7 @@ export function restoreCommand(program: Command, deps: Deps): Command {
     .option('--dry-run', 'print what would be done; change nothing')
     .addOption(new Option('--on-conflict <policy>', 'when a container or volume of the same name exists: fail, replace (remove it first), rename (restore beside it)').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
     .option('--restore-binds', 'write bind-mount data in the bundle back to its host paths')
+    .option('--registry-auth-file <path>', 'credentials for a bundle whose images are in a registry: a JSON file {"username","password"} or a docker config.json (default: the docker config)')
     .addHelpText('after', `
 Examples:
   ferry restore /backups/ferry-web-20261123T021500Z.tar
@@ -42,7 +45,8 @@ Examples:
           dryRun: !!flags.dryRun,
           onConflict: flags.onConflict,
           restoreBinds: !!flags.restoreBinds,
-        }, { progress, signal: deps.signal });
+          registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
+        }, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
         progress.done();
         const out = deps.io.stdout;
         if (g.json) {
@@ -52,7 +56,7 @@ Examples:
           out.write(`dry run: nothing was changed. Restoring ${res.location} would:\n`);
           for (const n of p.networks) out.write(`  ${n.exists ? 'reuse' : 'create'} network ${n.name}\n`);
           for (const v of p.volumes) out.write(`  ${v.replace ? 'replace' : 'create'} volume ${v.to}${v.to !== v.from ? ` (from ${v.from})` : ''} and fill it\n`);
-          for (const c of p.containers) out.write(`  load image ${c.image}\n  ${c.replace ? 'replace' : 'create'} container ${c.to}${c.to !== c.from ? ` (from ${c.from})` : ''}${c.start ? ' and start it' : ''}\n`);
+          for (const c of p.containers) out.write(`  ${c.pull ? `pull image ${c.image} from ${c.pull}` : `load image ${c.image}`}\n  ${c.replace ? 'replace' : 'create'} container ${c.to}${c.to !== c.from ? ` (from ${c.from})` : ''}${c.start ? ' and start it' : ''}\n`);
           for (const b of p.binds) out.write(`  ${b.restore ? 'write' : 'skip'} bind data for ${b.hostPath}\n`);
         } else if (!g.quiet) {
           for (const c of res.containers) out.write(`restored ${c.name} (${c.id.slice(0, 12)})${c.started ? ', running' : ', created'}\n`);

@@ -44,7 +44,7 @@ Examples:
       let report: VerifyReport;
       try {
         const src = await transport.openBundle();
-        report = await verifyStream(src.stream, src.location, { progress, signal: deps.signal });
+        report = await verifyStream(src.stream, src.location, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
       } finally {
         progress.done();
         await transport.close();
