@@ -2,7 +2,10 @@ import { Command, Option } from 'commander';
 import { defaultCodec, type Codec } from '../../bundle/codec.js';
 import { openEngine } from '../../engine/connect.js';
 import { parseRegistryOption, resolveRegistryAuth } from '../../engine/auth.js';
-import { BundleError, UsageError } from '../../errors.js';
+import { hostname } from 'node:os';
+import { BundleError, EXIT, FerryError, toFerryError, UsageError } from '../../errors.js';
+import { ping } from '../../util/notify.js';
+import { VERSION } from '../../version.js';
 import { backup } from '../../pipeline/backup.js';
 import type { Consistency } from '../../pipeline/capture.js';
 import { resolveTransport } from '../../transport/resolve.js';
@@ -19,6 +22,7 @@ import { choice, codecOption } from '../options.js';
 
 interface BackupFlags {
   output: string;
+  notifyUrl?: string;
   encrypt?: boolean;
   all?: boolean;
   consistency: Consistency;
@@ -36,10 +40,11 @@ export function backupCommand(program: Command, deps: Deps): Command {
     .description('Back up containers (configuration, committed writable layer, volume data) into one bundle')
     .argument('[container...]', 'containers to back up (name or id)')
     .requiredOption('-o, --output <target>', 'a directory (a bundle name is generated), a file ending in .tar, or - for stdout')
-    .option('--all', 'back up every running container')
+    .option('--all', 'back up every running container, one bundle each (exit 3 when some fail)')
     .addOption(new Option('--consistency <mode>', 'pause: pause while committing and reading volumes; stop: stop and start again; none').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--compress <codec>', 'compression of volume data (the image uses gzip unless none): zstd, gzip, none').argParser(codecOption))
     .option('--include-binds', 'also copy the contents of bind mounts (they are always recorded)')
+    .option('--notify-url <url>', 'dead-man\'s switch: POST to URL/start, URL (success) or URL/fail with a short summary (healthchecks.io style); failures to reach it never fail the backup')
     .option('--encrypt', 'encrypt the bundle (AES-256-GCM, key from the passphrase with scrypt): FERRY_PASSPHRASE or --passphrase-file')
     .option('--verify', 'read the written bundle back and check it (as `ferry verify`) before reporting success; a bad one is renamed to <name>.tar.corrupt')
     .addOption(new Option('--image-mode <mode>', 'archive: save the committed image into the bundle; push: push it to --registry and keep only its reference and digest').default('archive').argParser(choice(['archive', 'push'] as const)))
@@ -58,12 +63,16 @@ Examples:
       deps.setJson(!!g.json);
       const toStdout = flags.output === '-';
       const progress = createProgress({ quiet: !!g.quiet });
-      const engine = await openEngine(g.host, { ssh: deps.ssh() });
+      let summary = '';
+      let notified = false;
+      await ping(flags.notifyUrl, 'start', `ferry ${VERSION} backup started on ${hostname()}`, (m) => progress.warn(m));
+      let engine: Awaited<ReturnType<typeof openEngine>> | undefined;
       try {
+        const eng = (engine = await openEngine(g.host, { ssh: deps.ssh() }));
         let names = containers;
         if (flags.all) {
           if (containers.length) throw new UsageError('give container names or --all, not both');
-          names = (await engine.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']).map((c) => c.Names[0]!.replace(/^\//, ''));
+          names = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']).map((c) => c.Names[0]!.replace(/^\//, ''));
           if (!names.length) throw new UsageError('--all: no running containers');
         }
         if (!names.length) throw new UsageError('name at least one container, or use --all');
@@ -75,47 +84,96 @@ Examples:
         } else if (flags.registry || flags.registryAuthFile) {
           throw new UsageError(`${flags.registry ? '--registry' : '--registry-auth-file'} is for --image-mode push`, 'add --image-mode push to push images to a registry');
         }
-        const transport = resolveTransport(flags.output, { ssh: deps.ssh });
-        if (transport instanceof LocalTransport) {
-          transport.lockOptions = { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) };
-        }
-        let target: Transport = transport;
-        if (flags.encrypt) {
-          const passphrase = await deps.passphrase();
-          if (!passphrase) throw new UsageError('--encrypt needs a passphrase', 'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line)');
-          target = new EncryptingTransport(transport, passphrase, { createdAt: new Date().toISOString(), containers: names });
-        }
-        const res = await backup(engine, target, { containers: names, consistency: flags.consistency, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}) }, { progress, signal: deps.signal });
-        let verified = false;
-        if (flags.verify) {
-          if (!(transport instanceof LocalTransport)) {
-            progress.warn(`--verify: a bundle written to ${toStdout ? 'stdout' : res.location} cannot be verified here; run \`ferry verify\` where it is stored`);
-          } else {
-            progress.step(`verify ${res.location}`);
-            const v = await verifyOrQuarantine(res.location, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
-            progress.done();
-            if (!v.report.ok) {
-              if (!g.json) deps.io.stderr.write(verifyText(v.report));
-              throw new BundleError(`the bundle written to ${res.location} failed verification (bad: ${badMembers(v.report).join(', ')}); it was renamed to ${v.quarantined}`, {
-                member: badMembers(v.report)[0],
-                hint: 'the backup is not usable; check the disk of the store and run the backup again',
-              });
+        const one = async (set: string[]) => {
+          const transport = resolveTransport(flags.output, { ssh: deps.ssh });
+          if (transport instanceof LocalTransport) {
+            transport.lockOptions = { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) };
+          }
+          let target: Transport = transport;
+          if (flags.encrypt) {
+            const passphrase = await deps.passphrase();
+            if (!passphrase) throw new UsageError('--encrypt needs a passphrase', 'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line)');
+            target = new EncryptingTransport(transport, passphrase, { createdAt: new Date().toISOString(), containers: set });
+          }
+          const res = await backup(eng, target, { containers: set, consistency: flags.consistency, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}) }, { progress, signal: deps.signal });
+          let verified = false;
+          if (flags.verify) {
+            if (!(transport instanceof LocalTransport)) {
+              progress.warn(`--verify: a bundle written to ${toStdout ? 'stdout' : res.location} cannot be verified here; run \`ferry verify\` where it is stored`);
+            } else {
+              progress.step(`verify ${res.location}`);
+              const v = await verifyOrQuarantine(res.location, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
+              progress.done();
+              if (!v.report.ok) {
+                if (!g.json) deps.io.stderr.write(verifyText(v.report));
+                throw new BundleError(`the bundle written to ${res.location} failed verification (bad: ${badMembers(v.report).join(', ')}); it was renamed to ${v.quarantined}`, {
+                  member: badMembers(v.report)[0],
+                  hint: 'the backup is not usable; check the disk of the store and run the backup again',
+                });
+              }
+              verified = true;
             }
-            verified = true;
+          }
+          return { ...res, verified };
+        };
+        const out = toStdout ? deps.io.stderr : deps.io.stdout;
+        const report = (res: Awaited<ReturnType<typeof one>>) => {
+          if (g.quiet || g.json) return;
+          out.write(`backed up ${res.containers.join(', ')} (${res.volumes.length} volume${res.volumes.length === 1 ? '' : 's'}) to ${res.location}: ${humanBytes(res.bytes)} in ${(res.durationMs / 1000).toFixed(1)}s${res.verified ? ', verified' : ''}\n`);
+          for (const p of res.pushed ?? []) out.write(`pushed ${p.ref} (${p.digest})\n`);
+        };
+        const asJson = (res: Awaited<ReturnType<typeof one>>) => ({ ok: true, bundle: res.location, containers: res.containers, volumes: res.volumes, bytes: res.bytes, durationMs: res.durationMs, ...(flags.verify ? { verified: res.verified } : {}), ...(res.pushed ? { pushed: res.pushed } : {}) });
+
+        if (!flags.all) {
+          const res = await one(names);
+          progress.done();
+          report(res);
+          if (g.json) out.write(JSON.stringify(asJson(res)) + '\n');
+          summary = `backed up ${res.containers.join(', ')} to ${res.location} (${humanBytes(res.bytes)})`;
+        } else {
+          // --all: one bundle per container, so that one container that fails does not cost the
+          // others their backup; exit 3 when some failed and some did not.
+          const results: { container: string; ok: boolean; result?: ReturnType<typeof asJson>; error?: { code: string; exitCode: number; message: string } }[] = [];
+          let firstError: FerryError | undefined;
+          for (const n of names) {
+            try {
+              const res = await one([n]);
+              progress.done();
+              report(res);
+              results.push({ container: n, ok: true, result: asJson(res) });
+            } catch (err) {
+              const fe = toFerryError(err);
+              if (fe.exitCode === EXIT.INTERRUPTED || deps.signal.aborted) throw err;
+              firstError ??= fe;
+              progress.done();
+              deps.io.stderr.write(`ferry: error: ${n}: ${fe.message}\n`);
+              results.push({ container: n, ok: false, error: { code: fe.code, exitCode: fe.exitCode, message: fe.message } });
+            }
+          }
+          const failed = results.filter((r) => !r.ok).map((r) => r.container);
+          if (g.json) out.write(JSON.stringify({ ok: failed.length === 0, partial: failed.length > 0 && failed.length < results.length, results }) + '\n');
+          summary = `backed up ${results.length - failed.length} of ${results.length} containers${failed.length ? `; failed: ${failed.join(', ')}` : ''}`;
+          if (failed.length === results.length) throw firstError!;
+          if (failed.length) {
+            if (!g.quiet && !g.json) deps.io.stderr.write(`ferry: ${summary}\n`);
+            await ping(flags.notifyUrl, 'fail', summary, (m) => progress.warn(m));
+            notified = true;
+            setExit(program, EXIT.PARTIAL);
+            return;
           }
         }
-        progress.done();
-        const out = toStdout ? deps.io.stderr : deps.io.stdout;
-        if (g.json) {
-          out.write(JSON.stringify({ ok: true, bundle: res.location, containers: res.containers, volumes: res.volumes, bytes: res.bytes, durationMs: res.durationMs, ...(flags.verify ? { verified } : {}), ...(res.pushed ? { pushed: res.pushed } : {}) }) + '\n');
-        } else if (!g.quiet) {
-          out.write(`backed up ${res.containers.join(', ')} (${res.volumes.length} volume${res.volumes.length === 1 ? '' : 's'}) to ${res.location}: ${humanBytes(res.bytes)} in ${(res.durationMs / 1000).toFixed(1)}s${verified ? ', verified' : ''}\n`);
-          for (const p of res.pushed ?? []) out.write(`pushed ${p.ref} (${p.digest})\n`);
-        }
         setExit(program, 0);
+        await ping(flags.notifyUrl, 'success', summary, (m) => progress.warn(m));
+        notified = true;
+      } catch (err) {
+        if (!notified) {
+          const fe = toFerryError(err);
+          await ping(flags.notifyUrl, 'fail', `ferry backup failed on ${hostname()}: ${fe.message}`, (m) => progress.warn(m));
+        }
+        throw err;
       } finally {
         progress.done();
-        engine.close();
+        engine?.close();
       }
     });
 }
