@@ -3,11 +3,12 @@
  * leaves here as a FerryError that says what failed.
  */
 import http from 'node:http';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import Docker from 'dockerode';
 import { ConflictError, EngineError, FerryError, NotFoundError } from '../errors.js';
 import { describeEndpoint, type Endpoint } from './endpoint.js';
+import { demux } from './demux.js';
 import { followJson, StreamReportedError, type ProgressMessage } from './progress.js';
 import type { RegistryAuth } from './auth.js';
 
@@ -230,6 +231,42 @@ export class Engine {
       } as unknown as object),
     )) as { Id: string };
     return res.Id;
+  }
+
+  /**
+   * Run a command in a running container (docker exec, no TTY) and wait for it: exit code and
+   * its output (stdout and stderr interleaved, the last `keep` bytes).
+   */
+  async exec(id: string, cmd: string[], opts: { user?: string; keep?: number; signal?: AbortSignal } = {}): Promise<{ exitCode: number; output: string }> {
+    const what = `run ${JSON.stringify(cmd.join(' ').slice(0, 60))} in container ${id}`;
+    const container = this.docker.getContainer(id);
+    const keep = opts.keep ?? 16_384;
+    let output: Buffer = Buffer.alloc(0);
+    const sink = new Writable({
+      write(chunk: Buffer, _e, cb) {
+        output = Buffer.concat([output, chunk]);
+        if (output.length > keep) output = output.subarray(output.length - keep);
+        cb();
+      },
+    });
+    return this.call(what, async () => {
+      const ex = await container.exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true, Tty: false, ...(opts.user ? { User: opts.user } : {}) });
+      const stream = (await ex.start({ hijack: true, stdin: false })) as unknown as Readable;
+      const onAbort = () => stream.destroy(opts.signal?.reason as Error);
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        await demux(stream as AsyncIterable<Buffer>, sink, sink);
+      } finally {
+        opts.signal?.removeEventListener('abort', onAbort);
+      }
+      // The stream ends when the process does; its exit code follows shortly after.
+      for (let i = 0; i < 100; i++) {
+        const info = await ex.inspect();
+        if (!info.Running && info.ExitCode !== null && info.ExitCode !== undefined) return { exitCode: info.ExitCode, output: output.toString('utf8') };
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new EngineError(`${what}: the engine did not report an exit code`);
+    });
   }
 
   // ---- images -----------------------------------------------------------------------------
