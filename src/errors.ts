@@ -22,6 +22,10 @@ export const EXIT = {
   BUNDLE: 7,
   /** Reading or writing a file failed (disk full, permission denied, ...). */
   IO: 8,
+  /** A pre-exec hook failed inside a container: that container was not backed up. */
+  HOOK: 10,
+  /** ferry drill: the restored copy did not come up (unhealthy, exited, probe failed or timed out). */
+  DRILL_FAILED: 9,
   /** Interrupted by SIGINT/SIGTERM; everything was put back as it was. */
   INTERRUPTED: 130,
 } as const;
@@ -84,6 +88,19 @@ export class IoError extends FerryError {
 export class PartialError extends FerryError {
   constructor(message: string, readonly failures: { name: string; error: FerryError }[]) {
     super('PARTIAL', EXIT.PARTIAL, message, { hint: 'see the errors above for each container that failed' });
+  }
+}
+
+/** ferry drill: the bundle restored, but the copy did not pass its health check or probe. */
+export class DrillFailedError extends FerryError {
+  constructor(message: string, hint?: string) {
+    super('DRILL_FAILED', EXIT.DRILL_FAILED, message, { hint });
+  }
+}
+
+export class HookError extends FerryError {
+  constructor(message: string, hint?: string) {
+    super('HOOK', EXIT.HOOK, message, { hint });
   }
 }
 

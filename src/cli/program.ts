@@ -25,7 +25,7 @@ export const EXIT_HELP = `
 Exit codes:
   0    success
   1    internal error (a bug in ferry; the stack trace is printed)
-  2    usage error (bad option or argument)
+  2    usage error (bad option or argument), missing or wrong passphrase
   3    partial: some containers were backed up, some failed
   4    the Docker engine could not be reached or refused a request
   5    a container, image, volume or bundle was not found
@@ -33,6 +33,7 @@ Exit codes:
        or the store is locked by another ferry run (see --lock-timeout)
   7    the bundle is damaged, incomplete, or of an unknown format
   8    a file could not be read or written (disk full, permissions)
+  10   a pre-exec hook failed inside a container (that container was not backed up)
   130  interrupted (SIGINT/SIGTERM); containers were resumed, partial files removed`;
 
 export function createProgram(deps: Deps): Command {

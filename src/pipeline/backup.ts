@@ -27,7 +27,7 @@ import { captureContainer, commitContainer, hostName, quiesce, reportStaleQuiesc
 import { checkAborted, type RunContext } from './context.js';
 import { saveImage } from './save.js';
 import { openBindReader, openVolumeReader } from './volumes.js';
-import { UsageError } from '../errors.js';
+import { HookError, UsageError } from '../errors.js';
 
 export interface BackupOptions {
   containers: string[];
@@ -39,6 +39,12 @@ export interface BackupOptions {
    * instead of saving it into the bundle. `auth` is always sent (possibly `{}`).
    */
   registry?: { host: string; prefix: string; auth: RegistryAuth };
+  /**
+   * Commands run inside each container (`sh -c`): `pre` before the snapshot (e.g. flush or dump a
+   * database; a failure aborts that container's backup), `post` after it is resumed (always, once
+   * `pre` ran; a failure is a warning). Default: the container's `ferry.pre-exec` / `ferry.post-exec` labels.
+   */
+  hooks?: { pre?: string; post?: string };
 }
 
 export interface BackupResult {
@@ -172,7 +178,15 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
     for (const [i, c] of captured.entries()) {
       const entry = containers[i]!;
       checkAborted(signal);
-      const resume = await quiesce(engine, c.spec, opts.consistency, progress);
+      const hooks = await containerHooks(engine, c.spec.sourceId, opts.hooks);
+      if (hooks.pre) await runHook(engine, c.spec.name, c.spec.sourceId, 'pre-exec', hooks.pre, progress, signal);
+      let resume: () => Promise<void>;
+      try {
+        resume = await quiesce(engine, c.spec, opts.consistency, progress);
+      } catch (err) {
+        if (hooks.post) await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) => progress.warn((e as Error).message));
+        throw err;
+      }
       // The engine's save starts as soon as the image is committed: while ferry reads the volumes,
       // the engine already exports the image (Docker 20.10 stages it before the first byte). Its
       // stream is only read afterwards, so nothing piles up in ferry's memory.
@@ -220,6 +234,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
         throw err;
       } finally {
         await resume();
+        if (hooks.post) await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) => progress.warn((e as Error).message));
       }
       checkAborted(signal);
       if (registry) {
@@ -295,4 +310,25 @@ export function abortable(s: Readable, signal: AbortSignal): Readable {
   signal.addEventListener('abort', onAbort, { once: true });
   s.once('close', () => signal.removeEventListener('abort', onAbort));
   return s;
+}
+
+/** The hooks for a container: the command line's, else its `ferry.pre-exec` / `ferry.post-exec` labels. */
+async function containerHooks(engine: Engine, id: string, given: BackupOptions['hooks']): Promise<{ pre?: string; post?: string }> {
+  const labels = ((await engine.inspectContainer(id)).Config.Labels ?? {}) as Record<string, string>;
+  return { pre: given?.pre ?? labels['ferry.pre-exec'] ?? undefined, post: given?.post ?? labels['ferry.post-exec'] ?? undefined };
+}
+
+/** Run a hook inside a running container; a non-zero exit is a HookError carrying its output's tail. */
+async function runHook(engine: Engine, name: string, id: string, which: 'pre-exec' | 'post-exec', cmd: string, progress: RunContext['progress'], signal: AbortSignal): Promise<void> {
+  const st = await engine.inspectContainer(id);
+  if (!st.State.Running || st.State.Paused) {
+    progress.warn(`${name}: not running, so its ${which} hook was not run`);
+    return;
+  }
+  progress.step(`${which} hook in ${name}`);
+  const r = await engine.exec(id, ['sh', '-c', cmd], { signal });
+  if (r.exitCode !== 0) {
+    const tail = r.output.trim().split('\n').slice(-3).join(' | ').slice(0, 300);
+    throw new HookError(`${name}: the ${which} hook failed (exit ${r.exitCode})${tail ? `: ${tail}` : ''}`, which === 'pre-exec' ? 'the container was not snapshotted and runs on as before; fix the hook (or its ferry.pre-exec label) and retry' : 'the snapshot was taken; check the container');
+  }
 }

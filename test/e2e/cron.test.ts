@@ -2,6 +2,7 @@
  * What a cron job needs: dead-man's switch pings, --all with one bundle per container and exit 3
  * when some fail, and quiet plain output.
  */
+import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -72,5 +73,50 @@ describe('plain output for cron', () => {
     expect(r.stderr).not.toMatch(/\x1b\[/);
     expect(r.stdout.trim().split('\n')).toHaveLength(1); // one summary line
     expect(inspect('container', name).State.Running).toBe(true);
+  });
+});
+
+describe('hooks', () => {
+  it('runs --pre-exec before the snapshot (its output is in the bundle) and --post-exec after resume', async () => {
+    const out = path.join(dir, 'hooks');
+    const r = await ferry(['backup', name, '-o', out, '--pre-exec', 'date > /v/dump.txt; echo pre-ok', '--post-exec', 'touch /tmp/post-ran']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/pre-exec hook in .*\n(.*\n)*.*pause .*\n(.*\n)*.*resume .*\n(.*\n)*.*post-exec hook in/);
+    const listing = execFileSync('sh', ['-c', `tar -xOf ${path.join(out, readdirSync(out)[0]!)} volumes/${name}.tar.zst | zstd -dc | tar -tf -`], { encoding: 'utf8' });
+    expect(listing).toMatch(/\.\/dump\.txt/);
+    expect(docker(['exec', name, 'ls', '/tmp/post-ran'])).toBe('/tmp/post-ran');
+  });
+
+  it('a failing pre-exec hook aborts that container: exit 10, clear error, no bundle, container not paused', async () => {
+    const out = path.join(dir, 'hookfail');
+    const r = await ferry(['backup', name, '-o', out, '--pre-exec', 'echo cannot dump >&2; exit 3']);
+    expect(r.code).toBe(10);
+    expect(r.stderr).toMatch(new RegExp(`${name}: the pre-exec hook failed \\(exit 3\\): cannot dump`));
+    expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+    expect(readdirSync(out)).toEqual([]);
+    const st = inspect('container', name).State;
+    expect(st.Running).toBe(true);
+    expect(st.Paused).toBe(false);
+  });
+
+  it('--all: a container whose ferry.pre-exec label fails is skipped, the others are backed up, exit 3', async () => {
+    const bad = `${name}-badhook`;
+    docker(['run', '-d', '--name', bad, '--label', 'ferry.pre-exec=exit 7', BUSYBOX, 'sleep', '100000']);
+    try {
+      const out = path.join(dir, 'all');
+      const r = await ferry(['backup', '--all', '-o', out, '--json', '--compress', 'none']);
+      expect(r.code, r.stderr).toBe(3);
+      const res = JSON.parse(r.stdout);
+      expect(res.partial).toBe(true);
+      const byName = Object.fromEntries(res.results.map((x: { container: string }) => [x.container, x]));
+      expect(byName[bad].ok).toBe(false);
+      expect(byName[bad].error.message).toMatch(/pre-exec hook failed \(exit 7\)/);
+      expect(byName[name].ok).toBe(true);
+      expect(readdirSync(out).some((f) => f.startsWith(`ferry-${name}-`))).toBe(true);
+      expect(readdirSync(out).some((f) => f.startsWith(`ferry-${bad}-`))).toBe(false);
+      expect(inspect('container', bad).State.Paused).toBe(false);
+    } finally {
+      cleanup(ENGINE_A, { containers: [bad] });
+    }
   });
 });

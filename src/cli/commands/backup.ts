@@ -22,6 +22,8 @@ import { choice, codecOption } from '../options.js';
 
 interface BackupFlags {
   output: string;
+  preExec?: string;
+  postExec?: string;
   notifyUrl?: string;
   encrypt?: boolean;
   all?: boolean;
@@ -44,6 +46,8 @@ export function backupCommand(program: Command, deps: Deps): Command {
     .addOption(new Option('--consistency <mode>', 'pause: pause while committing and reading volumes; stop: stop and start again; none').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--compress <codec>', 'compression of volume data (the image uses gzip unless none): zstd, gzip, none').argParser(codecOption))
     .option('--include-binds', 'also copy the contents of bind mounts (they are always recorded)')
+    .option('--pre-exec <cmd>', 'run `sh -c cmd` inside each container before its snapshot (e.g. a database dump); a failure skips that container (default: its ferry.pre-exec label)')
+    .option('--post-exec <cmd>', 'run `sh -c cmd` inside each container after it is resumed (default: its ferry.post-exec label)')
     .option('--notify-url <url>', 'dead-man\'s switch: POST to URL/start, URL (success) or URL/fail with a short summary (healthchecks.io style); failures to reach it never fail the backup')
     .option('--encrypt', 'encrypt the bundle (AES-256-GCM, key from the passphrase with scrypt): FERRY_PASSPHRASE or --passphrase-file')
     .option('--verify', 'read the written bundle back and check it (as `ferry verify`) before reporting success; a bad one is renamed to <name>.tar.corrupt')
@@ -95,7 +99,7 @@ Examples:
             if (!passphrase) throw new UsageError('--encrypt needs a passphrase', 'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line)');
             target = new EncryptingTransport(transport, passphrase, { createdAt: new Date().toISOString(), containers: set });
           }
-          const res = await backup(eng, target, { containers: set, consistency: flags.consistency, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}) }, { progress, signal: deps.signal });
+          const res = await backup(eng, target, { containers: set, consistency: flags.consistency, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}), hooks: { pre: flags.preExec, post: flags.postExec } }, { progress, signal: deps.signal });
           let verified = false;
           if (flags.verify) {
             if (!(transport instanceof LocalTransport)) {
