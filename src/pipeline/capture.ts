@@ -83,11 +83,13 @@ export async function quiesce(
   let running = !!st.State.Running && !st.State.Paused;
   if (stale) {
     const still = (stale.action === 'paused' && st.State.Paused) || (stale.action === 'stopped' && !st.State.Running);
+    journal.forget(where, spec.sourceId);
     if (still) {
       progress.warn(`${spec.name} was left ${stale.action} by a ferry run (pid ${stale.pid}) that was killed at ${stale.at}; it will be resumed after this snapshot`);
       running = true;
+      // It is ours to put back now: record that, in case this run dies too.
+      journal.add({ engine: where, containerId: spec.sourceId, name: spec.name, action: stale.action });
     }
-    journal.forget(where, spec.sourceId);
   }
   if (!running || mode === 'none') return async () => {};
   if (mode === 'pause') {
