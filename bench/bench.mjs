@@ -1,0 +1,949 @@
+#!/usr/bin/env node
+/**
+ * ferry benchmark: ferry against the docker CLI doing the same job, in the same run, alternating.
+ *
+ *   npm run bench                         # build, then every scenario, 3 runs each, 1 GiB volume
+ *   npm run bench -- --quick              # smoke test: 1 run, 256 MiB
+ *   node bench/bench.mjs --runs 5 --size 4096 --scenarios backup,migrate
+ *
+ * Options (argv wins over the environment):
+ *   --runs N          runs per scenario                      BENCH_RUNS       (default 3; 1 with --quick)
+ *   --size MIB        MiB of random data in the volume       BENCH_SIZE_MIB   (default 1024; 256 with --quick)
+ *   --scenarios LIST  comma-separated: backup, migrate, migrate2, compress, ssh (or 1-5; default all)
+ *                                                            BENCH_SCENARIOS
+ *   --quick           1 run, 256 MiB, and data checks (sha256) after each migration   BENCH_QUICK=1
+ *   --verify          the sha256 data checks without --quick                           BENCH_VERIFY=1
+ *   --retries N       retry a failed measurement up to N times (default 2; failures are reported)
+ *                                                                                      BENCH_RETRIES
+ *   --clean           also remove the cached workload (container and volume on engine A) at the end
+ *                                                                                      BENCH_CLEAN=1
+ *   --help
+ *
+ * Needs root on the lab machine: it runs `.ci/lab.sh` (engines A and B, sshd on 127.0.0.1:2222) and
+ * `test/fixtures/build-postgres-image.sh` itself, then builds the workload offline on engine A:
+ * container `ferry-bench-pg` (ferry-test/postgres:15) with volume `ferry-bench-data` at the data
+ * directory holding the cluster, a small table and a file of N MiB of random data, and one changed
+ * file in the container's writable layer (/etc/issue). The workload is kept between runs (rebuilt
+ * only when missing or of another size).
+ *
+ * Results: a Markdown table on stdout, and bench/out/results.md + bench/out/results.json.
+ * Exit code: 0 when every measurement ran (whatever the ratios; retried failures are listed in
+ * the report), 1 when one could not be done, 130 when interrupted. Everything it made on both engines is removed at the end, except the workload.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+
+// ------------------------------------------------------------------------------- constants ---
+const ROOT = path.resolve(import.meta.dirname, '..');
+const BIN = path.join(ROOT, 'bin', 'ferry.js');
+const OUT = path.join(ROOT, 'bench', 'out');
+const LAB = process.env.LAB ?? '/var/lib/ferry-lab';
+const WORK = process.env.BENCH_WORK_DIR ?? '/var/tmp/ferry-bench';
+const ENGINE_A = 'unix:///var/run/docker.sock';
+const ENGINE_B = 'unix:///var/run/docker-b.sock';
+const PG = 'ferry-test/postgres:15';
+const BUSYBOX = 'ferry-test/busybox:1';
+const CTR = 'ferry-bench-pg';
+const VOL = 'ferry-bench-data';
+const PGDATA = '/var/lib/postgresql/data';
+const RANDOM_FILE = `${PGDATA}/bench-random.bin`;
+const MARKER = 'ferry-bench: changed in the writable layer';
+const SNAP = 'bench-snap:1';
+const HOLDER = 'bench-holder';
+const FERRY_REPO = 'ferry/ferry-bench-pg'; // ferry's snapshot tags: ferry/<container>:<time>
+const TABLE_ROWS = 100_000;
+const RSS_TARGET_MB = 150;
+const MiB = 1024 * 1024;
+
+const SCENARIOS = ['backup', 'migrate', 'migrate2', 'compress', 'ssh'];
+const TITLES = {
+  backup: '1. backup `--compress none` vs commit + save + cp',
+  migrate: '2. migrate to an empty target vs manual pipeline',
+  migrate2: '3. second migrate (target has base image) vs manual pipeline',
+  compress: '4. compression of the volume tar',
+  ssh: '5. ssh throughput: ssh2 (aes128-gcm) vs OpenSSH',
+};
+const TARGETS = { backup: 0.9, migrate: 0.8, migrate2: 0.35, ssh: 1.5 };
+
+// ----------------------------------------------------------------------------------- options ---
+function parseOptions(argv) {
+  const env = process.env;
+  const truthy = (v) => v !== undefined && v !== '' && v !== '0' && v !== 'false';
+  const o = {
+    quick: truthy(env.BENCH_QUICK),
+    clean: truthy(env.BENCH_CLEAN),
+    verify: truthy(env.BENCH_VERIFY),
+    runs: env.BENCH_RUNS,
+    size: env.BENCH_SIZE_MIB,
+    scenarios: env.BENCH_SCENARIOS,
+    retries: env.BENCH_RETRIES,
+  };
+  const positional = [];
+  for (let i = 0; i < argv.length; i++) {
+    let a = argv[i];
+    let val;
+    const eq = a.indexOf('=');
+    if (a.startsWith('--') && eq > 0) [a, val] = [a.slice(0, eq), a.slice(eq + 1)];
+    const next = () => {
+      if (val !== undefined) return val;
+      if (i + 1 >= argv.length) usage(`${a} needs a value`);
+      return argv[++i];
+    };
+    switch (a) {
+      case '--quick': o.quick = true; break;
+      case '--clean': o.clean = true; break;
+      case '--verify': o.verify = true; break;
+      case '--retries': o.retries = next(); break;
+      case '--runs': case '-n': o.runs = next(); break;
+      case '--size': case '--size-mib': o.size = next(); break;
+      case '--scenarios': case '--scenario': case '--only': o.scenarios = next(); break;
+      case '--help': case '-h': usage(); break;
+      default:
+        if (a.startsWith('-')) usage(`unknown option ${a}`);
+        positional.push(a); // scenario names may also be given bare: `bench.mjs backup ssh`
+    }
+  }
+  if (positional.length) o.scenarios = positional.join(',');
+  const int = (v, name, dflt, min = 1) => {
+    if (v === undefined || v === '') return dflt;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) usage(`${name} must be an integer ≥ ${min} (got ${v})`);
+    return n;
+  };
+  const runs = int(o.runs, '--runs', o.quick ? 1 : 3);
+  const sizeMiB = int(o.size, '--size', o.quick ? 256 : 1024);
+  let scenarios = SCENARIOS;
+  if (o.scenarios && o.scenarios !== 'all') {
+    scenarios = [];
+    for (const s of String(o.scenarios).split(',').map((x) => x.trim()).filter(Boolean)) {
+      const name = /^[1-5]$/.test(s) ? SCENARIOS[Number(s) - 1] : s;
+      if (!SCENARIOS.includes(name)) usage(`unknown scenario ${s} (choose from ${SCENARIOS.join(', ')} or 1-5)`);
+      if (!scenarios.includes(name)) scenarios.push(name);
+    }
+    scenarios = SCENARIOS.filter((s) => scenarios.includes(s)); // always in the documented order
+  }
+  const retries = int(o.retries, '--retries', 2, 0);
+  return { quick: o.quick, clean: o.clean, verify: o.quick || o.verify, runs, sizeMiB, scenarios, retries };
+}
+
+function usage(err) {
+  const lines = fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n');
+  const text = lines.slice(2, lines.indexOf(' */')).map((l) => l.replace(/^ \* ?/, '')).join('\n');
+  if (err) {
+    process.stderr.write(`bench: ${err}\n\n${text}\n`);
+    process.exit(2);
+  }
+  process.stdout.write(`${text}\n`);
+  process.exit(0);
+}
+
+// ----------------------------------------------------------------------------------- helpers ---
+const log = (msg) => process.stderr.write(`bench: ${msg}\n`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The environment every child gets: engine A as the local engine, nothing inherited that would redirect it. */
+function childEnv(extra = {}) {
+  const env = { ...process.env };
+  delete env.DOCKER_CONTEXT;
+  delete env.DOCKER_TLS_VERIFY;
+  delete env.DOCKER_CERT_PATH;
+  env.DOCKER_HOST = ENGINE_A;
+  return { ...env, ...extra };
+}
+
+/** Run a command to completion (untimed); throws on a non-zero exit unless allowFail. */
+function run(cmd, args, { env, input, allowFail = false, inherit = false } = {}) {
+  const r = spawnSync(cmd, args, {
+    env: env ?? childEnv(),
+    input,
+    encoding: 'utf8',
+    maxBuffer: 64 * MiB,
+    stdio: inherit ? ['ignore', 'inherit', 'inherit'] : ['pipe', 'pipe', 'pipe'],
+  });
+  if (r.error) throw new Error(`${cmd}: ${r.error.message}`);
+  const res = { code: r.status ?? -1, stdout: (r.stdout ?? '').trim(), stderr: (r.stderr ?? '').trim() };
+  if (res.code !== 0 && !allowFail) throw new Error(`${cmd} ${args.join(' ')} failed (${res.code}): ${res.stderr.slice(-2000)}`);
+  return res;
+}
+const dk = (host, args, opts) => run('docker', ['-H', host, ...args], opts);
+const bash = (script, opts) => run('bash', ['-c', `set -eo pipefail\n${script}`], opts);
+const exists = (host, kind, name) => dk(host, [kind, 'inspect', name], { allowFail: true }).code === 0;
+
+const live = new Set(); // children running now (killed on SIGINT/SIGTERM)
+
+/**
+ * Run one measured command. Wall time is from spawn to exit; with trackRss the child's VmHWM
+ * (peak resident set) is polled from /proc every 50 ms until it exits and the maximum kept.
+ */
+function timed(cmd, args, { env, stdinFile, trackRss = false } = {}) {
+  return new Promise((resolve, reject) => {
+    const stdinFd = stdinFile ? fs.openSync(stdinFile, 'r') : undefined;
+    const t0 = performance.now();
+    const child = spawn(cmd, args, { env: env ?? childEnv(), stdio: [stdinFd ?? 'ignore', 'pipe', 'pipe'] });
+    if (stdinFd !== undefined) fs.closeSync(stdinFd);
+    live.add(child);
+    let peakKiB = 0;
+    const poll = () => {
+      try {
+        const m = /VmHWM:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+        if (m) peakKiB = Math.max(peakKiB, Number(m[1]));
+      } catch {
+        /* gone already */
+      }
+    };
+    let timer;
+    if (trackRss && child.pid) {
+      poll();
+      timer = setInterval(poll, 50);
+    }
+    const keep = (limit) => {
+      let s = '';
+      return { add: (d) => ((s += d), s.length > 2 * limit && (s = s.slice(-limit))), get: () => s.slice(-limit) };
+    };
+    const out = keep(64 * 1024);
+    const err = keep(64 * 1024);
+    child.stdout.on('data', (d) => out.add(d));
+    child.stderr.on('data', (d) => err.add(d));
+    let seconds;
+    child.on('exit', () => {
+      seconds = (performance.now() - t0) / 1000;
+      if (timer) clearInterval(timer);
+    });
+    child.on('error', (e) => {
+      live.delete(child);
+      if (timer) clearInterval(timer);
+      reject(new Error(`${cmd}: ${e.message}`));
+    });
+    child.on('close', (code, signal) => {
+      live.delete(child);
+      resolve({
+        seconds: seconds ?? (performance.now() - t0) / 1000,
+        code: code ?? (signal ? 128 : -1),
+        signal,
+        peakRssMB: trackRss ? peakKiB / 1024 : undefined,
+        stdout: out.get(),
+        stderr: err.get(),
+      });
+    });
+  });
+}
+
+const median = (xs) => {
+  if (!xs.length) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const round = (x, d = 2) => (x === undefined || x === null || Number.isNaN(x) ? undefined : Math.round(x * 10 ** d) / 10 ** d);
+const fmt = (x, d = 2) => (x === undefined || x === null || Number.isNaN(x) ? '—' : x.toFixed(d));
+
+function saveLog(name, text) {
+  fs.mkdirSync(path.join(OUT, 'logs'), { recursive: true });
+  const file = path.join(OUT, 'logs', name);
+  fs.writeFileSync(file, text);
+  return path.relative(ROOT, file);
+}
+
+/** Every process: pid -> { ppid, ticks (utime + stime), cmd }. */
+function procTable() {
+  const t = new Map();
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+      t.set(Number(pid), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]), cmd });
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return t;
+}
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+
+/**
+ * Other work on the machine: processes of other developers' runs (vitest, ferry.js, tsc, npm
+ * test/run) that are neither this benchmark, its ancestors nor its children, with all their
+ * descendants (docker CLI calls, shells, ...). Returns their names and CPU ticks per pid.
+ */
+function foreignSnapshot() {
+  const t = procTable();
+  const kids = new Map();
+  for (const [pid, e] of t) kids.set(e.ppid, [...(kids.get(e.ppid) ?? []), pid]);
+  const ours = new Set(); // ourselves, our descendants (what we measure) and our ancestors (npm run bench)
+  for (const stack = [process.pid]; stack.length; ) {
+    const pid = stack.pop();
+    if (!ours.has(pid)) ours.add(pid), stack.push(...(kids.get(pid) ?? []));
+  }
+  for (let p = process.ppid; p > 1 && t.has(p); p = t.get(p).ppid) ours.add(p);
+  const roots = [];
+  const names = new Set();
+  for (const [pid, e] of t) {
+    if (ours.has(pid)) continue;
+    let name;
+    if (/vitest/.test(e.cmd)) name = 'vitest';
+    else if (/bin\/ferry\.js (\S+)/.test(e.cmd)) name = `ferry ${/bin\/ferry\.js (\S+)/.exec(e.cmd)[1]}`;
+    else if (/(^|\/)tsc( |$)/.test(e.cmd) || /typescript\/bin\/tsc/.test(e.cmd)) name = 'tsc';
+    else if (/^npm (test|run \S+)/.test(e.cmd)) name = e.cmd.split(' ').slice(0, 3).join(' ');
+    if (name) {
+      roots.push(pid);
+      names.add(name);
+    }
+  }
+  const ticks = new Map();
+  const stack = [...roots];
+  while (stack.length) {
+    const pid = stack.pop();
+    if (ticks.has(pid) || ours.has(pid)) continue;
+    ticks.set(pid, t.get(pid)?.ticks ?? 0);
+    stack.push(...(kids.get(pid) ?? []));
+  }
+  return { names: [...names], ticks };
+}
+
+/** Measure fn() and how busy other developers' processes were meanwhile (CPU seconds they used). */
+async function watched(fn) {
+  const before = foreignSnapshot();
+  const load1 = Number(os.loadavg()[0].toFixed(2));
+  const result = await fn();
+  const after = foreignSnapshot();
+  let ticks = 0;
+  for (const [pid, t] of after.ticks) ticks += Math.max(0, t - (before.ticks.get(pid) ?? 0));
+  const names = [...new Set([...before.names, ...after.names])];
+  return { result, activity: { load1, foreign: names, foreignCpuSeconds: round(ticks / CLK_TCK, 2) } };
+}
+
+/** Read a file once so that it is in the page cache. */
+const warmCache = (file) => run('sh', ['-c', 'cat "$1" > /dev/null', 'sh', file]);
+
+// --------------------------------------------------------------------------- lab & workload ---
+function setupLab() {
+  log('starting the lab (.ci/lab.sh)');
+  run('sh', [path.join(ROOT, '.ci', 'lab.sh')], { inherit: true });
+  ensurePgImage();
+}
+
+/** ferry-test/postgres:15 on engines A and B (the fixture script skips an engine that has it). */
+function ensurePgImage({ verify } = {}) {
+  if (exists(ENGINE_A, 'image', PG) && exists(ENGINE_B, 'image', PG)) return;
+  log(`loading ${PG} (test/fixtures/build-postgres-image.sh)`);
+  run('sh', [path.join(ROOT, 'test', 'fixtures', 'build-postgres-image.sh'), ENGINE_B], {
+    inherit: true,
+    env: childEnv(verify === false ? { FERRY_PG_VERIFY: 'never' } : {}),
+  });
+}
+
+/** A HOME whose ~/.ssh/config names the lab's sshd (engine B behind it) `newhost`, as test/helpers/lab.ts sshHome() does. */
+function makeSshHome() {
+  const home = path.join(WORK, 'home');
+  const ssh = path.join(home, '.ssh');
+  fs.mkdirSync(ssh, { recursive: true, mode: 0o700 });
+  const knownHosts = path.join(ssh, 'known_hosts');
+  fs.writeFileSync(knownHosts, fs.readFileSync(path.join(LAB, 'ssh', 'known_hosts'), 'utf8'));
+  const config = path.join(ssh, 'config');
+  fs.writeFileSync(
+    config,
+    ['Host newhost', '  HostName 127.0.0.1', '  Port 2222', '  User root', `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`, `  UserKnownHostsFile ${knownHosts}`, '  BatchMode yes', ''].join('\n'),
+    { mode: 0o600 },
+  );
+  return { home, config, knownHosts };
+}
+
+const psql = (sql, db = 'postgres') => dk(ENGINE_A, ['exec', CTR, 'psql', '-X', '-q', '-U', 'postgres', '-d', db, '-Atc', sql], { allowFail: true });
+
+async function waitForPostgres() {
+  const end = Date.now() + 90_000;
+  while (Date.now() < end) {
+    if (psql('select 1').stdout === '1') return;
+    const running = dk(ENGINE_A, ['inspect', '-f', '{{.State.Running}}', CTR], { allowFail: true }).stdout;
+    if (running !== 'true') throw new Error(`${CTR} stopped while starting: ${dk(ENGINE_A, ['logs', '--tail', '30', CTR], { allowFail: true }).stderr}`);
+    await sleep(500);
+  }
+  throw new Error(`postgres in ${CTR} did not accept connections within 90 s`);
+}
+
+/**
+ * Build (or reuse) the workload on engine A. Returns facts about it: the random file's size and
+ * sha256 (when verifying), the volume's byte count.
+ */
+async function ensureWorkload(sizeMiB, { verify }) {
+  let info;
+  try {
+    info = JSON.parse(dk(ENGINE_A, ['container', 'inspect', CTR]).stdout)[0];
+  } catch {
+    info = undefined;
+  }
+  const mounted = info?.Mounts?.some((m) => m.Type === 'volume' && m.Name === VOL && m.Destination === PGDATA);
+  if (info && (info.Config.Image !== PG || !mounted)) {
+    log(`${CTR} exists but is not the benchmark workload; recreating it`);
+    dk(ENGINE_A, ['rm', '-f', '-v', CTR]);
+    info = undefined;
+  }
+  let reused = Boolean(info);
+  if (!info) {
+    log(`creating ${CTR} on engine A from ${PG} with volume ${VOL}`);
+    dk(ENGINE_A, ['run', '-d', '--name', CTR, '--label', 'ferry-bench=workload', '-v', `${VOL}:${PGDATA}`, PG]);
+  } else if (!info.State.Running) {
+    dk(ENGINE_A, ['start', CTR]);
+  }
+  await waitForPostgres();
+  if (psql(`select count(*) from t`, 'bench').stdout !== String(TABLE_ROWS)) {
+    reused = false;
+    log(`filling database "bench" (${TABLE_ROWS} rows)`);
+    if (psql(`select 1 from pg_database where datname = 'bench'`).stdout !== '1') {
+      const r = psql('create database bench');
+      if (r.code !== 0) throw new Error(`create database: ${r.stderr}`);
+    }
+    const r = psql(`drop table if exists t; create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, ${TABLE_ROWS}) g; checkpoint`, 'bench');
+    if (r.code !== 0) throw new Error(`fill table: ${r.stderr}`);
+  }
+  const want = sizeMiB * MiB;
+  const have = dk(ENGINE_A, ['exec', CTR, 'sh', '-c', `stat -c %s ${RANDOM_FILE} 2>/dev/null || echo 0`]).stdout;
+  if (Number(have) !== want) {
+    reused = false;
+    log(`writing ${sizeMiB} MiB of random data to ${RANDOM_FILE} (dd from /dev/urandom, in the container)`);
+    dk(ENGINE_A, [
+      'exec', CTR, 'sh', '-c',
+      `set -e; rm -f ${RANDOM_FILE}; dd if=/dev/urandom of=${RANDOM_FILE}.tmp bs=1M count=${sizeMiB} status=none; mv ${RANDOM_FILE}.tmp ${RANDOM_FILE}; chown postgres:postgres ${RANDOM_FILE}`,
+    ]);
+  }
+  if (dk(ENGINE_A, ['exec', CTR, 'grep', '-c', MARKER, '/etc/issue'], { allowFail: true }).code !== 0) {
+    reused = false;
+    dk(ENGINE_A, ['exec', CTR, 'sh', '-c', `echo '${MARKER}' >> /etc/issue`]);
+  }
+  run('sync', []);
+  const du = dk(ENGINE_A, ['exec', CTR, 'du', '-sb', PGDATA]).stdout.split(/\s+/)[0];
+  const facts = { container: CTR, volume: VOL, image: PG, randomFileMiB: sizeMiB, volumeBytes: Number(du), reused };
+  if (verify) {
+    facts.sha256 = dk(ENGINE_A, ['exec', CTR, 'sha256sum', RANDOM_FILE]).stdout.split(/\s+/)[0];
+    facts.pgVersionOwner = dk(ENGINE_A, ['exec', CTR, 'stat', '-c', '%u:%g', `${PGDATA}/PG_VERSION`]).stdout;
+  }
+  log(`workload ${reused ? 'reused' : 'ready'}: ${CTR}, volume ${VOL} holds ${(facts.volumeBytes / MiB).toFixed(0)} MiB`);
+  return facts;
+}
+
+// ------------------------------------------------------------------------------ engine chores ---
+function refs(host, repo) {
+  return dk(host, ['images', '--format', '{{.Repository}}:{{.Tag}}', repo], { allowFail: true })
+    .stdout.split('\n')
+    .filter((l) => l && !l.endsWith(':<none>'));
+}
+
+/** Remove what one benchmark run leaves on engine A: baseline snapshot and any ferry snapshot of the workload. */
+function clearSourceLeftovers() {
+  dk(ENGINE_A, ['rmi', SNAP], { allowFail: true });
+  for (const r of refs(ENGINE_A, FERRY_REPO)) dk(ENGINE_A, ['rmi', r], { allowFail: true });
+}
+
+/** Remove from engine B what a migration brought; with base, also ferry-test/postgres:15. */
+function clearTarget({ base }) {
+  dk(ENGINE_B, ['rm', '-f', '-v', CTR], { allowFail: true });
+  dk(ENGINE_B, ['rm', '-f', '-v', HOLDER], { allowFail: true });
+  dk(ENGINE_B, ['volume', 'rm', '-f', VOL], { allowFail: true });
+  for (const r of refs(ENGINE_B, FERRY_REPO)) dk(ENGINE_B, ['rmi', r], { allowFail: true });
+  dk(ENGINE_B, ['rmi', SNAP], { allowFail: true });
+  if (base) dk(ENGINE_B, ['rmi', PG], { allowFail: true });
+}
+
+/** Whether any image on engine B holds a layer of ferry-test/postgres:15 (as on engine A). */
+function targetHasBaseLayers() {
+  const baseLayers = new Set(JSON.parse(dk(ENGINE_A, ['image', 'inspect', PG]).stdout)[0].RootFS.Layers);
+  const ids = dk(ENGINE_B, ['images', '-aq', '--no-trunc'], { allowFail: true }).stdout.split('\n').filter(Boolean);
+  if (!ids.length) return false;
+  const imgs = JSON.parse(dk(ENGINE_B, ['image', 'inspect', ...new Set(ids)], { allowFail: true }).stdout || '[]');
+  return imgs.some((i) => (i.RootFS?.Layers ?? []).some((l) => baseLayers.has(l)));
+}
+
+/** Check on engine B that the migrated data and writable layer are there (untimed). */
+function verifyTarget(side, container, workload, { verify }) {
+  const problems = [];
+  const script = `stat -c '%s' /d/bench-random.bin; stat -c '%u:%g' /d/PG_VERSION${verify ? '; sha256sum /d/bench-random.bin' : ''}`;
+  const r = dk(ENGINE_B, ['run', '--rm', '--network', 'none', '-v', `${VOL}:/d:ro`, BUSYBOX, 'sh', '-c', script], { allowFail: true });
+  if (r.code !== 0) problems.push(`cannot read volume ${VOL} on B: ${r.stderr}`);
+  else {
+    const [size, owner, sha] = r.stdout.split('\n');
+    if (Number(size) !== workload.randomFileMiB * MiB) problems.push(`bench-random.bin has ${size} bytes on B, want ${workload.randomFileMiB * MiB}`);
+    if (workload.pgVersionOwner && owner !== workload.pgVersionOwner) problems.push(`PG_VERSION owned by ${owner} on B, ${workload.pgVersionOwner} on A`);
+    if (verify && sha?.split(/\s+/)[0] !== workload.sha256) problems.push('bench-random.bin differs on B (sha256)');
+  }
+  const issue = run('bash', ['-c', `set -o pipefail; docker -H ${ENGINE_B} cp ${container}:/etc/issue - | tar -xO`], { allowFail: true });
+  if (issue.code !== 0) problems.push(`cannot read /etc/issue from ${container} on B: ${issue.stderr}`);
+  else if (!issue.stdout.includes(MARKER)) problems.push(`the writable-layer change (/etc/issue) is missing in ${container} on B`);
+  if (problems.length) log(`${side}: target check FAILED: ${problems.join('; ')}`);
+  return problems;
+}
+
+// ------------------------------------------------------------------------------- scenarios ---
+/**
+ * Run ferry and the baseline `runs` times each, alternating (ferry first on even runs, the
+ * baseline first on odd ones). prepare() runs untimed before every single measurement.
+ */
+async function comparative(id, opts, { prepare, ferry, baseline, check, rssOf = 'ferry', labels = { ferry: 'ferry', baseline: 'baseline' } }) {
+  const res = { id, title: TITLES[id], target: TARGETS[id], labels, ferry: [], baseline: [], errors: [], activity: [] };
+  for (let i = 0; i < opts.runs; i++) {
+    const order = i % 2 === 0 ? ['ferry', 'baseline'] : ['baseline', 'ferry'];
+    for (const side of order) {
+      // A failed attempt (non-zero exit, or a target check that failed) is recorded and retried,
+      // up to opts.retries times per measurement: on a shared lab, other runs' tests kill sshd
+      // sessions and processes (see the report's notes), which has nothing to do with speed.
+      for (let attempt = 1; ; attempt++) {
+        const prep = (await prepare?.(side, i)) ?? {};
+        log(`${id} run ${i + 1}/${opts.runs}: ${labels[side]}${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
+        const spec = side === 'ferry' ? ferry(i) : baseline(i);
+        const { result: r, activity: act } = await watched(() => timed(spec.cmd, spec.args, { env: spec.env, stdinFile: spec.stdinFile, trackRss: side === rssOf || spec.trackRss }));
+        res.activity.push({ run: i + 1, side, attempt, seconds: round(r.seconds, 3), ...act });
+        if (act.foreignCpuSeconds > 0) log(`  meanwhile other work used ${act.foreignCpuSeconds} CPU s (${act.foreign.join(', ')}; load ${act.load1})`);
+        const entry = { run: i + 1, attempt, seconds: round(r.seconds, 3), code: r.code, peakRssMB: round(r.peakRssMB, 1), ...prep };
+        const logName = `${id}-${side}-run${i + 1}${attempt > 1 ? `-attempt${attempt}` : ''}.log`;
+        const logText = () => `$ ${spec.cmd} ${spec.args.join(' ')}\nexit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}\n`;
+        if (side === 'ferry' || r.code !== 0) entry.log = saveLog(logName, logText());
+        if (r.code !== 0) {
+          const lines = r.stderr.split('\n').map((l) => l.trim()).filter(Boolean);
+          const why = [...lines].reverse().find((l) => /error|fail|closed|denied|refused|reset|SIGTERM|interrupted/i.test(l)) ?? lines.at(-1) ?? '';
+          entry.problems = [`exited with ${r.code}${why ? `: ${why}` : ''}`];
+        } else {
+          const extra = check?.(side, i, r) ?? {};
+          Object.assign(entry, extra.info ?? {});
+          if (extra.problems?.length) entry.problems = extra.problems;
+        }
+        log(`  ${labels[side]}: ${r.seconds.toFixed(2)} s${entry.peakRssMB !== undefined ? `, peak RSS ${entry.peakRssMB} MB` : ''}${entry.problems ? ` FAILED: ${entry.problems.join('; ')}` : ''}`);
+        res[side].push(entry);
+        if (!entry.problems) break;
+        res.errors.push(`${labels[side]} run ${i + 1} attempt ${attempt}: ${entry.problems.join('; ')}${entry.log ? ` (${entry.log})` : ''}`);
+        if (attempt > opts.retries) {
+          res.incomplete = true;
+          break;
+        }
+      }
+    }
+  }
+  const ok = (side) => res[side].filter((e) => e.code === 0 && !e.problems).map((e) => e.seconds);
+  res.ferryMedian = round(median(ok('ferry')), 3);
+  res.baselineMedian = round(median(ok('baseline')), 3);
+  res.ratio = res.ferryMedian && res.baselineMedian ? round(res.ferryMedian / res.baselineMedian, 3) : undefined;
+  res.peakRssMB = round(Math.max(0, ...res[rssOf].map((e) => e.peakRssMB ?? 0)), 1) || undefined;
+  res.pass = !res.incomplete && res.ratio !== undefined && res.ratio <= res.target;
+  log(`${id}: ferry ${fmt(res.ferryMedian)} s, baseline ${fmt(res.baselineMedian)} s, ratio ${fmt(res.ratio)} (target ≤ ${res.target}) ${res.pass ? 'PASS' : 'FAIL'}${res.errors.length ? ` (${res.errors.length} failed attempt(s))` : ''}`);
+  return res;
+}
+
+async function scenarioBackup(opts, ctx) {
+  const dir = path.join(WORK, 'backup');
+  const ferryOut = path.join(dir, 'ferry.tar');
+  const snapOut = path.join(dir, 'snap.tar');
+  const volOut = path.join(dir, 'volume.tar');
+  const wipe = () => {
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir, { recursive: true });
+  };
+  const fileSize = (f) => (fs.existsSync(f) ? fs.statSync(f).size : 0);
+  try {
+    return await comparative('backup', opts, {
+      prepare: () => {
+        wipe();
+        clearSourceLeftovers();
+        run('sync', []);
+      },
+      ferry: () => ({ cmd: process.execPath, args: [BIN, 'backup', CTR, '--compress', 'none', '-o', ferryOut] }),
+      baseline: () => ({
+        cmd: 'bash',
+        args: ['-c', `set -eo pipefail; docker commit ${CTR} ${SNAP} >/dev/null && docker save -o ${snapOut} ${SNAP} && docker cp ${CTR}:${PGDATA} - > ${volOut}`],
+      }),
+      check: (side) => {
+        const bytes = side === 'ferry' ? fileSize(ferryOut) : fileSize(snapOut) + fileSize(volOut);
+        const problems = bytes < ctx.workload.randomFileMiB * MiB ? [`output holds only ${bytes} bytes`] : [];
+        return { info: { outputBytes: bytes }, problems };
+      },
+    });
+  } finally {
+    wipe();
+    clearSourceLeftovers();
+  }
+}
+
+function migrateSpecs(ctx) {
+  const { home, config } = ctx.ssh;
+  const ssh = `ssh -F ${config} newhost`;
+  return {
+    ferry: () => ({
+      cmd: process.execPath,
+      args: [BIN, 'migrate', CTR, '--to', 'ssh://newhost', '--no-start'],
+      env: childEnv({ HOME: home }),
+    }),
+    baseline: () => ({
+      cmd: 'bash',
+      args: [
+        '-c',
+        [
+          'set -eo pipefail',
+          `docker commit ${CTR} ${SNAP} >/dev/null`,
+          `docker save ${SNAP} | ${ssh} docker load >/dev/null`,
+          `${ssh} docker volume create ${VOL} >/dev/null`,
+          `${ssh} docker create --name ${HOLDER} -v ${VOL}:/data ${SNAP} >/dev/null`,
+          // SRC/. = the directory's content (entries ./…); "-" into DEST = extract into /data
+          `docker cp ${CTR}:${PGDATA}/. - | ${ssh} docker cp - ${HOLDER}:/data`,
+        ].join('\n'),
+      ],
+      env: childEnv({ HOME: home }),
+    }),
+    check: (side) => {
+      const problems = verifyTarget(side, side === 'ferry' ? CTR : HOLDER, ctx.workload, { verify: ctx.opts.verify });
+      return { problems };
+    },
+  };
+}
+
+async function scenarioMigrate(opts, ctx) {
+  const specs = migrateSpecs(ctx);
+  try {
+    return await comparative('migrate', opts, {
+      ...specs,
+      prepare: (side, i) => {
+        clearSourceLeftovers();
+        clearTarget({ base: true });
+        run('sync', []);
+        if (targetHasBaseLayers()) {
+          ctx.notes.add(`migrate: before ${side} run ${i + 1} engine B still held the layers of ${PG} (another image there shares them), so that target was not empty`);
+          log('warning: engine B still holds layers of the base image; the target is not entirely empty');
+          return { targetHadBaseLayers: true };
+        }
+        return {};
+      },
+    });
+  } finally {
+    clearSourceLeftovers();
+    clearTarget({ base: false });
+    log(`restoring ${PG} on engine B`);
+    ensurePgImage();
+  }
+}
+
+async function scenarioMigrate2(opts, ctx) {
+  const specs = migrateSpecs(ctx);
+  ensurePgImage({ verify: false });
+  try {
+    return await comparative('migrate2', opts, {
+      ...specs,
+      prepare: () => {
+        clearSourceLeftovers();
+        clearTarget({ base: false });
+        ensurePgImage({ verify: false });
+        run('sync', []);
+      },
+    });
+  } finally {
+    clearSourceLeftovers();
+    clearTarget({ base: false });
+  }
+}
+
+async function scenarioCompress(opts, ctx) {
+  const dir = path.join(WORK, 'compress');
+  fs.mkdirSync(dir, { recursive: true });
+  const tarFile = path.join(dir, 'volume.tar');
+  const res = { id: 'compress', title: TITLES.compress, codecs: [], errors: [], activity: [] };
+  try {
+    log(`taking the volume tar once: docker cp ${CTR}:${PGDATA}/. - > ${tarFile}`);
+    bash(`docker cp ${CTR}:${PGDATA}/. - > ${tarFile}`);
+    const inBytes = fs.statSync(tarFile).size;
+    warmCache(tarFile);
+    res.inputBytes = inBytes;
+    const zlibScript = path.join(ROOT, 'bench', 'zlib-compress.mjs');
+    const codecs = [
+      { name: 'zstd -3 -T0 (CLI)', cmd: 'zstd', args: ['-3', '-T0', '-v', '-f', tarFile, '-o', '/dev/null'], parse: 'zstd' },
+      { name: 'zstd -1 -T0 (CLI)', cmd: 'zstd', args: ['-1', '-T0', '-v', '-f', tarFile, '-o', '/dev/null'], parse: 'zstd' },
+      { name: 'gzip level 1 (Node zlib)', cmd: process.execPath, args: [zlibScript, 'gzip', '1', tarFile], parse: 'json' },
+      { name: 'gzip level 6 (Node zlib)', cmd: process.execPath, args: [zlibScript, 'gzip', '6', tarFile], parse: 'json' },
+    ];
+    const zlibHasZstd = run(process.execPath, ['-e', 'process.exit(typeof require("zlib").createZstdCompress === "function" ? 0 : 1)'], { allowFail: true }).code === 0;
+    if (zlibHasZstd) codecs.push({ name: 'zstd level 3 (Node zlib)', cmd: process.execPath, args: [zlibScript, 'zstd', '3', tarFile], parse: 'json' });
+    else ctx.notes.add(`Node ${process.version} has no built-in zstd (zlib.createZstdCompress): not measured`);
+    for (const c of codecs) c.runs = [];
+    for (let i = 0; i < opts.runs; i++) {
+      for (const c of codecs) {
+        log(`compress run ${i + 1}/${opts.runs}: ${c.name}`);
+        const { result: r, activity: act } = await watched(() => timed(c.cmd, c.args));
+        res.activity.push({ run: i + 1, side: c.name, seconds: round(r.seconds, 3), ...act });
+        if (act.foreignCpuSeconds > 0) log(`  meanwhile other work used ${act.foreignCpuSeconds} CPU s (${act.foreign.join(', ')}; load ${act.load1})`);
+        const entry = { run: i + 1, seconds: round(r.seconds, 3), code: r.code };
+        if (r.code !== 0) {
+          entry.log = saveLog(`compress-${c.name.replace(/\W+/g, '_')}-run${i + 1}.log`, `${r.stdout}\n${r.stderr}`);
+          res.errors.push(`${c.name} run ${i + 1} exited with ${r.code}`);
+        } else if (c.parse === 'zstd') {
+          const m = /:\s*([\d.]+)%/.exec(r.stderr);
+          entry.ratio = m ? Number(m[1]) / 100 : undefined;
+        } else {
+          const j = JSON.parse(r.stdout.trim().split('\n').pop());
+          entry.ratio = j.out / j.in;
+        }
+        log(`  ${r.seconds.toFixed(2)} s, ${(inBytes / 1e6 / r.seconds).toFixed(0)} MB/s, ratio ${fmt(entry.ratio, 4)}`);
+        c.runs.push(entry);
+      }
+    }
+    for (const c of codecs) {
+      const ok = c.runs.filter((e) => e.code === 0);
+      const secs = median(ok.map((e) => e.seconds));
+      res.codecs.push({
+        codec: c.name,
+        command: [c.cmd === process.execPath ? 'node' : c.cmd, ...c.args.map((a) => (a === tarFile ? '<volume.tar>' : path.isAbsolute(a) ? path.relative(ROOT, a) : a))].join(' '),
+        medianSeconds: round(secs, 3),
+        mbPerSecond: secs ? round(inBytes / 1e6 / secs, 1) : undefined,
+        ratio: round(median(ok.map((e) => e.ratio).filter((x) => x !== undefined)), 4),
+        runs: c.runs,
+      });
+    }
+    return res;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function scenarioSsh(opts, ctx) {
+  const dir = path.join(WORK, 'ssh');
+  fs.mkdirSync(dir, { recursive: true });
+  const payload = path.join(dir, 'payload.bin');
+  try {
+    log(`writing a ${opts.sizeMiB} MiB random payload`);
+    run('dd', ['if=/dev/urandom', `of=${payload}`, 'bs=1M', `count=${opts.sizeMiB}`, 'status=none']);
+    warmCache(payload);
+    const v = run('ssh', ['-v', '-F', ctx.ssh.config, 'newhost', 'true'], { allowFail: true });
+    const m = /kex: client->server cipher: (\S+) MAC: (\S+)/.exec(v.stderr);
+    ctx.facts.opensshCipher = m ? `${m[1]}${m[2] !== '<implicit>' ? ` / ${m[2]}` : ''}` : 'unknown';
+    let ssh2Cipher;
+    const res = await comparative('ssh', opts, {
+      ferry: () => ({
+        cmd: process.execPath,
+        args: [path.join(ROOT, 'bench', 'ssh2-cat.mjs'), payload],
+        env: childEnv({ BENCH_SSH_KNOWN_HOSTS: ctx.ssh.knownHosts, BENCH_SSH_KEY: path.join(LAB, 'ssh', 'id_ed25519') }),
+      }),
+      baseline: () => ({ cmd: 'ssh', args: ['-F', ctx.ssh.config, 'newhost', 'cat > /dev/null'], stdinFile: payload }),
+      labels: { ferry: 'ssh2', baseline: 'OpenSSH' },
+      check: (side, _i, r) => {
+        if (side !== 'ferry') return {};
+        const j = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
+        ssh2Cipher = j.cipher;
+        return { problems: j.bytes === opts.sizeMiB * MiB ? [] : [`ssh2 sent ${j.bytes} bytes`] };
+      },
+    });
+    ctx.facts.ssh2Cipher = ssh2Cipher ?? 'unknown';
+    const bytes = opts.sizeMiB * MiB;
+    res.ferryMBps = res.ferryMedian ? round(bytes / 1e6 / res.ferryMedian, 1) : undefined;
+    res.baselineMBps = res.baselineMedian ? round(bytes / 1e6 / res.baselineMedian, 1) : undefined;
+    return res;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ------------------------------------------------------------------------------- reporting ---
+function machineFacts() {
+  const first = (cmd, args, stream = 'stdout') => {
+    const r = run(cmd, args, { allowFail: true });
+    return (r.code === 0 ? r[stream] || r.stdout || r.stderr : '').split('\n')[0].trim() || 'unknown';
+  };
+  const mem = /MemTotal:\s+(\d+)/.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
+  const cpu = /model name\s*:\s*(.+)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+  return {
+    nproc: Number(first('nproc', [])),
+    cpuModel: cpu ? cpu[1].trim() : os.cpus()[0]?.model,
+    memoryGiB: mem ? round(Number(mem[1]) / 1024 / 1024, 1) : round(os.totalmem() / 2 ** 30, 1),
+    kernel: os.release(),
+    dockerClient: first('docker', ['version', '--format', '{{.Client.Version}}']),
+    dockerEngineA: first('docker', ['-H', ENGINE_A, 'version', '--format', '{{.Server.Version}}']),
+    dockerEngineB: first('docker', ['-H', ENGINE_B, 'version', '--format', '{{.Server.Version}}']),
+    storageDriver: first('docker', ['-H', ENGINE_A, 'info', '--format', '{{.Driver}}']),
+    node: process.version,
+    zstd: first('zstd', ['--version']).replace(/^\*+\s*|\s*\*+$/g, ''),
+    openssh: first('ssh', ['-V'], 'stderr'),
+    ssh2: JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', 'ssh2', 'package.json'), 'utf8')).version,
+    ferry: JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version,
+  };
+}
+
+function renderMarkdown(report) {
+  const { opts, facts, results, workload } = report;
+  const L = [];
+  L.push(`# ferry benchmark`);
+  L.push('');
+  L.push(
+    `${report.startedAt} · ${opts.runs} run${opts.runs > 1 ? 's' : ''} per scenario (ferry and baseline alternating; medians) · volume: PostgreSQL 15 cluster + ${opts.sizeMiB} MiB random file` +
+      (workload ? ` (${(workload.volumeBytes / MiB).toFixed(0)} MiB in all)` : '') +
+      (opts.quick ? ' · **--quick smoke run**' : ''),
+  );
+  L.push('');
+  const cmp = results.filter((r) => r.target !== undefined);
+  if (cmp.length) {
+    L.push('| scenario | ferry median s | baseline median s | ratio | target | pass/fail | ferry peak RSS MB |');
+    L.push('|---|---:|---:|---:|---:|:---:|---:|');
+    for (const r of cmp) {
+      const verdict = r.crashed || r.incomplete ? 'ERROR' : `${r.pass ? 'PASS' : 'FAIL'}${r.errors.length ? ` (${r.errors.length} failed attempt${r.errors.length > 1 ? 's' : ''} retried)` : ''}`;
+      L.push(`| ${r.title} | ${fmt(r.ferryMedian)} | ${fmt(r.baselineMedian)} | ${fmt(r.ratio)} | ≤ ${r.target.toFixed(2)} | ${verdict} | ${fmt(r.peakRssMB, 0)} |`);
+    }
+    L.push('');
+    const rss = cmp.filter((r) => r.id !== 'ssh' && r.peakRssMB);
+    if (rss.length) {
+      const max = Math.max(...rss.map((r) => r.peakRssMB));
+      L.push(`Peak RSS of the ferry process (target ≤ ${RSS_TARGET_MB} MB, ${opts.sizeMiB} MiB volume): ${max.toFixed(0)} MB, ${max <= RSS_TARGET_MB ? 'PASS' : 'FAIL'}. ` + `The ssh row's RSS is that of the ssh2 test script.`);
+      L.push('');
+    }
+    const ssh = cmp.find((r) => r.id === 'ssh');
+    if (ssh?.ferryMBps)
+      L.push(`ssh throughput: ssh2 ${fmt(ssh.ferryMBps, 0)} MB/s (${facts.ssh2Cipher}), OpenSSH ${fmt(ssh.baselineMBps, 0)} MB/s (${facts.opensshCipher}).`, '');
+  }
+  const comp = results.find((r) => r.id === 'compress');
+  if (comp) {
+    L.push(`## ${comp.title}`);
+    L.push('');
+    if (comp.crashed) L.push(`ERROR: ${comp.errors.join('; ')}`, '');
+    else {
+      L.push(`Input: the volume as a tar (\`docker cp ${CTR}:${PGDATA}/. -\`), ${(comp.inputBytes / 1e6).toFixed(0)} MB, read from the page cache, output to /dev/null. Most of it is the random file (incompressible): the ratio reflects the PostgreSQL files only.`);
+      L.push('');
+      L.push('| codec | median s | MB/s | ratio (out/in) |');
+      L.push('|---|---:|---:|---:|');
+      for (const c of comp.codecs) L.push(`| ${c.codec} | ${fmt(c.medianSeconds)} | ${fmt(c.mbPerSecond, 0)} | ${fmt(c.ratio, 4)} |`);
+      L.push('');
+    }
+  }
+  L.push('## Runs');
+  L.push('');
+  for (const r of results) {
+    if (r.id === 'compress') {
+      for (const c of r.codecs ?? []) L.push(`- ${c.codec}: ${c.runs.map((e) => (e.code === 0 ? e.seconds.toFixed(2) : `exit ${e.code}`)).join(', ')} s`);
+    } else if (r.ferry) {
+      const list = (xs) => xs.map((e) => (e.code === 0 && !e.problems ? e.seconds.toFixed(2) : `(failed ${e.seconds.toFixed(2)})`)).join(', ');
+      L.push(`- ${r.id}: ${r.labels?.ferry ?? 'ferry'} ${list(r.ferry)} s; ${r.labels?.baseline ?? 'baseline'} ${list(r.baseline)} s`);
+    }
+    for (const e of r.errors ?? []) L.push(`  - failed: ${e}`);
+  }
+  L.push('');
+  L.push('## Commands');
+  L.push('');
+  L.push(`- backup — ferry: \`node bin/ferry.js backup ${CTR} --compress none -o <file>\`; baseline: \`docker commit ${CTR} ${SNAP} && docker save -o <file> ${SNAP} && docker cp ${CTR}:${PGDATA} - > <file2>\``);
+  L.push(`- migrate — ferry: \`HOME=<sshHome> node bin/ferry.js migrate ${CTR} --to ssh://newhost --no-start\`; baseline: \`docker commit ${CTR} ${SNAP}; docker save ${SNAP} | ssh newhost docker load; ssh newhost docker volume create ${VOL}; ssh newhost docker create --name ${HOLDER} -v ${VOL}:/data ${SNAP}; docker cp ${CTR}:${PGDATA}/. - | ssh newhost docker cp - ${HOLDER}:/data\` (OpenSSH to the lab sshd, whose sessions reach engine B)`);
+  L.push(`- migrate (empty target): before each run engine B loses the container, volume, snapshot images and ${PG}; second migrate: B keeps ${PG}`);
+  L.push(`- ssh — OpenSSH: \`ssh newhost 'cat > /dev/null' < <file>\`; ssh2: \`node bench/ssh2-cat.mjs <file>\` (exec \`cat > /dev/null\`, cipher aes128-gcm@openssh.com)`);
+  L.push('');
+  L.push('## Machine');
+  L.push('');
+  L.push(`- nproc ${facts.nproc}; CPU ${facts.cpuModel}; memory ${facts.memoryGiB} GiB; kernel ${facts.kernel}`);
+  L.push(`- docker ${facts.dockerClient} (client), engine A ${facts.dockerEngineA}, engine B ${facts.dockerEngineB}, storage driver ${facts.storageDriver}`);
+  L.push(`- node ${facts.node}; ${facts.zstd}; ${facts.openssh}; ssh2 ${facts.ssh2}; ferry ${facts.ferry}`);
+  if (facts.opensshCipher) L.push(`- negotiated ciphers: OpenSSH ${facts.opensshCipher}; ssh2 ${facts.ssh2Cipher ?? '—'}`);
+  L.push(`- load average at start ${report.loadStart.join(' / ')}, at end ${report.loadEnd.join(' / ')}`);
+  // A measurement is "disturbed" when other developers' processes used more than 10% of one core meanwhile.
+  const all = results.flatMap((r) => (r.activity ?? []).map((a) => ({ ...a, id: r.id })));
+  const busy = all.filter((a) => a.foreignCpuSeconds > 0.1 * a.seconds);
+  const foreign = [...new Set(busy.flatMap((a) => a.foreign))];
+  const cpu = busy.reduce((n, a) => n + a.foreignCpuSeconds, 0);
+  L.push(
+    busy.length
+      ? `- **interference**: during ${busy.length} of ${all.length} measurements other work on the machine (${foreign.join(', ')}) used more than 10% of a core (${cpu.toFixed(1)} CPU s in all, not counting the engine work it caused): ${busy.map((a) => `${a.id}/${a.side}#${a.run} ${a.foreignCpuSeconds}s`).join(', ')}. Those numbers are noisy.`
+      : `- no other developer's process (vitest, ferry, tsc, npm) used more than 10% of a core during any measurement (${all.length} measured)`,
+  );
+  for (const n of report.notes) L.push(`- note: ${n}`);
+  L.push('');
+  return L.join('\n');
+}
+
+// ------------------------------------------------------------------------------------ main ---
+async function cleanupAll(opts) {
+  log('cleaning up');
+  try {
+    clearSourceLeftovers();
+    clearTarget({ base: false });
+    if (!exists(ENGINE_B, 'image', PG)) ensurePgImage();
+    if (opts.clean) {
+      log(`--clean: removing the workload (${CTR}, ${VOL}) from engine A`);
+      dk(ENGINE_A, ['rm', '-f', '-v', CTR], { allowFail: true });
+      dk(ENGINE_A, ['volume', 'rm', '-f', VOL], { allowFail: true });
+    }
+  } catch (err) {
+    log(`cleanup: ${err.message}`);
+  }
+  fs.rmSync(WORK, { recursive: true, force: true });
+}
+
+async function main() {
+  const opts = parseOptions(process.argv.slice(2));
+  if (!fs.existsSync(path.join(ROOT, 'dist', 'cli', 'main.js'))) {
+    log('dist/ is missing: run `npm run build` first (or use `npm run bench`)');
+    process.exit(1);
+  }
+  if (process.getuid?.() !== 0) log('warning: not root; the lab setup needs root');
+  let interrupted = false;
+  const onSignal = (sig) => {
+    if (interrupted) return;
+    interrupted = true;
+    log(`${sig}: stopping`);
+    for (const c of live) c.kill('SIGTERM');
+    setTimeout(async () => {
+      await cleanupAll(opts);
+      process.exit(130);
+    }, 500);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const report = {
+    startedAt: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    opts,
+    loadStart: os.loadavg().map((x) => round(x, 2)),
+    facts: {},
+    results: [],
+    notes: new Set(),
+  };
+  fs.rmSync(path.join(OUT, 'logs'), { recursive: true, force: true });
+  fs.mkdirSync(OUT, { recursive: true });
+  fs.rmSync(WORK, { recursive: true, force: true });
+  fs.mkdirSync(WORK, { recursive: true });
+  log(`scenarios: ${opts.scenarios.join(', ')}; ${opts.runs} run(s) each; ${opts.sizeMiB} MiB volume`);
+  let failed = false;
+  try {
+    setupLab();
+    report.facts = machineFacts();
+    const needsWorkload = opts.scenarios.some((s) => s !== 'ssh');
+    const ctx = { opts, facts: report.facts, notes: report.notes, ssh: makeSshHome() };
+    if (needsWorkload) {
+      clearSourceLeftovers();
+      clearTarget({ base: false });
+      ctx.workload = report.workload = await ensureWorkload(opts.sizeMiB, opts);
+    }
+    const fns = { backup: scenarioBackup, migrate: scenarioMigrate, migrate2: scenarioMigrate2, compress: scenarioCompress, ssh: scenarioSsh };
+    for (const s of opts.scenarios) {
+      if (interrupted) break;
+      log(`=== ${TITLES[s]}`);
+      try {
+        const r = await fns[s](opts, ctx);
+        if (r.incomplete || (s === 'compress' && r.errors.length)) failed = true;
+        report.results.push(r);
+      } catch (err) {
+        if (interrupted) break;
+        failed = true;
+        log(`${s}: ERROR ${err.stack ?? err}`);
+        report.results.push({ id: s, title: TITLES[s], target: TARGETS[s], crashed: true, errors: [String(err.message ?? err)] });
+      }
+    }
+  } catch (err) {
+    failed = true;
+    log(`ERROR ${err.stack ?? err}`);
+    report.notes.add(`setup failed: ${err.message ?? err}`);
+  } finally {
+    if (!interrupted) await cleanupAll(opts);
+  }
+  if (interrupted) return;
+  report.loadEnd = os.loadavg().map((x) => round(x, 2));
+  report.finishedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  report.notes = [...report.notes];
+  const md = renderMarkdown(report);
+  fs.writeFileSync(path.join(OUT, 'results.md'), md);
+  fs.writeFileSync(path.join(OUT, 'results.json'), `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`${md}\n`);
+  log(`wrote ${path.relative(process.cwd(), path.join(OUT, 'results.md'))} and results.json`);
+  process.exitCode = failed ? 1 : 0;
+}
+
+await main();
