@@ -22,10 +22,10 @@ export const EXIT = {
   BUNDLE: 7,
   /** Reading or writing a file failed (disk full, permission denied, ...). */
   IO: 8,
-  /** A pre-exec hook failed inside a container: that container was not backed up. */
-  HOOK: 10,
   /** ferry drill: the restored copy did not come up (unhealthy, exited, probe failed or timed out). */
   DRILL_FAILED: 9,
+  /** A pre-exec hook failed inside a container: that container was not backed up. */
+  HOOK: 10,
   /** Interrupted by SIGINT/SIGTERM; everything was put back as it was. */
   INTERRUPTED: 130,
 } as const;

@@ -22,6 +22,7 @@ import {
 import { BLOCK, END_OF_ARCHIVE, encodeHeader, padding } from './tar.js';
 
 export const PART_SIZE = 16 << 20;
+const WRITE_BATCH = 1 << 20;
 
 export function partName(member: string, i: number): string {
   return `${member}.part${String(i).padStart(6, '0')}`;
@@ -84,11 +85,23 @@ export class BundleWriter {
         await sink.write(encodeHeader({ name, size: 0, mtime }));
         await pipeline(src, counter, compressor(codec), async function (source: AsyncIterable<Buffer>) {
           try {
+            // Batch small network chunks into ~1 MiB writes: one write (one trip through the
+            // thread pool) per 64 KiB chunk costs more than the copy.
+            let batch: Buffer[] = [];
+            let batchLen = 0;
             for await (const chunk of source) {
               hash.update(chunk);
               stored += chunk.length;
-              await sink.write(chunk);
+              batch.push(chunk);
+              batchLen += chunk.length;
+              if (batchLen >= WRITE_BATCH) {
+                const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchLen);
+                batch = [];
+                batchLen = 0;
+                await sink.write(data);
+              }
             }
+            if (batchLen) await sink.write(Buffer.concat(batch, batchLen));
           } catch (err) {
             sinkError ??= err;
             throw err;

@@ -8,6 +8,7 @@ import { inspectCommand } from './commands/inspect.js';
 import { verifyCommand } from './commands/verify.js';
 import { pruneCommand } from './commands/prune.js';
 import { migrateCommand } from './commands/migrate.js';
+import { drillCommand } from './commands/drill.js';
 import type { Io } from './main.js';
 import type { SshPool } from '../ssh/client.js';
 
@@ -33,6 +34,8 @@ Exit codes:
        or the store is locked by another ferry run (see --lock-timeout)
   7    the bundle is damaged, incomplete, or of an unknown format
   8    a file could not be read or written (disk full, permissions)
+  9    drill failed: the restored copy did not become healthy, exited, or its
+       probe failed or timed out (everything it made was removed)
   10   a pre-exec hook failed inside a container (that container was not backed up)
   130  interrupted (SIGINT/SIGTERM); containers were resumed, partial files removed`;
 
@@ -60,6 +63,7 @@ export function createProgram(deps: Deps): Command {
   program.addCommand(verifyCommand(program, deps));
   program.addCommand(pruneCommand(program, deps));
   program.addCommand(migrateCommand(program, deps));
+  program.addCommand(drillCommand(program, deps));
   for (const c of program.commands) c.exitOverride().configureOutput({ writeOut: (s) => deps.io.stdout.write(s), writeErr: (s) => deps.io.stderr.write(s) });
   return program;
 }

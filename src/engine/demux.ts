@@ -1,23 +1,22 @@
 /**
- * Docker's multiplexed stdout/stderr stream (non-TTY exec/attach), decoded with backpressure and
- * strictly: dockerode's demuxStream ignores backpressure, recurses per frame and passes garbage
- * through. 8-byte header: type (1 stdout, 2 stderr), 3 zero bytes, u32 big-endian length.
+ * The engine's multiplexed stream format (exec, attach and logs without a TTY): frames of an
+ * 8-byte header (stream type, three zero bytes, big-endian payload length) and the payload.
+ * Read with async iteration, so a slow consumer pauses the source (dockerode's demuxStream
+ * ignores backpressure and recurses once per frame); strict about misaligned frames.
+ * See the Engine API notes, section 5.2.
  */
 import { once } from 'node:events';
-import type { Writable } from 'node:stream';
 
-export class DemuxError extends Error {}
-
-export async function demux(src: AsyncIterable<Buffer>, out: Writable, err: Writable): Promise<void> {
+export async function demux(src: AsyncIterable<Buffer>, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<void> {
   let buf: Buffer = Buffer.alloc(0);
-  const write = async (s: Writable, b: Buffer) => {
-    if (!s.write(b)) await once(s, 'drain');
+  const write = async (s: NodeJS.WritableStream, b: Buffer) => {
+    if (!s.write(b)) await once(s as unknown as NodeJS.EventEmitter, 'drain');
   };
   for await (const chunk of src) {
     buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
     while (buf.length >= 8) {
       const type = buf[0]!;
-      if (type > 2 || buf[1] || buf[2] || buf[3]) throw new DemuxError('not a multiplexed stream');
+      if (type > 2 || buf[1] || buf[2] || buf[3]) throw new Error('not a multiplexed stream (Tty:true?)');
       const len = buf.readUInt32BE(4);
       if (buf.length < 8 + len) break;
       const payload = buf.subarray(8, 8 + len);
@@ -25,5 +24,7 @@ export async function demux(src: AsyncIterable<Buffer>, out: Writable, err: Writ
       await write(type === 2 ? err : out, payload);
     }
   }
-  if (buf.length) throw new DemuxError('truncated multiplexed frame');
+  if (buf.length) throw new Error('truncated multiplexed frame');
+  out.end();
+  if (err !== out) err.end();
 }

@@ -269,6 +269,40 @@ export class Engine {
     });
   }
 
+  /** The last `tail` lines a container logged (stdout and stderr interleaved; TTY or not). */
+  async containerLogs(id: string, tail = 20): Promise<string> {
+    const raw = (await this.call(`read the logs of container ${id}`, () =>
+      this.docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false, tail }) as unknown as Promise<Buffer | string>,
+    )) as Buffer | string;
+    const buf = Buffer.isBuffer(raw) ? raw : Buffer.from(raw);
+    let text = '';
+    const sink = new Writable({
+      write(chunk: Buffer, _e, cb) {
+        text += chunk.toString('utf8');
+        cb();
+      },
+    });
+    try {
+      await demux(Readable.from([buf]), sink, sink);
+      return text;
+    } catch {
+      return buf.toString('utf8'); // a TTY container's log is not multiplexed
+    }
+  }
+
+  /** Names (ids for containers) of the containers, volumes and networks carrying `label` (`key=value`). */
+  async listLabelled(label: string): Promise<{ containers: string[]; volumes: string[]; networks: string[] }> {
+    const filters = { label: [label] };
+    const containers = await this.call('list containers', () => this.docker.listContainers({ all: true, filters }));
+    const volumes = await this.call('list volumes', () => this.docker.listVolumes({ filters }));
+    const networks = await this.call('list networks', () => this.docker.listNetworks({ filters }));
+    return {
+      containers: containers.map((c) => c.Id),
+      volumes: (volumes.Volumes ?? []).map((v) => v.Name),
+      networks: networks.map((n) => n.Name),
+    };
+  }
+
   // ---- images -----------------------------------------------------------------------------
 
   inspectImage(ref: string): Promise<ImageInspect> {

@@ -12,10 +12,11 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BundleReader } from '../bundle/reader.js';
 import { decompressor } from '../bundle/codec.js';
-import { registryDigest, type Manifest } from '../bundle/manifest.js';
+import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
 import type { ProgressMessage } from '../engine/progress.js';
+import type { ContainerSpec, NetworkSpec } from '../engine/spec.js';
 import { BundleError, ConflictError, UsageError } from '../errors.js';
 import type { Transport } from '../transport/transport.js';
 import { abortable } from './backup.js';
@@ -33,6 +34,30 @@ export interface RestoreOptions {
   restoreBinds?: boolean;
   /** Credentials for a registry host (images of a push-mode bundle); default: the docker config. */
   registryAuth?: (host: string) => Promise<RegistryAuth>;
+  /**
+   * Restore under other names and settings (ferry drill): called with the manifest, before
+   * anything is planned or created. Absent: as the bundle recorded them.
+   */
+  rewrite?: (m: Manifest) => RestoreRewrite;
+  /**
+   * Record what this restore creates here: on success the caller owns the list (and removes
+   * everything when it is done, as ferry drill does); on failure the restore still rolls it back.
+   */
+  undo?: Undo;
+}
+
+/**
+ * What a restore creates goes through these first. Each returns the object to create: a named
+ * volume's or network's new name is the `name` it returns. Pure functions (see pipeline/drill.ts).
+ */
+export interface RestoreRewrite {
+  containerName(name: string): string;
+  /** The spec to create the container from (references to other containers, networks, ports...). */
+  spec(spec: ContainerSpec): ContainerSpec;
+  volume(v: VolumeEntry): VolumeEntry;
+  network(n: NetworkSpec): NetworkSpec;
+  /** A volume to restore this bind's data into, instead of writing it to the host path. */
+  bindVolume(b: BindEntry): VolumeEntry | undefined;
 }
 
 export interface RestorePlan {
@@ -64,12 +89,12 @@ function decode(stream: Readable, codec: Manifest['members'][number]['codec'], m
   return d;
 }
 
-async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions): Promise<RestorePlan> {
+async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions, rw?: RestoreRewrite): Promise<RestorePlan> {
   if (opts.name && m.containers.length !== 1)
     throw new UsageError(`--name works on a bundle with one container; this one has ${m.containers.length}`);
   const containers: RestorePlan['containers'] = [];
   for (const c of m.containers) {
-    const want = opts.name ?? c.spec.name;
+    const want = opts.name ?? rw?.containerName(c.spec.name) ?? c.spec.name;
     const exists = await engine.containerExists(want);
     const to = exists && opts.onConflict === 'rename' ? await freeName(want, (n) => engine.containerExists(n)) : want;
     containers.push({
@@ -83,12 +108,16 @@ async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions): Prom
       volumes.push({ from: v.name, to: '(new anonymous volume)', replace: false });
       continue;
     }
-    const exists = !!(await engine.inspectVolume(v.name));
-    const to = exists && opts.onConflict === 'rename' ? await freeName(v.name, async (n) => !!(await engine.inspectVolume(n))) : v.name;
+    const want = rw?.volume(v).name ?? v.name;
+    const exists = !!(await engine.inspectVolume(want));
+    const to = exists && opts.onConflict === 'rename' ? await freeName(want, async (n) => !!(await engine.inspectVolume(n))) : want;
     volumes.push({ from: v.name, to, replace: exists && opts.onConflict === 'replace' });
   }
   const networks: RestorePlan['networks'] = [];
-  for (const n of m.networks) networks.push({ name: n.name, exists: !!(await engine.inspectNetwork(n.name)) });
+  for (const n0 of m.networks) {
+    const n = rw?.network(n0) ?? n0;
+    networks.push({ name: n.name, exists: !!(await engine.inspectNetwork(n.name)) });
+  }
   const binds = m.containers.flatMap((c) => c.binds.map((b) => ({ hostPath: b.hostPath, restore: !!opts.restoreBinds })));
   return { containers, volumes, networks, binds };
 }
@@ -100,18 +129,19 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
   const m = reader.manifest;
   for (const d of engine.differences()) progress.warn(d);
-  const undo = new Undo();
+  const undo = opts.undo ?? new Undo();
   let dataFailure: BundleError | undefined;
   const failed = (e: BundleError) => (dataFailure ??= e);
   try {
     progress.info(`bundle ${src.location}: ${m.containers.map((c) => c.spec.name).join(', ')}, backed up on ${m.source.hostname} (engine ${m.source.engine}) at ${m.createdAt}`);
     if (opts.name && m.containers.length !== 1)
       throw new UsageError(`--name works on a bundle with one container; this one has ${m.containers.length}`);
+    const rw = opts.rewrite?.(m);
     if (opts.onConflict === 'fail') {
-      const names = m.containers.map((c) => opts.name ?? c.spec.name);
-      await checkConflicts(engine, names, m.volumes);
+      const names = m.containers.map((c) => opts.name ?? rw?.containerName(c.spec.name) ?? c.spec.name);
+      await checkConflicts(engine, names, rw ? m.volumes.map((v) => rw.volume(v)) : m.volumes);
     }
-    const plan = await makePlan(engine, m, opts);
+    const plan = await makePlan(engine, m, opts, rw);
     if (opts.onConflict === 'replace') await checkReplaceable(engine, plan);
     if (opts.dryRun) {
       reader.close();
@@ -133,7 +163,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       progress.step(`remove existing container ${c.to} (--on-conflict replace)`);
       await engine.removeContainer(c.to, { force: true });
     }
-    for (const n of m.networks) await ensureNetwork(engine, n, undo, progress);
+    for (const n of m.networks) await ensureNetwork(engine, rw?.network(n) ?? n, undo, progress);
 
     const volumeNames: Record<string, string> = {};
     let holderImage: string | undefined;
@@ -143,14 +173,22 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       checkAborted(signal);
       const { plan: mp } = member;
       if (mp.kind === 'volume') {
-        const v = m.volumes.find((x) => x.member === mp.name)!;
-        const target = plan.volumes.find((x) => x.from === v.name)!;
+        const v0 = m.volumes.find((x) => x.member === mp.name)!;
+        const v = rw?.volume(v0) ?? v0;
+        const target = plan.volumes.find((x) => x.from === v0.name)!;
         const name = await createVolume(engine, v.anonymous ? v : { ...v, name: target.to }, target.replace ? 'replace' : 'fail', undo, progress);
-        volumeNames[v.name] = name;
+        volumeNames[v0.name] = name;
         progress.step(`fill volume ${name} from ${mp.name}`);
         await fillVolume(engine, await holder(), name, decode(member.stream, mp.codec, mp.name, failed));
       } else if (mp.kind === 'bind') {
         const b = m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name)!;
+        const bv = rw?.bindVolume(b);
+        if (bv) {
+          const name = await createVolume(engine, bv, 'fail', undo, progress);
+          progress.step(`fill volume ${name} from ${mp.name} (bind data for ${b.hostPath})`);
+          await fillVolume(engine, await holder(), name, decode(member.stream, mp.codec, mp.name, failed));
+          continue;
+        }
         if (!opts.restoreBinds) {
           progress.info(`bind data for ${b.hostPath} is in the bundle; not written (use --restore-binds)`);
           continue;
@@ -200,7 +238,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     for (const [i, c] of m.containers.entries()) {
       checkAborted(signal);
       const target = plan.containers[i]!;
-      const id = await createContainer(engine, c.spec, target.to, images.get(c.spec.name)!, volumeNames, undo, progress);
+      const id = await createContainer(engine, rw?.spec(c.spec) ?? c.spec, target.to, images.get(c.spec.name)!, volumeNames, undo, progress);
       out.push({ name: target.to, id, started: false });
     }
     for (const [i, c] of m.containers.entries()) {
@@ -211,7 +249,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       out[i]!.started = true;
       if (c.spec.state.paused) await engine.pause(out[i]!.id);
     }
-    undo.clear();
+    if (!opts.undo) undo.clear();
     return { location: src.location, plan, containers: out, durationMs: Date.now() - started, dryRun: false };
   } catch (err) {
     reader.close();

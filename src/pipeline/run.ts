@@ -17,13 +17,14 @@ export class Undo {
   add(what: string, fn: () => Promise<void>) {
     this.actions.push({ what, fn });
   }
-  async run(progress: Progress): Promise<void> {
+  /** `verb` names the run in messages: `rollback` after a failure, `cleanup` when removal was the plan. */
+  async run(progress: Progress, verb = 'rollback'): Promise<void> {
     for (const a of this.actions.reverse()) {
       try {
-        progress.info(`rollback: ${a.what}`);
+        progress.info(`${verb}: ${a.what}`);
         await a.fn();
       } catch (err) {
-        progress.warn(`rollback of "${a.what}" failed: ${(err as Error).message}`);
+        progress.warn(`${verb} of "${a.what}" failed: ${(err as Error).message}`);
       }
     }
     this.actions.length = 0;

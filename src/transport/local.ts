@@ -16,12 +16,21 @@ import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, type LockOptions } from './lo
 import type { BundleSink, Transport } from './transport.js';
 
 export const TEMP_PREFIX = '.ferry-';
+const MAX_INFLIGHT = 4;
+const SYNC_EVERY = 64 << 20;
 export const TEMP_SUFFIX = '.partial';
 
 class FileSink implements BundleSink {
   readonly seekable = true;
   position = 0;
   private done = false;
+  // Writes are positioned, so several can be in flight (the thread pool runs them side by side),
+  // and every SYNC_EVERY bytes a background fdatasync starts, so that the final fsync has little
+  // left to flush.
+  private readonly inflight = new Set<Promise<void>>();
+  private failed?: unknown;
+  private unsynced = 0;
+  private syncing?: Promise<void>;
 
   constructor(
     private readonly fh: fs.FileHandle,
@@ -29,16 +38,7 @@ class FileSink implements BundleSink {
     readonly location: string,
   ) {}
 
-  async write(chunk: Buffer): Promise<void> {
-    let off = 0;
-    while (off < chunk.length) {
-      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, this.position);
-      off += bytesWritten;
-      this.position += bytesWritten;
-    }
-  }
-
-  async writeAt(chunk: Buffer, position: number): Promise<void> {
+  private async put(chunk: Buffer, position: number): Promise<void> {
     let off = 0;
     while (off < chunk.length) {
       const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, position + off);
@@ -46,7 +46,37 @@ class FileSink implements BundleSink {
     }
   }
 
+  async write(chunk: Buffer): Promise<void> {
+    if (this.failed) throw this.failed;
+    if (!chunk.length) return;
+    const p = this.put(chunk, this.position).catch((err) => {
+      this.failed ??= err;
+    });
+    this.position += chunk.length;
+    this.inflight.add(p);
+    p.finally(() => this.inflight.delete(p));
+    this.unsynced += chunk.length;
+    if (this.unsynced >= SYNC_EVERY && !this.syncing) {
+      this.unsynced = 0;
+      this.syncing = this.fh.datasync().catch(() => {}).finally(() => (this.syncing = undefined));
+    }
+    if (this.inflight.size >= MAX_INFLIGHT) await Promise.race(this.inflight);
+    if (this.failed) throw this.failed;
+  }
+
+  private async settle(): Promise<void> {
+    await Promise.all(this.inflight);
+    if (this.failed) throw this.failed;
+  }
+
+  async writeAt(chunk: Buffer, position: number): Promise<void> {
+    await this.settle();
+    await this.put(chunk, position);
+  }
+
   async commit(): Promise<void> {
+    await this.settle();
+    await this.syncing;
     await this.fh.sync();
     await this.fh.close();
     await fs.rename(this.tempPath, this.location);
@@ -57,6 +87,8 @@ class FileSink implements BundleSink {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
+    await Promise.allSettled(this.inflight);
+    await this.syncing;
     await this.fh.close().catch(() => {});
     await fs.rm(this.tempPath, { force: true }).catch(() => {});
   }

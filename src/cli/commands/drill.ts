@@ -1,0 +1,121 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { openEngine } from '../../engine/connect.js';
+import { resolveRegistryAuth } from '../../engine/auth.js';
+import { EXIT } from '../../errors.js';
+import { drill, type DrillReport } from '../../pipeline/drill-run.js';
+import { resolveTransport } from '../../transport/resolve.js';
+import { setExit, type Deps } from '../program.js';
+import { createProgress } from '../render.js';
+
+interface DrillFlags {
+  probe?: string;
+  probeIn?: string;
+  timeout: number;
+  registryAuthFile?: string;
+}
+
+export const DEFAULT_DRILL_TIMEOUT_S = 120;
+
+function positiveSeconds(v: string): number {
+  const n = Number(v);
+  if (!/^\d+(\.\d+)?$/.test(v) || !(n > 0)) throw new InvalidArgumentError('expected a number of seconds > 0');
+  return n;
+}
+
+const s = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
+const indent = (text: string) =>
+  text
+    .replace(/\s+$/, '')
+    .split('\n')
+    .map((l) => `    | ${l}`)
+    .join('\n');
+
+/** The human report: one headline, then containers, probe, timings and what was left. */
+export function drillText(r: DrillReport): string {
+  const lines: string[] = [];
+  lines.push(`drill ${r.id} of ${r.bundle} on ${r.engine}: ${r.ok ? 'PASS' : `FAIL: ${r.error?.message ?? 'unknown failure'}`}`);
+  for (const c of r.containers) {
+    const ports = c.ports.length ? `, ports ${c.ports.map((p) => `${p.container} -> ${p.host}`).join(', ')}` : '';
+    lines.push(`  ${c.name}: ${c.drillName} ${c.status}${c.exitCode !== undefined ? ` (exit code ${c.exitCode})` : ''}${ports}`);
+  }
+  if (r.probe) {
+    lines.push(`  probe in ${r.probe.container}: ${r.probe.exitCode === null ? 'did not finish' : `exit ${r.probe.exitCode}`} (${r.probe.attempts} attempt${r.probe.attempts === 1 ? '' : 's'})`);
+    if (!r.ok && r.probe.output.trim()) lines.push(indent(r.probe.output));
+  }
+  if (!r.ok) for (const c of r.containers) if (c.logs?.trim()) lines.push(`  last log lines of ${c.name}:`, indent(c.logs));
+  const t = r.timings;
+  lines.push(`  timings: restore ${s(t.restoreMs)}, start ${s(t.startMs)}, healthy ${s(t.healthyMs)}, probe ${s(t.probeMs)}, cleanup ${s(t.cleanupMs)}, total ${s(t.totalMs)}`);
+  lines.push(r.leftovers.length ? `  NOT removed: ${r.leftovers.join(', ')}` : '  everything the drill made was removed');
+  return lines.join('\n') + '\n';
+}
+
+export function drillJson(r: DrillReport): Record<string, unknown> {
+  return {
+    ok: r.ok,
+    bundle: r.bundle,
+    engine: r.engine,
+    id: r.id,
+    containers: r.containers,
+    timings: r.timings,
+    probe: r.probe ?? null,
+    notes: r.notes,
+    leftovers: r.leftovers,
+    ...(r.error ? { error: { code: r.error.code, exitCode: r.error.exitCode, message: r.error.message, hint: r.error.hint } } : {}),
+  };
+}
+
+export function drillCommand(program: Command, deps: Deps): Command {
+  return new Command('drill')
+    .description('Test that a bundle really restores: restore it under temporary names next to the real service, start it, check it, remove it')
+    .argument('<bundle>', 'a bundle file, or - for stdin')
+    .option('--probe <cmd>', "a shell command run inside the restored container (sh -c); the drill passes when it exits 0 (retried until --timeout)")
+    .option('--probe-in <container>', 'the container (its name in the bundle) the probe runs in (default: the first one started)')
+    .addOption(new Option('--timeout <seconds>', 'how long to wait, after the start, for healthchecks and the probe to pass').default(DEFAULT_DRILL_TIMEOUT_S).argParser(positiveSeconds))
+    .option('--registry-auth-file <path>', 'credentials for a bundle whose images are in a registry (as for restore)')
+    .addHelpText('after', `
+The copy runs beside the original: containers, named volumes and user-defined networks are
+called ferry-drill-<id>-<name> and labelled io.ferry.drill=<id>; host ports become free ones the
+engine picks; static IPs and fixed subnets are dropped; the restart policy is "no"; host paths are
+never written. Everything the drill made is removed at the end (also on failure, timeout and
+SIGINT/SIGTERM), including the image it loaded unless it was already on the engine.
+
+Exit status 0 when the drill passes; 9 when the copy did not become healthy, exited, or the probe
+failed or timed out; otherwise the code of what failed (7 damaged bundle, 4 engine, 130 interrupted).
+
+Examples:
+  ferry drill /backups/ferry-web-20261123T021500Z.tar
+  ferry drill web.tar --probe 'wget -q -O - http://127.0.0.1:8080/health' --timeout 60
+  ferry -H ssh://root@spare drill web.tar --json`)
+    .action(async (bundle: string, flags: DrillFlags) => {
+      const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
+      deps.setJson(!!g.json);
+      const progress = createProgress({ quiet: !!g.quiet });
+      const engine = await openEngine(g.host, { ssh: deps.ssh() });
+      const transport = resolveTransport(bundle, { ssh: deps.ssh });
+      let report: DrillReport;
+      try {
+        report = await drill(engine, transport, {
+          probe: flags.probe,
+          probeIn: flags.probeIn,
+          timeoutSeconds: flags.timeout,
+          registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
+        }, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
+      } finally {
+        progress.done();
+        await transport.close().catch(() => {});
+        engine.close();
+      }
+      // A bug: main prints it with its stack (the cleanup has run).
+      if (report.error?.exitCode === EXIT.INTERNAL) throw report.error;
+      const out = deps.io.stdout;
+      if (g.json) out.write(JSON.stringify(drillJson(report)) + '\n');
+      else if (!g.quiet || !report.ok) out.write(drillText(report));
+      if (report.error) {
+        deps.io.stderr.write(`ferry: error: ${report.error.message}\n`);
+        if (report.error.hint) deps.io.stderr.write(`ferry: hint: ${report.error.hint}\n`);
+        setExit(program, report.error.exitCode);
+      } else {
+        setExit(program, 0);
+      }
+    });
+}
