@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BundleReader } from '../bundle/reader.js';
 import { decompressor } from '../bundle/codec.js';
+import { findTrailer, SizeLimit } from '../bundle/limit.js';
 import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
@@ -76,8 +77,16 @@ export interface RestoreResult {
   dryRun: boolean;
 }
 
-function decode(stream: Readable, codec: Manifest['members'][number]['codec'], member: string, onFailure: (e: BundleError) => void): Readable {
+function decode(stream: Readable, codec: Manifest['members'][number]['codec'], member: string, onFailure: (e: BundleError) => void, declared?: number): Readable {
   const d = decompressor(codec, member);
+  if (declared !== undefined && declared >= 0) {
+    // A member may not inflate past the size the trailer declares (decompression bombs).
+    const limit = new SizeLimit(declared, member);
+    limit.on('error', (err) => onFailure(err as BundleError));
+    pipeline(stream, d, limit).catch(() => {});
+    d.on('error', (err) => onFailure(err instanceof BundleError ? err : new BundleError(`member ${member} is damaged: it does not decompress (${err.message})`, { member, cause: err })));
+    return limit;
+  }
   // A member that does not decompress is a damaged bundle, whatever the engine says about the
   // stream it was fed.
   d.on('error', (err) =>
@@ -125,6 +134,10 @@ async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions, rw?: 
 export async function restore(engine: Engine, transport: Transport, opts: RestoreOptions, ctx: RunContext): Promise<RestoreResult> {
   const started = Date.now();
   const { progress, signal } = ctx;
+  // Where the bundle can be read from its end (a file, SFTP), its trailer declares each member's
+  // size before the data arrives: decompression is then held to it.
+  const tail = await transport.readTail?.(1 << 20).catch(() => undefined);
+  const declared = new Map((tail ? findTrailer(tail)?.members ?? [] : []).map((x) => [x.name, x.rawBytes]));
   const src = await transport.openBundle();
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
   const m = reader.manifest;
@@ -179,14 +192,14 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
         const name = await createVolume(engine, v.anonymous ? v : { ...v, name: target.to }, target.replace ? 'replace' : 'fail', undo, progress);
         volumeNames[v0.name] = name;
         progress.step(`fill volume ${name} from ${mp.name}`);
-        await fillVolume(engine, await holder(), name, decode(member.stream, mp.codec, mp.name, failed));
+        await fillVolume(engine, await holder(), name, decode(member.stream, mp.codec, mp.name, failed, declared.get(mp.name)));
       } else if (mp.kind === 'bind') {
         const b = m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name)!;
         const bv = rw?.bindVolume(b);
         if (bv) {
           const name = await createVolume(engine, bv, 'fail', undo, progress);
           progress.step(`fill volume ${name} from ${mp.name} (bind data for ${b.hostPath})`);
-          await fillVolume(engine, await holder(), name, decode(member.stream, mp.codec, mp.name, failed));
+          await fillVolume(engine, await holder(), name, decode(member.stream, mp.codec, mp.name, failed, declared.get(mp.name)));
           continue;
         }
         if (!opts.restoreBinds) {
@@ -194,12 +207,12 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
           continue;
         }
         progress.step(`write ${b.hostPath} from ${mp.name}`);
-        await fillBind(engine, await holder(), b.hostPath, decode(member.stream, mp.codec, mp.name, failed));
+        await fillBind(engine, await holder(), b.hostPath, decode(member.stream, mp.codec, mp.name, failed, declared.get(mp.name)));
       } else if (mp.kind === 'image') {
         const c = m.containers.find((x) => x.image.member === mp.name)!;
         const existed = await engine.imageExists(c.image.ref);
         progress.step(`load image ${c.image.ref}`);
-        await loadImage(engine, decode(member.stream, mp.codec, mp.name, failed), c.image.ref);
+        await loadImage(engine, decode(member.stream, mp.codec, mp.name, failed, declared.get(mp.name)), c.image.ref);
         if (!existed) undo.add(`remove image ${c.image.ref}`, () => engine.removeImage(c.image.ref));
         images.set(c.spec.name, c.image.ref);
       }

@@ -171,7 +171,7 @@ class ImageArchive {
 }
 
 /** Read one data member to its end: hash it, decompress it, parse its tar. */
-async function checkMember(m: DataMember, ctx: RunContext): Promise<{ sha256?: string; bytes: number; problems: string[] }> {
+async function checkMember(m: DataMember, ctx: RunContext): Promise<{ sha256?: string; bytes: number; raw?: number; problems: string[] }> {
   const { name, kind, codec } = m.plan;
   const hash = createHash('sha256');
   let bytes = 0;
@@ -235,7 +235,7 @@ async function checkMember(m: DataMember, ctx: RunContext): Promise<{ sha256?: s
   }
   if (!tail.endsWithEndOfArchive()) out.unshift(tail.total === 0 ? 'empty: not a tar archive' : 'not a well-formed tar archive: it ends without the end-of-archive blocks (truncated)');
   if (image) out.push(...image.problems());
-  return { sha256: hash.digest('hex'), bytes, problems: out };
+  return { sha256: hash.digest('hex'), bytes, raw: tail.total, problems: out };
 }
 
 /** Verify a bundle read from a stream. Bundle problems are reported, not thrown; I/O and abort errors are thrown. */
@@ -252,6 +252,7 @@ export async function verifyStream(stream: Readable, location: string, ctx: RunC
   const extra: MemberCheck[] = [];
   const reached = new Set<string>();
   const digests = new Map<string, { sha256: string; bytes: number }>();
+  const raws = new Map<string, number>();
   let failure: BundleError | undefined;
   try {
     for await (const m of reader.members()) {
@@ -263,6 +264,12 @@ export async function verifyStream(stream: Readable, location: string, ctx: RunC
       c.bytes = r.bytes;
       c.problems.push(...r.problems);
       if (r.sha256) digests.set(c.name, { sha256: r.sha256, bytes: r.bytes });
+      if (r.raw !== undefined) raws.set(c.name, r.raw);
+    }
+    // A member must inflate to exactly the size its trailer declares (restore holds it to that).
+    for (const tm of reader.trailer.members) {
+      const raw = raws.get(tm.name);
+      if (raw !== undefined && tm.rawBytes >= 0 && raw !== tm.rawBytes) checks.get(tm.name)?.problems.push(`it decompresses to ${raw} bytes, the trailer declares ${tm.rawBytes}`);
     }
   } catch (err) {
     if (!(err instanceof BundleError)) throw err;

@@ -130,6 +130,14 @@ describe('damaged bundles are refused, and restore creates nothing', () => {
   const cases: [string, (b: Buffer) => Buffer, RegExp][] = [
     ['flipped byte in a volume member', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, `volumes/${own}`) + 1000; c[o] = c[o]! ^ 0xff; return c; }, new RegExp(`volumes/${own}|zstd`)],
     ['flipped byte in the image member', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, 'images/') + 5000; c[o] = c[o]! ^ 0xff; return c; }, /images\/.*(damaged|does not decompress)|sha256/],
+    ['a trailer that declares a member smaller than it inflates (decompression bomb)', (buf) => {
+      const c = Buffer.from(buf);
+      const o = memberOffset(c, 'trailer.json');
+      const text = c.toString('utf8', o, o + 4096);
+      const m = /"rawBytes": (\d+)/.exec(text)!; // the first member: a volume
+      c.write(`"rawBytes": ${'1'.padEnd(m[1]!.length, ' ')}`, o + m.index);
+      return c;
+    }, /inflates past its declared size/],
     ['truncated', (buf) => buf.subarray(0, Math.floor(buf.length / 2)), /not a complete bundle|incomplete|truncated/],
     ['not a tar at all', () => Buffer.from('hello, I am not a bundle\n'.repeat(100)), /not a ferry bundle/],
     ['a newer format version', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, 'manifest.json'); const s = c.toString('utf8', o, o + 200); const i = s.indexOf('"formatVersion": 1'); c.write('"formatVersion": 9', o + i); return c; }, /newer than this ferry understands/],
@@ -147,6 +155,22 @@ describe('damaged bundles are refused, and restore creates nothing', () => {
       expect(volsNow()).toEqual(before);
     });
   }
+});
+
+describe('verify and declared sizes', () => {
+  it('ferry verify names a member whose decompressed size differs from what the trailer declares', async () => {
+    const single = path.join(dir, 'verify-size.tar');
+    expect((await ferry(['backup', a, '-o', single])).code).toBe(0);
+    const c = Buffer.from(readFileSync(single));
+    const o = c.indexOf(Buffer.from('"rawBytes": '), c.lastIndexOf(Buffer.from('"finishedAt"')));
+    const m = /"rawBytes": (\d+)/.exec(c.toString('utf8', o, o + 40))!;
+    c.write(`"rawBytes": ${'1'.padEnd(m[1]!.length, ' ')}`, o);
+    const p = path.join(dir, 'verify-size-bad.tar');
+    writeFileSync(p, c);
+    const r = await ferry(['verify', p]);
+    expect(r.code, r.stdout + r.stderr).toBe(7);
+    expect(r.stdout + r.stderr).toMatch(/decompresses to \d+ bytes, the trailer declares 1/);
+  });
 });
 
 describe('--on-conflict replace', () => {
