@@ -106,6 +106,9 @@ function checkEntryHeader(h: tar.Header, problems: Problems) {
     const lwhy = unsafeLinkTarget(h.linkname ?? '');
     if (lwhy) problems.add(`are hard links that ${lwhy}`, `hard link ${JSON.stringify(h.name)} -> ${JSON.stringify(h.linkname)} ${lwhy}`);
   }
+  // A device node in a volume would give whoever mounts it access to a host device.
+  if (h.type === 'character-device' || h.type === 'block-device')
+    problems.add('are device nodes', `entry ${JSON.stringify(h.name)} is a ${h.type} node (${h.devmajor ?? '?'}:${h.devminor ?? '?'})`);
 }
 
 async function readCapped(e: Entry, max: number): Promise<string | undefined> {

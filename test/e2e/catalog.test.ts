@@ -386,6 +386,7 @@ describe('verify', () => {
         evil: await tarOf([{ name: './', type: 'directory' }, { name: '../evil', data: 'gotcha' }]),
         hardlink: await tarOf([{ name: './a', data: 'x' }, { name: './passwd', type: 'link', linkname: '../../etc/passwd' }]),
         absolute: await tarOf([{ name: '/etc/cron.d/evil', data: 'x' }]),
+        device: await tarOf([{ name: './', type: 'directory' }, { name: './sda', type: 'block-device' }]),
       },
     });
     // the outer bundle is whole: the writer checksummed what it was given
@@ -395,8 +396,9 @@ describe('verify', () => {
     expect(r.stdout).toMatch(/BAD +volumes\/evil\.tar: entry "\.\.\/evil" climbs out/);
     expect(r.stdout).toMatch(/BAD +volumes\/hardlink\.tar: hard link "\.\/passwd" -> "\.\.\/\.\.\/etc\/passwd" points outside/);
     expect(r.stdout).toMatch(/BAD +volumes\/absolute\.tar: entry "\/etc\/cron\.d\/evil" is an absolute path/);
+    expect(r.stdout).toMatch(/BAD +volumes\/device\.tar: entry "\.\/sda" is a block-device node/);
     expect(r.stdout).toMatch(/ok +images\/app\.tar/);
-    expect(r.stderr).toMatch(/bad members volumes\/evil\.tar, volumes\/hardlink\.tar, volumes\/absolute\.tar/);
+    expect(r.stderr).toMatch(/bad members volumes\/evil\.tar, volumes\/hardlink\.tar, volumes\/absolute\.tar, volumes\/device\.tar/);
   });
 
   it('an image member that is not a whole docker image archive, and a volume member that is not a tar: exit 7', async () => {
