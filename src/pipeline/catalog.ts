@@ -6,6 +6,8 @@
  */
 import { createReadStream } from 'node:fs';
 import { PassphraseError, readEncHeader } from '../bundle/crypto.js';
+import type { SshPool } from '../ssh/client.js';
+import { SftpTransport } from '../transport/sftp.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -176,4 +178,35 @@ export function redactManifest(m: Manifest): Manifest {
     if (cfg && Array.isArray(cfg.Env)) cfg.Env = cfg.Env.map((e) => (typeof e === 'string' ? envName(e) : e));
   }
   return copy;
+}
+
+/** Every bundle of a store on another host (ssh://host/dir), from their manifests, oldest first. */
+export async function listRemoteStore(url: string, pool: SshPool, passphrase?: string): Promise<CatalogEntry[]> {
+  const entries: CatalogEntry[] = [];
+  for (const f of await new SftpTransport(url, pool).listBundles()) {
+    const mtime = f.mtime.toISOString();
+    try {
+      const src = await new SftpTransport(f.url, pool).openBundle();
+      const reader = await BundleReader.open(src.stream, f.url, { passphrase });
+      reader.close();
+      const m = reader.manifest;
+      entries.push({
+        bundle: f.url,
+        created: m.createdAt,
+        containers: m.containers.map((c) => c.spec.name),
+        bytes: f.size,
+        imageMode: imageMode(m),
+        compression: bundleCompression(m),
+        encrypted: !!reader.encryption,
+        ferryVersion: m.ferryVersion,
+        formatVersion: m.formatVersion,
+        manifest: m,
+        mtime,
+      });
+    } catch (err) {
+      entries.push({ bundle: f.url, bytes: f.size, mtime, error: toFerryError(err).message, ...(err instanceof PassphraseError ? { encrypted: true } : {}) });
+    }
+  }
+  entries.sort((a, b) => entryTime(a) - entryTime(b) || a.bundle.localeCompare(b.bundle));
+  return entries;
 }

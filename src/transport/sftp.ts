@@ -155,6 +155,18 @@ export class SftpTransport implements Transport {
     return { stream, location: this.url, size: st.size };
   }
 
+  /** The bundles (`*.tar`, not temporaries) in this directory on the remote host. */
+  async listBundles(): Promise<{ url: string; size: number; mtime: Date }[]> {
+    const sftp = await this.sftp();
+    const list = await call<{ filename: string; attrs: { size: number; mtime: number; isFile(): boolean } }[]>(`list ${this.url}`, (cb) =>
+      sftp.readdir(this.loc.path, cb as never),
+    );
+    const base = this.url.replace(/\/+$/, '');
+    return list
+      .filter((e) => e.filename.endsWith('.tar') && !e.filename.startsWith('.') && e.attrs.isFile())
+      .map((e) => ({ url: `${base}/${e.filename}`, size: e.attrs.size, mtime: new Date(e.attrs.mtime * 1000) }));
+  }
+
   async readTail(n: number): Promise<Buffer | undefined> {
     const sftp = await this.sftp();
     const st = await call<{ size: number }>(`stat ${this.url}`, (cb) => sftp.stat(this.loc.path, cb as never)).catch(() => undefined);

@@ -30,6 +30,13 @@ describe('ssh store', () => {
     expect(files).toHaveLength(1); // no temporary left behind
     expect(statSync(path.join(store, files[0]!)).mode & 0o777).toBe(0o600);
 
+    const ls = await ferry(['ls', `ssh://newhost${store}`, '--json'], { env: { HOME: home } });
+    expect(ls.code, ls.stderr).toBe(0);
+    const listed = JSON.parse(ls.stdout);
+    expect(listed).toHaveLength(1);
+    expect(listed[0].bundle).toBe(res.bundle);
+    expect(listed[0].containers).toEqual([name]);
+
     cleanup(ENGINE_A, { containers: [name], volumes: [vol] });
     const rr = await ferry(['restore', `ssh://newhost${store}/${files[0]}`], { env: { HOME: home } });
     expect(rr.code, rr.stderr).toBe(0);

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { catalogJson, listStore, type CatalogEntry } from '../../pipeline/catalog.js';
+import { catalogJson, listRemoteStore, listStore, type CatalogEntry } from '../../pipeline/catalog.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
 import path from 'node:path';
@@ -32,7 +32,7 @@ export function lsTable(entries: CatalogEntry[]): string {
 export function lsCommand(program: Command, deps: Deps): Command {
   return new Command('ls')
     .description('List the bundles in a store (a directory), from their manifests alone')
-    .argument('<store>', 'a directory that backups are written to')
+    .argument('<store>', 'a directory that backups are written to, or ssh://[user@]host[:port]/dir')
     .addHelpText('after', `
 Unreadable files are listed with "${UNREADABLE_MARK}" (--json: an "error" field); they never stop the listing.
 
@@ -42,9 +42,10 @@ Examples:
     .action(async (store: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
-      const entries = await listStore(store, await deps.passphrase());
+      const remote = store.startsWith('ssh://');
+      const entries = remote ? await listRemoteStore(store, deps.ssh(), await deps.passphrase()) : await listStore(store, await deps.passphrase());
       if (g.json) deps.io.stdout.write(JSON.stringify(entries.map(catalogJson), null, 2) + '\n');
-      else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${path.resolve(store)}\n`);
+      else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${remote ? store : path.resolve(store)}\n`);
       else deps.io.stdout.write(lsTable(entries));
       setExit(program, 0);
     });
