@@ -3,6 +3,7 @@
  * leaves here as a FerryError that says what failed.
  */
 import http from 'node:http';
+import { hostname } from 'node:os';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import Docker from 'dockerode';
@@ -21,6 +22,9 @@ export const LABEL_RUN = 'io.ferry.run';
 export const HOLDER_IMAGE = 'ferry-holder:empty';
 /** This process's run id, on every helper it creates, so a failed run can sweep its own. */
 export const RUN_ID = `${process.pid}-${Date.now().toString(36)}`;
+/** Who made a helper: this host and process, so a later run can remove helpers of a killed one. */
+export const LABEL_OWNER = 'io.ferry.owner';
+export const OWNER = `${hostname()}/${process.pid}`;
 
 export interface EngineFacts {
   endpoint: string;

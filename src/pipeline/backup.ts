@@ -26,7 +26,7 @@ import type { Transport } from '../transport/transport.js';
 import { captureContainer, commitContainer, hostName, quiesce, reportStaleQuiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { saveImage } from './save.js';
-import { openBindReader, openVolumeReader } from './volumes.js';
+import { openBindReader, openVolumeReader, sweepStaleHolders } from './volumes.js';
 import { HookError, UsageError } from '../errors.js';
 
 export interface BackupOptions {
@@ -76,6 +76,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
 
   for (const d of engine.differences()) progress.warn(d);
   await reportStaleQuiesce(engine, progress);
+  if (await sweepStaleHolders(engine)) progress.info('removed helper containers left by a killed ferry run');
   // 1. capture every container's configuration before writing anything.
   const captured: Captured[] = [];
   for (const c of opts.containers) {

@@ -14,7 +14,7 @@ import { captureContainer, commitContainer, quiesce, reportStaleQuiesce, snapsho
 import { checkAborted, type RunContext } from './context.js';
 import { checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
-import { sweepHolders } from './volumes.js';
+import { sweepHolders, sweepStaleHolders } from './volumes.js';
 
 export interface MigrateOptions {
   containers: string[];
@@ -41,6 +41,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   const when = new Date();
   for (const d of [...source.differences(), ...target.differences()]) progress.warn(d);
   await reportStaleQuiesce(source, progress);
+  for (const e of [source, target]) if (await sweepStaleHolders(e)) progress.info(`removed helper containers left by a killed ferry run on ${e.facts.endpoint}`);
   const captured: Captured[] = [];
   for (const c of opts.containers) {
     progress.step(`inspect ${c} on ${source.facts.endpoint}`);

@@ -24,7 +24,7 @@ import { abortable } from './backup.js';
 import { checkAborted, type RunContext } from './context.js';
 import { loadImage } from './load.js';
 import { checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
-import { fillBind, fillVolume, sweepHolders } from './volumes.js';
+import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from './volumes.js';
 
 export interface RestoreOptions {
   name?: string;
@@ -142,6 +142,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
   const m = reader.manifest;
   for (const d of engine.differences()) progress.warn(d);
+  if (await sweepStaleHolders(engine)) progress.info('removed helper containers left by a killed ferry run');
   const undo = opts.undo ?? new Undo();
   let dataFailure: BundleError | undefined;
   const failed = (e: BundleError) => (dataFailure ??= e);

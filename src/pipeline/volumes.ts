@@ -10,7 +10,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { type Engine, LABEL_MANAGED, LABEL_ROLE, LABEL_RUN, RUN_ID } from '../engine/engine.js';
+import { hostname } from 'node:os';
+import { type Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE, LABEL_RUN, OWNER, RUN_ID } from '../engine/engine.js';
+import { alive } from '../util/state.js';
 import { EngineError } from '../errors.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
 
@@ -27,7 +29,7 @@ export function holderCreateBody(image: string, mount: Record<string, unknown>):
     Image: image,
     Entrypoint: ['/nonexistent-ferry-holder'],
     Cmd: [],
-    Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder', [LABEL_RUN]: RUN_ID },
+    Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder', [LABEL_RUN]: RUN_ID, [LABEL_OWNER]: OWNER },
     NetworkDisabled: true,
     // No network, no capabilities, no privilege gain, and a read-only root when it only reads
     // (writing a volume's root entry goes through the root).
@@ -131,4 +133,23 @@ export async function fillBind(engine: Engine, image: string, hostPath: string, 
 export async function sweepHolders(engine: Engine): Promise<void> {
   const mine = await engine.docker.listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${RUN_ID}`] } }).catch(() => []);
   for (const c of mine) await engine.removeContainer(c.Id, { force: true }).catch(() => {});
+}
+
+/**
+ * Remove helpers left by ferry runs on this host that were killed (SIGKILL) before removing
+ * them. Helpers of live runs, and of other hosts sharing the engine, are left alone.
+ */
+export async function sweepStaleHolders(engine: Engine): Promise<number> {
+  const all = await engine.docker.listContainers({ all: true, filters: { label: [`${LABEL_ROLE}=holder`] } }).catch(() => []);
+  let n = 0;
+  for (const c of all) {
+    const owner = c.Labels?.[LABEL_OWNER] ?? '';
+    const slash = owner.lastIndexOf('/');
+    if (slash < 0 || owner.slice(0, slash) !== hostname()) continue;
+    const pid = Number(owner.slice(slash + 1));
+    if (!Number.isInteger(pid) || pid === process.pid || alive(pid)) continue;
+    await engine.removeContainer(c.Id, { force: true }).catch(() => {});
+    n++;
+  }
+  return n;
 }

@@ -44,6 +44,8 @@ describe('killed mid-backup', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(new RegExp(`container ${name} is still paused: a ferry run \\(pid \\d+\\) was killed`));
     expect(r.stderr).toMatch(new RegExp(`docker unpause ${name}`));
+    expect(r.stderr).toMatch(/removed helper containers left by a killed ferry run/);
+    expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'])).toBe(''); // the killed run's helper is gone
     expect(readdirSync(out).filter((f) => f.endsWith('.partial'))).toEqual([]); // the dead run's temporary is gone
 
     // backing the paused container up again resumes it afterwards
