@@ -205,26 +205,21 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
           saving.catch(() => {});
           pendingSaves.push(saving);
         }
+        // Volume data (each shared volume once) and bind data, read while the container is quiesced.
+        const sources: { what: string; member: string; open: () => ReturnType<typeof openVolumeReader> }[] = [];
         for (const vname of entry.volumes) {
           if (written.has(vname)) continue;
           written.add(vname);
           const v = volumes.find((x) => x.name === vname)!;
-          checkAborted(signal);
-          progress.step(`volume ${v.name} -> ${v.member}`);
-          const r = await openVolumeReader(engine, c.spec.baseImage.id, v.name);
-          try {
-            await writer.addMember(v.member, abortable(r.stream, signal), opts.codec, (_, n) => progress.bytes(v.member, n));
-          } finally {
-            r.stream.destroy(); // a half-read archive GET would block the helper's removal
-            await r.done();
-          }
+          sources.push({ what: `volume ${v.name}`, member: v.member, open: () => openVolumeReader(engine, c.spec.baseImage.id, v.name) });
         }
-        for (const b of entry.binds) {
+        for (const b of entry.binds) sources.push({ what: `bind ${b.hostPath}`, member: b.member, open: () => openBindReader(engine, c.spec.baseImage.id, b.hostPath) });
+        for (const src of sources) {
           checkAborted(signal);
-          progress.step(`bind ${b.hostPath} -> ${b.member}`);
-          const r = await openBindReader(engine, c.spec.baseImage.id, b.hostPath);
+          progress.step(`${src.what} -> ${src.member}`);
+          const r = await src.open();
           try {
-            await writer.addMember(b.member, abortable(r.stream, signal), opts.codec, (_, n) => progress.bytes(b.member, n));
+            await writer.addMember(src.member, abortable(r.stream, signal), opts.codec, (_, n) => progress.bytes(src.member, n));
           } finally {
             r.stream.destroy(); // a half-read archive GET would block the helper's removal
             await r.done();

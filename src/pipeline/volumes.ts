@@ -69,9 +69,9 @@ async function createHolder(engine: Engine, image: string, mount: Record<string,
   };
 }
 
-/** Open a tar stream of a volume's content (entries `./`, `./a`, ...). Call done() when consumed. */
-export async function openVolumeReader(engine: Engine, image: string, volume: string): Promise<{ stream: Readable; done: () => Promise<void> }> {
-  const holder = await createHolder(engine, image, { Type: 'volume', Source: volume, Target: MOUNT, ReadOnly: true, VolumeOptions: { NoCopy: true } });
+/** Open a tar stream of what `mount` holds (entries `./`, `./a`, ...). Call done() when consumed. */
+async function openReader(engine: Engine, image: string, mount: Record<string, unknown>): Promise<{ stream: Readable; done: () => Promise<void> }> {
+  const holder = await createHolder(engine, image, mount);
   try {
     const stream = await engine.getArchive(holder.id, `${MOUNT}/.`);
     return { stream, done: () => holder.remove() };
@@ -81,16 +81,14 @@ export async function openVolumeReader(engine: Engine, image: string, volume: st
   }
 }
 
-/** The same for a bind mount's host path. */
-export async function openBindReader(engine: Engine, image: string, hostPath: string): Promise<{ stream: Readable; done: () => Promise<void> }> {
-  const holder = await createHolder(engine, image, { Type: 'bind', Source: hostPath, Target: MOUNT, ReadOnly: true });
-  try {
-    const stream = await engine.getArchive(holder.id, `${MOUNT}/.`);
-    return { stream, done: () => holder.remove() };
-  } catch (err) {
-    await holder.remove().catch(() => {});
-    throw err;
-  }
+/** A volume's content, mounted read-only without copy-up. */
+export function openVolumeReader(engine: Engine, image: string, volume: string) {
+  return openReader(engine, image, { Type: 'volume', Source: volume, Target: MOUNT, ReadOnly: true, VolumeOptions: { NoCopy: true } });
+}
+
+/** A bind mount's host path, read-only. */
+export function openBindReader(engine: Engine, image: string, hostPath: string) {
+  return openReader(engine, image, { Type: 'bind', Source: hostPath, Target: MOUNT, ReadOnly: true });
 }
 
 /**
