@@ -12,9 +12,10 @@
 #
 # CAREFUL: with a CONTAINER argument the container and its volumes are really removed and then
 # restored from the bundle. The script refuses when a named volume of the container is also used
-# by another container, verifies the bundle's checksums before it removes anything, and keeps the
-# bundle (and says where) if anything fails after the removal. On success the restored container
-# is left in place and the bundle is deleted. Bind-mount data is neither removed nor checked.
+# by another container, checks the bundle with `ferry verify` before it removes anything, and
+# keeps the bundle (and says where) if anything fails after the removal. On success the restored
+# container is left in place and the bundle is deleted. Bind-mount data is neither removed nor
+# checked.
 #
 # Needs: ferry (or FERRY), docker, tar, sha256sum, awk, mktemp.
 set -eu
@@ -119,14 +120,10 @@ set -- "$work"/ferry-*.tar
 [ $# -eq 1 ] && [ -f "$1" ] || die "expected one bundle in $work"
 bundle=$1
 
-# Check every member against SHA256SUMS before anything is removed. (A bundle written to a file
-# has no parts, so each member is one tar entry.)
+# Read the whole bundle back before anything is removed: every member against its sha256, the
+# image and volume archives well-formed (`ferry backup --verify` would do the same in one go).
 say "verifying $bundle"
-tar -xOf "$bundle" SHA256SUMS | while read -r sum member; do
-  got=$(tar -xOf "$bundle" "$member" | sha256sum | cut -d' ' -f1)
-  [ "$got" = "$sum" ] || die "$member: checksum mismatch"
-  say "  $member: OK"
-done
+$FERRY verify "$bundle" >&2 || die "$bundle does not verify; nothing was removed"
 
 vols=$(named_volumes "$name")
 say "removing $name and its volumes: $(echo ${vols:-"(no named volumes)"})"

@@ -1,46 +1,100 @@
 #!/bin/sh
-# Nightly ferry backup of every running container, for cron.
+# Nightly ferry backup of every running container, verified, with rotation. For cron, or for the
+# systemd timer in examples/systemd/.
 #
 # Install:
 #   install -m 0755 examples/cron-backup.sh /usr/local/sbin/ferry-cron-backup.sh
 #   mkdir -p -m 0700 /backups
 # and in /etc/crontab or a file in /etc/cron.d/ (these have a user field):
 #   15 2 * * * root /usr/local/sbin/ferry-cron-backup.sh
-# or, to back up elsewhere:
-#   15 2 * * * root BACKUP_DIR=/srv/backups /usr/local/sbin/ferry-cron-backup.sh
+# or, with settings (or put them in /etc/ferry/backup.env and use the systemd timer):
+#   15 2 * * * root BACKUP_DIR=/srv/backups FERRY_NOTIFY_URL=https://hc-ping.com/<uuid> /usr/local/sbin/ferry-cron-backup.sh
 #
-# `ferry backup --all` puts every running container (those `docker ps` lists; ferry's own helper
-# containers excepted) into ONE bundle named after the first of them, e.g.
-# /backups/ferry-web_4-20261123T021500Z.tar for web and 4 others (ferry-web-<stamp>.tar when web
-# is the only one). Stopped containers are not backed up. If any container fails, the whole run
-# fails and no bundle is written: the bundle appears at its final name only when complete, and a
-# failed run removes its temporary .ferry-*.partial file.
+# What it runs:
+#   1. ferry backup --all -o "$BACKUP_DIR" --verify --quiet [--notify-url ...] [--encrypt ...]
+#      Every running container (those `docker ps` lists; ferry's own helpers excepted) gets its
+#      OWN bundle, ferry-<container>-<UTC time>.tar, and each bundle is read back and checked
+#      (`ferry verify`) before it counts; one that fails is renamed to <name>.tar.corrupt. A
+#      container that fails does not cost the others their backup. Stopped containers are not
+#      backed up. Per-container hooks (a database dump before the snapshot) are best set as
+#      labels on the containers: ferry.pre-exec / ferry.post-exec (see README.md).
+#   2. ferry prune "$BACKUP_DIR" --keep-daily 7 --keep-weekly 4 --keep-monthly 6
+#      restic-style rotation, per container: the newest bundle of each of the last 7 days, 4 ISO
+#      weeks and 6 months that have one is kept, and so is each container's newest bundle. It
+#      runs after a full or a partial (exit 3) backup, never after a run where nothing was backed
+#      up, so a broken backup never thins out the bundles you would restore from.
 #
-# Messages go to syslog (tag ferry-backup) when `logger` works, else to stderr (which cron mails).
-# On failure everything ferry said also goes to stderr, and the script exits with ferry's exit
-# code: 2 usage (also when no container is running), 4 engine unreachable or refused, 5 not
-# found, 7 bundle, 8 disk full or permissions, 130 interrupted (see `ferry --help`). Old bundles
-# are only deleted after a successful backup.
+# Exit status: 0 when every container was backed up and verified and the prune went through.
+# 3 (partial): some containers failed -- a pre-exec hook, a bundle that failed verification, ...
+# (named in the log); the others were backed up and verified, and pruning still ran. When every
+# container failed, ferry's code for the first failure (see `ferry --help`), and nothing is
+# pruned: 2 usage (also: no running container, or a missing or unreadable passphrase file), 4
+# engine unreachable or refused, 6 store locked by another run, 7 the bundle failed verification,
+# 8 disk full or permissions, 10 a pre-exec hook failed; 130 interrupted. A prune that fails after
+# a good backup exits with the prune's code.
 #
-# Environment: BACKUP_DIR (default /backups), FERRY (default ferry), and ferry's own DOCKER_HOST.
+# Messages: to the journal when run by systemd; else to syslog (tag ferry-backup) when `logger`
+# works, else to stderr (which cron mails). On failure, everything ferry said also goes to stderr,
+# so cron mails it even when the messages went to syslog. --quiet keeps a good night silent.
+#
+# Environment (all optional):
+#   BACKUP_DIR             the store, a local directory (default /backups); --verify and prune
+#                          need a mounted file system, not ssh:// (README.md, "Limits")
+#   KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY
+#                          rotation (defaults 7, 4, 6; 0 leaves a rule out; at least one > 0)
+#   FERRY_NOTIFY_URL       dead-man's switch, e.g. https://hc-ping.com/<uuid>: ferry POSTs to
+#                          <url>/start, <url> on success and <url>/fail on failure or partial
+#   FERRY_PASSPHRASE_FILE  encrypt the bundles (--encrypt) with the passphrase in this file
+#                          (mode 0600). FERRY_PASSPHRASE (the passphrase itself) also turns
+#                          encryption on. Restoring needs the same passphrase: keep a copy of it
+#                          away from this host, or the bundles are useless after a disaster.
+#   FERRY_BACKUP_ARGS      more `ferry backup` options, split on spaces, e.g.
+#                          "--include-binds --compress gzip"
+#   FERRY                  the ferry command (default ferry); DOCKER_HOST as for ferry
 set -eu
 
 BACKUP_DIR=${BACKUP_DIR:-/backups}
+KEEP_DAILY=${KEEP_DAILY:-7}
+KEEP_WEEKLY=${KEEP_WEEKLY:-4}
+KEEP_MONTHLY=${KEEP_MONTHLY:-6}
 FERRY=${FERRY:-ferry}
 TAG=ferry-backup
 # cron's PATH is minimal (/usr/bin:/bin); ferry installed with npm -g usually lives in /usr/local/bin.
 PATH=$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin
 export PATH
 
+# Under systemd, stderr is the journal (JOURNAL_STREAM names it): write there with a priority
+# prefix, which journald understands and attributes to the unit (journalctl -u ferry-backup).
+journal=0
+if [ -n "${JOURNAL_STREAM:-}" ] && [ "$(stat -L -c '%d:%i' /dev/fd/3 3>&2 2>/dev/null)" = "$JOURNAL_STREAM" ]; then
+  journal=1
+fi
 have_logger=0
 command -v logger >/dev/null 2>&1 && have_logger=1
+to_syslog=0    # set once a message went to syslog
 
 # log PRIORITY MESSAGE   (PRIORITY: info, warning, err)
 log() {
-  if [ "$have_logger" = 1 ] && logger -t "$TAG" -p "user.$1" -- "$2" 2>/dev/null; then
-    :
+  if [ "$journal" = 1 ]; then
+    case $1 in err) p=3 ;; warning) p=4 ;; *) p=6 ;; esac
+    printf '<%s>%s\n' "$p" "$2" >&2
+  elif [ "$have_logger" = 1 ] && logger -t "$TAG" -p "user.$1" -- "$2" 2>/dev/null; then
+    to_syslog=1
   else
     printf '%s %s: %s\n' "$(date '+%Y-%m-%dT%H:%M:%S%z')" "$TAG" "$2" >&2
+  fi
+}
+# log_lines PRIORITY FILE: each non-empty line of FILE
+log_lines() {
+  while IFS= read -r line; do
+    if [ -n "$line" ]; then log "$1" "$line"; fi
+  done <"$2"
+}
+# Make sure cron mails a failure even when the messages went to syslog.
+mail_failure() {
+  if [ "$to_syslog" = 1 ]; then
+    echo "$TAG: $1:" >&2
+    cat "$2" >&2
   fi
 }
 
@@ -49,35 +103,76 @@ err=$(mktemp "${TMPDIR:-/tmp}/ferry-backup.XXXXXX")
 trap 'rm -f "$out" "$err"' EXIT
 trap 'exit 130' INT TERM
 
-log info "starting: $FERRY backup --all -o $BACKUP_DIR"
-rc=0
-# stdout: the result line ("backed up web, db (2 volumes) to /backups/...: 1.2 GiB in 40.1s");
-# stderr: one line per step, warnings, and on failure "ferry: error: ..." and "ferry: hint: ...".
-$FERRY backup --all -o "$BACKUP_DIR" >"$out" 2>"$err" || rc=$?
+# --- 1. backup
+# Global options (--quiet, --passphrase-file) go before the command.
+set -- --quiet
+crypt=
+if [ -n "${FERRY_PASSPHRASE_FILE:-}" ]; then
+  set -- "$@" --passphrase-file "$FERRY_PASSPHRASE_FILE"
+  crypt=" (encrypted)"
+elif [ -n "${FERRY_PASSPHRASE:-}" ]; then
+  crypt=" (encrypted)"
+fi
+set -- "$@" backup --all -o "$BACKUP_DIR" --verify
+[ -n "$crypt" ] && set -- "$@" --encrypt
+[ -n "${FERRY_NOTIFY_URL:-}" ] && set -- "$@" --notify-url "$FERRY_NOTIFY_URL"
+# shellcheck disable=SC2086  # FERRY_BACKUP_ARGS is split on purpose
+set -- "$@" ${FERRY_BACKUP_ARGS:-}
 
-if [ "$rc" = 0 ]; then
-  # The result, and warnings (e.g. bind mounts that were recorded but not copied); not every step.
-  while IFS= read -r line; do
-    if [ -n "$line" ]; then log info "$line"; fi
-  done <"$out"
-  grep 'warning:' "$err" | while IFS= read -r line; do log warning "$line"; done
+log info "starting: ferry backup --all -o $BACKUP_DIR --verify$crypt"
+rc=0
+# --quiet: nothing on success but warnings (bind mounts recorded but not copied, a notify URL
+# that could not be reached, ...); on failure "ferry: error: <container>: ..." lines and a hint.
+$FERRY "$@" >"$out" 2>&1 || rc=$?
+
+case $rc in
+  0)
+    log_lines warning "$out"
+    ;;
+  3)
+    log_lines err "$out"
+    log err "PARTIAL: some containers were not backed up (above); the others were, and are verified"
+    mail_failure "ferry backup --all was partial (exit 3)" "$out"
+    ;;
+  130)
+    log err "interrupted; containers were resumed and partial files removed"
+    exit 130
+    ;;
+  *)
+    log_lines err "$out"
+    log err "FAILED: ferry backup exited with code $rc; nothing was pruned"
+    mail_failure "ferry backup failed with exit code $rc" "$out"
+    exit "$rc"
+    ;;
+esac
+
+# --- 2. rotation, also after a partial backup (the containers that failed keep their bundles:
+# prune never removes a container's newest bundle, and only counts days that have one).
+set --
+[ "$KEEP_DAILY" -gt 0 ] && set -- "$@" --keep-daily "$KEEP_DAILY"
+[ "$KEEP_WEEKLY" -gt 0 ] && set -- "$@" --keep-weekly "$KEEP_WEEKLY"
+[ "$KEEP_MONTHLY" -gt 0 ] && set -- "$@" --keep-monthly "$KEEP_MONTHLY"
+prc=0
+# stdout: a table of every bundle with keep/removed and why, then "N bundles removed (...), M kept";
+# stderr: "ferry: removed <bundle>" for each removal, warnings, errors.
+$FERRY prune "$BACKUP_DIR" "$@" >"$out" 2>"$err" || prc=$?
+if [ "$prc" = 0 ]; then
+  log_lines info "$err"
+  summary=$(tail -n 1 "$out")
+  if [ -n "$summary" ]; then log info "prune: $summary"; fi
 else
-  # Everything ferry said, steps included: what it was doing when it failed.
-  cat "$out" "$err" | while IFS= read -r line; do
-    if [ -n "$line" ]; then log err "$line"; fi
-  done
-  log err "FAILED: ferry backup exited with code $rc; older bundles were kept"
-  # Make sure cron mails the failure even when the messages went to syslog.
-  if [ "$have_logger" = 1 ]; then
-    echo "$TAG: ferry backup failed with exit code $rc:" >&2
-    cat "$out" "$err" >&2
-  fi
-  exit "$rc"
+  cat "$out" >>"$err"
+  log_lines err "$err"
+  log err "FAILED: ferry prune exited with code $prc (the backup itself went through)"
+  mail_failure "ferry prune failed with exit code $prc" "$err"
+  [ "$rc" = 0 ] && rc=$prc
 fi
 
-# TODO(retention): replace this with `ferry prune` once it exists (it is not implemented yet).
-# Until then, delete bundles older than 14 days by file age. Only ferry's bundle names match
-# (hidden .ferry-*.partial temporaries of running backups do not).
-find "$BACKUP_DIR" -name 'ferry-*.tar' -mtime +14 -delete
+# Bundles that failed --verify are kept for inspection (ls and prune ignore them): say so.
+corrupt=$(find "$BACKUP_DIR" -maxdepth 1 -name 'ferry-*.tar.corrupt' 2>/dev/null | wc -l)
+[ "$corrupt" -gt 0 ] && log warning "$corrupt bundle(s) failed verification and were kept as $BACKUP_DIR/*.tar.corrupt; look at them, then delete them"
 
-log info "done"
+if [ "$rc" = 0 ]; then
+  log info "done: every running container backed up and verified; retention daily $KEEP_DAILY, weekly $KEEP_WEEKLY, monthly $KEEP_MONTHLY"
+fi
+exit "$rc"

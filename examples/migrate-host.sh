@@ -12,7 +12,7 @@
 #
 # Steps:
 #   1. a safety bundle of the containers on this host (SAFETY_DIR, default /var/backups/ferry),
-#      so that whatever happens there is a restorable copy;
+#      read back and checked (--verify), so that whatever happens there is a restorable copy;
 #   2. ferry migrate --stop-source: snapshot (paused), image and volumes streamed straight into the
 #      new host's engine, containers recreated there; the old ones are stopped just before the
 #      new ones start (they share nothing, so this is the whole downtime);
@@ -36,7 +36,7 @@ accept=
 say "1/2 safety bundle of $* into $SAFETY_DIR"
 mkdir -p "$SAFETY_DIR"
 # shellcheck disable=SC2086
-$FERRY --quiet backup "$@" -o "$SAFETY_DIR"
+$FERRY --quiet backup "$@" -o "$SAFETY_DIR" --verify
 bundle=$(ls -t "$SAFETY_DIR"/ferry-*.tar | head -n 1)
 say "    safety bundle: $bundle"
 

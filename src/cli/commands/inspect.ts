@@ -116,6 +116,7 @@ Examples:
       try {
         const src = await transport.openBundle();
         const reader = await BundleReader.open(src.stream, src.location, { passphrase: await deps.passphrase() });
+        if (reader.encryption) (reader.manifest as unknown as Record<string, unknown>).encrypted = true;
         reader.close();
         if (g.json) deps.io.stdout.write(JSON.stringify(redactManifest(reader.manifest), null, 2) + '\n');
         else deps.io.stdout.write(inspectText(reader.manifest, src.location, src.size));
