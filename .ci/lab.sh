@@ -18,6 +18,7 @@ command -v ssh-keygen >/dev/null 2>&1 || need_pkgs="$need_pkgs openssh-client"
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs="$need_pkgs busybox-static"
 command -v zstd >/dev/null 2>&1 || need_pkgs="$need_pkgs zstd"
 command -v ip >/dev/null 2>&1 || need_pkgs="$need_pkgs iproute2"
+command -v pkill >/dev/null 2>&1 || need_pkgs="$need_pkgs procps"
 if [ -n "$need_pkgs" ]; then
   log "installing$need_pkgs"
   apt-get update -q >/dev/null

@@ -66,6 +66,16 @@ describe('--notify-url', () => {
   });
 });
 
+describe('--all needs a store', () => {
+  it('refuses one file or stdout, since it writes one bundle per container', async () => {
+    for (const o of [path.join(dir, 'one.tar'), '-']) {
+      const r = await ferry(['backup', '--all', '-o', o]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/--all writes one bundle per container into a directory/);
+    }
+  });
+});
+
 describe('plain output for cron', () => {
   it('prints plain lines, no cursor movement, when stderr is not a terminal', async () => {
     const r = await ferry(['backup', name, '-o', path.join(dir, 'plain')]);

@@ -76,6 +76,9 @@ Examples:
         let names = containers;
         if (flags.all) {
           if (containers.length) throw new UsageError('give container names or --all, not both');
+          // One bundle per container: they need a store (a directory), not one file or stdout.
+          if (flags.output === '-' || flags.output.endsWith('.tar'))
+            throw new UsageError('--all writes one bundle per container into a directory', 'give -o a directory (a local path or ssh://host/dir)');
           names = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']).map((c) => c.Names[0]!.replace(/^\//, ''));
           if (!names.length) throw new UsageError('--all: no running containers');
         }
