@@ -5,7 +5,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { Duplex, PassThrough, Readable } from 'node:stream';
 import zlib from 'node:zlib';
-import { BundleError, UsageError } from '../errors.js';
+import { BundleError } from '../errors.js';
 
 export type Codec = 'zstd' | 'gzip' | 'none';
 export const CODECS: readonly Codec[] = ['zstd', 'gzip', 'none'];
@@ -31,11 +31,6 @@ export function defaultCodec(): Codec {
   return hasZstd() ? 'zstd' : 'gzip';
 }
 
-export function parseCodec(s: string): Codec {
-  if (!CODECS.includes(s as Codec)) throw new UsageError(`unknown compression "${s}"`, `use one of: ${CODECS.join(', ')}`);
-  if (s === 'zstd' && !hasZstd()) throw new UsageError('--compress zstd needs the zstd command', 'install it (apt-get install zstd) or use --compress gzip');
-  return s as Codec;
-}
 
 /** A child process as a Duplex filter whose readable side fails if the process exits non-zero. */
 function processFilter(cmd: string, args: string[], what: string): Duplex {

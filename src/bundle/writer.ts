@@ -19,7 +19,7 @@ import {
   FORMAT, FORMAT_VERSION, MANIFEST_MEMBER, SUMS_MEMBER, TRAILER_MEMBER, sha256sums,
   type ImageFacts, type Manifest, type Trailer, type TrailerMember,
 } from './manifest.js';
-import { BLOCK, END_OF_ARCHIVE, encodeHeader, padding } from './tar.js';
+import { END_OF_ARCHIVE, encodeHeader, padding } from './tar.js';
 
 export const PART_SIZE = 16 << 20;
 const WRITE_BATCH = 1 << 20;
@@ -170,8 +170,6 @@ export class BundleWriter {
     await this.entry(TRAILER_MEMBER, Buffer.from(JSON.stringify(trailer, null, 2) + '\n'));
     await this.entry(SUMS_MEMBER, Buffer.from(sha256sums(trailer)));
     await this.sink.write(END_OF_ARCHIVE);
-    // GNU tar pads archives to a 10 KiB record; readers do not need it.
-    void BLOCK;
     await this.sink.commit();
     return trailer;
   }

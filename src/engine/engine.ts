@@ -4,8 +4,7 @@
  */
 import http from 'node:http';
 import { hostname } from 'node:os';
-import { PassThrough, Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable, Writable } from 'node:stream';
 import Docker from 'dockerode';
 import { ConflictError, EngineError, FerryError, NotFoundError } from '../errors.js';
 import { describeEndpoint, type Endpoint } from './endpoint.js';
@@ -222,9 +221,6 @@ export class Engine {
     });
   }
 
-  renameContainer(id: string, name: string) {
-    return this.call(`rename container ${id} to ${name}`, () => this.docker.getContainer(id).rename({ name }));
-  }
 
   /** Commit a container's writable layer. `pause` false when the caller already paused or stopped it. */
   async commit(id: string, repo: string, tag: string, opts: { pause: boolean; comment?: string; labels?: Record<string, string> }): Promise<string> {
@@ -523,11 +519,6 @@ export class Engine {
     );
   }
 
-  disconnectNetwork(network: string, container: string) {
-    return this.call(`disconnect container ${container} from network ${network}`, () =>
-      this.docker.getNetwork(network).disconnect({ Container: container, Force: true }),
-    );
-  }
 }
 
 function dockerOptions(ep: Endpoint, agent?: http.Agent): Docker.DockerOptions {
@@ -564,9 +555,4 @@ export function pushedDigest(m: ProgressMessage): string | undefined {
   if (typeof aux === 'string' && /^sha256:[0-9a-f]{64}$/.test(aux)) return aux;
   const s = /(?:^|\s)digest: (sha256:[0-9a-f]{64})(?:\s|$)/.exec(m.status ?? '');
   return s?.[1];
-}
-
-/** Drain a stream into nothing (used for responses we do not need). */
-export async function drain(s: Readable): Promise<void> {
-  await pipeline(s, new PassThrough().resume());
 }

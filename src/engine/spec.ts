@@ -165,7 +165,7 @@ export function captureSpec({ inspect, imageConfig, containerNames = {}, default
   }
 
   const mounts = captureMounts(inspect);
-  const endpoints = captureEndpoints(inspect, networkMode, shortId, name);
+  const endpoints = captureEndpoints(inspect, networkMode, shortId);
   const state = inspect.State as { Running?: boolean; Paused?: boolean };
   return {
     name,
@@ -220,7 +220,7 @@ export function parseBind(b: string): { source: string; destination: string; opt
   return { source: parts[0]!, destination: parts[1]!, options: parts.slice(2).join(':') || undefined };
 }
 
-function captureEndpoints(inspect: CaptureInput['inspect'], networkMode: string, shortId: string, name: string): EndpointSpec[] {
+function captureEndpoints(inspect: CaptureInput['inspect'], networkMode: string, shortId: string): EndpointSpec[] {
   const nets = ((inspect.NetworkSettings ?? {}).Networks ?? {}) as Record<string, Json>;
   const eps: EndpointSpec[] = [];
   for (const [net, ep] of Object.entries(nets)) {
@@ -236,7 +236,6 @@ function captureEndpoints(inspect: CaptureInput['inspect'], networkMode: string,
     if (dopts && Object.keys(dopts).length) e.driverOpts = dopts;
     eps.push(e);
   }
-  void name;
   const primary = networkMode === 'default' ? 'bridge' : networkMode;
   eps.sort((a, b) => (a.network === primary ? -1 : b.network === primary ? 1 : 0));
   return eps;
