@@ -54,3 +54,17 @@ export async function followJson(stream: Readable, onMessage?: (m: ProgressMessa
   if (failed) throw failed;
   return all;
 }
+
+/**
+ * Bytes moved so far by a push or pull, from its progress messages: the sum of what each layer
+ * has reported with `status` ('Pushing' or 'Downloading').
+ */
+export function layerBytes(status: string, onBytes: (n: number) => void): (m: ProgressMessage) => void {
+  const per = new Map<string, number>();
+  return (m) => {
+    if (m.status === status && m.id && m.progressDetail?.current !== undefined) {
+      per.set(m.id, m.progressDetail.current);
+      onBytes([...per.values()].reduce((a, b) => a + b, 0));
+    }
+  };
+}

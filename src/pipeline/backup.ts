@@ -21,7 +21,7 @@ import {
 } from '../bundle/manifest.js';
 import { secretLikeEnvNames, type NetworkSpec } from '../engine/spec.js';
 import { describeAuth, type RegistryAuth } from '../engine/auth.js';
-import type { ProgressMessage } from '../engine/progress.js';
+import { layerBytes } from '../engine/progress.js';
 import type { Transport } from '../transport/transport.js';
 import { captureContainer, commitContainer, hostName, quiesce, reportStaleQuiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
@@ -240,7 +240,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
         const [repo, tag] = splitRef(entry.image.ref);
         let digest: string;
         try {
-          digest = await engine.pushImage(repo, tag, registry.auth, pushProgress(entry.image.ref, progress), signal);
+          digest = await engine.pushImage(repo, tag, registry.auth, layerBytes('Pushing', (n) => progress.bytes(`push ${entry.image.ref}`, n)), signal);
         } catch (err) {
           checkAborted(signal);
           throw err;
@@ -283,16 +283,6 @@ function registryRepo(host: string, prefix: string, name: string, used: Set<stri
   return repo;
 }
 
-/** Push progress as bytes: the sum of what each layer has sent so far. */
-function pushProgress(ref: string, progress: RunContext['progress']): (m: ProgressMessage) => void {
-  const sent = new Map<string, number>();
-  return (m) => {
-    if (m.status === 'Pushing' && m.id && m.progressDetail?.current !== undefined) {
-      sent.set(m.id, m.progressDetail.current);
-      progress.bytes(`push ${ref}`, [...sent.values()].reduce((a, b) => a + b, 0));
-    }
-  };
-}
 
 function splitRef(ref: string): [string, string] {
   const i = ref.lastIndexOf(':');

@@ -16,7 +16,7 @@ import { findTrailer, SizeLimit } from '../bundle/limit.js';
 import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
-import type { ProgressMessage } from '../engine/progress.js';
+import { layerBytes } from '../engine/progress.js';
 import type { ContainerSpec, NetworkSpec } from '../engine/spec.js';
 import { BundleError, ConflictError, UsageError } from '../errors.js';
 import type { Transport } from '../transport/transport.js';
@@ -234,7 +234,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       const existed = (await engine.imageExists(ref)) || (await engine.imageExists(byDigest));
       progress.step(`pull image ${byDigest}`);
       try {
-        await engine.pullImage(byDigest, auths.get(c.image.registry.host) ?? {}, pullProgress(byDigest, progress), signal);
+        await engine.pullImage(byDigest, auths.get(c.image.registry.host) ?? {}, layerBytes('Downloading', (n) => progress.bytes(`pull ${byDigest}`, n)), signal);
       } catch (err) {
         checkAborted(signal);
         throw err;
@@ -275,16 +275,6 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
   }
 }
 
-/** Pull progress as bytes: the sum of what each layer has downloaded so far. */
-function pullProgress(ref: string, progress: RunContext['progress']): (m: ProgressMessage) => void {
-  const got = new Map<string, number>();
-  return (m) => {
-    if (m.status === 'Downloading' && m.id && m.progressDetail?.current !== undefined) {
-      got.set(m.id, m.progressDetail.current);
-      progress.bytes(`pull ${ref}`, [...got.values()].reduce((a, b) => a + b, 0));
-    }
-  };
-}
 
 /**
  * --on-conflict replace removes the existing containers and volumes it replaces. Refuse up front,

@@ -13,6 +13,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { IoError, NotFoundError, toFerryError, UsageError } from '../errors.js';
 import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, type LockOptions } from './lock.js';
+import { PositionedWrites } from './positioned.js';
 import type { BundleSink, Transport } from './transport.js';
 
 export const TEMP_PREFIX = '.ferry-';
@@ -22,13 +23,10 @@ export const TEMP_SUFFIX = '.partial';
 
 class FileSink implements BundleSink {
   readonly seekable = true;
-  position = 0;
   private done = false;
-  // Writes are positioned, so several can be in flight (the thread pool runs them side by side),
-  // and every SYNC_EVERY bytes a background fdatasync starts, so that the final fsync has little
-  // left to flush.
-  private readonly inflight = new Set<Promise<void>>();
-  private failed?: unknown;
+  // Positioned writes, several in flight (the thread pool runs them side by side); every
+  // SYNC_EVERY bytes a background fdatasync starts, so that the final fsync has little to flush.
+  private readonly writes: PositionedWrites;
   private unsynced = 0;
   private syncing?: Promise<void>;
 
@@ -36,46 +34,35 @@ class FileSink implements BundleSink {
     private readonly fh: fs.FileHandle,
     private readonly tempPath: string,
     readonly location: string,
-  ) {}
+  ) {
+    this.writes = new PositionedWrites(async (chunk, position) => {
+      let off = 0;
+      while (off < chunk.length) {
+        const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, position + off);
+        off += bytesWritten;
+      }
+    }, MAX_INFLIGHT);
+  }
 
-  private async put(chunk: Buffer, position: number): Promise<void> {
-    let off = 0;
-    while (off < chunk.length) {
-      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, position + off);
-      off += bytesWritten;
-    }
+  get position(): number {
+    return this.writes.position;
   }
 
   async write(chunk: Buffer): Promise<void> {
-    if (this.failed) throw this.failed;
-    if (!chunk.length) return;
-    const p = this.put(chunk, this.position).catch((err) => {
-      this.failed ??= err;
-    });
-    this.position += chunk.length;
-    this.inflight.add(p);
-    p.finally(() => this.inflight.delete(p));
     this.unsynced += chunk.length;
     if (this.unsynced >= SYNC_EVERY && !this.syncing) {
       this.unsynced = 0;
       this.syncing = this.fh.datasync().catch(() => {}).finally(() => (this.syncing = undefined));
     }
-    if (this.inflight.size >= MAX_INFLIGHT) await Promise.race(this.inflight);
-    if (this.failed) throw this.failed;
+    await this.writes.write(chunk);
   }
 
-  private async settle(): Promise<void> {
-    await Promise.all(this.inflight);
-    if (this.failed) throw this.failed;
-  }
-
-  async writeAt(chunk: Buffer, position: number): Promise<void> {
-    await this.settle();
-    await this.put(chunk, position);
+  writeAt(chunk: Buffer, position: number): Promise<void> {
+    return this.writes.writeAt(chunk, position);
   }
 
   async commit(): Promise<void> {
-    await this.settle();
+    await this.writes.settle();
     await this.syncing;
     await this.fh.sync();
     await this.fh.close();
@@ -87,7 +74,7 @@ class FileSink implements BundleSink {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    await Promise.allSettled(this.inflight);
+    await this.writes.drain();
     await this.syncing;
     await this.fh.close().catch(() => {});
     await fs.rm(this.tempPath, { force: true }).catch(() => {});

@@ -9,6 +9,7 @@ import type { SFTPWrapper } from 'ssh2';
 import { IoError, NotFoundError, UsageError } from '../errors.js';
 import type { SshPool } from '../ssh/client.js';
 import { TEMP_PREFIX, TEMP_SUFFIX } from './local.js';
+import { PositionedWrites } from './positioned.js';
 import type { BundleSink, Transport } from './transport.js';
 
 export interface SshLocation {
@@ -44,10 +45,12 @@ function call<T>(what: string, fn: (cb: (err: Error | null | undefined, v?: T) =
 
 class SftpSink implements BundleSink {
   readonly seekable = true;
-  position = 0;
-  private inflight = new Set<Promise<void>>();
-  private failed?: Error;
   private done = false;
+  // Several writes in flight: one round trip per chunk would cap throughput by latency.
+  private readonly writes = new PositionedWrites(
+    (buf, pos) => call<void>(`write ${this.location}`, (cb) => this.sftp.write(this.handle, Buffer.from(buf), 0, buf.length, pos, cb as never)),
+    16,
+  );
 
   constructor(
     private readonly sftp: SFTPWrapper,
@@ -57,36 +60,20 @@ class SftpSink implements BundleSink {
     readonly location: string,
   ) {}
 
-  private put(buf: Buffer, pos: number): Promise<void> {
-    return call<void>(`write ${this.location}`, (cb) => this.sftp.write(this.handle, buf, 0, buf.length, pos, cb as never));
+  get position(): number {
+    return this.writes.position;
   }
 
-  async write(chunk: Buffer): Promise<void> {
-    if (this.failed) throw this.failed;
-    if (!chunk.length) return;
-    // Keep a few writes in flight: one round trip per chunk would cap throughput by latency.
-    const p = this.put(Buffer.from(chunk), this.position).catch((err) => {
-      this.failed ??= err;
-    });
-    this.position += chunk.length;
-    this.inflight.add(p);
-    p.finally(() => this.inflight.delete(p));
-    if (this.inflight.size >= 16) await Promise.race(this.inflight);
-    if (this.failed) throw this.failed;
+  write(chunk: Buffer): Promise<void> {
+    return this.writes.write(chunk);
   }
 
-  private async settle() {
-    await Promise.all(this.inflight);
-    if (this.failed) throw this.failed;
-  }
-
-  async writeAt(chunk: Buffer, position: number): Promise<void> {
-    await this.settle();
-    await this.put(chunk, position);
+  writeAt(chunk: Buffer, position: number): Promise<void> {
+    return this.writes.writeAt(chunk, position);
   }
 
   async commit(): Promise<void> {
-    await this.settle();
+    await this.writes.settle();
     await call<void>(`fsync ${this.location}`, (cb) => (this.sftp as unknown as { ext_openssh_fsync(h: Buffer, cb: unknown): void }).ext_openssh_fsync(this.handle, cb)).catch(() => {});
     await call<void>(`close ${this.location}`, (cb) => this.sftp.close(this.handle, cb as never));
     await call<void>(`rename ${this.tempPath} to ${this.finalPath}`, (cb) => this.sftp.ext_openssh_rename(this.tempPath, this.finalPath, cb as never)).catch(async () => {
@@ -98,7 +85,7 @@ class SftpSink implements BundleSink {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    await Promise.allSettled(this.inflight);
+    await this.writes.drain();
     await call<void>('close', (cb) => this.sftp.close(this.handle, cb as never)).catch(() => {});
     await call<void>('unlink', (cb) => this.sftp.unlink(this.tempPath, cb as never)).catch(() => {});
   }

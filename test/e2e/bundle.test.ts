@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, sh, uid, volumeListing } from '../helpers/lab.js';
+import { BUSYBOX, cleanup, memberOffset, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, sh, uid, volumeListing } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-bundle-'));
 const a = uid('ba');
@@ -114,17 +114,6 @@ describe('damaged bundles are refused, and restore creates nothing', () => {
     const p = path.join(dir, name);
     writeFileSync(p, mutate(readFileSync(single)));
     return p;
-  }
-
-  /** Offset of a member's data in the tar (header name match). */
-  function memberOffset(buf: Buffer, prefix: string): number {
-    for (let off = 0; off + 512 <= buf.length; ) {
-      const name = buf.toString('utf8', off, off + 100).replace(/\0.*$/s, '');
-      const size = parseInt(buf.toString('ascii', off + 124, off + 136).replace(/\0.*$/s, '').trim() || '0', 8);
-      if (name.startsWith(prefix)) return off + 512;
-      off += 512 + Math.ceil(size / 512) * 512;
-    }
-    throw new Error(`no member ${prefix}`);
   }
 
   const cases: [string, (b: Buffer) => Buffer, RegExp][] = [

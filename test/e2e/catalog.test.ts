@@ -21,7 +21,7 @@ import type { ContainerSpec } from '../../src/engine/spec.js';
 import { silentProgress } from '../../src/pipeline/context.js';
 import { verifyOrQuarantine } from '../../src/pipeline/verify.js';
 import { LocalTransport } from '../../src/transport/local.js';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, freePort, inspect, uid } from '../helpers/lab.js';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, freePort, inspect, memberOffset, uid } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-catalog-'));
 const store = path.join(dir, 'store');
@@ -147,16 +147,6 @@ async function craftBundle(file: string, o: { createdAt: string; containers: str
 
 const stamp = (iso: string) => iso.replace(/[-:]/g, '').replace(/\.\d+Z$|Z$/, 'Z');
 
-/** Offset of a member's data in a bundle (by header name prefix). */
-function memberOffset(buf: Buffer, prefix: string): number {
-  for (let off = 0; off + 512 <= buf.length; ) {
-    const name = buf.toString('utf8', off, off + 100).replace(/\0.*$/s, '');
-    const size = parseInt(buf.toString('ascii', off + 124, off + 136).replace(/\0.*$/s, '').trim() || '0', 8);
-    if (name.startsWith(prefix)) return off + 512;
-    off += 512 + Math.ceil(size / 512) * 512;
-  }
-  throw new Error(`no member ${prefix}`);
-}
 
 function flipped(src: string, dest: string, ...at: [string, number][]): string {
   const buf = readFileSync(src);

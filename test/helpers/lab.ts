@@ -150,3 +150,14 @@ export const AWKWARD_DATA = [
   'touch -d "2001-02-03 04:05:06" owned',
   'chmod 0700 /data && chown 33:33 /data',
 ].join('\n');
+
+/** Offset of a member's data in a bundle's outer tar (first header whose name starts with `prefix`). */
+export function memberOffset(buf: Buffer, prefix: string): number {
+  for (let off = 0; off + 512 <= buf.length; ) {
+    const name = buf.toString('utf8', off, off + 100).replace(/\0.*$/s, '');
+    const size = parseInt(buf.toString('ascii', off + 124, off + 136).replace(/\0.*$/s, '').trim() || '0', 8);
+    if (name.startsWith(prefix)) return off + 512;
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  throw new Error(`no member ${prefix}`);
+}

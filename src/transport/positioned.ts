@@ -1,0 +1,45 @@
+/**
+ * Positioned writes with a few in flight, for sinks whose writes are round trips (the thread
+ * pool for a file, the network for SFTP): the first failure is kept and thrown by the next call.
+ */
+export class PositionedWrites {
+  position = 0;
+  private readonly inflight = new Set<Promise<void>>();
+  private failed?: unknown;
+
+  constructor(
+    private readonly put: (chunk: Buffer, position: number) => Promise<void>,
+    private readonly maxInflight: number,
+  ) {}
+
+  /** Append at the current position; waits only when maxInflight writes are under way. */
+  async write(chunk: Buffer): Promise<void> {
+    if (this.failed) throw this.failed;
+    if (!chunk.length) return;
+    const p = this.put(chunk, this.position).catch((err) => {
+      this.failed ??= err;
+    });
+    this.position += chunk.length;
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+    if (this.inflight.size >= this.maxInflight) await Promise.race(this.inflight);
+    if (this.failed) throw this.failed;
+  }
+
+  /** Wait for every write under way; throw the first failure. */
+  async settle(): Promise<void> {
+    await Promise.all(this.inflight);
+    if (this.failed) throw this.failed;
+  }
+
+  /** Patch bytes already written, once everything before has landed. */
+  async writeAt(chunk: Buffer, position: number): Promise<void> {
+    await this.settle();
+    await this.put(chunk, position);
+  }
+
+  /** Let what is under way finish, whatever its outcome (before giving the file up). */
+  async drain(): Promise<void> {
+    await Promise.allSettled(this.inflight);
+  }
+}
