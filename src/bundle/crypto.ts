@@ -79,46 +79,6 @@ export function sealChunk(k: Keyed, counter: bigint, plain: Buffer, final: boole
   return Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]);
 }
 
-/** Plaintext in, header + encrypted chunks out. */
-export class EncryptStream extends Transform {
-  private buf: Buffer[] = [];
-  private len = 0;
-  private counter = 0n;
-  private started = false;
-
-  constructor(private readonly k: Keyed) {
-    super({ highWaterMark: 1 << 20 });
-  }
-
-  private seal(plain: Buffer, final: boolean): Buffer {
-    return sealChunk(this.k, this.counter++, plain, final);
-  }
-
-  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
-    if (!this.started) {
-      this.push(this.k.header);
-      this.started = true;
-    }
-    this.buf.push(chunk);
-    this.len += chunk.length;
-    // Keep at least one byte back: the final chunk must carry the final flag.
-    while (this.len > CHUNK) {
-      const all = Buffer.concat(this.buf, this.len);
-      this.push(this.seal(all.subarray(0, CHUNK), false));
-      const rest = all.subarray(CHUNK);
-      this.buf = [rest];
-      this.len = rest.length;
-    }
-    cb();
-  }
-
-  override _flush(cb: TransformCallback): void {
-    if (!this.started) this.push(this.k.header);
-    this.push(this.seal(Buffer.concat(this.buf, this.len), true));
-    cb();
-  }
-}
-
 /** Parse the header at the start of an encrypted bundle, or undefined when it is not one. */
 export function readEncHeader(head: Buffer): EncHeader | undefined {
   if (!isEncrypted(head) || head.length < MAGIC.length + 5) return undefined;
