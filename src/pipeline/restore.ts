@@ -79,23 +79,18 @@ export interface RestoreResult {
 
 function decode(stream: Readable, codec: Manifest['members'][number]['codec'], member: string, onFailure: (e: BundleError) => void, declared?: number): Readable {
   const d = decompressor(codec, member);
-  if (declared !== undefined && declared >= 0) {
-    // A member may not inflate past the size the trailer declares (decompression bombs).
-    const limit = new SizeLimit(declared, member);
-    limit.on('error', (err) => onFailure(err as BundleError));
-    pipeline(stream, d, limit).catch(() => {});
-    d.on('error', (err) => onFailure(err instanceof BundleError ? err : new BundleError(`member ${member} is damaged: it does not decompress (${err.message})`, { member, cause: err })));
-    return limit;
-  }
   // A member that does not decompress is a damaged bundle, whatever the engine says about the
   // stream it was fed.
   d.on('error', (err) =>
     onFailure(err instanceof BundleError ? err : new BundleError(`member ${member} is damaged: it does not decompress (${err.message})`, { member, cause: err })),
   );
-  // pipeline() owns the error wiring: a failure on either side destroys both, and the consumer of
-  // `d` sees the error; the promise itself is only observed through `d`.
-  pipeline(stream, d).catch(() => {});
-  return d;
+  // A member may not inflate past the size the trailer declares (decompression bombs).
+  const limit = declared !== undefined && declared >= 0 ? new SizeLimit(declared, member) : undefined;
+  limit?.on('error', (err) => onFailure(err as BundleError));
+  // pipeline() owns the error wiring: a failure anywhere destroys every stream, and the consumer
+  // of the last one sees the error; the promise itself is only observed through that stream.
+  (limit ? pipeline(stream, d, limit) : pipeline(stream, d)).catch(() => {});
+  return limit ?? d;
 }
 
 async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions, rw?: RestoreRewrite): Promise<RestorePlan> {
