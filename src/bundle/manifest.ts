@@ -24,6 +24,12 @@ export interface MemberPlan {
   name: string;
   kind: MemberKind;
   codec: Codec;
+  /**
+   * Bytes before compression, declared before the data (bundles written to a file or over SFTP:
+   * the writer patches the manifest in place when the member is done). A reader stops a member
+   * that inflates past it.
+   */
+  rawBytes?: number;
 }
 
 export interface ImageEntry {
@@ -94,7 +100,16 @@ export interface Manifest {
   networks: NetworkSpec[];
   /** Every data member the bundle holds, in the order they appear. */
   members: MemberPlan[];
+  /**
+   * Bundles written to a stream: every compressed member is cut into parts, each an independent
+   * compressed frame holding at most this many bytes before compression (all but the last exactly
+   * this many). A reader decompresses each part on its own and stops one that inflates past it.
+   */
+  partRawBytes?: number;
 }
+
+/** Largest partRawBytes a reader accepts (a part is buffered by the writer). */
+export const MAX_PART_RAW = 256 << 20;
 
 export interface TrailerMember {
   name: string;
@@ -156,7 +171,10 @@ export function parseManifest(text: string): Manifest {
     seen.add(mp.name);
     if (!['image', 'volume', 'bind'].includes(mp.kind)) fail(`member ${mp.name} has unknown kind ${JSON.stringify(mp.kind)}`);
     if (!CODECS.includes(mp.codec)) fail(`member ${mp.name} uses unknown codec ${JSON.stringify(mp.codec)}`);
+    if (mp.rawBytes !== undefined && !(Number.isSafeInteger(mp.rawBytes) && mp.rawBytes >= 0)) fail(`member ${mp.name} declares an invalid size ${JSON.stringify(mp.rawBytes)}`);
   }
+  if (o.partRawBytes !== undefined && !(Number.isSafeInteger(o.partRawBytes) && (o.partRawBytes as number) > 0 && (o.partRawBytes as number) <= MAX_PART_RAW))
+    fail(`partRawBytes ${JSON.stringify(o.partRawBytes)} is not a size between 1 and ${MAX_PART_RAW}`);
   const man = o as unknown as Manifest;
   if (o.imageMode !== undefined && o.imageMode !== 'archive' && o.imageMode !== 'push') fail(`unknown imageMode ${JSON.stringify(o.imageMode)}`);
   const push = o.imageMode === 'push';
@@ -197,6 +215,8 @@ export function parseTrailer(text: string, manifest: Manifest): Trailer {
     if (!planned.has(m.name)) fail(`lists member ${JSON.stringify(m.name)} that the manifest does not`, TRAILER_MEMBER);
     if (typeof m.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(m.sha256)) fail(`member ${m.name} has no valid sha256`, TRAILER_MEMBER);
     if (!Number.isSafeInteger(m.bytes) || m.bytes < 0) fail(`member ${m.name} has no valid size`, TRAILER_MEMBER);
+    const declared = manifest.members.find((p) => p.name === m.name)?.rawBytes;
+    if (declared !== undefined && m.rawBytes !== declared) fail(`member ${m.name} has ${m.rawBytes} bytes before compression, the manifest declares ${declared}`, TRAILER_MEMBER);
   }
   for (const name of planned) if (!t.members.some((m) => m.name === name)) fail(`has no checksum for member ${name}`, TRAILER_MEMBER);
   if (manifest.imageMode === 'push') {

@@ -8,9 +8,12 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { BundleError, FerryError } from '../errors.js';
+import { decompressor } from './codec.js';
 import { DecryptStream, type EncHeader } from './crypto.js';
+import { SizeLimit } from './limit.js';
 import {
   MANIFEST_MEMBER, MAX_JSON_MEMBER, SUMS_MEMBER, TRAILER_MEMBER, parseManifest, parseTrailer, sha256sums,
   type Manifest, type MemberPlan, type Trailer, type TrailerMember,
@@ -21,7 +24,11 @@ type Entry = Readable & { header: tar.Header };
 
 export interface DataMember {
   plan: MemberPlan;
-  /** The stored (possibly compressed) bytes of the member. Consume it, or leave it: the reader drains the rest. */
+  /**
+   * The member's bytes: as stored (possibly compressed), or, with members({ decode: true }),
+   * decompressed and held to the sizes the manifest declares. Consume it, or leave it: the reader
+   * drains the rest.
+   */
   stream: Readable;
 }
 
@@ -126,7 +133,14 @@ export class BundleReader {
     this.destroy();
   }
 
-  async *members(): AsyncGenerator<DataMember> {
+  /**
+   * The data members, in order. With `decode`, each stream carries the decompressed bytes, and a
+   * member may not inflate past what the manifest declared before its data: its rawBytes (bundles
+   * written to a file), or partRawBytes for each of its parts (bundles written to a stream, where
+   * every part is a frame of its own and is decompressed on its own). Past that it is stopped
+   * with a BundleError (decompression bombs).
+   */
+  async *members(opts: { decode?: boolean } = {}): AsyncGenerator<DataMember> {
     let pending: Entry | undefined;
     let lastIndex = -1;
     const order = this.manifest.members.map((m) => m.name);
@@ -146,6 +160,10 @@ export class BundleReader {
         if (idx <= lastIndex) throw new BundleError(`member ${name} appears twice or out of order`, { member: name });
         lastIndex = idx;
         const plan = this.manifest.members[idx]!;
+        const decode = !!opts.decode && plan.codec !== 'none';
+        const partRaw = this.manifest.partRawBytes;
+        // Part by part: each part through a decompressor of its own, held to partRawBytes.
+        const perPart = decode && partRaw !== undefined;
         const out = new PassThrough({ highWaterMark: 1 << 20 });
         // The consumer may not be reading yet when the feed fails; the failure reaches it through
         // the destroyed stream and, below, through `await feeding`.
@@ -159,10 +177,30 @@ export class BundleReader {
           let e: Entry | undefined = first;
           while (e) {
             parts++;
-            for await (const chunk of e) {
-              hash.update(chunk as Buffer);
-              bytes += (chunk as Buffer).length;
-              if (!out.destroyed && !out.write(chunk)) await Promise.race([once(out, 'drain'), once(out, 'close')]);
+            const forward = async (src: AsyncIterable<Buffer>) => {
+              for await (const chunk of src) if (!out.destroyed && !out.write(chunk)) await Promise.race([once(out, 'drain'), once(out, 'close')]);
+            };
+            if (perPart) {
+              const stored = async function* (src: AsyncIterable<Buffer>) {
+                for await (const chunk of src) {
+                  hash.update(chunk);
+                  bytes += chunk.length;
+                  yield chunk;
+                }
+              };
+              const part = pm ? `${name} (part ${parts - 1})` : name;
+              const d = decompressor(plan.codec, plan.name);
+              let decodeError: Error | undefined;
+              d.once('error', (err) => (decodeError = err));
+              await pipeline(e, stored, d, new SizeLimit(partRaw!, part), forward).catch((err: Error) => {
+                throw err instanceof BundleError ? err : decodeError ? damaged(decodeError, plan, part) : err;
+              });
+            } else {
+              for await (const chunk of e) {
+                hash.update(chunk as Buffer);
+                bytes += (chunk as Buffer).length;
+                if (!out.destroyed && !out.write(chunk)) await Promise.race([once(out, 'drain'), once(out, 'close')]);
+              }
             }
             if (!pm) break;
             const nx = await this.next();
@@ -189,8 +227,24 @@ export class BundleReader {
           throw be;
         });
         feeding.catch(() => {});
-        yield { plan, stream: out };
-        out.resume(); // drain anything the consumer left
+        let stream: Readable = out;
+        if (decode && !perPart) {
+          // The whole member through one decompressor, held to its declared raw size if any.
+          const d = decompressor(plan.codec, plan.name);
+          d.on('error', (err) => (this.failure ??= damaged(err, plan, name)));
+          if (plan.rawBytes !== undefined) {
+            const limit = new SizeLimit(plan.rawBytes, name);
+            limit.on('error', (err) => (this.failure ??= err as BundleError));
+            stream = limit;
+            pipeline(out, d, limit).catch(() => {});
+          } else {
+            stream = d;
+            pipeline(out, d).catch(() => {});
+          }
+        }
+        yield { plan, stream };
+        stream.resume(); // drain anything the consumer left
+        out.resume();
         await feeding;
         this.seen.push({ name, bytes, sha256: hash.digest('hex'), rawBytes: -1, ...(parts > 1 ? { parts } : {}) });
         pending = pm ? following : await this.next();
@@ -233,4 +287,9 @@ function asBundleError(err: unknown, location: string): FerryError {
     cause: err,
     hint: 'the file is truncated or damaged; run `ferry verify` on it',
   });
+}
+
+/** A decompression failure as the bundle's problem, naming the member (or part) that does not decompress. */
+function damaged(err: Error, plan: MemberPlan, what: string): BundleError {
+  return err instanceof BundleError ? err : new BundleError(`member ${what} is damaged: it does not decompress (${err.message})`, { member: plan.name, cause: err });
 }

@@ -5,12 +5,14 @@
  * at a final name, and a reader rejects one that lacks it.
  *
  * On a seekable sink each member is one tar entry whose header is patched with the real size when
- * the member ends. On a stream the member is cut into parts of PART_SIZE bytes, each buffered in
- * memory (bounded), named `<member>.part000000`, `.part000001`, ...; a member that fits in one
- * part keeps its plain name.
+ * the member ends, and the manifest is patched with its raw size. On a stream the member is cut
+ * into parts of at most PART_SIZE raw bytes, each compressed on its own and buffered in memory
+ * (bounded), named `<member>.part000000`, `.part000001`, ...; a member that fits in one part
+ * keeps its plain name.
  */
 import { createHash } from 'node:crypto';
-import { Transform, type Readable } from 'node:stream';
+import { once } from 'node:events';
+import { Transform, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BundleError } from '../errors.js';
 import type { BundleSink } from '../transport/transport.js';
@@ -19,9 +21,15 @@ import {
   FORMAT, FORMAT_VERSION, MANIFEST_MEMBER, SUMS_MEMBER, TRAILER_MEMBER, sha256sums,
   type ImageFacts, type Manifest, type Trailer, type TrailerMember,
 } from './manifest.js';
-import { END_OF_ARCHIVE, encodeHeader, padding } from './tar.js';
+import { BLOCK, END_OF_ARCHIVE, encodeHeader, padding } from './tar.js';
 
 export const PART_SIZE = 16 << 20;
+/** Bytes reserved in a seekable bundle's manifest per member for `"rawBytes": N` (N < 2^53: 16 digits). */
+const RAW_SIZE_ROOM = 48;
+
+function manifestText(m: Manifest): Buffer {
+  return Buffer.from(JSON.stringify(m, null, 2) + '\n');
+}
 const WRITE_BATCH = 1 << 20;
 
 export function partName(member: string, i: number): string {
@@ -37,6 +45,8 @@ export class BundleWriter {
   private readonly images: ImageFacts[] = [];
   private readonly mtime = new Date();
   private busy = false;
+  private manifestAt?: number;
+  private manifestRoom = 0;
 
   constructor(
     private readonly sink: BundleSink,
@@ -53,8 +63,27 @@ export class BundleWriter {
     await this.sink.write(padding(data.length));
   }
 
+  /**
+   * The manifest goes first. On a stream it declares partRawBytes (each part of a compressed
+   * member is a frame of at most that many raw bytes). On a seekable sink it is written with room
+   * to spare and patched in place at the end with each member's raw size, so that a reader, even
+   * one reading the file as a stream, knows every member's size before its data.
+   */
   async begin(): Promise<void> {
-    await this.entry(MANIFEST_MEMBER, Buffer.from(JSON.stringify(this.manifest, null, 2) + '\n'));
+    if (!this.sink.seekable) this.manifest.partRawBytes = PART_SIZE;
+    const text = manifestText(this.manifest);
+    this.manifestAt = this.sink.seekable ? this.sink.position + BLOCK : undefined;
+    this.manifestRoom = text.length + (this.sink.seekable ? RAW_SIZE_ROOM * this.manifest.members.length : 0);
+    await this.entry(MANIFEST_MEMBER, Buffer.concat([text, Buffer.alloc(this.manifestRoom - text.length, ' ')]));
+  }
+
+  /** Patch the manifest with the raw sizes (seekable sinks). It cannot outgrow its room: each size takes < RAW_SIZE_ROOM bytes. */
+  private async declareRawSizes(): Promise<void> {
+    if (this.manifestAt === undefined) return;
+    const members = this.manifest.members.map((m) => ({ ...m, rawBytes: this.written.find((w) => w.name === m.name)!.rawBytes }));
+    const text = manifestText({ ...this.manifest, members });
+    if (text.length > this.manifestRoom) throw new Error('BundleWriter: the manifest outgrew its room');
+    await this.sink.writeAt(Buffer.concat([text, Buffer.alloc(this.manifestRoom - text.length, ' ')]), this.manifestAt);
   }
 
   /** Stream one data member into the bundle. Resolves with what the trailer will say about it. */
@@ -112,43 +141,58 @@ export class BundleWriter {
         await sink.write(padding(stored));
         await sink.writeAt(encodeHeader({ name, size: stored, mtime }), headerAt);
       } else {
-        let buf: Buffer[] = [];
-        let bufLen = 0;
-        const flushPart = async (last: boolean) => {
-          const data = Buffer.concat(buf, bufLen);
+        // Each part is the compression of at most PART_SIZE raw bytes, a frame of its own (gzip
+        // members and zstd frames concatenate), so a reader can hold every part to PART_SIZE.
+        // The compressed part is buffered (bounded by about PART_SIZE) because its tar header
+        // needs its size.
+        type Part = { cz: Duplex; raw: number; done: Promise<Buffer> };
+        const startPart = (): Part => {
+          const cz = compressor(codec);
+          const done = (async () => {
+            const out: Buffer[] = [];
+            let n = 0;
+            for await (const c of cz) {
+              out.push(c as Buffer);
+              n += (c as Buffer).length;
+            }
+            return Buffer.concat(out, n);
+          })();
+          done.catch(() => {});
+          return { cz, raw: 0, done };
+        };
+        const endPart = async (p: Part, last: boolean) => {
+          p.cz.end();
+          const data = await p.done;
+          hash.update(data);
+          stored += data.length;
           const entryName = last && parts === 0 ? name : partName(name, parts);
           parts++;
-          buf = [];
-          bufLen = 0;
           await sink.write(encodeHeader({ name: entryName, size: data.length, mtime }));
           await sink.write(data);
           await sink.write(padding(data.length));
         };
-        await pipeline(src, counter, compressor(codec), async function (source: AsyncIterable<Buffer>) {
-          try {
-          for await (let chunk of source) {
-            hash.update(chunk);
-            stored += chunk.length;
-            while (bufLen + chunk.length > PART_SIZE) {
-              const take = PART_SIZE - bufLen;
-              buf.push(chunk.subarray(0, take));
-              bufLen += take;
+        let part: Part | undefined;
+        try {
+          for await (let chunk of src as AsyncIterable<Buffer>) {
+            raw += chunk.length;
+            onProgress?.(name, raw);
+            while (chunk.length) {
+              if (part && part.raw === PART_SIZE) {
+                await endPart(part, false);
+                part = undefined;
+              }
+              part ??= startPart();
+              const take = Math.min(chunk.length, PART_SIZE - part.raw);
+              part.raw += take;
+              if (!part.cz.write(chunk.subarray(0, take))) await Promise.race([once(part.cz, 'drain'), part.done]);
               chunk = chunk.subarray(take);
-              await flushPart(false);
-            }
-            if (chunk.length) {
-              buf.push(chunk);
-              bufLen += chunk.length;
             }
           }
-          } catch (err) {
-            sinkError ??= err;
-            throw err;
-          }
-        }).catch((err) => {
-          throw sinkError ?? err;
-        });
-        if (bufLen > 0 || parts === 0) await flushPart(true);
+          await endPart(part ?? startPart(), true);
+          part = undefined;
+        } finally {
+          part?.cz.destroy();
+        }
       }
       const tm: TrailerMember = { name, bytes: stored, sha256: hash.digest('hex'), rawBytes: raw, ...(parts > 1 ? { parts } : {}) };
       this.written.push(tm);
@@ -167,6 +211,7 @@ export class BundleWriter {
     const missing = this.manifest.members.filter((m) => !this.written.some((w) => w.name === m.name));
     if (missing.length) throw new BundleError(`internal: members never written: ${missing.map((m) => m.name).join(', ')}`);
     const trailer: Trailer = { format: FORMAT, formatVersion: FORMAT_VERSION, complete: true, finishedAt: new Date().toISOString(), members: this.written, images: this.images };
+    await this.declareRawSizes();
     await this.entry(TRAILER_MEMBER, Buffer.from(JSON.stringify(trailer, null, 2) + '\n'));
     await this.entry(SUMS_MEMBER, Buffer.from(sha256sums(trailer)));
     await this.sink.write(END_OF_ARCHIVE);

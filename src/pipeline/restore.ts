@@ -8,11 +8,7 @@
  * Members are checked against the trailer before any container is created; a failure anywhere
  * removes what this restore created (Undo).
  */
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { BundleReader } from '../bundle/reader.js';
-import { decompressor } from '../bundle/codec.js';
-import { findTrailer, SizeLimit } from '../bundle/limit.js';
 import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
@@ -77,22 +73,6 @@ export interface RestoreResult {
   dryRun: boolean;
 }
 
-function decode(stream: Readable, codec: Manifest['members'][number]['codec'], member: string, onFailure: (e: BundleError) => void, declared?: number): Readable {
-  const d = decompressor(codec, member);
-  // A member that does not decompress is a damaged bundle, whatever the engine says about the
-  // stream it was fed.
-  d.on('error', (err) =>
-    onFailure(err instanceof BundleError ? err : new BundleError(`member ${member} is damaged: it does not decompress (${err.message})`, { member, cause: err })),
-  );
-  // A member may not inflate past the size the trailer declares (decompression bombs).
-  const limit = declared !== undefined && declared >= 0 ? new SizeLimit(declared, member) : undefined;
-  limit?.on('error', (err) => onFailure(err as BundleError));
-  // pipeline() owns the error wiring: a failure anywhere destroys every stream, and the consumer
-  // of the last one sees the error; the promise itself is only observed through that stream.
-  (limit ? pipeline(stream, d, limit) : pipeline(stream, d)).catch(() => {});
-  return limit ?? d;
-}
-
 async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions, rw?: RestoreRewrite): Promise<RestorePlan> {
   if (opts.name && m.containers.length !== 1)
     throw new UsageError(`--name works on a bundle with one container; this one has ${m.containers.length}`);
@@ -129,18 +109,12 @@ async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions, rw?: 
 export async function restore(engine: Engine, transport: Transport, opts: RestoreOptions, ctx: RunContext): Promise<RestoreResult> {
   const started = Date.now();
   const { progress, signal } = ctx;
-  // Where the bundle can be read from its end (a file, SFTP), its trailer declares each member's
-  // size before the data arrives: decompression is then held to it.
-  const tail = await transport.readTail?.(1 << 20).catch(() => undefined);
-  const declared = new Map((tail ? findTrailer(tail)?.members ?? [] : []).map((x) => [x.name, x.rawBytes]));
   const src = await transport.openBundle();
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
   const m = reader.manifest;
   for (const d of engine.differences()) progress.warn(d);
   if (await sweepStaleHolders(engine)) progress.info('removed helper containers left by a killed ferry run');
   const undo = opts.undo ?? new Undo();
-  let dataFailure: BundleError | undefined;
-  const failed = (e: BundleError) => (dataFailure ??= e);
   try {
     progress.info(`bundle ${src.location}: ${m.containers.map((c) => c.spec.name).join(', ')}, backed up on ${m.source.hostname} (engine ${m.source.engine}) at ${m.createdAt}`);
     if (opts.name && m.containers.length !== 1)
@@ -178,7 +152,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     let holderImage: string | undefined;
     const holder = async () => (holderImage ??= await engine.ensureHolderImage());
     const images = new Map<string, string>();
-    for await (const member of reader.members()) {
+    for await (const member of reader.members({ decode: true })) {
       checkAborted(signal);
       const { plan: mp } = member;
       if (mp.kind === 'volume') {
@@ -188,14 +162,14 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
         const name = await createVolume(engine, v.anonymous ? v : { ...v, name: target.to }, target.replace ? 'replace' : 'fail', undo, progress);
         volumeNames[v0.name] = name;
         progress.step(`fill volume ${name} from ${mp.name}`);
-        await fillVolume(engine, await holder(), name, decode(member.stream, mp.codec, mp.name, failed, declared.get(mp.name)));
+        await fillVolume(engine, await holder(), name, member.stream);
       } else if (mp.kind === 'bind') {
         const b = m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name)!;
         const bv = rw?.bindVolume(b);
         if (bv) {
           const name = await createVolume(engine, bv, 'fail', undo, progress);
           progress.step(`fill volume ${name} from ${mp.name} (bind data for ${b.hostPath})`);
-          await fillVolume(engine, await holder(), name, decode(member.stream, mp.codec, mp.name, failed, declared.get(mp.name)));
+          await fillVolume(engine, await holder(), name, member.stream);
           continue;
         }
         if (!opts.restoreBinds) {
@@ -203,12 +177,12 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
           continue;
         }
         progress.step(`write ${b.hostPath} from ${mp.name}`);
-        await fillBind(engine, await holder(), b.hostPath, decode(member.stream, mp.codec, mp.name, failed, declared.get(mp.name)));
+        await fillBind(engine, await holder(), b.hostPath, member.stream);
       } else if (mp.kind === 'image') {
         const c = m.containers.find((x) => x.image.member === mp.name)!;
         const existed = await engine.imageExists(c.image.ref);
         progress.step(`load image ${c.image.ref}`);
-        await loadImage(engine, decode(member.stream, mp.codec, mp.name, failed, declared.get(mp.name)), c.image.ref);
+        await loadImage(engine, member.stream, c.image.ref);
         if (!existed) undo.add(`remove image ${c.image.ref}`, () => engine.removeImage(c.image.ref));
         images.set(c.spec.name, c.image.ref);
       }
@@ -266,7 +240,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     await sweepHolders(engine); // first: a helper would keep a volume the undo removes in use
     await undo.run(progress);
     // An engine call that failed because the bundle stream broke reports the bundle's problem.
-    throw reader.failure ?? dataFailure ?? err;
+    throw reader.failure ?? err;
   }
 }
 

@@ -209,21 +209,5 @@ export class LocalTransport implements Transport {
     return { stream: fh.createReadStream({ highWaterMark: 1 << 20, autoClose: true }) as unknown as Readable, location: p, size: st.size };
   }
 
-  async readTail(n: number): Promise<Buffer | undefined> {
-    const p = path.resolve(this.target);
-    const fh = await fs.open(p, 'r').catch(() => undefined);
-    if (!fh) return undefined;
-    try {
-      const { size } = await fh.stat();
-      if (!size) return undefined;
-      const len = Math.min(n, size);
-      const buf = Buffer.alloc(len);
-      await fh.read(buf, 0, len, size - len);
-      return buf;
-    } finally {
-      await fh.close();
-    }
-  }
-
   async close(): Promise<void> {}
 }

@@ -154,25 +154,5 @@ export class SftpTransport implements Transport {
       .map((e) => ({ url: `${base}/${e.filename}`, size: e.attrs.size, mtime: new Date(e.attrs.mtime * 1000) }));
   }
 
-  async readTail(n: number): Promise<Buffer | undefined> {
-    const sftp = await this.sftp();
-    const st = await call<{ size: number }>(`stat ${this.url}`, (cb) => sftp.stat(this.loc.path, cb as never)).catch(() => undefined);
-    if (!st?.size) return undefined;
-    const handle = await call<Buffer>(`open ${this.url}`, (cb) => sftp.open(this.loc.path, 'r', cb as never));
-    try {
-      const len = Math.min(n, st.size);
-      const buf = Buffer.alloc(len);
-      let got = 0;
-      while (got < len) {
-        const r = await call<number>(`read ${this.url}`, (cb) => sftp.read(handle, buf, got, len - got, st.size - len + got, cb as never));
-        if (!r) break;
-        got += r;
-      }
-      return buf.subarray(0, got);
-    } finally {
-      await call<void>('close', (cb) => sftp.close(handle, cb as never)).catch(() => {});
-    }
-  }
-
   async close(): Promise<void> {}
 }

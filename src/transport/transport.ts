@@ -26,7 +26,5 @@ export interface Transport {
   createBundle(suggestedName: string): Promise<BundleSink>;
   /** Open a bundle for reading, as a stream. */
   openBundle(): Promise<{ stream: Readable; location: string; size?: number }>;
-  /** The last `n` bytes of the bundle, where the transport can seek (files, SFTP); else undefined. */
-  readTail?(n: number): Promise<Buffer | undefined>;
   close(): Promise<void>;
 }

@@ -119,18 +119,44 @@ describe('damaged bundles are refused, and restore creates nothing', () => {
   const cases: [string, (b: Buffer) => Buffer, RegExp][] = [
     ['flipped byte in a volume member', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, `volumes/${own}`) + 1000; c[o] = c[o]! ^ 0xff; return c; }, new RegExp(`volumes/${own}|zstd`)],
     ['flipped byte in the image member', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, 'images/') + 5000; c[o] = c[o]! ^ 0xff; return c; }, /images\/.*(damaged|does not decompress)|sha256/],
-    ['a trailer that declares a member smaller than it inflates (decompression bomb)', (buf) => {
-      const c = Buffer.from(buf);
-      const o = memberOffset(c, 'trailer.json');
-      const text = c.toString('utf8', o, o + 4096);
-      const m = /"rawBytes": (\d+)/.exec(text)!; // the first member: a volume
-      c.write(`"rawBytes": ${'1'.padEnd(m[1]!.length, ' ')}`, o + m.index);
-      return c;
-    }, /inflates past its declared size/],
+    ['a manifest that declares a member smaller than it inflates (decompression bomb)', (buf) => declareRaw(buf, 'manifest.json', 1), /inflates past its declared size \(1 bytes\); stopped/],
     ['truncated', (buf) => buf.subarray(0, Math.floor(buf.length / 2)), /not a complete bundle|incomplete|truncated/],
     ['not a tar at all', () => Buffer.from('hello, I am not a bundle\n'.repeat(100)), /not a ferry bundle/],
     ['a newer format version', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, 'manifest.json'); const s = c.toString('utf8', o, o + 200); const i = s.indexOf('"formatVersion": 1'); c.write('"formatVersion": 9', o + i); return c; }, /newer than this ferry understands/],
   ];
+
+  it('a decompression bomb arriving on stdin is stopped at the size declared before its data, and nothing is created', async () => {
+    const p = damaged('bomb-stdin.tar', (buf) => declareRaw(buf, 'manifest.json', 1));
+    const before = volsNow();
+    const r = await ferry(['restore', '-', '--name', `${a}-bad`, '--on-conflict', 'rename'], { stdinFile: p });
+    expect(r.code, r.stderr).toBe(7);
+    expect(r.stderr).toMatch(/inflates past its declared size \(1 bytes\); stopped/);
+    expect(exists('container', `${a}-bad`)).toBe(false);
+    expect(volsNow()).toEqual(before);
+  });
+
+  it('a bundle written to a stream declares its part size first; a part inflating past it on stdin is stopped', async () => {
+    const streamed = path.join(dir, 'streamed.tar');
+    const w = await ferry(['backup', a, '-o', '-'], { stdoutFile: streamed });
+    expect(w.code, w.stderr).toBe(0);
+    const c = Buffer.from(readFileSync(streamed));
+    const o = memberOffset(c, 'manifest.json');
+    const at = c.indexOf(Buffer.from('"partRawBytes": 16777216'), o);
+    expect(at).toBeGreaterThan(o);
+    c.write('"partRawBytes": 1000    ', at); // same length: the bundle stays well-formed
+    const p = path.join(dir, 'streamed-bomb.tar');
+    writeFileSync(p, c);
+    const before = volsNow();
+    const r = await ferry(['restore', '-', '--name', `${a}-bad`, '--on-conflict', 'rename'], { stdinFile: p });
+    expect(r.code, r.stderr).toBe(7);
+    expect(r.stderr).toMatch(/member \S+( \(part \d+\))? inflates past its declared size \(1000 bytes\); stopped/);
+    expect(exists('container', `${a}-bad`)).toBe(false);
+    expect(volsNow()).toEqual(before);
+    // The untouched stream bundle restores.
+    const ok = await ferry(['restore', '-', '--name', `${a}-streamed`, '--on-conflict', 'rename', '--no-start'], { stdinFile: streamed });
+    expect(ok.code, ok.stderr).toBe(0);
+    docker(['rm', '-f', `${a}-streamed`]);
+  });
 
   for (const [what, mutate, message] of cases) {
     it(what, async () => {
@@ -150,10 +176,8 @@ describe('verify and declared sizes', () => {
   it('ferry verify names a member whose decompressed size differs from what the trailer declares', async () => {
     const single = path.join(dir, 'verify-size.tar');
     expect((await ferry(['backup', a, '-o', single])).code).toBe(0);
-    const c = Buffer.from(readFileSync(single));
-    const o = c.indexOf(Buffer.from('"rawBytes": '), c.lastIndexOf(Buffer.from('"finishedAt"')));
-    const m = /"rawBytes": (\d+)/.exec(c.toString('utf8', o, o + 40))!;
-    c.write(`"rawBytes": ${'1'.padEnd(m[1]!.length, ' ')}`, o);
+    // A consistent lie: the manifest and the trailer both declare 1 byte for the first member.
+    const c = declareRaw(declareRaw(readFileSync(single), 'manifest.json', 1), 'trailer.json', 1);
     const p = path.join(dir, 'verify-size-bad.tar');
     writeFileSync(p, c);
     const r = await ferry(['verify', p]);
@@ -226,3 +250,13 @@ describe('options', () => {
     expect(r4.stderr).toMatch(/cannot reach the Docker engine/);
   });
 });
+
+/** A copy of a bundle whose `member` (manifest.json or trailer.json) declares `n` raw bytes for its first data member. */
+function declareRaw(buf: Buffer, member: string, n: number): Buffer {
+  const c = Buffer.from(buf);
+  const o = memberOffset(c, member);
+  const m = /"rawBytes": (\d+)/.exec(c.toString('utf8', o, o + 8192))!;
+  expect(String(n).length).toBeLessThanOrEqual(m[1]!.length);
+  c.write(`"rawBytes": ${String(n).padEnd(m[1]!.length, ' ')}`, o + Buffer.byteLength(c.toString('utf8', o, o + 8192).slice(0, m.index)));
+  return c;
+}

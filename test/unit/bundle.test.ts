@@ -107,6 +107,23 @@ async function readBundle(buf: Buffer, location = 'mem'): Promise<ReadBack> {
   return { reader, members, order };
 }
 
+function withRawSizes(m: Manifest, sizes: number[]): Manifest {
+  return { ...m, members: m.members.map((x, i) => ({ ...x, rawBytes: sizes[i]! })) };
+}
+
+/** Read every member decoded (members({ decode: true })). */
+async function readDecoded(buf: Buffer): Promise<Record<string, Buffer>> {
+  const reader = await BundleReader.open(Readable.from(buf), 'mem');
+  const out: Record<string, Buffer> = {};
+  for await (const m of reader.members({ decode: true })) {
+    const chunks: Buffer[] = [];
+    for await (const c of m.stream) chunks.push(c as Buffer);
+    out[m.plan.name] = Buffer.concat(chunks);
+  }
+  expect(reader.trailer.members.length).toBe(2);
+  return out;
+}
+
 function flipByteAt(buf: Buffer, at: number): Buffer {
   const copy = Buffer.from(buf);
   copy[at] = copy[at]! ^ 0xff;
@@ -136,14 +153,16 @@ describe('BundleWriter + BundleReader on a seekable sink', () => {
     const entries = await listEntries(w.bundle);
     expect(entries.map((e) => e.name)).toEqual([MANIFEST_MEMBER, VOLUME_MEMBER, IMAGE_MEMBER, TRAILER_MEMBER, SUMS_MEMBER]);
     expect(entries.every((e) => e.type === 'file')).toBe(true);
-    expect(JSON.parse(entries[0]!.data.toString())).toEqual(w.manifest);
+    // the manifest was patched in place with each member's raw size, declared before its data
+    expect(JSON.parse(entries[0]!.data.toString())).toEqual(withRawSizes(w.manifest, [SMALL_VOLUME.length, IMAGE.length]));
     // header sizes were patched with the real stored sizes
     expect(entries[1]!.size).toBe(SMALL_VOLUME.length);
     expect(entries[1]!.data.equals(SMALL_VOLUME)).toBe(true);
     expect(entries[2]!.size).toBe(w.trailer.members[1]!.bytes);
     expect(zlib.gunzipSync(entries[2]!.data).equals(IMAGE)).toBe(true);
-    expect(w.sink.patches.length).toBe(2);
-    expect(w.sink.patches.every((p) => p.length === BLOCK && p.position % BLOCK === 0)).toBe(true);
+    expect(w.sink.patches.length).toBe(3);
+    expect(w.sink.patches.slice(0, 2).every((p) => p.length === BLOCK && p.position % BLOCK === 0)).toBe(true);
+    expect(w.sink.patches[2]).toEqual({ position: BLOCK, length: entries[0]!.size });
     expect(w.bundle.length % BLOCK).toBe(0);
     expect(w.bundle.subarray(-1024).every((b) => b === 0)).toBe(true);
   });
@@ -166,7 +185,7 @@ describe('BundleWriter + BundleReader on a seekable sink', () => {
 
   it('reads back the manifest, every member and the trailer', async () => {
     const { reader, members, order } = await readBundle(w.bundle);
-    expect(reader.manifest).toEqual(w.manifest);
+    expect(reader.manifest).toEqual(withRawSizes(w.manifest, [SMALL_VOLUME.length, IMAGE.length]));
     expect(reader.location).toBe('mem');
     expect(order).toEqual([VOLUME_MEMBER, IMAGE_MEMBER]);
     expect(members[VOLUME_MEMBER]!.equals(SMALL_VOLUME)).toBe(true);

@@ -1,27 +1,133 @@
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
+import zlib from 'node:zlib';
+import * as tar from 'tar-stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-import { BundleWriter } from '../../src/bundle/writer.js';
-import { findTrailer, SizeLimit } from '../../src/bundle/limit.js';
+import { BundleWriter, PART_SIZE, partName } from '../../src/bundle/writer.js';
+import { SizeLimit } from '../../src/bundle/limit.js';
+import type { Manifest } from '../../src/bundle/manifest.js';
+import { BundleReader } from '../../src/bundle/reader.js';
 import { BundleError } from '../../src/errors.js';
-import { IMAGE_MEMBER, makeManifest, MemorySink, VOLUME_MEMBER } from './bundle-fixtures.js';
+import { bundleError, IMAGE_MEMBER, makeManifest, MemorySink, VOLUME_MEMBER } from './bundle-fixtures.js';
 
-describe('findTrailer', () => {
-  it('finds the trailer in the last bytes of a bundle, with each member\'s declared raw size', async () => {
-    const sink = new MemorySink(true);
-    const w = new BundleWriter(sink, makeManifest());
-    await w.begin();
-    await w.addMember(VOLUME_MEMBER, Readable.from([Buffer.alloc(100_000, 1)]), 'none');
-    await w.addMember(IMAGE_MEMBER, Readable.from([Buffer.alloc(70_000, 2)]), 'gzip');
-    await w.finish();
-    const tail = sink.data.subarray(sink.data.length - 8192);
-    const t = findTrailer(tail);
-    expect(t?.members.map((m) => [m.name, m.rawBytes])).toEqual([
-      [VOLUME_MEMBER, 100_000],
-      [IMAGE_MEMBER, 70_000],
-    ]);
-    expect(findTrailer(Buffer.alloc(8192))).toBeUndefined();
-    expect(findTrailer(sink.data.subarray(0, 4096))).toBeUndefined();
+async function entriesOf(buf: Buffer): Promise<{ name: string; data: Buffer }[]> {
+  const extract = tar.extract();
+  Readable.from([buf]).pipe(extract);
+  const out: { name: string; data: Buffer }[] = [];
+  for await (const e of extract) {
+    const chunks: Buffer[] = [];
+    for await (const c of e) chunks.push(c as Buffer);
+    out.push({ name: e.header.name, data: Buffer.concat(chunks) });
+  }
+  return out;
+}
+
+async function repack(entries: { name: string; data: Buffer }[]): Promise<Buffer> {
+  const p = tar.pack();
+  const collected = (async () => {
+    const chunks: Buffer[] = [];
+    for await (const c of p) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  })();
+  for (const e of entries) p.entry({ name: e.name, size: e.data.length }, e.data);
+  p.finalize();
+  return collected;
+}
+
+async function write(seekable: boolean, volume: Buffer, image: Buffer): Promise<Buffer> {
+  const sink = new MemorySink(seekable);
+  const w = new BundleWriter(sink, makeManifest([
+    { name: VOLUME_MEMBER, kind: 'volume', codec: 'gzip' },
+    { name: IMAGE_MEMBER, kind: 'image', codec: 'gzip' },
+  ]));
+  await w.begin();
+  await w.addMember(VOLUME_MEMBER, Readable.from([volume]), 'gzip');
+  await w.addMember(IMAGE_MEMBER, Readable.from([image]), 'gzip');
+  await w.finish();
+  return sink.data;
+}
+
+/** Read every member decoded; resolves with the members or rejects with the reader's error. */
+async function decodeAll(buf: Buffer): Promise<Record<string, Buffer>> {
+  const reader = await BundleReader.open(Readable.from([buf]), 'mem');
+  const out: Record<string, Buffer> = {};
+  for await (const m of reader.members({ decode: true })) {
+    const chunks: Buffer[] = [];
+    try {
+      for await (const c of m.stream) chunks.push(c as Buffer);
+    } catch (err) {
+      throw reader.failure ?? err;
+    }
+    out[m.plan.name] = Buffer.concat(chunks);
+  }
+  return out;
+}
+
+// Compressible, and larger than two parts.
+const VOLUME = Buffer.concat([Buffer.alloc(2 * PART_SIZE, 'ferry volume data '), randomBytes(1000)]);
+const IMAGE = Buffer.alloc(70_000, 'image ');
+
+describe('every member declares its size before its data', () => {
+  it('a file bundle: the manifest, patched in place, declares each raw size; decoding gives the data back', async () => {
+    const buf = await write(true, VOLUME, IMAGE);
+    const reader = await BundleReader.open(Readable.from([buf]), 'mem');
+    expect(reader.manifest.members.map((m) => m.rawBytes)).toEqual([VOLUME.length, IMAGE.length]);
+    expect(reader.manifest.partRawBytes).toBeUndefined();
+    reader.close();
+    const got = await decodeAll(buf);
+    expect(got[VOLUME_MEMBER]!.equals(VOLUME)).toBe(true);
+    expect(got[IMAGE_MEMBER]!.equals(IMAGE)).toBe(true);
+  });
+
+  it('a stream bundle: parts are frames of their own, each holding partRawBytes (the last the rest)', async () => {
+    const buf = await write(false, VOLUME, IMAGE);
+    const entries = await entriesOf(buf);
+    const man = JSON.parse(entries[0]!.data.toString()) as Manifest;
+    expect(man.partRawBytes).toBe(PART_SIZE);
+    const parts = entries.filter((e) => e.name.startsWith(VOLUME_MEMBER));
+    expect(parts.map((e) => e.name)).toEqual([0, 1, 2].map((i) => partName(VOLUME_MEMBER, i)));
+    expect(parts.map((e) => zlib.gunzipSync(e.data).length)).toEqual([PART_SIZE, PART_SIZE, 1000]);
+    // Concatenated, the parts are one valid gzip stream (what `cat parts | gunzip` does).
+    expect(zlib.gunzipSync(Buffer.concat(parts.map((e) => e.data))).equals(VOLUME)).toBe(true);
+    const got = await decodeAll(buf);
+    expect(got[VOLUME_MEMBER]!.equals(VOLUME)).toBe(true);
+    expect(got[IMAGE_MEMBER]!.equals(IMAGE)).toBe(true);
+  });
+});
+
+describe('decompression bombs are stopped at the declared size', () => {
+  it('a file bundle member that inflates past the rawBytes its manifest declares', async () => {
+    const entries = await entriesOf(await write(true, VOLUME, IMAGE));
+    const man = JSON.parse(entries[0]!.data.toString()) as Manifest;
+    man.members[0]!.rawBytes = 1000;
+    entries[0]!.data = Buffer.from(JSON.stringify(man));
+    const e = await bundleError(async () => decodeAll(await repack(entries)));
+    expect(e.message).toMatch(new RegExp(`member ${VOLUME_MEMBER} inflates past its declared size \\(1000 bytes\\)`));
+  });
+
+  it('a stream bundle part that inflates past partRawBytes (a bomb in the middle of a member)', async () => {
+    const entries = await entriesOf(await write(false, VOLUME, IMAGE));
+    const i = entries.findIndex((e) => e.name === partName(VOLUME_MEMBER, 1));
+    entries[i]!.data = zlib.gzipSync(Buffer.alloc(PART_SIZE * 4));
+    const e = await bundleError(async () => decodeAll(await repack(entries)));
+    expect(e.message).toContain(`member ${VOLUME_MEMBER} (part 1) inflates past its declared size (${PART_SIZE} bytes)`);
+  });
+
+  it('a stream bundle member in one entry that inflates past partRawBytes', async () => {
+    const entries = await entriesOf(await write(false, VOLUME, IMAGE));
+    const i = entries.findIndex((e) => e.name === IMAGE_MEMBER);
+    entries[i]!.data = zlib.gzipSync(Buffer.alloc(PART_SIZE + 1));
+    const e = await bundleError(async () => decodeAll(await repack(entries)));
+    expect(e.message).toContain(`member ${IMAGE_MEMBER} inflates past its declared size (${PART_SIZE} bytes)`);
+  });
+
+  it('a stream bundle part that is not a frame of its own is refused as damaged', async () => {
+    const entries = await entriesOf(await write(false, VOLUME, IMAGE));
+    const i = entries.findIndex((e) => e.name === partName(VOLUME_MEMBER, 1));
+    entries[i]!.data = entries[i]!.data.subarray(0, entries[i]!.data.length - 100);
+    const e = await bundleError(async () => decodeAll(await repack(entries)));
+    expect(e.message).toMatch(new RegExp(`member ${VOLUME_MEMBER} \\(part 1\\) is damaged: it does not decompress`));
   });
 });
 

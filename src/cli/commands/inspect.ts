@@ -92,7 +92,10 @@ export function inspectText(m: Manifest, location: string, bytes?: number): stri
     out.push(`  ${n.name}: driver ${n.driver}${subnets ? `, subnet ${subnets}` : ''}${n.internal ? ', internal' : ''}${n.enableIPv6 ? ', IPv6' : ''}`);
   }
   out.push('', 'members');
-  out.push(...table([['NAME', 'KIND', 'CODEC'], ...m.members.map((x) => [x.name, x.kind, x.codec])]).trimEnd().split('\n').map((l) => `  ${l}`));
+  // What each member may inflate to, as declared before its data (decompression is held to it).
+  const declared = (x: Manifest['members'][number]) =>
+    x.rawBytes !== undefined ? humanBytes(x.rawBytes) : m.partRawBytes !== undefined ? `parts of ≤ ${humanBytes(m.partRawBytes)}` : '-';
+  out.push(...table([['NAME', 'KIND', 'CODEC', 'RAW SIZE'], ...m.members.map((x) => [x.name, x.kind, x.codec, declared(x)])]).trimEnd().split('\n').map((l) => `  ${l}`));
   return out.join('\n') + '\n';
 }
 
