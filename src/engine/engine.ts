@@ -5,7 +5,8 @@
 import http from 'node:http';
 import { hostname } from 'node:os';
 import { Readable, Writable } from 'node:stream';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
+import DockerClient from './dockerode.js';
 import { ConflictError, EngineError, FerryError, NotFoundError } from '../errors.js';
 import { describeEndpoint, type Endpoint } from './endpoint.js';
 import { demux } from './demux.js';
@@ -69,7 +70,7 @@ export class Engine {
   static async connect(ep: Endpoint, opts: { agent?: http.Agent; onClose?: () => void } = {}): Promise<Engine> {
     const base = dockerOptions(ep, opts.agent);
     const where = describeEndpoint(ep);
-    const probe = new Docker(base);
+    const probe = new DockerClient(base);
     let version: Docker.DockerVersion & { Components?: { Name: string }[] };
     let podman = false;
     try {
@@ -82,7 +83,7 @@ export class Engine {
     if (compareApi(api, CLIENT_MAX_API) > 0) api = CLIENT_MAX_API;
     const min = (version as { MinAPIVersion?: string }).MinAPIVersion;
     const useVersion = min && compareApi(api, min) < 0 ? undefined : `v${api}`;
-    const docker = new Docker({ ...base, ...(useVersion ? { version: useVersion } : {}) });
+    const docker = new DockerClient({ ...base, ...(useVersion ? { version: useVersion } : {}) });
     let containerdStore = false;
     let loggingDriver: string | undefined;
     try {
