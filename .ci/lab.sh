@@ -82,8 +82,11 @@ mkdir -p /run/sshd "$LAB/ssh"
 mkdir -p /root/.ssh && chmod 700 /root/.ssh
 grep -qF "$(cut -d' ' -f2 "$LAB/ssh/id_ed25519.pub")" /root/.ssh/authorized_keys 2>/dev/null || cat "$LAB/ssh/id_ed25519.pub" >> /root/.ssh/authorized_keys
 chmod 600 /root/.ssh/authorized_keys
+# Port 2223 is the same host with socket forwarding refused: ferry must fall back to
+# `docker system dial-stdio` there.
 cat >"$LAB/ssh/sshd_config" <<CFG
 Port 2222
+Port 2223
 ListenAddress 127.0.0.1
 HostKey $LAB/ssh/host_ed25519
 PermitRootLogin prohibit-password
@@ -94,14 +97,21 @@ AllowStreamLocalForwarding yes
 Subsystem sftp internal-sftp
 PidFile $LAB/ssh/sshd.pid
 MaxStartups 10:30:100
+Match LocalPort 2223
+  AllowStreamLocalForwarding no
 CFG
+if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/2223' 2>/dev/null && [ -s "$LAB/ssh/sshd.pid" ]; then
+  log "restarting sshd (an older lab's, without port 2223)"
+  kill "$(cat "$LAB/ssh/sshd.pid")" 2>/dev/null || true
+  wait_for 20 sh -c '! bash -c "exec 3<>/dev/tcp/127.0.0.1/2222" 2>/dev/null'
+fi
 if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222' 2>/dev/null; then
-  log "starting sshd on 127.0.0.1:2222 (engine B at /var/run/docker.sock inside)"
+  log "starting sshd on 127.0.0.1:2222 and :2223 (engine B at /var/run/docker.sock inside)"
   setsid nohup unshare --mount sh -c "mount --make-rprivate / && touch /var/run/docker.sock 2>/dev/null; mount --bind /var/run/docker-b.sock /var/run/docker.sock && exec /usr/sbin/sshd -D -e -f $LAB/ssh/sshd_config" >"$LAB/sshd.log" 2>&1 < /dev/null &
   wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222' || { cat "$LAB/sshd.log" >&2; exit 1; }
 fi
 # known_hosts for the lab host, in OpenSSH's bracketed form for a non-22 port
-printf '[127.0.0.1]:2222 %s\n' "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" > "$LAB/ssh/known_hosts"
+printf '[127.0.0.1]:%s %s\n' 2222 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" 2223 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" > "$LAB/ssh/known_hosts"
 
 # --- test images, built offline from busybox-static
 if ! docker image inspect ferry-test/busybox:1 >/dev/null 2>&1 || ! docker -H unix:///var/run/docker-b.sock image inspect ferry-test/busybox:1 >/dev/null 2>&1; then

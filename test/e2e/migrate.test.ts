@@ -63,7 +63,8 @@ describe('migrate over ssh', () => {
     expect(r.stderr).toMatch(/not in known_hosts/);
     const r2 = await ferry(['--ssh-accept-new', '-H', 'ssh://newhost', 'restore', '/nonexistent.tar'], { env: { HOME: h } });
     expect(r2.code).toBe(5); // connected; the bundle is what is missing
-    expect(readFileSync(knownHostsFile, 'utf8')).toBe(readFileSync('/var/lib/ferry-lab/ssh/known_hosts', 'utf8'));
+    const labLine = readFileSync('/var/lib/ferry-lab/ssh/known_hosts', 'utf8').split('\n').find((l) => l.startsWith('[127.0.0.1]:2222 '));
+    expect(readFileSync(knownHostsFile, 'utf8')).toBe(`${labLine}\n`);
   });
 
   it('moves the running service with its config and data, and stops the source for the cutover', async () => {
@@ -96,5 +97,33 @@ describe('migrate over ssh', () => {
     expect(res.imageBytes).toBeLessThan(2 << 20);
     expect(docker(['exec', name, 'cat', '/data/second'], { host: ENGINE_B })).toBe('second');
     expect(volumeListing(vol, ENGINE_B)).toBe(volumeListing(vol));
+  });
+});
+
+describe('where the SSH server refuses socket forwarding', () => {
+  // The lab's sshd on port 2223 is the same host with AllowStreamLocalForwarding no.
+  it('falls back to `docker system dial-stdio` and migrates over it, data and all', async () => {
+    const other = `${name}-ds`;
+    const otherVol = `${other}-data`;
+    try {
+      docker(['run', '--rm', '-v', `${otherVol}:/data`, BUSYBOX, 'sh', '-c', 'dd if=/dev/urandom of=/data/blob bs=1M count=8 2>/dev/null']);
+      docker(['run', '-d', '--name', other, '-v', `${otherVol}:/data`, BUSYBOX, 'sleep', '3600']);
+      const listing = volumeListing(otherVol);
+      const r = await ferry(['migrate', other, '--to', 'ssh://nofwd', '--json'], { env: { HOME: home } });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/socket forwarding refused .*using `docker system dial-stdio`/);
+      expect(inspect('container', other, ENGINE_B).State.Running).toBe(true);
+      expect(volumeListing(otherVol, ENGINE_B)).toBe(listing);
+      expect(docker(['run', '--rm', '-v', `${otherVol}:/d`, BUSYBOX, 'sha256sum', '/d/blob'], { host: ENGINE_B })).toBe(
+        docker(['run', '--rm', '-v', `${otherVol}:/d`, BUSYBOX, 'sha256sum', '/d/blob']),
+      );
+      // ...and the one connection carried every request: ls of the target's containers works the same way.
+      const ls = await ferry(['-H', 'ssh://nofwd', 'restore', '/nonexistent.tar'], { env: { HOME: home } });
+      expect(ls.code, ls.stderr).toBe(5);
+    } finally {
+      cleanup(ENGINE_A, { containers: [other], volumes: [otherVol] });
+      cleanup(ENGINE_B, { containers: [other], volumes: [otherVol] });
+      for (const img of docker(['images', '-q', `ferry/${other}`], { host: ENGINE_B }).split('\n').filter(Boolean)) docker(['rmi', '-f', img], { host: ENGINE_B, allowFail: true });
+    }
   });
 });

@@ -126,7 +126,12 @@ export function sshHome(dir: string, knownHosts?: string): { home: string; known
   writeFileSync(knownHostsFile, knownHosts ?? readFileSync(path.join(LAB, 'ssh', 'known_hosts'), 'utf8'));
   writeFileSync(
     path.join(ssh, 'config'),
-    ['Host newhost', '  HostName 127.0.0.1', '  Port 2222', '  User root', `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`, `  UserKnownHostsFile ${knownHostsFile}`, ''].join('\n'),
+    [
+      'Host newhost', '  HostName 127.0.0.1', '  Port 2222', '  User root', `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`, `  UserKnownHostsFile ${knownHostsFile}`,
+      // The same host where the SSH server refuses socket forwarding (dial-stdio fallback).
+      'Host nofwd', '  HostName 127.0.0.1', '  Port 2223', '  User root', `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`, `  UserKnownHostsFile ${knownHostsFile}`,
+      '',
+    ].join('\n'),
   );
   return { home, knownHostsFile };
 }
