@@ -49,17 +49,31 @@ export async function readManifest(file: string, passphrase?: string): Promise<M
   return reader.manifest;
 }
 
-/** The plaintext facts of an encrypted bundle's header (no passphrase needed). */
-async function encryptedFacts(file: string): Promise<{ createdAt?: string; containers?: string[] } | undefined> {
-  const fh = await fs.open(file, 'r');
+/** The plaintext facts of an encrypted bundle's header (no passphrase needed), from its first bytes. */
+async function encryptedFacts(stream: Readable): Promise<{ createdAt?: string; containers?: string[] } | undefined> {
+  const chunks: Buffer[] = [];
+  let n = 0;
   try {
-    const buf = Buffer.alloc(8192);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    const h = readEncHeader(buf.subarray(0, bytesRead));
-    return h ? (h.meta ?? {}) : undefined;
+    for await (const c of stream) {
+      chunks.push(c as Buffer);
+      n += (c as Buffer).length;
+      if (n >= 8192) break;
+    }
   } finally {
-    await fh.close();
+    stream.destroy();
   }
+  const h = readEncHeader(Buffer.concat(chunks, n));
+  return h ? (h.meta ?? {}) : undefined;
+}
+
+/**
+ * The entry for a bundle whose manifest could not be read. Encrypted, without (or with another)
+ * passphrase: what its header says in the clear. Otherwise the reason.
+ */
+async function unreadableEntry(base: { bundle: string; bytes: number; mtime: string }, err: unknown, head: () => Promise<Readable>): Promise<CatalogEntry> {
+  const facts = err instanceof PassphraseError ? await head().then(encryptedFacts).catch(() => undefined) : undefined;
+  if (facts?.createdAt && facts.containers) return { ...base, created: facts.createdAt, containers: facts.containers, imageMode: '?', compression: '?', encrypted: true };
+  return { ...base, error: toFerryError(err).message, ...(facts || err instanceof PassphraseError ? { encrypted: true } : {}) };
 }
 
 /** The compression of a bundle as one word: the codec(s) of its data members. */
@@ -107,11 +121,7 @@ export async function describeBundle(file: string, passphrase: string | undefine
       mtime,
     };
   } catch (err) {
-    // Encrypted and no (or another) passphrase: list what its header says, in the clear.
-    const facts = err instanceof PassphraseError ? await encryptedFacts(abs).catch(() => undefined) : undefined;
-    if (facts?.createdAt && facts.containers)
-      return { bundle: abs, created: facts.createdAt, containers: facts.containers, bytes, imageMode: '?', compression: '?', encrypted: true, mtime };
-    return { bundle: abs, bytes, mtime, error: toFerryError(err).message, ...(facts ? { encrypted: true } : {}) };
+    return unreadableEntry({ bundle: abs, bytes, mtime }, err, async () => createReadStream(abs, { end: 8191 }) as unknown as Readable);
   }
 }
 
@@ -204,7 +214,7 @@ export async function listRemoteStore(url: string, pool: SshPool, passphrase?: s
         mtime,
       });
     } catch (err) {
-      entries.push({ bundle: f.url, bytes: f.size, mtime, error: toFerryError(err).message, ...(err instanceof PassphraseError ? { encrypted: true } : {}) });
+      entries.push(await unreadableEntry({ bundle: f.url, bytes: f.size, mtime }, err, async () => (await new SftpTransport(f.url, pool).openBundle()).stream));
     }
   }
   entries.sort((a, b) => entryTime(a) - entryTime(b) || a.bundle.localeCompare(b.bundle));

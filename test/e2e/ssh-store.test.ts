@@ -44,6 +44,30 @@ describe('ssh store', () => {
     expect(volumeListing(vol)).toBe(listing);
   });
 
+  it('an encrypted bundle there is listed from its clear header without the passphrase, and restores with it', async () => {
+    const { home } = sshHome(path.join(dir, 'enc'));
+    const encStore = path.join(dir, 'enc-store');
+    const enc = `${name}-enc`;
+    try {
+      docker(['run', '-d', '--name', enc, BUSYBOX, 'sleep', '100000']);
+      const b = await ferry(['backup', enc, '-o', `ssh://newhost${encStore}`, '--encrypt', '--json'], { env: { HOME: home, FERRY_PASSPHRASE: 'sftp-secret' } });
+      expect(b.code, b.stderr).toBe(0);
+      const ls = await ferry(['ls', `ssh://newhost${encStore}`, '--json'], { env: { HOME: home, FERRY_PASSPHRASE: undefined } });
+      expect(ls.code, ls.stderr).toBe(0);
+      const listed = JSON.parse(ls.stdout);
+      expect(listed).toHaveLength(1);
+      expect(listed[0]).toMatchObject({ containers: [enc], encrypted: true });
+      expect(listed[0].created).toMatch(/^\d{4}-\d\d-\d\dT/);
+      expect(listed[0].error).toBeUndefined();
+      cleanup(ENGINE_A, { containers: [enc] });
+      const rr = await ferry(['restore', JSON.parse(b.stdout).bundle], { env: { HOME: home, FERRY_PASSPHRASE: 'sftp-secret' } });
+      expect(rr.code, rr.stderr).toBe(0);
+      expect(inspect('container', enc).State.Running).toBe(true);
+    } finally {
+      cleanup(ENGINE_A, { containers: [enc] });
+    }
+  });
+
   it('a missing remote bundle is "not found", not a crash', async () => {
     const { home } = sshHome(path.join(dir, 'h2'));
     const r = await ferry(['restore', `ssh://newhost${store}/nope.tar`], { env: { HOME: home } });
