@@ -81,6 +81,9 @@ mkdir -p /run/sshd "$LAB/ssh"
 [ -f "$LAB/ssh/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C ferry-lab -f "$LAB/ssh/id_ed25519"
 mkdir -p /root/.ssh && chmod 700 /root/.ssh
 grep -qF "$(cut -d' ' -f2 "$LAB/ssh/id_ed25519.pub")" /root/.ssh/authorized_keys 2>/dev/null || cat "$LAB/ssh/id_ed25519.pub" >> /root/.ssh/authorized_keys
+# A key encrypted with a passphrase, to test ferry's passphrase prompt (tests drive it through a pty).
+[ -f "$LAB/ssh/id_ed25519_enc" ] || ssh-keygen -q -t ed25519 -N 'ferry-lab-key-passphrase' -C ferry-lab-enc -f "$LAB/ssh/id_ed25519_enc"
+grep -qF "$(cut -d' ' -f2 "$LAB/ssh/id_ed25519_enc.pub")" /root/.ssh/authorized_keys 2>/dev/null || cat "$LAB/ssh/id_ed25519_enc.pub" >> /root/.ssh/authorized_keys
 chmod 600 /root/.ssh/authorized_keys
 # Port 2223 is the same host with socket forwarding refused: ferry must fall back to
 # `docker system dial-stdio` there.
