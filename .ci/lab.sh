@@ -4,6 +4,8 @@
 #   engine B  unix:///var/run/docker-b.sock        (own data-root, exec-root, pidfile, bridge docker1)
 #   registry  127.0.0.1:5000                       (Debian's docker-registry)
 #   sshd      127.0.0.1:2222, whose sessions see engine B's socket at /var/run/docker.sock
+#             (and 127.0.0.1:2223, the same with socket forwarding refused)
+#   podman    unix:///run/podman/podman.sock       (Podman's Docker-compatible API, rootful)
 # Idempotent: anything already answering is left alone. Writes connection facts to $LAB (default /var/lib/ferry-lab).
 set -eu
 LAB=${LAB:-/var/lib/ferry-lab}
@@ -19,6 +21,7 @@ dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs="$need_pkgs busybox-static"
 command -v zstd >/dev/null 2>&1 || need_pkgs="$need_pkgs zstd"
 command -v ip >/dev/null 2>&1 || need_pkgs="$need_pkgs iproute2"
 command -v pkill >/dev/null 2>&1 || need_pkgs="$need_pkgs procps"
+command -v podman >/dev/null 2>&1 || need_pkgs="$need_pkgs podman"
 if [ -n "$need_pkgs" ]; then
   log "installing$need_pkgs"
   apt-get update -q >/dev/null
@@ -116,9 +119,24 @@ fi
 # known_hosts for the lab host, in OpenSSH's bracketed form for a non-22 port
 printf '[127.0.0.1]:%s %s\n' 2222 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" 2223 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" > "$LAB/ssh/known_hosts"
 
+# --- Podman's Docker-compatible API service
+# Podman gives containers nofile/nproc limits above what this machine's root may set; cap them.
+mkdir -p /etc/containers /run/podman
+want_conf=$(printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=4096:4096"]\n' "$(ulimit -Hn)" "$(ulimit -Hn)")
+if [ "$(cat /etc/containers/containers.conf 2>/dev/null)" != "$want_conf" ]; then
+  printf '%s\n' "$want_conf" > /etc/containers/containers.conf
+  pkill -f 'podman system service' 2>/dev/null || true
+  sleep 1
+fi
+podman_up() { curl -sf --unix-socket /run/podman/podman.sock http://d/_ping >/dev/null 2>&1 || docker -H unix:///run/podman/podman.sock version >/dev/null 2>&1; }
+if ! podman_up; then
+  log "starting podman system service on /run/podman/podman.sock"
+  setsid nohup podman system service --time=0 unix:///run/podman/podman.sock >"$LAB/podman.log" 2>&1 < /dev/null &
+  wait_for 30 podman_up || { cat "$LAB/podman.log" >&2; exit 1; }
+fi
+
 # --- test images, built offline from busybox-static
-if ! docker image inspect ferry-test/busybox:1 >/dev/null 2>&1 || ! docker -H unix:///var/run/docker-b.sock image inspect ferry-test/busybox:1 >/dev/null 2>&1; then
-  log "building ferry-test/busybox:1"
+busybox_rootfs() {
   root=$(mktemp -d)
   mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root" "$root/www"
   chmod 1777 "$root/tmp"
@@ -127,10 +145,13 @@ if ! docker image inspect ferry-test/busybox:1 >/dev/null 2>&1 || ! docker -H un
   printf 'root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/www:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
   printf 'root:x:0:\nwww:x:33:\nnogroup:x:65534:\n' > "$root/etc/group"
   echo '<h1>ferry</h1>' > "$root/www/index.html"
-  for h in unix:///var/run/docker.sock unix:///var/run/docker-b.sock; do
-    docker -H $h image inspect ferry-test/busybox:1 >/dev/null 2>&1 || \
-      tar -C "$root" -c . | docker -H $h import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' - ferry-test/busybox:1 >/dev/null
-  done
+  echo "$root"
+}
+for h in unix:///var/run/docker.sock unix:///var/run/docker-b.sock unix:///run/podman/podman.sock; do
+  docker -H $h image inspect ferry-test/busybox:1 >/dev/null 2>&1 && continue
+  log "building ferry-test/busybox:1 on $h"
+  root=$(busybox_rootfs)
+  tar -C "$root" -c . | docker -H $h import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' - ferry-test/busybox:1 >/dev/null
   rm -rf "$root"
-fi
+done
 log "ready"

@@ -115,7 +115,7 @@ export class Engine {
     const out: string[] = [];
     if (this.facts.podman)
       out.push(
-        `${this.facts.endpoint} is Podman (Docker-compatible API): its archive endpoint reports every file owner as 0:0, so volume ownership read from it is not reliable; images it loads may be renamed with a localhost/ prefix (ferry tags them back)`,
+        `${this.facts.endpoint} is Podman (Docker-compatible API): its archive endpoint reports every file owner as 0:0, so ferry reads volumes there with the tar of the container's own image in a helper (an image without tar falls back to the archive endpoint, and ownership is lost); images it loads may be renamed with a localhost/ prefix (ferry tags them back)`,
       );
     if (this.facts.containerdStore)
       out.push(`${this.facts.endpoint} uses the containerd image store: saved images carry only this engine's platform`);
@@ -228,7 +228,8 @@ export class Engine {
     const res = (await this.call(`commit container ${id}`, () =>
       this.docker.getContainer(id).commit({
         _query: { container: id, repo, tag, pause: opts.pause, comment: opts.comment ?? 'ferry backup' },
-        _body: opts.labels ? { Labels: opts.labels } : {},
+        // Podman refuses a commit without a JSON body, and docker-modem drops a body of `{}`.
+        _body: opts.labels ? { Labels: opts.labels } : this.facts.podman ? { Labels: {} } : {},
       } as unknown as object),
     )) as { Id: string };
     return res.Id;
@@ -268,6 +269,22 @@ export class Engine {
       }
       throw new EngineError(`${what}: the engine did not report an exit code`);
     });
+  }
+
+  /**
+   * Attach to a created (not yet started) container's stdout and stderr: call before start().
+   * The stream is the engine's multiplexed format (see demux.ts); it ends when the process does.
+   */
+  attachOutput(id: string): Promise<Readable> {
+    return this.call(`attach to container ${id}`, () =>
+      this.docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, hijack: true }) as unknown as Promise<Readable>,
+    );
+  }
+
+  /** Wait for a container to exit; its exit code. */
+  async waitExit(id: string): Promise<number> {
+    const r = (await this.call(`wait for container ${id}`, () => this.docker.getContainer(id).wait())) as { StatusCode: number };
+    return r.StatusCode;
   }
 
   /** The last `tail` lines a container logged (stdout and stderr interleaved; TTY or not). */
@@ -424,9 +441,9 @@ export class Engine {
   async ensureHolderImage(): Promise<string> {
     if (await this.imageExists(HOLDER_IMAGE)) return HOLDER_IMAGE;
     const emptyTar = Readable.from([Buffer.alloc(1024)]);
-    const [repo, tag] = HOLDER_IMAGE.split(':') as [string, string];
+    // `repo` carries the tag (the API allows it): Podman ignores a separate `tag` on import.
     const res = (await this.call('import the empty holder image', () =>
-      (this.docker as unknown as { importImage(s: unknown, o: unknown): Promise<Readable> }).importImage(emptyTar, { repo, tag, changes: ['CMD ["/nonexistent"]', `LABEL ${LABEL_MANAGED}=true`] }),
+      (this.docker as unknown as { importImage(s: unknown, o: unknown): Promise<Readable> }).importImage(emptyTar, { repo: HOLDER_IMAGE, changes: ['CMD ["/nonexistent"]', `LABEL ${LABEL_MANAGED}=true`] }),
     )) as unknown as Readable;
     try {
       await followJson(res);
@@ -475,11 +492,13 @@ export class Engine {
   }
 
   /** PUT /containers/{id}/archive: extract a tar stream at `path`. Resolves once the engine has extracted it. */
-  async putArchive(id: string, path: string, src: Readable): Promise<void> {
+  async putArchive(id: string, path: string, src: Readable, opts: { copyUIDGID?: boolean } = {}): Promise<void> {
     // docker-modem pipes `src` into the request; if the engine fails early we must stop the source.
     await this.call(`write ${path} into container ${id}`, async () => {
       try {
-        const res = (await this.docker.getContainer(id).putArchive(src as never, { path })) as unknown;
+        // As a string: docker-modem leaves false values out of the query.
+        const query = { path, ...(opts.copyUIDGID !== undefined ? { copyUIDGID: String(opts.copyUIDGID) } : {}) };
+        const res = (await this.docker.getContainer(id).putArchive(src as never, query)) as unknown;
         if (res && typeof (res as Readable).resume === 'function') (res as Readable).resume();
       } catch (err) {
         src.destroy();

@@ -85,10 +85,15 @@ export interface CaptureInput {
   containerNames?: Record<string, string>;
   /** The source engine's default log driver (docker info LoggingDriver). */
   defaultLogDriver?: string;
+  /**
+   * The source is Podman: its default network ("podman") is recorded as "bridge", its default
+   * runtime ("oci") and the HOSTNAME it puts in every container's environment are dropped.
+   */
+  podman?: boolean;
 }
 
 /** inspect (+ the image's config) -> ContainerSpec. */
-export function captureSpec({ inspect, imageConfig, containerNames = {}, defaultLogDriver }: CaptureInput): ContainerSpec {
+export function captureSpec({ inspect, imageConfig, containerNames = {}, defaultLogDriver, podman }: CaptureInput): ContainerSpec {
   const cfg = inspect.Config;
   const img = (imageConfig ?? {}) as Json;
   const shortId = inspect.Id.slice(0, 12);
@@ -103,7 +108,7 @@ export function captureSpec({ inspect, imageConfig, containerNames = {}, default
   }
   if (cfg.StopTimeout !== undefined && cfg.StopTimeout !== null && !same(cfg.StopTimeout, img.StopTimeout)) config.StopTimeout = cfg.StopTimeout;
   const imgEnv = new Set((img.Env as string[] | null) ?? []);
-  const env = ((cfg.Env as string[] | null) ?? []).filter((e) => !imgEnv.has(e));
+  const env = ((cfg.Env as string[] | null) ?? []).filter((e) => !imgEnv.has(e) && !(podman && e === `HOSTNAME=${cfg.Hostname ?? shortId}`));
   if (env.length) config.Env = env;
   const entrypointChanged = !same(cfg.Entrypoint, img.Entrypoint);
   if (entrypointChanged) {
@@ -128,7 +133,12 @@ export function captureSpec({ inspect, imageConfig, containerNames = {}, default
     hostConfig[k] = v;
   }
   // Engine defaults that would pin the source host's settings.
-  if (hostConfig.Runtime === 'runc') delete hostConfig.Runtime;
+  if (hostConfig.Runtime === 'runc' || (podman && hostConfig.Runtime === 'oci')) delete hostConfig.Runtime;
+  if (podman && hostConfig.NetworkMode === 'podman') hostConfig.NetworkMode = 'bridge';
+  if (podman && Array.isArray(hostConfig.Binds)) hostConfig.Binds = (hostConfig.Binds as string[]).map(portableBind);
+  // Podman names ulimits RLIMIT_NOFILE; Docker wants nofile.
+  if (podman && Array.isArray(hostConfig.Ulimits))
+    hostConfig.Ulimits = (hostConfig.Ulimits as Json[]).map((u) => ({ ...u, Name: String(u.Name).replace(/^RLIMIT_/i, '').toLowerCase() }));
   if (hostConfig.IpcMode === 'private' || hostConfig.IpcMode === 'shareable') delete hostConfig.IpcMode;
   if (hostConfig.CgroupnsMode === 'host' || hostConfig.CgroupnsMode === 'private') delete hostConfig.CgroupnsMode;
   if (hostConfig.Isolation === 'default') delete hostConfig.Isolation;
@@ -165,7 +175,7 @@ export function captureSpec({ inspect, imageConfig, containerNames = {}, default
   }
 
   const mounts = captureMounts(inspect);
-  const endpoints = captureEndpoints(inspect, networkMode, shortId);
+  const endpoints = captureEndpoints(inspect, networkMode, shortId).map((e) => (podman && e.network === 'podman' ? { ...e, network: 'bridge' } : e));
   const state = inspect.State as { Running?: boolean; Paused?: boolean };
   return {
     name,
@@ -212,6 +222,18 @@ function captureMounts(inspect: CaptureInput['inspect']): MountSpec[] {
     });
   }
   return out;
+}
+
+/**
+ * A bind as Podman reports it (`v:/data:rw,rprivate,nosuid,nodev,rbind`: its defaults spelt out,
+ * some of which Docker refuses) reduced to the options that are not defaults and that Docker
+ * also accepts. Pure; unit-tested.
+ */
+export function portableBind(b: string): string {
+  const p = parseBind(b);
+  if (!p.options) return b;
+  const keep = p.options.split(',').filter((o) => ['ro', 'z', 'Z', 'nocopy', 'shared', 'rshared', 'slave', 'rslave', 'private'].includes(o));
+  return [p.source, p.destination, keep.join(',')].filter(Boolean).join(':');
 }
 
 export function parseBind(b: string): { source: string; destination: string; options?: string } {
@@ -293,9 +315,17 @@ function endpointConfig(e: EndpointSpec): Json {
  * ContainerSpec -> create body for `image`. `volumeNames` maps each volume source (including
  * anonymous ones, by their old name) to the name to use on the target.
  */
-export function createPlan(spec: ContainerSpec, image: string, opts: { volumeNames?: Record<string, string>; multiEndpoint?: boolean } = {}): CreatePlan {
+export function createPlan(
+  spec: ContainerSpec,
+  image: string,
+  opts: { volumeNames?: Record<string, string>; multiEndpoint?: boolean; bridge?: string } = {},
+): CreatePlan {
   const vn = opts.volumeNames ?? {};
   const hostConfig: Json = { ...spec.hostConfig };
+  // The target's default bridge network may have another name (Podman's is "podman").
+  const bridge = opts.bridge ?? 'bridge';
+  const net = (n: string) => (n === 'bridge' ? bridge : n);
+  if (hostConfig.NetworkMode === 'bridge') hostConfig.NetworkMode = bridge;
   if (Array.isArray(hostConfig.Binds)) {
     hostConfig.Binds = (hostConfig.Binds as string[]).map((b) => {
       const p = parseBind(b);
@@ -318,7 +348,7 @@ export function createPlan(spec: ContainerSpec, image: string, opts: { volumeNam
   const networkMode = String(hostConfig.NetworkMode ?? 'default');
   let laterEndpoints: EndpointSpec[] = [];
   if (!networkMode.startsWith('container:') && networkMode !== 'host' && networkMode !== 'none') {
-    const eps = spec.endpoints;
+    const eps = spec.endpoints.map((e) => (e.network === 'bridge' ? { ...e, network: net(e.network) } : e));
     const first = eps[0];
     if (first) {
       const rest = eps.slice(1);

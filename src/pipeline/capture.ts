@@ -36,7 +36,7 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
     const other = await engine.inspectContainer(ref).catch(() => undefined);
     if (other) containerNames[ref] = other.Name.replace(/^\//, '');
   }
-  const spec = captureSpec({ inspect: inspect as never, imageConfig: image?.Config as never, containerNames, defaultLogDriver: engine.facts.loggingDriver });
+  const spec = captureSpec({ inspect: inspect as never, imageConfig: image?.Config as never, containerNames, defaultLogDriver: engine.facts.loggingDriver, podman: engine.facts.podman });
 
   const volumes: Captured['volumes'] = [];
   const binds: Captured['binds'] = [];

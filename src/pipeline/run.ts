@@ -98,7 +98,7 @@ export async function createContainer(
   undo: Undo,
   progress: Progress,
 ): Promise<string> {
-  const plan = createPlan(spec, image, { volumeNames, multiEndpoint: engine.apiAtLeast('1.44') });
+  const plan = createPlan(spec, image, { volumeNames, multiEndpoint: engine.apiAtLeast('1.44'), bridge: engine.facts.podman ? 'podman' : 'bridge' });
   progress.step(`create container ${name}`);
   const id = await engine.createContainer(name, plan.body);
   undo.add(`remove container ${name}`, () => engine.removeContainer(id, { force: true }));

@@ -8,12 +8,13 @@
  * does not have, with no copy-up. Restore: from an empty image imported on the spot.
  */
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { hostname } from 'node:os';
 import { type Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE, LABEL_RUN, OWNER, RUN_ID } from '../engine/engine.js';
 import { alive } from '../util/state.js';
 import { EngineError } from '../errors.js';
+import { demux } from '../engine/demux.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
 
 const MOUNT = '/.ferry-data';
@@ -69,8 +70,81 @@ async function createHolder(engine: Engine, image: string, mount: Record<string,
   };
 }
 
+/**
+ * The create body of a helper that runs `tar` from the image on the mounted data and writes the
+ * archive to stdout: as root (the data's owners vary), with only the capability to read past file
+ * permissions, no network, a read-only root. Pure; unit-tested.
+ */
+export function tarHelperCreateBody(image: string, mount: Record<string, unknown>): Record<string, unknown> {
+  const body = holderCreateBody(image, mount);
+  return {
+    ...body,
+    Entrypoint: ['tar', '-c', '-f', '-', '-C', MOUNT, '.'],
+    Cmd: [],
+    User: '0:0',
+    AttachStdout: true,
+    AttachStderr: true,
+    Tty: false,
+    HostConfig: { ...(body.HostConfig as Record<string, unknown>), CapAdd: ['DAC_READ_SEARCH'], ReadonlyRootfs: true },
+  };
+}
+
+/**
+ * Podman's archive endpoint reports every owner as 0:0, so there the data is read by the tar of
+ * the image itself, in a helper, from its stdout. Undefined when the image has no tar to run.
+ */
+async function openTarReader(engine: Engine, image: string, mount: Record<string, unknown>): Promise<{ stream: Readable; done: () => Promise<void> } | undefined> {
+  const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
+  let id: string;
+  try {
+    id = await engine.createContainer(name, tarHelperCreateBody(image, mount));
+  } catch {
+    await engine.removeContainer(name, { force: true }).catch(() => {});
+    return undefined;
+  }
+  const remove = () => engine.removeContainer(id, { force: true, volumes: false });
+  let raw: Readable;
+  try {
+    raw = await engine.attachOutput(id);
+    await engine.start(id);
+  } catch {
+    await remove().catch(() => {});
+    return undefined; // no tar in the image (or it cannot run): the archive endpoint it is
+  }
+  const out = new PassThrough({ highWaterMark: 1 << 20 });
+  let stderr = '';
+  const errSink = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      if (stderr.length < 4096) stderr += chunk.toString('utf8');
+      cb();
+    },
+  });
+  const demuxing = demux(raw as AsyncIterable<Buffer>, out, errSink);
+  demuxing.catch((err: Error) => out.destroy(err));
+  return {
+    stream: out,
+    done: async () => {
+      try {
+        await demuxing;
+        const code = await engine.waitExit(id);
+        if (code !== 0)
+          throw new EngineError(`tar in a helper container on ${engine.facts.endpoint} failed (exit ${code}): ${stderr.trim().slice(0, 500) || 'no message'}`, {
+            hint: 'the volume data could not be read completely',
+          });
+      } finally {
+        raw.destroy();
+        await remove().catch(() => {});
+      }
+    },
+  };
+}
+
 /** Open a tar stream of what `mount` holds (entries `./`, `./a`, ...). Call done() when consumed. */
 async function openReader(engine: Engine, image: string, mount: Record<string, unknown>): Promise<{ stream: Readable; done: () => Promise<void> }> {
+  if (engine.facts.podman) {
+    const viaTar = await openTarReader(engine, image, mount);
+    if (viaTar) return viaTar;
+  }
   const holder = await createHolder(engine, image, mount);
   try {
     const stream = await engine.getArchive(holder.id, `${MOUNT}/.`);
@@ -100,13 +174,23 @@ export async function fillVolume(engine: Engine, image: string, volume: string, 
   const target = `${MOUNT}/v`;
   const holder = await createHolder(engine, image, { Type: 'volume', Source: volume, Target: target, VolumeOptions: { NoCopy: true } });
   try {
+    // Podman chowns (and chmods) a new volume's root to the container's mount point the first
+    // time a container using it starts, which would undo the root's owner and mode written below
+    // as soon as the restored container starts. A start of the holder, which fails (it has
+    // nothing to run), uses that first time up.
+    if (engine.facts.podman) await engine.start(holder.id).catch(() => {});
     const tap = new RootTap();
     const piping = pipeline(data, tap);
     piping.catch(() => {}); // observed through `tap`, which putArchive consumes
     await engine.putArchive(holder.id, target, tap);
     await piping;
     if (!tap.readableEnded) await finished(tap).catch(() => {});
-    if (tap.root) await engine.putArchive(holder.id, MOUNT, rootEntryTar('v', tap.root) as unknown as Readable);
+    if (tap.root) {
+      // Podman applies a `./` entry to the target itself (owner too, unless told to copy the
+      // container's ids); Docker does not, so there the root goes in as `v/` from one level up.
+      if (engine.facts.podman) await engine.putArchive(holder.id, target, rootEntryTar('.', tap.root) as unknown as Readable, { copyUIDGID: false });
+      else await engine.putArchive(holder.id, MOUNT, rootEntryTar('v', tap.root) as unknown as Readable);
+    }
   } catch (err) {
     await holder.remove().catch(() => {}); // the first failure is the one to report
     throw err;

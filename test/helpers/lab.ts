@@ -12,6 +12,7 @@ export const ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'ferry.js');
 export const ENGINE_A = 'unix:///var/run/docker.sock';
 export const ENGINE_B = 'unix:///var/run/docker-b.sock';
+export const PODMAN = 'unix:///run/podman/podman.sock';
 export const BUSYBOX = 'ferry-test/busybox:1';
 export const POSTGRES = 'ferry-test/postgres:15';
 
@@ -109,7 +110,12 @@ export function volumeListing(volume: string, host = ENGINE_A): string {
     'st=$(stat -c "%u:%g %a %h %Y %F" "$f"); ' +
     'if [ -L "$f" ]; then x="-> $(readlink "$f")"; elif [ -f "$f" ]; then x="$(stat -c %s "$f") $(sha256sum < "$f" | cut -c1-16)"; else x=""; fi; ' +
     'echo "$f $st $x"; done';
-  return docker(['run', '--rm', '--network', 'none', '-v', `${volume}:/v:ro`, BUSYBOX, 'sh', '-c', script], { host });
+  const args = ['run', '--rm', '--network', 'none', '-v', `${volume}:/v:ro`, BUSYBOX, 'sh', '-c', script];
+  if (host !== PODMAN) return docker(args, { host });
+  // The docker CLI cannot attach to a `run` on Podman; Podman's own CLI reads the same store.
+  const r = spawnSync('podman', args, { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`podman ${args.join(' ')} failed: ${r.stderr}`);
+  return r.stdout.trim();
 }
 
 export const LAB = process.env.LAB ?? '/var/lib/ferry-lab';

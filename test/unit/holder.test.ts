@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { holderCreateBody } from '../../src/pipeline/volumes.js';
+import { holderCreateBody, tarHelperCreateBody } from '../../src/pipeline/volumes.js';
 
 describe('holderCreateBody', () => {
   const reader = holderCreateBody('sha256:abc', { Type: 'volume', Source: 'data', Target: '/.ferry-data', ReadOnly: true, VolumeOptions: { NoCopy: true } });
@@ -29,5 +29,21 @@ describe('holderCreateBody', () => {
     const b = holderCreateBody('img', { bind: '/srv/conf:/.ferry-data' });
     expect(hc(b).Binds).toEqual(['/srv/conf:/.ferry-data']);
     expect(hc(b).Mounts).toBeUndefined();
+  });
+});
+
+describe('tarHelperCreateBody (reading volumes on Podman)', () => {
+  const b = tarHelperCreateBody('sha256:abc', { Type: 'volume', Source: 'data', Target: '/.ferry-data', ReadOnly: true, VolumeOptions: { NoCopy: true } });
+  const h = b.HostConfig as Record<string, unknown>;
+  it('runs the image\'s tar on the mount to stdout, as root, able only to read past permissions', () => {
+    expect(b.Entrypoint).toEqual(['tar', '-c', '-f', '-', '-C', '/.ferry-data', '.']);
+    expect(b.User).toBe('0:0');
+    expect(b.Tty).toBe(false);
+    expect(h.CapDrop).toEqual(['ALL']);
+    expect(h.CapAdd).toEqual(['DAC_READ_SEARCH']);
+    expect(h.ReadonlyRootfs).toBe(true);
+    expect(h.NetworkMode).toBe('none');
+    expect(h.SecurityOpt).toEqual(['no-new-privileges']);
+    expect((b.Labels as Record<string, string>)['io.ferry.role']).toBe('holder');
   });
 });

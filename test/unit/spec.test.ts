@@ -738,3 +738,42 @@ describe('secretLikeEnvNames', () => {
     expect(secretLikeEnvNames([])).toEqual([]);
   });
 });
+
+describe('a container captured from Podman', () => {
+  // What Podman's Docker-compatible API reports for `podman run -v data:/data --ulimit ...` on its default network.
+  function podmanInspect(): CaptureInput['inspect'] {
+    const i = webInspect();
+    const h = hc(i);
+    h.NetworkMode = 'bridge';
+    h.Runtime = 'oci';
+    h.Binds = ['data:/data:rw,rprivate,nosuid,nodev,rbind', 'conf:/etc/conf:ro,rprivate,rbind'];
+    h.Ulimits = [{ Name: 'RLIMIT_NOFILE', Soft: 1024, Hard: 2048 }];
+    (i.Config as Record<string, unknown>).Env = [...((i.Config as { Env: string[] }).Env ?? []), `HOSTNAME=${SHORT}`];
+    (i as Record<string, unknown>).NetworkSettings = { Networks: { podman: { Aliases: [SHORT] } } };
+    return i;
+  }
+
+  it('records Podman\'s defaults in Docker\'s terms: network bridge, no "oci" runtime, portable bind options, ulimit names, no HOSTNAME', () => {
+    const s = captureSpec({ inspect: podmanInspect(), imageConfig: null, podman: true });
+    expect(s.endpoints.map((e) => e.network)).toEqual(['bridge']);
+    expect(s.hostConfig.NetworkMode).toBe('bridge');
+    expect(s.hostConfig.Runtime).toBeUndefined();
+    expect(s.hostConfig.Binds).toEqual(['data:/data', 'conf:/etc/conf:ro']);
+    expect(s.hostConfig.Ulimits).toEqual([{ Name: 'nofile', Soft: 1024, Hard: 2048 }]);
+    expect((s.config.Env as string[]).some((e) => e.startsWith('HOSTNAME='))).toBe(false);
+  });
+
+  it('leaves a Docker container\'s spellings alone', () => {
+    const s = captureSpec({ inspect: podmanInspect(), imageConfig: null });
+    expect(s.endpoints.map((e) => e.network)).toEqual(['podman']);
+    expect(s.hostConfig.Runtime).toBe('oci');
+    expect(s.hostConfig.Binds).toEqual(['data:/data:rw,rprivate,nosuid,nodev,rbind', 'conf:/etc/conf:ro,rprivate,rbind']);
+  });
+
+  it('is created on Podman on its default network, whose name is not "bridge"', () => {
+    const s = captureSpec({ inspect: podmanInspect(), imageConfig: null, podman: true });
+    const p = createPlan(s, 'img', { multiEndpoint: true, bridge: 'podman' });
+    expect((p.body.HostConfig as Record<string, unknown>).NetworkMode).toBe('podman');
+    expect(Object.keys((p.body.NetworkingConfig as { EndpointsConfig: object }).EndpointsConfig)).toEqual(['podman']);
+  });
+});
