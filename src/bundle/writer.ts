@@ -12,7 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { Transform, type Duplex, type Readable } from 'node:stream';
+import { Transform, Writable, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BundleError } from '../errors.js';
 import type { BundleSink } from '../transport/transport.js';
@@ -110,32 +110,43 @@ export class BundleWriter {
       const sink = this.sink;
       const mtime = this.mtime;
       if (sink.seekable) {
+        // A gathered write where the sink has one (no copy into one buffer), else one joined write.
+        const writeBatch = (b: Buffer[]) => (sink.writev ? sink.writev(b) : sink.write(b.length === 1 ? b[0]! : Buffer.concat(b)));
         const headerAt = sink.position;
         await sink.write(encodeHeader({ name, size: 0, mtime }));
-        await pipeline(src, counter, compressor(codec), async function (source: AsyncIterable<Buffer>) {
-          try {
-            // Batch small network chunks into ~1 MiB writes: one write (one trip through the
-            // thread pool) per 64 KiB chunk costs more than the copy.
-            let batch: Buffer[] = [];
-            let batchLen = 0;
-            for await (const chunk of source) {
-              hash.update(chunk);
-              stored += chunk.length;
-              batch.push(chunk);
-              batchLen += chunk.length;
-              if (batchLen >= WRITE_BATCH) {
-                const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchLen);
-                batch = [];
-                batchLen = 0;
-                await sink.write(data);
-              }
-            }
-            if (batchLen) await sink.write(Buffer.concat(batch, batchLen));
-          } catch (err) {
-            sinkError ??= err;
-            throw err;
-          }
-        }).catch((err) => {
+        // Batch network chunks into ~1 MiB gathered writes: one write (one trip through the
+        // thread pool) per 64 KiB chunk costs more. A Writable, not an async iterator: iterating
+        // a byte stream joins its buffered chunks into a new buffer at every step.
+        let batch: Buffer[] = [];
+        let batchLen = 0;
+        const flush = (cb: (err?: Error | null) => void) => {
+          const data = batch;
+          batch = [];
+          batchLen = 0;
+          writeBatch(data).then(
+            () => cb(),
+            (err: Error) => {
+              sinkError ??= err;
+              cb(err);
+            },
+          );
+        };
+        const out = new Writable({
+          highWaterMark: WRITE_BATCH,
+          write(chunk: Buffer, _e, cb) {
+            hash.update(chunk);
+            stored += chunk.length;
+            batch.push(chunk);
+            batchLen += chunk.length;
+            if (batchLen >= WRITE_BATCH) flush(cb);
+            else cb();
+          },
+          final(cb) {
+            if (batchLen) flush(cb);
+            else cb();
+          },
+        });
+        await pipeline(src, counter, compressor(codec), out).catch((err) => {
           throw sinkError ?? err;
         });
         await sink.write(padding(stored));

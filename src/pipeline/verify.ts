@@ -15,10 +15,11 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Transform, Writable, type Readable } from 'node:stream';
+import { PassThrough, Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { decompressor, type Codec } from '../bundle/codec.js';
+import { SizeLimit } from '../bundle/limit.js';
 import type { MemberKind } from '../bundle/manifest.js';
 import { BundleReader, type DataMember } from '../bundle/reader.js';
 import { BLOCK } from '../bundle/tar.js';
@@ -204,7 +205,9 @@ async function checkMember(m: DataMember, ctx: RunContext): Promise<{ sha256?: s
   let first: 'decompress' | 'tar' | undefined;
   dec.once('error', () => (first ??= 'decompress'));
   extract.once('error', () => (first ??= 'tar'));
-  const feeding = pipeline(m.stream, tap, dec, tail, extract);
+  // Held to the raw size the manifest declares before the data, as restore is (file bundles).
+  const limit = m.plan.rawBytes !== undefined ? new SizeLimit(m.plan.rawBytes, name) : new PassThrough({ highWaterMark: 1 << 20 });
+  const feeding = pipeline(m.stream, tap, dec, limit, tail, extract);
   feeding.catch(() => {});
   let failure: string | undefined;
   try {

@@ -35,11 +35,18 @@ class FileSink implements BundleSink {
     private readonly tempPath: string,
     readonly location: string,
   ) {
-    this.writes = new PositionedWrites(async (chunk, position) => {
-      let off = 0;
-      while (off < chunk.length) {
-        const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, position + off);
-        off += bytesWritten;
+    this.writes = new PositionedWrites(async (chunks, position) => {
+      // One gathered write (pwritev) for the batch: no copy into one buffer.
+      let left = chunks;
+      while (left.length) {
+        const { bytesWritten } = await this.fh.writev(left, position);
+        position += bytesWritten;
+        let n = bytesWritten;
+        while (left.length && n >= left[0]!.length) {
+          n -= left[0]!.length;
+          left = left.slice(1);
+        }
+        if (n > 0) left = [left[0]!.subarray(n), ...left.slice(1)];
       }
     }, MAX_INFLIGHT);
   }
@@ -49,12 +56,16 @@ class FileSink implements BundleSink {
   }
 
   async write(chunk: Buffer): Promise<void> {
-    this.unsynced += chunk.length;
+    return this.writev([chunk]);
+  }
+
+  async writev(chunks: Buffer[]): Promise<void> {
+    this.unsynced += chunks.reduce((n, c) => n + c.length, 0);
     if (this.unsynced >= SYNC_EVERY && !this.syncing) {
       this.unsynced = 0;
       this.syncing = this.fh.datasync().catch(() => {}).finally(() => (this.syncing = undefined));
     }
-    await this.writes.write(chunk);
+    await this.writes.write(chunks);
   }
 
   writeAt(chunk: Buffer, position: number): Promise<void> {

@@ -8,18 +8,20 @@ export class PositionedWrites {
   private failed?: unknown;
 
   constructor(
-    private readonly put: (chunk: Buffer, position: number) => Promise<void>,
+    private readonly put: (chunks: Buffer[], position: number) => Promise<void>,
     private readonly maxInflight: number,
   ) {}
 
-  /** Append at the current position; waits only when maxInflight writes are under way. */
-  async write(chunk: Buffer): Promise<void> {
+  /** Append at the current position (several buffers: one gathered write); waits only when maxInflight writes are under way. */
+  async write(data: Buffer | Buffer[]): Promise<void> {
     if (this.failed) throw this.failed;
-    if (!chunk.length) return;
-    const p = this.put(chunk, this.position).catch((err) => {
+    const chunks = Array.isArray(data) ? data : [data];
+    const len = chunks.reduce((n, c) => n + c.length, 0);
+    if (!len) return;
+    const p = this.put(chunks, this.position).catch((err) => {
       this.failed ??= err;
     });
-    this.position += chunk.length;
+    this.position += len;
     this.inflight.add(p);
     void p.finally(() => this.inflight.delete(p));
     if (this.inflight.size >= this.maxInflight) await Promise.race(this.inflight);
@@ -35,7 +37,7 @@ export class PositionedWrites {
   /** Patch bytes already written, once everything before has landed. */
   async writeAt(chunk: Buffer, position: number): Promise<void> {
     await this.settle();
-    await this.put(chunk, position);
+    await this.put([chunk], position);
   }
 
   /** Let what is under way finish, whatever its outcome (before giving the file up). */

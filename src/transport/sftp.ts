@@ -48,7 +48,10 @@ class SftpSink implements BundleSink {
   private done = false;
   // Several writes in flight: one round trip per chunk would cap throughput by latency.
   private readonly writes = new PositionedWrites(
-    (buf, pos) => call<void>(`write ${this.location}`, (cb) => this.sftp.write(this.handle, Buffer.from(buf), 0, buf.length, pos, cb as never)),
+    (bufs, pos) => {
+      const buf = Buffer.concat(bufs); // a copy, which ssh2 may keep while the write is under way
+      return call<void>(`write ${this.location}`, (cb) => this.sftp.write(this.handle, buf, 0, buf.length, pos, cb as never));
+    },
     16,
   );
 

@@ -173,16 +173,22 @@ describe('damaged bundles are refused, and restore creates nothing', () => {
 });
 
 describe('verify and declared sizes', () => {
-  it('ferry verify names a member whose decompressed size differs from what the trailer declares', async () => {
+  it('ferry verify names a member whose decompressed size differs from what the bundle declares', async () => {
     const single = path.join(dir, 'verify-size.tar');
     expect((await ferry(['backup', a, '-o', single])).code).toBe(0);
-    // A consistent lie: the manifest and the trailer both declare 1 byte for the first member.
-    const c = declareRaw(declareRaw(readFileSync(single), 'manifest.json', 1), 'trailer.json', 1);
-    const p = path.join(dir, 'verify-size-bad.tar');
-    writeFileSync(p, c);
-    const r = await ferry(['verify', p]);
-    expect(r.code, r.stdout + r.stderr).toBe(7);
-    expect(r.stdout + r.stderr).toMatch(/decompresses to \d+ bytes, the trailer declares 1/);
+    const digits = /"rawBytes": (\d+)/.exec(readFileSync(single).toString('utf8', memberOffset(readFileSync(single), 'manifest.json'), memberOffset(readFileSync(single), 'manifest.json') + 8192))![1]!.length;
+    // A consistent lie (manifest and trailer agree) either way: smaller, then larger than the data.
+    for (const [n, message] of [
+      [1, /inflates past its declared size \(1 bytes\)/],
+      [Number('9'.repeat(digits)), new RegExp(`decompresses to \\d+ bytes, the trailer declares ${'9'.repeat(digits)}`)],
+    ] as const) {
+      const c = declareRaw(declareRaw(readFileSync(single), 'manifest.json', n), 'trailer.json', n);
+      const p = path.join(dir, `verify-size-bad-${n}.tar`);
+      writeFileSync(p, c);
+      const r = await ferry(['verify', p]);
+      expect(r.code, r.stdout + r.stderr).toBe(7);
+      expect(r.stdout + r.stderr).toMatch(message);
+    }
   });
 });
 
