@@ -3,7 +3,7 @@
  * zlib, or none. Every codec is a streaming Duplex; a codec process that fails fails the stream.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { Duplex, PassThrough, Readable } from 'node:stream';
+import { Duplex, PassThrough } from 'node:stream';
 import zlib from 'node:zlib';
 import { BundleError } from '../errors.js';
 
@@ -39,17 +39,30 @@ function processFilter(cmd: string, args: string[], what: string): Duplex {
   child.stderr.on('data', (d: Buffer) => {
     if (stderr.length < 4096) stderr += d.toString();
   });
-  const exited = new Promise<number | null>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve(code));
+  // stdout piped (not iterated: iterating a byte stream joins its buffered chunks into new
+  // buffers) into the readable side, which ends only once the process has exited cleanly.
+  const out = new PassThrough({ highWaterMark: 1 << 20 });
+  child.stdout.pipe(out, { end: false });
+  let stdoutEnded = false;
+  let exitCode: number | null | undefined;
+  let settled = false;
+  const settle = () => {
+    if (settled || !stdoutEnded || exitCode === undefined) return;
+    settled = true;
+    if (exitCode === 0) out.end();
+    else out.destroy(new BundleError(`${what} failed: ${stderr.trim() || `${cmd} exited with ${exitCode}`}`));
+  };
+  child.stdout.on('end', () => {
+    stdoutEnded = true;
+    settle();
   });
-  exited.catch(() => {});
-  async function* out() {
-    for await (const chunk of child.stdout) yield chunk as Buffer;
-    const code = await exited;
-    if (code !== 0) throw new BundleError(`${what} failed: ${stderr.trim() || `${cmd} exited with ${code}`}`);
-  }
-  const d = Duplex.from({ writable: child.stdin, readable: Readable.from(out()) });
+  child.on('close', (code) => {
+    exitCode = code;
+    stdoutEnded = true;
+    settle();
+  });
+  child.on('error', (err) => out.destroy(err));
+  const d = Duplex.from({ writable: child.stdin, readable: out });
   // An early end of either side must not leave the process behind.
   d.on('close', () => {
     if (child.exitCode === null) child.kill('SIGKILL');
