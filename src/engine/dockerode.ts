@@ -7,6 +7,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type DockerType from 'dockerode';
+import '../ssh/ssh2.js'; // before docker-modem requires ssh2: see ssh2.ts
 
 const require = createRequire(import.meta.url);
 const dockerodeDir = path.dirname(require.resolve('dockerode'));

@@ -6,10 +6,12 @@
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
-import ssh2, { type ConnectConfig, type SFTPWrapper } from 'ssh2';
+import type { ConnectConfig, SFTPWrapper } from 'ssh2';
+import ssh2 from './ssh2.js';
 
 const { Client, utils: sshUtils } = ssh2;
 import { EngineError, FerryError, EXIT, UsageError } from '../errors.js';
@@ -125,6 +127,7 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
 
   const client = new Client();
   const config: ConnectConfig = {
+    sock: corkedSocket(host, port),
     host,
     port,
     username: user,
@@ -268,4 +271,28 @@ export class SshPool {
     for (const c of this.conns.values()) (await c.catch(() => undefined))?.close();
     this.conns.clear();
   }
+}
+
+/**
+ * The TCP connection to the SSH server, its writes gathered per tick: ssh2 writes every packet
+ * (at most 32 KiB, the server's limit for a channel) on its own, one system call each; corked
+ * until the end of the tick, the packets of one burst leave in one writev.
+ */
+function corkedSocket(host: string, port: number): Socket {
+  const sock = connect({ host, port });
+  sock.setNoDelay(true);
+  const write = sock.write.bind(sock) as (...a: unknown[]) => boolean;
+  let corked = false;
+  sock.write = ((...args: unknown[]) => {
+    if (!corked) {
+      corked = true;
+      sock.cork();
+      process.nextTick(() => {
+        corked = false;
+        sock.uncork();
+      });
+    }
+    return write(...args);
+  }) as typeof sock.write;
+  return sock;
 }

@@ -1,0 +1,43 @@
+/**
+ * ssh2, loaded with its packet padding drawn from a pool of random bytes. ssh2 calls
+ * crypto.randomFillSync for the 4 to 255 bytes of padding of every packet it sends: one call into
+ * OpenSSL per 32 KiB packet, about a second of CPU per GiB sent. The pool holds bytes from the
+ * same generator (crypto.randomFillSync, 64 KiB at a time), each handed out once, so the padding
+ * is exactly as random; only the calls are fewer. The substitution is visible to ssh2 alone: it
+ * takes the function when it loads, and the crypto module is restored right after.
+ * Every module that uses ssh2 (this project's and docker-modem's) must load it after this one:
+ * engine/dockerode.ts and ssh/client.ts import it first.
+ */
+import crypto from 'node:crypto';
+import { createRequire } from 'node:module';
+import type * as Ssh2 from 'ssh2';
+
+const POOL = 64 * 1024;
+let pool = Buffer.alloc(0);
+let used = 0;
+
+/** crypto.randomFillSync's contract (buffer, offset, size), served from a pool. */
+export function pooledRandomFill<T extends NodeJS.ArrayBufferView>(buf: T, offset = 0, size?: number): T {
+  const view = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const n = size ?? view.length - offset;
+  if (n > POOL / 4) return crypto.randomFillSync(buf, offset, n);
+  if (used + n > pool.length) {
+    pool = crypto.randomFillSync(Buffer.allocUnsafe(POOL));
+    used = 0;
+  }
+  pool.copy(view, offset, used, used + n);
+  pool.fill(0, used, used + n); // never handed out twice, never left behind
+  used += n;
+  return buf;
+}
+
+const require = createRequire(import.meta.url);
+const original = crypto.randomFillSync;
+let ssh2: typeof Ssh2;
+(crypto as { randomFillSync: unknown }).randomFillSync = pooledRandomFill;
+try {
+  ssh2 = require('ssh2') as typeof Ssh2;
+} finally {
+  (crypto as { randomFillSync: unknown }).randomFillSync = original;
+}
+export default ssh2;
