@@ -177,17 +177,17 @@ export class BundleReader {
           let e: Entry | undefined = first;
           while (e) {
             parts++;
+            const stored = async function* (src: AsyncIterable<Buffer>) {
+              for await (const chunk of src) {
+                hash.update(chunk);
+                bytes += chunk.length;
+                yield chunk;
+              }
+            };
             const forward = async (src: AsyncIterable<Buffer>) => {
               for await (const chunk of src) if (!out.destroyed && !out.write(chunk)) await Promise.race([once(out, 'drain'), once(out, 'close')]);
             };
             if (perPart) {
-              const stored = async function* (src: AsyncIterable<Buffer>) {
-                for await (const chunk of src) {
-                  hash.update(chunk);
-                  bytes += chunk.length;
-                  yield chunk;
-                }
-              };
               const part = pm ? `${name} (part ${parts - 1})` : name;
               const d = decompressor(plan.codec, plan.name);
               let decodeError: Error | undefined;
@@ -196,11 +196,7 @@ export class BundleReader {
                 throw err instanceof BundleError ? err : decodeError ? damaged(decodeError, plan, part) : err;
               });
             } else {
-              for await (const chunk of e) {
-                hash.update(chunk as Buffer);
-                bytes += (chunk as Buffer).length;
-                if (!out.destroyed && !out.write(chunk)) await Promise.race([once(out, 'drain'), once(out, 'close')]);
-              }
+              await pipeline(e, stored, forward);
             }
             if (!pm) break;
             const nx = await this.next();
