@@ -10,7 +10,10 @@ import { once } from 'node:events';
 export async function demux(src: AsyncIterable<Buffer>, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<void> {
   let buf: Buffer = Buffer.alloc(0);
   const write = async (s: NodeJS.WritableStream, b: Buffer) => {
-    if (!s.write(b)) await once(s as unknown as NodeJS.EventEmitter, 'drain');
+    const w = s as unknown as NodeJS.EventEmitter & { destroyed?: boolean };
+    if (w.destroyed) throw new Error('the output was closed');
+    // A consumer that gives up destroys its stream: stop then, rather than wait for a drain.
+    if (!s.write(b)) await Promise.race([once(w, 'drain'), once(w, 'close')]);
   };
   for await (const chunk of src) {
     buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;

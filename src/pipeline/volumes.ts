@@ -124,7 +124,10 @@ async function openTarReader(engine: Engine, image: string, mount: Record<string
   return {
     stream: out,
     done: async () => {
+      // The consumer gave up before the end (its own failure is the one to report): clean up only.
+      const abandoned = out.destroyed && !out.readableEnded;
       try {
+        if (abandoned) return;
         await demuxing;
         const code = await engine.waitExit(id);
         if (code !== 0)
