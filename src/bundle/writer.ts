@@ -24,13 +24,13 @@ import {
 import { BLOCK, END_OF_ARCHIVE, encodeHeader, padding } from './tar.js';
 
 export const PART_SIZE = 16 << 20;
+const WRITE_BATCH = 1 << 20;
 /** Bytes reserved in a seekable bundle's manifest per member for `"rawBytes": N` (N < 2^53: 16 digits). */
 const RAW_SIZE_ROOM = 48;
 
 function manifestText(m: Manifest): Buffer {
   return Buffer.from(JSON.stringify(m, null, 2) + '\n');
 }
-const WRITE_BATCH = 1 << 20;
 
 export function partName(member: string, i: number): string {
   return `${member}.part${String(i).padStart(6, '0')}`;
@@ -71,19 +71,23 @@ export class BundleWriter {
    */
   async begin(): Promise<void> {
     if (!this.sink.seekable) this.manifest.partRawBytes = PART_SIZE;
-    const text = manifestText(this.manifest);
     this.manifestAt = this.sink.seekable ? this.sink.position + BLOCK : undefined;
-    this.manifestRoom = text.length + (this.sink.seekable ? RAW_SIZE_ROOM * this.manifest.members.length : 0);
-    await this.entry(MANIFEST_MEMBER, Buffer.concat([text, Buffer.alloc(this.manifestRoom - text.length, ' ')]));
+    this.manifestRoom = manifestText(this.manifest).length + (this.sink.seekable ? RAW_SIZE_ROOM * this.manifest.members.length : 0);
+    await this.entry(MANIFEST_MEMBER, this.manifestBytes(this.manifest));
+  }
+
+  /** The manifest as written: its JSON padded with spaces (which JSON allows) to manifestRoom. */
+  private manifestBytes(m: Manifest): Buffer {
+    const text = manifestText(m);
+    if (text.length > this.manifestRoom) throw new Error('BundleWriter: the manifest outgrew its room');
+    return Buffer.concat([text, Buffer.alloc(this.manifestRoom - text.length, ' ')]);
   }
 
   /** Patch the manifest with the raw sizes (seekable sinks). It cannot outgrow its room: each size takes < RAW_SIZE_ROOM bytes. */
   private async declareRawSizes(): Promise<void> {
     if (this.manifestAt === undefined) return;
     const members = this.manifest.members.map((m) => ({ ...m, rawBytes: this.written.find((w) => w.name === m.name)!.rawBytes }));
-    const text = manifestText({ ...this.manifest, members });
-    if (text.length > this.manifestRoom) throw new Error('BundleWriter: the manifest outgrew its room');
-    await this.sink.writeAt(Buffer.concat([text, Buffer.alloc(this.manifestRoom - text.length, ' ')]), this.manifestAt);
+    await this.sink.writeAt(this.manifestBytes({ ...this.manifest, members }), this.manifestAt);
   }
 
   /** Stream one data member into the bundle. Resolves with what the trailer will say about it. */
@@ -159,15 +163,17 @@ export class BundleWriter {
         type Part = { cz: Duplex; raw: number; done: Promise<Buffer> };
         const startPart = (): Part => {
           const cz = compressor(codec);
-          const done = (async () => {
+          // Collected from 'data' events (iterating would join buffered chunks once more).
+          const done = new Promise<Buffer>((resolve, reject) => {
             const out: Buffer[] = [];
             let n = 0;
-            for await (const c of cz) {
-              out.push(c as Buffer);
-              n += (c as Buffer).length;
-            }
-            return Buffer.concat(out, n);
-          })();
+            cz.on('data', (c: Buffer) => {
+              out.push(c);
+              n += c.length;
+            });
+            cz.once('end', () => resolve(Buffer.concat(out, n)));
+            cz.once('error', reject);
+          });
           done.catch(() => {});
           return { cz, raw: 0, done };
         };

@@ -324,7 +324,6 @@ export function createPlan(
   const hostConfig: Json = { ...spec.hostConfig };
   // The target's default bridge network may have another name (Podman's is "podman").
   const bridge = opts.bridge ?? 'bridge';
-  const net = (n: string) => (n === 'bridge' ? bridge : n);
   if (hostConfig.NetworkMode === 'bridge') hostConfig.NetworkMode = bridge;
   if (Array.isArray(hostConfig.Binds)) {
     hostConfig.Binds = (hostConfig.Binds as string[]).map((b) => {
@@ -348,7 +347,7 @@ export function createPlan(
   const networkMode = String(hostConfig.NetworkMode ?? 'default');
   let laterEndpoints: EndpointSpec[] = [];
   if (!networkMode.startsWith('container:') && networkMode !== 'host' && networkMode !== 'none') {
-    const eps = spec.endpoints.map((e) => (e.network === 'bridge' ? { ...e, network: net(e.network) } : e));
+    const eps = spec.endpoints.map((e) => (e.network === 'bridge' ? { ...e, network: bridge } : e));
     const first = eps[0];
     if (first) {
       const rest = eps.slice(1);

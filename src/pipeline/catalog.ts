@@ -40,15 +40,6 @@ export interface CatalogEntry {
   mtime: string;
 }
 
-/** Open a bundle, parse its manifest (the first member) and close it, reading nothing more. */
-export async function readManifest(file: string, passphrase?: string): Promise<Manifest> {
-  const stream = createReadStream(file, { highWaterMark: 64 * 1024 }) as unknown as Readable;
-  const reader = await BundleReader.open(stream, file, { passphrase });
-  reader.close();
-  if (reader.encryption) (reader.manifest as unknown as Record<string, unknown>).encrypted = true;
-  return reader.manifest;
-}
-
 /** The plaintext facts of an encrypted bundle's header (no passphrase needed), from its first bytes. */
 async function encryptedFacts(stream: Readable): Promise<{ createdAt?: string; containers?: string[] } | undefined> {
   const chunks: Buffer[] = [];
@@ -105,23 +96,32 @@ export async function describeBundle(file: string, passphrase: string | undefine
   } catch (err) {
     return { bundle: abs, bytes, mtime, error: toFerryError(err).message };
   }
+  return describeOpened({ bundle: abs, bytes, mtime }, async () => createReadStream(abs, { highWaterMark: 64 * 1024 }) as unknown as Readable, passphrase);
+}
+
+/**
+ * Describe one bundle from its manifest: open it, parse the first member, close it, reading
+ * nothing more. A bundle that cannot be read gets `error` (see unreadableEntry).
+ */
+async function describeOpened(base: { bundle: string; bytes: number; mtime: string }, open: () => Promise<Readable>, passphrase?: string): Promise<CatalogEntry> {
   try {
-    const m = await readManifest(abs, passphrase);
+    const reader = await BundleReader.open(await open(), base.bundle, { passphrase });
+    reader.close();
+    const m = reader.manifest;
+    if (reader.encryption) (m as unknown as Record<string, unknown>).encrypted = true;
     return {
-      bundle: abs,
+      ...base,
       created: m.createdAt,
       containers: m.containers.map((c) => c.spec.name),
-      bytes,
       imageMode: imageMode(m),
       compression: bundleCompression(m),
       encrypted: isEncrypted(m),
       ferryVersion: m.ferryVersion,
       formatVersion: m.formatVersion,
       manifest: m,
-      mtime,
     };
   } catch (err) {
-    return unreadableEntry({ bundle: abs, bytes, mtime }, err, async () => createReadStream(abs, { end: 8191 }) as unknown as Readable);
+    return unreadableEntry(base, err, open);
   }
 }
 
@@ -194,28 +194,8 @@ export function redactManifest(m: Manifest): Manifest {
 export async function listRemoteStore(url: string, pool: SshPool, passphrase?: string): Promise<CatalogEntry[]> {
   const entries: CatalogEntry[] = [];
   for (const f of await new SftpTransport(url, pool).listBundles()) {
-    const mtime = f.mtime.toISOString();
-    try {
-      const src = await new SftpTransport(f.url, pool).openBundle();
-      const reader = await BundleReader.open(src.stream, f.url, { passphrase });
-      reader.close();
-      const m = reader.manifest;
-      entries.push({
-        bundle: f.url,
-        created: m.createdAt,
-        containers: m.containers.map((c) => c.spec.name),
-        bytes: f.size,
-        imageMode: imageMode(m),
-        compression: bundleCompression(m),
-        encrypted: !!reader.encryption,
-        ferryVersion: m.ferryVersion,
-        formatVersion: m.formatVersion,
-        manifest: m,
-        mtime,
-      });
-    } catch (err) {
-      entries.push(await unreadableEntry({ bundle: f.url, bytes: f.size, mtime }, err, async () => (await new SftpTransport(f.url, pool).openBundle()).stream));
-    }
+    const open = async () => (await new SftpTransport(f.url, pool).openBundle()).stream;
+    entries.push(await describeOpened({ bundle: f.url, bytes: f.size, mtime: f.mtime.toISOString() }, open, passphrase));
   }
   entries.sort((a, b) => entryTime(a) - entryTime(b) || a.bundle.localeCompare(b.bundle));
   return entries;

@@ -73,12 +73,15 @@ export interface RestoreResult {
   dryRun: boolean;
 }
 
+/** The name a container of the bundle is to have on the target (before --on-conflict rename). */
+function wantedName(name: string, opts: RestoreOptions, rw?: RestoreRewrite): string {
+  return opts.name ?? rw?.containerName(name) ?? name;
+}
+
 async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions, rw?: RestoreRewrite): Promise<RestorePlan> {
-  if (opts.name && m.containers.length !== 1)
-    throw new UsageError(`--name works on a bundle with one container; this one has ${m.containers.length}`);
   const containers: RestorePlan['containers'] = [];
   for (const c of m.containers) {
-    const want = opts.name ?? rw?.containerName(c.spec.name) ?? c.spec.name;
+    const want = wantedName(c.spec.name, opts, rw);
     const exists = await engine.containerExists(want);
     const to = exists && opts.onConflict === 'rename' ? await freeName(want, (n) => engine.containerExists(n)) : want;
     containers.push({
@@ -121,7 +124,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       throw new UsageError(`--name works on a bundle with one container; this one has ${m.containers.length}`);
     const rw = opts.rewrite?.(m);
     if (opts.onConflict === 'fail') {
-      const names = m.containers.map((c) => opts.name ?? rw?.containerName(c.spec.name) ?? c.spec.name);
+      const names = m.containers.map((c) => wantedName(c.spec.name, opts, rw));
       await checkConflicts(engine, names, rw ? m.volumes.map((v) => rw.volume(v)) : m.volumes);
     }
     const plan = await makePlan(engine, m, opts, rw);

@@ -46,11 +46,11 @@ export function holderCreateBody(image: string, mount: Record<string, unknown>):
   };
 }
 
-async function createHolder(engine: Engine, image: string, mount: Record<string, unknown>): Promise<Holder> {
+async function createHolder(engine: Engine, image: string, mount: Record<string, unknown>, body = holderCreateBody(image, mount)): Promise<Holder> {
   const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
   let id: string;
   try {
-    id = await engine.createContainer(name, holderCreateBody(image, mount));
+    id = await engine.createContainer(name, body);
   } catch (err) {
     // The engine may have created it even though the answer was lost: remove it by name.
     await engine.removeContainer(name, { force: true }).catch(() => {});
@@ -94,15 +94,14 @@ export function tarHelperCreateBody(image: string, mount: Record<string, unknown
  * the image itself, in a helper, from its stdout. Undefined when the image has no tar to run.
  */
 async function openTarReader(engine: Engine, image: string, mount: Record<string, unknown>): Promise<{ stream: Readable; done: () => Promise<void> } | undefined> {
-  const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
-  let id: string;
+  let helper: Holder;
   try {
-    id = await engine.createContainer(name, tarHelperCreateBody(image, mount));
+    helper = await createHolder(engine, image, mount, tarHelperCreateBody(image, mount));
   } catch {
-    await engine.removeContainer(name, { force: true }).catch(() => {});
     return undefined;
   }
-  const remove = () => engine.removeContainer(id, { force: true, volumes: false });
+  const { id } = helper;
+  const remove = () => helper.remove();
   let raw: Readable;
   try {
     raw = await engine.attachOutput(id);
