@@ -22,6 +22,7 @@ import {
   type ImageFacts, type Manifest, type Trailer, type TrailerMember,
 } from './manifest.js';
 import { BLOCK, END_OF_ARCHIVE, encodeHeader, padding } from './tar.js';
+import { releaseSlab } from '../util/slabs.js';
 
 export const PART_SIZE = 16 << 20;
 const WRITE_BATCH = 1 << 20;
@@ -115,7 +116,9 @@ export class BundleWriter {
       const mtime = this.mtime;
       if (sink.seekable) {
         // A gathered write where the sink has one (no copy into one buffer), else one joined write.
-        const writeBatch = (b: Buffer[]) => (sink.writev ? sink.writev(b) : sink.write(b.length === 1 ? b[0]! : Buffer.concat(b)));
+        // Once a batch has landed its slabs (util/slabs.ts) go back to the pool: nothing else holds them.
+        const writeBatch = (b: Buffer[]) =>
+          sink.writev ? sink.writev(b, () => b.forEach(releaseSlab)) : sink.write(b.length === 1 ? b[0]! : Buffer.concat(b));
         const headerAt = sink.position;
         await sink.write(encodeHeader({ name, size: 0, mtime }));
         // Batch network chunks into ~1 MiB gathered writes: one write (one trip through the

@@ -10,6 +10,7 @@ import DockerClient from './dockerode.js';
 import { ConflictError, EngineError, FerryError, NotFoundError } from '../errors.js';
 import { describeEndpoint, type Endpoint } from './endpoint.js';
 import { demux } from './demux.js';
+import { bulkGet, type BulkAddress } from './bulk.js';
 import { followJson, StreamReportedError, type ProgressMessage } from './progress.js';
 import type { RegistryAuth } from './auth.js';
 
@@ -64,6 +65,8 @@ export class Engine {
     readonly facts: EngineFacts,
     private readonly agent: http.Agent | undefined,
     private readonly onClose: () => void,
+    /** Where bulk GETs go straight to the socket (unix and plain TCP engines), with the API prefix. */
+    private readonly bulk: { address: BulkAddress; prefix: string } | undefined,
   ) {}
 
   /** Connect and negotiate the API version from /version (never pinned). */
@@ -107,6 +110,7 @@ export class Engine {
       },
       opts.agent,
       opts.onClose ?? (() => {}),
+      bulkAddress(ep) && { address: bulkAddress(ep)!, prefix: useVersion ? `/${useVersion}` : '' },
     );
   }
 
@@ -339,7 +343,15 @@ export class Engine {
 
   /** `docker save` of one or more references, as a stream. */
   saveImages(refs: string[]): Promise<Readable> {
-    return this.call(`save image ${refs.join(', ')}`, () => (this.docker as unknown as { getImages(o: unknown): Promise<Readable> }).getImages({ names: refs }));
+    return this.call(`save image ${refs.join(', ')}`, () =>
+      this.bulk
+        ? this.bulkGet(`/images/get?${refs.map((r) => `names=${encodeURIComponent(r)}`).join('&')}`)
+        : (this.docker as unknown as { getImages(o: unknown): Promise<Readable> }).getImages({ names: refs }),
+    );
+  }
+
+  private bulkGet(path: string): Promise<Readable> {
+    return bulkGet(this.bulk!.address, `${this.bulk!.prefix}${path}`);
   }
 
   /** `docker load` from a stream; resolves only once the engine has finished and reported success. */
@@ -488,7 +500,11 @@ export class Engine {
 
   /** GET /containers/{id}/archive: a tar stream of `path`. */
   getArchive(id: string, path: string): Promise<Readable> {
-    return this.call(`read ${path} from container ${id}`, () => this.docker.getContainer(id).getArchive({ path }) as unknown as Promise<Readable>);
+    return this.call(`read ${path} from container ${id}`, () =>
+      this.bulk
+        ? this.bulkGet(`/containers/${encodeURIComponent(id)}/archive?path=${encodeURIComponent(path)}`)
+        : (this.docker.getContainer(id).getArchive({ path }) as unknown as Promise<Readable>),
+    );
   }
 
   /** PUT /containers/{id}/archive: extract a tar stream at `path`. Resolves once the engine has extracted it. */
@@ -558,6 +574,13 @@ function dockerOptions(ep: Endpoint, agent?: http.Agent): Docker.DockerOptions {
       if (!agent) throw new EngineError('an ssh engine needs an SSH transport agent');
       return { socketPath: undefined, protocol: 'http', host: 'remote-engine.invalid', port: 80, agent } as unknown as Docker.DockerOptions;
   }
+}
+
+/** Where bulk GETs may go straight to the socket: unix sockets and TCP without TLS. */
+function bulkAddress(ep: Endpoint): BulkAddress | undefined {
+  if (ep.kind === 'unix') return { path: ep.socketPath };
+  if (ep.kind === 'tcp' && !ep.tls) return { host: ep.host, port: ep.port };
+  return undefined;
 }
 
 function unreachable(err: DockerErr, where: string, source: string): FerryError {

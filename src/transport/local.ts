@@ -59,13 +59,13 @@ class FileSink implements BundleSink {
     return this.writev([chunk]);
   }
 
-  async writev(chunks: Buffer[]): Promise<void> {
+  async writev(chunks: Buffer[], written?: () => void): Promise<void> {
     this.unsynced += chunks.reduce((n, c) => n + c.length, 0);
     if (this.unsynced >= SYNC_EVERY && !this.syncing) {
       this.unsynced = 0;
       this.syncing = this.fh.datasync().catch(() => {}).finally(() => (this.syncing = undefined));
     }
-    await this.writes.write(chunks);
+    await this.writes.write(chunks, written);
   }
 
   writeAt(chunk: Buffer, position: number): Promise<void> {

@@ -12,13 +12,16 @@ export class PositionedWrites {
     private readonly maxInflight: number,
   ) {}
 
-  /** Append at the current position (several buffers: one gathered write); waits only when maxInflight writes are under way. */
-  async write(data: Buffer | Buffer[]): Promise<void> {
+  /**
+   * Append at the current position (several buffers: one gathered write); waits only when
+   * maxInflight writes are under way. `written` is called once the bytes have landed.
+   */
+  async write(data: Buffer | Buffer[], written?: () => void): Promise<void> {
     if (this.failed) throw this.failed;
     const chunks = Array.isArray(data) ? data : [data];
     const len = chunks.reduce((n, c) => n + c.length, 0);
     if (!len) return;
-    const p = this.put(chunks, this.position).catch((err) => {
+    const p = this.put(chunks, this.position).then(written, (err) => {
       this.failed ??= err;
     });
     this.position += len;

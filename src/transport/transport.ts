@@ -14,7 +14,7 @@ export interface BundleSink {
   readonly position: number;
   write(chunk: Buffer): Promise<void>;
   /** Optional: append several buffers in one gathered write, without joining them first. */
-  writev?(chunks: Buffer[]): Promise<void>;
+  writev?(chunks: Buffer[], written?: () => void): Promise<void>;
   writeAt(chunk: Buffer, position: number): Promise<void>;
   /** Flush, fsync and move the bundle to its final name. */
   commit(): Promise<void>;
