@@ -2,12 +2,12 @@
  * dockerode, loaded without gRPC. dockerode requires @grpc/grpc-js and @grpc/proto-loader when it
  * loads, for BuildKit sessions (`docker build` with a session), which ferry never opens; they cost
  * about 17 MB of resident memory in every run. They are replaced by stand-ins that fail loudly if
- * anything ever uses them. Only engine.ts imports this module.
+ * anything ever uses them; so is docker-modem's SSH transport (ssh2 is loaded only for ssh://,
+ * by ssh/client.ts). Only engine.ts imports this module.
  */
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type DockerType from 'dockerode';
-import '../ssh/ssh2.js'; // before docker-modem requires ssh2: see ssh2.ts
 
 const require = createRequire(import.meta.url);
 const dockerodeDir = path.dirname(require.resolve('dockerode'));
@@ -28,6 +28,16 @@ for (const name of ['@grpc/grpc-js', '@grpc/proto-loader']) {
       },
     },
   );
+  require.cache[file] = { id: file, filename: file, loaded: true, exports: unused, children: [], paths: [], path: path.dirname(file) } as unknown as NodeJS.Module;
+}
+
+// docker-modem's own SSH transport (protocol 'ssh'), which loads ssh2 at start-up: ferry reaches
+// ssh:// engines through its own connection (engine/connect.ts), so this is never used.
+{
+  const file = path.join(path.dirname(require.resolve('docker-modem', { paths: [dockerodeDir] })), 'ssh.js');
+  const unused = () => {
+    throw new Error("internal: docker-modem's SSH transport used, but ferry opens SSH connections itself");
+  };
   require.cache[file] = { id: file, filename: file, loaded: true, exports: unused, children: [], paths: [], path: path.dirname(file) } as unknown as NodeJS.Module;
 }
 

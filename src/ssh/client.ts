@@ -11,9 +11,8 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { ConnectConfig, SFTPWrapper } from 'ssh2';
-import ssh2 from './ssh2.js';
+import { loadSsh2 } from './ssh2.js';
 
-const { Client, utils: sshUtils } = ssh2;
 import { EngineError, FerryError, EXIT, UsageError } from '../errors.js';
 import { resolveSshConfig } from './config.js';
 import { checkHostKey, knownHostsLine, knownHostsName } from './known-hosts.js';
@@ -71,7 +70,7 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
   const keys: { file: string; key: Buffer; passphrase?: string }[] = [];
   for (const file of keyFiles) {
     const key = await fs.readFile(file);
-    const parsed = sshUtils.parseKey(key);
+    const parsed = loadSsh2().utils.parseKey(key);
     if (!(parsed instanceof Error)) {
       keys.push({ file, key });
       continue;
@@ -82,7 +81,7 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
       opts.warn?.(`skipping ${file}: it is encrypted and there is no terminal to ask for its passphrase (use ssh-agent)`);
       continue;
     }
-    const ok = sshUtils.parseKey(key, pass);
+    const ok = loadSsh2().utils.parseKey(key, pass);
     if (ok instanceof Error) throw new UsageError(`wrong passphrase for ${file}`);
     keys.push({ file, key, passphrase: pass });
   }
@@ -125,7 +124,7 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
     return true;
   };
 
-  const client = new Client();
+  const client = new (loadSsh2().Client)();
   const config: ConnectConfig = {
     sock: corkedSocket(host, port),
     host,

@@ -5,8 +5,8 @@
  * same generator (crypto.randomFillSync, 64 KiB at a time), each handed out once, so the padding
  * is exactly as random; only the calls are fewer. The substitution is visible to ssh2 alone: it
  * takes the function when it loads, and the crypto module is restored right after.
- * Every module that uses ssh2 (this project's and docker-modem's) must load it after this one:
- * engine/dockerode.ts and ssh/client.ts import it first.
+ * Every use of ssh2 goes through loadSsh2(); docker-modem's SSH support (which would load ssh2
+ * on its own) is replaced in engine/dockerode.ts.
  */
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -32,12 +32,20 @@ export function pooledRandomFill<T extends NodeJS.ArrayBufferView>(buf: T, offse
 }
 
 const require = createRequire(import.meta.url);
-const original = crypto.randomFillSync;
-let ssh2: typeof Ssh2;
-(crypto as { randomFillSync: unknown }).randomFillSync = pooledRandomFill;
-try {
-  ssh2 = require('ssh2') as typeof Ssh2;
-} finally {
-  (crypto as { randomFillSync: unknown }).randomFillSync = original;
+let ssh2: typeof Ssh2 | undefined;
+
+/**
+ * ssh2, loaded on first use (a run without ssh:// never loads it: about 60 ms of start-up). The
+ * only way this project loads ssh2; docker-modem's copy is never loaded (engine/dockerode.ts).
+ */
+export function loadSsh2(): typeof Ssh2 {
+  if (ssh2) return ssh2;
+  const original = crypto.randomFillSync;
+  (crypto as { randomFillSync: unknown }).randomFillSync = pooledRandomFill;
+  try {
+    ssh2 = require('ssh2') as typeof Ssh2;
+  } finally {
+    (crypto as { randomFillSync: unknown }).randomFillSync = original;
+  }
+  return ssh2;
 }
-export default ssh2;
