@@ -8,6 +8,7 @@ import { createPlan, endpointCreateConfig, networkCreateOptions, type ContainerS
 import type { VolumeEntry } from '../bundle/manifest.js';
 import { ConflictError } from '../errors.js';
 import type { Progress } from './context.js';
+import { removeWithAnonymousVolumes } from './volumes.js';
 
 export type OnConflict = 'fail' | 'replace' | 'rename';
 
@@ -101,7 +102,8 @@ export async function createContainer(
   const plan = createPlan(spec, image, { volumeNames, multiEndpoint: engine.apiAtLeast('1.44'), bridge: engine.facts.podman ? 'podman' : 'bridge' });
   progress.step(`create container ${name}`);
   const id = await engine.createContainer(name, plan.body);
-  undo.add(`remove container ${name}`, () => engine.removeContainer(id, { force: true }));
+  // With the anonymous volumes its image's VOLUME lines made for it; never one it mounts by name.
+  undo.add(`remove container ${name}`, () => removeWithAnonymousVolumes(engine, id));
   for (const e of plan.laterEndpoints) {
     await engine.connectNetwork(e.network, id, endpointCreateConfig(e));
   }
@@ -118,3 +120,4 @@ export async function checkConflicts(engine: Engine, containers: string[], volum
 }
 
 export { LABEL_MANAGED };
+

@@ -46,6 +46,39 @@ export function holderCreateBody(image: string, mount: Record<string, unknown>):
   };
 }
 
+/**
+ * Remove a container and the anonymous volumes the engine made for it from its image's VOLUME
+ * lines (PostgreSQL's image declares one): left alone, a helper made from such an image leaves a
+ * volume behind at every backup. A volume the container was created to mount by name (its
+ * HostConfig Mounts or Binds: the data ferry reads or writes) is never touched; the others go
+ * once the container is gone (the engine refuses any that another container uses). Not the
+ * engine's `v=1`: Podman applies that to every anonymous volume the container mounts, even one
+ * mounted by name.
+ */
+export async function removeWithAnonymousVolumes(engine: Engine, id: string): Promise<void> {
+  const made = await engine.inspectContainer(id).then(
+    (c) => {
+      const named = namedVolumes(c as unknown as Record<string, unknown>);
+      return ((c.Mounts ?? []) as { Type?: string; Name?: string }[]).filter((m) => m.Type === 'volume' && m.Name && !named.has(m.Name)).map((m) => m.Name!);
+    },
+    () => [] as string[],
+  );
+  await engine.removeContainer(id, { force: true });
+  for (const v of made) await engine.removeVolume(v).catch(() => {});
+}
+
+/** Every volume a create body (or a container's inspect) mounts by name: HostConfig.Mounts sources and Binds `name:/path`. */
+export function namedVolumes(body: Record<string, unknown>): Set<string> {
+  const hc = (body.HostConfig ?? {}) as { Mounts?: { Type?: string; Source?: string }[] | null; Binds?: string[] | null };
+  const out = new Set<string>();
+  for (const m of hc.Mounts ?? []) if (m.Type === 'volume' && m.Source) out.add(m.Source);
+  for (const b of hc.Binds ?? []) {
+    const src = b.split(':')[0]!;
+    if (src && !src.startsWith('/')) out.add(src);
+  }
+  return out;
+}
+
 async function createHolder(engine: Engine, image: string, mount: Record<string, unknown>, body = holderCreateBody(image, mount)): Promise<Holder> {
   const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
   let id: string;
@@ -53,7 +86,7 @@ async function createHolder(engine: Engine, image: string, mount: Record<string,
     id = await engine.createContainer(name, body);
   } catch (err) {
     // The engine may have created it even though the answer was lost: remove it by name.
-    await engine.removeContainer(name, { force: true }).catch(() => {});
+    await removeWithAnonymousVolumes(engine, name).catch(() => {});
     throw new EngineError(`cannot create a helper container from image ${image} to reach volume data: ${(err as Error).message}`, {
       cause: err,
       hint: 'ferry mounts volumes in a never-started helper made from an image already on the engine; none could serve here',
@@ -65,7 +98,7 @@ async function createHolder(engine: Engine, image: string, mount: Record<string,
     remove: async () => {
       if (removed) return;
       removed = true;
-      await engine.removeContainer(id, { force: true, volumes: false });
+      await removeWithAnonymousVolumes(engine, id);
     },
   };
 }
@@ -216,7 +249,7 @@ export async function fillBind(engine: Engine, image: string, hostPath: string, 
 /** Remove every helper this run made on the engine (after a failure: some answers may have been lost). */
 export async function sweepHolders(engine: Engine): Promise<void> {
   const mine = await engine.docker.listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${RUN_ID}`] } }).catch(() => []);
-  for (const c of mine) await engine.removeContainer(c.Id, { force: true }).catch(() => {});
+  for (const c of mine) await removeWithAnonymousVolumes(engine, c.Id).catch(() => {});
 }
 
 /**
@@ -232,7 +265,7 @@ export async function sweepStaleHolders(engine: Engine): Promise<number> {
     if (slash < 0 || owner.slice(0, slash) !== hostname()) continue;
     const pid = Number(owner.slice(slash + 1));
     if (!Number.isInteger(pid) || pid === process.pid || alive(pid)) continue;
-    await engine.removeContainer(c.Id, { force: true }).catch(() => {});
+    await removeWithAnonymousVolumes(engine, c.Id).catch(() => {});
     n++;
   }
   return n;

@@ -41,8 +41,12 @@ describe('PostgreSQL under write load', () => {
     docker(['exec', '-d', name, 'sh', '-c', "while :; do psql -U postgres -qc \"insert into t (v) values ('live')\" >/dev/null 2>&1; done"]);
     await waitFor('the writer to start', () => count(name) > 5010);
     const n1 = count(name);
+    const volumesBefore = docker(['volume', 'ls', '-q']).split('\n').sort();
     const r = await ferry(['backup', name, '-o', path.join(dir, 'pg.tar')]);
     expect(r.code, r.stderr).toBe(0);
+    // The helper that read the volume was made from this image, whose VOLUME line gave it an
+    // anonymous volume of its own: gone with it, not left behind at every backup.
+    expect(docker(['volume', 'ls', '-q']).split('\n').sort()).toEqual(volumesBefore);
     const n2 = count(name);
     expect(n2).toBeGreaterThan(n1); // writes went on around the backup
     expect(inspect('container', name).State.Running).toBe(true);
@@ -50,6 +54,8 @@ describe('PostgreSQL under write load', () => {
     cleanup(ENGINE_A, { containers: [name], volumes: [vol] });
     const rr = await ferry(['restore', path.join(dir, 'pg.tar')]);
     expect(rr.code, rr.stderr).toBe(0);
+    // The same volumes as before: the data volume back, nothing left by the helpers that filled it.
+    expect(docker(['volume', 'ls', '-q']).split('\n').sort()).toEqual(volumesBefore);
     await waitFor('restored postgres to accept connections', () => {
       psql(name, 'select 1');
       return true;

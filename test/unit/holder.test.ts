@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { holderCreateBody, tarHelperCreateBody } from '../../src/pipeline/volumes.js';
+import { holderCreateBody, namedVolumes, tarHelperCreateBody } from '../../src/pipeline/volumes.js';
 
 describe('holderCreateBody', () => {
   const reader = holderCreateBody('sha256:abc', { Type: 'volume', Source: 'data', Target: '/.ferry-data', ReadOnly: true, VolumeOptions: { NoCopy: true } });
@@ -45,5 +45,23 @@ describe('tarHelperCreateBody (reading volumes on Podman)', () => {
     expect(h.NetworkMode).toBe('none');
     expect(h.SecurityOpt).toEqual(['no-new-privileges']);
     expect((b.Labels as Record<string, string>)['io.ferry.role']).toBe('holder');
+  });
+});
+
+describe('namedVolumes (the volumes a removed helper or restored container never takes with it)', () => {
+  it('lists volumes mounted by name through Mounts and Binds, not host paths or other mount types', () => {
+    const body = {
+      HostConfig: {
+        Mounts: [
+          { Type: 'volume', Source: 'data', Target: '/data' },
+          { Type: 'bind', Source: '/etc/app', Target: '/etc/app' },
+          { Type: 'tmpfs', Target: '/run' },
+          { Type: 'volume', Target: '/anon' },
+        ],
+        Binds: ['cache:/cache:ro', '/srv/www:/www'],
+      },
+    };
+    expect([...namedVolumes(body)].sort()).toEqual(['cache', 'data']);
+    expect(namedVolumes({}).size).toBe(0);
   });
 });
