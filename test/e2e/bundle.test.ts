@@ -155,7 +155,7 @@ describe('damaged bundles are refused, and restore creates nothing', () => {
     // The untouched stream bundle restores.
     const ok = await ferry(['restore', '-', '--name', `${a}-streamed`, '--on-conflict', 'rename', '--no-start'], { stdinFile: streamed });
     expect(ok.code, ok.stderr).toBe(0);
-    docker(['rm', '-f', `${a}-streamed`]);
+    cleanup(ENGINE_A, { containers: [`${a}-streamed`], volumes: [`${own}-restored`, `${shared}-restored`] });
   });
 
   for (const [what, mutate, message] of cases) {
