@@ -1,9 +1,10 @@
 /**
  * vitest globalSetup for the e2e project: bring up the lab (engines A and B, registry, sshd, test
  * images) with .ci/lab.sh, which is idempotent and quick when everything already runs, then the
- * cached PostgreSQL test image. Needs root, as the engines do.
+ * cached PostgreSQL test image. Needs root, as the engines do. At the end, the snapshot images the
+ * tests' backups and restores left (ferry/<test container>:<time>) go, on both engines.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import path from 'node:path';
 
 export default function setup() {
@@ -13,4 +14,17 @@ export default function setup() {
     stdio: 'inherit',
     env: { ...process.env, DOCKER_HOST: 'unix:///var/run/docker.sock' },
   });
+  return teardown;
+}
+
+/** Test containers are named <prefix>-<6 hex> (helpers/lab.ts uid); their snapshots ferry/<that>[...]:<time>. */
+const TEST_SNAPSHOT = /^ferry\/[a-z0-9]+(-[a-z0-9]+)*-[0-9a-f]{6}(-[a-z0-9-]+)?:\d{8}T\d{6}Z$/;
+
+function teardown() {
+  for (const host of ['unix:///var/run/docker.sock', 'unix:///var/run/docker-b.sock']) {
+    const r = spawnSync('docker', ['-H', host, 'images', '--format', '{{.Repository}}:{{.Tag}}'], { encoding: 'utf8' });
+    const refs = (r.stdout ?? '').split('\n').filter((x) => TEST_SNAPSHOT.test(x));
+    // An image still used by a container is refused and stays.
+    if (refs.length) spawnSync('docker', ['-H', host, 'rmi', ...refs], { encoding: 'utf8' });
+  }
 }
