@@ -173,6 +173,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   const snapshots: string[] = [];
   const pendingSaves: Promise<Readable>[] = [];
   const pushed: NonNullable<BackupResult['pushed']> = [];
+  const helpersGone: Promise<void>[] = [];
   try {
     await writer.begin();
     const written = new Set<string>();
@@ -222,7 +223,10 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
             await writer.addMember(src.member, abortable(r.stream, signal), opts.codec, (_, n) => progress.bytes(src.member, n));
           } finally {
             r.stream.destroy(); // a half-read archive GET would block the helper's removal
-            await r.done();
+            // The helper goes while the next member is written (it only held the mount).
+            const removing = r.done();
+            removing.catch(() => {});
+            helpersGone.push(removing);
           }
         }
       } catch (err) {
@@ -256,6 +260,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       await writer.addMember(member, abortable(img, signal), imageCodec(opts.codec), (_, n) => progress.bytes(member, n));
     }
     checkAborted(signal);
+    await Promise.all(helpersGone);
     progress.step('finish bundle');
     const trailer = await writer.finish();
     const bytes = trailer.members.reduce((a, m) => a + m.bytes, 0);
@@ -268,6 +273,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
     await writer.abort();
     throw err;
   } finally {
+    await Promise.allSettled(helpersGone);
     for (const id of snapshots) await engine.removeImage(id).catch(() => {});
   }
 }
