@@ -30,6 +30,8 @@ export interface DataMember {
    * drains the rest.
    */
   stream: Readable;
+  /** How many of the member's tar entries (parts) have been read so far; 1 for a member in one entry. */
+  partsRead: () => number;
 }
 
 const PART = /^(.*)\.part(\d{6})$/;
@@ -238,7 +240,7 @@ export class BundleReader {
             pipeline(out, d).catch(() => {});
           }
         }
-        yield { plan, stream };
+        yield { plan, stream, partsRead: () => parts };
         stream.resume(); // drain anything the consumer left
         out.resume();
         await feeding;

@@ -175,7 +175,7 @@ class ImageArchive {
 }
 
 /** Read one data member to its end: hash it, decompress it, parse its tar. */
-async function checkMember(m: DataMember, ctx: RunContext): Promise<{ sha256?: string; bytes: number; raw?: number; problems: string[] }> {
+async function checkMember(m: DataMember, partRawBytes: number | undefined, ctx: RunContext): Promise<{ sha256?: string; bytes: number; raw?: number; problems: string[] }> {
   const { name, kind, codec } = m.plan;
   const hash = createHash('sha256');
   let bytes = 0;
@@ -205,8 +205,16 @@ async function checkMember(m: DataMember, ctx: RunContext): Promise<{ sha256?: s
   let first: 'decompress' | 'tar' | undefined;
   dec.once('error', () => (first ??= 'decompress'));
   extract.once('error', () => (first ??= 'tar'));
-  // Held to the raw size the manifest declares before the data, as restore is (file bundles).
-  const limit = m.plan.rawBytes !== undefined ? new SizeLimit(m.plan.rawBytes, name) : new PassThrough({ highWaterMark: 1 << 20 });
+  // Held to the raw size the manifest declares before the data, as restore is: rawBytes (bundles
+  // written to a file), else partRawBytes for each part read so far (written to a stream: restore
+  // holds each part to it; here the parts go through one decompressor, and a bomb stops within a
+  // part or two of where it starts).
+  const limit =
+    m.plan.rawBytes !== undefined
+      ? new SizeLimit(m.plan.rawBytes, name)
+      : partRawBytes !== undefined
+        ? new SizeLimit(() => m.partsRead() * partRawBytes, name)
+        : new PassThrough({ highWaterMark: 1 << 20 });
   const feeding = pipeline(m.stream, tap, dec, limit, tail, extract);
   feeding.catch(() => {});
   let failure: string | undefined;
@@ -266,7 +274,7 @@ export async function verifyStream(stream: Readable, location: string, ctx: RunC
       const c = checks.get(m.plan.name)!;
       reached.add(c.name);
       ctx.progress.step(`verify ${c.name}`);
-      const r = await checkMember(m, ctx);
+      const r = await checkMember(m, reader.manifest.partRawBytes, ctx);
       c.bytes = r.bytes;
       c.problems.push(...r.problems);
       if (r.sha256) digests.set(c.name, { sha256: r.sha256, bytes: r.bytes });

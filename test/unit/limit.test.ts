@@ -9,6 +9,8 @@ import { SizeLimit } from '../../src/bundle/limit.js';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { BundleReader } from '../../src/bundle/reader.js';
 import { BundleError } from '../../src/errors.js';
+import { verifyStream } from '../../src/pipeline/verify.js';
+import { silentProgress } from '../../src/pipeline/context.js';
 import { bundleError, IMAGE_MEMBER, makeManifest, MemorySink, VOLUME_MEMBER } from './bundle-fixtures.js';
 
 async function entriesOf(buf: Buffer): Promise<{ name: string; data: Buffer }[]> {
@@ -141,5 +143,35 @@ describe('SizeLimit', () => {
     await expect(pipeline(Readable.from([Buffer.alloc(600), Buffer.alloc(401)]), new SizeLimit(1000, 'volumes/x.tar'), async (s) => {
       for await (const _ of s) void _;
     })).rejects.toThrow(BundleError);
+  });
+});
+
+describe('ferry verify holds a stream bundle to partRawBytes too', () => {
+  /** A real tar (verify parses it) of one compressible file spanning three parts. */
+  async function volumeTar(): Promise<Buffer> {
+    const p = tar.pack();
+    p.entry({ name: 'big.txt', size: 2 * PART_SIZE }, Buffer.alloc(2 * PART_SIZE, 'ferry volume data '));
+    p.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of p) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  it('a bomb in the middle of a member is stopped as it inflates, not decompressed to its end', async () => {
+    const vol = await volumeTar();
+    const good = await verifyStream(Readable.from([await write(false, vol, IMAGE)]), 'mem', { progress: silentProgress, signal: new AbortController().signal });
+    expect(good.members.find((m) => m.name === VOLUME_MEMBER)).toMatchObject({ ok: true, problems: [] });
+
+    const entries = await entriesOf(await write(false, vol, IMAGE));
+    const i = entries.findIndex((e) => e.name === partName(VOLUME_MEMBER, 1));
+    entries[i]!.data = zlib.gzipSync(Buffer.alloc(PART_SIZE * 16)); // 256 MiB of zeros
+    const bad = await repack(entries);
+    // The trailer still vouches for the bytes as stored: only the inflation gives the bomb away.
+    const r = await verifyStream(Readable.from([bad]), 'mem', { progress: silentProgress, signal: new AbortController().signal });
+    const v = r.members.find((m) => m.name === VOLUME_MEMBER)!;
+    expect(r.ok).toBe(false);
+    expect(v.problems.join('\n')).toMatch(new RegExp(`member ${VOLUME_MEMBER} inflates past its declared size \\((\\d+) bytes\\); stopped`));
+    const inflated = Number(/\((\d+) bytes\)/.exec(v.problems.join('\n'))![1]);
+    expect(inflated).toBeLessThanOrEqual(4 * PART_SIZE); // stopped within a part or two of the bomb
   });
 });
