@@ -173,5 +173,7 @@ describe('ferry verify holds a stream bundle to partRawBytes too', () => {
     expect(v.problems.join('\n')).toMatch(new RegExp(`member ${VOLUME_MEMBER} inflates past its declared size \\((\\d+) bytes\\); stopped`));
     const inflated = Number(/\((\d+) bytes\)/.exec(v.problems.join('\n'))![1]);
     expect(inflated).toBeLessThanOrEqual(4 * PART_SIZE); // stopped within a part or two of the bomb
+    // ... and the check went on to the next member (not "missing").
+    expect(r.members.find((m) => m.name === IMAGE_MEMBER)!.problems.join('\n')).not.toMatch(/missing/);
   });
 });
