@@ -208,7 +208,8 @@ export function bulkGet(address: BulkAddress, urlPath: string): Promise<Readable
       const to = fill + nread;
       if (state === 'head') {
         fill = to;
-        const end = slab.indexOf('\r\n\r\n', Math.max(0, from - 3), 'latin1');
+        // Only in what was read: past `to`, a pooled slab holds an earlier stream's bytes.
+        const end = slab.subarray(0, to).indexOf('\r\n\r\n', Math.max(0, from - 3), 'latin1');
         if (end < 0) {
           if (fill > MAX_HEAD) fail(protocolError('the response headers are too long'));
           return true;

@@ -156,6 +156,14 @@ describe('bulkGet', () => {
     await closed; // the engine sees the connection go (a half-read archive would hold a helper)
   });
 
+  it('finds the end of the headers only in what was read (a pooled slab holds older bytes)', async () => {
+    const stale = takeSlab();
+    stale.fill('\r\n\r\n');
+    releaseSlab(stale); // the next reader gets this slab
+    serve(['HTTP/1.1 200 OK\r\nContent-Le', 'ngth: 5\r\n\r\nhello'], { pauseMs: 30 });
+    expect((await collect(await bulkGet({ path: sock }, '/x'))).toString()).toBe('hello');
+  });
+
   it('reports a socket that is not there as the engine being unreachable', async () => {
     await expect(bulkGet({ path: path.join(dir, 'none.sock') }, '/x')).rejects.toMatchObject({ code: 'ENOENT' });
   });
