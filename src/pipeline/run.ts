@@ -120,4 +120,3 @@ export async function checkConflicts(engine: Engine, containers: string[], volum
 }
 
 export { LABEL_MANAGED };
-
