@@ -164,6 +164,21 @@ describe('bulkGet', () => {
     expect((await collect(await bulkGet({ path: sock }, '/x'))).toString()).toBe('hello');
   });
 
+  it('reads from an engine on plain TCP the same way', async () => {
+    const body = randomBytes(300_000);
+    const tcp = net.createServer((s) => {
+      s.once('data', () => s.end(Buffer.concat([Buffer.from(HEAD), chunked(body, [32768])])));
+      s.on('error', () => {});
+    });
+    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+    try {
+      const port = (tcp.address() as net.AddressInfo).port;
+      expect((await collect(await bulkGet({ host: '127.0.0.1', port }, '/x'))).equals(body)).toBe(true);
+    } finally {
+      await new Promise((r) => tcp.close(r));
+    }
+  });
+
   it('reports a socket that is not there as the engine being unreachable', async () => {
     await expect(bulkGet({ path: path.join(dir, 'none.sock') }, '/x')).rejects.toMatchObject({ code: 'ENOENT' });
   });
