@@ -308,13 +308,47 @@ function foreignSnapshot() {
 /** Measure fn() and how busy other developers' processes were meanwhile (CPU seconds they used). */
 async function watched(fn) {
   const before = foreignSnapshot();
+  const cpu0 = cpuSnapshot();
   const load1 = Number(os.loadavg()[0].toFixed(2));
   const result = await fn();
+  const cpu1 = cpuSnapshot();
   const after = foreignSnapshot();
   let ticks = 0;
   for (const [pid, t] of after.ticks) ticks += Math.max(0, t - (before.ticks.get(pid) ?? 0));
   const names = [...new Set([...before.names, ...after.names])];
-  return { result, activity: { load1, foreign: names, foreignCpuSeconds: round(ticks / CLK_TCK, 2) } };
+  return {
+    result,
+    activity: {
+      load1,
+      foreign: names,
+      foreignCpuSeconds: round(ticks / CLK_TCK, 2),
+      machineCpuSeconds: round((cpu1.busy - cpu0.busy) / CLK_TCK, 2),
+      engineCpuSeconds: round((cpu1.engines - cpu0.engines) / CLK_TCK, 2),
+    },
+  };
+}
+
+/**
+ * CPU ticks used so far: by the whole machine (/proc/stat: user, nice, system, irq, softirq,
+ * steal), and by the engines (every dockerd, with the children it has reaped: the docker-tar and
+ * docker-untar re-executions that serve archive requests).
+ */
+function cpuSnapshot() {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const busy = f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] ?? 0);
+  let engines = 0;
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'dockerd') continue;
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const x = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+      engines += x[11] + x[12] + x[13] + x[14]; // utime, stime, cutime, cstime
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return { busy, engines };
 }
 
 /** Read a file once so that it is in the page cache. */
@@ -526,6 +560,9 @@ async function comparative(id, opts, { prepare, ferry, baseline, check, rssOf = 
   res.baselineMedian = round(median(ok('baseline')), 3);
   res.ratio = res.ferryMedian && res.baselineMedian ? round(res.ferryMedian / res.baselineMedian, 3) : undefined;
   res.peakRssMB = round(Math.max(0, ...res[rssOf].map((e) => e.peakRssMB ?? 0)), 1) || undefined;
+  // Median CPU seconds per measurement on each side: the whole machine, and the engines' share.
+  const cpuOf = (side, key) => round(median(res.activity.filter((a) => a.side === side && a[key] !== undefined).map((a) => a[key])), 2);
+  res.cpu = Object.fromEntries(['ferry', 'baseline'].map((side) => [side, { machine: cpuOf(side, 'machineCpuSeconds'), engines: cpuOf(side, 'engineCpuSeconds') }]));
   res.pass = !res.incomplete && res.ratio !== undefined && res.ratio <= res.target;
   log(`${id}: ferry ${fmt(res.ferryMedian)} s, baseline ${fmt(res.baselineMedian)} s, ratio ${fmt(res.ratio)} (target ≤ ${res.target}) ${res.pass ? 'PASS' : 'FAIL'}${res.errors.length ? ` (${res.errors.length} failed attempt(s))` : ''}`);
   return res;
@@ -788,6 +825,14 @@ function renderMarkdown(report) {
     if (rss.length) {
       const max = Math.max(...rss.map((r) => r.peakRssMB));
       L.push(`Peak RSS of the ferry process (target ≤ ${RSS_TARGET_MB} MB, ${opts.sizeMiB} MiB volume): ${max.toFixed(0)} MB, ${max <= RSS_TARGET_MB ? 'PASS' : 'FAIL'}. ` + `The ssh row's RSS is that of the ssh2 test script.`);
+      L.push('');
+    }
+    const withCpu = cmp.filter((r) => r.id !== 'ssh' && r.cpu?.ferry.machine !== undefined);
+    if (withCpu.length) {
+      L.push('CPU seconds per run (medians; 2 cores give 2 CPU s per second): the whole machine, and of that the engines (dockerd with its docker-tar / docker-untar helpers).', '');
+      L.push('| scenario | ferry: machine | ferry: engines | baseline: machine | baseline: engines |');
+      L.push('|---|---:|---:|---:|---:|');
+      for (const r of withCpu) L.push(`| ${r.title} | ${fmt(r.cpu.ferry.machine)} | ${fmt(r.cpu.ferry.engines)} | ${fmt(r.cpu.baseline.machine)} | ${fmt(r.cpu.baseline.engines)} |`);
       L.push('');
     }
     const ssh = cmp.find((r) => r.id === 'ssh');
