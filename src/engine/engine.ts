@@ -87,6 +87,7 @@ export class Engine {
     const min = (version as { MinAPIVersion?: string }).MinAPIVersion;
     const useVersion = min && compareApi(api, min) < 0 ? undefined : `v${api}`;
     const docker = new DockerClient({ ...base, ...(useVersion ? { version: useVersion } : {}) });
+    const bulk = bulkAddress(ep);
     let containerdStore = false;
     let loggingDriver: string | undefined;
     try {
@@ -110,7 +111,7 @@ export class Engine {
       },
       opts.agent,
       opts.onClose ?? (() => {}),
-      bulkAddress(ep) && { address: bulkAddress(ep)!, prefix: useVersion ? `/${useVersion}` : '' },
+      bulk && { address: bulk, prefix: useVersion ? `/${useVersion}` : '' },
     );
   }
 

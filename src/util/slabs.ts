@@ -11,13 +11,11 @@ export const SLAB_SIZE = 1 << 20;
 const POOL_MAX = 32;
 
 const pool: Buffer[] = [];
-const slabs = new WeakSet<ArrayBufferLike>();
-/** Slabs handed out and not yet returned: a second return of the same slab is ignored. */
+/** Slabs handed out and not yet returned: only these come back, and a second return is ignored. */
 const out = new WeakSet<ArrayBufferLike>();
 
 export function takeSlab(): Buffer {
   const b = pool.pop() ?? Buffer.allocUnsafeSlow(SLAB_SIZE);
-  slabs.add(b.buffer);
   out.add(b.buffer);
   return b;
 }
@@ -28,7 +26,7 @@ export function takeSlab(): Buffer {
  */
 export function releaseSlab(chunk: Buffer): void {
   const ab = chunk.buffer;
-  if (chunk.byteOffset !== 0 || !slabs.has(ab) || !out.has(ab)) return;
+  if (chunk.byteOffset !== 0 || !out.has(ab)) return;
   out.delete(ab);
   if (pool.length < POOL_MAX) pool.push(Buffer.from(ab, 0, SLAB_SIZE));
 }
