@@ -98,14 +98,6 @@ export class BundleWriter {
     this.busy = true;
     try {
       let raw = 0;
-      const counter = new Transform({
-        highWaterMark: 1 << 20,
-        transform(chunk: Buffer, _enc, cb) {
-          raw += chunk.length;
-          onProgress?.(name, raw);
-          cb(null, chunk);
-        },
-      });
       const hash = createHash('sha256');
       // The sink's own failure (disk full, closed pipe) is the cause; the pipeline may report the
       // AbortError of tearing the other streams down first.
@@ -119,6 +111,15 @@ export class BundleWriter {
         // Once a batch has landed its slabs (util/slabs.ts) go back to the pool: nothing else holds them.
         const writeBatch = (b: Buffer[]) =>
           sink.writev ? sink.writev(b, () => b.forEach(releaseSlab)) : sink.write(b.length === 1 ? b[0]! : Buffer.concat(b));
+        // Raw bytes are counted before compression (the stream path counts in its own loop).
+        const counter = new Transform({
+          highWaterMark: 1 << 20,
+          transform(chunk: Buffer, _enc, cb) {
+            raw += chunk.length;
+            onProgress?.(name, raw);
+            cb(null, chunk);
+          },
+        });
         const headerAt = sink.position;
         await sink.write(encodeHeader({ name, size: 0, mtime }));
         // Batch network chunks into ~1 MiB gathered writes: one write (one trip through the
@@ -153,7 +154,9 @@ export class BundleWriter {
             else cb();
           },
         });
-        await pipeline(src, counter, compressor(codec), out).catch((err) => {
+        // Uncompressed: no pass-through stage in between.
+        const stages = codec === 'none' ? pipeline(src, counter, out) : pipeline(src, counter, compressor(codec), out);
+        await stages.catch((err) => {
           throw sinkError ?? err;
         });
         await sink.write(padding(stored));
