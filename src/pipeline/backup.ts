@@ -180,7 +180,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
     for (const [i, c] of captured.entries()) {
       const entry = containers[i]!;
       checkAborted(signal);
-      const hooks = await containerHooks(engine, c.spec.sourceId, opts.hooks);
+      const hooks = containerHooks(c.labels, opts.hooks);
       if (hooks.pre) await runHook(engine, c.spec.name, c.spec.sourceId, 'pre-exec', hooks.pre, progress, signal);
       let resume: () => Promise<void>;
       try {
@@ -305,8 +305,7 @@ export function abortable(s: Readable, signal: AbortSignal): Readable {
 }
 
 /** The hooks for a container: the command line's, else its `ferry.pre-exec` / `ferry.post-exec` labels. */
-async function containerHooks(engine: Engine, id: string, given: BackupOptions['hooks']): Promise<{ pre?: string; post?: string }> {
-  const labels = ((await engine.inspectContainer(id)).Config.Labels ?? {}) as Record<string, string>;
+function containerHooks(labels: Record<string, string>, given: BackupOptions['hooks']): { pre?: string; post?: string } {
   return { pre: given?.pre ?? labels['ferry.pre-exec'] ?? undefined, post: given?.post ?? labels['ferry.post-exec'] ?? undefined };
 }
 

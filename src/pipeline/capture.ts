@@ -18,6 +18,8 @@ export interface Captured {
   networks: NetworkSpec[];
   /** Bind mounts (host paths) the container uses. */
   binds: { hostPath: string; destination: string }[];
+  /** The container's labels as the engine reports them (its own and its image's; fixed at creation). */
+  labels: Record<string, string>;
 }
 
 export async function captureContainer(engine: Engine, nameOrId: string): Promise<Captured> {
@@ -60,7 +62,7 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
     const n = await engine.inspectNetwork(e.network);
     if (n) networks.push(captureNetwork(n as never));
   }
-  return { spec, volumes, networks, binds };
+  return { spec, volumes, networks, binds, labels: (inspect.Config.Labels as Record<string, string> | null) ?? {} };
 }
 
 /**
