@@ -1,5 +1,5 @@
 /** Argument parsers for commander: they throw InvalidArgumentError, which commander reports as usage errors. */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { CODECS, hasZstd, type Codec } from '../bundle/codec.js';
 
 export function choice<T extends string>(values: readonly T[]) {
@@ -13,4 +13,18 @@ export function codecOption(v: string): Codec {
   const c = choice(CODECS)(v);
   if (c === 'zstd' && !hasZstd()) throw new InvalidArgumentError('zstd needs the zstd command (apt-get install zstd); or use gzip');
   return c;
+}
+
+/** A repeatable option: every occurrence is kept, in order. */
+export function collect(v: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), v];
+}
+
+/** --map-volume, --map-bind, --map-port, --map-network (restore and migrate; see pipeline/remap.ts). */
+export function addRemapOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--map-volume <old=new>', 'restore the named volume OLD as NEW (mounts follow; repeatable)').argParser(collect))
+    .addOption(new Option('--map-bind <old=new>', 'bind mounts at or under host path OLD use NEW instead (repeatable)').argParser(collect))
+    .addOption(new Option('--map-port <old=new>', 'publish on host port NEW ([ip:]port) what was published on OLD (repeatable)').argParser(collect))
+    .addOption(new Option('--map-network <old=new>', 'the user-defined network OLD becomes NEW (an existing NEW is joined; repeatable)').argParser(collect));
 }

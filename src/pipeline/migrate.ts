@@ -12,6 +12,7 @@ import type { Engine } from '../engine/engine.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
 import { captureContainer, commitContainer, quiesce, reportStaleQuiesce, snapshotRef, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
+import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
 import { checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
 import { sweepHolders, sweepStaleHolders } from './volumes.js';
@@ -22,6 +23,8 @@ export interface MigrateOptions {
   onConflict: OnConflict;
   start: boolean;
   stopSource: boolean;
+  /** Volumes, host paths, ports and networks under other names on the target (--map-*). */
+  remap?: Remap;
 }
 
 export interface MigrateResult {
@@ -49,14 +52,22 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   }
   const names = captured.map((c) => c.spec.name);
   const allVolumes = captured.flatMap((c) => c.volumes).filter((v, i, a) => a.findIndex((x) => x.name === v.name) === i);
-  if (opts.onConflict === 'fail') await checkConflicts(target, names, allVolumes.map((v) => ({ ...v, member: '' })));
+  // On the target: volumes, networks and specs under the --map-* names (checked first).
+  const r = opts.remap;
+  if (r) checkRemap(r, { specs: captured.map((c) => c.spec), volumes: allVolumes, networks: captured.flatMap((c) => c.networks) });
+  const onTarget = {
+    volume: <V extends { name: string; anonymous: boolean }>(v: V): V => (r ? remapVolume(r, v) : v),
+    network: (n: Captured['networks'][number]) => (r ? remapNetwork(r, n) : n),
+    spec: (s: Captured['spec']) => (r ? remapSpec(r, s) : s),
+  };
+  if (opts.onConflict === 'fail') await checkConflicts(target, names, allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })));
 
   const undo = new Undo();
   const snapshots: string[] = [];
   const stoppedSources: string[] = [];
   const result: MigrateResult = { containers: [], volumes: [], imageBytes: 0, volumeBytes: 0, skippedLayers: 0, totalLayers: 0, durationMs: 0 };
   try {
-    for (const c of captured) for (const n of c.networks) await ensureNetwork(target, n, undo, progress);
+    for (const c of captured) for (const n of c.networks) await ensureNetwork(target, onTarget.network(n), undo, progress);
     const holder = await target.ensureHolderImage();
     const volumeNames: Record<string, string> = {};
     const images: Record<string, string> = {};
@@ -94,7 +105,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
         for (const v of c.volumes) {
           if (v.name in volumeNames) continue;
           checkAborted(signal);
-          const name = await createVolume(target, { ...v, member: '' }, opts.onConflict, undo, progress);
+          const name = await createVolume(target, { ...onTarget.volume(v), member: '' }, opts.onConflict, undo, progress);
           volumeNames[v.name] = name;
           progress.step(`volume ${v.name} -> ${name} on ${target.facts.endpoint}`);
           result.volumeBytes += await shipVolume(source, c.spec.baseImage.id, v.name, target, holder, name, progress);
@@ -112,7 +123,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
 
     for (const c of captured) {
       checkAborted(signal);
-      const id = await createContainer(target, c.spec, containerNames[c.spec.name]!, images[c.spec.name]!, volumeNames, undo, progress);
+      const id = await createContainer(target, onTarget.spec(c.spec), containerNames[c.spec.name]!, images[c.spec.name]!, volumeNames, undo, progress);
       result.containers.push({ name: containerNames[c.spec.name]!, id, started: false });
     }
     if (opts.stopSource) {

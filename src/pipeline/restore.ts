@@ -55,6 +55,8 @@ export interface RestoreRewrite {
   network(n: NetworkSpec): NetworkSpec;
   /** A volume to restore this bind's data into, instead of writing it to the host path. */
   bindVolume(b: BindEntry): VolumeEntry | undefined;
+  /** The host path this bind's data is written to (--restore-binds); default: the recorded one. */
+  bindPath?(b: BindEntry): string;
 }
 
 export interface RestorePlan {
@@ -105,7 +107,7 @@ async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions, rw?: 
     const n = rw?.network(n0) ?? n0;
     networks.push({ name: n.name, exists: !!(await engine.inspectNetwork(n.name)) });
   }
-  const binds = m.containers.flatMap((c) => c.binds.map((b) => ({ hostPath: b.hostPath, restore: !!opts.restoreBinds })));
+  const binds = m.containers.flatMap((c) => c.binds.map((b) => ({ hostPath: rw?.bindPath?.(b) ?? b.hostPath, restore: !!opts.restoreBinds })));
   return { containers, volumes, networks, binds };
 }
 
@@ -175,12 +177,13 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
           await fillVolume(engine, await holder(), name, member.stream);
           continue;
         }
+        const hostPath = rw?.bindPath?.(b) ?? b.hostPath;
         if (!opts.restoreBinds) {
-          progress.info(`bind data for ${b.hostPath} is in the bundle; not written (use --restore-binds)`);
+          progress.info(`bind data for ${hostPath} is in the bundle; not written (use --restore-binds)`);
           continue;
         }
-        progress.step(`write ${b.hostPath} from ${mp.name}`);
-        await fillBind(engine, await holder(), b.hostPath, member.stream);
+        progress.step(`write ${hostPath} from ${mp.name}`);
+        await fillBind(engine, await holder(), hostPath, member.stream);
       } else if (mp.kind === 'image') {
         const c = m.containers.find((x) => x.image.member === mp.name)!;
         const existed = await engine.imageExists(c.image.ref);

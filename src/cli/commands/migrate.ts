@@ -5,9 +5,10 @@ import type { Consistency } from '../../pipeline/capture.js';
 import type { OnConflict } from '../../pipeline/run.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
-import { choice } from '../options.js';
+import { addRemapOptions, choice } from '../options.js';
+import { describeRemap, parseRemap, type RemapFlags } from '../../pipeline/remap.js';
 
-interface MigrateFlags {
+interface MigrateFlags extends RemapFlags {
   to: string;
   consistency: Consistency;
   onConflict: OnConflict;
@@ -16,23 +17,27 @@ interface MigrateFlags {
 }
 
 export function migrateCommand(program: Command, deps: Deps): Command {
-  return new Command('migrate')
+  const cmd = new Command('migrate')
     .description('Move containers to another engine with their data and settings, streamed directly (no bundle on disk)')
     .argument('<container...>', 'containers to migrate (on the source engine: -H, else the default)')
     .requiredOption('--to <engine>', 'target engine: ssh://[user@]host[:port][/socket], unix:///path, tcp://host:port')
     .addOption(new Option('--consistency <mode>', 'pause (default), stop, or none, as for backup').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--on-conflict <policy>', 'when the target has a container or volume of that name: fail, replace, rename').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
     .option('--no-start', 'create the containers on the target but do not start them')
-    .option('--stop-source', 'stop the source containers after the snapshot, before the target starts (final cutover)')
+    .option('--stop-source', 'stop the source containers after the snapshot, before the target starts (final cutover)');
+  return addRemapOptions(cmd)
     .addHelpText('after', `
 Examples:
   ferry migrate web --to ssh://root@newhost
   ferry migrate web db --to ssh://newhost --stop-source
-  ferry -H ssh://oldhost migrate web --to ssh://newhost`)
+  ferry -H ssh://oldhost migrate web --to ssh://newhost
+  ferry migrate web --to ssh://newhost --map-bind /srv/web=/data/web --map-network backend=prod`)
     .action(async (containers: string[], flags: MigrateFlags) => {
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
+      const remap = parseRemap(flags); // a malformed mapping fails before any engine is contacted
       const progress = createProgress({ quiet: !!g.quiet });
+      if (remap) for (const line of describeRemap(remap)) progress.info(`map ${line}`);
       const source = await openEngine(g.host, { ssh: deps.ssh() });
       try {
         const target = await openEngine(flags.to, { ssh: deps.ssh() });
@@ -43,6 +48,7 @@ Examples:
             onConflict: flags.onConflict,
             start: flags.start,
             stopSource: !!flags.stopSource,
+            ...(remap ? { remap } : {}),
           }, { progress, signal: deps.signal });
           progress.done();
           if (g.json) {

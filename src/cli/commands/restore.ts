@@ -6,9 +6,10 @@ import type { OnConflict } from '../../pipeline/run.js';
 import { resolveTransport } from '../../transport/resolve.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress } from '../render.js';
-import { choice } from '../options.js';
+import { addRemapOptions, choice } from '../options.js';
+import { describeRemap, parseRemap, remapRewrite, type RemapFlags } from '../../pipeline/remap.js';
 
-interface RestoreFlags {
+interface RestoreFlags extends RemapFlags {
   name?: string;
   start: boolean;
   dryRun?: boolean;
@@ -18,7 +19,7 @@ interface RestoreFlags {
 }
 
 export function restoreCommand(program: Command, deps: Deps): Command {
-  return new Command('restore')
+  const cmd = new Command('restore')
     .description('Restore the containers of a bundle: image, volumes, networks and the container with its settings')
     .argument('<bundle>', 'a bundle file, or - for stdin')
     .option('--name <name>', 'restore the (single) container under another name')
@@ -26,17 +27,21 @@ export function restoreCommand(program: Command, deps: Deps): Command {
     .option('--dry-run', 'print what would be done; change nothing')
     .addOption(new Option('--on-conflict <policy>', 'when a container or volume of the same name exists: fail, replace (remove it first), rename (restore beside it)').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
     .option('--restore-binds', 'write bind-mount data in the bundle back to its host paths')
-    .option('--registry-auth-file <path>', 'credentials for a bundle whose images are in a registry: a JSON file {"username","password"} or a docker config.json (default: the docker config)')
+    .option('--registry-auth-file <path>', 'credentials for a bundle whose images are in a registry: a JSON file {"username","password"} or a docker config.json (default: the docker config)');
+  return addRemapOptions(cmd)
     .addHelpText('after', `
 Examples:
   ferry restore /backups/ferry-web-20261123T021500Z.tar
   ferry restore web.tar --name web-copy --no-start
   ferry restore web.tar --dry-run
+  ferry restore web.tar --map-bind /srv/web=/mnt/disk2/web --map-port 8080=18080
   ssh host 'cat web.tar' | ferry restore -`)
     .action(async (bundle: string, flags: RestoreFlags) => {
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
+      const remap = parseRemap(flags); // a malformed mapping fails before anything is opened
       const progress = createProgress({ quiet: !!g.quiet });
+      if (remap) for (const line of describeRemap(remap)) progress.info(`map ${line}`);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
       try {
         const res = await restore(engine, resolveTransport(bundle, { ssh: deps.ssh }), {
@@ -46,6 +51,7 @@ Examples:
           onConflict: flags.onConflict,
           restoreBinds: !!flags.restoreBinds,
           registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
+          ...(remap ? { rewrite: (m) => remapRewrite(remap, m) } : {}),
         }, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
         progress.done();
         const out = deps.io.stdout;

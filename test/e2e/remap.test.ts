@@ -1,0 +1,148 @@
+/**
+ * Restoring onto a host laid out differently (--map-volume, --map-bind, --map-port,
+ * --map-network): a service on engine A (busybox httpd serving a page from a named volume, a
+ * config file from a bind mount, a port published on 127.0.0.1, a user network) is backed up with
+ * its bind data and restored on engine B under the new names, paths and port. The result is
+ * checked with docker inspect, the data, and a request to the new port.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, freePort, inspect, uid, waitFor } from '../helpers/lab.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'ferry-remap-'));
+const name = uid('remap');
+const vol = `${name}-data`;
+const net = `${name}-net`;
+const oldConf = path.join(dir, 'old', 'conf');
+const newRoot = path.join(dir, 'new');
+let oldPort = 0;
+let bundle = '';
+
+beforeAll(async () => {
+  mkdirSync(oldConf, { recursive: true });
+  writeFileSync(path.join(oldConf, 'site.conf'), 'greeting=from the old host\n');
+  oldPort = await freePort();
+  docker(['network', 'create', net]);
+  docker([
+    'run', '-d', '--name', name, '--network', net, '--network-alias', 'web',
+    '-p', `127.0.0.1:${oldPort}:80`, '-v', `${vol}:/www`, '-v', `${oldConf}:/conf:ro`,
+    BUSYBOX, 'httpd', '-f', '-p', '80', '-h', '/www',
+  ]);
+  docker(['exec', name, 'sh', '-c', 'echo "remapped page" > /www/index.html']);
+  const r = await ferry(['--json', 'backup', name, '-o', dir, '--include-binds']);
+  expect(r.code, r.stderr).toBe(0);
+  bundle = JSON.parse(r.stdout).bundle as string;
+});
+
+afterAll(() => {
+  cleanup(ENGINE_A, { containers: [name], volumes: [vol], networks: [net] });
+  cleanup(ENGINE_B, { containers: [name], volumes: [`${name}-moved`, `${name}-moved2`, vol], networks: [`${name}-prod`, `${name}-prod2`, net] });
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('restore with --map-*', () => {
+  it('refuses a mapping that matches nothing, naming what the bundle has, and changes nothing', async () => {
+    const r = await ferry(['-H', ENGINE_B, 'restore', bundle, '--map-volume', `${name}_data=x`, '--map-port', '9=10']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(new RegExp(`there is no named volume ${name}_data \\(there are: ${vol}\\)`));
+    expect(r.stderr).toMatch(new RegExp(`no container publishes host port 9 \\(published: 127\\.0\\.0\\.1:${oldPort}\\)`));
+    expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+    expect(exists('container', name, ENGINE_B)).toBe(false);
+    expect(exists('volume', 'x', ENGINE_B)).toBe(false);
+  });
+
+  it('refuses a malformed mapping before reading the bundle', async () => {
+    const r = await ferry(['-H', ENGINE_B, 'restore', path.join(dir, 'no-such.tar'), '--map-bind', 'relative=/x']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--map-bind relative=\/x: relative is not an absolute path/);
+  });
+
+  it('restores on the new host under the new volume name, host path, port and network', async () => {
+    const newPort = await freePort();
+    const maps = [
+      '--map-volume', `${vol}=${name}-moved`,
+      '--map-bind', `${path.join(dir, 'old')}=${newRoot}`,
+      '--map-port', `127.0.0.1:${oldPort}=127.0.0.1:${newPort}`,
+      '--map-network', `${net}=${name}-prod`,
+    ];
+    const dry = await ferry(['-H', ENGINE_B, 'restore', bundle, '--dry-run', '--restore-binds', ...maps]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(new RegExp(`create network ${name}-prod`));
+    expect(dry.stdout).toMatch(new RegExp(`create volume ${name}-moved \\(from ${vol}\\)`));
+    expect(dry.stdout).toMatch(new RegExp(`write bind data for ${path.join(newRoot, 'conf')}`));
+    expect(exists('volume', `${name}-moved`, ENGINE_B)).toBe(false);
+
+    const r = await ferry(['-H', ENGINE_B, 'restore', bundle, '--restore-binds', ...maps]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`map volume ${vol} -> ${name}-moved`));
+
+    const c = inspect('container', name, ENGINE_B);
+    expect(c.State.Running).toBe(true);
+    const mounts = Object.fromEntries((c.Mounts as { Destination: string; Name?: string; Source: string; Type: string }[]).map((m) => [m.Destination, m]));
+    expect(mounts['/www']).toMatchObject({ Type: 'volume', Name: `${name}-moved` });
+    expect(mounts['/conf']).toMatchObject({ Type: 'bind', Source: path.join(newRoot, 'conf') });
+    expect(c.HostConfig.PortBindings).toEqual({ '80/tcp': [{ HostIp: '127.0.0.1', HostPort: String(newPort) }] });
+    expect(Object.keys(c.NetworkSettings.Networks)).toEqual([`${name}-prod`]);
+    expect(c.NetworkSettings.Networks[`${name}-prod`].Aliases).toContain('web');
+
+    // The data: the volume under its new name, the bind data at its new path, nothing at the old names.
+    expect(readFileSync(path.join(newRoot, 'conf', 'site.conf'), 'utf8')).toBe('greeting=from the old host\n');
+    expect(docker(['exec', name, 'cat', '/conf/site.conf'], { host: ENGINE_B })).toBe('greeting=from the old host');
+    expect(exists('volume', vol, ENGINE_B)).toBe(false);
+    expect(exists('network', net, ENGINE_B)).toBe(false);
+    expect(existsSync(path.join(dir, 'old', 'conf', 'site.conf'))).toBe(true); // the source's own path, untouched
+
+    // And the service answers on the new port.
+    let page = '';
+    await waitFor(`the restored service on 127.0.0.1:${newPort}`, async () => {
+      page = await fetch(`http://127.0.0.1:${newPort}/`).then((res) => res.text());
+      return true;
+    });
+    expect(page).toBe('remapped page\n');
+  });
+});
+
+describe('migrate with --map-*', () => {
+  it('creates the service on the target under the new names, path, port and network, with its data', async () => {
+    cleanup(ENGINE_B, { containers: [name], volumes: [`${name}-moved`], networks: [`${name}-prod`] }); // what the restore above made
+    const newConf = path.join(dir, 'migrated', 'conf');
+    mkdirSync(newConf, { recursive: true });
+    writeFileSync(path.join(newConf, 'site.conf'), 'greeting=prepared on the new host\n');
+    const newPort = await freePort();
+    const r = await ferry([
+      'migrate', name, '--to', ENGINE_B,
+      '--map-volume', `${vol}=${name}-moved2`,
+      '--map-bind', `${oldConf}=${newConf}`,
+      '--map-port', `${oldPort}=${newPort}`,
+      '--map-network', `${net}=${name}-prod2`,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const c = inspect('container', name, ENGINE_B);
+    expect(c.State.Running).toBe(true);
+    const mounts = Object.fromEntries((c.Mounts as { Destination: string; Name?: string; Source: string; Type: string }[]).map((m) => [m.Destination, m]));
+    expect(mounts['/www']).toMatchObject({ Type: 'volume', Name: `${name}-moved2` });
+    expect(mounts['/conf']).toMatchObject({ Type: 'bind', Source: newConf });
+    expect(c.HostConfig.PortBindings).toEqual({ '80/tcp': [{ HostIp: '127.0.0.1', HostPort: String(newPort) }] });
+    expect(Object.keys(c.NetworkSettings.Networks)).toEqual([`${name}-prod2`]);
+    expect(docker(['exec', name, 'cat', '/conf/site.conf'], { host: ENGINE_B })).toBe('greeting=prepared on the new host');
+    expect(exists('volume', vol, ENGINE_B)).toBe(false);
+    expect(exists('network', net, ENGINE_B)).toBe(false);
+    let page = '';
+    await waitFor(`the migrated service on 127.0.0.1:${newPort}`, async () => {
+      page = await fetch(`http://127.0.0.1:${newPort}/`).then((res) => res.text());
+      return true;
+    });
+    expect(page).toBe('remapped page\n');
+    expect(inspect('container', name).State.Running).toBe(true); // a copy: the source runs on
+  });
+
+  it('refuses a mapping that matches nothing before touching either engine', async () => {
+    const r = await ferry(['migrate', name, '--to', ENGINE_B, '--on-conflict', 'rename', '--map-network', 'nonet=x']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(new RegExp(`there is no user-defined network nonet \\(there are: ${net}\\)`));
+    expect(inspect('container', name).State.Paused).toBe(false);
+    expect(exists('network', 'x', ENGINE_B)).toBe(false);
+  });
+});
