@@ -13,7 +13,7 @@ import { EngineError, FerryError, UsageError } from '../errors.js';
 import { captureContainer, commitContainer, quiesce, reportStaleQuiesce, snapshotRef, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
-import { checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
+import { checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
 import { sweepHolders, sweepStaleHolders } from './volumes.js';
 
@@ -61,6 +61,9 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
     spec: (s: Captured['spec']) => (r ? remapSpec(r, s) : s),
   };
   if (opts.onConflict === 'fail') await checkConflicts(target, names, allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })));
+  // Bind data does not travel: its host paths must be there on the target.
+  const targetSpecs = captured.map((c) => ({ spec: onTarget.spec(c.spec) }));
+  if (targetSpecs.some((c) => c.spec.mounts.some((m) => m.type === 'bind'))) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
 
   const undo = new Undo();
   const snapshots: string[] = [];

@@ -6,9 +6,9 @@
 import { type Engine, LABEL_MANAGED } from '../engine/engine.js';
 import { createPlan, endpointCreateConfig, networkCreateOptions, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
 import type { VolumeEntry } from '../bundle/manifest.js';
-import { ConflictError } from '../errors.js';
+import { ConflictError, NotFoundError } from '../errors.js';
 import type { Progress } from './context.js';
-import { removeWithAnonymousVolumes } from './volumes.js';
+import { hostPathExists, removeWithAnonymousVolumes } from './volumes.js';
 
 export type OnConflict = 'fail' | 'replace' | 'rename';
 
@@ -117,6 +117,42 @@ export async function checkConflicts(engine: Engine, containers: string[], volum
   for (const v of volumes) if (!v.anonymous && (await engine.inspectVolume(v.name))) problems.push(`volume ${v.name}`);
   if (problems.length)
     throw new ConflictError(`already on the engine: ${problems.join(', ')}`, 'nothing was changed; use --on-conflict rename to restore beside them, or --on-conflict replace to remove them first');
+}
+
+/**
+ * Preflight for bind mounts on the target, before anything changes. A host path that does not
+ * exist there is created empty by the engine for a `-v` bind (the service would start without its
+ * files: a warning), and refused at create for a `--mount` bind (a NotFoundError now, instead of
+ * a rollback later). `written`: the destinations whose data this run writes (restore
+ * --restore-binds). `image`: the holder image to ask with; without one nothing is checked.
+ */
+export async function checkBindSources(
+  engine: Engine,
+  image: string | undefined,
+  containers: { spec: ContainerSpec; written?: ReadonlySet<string>; inBundle?: ReadonlySet<string> }[],
+  progress: Progress,
+): Promise<void> {
+  if (!image) return;
+  const refused: string[] = [];
+  for (const { spec, written, inBundle } of containers) {
+    for (const m of spec.mounts) {
+      if (m.type !== 'bind' || !m.source || written?.has(m.destination)) continue;
+      if ((await hostPathExists(engine, image, m.source)) !== false) continue;
+      if (m.origin === 'mounts') {
+        refused.push(`${spec.name}: ${m.source} (mounted at ${m.destination})`);
+        continue;
+      }
+      progress.warn(
+        `${spec.name}: bind mount source ${m.source} (at ${m.destination}) does not exist on ${engine.facts.endpoint}; the engine will create it as an empty directory. ` +
+          `Put its contents in place first, or point it elsewhere with --map-bind${inBundle?.has(m.destination) ? ', or write the copy in the bundle with --restore-binds' : ''}`,
+      );
+    }
+  }
+  if (refused.length)
+    throw new NotFoundError(
+      `bind mount sources missing on ${engine.facts.endpoint}: ${refused.join('; ')}`,
+      'the engine refuses to create these containers; create the paths (with their contents) or point them elsewhere with --map-bind; nothing was changed',
+    );
 }
 
 export { LABEL_MANAGED };

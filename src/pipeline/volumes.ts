@@ -233,6 +233,26 @@ export async function fillVolume(engine: Engine, image: string, volume: string, 
   await holder.remove();
 }
 
+/**
+ * Whether `hostPath` exists on the engine's host, asked through the Engine API: a never-started
+ * holder that mounts it with `HostConfig.Mounts` is refused at create when the path is missing
+ * (Docker checks there). Undefined when the answer says nothing either way: Podman checks only
+ * at start, and any other refusal is not about the path.
+ */
+export async function hostPathExists(engine: Engine, image: string, hostPath: string): Promise<boolean | undefined> {
+  if (engine.facts.podman) return undefined;
+  const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
+  let id: string;
+  try {
+    id = await engine.createContainer(name, holderCreateBody(image, { Type: 'bind', Source: hostPath, Target: MOUNT, ReadOnly: true }));
+  } catch (err) {
+    await engine.removeContainer(name, { force: true }).catch(() => {});
+    return /bind source path does not exist/i.test((err as Error).message) ? false : undefined;
+  }
+  await engine.removeContainer(id, { force: true });
+  return true;
+}
+
 /** Extract a tar stream into a host path through a bind mount (the engine creates a missing path). */
 export async function fillBind(engine: Engine, image: string, hostPath: string, data: Readable): Promise<void> {
   // A Binds entry (not a Mount) so that the engine creates a host path that is missing.

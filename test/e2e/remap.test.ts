@@ -16,18 +16,20 @@ const name = uid('remap');
 const vol = `${name}-data`;
 const net = `${name}-net`;
 const oldConf = path.join(dir, 'old', 'conf');
+const oldLogs = path.join(dir, 'old', 'logs');
 const newRoot = path.join(dir, 'new');
 let oldPort = 0;
 let bundle = '';
 
 beforeAll(async () => {
   mkdirSync(oldConf, { recursive: true });
+  mkdirSync(oldLogs, { recursive: true });
   writeFileSync(path.join(oldConf, 'site.conf'), 'greeting=from the old host\n');
   oldPort = await freePort();
   docker(['network', 'create', net]);
   docker([
     'run', '-d', '--name', name, '--network', net, '--network-alias', 'web',
-    '-p', `127.0.0.1:${oldPort}:80`, '-v', `${vol}:/www`, '-v', `${oldConf}:/conf:ro`,
+    '-p', `127.0.0.1:${oldPort}:80`, '-v', `${vol}:/www`, '-v', `${oldConf}:/conf:ro`, '--mount', `type=bind,src=${oldLogs},dst=/logs`,
     BUSYBOX, 'httpd', '-f', '-p', '80', '-h', '/www',
   ]);
   docker(['exec', name, 'sh', '-c', 'echo "remapped page" > /www/index.html']);
@@ -83,6 +85,7 @@ describe('restore with --map-*', () => {
     const mounts = Object.fromEntries((c.Mounts as { Destination: string; Name?: string; Source: string; Type: string }[]).map((m) => [m.Destination, m]));
     expect(mounts['/www']).toMatchObject({ Type: 'volume', Name: `${name}-moved` });
     expect(mounts['/conf']).toMatchObject({ Type: 'bind', Source: path.join(newRoot, 'conf') });
+    expect(mounts['/logs']).toMatchObject({ Type: 'bind', Source: path.join(newRoot, 'logs') });
     expect(c.HostConfig.PortBindings).toEqual({ '80/tcp': [{ HostIp: '127.0.0.1', HostPort: String(newPort) }] });
     expect(Object.keys(c.NetworkSettings.Networks)).toEqual([`${name}-prod`]);
     expect(c.NetworkSettings.Networks[`${name}-prod`].Aliases).toContain('web');
@@ -101,6 +104,28 @@ describe('restore with --map-*', () => {
       return true;
     });
     expect(page).toBe('remapped page\n');
+  });
+});
+
+describe('bind mount sources missing on the target', () => {
+  it('warns for a -v bind (the engine would create it empty) and refuses a --mount bind, before anything changes', async () => {
+    const nowhere = path.join(dir, 'nowhere');
+    const r = await ferry(['-H', ENGINE_B, 'restore', bundle, '--name', `${name}-nowhere`, '--on-conflict', 'rename', '--map-bind', `${path.join(dir, 'old')}=${nowhere}`, '--map-volume', `${vol}=${name}-nowhere`]);
+    expect(r.code, r.stderr).toBe(5);
+    expect(r.stderr).toMatch(new RegExp(`bind mount source ${path.join(nowhere, 'conf')} \\(at /conf\\) does not exist on ${ENGINE_B}; the engine will create it as an empty directory.*--restore-binds`));
+    expect(r.stderr).toMatch(new RegExp(`bind mount sources missing on ${ENGINE_B}: ${name}: ${path.join(nowhere, 'logs')} \\(mounted at /logs\\)`));
+    expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+    expect(exists('container', `${name}-nowhere`, ENGINE_B)).toBe(false);
+    expect(exists('volume', `${name}-nowhere`, ENGINE_B)).toBe(false);
+    expect(existsSync(nowhere)).toBe(false);
+  });
+
+  it('--restore-binds writes them, so nothing is missing', async () => {
+    const elsewhere = path.join(dir, 'elsewhere');
+    const r = await ferry(['-H', ENGINE_B, 'restore', bundle, '--dry-run', '--restore-binds', '--on-conflict', 'rename', '--map-bind', `${path.join(dir, 'old')}=${elsewhere}`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/does not exist|missing/);
+    expect(r.stdout).toMatch(new RegExp(`write bind data for ${path.join(elsewhere, 'logs')}`));
   });
 });
 
