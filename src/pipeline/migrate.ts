@@ -13,7 +13,7 @@ import { EngineError, FerryError, UsageError } from '../errors.js';
 import { captureContainer, commitContainer, quiesce, reportStaleQuiesce, snapshotRef, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
-import { checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
+import { bindSources, checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
 import { sweepHolders, sweepStaleHolders } from './volumes.js';
 
@@ -63,7 +63,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   if (opts.onConflict === 'fail') await checkConflicts(target, names, allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })));
   // Bind data does not travel: its host paths must be there on the target.
   const targetSpecs = captured.map((c) => ({ spec: onTarget.spec(c.spec) }));
-  if (targetSpecs.some((c) => c.spec.mounts.some((m) => m.type === 'bind'))) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
+  if (targetSpecs.some((c) => bindSources(c.spec).length)) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
 
   const undo = new Undo();
   const snapshots: string[] = [];

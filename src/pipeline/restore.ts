@@ -19,7 +19,7 @@ import type { Transport } from '../transport/transport.js';
 import { abortable } from './backup.js';
 import { checkAborted, type RunContext } from './context.js';
 import { loadImage } from './load.js';
-import { checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
+import { bindSources, checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
 import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from './volumes.js';
 
 export interface RestoreOptions {
@@ -135,7 +135,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       const inBundle = new Set(c.binds.map((b) => b.destination));
       return { spec: rw?.spec(c.spec) ?? c.spec, inBundle, ...(opts.restoreBinds ? { written: inBundle } : {}) };
     });
-    if (specs.some((c) => c.spec.mounts.some((x) => x.type === 'bind')))
+    if (specs.some((c) => bindSources(c.spec).length))
       await checkBindSources(engine, opts.dryRun ? await engine.holderImageIfPresent() : await engine.ensureHolderImage(), specs, progress);
     if (opts.dryRun) {
       reader.close();

@@ -4,7 +4,7 @@
  * nothing that existed before is touched unless --on-conflict replace asked for it.
  */
 import { type Engine, LABEL_MANAGED } from '../engine/engine.js';
-import { createPlan, endpointCreateConfig, networkCreateOptions, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
+import { createPlan, endpointCreateConfig, networkCreateOptions, parseBind, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
 import type { VolumeEntry } from '../bundle/manifest.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import type { Progress } from './context.js';
@@ -120,6 +120,21 @@ export async function checkConflicts(engine: Engine, containers: string[], volum
 }
 
 /**
+ * The host paths a container is to be created with, from the create options themselves (what
+ * a rewrite such as a drill's turned into a volume is no bind any more). Pure.
+ */
+export function bindSources(spec: ContainerSpec): { source: string; destination: string; origin: 'binds' | 'mounts' }[] {
+  const out: { source: string; destination: string; origin: 'binds' | 'mounts' }[] = [];
+  for (const b of (spec.hostConfig.Binds as string[] | undefined) ?? []) {
+    const p = parseBind(b);
+    if (p.source.startsWith('/')) out.push({ source: p.source, destination: p.destination, origin: 'binds' });
+  }
+  for (const m of (spec.hostConfig.Mounts as Record<string, unknown>[] | undefined) ?? [])
+    if (m.Type === 'bind' && typeof m.Source === 'string' && typeof m.Target === 'string') out.push({ source: m.Source, destination: m.Target, origin: 'mounts' });
+  return out;
+}
+
+/**
  * Preflight for bind mounts on the target, before anything changes. A host path that does not
  * exist there is created empty by the engine for a `-v` bind (the service would start without its
  * files: a warning), and refused at create for a `--mount` bind (a NotFoundError now, instead of
@@ -135,8 +150,8 @@ export async function checkBindSources(
   if (!image) return;
   const refused: string[] = [];
   for (const { spec, written, inBundle } of containers) {
-    for (const m of spec.mounts) {
-      if (m.type !== 'bind' || !m.source || written?.has(m.destination)) continue;
+    for (const m of bindSources(spec)) {
+      if (written?.has(m.destination)) continue;
       if ((await hostPathExists(engine, image, m.source)) !== false) continue;
       if (m.origin === 'mounts') {
         refused.push(`${spec.name}: ${m.source} (mounted at ${m.destination})`);
@@ -144,14 +159,14 @@ export async function checkBindSources(
       }
       progress.warn(
         `${spec.name}: bind mount source ${m.source} (at ${m.destination}) does not exist on ${engine.facts.endpoint}; the engine will create it as an empty directory. ` +
-          `Put its contents in place first, or point it elsewhere with --map-bind${inBundle?.has(m.destination) ? ', or write the copy in the bundle with --restore-binds' : ''}`,
+          `Put its contents in place first, or point restore or migrate elsewhere with --map-bind${inBundle?.has(m.destination) ? ', or let restore write the copy in the bundle with --restore-binds' : ''}`,
       );
     }
   }
   if (refused.length)
     throw new NotFoundError(
       `bind mount sources missing on ${engine.facts.endpoint}: ${refused.join('; ')}`,
-      'the engine refuses to create these containers; create the paths (with their contents) or point them elsewhere with --map-bind; nothing was changed',
+      'the engine refuses to create these containers; create the paths (with their contents), or point restore or migrate elsewhere with --map-bind; nothing was changed',
     );
 }
 

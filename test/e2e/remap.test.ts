@@ -171,3 +171,14 @@ describe('migrate with --map-*', () => {
     expect(exists('network', 'x', ENGINE_B)).toBe(false);
   });
 });
+
+describe('a drill where the bind paths are gone (a spare host)', () => {
+  it('restores bind data that is in the bundle into volumes, and neither warns nor refuses for it', async () => {
+    docker(['rm', '-f', name]); // the original's paths go away, as on another host
+    rmSync(path.join(dir, 'old'), { recursive: true, force: true });
+    const r = await ferry(['-H', ENGINE_B, 'drill', bundle, '--timeout', '60', '--probe', 'grep -q "from the old host" /conf/site.conf']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/does not exist|missing/);
+    expect(existsSync(path.join(dir, 'old'))).toBe(false); // a drill never writes host paths
+  });
+});

@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { createPlan, type ContainerSpec, type NetworkSpec } from '../../src/engine/spec.js';
 import { UsageError } from '../../src/errors.js';
+import { bindSources } from '../../src/pipeline/run.js';
+import { drillSpec } from '../../src/pipeline/drill.js';
 import { checkRemap, describeRemap, mapPath, parseRemap, remapRewrite, remapSpec, remapVolume, type Remap } from '../../src/pipeline/remap.js';
 
 function webSpec(): ContainerSpec {
@@ -225,5 +227,26 @@ describe('remapRewrite', () => {
 
   it('checks the mappings against the bundle first', () => {
     expect(usage(() => remapRewrite(parseRemap({ mapVolume: ['nope=x'] })!, manifest()))).toMatch(/no named volume nope/);
+  });
+});
+
+describe('bindSources', () => {
+  it('lists the host paths of the create options: -v binds and --mount binds, not volumes', () => {
+    expect(bindSources(webSpec())).toEqual([
+      { source: '/srv/shop/uploads', destination: '/uploads', origin: 'binds' },
+      { source: '/srv/shopping', destination: '/other', origin: 'binds' },
+      { source: '/etc/shop.conf', destination: '/etc/shop.conf', origin: 'binds' },
+      { source: '/srv/shop/logs', destination: '/logs', origin: 'mounts' },
+    ]);
+  });
+
+  it('follows a rewrite: mapped paths, and bind data a drill restores into volumes is no bind any more', () => {
+    const r = parseRemap({ mapBind: ['/srv/shop=/mnt/shop'] })!;
+    expect(bindSources(remapSpec(r, webSpec())).map((b) => b.source)).toEqual(['/mnt/shop/uploads', '/srv/shopping', '/etc/shop.conf', '/mnt/shop/logs']);
+    const drilled = drillSpec(webSpec(), {
+      id: 'a1b2c3', containers: new Set(['web']), networks: new Set(['shop-net', 'backend']),
+      bindData: [{ container: 'web', destination: '/uploads' }, { container: 'web', destination: '/logs' }],
+    }).value;
+    expect(bindSources(drilled).map((b) => b.destination)).toEqual(['/other', '/etc/shop.conf']);
   });
 });
