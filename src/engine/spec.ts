@@ -370,3 +370,80 @@ export function endpointCreateConfig(e: EndpointSpec): Json {
 export function secretLikeEnvNames(env: string[] | undefined): string[] {
   return (env ?? []).map((e) => e.split('=')[0]!).filter((n) => /pass|secret|token|key|credential|auth/i.test(n));
 }
+
+/** A legacy link as inspect shows it (`/db:/web/database`) or as given (`db:database`, `db`): [name, alias]. */
+function splitLink(link: string): [string, string] {
+  const [a, b] = link.split(':') as [string, string | undefined];
+  const name = a.replace(/^\//, '');
+  return [name, b ? b.split('/').pop()! : name];
+}
+
+/**
+ * The other containers a spec refers to by name: network, IPC and PID mode `container:<name>`,
+ * volumes-from, and legacy links (host-wide and per network). Pure.
+ */
+export function containerRefs(spec: ContainerSpec): string[] {
+  const hc = spec.hostConfig;
+  const out = new Set<string>();
+  for (const k of ['NetworkMode', 'IpcMode', 'PidMode'] as const) {
+    const v = hc[k];
+    if (typeof v === 'string' && v.startsWith('container:')) out.add(v.slice('container:'.length));
+  }
+  for (const v of (hc.VolumesFrom as string[] | undefined) ?? []) out.add(v.split(':')[0]!);
+  for (const l of (hc.Links as string[] | undefined) ?? []) out.add(splitLink(l)[0]);
+  for (const e of spec.endpoints) for (const l of e.links ?? []) out.add(splitLink(l)[0]);
+  return [...out];
+}
+
+/** The spec with its references to the containers in `to` (old name -> new name) renamed. Pure. */
+export function renameContainerRefs(spec: ContainerSpec, to: Record<string, string>): ContainerSpec {
+  const renamed = (n: string) => (Object.hasOwn(to, n) && to[n] !== n ? to[n] : undefined);
+  if (!containerRefs(spec).some((n) => renamed(n))) return spec;
+  const hc: Json = { ...spec.hostConfig };
+  for (const k of ['NetworkMode', 'IpcMode', 'PidMode'] as const) {
+    const v = hc[k];
+    if (typeof v === 'string' && v.startsWith('container:')) {
+      const n = renamed(v.slice('container:'.length));
+      if (n) hc[k] = `container:${n}`;
+    }
+  }
+  if (Array.isArray(hc.VolumesFrom))
+    hc.VolumesFrom = (hc.VolumesFrom as string[]).map((v) => {
+      const [ref, mode] = v.split(':') as [string, string | undefined];
+      const n = renamed(ref);
+      return n ? (mode ? `${n}:${mode}` : n) : v;
+    });
+  const link = (l: string) => {
+    const [name, alias] = splitLink(l);
+    const n = renamed(name);
+    return n ? `${n}:${alias}` : l;
+  };
+  if (Array.isArray(hc.Links)) hc.Links = (hc.Links as string[]).map(link);
+  const endpoints = spec.endpoints.map((e) => (e.links ? { ...e, links: e.links.map(link) } : e));
+  return { ...spec, hostConfig: hc, endpoints };
+}
+
+/**
+ * The order to create and start containers in: each after the ones of the same set it refers to
+ * (a `container:<name>` network needs that container, running). Indices into `specs`; otherwise
+ * the given order. A cycle (the engine cannot create one) keeps the given order for its members.
+ */
+export function dependencyOrder(specs: ContainerSpec[]): number[] {
+  const index = new Map(specs.map((s, i) => [s.name, i]));
+  const done = new Set<number>();
+  const visiting = new Set<number>();
+  const out: number[] = [];
+  const visit = (i: number) => {
+    if (done.has(i) || visiting.has(i)) return;
+    visiting.add(i);
+    for (const ref of containerRefs(specs[i]!)) {
+      const j = index.get(ref);
+      if (j !== undefined && j !== i) visit(j);
+    }
+    visiting.delete(i);
+    done.add(i);
+    out.push(i);
+  };
+  specs.forEach((_, i) => visit(i));
+  return out;
+}

@@ -9,6 +9,7 @@
  * it was (a source stopped for the cutover is started again).
  */
 import type { Engine } from '../engine/engine.js';
+import { dependencyOrder, renameContainerRefs } from '../engine/spec.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
 import { captureContainer, commitContainer, quiesce, reportStaleQuiesce, snapshotRef, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
@@ -124,10 +125,15 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
       images[c.spec.name] = fullRef;
     }
 
-    for (const c of captured) {
+    // Each container after those it refers to (container:<name> network, volumes-from, links),
+    // whose references follow them to their names on the target (--on-conflict rename).
+    const order = dependencyOrder(captured.map((c) => c.spec));
+    result.containers = captured.map((c) => ({ name: containerNames[c.spec.name]!, id: '', started: false }));
+    for (const i of order) {
       checkAborted(signal);
-      const id = await createContainer(target, onTarget.spec(c.spec), containerNames[c.spec.name]!, images[c.spec.name]!, volumeNames, undo, progress);
-      result.containers.push({ name: containerNames[c.spec.name]!, id, started: false });
+      const c = captured[i]!;
+      const spec = renameContainerRefs(onTarget.spec(c.spec), containerNames);
+      result.containers[i]!.id = await createContainer(target, spec, containerNames[c.spec.name]!, images[c.spec.name]!, volumeNames, undo, progress);
     }
     if (opts.stopSource) {
       for (const c of captured) {
@@ -139,7 +145,8 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
         }
       }
     }
-    for (const [i, c] of captured.entries()) {
+    for (const i of order) {
+      const c = captured[i]!;
       if (!opts.start || !c.spec.state.running) continue;
       progress.step(`start ${result.containers[i]!.name} on ${target.facts.endpoint}`);
       await target.start(result.containers[i]!.id);

@@ -13,7 +13,7 @@ import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from 
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
-import type { ContainerSpec, NetworkSpec } from '../engine/spec.js';
+import { dependencyOrder, renameContainerRefs, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
 import { BundleError, ConflictError, UsageError } from '../errors.js';
 import type { Transport } from '../transport/transport.js';
 import { abortable } from './backup.js';
@@ -229,17 +229,21 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       images.set(c.spec.name, ref);
     }
 
-    const out: RestoreResult['containers'] = [];
-    for (const [i, c] of m.containers.entries()) {
+    // Each container after those of the bundle it refers to (container:<name> network, volumes-from,
+    // links), whose references follow them to their names here (--name, --on-conflict rename).
+    const order = dependencyOrder(m.containers.map((c) => c.spec));
+    const renamed = Object.fromEntries(plan.containers.map((p) => [p.from, p.to]));
+    const out: RestoreResult['containers'] = m.containers.map((c, i) => ({ name: plan.containers[i]!.to, id: '', started: false }));
+    for (const i of order) {
       checkAborted(signal);
-      const target = plan.containers[i]!;
-      const id = await createContainer(engine, rw?.spec(c.spec) ?? c.spec, target.to, images.get(c.spec.name)!, volumeNames, undo, progress);
-      out.push({ name: target.to, id, started: false });
+      const c = m.containers[i]!;
+      const spec = renameContainerRefs(rw?.spec(c.spec) ?? c.spec, renamed);
+      out[i]!.id = await createContainer(engine, spec, out[i]!.name, images.get(c.spec.name)!, volumeNames, undo, progress);
     }
-    for (const [i, c] of m.containers.entries()) {
-      const target = plan.containers[i]!;
-      if (!target.start) continue;
-      progress.step(`start ${target.to}`);
+    for (const i of order) {
+      const c = m.containers[i]!;
+      if (!plan.containers[i]!.start) continue;
+      progress.step(`start ${out[i]!.name}`);
       await engine.start(out[i]!.id);
       out[i]!.started = true;
       if (c.spec.state.paused) await engine.pause(out[i]!.id);

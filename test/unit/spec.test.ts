@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  captureNetwork, captureSpec, createPlan, isUserNetwork, networkCreateOptions, parseBind, secretLikeEnvNames,
+  captureNetwork, captureSpec, containerRefs, createPlan, dependencyOrder, isUserNetwork, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
   type CaptureInput, type ContainerSpec,
 } from '../../src/engine/spec.js';
 
@@ -775,5 +775,44 @@ describe('a container captured from Podman', () => {
     const p = createPlan(s, 'img', { multiEndpoint: true, bridge: 'podman' });
     expect((p.body.HostConfig as Record<string, unknown>).NetworkMode).toBe('podman');
     expect(Object.keys((p.body.NetworkingConfig as { EndpointsConfig: object }).EndpointsConfig)).toEqual(['podman']);
+  });
+});
+
+describe('references between containers', () => {
+  const bare = (name: string, hostConfig: Record<string, unknown> = {}, endpoints: ContainerSpec['endpoints'] = []): ContainerSpec => ({
+    name, sourceId: name, state: { running: true, paused: false }, baseImage: { ref: 'x', id: 'x' }, config: {}, hostConfig, endpoints, mounts: [],
+  });
+  const vpn = bare('vpn');
+  const app = bare('app', { NetworkMode: 'container:vpn', IpcMode: 'container:db', VolumesFrom: ['data:ro'] });
+  const web = bare('web', { Links: ['/app:/web/backend', 'cache'] }, [{ network: 'front', links: ['db:database'] }]);
+  const db = bare('db', { PidMode: 'container:outside' });
+  const data = bare('data');
+
+  it('finds network/IPC/PID container modes, volumes-from and links', () => {
+    expect(containerRefs(app).sort()).toEqual(['data', 'db', 'vpn']);
+    expect(containerRefs(web).sort()).toEqual(['app', 'cache', 'db']);
+    expect(containerRefs(vpn)).toEqual([]);
+  });
+
+  it('orders each container after the ones of the set it refers to, otherwise as given', () => {
+    const specs = [web, app, db, vpn, data];
+    expect(dependencyOrder(specs).map((i) => specs[i]!.name)).toEqual(['vpn', 'db', 'data', 'app', 'web']);
+    expect(dependencyOrder([vpn, data]).map((i) => [vpn, data][i]!.name)).toEqual(['vpn', 'data']);
+  });
+
+  it('keeps the given order inside a cycle and still lists everything once', () => {
+    const a = bare('a', { VolumesFrom: ['b'] });
+    const b = bare('b', { VolumesFrom: ['a'] });
+    expect(dependencyOrder([a, b, vpn])).toEqual([1, 0, 2]);
+  });
+
+  it('renames references to the containers that got new names, in every form', () => {
+    const out = renameContainerRefs(app, { vpn: 'vpn-restored', db: 'db', data: 'data-2' });
+    expect(out.hostConfig).toMatchObject({ NetworkMode: 'container:vpn-restored', IpcMode: 'container:db', VolumesFrom: ['data-2:ro'] });
+    const w = renameContainerRefs(web, { app: 'app-2', db: 'db-2' });
+    expect(w.hostConfig.Links).toEqual(['app-2:backend', 'cache']);
+    expect(w.endpoints[0]!.links).toEqual(['db-2:database']);
+    expect(renameContainerRefs(web, { app: 'app', other: 'x' })).toBe(web);
+    expect(web.hostConfig.Links).toEqual(['/app:/web/backend', 'cache']);
   });
 });
