@@ -28,3 +28,12 @@ export function addRemapOptions(cmd: Command): Command {
     .addOption(new Option('--map-port <old=new>', 'publish on host port NEW ([ip:]port) what was published on OLD (repeatable)').argParser(collect))
     .addOption(new Option('--map-network <old=new>', 'the user-defined network OLD becomes NEW (an existing NEW is joined; repeatable)').argParser(collect));
 }
+
+/** --stop-timeout: whole seconds (the Engine API takes an integer), 0 or more. */
+export function stopTimeoutOption(v: string): number {
+  if (!/^\d{1,6}$/.test(v)) throw new InvalidArgumentError('expected whole seconds (0 or more)');
+  return Number(v);
+}
+
+export const STOP_TIMEOUT_HELP =
+  'seconds a container gets to stop cleanly before the engine kills it (default: its own stop timeout, 10 unless set); a kill is reported';

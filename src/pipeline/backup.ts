@@ -32,6 +32,8 @@ import { HookError, UsageError } from '../errors.js';
 export interface BackupOptions {
   containers: string[];
   consistency: Consistency;
+  /** --consistency stop: seconds to wait for a clean stop before the engine kills (default: the container's own). */
+  stopTimeout?: number;
   codec: Codec;
   includeBinds: boolean;
   /**
@@ -184,7 +186,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       if (hooks.pre) await runHook(engine, c.spec.name, c.spec.sourceId, 'pre-exec', hooks.pre, progress, signal);
       let resume: () => Promise<void>;
       try {
-        resume = await quiesce(engine, c.spec, opts.consistency, progress);
+        resume = await quiesce(engine, c.spec, opts.consistency, progress, { stopTimeout: opts.stopTimeout });
       } catch (err) {
         if (hooks.post) await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) => progress.warn((e as Error).message));
         throw err;

@@ -75,8 +75,9 @@ export async function quiesce(
   spec: ContainerSpec,
   mode: Consistency,
   progress: Progress,
-  journal: QuiesceJournal = new QuiesceJournal(),
+  opts: { journal?: QuiesceJournal; stopTimeout?: number } = {},
 ): Promise<() => Promise<void>> {
+  const journal = opts.journal ?? new QuiesceJournal();
   const st = await engine.inspectContainer(spec.sourceId);
   const where = engine.facts.endpoint;
   // Left paused or stopped by a ferry run that was killed (SIGKILL)? Then it was running: treat
@@ -112,7 +113,7 @@ export async function quiesce(
   if (st.State.Paused) await engine.unpause(spec.sourceId);
   progress.step(`stop ${spec.name}`);
   journal.add({ engine: where, containerId: spec.sourceId, name: spec.name, action: 'stopped' });
-  if (st.State.Running) await engine.stop(spec.sourceId);
+  if (st.State.Running) await stopCleanly(engine, spec.sourceId, spec.name, opts.stopTimeout, progress);
   let started = false;
   return async () => {
     if (started) return;
@@ -121,6 +122,22 @@ export async function quiesce(
     await engine.start(spec.sourceId);
     journal.remove(where, spec.sourceId);
   };
+}
+
+/**
+ * Stop a container, giving it `timeoutSeconds` (default: its own stop timeout) before the engine
+ * kills it, and say so when it had to be killed: a database killed mid-shutdown recovers (or not)
+ * on its next start, and the operator should give it longer.
+ */
+export async function stopCleanly(engine: Engine, id: string, name: string, timeoutSeconds: number | undefined, progress: Progress): Promise<void> {
+  await engine.stop(id, timeoutSeconds);
+  const st = await engine.inspectContainer(id).catch(() => undefined);
+  const state = st?.State as { ExitCode?: number; OOMKilled?: boolean } | undefined;
+  if (state?.ExitCode === 137 && !state.OOMKilled)
+    progress.warn(
+      `${name} did not stop within ${timeoutSeconds ?? 'its stop timeout'}${timeoutSeconds === undefined ? '' : 's'} and was killed (SIGKILL): ` +
+        'what it had not flushed is lost, and a database recovers on its next start; give it longer with --stop-timeout',
+    );
 }
 
 /** Warn about containers that killed ferry runs left paused or stopped on this engine. */

@@ -11,7 +11,7 @@
 import type { Engine } from '../engine/engine.js';
 import { dependencyOrder, renameContainerRefs } from '../engine/spec.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
-import { captureContainer, commitContainer, quiesce, reportStaleQuiesce, snapshotRef, type Captured, type Consistency } from './capture.js';
+import { captureContainer, commitContainer, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
 import { bindSources, checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
@@ -24,6 +24,8 @@ export interface MigrateOptions {
   onConflict: OnConflict;
   start: boolean;
   stopSource: boolean;
+  /** --consistency stop and --stop-source: seconds to wait for a clean stop (default: the container's own). */
+  stopTimeout?: number;
   /** Volumes, host paths, ports and networks under other names on the target (--map-*). */
   remap?: Remap;
 }
@@ -91,7 +93,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
       checkAborted(signal);
       const ref = snapshotRef(c.spec.name, when);
       const fullRef = `${ref.repo}:${ref.tag}`;
-      const resume = await quiesce(source, c.spec, opts.consistency, progress);
+      const resume = await quiesce(source, c.spec, opts.consistency, progress, { stopTimeout: opts.stopTimeout });
       let shipping: Promise<void> | undefined;
       try {
         progress.step(`commit ${c.spec.name}`);
@@ -140,7 +142,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
         progress.step(`stop ${c.spec.name} on the source (--stop-source)`);
         const st = await source.inspectContainer(c.spec.sourceId);
         if (st.State.Running) {
-          await source.stop(c.spec.sourceId);
+          await stopCleanly(source, c.spec.sourceId, c.spec.name, opts.stopTimeout, progress);
           stoppedSources.push(c.spec.sourceId);
         }
       }

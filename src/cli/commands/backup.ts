@@ -18,10 +18,11 @@ import { secondsOption } from './prune.js';
 import { verifyText } from './verify.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
-import { choice, codecOption } from '../options.js';
+import { choice, codecOption, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 
 interface BackupFlags {
   output: string;
+  stopTimeout?: number;
   preExec?: string;
   postExec?: string;
   notifyUrl?: string;
@@ -44,6 +45,7 @@ export function backupCommand(program: Command, deps: Deps): Command {
     .requiredOption('-o, --output <target>', 'a directory (a bundle name is generated), a file ending in .tar, or - for stdout')
     .option('--all', 'back up every running container, one bundle each (exit 3 when some fail)')
     .addOption(new Option('--consistency <mode>', 'pause: pause while committing and reading volumes; stop: stop and start again; none').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
+    .addOption(new Option('--stop-timeout <seconds>', `with --consistency stop: ${STOP_TIMEOUT_HELP}`).argParser(stopTimeoutOption))
     .addOption(new Option('--compress <codec>', 'compression of volume data (the image uses gzip unless none): zstd, gzip, none').argParser(codecOption))
     .option('--include-binds', 'also copy the contents of bind mounts (they are always recorded)')
     .option('--pre-exec <cmd>', 'run `sh -c cmd` inside each container before its snapshot (e.g. a database dump); a failure skips that container (default: its ferry.pre-exec label)')
@@ -102,7 +104,7 @@ Examples:
             if (!passphrase) throw new UsageError('--encrypt needs a passphrase', 'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line)');
             target = new EncryptingTransport(transport, passphrase, { createdAt: new Date().toISOString(), containers: set });
           }
-          const res = await backup(eng, target, { containers: set, consistency: flags.consistency, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}), hooks: { pre: flags.preExec, post: flags.postExec } }, { progress, signal: deps.signal });
+          const res = await backup(eng, target, { containers: set, consistency: flags.consistency, stopTimeout: flags.stopTimeout, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}), hooks: { pre: flags.preExec, post: flags.postExec } }, { progress, signal: deps.signal });
           let verified = false;
           if (flags.verify) {
             if (!(transport instanceof LocalTransport)) {

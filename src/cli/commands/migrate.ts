@@ -5,10 +5,11 @@ import type { Consistency } from '../../pipeline/capture.js';
 import type { OnConflict } from '../../pipeline/run.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
-import { addRemapOptions, choice } from '../options.js';
+import { addRemapOptions, choice, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 import { describeRemap, parseRemap, type RemapFlags } from '../../pipeline/remap.js';
 
 interface MigrateFlags extends RemapFlags {
+  stopTimeout?: number;
   to: string;
   consistency: Consistency;
   onConflict: OnConflict;
@@ -24,7 +25,8 @@ export function migrateCommand(program: Command, deps: Deps): Command {
     .addOption(new Option('--consistency <mode>', 'pause (default), stop, or none, as for backup').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--on-conflict <policy>', 'when the target has a container or volume of that name: fail, replace, rename').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
     .option('--no-start', 'create the containers on the target but do not start them')
-    .option('--stop-source', 'stop the source containers after the snapshot, before the target starts (final cutover)');
+    .option('--stop-source', 'stop the source containers after the snapshot, before the target starts (final cutover)')
+    .addOption(new Option('--stop-timeout <seconds>', `with --consistency stop or --stop-source: ${STOP_TIMEOUT_HELP}`).argParser(stopTimeoutOption));
   return addRemapOptions(cmd)
     .addHelpText('after', `
 Examples:
@@ -48,6 +50,7 @@ Examples:
             onConflict: flags.onConflict,
             start: flags.start,
             stopSource: !!flags.stopSource,
+            stopTimeout: flags.stopTimeout,
             ...(remap ? { remap } : {}),
           }, { progress, signal: deps.signal });
           progress.done();

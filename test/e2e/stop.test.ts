@@ -1,0 +1,57 @@
+/**
+ * --consistency stop and --stop-timeout: a container that ignores SIGTERM (PID 1 without a
+ * handler) is killed after the given time and the kill is reported; one that stops cleanly is not
+ * reported. Either way it runs again after the backup.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, uid } from '../helpers/lab.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'ferry-stop-'));
+const stubborn = uid('stubborn');
+const polite = uid('polite');
+
+beforeAll(() => {
+  docker(['run', '-d', '--name', stubborn, '-v', `${stubborn}:/data`, BUSYBOX, 'sleep', '100000']);
+  docker(['run', '-d', '--name', polite, '-v', `${polite}:/data`, BUSYBOX, 'sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1; done']);
+});
+
+afterAll(() => {
+  cleanup(ENGINE_A, { containers: [stubborn, polite], volumes: [stubborn, polite] });
+  cleanup(ENGINE_B, { containers: [stubborn], volumes: [stubborn] });
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('--stop-timeout', () => {
+  it('a container that ignores SIGTERM is killed after --stop-timeout, and the kill is reported', async () => {
+    const t0 = Date.now();
+    const r = await ferry(['backup', stubborn, '-o', dir, '--consistency', 'stop', '--stop-timeout', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(8000); // not the default 10 s
+    expect(r.stderr).toMatch(new RegExp(`warning: ${stubborn} did not stop within 1s and was killed \\(SIGKILL\\).*--stop-timeout`));
+    expect(inspect('container', stubborn).State.Running).toBe(true);
+  });
+
+  it('a clean stop is not reported', async () => {
+    const r = await ferry(['backup', polite, '-o', dir, '--consistency', 'stop', '--stop-timeout', '5']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/SIGKILL/);
+    expect(inspect('container', polite).State.Running).toBe(true);
+  });
+
+  it('migrate --stop-source reports the kill too', async () => {
+    const r = await ferry(['migrate', stubborn, '--to', ENGINE_B, '--stop-source', '--stop-timeout', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`${stubborn} did not stop within 1s and was killed`));
+    expect(inspect('container', stubborn).State.Running).toBe(false);
+    expect(inspect('container', stubborn, ENGINE_B).State.Running).toBe(true);
+  });
+
+  it('refuses a timeout that is not whole seconds', async () => {
+    const r = await ferry(['backup', polite, '-o', dir, '--consistency', 'stop', '--stop-timeout', '1.5']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--stop-timeout.*expected whole seconds/);
+  });
+});
