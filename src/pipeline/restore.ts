@@ -13,7 +13,7 @@ import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from 
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
-import { dependencyOrder, renameContainerRefs, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
+import { containerRefs, dependencyOrder, renameContainerRefs, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
 import { BundleError, ConflictError, UsageError } from '../errors.js';
 import type { Transport } from '../transport/transport.js';
 import { abortable } from './backup.js';
@@ -24,6 +24,8 @@ import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from './volumes
 
 export interface RestoreOptions {
   name?: string;
+  /** Restore only these containers of the bundle (--only), with the volumes and networks they use. */
+  only?: string[];
   start: boolean;
   dryRun: boolean;
   onConflict: OnConflict;
@@ -75,6 +77,39 @@ export interface RestoreResult {
   dryRun: boolean;
 }
 
+/**
+ * The part of a bundle that `--only` restores: those containers, the volumes they mount and the
+ * user-defined networks they join. Notes for the operator: references to containers left out
+ * (they must exist on the target). Pure; unit-tested. Throws a UsageError for a name the bundle
+ * does not have.
+ */
+export function selectContainers(m: Manifest, only: string[]): { manifest: Manifest; notes: string[] } {
+  const names = m.containers.map((c) => c.spec.name);
+  const unknown = only.filter((n) => !names.includes(n));
+  if (unknown.length)
+    throw new UsageError(`--only: the bundle has no container ${unknown.join(', ')}`, `it holds: ${names.join(', ')}; nothing was changed`);
+  const containers = m.containers.filter((c) => only.includes(c.spec.name));
+  // A container's volumes include those it mounts through --volumes-from: they belong to the
+  // container they come from, and are restored with it (or are on the target already).
+  const volumesOf = (name: string) => m.containers.find((c) => c.spec.name === name)?.volumes ?? [];
+  const volumes = new Set(
+    containers.flatMap((c) => {
+      const borrowed = new Set(((c.spec.hostConfig.VolumesFrom as string[] | undefined) ?? []).flatMap((v) => volumesOf(v.split(':')[0]!)));
+      return c.volumes.filter((v) => !borrowed.has(v));
+    }),
+  );
+  const networks = new Set(containers.flatMap((c) => [...c.spec.endpoints.map((e) => e.network), String(c.spec.hostConfig.NetworkMode ?? '')]));
+  const notes: string[] = [];
+  for (const c of containers)
+    for (const ref of containerRefs(c.spec))
+      if (names.includes(ref) && !only.includes(ref))
+        notes.push(`${c.spec.name} refers to container ${ref}, which --only leaves out: it must exist on the target (or restore both)`);
+  return {
+    manifest: { ...m, containers, volumes: m.volumes.filter((v) => volumes.has(v.name)), networks: m.networks.filter((n) => networks.has(n.name)) },
+    notes,
+  };
+}
+
 /** The name a container of the bundle is to have on the target (before --on-conflict rename). */
 function wantedName(name: string, opts: RestoreOptions, rw?: RestoreRewrite): string {
   return opts.name ?? rw?.containerName(name) ?? name;
@@ -116,12 +151,15 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
   const { progress, signal } = ctx;
   const src = await transport.openBundle();
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
-  const m = reader.manifest;
+  const whole = reader.manifest;
   for (const d of engine.differences()) progress.warn(d);
   if (await sweepStaleHolders(engine)) progress.info('removed helper containers left by a killed ferry run');
   const undo = opts.undo ?? new Undo();
   try {
-    progress.info(`bundle ${src.location}: ${m.containers.map((c) => c.spec.name).join(', ')}, backed up on ${m.source.hostname} (engine ${m.source.engine}) at ${m.createdAt}`);
+    progress.info(`bundle ${src.location}: ${whole.containers.map((c) => c.spec.name).join(', ')}, backed up on ${whole.source.hostname} (engine ${whole.source.engine}) at ${whole.createdAt}`);
+    // From here on, m is what this restore restores (--only: a part of the bundle).
+    const { manifest: m, notes } = opts.only?.length ? selectContainers(whole, opts.only) : { manifest: whole, notes: [] };
+    for (const n of notes) progress.warn(n);
     if (opts.name && m.containers.length !== 1)
       throw new UsageError(`--name works on a bundle with one container; this one has ${m.containers.length}`);
     const rw = opts.rewrite?.(m);
@@ -167,7 +205,8 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       checkAborted(signal);
       const { plan: mp } = member;
       if (mp.kind === 'volume') {
-        const v0 = m.volumes.find((x) => x.member === mp.name)!;
+        const v0 = m.volumes.find((x) => x.member === mp.name);
+        if (!v0) continue; // not restored (--only); the reader still checks it
         const v = rw?.volume(v0) ?? v0;
         const target = plan.volumes.find((x) => x.from === v0.name)!;
         const name = await createVolume(engine, v.anonymous ? v : { ...v, name: target.to }, target.replace ? 'replace' : 'fail', undo, progress);
@@ -175,7 +214,8 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
         progress.step(`fill volume ${name} from ${mp.name}`);
         await fillVolume(engine, await holder(), name, member.stream);
       } else if (mp.kind === 'bind') {
-        const b = m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name)!;
+        const b = m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);
+        if (!b) continue;
         const bv = rw?.bindVolume(b);
         if (bv) {
           const name = await createVolume(engine, bv, 'fail', undo, progress);
@@ -191,7 +231,8 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
         progress.step(`write ${hostPath} from ${mp.name}`);
         await fillBind(engine, await holder(), hostPath, member.stream);
       } else if (mp.kind === 'image') {
-        const c = m.containers.find((x) => x.image.member === mp.name)!;
+        const c = m.containers.find((x) => x.image.member === mp.name);
+        if (!c) continue;
         const existed = await engine.imageExists(c.image.ref);
         progress.step(`load image ${c.image.ref}`);
         await loadImage(engine, member.stream, c.image.ref);

@@ -5,11 +5,12 @@
  * app first, and under --on-conflict rename the sidecar follows the app's new name, not the
  * original.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, uid } from '../helpers/lab.js';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, uid } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-deps-'));
 const app = uid('depapp');
@@ -69,4 +70,24 @@ describe('containers that refer to each other', () => {
     expect(modeTarget(s.HostConfig.NetworkMode, ENGINE_B)).toBe(app);
     expect(docker(['exec', side, 'wget', '-q', '-O', '-', 'http://127.0.0.1:8081/'], { host: ENGINE_B })).toBe('shared page');
   });
+
+  it('restore --only: one container of the bundle with its volume; then the sidecar, joining the app that is there', async () => {
+    cleanup(ENGINE_B, { containers: [side, app], volumes: [vol] });
+    const sideImage = (JSON.parse(execFileSync('tar', ['-xOf', bundle, 'manifest.json'], { encoding: 'utf8' })).containers as { spec: { name: string }; image: { ref: string } }[])
+      .find((c) => c.spec.name === side)!.image.ref;
+    docker(['rmi', sideImage], { host: ENGINE_B, allowFail: true }); // loaded by the restores above
+    const r1 = await ferry(['-H', ENGINE_B, 'restore', bundle, '--only', app]);
+    expect(r1.code, r1.stderr).toBe(0);
+    expect(inspect('container', app, ENGINE_B).State.Running).toBe(true);
+    expect(exists('container', side, ENGINE_B)).toBe(false);
+    expect(exists('image', sideImage, ENGINE_B)).toBe(false); // its image was not loaded
+    const r2 = await ferry(['-H', ENGINE_B, 'restore', bundle, '--only', side]);
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(r2.stderr).toMatch(new RegExp(`${side} refers to container ${app}, which --only leaves out`));
+    expect(modeTarget(inspect('container', side, ENGINE_B).HostConfig.NetworkMode, ENGINE_B)).toBe(app);
+    const bad = await ferry(['-H', ENGINE_B, 'restore', bundle, '--only', 'nobody']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(new RegExp(`--only: the bundle has no container nobody[\\s\\S]*it holds: ${side}, ${app}`));
+  });
 });
+

@@ -6,11 +6,12 @@ import type { OnConflict } from '../../pipeline/run.js';
 import { resolveTransport } from '../../transport/resolve.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress } from '../render.js';
-import { addRemapOptions, choice } from '../options.js';
+import { addRemapOptions, choice, collect } from '../options.js';
 import { describeRemap, parseRemap, remapRewrite, type RemapFlags } from '../../pipeline/remap.js';
 
 interface RestoreFlags extends RemapFlags {
   name?: string;
+  only?: string[];
   start: boolean;
   dryRun?: boolean;
   onConflict: OnConflict;
@@ -23,6 +24,7 @@ export function restoreCommand(program: Command, deps: Deps): Command {
     .description('Restore the containers of a bundle: image, volumes, networks and the container with its settings')
     .argument('<bundle>', 'a bundle file, or - for stdin')
     .option('--name <name>', 'restore the (single) container under another name')
+    .addOption(new Option('--only <container>', 'restore only this container of the bundle, with the volumes and networks it uses (repeatable)').argParser(collect))
     .option('--no-start', 'create the containers but do not start them')
     .option('--dry-run', 'print what would be done; change nothing')
     .addOption(new Option('--on-conflict <policy>', 'when a container or volume of the same name exists: fail, replace (remove it first), rename (restore beside it)').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
@@ -34,6 +36,7 @@ Examples:
   ferry restore /backups/ferry-web-20261123T021500Z.tar
   ferry restore web.tar --name web-copy --no-start
   ferry restore web.tar --dry-run
+  ferry restore stack.tar --only db --on-conflict replace
   ferry restore web.tar --map-bind /srv/web=/mnt/disk2/web --map-port 8080=18080
   ssh host 'cat web.tar' | ferry restore -`)
     .action(async (bundle: string, flags: RestoreFlags) => {
@@ -46,6 +49,7 @@ Examples:
       try {
         const res = await restore(engine, resolveTransport(bundle, { ssh: deps.ssh }), {
           name: flags.name,
+          only: flags.only,
           start: flags.start,
           dryRun: !!flags.dryRun,
           onConflict: flags.onConflict,
