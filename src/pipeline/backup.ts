@@ -23,7 +23,7 @@ import { secretLikeEnvNames, type NetworkSpec } from '../engine/spec.js';
 import { describeAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
 import type { Transport } from '../transport/transport.js';
-import { captureContainer, commitContainer, hostName, quiesce, reportStaleQuiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './capture.js';
+import { captureContainer, commitContainer, hostName, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { saveImage } from './save.js';
 import { openBindReader, openVolumeReader, sweepStaleHolders } from './volumes.js';
@@ -87,6 +87,11 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   }
   const names = captured.map((c) => c.spec.name);
   if (new Set(names).size !== names.length) throw new UsageError('a container was named twice');
+  if (opts.consistency === 'stop')
+    for (const c of captured) {
+      const by = orchestratedBy(c.labels);
+      if (by) progress.warn(`${c.spec.name} is a task of ${by}: when --consistency stop stops it, swarm starts a replacement; use --consistency pause (the default), or scale the service to 0 first`);
+    }
   const registry = opts.registry;
   if (registry) {
     progress.info(`images go to the registry ${registry.host} (${describeAuth(registry.auth)}), not into the bundle`);

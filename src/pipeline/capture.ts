@@ -140,6 +140,16 @@ export async function stopCleanly(engine: Engine, id: string, name: string, time
     );
 }
 
+/**
+ * A container an orchestrator manages, in words for the operator, or undefined. Swarm starts a
+ * replacement for a task container that stops, so stopping one for a snapshot (or a cutover)
+ * leaves two running; a restored one is a plain container that swarm does not manage. Pure.
+ */
+export function orchestratedBy(labels: Record<string, string> | undefined): string | undefined {
+  const service = labels?.['com.docker.swarm.service.name'];
+  return service ? `swarm service ${service}` : undefined;
+}
+
 /** Warn about containers that killed ferry runs left paused or stopped on this engine. */
 export async function reportStaleQuiesce(engine: Engine, progress: Progress, journal: QuiesceJournal = new QuiesceJournal()): Promise<void> {
   for (const r of journal.stale(engine.facts.endpoint)) {

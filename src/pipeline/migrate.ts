@@ -11,7 +11,7 @@
 import type { Engine } from '../engine/engine.js';
 import { dependencyOrder, renameContainerRefs } from '../engine/spec.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
-import { captureContainer, commitContainer, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency } from './capture.js';
+import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
 import { bindSources, checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
@@ -54,6 +54,11 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
     captured.push(await captureContainer(source, c));
   }
   const names = captured.map((c) => c.spec.name);
+  if (opts.consistency === 'stop' || opts.stopSource)
+    for (const c of captured) {
+      const by = orchestratedBy(c.labels);
+      if (by) progress.warn(`${c.spec.name} is a task of ${by}: when it is stopped here, swarm starts a replacement on this host; scale the service down (or use swarm's own tools) for a cutover`);
+    }
   const allVolumes = captured.flatMap((c) => c.volumes).filter((v, i, a) => a.findIndex((x) => x.name === v.name) === i);
   // On the target: volumes, networks and specs under the --map-* names (checked first).
   const r = opts.remap;

@@ -17,6 +17,7 @@ import { containerRefs, dependencyOrder, renameContainerRefs, type ContainerSpec
 import { BundleError, ConflictError, UsageError } from '../errors.js';
 import type { Transport } from '../transport/transport.js';
 import { abortable } from './backup.js';
+import { orchestratedBy } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { loadImage } from './load.js';
 import { bindSources, checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
@@ -160,6 +161,10 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     // From here on, m is what this restore restores (--only: a part of the bundle).
     const { manifest: m, notes } = opts.only?.length ? selectContainers(whole, opts.only) : { manifest: whole, notes: [] };
     for (const n of notes) progress.warn(n);
+    for (const c of m.containers) {
+      const by = orchestratedBy(c.spec.config.Labels as Record<string, string> | undefined);
+      if (by) progress.warn(`${c.spec.name} was a task of ${by}; it is restored as a plain container, which swarm does not manage`);
+    }
     if (opts.name && m.containers.length !== 1)
       throw new UsageError(`--name works on a bundle with one container; this one has ${m.containers.length}`);
     const rw = opts.rewrite?.(m);

@@ -3,7 +3,7 @@
  * handler) is killed after the given time and the kill is reported; one that stops cleanly is not
  * reported. Either way it runs again after the backup.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -54,4 +54,25 @@ describe('--stop-timeout', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--stop-timeout.*expected whole seconds/);
   });
+
+  it('warns that swarm replaces a task container that --consistency stop stops, and that a restored one is unmanaged', async () => {
+    // The labels swarm puts on a task's container (no swarm is started here: only what ferry reads).
+    const task = uid('task');
+    docker(['run', '-d', '--name', task, '--label', 'com.docker.swarm.service.name=shop-web', '--label', 'com.docker.swarm.task.id=abc', BUSYBOX, 'sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1; done']);
+    try {
+      const out = path.join(dir, 'task');
+      const r = await ferry(['backup', task, '-o', out, '--consistency', 'stop']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`warning: ${task} is a task of swarm service shop-web: when --consistency stop stops it, swarm starts a replacement`));
+      const paused = await ferry(['backup', task, '-o', out]);
+      expect(paused.stderr).not.toMatch(/swarm/);
+      const restored = await ferry(['-H', ENGINE_B, 'restore', path.join(out, readdirSync(out).sort()[0]!), '--no-start']);
+      expect(restored.code, restored.stderr).toBe(0);
+      expect(restored.stderr).toMatch(new RegExp(`${task} was a task of swarm service shop-web; it is restored as a plain container`));
+    } finally {
+      cleanup(ENGINE_A, { containers: [task] });
+      cleanup(ENGINE_B, { containers: [task] });
+    }
+  });
 });
+
