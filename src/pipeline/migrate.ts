@@ -57,7 +57,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   if (opts.consistency === 'stop' || opts.stopSource)
     for (const c of captured) {
       const by = orchestratedBy(c.labels);
-      if (by) progress.warn(`${c.spec.name} is a task of ${by}: when it is stopped here, swarm starts a replacement on this host; scale the service down (or use swarm's own tools) for a cutover`);
+      if (by) progress.warn(`${c.spec.name} is a task of ${by}: when it is stopped on the source, swarm starts a replacement there; scale the service down (or use swarm's own tools) for a cutover`);
     }
   const allVolumes = captured.flatMap((c) => c.volumes).filter((v, i, a) => a.findIndex((x) => x.name === v.name) === i);
   // On the target: volumes, networks and specs under the --map-* names (checked first).

@@ -279,7 +279,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     // links), whose references follow them to their names here (--name, --on-conflict rename).
     const order = dependencyOrder(m.containers.map((c) => c.spec));
     const renamed = Object.fromEntries(plan.containers.map((p) => [p.from, p.to]));
-    const out: RestoreResult['containers'] = m.containers.map((c, i) => ({ name: plan.containers[i]!.to, id: '', started: false }));
+    const out: RestoreResult['containers'] = m.containers.map((_, i) => ({ name: plan.containers[i]!.to, id: '', started: false }));
     for (const i of order) {
       checkAborted(signal);
       const c = m.containers[i]!;
