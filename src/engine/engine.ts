@@ -208,6 +208,10 @@ export class Engine {
     });
   }
 
+  restart(id: string) {
+    return this.call(`restart container ${id}`, () => this.docker.getContainer(id).restart());
+  }
+
   /** Create a container; the whole spec goes in the body, never the URL. */
   async createContainer(name: string | undefined, body: Record<string, unknown>): Promise<string> {
     const c = await this.call(`create container ${name ?? ''}`.trim(), () =>

@@ -111,6 +111,9 @@ export async function quiesce(
     };
   }
   if (st.State.Paused) await engine.unpause(spec.sourceId);
+  // Containers running in this one's network namespace (--network container:<it>) are left with
+  // only a loopback once it stops: they are restarted after it, to join its new namespace.
+  const dependents = await networkDependents(engine, spec);
   progress.step(`stop ${spec.name}`);
   journal.add({ engine: where, containerId: spec.sourceId, name: spec.name, action: 'stopped' });
   if (st.State.Running) await stopCleanly(engine, spec.sourceId, spec.name, opts.stopTimeout, progress);
@@ -121,7 +124,20 @@ export async function quiesce(
     progress.step(`start ${spec.name} again`);
     await engine.start(spec.sourceId);
     journal.remove(where, spec.sourceId);
+    for (const d of dependents) {
+      progress.step(`restart ${d.name} (it runs in ${spec.name}'s network, which the stop took away)`);
+      await engine.restart(d.id).catch((err) => progress.warn(`${d.name} uses ${spec.name}'s network and could not be restarted: ${(err as Error).message}; restart it with: docker restart ${d.name}`));
+    }
   };
+}
+
+/** Running containers whose network mode is `container:<spec>` (by id or by name). */
+async function networkDependents(engine: Engine, spec: ContainerSpec): Promise<{ id: string; name: string }[]> {
+  const list = await engine.listContainers(false).catch(() => []);
+  const modes = new Set([`container:${spec.sourceId}`, `container:${spec.name}`]);
+  return list
+    .filter((c) => modes.has(String((c as { HostConfig?: { NetworkMode?: string } }).HostConfig?.NetworkMode ?? '')) && c.Id !== spec.sourceId)
+    .map((c) => ({ id: c.Id, name: (c.Names?.[0] ?? c.Id).replace(/^\//, '') }));
 }
 
 /**

@@ -74,5 +74,21 @@ describe('--stop-timeout', () => {
       cleanup(ENGINE_B, { containers: [task] });
     }
   });
+
+  it("a container in the stopped one's network namespace is restarted after it, and has its network back", async () => {
+    const side = uid('nsside');
+    docker(['run', '-d', '--name', side, '--network', `container:${polite}`, BUSYBOX, 'sleep', '100000']);
+    try {
+      const eth0 = () => docker(['exec', side, 'ip', '-o', '-4', 'addr', 'show']).split('\n').filter((l) => !l.includes(' lo ')).length;
+      expect(eth0()).toBe(1);
+      const r = await ferry(['backup', polite, '-o', dir, '--consistency', 'stop', '--stop-timeout', '5']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`restart ${side} \\(it runs in ${polite}'s network, which the stop took away\\)`));
+      expect(inspect('container', side).State.Running).toBe(true);
+      expect(eth0()).toBe(1); // without the restart only the loopback is left
+    } finally {
+      cleanup(ENGINE_A, { containers: [side] });
+    }
+  });
 });
 
