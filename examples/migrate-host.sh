@@ -3,6 +3,7 @@
 #
 #   examples/migrate-host.sh NEWHOST CONTAINER...
 #   FERRY="node bin/ferry.js" examples/migrate-host.sh newhost web db
+#   MIGRATE_ARGS="--map-bind /srv=/data/srv --stop-timeout 60" examples/migrate-host.sh newhost web
 #
 # NEWHOST is anything ssh understands: an alias from ~/.ssh/config (HostName, Port, User,
 # IdentityFile and UserKnownHostsFile are honoured), user@host or host:port. Its host key must
@@ -18,6 +19,9 @@
 #      new ones start (they share nothing, so this is the whole downtime);
 #   3. on failure ferry removes what it created on the new host and starts the old containers
 #      again; this script then says how to roll back by hand if needed.
+#
+# MIGRATE_ARGS: more `ferry migrate` options, split on spaces: the new host's layout
+# (--map-bind, --map-port, --map-volume, --map-network), --stop-timeout for a slow database, ...
 #
 # Needs: ferry (or FERRY).
 set -eu
@@ -42,7 +46,7 @@ say "    safety bundle: $bundle"
 
 say "2/2 migrating $* to ssh://$target (the old containers stop just before the new ones start)"
 # shellcheck disable=SC2086
-if $FERRY $accept migrate "$@" --to "ssh://$target" --stop-source; then
+if $FERRY $accept migrate "$@" --to "ssh://$target" --stop-source ${MIGRATE_ARGS:-}; then
   say "done: $* run on $target; the old containers are stopped here (remove them once satisfied:"
   say "      docker rm $*), and the safety bundle stays in $bundle"
 else

@@ -91,21 +91,22 @@ describe('examples/migrate-host.sh', () => {
   const name = uid('exmig');
   afterAll(() => {
     cleanup(ENGINE_A, { containers: [name], volumes: [name] });
-    cleanup(ENGINE_B, { containers: [name], volumes: [name] });
+    cleanup(ENGINE_B, { containers: [name], volumes: [name, `${name}-moved`] });
   });
 
-  it('takes a verified safety bundle, then moves the service to the new host with --stop-source', async () => {
+  it('takes a verified safety bundle, then moves the service to the new host with --stop-source (and MIGRATE_ARGS)', async () => {
     docker(['run', '-d', '--name', name, '-v', `${name}:/data`, '-e', 'GREETING=moved', BUSYBOX, ...SERVICE]);
     docker(['exec', name, 'sh', '-c', 'echo "order 1" > /data/orders && echo layer > /etc/layer']);
     const safety = path.join(dir, 'safety');
     const { home } = sshHome(path.join(dir, 'mig'));
-    const r = sh(`sh '${example('migrate-host.sh')}' newhost ${name}`, { HOME: home, SAFETY_DIR: safety });
+    const r = sh(`sh '${example('migrate-host.sh')}' newhost ${name}`, { HOME: home, SAFETY_DIR: safety, MIGRATE_ARGS: `--map-volume ${name}=${name}-moved --stop-timeout 5` });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(new RegExp(`done: ${name} run on newhost`));
 
     const moved = inspect('container', name, ENGINE_B);
     expect(moved.State.Running).toBe(true);
     expect(moved.Config.Env).toContain('GREETING=moved');
+    expect(moved.Mounts.find((m: { Destination: string }) => m.Destination === '/data').Name).toBe(`${name}-moved`);
     expect(docker(['exec', name, 'cat', '/data/orders', '/etc/layer'], { host: ENGINE_B })).toBe('order 1\nlayer');
     expect(inspect('container', name).State.Running).toBe(false); // --stop-source: stopped, not removed
 
