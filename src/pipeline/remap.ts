@@ -101,6 +101,7 @@ export function parseRemap(f: RemapFlags): Remap | undefined {
     r.networks.set(a, b);
   }
   r.binds.sort((x, y) => y[0].length - x[0].length); // the longest prefix first
+  r.ports.sort((x, y) => Number(y.from.ip !== undefined) - Number(x.from.ip !== undefined)); // a rule for one address before one for any
   const any = r.volumes.size + r.binds.length + r.ports.length + r.networks.size;
   return any ? r : undefined;
 }

@@ -158,6 +158,13 @@ describe('remapSpec', () => {
     });
   });
 
+  it('a rule for one address wins over one for any, whatever their order', () => {
+    const both = parseRemap({ mapPort: ['8443=1443', '[::1]:8443=2443'] })!;
+    expect(remapSpec(both, webSpec()).hostConfig.PortBindings).toMatchObject({
+      '443/tcp': [{ HostIp: '', HostPort: '1443' }, { HostIp: '::1', HostPort: '2443' }],
+    });
+  });
+
   it('renames networks in the network mode and the endpoints', () => {
     expect(out.hostConfig.NetworkMode).toBe('prod-shop');
     expect(out.endpoints).toEqual([{ network: 'prod-shop', aliases: ['www'] }, { network: 'prod-backend' }]);
