@@ -81,16 +81,16 @@ describe('parseRemap', () => {
     expect([...r.volumes]).toEqual([['shop-data', 'shop-data-2']]);
     expect(r.binds).toEqual([['/srv/shop', '/data/shop'], ['/srv', '/mnt/srv']]);
     expect(r.ports).toEqual([
+      { from: { ip: '127.0.0.1', port: '8443' }, to: { ip: '::1', port: '9443' } }, // one address before any address
       { from: { port: '8080' }, to: { port: '18080' } },
-      { from: { ip: '127.0.0.1', port: '8443' }, to: { ip: '::1', port: '9443' } },
     ]);
     expect([...r.networks]).toEqual([['backend', 'prod-backend']]);
     expect(describeRemap(r)).toEqual([
       'volume shop-data -> shop-data-2',
       'host paths under /srv/shop -> /data/shop',
       'host paths under /srv -> /mnt/srv',
-      'host port 8080 -> 18080',
       'host port 127.0.0.1:8443 -> [::1]:9443',
+      'host port 8080 -> 18080',
       'network backend -> prod-backend',
     ]);
   });
