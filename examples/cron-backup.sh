@@ -13,7 +13,8 @@
 # What it runs:
 #   1. ferry backup --all -o "$BACKUP_DIR" --verify --quiet [--notify-url ...] [--encrypt ...]
 #      Every running container (those `docker ps` lists; ferry's own helpers excepted) gets its
-#      OWN bundle, ferry-<container>-<UTC time>.tar, and each bundle is read back and checked
+#      OWN bundle, ferry-<container>-<UTC time>.tar (containers that refer to each other, such as
+#      a sidecar in another's network, share one), and each bundle is read back and checked
 #      (`ferry verify`) before it counts; one that fails is renamed to <name>.tar.corrupt. A
 #      container that fails does not cost the others their backup. Stopped containers are not
 #      backed up. Per-container hooks (a database dump before the snapshot) are best set as

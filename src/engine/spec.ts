@@ -447,3 +447,38 @@ export function dependencyOrder(specs: ContainerSpec[]): number[] {
   specs.forEach((_, i) => visit(i));
   return out;
 }
+
+/**
+ * Containers that must travel together, from what each refers to (containerRefs, by name or id,
+ * full or a unique prefix): the connected groups, each in the given order, groups in the order of
+ * their first member. References to containers not in `list` are ignored. Pure.
+ */
+export function referenceGroups(list: { id: string; name: string; refs: string[] }[]): string[][] {
+  const parent = list.map((_, i) => i);
+  const find = (i: number): number => (parent[i] === i ? i : (parent[i] = find(parent[i]!)));
+  const resolve = (ref: string) => {
+    const byName = list.findIndex((c) => c.name === ref);
+    if (byName >= 0) return byName;
+    const byId = list.filter((c) => c.id.startsWith(ref));
+    return byId.length === 1 ? list.indexOf(byId[0]!) : -1;
+  };
+  list.forEach((c, i) => {
+    for (const ref of c.refs) {
+      const j = resolve(ref);
+      if (j >= 0) parent[find(i)] = find(j);
+    }
+  });
+  const groups = new Map<number, string[]>();
+  list.forEach((c, i) => {
+    const root = find(i);
+    if (!groups.has(root)) groups.set(root, []);
+    groups.get(root)!.push(c.name);
+  });
+  return [...groups.values()].sort((a, b) => list.findIndex((c) => c.name === a[0]) - list.findIndex((c) => c.name === b[0]));
+}
+
+/** containerRefs of a container as `docker inspect` shows it (HostConfig, and per-network links). */
+export function inspectRefs(inspect: { HostConfig?: Json; NetworkSettings?: { Networks?: Record<string, { Links?: string[] | null }> } }): string[] {
+  const endpoints = Object.values(inspect.NetworkSettings?.Networks ?? {}).map((n) => ({ network: '', ...(n.Links?.length ? { links: n.Links } : {}) }));
+  return containerRefs({ hostConfig: inspect.HostConfig ?? {}, endpoints } as ContainerSpec);
+}

@@ -71,6 +71,19 @@ describe('containers that refer to each other', () => {
     expect(docker(['exec', side, 'wget', '-q', '-O', '-', 'http://127.0.0.1:8081/'], { host: ENGINE_B })).toBe('shared page');
   });
 
+  it('backup --all puts the sidecar and its app into one bundle (the one restores only where the other is)', async () => {
+    // Engine B runs the two migrated above.
+    const store = path.join(dir, 'all');
+    const r = await ferry(['-H', ENGINE_B, '--json', 'backup', '--all', '-o', store, '--compress', 'none']);
+    expect(r.code, r.stderr).toBe(0);
+    const results = JSON.parse(r.stdout).results as { container: string; ok: boolean; result: { bundle: string; containers: string[] } }[];
+    const ours = results.filter((x) => x.container === app || x.container === side);
+    expect(ours).toHaveLength(2);
+    expect(ours[0]!.result.bundle).toBe(ours[1]!.result.bundle);
+    expect([...ours[0]!.result.containers].sort()).toEqual([app, side].sort());
+    expect(readdirSync(store).filter((f) => f.includes(app) || f.includes(side))).toHaveLength(1);
+  });
+
   it('restore --only: one container of the bundle with its volume; then the sidecar, joining the app that is there', async () => {
     cleanup(ENGINE_B, { containers: [side, app], volumes: [vol] });
     const sideImage = (JSON.parse(execFileSync('tar', ['-xOf', bundle, 'manifest.json'], { encoding: 'utf8' })).containers as { spec: { name: string }; image: { ref: string } }[])

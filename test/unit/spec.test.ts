@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  captureNetwork, captureSpec, containerRefs, createPlan, dependencyOrder, isUserNetwork, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
+  captureNetwork, captureSpec, containerRefs, createPlan, dependencyOrder, inspectRefs, isUserNetwork, referenceGroups, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
   type CaptureInput, type ContainerSpec,
 } from '../../src/engine/spec.js';
 
@@ -814,5 +814,30 @@ describe('references between containers', () => {
     expect(w.endpoints[0]!.links).toEqual(['db-2:database']);
     expect(renameContainerRefs(web, { app: 'app', other: 'x' })).toBe(web);
     expect(web.hostConfig.Links).toEqual(['/app:/web/backend', 'cache']);
+  });
+});
+
+describe('referenceGroups (backup --all)', () => {
+  const id = (c: string) => c.repeat(64);
+  it('puts containers that refer to each other, by name or by id, into one group; the rest alone', () => {
+    const list = [
+      { id: id('a'), name: 'web', refs: ['cache'] },
+      { id: id('b'), name: 'vpn', refs: [] },
+      { id: id('c'), name: 'torrent', refs: [id('b')] }, // --network container:<id>, as inspect shows it
+      { id: id('d'), name: 'cache', refs: [] },
+      { id: id('e'), name: 'solo', refs: ['gone'] }, // a container that is not running: ignored
+      { id: id('f'), name: 'backup-agent', refs: ['bbbbbbbbbbbb'] }, // a unique id prefix
+    ];
+    expect(referenceGroups(list)).toEqual([['web', 'cache'], ['vpn', 'torrent', 'backup-agent'], ['solo']]);
+  });
+
+  it('reads the references from docker inspect', () => {
+    expect(
+      inspectRefs({
+        HostConfig: { NetworkMode: 'container:' + id('b'), VolumesFrom: ['data:ro'], Links: null },
+        NetworkSettings: { Networks: { shop: { Links: ['db:database'] }, other: { Links: null } } },
+      }).sort(),
+    ).toEqual([id('b'), 'data', 'db'].sort());
+    expect(inspectRefs({ HostConfig: { NetworkMode: 'default' } })).toEqual([]);
   });
 });

@@ -18,6 +18,7 @@ import { secondsOption } from './prune.js';
 import { verifyText } from './verify.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
+import { inspectRefs, referenceGroups } from '../../engine/spec.js';
 import { choice, codecOption, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 
 interface BackupFlags {
@@ -43,7 +44,7 @@ export function backupCommand(program: Command, deps: Deps): Command {
     .description('Back up containers (configuration, committed writable layer, volume data) into one bundle')
     .argument('[container...]', 'containers to back up (name or id)')
     .requiredOption('-o, --output <target>', 'a directory (a bundle name is generated), a file ending in .tar, or - for stdout')
-    .option('--all', 'back up every running container, one bundle each (exit 3 when some fail)')
+    .option('--all', 'back up every running container, one bundle each (containers that refer to each other share one; exit 3 when some fail)')
     .addOption(new Option('--consistency <mode>', 'pause: pause while committing and reading volumes; stop: stop and start again; none').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--stop-timeout <seconds>', `with --consistency stop: ${STOP_TIMEOUT_HELP}`).argParser(stopTimeoutOption))
     .addOption(new Option('--compress <codec>', 'compression of volume data (the image uses gzip unless none): zstd, gzip, none').argParser(codecOption))
@@ -76,13 +77,21 @@ Examples:
       try {
         const eng = (engine = await openEngine(g.host, { ssh: deps.ssh() }));
         let names = containers;
+        let groups: string[][] = [];
         if (flags.all) {
           if (containers.length) throw new UsageError('give container names or --all, not both');
           // One bundle per container: they need a store (a directory), not one file or stdout.
           if (flags.output === '-' || flags.output.endsWith('.tar'))
             throw new UsageError('--all writes one bundle per container into a directory', 'give -o a directory (a local path or ssh://host/dir)');
-          names = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']).map((c) => c.Names[0]!.replace(/^\//, ''));
-          if (!names.length) throw new UsageError('--all: no running containers');
+          const running = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']);
+          if (!running.length) throw new UsageError('--all: no running containers');
+          // Containers that refer to each other (a sidecar in another's network, --volumes-from,
+          // links) share a bundle: one restores only where the other exists.
+          const list = await Promise.all(
+            running.map(async (c) => ({ id: c.Id, name: c.Names[0]!.replace(/^\//, ''), refs: inspectRefs((await eng.inspectContainer(c.Id)) as never) })),
+          );
+          groups = referenceGroups(list);
+          names = groups.flat();
         }
         if (!names.length) throw new UsageError('name at least one container, or use --all');
         let registry: { host: string; prefix: string; auth: Awaited<ReturnType<typeof resolveRegistryAuth>> } | undefined;
@@ -140,23 +149,24 @@ Examples:
           if (g.json) out.write(JSON.stringify(asJson(res)) + '\n');
           summary = `backed up ${res.containers.join(', ')} to ${res.location} (${humanBytes(res.bytes)})`;
         } else {
-          // --all: one bundle per container, so that one container that fails does not cost the
-          // others their backup; exit 3 when some failed and some did not.
+          // --all: one bundle per container (per group of containers that refer to each other), so
+          // that one that fails does not cost the others their backup; exit 3 when some failed and
+          // some did not.
           const results: { container: string; ok: boolean; result?: ReturnType<typeof asJson>; error?: { code: string; exitCode: number; message: string } }[] = [];
           let firstError: FerryError | undefined;
-          for (const n of names) {
+          for (const set of groups) {
             try {
-              const res = await one([n]);
+              const res = await one(set);
               progress.done();
               report(res);
-              results.push({ container: n, ok: true, result: asJson(res) });
+              for (const n of set) results.push({ container: n, ok: true, result: asJson(res) });
             } catch (err) {
               const fe = toFerryError(err);
               if (fe.exitCode === EXIT.INTERRUPTED || deps.signal.aborted) throw err;
               firstError ??= fe;
               progress.done();
-              deps.io.stderr.write(`ferry: error: ${n}: ${fe.message}\n`);
-              results.push({ container: n, ok: false, error: { code: fe.code, exitCode: fe.exitCode, message: fe.message } });
+              deps.io.stderr.write(`ferry: error: ${set.join(', ')}: ${fe.message}\n`);
+              for (const n of set) results.push({ container: n, ok: false, error: { code: fe.code, exitCode: fe.exitCode, message: fe.message } });
             }
           }
           const failed = results.filter((r) => !r.ok).map((r) => r.container);
