@@ -372,7 +372,7 @@ export function secretLikeEnvNames(env: string[] | undefined): string[] {
 }
 
 /** A legacy link as inspect shows it (`/db:/web/database`) or as given (`db:database`, `db`): [name, alias]. */
-function splitLink(link: string): [string, string] {
+export function splitLink(link: string): [string, string] {
   const [a, b] = link.split(':') as [string, string | undefined];
   const name = a.replace(/^\//, '');
   return [name, b ? b.split('/').pop()! : name];

@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { BindEntry, Manifest, VolumeEntry } from '../bundle/manifest.js';
-import { isUserNetwork, parseBind, type ContainerSpec, type EndpointSpec, type NetworkSpec } from '../engine/spec.js';
+import { isUserNetwork, parseBind, splitLink, type ContainerSpec, type EndpointSpec, type NetworkSpec } from '../engine/spec.js';
 import type { RestoreRewrite } from './restore.js';
 
 export const LABEL_DRILL = 'io.ferry.drill';
@@ -58,10 +58,7 @@ function drillLabels(labels: Record<string, string> | null | undefined, id: stri
 
 /** A legacy link (`name`, `name:alias`, or `/name:/container/alias` as inspect shows it) -> `newname:alias`. */
 function drillLink(link: string, map: (n: string) => string): string {
-  const parts = link.split(':');
-  if (parts.length === 1) return `${map(parts[0]!.replace(/^\//, ''))}:${parts[0]!.replace(/^\//, '')}`;
-  const name = parts[0]!.replace(/^\//, '');
-  const alias = parts[1]!.split('/').pop()!;
+  const [name, alias] = splitLink(link);
   return `${map(name)}:${alias}`;
 }
 
