@@ -64,7 +64,7 @@ export interface RestoreRewrite {
 
 export interface RestorePlan {
   /** `pull`: the registry host the image is pulled from (push-mode bundles); else it is loaded from the bundle. */
-  containers: { from: string; to: string; image: string; start: boolean; replace: boolean; pull?: string }[];
+  containers: { from: string; to: string; image: string; start: boolean; replace: boolean; pull?: string; ports: string[] }[];
   volumes: { from: string; to: string; replace: boolean }[];
   networks: { name: string; exists: boolean }[];
   binds: { hostPath: string; restore: boolean }[];
@@ -111,6 +111,14 @@ export function selectContainers(m: Manifest, only: string[]): { manifest: Manif
   };
 }
 
+/** A spec's published ports as `[ip:]hostport -> port/proto` (the engine picks an empty host port). */
+function publishedPorts(spec: ContainerSpec): string[] {
+  const pb = (spec.hostConfig.PortBindings ?? {}) as Record<string, { HostIp?: string; HostPort?: string }[] | null>;
+  return Object.entries(pb).flatMap(([port, bs]) =>
+    (bs ?? []).map((b) => `${b.HostIp ? (b.HostIp.includes(':') ? `[${b.HostIp}]:` : `${b.HostIp}:`) : ''}${b.HostPort || '(any)'} -> ${port}`),
+  );
+}
+
 /** The name a container of the bundle is to have on the target (before --on-conflict rename). */
 function wantedName(name: string, opts: RestoreOptions, rw?: RestoreRewrite): string {
   return opts.name ?? rw?.containerName(name) ?? name;
@@ -125,6 +133,7 @@ async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions, rw?: 
     containers.push({
       from: c.spec.name, to, image: c.image.ref, start: opts.start && c.spec.state.running, replace: exists && opts.onConflict === 'replace',
       ...(c.image.registry ? { pull: c.image.registry.host } : {}),
+      ports: publishedPorts(rw?.spec(c.spec) ?? c.spec),
     });
   }
   const volumes: RestorePlan['volumes'] = [];

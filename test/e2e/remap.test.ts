@@ -73,6 +73,7 @@ describe('restore with --map-*', () => {
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toMatch(new RegExp(`create network ${name}-prod`));
     expect(dry.stdout).toMatch(new RegExp(`create volume ${name}-moved \\(from ${vol}\\)`));
+    expect(dry.stdout).toMatch(new RegExp(`publishing 127\\.0\\.0\\.1:${newPort} -> 80/tcp`));
     expect(dry.stdout).toMatch(new RegExp(`write bind data for ${path.join(newRoot, 'conf')}`));
     expect(exists('volume', `${name}-moved`, ENGINE_B)).toBe(false);
 

@@ -66,7 +66,10 @@ Examples:
           out.write(`dry run: nothing was changed. Restoring ${res.location} would:\n`);
           for (const n of p.networks) out.write(`  ${n.exists ? 'reuse' : 'create'} network ${n.name}\n`);
           for (const v of p.volumes) out.write(`  ${v.replace ? 'replace' : 'create'} volume ${v.to}${v.to !== v.from ? ` (from ${v.from})` : ''} and fill it\n`);
-          for (const c of p.containers) out.write(`  ${c.pull ? `pull image ${c.image} from ${c.pull}` : `load image ${c.image}`}\n  ${c.replace ? 'replace' : 'create'} container ${c.to}${c.to !== c.from ? ` (from ${c.from})` : ''}${c.start ? ' and start it' : ''}\n`);
+          for (const c of p.containers) {
+            out.write(`  ${c.pull ? `pull image ${c.image} from ${c.pull}` : `load image ${c.image}`}\n  ${c.replace ? 'replace' : 'create'} container ${c.to}${c.to !== c.from ? ` (from ${c.from})` : ''}${c.start ? ' and start it' : ''}\n`);
+            for (const port of c.ports) out.write(`    publishing ${port}\n`);
+          }
           for (const b of p.binds) out.write(`  ${b.restore ? 'write' : 'skip'} bind data for ${b.hostPath}\n`);
         } else if (!g.quiet) {
           for (const c of res.containers) out.write(`restored ${c.name} (${c.id.slice(0, 12)})${c.started ? ', running' : ', created'}\n`);
