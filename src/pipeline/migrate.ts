@@ -14,7 +14,7 @@ import { EngineError, FerryError, UsageError } from '../errors.js';
 import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
-import { bindSources, checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
+import { bindSources, checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
 import { sweepHolders, sweepStaleHolders } from './volumes.js';
 
@@ -31,7 +31,8 @@ export interface MigrateOptions {
 }
 
 export interface MigrateResult {
-  containers: { name: string; id: string; started: boolean }[];
+  /** exitCode: the container stopped right after its start on the target. */
+  containers: { name: string; id: string; started: boolean; exitCode?: number }[];
   volumes: string[];
   imageBytes: number;
   volumeBytes: number;
@@ -160,6 +161,8 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
       result.containers[i]!.started = true;
     }
     undo.clear();
+    const exited = await watchStarted(target, result.containers.filter((c) => c.started), progress, signal);
+    for (const c of result.containers) if (exited.has(c.id)) c.exitCode = exited.get(c.id);
     result.durationMs = Date.now() - started;
     return result;
   } catch (err) {

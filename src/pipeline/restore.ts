@@ -20,7 +20,7 @@ import { abortable } from './backup.js';
 import { orchestratedBy } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { loadImage } from './load.js';
-import { bindSources, checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, type OnConflict } from './run.js';
+import { bindSources, checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from './volumes.js';
 
 export interface RestoreOptions {
@@ -73,7 +73,8 @@ export interface RestorePlan {
 export interface RestoreResult {
   location: string;
   plan: RestorePlan;
-  containers: { name: string; id: string; started: boolean }[];
+  /** exitCode: the container stopped right after its start (see watchStarted). */
+  containers: { name: string; id: string; started: boolean; exitCode?: number }[];
   durationMs: number;
   dryRun: boolean;
 }
@@ -304,6 +305,8 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       if (c.spec.state.paused) await engine.pause(out[i]!.id);
     }
     if (!opts.undo) undo.clear();
+    const exited = await watchStarted(engine, out.filter((c) => c.started), progress, signal);
+    for (const c of out) if (exited.has(c.id)) c.exitCode = exited.get(c.id);
     return { location: src.location, plan, containers: out, durationMs: Date.now() - started, dryRun: false };
   } catch (err) {
     reader.close();

@@ -170,4 +170,42 @@ export async function checkBindSources(
     );
 }
 
+/** How long restore and migrate watch the containers they started before reporting. */
+export const START_WATCH_MS = 2000;
+
+/**
+ * A service that exits right after its start (a missing config file, a port already taken by a
+ * process, ...) was restored but does not run again. Watch the started containers for `ms`, and
+ * warn with the exit code and the last lines of the log of each that stopped. Returns their exit
+ * codes by container id. Call it once the run is complete (nothing to roll back any more).
+ */
+export async function watchStarted(engine: Engine, started: { name: string; id: string }[], progress: Progress, signal: AbortSignal, ms = START_WATCH_MS): Promise<Map<string, number>> {
+  const exited = new Map<string, number>();
+  if (!started.length) return exited;
+  progress.step(`check that ${started.map((c) => c.name).join(', ')} keep${started.length === 1 ? 's' : ''} running`);
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+  if (signal.aborted) return exited; // the work is done: an interrupt only cuts the watch short
+  for (const c of started) {
+    const st = (await engine.inspectContainer(c.id).catch(() => undefined))?.State as { Running?: boolean; Restarting?: boolean; ExitCode?: number } | undefined;
+    if (!st || (st.Running && !st.Restarting)) continue;
+    const code = st.ExitCode ?? -1;
+    exited.set(c.id, code);
+    const log = (await engine.containerLogs(c.id, 5).catch(() => '')).trim();
+    progress.warn(
+      `${c.name} ${st.Restarting ? 'keeps restarting' : 'stopped'} right after its start (exit code ${code}); its data and settings are restored, but it does not run` +
+        (log ? `. Its last log lines:\n  ${log.split('\n').join('\n  ')}` : '') +
+        `\n  look with: docker logs ${c.name}`,
+    );
+  }
+  return exited;
+}
+
 export { LABEL_MANAGED };

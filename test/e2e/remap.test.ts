@@ -183,3 +183,28 @@ describe('a drill where the bind paths are gone (a spare host)', () => {
     expect(existsSync(path.join(dir, 'old'))).toBe(false); // a drill never writes host paths
   });
 });
+
+describe('a restored service that does not come back', () => {
+  it('is reported with its exit code and last log lines, not as running', async () => {
+    const svc = uid('needsconf');
+    const conf = path.join(dir, 'svc-conf');
+    mkdirSync(conf, { recursive: true });
+    writeFileSync(path.join(conf, 'app.conf'), 'ok\n');
+    docker(['run', '-d', '--name', svc, '-v', `${conf}:/conf`, BUSYBOX, 'sh', '-c', 'test -f /conf/app.conf || { echo "no /conf/app.conf, giving up" >&2; exit 3; }; sleep 100000']);
+    try {
+      const store = path.join(dir, 'svc');
+      const b = await ferry(['--json', 'backup', svc, '-o', store]);
+      expect(b.code, b.stderr).toBe(0);
+      // On the new host the config directory is elsewhere and was not put in place.
+      const r = await ferry(['-H', ENGINE_B, 'restore', JSON.parse(b.stdout).bundle, '--map-bind', `${conf}=${path.join(dir, 'svc-conf-missing')}`]);
+      expect(r.code, r.stderr).toBe(0); // the data and settings are restored
+      expect(r.stderr).toMatch(/does not exist on .*; the engine will create it as an empty directory/);
+      expect(r.stderr).toMatch(new RegExp(`warning: ${svc} stopped right after its start \\(exit code 3\\)[\\s\\S]*no /conf/app.conf, giving up`));
+      expect(r.stdout).toMatch(new RegExp(`restored ${svc} \\([0-9a-f]{12}\\), started but exited \\(code 3\\)`));
+    } finally {
+      cleanup(ENGINE_A, { containers: [svc] });
+      cleanup(ENGINE_B, { containers: [svc] });
+    }
+  });
+});
+

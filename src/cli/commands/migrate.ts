@@ -57,7 +57,8 @@ Examples:
           if (g.json) {
             deps.io.stdout.write(JSON.stringify({ ok: true, source: source.facts.endpoint, target: target.facts.endpoint, ...res }) + '\n');
           } else if (!g.quiet) {
-            for (const c of res.containers) deps.io.stdout.write(`migrated ${c.name} to ${target.facts.endpoint}${c.started ? ', running' : ', created'}\n`);
+            for (const c of res.containers)
+              deps.io.stdout.write(`migrated ${c.name} to ${target.facts.endpoint}${c.exitCode !== undefined ? `, started but exited (code ${c.exitCode})` : c.started ? ', running' : ', created'}\n`);
             deps.io.stdout.write(`sent ${humanBytes(res.imageBytes)} of image (${res.skippedLayers}/${res.totalLayers} layers already there) and ${humanBytes(res.volumeBytes)} of volume data in ${(res.durationMs / 1000).toFixed(1)}s\n`);
           }
           setExit(program, 0);

@@ -72,7 +72,8 @@ Examples:
           }
           for (const b of p.binds) out.write(`  ${b.restore ? 'write' : 'skip'} bind data for ${b.hostPath}\n`);
         } else if (!g.quiet) {
-          for (const c of res.containers) out.write(`restored ${c.name} (${c.id.slice(0, 12)})${c.started ? ', running' : ', created'}\n`);
+          for (const c of res.containers)
+            out.write(`restored ${c.name} (${c.id.slice(0, 12)})${c.exitCode !== undefined ? `, started but exited (code ${c.exitCode})` : c.started ? ', running' : ', created'}\n`);
         }
         setExit(program, 0);
       } finally {
