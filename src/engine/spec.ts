@@ -482,3 +482,19 @@ export function inspectRefs(inspect: { HostConfig?: Json; NetworkSettings?: { Ne
   const endpoints = Object.values(inspect.NetworkSettings?.Networks ?? {}).map((n) => ({ network: '', ...(n.Links?.length ? { links: n.Links } : {}) }));
   return containerRefs({ hostConfig: inspect.HostConfig ?? {}, endpoints } as ContainerSpec);
 }
+
+/** Whether an IPv4 address lies in an IPv4 CIDR (`10.1.0.0/16`); undefined when either is not IPv4. Pure. */
+export function ipv4InSubnet(address: string, cidr: string): boolean | undefined {
+  const num = (a: string) => {
+    const parts = a.split('.');
+    if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) return undefined;
+    return parts.reduce((n, p) => n * 256 + Number(p), 0);
+  };
+  const [net, bits] = cidr.split('/') as [string, string | undefined];
+  const a = num(address);
+  const n = num(net);
+  const b = bits === undefined ? 32 : Number(bits);
+  if (a === undefined || n === undefined || !Number.isInteger(b) || b < 0 || b > 32) return undefined;
+  const size = 2 ** (32 - b);
+  return Math.floor(a / size) === Math.floor(n / size);
+}

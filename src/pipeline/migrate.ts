@@ -14,7 +14,7 @@ import { EngineError, FerryError, UsageError } from '../errors.js';
 import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
-import { bindSources, checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
+import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
 import { sweepHolders, sweepStaleHolders } from './volumes.js';
 
@@ -72,6 +72,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   if (opts.onConflict === 'fail') await checkConflicts(target, names, allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })));
   // Bind data does not travel: its host paths must be there on the target.
   const targetSpecs = captured.map((c) => ({ spec: onTarget.spec(c.spec) }));
+  await checkStaticAddresses(target, targetSpecs.map((c) => c.spec));
   if (targetSpecs.some((c) => bindSources(c.spec).length)) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
 
   const undo = new Undo();

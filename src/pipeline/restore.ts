@@ -20,7 +20,7 @@ import { abortable } from './backup.js';
 import { orchestratedBy } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { loadImage } from './load.js';
-import { bindSources, checkBindSources, checkConflicts, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
+import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from './volumes.js';
 
 export interface RestoreOptions {
@@ -188,6 +188,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       const inBundle = new Set(c.binds.map((b) => b.destination));
       return { spec: rw?.spec(c.spec) ?? c.spec, inBundle, ...(opts.restoreBinds ? { written: inBundle } : {}) };
     });
+    await checkStaticAddresses(engine, specs.map((c) => c.spec));
     if (specs.some((c) => bindSources(c.spec).length))
       await checkBindSources(engine, opts.dryRun ? await engine.holderImageIfPresent() : await engine.ensureHolderImage(), specs, progress);
     if (opts.dryRun) {

@@ -4,7 +4,7 @@
  * nothing that existed before is touched unless --on-conflict replace asked for it.
  */
 import { type Engine, LABEL_MANAGED } from '../engine/engine.js';
-import { createPlan, endpointCreateConfig, networkCreateOptions, parseBind, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
+import { createPlan, endpointCreateConfig, ipv4InSubnet, networkCreateOptions, parseBind, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
 import type { VolumeEntry } from '../bundle/manifest.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import type { Progress } from './context.js';
@@ -167,6 +167,36 @@ export async function checkBindSources(
     throw new NotFoundError(
       `bind mount sources missing on ${engine.facts.endpoint}: ${refused.join('; ')}`,
       'the engine refuses to create these containers; create the paths (with their contents), or point restore or migrate elsewhere with --map-bind; nothing was changed',
+    );
+}
+
+/**
+ * Preflight for static addresses, before anything changes: a container with a fixed IPv4 address
+ * on a network that already exists on the target (reused, or joined through --map-network) can
+ * only be created when the address lies in that network's subnet; otherwise the engine refuses it
+ * after everything else was restored. Throws a ConflictError naming each misfit.
+ */
+export async function checkStaticAddresses(engine: Engine, specs: ContainerSpec[]): Promise<void> {
+  const problems: string[] = [];
+  const subnets = new Map<string, string[] | undefined>();
+  for (const spec of specs) {
+    for (const e of spec.endpoints) {
+      if (!e.ipv4Address) continue;
+      if (!subnets.has(e.network)) {
+        const n = await engine.inspectNetwork(e.network);
+        subnets.set(e.network, n ? ((n.IPAM?.Config ?? []) as { Subnet?: string }[]).map((c) => c.Subnet).filter((x): x is string => !!x) : undefined);
+      }
+      const nets = subnets.get(e.network);
+      if (!nets?.length) continue; // created from the bundle (with its subnet), or no subnet to check against
+      const fits = nets.map((n) => ipv4InSubnet(e.ipv4Address!, n));
+      if (fits.includes(true) || !fits.includes(false)) continue;
+      problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network} (its subnet here: ${nets.join(', ')})`);
+    }
+  }
+  if (problems.length)
+    throw new ConflictError(
+      `static addresses outside the subnet of networks that already exist on ${engine.facts.endpoint}: ${problems.join('; ')}`,
+      'nothing was changed; restore onto another network with --map-network, or remove or recreate the existing network with the bundle\'s subnet',
     );
 }
 

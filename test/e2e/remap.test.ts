@@ -208,3 +208,27 @@ describe('a restored service that does not come back', () => {
   });
 });
 
+describe('a static address that does not fit a network already on the target', () => {
+  it('is refused before anything changes (exit 6), naming the address, the network and its subnet here', async () => {
+    const svc = uid('static');
+    const snet = `${svc}-net`;
+    docker(['network', 'create', '--subnet', '172.31.250.0/24', snet]);
+    docker(['network', 'create', '--subnet', '172.31.251.0/24', snet], { host: ENGINE_B });
+    docker(['run', '-d', '--name', svc, '--network', snet, '--ip', '172.31.250.10', BUSYBOX, 'sleep', '100000']);
+    try {
+      const store = path.join(dir, 'static');
+      const b = await ferry(['--json', 'backup', svc, '-o', store]);
+      expect(b.code, b.stderr).toBe(0);
+      const r = await ferry(['-H', ENGINE_B, 'restore', JSON.parse(b.stdout).bundle]);
+      expect(r.code, r.stderr).toBe(6);
+      expect(r.stderr).toMatch(new RegExp(`${svc}: 172\\.31\\.250\\.10 on ${snet} \\(its subnet here: 172\\.31\\.251\\.0/24\\)`));
+      expect(r.stderr).toMatch(/nothing was changed; restore onto another network with --map-network/);
+      expect(exists('container', svc, ENGINE_B)).toBe(false);
+      expect(docker(['images', '-q', `ferry/${svc}`], { host: ENGINE_B })).toBe('');
+    } finally {
+      cleanup(ENGINE_A, { containers: [svc], networks: [snet] });
+      cleanup(ENGINE_B, { containers: [svc], networks: [snet] });
+    }
+  });
+});
+

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  captureNetwork, captureSpec, containerRefs, createPlan, dependencyOrder, inspectRefs, isUserNetwork, referenceGroups, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
+  captureNetwork, captureSpec, containerRefs, createPlan, dependencyOrder, inspectRefs, ipv4InSubnet, isUserNetwork, referenceGroups, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
   type CaptureInput, type ContainerSpec,
 } from '../../src/engine/spec.js';
 
@@ -840,4 +840,19 @@ describe('referenceGroups (backup --all)', () => {
     ).toEqual([id('b'), 'data', 'db'].sort());
     expect(inspectRefs({ HostConfig: { NetworkMode: 'default' } })).toEqual([]);
   });
+});
+
+describe('ipv4InSubnet', () => {
+  it.each([
+    ['172.30.77.10', '172.30.0.0/16', true],
+    ['172.31.0.1', '172.30.0.0/16', false],
+    ['10.0.0.255', '10.0.0.0/24', true],
+    ['10.0.1.0', '10.0.0.0/24', false],
+    ['192.168.1.7', '192.168.1.7/32', true],
+    ['1.2.3.4', '0.0.0.0/0', true],
+    ['fd00::10', '172.30.0.0/16', undefined],
+    ['10.0.0.1', 'fd00::/64', undefined],
+    ['10.0.0.300', '10.0.0.0/8', undefined],
+    ['10.0.0.1', '10.0.0.0/33', undefined],
+  ])('%s in %s: %s', (a, cidr, want) => expect(ipv4InSubnet(a, cidr)).toBe(want));
 });
