@@ -451,15 +451,15 @@ export class Engine {
     });
   }
 
-  /**
-   * An image with no files at all, imported from an empty tar: a container created from it (and
-   * never started) mounts volumes for the archive endpoints with no binaries and no pull.
-   */
   /** The holder image if the engine already has it (a dry run imports nothing). */
   async holderImageIfPresent(): Promise<string | undefined> {
     return (await this.imageExists(HOLDER_IMAGE)) ? HOLDER_IMAGE : undefined;
   }
 
+  /**
+   * An image with no files at all, imported from an empty tar: a container created from it (and
+   * never started) mounts volumes for the archive endpoints with no binaries and no pull.
+   */
   async ensureHolderImage(): Promise<string> {
     if (await this.imageExists(HOLDER_IMAGE)) return HOLDER_IMAGE;
     const emptyTar = Readable.from([Buffer.alloc(1024)]);

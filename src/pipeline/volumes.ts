@@ -241,15 +241,14 @@ export async function fillVolume(engine: Engine, image: string, volume: string, 
  */
 export async function hostPathExists(engine: Engine, image: string, hostPath: string): Promise<boolean | undefined> {
   if (engine.facts.podman) return undefined;
-  const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
-  let id: string;
+  let holder: Holder;
   try {
-    id = await engine.createContainer(name, holderCreateBody(image, { Type: 'bind', Source: hostPath, Target: MOUNT, ReadOnly: true }));
+    holder = await createHolder(engine, image, { Type: 'bind', Source: hostPath, Target: MOUNT, ReadOnly: true });
   } catch (err) {
-    await engine.removeContainer(name, { force: true }).catch(() => {});
+    // createHolder's error carries the engine's message.
     return /bind source path does not exist/i.test((err as Error).message) ? false : undefined;
   }
-  await engine.removeContainer(id, { force: true });
+  await holder.remove();
   return true;
 }
 
