@@ -141,7 +141,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
     for (const i of order) {
       checkAborted(signal);
       const c = captured[i]!;
-      const spec = renameContainerRefs(onTarget.spec(c.spec), containerNames);
+      const spec = renameContainerRefs(targetSpecs[i]!.spec, containerNames);
       result.containers[i]!.id = await createContainer(target, spec, containerNames[c.spec.name]!, images[c.spec.name]!, volumeNames, undo, progress);
     }
     if (opts.stopSource) {

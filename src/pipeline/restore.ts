@@ -125,16 +125,17 @@ function wantedName(name: string, opts: RestoreOptions, rw?: RestoreRewrite): st
   return opts.name ?? rw?.containerName(name) ?? name;
 }
 
-async function makePlan(engine: Engine, m: Manifest, opts: RestoreOptions, rw?: RestoreRewrite): Promise<RestorePlan> {
+/** `specs`: what each container of `m` is created from (after the rewrite), in the same order. */
+async function makePlan(engine: Engine, m: Manifest, specs: ContainerSpec[], opts: RestoreOptions, rw?: RestoreRewrite): Promise<RestorePlan> {
   const containers: RestorePlan['containers'] = [];
-  for (const c of m.containers) {
+  for (const [i, c] of m.containers.entries()) {
     const want = wantedName(c.spec.name, opts, rw);
     const exists = await engine.containerExists(want);
     const to = exists && opts.onConflict === 'rename' ? await freeName(want, (n) => engine.containerExists(n)) : want;
     containers.push({
       from: c.spec.name, to, image: c.image.ref, start: opts.start && c.spec.state.running, replace: exists && opts.onConflict === 'replace',
       ...(c.image.registry ? { pull: c.image.registry.host } : {}),
-      ports: publishedPorts(rw?.spec(c.spec) ?? c.spec),
+      ports: publishedPorts(specs[i]!),
     });
   }
   const volumes: RestorePlan['volumes'] = [];
@@ -182,15 +183,18 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       const names = m.containers.map((c) => wantedName(c.spec.name, opts, rw));
       await checkConflicts(engine, names, rw ? m.volumes.map((v) => rw.volume(v)) : m.volumes);
     }
-    const plan = await makePlan(engine, m, opts, rw);
+    // What each container is created from: its spec after the rewrite (drill, --map-*), once.
+    const specs = m.containers.map((c) => rw?.spec(c.spec) ?? c.spec);
+    const plan = await makePlan(engine, m, specs, opts, rw);
     if (opts.onConflict === 'replace') await checkReplaceable(engine, plan);
-    const specs = m.containers.map((c) => {
-      const inBundle = new Set(c.binds.map((b) => b.destination));
-      return { spec: rw?.spec(c.spec) ?? c.spec, inBundle, ...(opts.restoreBinds ? { written: inBundle } : {}) };
-    });
-    await checkStaticAddresses(engine, specs.map((c) => c.spec));
-    if (specs.some((c) => bindSources(c.spec).length))
-      await checkBindSources(engine, opts.dryRun ? await engine.holderImageIfPresent() : await engine.ensureHolderImage(), specs, progress);
+    await checkStaticAddresses(engine, specs);
+    if (specs.some((spec) => bindSources(spec).length)) {
+      const binds = m.containers.map((c, i) => {
+        const inBundle = new Set(c.binds.map((b) => b.destination));
+        return { spec: specs[i]!, inBundle, ...(opts.restoreBinds ? { written: inBundle } : {}) };
+      });
+      await checkBindSources(engine, opts.dryRun ? await engine.holderImageIfPresent() : await engine.ensureHolderImage(), binds, progress);
+    }
     if (opts.dryRun) {
       reader.close();
       return { location: src.location, plan, containers: [], durationMs: Date.now() - started, dryRun: true };
@@ -294,7 +298,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     for (const i of order) {
       checkAborted(signal);
       const c = m.containers[i]!;
-      const spec = renameContainerRefs(rw?.spec(c.spec) ?? c.spec, renamed);
+      const spec = renameContainerRefs(specs[i]!, renamed);
       out[i]!.id = await createContainer(engine, spec, out[i]!.name, images.get(c.spec.name)!, volumeNames, undo, progress);
     }
     for (const i of order) {
