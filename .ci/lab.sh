@@ -22,6 +22,7 @@ command -v zstd >/dev/null 2>&1 || need_pkgs="$need_pkgs zstd"
 command -v ip >/dev/null 2>&1 || need_pkgs="$need_pkgs iproute2"
 command -v pkill >/dev/null 2>&1 || need_pkgs="$need_pkgs procps"
 command -v podman >/dev/null 2>&1 || need_pkgs="$need_pkgs podman"
+command -v docker-compose >/dev/null 2>&1 || need_pkgs="$need_pkgs docker-compose"
 if [ -n "$need_pkgs" ]; then
   log "installing$need_pkgs"
   apt-get update -q >/dev/null
@@ -57,6 +58,12 @@ if ! docker -H unix:///var/run/docker-b.sock version >/dev/null 2>&1; then
     --iptables=false --ip-masq=false >"$LAB/dockerd-b.log" 2>&1 < /dev/null &
   wait_for 60 docker -H unix:///var/run/docker-b.sock info || { cat "$LAB/dockerd-b.log" >&2; exit 1; }
 fi
+# Engine A's iptables rules set the FORWARD policy to DROP and only accept traffic on its own
+# bridges; engine B runs without iptables, so traffic between two containers on one of B's
+# networks would be dropped (on a host of its own, B's rules would accept it). Accept what stays
+# on one bridge, as each engine does for its own.
+iptables -C DOCKER-USER -m physdev --physdev-is-bridged -j ACCEPT 2>/dev/null ||
+  iptables -I DOCKER-USER -m physdev --physdev-is-bridged -j ACCEPT
 
 # --- registry
 if ! wget -q -O /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null && ! curl -fsS http://127.0.0.1:5000/v2/ >/dev/null 2>&1; then

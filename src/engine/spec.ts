@@ -425,19 +425,27 @@ export function renameContainerRefs(spec: ContainerSpec, to: Record<string, stri
 
 /**
  * The order to create and start containers in: each after the ones of the same set it refers to
- * (a `container:<name>` network needs that container, running). Indices into `specs`; otherwise
- * the given order. A cycle (the engine cannot create one) keeps the given order for its members.
+ * (a `container:<name>` network needs that container, running) and after the Compose services it
+ * depends on (Compose v2 records `depends_on` in a label; v1 does not). Indices into `specs`;
+ * otherwise the given order. A cycle (the engine cannot create one) keeps the given order for its
+ * members.
  */
 export function dependencyOrder(specs: ContainerSpec[]): number[] {
   const index = new Map(specs.map((s, i) => [s.name, i]));
+  const labels = specs.map((s) => (s.config.Labels as Record<string, string> | undefined) ?? {});
+  const composeDeps = (i: number): number[] => {
+    const project = composeProject(labels[i]);
+    const services = (labels[i]!['com.docker.compose.depends_on'] ?? '').split(',').map((d) => d.split(':')[0]!.trim()).filter(Boolean);
+    if (!project || !services.length) return [];
+    return specs.flatMap((_, j) => (composeProject(labels[j]) === project && services.includes(labels[j]!['com.docker.compose.service'] ?? '') ? [j] : []));
+  };
   const done = new Set<number>();
   const visiting = new Set<number>();
   const out: number[] = [];
   const visit = (i: number) => {
     if (done.has(i) || visiting.has(i)) return;
     visiting.add(i);
-    for (const ref of containerRefs(specs[i]!)) {
-      const j = index.get(ref);
+    for (const j of [...containerRefs(specs[i]!).map((ref) => index.get(ref)), ...composeDeps(i)]) {
       if (j !== undefined && j !== i) visit(j);
     }
     visiting.delete(i);
@@ -448,12 +456,27 @@ export function dependencyOrder(specs: ContainerSpec[]): number[] {
   return out;
 }
 
+/** The label Compose (v1 and v2) puts on every container, network and volume of a project. */
+export const COMPOSE_PROJECT = 'com.docker.compose.project';
+
+/**
+ * The Compose project a container belongs to, from its labels; undefined for a container outside
+ * any project and for a one-off (`docker compose run`) container, which is not part of the stack. Pure.
+ */
+export function composeProject(labels: Record<string, string> | null | undefined): string | undefined {
+  const project = labels?.[COMPOSE_PROJECT];
+  if (!project) return undefined;
+  return /^true$/i.test(labels?.['com.docker.compose.oneoff'] ?? '') ? undefined : project;
+}
+
 /**
  * Containers that must travel together, from what each refers to (containerRefs, by name or id,
- * full or a unique prefix): the connected groups, each in the given order, groups in the order of
- * their first member. References to containers not in `list` are ignored. Pure.
+ * full or a unique prefix) and from the Compose project each belongs to (a stack restores as a
+ * unit: its services find each other by name on the project's network): the connected groups,
+ * each in the given order, groups in the order of their first member. References to containers
+ * not in `list` are ignored. Pure.
  */
-export function referenceGroups(list: { id: string; name: string; refs: string[] }[]): string[][] {
+export function referenceGroups(list: { id: string; name: string; refs: string[]; project?: string }[]): string[][] {
   const parent = list.map((_, i) => i);
   const find = (i: number): number => (parent[i] === i ? i : (parent[i] = find(parent[i]!)));
   const resolve = (ref: string) => {
@@ -467,6 +490,8 @@ export function referenceGroups(list: { id: string; name: string; refs: string[]
       const j = resolve(ref);
       if (j >= 0) parent[find(i)] = find(j);
     }
+    const j = c.project === undefined ? -1 : list.findIndex((o) => o.project === c.project);
+    if (j >= 0) parent[find(i)] = find(j);
   });
   const groups = new Map<number, string[]>();
   list.forEach((c, i) => {

@@ -4,8 +4,8 @@
  */
 import os from 'node:os';
 import { type Engine, LABEL_MANAGED } from '../engine/engine.js';
-import { captureNetwork, captureSpec, isUserNetwork, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
-import { UsageError } from '../errors.js';
+import { captureNetwork, captureSpec, composeProject, isUserNetwork, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
+import { NotFoundError, UsageError } from '../errors.js';
 import type { VolumeEntry } from '../bundle/manifest.js';
 import type { Progress } from './context.js';
 import { QuiesceJournal } from '../util/state.js';
@@ -129,6 +129,28 @@ export async function quiesce(
       await engine.restart(d.id).catch((err) => progress.warn(`${d.name} uses ${spec.name}'s network and could not be restarted: ${(err as Error).message}; restart it with: docker restart ${d.name}`));
     }
   };
+}
+
+/**
+ * The containers of Compose projects (`--project`), running or not, by name (sorted; one-off
+ * `docker compose run` containers and ferry's own are left out). A project with no container on
+ * the engine is a not-found error that lists the projects there are.
+ */
+export async function projectContainers(engine: Engine, projects: string[]): Promise<string[]> {
+  const list = (await engine.listContainers(true)).filter((c) => !c.Labels?.[LABEL_MANAGED]);
+  const names: string[] = [];
+  for (const p of projects) {
+    const members = list.filter((c) => composeProject(c.Labels) === p).map((c) => (c.Names?.[0] ?? c.Id).replace(/^\//, ''));
+    if (!members.length) {
+      const there = [...new Set(list.map((c) => composeProject(c.Labels)).filter((x): x is string => !!x))].sort();
+      throw new NotFoundError(
+        `no container of Compose project ${p} on ${engine.facts.endpoint}`,
+        there.length ? `projects there: ${there.join(', ')}` : 'no container there belongs to a Compose project (label com.docker.compose.project)',
+      );
+    }
+    for (const n of members.sort()) if (!names.includes(n)) names.push(n);
+  }
+  return names;
 }
 
 /** Running containers whose network mode is `container:<spec>` (by id or by name). */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  captureNetwork, captureSpec, containerRefs, createPlan, dependencyOrder, inspectRefs, ipv4InSubnet, isUserNetwork, referenceGroups, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
+  captureNetwork, captureSpec, composeProject, containerRefs, createPlan, dependencyOrder, inspectRefs, ipv4InSubnet, isUserNetwork, referenceGroups, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
   type CaptureInput, type ContainerSpec,
 } from '../../src/engine/spec.js';
 
@@ -800,6 +800,20 @@ describe('references between containers', () => {
     expect(dependencyOrder([vpn, data]).map((i) => [vpn, data][i]!.name)).toEqual(['vpn', 'data']);
   });
 
+  it('orders Compose services after those they depend on (v2 label), within their project only', () => {
+    const svc = (name: string, project: string, service: string, dependsOn?: string): ContainerSpec => ({
+      ...bare(name),
+      config: { Labels: { 'com.docker.compose.project': project, 'com.docker.compose.service': service, ...(dependsOn ? { 'com.docker.compose.depends_on': dependsOn } : {}) } },
+    });
+    const specs = [
+      svc('shop-web-1', 'shop', 'web', 'api:service_started:false,db:service_healthy:true'),
+      svc('shop-api-1', 'shop', 'api', 'db:service_healthy:false'),
+      svc('blog-db-1', 'blog', 'db'), // another project's db: not a dependency of shop's services
+      svc('shop-db-1', 'shop', 'db'),
+    ];
+    expect(dependencyOrder(specs).map((i) => specs[i]!.name)).toEqual(['shop-db-1', 'shop-api-1', 'shop-web-1', 'blog-db-1']);
+  });
+
   it('keeps the given order inside a cycle and still lists everything once', () => {
     const a = bare('a', { VolumesFrom: ['b'] });
     const b = bare('b', { VolumesFrom: ['a'] });
@@ -829,6 +843,26 @@ describe('referenceGroups (backup --all)', () => {
       { id: id('f'), name: 'backup-agent', refs: ['bbbbbbbbbbbb'] }, // a unique id prefix
     ];
     expect(referenceGroups(list)).toEqual([['web', 'cache'], ['vpn', 'torrent', 'backup-agent'], ['solo']]);
+  });
+
+  it('keeps the containers of one Compose project together, with or without references', () => {
+    const list = [
+      { id: id('a'), name: 'shop_web_1', refs: [], project: 'shop' },
+      { id: id('b'), name: 'solo', refs: [] },
+      { id: id('c'), name: 'blog_db_1', refs: [], project: 'blog' },
+      { id: id('d'), name: 'shop_db_1', refs: [], project: 'shop' },
+      { id: id('e'), name: 'sidecar', refs: ['blog_db_1'] },
+      { id: id('f'), name: 'shop_worker_1', refs: [], project: 'shop' },
+    ];
+    expect(referenceGroups(list)).toEqual([['shop_web_1', 'shop_db_1', 'shop_worker_1'], ['solo'], ['blog_db_1', 'sidecar']]);
+  });
+
+  it('reads the Compose project from labels; one-off `compose run` containers belong to none', () => {
+    expect(composeProject({ 'com.docker.compose.project': 'shop', 'com.docker.compose.oneoff': 'False' })).toBe('shop');
+    expect(composeProject({ 'com.docker.compose.project': 'shop', 'com.docker.compose.oneoff': 'True' })).toBeUndefined();
+    expect(composeProject({ 'com.docker.compose.project': 'shop', 'com.docker.compose.oneoff': 'true' })).toBeUndefined();
+    expect(composeProject({ other: 'x' })).toBeUndefined();
+    expect(composeProject(null)).toBeUndefined();
   });
 
   it('reads the references from docker inspect', () => {

@@ -7,7 +7,7 @@ import { BundleError, EXIT, FerryError, toFerryError, UsageError } from '../../e
 import { ping } from '../../util/notify.js';
 import { VERSION } from '../../version.js';
 import { backup } from '../../pipeline/backup.js';
-import type { Consistency } from '../../pipeline/capture.js';
+import { projectContainers, type Consistency } from '../../pipeline/capture.js';
 import { resolveTransport } from '../../transport/resolve.js';
 import { EncryptingTransport } from '../../transport/encrypted.js';
 import type { Transport } from '../../transport/transport.js';
@@ -18,8 +18,8 @@ import { secondsOption } from './prune.js';
 import { verifyText } from './verify.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
-import { inspectRefs, referenceGroups } from '../../engine/spec.js';
-import { choice, codecOption, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
+import { composeProject, inspectRefs, referenceGroups } from '../../engine/spec.js';
+import { choice, codecOption, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 
 interface BackupFlags {
   output: string;
@@ -29,6 +29,7 @@ interface BackupFlags {
   notifyUrl?: string;
   encrypt?: boolean;
   all?: boolean;
+  project?: string[];
   consistency: Consistency;
   compress?: Codec;
   includeBinds?: boolean;
@@ -44,7 +45,8 @@ export function backupCommand(program: Command, deps: Deps): Command {
     .description('Back up containers (configuration, committed writable layer, volume data) into one bundle')
     .argument('[container...]', 'containers to back up (name or id)')
     .requiredOption('-o, --output <target>', 'a directory (a bundle name is generated), a file ending in .tar, or - for stdout')
-    .option('--all', 'back up every running container, one bundle each (containers that refer to each other share one; exit 3 when some fail)')
+    .option('--all', 'back up every running container, one bundle each (containers that refer to each other, or belong to one Compose project, share one; exit 3 when some fail)')
+    .addOption(new Option('--project <name>', 'the containers of a Compose project (label com.docker.compose.project), running or not, into one bundle (repeatable)').argParser(collect))
     .addOption(new Option('--consistency <mode>', 'pause: pause while committing and reading volumes; stop: stop and start again; none').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--stop-timeout <seconds>', `with --consistency stop: ${STOP_TIMEOUT_HELP}`).argParser(stopTimeoutOption))
     .addOption(new Option('--compress <codec>', 'compression of volume data (the image uses gzip unless none): zstd, gzip, none').argParser(codecOption))
@@ -63,6 +65,7 @@ Examples:
   ferry backup web -o /backups
   ferry backup web db -o /backups/app.tar --consistency stop
   ferry backup --all -o /backups --compress gzip
+  ferry backup --project shop -o /backups
   ferry backup web -o - | ssh host 'cat > web.tar'
   ferry backup web -o /backups --image-mode push --registry registry.example.com:5000/backups`)
     .action(async (containers: string[], flags: BackupFlags) => {
@@ -79,7 +82,7 @@ Examples:
         let names = containers;
         let groups: string[][] = [];
         if (flags.all) {
-          if (containers.length) throw new UsageError('give container names or --all, not both');
+          if (containers.length || flags.project) throw new UsageError(`give ${containers.length ? 'container names' : '--project'} or --all, not both`);
           // One bundle per container: they need a store (a directory), not one file or stdout.
           if (flags.output === '-' || flags.output.endsWith('.tar'))
             throw new UsageError('--all writes one bundle per container into a directory', 'give -o a directory (a local path or ssh://host/dir)');
@@ -88,10 +91,12 @@ Examples:
           // Containers that refer to each other (a sidecar in another's network, --volumes-from,
           // links) share a bundle: one restores only where the other exists.
           const list = await Promise.all(
-            running.map(async (c) => ({ id: c.Id, name: c.Names[0]!.replace(/^\//, ''), refs: inspectRefs((await eng.inspectContainer(c.Id)) as never) })),
+            running.map(async (c) => ({ id: c.Id, name: c.Names[0]!.replace(/^\//, ''), refs: inspectRefs((await eng.inspectContainer(c.Id)) as never), project: composeProject(c.Labels) })),
           );
           groups = referenceGroups(list);
           names = groups.flat();
+        } else if (flags.project) {
+          names = [...containers, ...(await projectContainers(eng, flags.project)).filter((n) => !containers.includes(n))];
         }
         if (!names.length) throw new UsageError('name at least one container, or use --all');
         let registry: { host: string; prefix: string; auth: Awaited<ReturnType<typeof resolveRegistryAuth>> } | undefined;

@@ -1,11 +1,12 @@
 import { Command, Option } from 'commander';
 import { openEngine } from '../../engine/connect.js';
 import { migrate } from '../../pipeline/migrate.js';
-import type { Consistency } from '../../pipeline/capture.js';
+import { projectContainers, type Consistency } from '../../pipeline/capture.js';
 import type { OnConflict } from '../../pipeline/run.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
-import { addRemapOptions, choice, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
+import { addRemapOptions, choice, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
+import { UsageError } from '../../errors.js';
 import { describeRemap, parseRemap, type RemapFlags } from '../../pipeline/remap.js';
 
 interface MigrateFlags extends RemapFlags {
@@ -15,15 +16,17 @@ interface MigrateFlags extends RemapFlags {
   onConflict: OnConflict;
   start: boolean;
   stopSource?: boolean;
+  project?: string[];
 }
 
 export function migrateCommand(program: Command, deps: Deps): Command {
   const cmd = new Command('migrate')
     .description('Move containers to another engine with their data and settings, streamed directly (no bundle on disk)')
-    .argument('<container...>', 'containers to migrate (on the source engine: -H, else the default)')
+    .argument('[container...]', 'containers to migrate (on the source engine: -H, else the default)')
     .requiredOption('--to <engine>', 'target engine: ssh://[user@]host[:port][/socket], unix:///path, tcp://host:port')
     .addOption(new Option('--consistency <mode>', 'pause (default), stop, or none, as for backup').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--on-conflict <policy>', 'when the target has a container or volume of that name: fail, replace, rename').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
+    .addOption(new Option('--project <name>', 'also migrate the containers of this Compose project (label com.docker.compose.project), running or not (repeatable)').argParser(collect))
     .option('--no-start', 'create the containers on the target but do not start them')
     .option('--stop-source', 'stop the source containers after the snapshot, before the target starts (final cutover)')
     .addOption(new Option('--stop-timeout <seconds>', `with --consistency stop or --stop-source: ${STOP_TIMEOUT_HELP}`).argParser(stopTimeoutOption));
@@ -32,6 +35,7 @@ export function migrateCommand(program: Command, deps: Deps): Command {
 Examples:
   ferry migrate web --to ssh://root@newhost
   ferry migrate web db --to ssh://newhost --stop-source
+  ferry migrate --project shop --to ssh://newhost --stop-source
   ferry -H ssh://oldhost migrate web --to ssh://newhost
   ferry migrate web --to ssh://newhost --map-bind /srv/web=/data/web --map-network backend=prod`)
     .action(async (containers: string[], flags: MigrateFlags) => {
@@ -40,8 +44,10 @@ Examples:
       const remap = parseRemap(flags); // a malformed mapping fails before any engine is contacted
       const progress = createProgress({ quiet: !!g.quiet });
       if (remap) for (const line of describeRemap(remap)) progress.info(`map ${line}`);
+      if (!containers.length && !flags.project) throw new UsageError('name at least one container to migrate, or a Compose project with --project');
       const source = await openEngine(g.host, { ssh: deps.ssh() });
       try {
+        if (flags.project) containers = [...containers, ...(await projectContainers(source, flags.project)).filter((n) => !containers.includes(n))];
         const target = await openEngine(flags.to, { ssh: deps.ssh() });
         try {
           const res = await migrate(source, target, {
