@@ -458,6 +458,26 @@ export function dependencyOrder(specs: ContainerSpec[]): number[] {
 
 /** The label Compose (v1 and v2) puts on every container, network and volume of a project. */
 export const COMPOSE_PROJECT = 'com.docker.compose.project';
+const COMPOSE_LABEL = /^com\.docker\.compose\./;
+
+/** The labels without Compose's (`com.docker.compose.*`). Pure. */
+export function withoutComposeLabels(labels: Record<string, string> | null | undefined): Record<string, string> {
+  return Object.fromEntries(Object.entries(labels ?? {}).filter(([k]) => !COMPOSE_LABEL.test(k)));
+}
+
+/**
+ * The labels to create a copy of a Compose service's container with, so that Compose does not
+ * take the copy for the service: every Compose label of `own` or of the image set to the empty
+ * string. An engine cannot drop a label the image has (a container gets every image label it does
+ * not set itself), and a snapshot image carries the labels its container had when committed;
+ * Compose finds its containers by label value, which an empty one does not match. Undefined when
+ * neither has a Compose label. Pure.
+ */
+export function detachedFromCompose(own: Record<string, string> | null | undefined, fromImage: Record<string, string> | null | undefined): Record<string, string> | undefined {
+  const keys = [...Object.keys(own ?? {}), ...Object.keys(fromImage ?? {})].filter((k) => COMPOSE_LABEL.test(k));
+  if (!keys.length) return undefined;
+  return { ...withoutComposeLabels(own), ...Object.fromEntries(keys.map((k) => [k, ''])) };
+}
 
 /**
  * The Compose project a container belongs to, from its labels; undefined for a container outside

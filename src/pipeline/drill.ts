@@ -11,11 +11,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { BindEntry, Manifest, VolumeEntry } from '../bundle/manifest.js';
-import { isUserNetwork, parseBind, splitLink, type ContainerSpec, type EndpointSpec, type NetworkSpec } from '../engine/spec.js';
+import { isUserNetwork, parseBind, splitLink, withoutComposeLabels, type ContainerSpec, type EndpointSpec, type NetworkSpec } from '../engine/spec.js';
 import type { RestoreRewrite } from './restore.js';
 
 export const LABEL_DRILL = 'io.ferry.drill';
-const COMPOSE_LABEL = /^com\.docker\.compose\./;
 const BRIDGE_NAME = 'com.docker.network.bridge.name';
 
 /** A short random id for one drill: 6 hex digits. */
@@ -50,10 +49,7 @@ export interface Drilled<T> {
 
 /** Labels of the original minus Compose's (so `docker compose` never adopts a drill copy), plus the drill label. */
 function drillLabels(labels: Record<string, string> | null | undefined, id: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(labels ?? {})) if (!COMPOSE_LABEL.test(k)) out[k] = v;
-  out[LABEL_DRILL] = id;
-  return out;
+  return { ...withoutComposeLabels(labels), [LABEL_DRILL]: id };
 }
 
 /** A legacy link (`name`, `name:alias`, or `/name:/container/alias` as inspect shows it) -> `newname:alias`. */

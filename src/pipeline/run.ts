@@ -4,7 +4,7 @@
  * nothing that existed before is touched unless --on-conflict replace asked for it.
  */
 import { type Engine, LABEL_MANAGED } from '../engine/engine.js';
-import { createPlan, endpointCreateConfig, ipv4InSubnet, networkCreateOptions, parseBind, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
+import { COMPOSE_PROJECT, createPlan, endpointCreateConfig, ipv4InSubnet, networkCreateOptions, parseBind, detachedFromCompose, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
 import type { VolumeEntry } from '../bundle/manifest.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import type { Progress } from './context.js';
@@ -99,6 +99,19 @@ export async function createContainer(
   undo: Undo,
   progress: Progress,
 ): Promise<string> {
+  // A container under another name than it had is a copy (beside the original, a drill's, or a
+  // restore under --name): with the original's Compose labels, `docker compose` would take it for
+  // the project's service, and scaling back to one may remove the original.
+  if (name !== spec.name) {
+    const own = spec.config.Labels as Record<string, string> | undefined;
+    const fromImage = ((await engine.inspectImage(image)).Config?.Labels as Record<string, string> | null | undefined) ?? undefined;
+    const labels = detachedFromCompose(own, fromImage);
+    if (labels) {
+      const was = { ...fromImage, ...own };
+      progress.info(`${name} is created with the Compose labels of ${spec.name} (service ${was['com.docker.compose.service'] || '?'} of project ${was[COMPOSE_PROJECT] || '?'}) emptied, so that docker compose does not take the copy for that service`);
+      spec = { ...spec, config: { ...spec.config, Labels: labels } };
+    }
+  }
   const plan = createPlan(spec, image, { volumeNames, multiEndpoint: engine.apiAtLeast('1.44'), bridge: engine.facts.podman ? 'podman' : 'bridge' });
   progress.step(`create container ${name}`);
   const id = await engine.createContainer(name, plan.body);

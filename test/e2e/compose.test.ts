@@ -10,7 +10,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, uid } from '../helpers/lab.js';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, uid, waitFor } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-compose-'));
 const project = uid('ftc');
@@ -28,6 +28,12 @@ function compose(...args: string[]): string {
   });
   if (r.status !== 0) throw new Error(`docker-compose ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   return `${r.stdout}${r.stderr}`;
+}
+
+/** The project and service labels of a container (undefined when it has none). */
+function composeLabels(container: string): { project?: string; service?: string } {
+  const labels = inspect('container', container).Config.Labels as Record<string, string>;
+  return { project: labels['com.docker.compose.project'], service: labels['com.docker.compose.service'] };
 }
 
 const served = (host: string) => docker(['exec', client, 'wget', '-q', '-O', '-', 'http://web:8081/'], { host });
@@ -94,6 +100,29 @@ describe('a Compose project', () => {
     expect(up).not.toMatch(/Recreating|Creating/);
     expect([web, client, job].map((c) => inspect('container', c).Id)).toEqual(ids);
     expect(compose('ps', '-q').split('\n').filter(Boolean).sort()).toEqual([...ids].sort());
+  });
+
+  it('a copy restored beside the stack (--on-conflict rename) has no Compose labels: Compose goes on managing only the originals', async () => {
+    const ids = compose('ps', '-q').split('\n').filter(Boolean).sort();
+    const r = await ferry(['restore', bundle, '--on-conflict', 'rename', '--no-start']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`${web}-restored is created with the Compose labels of ${web} \\(service web of project ${project}\\) emptied`));
+    for (const c of [web, client, job]) expect(composeLabels(`${c}-restored`)).toEqual({ project: '', service: '' });
+    expect(compose('ps', '-q').split('\n').filter(Boolean).sort()).toEqual(ids);
+    expect(compose('up', '-d')).not.toMatch(/Recreating|Creating|Removing|Stopping/);
+    expect(compose('ps', '-q').split('\n').filter(Boolean).sort()).toEqual(ids);
+    cleanup(ENGINE_A, { containers: [web, client, job].map((c) => `${c}-restored`), volumes: [`${volume}-restored`] });
+  });
+
+  it('a drill copy of the stack is not taken for it by Compose', async () => {
+    const ids = compose('ps', '-q').split('\n').filter(Boolean).sort();
+    const drill = ferry(['drill', bundle, '--probe-in', client, '--probe', 'sleep 3; wget -q -O - http://web:8081/', '--timeout', '60']);
+    let copy = '';
+    await waitFor('the drill copy of web', () => (copy = docker(['ps', '-q', '--filter', `name=ferry-drill-.*-${web}`])) !== '');
+    expect(composeLabels(copy)).toEqual({ project: '', service: '' });
+    expect(compose('ps', '-q').split('\n').filter(Boolean).sort()).toEqual(ids);
+    const r = await drill;
+    expect(r.code, r.stderr).toBe(0);
   });
 
   it('backup --all puts the running services of the project into one bundle', async () => {

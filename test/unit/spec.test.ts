@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  captureNetwork, captureSpec, composeProject, containerRefs, createPlan, dependencyOrder, inspectRefs, ipv4InSubnet, isUserNetwork, referenceGroups, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
+  captureNetwork, captureSpec, composeProject, containerRefs, detachedFromCompose, withoutComposeLabels, createPlan, dependencyOrder, inspectRefs, ipv4InSubnet, isUserNetwork, referenceGroups, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
   type CaptureInput, type ContainerSpec,
 } from '../../src/engine/spec.js';
 
@@ -863,6 +863,21 @@ describe('referenceGroups (backup --all)', () => {
     expect(composeProject({ 'com.docker.compose.project': 'shop', 'com.docker.compose.oneoff': 'true' })).toBeUndefined();
     expect(composeProject({ other: 'x' })).toBeUndefined();
     expect(composeProject(null)).toBeUndefined();
+    expect(withoutComposeLabels({ 'com.docker.compose.project': 'shop', 'com.docker.compose.service': 'web', 'ferry.pre-exec': 'sync', 'com.docker.composer': 'x' })).toEqual({
+      'ferry.pre-exec': 'sync',
+      'com.docker.composer': 'x',
+    });
+    expect(withoutComposeLabels(undefined)).toEqual({});
+  });
+
+  it('empties the Compose labels of a copy, its own and those its image brings', () => {
+    const image = { 'com.docker.compose.project': 'shop', 'com.docker.compose.service': 'web', maintainer: 'x' };
+    expect(detachedFromCompose({ 'com.docker.compose.project': 'shop', app: 'web' }, image)).toEqual({
+      app: 'web', 'com.docker.compose.project': '', 'com.docker.compose.service': '',
+    });
+    expect(detachedFromCompose({ 'io.ferry.drill': 'abc' }, image)).toEqual({ 'io.ferry.drill': 'abc', 'com.docker.compose.project': '', 'com.docker.compose.service': '' });
+    expect(detachedFromCompose({ app: 'web' }, { maintainer: 'x' })).toBeUndefined();
+    expect(detachedFromCompose(undefined, null)).toBeUndefined();
   });
 
   it('reads the references from docker inspect', () => {
