@@ -19,7 +19,7 @@ import {
   FORMAT, FORMAT_VERSION, memberName,
   type ContainerEntry, type ImageFacts, type Manifest, type MemberPlan, type Trailer, type VolumeEntry,
 } from '../bundle/manifest.js';
-import { secretLikeEnvNames, type NetworkSpec } from '../engine/spec.js';
+import { composeProject, secretLikeEnvNames, type NetworkSpec } from '../engine/spec.js';
 import { describeAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
 import type { Transport } from '../transport/transport.js';
@@ -65,8 +65,12 @@ export function imageCodec(c: Codec): Codec {
   return c === 'none' ? 'none' : 'gzip';
 }
 
-export function bundleFileName(containers: string[], when: Date): string {
-  const base = containers.length === 1 ? containers[0]! : `${containers[0]}-and-${containers.length - 1}-more`;
+/**
+ * `ferry-<name>-<UTC stamp>.tar`: the container's name; for several, the Compose project they all
+ * belong to (`project`), else the first one's name and how many more. Pure.
+ */
+export function bundleFileName(containers: string[], when: Date, project?: string): string {
+  const base = containers.length === 1 ? containers[0]! : (project ?? `${containers[0]}-and-${containers.length - 1}-more`);
   return `ferry-${base.replace(/[^A-Za-z0-9_.-]/g, '_')}-${utcStamp(when)}.tar`;
 }
 
@@ -175,7 +179,8 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   };
 
   // 3. write: manifest, then per container its volumes (while quiesced) and its image.
-  const sink = await transport.createBundle(bundleFileName(names, when));
+  const projects = new Set(captured.map((c) => composeProject(c.labels)));
+  const sink = await transport.createBundle(bundleFileName(names, when, projects.size === 1 ? [...projects][0] : undefined));
   const writer = new BundleWriter(sink, manifest);
   const snapshots: string[] = [];
   const pendingSaves: Promise<Readable>[] = [];

@@ -69,6 +69,7 @@ beforeAll(async () => {
   expect(r.code, r.stderr).toBe(0);
   expect([...JSON.parse(r.stdout).containers].sort()).toEqual([client, job, web].sort());
   bundle = path.join(dir, readdirSync(dir).find((f) => f.endsWith('.tar'))!);
+  expect(path.basename(bundle)).toMatch(new RegExp(`^ferry-${project}-\\d{8}T\\d{6}Z\\.tar$`)); // named after the project
 });
 
 afterAll(() => {
