@@ -544,6 +544,11 @@ export class Engine {
     }
   }
 
+  /** Every network on the engine, with its IPAM configuration (GET /networks). */
+  listNetworks(): Promise<NetworkInspect[]> {
+    return this.call('list networks', async () => (await this.docker.listNetworks()) as NetworkInspect[]);
+  }
+
   async createNetwork(spec: Record<string, unknown>): Promise<string> {
     const n = (await this.call(`create network ${String(spec.Name)}`, () => this.docker.createNetwork(spec as never))) as unknown as { id: string };
     return n.id;

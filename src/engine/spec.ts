@@ -528,6 +528,16 @@ export function inspectRefs(inspect: { HostConfig?: Json; NetworkSettings?: { Ne
   return containerRefs({ hostConfig: inspect.HostConfig ?? {}, endpoints } as ContainerSpec);
 }
 
+/** Whether two IPv4 CIDRs share an address; undefined when either is not IPv4. Pure. */
+export function ipv4SubnetsOverlap(a: string, b: string): boolean | undefined {
+  const [netA] = a.split('/') as [string];
+  const [netB] = b.split('/') as [string];
+  const aInB = ipv4InSubnet(netA, b);
+  const bInA = ipv4InSubnet(netB, a);
+  if (aInB === undefined || bInA === undefined) return undefined;
+  return aInB || bInA; // CIDRs nest or are apart: one holds the other's network address
+}
+
 /** Whether an IPv4 address lies in an IPv4 CIDR (`10.1.0.0/16`); undefined when either is not IPv4. Pure. */
 export function ipv4InSubnet(address: string, cidr: string): boolean | undefined {
   const num = (a: string) => {

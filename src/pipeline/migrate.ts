@@ -72,7 +72,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   if (opts.onConflict === 'fail') await checkConflicts(target, names, allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })));
   // Bind data does not travel: its host paths must be there on the target.
   const targetSpecs = captured.map((c) => ({ spec: onTarget.spec(c.spec) }));
-  await checkStaticAddresses(target, targetSpecs.map((c) => c.spec));
+  await checkStaticAddresses(target, targetSpecs.map((c) => c.spec), captured.flatMap((c) => c.networks).map(onTarget.network));
   if (targetSpecs.some((c) => bindSources(c.spec).length)) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
 
   const undo = new Undo();

@@ -187,7 +187,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     const specs = m.containers.map((c) => rw?.spec(c.spec) ?? c.spec);
     const plan = await makePlan(engine, m, specs, opts, rw);
     if (opts.onConflict === 'replace') await checkReplaceable(engine, plan);
-    await checkStaticAddresses(engine, specs);
+    await checkStaticAddresses(engine, specs, m.networks.map((n) => rw?.network(n) ?? n));
     if (specs.some((spec) => bindSources(spec).length)) {
       const binds = m.containers.map((c, i) => {
         const inBundle = new Set(c.binds.map((b) => b.destination));

@@ -4,7 +4,7 @@
  * nothing that existed before is touched unless --on-conflict replace asked for it.
  */
 import { type Engine, LABEL_MANAGED } from '../engine/engine.js';
-import { COMPOSE_PROJECT, createPlan, endpointCreateConfig, ipv4InSubnet, networkCreateOptions, parseBind, detachedFromCompose, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
+import { COMPOSE_PROJECT, createPlan, endpointCreateConfig, ipv4InSubnet, ipv4SubnetsOverlap, networkCreateOptions, parseBind, detachedFromCompose, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
 import type { VolumeEntry } from '../bundle/manifest.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import type { Progress } from './context.js';
@@ -54,9 +54,35 @@ export async function ensureNetwork(engine: Engine, n: NetworkSpec, undo: Undo, 
     else progress.info(`network ${n.name} exists; reusing it`);
     return;
   }
+  // The bundle's subnet is taken here (the original's network, when a copy goes beside it under
+  // --map-network; another network on a new host): the engine would refuse it. No container has a
+  // fixed address on it (checkStaticAddresses refused that up front), so any subnet will do.
+  const taken = await subnetsTaken(engine, n);
+  if (taken.length) {
+    progress.warn(`network ${n.name}: its subnet ${networkSubnets(n).join(', ')} is taken here (${taken.join('; ')}); created with a subnet the engine picks`);
+    n = { ...n, ipam: { ...(n.ipam ?? { Driver: 'default' }), Config: [] } };
+  }
   progress.step(`create network ${n.name}`);
   await engine.createNetwork(networkCreateOptions(n));
   undo.add(`remove network ${n.name}`, () => engine.removeNetwork(n.name));
+}
+
+/** The IPv4 and IPv6 subnets a network was created with. */
+function networkSubnets(n: NetworkSpec): string[] {
+  return (n.ipam?.Config ?? []).map((c) => c.Subnet as string | undefined).filter((x): x is string => !!x);
+}
+
+/** Networks on the engine (other than `n` itself) whose IPv4 subnets overlap `n`'s: `name (subnet)`. */
+async function subnetsTaken(engine: Engine, n: NetworkSpec, all?: Awaited<ReturnType<Engine['listNetworks']>>): Promise<string[]> {
+  const mine = networkSubnets(n);
+  if (!mine.length) return [];
+  const out: string[] = [];
+  for (const other of all ?? (await engine.listNetworks())) {
+    if (other.Name === n.name) continue;
+    for (const c of (other.IPAM?.Config ?? []) as { Subnet?: string }[])
+      if (c.Subnet && mine.some((s) => ipv4SubnetsOverlap(s, c.Subnet!))) out.push(`${other.Name} (${c.Subnet})`);
+  }
+  return out;
 }
 
 /** Create (or, when asked, replace) a volume; returns its name on the target. */
@@ -189,9 +215,10 @@ export async function checkBindSources(
  * only be created when the address lies in that network's subnet; otherwise the engine refuses it
  * after everything else was restored. Throws a ConflictError naming each misfit.
  */
-export async function checkStaticAddresses(engine: Engine, specs: ContainerSpec[]): Promise<void> {
+export async function checkStaticAddresses(engine: Engine, specs: ContainerSpec[], networks: NetworkSpec[] = []): Promise<void> {
   const problems: string[] = [];
   const subnets = new Map<string, string[] | undefined>();
+  let all: Awaited<ReturnType<Engine['listNetworks']>> | undefined;
   for (const spec of specs) {
     for (const e of spec.endpoints) {
       if (!e.ipv4Address) continue;
@@ -200,7 +227,14 @@ export async function checkStaticAddresses(engine: Engine, specs: ContainerSpec[
         subnets.set(e.network, n ? ((n.IPAM?.Config ?? []) as { Subnet?: string }[]).map((c) => c.Subnet).filter((x): x is string => !!x) : undefined);
       }
       const nets = subnets.get(e.network);
-      if (!nets?.length) continue; // created from the bundle (with its subnet), or no subnet to check against
+      if (nets === undefined) {
+        // Created from the bundle, with its subnet: unless another network here has that subnet.
+        const fromBundle = networks.find((n) => n.name === e.network);
+        const taken = fromBundle ? await subnetsTaken(engine, fromBundle, (all ??= await engine.listNetworks())) : [];
+        if (taken.length) problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network}, whose subnet ${networkSubnets(fromBundle!).join(', ')} is taken here by ${taken.join(', ')}`);
+        continue;
+      }
+      if (!nets.length) continue; // no subnet to check against
       const fits = nets.map((n) => ipv4InSubnet(e.ipv4Address!, n));
       if (fits.includes(true) || !fits.includes(false)) continue;
       problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network} (its subnet here: ${nets.join(', ')})`);
@@ -208,8 +242,8 @@ export async function checkStaticAddresses(engine: Engine, specs: ContainerSpec[
   }
   if (problems.length)
     throw new ConflictError(
-      `static addresses outside the subnet of networks that already exist on ${engine.facts.endpoint}: ${problems.join('; ')}`,
-      'nothing was changed; restore onto another network with --map-network, or remove or recreate the existing network with the bundle\'s subnet',
+      `static addresses that cannot be had on ${engine.facts.endpoint}: ${problems.join('; ')}`,
+      'nothing was changed; restore onto another network with --map-network (an existing one is joined), or remove or recreate the network here that holds the subnet',
     );
 }
 

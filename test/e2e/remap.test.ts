@@ -232,3 +232,38 @@ describe('a static address that does not fit a network already on the target', (
   });
 });
 
+
+describe("a network whose subnet is taken on the target (a copy beside the original under --map-network)", () => {
+  it('is created with a subnet the engine picks when no container has a fixed address on it; with one, refused up front (exit 6)', async () => {
+    const svc = uid('subnet');
+    const snet = `${svc}-net`;
+    const SUBNET = '172.31.252.0/24';
+    docker(['network', 'create', '--subnet', SUBNET, snet]);
+    docker(['run', '-d', '--name', svc, '--network', snet, BUSYBOX, 'sleep', '100000']);
+    docker(['run', '-d', '--name', `${svc}-fixed`, '--network', snet, '--ip', '172.31.252.10', BUSYBOX, 'sleep', '100000']);
+    const copies = [`${svc}-restored`, `${svc}-fixed-restored`];
+    try {
+      const store = path.join(dir, 'subnet');
+      const plain = await ferry(['--json', 'backup', svc, '-o', store]);
+      expect(plain.code, plain.stderr).toBe(0);
+      const r = await ferry(['restore', JSON.parse(plain.stdout).bundle, '--on-conflict', 'rename', '--map-network', `${snet}=${snet}-copy`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`network ${snet}-copy: its subnet 172\\.31\\.252\\.0/24 is taken here \\(${snet} \\(172\\.31\\.252\\.0/24\\)\\); created with a subnet the engine picks`));
+      const subnet = inspect('network', `${snet}-copy`).IPAM.Config[0].Subnet as string;
+      expect(subnet).toBeTruthy();
+      expect(subnet).not.toBe(SUBNET);
+      expect(inspect('container', `${svc}-restored`).State.Running).toBe(true);
+      expect(Object.keys(inspect('container', `${svc}-restored`).NetworkSettings.Networks)).toEqual([`${snet}-copy`]);
+
+      const fixed = await ferry(['--json', 'backup', `${svc}-fixed`, '-o', store]);
+      expect(fixed.code, fixed.stderr).toBe(0);
+      const f = await ferry(['restore', JSON.parse(fixed.stdout).bundle, '--on-conflict', 'rename', '--map-network', `${snet}=${snet}-copy2`]);
+      expect(f.code, f.stderr).toBe(6);
+      expect(f.stderr).toMatch(new RegExp(`${svc}-fixed: 172\\.31\\.252\\.10 on ${snet}-copy2, whose subnet 172\\.31\\.252\\.0/24 is taken here by ${snet} \\(172\\.31\\.252\\.0/24\\)`));
+      expect(exists('network', `${snet}-copy2`)).toBe(false);
+      expect(exists('container', `${svc}-fixed-restored`)).toBe(false);
+    } finally {
+      cleanup(ENGINE_A, { containers: [svc, `${svc}-fixed`, ...copies], networks: [snet, `${snet}-copy`, `${snet}-copy2`] });
+    }
+  });
+});

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  captureNetwork, captureSpec, composeProject, containerRefs, detachedFromCompose, withoutComposeLabels, createPlan, dependencyOrder, inspectRefs, ipv4InSubnet, isUserNetwork, referenceGroups, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
+  captureNetwork, captureSpec, composeProject, containerRefs, detachedFromCompose, withoutComposeLabels, createPlan, dependencyOrder, inspectRefs, ipv4InSubnet, ipv4SubnetsOverlap, isUserNetwork, referenceGroups, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
   type CaptureInput, type ContainerSpec,
 } from '../../src/engine/spec.js';
 
@@ -888,6 +888,19 @@ describe('referenceGroups (backup --all)', () => {
       }).sort(),
     ).toEqual([id('b'), 'data', 'db'].sort());
     expect(inspectRefs({ HostConfig: { NetworkMode: 'default' } })).toEqual([]);
+  });
+});
+
+describe('ipv4SubnetsOverlap', () => {
+  it.each([
+    ['172.21.0.0/16', '172.21.0.0/16', true],
+    ['172.21.0.0/16', '172.21.5.0/24', true],
+    ['172.21.5.0/24', '172.21.0.0/16', true],
+    ['172.21.0.0/24', '172.21.1.0/24', false],
+    ['10.0.0.0/8', '172.16.0.0/12', false],
+    ['fd00::/64', '172.21.0.0/16', undefined],
+  ])('%s and %s: %s', (a, b, want) => {
+    expect(ipv4SubnetsOverlap(a, b)).toBe(want);
   });
 });
 
