@@ -103,16 +103,26 @@ describe('a Compose project', () => {
     expect(compose('ps', '-q').split('\n').filter(Boolean).sort()).toEqual([...ids].sort());
   });
 
-  it('a copy restored beside the stack (--on-conflict rename) has no Compose labels: Compose goes on managing only the originals', async () => {
+  it('a copy restored beside the stack (--on-conflict rename) on a network of its own has no Compose labels: Compose goes on managing only the originals', async () => {
     const ids = compose('ps', '-q').split('\n').filter(Boolean).sort();
-    const r = await ferry(['restore', bundle, '--on-conflict', 'rename', '--no-start']);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(new RegExp(`${web}-restored is created with the Compose labels of ${web} \\(service web of project ${project}\\) emptied`));
-    for (const c of [web, client, job]) expect(composeLabels(`${c}-restored`)).toEqual({ project: '', service: '' });
-    expect(compose('ps', '-q').split('\n').filter(Boolean).sort()).toEqual(ids);
-    expect(compose('up', '-d')).not.toMatch(/Recreating|Creating|Removing|Stopping/);
-    expect(compose('ps', '-q').split('\n').filter(Boolean).sort()).toEqual(ids);
-    cleanup(ENGINE_A, { containers: [web, client, job].map((c) => `${c}-restored`), volumes: [`${volume}-restored`] });
+    docker(['exec', web, 'sh', '-c', 'echo live > /data/index.html']);
+    try {
+      // The project's network keeps its subnet, which the live network holds: the engine picks one.
+      const r = await ferry(['restore', bundle, '--on-conflict', 'rename', '--map-network', `${network}=${network}-copy`]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`${web}-restored is created with the Compose labels of ${web} \\(service web of project ${project}\\) emptied`));
+      expect(r.stderr).toMatch(new RegExp(`network ${network}-copy: its subnet .* is taken here`));
+      for (const c of [web, client, job]) expect(composeLabels(`${c}-restored`)).toEqual({ project: '', service: '' });
+      // The copies reach each other by service name, on their own network; the live stack its own.
+      expect(docker(['exec', `${client}-restored`, 'wget', '-q', '-O', '-', 'http://web:8081/'])).toBe(PAGE);
+      expect(served(ENGINE_A)).toBe('live');
+      expect(compose('ps', '-q').split('\n').filter(Boolean).sort()).toEqual(ids);
+      expect(compose('up', '-d')).not.toMatch(/Recreating|Creating|Removing|Stopping/);
+      expect(compose('ps', '-q').split('\n').filter(Boolean).sort()).toEqual(ids);
+    } finally {
+      cleanup(ENGINE_A, { containers: [web, client, job].map((c) => `${c}-restored`), volumes: [`${volume}-restored`], networks: [`${network}-copy`] });
+      docker(['exec', web, 'sh', '-c', `echo "${PAGE}" > /data/index.html`]);
+    }
   });
 
   it('a drill copy of the stack is not taken for it by Compose', async () => {
