@@ -18,7 +18,7 @@ export default function setup() {
 }
 
 /** Test containers are named <prefix>-<6 hex> (helpers/lab.ts uid); their snapshots ferry/<that>[...]:<time>. */
-const TEST_SNAPSHOT = /^ferry\/[a-z0-9]+(-[a-z0-9]+)*-[0-9a-f]{6}(-[a-z0-9-]+)?:\d{8}T\d{6}Z$/;
+const TEST_SNAPSHOT = /^ferry\/[a-z0-9]+(-[a-z0-9]+)*-[0-9a-f]{6}([-_][a-z0-9_-]+)?:\d{8}T\d{6}Z$/; // Compose names: <project>_<service>_1
 
 function teardown() {
   for (const host of ['unix:///var/run/docker.sock', 'unix:///var/run/docker-b.sock']) {
