@@ -47,7 +47,10 @@ export interface Drilled<T> {
   notes: string[];
 }
 
-/** Labels of the original minus Compose's (so `docker compose` never adopts a drill copy), plus the drill label. */
+/**
+ * Labels of the original minus Compose's (so `docker compose` never adopts a drill copy; those the
+ * snapshot image brings, createContainer empties), plus the drill label.
+ */
 function drillLabels(labels: Record<string, string> | null | undefined, id: string): Record<string, string> {
   return { ...withoutComposeLabels(labels), [LABEL_DRILL]: id };
 }

@@ -59,22 +59,23 @@ export async function ensureNetwork(engine: Engine, n: NetworkSpec, undo: Undo, 
   // fixed address on it (checkStaticAddresses refused that up front), so any subnet will do.
   const taken = await subnetsTaken(engine, n);
   if (taken.length) {
-    progress.warn(`network ${n.name}: its subnet ${networkSubnets(n).join(', ')} is taken here (${taken.join('; ')}); created with a subnet the engine picks`);
-    n = { ...n, ipam: { ...(n.ipam ?? { Driver: 'default' }), Config: [] } };
+    progress.warn(`network ${n.name}: its subnet ${ipv4Subnets(n).join(', ')} is taken here (${taken.join('; ')}); created with a subnet the engine picks`);
+    const ipv6 = (n.ipam?.Config ?? []).filter((c) => String(c.Subnet ?? '').includes(':')); // kept: only IPv4 was checked
+    n = { ...n, ipam: { ...(n.ipam ?? { Driver: 'default' }), Config: ipv6 } };
   }
   progress.step(`create network ${n.name}`);
   await engine.createNetwork(networkCreateOptions(n));
   undo.add(`remove network ${n.name}`, () => engine.removeNetwork(n.name));
 }
 
-/** The IPv4 and IPv6 subnets a network was created with. */
-function networkSubnets(n: NetworkSpec): string[] {
-  return (n.ipam?.Config ?? []).map((c) => c.Subnet as string | undefined).filter((x): x is string => !!x);
+/** The IPv4 subnets a network was created with. */
+function ipv4Subnets(n: NetworkSpec): string[] {
+  return (n.ipam?.Config ?? []).map((c) => c.Subnet as string | undefined).filter((x): x is string => !!x && !x.includes(':'));
 }
 
 /** Networks on the engine (other than `n` itself) whose IPv4 subnets overlap `n`'s: `name (subnet)`. */
 async function subnetsTaken(engine: Engine, n: NetworkSpec, all?: Awaited<ReturnType<Engine['listNetworks']>>): Promise<string[]> {
-  const mine = networkSubnets(n);
+  const mine = ipv4Subnets(n);
   if (!mine.length) return [];
   const out: string[] = [];
   for (const other of all ?? (await engine.listNetworks())) {
@@ -212,8 +213,10 @@ export async function checkBindSources(
 /**
  * Preflight for static addresses, before anything changes: a container with a fixed IPv4 address
  * on a network that already exists on the target (reused, or joined through --map-network) can
- * only be created when the address lies in that network's subnet; otherwise the engine refuses it
- * after everything else was restored. Throws a ConflictError naming each misfit.
+ * only be created when the address lies in that network's subnet; on a network created from the
+ * bundle (`networks`, as they will be created), only when no other network on the target holds
+ * its subnet. Otherwise the engine refuses it after everything else was restored. Throws a
+ * ConflictError naming each misfit.
  */
 export async function checkStaticAddresses(engine: Engine, specs: ContainerSpec[], networks: NetworkSpec[] = []): Promise<void> {
   const problems: string[] = [];
@@ -231,7 +234,7 @@ export async function checkStaticAddresses(engine: Engine, specs: ContainerSpec[
         // Created from the bundle, with its subnet: unless another network here has that subnet.
         const fromBundle = networks.find((n) => n.name === e.network);
         const taken = fromBundle ? await subnetsTaken(engine, fromBundle, (all ??= await engine.listNetworks())) : [];
-        if (taken.length) problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network}, whose subnet ${networkSubnets(fromBundle!).join(', ')} is taken here by ${taken.join(', ')}`);
+        if (taken.length) problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network}, whose subnet ${ipv4Subnets(fromBundle!).join(', ')} is taken here by ${taken.join(', ')}`);
         continue;
       }
       if (!nets.length) continue; // no subnet to check against

@@ -76,8 +76,9 @@ export function drillCommand(program: Command, deps: Deps): Command {
 The copy runs beside the original: containers, named volumes and user-defined networks are
 called ferry-drill-<id>-<name> and labelled io.ferry.drill=<id> (Compose labels emptied); host
 ports become free ones the engine picks; static IPs and fixed subnets are dropped; the restart
-policy is "no"; host paths are never written. Everything the drill made is removed at the end (also on failure, timeout and
-SIGINT/SIGTERM), including the image it loaded unless it was already on the engine.
+policy is "no"; host paths are never written. Everything the drill made is removed at the end
+(also on failure, timeout and SIGINT/SIGTERM), including the image it loaded unless it was
+already on the engine.
 
 Exit status 0 when the drill passes; 9 when the copy did not become healthy, exited, or the probe
 failed or timed out; otherwise the code of what failed (7 damaged bundle, 4 engine, 130 interrupted).
