@@ -4,6 +4,7 @@
 #   examples/migrate-host.sh NEWHOST CONTAINER...
 #   FERRY="node bin/ferry.js" examples/migrate-host.sh newhost web db
 #   MIGRATE_ARGS="--map-bind /srv=/data/srv --stop-timeout 60" examples/migrate-host.sh newhost web
+#   examples/migrate-host.sh newhost --project shop          # a whole Compose stack
 #
 # NEWHOST is anything ssh understands: an alias from ~/.ssh/config (HostName, Port, User,
 # IdentityFile and UserKnownHostsFile are honoured), user@host or host:port. Its host key must
@@ -47,8 +48,12 @@ say "    safety bundle: $bundle"
 say "2/2 migrating $* to ssh://$target (the old containers stop just before the new ones start)"
 # shellcheck disable=SC2086
 if $FERRY $accept migrate "$@" --to "ssh://$target" --stop-source ${MIGRATE_ARGS:-}; then
+  case " $* " in
+    *" --project "*) cleanup="docker compose down in the project's directory" ;;
+    *) cleanup="docker rm $*" ;;
+  esac
   say "done: $* run on $target; the old containers are stopped here (remove them once satisfied:"
-  say "      docker rm $*), and the safety bundle stays in $bundle"
+  say "      $cleanup), and the safety bundle stays in $bundle"
 else
   rc=$?
   say "FAILED (exit $rc). ferry removed what it had created on $target and started the old containers again."

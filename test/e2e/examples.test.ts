@@ -102,6 +102,7 @@ describe('examples/migrate-host.sh', () => {
     const r = sh(`sh '${example('migrate-host.sh')}' newhost ${name}`, { HOME: home, SAFETY_DIR: safety, MIGRATE_ARGS: `--map-volume ${name}=${name}-moved --stop-timeout 5` });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(new RegExp(`done: ${name} run on newhost`));
+    expect(r.stderr).toMatch(new RegExp(`remove them once satisfied:\n.*docker rm ${name}\\)`));
 
     const moved = inspect('container', name, ENGINE_B);
     expect(moved.State.Running).toBe(true);
