@@ -5,7 +5,9 @@
  *                        -> save the committed image into the bundle -> drop the local snapshot
  *
  * Volumes are read while the container is still paused (or stopped), so data and layer belong to
- * the same instant. The container is resumed in a finally block, whatever fails.
+ * the same instant. The container is resumed in a finally block, whatever fails. With `together`,
+ * every container of the bundle is quiesced first (dependents first) and all are resumed once the
+ * last one's volumes are read (in dependency order): one instant for a whole stack.
  *
  * Registry mode (opts.registry): the committed image is pushed after the container is resumed
  * instead of being saved; the bundle has no image member and the pushed digest is in the trailer.
@@ -19,7 +21,7 @@ import {
   FORMAT, FORMAT_VERSION, memberName,
   type ContainerEntry, type ImageFacts, type Manifest, type MemberPlan, type Trailer, type VolumeEntry,
 } from '../bundle/manifest.js';
-import { composeProject, secretLikeEnvNames, type NetworkSpec } from '../engine/spec.js';
+import { composeProject, dependencyOrder, secretLikeEnvNames, type NetworkSpec } from '../engine/spec.js';
 import { describeAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
 import type { Transport } from '../transport/transport.js';
@@ -47,6 +49,12 @@ export interface BackupOptions {
    * `pre` ran; a failure is a warning). Default: the container's `ferry.pre-exec` / `ferry.post-exec` labels.
    */
   hooks?: { pre?: string; post?: string };
+  /**
+   * Quiesce all the containers at once (pre-exec hooks first, then each is paused or stopped,
+   * dependents first) and resume them together once the last volume is read: data of the whole
+   * set from one instant, at the price of every container staying paused or stopped that long.
+   */
+  together?: boolean;
 }
 
 export interface BackupResult {
@@ -186,21 +194,52 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   const pendingSaves: Promise<Readable>[] = [];
   const pushed: NonNullable<BackupResult['pushed']> = [];
   const helpersGone: Promise<void>[] = [];
+  // --together: who was quiesced (and whose pre-exec hook ran), to put back all at once.
+  const together = !!opts.together && captured.length > 1;
+  const held: { c: Captured; resume?: () => Promise<void>; post?: string }[] = [];
+  let released = false;
+  const releaseAll = async () => {
+    if (released) return;
+    released = true;
+    let failed: unknown;
+    // In dependency order; one that cannot be put back does not keep the others down.
+    for (const h of [...held].reverse()) if (h.resume) await h.resume().catch((e: unknown) => (failed ??= e));
+    for (const h of held) if (h.post) await runHook(engine, h.c.spec.name, h.c.spec.sourceId, 'post-exec', h.post, progress, signal).catch((e) => progress.warn((e as Error).message));
+    if (failed) throw failed;
+  };
   try {
     await writer.begin();
+    if (together) {
+      for (const c of captured) {
+        checkAborted(signal);
+        const hooks = containerHooks(c.labels, opts.hooks);
+        if (hooks.pre) await runHook(engine, c.spec.name, c.spec.sourceId, 'pre-exec', hooks.pre, progress, signal);
+        held.push({ c, ...(hooks.post ? { post: hooks.post } : {}) });
+      }
+      // Dependents first (a sidecar before the app whose network it uses), so none runs without what it needs.
+      const order = dependencyOrder(captured.map((c) => c.spec)).reverse();
+      const byIndex = order.map((i) => held[i]!);
+      held.splice(0, held.length, ...byIndex);
+      for (const h of held) {
+        checkAborted(signal);
+        h.resume = await quiesce(engine, h.c.spec, opts.consistency, progress, { stopTimeout: opts.stopTimeout });
+      }
+    }
     const written = new Set<string>();
     for (const [i, c] of captured.entries()) {
       const entry = containers[i]!;
       checkAborted(signal);
-      const hooks = containerHooks(c.labels, opts.hooks);
+      const hooks = together ? {} : containerHooks(c.labels, opts.hooks);
       if (hooks.pre) await runHook(engine, c.spec.name, c.spec.sourceId, 'pre-exec', hooks.pre, progress, signal);
       let resume: () => Promise<void>;
-      try {
-        resume = await quiesce(engine, c.spec, opts.consistency, progress, { stopTimeout: opts.stopTimeout });
-      } catch (err) {
-        if (hooks.post) await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) => progress.warn((e as Error).message));
-        throw err;
-      }
+      if (together) resume = i === captured.length - 1 ? releaseAll : async () => {};
+      else
+        try {
+          resume = await quiesce(engine, c.spec, opts.consistency, progress, { stopTimeout: opts.stopTimeout });
+        } catch (err) {
+          if (hooks.post) await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) => progress.warn((e as Error).message));
+          throw err;
+        }
       // The engine's save starts as soon as the image is committed: while ferry reads the volumes,
       // the engine already exports the image (Docker 20.10 stages it before the first byte). Its
       // stream is only read afterwards, so nothing piles up in ferry's memory.
@@ -281,6 +320,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       ...(registry ? { pushed } : {}),
     };
   } catch (err) {
+    await releaseAll().catch((e) => progress.warn(`could not put every container back: ${(e as Error).message}`));
     for (const p of pendingSaves) p.then((st) => st.destroy()).catch(() => {});
     await writer.abort();
     throw err;

@@ -30,6 +30,7 @@ interface BackupFlags {
   encrypt?: boolean;
   all?: boolean;
   project?: string[];
+  together?: boolean;
   consistency: Consistency;
   compress?: Codec;
   includeBinds?: boolean;
@@ -49,6 +50,7 @@ export function backupCommand(program: Command, deps: Deps): Command {
     .addOption(new Option('--project <name>', 'the containers of a Compose project (label com.docker.compose.project), running or not, into one bundle (repeatable)').argParser(collect))
     .addOption(new Option('--consistency <mode>', 'pause: pause while committing and reading volumes; stop: stop and start again; none').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--stop-timeout <seconds>', `with --consistency stop: ${STOP_TIMEOUT_HELP}`).argParser(stopTimeoutOption))
+    .option('--together', 'pause (or stop) all the containers of a bundle at once and resume them together: a stack\'s data from one instant, each one paused for the whole backup')
     .addOption(new Option('--compress <codec>', 'compression of volume data (the image uses gzip unless none): zstd, gzip, none').argParser(codecOption))
     .option('--include-binds', 'also copy the contents of bind mounts (they are always recorded)')
     .option('--pre-exec <cmd>', 'run `sh -c cmd` inside each container before its snapshot (e.g. a database dump); a failure skips that container (default: its ferry.pre-exec label)')
@@ -65,7 +67,7 @@ Examples:
   ferry backup web -o /backups
   ferry backup web db -o /backups/app.tar --consistency stop
   ferry backup --all -o /backups --compress gzip
-  ferry backup --project shop -o /backups
+  ferry backup --project shop -o /backups --together
   ferry backup web -o - | ssh host 'cat > web.tar'
   ferry backup web -o /backups --image-mode push --registry registry.example.com:5000/backups`)
     .action(async (containers: string[], flags: BackupFlags) => {
@@ -118,7 +120,7 @@ Examples:
             if (!passphrase) throw new UsageError('--encrypt needs a passphrase', 'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line)');
             target = new EncryptingTransport(transport, passphrase, { createdAt: new Date().toISOString(), containers: set });
           }
-          const res = await backup(eng, target, { containers: set, consistency: flags.consistency, stopTimeout: flags.stopTimeout, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}), hooks: { pre: flags.preExec, post: flags.postExec } }, { progress, signal: deps.signal });
+          const res = await backup(eng, target, { containers: set, consistency: flags.consistency, stopTimeout: flags.stopTimeout, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}), hooks: { pre: flags.preExec, post: flags.postExec }, together: !!flags.together }, { progress, signal: deps.signal });
           let verified = false;
           if (flags.verify) {
             if (!(transport instanceof LocalTransport)) {
