@@ -15,9 +15,10 @@
 # Steps:
 #   1. a safety bundle of the containers on this host (SAFETY_DIR, default /var/backups/ferry),
 #      read back and checked (--verify), so that whatever happens there is a restorable copy;
-#   2. ferry migrate --stop-source: snapshot (paused), image and volumes streamed straight into the
-#      new host's engine, containers recreated there; the old ones are stopped just before the
-#      new ones start (they share nothing, so this is the whole downtime);
+#   2. ferry migrate --stop-source: each old container is stopped cleanly, then its snapshot,
+#      image and volumes are streamed straight into the new host's engine and the containers are
+#      recreated and started there; the old ones stay stopped, so nothing written to them is left
+#      behind (the downtime is the transfer: stop, copy, start);
 #   3. on failure ferry removes what it created on the new host and starts the old containers
 #      again; this script then says how to roll back by hand if needed.
 #
@@ -45,7 +46,7 @@ $FERRY --quiet backup "$@" -o "$SAFETY_DIR" --verify
 bundle=$(ls -t "$SAFETY_DIR"/ferry-*.tar | head -n 1)
 say "    safety bundle: $bundle"
 
-say "2/2 migrating $* to ssh://$target (the old containers stop just before the new ones start)"
+say "2/2 migrating $* to ssh://$target (the old containers stop before their snapshots and stay stopped)"
 # shellcheck disable=SC2086
 if $FERRY $accept migrate "$@" --to "ssh://$target" --stop-source ${MIGRATE_ARGS:-}; then
   case " $* " in

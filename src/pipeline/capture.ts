@@ -66,9 +66,16 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
 }
 
 /**
+ * What quiesce returns: call it to put the container back as it was (in a finally block), or
+ * keep() to leave it paused or stopped on purpose (a cutover): then no later run treats it as
+ * left behind by a killed ferry.
+ */
+export type Resume = (() => Promise<void>) & { keep(): void };
+
+/**
  * Quiesce a container for a consistent snapshot. Returns the function that puts it back as it
- * was; the caller must call it in a finally block. A container that was already paused or
- * stopped is left so.
+ * was; the caller must call it (or its keep()) in a finally block. A container that was already
+ * paused or stopped is left so.
  */
 export async function quiesce(
   engine: Engine,
@@ -76,7 +83,7 @@ export async function quiesce(
   mode: Consistency,
   progress: Progress,
   opts: { journal?: QuiesceJournal; stopTimeout?: number } = {},
-): Promise<() => Promise<void>> {
+): Promise<Resume> {
   const journal = opts.journal ?? new QuiesceJournal();
   const st = await engine.inspectContainer(spec.sourceId);
   const where = engine.facts.endpoint;
@@ -94,21 +101,32 @@ export async function quiesce(
       journal.add({ engine: where, containerId: spec.sourceId, name: spec.name, action: stale.action });
     }
   }
-  if (!running || mode === 'none') return async () => {};
+  const resume = (fn: () => Promise<void>): Resume => {
+    let done = false;
+    const once = async () => {
+      if (done) return;
+      done = true;
+      await fn();
+    };
+    return Object.assign(once, {
+      keep: () => {
+        done = true;
+        journal.remove(where, spec.sourceId);
+      },
+    });
+  };
+  if (!running || mode === 'none') return resume(async () => {});
   if (mode === 'pause') {
     if (!st.State.Paused) {
       progress.step(`pause ${spec.name}`);
       journal.add({ engine: where, containerId: spec.sourceId, name: spec.name, action: 'paused' });
       await engine.pause(spec.sourceId);
     }
-    let resumed = false;
-    return async () => {
-      if (resumed) return;
-      resumed = true;
+    return resume(async () => {
       progress.step(`resume ${spec.name}`);
       await engine.unpause(spec.sourceId);
       journal.remove(where, spec.sourceId);
-    };
+    });
   }
   if (st.State.Paused) await engine.unpause(spec.sourceId);
   // Containers running in this one's network namespace (--network container:<it>) are left with
@@ -117,10 +135,7 @@ export async function quiesce(
   progress.step(`stop ${spec.name}`);
   journal.add({ engine: where, containerId: spec.sourceId, name: spec.name, action: 'stopped' });
   if (st.State.Running) await stopCleanly(engine, spec.sourceId, spec.name, opts.stopTimeout, progress);
-  let started = false;
-  return async () => {
-    if (started) return;
-    started = true;
+  return resume(async () => {
     progress.step(`start ${spec.name} again`);
     await engine.start(spec.sourceId);
     journal.remove(where, spec.sourceId);
@@ -128,7 +143,7 @@ export async function quiesce(
       progress.step(`restart ${d.name} (it runs in ${spec.name}'s network, which the stop took away)`);
       await engine.restart(d.id).catch((err) => progress.warn(`${d.name} uses ${spec.name}'s network and could not be restarted: ${(err as Error).message}; restart it with: docker restart ${d.name}`));
     }
-  };
+  });
 }
 
 /**

@@ -3,7 +3,10 @@
  *
  *   capture (inspect, preflight on the target) -> for each container: quiesce -> commit ->
  *   [image: save -> load, concurrently with volumes: archive GET -> archive PUT] -> resume
- *   -> create containers on the target -> (--stop-source) -> start
+ *   -> create containers on the target -> start
+ *
+ * --stop-source (the cutover): each source container is stopped cleanly before its snapshot and
+ * is not resumed, so that nothing written to it after its snapshot is left behind.
  *
  * No bundle is written anywhere. A failure removes what the target got and leaves the source as
  * it was (a source stopped for the cutover is started again).
@@ -11,7 +14,7 @@
 import type { Engine } from '../engine/engine.js';
 import { dependencyOrder, renameContainerRefs } from '../engine/spec.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
-import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency } from './capture.js';
+import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency, type Resume } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
 import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
@@ -78,6 +81,8 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   const undo = new Undo();
   const snapshots: string[] = [];
   const stoppedSources: string[] = [];
+  /** --stop-source: the sources stopped for their snapshots (started again only by a rollback). */
+  const cutover: Resume[] = [];
   const result: MigrateResult = { containers: [], volumes: [], imageBytes: 0, volumeBytes: 0, skippedLayers: 0, totalLayers: 0, durationMs: 0 };
   try {
     for (const c of captured) for (const n of c.networks) await ensureNetwork(target, onTarget.network(n), undo, progress);
@@ -100,11 +105,14 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
       checkAborted(signal);
       const ref = snapshotRef(c.spec.name, when);
       const fullRef = `${ref.repo}:${ref.tag}`;
-      const resume = await quiesce(source, c.spec, opts.consistency, progress, { stopTimeout: opts.stopTimeout });
+      // A source resumed after its snapshot would go on taking writes that never reach the target.
+      const mode = opts.stopSource ? 'stop' : opts.consistency;
+      const resume = await quiesce(source, c.spec, mode, progress, { stopTimeout: opts.stopTimeout });
+      if (opts.stopSource) cutover.push(resume);
       let shipping: Promise<void> | undefined;
       try {
         progress.step(`commit ${c.spec.name}`);
-        const committed = await commitContainer(source, c.spec, ref, opts.consistency);
+        const committed = await commitContainer(source, c.spec, ref, mode);
         snapshots.push(committed.id);
         // The image travels while the volumes do.
         progress.step(`image ${fullRef} -> ${target.facts.endpoint}`);
@@ -128,7 +136,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
         await shipping?.catch(() => {});
         throw err;
       } finally {
-        await resume();
+        if (!opts.stopSource) await resume(); // else: on failure, the rollback starts it again
       }
       await shipping;
       images[c.spec.name] = fullRef;
@@ -145,13 +153,13 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
       result.containers[i]!.id = await createContainer(target, spec, containerNames[c.spec.name]!, images[c.spec.name]!, volumeNames, undo, progress);
     }
     if (opts.stopSource) {
+      // Stopped before their snapshots; what still runs (a container that was paused) stops now.
       for (const c of captured) {
-        progress.step(`stop ${c.spec.name} on the source (--stop-source)`);
         const st = await source.inspectContainer(c.spec.sourceId);
-        if (st.State.Running) {
-          await stopCleanly(source, c.spec.sourceId, c.spec.name, opts.stopTimeout, progress);
-          stoppedSources.push(c.spec.sourceId);
-        }
+        if (!st.State.Running) continue;
+        progress.step(`stop ${c.spec.name} on the source (--stop-source)`);
+        await stopCleanly(source, c.spec.sourceId, c.spec.name, opts.stopTimeout, progress);
+        stoppedSources.push(c.spec.sourceId);
       }
     }
     for (const i of order) {
@@ -162,6 +170,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
       result.containers[i]!.started = true;
     }
     undo.clear();
+    for (const r of cutover) r.keep(); // stopped for good: the service runs on the target now
     const exited = await watchStarted(target, result.containers.filter((c) => c.started), progress, signal);
     for (const c of result.containers) if (exited.has(c.id)) c.exitCode = exited.get(c.id);
     result.durationMs = Date.now() - started;
@@ -172,6 +181,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
     await sweepHolders(target); // first: a helper would keep a volume the undo removes in use
     await sweepHolders(source);
     await undo.run(progress);
+    for (const r of cutover) await r().catch((e) => progress.warn(`rollback: could not start a source container again: ${(e as Error).message}`));
     for (const id of stoppedSources) {
       progress.info(`rollback: start the source container ${id.slice(0, 12)} again`);
       await source.start(id).catch((e) => progress.warn(`could not start the source again: ${(e as Error).message}`));

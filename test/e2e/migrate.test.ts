@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, freePort, inspect, sshHome, uid, volumeListing } from '../helpers/lab.js';
+import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, freePort, inspect, sshHome, uid, volumeListing, waitFor } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-migrate-'));
 const name = uid('mig');
@@ -124,6 +124,32 @@ describe('where the SSH server refuses socket forwarding', () => {
       cleanup(ENGINE_A, { containers: [other], volumes: [otherVol] });
       cleanup(ENGINE_B, { containers: [other], volumes: [otherVol] });
       for (const img of docker(['images', '-q', `ferry/${other}`], { host: ENGINE_B }).split('\n').filter(Boolean)) docker(['rmi', '-f', img], { host: ENGINE_B, allowFail: true });
+    }
+  });
+});
+
+describe('the cutover (--stop-source)', () => {
+  it('loses nothing: the source stops before its snapshot and stays stopped, so every write it took is on the target', async () => {
+    const c = `${name}-cut`;
+    try {
+      // A writer that never stops appending (one line every 20 ms), and enough data that the
+      // transfer takes a while: a source resumed after its snapshot would write on meanwhile.
+      docker(['run', '-d', '--name', c, '--stop-timeout', '1', '-v', `${c}:/v`, BUSYBOX, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=64 2>/dev/null; i=0; while :; do i=$((i+1)); echo $i >> /v/log; sleep 0.02; done']);
+      await waitFor('the writer', () => docker(['exec', c, 'sh', '-c', 'wc -l < /v/log 2>/dev/null || echo 0']).trim() !== '0');
+      const r = await ferry(['migrate', c, '--to', ENGINE_B, '--stop-source', '--no-start', '--stop-timeout', '1']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(inspect('container', c).State.Running).toBe(false);
+      const last = (host: string) => docker(['run', '--rm', '-v', `${c}:/v`, BUSYBOX, 'tail', '-n', '1', '/v/log'], { host });
+      expect(Number(last(ENGINE_A))).toBeGreaterThan(0);
+      expect(last(ENGINE_B)).toBe(last(ENGINE_A));
+      // Stopped on purpose: a later run does not take it for one a killed ferry left stopped.
+      const b = await ferry(['backup', c, '-o', path.join(dir, 'cut'), '--compress', 'none']);
+      expect(b.code, b.stderr).toBe(0);
+      expect(b.stderr).not.toMatch(/left stopped|killed at/);
+      expect(inspect('container', c).State.Running).toBe(false);
+    } finally {
+      cleanup(ENGINE_A, { containers: [c], volumes: [c] });
+      cleanup(ENGINE_B, { containers: [c], volumes: [c] });
     }
   });
 });

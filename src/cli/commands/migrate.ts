@@ -28,7 +28,7 @@ export function migrateCommand(program: Command, deps: Deps): Command {
     .addOption(new Option('--on-conflict <policy>', 'when the target has a container or volume of that name: fail, replace, rename').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
     .addOption(new Option('--project <name>', 'also migrate the containers of this Compose project (label com.docker.compose.project), running or not (repeatable)').argParser(collect))
     .option('--no-start', 'create the containers on the target but do not start them')
-    .option('--stop-source', 'stop the source containers after the snapshot, before the target starts (final cutover)')
+    .option('--stop-source', 'the cutover: stop each source container cleanly before its snapshot and leave it stopped (nothing written to it is left behind; the downtime is the whole transfer)')
     .addOption(new Option('--stop-timeout <seconds>', `with --consistency stop or --stop-source: ${STOP_TIMEOUT_HELP}`).argParser(stopTimeoutOption));
   return addRemapOptions(cmd)
     .addHelpText('after', `
