@@ -15,6 +15,7 @@ import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/
 import { layerBytes } from '../engine/progress.js';
 import { containerRefs, dependencyOrder, renameContainerRefs, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
 import { BundleError, ConflictError, UsageError } from '../errors.js';
+import { badMembers, verifyStream } from './verify.js';
 import type { Transport } from '../transport/transport.js';
 import { abortable } from './backup.js';
 import { orchestratedBy } from './capture.js';
@@ -158,6 +159,32 @@ async function makePlan(engine: Engine, m: Manifest, specs: ContainerSpec[], opt
   return { containers, volumes, networks, binds };
 }
 
+/**
+ * --on-conflict replace: read the whole bundle once (as `ferry verify` does) before anything is
+ * removed; a damaged one is refused with nothing changed. A bundle from a pipe cannot be read
+ * twice: that is said, and the restore goes on.
+ */
+async function checkBeforeReplacing(transport: Transport, ctx: RunContext): Promise<void> {
+  const { progress, signal } = ctx;
+  if (!transport.rereadable) {
+    progress.warn('--on-conflict replace: a bundle from a pipe cannot be read twice, so it is not checked before what it replaces is removed; if it turns out damaged, that is gone (check it with ferry verify first)');
+    return;
+  }
+  progress.step('verify the whole bundle before replacing anything (--on-conflict replace)');
+  const again = await transport.openBundle();
+  let report: Awaited<ReturnType<typeof verifyStream>>;
+  try {
+    report = await verifyStream(abortable(again.stream, signal), again.location, ctx);
+  } finally {
+    again.stream.destroy();
+  }
+  if (!report.ok)
+    throw new BundleError(`${again.location} is damaged (bad: ${badMembers(report).join(', ')}); nothing was replaced`, {
+      member: badMembers(report)[0],
+      hint: 'what is on the engine is untouched; restore from another bundle (ferry ls, ferry verify)',
+    });
+}
+
 export async function restore(engine: Engine, transport: Transport, opts: RestoreOptions, ctx: RunContext): Promise<RestoreResult> {
   const started = Date.now();
   const { progress, signal } = ctx;
@@ -208,6 +235,10 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       progress.info(`images of this bundle are pulled from ${host} (${describeAuth(a)})`);
       auths.set(host, a);
     }
+
+    // Replace removes what is there before the bundle's data is written: a damaged member found
+    // half-way would leave neither the old nor the new. So the whole bundle is checked first.
+    if (plan.containers.some((c) => c.replace) || plan.volumes.some((v) => v.replace)) await checkBeforeReplacing(transport, ctx);
 
     // Replace: the old containers go first (their volumes cannot be removed while they exist).
     for (const c of plan.containers) {

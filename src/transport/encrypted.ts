@@ -68,6 +68,9 @@ export class EncryptingTransport implements Transport {
   describe() {
     return this.inner.describe();
   }
+  get rereadable() {
+    return this.inner.rereadable;
+  }
   async createBundle(suggestedName: string): Promise<BundleSink> {
     const k = await newKey(this.passphrase, this.meta);
     return new EncryptingSink(await this.inner.createBundle(suggestedName), k);

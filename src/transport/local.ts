@@ -154,6 +154,7 @@ export function uniqueBundleName(existing: Iterable<string>, name: string): stri
 }
 
 export class LocalTransport implements Transport {
+  readonly rereadable = true;
   /** How createBundle waits for the store's lock (directory stores only). */
   lockOptions: LockOptions = { timeoutMs: DEFAULT_LOCK_TIMEOUT_S * 1000 };
 

@@ -95,6 +95,7 @@ class SftpSink implements BundleSink {
 }
 
 export class SftpTransport implements Transport {
+  readonly rereadable = true;
   private readonly loc: SshLocation;
   constructor(
     private readonly url: string,

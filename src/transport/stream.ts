@@ -31,6 +31,7 @@ class StreamSink implements BundleSink {
 }
 
 export class StreamTransport implements Transport {
+  readonly rereadable = false;
   constructor(
     private readonly out: Writable = process.stdout,
     private readonly inp: Readable = process.stdin,

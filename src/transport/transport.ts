@@ -24,6 +24,8 @@ export interface BundleSink {
 
 export interface Transport {
   describe(): string;
+  /** True when openBundle() can be called again for a second, independent read (files, SFTP; not a pipe). */
+  readonly rereadable: boolean;
   /** Start a new bundle. `suggestedName` is used when the target is a store (a directory). */
   createBundle(suggestedName: string): Promise<BundleSink>;
   /** Open a bundle for reading, as a stream. */

@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, memberOffset, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, sh, uid, volumeListing } from '../helpers/lab.js';
+import { BUSYBOX, cleanup, memberOffset, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, sh, uid, volumeListing, waitFor } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-bundle-'));
 const a = uid('ba');
@@ -201,6 +201,39 @@ describe('--on-conflict replace', () => {
     expect(r.code, r.stderr).toBe(6);
     expect(r.stderr).toMatch(new RegExp(`volume ${shared} is also used by ${b}`));
     expect(inspect('container', a).Id).toBe(id); // the original is still there
+  });
+
+  it('checks the whole bundle before removing anything: a damaged one leaves the container and its data as they were', async () => {
+    const c = uid('rep');
+    const v = `${c}-data`;
+    docker(['run', '-d', '--name', c, '-v', `${v}:/data`, BUSYBOX, 'sh', '-c', 'dd if=/dev/urandom of=/data/blob bs=1M count=4 2>/dev/null; sleep 100000']);
+    try {
+      await waitFor('the data', () => docker(['exec', c, 'sh', '-c', 'test -s /data/blob && echo ok'], { allowFail: true }) === 'ok');
+      const p = path.join(dir, 'replace-damaged.tar');
+      expect((await ferry(['backup', c, '-o', p, '--compress', 'none'])).code).toBe(0);
+      const buf = readFileSync(p);
+      const o = memberOffset(buf, `volumes/${v}`) + 1024 * 1024; // well inside the volume's data
+      buf[o] = buf[o]! ^ 0xff;
+      writeFileSync(p, buf);
+      docker(['exec', c, 'sh', '-c', 'echo "written after the backup" > /data/newer']);
+      const id = inspect('container', c).Id;
+      const r = await ferry(['restore', p, '--on-conflict', 'replace']);
+      expect(r.code, r.stderr).toBe(7);
+      expect(r.stderr).toMatch(new RegExp(`is damaged \\(bad: volumes/${v}[^)]*\\); nothing was replaced`));
+      expect(r.stderr).not.toMatch(/remove existing/);
+      expect(inspect('container', c).Id).toBe(id);
+      expect(docker(['exec', c, 'cat', '/data/newer'])).toBe('written after the backup');
+      // From a pipe a bundle cannot be read twice: that is said before anything is removed.
+      const good = path.join(dir, 'replace-good.tar');
+      expect((await ferry(['backup', c, '-o', good, '--compress', 'none'])).code).toBe(0);
+      const s = await ferry(['restore', '-', '--on-conflict', 'replace'], { stdinFile: good });
+      expect(s.code, s.stderr).toBe(0);
+      expect(s.stderr).toMatch(/a bundle from a pipe cannot be read twice, so it is not checked before what it replaces is removed/);
+      expect(s.stderr.indexOf('cannot be read twice')).toBeLessThan(s.stderr.indexOf('remove existing container'));
+      expect(docker(['exec', c, 'cat', '/data/newer'])).toBe('written after the backup');
+    } finally {
+      cleanup(ENGINE_A, { containers: [c], volumes: [v] });
+    }
   });
 });
 

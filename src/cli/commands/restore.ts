@@ -27,7 +27,7 @@ export function restoreCommand(program: Command, deps: Deps): Command {
     .addOption(new Option('--only <container>', 'restore only this container of the bundle, with the volumes and networks it uses (repeatable)').argParser(collect))
     .option('--no-start', 'create the containers but do not start them')
     .option('--dry-run', 'print what would be done; change nothing')
-    .addOption(new Option('--on-conflict <policy>', 'when a container or volume of the same name exists: fail, replace (remove it first), rename (restore beside it)').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
+    .addOption(new Option('--on-conflict <policy>', 'when a container or volume of the same name exists: fail, replace (remove it first, once the whole bundle is checked), rename (restore beside it)').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
     .option('--restore-binds', 'write bind-mount data in the bundle back to its host paths')
     .option('--registry-auth-file <path>', 'credentials for a bundle whose images are in a registry: a JSON file {"username","password"} or a docker config.json (default: the docker config)');
   return addRemapOptions(cmd)
