@@ -160,17 +160,18 @@ async function makePlan(engine: Engine, m: Manifest, specs: ContainerSpec[], opt
 }
 
 /**
- * --on-conflict replace: read the whole bundle once (as `ferry verify` does) before anything is
- * removed; a damaged one is refused with nothing changed. A bundle from a pipe cannot be read
- * twice: that is said, and the restore goes on.
+ * Before a restore changes what is there (--on-conflict replace removes containers and volumes,
+ * --restore-binds writes over host paths): read the whole bundle once, as `ferry verify` does; a
+ * damaged one is refused with nothing changed. A bundle from a pipe cannot be read twice: that
+ * is said, and the restore goes on.
  */
-async function checkBeforeReplacing(transport: Transport, ctx: RunContext): Promise<void> {
+async function checkBeforeOverwriting(transport: Transport, what: string, ctx: RunContext): Promise<void> {
   const { progress, signal } = ctx;
   if (!transport.rereadable) {
-    progress.warn('--on-conflict replace: a bundle from a pipe cannot be read twice, so it is not checked before what it replaces is removed; if it turns out damaged, that is gone (check it with ferry verify first)');
+    progress.warn(`${what}: a bundle from a pipe cannot be read twice, so it is not checked before what it replaces is changed; if it turns out damaged, that is lost (check it with ferry verify first)`);
     return;
   }
-  progress.step('verify the whole bundle before replacing anything (--on-conflict replace)');
+  progress.step(`verify the whole bundle before changing anything (${what})`);
   const again = await transport.openBundle();
   let report: Awaited<ReturnType<typeof verifyStream>>;
   try {
@@ -179,9 +180,9 @@ async function checkBeforeReplacing(transport: Transport, ctx: RunContext): Prom
     again.stream.destroy();
   }
   if (!report.ok)
-    throw new BundleError(`${again.location} is damaged (bad: ${badMembers(report).join(', ')}); nothing was replaced`, {
+    throw new BundleError(`${again.location} is damaged (bad: ${badMembers(report).join(', ')}); nothing was replaced or written`, {
       member: badMembers(report)[0],
-      hint: 'what is on the engine is untouched; restore from another bundle (ferry ls, ferry verify)',
+      hint: 'what is on the engine and the host is untouched; restore from another bundle (ferry ls, ferry verify)',
     });
 }
 
@@ -236,9 +237,14 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       auths.set(host, a);
     }
 
-    // Replace removes what is there before the bundle's data is written: a damaged member found
-    // half-way would leave neither the old nor the new. So the whole bundle is checked first.
-    if (plan.containers.some((c) => c.replace) || plan.volumes.some((v) => v.replace)) await checkBeforeReplacing(transport, ctx);
+    // Replace removes what is there before the bundle's data is written, and --restore-binds
+    // writes over host files: a damaged member found half-way would leave neither the old nor
+    // the new. So the whole bundle is checked first.
+    const overwrites = [
+      ...(plan.containers.some((c) => c.replace) || plan.volumes.some((v) => v.replace) ? ['--on-conflict replace'] : []),
+      ...(plan.binds.some((b) => b.restore) ? ['--restore-binds'] : []),
+    ];
+    if (overwrites.length) await checkBeforeOverwriting(transport, overwrites.join(', '), ctx);
 
     // Replace: the old containers go first (their volumes cannot be removed while they exist).
     for (const c of plan.containers) {

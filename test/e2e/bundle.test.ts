@@ -219,7 +219,7 @@ describe('--on-conflict replace', () => {
       const id = inspect('container', c).Id;
       const r = await ferry(['restore', p, '--on-conflict', 'replace']);
       expect(r.code, r.stderr).toBe(7);
-      expect(r.stderr).toMatch(new RegExp(`is damaged \\(bad: volumes/${v}[^)]*\\); nothing was replaced`));
+      expect(r.stderr).toMatch(new RegExp(`is damaged \\(bad: volumes/${v}[^)]*\\); nothing was replaced or written`));
       expect(r.stderr).not.toMatch(/remove existing/);
       expect(inspect('container', c).Id).toBe(id);
       expect(docker(['exec', c, 'cat', '/data/newer'])).toBe('written after the backup');
@@ -228,7 +228,7 @@ describe('--on-conflict replace', () => {
       expect((await ferry(['backup', c, '-o', good, '--compress', 'none'])).code).toBe(0);
       const s = await ferry(['restore', '-', '--on-conflict', 'replace'], { stdinFile: good });
       expect(s.code, s.stderr).toBe(0);
-      expect(s.stderr).toMatch(/a bundle from a pipe cannot be read twice, so it is not checked before what it replaces is removed/);
+      expect(s.stderr).toMatch(/a bundle from a pipe cannot be read twice, so it is not checked before what it replaces is changed/);
       expect(s.stderr.indexOf('cannot be read twice')).toBeLessThan(s.stderr.indexOf('remove existing container'));
       expect(docker(['exec', c, 'cat', '/data/newer'])).toBe('written after the backup');
     } finally {
@@ -269,8 +269,20 @@ describe('options', () => {
       expect(r3.code, r3.stderr).toBe(0);
       expect(readFileSync(path.join(host, 'config.ini'), 'utf8')).toBe('key=value\n');
       expect(inspect('container', c).HostConfig.Binds).toEqual([`${host}:/etc/app:ro`]);
+      // A damaged bundle writes nothing over the host's files: it is checked whole first.
+      const buf = readFileSync(p2);
+      const o = memberOffset(buf, 'binds/') + 100;
+      buf[o] = buf[o]! ^ 0xff;
+      const p3 = path.join(dir, 'binds-damaged.tar');
+      writeFileSync(p3, buf);
+      writeFileSync(path.join(host, 'config.ini'), 'key=changed since\n');
+      const r4 = await ferry(['restore', p3, '--restore-binds', '--on-conflict', 'rename']);
+      expect(r4.code, r4.stderr).toBe(7);
+      expect(r4.stderr).toMatch(/verify the whole bundle before changing anything \(--restore-binds\)/);
+      expect(readFileSync(path.join(host, 'config.ini'), 'utf8')).toBe('key=changed since\n');
+      expect(exists('container', `${c}-restored`)).toBe(false);
     } finally {
-      cleanup(ENGINE_A, { containers: [c] });
+      cleanup(ENGINE_A, { containers: [c, `${c}-restored`] });
       rmSync(host, { recursive: true, force: true });
     }
   });
