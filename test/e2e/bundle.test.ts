@@ -217,6 +217,9 @@ describe('--on-conflict replace', () => {
       writeFileSync(p, buf);
       docker(['exec', c, 'sh', '-c', 'echo "written after the backup" > /data/newer']);
       const id = inspect('container', c).Id;
+      const d = await ferry(['restore', p, '--on-conflict', 'replace', '--dry-run']);
+      expect(d.code, d.stderr).toBe(0);
+      expect(d.stdout).toMatch(/first read and check the whole bundle \(a damaged one changes nothing\)\n.*replace volume/);
       const r = await ferry(['restore', p, '--on-conflict', 'replace']);
       expect(r.code, r.stderr).toBe(7);
       expect(r.stderr).toMatch(new RegExp(`is damaged \\(bad: volumes/${v}[^)]*\\); nothing was replaced or written`));

@@ -64,6 +64,8 @@ Examples:
         } else if (res.dryRun) {
           const p = res.plan;
           out.write(`dry run: nothing was changed. Restoring ${res.location} would:\n`);
+          if (p.containers.some((c) => c.replace) || p.volumes.some((v) => v.replace) || p.binds.some((b) => b.restore))
+            out.write(`  first read and check the whole bundle (${res.location === 'stdin' ? 'not possible from a pipe: it would go on unchecked' : 'a damaged one changes nothing'})\n`);
           for (const n of p.networks) out.write(`  ${n.exists ? 'reuse' : 'create'} network ${n.name}\n`);
           for (const v of p.volumes) out.write(`  ${v.replace ? 'replace' : 'create'} volume ${v.to}${v.to !== v.from ? ` (from ${v.from})` : ''} and fill it\n`);
           for (const c of p.containers) {
