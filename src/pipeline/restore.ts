@@ -159,6 +159,14 @@ async function makePlan(engine: Engine, m: Manifest, specs: ContainerSpec[], opt
   return { containers, volumes, networks, binds };
 }
 
+/** The options by which a plan changes what is there (removes containers or volumes, writes host paths). Pure. */
+export function planOverwrites(plan: RestorePlan): string[] {
+  return [
+    ...(plan.containers.some((c) => c.replace) || plan.volumes.some((v) => v.replace) ? ['--on-conflict replace'] : []),
+    ...(plan.binds.some((b) => b.restore) ? ['--restore-binds'] : []),
+  ];
+}
+
 /**
  * Before a restore changes what is there (--on-conflict replace removes containers and volumes,
  * --restore-binds writes over host paths): read the whole bundle once, as `ferry verify` does; a
@@ -240,10 +248,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     // Replace removes what is there before the bundle's data is written, and --restore-binds
     // writes over host files: a damaged member found half-way would leave neither the old nor
     // the new. So the whole bundle is checked first.
-    const overwrites = [
-      ...(plan.containers.some((c) => c.replace) || plan.volumes.some((v) => v.replace) ? ['--on-conflict replace'] : []),
-      ...(plan.binds.some((b) => b.restore) ? ['--restore-binds'] : []),
-    ];
+    const overwrites = planOverwrites(plan);
     if (overwrites.length) await checkBeforeOverwriting(transport, overwrites.join(', '), ctx);
 
     // Replace: the old containers go first (their volumes cannot be removed while they exist).

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { openEngine } from '../../engine/connect.js';
 import { resolveRegistryAuth } from '../../engine/auth.js';
-import { restore } from '../../pipeline/restore.js';
+import { planOverwrites, restore } from '../../pipeline/restore.js';
 import type { OnConflict } from '../../pipeline/run.js';
 import { resolveTransport } from '../../transport/resolve.js';
 import { setExit, type Deps } from '../program.js';
@@ -64,7 +64,7 @@ Examples:
         } else if (res.dryRun) {
           const p = res.plan;
           out.write(`dry run: nothing was changed. Restoring ${res.location} would:\n`);
-          if (p.containers.some((c) => c.replace) || p.volumes.some((v) => v.replace) || p.binds.some((b) => b.restore))
+          if (planOverwrites(p).length)
             out.write(`  first read and check the whole bundle (${res.location === 'stdin' ? 'not possible from a pipe: it would go on unchecked' : 'a damaged one changes nothing'})\n`);
           for (const n of p.networks) out.write(`  ${n.exists ? 'reuse' : 'create'} network ${n.name}\n`);
           for (const v of p.volumes) out.write(`  ${v.replace ? 'replace' : 'create'} volume ${v.to}${v.to !== v.from ? ` (from ${v.from})` : ''} and fill it\n`);
