@@ -13,46 +13,30 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { IoError, NotFoundError, toFerryError, UsageError } from '../errors.js';
 import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, type LockOptions } from './lock.js';
-import { PositionedWrites } from './positioned.js';
+import { AlignedAppender, directIoWanted } from './direct.js';
 import type { BundleSink, Transport } from './transport.js';
 
 export const TEMP_PREFIX = '.ferry-';
-const MAX_INFLIGHT = 4;
-const SYNC_EVERY = 64 << 20;
 export const TEMP_SUFFIX = '.partial';
 
 class FileSink implements BundleSink {
   readonly seekable = true;
   private done = false;
-  // Positioned writes, several in flight (the thread pool runs them side by side); every
-  // SYNC_EVERY bytes a background fdatasync starts, so that the final fsync has little to flush.
-  private readonly writes: PositionedWrites;
-  private unsynced = 0;
-  private syncing?: Promise<void>;
+  // Whole aligned slots go to disk with O_DIRECT where the filesystem allows it (direct.ts),
+  // the rest through the ordinary descriptor, several positioned writes in flight.
+  private readonly out: AlignedAppender;
 
   constructor(
     private readonly fh: fs.FileHandle,
+    private readonly direct: fs.FileHandle | undefined,
     private readonly tempPath: string,
     readonly location: string,
   ) {
-    this.writes = new PositionedWrites(async (chunks, position) => {
-      // One gathered write (pwritev) for the batch: no copy into one buffer.
-      let left = chunks;
-      while (left.length) {
-        const { bytesWritten } = await this.fh.writev(left, position);
-        position += bytesWritten;
-        let n = bytesWritten;
-        while (left.length && n >= left[0]!.length) {
-          n -= left[0]!.length;
-          left = left.slice(1);
-        }
-        if (n > 0) left = [left[0]!.subarray(n), ...left.slice(1)];
-      }
-    }, MAX_INFLIGHT);
+    this.out = new AlignedAppender(fh, direct);
   }
 
   get position(): number {
-    return this.writes.position;
+    return this.out.position;
   }
 
   async write(chunk: Buffer): Promise<void> {
@@ -60,22 +44,17 @@ class FileSink implements BundleSink {
   }
 
   async writev(chunks: Buffer[], written?: () => void): Promise<void> {
-    this.unsynced += chunks.reduce((n, c) => n + c.length, 0);
-    if (this.unsynced >= SYNC_EVERY && !this.syncing) {
-      this.unsynced = 0;
-      this.syncing = this.fh.datasync().catch(() => {}).finally(() => (this.syncing = undefined));
-    }
-    await this.writes.write(chunks, written);
+    await this.out.append(chunks, written);
   }
 
   writeAt(chunk: Buffer, position: number): Promise<void> {
-    return this.writes.writeAt(chunk, position);
+    return this.out.patch(chunk, position);
   }
 
   async commit(): Promise<void> {
-    await this.writes.settle();
-    await this.syncing;
+    await this.out.flush();
     await this.fh.sync();
+    await this.direct?.close();
     await this.fh.close();
     await fs.rename(this.tempPath, this.location);
     this.done = true;
@@ -85,8 +64,8 @@ class FileSink implements BundleSink {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    await this.writes.drain();
-    await this.syncing;
+    await this.out.drain();
+    await this.direct?.close().catch(() => {});
     await this.fh.close().catch(() => {});
     await fs.rm(this.tempPath, { force: true }).catch(() => {});
   }
@@ -207,7 +186,10 @@ export class LocalTransport implements Transport {
     } catch (err) {
       throw toFerryError(err);
     }
-    return new FileSink(fh, temp, final);
+    // A second descriptor with O_DIRECT, where the filesystem has it (tmpfs and some network
+    // filesystems refuse it at open: then everything goes through the first).
+    const direct = directIoWanted() ? await fs.open(temp, fsc.O_WRONLY | fsc.O_DIRECT).catch(() => undefined) : undefined;
+    return new FileSink(fh, direct, temp, final);
   }
 
   async openBundle(): Promise<{ stream: Readable; location: string; size?: number }> {
