@@ -323,6 +323,9 @@ async function watched(fn) {
       foreign: names,
       foreignCpuSeconds: round(ticks / CLK_TCK, 2),
       machineCpuSeconds: round((cpu1.busy - cpu0.busy) / CLK_TCK, 2),
+      // CPU time the hypervisor gave to someone else while this machine wanted it: on a shared host
+      // it comes and goes, and a run that lost a lot of it is slow for reasons outside both sides.
+      stealCpuSeconds: round((cpu1.steal - cpu0.steal) / CLK_TCK, 2),
       engineCpuSeconds: round((cpu1.engines - cpu0.engines) / CLK_TCK, 2),
     },
   };
@@ -336,6 +339,7 @@ async function watched(fn) {
 function cpuSnapshot() {
   const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   const busy = f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] ?? 0);
+  const steal = f[7] ?? 0;
   let engines = 0;
   for (const pid of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
@@ -348,7 +352,7 @@ function cpuSnapshot() {
       /* gone meanwhile */
     }
   }
-  return { busy, engines };
+  return { busy, engines, steal };
 }
 
 /** Read a file once so that it is in the page cache. */
@@ -562,7 +566,7 @@ async function comparative(id, opts, { prepare, ferry, baseline, check, rssOf = 
   res.peakRssMB = round(Math.max(0, ...res[rssOf].map((e) => e.peakRssMB ?? 0)), 1) || undefined;
   // Median CPU seconds per measurement on each side: the whole machine, and the engines' share.
   const cpuOf = (side, key) => round(median(res.activity.filter((a) => a.side === side && a[key] !== undefined).map((a) => a[key])), 2);
-  res.cpu = Object.fromEntries(['ferry', 'baseline'].map((side) => [side, { machine: cpuOf(side, 'machineCpuSeconds'), engines: cpuOf(side, 'engineCpuSeconds') }]));
+  res.cpu = Object.fromEntries(['ferry', 'baseline'].map((side) => [side, { machine: cpuOf(side, 'machineCpuSeconds'), engines: cpuOf(side, 'engineCpuSeconds'), steal: cpuOf(side, 'stealCpuSeconds') }]));
   res.pass = !res.incomplete && res.ratio !== undefined && res.ratio <= res.target;
   log(`${id}: ferry ${fmt(res.ferryMedian)} s, baseline ${fmt(res.baselineMedian)} s, ratio ${fmt(res.ratio)} (target ≤ ${res.target}) ${res.pass ? 'PASS' : 'FAIL'}${res.errors.length ? ` (${res.errors.length} failed attempt(s))` : ''}`);
   return res;
@@ -579,7 +583,7 @@ async function scenarioBackup(opts, ctx) {
   };
   const fileSize = (f) => (fs.existsSync(f) ? fs.statSync(f).size : 0);
   try {
-    return await comparative('backup', opts, {
+    const res = await comparative('backup', opts, {
       prepare: () => {
         wipe();
         clearSourceLeftovers();
@@ -596,6 +600,17 @@ async function scenarioBackup(opts, ctx) {
         return { info: { outputBytes: bytes }, problems };
       },
     });
+    return await floors(res, opts, [
+      {
+        // ferry's own engine work, without ferry: commit, then the save and the volume read at once, into /dev/null.
+        name: 'commit, then save and read the volume at once, to /dev/null',
+        command: `docker commit ${CTR} ${SNAP} >/dev/null && { docker save ${SNAP} > /dev/null & p=$!; docker cp ${CTR}:${PGDATA} - > /dev/null; wait $p; }`,
+        prepare: () => {
+          clearSourceLeftovers();
+          run('sync', []);
+        },
+      },
+    ]);
   } finally {
     wipe();
     clearSourceLeftovers();
@@ -659,19 +674,54 @@ async function scenarioMigrate(opts, ctx) {
   }
 }
 
+/**
+ * What the engines alone need for the volume, timed in the same run as a scenario: the floor
+ * under any tool that moves the data through the Engine API. Each floor is a shell pipeline of
+ * docker CLI calls; prepare() runs untimed before each. Returns [{ name, command, medianSeconds,
+ * runs, bestRatio }], bestRatio being the floor over the scenario's baseline median: no ferry
+ * run can have a lower ratio than that unless it skips this work.
+ */
+async function floors(res, opts, list) {
+  res.floors = [];
+  for (const f of list) {
+    const secs = [];
+    for (let i = 0; i < opts.runs; i++) {
+      f.prepare?.();
+      log(`${res.id} floor run ${i + 1}/${opts.runs}: ${f.name}`);
+      const { result: r, activity: act } = await watched(() => timed('bash', ['-c', `set -eo pipefail; ${f.command}`]));
+      res.activity.push({ run: i + 1, side: `floor: ${f.name}`, seconds: round(r.seconds, 3), ...act });
+      if (r.code !== 0) {
+        res.errors.push(`floor ${f.name} run ${i + 1} exited with ${r.code}: ${r.stderr.slice(-300)}`);
+        continue;
+      }
+      log(`  ${r.seconds.toFixed(2)} s`);
+      secs.push(r.seconds);
+    }
+    const m = round(median(secs), 3);
+    res.floors.push({ name: f.name, command: f.command, medianSeconds: m, runs: secs.map((x) => round(x, 3)), bestRatio: m && res.baselineMedian ? round(m / res.baselineMedian, 3) : undefined });
+  }
+  return res;
+}
+
 async function scenarioMigrate2(opts, ctx) {
   const specs = migrateSpecs(ctx);
   ensurePgImage({ verify: false });
+  const prepare = () => {
+    clearSourceLeftovers();
+    clearTarget({ base: false });
+    ensurePgImage({ verify: false });
+    run('sync', []);
+  };
   try {
-    return await comparative('migrate2', opts, {
-      ...specs,
-      prepare: () => {
-        clearSourceLeftovers();
-        clearTarget({ base: false });
-        ensurePgImage({ verify: false });
-        run('sync', []);
+    const res = await comparative('migrate2', opts, { ...specs, prepare });
+    return await floors(res, opts, [
+      { name: 'read the volume once through engine A (archive GET to /dev/null)', command: `docker cp ${CTR}:${PGDATA}/. - > /dev/null`, prepare: () => run('sync', []) },
+      {
+        name: 'copy the volume from engine A into engine B, no SSH (archive GET into archive PUT)',
+        command: `docker -H ${ENGINE_B} volume create ${VOL} >/dev/null && docker -H ${ENGINE_B} create --name ${HOLDER} -v ${VOL}:/data ${PG} >/dev/null && docker cp ${CTR}:${PGDATA}/. - | docker -H ${ENGINE_B} cp - ${HOLDER}:/data`,
+        prepare,
       },
-    });
+    ]);
   } finally {
     clearSourceLeftovers();
     clearTarget({ base: false });
@@ -827,12 +877,19 @@ function renderMarkdown(report) {
       L.push(`Peak RSS of the ferry process (target ≤ ${RSS_TARGET_MB} MB, ${opts.sizeMiB} MiB volume): ${max.toFixed(0)} MB, ${max <= RSS_TARGET_MB ? 'PASS' : 'FAIL'}. ` + `The ssh row's RSS is that of the ssh2 test script.`);
       L.push('');
     }
+    for (const r of cmp.filter((x) => x.floors?.length)) {
+      L.push(`Floors for ${r.title}, timed in the same run (what the engines alone need; no tool that goes through the Engine API can go below them):`, '');
+      L.push('| floor | median s | its ratio to the baseline |');
+      L.push('|---|---:|---:|');
+      for (const f of r.floors) L.push(`| ${f.name}: \`${f.command.replace(/\|/g, '\\|')}\` | ${fmt(f.medianSeconds)} | ${fmt(f.bestRatio)} |`);
+      L.push('');
+    }
     const withCpu = cmp.filter((r) => r.id !== 'ssh' && r.cpu?.ferry.machine !== undefined);
     if (withCpu.length) {
-      L.push('CPU seconds per run (medians; 2 cores give 2 CPU s per second): the whole machine, and of that the engines (dockerd with its docker-tar / docker-untar helpers).', '');
-      L.push('| scenario | ferry: machine | ferry: engines | baseline: machine | baseline: engines |');
-      L.push('|---|---:|---:|---:|---:|');
-      for (const r of withCpu) L.push(`| ${r.title} | ${fmt(r.cpu.ferry.machine)} | ${fmt(r.cpu.ferry.engines)} | ${fmt(r.cpu.baseline.machine)} | ${fmt(r.cpu.baseline.engines)} |`);
+      L.push('CPU seconds per run (medians; 2 cores give 2 CPU s per second): the whole machine, of that the engines (dockerd with its docker-tar / docker-untar helpers), and the steal (CPU time the hypervisor gave to other guests meanwhile, counted in the machine column).', '');
+      L.push('| scenario | ferry: machine | ferry: engines | ferry: steal | baseline: machine | baseline: engines | baseline: steal |');
+      L.push('|---|---:|---:|---:|---:|---:|---:|');
+      for (const r of withCpu) L.push(`| ${r.title} | ${fmt(r.cpu.ferry.machine)} | ${fmt(r.cpu.ferry.engines)} | ${fmt(r.cpu.ferry.steal)} | ${fmt(r.cpu.baseline.machine)} | ${fmt(r.cpu.baseline.engines)} | ${fmt(r.cpu.baseline.steal)} |`);
       L.push('');
     }
     const ssh = cmp.find((r) => r.id === 'ssh');
