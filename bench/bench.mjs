@@ -2,12 +2,12 @@
 /**
  * ferry benchmark: ferry against the docker CLI doing the same job, in the same run, alternating.
  *
- *   npm run bench                         # build, then every scenario, 3 runs each, 1 GiB volume
+ *   npm run bench                         # build, then every scenario, 5 runs each, 1 GiB volume
  *   npm run bench -- --quick              # smoke test: 1 run, 256 MiB
  *   node bench/bench.mjs --runs 5 --size 4096 --scenarios backup,migrate
  *
  * Options (argv wins over the environment):
- *   --runs N          runs per scenario                      BENCH_RUNS       (default 3; 1 with --quick)
+ *   --runs N          runs per scenario                      BENCH_RUNS       (default 5; 1 with --quick)
  *   --size MIB        MiB of random data in the volume       BENCH_SIZE_MIB   (default 1024; 256 with --quick)
  *   --scenarios LIST  comma-separated: backup, migrate, migrate2, compress, ssh (or 1-5; default all)
  *                                                            BENCH_SCENARIOS
@@ -113,7 +113,7 @@ function parseOptions(argv) {
     if (!Number.isInteger(n) || n < min) usage(`${name} must be an integer ≥ ${min} (got ${v})`);
     return n;
   };
-  const runs = int(o.runs, '--runs', o.quick ? 1 : 3);
+  const runs = int(o.runs, '--runs', o.quick ? 1 : 5);
   const sizeMiB = int(o.size, '--size', o.quick ? 256 : 1024);
   let scenarios = SCENARIOS;
   if (o.scenarios && o.scenarios !== 'all') {

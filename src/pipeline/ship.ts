@@ -14,7 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import type { Engine } from '../engine/engine.js';
 import type { Progress } from './context.js';
-import { fillVolume, openVolumeReader } from './volumes.js';
+import { fillVolume, openInPlaceReader, openVolumeReader } from './volumes.js';
 
 export function chainIds(diffIds: string[]): string[] {
   const out: string[] = [];
@@ -148,8 +148,10 @@ export async function shipVolume(
   targetImage: string,
   targetVolume: string,
   progress: Progress,
+  /** Read it from this container, which mounts it at this path (see inPlaceVolumePath), instead of a holder. */
+  inPlace?: { containerId: string; path: string },
 ): Promise<number> {
-  const r = await openVolumeReader(source, sourceImage, volume);
+  const r = inPlace ? await openInPlaceReader(source, inPlace.containerId, inPlace.path) : await openVolumeReader(source, sourceImage, volume);
   let bytes = 0;
   try {
     const counted = counter((n) => {

@@ -5,7 +5,9 @@
  *
  * Backup: the holder comes from the container's own image (already local; no pull, ever), with an
  * entrypoint that is never run, no network, and the volume mounted read-only at a path the image
- * does not have, with no copy-up. Restore: from an empty image imported on the spot.
+ * does not have, with no copy-up. Restore: from an empty image imported on the spot. A volume
+ * that its own (quiesced) container mounts with nothing else mounted inside it is read straight
+ * from that container instead (inPlaceVolumePath), as `docker cp` would.
  */
 import { randomBytes } from 'node:crypto';
 import { PassThrough, Writable, type Readable } from 'node:stream';
@@ -188,6 +190,33 @@ async function openReader(engine: Engine, image: string, mount: Record<string, u
     await holder.remove().catch(() => {});
     throw err;
   }
+}
+
+/**
+ * Where a volume can be read straight from the container that mounts it (its archive endpoint
+ * works paused or stopped, as `docker cp` does), without a helper: the destination the
+ * container mounts `volume` at, when no other mount of the container (volume, bind, tmpfs,
+ * `--tmpfs`) lies inside it, whose content the archive would carry along. Undefined otherwise
+ * (a holder then mounts the volume alone). Pure; unit-tested.
+ */
+export function inPlaceVolumePath(spec: { mounts: { type: string; source?: string; destination: string }[]; hostConfig: Record<string, unknown> }, volume: string): string | undefined {
+  const own = spec.mounts.filter((m) => m.type === 'volume' && m.source === volume);
+  if (own.length !== 1) return undefined; // mounted twice: a holder sees it once
+  const dest = own[0]!.destination.replace(/\/+$/, '');
+  if (!dest.startsWith('/') || dest === '' || dest.split('/').includes('..')) return undefined;
+  const tmpfs = Object.keys((spec.hostConfig.Tmpfs as Record<string, string> | null | undefined) ?? {});
+  const others = [...spec.mounts.filter((m) => m !== own[0]).map((m) => m.destination), ...tmpfs];
+  if (others.some((d) => d.replace(/\/+$/, '') === dest || d.startsWith(`${dest}/`))) return undefined;
+  return dest;
+}
+
+/**
+ * A volume's content read from `containerId`, which mounts it at `destination` (see
+ * inPlaceVolumePath): no helper to create and remove, about 0.4 s less per volume here.
+ */
+export async function openInPlaceReader(engine: Engine, containerId: string, destination: string): Promise<{ stream: Readable; done: () => Promise<void> }> {
+  const stream = await engine.getArchive(containerId, `${destination}/.`);
+  return { stream, done: async () => {} };
 }
 
 /** A volume's content, mounted read-only without copy-up. */

@@ -23,7 +23,9 @@ afterAll(() => {
 
 describe('killed mid-backup', () => {
   it('SIGKILL leaves the container paused; the next run says so and resumes it; temporaries are cleaned', async () => {
-    docker(['run', '-d', '--name', name, '-v', `${name}:/v`, BUSYBOX, 'sleep', '100000']);
+    // A tmpfs inside the volume's path: the volume is then read through a helper (read in place,
+    // the tmpfs would come along), whose sweep by the next run is checked below.
+    docker(['run', '-d', '--name', name, '-v', `${name}:/v`, '--tmpfs', '/v/run', BUSYBOX, 'sleep', '100000']);
     docker(['exec', name, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=300 2>/dev/null']);
     const out = path.join(dir, 'store');
     const child = spawn('node', [BIN, 'backup', name, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
@@ -55,6 +57,32 @@ describe('killed mid-backup', () => {
     const st = inspect('container', name).State;
     expect(st.Paused).toBe(false);
     expect(st.Running).toBe(true);
+  });
+
+  it('a volume read straight from its container: no helper is made, and after a SIGKILL the next run resumes the container', async () => {
+    const n = `${name}-3`;
+    docker(['run', '-d', '--name', n, '-v', `${n}:/v`, BUSYBOX, 'sleep', '100000']);
+    try {
+      docker(['exec', n, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=300 2>/dev/null']);
+      const out = path.join(dir, 'store3');
+      const child = spawn('node', [BIN, 'backup', n, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      await waitFor('the volume copy to start', () => /volume .* -> /.test(stderr), 30_000);
+      expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'])).toBe('');
+      await new Promise((r) => setTimeout(r, 300));
+      child.kill('SIGKILL');
+      await new Promise((r) => child.on('close', r));
+      expect(inspect('container', n).State.Paused).toBe(true);
+      const r = await ferry(['backup', n, '-o', out, '--compress', 'none'], { env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/left paused by a ferry run/);
+      expect(inspect('container', n).State.Paused).toBe(false);
+      const v = await ferry(['verify', path.join(out, readdirSync(out).find((f) => f.endsWith('.tar'))!)]);
+      expect(v.code, v.stderr + v.stdout).toBe(0);
+    } finally {
+      cleanup(ENGINE_A, { containers: [n], volumes: [n] });
+    }
   });
 });
 
