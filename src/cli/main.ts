@@ -36,6 +36,12 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
     throw reason;
   };
   process.on('unhandledRejection', onUnhandled);
+  // A reader that goes away (`ferry --help | head`) is not a crash: text output just stops. A
+  // bundle written to stdout learns of it through its own writes (exit 8, containers put back).
+  const onOutputError = (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  };
+  io.stdout.on('error', onOutputError);
   let json = argv.includes('--json');
   let pool: SshPool | undefined;
   const ssh = () =>

@@ -92,6 +92,17 @@ describe('streams', () => {
     cleanup(ENGINE_A, { containers: [`${a}-piped`], volumes: [`${own}-restored`, `${shared}-restored`] });
   });
 
+  it('a reader that goes away: help text just stops (exit 0, no stack trace); a bundle on stdout fails with exit 8 and the container runs on', () => {
+    // The sh of the lab is dash: the exit code of the pipeline's first command goes through a file.
+    // `true` has exited long before ferry (0.25 s to start) writes its help.
+    const help = sh(`{ $FERRY backup --help 2>&1; echo $? > /tmp/ferry-help-rc-$$; } | true; cat /tmp/ferry-help-rc-$$; rm -f /tmp/ferry-help-rc-$$`);
+    expect(help.stdout.trim()).toBe('0');
+    const cut = sh(`{ $FERRY backup ${a} -o - --compress none 2>/dev/null; echo $? > /tmp/ferry-cut-rc-$$; } | head -c 100000 >/dev/null; cat /tmp/ferry-cut-rc-$$; rm -f /tmp/ferry-cut-rc-$$`);
+    expect(cut.stdout.trim()).toBe('8');
+    const st = inspect('container', a).State;
+    expect(st.Running && !st.Paused).toBe(true);
+  });
+
   it('a stream cut short is refused and restores nothing', () => {
     const r = sh(`$FERRY backup ${a} -o - --compress none | head -c 1500000 | $FERRY restore - --name ${a}-cut --on-conflict rename`);
     expect(r.code).toBe(7);
