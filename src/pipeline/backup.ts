@@ -28,7 +28,7 @@ import type { Transport } from '../transport/transport.js';
 import { captureContainer, commitContainer, hostName, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { saveImage } from './save.js';
-import { inPlaceVolumePath, openBindReader, openInPlaceReader, openVolumeReader, sweepStaleHolders } from './volumes.js';
+import { openBindReader, openContainerVolumeReader, sweepStaleHolders } from './volumes.js';
 import { HookError, UsageError } from '../errors.js';
 
 export interface BackupOptions {
@@ -258,18 +258,12 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
           pendingSaves.push(saving);
         }
         // Volume data (each shared volume once) and bind data, read while the container is quiesced.
-        const sources: { what: string; member: string; open: () => ReturnType<typeof openVolumeReader> }[] = [];
+        const sources: { what: string; member: string; open: () => ReturnType<typeof openContainerVolumeReader> }[] = [];
         for (const vname of entry.volumes) {
           if (written.has(vname)) continue;
           written.add(vname);
           const v = volumes.find((x) => x.name === vname)!;
-          // Podman's archive endpoint loses owners: there the holder's tar reads it.
-          const inPlace = engine.facts.podman ? undefined : inPlaceVolumePath(c.spec, v.name);
-          sources.push({
-            what: `volume ${v.name}`,
-            member: v.member,
-            open: () => (inPlace ? openInPlaceReader(engine, c.spec.sourceId, inPlace) : openVolumeReader(engine, c.spec.baseImage.id, v.name)),
-          });
+          sources.push({ what: `volume ${v.name}`, member: v.member, open: () => openContainerVolumeReader(engine, c.spec, v.name) });
         }
         for (const b of entry.binds) sources.push({ what: `bind ${b.hostPath}`, member: b.member, open: () => openBindReader(engine, c.spec.baseImage.id, b.hostPath) });
         for (const src of sources) {

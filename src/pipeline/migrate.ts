@@ -19,7 +19,7 @@ import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
 import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
-import { inPlaceVolumePath, sweepHolders, sweepStaleHolders } from './volumes.js';
+import { sweepHolders, sweepStaleHolders } from './volumes.js';
 
 export interface MigrateOptions {
   containers: string[];
@@ -129,8 +129,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
           const name = await createVolume(target, { ...onTarget.volume(v), member: '' }, opts.onConflict, undo, progress);
           volumeNames[v.name] = name;
           progress.step(`volume ${v.name} -> ${name} on ${target.facts.endpoint}`);
-          const inPlace = source.facts.podman ? undefined : inPlaceVolumePath(c.spec, v.name);
-          result.volumeBytes += await shipVolume(source, c.spec.baseImage.id, v.name, target, holder, name, progress, inPlace ? { containerId: c.spec.sourceId, path: inPlace } : undefined);
+          result.volumeBytes += await shipVolume(source, c.spec, v.name, target, holder, name, progress);
           result.volumes.push(name);
         }
       } catch (err) {

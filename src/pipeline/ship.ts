@@ -13,8 +13,9 @@ import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import type { Engine } from '../engine/engine.js';
+import type { ContainerSpec } from '../engine/spec.js';
 import type { Progress } from './context.js';
-import { fillVolume, openInPlaceReader, openVolumeReader } from './volumes.js';
+import { fillVolume, openContainerVolumeReader } from './volumes.js';
 
 export function chainIds(diffIds: string[]): string[] {
   const out: string[] = [];
@@ -139,19 +140,17 @@ export async function shipImage(source: Engine, target: Engine, ref: string, pro
   return { bytes, skippedLayers: skip.size, totalLayers: diffIds.length };
 }
 
-/** Copy one volume's content from a source volume into a (created, empty) target volume. */
+/** Copy one volume of a (quiesced) source container into a (created, empty) target volume. */
 export async function shipVolume(
   source: Engine,
-  sourceImage: string,
+  sourceSpec: ContainerSpec,
   volume: string,
   target: Engine,
   targetImage: string,
   targetVolume: string,
   progress: Progress,
-  /** Read it from this container, which mounts it at this path (see inPlaceVolumePath), instead of a holder. */
-  inPlace?: { containerId: string; path: string },
 ): Promise<number> {
-  const r = inPlace ? await openInPlaceReader(source, inPlace.containerId, inPlace.path) : await openVolumeReader(source, sourceImage, volume);
+  const r = await openContainerVolumeReader(source, sourceSpec, volume);
   let bytes = 0;
   try {
     const counted = counter((n) => {

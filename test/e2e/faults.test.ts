@@ -21,6 +21,22 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** Start `ferry backup container -o out`, and SIGKILL it 0.3 s into its volume copy (`whileCopying` runs first). */
+async function killMidVolume(container: string, out: string, whileCopying?: () => void): Promise<void> {
+  const child = spawn('node', [BIN, 'backup', container, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const closed = new Promise((r) => child.on('close', r));
+  try {
+    await waitFor('the volume copy to start', () => /volume .* -> /.test(stderr), 30_000);
+    whileCopying?.();
+    await new Promise((r) => setTimeout(r, 300));
+  } finally {
+    child.kill('SIGKILL');
+    await closed;
+  }
+}
+
 describe('killed mid-backup', () => {
   it('SIGKILL leaves the container paused; the next run says so and resumes it; temporaries are cleaned', async () => {
     // A tmpfs inside the volume's path: the volume is then read through a helper (read in place,
@@ -28,13 +44,7 @@ describe('killed mid-backup', () => {
     docker(['run', '-d', '--name', name, '-v', `${name}:/v`, '--tmpfs', '/v/run', BUSYBOX, 'sleep', '100000']);
     docker(['exec', name, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=300 2>/dev/null']);
     const out = path.join(dir, 'store');
-    const child = spawn('node', [BIN, 'backup', name, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    await waitFor('the volume copy to start', () => /volume .* -> /.test(stderr), 30_000);
-    await new Promise((r) => setTimeout(r, 300));
-    child.kill('SIGKILL');
-    await new Promise((r) => child.on('close', r));
+    await killMidVolume(name, out);
     expect(inspect('container', name).State.Paused).toBe(true); // nobody could resume it
     // no file that looks like a finished bundle; only the hidden temporary
     expect(readdirSync(out).filter((f) => f.endsWith('.tar'))).toEqual([]);
@@ -65,14 +75,7 @@ describe('killed mid-backup', () => {
     try {
       docker(['exec', n, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=300 2>/dev/null']);
       const out = path.join(dir, 'store3');
-      const child = spawn('node', [BIN, 'backup', n, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-      let stderr = '';
-      child.stderr.on('data', (d) => (stderr += d));
-      await waitFor('the volume copy to start', () => /volume .* -> /.test(stderr), 30_000);
-      expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'])).toBe('');
-      await new Promise((r) => setTimeout(r, 300));
-      child.kill('SIGKILL');
-      await new Promise((r) => child.on('close', r));
+      await killMidVolume(n, out, () => expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'])).toBe(''));
       expect(inspect('container', n).State.Paused).toBe(true);
       const r = await ferry(['backup', n, '-o', out, '--compress', 'none'], { env });
       expect(r.code, r.stderr).toBe(0);
