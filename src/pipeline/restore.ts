@@ -21,6 +21,7 @@ import { abortable } from './backup.js';
 import { orchestratedBy } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { loadImage } from './load.js';
+import { checkHostPorts } from './ports.js';
 import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from './volumes.js';
 
@@ -231,6 +232,11 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       });
       await checkBindSources(engine, opts.dryRun ? await engine.holderImageIfPresent() : await engine.ensureHolderImage(), binds, progress);
     }
+    await checkHostPorts(engine, specs.map((spec, i) => ({ spec, start: plan.containers[i]!.start })), {
+      replacing: new Set(plan.containers.filter((c) => c.replace).map((c) => c.to)),
+      image: () => (opts.dryRun ? engine.holderImageIfPresent() : engine.ensureHolderImage()),
+      progress,
+    });
     if (opts.dryRun) {
       reader.close();
       return { location: src.location, plan, containers: [], durationMs: Date.now() - started, dryRun: true };

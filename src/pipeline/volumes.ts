@@ -288,6 +288,42 @@ export async function hostPathExists(engine: Engine, image: string, hostPath: st
   return true;
 }
 
+/** What an engine says when a published host port cannot be had (Docker 20.10 and later). */
+const PORT_TAKEN = /address already in use|port is already allocated|failed programming external connectivity/i;
+
+/**
+ * Whether the engine's host can give a container these port bindings now (`{ "80/tcp":
+ * [{ HostIp, HostPort }] }`), asked through the Engine API: a helper that publishes them on the
+ * default bridge is started. Docker binds the host ports before it runs the entrypoint, so a
+ * taken port fails the start with the engine's message (returned); a free one gets as far as the
+ * entrypoint, which the holder image does not have (true). Undefined when the answer says
+ * nothing either way (Podman, no default bridge, any other refusal).
+ */
+export async function hostPortsFree(engine: Engine, image: string, bindings: Record<string, { HostIp: string; HostPort: string }[]>): Promise<true | string | undefined> {
+  if (engine.facts.podman) return undefined;
+  const body = holderCreateBody(image, {});
+  const hc = body.HostConfig as Record<string, unknown>;
+  delete hc.Mounts;
+  delete body.NetworkDisabled;
+  Object.assign(hc, { NetworkMode: 'bridge', PortBindings: bindings });
+  body.ExposedPorts = Object.fromEntries(Object.keys(bindings).map((p) => [p, {}]));
+  let holder: Holder;
+  try {
+    holder = await createHolder(engine, image, {}, body);
+  } catch {
+    return undefined;
+  }
+  try {
+    await engine.start(holder.id);
+    return undefined; // an image with that entrypoint: says nothing
+  } catch (err) {
+    const msg = (err as Error).message;
+    return PORT_TAKEN.test(msg) ? msg : /no such file or directory|executable file not found/i.test(msg) ? true : undefined;
+  } finally {
+    await holder.remove().catch(() => {});
+  }
+}
+
 /** Extract a tar stream into a host path through a bind mount (the engine creates a missing path). */
 export async function fillBind(engine: Engine, image: string, hostPath: string, data: Readable): Promise<void> {
   // A Binds entry (not a Mount) so that the engine creates a host path that is missing.

@@ -123,7 +123,8 @@ describe('bind mount sources missing on the target', () => {
 
   it('--restore-binds writes them, so nothing is missing', async () => {
     const elsewhere = path.join(dir, 'elsewhere');
-    const r = await ferry(['-H', ENGINE_B, 'restore', bundle, '--dry-run', '--restore-binds', '--on-conflict', 'rename', '--map-bind', `${path.join(dir, 'old')}=${elsewhere}`]);
+    // (another port: the original on engine A holds its own on this machine that both engines share)
+    const r = await ferry(['-H', ENGINE_B, 'restore', bundle, '--dry-run', '--restore-binds', '--on-conflict', 'rename', '--map-bind', `${path.join(dir, 'old')}=${elsewhere}`, '--map-port', `${oldPort}=${await freePort()}`]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/does not exist|missing/);
     expect(r.stdout).toMatch(new RegExp(`write bind data for ${path.join(elsewhere, 'logs')}`));

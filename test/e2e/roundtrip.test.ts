@@ -148,9 +148,13 @@ describe('backup and restore on one engine', () => {
     expect(inspect('container', name).Id).toBe(id);
   });
 
-  it('dry run prints the plan and touches nothing', async () => {
-    const r = await ferry(['restore', bundle, '--dry-run', '--name', `${name}-copy`, '--on-conflict', 'rename']);
+  it('dry run: refuses the host port the original holds, like the restore would; with --no-start prints the plan; touches nothing', async () => {
+    const taken = await ferry(['restore', bundle, '--dry-run', '--name', `${name}-copy`, '--on-conflict', 'rename']);
+    expect(taken.code, taken.stderr).toBe(6);
+    expect(taken.stderr).toContain(`host ports already taken on ${ENGINE_A}: ${name}: 127.0.0.1:${port}/tcp (published by running container ${name})`);
+    const r = await ferry(['restore', bundle, '--dry-run', '--name', `${name}-copy`, '--on-conflict', 'rename', '--no-start']);
     expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/warning: .*host port taken/);
     expect(r.stdout).toMatch(/dry run/);
     expect(r.stdout).toContain(`create container ${name}-copy`);
     expect(r.stdout).toContain(`create volume ${vol}-restored`);
@@ -158,14 +162,26 @@ describe('backup and restore on one engine', () => {
     expect(exists('volume', `${vol}-restored`)).toBe(false);
   });
 
-  it('a failed restore removes everything it created (port already taken)', async () => {
-    // --name and rename: the volume is restored beside the original; the start fails because the
-    // original still holds the host port; everything the restore made must be gone again.
+  it('a restore refused for a taken host port creates nothing', async () => {
     const volsBefore = docker(['volume', 'ls', '-q']).split('\n').sort();
     const r = await ferry(['restore', bundle, '--name', `${name}-copy`, '--on-conflict', 'rename']);
-    expect(r.code).toBe(4);
+    expect(r.code, r.stderr).toBe(6);
+    expect(r.stderr).toMatch(/nothing was changed/);
+    expect(r.stderr).not.toMatch(/create volume|rollback/);
+    expect(exists('container', `${name}-copy`)).toBe(false);
+    expect(docker(['volume', 'ls', '-q']).split('\n').sort()).toEqual(volsBefore);
+  });
+
+  it('a failed restore removes everything it created (static address already taken)', async () => {
+    // --name and rename: the volume is restored beside the original and the copy publishes
+    // another port, but it joins the same network with the original's fixed address, so its
+    // start fails after everything else was made: all of that must be gone again.
+    const volsBefore = docker(['volume', 'ls', '-q']).split('\n').sort();
+    const other = await freePort();
+    const r = await ferry(['restore', bundle, '--name', `${name}-copy`, '--on-conflict', 'rename', '--map-port', `127.0.0.1:${port}=127.0.0.1:${other}`]);
+    expect(r.code, r.stderr).toBe(4);
     expect(r.stderr).toMatch(/start container/);
-    expect(r.stderr).toMatch(/rollback/);
+    expect(r.stderr).toMatch(/rollback: remove volume/);
     expect(exists('container', `${name}-copy`)).toBe(false);
     expect(docker(['volume', 'ls', '-q']).split('\n').sort()).toEqual(volsBefore);
     expect(inspect('container', name).State.Running).toBe(true);

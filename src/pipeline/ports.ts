@@ -1,0 +1,136 @@
+/**
+ * Preflight for published host ports (restore, migrate), before anything changes: a container
+ * whose host port is already taken on the target is created, and then its start fails after all
+ * of its data was written, and the rollback removes it all again. Here the target is asked first:
+ * which of its running containers publish those ports (named in the refusal), and, on Docker,
+ * whether the host can bind the rest (a process outside any container may hold them).
+ */
+import type { Engine } from '../engine/engine.js';
+import type { ContainerSpec } from '../engine/spec.js';
+import { ConflictError } from '../errors.js';
+import type { Progress } from './context.js';
+import { hostPortsFree } from './volumes.js';
+
+/** One fixed host port a container publishes. `ip` '' is every address. */
+export interface PortClaim {
+  ip: string;
+  port: number;
+  proto: string;
+  /** The container's side, as the engine spells it (`80/tcp`). */
+  containerPort: string;
+}
+
+/** What a running container on the target publishes (GET /containers/json `Ports`). */
+export interface PortHeld {
+  container: string;
+  ip: string;
+  port: number;
+  proto: string;
+}
+
+/**
+ * The fixed host ports a spec publishes (an empty or 0 host port, or a range, is the engine's
+ * choice among free ones and cannot clash). None for a container on the host's network or another container's,
+ * where the engine ignores port bindings. Pure.
+ */
+export function portClaims(spec: Pick<ContainerSpec, 'hostConfig'>): PortClaim[] {
+  const mode = String(spec.hostConfig.NetworkMode ?? '');
+  if (mode === 'host' || mode === 'none' || mode.startsWith('container:')) return [];
+  const out: PortClaim[] = [];
+  for (const [containerPort, bindings] of Object.entries((spec.hostConfig.PortBindings ?? {}) as Record<string, { HostIp?: string; HostPort?: string }[] | null>)) {
+    const proto = containerPort.split('/')[1] ?? 'tcp';
+    for (const b of bindings ?? []) {
+      // One port; not an empty or 0 host port, nor a range: the engine picks one of those itself.
+      const m = /^(\d+)(?:-(\d+))?$/.exec(b.HostPort ?? '');
+      if (!m || Number(m[1]) === 0 || (m[2] !== undefined && m[2] !== m[1])) continue;
+      const from = Number(m[1]);
+      out.push({ ip: b.HostIp ?? '', port: from, proto, containerPort });
+    }
+  }
+  return out;
+}
+
+const wildcard = (ip: string) => ip === '' || ip === '0.0.0.0' || ip === '::';
+
+/** Whether two bindings of the same port and protocol exclude each other. Pure. */
+export function portsOverlap(a: { ip: string; port: number; proto: string }, b: { ip: string; port: number; proto: string }): boolean {
+  return a.port === b.port && a.proto === b.proto && (wildcard(a.ip) || wildcard(b.ip) || a.ip === b.ip);
+}
+
+export function describeClaim(c: { ip: string; port: number; proto: string }): string {
+  return `${c.ip ? (c.ip.includes(':') ? `[${c.ip}]:` : `${c.ip}:`) : ''}${c.port}/${c.proto}`;
+}
+
+/** What the target's running containers publish, from the engine's container list. */
+export function heldPorts(list: { Names?: string[]; Ports?: { IP?: string; PublicPort?: number; Type?: string }[] }[]): PortHeld[] {
+  return list.flatMap((c) => {
+    const name = (c.Names?.[0] ?? '').replace(/^\//, '');
+    return (c.Ports ?? []).filter((p) => p.PublicPort).map((p) => ({ container: name, ip: p.IP ?? '', port: p.PublicPort!, proto: p.Type ?? 'tcp' }));
+  });
+}
+
+const IN_USE = /address already in use|port is already allocated/i;
+
+/** The gist of an engine's refusal to publish a port: `listen tcp4 10.0.0.5:80: bind: cannot assign requested address`. Pure. */
+export function bindReason(message: string): string {
+  return /userland proxy: (.*)$/s.exec(message)?.[1]?.trim() ?? message.replace(/^.*\): /s, '').trim();
+}
+
+export interface PortCheckItem {
+  spec: ContainerSpec;
+  /** Whether this run starts it (else a clash is only a warning: it would fail at its first start). */
+  start: boolean;
+  /** A clash on one of these claims found only by probing the host is a warning (migrate --stop-source: the source may hold it on a shared host until it stops). */
+  soft?: (c: PortClaim) => boolean;
+}
+
+/**
+ * Refuse (ConflictError) when a container this run starts publishes a host port that a running
+ * container on the target publishes too (not one this run replaces: `replacing`), or that the
+ * host cannot bind (probed from `image()`, the holder image, asked for only when there is
+ * something to probe; without one only containers are looked at).
+ */
+export async function checkHostPorts(engine: Engine, items: PortCheckItem[], opts: { replacing?: ReadonlySet<string>; image?: () => Promise<string | undefined>; progress: Progress }): Promise<void> {
+  const claimed = items.map((it) => ({ ...it, claims: portClaims(it.spec) })).filter((it) => it.claims.length);
+  if (!claimed.length) return;
+  const held = heldPorts(await engine.listContainers(false));
+  const refused: string[] = [];
+  let imageOnce: Promise<string | undefined> | undefined;
+  for (const it of claimed) {
+    const problems: string[] = [];
+    const soft: string[] = [];
+    const probe: Record<string, { HostIp: string; HostPort: string }[]> = {};
+    for (const c of it.claims) {
+      const by = held.filter((h) => portsOverlap(c, h));
+      const others = by.filter((h) => !opts.replacing?.has(h.container));
+      if (others.length) problems.push(`${describeClaim(c)} (published by running container ${[...new Set(others.map((h) => h.container))].join(', ')})`);
+      else if (!by.length) (probe[c.containerPort] ??= []).push({ HostIp: c.ip, HostPort: String(c.port) });
+      // (held only by a container this run replaces: free once it is removed)
+    }
+    const image = Object.keys(probe).length ? await (imageOnce ??= opts.image?.() ?? Promise.resolve(undefined)) : undefined;
+    if (image && typeof (await hostPortsFree(engine, image, probe)) === 'string') {
+      // Which of them: one at a time (the engine names only the first it cannot bind).
+      for (const c of it.claims) {
+        if (!probe[c.containerPort]?.some((b) => b.HostPort === String(c.port) && b.HostIp === c.ip)) continue;
+        const r = await hostPortsFree(engine, image, { [c.containerPort]: [{ HostIp: c.ip, HostPort: String(c.port) }] });
+        if (typeof r !== 'string') continue;
+        if (!IN_USE.test(r)) problems.push(`${describeClaim(c)} (cannot be bound on the engine's host: ${bindReason(r)})`);
+        else if (it.soft?.(c)) soft.push(describeClaim(c));
+        else problems.push(`${describeClaim(c)} (in use on the engine's host, outside any container of it)`);
+      }
+    }
+    if (soft.length)
+      opts.progress.warn(
+        `${it.spec.name}: host port ${soft.join(', ')} is in use on the host of ${engine.facts.endpoint}; if the source holds it (both engines on one host), --stop-source frees it before the start, else the start fails and the migration is rolled back`,
+      );
+    if (!problems.length) continue;
+    if (it.start) refused.push(`${it.spec.name}: ${problems.join(', ')}`);
+    else
+      opts.progress.warn(`${it.spec.name}: host port taken on ${engine.facts.endpoint}: ${problems.join(', ')}; it cannot start until the port is free (or publish elsewhere with --map-port)`);
+  }
+  if (refused.length)
+    throw new ConflictError(
+      `host ports already taken on ${engine.facts.endpoint}: ${refused.join('; ')}`,
+      'nothing was changed; stop what holds them, publish elsewhere with --map-port [ip:]OLD=[ip:]NEW, or create the containers without starting them (--no-start)',
+    );
+}

@@ -1,0 +1,136 @@
+/**
+ * Host ports taken on the target: restore and migrate say so before anything changes, instead of
+ * writing every volume, failing at the start and rolling it all back. A service on engine A
+ * (busybox httpd on 127.0.0.1:<port>, a named volume, a user network) is backed up; engine B then
+ * finds the port taken by one of its own running containers, by a process on the host (this test,
+ * listening), and, for migrate, by the source itself (both engines share this machine's ports).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, freePort, inspect, uid } from '../helpers/lab.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'ferry-ports-'));
+const name = uid('ports');
+const vol = `${name}-data`;
+const net = `${name}-net`;
+const blocker = `${name}-blocker`;
+let port = 0;
+let bundle = '';
+
+/** Nothing of the bundle on engine B. */
+function untouched() {
+  expect(exists('container', name, ENGINE_B)).toBe(false);
+  expect(exists('volume', vol, ENGINE_B)).toBe(false);
+  expect(exists('network', net, ENGINE_B)).toBe(false);
+}
+
+function listen(p: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(p, '127.0.0.1', () => resolve(s));
+  });
+}
+
+beforeAll(async () => {
+  port = await freePort();
+  docker(['network', 'create', net]);
+  docker(['run', '-d', '--name', name, '--network', net, '-p', `127.0.0.1:${port}:80`, '-v', `${vol}:/www`, BUSYBOX, 'httpd', '-f', '-p', '80', '-h', '/www']);
+  docker(['exec', name, 'sh', '-c', 'echo "port page" > /www/index.html']);
+  const r = await ferry(['--json', 'backup', name, '-o', dir]);
+  expect(r.code, r.stderr).toBe(0);
+  bundle = JSON.parse(r.stdout).bundle as string;
+});
+
+afterAll(() => {
+  cleanup(ENGINE_A, { containers: [name], volumes: [vol], networks: [net] });
+  cleanup(ENGINE_B, { containers: [name, blocker], volumes: [vol], networks: [net] });
+  for (const img of docker(['images', '-q', `ferry/${name}`], { host: ENGINE_B }).split('\n').filter(Boolean)) docker(['rmi', '-f', img], { host: ENGINE_B, allowFail: true });
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('restore onto a host whose port is taken', () => {
+  it('by a running container there: refused with its name (exit 6), nothing changed; --on-conflict replace of that very container goes ahead', async () => {
+    docker(['stop', '-t', '1', name]); // the port is engine B's to take now
+    try {
+      docker(['run', '-d', '--name', blocker, '-p', `127.0.0.1:${port}:80`, BUSYBOX, 'sleep', '3600'], { host: ENGINE_B });
+      const r = await ferry(['-H', ENGINE_B, 'restore', bundle]);
+      expect(r.code, r.stderr).toBe(6);
+      expect(r.stderr).toContain(`host ports already taken on ${ENGINE_B}: ${name}: 127.0.0.1:${port}/tcp (published by running container ${blocker})`);
+      expect(r.stderr).toMatch(/nothing was changed.*--map-port/);
+      expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+      untouched();
+      expect(inspect('container', blocker, ENGINE_B).State.Running).toBe(true);
+
+      // The container that holds it is the one the restore replaces: then the port is free by the start.
+      docker(['rm', '-f', blocker], { host: ENGINE_B });
+      docker(['run', '-d', '--name', name, '-p', `127.0.0.1:${port}:80`, BUSYBOX, 'sleep', '3600'], { host: ENGINE_B });
+      const ok = await ferry(['-H', ENGINE_B, 'restore', bundle, '--on-conflict', 'replace']);
+      expect(ok.code, ok.stderr).toBe(0);
+      const c = inspect('container', name, ENGINE_B);
+      expect(c.State.Running).toBe(true);
+      expect(c.Config.Cmd).toEqual(['httpd', '-f', '-p', '80', '-h', '/www']);
+      expect(c.NetworkSettings.Ports['80/tcp']).toEqual([{ HostIp: '127.0.0.1', HostPort: String(port) }]);
+      expect(docker(['exec', name, 'wget', '-q', '-O', '-', 'http://127.0.0.1/'], { host: ENGINE_B })).toBe('port page');
+    } finally {
+      cleanup(ENGINE_B, { containers: [name, blocker], volumes: [vol], networks: [net] });
+      docker(['start', name]);
+    }
+  });
+
+  it('by a process outside any container, or on an address the host lacks: refused (exit 6), nothing changed; with --no-start created, with a warning', async () => {
+    docker(['stop', '-t', '1', name]);
+    const server = await listen(port);
+    try {
+      const r = await ferry(['-H', ENGINE_B, 'restore', bundle]);
+      expect(r.code, r.stderr).toBe(6);
+      expect(r.stderr).toContain(`${name}: 127.0.0.1:${port}/tcp (in use on the engine's host, outside any container of it)`);
+      untouched();
+      // The helper that asked is gone too.
+      expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'], { host: ENGINE_B })).toBe('');
+
+      // An address this host does not have: not bindable either, and the engine's reason is given.
+      const gone = await ferry(['-H', ENGINE_B, 'restore', bundle, '--map-port', `127.0.0.1:${port}=192.0.2.1:${port}`]);
+      expect(gone.code, gone.stderr).toBe(6);
+      expect(gone.stderr).toContain(`${name}: 192.0.2.1:${port}/tcp (cannot be bound on the engine's host: listen tcp4 192.0.2.1:${port}: bind: cannot assign requested address)`);
+      untouched();
+
+      const later = await ferry(['-H', ENGINE_B, 'restore', bundle, '--no-start']);
+      expect(later.code, later.stderr).toBe(0);
+      expect(later.stderr).toMatch(new RegExp(`warning: ${name}: host port taken .*127\\.0\\.0\\.1:${port}/tcp.*cannot start until the port is free`));
+      expect(inspect('container', name, ENGINE_B).State.Status).toBe('created');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+      cleanup(ENGINE_B, { containers: [name], volumes: [vol], networks: [net] });
+      docker(['start', name]);
+    }
+  });
+});
+
+describe('migrate onto a host whose port is taken', () => {
+  it('by the running source on the same machine: refused before the source is paused; with --stop-source a warning, and the service runs on the target', async () => {
+    expect(inspect('container', name).State.Running).toBe(true);
+    const r = await ferry(['migrate', name, '--to', ENGINE_B]);
+    expect(r.code, r.stderr).toBe(6);
+    expect(r.stderr).toContain(`${name}: 127.0.0.1:${port}/tcp (in use on the engine's host`);
+    expect(r.stderr).not.toMatch(/pause|commit/);
+    untouched();
+    const src = inspect('container', name);
+    expect(src.State.Running && !src.State.Paused).toBe(true);
+
+    try {
+      const cut = await ferry(['migrate', name, '--to', ENGINE_B, '--stop-source']);
+      expect(cut.code, cut.stderr).toBe(0);
+      expect(cut.stderr).toMatch(new RegExp(`host port 127\\.0\\.0\\.1:${port}/tcp is in use on the host of .*--stop-source frees it`));
+      expect(inspect('container', name).State.Running).toBe(false);
+      expect(inspect('container', name, ENGINE_B).State.Running).toBe(true);
+      expect(docker(['exec', name, 'wget', '-q', '-O', '-', 'http://127.0.0.1/'], { host: ENGINE_B })).toBe('port page');
+    } finally {
+      cleanup(ENGINE_B, { containers: [name], volumes: [vol], networks: [net] });
+      docker(['start', name]);
+    }
+  });
+});

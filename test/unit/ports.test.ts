@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { bindReason, describeClaim, heldPorts, portClaims, portsOverlap } from '../../src/pipeline/ports.js';
+
+const spec = (hostConfig: Record<string, unknown>) => ({ hostConfig });
+
+describe('portClaims', () => {
+  it('lists every fixed host port with its address and protocol', () => {
+    expect(
+      portClaims(spec({ PortBindings: { '80/tcp': [{ HostIp: '127.0.0.1', HostPort: '8080' }, { HostIp: '::1', HostPort: '8080' }], '53/udp': [{ HostIp: '', HostPort: '53' }] } })),
+    ).toEqual([
+      { ip: '127.0.0.1', port: 8080, proto: 'tcp', containerPort: '80/tcp' },
+      { ip: '::1', port: 8080, proto: 'tcp', containerPort: '80/tcp' },
+      { ip: '', port: 53, proto: 'udp', containerPort: '53/udp' },
+    ]);
+  });
+
+  it('leaves out what the engine chooses itself: an empty or 0 host port, a range', () => {
+    expect(portClaims(spec({ PortBindings: { '80/tcp': [{ HostIp: '', HostPort: '' }, { HostPort: '0' }, { HostPort: '8000-8010' }], '81/tcp': null } }))).toEqual([]);
+    expect(portClaims(spec({ PortBindings: { '80/tcp': [{ HostPort: '9000-9000' }] } }))).toEqual([{ ip: '', port: 9000, proto: 'tcp', containerPort: '80/tcp' }]);
+    expect(portClaims(spec({}))).toEqual([]);
+  });
+
+  it('has none where the engine ignores port bindings', () => {
+    const pb = { '80/tcp': [{ HostIp: '', HostPort: '80' }] };
+    for (const NetworkMode of ['host', 'none', 'container:vpn']) expect(portClaims(spec({ NetworkMode, PortBindings: pb }))).toEqual([]);
+    expect(portClaims(spec({ NetworkMode: 'bridge', PortBindings: pb }))).toHaveLength(1);
+    expect(portClaims(spec({ NetworkMode: 'mynet', PortBindings: pb }))).toHaveLength(1);
+  });
+});
+
+describe('portsOverlap', () => {
+  const p = (ip: string, port = 80, proto = 'tcp') => ({ ip, port, proto });
+  it('a wildcard address takes the port on every address', () => {
+    for (const w of ['', '0.0.0.0', '::']) {
+      expect(portsOverlap(p(w), p('127.0.0.1'))).toBe(true);
+      expect(portsOverlap(p('10.0.0.5'), p(w))).toBe(true);
+    }
+  });
+  it('two specific addresses clash only when they are the same', () => {
+    expect(portsOverlap(p('127.0.0.1'), p('127.0.0.1'))).toBe(true);
+    expect(portsOverlap(p('127.0.0.1'), p('127.0.0.2'))).toBe(false);
+  });
+  it('another port or protocol never clashes', () => {
+    expect(portsOverlap(p('', 80), p('', 81))).toBe(false);
+    expect(portsOverlap(p('', 53, 'udp'), p('', 53, 'tcp'))).toBe(false);
+  });
+});
+
+describe('heldPorts', () => {
+  it('reads the engine listing: published ports only, by container name', () => {
+    expect(
+      heldPorts([
+        { Names: ['/web'], Ports: [{ IP: '0.0.0.0', PrivatePort: 80, PublicPort: 8080, Type: 'tcp' }, { PrivatePort: 443, Type: 'tcp' }] },
+        { Names: ['/dns'], Ports: [{ IP: '127.0.0.1', PrivatePort: 53, PublicPort: 53, Type: 'udp' }] },
+        { Names: ['/quiet'] },
+      ]),
+    ).toEqual([
+      { container: 'web', ip: '0.0.0.0', port: 8080, proto: 'tcp' },
+      { container: 'dns', ip: '127.0.0.1', port: 53, proto: 'udp' },
+    ]);
+  });
+});
+
+describe('describeClaim', () => {
+  it('spells addresses as the docker CLI does', () => {
+    expect(describeClaim({ ip: '', port: 80, proto: 'tcp' })).toBe('80/tcp');
+    expect(describeClaim({ ip: '127.0.0.1', port: 53, proto: 'udp' })).toBe('127.0.0.1:53/udp');
+    expect(describeClaim({ ip: '::1', port: 80, proto: 'tcp' })).toBe('[::1]:80/tcp');
+  });
+});
+
+describe('bindReason', () => {
+  it("keeps the gist of the engine's refusal", () => {
+    expect(
+      bindReason(
+        'start container 1f: the engine answered 500: driver failed programming external connectivity on endpoint ferry-holder-ab (53247b): Error starting userland proxy: listen tcp4 192.0.2.1:18999: bind: cannot assign requested address',
+      ),
+    ).toBe('listen tcp4 192.0.2.1:18999: bind: cannot assign requested address');
+    expect(bindReason('driver failed programming external connectivity on endpoint x (ab12): iptables failed: exit status 1')).toBe('iptables failed: exit status 1');
+  });
+});
