@@ -17,7 +17,7 @@ import { EngineError, FerryError, UsageError } from '../errors.js';
 import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency, type Resume } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
-import { checkHostPorts, portClaims, portsOverlap, type PortClaim } from './ports.js';
+import { checkDevices, checkHostPorts, portClaims, portsOverlap, type PortClaim } from './startable.js';
 import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
 import { sweepHolders, sweepStaleHolders } from './volumes.js';
@@ -80,14 +80,12 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   if (targetSpecs.some((c) => bindSources(c.spec).length)) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
   // A port the source itself publishes may be held by the source on this very host (two engines
   // on one machine) until --stop-source stops it: found only by probing, that is a warning.
-  await checkHostPorts(
-    target,
-    captured.map((c, i) => {
-      const own = portClaims(c.spec);
-      return { spec: targetSpecs[i]!.spec, start: opts.start && c.spec.state.running, soft: (p: PortClaim) => opts.stopSource && own.some((o) => portsOverlap(o, p)) };
-    }),
-    { replacing: new Set(opts.onConflict === 'replace' ? names : []), image: () => target.ensureHolderImage(), progress },
-  );
+  const startable = captured.map((c, i) => {
+    const own = portClaims(c.spec);
+    return { spec: targetSpecs[i]!.spec, start: opts.start && c.spec.state.running, soft: (p: PortClaim) => opts.stopSource && own.some((o) => portsOverlap(o, p)) };
+  });
+  await checkHostPorts(target, startable, { replacing: new Set(opts.onConflict === 'replace' ? names : []), image: () => target.ensureHolderImage(), progress });
+  await checkDevices(target, startable, { image: () => target.ensureHolderImage(), progress });
 
   const undo = new Undo();
   const snapshots: string[] = [];

@@ -21,7 +21,7 @@ import { abortable } from './backup.js';
 import { orchestratedBy } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { loadImage } from './load.js';
-import { checkHostPorts } from './ports.js';
+import { checkDevices, checkHostPorts } from './startable.js';
 import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from './volumes.js';
 
@@ -225,18 +225,18 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     const plan = await makePlan(engine, m, specs, opts, rw);
     if (opts.onConflict === 'replace') await checkReplaceable(engine, plan);
     await checkStaticAddresses(engine, specs, m.networks.map((n) => rw?.network(n) ?? n));
+    // What the target is asked with: the empty holder image (a dry run does not import it).
+    const probeImage = () => (opts.dryRun ? engine.holderImageIfPresent() : engine.ensureHolderImage());
     if (specs.some((spec) => bindSources(spec).length)) {
       const binds = m.containers.map((c, i) => {
         const inBundle = new Set(c.binds.map((b) => b.destination));
         return { spec: specs[i]!, inBundle, ...(opts.restoreBinds ? { written: inBundle } : {}) };
       });
-      await checkBindSources(engine, opts.dryRun ? await engine.holderImageIfPresent() : await engine.ensureHolderImage(), binds, progress);
+      await checkBindSources(engine, await probeImage(), binds, progress);
     }
-    await checkHostPorts(engine, specs.map((spec, i) => ({ spec, start: plan.containers[i]!.start })), {
-      replacing: new Set(plan.containers.filter((c) => c.replace).map((c) => c.to)),
-      image: () => (opts.dryRun ? engine.holderImageIfPresent() : engine.ensureHolderImage()),
-      progress,
-    });
+    const startable = specs.map((spec, i) => ({ spec, start: plan.containers[i]!.start }));
+    await checkHostPorts(engine, startable, { replacing: new Set(plan.containers.filter((c) => c.replace).map((c) => c.to)), image: probeImage, progress });
+    await checkDevices(engine, startable, { image: probeImage, progress });
     if (opts.dryRun) {
       reader.close();
       return { location: src.location, plan, containers: [], durationMs: Date.now() - started, dryRun: true };

@@ -288,25 +288,23 @@ export async function hostPathExists(engine: Engine, image: string, hostPath: st
   return true;
 }
 
-/** What an engine says when a published host port cannot be had (Docker 20.10 and later). */
-const PORT_TAKEN = /address already in use|port is already allocated|failed programming external connectivity/i;
-
 /**
- * Whether the engine's host can give a container these port bindings now (`{ "80/tcp":
- * [{ HostIp, HostPort }] }`), asked through the Engine API: a helper that publishes them on the
- * default bridge is started. Docker binds the host ports before it runs the entrypoint, so a
- * taken port fails the start with the engine's message (returned); a free one gets as far as the
- * entrypoint, which the holder image does not have (true). Undefined when the answer says
- * nothing either way (Podman, no default bridge, any other refusal).
+ * How far a container with these HostConfig settings (`hostConfig`: PortBindings, Devices, ...)
+ * gets when it starts on the engine's host, asked through the Engine API: a helper made with them
+ * is started. Docker binds the host ports and gathers the devices before it runs the entrypoint,
+ * which the holder image does not have: reaching that is `true` (the host gives what was asked),
+ * a refusal before it is the engine's message. Undefined when the answer says nothing either way
+ * (Podman, which checks in another order; a create refused; an image that has the entrypoint).
+ * `exposed`: container ports to declare (`80/tcp`), for PortBindings. The helper is removed.
  */
-export async function hostPortsFree(engine: Engine, image: string, bindings: Record<string, { HostIp: string; HostPort: string }[]>): Promise<true | string | undefined> {
+export async function probeStart(engine: Engine, image: string, hostConfig: Record<string, unknown>, exposed: string[] = []): Promise<true | string | undefined> {
   if (engine.facts.podman) return undefined;
   const body = holderCreateBody(image, {});
   const hc = body.HostConfig as Record<string, unknown>;
   delete hc.Mounts;
   delete body.NetworkDisabled;
-  Object.assign(hc, { NetworkMode: 'bridge', PortBindings: bindings });
-  body.ExposedPorts = Object.fromEntries(Object.keys(bindings).map((p) => [p, {}]));
+  Object.assign(hc, hostConfig);
+  if (exposed.length) body.ExposedPorts = Object.fromEntries(exposed.map((p) => [p, {}]));
   let holder: Holder;
   try {
     holder = await createHolder(engine, image, {}, body);
@@ -315,10 +313,10 @@ export async function hostPortsFree(engine: Engine, image: string, bindings: Rec
   }
   try {
     await engine.start(holder.id);
-    return undefined; // an image with that entrypoint: says nothing
+    return undefined;
   } catch (err) {
     const msg = (err as Error).message;
-    return PORT_TAKEN.test(msg) ? msg : /no such file or directory|executable file not found/i.test(msg) ? true : undefined;
+    return /exec: "\/nonexistent-ferry-holder"|executable file not found/i.test(msg) ? true : msg;
   } finally {
     await holder.remove().catch(() => {});
   }

@@ -3,6 +3,7 @@ import { BundleReader } from '../../bundle/reader.js';
 import type { ContainerEntry, Manifest } from '../../bundle/manifest.js';
 import { bundleCompression, envName, imageMode, isEncrypted, redactManifest } from '../../pipeline/catalog.js';
 import { resolveTransport } from '../../transport/resolve.js';
+import { deviceClaims } from '../../pipeline/startable.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
 import { shortTime, table } from './ls.js';
@@ -51,6 +52,9 @@ function containerLines(c: ContainerEntry, m: Manifest): string[] {
   }));
   const other = (s.mounts ?? []).filter((x) => x.type !== 'bind' && x.type !== 'volume');
   if (other.length) add('other mounts', other.map((o) => `${o.type} -> ${o.destination}${o.readOnly ? ' (read-only)' : ''}`));
+  const devices = deviceClaims(s).map((d) => `${d.PathOnHost} -> ${d.PathInContainer}`);
+  if (Array.isArray(hc.DeviceRequests) && hc.DeviceRequests.length) devices.push('requested through a driver (--gpus)');
+  if (devices.length) add('devices', devices);
   const nm = typeof hc.NetworkMode === 'string' ? hc.NetworkMode : '';
   const eps = (s.endpoints ?? []).map((e) => {
     const extra = [

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bindReason, describeClaim, heldPorts, portClaims, portsOverlap } from '../../src/pipeline/ports.js';
+import { bindReason, describeClaim, deviceClaims, heldPorts, portClaims, portsOverlap } from '../../src/pipeline/startable.js';
 
 const spec = (hostConfig: Record<string, unknown>) => ({ hostConfig });
 
@@ -77,5 +77,26 @@ describe('bindReason', () => {
       ),
     ).toBe('listen tcp4 192.0.2.1:18999: bind: cannot assign requested address');
     expect(bindReason('driver failed programming external connectivity on endpoint x (ab12): iptables failed: exit status 1')).toBe('iptables failed: exit status 1');
+  });
+});
+
+describe('deviceClaims', () => {
+  it('lists the mapped host devices, with what the engine fills in when left out', () => {
+    expect(
+      deviceClaims({
+        hostConfig: {
+          Devices: [
+            { PathOnHost: '/dev/ttyUSB0', PathInContainer: '/dev/zigbee', CgroupPermissions: 'rw' },
+            { PathOnHost: '/dev/dri' },
+            { PathInContainer: '/dev/x' },
+          ],
+        },
+      }),
+    ).toEqual([
+      { PathOnHost: '/dev/ttyUSB0', PathInContainer: '/dev/zigbee', CgroupPermissions: 'rw' },
+      { PathOnHost: '/dev/dri', PathInContainer: '/dev/dri', CgroupPermissions: 'rwm' },
+    ]);
+    expect(deviceClaims({ hostConfig: {} })).toEqual([]);
+    expect(deviceClaims({ hostConfig: { Devices: null } })).toEqual([]);
   });
 });

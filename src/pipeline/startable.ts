@@ -1,15 +1,16 @@
 /**
- * Preflight for published host ports (restore, migrate), before anything changes: a container
- * whose host port is already taken on the target is created, and then its start fails after all
- * of its data was written, and the rollback removes it all again. Here the target is asked first:
- * which of its running containers publish those ports (named in the refusal), and, on Docker,
- * whether the host can bind the rest (a process outside any container may hold them).
+ * Preflight for what a container takes from the target's host when it starts (restore, migrate),
+ * before anything changes: its published host ports and its devices. Without it, a port already
+ * taken or a device the new host lacks fails the start after all of the data was written, and
+ * the rollback removes it all again. The target is asked first: which of its running containers
+ * publish those ports (named in the refusal), and, on Docker, through a helper started with the
+ * same ports or devices (probeStart), whether the host can give the rest.
  */
 import type { Engine } from '../engine/engine.js';
 import type { ContainerSpec } from '../engine/spec.js';
-import { ConflictError } from '../errors.js';
+import { ConflictError, NotFoundError } from '../errors.js';
 import type { Progress } from './context.js';
-import { hostPortsFree } from './volumes.js';
+import { probeStart } from './volumes.js';
 
 /** One fixed host port a container publishes. `ip` '' is every address. */
 export interface PortClaim {
@@ -71,16 +72,25 @@ export function heldPorts(list: { Names?: string[]; Ports?: { IP?: string; Publi
 
 const IN_USE = /address already in use|port is already allocated/i;
 
+/** A probe's answer when it is about a host port (Docker 20.10 and later), else undefined. */
+function portRefusal(r: true | string | undefined): string | undefined {
+  return typeof r === 'string' && (IN_USE.test(r) || /failed programming external connectivity/i.test(r)) ? r : undefined;
+}
+
+function probePorts(engine: Engine, image: string, bindings: Record<string, { HostIp: string; HostPort: string }[]>) {
+  return probeStart(engine, image, { NetworkMode: 'bridge', PortBindings: bindings }, Object.keys(bindings));
+}
+
 /** The gist of an engine's refusal to publish a port: `listen tcp4 10.0.0.5:80: bind: cannot assign requested address`. Pure. */
 export function bindReason(message: string): string {
   return /userland proxy: (.*)$/s.exec(message)?.[1]?.trim() ?? message.replace(/^.*\): /s, '').trim();
 }
 
-export interface PortCheckItem {
+export interface StartCheckItem {
   spec: ContainerSpec;
   /** Whether this run starts it (else a clash is only a warning: it would fail at its first start). */
   start: boolean;
-  /** A clash on one of these claims found only by probing the host is a warning (migrate --stop-source: the source may hold it on a shared host until it stops). */
+  /** Ports: a clash on one of these claims found only by probing the host is a warning (migrate --stop-source: the source may hold it on a shared host until it stops). */
   soft?: (c: PortClaim) => boolean;
 }
 
@@ -90,7 +100,7 @@ export interface PortCheckItem {
  * host cannot bind (probed from `image()`, the holder image, asked for only when there is
  * something to probe; without one only containers are looked at).
  */
-export async function checkHostPorts(engine: Engine, items: PortCheckItem[], opts: { replacing?: ReadonlySet<string>; image?: () => Promise<string | undefined>; progress: Progress }): Promise<void> {
+export async function checkHostPorts(engine: Engine, items: StartCheckItem[], opts: { replacing?: ReadonlySet<string>; image?: () => Promise<string | undefined>; progress: Progress }): Promise<void> {
   const claimed = items.map((it) => ({ ...it, claims: portClaims(it.spec) })).filter((it) => it.claims.length);
   if (!claimed.length) return;
   const held = heldPorts(await engine.listContainers(false));
@@ -108,12 +118,12 @@ export async function checkHostPorts(engine: Engine, items: PortCheckItem[], opt
       // (held only by a container this run replaces: free once it is removed)
     }
     const image = Object.keys(probe).length ? await (imageOnce ??= opts.image?.() ?? Promise.resolve(undefined)) : undefined;
-    if (image && typeof (await hostPortsFree(engine, image, probe)) === 'string') {
+    if (image && portRefusal(await probePorts(engine, image, probe))) {
       // Which of them: one at a time (the engine names only the first it cannot bind).
       for (const c of it.claims) {
         if (!probe[c.containerPort]?.some((b) => b.HostPort === String(c.port) && b.HostIp === c.ip)) continue;
-        const r = await hostPortsFree(engine, image, { [c.containerPort]: [{ HostIp: c.ip, HostPort: String(c.port) }] });
-        if (typeof r !== 'string') continue;
+        const r = portRefusal(await probePorts(engine, image, { [c.containerPort]: [{ HostIp: c.ip, HostPort: String(c.port) }] }));
+        if (!r) continue;
         if (!IN_USE.test(r)) problems.push(`${describeClaim(c)} (cannot be bound on the engine's host: ${bindReason(r)})`);
         else if (it.soft?.(c)) soft.push(describeClaim(c));
         else problems.push(`${describeClaim(c)} (in use on the engine's host, outside any container of it)`);
@@ -132,5 +142,53 @@ export async function checkHostPorts(engine: Engine, items: PortCheckItem[], opt
     throw new ConflictError(
       `host ports already taken on ${engine.facts.endpoint}: ${refused.join('; ')}`,
       'nothing was changed; stop what holds them, publish elsewhere with --map-port [ip:]OLD=[ip:]NEW, or create the containers without starting them (--no-start)',
+    );
+}
+
+/** The host devices a spec maps into the container (`--device`), as the engine records them. Pure. */
+export function deviceClaims(spec: Pick<ContainerSpec, 'hostConfig'>): { PathOnHost: string; PathInContainer: string; CgroupPermissions: string }[] {
+  return ((spec.hostConfig.Devices ?? []) as { PathOnHost?: string; PathInContainer?: string; CgroupPermissions?: string }[])
+    .filter((d) => d.PathOnHost)
+    .map((d) => ({ PathOnHost: d.PathOnHost!, PathInContainer: d.PathInContainer || d.PathOnHost!, CgroupPermissions: d.CgroupPermissions || 'rwm' }));
+}
+
+/** A probe's answer when it is about a device or a device request (`--gpus`), else undefined. */
+function deviceRefusal(r: true | string | undefined): string | undefined {
+  return typeof r === 'string' && /error gathering device information|could not select device driver/i.test(r) ? r : undefined;
+}
+
+/**
+ * Refuse (NotFoundError) when a container this run starts maps a host device that the target's
+ * host lacks, or asks for devices (`--gpus`) that no driver there gives; a warning for one it
+ * only creates. Docker only: probed from `image()`, asked for only when there is something to
+ * probe.
+ */
+export async function checkDevices(engine: Engine, items: StartCheckItem[], opts: { image?: () => Promise<string | undefined>; progress: Progress }): Promise<void> {
+  const wanted = items
+    .map((it) => ({ ...it, devices: deviceClaims(it.spec), requests: (it.spec.hostConfig.DeviceRequests ?? []) as unknown[] }))
+    .filter((it) => it.devices.length || it.requests.length);
+  if (!wanted.length || engine.facts.podman) return;
+  const image = await opts.image?.();
+  if (!image) return;
+  const refused: string[] = [];
+  for (const it of wanted) {
+    const problems: string[] = [];
+    if (it.devices.length && deviceRefusal(await probeStart(engine, image, { NetworkMode: 'none', Devices: it.devices }))) {
+      // Which of them: one at a time (the engine names only the first).
+      for (const d of it.devices)
+        if (deviceRefusal(await probeStart(engine, image, { NetworkMode: 'none', Devices: [d] }))) problems.push(`${d.PathOnHost} (mapped to ${d.PathInContainer})`);
+    }
+    if (it.requests.length) {
+      const r = deviceRefusal(await probeStart(engine, image, { NetworkMode: 'none', DeviceRequests: it.requests }));
+      if (r) problems.push(`the devices it requests (--gpus): ${r.replace(/^.*?(could not select device driver)/is, '$1')}`);
+    }
+    if (!problems.length) continue;
+    if (it.start) refused.push(`${it.spec.name}: ${problems.join(', ')}`);
+    else opts.progress.warn(`${it.spec.name}: missing on the host of ${engine.facts.endpoint}: ${problems.join(', ')}; it cannot start until they are there`);
+  }
+  if (refused.length)
+    throw new NotFoundError(
+      `devices missing on the host of ${engine.facts.endpoint}: ${refused.join('; ')}`,
+      'nothing was changed; attach the devices (or their drivers) to that host, or create the containers without starting them (--no-start)',
     );
 }

@@ -1,11 +1,16 @@
 /**
- * Host ports taken on the target: restore and migrate say so before anything changes, instead of
- * writing every volume, failing at the start and rolling it all back. A service on engine A
- * (busybox httpd on 127.0.0.1:<port>, a named volume, a user network) is backed up; engine B then
- * finds the port taken by one of its own running containers, by a process on the host (this test,
- * listening), and, for migrate, by the source itself (both engines share this machine's ports).
+ * What a container takes from the target's host when it starts: restore and migrate say what is
+ * missing before anything changes, instead of writing every volume, failing at the start and
+ * rolling it all back.
+ *
+ * Host ports: a service on engine A (busybox httpd on 127.0.0.1:<port>, a named volume, a user
+ * network) is backed up; engine B then finds the port taken by one of its own running containers,
+ * by a process on the host (this test, listening), and, for migrate, by the source itself (both
+ * engines share this machine's ports). Devices: a container maps a device node that is gone from
+ * the host when it is restored; another asks for GPUs, which no driver here gives.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -131,6 +136,61 @@ describe('migrate onto a host whose port is taken', () => {
     } finally {
       cleanup(ENGINE_B, { containers: [name], volumes: [vol], networks: [net] });
       docker(['start', name]);
+    }
+  });
+});
+
+describe('restore onto a host that lacks a device', () => {
+  it('a device node that is gone: refused (exit 5) naming it, nothing changed; with --no-start a warning; once it is back, restored with it', async () => {
+    const c = `${name}-dev`;
+    const node = path.join(dir, 'fake-null');
+    const mknod = () => expect(spawnSync('mknod', [node, 'c', '1', '3']).status).toBe(0);
+    mknod();
+    try {
+      docker(['run', '-d', '--name', c, '--device', `${node}:/dev/mynull`, BUSYBOX, 'sleep', '3600']);
+      const b = await ferry(['--json', 'backup', c, '-o', dir]);
+      expect(b.code, b.stderr).toBe(0);
+      const devBundle = JSON.parse(b.stdout).bundle as string;
+      expect((await ferry(['inspect', devBundle])).stdout).toMatch(new RegExp(`devices +${node} -> /dev/mynull`));
+      rmSync(node);
+
+      const r = await ferry(['-H', ENGINE_B, 'restore', devBundle]);
+      expect(r.code, r.stderr).toBe(5);
+      expect(r.stderr).toContain(`devices missing on the host of ${ENGINE_B}: ${c}: ${node} (mapped to /dev/mynull)`);
+      expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+      expect(exists('container', c, ENGINE_B)).toBe(false);
+      expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'], { host: ENGINE_B })).toBe('');
+
+      const later = await ferry(['-H', ENGINE_B, 'restore', devBundle, '--no-start']);
+      expect(later.code, later.stderr).toBe(0);
+      expect(later.stderr).toContain(`warning: ${c}: missing on the host of ${ENGINE_B}: ${node} (mapped to /dev/mynull); it cannot start until they are there`);
+      expect(inspect('container', c, ENGINE_B).State.Status).toBe('created');
+      docker(['rm', '-f', c], { host: ENGINE_B });
+
+      mknod();
+      const ok = await ferry(['-H', ENGINE_B, 'restore', devBundle]);
+      expect(ok.code, ok.stderr).toBe(0);
+      expect(docker(['exec', c, 'sh', '-c', 'echo x > /dev/mynull && stat -c %t:%T /dev/mynull'], { host: ENGINE_B })).toBe('1:3');
+    } finally {
+      cleanup(ENGINE_A, { containers: [c] });
+      cleanup(ENGINE_B, { containers: [c] });
+      rmSync(node, { force: true });
+    }
+  });
+
+  it('GPUs (--gpus) where no driver gives them: said up front for a container that is only created', async () => {
+    const c = `${name}-gpu`;
+    try {
+      docker(['create', '--name', c, '--gpus', 'all', BUSYBOX, 'sleep', '3600']); // never started: no GPU here either
+      const b = await ferry(['--json', 'backup', c, '-o', dir]);
+      expect(b.code, b.stderr).toBe(0);
+      const r = await ferry(['-H', ENGINE_B, 'restore', JSON.parse(b.stdout).bundle as string]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`warning: ${c}: missing on the host of .*the devices it requests \\(--gpus\\): could not select device driver`));
+      expect(inspect('container', c, ENGINE_B).HostConfig.DeviceRequests).toEqual(inspect('container', c).HostConfig.DeviceRequests);
+    } finally {
+      cleanup(ENGINE_A, { containers: [c] });
+      cleanup(ENGINE_B, { containers: [c] });
     }
   });
 });
