@@ -293,8 +293,9 @@ export async function hostPathExists(engine: Engine, image: string, hostPath: st
  * gets when it starts on the engine's host, asked through the Engine API: a helper made with them
  * is started. Docker binds the host ports and gathers the devices before it runs the entrypoint,
  * which the holder image does not have: reaching that is `true` (the host gives what was asked),
- * a refusal before it is the engine's message. Undefined when the answer says nothing either way
- * (Podman, which checks in another order; a create refused; an image that has the entrypoint).
+ * a refusal before it (at create or at start) is the engine's message, for the caller to tell
+ * whether it is about what was asked. Undefined when the answer says nothing (Podman, which
+ * checks in another order; an image that has the entrypoint).
  * `exposed`: container ports to declare (`80/tcp`), for PortBindings. The helper is removed.
  */
 export async function probeStart(engine: Engine, image: string, hostConfig: Record<string, unknown>, exposed: string[] = []): Promise<true | string | undefined> {
@@ -308,15 +309,15 @@ export async function probeStart(engine: Engine, image: string, hostConfig: Reco
   let holder: Holder;
   try {
     holder = await createHolder(engine, image, {}, body);
-  } catch {
-    return undefined;
+  } catch (err) {
+    return (err as Error).message; // an engine that checks these at create already
   }
   try {
     await engine.start(holder.id);
     return undefined;
   } catch (err) {
     const msg = (err as Error).message;
-    return /exec: "\/nonexistent-ferry-holder"|executable file not found/i.test(msg) ? true : msg;
+    return /nonexistent-ferry-holder/.test(msg) ? true : msg;
   } finally {
     await holder.remove().catch(() => {});
   }
