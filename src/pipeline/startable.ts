@@ -77,7 +77,9 @@ function portRefusal(r: true | string | undefined): string | undefined {
   return typeof r === 'string' && (IN_USE.test(r) || /failed programming external connectivity/i.test(r)) ? r : undefined;
 }
 
-function probePorts(engine: Engine, image: string, bindings: Record<string, { HostIp: string; HostPort: string }[]>) {
+function probePorts(engine: Engine, image: string, claims: PortClaim[]) {
+  const bindings: Record<string, { HostIp: string; HostPort: string }[]> = {};
+  for (const c of claims) (bindings[c.containerPort] ??= []).push({ HostIp: c.ip, HostPort: String(c.port) });
   return probeStart(engine, image, { NetworkMode: 'bridge', PortBindings: bindings }, Object.keys(bindings));
 }
 
@@ -104,31 +106,30 @@ export async function checkHostPorts(engine: Engine, items: StartCheckItem[], op
   const claimed = items.map((it) => ({ ...it, claims: portClaims(it.spec) })).filter((it) => it.claims.length);
   if (!claimed.length) return;
   const held = heldPorts(await engine.listContainers(false));
-  const refused: string[] = [];
-  let imageOnce: Promise<string | undefined> | undefined;
-  for (const it of claimed) {
-    const problems: string[] = [];
-    const soft: string[] = [];
-    const probe: Record<string, { HostIp: string; HostPort: string }[]> = {};
-    for (const c of it.claims) {
+  // 1. What the target's running containers publish (not one this run replaces: it is gone by the start).
+  const rows = claimed.map((it) => ({ it, problems: [] as string[], soft: [] as string[], probe: [] as PortClaim[] }));
+  for (const row of rows)
+    for (const c of row.it.claims) {
       const by = held.filter((h) => portsOverlap(c, h));
       const others = by.filter((h) => !opts.replacing?.has(h.container));
-      if (others.length) problems.push(`${describeClaim(c)} (published by running container ${[...new Set(others.map((h) => h.container))].join(', ')})`);
-      else if (!by.length) (probe[c.containerPort] ??= []).push({ HostIp: c.ip, HostPort: String(c.port) });
-      // (held only by a container this run replaces: free once it is removed)
+      if (others.length) row.problems.push(`${describeClaim(c)} (published by running container ${[...new Set(others.map((h) => h.container))].join(', ')})`);
+      else if (!by.length) row.probe.push(c);
     }
-    const image = Object.keys(probe).length ? await (imageOnce ??= opts.image?.() ?? Promise.resolve(undefined)) : undefined;
-    if (image && portRefusal(await probePorts(engine, image, probe))) {
-      // Which of them: one at a time (the engine names only the first it cannot bind).
-      for (const c of it.claims) {
-        if (!probe[c.containerPort]?.some((b) => b.HostPort === String(c.port) && b.HostIp === c.ip)) continue;
-        const r = portRefusal(await probePorts(engine, image, { [c.containerPort]: [{ HostIp: c.ip, HostPort: String(c.port) }] }));
+  // 2. The host, for the rest: all of them in one helper, then one at a time when that is
+  //    refused (the engine names only the first port it cannot bind).
+  const all = rows.flatMap((r) => r.probe);
+  const image = all.length ? await opts.image?.() : undefined;
+  if (image && portRefusal(await probePorts(engine, image, all)))
+    for (const row of rows)
+      for (const c of row.probe) {
+        const r = portRefusal(await probePorts(engine, image, [c]));
         if (!r) continue;
-        if (!IN_USE.test(r)) problems.push(`${describeClaim(c)} (cannot be bound on the engine's host: ${bindReason(r)})`);
-        else if (it.soft?.(c)) soft.push(describeClaim(c));
-        else problems.push(`${describeClaim(c)} (in use on the engine's host, outside any container of it)`);
+        if (!IN_USE.test(r)) row.problems.push(`${describeClaim(c)} (cannot be bound on the engine's host: ${bindReason(r)})`);
+        else if (row.it.soft?.(c)) row.soft.push(describeClaim(c));
+        else row.problems.push(`${describeClaim(c)} (in use on the engine's host, outside any container of it)`);
       }
-    }
+  const refused: string[] = [];
+  for (const { it, problems, soft } of rows) {
     if (soft.length)
       opts.progress.warn(
         `${it.spec.name}: host port ${soft.join(', ')} is in use on the host of ${engine.facts.endpoint}; if the source holds it (both engines on one host), --stop-source frees it before the start, else the start fails and the migration is rolled back`,

@@ -115,6 +115,34 @@ describe('restore onto a host whose port is taken', () => {
   });
 });
 
+describe('restore of several containers, one port taken', () => {
+  it('names just the container and port that cannot be had', async () => {
+    const a = `${name}-a`;
+    const b = `${name}-b`;
+    const [pa, pb, pc] = [await freePort(), await freePort(), await freePort()];
+    try {
+      docker(['run', '-d', '--name', a, '-p', `127.0.0.1:${pa}:80`, BUSYBOX, 'sleep', '3600']);
+      docker(['run', '-d', '--name', b, '-p', `127.0.0.1:${pb}:80`, '-p', `127.0.0.1:${pc}:81`, BUSYBOX, 'sleep', '3600']);
+      const bk = await ferry(['--json', 'backup', a, b, '-o', dir]);
+      expect(bk.code, bk.stderr).toBe(0);
+      docker(['stop', '-t', '1', a, b]);
+      const server = await listen(pb);
+      try {
+        const r = await ferry(['-H', ENGINE_B, 'restore', JSON.parse(bk.stdout).bundle as string]);
+        expect(r.code, r.stderr).toBe(6);
+        expect(r.stderr).toContain(`host ports already taken on ${ENGINE_B}: ${b}: 127.0.0.1:${pb}/tcp (in use on the engine's host, outside any container of it)\n`);
+        expect(exists('container', a, ENGINE_B)).toBe(false);
+        expect(exists('container', b, ENGINE_B)).toBe(false);
+      } finally {
+        await new Promise((resolve) => server.close(resolve));
+      }
+    } finally {
+      cleanup(ENGINE_A, { containers: [a, b] });
+      cleanup(ENGINE_B, { containers: [a, b] });
+    }
+  });
+});
+
 describe('migrate onto a host whose port is taken', () => {
   it('by the running source on the same machine: refused before the source is paused; with --stop-source a warning, and the service runs on the target', async () => {
     expect(inspect('container', name).State.Running).toBe(true);
