@@ -161,6 +161,25 @@ export class Engine {
     return new EngineError(`${what}: ${e.message ?? String(err)}`, { cause: err });
   }
 
+  /**
+   * What this engine can run containers with (GET /info): its runtimes and its log, volume and
+   * network drivers (plugins included, as `name:tag`). Undefined when the engine does not say.
+   */
+  async capabilities(): Promise<{ runtimes: string[]; logDrivers: string[]; volumeDrivers: string[]; networkDrivers: string[] } | undefined> {
+    try {
+      const info = (await this.docker.info()) as { Runtimes?: Record<string, unknown>; Plugins?: { Log?: string[] | null; Volume?: string[] | null; Network?: string[] | null } };
+      if (!info.Plugins) return undefined;
+      return {
+        runtimes: Object.keys(info.Runtimes ?? {}),
+        logDrivers: info.Plugins.Log ?? [],
+        volumeDrivers: info.Plugins.Volume ?? [],
+        networkDrivers: info.Plugins.Network ?? [],
+      };
+    } catch {
+      return undefined;
+    }
+  }
+
   // ---- containers -------------------------------------------------------------------------
 
   inspectContainer(nameOrId: string): Promise<ContainerInspect> {

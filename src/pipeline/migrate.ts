@@ -17,7 +17,7 @@ import { EngineError, FerryError, UsageError } from '../errors.js';
 import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency, type Resume } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
-import { checkDevices, checkHostPorts, portClaims, portsOverlap, type PortClaim } from './startable.js';
+import { checkDevices, checkEngineSupport, checkHostPorts, portClaims, portsOverlap, type PortClaim } from './startable.js';
 import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
 import { sweepHolders, sweepStaleHolders } from './volumes.js';
@@ -76,6 +76,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   if (opts.onConflict === 'fail') await checkConflicts(target, names, allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })));
   // Bind data does not travel: its host paths must be there on the target.
   const targetSpecs = captured.map((c) => ({ spec: onTarget.spec(c.spec) }));
+  await checkEngineSupport(target, { specs: targetSpecs.map((c) => c.spec), volumes: allVolumes.map(onTarget.volume), networks: captured.flatMap((c) => c.networks).map(onTarget.network) });
   await checkStaticAddresses(target, targetSpecs.map((c) => c.spec), captured.flatMap((c) => c.networks).map(onTarget.network));
   if (targetSpecs.some((c) => bindSources(c.spec).length)) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
   // A port the source itself publishes may be held by the source on this very host (two engines

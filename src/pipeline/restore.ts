@@ -21,7 +21,7 @@ import { abortable } from './backup.js';
 import { orchestratedBy } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { loadImage } from './load.js';
-import { checkDevices, checkHostPorts } from './startable.js';
+import { checkDevices, checkEngineSupport, checkHostPorts } from './startable.js';
 import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from './volumes.js';
 
@@ -224,6 +224,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     const specs = m.containers.map((c) => rw?.spec(c.spec) ?? c.spec);
     const plan = await makePlan(engine, m, specs, opts, rw);
     if (opts.onConflict === 'replace') await checkReplaceable(engine, plan);
+    await checkEngineSupport(engine, { specs, volumes: rw ? m.volumes.map((v) => rw.volume(v)) : m.volumes, networks: m.networks.map((n) => rw?.network(n) ?? n) });
     await checkStaticAddresses(engine, specs, m.networks.map((n) => rw?.network(n) ?? n));
     // What the target is asked with: the empty holder image (a dry run does not import it).
     const probeImage = () => (opts.dryRun ? engine.holderImageIfPresent() : engine.ensureHolderImage());

@@ -1,6 +1,6 @@
 /**
- * Preflight for what a container takes from the target's host when it starts (restore, migrate),
- * before anything changes: its published host ports and its devices. Without it, a port already
+ * Preflight for what a container takes from the target when it starts (restore, migrate), before
+ * anything changes: the engine's runtimes and drivers, the host's published ports and devices. Without it, a port already
  * taken or a device the new host lacks fails the start after all of the data was written, and
  * the rollback removes it all again. The target is asked first: which of its running containers
  * publish those ports (named in the refusal), and, on Docker, through a helper started with the
@@ -191,5 +191,57 @@ export async function checkDevices(engine: Engine, items: StartCheckItem[], opts
     throw new NotFoundError(
       `devices missing on the host of ${engine.facts.endpoint}: ${refused.join('; ')}`,
       'nothing was changed; attach the devices (or their drivers) to that host, or create the containers without starting them (--no-start)',
+    );
+}
+
+export type Capabilities = NonNullable<Awaited<ReturnType<Engine['capabilities']>>>;
+
+/** Whether a driver list names `driver`: as it is, or a plugin under its name with a tag (`loki:latest`). */
+function hasDriver(list: string[], driver: string): boolean {
+  return list.some((d) => d === driver || d.replace(/:[^:/]+$/, '') === driver || d === `${driver}:latest`);
+}
+
+/**
+ * What the containers, volumes and networks to be created use that the engine lacks: a runtime
+ * (`--runtime`), a log driver (`--log-driver`; not asked of Podman, whose names differ), a volume
+ * driver, a network driver. `networks`: those this run creates. Pure.
+ */
+export function missingSupport(
+  caps: Capabilities,
+  what: { specs: Pick<ContainerSpec, 'name' | 'hostConfig'>[]; volumes: { name: string; driver: string }[]; networks: { name: string; driver: string }[] },
+  opts: { podman?: boolean } = {},
+): string[] {
+  const out: string[] = [];
+  for (const s of what.specs) {
+    const rt = s.hostConfig.Runtime;
+    if (typeof rt === 'string' && rt && !caps.runtimes.includes(rt)) out.push(`${s.name}: runtime ${rt} (here: ${caps.runtimes.join(', ') || 'none listed'})`);
+    const log = (s.hostConfig.LogConfig as { Type?: string } | undefined)?.Type;
+    if (!opts.podman && log && log !== 'none' && !hasDriver(caps.logDrivers, log)) out.push(`${s.name}: log driver ${log} (here: ${caps.logDrivers.join(', ')})`);
+  }
+  for (const v of what.volumes)
+    if (v.driver && !hasDriver(caps.volumeDrivers, v.driver)) out.push(`volume ${v.name}: volume driver ${v.driver} (here: ${caps.volumeDrivers.join(', ')})`);
+  for (const n of what.networks)
+    if (n.driver && !hasDriver(caps.networkDrivers, n.driver)) out.push(`network ${n.name}: network driver ${n.driver} (here: ${caps.networkDrivers.join(', ')})`);
+  return out;
+}
+
+/**
+ * Refuse (NotFoundError) what the target engine cannot create or start for want of a runtime or
+ * a driver (missingSupport), before anything changes. Networks that exist there already are
+ * joined, not created, so their drivers are not asked about.
+ */
+export async function checkEngineSupport(
+  engine: Engine,
+  what: { specs: ContainerSpec[]; volumes: { name: string; driver: string }[]; networks: { name: string; driver: string }[] },
+): Promise<void> {
+  const caps = await engine.capabilities();
+  if (!caps) return;
+  const created = [];
+  for (const n of what.networks) if (!(await engine.inspectNetwork(n.name))) created.push(n);
+  const missing = missingSupport(caps, { ...what, networks: created }, { podman: engine.facts.podman });
+  if (missing.length)
+    throw new NotFoundError(
+      `${engine.facts.endpoint} lacks what this needs: ${missing.join('; ')}`,
+      'nothing was changed; set it up on that engine first (a runtime in daemon.json, `docker plugin install` for a log or volume driver), then run again',
     );
 }

@@ -7,10 +7,11 @@
  * network) is backed up; engine B then finds the port taken by one of its own running containers,
  * by a process on the host (this test, listening), and, for migrate, by the source itself (both
  * engines share this machine's ports). Devices: a container maps a device node that is gone from
- * the host when it is restored; another asks for GPUs, which no driver here gives.
+ * the host when it is restored; another asks for GPUs, which no driver here gives. Runtimes and
+ * drivers: a bundle edited to name a runtime and log, volume and network drivers engine B lacks.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -220,5 +221,33 @@ describe('restore onto a host that lacks a device', () => {
       cleanup(ENGINE_A, { containers: [c] });
       cleanup(ENGINE_B, { containers: [c] });
     }
+  });
+});
+
+describe('restore onto an engine without the runtime or drivers the bundle names', () => {
+  it('is refused (exit 5) naming each, with what the engine has; nothing changed', async () => {
+    // The bundle of the port service, its manifest edited as if made on a host with gVisor, a
+    // Loki log plugin, a volume plugin and ipvlan-less Docker; plain tar puts it back together.
+    const x = path.join(dir, 'edited');
+    mkdirSync(x);
+    execFileSync('tar', ['-xf', bundle, '-C', x]);
+    const m = JSON.parse(readFileSync(path.join(x, 'manifest.json'), 'utf8'));
+    m.containers[0].spec.hostConfig.Runtime = 'ferry-test-runsc';
+    m.containers[0].spec.hostConfig.LogConfig = { Type: 'ferry-test-loki', Config: {} };
+    m.volumes[0].driver = 'ferry-test-volumes';
+    m.networks[0].driver = 'ferry-test-net';
+    writeFileSync(path.join(x, 'manifest.json'), JSON.stringify(m));
+    const edited = path.join(dir, 'edited.tar');
+    const names = execFileSync('tar', ['-tf', bundle], { encoding: 'utf8' }).trim().split('\n');
+    execFileSync('tar', ['--format=ustar', '-cf', edited, '-C', x, ...names]);
+
+    const r = await ferry(['-H', ENGINE_B, 'restore', edited]);
+    expect(r.code, r.stderr).toBe(5);
+    expect(r.stderr).toContain(`${ENGINE_B} lacks what this needs: ${name}: runtime ferry-test-runsc (here: `);
+    expect(r.stderr).toMatch(/; [^;]*: log driver ferry-test-loki \(here: [^)]*json-file/);
+    expect(r.stderr).toContain(`volume ${vol}: volume driver ferry-test-volumes (here: local)`);
+    expect(r.stderr).toMatch(new RegExp(`network ${net}: network driver ferry-test-net \\(here: [^)]*bridge`));
+    expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+    untouched();
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bindReason, describeClaim, deviceClaims, heldPorts, portClaims, portsOverlap } from '../../src/pipeline/startable.js';
+import { bindReason, describeClaim, deviceClaims, heldPorts, missingSupport, portClaims, portsOverlap } from '../../src/pipeline/startable.js';
 
 const spec = (hostConfig: Record<string, unknown>) => ({ hostConfig });
 
@@ -98,5 +98,44 @@ describe('deviceClaims', () => {
     ]);
     expect(deviceClaims({ hostConfig: {} })).toEqual([]);
     expect(deviceClaims({ hostConfig: { Devices: null } })).toEqual([]);
+  });
+});
+
+describe('missingSupport', () => {
+  const caps = {
+    runtimes: ['io.containerd.runc.v2', 'runc', 'nvidia'],
+    logDrivers: ['json-file', 'journald', 'syslog', 'loki:latest'],
+    volumeDrivers: ['local', 'rclone:latest'],
+    networkDrivers: ['bridge', 'host', 'macvlan', 'null'],
+  };
+  const spec = (name: string, hostConfig: Record<string, unknown>) => ({ name, hostConfig });
+
+  it('says nothing when the engine has all of it (plugins by name, with or without their tag)', () => {
+    expect(
+      missingSupport(caps, {
+        specs: [spec('a', { Runtime: 'nvidia', LogConfig: { Type: 'loki' } }), spec('b', { LogConfig: { Type: 'none' } }), spec('c', {})],
+        volumes: [{ name: 'v', driver: 'local' }, { name: 'w', driver: 'rclone' }, { name: 'x', driver: 'rclone:latest' }],
+        networks: [{ name: 'n', driver: 'macvlan' }],
+      }),
+    ).toEqual([]);
+  });
+
+  it('names each runtime and driver that is missing, with what the engine has', () => {
+    expect(
+      missingSupport(caps, {
+        specs: [spec('web', { Runtime: 'runsc', LogConfig: { Type: 'gelf' } })],
+        volumes: [{ name: 'data', driver: 'local-persist' }],
+        networks: [{ name: 'lan', driver: 'ipvlan' }],
+      }),
+    ).toEqual([
+      'web: runtime runsc (here: io.containerd.runc.v2, runc, nvidia)',
+      'web: log driver gelf (here: json-file, journald, syslog, loki:latest)',
+      'volume data: volume driver local-persist (here: local, rclone:latest)',
+      'network lan: network driver ipvlan (here: bridge, host, macvlan, null)',
+    ]);
+  });
+
+  it('does not ask Podman about log drivers (it names them its own way)', () => {
+    expect(missingSupport(caps, { specs: [spec('web', { LogConfig: { Type: 'json-file-ish' } })], volumes: [], networks: [] }, { podman: true })).toEqual([]);
   });
 });
