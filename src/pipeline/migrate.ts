@@ -74,10 +74,14 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
     spec: (s: Captured['spec']) => (r ? remapSpec(r, s) : s),
   };
   if (opts.onConflict === 'fail') await checkConflicts(target, names, allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })));
-  // Bind data does not travel: its host paths must be there on the target.
   const targetSpecs = captured.map((c) => ({ spec: onTarget.spec(c.spec) }));
   await checkEngineSupport(target, { specs: targetSpecs.map((c) => c.spec), volumes: allVolumes.map(onTarget.volume), networks: captured.flatMap((c) => c.networks).map(onTarget.network) });
-  await checkStaticAddresses(target, targetSpecs.map((c) => c.spec), captured.flatMap((c) => c.networks).map(onTarget.network));
+  const replacing = new Set(opts.onConflict === 'replace' ? names : []);
+  await checkStaticAddresses(target, targetSpecs.map((c) => c.spec), captured.flatMap((c) => c.networks).map(onTarget.network), {
+    replacing,
+    starts: (spec) => opts.start && !!captured[targetSpecs.findIndex((t) => t.spec === spec)]?.spec.state.running,
+  });
+  // Bind data does not travel: its host paths must be there on the target.
   if (targetSpecs.some((c) => bindSources(c.spec).length)) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
   // A port the source itself publishes may be held by the source on this very host (two engines
   // on one machine) until --stop-source stops it: found only by probing, that is a warning.
@@ -85,7 +89,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
     const own = portClaims(c.spec);
     return { spec: targetSpecs[i]!.spec, start: opts.start && c.spec.state.running, soft: (p: PortClaim) => opts.stopSource && own.some((o) => portsOverlap(o, p)) };
   });
-  await checkHostPorts(target, startable, { replacing: new Set(opts.onConflict === 'replace' ? names : []), image: () => target.ensureHolderImage(), progress });
+  await checkHostPorts(target, startable, { replacing, image: () => target.ensureHolderImage(), progress });
   await checkDevices(target, startable, { image: () => target.ensureHolderImage(), progress });
 
   const undo = new Undo();

@@ -213,40 +213,58 @@ export async function checkBindSources(
 /**
  * Preflight for static addresses, before anything changes: a container with a fixed IPv4 address
  * on a network that already exists on the target (reused, or joined through --map-network) can
- * only be created when the address lies in that network's subnet; on a network created from the
- * bundle (`networks`, as they will be created), only when no other network on the target holds
- * its subnet. Otherwise the engine refuses it after everything else was restored. Throws a
+ * only be created when the address lies in that network's subnet, and started (`starts`) when no
+ * container there holds it (one this run replaces, `replacing`, is gone by then); on a network created from
+ * the bundle (`networks`, as they will be created), only when no other network on the target
+ * holds its subnet. Otherwise the engine refuses it after everything else was restored. Throws a
  * ConflictError naming each misfit.
  */
-export async function checkStaticAddresses(engine: Engine, specs: ContainerSpec[], networks: NetworkSpec[] = []): Promise<void> {
+export async function checkStaticAddresses(
+  engine: Engine,
+  specs: ContainerSpec[],
+  networks: NetworkSpec[] = [],
+  opts: { replacing?: ReadonlySet<string>; starts?: (spec: ContainerSpec) => boolean } = {},
+): Promise<void> {
   const problems: string[] = [];
-  const subnets = new Map<string, string[] | undefined>();
+  const existing = new Map<string, { subnets: string[]; holders: { name: string; ip: string }[] } | undefined>();
   let all: Awaited<ReturnType<Engine['listNetworks']>> | undefined;
   for (const spec of specs) {
     for (const e of spec.endpoints) {
       if (!e.ipv4Address) continue;
-      if (!subnets.has(e.network)) {
+      if (!existing.has(e.network)) {
         const n = await engine.inspectNetwork(e.network);
-        subnets.set(e.network, n ? ((n.IPAM?.Config ?? []) as { Subnet?: string }[]).map((c) => c.Subnet).filter((x): x is string => !!x) : undefined);
+        existing.set(
+          e.network,
+          n && {
+            subnets: ((n.IPAM?.Config ?? []) as { Subnet?: string }[]).map((c) => c.Subnet).filter((x): x is string => !!x),
+            holders: Object.values((n.Containers ?? {}) as Record<string, { Name?: string; IPv4Address?: string }>).map((c) => ({ name: c.Name ?? '?', ip: (c.IPv4Address ?? '').split('/')[0]! })),
+          },
+        );
       }
-      const nets = subnets.get(e.network);
-      if (nets === undefined) {
+      const net = existing.get(e.network);
+      if (net === undefined) {
         // Created from the bundle, with its subnet: unless another network here has that subnet.
         const fromBundle = networks.find((n) => n.name === e.network);
         const taken = fromBundle ? await subnetsTaken(engine, fromBundle, (all ??= await engine.listNetworks())) : [];
         if (taken.length) problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network}, whose subnet ${ipv4Subnets(fromBundle!).join(', ')} is taken here by ${taken.join(', ')}`);
         continue;
       }
-      if (!nets.length) continue; // no subnet to check against
-      const fits = nets.map((n) => ipv4InSubnet(e.ipv4Address!, n));
+      // (taken only once it starts: a container created and not started does not need it yet)
+      const holder = opts.starts?.(spec) === false ? undefined : net.holders.find((h) => h.ip === e.ipv4Address && !opts.replacing?.has(h.name));
+      if (holder) {
+        problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network}, which container ${holder.name} holds`);
+        continue;
+      }
+      if (!net.subnets.length) continue; // no subnet to check against
+      const fits = net.subnets.map((n) => ipv4InSubnet(e.ipv4Address!, n));
       if (fits.includes(true) || !fits.includes(false)) continue;
-      problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network} (its subnet here: ${nets.join(', ')})`);
+      problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network} (its subnet here: ${net.subnets.join(', ')})`);
     }
   }
   if (problems.length)
     throw new ConflictError(
       `static addresses that cannot be had on ${engine.facts.endpoint}: ${problems.join('; ')}`,
-      'nothing was changed; restore onto another network with --map-network (an existing one is joined), or remove or recreate the network here that holds the subnet',
+      'nothing was changed; restore onto another network with --map-network (an existing one is joined), or remove or recreate the network here that holds the subnet, or stop the container that holds the address',
     );
 }
 

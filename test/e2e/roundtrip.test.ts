@@ -4,7 +4,8 @@
  * anonymous volume and a changed file in its layer. Back up, remove container + volumes +
  * network, restore, and compare `docker inspect` and a full listing of the volumes.
  */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -148,10 +149,10 @@ describe('backup and restore on one engine', () => {
     expect(inspect('container', name).Id).toBe(id);
   });
 
-  it('dry run: refuses the host port the original holds, like the restore would; with --no-start prints the plan; touches nothing', async () => {
+  it('dry run: refuses the address the original holds, like the restore would; with --no-start prints the plan; touches nothing', async () => {
     const taken = await ferry(['restore', bundle, '--dry-run', '--name', `${name}-copy`, '--on-conflict', 'rename']);
     expect(taken.code, taken.stderr).toBe(6);
-    expect(taken.stderr).toContain(`host ports already taken on ${ENGINE_A}: ${name}: 127.0.0.1:${port}/tcp (published by running container ${name})`);
+    expect(taken.stderr).toContain(`static addresses that cannot be had on ${ENGINE_A}: ${name}: 172.30.77.10 on ${net}, which container ${name} holds`);
     const r = await ferry(['restore', bundle, '--dry-run', '--name', `${name}-copy`, '--on-conflict', 'rename', '--no-start']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/warning: .*host port taken/);
@@ -162,28 +163,44 @@ describe('backup and restore on one engine', () => {
     expect(exists('volume', `${vol}-restored`)).toBe(false);
   });
 
-  it('a restore refused for a taken host port creates nothing', async () => {
+  it('a restore refused up front (the address the original holds) creates nothing', async () => {
     const volsBefore = docker(['volume', 'ls', '-q']).split('\n').sort();
     const r = await ferry(['restore', bundle, '--name', `${name}-copy`, '--on-conflict', 'rename']);
     expect(r.code, r.stderr).toBe(6);
+    expect(r.stderr).toContain(`${name}: 172.30.77.10 on ${net}, which container ${name} holds`);
     expect(r.stderr).toMatch(/nothing was changed/);
     expect(r.stderr).not.toMatch(/create volume|rollback/);
     expect(exists('container', `${name}-copy`)).toBe(false);
     expect(docker(['volume', 'ls', '-q']).split('\n').sort()).toEqual(volsBefore);
   });
 
-  it('a failed restore removes everything it created (static address already taken)', async () => {
-    // --name and rename: the volume is restored beside the original and the copy publishes
-    // another port, but it joins the same network with the original's fixed address, so its
-    // start fails after everything else was made: all of that must be gone again.
+  it('a failed restore removes everything it created (the engine refuses the container itself)', async () => {
+    // A bundle edited to ask for CPUs this host lacks (no preflight looks at that): the engine
+    // refuses the container after the volumes were made and filled and the image loaded; the
+    // copy goes beside the original (--name, rename) on another address and port. Everything
+    // the restore made must be gone again.
+    const x = path.join(dir, 'edited');
+    mkdirSync(x);
+    execFileSync('tar', ['-xf', bundle, '-C', x]);
+    const m = JSON.parse(readFileSync(path.join(x, 'manifest.json'), 'utf8'));
+    const spec = m.containers[0].spec;
+    spec.hostConfig.CpusetCpus = '63';
+    spec.endpoints[0].ipv4Address = '172.30.77.11';
+    spec.hostConfig.PortBindings['8080/tcp'][0].HostPort = String(await freePort());
+    writeFileSync(path.join(x, 'manifest.json'), JSON.stringify(m));
+    const edited = path.join(dir, 'edited.tar');
+    execFileSync('tar', ['--format=ustar', '-cf', edited, '-C', x, ...execFileSync('tar', ['-tf', bundle], { encoding: 'utf8' }).trim().split('\n')]);
+
     const volsBefore = docker(['volume', 'ls', '-q']).split('\n').sort();
-    const other = await freePort();
-    const r = await ferry(['restore', bundle, '--name', `${name}-copy`, '--on-conflict', 'rename', '--map-port', `127.0.0.1:${port}=127.0.0.1:${other}`]);
+    const imagesBefore = docker(['images', '-q']).split('\n').sort();
+    const r = await ferry(['restore', edited, '--name', `${name}-copy`, '--on-conflict', 'rename']);
     expect(r.code, r.stderr).toBe(4);
-    expect(r.stderr).toMatch(/start container/);
+    expect(r.stderr).toMatch(/create container .*Requested CPUs are not available/);
+    expect(r.stderr).toMatch(/fill volume/);
     expect(r.stderr).toMatch(/rollback: remove volume/);
     expect(exists('container', `${name}-copy`)).toBe(false);
     expect(docker(['volume', 'ls', '-q']).split('\n').sort()).toEqual(volsBefore);
+    expect(docker(['images', '-q']).split('\n').sort()).toEqual(imagesBefore);
     expect(inspect('container', name).State.Running).toBe(true);
   });
 });
