@@ -1,9 +1,10 @@
 /**
  * Preflight for what a container takes from the target when it starts (restore, migrate), before
- * anything changes: the engine's runtimes and drivers, the host's published ports and devices. Without it, a port already
- * taken or a device the new host lacks fails the start after all of the data was written, and
- * the rollback removes it all again. The target is asked first: which of its running containers
- * publish those ports (named in the refusal), and, on Docker, through a helper started with the
+ * anything changes: the engine's runtimes and drivers, the host's published ports and devices.
+ * Without it, a missing driver, a port already taken or a device the new host lacks fails the
+ * create or start after all of the data was written, and the rollback removes it all again. The
+ * target is asked first: GET /info for runtimes and drivers; which of its running containers
+ * publish those ports (named in the refusal); and, on Docker, through a helper started with the
  * same ports or devices (probeStart), whether the host can give the rest.
  */
 import type { Engine } from '../engine/engine.js';
@@ -31,8 +32,8 @@ export interface PortHeld {
 
 /**
  * The fixed host ports a spec publishes (an empty or 0 host port, or a range, is the engine's
- * choice among free ones and cannot clash). None for a container on the host's network or another container's,
- * where the engine ignores port bindings. Pure.
+ * choice among free ones and cannot clash). None for a container on the host's network or on
+ * another container's, where the engine ignores port bindings. Pure.
  */
 export function portClaims(spec: Pick<ContainerSpec, 'hostConfig'>): PortClaim[] {
   const mode = String(spec.hostConfig.NetworkMode ?? '');
