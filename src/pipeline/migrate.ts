@@ -75,20 +75,19 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   };
   if (opts.onConflict === 'fail') await checkConflicts(target, names, allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })));
   const targetSpecs = captured.map((c) => ({ spec: onTarget.spec(c.spec) }));
-  await checkEngineSupport(target, { specs: targetSpecs.map((c) => c.spec), volumes: allVolumes.map(onTarget.volume), networks: captured.flatMap((c) => c.networks).map(onTarget.network) });
-  const replacing = new Set(opts.onConflict === 'replace' ? names : []);
-  await checkStaticAddresses(target, targetSpecs.map((c) => c.spec), captured.flatMap((c) => c.networks).map(onTarget.network), {
-    replacing,
-    starts: (spec) => opts.start && !!captured[targetSpecs.findIndex((t) => t.spec === spec)]?.spec.state.running,
-  });
-  // Bind data does not travel: its host paths must be there on the target.
-  if (targetSpecs.some((c) => bindSources(c.spec).length)) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
+  const targetNetworks = captured.flatMap((c) => c.networks).map(onTarget.network);
   // A port the source itself publishes may be held by the source on this very host (two engines
   // on one machine) until --stop-source stops it: found only by probing, that is a warning.
   const startable = captured.map((c, i) => {
     const own = portClaims(c.spec);
     return { spec: targetSpecs[i]!.spec, start: opts.start && c.spec.state.running, soft: (p: PortClaim) => opts.stopSource && own.some((o) => portsOverlap(o, p)) };
   });
+  const starts = (spec: Captured['spec']) => startable.find((s) => s.spec === spec)?.start !== false;
+  await checkEngineSupport(target, { specs: targetSpecs.map((c) => c.spec), volumes: allVolumes.map(onTarget.volume), networks: targetNetworks });
+  const replacing = new Set(opts.onConflict === 'replace' ? names : []);
+  await checkStaticAddresses(target, targetSpecs.map((c) => c.spec), targetNetworks, { replacing, starts });
+  // Bind data does not travel: its host paths must be there on the target.
+  if (targetSpecs.some((c) => bindSources(c.spec).length)) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
   await checkHostPorts(target, startable, { replacing, image: () => target.ensureHolderImage(), progress });
   await checkDevices(target, startable, { image: () => target.ensureHolderImage(), progress });
 

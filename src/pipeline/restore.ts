@@ -224,9 +224,11 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     const specs = m.containers.map((c) => rw?.spec(c.spec) ?? c.spec);
     const plan = await makePlan(engine, m, specs, opts, rw);
     if (opts.onConflict === 'replace') await checkReplaceable(engine, plan);
-    await checkEngineSupport(engine, { specs, volumes: rw ? m.volumes.map((v) => rw.volume(v)) : m.volumes, networks: m.networks.map((n) => rw?.network(n) ?? n) });
+    const networks = m.networks.map((n) => rw?.network(n) ?? n);
+    const startable = specs.map((spec, i) => ({ spec, start: plan.containers[i]!.start }));
+    await checkEngineSupport(engine, { specs, volumes: rw ? m.volumes.map((v) => rw.volume(v)) : m.volumes, networks });
     const replacing = new Set(plan.containers.filter((c) => c.replace).map((c) => c.to));
-    await checkStaticAddresses(engine, specs, m.networks.map((n) => rw?.network(n) ?? n), { replacing, starts: (spec) => plan.containers[specs.indexOf(spec)]?.start !== false });
+    await checkStaticAddresses(engine, specs, networks, { replacing, starts: (spec) => startable.find((s) => s.spec === spec)?.start !== false });
     // What the target is asked with: the empty holder image (a dry run does not import it).
     const probeImage = () => (opts.dryRun ? engine.holderImageIfPresent() : engine.ensureHolderImage());
     if (specs.some((spec) => bindSources(spec).length)) {
@@ -236,7 +238,6 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       });
       await checkBindSources(engine, await probeImage(), binds, progress);
     }
-    const startable = specs.map((spec, i) => ({ spec, start: plan.containers[i]!.start }));
     await checkHostPorts(engine, startable, { replacing, image: probeImage, progress });
     await checkDevices(engine, startable, { image: probeImage, progress });
     if (opts.dryRun) {

@@ -199,7 +199,7 @@ export type Capabilities = NonNullable<Awaited<ReturnType<Engine['capabilities']
 
 /** Whether a driver list names `driver`: as it is, or a plugin under its name with a tag (`loki:latest`). */
 function hasDriver(list: string[], driver: string): boolean {
-  return list.some((d) => d === driver || d.replace(/:[^:/]+$/, '') === driver || d === `${driver}:latest`);
+  return list.some((d) => d === driver || d.replace(/:[^:/]+$/, '') === driver);
 }
 
 /**
