@@ -39,8 +39,9 @@
 # so cron mails it even when the messages went to syslog. --quiet keeps a good night silent.
 #
 # Environment (all optional):
-#   BACKUP_DIR             the store, a local directory (default /backups); --verify and prune
-#                          need a mounted file system, not ssh:// (README.md, "Limits")
+#   BACKUP_DIR             the store (default /backups): a local directory, or a directory on
+#                          a backup host, ssh://user@host/srv/backups (SFTP; --verify reads the
+#                          bundle back over it, prune runs there under the store's lock)
 #   KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY
 #                          rotation (defaults 7, 4, 6; 0 leaves a rule out; at least one > 0)
 #   FERRY_NOTIFY_URL       dead-man's switch, e.g. https://hc-ping.com/<uuid>: ferry POSTs to
@@ -170,7 +171,11 @@ else
 fi
 
 # Bundles that failed --verify are kept for inspection (ls and prune ignore them): say so.
-corrupt=$(find "$BACKUP_DIR" -maxdepth 1 -name 'ferry-*.tar.corrupt' 2>/dev/null | wc -l)
+# (On an ssh:// store the failure itself was logged above; this count is for local stores.)
+case $BACKUP_DIR in
+  ssh://*) corrupt=0 ;;
+  *) corrupt=$(find "$BACKUP_DIR" -maxdepth 1 -name 'ferry-*.tar.corrupt' 2>/dev/null | wc -l) ;;
+esac
 [ "$corrupt" -gt 0 ] && log warning "$corrupt bundle(s) failed verification and were kept as $BACKUP_DIR/*.tar.corrupt; look at them, then delete them"
 
 if [ "$rc" = 0 ]; then

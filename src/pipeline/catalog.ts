@@ -1,8 +1,8 @@
 /**
- * The catalogue of a store: the bundles in a local directory, each described from its manifest
- * alone. Only the first member is read (the file is opened, the manifest parsed, the file
- * closed), so listing a store of large bundles is quick. A file that is not a readable bundle is
- * listed with the reason, never dropped and never fatal.
+ * The catalogue of a store: the bundles in a directory, here or on another host (ssh://, over
+ * SFTP), each described from its manifest alone. Only the first member is read (the file is
+ * opened, the manifest parsed, the file closed), so listing a store of large bundles is quick. A
+ * file that is not a readable bundle is listed with the reason, never dropped and never fatal.
  */
 import { createReadStream } from 'node:fs';
 import { PassphraseError, readEncHeader } from '../bundle/crypto.js';
@@ -15,6 +15,7 @@ import { BundleReader } from '../bundle/reader.js';
 import type { Manifest } from '../bundle/manifest.js';
 import { NotFoundError, toFerryError, UsageError } from '../errors.js';
 import { TEMP_PREFIX } from '../transport/local.js';
+import { acquireStoreLock, type LockOptions, type StoreLock } from '../transport/lock.js';
 
 export interface CatalogEntry {
   /** Absolute path of the file. */
@@ -199,4 +200,40 @@ export async function listRemoteStore(url: string, pool: SshPool, passphrase?: s
   }
   entries.sort((a, b) => entryTime(a) - entryTime(b) || a.bundle.localeCompare(b.bundle));
   return entries;
+}
+
+/** A store, local or over SFTP, as ls and prune see it. */
+export interface Store {
+  /** The directory (absolute) or ssh:// URL, for messages. */
+  readonly where: string;
+  /** Fails (not found, not a directory) unless the store is there. */
+  check(): Promise<void>;
+  /** Every bundle, oldest first. */
+  list(): Promise<CatalogEntry[]>;
+  lock(opts: LockOptions): Promise<StoreLock>;
+  /** Remove one bundle that list() gave. */
+  remove(bundle: string): Promise<void>;
+}
+
+export function openStore(store: string, deps: { ssh?: () => SshPool; passphrase?: string }): Store {
+  if (store.startsWith('ssh://')) {
+    if (!deps.ssh) throw new UsageError(`${store}: ssh stores need an SSH session`);
+    const pool = deps.ssh();
+    const t = new SftpTransport(store, pool);
+    return {
+      where: store,
+      check: async () => void (await t.listBundles()),
+      list: () => listRemoteStore(store, pool, deps.passphrase),
+      lock: (opts) => t.lockStore(opts),
+      remove: (bundle) => t.removeBundle(bundle),
+    };
+  }
+  const dir = path.resolve(store);
+  return {
+    where: dir,
+    check: async () => void (await storeFiles(dir)),
+    list: () => listStore(dir, deps.passphrase),
+    lock: (opts) => acquireStoreLock(dir, opts),
+    remove: (bundle) => fs.rm(bundle),
+  };
 }

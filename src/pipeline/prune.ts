@@ -1,14 +1,15 @@
 /**
- * ferry prune: apply retention rules (retention.ts) to the bundles of a local store, holding the
+ * ferry prune: apply retention rules (retention.ts) to the bundles of a store (a local directory
+ * or ssh://host/dir), holding the
  * store's lock so that no backup chooses a name meanwhile. Files that are not readable bundles are
  * never removed; the newest bundle of each container set is never removed; bundles being written
  * (hidden temporaries) are not even looked at.
  */
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { toFerryError, UsageError } from '../errors.js';
-import { acquireStoreLock, type LockOptions } from '../transport/lock.js';
-import { listStore, storeFiles, type CatalogEntry } from './catalog.js';
+import type { SshPool } from '../ssh/client.js';
+import type { LockOptions } from '../transport/lock.js';
+import { openStore, type CatalogEntry } from './catalog.js';
 import type { RunContext } from './context.js';
 import { applyRetention, hasKeepRule, RULES, type KeepPolicy } from './retention.js';
 
@@ -70,23 +71,23 @@ export function planPrune(entries: CatalogEntry[], policy: KeepPolicy): Pick<Pru
   return { kept, removed, unreadable };
 }
 
-export async function prune(store: string, opts: PruneOptions, ctx: RunContext): Promise<PruneResult> {
+export async function prune(where: string, opts: PruneOptions, ctx: RunContext & { ssh?: () => SshPool }): Promise<PruneResult> {
   if (!hasKeepRule(opts.policy))
     throw new UsageError('prune needs at least one keep rule', 'e.g. --keep-daily 7 --keep-weekly 4 (a bundle is kept when any rule keeps it)');
-  const dir = path.resolve(store);
-  await storeFiles(dir); // the store must exist and be a directory
+  const store = openStore(where, { ssh: ctx.ssh, passphrase: ctx.passphrase });
+  await store.check(); // the store must exist and be a directory
   // A dry run changes nothing: it does not need the lock.
   const lock = opts.dryRun
     ? undefined
-    : await acquireStoreLock(dir, {
+    : await store.lock({
         ...opts.lock,
         signal: ctx.signal,
         purpose: 'prune',
         onWait: opts.lock.onWait ?? ((m) => ctx.progress.info(m)),
       });
   try {
-    const plan = planPrune(await listStore(dir), opts.policy);
-    const result: PruneResult = { store: dir, dryRun: opts.dryRun, policy: opts.policy, ...plan, removed: [], failed: [], freedBytes: 0 };
+    const plan = planPrune(await store.list(), opts.policy);
+    const result: PruneResult = { store: store.where, dryRun: opts.dryRun, policy: opts.policy, ...plan, removed: [], failed: [], freedBytes: 0 };
     for (const r of plan.removed) {
       if (opts.dryRun) {
         result.removed.push(r);
@@ -94,7 +95,7 @@ export async function prune(store: string, opts: PruneOptions, ctx: RunContext):
         continue;
       }
       try {
-        await fs.rm(r.bundle);
+        await store.remove(r.bundle);
         result.removed.push(r);
         result.freedBytes += r.bytes;
         ctx.progress.step(`removed ${path.basename(r.bundle)}`);

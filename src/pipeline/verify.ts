@@ -23,7 +23,9 @@ import { SizeLimit } from '../bundle/limit.js';
 import type { MemberKind } from '../bundle/manifest.js';
 import { BundleReader, type DataMember } from '../bundle/reader.js';
 import { BLOCK } from '../bundle/tar.js';
-import { BundleError } from '../errors.js';
+import { BundleError, UsageError } from '../errors.js';
+import type { SshPool } from '../ssh/client.js';
+import { SftpTransport } from '../transport/sftp.js';
 import { checkAborted, type RunContext } from './context.js';
 
 export interface MemberCheck {
@@ -326,10 +328,19 @@ export async function verifyFile(file: string, ctx: RunContext): Promise<VerifyR
 export const CORRUPT_SUFFIX = '.corrupt';
 
 /**
- * Verify a bundle just written to a local file; if it is not whole, rename it to
- * `<name>.corrupt` so that nothing (restore, prune, ls) takes it for a good bundle.
+ * Verify a bundle just written, to a local file or an ssh:// store (read back over SFTP); if it
+ * is not whole, rename it to `<name>.corrupt` so that nothing (restore, prune, ls) takes it for a
+ * good bundle.
  */
-export async function verifyOrQuarantine(file: string, ctx: RunContext): Promise<{ report: VerifyReport; quarantined?: string }> {
+export async function verifyOrQuarantine(file: string, ctx: RunContext, deps: { ssh?: () => SshPool } = {}): Promise<{ report: VerifyReport; quarantined?: string }> {
+  if (file.startsWith('ssh://')) {
+    if (!deps.ssh) throw new UsageError(`${file}: ssh stores need an SSH session`);
+    const t = new SftpTransport(file, deps.ssh());
+    const src = await t.openBundle();
+    const report = await verifyStream(src.stream, src.location, ctx);
+    if (report.ok) return { report };
+    return { report, quarantined: await t.renameBundle(CORRUPT_SUFFIX) };
+  }
   const report = await verifyFile(file, ctx);
   if (report.ok) return { report };
   const to = `${file}${CORRUPT_SUFFIX}`;

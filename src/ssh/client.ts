@@ -176,6 +176,7 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
   });
 
   let streamlocalRefused = false;
+  let sftpSession: Promise<SFTPWrapper> | undefined;
   return {
     describe,
     get closed() {
@@ -216,7 +217,20 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
       });
     },
     sftp() {
-      return new Promise((resolve, reject) => client.sftp((err, s) => (err ? reject(new EngineError(`ssh ${describe}: sftp: ${err.message}`, { cause: err })) : resolve(s))));
+      // One SFTP session per connection, shared by every file of the run (requests on it run
+      // concurrently): a session each would run into the server's MaxSessions (10 by default)
+      // as soon as a store holds more bundles than that.
+      if (!sftpSession) {
+        const s = new Promise<SFTPWrapper>((resolve, reject) =>
+          client.sftp((err, w) => (err ? reject(new EngineError(`ssh ${describe}: sftp: ${err.message}`, { cause: err })) : resolve(w))),
+        );
+        sftpSession = s;
+        const forget = () => {
+          if (sftpSession === s) sftpSession = undefined;
+        };
+        s.then((w) => (w as unknown as NodeJS.EventEmitter).once('close', forget), forget);
+      }
+      return sftpSession;
     },
     close() {
       client.end();

@@ -12,12 +12,14 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { IoError, NotFoundError, toFerryError, UsageError } from '../errors.js';
-import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, type LockOptions } from './lock.js';
+import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, processAlive, type LockOptions } from './lock.js';
 import { AlignedAppender, directIoWanted } from './direct.js';
 import type { BundleSink, Transport } from './transport.js';
 
 export const TEMP_PREFIX = '.ferry-';
 export const TEMP_SUFFIX = '.partial';
+/** A temporary's name: the pid of the run writing it, and the bundle name it will get. */
+export const TEMP_RE = /^\.ferry-(\d+)-(.*)\.partial$/;
 
 class FileSink implements BundleSink {
   readonly seekable = true;
@@ -88,7 +90,7 @@ export async function cleanStaleTemps(dir: string): Promise<string[]> {
     return removed;
   }
   for (const n of names) {
-    const m = new RegExp(`^\\${TEMP_PREFIX}(\\d+)-.*\\${TEMP_SUFFIX}$`).exec(n);
+    const m = TEMP_RE.exec(n);
     if (!m) continue;
     const pid = Number(m[1]);
     if (pid === process.pid || processAlive(pid)) continue;
@@ -98,16 +100,7 @@ export async function cleanStaleTemps(dir: string): Promise<string[]> {
   return removed;
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function tempName(pid: number, finalName: string): string {
+export function tempName(pid: number, finalName: string): string {
   return `${TEMP_PREFIX}${pid}-${finalName}${TEMP_SUFFIX}`;
 }
 
@@ -118,10 +111,9 @@ function tempName(pid: number, finalName: string): string {
 export function uniqueBundleName(existing: Iterable<string>, name: string): string {
   const names = new Set(existing);
   const writing = new Set<string>();
-  const re = new RegExp(`^\\${TEMP_PREFIX}\\d+-(.*)\\${TEMP_SUFFIX}$`);
   for (const n of names) {
-    const m = re.exec(n);
-    if (m) writing.add(m[1]!);
+    const m = TEMP_RE.exec(n);
+    if (m) writing.add(m[2]!);
   }
   const stem = name.endsWith('.tar') ? name.slice(0, -4) : name;
   const ext = name.endsWith('.tar') ? '.tar' : '';

@@ -7,6 +7,9 @@
  * A lock whose owner ran on this host and whose pid no longer exists is stale and is taken
  * over. Taking over is itself serialised by a second O_EXCL file (`.ferry.lock.takeover`), so two
  * runs that find the same stale lock cannot both remove it and then each remove the other's.
+ *
+ * The store is a LockDir: a local directory (localLockDir), or one on another host over SFTP
+ * (sftp.ts, with SSH_FXF_EXCL, which OpenSSH's sftp-server maps to O_EXCL).
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -67,24 +70,63 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-async function readLock(file: string): Promise<{ raw: string; info?: LockInfo; mtimeMs: number } | undefined> {
-  let raw: string;
-  let mtimeMs: number;
+/** The few file operations the lock needs, in one store directory. */
+export interface LockDir {
+  /** The directory, for messages. */
+  readonly name: string;
+  /** Where `file` (a name in the directory) is, for messages. */
+  where(file: string): string;
+  /** Create `file` exclusively and write `content` into it; false when it already exists. */
+  create(file: string, content: string): Promise<boolean>;
+  /** Its content and modification time, or undefined when there is none. */
+  read(file: string): Promise<{ raw: string; mtimeMs: number } | undefined>;
+  /** Remove `file`; no error when it is gone already. */
+  remove(file: string): Promise<void>;
+}
+
+export function localLockDir(dir: string): LockDir {
+  return {
+    name: dir,
+    where: (file) => path.join(dir, file),
+    async create(file, content) {
+      let fh: fs.FileHandle;
+      try {
+        fh = await fs.open(path.join(dir, file), 'wx', 0o644);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+        throw toFerryError(err);
+      }
+      try {
+        await fh.writeFile(content);
+      } finally {
+        await fh.close();
+      }
+      return true;
+    },
+    async read(file) {
+      const p = path.join(dir, file);
+      try {
+        const [raw, st] = await Promise.all([fs.readFile(p, 'utf8'), fs.stat(p)]);
+        return { raw, mtimeMs: st.mtimeMs };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw err;
+      }
+    },
+    remove: (file) => fs.rm(path.join(dir, file), { force: true }),
+  };
+}
+
+async function readLock(dir: LockDir, file: string): Promise<{ raw: string; info?: LockInfo; mtimeMs: number } | undefined> {
+  const got = await dir.read(file);
+  if (!got) return undefined;
   try {
-    const [text, st] = await Promise.all([fs.readFile(file, 'utf8'), fs.stat(file)]);
-    raw = text;
-    mtimeMs = st.mtimeMs;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  try {
-    const o = JSON.parse(raw) as LockInfo;
-    if (o && Number.isInteger(o.pid) && typeof o.hostname === 'string' && typeof o.token === 'string') return { raw, info: o, mtimeMs };
+    const o = JSON.parse(got.raw) as LockInfo;
+    if (o && Number.isInteger(o.pid) && typeof o.hostname === 'string' && typeof o.token === 'string') return { ...got, info: o };
   } catch {
     // unreadable: judged by its age below
   }
-  return { raw, mtimeMs };
+  return got;
 }
 
 /** Stale: its owner ran on this host and is gone, or it was never written and is old. */
@@ -99,27 +141,20 @@ function describeHolder(l: { info?: LockInfo }): string {
 }
 
 /** Remove a stale lock, unless someone else is doing so. True when the caller should retry at once. */
-async function breakStale(dir: string, file: string, staleRaw: string): Promise<boolean> {
-  const takeover = path.join(dir, TAKEOVER_FILE);
-  let fh: fs.FileHandle;
-  try {
-    fh = await fs.open(takeover, 'wx', 0o644);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    const st = await fs.stat(takeover).catch(() => undefined);
-    if (st && Date.now() - st.mtimeMs > TAKEOVER_STALE_MS) await fs.rm(takeover, { force: true });
+async function breakStale(dir: LockDir, staleRaw: string): Promise<boolean> {
+  if (!(await dir.create(TAKEOVER_FILE, `${process.pid}\n`))) {
+    const st = await dir.read(TAKEOVER_FILE).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > TAKEOVER_STALE_MS) await dir.remove(TAKEOVER_FILE);
     return false;
   }
   try {
-    await fh.writeFile(`${process.pid}\n`);
-    await fh.close();
     // Only the holder of the takeover file removes a lock it did not create, and a dead owner
     // cannot release it: so if the content is still the stale one, it is still the stale lock.
-    const again = await readLock(file);
-    if (again && again.raw === staleRaw) await fs.rm(file, { force: true });
+    const again = await readLock(dir, LOCK_FILE);
+    if (again && again.raw === staleRaw) await dir.remove(LOCK_FILE);
     return true;
   } finally {
-    await fs.rm(takeover, { force: true });
+    await dir.remove(TAKEOVER_FILE);
   }
 }
 
@@ -139,8 +174,9 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /** Take the lock of the store `dir`, waiting up to opts.timeoutMs for another run to release it. */
-export async function acquireStoreLock(dir: string, opts: LockOptions): Promise<StoreLock> {
-  const file = path.join(dir, LOCK_FILE);
+export async function acquireStoreLock(store: string | LockDir, opts: LockOptions): Promise<StoreLock> {
+  const dir = typeof store === 'string' ? localLockDir(store) : store;
+  const file = dir.where(LOCK_FILE);
   const info: LockInfo = {
     pid: process.pid,
     hostname: os.hostname(),
@@ -154,47 +190,36 @@ export async function acquireStoreLock(dir: string, opts: LockOptions): Promise<
   let waited = false;
   for (;;) {
     if (opts.signal?.aborted) throw opts.signal.reason as Error;
-    let fh: fs.FileHandle | undefined;
-    try {
-      fh = await fs.open(file, 'wx', 0o644);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw toFerryError(err);
-    }
-    if (fh) {
-      try {
-        await fh.writeFile(content);
-      } finally {
-        await fh.close();
-      }
+    if (await dir.create(LOCK_FILE, content)) {
       return {
         path: file,
         info,
         async release() {
-          const now = await readLock(file).catch(() => undefined);
-          if (now?.info?.token === info.token) await fs.rm(file, { force: true });
+          const now = await readLock(dir, LOCK_FILE).catch(() => undefined);
+          if (now?.info?.token === info.token) await dir.remove(LOCK_FILE);
         },
       };
     }
-    const held = await readLock(file).catch(() => undefined);
+    const held = await readLock(dir, LOCK_FILE).catch(() => undefined);
     if (!held) continue; // released between our attempt and the read
     if (isStale(held)) {
-      if (await breakStale(dir, file, held.raw)) continue;
+      if (await breakStale(dir, held.raw)) continue;
     }
     if (Date.now() >= deadline) {
-      throw new LockedError(`the store ${dir} is locked by another ferry run: ${describeHolder(held)}`, held.info && held.info.hostname !== os.hostname()
+      throw new LockedError(`the store ${dir.name} is locked by another ferry run: ${describeHolder(held)}`, held.info && held.info.hostname !== os.hostname()
         ? `wait for it and retry, or raise --lock-timeout; if no ferry runs on ${held.info.hostname} any more, remove ${file}`
         : `wait for it and retry, or raise --lock-timeout (now ${Math.round(opts.timeoutMs / 1000)}s)`);
     }
     if (!waited) {
       waited = true;
-      opts.onWait?.(`waiting for the lock of ${dir}, held by ${describeHolder(held)}`);
+      opts.onWait?.(`waiting for the lock of ${dir.name}, held by ${describeHolder(held)}`);
     }
     await sleep(Math.min(poll + Math.floor(Math.random() * poll), Math.max(1, deadline - Date.now())), opts.signal);
   }
 }
 
 /** Run fn while holding the store's lock. */
-export async function withStoreLock<T>(dir: string, opts: LockOptions, fn: () => Promise<T>): Promise<T> {
+export async function withStoreLock<T>(dir: string | LockDir, opts: LockOptions, fn: () => Promise<T>): Promise<T> {
   const lock = await acquireStoreLock(dir, opts);
   try {
     return await fn();

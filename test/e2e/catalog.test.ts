@@ -2,7 +2,8 @@
  * Running ferry from cron and reading its stores back: several backups into one store (two at
  * the same time), ls, inspect (environment names only), verify (whole, flipped bytes, hostile
  * member contents), prune with every keep rule on bundles with chosen timestamps, the store lock
- * (waiting, timing out, taking over a stale one) and backup --verify.
+ * (waiting, timing out, taking over a stale one) and backup --verify; prune and the lock on a
+ * store on another host (ssh://, over SFTP to the lab's sshd).
  *
  * Bundles with chosen timestamps or hostile contents are written with ferry's own BundleWriter:
  * they are real bundles, whole by every outer check, so only what is under test is wrong.
@@ -21,7 +22,8 @@ import type { ContainerSpec } from '../../src/engine/spec.js';
 import { silentProgress } from '../../src/pipeline/context.js';
 import { verifyOrQuarantine } from '../../src/pipeline/verify.js';
 import { LocalTransport } from '../../src/transport/local.js';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, freePort, inspect, memberOffset, uid } from '../helpers/lab.js';
+import { SshPool } from '../../src/ssh/client.js';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, freePort, inspect, memberOffset, sshHome, uid } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-catalog-'));
 const store = path.join(dir, 'store');
@@ -460,6 +462,32 @@ describe('backup --verify', () => {
   });
 });
 
+describe('--verify on an ssh:// store', () => {
+  it('a bundle there that fails verification is renamed to .corrupt over SFTP, a whole one stays', async () => {
+    const { home } = sshHome(path.join(dir, 'ssh-verify'));
+    const d = path.join(dir, 'ssh-quarantine');
+    mkdirSync(d);
+    const p = flipped(written.web!, path.join(d, 'web.tar'), [`images/${web}`, 2000]);
+    copyFileSync(written.web!, path.join(d, 'good.tar'));
+    const pool = new SshPool({ home, env: { ...process.env, HOME: home } });
+    try {
+      const ctx = { progress: silentProgress, signal: new AbortController().signal };
+      const res = await verifyOrQuarantine(`ssh://newhost${p}`, ctx, { ssh: () => pool });
+      expect(res.report.ok).toBe(false);
+      expect(res.report.members.filter((m) => !m.ok).map((m) => m.name)).toEqual([`images/${web}.tar.gz`]);
+      expect(res.quarantined).toBe(`ssh://newhost${p}.corrupt`);
+      expect(existsSync(p)).toBe(false);
+      expect(statSync(`${p}.corrupt`).size).toBe(statSync(written.web!).size);
+      const ok = await verifyOrQuarantine(`ssh://newhost${d}/good.tar`, ctx, { ssh: () => pool });
+      expect(ok.report.ok).toBe(true);
+      expect(ok.quarantined).toBeUndefined();
+      expect(tarsIn(d)).toEqual(['good.tar']);
+    } finally {
+      await pool.closeAll();
+    }
+  });
+});
+
 describe('prune', () => {
   /** A store with bundles of `web` created at the given times, plus junk and an old bundle of another set. */
   async function makeStore(name: string, times: string[]): Promise<string> {
@@ -565,6 +593,88 @@ describe('prune', () => {
       noTrace(r.stderr);
     }
     expect(tarsIn(d)).toEqual(before);
+  });
+});
+
+describe('prune on an ssh:// store', () => {
+  // The lab's sshd runs on this machine: the "remote" directory is visible here too.
+  const { home } = sshHome(path.join(dir, 'ssh-prune'));
+  const env = { HOME: home };
+  const url = (d: string) => `ssh://newhost${d}`;
+  const lockOf = (pid: number, hostname = os.hostname()) => JSON.stringify({ pid, hostname, token: 'test', since: new Date().toISOString(), purpose: 'test' });
+  async function remoteStore(name: string, times: string[]): Promise<string> {
+    const d = path.join(dir, 'ssh-prune', name);
+    mkdirSync(d, { recursive: true });
+    for (const t of times) await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
+    await craftBundle(path.join(d, 'ferry-db+1-20200101T000000Z.tar'), { createdAt: '2020-01-01T00:00:00.000Z', containers: ['db', 'web'] });
+    writeFileSync(path.join(d, 'junk.tar'), 'not a bundle');
+    return d;
+  }
+  const times = ['2024-03-10T23:00:00.000Z', '2024-03-10T10:00:00.000Z', '2024-03-09T12:00:00.000Z', '2024-02-08T12:00:00.000Z'];
+
+  it('applies the rules over SFTP exactly as on a local store; --dry-run removes nothing', async () => {
+    const d = await remoteStore('rules', times);
+    const before = tarsIn(d);
+    const dry = await ferry(['--json', 'prune', url(d), '--keep-daily', '2', '--dry-run'], { env });
+    expect(dry.code, dry.stderr).toBe(0);
+    const planned = JSON.parse(dry.stdout);
+    expect(planned.store).toBe(url(d));
+    expect(planned.removed.map((x: any) => x.bundle).sort()).toEqual([url(`${d}/ferry-web-20240208T120000Z.tar`), url(`${d}/ferry-web-20240310T100000Z.tar`)]);
+    expect(planned.unreadable.map((x: any) => x.bundle)).toEqual([url(`${d}/junk.tar`)]);
+    expect(tarsIn(d)).toEqual(before);
+
+    const r = await ferry(['prune', url(d), '--keep-daily', '2'], { env });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/2 bundles removed/);
+    expect(r.stdout).toMatch(/junk\.tar: .*not a ferry bundle/);
+    expect(tarsIn(d)).toEqual(['ferry-db+1-20200101T000000Z.tar', 'ferry-web-20240309T120000Z.tar', 'ferry-web-20240310T230000Z.tar', 'junk.tar']);
+    expect(readdirSync(d).filter((n) => n.startsWith('.'))).toEqual([]); // the lock is released
+    // the same listing as a local prune of the same store gives
+    const local = await ferry(['--json', 'prune', d, '--keep-daily', '2', '--dry-run']);
+    expect(JSON.parse(local.stdout).kept.map((x: any) => path.basename(x.bundle))).toEqual(JSON.parse((await ferry(['--json', 'prune', url(d), '--keep-daily', '2', '--dry-run'], { env })).stdout).kept.map((x: any) => path.basename(x.bundle)));
+  });
+
+  it('waits for the remote store\'s lock, gives up after --lock-timeout, and takes over a stale one', async () => {
+    const d = await remoteStore('locked', times.slice(0, 2));
+    writeFileSync(path.join(d, '.ferry.lock'), lockOf(process.pid)); // this test process: alive
+    const started = Date.now();
+    const r = await ferry(['prune', url(d), '--keep-last', '1', '--lock-timeout', '1'], { env });
+    expect(r.code).toBe(6);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    expect(r.stderr).toMatch(new RegExp(`the store ${url(d).replace(/[.+]/g, '\\$&')} is locked by another ferry run: pid ${process.pid} on ${os.hostname()}`));
+    noTrace(r.stderr);
+    expect(tarsIn(d)).toHaveLength(4);
+    // its owner is gone: taken over, and released after
+    writeFileSync(path.join(d, '.ferry.lock'), lockOf(spawnSync('true').pid!));
+    const r2 = await ferry(['prune', url(d), '--keep-last', '1', '--lock-timeout', '0'], { env });
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(tarsIn(d)).toEqual(['ferry-db+1-20200101T000000Z.tar', 'ferry-web-20240310T230000Z.tar', 'junk.tar']);
+    expect(existsSync(path.join(d, '.ferry.lock'))).toBe(false);
+  });
+
+  it('a store with more bundles than sshd allows sessions on one connection (MaxSessions 10) is listed and pruned', async () => {
+    const many = Array.from({ length: 14 }, (_, i) => `2024-04-${String(i + 1).padStart(2, '0')}T12:00:00.000Z`);
+    const d = await remoteStore('many', many);
+    const ls = await ferry(['--json', 'ls', url(d)], { env });
+    expect(ls.code, ls.stderr).toBe(0);
+    const listed = JSON.parse(ls.stdout);
+    expect(listed).toHaveLength(16);
+    expect(listed.filter((e: any) => e.error).map((e: any) => path.basename(e.bundle))).toEqual(['junk.tar']);
+    const r = await ferry(['prune', url(d), '--keep-last', '3'], { env });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/11 bundles removed/);
+    expect(tarsIn(d)).toEqual(['ferry-db+1-20200101T000000Z.tar', ...many.slice(-3).map((t) => `ferry-web-${stamp(t)}.tar`), 'junk.tar'].sort());
+  });
+
+  it('a missing store or a file is refused, not a crash', async () => {
+    const missing = await ferry(['prune', url(path.join(dir, 'ssh-prune', 'nope')), '--keep-last', '1'], { env });
+    expect(missing.code).toBe(5);
+    expect(missing.stderr).toMatch(/no store at ssh:\/\/newhost\//);
+    noTrace(missing.stderr);
+    const d = await remoteStore('file', times.slice(0, 1));
+    const file = await ferry(['prune', url(path.join(d, 'junk.tar')), '--keep-last', '1'], { env });
+    expect(file.code).toBe(2);
+    expect(file.stderr).toMatch(/is not a directory/);
   });
 });
 

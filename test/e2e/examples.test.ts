@@ -72,6 +72,25 @@ describe('examples/cron-backup.sh', () => {
     expect(left[0]).not.toBe(one); // the newer one stays, the first is pruned
   });
 
+  it('into a store on a backup host (BACKUP_DIR=ssh://...): verified over SFTP, and rotated there', async () => {
+    const remote = path.join(dir, 'cron-remote');
+    const { home } = sshHome(path.join(dir, 'cron-ssh'));
+    const env = { DOCKER_HOST: ENGINE_B, BACKUP_DIR: `ssh://newhost${remote}`, HOME: home, PATH: pathWithoutSyslog() };
+    const first = sh(`sh '${example('cron-backup.sh')}'`, env);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(/done: every running container backed up and verified/);
+    expect(first.stderr).not.toMatch(/cannot be verified/);
+    const [one] = bundlesOf(remote, name);
+    expect(one).toBeDefined();
+    const second = sh(`sh '${example('cron-backup.sh')}'`, env);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stderr).toMatch(/prune: \d+ bundles? removed/);
+    const left = bundlesOf(remote, name);
+    expect(left).toHaveLength(1);
+    expect(left[0]).not.toBe(one);
+    expect(readdirSync(remote).filter((f) => f.startsWith('.'))).toEqual([]); // no lock, no temporary left
+  });
+
   it('a container whose pre-exec hook fails: exit 3 (partial), the others still backed up, and still pruned', () => {
     docker(['run', '-d', '--name', bad, '--label', 'ferry.pre-exec=exit 9', BUSYBOX, ...SERVICE], { host: ENGINE_B });
     const before = bundlesOf(store, name);

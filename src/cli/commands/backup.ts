@@ -12,6 +12,7 @@ import { resolveTransport } from '../../transport/resolve.js';
 import { EncryptingTransport } from '../../transport/encrypted.js';
 import type { Transport } from '../../transport/transport.js';
 import { LocalTransport } from '../../transport/local.js';
+import { SftpTransport } from '../../transport/sftp.js';
 import { DEFAULT_LOCK_TIMEOUT_S } from '../../transport/lock.js';
 import { badMembers, verifyOrQuarantine } from '../../pipeline/verify.js';
 import { secondsOption } from './prune.js';
@@ -111,7 +112,7 @@ Examples:
         }
         const one = async (set: string[]) => {
           const transport = resolveTransport(flags.output, { ssh: deps.ssh });
-          if (transport instanceof LocalTransport) {
+          if (transport instanceof LocalTransport || transport instanceof SftpTransport) {
             transport.lockOptions = { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) };
           }
           let target: Transport = transport;
@@ -123,11 +124,11 @@ Examples:
           const res = await backup(eng, target, { containers: set, consistency: flags.consistency, stopTimeout: flags.stopTimeout, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}), hooks: { pre: flags.preExec, post: flags.postExec }, together: !!flags.together }, { progress, signal: deps.signal });
           let verified = false;
           if (flags.verify) {
-            if (!(transport instanceof LocalTransport)) {
+            if (!(transport instanceof LocalTransport || transport instanceof SftpTransport)) {
               progress.warn(`--verify: a bundle written to ${toStdout ? 'stdout' : res.location} cannot be verified here; run \`ferry verify\` where it is stored`);
             } else {
               progress.step(`verify ${res.location}`);
-              const v = await verifyOrQuarantine(res.location, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
+              const v = await verifyOrQuarantine(res.location, { progress, signal: deps.signal, passphrase: await deps.passphrase() }, { ssh: deps.ssh });
               progress.done();
               if (!v.report.ok) {
                 if (!g.json) deps.io.stderr.write(verifyText(v.report));

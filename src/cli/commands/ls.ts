@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { catalogJson, listRemoteStore, listStore, type CatalogEntry } from '../../pipeline/catalog.js';
+import { catalogJson, openStore, type CatalogEntry } from '../../pipeline/catalog.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
 import path from 'node:path';
@@ -42,10 +42,10 @@ Examples:
     .action(async (store: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
-      const remote = store.startsWith('ssh://');
-      const entries = remote ? await listRemoteStore(store, deps.ssh(), await deps.passphrase()) : await listStore(store, await deps.passphrase());
+      const st = openStore(store, { ssh: deps.ssh, passphrase: await deps.passphrase() });
+      const entries = await st.list();
       if (g.json) deps.io.stdout.write(JSON.stringify(entries.map(catalogJson), null, 2) + '\n');
-      else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${remote ? store : path.resolve(store)}\n`);
+      else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${st.where}\n`);
       else deps.io.stdout.write(lsTable(entries));
       setExit(program, 0);
     });

@@ -62,7 +62,7 @@ export function pruneText(r: PruneResult): string {
 export function pruneCommand(program: Command, deps: Deps): Command {
   const cmd = new Command('prune')
     .description('Remove old bundles from a store, keeping those that a retention rule keeps (restic-style, per container set)')
-    .argument('<store>', 'a directory that backups are written to');
+    .argument('<store>', 'a directory that backups are written to, or ssh://[user@]host[:port]/dir');
   const help: Record<Rule, string> = {
     last: 'keep the N newest bundles',
     hourly: 'keep the newest bundle of each of the last N hours that have one',
@@ -82,14 +82,15 @@ readable bundles are never removed. Times are the manifests' creation times, in 
 
 Examples:
   ferry prune /backups --keep-daily 7 --keep-weekly 4 --keep-monthly 6
-  ferry prune /backups --keep-last 3 --dry-run`)
+  ferry prune /backups --keep-last 3 --dry-run
+  ferry prune ssh://backup@vault/srv/backups --keep-daily 14`)
     .action(async (store: string, flags: PruneFlags) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
       let res: PruneResult;
       try {
-        res = await prune(store, { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } }, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
+        res = await prune(store, { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } }, { progress, signal: deps.signal, passphrase: await deps.passphrase(), ssh: deps.ssh });
       } finally {
         progress.done();
       }
