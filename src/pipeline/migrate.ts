@@ -17,7 +17,7 @@ import { EngineError, FerryError, UsageError } from '../errors.js';
 import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency, type Resume } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
-import { checkDevices, checkEngineSupport, checkHostPorts, portClaims, portsOverlap, type PortClaim } from './startable.js';
+import { checkDevices, checkEngineSupport, checkHostPorts, checkHostResources, portClaims, portsOverlap, type PortClaim } from './startable.js';
 import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { shipImage, shipVolume } from './ship.js';
 import { sweepHolders, sweepStaleHolders } from './volumes.js';
@@ -90,6 +90,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   if (targetSpecs.some((c) => bindSources(c.spec).length)) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
   await checkHostPorts(target, startable, { replacing, image: () => target.ensureHolderImage(), progress });
   await checkDevices(target, startable, { image: () => target.ensureHolderImage(), progress });
+  await checkHostResources(target, startable, { image: () => target.ensureHolderImage(), progress });
 
   const undo = new Undo();
   const snapshots: string[] = [];

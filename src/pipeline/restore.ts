@@ -21,7 +21,7 @@ import { abortable } from './backup.js';
 import { orchestratedBy } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { loadImage } from './load.js';
-import { checkDevices, checkEngineSupport, checkHostPorts } from './startable.js';
+import { checkDevices, checkEngineSupport, checkHostPorts, checkHostResources } from './startable.js';
 import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
 import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from './volumes.js';
 
@@ -240,6 +240,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     }
     await checkHostPorts(engine, startable, { replacing, image: probeImage, progress });
     await checkDevices(engine, startable, { image: probeImage, progress });
+    await checkHostResources(engine, startable, { image: probeImage, progress });
     if (opts.dryRun) {
       reader.close();
       return { location: src.location, plan, containers: [], durationMs: Date.now() - started, dryRun: true };

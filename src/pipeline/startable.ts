@@ -5,13 +5,15 @@
  * create or start after all of the data was written, and the rollback removes it all again. The
  * target is asked first: GET /info for runtimes and drivers; which of its running containers
  * publish those ports (named in the refusal); and, on Docker, through a helper started with the
- * same ports or devices (probeStart), whether the host can give the rest.
+ * same ports or devices (probeStart), whether the host can give the rest; and, the same way,
+ * whether it can give the CPUs, memory, cgroup, sysctls, limits and security profiles the
+ * container is created with (checkHostResources).
  */
 import type { Engine } from '../engine/engine.js';
 import type { ContainerSpec } from '../engine/spec.js';
 import { ConflictError, NotFoundError } from '../errors.js';
 import type { Progress } from './context.js';
-import { probeStart } from './volumes.js';
+import { probeHost, probeStart } from './volumes.js';
 
 /** One fixed host port a container publishes. `ip` '' is every address. */
 export interface PortClaim {
@@ -244,5 +246,61 @@ export async function checkEngineSupport(
     throw new NotFoundError(
       `${engine.facts.endpoint} lacks what this needs: ${missing.join('; ')}`,
       'nothing was changed; set it up on that engine first (a runtime in daemon.json, `docker plugin install` for a log or volume driver), then run again',
+    );
+}
+
+/**
+ * The HostConfig settings that depend on the host a container runs on (its CPUs and memory, its
+ * cgroups and kernel, its security profiles, the engine's runtimes), where the container sets
+ * them; and the namespace modes those are judged against (sysctls of a shared namespace are
+ * refused), unless they name another container. What the daemon sets on every container by
+ * default (ShmSize, the namespace modes themselves) is no reason to ask. Empty: nothing to ask. Pure.
+ */
+export function hostSettings(spec: Pick<ContainerSpec, 'hostConfig'>): Record<string, unknown> {
+  const hc = spec.hostConfig as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  const set = (v: unknown) => v !== undefined && v !== null && v !== '' && v !== 0 && v !== false && !(Array.isArray(v) && !v.length) && !(typeof v === 'object' && !Array.isArray(v) && !Object.keys(v as object).length);
+  for (const k of HOST_KEYS) if (set(hc[k])) out[k] = hc[k];
+  if (typeof hc.MemorySwappiness === 'number' && hc.MemorySwappiness >= 0) out.MemorySwappiness = hc.MemorySwappiness;
+  if (typeof hc.Runtime === 'string' && hc.Runtime && hc.Runtime !== 'runc') out.Runtime = hc.Runtime;
+  if (!Object.keys(out).length) return out;
+  for (const k of ['IpcMode', 'PidMode', 'UTSMode', 'CgroupnsMode', 'UsernsMode'])
+    if (typeof hc[k] === 'string' && hc[k] && !/^(container|service):/.test(hc[k] as string)) out[k] = hc[k];
+  out.NetworkMode = hc.NetworkMode === 'host' ? 'host' : 'none';
+  return out;
+}
+
+const HOST_KEYS = [
+  'CpusetCpus', 'CpusetMems', 'NanoCpus', 'CpuShares', 'CpuQuota', 'CpuPeriod', 'CpuRealtimePeriod', 'CpuRealtimeRuntime',
+  'Memory', 'MemoryReservation', 'MemorySwap', 'OomKillDisable', 'OomScoreAdj', 'PidsLimit',
+  'BlkioWeight', 'BlkioWeightDevice', 'BlkioDeviceReadBps', 'BlkioDeviceWriteBps', 'BlkioDeviceReadIOps', 'BlkioDeviceWriteIOps',
+  'CgroupParent', 'Sysctls', 'Ulimits', 'StorageOpt', 'SecurityOpt', 'Isolation', 'Init',
+] as const;
+
+/**
+ * Refuse (NotFoundError) a container the target cannot create, or cannot start when this run
+ * starts it, for what its host settings ask (hostSettings): CPUs it lacks (`--cpuset-cpus 4-7`
+ * on a 4-CPU host, `--cpus 8`), a cgroup parent or kernel setting it does not have, a security
+ * profile it has not loaded. Asked on Docker through a helper made and started with the same
+ * settings (probeHost), so the engine itself judges them, with its own words in the refusal.
+ * A start refusal of a container that is only created (--no-start) is a warning.
+ */
+export async function checkHostResources(engine: Engine, items: StartCheckItem[], opts: { image?: () => Promise<string | undefined>; progress: Progress }): Promise<void> {
+  const wanted = items.map((it) => ({ ...it, settings: hostSettings(it.spec) })).filter((it) => Object.keys(it.settings).length);
+  if (!wanted.length || engine.facts.podman) return;
+  const image = await opts.image?.();
+  if (!image) return;
+  const refused: string[] = [];
+  for (const it of wanted) {
+    const a = await probeHost(engine, image, it.settings);
+    if (!a || a.ok) continue;
+    const why = a.message.replace(/^\(HTTP code \d+\)\s*/, '');
+    if (a.at === 'create' || it.start) refused.push(`${it.spec.name}: ${a.at === 'create' ? 'cannot be created' : 'cannot start'}: ${why}`);
+    else opts.progress.warn(`${it.spec.name} cannot start on ${engine.facts.endpoint} as it is set up (${why}); it is created, not started`);
+  }
+  if (refused.length)
+    throw new NotFoundError(
+      `the host of ${engine.facts.endpoint} cannot give what the containers are set up with: ${refused.join('; ')}`,
+      'nothing was changed; give that host what they ask (the CPUs, memory, cgroup parent, kernel settings or security profiles named), or restore onto a host that has it',
     );
 }

@@ -299,25 +299,39 @@ export async function hostPathExists(engine: Engine, image: string, hostPath: st
  * `exposed`: container ports to declare (`80/tcp`), for PortBindings. The helper is removed.
  */
 export async function probeStart(engine: Engine, image: string, hostConfig: Record<string, unknown>, exposed: string[] = []): Promise<true | string | undefined> {
+  const a = await probeHost(engine, image, hostConfig, exposed);
+  return a && (a.ok || a.message);
+}
+
+/** What probeHost found: the host gave what was asked, or the engine refused it at create or at start. */
+export type ProbeAnswer = { ok: true } | { ok: false; at: 'create' | 'start'; message: string };
+
+/** probeStart, telling apart a refusal at create from one at start. */
+export async function probeHost(engine: Engine, image: string, hostConfig: Record<string, unknown>, exposed: string[] = []): Promise<ProbeAnswer | undefined> {
   if (engine.facts.podman) return undefined;
   const body = holderCreateBody(image, {});
   const hc = body.HostConfig as Record<string, unknown>;
   delete hc.Mounts;
   delete body.NetworkDisabled;
+  const own = (hc.SecurityOpt as string[] | undefined) ?? [];
   Object.assign(hc, hostConfig);
+  // The container's security options are asked about too, but the helper keeps its own
+  // no-new-privileges whatever they say.
+  if (Array.isArray(hostConfig.SecurityOpt)) hc.SecurityOpt = [...own, ...(hostConfig.SecurityOpt as string[]).filter((o) => !/^no-new-privileges/.test(o))];
   if (exposed.length) body.ExposedPorts = Object.fromEntries(exposed.map((p) => [p, {}]));
   let holder: Holder;
   try {
     holder = await createHolder(engine, image, {}, body);
   } catch (err) {
-    return (err as Error).message; // an engine that checks these at create already
+    // an engine that checks these at create already: its own words, not the helper's wrapping
+    return { ok: false, at: 'create', message: ((err as { cause?: Error }).cause ?? (err as Error)).message };
   }
   try {
     await engine.start(holder.id);
     return undefined;
   } catch (err) {
     const msg = (err as Error).message;
-    return /nonexistent-ferry-holder/.test(msg) ? true : msg;
+    return /nonexistent-ferry-holder/.test(msg) ? { ok: true } : { ok: false, at: 'start', message: msg };
   } finally {
     await holder.remove().catch(() => {});
   }

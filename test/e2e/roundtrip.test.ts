@@ -174,17 +174,17 @@ describe('backup and restore on one engine', () => {
     expect(docker(['volume', 'ls', '-q']).split('\n').sort()).toEqual(volsBefore);
   });
 
-  it('a failed restore removes everything it created (the engine refuses the container itself)', async () => {
-    // A bundle edited to ask for CPUs this host lacks (no preflight looks at that): the engine
-    // refuses the container after the volumes were made and filled and the image loaded; the
-    // copy goes beside the original (--name, rename) on another address and port. Everything
-    // the restore made must be gone again.
+  it('a failed restore removes everything it created (the container cannot start)', async () => {
+    // A bundle edited to run as a user its image lacks (no preflight can know what an image
+    // holds): the start fails after the volumes were made and filled, the image loaded and the
+    // container created; the copy goes beside the original (--name, rename) on another address
+    // and port. Everything the restore made must be gone again.
     const x = path.join(dir, 'edited');
     mkdirSync(x);
     execFileSync('tar', ['-xf', bundle, '-C', x]);
     const m = JSON.parse(readFileSync(path.join(x, 'manifest.json'), 'utf8'));
     const spec = m.containers[0].spec;
-    spec.hostConfig.CpusetCpus = '63';
+    spec.config.User = 'ferry-nobody-x';
     spec.endpoints[0].ipv4Address = '172.30.77.11';
     spec.hostConfig.PortBindings['8080/tcp'][0].HostPort = String(await freePort());
     writeFileSync(path.join(x, 'manifest.json'), JSON.stringify(m));
@@ -195,8 +195,10 @@ describe('backup and restore on one engine', () => {
     const imagesBefore = docker(['images', '-q']).split('\n').sort();
     const r = await ferry(['restore', edited, '--name', `${name}-copy`, '--on-conflict', 'rename']);
     expect(r.code, r.stderr).toBe(4);
-    expect(r.stderr).toMatch(/create container .*Requested CPUs are not available/);
+    expect(r.stderr).toMatch(/unable to find user ferry-nobody-x/);
     expect(r.stderr).toMatch(/fill volume/);
+    expect(r.stderr).toMatch(/create container /);
+    expect(r.stderr).toMatch(/rollback: remove container/);
     expect(r.stderr).toMatch(/rollback: remove volume/);
     expect(exists('container', `${name}-copy`)).toBe(false);
     expect(docker(['volume', 'ls', '-q']).split('\n').sort()).toEqual(volsBefore);

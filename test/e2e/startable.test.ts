@@ -9,6 +9,8 @@
  * engines share this machine's ports). Devices: a container maps a device node that is gone from
  * the host when it is restored; another asks for GPUs, which no driver here gives. Runtimes and
  * drivers: a bundle edited to name a runtime and log, volume and network drivers engine B lacks.
+ * Host settings: a bundle edited to pin CPUs this machine lacks, or to set a kernel setting it
+ * does not have; and a container with CPU, memory, pids, ulimit and sysctl settings it has.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -228,18 +230,12 @@ describe('restore onto an engine without the runtime or drivers the bundle names
   it('is refused (exit 5) naming each, with what the engine has; nothing changed', async () => {
     // The bundle of the port service, its manifest edited as if made on a host with gVisor, a
     // Loki log plugin, a volume plugin and ipvlan-less Docker; plain tar puts it back together.
-    const x = path.join(dir, 'edited');
-    mkdirSync(x);
-    execFileSync('tar', ['-xf', bundle, '-C', x]);
-    const m = JSON.parse(readFileSync(path.join(x, 'manifest.json'), 'utf8'));
-    m.containers[0].spec.hostConfig.Runtime = 'ferry-test-runsc';
-    m.containers[0].spec.hostConfig.LogConfig = { Type: 'ferry-test-loki', Config: {} };
-    m.volumes[0].driver = 'ferry-test-volumes';
-    m.networks[0].driver = 'ferry-test-net';
-    writeFileSync(path.join(x, 'manifest.json'), JSON.stringify(m));
-    const edited = path.join(dir, 'edited.tar');
-    const names = execFileSync('tar', ['-tf', bundle], { encoding: 'utf8' }).trim().split('\n');
-    execFileSync('tar', ['--format=ustar', '-cf', edited, '-C', x, ...names]);
+    const edited = editedBundle('drivers', (m) => {
+      m.containers[0].spec.hostConfig.Runtime = 'ferry-test-runsc';
+      m.containers[0].spec.hostConfig.LogConfig = { Type: 'ferry-test-loki', Config: {} };
+      m.volumes[0].driver = 'ferry-test-volumes';
+      m.networks[0].driver = 'ferry-test-net';
+    });
 
     const r = await ferry(['-H', ENGINE_B, 'restore', edited]);
     expect(r.code, r.stderr).toBe(5);
@@ -249,5 +245,85 @@ describe('restore onto an engine without the runtime or drivers the bundle names
     expect(r.stderr).toMatch(new RegExp(`network ${net}: network driver ferry-test-net \\(here: [^)]*bridge`));
     expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
     untouched();
+  });
+});
+
+/** The port service's bundle with its manifest edited by `edit`, put back together with plain tar. */
+function editedBundle(label: string, edit: (m: any) => void): string {
+  const x = path.join(dir, `edited-${label}`);
+  mkdirSync(x);
+  execFileSync('tar', ['-xf', bundle, '-C', x]);
+  const m = JSON.parse(readFileSync(path.join(x, 'manifest.json'), 'utf8'));
+  edit(m);
+  writeFileSync(path.join(x, 'manifest.json'), JSON.stringify(m));
+  const out = path.join(dir, `edited-${label}.tar`);
+  execFileSync('tar', ['--format=ustar', '-cf', out, '-C', x, ...execFileSync('tar', ['-tf', bundle], { encoding: 'utf8' }).trim().split('\n')]);
+  return out;
+}
+
+describe('restore onto a host that cannot give what the container is set up with', () => {
+  const noHolders = () => expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'], { host: ENGINE_B })).toBe('');
+
+  it('CPUs it lacks: refused (exit 5) with the engine\'s words, before anything changes; also with --no-start', async () => {
+    const free = String(await freePort()); // the service on engine A holds the bundle's port (one machine)
+    const edited = editedBundle('cpus', (m) => {
+      m.containers[0].spec.hostConfig.CpusetCpus = '63';
+      m.containers[0].spec.hostConfig.PortBindings['80/tcp'][0].HostPort = free;
+    });
+    for (const extra of [[], ['--no-start']]) {
+      const r = await ferry(['-H', ENGINE_B, 'restore', edited, ...extra]);
+      expect(r.code, r.stderr).toBe(5);
+      expect(r.stderr).toContain(`the host of ${ENGINE_B} cannot give what the containers are set up with: ${name}: cannot be created: `);
+      expect(r.stderr).toMatch(/Requested CPUs are not available - requested 63, available: 0-\d+/);
+      expect(r.stderr).toMatch(/nothing was changed/);
+      expect(r.stderr).not.toMatch(/create volume|rollback|at .*\.js:\d+/);
+      untouched();
+      noHolders();
+    }
+  });
+
+  it('a kernel setting it does not have: refused (exit 5) when started; with --no-start created, with a warning', async () => {
+    const free = String(await freePort());
+    const edited = editedBundle('sysctl', (m) => {
+      m.containers[0].spec.hostConfig.Sysctls = { 'net.ipv4.ferry_nonexistent': '1' };
+      m.containers[0].spec.hostConfig.PortBindings['80/tcp'][0].HostPort = free;
+    });
+    const r = await ferry(['-H', ENGINE_B, 'restore', edited]);
+    expect(r.code, r.stderr).toBe(5);
+    expect(r.stderr).toContain(`${name}: cannot start: `);
+    expect(r.stderr).toMatch(/ferry_nonexistent: no such file or directory/);
+    expect(r.stderr).not.toMatch(/create volume|rollback/);
+    untouched();
+    noHolders();
+    try {
+      const created = await ferry(['-H', ENGINE_B, 'restore', edited, '--no-start']);
+      expect(created.code, created.stderr).toBe(0);
+      expect(created.stderr).toMatch(new RegExp(`warning: ${name} cannot start on ${ENGINE_B} as it is set up \\(.*ferry_nonexistent.*\\); it is created, not started`));
+      expect(inspect('container', name, ENGINE_B).State.Status).toBe('created');
+      expect(inspect('container', name, ENGINE_B).HostConfig.Sysctls).toEqual({ 'net.ipv4.ferry_nonexistent': '1' });
+    } finally {
+      cleanup(ENGINE_B, { containers: [name], volumes: [vol], networks: [net] });
+    }
+  });
+
+  it('settings the host has: migrated with every one of them, and it runs', async () => {
+    const c = `${name}-res`;
+    try {
+      docker(['run', '-d', '--name', c, '--cpuset-cpus', '0', '--cpus', '0.5', '--memory', '64m', '--pids-limit', '50',
+        '--ulimit', 'nofile=1024:2048', '--sysctl', 'net.ipv4.ip_unprivileged_port_start=80', '--oom-score-adj', '100', BUSYBOX, 'sleep', '3600']);
+      const r = await ferry(['migrate', c, '--to', ENGINE_B]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).not.toMatch(/warning/);
+      const a = inspect('container', c).HostConfig;
+      const b = inspect('container', c, ENGINE_B);
+      expect(b.State.Running).toBe(true);
+      for (const k of ['CpusetCpus', 'NanoCpus', 'Memory', 'PidsLimit', 'Ulimits', 'Sysctls', 'OomScoreAdj']) expect(b.HostConfig[k], k).toEqual(a[k]);
+      expect(docker(['exec', c, 'sh', '-c', 'ulimit -n; cat /proc/sys/net/ipv4/ip_unprivileged_port_start'], { host: ENGINE_B })).toBe('1024\n80');
+      noHolders();
+    } finally {
+      cleanup(ENGINE_A, { containers: [c] });
+      cleanup(ENGINE_B, { containers: [c] });
+      for (const img of docker(['images', '-q', `ferry/${c}`], { host: ENGINE_B }).split('\n').filter(Boolean)) docker(['rmi', '-f', img], { host: ENGINE_B, allowFail: true });
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bindReason, describeClaim, deviceClaims, heldPorts, missingSupport, portClaims, portsOverlap } from '../../src/pipeline/startable.js';
+import { bindReason, describeClaim, deviceClaims, heldPorts, hostSettings, missingSupport, portClaims, portsOverlap } from '../../src/pipeline/startable.js';
 
 const spec = (hostConfig: Record<string, unknown>) => ({ hostConfig });
 
@@ -137,5 +137,34 @@ describe('missingSupport', () => {
 
   it('does not ask Podman about log drivers (it names them its own way)', () => {
     expect(missingSupport(caps, { specs: [spec('web', { LogConfig: { Type: 'json-file-ish' } })], volumes: [], networks: [] }, { podman: true })).toEqual([]);
+  });
+});
+
+describe('hostSettings', () => {
+  const hc = (h: Record<string, unknown>) => ({ hostConfig: h });
+  // What `docker inspect` shows for a plain `docker run`: nothing of it is a reason to ask.
+  const plain = {
+    NetworkMode: 'bridge', IpcMode: 'private', PidMode: '', UTSMode: '', CgroupnsMode: 'host', ShmSize: 67108864, Runtime: 'runc',
+    CpuShares: 0, Memory: 0, NanoCpus: 0, CpusetCpus: '', MemorySwappiness: null, OomKillDisable: false, PidsLimit: null,
+    Ulimits: null, Sysctls: {}, SecurityOpt: null, Init: null, CgroupParent: '', BlkioWeightDevice: [],
+  };
+
+  it('is empty for a container that sets nothing host-dependent', () => {
+    expect(hostSettings(hc(plain))).toEqual({});
+    expect(hostSettings(hc({ ...plain, MemorySwappiness: -1 }))).toEqual({});
+  });
+
+  it('takes what the container sets, with the namespace modes it is judged against, on no network', () => {
+    const got = hostSettings(hc({ ...plain, CpusetCpus: '4-7', NanoCpus: 8e9, Memory: 1 << 30, MemorySwappiness: 0, Sysctls: { 'net.core.somaxconn': '1024' }, Ulimits: [{ Name: 'nofile', Soft: 1024, Hard: 2048 }], Runtime: 'runsc' }));
+    expect(got).toEqual({
+      CpusetCpus: '4-7', NanoCpus: 8e9, Memory: 1 << 30, MemorySwappiness: 0, Sysctls: { 'net.core.somaxconn': '1024' }, Ulimits: [{ Name: 'nofile', Soft: 1024, Hard: 2048 }], Runtime: 'runsc',
+      IpcMode: 'private', CgroupnsMode: 'host', NetworkMode: 'none',
+    });
+  });
+
+  it('keeps the host network and namespaces (sysctls are judged against them), never another container\'s', () => {
+    expect(hostSettings(hc({ ...plain, NetworkMode: 'host', UTSMode: 'host', Sysctls: { 'kernel.domainname': 'x' } }))).toMatchObject({ NetworkMode: 'host', UTSMode: 'host' });
+    const shared = hostSettings(hc({ ...plain, NetworkMode: 'container:db', IpcMode: 'container:db', PidMode: 'container:db', PidsLimit: 10 }));
+    expect(shared).toEqual({ PidsLimit: 10, CgroupnsMode: 'host', NetworkMode: 'none' });
   });
 });
