@@ -16,7 +16,9 @@
 #      OWN bundle, ferry-<container>-<UTC time>.tar (containers that refer to each other, such as
 #      a sidecar in another's network, share one), and each bundle is read back and checked
 #      (`ferry verify`) before it counts; one that fails is renamed to <name>.tar.corrupt. A
-#      container that fails does not cost the others their backup. Stopped containers are not
+#      container that fails does not cost the others their backup. A volume that lost more than
+#      half of its data since the previous night's bundle is logged as a warning (look at the
+#      service before the rotation removes the bundles that still hold it). Stopped containers are not
 #      backed up. Per-container hooks (a database dump before the snapshot) are best set as
 #      labels on the containers: ferry.pre-exec / ferry.post-exec (see README.md).
 #   2. ferry prune "$BACKUP_DIR" --keep-daily 7 --keep-weekly 4 --keep-monthly 6

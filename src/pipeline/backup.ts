@@ -62,6 +62,8 @@ export interface BackupResult {
   containers: string[];
   volumes: string[];
   bytes: number;
+  /** What the bundle's manifest says (its members' sizes are in the trailer). */
+  manifest: Manifest;
   trailer: Trailer;
   durationMs: number;
   /** Registry mode: what was pushed. */
@@ -316,7 +318,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
     const trailer = await writer.finish();
     const bytes = trailer.members.reduce((a, m) => a + m.bytes, 0);
     return {
-      location: writer.location, containers: names, volumes: volumes.map((v) => v.name), bytes, trailer, durationMs: Date.now() - started,
+      location: writer.location, containers: names, volumes: volumes.map((v) => v.name), bytes, manifest, trailer, durationMs: Date.now() - started,
       ...(registry ? { pushed } : {}),
     };
   } catch (err) {

@@ -148,10 +148,13 @@ export async function storeFiles(dir: string): Promise<string[]> {
   return out;
 }
 
-/** Every bundle of a store, oldest first. */
-export async function listStore(dir: string, passphrase: string | undefined = process.env.FERRY_PASSPHRASE): Promise<CatalogEntry[]> {
+/** A choice of a store's bundles by file name; absent: all of them. */
+export type NameFilter = (name: string) => boolean;
+
+/** Every bundle of a store (or those whose file name `only` takes), oldest first. */
+export async function listStore(dir: string, passphrase: string | undefined = process.env.FERRY_PASSPHRASE, only?: NameFilter): Promise<CatalogEntry[]> {
   const entries: CatalogEntry[] = [];
-  for (const f of await storeFiles(dir)) entries.push(await describeBundle(f, passphrase));
+  for (const f of await storeFiles(dir)) if (!only || only(path.basename(f))) entries.push(await describeBundle(f, passphrase));
   entries.sort((a, b) => entryTime(a) - entryTime(b) || a.bundle.localeCompare(b.bundle));
   return entries;
 }
@@ -192,9 +195,10 @@ export function redactManifest(m: Manifest): Manifest {
 }
 
 /** Every bundle of a store on another host (ssh://host/dir), from their manifests, oldest first. */
-export async function listRemoteStore(url: string, pool: SshPool, passphrase?: string): Promise<CatalogEntry[]> {
+export async function listRemoteStore(url: string, pool: SshPool, passphrase?: string, only?: NameFilter): Promise<CatalogEntry[]> {
   const entries: CatalogEntry[] = [];
   for (const f of await new SftpTransport(url, pool).listBundles()) {
+    if (only && !only(f.url.slice(f.url.lastIndexOf('/') + 1))) continue;
     const open = async () => (await new SftpTransport(f.url, pool).openBundle()).stream;
     entries.push(await describeOpened({ bundle: f.url, bytes: f.size, mtime: f.mtime.toISOString() }, open, passphrase));
   }
@@ -208,8 +212,8 @@ export interface Store {
   readonly where: string;
   /** Fails (not found, not a directory) unless the store is there. */
   check(): Promise<void>;
-  /** Every bundle, oldest first. */
-  list(): Promise<CatalogEntry[]>;
+  /** Every bundle (or those whose file name `only` takes), oldest first. */
+  list(only?: NameFilter): Promise<CatalogEntry[]>;
   lock(opts: LockOptions): Promise<StoreLock>;
   /** Remove one bundle that list() gave. */
   remove(bundle: string): Promise<void>;
@@ -223,7 +227,7 @@ export function openStore(store: string, deps: { ssh?: () => SshPool; passphrase
     return {
       where: store,
       check: async () => void (await t.listBundles()),
-      list: () => listRemoteStore(store, pool, deps.passphrase),
+      list: (only) => listRemoteStore(store, pool, deps.passphrase, only),
       lock: (opts) => t.lockStore(opts),
       remove: (bundle) => t.removeBundle(bundle),
     };
@@ -232,7 +236,7 @@ export function openStore(store: string, deps: { ssh?: () => SshPool; passphrase
   return {
     where: dir,
     check: async () => void (await storeFiles(dir)),
-    list: () => listStore(dir, deps.passphrase),
+    list: (only) => listStore(dir, deps.passphrase, only),
     lock: (opts) => acquireStoreLock(dir, opts),
     remove: (bundle) => fs.rm(bundle),
   };

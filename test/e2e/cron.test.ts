@@ -1,6 +1,7 @@
 /**
  * What a cron job needs: dead-man's switch pings, --all with one bundle per container and exit 3
- * when some fail, and quiet plain output.
+ * when some fail, quiet plain output, and a warning when a volume lost most of its data since
+ * the previous bundle in the store (local and ssh://).
  */
 import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
@@ -8,7 +9,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, freePort, inspect, uid } from '../helpers/lab.js';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, freePort, inspect, sshHome, uid } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-cron-'));
 const name = uid('cron');
@@ -127,6 +128,47 @@ describe('hooks', () => {
       expect(inspect('container', bad).State.Paused).toBe(false);
     } finally {
       cleanup(ENGINE_A, { containers: [bad] });
+    }
+  });
+});
+
+describe('a volume that lost its data since the previous bundle', () => {
+  it('is a warning naming it and that bundle (also under --quiet and in --json); the backup still succeeds', async () => {
+    const c = `${name}-shrink`;
+    const { home } = sshHome(path.join(dir, 'shrink-ssh'));
+    try {
+      docker(['run', '-d', '--name', c, '-v', `${c}:/db`, BUSYBOX, 'sleep', '100000']);
+      for (const store of [path.join(dir, 'shrink'), `ssh://newhost${path.join(dir, 'shrink-remote')}`]) {
+        docker(['exec', c, 'sh', '-c', 'rm -rf /db/* && dd if=/dev/urandom of=/db/table bs=1M count=4 2>/dev/null && echo row > /db/small']);
+        const full = await ferry(['--json', 'backup', c, '-o', store], { env: { HOME: home } });
+        expect(full.code, full.stderr).toBe(0);
+        expect(full.stderr).not.toMatch(/warning/);
+        const first = JSON.parse(full.stdout).bundle as string;
+        // a little less: nothing to say
+        docker(['exec', c, 'sh', '-c', 'truncate -s 3M /db/table']);
+        const less = await ferry(['--json', 'backup', c, '-o', store], { env: { HOME: home } });
+        expect(less.code, less.stderr).toBe(0);
+        expect(less.stderr).not.toMatch(/warning/);
+        const second = JSON.parse(less.stdout).bundle as string;
+        // the table is gone
+        docker(['exec', c, 'sh', '-c', 'rm /db/table']);
+        const r = await ferry(['--quiet', '--json', 'backup', c, '-o', store], { env: { HOME: home } });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stderr).toMatch(new RegExp(`warning: volume ${c} of ${c} holds [\\d.]+ KiB, down from 3\\.0 MiB in ${path.basename(second)} \\(\\d{4}-`));
+        const res = JSON.parse(r.stdout);
+        expect(res.shrunk).toHaveLength(1);
+        expect(res.shrunk[0]).toMatchObject({ volume: c, previousBytes: expect.any(Number), previous: second });
+        expect(res.shrunk[0].previousBytes).toBeGreaterThan(3 * 1024 * 1024);
+        expect(res.shrunk[0].bytes).toBeLessThan(64 * 1024);
+        expect(first).not.toBe(second);
+        // compared with the newest bundle before it, which already holds the small volume: quiet
+        const again = await ferry(['--json', 'backup', c, '-o', store], { env: { HOME: home } });
+        expect(again.code, again.stderr).toBe(0);
+        expect(again.stderr).not.toMatch(/warning/);
+        expect(JSON.parse(again.stdout).shrunk).toBeUndefined();
+      }
+    } finally {
+      cleanup(ENGINE_A, { containers: [c], volumes: [c] });
     }
   });
 });

@@ -15,6 +15,9 @@ import { LocalTransport } from '../../transport/local.js';
 import { SftpTransport } from '../../transport/sftp.js';
 import { DEFAULT_LOCK_TIMEOUT_S } from '../../transport/lock.js';
 import { badMembers, verifyOrQuarantine } from '../../pipeline/verify.js';
+import { checkShrinkage, type Shrunk } from '../../pipeline/shrink.js';
+import { openStore } from '../../pipeline/catalog.js';
+import path from 'node:path';
 import { secondsOption } from './prune.js';
 import { verifyText } from './verify.js';
 import { setExit, type Deps } from '../program.js';
@@ -122,6 +125,19 @@ Examples:
             target = new EncryptingTransport(transport, passphrase, { createdAt: new Date().toISOString(), containers: set });
           }
           const res = await backup(eng, target, { containers: set, consistency: flags.consistency, stopTimeout: flags.stopTimeout, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}), hooks: { pre: flags.preExec, post: flags.postExec }, together: !!flags.together }, { progress, signal: deps.signal });
+          // Into a store: a volume that shrank sharply since the previous bundle is worth a look.
+          let shrunk: Shrunk[] | undefined;
+          if (!toStdout && !flags.output.endsWith('.tar') && (transport instanceof LocalTransport || transport instanceof SftpTransport)) {
+            try {
+              shrunk = await checkShrinkage(openStore(flags.output, { ssh: deps.ssh, passphrase: await deps.passphrase() }), res);
+            } catch (err) {
+              progress.warn(`could not compare ${res.location} with the previous bundle: ${toFerryError(err).message}`);
+            }
+            for (const x of shrunk ?? [])
+              progress.warn(
+                `volume ${x.volume} of ${set.join(', ')} holds ${humanBytes(x.bytes)}, down from ${humanBytes(x.previousBytes)} in ${path.posix.basename(x.previous)} (${x.previousCreated}); if that is not expected, look at the service before the rotation removes the bundles that still hold its data`,
+              );
+          }
           let verified = false;
           if (flags.verify) {
             if (!(transport instanceof LocalTransport || transport instanceof SftpTransport)) {
@@ -140,7 +156,7 @@ Examples:
               verified = true;
             }
           }
-          return { ...res, verified };
+          return { ...res, verified, shrunk };
         };
         const out = toStdout ? deps.io.stderr : deps.io.stdout;
         const report = (res: Awaited<ReturnType<typeof one>>) => {
@@ -148,7 +164,7 @@ Examples:
           out.write(`backed up ${res.containers.join(', ')} (${res.volumes.length} volume${res.volumes.length === 1 ? '' : 's'}) to ${res.location}: ${humanBytes(res.bytes)} in ${(res.durationMs / 1000).toFixed(1)}s${res.verified ? ', verified' : ''}\n`);
           for (const p of res.pushed ?? []) out.write(`pushed ${p.ref} (${p.digest})\n`);
         };
-        const asJson = (res: Awaited<ReturnType<typeof one>>) => ({ ok: true, bundle: res.location, containers: res.containers, volumes: res.volumes, bytes: res.bytes, durationMs: res.durationMs, ...(flags.verify ? { verified: res.verified } : {}), ...(res.pushed ? { pushed: res.pushed } : {}) });
+        const asJson = (res: Awaited<ReturnType<typeof one>>) => ({ ok: true, bundle: res.location, containers: res.containers, volumes: res.volumes, bytes: res.bytes, durationMs: res.durationMs, ...(flags.verify ? { verified: res.verified } : {}), ...(res.shrunk?.length ? { shrunk: res.shrunk } : {}), ...(res.pushed ? { pushed: res.pushed } : {}) });
 
         if (!flags.all) {
           const res = await one(names);

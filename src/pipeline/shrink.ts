@@ -1,0 +1,82 @@
+/**
+ * After a backup into a store: did a volume shrink sharply since the previous bundle of the same
+ * containers? A volume that lost its data (a wiped database, a mount that went missing under a
+ * bind-mounted path, a service that re-initialised itself) backs up fine, and night after night
+ * the rotation then removes the bundles that still hold the data. ferry says so at once: a
+ * warning (and `shrunk` in --json), never a failure, since data does shrink on purpose.
+ *
+ * Only the store's bundles whose name has this one's stem (`ferry-web-`) are read, each from its
+ * manifest alone; the sizes compared are the bytes before compression, which file and SFTP
+ * bundles declare in their manifests (stream bundles do not: they are skipped).
+ */
+import path from 'node:path';
+import type { Manifest, Trailer } from '../bundle/manifest.js';
+import type { CatalogEntry, Store } from './catalog.js';
+
+/** A volume smaller than this share of what it held is reported... */
+export const SHRINK_RATIO = 0.5;
+/** ...when it lost at least this much (small volumes come and go). */
+export const SHRINK_MIN_BYTES = 1 << 20;
+
+export interface Shrunk {
+  volume: string;
+  /** Bytes before compression, now and in `previous`. */
+  bytes: number;
+  previousBytes: number;
+  /** The previous bundle. */
+  previous: string;
+  previousCreated: string;
+}
+
+/** The bytes before compression of each volume of a bundle (undefined where it does not say). Pure. */
+export function volumeSizes(m: Pick<Manifest, 'volumes' | 'members'>, trailer?: Pick<Trailer, 'members'>): Map<string, number> {
+  const raw = new Map<string, number>();
+  for (const x of trailer?.members ?? m.members) if (typeof x.rawBytes === 'number') raw.set(x.name, x.rawBytes);
+  const out = new Map<string, number>();
+  for (const v of m.volumes) {
+    const n = raw.get(v.member);
+    if (n !== undefined) out.set(v.name, n);
+  }
+  return out;
+}
+
+/** The volumes of `now` that shrank past the thresholds against `before`. Pure. */
+export function shrunkVolumes(now: Map<string, number>, before: Map<string, number>): { volume: string; bytes: number; previousBytes: number }[] {
+  const out = [];
+  for (const [volume, bytes] of now) {
+    const previousBytes = before.get(volume);
+    if (previousBytes === undefined) continue;
+    if (bytes < previousBytes * SHRINK_RATIO && previousBytes - bytes >= SHRINK_MIN_BYTES) out.push({ volume, bytes, previousBytes });
+  }
+  return out;
+}
+
+/** `ferry-web-20261123T021500Z-2.tar` -> `ferry-web-`; undefined for a name ferry did not choose. */
+export function bundleStem(name: string): string | undefined {
+  return /^(.+-)\d{8}T\d{6}Z(?:-\d+)?\.tar$/.exec(name)?.[1];
+}
+
+const sameSet = (a: string[], b: string[]) => a.length === b.length && [...a].sort().join('\0') === [...b].sort().join('\0');
+
+/**
+ * The newest earlier bundle of the same containers in `candidates` that declares its volumes'
+ * sizes (not `location` itself). Pure.
+ */
+export function previousBundle(candidates: CatalogEntry[], location: string, containers: string[], createdAt: string): CatalogEntry | undefined {
+  return candidates
+    .filter((e) => e.bundle !== location && e.manifest && e.created && e.created < createdAt && e.containers && sameSet(e.containers, containers))
+    .filter((e) => volumeSizes(e.manifest!).size > 0)
+    .sort((a, b) => (a.created! < b.created! ? 1 : -1))[0];
+}
+
+/** Compare a bundle just written into `store` with the previous one of the same containers. */
+export async function checkShrinkage(store: Store, written: { location: string; manifest: Manifest; trailer: Trailer }): Promise<Shrunk[]> {
+  const stem = bundleStem(path.posix.basename(written.location));
+  if (!stem) return [];
+  const now = volumeSizes(written.manifest, written.trailer);
+  if (!now.size) return [];
+  const candidates = await store.list((name) => name.startsWith(stem) && bundleStem(name) === stem);
+  const prev = previousBundle(candidates, written.location, written.manifest.containers.map((c) => c.spec.name), written.manifest.createdAt);
+  if (!prev) return [];
+  return shrunkVolumes(now, volumeSizes(prev.manifest!)).map((s) => ({ ...s, previous: prev.bundle, previousCreated: prev.created! }));
+}
