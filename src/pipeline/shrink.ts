@@ -2,8 +2,9 @@
  * After a backup into a store: did a volume shrink sharply since the previous bundle of the same
  * containers? A volume that lost its data (a wiped database, a mount that went missing under a
  * bind-mounted path, a service that re-initialised itself) backs up fine, and night after night
- * the rotation then removes the bundles that still hold the data. ferry says so at once: a
- * warning (and `shrunk` in --json), never a failure, since data does shrink on purpose.
+ * the rotation then removes the bundles that still hold the data. The same for a named volume
+ * that the containers no longer mount (a Compose file that lost a `volumes:` line). ferry says so
+ * at once: a warning (and `shrunk` in --json), never a failure, since data does shrink on purpose.
  *
  * Only the store's bundles whose name has this one's stem (`ferry-web-`) are read, each from its
  * manifest alone; the sizes compared are the bytes before compression, which file and SFTP
@@ -26,6 +27,8 @@ export interface Shrunk {
   /** The previous bundle. */
   previous: string;
   previousCreated: string;
+  /** The volume is not in this bundle at all (bytes 0): the containers no longer mount it. */
+  gone?: true;
 }
 
 /** The bytes before compression of each volume of a bundle (undefined where it does not say). Pure. */
@@ -51,6 +54,16 @@ export function shrunkVolumes(now: Map<string, number>, before: Map<string, numb
   return out;
 }
 
+/**
+ * The named volumes of `before` that `now` does not have (anonymous ones get new names whenever
+ * their container is recreated: not a sign of anything). Pure.
+ */
+export function goneVolumes(now: Pick<Manifest, 'volumes'>, before: Pick<Manifest, 'volumes' | 'members'>): { volume: string; previousBytes: number }[] {
+  const have = new Set(now.volumes.map((v) => v.name));
+  const sizes = volumeSizes(before);
+  return before.volumes.filter((v) => !v.anonymous && !have.has(v.name)).map((v) => ({ volume: v.name, previousBytes: sizes.get(v.name) ?? 0 }));
+}
+
 /** `ferry-web-20261123T021500Z-2.tar` -> `ferry-web-`; undefined for a name ferry did not choose. */
 export function bundleStem(name: string): string | undefined {
   return /^(.+-)\d{8}T\d{6}Z(?:-\d+)?\.tar$/.exec(name)?.[1];
@@ -74,9 +87,12 @@ export async function checkShrinkage(store: Store, written: { location: string; 
   const stem = bundleStem(path.posix.basename(written.location));
   if (!stem) return [];
   const now = volumeSizes(written.manifest, written.trailer);
-  if (!now.size) return [];
   const candidates = await store.list((name) => name.startsWith(stem) && bundleStem(name) === stem);
   const prev = previousBundle(candidates, written.location, written.manifest.containers.map((c) => c.spec.name), written.manifest.createdAt);
   if (!prev) return [];
-  return shrunkVolumes(now, volumeSizes(prev.manifest!)).map((s) => ({ ...s, previous: prev.bundle, previousCreated: prev.created! }));
+  const at = { previous: prev.bundle, previousCreated: prev.created! };
+  return [
+    ...shrunkVolumes(now, volumeSizes(prev.manifest!)).map((s) => ({ ...s, ...at })),
+    ...goneVolumes(written.manifest, prev.manifest!).map((g) => ({ ...g, bytes: 0, ...at, gone: true as const })),
+  ];
 }

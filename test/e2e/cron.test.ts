@@ -171,4 +171,22 @@ describe('a volume that lost its data since the previous bundle', () => {
       cleanup(ENGINE_A, { containers: [c], volumes: [c] });
     }
   });
+
+  it('a named volume the container no longer mounts is a warning too', async () => {
+    const c = `${name}-gone`;
+    const store = path.join(dir, 'gone');
+    try {
+      docker(['run', '-d', '--name', c, '-v', `${c}:/db`, BUSYBOX, 'sleep', '100000']);
+      docker(['exec', c, 'sh', '-c', 'echo data > /db/x']);
+      expect((await ferry(['backup', c, '-o', store])).code).toBe(0);
+      docker(['rm', '-f', c]);
+      docker(['run', '-d', '--name', c, BUSYBOX, 'sleep', '100000']); // recreated without its volume
+      const r = await ferry(['--json', 'backup', c, '-o', store]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`warning: volume ${c} \\([\\d.]+ KiB in ferry-${c}-\\d{8}T\\d{6}Z\\.tar, [^)]+\\) is not in this bundle of ${c}: they no longer mount it`));
+      expect(JSON.parse(r.stdout).shrunk).toMatchObject([{ volume: c, bytes: 0, gone: true }]);
+    } finally {
+      cleanup(ENGINE_A, { containers: [c], volumes: [c] });
+    }
+  });
 });

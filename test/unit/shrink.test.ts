@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { CatalogEntry } from '../../src/pipeline/catalog.js';
-import { bundleStem, previousBundle, shrunkVolumes, volumeSizes } from '../../src/pipeline/shrink.js';
+import { bundleStem, goneVolumes, previousBundle, shrunkVolumes, volumeSizes } from '../../src/pipeline/shrink.js';
 
 const MiB = 1 << 20;
 const manifest = (sizes: Record<string, number | undefined>) => ({
@@ -52,5 +52,14 @@ describe('previousBundle', () => {
     expect(previousBundle(list, 'now', ['web'], '2026-12-02T04:00:00.000Z')?.bundle).toBe('b');
     expect(previousBundle(list, 'now', ['db', 'web'], '2026-12-02T04:00:00.000Z')?.bundle).toBe('d');
     expect(previousBundle(list, 'a', ['web'], '2026-12-01T02:00:00.000Z')).toBeUndefined();
+  });
+});
+
+describe('goneVolumes', () => {
+  it('names the named volumes of the previous bundle that this one lacks, never anonymous ones', () => {
+    const before = manifest({ db: 5 * MiB, logs: undefined, ['a'.repeat(64)]: MiB });
+    before.volumes[2]!.anonymous = true;
+    expect(goneVolumes(manifest({ logs: 1 }), before)).toEqual([{ volume: 'db', previousBytes: 5 * MiB }]);
+    expect(goneVolumes(manifest({ db: 1, logs: 1 }), before)).toEqual([]);
   });
 });

@@ -133,9 +133,12 @@ Examples:
             } catch (err) {
               progress.warn(`could not compare ${res.location} with the previous bundle: ${toFerryError(err).message}`);
             }
+            const look = 'if that is not expected, look at the service before the rotation removes the bundles that still hold its data';
             for (const x of shrunk ?? [])
               progress.warn(
-                `volume ${x.volume} of ${set.join(', ')} holds ${humanBytes(x.bytes)}, down from ${humanBytes(x.previousBytes)} in ${path.posix.basename(x.previous)} (${x.previousCreated}); if that is not expected, look at the service before the rotation removes the bundles that still hold its data`,
+                x.gone
+                  ? `volume ${x.volume} (${humanBytes(x.previousBytes)} in ${path.posix.basename(x.previous)}, ${x.previousCreated}) is not in this bundle of ${set.join(', ')}: they no longer mount it; ${look}`
+                  : `volume ${x.volume} of ${set.join(', ')} holds ${humanBytes(x.bytes)}, down from ${humanBytes(x.previousBytes)} in ${path.posix.basename(x.previous)} (${x.previousCreated}); ${look}`,
               );
           }
           let verified = false;
