@@ -19,8 +19,10 @@
 #      container that fails does not cost the others their backup. A volume that lost more than
 #      half of its data since the previous night's bundle is logged as a warning (look at the
 #      service before the rotation removes the bundles that still hold it). Stopped containers are not
-#      backed up. Per-container hooks (a database dump before the snapshot) are best set as
-#      labels on the containers: ferry.pre-exec / ferry.post-exec (see README.md).
+#      backed up. Per-container settings are best set as labels on the containers (see
+#      README.md): ferry.pre-exec / ferry.post-exec (a database dump before the snapshot),
+#      ferry.consistency=stop and ferry.stop-timeout (a database to stop, not pause),
+#      ferry.exclude=true (a container to leave out).
 #   2. ferry prune "$BACKUP_DIR" --keep-daily 7 --keep-weekly 4 --keep-monthly 6
 #      restic-style rotation, per container: the newest bundle of each of the last 7 days, 4 ISO
 #      weeks and 6 months that have one is kept, and so is each container's newest bundle. It

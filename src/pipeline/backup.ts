@@ -33,8 +33,9 @@ import { HookError, UsageError } from '../errors.js';
 
 export interface BackupOptions {
   containers: string[];
-  consistency: Consistency;
-  /** --consistency stop: seconds to wait for a clean stop before the engine kills (default: the container's own). */
+  /** --consistency; absent: each container's `ferry.consistency` label, else pause. */
+  consistency?: Consistency;
+  /** Consistency stop: seconds to wait for a clean stop before the engine kills (absent: the `ferry.stop-timeout` label, else the container's own). */
   stopTimeout?: number;
   codec: Codec;
   includeBinds: boolean;
@@ -101,11 +102,13 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   }
   const names = captured.map((c) => c.spec.name);
   if (new Set(names).size !== names.length) throw new UsageError('a container was named twice');
-  if (opts.consistency === 'stop')
-    for (const c of captured) {
-      const by = orchestratedBy(c.labels);
-      if (by) progress.warn(`${c.spec.name} is a task of ${by}: when --consistency stop stops it, swarm starts a replacement; use --consistency pause (the default), or scale the service to 0 first`);
-    }
+  // How each container is quiesced: the command line's, else its labels.
+  const how = new Map(captured.map((c) => [c, containerQuiesce(c.spec.name, c.labels, opts)]));
+  for (const c of captured) {
+    const by = orchestratedBy(c.labels);
+    if (by && how.get(c)!.mode === 'stop')
+      progress.warn(`${c.spec.name} is a task of ${by}: when --consistency stop stops it, swarm starts a replacement; use --consistency pause (the default), or scale the service to 0 first`);
+  }
   const registry = opts.registry;
   if (registry) {
     progress.info(`images go to the registry ${registry.host} (${describeAuth(registry.auth)}), not into the bundle`);
@@ -165,7 +168,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       image,
       volumes: c.volumes.map((v) => v.name),
       binds,
-      consistency: opts.consistency,
+      consistency: how.get(c)!.mode,
     });
   }
   const manifest: Manifest = {
@@ -224,7 +227,8 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       held.splice(0, held.length, ...byIndex);
       for (const h of held) {
         checkAborted(signal);
-        h.resume = await quiesce(engine, h.c.spec, opts.consistency, progress, { stopTimeout: opts.stopTimeout });
+        const q = how.get(h.c)!;
+        h.resume = await quiesce(engine, h.c.spec, q.mode, progress, { stopTimeout: q.stopTimeout });
       }
     }
     const written = new Set<string>();
@@ -237,7 +241,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       if (together) resume = i === captured.length - 1 ? releaseAll : async () => {};
       else
         try {
-          resume = await quiesce(engine, c.spec, opts.consistency, progress, { stopTimeout: opts.stopTimeout });
+          resume = await quiesce(engine, c.spec, how.get(c)!.mode, progress, { stopTimeout: how.get(c)!.stopTimeout });
         } catch (err) {
           if (hooks.post) await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) => progress.warn((e as Error).message));
           throw err;
@@ -250,7 +254,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       try {
         progress.step(`commit ${c.spec.name}`);
         const [repo, tag] = splitRef(entry.image.ref);
-        const committed = await commitContainer(engine, c.spec, { repo, tag }, opts.consistency);
+        const committed = await commitContainer(engine, c.spec, { repo, tag }, how.get(c)!.mode);
         snapshots.push(committed.id); // removed at the end (after the push: tag and digest reference go with it)
         facts = { ref: entry.image.ref, id: committed.id, layers: committed.layers };
         if (!registry) {
@@ -356,6 +360,25 @@ export function abortable(s: Readable, signal: AbortSignal): Readable {
   signal.addEventListener('abort', onAbort, { once: true });
   s.once('close', () => signal.removeEventListener('abort', onAbort));
   return s;
+}
+
+const MODES: readonly Consistency[] = ['pause', 'stop', 'none'];
+
+/**
+ * How a container is quiesced for its snapshot: --consistency and --stop-timeout when given,
+ * else its `ferry.consistency` (pause, stop, none) and `ferry.stop-timeout` (seconds) labels,
+ * else pause and its own stop timeout. A label with another value is a UsageError naming it. Pure.
+ */
+export function containerQuiesce(name: string, labels: Record<string, string>, given: Pick<BackupOptions, 'consistency' | 'stopTimeout'>): { mode: Consistency; stopTimeout?: number } {
+  const label = labels['ferry.consistency'];
+  if (given.consistency === undefined && label !== undefined && !MODES.includes(label as Consistency))
+    throw new UsageError(`${name}: its label ferry.consistency=${label} is not pause, stop or none`, 'fix the label, or give --consistency for this run');
+  const mode = given.consistency ?? (label as Consistency | undefined) ?? 'pause';
+  const t = labels['ferry.stop-timeout'];
+  if (given.stopTimeout === undefined && t !== undefined && !/^\d+$/.test(t))
+    throw new UsageError(`${name}: its label ferry.stop-timeout=${t} is not a whole number of seconds`, 'fix the label, or give --stop-timeout for this run');
+  const stopTimeout = given.stopTimeout ?? (t !== undefined ? Number(t) : undefined);
+  return { mode, ...(stopTimeout !== undefined ? { stopTimeout } : {}) };
 }
 
 /** The hooks for a container: the command line's, else its `ferry.pre-exec` / `ferry.post-exec` labels. */

@@ -132,6 +132,31 @@ describe('hooks', () => {
   });
 });
 
+describe('ferry.exclude', () => {
+  it('leaves a labelled container out of --all (said on stderr); named on the command line it is backed up', async () => {
+    const skip = `${name}-excluded`;
+    const side = `${name}-inside`;
+    docker(['run', '-d', '--name', skip, '--label', 'ferry.exclude=true', BUSYBOX, 'sleep', '100000']);
+    docker(['run', '-d', '--name', side, '--network', `container:${skip}`, BUSYBOX, 'sleep', '100000']);
+    try {
+      const out = path.join(dir, 'exclude');
+      const r = await ferry(['backup', '--all', '-o', out, '--json', '--compress', 'none']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`${skip}: not backed up (label ferry.exclude)`);
+      expect(r.stderr).toContain(`warning: ${side} refers to ${skip} (network, volumes-from or link), which is left out (label ferry.exclude)`);
+      const res = JSON.parse(r.stdout);
+      expect(res.results.map((x: { container: string }) => x.container)).not.toContain(skip);
+      expect(res.results.map((x: { container: string }) => x.container)).toContain(name);
+      expect(readdirSync(out).some((f) => f.startsWith(`ferry-${skip}-`))).toBe(false);
+      const named = await ferry(['backup', skip, '-o', out]);
+      expect(named.code, named.stderr).toBe(0);
+      expect(readdirSync(out).some((f) => f.startsWith(`ferry-${skip}-`))).toBe(true);
+    } finally {
+      cleanup(ENGINE_A, { containers: [side, skip] });
+    }
+  });
+});
+
 describe('a volume that lost its data since the previous bundle', () => {
   it('is a warning naming it and that bundle (also under --quiet and in --json); the backup still succeeds', async () => {
     const c = `${name}-shrink`;

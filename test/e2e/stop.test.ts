@@ -3,8 +3,10 @@
  * handler) is killed after the given time and the kill is reported; one that stops cleanly is not
  * reported. Either way it runs again after the backup. --together: all the containers of a bundle are
  * quiesced before any volume is read, and resumed together (dependents stopped first, started last).
+ * The ferry.consistency and ferry.stop-timeout labels: a container's own way to be quiesced, which
+ * the command line's options override.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -151,6 +153,52 @@ describe('--together', () => {
       for (const c of [app, side]) expect(inspect('container', c).State.Running).toBe(true);
     } finally {
       cleanup(ENGINE_A, { containers: [side, app] });
+    }
+  });
+});
+
+describe('ferry.consistency and ferry.stop-timeout labels', () => {
+  const manifestOf = (bundle: string) => JSON.parse(execFileSync('tar', ['-xOf', bundle, 'manifest.json'], { encoding: 'utf8' }));
+  const startedAt = (c: string) => inspect('container', c).State.StartedAt as string;
+
+  it('a container labelled to be stopped is stopped (with its own timeout) without any option; --consistency overrides the label', async () => {
+    const c = uid('labelled');
+    try {
+      docker(['run', '-d', '--name', c, '--label', 'ferry.consistency=stop', '--label', 'ferry.stop-timeout=1', '-v', `${c}:/data`, BUSYBOX, 'sleep', '100000']);
+      const before = startedAt(c);
+      const t0 = Date.now();
+      const r = await ferry(['--json', 'backup', c, '-o', dir]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(Date.now() - t0).toBeLessThan(8000); // its label's 1 s, not the default 10 s
+      expect(r.stderr).toMatch(new RegExp(`warning: ${c} did not stop within 1s and was killed`));
+      expect(manifestOf(JSON.parse(r.stdout).bundle).containers[0].consistency).toBe('stop');
+      expect(inspect('container', c).State.Running).toBe(true);
+      expect(startedAt(c)).not.toBe(before); // stopped and started again
+
+      const again = startedAt(c);
+      const p = await ferry(['--json', 'backup', c, '-o', dir, '--consistency', 'pause']);
+      expect(p.code, p.stderr).toBe(0);
+      expect(p.stderr).not.toMatch(/SIGKILL/);
+      expect(manifestOf(JSON.parse(p.stdout).bundle).containers[0].consistency).toBe('pause');
+      expect(startedAt(c)).toBe(again); // only paused
+    } finally {
+      cleanup(ENGINE_A, { containers: [c], volumes: [c] });
+    }
+  });
+
+  it('a label with a value ferry does not know is a usage error naming it, before anything happens', async () => {
+    const c = uid('badlabel');
+    try {
+      docker(['run', '-d', '--name', c, '--label', 'ferry.consistency=freeze', BUSYBOX, 'sleep', '100000']);
+      const r = await ferry(['backup', c, '-o', dir]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`${c}: its label ferry.consistency=freeze is not pause, stop or none`);
+      expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+      expect(inspect('container', c).State.Paused).toBe(false);
+      const ok = await ferry(['backup', c, '-o', dir, '--consistency', 'none']);
+      expect(ok.code, ok.stderr).toBe(0);
+    } finally {
+      cleanup(ENGINE_A, { containers: [c] });
     }
   });
 });

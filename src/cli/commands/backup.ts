@@ -35,7 +35,7 @@ interface BackupFlags {
   all?: boolean;
   project?: string[];
   together?: boolean;
-  consistency: Consistency;
+  consistency?: Consistency;
   compress?: Codec;
   includeBinds?: boolean;
   verify?: boolean;
@@ -52,7 +52,7 @@ export function backupCommand(program: Command, deps: Deps): Command {
     .requiredOption('-o, --output <target>', 'a directory (a bundle name is generated), a file ending in .tar, or - for stdout')
     .option('--all', 'back up every running container, one bundle each (containers that refer to each other, or belong to one Compose project, share one; exit 3 when some fail)')
     .addOption(new Option('--project <name>', 'the containers of a Compose project (label com.docker.compose.project), running or not, into one bundle (repeatable)').argParser(collect))
-    .addOption(new Option('--consistency <mode>', 'pause: pause while committing and reading volumes; stop: stop and start again; none').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
+    .addOption(new Option('--consistency <mode>', 'pause: pause while committing and reading volumes; stop: stop and start again; none (default: each container\'s ferry.consistency label, else pause)').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--stop-timeout <seconds>', `with --consistency stop: ${STOP_TIMEOUT_HELP}`).argParser(stopTimeoutOption))
     .option('--together', 'pause (or stop) all the containers of a bundle at once and resume them together: a stack\'s data from one instant, each one paused for the whole backup')
     .addOption(new Option('--compress <codec>', 'compression of volume data (the image uses gzip unless none): zstd, gzip, none').argParser(codecOption))
@@ -92,17 +92,29 @@ Examples:
           // One bundle per container: they need a store (a directory), not one file or stdout.
           if (flags.output === '-' || flags.output.endsWith('.tar'))
             throw new UsageError('--all writes one bundle per container into a directory', 'give -o a directory (a local path or ssh://host/dir)');
-          const running = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']);
-          if (!running.length) throw new UsageError('--all: no running containers');
+          const all = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']);
+          const running = all.filter((c) => !excluded(c.Labels));
+          for (const c of all) if (excluded(c.Labels)) progress.info(`${c.Names[0]!.replace(/^\//, '')}: not backed up (label ferry.exclude)`);
+          if (!running.length) throw new UsageError(`--all: no running containers${all.length ? ' that are not excluded (label ferry.exclude)' : ''}`);
           // Containers that refer to each other (a sidecar in another's network, --volumes-from,
           // links) share a bundle: one restores only where the other exists.
           const list = await Promise.all(
             running.map(async (c) => ({ id: c.Id, name: c.Names[0]!.replace(/^\//, ''), refs: inspectRefs((await eng.inspectContainer(c.Id)) as never), project: composeProject(c.Labels) })),
           );
+          const left = all.filter((c) => excluded(c.Labels)).map((c) => ({ id: c.Id, name: c.Names[0]!.replace(/^\//, '') }));
+          for (const c of list)
+            for (const ref of c.refs) {
+              const x = left.find((e) => e.name === ref || e.id.startsWith(ref));
+              if (x) progress.warn(`${c.name} refers to ${x.name} (network, volumes-from or link), which is left out (label ferry.exclude): ${c.name} cannot be restored where ${x.name} is not`);
+            }
           groups = referenceGroups(list);
           names = groups.flat();
         } else if (flags.project) {
-          names = [...containers, ...(await projectContainers(eng, flags.project)).filter((n) => !containers.includes(n))];
+          const members = await projectContainers(eng, flags.project);
+          const labels = new Map((await eng.listContainers(true)).map((c) => [c.Names[0]!.replace(/^\//, ''), c.Labels]));
+          const kept = members.filter((n) => containers.includes(n) || !excluded(labels.get(n)));
+          for (const n of members) if (!kept.includes(n)) progress.info(`${n}: not backed up (label ferry.exclude)`);
+          names = [...containers, ...kept.filter((n) => !containers.includes(n))];
         }
         if (!names.length) throw new UsageError('name at least one container, or use --all');
         let registry: { host: string; prefix: string; auth: Awaited<ReturnType<typeof resolveRegistryAuth>> } | undefined;
@@ -222,4 +234,9 @@ Examples:
         engine?.close();
       }
     });
+}
+
+/** A container an operator has marked to be left out of --all and --project backups (`ferry.exclude=true`). */
+export function excluded(labels: Record<string, string> | undefined): boolean {
+  return /^(true|yes|1)$/i.test(labels?.['ferry.exclude'] ?? '');
 }
