@@ -217,6 +217,12 @@ export interface Store {
   lock(opts: LockOptions): Promise<StoreLock>;
   /** Remove one bundle that list() gave. */
   remove(bundle: string): Promise<void>;
+  /** Whether it is there and a directory (a store, not one bundle). */
+  isDirectory(): Promise<boolean>;
+  /** Where each of its bundles is (`*.tar`, readable or not; no temporaries), in name order. */
+  bundles(): Promise<string[]>;
+  /** A bundle of it, as a stream. */
+  open(bundle: string): Promise<Readable>;
 }
 
 export function openStore(store: string, deps: { ssh?: () => SshPool; passphrase?: string }): Store {
@@ -230,6 +236,9 @@ export function openStore(store: string, deps: { ssh?: () => SshPool; passphrase
       list: (only) => listRemoteStore(store, pool, deps.passphrase, only),
       lock: (opts) => t.lockStore(opts),
       remove: (bundle) => t.removeBundle(bundle),
+      isDirectory: () => t.isDirectory(),
+      bundles: async () => (await t.listBundles()).map((b) => b.url).sort(),
+      open: async (bundle) => (await new SftpTransport(bundle, pool).openBundle()).stream,
     };
   }
   const dir = path.resolve(store);
@@ -239,5 +248,8 @@ export function openStore(store: string, deps: { ssh?: () => SshPool; passphrase
     list: (only) => listStore(dir, deps.passphrase, only),
     lock: (opts) => acquireStoreLock(dir, opts),
     remove: (bundle) => fs.rm(bundle),
+    isDirectory: async () => !!(await fs.stat(dir).catch(() => undefined))?.isDirectory(),
+    bundles: async () => (await storeFiles(dir)).sort(),
+    open: async (bundle) => createReadStream(bundle, { highWaterMark: 1 << 20 }) as unknown as Readable,
   };
 }

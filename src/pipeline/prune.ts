@@ -44,7 +44,7 @@ export interface PruneResult {
 }
 
 export function describePolicy(p: KeepPolicy): string {
-  return RULES.filter((r) => (p[r] ?? 0) > 0).map((r) => `--keep-${r} ${p[r]}`).join(' ');
+  return [...RULES.filter((r) => (p[r] ?? 0) > 0).map((r) => `--keep-${r} ${p[r]}`), ...(p.within ? [`--keep-within ${p.within}`] : [])].join(' ');
 }
 
 /** Decide what a policy keeps in a listing (no I/O). */

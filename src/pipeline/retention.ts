@@ -6,6 +6,9 @@
  *   - keep-last N keeps the N newest bundles;
  *   - keep-hourly/daily/weekly/monthly/yearly N keep the newest bundle of each of the N most
  *     recent hours/days/ISO weeks/months/years (in UTC) that hold a bundle;
+ *   - keep-within D keeps every bundle made within D (e.g. 30d, 6m, 1y2m) before the group's
+ *     newest one: measured from the newest bundle, not from now, so backups that stopped do not
+ *     age every bundle out;
  *   - a bundle is kept when any rule keeps it, and the newest bundle of a group is always kept.
  * Everything else is removed. Bundles with the same time are ordered by id (descending), so the
  * result never depends on input order.
@@ -14,7 +17,37 @@
 export type Rule = 'last' | 'hourly' | 'daily' | 'weekly' | 'monthly' | 'yearly';
 export const RULES: readonly Rule[] = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'];
 
-export type KeepPolicy = Partial<Record<Rule, number>>;
+export type KeepPolicy = Partial<Record<Rule, number>> & {
+  /** keep-within: as given (`30d`), for messages; parsed by parseWithin. */
+  within?: string;
+};
+
+export interface Within {
+  years: number;
+  months: number;
+  days: number;
+  hours: number;
+}
+
+/**
+ * A keep-within duration: numbers with units y (years), m (months), w (weeks), d (days), h
+ * (hours), largest first, e.g. `30d`, `2w`, `1y6m`, `36h`. Undefined when it is not one.
+ */
+export function parseWithin(text: string): Within | undefined {
+  const m = /^(?:(\d+)y)?(?:(\d+)m)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?$/.exec(text);
+  if (!m || !text || m.slice(1).every((x) => x === undefined)) return undefined;
+  const n = (i: number) => Number(m[i] ?? 0);
+  const w = { years: n(1), months: n(2), days: n(3) * 7 + n(4), hours: n(5) };
+  return w.years + w.months + w.days + w.hours > 0 ? w : undefined;
+}
+
+/** The earliest time keep-within keeps, for a group whose newest bundle is `newest` (UTC calendar arithmetic). */
+export function withinCutoff(newest: Date, w: Within): Date {
+  const d = new Date(newest.getTime());
+  d.setUTCFullYear(d.getUTCFullYear() - w.years, d.getUTCMonth() - w.months, d.getUTCDate() - w.days);
+  d.setUTCHours(d.getUTCHours() - w.hours);
+  return d;
+}
 
 export interface Snapshot {
   /** Unique id (the bundle's path). */
@@ -39,7 +72,7 @@ export function groupKey(containers: string[]): string {
 
 /** True when the policy has at least one rule that keeps something. */
 export function hasKeepRule(p: KeepPolicy): boolean {
-  return RULES.some((r) => (p[r] ?? 0) > 0);
+  return RULES.some((r) => (p[r] ?? 0) > 0) || p.within !== undefined;
 }
 
 const pad = (n: number, w = 2) => String(n).padStart(w, '0');
@@ -84,6 +117,8 @@ export function applyRetention(snapshots: Snapshot[], policy: KeepPolicy): Decis
     const n = policy[r];
     if (n !== undefined && (!Number.isInteger(n) || n < 0)) throw new RangeError(`keep-${r} must be a whole number >= 0, got ${n}`);
   }
+  const within = policy.within === undefined ? undefined : parseWithin(policy.within);
+  if (policy.within !== undefined && !within) throw new RangeError(`keep-within must be a duration such as 30d, 6m or 1y2m, got ${policy.within}`);
   for (const s of snapshots) if (Number.isNaN(s.time.getTime())) throw new RangeError(`snapshot ${s.id} has an invalid time`);
   const groups = new Map<string, Snapshot[]>();
   for (const s of snapshots) {
@@ -96,9 +131,11 @@ export function applyRetention(snapshots: Snapshot[], policy: KeepPolicy): Decis
   for (const g of [...groups.keys()].sort()) {
     const list = groups.get(g)!.sort(newestFirst);
     const state = new Map<Rule, { count: number; last?: string }>(RULES.map((r) => [r, { count: 0 }]));
+    const cutoff = within && withinCutoff(list[0]!.time, within);
     list.forEach((s, i) => {
       const reasons: string[] = [];
       if (i === 0) reasons.push('newest of its group');
+      if (cutoff && s.time.getTime() > cutoff.getTime()) reasons.push(`within ${policy.within}`);
       for (const r of RULES) {
         const max = policy[r] ?? 0;
         const st = state.get(r)!;

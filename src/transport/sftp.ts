@@ -203,6 +203,13 @@ export class SftpTransport implements Transport {
     return call(`list ${this.url}`, (cb) => sftp.readdir(dir, cb as never));
   }
 
+  /** Whether this location is a directory on the remote host. */
+  async isDirectory(): Promise<boolean> {
+    const sftp = await this.sftp();
+    const st = await call<Attrs>(`stat ${this.url}`, (cb) => sftp.stat(this.dirPath(), cb as never)).catch(() => undefined);
+    return !!st?.isDirectory();
+  }
+
   /** Take this store's lock (see lock.ts); the directory must exist. */
   async lockStore(opts: LockOptions): Promise<StoreLock> {
     const sftp = await this.sftp();

@@ -462,6 +462,40 @@ describe('backup --verify', () => {
   });
 });
 
+describe('ferry verify <store>', () => {
+  it('checks every bundle of a directory, here or over SFTP, names the bad ones (exit 7) and changes nothing', async () => {
+    const { home } = sshHome(path.join(dir, 'verify-store'));
+    const d = path.join(dir, 'whole-store');
+    mkdirSync(d);
+    copyFileSync(written.web!, path.join(d, 'a-good.tar'));
+    flipped(written.web!, path.join(d, 'b-flipped.tar'), [`images/${web}`, 2000]);
+    writeFileSync(path.join(d, 'c-junk.tar'), 'not a bundle');
+    writeFileSync(path.join(d, '.ferry-1-x.tar.partial'), 'a temporary'); // never looked at
+    const before = readdirSync(d).sort();
+    for (const where of [d, `ssh://newhost${d}`]) {
+      const r = await ferry(['verify', where], { env: { HOME: home } });
+      expect(r.code, r.stderr).toBe(7);
+      expect(r.stdout).toMatch(/^ok   a-good\.tar  \(\d+ members\)$/m);
+      expect(r.stdout).toMatch(new RegExp(`^BAD  b-flipped\\.tar: images/${web}\\.tar\\.gz: `, 'm'));
+      expect(r.stdout).toMatch(/^BAD  c-junk\.tar: manifest\.json: .*not a ferry bundle/m);
+      expect(r.stdout).toContain(': 3 bundles, 1 whole, 2 bad');
+      expect(r.stderr).toMatch(/2 of 3 bundles in .* are not whole: b-flipped\.tar, c-junk\.tar/);
+      expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+      const j = await ferry(['--json', 'verify', where], { env: { HOME: home } });
+      expect(j.code).toBe(7);
+      const res = JSON.parse(j.stdout);
+      expect(res.ok).toBe(false);
+      expect(res.bundles.map((b: any) => [path.basename(b.bundle), b.ok])).toEqual([['a-good.tar', true], ['b-flipped.tar', false], ['c-junk.tar', false]]);
+      expect(readdirSync(d).sort()).toEqual(before);
+    }
+    rmSync(path.join(d, 'b-flipped.tar'));
+    rmSync(path.join(d, 'c-junk.tar'));
+    const ok = await ferry(['verify', d]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain(': 1 bundle, 1 whole, 0 bad');
+  });
+});
+
 describe('--verify on an ssh:// store', () => {
   it('a bundle there that fails verification is renamed to .corrupt over SFTP, a whole one stays', async () => {
     const { home } = sshHome(path.join(dir, 'ssh-verify'));
@@ -573,6 +607,20 @@ describe('prune', () => {
     expect(real.code, real.stderr).toBe(0);
     expect(JSON.parse(real.stdout).removed.map((x: any) => x.bundle).sort()).toEqual(res.removed.map((x: any) => x.bundle).sort());
     expect(tarsIn(d)).toEqual(before.filter((n) => !['ferry-web-20240105T120000Z.tar', 'ferry-web-20240310T100000Z.tar'].includes(n)));
+  });
+
+  it('--keep-within keeps what was made within that long before the newest bundle (not before now); a bad duration is a usage error', async () => {
+    const times = ['2024-03-10T12:00:00.000Z', '2024-03-04T12:00:00.000Z', '2024-03-03T11:00:00.000Z', '2024-02-20T00:00:00.000Z'];
+    const d = await makeStore('within', times);
+    const r = await ferry(['prune', d, '--keep-within', '1w']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    // years after the bundles were made: still measured from the newest one
+    expect(tarsIn(d)).toEqual([...names(times.slice(0, 2)), ...always].sort());
+    expect(r.stdout).toMatch(/keep +2024-03-04 12:00:00Z +ferry-web-20240304T120000Z\.tar +\S+ \S+ +within 1w/);
+    const bad = await ferry(['prune', d, '--keep-within', '30 days']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--keep-within.*expected a duration such as 30d/);
+    expect(tarsIn(d)).toEqual([...names(times.slice(0, 2)), ...always].sort());
   });
 
   it('never deletes the newest bundle of a set, nor a file it cannot parse, even with the tightest rule', async () => {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { applyRetention, bucket, groupKey, hasKeepRule, isoWeek, RULES, type KeepPolicy, type Snapshot } from '../../src/pipeline/retention.js';
+import { applyRetention, bucket, groupKey, hasKeepRule, isoWeek, parseWithin, RULES, withinCutoff, type KeepPolicy, type Snapshot } from '../../src/pipeline/retention.js';
 import { planPrune } from '../../src/pipeline/prune.js';
 import type { CatalogEntry } from '../../src/pipeline/catalog.js';
 
@@ -260,5 +260,36 @@ describe('planPrune (what prune would do with a listing)', () => {
     expect(p.kept.map((k) => k.bundle)).toEqual(['/store/c.tar']);
     expect(p.removed.map((k) => k.bundle).sort()).toEqual(['/store/a.tar', '/store/b.tar']);
     expect(p.unreadable.map((u) => u.bundle).sort()).toEqual(['/store/badtime.tar', '/store/junk.tar']);
+  });
+});
+
+describe('keep-within', () => {
+  it('parses y, m (months), w, d and h, largest first; refuses the rest', () => {
+    expect(parseWithin('30d')).toEqual({ years: 0, months: 0, days: 30, hours: 0 });
+    expect(parseWithin('1y6m')).toEqual({ years: 1, months: 6, days: 0, hours: 0 });
+    expect(parseWithin('2w3d12h')).toEqual({ years: 0, months: 0, days: 17, hours: 12 });
+    for (const bad of ['', '0d', '30', 'd', '6m1y', '1.5d', '30 d', '-3d', '3x']) expect(parseWithin(bad), bad).toBeUndefined();
+  });
+
+  it('counts back from the newest bundle of the group, in calendar terms', () => {
+    expect(withinCutoff(new Date('2024-03-31T12:00:00Z'), parseWithin('1m')!).toISOString()).toBe('2024-03-02T12:00:00.000Z'); // Feb 31 is Mar 2
+    expect(withinCutoff(new Date('2024-03-10T12:00:00Z'), parseWithin('1y2d6h')!).toISOString()).toBe('2023-03-08T06:00:00.000Z');
+  });
+
+  it('keeps every bundle made within the duration before the newest one, strictly, per group', () => {
+    const snaps = [
+      { id: 'a', time: new Date('2024-03-10T00:00:00Z'), containers: ['web'] },
+      { id: 'b', time: new Date('2024-03-05T00:00:00Z'), containers: ['web'] },
+      { id: 'c', time: new Date('2024-03-03T00:00:00Z'), containers: ['web'] }, // exactly 7 days before: not within
+      { id: 'd', time: new Date('2024-01-01T00:00:00Z'), containers: ['web'] },
+      { id: 'e', time: new Date('2020-01-01T00:00:00Z'), containers: ['db'] }, // its group's newest: measured from itself
+      { id: 'f', time: new Date('2019-12-30T00:00:00Z'), containers: ['db'] },
+    ];
+    const d = Object.fromEntries(applyRetention(snaps, { within: '7d' }).map((x) => [x.id, x]));
+    expect(Object.values(d).filter((x) => x.keep).map((x) => x.id).sort()).toEqual(['a', 'b', 'e', 'f']);
+    expect(d.b!.reasons).toEqual(['within 7d']);
+    expect(d.a!.reasons).toEqual(['newest of its group', 'within 7d']);
+    expect(applyRetention(snaps, { within: '7d', last: 3 }).filter((x) => x.keep).map((x) => x.id).sort()).toEqual(['a', 'b', 'c', 'e', 'f']);
+    expect(() => applyRetention(snaps, { within: 'soon' })).toThrow(RangeError);
   });
 });

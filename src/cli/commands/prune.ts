@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import path from 'node:path';
 import { IoError } from '../../errors.js';
 import { describePolicy, prune, type PruneResult } from '../../pipeline/prune.js';
-import { RULES, type KeepPolicy, type Rule } from '../../pipeline/retention.js';
+import { parseWithin, RULES, type KeepPolicy, type Rule } from '../../pipeline/retention.js';
 import { DEFAULT_LOCK_TIMEOUT_S } from '../../transport/lock.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
@@ -19,7 +19,12 @@ export function secondsOption(v: string): number {
   return n;
 }
 
-type PruneFlags = Partial<Record<`keep${Capitalize<Rule>}`, number>> & { dryRun?: boolean; lockTimeout: number };
+type PruneFlags = Partial<Record<`keep${Capitalize<Rule>}`, number>> & { keepWithin?: string; dryRun?: boolean; lockTimeout: number };
+
+export function withinOption(v: string): string {
+  if (!parseWithin(v)) throw new InvalidArgumentError('expected a duration such as 30d, 2w, 6m, 1y or 1y6m (y, m for months, w, d, h)');
+  return v;
+}
 
 function policyFrom(flags: PruneFlags): KeepPolicy {
   const p: KeepPolicy = {};
@@ -27,6 +32,7 @@ function policyFrom(flags: PruneFlags): KeepPolicy {
     const v = flags[`keep${(r[0]!.toUpperCase() + r.slice(1)) as Capitalize<Rule>}`];
     if (v !== undefined) p[r] = v;
   }
+  if (flags.keepWithin !== undefined) p.within = flags.keepWithin;
   return p;
 }
 
@@ -72,6 +78,7 @@ export function pruneCommand(program: Command, deps: Deps): Command {
     yearly: 'keep the newest bundle of each of the last N years that have one',
   };
   for (const r of RULES) cmd.addOption(new Option(`--keep-${r} <n>`, help[r]).argParser(countOption));
+  cmd.addOption(new Option('--keep-within <duration>', 'keep every bundle made within this long before the newest one (30d, 2w, 6m, 1y6m)').argParser(withinOption));
   return cmd
     .option('--dry-run', 'show what would be removed and why the rest is kept; remove nothing')
     .addOption(new Option('--lock-timeout <seconds>', 'wait this long for another ferry run to release the store').default(DEFAULT_LOCK_TIMEOUT_S).argParser(secondsOption))
@@ -83,6 +90,7 @@ readable bundles are never removed. Times are the manifests' creation times, in 
 Examples:
   ferry prune /backups --keep-daily 7 --keep-weekly 4 --keep-monthly 6
   ferry prune /backups --keep-last 3 --dry-run
+  ferry prune /backups --keep-within 30d --keep-monthly 12
   ferry prune ssh://backup@vault/srv/backups --keep-daily 14`)
     .action(async (store: string, flags: PruneFlags) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();

@@ -1,5 +1,8 @@
 import { Command } from 'commander';
-import { BundleError } from '../../errors.js';
+import path from 'node:path';
+import { BundleError, toFerryError } from '../../errors.js';
+import { openStore, type Store } from '../../pipeline/catalog.js';
+import type { RunContext } from '../../pipeline/context.js';
 import { badMembers, verifyStream, type VerifyReport } from '../../pipeline/verify.js';
 import { resolveTransport } from '../../transport/resolve.js';
 import { setExit, type Deps } from '../program.js';
@@ -26,20 +29,75 @@ export function verifyFailure(r: VerifyReport, prefix = ''): BundleError {
   });
 }
 
+/** Verify every bundle of a store, one after the other; a bundle that cannot even be opened is reported, not fatal. */
+export async function verifyStore(store: Store, ctx: RunContext): Promise<VerifyReport[]> {
+  const out: VerifyReport[] = [];
+  for (const b of await store.bundles()) {
+    ctx.progress.step(`verify ${path.posix.basename(b)}`);
+    try {
+      out.push(await verifyStream(await store.open(b), b, ctx));
+    } catch (err) {
+      if (ctx.signal.aborted) throw err;
+      out.push({ bundle: b, ok: false, members: [{ name: 'bundle', kind: 'bundle', ok: false, problems: [toFerryError(err).message] }] });
+    }
+  }
+  return out;
+}
+
+/** One line per bundle (and one per bad member), then a count. */
+export function storeVerifyText(where: string, reports: VerifyReport[]): string {
+  const lines: string[] = [];
+  for (const r of reports) {
+    const name = path.posix.basename(r.bundle);
+    if (r.ok) lines.push(`ok   ${name}  (${r.members.length} member${r.members.length === 1 ? '' : 's'})`);
+    else for (const m of r.members.filter((x) => !x.ok)) for (const p of m.problems) lines.push(`BAD  ${name}: ${m.name}: ${p}`);
+  }
+  const bad = reports.filter((r) => !r.ok).length;
+  lines.push(`${where}: ${reports.length} bundle${reports.length === 1 ? '' : 's'}, ${reports.length - bad} whole, ${bad} bad`);
+  return lines.join('\n') + '\n';
+}
+
 export function verifyCommand(program: Command, deps: Deps): Command {
   return new Command('verify')
     .description('Read a whole bundle and check every member: checksums, sizes, image archives, volume archives')
-    .argument('<bundle>', 'a bundle file, or - for stdin')
+    .argument('<bundle>', 'a bundle file, - for stdin, or a store (a directory, or ssh://host/dir): every bundle in it')
     .addHelpText('after', `
-Exit status 0 only when the bundle is whole; 7 otherwise, with each bad member named.
+Exit status 0 only when the bundle is whole (every bundle of a store); 7 otherwise, with each bad
+member named. A store is only read: nothing is renamed or removed.
 
 Examples:
   ferry verify /backups/ferry-web-20261123T021500Z.tar
+  ferry verify /backups                         # every bundle in the store
   ssh host 'cat web.tar' | ferry verify -`)
     .action(async (bundle: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
+      const store = bundle === '-' ? undefined : openStore(bundle, { ssh: deps.ssh, passphrase: await deps.passphrase() });
+      if (store && (await store.isDirectory())) {
+        let reports: VerifyReport[];
+        try {
+          reports = await verifyStore(store, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
+        } finally {
+          progress.done();
+        }
+        const bad = reports.filter((r) => !r.ok);
+        if (g.json) deps.io.stdout.write(JSON.stringify({ ok: bad.length === 0, store: store.where, bundles: reports }) + '\n');
+        else if (!g.quiet || bad.length) deps.io.stdout.write(storeVerifyText(store.where, reports));
+        if (bad.length) {
+          const err = new BundleError(`${bad.length} of ${reports.length} bundles in ${store.where} are not whole: ${bad.map((r) => path.posix.basename(r.bundle)).join(', ')}`, {
+            hint: 'do not rely on those bundles; take new backups (and check the disk they are stored on)',
+          });
+          if (g.json) {
+            deps.io.stderr.write(`ferry: error: ${err.message}\n`);
+            setExit(program, err.exitCode);
+            return;
+          }
+          throw err;
+        }
+        setExit(program, 0);
+        return;
+      }
       const transport = resolveTransport(bundle, { ssh: deps.ssh });
       let report: VerifyReport;
       try {
