@@ -14,6 +14,7 @@
 import type { Engine } from '../engine/engine.js';
 import { dependencyOrder, renameContainerRefs } from '../engine/spec.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
+import { containerQuiesce } from './backup.js';
 import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency, type Resume } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
@@ -24,11 +25,12 @@ import { sweepHolders, sweepStaleHolders } from './volumes.js';
 
 export interface MigrateOptions {
   containers: string[];
-  consistency: Consistency;
+  /** --consistency; absent: each container's `ferry.consistency` label, else pause (--stop-source: stop). */
+  consistency?: Consistency;
   onConflict: OnConflict;
   start: boolean;
   stopSource: boolean;
-  /** --consistency stop and --stop-source: seconds to wait for a clean stop (default: the container's own). */
+  /** Consistency stop and --stop-source: seconds to wait for a clean stop (absent: the `ferry.stop-timeout` label, else the container's own). */
   stopTimeout?: number;
   /** Volumes, host paths, ports and networks under other names on the target (--map-*). */
   remap?: Remap;
@@ -59,8 +61,11 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
     captured.push(await captureContainer(source, c));
   }
   const names = captured.map((c) => c.spec.name);
-  if (opts.consistency === 'stop' || opts.stopSource)
-    for (const c of captured) {
+  // How each source is quiesced, as for backup (labels unless the command line says); a source
+  // resumed after its snapshot would go on taking writes that never reach the target: --stop-source stops.
+  const how = new Map(captured.map((c) => [c, containerQuiesce(c.spec.name, c.labels, { consistency: opts.stopSource ? 'stop' : opts.consistency, stopTimeout: opts.stopTimeout })]));
+  for (const c of captured)
+    if (how.get(c)!.mode === 'stop') {
       const by = orchestratedBy(c.labels);
       if (by) progress.warn(`${c.spec.name} is a task of ${by}: when it is stopped on the source, swarm starts a replacement there; scale the service down (or use swarm's own tools) for a cutover`);
     }
@@ -119,9 +124,8 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
       checkAborted(signal);
       const ref = snapshotRef(c.spec.name, when);
       const fullRef = `${ref.repo}:${ref.tag}`;
-      // A source resumed after its snapshot would go on taking writes that never reach the target.
-      const mode = opts.stopSource ? 'stop' : opts.consistency;
-      const resume = await quiesce(source, c.spec, mode, progress, { stopTimeout: opts.stopTimeout });
+      const { mode, stopTimeout } = how.get(c)!;
+      const resume = await quiesce(source, c.spec, mode, progress, { stopTimeout });
       if (opts.stopSource) cutover.push(resume);
       let shipping: Promise<void> | undefined;
       try {
@@ -172,7 +176,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
         const st = await source.inspectContainer(c.spec.sourceId);
         if (!st.State.Running) continue;
         progress.step(`stop ${c.spec.name} on the source (--stop-source)`);
-        await stopCleanly(source, c.spec.sourceId, c.spec.name, opts.stopTimeout, progress);
+        await stopCleanly(source, c.spec.sourceId, c.spec.name, how.get(c)!.stopTimeout, progress);
         stoppedSources.push(c.spec.sourceId);
       }
     }

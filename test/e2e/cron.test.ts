@@ -177,8 +177,11 @@ describe('a volume that lost its data since the previous bundle', () => {
         const second = JSON.parse(less.stdout).bundle as string;
         // the table is gone
         docker(['exec', c, 'sh', '-c', 'rm /db/table']);
-        const r = await ferry(['--quiet', '--json', 'backup', c, '-o', store], { env: { HOME: home } });
+        pings.length = 0;
+        const r = await ferry(['--quiet', '--json', 'backup', c, '-o', store, '--notify-url', base], { env: { HOME: home } });
         expect(r.code, r.stderr).toBe(0);
+        expect(pings.map((p) => p.path)).toEqual(['/ping/abc-123/start', '/ping/abc-123']); // a success, with the warning in its message
+        expect(pings[1]!.body).toMatch(new RegExp(`; warning: since the previous bundle, volume ${c} shrank from 3\\.0 MiB to [\\d.]+ KiB`));
         expect(r.stderr).toMatch(new RegExp(`warning: volume ${c} of ${c} holds [\\d.]+ KiB, down from 3\\.0 MiB in ${path.basename(second)} \\(\\d{4}-`));
         const res = JSON.parse(r.stdout);
         expect(res.shrunk).toHaveLength(1);

@@ -186,6 +186,23 @@ describe('ferry.consistency and ferry.stop-timeout labels', () => {
     }
   });
 
+  it('migrate --stop-source gives a container the stop timeout of its label', async () => {
+    const c = uid('labelledmig');
+    try {
+      docker(['run', '-d', '--name', c, '--label', 'ferry.stop-timeout=1', BUSYBOX, 'sleep', '100000']);
+      const t0 = Date.now();
+      const r = await ferry(['migrate', c, '--to', ENGINE_B, '--stop-source']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(Date.now() - t0).toBeLessThan(15000);
+      expect(r.stderr).toMatch(new RegExp(`${c} did not stop within 1s and was killed`));
+      expect(inspect('container', c, ENGINE_B).State.Running).toBe(true);
+    } finally {
+      cleanup(ENGINE_A, { containers: [c] });
+      cleanup(ENGINE_B, { containers: [c] });
+      for (const img of docker(['images', '-q', `ferry/${c}`], { host: ENGINE_B }).split('\n').filter(Boolean)) docker(['rmi', '-f', img], { host: ENGINE_B, allowFail: true });
+    }
+  });
+
   it('a label with a value ferry does not know is a usage error naming it, before anything happens', async () => {
     const c = uid('badlabel');
     try {

@@ -80,6 +80,9 @@ Examples:
       const toStdout = flags.output === '-';
       const progress = createProgress({ quiet: !!g.quiet });
       let summary = '';
+      /** Volumes that shrank or went since their previous bundle: said in the notification too. */
+      const shrankNames: string[] = [];
+      const shrinkNote = () => (shrankNames.length ? `; warning: since the previous bundle, ${shrankNames.join(', ')}` : '');
       let notified = false;
       await ping(flags.notifyUrl, 'start', `ferry ${VERSION} backup started on ${hostname()}`, (m) => progress.warn(m));
       let engine: Awaited<ReturnType<typeof openEngine>> | undefined;
@@ -146,6 +149,7 @@ Examples:
               progress.warn(`could not compare ${res.location} with the previous bundle: ${toFerryError(err).message}`);
             }
             const look = 'if that is not expected, look at the service before the rotation removes the bundles that still hold its data';
+            for (const x of shrunk ?? []) shrankNames.push(`volume ${x.volume} ${x.gone ? 'is no longer mounted' : `shrank from ${humanBytes(x.previousBytes)} to ${humanBytes(x.bytes)}`}`);
             for (const x of shrunk ?? [])
               progress.warn(
                 x.gone
@@ -186,7 +190,7 @@ Examples:
           progress.done();
           report(res);
           if (g.json) out.write(JSON.stringify(asJson(res)) + '\n');
-          summary = `backed up ${res.containers.join(', ')} to ${res.location} (${humanBytes(res.bytes)})`;
+          summary = `backed up ${res.containers.join(', ')} to ${res.location} (${humanBytes(res.bytes)})${shrinkNote()}`;
         } else {
           // --all: one bundle per container (per group of containers that refer to each other), so
           // that one that fails does not cost the others their backup; exit 3 when some failed and
@@ -210,7 +214,7 @@ Examples:
           }
           const failed = results.filter((r) => !r.ok).map((r) => r.container);
           if (g.json) out.write(JSON.stringify({ ok: failed.length === 0, partial: failed.length > 0 && failed.length < results.length, results }) + '\n');
-          summary = `backed up ${results.length - failed.length} of ${results.length} containers${failed.length ? `; failed: ${failed.join(', ')}` : ''}`;
+          summary = `backed up ${results.length - failed.length} of ${results.length} containers${failed.length ? `; failed: ${failed.join(', ')}` : ''}${shrinkNote()}`;
           if (failed.length === results.length) throw firstError!;
           if (failed.length) {
             if (!g.quiet && !g.json) deps.io.stderr.write(`ferry: ${summary}\n`);

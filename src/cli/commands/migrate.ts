@@ -12,7 +12,7 @@ import { describeRemap, parseRemap, type RemapFlags } from '../../pipeline/remap
 interface MigrateFlags extends RemapFlags {
   stopTimeout?: number;
   to: string;
-  consistency: Consistency;
+  consistency?: Consistency;
   onConflict: OnConflict;
   start: boolean;
   stopSource?: boolean;
@@ -24,7 +24,7 @@ export function migrateCommand(program: Command, deps: Deps): Command {
     .description('Move containers to another engine with their data and settings, streamed directly (no bundle on disk)')
     .argument('[container...]', 'containers to migrate (on the source engine: -H, else the default)')
     .requiredOption('--to <engine>', 'target engine: ssh://[user@]host[:port][/socket], unix:///path, tcp://host:port')
-    .addOption(new Option('--consistency <mode>', 'pause (default), stop, or none, as for backup').default('pause').argParser(choice(['pause', 'stop', 'none'] as const)))
+    .addOption(new Option('--consistency <mode>', 'pause (default), stop, or none, as for backup (default: each container\'s ferry.consistency label, else pause)').argParser(choice(['pause', 'stop', 'none'] as const)))
     .addOption(new Option('--on-conflict <policy>', 'when the target has a container or volume of that name: fail, replace, rename').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
     .addOption(new Option('--project <name>', 'also migrate the containers of this Compose project (label com.docker.compose.project), running or not (repeatable)').argParser(collect))
     .option('--no-start', 'create the containers on the target but do not start them')
