@@ -5,7 +5,9 @@
  * backups can write into one store at the same time while prune never races with them.
  *
  * A lock whose owner ran on this host and whose pid no longer exists is stale and is taken
- * over. Taking over is itself serialised by a second O_EXCL file (`.ferry.lock.takeover`), so two
+ * over. Its holder touches it every LOCK_REFRESH_MS while it holds it, so a lock of another host
+ * that nobody has touched for FOREIGN_STALE_MS was left by a run that died there (a crashed
+ * host): it is taken over too, with no one at the store at 3 a.m. to remove it by hand. Taking over is itself serialised by a second O_EXCL file (`.ferry.lock.takeover`), so two
  * runs that find the same stale lock cannot both remove it and then each remove the other's.
  *
  * The store is a LockDir: a local directory (localLockDir), or one on another host over SFTP
@@ -23,6 +25,10 @@ const TAKEOVER_FILE = '.ferry.lock.takeover';
 const UNREADABLE_STALE_MS = 10_000;
 /** A takeover file is held for a few file operations; older than this, its owner died. */
 const TAKEOVER_STALE_MS = 30_000;
+/** How often a held lock is touched. */
+export const LOCK_REFRESH_MS = 60_000;
+/** A lock of another host untouched this long is stale (well past LOCK_REFRESH_MS: clocks differ). */
+export const FOREIGN_STALE_MS = 15 * 60_000;
 
 export const DEFAULT_LOCK_TIMEOUT_S = 60;
 
@@ -37,6 +43,8 @@ export interface LockOptions {
   signal?: AbortSignal;
   /** What holds the lock, recorded in it (for messages). */
   purpose?: string;
+  /** How often the held lock is touched (default LOCK_REFRESH_MS). */
+  refreshMs?: number;
 }
 
 export interface LockInfo {
@@ -82,6 +90,8 @@ export interface LockDir {
   read(file: string): Promise<{ raw: string; mtimeMs: number } | undefined>;
   /** Remove `file`; no error when it is gone already. */
   remove(file: string): Promise<void>;
+  /** Set `file`'s modification time to now. */
+  touch(file: string): Promise<void>;
 }
 
 export function localLockDir(dir: string): LockDir {
@@ -114,6 +124,10 @@ export function localLockDir(dir: string): LockDir {
       }
     },
     remove: (file) => fs.rm(path.join(dir, file), { force: true }),
+    touch: async (file) => {
+      const now = new Date();
+      await fs.utimes(path.join(dir, file), now, now);
+    },
   };
 }
 
@@ -129,10 +143,14 @@ async function readLock(dir: LockDir, file: string): Promise<{ raw: string; info
   return got;
 }
 
-/** Stale: its owner ran on this host and is gone, or it was never written and is old. */
-function isStale(l: { info?: LockInfo; mtimeMs: number }): boolean {
-  if (!l.info) return Date.now() - l.mtimeMs > UNREADABLE_STALE_MS;
-  return l.info.hostname === os.hostname() && !processAlive(l.info.pid);
+/**
+ * Stale: its owner ran on this host and is gone; or ran on another host and has not touched it
+ * for FOREIGN_STALE_MS; or it was never written and is old. Pure but for the pid check.
+ */
+export function isStale(l: { info?: LockInfo; mtimeMs: number }, now = Date.now()): boolean {
+  if (!l.info) return now - l.mtimeMs > UNREADABLE_STALE_MS;
+  if (l.info.hostname !== os.hostname()) return now - l.mtimeMs > FOREIGN_STALE_MS;
+  return !processAlive(l.info.pid);
 }
 
 function describeHolder(l: { info?: LockInfo }): string {
@@ -191,10 +209,14 @@ export async function acquireStoreLock(store: string | LockDir, opts: LockOption
   for (;;) {
     if (opts.signal?.aborted) throw opts.signal.reason as Error;
     if (await dir.create(LOCK_FILE, content)) {
+      // Touched while held, so that other hosts can tell it from one left by a run that died.
+      const refresh = setInterval(() => void dir.touch(LOCK_FILE).catch(() => {}), opts.refreshMs ?? LOCK_REFRESH_MS);
+      refresh.unref();
       return {
         path: file,
         info,
         async release() {
+          clearInterval(refresh);
           const now = await readLock(dir, LOCK_FILE).catch(() => undefined);
           if (now?.info?.token === info.token) await dir.remove(LOCK_FILE);
         },
@@ -207,7 +229,7 @@ export async function acquireStoreLock(store: string | LockDir, opts: LockOption
     }
     if (Date.now() >= deadline) {
       throw new LockedError(`the store ${dir.name} is locked by another ferry run: ${describeHolder(held)}`, held.info && held.info.hostname !== os.hostname()
-        ? `wait for it and retry, or raise --lock-timeout; if no ferry runs on ${held.info.hostname} any more, remove ${file}`
+        ? `wait for it and retry, or raise --lock-timeout; a lock of another host that is not touched for ${FOREIGN_STALE_MS / 60_000} minutes is taken over (its run died); to go on now, if no ferry runs on ${held.info.hostname} any more, remove ${file}`
         : `wait for it and retry, or raise --lock-timeout (now ${Math.round(opts.timeoutMs / 1000)}s)`);
     }
     if (!waited) {

@@ -103,6 +103,10 @@ export function sftpLockDir(sftp: SFTPWrapper, dir: string, base: string): LockD
         if (!(err instanceof NotFoundError)) throw err;
       });
     },
+    async touch(file) {
+      const now = Date.now() / 1000;
+      await call<void>(`touch ${at(file)}`, (cb) => sftp.utimes(at(file), now, now, cb as never));
+    },
   };
 }
 

@@ -10,7 +10,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -22,6 +22,7 @@ import type { ContainerSpec } from '../../src/engine/spec.js';
 import { silentProgress } from '../../src/pipeline/context.js';
 import { verifyOrQuarantine } from '../../src/pipeline/verify.js';
 import { LocalTransport } from '../../src/transport/local.js';
+import { acquireStoreLock } from '../../src/transport/lock.js';
 import { SshPool } from '../../src/ssh/client.js';
 import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, freePort, inspect, memberOffset, sshHome, uid } from '../helpers/lab.js';
 
@@ -746,6 +747,31 @@ describe('the store lock', () => {
     expect(r2.code).toBe(6);
     expect(r2.stderr).toMatch(/if no ferry runs on some-other-host any more, remove .*\.ferry\.lock/);
     expect(tarsIn(d)).toHaveLength(2);
+  });
+
+  it('a lock of another host that nobody touched for 15 minutes is taken over; one its holder keeps touching is not', async () => {
+    const d = path.join(dir, 'foreign');
+    mkdirSync(d);
+    for (const t of ['2024-03-02T00:00:00.000Z', '2024-03-01T00:00:00.000Z']) await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
+    const lock = path.join(d, '.ferry.lock');
+    writeFileSync(lock, lockOf(1, 'crashed-host'));
+    const old = (Date.now() - 16 * 60_000) / 1000;
+    utimesSync(lock, old, old);
+    const r = await ferry(['prune', d, '--keep-last', '1', '--lock-timeout', '0']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(tarsIn(d)).toEqual(['ferry-web-20240302T000000Z.tar']);
+    expect(existsSync(lock)).toBe(false);
+
+    // a held lock is touched while it is held, so it never looks like that
+    const held = await acquireStoreLock(d, { timeoutMs: 0, refreshMs: 50 });
+    try {
+      utimesSync(lock, old, old);
+      await new Promise((res) => setTimeout(res, 300));
+      expect(Date.now() - statSync(lock).mtimeMs).toBeLessThan(5000);
+    } finally {
+      await held.release();
+    }
+    expect(existsSync(lock)).toBe(false);
   });
 
   it('a stale lock (its process is gone) is taken over', async () => {
