@@ -494,6 +494,15 @@ describe('ferry verify <store>', () => {
     const ok = await ferry(['verify', d]);
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.stdout).toContain(': 1 bundle, 1 whole, 0 bad');
+    // an encrypted bundle without its passphrase: a usage error (exit 2), not a damaged store
+    const enc = await ferry(['backup', cache, '-o', d, '--encrypt'], { env: { FERRY_PASSPHRASE: 'store-secret' } });
+    expect(enc.code, enc.stderr).toBe(0);
+    const without = await ferry(['verify', d], { env: { FERRY_PASSPHRASE: undefined } });
+    expect(without.code, without.stderr).toBe(2);
+    expect(without.stderr).toMatch(/passphrase/i);
+    const withIt = await ferry(['verify', d], { env: { FERRY_PASSPHRASE: 'store-secret' } });
+    expect(withIt.code, withIt.stderr).toBe(0);
+    expect(withIt.stdout).toContain(': 2 bundles, 2 whole, 0 bad');
   });
 });
 

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import path from 'node:path';
+import { PassphraseError } from '../../bundle/crypto.js';
 import { BundleError, toFerryError } from '../../errors.js';
 import { openStore, type Store } from '../../pipeline/catalog.js';
 import type { RunContext } from '../../pipeline/context.js';
@@ -37,7 +38,8 @@ export async function verifyStore(store: Store, ctx: RunContext): Promise<Verify
     try {
       out.push(await verifyStream(await store.open(b), b, ctx));
     } catch (err) {
-      if (ctx.signal.aborted) throw err;
+      // Interrupted, or a passphrase missing or wrong (exit 2): not a verdict on the bundle.
+      if (ctx.signal.aborted || err instanceof PassphraseError) throw err;
       out.push({ bundle: b, ok: false, members: [{ name: 'bundle', kind: 'bundle', ok: false, problems: [toFerryError(err).message] }] });
     }
   }
