@@ -36,6 +36,10 @@ export interface EngineFacts {
   podman: boolean;
   containerdStore: boolean;
   loggingDriver?: string;
+  /** Reached over a unix socket: the engine runs on this very host (or in a VM that forwards its socket). */
+  local: boolean;
+  /** Rootless, or with user namespace remapping: owners on the host's disk are not those inside. */
+  remapped: boolean;
 }
 
 export type ContainerInspect = Docker.ContainerInspectInfo & { Config: Docker.ContainerInspectInfo['Config'] & Record<string, unknown> };
@@ -90,10 +94,13 @@ export class Engine {
     const bulk = bulkAddress(ep);
     let containerdStore = false;
     let loggingDriver: string | undefined;
+    // Unknown (info refused): assume remapped, so that nothing relies on host paths.
+    let remapped = true;
     try {
-      const info = (await docker.info()) as { DriverStatus?: [string, string][]; LoggingDriver?: string };
+      const info = (await docker.info()) as { DriverStatus?: [string, string][]; LoggingDriver?: string; SecurityOptions?: string[] | null };
       containerdStore = (info.DriverStatus ?? []).some(([k, v]) => k === 'driver-type' && /containerd/.test(v));
       loggingDriver = info.LoggingDriver;
+      remapped = (info.SecurityOptions ?? []).some((o) => /(^|,)name=(rootless|userns)(,|$)/.test(o));
     } catch {
       /* info is only advisory */
     }
@@ -108,6 +115,8 @@ export class Engine {
         podman,
         containerdStore,
         loggingDriver,
+        local: ep.kind === 'unix',
+        remapped,
       },
       opts.agent,
       opts.onClose ?? (() => {}),
@@ -534,6 +543,22 @@ export class Engine {
         ? this.bulkGet(`/containers/${encodeURIComponent(id)}/archive?path=${encodeURIComponent(path)}`)
         : (this.docker.getContainer(id).getArchive({ path }) as unknown as Promise<Readable>),
     );
+  }
+
+  /**
+   * HEAD /containers/{id}/archive: what the engine sees at `path` in the container (mode in Go's
+   * os.FileMode bits, mtime), from its X-Docker-Container-Path-Stat header. Undefined when absent.
+   */
+  async statPath(id: string, path: string): Promise<{ name: string; size: number; mode: number; mtime: string; linkTarget: string } | undefined> {
+    const res = (await this.call(`stat ${path} in container ${id}`, () => this.docker.getContainer(id).infoArchive({ path }) as unknown as Promise<Readable & { headers?: Record<string, string> }>)) as Readable & { headers?: Record<string, string> };
+    res.resume?.();
+    const h = res.headers?.['x-docker-container-path-stat'];
+    if (!h) return undefined;
+    try {
+      return JSON.parse(Buffer.from(h, 'base64').toString('utf8'));
+    } catch {
+      return undefined;
+    }
   }
 
   /** PUT /containers/{id}/archive: extract a tar stream at `path`. Resolves once the engine has extracted it. */

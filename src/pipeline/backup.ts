@@ -269,7 +269,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
           if (written.has(vname)) continue;
           written.add(vname);
           const v = volumes.find((x) => x.name === vname)!;
-          sources.push({ what: `volume ${v.name}`, member: v.member, open: () => openContainerVolumeReader(engine, c.spec, v.name) });
+          sources.push({ what: `volume ${v.name}`, member: v.member, open: () => openContainerVolumeReader(engine, c.spec, v.name, progress) });
         }
         for (const b of entry.binds) sources.push({ what: `bind ${b.hostPath}`, member: b.member, open: () => openBindReader(engine, c.spec.baseImage.id, b.hostPath) });
         for (const src of sources) {

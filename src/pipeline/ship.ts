@@ -150,7 +150,7 @@ export async function shipVolume(
   targetVolume: string,
   progress: Progress,
 ): Promise<number> {
-  const r = await openContainerVolumeReader(source, sourceSpec, volume);
+  const r = await openContainerVolumeReader(source, sourceSpec, volume, progress);
   let bytes = 0;
   try {
     const counted = counter((n) => {

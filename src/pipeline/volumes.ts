@@ -7,7 +7,8 @@
  * entrypoint that is never run, no network, and the volume mounted read-only at a path the image
  * does not have, with no copy-up. Restore: from an empty image imported on the spot. A volume
  * that its own (quiesced) container mounts with nothing else mounted inside it is read straight
- * from that container instead (inPlaceVolumePath), as `docker cp` would.
+ * from that container instead (inPlaceVolumePath), as `docker cp` would. On the engine's own host,
+ * as root, a volume is read from the disk (host-volume.ts), without the engine.
  */
 import { randomBytes } from 'node:crypto';
 import { PassThrough, Writable, type Readable } from 'node:stream';
@@ -18,6 +19,8 @@ import { alive } from '../util/state.js';
 import { EngineError } from '../errors.js';
 import { demux } from '../engine/demux.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
+import type { Progress } from './context.js';
+import { openHostVolumeReader } from './host-volume.js';
 
 const MOUNT = '/.ferry-data';
 
@@ -219,7 +222,13 @@ export async function openContainerVolumeReader(
   engine: Engine,
   spec: Parameters<typeof inPlaceVolumePath>[0] & { sourceId: string; baseImage: { id: string } },
   volume: string,
+  progress?: Progress,
 ): Promise<{ stream: Readable; done: () => Promise<void> }> {
+  const host = await openHostVolumeReader(engine, spec, volume, progress);
+  if (host) {
+    progress?.info(`volume ${volume}: read from ${host.dir} on this host`);
+    return host;
+  }
   const inPlace = engine.facts.podman ? undefined : inPlaceVolumePath(spec, volume);
   if (!inPlace) return openVolumeReader(engine, spec.baseImage.id, volume);
   const stream = await engine.getArchive(spec.sourceId, `${inPlace}/.`);

@@ -21,9 +21,16 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** Whether a tar of ferry's reads the directory `mp` (a volume read from the host disk). */
+function tarRunsOn(mp: string): boolean {
+  const r = spawnSync('pgrep', ['-f', '--', `^tar .*--directory=${mp} `]);
+  if (r.status !== 0 && r.status !== 1) throw new Error(`pgrep: ${r.stderr}`);
+  return r.status === 0;
+}
+
 /** Start `ferry backup container -o out`, and SIGKILL it 0.3 s into its volume copy (`whileCopying` runs first). */
-async function killMidVolume(container: string, out: string, whileCopying?: () => void): Promise<void> {
-  const child = spawn('node', [BIN, 'backup', container, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+async function killMidVolume(container: string, out: string, whileCopying?: () => void, extraEnv: Record<string, string> = {}): Promise<void> {
+  const child = spawn('node', [BIN, 'backup', container, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, ...extraEnv } });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const closed = new Promise((r) => child.on('close', r));
@@ -40,11 +47,12 @@ async function killMidVolume(container: string, out: string, whileCopying?: () =
 describe('killed mid-backup', () => {
   it('SIGKILL leaves the container paused; the next run says so and resumes it; temporaries are cleaned', async () => {
     // A tmpfs inside the volume's path: the volume is then read through a helper (read in place,
-    // the tmpfs would come along), whose sweep by the next run is checked below.
+    // the tmpfs would come along), whose sweep by the next run is checked below. Through the
+    // engine (FERRY_HOST_VOLUMES=0), as for a remote engine: from the host's disk, no helper is made.
     docker(['run', '-d', '--name', name, '-v', `${name}:/v`, '--tmpfs', '/v/run', BUSYBOX, 'sleep', '100000']);
     docker(['exec', name, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=300 2>/dev/null']);
     const out = path.join(dir, 'store');
-    await killMidVolume(name, out);
+    await killMidVolume(name, out, undefined, { FERRY_HOST_VOLUMES: '0' });
     expect(inspect('container', name).State.Paused).toBe(true); // nobody could resume it
     // no file that looks like a finished bundle; only the hidden temporary
     expect(readdirSync(out).filter((f) => f.endsWith('.tar'))).toEqual([]);
@@ -69,14 +77,29 @@ describe('killed mid-backup', () => {
     expect(st.Running).toBe(true);
   });
 
-  it('a volume read straight from its container: no helper is made, and after a SIGKILL the next run resumes the container', async () => {
-    const n = `${name}-3`;
+  it.each([
+    ['straight from its container (through the engine)', { FERRY_HOST_VOLUMES: '0' }],
+    ['from the host disk', {}],
+  ])('a volume read %s: no helper is made, and after a SIGKILL the next run resumes the container', async (how, extraEnv) => {
+    const n = `${name}-3${'FERRY_HOST_VOLUMES' in extraEnv ? 'e' : 'h'}`;
     docker(['run', '-d', '--name', n, '-v', `${n}:/v`, BUSYBOX, 'sleep', '100000']);
     try {
       docker(['exec', n, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=300 2>/dev/null']);
-      const out = path.join(dir, 'store3');
-      await killMidVolume(n, out, () => expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'])).toBe(''));
+      const out = path.join(dir, `store3-${n}`);
+      const mp = inspect('volume', n).Mountpoint as string;
+      const fromHost = !('FERRY_HOST_VOLUMES' in extraEnv);
+      await killMidVolume(
+        n,
+        out,
+        () => {
+          expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'])).toBe('');
+          expect(tarRunsOn(mp), how).toBe(fromHost);
+        },
+        extraEnv,
+      );
       expect(inspect('container', n).State.Paused).toBe(true);
+      // no tar of the killed run goes on reading the volume (its output pipe is gone)
+      await waitFor(`no tar left on ${mp}`, () => !tarRunsOn(mp), 10_000);
       const r = await ferry(['backup', n, '-o', out, '--compress', 'none'], { env });
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toMatch(/left paused by a ferry run/);

@@ -1,0 +1,177 @@
+/**
+ * Volumes read from the engine host's disk (ferry as root beside a local engine): GNU tar on the
+ * volume's directory instead of the engine's archive endpoint. The archive must be the engine's
+ * own, entry for entry, and restore the same data; anything the disk would get wrong goes through
+ * the engine; a tar that fails half-way fails the backup and leaves no bundle.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import * as tarStream from 'tar-stream';
+import { afterAll, describe, expect, it } from 'vitest';
+import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, uid, volumeListing } from '../helpers/lab.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'ferry-hostvol-'));
+const name = uid('hv');
+const made = { containers: [name, `${name}-r`, `${name}-opt`, `${name}-fail`, `${name}-m`], volumes: [name, `${name}-r`, `${name}-opt`, `${name}-fail`, `${name}-m`] };
+
+afterAll(() => {
+  cleanup(ENGINE_A, made);
+  cleanup(ENGINE_B, made);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const mountpoint = (v: string) => inspect('volume', v).Mountpoint as string;
+
+/** Every entry of the volume member of a bundle (written with --compress none): headers, xattrs and a hash of the data. */
+async function volumeEntries(bundleFile: string, volume: string): Promise<Map<string, Record<string, unknown>>> {
+  const c = spawn('tar', ['-xOf', bundleFile, `volumes/${volume}.tar`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const ex = tarStream.extract();
+  c.stdout.pipe(ex);
+  const out = new Map<string, Record<string, unknown>>();
+  for await (const e of ex) {
+    const h = e.header;
+    const hash = createHash('sha256');
+    for await (const b of e) hash.update(b as Buffer);
+    const pax = (h.pax ?? {}) as Record<string, string>;
+    out.set(h.name.replace(/^\.\//, '').replace(/\/$/, ''), {
+      type: h.type,
+      mode: (h.mode ?? 0) & 0o7777,
+      uid: pax.uid ?? h.uid,
+      gid: pax.gid ?? h.gid,
+      size: h.size,
+      mtime: Math.floor((h.mtime?.getTime() ?? 0) / 1000),
+      linkname: h.linkname ?? null,
+      dev: `${h.devmajor ?? 0}:${h.devminor ?? 0}`,
+      xattrs: Object.fromEntries(Object.entries(pax).filter(([k]) => k.startsWith('SCHILY.xattr.'))),
+      sha: hash.digest('hex').slice(0, 16),
+    });
+  }
+  return out;
+}
+
+function onlyBundle(d: string): string {
+  const tars = readdirSync(d).filter((f) => f.endsWith('.tar'));
+  expect(tars).toHaveLength(1);
+  return path.join(d, tars[0]!);
+}
+
+function sh(cmd: string): string {
+  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** An xattr of a file on this host, in hex (Python's os.getxattr: no attr tools on the lab host). */
+function xattr(file: string, key: string): string {
+  return sh(`python3 -c "import os,sys; print(os.getxattr(sys.argv[1], sys.argv[2]).hex())" '${file}' '${key}'`);
+}
+
+describe('volumes read from the host disk', () => {
+  it('backup reads a local volume with tar on the host; the archive is the engine`s own, entry for entry, and restores the same data', async () => {
+    docker(['run', '-d', '--name', name, '-v', `${name}:/data`, BUSYBOX, 'sleep', '100000']);
+    docker(['exec', name, 'sh', '-c', AWKWARD_DATA]);
+    // What AWKWARD_DATA lacks: a fifo, a device node, a 120-byte name, a path past 155 bytes, a
+    // symlink target past 100 bytes, a sparse file, a user xattr and a file capability.
+    const mp = mountpoint(name);
+    sh(
+      [
+        `cd '${mp}'`,
+        'mkfifo fifo',
+        'mknod null-dev c 1 3',
+        `echo long > ${'n'.repeat(120)}`,
+        `mkdir -p ${'p'.repeat(90)}/${'q'.repeat(90)} && echo deep > ${'p'.repeat(90)}/${'q'.repeat(90)}/f`,
+        `ln -s /nonexistent/${'x'.repeat(150)} longsym`,
+        'truncate -s 64M sparse && printf x | dd of=sparse bs=1 seek=30000000 conv=notrunc status=none',
+        `python3 -c "import os; os.setxattr('www/index.html', 'user.origin', b'ferry'); os.setxattr('owned', 'security.capability', bytes.fromhex('0100000200040000000000000000000000000000'))"`,
+      ].join(' && '),
+    );
+    const before = volumeListing(name);
+
+    const host = path.join(dir, 'host');
+    const r = await ferry(['backup', name, '-o', host, '--compress', 'none']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`volume ${name}: read from ${mp} on this host`);
+    const eng = path.join(dir, 'engine');
+    const e = await ferry(['backup', name, '-o', eng, '--compress', 'none'], { env: { FERRY_HOST_VOLUMES: '0' } });
+    expect(e.code, e.stderr).toBe(0);
+    expect(e.stderr).not.toContain('on this host');
+
+    const a = await volumeEntries(onlyBundle(host), name);
+    const b = await volumeEntries(onlyBundle(eng), name);
+    expect([...a.keys()]).toEqual([...b.keys()]); // the same entries, in the same order
+    expect(a.size).toBeGreaterThan(20);
+    for (const [k, want] of b) {
+      const got = a.get(k)!;
+      // The engine keeps only the capability; the host's tar keeps user xattrs too.
+      const { xattrs: gx, ...g } = got as { xattrs: Record<string, string> };
+      const { xattrs: wx, ...w } = want as { xattrs: Record<string, string> };
+      expect(g, k).toEqual(w);
+      expect(gx, k).toEqual({ ...wx, ...(k === 'www/index.html' ? { 'SCHILY.xattr.user.origin': 'ferry' } : {}) });
+    }
+    expect(a.get('owned')!.xattrs).toHaveProperty(['SCHILY.xattr.security.capability']);
+    expect(a.get('sparse')!.size).toBe(64 << 20);
+
+    // restored under another name: the same listing, xattrs and all
+    const rr = await ferry(['restore', onlyBundle(host), '--name', `${name}-r`, '--map-volume', `${name}=${name}-r`]);
+    expect(rr.code, rr.stderr).toBe(0);
+    expect(volumeListing(`${name}-r`)).toBe(before);
+    const rmp = mountpoint(`${name}-r`);
+    expect(xattr(path.join(rmp, 'www/index.html'), 'user.origin')).toBe(Buffer.from('ferry').toString('hex'));
+    expect(xattr(path.join(rmp, 'owned'), 'security.capability')).toBe('0100000200040000000000000000000000000000');
+    expect(inspect('container', `${name}-r`).State.Running).toBe(true);
+    expect(inspect('container', name).State.Running).toBe(true); // and the source runs on
+  });
+
+  it('a volume with driver options (its directory is a mount made only while in use) goes through the engine', async () => {
+    const src = path.join(dir, 'bind-src');
+    mkdirSync(src);
+    writeFileSync(path.join(src, 'payload'), 'behind a bind of the local driver\n');
+    const v = `${name}-opt`;
+    docker(['volume', 'create', '--driver', 'local', '--opt', 'type=none', '--opt', 'o=bind', '--opt', `device=${src}`, v]);
+    docker(['create', '--name', v, '-v', `${v}:/data`, BUSYBOX, 'sleep', '100000']); // created, never started: nothing mounted
+    const out = path.join(dir, 'opt');
+    const r = await ferry(['backup', v, '-o', out, '--compress', 'none']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).not.toContain('on this host');
+    const entries = await volumeEntries(onlyBundle(out), v);
+    expect(entries.get('payload')).toMatchObject({ size: 34 });
+  });
+
+  it('a tar that fails half-way fails the backup (exit 8): no bundle, and the container runs on', async () => {
+    const n = `${name}-fail`;
+    docker(['run', '-d', '--name', n, '-v', `${n}:/data`, BUSYBOX, 'sleep', '100000']);
+    docker(['exec', n, 'sh', '-c', 'dd if=/dev/urandom of=/data/blob bs=1M count=8 2>/dev/null']);
+    const bin = path.join(dir, 'fake-bin');
+    mkdirSync(bin);
+    // GNU tar as far as --version goes; then a read error after 300 kB of a valid archive
+    writeFileSync(
+      path.join(bin, 'tar'),
+      '#!/bin/sh\nif [ "$1" = --version ]; then exec /usr/bin/tar --version; fi\n/usr/bin/tar "$@" | head -c 300000\necho "tar: ./blob: Read error at byte 0: Input/output error" >&2\nexit 2\n',
+    );
+    chmodSync(path.join(bin, 'tar'), 0o755);
+    const out = path.join(dir, 'fail');
+    const r = await ferry(['backup', n, '-o', out, '--compress', 'none'], { env: { PATH: `${bin}:${process.env.PATH}` } });
+    expect(r.code, r.stderr).toBe(8);
+    expect(r.stderr).toMatch(/tar could not read volume .* \(exit 2\): tar: \.\/blob: Read error/);
+    expect(r.stderr).toContain('FERRY_HOST_VOLUMES=0');
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(readdirSync(out).filter((f) => !f.startsWith('.'))).toEqual([]);
+    const st = inspect('container', n).State;
+    expect(st.Running && !st.Paused).toBe(true);
+  });
+
+  it('migrate reads the source volume from the host as well', async () => {
+    const n = `${name}-m`;
+    docker(['run', '-d', '--name', n, '-v', `${n}:/data`, BUSYBOX, 'sleep', '100000']);
+    docker(['exec', n, 'sh', '-c', AWKWARD_DATA]);
+    const before = volumeListing(n);
+    const r = await ferry(['migrate', n, '--to', ENGINE_B]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`volume ${n}: read from ${mountpoint(n)} on this host`);
+    expect(volumeListing(n, ENGINE_B)).toBe(before);
+    expect(inspect('container', n, ENGINE_B).State.Running).toBe(true);
+  });
+});
