@@ -6,7 +6,6 @@
  * Callers must treat what they did with a member as provisional until members() has finished.
  */
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
@@ -186,8 +185,20 @@ export class BundleReader {
                 yield chunk;
               }
             };
+            // Waits for room (or the end) without leaving listeners behind: a slow consumer
+            // makes it wait thousands of times per member.
+            const room = () =>
+              new Promise<void>((resolve) => {
+                const go = () => {
+                  out.off('drain', go);
+                  out.off('close', go);
+                  resolve();
+                };
+                out.on('drain', go);
+                out.on('close', go);
+              });
             const forward = async (src: AsyncIterable<Buffer>) => {
-              for await (const chunk of src) if (!out.destroyed && !out.write(chunk)) await Promise.race([once(out, 'drain'), once(out, 'close')]);
+              for await (const chunk of src) if (!out.destroyed && !out.write(chunk)) await room();
             };
             if (perPart) {
               const part = pm ? `${name} (part ${parts - 1})` : name;

@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { SshPool } from '../ssh/client.js';
 import { UsageError } from '../errors.js';
 import { Engine } from './engine.js';
+import { localShell, sshShell } from './host.js';
 import { parseEngineUrl, resolveEndpoint, type Endpoint, type EndpointEnv } from './endpoint.js';
 
 export interface EngineDeps {
@@ -31,7 +32,11 @@ function sshAgent(open: () => Promise<Duplex>): http.Agent {
 }
 
 export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise<Engine> {
-  if (ep.kind !== 'ssh') return Engine.connect(ep);
+  if (ep.kind !== 'ssh') {
+    const e = await Engine.connect(ep);
+    if (ep.kind === 'unix') e.host = localShell;
+    return e;
+  }
   if (!deps.ssh) throw new UsageError(`engine ${ep.source}: ssh:// engines need an SSH session`);
   const pool = deps.ssh;
   const target = { user: ep.user, host: ep.host, port: ep.port };
@@ -50,6 +55,8 @@ export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise
   };
   const engine = await Engine.connect(ep, { agent: sshAgent(open) });
   engine.prepareCleanup = () => pool.allowReconnect();
+  // The engine's own socket path on that host: its volumes' directories are there too.
+  engine.host = sshShell(pool, target, `ssh://${ep.host}`);
   return engine;
 }
 

@@ -2,6 +2,7 @@
  * The one module that owns dockerode. Everything above talks to an Engine; every Docker error
  * leaves here as a FerryError that says what failed.
  */
+import type { HostShell } from './host.js';
 import http from 'node:http';
 import { hostname } from 'node:os';
 import { Readable, Writable } from 'node:stream';
@@ -72,6 +73,9 @@ export class Engine {
     /** Where bulk GETs go straight to the socket (unix and plain TCP engines), with the API prefix. */
     private readonly bulk: { address: BulkAddress; prefix: string } | undefined,
   ) {}
+
+  /** Commands on the engine's host (this machine, or the SSH host); absent for a TCP engine. */
+  host?: HostShell;
 
   /** Connect and negotiate the API version from /version (never pinned). */
   static async connect(ep: Endpoint, opts: { agent?: http.Agent; onClose?: () => void } = {}): Promise<Engine> {

@@ -284,7 +284,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
         const name = await createVolume(engine, v.anonymous ? v : { ...v, name: target.to }, target.replace ? 'replace' : 'fail', undo, progress);
         volumeNames[v0.name] = name;
         progress.step(`fill volume ${name} from ${mp.name}`);
-        await fillVolume(engine, await holder(), name, member.stream);
+        await fillVolume(engine, await holder(), name, member.stream, progress);
       } else if (mp.kind === 'bind') {
         const b = m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);
         if (!b) continue;
@@ -292,7 +292,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
         if (bv) {
           const name = await createVolume(engine, bv, 'fail', undo, progress);
           progress.step(`fill volume ${name} from ${mp.name} (bind data for ${b.hostPath})`);
-          await fillVolume(engine, await holder(), name, member.stream);
+          await fillVolume(engine, await holder(), name, member.stream, progress);
           continue;
         }
         const hostPath = rw?.bindPath?.(b) ?? b.hostPath;

@@ -158,7 +158,7 @@ export async function shipVolume(
       progress.bytes(`volume ${volume}`, n);
     });
     r.stream.on('error', (err) => counted.destroy(err));
-    await fillVolume(target, targetImage, targetVolume, r.stream.pipe(counted));
+    await fillVolume(target, targetImage, targetVolume, r.stream.pipe(counted), progress);
   } finally {
     // A half-read archive GET holds the helper's lock on the source engine: close it before the
     // helper is removed, or the removal waits forever.

@@ -20,7 +20,7 @@ import { EngineError } from '../errors.js';
 import { demux } from '../engine/demux.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
 import type { Progress } from './context.js';
-import { openHostVolumeReader } from './host-volume.js';
+import { openHostVolumeReader, writeHostVolume } from './host-volume.js';
 
 const MOUNT = '/.ferry-data';
 
@@ -226,7 +226,7 @@ export async function openContainerVolumeReader(
 ): Promise<{ stream: Readable; done: () => Promise<void> }> {
   const host = await openHostVolumeReader(engine, spec, volume, progress);
   if (host) {
-    progress?.info(`volume ${volume}: read from ${host.dir} on this host`);
+    progress?.info(`volume ${volume}: read from ${host.dir} on ${host.where}`);
     return host;
   }
   const inPlace = engine.facts.podman ? undefined : inPlaceVolumePath(spec, volume);
@@ -246,14 +246,20 @@ export function openBindReader(engine: Engine, image: string, hostPath: string) 
 }
 
 /**
- * Extract a tar stream (as produced by openVolumeReader) into a volume. The volume is mounted one
+ * Extract a tar stream (as produced by openVolumeReader) into a volume: on the engine's host with
+ * its tar where ferry can (host-volume.ts), else through the engine. The volume is mounted one
  * level down (`MOUNT/v`) so that the root's owner, mode and mtime can be applied afterwards with
  * a one-entry tar extracted into MOUNT: the engine does not apply a `./` entry to the target.
  */
-export async function fillVolume(engine: Engine, image: string, volume: string, data: Readable): Promise<void> {
+export async function fillVolume(engine: Engine, image: string, volume: string, data: Readable, progress?: Progress): Promise<void> {
   const target = `${MOUNT}/v`;
   const holder = await createHolder(engine, image, { Type: 'volume', Source: volume, Target: target, VolumeOptions: { NoCopy: true } });
   try {
+    // On the engine's host, as root: straight into the volume's directory (host-volume.ts).
+    if (await writeHostVolume(engine, volume, () => engine.statPath(holder.id, target), data, progress)) {
+      await holder.remove();
+      return;
+    }
     // Podman chowns (and chmods) a new volume's root to the container's mount point the first
     // time a container using it starts, which would undo the root's owner and mode written below
     // as soon as the restored container starts. A start of the holder, which fails (it has

@@ -211,7 +211,11 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
       return new Promise((resolve, reject) => {
         client.exec(command, (err, ch) => {
           if (err) return reject(new EngineError(`ssh ${describe}: ${command}: ${err.message}`, { cause: err }));
-          const exitCode = new Promise<number | null>((res) => ch.once('exit', (code: number | null) => res(code)));
+          // No exit status when the connection drops: the channel is closed (destroyed) instead.
+          const exitCode = new Promise<number | null>((res) => {
+            ch.once('exit', (code: number | null) => res(code));
+            ch.once('close', () => res(null));
+          });
           resolve(Object.assign(track(ch as unknown as Duplex), { stderr: ch.stderr, exitCode }));
         });
       });

@@ -11,11 +11,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as tarStream from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, uid, volumeListing } from '../helpers/lab.js';
+import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sshHome, uid, volumeListing } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-hostvol-'));
 const name = uid('hv');
-const made = { containers: [name, `${name}-r`, `${name}-opt`, `${name}-fail`, `${name}-m`], volumes: [name, `${name}-r`, `${name}-opt`, `${name}-fail`, `${name}-m`] };
+const all = ['', '-r', '-r0', '-opt', '-fail', '-wfail', '-m', '-s'].map((x) => `${name}${x}`);
+const made = { containers: all, volumes: all };
 
 afterAll(() => {
   cleanup(ENGINE_A, made);
@@ -23,7 +24,19 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const mountpoint = (v: string) => inspect('volume', v).Mountpoint as string;
+const mountpoint = (v: string, host = ENGINE_A) => inspect('volume', v, host).Mountpoint as string;
+
+/** A `tar` first on PATH that is GNU tar for --version and fails (exit 2) after `afterBytes` of its work. */
+function failingTar(bin: string, mode: 'create' | 'extract', afterBytes: number): string {
+  mkdirSync(bin, { recursive: true });
+  const body =
+    mode === 'create'
+      ? `/usr/bin/tar "$@" | head -c ${afterBytes}\necho "tar: ./blob: Read error at byte 0: Input/output error" >&2\nexit 2\n`
+      : `case "$*" in *--extract*) head -c ${afterBytes} | /usr/bin/tar "$@"; cat > /dev/null; echo "tar: ./blob: Cannot write: No space left on device" >&2; exit 2;; esac\nexec /usr/bin/tar "$@"\n`;
+  writeFileSync(path.join(bin, 'tar'), `#!/bin/sh\nif [ "$1" = --version ]; then exec /usr/bin/tar --version; fi\n${body}`);
+  chmodSync(path.join(bin, 'tar'), 0o755);
+  return `${bin}:${process.env.PATH}`;
+}
 
 /** Every entry of the volume member of a bundle (written with --compress none): headers, xattrs and a hash of the data. */
 async function volumeEntries(bundleFile: string, volume: string): Promise<Map<string, Record<string, unknown>>> {
@@ -117,12 +130,19 @@ describe('volumes read from the host disk', () => {
     // restored under another name: the same listing, xattrs and all
     const rr = await ferry(['restore', onlyBundle(host), '--name', `${name}-r`, '--map-volume', `${name}=${name}-r`]);
     expect(rr.code, rr.stderr).toBe(0);
+    expect(rr.stderr).toContain(`volume ${name}-r: written into ${mountpoint(`${name}-r`)} on this host`);
     expect(volumeListing(`${name}-r`)).toBe(before);
     const rmp = mountpoint(`${name}-r`);
     expect(xattr(path.join(rmp, 'www/index.html'), 'user.origin')).toBe(Buffer.from('ferry').toString('hex'));
     expect(xattr(path.join(rmp, 'owned'), 'security.capability')).toBe('0100000200040000000000000000000000000000');
     expect(inspect('container', `${name}-r`).State.Running).toBe(true);
     expect(inspect('container', name).State.Running).toBe(true); // and the source runs on
+
+    // the engine's bundle, restored through the engine, gives the same listing
+    const r0 = await ferry(['restore', onlyBundle(eng), '--name', `${name}-r0`, '--map-volume', `${name}=${name}-r0`], { env: { FERRY_HOST_VOLUMES: '0' } });
+    expect(r0.code, r0.stderr).toBe(0);
+    expect(r0.stderr).not.toContain('on this host');
+    expect(volumeListing(`${name}-r0`)).toBe(before);
   });
 
   it('a volume with driver options (its directory is a mount made only while in use) goes through the engine', async () => {
@@ -144,16 +164,10 @@ describe('volumes read from the host disk', () => {
     const n = `${name}-fail`;
     docker(['run', '-d', '--name', n, '-v', `${n}:/data`, BUSYBOX, 'sleep', '100000']);
     docker(['exec', n, 'sh', '-c', 'dd if=/dev/urandom of=/data/blob bs=1M count=8 2>/dev/null']);
-    const bin = path.join(dir, 'fake-bin');
-    mkdirSync(bin);
     // GNU tar as far as --version goes; then a read error after 300 kB of a valid archive
-    writeFileSync(
-      path.join(bin, 'tar'),
-      '#!/bin/sh\nif [ "$1" = --version ]; then exec /usr/bin/tar --version; fi\n/usr/bin/tar "$@" | head -c 300000\necho "tar: ./blob: Read error at byte 0: Input/output error" >&2\nexit 2\n',
-    );
-    chmodSync(path.join(bin, 'tar'), 0o755);
+    const PATH = failingTar(path.join(dir, 'fake-read'), 'create', 300_000);
     const out = path.join(dir, 'fail');
-    const r = await ferry(['backup', n, '-o', out, '--compress', 'none'], { env: { PATH: `${bin}:${process.env.PATH}` } });
+    const r = await ferry(['backup', n, '-o', out, '--compress', 'none'], { env: { PATH } });
     expect(r.code, r.stderr).toBe(8);
     expect(r.stderr).toMatch(/tar could not read volume .* \(exit 2\): tar: \.\/blob: Read error/);
     expect(r.stderr).toContain('FERRY_HOST_VOLUMES=0');
@@ -161,6 +175,24 @@ describe('volumes read from the host disk', () => {
     expect(readdirSync(out).filter((f) => !f.startsWith('.'))).toEqual([]);
     const st = inspect('container', n).State;
     expect(st.Running && !st.Paused).toBe(true);
+  });
+
+  it('a tar that fails half-way through a restore fails it (exit 8) and leaves neither the volume nor the container', async () => {
+    const n = `${name}-wfail`;
+    docker(['run', '-d', '--name', n, '-v', `${n}:/data`, BUSYBOX, 'sleep', '100000']);
+    docker(['exec', n, 'sh', '-c', 'dd if=/dev/urandom of=/data/blob bs=1M count=8 2>/dev/null']);
+    const out = path.join(dir, 'wfail');
+    const b = await ferry(['backup', n, '-o', out]);
+    expect(b.code, b.stderr).toBe(0);
+    const PATH = failingTar(path.join(dir, 'fake-write'), 'extract', 1_000_000);
+    const r = await ferry(['restore', onlyBundle(out), '--name', `${n}-x`, '--map-volume', `${n}=${n}-x`], { env: { PATH } });
+    expect(r.code, r.stderr).toBe(8);
+    expect(r.stderr).toMatch(/tar could not write volume .*-x into .* on this host \(exit 2\):[^]*tar: \.\/blob: Cannot write: No space left on device/);
+    expect(r.stderr).not.toMatch(/MaxListenersExceeded|Warning:/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(docker(['volume', 'ls', '-q', '--filter', `name=${n}-x`])).toBe('');
+    expect(docker(['ps', '-a', '-q', '--filter', `name=${n}-x`])).toBe('');
+    expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'])).toBe('');
   });
 
   it('migrate reads the source volume from the host as well', async () => {
@@ -171,6 +203,20 @@ describe('volumes read from the host disk', () => {
     const r = await ferry(['migrate', n, '--to', ENGINE_B]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain(`volume ${n}: read from ${mountpoint(n)} on this host`);
+    expect(r.stderr).toContain(`volume ${n}: written into ${mountpoint(n, ENGINE_B)} on this host`);
+    expect(volumeListing(n, ENGINE_B)).toBe(before);
+    expect(inspect('container', n, ENGINE_B).State.Running).toBe(true);
+  });
+
+  it('migrate to ssh://: the target volume is written by tar on the SSH host, over the same connection', async () => {
+    const n = `${name}-s`;
+    docker(['run', '-d', '--name', n, '-v', `${n}:/data`, BUSYBOX, 'sleep', '100000']);
+    docker(['exec', n, 'sh', '-c', AWKWARD_DATA]);
+    const before = volumeListing(n);
+    const { home } = sshHome(path.join(dir, 'ssh'));
+    const r = await ferry(['migrate', n, '--to', 'ssh://newhost'], { env: { HOME: home } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`volume ${n}: written into ${mountpoint(n, ENGINE_B)} on ssh://newhost`);
     expect(volumeListing(n, ENGINE_B)).toBe(before);
     expect(inspect('container', n, ENGINE_B).State.Running).toBe(true);
   });

@@ -1,30 +1,28 @@
 import { describe, expect, it } from 'vitest';
-import { hostReadRefusal, hostTarArgs, rfc3339Nanos, sameDirectory } from '../../src/pipeline/host-volume.js';
+import { shellQuote } from '../../src/engine/host.js';
+import { hostAccessRefusal, hostTarArgs, hostUntarArgs, parseStat, rfc3339Nanos, sameDirectory } from '../../src/pipeline/host-volume.js';
 
-const facts = { local: true, podman: false, remapped: false };
+const facts = { host: true, podman: false, remapped: false };
 const vol = { Driver: 'local', Options: null, Mountpoint: '/var/lib/docker/volumes/data/_data' };
-const root = { uid: 0, setting: undefined };
 
-describe('hostReadRefusal: when a volume is read from the host disk', () => {
-  it('a plain local volume of a local engine, ferry as root: yes', () => {
-    expect(hostReadRefusal(facts, vol, root)).toBeUndefined();
-    expect(hostReadRefusal(facts, { ...vol, Options: {} }, root)).toBeUndefined();
-    expect(hostReadRefusal(facts, vol, { uid: 0, setting: '1' })).toBeUndefined();
+describe('hostAccessRefusal: when a volume is reached on the host disk', () => {
+  it('a plain local volume of an engine whose host ferry can run commands on: yes', () => {
+    expect(hostAccessRefusal(facts, vol, undefined)).toBeUndefined();
+    expect(hostAccessRefusal(facts, { ...vol, Options: {} }, undefined)).toBeUndefined();
+    expect(hostAccessRefusal(facts, vol, '1')).toBeUndefined();
   });
   it('anything else goes through the engine, with the reason', () => {
-    expect(hostReadRefusal(facts, vol, { uid: 0, setting: '0' })).toMatch(/FERRY_HOST_VOLUMES=0/);
-    expect(hostReadRefusal(facts, vol, { uid: 0, setting: 'off' })).toMatch(/FERRY_HOST_VOLUMES=off/);
-    expect(hostReadRefusal(facts, vol, { uid: 1000, setting: undefined })).toMatch(/not root/);
-    expect(hostReadRefusal(facts, vol, { uid: undefined, setting: undefined })).toMatch(/not root/);
-    expect(hostReadRefusal({ ...facts, local: false }, vol, root)).toMatch(/not on this host/);
-    expect(hostReadRefusal({ ...facts, podman: true }, vol, root)).toMatch(/Podman/);
-    expect(hostReadRefusal({ ...facts, remapped: true }, vol, root)).toMatch(/remaps/);
-    expect(hostReadRefusal(facts, undefined, root)).toMatch(/no such volume/);
-    expect(hostReadRefusal(facts, { ...vol, Driver: 'rexray' }, root)).toMatch(/driver rexray/);
+    expect(hostAccessRefusal(facts, vol, '0')).toMatch(/FERRY_HOST_VOLUMES=0/);
+    expect(hostAccessRefusal(facts, vol, 'off')).toMatch(/FERRY_HOST_VOLUMES=off/);
+    expect(hostAccessRefusal({ ...facts, host: false }, vol, undefined)).toMatch(/TCP engine/);
+    expect(hostAccessRefusal({ ...facts, podman: true }, vol, undefined)).toMatch(/Podman/);
+    expect(hostAccessRefusal({ ...facts, remapped: true }, vol, undefined)).toMatch(/remaps/);
+    expect(hostAccessRefusal(facts, undefined, undefined)).toMatch(/no such volume/);
+    expect(hostAccessRefusal(facts, { ...vol, Driver: 'rexray' }, undefined)).toMatch(/driver rexray/);
     // an NFS or bind mount of the local driver: the directory is empty while no container runs
-    expect(hostReadRefusal(facts, { ...vol, Options: { type: 'nfs', o: 'addr=10.0.0.1', device: ':/export' } }, root)).toMatch(/driver options/);
-    expect(hostReadRefusal(facts, { ...vol, Mountpoint: '' }, root)).toMatch(/mount point/);
-    expect(hostReadRefusal(facts, { ...vol, Mountpoint: 'relative/_data' }, root)).toMatch(/mount point/);
+    expect(hostAccessRefusal(facts, { ...vol, Options: { type: 'nfs', o: 'addr=10.0.0.1', device: ':/export' } }, undefined)).toMatch(/driver options/);
+    expect(hostAccessRefusal(facts, { ...vol, Mountpoint: '' }, undefined)).toMatch(/mount point/);
+    expect(hostAccessRefusal(facts, { ...vol, Mountpoint: 'relative/_data' }, undefined)).toMatch(/mount point/);
   });
 });
 
@@ -56,5 +54,30 @@ describe('hostTarArgs', () => {
     expect(a).toEqual(expect.arrayContaining(['--create', '--file=-', '--format=posix', '--numeric-owner', '--sort=name', '--xattrs', '--xattrs-include=security.capability', '--xattrs-include=user.*', '--pax-option=delete=atime,delete=ctime,delete=mtime']));
     expect(a.at(-1)).toBe('.');
     expect(a).not.toContain('--one-file-system'); // the container sees what is mounted inside (rbind)
+  });
+});
+
+describe('parseStat', () => {
+  it('reads `stat --format=%f:%.9Y`', () => {
+    expect(parseStat('41e8:1796276885.779145866\n')).toEqual({ mode: 0o40750, mtimeNs: 1796276885779145866n, isDirectory: true });
+    expect(parseStat('81a4:1796276885.000000000')).toMatchObject({ isDirectory: false });
+    expect(parseStat('41e8:1796276885')).toBeUndefined(); // a stat without nanoseconds: not trusted
+    expect(parseStat('stat: cannot stat')).toBeUndefined();
+  });
+});
+
+describe('hostUntarArgs', () => {
+  it('extracts as the engine does: numeric owners, permissions, xattrs, into the directory', () => {
+    const a = hostUntarArgs('/var/lib/docker/volumes/v/_data');
+    expect(a).toEqual(expect.arrayContaining(['--extract', '--file=-', '--directory=/var/lib/docker/volumes/v/_data', '--numeric-owner', '--same-owner', '--preserve-permissions', '--xattrs', '--xattrs-include=*']));
+  });
+});
+
+describe('shellQuote', () => {
+  it('leaves plain words alone and quotes the rest for a POSIX shell', () => {
+    expect(shellQuote('--directory=/var/lib/docker/volumes/v/_data')).toBe('--directory=/var/lib/docker/volumes/v/_data');
+    expect(shellQuote('--xattrs-include=user.*')).toBe(`'--xattrs-include=user.*'`);
+    expect(shellQuote("it's $HOME")).toBe(`'it'\\''s $HOME'`);
+    expect(shellQuote('')).toBe(`''`);
   });
 });
