@@ -6,11 +6,12 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as tarStream from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
+import { hostUntarArgs } from '../../src/pipeline/host-volume.js';
 import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sshHome, uid, volumeListing } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-hostvol-'));
@@ -219,5 +220,26 @@ describe('volumes read from the host disk', () => {
     expect(r.stderr).toContain(`volume ${n}: written into ${mountpoint(n, ENGINE_B)} on ssh://newhost`);
     expect(volumeListing(n, ENGINE_B)).toBe(before);
     expect(inspect('container', n, ENGINE_B).State.Running).toBe(true);
+  });
+
+  it('a hostile volume archive, extracted with ferry`s tar arguments, writes nothing outside the volume directory and fails', () => {
+    const root = path.join(dir, 'hostile');
+    const vol = path.join(root, 'vol');
+    const outside = path.join(root, 'outside');
+    mkdirSync(vol, { recursive: true });
+    mkdirSync(outside);
+    writeFileSync(path.join(outside, 'victim'), 'keep\n');
+    const archive = path.join(root, 'evil.tar');
+    sh(
+      `python3 - <<'EOF'\nimport tarfile, io\nt = tarfile.open('${archive}', 'w', format=tarfile.PAX_FORMAT)\n` +
+        `def add(name, kind=tarfile.REGTYPE, link=''):\n  ti = tarfile.TarInfo(name); ti.type = kind; ti.linkname = link; ti.size = 1 if kind == tarfile.REGTYPE else 0\n  t.addfile(ti, io.BytesIO(b'x') if kind == tarfile.REGTYPE else None)\n` +
+        `add('../outside/dotdot')\nadd('${outside}/abs')\nadd('./s', tarfile.SYMTYPE, '${outside}')\nadd('./s/through-symlink')\n` +
+        `add('./h', tarfile.LNKTYPE, '../outside/victim')\nadd('./rel', tarfile.SYMTYPE, '../outside')\nadd('./rel/through-rel')\nt.close()\nEOF`,
+    );
+    const r = spawnSync('tar', hostUntarArgs(vol), { input: readFileSync(archive) });
+    expect(r.status, String(r.stderr)).toBe(2); // a failure: the restore rolls back
+    expect(readdirSync(outside)).toEqual(['victim']); // nothing written beside it
+    expect(readFileSync(path.join(outside, 'victim'), 'utf8')).toBe('keep\n');
+    expect(statSync(path.join(outside, 'victim')).nlink).toBe(1); // not hard-linked into the volume
   });
 });
