@@ -37,8 +37,6 @@ export interface EngineFacts {
   podman: boolean;
   containerdStore: boolean;
   loggingDriver?: string;
-  /** Reached over a unix socket: the engine runs on this very host (or in a VM that forwards its socket). */
-  local: boolean;
   /** Rootless, or with user namespace remapping: owners on the host's disk are not those inside. */
   remapped: boolean;
 }
@@ -119,7 +117,6 @@ export class Engine {
         podman,
         containerdStore,
         loggingDriver,
-        local: ep.kind === 'unix',
         remapped,
       },
       opts.agent,
