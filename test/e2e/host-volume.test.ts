@@ -87,13 +87,14 @@ describe('volumes read from the host disk', () => {
   it('backup reads a local volume with tar on the host; the archive is the engine`s own, entry for entry, and restores the same data', async () => {
     docker(['run', '-d', '--name', name, '-v', `${name}:/data`, BUSYBOX, 'sleep', '100000']);
     docker(['exec', name, 'sh', '-c', AWKWARD_DATA]);
-    // What AWKWARD_DATA lacks: a fifo, a device node, a 120-byte name, a path past 155 bytes, a
+    // What AWKWARD_DATA lacks: a fifo, a setuid file with two names, a device node, a 120-byte name, a path past 155 bytes, a
     // symlink target past 100 bytes, a sparse file, a user xattr and a file capability.
     const mp = mountpoint(name);
     sh(
       [
         `cd '${mp}'`,
         'mkfifo fifo',
+        'echo s > suid-linked && chmod 4755 suid-linked && ln suid-linked suid-linked-2',
         'mknod null-dev c 1 3',
         `echo long > ${'n'.repeat(120)}`,
         `mkdir -p ${'p'.repeat(90)}/${'q'.repeat(90)} && echo deep > ${'p'.repeat(90)}/${'q'.repeat(90)}/f`,
@@ -139,11 +140,16 @@ describe('volumes read from the host disk', () => {
     expect(inspect('container', `${name}-r`).State.Running).toBe(true);
     expect(inspect('container', name).State.Running).toBe(true); // and the source runs on
 
-    // the engine's bundle, restored through the engine, gives the same listing
+    // the engine's bundle, restored through the engine, gives the same listing ...
     const r0 = await ferry(['restore', onlyBundle(eng), '--name', `${name}-r0`, '--map-volume', `${name}=${name}-r0`], { env: { FERRY_HOST_VOLUMES: '0' } });
     expect(r0.code, r0.stderr).toBe(0);
     expect(r0.stderr).not.toContain('on this host');
-    expect(volumeListing(`${name}-r0`)).toBe(before);
+    // ... but for the setuid bit of a file with two names: Docker 20.10's archive PUT chowns the
+    // second name after the first got its mode (which clears the bit) and does not chmod it again.
+    const drop = (l: string) => l.split('\n').filter((x) => !/^\.\/suid-linked/.test(x)).join('\n');
+    expect(drop(volumeListing(`${name}-r0`))).toBe(drop(before));
+    expect(before).toMatch(/^\.\/suid-linked \S+ 4755 2 /m);
+    expect(volumeListing(`${name}-r`)).toMatch(/^\.\/suid-linked \S+ 4755 2 /m); // on the host's disk it is kept
   });
 
   it('a volume with driver options (its directory is a mount made only while in use) goes through the engine', async () => {
