@@ -16,7 +16,7 @@ import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, insp
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-hostvol-'));
 const name = uid('hv');
-const all = ['', '-r', '-r0', '-opt', '-fail', '-wfail', '-m', '-s'].map((x) => `${name}${x}`);
+const all = ['', '-r', '-r0', '-opt', '-fail', '-wfail', '-m', '-s', '-b', '-b-r', '-b-r0'].map((x) => `${name}${x}`);
 const made = { containers: all, volumes: all };
 
 afterAll(() => {
@@ -226,6 +226,29 @@ describe('volumes read from the host disk', () => {
     expect(r.stderr).toContain(`volume ${n}: written into ${mountpoint(n, ENGINE_B)} on ssh://newhost`);
     expect(volumeListing(n, ENGINE_B)).toBe(before);
     expect(inspect('container', n, ENGINE_B).State.Running).toBe(true);
+  });
+
+  it('backup from and restore onto an ssh:// engine: tar runs on the SSH host, both ways, and the data is the engine`s', async () => {
+    const n = `${name}-b`;
+    docker(['run', '-d', '--name', n, '-v', `${n}:/data`, BUSYBOX, 'sleep', '100000'], { host: ENGINE_B });
+    docker(['exec', n, 'sh', '-c', AWKWARD_DATA], { host: ENGINE_B });
+    const before = volumeListing(n, ENGINE_B);
+    const { home } = sshHome(path.join(dir, 'ssh-b'));
+    const env = { HOME: home };
+    const out = path.join(dir, 'from-ssh');
+    const b = await ferry(['-H', 'ssh://newhost', 'backup', n, '-o', out], { env });
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.stderr).toContain(`volume ${n}: read from ${mountpoint(n, ENGINE_B)} on ssh://newhost`);
+    const r = await ferry(['-H', 'ssh://newhost', 'restore', onlyBundle(out), '--name', `${n}-r`, '--map-volume', `${n}=${n}-r`], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`volume ${n}-r: written into ${mountpoint(`${n}-r`, ENGINE_B)} on ssh://newhost`);
+    expect(volumeListing(`${n}-r`, ENGINE_B)).toBe(before);
+    expect(inspect('container', `${n}-r`, ENGINE_B).State.Running).toBe(true);
+    // and through the engine (FERRY_HOST_VOLUMES=0) the same bundle gives the same data
+    const r0 = await ferry(['-H', 'ssh://newhost', 'restore', onlyBundle(out), '--name', `${n}-r0`, '--map-volume', `${n}=${n}-r0`], { env: { ...env, FERRY_HOST_VOLUMES: '0' } });
+    expect(r0.code, r0.stderr).toBe(0);
+    expect(r0.stderr).not.toMatch(/written into/);
+    expect(volumeListing(`${n}-r0`, ENGINE_B)).toBe(before);
   });
 
   it('a hostile volume archive, extracted with ferry`s tar arguments, writes nothing outside the volume directory and fails', () => {
