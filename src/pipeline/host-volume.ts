@@ -205,7 +205,7 @@ export async function openHostVolumeReader(
     if (code === 0 || code === 1) {
       // 1: a file changed while it was read (only a running container, --consistency none)
       if (code === 1) progress?.warn(`volume ${volume} changed while it was read: ${stderr.trim().split('\n').slice(0, 3).join('; ')}`);
-      out.end();
+      if (!out.destroyed) out.end(); // a consumer that gave up has destroyed it
     } else if (!out.destroyed)
       out.destroy(
         child.lost() ??
