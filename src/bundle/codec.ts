@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { Duplex, PassThrough } from 'node:stream';
 import zlib from 'node:zlib';
 import { BundleError } from '../errors.js';
+import { keepText } from '../util/keep-text.js';
 
 export type Codec = 'zstd' | 'gzip' | 'none';
 export const CODECS: readonly Codec[] = ['zstd', 'gzip', 'none'];
@@ -35,10 +36,7 @@ export function defaultCodec(): Codec {
 /** A child process as a Duplex filter whose readable side fails if the process exits non-zero. */
 function processFilter(cmd: string, args: string[], what: string): Duplex {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => {
-    if (stderr.length < 4096) stderr += d.toString();
-  });
+  const stderr = keepText(child.stderr);
   // stdout piped (not iterated: iterating a byte stream joins its buffered chunks into new
   // buffers) into the readable side, which ends only once the process has exited cleanly.
   const out = new PassThrough({ highWaterMark: 1 << 20 });
@@ -50,7 +48,7 @@ function processFilter(cmd: string, args: string[], what: string): Duplex {
     if (settled || !stdoutEnded || exitCode === undefined) return;
     settled = true;
     if (exitCode === 0) out.end();
-    else out.destroy(new BundleError(`${what} failed: ${stderr.trim() || `${cmd} exited with ${exitCode}`}`));
+    else out.destroy(new BundleError(`${what} failed: ${stderr().trim() || `${cmd} exited with ${exitCode}`}`));
   };
   child.stdout.on('end', () => {
     stdoutEnded = true;

@@ -2,7 +2,6 @@
  * The one module that owns dockerode. Everything above talks to an Engine; every Docker error
  * leaves here as a FerryError that says what failed.
  */
-import type { HostShell } from './host.js';
 import http from 'node:http';
 import { hostname } from 'node:os';
 import { Readable, Writable } from 'node:stream';
@@ -14,6 +13,7 @@ import { demux } from './demux.js';
 import { bulkGet, type BulkAddress } from './bulk.js';
 import { followJson, StreamReportedError, type ProgressMessage } from './progress.js';
 import type { RegistryAuth } from './auth.js';
+import type { HostShell } from './host.js';
 
 /** The newest Engine API version this code is written against. */
 export const CLIENT_MAX_API = '1.47';

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { EngineError } from '../errors.js';
+import { keepText } from '../util/keep-text.js';
 import type { SshPool, SshTarget } from '../ssh/client.js';
 
 export interface HostProcess {
@@ -68,15 +69,9 @@ export function sshShell(pool: SshPool, target: SshTarget, where: string): HostS
 export async function capture(shell: HostShell, argv: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const p = await shell.run(argv);
   p.stdin.end();
-  let stdout = '';
-  let stderr = '';
-  p.stdout.on('data', (b: Buffer) => {
-    if (stdout.length < 65536) stdout += b.toString('utf8');
-  });
-  p.stderr.on('data', (b: Buffer) => {
-    if (stderr.length < 65536) stderr += b.toString('utf8');
-  });
+  const stdout = keepText(p.stdout, 65536);
+  const stderr = keepText(p.stderr, 65536);
   // An SSH exit status may come before the last of the output.
   const [code] = await Promise.all([p.exit, finished(p.stdout).catch(() => {})]);
-  return { code, stdout, stderr };
+  return { code, stdout: stdout(), stderr: stderr() };
 }

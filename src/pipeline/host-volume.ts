@@ -24,6 +24,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Engine, EngineFacts, VolumeInspect } from '../engine/engine.js';
 import { capture, type HostShell } from '../engine/host.js';
+import { keepText } from '../util/keep-text.js';
 import { IoError } from '../errors.js';
 import type { Progress } from './context.js';
 
@@ -135,30 +136,25 @@ type EngineStat = { mode: number; mtime: string } | undefined;
 /**
  * The volume's directory on the engine's host, where ferry can reach it there as root and it
  * is the directory the engine mounts (`seen`: the engine's stat of a container's mount point of
- * the volume); else undefined, with the reason told to `why`.
+ * the volume); else undefined (the engine then moves the data).
  */
-export async function hostVolumeDir(engine: Engine, volume: string, seen: () => Promise<EngineStat>, why?: (reason: string) => void): Promise<{ shell: HostShell; dir: string } | undefined> {
-  const no = (reason: string) => {
-    why?.(reason);
-    return undefined;
-  };
+export async function hostVolumeDir(engine: Engine, volume: string, seen: () => Promise<EngineStat>): Promise<{ shell: HostShell; dir: string } | undefined> {
   const setting = process.env[HOST_VOLUMES_ENV];
   const facts = { ...engine.facts, host: !!engine.host };
   const early = hostAccessRefusal(facts, { Driver: 'local', Options: null, Mountpoint: '/' }, setting);
-  if (early) return no(early);
+  if (early) return undefined;
   const shell = engine.host!;
   const info = await engine.inspectVolume(volume);
   const refusal = hostAccessRefusal(facts, info, setting);
-  if (refusal) return no(refusal);
+  if (refusal) return undefined;
   const dir = info!.Mountpoint;
   const host = await askHost(shell);
-  if (!host.root) return no(`not root on ${shell.where}`);
-  if (!host.gnuTar) return no(`no GNU tar 1.28 or newer on ${shell.where}`);
+  if (!host.root || !host.gnuTar) return undefined; // not root there; no GNU tar 1.28+
   const st = await capture(shell, ['stat', '--format=%f:%.9Y', '--', dir]).catch(() => undefined);
   const local = st?.code === 0 ? parseStat(st.stdout) : undefined;
-  if (!local) return no(`${dir} is not on ${shell.where}`);
+  if (!local) return undefined; // not on that host
   const engineView = await seen().catch(() => undefined);
-  if (!engineView || !sameDirectory(engineView, local)) return no(`${dir} on ${shell.where} is not the directory the engine mounts`);
+  if (!engineView || !sameDirectory(engineView, local)) return undefined; // not the directory the engine mounts
   return { shell, dir };
 }
 
@@ -172,30 +168,23 @@ export interface HostVolumeReader {
 
 /**
  * Open `volume` of the (quiesced) container `spec` on the host's disk, or undefined where the
- * engine must read it (see the top of this file; `why` is told the reason).
+ * engine must read it (see the top of this file).
  */
 export async function openHostVolumeReader(
   engine: Engine,
   spec: { sourceId: string; mounts: { type: string; source?: string; destination: string }[] },
   volume: string,
   progress?: Progress,
-  why?: (reason: string) => void,
 ): Promise<HostVolumeReader | undefined> {
   const mount = spec.mounts.find((m) => m.type === 'volume' && m.source === volume);
-  if (!mount) {
-    why?.('the container does not mount it');
-    return undefined;
-  }
-  const at = await hostVolumeDir(engine, volume, () => engine.statPath(spec.sourceId, mount.destination), why);
+  if (!mount) return undefined;
+  const at = await hostVolumeDir(engine, volume, () => engine.statPath(spec.sourceId, mount.destination));
   if (!at) return undefined;
   const { shell, dir } = at;
   const child = await shell.run(['tar', ...hostTarArgs(dir)]);
   child.stdin.end();
   const out = new PassThrough({ highWaterMark: 1 << 20 });
-  let stderr = '';
-  child.stderr.on('data', (b: Buffer) => {
-    if (stderr.length < 4096) stderr += b.toString('utf8');
-  });
+  const stderr = keepText(child.stderr);
   child.stdout.pipe(out, { end: false });
   let ended = false;
   // The archive ends only once tar has said it is whole: a tar that failed half-way must not
@@ -204,12 +193,12 @@ export async function openHostVolumeReader(
     ended = true;
     if (code === 0 || code === 1) {
       // 1: a file changed while it was read (only a running container, --consistency none)
-      if (code === 1) progress?.warn(`volume ${volume} changed while it was read: ${stderr.trim().split('\n').slice(0, 3).join('; ')}`);
+      if (code === 1) progress?.warn(`volume ${volume} changed while it was read: ${stderr().trim().split('\n').slice(0, 3).join('; ')}`);
       if (!out.destroyed) out.end(); // a consumer that gave up has destroyed it
     } else if (!out.destroyed)
       out.destroy(
         child.lost() ??
-        new IoError(`tar could not read volume ${volume} at ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr.trim().slice(0, 500) || 'no message'}`, {
+        new IoError(`tar could not read volume ${volume} at ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`, {
           hint: `the volume data could not be read completely; ${HOST_VOLUMES_ENV}=0 reads it through the engine instead`,
         }),
       );
@@ -239,10 +228,7 @@ export async function writeHostVolume(engine: Engine, volume: string, seen: () =
   const { shell, dir } = at;
   progress?.info(`volume ${volume}: written into ${dir} on ${shell.where}`);
   const child = await shell.run(['tar', ...hostUntarArgs(dir)]);
-  let stderr = '';
-  child.stderr.on('data', (b: Buffer) => {
-    if (stderr.length < 4096) stderr += b.toString('utf8');
-  });
+  const stderr = keepText(child.stderr);
   child.stdout.resume();
   try {
     await pipeline(data, child.stdin);
@@ -256,7 +242,7 @@ export async function writeHostVolume(engine: Engine, volume: string, seen: () =
   const lost = child.lost();
   if (code !== 0 && lost) throw lost;
   if (code !== 0)
-    throw new IoError(`tar could not write volume ${volume} into ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr.trim().slice(0, 500) || 'no message'}`, {
+    throw new IoError(`tar could not write volume ${volume} into ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`, {
       hint: `what it wrote is removed with the volume; ${HOST_VOLUMES_ENV}=0 writes through the engine instead`,
     });
   return true;

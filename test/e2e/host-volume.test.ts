@@ -12,7 +12,7 @@ import path from 'node:path';
 import * as tarStream from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { hostUntarArgs } from '../../src/pipeline/host-volume.js';
-import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sshHome, uid, volumeListing } from '../helpers/lab.js';
+import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sh, sshHome, uid, volumeListing } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-hostvol-'));
 const name = uid('hv');
@@ -72,15 +72,16 @@ function onlyBundle(d: string): string {
   return path.join(d, tars[0]!);
 }
 
-function sh(cmd: string): string {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+/** lab's sh, failing the test on a non-zero exit; its trimmed stdout. */
+function run(cmd: string): string {
+  const r = sh(cmd);
+  expect(r.code, `${cmd}: ${r.stderr}`).toBe(0);
   return r.stdout.trim();
 }
 
 /** An xattr of a file on this host, in hex (Python's os.getxattr: no attr tools on the lab host). */
 function xattr(file: string, key: string): string {
-  return sh(`python3 -c "import os,sys; print(os.getxattr(sys.argv[1], sys.argv[2]).hex())" '${file}' '${key}'`);
+  return run(`python3 -c "import os,sys; print(os.getxattr(sys.argv[1], sys.argv[2]).hex())" '${file}' '${key}'`);
 }
 
 describe('volumes read from the host disk', () => {
@@ -90,7 +91,7 @@ describe('volumes read from the host disk', () => {
     // What AWKWARD_DATA lacks: a fifo, a setuid file with two names, a device node, a 120-byte name, a path past 155 bytes, a
     // symlink target past 100 bytes, a sparse file, a user xattr and a file capability.
     const mp = mountpoint(name);
-    sh(
+    run(
       [
         `cd '${mp}'`,
         'mkfifo fifo',
@@ -259,7 +260,7 @@ describe('volumes read from the host disk', () => {
     mkdirSync(outside);
     writeFileSync(path.join(outside, 'victim'), 'keep\n');
     const archive = path.join(root, 'evil.tar');
-    sh(
+    run(
       `python3 - <<'EOF'\nimport tarfile, io\nt = tarfile.open('${archive}', 'w', format=tarfile.PAX_FORMAT)\n` +
         `def add(name, kind=tarfile.REGTYPE, link=''):\n  ti = tarfile.TarInfo(name); ti.type = kind; ti.linkname = link; ti.size = 1 if kind == tarfile.REGTYPE else 0\n  t.addfile(ti, io.BytesIO(b'x') if kind == tarfile.REGTYPE else None)\n` +
         `add('../outside/dotdot')\nadd('${outside}/abs')\nadd('./s', tarfile.SYMTYPE, '${outside}')\nadd('./s/through-symlink')\n` +
