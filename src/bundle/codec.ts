@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { Duplex, PassThrough } from 'node:stream';
 import zlib from 'node:zlib';
 import { BundleError } from '../errors.js';
+import { gatedOutput } from '../util/gated-output.js';
 import { keepText } from '../util/keep-text.js';
 
 export type Codec = 'zstd' | 'gzip' | 'none';
@@ -37,34 +38,15 @@ export function defaultCodec(): Codec {
 function processFilter(cmd: string, args: string[], what: string): Duplex {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const stderr = keepText(child.stderr);
-  // stdout piped (not iterated: iterating a byte stream joins its buffered chunks into new
-  // buffers) into the readable side, which ends only once the process has exited cleanly.
-  const out = new PassThrough({ highWaterMark: 1 << 20 });
-  child.stdout.pipe(out, { end: false });
-  let stdoutEnded = false;
-  let exitCode: number | null | undefined;
-  let settled = false;
-  const settle = () => {
-    if (settled || !stdoutEnded || exitCode === undefined) return;
-    settled = true;
-    if (exitCode === 0) out.end();
-    else out.destroy(new BundleError(`${what} failed: ${stderr().trim() || `${cmd} exited with ${exitCode}`}`));
+  const kill = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   };
-  child.stdout.on('end', () => {
-    stdoutEnded = true;
-    settle();
-  });
-  child.on('close', (code) => {
-    exitCode = code;
-    stdoutEnded = true;
-    settle();
-  });
+  const exit = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+  const { stream: out } = gatedOutput(child.stdout, exit, (code) => (code === 0 ? undefined : new BundleError(`${what} failed: ${stderr().trim() || `${cmd} exited with ${code}`}`)), kill);
   child.on('error', (err) => out.destroy(err));
   const d = Duplex.from({ writable: child.stdin, readable: out });
   // An early end of either side must not leave the process behind.
-  d.on('close', () => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
+  d.on('close', kill);
   child.stdin.on('error', () => {}); // EPIPE when the process died: surfaced via exit status
   return d;
 }

@@ -20,10 +20,11 @@
  * Writing extracts with the engine's own semantics: numeric owners, permissions, xattrs, the
  * `./` entry applied to the volume's root.
  */
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Engine, EngineFacts, VolumeInspect } from '../engine/engine.js';
 import { capture, type HostShell } from '../engine/host.js';
+import { gatedOutput } from '../util/gated-output.js';
 import { keepText } from '../util/keep-text.js';
 import { IoError } from '../errors.js';
 import type { Progress } from './context.js';
@@ -183,37 +184,33 @@ export async function openHostVolumeReader(
   const { shell, dir } = at;
   const child = await shell.run(['tar', ...hostTarArgs(dir)]);
   child.stdin.end();
-  const out = new PassThrough({ highWaterMark: 1 << 20 });
   const stderr = keepText(child.stderr);
-  child.stdout.pipe(out, { end: false });
-  let ended = false;
   // The archive ends only once tar has said it is whole: a tar that failed half-way must not
   // look like a volume that ended there.
-  const exited = Promise.all([child.exit, new Promise<void>((r) => child.stdout.once('end', r).once('close', r))]).then(([code]) => {
-    ended = true;
-    if (code === 0 || code === 1) {
+  const { stream: out, settled } = gatedOutput(
+    child.stdout,
+    child.exit,
+    (code) => {
+      if (code === 0) return undefined;
       // 1: a file changed while it was read (only a running container, --consistency none)
-      if (code === 1) progress?.warn(`volume ${volume} changed while it was read: ${stderr().trim().split('\n').slice(0, 3).join('; ')}`);
-      if (!out.destroyed) out.end(); // a consumer that gave up has destroyed it
-    } else if (!out.destroyed)
-      out.destroy(
+      if (code === 1) {
+        progress?.warn(`volume ${volume} changed while it was read: ${stderr().trim().split('\n').slice(0, 3).join('; ')}`);
+        return undefined;
+      }
+      return (
         child.lost() ??
         new IoError(`tar could not read volume ${volume} at ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`, {
           hint: `the volume data could not be read completely; ${HOST_VOLUMES_ENV}=0 reads it through the engine instead`,
-        }),
+        })
       );
-  });
-  // The consumer gave up (its own failure is the one reported): stop tar.
-  out.on('close', () => {
-    if (!ended) child.kill();
-  });
+    },
+    () => child.kill(),
+  );
   return {
     stream: out,
     dir,
     where: shell.where,
-    done: async () => {
-      await exited;
-    },
+    done: () => settled,
   };
 }
 
