@@ -39,6 +39,9 @@ export interface EngineFacts {
   loggingDriver?: string;
   /** Rootless, or with user namespace remapping: owners on the host's disk are not those inside. */
   remapped: boolean;
+  /** docker info Driver and DockerRootDir (where the engine keeps its layers), when it said. */
+  storageDriver?: string;
+  rootDir?: string;
 }
 
 export type ContainerInspect = Docker.ContainerInspectInfo & { Config: Docker.ContainerInspectInfo['Config'] & Record<string, unknown> };
@@ -96,10 +99,14 @@ export class Engine {
     const bulk = bulkAddress(ep);
     let containerdStore = false;
     let loggingDriver: string | undefined;
+    let storageDriver: string | undefined;
+    let rootDir: string | undefined;
     // Unknown (info refused): assume remapped, so that nothing relies on host paths.
     let remapped = true;
     try {
-      const info = (await docker.info()) as { DriverStatus?: [string, string][]; LoggingDriver?: string; SecurityOptions?: string[] | null };
+      const info = (await docker.info()) as { DriverStatus?: [string, string][]; LoggingDriver?: string; SecurityOptions?: string[] | null; Driver?: string; DockerRootDir?: string };
+      storageDriver = info.Driver;
+      rootDir = info.DockerRootDir;
       containerdStore = (info.DriverStatus ?? []).some(([k, v]) => k === 'driver-type' && /containerd/.test(v));
       loggingDriver = info.LoggingDriver;
       remapped = (info.SecurityOptions ?? []).some((o) => /(^|,)name=(rootless|userns)(,|$)/.test(o));
@@ -118,6 +125,8 @@ export class Engine {
         containerdStore,
         loggingDriver,
         remapped,
+        storageDriver,
+        rootDir,
       },
       opts.agent,
       opts.onClose ?? (() => {}),

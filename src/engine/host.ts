@@ -75,3 +75,19 @@ export async function capture(shell: HostShell, argv: string[]): Promise<{ code:
   const [code] = await Promise.all([p.exit, finished(p.stdout).catch(() => {})]);
   return { code, stdout: stdout(), stderr: stderr() };
 }
+
+/** Run a short command to its end: exit status and its exact stdout bytes (at most `max`; more is an error). */
+export async function captureBytes(shell: HostShell, argv: string[], max = 1 << 22): Promise<{ code: number | null; stdout: Buffer }> {
+  const p = await shell.run(argv);
+  p.stdin.end();
+  p.stderr.resume();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  p.stdout.on('data', (b: Buffer) => {
+    size += b.length;
+    if (size <= max) chunks.push(b);
+  });
+  const [code] = await Promise.all([p.exit, finished(p.stdout).catch(() => {})]);
+  if (size > max) throw new Error(`${argv[0]} wrote more than ${max} bytes`);
+  return { code, stdout: Buffer.concat(chunks) };
+}

@@ -116,7 +116,7 @@ export function hostUntarArgs(dir: string): string[] {
 /** What one host offers: root, and GNU tar 1.28+ (for --sort). Asked once per host. */
 const hostFacts = new WeakMap<HostShell, Promise<{ root: boolean; gnuTar: boolean }>>();
 
-function askHost(shell: HostShell): Promise<{ root: boolean; gnuTar: boolean }> {
+export function askHost(shell: HostShell): Promise<{ root: boolean; gnuTar: boolean }> {
   let p = hostFacts.get(shell);
   if (!p) {
     p = capture(shell, ['sh', '-c', 'id -u; tar --version 2>/dev/null | head -n 1']).then(

@@ -7,6 +7,8 @@
  * layer (by chain id) is missing, so the archive is re-streamed without those layer files. In
  * the docker-archive layout of Docker 20.10 a layer's folder is named by a v1 id derived from
  * its chain id (computed here, and checked: a layer whose folder name we cannot predict is sent).
+ * Where ferry is root on the source engine's host, the archive is built there from the layer
+ * store instead, with only the missing layers in it (host-image.ts): no save of the whole image.
  */
 import { createHash } from 'node:crypto';
 import { PassThrough, Transform, type Readable } from 'node:stream';
@@ -15,6 +17,7 @@ import * as tar from 'tar-stream';
 import type { Engine } from '../engine/engine.js';
 import type { ContainerSpec } from '../engine/spec.js';
 import type { Progress } from './context.js';
+import { openHostImageArchive } from './host-image.js';
 import { fillVolume, openContainerVolumeReader } from './volumes.js';
 
 export function chainIds(diffIds: string[]): string[] {
@@ -119,25 +122,47 @@ export async function shipImage(source: Engine, target: Engine, ref: string, pro
   const v1 = v1LayerIds(diffIds);
   const skip = new Set<string>();
   for (let i = 0; i < v1.length; i++) if (have.has(chains[i]!)) skip.add(v1[i]!);
-  let bytes = 0;
-  const saved = await source.saveImages([ref]);
-  const body = skip.size ? withoutLayers(saved, skip) : saved;
-  const counted = counter((n) => {
-    bytes = n;
-    progress.bytes(`image ${ref}`, n);
-  });
-  const stream = body.pipe(counted);
-  body.on('error', (err) => counted.destroy(err));
-  try {
-    await target.loadImage(stream);
-  } catch (err) {
-    // Close the source's save too: a response nobody reads keeps the run alive.
-    saved.destroy();
-    body.destroy();
-    throw err;
+  const missing = diffIds.map((_, i) => i).filter((i) => !have.has(chains[i]!));
+  const load = async (body: Readable, close: () => void): Promise<number> => {
+    let bytes = 0;
+    const counted = counter((n) => {
+      bytes = n;
+      progress.bytes(`image ${ref}`, n);
+    });
+    const stream = body.pipe(counted);
+    body.on('error', (err) => counted.destroy(err));
+    try {
+      await target.loadImage(stream);
+    } catch (err) {
+      // Close the source's side too: a response nobody reads keeps the run alive.
+      close();
+      throw err;
+    }
+    if (!(await target.imageExists(ref))) throw new Error(`the target did not load ${ref}`);
+    return bytes;
+  };
+  const stats = (bytes: number, skipped: number) => ({ bytes, skippedLayers: skipped, totalLayers: diffIds.length });
+  // Only the missing layers, from the source host's layer store: no save of the whole image.
+  const fromHost = await openHostImageArchive(source, img, ref, { chains, missing }, progress);
+  if (fromHost) {
+    try {
+      return stats(await load(fromHost.stream, () => fromHost.stream.destroy()), diffIds.length - missing.length);
+    } catch (err) {
+      const why = fromHost.mismatch();
+      if (!why) throw err;
+      progress.warn(`image ${ref}: the layer store on ${fromHost.where} did not give the image (${why.message}); sending it with the engine's save instead`);
+    }
   }
-  if (!(await target.imageExists(ref))) throw new Error(`the target did not load ${ref}`);
-  return { bytes, skippedLayers: skip.size, totalLayers: diffIds.length };
+  const saved = await source.saveImages([ref]);
+  // The engine's save holds every layer: those the target has (by their folder names) are dropped.
+  const body = skip.size ? withoutLayers(saved, skip) : saved;
+  return stats(
+    await load(body, () => {
+      saved.destroy();
+      body.destroy();
+    }),
+    skip.size,
+  );
 }
 
 /** Copy one volume of a (quiesced) source container into a (created, empty) target volume. */

@@ -1,0 +1,120 @@
+/**
+ * The image of a migration built from the source host's layer store (src/pipeline/host-image.ts):
+ * only the layers the target lacks, no `docker save` of the whole image, and the same image and
+ * filesystem on the target as through the engine's save.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sshHome, uid } from '../helpers/lab.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'ferry-hostimg-'));
+const name = uid('hi');
+const all = ['', '-e', '-s'].map((x) => `${name}${x}`);
+
+afterAll(() => {
+  cleanup(ENGINE_A, { containers: all });
+  cleanup(ENGINE_B, { containers: all });
+  for (const host of [ENGINE_A, ENGINE_B]) {
+    const refs = docker(['images', '--format', '{{.Repository}}:{{.Tag}}'], { host }).split('\n').filter((r) => all.some((n) => r.startsWith(`ferry/${n}:`)));
+    if (refs.length) docker(['rmi', '-f', ...refs], { host, allowFail: true });
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+// A writable layer with everything a layer tar can hold: a changed file, files deleted from the
+// image (whiteouts), a directory replaced whole (opaque), a hard link, a setuid file, a symlink,
+// a fifo, a sparse file and a name with spaces and newlines.
+const CHANGES = [
+  'set -e',
+  'echo changed > /etc/issue',
+  'rm /etc/group',
+  'rm -r /www && mkdir /www && echo new > /www/index.html',
+  'mkdir -p /opt/app && echo payload > /opt/app/a && ln /opt/app/a /opt/app/b',
+  'printf "#!/bin/sh\\necho hi\\n" > /opt/app/suid && chmod 4755 /opt/app/suid',
+  'ln -s ../etc/issue /opt/app/link',
+  'mkfifo /opt/app/fifo',
+  'dd if=/dev/urandom of=/opt/app/blob bs=1k count=300 2>/dev/null',
+  'dd if=/dev/zero of=/opt/app/sparse bs=1 count=1 seek=200000 2>/dev/null',
+  'printf x > "/opt/app/sp ace\nnl"',
+].join('; ');
+
+/** The container's files outside the kernel's: name, owner, mode, links, type, size and sha256. */
+function rootListing(container: string, host: string): string {
+  const script =
+    'for d in /bin /etc /opt /root /tmp /www; do find "$d" -xdev; done | grep -v -e "^/etc/hostname$" -e "^/etc/hosts$" -e "^/etc/resolv.conf$" | LC_ALL=C sort | while IFS= read -r f; do ' +
+    'st=$(stat -c "%u:%g %a %h %F" "$f"); ' +
+    'if [ -L "$f" ]; then x="-> $(readlink "$f")"; elif [ -f "$f" ]; then x="$(stat -c %s "$f") $(sha256sum < "$f" | cut -c1-16)"; else x=""; fi; ' +
+    'echo "$f $st $x"; done';
+  return docker(['exec', container, 'sh', '-c', script], { host });
+}
+
+/** Whether any image on `host` holds `layer` as its first layer (the chain ID of a base layer is its diff ID). */
+function hasBase(host: string, layer: string): boolean {
+  const ids = docker(['images', '-aq', '--no-trunc'], { host }).split('\n').filter(Boolean);
+  return ids.some((id) => inspect('image', id, host).RootFS.Layers[0] === layer);
+}
+
+function serve(n: string, host = ENGINE_A) {
+  docker(['run', '-d', '--name', n, '--label', 'app=hostimg', '-e', 'MODE=test', BUSYBOX, 'sleep', '100000'], { host });
+  docker(['exec', n, 'sh', '-c', CHANGES], { host });
+  return rootListing(n, host);
+}
+
+describe('the image of a migration, from the layer store on the source host', () => {
+  it('reads the missing layers from the layer store, the second time only the committed one: the target gets the source`s image and files', async () => {
+    const n = name;
+    const before = serve(n);
+    expect(before).toContain('/opt/app/suid 0:0 4755');
+    expect(before).not.toMatch(/^\/etc\/group /m);
+    const base = inspect('image', BUSYBOX).RootFS.Layers[0];
+    const lacking = hasBase(ENGINE_B, base) ? 1 : 2;
+    const first = await ferry(['migrate', n, '--to', ENGINE_B]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(new RegExp(`image ferry/${n}:\\S+: ${lacking} of 2 layers read from the layer store in /var/lib/docker on this host`));
+    expect(rootListing(n, ENGINE_B)).toBe(before);
+    // The second migration: the target has the base layer now.
+    docker(['exec', n, 'sh', '-c', 'echo again >> /etc/issue']);
+    const again = rootListing(n);
+    const r = await ferry(['migrate', n, '--to', ENGINE_B, '--on-conflict', 'replace', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`image ferry/${n}:\\S+: 1 of 2 layers read from the layer store in /var/lib/docker on this host`));
+    const res = JSON.parse(r.stdout);
+    expect(res.skippedLayers).toBe(1);
+    // the committed layer (a 300 KiB blob, 200 KB of zeros, headers); the base alone is 1.98 MB
+    expect(res.imageBytes).toBeLessThan(1 << 20);
+    expect(again).not.toBe(before);
+    const on = inspect('container', n, ENGINE_B);
+    expect(on.State.Running).toBe(true);
+    expect(on.Config.Env).toContain('MODE=test');
+    expect(rootListing(n, ENGINE_B)).toBe(again);
+    // The image is the one the engine's save would have given: its ID is its config's sha256
+    // (checked by the engine on load), its layers the source's.
+    const img = inspect('image', on.Image, ENGINE_B);
+    expect(img.RootFS.Layers[0]).toBe(inspect('image', BUSYBOX).RootFS.Layers[0]);
+    expect(img.RootFS.Layers).toHaveLength(2);
+  });
+
+  it('FERRY_HOST_LAYERS=0: the engine`s save, with the same result', async () => {
+    const n = `${name}-e`;
+    const before = serve(n);
+    const r = await ferry(['migrate', n, '--to', ENGINE_B, '--json'], { env: { FERRY_HOST_LAYERS: '0' } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/layer store/);
+    expect(JSON.parse(r.stdout).skippedLayers).toBe(1); // the base, brought by the test before
+    expect(rootListing(n, ENGINE_B)).toBe(before);
+  });
+
+  it('from an ssh:// engine: the layer store is read on the SSH host', async () => {
+    const n = `${name}-s`;
+    const before = serve(n, ENGINE_B);
+    const lacking = hasBase(ENGINE_A, inspect('image', BUSYBOX, ENGINE_B).RootFS.Layers[0]) ? 1 : 2;
+    const { home } = sshHome(path.join(dir, 'ssh'));
+    const r = await ferry(['-H', 'ssh://newhost', 'migrate', n, '--to', ENGINE_A], { env: { HOME: home } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`${lacking} of 2 layers read from the layer store in /var/lib/docker-b on ssh://newhost`));
+    expect(rootListing(n, ENGINE_A)).toBe(before);
+    expect(inspect('container', n).State.Running).toBe(true);
+  });
+});
