@@ -120,8 +120,22 @@ class ExactReader {
 /** A tar entry being written (a streamx Writable) or any Node writable. */
 type Sink = NodeJS.EventEmitter & { write(b: Buffer): boolean; end(): void };
 
+/** Write b, waiting for room; a sink torn down meanwhile (the archive's reader went away) throws. */
 async function write(w: Sink, b: Buffer): Promise<void> {
-  if (!w.write(b)) await once(w, 'drain');
+  if ((w as { destroyed?: boolean }).destroyed) throw new Error('the image archive was closed');
+  if (w.write(b)) return;
+  await new Promise<void>((resolve, reject) => {
+    const settle = (err?: Error) => {
+      w.off('drain', onDrain);
+      w.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = () => settle();
+    const onClose = () => settle(new Error('the image archive was closed'));
+    w.on('drain', onDrain);
+    w.on('close', onClose);
+  });
 }
 
 interface StoredLayer {
@@ -234,7 +248,11 @@ export async function openHostImageArchive(
   const pack = tar.pack();
   const out = new PassThrough({ highWaterMark: 1 << 20 });
   let failed: LayerStoreMismatch | undefined;
-  const entry = (name: string, size: number, cb: (err?: Error | null) => void) => pack.entry({ name, size, mode: 0o644, mtime: new Date(0) }, cb) as unknown as Sink;
+  // An entry's failure reaches its callback; tar-stream also emits it as 'error' on the entry when
+  // the pack is torn down (the reader went away), which must not be an uncaught exception.
+  const quiet = <T extends NodeJS.EventEmitter>(e: T): T => e.on('error', () => {});
+  const entry = (name: string, size: number, cb: (err?: Error | null) => void) =>
+    quiet(pack.entry({ name, size, mode: 0o644, mtime: new Date(0) }, cb) as unknown as Sink);
   (async () => {
     const sending = pipeline(pack, out);
     sending.catch(() => {});
@@ -246,8 +264,8 @@ export async function openHostImageArchive(
       w.end();
       await done;
     }
-    pack.entry({ name: `${idHex}.json`, mode: 0o644, mtime: new Date(0) }, config.stdout);
-    pack.entry({ name: 'manifest.json', mode: 0o644, mtime: new Date(0) }, archiveManifest(`${idHex}.json`, ref, diffIds.map((_, i) => layerFile(i))));
+    quiet(pack.entry({ name: `${idHex}.json`, mode: 0o644, mtime: new Date(0) }, config.stdout));
+    quiet(pack.entry({ name: 'manifest.json', mode: 0o644, mtime: new Date(0) }, archiveManifest(`${idHex}.json`, ref, diffIds.map((_, i) => layerFile(i)))));
     pack.finalize();
     await sending;
   })().catch((err) => {
