@@ -13,6 +13,10 @@
  *                                                            BENCH_SCENARIOS
  *   --quick           1 run, 256 MiB, and data checks (sha256) after each migration   BENCH_QUICK=1
  *   --verify          the sha256 data checks without --quick                           BENCH_VERIFY=1
+ *   --image FLAVOR    full (default): the workload runs ferry-test/postgres:15-full, built as the
+ *                     official postgres:15 image is (LLVM JIT, en_US.UTF-8; 421 MB), the kind of
+ *                     image issue 5's figures were taken on (525 MB); slim: the tests' trimmed
+ *                     ferry-test/postgres:15 (192 MB), under which the volume weighs more  BENCH_IMAGE
  *   --retries N       retry a failed measurement up to N times (default 2; failures are reported)
  *                                                                                      BENCH_RETRIES
  *   --clean           also remove the cached workload (container and volume on engine A) at the end
@@ -21,7 +25,7 @@
  *
  * Needs root on the lab machine: it runs `.ci/lab.sh` (engines A and B, sshd on 127.0.0.1:2222) and
  * `test/fixtures/build-postgres-image.sh` itself, then builds the workload offline on engine A:
- * container `ferry-bench-pg` (ferry-test/postgres:15) with volume `ferry-bench-data` at the data
+ * container `ferry-bench-pg` (ferry-test/postgres:15-full, or :15 with --image slim) with volume `ferry-bench-data` at the data
  * directory holding the cluster, a small table and a file of N MiB of random data, and one changed
  * file in the container's writable layer (/etc/issue). The workload is kept between runs (rebuilt
  * only when missing or of another size).
@@ -44,7 +48,10 @@ const LAB = process.env.LAB ?? '/var/lib/ferry-lab';
 const WORK = process.env.BENCH_WORK_DIR ?? '/var/tmp/ferry-bench';
 const ENGINE_A = 'unix:///var/run/docker.sock';
 const ENGINE_B = 'unix:///var/run/docker-b.sock';
-const PG = 'ferry-test/postgres:15';
+const PG_IMAGES = { full: 'ferry-test/postgres:15-full', slim: 'ferry-test/postgres:15' };
+/** The workload's image (--image); set once the options are read. */
+let PG = PG_IMAGES.full;
+let PG_FLAVOR = 'full';
 const BUSYBOX = 'ferry-test/busybox:1';
 const CTR = 'ferry-bench-pg';
 const VOL = 'ferry-bench-data';
@@ -80,6 +87,7 @@ function parseOptions(argv) {
     size: env.BENCH_SIZE_MIB,
     scenarios: env.BENCH_SCENARIOS,
     retries: env.BENCH_RETRIES,
+    image: env.BENCH_IMAGE,
   };
   const positional = [];
   for (let i = 0; i < argv.length; i++) {
@@ -97,6 +105,7 @@ function parseOptions(argv) {
       case '--clean': o.clean = true; break;
       case '--verify': o.verify = true; break;
       case '--retries': o.retries = next(); break;
+      case '--image': o.image = next(); break;
       case '--runs': case '-n': o.runs = next(); break;
       case '--size': case '--size-mib': o.size = next(); break;
       case '--scenarios': case '--scenario': case '--only': o.scenarios = next(); break;
@@ -126,7 +135,9 @@ function parseOptions(argv) {
     scenarios = SCENARIOS.filter((s) => scenarios.includes(s)); // always in the documented order
   }
   const retries = int(o.retries, '--retries', 2, 0);
-  return { quick: o.quick, clean: o.clean, verify: o.quick || o.verify, runs, sizeMiB, scenarios, retries };
+  const image = o.image || 'full';
+  if (!(image in PG_IMAGES)) usage(`--image must be full or slim (got ${image})`);
+  return { quick: o.quick, clean: o.clean, verify: o.quick || o.verify, runs, sizeMiB, scenarios, retries, image };
 }
 
 function usage(err) {
@@ -365,13 +376,13 @@ function setupLab() {
   ensurePgImage();
 }
 
-/** ferry-test/postgres:15 on engines A and B (the fixture script skips an engine that has it). */
+/** The workload's image on engines A and B (the fixture script skips an engine that has it). */
 function ensurePgImage({ verify } = {}) {
   if (exists(ENGINE_A, 'image', PG) && exists(ENGINE_B, 'image', PG)) return;
-  log(`loading ${PG} (test/fixtures/build-postgres-image.sh)`);
+  log(`loading ${PG} (test/fixtures/build-postgres-image.sh, FERRY_PG_FLAVOR=${PG_FLAVOR})`);
   run('sh', [path.join(ROOT, 'test', 'fixtures', 'build-postgres-image.sh'), ENGINE_B], {
     inherit: true,
-    env: childEnv(verify === false ? { FERRY_PG_VERIFY: 'never' } : {}),
+    env: childEnv({ FERRY_PG_FLAVOR: PG_FLAVOR, ...(verify === false ? { FERRY_PG_VERIFY: 'never' } : {}) }),
   });
 }
 
@@ -867,6 +878,8 @@ function machineFacts() {
     openssh: first('ssh', ['-V'], 'stderr'),
     ssh2: JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', 'ssh2', 'package.json'), 'utf8')).version,
     ferry: JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version,
+    image: PG,
+    imageMB: round(Number(first('docker', ['-H', ENGINE_A, 'image', 'inspect', '-f', '{{.Size}}', PG])) / 1e6, 0),
   };
 }
 
@@ -876,7 +889,7 @@ function renderMarkdown(report) {
   L.push(`# ferry benchmark`);
   L.push('');
   L.push(
-    `${report.startedAt} · ${opts.runs} run${opts.runs > 1 ? 's' : ''} per scenario (ferry and baseline alternating; medians) · volume: PostgreSQL 15 cluster + ${opts.sizeMiB} MiB random file` +
+    `${report.startedAt} · ${opts.runs} run${opts.runs > 1 ? 's' : ''} per scenario (ferry and baseline alternating; medians) · image: ${PG}${facts.imageMB ? ` (${facts.imageMB} MB)` : ''} · volume: PostgreSQL 15 cluster + ${opts.sizeMiB} MiB random file` +
       (workload ? ` (${(workload.volumeBytes / MiB).toFixed(0)} MiB in all)` : '') +
       (opts.quick ? ' · **--quick smoke run**' : ''),
   );
@@ -990,6 +1003,8 @@ async function cleanupAll(opts) {
 
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
+  PG = PG_IMAGES[opts.image];
+  PG_FLAVOR = opts.image;
   if (!fs.existsSync(path.join(ROOT, 'dist', 'cli', 'main.js'))) {
     log('dist/ is missing: run `npm run build` first (or use `npm run bench`)');
     process.exit(1);
