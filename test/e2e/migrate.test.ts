@@ -56,6 +56,22 @@ describe('migrate over ssh', () => {
     expect(inspect('container', name).State.Paused).toBe(false);
   });
 
+  it('an engine that cannot be reached, source or target: exit 4 naming it, nothing changed on either side', async () => {
+    const t0 = Date.now();
+    const src = await ferry(['-H', 'unix:///nonexistent/docker.sock', 'migrate', name, '--to', 'ssh://newhost'], { env: { HOME: home } });
+    expect(src.code, src.stderr).toBe(4);
+    expect(src.stderr).toMatch(/nonexistent\/docker\.sock/);
+    expect(src.stderr).not.toMatch(/at .*\.js:\d+/);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    const dst = await ferry(['migrate', name, '--to', 'unix:///nonexistent/docker.sock'], { env: { HOME: home } });
+    expect(dst.code, dst.stderr).toBe(4);
+    expect(dst.stderr).toMatch(/nonexistent\/docker\.sock/);
+    expect(dst.stderr).not.toMatch(/at .*\.js:\d+/);
+    expect(exists('container', name, ENGINE_B)).toBe(false);
+    expect(inspect('container', name).State.Running).toBe(true);
+    expect(inspect('container', name).State.Paused).toBe(false);
+  });
+
   it('refuses an unknown host key unless --ssh-accept-new, which records it', async () => {
     const { home: h, knownHostsFile } = sshHome(path.join(dir, 'new'), '');
     const r = await ferry(['-H', 'ssh://newhost', 'restore', '/nonexistent.tar'], { env: { HOME: h } });

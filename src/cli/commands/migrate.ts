@@ -45,11 +45,18 @@ Examples:
       const progress = createProgress({ quiet: !!g.quiet });
       if (remap) for (const line of describeRemap(remap)) progress.info(`map ${line}`);
       if (!containers.length && !flags.project) throw new UsageError('name at least one container to migrate, or a Compose project with --project');
-      const source = await openEngine(g.host, { ssh: deps.ssh() });
+      // Both engines at once (an SSH handshake each, as a rule). A source that fails is reported
+      // at once, and the target closed whenever its connection comes up.
+      const targetOpening = openEngine(flags.to, { ssh: deps.ssh() });
+      targetOpening.catch(() => {});
+      const source = await openEngine(g.host, { ssh: deps.ssh() }).catch((err: unknown) => {
+        targetOpening.then((t) => t.close(), () => {});
+        throw err;
+      });
       try {
-        if (flags.project) containers = [...containers, ...(await projectContainers(source, flags.project)).filter((n) => !containers.includes(n))];
-        const target = await openEngine(flags.to, { ssh: deps.ssh() });
+        const target = await targetOpening;
         try {
+          if (flags.project) containers = [...containers, ...(await projectContainers(source, flags.project)).filter((n) => !containers.includes(n))];
           const res = await migrate(source, target, {
             containers,
             consistency: flags.consistency,
