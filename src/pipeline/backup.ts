@@ -12,6 +12,7 @@
  * Registry mode (opts.registry): the committed image is pushed after the container is resumed
  * instead of being saved; the bundle has no image member and the pushed digest is in the trailer.
  */
+import { warmHost } from './host-volume.js';
 import type { Readable } from 'node:stream';
 import { VERSION } from '../version.js';
 import { type Engine } from '../engine/engine.js';
@@ -92,6 +93,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   if (opts.containers.length === 0) throw new UsageError('no containers to back up', 'name one or more containers, or use --all');
 
   for (const d of engine.differences()) progress.warn(d);
+  warmHost(engine);
   await reportStaleQuiesce(engine, progress);
   if (await sweepStaleHolders(engine)) progress.info('removed helper containers left by a killed ferry run');
   // 1. capture every container's configuration before writing anything.

@@ -29,7 +29,7 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Engine, EngineFacts, VolumeInspect } from '../engine/engine.js';
-import { capture, type HostShell } from '../engine/host.js';
+import { capture, type HostProcess, type HostShell } from '../engine/host.js';
 import { gatedOutput } from '../util/gated-output.js';
 import { keepText } from '../util/keep-text.js';
 import { IoError } from '../errors.js';
@@ -39,6 +39,23 @@ export const HOST_VOLUMES_ENV = 'FERRY_HOST_VOLUMES';
 
 /** How often the filesystem a volume is being written into is flushed while tar writes. */
 export const WRITE_BEHIND_MS = 500;
+
+/** The write script's exit status when tar succeeded and only the last flush failed. */
+const FLUSH_FAILED = 199;
+
+/**
+ * After VETTED_PREFIX ($d the volume's directory; $1 the write-behind period in seconds, then
+ * tar's arguments): tar extracts stdin while a loop flushes the filesystem (`sync -f`) every
+ * period, for as long as this shell lives; then one last flush. tar's status, or FLUSH_FAILED.
+ */
+const WRITE_SCRIPT = [
+  't=$1; shift',
+  '( while kill -0 $$ 2>/dev/null && sleep "$t"; do sync -f -- "$d"; done ) </dev/null >/dev/null 2>&1 & w=$!',
+  'tar "$@"; s=$?',
+  'kill $w 2>/dev/null',
+  '[ $s -eq 0 ] || exit $s',
+  `sync -f -- "$d" || exit ${FLUSH_FAILED}`,
+].join('\n');
 
 /** Why the volume cannot be reached on the host's disk, or undefined when it can. Pure; unit-tested. */
 export function hostAccessRefusal(
@@ -141,31 +158,90 @@ export function askHost(shell: HostShell): Promise<{ root: boolean; gnuTar: bool
   return p;
 }
 
+/**
+ * Ask the engine's host what it offers (askHost) now, in the background, so that the answer is
+ * there when the first volume is read or written on it; nothing where it would not be used.
+ */
+export function warmHost(engine: Engine): void {
+  const setting = process.env[HOST_VOLUMES_ENV];
+  if (engine.host && !hostAccessRefusal({ ...engine.facts, host: true }, { Driver: 'local', Options: null, Mountpoint: '/' }, setting)) void askHost(engine.host);
+}
+
 type EngineStat = { mode: number; mtime: string } | undefined;
 
 /**
- * The volume's directory on the engine's host, where ferry can reach it there as root and it
- * is the directory the engine mounts (`seen`: the engine's stat of a container's mount point of
- * the volume); else undefined (the engine then moves the data).
+ * The volume's directory on the engine's host, where ferry may reach it there as root: not
+ * refused (hostAccessRefusal), root there, GNU tar 1.28+. Whether it is the directory the engine
+ * mounts is settled by runVetted.
  */
-export async function hostVolumeDir(engine: Engine, volume: string, seen: () => Promise<EngineStat>): Promise<{ shell: HostShell; dir: string } | undefined> {
+async function hostVolumeDir(engine: Engine, volume: string): Promise<{ shell: HostShell; dir: string } | undefined> {
   const setting = process.env[HOST_VOLUMES_ENV];
   const facts = { ...engine.facts, host: !!engine.host };
   const early = hostAccessRefusal(facts, { Driver: 'local', Options: null, Mountpoint: '/' }, setting);
   if (early) return undefined;
   const shell = engine.host!;
-  const info = await engine.inspectVolume(volume);
+  // Each question over SSH is an exec channel (0.1-0.2 s there): the independent ones at once.
+  const [info, host] = await Promise.all([engine.inspectVolume(volume), askHost(shell)]);
   const refusal = hostAccessRefusal(facts, info, setting);
   if (refusal) return undefined;
-  const dir = info!.Mountpoint;
-  const host = await askHost(shell);
   if (!host.root || !host.gnuTar) return undefined; // not root there; no GNU tar 1.28+
-  const st = await capture(shell, ['stat', '--format=%f:%.9Y', '--', dir]).catch(() => undefined);
-  const local = st?.code === 0 ? parseStat(st.stdout) : undefined;
-  if (!local) return undefined; // not on that host
-  const engineView = await seen().catch(() => undefined);
-  if (!engineView || !sameDirectory(engineView, local)) return undefined; // not the directory the engine mounts
-  return { shell, dir };
+  return { shell, dir: info!.Mountpoint };
+}
+
+/**
+ * The start of every script run on a volume's directory ($1): it prints the directory's stat,
+ * then waits for ferry's answer on stdin (`go`, once that is what the engine sees) before it does
+ * anything else. One exec channel, where a stat of its own would be another (each one a login
+ * shell on the host: 0.2 s on this lab's). `read` takes no byte past its line, so what follows
+ * on stdin is the script's.
+ */
+const VETTED_PREFIX = 'd=$1; shift; stat --format=%f:%.9Y -- "$d" || exit 197; IFS= read -r go && [ "$go" = go ] || exit 198; ';
+
+/** The first line of a stream (without it), the stream paused just after it; undefined at its end or after max bytes without one. */
+function firstLine(stream: Readable, max = 4096): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    const done = (line?: string, rest?: Buffer) => {
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('error', onEnd);
+      stream.pause();
+      if (rest?.length) stream.unshift(rest);
+      resolve(line);
+    };
+    const onData = (b: Buffer) => {
+      buf = Buffer.concat([buf, b]);
+      const i = buf.indexOf(10);
+      if (i >= 0) done(buf.subarray(0, i).toString('utf8'), buf.subarray(i + 1));
+      else if (buf.length > max) done();
+    };
+    const onEnd = () => done();
+    stream.on('data', onData);
+    stream.once('end', onEnd);
+    stream.once('error', onEnd);
+  });
+}
+
+/**
+ * Run `body` (a shell script after VETTED_PREFIX: $d the directory, "$@" args) on the host once
+ * the directory there is the one the engine mounts (`seen`: the engine's stat of a container's
+ * mount point of the volume: mode and mtime to the nanosecond); undefined, with nothing run, where
+ * it is not (a socket forwarded from a VM, a chroot, another mount namespace) or not there.
+ */
+async function runVetted(shell: HostShell, dir: string, seen: () => Promise<EngineStat>, body: string, args: string[]): Promise<HostProcess | undefined> {
+  const viewing = seen().catch(() => undefined);
+  const child = await shell.run(['sh', '-c', VETTED_PREFIX + body, 'sh', dir, ...args]);
+  const [line, engineView] = await Promise.all([firstLine(child.stdout), viewing]);
+  const local = line !== undefined ? parseStat(line) : undefined;
+  if (local && engineView && sameDirectory(engineView, local)) {
+    child.stdin.write('go\n');
+    return child;
+  }
+  child.stdin.end('no\n');
+  child.stdout.resume();
+  child.stderr.resume();
+  await child.exit;
+  return undefined;
 }
 
 export interface HostVolumeReader {
@@ -188,10 +264,11 @@ export async function openHostVolumeReader(
 ): Promise<HostVolumeReader | undefined> {
   const mount = spec.mounts.find((m) => m.type === 'volume' && m.source === volume);
   if (!mount) return undefined;
-  const at = await hostVolumeDir(engine, volume, () => engine.statPath(spec.sourceId, mount.destination));
+  const at = await hostVolumeDir(engine, volume);
   if (!at) return undefined;
   const { shell, dir } = at;
-  const child = await shell.run(['tar', ...hostTarArgs(dir)]);
+  const child = await runVetted(shell, dir, () => engine.statPath(spec.sourceId, mount.destination), 'exec tar "$@"', hostTarArgs(dir));
+  if (!child) return undefined;
   child.stdin.end();
   const stderr = keepText(child.stderr);
   // The archive ends only once tar has said it is whole: a tar that failed half-way must not
@@ -229,21 +306,14 @@ export async function openHostVolumeReader(
  * (nothing was read from `data`); throws when the extraction failed.
  */
 export async function writeHostVolume(engine: Engine, volume: string, seen: () => Promise<EngineStat>, data: Readable, progress?: Progress): Promise<boolean> {
-  const at = await hostVolumeDir(engine, volume, seen);
+  const at = await hostVolumeDir(engine, volume);
   if (!at) return false;
   const { shell, dir } = at;
+  const child = await runVetted(shell, dir, seen, WRITE_SCRIPT, [String(WRITE_BEHIND_MS / 1000), ...hostUntarArgs(dir)]);
+  if (!child) return false;
   progress?.info(`volume ${volume}: written into ${dir} on ${shell.where}`);
-  const child = await shell.run(['tar', ...hostUntarArgs(dir)]);
   const stderr = keepText(child.stderr);
   child.stdout.resume();
-  const flush = () => capture(shell, ['sync', '-f', '--', dir]);
-  // Write-behind: one flush at a time, for as long as tar runs.
-  let flushing: Promise<unknown> | undefined;
-  const behind = setInterval(() => {
-    flushing ??= flush()
-      .catch(() => {})
-      .finally(() => (flushing = undefined));
-  }, WRITE_BEHIND_MS);
   try {
     await pipeline(data, child.stdin);
   } catch (err) {
@@ -251,21 +321,17 @@ export async function writeHostVolume(engine: Engine, volume: string, seen: () =
     await child.exit;
     // the data's own failure (a damaged bundle, a dropped connection), unless tar stopped reading
     if (!/EPIPE|ERR_STREAM_PREMATURE_CLOSE|write after end/i.test(String((err as NodeJS.ErrnoException).code ?? (err as Error).message))) throw err;
-  } finally {
-    clearInterval(behind);
   }
   const code = await child.exit;
-  await flushing;
   const lost = child.lost();
-  if (code !== 0 && lost) throw lost;
-  if (code !== 0)
+  if (code === FLUSH_FAILED)
+    progress?.warn(
+      `volume ${volume}: written, but flushing it to the disk of ${shell.where} failed (sync -f: ${stderr().trim().slice(0, 200) || 'no message'}): it is in that host's page cache until the kernel writes it`,
+    );
+  else if (code !== 0 && lost) throw lost;
+  else if (code !== 0)
     throw new IoError(`tar could not write volume ${volume} into ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`, {
       hint: `what it wrote is removed with the volume; ${HOST_VOLUMES_ENV}=0 writes through the engine instead`,
     });
-  const flushed = await flush().catch((err: Error) => ({ code: null, stderr: err.message }));
-  if (flushed.code !== 0)
-    progress?.warn(
-      `volume ${volume}: written, but flushing it to the disk of ${shell.where} failed (sync -f: ${flushed.stderr.trim().slice(0, 200) || `exit ${flushed.code ?? 'by a signal'}`}): it is in that host's page cache until the kernel writes it`,
-    );
   return true;
 }

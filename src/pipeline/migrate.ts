@@ -11,6 +11,7 @@
  * No bundle is written anywhere. A failure removes what the target got and leaves the source as
  * it was (a source stopped for the cutover is started again).
  */
+import { warmHost } from './host-volume.js';
 import type { Engine } from '../engine/engine.js';
 import { dependencyOrder, renameContainerRefs } from '../engine/spec.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
@@ -53,6 +54,7 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   if (!opts.containers.length) throw new UsageError('name at least one container to migrate');
   const when = new Date();
   for (const d of [...source.differences(), ...target.differences()]) progress.warn(d);
+  for (const e of [source, target]) warmHost(e);
   await reportStaleQuiesce(source, progress);
   for (const e of [source, target]) if (await sweepStaleHolders(e)) progress.info(`removed helper containers left by a killed ferry run on ${e.facts.endpoint}`);
   const captured: Captured[] = [];

@@ -8,6 +8,7 @@
  * Members are checked against the trailer before any container is created; a failure anywhere
  * removes what this restore created (Undo).
  */
+import { warmHost } from './host-volume.js';
 import { BundleReader } from '../bundle/reader.js';
 import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
@@ -202,6 +203,7 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
   const whole = reader.manifest;
   for (const d of engine.differences()) progress.warn(d);
+  warmHost(engine);
   if (await sweepStaleHolders(engine)) progress.info('removed helper containers left by a killed ferry run');
   const undo = opts.undo ?? new Undo();
   try {

@@ -1,7 +1,8 @@
 /**
  * writeHostVolume on this machine's disk (root): the archive is extracted into the volume's
  * directory, the filesystem is flushed while tar writes and once more after it, before ferry says
- * the data is there; a flush that fails is a warning, not a lost volume.
+ * the data is there; a flush that fails is a warning, not a lost volume; a directory that is not
+ * the engine's is left alone.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,23 +14,30 @@ import type { Engine } from '../../src/engine/engine.js';
 import { localShell, type HostShell } from '../../src/engine/host.js';
 import { WRITE_BEHIND_MS, writeHostVolume } from '../../src/pipeline/host-volume.js';
 
-/** localShell, recording each command with the time it started and whether tar was still running. */
-function recordingShell(replace: (argv: string[]) => string[] = (a) => a) {
-  const runs: { argv: string[]; duringTar: boolean }[] = [];
-  let tarRunning = false;
+/**
+ * localShell with `sync` and `tar` wrapped (a directory first on PATH): each logs to `log` what it
+ * did and when tar ended, then runs the real one. `syncFails`: sync says so and exits 1.
+ */
+function wrappedShell(root: string, syncFails = false) {
+  const bin = path.join(root, 'bin');
+  const log = path.join(root, 'log');
+  fs.mkdirSync(bin);
+  fs.writeFileSync(
+    path.join(bin, 'sync'),
+    syncFails ? `#!/bin/sh\necho "sync $*" >> ${log}\necho "sync: no such option" >&2\nexit 1\n` : `#!/bin/sh\necho "sync $*" >> ${log}\nexec /bin/sync "$@"\n`,
+    { mode: 0o755 },
+  );
+  fs.writeFileSync(path.join(bin, 'tar'), `#!/bin/sh\n[ "$1" = --version ] && exec /usr/bin/tar "$@"\necho tar-start >> ${log}\n/usr/bin/tar "$@"; s=$?\necho tar-end >> ${log}\nexit $s\n`, { mode: 0o755 });
+  const runs: string[][] = [];
   const shell: HostShell = {
     where: 'this host',
-    async run(argv) {
-      runs.push({ argv, duringTar: tarRunning });
-      const p = await localShell.run(replace(argv));
-      if (argv[0] === 'tar') {
-        tarRunning = true;
-        void p.exit.then(() => (tarRunning = false));
-      }
-      return p;
+    run(argv) {
+      runs.push(argv);
+      return localShell.run(['env', `PATH=${bin}:${process.env.PATH}`, ...argv]);
     },
   };
-  return { shell, runs };
+  const lines = () => (fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n') : []);
+  return { shell, runs, lines };
 }
 
 function engineOn(shell: HostShell, dir: string): Engine {
@@ -80,30 +88,60 @@ describe.skipIf(process.getuid?.() !== 0)('writeHostVolume: extract on the host,
   });
   afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
 
-  it('flushes while tar writes and once after it, then says the data is there', async () => {
+  it('flushes while tar writes and once after it, in one command on the host, then says the data is there', async () => {
     const dir = path.join(root, 'vol');
-    const { shell, runs } = recordingShell();
+    const { shell, runs, lines } = wrappedShell(root);
     const { warnings, p } = progress();
     const ok = await writeHostVolume(engineOn(shell, dir), 'data', async () => engineStat(dir), slowly(archive, 12, 3 * WRITE_BEHIND_MS), p);
     expect(ok).toBe(true);
     expect(fs.readFileSync(path.join(dir, 'note'), 'utf8')).toBe('hello\n');
     expect(fs.statSync(path.join(dir, 'sub', 'data.bin')).size).toBe(3 << 20);
-    const syncs = runs.filter((r) => r.argv[0] === 'sync');
-    for (const s of syncs) expect(s.argv).toEqual(['sync', '-f', '--', dir]);
-    expect(syncs.filter((s) => s.duringTar).length).toBeGreaterThanOrEqual(1);
-    expect(runs.at(-1)!.argv[0]).toBe('sync'); // the last command: the flush after tar
-    expect(runs.at(-1)!.duringTar).toBe(false);
+    // What the host offers (asked once per host), then the stat, the go-ahead, tar and the flushes in one exec.
+    expect(runs.filter((r) => !/tar --version/.test(r.join(' ')))).toHaveLength(1);
+    const log = lines();
+    const end = log.indexOf('tar-end');
+    expect(log[0]).toBe('tar-start');
+    expect(end).toBeGreaterThan(0);
+    const syncs = log.filter((l) => l.startsWith('sync'));
+    for (const l of syncs) expect(l).toBe(`sync -f -- ${dir}`);
+    expect(log.slice(0, end).filter((l) => l.startsWith('sync')).length).toBeGreaterThanOrEqual(1); // while tar wrote
+    expect(log.at(-1)).toBe(`sync -f -- ${dir}`); // and after it
     expect(warnings).toEqual([]);
+    await new Promise((r) => setTimeout(r, 2 * WRITE_BEHIND_MS));
+    expect(lines()).toEqual(log); // the write-behind loop ended with the command
   });
 
   it('a flush that fails: the volume is written, and a warning says it may not be on the disk yet', async () => {
     const dir = path.join(root, 'vol');
-    const { shell } = recordingShell((a) => (a[0] === 'sync' ? ['sh', '-c', 'echo "sync: no such option" >&2; exit 1'] : a));
+    const { shell } = wrappedShell(root, true);
     const { warnings, p } = progress();
     const ok = await writeHostVolume(engineOn(shell, dir), 'data', async () => engineStat(dir), slowly(archive, 4, 100), p);
     expect(ok).toBe(true);
     expect(fs.readFileSync(path.join(dir, 'note'), 'utf8')).toBe('hello\n');
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/volume data: written, but flushing it to the disk of this host failed \(sync -f: sync: no such option\)/);
+  });
+
+  it('a directory that is not the one the engine mounts: nothing is run on it and nothing read from the data', async () => {
+    const dir = path.join(root, 'vol');
+    const { shell, lines } = wrappedShell(root);
+    const { p } = progress();
+    const st = engineStat(dir);
+    const data = slowly(archive, 4, 10);
+    const ok = await writeHostVolume(engineOn(shell, dir), 'data', async () => ({ ...st, mtime: st.mtime.replace(/\d(Z)$/, (d) => `${(Number(d[0]) + 1) % 10}Z`) }), data, p);
+    expect(ok).toBe(false);
+    expect(lines()).toEqual([]); // no tar, no flush
+    expect(fs.readdirSync(dir)).toEqual([]);
+    expect(data.readableDidRead).toBe(false); // the engine gets the data whole
+  });
+
+  it('a directory that is not on that host (stat fails there): not used', async () => {
+    const dir = path.join(root, 'vol');
+    const { shell, lines } = wrappedShell(root);
+    const { p } = progress();
+    const st = engineStat(dir);
+    const eng = { ...engineOn(shell, dir), inspectVolume: async () => ({ Driver: 'local', Options: null, Mountpoint: path.join(root, 'nowhere') }) } as unknown as Engine;
+    expect(await writeHostVolume(eng, 'data', async () => st, slowly(archive, 4, 10), p)).toBe(false);
+    expect(lines()).toEqual([]);
   });
 });
