@@ -600,7 +600,7 @@ async function scenarioBackup(opts, ctx) {
         clearSourceLeftovers();
         run('sync', []);
       },
-      ferry: () => ({ cmd: process.execPath, args: [BIN, 'backup', CTR, '--compress', 'none', '-o', ferryOut] }),
+      ferry: () => ({ cmd: BIN, args: ['backup', CTR, '--compress', 'none', '-o', ferryOut] }),
       baseline: () => ({
         cmd: 'bash',
         args: ['-c', `set -eo pipefail; docker commit ${CTR} ${SNAP} >/dev/null && docker save -o ${snapOut} ${SNAP} && docker cp ${CTR}:${PGDATA} - > ${volOut}`],
@@ -646,8 +646,8 @@ function migrateSpecs(ctx) {
   const ssh = migrateSsh(ctx);
   return {
     ferry: () => ({
-      cmd: process.execPath,
-      args: [BIN, 'migrate', CTR, '--to', 'ssh://newhost', '--no-start'],
+      cmd: BIN,
+      args: ['migrate', CTR, '--to', 'ssh://newhost', '--no-start'],
       env: childEnv({ HOME: home }),
     }),
     baseline: () => ({
@@ -956,8 +956,8 @@ function renderMarkdown(report) {
   L.push('');
   L.push('## Commands');
   L.push('');
-  L.push(`- backup — ferry: \`node bin/ferry.js backup ${CTR} --compress none -o <file>\`; baseline: \`docker commit ${CTR} ${SNAP} && docker save -o <file> ${SNAP} && docker cp ${CTR}:${PGDATA} - > <file2>\``);
-  L.push(`- migrate — ferry: \`HOME=<sshHome> node bin/ferry.js migrate ${CTR} --to ssh://newhost --no-start\`; baseline: \`docker commit ${CTR} ${SNAP}; docker save ${SNAP} | ssh newhost docker load; ssh newhost docker volume create ${VOL}; ssh newhost docker create --name ${HOLDER} -v ${VOL}:/data ${SNAP}; docker cp ${CTR}:${PGDATA}/. - | ssh newhost docker cp - ${HOLDER}:/data\` (OpenSSH to the lab sshd, whose sessions reach engine B)`);
+  L.push(`- backup — ferry: \`bin/ferry.js backup ${CTR} --compress none -o <file>\`; baseline: \`docker commit ${CTR} ${SNAP} && docker save -o <file> ${SNAP} && docker cp ${CTR}:${PGDATA} - > <file2>\``);
+  L.push(`- migrate — ferry: \`HOME=<sshHome> bin/ferry.js migrate ${CTR} --to ssh://newhost --no-start\`; baseline: \`docker commit ${CTR} ${SNAP}; docker save ${SNAP} | ssh newhost docker load; ssh newhost docker volume create ${VOL}; ssh newhost docker create --name ${HOLDER} -v ${VOL}:/data ${SNAP}; docker cp ${CTR}:${PGDATA}/. - | ssh newhost docker cp - ${HOLDER}:/data\` (OpenSSH to the lab sshd, whose sessions reach engine B)`);
   L.push(`- migrate (empty target): before each run engine B loses the container, volume, snapshot images and ${PG}; second migrate: B keeps ${PG}`);
   L.push(`- ssh — OpenSSH: \`ssh newhost 'cat > /dev/null' < <file>\`; ssh2: \`node bench/ssh2-cat.mjs <file>\` (exec \`cat > /dev/null\`, cipher aes128-gcm@openssh.com)`);
   L.push('');

@@ -196,7 +196,7 @@ describe('ferry drill', () => {
   it('SIGTERM during a hanging probe removes everything and exits 130', async () => {
     const env = { ...process.env };
     delete env.DOCKER_HOST;
-    const child = spawn('node', [BIN, 'drill', bundle, '--probe', 'sleep 300', '--timeout', '120'], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const child = spawn(BIN, ['drill', bundle, '--probe', 'sleep 300', '--timeout', '120'], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stderr = '';
     let stdout = '';
     child.stdout.on('data', (d) => (stdout += d));

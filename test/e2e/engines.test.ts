@@ -75,7 +75,7 @@ describe('interrupted backup', () => {
     try {
       docker(['exec', big, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=400 2>/dev/null']);
       const out = path.join(dir, 'interrupted');
-      const child = spawn('node', [BIN, 'backup', big, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(BIN, ['backup', big, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       let scheduled = false;
       const code = await new Promise<number | null>((resolve) => {

@@ -30,7 +30,7 @@ function tarRunsOn(mp: string): boolean {
 
 /** Start `ferry backup container -o out`, and SIGKILL it 0.3 s into its volume copy (`whileCopying` runs first). */
 async function killMidVolume(container: string, out: string, whileCopying?: () => void, extraEnv: Record<string, string> = {}): Promise<void> {
-  const child = spawn('node', [BIN, 'backup', container, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, ...extraEnv } });
+  const child = spawn(BIN, ['backup', container, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, ...extraEnv } });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const closed = new Promise((r) => child.on('close', r));
@@ -144,7 +144,7 @@ describe('ssh connection dropped mid-migration', () => {
       // 1 GiB: seconds of streaming, so the cut lands in the middle of the volume copy
       docker(['exec', c, 'sh', '-c', 'dd if=/dev/zero of=/v/blob bs=1M count=1024 2>/dev/null']);
       // With --stop-source the source was stopped for its snapshot: the rollback starts it again.
-      const child = spawn('node', [BIN, 'migrate', c, '--to', 'ssh://newhost', ...(flag ? [flag, '--stop-timeout', '1'] : [])], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, HOME: home } });
+      const child = spawn(BIN, ['migrate', c, '--to', 'ssh://newhost', ...(flag ? [flag, '--stop-timeout', '1'] : [])], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, HOME: home } });
       let stderr = '';
       child.stderr.on('data', (d) => (stderr += d));
       await waitFor('the volume transfer to start', () => /volume .* -> .* on ssh:\/\/newhost/.test(stderr), 30_000);

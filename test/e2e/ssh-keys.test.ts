@@ -25,7 +25,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 /** Run ferry on a pseudo-terminal, typing `typed` once the prompt is there. Output is the terminal's. */
 function ferryOnTty(args: string[], typed: string): Promise<{ code: number; out: string }> {
   return new Promise((resolve, reject) => {
-    const cmd = ['node', BIN, ...args].map((a) => `'${a}'`).join(' ');
+    const cmd = [BIN, ...args].map((a) => `'${a}'`).join(' ');
     const child = spawn('script', ['-qec', `${cmd}; echo "EXIT=$?"`, '/dev/null'], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     let typedYet = false;

@@ -30,7 +30,8 @@ export function ferry(args: string[], opts: { env?: Record<string, string | unde
     if (opts.env?.DOCKER_HOST) env.DOCKER_HOST = opts.env.DOCKER_HOST;
     const cmd = [BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
     const redir = `${opts.stdinFile ? ` < '${opts.stdinFile}'` : ' < /dev/null'}${opts.stdoutFile ? ` > '${opts.stdoutFile}'` : ''}`;
-    const child = spawn('sh', ['-c', `exec node ${cmd}${redir}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // bin/ferry.js run as a program, as an installed `ferry` is: its shebang's node flags apply
+    const child = spawn('sh', ['-c', `exec ${cmd}${redir}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -42,7 +43,7 @@ export function ferry(args: string[], opts: { env?: Record<string, string | unde
 
 /** Run a shell pipeline (for `ferry ... -o - | ferry restore -`). */
 export function sh(script: string, env: Record<string, string> = {}): Run {
-  const r = spawnSync('sh', ['-c', script], { env: { ...process.env, FERRY: `node ${BIN}`, ...env }, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync('sh', ['-c', script], { env: { ...process.env, FERRY: BIN, ...env }, encoding: 'utf8', maxBuffer: 64 << 20 });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
