@@ -4,7 +4,7 @@
 #
 #   examples/backup-and-restore.sh               # on a demo container it creates: docs-demo-web
 #   examples/backup-and-restore.sh CONTAINER     # on one of yours -- see "CAREFUL" below
-#   FERRY="node bin/ferry.js" examples/backup-and-restore.sh
+#   FERRY=bin/ferry.js examples/backup-and-restore.sh
 #
 # Without an argument the script creates docs-demo-web (from $DEMO_IMAGE, a busybox image that is
 # already on the engine; nothing is pulled) with a named volume docs-demo-data holding a few files,

@@ -2,7 +2,7 @@
 # Move services from this host to a new one with ferry, in one cutover, with a safety bundle.
 #
 #   examples/migrate-host.sh NEWHOST CONTAINER...
-#   FERRY="node bin/ferry.js" examples/migrate-host.sh newhost web db
+#   FERRY=bin/ferry.js examples/migrate-host.sh newhost web db
 #   MIGRATE_ARGS="--map-bind /srv=/data/srv --stop-timeout 60" examples/migrate-host.sh newhost web
 #   examples/migrate-host.sh newhost --project shop          # a whole Compose stack
 #

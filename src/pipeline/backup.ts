@@ -1,11 +1,13 @@
 /**
  * ferry backup: capture -> save -> ship, for one or more containers, into one bundle.
  *
- *   for each container:  quiesce -> commit -> volumes (and binds) into the bundle -> resume
- *                        -> save the committed image into the bundle -> drop the local snapshot
+ *   for each container:  quiesce -> commit -> volumes (and binds) into the bundle -> resume,
+ *                        and meanwhile save the committed image into the bundle
+ *   -> finish the bundle once every container is back -> drop the local snapshots
  *
  * Volumes are read while the container is still paused (or stopped), so data and layer belong to
- * the same instant. The container is resumed in a finally block, whatever fails. With `together`,
+ * the same instant. The container is resumed in a finally block, whatever fails (after a failure,
+ * before anything else; otherwise while its image is written). With `together`,
  * every container of the bundle is quiesced first (dependents first) and all are resumed once the
  * last one's volumes are read (in dependency order): one instant for a whole stack.
  *
@@ -201,6 +203,8 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   const pendingSaves: Promise<Readable>[] = [];
   const pushed: NonNullable<BackupResult['pushed']> = [];
   const helpersGone: Promise<void>[] = [];
+  /** Containers being put back (and their post-exec hooks) while their images are written. */
+  const resuming: Promise<void>[] = [];
   // --together: who was quiesced (and whose pre-exec hook ran), to put back all at once.
   const together = !!opts.together && captured.length > 1;
   const held: { c: Captured; resume?: () => Promise<void>; post?: string }[] = [];
@@ -253,6 +257,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       // stream is only read afterwards, so nothing piles up in ferry's memory.
       let saving: Promise<Readable> | undefined;
       let facts: ImageFacts | undefined;
+      let read = false;
       try {
         progress.step(`commit ${c.spec.name}`);
         const [repo, tag] = splitRef(entry.image.ref);
@@ -261,7 +266,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
         facts = { ref: entry.image.ref, id: committed.id, layers: committed.layers };
         if (!registry) {
           writer.recordImage(facts);
-          saving = saveImage(engine, entry.image.ref);
+          saving = saveImage(engine, entry.image.ref, progress);
           saving.catch(() => {});
           pendingSaves.push(saving);
         }
@@ -288,12 +293,22 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
             helpersGone.push(removing);
           }
         }
+        read = true;
       } catch (err) {
         saving?.then((s) => s.destroy()).catch(() => {});
         throw err;
       } finally {
-        await resume();
-        if (hooks.post) await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) => progress.warn((e as Error).message));
+        const back = (async () => {
+          await resume();
+          if (hooks.post) await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) => progress.warn((e as Error).message));
+        })();
+        // Its data read, the container goes back while its image is written (an unpause waits on
+        // the engine's disk writes: up to a second here while the bundle streams); the bundle is
+        // finished only once it is back. After a failure, it is back before anything else.
+        if (read) {
+          back.catch(() => {});
+          resuming.push(back);
+        } else await back;
       }
       checkAborted(signal);
       if (registry) {
@@ -319,6 +334,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       await writer.addMember(member, abortable(img, signal), imageCodec(opts.codec), (_, n) => progress.bytes(member, n));
     }
     checkAborted(signal);
+    await Promise.all(resuming);
     await Promise.all(helpersGone);
     progress.step('finish bundle');
     const trailer = await writer.finish();
@@ -328,6 +344,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       ...(registry ? { pushed } : {}),
     };
   } catch (err) {
+    await Promise.allSettled(resuming);
     await releaseAll().catch((e) => progress.warn(`could not put every container back: ${(e as Error).message}`));
     for (const p of pendingSaves) p.then((st) => st.destroy()).catch(() => {});
     await writer.abort();

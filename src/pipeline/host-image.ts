@@ -27,6 +27,7 @@ import { createGunzip } from 'node:zlib';
 import * as tar from 'tar-stream';
 import type { Engine, ImageInspect } from '../engine/engine.js';
 import { captureBytes, type HostProcess, type HostShell } from '../engine/host.js';
+import { EngineError } from '../errors.js';
 import { keepText } from '../util/keep-text.js';
 import type { Progress } from './context.js';
 import { askHost } from './host-volume.js';
@@ -59,8 +60,19 @@ export function archiveManifest(configFile: string, ref: string, layerFiles: str
   return JSON.stringify([{ Config: configFile, RepoTags: [ref], Layers: layerFiles }]);
 }
 
-/** The layer store said something other than what the image needs: the engine's save is used instead. */
-export class LayerStoreMismatch extends Error {}
+/**
+ * The layer store said something other than what the image needs. Found before the first byte,
+ * the engine's save is used instead; found while the archive streams (a layer's digest), migrate
+ * falls back to the save, and a backup, whose bundle member is half-written by then, fails (exit 4).
+ */
+export class LayerStoreMismatch extends EngineError {
+  constructor(message: string) {
+    super(`the image layer store did not give the image: ${message}`, {
+      code: 'LAYER_STORE',
+      hint: `the engine's image store may be damaged (docker image inspect); run again with ${HOST_LAYERS_ENV}=0 to export images with the engine's save`,
+    });
+  }
+}
 
 async function* tarSplit(shell: HostShell, file: string): AsyncGenerator<TarSplitEntry> {
   const p = await shell.run(['cat', '--', file]);

@@ -150,7 +150,7 @@ export async function shipImage(source: Engine, target: Engine, ref: string, pro
     } catch (err) {
       const why = fromHost.mismatch();
       if (!why) throw err;
-      progress.warn(`image ${ref}: the layer store on ${fromHost.where} did not give the image (${why.message}); sending it with the engine's save instead`);
+      progress.warn(`image ${ref} on ${fromHost.where}: ${why.message}; sending it with the engine's save instead`);
     }
   }
   const saved = await source.saveImages([ref]);

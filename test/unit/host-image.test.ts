@@ -9,6 +9,7 @@ import * as tar from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine } from '../../src/engine/engine.js';
 import { localShell } from '../../src/engine/host.js';
+import { EngineError, EXIT } from '../../src/errors.js';
 import { archiveManifest, HOST_LAYERS_ENV, openHostImageArchive, parseTarSplitLine } from '../../src/pipeline/host-image.js';
 import { chainIds } from '../../src/pipeline/ship.js';
 
@@ -169,6 +170,10 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
     expect(err.message).toMatch(/digest/);
     expect(a!.mismatch()).toBe(err);
     expect(seen).not.toContain('manifest.json');
+    // What a backup fails with when this happens mid-member: the engine's exit code, and the way out.
+    expect(err).toBeInstanceOf(EngineError);
+    expect((err as EngineError).exitCode).toBe(EXIT.ENGINE);
+    expect((err as EngineError).hint).toMatch(/FERRY_HOST_LAYERS=0/);
   });
 
   it('a file shorter than its tar-split says: a mismatch', async () => {
