@@ -266,7 +266,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
         facts = { ref: entry.image.ref, id: committed.id, layers: committed.layers };
         if (!registry) {
           writer.recordImage(facts);
-          saving = saveImage(engine, entry.image.ref, progress);
+          saving = saveImage(engine, entry.image.ref);
           saving.catch(() => {});
           pendingSaves.push(saving);
         }

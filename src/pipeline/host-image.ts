@@ -61,9 +61,9 @@ export function archiveManifest(configFile: string, ref: string, layerFiles: str
 }
 
 /**
- * The layer store said something other than what the image needs. Found before the first byte,
- * the engine's save is used instead; found while the archive streams (a layer's digest), migrate
- * falls back to the save, and a backup, whose bundle member is half-written by then, fails (exit 4).
+ * The layer store said something other than what the image needs: the engine's save is used
+ * instead (before the first byte, or after the target refused the archive). Typed, with a hint,
+ * should it ever reach the user.
  */
 export class LayerStoreMismatch extends EngineError {
   constructor(message: string) {

@@ -1,18 +1,17 @@
 /**
  * The image of a migration built from the source host's layer store (src/pipeline/host-image.ts):
  * only the layers the target lacks, no `docker save` of the whole image, and the same image and
- * filesystem on the target as through the engine's save. A backup's image member too: every
- * layer, from the layer store, an archive plain `docker load` takes.
+ * filesystem on the target as through the engine's save.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sh, sshHome, uid } from '../helpers/lab.js';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sshHome, uid } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-hostimg-'));
 const name = uid('hi');
-const all = ['', '-e', '-s', '-b'].map((x) => `${name}${x}`);
+const all = ['', '-e', '-s'].map((x) => `${name}${x}`);
 
 afterAll(() => {
   cleanup(ENGINE_A, { containers: all });
@@ -117,42 +116,5 @@ describe('the image of a migration, from the layer store on the source host', ()
     expect(r.stderr).toMatch(new RegExp(`${lacking} of 2 layers read from the layer store in /var/lib/docker-b on ssh://newhost`));
     expect(rootListing(n, ENGINE_A)).toBe(before);
     expect(inspect('container', n).State.Running).toBe(true);
-  });
-});
-
-describe('the image member of a backup, from the layer store', () => {
-  it('every layer read from the layer store: plain docker load takes the member, restore gives the same files; FERRY_HOST_LAYERS=0 the engine`s save', async () => {
-    const n = `${name}-b`;
-    const before = serve(n);
-    const bundle = path.join(dir, 'b.tar');
-    const r = await ferry(['backup', n, '-o', bundle]);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(new RegExp(`image ferry/${n}:\\S+: 2 of 2 layers read from the layer store in /var/lib/docker on this host`));
-    expect((await ferry(['verify', bundle])).code).toBe(0);
-    const ref = JSON.parse(sh(`tar -xOf '${bundle}' manifest.json`).stdout).containers[0].image.ref as string;
-    // The image member alone, with tar and docker load, no ferry: the engine checks every layer's
-    // digest against the config, and the config's against the image ID.
-    const loaded = sh(`tar -xOf '${bundle}' 'images/${n}.tar.gz' | docker -H ${ENGINE_B} load`);
-    expect(loaded.code, loaded.stderr).toBe(0);
-    expect(loaded.stdout).toContain(`Loaded image: ${ref}`);
-    const img = inspect('image', ref, ENGINE_B);
-    expect(img.RootFS.Layers).toHaveLength(2);
-    expect(img.RootFS.Layers[0]).toBe(inspect('image', BUSYBOX).RootFS.Layers[0]);
-    docker(['rmi', ref], { host: ENGINE_B });
-    // The image committed on the source, exactly (its ID is its config's sha256).
-    const facts = JSON.parse(sh(`tar -xOf '${bundle}' trailer.json`).stdout).images[0];
-    expect(facts.id).toBe(img.Id);
-    expect(facts.layers).toEqual(img.RootFS.Layers);
-    // FERRY_HOST_LAYERS=0: the engine's save.
-    const viaSave = path.join(dir, 'b-save.tar');
-    const e = await ferry(['backup', n, '-o', viaSave], { env: { FERRY_HOST_LAYERS: '0' } });
-    expect(e.code, e.stderr).toBe(0);
-    expect(e.stderr).not.toMatch(/layer store/);
-    expect((await ferry(['verify', viaSave])).code).toBe(0);
-    // And ferry's restore of the first bundle on engine B: the container's files as they were.
-    const rr = await ferry(['-H', ENGINE_B, 'restore', bundle]);
-    expect(rr.code, rr.stderr).toBe(0);
-    expect(inspect('container', n, ENGINE_B).State.Running).toBe(true);
-    expect(rootListing(n, ENGINE_B)).toBe(before);
   });
 });

@@ -170,7 +170,7 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
     expect(err.message).toMatch(/digest/);
     expect(a!.mismatch()).toBe(err);
     expect(seen).not.toContain('manifest.json');
-    // What a backup fails with when this happens mid-member: the engine's exit code, and the way out.
+    // Typed, should it reach the user: the engine's exit code, and the way out.
     expect(err).toBeInstanceOf(EngineError);
     expect((err as EngineError).exitCode).toBe(EXIT.ENGINE);
     expect((err as EngineError).hint).toMatch(/FERRY_HOST_LAYERS=0/);
