@@ -54,6 +54,7 @@ describe('hostTarArgs', () => {
     expect(a).toEqual(expect.arrayContaining(['--create', '--file=-', '--format=posix', '--numeric-owner', '--sort=name', '--xattrs', '--xattrs-include=security.capability', '--xattrs-include=user.*', '--pax-option=delete=atime,delete=ctime,delete=mtime']));
     expect(a.at(-1)).toBe('.');
     expect(a).not.toContain('--one-file-system'); // the container sees what is mounted inside (rbind)
+    expect(a).toContain('--blocking-factor=128'); // 64 KiB records, not 10 KiB: see TAR_RECORD_BLOCKS
   });
 });
 
@@ -70,6 +71,7 @@ describe('hostUntarArgs', () => {
   it('extracts as the engine does: numeric owners, permissions, xattrs, into the directory', () => {
     const a = hostUntarArgs('/var/lib/docker/volumes/v/_data');
     expect(a).toEqual(expect.arrayContaining(['--extract', '--file=-', '--directory=/var/lib/docker/volumes/v/_data', '--numeric-owner', '--same-owner', '--preserve-permissions', '--xattrs', '--xattrs-include=*']));
+    expect(a).toContain('--blocking-factor=128');
   });
 });
 
