@@ -16,7 +16,7 @@ import { finished, pipeline } from 'node:stream/promises';
 import { hostname } from 'node:os';
 import { type Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE, LABEL_RUN, OWNER, RUN_ID } from '../engine/engine.js';
 import { alive } from '../util/state.js';
-import { EngineError } from '../errors.js';
+import { ConflictError, EngineError, NotFoundError } from '../errors.js';
 import { demux } from '../engine/demux.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
 import type { Progress } from './context.js';
@@ -90,7 +90,10 @@ async function createHolder(engine: Engine, image: string, mount: Record<string,
   try {
     id = await engine.createContainer(name, body);
   } catch (err) {
-    // The engine may have created it even though the answer was lost: remove it by name.
+    // The engine may have created it even though the answer was lost: remove it by name, and
+    // have the rollback's sweep settle it should it still be under way (sweepHolders).
+    const answered = err instanceof ConflictError || err instanceof NotFoundError || typeof (err as { cause?: { statusCode?: unknown } }).cause?.statusCode === 'number';
+    if (!answered) lostCreates(engine).add({ name, image });
     await removeWithAnonymousVolumes(engine, name).catch(() => {});
     throw new EngineError(`cannot create a helper container from image ${image} to reach volume data: ${(err as Error).message}`, {
       cause: err,
@@ -365,8 +368,52 @@ export async function fillBind(engine: Engine, image: string, hostPath: string, 
   await holder.remove();
 }
 
+/** Helpers whose create failed, per engine: with the connection lost, the engine may still be creating one. */
+const lost = new WeakMap<Engine, Set<{ name: string; image: string }>>();
+function lostCreates(engine: Engine): Set<{ name: string; image: string }> {
+  let s = lost.get(engine);
+  if (!s) lost.set(engine, (s = new Set()));
+  return s;
+}
+
+/** How long a rollback waits for the engine to finish a helper's create whose answer was lost. */
+export const LOST_CREATE_WAIT_MS = 30_000;
+
+/**
+ * A helper's create whose answer was lost (the connection dropped while the engine worked on
+ * it) may finish after the rollback has looked: seen here, an engine busy writing took 2 s, and
+ * the helper, once there, kept the volume the rollback was removing (or made it again). The
+ * engine reserves a container's name when it starts a create: a placeholder created under the
+ * same name shows whether one is under way. Created, nothing was (the placeholder goes again);
+ * refused as a conflict, the create is under way or done: its container is removed once it is there.
+ */
+async function settleLostCreate(engine: Engine, c: { name: string; image: string }): Promise<void> {
+  const deadline = Date.now() + LOST_CREATE_WAIT_MS;
+  for (;;) {
+    try {
+      const id = await engine.createContainer(c.name, holderCreateBody(c.image, { Type: 'tmpfs', Target: MOUNT }));
+      await engine.removeContainer(id, { force: true });
+      return;
+    } catch (err) {
+      if (!(err instanceof ConflictError)) return; // the image is gone, the engine unreachable: nothing more to do here
+    }
+    if (await engine.containerExists(c.name)) {
+      await removeWithAnonymousVolumes(engine, c.name);
+      return;
+    }
+    if (Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 /** Remove every helper this run made on the engine (after a failure: some answers may have been lost). */
 export async function sweepHolders(engine: Engine): Promise<void> {
+  const pending = lost.get(engine);
+  if (pending)
+    for (const c of [...pending]) {
+      await settleLostCreate(engine, c).catch(() => {});
+      pending.delete(c);
+    }
   const mine = await engine.docker.listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${RUN_ID}`] } }).catch(() => []);
   for (const c of mine) await removeWithAnonymousVolumes(engine, c.Id).catch(() => {});
 }

@@ -155,8 +155,8 @@ describe('ssh connection dropped mid-migration', () => {
       expect(code, stderr).toBe(4);
       expect(stderr).not.toMatch(/at .*\.js:\d+/);
       expect(stderr).toMatch(/rollback: remove volume/);
-      expect(exists('container', c, ENGINE_B)).toBe(false);
-      expect(exists('volume', c, ENGINE_B)).toBe(false);
+      expect(exists('container', c, ENGINE_B), stderr).toBe(false);
+      expect(exists('volume', c, ENGINE_B), stderr).toBe(false);
       expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'], { host: ENGINE_B })).toBe('');
       const st = inspect('container', c).State;
       expect(st.Running).toBe(true);

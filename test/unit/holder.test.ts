@@ -1,5 +1,8 @@
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { holderCreateBody, namedVolumes, tarHelperCreateBody } from '../../src/pipeline/volumes.js';
+import type { Engine } from '../../src/engine/engine.js';
+import { ConflictError, EngineError, NotFoundError } from '../../src/errors.js';
+import { fillVolume, holderCreateBody, namedVolumes, sweepHolders, tarHelperCreateBody } from '../../src/pipeline/volumes.js';
 
 describe('holderCreateBody', () => {
   const reader = holderCreateBody('sha256:abc', { Type: 'volume', Source: 'data', Target: '/.ferry-data', ReadOnly: true, VolumeOptions: { NoCopy: true } });
@@ -63,5 +66,81 @@ describe('namedVolumes (the volumes a removed helper or restored container never
     };
     expect([...namedVolumes(body)].sort()).toEqual(['cache', 'data']);
     expect(namedVolumes({}).size).toBe(0);
+  });
+});
+
+describe('a helper whose create lost its answer with the connection (the rollback`s sweep settles it)', () => {
+  /**
+   * A fake engine: the helper's create fails with `first`; the connection is down until the
+   * sweep; then the engine refuses the helper's name (ConflictError) while its create is under way
+   * (`busy` more tries), after which the helper exists.
+   */
+  function fake(first: Error, busy: number | 'never-created') {
+    const calls: string[] = [];
+    let down = true;
+    let helper: string | undefined;
+    let refusals = 0;
+    const engine = {
+      facts: { podman: false, endpoint: 'ssh://h' },
+      host: undefined,
+      createContainer: async (name: string) => {
+        if (!helper) {
+          helper = name;
+          throw first;
+        }
+        if (down) throw new EngineError('lost the connection');
+        calls.push(`create ${name}`);
+        if (busy !== 'never-created' && refusals++ < busy) throw new ConflictError(`the name ${name} is in use`);
+        if (busy !== 'never-created') throw new ConflictError(`the name ${name} is in use`); // the helper itself, now there
+        return 'placeholder-id';
+      },
+      containerExists: async (name: string) => {
+        calls.push(`exists ${name}`);
+        return busy !== 'never-created' && refusals > busy;
+      },
+      inspectContainer: async (id: string) => {
+        if (down) throw new EngineError('lost the connection');
+        return { Id: id, Mounts: [{ Type: 'volume', Name: 'data' }], HostConfig: { Mounts: [{ Type: 'volume', Source: 'data' }] } };
+      },
+      removeContainer: async (id: string) => {
+        if (down) throw new EngineError('lost the connection');
+        calls.push(`remove ${id}`);
+      },
+      removeVolume: async (v: string) => calls.push(`remove volume ${v}`),
+      docker: { listContainers: async () => [] },
+    };
+    return { engine: engine as unknown as Engine, calls, up: () => (down = false), helper: () => helper! };
+  }
+  const lostAnswer = () => new EngineError('create container: lost the connection to the engine at ssh://h (ECONNRESET)', { cause: Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }) });
+
+  it('under way: waits until the engine has made it, then removes it (never the volume it mounts by name)', async () => {
+    const f = fake(lostAnswer(), 2);
+    await expect(fillVolume(f.engine, 'ferry-holder:empty', 'data', Readable.from([]))).rejects.toThrow(/cannot create a helper container/);
+    f.up();
+    await sweepHolders(f.engine);
+    const h = f.helper();
+    expect(f.calls).toEqual([`create ${h}`, `exists ${h}`, `create ${h}`, `exists ${h}`, `create ${h}`, `exists ${h}`, `remove ${h}`]);
+    // settled once: a second sweep has nothing left to wait for
+    f.calls.length = 0;
+    await sweepHolders(f.engine);
+    expect(f.calls).toEqual([]);
+  });
+
+  it('never reached the engine: the placeholder takes the name and goes again', async () => {
+    const f = fake(lostAnswer(), 'never-created');
+    await expect(fillVolume(f.engine, 'ferry-holder:empty', 'data', Readable.from([]))).rejects.toThrow(/cannot create a helper container/);
+    f.up();
+    await sweepHolders(f.engine);
+    expect(f.calls).toEqual([`create ${f.helper()}`, 'remove placeholder-id']);
+  });
+
+  it('the engine answered (a missing image, a name in use): nothing to settle', async () => {
+    for (const answer of [new NotFoundError('image not there'), new ConflictError('name in use'), new EngineError('the engine answered 500', { cause: Object.assign(new Error('x'), { statusCode: 500 }) })]) {
+      const f = fake(answer, 0);
+      await expect(fillVolume(f.engine, 'ferry-holder:empty', 'data', Readable.from([]))).rejects.toThrow(/cannot create a helper container/);
+      f.up();
+      await sweepHolders(f.engine);
+      expect(f.calls).toEqual([]);
+    }
   });
 });
