@@ -41,6 +41,13 @@ export interface MemberProgress {
   (member: string, rawBytes: number): void;
 }
 
+/** A member's second source, for when its first fails half-way (BundleWriter.addMember). */
+export interface MemberAgain {
+  /** Whether this failure of the first source calls for the second. */
+  when(err: unknown): boolean;
+  open(err: unknown): Promise<Readable>;
+}
+
 export class BundleWriter {
   private readonly written: TrailerMember[] = [];
   private readonly images: ImageFacts[] = [];
@@ -91,138 +98,162 @@ export class BundleWriter {
     await this.sink.writeAt(this.manifestBytes({ ...this.manifest, members }), this.manifestAt);
   }
 
-  /** Stream one data member into the bundle. Resolves with what the trailer will say about it. */
-  async addMember(name: string, src: Readable, codec: Codec, onProgress?: MemberProgress): Promise<TrailerMember> {
+  /** Whether a member whose source fails half-way can be written again (addMember's `again`). */
+  get canRewrite(): boolean {
+    return this.sink.seekable && typeof this.sink.rewind === 'function';
+  }
+
+  /**
+   * Stream one data member into the bundle. Resolves with what the trailer will say about it.
+   * `again` (only where canRewrite): when the source fails and `again.when(error)` says so, the
+   * member is written once more from its start, from `again.open()`.
+   */
+  async addMember(name: string, src: Readable, codec: Codec, onProgress?: MemberProgress, again?: MemberAgain): Promise<TrailerMember> {
     if (this.busy) throw new Error('BundleWriter: members are written one at a time');
     if (!this.manifest.members.some((m) => m.name === name)) throw new Error(`BundleWriter: member ${name} is not in the manifest`);
+    if (again && !this.canRewrite) throw new Error('BundleWriter: this sink cannot write a member again');
     this.busy = true;
     try {
-      let raw = 0;
-      const hash = createHash('sha256');
-      // The sink's own failure (disk full, closed pipe) is the cause; the pipeline may report the
-      // AbortError of tearing the other streams down first.
-      let sinkError: unknown;
-      let stored = 0;
-      let parts = 0;
-      const sink = this.sink;
-      const mtime = this.mtime;
-      if (sink.seekable) {
-        // A gathered write where the sink has one (no copy into one buffer), else one joined write.
-        // Once a batch has landed its slabs (util/slabs.ts) go back to the pool: nothing else holds them.
-        const writeBatch = (b: Buffer[]) =>
-          sink.writev ? sink.writev(b, () => b.forEach(releaseSlab)) : sink.write(b.length === 1 ? b[0]! : Buffer.concat(b));
-        // Raw bytes are counted before compression (the stream path counts in its own loop).
-        const counter = new Transform({
-          highWaterMark: 1 << 20,
-          transform(chunk: Buffer, _enc, cb) {
-            raw += chunk.length;
-            onProgress?.(name, raw);
-            cb(null, chunk);
-          },
-        });
-        const headerAt = sink.position;
-        await sink.write(encodeHeader({ name, size: 0, mtime }));
-        // Batch network chunks into ~1 MiB gathered writes: one write (one trip through the
-        // thread pool) per 64 KiB chunk costs more. A Writable, not an async iterator: iterating
-        // a byte stream joins its buffered chunks into a new buffer at every step.
-        let batch: Buffer[] = [];
-        let batchLen = 0;
-        const flush = (cb: (err?: Error | null) => void) => {
-          const data = batch;
-          batch = [];
-          batchLen = 0;
-          writeBatch(data).then(
-            () => cb(),
-            (err: Error) => {
-              sinkError ??= err;
-              cb(err);
-            },
-          );
-        };
-        const out = new Writable({
-          highWaterMark: WRITE_BATCH,
-          write(chunk: Buffer, _e, cb) {
-            hash.update(chunk);
-            stored += chunk.length;
-            batch.push(chunk);
-            batchLen += chunk.length;
-            if (batchLen >= WRITE_BATCH) flush(cb);
-            else cb();
-          },
-          final(cb) {
-            if (batchLen) flush(cb);
-            else cb();
-          },
-        });
-        // Uncompressed: no pass-through stage in between.
-        const stages = codec === 'none' ? pipeline(src, counter, out) : pipeline(src, counter, compressor(codec), out);
-        await stages.catch((err) => {
-          throw sinkError ?? err;
-        });
-        await sink.write(padding(stored));
-        await sink.writeAt(encodeHeader({ name, size: stored, mtime }), headerAt);
-      } else {
-        // Each part is the compression of at most PART_SIZE raw bytes, a frame of its own (gzip
-        // members and zstd frames concatenate), so a reader can hold every part to PART_SIZE.
-        // The compressed part is buffered (bounded by about PART_SIZE) because its tar header
-        // needs its size.
-        type Part = { cz: Duplex; raw: number; done: Promise<Buffer> };
-        const startPart = (): Part => {
-          const cz = compressor(codec);
-          // Collected from 'data' events (iterating would join buffered chunks once more).
-          const done = new Promise<Buffer>((resolve, reject) => {
-            const out: Buffer[] = [];
-            let n = 0;
-            cz.on('data', (c: Buffer) => {
-              out.push(c);
-              n += c.length;
-            });
-            cz.once('end', () => resolve(Buffer.concat(out, n)));
-            cz.once('error', reject);
-          });
-          done.catch(() => {});
-          return { cz, raw: 0, done };
-        };
-        const endPart = async (p: Part, last: boolean) => {
-          p.cz.end();
-          const data = await p.done;
-          hash.update(data);
-          stored += data.length;
-          const entryName = last && parts === 0 ? name : partName(name, parts);
-          parts++;
-          await sink.write(encodeHeader({ name: entryName, size: data.length, mtime }));
-          await sink.write(data);
-          await sink.write(padding(data.length));
-        };
-        let part: Part | undefined;
-        try {
-          for await (let chunk of src as AsyncIterable<Buffer>) {
-            raw += chunk.length;
-            onProgress?.(name, raw);
-            while (chunk.length) {
-              if (part && part.raw === PART_SIZE) {
-                await endPart(part, false);
-                part = undefined;
-              }
-              part ??= startPart();
-              const take = Math.min(chunk.length, PART_SIZE - part.raw);
-              part.raw += take;
-              if (!part.cz.write(chunk.subarray(0, take))) await Promise.race([once(part.cz, 'drain'), part.done]);
-              chunk = chunk.subarray(take);
-            }
-          }
-          await endPart(part ?? startPart(), true);
-          part = undefined;
-        } finally {
-          part?.cz.destroy();
-        }
+      const start = this.sink.position;
+      try {
+        return await this.writeMember(name, src, codec, onProgress);
+      } catch (err) {
+        if (!again?.when(err)) throw err;
+        await this.sink.rewind!(start);
+        return await this.writeMember(name, await again.open(err), codec, onProgress);
       }
-      const tm: TrailerMember = { name, bytes: stored, sha256: hash.digest('hex'), rawBytes: raw, ...(parts > 1 ? { parts } : {}) };
-      this.written.push(tm);
-      return tm;
     } finally {
       this.busy = false;
     }
+  }
+
+  private async writeMember(name: string, src: Readable, codec: Codec, onProgress?: MemberProgress): Promise<TrailerMember> {
+    let raw = 0;
+    const hash = createHash('sha256');
+    // The sink's own failure (disk full, closed pipe) is the cause; the pipeline may report the
+    // AbortError of tearing the other streams down first.
+    let sinkError: unknown;
+    let stored = 0;
+    let parts = 0;
+    const sink = this.sink;
+    const mtime = this.mtime;
+    if (sink.seekable) {
+      // A gathered write where the sink has one (no copy into one buffer), else one joined write.
+      // Once a batch has landed its slabs (util/slabs.ts) go back to the pool: nothing else holds them.
+      const writeBatch = (b: Buffer[]) =>
+        sink.writev ? sink.writev(b, () => b.forEach(releaseSlab)) : sink.write(b.length === 1 ? b[0]! : Buffer.concat(b));
+      // Raw bytes are counted before compression (the stream path counts in its own loop).
+      const counter = new Transform({
+        highWaterMark: 1 << 20,
+        transform(chunk: Buffer, _enc, cb) {
+          raw += chunk.length;
+          onProgress?.(name, raw);
+          cb(null, chunk);
+        },
+      });
+      const headerAt = sink.position;
+      await sink.write(encodeHeader({ name, size: 0, mtime }));
+      // Batch network chunks into ~1 MiB gathered writes: one write (one trip through the
+      // thread pool) per 64 KiB chunk costs more. A Writable, not an async iterator: iterating
+      // a byte stream joins its buffered chunks into a new buffer at every step.
+      let batch: Buffer[] = [];
+      let batchLen = 0;
+      /** The batch being written: a failed source must not leave one landing behind a rewind. */
+      let landing: Promise<void> = Promise.resolve();
+      const flush = (cb: (err?: Error | null) => void) => {
+        const data = batch;
+        batch = [];
+        batchLen = 0;
+        landing = writeBatch(data).then(
+          () => cb(),
+          (err: Error) => {
+            sinkError ??= err;
+            cb(err);
+          },
+        );
+      };
+      const out = new Writable({
+        highWaterMark: WRITE_BATCH,
+        write(chunk: Buffer, _e, cb) {
+          hash.update(chunk);
+          stored += chunk.length;
+          batch.push(chunk);
+          batchLen += chunk.length;
+          if (batchLen >= WRITE_BATCH) flush(cb);
+          else cb();
+        },
+        final(cb) {
+          if (batchLen) flush(cb);
+          else cb();
+        },
+      });
+      // Uncompressed: no pass-through stage in between.
+      const stages = codec === 'none' ? pipeline(src, counter, out) : pipeline(src, counter, compressor(codec), out);
+      await stages.catch(async (err) => {
+        await landing;
+        throw sinkError ?? err;
+      });
+      await sink.write(padding(stored));
+      await sink.writeAt(encodeHeader({ name, size: stored, mtime }), headerAt);
+    } else {
+      // Each part is the compression of at most PART_SIZE raw bytes, a frame of its own (gzip
+      // members and zstd frames concatenate), so a reader can hold every part to PART_SIZE.
+      // The compressed part is buffered (bounded by about PART_SIZE) because its tar header
+      // needs its size.
+      type Part = { cz: Duplex; raw: number; done: Promise<Buffer> };
+      const startPart = (): Part => {
+        const cz = compressor(codec);
+        // Collected from 'data' events (iterating would join buffered chunks once more).
+        const done = new Promise<Buffer>((resolve, reject) => {
+          const out: Buffer[] = [];
+          let n = 0;
+          cz.on('data', (c: Buffer) => {
+            out.push(c);
+            n += c.length;
+          });
+          cz.once('end', () => resolve(Buffer.concat(out, n)));
+          cz.once('error', reject);
+        });
+        done.catch(() => {});
+        return { cz, raw: 0, done };
+      };
+      const endPart = async (p: Part, last: boolean) => {
+        p.cz.end();
+        const data = await p.done;
+        hash.update(data);
+        stored += data.length;
+        const entryName = last && parts === 0 ? name : partName(name, parts);
+        parts++;
+        await sink.write(encodeHeader({ name: entryName, size: data.length, mtime }));
+        await sink.write(data);
+        await sink.write(padding(data.length));
+      };
+      let part: Part | undefined;
+      try {
+        for await (let chunk of src as AsyncIterable<Buffer>) {
+          raw += chunk.length;
+          onProgress?.(name, raw);
+          while (chunk.length) {
+            if (part && part.raw === PART_SIZE) {
+              await endPart(part, false);
+              part = undefined;
+            }
+            part ??= startPart();
+            const take = Math.min(chunk.length, PART_SIZE - part.raw);
+            part.raw += take;
+            if (!part.cz.write(chunk.subarray(0, take))) await Promise.race([once(part.cz, 'drain'), part.done]);
+            chunk = chunk.subarray(take);
+          }
+        }
+        await endPart(part ?? startPart(), true);
+        part = undefined;
+      } finally {
+        part?.cz.destroy();
+      }
+    }
+    const tm: TrailerMember = { name, bytes: stored, sha256: hash.digest('hex'), rawBytes: raw, ...(parts > 1 ? { parts } : {}) };
+    this.written.push(tm);
+    return tm;
   }
 
   recordImage(facts: ImageFacts): void {

@@ -30,7 +30,7 @@ import { layerBytes } from '../engine/progress.js';
 import type { Transport } from '../transport/transport.js';
 import { captureContainer, commitContainer, hostName, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './capture.js';
 import { checkAborted, type RunContext } from './context.js';
-import { saveImage } from './save.js';
+import { saveImage, type SavedImage } from './save.js';
 import { openBindReader, openContainerVolumeReader, sweepStaleHolders } from './volumes.js';
 import { HookError, UsageError } from '../errors.js';
 
@@ -200,7 +200,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   const sink = await transport.createBundle(bundleFileName(names, when, projects.size === 1 ? [...projects][0] : undefined));
   const writer = new BundleWriter(sink, manifest);
   const snapshots: string[] = [];
-  const pendingSaves: Promise<Readable>[] = [];
+  const pendingSaves: Promise<SavedImage>[] = [];
   const pushed: NonNullable<BackupResult['pushed']> = [];
   const helpersGone: Promise<void>[] = [];
   /** Containers being put back (and their post-exec hooks) while their images are written. */
@@ -252,10 +252,12 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
           if (hooks.post) await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) => progress.warn((e as Error).message));
           throw err;
         }
-      // The engine's save starts as soon as the image is committed: while ferry reads the volumes,
-      // the engine already exports the image (Docker 20.10 stages it before the first byte). Its
-      // stream is only read afterwards, so nothing piles up in ferry's memory.
-      let saving: Promise<Readable> | undefined;
+      // The image's archive is opened as soon as the image is committed: from the layer store
+      // where ferry can read it and write the member again should it fail half-way (save.ts),
+      // else the engine's save, which then exports the image while ferry reads the volumes
+      // (Docker 20.10 stages it before the first byte). The stream is only read afterwards, so
+      // nothing piles up in ferry's memory.
+      let saving: Promise<SavedImage> | undefined;
       let facts: ImageFacts | undefined;
       let read = false;
       try {
@@ -266,7 +268,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
         facts = { ref: entry.image.ref, id: committed.id, layers: committed.layers };
         if (!registry) {
           writer.recordImage(facts);
-          saving = saveImage(engine, entry.image.ref);
+          saving = saveImage(engine, entry.image.ref, progress, { rewritable: writer.canRewrite });
           saving.catch(() => {});
           pendingSaves.push(saving);
         }
@@ -295,7 +297,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
         }
         read = true;
       } catch (err) {
-        saving?.then((s) => s.destroy()).catch(() => {});
+        saving?.then((s) => s.stream.destroy()).catch(() => {});
         throw err;
       } finally {
         const back = (async () => {
@@ -331,7 +333,8 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       const member = entry.image.member!;
       progress.step(`image ${entry.image.ref} -> ${member}`);
       const img = await saving!;
-      await writer.addMember(member, abortable(img, signal), imageCodec(opts.codec), (_, n) => progress.bytes(member, n));
+      const again = img.fallback && { when: img.fallback.when, open: async (err: unknown) => abortable(await img.fallback!.open(err), signal) };
+      await writer.addMember(member, abortable(img.stream, signal), imageCodec(opts.codec), (_, n) => progress.bytes(member, n), again);
     }
     checkAborted(signal);
     await Promise.all(resuming);
@@ -346,7 +349,7 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   } catch (err) {
     await Promise.allSettled(resuming);
     await releaseAll().catch((e) => progress.warn(`could not put every container back: ${(e as Error).message}`));
-    for (const p of pendingSaves) p.then((st) => st.destroy()).catch(() => {});
+    for (const p of pendingSaves) p.then((st) => st.stream.destroy()).catch(() => {});
     await writer.abort();
     throw err;
   } finally {

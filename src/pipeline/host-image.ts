@@ -190,6 +190,12 @@ async function writeLayer(shell: HostShell, layer: StoredLayer, w: Sink): Promis
     if (!(await contents.atEnd())) throw new LayerStoreMismatch(`the files of layer ${layer.diffId.slice(7, 19)} are longer than its tar-split says`);
     const code = await cat.exit;
     if (code !== 0) throw new LayerStoreMismatch(`reading the files of layer ${layer.diffId.slice(7, 19)}: ${catErr().trim().slice(0, 300) || `exit ${code}`}`);
+  } catch (err) {
+    // A file that came out short says nothing of why; what cat said (a file missing, unreadable) does.
+    if (!(err instanceof LayerStoreMismatch) || !/ended \d+ bytes early/.test(err.message)) throw err;
+    const code = await Promise.race([cat.exit, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref())]);
+    const said = catErr().trim().slice(0, 300);
+    throw new LayerStoreMismatch(`layer ${layer.diffId.slice(7, 19)} in ${layer.dir}: ${err.message.replace(/^.*?: /, '')} (cat ${said ? `said: ${said}` : code === undefined ? 'still running' : `exit ${code}, nothing on stderr`})`);
   } finally {
     cat.kill();
   }

@@ -37,7 +37,8 @@ export function directIoWanted(env: NodeJS.ProcessEnv = process.env): boolean {
 
 /**
  * Appends (with patches of bytes already appended) at positions in one file. `buffered` is an
- * ordinary descriptor; `direct`, when given, one opened with O_DIRECT on the same file.
+ * ordinary descriptor (opened for reading too where rewind() is used); `direct`, when given, one
+ * opened with O_DIRECT on the same file.
  */
 export class AlignedAppender {
   private readonly writes: PositionedWrites;
@@ -119,6 +120,37 @@ export class AlignedAppender {
       chunk = chunk.subarray(0, slotStart - position);
     }
     await this.writes.writeAt(chunk, position);
+  }
+
+  /**
+   * Forget everything appended from `position` on: the next append goes there (a bundle member
+   * written again from its start). Waits for the writes under way (throws the first failure). Bytes
+   * already on disk past the new end stay there until the caller truncates the file.
+   */
+  async rewind(position: number): Promise<void> {
+    if (position < 0 || position > this.position) throw new RangeError(`rewind to ${position} past the end (${this.position})`);
+    await this.writes.settle();
+    await this.syncing;
+    this.unsynced = 0;
+    if (!this.cur) {
+      this.writes.position = position;
+      return;
+    }
+    const slotStart = this.writes.position;
+    if (position >= slotStart) {
+      this.fill = position - slotStart; // still in the slot being filled
+      return;
+    }
+    // Back into what is on disk: the slot starts again at the aligned block holding `position`,
+    // with that block's bytes before `position` read back into it.
+    const base = position - (position % ALIGN);
+    for (let got = 0; got < position - base; ) {
+      const { bytesRead } = await this.buffered.read(this.cur, got, position - base - got, base + got);
+      if (bytesRead === 0) throw new Error(`rewind: the bundle file ends at ${base + got}, before ${position}`);
+      got += bytesRead;
+    }
+    this.writes.position = base;
+    this.fill = position - base;
   }
 
   /** Write what is still staged and wait for every write; throws the first failure. */

@@ -24,6 +24,7 @@ export const TEMP_RE = /^\.ferry-(\d+)-(.*)\.partial$/;
 class FileSink implements BundleSink {
   readonly seekable = true;
   private done = false;
+  private rewound = false;
   // Whole aligned slots go to disk with O_DIRECT where the filesystem allows it (direct.ts),
   // the rest through the ordinary descriptor, several positioned writes in flight.
   private readonly out: AlignedAppender;
@@ -53,8 +54,15 @@ class FileSink implements BundleSink {
     return this.out.patch(chunk, position);
   }
 
+  async rewind(position: number): Promise<void> {
+    await this.out.rewind(position);
+    this.rewound = true;
+  }
+
   async commit(): Promise<void> {
     await this.out.flush();
+    // After a rewind the file may hold bytes past the bundle's end (the longer first attempt).
+    if (this.rewound) await this.fh.truncate(this.out.position);
     await this.fh.sync();
     await this.direct?.close();
     await this.fh.close();
@@ -174,7 +182,7 @@ export class LocalTransport implements Transport {
     const temp = path.join(path.dirname(final), tempName(process.pid, path.basename(final)));
     let fh: fs.FileHandle;
     try {
-      fh = await fs.open(temp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      fh = await fs.open(temp, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600);
     } catch (err) {
       throw toFerryError(err);
     }

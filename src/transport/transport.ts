@@ -16,6 +16,11 @@ export interface BundleSink {
   /** Optional: append several buffers in one gathered write, without joining them first. */
   writev?(chunks: Buffer[], written?: () => void): Promise<void>;
   writeAt(chunk: Buffer, position: number): Promise<void>;
+  /**
+   * Optional (local files): forget everything written from `position` on, so that the next write
+   * goes there. A member whose source failed half-way can then be written again from its start.
+   */
+  rewind?(position: number): Promise<void>;
   /** Flush, fsync and move the bundle to its final name. */
   commit(): Promise<void>;
   /** Remove whatever was written. Safe to call more than once, and after commit() it does nothing. */

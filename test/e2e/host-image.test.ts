@@ -1,17 +1,19 @@
 /**
  * The image of a migration built from the source host's layer store (src/pipeline/host-image.ts):
  * only the layers the target lacks, no `docker save` of the whole image, and the same image and
- * filesystem on the target as through the engine's save.
+ * filesystem on the target as through the engine's save. A backup's image member too, into a
+ * local file: every layer, from the layer store, an archive plain `docker load` takes; written
+ * again with the engine's save when the layer store fails half-way.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sshHome, uid } from '../helpers/lab.js';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sh, sshHome, uid } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-hostimg-'));
 const name = uid('hi');
-const all = ['', '-e', '-s'].map((x) => `${name}${x}`);
+const all = ['', '-e', '-s', '-b', '-f'].map((x) => `${name}${x}`);
 
 afterAll(() => {
   cleanup(ENGINE_A, { containers: all });
@@ -116,5 +118,77 @@ describe('the image of a migration, from the layer store on the source host', ()
     expect(r.stderr).toMatch(new RegExp(`${lacking} of 2 layers read from the layer store in /var/lib/docker-b on ssh://newhost`));
     expect(rootListing(n, ENGINE_A)).toBe(before);
     expect(inspect('container', n).State.Running).toBe(true);
+  });
+});
+
+describe('the image member of a backup into a local file, from the layer store', () => {
+  /** The bundle's image member alone, loaded by plain `docker load` on engine B: the ref it gives. */
+  function loadMember(bundle: string, n: string): string {
+    const ref = JSON.parse(sh(`tar -xOf '${bundle}' manifest.json`).stdout).containers[0].image.ref as string;
+    // The engine checks every layer's digest against the config, and the config's against the image ID.
+    const loaded = sh(`tar -xOf '${bundle}' 'images/${n}.tar.gz' | docker -H ${ENGINE_B} load`);
+    expect(loaded.code, loaded.stderr).toBe(0);
+    expect(loaded.stdout).toContain(`Loaded image: ${ref}`);
+    return ref;
+  }
+
+  it('every layer read from the layer store: plain docker load takes the member, restore gives the same files; FERRY_HOST_LAYERS=0 and a stream bundle: the engine`s save', async () => {
+    const n = `${name}-b`;
+    const before = serve(n);
+    const bundle = path.join(dir, 'b.tar');
+    const r = await ferry(['backup', n, '-o', bundle]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`image ferry/${n}:\\S+: 2 of 2 layers read from the layer store in /var/lib/docker on this host`));
+    expect((await ferry(['verify', bundle])).code).toBe(0);
+    const ref = loadMember(bundle, n);
+    const img = inspect('image', ref, ENGINE_B);
+    expect(img.RootFS.Layers).toHaveLength(2);
+    expect(img.RootFS.Layers[0]).toBe(inspect('image', BUSYBOX).RootFS.Layers[0]);
+    docker(['rmi', ref], { host: ENGINE_B });
+    // The image committed on the source, exactly (its ID is its config's sha256).
+    const facts = JSON.parse(sh(`tar -xOf '${bundle}' trailer.json`).stdout).images[0];
+    expect(facts.id).toBe(img.Id);
+    expect(facts.layers).toEqual(img.RootFS.Layers);
+    // FERRY_HOST_LAYERS=0: the engine's save.
+    const viaSave = path.join(dir, 'b-save.tar');
+    const e = await ferry(['backup', n, '-o', viaSave], { env: { FERRY_HOST_LAYERS: '0' } });
+    expect(e.code, e.stderr).toBe(0);
+    expect(e.stderr).not.toMatch(/layer store/);
+    expect((await ferry(['verify', viaSave])).code).toBe(0);
+    // A bundle on stdout cannot be written again half-way: the engine's save.
+    const streamed = path.join(dir, 'b-stream.tar');
+    const st = await ferry(['backup', n, '-o', '-'], { stdoutFile: streamed });
+    expect(st.code, st.stderr).toBe(0);
+    expect(st.stderr).not.toMatch(/layer store/);
+    expect((await ferry(['verify', streamed])).code).toBe(0);
+    // And ferry's restore of the first bundle on engine B: the container's files as they were.
+    const rr = await ferry(['-H', ENGINE_B, 'restore', bundle]);
+    expect(rr.code, rr.stderr).toBe(0);
+    expect(inspect('container', n, ENGINE_B).State.Running).toBe(true);
+    expect(rootListing(n, ENGINE_B)).toBe(before);
+  });
+
+  it('a layer that comes out of the layer store short half-way: the member is written again with the engine`s save, and the bundle is whole', async () => {
+    const n = `${name}-f`;
+    const before = serve(n);
+    // An xargs (used only to cat a layer's files) whose output stops after 100 KB: the busybox
+    // layer (1.98 MB) ends early in the middle of the image member.
+    const shim = path.join(dir, 'shim');
+    mkdirSync(shim, { recursive: true });
+    const xargs = sh('command -v xargs').stdout.trim();
+    writeFileSync(path.join(shim, 'xargs'), `#!/bin/sh\n${xargs} "$@" | head -c 100000\n`);
+    chmodSync(path.join(shim, 'xargs'), 0o755);
+    const bundle = path.join(dir, 'f.tar');
+    const r = await ferry(['backup', n, '-o', bundle], { env: { PATH: `${shim}:${process.env.PATH}` } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/layers read from the layer store/);
+    expect(r.stderr).toMatch(new RegExp(`image ferry/${n}:\\S+ on this host: .*ended \\d+ bytes early.*; writing it again with the engine's save`));
+    expect((await ferry(['verify', bundle])).code).toBe(0);
+    const ref = loadMember(bundle, n);
+    expect(inspect('image', ref, ENGINE_B).Id).toBe(JSON.parse(sh(`tar -xOf '${bundle}' trailer.json`).stdout).images[0].id);
+    docker(['rmi', ref], { host: ENGINE_B });
+    const rr = await ferry(['-H', ENGINE_B, 'restore', bundle]);
+    expect(rr.code, rr.stderr).toBe(0);
+    expect(rootListing(n, ENGINE_B)).toBe(before);
   });
 });

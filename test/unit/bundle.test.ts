@@ -1,4 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -8,6 +10,7 @@ import { BundleReader } from '../../src/bundle/reader.js';
 import { BLOCK } from '../../src/bundle/tar.js';
 import { BundleWriter, PART_SIZE, partName } from '../../src/bundle/writer.js';
 import { BundleError } from '../../src/errors.js';
+import { LocalTransport } from '../../src/transport/local.js';
 import { IMAGE_MEMBER, VOLUME_MEMBER, bundleError, makeManifest, MemorySink } from './bundle-fixtures.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -281,6 +284,76 @@ describe('BundleWriter + BundleReader on a stream (non-seekable) sink', () => {
     const { members } = await readBundle(written.bundle);
     expect(members[VOLUME_MEMBER]!.length).toBe(0);
     expect(zlib.gunzipSync(members[IMAGE_MEMBER]!).length).toBe(0);
+  });
+});
+
+describe('a member written again when its first source fails half-way (a local file)', () => {
+  class Flaky extends Error {}
+  /** `bytes` of `data`, then a Flaky failure. */
+  function failingAfter(data: Buffer, bytes: number): Readable {
+    return Readable.from(
+      (async function* () {
+        for (let i = 0; i < bytes; i += 65_536) yield data.subarray(i, Math.min(i + 65_536, bytes));
+        throw new Flaky('the layer store gave a short file');
+      })(),
+    );
+  }
+
+  async function write(image: () => Readable, again?: Parameters<BundleWriter['addMember']>[4]) {
+    // On disk (ext4 here), where the file sink writes whole slots with O_DIRECT.
+    const dir = await fs.mkdtemp(path.join(process.env.FERRY_TEST_DIRECT_DIR ?? '/var/tmp', 'ferry-again-'));
+    const file = path.join(dir, 'b.tar');
+    const sink = await new LocalTransport(file).createBundle('b.tar');
+    const w = new BundleWriter(sink, makeManifest());
+    expect(w.canRewrite).toBe(true);
+    try {
+      await w.begin();
+      await w.addMember(VOLUME_MEMBER, chunked(SMALL_VOLUME), 'none');
+      await w.addMember(IMAGE_MEMBER, image(), 'gzip', undefined, again);
+      const trailer = await w.finish();
+      return { bundle: await fs.readFile(file), trailer, dir };
+    } catch (err) {
+      await w.abort();
+      expect(await fs.readdir(dir)).toEqual([]); // nothing left that looks like a bundle
+      await fs.rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  it('rewinds to the member`s start and writes it from the second source: the bundle reads back whole', async () => {
+    // The first attempt writes more (9 MiB of random bytes, incompressible) than the second's
+    // whole member: the file is cut back to the bundle's end.
+    const first = randomBytes(12 << 20);
+    let asked = 0;
+    const { bundle, trailer, dir } = await write(() => failingAfter(first, 9 << 20), {
+      when: (err) => err instanceof Flaky,
+      open: async (err) => {
+        expect(err).toBeInstanceOf(Flaky);
+        asked++;
+        return chunked(IMAGE, 65_537);
+      },
+    });
+    expect(asked).toBe(1);
+    const { reader, members, order } = await readBundle(bundle);
+    expect(order).toEqual([VOLUME_MEMBER, IMAGE_MEMBER]);
+    expect(members[VOLUME_MEMBER]!.equals(SMALL_VOLUME)).toBe(true);
+    expect(zlib.gunzipSync(members[IMAGE_MEMBER]!).equals(IMAGE)).toBe(true);
+    expect(reader.trailer).toEqual(trailer);
+    expect(trailer.members[1]).toMatchObject({ name: IMAGE_MEMBER, rawBytes: IMAGE.length, sha256: sha(members[IMAGE_MEMBER]!) });
+    expect(JSON.parse((await listEntries(bundle))[0]!.data.toString()).members[1].rawBytes).toBe(IMAGE.length);
+    expect(bundle.length).toBe((await listEntries(bundle)).reduce((n, e) => n + BLOCK + Math.ceil(e.size / BLOCK) * BLOCK, 0) + 1024);
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  it('a failure the second source is not for fails the member, and nothing is left', async () => {
+    await expect(write(() => failingAfter(randomBytes(1 << 20), 1 << 20), { when: () => false, open: async () => chunked(IMAGE) })).rejects.toThrow(Flaky);
+  });
+
+  it('a stream sink cannot write a member again: refused before anything is written', async () => {
+    const w = new BundleWriter(new MemorySink(false), makeManifest());
+    expect(w.canRewrite).toBe(false);
+    await w.begin();
+    await expect(w.addMember(VOLUME_MEMBER, chunked(SMALL_VOLUME), 'none', undefined, { when: () => true, open: async () => chunked(SMALL_VOLUME) })).rejects.toThrow(/cannot write a member again/);
   });
 });
 

@@ -18,7 +18,7 @@ afterEach(async () => {
 
 async function open(name: string, direct: boolean) {
   const p = path.join(dir, name);
-  const fh = await fs.open(p, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+  const fh = await fs.open(p, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600);
   const dfh = direct ? await fs.open(p, fsc.O_WRONLY | fsc.O_DIRECT).catch(() => undefined) : undefined;
   return { p, fh, dfh };
 }
@@ -129,6 +129,51 @@ describe('AlignedAppender', () => {
     const app = new AlignedAppender(fh);
     await app.append([Buffer.alloc(1000)]);
     await expect(app.patch(Buffer.alloc(10), 995)).rejects.toThrow(RangeError);
+    await fh.close();
+  });
+
+  /**
+   * Append `first` bytes, rewind to `at`, append `second` bytes: the file, truncated to the
+   * appender's position (as the file sink does at commit), is the first `at` bytes then `second`.
+   */
+  async function rewound(direct: boolean, first: number, at: number, second: number) {
+    const { p, fh, dfh } = await open(`r-${first}-${at}-${second}`, direct);
+    const app = new AlignedAppender(fh, dfh);
+    const a = randomBytes(first);
+    const b = randomBytes(second);
+    for (let i = 0; i < first; i += 70_001) await app.append([a.subarray(i, i + 70_001)]);
+    await app.rewind(at);
+    expect(app.position).toBe(at);
+    for (let i = 0; i < second; i += 65_536) await app.append([b.subarray(i, i + 65_536)]);
+    await app.patch(Buffer.from('HEAD'), 512); // a header patch after the rewind lands too
+    await app.flush();
+    await fh.truncate(app.position);
+    const want = Buffer.concat([a.subarray(0, at), b]);
+    want.write('HEAD', 512);
+    const got = await fs.readFile(p);
+    expect(got.length).toBe(at + second);
+    expect(got.equals(want)).toBe(true);
+    if (dfh) expect(app.usingDirectIo).toBe(true);
+    await dfh?.close();
+    await fh.close();
+  }
+
+  it('rewinds into what is already on disk (an unaligned position), and what follows is written there', async () => {
+    await rewound(true, 3 * SLOT_SIZE + 777, SLOT_SIZE + 12_345, 2 * SLOT_SIZE + 5);
+    await rewound(true, 3 * SLOT_SIZE, SLOT_SIZE, 1000); // exactly a slot's start
+    await rewound(true, 2 * SLOT_SIZE + 100, 4096 * 3 + 1, 10); // shorter than the first attempt
+  });
+
+  it('rewinds within the slot being filled, and without O_DIRECT', async () => {
+    await rewound(true, SLOT_SIZE + 300_000, SLOT_SIZE + 1000, 50_000);
+    await rewound(false, 2 * SLOT_SIZE + 9, SLOT_SIZE - 3, SLOT_SIZE);
+  });
+
+  it('refuses a rewind past what was appended', async () => {
+    const { fh } = await open('f', false);
+    const app = new AlignedAppender(fh);
+    await app.append([Buffer.alloc(1000)]);
+    await expect(app.rewind(1001)).rejects.toThrow(RangeError);
     await fh.close();
   });
 
