@@ -32,6 +32,7 @@ import type { Engine, EngineFacts, VolumeInspect } from '../engine/engine.js';
 import { capture, type HostProcess, type HostShell } from '../engine/host.js';
 import { gatedOutput } from '../util/gated-output.js';
 import { keepText } from '../util/keep-text.js';
+import { TarEndTrim } from '../util/tar-end.js';
 import { IoError } from '../errors.js';
 import type { Progress } from './context.js';
 
@@ -111,8 +112,10 @@ export function sameDirectory(engine: { mode: number; mtime: string }, local: { 
  * a record at a time: with 10 KiB records ferry got the archive in 10 KiB reads and sent it in as
  * many SSH packets. Measured on the second migration of 1.1 GiB over ssh:// (8 runs each,
  * alternating): 7.0-8.7 s (median 8.0, 5 runs) with 10 KiB records, 5.5-6.7 s (median 6.0,
- * 9 runs) with 64 KiB; 256 KiB (5.3-6.9 s) and 1 MiB (5.7-7.2 s) were no faster. Only the padding after the archive's end grows (to a whole record); a
- * reader of any record size takes it, and tar reading stdin takes short records.
+ * 9 runs) with 64 KiB; 256 KiB (5.3-6.9 s) and 1 MiB (5.7-7.2 s) were no faster. The zeros
+ * that fill the last record (up to 64 KiB) are left out of what is read (TarEndTrim): the engine
+ * ends its archive at the end-of-archive marker, and Podman's archive PUT fails on what follows.
+ * tar reading stdin takes a short last record.
  */
 export const TAR_RECORD_BLOCKS = 128;
 
@@ -284,10 +287,14 @@ export async function openHostVolumeReader(
   if (!child) return undefined;
   child.stdin.end();
   const stderr = keepText(child.stderr);
+  // The archive as the engine would end it: right after its end-of-archive marker, without the
+  // zeros that fill tar's last 64 KiB record.
+  const trimmed = new TarEndTrim();
+  pipeline(child.stdout, trimmed).catch(() => {}); // a failure shows in tar's exit status
   // The archive ends only once tar has said it is whole: a tar that failed half-way must not
   // look like a volume that ended there.
   const { stream: out, settled } = gatedOutput(
-    child.stdout,
+    trimmed,
     child.exit,
     (code) => {
       if (code === 0) return undefined;

@@ -14,7 +14,8 @@ export interface RootAttrs {
   mtime: Date;
 }
 
-function num(buf: Buffer, off: number, len: number): number {
+/** A numeric tar header field: octal, or GNU base-256 (high bit of the first byte set). */
+export function num(buf: Buffer, off: number, len: number): number {
   if (buf[off]! & 0x80) {
     // base-256
     let v = 0n;
@@ -25,7 +26,8 @@ function num(buf: Buffer, off: number, len: number): number {
   return s ? parseInt(s, 8) : 0;
 }
 
-function parsePax(b: Buffer): Record<string, string> {
+/** The records of a PAX extended header (`<len> <key>=<value>\n`...). */
+export function parsePax(b: Buffer): Record<string, string> {
   const out: Record<string, string> = {};
   let i = 0;
   while (i < b.length) {
