@@ -10,7 +10,8 @@ import { PassThrough, type Readable } from 'node:stream';
  *
  * stdout is piped, not iterated (iterating a byte stream joins its buffered chunks into new
  * buffers). A consumer that destroys the stream before the process is done calls `abandon`
- * (stop the process); its own failure is the one reported.
+ * (stop the process); its own failure is the one reported. `stdout` may be a stream the
+ * process's output goes through: it is drained once abandoned.
  */
 export function gatedOutput(stdout: Readable, exit: Promise<number | null>, verdict: (code: number | null) => Error | undefined, abandon: () => void): { stream: PassThrough; settled: Promise<void> } {
   const out = new PassThrough({ highWaterMark: 1 << 20 });
@@ -25,7 +26,11 @@ export function gatedOutput(stdout: Readable, exit: Promise<number | null>, verd
     else out.end();
   });
   out.on('close', () => {
-    if (!done) abandon();
+    if (done) return;
+    abandon();
+    // Unpiped now: what the process still writes is let through to nowhere, so that `stdout`
+    // ends (a stream in between, such as a Transform, would otherwise hold it unread for ever).
+    stdout.resume();
   });
   return { stream: out, settled };
 }
