@@ -11,6 +11,7 @@
  * before the first byte; the layer store's files cost a `cat`.
  */
 import type { Readable } from 'node:stream';
+import type { MemberAgain } from '../bundle/writer.js';
 import type { Engine } from '../engine/engine.js';
 import type { Progress } from './context.js';
 import { LayerStoreMismatch, openHostImageArchive } from './host-image.js';
@@ -20,9 +21,9 @@ export interface SavedImage {
   stream: Readable;
   /**
    * Set when the stream comes from the layer store: whether a failure of it is the layer store's
-   * (then the engine's save gives the image instead), and that save.
+   * (then the engine's save gives the image instead), and that save; the bundle writer's `again`.
    */
-  fallback?: { when(err: unknown): boolean; open(err: unknown): Promise<Readable> };
+  fallback?: MemberAgain;
 }
 
 export async function saveImage(engine: Engine, ref: string, progress: Progress, opts: { rewritable: boolean }): Promise<SavedImage> {

@@ -9,7 +9,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sh, sshHome, uid } from '../helpers/lab.js';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, removeSnapshots, sh, sshHome, uid } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-hostimg-'));
 const name = uid('hi');
@@ -18,10 +18,7 @@ const all = ['', '-e', '-s', '-b', '-f'].map((x) => `${name}${x}`);
 afterAll(() => {
   cleanup(ENGINE_A, { containers: all });
   cleanup(ENGINE_B, { containers: all });
-  for (const host of [ENGINE_A, ENGINE_B]) {
-    const refs = docker(['images', '--format', '{{.Repository}}:{{.Tag}}'], { host }).split('\n').filter((r) => all.some((n) => r.startsWith(`ferry/${n}:`)));
-    if (refs.length) docker(['rmi', '-f', ...refs], { host, allowFail: true });
-  }
+  removeSnapshots(all);
   rmSync(dir, { recursive: true, force: true });
 });
 

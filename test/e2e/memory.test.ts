@@ -9,7 +9,7 @@ import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, sshHome, uid } from '../helpers/lab.js';
+import { BIN, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, removeSnapshots, sshHome, uid } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-mem-'));
 const RSS_BOUND_MB = 150;
@@ -77,8 +77,7 @@ describe('memory and size', () => {
       expect(r.peakMb, 'peak RSS of migrate').toBeLessThan(RSS_BOUND_MB);
     } finally {
       cleanup(ENGINE_B, { containers: [c], volumes: [c] });
-      // the snapshot images the migration made (ferry/<container>:<time>) on both engines
-      for (const host of [ENGINE_A, ENGINE_B]) for (const ref of docker(['images', '--format', '{{.Repository}}:{{.Tag}}', `ferry/${c}`], { host, allowFail: true }).split('\n').filter(Boolean)) docker(['rmi', ref], { host, allowFail: true });
+      removeSnapshots([c]); // the snapshot images the migration made, on both engines
     }
   }, 300_000);
 

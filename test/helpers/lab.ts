@@ -100,6 +100,16 @@ export function cleanup(host: string, what: { containers?: string[]; volumes?: s
   for (const i of what.images ?? []) docker(['rmi', '-f', i], { host, allowFail: true });
 }
 
+/** Remove the snapshot images ferry made of these containers (`ferry/<container>:<time>`) on each engine. */
+export function removeSnapshots(containers: string[], hosts: string[] = [ENGINE_A, ENGINE_B]) {
+  for (const host of hosts) {
+    const refs = docker(['images', '--format', '{{.Repository}}:{{.Tag}}'], { host, allowFail: true })
+      .split('\n')
+      .filter((r) => containers.some((c) => r.startsWith(`ferry/${c}:`)));
+    if (refs.length) docker(['rmi', '-f', ...refs], { host, allowFail: true });
+  }
+}
+
 /**
  * A full listing of a directory inside a container: path, owner, mode, size, link count, mtime,
  * type, symlink target and sha256 of regular files. Taken with busybox in a throwaway container
