@@ -62,8 +62,9 @@ export function archiveManifest(configFile: string, ref: string, layerFiles: str
 
 /**
  * The layer store said something other than what the image needs: the engine's save is used
- * instead (before the first byte, or after the target refused the archive). Typed, with a hint,
- * should it ever reach the user.
+ * instead (before the first byte; after the target refused a migration's archive; or, in a
+ * backup into a file, for the member written again from its start). Typed, with a hint, should
+ * it ever reach the user.
  */
 export class LayerStoreMismatch extends EngineError {
   constructor(message: string) {
@@ -99,6 +100,13 @@ async function* tarSplit(shell: HostShell, file: string): AsyncGenerator<TarSpli
   }
 }
 
+/** The layer's files, read in a row, ended `missing` bytes before the tar-split's sizes did. */
+class ShortFiles extends Error {
+  constructor(readonly missing: number) {
+    super(`the files ended ${missing} bytes early`);
+  }
+}
+
 /** Reads exactly n bytes at a time from a byte stream, in the chunks it comes in. */
 class ExactReader {
   private it: AsyncIterator<Buffer>;
@@ -112,7 +120,7 @@ class ExactReader {
       this.rest = undefined;
       if (!b) {
         const r = await this.it.next();
-        if (r.done) throw new LayerStoreMismatch(`a file of the layer ended ${n} bytes early`);
+        if (r.done) throw new ShortFiles(n);
         b = r.value;
       }
       if (b.length > n) {
@@ -191,11 +199,11 @@ async function writeLayer(shell: HostShell, layer: StoredLayer, w: Sink): Promis
     const code = await cat.exit;
     if (code !== 0) throw new LayerStoreMismatch(`reading the files of layer ${layer.diffId.slice(7, 19)}: ${catErr().trim().slice(0, 300) || `exit ${code}`}`);
   } catch (err) {
+    if (!(err instanceof ShortFiles)) throw err;
     // A file that came out short says nothing of why; what cat said (a file missing, unreadable) does.
-    if (!(err instanceof LayerStoreMismatch) || !/ended \d+ bytes early/.test(err.message)) throw err;
     const code = await Promise.race([cat.exit, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref())]);
     const said = catErr().trim().slice(0, 300);
-    throw new LayerStoreMismatch(`layer ${layer.diffId.slice(7, 19)} in ${layer.dir}: ${err.message.replace(/^.*?: /, '')} (cat ${said ? `said: ${said}` : code === undefined ? 'still running' : `exit ${code}, nothing on stderr`})`);
+    throw new LayerStoreMismatch(`layer ${layer.diffId.slice(7, 19)} in ${layer.dir}: a file of the layer ended ${err.missing} bytes early (cat ${said ? `said: ${said}` : code === undefined ? 'still running' : `exit ${code}, nothing on stderr`})`);
   } finally {
     cat.kill();
   }

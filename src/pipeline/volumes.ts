@@ -377,7 +377,7 @@ function lostCreates(engine: Engine): Set<{ name: string; image: string }> {
 }
 
 /** How long a rollback waits for the engine to finish a helper's create whose answer was lost. */
-export const LOST_CREATE_WAIT_MS = 30_000;
+const LOST_CREATE_WAIT_MS = 30_000;
 
 /**
  * A helper's create whose answer was lost (the connection dropped while the engine worked on
