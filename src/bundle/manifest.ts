@@ -3,7 +3,7 @@
  * SHA256SUMS). Pure: build, serialize, parse and validate. The format is described in docs/format.md.
  */
 import { BundleError } from '../errors.js';
-import type { ContainerSpec, NetworkSpec } from '../engine/spec.js';
+import type { ContainerSpec, NetworkSpec } from '../model/spec.js';
 import type { Codec } from './codec.js';
 import { CODECS } from './codec.js';
 

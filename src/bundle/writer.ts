@@ -15,7 +15,7 @@ import { once } from 'node:events';
 import { Transform, Writable, type Duplex, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BundleError } from '../errors.js';
-import type { BundleSink } from '../transport/transport.js';
+import type { BundleSink } from '../store/transport.js';
 import { compressor, type Codec } from './codec.js';
 import {
   FORMAT, FORMAT_VERSION, MANIFEST_MEMBER, SUMS_MEMBER, TRAILER_MEMBER, sha256sums,

@@ -20,7 +20,7 @@ export function collect(v: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), v];
 }
 
-/** --map-volume, --map-bind, --map-port, --map-network (restore and migrate; see pipeline/remap.ts). */
+/** --map-volume, --map-bind, --map-port, --map-network (restore and migrate; see plan/remap.ts). */
 export function addRemapOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--map-volume <old=new>', 'restore the named volume OLD as NEW (mounts follow; repeatable)').argParser(collect))

@@ -3,7 +3,7 @@
  * single byte counter line is redrawn; elsewhere (cron, CI) only plain step lines are printed.
  */
 import { Listr } from 'listr2';
-import type { Progress } from '../pipeline/context.js';
+import type { Progress } from '../context.js';
 
 export interface RenderOptions {
   quiet: boolean;

@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { SshPool } from '../ssh/client.js';
 import { UsageError } from '../errors.js';
 import { Engine } from './engine.js';
-import { localShell, sshShell } from './host.js';
+import { localShell, sshShell } from '../hostaccess/shell.js';
 import { parseEngineUrl, resolveEndpoint, type Endpoint, type EndpointEnv } from './endpoint.js';
 
 export interface EngineDeps {

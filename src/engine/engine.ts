@@ -13,7 +13,7 @@ import { demux } from './demux.js';
 import { bulkGet, type BulkAddress } from './bulk.js';
 import { followJson, StreamReportedError, type ProgressMessage } from './progress.js';
 import type { RegistryAuth } from './auth.js';
-import type { HostShell } from './host.js';
+import type { HostShell } from '../hostaccess/shell.js';
 
 /** The newest Engine API version this code is written against. */
 export const CLIENT_MAX_API = '1.47';

@@ -18,11 +18,11 @@ import * as tarStream from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Manifest, MemberPlan } from '../../src/bundle/manifest.js';
 import { BundleWriter } from '../../src/bundle/writer.js';
-import type { ContainerSpec } from '../../src/engine/spec.js';
-import { silentProgress } from '../../src/pipeline/context.js';
-import { verifyOrQuarantine } from '../../src/pipeline/verify.js';
-import { LocalTransport } from '../../src/transport/local.js';
-import { acquireStoreLock } from '../../src/transport/lock.js';
+import type { ContainerSpec } from '../../src/model/spec.js';
+import { silentProgress } from '../../src/context.js';
+import { verifyOrQuarantine } from '../../src/ops/verify.js';
+import { LocalTransport } from '../../src/store/local.js';
+import { acquireStoreLock } from '../../src/store/lock.js';
 import { SshPool } from '../../src/ssh/client.js';
 import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, freePort, inspect, memberOffset, sshHome, uid } from '../helpers/lab.js';
 

@@ -1,5 +1,5 @@
 /**
- * The image of a migration built from the source host's layer store (src/pipeline/host-image.ts):
+ * The image of a migration built from the source host's layer store (src/data/host-image.ts):
  * only the layers the target lacks, no `docker save` of the whole image, and the same image and
  * filesystem on the target as through the engine's save. A backup's image member too, into a
  * local file: every layer, from the layer store, an archive plain `docker load` takes; written

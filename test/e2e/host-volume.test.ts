@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as tarStream from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { hostUntarArgs } from '../../src/pipeline/host-volume.js';
+import { hostUntarArgs } from '../../src/data/host-volume.js';
 import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sh, sshHome, uid, volumeListing } from '../helpers/lab.js';
 
 /** A progress line of volume data read or written with tar on the engine's host (not the image's layers, which FERRY_HOST_LAYERS governs). */

@@ -8,7 +8,7 @@ import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SshPool } from '../../src/ssh/client.js';
-import { SftpTransport } from '../../src/transport/sftp.js';
+import { SftpTransport } from '../../src/store/sftp.js';
 import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ferry, inspect, sshHome, uid, volumeListing } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-sftp-'));

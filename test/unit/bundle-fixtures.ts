@@ -1,9 +1,9 @@
 /** Shared fixtures for the bundle tests (not a test file itself). */
 import { expect } from 'vitest';
-import type { ContainerSpec } from '../../src/engine/spec.js';
+import type { ContainerSpec } from '../../src/model/spec.js';
 import { BundleError, EXIT } from '../../src/errors.js';
 import type { Manifest, MemberPlan } from '../../src/bundle/manifest.js';
-import type { BundleSink } from '../../src/transport/transport.js';
+import type { BundleSink } from '../../src/store/transport.js';
 
 export const VOLUME_MEMBER = 'volumes/webdata.tar';
 export const IMAGE_MEMBER = 'images/web.tar.gz';

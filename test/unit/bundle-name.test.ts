@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { bundleFileName } from '../../src/pipeline/backup.js';
-import { tempName, uniqueBundleName } from '../../src/transport/local.js';
-import { staleRemoteTemps } from '../../src/transport/sftp.js';
+import { bundleFileName } from '../../src/ops/backup.js';
+import { tempName, uniqueBundleName } from '../../src/store/local.js';
+import { staleRemoteTemps } from '../../src/store/sftp.js';
 
 describe('bundleFileName', () => {
   const when = new Date('2026-11-23T02:15:00.123Z');

@@ -10,7 +10,7 @@ import { BundleReader } from '../../src/bundle/reader.js';
 import { BLOCK } from '../../src/bundle/tar.js';
 import { BundleWriter, PART_SIZE, partName } from '../../src/bundle/writer.js';
 import { BundleError } from '../../src/errors.js';
-import { LocalTransport } from '../../src/transport/local.js';
+import { LocalTransport } from '../../src/store/local.js';
 import { IMAGE_MEMBER, VOLUME_MEMBER, bundleError, makeManifest, MemorySink } from './bundle-fixtures.js';
 
 // ---------------------------------------------------------------------------------------------

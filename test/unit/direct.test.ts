@@ -3,7 +3,7 @@ import { constants as fsc } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AlignedAppender, directIoWanted, SLOT_SIZE } from '../../src/transport/direct.js';
+import { AlignedAppender, directIoWanted, SLOT_SIZE } from '../../src/store/direct.js';
 
 // On disk (ext4 here), not a tmpfs /tmp: where O_DIRECT is exercised for real.
 const base = process.env.FERRY_TEST_DIRECT_DIR ?? '/var/tmp';

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Manifest, VolumeEntry } from '../../src/bundle/manifest.js';
-import { createPlan, type ContainerSpec, type NetworkSpec } from '../../src/engine/spec.js';
+import { createPlan, type ContainerSpec, type NetworkSpec } from '../../src/model/spec.js';
 import {
   bindVolumeName, drillBindVolume, drillName, drillNetwork, drillRewrite, drillSpec, drillVolume, LABEL_DRILL, newDrillId,
   type DrillContext,
-} from '../../src/pipeline/drill.js';
+} from '../../src/plan/drill.js';
 
 const ID = 'a1b2c3';
 

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { Engine } from '../../src/engine/engine.js';
 import { ConflictError, EngineError, NotFoundError } from '../../src/errors.js';
-import { fillVolume, holderCreateBody, namedVolumes, sweepHolders, tarHelperCreateBody } from '../../src/pipeline/volumes.js';
+import { fillVolume, holderCreateBody, namedVolumes, sweepHolders, tarHelperCreateBody } from '../../src/data/volumes.js';
 
 describe('holderCreateBody', () => {
   const reader = holderCreateBody('sha256:abc', { Type: 'volume', Source: 'data', Target: '/.ferry-data', ReadOnly: true, VolumeOptions: { NoCopy: true } });

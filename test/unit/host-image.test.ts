@@ -8,10 +8,10 @@ import { gzipSync } from 'node:zlib';
 import * as tar from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine } from '../../src/engine/engine.js';
-import { localShell } from '../../src/engine/host.js';
+import { localShell } from '../../src/hostaccess/shell.js';
 import { EngineError, EXIT } from '../../src/errors.js';
-import { archiveManifest, HOST_LAYERS_ENV, openHostImageArchive, parseTarSplitLine } from '../../src/pipeline/host-image.js';
-import { chainIds } from '../../src/pipeline/ship.js';
+import { archiveManifest, HOST_LAYERS_ENV, openHostImageArchive, parseTarSplitLine } from '../../src/data/host-image.js';
+import { chainIds } from '../../src/data/ship.js';
 
 const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const quiet = { step() {}, info() {}, warn() {}, bytes() {} } as never;

@@ -11,8 +11,8 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine } from '../../src/engine/engine.js';
-import { localShell, type HostShell } from '../../src/engine/host.js';
-import { WRITE_BEHIND_MS, writeHostVolume } from '../../src/pipeline/host-volume.js';
+import { localShell, type HostShell } from '../../src/hostaccess/shell.js';
+import { WRITE_BEHIND_MS, writeHostVolume } from '../../src/data/host-volume.js';
 
 /**
  * localShell with `sync` and `tar` wrapped (a directory first on PATH): each logs to `log` what it

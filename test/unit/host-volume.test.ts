@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { shellQuote } from '../../src/engine/host.js';
-import { hostAccessRefusal, hostTarArgs, hostUntarArgs, parseStat, rfc3339Nanos, sameDirectory } from '../../src/pipeline/host-volume.js';
+import { shellQuote } from '../../src/hostaccess/shell.js';
+import { hostAccessRefusal, hostTarArgs, hostUntarArgs, parseStat, rfc3339Nanos, sameDirectory } from '../../src/data/host-volume.js';
 
 const facts = { host: true, podman: false, remapped: false };
 const vol = { Driver: 'local', Options: null, Mountpoint: '/var/lib/docker/volumes/data/_data' };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { inPlaceVolumePath } from '../../src/pipeline/volumes.js';
+import { inPlaceVolumePath } from '../../src/data/volumes.js';
 
 const vol = (source: string, destination: string) => ({ type: 'volume', source, destination });
 

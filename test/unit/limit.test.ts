@@ -9,8 +9,8 @@ import { SizeLimit } from '../../src/bundle/limit.js';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { BundleReader } from '../../src/bundle/reader.js';
 import { BundleError } from '../../src/errors.js';
-import { verifyStream } from '../../src/pipeline/verify.js';
-import { silentProgress } from '../../src/pipeline/context.js';
+import { verifyStream } from '../../src/ops/verify.js';
+import { silentProgress } from '../../src/context.js';
 import { bundleError, IMAGE_MEMBER, makeManifest, MemorySink, VOLUME_MEMBER } from './bundle-fixtures.js';
 
 async function entriesOf(buf: Buffer): Promise<{ name: string; data: Buffer }[]> {

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { FOREIGN_STALE_MS, isStale } from '../../src/transport/lock.js';
+import { FOREIGN_STALE_MS, isStale } from '../../src/store/lock.js';
 
 describe('isStale', () => {
   const now = Date.parse('2026-12-02T03:00:00Z');

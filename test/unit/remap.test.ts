@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
-import { createPlan, type ContainerSpec, type NetworkSpec } from '../../src/engine/spec.js';
+import { createPlan, type ContainerSpec, type NetworkSpec } from '../../src/model/spec.js';
 import { UsageError } from '../../src/errors.js';
-import { bindSources } from '../../src/pipeline/run.js';
-import { drillSpec } from '../../src/pipeline/drill.js';
-import { checkRemap, describeRemap, mapPath, parseRemap, remapRewrite, remapSpec, remapVolume, type Remap } from '../../src/pipeline/remap.js';
+import { bindSources } from '../../src/ops/steps/recreate.js';
+import { drillSpec } from '../../src/plan/drill.js';
+import { checkRemap, describeRemap, mapPath, parseRemap, remapRewrite, remapSpec, remapVolume, type Remap } from '../../src/plan/remap.js';
 
 function webSpec(): ContainerSpec {
   return {

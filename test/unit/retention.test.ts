@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { applyRetention, bucket, groupKey, hasKeepRule, isoWeek, parseWithin, RULES, withinCutoff, type KeepPolicy, type Snapshot } from '../../src/pipeline/retention.js';
-import { planPrune } from '../../src/pipeline/prune.js';
-import type { CatalogEntry } from '../../src/pipeline/catalog.js';
+import { applyRetention, bucket, groupKey, hasKeepRule, isoWeek, parseWithin, RULES, withinCutoff, type KeepPolicy, type Snapshot } from '../../src/plan/retention.js';
+import { planPrune } from '../../src/ops/prune.js';
+import type { CatalogEntry } from '../../src/store/catalog.js';
 
 /** Snapshots of one group from ISO times; ids are the times, so results read naturally. */
 function snaps(times: string[], containers = ['web']): Snapshot[] {

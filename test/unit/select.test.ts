@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
-import type { ContainerSpec } from '../../src/engine/spec.js';
+import type { ContainerSpec } from '../../src/model/spec.js';
 import { UsageError } from '../../src/errors.js';
-import { selectContainers } from '../../src/pipeline/restore.js';
+import { selectContainers } from '../../src/ops/restore.js';
 
 const spec = (name: string, hostConfig: Record<string, unknown>, networks: string[]): ContainerSpec => ({
   name, sourceId: name, state: { running: true, paused: false }, baseImage: { ref: 'x', id: 'x' }, config: {}, hostConfig,

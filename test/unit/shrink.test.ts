@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import type { CatalogEntry } from '../../src/pipeline/catalog.js';
-import { bundleStem, goneVolumes, previousBundle, shrunkVolumes, volumeSizes } from '../../src/pipeline/shrink.js';
+import type { CatalogEntry } from '../../src/store/catalog.js';
+import { bundleStem, goneVolumes, previousBundle, shrunkVolumes, volumeSizes } from '../../src/plan/shrink.js';
 
 const MiB = 1 << 20;
 const manifest = (sizes: Record<string, number | undefined>) => ({

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   captureNetwork, captureSpec, composeProject, containerRefs, detachedFromCompose, withoutComposeLabels, createPlan, dependencyOrder, inspectRefs, ipv4InSubnet, ipv4SubnetsOverlap, isUserNetwork, referenceGroups, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
   type CaptureInput, type ContainerSpec,
-} from '../../src/engine/spec.js';
+} from '../../src/model/spec.js';
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures: `docker inspect` output as Docker 20.10 prints it.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bindReason, describeClaim, deviceClaims, heldPorts, hostSettings, missingSupport, portClaims, portsOverlap } from '../../src/pipeline/startable.js';
+import { bindReason, describeClaim, deviceClaims, heldPorts, hostSettings, missingSupport, portClaims, portsOverlap } from '../../src/ops/steps/startable.js';
 
 const spec = (hostConfig: Record<string, unknown>) => ({ hostConfig });
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TarEndTrim } from '../../src/util/tar-end.js';
-import { hostTarArgs } from '../../src/pipeline/host-volume.js';
+import { hostTarArgs } from '../../src/data/host-volume.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-tarend-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

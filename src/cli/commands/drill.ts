@@ -2,8 +2,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { openEngine } from '../../engine/connect.js';
 import { resolveRegistryAuth } from '../../engine/auth.js';
 import { EXIT } from '../../errors.js';
-import { drill, type DrillReport } from '../../pipeline/drill-run.js';
-import { resolveTransport } from '../../transport/resolve.js';
+import { drill, type DrillReport } from '../../ops/drill.js';
+import { resolveTransport } from '../../store/resolve.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress } from '../render.js';
 

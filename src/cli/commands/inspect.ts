@@ -1,9 +1,9 @@
 import { Command } from 'commander';
 import { BundleReader } from '../../bundle/reader.js';
 import type { ContainerEntry, Manifest } from '../../bundle/manifest.js';
-import { bundleCompression, envName, imageMode, isEncrypted, redactManifest } from '../../pipeline/catalog.js';
-import { resolveTransport } from '../../transport/resolve.js';
-import { deviceClaims } from '../../pipeline/startable.js';
+import { bundleCompression, envName, imageMode, isEncrypted, redactManifest } from '../../store/catalog.js';
+import { resolveTransport } from '../../store/resolve.js';
+import { deviceClaims } from '../../ops/steps/startable.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
 import { shortTime, table } from './ls.js';

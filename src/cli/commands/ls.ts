@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { catalogJson, openStore, type CatalogEntry } from '../../pipeline/catalog.js';
+import { catalogJson, openStore, type CatalogEntry } from '../../store/catalog.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
 import path from 'node:path';

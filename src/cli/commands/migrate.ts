@@ -1,13 +1,13 @@
 import { Command, Option } from 'commander';
 import { openEngine } from '../../engine/connect.js';
-import { migrate } from '../../pipeline/migrate.js';
-import { projectContainers, type Consistency } from '../../pipeline/capture.js';
-import type { OnConflict } from '../../pipeline/run.js';
+import { migrate } from '../../ops/migrate.js';
+import { projectContainers, type Consistency } from '../../ops/steps/capture.js';
+import type { OnConflict } from '../../ops/steps/recreate.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
 import { addRemapOptions, choice, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 import { UsageError } from '../../errors.js';
-import { describeRemap, parseRemap, type RemapFlags } from '../../pipeline/remap.js';
+import { describeRemap, parseRemap, type RemapFlags } from '../../plan/remap.js';
 
 interface MigrateFlags extends RemapFlags {
   stopTimeout?: number;

@@ -1,9 +1,9 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import path from 'node:path';
 import { IoError } from '../../errors.js';
-import { describePolicy, prune, type PruneResult } from '../../pipeline/prune.js';
-import { parseWithin, RULES, type KeepPolicy, type Rule } from '../../pipeline/retention.js';
-import { DEFAULT_LOCK_TIMEOUT_S } from '../../transport/lock.js';
+import { describePolicy, prune, type PruneResult } from '../../ops/prune.js';
+import { parseWithin, RULES, type KeepPolicy, type Rule } from '../../plan/retention.js';
+import { DEFAULT_LOCK_TIMEOUT_S } from '../../store/lock.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
 import { shortTime, table } from './ls.js';

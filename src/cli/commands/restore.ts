@@ -1,13 +1,13 @@
 import { Command, Option } from 'commander';
 import { openEngine } from '../../engine/connect.js';
 import { resolveRegistryAuth } from '../../engine/auth.js';
-import { planOverwrites, restore } from '../../pipeline/restore.js';
-import type { OnConflict } from '../../pipeline/run.js';
-import { resolveTransport } from '../../transport/resolve.js';
+import { planOverwrites, restore } from '../../ops/restore.js';
+import type { OnConflict } from '../../ops/steps/recreate.js';
+import { resolveTransport } from '../../store/resolve.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress } from '../render.js';
 import { addRemapOptions, choice, collect } from '../options.js';
-import { describeRemap, parseRemap, remapRewrite, type RemapFlags } from '../../pipeline/remap.js';
+import { describeRemap, parseRemap, remapRewrite, type RemapFlags } from '../../plan/remap.js';
 
 interface RestoreFlags extends RemapFlags {
   name?: string;

@@ -2,10 +2,10 @@ import { Command } from 'commander';
 import path from 'node:path';
 import { PassphraseError } from '../../bundle/crypto.js';
 import { BundleError, toFerryError } from '../../errors.js';
-import { openStore, type Store } from '../../pipeline/catalog.js';
-import type { RunContext } from '../../pipeline/context.js';
-import { badMembers, verifyStream, type VerifyReport } from '../../pipeline/verify.js';
-import { resolveTransport } from '../../transport/resolve.js';
+import { openStore, type Store } from '../../store/catalog.js';
+import type { RunContext } from '../../context.js';
+import { badMembers, verifyStream, type VerifyReport } from '../../ops/verify.js';
+import { resolveTransport } from '../../store/resolve.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
 

@@ -7,9 +7,9 @@
  * paths silently). No I/O here; unit-tested in test/unit/remap.test.ts.
  */
 import type { Manifest } from '../bundle/manifest.js';
-import { isUserNetwork, parseBind, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
+import { isUserNetwork, parseBind, type ContainerSpec, type NetworkSpec } from '../model/spec.js';
 import { UsageError } from '../errors.js';
-import type { RestoreRewrite } from './restore.js';
+import type { RestoreRewrite } from '../ops/restore.js';
 
 export interface Remap {
   /** Named volume -> new name. */

@@ -13,7 +13,7 @@
 import type { Readable } from 'node:stream';
 import type { MemberAgain } from '../bundle/writer.js';
 import type { Engine } from '../engine/engine.js';
-import type { Progress } from './context.js';
+import type { Progress } from '../context.js';
 import { LayerStoreMismatch, openHostImageArchive } from './host-image.js';
 import { chainIds } from './ship.js';
 

@@ -3,7 +3,7 @@
  * until it is healthy (its healthcheck, a probe run inside it, or simply still running after a
  * short settle time), report, and remove everything it made, whatever happens.
  *
- *   restore (pipeline/restore.ts with the drill rewrite of pipeline/drill.ts, nothing started,
+ *   restore (ops/restore.ts with the drill rewrite of plan/drill.ts, nothing started,
  *   everything recorded in an Undo the drill owns) -> start -> healthy -> probe -> cleanup
  *
  * Cleanup runs in a finally: after a pass, a failure, a timeout or SIGINT/SIGTERM. It removes
@@ -14,12 +14,12 @@ import type { Manifest } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
 import type { RegistryAuth } from '../engine/auth.js';
 import { DrillFailedError, FerryError, toFerryError, UsageError } from '../errors.js';
-import type { Transport } from '../transport/transport.js';
-import { checkAborted, type RunContext } from './context.js';
-import { drillName, drillRewrite, LABEL_DRILL, newDrillId } from './drill.js';
+import type { Transport } from '../store/transport.js';
+import { checkAborted, type RunContext } from '../context.js';
+import { drillName, drillRewrite, LABEL_DRILL, newDrillId } from '../plan/drill.js';
 import { restore } from './restore.js';
-import { Undo } from './run.js';
-import { sweepHolders } from './volumes.js';
+import { Undo } from './steps/recreate.js';
+import { sweepHolders } from '../data/volumes.js';
 
 export interface DrillOptions {
   /** A shell command (`sh -c`) run inside a container; the drill passes when it exits 0. */

@@ -3,12 +3,12 @@
  * start them. Everything created is recorded in an Undo list so a failure removes it again;
  * nothing that existed before is touched unless --on-conflict replace asked for it.
  */
-import { type Engine, LABEL_MANAGED } from '../engine/engine.js';
-import { COMPOSE_PROJECT, createPlan, endpointCreateConfig, ipv4InSubnet, ipv4SubnetsOverlap, networkCreateOptions, parseBind, detachedFromCompose, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
-import type { VolumeEntry } from '../bundle/manifest.js';
-import { ConflictError, NotFoundError } from '../errors.js';
-import type { Progress } from './context.js';
-import { hostPathExists, removeWithAnonymousVolumes } from './volumes.js';
+import { type Engine, LABEL_MANAGED } from '../../engine/engine.js';
+import { COMPOSE_PROJECT, createPlan, endpointCreateConfig, ipv4InSubnet, ipv4SubnetsOverlap, networkCreateOptions, parseBind, detachedFromCompose, type ContainerSpec, type NetworkSpec } from '../../model/spec.js';
+import type { VolumeEntry } from '../../bundle/manifest.js';
+import { ConflictError, NotFoundError } from '../../errors.js';
+import type { Progress } from '../../context.js';
+import { hostPathExists, removeWithAnonymousVolumes } from '../../data/volumes.js';
 
 export type OnConflict = 'fail' | 'replace' | 'rename';
 

@@ -14,7 +14,7 @@
  * Registry mode (opts.registry): the committed image is pushed after the container is resumed
  * instead of being saved; the bundle has no image member and the pushed digest is in the trailer.
  */
-import { warmHost } from './host-volume.js';
+import { warmHost } from '../data/host-volume.js';
 import type { Readable } from 'node:stream';
 import { VERSION } from '../version.js';
 import { type Engine } from '../engine/engine.js';
@@ -24,14 +24,14 @@ import {
   FORMAT, FORMAT_VERSION, memberName,
   type ContainerEntry, type ImageFacts, type Manifest, type MemberPlan, type Trailer, type VolumeEntry,
 } from '../bundle/manifest.js';
-import { composeProject, dependencyOrder, secretLikeEnvNames, type NetworkSpec } from '../engine/spec.js';
+import { composeProject, dependencyOrder, secretLikeEnvNames, type NetworkSpec } from '../model/spec.js';
 import { describeAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
-import type { Transport } from '../transport/transport.js';
-import { captureContainer, commitContainer, hostName, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './capture.js';
-import { checkAborted, type RunContext } from './context.js';
-import { saveImage, type SavedImage } from './save.js';
-import { openBindReader, openContainerVolumeReader, sweepStaleHolders } from './volumes.js';
+import type { Transport } from '../store/transport.js';
+import { captureContainer, commitContainer, hostName, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './steps/capture.js';
+import { checkAborted, type RunContext } from '../context.js';
+import { saveImage, type SavedImage } from '../data/save.js';
+import { openBindReader, openContainerVolumeReader, sweepStaleHolders } from '../data/volumes.js';
 import { HookError, UsageError } from '../errors.js';
 
 export interface BackupOptions {

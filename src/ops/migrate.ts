@@ -11,18 +11,18 @@
  * No bundle is written anywhere. A failure removes what the target got and leaves the source as
  * it was (a source stopped for the cutover is started again).
  */
-import { warmHost } from './host-volume.js';
+import { warmHost } from '../data/host-volume.js';
 import type { Engine } from '../engine/engine.js';
-import { dependencyOrder, renameContainerRefs } from '../engine/spec.js';
+import { dependencyOrder, renameContainerRefs } from '../model/spec.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
 import { containerQuiesce } from './backup.js';
-import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency, type Resume } from './capture.js';
-import { checkAborted, type RunContext } from './context.js';
-import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from './remap.js';
-import { checkDevices, checkEngineSupport, checkHostPorts, checkHostResources, portClaims, portsOverlap, type PortClaim } from './startable.js';
-import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
-import { shipImage, shipVolume } from './ship.js';
-import { sweepHolders, sweepStaleHolders } from './volumes.js';
+import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency, type Resume } from './steps/capture.js';
+import { checkAborted, type RunContext } from '../context.js';
+import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from '../plan/remap.js';
+import { checkDevices, checkEngineSupport, checkHostPorts, checkHostResources, portClaims, portsOverlap, type PortClaim } from './steps/startable.js';
+import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './steps/recreate.js';
+import { shipImage, shipVolume } from '../data/ship.js';
+import { sweepHolders, sweepStaleHolders } from '../data/volumes.js';
 
 export interface MigrateOptions {
   containers: string[];

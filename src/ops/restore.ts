@@ -8,23 +8,23 @@
  * Members are checked against the trailer before any container is created; a failure anywhere
  * removes what this restore created (Undo).
  */
-import { warmHost } from './host-volume.js';
+import { warmHost } from '../data/host-volume.js';
 import { BundleReader } from '../bundle/reader.js';
 import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
-import { containerRefs, dependencyOrder, renameContainerRefs, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
+import { containerRefs, dependencyOrder, renameContainerRefs, type ContainerSpec, type NetworkSpec } from '../model/spec.js';
 import { BundleError, ConflictError, UsageError } from '../errors.js';
 import { badMembers, verifyStream } from './verify.js';
-import type { Transport } from '../transport/transport.js';
+import type { Transport } from '../store/transport.js';
 import { abortable } from './backup.js';
-import { orchestratedBy } from './capture.js';
-import { checkAborted, type RunContext } from './context.js';
-import { loadImage } from './load.js';
-import { checkDevices, checkEngineSupport, checkHostPorts, checkHostResources } from './startable.js';
-import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './run.js';
-import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from './volumes.js';
+import { orchestratedBy } from './steps/capture.js';
+import { checkAborted, type RunContext } from '../context.js';
+import { loadImage } from '../data/load.js';
+import { checkDevices, checkEngineSupport, checkHostPorts, checkHostResources } from './steps/startable.js';
+import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './steps/recreate.js';
+import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from '../data/volumes.js';
 
 export interface RestoreOptions {
   name?: string;
@@ -51,7 +51,7 @@ export interface RestoreOptions {
 
 /**
  * What a restore creates goes through these first. Each returns the object to create: a named
- * volume's or network's new name is the `name` it returns. Pure functions (see pipeline/drill.ts).
+ * volume's or network's new name is the `name` it returns. Pure functions (see plan/drill.ts).
  */
 export interface RestoreRewrite {
   containerName(name: string): string;

@@ -8,10 +8,10 @@
 import path from 'node:path';
 import { toFerryError, UsageError } from '../errors.js';
 import type { SshPool } from '../ssh/client.js';
-import type { LockOptions } from '../transport/lock.js';
-import { openStore, type CatalogEntry } from './catalog.js';
-import type { RunContext } from './context.js';
-import { applyRetention, hasKeepRule, RULES, type KeepPolicy } from './retention.js';
+import type { LockOptions } from '../store/lock.js';
+import { openStore, type CatalogEntry } from '../store/catalog.js';
+import type { RunContext } from '../context.js';
+import { applyRetention, hasKeepRule, RULES, type KeepPolicy } from '../plan/retention.js';
 
 export interface PruneOptions {
   policy: KeepPolicy;

@@ -25,8 +25,8 @@ import { BundleReader, type DataMember } from '../bundle/reader.js';
 import { BLOCK } from '../bundle/tar.js';
 import { BundleError, UsageError } from '../errors.js';
 import type { SshPool } from '../ssh/client.js';
-import { SftpTransport } from '../transport/sftp.js';
-import { checkAborted, type RunContext } from './context.js';
+import { SftpTransport } from '../store/sftp.js';
+import { checkAborted, type RunContext } from '../context.js';
 
 export interface MemberCheck {
   /** Member name (or manifest.json / trailer.json / SHA256SUMS for the bundle's own entries). */

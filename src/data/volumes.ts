@@ -19,7 +19,7 @@ import { alive } from '../util/state.js';
 import { ConflictError, EngineError, NotFoundError } from '../errors.js';
 import { demux } from '../engine/demux.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
-import type { Progress } from './context.js';
+import type { Progress } from '../context.js';
 import { openHostVolumeReader, writeHostVolume } from './host-volume.js';
 
 const MOUNT = '/.ferry-data';

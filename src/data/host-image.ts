@@ -26,10 +26,10 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import * as tar from 'tar-stream';
 import type { Engine, ImageInspect } from '../engine/engine.js';
-import { captureBytes, type HostProcess, type HostShell } from '../engine/host.js';
+import { captureBytes, type HostProcess, type HostShell } from '../hostaccess/shell.js';
 import { EngineError } from '../errors.js';
 import { keepText } from '../util/keep-text.js';
-import type { Progress } from './context.js';
+import type { Progress } from '../context.js';
 import { askHost } from './host-volume.js';
 
 export const HOST_LAYERS_ENV = 'FERRY_HOST_LAYERS';

@@ -7,15 +7,15 @@
 import { createReadStream } from 'node:fs';
 import { PassphraseError, readEncHeader } from '../bundle/crypto.js';
 import type { SshPool } from '../ssh/client.js';
-import { SftpTransport } from '../transport/sftp.js';
+import { SftpTransport } from './sftp.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { BundleReader } from '../bundle/reader.js';
 import type { Manifest } from '../bundle/manifest.js';
 import { NotFoundError, toFerryError, UsageError } from '../errors.js';
-import { TEMP_PREFIX } from '../transport/local.js';
-import { acquireStoreLock, type LockOptions, type StoreLock } from '../transport/lock.js';
+import { TEMP_PREFIX } from './local.js';
+import { acquireStoreLock, type LockOptions, type StoreLock } from './lock.js';
 
 export interface CatalogEntry {
   /** Absolute path of the file. */

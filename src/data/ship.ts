@@ -15,8 +15,8 @@ import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import type { Engine } from '../engine/engine.js';
-import type { ContainerSpec } from '../engine/spec.js';
-import type { Progress } from './context.js';
+import type { ContainerSpec } from '../model/spec.js';
+import type { Progress } from '../context.js';
 import { openHostImageArchive } from './host-image.js';
 import { fillVolume, openContainerVolumeReader } from './volumes.js';
 

@@ -9,11 +9,11 @@
  * whether it can give the CPUs, memory, cgroup, sysctls, limits and security profiles the
  * container is created with (checkHostResources).
  */
-import type { Engine } from '../engine/engine.js';
-import type { ContainerSpec } from '../engine/spec.js';
-import { ConflictError, NotFoundError } from '../errors.js';
-import type { Progress } from './context.js';
-import { probeHost, probeStart } from './volumes.js';
+import type { Engine } from '../../engine/engine.js';
+import type { ContainerSpec } from '../../model/spec.js';
+import { ConflictError, NotFoundError } from '../../errors.js';
+import type { Progress } from '../../context.js';
+import { probeHost, probeStart } from '../../data/volumes.js';
 
 /** One fixed host port a container publishes. `ip` '' is every address. */
 export interface PortClaim {

@@ -11,8 +11,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { BindEntry, Manifest, VolumeEntry } from '../bundle/manifest.js';
-import { isUserNetwork, parseBind, splitLink, withoutComposeLabels, type ContainerSpec, type EndpointSpec, type NetworkSpec } from '../engine/spec.js';
-import type { RestoreRewrite } from './restore.js';
+import { isUserNetwork, parseBind, splitLink, withoutComposeLabels, type ContainerSpec, type EndpointSpec, type NetworkSpec } from '../model/spec.js';
+import type { RestoreRewrite } from '../ops/restore.js';
 
 export const LABEL_DRILL = 'io.ferry.drill';
 const BRIDGE_NAME = 'com.docker.network.bridge.name';

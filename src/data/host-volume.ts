@@ -29,12 +29,12 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Engine, EngineFacts, VolumeInspect } from '../engine/engine.js';
-import { capture, type HostProcess, type HostShell } from '../engine/host.js';
+import { capture, type HostProcess, type HostShell } from '../hostaccess/shell.js';
 import { gatedOutput } from '../util/gated-output.js';
 import { keepText } from '../util/keep-text.js';
 import { TarEndTrim } from '../util/tar-end.js';
 import { IoError } from '../errors.js';
-import type { Progress } from './context.js';
+import type { Progress } from '../context.js';
 
 export const HOST_VOLUMES_ENV = 'FERRY_HOST_VOLUMES';
 

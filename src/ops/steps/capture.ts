@@ -3,12 +3,12 @@
  * volumes), quiesce it (pause or stop), commit its writable layer, and always put it back.
  */
 import os from 'node:os';
-import { type Engine, LABEL_MANAGED } from '../engine/engine.js';
-import { captureNetwork, captureSpec, composeProject, isUserNetwork, type ContainerSpec, type NetworkSpec } from '../engine/spec.js';
-import { NotFoundError, UsageError } from '../errors.js';
-import type { VolumeEntry } from '../bundle/manifest.js';
-import type { Progress } from './context.js';
-import { QuiesceJournal } from '../util/state.js';
+import { type Engine, LABEL_MANAGED } from '../../engine/engine.js';
+import { captureNetwork, captureSpec, composeProject, isUserNetwork, type ContainerSpec, type NetworkSpec } from '../../model/spec.js';
+import { NotFoundError, UsageError } from '../../errors.js';
+import type { VolumeEntry } from '../../bundle/manifest.js';
+import type { Progress } from '../../context.js';
+import { QuiesceJournal } from '../../util/state.js';
 
 export type Consistency = 'pause' | 'stop' | 'none';
 

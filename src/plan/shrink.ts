@@ -12,7 +12,7 @@
  */
 import path from 'node:path';
 import type { Manifest, Trailer } from '../bundle/manifest.js';
-import type { CatalogEntry, Store } from './catalog.js';
+import type { CatalogEntry, Store } from '../store/catalog.js';
 
 /** A volume smaller than this share of what it held is reported... */
 export const SHRINK_RATIO = 0.5;
