@@ -86,7 +86,10 @@ export class IoError extends FerryError {
 }
 
 export class PartialError extends FerryError {
-  constructor(message: string, readonly failures: { name: string; error: FerryError }[]) {
+  constructor(
+    message: string,
+    readonly failures: { name: string; error: FerryError }[],
+  ) {
     super('PARTIAL', EXIT.PARTIAL, message, { hint: 'see the errors above for each container that failed' });
   }
 }

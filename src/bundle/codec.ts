@@ -33,7 +33,6 @@ export function defaultCodec(): Codec {
   return hasZstd() ? 'zstd' : 'gzip';
 }
 
-
 /** A child process as a Duplex filter whose readable side fails if the process exits non-zero. */
 function processFilter(cmd: string, args: string[], what: string): Duplex {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -42,7 +41,13 @@ function processFilter(cmd: string, args: string[], what: string): Duplex {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   };
   const exit = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
-  const { stream: out } = gatedOutput(child.stdout, exit, (code) => (code === 0 ? undefined : new BundleError(`${what} failed: ${stderr().trim() || `${cmd} exited with ${code}`}`)), kill);
+  const { stream: out } = gatedOutput(
+    child.stdout,
+    exit,
+    (code) =>
+      code === 0 ? undefined : new BundleError(`${what} failed: ${stderr().trim() || `${cmd} exited with ${code}`}`),
+    kill,
+  );
   child.on('error', (err) => out.destroy(err));
   const d = Duplex.from({ writable: child.stdin, readable: out });
   // An early end of either side must not leave the process behind.
@@ -69,9 +74,16 @@ export function decompressor(c: Codec, member: string): Duplex {
     case 'gzip':
       return zlib.createGunzip({ chunkSize: 1 << 16 });
     case 'zstd':
-      if (!hasZstd()) throw new BundleError(`member ${member} is zstd-compressed and the zstd command is not installed`, { hint: 'apt-get install zstd', member });
+      if (!hasZstd())
+        throw new BundleError(`member ${member} is zstd-compressed and the zstd command is not installed`, {
+          hint: 'apt-get install zstd',
+          member,
+        });
       return processFilter('zstd', ['-q', '-d', '-c'], `zstd decompression of ${member}`);
     default:
-      throw new BundleError(`member ${member} uses an unknown codec "${String(c)}"`, { member, hint: 'this bundle was written by a newer ferry, or is damaged' });
+      throw new BundleError(`member ${member} uses an unknown codec "${String(c)}"`, {
+        member,
+        hint: 'this bundle was written by a newer ferry, or is damaged',
+      });
   }
 }

@@ -10,7 +10,15 @@
  * reordering, truncation (the final flag) and appended data are detected. Streaming both ways,
  * one chunk in memory.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  randomBytes,
+  scrypt as scryptCb,
+  timingSafeEqual,
+} from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { BundleError, EXIT, FerryError } from '../errors.js';
 
@@ -41,7 +49,9 @@ export class PassphraseError extends FerryError {
 
 function scrypt(pass: string, salt: Buffer, h: { N: number; r: number; p: number }): Promise<Buffer> {
   return new Promise((resolve, reject) =>
-    scryptCb(pass, salt, 64, { N: h.N, r: h.r, p: h.p, maxmem: 256 * h.N * h.r + (1 << 20) }, (err, key) => (err ? reject(err) : resolve(key))),
+    scryptCb(pass, salt, 64, { N: h.N, r: h.r, p: h.p, maxmem: 256 * h.N * h.r + (1 << 20) }, (err, key) =>
+      err ? reject(err) : resolve(key),
+    ),
   );
 }
 
@@ -64,7 +74,15 @@ export interface Keyed {
 export async function newKey(passphrase: string, meta?: EncHeader['meta']): Promise<Keyed> {
   const salt = randomBytes(16);
   const k = await scrypt(passphrase, salt, SCRYPT);
-  const h: EncHeader = { kdf: 'scrypt', ...SCRYPT, salt: salt.toString('base64'), cipher: 'aes-256-gcm', chunk: CHUNK, check: keyCheck(k.subarray(32)), ...(meta ? { meta } : {}) };
+  const h: EncHeader = {
+    kdf: 'scrypt',
+    ...SCRYPT,
+    salt: salt.toString('base64'),
+    cipher: 'aes-256-gcm',
+    chunk: CHUNK,
+    check: keyCheck(k.subarray(32)),
+    ...(meta ? { meta } : {}),
+  };
   const json = Buffer.from(JSON.stringify(h));
   const len = Buffer.alloc(4);
   len.writeUInt32BE(json.length);
@@ -128,7 +146,11 @@ export class DecryptStream extends Transform {
     try {
       return Buffer.concat([d.update(sealed.subarray(0, sealed.length - TAG)), d.final()]);
     } catch {
-      throw this.fail(final ? 'the encrypted bundle is damaged or truncated (its last chunk does not authenticate)' : `the encrypted bundle is damaged (chunk ${this.counter - 1n} does not authenticate)`);
+      throw this.fail(
+        final
+          ? 'the encrypted bundle is damaged or truncated (its last chunk does not authenticate)'
+          : `the encrypted bundle is damaged (chunk ${this.counter - 1n} does not authenticate)`,
+      );
     }
   }
 
@@ -141,7 +163,8 @@ export class DecryptStream extends Transform {
     }
     if (p.length < MAGIC.length + 5) return false;
     if (!isEncrypted(p)) throw this.fail('not an encrypted ferry bundle');
-    if (p[MAGIC.length] !== 1) throw this.fail(`unknown encryption version ${p[MAGIC.length]}`, 'this bundle was written by a newer ferry');
+    if (p[MAGIC.length] !== 1)
+      throw this.fail(`unknown encryption version ${p[MAGIC.length]}`, 'this bundle was written by a newer ferry');
     const len = p.readUInt32BE(MAGIC.length + 1);
     if (len > 4096) throw this.fail('encryption header is too large');
     const end = MAGIC.length + 5 + len;
@@ -152,12 +175,22 @@ export class DecryptStream extends Transform {
     } catch {
       throw this.fail('encryption header is not valid');
     }
-    if (h.kdf !== 'scrypt' || h.cipher !== 'aes-256-gcm' || !(h.N <= 1 << 20) || !(h.r <= 32) || !(h.p <= 16) || h.chunk !== CHUNK)
+    if (
+      h.kdf !== 'scrypt' ||
+      h.cipher !== 'aes-256-gcm' ||
+      !(h.N <= 1 << 20) ||
+      !(h.r <= 32) ||
+      !(h.p <= 16) ||
+      h.chunk !== CHUNK
+    )
       throw this.fail('encryption parameters are not supported');
     this.header = h;
     this.emit('header', h);
     if (this.passphrase === undefined)
-      throw new PassphraseError(`${this.location} is encrypted and no passphrase was given`, 'set FERRY_PASSPHRASE or pass --passphrase-file');
+      throw new PassphraseError(
+        `${this.location} is encrypted and no passphrase was given`,
+        'set FERRY_PASSPHRASE or pass --passphrase-file',
+      );
     const k = await scrypt(this.passphrase, Buffer.from(h.salt, 'base64'), h);
     const want = Buffer.from(h.check, 'base64');
     const got = Buffer.from(keyCheck(k.subarray(32)), 'base64');
@@ -187,7 +220,10 @@ export class DecryptStream extends Transform {
         this.push(this.open(this.pending.subarray(0, unit), false));
         this.pending = this.pending.subarray(unit);
       }
-    })().then(() => cb(), (err: Error) => cb(err));
+    })().then(
+      () => cb(),
+      (err: Error) => cb(err),
+    );
   }
 
   override _flush(cb: TransformCallback): void {
@@ -197,10 +233,14 @@ export class DecryptStream extends Transform {
         this.push(this.pending); // shorter than the magic: not encrypted
         return;
       }
-      if (!this.headerDone && !(await this.readHeader())) throw this.fail('the encrypted bundle is truncated (no header)');
+      if (!this.headerDone && !(await this.readHeader()))
+        throw this.fail('the encrypted bundle is truncated (no header)');
       if (this.pending.length < TAG) throw this.fail('the encrypted bundle is truncated');
       this.push(this.open(this.pending, true));
       this.pending = Buffer.alloc(0);
-    })().then(() => cb(), (err: Error) => cb(err));
+    })().then(
+      () => cb(),
+      (err: Error) => cb(err),
+    );
   }
 }

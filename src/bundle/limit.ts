@@ -22,7 +22,12 @@ export class SizeLimit extends Transform {
     this.n += chunk.length;
     const max = typeof this.max === 'number' ? this.max : this.max();
     if (this.n > max)
-      return cb(new BundleError(`member ${this.member} inflates past its declared size (${max} bytes); stopped`, { member: this.member, hint: 'the bundle is damaged or hostile' }));
+      return cb(
+        new BundleError(`member ${this.member} inflates past its declared size (${max} bytes); stopped`, {
+          member: this.member,
+          hint: 'the bundle is damaged or hostile',
+        }),
+      );
     cb(null, chunk);
   }
 }

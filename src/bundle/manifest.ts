@@ -155,12 +155,16 @@ export function parseManifest(text: string): Manifest {
   if (o.format !== FORMAT) fail(`format is ${JSON.stringify(o.format)}, expected "${FORMAT}"`);
   if (typeof o.formatVersion !== 'number' || !Number.isInteger(o.formatVersion)) fail('formatVersion is missing');
   if (o.formatVersion > FORMAT_VERSION)
-    throw new BundleError(`bundle format version ${o.formatVersion} is newer than this ferry understands (${FORMAT_VERSION})`, {
-      member: MANIFEST_MEMBER,
-      hint: 'upgrade ferry to read it',
-    });
+    throw new BundleError(
+      `bundle format version ${o.formatVersion} is newer than this ferry understands (${FORMAT_VERSION})`,
+      {
+        member: MANIFEST_MEMBER,
+        hint: 'upgrade ferry to read it',
+      },
+    );
   if (o.formatVersion < MIN_READABLE_VERSION) fail(`format version ${o.formatVersion} is no longer supported`);
-  for (const k of ['containers', 'volumes', 'networks', 'members'] as const) if (!Array.isArray(o[k])) fail(`"${k}" is missing or not a list`);
+  for (const k of ['containers', 'volumes', 'networks', 'members'] as const)
+    if (!Array.isArray(o[k])) fail(`"${k}" is missing or not a list`);
   if (!o.source || typeof o.source !== 'object') fail('"source" is missing');
   const members = o.members as MemberPlan[];
   const seen = new Set<string>();
@@ -169,33 +173,55 @@ export function parseManifest(text: string): Manifest {
     if (!isSafeMemberName(mp.name)) fail(`member name ${JSON.stringify(mp.name)} is not allowed`);
     if (seen.has(mp.name)) fail(`member ${mp.name} is listed twice`);
     seen.add(mp.name);
-    if (!['image', 'volume', 'bind'].includes(mp.kind)) fail(`member ${mp.name} has unknown kind ${JSON.stringify(mp.kind)}`);
+    if (!['image', 'volume', 'bind'].includes(mp.kind))
+      fail(`member ${mp.name} has unknown kind ${JSON.stringify(mp.kind)}`);
     if (!CODECS.includes(mp.codec)) fail(`member ${mp.name} uses unknown codec ${JSON.stringify(mp.codec)}`);
-    if (mp.rawBytes !== undefined && !(Number.isSafeInteger(mp.rawBytes) && mp.rawBytes >= 0)) fail(`member ${mp.name} declares an invalid size ${JSON.stringify(mp.rawBytes)}`);
+    if (mp.rawBytes !== undefined && !(Number.isSafeInteger(mp.rawBytes) && mp.rawBytes >= 0))
+      fail(`member ${mp.name} declares an invalid size ${JSON.stringify(mp.rawBytes)}`);
   }
-  if (o.partRawBytes !== undefined && !(Number.isSafeInteger(o.partRawBytes) && (o.partRawBytes as number) > 0 && (o.partRawBytes as number) <= MAX_PART_RAW))
+  if (
+    o.partRawBytes !== undefined &&
+    !(
+      Number.isSafeInteger(o.partRawBytes) &&
+      (o.partRawBytes as number) > 0 &&
+      (o.partRawBytes as number) <= MAX_PART_RAW
+    )
+  )
     fail(`partRawBytes ${JSON.stringify(o.partRawBytes)} is not a size between 1 and ${MAX_PART_RAW}`);
   const man = o as unknown as Manifest;
-  if (o.imageMode !== undefined && o.imageMode !== 'archive' && o.imageMode !== 'push') fail(`unknown imageMode ${JSON.stringify(o.imageMode)}`);
+  if (o.imageMode !== undefined && o.imageMode !== 'archive' && o.imageMode !== 'push')
+    fail(`unknown imageMode ${JSON.stringify(o.imageMode)}`);
   const push = o.imageMode === 'push';
   for (const c of man.containers) {
-    if (!c || !c.spec || typeof c.spec.name !== 'string' || !c.image || typeof c.image.ref !== 'string') fail('a container entry is incomplete');
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(c.spec.name)) fail(`container name ${JSON.stringify(c.spec.name)} is not a valid name`);
+    if (!c || !c.spec || typeof c.spec.name !== 'string' || !c.image || typeof c.image.ref !== 'string')
+      fail('a container entry is incomplete');
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(c.spec.name))
+      fail(`container name ${JSON.stringify(c.spec.name)} is not a valid name`);
     if (push) {
       // In a registry: no image member, and a reference under the registry host that pulls by digest.
       const reg = c.image.registry;
-      if (c.image.member !== undefined) fail(`container ${c.spec.name}: imageMode is "push", yet it has an image member`);
-      if (!reg || typeof reg.host !== 'string' || !/^[a-z0-9.-]+(:\d{1,5})?$/.test(reg.host)) fail(`container ${c.spec.name}: imageMode is "push", but its image has no registry host`);
-      if (!c.image.ref.startsWith(`${reg.host}/`) || !isTaggedRef(c.image.ref)) fail(`container ${c.spec.name}: image reference ${JSON.stringify(c.image.ref)} is not a tagged reference in ${reg.host}`);
+      if (c.image.member !== undefined)
+        fail(`container ${c.spec.name}: imageMode is "push", yet it has an image member`);
+      if (!reg || typeof reg.host !== 'string' || !/^[a-z0-9.-]+(:\d{1,5})?$/.test(reg.host))
+        fail(`container ${c.spec.name}: imageMode is "push", but its image has no registry host`);
+      if (!c.image.ref.startsWith(`${reg.host}/`) || !isTaggedRef(c.image.ref))
+        fail(
+          `container ${c.spec.name}: image reference ${JSON.stringify(c.image.ref)} is not a tagged reference in ${reg.host}`,
+        );
     } else {
       if (typeof c.image.member !== 'string') fail('a container entry is incomplete');
-      if (c.image.registry !== undefined) fail(`container ${c.spec.name}: its image has a registry, but imageMode is not "push"`);
-      if (!seen.has(c.image.member)) fail(`container ${c.spec.name} refers to member ${c.image.member}, which the bundle does not list`);
+      if (c.image.registry !== undefined)
+        fail(`container ${c.spec.name}: its image has a registry, but imageMode is not "push"`);
+      if (!seen.has(c.image.member))
+        fail(`container ${c.spec.name} refers to member ${c.image.member}, which the bundle does not list`);
     }
-    for (const b of c.binds ?? []) if (!seen.has(b.member)) fail(`container ${c.spec.name} refers to member ${b.member}, which the bundle does not list`);
+    for (const b of c.binds ?? [])
+      if (!seen.has(b.member))
+        fail(`container ${c.spec.name} refers to member ${b.member}, which the bundle does not list`);
   }
   for (const v of man.volumes) {
-    if (!v || typeof v.name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(v.name)) fail('a volume entry has an invalid name');
+    if (!v || typeof v.name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(v.name))
+      fail('a volume entry has an invalid name');
     if (!seen.has(v.member)) fail(`volume ${v.name} refers to member ${v.member}, which the bundle does not list`);
   }
   return man;
@@ -208,24 +234,35 @@ export function parseTrailer(text: string, manifest: Manifest): Trailer {
   } catch (err) {
     fail(`not valid JSON (${(err as Error).message})`, TRAILER_MEMBER);
   }
-  if (!t || t.format !== FORMAT || t.complete !== true || !Array.isArray(t.members)) fail('not a complete ferry trailer', TRAILER_MEMBER);
+  if (!t || t.format !== FORMAT || t.complete !== true || !Array.isArray(t.members))
+    fail('not a complete ferry trailer', TRAILER_MEMBER);
   const planned = new Set(manifest.members.map((m) => m.name));
   for (const m of t.members) {
     if (!m || typeof m !== 'object') fail('a member entry is not an object', TRAILER_MEMBER);
     if (!planned.has(m.name)) fail(`lists member ${JSON.stringify(m.name)} that the manifest does not`, TRAILER_MEMBER);
-    if (typeof m.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(m.sha256)) fail(`member ${m.name} has no valid sha256`, TRAILER_MEMBER);
+    if (typeof m.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(m.sha256))
+      fail(`member ${m.name} has no valid sha256`, TRAILER_MEMBER);
     if (!Number.isSafeInteger(m.bytes) || m.bytes < 0) fail(`member ${m.name} has no valid size`, TRAILER_MEMBER);
     const declared = manifest.members.find((p) => p.name === m.name)?.rawBytes;
-    if (declared !== undefined && m.rawBytes !== declared) fail(`member ${m.name} has ${m.rawBytes} bytes before compression, the manifest declares ${declared}`, TRAILER_MEMBER);
+    if (declared !== undefined && m.rawBytes !== declared)
+      fail(
+        `member ${m.name} has ${m.rawBytes} bytes before compression, the manifest declares ${declared}`,
+        TRAILER_MEMBER,
+      );
   }
-  for (const name of planned) if (!t.members.some((m) => m.name === name)) fail(`has no checksum for member ${name}`, TRAILER_MEMBER);
+  for (const name of planned)
+    if (!t.members.some((m) => m.name === name)) fail(`has no checksum for member ${name}`, TRAILER_MEMBER);
   if (manifest.imageMode === 'push') {
     // The image is only in the registry: the trailer's digest is what restore pulls.
-    if (!Array.isArray(t.images)) fail('has no image facts, which a bundle whose images are in a registry needs', TRAILER_MEMBER);
+    if (!Array.isArray(t.images))
+      fail('has no image facts, which a bundle whose images are in a registry needs', TRAILER_MEMBER);
     for (const c of manifest.containers) {
       const f = t.images.find((i) => i && i.ref === c.image.ref);
       if (!f || typeof f.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(f.digest))
-        fail(`has no sha256 digest for image ${c.image.ref} (container ${c.spec.name}), which is in a registry`, TRAILER_MEMBER);
+        fail(
+          `has no sha256 digest for image ${c.image.ref} (container ${c.spec.name}), which is in a registry`,
+          TRAILER_MEMBER,
+        );
     }
   }
   return t;

@@ -14,8 +14,17 @@ import { decompressor } from './codec.js';
 import { DecryptStream, type EncHeader } from './crypto.js';
 import { SizeLimit } from './limit.js';
 import {
-  MANIFEST_MEMBER, MAX_JSON_MEMBER, SUMS_MEMBER, TRAILER_MEMBER, parseManifest, parseTrailer, sha256sums,
-  type Manifest, type MemberPlan, type Trailer, type TrailerMember,
+  MANIFEST_MEMBER,
+  MAX_JSON_MEMBER,
+  SUMS_MEMBER,
+  TRAILER_MEMBER,
+  parseManifest,
+  parseTrailer,
+  sha256sums,
+  type Manifest,
+  type MemberPlan,
+  type Trailer,
+  type TrailerMember,
 } from './manifest.js';
 import { partName } from './writer.js';
 
@@ -87,7 +96,9 @@ export class BundleReader {
       const e = r.value;
       if (e.header.type !== 'file') {
         e.resume();
-        throw new BundleError(`${location}: member ${e.header.name} is a ${e.header.type}, not a file`, { member: e.header.name });
+        throw new BundleError(`${location}: member ${e.header.name} is a ${e.header.type}, not a file`, {
+          member: e.header.name,
+        });
       }
       return e;
     };
@@ -103,14 +114,21 @@ export class BundleReader {
       first = await next();
     } catch (err) {
       destroy();
-      if (err instanceof BundleError && !dec.header) throw new BundleError(`${location} is not a ferry bundle (not a tar archive)`, { cause: err, hint: 'check the path' });
+      if (err instanceof BundleError && !dec.header)
+        throw new BundleError(`${location} is not a ferry bundle (not a tar archive)`, {
+          cause: err,
+          hint: 'check the path',
+        });
       throw err;
     }
     if (!first || first.header.name !== MANIFEST_MEMBER) {
       destroy();
-      throw new BundleError(`${location} is not a ferry bundle: its first member is ${first ? first.header.name : 'missing'}, not ${MANIFEST_MEMBER}`, {
-        member: MANIFEST_MEMBER,
-      });
+      throw new BundleError(
+        `${location} is not a ferry bundle: its first member is ${first ? first.header.name : 'missing'}, not ${MANIFEST_MEMBER}`,
+        {
+          member: MANIFEST_MEMBER,
+        },
+      );
     }
     let manifest: Manifest;
     try {
@@ -155,9 +173,13 @@ export class BundleReader {
         }
         const pm = PART.exec(entryName);
         const name = pm ? pm[1]! : entryName;
-        if (pm && pm[2] !== '000000') throw new BundleError(`member ${entryName} starts in the middle of a member`, { member: name });
+        if (pm && pm[2] !== '000000')
+          throw new BundleError(`member ${entryName} starts in the middle of a member`, { member: name });
         const idx = order.indexOf(name);
-        if (idx < 0) throw new BundleError(`unknown member ${JSON.stringify(entryName)}: the manifest does not list it`, { member: entryName });
+        if (idx < 0)
+          throw new BundleError(`unknown member ${JSON.stringify(entryName)}: the manifest does not list it`, {
+            member: entryName,
+          });
         if (idx <= lastIndex) throw new BundleError(`member ${name} appears twice or out of order`, { member: name });
         lastIndex = idx;
         const plan = this.manifest.members[idx]!;
@@ -226,11 +248,14 @@ export class BundleReader {
           const be =
             err instanceof BundleError
               ? err
-              : new BundleError(`${this.location} is not a complete bundle: member ${name} ends early (${(err as Error).message})`, {
-                  member: name,
-                  cause: err,
-                  hint: 'the file is truncated or damaged; run `ferry verify` on it',
-                });
+              : new BundleError(
+                  `${this.location} is not a complete bundle: member ${name} ends early (${(err as Error).message})`,
+                  {
+                    member: name,
+                    cause: err,
+                    hint: 'the file is truncated or damaged; run `ferry verify` on it',
+                  },
+                );
           this.failure ??= be;
           out.destroy(be);
           throw be;
@@ -276,15 +301,24 @@ export class BundleReader {
     for (const tm of trailer.members) {
       const got = this.seen.find((s) => s.name === tm.name);
       if (!got) throw new BundleError(`member ${tm.name} is missing from the bundle`, { member: tm.name });
-      if (got.bytes !== tm.bytes) throw new BundleError(`member ${tm.name} has ${got.bytes} bytes, the trailer says ${tm.bytes}`, { member: tm.name });
-      if (got.sha256 !== tm.sha256) throw new BundleError(`member ${tm.name} is damaged: its sha256 does not match`, { member: tm.name });
+      if (got.bytes !== tm.bytes)
+        throw new BundleError(`member ${tm.name} has ${got.bytes} bytes, the trailer says ${tm.bytes}`, {
+          member: tm.name,
+        });
+      if (got.sha256 !== tm.sha256)
+        throw new BundleError(`member ${tm.name} is damaged: its sha256 does not match`, { member: tm.name });
     }
     const sums = await this.next();
-    if (!sums || sums.header.name !== SUMS_MEMBER) throw new BundleError(`${SUMS_MEMBER} is missing after ${TRAILER_MEMBER}`, { member: SUMS_MEMBER });
+    if (!sums || sums.header.name !== SUMS_MEMBER)
+      throw new BundleError(`${SUMS_MEMBER} is missing after ${TRAILER_MEMBER}`, { member: SUMS_MEMBER });
     const text = await readSmall(sums, SUMS_MEMBER);
-    if (text !== sha256sums(trailer)) throw new BundleError(`${SUMS_MEMBER} does not match ${TRAILER_MEMBER}`, { member: SUMS_MEMBER });
+    if (text !== sha256sums(trailer))
+      throw new BundleError(`${SUMS_MEMBER} does not match ${TRAILER_MEMBER}`, { member: SUMS_MEMBER });
     const extra = await this.next();
-    if (extra) throw new BundleError(`unexpected member ${JSON.stringify(extra.header.name)} after ${SUMS_MEMBER}`, { member: extra.header.name });
+    if (extra)
+      throw new BundleError(`unexpected member ${JSON.stringify(extra.header.name)} after ${SUMS_MEMBER}`, {
+        member: extra.header.name,
+      });
     this.trailerValue = trailer;
   }
 }
@@ -300,5 +334,10 @@ function asBundleError(err: unknown, location: string): FerryError {
 
 /** A decompression failure as the bundle's problem, naming the member (or part) that does not decompress. */
 function damaged(err: Error, plan: MemberPlan, what: string): BundleError {
-  return err instanceof BundleError ? err : new BundleError(`member ${what} is damaged: it does not decompress (${err.message})`, { member: plan.name, cause: err });
+  return err instanceof BundleError
+    ? err
+    : new BundleError(`member ${what} is damaged: it does not decompress (${err.message})`, {
+        member: plan.name,
+        cause: err,
+      });
 }

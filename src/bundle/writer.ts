@@ -18,8 +18,16 @@ import { BundleError } from '../errors.js';
 import type { BundleSink } from '../store/transport.js';
 import { compressor, type Codec } from './codec.js';
 import {
-  FORMAT, FORMAT_VERSION, MANIFEST_MEMBER, SUMS_MEMBER, TRAILER_MEMBER, sha256sums,
-  type ImageFacts, type Manifest, type Trailer, type TrailerMember,
+  FORMAT,
+  FORMAT_VERSION,
+  MANIFEST_MEMBER,
+  SUMS_MEMBER,
+  TRAILER_MEMBER,
+  sha256sums,
+  type ImageFacts,
+  type Manifest,
+  type Trailer,
+  type TrailerMember,
 } from './manifest.js';
 import { BLOCK, END_OF_ARCHIVE, encodeHeader, padding } from './tar.js';
 import { releaseSlab } from '../util/slabs.js';
@@ -80,7 +88,8 @@ export class BundleWriter {
   async begin(): Promise<void> {
     if (!this.sink.seekable) this.manifest.partRawBytes = PART_SIZE;
     this.manifestAt = this.sink.seekable ? this.sink.position + BLOCK : undefined;
-    this.manifestRoom = manifestText(this.manifest).length + (this.sink.seekable ? RAW_SIZE_ROOM * this.manifest.members.length : 0);
+    this.manifestRoom =
+      manifestText(this.manifest).length + (this.sink.seekable ? RAW_SIZE_ROOM * this.manifest.members.length : 0);
     await this.entry(MANIFEST_MEMBER, this.manifestBytes(this.manifest));
   }
 
@@ -94,7 +103,10 @@ export class BundleWriter {
   /** Patch the manifest with the raw sizes (seekable sinks). It cannot outgrow its room: each size takes < RAW_SIZE_ROOM bytes. */
   private async declareRawSizes(): Promise<void> {
     if (this.manifestAt === undefined) return;
-    const members = this.manifest.members.map((m) => ({ ...m, rawBytes: this.written.find((w) => w.name === m.name)!.rawBytes }));
+    const members = this.manifest.members.map((m) => ({
+      ...m,
+      rawBytes: this.written.find((w) => w.name === m.name)!.rawBytes,
+    }));
     await this.sink.writeAt(this.manifestBytes({ ...this.manifest, members }), this.manifestAt);
   }
 
@@ -108,9 +120,16 @@ export class BundleWriter {
    * `again` (only where canRewrite): when the source fails and `again.when(error)` says so, the
    * member is written once more from its start, from `again.open()`.
    */
-  async addMember(name: string, src: Readable, codec: Codec, onProgress?: MemberProgress, again?: MemberAgain): Promise<TrailerMember> {
+  async addMember(
+    name: string,
+    src: Readable,
+    codec: Codec,
+    onProgress?: MemberProgress,
+    again?: MemberAgain,
+  ): Promise<TrailerMember> {
     if (this.busy) throw new Error('BundleWriter: members are written one at a time');
-    if (!this.manifest.members.some((m) => m.name === name)) throw new Error(`BundleWriter: member ${name} is not in the manifest`);
+    if (!this.manifest.members.some((m) => m.name === name))
+      throw new Error(`BundleWriter: member ${name} is not in the manifest`);
     if (again && !this.canRewrite) throw new Error('BundleWriter: this sink cannot write a member again');
     this.busy = true;
     try {
@@ -127,7 +146,12 @@ export class BundleWriter {
     }
   }
 
-  private async writeMember(name: string, src: Readable, codec: Codec, onProgress?: MemberProgress): Promise<TrailerMember> {
+  private async writeMember(
+    name: string,
+    src: Readable,
+    codec: Codec,
+    onProgress?: MemberProgress,
+  ): Promise<TrailerMember> {
     let raw = 0;
     const hash = createHash('sha256');
     // The sink's own failure (disk full, closed pipe) is the cause; the pipeline may report the
@@ -141,7 +165,9 @@ export class BundleWriter {
       // A gathered write where the sink has one (no copy into one buffer), else one joined write.
       // Once a batch has landed its slabs (util/slabs.ts) go back to the pool: nothing else holds them.
       const writeBatch = (b: Buffer[]) =>
-        sink.writev ? sink.writev(b, () => b.forEach(releaseSlab)) : sink.write(b.length === 1 ? b[0]! : Buffer.concat(b));
+        sink.writev
+          ? sink.writev(b, () => b.forEach(releaseSlab))
+          : sink.write(b.length === 1 ? b[0]! : Buffer.concat(b));
       // Raw bytes are counted before compression (the stream path counts in its own loop).
       const counter = new Transform({
         highWaterMark: 1 << 20,
@@ -251,7 +277,13 @@ export class BundleWriter {
         part?.cz.destroy();
       }
     }
-    const tm: TrailerMember = { name, bytes: stored, sha256: hash.digest('hex'), rawBytes: raw, ...(parts > 1 ? { parts } : {}) };
+    const tm: TrailerMember = {
+      name,
+      bytes: stored,
+      sha256: hash.digest('hex'),
+      rawBytes: raw,
+      ...(parts > 1 ? { parts } : {}),
+    };
     this.written.push(tm);
     return tm;
   }
@@ -263,8 +295,16 @@ export class BundleWriter {
   /** Write the trailer and end of archive, then commit the sink. */
   async finish(): Promise<Trailer> {
     const missing = this.manifest.members.filter((m) => !this.written.some((w) => w.name === m.name));
-    if (missing.length) throw new BundleError(`internal: members never written: ${missing.map((m) => m.name).join(', ')}`);
-    const trailer: Trailer = { format: FORMAT, formatVersion: FORMAT_VERSION, complete: true, finishedAt: new Date().toISOString(), members: this.written, images: this.images };
+    if (missing.length)
+      throw new BundleError(`internal: members never written: ${missing.map((m) => m.name).join(', ')}`);
+    const trailer: Trailer = {
+      format: FORMAT,
+      formatVersion: FORMAT_VERSION,
+      complete: true,
+      finishedAt: new Date().toISOString(),
+      members: this.written,
+      images: this.images,
+    };
     await this.declareRawSizes();
     await this.entry(TRAILER_MEMBER, Buffer.from(JSON.stringify(trailer, null, 2) + '\n'));
     await this.entry(SUMS_MEMBER, Buffer.from(sha256sums(trailer)));

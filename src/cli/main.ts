@@ -14,7 +14,10 @@ export interface Io {
   stderr: NodeJS.WriteStream;
 }
 
-export async function main(argv: string[], io: Io = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+export async function main(
+  argv: string[],
+  io: Io = { stdout: process.stdout, stderr: process.stderr },
+): Promise<number> {
   const controller = new AbortController();
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
@@ -32,7 +35,12 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
   // itself is reported through the awaited path. Anything else is a bug and stays fatal.
   const onUnhandled = (reason: unknown) => {
     const code = (reason as NodeJS.ErrnoException | undefined)?.code ?? (reason as Error | undefined)?.name;
-    if (['ERR_STREAM_PREMATURE_CLOSE', 'ABORT_ERR', 'AbortError', 'ERR_STREAM_DESTROYED', 'ECONNRESET', 'EPIPE'].includes(String(code))) return;
+    if (
+      ['ERR_STREAM_PREMATURE_CLOSE', 'ABORT_ERR', 'AbortError', 'ERR_STREAM_DESTROYED', 'ECONNRESET', 'EPIPE'].includes(
+        String(code),
+      )
+    )
+      return;
     throw reason;
   };
   process.on('unhandledRejection', onUnhandled);
@@ -58,7 +66,9 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
       try {
         text = await readFile(file, 'utf8');
       } catch (err) {
-        throw new UsageError(`cannot read the passphrase file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+        throw new UsageError(
+          `cannot read the passphrase file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        );
       }
       const p = text.replace(/\r?\n$/, '');
       if (!p) throw new UsageError(`the passphrase file ${file} is empty`);
@@ -73,10 +83,14 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
   } catch (err) {
     if (err instanceof CommanderError) {
       // commander already printed its message (or help/version)
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.OK;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help')
+        return EXIT.OK;
       return EXIT.USAGE;
     }
-    const fe = controller.signal.aborted && !(err instanceof FerryError) ? (controller.signal.reason as FerryError) : toFerryError(err);
+    const fe =
+      controller.signal.aborted && !(err instanceof FerryError)
+        ? (controller.signal.reason as FerryError)
+        : toFerryError(err);
     printError(fe, io, json);
     return fe.exitCode;
   } finally {
@@ -89,7 +103,12 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
 
 export function printError(fe: FerryError, io: Io, json: boolean): void {
   if (json) {
-    io.stdout.write(JSON.stringify({ ok: false, error: { code: fe.code, exitCode: fe.exitCode, message: fe.message, hint: fe.hint } }) + '\n');
+    io.stdout.write(
+      JSON.stringify({
+        ok: false,
+        error: { code: fe.code, exitCode: fe.exitCode, message: fe.message, hint: fe.hint },
+      }) + '\n',
+    );
   }
   io.stderr.write(`ferry: error: ${fe.message}\n`);
   if (fe.hint) io.stderr.write(`ferry: hint: ${fe.hint}\n`);

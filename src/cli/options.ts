@@ -11,7 +11,8 @@ export function choice<T extends string>(values: readonly T[]) {
 
 export function codecOption(v: string): Codec {
   const c = choice(CODECS)(v);
-  if (c === 'zstd' && !hasZstd()) throw new InvalidArgumentError('zstd needs the zstd command (apt-get install zstd); or use gzip');
+  if (c === 'zstd' && !hasZstd())
+    throw new InvalidArgumentError('zstd needs the zstd command (apt-get install zstd); or use gzip');
   return c;
 }
 
@@ -23,10 +24,29 @@ export function collect(v: string, previous: string[] | undefined): string[] {
 /** --map-volume, --map-bind, --map-port, --map-network (restore and migrate; see plan/remap.ts). */
 export function addRemapOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--map-volume <old=new>', 'restore the named volume OLD as NEW (mounts follow; repeatable)').argParser(collect))
-    .addOption(new Option('--map-bind <old=new>', 'bind mounts at or under host path OLD use NEW instead (repeatable)').argParser(collect))
-    .addOption(new Option('--map-port <old=new>', 'publish on host port NEW ([ip:]port) what was published on OLD (repeatable)').argParser(collect))
-    .addOption(new Option('--map-network <old=new>', 'the user-defined network OLD becomes NEW (an existing NEW is joined; repeatable)').argParser(collect));
+    .addOption(
+      new Option('--map-volume <old=new>', 'restore the named volume OLD as NEW (mounts follow; repeatable)').argParser(
+        collect,
+      ),
+    )
+    .addOption(
+      new Option(
+        '--map-bind <old=new>',
+        'bind mounts at or under host path OLD use NEW instead (repeatable)',
+      ).argParser(collect),
+    )
+    .addOption(
+      new Option(
+        '--map-port <old=new>',
+        'publish on host port NEW ([ip:]port) what was published on OLD (repeatable)',
+      ).argParser(collect),
+    )
+    .addOption(
+      new Option(
+        '--map-network <old=new>',
+        'the user-defined network OLD becomes NEW (an existing NEW is joined; repeatable)',
+      ).argParser(collect),
+    );
 }
 
 /** --stop-timeout: whole seconds (the Engine API takes an integer), 0 or more. */

@@ -46,11 +46,20 @@ export function createProgram(deps: Deps): Command {
   program
     .description('Back up, restore and migrate Docker containers with their configuration and data.')
     .version(VERSION, '-V, --version')
-    .option('-H, --host <engine>', 'Docker engine: unix:///path, tcp://host:port, ssh://[user@]host[:port][/socket] (DOCKER_HOST, docker context, local socket otherwise)')
+    .option(
+      '-H, --host <engine>',
+      'Docker engine: unix:///path, tcp://host:port, ssh://[user@]host[:port][/socket] (DOCKER_HOST, docker context, local socket otherwise)',
+    )
     .option('--json', 'print the result as one JSON object on stdout')
     .option('-q, --quiet', 'print only warnings and errors')
-    .option('--passphrase-file <file>', 'file holding the passphrase of encrypted bundles (else FERRY_PASSPHRASE; never on the command line)')
-    .option('--ssh-accept-new', 'add the host key of an ssh:// host that is not yet in known_hosts (a changed key is always refused)')
+    .option(
+      '--passphrase-file <file>',
+      'file holding the passphrase of encrypted bundles (else FERRY_PASSPHRASE; never on the command line)',
+    )
+    .option(
+      '--ssh-accept-new',
+      'add the host key of an ssh:// host that is not yet in known_hosts (a changed key is always refused)',
+    )
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({
@@ -66,7 +75,11 @@ export function createProgram(deps: Deps): Command {
   program.addCommand(pruneCommand(program, deps));
   program.addCommand(migrateCommand(program, deps));
   program.addCommand(drillCommand(program, deps));
-  for (const c of program.commands) c.exitOverride().configureOutput({ writeOut: (s) => deps.io.stdout.write(s), writeErr: (s) => deps.io.stderr.write(s) });
+  for (const c of program.commands)
+    c.exitOverride().configureOutput({
+      writeOut: (s) => deps.io.stdout.write(s),
+      writeErr: (s) => deps.io.stderr.write(s),
+    });
   return program;
 }
 

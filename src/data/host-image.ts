@@ -44,14 +44,21 @@ export type TarSplitEntry = { segment: Buffer } | { file: Buffer; size: number }
  */
 export function parseTarSplitLine(line: string): TarSplitEntry | undefined {
   if (!line.trim()) return undefined;
-  const e = JSON.parse(line) as { type?: number; name?: string; name_raw?: string; size?: number; payload?: string | null };
+  const e = JSON.parse(line) as {
+    type?: number;
+    name?: string;
+    name_raw?: string;
+    size?: number;
+    payload?: string | null;
+  };
   if (e.type === 2) return { segment: Buffer.from(e.payload ?? '', 'base64') };
   if (e.type !== 1) throw new Error(`tar-split entry of unknown type ${String(e.type)}`);
   const name = e.name_raw ? Buffer.from(e.name_raw, 'base64') : Buffer.from(e.name ?? '', 'utf8');
   const size = e.size ?? 0;
   if (!Number.isSafeInteger(size) || size < 0) throw new Error(`tar-split entry with size ${String(e.size)}`);
   const parts = name.toString('latin1').split('/');
-  if (name.length === 0 || name[0] === 0x2f || parts.includes('..') || name.includes(0)) throw new Error(`tar-split file name ${JSON.stringify(name.toString())} is not inside the layer`);
+  if (name.length === 0 || name[0] === 0x2f || parts.includes('..') || name.includes(0))
+    throw new Error(`tar-split file name ${JSON.stringify(name.toString())} is not inside the layer`);
   return { file: name, size };
 }
 
@@ -195,20 +202,34 @@ async function writeLayer(shell: HostShell, layer: StoredLayer, w: Sink): Promis
         }
     }
     await feeding;
-    if (!(await contents.atEnd())) throw new LayerStoreMismatch(`the files of layer ${layer.diffId.slice(7, 19)} are longer than its tar-split says`);
+    if (!(await contents.atEnd()))
+      throw new LayerStoreMismatch(
+        `the files of layer ${layer.diffId.slice(7, 19)} are longer than its tar-split says`,
+      );
     const code = await cat.exit;
-    if (code !== 0) throw new LayerStoreMismatch(`reading the files of layer ${layer.diffId.slice(7, 19)}: ${catErr().trim().slice(0, 300) || `exit ${code}`}`);
+    if (code !== 0)
+      throw new LayerStoreMismatch(
+        `reading the files of layer ${layer.diffId.slice(7, 19)}: ${catErr().trim().slice(0, 300) || `exit ${code}`}`,
+      );
   } catch (err) {
     if (!(err instanceof ShortFiles)) throw err;
     // A file that came out short says nothing of why; what cat said (a file missing, unreadable) does.
-    const code = await Promise.race([cat.exit, new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref())]);
+    const code = await Promise.race([
+      cat.exit,
+      new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref()),
+    ]);
     const said = catErr().trim().slice(0, 300);
-    throw new LayerStoreMismatch(`layer ${layer.diffId.slice(7, 19)} in ${layer.dir}: a file of the layer ended ${err.missing} bytes early (cat ${said ? `said: ${said}` : code === undefined ? 'still running' : `exit ${code}, nothing on stderr`})`);
+    throw new LayerStoreMismatch(
+      `layer ${layer.diffId.slice(7, 19)} in ${layer.dir}: a file of the layer ended ${err.missing} bytes early (cat ${said ? `said: ${said}` : code === undefined ? 'still running' : `exit ${code}, nothing on stderr`})`,
+    );
   } finally {
     cat.kill();
   }
   const got = `sha256:${hash.digest('hex')}`;
-  if (got !== layer.diffId) throw new LayerStoreMismatch(`layer ${layer.diffId.slice(7, 19)} re-assembled from ${layer.dir} has the digest ${got.slice(7, 19)}`);
+  if (got !== layer.diffId)
+    throw new LayerStoreMismatch(
+      `layer ${layer.diffId.slice(7, 19)} re-assembled from ${layer.dir} has the digest ${got.slice(7, 19)}`,
+    );
 }
 
 /** The tar's length: the segments' bytes and the files' sizes. */
@@ -241,7 +262,15 @@ export async function openHostImageArchive(
   if (setting !== undefined && /^(0|off|no|false)$/i.test(setting)) return undefined;
   const f = engine.facts;
   const shell = engine.host;
-  if (!shell || f.podman || f.remapped || f.containerdStore || f.storageDriver !== 'overlay2' || !f.rootDir?.startsWith('/')) return undefined;
+  if (
+    !shell ||
+    f.podman ||
+    f.remapped ||
+    f.containerdStore ||
+    f.storageDriver !== 'overlay2' ||
+    !f.rootDir?.startsWith('/')
+  )
+    return undefined;
   const host = await askHost(shell);
   if (!host.root) return undefined;
   const idHex = /^sha256:([0-9a-f]{64})$/.exec(img.Id)?.[1];
@@ -249,17 +278,32 @@ export async function openHostImageArchive(
   if (!idHex || !diffIds.length) return undefined;
   const store = `${f.rootDir}/image/overlay2`;
   // The config as the engine stores it: its sha256 is the image ID.
-  const config = await captureBytes(shell, ['cat', '--', `${store}/imagedb/content/sha256/${idHex}`]).catch(() => undefined);
-  if (config?.code !== 0 || `sha256:${createHash('sha256').update(config.stdout).digest('hex')}` !== img.Id) return undefined;
+  const config = await captureBytes(shell, ['cat', '--', `${store}/imagedb/content/sha256/${idHex}`]).catch(
+    () => undefined,
+  );
+  if (config?.code !== 0 || `sha256:${createHash('sha256').update(config.stdout).digest('hex')}` !== img.Id)
+    return undefined;
   const { chains, missing } = layersOf;
   const layers: StoredLayer[] = [];
   for (const i of missing) {
     const chain = chains[i]!.slice(7);
     const at = `${store}/layerdb/sha256/${chain}`;
-    const r = await captureBytes(shell, ['sh', '-c', 'cat -- "$1/diff" && echo && cat -- "$1/cache-id"', 'sh', at]).catch(() => undefined);
+    const r = await captureBytes(shell, [
+      'sh',
+      '-c',
+      'cat -- "$1/diff" && echo && cat -- "$1/cache-id"',
+      'sh',
+      at,
+    ]).catch(() => undefined);
     const [diff, cacheId] = r?.code === 0 ? r.stdout.toString('utf8').split('\n') : [];
     if (diff?.trim() !== diffIds[i] || !/^[0-9a-f]{64}$/.test(cacheId?.trim() ?? '')) return undefined;
-    layers.push({ index: i, chain, diffId: diffIds[i]!, dir: `${f.rootDir}/overlay2/${cacheId!.trim()}/diff`, split: `${at}/tar-split.json.gz` });
+    layers.push({
+      index: i,
+      chain,
+      diffId: diffIds[i]!,
+      dir: `${f.rootDir}/overlay2/${cacheId!.trim()}/diff`,
+      split: `${at}/tar-split.json.gz`,
+    });
   }
   const sizes: number[] = [];
   try {
@@ -268,7 +312,9 @@ export async function openHostImageArchive(
     if (err instanceof LayerStoreMismatch) return undefined;
     throw err;
   }
-  progress.info(`image ${ref}: ${layers.length} of ${diffIds.length} layers read from the layer store in ${f.rootDir} on ${shell.where}`);
+  progress.info(
+    `image ${ref}: ${layers.length} of ${diffIds.length} layers read from the layer store in ${f.rootDir} on ${shell.where}`,
+  );
 
   const layerFile = (i: number) => `${chains[i]!.slice(7)}/layer.tar`;
   const pack = tar.pack();
@@ -284,14 +330,25 @@ export async function openHostImageArchive(
     sending.catch(() => {});
     for (const [k, l] of layers.entries()) {
       let w!: Sink;
-      const done = new Promise<void>((resolve, reject) => (w = entry(layerFile(l.index), sizes[k]!, (err) => (err ? reject(err) : resolve()))));
+      const done = new Promise<void>(
+        (resolve, reject) => (w = entry(layerFile(l.index), sizes[k]!, (err) => (err ? reject(err) : resolve()))),
+      );
       done.catch(() => {}); // a layer that fails half-way tears the entry down: that failure is reported
       await writeLayer(shell, l, w);
       w.end();
       await done;
     }
     quiet(pack.entry({ name: `${idHex}.json`, mode: 0o644, mtime: new Date(0) }, config.stdout));
-    quiet(pack.entry({ name: 'manifest.json', mode: 0o644, mtime: new Date(0) }, archiveManifest(`${idHex}.json`, ref, diffIds.map((_, i) => layerFile(i)))));
+    quiet(
+      pack.entry(
+        { name: 'manifest.json', mode: 0o644, mtime: new Date(0) },
+        archiveManifest(
+          `${idHex}.json`,
+          ref,
+          diffIds.map((_, i) => layerFile(i)),
+        ),
+      ),
+    );
     pack.finalize();
     await sending;
   })().catch((err) => {

@@ -70,7 +70,8 @@ export function hostAccessRefusal(
   if (facts.remapped) return 'the engine remaps user ids (rootless or userns-remap)';
   if (!volume) return 'no such volume';
   if (volume.Driver !== 'local') return `volume driver ${volume.Driver}`;
-  if (volume.Options && Object.keys(volume.Options).length) return 'a volume with driver options (mounted only while in use)';
+  if (volume.Options && Object.keys(volume.Options).length)
+    return 'a volume with driver options (mounted only while in use)';
   if (!volume.Mountpoint || !volume.Mountpoint.startsWith('/')) return 'no mount point';
   return undefined;
 }
@@ -98,7 +99,10 @@ export function parseStat(out: string): { mode: number; mtimeNs: bigint; isDirec
  * Whether what the engine reports for a container's mount point (Go FileMode bits, RFC 3339
  * mtime) is this directory on the host (mode, mtimeNs). Pure; unit-tested.
  */
-export function sameDirectory(engine: { mode: number; mtime: string }, local: { mode: number; mtimeNs: bigint; isDirectory: boolean }): boolean {
+export function sameDirectory(
+  engine: { mode: number; mtime: string },
+  local: { mode: number; mtimeNs: bigint; isDirectory: boolean },
+): boolean {
   if (!local.isDirectory) return false;
   if ((engine.mode & GO_MODE_DIR) === 0) return false;
   if ((engine.mode & 0o777) !== (local.mode & 0o777)) return false;
@@ -180,7 +184,11 @@ export function askHost(shell: HostShell): Promise<{ root: boolean; gnuTar: bool
  */
 export function warmHost(engine: Engine): void {
   const setting = process.env[HOST_VOLUMES_ENV];
-  if (engine.host && !hostAccessRefusal({ ...engine.facts, host: true }, { Driver: 'local', Options: null, Mountpoint: '/' }, setting)) void askHost(engine.host);
+  if (
+    engine.host &&
+    !hostAccessRefusal({ ...engine.facts, host: true }, { Driver: 'local', Options: null, Mountpoint: '/' }, setting)
+  )
+    void askHost(engine.host);
 }
 
 type EngineStat = { mode: number; mtime: string } | undefined;
@@ -211,7 +219,8 @@ async function hostVolumeDir(engine: Engine, volume: string): Promise<{ shell: H
  * shell on the host: 0.2 s on this lab's). `read` takes no byte past its line, so what follows
  * on stdin is the script's.
  */
-const VETTED_PREFIX = 'd=$1; shift; stat --format=%f:%.9Y -- "$d" || exit 197; IFS= read -r go && [ "$go" = go ] || exit 198; ';
+const VETTED_PREFIX =
+  'd=$1; shift; stat --format=%f:%.9Y -- "$d" || exit 197; IFS= read -r go && [ "$go" = go ] || exit 198; ';
 
 /** The first line of a stream (without it), the stream paused just after it; undefined at its end or after max bytes without one. */
 function firstLine(stream: Readable, max = 4096): Promise<string | undefined> {
@@ -244,7 +253,13 @@ function firstLine(stream: Readable, max = 4096): Promise<string | undefined> {
  * mount point of the volume: mode and mtime to the nanosecond); undefined, with nothing run, where
  * it is not (a socket forwarded from a VM, a chroot, another mount namespace) or not there.
  */
-async function runVetted(shell: HostShell, dir: string, seen: () => Promise<EngineStat>, body: string, args: string[]): Promise<HostProcess | undefined> {
+async function runVetted(
+  shell: HostShell,
+  dir: string,
+  seen: () => Promise<EngineStat>,
+  body: string,
+  args: string[],
+): Promise<HostProcess | undefined> {
   const viewing = seen().catch(() => undefined);
   const child = await shell.run(['sh', '-c', VETTED_PREFIX + body, 'sh', dir, ...args]);
   const [line, engineView] = await Promise.all([firstLine(child.stdout), viewing]);
@@ -283,7 +298,13 @@ export async function openHostVolumeReader(
   const at = await hostVolumeDir(engine, volume);
   if (!at) return undefined;
   const { shell, dir } = at;
-  const child = await runVetted(shell, dir, () => engine.statPath(spec.sourceId, mount.destination), 'exec tar "$@"', hostTarArgs(dir));
+  const child = await runVetted(
+    shell,
+    dir,
+    () => engine.statPath(spec.sourceId, mount.destination),
+    'exec tar "$@"',
+    hostTarArgs(dir),
+  );
   if (!child) return undefined;
   child.stdin.end();
   const stderr = keepText(child.stderr);
@@ -300,14 +321,19 @@ export async function openHostVolumeReader(
       if (code === 0) return undefined;
       // 1: a file changed while it was read (only a running container, --consistency none)
       if (code === 1) {
-        progress?.warn(`volume ${volume} changed while it was read: ${stderr().trim().split('\n').slice(0, 3).join('; ')}`);
+        progress?.warn(
+          `volume ${volume} changed while it was read: ${stderr().trim().split('\n').slice(0, 3).join('; ')}`,
+        );
         return undefined;
       }
       return (
         child.lost() ??
-        new IoError(`tar could not read volume ${volume} at ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`, {
-          hint: `the volume data could not be read completely; ${HOST_VOLUMES_ENV}=0 reads it through the engine instead`,
-        })
+        new IoError(
+          `tar could not read volume ${volume} at ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
+          {
+            hint: `the volume data could not be read completely; ${HOST_VOLUMES_ENV}=0 reads it through the engine instead`,
+          },
+        )
       );
     },
     () => child.kill(),
@@ -325,11 +351,20 @@ export async function openHostVolumeReader(
  * there (`seen`: the engine's stat of a container's mount point of it). False when it cannot
  * (nothing was read from `data`); throws when the extraction failed.
  */
-export async function writeHostVolume(engine: Engine, volume: string, seen: () => Promise<EngineStat>, data: Readable, progress?: Progress): Promise<boolean> {
+export async function writeHostVolume(
+  engine: Engine,
+  volume: string,
+  seen: () => Promise<EngineStat>,
+  data: Readable,
+  progress?: Progress,
+): Promise<boolean> {
   const at = await hostVolumeDir(engine, volume);
   if (!at) return false;
   const { shell, dir } = at;
-  const child = await runVetted(shell, dir, seen, WRITE_SCRIPT, [String(WRITE_BEHIND_MS / 1000), ...hostUntarArgs(dir)]);
+  const child = await runVetted(shell, dir, seen, WRITE_SCRIPT, [
+    String(WRITE_BEHIND_MS / 1000),
+    ...hostUntarArgs(dir),
+  ]);
   if (!child) return false;
   progress?.info(`volume ${volume}: written into ${dir} on ${shell.where}`);
   const stderr = keepText(child.stderr);
@@ -340,7 +375,12 @@ export async function writeHostVolume(engine: Engine, volume: string, seen: () =
     child.kill();
     await child.exit;
     // the data's own failure (a damaged bundle, a dropped connection), unless tar stopped reading
-    if (!/EPIPE|ERR_STREAM_PREMATURE_CLOSE|write after end/i.test(String((err as NodeJS.ErrnoException).code ?? (err as Error).message))) throw err;
+    if (
+      !/EPIPE|ERR_STREAM_PREMATURE_CLOSE|write after end/i.test(
+        String((err as NodeJS.ErrnoException).code ?? (err as Error).message),
+      )
+    )
+      throw err;
   }
   const code = await child.exit;
   const lost = child.lost();
@@ -350,8 +390,11 @@ export async function writeHostVolume(engine: Engine, volume: string, seen: () =
     );
   else if (code !== 0 && lost) throw lost;
   else if (code !== 0)
-    throw new IoError(`tar could not write volume ${volume} into ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`, {
-      hint: `what it wrote is removed with the volume; ${HOST_VOLUMES_ENV}=0 writes through the engine instead`,
-    });
+    throw new IoError(
+      `tar could not write volume ${volume} into ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
+      {
+        hint: `what it wrote is removed with the volume; ${HOST_VOLUMES_ENV}=0 writes through the engine instead`,
+      },
+    );
   return true;
 }

@@ -26,11 +26,22 @@ export interface SavedImage {
   fallback?: MemberAgain;
 }
 
-export async function saveImage(engine: Engine, ref: string, progress: Progress, opts: { rewritable: boolean }): Promise<SavedImage> {
+export async function saveImage(
+  engine: Engine,
+  ref: string,
+  progress: Progress,
+  opts: { rewritable: boolean },
+): Promise<SavedImage> {
   if (opts.rewritable) {
     const img = await engine.inspectImage(ref);
     const diffIds = (img.RootFS?.Layers as string[] | undefined) ?? [];
-    const fromHost = await openHostImageArchive(engine, img, ref, { chains: chainIds(diffIds), missing: diffIds.map((_, i) => i) }, progress);
+    const fromHost = await openHostImageArchive(
+      engine,
+      img,
+      ref,
+      { chains: chainIds(diffIds), missing: diffIds.map((_, i) => i) },
+      progress,
+    );
     if (fromHost)
       return {
         stream: fromHost.stream,

@@ -23,7 +23,13 @@ import { fillVolume, openContainerVolumeReader } from './volumes.js';
 export function chainIds(diffIds: string[]): string[] {
   const out: string[] = [];
   for (const [i, d] of diffIds.entries()) {
-    out.push(i === 0 ? d : `sha256:${createHash('sha256').update(`${out[i - 1]} ${d}`).digest('hex')}`);
+    out.push(
+      i === 0
+        ? d
+        : `sha256:${createHash('sha256')
+            .update(`${out[i - 1]} ${d}`)
+            .digest('hex')}`,
+    );
   }
   return out;
 }

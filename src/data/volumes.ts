@@ -64,7 +64,9 @@ export async function removeWithAnonymousVolumes(engine: Engine, id: string): Pr
   const made = await engine.inspectContainer(id).then(
     (c) => {
       const named = namedVolumes(c as unknown as Record<string, unknown>);
-      return ((c.Mounts ?? []) as { Type?: string; Name?: string }[]).filter((m) => m.Type === 'volume' && m.Name && !named.has(m.Name)).map((m) => m.Name!);
+      return ((c.Mounts ?? []) as { Type?: string; Name?: string }[])
+        .filter((m) => m.Type === 'volume' && m.Name && !named.has(m.Name))
+        .map((m) => m.Name!);
     },
     () => [] as string[],
   );
@@ -74,7 +76,10 @@ export async function removeWithAnonymousVolumes(engine: Engine, id: string): Pr
 
 /** Every volume a create body (or a container's inspect) mounts by name: HostConfig.Mounts sources and Binds `name:/path`. */
 export function namedVolumes(body: Record<string, unknown>): Set<string> {
-  const hc = (body.HostConfig ?? {}) as { Mounts?: { Type?: string; Source?: string }[] | null; Binds?: string[] | null };
+  const hc = (body.HostConfig ?? {}) as {
+    Mounts?: { Type?: string; Source?: string }[] | null;
+    Binds?: string[] | null;
+  };
   const out = new Set<string>();
   for (const m of hc.Mounts ?? []) if (m.Type === 'volume' && m.Source) out.add(m.Source);
   for (const b of hc.Binds ?? []) {
@@ -84,7 +89,12 @@ export function namedVolumes(body: Record<string, unknown>): Set<string> {
   return out;
 }
 
-async function createHolder(engine: Engine, image: string, mount: Record<string, unknown>, body = holderCreateBody(image, mount)): Promise<Holder> {
+async function createHolder(
+  engine: Engine,
+  image: string,
+  mount: Record<string, unknown>,
+  body = holderCreateBody(image, mount),
+): Promise<Holder> {
   const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
   let id: string;
   try {
@@ -92,13 +102,19 @@ async function createHolder(engine: Engine, image: string, mount: Record<string,
   } catch (err) {
     // The engine may have created it even though the answer was lost: remove it by name, and
     // have the rollback's sweep settle it should it still be under way (sweepHolders).
-    const answered = err instanceof ConflictError || err instanceof NotFoundError || typeof (err as { cause?: { statusCode?: unknown } }).cause?.statusCode === 'number';
+    const answered =
+      err instanceof ConflictError ||
+      err instanceof NotFoundError ||
+      typeof (err as { cause?: { statusCode?: unknown } }).cause?.statusCode === 'number';
     if (!answered) lostCreates(engine).add({ name, image });
     await removeWithAnonymousVolumes(engine, name).catch(() => {});
-    throw new EngineError(`cannot create a helper container from image ${image} to reach volume data: ${(err as Error).message}`, {
-      cause: err,
-      hint: 'ferry mounts volumes in a never-started helper made from an image already on the engine; none could serve here',
-    });
+    throw new EngineError(
+      `cannot create a helper container from image ${image} to reach volume data: ${(err as Error).message}`,
+      {
+        cause: err,
+        hint: 'ferry mounts volumes in a never-started helper made from an image already on the engine; none could serve here',
+      },
+    );
   }
   let removed = false;
   return {
@@ -134,7 +150,11 @@ export function tarHelperCreateBody(image: string, mount: Record<string, unknown
  * Podman's archive endpoint reports every owner as 0:0, so there the data is read by the tar of
  * the image itself, in a helper, from its stdout. Undefined when the image has no tar to run.
  */
-async function openTarReader(engine: Engine, image: string, mount: Record<string, unknown>): Promise<{ stream: Readable; done: () => Promise<void> } | undefined> {
+async function openTarReader(
+  engine: Engine,
+  image: string,
+  mount: Record<string, unknown>,
+): Promise<{ stream: Readable; done: () => Promise<void> } | undefined> {
   let helper: Holder;
   try {
     helper = await createHolder(engine, image, mount, tarHelperCreateBody(image, mount));
@@ -171,9 +191,12 @@ async function openTarReader(engine: Engine, image: string, mount: Record<string
         await demuxing;
         const code = await engine.waitExit(id);
         if (code !== 0)
-          throw new EngineError(`tar in a helper container on ${engine.facts.endpoint} failed (exit ${code}): ${stderr.trim().slice(0, 500) || 'no message'}`, {
-            hint: 'the volume data could not be read completely',
-          });
+          throw new EngineError(
+            `tar in a helper container on ${engine.facts.endpoint} failed (exit ${code}): ${stderr.trim().slice(0, 500) || 'no message'}`,
+            {
+              hint: 'the volume data could not be read completely',
+            },
+          );
       } finally {
         raw.destroy();
         await remove().catch(() => {});
@@ -183,7 +206,11 @@ async function openTarReader(engine: Engine, image: string, mount: Record<string
 }
 
 /** Open a tar stream of what `mount` holds (entries `./`, `./a`, ...). Call done() when consumed. */
-async function openReader(engine: Engine, image: string, mount: Record<string, unknown>): Promise<{ stream: Readable; done: () => Promise<void> }> {
+async function openReader(
+  engine: Engine,
+  image: string,
+  mount: Record<string, unknown>,
+): Promise<{ stream: Readable; done: () => Promise<void> }> {
   if (engine.facts.podman) {
     const viaTar = await openTarReader(engine, image, mount);
     if (viaTar) return viaTar;
@@ -205,7 +232,10 @@ async function openReader(engine: Engine, image: string, mount: Record<string, u
  * `--tmpfs`) lies inside it, whose content the archive would carry along. Undefined otherwise
  * (a holder then mounts the volume alone). Pure; unit-tested.
  */
-export function inPlaceVolumePath(spec: { mounts: { type: string; source?: string; destination: string }[]; hostConfig: Record<string, unknown> }, volume: string): string | undefined {
+export function inPlaceVolumePath(
+  spec: { mounts: { type: string; source?: string; destination: string }[]; hostConfig: Record<string, unknown> },
+  volume: string,
+): string | undefined {
   const own = spec.mounts.filter((m) => m.type === 'volume' && m.source === volume);
   if (own.length !== 1) return undefined; // mounted twice: a holder sees it once
   const dest = own[0]!.destination.replace(/\/+$/, '');
@@ -240,7 +270,13 @@ export async function openContainerVolumeReader(
 
 /** A volume's content, mounted read-only without copy-up. */
 export function openVolumeReader(engine: Engine, image: string, volume: string) {
-  return openReader(engine, image, { Type: 'volume', Source: volume, Target: MOUNT, ReadOnly: true, VolumeOptions: { NoCopy: true } });
+  return openReader(engine, image, {
+    Type: 'volume',
+    Source: volume,
+    Target: MOUNT,
+    ReadOnly: true,
+    VolumeOptions: { NoCopy: true },
+  });
 }
 
 /** A bind mount's host path, read-only. */
@@ -254,9 +290,20 @@ export function openBindReader(engine: Engine, image: string, hostPath: string) 
  * level down (`MOUNT/v`) so that the root's owner, mode and mtime can be applied afterwards with
  * a one-entry tar extracted into MOUNT: the engine does not apply a `./` entry to the target.
  */
-export async function fillVolume(engine: Engine, image: string, volume: string, data: Readable, progress?: Progress): Promise<void> {
+export async function fillVolume(
+  engine: Engine,
+  image: string,
+  volume: string,
+  data: Readable,
+  progress?: Progress,
+): Promise<void> {
   const target = `${MOUNT}/v`;
-  const holder = await createHolder(engine, image, { Type: 'volume', Source: volume, Target: target, VolumeOptions: { NoCopy: true } });
+  const holder = await createHolder(engine, image, {
+    Type: 'volume',
+    Source: volume,
+    Target: target,
+    VolumeOptions: { NoCopy: true },
+  });
   try {
     // On the engine's host, as root: straight into the volume's directory (host-volume.ts).
     if (await writeHostVolume(engine, volume, () => engine.statPath(holder.id, target), data, progress)) {
@@ -277,7 +324,10 @@ export async function fillVolume(engine: Engine, image: string, volume: string, 
     if (tap.root) {
       // Podman applies a `./` entry to the target itself (owner too, unless told to copy the
       // container's ids); Docker does not, so there the root goes in as `v/` from one level up.
-      if (engine.facts.podman) await engine.putArchive(holder.id, target, rootEntryTar('.', tap.root) as unknown as Readable, { copyUIDGID: false });
+      if (engine.facts.podman)
+        await engine.putArchive(holder.id, target, rootEntryTar('.', tap.root) as unknown as Readable, {
+          copyUIDGID: false,
+        });
       else await engine.putArchive(holder.id, MOUNT, rootEntryTar('v', tap.root) as unknown as Readable);
     }
   } catch (err) {
@@ -316,7 +366,12 @@ export async function hostPathExists(engine: Engine, image: string, hostPath: st
  * checks in another order; an image that has the entrypoint).
  * `exposed`: container ports to declare (`80/tcp`), for PortBindings. The helper is removed.
  */
-export async function probeStart(engine: Engine, image: string, hostConfig: Record<string, unknown>, exposed: string[] = []): Promise<true | string | undefined> {
+export async function probeStart(
+  engine: Engine,
+  image: string,
+  hostConfig: Record<string, unknown>,
+  exposed: string[] = [],
+): Promise<true | string | undefined> {
   const a = await probeHost(engine, image, hostConfig, exposed);
   return a && (a.ok || a.message);
 }
@@ -325,7 +380,12 @@ export async function probeStart(engine: Engine, image: string, hostConfig: Reco
 export type ProbeAnswer = { ok: true } | { ok: false; at: 'create' | 'start'; message: string };
 
 /** probeStart, telling apart a refusal at create from one at start. */
-export async function probeHost(engine: Engine, image: string, hostConfig: Record<string, unknown>, exposed: string[] = []): Promise<ProbeAnswer | undefined> {
+export async function probeHost(
+  engine: Engine,
+  image: string,
+  hostConfig: Record<string, unknown>,
+  exposed: string[] = [],
+): Promise<ProbeAnswer | undefined> {
   if (engine.facts.podman) return undefined;
   const body = holderCreateBody(image, {});
   const hc = body.HostConfig as Record<string, unknown>;
@@ -335,7 +395,8 @@ export async function probeHost(engine: Engine, image: string, hostConfig: Recor
   Object.assign(hc, hostConfig);
   // The container's security options are asked about too, but the helper keeps its own
   // no-new-privileges whatever they say.
-  if (Array.isArray(hostConfig.SecurityOpt)) hc.SecurityOpt = [...own, ...(hostConfig.SecurityOpt as string[]).filter((o) => !/^no-new-privileges/.test(o))];
+  if (Array.isArray(hostConfig.SecurityOpt))
+    hc.SecurityOpt = [...own, ...(hostConfig.SecurityOpt as string[]).filter((o) => !/^no-new-privileges/.test(o))];
   if (exposed.length) body.ExposedPorts = Object.fromEntries(exposed.map((p) => [p, {}]));
   let holder: Holder;
   try {
@@ -414,7 +475,9 @@ export async function sweepHolders(engine: Engine): Promise<void> {
       await settleLostCreate(engine, c).catch(() => {});
       pending.delete(c);
     }
-  const mine = await engine.docker.listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${RUN_ID}`] } }).catch(() => []);
+  const mine = await engine.docker
+    .listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${RUN_ID}`] } })
+    .catch(() => []);
   for (const c of mine) await removeWithAnonymousVolumes(engine, c.Id).catch(() => {});
 }
 
@@ -423,7 +486,9 @@ export async function sweepHolders(engine: Engine): Promise<void> {
  * them. Helpers of live runs, and of other hosts sharing the engine, are left alone.
  */
 export async function sweepStaleHolders(engine: Engine): Promise<number> {
-  const all = await engine.docker.listContainers({ all: true, filters: { label: [`${LABEL_ROLE}=holder`] } }).catch(() => []);
+  const all = await engine.docker
+    .listContainers({ all: true, filters: { label: [`${LABEL_ROLE}=holder`] } })
+    .catch(() => []);
   let n = 0;
   for (const c of all) {
     const owner = c.Labels?.[LABEL_OWNER] ?? '';

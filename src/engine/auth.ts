@@ -30,7 +30,10 @@ export interface RegistryAuth {
 
 /** A docker config.json, the parts that matter here. */
 export interface DockerConfigFile {
-  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string; email?: string } | null>;
+  auths?: Record<
+    string,
+    { auth?: string; username?: string; password?: string; identitytoken?: string; email?: string } | null
+  >;
   credHelpers?: Record<string, string>;
   credsStore?: string;
 }
@@ -76,7 +79,10 @@ export function serverAddress(host: string): string {
  * read as a Docker Hub namespace. Path components follow Docker's repository-name rules.
  */
 export function parseRegistryOption(value: string): { host: string; prefix: string } {
-  const v = value.trim().replace(/^[a-z]+:\/\//i, '').replace(/\/+$/, '');
+  const v = value
+    .trim()
+    .replace(/^[a-z]+:\/\//i, '')
+    .replace(/\/+$/, '');
   const [host = '', ...rest] = v.split('/');
   if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$/.test(host) || !(host.includes('.') || host.includes(':') || host === 'localhost'))
     throw new UsageError(
@@ -86,7 +92,10 @@ export function parseRegistryOption(value: string): { host: string; prefix: stri
   const comp = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
   for (const c of rest)
     if (!comp.test(c))
-      throw new UsageError(`--registry ${JSON.stringify(value)}: ${JSON.stringify(c)} is not a valid repository path component`, 'use lower-case letters, digits, and . _ - between them');
+      throw new UsageError(
+        `--registry ${JSON.stringify(value)}: ${JSON.stringify(c)} is not a valid repository path component`,
+        'use lower-case letters, digits, and . _ - between them',
+      );
   return { host: host.toLowerCase(), prefix: rest.join('/') };
 }
 
@@ -105,17 +114,26 @@ function lookup<T>(map: Record<string, T> | undefined, host: string): T | undefi
 }
 
 /** auths[host] -> RegistryAuth (undefined when the entry holds nothing usable). */
-export function authFromEntry(entry: NonNullable<DockerConfigFile['auths']>[string] | undefined, host: string): RegistryAuth | undefined {
+export function authFromEntry(
+  entry: NonNullable<DockerConfigFile['auths']>[string] | undefined,
+  host: string,
+): RegistryAuth | undefined {
   if (!entry || typeof entry !== 'object') return undefined;
   const serveraddress = serverAddress(host);
-  if (typeof entry.identitytoken === 'string' && entry.identitytoken) return { identitytoken: entry.identitytoken, serveraddress };
+  if (typeof entry.identitytoken === 'string' && entry.identitytoken)
+    return { identitytoken: entry.identitytoken, serveraddress };
   if (typeof entry.auth === 'string' && entry.auth) {
     const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
     const i = decoded.indexOf(':');
-    if (i < 0) throw new UsageError(`the docker config's credentials for ${host} are malformed (auth is not base64 of user:password)`, 'log in again with docker login');
+    if (i < 0)
+      throw new UsageError(
+        `the docker config's credentials for ${host} are malformed (auth is not base64 of user:password)`,
+        'log in again with docker login',
+      );
     return { username: decoded.slice(0, i), password: decoded.slice(i + 1), serveraddress };
   }
-  if (typeof entry.username === 'string' && typeof entry.password === 'string') return { username: entry.username, password: entry.password, serveraddress };
+  if (typeof entry.username === 'string' && typeof entry.password === 'string')
+    return { username: entry.username, password: entry.password, serveraddress };
   return undefined;
 }
 
@@ -128,7 +146,11 @@ export function authFromHelper(ans: HelperAnswer, host: string): RegistryAuth | 
 }
 
 /** Credentials for `host` from a parsed docker config.json. */
-export async function authFromConfig(cfg: DockerConfigFile, host: string, deps: Pick<AuthDeps, 'env' | 'runHelper'>): Promise<RegistryAuth> {
+export async function authFromConfig(
+  cfg: DockerConfigFile,
+  host: string,
+  deps: Pick<AuthDeps, 'env' | 'runHelper'>,
+): Promise<RegistryAuth> {
   const helper = lookup(cfg.credHelpers, host) || cfg.credsStore;
   if (helper) {
     if (typeof helper !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(helper))
@@ -151,16 +173,24 @@ function parseJson(text: string, where: string): unknown {
  * Credentials for a registry host: from `authFile` when given, else from the docker config.
  * Always an object (`{}` for anonymous).
  */
-export async function resolveRegistryAuth(host: string, opts: { authFile?: string } = {}, deps: AuthDeps = defaultAuthDeps()): Promise<RegistryAuth> {
+export async function resolveRegistryAuth(
+  host: string,
+  opts: { authFile?: string } = {},
+  deps: AuthDeps = defaultAuthDeps(),
+): Promise<RegistryAuth> {
   if (opts.authFile) {
     const text = await deps.readFile(opts.authFile);
     if (text === undefined) throw new UsageError(`--registry-auth-file ${opts.authFile}: no such file`);
     const o = parseJson(text, `--registry-auth-file ${opts.authFile}`);
-    if (!o || typeof o !== 'object' || Array.isArray(o)) throw new UsageError(`--registry-auth-file ${opts.authFile}: not a JSON object`);
+    if (!o || typeof o !== 'object' || Array.isArray(o))
+      throw new UsageError(`--registry-auth-file ${opts.authFile}: not a JSON object`);
     const r = o as Record<string, unknown>;
-    if ('auths' in r || 'credHelpers' in r || 'credsStore' in r) return authFromConfig(r as DockerConfigFile, host, deps);
-    if (typeof r.identitytoken === 'string' && r.identitytoken) return { identitytoken: r.identitytoken, serveraddress: serverAddress(host) };
-    if (typeof r.username === 'string' && typeof r.password === 'string') return { username: r.username, password: r.password, serveraddress: serverAddress(host) };
+    if ('auths' in r || 'credHelpers' in r || 'credsStore' in r)
+      return authFromConfig(r as DockerConfigFile, host, deps);
+    if (typeof r.identitytoken === 'string' && r.identitytoken)
+      return { identitytoken: r.identitytoken, serveraddress: serverAddress(host) };
+    if (typeof r.username === 'string' && typeof r.password === 'string')
+      return { username: r.username, password: r.password, serveraddress: serverAddress(host) };
     throw new UsageError(
       `--registry-auth-file ${opts.authFile}: expected {"username": ..., "password": ...} or a docker config.json (with "auths" or "credHelpers")`,
     );
@@ -193,7 +223,10 @@ export function runCredentialHelper(helper: string, serverUrl: string, env: Node
     child.on('error', (e: NodeJS.ErrnoException) =>
       reject(
         new EngineError(`credential helper ${cmd} could not be run (${e.code ?? e.message})`, {
-          hint: e.code === 'ENOENT' ? `install ${cmd}, or remove it from the docker config, or use --registry-auth-file` : undefined,
+          hint:
+            e.code === 'ENOENT'
+              ? `install ${cmd}, or remove it from the docker config, or use --registry-auth-file`
+              : undefined,
         }),
       ),
     );
@@ -202,7 +235,11 @@ export function runCredentialHelper(helper: string, serverUrl: string, env: Node
       if (code !== 0) {
         // Helpers print their own error; it never holds the secret (they failed to find one).
         const why = (err.trim() || out.trim()).split('\n')[0]?.slice(0, 200) || `exit status ${code}`;
-        return reject(new EngineError(`credential helper ${cmd} failed for ${serverUrl}: ${why}`, { hint: 'check the helper (docker login again), or use --registry-auth-file' }));
+        return reject(
+          new EngineError(`credential helper ${cmd} failed for ${serverUrl}: ${why}`, {
+            hint: 'check the helper (docker login again), or use --registry-auth-file',
+          }),
+        );
       }
       let ans: unknown;
       try {

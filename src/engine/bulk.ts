@@ -127,7 +127,15 @@ export function bulkGet(address: BulkAddress, urlPath: string): Promise<Readable
     const head = (end: number) => {
       const lines = slab.toString('latin1', 0, end).split('\r\n');
       const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? '');
-      if (!m) return fail(Object.assign(new Error(`the engine answered something other than HTTP: ${JSON.stringify((lines[0] ?? '').slice(0, 80))}`), { code: 'EPROTO' }));
+      if (!m)
+        return fail(
+          Object.assign(
+            new Error(
+              `the engine answered something other than HTTP: ${JSON.stringify((lines[0] ?? '').slice(0, 80))}`,
+            ),
+            { code: 'EPROTO' },
+          ),
+        );
       status = Number(m[1]);
       const headers = new Map<string, string>();
       for (const l of lines.slice(1)) {
@@ -237,15 +245,26 @@ export function bulkGet(address: BulkAddress, urlPath: string): Promise<Readable
       onread: { buffer: () => slab.subarray(fill), callback: onRead },
     } as net.NetConnectOpts);
     sock.setNoDelay(true);
-    sock.on('connect', () => sock.write(`GET ${urlPath} HTTP/1.1\r\nHost: docker\r\nUser-Agent: ferry\r\nConnection: close\r\n\r\n`));
+    sock.on('connect', () =>
+      sock.write(`GET ${urlPath} HTTP/1.1\r\nHost: docker\r\nUser-Agent: ferry\r\nConnection: close\r\n\r\n`),
+    );
     sock.on('end', () => {
       if (state === 'done') return;
       if (state === 'data' && framing === 'close') return finish();
-      fail(Object.assign(new Error('the engine closed the connection before the end of the stream'), { code: 'ECONNRESET' }));
+      fail(
+        Object.assign(new Error('the engine closed the connection before the end of the stream'), {
+          code: 'ECONNRESET',
+        }),
+      );
     });
     sock.on('error', (err) => fail(err));
     sock.on('close', () => {
-      if (state !== 'done') fail(Object.assign(new Error('the connection to the engine closed before the end of the stream'), { code: 'ECONNRESET' }));
+      if (state !== 'done')
+        fail(
+          Object.assign(new Error('the connection to the engine closed before the end of the stream'), {
+            code: 'ECONNRESET',
+          }),
+        );
     });
   });
 }
@@ -262,6 +281,9 @@ function engineError(status: number, body: string): BulkError {
   } catch {
     /* not JSON: keep the text */
   }
-  const msg = json && typeof json === 'object' && typeof (json as { message?: unknown }).message === 'string' ? (json as { message: string }).message : body.trim();
+  const msg =
+    json && typeof json === 'object' && typeof (json as { message?: unknown }).message === 'string'
+      ? (json as { message: string }).message
+      : body.trim();
   return Object.assign(new Error(`(HTTP code ${status}) ${msg}`), { statusCode: status, json });
 }

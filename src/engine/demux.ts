@@ -7,7 +7,11 @@
  */
 import { once } from 'node:events';
 
-export async function demux(src: AsyncIterable<Buffer>, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<void> {
+export async function demux(
+  src: AsyncIterable<Buffer>,
+  out: NodeJS.WritableStream,
+  err: NodeJS.WritableStream,
+): Promise<void> {
   let buf: Buffer = Buffer.alloc(0);
   const write = async (s: NodeJS.WritableStream, b: Buffer) => {
     const w = s as unknown as NodeJS.EventEmitter & { destroyed?: boolean };

@@ -24,11 +24,21 @@ for (const name of ['@grpc/grpc-js', '@grpc/proto-loader']) {
     {
       get(_t, prop) {
         if (prop === '__esModule' || typeof prop === 'symbol') return undefined;
-        throw new Error(`internal: ${name}.${String(prop)} used, but ferry loads dockerode without gRPC (BuildKit sessions are not supported)`);
+        throw new Error(
+          `internal: ${name}.${String(prop)} used, but ferry loads dockerode without gRPC (BuildKit sessions are not supported)`,
+        );
       },
     },
   );
-  require.cache[file] = { id: file, filename: file, loaded: true, exports: unused, children: [], paths: [], path: path.dirname(file) } as unknown as NodeJS.Module;
+  require.cache[file] = {
+    id: file,
+    filename: file,
+    loaded: true,
+    exports: unused,
+    children: [],
+    paths: [],
+    path: path.dirname(file),
+  } as unknown as NodeJS.Module;
 }
 
 // docker-modem's own SSH transport (protocol 'ssh'), which loads ssh2 at start-up: ferry reaches
@@ -38,7 +48,15 @@ for (const name of ['@grpc/grpc-js', '@grpc/proto-loader']) {
   const unused = () => {
     throw new Error("internal: docker-modem's SSH transport used, but ferry opens SSH connections itself");
   };
-  require.cache[file] = { id: file, filename: file, loaded: true, exports: unused, children: [], paths: [], path: path.dirname(file) } as unknown as NodeJS.Module;
+  require.cache[file] = {
+    id: file,
+    filename: file,
+    loaded: true,
+    exports: unused,
+    children: [],
+    paths: [],
+    path: path.dirname(file),
+  } as unknown as NodeJS.Module;
 }
 
 const Docker = require('dockerode') as typeof DockerType;

@@ -11,7 +11,13 @@ import { UsageError } from '../errors.js';
 
 export type Endpoint =
   | { kind: 'unix'; socketPath: string; source: string }
-  | { kind: 'tcp'; host: string; port: number; tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer; verify: boolean }; source: string }
+  | {
+      kind: 'tcp';
+      host: string;
+      port: number;
+      tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer; verify: boolean };
+      source: string;
+    }
   | { kind: 'ssh'; user?: string; host: string; port?: number; socketPath?: string; source: string };
 
 export interface EndpointEnv {
@@ -40,7 +46,10 @@ function parseHostUrl(s: string, url: string): URL {
 }
 
 /** Parse an engine URL (unix://, tcp://, ssh://, or a bare path). */
-export function parseEngineUrl(url: string, opts: { tlsDir?: string; tlsVerify?: boolean; source?: string } = {}): Endpoint {
+export function parseEngineUrl(
+  url: string,
+  opts: { tlsDir?: string; tlsVerify?: boolean; source?: string } = {},
+): Endpoint {
   const source = opts.source ?? url;
   if (url.startsWith('/')) return { kind: 'unix', socketPath: url, source };
   const m = /^([a-z]+):\/\/(.*)$/.exec(url);
@@ -61,7 +70,11 @@ export function parseEngineUrl(url: string, opts: { tlsDir?: string; tlsVerify?:
       const read = (f: string) => {
         if (!dir) return undefined;
         const p = path.join(dir, f);
-        if (!existsSync(p)) throw new UsageError(`TLS file ${p} does not exist`, 'set DOCKER_CERT_PATH to the directory holding ca.pem, cert.pem and key.pem');
+        if (!existsSync(p))
+          throw new UsageError(
+            `TLS file ${p} does not exist`,
+            'set DOCKER_CERT_PATH to the directory holding ca.pem, cert.pem and key.pem',
+          );
         return readFileSync(p);
       };
       tls = { ca: read('ca.pem'), cert: read('cert.pem'), key: read('key.pem'), verify: opts.tlsVerify !== false };
@@ -84,7 +97,8 @@ export function parseEngineUrl(url: string, opts: { tlsDir?: string; tlsVerify?:
 
 /** Resolve the engine the way the docker CLI does: -H, DOCKER_HOST, context, default socket. */
 export function resolveEndpoint(hostFlag: string | undefined, env: EndpointEnv = process.env): Endpoint {
-  const tlsVerify = env.DOCKER_TLS_VERIFY !== undefined && env.DOCKER_TLS_VERIFY !== '' && env.DOCKER_TLS_VERIFY !== '0';
+  const tlsVerify =
+    env.DOCKER_TLS_VERIFY !== undefined && env.DOCKER_TLS_VERIFY !== '' && env.DOCKER_TLS_VERIFY !== '0';
   const certDir = env.DOCKER_CERT_PATH || (tlsVerify ? path.join(configDir(env), '') : undefined);
   const tlsOpts = tlsVerify ? { tlsDir: certDir, tlsVerify: true } : {};
   if (hostFlag) return parseEngineUrl(hostFlag, { ...tlsOpts, source: `-H ${hostFlag}` });
@@ -93,7 +107,10 @@ export function resolveEndpoint(hostFlag: string | undefined, env: EndpointEnv =
   if (ctx && ctx !== 'default') {
     const ep = readContext(ctx, env);
     if (ep) return ep;
-    throw new UsageError(`docker context "${ctx}" was not found in ${path.join(configDir(env), 'contexts')}`, 'run `docker context ls`, or pass -H');
+    throw new UsageError(
+      `docker context "${ctx}" was not found in ${path.join(configDir(env), 'contexts')}`,
+      'run `docker context ls`, or pass -H',
+    );
   }
   return { kind: 'unix', socketPath: DEFAULT_SOCKET, source: 'default socket' };
 }
@@ -105,7 +122,9 @@ function configDir(env: EndpointEnv): string {
 function currentContext(env: EndpointEnv): string | undefined {
   if (env.DOCKER_CONTEXT) return env.DOCKER_CONTEXT;
   try {
-    const cfg = JSON.parse(readFileSync(path.join(configDir(env), 'config.json'), 'utf8')) as { currentContext?: string };
+    const cfg = JSON.parse(readFileSync(path.join(configDir(env), 'config.json'), 'utf8')) as {
+      currentContext?: string;
+    };
     return cfg.currentContext || undefined;
   } catch {
     return undefined;

@@ -44,10 +44,22 @@ export interface EngineFacts {
   rootDir?: string;
 }
 
-export type ContainerInspect = Docker.ContainerInspectInfo & { Config: Docker.ContainerInspectInfo['Config'] & Record<string, unknown> };
+export type ContainerInspect = Docker.ContainerInspectInfo & {
+  Config: Docker.ContainerInspectInfo['Config'] & Record<string, unknown>;
+};
 export type ImageInspect = Docker.ImageInspectInfo;
-export type VolumeInspect = { Name: string; Driver: string; Options: Record<string, string> | null; Labels: Record<string, string> | null; Mountpoint: string };
-export type NetworkInspect = Docker.NetworkInspectInfo & { Internal?: boolean; Attachable?: boolean; EnableIPv6?: boolean };
+export type VolumeInspect = {
+  Name: string;
+  Driver: string;
+  Options: Record<string, string> | null;
+  Labels: Record<string, string> | null;
+  Mountpoint: string;
+};
+export type NetworkInspect = Docker.NetworkInspectInfo & {
+  Internal?: boolean;
+  Attachable?: boolean;
+  EnableIPv6?: boolean;
+};
 
 function compareApi(a: string, b: string): number {
   const [a1, a2] = a.split('.').map(Number) as [number, number];
@@ -104,7 +116,13 @@ export class Engine {
     // Unknown (info refused): assume remapped, so that nothing relies on host paths.
     let remapped = true;
     try {
-      const info = (await docker.info()) as { DriverStatus?: [string, string][]; LoggingDriver?: string; SecurityOptions?: string[] | null; Driver?: string; DockerRootDir?: string };
+      const info = (await docker.info()) as {
+        DriverStatus?: [string, string][];
+        LoggingDriver?: string;
+        SecurityOptions?: string[] | null;
+        Driver?: string;
+        DockerRootDir?: string;
+      };
       storageDriver = info.Driver;
       rootDir = info.DockerRootDir;
       containerdStore = (info.DriverStatus ?? []).some(([k, v]) => k === 'driver-type' && /containerd/.test(v));
@@ -142,7 +160,9 @@ export class Engine {
         `${this.facts.endpoint} is Podman (Docker-compatible API): its archive endpoint reports every file owner as 0:0, so ferry reads volumes there with the tar of the container's own image in a helper (an image without tar falls back to the archive endpoint, and ownership is lost); images it loads may be renamed with a localhost/ prefix (ferry tags them back)`,
       );
     if (this.facts.containerdStore)
-      out.push(`${this.facts.endpoint} uses the containerd image store: saved images carry only this engine's platform`);
+      out.push(
+        `${this.facts.endpoint} uses the containerd image store: saved images carry only this engine's platform`,
+      );
     return out;
   }
 
@@ -159,7 +179,11 @@ export class Engine {
   }
 
   /** Run an engine call; map its failure to a FerryError naming `what`. */
-  private async call<T>(what: string, fn: () => Promise<T>, map: { notFound?: string; conflict?: string } = {}): Promise<T> {
+  private async call<T>(
+    what: string,
+    fn: () => Promise<T>,
+    map: { notFound?: string; conflict?: string } = {},
+  ): Promise<T> {
     try {
       return await fn();
     } catch (err) {
@@ -175,8 +199,13 @@ export class Engine {
     if (e.statusCode === 404) return new NotFoundError(map.notFound ?? `${what}: ${msg}`, undefined, err);
     if (e.statusCode === 409) return new ConflictError(map.conflict ?? `${what}: ${msg}`);
     if (e.statusCode) return new EngineError(`${what}: the engine answered ${e.statusCode}: ${msg}`, { cause: err });
-    if (e.code && ['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT', 'EPIPE'].includes(e.code))
-      return new EngineError(`${what}: lost the connection to the engine at ${this.facts.endpoint} (${e.code})`, { cause: err });
+    if (
+      e.code &&
+      ['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT', 'EPIPE'].includes(e.code)
+    )
+      return new EngineError(`${what}: lost the connection to the engine at ${this.facts.endpoint} (${e.code})`, {
+        cause: err,
+      });
     return new EngineError(`${what}: ${e.message ?? String(err)}`, { cause: err });
   }
 
@@ -184,9 +213,14 @@ export class Engine {
    * What this engine can run containers with (GET /info): its runtimes and its log, volume and
    * network drivers (plugins included, as `name:tag`). Undefined when the engine does not say.
    */
-  async capabilities(): Promise<{ runtimes: string[]; logDrivers: string[]; volumeDrivers: string[]; networkDrivers: string[] } | undefined> {
+  async capabilities(): Promise<
+    { runtimes: string[]; logDrivers: string[]; volumeDrivers: string[]; networkDrivers: string[] } | undefined
+  > {
     try {
-      const info = (await this.docker.info()) as { Runtimes?: Record<string, unknown>; Plugins?: { Log?: string[] | null; Volume?: string[] | null; Network?: string[] | null } };
+      const info = (await this.docker.info()) as {
+        Runtimes?: Record<string, unknown>;
+        Plugins?: { Log?: string[] | null; Volume?: string[] | null; Network?: string[] | null };
+      };
       if (!info.Plugins) return undefined;
       return {
         runtimes: Object.keys(info.Runtimes ?? {}),
@@ -202,9 +236,13 @@ export class Engine {
   // ---- containers -------------------------------------------------------------------------
 
   inspectContainer(nameOrId: string): Promise<ContainerInspect> {
-    return this.call(`inspect container ${nameOrId}`, () => this.docker.getContainer(nameOrId).inspect() as Promise<ContainerInspect>, {
-      notFound: `no such container: ${nameOrId}`,
-    });
+    return this.call(
+      `inspect container ${nameOrId}`,
+      () => this.docker.getContainer(nameOrId).inspect() as Promise<ContainerInspect>,
+      {
+        notFound: `no such container: ${nameOrId}`,
+      },
+    );
   }
 
   async containerExists(name: string): Promise<boolean> {
@@ -252,9 +290,17 @@ export class Engine {
 
   /** Create a container; the whole spec goes in the body, never the URL. */
   async createContainer(name: string | undefined, body: Record<string, unknown>): Promise<string> {
-    const c = await this.call(`create container ${name ?? ''}`.trim(), () =>
-      this.docker.createContainer({ _query: name ? { name } : {}, _body: body } as unknown as Docker.ContainerCreateOptions),
-      { conflict: `a container named ${name} already exists`, notFound: `create container ${name}: image ${String(body.Image)} is not on the engine` },
+    const c = await this.call(
+      `create container ${name ?? ''}`.trim(),
+      () =>
+        this.docker.createContainer({
+          _query: name ? { name } : {},
+          _body: body,
+        } as unknown as Docker.ContainerCreateOptions),
+      {
+        conflict: `a container named ${name} already exists`,
+        notFound: `create container ${name}: image ${String(body.Image)} is not on the engine`,
+      },
     );
     return c.id;
   }
@@ -269,9 +315,13 @@ export class Engine {
     });
   }
 
-
   /** Commit a container's writable layer. `pause` false when the caller already paused or stopped it. */
-  async commit(id: string, repo: string, tag: string, opts: { pause: boolean; comment?: string; labels?: Record<string, string> }): Promise<string> {
+  async commit(
+    id: string,
+    repo: string,
+    tag: string,
+    opts: { pause: boolean; comment?: string; labels?: Record<string, string> },
+  ): Promise<string> {
     const res = (await this.call(`commit container ${id}`, () =>
       this.docker.getContainer(id).commit({
         _query: { container: id, repo, tag, pause: opts.pause, comment: opts.comment ?? 'ferry backup' },
@@ -286,7 +336,11 @@ export class Engine {
    * Run a command in a running container (docker exec, no TTY) and wait for it: exit code and
    * its output (stdout and stderr interleaved, the last `keep` bytes).
    */
-  async exec(id: string, cmd: string[], opts: { user?: string; keep?: number; signal?: AbortSignal } = {}): Promise<{ exitCode: number; output: string }> {
+  async exec(
+    id: string,
+    cmd: string[],
+    opts: { user?: string; keep?: number; signal?: AbortSignal } = {},
+  ): Promise<{ exitCode: number; output: string }> {
     const what = `run ${JSON.stringify(cmd.join(' ').slice(0, 60))} in container ${id}`;
     const container = this.docker.getContainer(id);
     const keep = opts.keep ?? 16_384;
@@ -299,7 +353,13 @@ export class Engine {
       },
     });
     return this.call(what, async () => {
-      const ex = await container.exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true, Tty: false, ...(opts.user ? { User: opts.user } : {}) });
+      const ex = await container.exec({
+        Cmd: cmd,
+        AttachStdout: true,
+        AttachStderr: true,
+        Tty: false,
+        ...(opts.user ? { User: opts.user } : {}),
+      });
       const stream = (await ex.start({ hijack: true, stdin: false })) as unknown as Readable;
       const onAbort = () => stream.destroy(opts.signal?.reason as Error);
       opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -311,7 +371,8 @@ export class Engine {
       // The stream ends when the process does; its exit code follows shortly after.
       for (let i = 0; i < 100; i++) {
         const info = await ex.inspect();
-        if (!info.Running && info.ExitCode !== null && info.ExitCode !== undefined) return { exitCode: info.ExitCode, output: output.toString('utf8') };
+        if (!info.Running && info.ExitCode !== null && info.ExitCode !== undefined)
+          return { exitCode: info.ExitCode, output: output.toString('utf8') };
         await new Promise((r) => setTimeout(r, 50));
       }
       throw new EngineError(`${what}: the engine did not report an exit code`);
@@ -323,21 +384,31 @@ export class Engine {
    * The stream is the engine's multiplexed format (see demux.ts); it ends when the process does.
    */
   attachOutput(id: string): Promise<Readable> {
-    return this.call(`attach to container ${id}`, () =>
-      this.docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, hijack: true }) as unknown as Promise<Readable>,
+    return this.call(
+      `attach to container ${id}`,
+      () =>
+        this.docker
+          .getContainer(id)
+          .attach({ stream: true, stdout: true, stderr: true, hijack: true }) as unknown as Promise<Readable>,
     );
   }
 
   /** Wait for a container to exit; its exit code. */
   async waitExit(id: string): Promise<number> {
-    const r = (await this.call(`wait for container ${id}`, () => this.docker.getContainer(id).wait())) as { StatusCode: number };
+    const r = (await this.call(`wait for container ${id}`, () => this.docker.getContainer(id).wait())) as {
+      StatusCode: number;
+    };
     return r.StatusCode;
   }
 
   /** The last `tail` lines a container logged (stdout and stderr interleaved; TTY or not). */
   async containerLogs(id: string, tail = 20): Promise<string> {
-    const raw = (await this.call(`read the logs of container ${id}`, () =>
-      this.docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false, tail }) as unknown as Promise<Buffer | string>,
+    const raw = (await this.call(
+      `read the logs of container ${id}`,
+      () =>
+        this.docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false, tail }) as unknown as Promise<
+          Buffer | string
+        >,
     )) as Buffer | string;
     const buf = Buffer.isBuffer(raw) ? raw : Buffer.from(raw);
     let text = '';
@@ -371,7 +442,9 @@ export class Engine {
   // ---- images -----------------------------------------------------------------------------
 
   inspectImage(ref: string): Promise<ImageInspect> {
-    return this.call(`inspect image ${ref}`, () => this.docker.getImage(ref).inspect(), { notFound: `no such image: ${ref}` });
+    return this.call(`inspect image ${ref}`, () => this.docker.getImage(ref).inspect(), {
+      notFound: `no such image: ${ref}`,
+    });
   }
 
   async imageExists(ref: string): Promise<boolean> {
@@ -399,7 +472,11 @@ export class Engine {
 
   /** `docker load` from a stream; resolves only once the engine has finished and reported success. */
   async loadImage(src: Readable, onMessage?: (m: ProgressMessage) => void): Promise<string[]> {
-    const res = (await this.call('load image', () => (this.docker as unknown as { loadImage(s: unknown, o: unknown): Promise<Readable> }).loadImage(src, { quiet: true }))) as unknown as Readable;
+    const res = (await this.call('load image', () =>
+      (this.docker as unknown as { loadImage(s: unknown, o: unknown): Promise<Readable> }).loadImage(src, {
+        quiet: true,
+      }),
+    )) as unknown as Readable;
     let msgs: ProgressMessage[];
     try {
       msgs = await followJson(res, onMessage);
@@ -421,10 +498,24 @@ export class Engine {
    * which fail the push here. Resolves with the manifest digest the registry stored.
    * `auth` is always sent (possibly `{}`): Docker 28.3 and older refuse a push without it.
    */
-  async pushImage(repo: string, tag: string, auth: RegistryAuth, onMessage?: (m: ProgressMessage) => void, signal?: AbortSignal): Promise<string> {
+  async pushImage(
+    repo: string,
+    tag: string,
+    auth: RegistryAuth,
+    onMessage?: (m: ProgressMessage) => void,
+    signal?: AbortSignal,
+  ): Promise<string> {
     const what = `push image ${repo}:${tag}`;
-    const res = (await this.call(what, () =>
-      this.docker.getImage(repo).push({ tag, authconfig: { ...auth }, ...(signal ? { abortSignal: signal } : {}) } as never) as unknown as Promise<Readable>,
+    const res = (await this.call(
+      what,
+      () =>
+        this.docker
+          .getImage(repo)
+          .push({
+            tag,
+            authconfig: { ...auth },
+            ...(signal ? { abortSignal: signal } : {}),
+          } as never) as unknown as Promise<Readable>,
     )) as Readable;
     let digest: string | undefined;
     try {
@@ -436,17 +527,29 @@ export class Engine {
       res.destroy();
       throw this.registryError(err, what);
     }
-    if (!digest) throw new EngineError(`${what}: the engine did not report the digest of the pushed image`, { hint: 'the push may not have completed; check the registry' });
+    if (!digest)
+      throw new EngineError(`${what}: the engine did not report the digest of the pushed image`, {
+        hint: 'the push may not have completed; check the registry',
+      });
     return digest;
   }
 
   /** `docker pull <ref>` (a `repo@sha256:...` reference), to its end; any failure names the image. */
-  async pullImage(ref: string, auth: RegistryAuth, onMessage?: (m: ProgressMessage) => void, signal?: AbortSignal): Promise<void> {
+  async pullImage(
+    ref: string,
+    auth: RegistryAuth,
+    onMessage?: (m: ProgressMessage) => void,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const what = `pull image ${ref}`;
     const at = ref.indexOf('@');
     const colon = ref.lastIndexOf(':');
     const [fromImage, tag] =
-      at >= 0 ? [ref.slice(0, at), ref.slice(at + 1)] : colon > ref.lastIndexOf('/') ? [ref.slice(0, colon), ref.slice(colon + 1)] : [ref, 'latest'];
+      at >= 0
+        ? [ref.slice(0, at), ref.slice(at + 1)]
+        : colon > ref.lastIndexOf('/')
+          ? [ref.slice(0, colon), ref.slice(colon + 1)]
+          : [ref, 'latest'];
     let res: Readable;
     try {
       res = (await (this.docker as unknown as { createImage(a: unknown, o: unknown): Promise<Readable> }).createImage(
@@ -468,9 +571,11 @@ export class Engine {
   private registryError(err: unknown, what: string): FerryError {
     if (err instanceof FerryError) return err;
     const e = err as DockerErr;
-    const hint = 'check that the registry is reachable from the engine, and the credentials (docker config, or --registry-auth-file)';
+    const hint =
+      'check that the registry is reachable from the engine, and the credentials (docker config, or --registry-auth-file)';
     if (err instanceof StreamReportedError) return new EngineError(`${what}: ${err.message}`, { cause: err, hint });
-    if (e.statusCode) return new EngineError(`${what}: the engine answered ${e.statusCode}: ${daemonMessage(e)}`, { cause: err, hint });
+    if (e.statusCode)
+      return new EngineError(`${what}: the engine answered ${e.statusCode}: ${daemonMessage(e)}`, { cause: err, hint });
     const m = this.mapError(err, what);
     return m instanceof EngineError ? m : new EngineError(m.message, { cause: err, hint });
   }
@@ -503,7 +608,10 @@ export class Engine {
     const emptyTar = Readable.from([Buffer.alloc(1024)]);
     // `repo` carries the tag (the API allows it): Podman ignores a separate `tag` on import.
     const res = (await this.call('import the empty holder image', () =>
-      (this.docker as unknown as { importImage(s: unknown, o: unknown): Promise<Readable> }).importImage(emptyTar, { repo: HOLDER_IMAGE, changes: ['CMD ["/nonexistent"]', `LABEL ${LABEL_MANAGED}=true`] }),
+      (this.docker as unknown as { importImage(s: unknown, o: unknown): Promise<Readable> }).importImage(emptyTar, {
+        repo: HOLDER_IMAGE,
+        changes: ['CMD ["/nonexistent"]', `LABEL ${LABEL_MANAGED}=true`],
+      }),
     )) as unknown as Readable;
     try {
       await followJson(res);
@@ -528,11 +636,19 @@ export class Engine {
     }
   }
 
-  async createVolume(spec: { Name?: string; Driver?: string; DriverOpts?: Record<string, string>; Labels?: Record<string, string> }): Promise<string> {
+  async createVolume(spec: {
+    Name?: string;
+    Driver?: string;
+    DriverOpts?: Record<string, string>;
+    Labels?: Record<string, string>;
+  }): Promise<string> {
     // dockerode resolves with a Volume handle ({name}); the engine's own answer has {Name}.
-    const v = (await this.call(`create volume ${spec.Name ?? ''}`.trim(), () => (this.docker as unknown as { createVolume(o: unknown): Promise<unknown> }).createVolume(spec))) as { name?: string; Name?: string };
+    const v = (await this.call(`create volume ${spec.Name ?? ''}`.trim(), () =>
+      (this.docker as unknown as { createVolume(o: unknown): Promise<unknown> }).createVolume(spec),
+    )) as { name?: string; Name?: string };
     const name = v.Name ?? v.name;
-    if (!name) throw new EngineError(`create volume ${spec.Name ?? ''}: the engine did not say which volume it created`);
+    if (!name)
+      throw new EngineError(`create volume ${spec.Name ?? ''}: the engine did not say which volume it created`);
     return name;
   }
 
@@ -559,8 +675,17 @@ export class Engine {
    * HEAD /containers/{id}/archive: what the engine sees at `path` in the container (mode in Go's
    * os.FileMode bits, mtime), from its X-Docker-Container-Path-Stat header. Undefined when absent.
    */
-  async statPath(id: string, path: string): Promise<{ name: string; size: number; mode: number; mtime: string; linkTarget: string } | undefined> {
-    const res = (await this.call(`stat ${path} in container ${id}`, () => this.docker.getContainer(id).infoArchive({ path }) as unknown as Promise<Readable & { headers?: Record<string, string> }>)) as Readable & { headers?: Record<string, string> };
+  async statPath(
+    id: string,
+    path: string,
+  ): Promise<{ name: string; size: number; mode: number; mtime: string; linkTarget: string } | undefined> {
+    const res = (await this.call(
+      `stat ${path} in container ${id}`,
+      () =>
+        this.docker.getContainer(id).infoArchive({ path }) as unknown as Promise<
+          Readable & { headers?: Record<string, string> }
+        >,
+    )) as Readable & { headers?: Record<string, string> };
     res.resume?.();
     const h = res.headers?.['x-docker-container-path-stat'];
     if (!h) return undefined;
@@ -604,7 +729,9 @@ export class Engine {
   }
 
   async createNetwork(spec: Record<string, unknown>): Promise<string> {
-    const n = (await this.call(`create network ${String(spec.Name)}`, () => this.docker.createNetwork(spec as never))) as unknown as { id: string };
+    const n = (await this.call(`create network ${String(spec.Name)}`, () =>
+      this.docker.createNetwork(spec as never),
+    )) as unknown as { id: string };
     return n.id;
   }
 
@@ -623,7 +750,6 @@ export class Engine {
       this.docker.getNetwork(network).connect({ Container: container, EndpointConfig: endpointConfig }),
     );
   }
-
 }
 
 function dockerOptions(ep: Endpoint, agent?: http.Agent): Docker.DockerOptions {
@@ -641,7 +767,13 @@ function dockerOptions(ep: Endpoint, agent?: http.Agent): Docker.DockerOptions {
       } as unknown as Docker.DockerOptions;
     case 'ssh':
       if (!agent) throw new EngineError('an ssh engine needs an SSH transport agent');
-      return { socketPath: undefined, protocol: 'http', host: 'remote-engine.invalid', port: 80, agent } as unknown as Docker.DockerOptions;
+      return {
+        socketPath: undefined,
+        protocol: 'http',
+        host: 'remote-engine.invalid',
+        port: 80,
+        agent,
+      } as unknown as Docker.DockerOptions;
   }
 }
 
@@ -658,7 +790,11 @@ function unreachable(err: DockerErr, where: string, source: string): FerryError 
   if (code === 'ENOENT') hint = `no socket at ${where}; is dockerd running? (engine chosen by ${source})`;
   if (code === 'EACCES') hint = `permission denied on ${where}: run as root or join the docker group`;
   if (code === 'ECONNREFUSED') hint = `nothing listens at ${where} (engine chosen by ${source})`;
-  return new EngineError(`cannot reach the Docker engine at ${where}: ${code || err.message}`, { hint, cause: err, code: 'ENGINE_UNREACHABLE' });
+  return new EngineError(`cannot reach the Docker engine at ${where}: ${code || err.message}`, {
+    hint,
+    cause: err,
+    code: 'ENGINE_UNREACHABLE',
+  });
 }
 
 /** The digest a push reports: `aux.Digest`, or the status line "<tag>: digest: sha256:... size: N". */

@@ -17,13 +17,19 @@ export interface ProgressMessage {
 }
 
 export class StreamReportedError extends Error {
-  constructor(message: string, readonly messages: ProgressMessage[]) {
+  constructor(
+    message: string,
+    readonly messages: ProgressMessage[],
+  ) {
     super(message);
   }
 }
 
 /** Consume an NDJSON progress stream to its end. Resolves with every message; rejects on an in-band error. */
-export async function followJson(stream: Readable, onMessage?: (m: ProgressMessage) => void): Promise<ProgressMessage[]> {
+export async function followJson(
+  stream: Readable,
+  onMessage?: (m: ProgressMessage) => void,
+): Promise<ProgressMessage[]> {
   const decoder = new StringDecoder('utf8');
   const all: ProgressMessage[] = [];
   let rest = '';
@@ -39,8 +45,10 @@ export async function followJson(stream: Readable, onMessage?: (m: ProgressMessa
     }
     if (all.length < 10_000) all.push(m);
     onMessage?.(m);
-    if ((m.errorDetail || m.error) && !failed) failed = new StreamReportedError(m.errorDetail?.message ?? m.error ?? 'unknown error', all);
-    if (!failed && typeof m.stream === 'string' && /^Error /.test(m.stream)) failed = new StreamReportedError(m.stream.trim(), all);
+    if ((m.errorDetail || m.error) && !failed)
+      failed = new StreamReportedError(m.errorDetail?.message ?? m.error ?? 'unknown error', all);
+    if (!failed && typeof m.stream === 'string' && /^Error /.test(m.stream))
+      failed = new StreamReportedError(m.stream.trim(), all);
   };
   for await (const chunk of stream) {
     rest += decoder.write(chunk as Buffer);

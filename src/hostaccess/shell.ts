@@ -41,7 +41,14 @@ export const localShell: HostShell = {
       c.on('close', (code) => resolve(code));
     });
     c.stdin.on('error', () => {}); // EPIPE when the program stops reading: its exit status says why
-    return { stdin: c.stdin, stdout: c.stdout, stderr: c.stderr, exit, kill: () => void c.kill('SIGTERM'), lost: () => undefined };
+    return {
+      stdin: c.stdin,
+      stdout: c.stdout,
+      stderr: c.stderr,
+      exit,
+      kill: () => void c.kill('SIGTERM'),
+      lost: () => undefined,
+    };
   },
 };
 
@@ -54,7 +61,13 @@ export function sshShell(pool: SshPool, target: SshTarget, where: string): HostS
       let lostWith: Error | undefined;
       ch.on('error', (err: Error) => (lostWith ??= err));
       return {
-        lost: () => lostWith ?? (conn.closed ? new EngineError(`the ssh connection to ${where} was lost`, { hint: 'check the network and the host, then retry' }) : undefined),
+        lost: () =>
+          lostWith ??
+          (conn.closed
+            ? new EngineError(`the ssh connection to ${where} was lost`, {
+                hint: 'check the network and the host, then retry',
+              })
+            : undefined),
         stdin: ch,
         stdout: ch,
         stderr: ch.stderr as Readable,
@@ -66,7 +79,10 @@ export function sshShell(pool: SshPool, target: SshTarget, where: string): HostS
 }
 
 /** Run a short command to its end: exit status and output (first 64 KiB). */
-export async function capture(shell: HostShell, argv: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function capture(
+  shell: HostShell,
+  argv: string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const p = await shell.run(argv);
   p.stdin.end();
   const stdout = keepText(p.stdout, 65536);
@@ -77,7 +93,11 @@ export async function capture(shell: HostShell, argv: string[]): Promise<{ code:
 }
 
 /** Run a short command to its end: exit status and its exact stdout bytes (at most `max`; more is an error). */
-export async function captureBytes(shell: HostShell, argv: string[], max = 1 << 22): Promise<{ code: number | null; stdout: Buffer }> {
+export async function captureBytes(
+  shell: HostShell,
+  argv: string[],
+  max = 1 << 22,
+): Promise<{ code: number | null; stdout: Buffer }> {
   const p = await shell.run(argv);
   p.stdin.end();
   p.stderr.resume();

@@ -54,14 +54,68 @@ export interface ContainerSpec {
 type Json = Record<string, unknown>;
 
 const HOSTCONFIG_KEYS = [
-  'Binds', 'Mounts', 'PortBindings', 'PublishAllPorts', 'RestartPolicy', 'AutoRemove', 'NetworkMode',
-  'Memory', 'MemoryReservation', 'MemorySwap', 'MemorySwappiness', 'NanoCpus', 'CpuShares', 'CpuQuota', 'CpuPeriod',
-  'CpuRealtimePeriod', 'CpuRealtimeRuntime', 'CpusetCpus', 'CpusetMems', 'PidsLimit', 'OomKillDisable', 'OomScoreAdj',
-  'BlkioWeight', 'BlkioWeightDevice', 'BlkioDeviceReadBps', 'BlkioDeviceWriteBps', 'BlkioDeviceReadIOps', 'BlkioDeviceWriteIOps',
-  'CapAdd', 'CapDrop', 'Devices', 'DeviceRequests', 'DeviceCgroupRules', 'ExtraHosts', 'LogConfig', 'Privileged',
-  'SecurityOpt', 'Tmpfs', 'ShmSize', 'Ulimits', 'Init', 'Dns', 'DnsOptions', 'DnsSearch', 'GroupAdd', 'Sysctls',
-  'ReadonlyRootfs', 'Links', 'VolumeDriver', 'VolumesFrom', 'CgroupParent', 'UsernsMode', 'UTSMode', 'PidMode', 'IpcMode',
-  'StorageOpt', 'Annotations', 'Runtime', 'MaskedPaths', 'ReadonlyPaths', 'CgroupnsMode', 'Isolation',
+  'Binds',
+  'Mounts',
+  'PortBindings',
+  'PublishAllPorts',
+  'RestartPolicy',
+  'AutoRemove',
+  'NetworkMode',
+  'Memory',
+  'MemoryReservation',
+  'MemorySwap',
+  'MemorySwappiness',
+  'NanoCpus',
+  'CpuShares',
+  'CpuQuota',
+  'CpuPeriod',
+  'CpuRealtimePeriod',
+  'CpuRealtimeRuntime',
+  'CpusetCpus',
+  'CpusetMems',
+  'PidsLimit',
+  'OomKillDisable',
+  'OomScoreAdj',
+  'BlkioWeight',
+  'BlkioWeightDevice',
+  'BlkioDeviceReadBps',
+  'BlkioDeviceWriteBps',
+  'BlkioDeviceReadIOps',
+  'BlkioDeviceWriteIOps',
+  'CapAdd',
+  'CapDrop',
+  'Devices',
+  'DeviceRequests',
+  'DeviceCgroupRules',
+  'ExtraHosts',
+  'LogConfig',
+  'Privileged',
+  'SecurityOpt',
+  'Tmpfs',
+  'ShmSize',
+  'Ulimits',
+  'Init',
+  'Dns',
+  'DnsOptions',
+  'DnsSearch',
+  'GroupAdd',
+  'Sysctls',
+  'ReadonlyRootfs',
+  'Links',
+  'VolumeDriver',
+  'VolumesFrom',
+  'CgroupParent',
+  'UsernsMode',
+  'UTSMode',
+  'PidMode',
+  'IpcMode',
+  'StorageOpt',
+  'Annotations',
+  'Runtime',
+  'MaskedPaths',
+  'ReadonlyPaths',
+  'CgroupnsMode',
+  'Isolation',
 ] as const;
 
 function isEmpty(v: unknown): boolean {
@@ -78,7 +132,16 @@ function same(a: unknown, b: unknown): boolean {
 const ANON = /^[0-9a-f]{64}$/;
 
 export interface CaptureInput {
-  inspect: Json & { Id: string; Name: string; Config: Json; HostConfig: Json; State: Json; Mounts?: Json[]; NetworkSettings?: Json; Image: string };
+  inspect: Json & {
+    Id: string;
+    Name: string;
+    Config: Json;
+    HostConfig: Json;
+    State: Json;
+    Mounts?: Json[];
+    NetworkSettings?: Json;
+    Image: string;
+  };
   /** Config of the image the container was created from. */
   imageConfig: Json | null | undefined;
   /** container id -> name, for `container:<id>` references. */
@@ -93,7 +156,13 @@ export interface CaptureInput {
 }
 
 /** inspect (+ the image's config) -> ContainerSpec. */
-export function captureSpec({ inspect, imageConfig, containerNames = {}, defaultLogDriver, podman }: CaptureInput): ContainerSpec {
+export function captureSpec({
+  inspect,
+  imageConfig,
+  containerNames = {},
+  defaultLogDriver,
+  podman,
+}: CaptureInput): ContainerSpec {
   const cfg = inspect.Config;
   const img = (imageConfig ?? {}) as Json;
   const shortId = inspect.Id.slice(0, 12);
@@ -106,9 +175,12 @@ export function captureSpec({ inspect, imageConfig, containerNames = {}, default
   for (const k of ['User', 'WorkingDir', 'StopSignal', 'Shell'] as const) {
     if (!isEmpty(cfg[k]) && !same(cfg[k], img[k])) config[k] = cfg[k];
   }
-  if (cfg.StopTimeout !== undefined && cfg.StopTimeout !== null && !same(cfg.StopTimeout, img.StopTimeout)) config.StopTimeout = cfg.StopTimeout;
+  if (cfg.StopTimeout !== undefined && cfg.StopTimeout !== null && !same(cfg.StopTimeout, img.StopTimeout))
+    config.StopTimeout = cfg.StopTimeout;
   const imgEnv = new Set((img.Env as string[] | null) ?? []);
-  const env = ((cfg.Env as string[] | null) ?? []).filter((e) => !imgEnv.has(e) && !(podman && e === `HOSTNAME=${cfg.Hostname ?? shortId}`));
+  const env = ((cfg.Env as string[] | null) ?? []).filter(
+    (e) => !imgEnv.has(e) && !(podman && e === `HOSTNAME=${cfg.Hostname ?? shortId}`),
+  );
   if (env.length) config.Env = env;
   const entrypointChanged = !same(cfg.Entrypoint, img.Entrypoint);
   if (entrypointChanged) {
@@ -138,16 +210,29 @@ export function captureSpec({ inspect, imageConfig, containerNames = {}, default
   if (podman && Array.isArray(hostConfig.Binds)) hostConfig.Binds = (hostConfig.Binds as string[]).map(portableBind);
   // Podman names ulimits RLIMIT_NOFILE; Docker wants nofile.
   if (podman && Array.isArray(hostConfig.Ulimits))
-    hostConfig.Ulimits = (hostConfig.Ulimits as Json[]).map((u) => ({ ...u, Name: String(u.Name).replace(/^RLIMIT_/i, '').toLowerCase() }));
+    hostConfig.Ulimits = (hostConfig.Ulimits as Json[]).map((u) => ({
+      ...u,
+      Name: String(u.Name)
+        .replace(/^RLIMIT_/i, '')
+        .toLowerCase(),
+    }));
   if (hostConfig.IpcMode === 'private' || hostConfig.IpcMode === 'shareable') delete hostConfig.IpcMode;
   if (hostConfig.CgroupnsMode === 'host' || hostConfig.CgroupnsMode === 'private') delete hostConfig.CgroupnsMode;
   if (hostConfig.Isolation === 'default') delete hostConfig.Isolation;
   // Default masked/readonly path lists are the engine's; only an explicit [] (systempaths=unconfined) matters.
   delete hostConfig.MaskedPaths;
   delete hostConfig.ReadonlyPaths;
-  if (Array.isArray(inspect.HostConfig.MaskedPaths) && (inspect.HostConfig.MaskedPaths as unknown[]).length === 0 && inspect.HostConfig.Privileged !== true)
+  if (
+    Array.isArray(inspect.HostConfig.MaskedPaths) &&
+    (inspect.HostConfig.MaskedPaths as unknown[]).length === 0 &&
+    inspect.HostConfig.Privileged !== true
+  )
     hostConfig.MaskedPaths = [];
-  if (Array.isArray(inspect.HostConfig.ReadonlyPaths) && (inspect.HostConfig.ReadonlyPaths as unknown[]).length === 0 && inspect.HostConfig.Privileged !== true)
+  if (
+    Array.isArray(inspect.HostConfig.ReadonlyPaths) &&
+    (inspect.HostConfig.ReadonlyPaths as unknown[]).length === 0 &&
+    inspect.HostConfig.Privileged !== true
+  )
     hostConfig.ReadonlyPaths = [];
   // Engine defaults, so the target's own defaults apply: a 64 MiB /dev/shm, the default log driver.
   if (hostConfig.ShmSize === 64 * 1024 * 1024) delete hostConfig.ShmSize;
@@ -155,7 +240,10 @@ export function captureSpec({ inspect, imageConfig, containerNames = {}, default
   if (log && log.Type === (defaultLogDriver ?? 'json-file') && isEmpty(log.Config)) delete hostConfig.LogConfig;
   // Docker fills MemorySwap with 2x Memory when only Memory was given.
   if (hostConfig.Memory && hostConfig.MemorySwap === (hostConfig.Memory as number) * 2) delete hostConfig.MemorySwap;
-  if (same(hostConfig.RestartPolicy, { Name: 'no', MaximumRetryCount: 0 }) || same(hostConfig.RestartPolicy, { Name: '', MaximumRetryCount: 0 }))
+  if (
+    same(hostConfig.RestartPolicy, { Name: 'no', MaximumRetryCount: 0 }) ||
+    same(hostConfig.RestartPolicy, { Name: '', MaximumRetryCount: 0 })
+  )
     delete hostConfig.RestartPolicy;
   // container:<id> references -> container:<name>
   for (const k of ['NetworkMode', 'IpcMode', 'PidMode'] as const) {
@@ -175,7 +263,9 @@ export function captureSpec({ inspect, imageConfig, containerNames = {}, default
   }
 
   const mounts = captureMounts(inspect);
-  const endpoints = captureEndpoints(inspect, networkMode, shortId).map((e) => (podman && e.network === 'podman' ? { ...e, network: 'bridge' } : e));
+  const endpoints = captureEndpoints(inspect, networkMode, shortId).map((e) =>
+    podman && e.network === 'podman' ? { ...e, network: 'bridge' } : e,
+  );
   const state = inspect.State as { Running?: boolean; Paused?: boolean };
   return {
     name,
@@ -232,7 +322,9 @@ function captureMounts(inspect: CaptureInput['inspect']): MountSpec[] {
 export function portableBind(b: string): string {
   const p = parseBind(b);
   if (!p.options) return b;
-  const keep = p.options.split(',').filter((o) => ['ro', 'z', 'Z', 'nocopy', 'shared', 'rshared', 'slave', 'rslave', 'private'].includes(o));
+  const keep = p.options
+    .split(',')
+    .filter((o) => ['ro', 'z', 'Z', 'nocopy', 'shared', 'rshared', 'slave', 'rslave', 'private'].includes(o));
   return [p.source, p.destination, keep.join(',')].filter(Boolean).join(':');
 }
 
@@ -269,14 +361,22 @@ export function isUserNetwork(name: string): boolean {
 }
 
 export function captureNetwork(n: Json): NetworkSpec {
-  const ipam = (n.IPAM ?? {}) as { Driver?: string; Config?: Record<string, unknown>[]; Options?: Record<string, string> | null };
+  const ipam = (n.IPAM ?? {}) as {
+    Driver?: string;
+    Config?: Record<string, unknown>[];
+    Options?: Record<string, string> | null;
+  };
   return {
     name: String(n.Name),
     driver: String(n.Driver ?? 'bridge'),
     internal: !!n.Internal,
     attachable: !!n.Attachable,
     enableIPv6: !!n.EnableIPv6,
-    ipam: { Driver: ipam.Driver ?? 'default', Config: (ipam.Config ?? []).map((c) => ({ ...c })), Options: ipam.Options ?? undefined },
+    ipam: {
+      Driver: ipam.Driver ?? 'default',
+      Config: (ipam.Config ?? []).map((c) => ({ ...c })),
+      Options: ipam.Options ?? undefined,
+    },
     options: (n.Options as Record<string, string> | null) ?? undefined,
     labels: (n.Labels as Record<string, string> | null) ?? undefined,
   };
@@ -305,7 +405,11 @@ export interface CreatePlan {
 function endpointConfig(e: EndpointSpec): Json {
   const c: Json = {};
   if (e.aliases) c.Aliases = e.aliases;
-  if (e.ipv4Address || e.ipv6Address) c.IPAMConfig = { ...(e.ipv4Address ? { IPv4Address: e.ipv4Address } : {}), ...(e.ipv6Address ? { IPv6Address: e.ipv6Address } : {}) };
+  if (e.ipv4Address || e.ipv6Address)
+    c.IPAMConfig = {
+      ...(e.ipv4Address ? { IPv4Address: e.ipv4Address } : {}),
+      ...(e.ipv6Address ? { IPv6Address: e.ipv6Address } : {}),
+    };
   if (e.links) c.Links = e.links;
   if (e.driverOpts) c.DriverOpts = e.driverOpts;
   return c;
@@ -328,12 +432,15 @@ export function createPlan(
   if (Array.isArray(hostConfig.Binds)) {
     hostConfig.Binds = (hostConfig.Binds as string[]).map((b) => {
       const p = parseBind(b);
-      if (p.source && !p.source.startsWith('/') && vn[p.source]) return [vn[p.source], p.destination, p.options].filter(Boolean).join(':');
+      if (p.source && !p.source.startsWith('/') && vn[p.source])
+        return [vn[p.source], p.destination, p.options].filter(Boolean).join(':');
       return b;
     });
   }
   const mounts: Json[] = Array.isArray(hostConfig.Mounts)
-    ? (hostConfig.Mounts as Json[]).map((m) => (m.Type === 'volume' && typeof m.Source === 'string' && vn[m.Source] ? { ...m, Source: vn[m.Source] } : { ...m }))
+    ? (hostConfig.Mounts as Json[]).map((m) =>
+        m.Type === 'volume' && typeof m.Source === 'string' && vn[m.Source] ? { ...m, Source: vn[m.Source] } : { ...m },
+      )
     : [];
   for (const m of spec.mounts) {
     if (m.type === 'volume' && m.origin === 'implicit' && m.source && vn[m.source]) {
@@ -435,9 +542,16 @@ export function dependencyOrder(specs: ContainerSpec[]): number[] {
   const labels = specs.map((s) => (s.config.Labels as Record<string, string> | undefined) ?? {});
   const composeDeps = (i: number): number[] => {
     const project = composeProject(labels[i]);
-    const services = (labels[i]!['com.docker.compose.depends_on'] ?? '').split(',').map((d) => d.split(':')[0]!.trim()).filter(Boolean);
+    const services = (labels[i]!['com.docker.compose.depends_on'] ?? '')
+      .split(',')
+      .map((d) => d.split(':')[0]!.trim())
+      .filter(Boolean);
     if (!project || !services.length) return [];
-    return specs.flatMap((_, j) => (composeProject(labels[j]) === project && services.includes(labels[j]!['com.docker.compose.service'] ?? '') ? [j] : []));
+    return specs.flatMap((_, j) =>
+      composeProject(labels[j]) === project && services.includes(labels[j]!['com.docker.compose.service'] ?? '')
+        ? [j]
+        : [],
+    );
   };
   const done = new Set<number>();
   const visiting = new Set<number>();
@@ -473,7 +587,10 @@ export function withoutComposeLabels(labels: Record<string, string> | null | und
  * Compose finds its containers by label value, which an empty one does not match. Undefined when
  * neither has a Compose label. Pure.
  */
-export function detachedFromCompose(own: Record<string, string> | null | undefined, fromImage: Record<string, string> | null | undefined): Record<string, string> | undefined {
+export function detachedFromCompose(
+  own: Record<string, string> | null | undefined,
+  fromImage: Record<string, string> | null | undefined,
+): Record<string, string> | undefined {
   const keys = [...Object.keys(own ?? {}), ...Object.keys(fromImage ?? {})].filter((k) => COMPOSE_LABEL.test(k));
   if (!keys.length) return undefined;
   return { ...withoutComposeLabels(own), ...Object.fromEntries(keys.map((k) => [k, ''])) };
@@ -519,12 +636,20 @@ export function referenceGroups(list: { id: string; name: string; refs: string[]
     if (!groups.has(root)) groups.set(root, []);
     groups.get(root)!.push(c.name);
   });
-  return [...groups.values()].sort((a, b) => list.findIndex((c) => c.name === a[0]) - list.findIndex((c) => c.name === b[0]));
+  return [...groups.values()].sort(
+    (a, b) => list.findIndex((c) => c.name === a[0]) - list.findIndex((c) => c.name === b[0]),
+  );
 }
 
 /** containerRefs of a container as `docker inspect` shows it (HostConfig, and per-network links). */
-export function inspectRefs(inspect: { HostConfig?: Json; NetworkSettings?: { Networks?: Record<string, { Links?: string[] | null }> } }): string[] {
-  const endpoints = Object.values(inspect.NetworkSettings?.Networks ?? {}).map((n) => ({ network: '', ...(n.Links?.length ? { links: n.Links } : {}) }));
+export function inspectRefs(inspect: {
+  HostConfig?: Json;
+  NetworkSettings?: { Networks?: Record<string, { Links?: string[] | null }> };
+}): string[] {
+  const endpoints = Object.values(inspect.NetworkSettings?.Networks ?? {}).map((n) => ({
+    network: '',
+    ...(n.Links?.length ? { links: n.Links } : {}),
+  }));
   return containerRefs({ hostConfig: inspect.HostConfig ?? {}, endpoints } as ContainerSpec);
 }
 

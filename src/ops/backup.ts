@@ -21,14 +21,32 @@ import { type Engine } from '../engine/engine.js';
 import { BundleWriter } from '../bundle/writer.js';
 import { codecExtension, type Codec } from '../bundle/codec.js';
 import {
-  FORMAT, FORMAT_VERSION, memberName,
-  type ContainerEntry, type ImageFacts, type Manifest, type MemberPlan, type Trailer, type VolumeEntry,
+  FORMAT,
+  FORMAT_VERSION,
+  memberName,
+  type ContainerEntry,
+  type ImageFacts,
+  type Manifest,
+  type MemberPlan,
+  type Trailer,
+  type VolumeEntry,
 } from '../bundle/manifest.js';
 import { composeProject, dependencyOrder, secretLikeEnvNames, type NetworkSpec } from '../model/spec.js';
 import { describeAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
 import type { Transport } from '../store/transport.js';
-import { captureContainer, commitContainer, hostName, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, utcStamp, type Captured, type Consistency } from './steps/capture.js';
+import {
+  captureContainer,
+  commitContainer,
+  hostName,
+  orchestratedBy,
+  quiesce,
+  reportStaleQuiesce,
+  snapshotRef,
+  utcStamp,
+  type Captured,
+  type Consistency,
+} from './steps/capture.js';
 import { checkAborted, type RunContext } from '../context.js';
 import { saveImage, type SavedImage } from '../data/save.js';
 import { openBindReader, openContainerVolumeReader, sweepStaleHolders } from '../data/volumes.js';
@@ -84,15 +102,22 @@ export function imageCodec(c: Codec): Codec {
  * belong to (`project`), else the first one's name and how many more. Pure.
  */
 export function bundleFileName(containers: string[], when: Date, project?: string): string {
-  const base = containers.length === 1 ? containers[0]! : (project ?? `${containers[0]}-and-${containers.length - 1}-more`);
+  const base =
+    containers.length === 1 ? containers[0]! : (project ?? `${containers[0]}-and-${containers.length - 1}-more`);
   return `ferry-${base.replace(/[^A-Za-z0-9_.-]/g, '_')}-${utcStamp(when)}.tar`;
 }
 
-export async function backup(engine: Engine, transport: Transport, opts: BackupOptions, ctx: RunContext): Promise<BackupResult> {
+export async function backup(
+  engine: Engine,
+  transport: Transport,
+  opts: BackupOptions,
+  ctx: RunContext,
+): Promise<BackupResult> {
   const started = Date.now();
   const when = new Date();
   const { progress, signal } = ctx;
-  if (opts.containers.length === 0) throw new UsageError('no containers to back up', 'name one or more containers, or use --all');
+  if (opts.containers.length === 0)
+    throw new UsageError('no containers to back up', 'name one or more containers, or use --all');
 
   for (const d of engine.differences()) progress.warn(d);
   warmHost(engine);
@@ -111,7 +136,9 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
   for (const c of captured) {
     const by = orchestratedBy(c.labels);
     if (by && how.get(c)!.mode === 'stop')
-      progress.warn(`${c.spec.name} is a task of ${by}: when --consistency stop stops it, swarm starts a replacement; use --consistency pause (the default), or scale the service to 0 first`);
+      progress.warn(
+        `${c.spec.name} is a task of ${by}: when --consistency stop stops it, swarm starts a replacement; use --consistency pause (the default), or scale the service to 0 first`,
+      );
   }
   const registry = opts.registry;
   if (registry) {
@@ -154,7 +181,9 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
         members.push({ name: member, kind: 'bind', codec: opts.codec });
       }
     } else if (c.binds.length) {
-      progress.warn(`${c.spec.name}: bind mounts ${c.binds.map((b) => b.hostPath).join(', ')} are recorded, not copied (use --include-binds to copy them)`);
+      progress.warn(
+        `${c.spec.name}: bind mounts ${c.binds.map((b) => b.hostPath).join(', ')} are recorded, not copied (use --include-binds to copy them)`,
+      );
     }
     const ref = snapshotRef(c.spec.name, when);
     let image: ContainerEntry['image'];
@@ -197,7 +226,9 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
 
   // 3. write: manifest, then per container its volumes (while quiesced) and its image.
   const projects = new Set(captured.map((c) => composeProject(c.labels)));
-  const sink = await transport.createBundle(bundleFileName(names, when, projects.size === 1 ? [...projects][0] : undefined));
+  const sink = await transport.createBundle(
+    bundleFileName(names, when, projects.size === 1 ? [...projects][0] : undefined),
+  );
   const writer = new BundleWriter(sink, manifest);
   const snapshots: string[] = [];
   const pendingSaves: Promise<SavedImage>[] = [];
@@ -215,7 +246,11 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
     let failed: unknown;
     // In dependency order; one that cannot be put back does not keep the others down.
     for (const h of [...held].reverse()) if (h.resume) await h.resume().catch((e: unknown) => (failed ??= e));
-    for (const h of held) if (h.post) await runHook(engine, h.c.spec.name, h.c.spec.sourceId, 'post-exec', h.post, progress, signal).catch((e) => progress.warn((e as Error).message));
+    for (const h of held)
+      if (h.post)
+        await runHook(engine, h.c.spec.name, h.c.spec.sourceId, 'post-exec', h.post, progress, signal).catch((e) =>
+          progress.warn((e as Error).message),
+        );
     if (failed) throw failed;
   };
   try {
@@ -249,7 +284,10 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
         try {
           resume = await quiesce(engine, c.spec, how.get(c)!.mode, progress, { stopTimeout: how.get(c)!.stopTimeout });
         } catch (err) {
-          if (hooks.post) await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) => progress.warn((e as Error).message));
+          if (hooks.post)
+            await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) =>
+              progress.warn((e as Error).message),
+            );
           throw err;
         }
       // The image's archive is opened as soon as the image is committed: from the layer store
@@ -273,20 +311,32 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
           pendingSaves.push(saving);
         }
         // Volume data (each shared volume once) and bind data, read while the container is quiesced.
-        const sources: { what: string; member: string; open: () => ReturnType<typeof openContainerVolumeReader> }[] = [];
+        const sources: { what: string; member: string; open: () => ReturnType<typeof openContainerVolumeReader> }[] =
+          [];
         for (const vname of entry.volumes) {
           if (written.has(vname)) continue;
           written.add(vname);
           const v = volumes.find((x) => x.name === vname)!;
-          sources.push({ what: `volume ${v.name}`, member: v.member, open: () => openContainerVolumeReader(engine, c.spec, v.name, progress) });
+          sources.push({
+            what: `volume ${v.name}`,
+            member: v.member,
+            open: () => openContainerVolumeReader(engine, c.spec, v.name, progress),
+          });
         }
-        for (const b of entry.binds) sources.push({ what: `bind ${b.hostPath}`, member: b.member, open: () => openBindReader(engine, c.spec.baseImage.id, b.hostPath) });
+        for (const b of entry.binds)
+          sources.push({
+            what: `bind ${b.hostPath}`,
+            member: b.member,
+            open: () => openBindReader(engine, c.spec.baseImage.id, b.hostPath),
+          });
         for (const src of sources) {
           checkAborted(signal);
           progress.step(`${src.what} -> ${src.member}`);
           const r = await src.open();
           try {
-            await writer.addMember(src.member, abortable(r.stream, signal), opts.codec, (_, n) => progress.bytes(src.member, n));
+            await writer.addMember(src.member, abortable(r.stream, signal), opts.codec, (_, n) =>
+              progress.bytes(src.member, n),
+            );
           } finally {
             r.stream.destroy(); // a half-read archive GET would block the helper's removal
             // The helper goes while the next member is written (it only held the mount).
@@ -302,7 +352,10 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       } finally {
         const back = (async () => {
           await resume();
-          if (hooks.post) await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) => progress.warn((e as Error).message));
+          if (hooks.post)
+            await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) =>
+              progress.warn((e as Error).message),
+            );
         })();
         // Its data read, the container goes back while its image is written (an unpause waits on
         // the engine's disk writes: up to a second here while the bundle streams); the bundle is
@@ -320,7 +373,13 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
         const [repo, tag] = splitRef(entry.image.ref);
         let digest: string;
         try {
-          digest = await engine.pushImage(repo, tag, registry.auth, layerBytes('Pushing', (n) => progress.bytes(`push ${entry.image.ref}`, n)), signal);
+          digest = await engine.pushImage(
+            repo,
+            tag,
+            registry.auth,
+            layerBytes('Pushing', (n) => progress.bytes(`push ${entry.image.ref}`, n)),
+            signal,
+          );
         } catch (err) {
           checkAborted(signal);
           throw err;
@@ -333,8 +392,17 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
       const member = entry.image.member!;
       progress.step(`image ${entry.image.ref} -> ${member}`);
       const img = await saving!;
-      const again = img.fallback && { when: img.fallback.when, open: async (err: unknown) => abortable(await img.fallback!.open(err), signal) };
-      await writer.addMember(member, abortable(img.stream, signal), imageCodec(opts.codec), (_, n) => progress.bytes(member, n), again);
+      const again = img.fallback && {
+        when: img.fallback.when,
+        open: async (err: unknown) => abortable(await img.fallback!.open(err), signal),
+      };
+      await writer.addMember(
+        member,
+        abortable(img.stream, signal),
+        imageCodec(opts.codec),
+        (_, n) => progress.bytes(member, n),
+        again,
+      );
     }
     checkAborted(signal);
     await Promise.all(resuming);
@@ -343,7 +411,13 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
     const trailer = await writer.finish();
     const bytes = trailer.members.reduce((a, m) => a + m.bytes, 0);
     return {
-      location: writer.location, containers: names, volumes: volumes.map((v) => v.name), bytes, manifest, trailer, durationMs: Date.now() - started,
+      location: writer.location,
+      containers: names,
+      volumes: volumes.map((v) => v.name),
+      bytes,
+      manifest,
+      trailer,
+      durationMs: Date.now() - started,
       ...(registry ? { pushed } : {}),
     };
   } catch (err) {
@@ -361,14 +435,17 @@ export async function backup(engine: Engine, transport: Transport, opts: BackupO
 /** `<host>/<prefix>/<name>`, made unique among the repositories of this bundle. */
 function registryRepo(host: string, prefix: string, name: string, used: Set<string>): string {
   // A repository path component: [a-z0-9] runs joined by '.', '_', '__' or dashes; nothing else.
-  const comp = name.replace(/[^a-z0-9._-]/g, '-').replace(/[._-]{2,}/g, (m) => (/^-+$/.test(m) || m === '__' ? m : '-')).replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '') || 'container';
+  const comp =
+    name
+      .replace(/[^a-z0-9._-]/g, '-')
+      .replace(/[._-]{2,}/g, (m) => (/^-+$/.test(m) || m === '__' ? m : '-'))
+      .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '') || 'container';
   const base = [host, prefix, comp].filter(Boolean).join('/');
   let repo = base;
   for (let i = 2; used.has(repo); i++) repo = `${base}-${i}`;
   used.add(repo);
   return repo;
 }
-
 
 function splitRef(ref: string): [string, string] {
   const i = ref.lastIndexOf(':');
@@ -391,25 +468,49 @@ const MODES: readonly Consistency[] = ['pause', 'stop', 'none'];
  * else its `ferry.consistency` (pause, stop, none) and `ferry.stop-timeout` (seconds) labels,
  * else pause and its own stop timeout. A label with another value is a UsageError naming it. Pure.
  */
-export function containerQuiesce(name: string, labels: Record<string, string>, given: Pick<BackupOptions, 'consistency' | 'stopTimeout'>): { mode: Consistency; stopTimeout?: number } {
+export function containerQuiesce(
+  name: string,
+  labels: Record<string, string>,
+  given: Pick<BackupOptions, 'consistency' | 'stopTimeout'>,
+): { mode: Consistency; stopTimeout?: number } {
   const label = labels['ferry.consistency'];
   if (given.consistency === undefined && label !== undefined && !MODES.includes(label as Consistency))
-    throw new UsageError(`${name}: its label ferry.consistency=${label} is not pause, stop or none`, 'fix the label, or give --consistency for this run');
+    throw new UsageError(
+      `${name}: its label ferry.consistency=${label} is not pause, stop or none`,
+      'fix the label, or give --consistency for this run',
+    );
   const mode = given.consistency ?? (label as Consistency | undefined) ?? 'pause';
   const t = labels['ferry.stop-timeout'];
   if (given.stopTimeout === undefined && t !== undefined && !/^\d+$/.test(t))
-    throw new UsageError(`${name}: its label ferry.stop-timeout=${t} is not a whole number of seconds`, 'fix the label, or give --stop-timeout for this run');
+    throw new UsageError(
+      `${name}: its label ferry.stop-timeout=${t} is not a whole number of seconds`,
+      'fix the label, or give --stop-timeout for this run',
+    );
   const stopTimeout = given.stopTimeout ?? (t !== undefined ? Number(t) : undefined);
   return { mode, ...(stopTimeout !== undefined ? { stopTimeout } : {}) };
 }
 
 /** The hooks for a container: the command line's, else its `ferry.pre-exec` / `ferry.post-exec` labels. */
-function containerHooks(labels: Record<string, string>, given: BackupOptions['hooks']): { pre?: string; post?: string } {
-  return { pre: given?.pre ?? labels['ferry.pre-exec'] ?? undefined, post: given?.post ?? labels['ferry.post-exec'] ?? undefined };
+function containerHooks(
+  labels: Record<string, string>,
+  given: BackupOptions['hooks'],
+): { pre?: string; post?: string } {
+  return {
+    pre: given?.pre ?? labels['ferry.pre-exec'] ?? undefined,
+    post: given?.post ?? labels['ferry.post-exec'] ?? undefined,
+  };
 }
 
 /** Run a hook inside a running container; a non-zero exit is a HookError carrying its output's tail. */
-async function runHook(engine: Engine, name: string, id: string, which: 'pre-exec' | 'post-exec', cmd: string, progress: RunContext['progress'], signal: AbortSignal): Promise<void> {
+async function runHook(
+  engine: Engine,
+  name: string,
+  id: string,
+  which: 'pre-exec' | 'post-exec',
+  cmd: string,
+  progress: RunContext['progress'],
+  signal: AbortSignal,
+): Promise<void> {
   const st = await engine.inspectContainer(id);
   if (!st.State.Running || st.State.Paused) {
     progress.warn(`${name}: not running, so its ${which} hook was not run`);
@@ -419,6 +520,11 @@ async function runHook(engine: Engine, name: string, id: string, which: 'pre-exe
   const r = await engine.exec(id, ['sh', '-c', cmd], { signal });
   if (r.exitCode !== 0) {
     const tail = r.output.trim().split('\n').slice(-3).join(' | ').slice(0, 300);
-    throw new HookError(`${name}: the ${which} hook failed (exit ${r.exitCode})${tail ? `: ${tail}` : ''}`, which === 'pre-exec' ? 'the container was not snapshotted and runs on as before; fix the hook (or its ferry.pre-exec label) and retry' : 'the snapshot was taken; check the container');
+    throw new HookError(
+      `${name}: the ${which} hook failed (exit ${r.exitCode})${tail ? `: ${tail}` : ''}`,
+      which === 'pre-exec'
+        ? 'the container was not snapshotted and runs on as before; fix the hook (or its ferry.pre-exec label) and retry'
+        : 'the snapshot was taken; check the container',
+    );
   }
 }

@@ -57,8 +57,22 @@ export interface DrillReport {
   engine: string;
   id: string;
   containers: DrillContainer[];
-  timings: { restoreMs: number; startMs: number; healthyMs: number; probeMs: number; cleanupMs: number; totalMs: number };
-  probe?: { command: string; container: string; exitCode: number | null; attempts: number; output: string; truncated: boolean };
+  timings: {
+    restoreMs: number;
+    startMs: number;
+    healthyMs: number;
+    probeMs: number;
+    cleanupMs: number;
+    totalMs: number;
+  };
+  probe?: {
+    command: string;
+    container: string;
+    exitCode: number | null;
+    attempts: number;
+    output: string;
+    truncated: boolean;
+  };
   /** What the copy does differently from the original (ports, addresses, binds, ...). */
   notes: string[];
   /** Objects the cleanup could not remove (empty when everything is gone). */
@@ -78,17 +92,25 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
       clearTimeout(t);
       reject(signal.reason);
     };
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, Math.max(0, ms));
+    const t = setTimeout(
+      () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      },
+      Math.max(0, ms),
+    );
     signal.addEventListener('abort', onAbort, { once: true });
   });
 }
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
 
-export async function drill(engine: Engine, transport: Transport, opts: DrillOptions, ctx: RunContext): Promise<DrillReport> {
+export async function drill(
+  engine: Engine,
+  transport: Transport,
+  opts: DrillOptions,
+  ctx: RunContext,
+): Promise<DrillReport> {
   const t0 = Date.now();
   const { progress, signal } = ctx;
   const id = opts.id ?? newDrillId();
@@ -129,9 +151,17 @@ export async function drill(engine: Engine, transport: Transport, opts: DrillOpt
         undo,
         rewrite: (m) => {
           if (opts.probeIn && !m.containers.some((c) => c.spec.name === opts.probeIn))
-            throw new UsageError(`--probe-in ${opts.probeIn}: the bundle has no such container (it has ${m.containers.map((c) => c.spec.name).join(', ')})`);
+            throw new UsageError(
+              `--probe-in ${opts.probeIn}: the bundle has no such container (it has ${m.containers.map((c) => c.spec.name).join(', ')})`,
+            );
           manifest = m;
-          report.containers = m.containers.map((c) => ({ name: c.spec.name, drillName: drillName(id, c.spec.name), started: false, status: 'not created', ports: [] }));
+          report.containers = m.containers.map((c) => ({
+            name: c.spec.name,
+            drillName: drillName(id, c.spec.name),
+            started: false,
+            status: 'not created',
+            ports: [],
+          }));
           return (rewrite = drillRewrite(m, id));
         },
       },
@@ -176,7 +206,9 @@ export async function drill(engine: Engine, transport: Transport, opts: DrillOpt
       const pending: string[] = [];
       for (const c of started) {
         const i = await engine.inspectContainer(c.id!);
-        const st = i.State as typeof i.State & { Health?: { Status: string; Log?: { ExitCode: number; Output: string }[] } };
+        const st = i.State as typeof i.State & {
+          Health?: { Status: string; Log?: { ExitCode: number; Output: string }[] };
+        };
         c.ports = ports(i);
         if (!st.Running) {
           c.status = 'exited';
@@ -187,7 +219,9 @@ export async function drill(engine: Engine, transport: Transport, opts: DrillOpt
         if (health === 'unhealthy') {
           c.status = 'unhealthy';
           const last = st.Health?.Log?.at(-1);
-          throw new DrillFailedError(`${c.name} is unhealthy${last ? `: its healthcheck exited with ${last.ExitCode}${last.Output.trim() ? `: ${last.Output.trim().slice(0, 500)}` : ''}` : ''}`);
+          throw new DrillFailedError(
+            `${c.name} is unhealthy${last ? `: its healthcheck exited with ${last.ExitCode}${last.Output.trim() ? `: ${last.Output.trim().slice(0, 500)}` : ''}` : ''}`,
+          );
         }
         if (health === 'healthy') c.status = 'healthy';
         else if (health) {
@@ -205,14 +239,21 @@ export async function drill(engine: Engine, transport: Transport, opts: DrillOpt
       return false;
     };
     if (await hasHealth()) progress.step(`wait for the healthchecks of ${started.map((c) => c.name).join(', ')}`);
-    else if (!opts.probe) progress.step(`check that ${started.map((c) => c.name).join(', ')} keep running for ${seconds(opts.settleMs ?? 3000)}`);
+    else if (!opts.probe)
+      progress.step(
+        `check that ${started.map((c) => c.name).join(', ')} keep running for ${seconds(opts.settleMs ?? 3000)}`,
+      );
     const settleUntil = opts.probe ? 0 : mark + (opts.settleMs ?? 3000);
     for (;;) {
       checkAborted(signal);
       const { pending } = await check();
       const now = Date.now();
       if (!pending.length && now >= Math.min(settleUntil, deadline)) break;
-      if (now >= deadline) throw new DrillFailedError(`not healthy within ${opts.timeoutSeconds}s: ${pending.join(', ')} still starting`, 'raise --timeout if the service needs longer to start');
+      if (now >= deadline)
+        throw new DrillFailedError(
+          `not healthy within ${opts.timeoutSeconds}s: ${pending.join(', ')} still starting`,
+          'raise --timeout if the service needs longer to start',
+        );
       await sleep(Math.min(POLL_MS, deadline - now, Math.max(settleUntil - now, 0) || POLL_MS), signal);
     }
 
@@ -220,8 +261,18 @@ export async function drill(engine: Engine, transport: Transport, opts: DrillOpt
     next('probeMs');
     if (opts.probe) {
       const target = opts.probeIn ? byName(opts.probeIn) : started[0];
-      if (!target?.started) throw new DrillFailedError(`no running container to probe${opts.probeIn ? ` (${opts.probeIn} was not running when the bundle was made)` : ''}`);
-      const probe: NonNullable<DrillReport['probe']> = { command: opts.probe, container: target.name, exitCode: null, attempts: 0, output: '', truncated: false };
+      if (!target?.started)
+        throw new DrillFailedError(
+          `no running container to probe${opts.probeIn ? ` (${opts.probeIn} was not running when the bundle was made)` : ''}`,
+        );
+      const probe: NonNullable<DrillReport['probe']> = {
+        command: opts.probe,
+        container: target.name,
+        exitCode: null,
+        attempts: 0,
+        output: '',
+        truncated: false,
+      };
       report.probe = probe;
       progress.step(`probe ${target.name}: sh -c ${JSON.stringify(opts.probe)}`);
       for (;;) {
@@ -231,7 +282,10 @@ export async function drill(engine: Engine, transport: Transport, opts: DrillOpt
         probe.attempts++;
         const timer = AbortSignal.timeout(left);
         try {
-          const r = await engine.exec(target.id!, ['sh', '-c', opts.probe], { keep: PROBE_OUTPUT + 1, signal: AbortSignal.any([signal, timer]) });
+          const r = await engine.exec(target.id!, ['sh', '-c', opts.probe], {
+            keep: PROBE_OUTPUT + 1,
+            signal: AbortSignal.any([signal, timer]),
+          });
           probe.exitCode = r.exitCode;
           probe.truncated = r.output.length > PROBE_OUTPUT;
           probe.output = probe.truncated ? r.output.slice(-PROBE_OUTPUT) : r.output;
@@ -267,7 +321,10 @@ export async function drill(engine: Engine, transport: Transport, opts: DrillOpt
     await sweepHolders(engine);
     await undo.run(progress, 'cleanup');
     report.leftovers = await leftovers(engine, id);
-    for (const l of report.leftovers) progress.warn(`drill ${id}: could not remove ${l}; remove it by hand (docker ... ls --filter label=${LABEL_DRILL}=${id})`);
+    for (const l of report.leftovers)
+      progress.warn(
+        `drill ${id}: could not remove ${l}; remove it by hand (docker ... ls --filter label=${LABEL_DRILL}=${id})`,
+      );
     report.timings.cleanupMs = Date.now() - mark;
     report.timings.totalMs = Date.now() - t0;
   }
@@ -276,8 +333,15 @@ export async function drill(engine: Engine, transport: Transport, opts: DrillOpt
 }
 
 function probeTimeout(p: NonNullable<DrillReport['probe']>, timeoutSeconds: number, hung = false): DrillFailedError {
-  const last = hung ? 'the last attempt was still running' : p.exitCode === null ? 'it never finished' : `the last attempt exited with ${p.exitCode}`;
-  return new DrillFailedError(`the probe did not pass within ${timeoutSeconds}s (${p.attempts} attempt${p.attempts === 1 ? '' : 's'}; ${last})`, 'raise --timeout if the service needs longer to start');
+  const last = hung
+    ? 'the last attempt was still running'
+    : p.exitCode === null
+      ? 'it never finished'
+      : `the last attempt exited with ${p.exitCode}`;
+  return new DrillFailedError(
+    `the probe did not pass within ${timeoutSeconds}s (${p.attempts} attempt${p.attempts === 1 ? '' : 's'}; ${last})`,
+    'raise --timeout if the service needs longer to start',
+  );
 }
 
 /** Published ports of a container: `8080/tcp` -> `127.0.0.1:49153`. */
@@ -285,7 +349,11 @@ function ports(i: Awaited<ReturnType<Engine['inspectContainer']>>): DrillContain
   const out: DrillContainer['ports'] = [];
   const p = (i.NetworkSettings?.Ports ?? {}) as Record<string, { HostIp: string; HostPort: string }[] | null>;
   for (const [container, bindings] of Object.entries(p)) {
-    for (const b of bindings ?? []) out.push({ container, host: `${b.HostIp.includes(':') ? `[${b.HostIp}]` : b.HostIp || '0.0.0.0'}:${b.HostPort}` });
+    for (const b of bindings ?? [])
+      out.push({
+        container,
+        host: `${b.HostIp.includes(':') ? `[${b.HostIp}]` : b.HostIp || '0.0.0.0'}:${b.HostPort}`,
+      });
   }
   return out;
 }
@@ -307,7 +375,8 @@ async function sweepDrill(engine: Engine, id: string, progress: RunContext['prog
       progress.warn(`cleanup: remove ${what} failed: ${(err as Error).message}`);
     }
   };
-  for (const c of found.containers) await attempt(`container ${c.slice(0, 12)}`, () => engine.removeContainer(c, { force: true, volumes: true }));
+  for (const c of found.containers)
+    await attempt(`container ${c.slice(0, 12)}`, () => engine.removeContainer(c, { force: true, volumes: true }));
   for (const v of found.volumes) await attempt(`volume ${v}`, () => engine.removeVolume(v));
   for (const n of found.networks) await attempt(`network ${n}`, () => engine.removeNetwork(n));
 }
@@ -315,7 +384,11 @@ async function sweepDrill(engine: Engine, id: string, progress: RunContext['prog
 async function leftovers(engine: Engine, id: string): Promise<string[]> {
   try {
     const f = await engine.listLabelled(`${LABEL_DRILL}=${id}`);
-    return [...f.containers.map((c) => `container ${c.slice(0, 12)}`), ...f.volumes.map((v) => `volume ${v}`), ...f.networks.map((n) => `network ${n}`)];
+    return [
+      ...f.containers.map((c) => `container ${c.slice(0, 12)}`),
+      ...f.volumes.map((v) => `volume ${v}`),
+      ...f.networks.map((n) => `network ${n}`),
+    ];
   } catch (err) {
     return [`(cannot tell: ${(err as Error).message})`];
   }

@@ -16,11 +16,42 @@ import type { Engine } from '../engine/engine.js';
 import { dependencyOrder, renameContainerRefs } from '../model/spec.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
 import { containerQuiesce } from './backup.js';
-import { captureContainer, commitContainer, orchestratedBy, quiesce, reportStaleQuiesce, snapshotRef, stopCleanly, type Captured, type Consistency, type Resume } from './steps/capture.js';
+import {
+  captureContainer,
+  commitContainer,
+  orchestratedBy,
+  quiesce,
+  reportStaleQuiesce,
+  snapshotRef,
+  stopCleanly,
+  type Captured,
+  type Consistency,
+  type Resume,
+} from './steps/capture.js';
 import { checkAborted, type RunContext } from '../context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from '../plan/remap.js';
-import { checkDevices, checkEngineSupport, checkHostPorts, checkHostResources, portClaims, portsOverlap, type PortClaim } from './steps/startable.js';
-import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './steps/recreate.js';
+import {
+  checkDevices,
+  checkEngineSupport,
+  checkHostPorts,
+  checkHostResources,
+  portClaims,
+  portsOverlap,
+  type PortClaim,
+} from './steps/startable.js';
+import {
+  bindSources,
+  checkBindSources,
+  checkConflicts,
+  checkStaticAddresses,
+  createContainer,
+  createVolume,
+  ensureNetwork,
+  freeName,
+  Undo,
+  watchStarted,
+  type OnConflict,
+} from './steps/recreate.js';
 import { shipImage, shipVolume } from '../data/ship.js';
 import { sweepHolders, sweepStaleHolders } from '../data/volumes.js';
 
@@ -48,7 +79,12 @@ export interface MigrateResult {
   durationMs: number;
 }
 
-export async function migrate(source: Engine, target: Engine, opts: MigrateOptions, ctx: RunContext): Promise<MigrateResult> {
+export async function migrate(
+  source: Engine,
+  target: Engine,
+  opts: MigrateOptions,
+  ctx: RunContext,
+): Promise<MigrateResult> {
   const started = Date.now();
   const { progress, signal } = ctx;
   if (!opts.containers.length) throw new UsageError('name at least one container to migrate');
@@ -56,7 +92,9 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   for (const d of [...source.differences(), ...target.differences()]) progress.warn(d);
   for (const e of [source, target]) warmHost(e);
   await reportStaleQuiesce(source, progress);
-  for (const e of [source, target]) if (await sweepStaleHolders(e)) progress.info(`removed helper containers left by a killed ferry run on ${e.facts.endpoint}`);
+  for (const e of [source, target])
+    if (await sweepStaleHolders(e))
+      progress.info(`removed helper containers left by a killed ferry run on ${e.facts.endpoint}`);
   const captured: Captured[] = [];
   for (const c of opts.containers) {
     progress.step(`inspect ${c} on ${source.facts.endpoint}`);
@@ -65,36 +103,73 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   const names = captured.map((c) => c.spec.name);
   // How each source is quiesced, as for backup (labels unless the command line says); a source
   // resumed after its snapshot would go on taking writes that never reach the target: --stop-source stops.
-  const how = new Map(captured.map((c) => [c, containerQuiesce(c.spec.name, c.labels, { consistency: opts.stopSource ? 'stop' : opts.consistency, stopTimeout: opts.stopTimeout })]));
+  const how = new Map(
+    captured.map((c) => [
+      c,
+      containerQuiesce(c.spec.name, c.labels, {
+        consistency: opts.stopSource ? 'stop' : opts.consistency,
+        stopTimeout: opts.stopTimeout,
+      }),
+    ]),
+  );
   for (const c of captured)
     if (how.get(c)!.mode === 'stop') {
       const by = orchestratedBy(c.labels);
-      if (by) progress.warn(`${c.spec.name} is a task of ${by}: when it is stopped on the source, swarm starts a replacement there; scale the service down (or use swarm's own tools) for a cutover`);
+      if (by)
+        progress.warn(
+          `${c.spec.name} is a task of ${by}: when it is stopped on the source, swarm starts a replacement there; scale the service down (or use swarm's own tools) for a cutover`,
+        );
     }
-  const allVolumes = captured.flatMap((c) => c.volumes).filter((v, i, a) => a.findIndex((x) => x.name === v.name) === i);
+  const allVolumes = captured
+    .flatMap((c) => c.volumes)
+    .filter((v, i, a) => a.findIndex((x) => x.name === v.name) === i);
   // On the target: volumes, networks and specs under the --map-* names (checked first).
   const r = opts.remap;
-  if (r) checkRemap(r, { specs: captured.map((c) => c.spec), volumes: allVolumes, networks: captured.flatMap((c) => c.networks) });
+  if (r)
+    checkRemap(r, {
+      specs: captured.map((c) => c.spec),
+      volumes: allVolumes,
+      networks: captured.flatMap((c) => c.networks),
+    });
   const onTarget = {
     volume: <V extends { name: string; anonymous: boolean }>(v: V): V => (r ? remapVolume(r, v) : v),
     network: (n: Captured['networks'][number]) => (r ? remapNetwork(r, n) : n),
     spec: (s: Captured['spec']) => (r ? remapSpec(r, s) : s),
   };
-  if (opts.onConflict === 'fail') await checkConflicts(target, names, allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })));
+  if (opts.onConflict === 'fail')
+    await checkConflicts(
+      target,
+      names,
+      allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })),
+    );
   const targetSpecs = captured.map((c) => ({ spec: onTarget.spec(c.spec) }));
   const targetNetworks = captured.flatMap((c) => c.networks).map(onTarget.network);
   // A port the source itself publishes may be held by the source on this very host (two engines
   // on one machine) until --stop-source stops it: found only by probing, that is a warning.
   const startable = captured.map((c, i) => {
     const own = portClaims(c.spec);
-    return { spec: targetSpecs[i]!.spec, start: opts.start && c.spec.state.running, soft: (p: PortClaim) => opts.stopSource && own.some((o) => portsOverlap(o, p)) };
+    return {
+      spec: targetSpecs[i]!.spec,
+      start: opts.start && c.spec.state.running,
+      soft: (p: PortClaim) => opts.stopSource && own.some((o) => portsOverlap(o, p)),
+    };
   });
   const starts = (spec: Captured['spec']) => startable.find((s) => s.spec === spec)?.start !== false;
-  await checkEngineSupport(target, { specs: targetSpecs.map((c) => c.spec), volumes: allVolumes.map(onTarget.volume), networks: targetNetworks });
+  await checkEngineSupport(target, {
+    specs: targetSpecs.map((c) => c.spec),
+    volumes: allVolumes.map(onTarget.volume),
+    networks: targetNetworks,
+  });
   const replacing = new Set(opts.onConflict === 'replace' ? names : []);
-  await checkStaticAddresses(target, targetSpecs.map((c) => c.spec), targetNetworks, { replacing, starts });
+  await checkStaticAddresses(
+    target,
+    targetSpecs.map((c) => c.spec),
+    targetNetworks,
+    { replacing, starts },
+  );
   // Bind data does not travel: its host paths must be there on the target.
-  if (targetSpecs.some((c) => bindSources(c.spec).length)) await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
+  if (targetSpecs.some((c) => bindSources(c.spec).length))
+    await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
   await checkHostPorts(target, startable, { replacing, image: () => target.ensureHolderImage(), progress });
   await checkDevices(target, startable, { image: () => target.ensureHolderImage(), progress });
   await checkHostResources(target, startable, { image: () => target.ensureHolderImage(), progress });
@@ -104,9 +179,18 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
   const stoppedSources: string[] = [];
   /** --stop-source: the sources stopped for their snapshots (started again only by a rollback). */
   const cutover: Resume[] = [];
-  const result: MigrateResult = { containers: [], volumes: [], imageBytes: 0, volumeBytes: 0, skippedLayers: 0, totalLayers: 0, durationMs: 0 };
+  const result: MigrateResult = {
+    containers: [],
+    volumes: [],
+    imageBytes: 0,
+    volumeBytes: 0,
+    skippedLayers: 0,
+    totalLayers: 0,
+    durationMs: 0,
+  };
   try {
-    for (const c of captured) for (const n of c.networks) await ensureNetwork(target, onTarget.network(n), undo, progress);
+    for (const c of captured)
+      for (const n of c.networks) await ensureNetwork(target, onTarget.network(n), undo, progress);
     const holder = await target.ensureHolderImage();
     const volumeNames: Record<string, string> = {};
     const images: Record<string, string> = {};
@@ -146,7 +230,13 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
         for (const v of c.volumes) {
           if (v.name in volumeNames) continue;
           checkAborted(signal);
-          const name = await createVolume(target, { ...onTarget.volume(v), member: '' }, opts.onConflict, undo, progress);
+          const name = await createVolume(
+            target,
+            { ...onTarget.volume(v), member: '' },
+            opts.onConflict,
+            undo,
+            progress,
+          );
           volumeNames[v.name] = name;
           progress.step(`volume ${v.name} -> ${name} on ${target.facts.endpoint}`);
           result.volumeBytes += await shipVolume(source, c.spec, v.name, target, holder, name, progress);
@@ -170,7 +260,15 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
       checkAborted(signal);
       const c = captured[i]!;
       const spec = renameContainerRefs(targetSpecs[i]!.spec, containerNames);
-      result.containers[i]!.id = await createContainer(target, spec, containerNames[c.spec.name]!, images[c.spec.name]!, volumeNames, undo, progress);
+      result.containers[i]!.id = await createContainer(
+        target,
+        spec,
+        containerNames[c.spec.name]!,
+        images[c.spec.name]!,
+        volumeNames,
+        undo,
+        progress,
+      );
     }
     if (opts.stopSource) {
       // Stopped before their snapshots; what still runs (a container that was paused) stops now.
@@ -191,7 +289,12 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
     }
     undo.clear();
     for (const r of cutover) r.keep(); // stopped for good: the service runs on the target now
-    const exited = await watchStarted(target, result.containers.filter((c) => c.started), progress, signal);
+    const exited = await watchStarted(
+      target,
+      result.containers.filter((c) => c.started),
+      progress,
+      signal,
+    );
     for (const c of result.containers) if (exited.has(c.id)) c.exitCode = exited.get(c.id);
     result.durationMs = Date.now() - started;
     return result;
@@ -201,7 +304,10 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
     await sweepHolders(target); // first: a helper would keep a volume the undo removes in use
     await sweepHolders(source);
     await undo.run(progress);
-    for (const r of cutover) await r().catch((e) => progress.warn(`rollback: could not start a source container again: ${(e as Error).message}`));
+    for (const r of cutover)
+      await r().catch((e) =>
+        progress.warn(`rollback: could not start a source container again: ${(e as Error).message}`),
+      );
     for (const id of stoppedSources) {
       progress.info(`rollback: start the source container ${id.slice(0, 12)} again`);
       await source.start(id).catch((e) => progress.warn(`could not start the source again: ${(e as Error).message}`));
@@ -216,7 +322,11 @@ export async function migrate(source: Engine, target: Engine, opts: MigrateOptio
 function transferError(err: unknown, source: Engine, target: Engine): unknown {
   if (err instanceof FerryError) return err;
   const code = (err as NodeJS.ErrnoException)?.code ?? (err as Error)?.name;
-  if (['ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE', 'ABORT_ERR', 'AbortError', 'ERR_STREAM_DESTROYED'].includes(String(code)))
+  if (
+    ['ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE', 'ABORT_ERR', 'AbortError', 'ERR_STREAM_DESTROYED'].includes(
+      String(code),
+    )
+  )
     return new EngineError(`the transfer from ${source.facts.endpoint} to ${target.facts.endpoint} was cut (${code})`, {
       cause: err,
       hint: 'check the connection to both engines and retry; what the target had received was removed',

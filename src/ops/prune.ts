@@ -44,18 +44,28 @@ export interface PruneResult {
 }
 
 export function describePolicy(p: KeepPolicy): string {
-  return [...RULES.filter((r) => (p[r] ?? 0) > 0).map((r) => `--keep-${r} ${p[r]}`), ...(p.within ? [`--keep-within ${p.within}`] : [])].join(' ');
+  return [
+    ...RULES.filter((r) => (p[r] ?? 0) > 0).map((r) => `--keep-${r} ${p[r]}`),
+    ...(p.within ? [`--keep-within ${p.within}`] : []),
+  ].join(' ');
 }
 
 /** Decide what a policy keeps in a listing (no I/O). */
-export function planPrune(entries: CatalogEntry[], policy: KeepPolicy): Pick<PruneResult, 'kept' | 'removed' | 'unreadable'> {
+export function planPrune(
+  entries: CatalogEntry[],
+  policy: KeepPolicy,
+): Pick<PruneResult, 'kept' | 'removed' | 'unreadable'> {
   const unreadable: PruneResult['unreadable'] = [];
   const byId = new Map<string, CatalogEntry>();
   const snaps = [];
   for (const e of entries) {
     const t = e.created ? new Date(e.created) : undefined;
     if (e.error || !e.containers || !t || Number.isNaN(t.getTime())) {
-      unreadable.push({ bundle: e.bundle, bytes: e.bytes, error: e.error ?? 'its manifest has no valid creation time' });
+      unreadable.push({
+        bundle: e.bundle,
+        bytes: e.bytes,
+        error: e.error ?? 'its manifest has no valid creation time',
+      });
       continue;
     }
     byId.set(e.bundle, e);
@@ -65,15 +75,29 @@ export function planPrune(entries: CatalogEntry[], policy: KeepPolicy): Pick<Pru
   const removed: PrunedBundle[] = [];
   for (const d of applyRetention(snaps, policy)) {
     const e = byId.get(d.id)!;
-    const pb: PrunedBundle = { bundle: e.bundle, created: e.created!, containers: e.containers!, bytes: e.bytes, group: d.group, reasons: d.reasons };
+    const pb: PrunedBundle = {
+      bundle: e.bundle,
+      created: e.created!,
+      containers: e.containers!,
+      bytes: e.bytes,
+      group: d.group,
+      reasons: d.reasons,
+    };
     (d.keep ? kept : removed).push(pb);
   }
   return { kept, removed, unreadable };
 }
 
-export async function prune(where: string, opts: PruneOptions, ctx: RunContext & { ssh?: () => SshPool }): Promise<PruneResult> {
+export async function prune(
+  where: string,
+  opts: PruneOptions,
+  ctx: RunContext & { ssh?: () => SshPool },
+): Promise<PruneResult> {
   if (!hasKeepRule(opts.policy))
-    throw new UsageError('prune needs at least one keep rule', 'e.g. --keep-daily 7 --keep-weekly 4 (a bundle is kept when any rule keeps it)');
+    throw new UsageError(
+      'prune needs at least one keep rule',
+      'e.g. --keep-daily 7 --keep-weekly 4 (a bundle is kept when any rule keeps it)',
+    );
   const store = openStore(where, { ssh: ctx.ssh, passphrase: ctx.passphrase });
   await store.check(); // the store must exist and be a directory
   // A dry run changes nothing: it does not need the lock.
@@ -87,7 +111,15 @@ export async function prune(where: string, opts: PruneOptions, ctx: RunContext &
       });
   try {
     const plan = planPrune(await store.list(), opts.policy);
-    const result: PruneResult = { store: store.where, dryRun: opts.dryRun, policy: opts.policy, ...plan, removed: [], failed: [], freedBytes: 0 };
+    const result: PruneResult = {
+      store: store.where,
+      dryRun: opts.dryRun,
+      policy: opts.policy,
+      ...plan,
+      removed: [],
+      failed: [],
+      freedBytes: 0,
+    };
     for (const r of plan.removed) {
       if (opts.dryRun) {
         result.removed.push(r);

@@ -14,7 +14,13 @@ import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from 
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
-import { containerRefs, dependencyOrder, renameContainerRefs, type ContainerSpec, type NetworkSpec } from '../model/spec.js';
+import {
+  containerRefs,
+  dependencyOrder,
+  renameContainerRefs,
+  type ContainerSpec,
+  type NetworkSpec,
+} from '../model/spec.js';
 import { BundleError, ConflictError, UsageError } from '../errors.js';
 import { badMembers, verifyStream } from './verify.js';
 import type { Transport } from '../store/transport.js';
@@ -23,7 +29,19 @@ import { orchestratedBy } from './steps/capture.js';
 import { checkAborted, type RunContext } from '../context.js';
 import { loadImage } from '../data/load.js';
 import { checkDevices, checkEngineSupport, checkHostPorts, checkHostResources } from './steps/startable.js';
-import { bindSources, checkBindSources, checkConflicts, checkStaticAddresses, createContainer, createVolume, ensureNetwork, freeName, Undo, watchStarted, type OnConflict } from './steps/recreate.js';
+import {
+  bindSources,
+  checkBindSources,
+  checkConflicts,
+  checkStaticAddresses,
+  createContainer,
+  createVolume,
+  ensureNetwork,
+  freeName,
+  Undo,
+  watchStarted,
+  type OnConflict,
+} from './steps/recreate.js';
 import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from '../data/volumes.js';
 
 export interface RestoreOptions {
@@ -67,7 +85,15 @@ export interface RestoreRewrite {
 
 export interface RestorePlan {
   /** `pull`: the registry host the image is pulled from (push-mode bundles); else it is loaded from the bundle. */
-  containers: { from: string; to: string; image: string; start: boolean; replace: boolean; pull?: string; ports: string[] }[];
+  containers: {
+    from: string;
+    to: string;
+    image: string;
+    start: boolean;
+    replace: boolean;
+    pull?: string;
+    ports: string[];
+  }[];
   volumes: { from: string; to: string; replace: boolean }[];
   networks: { name: string; exists: boolean }[];
   binds: { hostPath: string; restore: boolean }[];
@@ -92,25 +118,39 @@ export function selectContainers(m: Manifest, only: string[]): { manifest: Manif
   const names = m.containers.map((c) => c.spec.name);
   const unknown = only.filter((n) => !names.includes(n));
   if (unknown.length)
-    throw new UsageError(`--only: the bundle has no container ${unknown.join(', ')}`, `it holds: ${names.join(', ')}; nothing was changed`);
+    throw new UsageError(
+      `--only: the bundle has no container ${unknown.join(', ')}`,
+      `it holds: ${names.join(', ')}; nothing was changed`,
+    );
   const containers = m.containers.filter((c) => only.includes(c.spec.name));
   // A container's volumes include those it mounts through --volumes-from: they belong to the
   // container they come from, and are restored with it (or are on the target already).
   const volumesOf = (name: string) => m.containers.find((c) => c.spec.name === name)?.volumes ?? [];
   const volumes = new Set(
     containers.flatMap((c) => {
-      const borrowed = new Set(((c.spec.hostConfig.VolumesFrom as string[] | undefined) ?? []).flatMap((v) => volumesOf(v.split(':')[0]!)));
+      const borrowed = new Set(
+        ((c.spec.hostConfig.VolumesFrom as string[] | undefined) ?? []).flatMap((v) => volumesOf(v.split(':')[0]!)),
+      );
       return c.volumes.filter((v) => !borrowed.has(v));
     }),
   );
-  const networks = new Set(containers.flatMap((c) => [...c.spec.endpoints.map((e) => e.network), String(c.spec.hostConfig.NetworkMode ?? '')]));
+  const networks = new Set(
+    containers.flatMap((c) => [...c.spec.endpoints.map((e) => e.network), String(c.spec.hostConfig.NetworkMode ?? '')]),
+  );
   const notes: string[] = [];
   for (const c of containers)
     for (const ref of containerRefs(c.spec))
       if (names.includes(ref) && !only.includes(ref))
-        notes.push(`${c.spec.name} refers to container ${ref}, which --only leaves out: it must exist on the target (or restore both)`);
+        notes.push(
+          `${c.spec.name} refers to container ${ref}, which --only leaves out: it must exist on the target (or restore both)`,
+        );
   return {
-    manifest: { ...m, containers, volumes: m.volumes.filter((v) => volumes.has(v.name)), networks: m.networks.filter((n) => networks.has(n.name)) },
+    manifest: {
+      ...m,
+      containers,
+      volumes: m.volumes.filter((v) => volumes.has(v.name)),
+      networks: m.networks.filter((n) => networks.has(n.name)),
+    },
     notes,
   };
 }
@@ -119,7 +159,10 @@ export function selectContainers(m: Manifest, only: string[]): { manifest: Manif
 function publishedPorts(spec: ContainerSpec): string[] {
   const pb = (spec.hostConfig.PortBindings ?? {}) as Record<string, { HostIp?: string; HostPort?: string }[] | null>;
   return Object.entries(pb).flatMap(([port, bs]) =>
-    (bs ?? []).map((b) => `${b.HostIp ? (b.HostIp.includes(':') ? `[${b.HostIp}]:` : `${b.HostIp}:`) : ''}${b.HostPort || '(any)'} -> ${port}`),
+    (bs ?? []).map(
+      (b) =>
+        `${b.HostIp ? (b.HostIp.includes(':') ? `[${b.HostIp}]:` : `${b.HostIp}:`) : ''}${b.HostPort || '(any)'} -> ${port}`,
+    ),
   );
 }
 
@@ -129,14 +172,24 @@ function wantedName(name: string, opts: RestoreOptions, rw?: RestoreRewrite): st
 }
 
 /** `specs`: what each container of `m` is created from (after the rewrite), in the same order. */
-async function makePlan(engine: Engine, m: Manifest, specs: ContainerSpec[], opts: RestoreOptions, rw?: RestoreRewrite): Promise<RestorePlan> {
+async function makePlan(
+  engine: Engine,
+  m: Manifest,
+  specs: ContainerSpec[],
+  opts: RestoreOptions,
+  rw?: RestoreRewrite,
+): Promise<RestorePlan> {
   const containers: RestorePlan['containers'] = [];
   for (const [i, c] of m.containers.entries()) {
     const want = wantedName(c.spec.name, opts, rw);
     const exists = await engine.containerExists(want);
     const to = exists && opts.onConflict === 'rename' ? await freeName(want, (n) => engine.containerExists(n)) : want;
     containers.push({
-      from: c.spec.name, to, image: c.image.ref, start: opts.start && c.spec.state.running, replace: exists && opts.onConflict === 'replace',
+      from: c.spec.name,
+      to,
+      image: c.image.ref,
+      start: opts.start && c.spec.state.running,
+      replace: exists && opts.onConflict === 'replace',
       ...(c.image.registry ? { pull: c.image.registry.host } : {}),
       ports: publishedPorts(specs[i]!),
     });
@@ -149,7 +202,10 @@ async function makePlan(engine: Engine, m: Manifest, specs: ContainerSpec[], opt
     }
     const want = rw?.volume(v).name ?? v.name;
     const exists = !!(await engine.inspectVolume(want));
-    const to = exists && opts.onConflict === 'rename' ? await freeName(want, async (n) => !!(await engine.inspectVolume(n))) : want;
+    const to =
+      exists && opts.onConflict === 'rename'
+        ? await freeName(want, async (n) => !!(await engine.inspectVolume(n)))
+        : want;
     volumes.push({ from: v.name, to, replace: exists && opts.onConflict === 'replace' });
   }
   const networks: RestorePlan['networks'] = [];
@@ -157,7 +213,9 @@ async function makePlan(engine: Engine, m: Manifest, specs: ContainerSpec[], opt
     const n = rw?.network(n0) ?? n0;
     networks.push({ name: n.name, exists: !!(await engine.inspectNetwork(n.name)) });
   }
-  const binds = m.containers.flatMap((c) => c.binds.map((b) => ({ hostPath: rw?.bindPath?.(b) ?? b.hostPath, restore: !!opts.restoreBinds })));
+  const binds = m.containers.flatMap((c) =>
+    c.binds.map((b) => ({ hostPath: rw?.bindPath?.(b) ?? b.hostPath, restore: !!opts.restoreBinds })),
+  );
   return { containers, volumes, networks, binds };
 }
 
@@ -178,7 +236,9 @@ export function planOverwrites(plan: RestorePlan): string[] {
 async function checkBeforeOverwriting(transport: Transport, what: string, ctx: RunContext): Promise<void> {
   const { progress, signal } = ctx;
   if (!transport.rereadable) {
-    progress.warn(`${what}: a bundle from a pipe cannot be read twice, so it is not checked before what it replaces is changed; if it turns out damaged, that is lost (check it with ferry verify first)`);
+    progress.warn(
+      `${what}: a bundle from a pipe cannot be read twice, so it is not checked before what it replaces is changed; if it turns out damaged, that is lost (check it with ferry verify first)`,
+    );
     return;
   }
   progress.step(`verify the whole bundle before changing anything (${what})`);
@@ -190,13 +250,21 @@ async function checkBeforeOverwriting(transport: Transport, what: string, ctx: R
     again.stream.destroy();
   }
   if (!report.ok)
-    throw new BundleError(`${again.location} is damaged (bad: ${badMembers(report).join(', ')}); nothing was replaced or written`, {
-      member: badMembers(report)[0],
-      hint: 'what is on the engine and the host is untouched; restore from another bundle (ferry ls, ferry verify)',
-    });
+    throw new BundleError(
+      `${again.location} is damaged (bad: ${badMembers(report).join(', ')}); nothing was replaced or written`,
+      {
+        member: badMembers(report)[0],
+        hint: 'what is on the engine and the host is untouched; restore from another bundle (ferry ls, ferry verify)',
+      },
+    );
 }
 
-export async function restore(engine: Engine, transport: Transport, opts: RestoreOptions, ctx: RunContext): Promise<RestoreResult> {
+export async function restore(
+  engine: Engine,
+  transport: Transport,
+  opts: RestoreOptions,
+  ctx: RunContext,
+): Promise<RestoreResult> {
   const started = Date.now();
   const { progress, signal } = ctx;
   const src = await transport.openBundle();
@@ -207,13 +275,20 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
   if (await sweepStaleHolders(engine)) progress.info('removed helper containers left by a killed ferry run');
   const undo = opts.undo ?? new Undo();
   try {
-    progress.info(`bundle ${src.location}: ${whole.containers.map((c) => c.spec.name).join(', ')}, backed up on ${whole.source.hostname} (engine ${whole.source.engine}) at ${whole.createdAt}`);
+    progress.info(
+      `bundle ${src.location}: ${whole.containers.map((c) => c.spec.name).join(', ')}, backed up on ${whole.source.hostname} (engine ${whole.source.engine}) at ${whole.createdAt}`,
+    );
     // From here on, m is what this restore restores (--only: a part of the bundle).
-    const { manifest: m, notes } = opts.only?.length ? selectContainers(whole, opts.only) : { manifest: whole, notes: [] };
+    const { manifest: m, notes } = opts.only?.length
+      ? selectContainers(whole, opts.only)
+      : { manifest: whole, notes: [] };
     for (const n of notes) progress.warn(n);
     for (const c of m.containers) {
       const by = orchestratedBy(c.spec.config.Labels as Record<string, string> | undefined);
-      if (by) progress.warn(`${c.spec.name} was a task of ${by}; it is restored as a plain container, which swarm does not manage`);
+      if (by)
+        progress.warn(
+          `${c.spec.name} was a task of ${by}; it is restored as a plain container, which swarm does not manage`,
+        );
     }
     if (opts.name && m.containers.length !== 1)
       throw new UsageError(`--name works on a bundle with one container; this one has ${m.containers.length}`);
@@ -230,7 +305,10 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     const startable = specs.map((spec, i) => ({ spec, start: plan.containers[i]!.start }));
     await checkEngineSupport(engine, { specs, volumes: rw ? m.volumes.map((v) => rw.volume(v)) : m.volumes, networks });
     const replacing = new Set(plan.containers.filter((c) => c.replace).map((c) => c.to));
-    await checkStaticAddresses(engine, specs, networks, { replacing, starts: (spec) => startable.find((s) => s.spec === spec)?.start !== false });
+    await checkStaticAddresses(engine, specs, networks, {
+      replacing,
+      starts: (spec) => startable.find((s) => s.spec === spec)?.start !== false,
+    });
     // What the target is asked with: the empty holder image (a dry run does not import it).
     const probeImage = () => (opts.dryRun ? engine.holderImageIfPresent() : engine.ensureHolderImage());
     if (specs.some((spec) => bindSources(spec).length)) {
@@ -283,7 +361,13 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
         if (!v0) continue; // not restored (--only); the reader still checks it
         const v = rw?.volume(v0) ?? v0;
         const target = plan.volumes.find((x) => x.from === v0.name)!;
-        const name = await createVolume(engine, v.anonymous ? v : { ...v, name: target.to }, target.replace ? 'replace' : 'fail', undo, progress);
+        const name = await createVolume(
+          engine,
+          v.anonymous ? v : { ...v, name: target.to },
+          target.replace ? 'replace' : 'fail',
+          undo,
+          progress,
+        );
         volumeNames[v0.name] = name;
         progress.step(`fill volume ${name} from ${mp.name}`);
         await fillVolume(engine, await holder(), name, member.stream, progress);
@@ -330,16 +414,22 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       const existed = (await engine.imageExists(ref)) || (await engine.imageExists(byDigest));
       progress.step(`pull image ${byDigest}`);
       try {
-        await engine.pullImage(byDigest, auths.get(c.image.registry.host) ?? {}, layerBytes('Downloading', (n) => progress.bytes(`pull ${byDigest}`, n)), signal);
+        await engine.pullImage(
+          byDigest,
+          auths.get(c.image.registry.host) ?? {},
+          layerBytes('Downloading', (n) => progress.bytes(`pull ${byDigest}`, n)),
+          signal,
+        );
       } catch (err) {
         checkAborted(signal);
         throw err;
       }
       // Removing the tag also removes the digest reference and the image (nothing else uses it).
-      if (!existed) undo.add(`remove image ${ref}`, async () => {
-        await engine.removeImage(ref);
-        await engine.removeImage(byDigest);
-      });
+      if (!existed)
+        undo.add(`remove image ${ref}`, async () => {
+          await engine.removeImage(ref);
+          await engine.removeImage(byDigest);
+        });
       await engine.tagImage(byDigest, repo, tag);
       images.set(c.spec.name, ref);
     }
@@ -348,12 +438,24 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
     // links), whose references follow them to their names here (--name, --on-conflict rename).
     const order = dependencyOrder(m.containers.map((c) => c.spec));
     const renamed = Object.fromEntries(plan.containers.map((p) => [p.from, p.to]));
-    const out: RestoreResult['containers'] = m.containers.map((_, i) => ({ name: plan.containers[i]!.to, id: '', started: false }));
+    const out: RestoreResult['containers'] = m.containers.map((_, i) => ({
+      name: plan.containers[i]!.to,
+      id: '',
+      started: false,
+    }));
     for (const i of order) {
       checkAborted(signal);
       const c = m.containers[i]!;
       const spec = renameContainerRefs(specs[i]!, renamed);
-      out[i]!.id = await createContainer(engine, spec, out[i]!.name, images.get(c.spec.name)!, volumeNames, undo, progress);
+      out[i]!.id = await createContainer(
+        engine,
+        spec,
+        out[i]!.name,
+        images.get(c.spec.name)!,
+        volumeNames,
+        undo,
+        progress,
+      );
     }
     for (const i of order) {
       const c = m.containers[i]!;
@@ -364,7 +466,12 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
       if (c.spec.state.paused) await engine.pause(out[i]!.id);
     }
     if (!opts.undo) undo.clear();
-    const exited = await watchStarted(engine, out.filter((c) => c.started), progress, signal);
+    const exited = await watchStarted(
+      engine,
+      out.filter((c) => c.started),
+      progress,
+      signal,
+    );
     for (const c of out) if (exited.has(c.id)) c.exitCode = exited.get(c.id);
     return { location: src.location, plan, containers: out, durationMs: Date.now() - started, dryRun: false };
   } catch (err) {
@@ -377,7 +484,6 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
   }
 }
 
-
 /**
  * --on-conflict replace removes the existing containers and volumes it replaces. Refuse up front,
  * before removing anything, when a volume to replace is also used by a container that is not
@@ -386,9 +492,14 @@ export async function restore(engine: Engine, transport: Transport, opts: Restor
 async function checkReplaceable(engine: Engine, plan: RestorePlan): Promise<void> {
   const replacing = new Set(plan.containers.filter((c) => c.replace).map((c) => c.to));
   for (const v of plan.volumes.filter((x) => x.replace)) {
-    const users = (await engine.listContainers(true)).filter((c) => (c.Mounts ?? []).some((m) => m.Name === v.to)).map((c) => c.Names[0]!.replace(/^\//, ''));
+    const users = (await engine.listContainers(true))
+      .filter((c) => (c.Mounts ?? []).some((m) => m.Name === v.to))
+      .map((c) => c.Names[0]!.replace(/^\//, ''));
     const others = users.filter((u) => !replacing.has(u));
     if (others.length)
-      throw new ConflictError(`volume ${v.to} is also used by ${others.join(', ')}; --on-conflict replace cannot remove it`, 'nothing was changed; stop and remove those containers first, or use --on-conflict rename');
+      throw new ConflictError(
+        `volume ${v.to} is also used by ${others.join(', ')}; --on-conflict replace cannot remove it`,
+        'nothing was changed; stop and remove those containers first, or use --on-conflict rename',
+      );
   }
 }

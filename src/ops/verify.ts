@@ -79,7 +79,10 @@ class TailTap extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void) {
     this.total += chunk.length;
     const keep = BLOCK * 2;
-    this.tail = chunk.length >= keep ? Buffer.from(chunk.subarray(chunk.length - keep)) : Buffer.concat([this.tail, chunk]).subarray(-keep);
+    this.tail =
+      chunk.length >= keep
+        ? Buffer.from(chunk.subarray(chunk.length - keep))
+        : Buffer.concat([this.tail, chunk]).subarray(-keep);
     cb(null, chunk);
   }
   endsWithEndOfArchive(): boolean {
@@ -97,7 +100,8 @@ class Problems {
     if (n <= MAX_LISTED) this.list.push(message);
   }
   finish(): string[] {
-    for (const [kind, n] of this.counts) if (n > MAX_LISTED) this.list.push(`... and ${n - MAX_LISTED} more entries that ${kind}`);
+    for (const [kind, n] of this.counts)
+      if (n > MAX_LISTED) this.list.push(`... and ${n - MAX_LISTED} more entries that ${kind}`);
     return this.list;
   }
 }
@@ -107,11 +111,18 @@ function checkEntryHeader(h: tar.Header, problems: Problems) {
   if (why) problems.add(why, `entry ${JSON.stringify(h.name)} ${why}`);
   if (h.type === 'link') {
     const lwhy = unsafeLinkTarget(h.linkname ?? '');
-    if (lwhy) problems.add(`are hard links that ${lwhy}`, `hard link ${JSON.stringify(h.name)} -> ${JSON.stringify(h.linkname)} ${lwhy}`);
+    if (lwhy)
+      problems.add(
+        `are hard links that ${lwhy}`,
+        `hard link ${JSON.stringify(h.name)} -> ${JSON.stringify(h.linkname)} ${lwhy}`,
+      );
   }
   // A device node in a volume would give whoever mounts it access to a host device.
   if (h.type === 'character-device' || h.type === 'block-device')
-    problems.add('are device nodes', `entry ${JSON.stringify(h.name)} is a ${h.type} node (${h.devmajor ?? '?'}:${h.devminor ?? '?'})`);
+    problems.add(
+      'are device nodes',
+      `entry ${JSON.stringify(h.name)} is a ${h.type} node (${h.devmajor ?? '?'}:${h.devminor ?? '?'})`,
+    );
 }
 
 async function readCapped(e: Entry, max: number): Promise<string | undefined> {
@@ -140,7 +151,8 @@ class ImageArchive {
       const e = this.entries.get(n);
       if (!e) return false;
       if (e.type === 'file' || e.type === 'contiguous-file') return true;
-      if (e.type === 'symlink' && e.link !== undefined) n = normalizeName(path.posix.join(path.posix.dirname(n), e.link));
+      if (e.type === 'symlink' && e.link !== undefined)
+        n = normalizeName(path.posix.join(path.posix.dirname(n), e.link));
       else if (e.type === 'link' && e.link !== undefined) n = normalizeName(e.link);
       else return false;
     }
@@ -149,7 +161,8 @@ class ImageArchive {
 
   problems(): string[] {
     const out: string[] = [];
-    if (this.manifestTooLarge) return [`not a docker image archive: manifest.json is larger than ${MAX_IMAGE_MANIFEST} bytes`];
+    if (this.manifestTooLarge)
+      return [`not a docker image archive: manifest.json is larger than ${MAX_IMAGE_MANIFEST} bytes`];
     if (this.manifestText === undefined) return ['not a docker image archive: it has no manifest.json'];
     let m: unknown;
     try {
@@ -157,7 +170,8 @@ class ImageArchive {
     } catch (err) {
       return [`not a docker image archive: manifest.json is not valid JSON (${(err as Error).message})`];
     }
-    if (!Array.isArray(m) || m.length === 0) return ['not a docker image archive: manifest.json is not a non-empty list of images'];
+    if (!Array.isArray(m) || m.length === 0)
+      return ['not a docker image archive: manifest.json is not a non-empty list of images'];
     for (const [i, img] of m.entries()) {
       const o = img as { Config?: unknown; Layers?: unknown };
       const what = `manifest.json entry ${i}`;
@@ -170,14 +184,19 @@ class ImageArchive {
         out.push(`${what} has no valid Layers list`);
         continue;
       }
-      for (const l of o.Layers as string[]) if (!this.present(l)) out.push(`${what}: its layer ${l} is not in the archive`);
+      for (const l of o.Layers as string[])
+        if (!this.present(l)) out.push(`${what}: its layer ${l} is not in the archive`);
     }
     return out.length > 10 ? [...out.slice(0, 10), `... and ${out.length - 10} more`] : out;
   }
 }
 
 /** Read one data member to its end: hash it, decompress it, parse its tar. */
-async function checkMember(m: DataMember, partRawBytes: number | undefined, ctx: RunContext): Promise<{ sha256?: string; bytes: number; raw?: number; problems: string[] }> {
+async function checkMember(
+  m: DataMember,
+  partRawBytes: number | undefined,
+  ctx: RunContext,
+): Promise<{ sha256?: string; bytes: number; raw?: number; problems: string[] }> {
   const { name, kind, codec } = m.plan;
   const hash = createHash('sha256');
   let bytes = 0;
@@ -226,7 +245,10 @@ async function checkMember(m: DataMember, partRawBytes: number | undefined, ctx:
       checkEntryHeader(h, problems);
       if (image) {
         const n = normalizeName(h.name);
-        image.entries.set(n, { type: h.type ?? 'file', ...(h.type === 'symlink' || h.type === 'link' ? { link: h.linkname ?? '' } : {}) });
+        image.entries.set(n, {
+          type: h.type ?? 'file',
+          ...(h.type === 'symlink' || h.type === 'link' ? { link: h.linkname ?? '' } : {}),
+        });
         if (n === 'manifest.json' && h.type === 'file') {
           const text = await readCapped(e, MAX_IMAGE_MANIFEST);
           if (text === undefined) image.manifestTooLarge = true;
@@ -238,7 +260,10 @@ async function checkMember(m: DataMember, partRawBytes: number | undefined, ctx:
     }
     await feeding;
   } catch (err) {
-    const root = ((await feeding.then(() => undefined, (e: unknown) => e)) ?? err) as Error;
+    const root = ((await feeding.then(
+      () => undefined,
+      (e: unknown) => e,
+    )) ?? err) as Error;
     if (root instanceof BundleError) failure = root.message;
     else if (first === 'decompress' && codec !== 'none') failure = `cannot be decompressed (${codec}): ${root.message}`;
     else failure = `not a well-formed tar archive: ${root.message}`;
@@ -249,7 +274,12 @@ async function checkMember(m: DataMember, partRawBytes: number | undefined, ctx:
     out.unshift(failure);
     return { bytes, problems: out };
   }
-  if (!tail.endsWithEndOfArchive()) out.unshift(tail.total === 0 ? 'empty: not a tar archive' : 'not a well-formed tar archive: it ends without the end-of-archive blocks (truncated)');
+  if (!tail.endsWithEndOfArchive())
+    out.unshift(
+      tail.total === 0
+        ? 'empty: not a tar archive'
+        : 'not a well-formed tar archive: it ends without the end-of-archive blocks (truncated)',
+    );
   if (image) out.push(...image.problems());
   return { sha256: hash.digest('hex'), bytes, raw: tail.total, problems: out };
 }
@@ -261,10 +291,15 @@ export async function verifyStream(stream: Readable, location: string, ctx: RunC
     reader = await BundleReader.open(stream, location, { passphrase: ctx.passphrase });
   } catch (err) {
     if (!(err instanceof BundleError)) throw err;
-    return { bundle: location, ok: false, members: [{ name: err.member ?? 'manifest.json', kind: 'bundle', ok: false, problems: [err.message] }] };
+    return {
+      bundle: location,
+      ok: false,
+      members: [{ name: err.member ?? 'manifest.json', kind: 'bundle', ok: false, problems: [err.message] }],
+    };
   }
   const checks = new Map<string, MemberCheck>();
-  for (const p of reader.manifest.members) checks.set(p.name, { name: p.name, kind: p.kind, codec: p.codec, ok: true, problems: [] });
+  for (const p of reader.manifest.members)
+    checks.set(p.name, { name: p.name, kind: p.kind, codec: p.codec, ok: true, problems: [] });
   const extra: MemberCheck[] = [];
   const reached = new Set<string>();
   const digests = new Map<string, { sha256: string; bytes: number }>();
@@ -285,7 +320,8 @@ export async function verifyStream(stream: Readable, location: string, ctx: RunC
     // A member must inflate to exactly the size its trailer declares (restore holds it to that).
     for (const tm of reader.trailer.members) {
       const raw = raws.get(tm.name);
-      if (raw !== undefined && tm.rawBytes >= 0 && raw !== tm.rawBytes) checks.get(tm.name)?.problems.push(`it decompresses to ${raw} bytes, the trailer declares ${tm.rawBytes}`);
+      if (raw !== undefined && tm.rawBytes >= 0 && raw !== tm.rawBytes)
+        checks.get(tm.name)?.problems.push(`it decompresses to ${raw} bytes, the trailer declares ${tm.rawBytes}`);
     }
   } catch (err) {
     if (!(err instanceof BundleError)) throw err;
@@ -311,7 +347,9 @@ export async function verifyStream(stream: Readable, location: string, ctx: RunC
     } else {
       extra.push({ name: at ?? 'bundle', kind: 'bundle', ok: false, problems: [failure.message] });
     }
-    for (const c of checks.values()) if (!reached.has(c.name) && !c.problems.length) c.problems.push('missing: the bundle is damaged or ends before it');
+    for (const c of checks.values())
+      if (!reached.has(c.name) && !c.problems.length)
+        c.problems.push('missing: the bundle is damaged or ends before it');
   }
   const members = [...checks.values(), ...extra];
   for (const c of members) c.ok = c.problems.length === 0;
@@ -332,7 +370,11 @@ export const CORRUPT_SUFFIX = '.corrupt';
  * is not whole, rename it to `<name>.corrupt` so that nothing (restore, prune, ls) takes it for a
  * good bundle.
  */
-export async function verifyOrQuarantine(file: string, ctx: RunContext, deps: { ssh?: () => SshPool } = {}): Promise<{ report: VerifyReport; quarantined?: string }> {
+export async function verifyOrQuarantine(
+  file: string,
+  ctx: RunContext,
+  deps: { ssh?: () => SshPool } = {},
+): Promise<{ report: VerifyReport; quarantined?: string }> {
   if (file.startsWith('ssh://')) {
     if (!deps.ssh) throw new UsageError(`${file}: ssh stores need an SSH session`);
     const t = new SftpTransport(file, deps.ssh());

@@ -11,7 +11,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { BindEntry, Manifest, VolumeEntry } from '../bundle/manifest.js';
-import { isUserNetwork, parseBind, splitLink, withoutComposeLabels, type ContainerSpec, type EndpointSpec, type NetworkSpec } from '../model/spec.js';
+import {
+  isUserNetwork,
+  parseBind,
+  splitLink,
+  withoutComposeLabels,
+  type ContainerSpec,
+  type EndpointSpec,
+  type NetworkSpec,
+} from '../model/spec.js';
 import type { RestoreRewrite } from '../ops/restore.js';
 
 export const LABEL_DRILL = 'io.ferry.drill';
@@ -73,7 +81,10 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
   };
   const mapNetwork = (n: string) => (ctx.networks.has(n) ? drillName(id, n) : n);
 
-  const config: Record<string, unknown> = { ...spec.config, Labels: drillLabels(spec.config.Labels as Record<string, string> | undefined, id) };
+  const config: Record<string, unknown> = {
+    ...spec.config,
+    Labels: drillLabels(spec.config.Labels as Record<string, string> | undefined, id),
+  };
   const hc: Record<string, unknown> = { ...spec.hostConfig };
 
   // Never restarts by itself, and is never removed by the engine before ferry has looked at it.
@@ -83,9 +94,14 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
   // Host ports: the original holds them; the engine picks free ones (reported after start).
   if (hc.PortBindings && typeof hc.PortBindings === 'object') {
     const pb: Record<string, { HostIp: string; HostPort: string }[] | null> = {};
-    for (const [port, bindings] of Object.entries(hc.PortBindings as Record<string, { HostIp?: string; HostPort?: string }[] | null>)) {
+    for (const [port, bindings] of Object.entries(
+      hc.PortBindings as Record<string, { HostIp?: string; HostPort?: string }[] | null>,
+    )) {
       pb[port] = (bindings ?? []).map((b) => {
-        if (b.HostPort) notes.push(`${who}: host port ${b.HostIp ? `${b.HostIp}:` : ''}${b.HostPort} -> ${port} becomes a free port chosen by the engine`);
+        if (b.HostPort)
+          notes.push(
+            `${who}: host port ${b.HostIp ? `${b.HostIp}:` : ''}${b.HostPort} -> ${port} becomes a free port chosen by the engine`,
+          );
         return { HostIp: b.HostIp ?? '', HostPort: '' };
       });
     }
@@ -95,12 +111,14 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
   // References to other containers and to networks.
   for (const k of ['NetworkMode', 'IpcMode', 'PidMode'] as const) {
     const v = hc[k];
-    if (typeof v === 'string' && v.startsWith('container:')) hc[k] = `container:${mapContainer(v.slice('container:'.length))}`;
+    if (typeof v === 'string' && v.startsWith('container:'))
+      hc[k] = `container:${mapContainer(v.slice('container:'.length))}`;
   }
   const mode = typeof hc.NetworkMode === 'string' ? hc.NetworkMode : undefined;
   if (mode && !mode.startsWith('container:') && isUserNetwork(mode)) {
     if (ctx.networks.has(mode)) hc.NetworkMode = mapNetwork(mode);
-    else if (spec.endpoints[0] && ctx.networks.has(spec.endpoints[0].network)) hc.NetworkMode = mapNetwork(spec.endpoints[0].network);
+    else if (spec.endpoints[0] && ctx.networks.has(spec.endpoints[0].network))
+      hc.NetworkMode = mapNetwork(spec.endpoints[0].network);
   }
   if (mode === 'host') notes.push(`${who}: uses the host's network: its ports are the original's and may collide`);
   if (Array.isArray(hc.VolumesFrom)) {
@@ -114,7 +132,9 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
   const endpoints: EndpointSpec[] = spec.endpoints.map((e) => {
     const out: EndpointSpec = { ...e, network: mapNetwork(e.network) };
     if (e.ipv4Address || e.ipv6Address) {
-      notes.push(`${who}: static address ${[e.ipv4Address, e.ipv6Address].filter(Boolean).join(', ')} on ${e.network} dropped (it belongs to the original)`);
+      notes.push(
+        `${who}: static address ${[e.ipv4Address, e.ipv6Address].filter(Boolean).join(', ')} on ${e.network} dropped (it belongs to the original)`,
+      );
       delete out.ipv4Address;
       delete out.ipv6Address;
     }
@@ -124,7 +144,8 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
 
   // Host paths: the drill never writes to the original's files. Bind data that is in the bundle
   // is restored into a volume; other writable binds are mounted read-only.
-  const hasData = (dest: string) => (ctx.bindData ?? []).some((b) => b.container === spec.name && b.destination === dest);
+  const hasData = (dest: string) =>
+    (ctx.bindData ?? []).some((b) => b.container === spec.name && b.destination === dest);
   if (Array.isArray(hc.Binds)) {
     hc.Binds = (hc.Binds as string[]).map((b) => {
       const p = parseBind(b);
@@ -161,20 +182,26 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
 export function drillNetwork(n: NetworkSpec, id: string): Drilled<NetworkSpec> {
   const notes: string[] = [];
   const subnets = (n.ipam?.Config ?? []).map((c) => c.Subnet).filter(Boolean);
-  if (subnets.length) notes.push(`network ${n.name}: created without its subnet ${subnets.join(', ')} (the engine picks a free one)`);
+  if (subnets.length)
+    notes.push(`network ${n.name}: created without its subnet ${subnets.join(', ')} (the engine picks a free one)`);
   const options = { ...(n.options ?? {}) };
   if (options[BRIDGE_NAME]) {
     notes.push(`network ${n.name}: bridge interface name ${options[BRIDGE_NAME]} not reused`);
     delete options[BRIDGE_NAME];
   }
   const ipv6 = n.enableIPv6 && !subnets.length;
-  if (n.enableIPv6 && !ipv6) notes.push(`network ${n.name}: IPv6 off in the drill copy (its subnet belongs to the original)`);
+  if (n.enableIPv6 && !ipv6)
+    notes.push(`network ${n.name}: IPv6 off in the drill copy (its subnet belongs to the original)`);
   return {
     value: {
       ...n,
       name: drillName(id, n.name),
       enableIPv6: ipv6,
-      ipam: { Driver: n.ipam?.Driver ?? 'default', Config: [], ...(n.ipam?.Options ? { Options: n.ipam.Options } : {}) },
+      ipam: {
+        Driver: n.ipam?.Driver ?? 'default',
+        Config: [],
+        ...(n.ipam?.Options ? { Options: n.ipam.Options } : {}),
+      },
       options,
       labels: drillLabels(n.labels, id),
     },
@@ -185,18 +212,30 @@ export function drillNetwork(n: NetworkSpec, id: string): Drilled<NetworkSpec> {
 /** The drill variant of a volume: own name (anonymous ones stay anonymous), never a host device. */
 export function drillVolume(v: VolumeEntry, id: string): Drilled<VolumeEntry> {
   const notes: string[] = [];
-  const out: VolumeEntry = { ...v, name: v.anonymous ? v.name : drillName(id, v.name), labels: drillLabels(v.labels, id) };
+  const out: VolumeEntry = {
+    ...v,
+    name: v.anonymous ? v.name : drillName(id, v.name),
+    labels: drillLabels(v.labels, id),
+  };
   // The local driver with a device (o=bind, nfs, ...) is a view of storage the original uses:
   // filling it would overwrite the original's data.
   if ((v.driver === 'local' || !v.driver) && v.driverOpts?.device) {
-    notes.push(`volume ${v.name}: backed by ${v.driverOpts.device} on the original; the drill copy is a plain local volume`);
+    notes.push(
+      `volume ${v.name}: backed by ${v.driverOpts.device} on the original; the drill copy is a plain local volume`,
+    );
     delete out.driverOpts;
   }
   return { value: out, notes };
 }
 
 export function drillBindVolume(b: BindEntry, id: string): VolumeEntry {
-  return { name: bindVolumeName(id, b.container, b.destination), anonymous: false, driver: 'local', labels: { [LABEL_DRILL]: id }, member: b.member };
+  return {
+    name: bindVolumeName(id, b.container, b.destination),
+    anonymous: false,
+    driver: 'local',
+    labels: { [LABEL_DRILL]: id },
+    member: b.member,
+  };
 }
 
 /** The restore rewrite for a drill of `m`, and the notes it gathered (each once). */

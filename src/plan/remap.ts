@@ -39,7 +39,8 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 function pair(flag: string, v: string): [string, string] {
   const i = v.indexOf('=');
-  if (i <= 0 || i === v.length - 1) throw new UsageError(`${flag} ${v}: expected OLD=NEW`, `e.g. ${flag} ${EXAMPLE[flag]}`);
+  if (i <= 0 || i === v.length - 1)
+    throw new UsageError(`${flag} ${v}: expected OLD=NEW`, `e.g. ${flag} ${EXAMPLE[flag]}`);
   return [v.slice(0, i), v.slice(i + 1)];
 }
 
@@ -54,15 +55,21 @@ function hostPort(flag: string, whole: string, s: string): HostPort {
   // [ip:]port, the ip possibly in brackets (IPv6).
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]:|([0-9.]+):)?(\d{1,5})$/.exec(s);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 1 || port > 65535) throw new UsageError(`${flag} ${whole}: ${s} is not a host port ([ip:]port, 1-65535)`, `e.g. ${flag} ${EXAMPLE[flag]}`);
+  if (!m || port < 1 || port > 65535)
+    throw new UsageError(
+      `${flag} ${whole}: ${s} is not a host port ([ip:]port, 1-65535)`,
+      `e.g. ${flag} ${EXAMPLE[flag]}`,
+    );
   const ip = m[1] ?? m[2];
   return { ...(ip ? { ip } : {}), port: String(port) };
 }
 
 function normPath(flag: string, whole: string, p: string): string {
-  if (!p.startsWith('/')) throw new UsageError(`${flag} ${whole}: ${p} is not an absolute path`, `e.g. ${flag} ${EXAMPLE[flag]}`);
+  if (!p.startsWith('/'))
+    throw new UsageError(`${flag} ${whole}: ${p} is not an absolute path`, `e.g. ${flag} ${EXAMPLE[flag]}`);
   const n = p.replace(/\/+/g, '/').replace(/(.)\/$/, '$1');
-  if (n.split('/').some((c) => c === '..' || c === '.')) throw new UsageError(`${flag} ${whole}: ${p} has . or .. in it`);
+  if (n.split('/').some((c) => c === '..' || c === '.'))
+    throw new UsageError(`${flag} ${whole}: ${p} has . or .. in it`);
   return n;
 }
 
@@ -75,7 +82,12 @@ export function parseRemap(f: RemapFlags): Remap | undefined {
   const r: Remap = { volumes: new Map(), binds: [], ports: [], networks: new Map() };
   for (const v of f.mapVolume ?? []) {
     const [a, b] = pair('--map-volume', v);
-    for (const n of [a, b]) if (!NAME.test(n)) throw new UsageError(`--map-volume ${v}: ${n} is not a volume name`, 'volume names are letters, digits, _ . - (starting with a letter or digit)');
+    for (const n of [a, b])
+      if (!NAME.test(n))
+        throw new UsageError(
+          `--map-volume ${v}: ${n} is not a volume name`,
+          'volume names are letters, digits, _ . - (starting with a letter or digit)',
+        );
     if (r.volumes.has(a)) twice('--map-volume', a);
     r.volumes.set(a, b);
   }
@@ -95,7 +107,11 @@ export function parseRemap(f: RemapFlags): Remap | undefined {
     const [a, b] = pair('--map-network', v);
     for (const n of [a, b]) {
       if (!NAME.test(n)) throw new UsageError(`--map-network ${v}: ${n} is not a network name`);
-      if (!isUserNetwork(n)) throw new UsageError(`--map-network ${v}: ${n} is one of the engine's own networks (bridge, host, none)`, 'only user-defined networks can be mapped');
+      if (!isUserNetwork(n))
+        throw new UsageError(
+          `--map-network ${v}: ${n} is one of the engine's own networks (bridge, host, none)`,
+          'only user-defined networks can be mapped',
+        );
     }
     if (r.networks.has(a)) twice('--map-network', a);
     r.networks.set(a, b);
@@ -145,23 +161,39 @@ export function checkRemap(r: Remap, s: RemapSubject): void {
   const problems: string[] = [];
   const named = s.volumes.filter((v) => !v.anonymous).map((v) => v.name);
   for (const v of r.volumes.keys())
-    if (!named.includes(v)) problems.push(`--map-volume: there is no named volume ${v} (${named.length ? `there are: ${named.join(', ')}` : 'no named volumes'})`);
+    if (!named.includes(v))
+      problems.push(
+        `--map-volume: there is no named volume ${v} (${named.length ? `there are: ${named.join(', ')}` : 'no named volumes'})`,
+      );
   const bindPaths = s.specs.flatMap((c) => c.mounts.filter((m) => m.type === 'bind' && m.source).map((m) => m.source!));
   for (const [from] of r.binds)
     if (!bindPaths.some((p) => isUnder(p, from)))
-      problems.push(`--map-bind: no bind mount is at or under ${from} (${bindPaths.length ? `the bind mounts are: ${bindPaths.join(', ')}` : 'no bind mounts'})`);
+      problems.push(
+        `--map-bind: no bind mount is at or under ${from} (${bindPaths.length ? `the bind mounts are: ${bindPaths.join(', ')}` : 'no bind mounts'})`,
+      );
   const published = s.specs.flatMap((c) =>
-    Object.values((c.hostConfig.PortBindings ?? {}) as Record<string, PortBinding[] | null>).flatMap((bs) => (bs ?? []).filter((b) => b.HostPort)),
+    Object.values((c.hostConfig.PortBindings ?? {}) as Record<string, PortBinding[] | null>).flatMap((bs) =>
+      (bs ?? []).filter((b) => b.HostPort),
+    ),
   );
   for (const p of r.ports)
-    if (!published.some((b) => b.HostPort === p.from.port && (p.from.ip === undefined || p.from.ip === (b.HostIp ?? ''))))
+    if (
+      !published.some((b) => b.HostPort === p.from.port && (p.from.ip === undefined || p.from.ip === (b.HostIp ?? '')))
+    )
       problems.push(
         `--map-port: no container publishes host port ${p.from.ip ? `${p.from.ip}:` : ''}${p.from.port} (${published.length ? `published: ${published.map((b) => `${b.HostIp ? `${b.HostIp}:` : ''}${b.HostPort}`).join(', ')}` : 'no published ports'})`,
       );
   const nets = s.networks.map((n) => n.name);
   for (const n of r.networks.keys())
-    if (!nets.includes(n)) problems.push(`--map-network: there is no user-defined network ${n} (${nets.length ? `there are: ${nets.join(', ')}` : 'none'})`);
-  if (problems.length) throw new UsageError(problems.join('; '), 'check the names with ferry inspect <bundle> (or docker inspect on the source); nothing was changed');
+    if (!nets.includes(n))
+      problems.push(
+        `--map-network: there is no user-defined network ${n} (${nets.length ? `there are: ${nets.join(', ')}` : 'none'})`,
+      );
+  if (problems.length)
+    throw new UsageError(
+      problems.join('; '),
+      'check the names with ferry inspect <bundle> (or docker inspect on the source); nothing was changed',
+    );
 }
 
 export function remapVolume<V extends { name: string; anonymous: boolean }>(r: Remap, v: V): V {
@@ -189,15 +221,23 @@ export function remapSpec(r: Remap, spec: ContainerSpec): ContainerSpec {
     });
   }
   if (Array.isArray(hc.Mounts))
-    hc.Mounts = (hc.Mounts as Record<string, unknown>[]).map((m) => (m.Type === 'bind' && typeof m.Source === 'string' ? { ...m, Source: mapPath(r, m.Source) } : m));
+    hc.Mounts = (hc.Mounts as Record<string, unknown>[]).map((m) =>
+      m.Type === 'bind' && typeof m.Source === 'string' ? { ...m, Source: mapPath(r, m.Source) } : m,
+    );
   if (hc.PortBindings && typeof hc.PortBindings === 'object') {
     hc.PortBindings = Object.fromEntries(
-      Object.entries(hc.PortBindings as Record<string, PortBinding[] | null>).map(([port, bs]) => [port, bs ? bs.map((b) => mapBinding(r, b)) : bs]),
+      Object.entries(hc.PortBindings as Record<string, PortBinding[] | null>).map(([port, bs]) => [
+        port,
+        bs ? bs.map((b) => mapBinding(r, b)) : bs,
+      ]),
     );
   }
-  if (typeof hc.NetworkMode === 'string' && r.networks.has(hc.NetworkMode)) hc.NetworkMode = r.networks.get(hc.NetworkMode);
+  if (typeof hc.NetworkMode === 'string' && r.networks.has(hc.NetworkMode))
+    hc.NetworkMode = r.networks.get(hc.NetworkMode);
   const mounts = spec.mounts.map((m) => (m.type === 'bind' && m.source ? { ...m, source: mapPath(r, m.source) } : m));
-  const endpoints = spec.endpoints.map((e) => (r.networks.has(e.network) ? { ...e, network: r.networks.get(e.network)! } : e));
+  const endpoints = spec.endpoints.map((e) =>
+    r.networks.has(e.network) ? { ...e, network: r.networks.get(e.network)! } : e,
+  );
   return { ...spec, hostConfig: hc, mounts, endpoints };
 }
 

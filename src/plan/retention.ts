@@ -115,11 +115,14 @@ function newestFirst(a: Snapshot, b: Snapshot): number {
 export function applyRetention(snapshots: Snapshot[], policy: KeepPolicy): Decision[] {
   for (const r of RULES) {
     const n = policy[r];
-    if (n !== undefined && (!Number.isInteger(n) || n < 0)) throw new RangeError(`keep-${r} must be a whole number >= 0, got ${n}`);
+    if (n !== undefined && (!Number.isInteger(n) || n < 0))
+      throw new RangeError(`keep-${r} must be a whole number >= 0, got ${n}`);
   }
   const within = policy.within === undefined ? undefined : parseWithin(policy.within);
-  if (policy.within !== undefined && !within) throw new RangeError(`keep-within must be a duration such as 30d, 6m or 1y2m, got ${policy.within}`);
-  for (const s of snapshots) if (Number.isNaN(s.time.getTime())) throw new RangeError(`snapshot ${s.id} has an invalid time`);
+  if (policy.within !== undefined && !within)
+    throw new RangeError(`keep-within must be a duration such as 30d, 6m or 1y2m, got ${policy.within}`);
+  for (const s of snapshots)
+    if (Number.isNaN(s.time.getTime())) throw new RangeError(`snapshot ${s.id} has an invalid time`);
   const groups = new Map<string, Snapshot[]>();
   for (const s of snapshots) {
     const g = groupKey(s.containers);

@@ -32,7 +32,10 @@ export interface Shrunk {
 }
 
 /** The bytes before compression of each volume of a bundle (undefined where it does not say). Pure. */
-export function volumeSizes(m: Pick<Manifest, 'volumes' | 'members'>, trailer?: Pick<Trailer, 'members'>): Map<string, number> {
+export function volumeSizes(
+  m: Pick<Manifest, 'volumes' | 'members'>,
+  trailer?: Pick<Trailer, 'members'>,
+): Map<string, number> {
   const raw = new Map<string, number>();
   for (const x of trailer?.members ?? m.members) if (typeof x.rawBytes === 'number') raw.set(x.name, x.rawBytes);
   const out = new Map<string, number>();
@@ -44,12 +47,16 @@ export function volumeSizes(m: Pick<Manifest, 'volumes' | 'members'>, trailer?: 
 }
 
 /** The volumes of `now` that shrank past the thresholds against `before`. Pure. */
-export function shrunkVolumes(now: Map<string, number>, before: Map<string, number>): { volume: string; bytes: number; previousBytes: number }[] {
+export function shrunkVolumes(
+  now: Map<string, number>,
+  before: Map<string, number>,
+): { volume: string; bytes: number; previousBytes: number }[] {
   const out = [];
   for (const [volume, bytes] of now) {
     const previousBytes = before.get(volume);
     if (previousBytes === undefined) continue;
-    if (bytes < previousBytes * SHRINK_RATIO && previousBytes - bytes >= SHRINK_MIN_BYTES) out.push({ volume, bytes, previousBytes });
+    if (bytes < previousBytes * SHRINK_RATIO && previousBytes - bytes >= SHRINK_MIN_BYTES)
+      out.push({ volume, bytes, previousBytes });
   }
   return out;
 }
@@ -58,10 +65,15 @@ export function shrunkVolumes(now: Map<string, number>, before: Map<string, numb
  * The named volumes of `before` that `now` does not have (anonymous ones get new names whenever
  * their container is recreated: not a sign of anything). Pure.
  */
-export function goneVolumes(now: Pick<Manifest, 'volumes'>, before: Pick<Manifest, 'volumes' | 'members'>): { volume: string; previousBytes: number }[] {
+export function goneVolumes(
+  now: Pick<Manifest, 'volumes'>,
+  before: Pick<Manifest, 'volumes' | 'members'>,
+): { volume: string; previousBytes: number }[] {
   const have = new Set(now.volumes.map((v) => v.name));
   const sizes = volumeSizes(before);
-  return before.volumes.filter((v) => !v.anonymous && !have.has(v.name)).map((v) => ({ volume: v.name, previousBytes: sizes.get(v.name) ?? 0 }));
+  return before.volumes
+    .filter((v) => !v.anonymous && !have.has(v.name))
+    .map((v) => ({ volume: v.name, previousBytes: sizes.get(v.name) ?? 0 }));
 }
 
 /** `ferry-web-20261123T021500Z-2.tar` -> `ferry-web-`; undefined for a name ferry did not choose. */
@@ -69,26 +81,48 @@ export function bundleStem(name: string): string | undefined {
   return /^(.+-)\d{8}T\d{6}Z(?:-\d+)?\.tar$/.exec(name)?.[1];
 }
 
-const sameSet = (a: string[], b: string[]) => a.length === b.length && [...a].sort().join('\0') === [...b].sort().join('\0');
+const sameSet = (a: string[], b: string[]) =>
+  a.length === b.length && [...a].sort().join('\0') === [...b].sort().join('\0');
 
 /**
  * The newest earlier bundle of the same containers in `candidates` that declares its volumes'
  * sizes (not `location` itself). Pure.
  */
-export function previousBundle(candidates: CatalogEntry[], location: string, containers: string[], createdAt: string): CatalogEntry | undefined {
+export function previousBundle(
+  candidates: CatalogEntry[],
+  location: string,
+  containers: string[],
+  createdAt: string,
+): CatalogEntry | undefined {
   return candidates
-    .filter((e) => e.bundle !== location && e.manifest && e.created && e.created < createdAt && e.containers && sameSet(e.containers, containers))
+    .filter(
+      (e) =>
+        e.bundle !== location &&
+        e.manifest &&
+        e.created &&
+        e.created < createdAt &&
+        e.containers &&
+        sameSet(e.containers, containers),
+    )
     .filter((e) => volumeSizes(e.manifest!).size > 0)
     .sort((a, b) => (a.created! < b.created! ? 1 : -1))[0];
 }
 
 /** Compare a bundle just written into `store` with the previous one of the same containers. */
-export async function checkShrinkage(store: Store, written: { location: string; manifest: Manifest; trailer: Trailer }): Promise<Shrunk[]> {
+export async function checkShrinkage(
+  store: Store,
+  written: { location: string; manifest: Manifest; trailer: Trailer },
+): Promise<Shrunk[]> {
   const stem = bundleStem(path.posix.basename(written.location));
   if (!stem) return [];
   const now = volumeSizes(written.manifest, written.trailer);
   const candidates = await store.list((name) => name.startsWith(stem) && bundleStem(name) === stem);
-  const prev = previousBundle(candidates, written.location, written.manifest.containers.map((c) => c.spec.name), written.manifest.createdAt);
+  const prev = previousBundle(
+    candidates,
+    written.location,
+    written.manifest.containers.map((c) => c.spec.name),
+    written.manifest.createdAt,
+  );
   if (!prev) return [];
   const at = { previous: prev.bundle, previousCreated: prev.created! };
   return [

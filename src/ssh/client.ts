@@ -51,7 +51,14 @@ export interface SshConnection {
 }
 
 /** Ciphers in order of speed on machines with AES-NI; ssh2 picks the first the server supports. */
-const CIPHERS = ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr', 'aes192-ctr', 'aes256-ctr', 'chacha20-poly1305@openssh.com'];
+const CIPHERS = [
+  'aes128-gcm@openssh.com',
+  'aes256-gcm@openssh.com',
+  'aes128-ctr',
+  'aes192-ctr',
+  'aes256-ctr',
+  'chacha20-poly1305@openssh.com',
+];
 
 export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Promise<SshConnection> {
   const env = opts.env ?? process.env;
@@ -61,12 +68,17 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
   const host = cfg.hostName ?? target.host;
   const port = target.port ?? cfg.port ?? 22;
   const user = target.user ?? cfg.user ?? env.USER ?? 'root';
-  const knownFiles = cfg.userKnownHostsFiles ?? [path.join(home, '.ssh', 'known_hosts'), path.join(home, '.ssh', 'known_hosts2')];
+  const knownFiles = cfg.userKnownHostsFiles ?? [
+    path.join(home, '.ssh', 'known_hosts'),
+    path.join(home, '.ssh', 'known_hosts2'),
+  ];
   const describe = `${user}@${host}:${port}${host !== target.host ? ` (${target.host})` : ''}`;
 
   // Keys: explicit IdentityFile entries first, then the defaults (unless IdentitiesOnly).
   const defaults = ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => path.join(home, '.ssh', f));
-  const keyFiles = [...cfg.identityFiles, ...(cfg.identitiesOnly ? [] : defaults)].filter((f, i, a) => a.indexOf(f) === i && existsSync(f));
+  const keyFiles = [...cfg.identityFiles, ...(cfg.identitiesOnly ? [] : defaults)].filter(
+    (f, i, a) => a.indexOf(f) === i && existsSync(f),
+  );
   const keys: { file: string; key: Buffer; passphrase?: string }[] = [];
   for (const file of keyFiles) {
     const key = await fs.readFile(file);
@@ -78,7 +90,9 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
     if (!/encrypted|passphrase/i.test(parsed.message)) continue;
     const pass = opts.askPassphrase ? await opts.askPassphrase(file) : undefined;
     if (pass === undefined) {
-      opts.warn?.(`skipping ${file}: it is encrypted and there is no terminal to ask for its passphrase (use ssh-agent)`);
+      opts.warn?.(
+        `skipping ${file}: it is encrypted and there is no terminal to ask for its passphrase (use ssh-agent)`,
+      );
       continue;
     }
     const ok = loadSsh2().utils.parseKey(key, pass);
@@ -87,7 +101,10 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
   }
   const agent = env.SSH_AUTH_SOCK && existsSync(env.SSH_AUTH_SOCK) ? env.SSH_AUTH_SOCK : undefined;
   if (!agent && !keys.length)
-    throw new UsageError(`no way to log in to ${describe}: no ssh-agent (SSH_AUTH_SOCK) and no key file`, 'start ssh-agent and ssh-add your key, or set IdentityFile in ~/.ssh/config');
+    throw new UsageError(
+      `no way to log in to ${describe}: no ssh-agent (SSH_AUTH_SOCK) and no key file`,
+      'start ssh-agent and ssh-add your key, or set IdentityFile in ~/.ssh/config',
+    );
 
   let hostKeyProblem: FerryError | undefined;
   const hostVerifier = (key: Buffer): boolean => {
@@ -103,7 +120,10 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
       return false;
     }
     if (v.status === 'revoked') {
-      hostKeyProblem = new HostKeyError(`the host key of ${name} is marked @revoked in known_hosts; refusing to connect`, 'check with the host owner');
+      hostKeyProblem = new HostKeyError(
+        `the host key of ${name} is marked @revoked in known_hosts; refusing to connect`,
+        'check with the host owner',
+      );
       return false;
     }
     if (!opts.acceptNew) {
@@ -141,7 +161,8 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
       if (agent) methods.push({ type: 'agent', username: user, agent });
       for (const k of keys) methods.push({ type: 'publickey', username: user, key: k.key, passphrase: k.passphrase });
       let i = 0;
-      return (_methodsLeft: unknown, _partial: unknown, cb: (m: unknown) => void) => cb(i < methods.length ? methods[i++] : false);
+      return (_methodsLeft: unknown, _partial: unknown, cb: (m: unknown) => void) =>
+        cb(i < methods.length ? methods[i++] : false);
     })() as never,
   };
   await new Promise<void>((resolve, reject) => {
@@ -149,8 +170,18 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
       client.removeListener('ready', onReady);
       if (hostKeyProblem) return reject(hostKeyProblem);
       if (err.level === 'client-authentication')
-        return reject(new EngineError(`ssh ${describe}: no key was accepted (tried ${[agent ? 'ssh-agent' : '', ...keys.map((k) => k.file)].filter(Boolean).join(', ')})`, { cause: err, hint: 'check the user and authorized_keys on the host' }));
-      reject(new EngineError(`ssh ${describe}: ${err.message}`, { cause: err, hint: 'check the address and that sshd runs there' }));
+        return reject(
+          new EngineError(
+            `ssh ${describe}: no key was accepted (tried ${[agent ? 'ssh-agent' : '', ...keys.map((k) => k.file)].filter(Boolean).join(', ')})`,
+            { cause: err, hint: 'check the user and authorized_keys on the host' },
+          ),
+        );
+      reject(
+        new EngineError(`ssh ${describe}: ${err.message}`, {
+          cause: err,
+          hint: 'check the address and that sshd runs there',
+        }),
+      );
     };
     const onReady = () => {
       client.removeListener('error', onError);
@@ -170,7 +201,9 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
   };
   client.on('close', () => {
     closed = true;
-    const err = new EngineError(`the ssh connection to ${describe} was lost`, { hint: 'check the network and the host; nothing half-made is left on it when ferry can reach it again' });
+    const err = new EngineError(`the ssh connection to ${describe} was lost`, {
+      hint: 'check the network and the host; nothing half-made is left on it when ferry can reach it again',
+    });
     for (const ch of channels) ch.destroy(err);
     channels.clear();
   });
@@ -186,7 +219,11 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
       const dialStdio = () =>
         new Promise<Duplex>((resolve, reject) => {
           const cmd = `docker ${remotePath !== '/var/run/docker.sock' ? `--host unix://${remotePath} ` : ''}system dial-stdio`;
-          client.exec(cmd, (err, ch) => (err ? reject(new EngineError(`ssh ${describe}: ${cmd}: ${err.message}`, { cause: err })) : resolve(track(ch as unknown as Duplex))));
+          client.exec(cmd, (err, ch) =>
+            err
+              ? reject(new EngineError(`ssh ${describe}: ${cmd}: ${err.message}`, { cause: err }))
+              : resolve(track(ch as unknown as Duplex)),
+          );
         });
       if (streamlocalRefused) return dialStdio();
       return new Promise<Duplex>((resolve, reject) => {
@@ -200,7 +237,9 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
           // sshd with AllowStreamLocalForwarding no: fall back to the docker CLI on the host.
           if (/prohibited|denied|refused|failure/i.test(err.message) && !/No such file/i.test(err.message)) {
             streamlocalRefused = true;
-            opts.warn?.(`ssh ${describe}: socket forwarding refused (${err.message}); using \`docker system dial-stdio\``);
+            opts.warn?.(
+              `ssh ${describe}: socket forwarding refused (${err.message}); using \`docker system dial-stdio\``,
+            );
             return dialStdio().then(resolve, reject);
           }
           reject(new EngineError(`ssh ${describe}: cannot reach ${remotePath}: ${err.message}`, { cause: err }));
@@ -226,7 +265,9 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
       // as soon as a store holds more bundles than that.
       if (!sftpSession) {
         const s = new Promise<SFTPWrapper>((resolve, reject) =>
-          client.sftp((err, w) => (err ? reject(new EngineError(`ssh ${describe}: sftp: ${err.message}`, { cause: err })) : resolve(w))),
+          client.sftp((err, w) =>
+            err ? reject(new EngineError(`ssh ${describe}: sftp: ${err.message}`, { cause: err })) : resolve(w),
+          ),
         );
         sftpSession = s;
         const forget = () => {
@@ -271,8 +312,17 @@ export class SshPool {
     const k = `${target.user ?? ''}@${target.host}:${target.port ?? ''}`;
     let c = this.conns.get(k);
     // A dropped connection is replaced (e.g. so that a rollback can still reach the host).
-    if (c && (await c.then((x) => x.closed, () => true))) {
-      if (!this.reconnect) throw new EngineError(`the ssh connection to ${target.host} was lost`, { hint: 'check the network and the host, then run ferry again' });
+    if (
+      c &&
+      (await c.then(
+        (x) => x.closed,
+        () => true,
+      ))
+    ) {
+      if (!this.reconnect)
+        throw new EngineError(`the ssh connection to ${target.host} was lost`, {
+          hint: 'check the network and the host, then run ferry again',
+        });
       this.conns.delete(k);
       c = undefined;
     }

@@ -16,7 +16,10 @@ export interface SshHostConfig {
 }
 
 function patternToRegExp(p: string): RegExp {
-  const re = p.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const re = p
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${re}$`, 'i');
 }
 
@@ -41,7 +44,10 @@ function splitArgs(s: string): string[] {
   return out;
 }
 
-export function expandPath(p: string, ctx: { home: string; user?: string; host: string; originalHost: string; port?: number }): string {
+export function expandPath(
+  p: string,
+  ctx: { home: string; user?: string; host: string; originalHost: string; port?: number },
+): string {
   let s = p.replace(/^~(?=\/|$)/, ctx.home);
   s = s.replace(/%(.)/g, (_, c: string) => {
     switch (c) {
@@ -111,6 +117,9 @@ export function resolveSshConfig(text: string, host: string, home = homedir()): 
   const ctx = { home, user: cfg.user, host: cfg.hostName ?? host, originalHost: host, port: cfg.port };
   if (cfg.hostName) cfg.hostName = cfg.hostName.replace(/%h/g, host);
   cfg.identityFiles = cfg.identityFiles.map((f) => path.resolve(home, expandPath(f, ctx)));
-  if (cfg.userKnownHostsFiles) cfg.userKnownHostsFiles = cfg.userKnownHostsFiles.filter((f) => f !== 'none').map((f) => path.resolve(home, expandPath(f, ctx)));
+  if (cfg.userKnownHostsFiles)
+    cfg.userKnownHostsFiles = cfg.userKnownHostsFiles
+      .filter((f) => f !== 'none')
+      .map((f) => path.resolve(home, expandPath(f, ctx)));
   return cfg;
 }

@@ -4,7 +4,11 @@
  */
 import { createHmac } from 'node:crypto';
 
-export type HostKeyVerdict = { status: 'match' } | { status: 'unknown' } | { status: 'changed'; file: string; line: number } | { status: 'revoked' };
+export type HostKeyVerdict =
+  | { status: 'match' }
+  | { status: 'unknown' }
+  | { status: 'changed'; file: string; line: number }
+  | { status: 'revoked' };
 
 /** The name known_hosts uses for host:port. */
 export function knownHostsName(host: string, port: number): string {
@@ -18,7 +22,13 @@ function patternMatch(pattern: string, name: string): boolean {
     const h = createHmac('sha1', Buffer.from(salt, 'base64')).update(name).digest('base64');
     return h === hash;
   }
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 'i');
+  const re = new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+    'i',
+  );
   return re.test(name);
 }
 
@@ -39,7 +49,12 @@ export function keyTypeOf(blob: Buffer): string {
   return blob.toString('ascii', 4, 4 + n);
 }
 
-export function checkHostKey(files: { path: string; text: string }[], host: string, port: number, key: Buffer): HostKeyVerdict {
+export function checkHostKey(
+  files: { path: string; text: string }[],
+  host: string,
+  port: number,
+  key: Buffer,
+): HostKeyVerdict {
   const names = [knownHostsName(host, port)];
   const b64 = key.toString('base64');
   const type = keyTypeOf(key);

@@ -62,10 +62,31 @@ async function encryptedFacts(stream: Readable): Promise<{ createdAt?: string; c
  * The entry for a bundle whose manifest could not be read. Encrypted, without (or with another)
  * passphrase: what its header says in the clear. Otherwise the reason.
  */
-async function unreadableEntry(base: { bundle: string; bytes: number; mtime: string }, err: unknown, head: () => Promise<Readable>): Promise<CatalogEntry> {
-  const facts = err instanceof PassphraseError ? await head().then(encryptedFacts).catch(() => undefined) : undefined;
-  if (facts?.createdAt && facts.containers) return { ...base, created: facts.createdAt, containers: facts.containers, imageMode: '?', compression: '?', encrypted: true };
-  return { ...base, error: toFerryError(err).message, ...(facts || err instanceof PassphraseError ? { encrypted: true } : {}) };
+async function unreadableEntry(
+  base: { bundle: string; bytes: number; mtime: string },
+  err: unknown,
+  head: () => Promise<Readable>,
+): Promise<CatalogEntry> {
+  const facts =
+    err instanceof PassphraseError
+      ? await head()
+          .then(encryptedFacts)
+          .catch(() => undefined)
+      : undefined;
+  if (facts?.createdAt && facts.containers)
+    return {
+      ...base,
+      created: facts.createdAt,
+      containers: facts.containers,
+      imageMode: '?',
+      compression: '?',
+      encrypted: true,
+    };
+  return {
+    ...base,
+    error: toFerryError(err).message,
+    ...(facts || err instanceof PassphraseError ? { encrypted: true } : {}),
+  };
 }
 
 /** The compression of a bundle as one word: the codec(s) of its data members. */
@@ -86,7 +107,10 @@ export function isEncrypted(m: Manifest): boolean {
 }
 
 /** Describe one file from its manifest; a file that is not a readable bundle gets `error`. */
-export async function describeBundle(file: string, passphrase: string | undefined = process.env.FERRY_PASSPHRASE): Promise<CatalogEntry> {
+export async function describeBundle(
+  file: string,
+  passphrase: string | undefined = process.env.FERRY_PASSPHRASE,
+): Promise<CatalogEntry> {
   const abs = path.resolve(file);
   let bytes = 0;
   let mtime = new Date(0).toISOString();
@@ -97,14 +121,22 @@ export async function describeBundle(file: string, passphrase: string | undefine
   } catch (err) {
     return { bundle: abs, bytes, mtime, error: toFerryError(err).message };
   }
-  return describeOpened({ bundle: abs, bytes, mtime }, async () => createReadStream(abs, { highWaterMark: 64 * 1024 }) as unknown as Readable, passphrase);
+  return describeOpened(
+    { bundle: abs, bytes, mtime },
+    async () => createReadStream(abs, { highWaterMark: 64 * 1024 }) as unknown as Readable,
+    passphrase,
+  );
 }
 
 /**
  * Describe one bundle from its manifest: open it, parse the first member, close it, reading
  * nothing more. A bundle that cannot be read gets `error` (see unreadableEntry).
  */
-async function describeOpened(base: { bundle: string; bytes: number; mtime: string }, open: () => Promise<Readable>, passphrase?: string): Promise<CatalogEntry> {
+async function describeOpened(
+  base: { bundle: string; bytes: number; mtime: string },
+  open: () => Promise<Readable>,
+  passphrase?: string,
+): Promise<CatalogEntry> {
   try {
     const reader = await BundleReader.open(await open(), base.bundle, { passphrase });
     reader.close();
@@ -137,7 +169,11 @@ export async function storeFiles(dir: string): Promise<string[]> {
   const abs = path.resolve(dir);
   const st = await fs.stat(abs).catch(() => undefined);
   if (!st) throw new NotFoundError(`no store at ${abs}`, 'give the directory that backups are written to');
-  if (!st.isDirectory()) throw new UsageError(`${abs} is not a directory`, 'give a store (a directory of bundles); for one bundle use `ferry inspect`');
+  if (!st.isDirectory())
+    throw new UsageError(
+      `${abs} is not a directory`,
+      'give a store (a directory of bundles); for one bundle use `ferry inspect`',
+    );
   const out: string[] = [];
   for (const d of await fs.readdir(abs, { withFileTypes: true })) {
     if (d.name.startsWith('.') || d.name.startsWith(TEMP_PREFIX)) continue;
@@ -152,9 +188,14 @@ export async function storeFiles(dir: string): Promise<string[]> {
 export type NameFilter = (name: string) => boolean;
 
 /** Every bundle of a store (or those whose file name `only` takes), oldest first. */
-export async function listStore(dir: string, passphrase: string | undefined = process.env.FERRY_PASSPHRASE, only?: NameFilter): Promise<CatalogEntry[]> {
+export async function listStore(
+  dir: string,
+  passphrase: string | undefined = process.env.FERRY_PASSPHRASE,
+  only?: NameFilter,
+): Promise<CatalogEntry[]> {
   const entries: CatalogEntry[] = [];
-  for (const f of await storeFiles(dir)) if (!only || only(path.basename(f))) entries.push(await describeBundle(f, passphrase));
+  for (const f of await storeFiles(dir))
+    if (!only || only(path.basename(f))) entries.push(await describeBundle(f, passphrase));
   entries.sort((a, b) => entryTime(a) - entryTime(b) || a.bundle.localeCompare(b.bundle));
   return entries;
 }
@@ -195,12 +236,19 @@ export function redactManifest(m: Manifest): Manifest {
 }
 
 /** Every bundle of a store on another host (ssh://host/dir), from their manifests, oldest first. */
-export async function listRemoteStore(url: string, pool: SshPool, passphrase?: string, only?: NameFilter): Promise<CatalogEntry[]> {
+export async function listRemoteStore(
+  url: string,
+  pool: SshPool,
+  passphrase?: string,
+  only?: NameFilter,
+): Promise<CatalogEntry[]> {
   const entries: CatalogEntry[] = [];
   for (const f of await new SftpTransport(url, pool).listBundles()) {
     if (only && !only(f.url.slice(f.url.lastIndexOf('/') + 1))) continue;
     const open = async () => (await new SftpTransport(f.url, pool).openBundle()).stream;
-    entries.push(await describeOpened({ bundle: f.url, bytes: f.size, mtime: f.mtime.toISOString() }, open, passphrase));
+    entries.push(
+      await describeOpened({ bundle: f.url, bytes: f.size, mtime: f.mtime.toISOString() }, open, passphrase),
+    );
   }
   entries.sort((a, b) => entryTime(a) - entryTime(b) || a.bundle.localeCompare(b.bundle));
   return entries;

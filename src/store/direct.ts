@@ -21,7 +21,9 @@ import type fs from 'node:fs/promises';
 import { PositionedWrites } from './positioned.js';
 
 // The one WebAssembly API used here (its types come with the DOM lib, which this project leaves out).
-declare const WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { readonly buffer: ArrayBuffer } };
+declare const WebAssembly: {
+  Memory: new (d: { initial: number; maximum: number }) => { readonly buffer: ArrayBuffer };
+};
 
 export const SLOT_SIZE = 4 << 20;
 const SLOTS = 4;
@@ -57,7 +59,10 @@ export class AlignedAppender {
   ) {
     this.directOk = !!direct;
     if (direct) {
-      this.memory = new WebAssembly.Memory({ initial: (SLOT_SIZE * SLOTS) / 65536, maximum: (SLOT_SIZE * SLOTS) / 65536 });
+      this.memory = new WebAssembly.Memory({
+        initial: (SLOT_SIZE * SLOTS) / 65536,
+        maximum: (SLOT_SIZE * SLOTS) / 65536,
+      });
       for (let i = 0; i < SLOTS; i++) this.free.push(Buffer.from(this.memory.buffer, i * SLOT_SIZE, SLOT_SIZE));
       this.cur = this.free.pop();
     }
@@ -80,12 +85,15 @@ export class AlignedAppender {
       this.unsynced += chunks.reduce((n, c) => n + c.length, 0);
       if (this.unsynced >= SYNC_EVERY && !this.syncing) {
         this.unsynced = 0;
-        this.syncing = this.buffered.datasync().catch(() => {}).finally(() => (this.syncing = undefined));
+        this.syncing = this.buffered
+          .datasync()
+          .catch(() => {})
+          .finally(() => (this.syncing = undefined));
       }
       return this.writes.write(chunks, written);
     }
     for (const c of chunks) {
-      for (let off = 0; off < c.length; ) {
+      for (let off = 0; off < c.length;) {
         const n = Math.min(c.length - off, SLOT_SIZE - this.fill);
         c.copy(this.cur!, this.fill, off, off + n);
         this.fill += n;
@@ -110,7 +118,8 @@ export class AlignedAppender {
 
   /** Overwrite bytes already appended (a header whose size is known only now). */
   async patch(chunk: Buffer, position: number): Promise<void> {
-    if (position < 0 || position + chunk.length > this.position) throw new RangeError(`patch at ${position}+${chunk.length} past the end (${this.position})`);
+    if (position < 0 || position + chunk.length > this.position)
+      throw new RangeError(`patch at ${position}+${chunk.length} past the end (${this.position})`);
     const slotStart = this.writes.position;
     if (this.cur && position + chunk.length > slotStart) {
       // The part still in the slot being filled is patched in memory.
@@ -128,7 +137,8 @@ export class AlignedAppender {
    * already on disk past the new end stay there until the caller truncates the file.
    */
   async rewind(position: number): Promise<void> {
-    if (position < 0 || position > this.position) throw new RangeError(`rewind to ${position} past the end (${this.position})`);
+    if (position < 0 || position > this.position)
+      throw new RangeError(`rewind to ${position} past the end (${this.position})`);
     await this.writes.settle();
     await this.syncing;
     this.unsynced = 0;
@@ -144,7 +154,7 @@ export class AlignedAppender {
     // Back into what is on disk: the slot starts again at the aligned block holding `position`,
     // with that block's bytes before `position` read back into it.
     const base = position - (position % ALIGN);
-    for (let got = 0; got < position - base; ) {
+    for (let got = 0; got < position - base;) {
       const { bytesRead } = await this.buffered.read(this.cur, got, position - base - got, base + got);
       if (bytesRead === 0) throw new Error(`rewind: the bundle file ends at ${base + got}, before ${position}`);
       got += bytesRead;

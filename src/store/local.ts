@@ -148,12 +148,17 @@ export class LocalTransport implements Transport {
     if (this.target.endsWith('.tar')) {
       const dir = path.dirname(path.resolve(this.target));
       const st = await fs.stat(dir).catch(() => undefined);
-      if (!st?.isDirectory()) throw new NotFoundError(`directory ${dir} does not exist`, 'create it first, or choose another -o');
+      if (!st?.isDirectory())
+        throw new NotFoundError(`directory ${dir} does not exist`, 'create it first, or choose another -o');
       return path.resolve(this.target);
     }
     const st = await fs.stat(this.target).catch(() => undefined);
     if (!st) await fs.mkdir(this.target, { recursive: true, mode: 0o700 });
-    else if (!st.isDirectory()) throw new UsageError(`${this.target} exists and is not a directory`, 'give a directory, or a file name ending in .tar');
+    else if (!st.isDirectory())
+      throw new UsageError(
+        `${this.target} exists and is not a directory`,
+        'give a directory, or a file name ending in .tar',
+      );
     return path.resolve(this.target, suggestedName);
   }
 
@@ -168,7 +173,10 @@ export class LocalTransport implements Transport {
     }
     // A store: choose a free name and claim it with its temporary while holding the lock, then
     // let go, so that other runs can write into the store at the same time.
-    const lock = await acquireStoreLock(dir, { ...this.lockOptions, purpose: this.lockOptions.purpose ?? 'backup: choosing a bundle name' });
+    const lock = await acquireStoreLock(dir, {
+      ...this.lockOptions,
+      purpose: this.lockOptions.purpose ?? 'backup: choosing a bundle name',
+    });
     try {
       await cleanStaleTemps(dir);
       const name = uniqueBundleName(await fs.readdir(dir), path.basename(final));
@@ -188,7 +196,9 @@ export class LocalTransport implements Transport {
     }
     // A second descriptor with O_DIRECT, where the filesystem has it (tmpfs and some network
     // filesystems refuse it at open: then everything goes through the first).
-    const direct = directIoWanted() ? await fs.open(temp, fsc.O_WRONLY | fsc.O_DIRECT).catch(() => undefined) : undefined;
+    const direct = directIoWanted()
+      ? await fs.open(temp, fsc.O_WRONLY | fsc.O_DIRECT).catch(() => undefined)
+      : undefined;
     return new FileSink(fh, direct, temp, final);
   }
 
@@ -200,7 +210,11 @@ export class LocalTransport implements Transport {
     const fh = await fs.open(p, 'r').catch((err) => {
       throw toFerryError(err);
     });
-    return { stream: fh.createReadStream({ highWaterMark: 1 << 20, autoClose: true }) as unknown as Readable, location: p, size: st.size };
+    return {
+      stream: fh.createReadStream({ highWaterMark: 1 << 20, autoClose: true }) as unknown as Readable,
+      location: p,
+      size: st.size,
+    };
   }
 
   async close(): Promise<void> {}

@@ -131,12 +131,16 @@ export function localLockDir(dir: string): LockDir {
   };
 }
 
-async function readLock(dir: LockDir, file: string): Promise<{ raw: string; info?: LockInfo; mtimeMs: number } | undefined> {
+async function readLock(
+  dir: LockDir,
+  file: string,
+): Promise<{ raw: string; info?: LockInfo; mtimeMs: number } | undefined> {
   const got = await dir.read(file);
   if (!got) return undefined;
   try {
     const o = JSON.parse(got.raw) as LockInfo;
-    if (o && Number.isInteger(o.pid) && typeof o.hostname === 'string' && typeof o.token === 'string') return { ...got, info: o };
+    if (o && Number.isInteger(o.pid) && typeof o.hostname === 'string' && typeof o.token === 'string')
+      return { ...got, info: o };
   } catch {
     // unreadable: judged by its age below
   }
@@ -228,9 +232,12 @@ export async function acquireStoreLock(store: string | LockDir, opts: LockOption
       if (await breakStale(dir, held.raw)) continue;
     }
     if (Date.now() >= deadline) {
-      throw new LockedError(`the store ${dir.name} is locked by another ferry run: ${describeHolder(held)}`, held.info && held.info.hostname !== os.hostname()
-        ? `wait for it and retry, or raise --lock-timeout; a lock of another host that is not touched for ${FOREIGN_STALE_MS / 60_000} minutes is taken over (its run died); to go on now, if no ferry runs on ${held.info.hostname} any more, remove ${file}`
-        : `wait for it and retry, or raise --lock-timeout (now ${Math.round(opts.timeoutMs / 1000)}s)`);
+      throw new LockedError(
+        `the store ${dir.name} is locked by another ferry run: ${describeHolder(held)}`,
+        held.info && held.info.hostname !== os.hostname()
+          ? `wait for it and retry, or raise --lock-timeout; a lock of another host that is not touched for ${FOREIGN_STALE_MS / 60_000} minutes is taken over (its run died); to go on now, if no ferry runs on ${held.info.hostname} any more, remove ${file}`
+          : `wait for it and retry, or raise --lock-timeout (now ${Math.round(opts.timeoutMs / 1000)}s)`,
+      );
     }
     if (!waited) {
       waited = true;

@@ -12,6 +12,10 @@ export function resolveTransport(target: string, deps: { ssh?: () => SshPool } =
     if (!deps.ssh) throw new UsageError(`${target}: ssh stores need an SSH session`);
     return new SftpTransport(target, deps.ssh());
   }
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(target)) throw new UsageError(`unsupported bundle location ${target}`, 'use a local path, - for stdout/stdin, or ssh://host/path');
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(target))
+    throw new UsageError(
+      `unsupported bundle location ${target}`,
+      'use a local path, - for stdout/stdin, or ssh://host/path',
+    );
   return new LocalTransport(target);
 }

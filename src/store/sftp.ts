@@ -33,10 +33,17 @@ export function parseSshLocation(url: string): SshLocation {
   } catch {
     throw new UsageError(`cannot parse ${url}`, 'use ssh://[user@]host[:port]/path');
   }
-  if (u.protocol !== 'ssh:' || !u.hostname) throw new UsageError(`cannot parse ${url}`, 'use ssh://[user@]host[:port]/path');
+  if (u.protocol !== 'ssh:' || !u.hostname)
+    throw new UsageError(`cannot parse ${url}`, 'use ssh://[user@]host[:port]/path');
   const p = decodeURIComponent(u.pathname);
-  if (!p || p === '/') throw new UsageError(`${url} names no directory or file`, 'use ssh://host/backups or ssh://host/backups/web.tar');
-  return { user: u.username ? decodeURIComponent(u.username) : undefined, host: u.hostname, port: u.port ? Number(u.port) : undefined, path: p };
+  if (!p || p === '/')
+    throw new UsageError(`${url} names no directory or file`, 'use ssh://host/backups or ssh://host/backups/web.tar');
+  return {
+    user: u.username ? decodeURIComponent(u.username) : undefined,
+    host: u.hostname,
+    port: u.port ? Number(u.port) : undefined,
+    path: p,
+  };
 }
 
 function sftpError(err: Error & { code?: number }, what: string): Error {
@@ -57,7 +64,9 @@ interface Attrs {
 }
 
 function call<T>(what: string, fn: (cb: (err: Error | null | undefined, v?: T) => void) => void): Promise<T> {
-  return new Promise((resolve, reject) => fn((err, v) => (err ? reject(sftpError(err as Error, what)) : resolve(v as T))));
+  return new Promise((resolve, reject) =>
+    fn((err, v) => (err ? reject(sftpError(err as Error, what)) : resolve(v as T))),
+  );
 }
 
 /** The store lock's file operations in a directory on the remote host. */
@@ -69,11 +78,19 @@ export function sftpLockDir(sftp: SFTPWrapper, dir: string, base: string): LockD
     async create(file, content) {
       let handle: Buffer;
       try {
-        handle = await call<Buffer>(`create ${at(file)}`, (cb) => sftp.open(at(file), 'wx', { mode: 0o644 }, cb as never));
+        handle = await call<Buffer>(`create ${at(file)}`, (cb) =>
+          sftp.open(at(file), 'wx', { mode: 0o644 }, cb as never),
+        );
       } catch (err) {
         // SFTP v3 has no "already exists" status: an exclusive open that fails on a file that
         // is there failed because it is there.
-        if (await call(`stat ${at(file)}`, (cb) => sftp.lstat(at(file), cb as never)).then(() => true, () => false)) return false;
+        if (
+          await call(`stat ${at(file)}`, (cb) => sftp.lstat(at(file), cb as never)).then(
+            () => true,
+            () => false,
+          )
+        )
+          return false;
         throw err;
       }
       try {
@@ -112,20 +129,21 @@ export function sftpLockDir(sftp: SFTPWrapper, dir: string, base: string): LockD
 
 /** The temporaries in a listing that no run has touched for STALE_REMOTE_TEMP_MS. */
 export function staleRemoteTemps(list: { filename: string; attrs: { mtime: number } }[], now = Date.now()): string[] {
-  return list.filter((e) => TEMP_RE.test(e.filename) && now - e.attrs.mtime * 1000 > STALE_REMOTE_TEMP_MS).map((e) => e.filename);
+  return list
+    .filter((e) => TEMP_RE.test(e.filename) && now - e.attrs.mtime * 1000 > STALE_REMOTE_TEMP_MS)
+    .map((e) => e.filename);
 }
 
 class SftpSink implements BundleSink {
   readonly seekable = true;
   private done = false;
   // Several writes in flight: one round trip per chunk would cap throughput by latency.
-  private readonly writes = new PositionedWrites(
-    (bufs, pos) => {
-      const buf = Buffer.concat(bufs); // a copy, which ssh2 may keep while the write is under way
-      return call<void>(`write ${this.location}`, (cb) => this.sftp.write(this.handle, buf, 0, buf.length, pos, cb as never));
-    },
-    16,
-  );
+  private readonly writes = new PositionedWrites((bufs, pos) => {
+    const buf = Buffer.concat(bufs); // a copy, which ssh2 may keep while the write is under way
+    return call<void>(`write ${this.location}`, (cb) =>
+      this.sftp.write(this.handle, buf, 0, buf.length, pos, cb as never),
+    );
+  }, 16);
 
   constructor(
     private readonly sftp: SFTPWrapper,
@@ -149,10 +167,16 @@ class SftpSink implements BundleSink {
 
   async commit(): Promise<void> {
     await this.writes.settle();
-    await call<void>(`fsync ${this.location}`, (cb) => (this.sftp as unknown as { ext_openssh_fsync(h: Buffer, cb: unknown): void }).ext_openssh_fsync(this.handle, cb)).catch(() => {});
+    await call<void>(`fsync ${this.location}`, (cb) =>
+      (this.sftp as unknown as { ext_openssh_fsync(h: Buffer, cb: unknown): void }).ext_openssh_fsync(this.handle, cb),
+    ).catch(() => {});
     await call<void>(`close ${this.location}`, (cb) => this.sftp.close(this.handle, cb as never));
-    await call<void>(`rename ${this.tempPath} to ${this.finalPath}`, (cb) => this.sftp.ext_openssh_rename(this.tempPath, this.finalPath, cb as never)).catch(async () => {
-      await call<void>(`rename ${this.tempPath} to ${this.finalPath}`, (cb) => this.sftp.rename(this.tempPath, this.finalPath, cb as never));
+    await call<void>(`rename ${this.tempPath} to ${this.finalPath}`, (cb) =>
+      this.sftp.ext_openssh_rename(this.tempPath, this.finalPath, cb as never),
+    ).catch(async () => {
+      await call<void>(`rename ${this.tempPath} to ${this.finalPath}`, (cb) =>
+        this.sftp.rename(this.tempPath, this.finalPath, cb as never),
+      );
     });
     this.done = true;
   }
@@ -200,17 +224,24 @@ export class SftpTransport implements Transport {
   private async listing(sftp: SFTPWrapper): Promise<{ filename: string; attrs: Attrs }[]> {
     const dir = this.dirPath();
     const st = await call<Attrs>(`stat ${this.url}`, (cb) => sftp.stat(dir, cb as never)).catch((err) => {
-      if (err instanceof NotFoundError) throw new NotFoundError(`no store at ${this.url}`, 'give the directory that backups are written to');
+      if (err instanceof NotFoundError)
+        throw new NotFoundError(`no store at ${this.url}`, 'give the directory that backups are written to');
       throw err;
     });
-    if (!st.isDirectory()) throw new UsageError(`${this.url} is not a directory`, 'give a store (a directory of bundles); for one bundle use `ferry inspect`');
+    if (!st.isDirectory())
+      throw new UsageError(
+        `${this.url} is not a directory`,
+        'give a store (a directory of bundles); for one bundle use `ferry inspect`',
+      );
     return call(`list ${this.url}`, (cb) => sftp.readdir(dir, cb as never));
   }
 
   /** Whether this location is a directory on the remote host. */
   async isDirectory(): Promise<boolean> {
     const sftp = await this.sftp();
-    const st = await call<Attrs>(`stat ${this.url}`, (cb) => sftp.stat(this.dirPath(), cb as never)).catch(() => undefined);
+    const st = await call<Attrs>(`stat ${this.url}`, (cb) => sftp.stat(this.dirPath(), cb as never)).catch(
+      () => undefined,
+    );
     return !!st?.isDirectory();
   }
 
@@ -229,13 +260,19 @@ export class SftpTransport implements Transport {
     if (!st) await call<void>(`mkdir ${this.loc.path}`, (cb) => sftp.mkdir(dir, { mode: 0o700 }, cb as never));
     else if (!st.isDirectory()) throw new UsageError(`${this.url} exists and is not a directory`);
     // As in a local store: choose a free name and claim it with a temporary under the lock.
-    const lock = await acquireStoreLock(sftpLockDir(sftp, dir, this.base()), { ...this.lockOptions, purpose: this.lockOptions.purpose ?? 'backup: choosing a bundle name' });
+    const lock = await acquireStoreLock(sftpLockDir(sftp, dir, this.base()), {
+      ...this.lockOptions,
+      purpose: this.lockOptions.purpose ?? 'backup: choosing a bundle name',
+    });
     try {
       const list = await this.listing(sftp);
       for (const n of staleRemoteTemps(list)) {
         await call<void>(`remove ${n}`, (cb) => sftp.unlink(path.join(dir, n), cb as never)).catch(() => {});
       }
-      const name = uniqueBundleName(list.map((e) => e.filename), suggestedName);
+      const name = uniqueBundleName(
+        list.map((e) => e.filename),
+        suggestedName,
+      );
       return await this.openTemp(sftp, path.join(dir, name));
     } finally {
       await lock.release();
@@ -250,7 +287,9 @@ export class SftpTransport implements Transport {
 
   async openBundle(): Promise<{ stream: Readable; location: string; size?: number }> {
     const sftp = await this.sftp();
-    const st = await call<{ size: number; isDirectory(): boolean }>(`stat ${this.url}`, (cb) => sftp.stat(this.loc.path, cb as never)).catch(() => {
+    const st = await call<{ size: number; isDirectory(): boolean }>(`stat ${this.url}`, (cb) =>
+      sftp.stat(this.loc.path, cb as never),
+    ).catch(() => {
       throw new NotFoundError(`no bundle at ${this.url}`);
     });
     if (st.isDirectory()) throw new UsageError(`${this.url} is a directory`, 'name a bundle file in it');
@@ -279,9 +318,11 @@ export class SftpTransport implements Transport {
   async renameBundle(suffix: string): Promise<string> {
     const sftp = await this.sftp();
     const to = `${this.loc.path}${suffix}`;
-    await call<void>(`rename ${this.url}`, (cb) => sftp.ext_openssh_rename(this.loc.path, to, cb as never)).catch(async () => {
-      await call<void>(`rename ${this.url}`, (cb) => sftp.rename(this.loc.path, to, cb as never));
-    });
+    await call<void>(`rename ${this.url}`, (cb) => sftp.ext_openssh_rename(this.loc.path, to, cb as never)).catch(
+      async () => {
+        await call<void>(`rename ${this.url}`, (cb) => sftp.rename(this.loc.path, to, cb as never));
+      },
+    );
     return `${this.url}${suffix}`;
   }
 

@@ -17,13 +17,21 @@ class StreamSink implements BundleSink {
   async write(chunk: Buffer): Promise<void> {
     if (this.out.destroyed) throw new IoError('stdout was closed before the bundle was complete');
     this.position += chunk.length;
-    if (!this.out.write(chunk)) await Promise.race([once(this.out, 'drain'), once(this.out, 'close').then(() => { throw new IoError('stdout was closed before the bundle was complete'); })]);
+    if (!this.out.write(chunk))
+      await Promise.race([
+        once(this.out, 'drain'),
+        once(this.out, 'close').then(() => {
+          throw new IoError('stdout was closed before the bundle was complete');
+        }),
+      ]);
   }
   async writeAt(): Promise<void> {
     throw new Error('stdout is not seekable');
   }
   async commit(): Promise<void> {
-    await new Promise<void>((resolve, reject) => this.out.write(Buffer.alloc(0), (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      this.out.write(Buffer.alloc(0), (err) => (err ? reject(err) : resolve())),
+    );
   }
   async abort(): Promise<void> {
     // A consumer of a truncated stream sees no trailer and rejects the bundle.
@@ -40,11 +48,16 @@ export class StreamTransport implements Transport {
     return '-';
   }
   async createBundle(): Promise<BundleSink> {
-    if ((this.out as { isTTY?: boolean }).isTTY) throw new UsageError('refusing to write a bundle to a terminal', 'redirect stdout to a file or a pipe');
+    if ((this.out as { isTTY?: boolean }).isTTY)
+      throw new UsageError('refusing to write a bundle to a terminal', 'redirect stdout to a file or a pipe');
     return new StreamSink(this.out);
   }
   async openBundle() {
-    if ((this.inp as { isTTY?: boolean }).isTTY) throw new UsageError('expected a bundle on stdin, but stdin is a terminal', 'pipe a bundle in, e.g. `ferry restore - < bundle.tar`');
+    if ((this.inp as { isTTY?: boolean }).isTTY)
+      throw new UsageError(
+        'expected a bundle on stdin, but stdin is a terminal',
+        'pipe a bundle in, e.g. `ferry restore - < bundle.tar`',
+      );
     return { stream: this.inp, location: 'stdin' };
   }
   async close() {}

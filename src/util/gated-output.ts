@@ -13,7 +13,12 @@ import { PassThrough, type Readable } from 'node:stream';
  * (stop the process); its own failure is the one reported. `stdout` may be a stream the
  * process's output goes through: it is drained once abandoned.
  */
-export function gatedOutput(stdout: Readable, exit: Promise<number | null>, verdict: (code: number | null) => Error | undefined, abandon: () => void): { stream: PassThrough; settled: Promise<void> } {
+export function gatedOutput(
+  stdout: Readable,
+  exit: Promise<number | null>,
+  verdict: (code: number | null) => Error | undefined,
+  abandon: () => void,
+): { stream: PassThrough; settled: Promise<void> } {
   const out = new PassThrough({ highWaterMark: 1 << 20 });
   stdout.pipe(out, { end: false });
   let done = false;

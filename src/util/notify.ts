@@ -20,13 +20,26 @@ export function redactUrl(url: string): string {
   }
 }
 
-export async function ping(base: string | undefined, kind: PingKind, body: string, warn: (m: string) => void, timeoutMs = 10_000): Promise<void> {
+export async function ping(
+  base: string | undefined,
+  kind: PingKind,
+  body: string,
+  warn: (m: string) => void,
+  timeoutMs = 10_000,
+): Promise<void> {
   if (!base) return;
   try {
-    const res = await fetch(pingUrl(base, kind), { method: 'POST', body: body.slice(0, 10_000), signal: AbortSignal.timeout(timeoutMs), headers: { 'content-type': 'text/plain; charset=utf-8' } });
+    const res = await fetch(pingUrl(base, kind), {
+      method: 'POST',
+      body: body.slice(0, 10_000),
+      signal: AbortSignal.timeout(timeoutMs),
+      headers: { 'content-type': 'text/plain; charset=utf-8' },
+    });
     await res.arrayBuffer().catch(() => undefined);
     if (!res.ok) warn(`notify ${kind}: ${redactUrl(base)} answered ${res.status}`);
   } catch (err) {
-    warn(`notify ${kind}: could not reach ${redactUrl(base)} (${(err as Error).message}); the backup itself is not affected`);
+    warn(
+      `notify ${kind}: could not reach ${redactUrl(base)} (${(err as Error).message}); the backup itself is not affected`,
+    );
   }
 }

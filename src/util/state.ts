@@ -74,12 +74,17 @@ export class QuiesceJournal {
 
   /** Records left by ferry runs on this host that died before putting the container back. */
   stale(engine: string): QuiesceRecord[] {
-    return read(this.file).filter((x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid));
+    return read(this.file).filter(
+      (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid),
+    );
   }
 
   forget(engine: string, containerId: string): void {
     try {
-      write(this.file, read(this.file).filter((x) => !(x.engine === engine && x.containerId === containerId)));
+      write(
+        this.file,
+        read(this.file).filter((x) => !(x.engine === engine && x.containerId === containerId)),
+      );
     } catch {
       /* advisory only */
     }

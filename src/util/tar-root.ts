@@ -22,7 +22,10 @@ export function num(buf: Buffer, off: number, len: number): number {
     for (let i = off + 1; i < off + len; i++) v = (v << 8n) | BigInt(buf[i]!);
     return Number(v);
   }
-  const s = buf.toString('ascii', off, off + len).replace(/\0.*$/s, '').trim();
+  const s = buf
+    .toString('ascii', off, off + len)
+    .replace(/\0.*$/s, '')
+    .trim();
   return s ? parseInt(s, 8) : 0;
 }
 

@@ -8,7 +8,21 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, memberOffset, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, sh, uid, volumeListing, waitFor } from '../helpers/lab.js';
+import {
+  BUSYBOX,
+  cleanup,
+  memberOffset,
+  docker,
+  ENGINE_A,
+  ENGINE_B,
+  exists,
+  ferry,
+  inspect,
+  sh,
+  uid,
+  volumeListing,
+  waitFor,
+} from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-bundle-'));
 const a = uid('ba');
@@ -20,9 +34,29 @@ let bundle = '';
 function setup() {
   docker(['volume', 'create', shared]);
   docker(['volume', 'create', own]);
-  docker(['run', '-d', '--name', a, '-e', 'ROLE=a', '-v', `${shared}:/shared`, '-v', `${own}:/own`, BUSYBOX, 'sleep', '100000']);
+  docker([
+    'run',
+    '-d',
+    '--name',
+    a,
+    '-e',
+    'ROLE=a',
+    '-v',
+    `${shared}:/shared`,
+    '-v',
+    `${own}:/own`,
+    BUSYBOX,
+    'sleep',
+    '100000',
+  ]);
   docker(['run', '-d', '--name', b, '-e', 'ROLE=b', '-v', `${shared}:/shared:ro`, BUSYBOX, 'sleep', '100000']);
-  docker(['exec', a, 'sh', '-c', 'echo shared > /shared/s; dd if=/dev/urandom of=/own/blob bs=1024 count=2048 2>/dev/null; echo own > /own/o']);
+  docker([
+    'exec',
+    a,
+    'sh',
+    '-c',
+    'echo shared > /shared/s; dd if=/dev/urandom of=/own/blob bs=1024 count=2048 2>/dev/null; echo own > /own/o',
+  ]);
 }
 
 beforeAll(() => {
@@ -44,7 +78,9 @@ describe('a bundle of two containers sharing a volume', () => {
     const names = execFileSync('tar', ['-tf', bundle], { encoding: 'utf8' }).trim().split('\n');
     expect(names[0]).toBe('manifest.json');
     expect(names.slice(-2)).toEqual(['trailer.json', 'SHA256SUMS']);
-    expect(names.filter((n) => n.startsWith('volumes/')).sort()).toEqual([`volumes/${own}.tar.zst`, `volumes/${shared}.tar.zst`].sort());
+    expect(names.filter((n) => n.startsWith('volumes/')).sort()).toEqual(
+      [`volumes/${own}.tar.zst`, `volumes/${shared}.tar.zst`].sort(),
+    );
     expect(names.filter((n) => n.startsWith('images/')).length).toBe(2);
   });
 
@@ -53,7 +89,10 @@ describe('a bundle of two containers sharing a volume', () => {
     mkdirSync(x);
     execFileSync('tar', ['-xf', bundle, '-C', x]);
     execFileSync('sha256sum', ['-c', 'SHA256SUMS'], { cwd: x });
-    const listing = execFileSync('sh', ['-c', `zstd -dc volumes/${own}.tar.zst | tar -tvf -`], { cwd: x, encoding: 'utf8' });
+    const listing = execFileSync('sh', ['-c', `zstd -dc volumes/${own}.tar.zst | tar -tvf -`], {
+      cwd: x,
+      encoding: 'utf8',
+    });
     expect(listing).toMatch(/\.\/blob/);
     const img = readdirSync(path.join(x, 'images'))[0]!;
     // docker load on the other engine accepts the image member as it is
@@ -80,7 +119,9 @@ describe('a bundle of two containers sharing a volume', () => {
 
 describe('streams', () => {
   it('backs up to stdout and restores from stdin with no file in between', () => {
-    const r = sh(`set -e; $FERRY backup ${a} -o - --compress gzip | $FERRY restore - --name ${a}-piped --on-conflict rename --no-start`);
+    const r = sh(
+      `set -e; $FERRY backup ${a} -o - --compress gzip | $FERRY restore - --name ${a}-piped --on-conflict rename --no-start`,
+    );
     expect(r.code, r.stderr).toBe(0);
     const c = inspect('container', `${a}-piped`);
     expect(c.State.Running).toBe(false);
@@ -95,16 +136,22 @@ describe('streams', () => {
   it('a reader that goes away: help text just stops (exit 0, no stack trace); a bundle on stdout fails with exit 8 and the container runs on', () => {
     // The sh of the lab is dash: the exit code of the pipeline's first command goes through a file.
     // `true` has exited long before ferry (0.25 s to start) writes its help.
-    const help = sh(`{ $FERRY backup --help 2>&1; echo $? > /tmp/ferry-help-rc-$$; } | true; cat /tmp/ferry-help-rc-$$; rm -f /tmp/ferry-help-rc-$$`);
+    const help = sh(
+      `{ $FERRY backup --help 2>&1; echo $? > /tmp/ferry-help-rc-$$; } | true; cat /tmp/ferry-help-rc-$$; rm -f /tmp/ferry-help-rc-$$`,
+    );
     expect(help.stdout.trim()).toBe('0');
-    const cut = sh(`{ $FERRY backup ${a} -o - --compress none 2>/dev/null; echo $? > /tmp/ferry-cut-rc-$$; } | head -c 100000 >/dev/null; cat /tmp/ferry-cut-rc-$$; rm -f /tmp/ferry-cut-rc-$$`);
+    const cut = sh(
+      `{ $FERRY backup ${a} -o - --compress none 2>/dev/null; echo $? > /tmp/ferry-cut-rc-$$; } | head -c 100000 >/dev/null; cat /tmp/ferry-cut-rc-$$; rm -f /tmp/ferry-cut-rc-$$`,
+    );
     expect(cut.stdout.trim()).toBe('8');
     const st = inspect('container', a).State;
     expect(st.Running && !st.Paused).toBe(true);
   });
 
   it('a stream cut short is refused and restores nothing', () => {
-    const r = sh(`$FERRY backup ${a} -o - --compress none | head -c 1500000 | $FERRY restore - --name ${a}-cut --on-conflict rename`);
+    const r = sh(
+      `$FERRY backup ${a} -o - --compress none | head -c 1500000 | $FERRY restore - --name ${a}-cut --on-conflict rename`,
+    );
     expect(r.code).toBe(7);
     expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
     expect(exists('container', `${a}-cut`)).toBe(false);
@@ -128,12 +175,45 @@ describe('damaged bundles are refused, and restore creates nothing', () => {
   }
 
   const cases: [string, (b: Buffer) => Buffer, RegExp][] = [
-    ['flipped byte in a volume member', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, `volumes/${own}`) + 1000; c[o] = c[o]! ^ 0xff; return c; }, new RegExp(`volumes/${own}|zstd`)],
-    ['flipped byte in the image member', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, 'images/') + 5000; c[o] = c[o]! ^ 0xff; return c; }, /images\/.*(damaged|does not decompress)|sha256/],
-    ['a manifest that declares a member smaller than it inflates (decompression bomb)', (buf) => declareRaw(buf, 'manifest.json', 1), /inflates past its declared size \(1 bytes\); stopped/],
+    [
+      'flipped byte in a volume member',
+      (buf) => {
+        const c = Buffer.from(buf);
+        const o = memberOffset(c, `volumes/${own}`) + 1000;
+        c[o] = c[o]! ^ 0xff;
+        return c;
+      },
+      new RegExp(`volumes/${own}|zstd`),
+    ],
+    [
+      'flipped byte in the image member',
+      (buf) => {
+        const c = Buffer.from(buf);
+        const o = memberOffset(c, 'images/') + 5000;
+        c[o] = c[o]! ^ 0xff;
+        return c;
+      },
+      /images\/.*(damaged|does not decompress)|sha256/,
+    ],
+    [
+      'a manifest that declares a member smaller than it inflates (decompression bomb)',
+      (buf) => declareRaw(buf, 'manifest.json', 1),
+      /inflates past its declared size \(1 bytes\); stopped/,
+    ],
     ['truncated', (buf) => buf.subarray(0, Math.floor(buf.length / 2)), /not a complete bundle|incomplete|truncated/],
     ['not a tar at all', () => Buffer.from('hello, I am not a bundle\n'.repeat(100)), /not a ferry bundle/],
-    ['a newer format version', (buf) => { const c = Buffer.from(buf); const o = memberOffset(c, 'manifest.json'); const s = c.toString('utf8', o, o + 200); const i = s.indexOf('"formatVersion": 1'); c.write('"formatVersion": 9', o + i); return c; }, /newer than this ferry understands/],
+    [
+      'a newer format version',
+      (buf) => {
+        const c = Buffer.from(buf);
+        const o = memberOffset(c, 'manifest.json');
+        const s = c.toString('utf8', o, o + 200);
+        const i = s.indexOf('"formatVersion": 1');
+        c.write('"formatVersion": 9', o + i);
+        return c;
+      },
+      /newer than this ferry understands/,
+    ],
   ];
 
   it('a decompression bomb arriving on stdin is stopped at the size declared before its data, and nothing is created', async () => {
@@ -164,7 +244,9 @@ describe('damaged bundles are refused, and restore creates nothing', () => {
     expect(exists('container', `${a}-bad`)).toBe(false);
     expect(volsNow()).toEqual(before);
     // The untouched stream bundle restores.
-    const ok = await ferry(['restore', '-', '--name', `${a}-streamed`, '--on-conflict', 'rename', '--no-start'], { stdinFile: streamed });
+    const ok = await ferry(['restore', '-', '--name', `${a}-streamed`, '--on-conflict', 'rename', '--no-start'], {
+      stdinFile: streamed,
+    });
     expect(ok.code, ok.stderr).toBe(0);
     cleanup(ENGINE_A, { containers: [`${a}-streamed`], volumes: [`${own}-restored`, `${shared}-restored`] });
   });
@@ -187,11 +269,20 @@ describe('verify and declared sizes', () => {
   it('ferry verify names a member whose decompressed size differs from what the bundle declares', async () => {
     const single = path.join(dir, 'verify-size.tar');
     expect((await ferry(['backup', a, '-o', single])).code).toBe(0);
-    const digits = /"rawBytes": (\d+)/.exec(readFileSync(single).toString('utf8', memberOffset(readFileSync(single), 'manifest.json'), memberOffset(readFileSync(single), 'manifest.json') + 8192))![1]!.length;
+    const digits = /"rawBytes": (\d+)/.exec(
+      readFileSync(single).toString(
+        'utf8',
+        memberOffset(readFileSync(single), 'manifest.json'),
+        memberOffset(readFileSync(single), 'manifest.json') + 8192,
+      ),
+    )![1]!.length;
     // A consistent lie (manifest and trailer agree) either way: smaller, then larger than the data.
     for (const [n, message] of [
       [1, /inflates past its declared size \(1 bytes\)/],
-      [Number('9'.repeat(digits)), new RegExp(`decompresses to \\d+ bytes, the trailer declares ${'9'.repeat(digits)}`)],
+      [
+        Number('9'.repeat(digits)),
+        new RegExp(`decompresses to \\d+ bytes, the trailer declares ${'9'.repeat(digits)}`),
+      ],
     ] as const) {
       const c = declareRaw(declareRaw(readFileSync(single), 'manifest.json', n), 'trailer.json', n);
       const p = path.join(dir, `verify-size-bad-${n}.tar`);
@@ -217,9 +308,23 @@ describe('--on-conflict replace', () => {
   it('checks the whole bundle before removing anything: a damaged one leaves the container and its data as they were', async () => {
     const c = uid('rep');
     const v = `${c}-data`;
-    docker(['run', '-d', '--name', c, '-v', `${v}:/data`, BUSYBOX, 'sh', '-c', 'dd if=/dev/urandom of=/data/blob bs=1M count=4 2>/dev/null; sleep 100000']);
+    docker([
+      'run',
+      '-d',
+      '--name',
+      c,
+      '-v',
+      `${v}:/data`,
+      BUSYBOX,
+      'sh',
+      '-c',
+      'dd if=/dev/urandom of=/data/blob bs=1M count=4 2>/dev/null; sleep 100000',
+    ]);
     try {
-      await waitFor('the data', () => docker(['exec', c, 'sh', '-c', 'test -s /data/blob && echo ok'], { allowFail: true }) === 'ok');
+      await waitFor(
+        'the data',
+        () => docker(['exec', c, 'sh', '-c', 'test -s /data/blob && echo ok'], { allowFail: true }) === 'ok',
+      );
       const p = path.join(dir, 'replace-damaged.tar');
       expect((await ferry(['backup', c, '-o', p, '--compress', 'none'])).code).toBe(0);
       const buf = readFileSync(p);
@@ -230,7 +335,9 @@ describe('--on-conflict replace', () => {
       const id = inspect('container', c).Id;
       const d = await ferry(['restore', p, '--on-conflict', 'replace', '--dry-run']);
       expect(d.code, d.stderr).toBe(0);
-      expect(d.stdout).toMatch(/first read and check the whole bundle \(a damaged one changes nothing\)\n.*replace volume/);
+      expect(d.stdout).toMatch(
+        /first read and check the whole bundle \(a damaged one changes nothing\)\n.*replace volume/,
+      );
       const r = await ferry(['restore', p, '--on-conflict', 'replace']);
       expect(r.code, r.stderr).toBe(7);
       expect(r.stderr).toMatch(new RegExp(`is damaged \\(bad: volumes/${v}[^)]*\\); nothing was replaced or written`));
@@ -242,7 +349,9 @@ describe('--on-conflict replace', () => {
       expect((await ferry(['backup', c, '-o', good, '--compress', 'none'])).code).toBe(0);
       const s = await ferry(['restore', '-', '--on-conflict', 'replace'], { stdinFile: good });
       expect(s.code, s.stderr).toBe(0);
-      expect(s.stderr).toMatch(/a bundle from a pipe cannot be read twice, so it is not checked before what it replaces is changed/);
+      expect(s.stderr).toMatch(
+        /a bundle from a pipe cannot be read twice, so it is not checked before what it replaces is changed/,
+      );
       expect(s.stderr.indexOf('cannot be read twice')).toBeLessThan(s.stderr.indexOf('remove existing container'));
       expect(docker(['exec', c, 'cat', '/data/newer'])).toBe('written after the backup');
     } finally {
@@ -322,6 +431,9 @@ function declareRaw(buf: Buffer, member: string, n: number): Buffer {
   const o = memberOffset(c, member);
   const m = /"rawBytes": (\d+)/.exec(c.toString('utf8', o, o + 8192))!;
   expect(String(n).length).toBeLessThanOrEqual(m[1]!.length);
-  c.write(`"rawBytes": ${String(n).padEnd(m[1]!.length, ' ')}`, o + Buffer.byteLength(c.toString('utf8', o, o + 8192).slice(0, m.index)));
+  c.write(
+    `"rawBytes": ${String(n).padEnd(m[1]!.length, ' ')}`,
+    o + Buffer.byteLength(c.toString('utf8', o, o + 8192).slice(0, m.index)),
+  );
   return c;
 }

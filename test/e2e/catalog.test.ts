@@ -10,7 +10,18 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -24,7 +35,18 @@ import { verifyOrQuarantine } from '../../src/ops/verify.js';
 import { LocalTransport } from '../../src/store/local.js';
 import { acquireStoreLock } from '../../src/store/lock.js';
 import { SshPool } from '../../src/ssh/client.js';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, freePort, inspect, memberOffset, sshHome, uid } from '../helpers/lab.js';
+import {
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ferry,
+  freePort,
+  inspect,
+  memberOffset,
+  sshHome,
+  uid,
+} from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-catalog-'));
 const store = path.join(dir, 'store');
@@ -39,16 +61,48 @@ let port = 0;
 const written: Record<string, string> = {};
 
 const tarList = (file: string) => execFileSync('tar', ['-tf', file], { encoding: 'utf8' }).trim().split('\n');
-const tarsIn = (d: string) => readdirSync(d).filter((n) => n.endsWith('.tar')).sort();
+const tarsIn = (d: string) =>
+  readdirSync(d)
+    .filter((n) => n.endsWith('.tar'))
+    .sort();
 const noTrace = (s: string) => expect(s).not.toMatch(/at .*\.js:\d+/);
 
 beforeAll(async () => {
   port = await freePort();
   docker(['network', 'create', net]);
   docker(['volume', 'create', vol]);
-  docker(['run', '-d', '--name', web, '--network', net, '--network-alias', `${web}-alias`, '-e', `DB_PASSWORD=${SECRET}`, '-e', 'MODE=prod',
-    '-l', 'com.example.role=frontend', '-p', `127.0.0.1:${port}:80`, '--restart', 'unless-stopped', '-v', `${vol}:/data`, BUSYBOX, 'sleep', '100000']);
-  docker(['exec', web, 'sh', '-c', 'echo hello > /data/greeting; dd if=/dev/urandom of=/data/blob bs=1024 count=512 2>/dev/null']);
+  docker([
+    'run',
+    '-d',
+    '--name',
+    web,
+    '--network',
+    net,
+    '--network-alias',
+    `${web}-alias`,
+    '-e',
+    `DB_PASSWORD=${SECRET}`,
+    '-e',
+    'MODE=prod',
+    '-l',
+    'com.example.role=frontend',
+    '-p',
+    `127.0.0.1:${port}:80`,
+    '--restart',
+    'unless-stopped',
+    '-v',
+    `${vol}:/data`,
+    BUSYBOX,
+    'sleep',
+    '100000',
+  ]);
+  docker([
+    'exec',
+    web,
+    'sh',
+    '-c',
+    'echo hello > /data/greeting; dd if=/dev/urandom of=/data/blob bs=1024 count=512 2>/dev/null',
+  ]);
   docker(['run', '-d', '--name', worker, BUSYBOX, 'sleep', '100000']);
   docker(['run', '-d', '--name', cache, BUSYBOX, 'sleep', '100000']);
 });
@@ -78,7 +132,11 @@ async function tarOf(entries: TarEntry[]): Promise<Buffer> {
   for (const e of entries) {
     const type = e.type ?? 'file';
     await new Promise<void>((resolve, reject) =>
-      pack.entry({ name: e.name, type, linkname: e.linkname, mode: type === 'directory' ? 0o755 : 0o644 }, type === 'file' ? (e.data ?? '') : undefined, (err) => (err ? reject(err) : resolve())),
+      pack.entry(
+        { name: e.name, type, linkname: e.linkname, mode: type === 'directory' ? 0o755 : 0o644 },
+        type === 'file' ? (e.data ?? '') : undefined,
+        (err) => (err ? reject(err) : resolve()),
+      ),
     );
   }
   pack.finalize();
@@ -90,8 +148,14 @@ async function tarOf(entries: TarEntry[]): Promise<Buffer> {
 async function dockerArchive(opts: { omitLayer?: boolean } = {}): Promise<Buffer> {
   const layer = await tarOf([{ name: 'hello.txt', data: 'hello\n' }]);
   const entries: TarEntry[] = [
-    { name: 'manifest.json', data: JSON.stringify([{ Config: 'cafe.json', RepoTags: ['ferry/x:1'], Layers: ['l1/layer.tar'] }]) },
-    { name: 'cafe.json', data: JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }) },
+    {
+      name: 'manifest.json',
+      data: JSON.stringify([{ Config: 'cafe.json', RepoTags: ['ferry/x:1'], Layers: ['l1/layer.tar'] }]),
+    },
+    {
+      name: 'cafe.json',
+      data: JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }),
+    },
     { name: 'l1', type: 'directory' },
   ];
   if (!opts.omitLayer) entries.push({ name: 'l1/layer.tar', data: layer });
@@ -112,10 +176,20 @@ function spec(name: string): ContainerSpec {
 }
 
 /** Write a bundle with ferry's BundleWriter: one image member per container, the given volumes. */
-async function craftBundle(file: string, o: { createdAt: string; containers: string[]; volumes?: Record<string, Buffer>; images?: Record<string, Buffer> }) {
+async function craftBundle(
+  file: string,
+  o: { createdAt: string; containers: string[]; volumes?: Record<string, Buffer>; images?: Record<string, Buffer> },
+) {
   const members: MemberPlan[] = [];
   const data = new Map<string, Buffer>();
-  const volumes = Object.entries(o.volumes ?? { [`${o.containers[0]}-data`]: await tarOf([{ name: './', type: 'directory' }, { name: './f', data: 'x' }]) });
+  const volumes = Object.entries(
+    o.volumes ?? {
+      [`${o.containers[0]}-data`]: await tarOf([
+        { name: './', type: 'directory' },
+        { name: './f', data: 'x' },
+      ]),
+    },
+  );
   for (const [name, buf] of volumes) {
     members.push({ name: `volumes/${name}.tar`, kind: 'volume', codec: 'none' });
     data.set(`volumes/${name}.tar`, buf);
@@ -129,7 +203,14 @@ async function craftBundle(file: string, o: { createdAt: string; containers: str
     formatVersion: 1,
     ferryVersion: '0.1.0',
     createdAt: o.createdAt,
-    source: { engine: ENGINE_A, serverVersion: '20.10.24', apiVersion: '1.41', os: 'linux', arch: 'amd64', hostname: 'crafted' },
+    source: {
+      engine: ENGINE_A,
+      serverVersion: '20.10.24',
+      apiVersion: '1.41',
+      os: 'linux',
+      arch: 'amd64',
+      hostname: 'crafted',
+    },
     containers: o.containers.map((c, i) => ({
       spec: spec(c),
       image: { ref: `ferry/${c}:crafted`, member: `images/${c}.tar` },
@@ -150,7 +231,6 @@ async function craftBundle(file: string, o: { createdAt: string; containers: str
 
 const stamp = (iso: string) => iso.replace(/[-:]/g, '').replace(/\.\d+Z$|Z$/, 'Z');
 
-
 function flipped(src: string, dest: string, ...at: [string, number][]): string {
   const buf = readFileSync(src);
   for (const [prefix, delta] of at) {
@@ -168,13 +248,20 @@ describe('several backups into one store, two of them at the same time', () => {
     const r0 = await ferry(['--json', 'backup', web, '-o', store]);
     expect(r0.code, r0.stderr).toBe(0);
     written.web = JSON.parse(r0.stdout).bundle;
-    const [r1, r2] = await Promise.all([ferry(['--json', 'backup', worker, '-o', store]), ferry(['--json', 'backup', cache, '-o', store])]);
+    const [r1, r2] = await Promise.all([
+      ferry(['--json', 'backup', worker, '-o', store]),
+      ferry(['--json', 'backup', cache, '-o', store]),
+    ]);
     expect(r1.code, r1.stderr).toBe(0);
     expect(r2.code, r2.stderr).toBe(0);
     written.worker = JSON.parse(r1.stdout).bundle;
     written.cache = JSON.parse(r2.stdout).bundle;
     expect(new Set(Object.values(written)).size).toBe(3);
-    expect(tarsIn(store)).toEqual(Object.values(written).map((p) => path.basename(p)).sort());
+    expect(tarsIn(store)).toEqual(
+      Object.values(written)
+        .map((p) => path.basename(p))
+        .sort(),
+    );
     // nothing left behind: no temporaries, no lock
     expect(readdirSync(store).filter((n) => n.startsWith('.'))).toEqual([]);
     for (const b of [written.worker!, written.cache!]) {
@@ -190,7 +277,11 @@ describe('several backups into one store, two of them at the same time', () => {
     const name = 'ferry-x-20240101T000000Z.tar';
     // three at once in one store: the lock serialises the choice of names
     const sinks = await Promise.all([t.createBundle(name), t.createBundle(name), t.createBundle(name)]);
-    expect(sinks.map((s) => path.basename(s.location)).sort()).toEqual(['ferry-x-20240101T000000Z-2.tar', 'ferry-x-20240101T000000Z-3.tar', name]);
+    expect(sinks.map((s) => path.basename(s.location)).sort()).toEqual([
+      'ferry-x-20240101T000000Z-2.tar',
+      'ferry-x-20240101T000000Z-3.tar',
+      name,
+    ]);
     for (const s of sinks) await s.abort();
     // an existing bundle of that name is not replaced
     writeFileSync(path.join(d, name), 'old bundle');
@@ -205,7 +296,8 @@ describe('several backups into one store, two of them at the same time', () => {
     mkdirSync(d);
     // occupy the names of the next seconds
     const now = Date.now();
-    for (let s = -2; s <= 30; s++) writeFileSync(path.join(d, `ferry-${cache}-${stamp(new Date(now + s * 1000).toISOString())}.tar`), 'occupied');
+    for (let s = -2; s <= 30; s++)
+      writeFileSync(path.join(d, `ferry-${cache}-${stamp(new Date(now + s * 1000).toISOString())}.tar`), 'occupied');
     const r = await ferry(['--json', 'backup', cache, '-o', d]);
     expect(r.code, r.stderr).toBe(0);
     const b = JSON.parse(r.stdout).bundle as string;
@@ -230,7 +322,9 @@ describe('ls', () => {
     const r = await ferry(['--json', 'ls', store]);
     expect(r.code, r.stderr).toBe(0);
     const list = JSON.parse(r.stdout) as any[];
-    expect(list.map((e) => path.basename(e.bundle)).sort()).toEqual([...Object.values(written).map((p) => path.basename(p)), 'half.tar', 'junk.tar'].sort());
+    expect(list.map((e) => path.basename(e.bundle)).sort()).toEqual(
+      [...Object.values(written).map((p) => path.basename(p)), 'half.tar', 'junk.tar'].sort(),
+    );
     const byName = Object.fromEntries(list.map((e) => [path.basename(e.bundle), e]));
     for (const [c, b] of Object.entries({ [web]: written.web!, [worker]: written.worker!, [cache]: written.cache! })) {
       const e = byName[path.basename(b)];
@@ -259,11 +353,17 @@ describe('ls', () => {
     expect(lines[0]).toMatch(/CREATED.*CONTAINERS.*SIZE.*IMAGES.*COMPRESSION.*ENCRYPTED.*BUNDLE/);
     expect(lines).toHaveLength(1 + 5);
     const line = (name: string) => lines.find((l) => l.includes(name))!;
-    expect(line(path.basename(written.web!))).toMatch(new RegExp(`\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ\\s+${web}\\s+[\\d.]+ (KiB|MiB)\\s+archive\\s+zstd\\s+no\\s`));
+    expect(line(path.basename(written.web!))).toMatch(
+      new RegExp(
+        `\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ\\s+${web}\\s+[\\d.]+ (KiB|MiB)\\s+archive\\s+zstd\\s+no\\s`,
+      ),
+    );
     expect(line('junk.tar')).toMatch(/!! unreadable: .*not a ferry bundle/);
     expect(r.stdout).not.toMatch(/partial|notes\.txt/);
     // the order is by time: web was backed up first
-    expect(lines.findIndex((l) => l.includes(path.basename(written.web!)))).toBeLessThan(lines.findIndex((l) => l.includes(path.basename(written.worker!))));
+    expect(lines.findIndex((l) => l.includes(path.basename(written.web!)))).toBeLessThan(
+      lines.findIndex((l) => l.includes(path.basename(written.worker!))),
+    );
   });
 
   it('a store that does not exist is "not found"', async () => {
@@ -285,7 +385,9 @@ describe('inspect', () => {
     const o = r.stdout;
     expect(o).not.toContain(SECRET);
     expect(r.stderr).not.toContain(SECRET);
-    expect(o).toMatch(/source\s+engine unix:\/\/\/var\/run\/docker\.sock \(Docker \S+, API [\d.]+, linux\/\w+\), ferry ran on host \S+/);
+    expect(o).toMatch(
+      /source\s+engine unix:\/\/\/var\/run\/docker\.sock \(Docker \S+, API [\d.]+, linux\/\w+\), ferry ran on host \S+/,
+    );
     expect(o).toMatch(/ferry\s+0\.1\.0, bundle format 1/);
     expect(o).toContain(`container ${web}`);
     expect(o).toMatch(new RegExp(`image\\s+ferry/${web}:\\d{8}T\\d{6}Z \\(member images/${web}\\.tar\\.gz\\)`));
@@ -354,8 +456,16 @@ describe('verify', () => {
 
   it('flipped bytes in two members whose contents still parse: both named, from their checksums', async () => {
     const b = path.join(bad, 'plain.tar');
-    const filler = (c: string) => tarOf([{ name: './', type: 'directory' }, { name: './f', data: c.repeat(4096) }]);
-    await craftBundle(b, { createdAt: new Date().toISOString(), containers: ['app'], volumes: { one: await filler('a'), two: await filler('b'), three: await filler('c') } });
+    const filler = (c: string) =>
+      tarOf([
+        { name: './', type: 'directory' },
+        { name: './f', data: c.repeat(4096) },
+      ]);
+    await craftBundle(b, {
+      createdAt: new Date().toISOString(),
+      containers: ['app'],
+      volumes: { one: await filler('a'), two: await filler('b'), three: await filler('c') },
+    });
     expect((await ferry(['verify', b])).code).toBe(0);
     // inside the data of ./f (the third 512-byte block of each member): the tars stay well-formed
     const p = flipped(b, path.join(bad, 'flip2.tar'), ['volumes/one', 1500], ['volumes/three', 1500]);
@@ -375,11 +485,23 @@ describe('verify', () => {
       createdAt: new Date().toISOString(),
       containers: ['app'],
       volumes: {
-        good: await tarOf([{ name: './', type: 'directory' }, { name: './ok', data: 'fine' }]),
-        evil: await tarOf([{ name: './', type: 'directory' }, { name: '../evil', data: 'gotcha' }]),
-        hardlink: await tarOf([{ name: './a', data: 'x' }, { name: './passwd', type: 'link', linkname: '../../etc/passwd' }]),
+        good: await tarOf([
+          { name: './', type: 'directory' },
+          { name: './ok', data: 'fine' },
+        ]),
+        evil: await tarOf([
+          { name: './', type: 'directory' },
+          { name: '../evil', data: 'gotcha' },
+        ]),
+        hardlink: await tarOf([
+          { name: './a', data: 'x' },
+          { name: './passwd', type: 'link', linkname: '../../etc/passwd' },
+        ]),
         absolute: await tarOf([{ name: '/etc/cron.d/evil', data: 'x' }]),
-        device: await tarOf([{ name: './', type: 'directory' }, { name: './sda', type: 'block-device' }]),
+        device: await tarOf([
+          { name: './', type: 'directory' },
+          { name: './sda', type: 'block-device' },
+        ]),
       },
     });
     // the outer bundle is whole: the writer checksummed what it was given
@@ -387,11 +509,15 @@ describe('verify', () => {
     expect(r.code).toBe(7);
     expect(r.stdout).toMatch(/ok +volumes\/good\.tar/);
     expect(r.stdout).toMatch(/BAD +volumes\/evil\.tar: entry "\.\.\/evil" climbs out/);
-    expect(r.stdout).toMatch(/BAD +volumes\/hardlink\.tar: hard link "\.\/passwd" -> "\.\.\/\.\.\/etc\/passwd" points outside/);
+    expect(r.stdout).toMatch(
+      /BAD +volumes\/hardlink\.tar: hard link "\.\/passwd" -> "\.\.\/\.\.\/etc\/passwd" points outside/,
+    );
     expect(r.stdout).toMatch(/BAD +volumes\/absolute\.tar: entry "\/etc\/cron\.d\/evil" is an absolute path/);
     expect(r.stdout).toMatch(/BAD +volumes\/device\.tar: entry "\.\/sda" is a block-device node/);
     expect(r.stdout).toMatch(/ok +images\/app\.tar/);
-    expect(r.stderr).toMatch(/bad members volumes\/evil\.tar, volumes\/hardlink\.tar, volumes\/absolute\.tar, volumes\/device\.tar/);
+    expect(r.stderr).toMatch(
+      /bad members volumes\/evil\.tar, volumes\/hardlink\.tar, volumes\/absolute\.tar, volumes\/device\.tar/,
+    );
   });
 
   it('an image member that is not a whole docker image archive, and a volume member that is not a tar: exit 7', async () => {
@@ -400,12 +526,17 @@ describe('verify', () => {
       createdAt: new Date().toISOString(),
       containers: ['app', 'side'],
       volumes: { notar: Buffer.from('plain text, not a tar archive at all'.repeat(40)) },
-      images: { app: await dockerArchive({ omitLayer: true }), side: await tarOf([{ name: 'x', data: 'no manifest' }]) },
+      images: {
+        app: await dockerArchive({ omitLayer: true }),
+        side: await tarOf([{ name: 'x', data: 'no manifest' }]),
+      },
     });
     const r = await ferry(['verify', p]);
     expect(r.code).toBe(7);
     expect(r.stdout).toMatch(/BAD +volumes\/notar\.tar: not a well-formed tar archive/);
-    expect(r.stdout).toMatch(/BAD +images\/app\.tar: manifest\.json entry 0: its layer l1\/layer\.tar is not in the archive/);
+    expect(r.stdout).toMatch(
+      /BAD +images\/app\.tar: manifest\.json entry 0: its layer l1\/layer\.tar is not in the archive/,
+    );
     expect(r.stdout).toMatch(/BAD +images\/side\.tar: not a docker image archive: it has no manifest\.json/);
     // and the crafted archive with its layer passes: the check is not simply failing everything
     const good = path.join(bad, 'goodcraft.tar');
@@ -456,7 +587,10 @@ describe('backup --verify', () => {
     expect(statSync(`${p}.corrupt`).size).toBe(statSync(written.web!).size);
     // a whole one stays where it is
     copyFileSync(written.web!, path.join(d, 'good.tar'));
-    const ok = await verifyOrQuarantine(path.join(d, 'good.tar'), { progress: silentProgress, signal: new AbortController().signal });
+    const ok = await verifyOrQuarantine(path.join(d, 'good.tar'), {
+      progress: silentProgress,
+      signal: new AbortController().signal,
+    });
     expect(ok.report.ok).toBe(true);
     expect(ok.quarantined).toBeUndefined();
     expect(tarsIn(d)).toEqual(['good.tar']);
@@ -486,7 +620,11 @@ describe('ferry verify <store>', () => {
       expect(j.code).toBe(7);
       const res = JSON.parse(j.stdout);
       expect(res.ok).toBe(false);
-      expect(res.bundles.map((b: any) => [path.basename(b.bundle), b.ok])).toEqual([['a-good.tar', true], ['b-flipped.tar', false], ['c-junk.tar', false]]);
+      expect(res.bundles.map((b: any) => [path.basename(b.bundle), b.ok])).toEqual([
+        ['a-good.tar', true],
+        ['b-flipped.tar', false],
+        ['c-junk.tar', false],
+      ]);
       expect(readdirSync(d).sort()).toEqual(before);
     }
     rmSync(path.join(d, 'b-flipped.tar'));
@@ -537,8 +675,12 @@ describe('prune', () => {
   async function makeStore(name: string, times: string[]): Promise<string> {
     const d = path.join(dir, 'prune', name);
     mkdirSync(d, { recursive: true });
-    for (const t of times) await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
-    await craftBundle(path.join(d, 'ferry-db+1-20200101T000000Z.tar'), { createdAt: '2020-01-01T00:00:00.000Z', containers: ['db', 'web'] });
+    for (const t of times)
+      await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
+    await craftBundle(path.join(d, 'ferry-db+1-20200101T000000Z.tar'), {
+      createdAt: '2020-01-01T00:00:00.000Z',
+      containers: ['db', 'web'],
+    });
     writeFileSync(path.join(d, 'junk.tar'), 'not a bundle');
     return d;
   }
@@ -547,33 +689,71 @@ describe('prune', () => {
 
   const cases: { rule: string; n: number; times: string[]; keep: string[] }[] = [
     {
-      rule: 'last', n: 2,
-      times: ['2024-03-05T10:00:00.000Z', '2024-03-04T10:00:00.000Z', '2024-03-03T10:00:00.000Z', '2024-03-02T10:00:00.000Z'],
+      rule: 'last',
+      n: 2,
+      times: [
+        '2024-03-05T10:00:00.000Z',
+        '2024-03-04T10:00:00.000Z',
+        '2024-03-03T10:00:00.000Z',
+        '2024-03-02T10:00:00.000Z',
+      ],
       keep: ['2024-03-05T10:00:00.000Z', '2024-03-04T10:00:00.000Z'],
     },
     {
-      rule: 'hourly', n: 2,
-      times: ['2024-03-01T10:50:00.000Z', '2024-03-01T10:05:00.000Z', '2024-03-01T08:59:59.000Z', '2024-03-01T08:00:00.000Z', '2024-03-01T05:30:00.000Z'],
+      rule: 'hourly',
+      n: 2,
+      times: [
+        '2024-03-01T10:50:00.000Z',
+        '2024-03-01T10:05:00.000Z',
+        '2024-03-01T08:59:59.000Z',
+        '2024-03-01T08:00:00.000Z',
+        '2024-03-01T05:30:00.000Z',
+      ],
       keep: ['2024-03-01T10:50:00.000Z', '2024-03-01T08:59:59.000Z'],
     },
     {
-      rule: 'daily', n: 2,
-      times: ['2024-03-10T23:00:00.000Z', '2024-03-10T10:00:00.000Z', '2024-03-09T12:00:00.000Z', '2024-03-08T12:00:00.000Z'],
+      rule: 'daily',
+      n: 2,
+      times: [
+        '2024-03-10T23:00:00.000Z',
+        '2024-03-10T10:00:00.000Z',
+        '2024-03-09T12:00:00.000Z',
+        '2024-03-08T12:00:00.000Z',
+      ],
       keep: ['2024-03-10T23:00:00.000Z', '2024-03-09T12:00:00.000Z'],
     },
     {
-      rule: 'weekly', n: 2,
-      times: ['2025-01-01T10:00:00.000Z', '2024-12-30T10:00:00.000Z', '2024-12-29T10:00:00.000Z', '2024-12-23T10:00:00.000Z', '2024-12-10T10:00:00.000Z'],
+      rule: 'weekly',
+      n: 2,
+      times: [
+        '2025-01-01T10:00:00.000Z',
+        '2024-12-30T10:00:00.000Z',
+        '2024-12-29T10:00:00.000Z',
+        '2024-12-23T10:00:00.000Z',
+        '2024-12-10T10:00:00.000Z',
+      ],
       keep: ['2025-01-01T10:00:00.000Z', '2024-12-29T10:00:00.000Z'],
     },
     {
-      rule: 'monthly', n: 2,
-      times: ['2024-03-31T23:59:59.000Z', '2024-03-01T00:00:00.000Z', '2024-02-15T00:00:00.000Z', '2023-12-31T23:00:00.000Z'],
+      rule: 'monthly',
+      n: 2,
+      times: [
+        '2024-03-31T23:59:59.000Z',
+        '2024-03-01T00:00:00.000Z',
+        '2024-02-15T00:00:00.000Z',
+        '2023-12-31T23:00:00.000Z',
+      ],
       keep: ['2024-03-31T23:59:59.000Z', '2024-02-15T00:00:00.000Z'],
     },
     {
-      rule: 'yearly', n: 2,
-      times: ['2024-03-31T00:00:00.000Z', '2023-12-31T23:00:00.000Z', '2023-06-01T00:00:00.000Z', '2022-01-01T00:00:00.000Z'],
+      rule: 'yearly',
+      n: 2,
+      times: [
+        '2024-03-31T00:00:00.000Z',
+        '2023-12-31T23:00:00.000Z',
+        '2023-06-01T00:00:00.000Z',
+        '2022-01-01T00:00:00.000Z',
+      ],
       keep: ['2024-03-31T00:00:00.000Z', '2023-12-31T23:00:00.000Z'],
     },
   ];
@@ -591,36 +771,71 @@ describe('prune', () => {
   }
 
   it('combined rules keep the union; --dry-run shows what would go and why the rest stays, removing nothing', async () => {
-    const times = ['2024-03-10T23:00:00.000Z', '2024-03-10T10:00:00.000Z', '2024-03-09T12:00:00.000Z', '2024-02-08T12:00:00.000Z', '2024-01-05T12:00:00.000Z'];
+    const times = [
+      '2024-03-10T23:00:00.000Z',
+      '2024-03-10T10:00:00.000Z',
+      '2024-03-09T12:00:00.000Z',
+      '2024-02-08T12:00:00.000Z',
+      '2024-01-05T12:00:00.000Z',
+    ];
     const d = await makeStore('dry', times);
     const before = tarsIn(d);
     const r = await ferry(['prune', d, '--keep-last', '1', '--keep-daily', '2', '--keep-monthly', '2', '--dry-run']);
     expect(r.code, r.stderr).toBe(0);
     expect(tarsIn(d)).toEqual(before);
     expect(r.stdout).toMatch(/^dry run: nothing was removed/);
-    expect(r.stdout).toMatch(/keep +2024-03-10 23:00:00Z +ferry-web-20240310T230000Z\.tar +\S+ \S+ +newest of its group, last 1, daily 2024-03-10, monthly 2024-03/);
+    expect(r.stdout).toMatch(
+      /keep +2024-03-10 23:00:00Z +ferry-web-20240310T230000Z\.tar +\S+ \S+ +newest of its group, last 1, daily 2024-03-10, monthly 2024-03/,
+    );
     expect(r.stdout).toMatch(/would remove +2024-03-10 10:00:00Z +ferry-web-20240310T100000Z\.tar/);
     expect(r.stdout).toMatch(/keep +2024-03-09 12:00:00Z +ferry-web-20240309T120000Z\.tar +\S+ \S+ +daily 2024-03-09/);
     expect(r.stdout).toMatch(/keep +2024-02-08 12:00:00Z +ferry-web-20240208T120000Z\.tar +\S+ \S+ +monthly 2024-02/);
     expect(r.stdout).toMatch(/would remove +2024-01-05 12:00:00Z +ferry-web-20240105T120000Z\.tar/);
-    expect(r.stdout).toMatch(/keep +2020-01-01 00:00:00Z +ferry-db\+1-20200101T000000Z\.tar +\S+ \S+ +newest of its group/);
+    expect(r.stdout).toMatch(
+      /keep +2020-01-01 00:00:00Z +ferry-db\+1-20200101T000000Z\.tar +\S+ \S+ +newest of its group/,
+    );
     expect(r.stdout).toMatch(/2 bundles would be removed/);
-    const j = await ferry(['--json', 'prune', d, '--keep-last', '1', '--keep-daily', '2', '--keep-monthly', '2', '--dry-run']);
+    const j = await ferry([
+      '--json',
+      'prune',
+      d,
+      '--keep-last',
+      '1',
+      '--keep-daily',
+      '2',
+      '--keep-monthly',
+      '2',
+      '--dry-run',
+    ]);
     expect(j.code).toBe(0);
     const res = JSON.parse(j.stdout);
     expect(res.dryRun).toBe(true);
-    expect(res.removed.map((x: any) => path.basename(x.bundle)).sort()).toEqual(['ferry-web-20240105T120000Z.tar', 'ferry-web-20240310T100000Z.tar']);
+    expect(res.removed.map((x: any) => path.basename(x.bundle)).sort()).toEqual([
+      'ferry-web-20240105T120000Z.tar',
+      'ferry-web-20240310T100000Z.tar',
+    ]);
     expect(res.unreadable.map((x: any) => path.basename(x.bundle))).toEqual(['junk.tar']);
     expect(tarsIn(d)).toEqual(before);
     // and for real: exactly what the dry run announced
     const real = await ferry(['--json', 'prune', d, '--keep-last', '1', '--keep-daily', '2', '--keep-monthly', '2']);
     expect(real.code, real.stderr).toBe(0);
-    expect(JSON.parse(real.stdout).removed.map((x: any) => x.bundle).sort()).toEqual(res.removed.map((x: any) => x.bundle).sort());
-    expect(tarsIn(d)).toEqual(before.filter((n) => !['ferry-web-20240105T120000Z.tar', 'ferry-web-20240310T100000Z.tar'].includes(n)));
+    expect(
+      JSON.parse(real.stdout)
+        .removed.map((x: any) => x.bundle)
+        .sort(),
+    ).toEqual(res.removed.map((x: any) => x.bundle).sort());
+    expect(tarsIn(d)).toEqual(
+      before.filter((n) => !['ferry-web-20240105T120000Z.tar', 'ferry-web-20240310T100000Z.tar'].includes(n)),
+    );
   });
 
   it('--keep-within keeps what was made within that long before the newest bundle (not before now); a bad duration is a usage error', async () => {
-    const times = ['2024-03-10T12:00:00.000Z', '2024-03-04T12:00:00.000Z', '2024-03-03T11:00:00.000Z', '2024-02-20T00:00:00.000Z'];
+    const times = [
+      '2024-03-10T12:00:00.000Z',
+      '2024-03-04T12:00:00.000Z',
+      '2024-03-03T11:00:00.000Z',
+      '2024-02-20T00:00:00.000Z',
+    ];
     const d = await makeStore('within', times);
     const r = await ferry(['prune', d, '--keep-within', '1w']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
@@ -639,7 +854,12 @@ describe('prune', () => {
     writeFileSync(path.join(d, 'aaa-unreadable.tar'), Buffer.alloc(4096));
     const r = await ferry(['prune', d, '--keep-last', '1']);
     expect(r.code, r.stderr).toBe(0);
-    expect(tarsIn(d)).toEqual(['aaa-unreadable.tar', 'ferry-db+1-20200101T000000Z.tar', 'ferry-web-20240302T000000Z.tar', 'junk.tar']);
+    expect(tarsIn(d)).toEqual([
+      'aaa-unreadable.tar',
+      'ferry-db+1-20200101T000000Z.tar',
+      'ferry-web-20240302T000000Z.tar',
+      'junk.tar',
+    ]);
   });
 
   it('refuses to run without a keep rule (usage error, nothing removed)', async () => {
@@ -659,16 +879,26 @@ describe('prune on an ssh:// store', () => {
   const { home } = sshHome(path.join(dir, 'ssh-prune'));
   const env = { HOME: home };
   const url = (d: string) => `ssh://newhost${d}`;
-  const lockOf = (pid: number, hostname = os.hostname()) => JSON.stringify({ pid, hostname, token: 'test', since: new Date().toISOString(), purpose: 'test' });
+  const lockOf = (pid: number, hostname = os.hostname()) =>
+    JSON.stringify({ pid, hostname, token: 'test', since: new Date().toISOString(), purpose: 'test' });
   async function remoteStore(name: string, times: string[]): Promise<string> {
     const d = path.join(dir, 'ssh-prune', name);
     mkdirSync(d, { recursive: true });
-    for (const t of times) await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
-    await craftBundle(path.join(d, 'ferry-db+1-20200101T000000Z.tar'), { createdAt: '2020-01-01T00:00:00.000Z', containers: ['db', 'web'] });
+    for (const t of times)
+      await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
+    await craftBundle(path.join(d, 'ferry-db+1-20200101T000000Z.tar'), {
+      createdAt: '2020-01-01T00:00:00.000Z',
+      containers: ['db', 'web'],
+    });
     writeFileSync(path.join(d, 'junk.tar'), 'not a bundle');
     return d;
   }
-  const times = ['2024-03-10T23:00:00.000Z', '2024-03-10T10:00:00.000Z', '2024-03-09T12:00:00.000Z', '2024-02-08T12:00:00.000Z'];
+  const times = [
+    '2024-03-10T23:00:00.000Z',
+    '2024-03-10T10:00:00.000Z',
+    '2024-03-09T12:00:00.000Z',
+    '2024-02-08T12:00:00.000Z',
+  ];
 
   it('applies the rules over SFTP exactly as on a local store; --dry-run removes nothing', async () => {
     const d = await remoteStore('rules', times);
@@ -677,7 +907,10 @@ describe('prune on an ssh:// store', () => {
     expect(dry.code, dry.stderr).toBe(0);
     const planned = JSON.parse(dry.stdout);
     expect(planned.store).toBe(url(d));
-    expect(planned.removed.map((x: any) => x.bundle).sort()).toEqual([url(`${d}/ferry-web-20240208T120000Z.tar`), url(`${d}/ferry-web-20240310T100000Z.tar`)]);
+    expect(planned.removed.map((x: any) => x.bundle).sort()).toEqual([
+      url(`${d}/ferry-web-20240208T120000Z.tar`),
+      url(`${d}/ferry-web-20240310T100000Z.tar`),
+    ]);
     expect(planned.unreadable.map((x: any) => x.bundle)).toEqual([url(`${d}/junk.tar`)]);
     expect(tarsIn(d)).toEqual(before);
 
@@ -685,21 +918,34 @@ describe('prune on an ssh:// store', () => {
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/2 bundles removed/);
     expect(r.stdout).toMatch(/junk\.tar: .*not a ferry bundle/);
-    expect(tarsIn(d)).toEqual(['ferry-db+1-20200101T000000Z.tar', 'ferry-web-20240309T120000Z.tar', 'ferry-web-20240310T230000Z.tar', 'junk.tar']);
+    expect(tarsIn(d)).toEqual([
+      'ferry-db+1-20200101T000000Z.tar',
+      'ferry-web-20240309T120000Z.tar',
+      'ferry-web-20240310T230000Z.tar',
+      'junk.tar',
+    ]);
     expect(readdirSync(d).filter((n) => n.startsWith('.'))).toEqual([]); // the lock is released
     // the same listing as a local prune of the same store gives
     const local = await ferry(['--json', 'prune', d, '--keep-daily', '2', '--dry-run']);
-    expect(JSON.parse(local.stdout).kept.map((x: any) => path.basename(x.bundle))).toEqual(JSON.parse((await ferry(['--json', 'prune', url(d), '--keep-daily', '2', '--dry-run'], { env })).stdout).kept.map((x: any) => path.basename(x.bundle)));
+    expect(JSON.parse(local.stdout).kept.map((x: any) => path.basename(x.bundle))).toEqual(
+      JSON.parse((await ferry(['--json', 'prune', url(d), '--keep-daily', '2', '--dry-run'], { env })).stdout).kept.map(
+        (x: any) => path.basename(x.bundle),
+      ),
+    );
   });
 
-  it('waits for the remote store\'s lock, gives up after --lock-timeout, and takes over a stale one', async () => {
+  it("waits for the remote store's lock, gives up after --lock-timeout, and takes over a stale one", async () => {
     const d = await remoteStore('locked', times.slice(0, 2));
     writeFileSync(path.join(d, '.ferry.lock'), lockOf(process.pid)); // this test process: alive
     const started = Date.now();
     const r = await ferry(['prune', url(d), '--keep-last', '1', '--lock-timeout', '1'], { env });
     expect(r.code).toBe(6);
     expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
-    expect(r.stderr).toMatch(new RegExp(`the store ${url(d).replace(/[.+]/g, '\\$&')} is locked by another ferry run: pid ${process.pid} on ${os.hostname()}`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `the store ${url(d).replace(/[.+]/g, '\\$&')} is locked by another ferry run: pid ${process.pid} on ${os.hostname()}`,
+      ),
+    );
     noTrace(r.stderr);
     expect(tarsIn(d)).toHaveLength(4);
     // its owner is gone: taken over, and released after
@@ -721,7 +967,9 @@ describe('prune on an ssh:// store', () => {
     const r = await ferry(['prune', url(d), '--keep-last', '3'], { env });
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/11 bundles removed/);
-    expect(tarsIn(d)).toEqual(['ferry-db+1-20200101T000000Z.tar', ...many.slice(-3).map((t) => `ferry-web-${stamp(t)}.tar`), 'junk.tar'].sort());
+    expect(tarsIn(d)).toEqual(
+      ['ferry-db+1-20200101T000000Z.tar', ...many.slice(-3).map((t) => `ferry-web-${stamp(t)}.tar`), 'junk.tar'].sort(),
+    );
   });
 
   it('a missing store or a file is refused, not a crash', async () => {
@@ -737,12 +985,14 @@ describe('prune on an ssh:// store', () => {
 });
 
 describe('the store lock', () => {
-  const lockOf = (pid: number, hostname = os.hostname()) => JSON.stringify({ pid, hostname, token: 'test', since: new Date().toISOString(), purpose: 'test' });
+  const lockOf = (pid: number, hostname = os.hostname()) =>
+    JSON.stringify({ pid, hostname, token: 'test', since: new Date().toISOString(), purpose: 'test' });
 
   it('prune waits for a held lock and gives up after --lock-timeout, removing nothing', async () => {
     const d = path.join(dir, 'locked-prune');
     mkdirSync(d);
-    for (const t of ['2024-03-02T00:00:00.000Z', '2024-03-01T00:00:00.000Z']) await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
+    for (const t of ['2024-03-02T00:00:00.000Z', '2024-03-01T00:00:00.000Z'])
+      await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
     writeFileSync(path.join(d, '.ferry.lock'), lockOf(process.pid)); // this test process: alive
     const started = Date.now();
     const r = await ferry(['prune', d, '--keep-last', '1', '--lock-timeout', '1']);
@@ -761,7 +1011,8 @@ describe('the store lock', () => {
   it('a lock of another host that nobody touched for 15 minutes is taken over; one its holder keeps touching is not', async () => {
     const d = path.join(dir, 'foreign');
     mkdirSync(d);
-    for (const t of ['2024-03-02T00:00:00.000Z', '2024-03-01T00:00:00.000Z']) await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
+    for (const t of ['2024-03-02T00:00:00.000Z', '2024-03-01T00:00:00.000Z'])
+      await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
     const lock = path.join(d, '.ferry.lock');
     writeFileSync(lock, lockOf(1, 'crashed-host'));
     const old = (Date.now() - 16 * 60_000) / 1000;
@@ -786,7 +1037,8 @@ describe('the store lock', () => {
   it('a stale lock (its process is gone) is taken over', async () => {
     const d = path.join(dir, 'stale');
     mkdirSync(d);
-    for (const t of ['2024-03-02T00:00:00.000Z', '2024-03-01T00:00:00.000Z']) await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
+    for (const t of ['2024-03-02T00:00:00.000Z', '2024-03-01T00:00:00.000Z'])
+      await craftBundle(path.join(d, `ferry-web-${stamp(t)}.tar`), { createdAt: t, containers: ['web'] });
     const dead = spawnSync('true').pid!;
     writeFileSync(path.join(d, '.ferry.lock'), lockOf(dead));
     const r = await ferry(['prune', d, '--keep-last', '1', '--lock-timeout', '0']);
@@ -813,7 +1065,9 @@ describe('the store lock', () => {
     rmSync(lock);
     const r = await run;
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(new RegExp(`waiting for the lock of ${d.replace(/[.]/g, '\\.')}, held by pid ${process.pid}`));
+    expect(r.stderr).toMatch(
+      new RegExp(`waiting for the lock of ${d.replace(/[.]/g, '\\.')}, held by pid ${process.pid}`),
+    );
     expect(tarsIn(d)).toHaveLength(1);
   });
 

@@ -68,7 +68,10 @@ beforeAll(async () => {
   const r = await ferry(['--json', 'backup', '--project', project, '-o', dir, '--compress', 'none']);
   expect(r.code, r.stderr).toBe(0);
   expect([...JSON.parse(r.stdout).containers].sort()).toEqual([client, job, web].sort());
-  bundle = path.join(dir, readdirSync(dir).find((f) => f.endsWith('.tar'))!);
+  bundle = path.join(
+    dir,
+    readdirSync(dir).find((f) => f.endsWith('.tar'))!,
+  );
   expect(path.basename(bundle)).toMatch(new RegExp(`^ferry-${project}-\\d{8}T\\d{6}Z\\.tar$`)); // named after the project
 });
 
@@ -78,7 +81,8 @@ afterAll(() => {
   } catch {
     // already down
   }
-  for (const host of [ENGINE_A, ENGINE_B]) cleanup(host, { containers: [web, client, job], volumes: [volume], networks: [network] });
+  for (const host of [ENGINE_A, ENGINE_B])
+    cleanup(host, { containers: [web, client, job], volumes: [volume], networks: [network] });
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -108,9 +112,20 @@ describe('a Compose project', () => {
     docker(['exec', web, 'sh', '-c', 'echo live > /data/index.html']);
     try {
       // The project's network keeps its subnet, which the live network holds: the engine picks one.
-      const r = await ferry(['restore', bundle, '--on-conflict', 'rename', '--map-network', `${network}=${network}-copy`]);
+      const r = await ferry([
+        'restore',
+        bundle,
+        '--on-conflict',
+        'rename',
+        '--map-network',
+        `${network}=${network}-copy`,
+      ]);
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(new RegExp(`${web}-restored is created with the Compose labels of ${web} \\(service web of project ${project}\\) emptied`));
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `${web}-restored is created with the Compose labels of ${web} \\(service web of project ${project}\\) emptied`,
+        ),
+      );
       expect(r.stderr).toMatch(new RegExp(`network ${network}-copy: its subnet .* is taken here`));
       for (const c of [web, client, job]) expect(composeLabels(`${c}-restored`)).toEqual({ project: '', service: '' });
       // The copies reach each other by service name, on their own network; the live stack its own.
@@ -120,16 +135,32 @@ describe('a Compose project', () => {
       expect(compose('up', '-d')).not.toMatch(/Recreating|Creating|Removing|Stopping/);
       expect(compose('ps', '-q').split('\n').filter(Boolean).sort()).toEqual(ids);
     } finally {
-      cleanup(ENGINE_A, { containers: [web, client, job].map((c) => `${c}-restored`), volumes: [`${volume}-restored`], networks: [`${network}-copy`] });
+      cleanup(ENGINE_A, {
+        containers: [web, client, job].map((c) => `${c}-restored`),
+        volumes: [`${volume}-restored`],
+        networks: [`${network}-copy`],
+      });
       docker(['exec', web, 'sh', '-c', `echo "${PAGE}" > /data/index.html`]);
     }
   });
 
   it('a drill copy of the stack is not taken for it by Compose', async () => {
     const ids = compose('ps', '-q').split('\n').filter(Boolean).sort();
-    const drill = ferry(['drill', bundle, '--probe-in', client, '--probe', 'sleep 3; wget -q -O - http://web:8081/', '--timeout', '60']);
+    const drill = ferry([
+      'drill',
+      bundle,
+      '--probe-in',
+      client,
+      '--probe',
+      'sleep 3; wget -q -O - http://web:8081/',
+      '--timeout',
+      '60',
+    ]);
     let copy = '';
-    await waitFor('the drill copy of web', () => (copy = docker(['ps', '-q', '--filter', `name=ferry-drill-.*-${web}`])) !== '');
+    await waitFor(
+      'the drill copy of web',
+      () => (copy = docker(['ps', '-q', '--filter', `name=ferry-drill-.*-${web}`])) !== '',
+    );
     expect(composeLabels(copy)).toEqual({ project: '', service: '' });
     expect(compose('ps', '-q').split('\n').filter(Boolean).sort()).toEqual(ids);
     const r = await drill;
@@ -140,7 +171,9 @@ describe('a Compose project', () => {
     const store = path.join(dir, 'all');
     const r = await ferry(['--json', 'backup', '--all', '-o', store, '--compress', 'none']);
     expect(r.code, r.stderr).toBe(0);
-    const ours = (JSON.parse(r.stdout).results as { container: string; result: { bundle: string; containers: string[] } }[]).filter((x) => x.container.startsWith(`${project}_`));
+    const ours = (
+      JSON.parse(r.stdout).results as { container: string; result: { bundle: string; containers: string[] } }[]
+    ).filter((x) => x.container.startsWith(`${project}_`));
     expect(ours.map((x) => x.container).sort()).toEqual([client, web].sort()); // job is not running
     expect(new Set(ours.map((x) => x.result.bundle)).size).toBe(1);
   });
@@ -148,7 +181,9 @@ describe('a Compose project', () => {
   it('an unknown project is not found (exit 5), and the error names the projects there are', async () => {
     const r = await ferry(['backup', '--project', `${project}-nope`, '-o', dir]);
     expect(r.code).toBe(5);
-    expect(r.stderr).toMatch(new RegExp(`no container of Compose project ${project}-nope[\\s\\S]*projects there: .*${project}`));
+    expect(r.stderr).toMatch(
+      new RegExp(`no container of Compose project ${project}-nope[\\s\\S]*projects there: .*${project}`),
+    );
     const m = await ferry(['migrate', '--to', ENGINE_B]);
     expect(m.code).toBe(2);
     expect(m.stderr).toMatch(/name at least one container to migrate, or a Compose project with --project/);

@@ -90,10 +90,23 @@ describe('plain output for cron', () => {
 describe('hooks', () => {
   it('runs --pre-exec before the snapshot (its output is in the bundle) and --post-exec after resume', async () => {
     const out = path.join(dir, 'hooks');
-    const r = await ferry(['backup', name, '-o', out, '--pre-exec', 'date > /v/dump.txt; echo pre-ok', '--post-exec', 'touch /tmp/post-ran']);
+    const r = await ferry([
+      'backup',
+      name,
+      '-o',
+      out,
+      '--pre-exec',
+      'date > /v/dump.txt; echo pre-ok',
+      '--post-exec',
+      'touch /tmp/post-ran',
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/pre-exec hook in .*\n(.*\n)*.*pause .*\n(.*\n)*.*resume .*\n(.*\n)*.*post-exec hook in/);
-    const listing = execFileSync('sh', ['-c', `tar -xOf ${path.join(out, readdirSync(out)[0]!)} volumes/${name}.tar.zst | zstd -dc | tar -tf -`], { encoding: 'utf8' });
+    const listing = execFileSync(
+      'sh',
+      ['-c', `tar -xOf ${path.join(out, readdirSync(out)[0]!)} volumes/${name}.tar.zst | zstd -dc | tar -tf -`],
+      { encoding: 'utf8' },
+    );
     expect(listing).toMatch(/\.\/dump\.txt/);
     expect(docker(['exec', name, 'ls', '/tmp/post-ran'])).toBe('/tmp/post-ran');
   });
@@ -143,7 +156,9 @@ describe('ferry.exclude', () => {
       const r = await ferry(['backup', '--all', '-o', out, '--json', '--compress', 'none']);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toContain(`${skip}: not backed up (label ferry.exclude)`);
-      expect(r.stderr).toContain(`warning: ${side} refers to ${skip} (network, volumes-from or link), which is left out (label ferry.exclude)`);
+      expect(r.stderr).toContain(
+        `warning: ${side} refers to ${skip} (network, volumes-from or link), which is left out (label ferry.exclude)`,
+      );
       const res = JSON.parse(r.stdout);
       expect(res.results.map((x: { container: string }) => x.container)).not.toContain(skip);
       expect(res.results.map((x: { container: string }) => x.container)).toContain(name);
@@ -164,7 +179,13 @@ describe('a volume that lost its data since the previous bundle', () => {
     try {
       docker(['run', '-d', '--name', c, '-v', `${c}:/db`, BUSYBOX, 'sleep', '100000']);
       for (const store of [path.join(dir, 'shrink'), `ssh://newhost${path.join(dir, 'shrink-remote')}`]) {
-        docker(['exec', c, 'sh', '-c', 'rm -rf /db/* && dd if=/dev/urandom of=/db/table bs=1M count=4 2>/dev/null && echo row > /db/small']);
+        docker([
+          'exec',
+          c,
+          'sh',
+          '-c',
+          'rm -rf /db/* && dd if=/dev/urandom of=/db/table bs=1M count=4 2>/dev/null && echo row > /db/small',
+        ]);
         const full = await ferry(['--json', 'backup', c, '-o', store], { env: { HOME: home } });
         expect(full.code, full.stderr).toBe(0);
         expect(full.stderr).not.toMatch(/warning/);
@@ -178,11 +199,19 @@ describe('a volume that lost its data since the previous bundle', () => {
         // the table is gone
         docker(['exec', c, 'sh', '-c', 'rm /db/table']);
         pings.length = 0;
-        const r = await ferry(['--quiet', '--json', 'backup', c, '-o', store, '--notify-url', base], { env: { HOME: home } });
+        const r = await ferry(['--quiet', '--json', 'backup', c, '-o', store, '--notify-url', base], {
+          env: { HOME: home },
+        });
         expect(r.code, r.stderr).toBe(0);
         expect(pings.map((p) => p.path)).toEqual(['/ping/abc-123/start', '/ping/abc-123']); // a success, with the warning in its message
-        expect(pings[1]!.body).toMatch(new RegExp(`; warning: since the previous bundle, volume ${c} shrank from 3\\.0 MiB to [\\d.]+ KiB`));
-        expect(r.stderr).toMatch(new RegExp(`warning: volume ${c} of ${c} holds [\\d.]+ KiB, down from 3\\.0 MiB in ${path.basename(second)} \\(\\d{4}-`));
+        expect(pings[1]!.body).toMatch(
+          new RegExp(`; warning: since the previous bundle, volume ${c} shrank from 3\\.0 MiB to [\\d.]+ KiB`),
+        );
+        expect(r.stderr).toMatch(
+          new RegExp(
+            `warning: volume ${c} of ${c} holds [\\d.]+ KiB, down from 3\\.0 MiB in ${path.basename(second)} \\(\\d{4}-`,
+          ),
+        );
         const res = JSON.parse(r.stdout);
         expect(res.shrunk).toHaveLength(1);
         expect(res.shrunk[0]).toMatchObject({ volume: c, previousBytes: expect.any(Number), previous: second });
@@ -211,7 +240,11 @@ describe('a volume that lost its data since the previous bundle', () => {
       docker(['run', '-d', '--name', c, BUSYBOX, 'sleep', '100000']); // recreated without its volume
       const r = await ferry(['--json', 'backup', c, '-o', store]);
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(new RegExp(`warning: volume ${c} \\([\\d.]+ KiB in ferry-${c}-\\d{8}T\\d{6}Z\\.tar, [^)]+\\) is not in this bundle of ${c}: they no longer mount it`));
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `warning: volume ${c} \\([\\d.]+ KiB in ferry-${c}-\\d{8}T\\d{6}Z\\.tar, [^)]+\\) is not in this bundle of ${c}: they no longer mount it`,
+        ),
+      );
       expect(JSON.parse(r.stdout).shrunk).toMatchObject([{ volume: c, bytes: 0, gone: true }]);
     } finally {
       cleanup(ENGINE_A, { containers: [c], volumes: [c] });

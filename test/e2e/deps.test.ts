@@ -27,14 +27,33 @@ function modeTarget(mode: string, host: string): string {
 beforeAll(async () => {
   docker(['run', '-d', '--name', app, '-v', `${vol}:/data`, BUSYBOX, 'httpd', '-f', '-p', '8081', '-h', '/data']);
   docker(['exec', app, 'sh', '-c', 'echo "shared page" > /data/index.html']);
-  docker(['run', '-d', '--name', side, '--network', `container:${app}`, '--volumes-from', app, BUSYBOX, 'sleep', '100000']);
+  docker([
+    'run',
+    '-d',
+    '--name',
+    side,
+    '--network',
+    `container:${app}`,
+    '--volumes-from',
+    app,
+    BUSYBOX,
+    'sleep',
+    '100000',
+  ]);
   const r = await ferry(['backup', side, app, '-o', dir]); // the dependent first
   expect(r.code, r.stderr).toBe(0);
-  bundle = path.join(dir, readdirSync(dir).find((f) => f.endsWith('.tar'))!);
+  bundle = path.join(
+    dir,
+    readdirSync(dir).find((f) => f.endsWith('.tar'))!,
+  );
 });
 
 afterAll(() => {
-  for (const host of [ENGINE_A, ENGINE_B]) cleanup(host, { containers: [side, app, `${side}-restored`, `${app}-restored`], volumes: [vol, `${vol}-restored`] });
+  for (const host of [ENGINE_A, ENGINE_B])
+    cleanup(host, {
+      containers: [side, app, `${side}-restored`, `${app}-restored`],
+      volumes: [vol, `${vol}-restored`],
+    });
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -48,7 +67,9 @@ describe('containers that refer to each other', () => {
     expect(modeTarget(s.HostConfig.NetworkMode, ENGINE_B)).toBe(app);
     // The sidecar sees the app's volume and reaches it on localhost: one network namespace.
     expect(docker(['exec', side, 'cat', '/data/index.html'], { host: ENGINE_B })).toBe('shared page');
-    expect(docker(['exec', side, 'wget', '-q', '-O', '-', 'http://127.0.0.1:8081/'], { host: ENGINE_B })).toBe('shared page');
+    expect(docker(['exec', side, 'wget', '-q', '-O', '-', 'http://127.0.0.1:8081/'], { host: ENGINE_B })).toBe(
+      'shared page',
+    );
   });
 
   it('--on-conflict rename: the renamed sidecar joins the renamed app, not the original', async () => {
@@ -62,13 +83,18 @@ describe('containers that refer to each other', () => {
   });
 
   it('migrate does the same on the target', async () => {
-    cleanup(ENGINE_B, { containers: [side, app, `${side}-restored`, `${app}-restored`], volumes: [vol, `${vol}-restored`] });
+    cleanup(ENGINE_B, {
+      containers: [side, app, `${side}-restored`, `${app}-restored`],
+      volumes: [vol, `${vol}-restored`],
+    });
     const r = await ferry(['migrate', side, app, '--to', ENGINE_B]);
     expect(r.code, r.stderr).toBe(0);
     const s = inspect('container', side, ENGINE_B);
     expect(s.State.Running).toBe(true);
     expect(modeTarget(s.HostConfig.NetworkMode, ENGINE_B)).toBe(app);
-    expect(docker(['exec', side, 'wget', '-q', '-O', '-', 'http://127.0.0.1:8081/'], { host: ENGINE_B })).toBe('shared page');
+    expect(docker(['exec', side, 'wget', '-q', '-O', '-', 'http://127.0.0.1:8081/'], { host: ENGINE_B })).toBe(
+      'shared page',
+    );
   });
 
   it('backup --all puts the sidecar and its app into one bundle (the one restores only where the other is)', async () => {
@@ -76,7 +102,11 @@ describe('containers that refer to each other', () => {
     const store = path.join(dir, 'all');
     const r = await ferry(['-H', ENGINE_B, '--json', 'backup', '--all', '-o', store, '--compress', 'none']);
     expect(r.code, r.stderr).toBe(0);
-    const results = JSON.parse(r.stdout).results as { container: string; ok: boolean; result: { bundle: string; containers: string[] } }[];
+    const results = JSON.parse(r.stdout).results as {
+      container: string;
+      ok: boolean;
+      result: { bundle: string; containers: string[] };
+    }[];
     const ours = results.filter((x) => x.container === app || x.container === side);
     expect(ours).toHaveLength(2);
     expect(ours[0]!.result.bundle).toBe(ours[1]!.result.bundle);
@@ -86,8 +116,12 @@ describe('containers that refer to each other', () => {
 
   it('restore --only: one container of the bundle with its volume; then the sidecar, joining the app that is there', async () => {
     cleanup(ENGINE_B, { containers: [side, app], volumes: [vol] });
-    const sideImage = (JSON.parse(execFileSync('tar', ['-xOf', bundle, 'manifest.json'], { encoding: 'utf8' })).containers as { spec: { name: string }; image: { ref: string } }[])
-      .find((c) => c.spec.name === side)!.image.ref;
+    const sideImage = (
+      JSON.parse(execFileSync('tar', ['-xOf', bundle, 'manifest.json'], { encoding: 'utf8' })).containers as {
+        spec: { name: string };
+        image: { ref: string };
+      }[]
+    ).find((c) => c.spec.name === side)!.image.ref;
     docker(['rmi', sideImage], { host: ENGINE_B, allowFail: true }); // loaded by the restores above
     const r1 = await ferry(['-H', ENGINE_B, 'restore', bundle, '--only', app]);
     expect(r1.code, r1.stderr).toBe(0);
@@ -100,7 +134,8 @@ describe('containers that refer to each other', () => {
     expect(modeTarget(inspect('container', side, ENGINE_B).HostConfig.NetworkMode, ENGINE_B)).toBe(app);
     const bad = await ferry(['-H', ENGINE_B, 'restore', bundle, '--only', 'nobody']);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toMatch(new RegExp(`--only: the bundle has no container nobody[\\s\\S]*it holds: ${side}, ${app}`));
+    expect(bad.stderr).toMatch(
+      new RegExp(`--only: the bundle has no container nobody[\\s\\S]*it holds: ${side}, ${app}`),
+    );
   });
 });
-

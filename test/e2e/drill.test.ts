@@ -11,7 +11,20 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, BUSYBOX, cleanup, docker, ENGINE_A, exists, ferry, freePort, inspect, sh, uid, waitFor } from '../helpers/lab.js';
+import {
+  BIN,
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  exists,
+  ferry,
+  freePort,
+  inspect,
+  sh,
+  uid,
+  waitFor,
+} from '../helpers/lab.js';
 
 const PROBE = 'wget -q -O - http://127.0.0.1:8080/ | grep expected-content';
 
@@ -76,8 +89,27 @@ describe('ferry drill', () => {
     docker(['network', 'create', '--subnet', subnet, net]);
     docker(['volume', 'create', vol]);
     docker([
-      'run', '-d', '--name', name, '--network', net, '--ip', ip, '-p', `127.0.0.1:${port}:8080`, '--restart', 'unless-stopped',
-      '-v', `${vol}:/www`, BUSYBOX, 'httpd', '-f', '-p', '8080', '-h', '/www',
+      'run',
+      '-d',
+      '--name',
+      name,
+      '--network',
+      net,
+      '--ip',
+      ip,
+      '-p',
+      `127.0.0.1:${port}:8080`,
+      '--restart',
+      'unless-stopped',
+      '-v',
+      `${vol}:/www`,
+      BUSYBOX,
+      'httpd',
+      '-f',
+      '-p',
+      '8080',
+      '-h',
+      '/www',
     ]);
     docker(['exec', name, 'sh', '-c', 'echo expected-content > /www/index.html']);
     await waitFor('the service to answer', async () => (await fetch(`http://127.0.0.1:${port}/`)).ok);
@@ -103,7 +135,11 @@ describe('ferry drill', () => {
 
     // The probe waits a little first, so that the copy can be looked at while it runs.
     const running = ferry(['--json', 'drill', bundle, '--probe', `sleep 4; ${PROBE}`, '--timeout', '60']);
-    await waitFor('the drill copy to run', () => docker(['ps', '-q', '--filter', 'label=io.ferry.drill']) !== '', 30_000);
+    await waitFor(
+      'the drill copy to run',
+      () => docker(['ps', '-q', '--filter', 'label=io.ferry.drill']) !== '',
+      30_000,
+    );
     const copy = inspect('container', docker(['ps', '-q', '--filter', 'label=io.ferry.drill']));
     const id = copy.Config.Labels['io.ferry.drill'] as string;
     expect(id).toMatch(/^[0-9a-f]{6}$/);
@@ -130,11 +166,25 @@ describe('ferry drill', () => {
     const res = JSON.parse(r.stdout);
     expect(res).toMatchObject({ ok: true, id, engine: ENGINE_A, bundle, leftovers: [] });
     expect(res.containers).toEqual([
-      { name, drillName: `ferry-drill-${id}-${name}`, id: copy.Id, started: true, status: 'running', ports: [{ container: '8080/tcp', host: `127.0.0.1:${copyPort}` }] },
+      {
+        name,
+        drillName: `ferry-drill-${id}-${name}`,
+        id: copy.Id,
+        started: true,
+        status: 'running',
+        ports: [{ container: '8080/tcp', host: `127.0.0.1:${copyPort}` }],
+      },
     ]);
-    expect(res.probe).toMatchObject({ command: `sleep 4; ${PROBE}`, container: name, exitCode: 0, attempts: 1, truncated: false });
+    expect(res.probe).toMatchObject({
+      command: `sleep 4; ${PROBE}`,
+      container: name,
+      exitCode: 0,
+      attempts: 1,
+      truncated: false,
+    });
     expect(res.probe.output).toContain('expected-content');
-    for (const k of ['restoreMs', 'startMs', 'healthyMs', 'probeMs', 'cleanupMs', 'totalMs']) expect(res.timings[k]).toBeTypeOf('number');
+    for (const k of ['restoreMs', 'startMs', 'healthyMs', 'probeMs', 'cleanupMs', 'totalMs'])
+      expect(res.timings[k]).toBeTypeOf('number');
     expect(res.timings.probeMs).toBeGreaterThanOrEqual(4000);
     expect(res.timings.totalMs).toBeGreaterThanOrEqual(res.timings.restoreMs + res.timings.probeMs);
     expect(res.notes).toContain(`${name}: static address ${ip} on ${net} dropped (it belongs to the original)`);
@@ -144,9 +194,18 @@ describe('ferry drill', () => {
   });
 
   it('fails with exit 9 when the probe fails, and leaves nothing behind', async () => {
-    const r = await ferry(['drill', bundle, '--probe', 'wget -q -O - http://127.0.0.1:8080/ | grep unexpected-content', '--timeout', '3']);
+    const r = await ferry([
+      'drill',
+      bundle,
+      '--probe',
+      'wget -q -O - http://127.0.0.1:8080/ | grep unexpected-content',
+      '--timeout',
+      '3',
+    ]);
     expect(r.code, r.stderr).toBe(9);
-    expect(r.stdout).toMatch(/^drill [0-9a-f]{6} of .*: FAIL: the probe did not pass within 3s \(\d+ attempts?; the last attempt exited with 1\)/);
+    expect(r.stdout).toMatch(
+      /^drill [0-9a-f]{6} of .*: FAIL: the probe did not pass within 3s \(\d+ attempts?; the last attempt exited with 1\)/,
+    );
     expect(r.stdout).toMatch(/probe in .*: exit 1/);
     expect(r.stdout).toContain('everything the drill made was removed');
     expect(r.stderr).toMatch(/ferry: error: the probe did not pass/);
@@ -155,12 +214,23 @@ describe('ferry drill', () => {
     nothingLeft();
   });
 
-  it('never writes to the original\'s host path: a writable bind is read-only (the copy exits: 9), or a drill volume with its data', async () => {
+  it("never writes to the original's host path: a writable bind is read-only (the copy exits: 9), or a drill volume with its data", async () => {
     // The service appends to a bind-mounted host directory at start; the drill mounts that
     // directory read-only (the bundle has no copy of it), so the copy exits at once.
     const hostDir = mkdtempSync(path.join(tmpdir(), 'ferry-drill-bind-'));
     try {
-      docker(['run', '-d', '--name', binder, '-v', `${hostDir}:/data`, BUSYBOX, 'sh', '-c', 'echo started >> /data/log && exec sleep 100000']);
+      docker([
+        'run',
+        '-d',
+        '--name',
+        binder,
+        '-v',
+        `${hostDir}:/data`,
+        BUSYBOX,
+        'sh',
+        '-c',
+        'echo started >> /data/log && exec sleep 100000',
+      ]);
       await waitFor('the service to write its log', () => existsSync(path.join(hostDir, 'log')));
       const b = await backup(binder, dir);
       const img = bundleImageId(b);
@@ -181,10 +251,20 @@ describe('ferry drill', () => {
       // With the bind's data in the bundle, the copy gets it in a drill volume it may write to.
       const r2 = await ferry(['--json', 'backup', binder, '-o', dir, '--include-binds']);
       expect(r2.code, r2.stderr).toBe(0);
-      const d = await ferry(['--json', 'drill', JSON.parse(r2.stdout).bundle, '--probe', 'grep -c started /data/log | grep -x 2', '--timeout', '20']);
+      const d = await ferry([
+        '--json',
+        'drill',
+        JSON.parse(r2.stdout).bundle,
+        '--probe',
+        'grep -c started /data/log | grep -x 2',
+        '--timeout',
+        '20',
+      ]);
       expect(d.code, d.stderr).toBe(0);
       const res2 = JSON.parse(d.stdout);
-      expect(res2.notes).toContain(`${binder}: bind ${hostDir} -> /data is restored from the bundle into volume ferry-drill-${res2.id}-${binder}-bind_data`);
+      expect(res2.notes).toContain(
+        `${binder}: bind ${hostDir} -> /data is restored from the bundle into volume ferry-drill-${res2.id}-${binder}-bind_data`,
+      );
       expect(readFileSync(path.join(hostDir, 'log'), 'utf8')).toBe('started\n');
       expect(drillObjects()).toEqual(NOTHING);
     } finally {
@@ -196,7 +276,10 @@ describe('ferry drill', () => {
   it('SIGTERM during a hanging probe removes everything and exits 130', async () => {
     const env = { ...process.env };
     delete env.DOCKER_HOST;
-    const child = spawn(BIN, ['drill', bundle, '--probe', 'sleep 300', '--timeout', '120'], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const child = spawn(BIN, ['drill', bundle, '--probe', 'sleep 300', '--timeout', '120'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env,
+    });
     let stderr = '';
     let stdout = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -216,8 +299,22 @@ describe('ferry drill', () => {
 
   it('passes on a healthcheck-defined service once it is healthy', async () => {
     docker([
-      'run', '-d', '--name', hc, '--restart', 'unless-stopped', '--health-cmd', 'wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1',
-      '--health-interval', '1s', '--health-retries', '3', BUSYBOX, 'sh', '-c', 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www',
+      'run',
+      '-d',
+      '--name',
+      hc,
+      '--restart',
+      'unless-stopped',
+      '--health-cmd',
+      'wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1',
+      '--health-interval',
+      '1s',
+      '--health-retries',
+      '3',
+      BUSYBOX,
+      'sh',
+      '-c',
+      'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www',
     ]);
     await waitFor('the service to be healthy', () => inspect('container', hc).State.Health?.Status === 'healthy');
     const b = await backup(hc, dir);
@@ -237,8 +334,21 @@ describe('ferry drill', () => {
   it('fails on a service that comes back unhealthy (its health depends on data the bundle lacks)', async () => {
     // The health file lives on a tmpfs: the original is healthy, the bundle cannot bring it back.
     docker([
-      'run', '-d', '--name', sick, '--tmpfs', '/run/state', '--health-cmd', 'test -e /run/state/ready', '--health-interval', '1s',
-      '--health-retries', '2', BUSYBOX, 'sleep', '100000',
+      'run',
+      '-d',
+      '--name',
+      sick,
+      '--tmpfs',
+      '/run/state',
+      '--health-cmd',
+      'test -e /run/state/ready',
+      '--health-interval',
+      '1s',
+      '--health-retries',
+      '2',
+      BUSYBOX,
+      'sleep',
+      '100000',
     ]);
     docker(['exec', sick, 'touch', '/run/state/ready']);
     await waitFor('the service to be healthy', () => inspect('container', sick).State.Health?.Status === 'healthy');

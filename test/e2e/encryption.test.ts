@@ -13,10 +13,24 @@ let bundle = '';
 let listing = '';
 
 beforeAll(async () => {
-  docker(['run', '-d', '--name', name, '-e', 'DB_PASSWORD=hunter2-secret-value', '-v', `${vol}:/d`, BUSYBOX, 'sleep', '100000']);
+  docker([
+    'run',
+    '-d',
+    '--name',
+    name,
+    '-e',
+    'DB_PASSWORD=hunter2-secret-value',
+    '-v',
+    `${vol}:/d`,
+    BUSYBOX,
+    'sleep',
+    '100000',
+  ]);
   docker(['exec', name, 'sh', '-c', 'echo plaintext-marker-in-volume > /d/f; chown 7:8 /d/f']);
   listing = volumeListing(vol);
-  const r = await ferry(['backup', name, '-o', path.join(dir, 'store'), '--encrypt', '--compress', 'none'], { env: { FERRY_PASSPHRASE: PASS } });
+  const r = await ferry(['backup', name, '-o', path.join(dir, 'store'), '--encrypt', '--compress', 'none'], {
+    env: { FERRY_PASSPHRASE: PASS },
+  });
   expect(r.code, r.stderr).toBe(0);
   bundle = path.join(dir, 'store', readdirSync(path.join(dir, 'store'))[0]!);
 });
@@ -30,7 +44,8 @@ describe('encrypted bundles', () => {
   it('hold no plaintext: neither volume data nor env values nor the manifest', () => {
     const bytes = readFileSync(bundle);
     expect(bytes.subarray(0, 8).toString()).toBe('FERRYENC');
-    for (const s of ['plaintext-marker-in-volume', 'hunter2-secret-value', 'manifest.json', 'DB_PASSWORD']) expect(bytes.includes(Buffer.from(s))).toBe(false);
+    for (const s of ['plaintext-marker-in-volume', 'hunter2-secret-value', 'manifest.json', 'DB_PASSWORD'])
+      expect(bytes.includes(Buffer.from(s))).toBe(false);
   });
 
   it('--encrypt without a passphrase is refused before anything happens', async () => {

@@ -8,7 +8,19 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, uid, volumeListing } from '../helpers/lab.js';
+import {
+  BIN,
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ENGINE_B,
+  exists,
+  ferry,
+  inspect,
+  uid,
+  volumeListing,
+} from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-engines-'));
 const name = uid('eng');
@@ -17,7 +29,23 @@ const net = `${name}-net`;
 
 beforeAll(() => {
   docker(['network', 'create', net]);
-  docker(['run', '-d', '--name', name, '--network', net, '--network-alias', 'svc', '-e', 'WHERE=a', '-v', `${vol}:/v`, BUSYBOX, 'sleep', '100000']);
+  docker([
+    'run',
+    '-d',
+    '--name',
+    name,
+    '--network',
+    net,
+    '--network-alias',
+    'svc',
+    '-e',
+    'WHERE=a',
+    '-v',
+    `${vol}:/v`,
+    BUSYBOX,
+    'sleep',
+    '100000',
+  ]);
   docker(['exec', name, 'sh', '-c', 'echo data > /v/f; mkdir /v/d; chown 5:6 /v/d']);
 });
 
@@ -61,7 +89,9 @@ describe('engine selection', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(inspect('container', name, ENGINE_B).State.Running).toBe(false);
     // -H wins over the context
-    const r2 = await ferry(['-H', ENGINE_A, 'restore', bundle, '--dry-run', '--on-conflict', 'rename'], { env: { DOCKER_CONFIG: cfg, DOCKER_CONTEXT: ctx } });
+    const r2 = await ferry(['-H', ENGINE_A, 'restore', bundle, '--dry-run', '--on-conflict', 'rename'], {
+      env: { DOCKER_CONFIG: cfg, DOCKER_CONTEXT: ctx },
+    });
     expect(r2.code, r2.stderr).toBe(0);
     expect(r2.stdout).toMatch(/reuse network/); // engine A still has the network
     expect(r2.stdout).toContain(`create container ${name}-restored`); // and the container

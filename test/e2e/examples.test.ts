@@ -6,7 +6,20 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, ROOT, sh, sshHome, uid } from '../helpers/lab.js';
+import {
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ENGINE_B,
+  exists,
+  ferry,
+  inspect,
+  ROOT,
+  sh,
+  sshHome,
+  uid,
+} from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-examples-'));
 const example = (name: string) => path.join(ROOT, 'examples', name);
@@ -94,7 +107,11 @@ describe('examples/cron-backup.sh', () => {
   it('a container whose pre-exec hook fails: exit 3 (partial), the others still backed up, and still pruned', () => {
     docker(['run', '-d', '--name', bad, '--label', 'ferry.pre-exec=exit 9', BUSYBOX, ...SERVICE], { host: ENGINE_B });
     const before = bundlesOf(store, name);
-    const r = sh(`sh '${example('cron-backup.sh')}'`, { DOCKER_HOST: ENGINE_B, BACKUP_DIR: store, PATH: pathWithoutSyslog() });
+    const r = sh(`sh '${example('cron-backup.sh')}'`, {
+      DOCKER_HOST: ENGINE_B,
+      BACKUP_DIR: store,
+      PATH: pathWithoutSyslog(),
+    });
     expect(r.code, r.stderr).toBe(3);
     expect(r.stderr).toMatch(/PARTIAL: some containers were not backed up/);
     expect(r.stderr).toMatch(new RegExp(`${bad}.*pre-exec hook failed \\(exit 9\\)`));
@@ -118,7 +135,11 @@ describe('examples/migrate-host.sh', () => {
     docker(['exec', name, 'sh', '-c', 'echo "order 1" > /data/orders && echo layer > /etc/layer']);
     const safety = path.join(dir, 'safety');
     const { home } = sshHome(path.join(dir, 'mig'));
-    const r = sh(`sh '${example('migrate-host.sh')}' newhost ${name}`, { HOME: home, SAFETY_DIR: safety, MIGRATE_ARGS: `--map-volume ${name}=${name}-moved --stop-timeout 5` });
+    const r = sh(`sh '${example('migrate-host.sh')}' newhost ${name}`, {
+      HOME: home,
+      SAFETY_DIR: safety,
+      MIGRATE_ARGS: `--map-volume ${name}=${name}-moved --stop-timeout 5`,
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(new RegExp(`done: ${name} run on newhost`));
     expect(r.stderr).toMatch(new RegExp(`remove them once satisfied:\n.*docker rm ${name}\\)`));

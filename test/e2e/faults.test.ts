@@ -8,7 +8,20 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, sshHome, uid, waitFor } from '../helpers/lab.js';
+import {
+  BIN,
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ENGINE_B,
+  exists,
+  ferry,
+  inspect,
+  sshHome,
+  uid,
+  waitFor,
+} from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-faults-'));
 const stateDir = path.join(dir, 'state');
@@ -29,8 +42,16 @@ function tarRunsOn(mp: string): boolean {
 }
 
 /** Start `ferry backup container -o out`, and SIGKILL it 0.3 s into its volume copy (`whileCopying` runs first). */
-async function killMidVolume(container: string, out: string, whileCopying?: () => void, extraEnv: Record<string, string> = {}): Promise<void> {
-  const child = spawn(BIN, ['backup', container, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, ...extraEnv } });
+async function killMidVolume(
+  container: string,
+  out: string,
+  whileCopying?: () => void,
+  extraEnv: Record<string, string> = {},
+): Promise<void> {
+  const child = spawn(BIN, ['backup', container, '-o', out, '--compress', 'gzip'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env, ...extraEnv },
+  });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const closed = new Promise((r) => child.on('close', r));
@@ -80,36 +101,45 @@ describe('killed mid-backup', () => {
   it.each([
     ['straight from its container (through the engine)', { FERRY_HOST_VOLUMES: '0' }],
     ['from the host disk', {}],
-  ])('a volume read %s: no helper is made, and after a SIGKILL the next run resumes the container', async (how, extraEnv) => {
-    const n = `${name}-3${'FERRY_HOST_VOLUMES' in extraEnv ? 'e' : 'h'}`;
-    docker(['run', '-d', '--name', n, '-v', `${n}:/v`, BUSYBOX, 'sleep', '100000']);
-    try {
-      docker(['exec', n, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=300 2>/dev/null']);
-      const out = path.join(dir, `store3-${n}`);
-      const mp = inspect('volume', n).Mountpoint as string;
-      const fromHost = !('FERRY_HOST_VOLUMES' in extraEnv);
-      await killMidVolume(
-        n,
-        out,
-        () => {
-          expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'])).toBe('');
-          expect(tarRunsOn(mp), how).toBe(fromHost);
-        },
-        extraEnv,
-      );
-      expect(inspect('container', n).State.Paused).toBe(true);
-      // no tar of the killed run goes on reading the volume (its output pipe is gone)
-      await waitFor(`no tar left on ${mp}`, () => !tarRunsOn(mp), 10_000);
-      const r = await ferry(['backup', n, '-o', out, '--compress', 'none'], { env });
-      expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(/left paused by a ferry run/);
-      expect(inspect('container', n).State.Paused).toBe(false);
-      const v = await ferry(['verify', path.join(out, readdirSync(out).find((f) => f.endsWith('.tar'))!)]);
-      expect(v.code, v.stderr + v.stdout).toBe(0);
-    } finally {
-      cleanup(ENGINE_A, { containers: [n], volumes: [n] });
-    }
-  });
+  ])(
+    'a volume read %s: no helper is made, and after a SIGKILL the next run resumes the container',
+    async (how, extraEnv) => {
+      const n = `${name}-3${'FERRY_HOST_VOLUMES' in extraEnv ? 'e' : 'h'}`;
+      docker(['run', '-d', '--name', n, '-v', `${n}:/v`, BUSYBOX, 'sleep', '100000']);
+      try {
+        docker(['exec', n, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=300 2>/dev/null']);
+        const out = path.join(dir, `store3-${n}`);
+        const mp = inspect('volume', n).Mountpoint as string;
+        const fromHost = !('FERRY_HOST_VOLUMES' in extraEnv);
+        await killMidVolume(
+          n,
+          out,
+          () => {
+            expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'])).toBe('');
+            expect(tarRunsOn(mp), how).toBe(fromHost);
+          },
+          extraEnv,
+        );
+        expect(inspect('container', n).State.Paused).toBe(true);
+        // no tar of the killed run goes on reading the volume (its output pipe is gone)
+        await waitFor(`no tar left on ${mp}`, () => !tarRunsOn(mp), 10_000);
+        const r = await ferry(['backup', n, '-o', out, '--compress', 'none'], { env });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stderr).toMatch(/left paused by a ferry run/);
+        expect(inspect('container', n).State.Paused).toBe(false);
+        const v = await ferry([
+          'verify',
+          path.join(
+            out,
+            readdirSync(out).find((f) => f.endsWith('.tar'))!,
+          ),
+        ]);
+        expect(v.code, v.stderr + v.stdout).toBe(0);
+      } finally {
+        cleanup(ENGINE_A, { containers: [n], volumes: [n] });
+      }
+    },
+  );
 });
 
 describe('disk full', () => {
@@ -136,34 +166,41 @@ describe('disk full', () => {
 });
 
 describe('ssh connection dropped mid-migration', () => {
-  it.each([[''], ['--stop-source']])('fails clearly; the target keeps nothing it got, the source keeps running %s', async (flag) => {
-    const c = `${name}-mig${flag ? '-cut' : ''}`;
-    const { home } = sshHome(path.join(dir, 'ssh'));
-    docker(['run', '-d', '--name', c, '-v', `${c}:/v`, BUSYBOX, 'sleep', '100000']);
-    try {
-      // 1 GiB: seconds of streaming, so the cut lands in the middle of the volume copy
-      docker(['exec', c, 'sh', '-c', 'dd if=/dev/zero of=/v/blob bs=1M count=1024 2>/dev/null']);
-      // With --stop-source the source was stopped for its snapshot: the rollback starts it again.
-      const child = spawn(BIN, ['migrate', c, '--to', 'ssh://newhost', ...(flag ? [flag, '--stop-timeout', '1'] : [])], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, HOME: home } });
-      let stderr = '';
-      child.stderr.on('data', (d) => (stderr += d));
-      await waitFor('the volume transfer to start', () => /volume .* -> .* on ssh:\/\/newhost/.test(stderr), 30_000);
-      await new Promise((r) => setTimeout(r, 100));
-      // kill the sshd session processes (not the listener): the connection drops
-      spawnSync('pkill', ['-f', '^sshd: root']);
-      const code = await new Promise<number | null>((r) => child.on('close', r));
-      expect(code, stderr).toBe(4);
-      expect(stderr).not.toMatch(/at .*\.js:\d+/);
-      expect(stderr).toMatch(/rollback: remove volume/);
-      expect(exists('container', c, ENGINE_B), stderr).toBe(false);
-      expect(exists('volume', c, ENGINE_B), stderr).toBe(false);
-      expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'], { host: ENGINE_B })).toBe('');
-      const st = inspect('container', c).State;
-      expect(st.Running).toBe(true);
-      expect(st.Paused).toBe(false);
-    } finally {
-      cleanup(ENGINE_A, { containers: [c], volumes: [c] });
-      cleanup(ENGINE_B, { containers: [c], volumes: [c] });
-    }
-  });
+  it.each([[''], ['--stop-source']])(
+    'fails clearly; the target keeps nothing it got, the source keeps running %s',
+    async (flag) => {
+      const c = `${name}-mig${flag ? '-cut' : ''}`;
+      const { home } = sshHome(path.join(dir, 'ssh'));
+      docker(['run', '-d', '--name', c, '-v', `${c}:/v`, BUSYBOX, 'sleep', '100000']);
+      try {
+        // 1 GiB: seconds of streaming, so the cut lands in the middle of the volume copy
+        docker(['exec', c, 'sh', '-c', 'dd if=/dev/zero of=/v/blob bs=1M count=1024 2>/dev/null']);
+        // With --stop-source the source was stopped for its snapshot: the rollback starts it again.
+        const child = spawn(
+          BIN,
+          ['migrate', c, '--to', 'ssh://newhost', ...(flag ? [flag, '--stop-timeout', '1'] : [])],
+          { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, HOME: home } },
+        );
+        let stderr = '';
+        child.stderr.on('data', (d) => (stderr += d));
+        await waitFor('the volume transfer to start', () => /volume .* -> .* on ssh:\/\/newhost/.test(stderr), 30_000);
+        await new Promise((r) => setTimeout(r, 100));
+        // kill the sshd session processes (not the listener): the connection drops
+        spawnSync('pkill', ['-f', '^sshd: root']);
+        const code = await new Promise<number | null>((r) => child.on('close', r));
+        expect(code, stderr).toBe(4);
+        expect(stderr).not.toMatch(/at .*\.js:\d+/);
+        expect(stderr).toMatch(/rollback: remove volume/);
+        expect(exists('container', c, ENGINE_B), stderr).toBe(false);
+        expect(exists('volume', c, ENGINE_B), stderr).toBe(false);
+        expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'], { host: ENGINE_B })).toBe('');
+        const st = inspect('container', c).State;
+        expect(st.Running).toBe(true);
+        expect(st.Paused).toBe(false);
+      } finally {
+        cleanup(ENGINE_A, { containers: [c], volumes: [c] });
+        cleanup(ENGINE_B, { containers: [c], volumes: [c] });
+      }
+    },
+  );
 });

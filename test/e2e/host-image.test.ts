@@ -9,7 +9,19 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, removeSnapshots, sh, sshHome, uid } from '../helpers/lab.js';
+import {
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ENGINE_B,
+  ferry,
+  inspect,
+  removeSnapshots,
+  sh,
+  sshHome,
+  uid,
+} from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-hostimg-'));
 const name = uid('hi');
@@ -71,14 +83,20 @@ describe('the image of a migration, from the layer store on the source host', ()
     const lacking = hasBase(ENGINE_B, base) ? 1 : 2;
     const first = await ferry(['migrate', n, '--to', ENGINE_B]);
     expect(first.code, first.stderr).toBe(0);
-    expect(first.stderr).toMatch(new RegExp(`image ferry/${n}:\\S+: ${lacking} of 2 layers read from the layer store in /var/lib/docker on this host`));
+    expect(first.stderr).toMatch(
+      new RegExp(
+        `image ferry/${n}:\\S+: ${lacking} of 2 layers read from the layer store in /var/lib/docker on this host`,
+      ),
+    );
     expect(rootListing(n, ENGINE_B)).toBe(before);
     // The second migration: the target has the base layer now.
     docker(['exec', n, 'sh', '-c', 'echo again >> /etc/issue']);
     const again = rootListing(n);
     const r = await ferry(['migrate', n, '--to', ENGINE_B, '--on-conflict', 'replace', '--json']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(new RegExp(`image ferry/${n}:\\S+: 1 of 2 layers read from the layer store in /var/lib/docker on this host`));
+    expect(r.stderr).toMatch(
+      new RegExp(`image ferry/${n}:\\S+: 1 of 2 layers read from the layer store in /var/lib/docker on this host`),
+    );
     const res = JSON.parse(r.stdout);
     expect(res.skippedLayers).toBe(1);
     // the committed layer (a 300 KiB blob, 200 KB of zeros, headers); the base alone is 1.98 MB
@@ -112,7 +130,9 @@ describe('the image of a migration, from the layer store on the source host', ()
     const { home } = sshHome(path.join(dir, 'ssh'));
     const r = await ferry(['-H', 'ssh://newhost', 'migrate', n, '--to', ENGINE_A], { env: { HOME: home } });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(new RegExp(`${lacking} of 2 layers read from the layer store in /var/lib/docker-b on ssh://newhost`));
+    expect(r.stderr).toMatch(
+      new RegExp(`${lacking} of 2 layers read from the layer store in /var/lib/docker-b on ssh://newhost`),
+    );
     expect(rootListing(n, ENGINE_A)).toBe(before);
     expect(inspect('container', n).State.Running).toBe(true);
   });
@@ -135,7 +155,9 @@ describe('the image member of a backup into a local file, from the layer store',
     const bundle = path.join(dir, 'b.tar');
     const r = await ferry(['backup', n, '-o', bundle]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(new RegExp(`image ferry/${n}:\\S+: 2 of 2 layers read from the layer store in /var/lib/docker on this host`));
+    expect(r.stderr).toMatch(
+      new RegExp(`image ferry/${n}:\\S+: 2 of 2 layers read from the layer store in /var/lib/docker on this host`),
+    );
     expect((await ferry(['verify', bundle])).code).toBe(0);
     const ref = loadMember(bundle, n);
     const img = inspect('image', ref, ENGINE_B);
@@ -179,10 +201,16 @@ describe('the image member of a backup into a local file, from the layer store',
     const r = await ferry(['backup', n, '-o', bundle], { env: { PATH: `${shim}:${process.env.PATH}` } });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/layers read from the layer store/);
-    expect(r.stderr).toMatch(new RegExp(`image ferry/${n}:\\S+ on this host: .*ended \\d+ bytes early.*; writing it again with the engine's save`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `image ferry/${n}:\\S+ on this host: .*ended \\d+ bytes early.*; writing it again with the engine's save`,
+      ),
+    );
     expect((await ferry(['verify', bundle])).code).toBe(0);
     const ref = loadMember(bundle, n);
-    expect(inspect('image', ref, ENGINE_B).Id).toBe(JSON.parse(sh(`tar -xOf '${bundle}' trailer.json`).stdout).images[0].id);
+    expect(inspect('image', ref, ENGINE_B).Id).toBe(
+      JSON.parse(sh(`tar -xOf '${bundle}' trailer.json`).stdout).images[0].id,
+    );
     docker(['rmi', ref], { host: ENGINE_B });
     const rr = await ferry(['-H', ENGINE_B, 'restore', bundle]);
     expect(rr.code, rr.stderr).toBe(0);

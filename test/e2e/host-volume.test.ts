@@ -12,7 +12,20 @@ import path from 'node:path';
 import * as tarStream from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { hostUntarArgs } from '../../src/data/host-volume.js';
-import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, inspect, sh, sshHome, uid, volumeListing } from '../helpers/lab.js';
+import {
+  AWKWARD_DATA,
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ENGINE_B,
+  ferry,
+  inspect,
+  sh,
+  sshHome,
+  uid,
+  volumeListing,
+} from '../helpers/lab.js';
 
 /** A progress line of volume data read or written with tar on the engine's host (not the image's layers, which FERRY_HOST_LAYERS governs). */
 const VOLUME_ON_HOST = /volume \S+: (read from|written into) .* on this host/;
@@ -36,7 +49,10 @@ function failingTar(bin: string, mode: 'create' | 'extract', afterBytes: number)
     mode === 'create'
       ? `/usr/bin/tar "$@" | head -c ${afterBytes}\necho "tar: ./blob: Read error at byte 0: Input/output error" >&2\nexit 2\n`
       : `case "$*" in *--extract*) head -c ${afterBytes} | /usr/bin/tar "$@"; cat > /dev/null; echo "tar: ./blob: Cannot write: No space left on device" >&2; exit 2;; esac\nexec /usr/bin/tar "$@"\n`;
-  writeFileSync(path.join(bin, 'tar'), `#!/bin/sh\nif [ "$1" = --version ]; then exec /usr/bin/tar --version; fi\n${body}`);
+  writeFileSync(
+    path.join(bin, 'tar'),
+    `#!/bin/sh\nif [ "$1" = --version ]; then exec /usr/bin/tar --version; fi\n${body}`,
+  );
   chmodSync(path.join(bin, 'tar'), 0o755);
   return `${bin}:${process.env.PATH}`;
 }
@@ -144,12 +160,18 @@ describe('volumes read from the host disk', () => {
     expect(inspect('container', name).State.Running).toBe(true); // and the source runs on
 
     // the engine's bundle, restored through the engine, gives the same listing ...
-    const r0 = await ferry(['restore', onlyBundle(eng), '--name', `${name}-r0`, '--map-volume', `${name}=${name}-r0`], { env: { FERRY_HOST_VOLUMES: '0' } });
+    const r0 = await ferry(['restore', onlyBundle(eng), '--name', `${name}-r0`, '--map-volume', `${name}=${name}-r0`], {
+      env: { FERRY_HOST_VOLUMES: '0' },
+    });
     expect(r0.code, r0.stderr).toBe(0);
     expect(r0.stderr).not.toMatch(VOLUME_ON_HOST);
     // ... but for the setuid bit of a file with two names: Docker 20.10's archive PUT chowns the
     // second name after the first got its mode (which clears the bit) and does not chmod it again.
-    const drop = (l: string) => l.split('\n').filter((x) => !/^\.\/suid-linked/.test(x)).join('\n');
+    const drop = (l: string) =>
+      l
+        .split('\n')
+        .filter((x) => !/^\.\/suid-linked/.test(x))
+        .join('\n');
     expect(drop(volumeListing(`${name}-r0`))).toBe(drop(before));
     expect(before).toMatch(/^\.\/suid-linked \S+ 4755 2 /m);
     expect(volumeListing(`${name}-r`)).toMatch(/^\.\/suid-linked \S+ 4755 2 /m); // on the host's disk it is kept
@@ -160,7 +182,19 @@ describe('volumes read from the host disk', () => {
     mkdirSync(src);
     writeFileSync(path.join(src, 'payload'), 'behind a bind of the local driver\n');
     const v = `${name}-opt`;
-    docker(['volume', 'create', '--driver', 'local', '--opt', 'type=none', '--opt', 'o=bind', '--opt', `device=${src}`, v]);
+    docker([
+      'volume',
+      'create',
+      '--driver',
+      'local',
+      '--opt',
+      'type=none',
+      '--opt',
+      'o=bind',
+      '--opt',
+      `device=${src}`,
+      v,
+    ]);
     docker(['create', '--name', v, '-v', `${v}:/data`, BUSYBOX, 'sleep', '100000']); // created, never started: nothing mounted
     const out = path.join(dir, 'opt');
     const r = await ferry(['backup', v, '-o', out, '--compress', 'none']);
@@ -195,9 +229,13 @@ describe('volumes read from the host disk', () => {
     const b = await ferry(['backup', n, '-o', out]);
     expect(b.code, b.stderr).toBe(0);
     const PATH = failingTar(path.join(dir, 'fake-write'), 'extract', 1_000_000);
-    const r = await ferry(['restore', onlyBundle(out), '--name', `${n}-x`, '--map-volume', `${n}=${n}-x`], { env: { PATH } });
+    const r = await ferry(['restore', onlyBundle(out), '--name', `${n}-x`, '--map-volume', `${n}=${n}-x`], {
+      env: { PATH },
+    });
     expect(r.code, r.stderr).toBe(8);
-    expect(r.stderr).toMatch(/tar could not write volume .*-x into .* on this host \(exit 2\):[^]*tar: \.\/blob: Cannot write: No space left on device/);
+    expect(r.stderr).toMatch(
+      /tar could not write volume .*-x into .* on this host \(exit 2\):[^]*tar: \.\/blob: Cannot write: No space left on device/,
+    );
     expect(r.stderr).not.toMatch(/MaxListenersExceeded|Warning:/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(docker(['volume', 'ls', '-q', '--filter', `name=${n}-x`])).toBe('');
@@ -242,13 +280,19 @@ describe('volumes read from the host disk', () => {
     const b = await ferry(['-H', 'ssh://newhost', 'backup', n, '-o', out], { env });
     expect(b.code, b.stderr).toBe(0);
     expect(b.stderr).toContain(`volume ${n}: read from ${mountpoint(n, ENGINE_B)} on ssh://newhost`);
-    const r = await ferry(['-H', 'ssh://newhost', 'restore', onlyBundle(out), '--name', `${n}-r`, '--map-volume', `${n}=${n}-r`], { env });
+    const r = await ferry(
+      ['-H', 'ssh://newhost', 'restore', onlyBundle(out), '--name', `${n}-r`, '--map-volume', `${n}=${n}-r`],
+      { env },
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain(`volume ${n}-r: written into ${mountpoint(`${n}-r`, ENGINE_B)} on ssh://newhost`);
     expect(volumeListing(`${n}-r`, ENGINE_B)).toBe(before);
     expect(inspect('container', `${n}-r`, ENGINE_B).State.Running).toBe(true);
     // and through the engine (FERRY_HOST_VOLUMES=0) the same bundle gives the same data
-    const r0 = await ferry(['-H', 'ssh://newhost', 'restore', onlyBundle(out), '--name', `${n}-r0`, '--map-volume', `${n}=${n}-r0`], { env: { ...env, FERRY_HOST_VOLUMES: '0' } });
+    const r0 = await ferry(
+      ['-H', 'ssh://newhost', 'restore', onlyBundle(out), '--name', `${n}-r0`, '--map-volume', `${n}=${n}-r0`],
+      { env: { ...env, FERRY_HOST_VOLUMES: '0' } },
+    );
     expect(r0.code, r0.stderr).toBe(0);
     expect(r0.stderr).not.toMatch(/written into/);
     expect(volumeListing(`${n}-r0`, ENGINE_B)).toBe(before);

@@ -9,7 +9,18 @@ import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, ferry, removeSnapshots, sshHome, uid } from '../helpers/lab.js';
+import {
+  BIN,
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ENGINE_B,
+  ferry,
+  removeSnapshots,
+  sshHome,
+  uid,
+} from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-mem-'));
 const RSS_BOUND_MB = 150;
@@ -21,9 +32,15 @@ afterAll(() => {
 });
 
 /** Run ferry under a heap limit and report its exit code and peak RSS (VmHWM) in MB. */
-function runMeasured(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; peakMb: number; stderr: string }> {
+function runMeasured(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; peakMb: number; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, NODE_OPTIONS: '--max-old-space-size=200' } });
+    const child = spawn(BIN, args, {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, ...env, NODE_OPTIONS: '--max-old-space-size=200' },
+    });
     let stderr = '';
     let peak = 0;
     child.stderr.on('data', (d) => (stderr += d));
@@ -48,7 +65,13 @@ describe('memory and size', () => {
     made.containers.push(c);
     made.volumes.push(c);
     docker(['run', '-d', '--name', c, '-v', `${c}:/v`, BUSYBOX, 'sleep', '100000']);
-    docker(['exec', c, 'sh', '-c', 'dd if=/dev/urandom of=/v/a bs=1M count=1024 2>/dev/null; dd if=/dev/zero of=/v/b bs=1M count=1024 2>/dev/null']);
+    docker([
+      'exec',
+      c,
+      'sh',
+      '-c',
+      'dd if=/dev/urandom of=/v/a bs=1M count=1024 2>/dev/null; dd if=/dev/zero of=/v/b bs=1M count=1024 2>/dev/null',
+    ]);
     for (const codec of ['none', 'zstd']) {
       const r = await runMeasured(['backup', c, '-o', path.join(dir, `mem-${codec}.tar`), '--compress', codec]);
       expect(r.code, r.stderr).toBe(0);
@@ -72,7 +95,9 @@ describe('memory and size', () => {
       docker(['exec', c, 'sh', '-c', 'dd if=/dev/urandom of=/v/a bs=1M count=1024 2>/dev/null']);
       const r = await runMeasured(['migrate', c, '--to', 'ssh://newhost', '--no-start'], { HOME: home });
       expect(r.code, r.stderr).toBe(0);
-      expect(docker(['run', '--rm', '-v', `${c}:/v:ro`, BUSYBOX, 'stat', '-c', '%s', '/v/a'], { host: ENGINE_B })).toBe(String(1024 ** 3));
+      expect(docker(['run', '--rm', '-v', `${c}:/v:ro`, BUSYBOX, 'stat', '-c', '%s', '/v/a'], { host: ENGINE_B })).toBe(
+        String(1024 ** 3),
+      );
       expect(r.peakMb, 'peak RSS of migrate').toBeGreaterThan(20);
       expect(r.peakMb, 'peak RSS of migrate').toBeLessThan(RSS_BOUND_MB);
     } finally {
@@ -83,7 +108,13 @@ describe('memory and size', () => {
 
   it('the ferry program runs node with a small young generation (--max-semi-space-size=2)', () => {
     // execArgv as node sees it: the flags of bin/ferry.js's shebang (env -S).
-    const r = spawnSync(BIN, ['--version'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: `--import=data:text/javascript,${encodeURIComponent("process.on('exit',()=>process.stderr.write('execArgv='+JSON.stringify(process.execArgv)))")}` } });
+    const r = spawnSync(BIN, ['--version'], {
+      encoding: 'utf8',
+      env: {
+        ...process.env,
+        NODE_OPTIONS: `--import=data:text/javascript,${encodeURIComponent("process.on('exit',()=>process.stderr.write('execArgv='+JSON.stringify(process.execArgv)))")}`,
+      },
+    });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toContain('execArgv=["--max-semi-space-size=2"]');
   });
@@ -94,7 +125,13 @@ describe('memory and size', () => {
     made.volumes.push(c, `${c}-restored`);
     docker(['run', '-d', '--name', c, '-v', `${c}:/v`, BUSYBOX, 'sleep', '100000']);
     // sparse 9 GiB with data at the start, just past 8 GiB and at the end
-    docker(['exec', c, 'sh', '-c', 'truncate -s 9G /v/huge && echo start | dd of=/v/huge conv=notrunc 2>/dev/null && echo past-8g | dd of=/v/huge bs=1M seek=8200 conv=notrunc 2>/dev/null && echo end | dd of=/v/huge bs=1 seek=9663676400 conv=notrunc 2>/dev/null']);
+    docker([
+      'exec',
+      c,
+      'sh',
+      '-c',
+      'truncate -s 9G /v/huge && echo start | dd of=/v/huge conv=notrunc 2>/dev/null && echo past-8g | dd of=/v/huge bs=1M seek=8200 conv=notrunc 2>/dev/null && echo end | dd of=/v/huge bs=1 seek=9663676400 conv=notrunc 2>/dev/null',
+    ]);
     const bundle = path.join(dir, 'huge.tar');
     const r = await ferry(['backup', c, '-o', bundle, '--compress', 'zstd']);
     expect(r.code, r.stderr).toBe(0);
@@ -102,7 +139,21 @@ describe('memory and size', () => {
     expect(rr.code, rr.stderr).toBe(0);
     const size = docker(['run', '--rm', '-v', `${c}-restored:/r:ro`, BUSYBOX, 'stat', '-c', '%s', '/r/huge']);
     expect(Number(size)).toBe(9 * 1024 ** 3);
-    const cmp = docker(['run', '--rm', '-v', `${c}:/a:ro`, '-v', `${c}-restored:/b:ro`, BUSYBOX, 'sh', '-c', 'cmp /a/huge /b/huge && echo same'], { allowFail: true });
+    const cmp = docker(
+      [
+        'run',
+        '--rm',
+        '-v',
+        `${c}:/a:ro`,
+        '-v',
+        `${c}-restored:/b:ro`,
+        BUSYBOX,
+        'sh',
+        '-c',
+        'cmp /a/huge /b/huge && echo same',
+      ],
+      { allowFail: true },
+    );
     expect(cmp).toBe('same');
   }, 900_000);
 });

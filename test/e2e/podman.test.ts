@@ -8,12 +8,26 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ferry, inspect, PODMAN, uid, volumeListing } from '../helpers/lab.js';
+import {
+  AWKWARD_DATA,
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ferry,
+  inspect,
+  PODMAN,
+  uid,
+  volumeListing,
+} from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-podman-'));
 const name = uid('pod');
 const vol = `${name}-data`;
-const snapshots = (host: string) => docker(['images', '--format', '{{.Repository}}:{{.Tag}}'], { host }).split('\n').filter((r) => r.includes(`ferry/${name}`));
+const snapshots = (host: string) =>
+  docker(['images', '--format', '{{.Repository}}:{{.Tag}}'], { host })
+    .split('\n')
+    .filter((r) => r.includes(`ferry/${name}`));
 
 afterAll(() => {
   for (const host of [ENGINE_A, PODMAN]) {
@@ -28,7 +42,22 @@ describe('Podman', () => {
   let before: any;
 
   it('restores a bundle from Docker onto Podman: config, data and owners arrive, and it runs', async () => {
-    docker(['run', '-d', '--name', name, '-e', 'MODE=production', '--label', 'team=ops', '-v', `${vol}:/data`, BUSYBOX, 'sh', '-c', 'mkdir -p /data/www && exec httpd -f -p 8080 -h /data/www']);
+    docker([
+      'run',
+      '-d',
+      '--name',
+      name,
+      '-e',
+      'MODE=production',
+      '--label',
+      'team=ops',
+      '-v',
+      `${vol}:/data`,
+      BUSYBOX,
+      'sh',
+      '-c',
+      'mkdir -p /data/www && exec httpd -f -p 8080 -h /data/www',
+    ]);
     docker(['exec', name, 'sh', '-c', AWKWARD_DATA]);
     listing = volumeListing(vol);
     before = inspect('container', name);
@@ -85,7 +114,10 @@ describe('Podman', () => {
     } finally {
       for (const host of [ENGINE_A, PODMAN]) {
         cleanup(host, { containers: [m], volumes: [mvol] });
-        for (const r of docker(['images', '--format', '{{.Repository}}:{{.Tag}}'], { host }).split('\n').filter((x) => x.includes(`ferry/${m}`))) docker(['rmi', '-f', r], { host, allowFail: true });
+        for (const r of docker(['images', '--format', '{{.Repository}}:{{.Tag}}'], { host })
+          .split('\n')
+          .filter((x) => x.includes(`ferry/${m}`)))
+          docker(['rmi', '-f', r], { host, allowFail: true });
       }
     }
   });

@@ -22,11 +22,25 @@ describe('PostgreSQL under write load', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'ferry-pg-'));
 
   beforeAll(async () => {
-    docker(['run', '-d', '--name', name, '-e', 'POSTGRES_DB_HINT=ferry', '-v', `${vol}:/var/lib/postgresql/data`, POSTGRES]);
-    await waitFor('postgres to accept connections', () => {
-      psql(name, 'select 1');
-      return true;
-    }, 120_000);
+    docker([
+      'run',
+      '-d',
+      '--name',
+      name,
+      '-e',
+      'POSTGRES_DB_HINT=ferry',
+      '-v',
+      `${vol}:/var/lib/postgresql/data`,
+      POSTGRES,
+    ]);
+    await waitFor(
+      'postgres to accept connections',
+      () => {
+        psql(name, 'select 1');
+        return true;
+      },
+      120_000,
+    );
     psql(name, 'create table t (id serial primary key, v text not null)');
     psql(name, "insert into t (v) select 'row ' || g from generate_series(1, 5000) g");
   });
@@ -38,7 +52,14 @@ describe('PostgreSQL under write load', () => {
 
   it('restores a consistent database taken while rows were being written', async () => {
     // A writer inside the container inserts rows as fast as it can during the backup.
-    docker(['exec', '-d', name, 'sh', '-c', "while :; do psql -U postgres -qc \"insert into t (v) values ('live')\" >/dev/null 2>&1; done"]);
+    docker([
+      'exec',
+      '-d',
+      name,
+      'sh',
+      '-c',
+      'while :; do psql -U postgres -qc "insert into t (v) values (\'live\')" >/dev/null 2>&1; done',
+    ]);
     await waitFor('the writer to start', () => count(name) > 5010);
     const n1 = count(name);
     const volumesBefore = docker(['volume', 'ls', '-q']).split('\n').sort();
@@ -56,10 +77,14 @@ describe('PostgreSQL under write load', () => {
     expect(rr.code, rr.stderr).toBe(0);
     // The same volumes as before: the data volume back, nothing left by the helpers that filled it.
     expect(docker(['volume', 'ls', '-q']).split('\n').sort()).toEqual(volumesBefore);
-    await waitFor('restored postgres to accept connections', () => {
-      psql(name, 'select 1');
-      return true;
-    }, 120_000);
+    await waitFor(
+      'restored postgres to accept connections',
+      () => {
+        psql(name, 'select 1');
+        return true;
+      },
+      120_000,
+    );
     const n = count(name);
     expect(n).toBeGreaterThanOrEqual(n1);
     expect(n).toBeLessThanOrEqual(n2);

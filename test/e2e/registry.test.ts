@@ -9,7 +9,19 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, uid, volumeListing } from '../helpers/lab.js';
+import {
+  AWKWARD_DATA,
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ENGINE_B,
+  exists,
+  ferry,
+  inspect,
+  uid,
+  volumeListing,
+} from '../helpers/lab.js';
 
 const REGISTRY = '127.0.0.1:5000';
 const PREFIX = 'ferry-e2e';
@@ -33,7 +45,21 @@ function member(file: string, m: string): any {
 beforeAll(() => {
   mkdirSync(dockerConfig);
   writeFileSync(authFile, JSON.stringify({ username: 'ferry', password: PASSWORD }));
-  docker(['run', '-d', '--name', name, '-e', 'WHERE=a', '-e', 'API_TOKEN=tok-123', '-v', `${vol}:/data`, BUSYBOX, 'sleep', '100000']);
+  docker([
+    'run',
+    '-d',
+    '--name',
+    name,
+    '-e',
+    'WHERE=a',
+    '-e',
+    'API_TOKEN=tok-123',
+    '-v',
+    `${vol}:/data`,
+    BUSYBOX,
+    'sleep',
+    '100000',
+  ]);
   docker(['exec', name, 'sh', '-c', AWKWARD_DATA]);
   docker(['exec', name, 'sh', '-c', 'echo in-layer > /etc/ferry-layer']);
 });
@@ -54,7 +80,23 @@ describe('registry mode', () => {
   let digest = '';
 
   it('backs up with --image-mode push: the image goes to the registry, not into the bundle', async () => {
-    const r = await ferry(['backup', name, '--image-mode', 'push', '--registry', `${REGISTRY}/${PREFIX}`, '--registry-auth-file', authFile, '--compress', 'gzip', '-o', bundle], { env });
+    const r = await ferry(
+      [
+        'backup',
+        name,
+        '--image-mode',
+        'push',
+        '--registry',
+        `${REGISTRY}/${PREFIX}`,
+        '--registry-auth-file',
+        authFile,
+        '--compress',
+        'gzip',
+        '-o',
+        bundle,
+      ],
+      { env },
+    );
     expect(r.code, r.stderr).toBe(0);
     // docker commit bakes API_TOKEN's value into the pushed image: said, without the value.
     expect(r.stderr).toMatch(/warning: .*API_TOKEN looks like a secret/);
@@ -133,7 +175,9 @@ describe('registry mode', () => {
 
   it('restores on engine B by pulling the pushed digest', async () => {
     cleanup(ENGINE_B, { containers: [name], volumes: [vol] });
-    const r = await ferry(['restore', bundle, '--registry-auth-file', authFile], { env: { ...env, DOCKER_HOST: ENGINE_B } });
+    const r = await ferry(['restore', bundle, '--registry-auth-file', authFile], {
+      env: { ...env, DOCKER_HOST: ENGINE_B },
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain(`pull image ${ref.slice(0, ref.lastIndexOf(':'))}@${digest}`);
     expect(r.stderr + r.stdout).not.toContain(PASSWORD);
@@ -152,7 +196,21 @@ describe('registry mode', () => {
 
   it('a push to a registry that is not listening fails with 4, leaves no bundle and resumes the container', async () => {
     const out = path.join(dir, 'store-5999');
-    const r = await ferry(['backup', name, '--image-mode', 'push', '--registry', '127.0.0.1:5999/ferry-e2e', '--registry-auth-file', authFile, '-o', out], { env });
+    const r = await ferry(
+      [
+        'backup',
+        name,
+        '--image-mode',
+        'push',
+        '--registry',
+        '127.0.0.1:5999/ferry-e2e',
+        '--registry-auth-file',
+        authFile,
+        '-o',
+        out,
+      ],
+      { env },
+    );
     expect(r.code, r.stderr).toBe(4);
     expect(r.stderr).toMatch(/error: push image 127\.0\.0\.1:5999\/ferry-e2e\//);
     expect(r.stderr).not.toContain(PASSWORD);
@@ -167,7 +225,9 @@ describe('registry mode', () => {
     const r1 = await ferry(['backup', name, '--image-mode', 'push', '-o', path.join(dir, 'x1.tar')], { env });
     expect(r1.code).toBe(2);
     expect(r1.stderr).toContain('--registry');
-    const r2 = await ferry(['backup', name, '--registry', `${REGISTRY}/${PREFIX}`, '-o', path.join(dir, 'x2.tar')], { env });
+    const r2 = await ferry(['backup', name, '--registry', `${REGISTRY}/${PREFIX}`, '-o', path.join(dir, 'x2.tar')], {
+      env,
+    });
     expect(r2.code).toBe(2);
     expect(r2.stderr).toContain('--image-mode push');
     expect(existsSync(path.join(dir, 'x1.tar')) || existsSync(path.join(dir, 'x2.tar'))).toBe(false);

@@ -9,7 +9,20 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, exists, ferry, freePort, inspect, uid, volumeListing, waitFor } from '../helpers/lab.js';
+import {
+  AWKWARD_DATA,
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  exists,
+  ferry,
+  freePort,
+  inspect,
+  uid,
+  volumeListing,
+  waitFor,
+} from '../helpers/lab.js';
 
 // The shared awkward data, plus a dangling link, a third hard link, an empty file, another old
 // mtime, an anonymous volume's content and a change in the container's own layer.
@@ -40,14 +53,63 @@ describe('backup and restore on one engine', () => {
     docker(['network', 'create', '--subnet', '172.30.77.0/24', '--label', 'ferry.test=1', net]);
     docker(['volume', 'create', '--label', 'ferry.test=vol', vol]);
     docker([
-      'run', '-d', '--name', name, '--hostname', 'myhost', '--network', net, '--network-alias', 'alias1', '--ip', '172.30.77.10',
-      '-p', `127.0.0.1:${port}:8080`, '-e', 'PLAIN=1', '-e', 'SPACED=a b c', '--label', 'app=web', '--label', 'tier=front',
-      '--restart', 'unless-stopped', '--cap-add', 'NET_ADMIN', '--cap-drop', 'MKNOD', '--ulimit', 'nofile=1024:2048',
-      '--tmpfs', '/run/t:size=1m', '--add-host', 'foo.example:10.1.2.3', '--log-opt', 'max-size=1m', '--memory', '64m',
-      '--init', '--workdir', '/data', '--shm-size', '32m', '--stop-timeout', '7',
-      '--health-cmd', 'wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1', '--health-interval', '2s',
-      '-v', `${vol}:/data`, '-v', '/anon',
-      BUSYBOX, 'sh', '-c', 'mkdir -p /data/www && exec httpd -f -p 8080 -h /data/www',
+      'run',
+      '-d',
+      '--name',
+      name,
+      '--hostname',
+      'myhost',
+      '--network',
+      net,
+      '--network-alias',
+      'alias1',
+      '--ip',
+      '172.30.77.10',
+      '-p',
+      `127.0.0.1:${port}:8080`,
+      '-e',
+      'PLAIN=1',
+      '-e',
+      'SPACED=a b c',
+      '--label',
+      'app=web',
+      '--label',
+      'tier=front',
+      '--restart',
+      'unless-stopped',
+      '--cap-add',
+      'NET_ADMIN',
+      '--cap-drop',
+      'MKNOD',
+      '--ulimit',
+      'nofile=1024:2048',
+      '--tmpfs',
+      '/run/t:size=1m',
+      '--add-host',
+      'foo.example:10.1.2.3',
+      '--log-opt',
+      'max-size=1m',
+      '--memory',
+      '64m',
+      '--init',
+      '--workdir',
+      '/data',
+      '--shm-size',
+      '32m',
+      '--stop-timeout',
+      '7',
+      '--health-cmd',
+      'wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1',
+      '--health-interval',
+      '2s',
+      '-v',
+      `${vol}:/data`,
+      '-v',
+      '/anon',
+      BUSYBOX,
+      'sh',
+      '-c',
+      'mkdir -p /data/www && exec httpd -f -p 8080 -h /data/www',
     ]);
     docker(['exec', name, 'sh', '-c', AWKWARD]);
     await waitFor('the service to answer', async () => (await fetch(`http://127.0.0.1:${port}/`)).ok);
@@ -152,8 +214,19 @@ describe('backup and restore on one engine', () => {
   it('dry run: refuses the address the original holds, like the restore would; with --no-start prints the plan; touches nothing', async () => {
     const taken = await ferry(['restore', bundle, '--dry-run', '--name', `${name}-copy`, '--on-conflict', 'rename']);
     expect(taken.code, taken.stderr).toBe(6);
-    expect(taken.stderr).toContain(`static addresses that cannot be had on ${ENGINE_A}: ${name}: 172.30.77.10 on ${net}, which container ${name} holds`);
-    const r = await ferry(['restore', bundle, '--dry-run', '--name', `${name}-copy`, '--on-conflict', 'rename', '--no-start']);
+    expect(taken.stderr).toContain(
+      `static addresses that cannot be had on ${ENGINE_A}: ${name}: 172.30.77.10 on ${net}, which container ${name} holds`,
+    );
+    const r = await ferry([
+      'restore',
+      bundle,
+      '--dry-run',
+      '--name',
+      `${name}-copy`,
+      '--on-conflict',
+      'rename',
+      '--no-start',
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/warning: .*host port taken/);
     expect(r.stdout).toMatch(/dry run/);
@@ -189,7 +262,14 @@ describe('backup and restore on one engine', () => {
     spec.hostConfig.PortBindings['8080/tcp'][0].HostPort = String(await freePort());
     writeFileSync(path.join(x, 'manifest.json'), JSON.stringify(m));
     const edited = path.join(dir, 'edited.tar');
-    execFileSync('tar', ['--format=ustar', '-cf', edited, '-C', x, ...execFileSync('tar', ['-tf', bundle], { encoding: 'utf8' }).trim().split('\n')]);
+    execFileSync('tar', [
+      '--format=ustar',
+      '-cf',
+      edited,
+      '-C',
+      x,
+      ...execFileSync('tar', ['-tf', bundle], { encoding: 'utf8' }).trim().split('\n'),
+    ]);
 
     const volsBefore = docker(['volume', 'ls', '-q']).split('\n').sort();
     const imagesBefore = docker(['images', '-q']).split('\n').sort();

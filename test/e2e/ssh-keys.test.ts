@@ -16,7 +16,15 @@ mkdirSync(path.join(home, '.ssh'), { recursive: true, mode: 0o700 });
 copyFileSync(path.join(LAB, 'ssh', 'known_hosts'), path.join(home, '.ssh', 'known_hosts'));
 writeFileSync(
   path.join(home, '.ssh', 'config'),
-  ['Host enc', '  HostName 127.0.0.1', '  Port 2222', '  User root', '  IdentitiesOnly yes', `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519_enc')}`, ''].join('\n'),
+  [
+    'Host enc',
+    '  HostName 127.0.0.1',
+    '  Port 2222',
+    '  User root',
+    '  IdentitiesOnly yes',
+    `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519_enc')}`,
+    '',
+  ].join('\n'),
 );
 const env = { HOME: home, SSH_AUTH_SOCK: '' };
 
@@ -26,7 +34,10 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 function ferryOnTty(args: string[], typed: string): Promise<{ code: number; out: string }> {
   return new Promise((resolve, reject) => {
     const cmd = [BIN, ...args].map((a) => `'${a}'`).join(' ');
-    const child = spawn('script', ['-qec', `${cmd}; echo "EXIT=$?"`, '/dev/null'], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('script', ['-qec', `${cmd}; echo "EXIT=$?"`, '/dev/null'], {
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let out = '';
     let typedYet = false;
     child.stdout.on('data', (d: Buffer) => {

@@ -9,7 +9,18 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SshPool } from '../../src/ssh/client.js';
 import { SftpTransport } from '../../src/store/sftp.js';
-import { AWKWARD_DATA, BUSYBOX, cleanup, docker, ENGINE_A, ferry, inspect, sshHome, uid, volumeListing } from '../helpers/lab.js';
+import {
+  AWKWARD_DATA,
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ferry,
+  inspect,
+  sshHome,
+  uid,
+  volumeListing,
+} from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-sftp-'));
 // The lab's sshd runs on this machine, so the "remote" directory is visible here too.
@@ -28,7 +39,9 @@ describe('ssh store', () => {
     docker(['run', '-d', '--name', name, '-e', 'X=1', '-v', `${vol}:/data`, BUSYBOX, 'sleep', '100000']);
     docker(['exec', name, 'sh', '-c', AWKWARD_DATA]);
     const listing = volumeListing(vol);
-    const r = await ferry(['backup', name, '-o', `ssh://newhost${store}`, '--verify', '--json'], { env: { HOME: home } });
+    const r = await ferry(['backup', name, '-o', `ssh://newhost${store}`, '--verify', '--json'], {
+      env: { HOME: home },
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/warning/);
     const res = JSON.parse(r.stdout);
@@ -58,9 +71,13 @@ describe('ssh store', () => {
     const enc = `${name}-enc`;
     try {
       docker(['run', '-d', '--name', enc, BUSYBOX, 'sleep', '100000']);
-      const b = await ferry(['backup', enc, '-o', `ssh://newhost${encStore}`, '--encrypt', '--json'], { env: { HOME: home, FERRY_PASSPHRASE: 'sftp-secret' } });
+      const b = await ferry(['backup', enc, '-o', `ssh://newhost${encStore}`, '--encrypt', '--json'], {
+        env: { HOME: home, FERRY_PASSPHRASE: 'sftp-secret' },
+      });
       expect(b.code, b.stderr).toBe(0);
-      const ls = await ferry(['ls', `ssh://newhost${encStore}`, '--json'], { env: { HOME: home, FERRY_PASSPHRASE: undefined } });
+      const ls = await ferry(['ls', `ssh://newhost${encStore}`, '--json'], {
+        env: { HOME: home, FERRY_PASSPHRASE: undefined },
+      });
       expect(ls.code, ls.stderr).toBe(0);
       const listed = JSON.parse(ls.stdout);
       expect(listed).toHaveLength(1);
@@ -68,7 +85,9 @@ describe('ssh store', () => {
       expect(listed[0].created).toMatch(/^\d{4}-\d\d-\d\dT/);
       expect(listed[0].error).toBeUndefined();
       cleanup(ENGINE_A, { containers: [enc] });
-      const rr = await ferry(['restore', JSON.parse(b.stdout).bundle], { env: { HOME: home, FERRY_PASSPHRASE: 'sftp-secret' } });
+      const rr = await ferry(['restore', JSON.parse(b.stdout).bundle], {
+        env: { HOME: home, FERRY_PASSPHRASE: 'sftp-secret' },
+      });
       expect(rr.code, rr.stderr).toBe(0);
       expect(inspect('container', enc).State.Running).toBe(true);
     } finally {
@@ -83,7 +102,7 @@ describe('ssh store', () => {
     expect(r.stderr).toMatch(/no bundle at ssh:\/\/newhost/);
   });
 
-  it('names are chosen under the store\'s lock: a name taken or being written gets -2, -3; stale temporaries go', async () => {
+  it("names are chosen under the store's lock: a name taken or being written gets -2, -3; stale temporaries go", async () => {
     const { home } = sshHome(path.join(dir, 'names'));
     const d = path.join(dir, 'names-store');
     mkdirSync(d);
@@ -122,16 +141,30 @@ describe('ssh store', () => {
     const d = path.join(dir, 'locked-store');
     mkdirSync(d);
     const lock = path.join(d, '.ferry.lock');
-    const held = JSON.stringify({ pid: process.pid, hostname: os.hostname(), token: 'test', since: new Date().toISOString(), purpose: 'prune' });
+    const held = JSON.stringify({
+      pid: process.pid,
+      hostname: os.hostname(),
+      token: 'test',
+      since: new Date().toISOString(),
+      purpose: 'prune',
+    });
     const c = `${name}-lk`;
     try {
       docker(['run', '-d', '--name', c, BUSYBOX, 'sleep', '100000']);
       writeFileSync(lock, held);
-      const timeout = await ferry(['backup', c, '-o', `ssh://newhost${d}`, '--lock-timeout', '1'], { env: { HOME: home } });
+      const timeout = await ferry(['backup', c, '-o', `ssh://newhost${d}`, '--lock-timeout', '1'], {
+        env: { HOME: home },
+      });
       expect(timeout.code).toBe(6);
-      expect(timeout.stderr).toMatch(new RegExp(`the store ssh://newhost${d.replace(/[.]/g, '\\.')} is locked by another ferry run: pid ${process.pid} on .*\\(prune\\)`));
+      expect(timeout.stderr).toMatch(
+        new RegExp(
+          `the store ssh://newhost${d.replace(/[.]/g, '\\.')} is locked by another ferry run: pid ${process.pid} on .*\\(prune\\)`,
+        ),
+      );
       expect(readdirSync(d)).toEqual(['.ferry.lock']);
-      const run = ferry(['backup', c, '-o', `ssh://newhost${d}`, '--lock-timeout', '60', '--json'], { env: { HOME: home } });
+      const run = ferry(['backup', c, '-o', `ssh://newhost${d}`, '--lock-timeout', '60', '--json'], {
+        env: { HOME: home },
+      });
       await new Promise((r) => setTimeout(r, 2500));
       expect(readdirSync(d)).toEqual(['.ferry.lock']); // still waiting: no temporary
       expect(inspect('container', c).State.Paused).toBe(false);

@@ -46,7 +46,25 @@ function listen(p: number): Promise<Server> {
 beforeAll(async () => {
   port = await freePort();
   docker(['network', 'create', net]);
-  docker(['run', '-d', '--name', name, '--network', net, '-p', `127.0.0.1:${port}:80`, '-v', `${vol}:/www`, BUSYBOX, 'httpd', '-f', '-p', '80', '-h', '/www']);
+  docker([
+    'run',
+    '-d',
+    '--name',
+    name,
+    '--network',
+    net,
+    '-p',
+    `127.0.0.1:${port}:80`,
+    '-v',
+    `${vol}:/www`,
+    BUSYBOX,
+    'httpd',
+    '-f',
+    '-p',
+    '80',
+    '-h',
+    '/www',
+  ]);
   docker(['exec', name, 'sh', '-c', 'echo "port page" > /www/index.html']);
   const r = await ferry(['--json', 'backup', name, '-o', dir]);
   expect(r.code, r.stderr).toBe(0);
@@ -56,7 +74,10 @@ beforeAll(async () => {
 afterAll(() => {
   cleanup(ENGINE_A, { containers: [name], volumes: [vol], networks: [net] });
   cleanup(ENGINE_B, { containers: [name, blocker], volumes: [vol], networks: [net] });
-  for (const img of docker(['images', '-q', `ferry/${name}`], { host: ENGINE_B }).split('\n').filter(Boolean)) docker(['rmi', '-f', img], { host: ENGINE_B, allowFail: true });
+  for (const img of docker(['images', '-q', `ferry/${name}`], { host: ENGINE_B })
+    .split('\n')
+    .filter(Boolean))
+    docker(['rmi', '-f', img], { host: ENGINE_B, allowFail: true });
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -64,10 +85,14 @@ describe('restore onto a host whose port is taken', () => {
   it('by a running container there: refused with its name (exit 6), nothing changed; --on-conflict replace of that very container goes ahead', async () => {
     docker(['stop', '-t', '1', name]); // the port is engine B's to take now
     try {
-      docker(['run', '-d', '--name', blocker, '-p', `127.0.0.1:${port}:80`, BUSYBOX, 'sleep', '3600'], { host: ENGINE_B });
+      docker(['run', '-d', '--name', blocker, '-p', `127.0.0.1:${port}:80`, BUSYBOX, 'sleep', '3600'], {
+        host: ENGINE_B,
+      });
       const r = await ferry(['-H', ENGINE_B, 'restore', bundle]);
       expect(r.code, r.stderr).toBe(6);
-      expect(r.stderr).toContain(`host ports already taken on ${ENGINE_B}: ${name}: 127.0.0.1:${port}/tcp (published by running container ${blocker})`);
+      expect(r.stderr).toContain(
+        `host ports already taken on ${ENGINE_B}: ${name}: 127.0.0.1:${port}/tcp (published by running container ${blocker})`,
+      );
       expect(r.stderr).toMatch(/nothing was changed.*--map-port/);
       expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
       untouched();
@@ -82,7 +107,9 @@ describe('restore onto a host whose port is taken', () => {
       expect(c.State.Running).toBe(true);
       expect(c.Config.Cmd).toEqual(['httpd', '-f', '-p', '80', '-h', '/www']);
       expect(c.NetworkSettings.Ports['80/tcp']).toEqual([{ HostIp: '127.0.0.1', HostPort: String(port) }]);
-      expect(docker(['exec', name, 'wget', '-q', '-O', '-', 'http://127.0.0.1/'], { host: ENGINE_B })).toBe('port page');
+      expect(docker(['exec', name, 'wget', '-q', '-O', '-', 'http://127.0.0.1/'], { host: ENGINE_B })).toBe(
+        'port page',
+      );
     } finally {
       cleanup(ENGINE_B, { containers: [name, blocker], volumes: [vol], networks: [net] });
       docker(['start', name]);
@@ -95,20 +122,35 @@ describe('restore onto a host whose port is taken', () => {
     try {
       const r = await ferry(['-H', ENGINE_B, 'restore', bundle]);
       expect(r.code, r.stderr).toBe(6);
-      expect(r.stderr).toContain(`${name}: 127.0.0.1:${port}/tcp (in use on the engine's host, outside any container of it)`);
+      expect(r.stderr).toContain(
+        `${name}: 127.0.0.1:${port}/tcp (in use on the engine's host, outside any container of it)`,
+      );
       untouched();
       // The helper that asked is gone too.
       expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'], { host: ENGINE_B })).toBe('');
 
       // An address this host does not have: not bindable either, and the engine's reason is given.
-      const gone = await ferry(['-H', ENGINE_B, 'restore', bundle, '--map-port', `127.0.0.1:${port}=192.0.2.1:${port}`]);
+      const gone = await ferry([
+        '-H',
+        ENGINE_B,
+        'restore',
+        bundle,
+        '--map-port',
+        `127.0.0.1:${port}=192.0.2.1:${port}`,
+      ]);
       expect(gone.code, gone.stderr).toBe(6);
-      expect(gone.stderr).toContain(`${name}: 192.0.2.1:${port}/tcp (cannot be bound on the engine's host: listen tcp4 192.0.2.1:${port}: bind: cannot assign requested address)`);
+      expect(gone.stderr).toContain(
+        `${name}: 192.0.2.1:${port}/tcp (cannot be bound on the engine's host: listen tcp4 192.0.2.1:${port}: bind: cannot assign requested address)`,
+      );
       untouched();
 
       const later = await ferry(['-H', ENGINE_B, 'restore', bundle, '--no-start']);
       expect(later.code, later.stderr).toBe(0);
-      expect(later.stderr).toMatch(new RegExp(`warning: ${name}: host port taken .*127\\.0\\.0\\.1:${port}/tcp.*cannot start until the port is free`));
+      expect(later.stderr).toMatch(
+        new RegExp(
+          `warning: ${name}: host port taken .*127\\.0\\.0\\.1:${port}/tcp.*cannot start until the port is free`,
+        ),
+      );
       expect(inspect('container', name, ENGINE_B).State.Status).toBe('created');
     } finally {
       await new Promise((resolve) => server.close(resolve));
@@ -125,7 +167,19 @@ describe('restore of several containers, one port taken', () => {
     const [pa, pb, pc] = [await freePort(), await freePort(), await freePort()];
     try {
       docker(['run', '-d', '--name', a, '-p', `127.0.0.1:${pa}:80`, BUSYBOX, 'sleep', '3600']);
-      docker(['run', '-d', '--name', b, '-p', `127.0.0.1:${pb}:80`, '-p', `127.0.0.1:${pc}:81`, BUSYBOX, 'sleep', '3600']);
+      docker([
+        'run',
+        '-d',
+        '--name',
+        b,
+        '-p',
+        `127.0.0.1:${pb}:80`,
+        '-p',
+        `127.0.0.1:${pc}:81`,
+        BUSYBOX,
+        'sleep',
+        '3600',
+      ]);
       const bk = await ferry(['--json', 'backup', a, b, '-o', dir]);
       expect(bk.code, bk.stderr).toBe(0);
       docker(['stop', '-t', '1', a, b]);
@@ -133,7 +187,9 @@ describe('restore of several containers, one port taken', () => {
       try {
         const r = await ferry(['-H', ENGINE_B, 'restore', JSON.parse(bk.stdout).bundle as string]);
         expect(r.code, r.stderr).toBe(6);
-        expect(r.stderr).toContain(`host ports already taken on ${ENGINE_B}: ${b}: 127.0.0.1:${pb}/tcp (in use on the engine's host, outside any container of it)\n`);
+        expect(r.stderr).toContain(
+          `host ports already taken on ${ENGINE_B}: ${b}: 127.0.0.1:${pb}/tcp (in use on the engine's host, outside any container of it)\n`,
+        );
         expect(exists('container', a, ENGINE_B)).toBe(false);
         expect(exists('container', b, ENGINE_B)).toBe(false);
       } finally {
@@ -160,10 +216,14 @@ describe('migrate onto a host whose port is taken', () => {
     try {
       const cut = await ferry(['migrate', name, '--to', ENGINE_B, '--stop-source']);
       expect(cut.code, cut.stderr).toBe(0);
-      expect(cut.stderr).toMatch(new RegExp(`host port 127\\.0\\.0\\.1:${port}/tcp is in use on the host of .*--stop-source frees it`));
+      expect(cut.stderr).toMatch(
+        new RegExp(`host port 127\\.0\\.0\\.1:${port}/tcp is in use on the host of .*--stop-source frees it`),
+      );
       expect(inspect('container', name).State.Running).toBe(false);
       expect(inspect('container', name, ENGINE_B).State.Running).toBe(true);
-      expect(docker(['exec', name, 'wget', '-q', '-O', '-', 'http://127.0.0.1/'], { host: ENGINE_B })).toBe('port page');
+      expect(docker(['exec', name, 'wget', '-q', '-O', '-', 'http://127.0.0.1/'], { host: ENGINE_B })).toBe(
+        'port page',
+      );
     } finally {
       cleanup(ENGINE_B, { containers: [name], volumes: [vol], networks: [net] });
       docker(['start', name]);
@@ -194,14 +254,18 @@ describe('restore onto a host that lacks a device', () => {
 
       const later = await ferry(['-H', ENGINE_B, 'restore', devBundle, '--no-start']);
       expect(later.code, later.stderr).toBe(0);
-      expect(later.stderr).toContain(`warning: ${c}: missing on the host of ${ENGINE_B}: ${node} (mapped to /dev/mynull); it cannot start until they are there`);
+      expect(later.stderr).toContain(
+        `warning: ${c}: missing on the host of ${ENGINE_B}: ${node} (mapped to /dev/mynull); it cannot start until they are there`,
+      );
       expect(inspect('container', c, ENGINE_B).State.Status).toBe('created');
       docker(['rm', '-f', c], { host: ENGINE_B });
 
       mknod();
       const ok = await ferry(['-H', ENGINE_B, 'restore', devBundle]);
       expect(ok.code, ok.stderr).toBe(0);
-      expect(docker(['exec', c, 'sh', '-c', 'echo x > /dev/mynull && stat -c %t:%T /dev/mynull'], { host: ENGINE_B })).toBe('1:3');
+      expect(
+        docker(['exec', c, 'sh', '-c', 'echo x > /dev/mynull && stat -c %t:%T /dev/mynull'], { host: ENGINE_B }),
+      ).toBe('1:3');
     } finally {
       cleanup(ENGINE_A, { containers: [c] });
       cleanup(ENGINE_B, { containers: [c] });
@@ -217,8 +281,14 @@ describe('restore onto a host that lacks a device', () => {
       expect(b.code, b.stderr).toBe(0);
       const r = await ferry(['-H', ENGINE_B, 'restore', JSON.parse(b.stdout).bundle as string]);
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(new RegExp(`warning: ${c}: missing on the host of .*the devices it requests \\(--gpus\\): could not select device driver`));
-      expect(inspect('container', c, ENGINE_B).HostConfig.DeviceRequests).toEqual(inspect('container', c).HostConfig.DeviceRequests);
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `warning: ${c}: missing on the host of .*the devices it requests \\(--gpus\\): could not select device driver`,
+        ),
+      );
+      expect(inspect('container', c, ENGINE_B).HostConfig.DeviceRequests).toEqual(
+        inspect('container', c).HostConfig.DeviceRequests,
+      );
     } finally {
       cleanup(ENGINE_A, { containers: [c] });
       cleanup(ENGINE_B, { containers: [c] });
@@ -257,14 +327,22 @@ function editedBundle(label: string, edit: (m: any) => void): string {
   edit(m);
   writeFileSync(path.join(x, 'manifest.json'), JSON.stringify(m));
   const out = path.join(dir, `edited-${label}.tar`);
-  execFileSync('tar', ['--format=ustar', '-cf', out, '-C', x, ...execFileSync('tar', ['-tf', bundle], { encoding: 'utf8' }).trim().split('\n')]);
+  execFileSync('tar', [
+    '--format=ustar',
+    '-cf',
+    out,
+    '-C',
+    x,
+    ...execFileSync('tar', ['-tf', bundle], { encoding: 'utf8' }).trim().split('\n'),
+  ]);
   return out;
 }
 
 describe('restore onto a host that cannot give what the container is set up with', () => {
-  const noHolders = () => expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'], { host: ENGINE_B })).toBe('');
+  const noHolders = () =>
+    expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'], { host: ENGINE_B })).toBe('');
 
-  it('CPUs it lacks: refused (exit 5) with the engine\'s words, before anything changes; also with --no-start', async () => {
+  it("CPUs it lacks: refused (exit 5) with the engine's words, before anything changes; also with --no-start", async () => {
     const free = String(await freePort()); // the service on engine A holds the bundle's port (one machine)
     const edited = editedBundle('cpus', (m) => {
       m.containers[0].spec.hostConfig.CpusetCpus = '63';
@@ -273,7 +351,9 @@ describe('restore onto a host that cannot give what the container is set up with
     for (const extra of [[], ['--no-start']]) {
       const r = await ferry(['-H', ENGINE_B, 'restore', edited, ...extra]);
       expect(r.code, r.stderr).toBe(5);
-      expect(r.stderr).toContain(`the host of ${ENGINE_B} cannot give what the containers are set up with: ${name}: cannot be created: `);
+      expect(r.stderr).toContain(
+        `the host of ${ENGINE_B} cannot give what the containers are set up with: ${name}: cannot be created: `,
+      );
       expect(r.stderr).toMatch(/Requested CPUs are not available - requested 63, available: 0-\d+/);
       expect(r.stderr).toMatch(/nothing was changed/);
       expect(r.stderr).not.toMatch(/create volume|rollback|at .*\.js:\d+/);
@@ -298,7 +378,11 @@ describe('restore onto a host that cannot give what the container is set up with
     try {
       const created = await ferry(['-H', ENGINE_B, 'restore', edited, '--no-start']);
       expect(created.code, created.stderr).toBe(0);
-      expect(created.stderr).toMatch(new RegExp(`warning: ${name} cannot start on ${ENGINE_B} as it is set up \\(.*ferry_nonexistent.*\\); it is created, not started`));
+      expect(created.stderr).toMatch(
+        new RegExp(
+          `warning: ${name} cannot start on ${ENGINE_B} as it is set up \\(.*ferry_nonexistent.*\\); it is created, not started`,
+        ),
+      );
       expect(inspect('container', name, ENGINE_B).State.Status).toBe('created');
       expect(inspect('container', name, ENGINE_B).HostConfig.Sysctls).toEqual({ 'net.ipv4.ferry_nonexistent': '1' });
     } finally {
@@ -309,21 +393,50 @@ describe('restore onto a host that cannot give what the container is set up with
   it('settings the host has: migrated with every one of them, and it runs', async () => {
     const c = `${name}-res`;
     try {
-      docker(['run', '-d', '--name', c, '--cpuset-cpus', '0', '--cpus', '0.5', '--memory', '64m', '--pids-limit', '50',
-        '--ulimit', 'nofile=1024:2048', '--sysctl', 'net.ipv4.ip_unprivileged_port_start=80', '--oom-score-adj', '100', BUSYBOX, 'sleep', '3600']);
+      docker([
+        'run',
+        '-d',
+        '--name',
+        c,
+        '--cpuset-cpus',
+        '0',
+        '--cpus',
+        '0.5',
+        '--memory',
+        '64m',
+        '--pids-limit',
+        '50',
+        '--ulimit',
+        'nofile=1024:2048',
+        '--sysctl',
+        'net.ipv4.ip_unprivileged_port_start=80',
+        '--oom-score-adj',
+        '100',
+        BUSYBOX,
+        'sleep',
+        '3600',
+      ]);
       const r = await ferry(['migrate', c, '--to', ENGINE_B]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).not.toMatch(/warning/);
       const a = inspect('container', c).HostConfig;
       const b = inspect('container', c, ENGINE_B);
       expect(b.State.Running).toBe(true);
-      for (const k of ['CpusetCpus', 'NanoCpus', 'Memory', 'PidsLimit', 'Ulimits', 'Sysctls', 'OomScoreAdj']) expect(b.HostConfig[k], k).toEqual(a[k]);
-      expect(docker(['exec', c, 'sh', '-c', 'ulimit -n; cat /proc/sys/net/ipv4/ip_unprivileged_port_start'], { host: ENGINE_B })).toBe('1024\n80');
+      for (const k of ['CpusetCpus', 'NanoCpus', 'Memory', 'PidsLimit', 'Ulimits', 'Sysctls', 'OomScoreAdj'])
+        expect(b.HostConfig[k], k).toEqual(a[k]);
+      expect(
+        docker(['exec', c, 'sh', '-c', 'ulimit -n; cat /proc/sys/net/ipv4/ip_unprivileged_port_start'], {
+          host: ENGINE_B,
+        }),
+      ).toBe('1024\n80');
       noHolders();
     } finally {
       cleanup(ENGINE_A, { containers: [c] });
       cleanup(ENGINE_B, { containers: [c] });
-      for (const img of docker(['images', '-q', `ferry/${c}`], { host: ENGINE_B }).split('\n').filter(Boolean)) docker(['rmi', '-f', img], { host: ENGINE_B, allowFail: true });
+      for (const img of docker(['images', '-q', `ferry/${c}`], { host: ENGINE_B })
+        .split('\n')
+        .filter(Boolean))
+        docker(['rmi', '-f', img], { host: ENGINE_B, allowFail: true });
     }
   });
 });

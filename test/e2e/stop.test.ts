@@ -19,7 +19,18 @@ const polite = uid('polite');
 
 beforeAll(() => {
   docker(['run', '-d', '--name', stubborn, '-v', `${stubborn}:/data`, BUSYBOX, 'sleep', '100000']);
-  docker(['run', '-d', '--name', polite, '-v', `${polite}:/data`, BUSYBOX, 'sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1; done']);
+  docker([
+    'run',
+    '-d',
+    '--name',
+    polite,
+    '-v',
+    `${polite}:/data`,
+    BUSYBOX,
+    'sh',
+    '-c',
+    'trap "exit 0" TERM; while :; do sleep 1; done',
+  ]);
 });
 
 afterAll(() => {
@@ -34,7 +45,9 @@ describe('--stop-timeout', () => {
     const r = await ferry(['backup', stubborn, '-o', dir, '--consistency', 'stop', '--stop-timeout', '1']);
     expect(r.code, r.stderr).toBe(0);
     expect(Date.now() - t0).toBeLessThan(8000); // not the default 10 s
-    expect(r.stderr).toMatch(new RegExp(`warning: ${stubborn} did not stop within 1s and was killed \\(SIGKILL\\).*--stop-timeout`));
+    expect(r.stderr).toMatch(
+      new RegExp(`warning: ${stubborn} did not stop within 1s and was killed \\(SIGKILL\\).*--stop-timeout`),
+    );
     expect(inspect('container', stubborn).State.Running).toBe(true);
   });
 
@@ -62,17 +75,42 @@ describe('--stop-timeout', () => {
   it('warns that swarm replaces a task container that --consistency stop stops, and that a restored one is unmanaged', async () => {
     // The labels swarm puts on a task's container (no swarm is started here: only what ferry reads).
     const task = uid('task');
-    docker(['run', '-d', '--name', task, '--label', 'com.docker.swarm.service.name=shop-web', '--label', 'com.docker.swarm.task.id=abc', BUSYBOX, 'sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1; done']);
+    docker([
+      'run',
+      '-d',
+      '--name',
+      task,
+      '--label',
+      'com.docker.swarm.service.name=shop-web',
+      '--label',
+      'com.docker.swarm.task.id=abc',
+      BUSYBOX,
+      'sh',
+      '-c',
+      'trap "exit 0" TERM; while :; do sleep 1; done',
+    ]);
     try {
       const out = path.join(dir, 'task');
       const r = await ferry(['backup', task, '-o', out, '--consistency', 'stop']);
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(new RegExp(`warning: ${task} is a task of swarm service shop-web: when --consistency stop stops it, swarm starts a replacement`));
+      expect(r.stderr).toMatch(
+        new RegExp(
+          `warning: ${task} is a task of swarm service shop-web: when --consistency stop stops it, swarm starts a replacement`,
+        ),
+      );
       const paused = await ferry(['backup', task, '-o', out]);
       expect(paused.stderr).not.toMatch(/swarm/);
-      const restored = await ferry(['-H', ENGINE_B, 'restore', path.join(out, readdirSync(out).sort()[0]!), '--no-start']);
+      const restored = await ferry([
+        '-H',
+        ENGINE_B,
+        'restore',
+        path.join(out, readdirSync(out).sort()[0]!),
+        '--no-start',
+      ]);
       expect(restored.code, restored.stderr).toBe(0);
-      expect(restored.stderr).toMatch(new RegExp(`${task} was a task of swarm service shop-web; it is restored as a plain container`));
+      expect(restored.stderr).toMatch(
+        new RegExp(`${task} was a task of swarm service shop-web; it is restored as a plain container`),
+      );
     } finally {
       cleanup(ENGINE_A, { containers: [task] });
       cleanup(ENGINE_B, { containers: [task] });
@@ -83,11 +121,16 @@ describe('--stop-timeout', () => {
     const side = uid('nsside');
     docker(['run', '-d', '--name', side, '--network', `container:${polite}`, BUSYBOX, 'sleep', '100000']);
     try {
-      const eth0 = () => docker(['exec', side, 'ip', '-o', '-4', 'addr', 'show']).split('\n').filter((l) => !l.includes(' lo ')).length;
+      const eth0 = () =>
+        docker(['exec', side, 'ip', '-o', '-4', 'addr', 'show'])
+          .split('\n')
+          .filter((l) => !l.includes(' lo ')).length;
       expect(eth0()).toBe(1);
       const r = await ferry(['backup', polite, '-o', dir, '--consistency', 'stop', '--stop-timeout', '5']);
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(new RegExp(`restart ${side} \\(it runs in ${polite}'s network, which the stop took away\\)`));
+      expect(r.stderr).toMatch(
+        new RegExp(`restart ${side} \\(it runs in ${polite}'s network, which the stop took away\\)`),
+      );
       expect(inspect('container', side).State.Running).toBe(true);
       expect(eth0()).toBe(1); // without the restart only the loopback is left
     } finally {
@@ -96,14 +139,21 @@ describe('--stop-timeout', () => {
   });
 });
 
-
 describe('--together', () => {
   /**
    * Record engine A's pause, unpause, die and start events of `names` from now on; stop() returns
    * them in order as "action name" lines.
    */
   async function recordEvents(names: string[]): Promise<{ stop: () => Promise<string[]> }> {
-    const child = spawn('docker', ['-H', ENGINE_A, 'events', '--filter', 'type=container', '--format', '{{.Action}} {{.Actor.Attributes.name}}']);
+    const child = spawn('docker', [
+      '-H',
+      ENGINE_A,
+      'events',
+      '--filter',
+      'type=container',
+      '--format',
+      '{{.Action}} {{.Actor.Attributes.name}}',
+    ]);
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     await new Promise((res) => setTimeout(res, 500)); // subscribed
@@ -142,10 +192,33 @@ describe('--together', () => {
     const app = uid('togapp');
     const side = uid('togside');
     docker(['run', '-d', '--name', app, '--stop-timeout', '1', BUSYBOX, 'sleep', '100000']);
-    docker(['run', '-d', '--name', side, '--stop-timeout', '1', '--network', `container:${app}`, BUSYBOX, 'sleep', '100000']);
+    docker([
+      'run',
+      '-d',
+      '--name',
+      side,
+      '--stop-timeout',
+      '1',
+      '--network',
+      `container:${app}`,
+      BUSYBOX,
+      'sleep',
+      '100000',
+    ]);
     try {
       const rec = await recordEvents([app, side]);
-      const r = await ferry(['backup', app, side, '-o', dir, '--consistency', 'stop', '--together', '--compress', 'none']);
+      const r = await ferry([
+        'backup',
+        app,
+        side,
+        '-o',
+        dir,
+        '--consistency',
+        'stop',
+        '--together',
+        '--compress',
+        'none',
+      ]);
       expect(r.code, r.stderr).toBe(0);
       const seen = await rec.stop();
       // The sidecar may be restarted once more after (it runs in the app's network namespace).
@@ -158,13 +231,28 @@ describe('--together', () => {
 });
 
 describe('ferry.consistency and ferry.stop-timeout labels', () => {
-  const manifestOf = (bundle: string) => JSON.parse(execFileSync('tar', ['-xOf', bundle, 'manifest.json'], { encoding: 'utf8' }));
+  const manifestOf = (bundle: string) =>
+    JSON.parse(execFileSync('tar', ['-xOf', bundle, 'manifest.json'], { encoding: 'utf8' }));
   const startedAt = (c: string) => inspect('container', c).State.StartedAt as string;
 
   it('a container labelled to be stopped is stopped (with its own timeout) without any option; --consistency overrides the label', async () => {
     const c = uid('labelled');
     try {
-      docker(['run', '-d', '--name', c, '--label', 'ferry.consistency=stop', '--label', 'ferry.stop-timeout=1', '-v', `${c}:/data`, BUSYBOX, 'sleep', '100000']);
+      docker([
+        'run',
+        '-d',
+        '--name',
+        c,
+        '--label',
+        'ferry.consistency=stop',
+        '--label',
+        'ferry.stop-timeout=1',
+        '-v',
+        `${c}:/data`,
+        BUSYBOX,
+        'sleep',
+        '100000',
+      ]);
       const before = startedAt(c);
       const t0 = Date.now();
       const r = await ferry(['--json', 'backup', c, '-o', dir]);
@@ -199,7 +287,10 @@ describe('ferry.consistency and ferry.stop-timeout labels', () => {
     } finally {
       cleanup(ENGINE_A, { containers: [c] });
       cleanup(ENGINE_B, { containers: [c] });
-      for (const img of docker(['images', '-q', `ferry/${c}`], { host: ENGINE_B }).split('\n').filter(Boolean)) docker(['rmi', '-f', img], { host: ENGINE_B, allowFail: true });
+      for (const img of docker(['images', '-q', `ferry/${c}`], { host: ENGINE_B })
+        .split('\n')
+        .filter(Boolean))
+        docker(['rmi', '-f', img], { host: ENGINE_B, allowFail: true });
     }
   });
 

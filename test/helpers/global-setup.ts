@@ -10,10 +10,14 @@ import path from 'node:path';
 export default function setup() {
   const root = path.resolve(import.meta.dirname, '..', '..');
   execFileSync('sh', [path.join(root, '.ci', 'lab.sh')], { stdio: 'inherit' });
-  execFileSync('sh', [path.join(root, 'test', 'fixtures', 'build-postgres-image.sh'), 'unix:///var/run/docker-b.sock'], {
-    stdio: 'inherit',
-    env: { ...process.env, DOCKER_HOST: 'unix:///var/run/docker.sock' },
-  });
+  execFileSync(
+    'sh',
+    [path.join(root, 'test', 'fixtures', 'build-postgres-image.sh'), 'unix:///var/run/docker-b.sock'],
+    {
+      stdio: 'inherit',
+      env: { ...process.env, DOCKER_HOST: 'unix:///var/run/docker.sock' },
+    },
+  );
   return teardown;
 }
 

@@ -23,7 +23,10 @@ export interface Run {
 }
 
 /** Run ferry. `input` is piped to stdin (a file path via inputFile, or a Buffer). */
-export function ferry(args: string[], opts: { env?: Record<string, string | undefined>; stdinFile?: string; stdoutFile?: string } = {}): Promise<Run> {
+export function ferry(
+  args: string[],
+  opts: { env?: Record<string, string | undefined>; stdinFile?: string; stdoutFile?: string } = {},
+): Promise<Run> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env, ...opts.env };
     delete env.DOCKER_HOST;
@@ -43,13 +46,21 @@ export function ferry(args: string[], opts: { env?: Record<string, string | unde
 
 /** Run a shell pipeline (for `ferry ... -o - | ferry restore -`). */
 export function sh(script: string, env: Record<string, string> = {}): Run {
-  const r = spawnSync('sh', ['-c', script], { env: { ...process.env, FERRY: BIN, ...env }, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync('sh', ['-c', script], {
+    env: { ...process.env, FERRY: BIN, ...env },
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Run the docker CLI against an engine; throws on failure unless allowFail. */
 export function docker(args: string[], opts: { host?: string; allowFail?: boolean; input?: string } = {}): string {
-  const r = spawnSync('docker', ['-H', opts.host ?? ENGINE_A, ...args], { encoding: 'utf8', input: opts.input, maxBuffer: 64 << 20 });
+  const r = spawnSync('docker', ['-H', opts.host ?? ENGINE_A, ...args], {
+    encoding: 'utf8',
+    input: opts.input,
+    maxBuffer: 64 << 20,
+  });
   if (r.status !== 0 && !opts.allowFail) throw new Error(`docker ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
   return (r.stdout ?? '').trim();
 }
@@ -93,7 +104,10 @@ export async function waitFor(what: string, fn: () => boolean | Promise<boolean>
 }
 
 /** Remove containers, volumes and networks by name, ignoring what is already gone. */
-export function cleanup(host: string, what: { containers?: string[]; volumes?: string[]; networks?: string[]; images?: string[] }) {
+export function cleanup(
+  host: string,
+  what: { containers?: string[]; volumes?: string[]; networks?: string[]; images?: string[] },
+) {
   for (const c of what.containers ?? []) docker(['rm', '-f', '-v', c], { host, allowFail: true });
   for (const v of what.volumes ?? []) docker(['volume', 'rm', '-f', v], { host, allowFail: true });
   for (const n of what.networks ?? []) docker(['network', 'rm', n], { host, allowFail: true });
@@ -144,9 +158,19 @@ export function sshHome(dir: string, knownHosts?: string): { home: string; known
   writeFileSync(
     path.join(ssh, 'config'),
     [
-      'Host newhost', '  HostName 127.0.0.1', '  Port 2222', '  User root', `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`, `  UserKnownHostsFile ${knownHostsFile}`,
+      'Host newhost',
+      '  HostName 127.0.0.1',
+      '  Port 2222',
+      '  User root',
+      `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`,
+      `  UserKnownHostsFile ${knownHostsFile}`,
       // The same host where the SSH server refuses socket forwarding (dial-stdio fallback).
-      'Host nofwd', '  HostName 127.0.0.1', '  Port 2223', '  User root', `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`, `  UserKnownHostsFile ${knownHostsFile}`,
+      'Host nofwd',
+      '  HostName 127.0.0.1',
+      '  Port 2223',
+      '  User root',
+      `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`,
+      `  UserKnownHostsFile ${knownHostsFile}`,
       '',
     ].join('\n'),
   );
@@ -175,9 +199,15 @@ export const AWKWARD_DATA = [
 
 /** Offset of a member's data in a bundle's outer tar (first header whose name starts with `prefix`). */
 export function memberOffset(buf: Buffer, prefix: string): number {
-  for (let off = 0; off + 512 <= buf.length; ) {
+  for (let off = 0; off + 512 <= buf.length;) {
     const name = buf.toString('utf8', off, off + 100).replace(/\0.*$/s, '');
-    const size = parseInt(buf.toString('ascii', off + 124, off + 136).replace(/\0.*$/s, '').trim() || '0', 8);
+    const size = parseInt(
+      buf
+        .toString('ascii', off + 124, off + 136)
+        .replace(/\0.*$/s, '')
+        .trim() || '0',
+      8,
+    );
     if (name.startsWith(prefix)) return off + 512;
     off += 512 + Math.ceil(size / 512) * 512;
   }

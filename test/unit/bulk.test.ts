@@ -105,8 +105,12 @@ describe('bulkGet', () => {
 
   it("rejects with the engine's status and JSON message, as docker-modem does", async () => {
     const json = JSON.stringify({ message: 'Could not find the file /nope in container abc' });
-    serve([`HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: ${json.length}\r\n\r\n${json}`]);
-    const err = await bulkGet({ path: sock }, '/x').catch((e: unknown) => e as Error & { statusCode?: number; json?: { message?: string } });
+    serve([
+      `HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: ${json.length}\r\n\r\n${json}`,
+    ]);
+    const err = await bulkGet({ path: sock }, '/x').catch(
+      (e: unknown) => e as Error & { statusCode?: number; json?: { message?: string } },
+    );
     expect(err).toBeInstanceOf(Error);
     expect(err.statusCode).toBe(404);
     expect(err.json?.message).toBe('Could not find the file /nope in container abc');
@@ -133,7 +137,9 @@ describe('bulkGet', () => {
     serve([HEAD, '5\r\nhelloXX3\r\nabc\r\n0\r\n\r\n']);
     await expect(bulkGet({ path: sock }, '/x')).rejects.toMatchObject({ code: 'EPROTO' });
     serve([HEAD, '5\r\nhello\r\n', '3\r\nabcXX0\r\n\r\n'], { pauseMs: 30 });
-    const err = await collect(await bulkGet({ path: sock }, '/x')).catch((e: unknown) => e as Error & { code?: string });
+    const err = await collect(await bulkGet({ path: sock }, '/x')).catch(
+      (e: unknown) => e as Error & { code?: string },
+    );
     expect((err as { code?: string }).code).toBe('EPROTO');
     serve(['SSH-2.0-OpenSSH_9.2\r\n\r\n']);
     await expect(bulkGet({ path: sock }, '/x')).rejects.toMatchObject({ code: 'EPROTO' });

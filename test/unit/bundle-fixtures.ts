@@ -13,7 +13,10 @@ export function containerSpec(name = 'web'): ContainerSpec {
     name,
     sourceId: '4f9d2c1b8a7e6d5c4b3a29181716151413121110f0e0d0c0b0a0908070605040',
     state: { running: true, paused: false },
-    baseImage: { ref: 'example/web:1.4', id: 'sha256:7d3e5f1a9c2b4d6e8f0a1b3c5d7e9f2a4b6c8d0e1f3a5b7c9d2e4f6a8b0c1d3e' },
+    baseImage: {
+      ref: 'example/web:1.4',
+      id: 'sha256:7d3e5f1a9c2b4d6e8f0a1b3c5d7e9f2a4b6c8d0e1f3a5b7c9d2e4f6a8b0c1d3e',
+    },
     config: { Env: ['API_TOKEN=abc123'] },
     hostConfig: { Binds: ['webdata:/srv/data'] },
     endpoints: [{ network: 'bridge' }],
@@ -22,16 +25,25 @@ export function containerSpec(name = 'web'): ContainerSpec {
 }
 
 /** A minimal valid manifest: one container, its image member (gzip) and one volume member (none). */
-export function makeManifest(members: MemberPlan[] = [
-  { name: VOLUME_MEMBER, kind: 'volume', codec: 'none' },
-  { name: IMAGE_MEMBER, kind: 'image', codec: 'gzip' },
-]): Manifest {
+export function makeManifest(
+  members: MemberPlan[] = [
+    { name: VOLUME_MEMBER, kind: 'volume', codec: 'none' },
+    { name: IMAGE_MEMBER, kind: 'image', codec: 'gzip' },
+  ],
+): Manifest {
   return {
     format: 'ferry-bundle',
     formatVersion: 1,
     ferryVersion: '0.1.0',
     createdAt: '2024-03-01T10:00:00.000Z',
-    source: { engine: 'unix:///var/run/docker.sock', serverVersion: '20.10.24', apiVersion: '1.41', os: 'linux', arch: 'amd64', hostname: 'src-host' },
+    source: {
+      engine: 'unix:///var/run/docker.sock',
+      serverVersion: '20.10.24',
+      apiVersion: '1.41',
+      os: 'linux',
+      arch: 'amd64',
+      hostname: 'src-host',
+    },
     containers: [
       {
         spec: containerSpec(),
@@ -97,7 +109,8 @@ export class MemorySink implements BundleSink {
 
   async writeAt(chunk: Buffer, position: number): Promise<void> {
     if (!this.seekable) throw new Error('writeAt on a non-seekable sink');
-    if (position < 0 || position + chunk.length > this.len) throw new Error(`writeAt outside what was written: ${position}+${chunk.length} > ${this.len}`);
+    if (position < 0 || position + chunk.length > this.len)
+      throw new Error(`writeAt outside what was written: ${position}+${chunk.length} > ${this.len}`);
     chunk.copy(this.buf, position);
     this.patches.push({ position, length: chunk.length });
   }

@@ -5,7 +5,14 @@ import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tar from 'tar-stream';
-import { MANIFEST_MEMBER, SUMS_MEMBER, TRAILER_MEMBER, sha256sums, type Manifest, type Trailer } from '../../src/bundle/manifest.js';
+import {
+  MANIFEST_MEMBER,
+  SUMS_MEMBER,
+  TRAILER_MEMBER,
+  sha256sums,
+  type Manifest,
+  type Trailer,
+} from '../../src/bundle/manifest.js';
 import { BundleReader } from '../../src/bundle/reader.js';
 import { BLOCK } from '../../src/bundle/tar.js';
 import { BundleWriter, PART_SIZE, partName } from '../../src/bundle/writer.js';
@@ -47,7 +54,11 @@ async function writeBundle(seekable: boolean, volume: Buffer, image: Buffer): Pr
   expect(vm.rawBytes).toBe(volume.length);
   const im = await w.addMember(IMAGE_MEMBER, chunked(image, 65_537), 'gzip');
   expect(im.rawBytes).toBe(image.length);
-  w.recordImage({ ref: 'ferry/web:backup-20240301', id: 'sha256:' + 'ab'.repeat(32), layers: ['sha256:' + 'cd'.repeat(32)] });
+  w.recordImage({
+    ref: 'ferry/web:backup-20240301',
+    id: 'sha256:' + 'ab'.repeat(32),
+    layers: ['sha256:' + 'cd'.repeat(32)],
+  });
   expect(sink.committed).toBe(false);
   const trailer = await w.finish();
   expect(sink.committed).toBe(true);
@@ -69,7 +80,13 @@ async function listEntries(buf: Buffer): Promise<RawEntry[]> {
   for await (const e of extract) {
     const chunks: Buffer[] = [];
     for await (const c of e) chunks.push(c as Buffer);
-    out.push({ name: e.header.name, type: e.header.type, size: e.header.size ?? 0, data: Buffer.concat(chunks), linkname: e.header.linkname });
+    out.push({
+      name: e.header.name,
+      type: e.header.type,
+      size: e.header.size ?? 0,
+      data: Buffer.concat(chunks),
+      linkname: e.header.linkname,
+    });
   }
   return out;
 }
@@ -138,9 +155,15 @@ function flipByteAt(buf: Buffer, at: number): Buffer {
 // ---------------------------------------------------------------------------------------------
 
 /** A small volume tar stand-in, with a marker to find it in the bundle. */
-const SMALL_VOLUME = Buffer.concat([Buffer.from('VOLUME-DATA-START:'), randomBytes(200_000), Buffer.from(':VOLUME-DATA-END')]);
+const SMALL_VOLUME = Buffer.concat([
+  Buffer.from('VOLUME-DATA-START:'),
+  randomBytes(200_000),
+  Buffer.from(':VOLUME-DATA-END'),
+]);
 /** Compressible image data. */
-const IMAGE = Buffer.from(Array.from({ length: 40_000 }, (_, i) => `layer line ${i} ${'abc'.repeat(i % 7)}\n`).join(''));
+const IMAGE = Buffer.from(
+  Array.from({ length: 40_000 }, (_, i) => `layer line ${i} ${'abc'.repeat(i % 7)}\n`).join(''),
+);
 /** Larger than two parts: 16 MiB + 16 MiB + a tail. */
 const BIG_VOLUME = Buffer.concat([Buffer.from('BIG-VOLUME-START:'), randomBytes(2 * PART_SIZE + 3_000_000)]);
 
@@ -154,10 +177,18 @@ describe('BundleWriter + BundleReader on a seekable sink', () => {
 
   it('writes a tar with manifest first, one entry per member, then trailer and sums', async () => {
     const entries = await listEntries(w.bundle);
-    expect(entries.map((e) => e.name)).toEqual([MANIFEST_MEMBER, VOLUME_MEMBER, IMAGE_MEMBER, TRAILER_MEMBER, SUMS_MEMBER]);
+    expect(entries.map((e) => e.name)).toEqual([
+      MANIFEST_MEMBER,
+      VOLUME_MEMBER,
+      IMAGE_MEMBER,
+      TRAILER_MEMBER,
+      SUMS_MEMBER,
+    ]);
     expect(entries.every((e) => e.type === 'file')).toBe(true);
     // the manifest was patched in place with each member's raw size, declared before its data
-    expect(JSON.parse(entries[0]!.data.toString())).toEqual(withRawSizes(w.manifest, [SMALL_VOLUME.length, IMAGE.length]));
+    expect(JSON.parse(entries[0]!.data.toString())).toEqual(
+      withRawSizes(w.manifest, [SMALL_VOLUME.length, IMAGE.length]),
+    );
     // header sizes were patched with the real stored sizes
     expect(entries[1]!.size).toBe(SMALL_VOLUME.length);
     expect(entries[1]!.data.equals(SMALL_VOLUME)).toBe(true);
@@ -181,7 +212,9 @@ describe('BundleWriter + BundleReader on a seekable sink', () => {
     ]);
     expect(imageStored.length).toBeLessThan(IMAGE.length);
     expect(sha(volumeStored)).toBe(sha(SMALL_VOLUME));
-    expect(w.trailer.images).toEqual([{ ref: 'ferry/web:backup-20240301', id: 'sha256:' + 'ab'.repeat(32), layers: ['sha256:' + 'cd'.repeat(32)] }]);
+    expect(w.trailer.images).toEqual([
+      { ref: 'ferry/web:backup-20240301', id: 'sha256:' + 'ab'.repeat(32), layers: ['sha256:' + 'cd'.repeat(32)] },
+    ]);
     expect(JSON.parse(entries[3]!.data.toString())).toEqual(w.trailer);
     expect(entries[4]!.data.toString()).toBe(sha256sums(w.trailer));
   });
@@ -249,7 +282,11 @@ describe('BundleWriter + BundleReader on a stream (non-seekable) sink', () => {
 
   it('records the part count and checksum of the whole member', () => {
     expect(w.trailer.members[0]).toEqual({
-      name: VOLUME_MEMBER, bytes: BIG_VOLUME.length, sha256: sha(BIG_VOLUME), rawBytes: BIG_VOLUME.length, parts: 3,
+      name: VOLUME_MEMBER,
+      bytes: BIG_VOLUME.length,
+      sha256: sha(BIG_VOLUME),
+      rawBytes: BIG_VOLUME.length,
+      parts: 3,
     });
     expect(w.trailer.members[1]).not.toHaveProperty('parts');
   });
@@ -280,7 +317,10 @@ describe('BundleWriter + BundleReader on a stream (non-seekable) sink', () => {
   it('writes an empty member as one empty entry', async () => {
     const written = await writeBundle(false, Buffer.alloc(0), Buffer.alloc(0));
     const entries = await listEntries(written.bundle);
-    expect(entries.map((e) => [e.name, e.size]).slice(1, 3)).toEqual([[VOLUME_MEMBER, 0], [IMAGE_MEMBER, entries[2]!.size]]);
+    expect(entries.map((e) => [e.name, e.size]).slice(1, 3)).toEqual([
+      [VOLUME_MEMBER, 0],
+      [IMAGE_MEMBER, entries[2]!.size],
+    ]);
     const { members } = await readBundle(written.bundle);
     expect(members[VOLUME_MEMBER]!.length).toBe(0);
     expect(zlib.gunzipSync(members[IMAGE_MEMBER]!).length).toBe(0);
@@ -339,21 +379,34 @@ describe('a member written again when its first source fails half-way (a local f
     expect(members[VOLUME_MEMBER]!.equals(SMALL_VOLUME)).toBe(true);
     expect(zlib.gunzipSync(members[IMAGE_MEMBER]!).equals(IMAGE)).toBe(true);
     expect(reader.trailer).toEqual(trailer);
-    expect(trailer.members[1]).toMatchObject({ name: IMAGE_MEMBER, rawBytes: IMAGE.length, sha256: sha(members[IMAGE_MEMBER]!) });
+    expect(trailer.members[1]).toMatchObject({
+      name: IMAGE_MEMBER,
+      rawBytes: IMAGE.length,
+      sha256: sha(members[IMAGE_MEMBER]!),
+    });
     expect(JSON.parse((await listEntries(bundle))[0]!.data.toString()).members[1].rawBytes).toBe(IMAGE.length);
-    expect(bundle.length).toBe((await listEntries(bundle)).reduce((n, e) => n + BLOCK + Math.ceil(e.size / BLOCK) * BLOCK, 0) + 1024);
+    expect(bundle.length).toBe(
+      (await listEntries(bundle)).reduce((n, e) => n + BLOCK + Math.ceil(e.size / BLOCK) * BLOCK, 0) + 1024,
+    );
     await fs.rm(dir, { recursive: true, force: true });
   });
 
   it('a failure the second source is not for fails the member, and nothing is left', async () => {
-    await expect(write(() => failingAfter(randomBytes(1 << 20), 1 << 20), { when: () => false, open: async () => chunked(IMAGE) })).rejects.toThrow(Flaky);
+    await expect(
+      write(() => failingAfter(randomBytes(1 << 20), 1 << 20), { when: () => false, open: async () => chunked(IMAGE) }),
+    ).rejects.toThrow(Flaky);
   });
 
   it('a stream sink cannot write a member again: refused before anything is written', async () => {
     const w = new BundleWriter(new MemorySink(false), makeManifest());
     expect(w.canRewrite).toBe(false);
     await w.begin();
-    await expect(w.addMember(VOLUME_MEMBER, chunked(SMALL_VOLUME), 'none', undefined, { when: () => true, open: async () => chunked(SMALL_VOLUME) })).rejects.toThrow(/cannot write a member again/);
+    await expect(
+      w.addMember(VOLUME_MEMBER, chunked(SMALL_VOLUME), 'none', undefined, {
+        when: () => true,
+        open: async () => chunked(SMALL_VOLUME),
+      }),
+    ).rejects.toThrow(/cannot write a member again/);
   });
 });
 
@@ -361,7 +414,9 @@ describe('BundleWriter misuse', () => {
   it('refuses a member the manifest does not list', async () => {
     const w = new BundleWriter(new MemorySink(true), makeManifest());
     await w.begin();
-    await expect(w.addMember('volumes/other.tar', Readable.from([Buffer.from('x')]), 'none')).rejects.toThrow(/not in the manifest/);
+    await expect(w.addMember('volumes/other.tar', Readable.from([Buffer.from('x')]), 'none')).rejects.toThrow(
+      /not in the manifest/,
+    );
   });
 
   it('refuses to finish with a member never written, and does not commit', async () => {
@@ -391,8 +446,13 @@ describe('BundleWriter misuse', () => {
     const w = new BundleWriter(new MemorySink(false), makeManifest());
     await w.begin();
     const calls: [string, number][] = [];
-    await w.addMember(IMAGE_MEMBER, Readable.from([Buffer.alloc(1000), Buffer.alloc(500)]), 'gzip', (m, n) => calls.push([m, n]));
-    expect(calls).toEqual([[IMAGE_MEMBER, 1000], [IMAGE_MEMBER, 1500]]);
+    await w.addMember(IMAGE_MEMBER, Readable.from([Buffer.alloc(1000), Buffer.alloc(500)]), 'gzip', (m, n) =>
+      calls.push([m, n]),
+    );
+    expect(calls).toEqual([
+      [IMAGE_MEMBER, 1000],
+      [IMAGE_MEMBER, 1500],
+    ]);
   });
 });
 
@@ -482,7 +542,9 @@ describe('BundleReader rejects damaged bundles', () => {
   });
 
   it('the trailer dropped: incomplete, naming the trailer', async () => {
-    const e = await bundleError(async () => readBundle(await pack(entries.filter((x) => x.name !== TRAILER_MEMBER && x.name !== SUMS_MEMBER))));
+    const e = await bundleError(async () =>
+      readBundle(await pack(entries.filter((x) => x.name !== TRAILER_MEMBER && x.name !== SUMS_MEMBER))),
+    );
     expect(e.message).toMatch(/incomplete: it ends without trailer\.json/);
     expect(e.member).toBe(TRAILER_MEMBER);
   });
@@ -493,13 +555,19 @@ describe('BundleReader rejects damaged bundles', () => {
   });
 
   it('SHA256SUMS not matching the trailer', async () => {
-    const bad = entries.map((x) => (x.name === SUMS_MEMBER ? { ...x, data: Buffer.from(x.data.toString().replace(/^./, (c) => (c === '0' ? '1' : '0'))) } : x));
+    const bad = entries.map((x) =>
+      x.name === SUMS_MEMBER
+        ? { ...x, data: Buffer.from(x.data.toString().replace(/^./, (c) => (c === '0' ? '1' : '0'))) }
+        : x,
+    );
     const e = await bundleError(async () => readBundle(await pack(bad)));
     expect(e.message).toContain('SHA256SUMS does not match');
   });
 
   it('a member after SHA256SUMS', async () => {
-    const e = await bundleError(async () => readBundle(await pack([...entries, { name: 'volumes/late.tar', type: 'file', size: 1, data: Buffer.from('x') }])));
+    const e = await bundleError(async () =>
+      readBundle(await pack([...entries, { name: 'volumes/late.tar', type: 'file', size: 1, data: Buffer.from('x') }])),
+    );
     expect(e.message).toContain('unexpected member "volumes/late.tar"');
   });
 
@@ -533,7 +601,9 @@ describe('BundleReader rejects damaged bundles', () => {
   });
 
   it('not a tar archive at all', async () => {
-    const e = await bundleError(() => BundleReader.open(Readable.from(Buffer.from('{"hello": "world"}\n'.repeat(100))), 'mem'));
+    const e = await bundleError(() =>
+      BundleReader.open(Readable.from(Buffer.from('{"hello": "world"}\n'.repeat(100))), 'mem'),
+    );
     expect(e.message).toMatch(/not a ferry bundle/);
   });
 
@@ -545,7 +615,11 @@ describe('BundleReader rejects damaged bundles', () => {
   });
 
   it('an extra member the manifest does not list', async () => {
-    const extra = [...entries.slice(0, 2), { name: 'volumes/evil.tar', type: 'file' as const, size: 4, data: Buffer.from('evil') }, ...entries.slice(2)];
+    const extra = [
+      ...entries.slice(0, 2),
+      { name: 'volumes/evil.tar', type: 'file' as const, size: 4, data: Buffer.from('evil') },
+      ...entries.slice(2),
+    ];
     const e = await bundleError(async () => readBundle(await pack(extra)));
     expect(e.member).toBe('volumes/evil.tar');
     expect(e.message).toContain('unknown member "volumes/evil.tar"');
@@ -580,21 +654,37 @@ describe('BundleReader rejects damaged bundles', () => {
   });
 
   it('a symlink entry', async () => {
-    const withLink = [...entries.slice(0, 2), { name: 'volumes/link', type: 'symlink' as const, size: 0, data: Buffer.alloc(0), linkname: '/etc/shadow' }, ...entries.slice(2)];
+    const withLink = [
+      ...entries.slice(0, 2),
+      { name: 'volumes/link', type: 'symlink' as const, size: 0, data: Buffer.alloc(0), linkname: '/etc/shadow' },
+      ...entries.slice(2),
+    ];
     const e = await bundleError(async () => readBundle(await pack(withLink)));
     expect(e.member).toBe('volumes/link');
     expect(e.message).toContain('is a symlink, not a file');
   });
 
   it('a directory entry where a member should be', async () => {
-    const withDir = [...entries.slice(0, 1), { name: 'volumes/', type: 'directory' as const, size: 0, data: Buffer.alloc(0) }, ...entries.slice(1)];
+    const withDir = [
+      ...entries.slice(0, 1),
+      { name: 'volumes/', type: 'directory' as const, size: 0, data: Buffer.alloc(0) },
+      ...entries.slice(1),
+    ];
     const e = await bundleError(async () => readBundle(await pack(withDir)));
     expect(e.message).toContain('is a directory, not a file');
   });
 
   it('a symlink as the very first entry', async () => {
     const e = await bundleError(async () =>
-      BundleReader.open(Readable.from(await pack([{ name: MANIFEST_MEMBER, type: 'symlink', size: 0, data: Buffer.alloc(0), linkname: '/etc/passwd' }, ...entries.slice(1)])), 'mem'),
+      BundleReader.open(
+        Readable.from(
+          await pack([
+            { name: MANIFEST_MEMBER, type: 'symlink', size: 0, data: Buffer.alloc(0), linkname: '/etc/passwd' },
+            ...entries.slice(1),
+          ]),
+        ),
+        'mem',
+      ),
     );
     expect(e.message).toMatch(/not a ferry bundle/);
   });

@@ -15,8 +15,10 @@ describe('dockerode without gRPC', () => {
     expect(() => grpc.Server).toThrow(/without gRPC/);
   });
 
-  it('does not load ssh2: docker-modem\'s SSH transport is a stand-in too (ssh2 loads only for ssh://)', () => {
-    const modemDir = path.dirname(require.resolve('docker-modem', { paths: [path.dirname(require.resolve('dockerode'))] }));
+  it("does not load ssh2: docker-modem's SSH transport is a stand-in too (ssh2 loads only for ssh://)", () => {
+    const modemDir = path.dirname(
+      require.resolve('docker-modem', { paths: [path.dirname(require.resolve('dockerode'))] }),
+    );
     const sshFile = path.join(modemDir, 'ssh.js');
     expect(typeof require.cache[sshFile]?.exports).toBe('function');
     expect(() => (require.cache[sshFile]!.exports as () => void)()).toThrow(/opens SSH connections itself/);

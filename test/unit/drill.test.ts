@@ -2,7 +2,15 @@ import { describe, expect, it } from 'vitest';
 import type { Manifest, VolumeEntry } from '../../src/bundle/manifest.js';
 import { createPlan, type ContainerSpec, type NetworkSpec } from '../../src/model/spec.js';
 import {
-  bindVolumeName, drillBindVolume, drillName, drillNetwork, drillRewrite, drillSpec, drillVolume, LABEL_DRILL, newDrillId,
+  bindVolumeName,
+  drillBindVolume,
+  drillName,
+  drillNetwork,
+  drillRewrite,
+  drillSpec,
+  drillVolume,
+  LABEL_DRILL,
+  newDrillId,
   type DrillContext,
 } from '../../src/plan/drill.js';
 
@@ -24,8 +32,20 @@ function webSpec(): ContainerSpec {
       NetworkMode: 'shop-net',
       RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 },
       AutoRemove: true,
-      PortBindings: { '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '18080' }], '9090/tcp': [{ HostIp: '', HostPort: '9090' }, { HostIp: '::1', HostPort: '9090' }] },
-      Binds: ['shop-data:/data', '/srv/shop/uploads:/uploads', '/etc/shop.conf:/etc/shop.conf:ro', '/srv/shop/cache:/cache:rw,z', '/srv/shop/media:/media'],
+      PortBindings: {
+        '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '18080' }],
+        '9090/tcp': [
+          { HostIp: '', HostPort: '9090' },
+          { HostIp: '::1', HostPort: '9090' },
+        ],
+      },
+      Binds: [
+        'shop-data:/data',
+        '/srv/shop/uploads:/uploads',
+        '/etc/shop.conf:/etc/shop.conf:ro',
+        '/srv/shop/cache:/cache:rw,z',
+        '/srv/shop/media:/media',
+      ],
       Mounts: [
         { Type: 'bind', Source: '/srv/shop/logs', Target: '/logs' },
         { Type: 'bind', Source: '/srv/shop/certs', Target: '/certs', ReadOnly: true },
@@ -46,7 +66,12 @@ function webSpec(): ContainerSpec {
 }
 
 function ctx(extra: Partial<DrillContext> = {}): DrillContext {
-  return { id: ID, containers: new Set(['web', 'db', 'sidecar', 'cache']), networks: new Set(['shop-net', 'backend']), ...extra };
+  return {
+    id: ID,
+    containers: new Set(['web', 'db', 'sidecar', 'cache']),
+    networks: new Set(['shop-net', 'backend']),
+    ...extra,
+  };
 }
 
 describe('drill names', () => {
@@ -80,7 +105,10 @@ describe('drillSpec', () => {
     const { value, notes } = drillSpec(webSpec(), ctx());
     expect(value.hostConfig.PortBindings).toEqual({
       '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '' }],
-      '9090/tcp': [{ HostIp: '', HostPort: '' }, { HostIp: '::1', HostPort: '' }],
+      '9090/tcp': [
+        { HostIp: '', HostPort: '' },
+        { HostIp: '::1', HostPort: '' },
+      ],
     });
     expect(notes).toContain('web: host port 127.0.0.1:18080 -> 8080/tcp becomes a free port chosen by the engine');
   });
@@ -114,7 +142,11 @@ describe('drillSpec', () => {
 
   it('leaves the built-in networks alone', () => {
     for (const mode of ['default', 'bridge', 'none']) {
-      const spec = { ...webSpec(), hostConfig: { NetworkMode: mode }, endpoints: mode === 'none' ? [] : [{ network: 'bridge' }] };
+      const spec = {
+        ...webSpec(),
+        hostConfig: { NetworkMode: mode },
+        endpoints: mode === 'none' ? [] : [{ network: 'bridge' }],
+      };
       const { value } = drillSpec(spec, ctx());
       expect(value.hostConfig.NetworkMode).toBe(mode);
       expect(value.endpoints.map((e) => e.network)).toEqual(mode === 'none' ? [] : ['bridge']);
@@ -127,9 +159,14 @@ describe('drillSpec', () => {
     expect(value.hostConfig.Links).toEqual(['ferry-drill-a1b2c3-db:database', 'ferry-drill-a1b2c3-cache:cache']);
     expect(value.hostConfig.IpcMode).toBe('container:ferry-drill-a1b2c3-db');
     expect(value.hostConfig.PidMode).toBe('container:outside');
-    expect(notes).toContain('web: refers to container outside, which is not in the bundle: the drill copy uses the real one');
+    expect(notes).toContain(
+      'web: refers to container outside, which is not in the bundle: the drill copy uses the real one',
+    );
 
-    const side = drillSpec({ ...webSpec(), name: 'sidecar', hostConfig: { NetworkMode: 'container:web' }, endpoints: [] }, ctx()).value;
+    const side = drillSpec(
+      { ...webSpec(), name: 'sidecar', hostConfig: { NetworkMode: 'container:web' }, endpoints: [] },
+      ctx(),
+    ).value;
     expect(side.hostConfig.NetworkMode).toBe('container:ferry-drill-a1b2c3-web');
   });
 
@@ -151,28 +188,57 @@ describe('drillSpec', () => {
   });
 
   it('mounts bind data that is in the bundle from a drill volume', () => {
-    const c = ctx({ bindData: [{ container: 'web', destination: '/uploads' }, { container: 'web', destination: '/logs' }, { container: 'db', destination: '/media' }] });
+    const c = ctx({
+      bindData: [
+        { container: 'web', destination: '/uploads' },
+        { container: 'web', destination: '/logs' },
+        { container: 'db', destination: '/media' },
+      ],
+    });
     const { value } = drillSpec(webSpec(), c);
     const binds = value.hostConfig.Binds as string[];
     expect(binds[1]).toBe(`${bindVolumeName(ID, 'web', '/uploads')}:/uploads`);
     expect(binds[4]).toBe('/srv/shop/media:/media:ro'); // that data belongs to db's bind
-    expect((value.hostConfig.Mounts as unknown[])[0]).toEqual({ Type: 'volume', Source: bindVolumeName(ID, 'web', '/logs'), Target: '/logs', ReadOnly: false });
+    expect((value.hostConfig.Mounts as unknown[])[0]).toEqual({
+      Type: 'volume',
+      Source: bindVolumeName(ID, 'web', '/logs'),
+      Target: '/logs',
+      ReadOnly: false,
+    });
   });
 
   it('turns into a create body with the drill networks and volumes', () => {
     const spec: ContainerSpec = {
       ...webSpec(),
-      hostConfig: { NetworkMode: 'shop-net', Binds: ['shop-data:/data'], PortBindings: { '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '18080' }] } },
-      mounts: [{ type: 'volume', source: 'a'.repeat(64), destination: '/anon', readOnly: false, anonymous: true, origin: 'implicit' }],
+      hostConfig: {
+        NetworkMode: 'shop-net',
+        Binds: ['shop-data:/data'],
+        PortBindings: { '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '18080' }] },
+      },
+      mounts: [
+        {
+          type: 'volume',
+          source: 'a'.repeat(64),
+          destination: '/anon',
+          readOnly: false,
+          anonymous: true,
+          origin: 'implicit',
+        },
+      ],
     };
     const drilled = drillSpec(spec, ctx()).value;
-    const plan = createPlan(drilled, 'img:1', { volumeNames: { 'shop-data': drillName(ID, 'shop-data'), ['a'.repeat(64)]: 'new-anon' }, multiEndpoint: false });
+    const plan = createPlan(drilled, 'img:1', {
+      volumeNames: { 'shop-data': drillName(ID, 'shop-data'), ['a'.repeat(64)]: 'new-anon' },
+      multiEndpoint: false,
+    });
     const hc = plan.body.HostConfig as Record<string, unknown>;
     expect(hc.Binds).toEqual(['ferry-drill-a1b2c3-shop-data:/data']);
     expect(hc.Mounts).toEqual([{ Type: 'volume', Source: 'new-anon', Target: '/anon', ReadOnly: false }]);
     expect(hc.PortBindings).toEqual({ '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '' }] });
     expect(plan.body.NetworkingConfig).toEqual({
-      EndpointsConfig: { 'ferry-drill-a1b2c3-shop-net': { Aliases: ['shop', 'www'], Links: ['ferry-drill-a1b2c3-db:database'] } },
+      EndpointsConfig: {
+        'ferry-drill-a1b2c3-shop-net': { Aliases: ['shop', 'www'], Links: ['ferry-drill-a1b2c3-db:database'] },
+      },
     });
     expect(plan.laterEndpoints).toEqual([{ network: 'ferry-drill-a1b2c3-backend' }]);
   });
@@ -185,7 +251,11 @@ describe('drillNetwork', () => {
     internal: true,
     attachable: false,
     enableIPv6: false,
-    ipam: { Driver: 'default', Config: [{ Subnet: '172.30.77.0/24', Gateway: '172.30.77.1', IPRange: '172.30.77.0/25' }], Options: { foo: 'bar' } },
+    ipam: {
+      Driver: 'default',
+      Config: [{ Subnet: '172.30.77.0/24', Gateway: '172.30.77.1', IPRange: '172.30.77.0/25' }],
+      Options: { foo: 'bar' },
+    },
     options: { 'com.docker.network.bridge.name': 'br-shop', 'com.docker.network.driver.mtu': '1400' },
     labels: { team: 'a', 'com.docker.compose.network': 'default' },
   };
@@ -210,7 +280,11 @@ describe('drillNetwork', () => {
   });
 
   it('turns IPv6 off when its subnet was fixed', () => {
-    const v6 = { ...net, enableIPv6: true, ipam: { Config: [{ Subnet: '172.30.77.0/24' }, { Subnet: 'fd00:1::/64' }] } };
+    const v6 = {
+      ...net,
+      enableIPv6: true,
+      ipam: { Config: [{ Subnet: '172.30.77.0/24' }, { Subnet: 'fd00:1::/64' }] },
+    };
     const { value, notes } = drillNetwork(v6, ID);
     expect(value.enableIPv6).toBe(false);
     expect(value.ipam).toEqual({ Driver: 'default', Config: [] });
@@ -220,10 +294,19 @@ describe('drillNetwork', () => {
 });
 
 describe('drillVolume', () => {
-  const vol: VolumeEntry = { name: 'shop-data', anonymous: false, driver: 'local', labels: { keep: '1', 'com.docker.compose.volume': 'data' }, member: 'volumes/shop-data.tar.zst' };
+  const vol: VolumeEntry = {
+    name: 'shop-data',
+    anonymous: false,
+    driver: 'local',
+    labels: { keep: '1', 'com.docker.compose.volume': 'data' },
+    member: 'volumes/shop-data.tar.zst',
+  };
 
   it('gets its own name and label', () => {
-    expect(drillVolume(vol, ID)).toEqual({ value: { ...vol, name: 'ferry-drill-a1b2c3-shop-data', labels: { keep: '1', [LABEL_DRILL]: ID } }, notes: [] });
+    expect(drillVolume(vol, ID)).toEqual({
+      value: { ...vol, name: 'ferry-drill-a1b2c3-shop-data', labels: { keep: '1', [LABEL_DRILL]: ID } },
+      notes: [],
+    });
   });
 
   it('stays anonymous when it was', () => {
@@ -235,13 +318,20 @@ describe('drillVolume', () => {
     const dev = { ...vol, driverOpts: { type: 'none', o: 'bind', device: '/srv/shop' } };
     const { value, notes } = drillVolume(dev, ID);
     expect(value.driverOpts).toBeUndefined();
-    expect(notes).toEqual(['volume shop-data: backed by /srv/shop on the original; the drill copy is a plain local volume']);
+    expect(notes).toEqual([
+      'volume shop-data: backed by /srv/shop on the original; the drill copy is a plain local volume',
+    ]);
     const plugin = { ...vol, driver: 'rexray', driverOpts: { size: '10' } };
     expect(drillVolume(plugin, ID).value.driverOpts).toEqual({ size: '10' });
   });
 
   it('for bind data is a labelled local volume named after container and destination', () => {
-    expect(drillBindVolume({ container: 'web', hostPath: '/srv/x', destination: '/uploads', member: 'binds/web_uploads.tar.zst' }, ID)).toEqual({
+    expect(
+      drillBindVolume(
+        { container: 'web', hostPath: '/srv/x', destination: '/uploads', member: 'binds/web_uploads.tar.zst' },
+        ID,
+      ),
+    ).toEqual({
       name: 'ferry-drill-a1b2c3-web-bind_uploads',
       anonymous: false,
       driver: 'local',
@@ -254,8 +344,22 @@ describe('drillVolume', () => {
 describe('drillRewrite', () => {
   const manifest = {
     containers: [
-      { spec: webSpec(), image: { ref: 'ferry/web:1' }, volumes: [], binds: [{ container: 'web', hostPath: '/srv/shop/uploads', destination: '/uploads', member: 'binds/web_uploads' }], consistency: 'pause' },
-      { spec: { ...webSpec(), name: 'db', hostConfig: {}, endpoints: [{ network: 'shop-net' }] }, image: { ref: 'ferry/db:1' }, volumes: [], binds: [], consistency: 'pause' },
+      {
+        spec: webSpec(),
+        image: { ref: 'ferry/web:1' },
+        volumes: [],
+        binds: [
+          { container: 'web', hostPath: '/srv/shop/uploads', destination: '/uploads', member: 'binds/web_uploads' },
+        ],
+        consistency: 'pause',
+      },
+      {
+        spec: { ...webSpec(), name: 'db', hostConfig: {}, endpoints: [{ network: 'shop-net' }] },
+        image: { ref: 'ferry/db:1' },
+        volumes: [],
+        binds: [],
+        consistency: 'pause',
+      },
     ],
     volumes: [],
     networks: [{ name: 'shop-net', driver: 'bridge', internal: false, attachable: false, enableIPv6: false }],

@@ -3,7 +3,13 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { describeEndpoint, parseEngineUrl, resolveEndpoint, type Endpoint, type EndpointEnv } from '../../src/engine/endpoint.js';
+import {
+  describeEndpoint,
+  parseEngineUrl,
+  resolveEndpoint,
+  type Endpoint,
+  type EndpointEnv,
+} from '../../src/engine/endpoint.js';
 import { EXIT, UsageError } from '../../src/errors.js';
 
 function usageError(fn: () => unknown): UsageError {
@@ -21,9 +27,15 @@ function usageError(fn: () => unknown): UsageError {
 
 describe('parseEngineUrl', () => {
   it('parses unix sockets', () => {
-    expect(parseEngineUrl('unix:///var/run/docker.sock')).toEqual({ kind: 'unix', socketPath: '/var/run/docker.sock', source: 'unix:///var/run/docker.sock' });
+    expect(parseEngineUrl('unix:///var/run/docker.sock')).toEqual({
+      kind: 'unix',
+      socketPath: '/var/run/docker.sock',
+      source: 'unix:///var/run/docker.sock',
+    });
     expect(parseEngineUrl('unix:///run/user/1000/docker.sock', { source: '-H x' })).toEqual({
-      kind: 'unix', socketPath: '/run/user/1000/docker.sock', source: '-H x',
+      kind: 'unix',
+      socketPath: '/run/user/1000/docker.sock',
+      source: '-H x',
     });
   });
 
@@ -32,24 +44,57 @@ describe('parseEngineUrl', () => {
   });
 
   it('parses tcp with and without a port (2375 default)', () => {
-    expect(parseEngineUrl('tcp://10.0.0.5:2380')).toEqual({ kind: 'tcp', host: '10.0.0.5', port: 2380, tls: undefined, source: 'tcp://10.0.0.5:2380' });
-    expect(parseEngineUrl('tcp://docker.example.com')).toMatchObject({ kind: 'tcp', host: 'docker.example.com', port: 2375, tls: undefined });
-    expect(parseEngineUrl('http://docker.example.com/')).toMatchObject({ kind: 'tcp', host: 'docker.example.com', port: 2375, tls: undefined });
+    expect(parseEngineUrl('tcp://10.0.0.5:2380')).toEqual({
+      kind: 'tcp',
+      host: '10.0.0.5',
+      port: 2380,
+      tls: undefined,
+      source: 'tcp://10.0.0.5:2380',
+    });
+    expect(parseEngineUrl('tcp://docker.example.com')).toMatchObject({
+      kind: 'tcp',
+      host: 'docker.example.com',
+      port: 2375,
+      tls: undefined,
+    });
+    expect(parseEngineUrl('http://docker.example.com/')).toMatchObject({
+      kind: 'tcp',
+      host: 'docker.example.com',
+      port: 2375,
+      tls: undefined,
+    });
   });
 
   it('defaults to 2376 with TLS', () => {
-    expect(parseEngineUrl('https://docker.example.com')).toMatchObject({ kind: 'tcp', port: 2376, tls: { verify: true } });
-    expect(parseEngineUrl('tcp://docker.example.com', { tlsVerify: true })).toMatchObject({ kind: 'tcp', port: 2376, tls: { verify: true } });
+    expect(parseEngineUrl('https://docker.example.com')).toMatchObject({
+      kind: 'tcp',
+      port: 2376,
+      tls: { verify: true },
+    });
+    expect(parseEngineUrl('tcp://docker.example.com', { tlsVerify: true })).toMatchObject({
+      kind: 'tcp',
+      port: 2376,
+      tls: { verify: true },
+    });
     expect(parseEngineUrl('tcp://docker.example.com:3000', { tlsVerify: true })).toMatchObject({ port: 3000 });
   });
 
   it('parses ssh URLs: user, host, port and socket path', () => {
     expect(parseEngineUrl('ssh://deploy@build.example.com:2222/run/docker.sock')).toEqual({
-      kind: 'ssh', user: 'deploy', host: 'build.example.com', port: 2222, socketPath: '/run/docker.sock',
+      kind: 'ssh',
+      user: 'deploy',
+      host: 'build.example.com',
+      port: 2222,
+      socketPath: '/run/docker.sock',
       source: 'ssh://deploy@build.example.com:2222/run/docker.sock',
     });
     expect(parseEngineUrl('ssh://build.example.com')).toEqual({
-      kind: 'ssh', user: undefined, host: 'build.example.com', port: undefined, socketPath: undefined, source: 'ssh://build.example.com',
+      kind: 'ssh',
+      user: undefined,
+      host: 'build.example.com',
+      port: undefined,
+      socketPath: undefined,
+      source: 'ssh://build.example.com',
     });
     expect(parseEngineUrl('ssh://a%40b@host/')).toMatchObject({ user: 'a@b', host: 'host', socketPath: undefined });
   });
@@ -94,13 +139,20 @@ describe('resolveEndpoint', () => {
 
   const ctxId = (name: string) => createHash('sha256').update(name).digest('hex');
 
-  function addContext(name: string, host: string | undefined, opts: { tls?: string[]; skipTLSVerify?: boolean; base?: string } = {}) {
+  function addContext(
+    name: string,
+    host: string | undefined,
+    opts: { tls?: string[]; skipTLSVerify?: boolean; base?: string } = {},
+  ) {
     const base = opts.base ?? configDir;
     const metaDir = path.join(base, 'contexts', 'meta', ctxId(name));
     mkdirSync(metaDir, { recursive: true });
     const docker: Record<string, unknown> = { SkipTLSVerify: opts.skipTLSVerify ?? false };
     if (host !== undefined) docker.Host = host;
-    writeFileSync(path.join(metaDir, 'meta.json'), JSON.stringify({ Name: name, Metadata: { Description: 'test' }, Endpoints: { docker } }));
+    writeFileSync(
+      path.join(metaDir, 'meta.json'),
+      JSON.stringify({ Name: name, Metadata: { Description: 'test' }, Endpoints: { docker } }),
+    );
     if (opts.tls) {
       const tlsDir = path.join(base, 'contexts', 'tls', ctxId(name), 'docker');
       mkdirSync(tlsDir, { recursive: true });
@@ -115,12 +167,19 @@ describe('resolveEndpoint', () => {
   const env = (e: EndpointEnv = {}): EndpointEnv => ({ DOCKER_CONFIG: configDir, HOME: home, ...e });
 
   it('uses the default socket when nothing is set', () => {
-    expect(resolveEndpoint(undefined, env())).toEqual({ kind: 'unix', socketPath: '/var/run/docker.sock', source: 'default socket' });
+    expect(resolveEndpoint(undefined, env())).toEqual({
+      kind: 'unix',
+      socketPath: '/var/run/docker.sock',
+      source: 'default socket',
+    });
   });
 
   it('uses the default socket for the "default" context', () => {
     setCurrent('default');
-    expect(resolveEndpoint(undefined, env())).toMatchObject({ socketPath: '/var/run/docker.sock', source: 'default socket' });
+    expect(resolveEndpoint(undefined, env())).toMatchObject({
+      socketPath: '/var/run/docker.sock',
+      source: 'default socket',
+    });
     expect(resolveEndpoint(undefined, env({ DOCKER_CONTEXT: 'default' }))).toMatchObject({ source: 'default socket' });
   });
 
@@ -128,7 +187,11 @@ describe('resolveEndpoint', () => {
     addContext('remote', 'tcp://remote.example.com:2375');
     setCurrent('remote');
     expect(resolveEndpoint(undefined, env())).toEqual({
-      kind: 'tcp', host: 'remote.example.com', port: 2375, tls: undefined, source: 'docker context remote',
+      kind: 'tcp',
+      host: 'remote.example.com',
+      port: 2375,
+      tls: undefined,
+      source: 'docker context remote',
     });
   });
 
@@ -137,7 +200,11 @@ describe('resolveEndpoint', () => {
     mkdirSync(base, { recursive: true });
     addContext('homectx', 'unix:///home/u/docker.sock', { base });
     setCurrent('homectx', base);
-    expect(resolveEndpoint(undefined, { HOME: home })).toEqual({ kind: 'unix', socketPath: '/home/u/docker.sock', source: 'docker context homectx' });
+    expect(resolveEndpoint(undefined, { HOME: home })).toEqual({
+      kind: 'unix',
+      socketPath: '/home/u/docker.sock',
+      source: 'docker context homectx',
+    });
   });
 
   it('DOCKER_CONTEXT beats config.json currentContext', () => {
@@ -145,7 +212,10 @@ describe('resolveEndpoint', () => {
     addContext('builder', 'ssh://ci@builder.example.com');
     setCurrent('remote');
     expect(resolveEndpoint(undefined, env({ DOCKER_CONTEXT: 'builder' }))).toMatchObject({
-      kind: 'ssh', user: 'ci', host: 'builder.example.com', source: 'docker context builder',
+      kind: 'ssh',
+      user: 'ci',
+      host: 'builder.example.com',
+      source: 'docker context builder',
     });
   });
 
@@ -153,13 +223,20 @@ describe('resolveEndpoint', () => {
     addContext('builder', 'ssh://ci@builder.example.com');
     setCurrent('builder');
     expect(resolveEndpoint(undefined, env({ DOCKER_CONTEXT: 'builder', DOCKER_HOST: 'tcp://envhost:1234' }))).toEqual({
-      kind: 'tcp', host: 'envhost', port: 1234, tls: undefined, source: 'DOCKER_HOST=tcp://envhost:1234',
+      kind: 'tcp',
+      host: 'envhost',
+      port: 1234,
+      tls: undefined,
+      source: 'DOCKER_HOST=tcp://envhost:1234',
     });
   });
 
   it('-H beats DOCKER_HOST', () => {
     addContext('builder', 'ssh://ci@builder.example.com');
-    const ep = resolveEndpoint('unix:///custom.sock', env({ DOCKER_CONTEXT: 'builder', DOCKER_HOST: 'tcp://envhost:1234' }));
+    const ep = resolveEndpoint(
+      'unix:///custom.sock',
+      env({ DOCKER_CONTEXT: 'builder', DOCKER_HOST: 'tcp://envhost:1234' }),
+    );
     expect(ep).toEqual({ kind: 'unix', socketPath: '/custom.sock', source: '-H unix:///custom.sock' });
   });
 
@@ -188,7 +265,10 @@ describe('resolveEndpoint', () => {
     expect(ep.tls?.cert?.toString()).toBe('secure:cert.pem');
     expect(ep.tls?.key?.toString()).toBe('secure:key.pem');
 
-    addContext('insecure', 'tcp://insecure.example.com:2376', { tls: ['ca.pem', 'cert.pem', 'key.pem'], skipTLSVerify: true });
+    addContext('insecure', 'tcp://insecure.example.com:2376', {
+      tls: ['ca.pem', 'cert.pem', 'key.pem'],
+      skipTLSVerify: true,
+    });
     const ep2 = resolveEndpoint(undefined, env({ DOCKER_CONTEXT: 'insecure' })) as Extract<Endpoint, { kind: 'tcp' }>;
     expect(ep2.tls?.verify).toBe(false);
     expect(ep2.tls?.ca?.toString()).toBe('insecure:ca.pem');
@@ -198,7 +278,10 @@ describe('resolveEndpoint', () => {
     const certs = path.join(dir, 'certs');
     mkdirSync(certs);
     for (const f of ['ca.pem', 'cert.pem', 'key.pem']) writeFileSync(path.join(certs, f), `certs:${f}`);
-    const ep = resolveEndpoint(undefined, env({ DOCKER_HOST: 'tcp://tls.example.com', DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: certs })) as Extract<Endpoint, { kind: 'tcp' }>;
+    const ep = resolveEndpoint(
+      undefined,
+      env({ DOCKER_HOST: 'tcp://tls.example.com', DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: certs }),
+    ) as Extract<Endpoint, { kind: 'tcp' }>;
     expect(ep).toMatchObject({ kind: 'tcp', host: 'tls.example.com', port: 2376 });
     expect(ep.tls?.verify).toBe(true);
     expect(ep.tls?.ca?.toString()).toBe('certs:ca.pem');
@@ -213,13 +296,21 @@ describe('resolveEndpoint', () => {
   });
 
   it('DOCKER_TLS_VERIFY with missing certificate files is a usage error', () => {
-    const e = usageError(() => resolveEndpoint(undefined, env({ DOCKER_HOST: 'tcp://h', DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: path.join(dir, 'nope') })));
+    const e = usageError(() =>
+      resolveEndpoint(
+        undefined,
+        env({ DOCKER_HOST: 'tcp://h', DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: path.join(dir, 'nope') }),
+      ),
+    );
     expect(e.message).toContain(path.join(dir, 'nope', 'ca.pem'));
   });
 
   it('DOCKER_TLS_VERIFY empty or 0 means no TLS', () => {
     for (const v of ['', '0']) {
-      expect(resolveEndpoint(undefined, env({ DOCKER_HOST: 'tcp://h', DOCKER_TLS_VERIFY: v }))).toMatchObject({ port: 2375, tls: undefined });
+      expect(resolveEndpoint(undefined, env({ DOCKER_HOST: 'tcp://h', DOCKER_TLS_VERIFY: v }))).toMatchObject({
+        port: 2375,
+        tls: undefined,
+      });
     }
   });
 
@@ -231,10 +322,16 @@ describe('resolveEndpoint', () => {
 
 describe('describeEndpoint', () => {
   it('prints each kind', () => {
-    expect(describeEndpoint({ kind: 'unix', socketPath: '/var/run/docker.sock', source: 'x' })).toBe('unix:///var/run/docker.sock');
-    expect(describeEndpoint({ kind: 'tcp', host: 'h', port: 2376, tls: { verify: true }, source: 'x' })).toBe('tcp://h:2376 (TLS)');
+    expect(describeEndpoint({ kind: 'unix', socketPath: '/var/run/docker.sock', source: 'x' })).toBe(
+      'unix:///var/run/docker.sock',
+    );
+    expect(describeEndpoint({ kind: 'tcp', host: 'h', port: 2376, tls: { verify: true }, source: 'x' })).toBe(
+      'tcp://h:2376 (TLS)',
+    );
     expect(describeEndpoint({ kind: 'tcp', host: 'h', port: 2375, source: 'x' })).toBe('tcp://h:2375');
-    expect(describeEndpoint({ kind: 'ssh', user: 'u', host: 'h', port: 22, socketPath: '/s.sock', source: 'x' })).toBe('ssh://u@h:22/s.sock');
+    expect(describeEndpoint({ kind: 'ssh', user: 'u', host: 'h', port: 22, socketPath: '/s.sock', source: 'x' })).toBe(
+      'ssh://u@h:22/s.sock',
+    );
     expect(describeEndpoint({ kind: 'ssh', host: 'h', source: 'x' })).toBe('ssh://h');
   });
 });

@@ -86,7 +86,10 @@ describe('fuzz: bundle reader', () => {
           Buffer.from(good.subarray(from, from + 512)).copy(buf, to);
         }
         const out = await withTimeout(readAll(buf), 5000);
-        expect(out === 'ok' || out instanceof FerryError, `case ${i} (kind ${kind}): ${String(out)} ${(out as Error)?.stack ?? ''}`).toBe(true);
+        expect(
+          out === 'ok' || out instanceof FerryError,
+          `case ${i} (kind ${kind}): ${String(out)} ${(out as Error)?.stack ?? ''}`,
+        ).toBe(true);
         if (out !== 'ok') failures++;
       }
       expect(failures).toBeGreaterThan(200); // most mutations must be caught, not silently accepted
@@ -100,7 +103,8 @@ describe('fuzz: manifest parser', () => {
     const r = rng(99);
     for (let i = 0; i < 2000; i++) {
       const chars = text.split('');
-      for (let k = 0; k < 1 + Math.floor(r() * 5); k++) chars[Math.floor(r() * chars.length)] = String.fromCharCode(32 + Math.floor(r() * 95));
+      for (let k = 0; k < 1 + Math.floor(r() * 5); k++)
+        chars[Math.floor(r() * chars.length)] = String.fromCharCode(32 + Math.floor(r() * 95));
       try {
         parseManifest(chars.join(''));
       } catch (err) {

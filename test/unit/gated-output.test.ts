@@ -26,7 +26,12 @@ describe('gatedOutput', () => {
         source = t;
       }
       let verdicts = 0;
-      const { stream, settled } = gatedOutput(source, exit, () => (verdicts++, undefined), () => child.kill());
+      const { stream, settled } = gatedOutput(
+        source,
+        exit,
+        () => (verdicts++, undefined),
+        () => child.kill(),
+      );
       await new Promise<void>((r) => stream.once('data', () => r()));
       stream.destroy(); // the consumer went away (a failure elsewhere)
       const timeout = new Promise((_, rej) => setTimeout(() => rej(new Error('settled never resolved')), 5000).unref());
@@ -38,13 +43,26 @@ describe('gatedOutput', () => {
   it('ends only once the process exited well; a failing exit fails the stream', async () => {
     const ok = spawn('sh', ['-c', 'printf abc'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const okExit = new Promise<number | null>((r) => ok.on('exit', (c) => r(c)));
-    const a = gatedOutput(ok.stdout, okExit, (c) => (c === 0 ? undefined : new Error('bad')), () => ok.kill());
+    const a = gatedOutput(
+      ok.stdout,
+      okExit,
+      (c) => (c === 0 ? undefined : new Error('bad')),
+      () => ok.kill(),
+    );
     const got: Buffer[] = [];
-    await pipeline(a.stream, new PassThrough().on('data', (c: Buffer) => got.push(c)));
+    await pipeline(
+      a.stream,
+      new PassThrough().on('data', (c: Buffer) => got.push(c)),
+    );
     expect(Buffer.concat(got).toString()).toBe('abc');
     const bad = spawn('sh', ['-c', 'printf ab; exit 3'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const badExit = new Promise<number | null>((r) => bad.on('exit', (c) => r(c)));
-    const b = gatedOutput(bad.stdout, badExit, (c) => (c === 0 ? undefined : new Error(`exit ${c}`)), () => bad.kill());
+    const b = gatedOutput(
+      bad.stdout,
+      badExit,
+      (c) => (c === 0 ? undefined : new Error(`exit ${c}`)),
+      () => bad.kill(),
+    );
     await expect(pipeline(b.stream, new PassThrough().resume())).rejects.toThrow('exit 3');
   });
 });

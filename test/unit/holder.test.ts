@@ -2,11 +2,28 @@ import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { Engine } from '../../src/engine/engine.js';
 import { ConflictError, EngineError, NotFoundError } from '../../src/errors.js';
-import { fillVolume, holderCreateBody, namedVolumes, sweepHolders, tarHelperCreateBody } from '../../src/data/volumes.js';
+import {
+  fillVolume,
+  holderCreateBody,
+  namedVolumes,
+  sweepHolders,
+  tarHelperCreateBody,
+} from '../../src/data/volumes.js';
 
 describe('holderCreateBody', () => {
-  const reader = holderCreateBody('sha256:abc', { Type: 'volume', Source: 'data', Target: '/.ferry-data', ReadOnly: true, VolumeOptions: { NoCopy: true } });
-  const writer = holderCreateBody('ferry-holder:empty', { Type: 'volume', Source: 'data', Target: '/.ferry-data/v', VolumeOptions: { NoCopy: true } });
+  const reader = holderCreateBody('sha256:abc', {
+    Type: 'volume',
+    Source: 'data',
+    Target: '/.ferry-data',
+    ReadOnly: true,
+    VolumeOptions: { NoCopy: true },
+  });
+  const writer = holderCreateBody('ferry-holder:empty', {
+    Type: 'volume',
+    Source: 'data',
+    Target: '/.ferry-data/v',
+    VolumeOptions: { NoCopy: true },
+  });
   const hc = (b: Record<string, unknown>) => b.HostConfig as Record<string, unknown>;
 
   it('has no network, no capabilities, no privilege gain, and never restarts', () => {
@@ -24,7 +41,9 @@ describe('holderCreateBody', () => {
 
   it('mounts the volume without copy-up, read-only with a read-only root when it only reads', () => {
     expect(hc(reader).ReadonlyRootfs).toBe(true);
-    expect(hc(reader).Mounts).toEqual([{ Type: 'volume', Source: 'data', Target: '/.ferry-data', ReadOnly: true, VolumeOptions: { NoCopy: true } }]);
+    expect(hc(reader).Mounts).toEqual([
+      { Type: 'volume', Source: 'data', Target: '/.ferry-data', ReadOnly: true, VolumeOptions: { NoCopy: true } },
+    ]);
     expect(hc(writer).ReadonlyRootfs).toBe(false);
   });
 
@@ -36,9 +55,15 @@ describe('holderCreateBody', () => {
 });
 
 describe('tarHelperCreateBody (reading volumes on Podman)', () => {
-  const b = tarHelperCreateBody('sha256:abc', { Type: 'volume', Source: 'data', Target: '/.ferry-data', ReadOnly: true, VolumeOptions: { NoCopy: true } });
+  const b = tarHelperCreateBody('sha256:abc', {
+    Type: 'volume',
+    Source: 'data',
+    Target: '/.ferry-data',
+    ReadOnly: true,
+    VolumeOptions: { NoCopy: true },
+  });
   const h = b.HostConfig as Record<string, unknown>;
-  it('runs the image\'s tar on the mount to stdout, as root, able only to read past permissions', () => {
+  it("runs the image's tar on the mount to stdout, as root, able only to read past permissions", () => {
     expect(b.Entrypoint).toEqual(['tar', '-c', '-f', '-', '-C', '/.ferry-data', '.']);
     expect(b.User).toBe('0:0');
     expect(b.Tty).toBe(false);
@@ -100,7 +125,11 @@ describe('a helper whose create lost its answer with the connection (the rollbac
       },
       inspectContainer: async (id: string) => {
         if (down) throw new EngineError('lost the connection');
-        return { Id: id, Mounts: [{ Type: 'volume', Name: 'data' }], HostConfig: { Mounts: [{ Type: 'volume', Source: 'data' }] } };
+        return {
+          Id: id,
+          Mounts: [{ Type: 'volume', Name: 'data' }],
+          HostConfig: { Mounts: [{ Type: 'volume', Source: 'data' }] },
+        };
       },
       removeContainer: async (id: string) => {
         if (down) throw new EngineError('lost the connection');
@@ -111,15 +140,28 @@ describe('a helper whose create lost its answer with the connection (the rollbac
     };
     return { engine: engine as unknown as Engine, calls, up: () => (down = false), helper: () => helper! };
   }
-  const lostAnswer = () => new EngineError('create container: lost the connection to the engine at ssh://h (ECONNRESET)', { cause: Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }) });
+  const lostAnswer = () =>
+    new EngineError('create container: lost the connection to the engine at ssh://h (ECONNRESET)', {
+      cause: Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }),
+    });
 
   it('under way: waits until the engine has made it, then removes it (never the volume it mounts by name)', async () => {
     const f = fake(lostAnswer(), 2);
-    await expect(fillVolume(f.engine, 'ferry-holder:empty', 'data', Readable.from([]))).rejects.toThrow(/cannot create a helper container/);
+    await expect(fillVolume(f.engine, 'ferry-holder:empty', 'data', Readable.from([]))).rejects.toThrow(
+      /cannot create a helper container/,
+    );
     f.up();
     await sweepHolders(f.engine);
     const h = f.helper();
-    expect(f.calls).toEqual([`create ${h}`, `exists ${h}`, `create ${h}`, `exists ${h}`, `create ${h}`, `exists ${h}`, `remove ${h}`]);
+    expect(f.calls).toEqual([
+      `create ${h}`,
+      `exists ${h}`,
+      `create ${h}`,
+      `exists ${h}`,
+      `create ${h}`,
+      `exists ${h}`,
+      `remove ${h}`,
+    ]);
     // settled once: a second sweep has nothing left to wait for
     f.calls.length = 0;
     await sweepHolders(f.engine);
@@ -128,16 +170,24 @@ describe('a helper whose create lost its answer with the connection (the rollbac
 
   it('never reached the engine: the placeholder takes the name and goes again', async () => {
     const f = fake(lostAnswer(), 'never-created');
-    await expect(fillVolume(f.engine, 'ferry-holder:empty', 'data', Readable.from([]))).rejects.toThrow(/cannot create a helper container/);
+    await expect(fillVolume(f.engine, 'ferry-holder:empty', 'data', Readable.from([]))).rejects.toThrow(
+      /cannot create a helper container/,
+    );
     f.up();
     await sweepHolders(f.engine);
     expect(f.calls).toEqual([`create ${f.helper()}`, 'remove placeholder-id']);
   });
 
   it('the engine answered (a missing image, a name in use): nothing to settle', async () => {
-    for (const answer of [new NotFoundError('image not there'), new ConflictError('name in use'), new EngineError('the engine answered 500', { cause: Object.assign(new Error('x'), { statusCode: 500 }) })]) {
+    for (const answer of [
+      new NotFoundError('image not there'),
+      new ConflictError('name in use'),
+      new EngineError('the engine answered 500', { cause: Object.assign(new Error('x'), { statusCode: 500 }) }),
+    ]) {
       const f = fake(answer, 0);
-      await expect(fillVolume(f.engine, 'ferry-holder:empty', 'data', Readable.from([]))).rejects.toThrow(/cannot create a helper container/);
+      await expect(fillVolume(f.engine, 'ferry-holder:empty', 'data', Readable.from([]))).rejects.toThrow(
+        /cannot create a helper container/,
+      );
       f.up();
       await sweepHolders(f.engine);
       expect(f.calls).toEqual([]);

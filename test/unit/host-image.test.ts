@@ -10,7 +10,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Engine } from '../../src/engine/engine.js';
 import { localShell } from '../../src/hostaccess/shell.js';
 import { EngineError, EXIT } from '../../src/errors.js';
-import { archiveManifest, HOST_LAYERS_ENV, openHostImageArchive, parseTarSplitLine } from '../../src/data/host-image.js';
+import {
+  archiveManifest,
+  HOST_LAYERS_ENV,
+  openHostImageArchive,
+  parseTarSplitLine,
+} from '../../src/data/host-image.js';
 import { chainIds } from '../../src/data/ship.js';
 
 const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -20,13 +25,21 @@ describe('parseTarSplitLine: one line of a layer tar-split', () => {
   it('a segment is raw tar bytes; a file has a name and a size', () => {
     expect(parseTarSplitLine('{"type":2,"payload":"AAEC","position":0}')).toEqual({ segment: Buffer.from([0, 1, 2]) });
     expect(parseTarSplitLine('{"type":2,"payload":"","position":9}')).toEqual({ segment: Buffer.alloc(0) });
-    expect(parseTarSplitLine('{"type":1,"name":"./etc/issue","size":26,"payload":"rl0jdaq2B7I=","position":1}')).toEqual({ file: Buffer.from('./etc/issue'), size: 26 });
-    expect(parseTarSplitLine('{"type":1,"name":"./","payload":null,"position":1}')).toEqual({ file: Buffer.from('./'), size: 0 });
+    expect(
+      parseTarSplitLine('{"type":1,"name":"./etc/issue","size":26,"payload":"rl0jdaq2B7I=","position":1}'),
+    ).toEqual({ file: Buffer.from('./etc/issue'), size: 26 });
+    expect(parseTarSplitLine('{"type":1,"name":"./","payload":null,"position":1}')).toEqual({
+      file: Buffer.from('./'),
+      size: 0,
+    });
     expect(parseTarSplitLine('   ')).toBeUndefined();
   });
   it('a name that is not UTF-8 comes as name_raw', () => {
     const raw = Buffer.from([0x66, 0xe9, 0x2e, 0x74]); // "fé.t" in Latin-1
-    expect(parseTarSplitLine(JSON.stringify({ type: 1, name_raw: raw.toString('base64'), size: 3 }))).toEqual({ file: raw, size: 3 });
+    expect(parseTarSplitLine(JSON.stringify({ type: 1, name_raw: raw.toString('base64'), size: 3 }))).toEqual({
+      file: raw,
+      size: 3,
+    });
   });
   it('refuses names that could reach outside the layer, odd sizes and unknown types', () => {
     expect(() => parseTarSplitLine('{"type":1,"name":"../../etc/shadow","size":1}')).toThrow(/not inside the layer/);
@@ -41,7 +54,9 @@ describe('parseTarSplitLine: one line of a layer tar-split', () => {
 
 describe('archiveManifest', () => {
   it('one image: its config, its tag, every layer in order', () => {
-    expect(JSON.parse(archiveManifest('abc.json', 'ferry/web:1', ['a/layer.tar', 'b/layer.tar']))).toEqual([{ Config: 'abc.json', RepoTags: ['ferry/web:1'], Layers: ['a/layer.tar', 'b/layer.tar'] }]);
+    expect(JSON.parse(archiveManifest('abc.json', 'ferry/web:1', ['a/layer.tar', 'b/layer.tar']))).toEqual([
+      { Config: 'abc.json', RepoTags: ['ferry/web:1'], Layers: ['a/layer.tar', 'b/layer.tar'] },
+    ]);
   });
 });
 
@@ -77,7 +92,7 @@ function makeStore(root: string, toolBytes = 700) {
   const layers: { diffId: string; dir: string; archive: Buffer }[] = [];
   for (const [n, files] of [
     ['base', { 'etc/os-release': 'NAME=test\n', 'bin/tool': 'x'.repeat(toolBytes) }],
-    ['top', { 'etc/issue': 'changed in the writable layer\n', 'empty': '' }],
+    ['top', { 'etc/issue': 'changed in the writable layer\n', empty: '' }],
   ] as const) {
     const cache = createHash('sha256').update(n).digest('hex');
     const dir = path.join(root, 'overlay2', cache, 'diff');
@@ -85,7 +100,11 @@ function makeStore(root: string, toolBytes = 700) {
       fs.mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
       fs.writeFileSync(path.join(dir, f), text);
     }
-    const archive = execFileSync('tar', ['--format=ustar', '--sort=name', '--numeric-owner', '-C', dir, '-cf', '-', '.'], { maxBuffer: 64 << 20 });
+    const archive = execFileSync(
+      'tar',
+      ['--format=ustar', '--sort=name', '--numeric-owner', '-C', dir, '-cf', '-', '.'],
+      { maxBuffer: 64 << 20 },
+    );
     layers.push({ diffId: sha(archive), dir, archive });
   }
   const diffIds = layers.map((l) => l.diffId);
@@ -97,12 +116,17 @@ function makeStore(root: string, toolBytes = 700) {
     fs.writeFileSync(path.join(at, 'cache-id'), path.basename(path.dirname(l.dir)));
     fs.writeFileSync(path.join(at, 'tar-split.json.gz'), tarSplitOf(l.archive));
   }
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: diffIds } }));
+  const config = Buffer.from(
+    JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: diffIds } }),
+  );
   const id = sha(config);
   const cdir = path.join(root, 'image', 'overlay2', 'imagedb', 'content', 'sha256');
   fs.mkdirSync(cdir, { recursive: true });
   fs.writeFileSync(path.join(cdir, id.slice(7)), config);
-  const engine = { facts: { podman: false, remapped: false, containerdStore: false, storageDriver: 'overlay2', rootDir: root }, host: localShell } as unknown as Engine;
+  const engine = {
+    facts: { podman: false, remapped: false, containerdStore: false, storageDriver: 'overlay2', rootDir: root },
+    host: localShell,
+  } as unknown as Engine;
   const img = { Id: id, RootFS: { Type: 'layers', Layers: diffIds } } as never;
   return { engine, img, layers, chains, config, id };
 }
@@ -140,7 +164,11 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
     expect(got.get(top)!.equals(s.layers[1]!.archive)).toBe(true);
     expect(got.get(`${s.id.slice(7)}.json`)!.equals(s.config)).toBe(true);
     expect(JSON.parse(got.get('manifest.json')!.toString())).toEqual([
-      { Config: `${s.id.slice(7)}.json`, RepoTags: ['ferry/web:1'], Layers: s.chains.map((c) => `${c.slice(7)}/layer.tar`) },
+      {
+        Config: `${s.id.slice(7)}.json`,
+        RepoTags: ['ferry/web:1'],
+        Layers: s.chains.map((c) => `${c.slice(7)}/layer.tar`),
+      },
     ]);
     expect(a!.mismatch()).toBeUndefined();
   });
@@ -149,7 +177,8 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
     const s = makeStore(root);
     const a = await openHostImageArchive(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [0, 1] }, quiet);
     const got = await entries(a!.stream);
-    for (const [i, l] of s.layers.entries()) expect(got.get(`${s.chains[i]!.slice(7)}/layer.tar`)!.equals(l.archive)).toBe(true);
+    for (const [i, l] of s.layers.entries())
+      expect(got.get(`${s.chains[i]!.slice(7)}/layer.tar`)!.equals(l.archive)).toBe(true);
   });
 
   it('a file that is not what the layer holds (same size): the archive fails before its manifest, as a mismatch', async () => {
@@ -200,7 +229,9 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
   it('not used: a config that is not the image, a layer whose diff is not the image`s, another driver, FERRY_HOST_LAYERS=0', async () => {
     const s = makeStore(root);
     const args = ['ferry/web:1', { chains: s.chains, missing: [1] }, quiet] as const;
-    expect(await openHostImageArchive(s.engine, { ...(s.img as object), Id: sha('other') } as never, ...args)).toBeUndefined();
+    expect(
+      await openHostImageArchive(s.engine, { ...(s.img as object), Id: sha('other') } as never, ...args),
+    ).toBeUndefined();
     const other = { ...(s.engine as object), facts: { ...s.engine.facts, storageDriver: 'vfs' } } as Engine;
     expect(await openHostImageArchive(other, s.img, ...args)).toBeUndefined();
     const podman = { ...(s.engine as object), facts: { ...s.engine.facts, podman: true } } as Engine;
@@ -210,7 +241,10 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
     process.env[HOST_LAYERS_ENV] = '0';
     expect(await openHostImageArchive(s.engine, s.img, ...args)).toBeUndefined();
     delete process.env[HOST_LAYERS_ENV];
-    fs.writeFileSync(path.join(root, 'image', 'overlay2', 'layerdb', 'sha256', s.chains[1]!.slice(7), 'diff'), sha('another layer'));
+    fs.writeFileSync(
+      path.join(root, 'image', 'overlay2', 'layerdb', 'sha256', s.chains[1]!.slice(7), 'diff'),
+      sha('another layer'),
+    );
     expect(await openHostImageArchive(s.engine, s.img, ...args)).toBeUndefined();
   });
 });

@@ -24,10 +24,16 @@ function wrappedShell(root: string, syncFails = false) {
   fs.mkdirSync(bin);
   fs.writeFileSync(
     path.join(bin, 'sync'),
-    syncFails ? `#!/bin/sh\necho "sync $*" >> ${log}\necho "sync: no such option" >&2\nexit 1\n` : `#!/bin/sh\necho "sync $*" >> ${log}\nexec /bin/sync "$@"\n`,
+    syncFails
+      ? `#!/bin/sh\necho "sync $*" >> ${log}\necho "sync: no such option" >&2\nexit 1\n`
+      : `#!/bin/sh\necho "sync $*" >> ${log}\nexec /bin/sync "$@"\n`,
     { mode: 0o755 },
   );
-  fs.writeFileSync(path.join(bin, 'tar'), `#!/bin/sh\n[ "$1" = --version ] && exec /usr/bin/tar "$@"\necho tar-start >> ${log}\n/usr/bin/tar "$@"; s=$?\necho tar-end >> ${log}\nexit $s\n`, { mode: 0o755 });
+  fs.writeFileSync(
+    path.join(bin, 'tar'),
+    `#!/bin/sh\n[ "$1" = --version ] && exec /usr/bin/tar "$@"\necho tar-start >> ${log}\n/usr/bin/tar "$@"; s=$?\necho tar-end >> ${log}\nexit $s\n`,
+    { mode: 0o755 },
+  );
   const runs: string[][] = [];
   const shell: HostShell = {
     where: 'this host',
@@ -92,7 +98,13 @@ describe.skipIf(process.getuid?.() !== 0)('writeHostVolume: extract on the host,
     const dir = path.join(root, 'vol');
     const { shell, runs, lines } = wrappedShell(root);
     const { warnings, p } = progress();
-    const ok = await writeHostVolume(engineOn(shell, dir), 'data', async () => engineStat(dir), slowly(archive, 12, 3 * WRITE_BEHIND_MS), p);
+    const ok = await writeHostVolume(
+      engineOn(shell, dir),
+      'data',
+      async () => engineStat(dir),
+      slowly(archive, 12, 3 * WRITE_BEHIND_MS),
+      p,
+    );
     expect(ok).toBe(true);
     expect(fs.readFileSync(path.join(dir, 'note'), 'utf8')).toBe('hello\n');
     expect(fs.statSync(path.join(dir, 'sub', 'data.bin')).size).toBe(3 << 20);
@@ -115,11 +127,19 @@ describe.skipIf(process.getuid?.() !== 0)('writeHostVolume: extract on the host,
     const dir = path.join(root, 'vol');
     const { shell } = wrappedShell(root, true);
     const { warnings, p } = progress();
-    const ok = await writeHostVolume(engineOn(shell, dir), 'data', async () => engineStat(dir), slowly(archive, 4, 100), p);
+    const ok = await writeHostVolume(
+      engineOn(shell, dir),
+      'data',
+      async () => engineStat(dir),
+      slowly(archive, 4, 100),
+      p,
+    );
     expect(ok).toBe(true);
     expect(fs.readFileSync(path.join(dir, 'note'), 'utf8')).toBe('hello\n');
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatch(/volume data: written, but flushing it to the disk of this host failed \(sync -f: sync: no such option\)/);
+    expect(warnings[0]).toMatch(
+      /volume data: written, but flushing it to the disk of this host failed \(sync -f: sync: no such option\)/,
+    );
   });
 
   it('a directory that is not the one the engine mounts: nothing is run on it and nothing read from the data', async () => {
@@ -128,7 +148,13 @@ describe.skipIf(process.getuid?.() !== 0)('writeHostVolume: extract on the host,
     const { p } = progress();
     const st = engineStat(dir);
     const data = slowly(archive, 4, 10);
-    const ok = await writeHostVolume(engineOn(shell, dir), 'data', async () => ({ ...st, mtime: st.mtime.replace(/\d(Z)$/, (d) => `${(Number(d[0]) + 1) % 10}Z`) }), data, p);
+    const ok = await writeHostVolume(
+      engineOn(shell, dir),
+      'data',
+      async () => ({ ...st, mtime: st.mtime.replace(/\d(Z)$/, (d) => `${(Number(d[0]) + 1) % 10}Z`) }),
+      data,
+      p,
+    );
     expect(ok).toBe(false);
     expect(lines()).toEqual([]); // no tar, no flush
     expect(fs.readdirSync(dir)).toEqual([]);
@@ -140,7 +166,10 @@ describe.skipIf(process.getuid?.() !== 0)('writeHostVolume: extract on the host,
     const { shell, lines } = wrappedShell(root);
     const { p } = progress();
     const st = engineStat(dir);
-    const eng = { ...engineOn(shell, dir), inspectVolume: async () => ({ Driver: 'local', Options: null, Mountpoint: path.join(root, 'nowhere') }) } as unknown as Engine;
+    const eng = {
+      ...engineOn(shell, dir),
+      inspectVolume: async () => ({ Driver: 'local', Options: null, Mountpoint: path.join(root, 'nowhere') }),
+    } as unknown as Engine;
     expect(await writeHostVolume(eng, 'data', async () => st, slowly(archive, 4, 10), p)).toBe(false);
     expect(lines()).toEqual([]);
   });

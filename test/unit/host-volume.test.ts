@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { shellQuote } from '../../src/hostaccess/shell.js';
-import { hostAccessRefusal, hostTarArgs, hostUntarArgs, parseStat, rfc3339Nanos, sameDirectory } from '../../src/data/host-volume.js';
+import {
+  hostAccessRefusal,
+  hostTarArgs,
+  hostUntarArgs,
+  parseStat,
+  rfc3339Nanos,
+  sameDirectory,
+} from '../../src/data/host-volume.js';
 
 const facts = { host: true, podman: false, remapped: false };
 const vol = { Driver: 'local', Options: null, Mountpoint: '/var/lib/docker/volumes/data/_data' };
@@ -20,7 +27,9 @@ describe('hostAccessRefusal: when a volume is reached on the host disk', () => {
     expect(hostAccessRefusal(facts, undefined, undefined)).toMatch(/no such volume/);
     expect(hostAccessRefusal(facts, { ...vol, Driver: 'rexray' }, undefined)).toMatch(/driver rexray/);
     // an NFS or bind mount of the local driver: the directory is empty while no container runs
-    expect(hostAccessRefusal(facts, { ...vol, Options: { type: 'nfs', o: 'addr=10.0.0.1', device: ':/export' } }, undefined)).toMatch(/driver options/);
+    expect(
+      hostAccessRefusal(facts, { ...vol, Options: { type: 'nfs', o: 'addr=10.0.0.1', device: ':/export' } }, undefined),
+    ).toMatch(/driver options/);
     expect(hostAccessRefusal(facts, { ...vol, Mountpoint: '' }, undefined)).toMatch(/mount point/);
     expect(hostAccessRefusal(facts, { ...vol, Mountpoint: 'relative/_data' }, undefined)).toMatch(/mount point/);
   });
@@ -51,7 +60,19 @@ describe('hostTarArgs', () => {
   it('the archive the engine would give: sorted, numeric owners, no sub-second or access times, capability and user xattrs', () => {
     const a = hostTarArgs('/var/lib/docker/volumes/v/_data');
     expect(a).toContain('--directory=/var/lib/docker/volumes/v/_data');
-    expect(a).toEqual(expect.arrayContaining(['--create', '--file=-', '--format=posix', '--numeric-owner', '--sort=name', '--xattrs', '--xattrs-include=security.capability', '--xattrs-include=user.*', '--pax-option=delete=atime,delete=ctime,delete=mtime']));
+    expect(a).toEqual(
+      expect.arrayContaining([
+        '--create',
+        '--file=-',
+        '--format=posix',
+        '--numeric-owner',
+        '--sort=name',
+        '--xattrs',
+        '--xattrs-include=security.capability',
+        '--xattrs-include=user.*',
+        '--pax-option=delete=atime,delete=ctime,delete=mtime',
+      ]),
+    );
     expect(a.at(-1)).toBe('.');
     expect(a).not.toContain('--one-file-system'); // the container sees what is mounted inside (rbind)
     expect(a).toContain('--blocking-factor=128'); // 64 KiB records, not 10 KiB: see TAR_RECORD_BLOCKS
@@ -60,7 +81,11 @@ describe('hostTarArgs', () => {
 
 describe('parseStat', () => {
   it('reads `stat --format=%f:%.9Y`', () => {
-    expect(parseStat('41e8:1796276885.779145866\n')).toEqual({ mode: 0o40750, mtimeNs: 1796276885779145866n, isDirectory: true });
+    expect(parseStat('41e8:1796276885.779145866\n')).toEqual({
+      mode: 0o40750,
+      mtimeNs: 1796276885779145866n,
+      isDirectory: true,
+    });
     expect(parseStat('81a4:1796276885.000000000')).toMatchObject({ isDirectory: false });
     expect(parseStat('41e8:1796276885')).toBeUndefined(); // a stat without nanoseconds: not trusted
     expect(parseStat('stat: cannot stat')).toBeUndefined();
@@ -70,14 +95,27 @@ describe('parseStat', () => {
 describe('hostUntarArgs', () => {
   it('extracts as the engine does: numeric owners, permissions, xattrs, into the directory', () => {
     const a = hostUntarArgs('/var/lib/docker/volumes/v/_data');
-    expect(a).toEqual(expect.arrayContaining(['--extract', '--file=-', '--directory=/var/lib/docker/volumes/v/_data', '--numeric-owner', '--same-owner', '--preserve-permissions', '--xattrs', '--xattrs-include=*']));
+    expect(a).toEqual(
+      expect.arrayContaining([
+        '--extract',
+        '--file=-',
+        '--directory=/var/lib/docker/volumes/v/_data',
+        '--numeric-owner',
+        '--same-owner',
+        '--preserve-permissions',
+        '--xattrs',
+        '--xattrs-include=*',
+      ]),
+    );
     expect(a).toContain('--blocking-factor=128');
   });
 });
 
 describe('shellQuote', () => {
   it('leaves plain words alone and quotes the rest for a POSIX shell', () => {
-    expect(shellQuote('--directory=/var/lib/docker/volumes/v/_data')).toBe('--directory=/var/lib/docker/volumes/v/_data');
+    expect(shellQuote('--directory=/var/lib/docker/volumes/v/_data')).toBe(
+      '--directory=/var/lib/docker/volumes/v/_data',
+    );
     expect(shellQuote('--xattrs-include=user.*')).toBe(`'--xattrs-include=user.*'`);
     expect(shellQuote("it's $HOME")).toBe(`'it'\\''s $HOME'`);
     expect(shellQuote('')).toBe(`''`);

@@ -39,10 +39,13 @@ async function repack(entries: { name: string; data: Buffer }[]): Promise<Buffer
 
 async function write(seekable: boolean, volume: Buffer, image: Buffer): Promise<Buffer> {
   const sink = new MemorySink(seekable);
-  const w = new BundleWriter(sink, makeManifest([
-    { name: VOLUME_MEMBER, kind: 'volume', codec: 'gzip' },
-    { name: IMAGE_MEMBER, kind: 'image', codec: 'gzip' },
-  ]));
+  const w = new BundleWriter(
+    sink,
+    makeManifest([
+      { name: VOLUME_MEMBER, kind: 'volume', codec: 'gzip' },
+      { name: IMAGE_MEMBER, kind: 'image', codec: 'gzip' },
+    ]),
+  );
   await w.begin();
   await w.addMember(VOLUME_MEMBER, Readable.from([volume]), 'gzip');
   await w.addMember(IMAGE_MEMBER, Readable.from([image]), 'gzip');
@@ -113,7 +116,9 @@ describe('decompression bombs are stopped at the declared size', () => {
     const i = entries.findIndex((e) => e.name === partName(VOLUME_MEMBER, 1));
     entries[i]!.data = zlib.gzipSync(Buffer.alloc(PART_SIZE * 4));
     const e = await bundleError(async () => decodeAll(await repack(entries)));
-    expect(e.message).toContain(`member ${VOLUME_MEMBER} (part 1) inflates past its declared size (${PART_SIZE} bytes)`);
+    expect(e.message).toContain(
+      `member ${VOLUME_MEMBER} (part 1) inflates past its declared size (${PART_SIZE} bytes)`,
+    );
   });
 
   it('a stream bundle member in one entry that inflates past partRawBytes', async () => {
@@ -140,9 +145,15 @@ describe('SizeLimit', () => {
       for await (const c of s) chunks.push(c as Buffer);
     });
     expect(Buffer.concat(chunks).length).toBe(1000);
-    await expect(pipeline(Readable.from([Buffer.alloc(600), Buffer.alloc(401)]), new SizeLimit(1000, 'volumes/x.tar'), async (s) => {
-      for await (const _ of s) void _;
-    })).rejects.toThrow(BundleError);
+    await expect(
+      pipeline(
+        Readable.from([Buffer.alloc(600), Buffer.alloc(401)]),
+        new SizeLimit(1000, 'volumes/x.tar'),
+        async (s) => {
+          for await (const _ of s) void _;
+        },
+      ),
+    ).rejects.toThrow(BundleError);
   });
 });
 
@@ -159,7 +170,10 @@ describe('ferry verify holds a stream bundle to partRawBytes too', () => {
 
   it('a bomb in the middle of a member is stopped as it inflates, not decompressed to its end', async () => {
     const vol = await volumeTar();
-    const good = await verifyStream(Readable.from([await write(false, vol, IMAGE)]), 'mem', { progress: silentProgress, signal: new AbortController().signal });
+    const good = await verifyStream(Readable.from([await write(false, vol, IMAGE)]), 'mem', {
+      progress: silentProgress,
+      signal: new AbortController().signal,
+    });
     expect(good.members.find((m) => m.name === VOLUME_MEMBER)).toMatchObject({ ok: true, problems: [] });
 
     const entries = await entriesOf(await write(false, vol, IMAGE));
@@ -167,10 +181,15 @@ describe('ferry verify holds a stream bundle to partRawBytes too', () => {
     entries[i]!.data = zlib.gzipSync(Buffer.alloc(PART_SIZE * 16)); // 256 MiB of zeros
     const bad = await repack(entries);
     // The trailer still vouches for the bytes as stored: only the inflation gives the bomb away.
-    const r = await verifyStream(Readable.from([bad]), 'mem', { progress: silentProgress, signal: new AbortController().signal });
+    const r = await verifyStream(Readable.from([bad]), 'mem', {
+      progress: silentProgress,
+      signal: new AbortController().signal,
+    });
     const v = r.members.find((m) => m.name === VOLUME_MEMBER)!;
     expect(r.ok).toBe(false);
-    expect(v.problems.join('\n')).toMatch(new RegExp(`member ${VOLUME_MEMBER} inflates past its declared size \\((\\d+) bytes\\); stopped`));
+    expect(v.problems.join('\n')).toMatch(
+      new RegExp(`member ${VOLUME_MEMBER} inflates past its declared size \\((\\d+) bytes\\); stopped`),
+    );
     const inflated = Number(/\((\d+) bytes\)/.exec(v.problems.join('\n'))![1]);
     expect(inflated).toBeLessThanOrEqual(4 * PART_SIZE); // stopped within a part or two of the bomb
     // ... and the check went on to the next member (not "missing").

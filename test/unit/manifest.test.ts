@@ -5,8 +5,17 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  FORMAT, FORMAT_VERSION, MANIFEST_MEMBER, TRAILER_MEMBER, isSafeMemberName, memberName, parseManifest, parseTrailer, sha256sums,
-  type Manifest, type Trailer,
+  FORMAT,
+  FORMAT_VERSION,
+  MANIFEST_MEMBER,
+  TRAILER_MEMBER,
+  isSafeMemberName,
+  memberName,
+  parseManifest,
+  parseTrailer,
+  sha256sums,
+  type Manifest,
+  type Trailer,
 } from '../../src/bundle/manifest.js';
 import { IMAGE_MEMBER, VOLUME_MEMBER, bundleError, makeManifest } from './bundle-fixtures.js';
 
@@ -27,7 +36,12 @@ function trailerFor(manifest: Manifest): Trailer {
     formatVersion: FORMAT_VERSION,
     complete: true,
     finishedAt: '2024-03-01T10:05:00.000Z',
-    members: manifest.members.map((m, i) => ({ name: m.name, bytes: 1000 + i, sha256: sha(m.name), rawBytes: 2000 + i })),
+    members: manifest.members.map((m, i) => ({
+      name: m.name,
+      bytes: 1000 + i,
+      sha256: sha(m.name),
+      rawBytes: 2000 + i,
+    })),
     images: [{ ref: 'ferry/web:backup-20240301', id: 'sha256:' + sha('image'), layers: ['sha256:' + sha('layer1')] }],
   };
 }
@@ -46,18 +60,24 @@ describe('parseManifest', () => {
   });
 
   it('accepts bind members referenced by a container', () => {
-    const m = parseManifest(text((m) => {
-      m.members.push({ name: 'binds/web-etc-web.tar', kind: 'bind', codec: 'none' });
-      m.containers[0].binds = [{ container: 'web', hostPath: '/etc/web', destination: '/etc/web', member: 'binds/web-etc-web.tar' }];
-    }));
+    const m = parseManifest(
+      text((m) => {
+        m.members.push({ name: 'binds/web-etc-web.tar', kind: 'bind', codec: 'none' });
+        m.containers[0].binds = [
+          { container: 'web', hostPath: '/etc/web', destination: '/etc/web', member: 'binds/web-etc-web.tar' },
+        ];
+      }),
+    );
     expect(m.containers[0]!.binds[0]!.member).toBe('binds/web-etc-web.tar');
   });
 
   it('accepts the older readable version and every codec', () => {
-    const m = parseManifest(text((m) => {
-      m.formatVersion = 1;
-      m.members.push({ name: 'volumes/other.tar.zst', kind: 'volume', codec: 'zstd' });
-    }));
+    const m = parseManifest(
+      text((m) => {
+        m.formatVersion = 1;
+        m.members.push({ name: 'volumes/other.tar.zst', kind: 'volume', codec: 'zstd' });
+      }),
+    );
     expect(m.members.map((x) => x.codec)).toEqual(['none', 'gzip', 'zstd']);
   });
 
@@ -75,35 +95,83 @@ describe('parseManifest', () => {
   });
 
   it('rejects a wrong format string', async () => {
-    const e = await bundleError(() => parseManifest(text((m) => { m.format = 'docker-save'; })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.format = 'docker-save';
+        }),
+      ),
+    );
     expect(e.message).toContain('format is "docker-save", expected "ferry-bundle"');
   });
 
   it('rejects a missing or non-integer formatVersion', async () => {
-    await bundleError(() => parseManifest(text((m) => { delete m.formatVersion; })));
-    const e = await bundleError(() => parseManifest(text((m) => { m.formatVersion = 1.5; })));
+    await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          delete m.formatVersion;
+        }),
+      ),
+    );
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.formatVersion = 1.5;
+        }),
+      ),
+    );
     expect(e.message).toContain('formatVersion is missing');
   });
 
   it('rejects a newer formatVersion and says to upgrade', async () => {
-    const e = await bundleError(() => parseManifest(text((m) => { m.formatVersion = FORMAT_VERSION + 1; })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.formatVersion = FORMAT_VERSION + 1;
+        }),
+      ),
+    );
     expect(e.message).toContain(`version ${FORMAT_VERSION + 1} is newer`);
     expect(`${e.message} ${e.hint}`).toMatch(/upgrade/i);
   });
 
   it('rejects a version older than the oldest readable one', async () => {
-    const e = await bundleError(() => parseManifest(text((m) => { m.formatVersion = 0; })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.formatVersion = 0;
+        }),
+      ),
+    );
     expect(e.message).toContain('no longer supported');
   });
 
   it.each(['containers', 'volumes', 'networks', 'members'])('rejects a missing "%s" list', async (k) => {
-    const e = await bundleError(() => parseManifest(text((m) => { delete m[k]; })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          delete m[k];
+        }),
+      ),
+    );
     expect(e.message).toContain(`"${k}" is missing or not a list`);
-    await bundleError(() => parseManifest(text((m) => { m[k] = {}; })));
+    await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m[k] = {};
+        }),
+      ),
+    );
   });
 
   it('rejects a missing source', async () => {
-    const e = await bundleError(() => parseManifest(text((m) => { delete m.source; })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          delete m.source;
+        }),
+      ),
+    );
     expect(e.message).toContain('"source" is missing');
   });
 
@@ -120,62 +188,150 @@ describe('parseManifest', () => {
     ['volumes/web data.tar', 'space'],
     ['manifest.json', 'reserved'],
   ])('rejects member name %s (%s)', async (name) => {
-    const e = await bundleError(() => parseManifest(text((m) => { m.members[0].name = name; m.volumes[0].member = name; })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.members[0].name = name;
+          m.volumes[0].member = name;
+        }),
+      ),
+    );
     expect(e.message).toContain(`member name ${JSON.stringify(name)} is not allowed`);
   });
 
   it('rejects a member without a name, and a null member', async () => {
-    await bundleError(() => parseManifest(text((m) => { delete m.members[0].name; })));
-    const e = await bundleError(() => parseManifest(text((m) => { m.members.push(null); })));
+    await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          delete m.members[0].name;
+        }),
+      ),
+    );
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.members.push(null);
+        }),
+      ),
+    );
     expect(e.message).toContain('has no name');
   });
 
   it('rejects a member listed twice', async () => {
-    const e = await bundleError(() => parseManifest(text((m) => { m.members.push({ ...m.members[0] }); })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.members.push({ ...m.members[0] });
+        }),
+      ),
+    );
     expect(e.message).toContain(`member ${VOLUME_MEMBER} is listed twice`);
   });
 
   it('rejects an unknown kind', async () => {
-    const e = await bundleError(() => parseManifest(text((m) => { m.members[0].kind = 'secret'; })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.members[0].kind = 'secret';
+        }),
+      ),
+    );
     expect(e.message).toContain('unknown kind "secret"');
   });
 
   it('rejects an unknown codec', async () => {
-    const e = await bundleError(() => parseManifest(text((m) => { m.members[1].codec = 'lz4'; })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.members[1].codec = 'lz4';
+        }),
+      ),
+    );
     expect(e.message).toContain(`member ${IMAGE_MEMBER} uses unknown codec "lz4"`);
   });
 
   it('rejects a container whose image member is not listed', async () => {
-    const e = await bundleError(() => parseManifest(text((m) => { m.containers[0].image.member = 'images/other.tar.gz'; })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.containers[0].image.member = 'images/other.tar.gz';
+        }),
+      ),
+    );
     expect(e.message).toContain('container web refers to member images/other.tar.gz, which the bundle does not list');
   });
 
   it('rejects a container whose bind member is not listed', async () => {
-    const e = await bundleError(() => parseManifest(text((m) => {
-      m.containers[0].binds = [{ container: 'web', hostPath: '/etc/web', destination: '/etc/web', member: 'binds/missing.tar' }];
-    })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.containers[0].binds = [
+            { container: 'web', hostPath: '/etc/web', destination: '/etc/web', member: 'binds/missing.tar' },
+          ];
+        }),
+      ),
+    );
     expect(e.message).toContain('refers to member binds/missing.tar');
   });
 
   it('rejects an incomplete container entry', async () => {
-    await bundleError(() => parseManifest(text((m) => { delete m.containers[0].spec; })));
-    await bundleError(() => parseManifest(text((m) => { delete m.containers[0].image; })));
-    const e = await bundleError(() => parseManifest(text((m) => { m.containers.push(null); })));
+    await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          delete m.containers[0].spec;
+        }),
+      ),
+    );
+    await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          delete m.containers[0].image;
+        }),
+      ),
+    );
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.containers.push(null);
+        }),
+      ),
+    );
     expect(e.message).toContain('a container entry is incomplete');
   });
 
-  it.each(['../web', '/web', 'web/../../x', '-web', '', 'we b', 'web;rm'])('rejects the container name %j', async (name) => {
-    const e = await bundleError(() => parseManifest(text((m) => { m.containers[0].spec.name = name; })));
-    expect(e.message).toContain(`container name ${JSON.stringify(name)} is not a valid name`);
-  });
+  it.each(['../web', '/web', 'web/../../x', '-web', '', 'we b', 'web;rm'])(
+    'rejects the container name %j',
+    async (name) => {
+      const e = await bundleError(() =>
+        parseManifest(
+          text((m) => {
+            m.containers[0].spec.name = name;
+          }),
+        ),
+      );
+      expect(e.message).toContain(`container name ${JSON.stringify(name)} is not a valid name`);
+    },
+  );
 
   it.each(['../webdata', '/var/lib/docker', '.hidden', '', 'a b'])('rejects the volume name %j', async (name) => {
-    const e = await bundleError(() => parseManifest(text((m) => { m.volumes[0].name = name; })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.volumes[0].name = name;
+        }),
+      ),
+    );
     expect(e.message).toContain('a volume entry has an invalid name');
   });
 
   it('rejects a volume whose member is not listed', async () => {
-    const e = await bundleError(() => parseManifest(text((m) => { m.volumes[0].member = 'volumes/nope.tar'; })));
+    const e = await bundleError(() =>
+      parseManifest(
+        text((m) => {
+          m.volumes[0].member = 'volumes/nope.tar';
+        }),
+      ),
+    );
     expect(e.message).toContain('volume webdata refers to member volumes/nope.tar');
   });
 });
@@ -209,28 +365,61 @@ describe('parseTrailer', () => {
 
   it('rejects a trailer whose complete flag is not true', async () => {
     for (const v of [false, 'true', undefined]) {
-      const e = await bundleError(() => parseTrailer(trailerText((t) => { t.complete = v; }), manifest));
+      const e = await bundleError(() =>
+        parseTrailer(
+          trailerText((t) => {
+            t.complete = v;
+          }),
+          manifest,
+        ),
+      );
       expect(e.message).toContain('not a complete ferry trailer');
     }
   });
 
   it('rejects a wrong format, a null trailer and missing members', async () => {
-    await bundleError(() => parseTrailer(trailerText((t) => { t.format = 'other'; }), manifest));
+    await bundleError(() =>
+      parseTrailer(
+        trailerText((t) => {
+          t.format = 'other';
+        }),
+        manifest,
+      ),
+    );
     await bundleError(() => parseTrailer('null', manifest));
-    await bundleError(() => parseTrailer(trailerText((t) => { delete t.members; }), manifest));
+    await bundleError(() =>
+      parseTrailer(
+        trailerText((t) => {
+          delete t.members;
+        }),
+        manifest,
+      ),
+    );
   });
 
   it('rejects a member entry that is not an object', async () => {
     for (const v of [null, 'volumes/webdata.tar', 42]) {
-      const e = await bundleError(() => parseTrailer(trailerText((t) => { t.members[0] = v; }), manifest));
+      const e = await bundleError(() =>
+        parseTrailer(
+          trailerText((t) => {
+            t.members[0] = v;
+          }),
+          manifest,
+        ),
+      );
       expect(e.member).toBe(TRAILER_MEMBER);
     }
   });
 
   it('rejects a member the manifest does not list', async () => {
-    const e = await bundleError(() => parseTrailer(trailerText((t) => {
-      t.members.push({ name: 'volumes/extra.tar', bytes: 1, sha256: sha('x'), rawBytes: 1 });
-    }), manifest));
+    const e = await bundleError(() =>
+      parseTrailer(
+        trailerText((t) => {
+          t.members.push({ name: 'volumes/extra.tar', bytes: 1, sha256: sha('x'), rawBytes: 1 });
+        }),
+        manifest,
+      ),
+    );
     expect(e.message).toContain('lists member "volumes/extra.tar" that the manifest does not');
     expect(e.member).toBe(TRAILER_MEMBER);
   });
@@ -242,19 +431,40 @@ describe('parseTrailer', () => {
     ['not a string', 12345],
     ['missing', undefined],
   ])('rejects a %s sha256', async (_what, value) => {
-    const e = await bundleError(() => parseTrailer(trailerText((t) => { t.members[0].sha256 = value; }), manifest));
+    const e = await bundleError(() =>
+      parseTrailer(
+        trailerText((t) => {
+          t.members[0].sha256 = value;
+        }),
+        manifest,
+      ),
+    );
     expect(e.message).toContain(`member ${VOLUME_MEMBER} has no valid sha256`);
   });
 
   it('rejects an invalid size', async () => {
     for (const v of [-1, 1.5, '10', undefined]) {
-      const e = await bundleError(() => parseTrailer(trailerText((t) => { t.members[1].bytes = v; }), manifest));
+      const e = await bundleError(() =>
+        parseTrailer(
+          trailerText((t) => {
+            t.members[1].bytes = v;
+          }),
+          manifest,
+        ),
+      );
       expect(e.message).toContain(`member ${IMAGE_MEMBER} has no valid size`);
     }
   });
 
   it('rejects a trailer without the checksum of a planned member', async () => {
-    const e = await bundleError(() => parseTrailer(trailerText((t) => { t.members.splice(1, 1); }), manifest));
+    const e = await bundleError(() =>
+      parseTrailer(
+        trailerText((t) => {
+          t.members.splice(1, 1);
+        }),
+        manifest,
+      ),
+    );
     expect(e.message).toContain(`has no checksum for member ${IMAGE_MEMBER}`);
   });
 });
@@ -312,7 +522,17 @@ describe('memberName', () => {
   });
 
   it('always yields a name the manifest accepts', () => {
-    for (const base of ['web', 'a'.repeat(300), '..', '/etc/passwd', 'x y z', 'ünïcödé', '-', '.hidden', '0' + '.'.repeat(90)])
+    for (const base of [
+      'web',
+      'a'.repeat(300),
+      '..',
+      '/etc/passwd',
+      'x y z',
+      'ünïcödé',
+      '-',
+      '.hidden',
+      '0' + '.'.repeat(90),
+    ])
       for (const ext of ['', '.gz', '.zst'])
         expect(isSafeMemberName(memberName('volumes', base, 5, ext)), `${base}${ext}`).toBe(true);
   });

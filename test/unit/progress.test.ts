@@ -2,7 +2,8 @@ import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { StreamReportedError, followJson, type ProgressMessage } from '../../src/engine/progress.js';
 
-const chunks = (...parts: (string | Buffer)[]) => Readable.from(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
+const chunks = (...parts: (string | Buffer)[]) =>
+  Readable.from(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
 
 async function rejection(p: Promise<unknown>): Promise<StreamReportedError> {
   let caught: unknown;
@@ -45,7 +46,11 @@ describe('followJson', () => {
     const seen: ProgressMessage[] = [];
     const err = await rejection(
       followJson(
-        chunks('{"stream":"Loaded image: x\\n"}\n', '{"errorDetail":{"message":"x"},"error":"x"}\n', '{"status":"after"}\n'),
+        chunks(
+          '{"stream":"Loaded image: x\\n"}\n',
+          '{"errorDetail":{"message":"x"},"error":"x"}\n',
+          '{"status":"after"}\n',
+        ),
         (m) => seen.push(m),
       ),
     );
@@ -59,7 +64,9 @@ describe('followJson', () => {
   });
 
   it('prefers errorDetail.message, falls back to error', async () => {
-    expect((await rejection(followJson(chunks('{"errorDetail":{"message":"detail"},"error":"short"}\n')))).message).toBe('detail');
+    expect(
+      (await rejection(followJson(chunks('{"errorDetail":{"message":"detail"},"error":"short"}\n')))).message,
+    ).toBe('detail');
     expect((await rejection(followJson(chunks('{"error":"only error"}\n')))).message).toBe('only error');
     expect((await rejection(followJson(chunks('{"errorDetail":{}}\n')))).message).toBe('unknown error');
   });
@@ -70,7 +77,9 @@ describe('followJson', () => {
   });
 
   it('rejects on an "Error ..." stream line', async () => {
-    const err = await rejection(followJson(chunks('{"stream":"Error processing tar file(exit status 1): no space left on device\\n"}\n')));
+    const err = await rejection(
+      followJson(chunks('{"stream":"Error processing tar file(exit status 1): no space left on device\\n"}\n')),
+    );
     expect(err.message).toBe('Error processing tar file(exit status 1): no space left on device');
   });
 
@@ -80,7 +89,11 @@ describe('followJson', () => {
   });
 
   it('handles an error line split across chunks', async () => {
-    const err = await rejection(followJson(chunks('{"status":"ok"}\n{"errorDe', 'tail":{"message":"manifest unknown"},"err', 'or":"manifest unknown"}\n')));
+    const err = await rejection(
+      followJson(
+        chunks('{"status":"ok"}\n{"errorDe', 'tail":{"message":"manifest unknown"},"err', 'or":"manifest unknown"}\n'),
+      ),
+    );
     expect(err.message).toBe('manifest unknown');
   });
 
@@ -90,7 +103,15 @@ describe('followJson', () => {
     const whale = line.indexOf(Buffer.from('🐳'));
     // split inside the 2-byte é, the 3-byte ✓ and the 4-byte 🐳
     const e = line.indexOf(Buffer.from('é'));
-    const all = await followJson(chunks(line.subarray(0, e + 1), line.subarray(e + 1, check + 2), line.subarray(check + 2, whale + 1), line.subarray(whale + 1, whale + 3), line.subarray(whale + 3)));
+    const all = await followJson(
+      chunks(
+        line.subarray(0, e + 1),
+        line.subarray(e + 1, check + 2),
+        line.subarray(check + 2, whale + 1),
+        line.subarray(whale + 1, whale + 3),
+        line.subarray(whale + 3),
+      ),
+    );
     expect(all).toEqual([{ status: 'Téléchargement ✓ 🐳' }]);
   });
 

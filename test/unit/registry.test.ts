@@ -1,6 +1,14 @@
 /** Registry mode: the manifest/trailer rules for images kept in a registry, and push digests. */
 import { describe, expect, it } from 'vitest';
-import { FORMAT, FORMAT_VERSION, parseManifest, parseTrailer, registryDigest, type Manifest, type Trailer } from '../../src/bundle/manifest.js';
+import {
+  FORMAT,
+  FORMAT_VERSION,
+  parseManifest,
+  parseTrailer,
+  registryDigest,
+  type Manifest,
+  type Trailer,
+} from '../../src/bundle/manifest.js';
 import { pushedDigest } from '../../src/engine/engine.js';
 import { VOLUME_MEMBER, bundleError, makeManifest } from './bundle-fixtures.js';
 
@@ -49,18 +57,24 @@ describe('push-mode manifest', () => {
     await bundleError(() => parseManifest(text((m) => delete m.containers[0].image.registry)));
     await bundleError(() => parseManifest(text((m) => (m.containers[0].image.registry = { host: 'Bad Host' }))));
     await bundleError(() =>
-      parseManifest(text((m) => {
-        m.members.push({ name: 'images/web.tar.gz', kind: 'image', codec: 'gzip' });
-        m.containers[0].image.member = 'images/web.tar.gz';
-      })),
+      parseManifest(
+        text((m) => {
+          m.members.push({ name: 'images/web.tar.gz', kind: 'image', codec: 'gzip' });
+          m.containers[0].image.member = 'images/web.tar.gz';
+        }),
+      ),
     );
   });
 
   it('rejects a reference outside the registry host, or without a tag', async () => {
-    const e = await bundleError(() => parseManifest(text((m) => (m.containers[0].image.ref = 'other.example.com/ferry-e2e/web:1'))));
+    const e = await bundleError(() =>
+      parseManifest(text((m) => (m.containers[0].image.ref = 'other.example.com/ferry-e2e/web:1'))),
+    );
     expect(e.message).toContain('127.0.0.1:5000');
     await bundleError(() => parseManifest(text((m) => (m.containers[0].image.ref = '127.0.0.1:5000/ferry-e2e/web'))));
-    await bundleError(() => parseManifest(text((m) => (m.containers[0].image.ref = `127.0.0.1:5000/ferry-e2e/web@${DIGEST}`))));
+    await bundleError(() =>
+      parseManifest(text((m) => (m.containers[0].image.ref = `127.0.0.1:5000/ferry-e2e/web@${DIGEST}`))),
+    );
   });
 
   it('rejects a registry image in an archive-mode manifest, an archive container without member, and an unknown mode', async () => {
@@ -79,11 +93,31 @@ describe('push-mode trailer', () => {
 
   it('rejects a trailer without a sha256 digest for a registry image', async () => {
     const m = parseManifest(text());
-    const e = await bundleError(() => parseTrailer(trailer((t) => delete t.images[0].digest), m));
+    const e = await bundleError(() =>
+      parseTrailer(
+        trailer((t) => delete t.images[0].digest),
+        m,
+      ),
+    );
     expect(e.message).toContain(REF);
-    await bundleError(() => parseTrailer(trailer((t) => (t.images[0].digest = 'sha256:abc')), m));
-    await bundleError(() => parseTrailer(trailer((t) => (t.images[0].ref = 'ferry/web:1')), m));
-    await bundleError(() => parseTrailer(trailer((t) => delete t.images), m));
+    await bundleError(() =>
+      parseTrailer(
+        trailer((t) => (t.images[0].digest = 'sha256:abc')),
+        m,
+      ),
+    );
+    await bundleError(() =>
+      parseTrailer(
+        trailer((t) => (t.images[0].ref = 'ferry/web:1')),
+        m,
+      ),
+    );
+    await bundleError(() =>
+      parseTrailer(
+        trailer((t) => delete t.images),
+        m,
+      ),
+    );
   });
 
   it('does not ask an archive-mode trailer for digests', () => {

@@ -4,7 +4,16 @@ import { createPlan, type ContainerSpec, type NetworkSpec } from '../../src/mode
 import { UsageError } from '../../src/errors.js';
 import { bindSources } from '../../src/ops/steps/recreate.js';
 import { drillSpec } from '../../src/plan/drill.js';
-import { checkRemap, describeRemap, mapPath, parseRemap, remapRewrite, remapSpec, remapVolume, type Remap } from '../../src/plan/remap.js';
+import {
+  checkRemap,
+  describeRemap,
+  mapPath,
+  parseRemap,
+  remapRewrite,
+  remapSpec,
+  remapVolume,
+  type Remap,
+} from '../../src/plan/remap.js';
 
 function webSpec(): ContainerSpec {
   return {
@@ -17,19 +26,24 @@ function webSpec(): ContainerSpec {
       NetworkMode: 'shop-net',
       PortBindings: {
         '80/tcp': [{ HostIp: '127.0.0.1', HostPort: '8080' }],
-        '443/tcp': [{ HostIp: '', HostPort: '8443' }, { HostIp: '::1', HostPort: '8443' }],
+        '443/tcp': [
+          { HostIp: '', HostPort: '8443' },
+          { HostIp: '::1', HostPort: '8443' },
+        ],
         '9000/tcp': [{ HostIp: '', HostPort: '' }],
       },
-      Binds: ['shop-data:/data', '/srv/shop/uploads:/uploads:ro', '/srv/shopping:/other', '/etc/shop.conf:/etc/shop.conf:ro,z'],
+      Binds: [
+        'shop-data:/data',
+        '/srv/shop/uploads:/uploads:ro',
+        '/srv/shopping:/other',
+        '/etc/shop.conf:/etc/shop.conf:ro,z',
+      ],
       Mounts: [
         { Type: 'bind', Source: '/srv/shop/logs', Target: '/logs' },
         { Type: 'volume', Source: 'shop-cache', Target: '/cache' },
       ],
     },
-    endpoints: [
-      { network: 'shop-net', aliases: ['www'] },
-      { network: 'backend' },
-    ],
+    endpoints: [{ network: 'shop-net', aliases: ['www'] }, { network: 'backend' }],
     mounts: [
       { type: 'volume', source: 'shop-data', destination: '/data', readOnly: false, origin: 'binds' },
       { type: 'bind', source: '/srv/shop/uploads', destination: '/uploads', readOnly: true, origin: 'binds' },
@@ -41,11 +55,27 @@ function webSpec(): ContainerSpec {
   };
 }
 
-const net = (name: string): NetworkSpec => ({ name, driver: 'bridge', internal: false, attachable: false, enableIPv6: false });
+const net = (name: string): NetworkSpec => ({
+  name,
+  driver: 'bridge',
+  internal: false,
+  attachable: false,
+  enableIPv6: false,
+});
 
 function manifest(): Manifest {
   return {
-    containers: [{ spec: webSpec(), image: { ref: 'ferry/web:1', member: 'images/web.tar' }, volumes: ['shop-data', 'shop-cache'], binds: [{ container: 'web', hostPath: '/srv/shop/uploads', destination: '/uploads', member: 'binds/web_uploads.tar' }], consistency: 'pause' }],
+    containers: [
+      {
+        spec: webSpec(),
+        image: { ref: 'ferry/web:1', member: 'images/web.tar' },
+        volumes: ['shop-data', 'shop-cache'],
+        binds: [
+          { container: 'web', hostPath: '/srv/shop/uploads', destination: '/uploads', member: 'binds/web_uploads.tar' },
+        ],
+        consistency: 'pause',
+      },
+    ],
     volumes: [
       { name: 'shop-data', anonymous: false, driver: 'local', member: 'volumes/shop-data.tar' },
       { name: 'shop-cache', anonymous: false, driver: 'local', member: 'volumes/shop-cache.tar' },
@@ -79,7 +109,10 @@ describe('parseRemap', () => {
       mapNetwork: ['backend=prod-backend'],
     })!;
     expect([...r.volumes]).toEqual([['shop-data', 'shop-data-2']]);
-    expect(r.binds).toEqual([['/srv/shop', '/data/shop'], ['/srv', '/mnt/srv']]);
+    expect(r.binds).toEqual([
+      ['/srv/shop', '/data/shop'],
+      ['/srv', '/mnt/srv'],
+    ]);
     expect(r.ports).toEqual([
       { from: { ip: '127.0.0.1', port: '8443' }, to: { ip: '::1', port: '9443' } }, // one address before any address
       { from: { port: '8080' }, to: { port: '18080' } },
@@ -142,18 +175,31 @@ describe('remapSpec', () => {
   const out = remapSpec(r, webSpec());
 
   it('moves bind sources in Binds, Mounts and the mount list; volumes and other paths stay', () => {
-    expect(out.hostConfig.Binds).toEqual(['shop-data:/data', '/mnt/shop/uploads:/uploads:ro', '/srv/shopping:/other', '/etc/shop.conf:/etc/shop.conf:ro,z']);
+    expect(out.hostConfig.Binds).toEqual([
+      'shop-data:/data',
+      '/mnt/shop/uploads:/uploads:ro',
+      '/srv/shopping:/other',
+      '/etc/shop.conf:/etc/shop.conf:ro,z',
+    ]);
     expect(out.hostConfig.Mounts).toEqual([
       { Type: 'bind', Source: '/mnt/shop/logs', Target: '/logs' },
       { Type: 'volume', Source: 'shop-cache', Target: '/cache' },
     ]);
-    expect(out.mounts.filter((m) => m.type === 'bind').map((m) => m.source)).toEqual(['/mnt/shop/uploads', '/srv/shopping', '/etc/shop.conf', '/mnt/shop/logs']);
+    expect(out.mounts.filter((m) => m.type === 'bind').map((m) => m.source)).toEqual([
+      '/mnt/shop/uploads',
+      '/srv/shopping',
+      '/etc/shop.conf',
+      '/mnt/shop/logs',
+    ]);
   });
 
   it('moves host ports: any address, or only the one named (and then to the new one)', () => {
     expect(out.hostConfig.PortBindings).toEqual({
       '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '18080' }],
-      '443/tcp': [{ HostIp: '', HostPort: '9443' }, { HostIp: '::1', HostPort: '9443' }],
+      '443/tcp': [
+        { HostIp: '', HostPort: '9443' },
+        { HostIp: '::1', HostPort: '9443' },
+      ],
       '9000/tcp': [{ HostIp: '', HostPort: '' }],
     });
   });
@@ -161,7 +207,10 @@ describe('remapSpec', () => {
   it('a rule for one address wins over one for any, whatever their order', () => {
     const both = parseRemap({ mapPort: ['8443=1443', '[::1]:8443=2443'] })!;
     expect(remapSpec(both, webSpec()).hostConfig.PortBindings).toMatchObject({
-      '443/tcp': [{ HostIp: '', HostPort: '1443' }, { HostIp: '::1', HostPort: '2443' }],
+      '443/tcp': [
+        { HostIp: '', HostPort: '1443' },
+        { HostIp: '::1', HostPort: '2443' },
+      ],
     });
   });
 
@@ -196,18 +245,35 @@ describe('checkRemap', () => {
 
   it('accepts mappings that all match something', () => {
     expect(() =>
-      check({ mapVolume: ['shop-data=x'], mapBind: ['/srv/shop=/y', '/etc/shop.conf=/z'], mapPort: ['8080=1', '[::1]:8443=2'], mapNetwork: ['backend=b2'] }),
+      check({
+        mapVolume: ['shop-data=x'],
+        mapBind: ['/srv/shop=/y', '/etc/shop.conf=/z'],
+        mapPort: ['8080=1', '[::1]:8443=2'],
+        mapNetwork: ['backend=b2'],
+      }),
     ).not.toThrow();
     expect(() => check({ mapBind: ['/=/new-root'] })).not.toThrow();
   });
 
   it.each([
-    [{ mapVolume: ['shop_data=x'] }, /--map-volume: there is no named volume shop_data \(there are: shop-data, shop-cache\)/],
+    [
+      { mapVolume: ['shop_data=x'] },
+      /--map-volume: there is no named volume shop_data \(there are: shop-data, shop-cache\)/,
+    ],
     [{ mapVolume: ['a'.repeat(64) + '=x'] }, /there is no named volume/], // anonymous volumes cannot be mapped
-    [{ mapBind: ['/srv/sho=/y'] }, /--map-bind: no bind mount is at or under \/srv\/sho \(the bind mounts are: .*\/srv\/shop\/uploads/],
-    [{ mapPort: ['8081=1'] }, /--map-port: no container publishes host port 8081 \(published: 127\.0\.0\.1:8080, 8443, ::1:8443\)/],
+    [
+      { mapBind: ['/srv/sho=/y'] },
+      /--map-bind: no bind mount is at or under \/srv\/sho \(the bind mounts are: .*\/srv\/shop\/uploads/,
+    ],
+    [
+      { mapPort: ['8081=1'] },
+      /--map-port: no container publishes host port 8081 \(published: 127\.0\.0\.1:8080, 8443, ::1:8443\)/,
+    ],
     [{ mapPort: ['0.0.0.0:8080=1'] }, /no container publishes host port 0\.0\.0\.0:8080/],
-    [{ mapNetwork: ['frontend=x'] }, /--map-network: there is no user-defined network frontend \(there are: shop-net, backend\)/],
+    [
+      { mapNetwork: ['frontend=x'] },
+      /--map-network: there is no user-defined network frontend \(there are: shop-net, backend\)/,
+    ],
   ])('refuses %j', (flags, msg) => {
     expect(usage(() => check(flags))).toMatch(msg);
   });
@@ -221,7 +287,11 @@ describe('checkRemap', () => {
 
 describe('remapRewrite', () => {
   it('renames volumes and networks, moves bind data, keeps container names', () => {
-    const r: Remap = parseRemap({ mapVolume: ['shop-data=d2'], mapNetwork: ['backend=b2'], mapBind: ['/srv/shop=/mnt/shop'] })!;
+    const r: Remap = parseRemap({
+      mapVolume: ['shop-data=d2'],
+      mapNetwork: ['backend=b2'],
+      mapBind: ['/srv/shop=/mnt/shop'],
+    })!;
     const m = manifest();
     const rw = remapRewrite(r, m);
     expect(rw.containerName('web')).toBe('web');
@@ -233,7 +303,9 @@ describe('remapRewrite', () => {
   });
 
   it('checks the mappings against the bundle first', () => {
-    expect(usage(() => remapRewrite(parseRemap({ mapVolume: ['nope=x'] })!, manifest()))).toMatch(/no named volume nope/);
+    expect(usage(() => remapRewrite(parseRemap({ mapVolume: ['nope=x'] })!, manifest()))).toMatch(
+      /no named volume nope/,
+    );
   });
 });
 
@@ -249,10 +321,20 @@ describe('bindSources', () => {
 
   it('follows a rewrite: mapped paths, and bind data a drill restores into volumes is no bind any more', () => {
     const r = parseRemap({ mapBind: ['/srv/shop=/mnt/shop'] })!;
-    expect(bindSources(remapSpec(r, webSpec())).map((b) => b.source)).toEqual(['/mnt/shop/uploads', '/srv/shopping', '/etc/shop.conf', '/mnt/shop/logs']);
+    expect(bindSources(remapSpec(r, webSpec())).map((b) => b.source)).toEqual([
+      '/mnt/shop/uploads',
+      '/srv/shopping',
+      '/etc/shop.conf',
+      '/mnt/shop/logs',
+    ]);
     const drilled = drillSpec(webSpec(), {
-      id: 'a1b2c3', containers: new Set(['web']), networks: new Set(['shop-net', 'backend']),
-      bindData: [{ container: 'web', destination: '/uploads' }, { container: 'web', destination: '/logs' }],
+      id: 'a1b2c3',
+      containers: new Set(['web']),
+      networks: new Set(['shop-net', 'backend']),
+      bindData: [
+        { container: 'web', destination: '/uploads' },
+        { container: 'web', destination: '/logs' },
+      ],
     }).value;
     expect(bindSources(drilled).map((b) => b.destination)).toEqual(['/other', '/etc/shop.conf']);
   });

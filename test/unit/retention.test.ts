@@ -1,5 +1,16 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { applyRetention, bucket, groupKey, hasKeepRule, isoWeek, parseWithin, RULES, withinCutoff, type KeepPolicy, type Snapshot } from '../../src/plan/retention.js';
+import {
+  applyRetention,
+  bucket,
+  groupKey,
+  hasKeepRule,
+  isoWeek,
+  parseWithin,
+  RULES,
+  withinCutoff,
+  type KeepPolicy,
+  type Snapshot,
+} from '../../src/plan/retention.js';
 import { planPrune } from '../../src/ops/prune.js';
 import type { CatalogEntry } from '../../src/store/catalog.js';
 
@@ -17,7 +28,13 @@ function kept(times: string[], policy: KeepPolicy, containers = ['web']): string
 const iso = (s: string) => new Date(s).toISOString();
 
 describe('keep-last', () => {
-  const times = ['2024-03-01T10:00:00Z', '2024-03-02T10:00:00Z', '2024-03-03T10:00:00Z', '2024-03-04T10:00:00Z', '2024-03-05T10:00:00Z'];
+  const times = [
+    '2024-03-01T10:00:00Z',
+    '2024-03-02T10:00:00Z',
+    '2024-03-03T10:00:00Z',
+    '2024-03-04T10:00:00Z',
+    '2024-03-05T10:00:00Z',
+  ];
 
   it('keeps the N newest, whatever the input order', () => {
     expect(kept(times, { last: 2 })).toEqual([iso('2024-03-05T10:00:00Z'), iso('2024-03-04T10:00:00Z')]);
@@ -40,8 +57,10 @@ describe('keep-last', () => {
 describe('keep-hourly', () => {
   it('keeps the newest bundle of each of the N most recent hours that have one (empty hours do not count)', () => {
     const times = [
-      '2024-03-01T10:50:00Z', '2024-03-01T10:05:00Z', // hour 10: keep 10:50
-      '2024-03-01T08:59:59Z', '2024-03-01T08:00:00Z', // hour 9 is empty; hour 8: keep 08:59:59
+      '2024-03-01T10:50:00Z',
+      '2024-03-01T10:05:00Z', // hour 10: keep 10:50
+      '2024-03-01T08:59:59Z',
+      '2024-03-01T08:00:00Z', // hour 9 is empty; hour 8: keep 08:59:59
       '2024-03-01T05:30:00Z', // hour 5: third bucket, beyond N=2
     ];
     expect(kept(times, { hourly: 2 })).toEqual([iso('2024-03-01T10:50:00Z'), iso('2024-03-01T08:59:59Z')]);
@@ -54,16 +73,29 @@ describe('keep-hourly', () => {
 
 describe('keep-daily', () => {
   const times = [
-    '2024-03-10T23:00:00Z', '2024-03-10T10:00:00Z',
+    '2024-03-10T23:00:00Z',
+    '2024-03-10T10:00:00Z',
     '2024-03-09T12:00:00Z',
-    '2024-03-08T12:00:00Z', '2024-03-08T01:00:00Z',
+    '2024-03-08T12:00:00Z',
+    '2024-03-08T01:00:00Z',
     '2024-03-05T00:00:00Z',
   ];
 
   it('keeps the newest bundle of each of the N most recent days with a bundle', () => {
-    expect(kept(times, { daily: 3 })).toEqual([iso('2024-03-10T23:00:00Z'), iso('2024-03-09T12:00:00Z'), iso('2024-03-08T12:00:00Z')]);
+    expect(kept(times, { daily: 3 })).toEqual([
+      iso('2024-03-10T23:00:00Z'),
+      iso('2024-03-09T12:00:00Z'),
+      iso('2024-03-08T12:00:00Z'),
+    ]);
     const d = applyRetention(snaps(times), { daily: 3 });
-    expect(d.map((x) => x.reasons.filter((r) => r.startsWith('daily')).join())).toEqual(['daily 2024-03-10', '', 'daily 2024-03-09', 'daily 2024-03-08', '', '']);
+    expect(d.map((x) => x.reasons.filter((r) => r.startsWith('daily')).join())).toEqual([
+      'daily 2024-03-10',
+      '',
+      'daily 2024-03-09',
+      'daily 2024-03-08',
+      '',
+      '',
+    ]);
   });
 
   describe('days are UTC days, whatever the local time zone', () => {
@@ -98,43 +130,74 @@ describe('keep-weekly (ISO weeks)', () => {
 
   it('keeps the newest bundle of each of the N most recent weeks with a bundle', () => {
     const times = [
-      '2025-01-01T10:00:00Z', '2024-12-30T10:00:00Z', // 2025-W01 (Wed, Mon)
-      '2024-12-29T10:00:00Z', '2024-12-23T10:00:00Z', // 2024-W52 (Sun, Mon)
+      '2025-01-01T10:00:00Z',
+      '2024-12-30T10:00:00Z', // 2025-W01 (Wed, Mon)
+      '2024-12-29T10:00:00Z',
+      '2024-12-23T10:00:00Z', // 2024-W52 (Sun, Mon)
       '2024-12-10T10:00:00Z', // 2024-W50 (W51 empty)
       '2024-11-01T10:00:00Z',
     ];
-    expect(kept(times, { weekly: 3 })).toEqual([iso('2025-01-01T10:00:00Z'), iso('2024-12-29T10:00:00Z'), iso('2024-12-10T10:00:00Z')]);
+    expect(kept(times, { weekly: 3 })).toEqual([
+      iso('2025-01-01T10:00:00Z'),
+      iso('2024-12-29T10:00:00Z'),
+      iso('2024-12-10T10:00:00Z'),
+    ]);
   });
 });
 
 describe('keep-monthly and keep-yearly', () => {
   const times = [
-    '2024-03-31T23:59:59Z', '2024-03-01T00:00:00Z',
+    '2024-03-31T23:59:59Z',
+    '2024-03-01T00:00:00Z',
     '2024-02-15T00:00:00Z',
-    '2023-12-31T23:00:00Z', '2023-06-01T00:00:00Z',
+    '2023-12-31T23:00:00Z',
+    '2023-06-01T00:00:00Z',
     '2022-01-01T00:00:00Z',
     '2020-05-05T00:00:00Z',
   ];
 
   it('monthly', () => {
-    expect(kept(times, { monthly: 3 })).toEqual([iso('2024-03-31T23:59:59Z'), iso('2024-02-15T00:00:00Z'), iso('2023-12-31T23:00:00Z')]);
+    expect(kept(times, { monthly: 3 })).toEqual([
+      iso('2024-03-31T23:59:59Z'),
+      iso('2024-02-15T00:00:00Z'),
+      iso('2023-12-31T23:00:00Z'),
+    ]);
   });
 
   it('yearly', () => {
-    expect(kept(times, { yearly: 3 })).toEqual([iso('2024-03-31T23:59:59Z'), iso('2023-12-31T23:00:00Z'), iso('2022-01-01T00:00:00Z')]);
-    expect(kept(times, { yearly: 10 })).toEqual([iso('2024-03-31T23:59:59Z'), iso('2023-12-31T23:00:00Z'), iso('2022-01-01T00:00:00Z'), iso('2020-05-05T00:00:00Z')]);
+    expect(kept(times, { yearly: 3 })).toEqual([
+      iso('2024-03-31T23:59:59Z'),
+      iso('2023-12-31T23:00:00Z'),
+      iso('2022-01-01T00:00:00Z'),
+    ]);
+    expect(kept(times, { yearly: 10 })).toEqual([
+      iso('2024-03-31T23:59:59Z'),
+      iso('2023-12-31T23:00:00Z'),
+      iso('2022-01-01T00:00:00Z'),
+      iso('2020-05-05T00:00:00Z'),
+    ]);
   });
 });
 
 describe('combinations', () => {
   it('a bundle is kept when any rule keeps it, with every reason listed', () => {
     const times = [
-      '2024-03-10T12:00:00Z', '2024-03-10T08:00:00Z', '2024-03-09T12:00:00Z', '2024-03-08T12:00:00Z',
-      '2024-02-20T12:00:00Z', '2024-02-10T12:00:00Z', '2024-01-05T12:00:00Z',
+      '2024-03-10T12:00:00Z',
+      '2024-03-10T08:00:00Z',
+      '2024-03-09T12:00:00Z',
+      '2024-03-08T12:00:00Z',
+      '2024-02-20T12:00:00Z',
+      '2024-02-10T12:00:00Z',
+      '2024-01-05T12:00:00Z',
     ];
     const d = applyRetention(snaps(times), { last: 2, daily: 3, monthly: 3 });
     const byTime = Object.fromEntries(d.map((x) => [x.time.toISOString().slice(0, 13), x]));
-    expect(byTime['2024-03-10T12']!.reasons).toEqual(['newest of its group', 'last 1', 'daily 2024-03-10', 'monthly 2024-03']);
+    expect(byTime['2024-03-10T12']!.reasons).toEqual([
+      'newest of its group',
+      'last 1',
+      'daily 2024-03-10',
+      'monthly 2024-03',
+    ]);
     expect(byTime['2024-03-10T08']!.reasons).toEqual(['last 2']); // kept by last only
     expect(byTime['2024-03-09T12']!.reasons).toEqual(['daily 2024-03-09']);
     expect(byTime['2024-03-08T12']!.reasons).toEqual(['daily 2024-03-08']);
@@ -144,7 +207,9 @@ describe('combinations', () => {
   });
 
   it('the kept set of a combination is the union of the kept sets of its rules', () => {
-    const times = Array.from({ length: 60 }, (_, i) => new Date(Date.UTC(2024, 0, 1) + i * 37 * 3600_000).toISOString());
+    const times = Array.from({ length: 60 }, (_, i) =>
+      new Date(Date.UTC(2024, 0, 1) + i * 37 * 3600_000).toISOString(),
+    );
     const one = (p: KeepPolicy) => new Set(kept(times, p));
     const union = new Set([...one({ last: 3 }), ...one({ daily: 5 }), ...one({ weekly: 4 }), ...one({ monthly: 2 })]);
     expect(new Set(kept(times, { last: 3, daily: 5, weekly: 4, monthly: 2 }))).toEqual(union);
@@ -159,10 +224,20 @@ describe('ties', () => {
       { id: '/s/a.tar', time: t, containers: ['web'] },
       { id: '/s/c.tar', time: t, containers: ['web'] },
     ];
-    for (const order of [[0, 1, 2], [2, 1, 0], [1, 2, 0]]) {
-      const d = applyRetention(order.map((i) => list[i]!), { last: 1 });
+    for (const order of [
+      [0, 1, 2],
+      [2, 1, 0],
+      [1, 2, 0],
+    ]) {
+      const d = applyRetention(
+        order.map((i) => list[i]!),
+        { last: 1 },
+      );
       expect(d.filter((x) => x.keep).map((x) => x.id)).toEqual(['/s/c.tar']);
-      const daily = applyRetention(order.map((i) => list[i]!), { daily: 1 });
+      const daily = applyRetention(
+        order.map((i) => list[i]!),
+        { daily: 1 },
+      );
       expect(daily.filter((x) => x.keep).map((x) => x.id)).toEqual(['/s/c.tar']);
     }
   });
@@ -182,7 +257,10 @@ describe('groups (container sets)', () => {
       { id: 'x', time: new Date('2024-01-03T00:00:00Z'), containers: ['db', 'web'] },
     ];
     const d = applyRetention(all, { last: 1 });
-    const keptIds = d.filter((x) => x.keep).map((x) => x.id).sort();
+    const keptIds = d
+      .filter((x) => x.keep)
+      .map((x) => x.id)
+      .sort();
     expect(keptIds).toEqual(['web@2024-03-05T00:00:00Z', 'x'].sort());
     expect(new Set(d.map((x) => x.group))).toEqual(new Set(['web', 'db,web']));
   });
@@ -197,7 +275,7 @@ describe('the newest bundle of a group is never removed', () => {
 
   it('for random stores and random policies', () => {
     let seed = 42;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const sets = [['web'], ['db'], ['db', 'web'], ['cache']];
     for (let round = 0; round < 300; round++) {
       const n = 1 + Math.floor(rnd() * 30);
@@ -234,12 +312,19 @@ describe('policy', () => {
   it('refuses negative or fractional counts and invalid times', () => {
     expect(() => applyRetention(snaps(['2024-03-01T00:00:00Z']), { last: -1 })).toThrow(RangeError);
     expect(() => applyRetention(snaps(['2024-03-01T00:00:00Z']), { daily: 1.5 })).toThrow(RangeError);
-    expect(() => applyRetention([{ id: 'x', time: new Date('garbage'), containers: ['a'] }], { last: 1 })).toThrow(RangeError);
+    expect(() => applyRetention([{ id: 'x', time: new Date('garbage'), containers: ['a'] }], { last: 1 })).toThrow(
+      RangeError,
+    );
   });
 });
 
 describe('planPrune (what prune would do with a listing)', () => {
-  const entry = (name: string, created: string | undefined, containers: string[] | undefined, error?: string): CatalogEntry => ({
+  const entry = (
+    name: string,
+    created: string | undefined,
+    containers: string[] | undefined,
+    error?: string,
+  ): CatalogEntry => ({
     bundle: `/store/${name}`,
     bytes: 100,
     mtime: '2024-01-01T00:00:00.000Z',
@@ -268,12 +353,17 @@ describe('keep-within', () => {
     expect(parseWithin('30d')).toEqual({ years: 0, months: 0, days: 30, hours: 0 });
     expect(parseWithin('1y6m')).toEqual({ years: 1, months: 6, days: 0, hours: 0 });
     expect(parseWithin('2w3d12h')).toEqual({ years: 0, months: 0, days: 17, hours: 12 });
-    for (const bad of ['', '0d', '30', 'd', '6m1y', '1.5d', '30 d', '-3d', '3x']) expect(parseWithin(bad), bad).toBeUndefined();
+    for (const bad of ['', '0d', '30', 'd', '6m1y', '1.5d', '30 d', '-3d', '3x'])
+      expect(parseWithin(bad), bad).toBeUndefined();
   });
 
   it('counts back from the newest bundle of the group, in calendar terms', () => {
-    expect(withinCutoff(new Date('2024-03-31T12:00:00Z'), parseWithin('1m')!).toISOString()).toBe('2024-03-02T12:00:00.000Z'); // Feb 31 is Mar 2
-    expect(withinCutoff(new Date('2024-03-10T12:00:00Z'), parseWithin('1y2d6h')!).toISOString()).toBe('2023-03-08T06:00:00.000Z');
+    expect(withinCutoff(new Date('2024-03-31T12:00:00Z'), parseWithin('1m')!).toISOString()).toBe(
+      '2024-03-02T12:00:00.000Z',
+    ); // Feb 31 is Mar 2
+    expect(withinCutoff(new Date('2024-03-10T12:00:00Z'), parseWithin('1y2d6h')!).toISOString()).toBe(
+      '2023-03-08T06:00:00.000Z',
+    );
   });
 
   it('keeps every bundle made within the duration before the newest one, strictly, per group', () => {
@@ -286,10 +376,20 @@ describe('keep-within', () => {
       { id: 'f', time: new Date('2019-12-30T00:00:00Z'), containers: ['db'] },
     ];
     const d = Object.fromEntries(applyRetention(snaps, { within: '7d' }).map((x) => [x.id, x]));
-    expect(Object.values(d).filter((x) => x.keep).map((x) => x.id).sort()).toEqual(['a', 'b', 'e', 'f']);
+    expect(
+      Object.values(d)
+        .filter((x) => x.keep)
+        .map((x) => x.id)
+        .sort(),
+    ).toEqual(['a', 'b', 'e', 'f']);
     expect(d.b!.reasons).toEqual(['within 7d']);
     expect(d.a!.reasons).toEqual(['newest of its group', 'within 7d']);
-    expect(applyRetention(snaps, { within: '7d', last: 3 }).filter((x) => x.keep).map((x) => x.id).sort()).toEqual(['a', 'b', 'c', 'e', 'f']);
+    expect(
+      applyRetention(snaps, { within: '7d', last: 3 })
+        .filter((x) => x.keep)
+        .map((x) => x.id)
+        .sort(),
+    ).toEqual(['a', 'b', 'c', 'e', 'f']);
     expect(() => applyRetention(snaps, { within: 'soon' })).toThrow(RangeError);
   });
 });

@@ -4,8 +4,18 @@ import { bundleStem, goneVolumes, previousBundle, shrunkVolumes, volumeSizes } f
 
 const MiB = 1 << 20;
 const manifest = (sizes: Record<string, number | undefined>) => ({
-  volumes: Object.keys(sizes).map((name) => ({ name, anonymous: false, driver: 'local', member: `volumes/${name}.tar.zst` })),
-  members: Object.entries(sizes).map(([name, rawBytes]) => ({ name: `volumes/${name}.tar.zst`, kind: 'volume' as const, codec: 'zstd' as const, ...(rawBytes === undefined ? {} : { rawBytes }) })),
+  volumes: Object.keys(sizes).map((name) => ({
+    name,
+    anonymous: false,
+    driver: 'local',
+    member: `volumes/${name}.tar.zst`,
+  })),
+  members: Object.entries(sizes).map(([name, rawBytes]) => ({
+    name: `volumes/${name}.tar.zst`,
+    kind: 'volume' as const,
+    codec: 'zstd' as const,
+    ...(rawBytes === undefined ? {} : { rawBytes }),
+  })),
 });
 
 describe('volumeSizes', () => {
@@ -19,7 +29,9 @@ describe('volumeSizes', () => {
 describe('shrunkVolumes', () => {
   const m = (o: Record<string, number>) => new Map(Object.entries(o));
   it('reports a volume under half of what it held that lost at least 1 MiB', () => {
-    expect(shrunkVolumes(m({ db: 10 * 1024 }), m({ db: 200 * MiB }))).toEqual([{ volume: 'db', bytes: 10 * 1024, previousBytes: 200 * MiB }]);
+    expect(shrunkVolumes(m({ db: 10 * 1024 }), m({ db: 200 * MiB }))).toEqual([
+      { volume: 'db', bytes: 10 * 1024, previousBytes: 200 * MiB },
+    ]);
   });
   it('not a volume that shrank a little, a small one, a new one, or one that grew', () => {
     expect(shrunkVolumes(m({ db: 60 * MiB }), m({ db: 100 * MiB }))).toEqual([]);
@@ -38,7 +50,12 @@ describe('bundleStem', () => {
 });
 
 describe('previousBundle', () => {
-  const entry = (bundle: string, created: string, containers: string[], sizes: Record<string, number | undefined> = { db: MiB }): CatalogEntry =>
+  const entry = (
+    bundle: string,
+    created: string,
+    containers: string[],
+    sizes: Record<string, number | undefined> = { db: MiB },
+  ): CatalogEntry =>
     ({ bundle, created, containers, bytes: 1, mtime: created, manifest: manifest(sizes) }) as unknown as CatalogEntry;
   it('is the newest earlier bundle of the same containers that declares its volume sizes', () => {
     const list = [

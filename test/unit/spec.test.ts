@@ -1,7 +1,24 @@
 import { describe, expect, it } from 'vitest';
 import {
-  captureNetwork, captureSpec, composeProject, containerRefs, detachedFromCompose, withoutComposeLabels, createPlan, dependencyOrder, inspectRefs, ipv4InSubnet, ipv4SubnetsOverlap, isUserNetwork, referenceGroups, networkCreateOptions, parseBind, renameContainerRefs, secretLikeEnvNames,
-  type CaptureInput, type ContainerSpec,
+  captureNetwork,
+  captureSpec,
+  composeProject,
+  containerRefs,
+  detachedFromCompose,
+  withoutComposeLabels,
+  createPlan,
+  dependencyOrder,
+  inspectRefs,
+  ipv4InSubnet,
+  ipv4SubnetsOverlap,
+  isUserNetwork,
+  referenceGroups,
+  networkCreateOptions,
+  parseBind,
+  renameContainerRefs,
+  secretLikeEnvNames,
+  type CaptureInput,
+  type ContainerSpec,
 } from '../../src/model/spec.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -16,8 +33,16 @@ const IMAGE_ID = 'sha256:7d3e5f1a9c2b4d6e8f0a1b3c5d7e9f2a4b6c8d0e1f3a5b7c9d2e4f6
 
 const IMAGE_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const MASKED_PATHS = [
-  '/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
-  '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware',
+  '/proc/asound',
+  '/proc/acpi',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/sys/firmware',
 ];
 const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 
@@ -61,8 +86,17 @@ function webInspect(): CaptureInput['inspect'] {
     Path: '/docker-entrypoint.sh',
     Args: ['web', '-g', 'daemon off;'],
     State: {
-      Status: 'running', Running: true, Paused: false, Restarting: false, OOMKilled: false, Dead: false,
-      Pid: 4242, ExitCode: 0, Error: '', StartedAt: '2024-03-01T10:00:01Z', FinishedAt: '0001-01-01T00:00:00Z',
+      Status: 'running',
+      Running: true,
+      Paused: false,
+      Restarting: false,
+      OOMKilled: false,
+      Dead: false,
+      Pid: 4242,
+      ExitCode: 0,
+      Error: '',
+      StartedAt: '2024-03-01T10:00:01Z',
+      FinishedAt: '0001-01-01T00:00:00Z',
     },
     Image: IMAGE_ID,
     ResolvConfPath: `/var/lib/docker/containers/${ID}/resolv.conf`,
@@ -151,17 +185,42 @@ function webInspect(): CaptureInput['inspect'] {
     GraphDriver: { Data: null, Name: 'overlay2' },
     Mounts: [
       {
-        Type: 'volume', Name: 'webdata', Source: '/var/lib/docker/volumes/webdata/_data', Destination: '/srv/data',
-        Driver: 'local', Mode: 'ro', RW: false, Propagation: '',
+        Type: 'volume',
+        Name: 'webdata',
+        Source: '/var/lib/docker/volumes/webdata/_data',
+        Destination: '/srv/data',
+        Driver: 'local',
+        Mode: 'ro',
+        RW: false,
+        Propagation: '',
       },
-      { Type: 'bind', Source: '/etc/web/conf.d', Destination: '/etc/web/conf.d', Mode: '', RW: true, Propagation: 'rprivate' },
       {
-        Type: 'volume', Name: 'weblogs', Source: '/var/lib/docker/volumes/weblogs/_data', Destination: '/var/log/web',
-        Driver: 'local', Mode: 'z', RW: true, Propagation: '',
+        Type: 'bind',
+        Source: '/etc/web/conf.d',
+        Destination: '/etc/web/conf.d',
+        Mode: '',
+        RW: true,
+        Propagation: 'rprivate',
       },
       {
-        Type: 'volume', Name: ANON, Source: `/var/lib/docker/volumes/${ANON}/_data`, Destination: '/var/cache/web',
-        Driver: 'local', Mode: '', RW: true, Propagation: '',
+        Type: 'volume',
+        Name: 'weblogs',
+        Source: '/var/lib/docker/volumes/weblogs/_data',
+        Destination: '/var/log/web',
+        Driver: 'local',
+        Mode: 'z',
+        RW: true,
+        Propagation: '',
+      },
+      {
+        Type: 'volume',
+        Name: ANON,
+        Source: `/var/lib/docker/volumes/${ANON}/_data`,
+        Destination: '/var/cache/web',
+        Driver: 'local',
+        Mode: '',
+        RW: true,
+        Propagation: '',
       },
     ],
     Config: {
@@ -195,7 +254,10 @@ function webInspect(): CaptureInput['inspect'] {
       HairpinMode: false,
       LinkLocalIPv6Address: '',
       LinkLocalIPv6PrefixLen: 0,
-      Ports: { '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '8080' }], '9000/tcp': [{ HostIp: '0.0.0.0', HostPort: '49153' }] },
+      Ports: {
+        '80/tcp': [{ HostIp: '0.0.0.0', HostPort: '8080' }],
+        '9000/tcp': [{ HostIp: '0.0.0.0', HostPort: '49153' }],
+      },
       SandboxKey: '/var/run/docker/netns/f00dfeedf00d',
       SecondaryIPAddresses: null,
       SecondaryIPv6Addresses: null,
@@ -248,7 +310,10 @@ type Json = Record<string, unknown>;
 const hc = (i: CaptureInput['inspect']) => i.HostConfig as Json;
 const cfgOf = (i: CaptureInput['inspect']) => i.Config as Json;
 
-function capture(mutate?: (i: CaptureInput['inspect'], img: Json) => void, containerNames?: Record<string, string>): ContainerSpec {
+function capture(
+  mutate?: (i: CaptureInput['inspect'], img: Json) => void,
+  containerNames?: Record<string, string>,
+): ContainerSpec {
   const inspect = webInspect();
   const img = imageConfig();
   mutate?.(inspect, img);
@@ -355,9 +420,12 @@ describe('captureSpec', () => {
   });
 
   it('maps VolumesFrom ids to names and keeps the mode', () => {
-    const s = capture((i) => {
-      hc(i).VolumesFrom = [`${OTHER_ID}:ro`, 'datastore'];
-    }, { [OTHER_ID]: 'vpn' });
+    const s = capture(
+      (i) => {
+        hc(i).VolumesFrom = [`${OTHER_ID}:ro`, 'datastore'];
+      },
+      { [OTHER_ID]: 'vpn' },
+    );
     expect(s.hostConfig.VolumesFrom).toEqual(['vpn:ro', 'datastore']);
   });
 
@@ -421,7 +489,18 @@ describe('captureSpec', () => {
       Memory: 536870912,
       Mounts: [{ Type: 'volume', Source: 'weblogs', Target: '/var/log/web' }],
     });
-    for (const k of ['Runtime', 'IpcMode', 'CgroupnsMode', 'MaskedPaths', 'ReadonlyPaths', 'MemorySwap', 'RestartPolicy', 'Isolation', 'ShmSize', 'LogConfig'])
+    for (const k of [
+      'Runtime',
+      'IpcMode',
+      'CgroupnsMode',
+      'MaskedPaths',
+      'ReadonlyPaths',
+      'MemorySwap',
+      'RestartPolicy',
+      'Isolation',
+      'ShmSize',
+      'LogConfig',
+    ])
       expect(s.hostConfig).not.toHaveProperty(k);
   });
 
@@ -432,7 +511,15 @@ describe('captureSpec', () => {
     });
     expect(s.hostConfig.LogConfig).toEqual({ Type: 'json-file', Config: { 'max-size': '1m' } });
     expect(s.hostConfig.ShmSize).toBe(32 * 1024 * 1024);
-    const j = captureSpec({ inspect: (() => { const i = webInspect(); hc(i).LogConfig = { Type: 'json-file', Config: {} }; return i; })(), imageConfig: null, defaultLogDriver: 'journald' });
+    const j = captureSpec({
+      inspect: (() => {
+        const i = webInspect();
+        hc(i).LogConfig = { Type: 'json-file', Config: {} };
+        return i;
+      })(),
+      imageConfig: null,
+      defaultLogDriver: 'journald',
+    });
     expect(j.hostConfig.LogConfig).toEqual({ Type: 'json-file', Config: {} }); // not the source's default: kept
   });
 
@@ -504,7 +591,14 @@ describe('captureSpec', () => {
       { type: 'volume', source: 'webdata', destination: '/srv/data', readOnly: true, origin: 'binds' },
       { type: 'bind', source: '/etc/web/conf.d', destination: '/etc/web/conf.d', readOnly: false, origin: 'binds' },
       { type: 'volume', source: 'weblogs', destination: '/var/log/web', readOnly: false, origin: 'mounts' },
-      { type: 'volume', source: ANON, destination: '/var/cache/web', readOnly: false, anonymous: true, origin: 'implicit' },
+      {
+        type: 'volume',
+        source: ANON,
+        destination: '/var/cache/web',
+        readOnly: false,
+        anonymous: true,
+        origin: 'implicit',
+      },
     ]);
     expect(s.mounts.filter((m) => m.anonymous).map((m) => m.source)).toEqual([ANON]);
   });
@@ -530,7 +624,12 @@ describe('captureSpec', () => {
     const s = capture((i) => {
       hc(i).NetworkMode = 'default';
       (i.NetworkSettings as Json).Networks = {
-        appnet: { IPAMConfig: { IPv6Address: 'fd00::10' }, Links: ['db:database'], Aliases: [ID], DriverOpts: { 'com.example.opt': '1' } },
+        appnet: {
+          IPAMConfig: { IPv6Address: 'fd00::10' },
+          Links: ['db:database'],
+          Aliases: [ID],
+          DriverOpts: { 'com.example.opt': '1' },
+        },
         bridge: { IPAMConfig: null, Links: null, Aliases: null, DriverOpts: null },
       };
     });
@@ -594,10 +693,21 @@ describe('networks', () => {
     ((n.IPAM as Json).Config as Json[])[0]!.Subnet = '10.0.0.0/8';
     expect(spec.ipam!.Config![0]!.Subnet).toBe('172.20.0.0/16');
 
-    const bare = captureNetwork({ Name: 'plain', IPAM: { Driver: null, Config: null, Options: null }, Options: null, Labels: null });
+    const bare = captureNetwork({
+      Name: 'plain',
+      IPAM: { Driver: null, Config: null, Options: null },
+      Options: null,
+      Labels: null,
+    });
     expect(bare).toEqual({
-      name: 'plain', driver: 'bridge', internal: false, attachable: false, enableIPv6: false,
-      ipam: { Driver: 'default', Config: [], Options: undefined }, options: undefined, labels: undefined,
+      name: 'plain',
+      driver: 'bridge',
+      internal: false,
+      attachable: false,
+      enableIPv6: false,
+      ipam: { Driver: 'default', Config: [], Options: undefined },
+      options: undefined,
+      labels: undefined,
     });
   });
 
@@ -614,7 +724,13 @@ describe('networks', () => {
       Labels: { 'com.example.env': 'prod', 'io.ferry.restored': 'true' },
       CheckDuplicate: true,
     });
-    const bare = networkCreateOptions({ name: 'n', driver: 'overlay', internal: false, attachable: false, enableIPv6: false });
+    const bare = networkCreateOptions({
+      name: 'n',
+      driver: 'overlay',
+      internal: false,
+      attachable: false,
+      enableIPv6: false,
+    });
     expect(bare.Options).toEqual({});
     expect(bare.Labels).toEqual({});
   });
@@ -626,7 +742,12 @@ describe('networks', () => {
 });
 
 describe('createPlan', () => {
-  const volumeNames = { webdata: 'webdata-restored', weblogs: 'weblogs-restored', [ANON]: 'web-cache-1', '/etc/web/conf.d': 'nope' };
+  const volumeNames = {
+    webdata: 'webdata-restored',
+    weblogs: 'weblogs-restored',
+    [ANON]: 'web-cache-1',
+    '/etc/web/conf.d': 'nope',
+  };
 
   it('renames volumes in Binds (keeping options), in Mounts, and adds the implicit volume', () => {
     const spec = capture();
@@ -699,10 +820,24 @@ describe('createPlan', () => {
   it('passes links, driver options and IPv6 addresses through', () => {
     const spec: ContainerSpec = {
       ...capture(),
-      endpoints: [{ network: 'n1', ipv4Address: '10.0.0.2', ipv6Address: 'fd00::2', links: ['db:database'], driverOpts: { a: 'b' } }],
+      endpoints: [
+        {
+          network: 'n1',
+          ipv4Address: '10.0.0.2',
+          ipv6Address: 'fd00::2',
+          links: ['db:database'],
+          driverOpts: { a: 'b' },
+        },
+      ],
     };
     expect(createPlan(spec, 'img').body.NetworkingConfig).toEqual({
-      EndpointsConfig: { n1: { IPAMConfig: { IPv4Address: '10.0.0.2', IPv6Address: 'fd00::2' }, Links: ['db:database'], DriverOpts: { a: 'b' } } },
+      EndpointsConfig: {
+        n1: {
+          IPAMConfig: { IPv4Address: '10.0.0.2', IPv6Address: 'fd00::2' },
+          Links: ['db:database'],
+          DriverOpts: { a: 'b' },
+        },
+      },
     });
   });
 
@@ -728,8 +863,15 @@ describe('secretLikeEnvNames', () => {
   it('names variables that look like secrets, never values', () => {
     expect(
       secretLikeEnvNames([
-        'API_TOKEN=abc123', 'PATH=/usr/bin', 'DB_PASSWORD=hunter2', 'AWS_SECRET_ACCESS_KEY=x', 'LANG=C.UTF-8',
-        'GITHUB_AUTH=y', 'SMTP_CREDENTIALS=z', 'passphrase=w', 'EMPTY',
+        'API_TOKEN=abc123',
+        'PATH=/usr/bin',
+        'DB_PASSWORD=hunter2',
+        'AWS_SECRET_ACCESS_KEY=x',
+        'LANG=C.UTF-8',
+        'GITHUB_AUTH=y',
+        'SMTP_CREDENTIALS=z',
+        'passphrase=w',
+        'EMPTY',
       ]),
     ).toEqual(['API_TOKEN', 'DB_PASSWORD', 'AWS_SECRET_ACCESS_KEY', 'GITHUB_AUTH', 'SMTP_CREDENTIALS', 'passphrase']);
   });
@@ -763,11 +905,14 @@ describe('a container captured from Podman', () => {
     expect((s.config.Env as string[]).some((e) => e.startsWith('HOSTNAME='))).toBe(false);
   });
 
-  it('leaves a Docker container\'s spellings alone', () => {
+  it("leaves a Docker container's spellings alone", () => {
     const s = captureSpec({ inspect: podmanInspect(), imageConfig: null });
     expect(s.endpoints.map((e) => e.network)).toEqual(['podman']);
     expect(s.hostConfig.Runtime).toBe('oci');
-    expect(s.hostConfig.Binds).toEqual(['data:/data:rw,rprivate,nosuid,nodev,rbind', 'conf:/etc/conf:ro,rprivate,rbind']);
+    expect(s.hostConfig.Binds).toEqual([
+      'data:/data:rw,rprivate,nosuid,nodev,rbind',
+      'conf:/etc/conf:ro,rprivate,rbind',
+    ]);
   });
 
   it('is created on Podman on its default network, whose name is not "bridge"', () => {
@@ -779,8 +924,19 @@ describe('a container captured from Podman', () => {
 });
 
 describe('references between containers', () => {
-  const bare = (name: string, hostConfig: Record<string, unknown> = {}, endpoints: ContainerSpec['endpoints'] = []): ContainerSpec => ({
-    name, sourceId: name, state: { running: true, paused: false }, baseImage: { ref: 'x', id: 'x' }, config: {}, hostConfig, endpoints, mounts: [],
+  const bare = (
+    name: string,
+    hostConfig: Record<string, unknown> = {},
+    endpoints: ContainerSpec['endpoints'] = [],
+  ): ContainerSpec => ({
+    name,
+    sourceId: name,
+    state: { running: true, paused: false },
+    baseImage: { ref: 'x', id: 'x' },
+    config: {},
+    hostConfig,
+    endpoints,
+    mounts: [],
   });
   const vpn = bare('vpn');
   const app = bare('app', { NetworkMode: 'container:vpn', IpcMode: 'container:db', VolumesFrom: ['data:ro'] });
@@ -803,7 +959,13 @@ describe('references between containers', () => {
   it('orders Compose services after those they depend on (v2 label), within their project only', () => {
     const svc = (name: string, project: string, service: string, dependsOn?: string): ContainerSpec => ({
       ...bare(name),
-      config: { Labels: { 'com.docker.compose.project': project, 'com.docker.compose.service': service, ...(dependsOn ? { 'com.docker.compose.depends_on': dependsOn } : {}) } },
+      config: {
+        Labels: {
+          'com.docker.compose.project': project,
+          'com.docker.compose.service': service,
+          ...(dependsOn ? { 'com.docker.compose.depends_on': dependsOn } : {}),
+        },
+      },
     });
     const specs = [
       svc('shop-web-1', 'shop', 'web', 'api:service_started:false,db:service_healthy:true'),
@@ -811,7 +973,12 @@ describe('references between containers', () => {
       svc('blog-db-1', 'blog', 'db'), // another project's db: not a dependency of shop's services
       svc('shop-db-1', 'shop', 'db'),
     ];
-    expect(dependencyOrder(specs).map((i) => specs[i]!.name)).toEqual(['shop-db-1', 'shop-api-1', 'shop-web-1', 'blog-db-1']);
+    expect(dependencyOrder(specs).map((i) => specs[i]!.name)).toEqual([
+      'shop-db-1',
+      'shop-api-1',
+      'shop-web-1',
+      'blog-db-1',
+    ]);
   });
 
   it('keeps the given order inside a cycle and still lists everything once', () => {
@@ -822,7 +989,11 @@ describe('references between containers', () => {
 
   it('renames references to the containers that got new names, in every form', () => {
     const out = renameContainerRefs(app, { vpn: 'vpn-restored', db: 'db', data: 'data-2' });
-    expect(out.hostConfig).toMatchObject({ NetworkMode: 'container:vpn-restored', IpcMode: 'container:db', VolumesFrom: ['data-2:ro'] });
+    expect(out.hostConfig).toMatchObject({
+      NetworkMode: 'container:vpn-restored',
+      IpcMode: 'container:db',
+      VolumesFrom: ['data-2:ro'],
+    });
     const w = renameContainerRefs(web, { app: 'app-2', db: 'db-2' });
     expect(w.hostConfig.Links).toEqual(['app-2:backend', 'cache']);
     expect(w.endpoints[0]!.links).toEqual(['db-2:database']);
@@ -854,16 +1025,31 @@ describe('referenceGroups (backup --all)', () => {
       { id: id('e'), name: 'sidecar', refs: ['blog_db_1'] },
       { id: id('f'), name: 'shop_worker_1', refs: [], project: 'shop' },
     ];
-    expect(referenceGroups(list)).toEqual([['shop_web_1', 'shop_db_1', 'shop_worker_1'], ['solo'], ['blog_db_1', 'sidecar']]);
+    expect(referenceGroups(list)).toEqual([
+      ['shop_web_1', 'shop_db_1', 'shop_worker_1'],
+      ['solo'],
+      ['blog_db_1', 'sidecar'],
+    ]);
   });
 
   it('reads the Compose project from labels; one-off `compose run` containers belong to none', () => {
     expect(composeProject({ 'com.docker.compose.project': 'shop', 'com.docker.compose.oneoff': 'False' })).toBe('shop');
-    expect(composeProject({ 'com.docker.compose.project': 'shop', 'com.docker.compose.oneoff': 'True' })).toBeUndefined();
-    expect(composeProject({ 'com.docker.compose.project': 'shop', 'com.docker.compose.oneoff': 'true' })).toBeUndefined();
+    expect(
+      composeProject({ 'com.docker.compose.project': 'shop', 'com.docker.compose.oneoff': 'True' }),
+    ).toBeUndefined();
+    expect(
+      composeProject({ 'com.docker.compose.project': 'shop', 'com.docker.compose.oneoff': 'true' }),
+    ).toBeUndefined();
     expect(composeProject({ other: 'x' })).toBeUndefined();
     expect(composeProject(null)).toBeUndefined();
-    expect(withoutComposeLabels({ 'com.docker.compose.project': 'shop', 'com.docker.compose.service': 'web', 'ferry.pre-exec': 'sync', 'com.docker.composer': 'x' })).toEqual({
+    expect(
+      withoutComposeLabels({
+        'com.docker.compose.project': 'shop',
+        'com.docker.compose.service': 'web',
+        'ferry.pre-exec': 'sync',
+        'com.docker.composer': 'x',
+      }),
+    ).toEqual({
       'ferry.pre-exec': 'sync',
       'com.docker.composer': 'x',
     });
@@ -873,9 +1059,15 @@ describe('referenceGroups (backup --all)', () => {
   it('empties the Compose labels of a copy, its own and those its image brings', () => {
     const image = { 'com.docker.compose.project': 'shop', 'com.docker.compose.service': 'web', maintainer: 'x' };
     expect(detachedFromCompose({ 'com.docker.compose.project': 'shop', app: 'web' }, image)).toEqual({
-      app: 'web', 'com.docker.compose.project': '', 'com.docker.compose.service': '',
+      app: 'web',
+      'com.docker.compose.project': '',
+      'com.docker.compose.service': '',
     });
-    expect(detachedFromCompose({ 'io.ferry.drill': 'abc' }, image)).toEqual({ 'io.ferry.drill': 'abc', 'com.docker.compose.project': '', 'com.docker.compose.service': '' });
+    expect(detachedFromCompose({ 'io.ferry.drill': 'abc' }, image)).toEqual({
+      'io.ferry.drill': 'abc',
+      'com.docker.compose.project': '',
+      'com.docker.compose.service': '',
+    });
     expect(detachedFromCompose({ app: 'web' }, { maintainer: 'x' })).toBeUndefined();
     expect(detachedFromCompose(undefined, null)).toBeUndefined();
   });

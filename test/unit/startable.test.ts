@@ -1,12 +1,31 @@
 import { describe, expect, it } from 'vitest';
-import { bindReason, describeClaim, deviceClaims, heldPorts, hostSettings, missingSupport, portClaims, portsOverlap } from '../../src/ops/steps/startable.js';
+import {
+  bindReason,
+  describeClaim,
+  deviceClaims,
+  heldPorts,
+  hostSettings,
+  missingSupport,
+  portClaims,
+  portsOverlap,
+} from '../../src/ops/steps/startable.js';
 
 const spec = (hostConfig: Record<string, unknown>) => ({ hostConfig });
 
 describe('portClaims', () => {
   it('lists every fixed host port with its address and protocol', () => {
     expect(
-      portClaims(spec({ PortBindings: { '80/tcp': [{ HostIp: '127.0.0.1', HostPort: '8080' }, { HostIp: '::1', HostPort: '8080' }], '53/udp': [{ HostIp: '', HostPort: '53' }] } })),
+      portClaims(
+        spec({
+          PortBindings: {
+            '80/tcp': [
+              { HostIp: '127.0.0.1', HostPort: '8080' },
+              { HostIp: '::1', HostPort: '8080' },
+            ],
+            '53/udp': [{ HostIp: '', HostPort: '53' }],
+          },
+        }),
+      ),
     ).toEqual([
       { ip: '127.0.0.1', port: 8080, proto: 'tcp', containerPort: '80/tcp' },
       { ip: '::1', port: 8080, proto: 'tcp', containerPort: '80/tcp' },
@@ -15,14 +34,26 @@ describe('portClaims', () => {
   });
 
   it('leaves out what the engine chooses itself: an empty or 0 host port, a range', () => {
-    expect(portClaims(spec({ PortBindings: { '80/tcp': [{ HostIp: '', HostPort: '' }, { HostPort: '0' }, { HostPort: '8000-8010' }], '81/tcp': null } }))).toEqual([]);
-    expect(portClaims(spec({ PortBindings: { '80/tcp': [{ HostPort: '9000-9000' }] } }))).toEqual([{ ip: '', port: 9000, proto: 'tcp', containerPort: '80/tcp' }]);
+    expect(
+      portClaims(
+        spec({
+          PortBindings: {
+            '80/tcp': [{ HostIp: '', HostPort: '' }, { HostPort: '0' }, { HostPort: '8000-8010' }],
+            '81/tcp': null,
+          },
+        }),
+      ),
+    ).toEqual([]);
+    expect(portClaims(spec({ PortBindings: { '80/tcp': [{ HostPort: '9000-9000' }] } }))).toEqual([
+      { ip: '', port: 9000, proto: 'tcp', containerPort: '80/tcp' },
+    ]);
     expect(portClaims(spec({}))).toEqual([]);
   });
 
   it('has none where the engine ignores port bindings', () => {
     const pb = { '80/tcp': [{ HostIp: '', HostPort: '80' }] };
-    for (const NetworkMode of ['host', 'none', 'container:vpn']) expect(portClaims(spec({ NetworkMode, PortBindings: pb }))).toEqual([]);
+    for (const NetworkMode of ['host', 'none', 'container:vpn'])
+      expect(portClaims(spec({ NetworkMode, PortBindings: pb }))).toEqual([]);
     expect(portClaims(spec({ NetworkMode: 'bridge', PortBindings: pb }))).toHaveLength(1);
     expect(portClaims(spec({ NetworkMode: 'mynet', PortBindings: pb }))).toHaveLength(1);
   });
@@ -50,7 +81,13 @@ describe('heldPorts', () => {
   it('reads the engine listing: published ports only, by container name', () => {
     expect(
       heldPorts([
-        { Names: ['/web'], Ports: [{ IP: '0.0.0.0', PrivatePort: 80, PublicPort: 8080, Type: 'tcp' }, { PrivatePort: 443, Type: 'tcp' }] },
+        {
+          Names: ['/web'],
+          Ports: [
+            { IP: '0.0.0.0', PrivatePort: 80, PublicPort: 8080, Type: 'tcp' },
+            { PrivatePort: 443, Type: 'tcp' },
+          ],
+        },
         { Names: ['/dns'], Ports: [{ IP: '127.0.0.1', PrivatePort: 53, PublicPort: 53, Type: 'udp' }] },
         { Names: ['/quiet'] },
       ]),
@@ -76,7 +113,11 @@ describe('bindReason', () => {
         'start container 1f: the engine answered 500: driver failed programming external connectivity on endpoint ferry-holder-ab (53247b): Error starting userland proxy: listen tcp4 192.0.2.1:18999: bind: cannot assign requested address',
       ),
     ).toBe('listen tcp4 192.0.2.1:18999: bind: cannot assign requested address');
-    expect(bindReason('driver failed programming external connectivity on endpoint x (ab12): iptables failed: exit status 1')).toBe('iptables failed: exit status 1');
+    expect(
+      bindReason(
+        'driver failed programming external connectivity on endpoint x (ab12): iptables failed: exit status 1',
+      ),
+    ).toBe('iptables failed: exit status 1');
   });
 });
 
@@ -113,8 +154,16 @@ describe('missingSupport', () => {
   it('says nothing when the engine has all of it (plugins by name, with or without their tag)', () => {
     expect(
       missingSupport(caps, {
-        specs: [spec('a', { Runtime: 'nvidia', LogConfig: { Type: 'loki' } }), spec('b', { LogConfig: { Type: 'none' } }), spec('c', {})],
-        volumes: [{ name: 'v', driver: 'local' }, { name: 'w', driver: 'rclone' }, { name: 'x', driver: 'rclone:latest' }],
+        specs: [
+          spec('a', { Runtime: 'nvidia', LogConfig: { Type: 'loki' } }),
+          spec('b', { LogConfig: { Type: 'none' } }),
+          spec('c', {}),
+        ],
+        volumes: [
+          { name: 'v', driver: 'local' },
+          { name: 'w', driver: 'rclone' },
+          { name: 'x', driver: 'rclone:latest' },
+        ],
         networks: [{ name: 'n', driver: 'macvlan' }],
       }),
     ).toEqual([]);
@@ -136,7 +185,13 @@ describe('missingSupport', () => {
   });
 
   it('does not ask Podman about log drivers (it names them its own way)', () => {
-    expect(missingSupport(caps, { specs: [spec('web', { LogConfig: { Type: 'json-file-ish' } })], volumes: [], networks: [] }, { podman: true })).toEqual([]);
+    expect(
+      missingSupport(
+        caps,
+        { specs: [spec('web', { LogConfig: { Type: 'json-file-ish' } })], volumes: [], networks: [] },
+        { podman: true },
+      ),
+    ).toEqual([]);
   });
 });
 
@@ -144,9 +199,26 @@ describe('hostSettings', () => {
   const hc = (h: Record<string, unknown>) => ({ hostConfig: h });
   // What `docker inspect` shows for a plain `docker run`: nothing of it is a reason to ask.
   const plain = {
-    NetworkMode: 'bridge', IpcMode: 'private', PidMode: '', UTSMode: '', CgroupnsMode: 'host', ShmSize: 67108864, Runtime: 'runc',
-    CpuShares: 0, Memory: 0, NanoCpus: 0, CpusetCpus: '', MemorySwappiness: null, OomKillDisable: false, PidsLimit: null,
-    Ulimits: null, Sysctls: {}, SecurityOpt: null, Init: null, CgroupParent: '', BlkioWeightDevice: [],
+    NetworkMode: 'bridge',
+    IpcMode: 'private',
+    PidMode: '',
+    UTSMode: '',
+    CgroupnsMode: 'host',
+    ShmSize: 67108864,
+    Runtime: 'runc',
+    CpuShares: 0,
+    Memory: 0,
+    NanoCpus: 0,
+    CpusetCpus: '',
+    MemorySwappiness: null,
+    OomKillDisable: false,
+    PidsLimit: null,
+    Ulimits: null,
+    Sysctls: {},
+    SecurityOpt: null,
+    Init: null,
+    CgroupParent: '',
+    BlkioWeightDevice: [],
   };
 
   it('is empty for a container that sets nothing host-dependent', () => {
@@ -155,16 +227,39 @@ describe('hostSettings', () => {
   });
 
   it('takes what the container sets, with the namespace modes it is judged against, on no network', () => {
-    const got = hostSettings(hc({ ...plain, CpusetCpus: '4-7', NanoCpus: 8e9, Memory: 1 << 30, MemorySwappiness: 0, Sysctls: { 'net.core.somaxconn': '1024' }, Ulimits: [{ Name: 'nofile', Soft: 1024, Hard: 2048 }], Runtime: 'runsc' }));
+    const got = hostSettings(
+      hc({
+        ...plain,
+        CpusetCpus: '4-7',
+        NanoCpus: 8e9,
+        Memory: 1 << 30,
+        MemorySwappiness: 0,
+        Sysctls: { 'net.core.somaxconn': '1024' },
+        Ulimits: [{ Name: 'nofile', Soft: 1024, Hard: 2048 }],
+        Runtime: 'runsc',
+      }),
+    );
     expect(got).toEqual({
-      CpusetCpus: '4-7', NanoCpus: 8e9, Memory: 1 << 30, MemorySwappiness: 0, Sysctls: { 'net.core.somaxconn': '1024' }, Ulimits: [{ Name: 'nofile', Soft: 1024, Hard: 2048 }], Runtime: 'runsc',
-      IpcMode: 'private', CgroupnsMode: 'host', NetworkMode: 'none',
+      CpusetCpus: '4-7',
+      NanoCpus: 8e9,
+      Memory: 1 << 30,
+      MemorySwappiness: 0,
+      Sysctls: { 'net.core.somaxconn': '1024' },
+      Ulimits: [{ Name: 'nofile', Soft: 1024, Hard: 2048 }],
+      Runtime: 'runsc',
+      IpcMode: 'private',
+      CgroupnsMode: 'host',
+      NetworkMode: 'none',
     });
   });
 
-  it('keeps the host network and namespaces (sysctls are judged against them), never another container\'s', () => {
-    expect(hostSettings(hc({ ...plain, NetworkMode: 'host', UTSMode: 'host', Sysctls: { 'kernel.domainname': 'x' } }))).toMatchObject({ NetworkMode: 'host', UTSMode: 'host' });
-    const shared = hostSettings(hc({ ...plain, NetworkMode: 'container:db', IpcMode: 'container:db', PidMode: 'container:db', PidsLimit: 10 }));
+  it("keeps the host network and namespaces (sysctls are judged against them), never another container's", () => {
+    expect(
+      hostSettings(hc({ ...plain, NetworkMode: 'host', UTSMode: 'host', Sysctls: { 'kernel.domainname': 'x' } })),
+    ).toMatchObject({ NetworkMode: 'host', UTSMode: 'host' });
+    const shared = hostSettings(
+      hc({ ...plain, NetworkMode: 'container:db', IpcMode: 'container:db', PidMode: 'container:db', PidsLimit: 10 }),
+    );
     expect(shared).toEqual({ PidsLimit: 10, CgroupnsMode: 'host', NetworkMode: 'none' });
   });
 });

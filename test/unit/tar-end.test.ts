@@ -3,7 +3,17 @@
  * end-of-archive marker and no further, byte for byte; anything it cannot follow passes whole.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, linkSync, writeFileSync, openSync, ftruncateSync, closeSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  symlinkSync,
+  linkSync,
+  writeFileSync,
+  openSync,
+  ftruncateSync,
+  closeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -21,7 +31,11 @@ async function trim(archive: Buffer, size: number): Promise<{ out: Buffer; ended
   const t = new TarEndTrim();
   const out: Buffer[] = [];
   await new Promise<void>((resolve, reject) => {
-    Readable.from(chunks).pipe(t).on('data', (c: Buffer) => out.push(c)).on('end', resolve).on('error', reject);
+    Readable.from(chunks)
+      .pipe(t)
+      .on('data', (c: Buffer) => out.push(c))
+      .on('end', resolve)
+      .on('error', reject);
   });
   return { out: Buffer.concat(out), ended: t.ended };
 }
@@ -47,7 +61,9 @@ function tree(): string {
 describe('TarEndTrim', () => {
   const root = tree();
   // The big sparse file would be 8 GiB of zeros through tar: the archive of everything but it here.
-  const small = spawnSync('tar', [...hostTarArgs(root).slice(0, -1), '--exclude=./sub/big', '.'], { maxBuffer: 64 << 20 }).stdout;
+  const small = spawnSync('tar', [...hostTarArgs(root).slice(0, -1), '--exclude=./sub/big', '.'], {
+    maxBuffer: 64 << 20,
+  }).stdout;
 
   it('ends GNU tar`s archive right after its end-of-archive marker, whatever the chunks', async () => {
     expect(small.length % 65536).toBe(0); // tar filled its last 64 KiB record with zeros
@@ -74,7 +90,17 @@ describe('TarEndTrim', () => {
     // Only the headers of the big file's entry, then a stand-in for its content would not do: the
     // whole archive is 8 GiB. Its PAX header and ustar header come from tar itself, the content is
     // streamed as zeros, and the trimmer must skip exactly the PAX size before the next header.
-    const r = spawnSync('sh', ['-c', `tar ${hostTarArgs(root).slice(0, -1).map((a) => `'${a}'`).join(' ')} ./sub/big | head -c 4096`], { maxBuffer: 1 << 20 });
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        `tar ${hostTarArgs(root)
+          .slice(0, -1)
+          .map((a) => `'${a}'`)
+          .join(' ')} ./sub/big | head -c 4096`,
+      ],
+      { maxBuffer: 1 << 20 },
+    );
     const head = r.stdout as Buffer;
     const pax = head.subarray(512, 1024).toString('latin1');
     expect(pax).toContain(`size=${2 ** 33 + 4096}`);

@@ -30,7 +30,15 @@ async function extractAll(buf: Buffer): Promise<ReadEntry[]> {
     const chunks: Buffer[] = [];
     for await (const c of entry) chunks.push(c as Buffer);
     const h = entry.header;
-    out.push({ name: h.name, size: h.size ?? -1, type: h.type, mode: h.mode, mtime: h.mtime, uname: h.uname, data: Buffer.concat(chunks) });
+    out.push({
+      name: h.name,
+      size: h.size ?? -1,
+      type: h.type,
+      mode: h.mode,
+      mtime: h.mtime,
+      uname: h.uname,
+      data: Buffer.concat(chunks),
+    });
   }
   return out;
 }
@@ -123,7 +131,9 @@ describe('encodeHeader', () => {
   });
 
   it('encodes a directory entry', async () => {
-    const got = await extractAll(archive([{ header: { name: 'images', size: 0, type: 'directory', mtime }, data: Buffer.alloc(0) }]));
+    const got = await extractAll(
+      archive([{ header: { name: 'images', size: 0, type: 'directory', mtime }, data: Buffer.alloc(0) }]),
+    );
     expect(got.map((e) => [e.name, e.type, e.mode])).toEqual([['images', 'directory', 0o755]]);
   });
 
@@ -173,7 +183,11 @@ describe('encodeHeader', () => {
     expect([...f]).toEqual([0x80, 0, 0, 0, 0, 0, 0, 0x02, 0x40, 0x00, 0x30, 0x39]);
     // tar-stream reads the size back
     expect((await decodeWithExtract(h)).size).toBe(size);
-    const headers = createRequire(import.meta.url)(createRequire(import.meta.url).resolve('tar-stream').replace(/index\.js$/, 'headers.js')) as {
+    const headers = createRequire(import.meta.url)(
+      createRequire(import.meta.url)
+        .resolve('tar-stream')
+        .replace(/index\.js$/, 'headers.js'),
+    ) as {
       decode(buf: Buffer, enc: string, allowUnknown: boolean): { size: number; name: string } | null;
     };
     const decoded = headers.decode(h, 'utf-8', false)!;

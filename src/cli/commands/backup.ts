@@ -49,31 +49,97 @@ export function backupCommand(program: Command, deps: Deps): Command {
   return new Command('backup')
     .description('Back up containers (configuration, committed writable layer, volume data) into one bundle')
     .argument('[container...]', 'containers to back up (name or id)')
-    .requiredOption('-o, --output <target>', 'a directory (a bundle name is generated), a file ending in .tar, or - for stdout')
-    .option('--all', 'back up every running container, one bundle each (containers that refer to each other, or belong to one Compose project, share one; exit 3 when some fail)')
-    .addOption(new Option('--project <name>', 'the containers of a Compose project (label com.docker.compose.project), running or not, into one bundle (repeatable)').argParser(collect))
-    .addOption(new Option('--consistency <mode>', 'pause: pause while committing and reading volumes; stop: stop and start again; none (default: each container\'s ferry.consistency label, else pause)').argParser(choice(['pause', 'stop', 'none'] as const)))
-    .addOption(new Option('--stop-timeout <seconds>', `with --consistency stop: ${STOP_TIMEOUT_HELP}`).argParser(stopTimeoutOption))
-    .option('--together', 'pause (or stop) all the containers of a bundle at once and resume them together: a stack\'s data from one instant, each one paused for the whole backup')
-    .addOption(new Option('--compress <codec>', 'compression of volume data (the image uses gzip unless none): zstd, gzip, none').argParser(codecOption))
+    .requiredOption(
+      '-o, --output <target>',
+      'a directory (a bundle name is generated), a file ending in .tar, or - for stdout',
+    )
+    .option(
+      '--all',
+      'back up every running container, one bundle each (containers that refer to each other, or belong to one Compose project, share one; exit 3 when some fail)',
+    )
+    .addOption(
+      new Option(
+        '--project <name>',
+        'the containers of a Compose project (label com.docker.compose.project), running or not, into one bundle (repeatable)',
+      ).argParser(collect),
+    )
+    .addOption(
+      new Option(
+        '--consistency <mode>',
+        "pause: pause while committing and reading volumes; stop: stop and start again; none (default: each container's ferry.consistency label, else pause)",
+      ).argParser(choice(['pause', 'stop', 'none'] as const)),
+    )
+    .addOption(
+      new Option('--stop-timeout <seconds>', `with --consistency stop: ${STOP_TIMEOUT_HELP}`).argParser(
+        stopTimeoutOption,
+      ),
+    )
+    .option(
+      '--together',
+      "pause (or stop) all the containers of a bundle at once and resume them together: a stack's data from one instant, each one paused for the whole backup",
+    )
+    .addOption(
+      new Option(
+        '--compress <codec>',
+        'compression of volume data (the image uses gzip unless none): zstd, gzip, none',
+      ).argParser(codecOption),
+    )
     .option('--include-binds', 'also copy the contents of bind mounts (they are always recorded)')
-    .option('--pre-exec <cmd>', 'run `sh -c cmd` inside each container before its snapshot (e.g. a database dump); a failure skips that container (default: its ferry.pre-exec label)')
-    .option('--post-exec <cmd>', 'run `sh -c cmd` inside each container after it is resumed (default: its ferry.post-exec label)')
-    .option('--notify-url <url>', 'dead-man\'s switch: POST to URL/start, URL (success) or URL/fail with a short summary (healthchecks.io style); failures to reach it never fail the backup')
-    .option('--encrypt', 'encrypt the bundle (AES-256-GCM, key from the passphrase with scrypt): FERRY_PASSPHRASE or --passphrase-file')
-    .option('--verify', 'read the written bundle back and check it (as `ferry verify`) before reporting success; a bad one is renamed to <name>.tar.corrupt')
-    .addOption(new Option('--image-mode <mode>', 'archive: save the committed image into the bundle; push: push it to --registry and keep only its reference and digest').default('archive').argParser(choice(['archive', 'push'] as const)))
-    .option('--registry <host[:port]/prefix>', 'with --image-mode push: where images go, as <registry>/<container>:<UTC stamp>')
-    .option('--registry-auth-file <path>', 'registry credentials: a JSON file {"username","password"} or a docker config.json (default: the docker config, its credential helpers included)')
-    .addOption(new Option('--lock-timeout <seconds>', 'wait this long for the store\'s lock (held briefly while another run picks its bundle name, or by prune)').default(DEFAULT_LOCK_TIMEOUT_S).argParser(secondsOption))
-    .addHelpText('after', `
+    .option(
+      '--pre-exec <cmd>',
+      'run `sh -c cmd` inside each container before its snapshot (e.g. a database dump); a failure skips that container (default: its ferry.pre-exec label)',
+    )
+    .option(
+      '--post-exec <cmd>',
+      'run `sh -c cmd` inside each container after it is resumed (default: its ferry.post-exec label)',
+    )
+    .option(
+      '--notify-url <url>',
+      "dead-man's switch: POST to URL/start, URL (success) or URL/fail with a short summary (healthchecks.io style); failures to reach it never fail the backup",
+    )
+    .option(
+      '--encrypt',
+      'encrypt the bundle (AES-256-GCM, key from the passphrase with scrypt): FERRY_PASSPHRASE or --passphrase-file',
+    )
+    .option(
+      '--verify',
+      'read the written bundle back and check it (as `ferry verify`) before reporting success; a bad one is renamed to <name>.tar.corrupt',
+    )
+    .addOption(
+      new Option(
+        '--image-mode <mode>',
+        'archive: save the committed image into the bundle; push: push it to --registry and keep only its reference and digest',
+      )
+        .default('archive')
+        .argParser(choice(['archive', 'push'] as const)),
+    )
+    .option(
+      '--registry <host[:port]/prefix>',
+      'with --image-mode push: where images go, as <registry>/<container>:<UTC stamp>',
+    )
+    .option(
+      '--registry-auth-file <path>',
+      'registry credentials: a JSON file {"username","password"} or a docker config.json (default: the docker config, its credential helpers included)',
+    )
+    .addOption(
+      new Option(
+        '--lock-timeout <seconds>',
+        "wait this long for the store's lock (held briefly while another run picks its bundle name, or by prune)",
+      )
+        .default(DEFAULT_LOCK_TIMEOUT_S)
+        .argParser(secondsOption),
+    )
+    .addHelpText(
+      'after',
+      `
 Examples:
   ferry backup web -o /backups
   ferry backup web db -o /backups/app.tar --consistency stop
   ferry backup --all -o /backups --compress gzip
   ferry backup --project shop -o /backups --together
   ferry backup web -o - | ssh host 'cat > web.tar'
-  ferry backup web -o /backups --image-mode push --registry registry.example.com:5000/backups`)
+  ferry backup web -o /backups --image-mode push --registry registry.example.com:5000/backups`,
+    )
     .action(async (containers: string[], flags: BackupFlags) => {
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
@@ -82,7 +148,8 @@ Examples:
       let summary = '';
       /** Volumes that shrank or went since their previous bundle: said in the notification too. */
       const shrankNames: string[] = [];
-      const shrinkNote = () => (shrankNames.length ? `; warning: since the previous bundle, ${shrankNames.join(', ')}` : '');
+      const shrinkNote = () =>
+        shrankNames.length ? `; warning: since the previous bundle, ${shrankNames.join(', ')}` : '';
       let notified = false;
       await ping(flags.notifyUrl, 'start', `ferry ${VERSION} backup started on ${hostname()}`, (m) => progress.warn(m));
       let engine: Awaited<ReturnType<typeof openEngine>> | undefined;
@@ -91,65 +158,130 @@ Examples:
         let names = containers;
         let groups: string[][] = [];
         if (flags.all) {
-          if (containers.length || flags.project) throw new UsageError(`give ${containers.length ? 'container names' : '--project'} or --all, not both`);
+          if (containers.length || flags.project)
+            throw new UsageError(`give ${containers.length ? 'container names' : '--project'} or --all, not both`);
           // One bundle per container: they need a store (a directory), not one file or stdout.
           if (flags.output === '-' || flags.output.endsWith('.tar'))
-            throw new UsageError('--all writes one bundle per container into a directory', 'give -o a directory (a local path or ssh://host/dir)');
+            throw new UsageError(
+              '--all writes one bundle per container into a directory',
+              'give -o a directory (a local path or ssh://host/dir)',
+            );
           const all = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']);
           const running = all.filter((c) => !excluded(c.Labels));
-          for (const c of all) if (excluded(c.Labels)) progress.info(`${c.Names[0]!.replace(/^\//, '')}: not backed up (label ferry.exclude)`);
-          if (!running.length) throw new UsageError(`--all: no running containers${all.length ? ' that are not excluded (label ferry.exclude)' : ''}`);
+          for (const c of all)
+            if (excluded(c.Labels))
+              progress.info(`${c.Names[0]!.replace(/^\//, '')}: not backed up (label ferry.exclude)`);
+          if (!running.length)
+            throw new UsageError(
+              `--all: no running containers${all.length ? ' that are not excluded (label ferry.exclude)' : ''}`,
+            );
           // Containers that refer to each other (a sidecar in another's network, --volumes-from,
           // links) share a bundle: one restores only where the other exists.
           const list = await Promise.all(
-            running.map(async (c) => ({ id: c.Id, name: c.Names[0]!.replace(/^\//, ''), refs: inspectRefs((await eng.inspectContainer(c.Id)) as never), project: composeProject(c.Labels) })),
+            running.map(async (c) => ({
+              id: c.Id,
+              name: c.Names[0]!.replace(/^\//, ''),
+              refs: inspectRefs((await eng.inspectContainer(c.Id)) as never),
+              project: composeProject(c.Labels),
+            })),
           );
-          const left = all.filter((c) => excluded(c.Labels)).map((c) => ({ id: c.Id, name: c.Names[0]!.replace(/^\//, '') }));
+          const left = all
+            .filter((c) => excluded(c.Labels))
+            .map((c) => ({ id: c.Id, name: c.Names[0]!.replace(/^\//, '') }));
           for (const c of list)
             for (const ref of c.refs) {
               const x = left.find((e) => e.name === ref || e.id.startsWith(ref));
-              if (x) progress.warn(`${c.name} refers to ${x.name} (network, volumes-from or link), which is left out (label ferry.exclude): ${c.name} cannot be restored where ${x.name} is not`);
+              if (x)
+                progress.warn(
+                  `${c.name} refers to ${x.name} (network, volumes-from or link), which is left out (label ferry.exclude): ${c.name} cannot be restored where ${x.name} is not`,
+                );
             }
           groups = referenceGroups(list);
           names = groups.flat();
         } else if (flags.project) {
           const members = await projectContainers(eng, flags.project);
-          const labels = new Map((await eng.listContainers(true)).map((c) => [c.Names[0]!.replace(/^\//, ''), c.Labels]));
+          const labels = new Map(
+            (await eng.listContainers(true)).map((c) => [c.Names[0]!.replace(/^\//, ''), c.Labels]),
+          );
           const kept = members.filter((n) => containers.includes(n) || !excluded(labels.get(n)));
           for (const n of members) if (!kept.includes(n)) progress.info(`${n}: not backed up (label ferry.exclude)`);
           names = [...containers, ...kept.filter((n) => !containers.includes(n))];
         }
         if (!names.length) throw new UsageError('name at least one container, or use --all');
-        let registry: { host: string; prefix: string; auth: Awaited<ReturnType<typeof resolveRegistryAuth>> } | undefined;
+        let registry:
+          { host: string; prefix: string; auth: Awaited<ReturnType<typeof resolveRegistryAuth>> } | undefined;
         if (flags.imageMode === 'push') {
-          if (!flags.registry) throw new UsageError('--image-mode push needs --registry <host[:port]/prefix>', 'e.g. --registry registry.example.com/backups');
+          if (!flags.registry)
+            throw new UsageError(
+              '--image-mode push needs --registry <host[:port]/prefix>',
+              'e.g. --registry registry.example.com/backups',
+            );
           const r = parseRegistryOption(flags.registry);
           registry = { ...r, auth: await resolveRegistryAuth(r.host, { authFile: flags.registryAuthFile }) };
         } else if (flags.registry || flags.registryAuthFile) {
-          throw new UsageError(`${flags.registry ? '--registry' : '--registry-auth-file'} is for --image-mode push`, 'add --image-mode push to push images to a registry');
+          throw new UsageError(
+            `${flags.registry ? '--registry' : '--registry-auth-file'} is for --image-mode push`,
+            'add --image-mode push to push images to a registry',
+          );
         }
         const one = async (set: string[]) => {
           const transport = resolveTransport(flags.output, { ssh: deps.ssh });
           if (transport instanceof LocalTransport || transport instanceof SftpTransport) {
-            transport.lockOptions = { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) };
+            transport.lockOptions = {
+              timeoutMs: flags.lockTimeout * 1000,
+              signal: deps.signal,
+              onWait: (m) => progress.info(m),
+            };
           }
           let target: Transport = transport;
           if (flags.encrypt) {
             const passphrase = await deps.passphrase();
-            if (!passphrase) throw new UsageError('--encrypt needs a passphrase', 'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line)');
-            target = new EncryptingTransport(transport, passphrase, { createdAt: new Date().toISOString(), containers: set });
+            if (!passphrase)
+              throw new UsageError(
+                '--encrypt needs a passphrase',
+                'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line)',
+              );
+            target = new EncryptingTransport(transport, passphrase, {
+              createdAt: new Date().toISOString(),
+              containers: set,
+            });
           }
-          const res = await backup(eng, target, { containers: set, consistency: flags.consistency, stopTimeout: flags.stopTimeout, codec: flags.compress ?? defaultCodec(), includeBinds: !!flags.includeBinds, ...(registry ? { registry } : {}), hooks: { pre: flags.preExec, post: flags.postExec }, together: !!flags.together }, { progress, signal: deps.signal });
+          const res = await backup(
+            eng,
+            target,
+            {
+              containers: set,
+              consistency: flags.consistency,
+              stopTimeout: flags.stopTimeout,
+              codec: flags.compress ?? defaultCodec(),
+              includeBinds: !!flags.includeBinds,
+              ...(registry ? { registry } : {}),
+              hooks: { pre: flags.preExec, post: flags.postExec },
+              together: !!flags.together,
+            },
+            { progress, signal: deps.signal },
+          );
           // Into a store: a volume that shrank sharply since the previous bundle is worth a look.
           let shrunk: Shrunk[] | undefined;
-          if (!toStdout && !flags.output.endsWith('.tar') && (transport instanceof LocalTransport || transport instanceof SftpTransport)) {
+          if (
+            !toStdout &&
+            !flags.output.endsWith('.tar') &&
+            (transport instanceof LocalTransport || transport instanceof SftpTransport)
+          ) {
             try {
-              shrunk = await checkShrinkage(openStore(flags.output, { ssh: deps.ssh, passphrase: await deps.passphrase() }), res);
+              shrunk = await checkShrinkage(
+                openStore(flags.output, { ssh: deps.ssh, passphrase: await deps.passphrase() }),
+                res,
+              );
             } catch (err) {
               progress.warn(`could not compare ${res.location} with the previous bundle: ${toFerryError(err).message}`);
             }
-            const look = 'if that is not expected, look at the service before the rotation removes the bundles that still hold its data';
-            for (const x of shrunk ?? []) shrankNames.push(`volume ${x.volume} ${x.gone ? 'is no longer mounted' : `shrank from ${humanBytes(x.previousBytes)} to ${humanBytes(x.bytes)}`}`);
+            const look =
+              'if that is not expected, look at the service before the rotation removes the bundles that still hold its data';
+            for (const x of shrunk ?? [])
+              shrankNames.push(
+                `volume ${x.volume} ${x.gone ? 'is no longer mounted' : `shrank from ${humanBytes(x.previousBytes)} to ${humanBytes(x.bytes)}`}`,
+              );
             for (const x of shrunk ?? [])
               progress.warn(
                 x.gone
@@ -160,17 +292,26 @@ Examples:
           let verified = false;
           if (flags.verify) {
             if (!(transport instanceof LocalTransport || transport instanceof SftpTransport)) {
-              progress.warn(`--verify: a bundle written to ${toStdout ? 'stdout' : res.location} cannot be verified here; run \`ferry verify\` where it is stored`);
+              progress.warn(
+                `--verify: a bundle written to ${toStdout ? 'stdout' : res.location} cannot be verified here; run \`ferry verify\` where it is stored`,
+              );
             } else {
               progress.step(`verify ${res.location}`);
-              const v = await verifyOrQuarantine(res.location, { progress, signal: deps.signal, passphrase: await deps.passphrase() }, { ssh: deps.ssh });
+              const v = await verifyOrQuarantine(
+                res.location,
+                { progress, signal: deps.signal, passphrase: await deps.passphrase() },
+                { ssh: deps.ssh },
+              );
               progress.done();
               if (!v.report.ok) {
                 if (!g.json) deps.io.stderr.write(verifyText(v.report));
-                throw new BundleError(`the bundle written to ${res.location} failed verification (bad: ${badMembers(v.report).join(', ')}); it was renamed to ${v.quarantined}`, {
-                  member: badMembers(v.report)[0],
-                  hint: 'the backup is not usable; check the disk of the store and run the backup again',
-                });
+                throw new BundleError(
+                  `the bundle written to ${res.location} failed verification (bad: ${badMembers(v.report).join(', ')}); it was renamed to ${v.quarantined}`,
+                  {
+                    member: badMembers(v.report)[0],
+                    hint: 'the backup is not usable; check the disk of the store and run the backup again',
+                  },
+                );
               }
               verified = true;
             }
@@ -180,10 +321,22 @@ Examples:
         const out = toStdout ? deps.io.stderr : deps.io.stdout;
         const report = (res: Awaited<ReturnType<typeof one>>) => {
           if (g.quiet || g.json) return;
-          out.write(`backed up ${res.containers.join(', ')} (${res.volumes.length} volume${res.volumes.length === 1 ? '' : 's'}) to ${res.location}: ${humanBytes(res.bytes)} in ${(res.durationMs / 1000).toFixed(1)}s${res.verified ? ', verified' : ''}\n`);
+          out.write(
+            `backed up ${res.containers.join(', ')} (${res.volumes.length} volume${res.volumes.length === 1 ? '' : 's'}) to ${res.location}: ${humanBytes(res.bytes)} in ${(res.durationMs / 1000).toFixed(1)}s${res.verified ? ', verified' : ''}\n`,
+          );
           for (const p of res.pushed ?? []) out.write(`pushed ${p.ref} (${p.digest})\n`);
         };
-        const asJson = (res: Awaited<ReturnType<typeof one>>) => ({ ok: true, bundle: res.location, containers: res.containers, volumes: res.volumes, bytes: res.bytes, durationMs: res.durationMs, ...(flags.verify ? { verified: res.verified } : {}), ...(res.shrunk?.length ? { shrunk: res.shrunk } : {}), ...(res.pushed ? { pushed: res.pushed } : {}) });
+        const asJson = (res: Awaited<ReturnType<typeof one>>) => ({
+          ok: true,
+          bundle: res.location,
+          containers: res.containers,
+          volumes: res.volumes,
+          bytes: res.bytes,
+          durationMs: res.durationMs,
+          ...(flags.verify ? { verified: res.verified } : {}),
+          ...(res.shrunk?.length ? { shrunk: res.shrunk } : {}),
+          ...(res.pushed ? { pushed: res.pushed } : {}),
+        });
 
         if (!flags.all) {
           const res = await one(names);
@@ -195,7 +348,12 @@ Examples:
           // --all: one bundle per container (per group of containers that refer to each other), so
           // that one that fails does not cost the others their backup; exit 3 when some failed and
           // some did not.
-          const results: { container: string; ok: boolean; result?: ReturnType<typeof asJson>; error?: { code: string; exitCode: number; message: string } }[] = [];
+          const results: {
+            container: string;
+            ok: boolean;
+            result?: ReturnType<typeof asJson>;
+            error?: { code: string; exitCode: number; message: string };
+          }[] = [];
           let firstError: FerryError | undefined;
           for (const set of groups) {
             try {
@@ -209,11 +367,23 @@ Examples:
               firstError ??= fe;
               progress.done();
               deps.io.stderr.write(`ferry: error: ${set.join(', ')}: ${fe.message}\n`);
-              for (const n of set) results.push({ container: n, ok: false, error: { code: fe.code, exitCode: fe.exitCode, message: fe.message } });
+              for (const n of set)
+                results.push({
+                  container: n,
+                  ok: false,
+                  error: { code: fe.code, exitCode: fe.exitCode, message: fe.message },
+                });
             }
           }
           const failed = results.filter((r) => !r.ok).map((r) => r.container);
-          if (g.json) out.write(JSON.stringify({ ok: failed.length === 0, partial: failed.length > 0 && failed.length < results.length, results }) + '\n');
+          if (g.json)
+            out.write(
+              JSON.stringify({
+                ok: failed.length === 0,
+                partial: failed.length > 0 && failed.length < results.length,
+                results,
+              }) + '\n',
+            );
           summary = `backed up ${results.length - failed.length} of ${results.length} containers${failed.length ? `; failed: ${failed.join(', ')}` : ''}${shrinkNote()}`;
           if (failed.length === results.length) throw firstError!;
           if (failed.length) {
@@ -230,7 +400,9 @@ Examples:
       } catch (err) {
         if (!notified) {
           const fe = toFerryError(err);
-          await ping(flags.notifyUrl, 'fail', `ferry backup failed on ${hostname()}: ${fe.message}`, (m) => progress.warn(m));
+          await ping(flags.notifyUrl, 'fail', `ferry backup failed on ${hostname()}: ${fe.message}`, (m) =>
+            progress.warn(m),
+          );
         }
         throw err;
       } finally {

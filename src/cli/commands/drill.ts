@@ -33,19 +33,30 @@ const indent = (text: string) =>
 /** The human report: one headline, then containers, probe, timings and what was left. */
 export function drillText(r: DrillReport): string {
   const lines: string[] = [];
-  lines.push(`drill ${r.id} of ${r.bundle} on ${r.engine}: ${r.ok ? 'PASS' : `FAIL: ${r.error?.message ?? 'unknown failure'}`}`);
+  lines.push(
+    `drill ${r.id} of ${r.bundle} on ${r.engine}: ${r.ok ? 'PASS' : `FAIL: ${r.error?.message ?? 'unknown failure'}`}`,
+  );
   for (const c of r.containers) {
     const ports = c.ports.length ? `, ports ${c.ports.map((p) => `${p.container} -> ${p.host}`).join(', ')}` : '';
-    lines.push(`  ${c.name}: ${c.drillName} ${c.status}${c.exitCode !== undefined ? ` (exit code ${c.exitCode})` : ''}${ports}`);
+    lines.push(
+      `  ${c.name}: ${c.drillName} ${c.status}${c.exitCode !== undefined ? ` (exit code ${c.exitCode})` : ''}${ports}`,
+    );
   }
   if (r.probe) {
-    lines.push(`  probe in ${r.probe.container}: ${r.probe.exitCode === null ? 'did not finish' : `exit ${r.probe.exitCode}`} (${r.probe.attempts} attempt${r.probe.attempts === 1 ? '' : 's'})`);
+    lines.push(
+      `  probe in ${r.probe.container}: ${r.probe.exitCode === null ? 'did not finish' : `exit ${r.probe.exitCode}`} (${r.probe.attempts} attempt${r.probe.attempts === 1 ? '' : 's'})`,
+    );
     if (!r.ok && r.probe.output.trim()) lines.push(indent(r.probe.output));
   }
-  if (!r.ok) for (const c of r.containers) if (c.logs?.trim()) lines.push(`  last log lines of ${c.name}:`, indent(c.logs));
+  if (!r.ok)
+    for (const c of r.containers) if (c.logs?.trim()) lines.push(`  last log lines of ${c.name}:`, indent(c.logs));
   const t = r.timings;
-  lines.push(`  timings: restore ${s(t.restoreMs)}, start ${s(t.startMs)}, healthy ${s(t.healthyMs)}, probe ${s(t.probeMs)}, cleanup ${s(t.cleanupMs)}, total ${s(t.totalMs)}`);
-  lines.push(r.leftovers.length ? `  NOT removed: ${r.leftovers.join(', ')}` : '  everything the drill made was removed');
+  lines.push(
+    `  timings: restore ${s(t.restoreMs)}, start ${s(t.startMs)}, healthy ${s(t.healthyMs)}, probe ${s(t.probeMs)}, cleanup ${s(t.cleanupMs)}, total ${s(t.totalMs)}`,
+  );
+  lines.push(
+    r.leftovers.length ? `  NOT removed: ${r.leftovers.join(', ')}` : '  everything the drill made was removed',
+  );
   return lines.join('\n') + '\n';
 }
 
@@ -60,19 +71,35 @@ export function drillJson(r: DrillReport): Record<string, unknown> {
     probe: r.probe ?? null,
     notes: r.notes,
     leftovers: r.leftovers,
-    ...(r.error ? { error: { code: r.error.code, exitCode: r.error.exitCode, message: r.error.message, hint: r.error.hint } } : {}),
+    ...(r.error
+      ? { error: { code: r.error.code, exitCode: r.error.exitCode, message: r.error.message, hint: r.error.hint } }
+      : {}),
   };
 }
 
 export function drillCommand(program: Command, deps: Deps): Command {
   return new Command('drill')
-    .description('Test that a bundle really restores: restore it under temporary names next to the real service, start it, check it, remove it')
+    .description(
+      'Test that a bundle really restores: restore it under temporary names next to the real service, start it, check it, remove it',
+    )
     .argument('<bundle>', 'a bundle file, or - for stdin')
-    .option('--probe <cmd>', "a shell command run inside the restored container (sh -c); the drill passes when it exits 0 (retried until --timeout)")
-    .option('--probe-in <container>', 'the container (its name in the bundle) the probe runs in (default: the first one started)')
-    .addOption(new Option('--timeout <seconds>', 'how long to wait, after the start, for healthchecks and the probe to pass').default(DEFAULT_DRILL_TIMEOUT_S).argParser(positiveSeconds))
+    .option(
+      '--probe <cmd>',
+      'a shell command run inside the restored container (sh -c); the drill passes when it exits 0 (retried until --timeout)',
+    )
+    .option(
+      '--probe-in <container>',
+      'the container (its name in the bundle) the probe runs in (default: the first one started)',
+    )
+    .addOption(
+      new Option('--timeout <seconds>', 'how long to wait, after the start, for healthchecks and the probe to pass')
+        .default(DEFAULT_DRILL_TIMEOUT_S)
+        .argParser(positiveSeconds),
+    )
     .option('--registry-auth-file <path>', 'credentials for a bundle whose images are in a registry (as for restore)')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 The copy runs beside the original: containers, named volumes and user-defined networks are
 called ferry-drill-<id>-<name> and labelled io.ferry.drill=<id> (Compose labels emptied); host
 ports become free ones the engine picks; static IPs and fixed subnets are dropped; the restart
@@ -86,7 +113,8 @@ failed or timed out; otherwise the code of what failed (7 damaged bundle, 4 engi
 Examples:
   ferry drill /backups/ferry-web-20261123T021500Z.tar
   ferry drill web.tar --probe 'wget -q -O - http://127.0.0.1:8080/health' --timeout 60
-  ferry -H ssh://root@spare drill web.tar --json`)
+  ferry -H ssh://root@spare drill web.tar --json`,
+    )
     .action(async (bundle: string, flags: DrillFlags) => {
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
@@ -95,12 +123,17 @@ Examples:
       const transport = resolveTransport(bundle, { ssh: deps.ssh });
       let report: DrillReport;
       try {
-        report = await drill(engine, transport, {
-          probe: flags.probe,
-          probeIn: flags.probeIn,
-          timeoutSeconds: flags.timeout,
-          registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
-        }, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
+        report = await drill(
+          engine,
+          transport,
+          {
+            probe: flags.probe,
+            probeIn: flags.probeIn,
+            timeoutSeconds: flags.timeout,
+            registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
+          },
+          { progress, signal: deps.signal, passphrase: await deps.passphrase() },
+        );
       } finally {
         progress.done();
         await transport.close().catch(() => {});

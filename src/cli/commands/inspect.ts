@@ -37,21 +37,33 @@ function containerLines(c: ContainerEntry, m: Manifest): string[] {
   };
   add('image', [`${c.image.ref} (member ${c.image.member})`]);
   add('base image', [`${s.baseImage.ref}${s.baseImage.id ? ` (${s.baseImage.id.slice(0, 19)})` : ''}`]);
-  add('state', [`${s.state.paused ? 'paused' : s.state.running ? 'running' : 'stopped'} (backed up with --consistency ${c.consistency})`]);
+  add('state', [
+    `${s.state.paused ? 'paused' : s.state.running ? 'running' : 'stopped'} (backed up with --consistency ${c.consistency})`,
+  ]);
   add('ports', portLines(hc));
   const vols = (s.mounts ?? []).filter((x) => x.type === 'volume');
-  add('volumes', vols.map((v) => {
-    const entry = m.volumes.find((x) => x.name === v.source);
-    const name = v.anonymous ? `${(v.source ?? '').slice(0, 12)} (anonymous)` : (v.source ?? '?');
-    return `${name} -> ${v.destination}${v.readOnly ? ' (read-only)' : ''}${entry ? `, data in ${entry.member}` : ', data not in the bundle'}`;
-  }));
+  add(
+    'volumes',
+    vols.map((v) => {
+      const entry = m.volumes.find((x) => x.name === v.source);
+      const name = v.anonymous ? `${(v.source ?? '').slice(0, 12)} (anonymous)` : (v.source ?? '?');
+      return `${name} -> ${v.destination}${v.readOnly ? ' (read-only)' : ''}${entry ? `, data in ${entry.member}` : ', data not in the bundle'}`;
+    }),
+  );
   const binds = (s.mounts ?? []).filter((x) => x.type === 'bind');
-  add('bind mounts', binds.map((b) => {
-    const copied = c.binds.find((x) => x.destination === b.destination);
-    return `${b.source} -> ${b.destination}${b.readOnly ? ' (read-only)' : ''}${copied ? `, data in ${copied.member}` : ', recorded only'}`;
-  }));
+  add(
+    'bind mounts',
+    binds.map((b) => {
+      const copied = c.binds.find((x) => x.destination === b.destination);
+      return `${b.source} -> ${b.destination}${b.readOnly ? ' (read-only)' : ''}${copied ? `, data in ${copied.member}` : ', recorded only'}`;
+    }),
+  );
   const other = (s.mounts ?? []).filter((x) => x.type !== 'bind' && x.type !== 'volume');
-  if (other.length) add('other mounts', other.map((o) => `${o.type} -> ${o.destination}${o.readOnly ? ' (read-only)' : ''}`));
+  if (other.length)
+    add(
+      'other mounts',
+      other.map((o) => `${o.type} -> ${o.destination}${o.readOnly ? ' (read-only)' : ''}`),
+    );
   const devices = deviceClaims(s).map((d) => `${d.PathOnHost} -> ${d.PathInContainer}`);
   if (Array.isArray(hc.DeviceRequests) && hc.DeviceRequests.length) devices.push('requested through a driver (--gpus)');
   if (devices.length) add('devices', devices);
@@ -70,44 +82,73 @@ function containerLines(c: ContainerEntry, m: Manifest): string[] {
   const env = Array.isArray(cfg.Env) ? (cfg.Env as string[]).map(envName) : [];
   add('env (names)', env.length ? [[...env].sort().join(', ')] : []);
   const labels = (cfg.Labels ?? {}) as Record<string, string>;
-  add('labels', Object.entries(labels).map(([k, v]) => `${k}=${v}`));
-  return table(rows).split('\n').filter(Boolean).map((l) => `  ${l}`);
+  add(
+    'labels',
+    Object.entries(labels).map(([k, v]) => `${k}=${v}`),
+  );
+  return table(rows)
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => `  ${l}`);
 }
 
 export function inspectText(m: Manifest, location: string, bytes?: number): string {
   const out: string[] = [];
   const src = m.source;
-  out.push(table([
-    ['bundle', `${location}${bytes !== undefined ? ` (${humanBytes(bytes)})` : ''}`],
-    ['created', `${shortTime(m.createdAt)} (${m.createdAt})`],
-    ['source', `engine ${src.engine} (Docker ${src.serverVersion}, API ${src.apiVersion}, ${src.os}/${src.arch}), ferry ran on host ${src.hostname}`],
-    ['ferry', `${m.ferryVersion}, bundle format ${m.formatVersion}`],
-    ['images', imageMode(m)],
-    ['compression', bundleCompression(m)],
-    ['encrypted', isEncrypted(m) ? 'yes' : 'no'],
-  ]).trimEnd());
+  out.push(
+    table([
+      ['bundle', `${location}${bytes !== undefined ? ` (${humanBytes(bytes)})` : ''}`],
+      ['created', `${shortTime(m.createdAt)} (${m.createdAt})`],
+      [
+        'source',
+        `engine ${src.engine} (Docker ${src.serverVersion}, API ${src.apiVersion}, ${src.os}/${src.arch}), ferry ran on host ${src.hostname}`,
+      ],
+      ['ferry', `${m.ferryVersion}, bundle format ${m.formatVersion}`],
+      ['images', imageMode(m)],
+      ['compression', bundleCompression(m)],
+      ['encrypted', isEncrypted(m) ? 'yes' : 'no'],
+    ]).trimEnd(),
+  );
   for (const c of m.containers) {
     out.push('', `container ${c.spec.name}`, ...containerLines(c, m));
   }
   out.push('', 'networks');
-  if (!m.networks.length) out.push('  (none: only the engine\'s own networks are used)');
+  if (!m.networks.length) out.push("  (none: only the engine's own networks are used)");
   for (const n of m.networks) {
-    const subnets = (n.ipam?.Config ?? []).map((x) => x.Subnet).filter(Boolean).join(', ');
-    out.push(`  ${n.name}: driver ${n.driver}${subnets ? `, subnet ${subnets}` : ''}${n.internal ? ', internal' : ''}${n.enableIPv6 ? ', IPv6' : ''}`);
+    const subnets = (n.ipam?.Config ?? [])
+      .map((x) => x.Subnet)
+      .filter(Boolean)
+      .join(', ');
+    out.push(
+      `  ${n.name}: driver ${n.driver}${subnets ? `, subnet ${subnets}` : ''}${n.internal ? ', internal' : ''}${n.enableIPv6 ? ', IPv6' : ''}`,
+    );
   }
   out.push('', 'members');
   // What each member may inflate to, as declared before its data (decompression is held to it).
   const declared = (x: Manifest['members'][number]) =>
-    x.rawBytes !== undefined ? humanBytes(x.rawBytes) : m.partRawBytes !== undefined ? `parts of ≤ ${humanBytes(m.partRawBytes)}` : '-';
-  out.push(...table([['NAME', 'KIND', 'CODEC', 'RAW SIZE'], ...m.members.map((x) => [x.name, x.kind, x.codec, declared(x)])]).trimEnd().split('\n').map((l) => `  ${l}`));
+    x.rawBytes !== undefined
+      ? humanBytes(x.rawBytes)
+      : m.partRawBytes !== undefined
+        ? `parts of ≤ ${humanBytes(m.partRawBytes)}`
+        : '-';
+  out.push(
+    ...table([['NAME', 'KIND', 'CODEC', 'RAW SIZE'], ...m.members.map((x) => [x.name, x.kind, x.codec, declared(x)])])
+      .trimEnd()
+      .split('\n')
+      .map((l) => `  ${l}`),
+  );
   return out.join('\n') + '\n';
 }
 
 export function inspectCommand(program: Command, deps: Deps): Command {
   return new Command('inspect')
-    .description('Show what a bundle holds (its manifest), without reading its data; environment values are never shown')
+    .description(
+      'Show what a bundle holds (its manifest), without reading its data; environment values are never shown',
+    )
     .argument('<bundle>', 'a bundle file, or - for stdin')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Only the manifest (the first member) is read: inspect is instant even on a large bundle, and
 says nothing about whether the data is whole (use \`ferry verify\` for that). Environment
 variables are shown by name only, in both forms; --json prints the manifest with each Env entry
@@ -115,7 +156,8 @@ reduced to its name.
 
 Examples:
   ferry inspect /backups/ferry-web-20261123T021500Z.tar
-  ferry --json inspect web.tar | jq '.containers[].spec.hostConfig.PortBindings'`)
+  ferry --json inspect web.tar | jq '.containers[].spec.hostConfig.PortBindings'`,
+    )
     .action(async (bundle: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);

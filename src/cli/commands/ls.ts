@@ -8,7 +8,15 @@ import path from 'node:path';
 export function table(rows: string[][]): string {
   const widths: number[] = [];
   for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd() + '\n').join('');
+  return rows
+    .map(
+      (r) =>
+        r
+          .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+          .join('  ')
+          .trimEnd() + '\n',
+    )
+    .join('');
 }
 
 /** 2026-11-23T09:31:52.745Z -> 2026-11-23 09:31:52Z */
@@ -24,7 +32,16 @@ export function lsTable(entries: CatalogEntry[]): string {
   for (const e of entries) {
     const name = path.basename(e.bundle);
     if (e.error) rows.push(['-', '-', humanBytes(e.bytes), '-', '-', '-', `${name}  ${UNREADABLE_MARK}: ${e.error}`]);
-    else rows.push([shortTime(e.created), e.containers!.join(','), humanBytes(e.bytes), e.imageMode!, e.compression!, e.encrypted ? 'yes' : 'no', name]);
+    else
+      rows.push([
+        shortTime(e.created),
+        e.containers!.join(','),
+        humanBytes(e.bytes),
+        e.imageMode!,
+        e.compression!,
+        e.encrypted ? 'yes' : 'no',
+        name,
+      ]);
   }
   return table(rows);
 }
@@ -33,12 +50,15 @@ export function lsCommand(program: Command, deps: Deps): Command {
   return new Command('ls')
     .description('List the bundles in a store (a directory), from their manifests alone')
     .argument('<store>', 'a directory that backups are written to, or ssh://[user@]host[:port]/dir')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Unreadable files are listed with "${UNREADABLE_MARK}" (--json: an "error" field); they never stop the listing.
 
 Examples:
   ferry ls /backups
-  ferry --json ls /backups | jq -r '.[-1].bundle'     # the newest bundle`)
+  ferry --json ls /backups | jq -r '.[-1].bundle'     # the newest bundle`,
+    )
     .action(async (store: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);

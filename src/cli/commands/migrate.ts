@@ -21,58 +21,107 @@ interface MigrateFlags extends RemapFlags {
 
 export function migrateCommand(program: Command, deps: Deps): Command {
   const cmd = new Command('migrate')
-    .description('Move containers to another engine with their data and settings, streamed directly (no bundle on disk)')
+    .description(
+      'Move containers to another engine with their data and settings, streamed directly (no bundle on disk)',
+    )
     .argument('[container...]', 'containers to migrate (on the source engine: -H, else the default)')
     .requiredOption('--to <engine>', 'target engine: ssh://[user@]host[:port][/socket], unix:///path, tcp://host:port')
-    .addOption(new Option('--consistency <mode>', 'pause (default), stop, or none, as for backup (default: each container\'s ferry.consistency label, else pause)').argParser(choice(['pause', 'stop', 'none'] as const)))
-    .addOption(new Option('--on-conflict <policy>', 'when the target has a container or volume of that name: fail, replace, rename').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
-    .addOption(new Option('--project <name>', 'also migrate the containers of this Compose project (label com.docker.compose.project), running or not (repeatable)').argParser(collect))
+    .addOption(
+      new Option(
+        '--consistency <mode>',
+        "pause (default), stop, or none, as for backup (default: each container's ferry.consistency label, else pause)",
+      ).argParser(choice(['pause', 'stop', 'none'] as const)),
+    )
+    .addOption(
+      new Option(
+        '--on-conflict <policy>',
+        'when the target has a container or volume of that name: fail, replace, rename',
+      )
+        .default('fail')
+        .argParser(choice(['fail', 'replace', 'rename'] as const)),
+    )
+    .addOption(
+      new Option(
+        '--project <name>',
+        'also migrate the containers of this Compose project (label com.docker.compose.project), running or not (repeatable)',
+      ).argParser(collect),
+    )
     .option('--no-start', 'create the containers on the target but do not start them')
-    .option('--stop-source', 'the cutover: stop each source container cleanly before its snapshot and leave it stopped (nothing written to it is left behind; the downtime is the whole transfer)')
-    .addOption(new Option('--stop-timeout <seconds>', `with --consistency stop or --stop-source: ${STOP_TIMEOUT_HELP}`).argParser(stopTimeoutOption));
+    .option(
+      '--stop-source',
+      'the cutover: stop each source container cleanly before its snapshot and leave it stopped (nothing written to it is left behind; the downtime is the whole transfer)',
+    )
+    .addOption(
+      new Option(
+        '--stop-timeout <seconds>',
+        `with --consistency stop or --stop-source: ${STOP_TIMEOUT_HELP}`,
+      ).argParser(stopTimeoutOption),
+    );
   return addRemapOptions(cmd)
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Examples:
   ferry migrate web --to ssh://root@newhost
   ferry migrate web db --to ssh://newhost --stop-source
   ferry migrate --project shop --to ssh://newhost --stop-source
   ferry -H ssh://oldhost migrate web --to ssh://newhost
-  ferry migrate web --to ssh://newhost --map-bind /srv/web=/data/web --map-network backend=prod`)
+  ferry migrate web --to ssh://newhost --map-bind /srv/web=/data/web --map-network backend=prod`,
+    )
     .action(async (containers: string[], flags: MigrateFlags) => {
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const remap = parseRemap(flags); // a malformed mapping fails before any engine is contacted
       const progress = createProgress({ quiet: !!g.quiet });
       if (remap) for (const line of describeRemap(remap)) progress.info(`map ${line}`);
-      if (!containers.length && !flags.project) throw new UsageError('name at least one container to migrate, or a Compose project with --project');
+      if (!containers.length && !flags.project)
+        throw new UsageError('name at least one container to migrate, or a Compose project with --project');
       // Both engines at once (an SSH handshake each, as a rule). A source that fails is reported
       // at once, and the target closed whenever its connection comes up.
       const targetOpening = openEngine(flags.to, { ssh: deps.ssh() });
       targetOpening.catch(() => {});
       const source = await openEngine(g.host, { ssh: deps.ssh() }).catch((err: unknown) => {
-        targetOpening.then((t) => t.close(), () => {});
+        targetOpening.then(
+          (t) => t.close(),
+          () => {},
+        );
         throw err;
       });
       try {
         const target = await targetOpening;
         try {
-          if (flags.project) containers = [...containers, ...(await projectContainers(source, flags.project)).filter((n) => !containers.includes(n))];
-          const res = await migrate(source, target, {
-            containers,
-            consistency: flags.consistency,
-            onConflict: flags.onConflict,
-            start: flags.start,
-            stopSource: !!flags.stopSource,
-            stopTimeout: flags.stopTimeout,
-            ...(remap ? { remap } : {}),
-          }, { progress, signal: deps.signal });
+          if (flags.project)
+            containers = [
+              ...containers,
+              ...(await projectContainers(source, flags.project)).filter((n) => !containers.includes(n)),
+            ];
+          const res = await migrate(
+            source,
+            target,
+            {
+              containers,
+              consistency: flags.consistency,
+              onConflict: flags.onConflict,
+              start: flags.start,
+              stopSource: !!flags.stopSource,
+              stopTimeout: flags.stopTimeout,
+              ...(remap ? { remap } : {}),
+            },
+            { progress, signal: deps.signal },
+          );
           progress.done();
           if (g.json) {
-            deps.io.stdout.write(JSON.stringify({ ok: true, source: source.facts.endpoint, target: target.facts.endpoint, ...res }) + '\n');
+            deps.io.stdout.write(
+              JSON.stringify({ ok: true, source: source.facts.endpoint, target: target.facts.endpoint, ...res }) + '\n',
+            );
           } else if (!g.quiet) {
             for (const c of res.containers)
-              deps.io.stdout.write(`migrated ${c.name} to ${target.facts.endpoint}${c.exitCode !== undefined ? `, started but exited (code ${c.exitCode})` : c.started ? ', running' : ', created'}\n`);
-            deps.io.stdout.write(`sent ${humanBytes(res.imageBytes)} of image (${res.skippedLayers}/${res.totalLayers} layers already there) and ${humanBytes(res.volumeBytes)} of volume data in ${(res.durationMs / 1000).toFixed(1)}s\n`);
+              deps.io.stdout.write(
+                `migrated ${c.name} to ${target.facts.endpoint}${c.exitCode !== undefined ? `, started but exited (code ${c.exitCode})` : c.started ? ', running' : ', created'}\n`,
+              );
+            deps.io.stdout.write(
+              `sent ${humanBytes(res.imageBytes)} of image (${res.skippedLayers}/${res.totalLayers} layers already there) and ${humanBytes(res.volumeBytes)} of volume data in ${(res.durationMs / 1000).toFixed(1)}s\n`,
+            );
           }
           setExit(program, 0);
         } finally {

@@ -15,14 +15,20 @@ export function countOption(v: string): number {
 
 export function secondsOption(v: string): number {
   const n = Number(v);
-  if (!/^\d+(\.\d+)?$/.test(v) || !Number.isFinite(n)) throw new InvalidArgumentError('expected a number of seconds >= 0');
+  if (!/^\d+(\.\d+)?$/.test(v) || !Number.isFinite(n))
+    throw new InvalidArgumentError('expected a number of seconds >= 0');
   return n;
 }
 
-type PruneFlags = Partial<Record<`keep${Capitalize<Rule>}`, number>> & { keepWithin?: string; dryRun?: boolean; lockTimeout: number };
+type PruneFlags = Partial<Record<`keep${Capitalize<Rule>}`, number>> & {
+  keepWithin?: string;
+  dryRun?: boolean;
+  lockTimeout: number;
+};
 
 export function withinOption(v: string): string {
-  if (!parseWithin(v)) throw new InvalidArgumentError('expected a duration such as 30d, 2w, 6m, 1y or 1y6m (y, m for months, w, d, h)');
+  if (!parseWithin(v))
+    throw new InvalidArgumentError('expected a duration such as 30d, 2w, 6m, 1y or 1y6m (y, m for months, w, d, h)');
   return v;
 }
 
@@ -53,7 +59,12 @@ export function pruneText(r: PruneResult): string {
       humanBytes(b.bytes),
       keep ? b.reasons.join(', ') : 'no rule keeps it',
     ]);
-    out.push(...table(rows).trimEnd().split('\n').map((l) => `  ${l}`));
+    out.push(
+      ...table(rows)
+        .trimEnd()
+        .split('\n')
+        .map((l) => `  ${l}`),
+    );
   }
   if (r.unreadable.length) {
     out.push('not readable as bundles (never removed):');
@@ -61,13 +72,17 @@ export function pruneText(r: PruneResult): string {
   }
   for (const f of r.failed) out.push(`could not remove ${f.bundle}: ${f.error}`);
   const n = r.removed.length;
-  out.push(`${n} bundle${n === 1 ? '' : 's'} ${r.dryRun ? 'would be removed' : 'removed'} (${humanBytes(r.freedBytes)}), ${r.kept.length + r.unreadable.length} kept`);
+  out.push(
+    `${n} bundle${n === 1 ? '' : 's'} ${r.dryRun ? 'would be removed' : 'removed'} (${humanBytes(r.freedBytes)}), ${r.kept.length + r.unreadable.length} kept`,
+  );
   return out.join('\n') + '\n';
 }
 
 export function pruneCommand(program: Command, deps: Deps): Command {
   const cmd = new Command('prune')
-    .description('Remove old bundles from a store, keeping those that a retention rule keeps (restic-style, per container set)')
+    .description(
+      'Remove old bundles from a store, keeping those that a retention rule keeps (restic-style, per container set)',
+    )
     .argument('<store>', 'a directory that backups are written to, or ssh://[user@]host[:port]/dir');
   const help: Record<Rule, string> = {
     last: 'keep the N newest bundles',
@@ -78,11 +93,22 @@ export function pruneCommand(program: Command, deps: Deps): Command {
     yearly: 'keep the newest bundle of each of the last N years that have one',
   };
   for (const r of RULES) cmd.addOption(new Option(`--keep-${r} <n>`, help[r]).argParser(countOption));
-  cmd.addOption(new Option('--keep-within <duration>', 'keep every bundle made within this long before the newest one (30d, 2w, 6m, 1y6m)').argParser(withinOption));
+  cmd.addOption(
+    new Option(
+      '--keep-within <duration>',
+      'keep every bundle made within this long before the newest one (30d, 2w, 6m, 1y6m)',
+    ).argParser(withinOption),
+  );
   return cmd
     .option('--dry-run', 'show what would be removed and why the rest is kept; remove nothing')
-    .addOption(new Option('--lock-timeout <seconds>', 'wait this long for another ferry run to release the store').default(DEFAULT_LOCK_TIMEOUT_S).argParser(secondsOption))
-    .addHelpText('after', `
+    .addOption(
+      new Option('--lock-timeout <seconds>', 'wait this long for another ferry run to release the store')
+        .default(DEFAULT_LOCK_TIMEOUT_S)
+        .argParser(secondsOption),
+    )
+    .addHelpText(
+      'after',
+      `
 Rules apply to each container set on its own (the containers a bundle holds). A bundle is kept
 when any rule keeps it; the newest bundle of each set is always kept; files that are not
 readable bundles are never removed. Times are the manifests' creation times, in UTC.
@@ -91,14 +117,19 @@ Examples:
   ferry prune /backups --keep-daily 7 --keep-weekly 4 --keep-monthly 6
   ferry prune /backups --keep-last 3 --dry-run
   ferry prune /backups --keep-within 30d --keep-monthly 12
-  ferry prune ssh://backup@vault/srv/backups --keep-daily 14`)
+  ferry prune ssh://backup@vault/srv/backups --keep-daily 14`,
+    )
     .action(async (store: string, flags: PruneFlags) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
       let res: PruneResult;
       try {
-        res = await prune(store, { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } }, { progress, signal: deps.signal, passphrase: await deps.passphrase(), ssh: deps.ssh });
+        res = await prune(
+          store,
+          { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } },
+          { progress, signal: deps.signal, passphrase: await deps.passphrase(), ssh: deps.ssh },
+        );
       } finally {
         progress.done();
       }
@@ -112,7 +143,9 @@ Examples:
           setExit(program, 8);
           return;
         }
-        throw new IoError(`${res.failed.length} bundle${res.failed.length === 1 ? '' : 's'} could not be removed`, { hint: 'check the permissions of the store' });
+        throw new IoError(`${res.failed.length} bundle${res.failed.length === 1 ? '' : 's'} could not be removed`, {
+          hint: 'check the permissions of the store',
+        });
       }
       setExit(program, 0);
     });

@@ -24,21 +24,39 @@ export function restoreCommand(program: Command, deps: Deps): Command {
     .description('Restore the containers of a bundle: image, volumes, networks and the container with its settings')
     .argument('<bundle>', 'a bundle file, or - for stdin')
     .option('--name <name>', 'restore the (single) container under another name')
-    .addOption(new Option('--only <container>', 'restore only this container of the bundle, with the volumes and networks it uses (repeatable)').argParser(collect))
+    .addOption(
+      new Option(
+        '--only <container>',
+        'restore only this container of the bundle, with the volumes and networks it uses (repeatable)',
+      ).argParser(collect),
+    )
     .option('--no-start', 'create the containers but do not start them')
     .option('--dry-run', 'print what would be done; change nothing')
-    .addOption(new Option('--on-conflict <policy>', 'when a container or volume of the same name exists: fail, replace (remove it first, once the whole bundle is checked), rename (restore beside it)').default('fail').argParser(choice(['fail', 'replace', 'rename'] as const)))
+    .addOption(
+      new Option(
+        '--on-conflict <policy>',
+        'when a container or volume of the same name exists: fail, replace (remove it first, once the whole bundle is checked), rename (restore beside it)',
+      )
+        .default('fail')
+        .argParser(choice(['fail', 'replace', 'rename'] as const)),
+    )
     .option('--restore-binds', 'write bind-mount data in the bundle back to its host paths')
-    .option('--registry-auth-file <path>', 'credentials for a bundle whose images are in a registry: a JSON file {"username","password"} or a docker config.json (default: the docker config)');
+    .option(
+      '--registry-auth-file <path>',
+      'credentials for a bundle whose images are in a registry: a JSON file {"username","password"} or a docker config.json (default: the docker config)',
+    );
   return addRemapOptions(cmd)
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Examples:
   ferry restore /backups/ferry-web-20261123T021500Z.tar
   ferry restore web.tar --name web-copy --no-start
   ferry restore web.tar --dry-run
   ferry restore stack.tar --only db --on-conflict replace
   ferry restore web.tar --map-bind /srv/web=/mnt/disk2/web --map-port 8080=18080
-  ssh host 'cat web.tar' | ferry restore -`)
+  ssh host 'cat web.tar' | ferry restore -`,
+    )
     .action(async (bundle: string, flags: RestoreFlags) => {
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
@@ -47,35 +65,58 @@ Examples:
       if (remap) for (const line of describeRemap(remap)) progress.info(`map ${line}`);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
       try {
-        const res = await restore(engine, resolveTransport(bundle, { ssh: deps.ssh }), {
-          name: flags.name,
-          only: flags.only,
-          start: flags.start,
-          dryRun: !!flags.dryRun,
-          onConflict: flags.onConflict,
-          restoreBinds: !!flags.restoreBinds,
-          registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
-          ...(remap ? { rewrite: (m) => remapRewrite(remap, m) } : {}),
-        }, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
+        const res = await restore(
+          engine,
+          resolveTransport(bundle, { ssh: deps.ssh }),
+          {
+            name: flags.name,
+            only: flags.only,
+            start: flags.start,
+            dryRun: !!flags.dryRun,
+            onConflict: flags.onConflict,
+            restoreBinds: !!flags.restoreBinds,
+            registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
+            ...(remap ? { rewrite: (m) => remapRewrite(remap, m) } : {}),
+          },
+          { progress, signal: deps.signal, passphrase: await deps.passphrase() },
+        );
         progress.done();
         const out = deps.io.stdout;
         if (g.json) {
-          out.write(JSON.stringify({ ok: true, dryRun: res.dryRun, bundle: res.location, plan: res.plan, containers: res.containers, durationMs: res.durationMs }) + '\n');
+          out.write(
+            JSON.stringify({
+              ok: true,
+              dryRun: res.dryRun,
+              bundle: res.location,
+              plan: res.plan,
+              containers: res.containers,
+              durationMs: res.durationMs,
+            }) + '\n',
+          );
         } else if (res.dryRun) {
           const p = res.plan;
           out.write(`dry run: nothing was changed. Restoring ${res.location} would:\n`);
           if (planOverwrites(p).length)
-            out.write(`  first read and check the whole bundle (${res.location === 'stdin' ? 'not possible from a pipe: it would go on unchecked' : 'a damaged one changes nothing'})\n`);
+            out.write(
+              `  first read and check the whole bundle (${res.location === 'stdin' ? 'not possible from a pipe: it would go on unchecked' : 'a damaged one changes nothing'})\n`,
+            );
           for (const n of p.networks) out.write(`  ${n.exists ? 'reuse' : 'create'} network ${n.name}\n`);
-          for (const v of p.volumes) out.write(`  ${v.replace ? 'replace' : 'create'} volume ${v.to}${v.to !== v.from ? ` (from ${v.from})` : ''} and fill it\n`);
+          for (const v of p.volumes)
+            out.write(
+              `  ${v.replace ? 'replace' : 'create'} volume ${v.to}${v.to !== v.from ? ` (from ${v.from})` : ''} and fill it\n`,
+            );
           for (const c of p.containers) {
-            out.write(`  ${c.pull ? `pull image ${c.image} from ${c.pull}` : `load image ${c.image}`}\n  ${c.replace ? 'replace' : 'create'} container ${c.to}${c.to !== c.from ? ` (from ${c.from})` : ''}${c.start ? ' and start it' : ''}\n`);
+            out.write(
+              `  ${c.pull ? `pull image ${c.image} from ${c.pull}` : `load image ${c.image}`}\n  ${c.replace ? 'replace' : 'create'} container ${c.to}${c.to !== c.from ? ` (from ${c.from})` : ''}${c.start ? ' and start it' : ''}\n`,
+            );
             for (const port of c.ports) out.write(`    publishing ${port}\n`);
           }
           for (const b of p.binds) out.write(`  ${b.restore ? 'write' : 'skip'} bind data for ${b.hostPath}\n`);
         } else if (!g.quiet) {
           for (const c of res.containers)
-            out.write(`restored ${c.name} (${c.id.slice(0, 12)})${c.exitCode !== undefined ? `, started but exited (code ${c.exitCode})` : c.started ? ', running' : ', created'}\n`);
+            out.write(
+              `restored ${c.name} (${c.id.slice(0, 12)})${c.exitCode !== undefined ? `, started but exited (code ${c.exitCode})` : c.started ? ', running' : ', created'}\n`,
+            );
         }
         setExit(program, 0);
       } finally {

@@ -13,21 +13,30 @@ import { createProgress, humanBytes } from '../render.js';
 export function verifyText(r: VerifyReport): string {
   const lines: string[] = [];
   for (const m of r.members) {
-    const what = [m.kind === 'bundle' ? '' : m.kind, m.codec ?? '', m.bytes !== undefined ? humanBytes(m.bytes) : ''].filter(Boolean).join(', ');
+    const what = [m.kind === 'bundle' ? '' : m.kind, m.codec ?? '', m.bytes !== undefined ? humanBytes(m.bytes) : '']
+      .filter(Boolean)
+      .join(', ');
     if (m.ok) lines.push(`ok   ${m.name}${what ? `  (${what})` : ''}`);
     else for (const p of m.problems) lines.push(`BAD  ${m.name}: ${p}`);
   }
   const bad = badMembers(r);
-  lines.push(bad.length ? `${r.bundle}: ${bad.length} of ${r.members.length} members are bad` : `${r.bundle}: whole (${r.members.length} member${r.members.length === 1 ? '' : 's'} checked)`);
+  lines.push(
+    bad.length
+      ? `${r.bundle}: ${bad.length} of ${r.members.length} members are bad`
+      : `${r.bundle}: whole (${r.members.length} member${r.members.length === 1 ? '' : 's'} checked)`,
+  );
   return lines.join('\n') + '\n';
 }
 
 export function verifyFailure(r: VerifyReport, prefix = ''): BundleError {
   const bad = badMembers(r);
-  return new BundleError(`${prefix}${r.bundle} is not whole: bad member${bad.length === 1 ? '' : 's'} ${bad.join(', ')}`, {
-    member: bad[0],
-    hint: 'do not rely on this bundle; take a new backup (and check the disk it is stored on)',
-  });
+  return new BundleError(
+    `${prefix}${r.bundle} is not whole: bad member${bad.length === 1 ? '' : 's'} ${bad.join(', ')}`,
+    {
+      member: bad[0],
+      hint: 'do not rely on this bundle; take a new backup (and check the disk it is stored on)',
+    },
+  );
 }
 
 /** Verify every bundle of a store, one after the other; a bundle that cannot even be opened is reported, not fatal. */
@@ -40,7 +49,11 @@ export async function verifyStore(store: Store, ctx: RunContext): Promise<Verify
     } catch (err) {
       // Interrupted, or a passphrase missing or wrong (exit 2): not a verdict on the bundle.
       if (ctx.signal.aborted || err instanceof PassphraseError) throw err;
-      out.push({ bundle: b, ok: false, members: [{ name: 'bundle', kind: 'bundle', ok: false, problems: [toFerryError(err).message] }] });
+      out.push({
+        bundle: b,
+        ok: false,
+        members: [{ name: 'bundle', kind: 'bundle', ok: false, problems: [toFerryError(err).message] }],
+      });
     }
   }
   return out;
@@ -52,10 +65,14 @@ export function storeVerifyText(where: string, reports: VerifyReport[]): string 
   for (const r of reports) {
     const name = path.posix.basename(r.bundle);
     if (r.ok) lines.push(`ok   ${name}  (${r.members.length} member${r.members.length === 1 ? '' : 's'})`);
-    else for (const m of r.members.filter((x) => !x.ok)) for (const p of m.problems) lines.push(`BAD  ${name}: ${m.name}: ${p}`);
+    else
+      for (const m of r.members.filter((x) => !x.ok))
+        for (const p of m.problems) lines.push(`BAD  ${name}: ${m.name}: ${p}`);
   }
   const bad = reports.filter((r) => !r.ok).length;
-  lines.push(`${where}: ${reports.length} bundle${reports.length === 1 ? '' : 's'}, ${reports.length - bad} whole, ${bad} bad`);
+  lines.push(
+    `${where}: ${reports.length} bundle${reports.length === 1 ? '' : 's'}, ${reports.length - bad} whole, ${bad} bad`,
+  );
   return lines.join('\n') + '\n';
 }
 
@@ -63,19 +80,23 @@ export function verifyCommand(program: Command, deps: Deps): Command {
   return new Command('verify')
     .description('Read a whole bundle and check every member: checksums, sizes, image archives, volume archives')
     .argument('<bundle>', 'a bundle file, - for stdin, or a store (a directory, or ssh://host/dir): every bundle in it')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Exit status 0 only when the bundle is whole (every bundle of a store); 7 otherwise, with each bad
 member named. A store is only read: nothing is renamed or removed.
 
 Examples:
   ferry verify /backups/ferry-web-20261123T021500Z.tar
   ferry verify /backups                         # every bundle in the store
-  ssh host 'cat web.tar' | ferry verify -`)
+  ssh host 'cat web.tar' | ferry verify -`,
+    )
     .action(async (bundle: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
-      const store = bundle === '-' ? undefined : openStore(bundle, { ssh: deps.ssh, passphrase: await deps.passphrase() });
+      const store =
+        bundle === '-' ? undefined : openStore(bundle, { ssh: deps.ssh, passphrase: await deps.passphrase() });
       if (store && (await store.isDirectory())) {
         let reports: VerifyReport[];
         try {
@@ -84,12 +105,16 @@ Examples:
           progress.done();
         }
         const bad = reports.filter((r) => !r.ok);
-        if (g.json) deps.io.stdout.write(JSON.stringify({ ok: bad.length === 0, store: store.where, bundles: reports }) + '\n');
+        if (g.json)
+          deps.io.stdout.write(JSON.stringify({ ok: bad.length === 0, store: store.where, bundles: reports }) + '\n');
         else if (!g.quiet || bad.length) deps.io.stdout.write(storeVerifyText(store.where, reports));
         if (bad.length) {
-          const err = new BundleError(`${bad.length} of ${reports.length} bundles in ${store.where} are not whole: ${bad.map((r) => path.posix.basename(r.bundle)).join(', ')}`, {
-            hint: 'do not rely on those bundles; take new backups (and check the disk they are stored on)',
-          });
+          const err = new BundleError(
+            `${bad.length} of ${reports.length} bundles in ${store.where} are not whole: ${bad.map((r) => path.posix.basename(r.bundle)).join(', ')}`,
+            {
+              hint: 'do not rely on those bundles; take new backups (and check the disk they are stored on)',
+            },
+          );
           if (g.json) {
             deps.io.stderr.write(`ferry: error: ${err.message}\n`);
             setExit(program, err.exitCode);
@@ -104,7 +129,11 @@ Examples:
       let report: VerifyReport;
       try {
         const src = await transport.openBundle();
-        report = await verifyStream(src.stream, src.location, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
+        report = await verifyStream(src.stream, src.location, {
+          progress,
+          signal: deps.signal,
+          passphrase: await deps.passphrase(),
+        });
       } finally {
         progress.done();
         await transport.close();

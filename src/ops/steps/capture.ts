@@ -4,7 +4,14 @@
  */
 import os from 'node:os';
 import { type Engine, LABEL_MANAGED } from '../../engine/engine.js';
-import { captureNetwork, captureSpec, composeProject, isUserNetwork, type ContainerSpec, type NetworkSpec } from '../../model/spec.js';
+import {
+  captureNetwork,
+  captureSpec,
+  composeProject,
+  isUserNetwork,
+  type ContainerSpec,
+  type NetworkSpec,
+} from '../../model/spec.js';
 import { NotFoundError, UsageError } from '../../errors.js';
 import type { VolumeEntry } from '../../bundle/manifest.js';
 import type { Progress } from '../../context.js';
@@ -25,7 +32,10 @@ export interface Captured {
 export async function captureContainer(engine: Engine, nameOrId: string): Promise<Captured> {
   const inspect = await engine.inspectContainer(nameOrId);
   if ((inspect.Config.Labels as Record<string, string> | null)?.[LABEL_MANAGED])
-    throw new UsageError(`${nameOrId} is a helper container made by ferry`, 'it holds nothing to back up; remove it with docker rm');
+    throw new UsageError(
+      `${nameOrId} is a helper container made by ferry`,
+      'it holds nothing to back up; remove it with docker rm',
+    );
   const image = await engine.inspectImage(inspect.Image).catch(() => undefined);
   // container:<id> references (network, ipc, pid, volumes-from) are kept by name.
   const containerNames: Record<string, string> = {};
@@ -38,7 +48,13 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
     const other = await engine.inspectContainer(ref).catch(() => undefined);
     if (other) containerNames[ref] = other.Name.replace(/^\//, '');
   }
-  const spec = captureSpec({ inspect: inspect as never, imageConfig: image?.Config as never, containerNames, defaultLogDriver: engine.facts.loggingDriver, podman: engine.facts.podman });
+  const spec = captureSpec({
+    inspect: inspect as never,
+    imageConfig: image?.Config as never,
+    containerNames,
+    defaultLogDriver: engine.facts.loggingDriver,
+    podman: engine.facts.podman,
+  });
 
   const volumes: Captured['volumes'] = [];
   const binds: Captured['binds'] = [];
@@ -95,7 +111,9 @@ export async function quiesce(
     const still = (stale.action === 'paused' && st.State.Paused) || (stale.action === 'stopped' && !st.State.Running);
     journal.forget(where, spec.sourceId);
     if (still) {
-      progress.warn(`${spec.name} was left ${stale.action} by a ferry run (pid ${stale.pid}) that was killed at ${stale.at}; it will be resumed after this snapshot`);
+      progress.warn(
+        `${spec.name} was left ${stale.action} by a ferry run (pid ${stale.pid}) that was killed at ${stale.at}; it will be resumed after this snapshot`,
+      );
       running = true;
       // It is ours to put back now: record that, in case this run dies too.
       journal.add({ engine: where, containerId: spec.sourceId, name: spec.name, action: stale.action });
@@ -141,7 +159,13 @@ export async function quiesce(
     journal.remove(where, spec.sourceId);
     for (const d of dependents) {
       progress.step(`restart ${d.name} (it runs in ${spec.name}'s network, which the stop took away)`);
-      await engine.restart(d.id).catch((err) => progress.warn(`${d.name} uses ${spec.name}'s network and could not be restarted: ${(err as Error).message}; restart it with: docker restart ${d.name}`));
+      await engine
+        .restart(d.id)
+        .catch((err) =>
+          progress.warn(
+            `${d.name} uses ${spec.name}'s network and could not be restarted: ${(err as Error).message}; restart it with: docker restart ${d.name}`,
+          ),
+        );
     }
   });
 }
@@ -155,12 +179,16 @@ export async function projectContainers(engine: Engine, projects: string[]): Pro
   const list = (await engine.listContainers(true)).filter((c) => !c.Labels?.[LABEL_MANAGED]);
   const names: string[] = [];
   for (const p of projects) {
-    const members = list.filter((c) => composeProject(c.Labels) === p).map((c) => (c.Names?.[0] ?? c.Id).replace(/^\//, ''));
+    const members = list
+      .filter((c) => composeProject(c.Labels) === p)
+      .map((c) => (c.Names?.[0] ?? c.Id).replace(/^\//, ''));
     if (!members.length) {
       const there = [...new Set(list.map((c) => composeProject(c.Labels)).filter((x): x is string => !!x))].sort();
       throw new NotFoundError(
         `no container of Compose project ${p} on ${engine.facts.endpoint}`,
-        there.length ? `projects there: ${there.join(', ')}` : 'no container there belongs to a Compose project (label com.docker.compose.project)',
+        there.length
+          ? `projects there: ${there.join(', ')}`
+          : 'no container there belongs to a Compose project (label com.docker.compose.project)',
       );
     }
     for (const n of members.sort()) if (!names.includes(n)) names.push(n);
@@ -173,7 +201,11 @@ async function networkDependents(engine: Engine, spec: ContainerSpec): Promise<{
   const list = await engine.listContainers(false).catch(() => []);
   const modes = new Set([`container:${spec.sourceId}`, `container:${spec.name}`]);
   return list
-    .filter((c) => modes.has(String((c as { HostConfig?: { NetworkMode?: string } }).HostConfig?.NetworkMode ?? '')) && c.Id !== spec.sourceId)
+    .filter(
+      (c) =>
+        modes.has(String((c as { HostConfig?: { NetworkMode?: string } }).HostConfig?.NetworkMode ?? '')) &&
+        c.Id !== spec.sourceId,
+    )
     .map((c) => ({ id: c.Id, name: (c.Names?.[0] ?? c.Id).replace(/^\//, '') }));
 }
 
@@ -182,7 +214,13 @@ async function networkDependents(engine: Engine, spec: ContainerSpec): Promise<{
  * kills it, and say so when it had to be killed: a database killed mid-shutdown recovers (or not)
  * on its next start, and the operator should give it longer.
  */
-export async function stopCleanly(engine: Engine, id: string, name: string, timeoutSeconds: number | undefined, progress: Progress): Promise<void> {
+export async function stopCleanly(
+  engine: Engine,
+  id: string,
+  name: string,
+  timeoutSeconds: number | undefined,
+  progress: Progress,
+): Promise<void> {
   await engine.stop(id, timeoutSeconds);
   const st = await engine.inspectContainer(id).catch(() => undefined);
   const state = st?.State as { ExitCode?: number; OOMKilled?: boolean } | undefined;
@@ -204,7 +242,11 @@ export function orchestratedBy(labels: Record<string, string> | undefined): stri
 }
 
 /** Warn about containers that killed ferry runs left paused or stopped on this engine. */
-export async function reportStaleQuiesce(engine: Engine, progress: Progress, journal: QuiesceJournal = new QuiesceJournal()): Promise<void> {
+export async function reportStaleQuiesce(
+  engine: Engine,
+  progress: Progress,
+  journal: QuiesceJournal = new QuiesceJournal(),
+): Promise<void> {
   for (const r of journal.stale(engine.facts.endpoint)) {
     const st = await engine.inspectContainer(r.containerId).catch(() => undefined);
     const still = st && ((r.action === 'paused' && st.State.Paused) || (r.action === 'stopped' && !st.State.Running));
@@ -221,16 +263,29 @@ export async function reportStaleQuiesce(engine: Engine, progress: Progress, jou
 
 /** A tag for the committed image: ferry/<name>:<UTC time>. */
 export function snapshotRef(containerName: string, when: Date): { repo: string; tag: string } {
-  const repo = `ferry/${containerName.toLowerCase().replace(/[^a-z0-9_.-]/g, '-').replace(/^[^a-z0-9]+/, '') || 'container'}`;
+  const repo = `ferry/${
+    containerName
+      .toLowerCase()
+      .replace(/[^a-z0-9_.-]/g, '-')
+      .replace(/^[^a-z0-9]+/, '') || 'container'
+  }`;
   return { repo, tag: utcStamp(when) };
 }
 
 export function utcStamp(d: Date): string {
-  return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return d
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
 }
 
 /** Commit the writable layer. Paused/stopped by the caller, unless consistency is none. */
-export async function commitContainer(engine: Engine, spec: ContainerSpec, ref: { repo: string; tag: string }, mode: Consistency) {
+export async function commitContainer(
+  engine: Engine,
+  spec: ContainerSpec,
+  ref: { repo: string; tag: string },
+  mode: Consistency,
+) {
   const id = await engine.commit(spec.sourceId, ref.repo, ref.tag, {
     pause: mode === 'none',
     comment: `ferry snapshot of ${spec.name}`,

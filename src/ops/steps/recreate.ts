@@ -4,7 +4,18 @@
  * nothing that existed before is touched unless --on-conflict replace asked for it.
  */
 import { type Engine, LABEL_MANAGED } from '../../engine/engine.js';
-import { COMPOSE_PROJECT, createPlan, endpointCreateConfig, ipv4InSubnet, ipv4SubnetsOverlap, networkCreateOptions, parseBind, detachedFromCompose, type ContainerSpec, type NetworkSpec } from '../../model/spec.js';
+import {
+  COMPOSE_PROJECT,
+  createPlan,
+  endpointCreateConfig,
+  ipv4InSubnet,
+  ipv4SubnetsOverlap,
+  networkCreateOptions,
+  parseBind,
+  detachedFromCompose,
+  type ContainerSpec,
+  type NetworkSpec,
+} from '../../model/spec.js';
 import type { VolumeEntry } from '../../bundle/manifest.js';
 import { ConflictError, NotFoundError } from '../../errors.js';
 import type { Progress } from '../../context.js';
@@ -48,9 +59,18 @@ export async function freeName(base: string, exists: (n: string) => Promise<bool
 export async function ensureNetwork(engine: Engine, n: NetworkSpec, undo: Undo, progress: Progress): Promise<void> {
   const existing = await engine.inspectNetwork(n.name);
   if (existing) {
-    const want = (n.ipam?.Config ?? []).map((c) => c.Subnet).filter(Boolean).sort().join(',');
-    const have = ((existing.IPAM?.Config ?? []) as { Subnet?: string }[]).map((c) => c.Subnet).filter(Boolean).sort().join(',');
-    if (want && have !== want) progress.warn(`network ${n.name} exists with subnet ${have || 'none'}, the bundle had ${want}; reusing it`);
+    const want = (n.ipam?.Config ?? [])
+      .map((c) => c.Subnet)
+      .filter(Boolean)
+      .sort()
+      .join(',');
+    const have = ((existing.IPAM?.Config ?? []) as { Subnet?: string }[])
+      .map((c) => c.Subnet)
+      .filter(Boolean)
+      .sort()
+      .join(',');
+    if (want && have !== want)
+      progress.warn(`network ${n.name} exists with subnet ${have || 'none'}, the bundle had ${want}; reusing it`);
     else progress.info(`network ${n.name} exists; reusing it`);
     return;
   }
@@ -59,7 +79,9 @@ export async function ensureNetwork(engine: Engine, n: NetworkSpec, undo: Undo, 
   // fixed address on it (checkStaticAddresses refused that up front), so any subnet will do.
   const taken = await subnetsTaken(engine, n);
   if (taken.length) {
-    progress.warn(`network ${n.name}: its subnet ${ipv4Subnets(n).join(', ')} is taken here (${taken.join('; ')}); created with a subnet the engine picks`);
+    progress.warn(
+      `network ${n.name}: its subnet ${ipv4Subnets(n).join(', ')} is taken here (${taken.join('; ')}); created with a subnet the engine picks`,
+    );
     const ipv6 = (n.ipam?.Config ?? []).filter((c) => String(c.Subnet ?? '').includes(':')); // kept: only IPv4 was checked
     n = { ...n, ipam: { ...(n.ipam ?? { Driver: 'default' }), Config: ipv6 } };
   }
@@ -70,11 +92,17 @@ export async function ensureNetwork(engine: Engine, n: NetworkSpec, undo: Undo, 
 
 /** The IPv4 subnets a network was created with. */
 function ipv4Subnets(n: NetworkSpec): string[] {
-  return (n.ipam?.Config ?? []).map((c) => c.Subnet as string | undefined).filter((x): x is string => !!x && !x.includes(':'));
+  return (n.ipam?.Config ?? [])
+    .map((c) => c.Subnet as string | undefined)
+    .filter((x): x is string => !!x && !x.includes(':'));
 }
 
 /** Networks on the engine (other than `n` itself) whose IPv4 subnets overlap `n`'s: `name (subnet)`. */
-async function subnetsTaken(engine: Engine, n: NetworkSpec, all?: Awaited<ReturnType<Engine['listNetworks']>>): Promise<string[]> {
+async function subnetsTaken(
+  engine: Engine,
+  n: NetworkSpec,
+  all?: Awaited<ReturnType<Engine['listNetworks']>>,
+): Promise<string[]> {
   const mine = ipv4Subnets(n);
   if (!mine.length) return [];
   const out: string[] = [];
@@ -103,7 +131,11 @@ export async function createVolume(
   }
   let name = v.name;
   if (await engine.inspectVolume(name)) {
-    if (onConflict === 'fail') throw new ConflictError(`volume ${name} already exists`, 'use --on-conflict replace to overwrite it, or rename to restore beside it');
+    if (onConflict === 'fail')
+      throw new ConflictError(
+        `volume ${name} already exists`,
+        'use --on-conflict replace to overwrite it, or rename to restore beside it',
+      );
     if (onConflict === 'replace') {
       progress.step(`remove existing volume ${name} (--on-conflict replace)`);
       await engine.removeVolume(name);
@@ -131,15 +163,22 @@ export async function createContainer(
   // the project's service, and scaling back to one may remove the original.
   if (name !== spec.name) {
     const own = spec.config.Labels as Record<string, string> | undefined;
-    const fromImage = ((await engine.inspectImage(image)).Config?.Labels as Record<string, string> | null | undefined) ?? undefined;
+    const fromImage =
+      ((await engine.inspectImage(image)).Config?.Labels as Record<string, string> | null | undefined) ?? undefined;
     const labels = detachedFromCompose(own, fromImage);
     if (labels) {
       const was = { ...fromImage, ...own };
-      progress.info(`${name} is created with the Compose labels of ${spec.name} (service ${was['com.docker.compose.service'] || '?'} of project ${was[COMPOSE_PROJECT] || '?'}) emptied, so that docker compose does not take the copy for that service`);
+      progress.info(
+        `${name} is created with the Compose labels of ${spec.name} (service ${was['com.docker.compose.service'] || '?'} of project ${was[COMPOSE_PROJECT] || '?'}) emptied, so that docker compose does not take the copy for that service`,
+      );
       spec = { ...spec, config: { ...spec.config, Labels: labels } };
     }
   }
-  const plan = createPlan(spec, image, { volumeNames, multiEndpoint: engine.apiAtLeast('1.44'), bridge: engine.facts.podman ? 'podman' : 'bridge' });
+  const plan = createPlan(spec, image, {
+    volumeNames,
+    multiEndpoint: engine.apiAtLeast('1.44'),
+    bridge: engine.facts.podman ? 'podman' : 'bridge',
+  });
   progress.step(`create container ${name}`);
   const id = await engine.createContainer(name, plan.body);
   // With the anonymous volumes its image's VOLUME lines made for it; never one it mounts by name.
@@ -156,21 +195,27 @@ export async function checkConflicts(engine: Engine, containers: string[], volum
   for (const c of containers) if (await engine.containerExists(c)) problems.push(`container ${c}`);
   for (const v of volumes) if (!v.anonymous && (await engine.inspectVolume(v.name))) problems.push(`volume ${v.name}`);
   if (problems.length)
-    throw new ConflictError(`already on the engine: ${problems.join(', ')}`, 'nothing was changed; use --on-conflict rename to restore beside them, or --on-conflict replace to remove them first');
+    throw new ConflictError(
+      `already on the engine: ${problems.join(', ')}`,
+      'nothing was changed; use --on-conflict rename to restore beside them, or --on-conflict replace to remove them first',
+    );
 }
 
 /**
  * The host paths a container is to be created with, from the create options themselves (what
  * a rewrite such as a drill's turned into a volume is no bind any more). Pure.
  */
-export function bindSources(spec: ContainerSpec): { source: string; destination: string; origin: 'binds' | 'mounts' }[] {
+export function bindSources(
+  spec: ContainerSpec,
+): { source: string; destination: string; origin: 'binds' | 'mounts' }[] {
   const out: { source: string; destination: string; origin: 'binds' | 'mounts' }[] = [];
   for (const b of (spec.hostConfig.Binds as string[] | undefined) ?? []) {
     const p = parseBind(b);
     if (p.source.startsWith('/')) out.push({ source: p.source, destination: p.destination, origin: 'binds' });
   }
   for (const m of (spec.hostConfig.Mounts as Record<string, unknown>[] | undefined) ?? [])
-    if (m.Type === 'bind' && typeof m.Source === 'string' && typeof m.Target === 'string') out.push({ source: m.Source, destination: m.Target, origin: 'mounts' });
+    if (m.Type === 'bind' && typeof m.Source === 'string' && typeof m.Target === 'string')
+      out.push({ source: m.Source, destination: m.Target, origin: 'mounts' });
   return out;
 }
 
@@ -236,8 +281,12 @@ export async function checkStaticAddresses(
         existing.set(
           e.network,
           n && {
-            subnets: ((n.IPAM?.Config ?? []) as { Subnet?: string }[]).map((c) => c.Subnet).filter((x): x is string => !!x),
-            holders: Object.values((n.Containers ?? {}) as Record<string, { Name?: string; IPv4Address?: string }>).map((c) => ({ name: c.Name ?? '?', ip: (c.IPv4Address ?? '').split('/')[0]! })),
+            subnets: ((n.IPAM?.Config ?? []) as { Subnet?: string }[])
+              .map((c) => c.Subnet)
+              .filter((x): x is string => !!x),
+            holders: Object.values((n.Containers ?? {}) as Record<string, { Name?: string; IPv4Address?: string }>).map(
+              (c) => ({ name: c.Name ?? '?', ip: (c.IPv4Address ?? '').split('/')[0]! }),
+            ),
           },
         );
       }
@@ -246,11 +295,17 @@ export async function checkStaticAddresses(
         // Created from the bundle, with its subnet: unless another network here has that subnet.
         const fromBundle = networks.find((n) => n.name === e.network);
         const taken = fromBundle ? await subnetsTaken(engine, fromBundle, (all ??= await engine.listNetworks())) : [];
-        if (taken.length) problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network}, whose subnet ${ipv4Subnets(fromBundle!).join(', ')} is taken here by ${taken.join(', ')}`);
+        if (taken.length)
+          problems.push(
+            `${spec.name}: ${e.ipv4Address} on ${e.network}, whose subnet ${ipv4Subnets(fromBundle!).join(', ')} is taken here by ${taken.join(', ')}`,
+          );
         continue;
       }
       // (taken only once it starts: a container created and not started does not need it yet)
-      const holder = opts.starts?.(spec) === false ? undefined : net.holders.find((h) => h.ip === e.ipv4Address && !opts.replacing?.has(h.name));
+      const holder =
+        opts.starts?.(spec) === false
+          ? undefined
+          : net.holders.find((h) => h.ip === e.ipv4Address && !opts.replacing?.has(h.name));
       if (holder) {
         problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network}, which container ${holder.name} holds`);
         continue;
@@ -277,7 +332,13 @@ export const START_WATCH_MS = 2000;
  * warn with the exit code and the last lines of the log of each that stopped. Returns their exit
  * codes by container id. Call it once the run is complete (nothing to roll back any more).
  */
-export async function watchStarted(engine: Engine, started: { name: string; id: string }[], progress: Progress, signal: AbortSignal, ms = START_WATCH_MS): Promise<Map<string, number>> {
+export async function watchStarted(
+  engine: Engine,
+  started: { name: string; id: string }[],
+  progress: Progress,
+  signal: AbortSignal,
+  ms = START_WATCH_MS,
+): Promise<Map<string, number>> {
   const exited = new Map<string, number>();
   if (!started.length) return exited;
   progress.step(`check that ${started.map((c) => c.name).join(', ')} keep${started.length === 1 ? 's' : ''} running`);
@@ -292,7 +353,8 @@ export async function watchStarted(engine: Engine, started: { name: string; id: 
   });
   if (signal.aborted) return exited; // the work is done: an interrupt only cuts the watch short
   for (const c of started) {
-    const st = (await engine.inspectContainer(c.id).catch(() => undefined))?.State as { Running?: boolean; Restarting?: boolean; ExitCode?: number } | undefined;
+    const st = (await engine.inspectContainer(c.id).catch(() => undefined))?.State as
+      { Running?: boolean; Restarting?: boolean; ExitCode?: number } | undefined;
     if (!st || (st.Running && !st.Restarting)) continue;
     const code = st.ExitCode ?? -1;
     exited.set(c.id, code);

@@ -41,7 +41,9 @@ export function portClaims(spec: Pick<ContainerSpec, 'hostConfig'>): PortClaim[]
   const mode = String(spec.hostConfig.NetworkMode ?? '');
   if (mode === 'host' || mode === 'none' || mode.startsWith('container:')) return [];
   const out: PortClaim[] = [];
-  for (const [containerPort, bindings] of Object.entries((spec.hostConfig.PortBindings ?? {}) as Record<string, { HostIp?: string; HostPort?: string }[] | null>)) {
+  for (const [containerPort, bindings] of Object.entries(
+    (spec.hostConfig.PortBindings ?? {}) as Record<string, { HostIp?: string; HostPort?: string }[] | null>,
+  )) {
     const proto = containerPort.split('/')[1] ?? 'tcp';
     for (const b of bindings ?? []) {
       // One port; not an empty or 0 host port, nor a range: the engine picks one of those itself.
@@ -57,7 +59,10 @@ export function portClaims(spec: Pick<ContainerSpec, 'hostConfig'>): PortClaim[]
 const wildcard = (ip: string) => ip === '' || ip === '0.0.0.0' || ip === '::';
 
 /** Whether two bindings of the same port and protocol exclude each other. Pure. */
-export function portsOverlap(a: { ip: string; port: number; proto: string }, b: { ip: string; port: number; proto: string }): boolean {
+export function portsOverlap(
+  a: { ip: string; port: number; proto: string },
+  b: { ip: string; port: number; proto: string },
+): boolean {
   return a.port === b.port && a.proto === b.proto && (wildcard(a.ip) || wildcard(b.ip) || a.ip === b.ip);
 }
 
@@ -66,10 +71,14 @@ export function describeClaim(c: { ip: string; port: number; proto: string }): s
 }
 
 /** What the target's running containers publish, from the engine's container list. */
-export function heldPorts(list: { Names?: string[]; Ports?: { IP?: string; PublicPort?: number; Type?: string }[] }[]): PortHeld[] {
+export function heldPorts(
+  list: { Names?: string[]; Ports?: { IP?: string; PublicPort?: number; Type?: string }[] }[],
+): PortHeld[] {
   return list.flatMap((c) => {
     const name = (c.Names?.[0] ?? '').replace(/^\//, '');
-    return (c.Ports ?? []).filter((p) => p.PublicPort).map((p) => ({ container: name, ip: p.IP ?? '', port: p.PublicPort!, proto: p.Type ?? 'tcp' }));
+    return (c.Ports ?? [])
+      .filter((p) => p.PublicPort)
+      .map((p) => ({ container: name, ip: p.IP ?? '', port: p.PublicPort!, proto: p.Type ?? 'tcp' }));
   });
 }
 
@@ -77,7 +86,9 @@ const IN_USE = /address already in use|port is already allocated/i;
 
 /** A probe's answer when it is about a host port (Docker 20.10 and later), else undefined. */
 function portRefusal(r: true | string | undefined): string | undefined {
-  return typeof r === 'string' && (IN_USE.test(r) || /failed programming external connectivity/i.test(r)) ? r : undefined;
+  return typeof r === 'string' && (IN_USE.test(r) || /failed programming external connectivity/i.test(r))
+    ? r
+    : undefined;
 }
 
 function probePorts(engine: Engine, image: string, claims: PortClaim[]) {
@@ -105,7 +116,11 @@ export interface StartCheckItem {
  * host cannot bind (probed from `image()`, the holder image, asked for only when there is
  * something to probe; without one only containers are looked at).
  */
-export async function checkHostPorts(engine: Engine, items: StartCheckItem[], opts: { replacing?: ReadonlySet<string>; image?: () => Promise<string | undefined>; progress: Progress }): Promise<void> {
+export async function checkHostPorts(
+  engine: Engine,
+  items: StartCheckItem[],
+  opts: { replacing?: ReadonlySet<string>; image?: () => Promise<string | undefined>; progress: Progress },
+): Promise<void> {
   const claimed = items.map((it) => ({ ...it, claims: portClaims(it.spec) })).filter((it) => it.claims.length);
   if (!claimed.length) return;
   const held = heldPorts(await engine.listContainers(false));
@@ -115,7 +130,10 @@ export async function checkHostPorts(engine: Engine, items: StartCheckItem[], op
     for (const c of row.it.claims) {
       const by = held.filter((h) => portsOverlap(c, h));
       const others = by.filter((h) => !opts.replacing?.has(h.container));
-      if (others.length) row.problems.push(`${describeClaim(c)} (published by running container ${[...new Set(others.map((h) => h.container))].join(', ')})`);
+      if (others.length)
+        row.problems.push(
+          `${describeClaim(c)} (published by running container ${[...new Set(others.map((h) => h.container))].join(', ')})`,
+        );
       else if (!by.length) row.probe.push(c);
     }
   // 2. The host, for the rest: all of them in one helper, then one at a time when that is
@@ -127,7 +145,8 @@ export async function checkHostPorts(engine: Engine, items: StartCheckItem[], op
       for (const c of row.probe) {
         const r = portRefusal(await probePorts(engine, image, [c]));
         if (!r) continue;
-        if (!IN_USE.test(r)) row.problems.push(`${describeClaim(c)} (cannot be bound on the engine's host: ${bindReason(r)})`);
+        if (!IN_USE.test(r))
+          row.problems.push(`${describeClaim(c)} (cannot be bound on the engine's host: ${bindReason(r)})`);
         else if (row.it.soft?.(c)) row.soft.push(describeClaim(c));
         else row.problems.push(`${describeClaim(c)} (in use on the engine's host, outside any container of it)`);
       }
@@ -140,7 +159,9 @@ export async function checkHostPorts(engine: Engine, items: StartCheckItem[], op
     if (!problems.length) continue;
     if (it.start) refused.push(`${it.spec.name}: ${problems.join(', ')}`);
     else
-      opts.progress.warn(`${it.spec.name}: host port taken on ${engine.facts.endpoint}: ${problems.join(', ')}; it cannot start until the port is free (or publish elsewhere with --map-port)`);
+      opts.progress.warn(
+        `${it.spec.name}: host port taken on ${engine.facts.endpoint}: ${problems.join(', ')}; it cannot start until the port is free (or publish elsewhere with --map-port)`,
+      );
   }
   if (refused.length)
     throw new ConflictError(
@@ -150,15 +171,25 @@ export async function checkHostPorts(engine: Engine, items: StartCheckItem[], op
 }
 
 /** The host devices a spec maps into the container (`--device`), as the engine records them. Pure. */
-export function deviceClaims(spec: Pick<ContainerSpec, 'hostConfig'>): { PathOnHost: string; PathInContainer: string; CgroupPermissions: string }[] {
-  return ((spec.hostConfig.Devices ?? []) as { PathOnHost?: string; PathInContainer?: string; CgroupPermissions?: string }[])
+export function deviceClaims(
+  spec: Pick<ContainerSpec, 'hostConfig'>,
+): { PathOnHost: string; PathInContainer: string; CgroupPermissions: string }[] {
+  return (
+    (spec.hostConfig.Devices ?? []) as { PathOnHost?: string; PathInContainer?: string; CgroupPermissions?: string }[]
+  )
     .filter((d) => d.PathOnHost)
-    .map((d) => ({ PathOnHost: d.PathOnHost!, PathInContainer: d.PathInContainer || d.PathOnHost!, CgroupPermissions: d.CgroupPermissions || 'rwm' }));
+    .map((d) => ({
+      PathOnHost: d.PathOnHost!,
+      PathInContainer: d.PathInContainer || d.PathOnHost!,
+      CgroupPermissions: d.CgroupPermissions || 'rwm',
+    }));
 }
 
 /** A probe's answer when it is about a device or a device request (`--gpus`), else undefined. */
 function deviceRefusal(r: true | string | undefined): string | undefined {
-  return typeof r === 'string' && /error gathering device information|could not select device driver/i.test(r) ? r : undefined;
+  return typeof r === 'string' && /error gathering device information|could not select device driver/i.test(r)
+    ? r
+    : undefined;
 }
 
 /**
@@ -167,9 +198,17 @@ function deviceRefusal(r: true | string | undefined): string | undefined {
  * only creates. Docker only: probed from `image()`, asked for only when there is something to
  * probe.
  */
-export async function checkDevices(engine: Engine, items: StartCheckItem[], opts: { image?: () => Promise<string | undefined>; progress: Progress }): Promise<void> {
+export async function checkDevices(
+  engine: Engine,
+  items: StartCheckItem[],
+  opts: { image?: () => Promise<string | undefined>; progress: Progress },
+): Promise<void> {
   const wanted = items
-    .map((it) => ({ ...it, devices: deviceClaims(it.spec), requests: (it.spec.hostConfig.DeviceRequests ?? []) as unknown[] }))
+    .map((it) => ({
+      ...it,
+      devices: deviceClaims(it.spec),
+      requests: (it.spec.hostConfig.DeviceRequests ?? []) as unknown[],
+    }))
     .filter((it) => it.devices.length || it.requests.length);
   if (!wanted.length || engine.facts.podman) return;
   const image = await opts.image?.();
@@ -177,18 +216,26 @@ export async function checkDevices(engine: Engine, items: StartCheckItem[], opts
   const refused: string[] = [];
   for (const it of wanted) {
     const problems: string[] = [];
-    if (it.devices.length && deviceRefusal(await probeStart(engine, image, { NetworkMode: 'none', Devices: it.devices }))) {
+    if (
+      it.devices.length &&
+      deviceRefusal(await probeStart(engine, image, { NetworkMode: 'none', Devices: it.devices }))
+    ) {
       // Which of them: one at a time (the engine names only the first).
       for (const d of it.devices)
-        if (deviceRefusal(await probeStart(engine, image, { NetworkMode: 'none', Devices: [d] }))) problems.push(`${d.PathOnHost} (mapped to ${d.PathInContainer})`);
+        if (deviceRefusal(await probeStart(engine, image, { NetworkMode: 'none', Devices: [d] })))
+          problems.push(`${d.PathOnHost} (mapped to ${d.PathInContainer})`);
     }
     if (it.requests.length) {
       const r = deviceRefusal(await probeStart(engine, image, { NetworkMode: 'none', DeviceRequests: it.requests }));
-      if (r) problems.push(`the devices it requests (--gpus): ${r.replace(/^.*?(could not select device driver)/is, '$1')}`);
+      if (r)
+        problems.push(`the devices it requests (--gpus): ${r.replace(/^.*?(could not select device driver)/is, '$1')}`);
     }
     if (!problems.length) continue;
     if (it.start) refused.push(`${it.spec.name}: ${problems.join(', ')}`);
-    else opts.progress.warn(`${it.spec.name}: missing on the host of ${engine.facts.endpoint}: ${problems.join(', ')}; it cannot start until they are there`);
+    else
+      opts.progress.warn(
+        `${it.spec.name}: missing on the host of ${engine.facts.endpoint}: ${problems.join(', ')}; it cannot start until they are there`,
+      );
   }
   if (refused.length)
     throw new NotFoundError(
@@ -211,20 +258,28 @@ function hasDriver(list: string[], driver: string): boolean {
  */
 export function missingSupport(
   caps: Capabilities,
-  what: { specs: Pick<ContainerSpec, 'name' | 'hostConfig'>[]; volumes: { name: string; driver: string }[]; networks: { name: string; driver: string }[] },
+  what: {
+    specs: Pick<ContainerSpec, 'name' | 'hostConfig'>[];
+    volumes: { name: string; driver: string }[];
+    networks: { name: string; driver: string }[];
+  },
   opts: { podman?: boolean } = {},
 ): string[] {
   const out: string[] = [];
   for (const s of what.specs) {
     const rt = s.hostConfig.Runtime;
-    if (typeof rt === 'string' && rt && !caps.runtimes.includes(rt)) out.push(`${s.name}: runtime ${rt} (here: ${caps.runtimes.join(', ') || 'none listed'})`);
+    if (typeof rt === 'string' && rt && !caps.runtimes.includes(rt))
+      out.push(`${s.name}: runtime ${rt} (here: ${caps.runtimes.join(', ') || 'none listed'})`);
     const log = (s.hostConfig.LogConfig as { Type?: string } | undefined)?.Type;
-    if (!opts.podman && log && log !== 'none' && !hasDriver(caps.logDrivers, log)) out.push(`${s.name}: log driver ${log} (here: ${caps.logDrivers.join(', ')})`);
+    if (!opts.podman && log && log !== 'none' && !hasDriver(caps.logDrivers, log))
+      out.push(`${s.name}: log driver ${log} (here: ${caps.logDrivers.join(', ')})`);
   }
   for (const v of what.volumes)
-    if (v.driver && !hasDriver(caps.volumeDrivers, v.driver)) out.push(`volume ${v.name}: volume driver ${v.driver} (here: ${caps.volumeDrivers.join(', ')})`);
+    if (v.driver && !hasDriver(caps.volumeDrivers, v.driver))
+      out.push(`volume ${v.name}: volume driver ${v.driver} (here: ${caps.volumeDrivers.join(', ')})`);
   for (const n of what.networks)
-    if (n.driver && !hasDriver(caps.networkDrivers, n.driver)) out.push(`network ${n.name}: network driver ${n.driver} (here: ${caps.networkDrivers.join(', ')})`);
+    if (n.driver && !hasDriver(caps.networkDrivers, n.driver))
+      out.push(`network ${n.name}: network driver ${n.driver} (here: ${caps.networkDrivers.join(', ')})`);
   return out;
 }
 
@@ -235,7 +290,11 @@ export function missingSupport(
  */
 export async function checkEngineSupport(
   engine: Engine,
-  what: { specs: ContainerSpec[]; volumes: { name: string; driver: string }[]; networks: { name: string; driver: string }[] },
+  what: {
+    specs: ContainerSpec[];
+    volumes: { name: string; driver: string }[];
+    networks: { name: string; driver: string }[];
+  },
 ): Promise<void> {
   const caps = await engine.capabilities();
   if (!caps) return;
@@ -259,7 +318,14 @@ export async function checkEngineSupport(
 export function hostSettings(spec: Pick<ContainerSpec, 'hostConfig'>): Record<string, unknown> {
   const hc = spec.hostConfig as Record<string, unknown>;
   const out: Record<string, unknown> = {};
-  const set = (v: unknown) => v !== undefined && v !== null && v !== '' && v !== 0 && v !== false && !(Array.isArray(v) && !v.length) && !(typeof v === 'object' && !Array.isArray(v) && !Object.keys(v as object).length);
+  const set = (v: unknown) =>
+    v !== undefined &&
+    v !== null &&
+    v !== '' &&
+    v !== 0 &&
+    v !== false &&
+    !(Array.isArray(v) && !v.length) &&
+    !(typeof v === 'object' && !Array.isArray(v) && !Object.keys(v as object).length);
   for (const k of HOST_KEYS) if (set(hc[k])) out[k] = hc[k];
   if (typeof hc.MemorySwappiness === 'number' && hc.MemorySwappiness >= 0) out.MemorySwappiness = hc.MemorySwappiness;
   if (typeof hc.Runtime === 'string' && hc.Runtime && hc.Runtime !== 'runc') out.Runtime = hc.Runtime;
@@ -271,10 +337,33 @@ export function hostSettings(spec: Pick<ContainerSpec, 'hostConfig'>): Record<st
 }
 
 const HOST_KEYS = [
-  'CpusetCpus', 'CpusetMems', 'NanoCpus', 'CpuShares', 'CpuQuota', 'CpuPeriod', 'CpuRealtimePeriod', 'CpuRealtimeRuntime',
-  'Memory', 'MemoryReservation', 'MemorySwap', 'OomKillDisable', 'OomScoreAdj', 'PidsLimit',
-  'BlkioWeight', 'BlkioWeightDevice', 'BlkioDeviceReadBps', 'BlkioDeviceWriteBps', 'BlkioDeviceReadIOps', 'BlkioDeviceWriteIOps',
-  'CgroupParent', 'Sysctls', 'Ulimits', 'StorageOpt', 'SecurityOpt', 'Isolation', 'Init',
+  'CpusetCpus',
+  'CpusetMems',
+  'NanoCpus',
+  'CpuShares',
+  'CpuQuota',
+  'CpuPeriod',
+  'CpuRealtimePeriod',
+  'CpuRealtimeRuntime',
+  'Memory',
+  'MemoryReservation',
+  'MemorySwap',
+  'OomKillDisable',
+  'OomScoreAdj',
+  'PidsLimit',
+  'BlkioWeight',
+  'BlkioWeightDevice',
+  'BlkioDeviceReadBps',
+  'BlkioDeviceWriteBps',
+  'BlkioDeviceReadIOps',
+  'BlkioDeviceWriteIOps',
+  'CgroupParent',
+  'Sysctls',
+  'Ulimits',
+  'StorageOpt',
+  'SecurityOpt',
+  'Isolation',
+  'Init',
 ] as const;
 
 /**
@@ -285,8 +374,14 @@ const HOST_KEYS = [
  * settings (probeHost), so the engine itself judges them, with its own words in the refusal.
  * A start refusal of a container that is only created (--no-start) is a warning.
  */
-export async function checkHostResources(engine: Engine, items: StartCheckItem[], opts: { image?: () => Promise<string | undefined>; progress: Progress }): Promise<void> {
-  const wanted = items.map((it) => ({ ...it, settings: hostSettings(it.spec) })).filter((it) => Object.keys(it.settings).length);
+export async function checkHostResources(
+  engine: Engine,
+  items: StartCheckItem[],
+  opts: { image?: () => Promise<string | undefined>; progress: Progress },
+): Promise<void> {
+  const wanted = items
+    .map((it) => ({ ...it, settings: hostSettings(it.spec) }))
+    .filter((it) => Object.keys(it.settings).length);
   if (!wanted.length || engine.facts.podman) return;
   const image = await opts.image?.();
   if (!image) return;
@@ -295,8 +390,12 @@ export async function checkHostResources(engine: Engine, items: StartCheckItem[]
     const a = await probeHost(engine, image, it.settings);
     if (!a || a.ok) continue;
     const why = a.message.replace(/^\(HTTP code \d+\)\s*/, '');
-    if (a.at === 'create' || it.start) refused.push(`${it.spec.name}: ${a.at === 'create' ? 'cannot be created' : 'cannot start'}: ${why}`);
-    else opts.progress.warn(`${it.spec.name} cannot start on ${engine.facts.endpoint} as it is set up (${why}); it is created, not started`);
+    if (a.at === 'create' || it.start)
+      refused.push(`${it.spec.name}: ${a.at === 'create' ? 'cannot be created' : 'cannot start'}: ${why}`);
+    else
+      opts.progress.warn(
+        `${it.spec.name} cannot start on ${engine.facts.endpoint} as it is set up (${why}); it is created, not started`,
+      );
   }
   if (refused.length)
     throw new NotFoundError(
