@@ -227,7 +227,7 @@ export class BundleReader {
               const d = decompressor(plan.codec, plan.name);
               let decodeError: Error | undefined;
               d.once('error', (err) => (decodeError = err));
-              await pipeline(e, stored, d, new SizeLimit(partRaw!, part), forward).catch((err: Error) => {
+              await pipeline(e, stored, d, new SizeLimit(partRaw, part), forward).catch((err: Error) => {
                 throw err instanceof BundleError ? err : decodeError ? damaged(decodeError, plan, part) : err;
               });
             } else {

@@ -35,7 +35,7 @@ function listrProgress(out: NodeJS.WriteStream): Progress & { done(): void } {
       {
         title,
         task: async (_ctx, t) => {
-          task = t as unknown as { title?: string; output?: string };
+          task = t;
           task.title = title;
           await finished;
         },

@@ -274,7 +274,7 @@ export async function openHostImageArchive(
   const host = await askHost(shell);
   if (!host.root) return undefined;
   const idHex = /^sha256:([0-9a-f]{64})$/.exec(img.Id)?.[1];
-  const diffIds = (img.RootFS?.Layers as string[] | undefined) ?? [];
+  const diffIds = img.RootFS?.Layers ?? [];
   if (!idHex || !diffIds.length) return undefined;
   const store = `${f.rootDir}/image/overlay2`;
   // The config as the engine stores it: its sha256 is the image ID.

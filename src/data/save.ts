@@ -34,7 +34,7 @@ export async function saveImage(
 ): Promise<SavedImage> {
   if (opts.rewritable) {
     const img = await engine.inspectImage(ref);
-    const diffIds = (img.RootFS?.Layers as string[] | undefined) ?? [];
+    const diffIds = img.RootFS?.Layers ?? [];
     const fromHost = await openHostImageArchive(
       engine,
       img,

@@ -58,7 +58,7 @@ export async function engineChainIds(engine: Engine): Promise<Set<string>> {
   const images = await engine.docker.listImages({ all: false }).catch(() => []);
   for (const img of images.slice(0, 1000)) {
     const info = await engine.inspectImage(img.Id).catch(() => undefined);
-    for (const c of chainIds((info?.RootFS?.Layers as string[] | undefined) ?? [])) have.add(c);
+    for (const c of chainIds(info?.RootFS?.Layers ?? [])) have.add(c);
   }
   return have;
 }
@@ -109,7 +109,7 @@ function withoutLayers(src: Readable, skip: Set<string>): Readable {
     pack.finalize();
     await feeding;
     await sending;
-  })().catch((err) => out.destroy(err));
+  })().catch((err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))));
   return out;
 }
 
@@ -121,7 +121,7 @@ export async function shipImage(source: Engine, target: Engine, ref: string, pro
     await target.tagImage(img.Id, ...splitRef(ref));
     return { bytes: 0, skippedLayers: img.RootFS?.Layers?.length ?? 0, totalLayers: img.RootFS?.Layers?.length ?? 0 };
   }
-  const diffIds = (img.RootFS?.Layers as string[] | undefined) ?? [];
+  const diffIds = img.RootFS?.Layers ?? [];
   // Podman refuses an archive whose layer files are not all there: it gets the whole image.
   const have = target.facts.podman ? new Set<string>() : await engineChainIds(target);
   const chains = chainIds(diffIds);

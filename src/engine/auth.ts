@@ -185,8 +185,7 @@ export async function resolveRegistryAuth(
     if (!o || typeof o !== 'object' || Array.isArray(o))
       throw new UsageError(`--registry-auth-file ${opts.authFile}: not a JSON object`);
     const r = o as Record<string, unknown>;
-    if ('auths' in r || 'credHelpers' in r || 'credsStore' in r)
-      return authFromConfig(r as DockerConfigFile, host, deps);
+    if ('auths' in r || 'credHelpers' in r || 'credsStore' in r) return authFromConfig(r, host, deps);
     if (typeof r.identitytoken === 'string' && r.identitytoken)
       return { identitytoken: r.identitytoken, serveraddress: serverAddress(host) };
     if (typeof r.username === 'string' && typeof r.password === 'string')
@@ -200,7 +199,7 @@ export async function resolveRegistryAuth(
   if (text === undefined) return {};
   const cfg = parseJson(text, file);
   if (!cfg || typeof cfg !== 'object' || Array.isArray(cfg)) throw new UsageError(`${file} is not a JSON object`);
-  return authFromConfig(cfg as DockerConfigFile, host, deps);
+  return authFromConfig(cfg, host, deps);
 }
 
 /** Which credentials are used, for messages: never the secret itself. */
@@ -247,7 +246,7 @@ export function runCredentialHelper(helper: string, serverUrl: string, env: Node
       } catch {
         return reject(new EngineError(`credential helper ${cmd} did not answer with JSON for ${serverUrl}`));
       }
-      resolve(ans && typeof ans === 'object' ? (ans as HelperAnswer) : undefined);
+      resolve(ans && typeof ans === 'object' ? ans : undefined);
     });
     child.stdin.end(serverUrl);
   });

@@ -161,6 +161,8 @@ export function bulkGet(address: BulkAddress, urlPath: string): Promise<Readable
       let p = from;
       while (p < to && state !== 'done') {
         switch (state) {
+          case 'head':
+            return; // decode runs only once the head has been read
           case 'data': {
             const n = framing === 'close' ? to - p : Math.min(left, to - p);
             if (p !== fill) slab.copyWithin(fill, p, p + n);

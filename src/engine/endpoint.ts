@@ -136,7 +136,7 @@ function readContext(name: string, env: EndpointEnv): Endpoint | undefined {
   const dir = configDir(env);
   let meta: { Endpoints?: { docker?: { Host?: string; SkipTLSVerify?: boolean } } };
   try {
-    meta = JSON.parse(readFileSync(path.join(dir, 'contexts', 'meta', id, 'meta.json'), 'utf8'));
+    meta = JSON.parse(readFileSync(path.join(dir, 'contexts', 'meta', id, 'meta.json'), 'utf8')) as typeof meta;
   } catch {
     return undefined;
   }

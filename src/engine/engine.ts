@@ -96,9 +96,9 @@ export class Engine {
     const where = describeEndpoint(ep);
     const probe = new DockerClient(base);
     let version: Docker.DockerVersion & { Components?: { Name: string }[] };
-    let podman = false;
+    let podman: boolean;
     try {
-      version = (await probe.version()) as typeof version;
+      version = await probe.version();
       podman = (version.Components ?? []).some((c) => /podman/i.test(c.Name));
     } catch (err) {
       throw unreachable(err as DockerErr, where, ep.source);
@@ -403,13 +403,13 @@ export class Engine {
 
   /** The last `tail` lines a container logged (stdout and stderr interleaved; TTY or not). */
   async containerLogs(id: string, tail = 20): Promise<string> {
-    const raw = (await this.call(
+    const raw = await this.call(
       `read the logs of container ${id}`,
       () =>
         this.docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false, tail }) as unknown as Promise<
           Buffer | string
         >,
-    )) as Buffer | string;
+    );
     const buf = Buffer.isBuffer(raw) ? raw : Buffer.from(raw);
     let text = '';
     const sink = new Writable({
@@ -472,11 +472,11 @@ export class Engine {
 
   /** `docker load` from a stream; resolves only once the engine has finished and reported success. */
   async loadImage(src: Readable, onMessage?: (m: ProgressMessage) => void): Promise<string[]> {
-    const res = (await this.call('load image', () =>
+    const res = await this.call('load image', () =>
       (this.docker as unknown as { loadImage(s: unknown, o: unknown): Promise<Readable> }).loadImage(src, {
         quiet: true,
       }),
-    )) as unknown as Readable;
+    );
     let msgs: ProgressMessage[];
     try {
       msgs = await followJson(res, onMessage);
@@ -506,17 +506,15 @@ export class Engine {
     signal?: AbortSignal,
   ): Promise<string> {
     const what = `push image ${repo}:${tag}`;
-    const res = (await this.call(
+    const res = await this.call(
       what,
       () =>
-        this.docker
-          .getImage(repo)
-          .push({
-            tag,
-            authconfig: { ...auth },
-            ...(signal ? { abortSignal: signal } : {}),
-          } as never) as unknown as Promise<Readable>,
-    )) as Readable;
+        this.docker.getImage(repo).push({
+          tag,
+          authconfig: { ...auth },
+          ...(signal ? { abortSignal: signal } : {}),
+        } as never) as unknown as Promise<Readable>,
+    );
     let digest: string | undefined;
     try {
       await followJson(res, (m) => {
@@ -552,10 +550,10 @@ export class Engine {
           : [ref, 'latest'];
     let res: Readable;
     try {
-      res = (await (this.docker as unknown as { createImage(a: unknown, o: unknown): Promise<Readable> }).createImage(
+      res = await (this.docker as unknown as { createImage(a: unknown, o: unknown): Promise<Readable> }).createImage(
         { ...auth },
         { fromImage, tag, ...(signal ? { abortSignal: signal } : {}) },
-      )) as Readable;
+      );
     } catch (err) {
       throw this.registryError(err, what);
     }
@@ -607,12 +605,12 @@ export class Engine {
     if (await this.imageExists(HOLDER_IMAGE)) return HOLDER_IMAGE;
     const emptyTar = Readable.from([Buffer.alloc(1024)]);
     // `repo` carries the tag (the API allows it): Podman ignores a separate `tag` on import.
-    const res = (await this.call('import the empty holder image', () =>
+    const res = await this.call('import the empty holder image', () =>
       (this.docker as unknown as { importImage(s: unknown, o: unknown): Promise<Readable> }).importImage(emptyTar, {
         repo: HOLDER_IMAGE,
         changes: ['CMD ["/nonexistent"]', `LABEL ${LABEL_MANAGED}=true`],
       }),
-    )) as unknown as Readable;
+    );
     try {
       await followJson(res);
     } catch (err) {
@@ -629,7 +627,7 @@ export class Engine {
 
   async inspectVolume(name: string): Promise<VolumeInspect | undefined> {
     try {
-      return (await this.docker.getVolume(name).inspect()) as VolumeInspect;
+      return await this.docker.getVolume(name).inspect();
     } catch (err) {
       if ((err as DockerErr).statusCode === 404) return undefined;
       throw this.mapError(err, `inspect volume ${name}`);
@@ -679,18 +677,24 @@ export class Engine {
     id: string,
     path: string,
   ): Promise<{ name: string; size: number; mode: number; mtime: string; linkTarget: string } | undefined> {
-    const res = (await this.call(
+    const res = await this.call(
       `stat ${path} in container ${id}`,
       () =>
         this.docker.getContainer(id).infoArchive({ path }) as unknown as Promise<
           Readable & { headers?: Record<string, string> }
         >,
-    )) as Readable & { headers?: Record<string, string> };
+    );
     res.resume?.();
     const h = res.headers?.['x-docker-container-path-stat'];
     if (!h) return undefined;
     try {
-      return JSON.parse(Buffer.from(h, 'base64').toString('utf8'));
+      return JSON.parse(Buffer.from(h, 'base64').toString('utf8')) as {
+        name: string;
+        size: number;
+        mode: number;
+        mtime: string;
+        linkTarget: string;
+      };
     } catch {
       return undefined;
     }
@@ -703,7 +707,7 @@ export class Engine {
       try {
         // As a string: docker-modem leaves false values out of the query.
         const query = { path, ...(opts.copyUIDGID !== undefined ? { copyUIDGID: String(opts.copyUIDGID) } : {}) };
-        const res = (await this.docker.getContainer(id).putArchive(src as never, query)) as unknown;
+        const res = (await this.docker.getContainer(id).putArchive(src, query)) as unknown;
         if (res && typeof (res as Readable).resume === 'function') (res as Readable).resume();
       } catch (err) {
         src.destroy();
@@ -716,7 +720,7 @@ export class Engine {
 
   async inspectNetwork(name: string): Promise<NetworkInspect | undefined> {
     try {
-      return (await this.docker.getNetwork(name).inspect()) as NetworkInspect;
+      return await this.docker.getNetwork(name).inspect();
     } catch (err) {
       if ((err as DockerErr).statusCode === 404) return undefined;
       throw this.mapError(err, `inspect network ${name}`);
@@ -756,7 +760,7 @@ function dockerOptions(ep: Endpoint, agent?: http.Agent): Docker.DockerOptions {
   // Pass host/socketPath explicitly: docker-modem otherwise lets DOCKER_HOST override them.
   switch (ep.kind) {
     case 'unix':
-      return { socketPath: ep.socketPath, host: undefined, protocol: undefined } as unknown as Docker.DockerOptions;
+      return { socketPath: ep.socketPath, host: undefined, protocol: undefined };
     case 'tcp':
       return {
         socketPath: undefined,

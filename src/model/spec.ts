@@ -4,8 +4,13 @@
  * into create options on any engine. No I/O here; unit-tested in test/unit/spec.test.ts.
  */
 
+/** A string field of an inspect answer, or `fallback` where it is missing or not a string. */
+export function asString(v: unknown, fallback = ''): string {
+  return typeof v === 'string' ? v : fallback;
+}
+
 export interface MountSpec {
-  type: 'volume' | 'bind' | 'tmpfs' | 'npipe' | 'image' | string;
+  type: 'volume' | 'bind' | 'tmpfs' | 'npipe' | 'image' | (string & {});
   /** Volume name (type volume) or host path (type bind). */
   source?: string;
   destination: string;
@@ -121,7 +126,7 @@ const HOSTCONFIG_KEYS = [
 function isEmpty(v: unknown): boolean {
   if (v === null || v === undefined || v === '' || v === 0 || v === false) return true;
   if (Array.isArray(v)) return v.length === 0;
-  if (typeof v === 'object') return Object.keys(v as object).length === 0;
+  if (typeof v === 'object') return Object.keys(v).length === 0;
   return false;
 }
 
@@ -164,7 +169,7 @@ export function captureSpec({
   podman,
 }: CaptureInput): ContainerSpec {
   const cfg = inspect.Config;
-  const img = (imageConfig ?? {}) as Json;
+  const img = imageConfig ?? {};
   const shortId = inspect.Id.slice(0, 12);
   const name = inspect.Name.replace(/^\//, '');
   const config: Json = {};
@@ -179,7 +184,7 @@ export function captureSpec({
     config.StopTimeout = cfg.StopTimeout;
   const imgEnv = new Set((img.Env as string[] | null) ?? []);
   const env = ((cfg.Env as string[] | null) ?? []).filter(
-    (e) => !imgEnv.has(e) && !(podman && e === `HOSTNAME=${cfg.Hostname ?? shortId}`),
+    (e) => !imgEnv.has(e) && !(podman && e === `HOSTNAME=${asString(cfg.Hostname, shortId)}`),
   );
   if (env.length) config.Env = env;
   const entrypointChanged = !same(cfg.Entrypoint, img.Entrypoint);
@@ -271,7 +276,7 @@ export function captureSpec({
     name,
     sourceId: inspect.Id,
     state: { running: !!state.Running, paused: !!state.Paused },
-    baseImage: { ref: String(cfg.Image ?? inspect.Image), id: inspect.Image },
+    baseImage: { ref: asString(cfg.Image, inspect.Image), id: inspect.Image },
     config,
     hostConfig,
     endpoints,
@@ -295,10 +300,10 @@ function captureMounts(inspect: CaptureInput['inspect']): MountSpec[] {
   const binds = ((inspect.HostConfig.Binds as string[] | null) ?? []).map(parseBind);
   const hcMounts = (inspect.HostConfig.Mounts as Json[] | null) ?? [];
   const out: MountSpec[] = [];
-  for (const m of (inspect.Mounts ?? []) as Json[]) {
+  for (const m of inspect.Mounts ?? []) {
     const type = String(m.Type);
     const destination = String(m.Destination);
-    const source = type === 'volume' ? String(m.Name) : String(m.Source ?? '');
+    const source = type === 'volume' ? String(m.Name) : asString(m.Source);
     const readOnly = m.RW === false;
     const inBinds = binds.some((b) => b.destination === destination);
     const inMounts = hcMounts.some((x) => x.Target === destination);
@@ -368,7 +373,7 @@ export function captureNetwork(n: Json): NetworkSpec {
   };
   return {
     name: String(n.Name),
-    driver: String(n.Driver ?? 'bridge'),
+    driver: asString(n.Driver, 'bridge'),
     internal: !!n.Internal,
     attachable: !!n.Attachable,
     enableIPv6: !!n.EnableIPv6,
@@ -451,7 +456,7 @@ export function createPlan(
   else delete hostConfig.Mounts;
 
   const body: Json = { ...spec.config, Image: image, HostConfig: hostConfig };
-  const networkMode = String(hostConfig.NetworkMode ?? 'default');
+  const networkMode = asString(hostConfig.NetworkMode, 'default');
   let laterEndpoints: EndpointSpec[] = [];
   if (!networkMode.startsWith('container:') && networkMode !== 'host' && networkMode !== 'none') {
     const eps = spec.endpoints.map((e) => (e.network === 'bridge' ? { ...e, network: bridge } : e));

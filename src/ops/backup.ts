@@ -243,15 +243,16 @@ export async function backup(
   const releaseAll = async () => {
     if (released) return;
     released = true;
-    let failed: unknown;
+    let failed: { error: unknown } | undefined;
     // In dependency order; one that cannot be put back does not keep the others down.
-    for (const h of [...held].reverse()) if (h.resume) await h.resume().catch((e: unknown) => (failed ??= e));
+    for (const h of [...held].reverse())
+      if (h.resume) await h.resume().catch((e: unknown) => (failed ??= { error: e }));
     for (const h of held)
       if (h.post)
         await runHook(engine, h.c.spec.name, h.c.spec.sourceId, 'post-exec', h.post, progress, signal).catch((e) =>
           progress.warn((e as Error).message),
         );
-    if (failed) throw failed;
+    if (failed) throw failed.error;
   };
   try {
     await writer.begin();
@@ -385,7 +386,7 @@ export async function backup(
           throw err;
         }
         progress.info(`pushed ${entry.image.ref} (${digest})`);
-        writer.recordImage({ ...facts!, digest });
+        writer.recordImage({ ...facts, digest });
         pushed.push({ container: c.spec.name, ref: entry.image.ref, digest });
         continue;
       }

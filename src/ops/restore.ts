@@ -15,6 +15,7 @@ import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
 import {
+  asString,
   containerRefs,
   dependencyOrder,
   renameContainerRefs,
@@ -135,7 +136,7 @@ export function selectContainers(m: Manifest, only: string[]): { manifest: Manif
     }),
   );
   const networks = new Set(
-    containers.flatMap((c) => [...c.spec.endpoints.map((e) => e.network), String(c.spec.hostConfig.NetworkMode ?? '')]),
+    containers.flatMap((c) => [...c.spec.endpoints.map((e) => e.network), asString(c.spec.hostConfig.NetworkMode)]),
   );
   const notes: string[] = [];
   for (const c of containers)

@@ -240,7 +240,8 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
             opts.warn?.(
               `ssh ${describe}: socket forwarding refused (${err.message}); using \`docker system dial-stdio\``,
             );
-            return dialStdio().then(resolve, reject);
+            dialStdio().then(resolve, reject);
+            return;
           }
           reject(new EngineError(`ssh ${describe}: cannot reach ${remotePath}: ${err.message}`, { cause: err }));
         });
@@ -350,7 +351,7 @@ function corkedSocket(host: string, port: number): Socket {
   sock.setNoDelay(true);
   const write = sock.write.bind(sock) as (...a: unknown[]) => boolean;
   let corked = false;
-  sock.write = ((...args: unknown[]) => {
+  sock.write = (...args: unknown[]) => {
     if (!corked) {
       corked = true;
       sock.cork();
@@ -360,6 +361,6 @@ function corkedSocket(host: string, port: number): Socket {
       });
     }
     return write(...args);
-  }) as typeof sock.write;
+  };
   return sock;
 }

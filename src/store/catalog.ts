@@ -123,7 +123,7 @@ export async function describeBundle(
   }
   return describeOpened(
     { bundle: abs, bytes, mtime },
-    async () => createReadStream(abs, { highWaterMark: 64 * 1024 }) as unknown as Readable,
+    async () => createReadStream(abs, { highWaterMark: 64 * 1024 }),
     passphrase,
   );
 }
@@ -230,7 +230,7 @@ export function redactManifest(m: Manifest): Manifest {
   const copy = JSON.parse(JSON.stringify(m)) as Manifest;
   for (const c of copy.containers) {
     const cfg = c.spec?.config as { Env?: unknown } | undefined;
-    if (cfg && Array.isArray(cfg.Env)) cfg.Env = cfg.Env.map((e) => (typeof e === 'string' ? envName(e) : e));
+    if (cfg && Array.isArray(cfg.Env)) cfg.Env = cfg.Env.map((e: unknown) => (typeof e === 'string' ? envName(e) : e));
   }
   return copy;
 }
@@ -298,6 +298,6 @@ export function openStore(store: string, deps: { ssh?: () => SshPool; passphrase
     remove: (bundle) => fs.rm(bundle),
     isDirectory: async () => !!(await fs.stat(dir).catch(() => undefined))?.isDirectory(),
     bundles: async () => (await storeFiles(dir)).sort(),
-    open: async (bundle) => createReadStream(bundle, { highWaterMark: 1 << 20 }) as unknown as Readable,
+    open: async (bundle) => createReadStream(bundle, { highWaterMark: 1 << 20 }),
   };
 }

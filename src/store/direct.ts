@@ -95,7 +95,7 @@ export class AlignedAppender {
     for (const c of chunks) {
       for (let off = 0; off < c.length;) {
         const n = Math.min(c.length - off, SLOT_SIZE - this.fill);
-        c.copy(this.cur!, this.fill, off, off + n);
+        c.copy(this.cur, this.fill, off, off + n);
         this.fill += n;
         off += n;
         if (this.fill === SLOT_SIZE) await this.flushSlot();

@@ -5,7 +5,11 @@
 export class PositionedWrites {
   position = 0;
   private readonly inflight = new Set<Promise<void>>();
-  private failed?: unknown;
+  private failed?: Error;
+
+  private throwIfFailed(): void {
+    if (this.failed) throw this.failed;
+  }
 
   constructor(
     private readonly put: (chunks: Buffer[], position: number) => Promise<void>,
@@ -17,24 +21,24 @@ export class PositionedWrites {
    * maxInflight writes are under way. `written` is called once the bytes have landed.
    */
   async write(data: Buffer | Buffer[], written?: () => void): Promise<void> {
-    if (this.failed) throw this.failed;
+    this.throwIfFailed();
     const chunks = Array.isArray(data) ? data : [data];
     const len = chunks.reduce((n, c) => n + c.length, 0);
     if (!len) return;
-    const p = this.put(chunks, this.position).then(written, (err) => {
-      this.failed ??= err;
+    const p = this.put(chunks, this.position).then(written, (err: unknown) => {
+      this.failed ??= err instanceof Error ? err : new Error(String(err));
     });
     this.position += len;
     this.inflight.add(p);
     void p.finally(() => this.inflight.delete(p));
     if (this.inflight.size >= this.maxInflight) await Promise.race(this.inflight);
-    if (this.failed) throw this.failed;
+    this.throwIfFailed();
   }
 
   /** Wait for every write under way; throw the first failure. */
   async settle(): Promise<void> {
     await Promise.all(this.inflight);
-    if (this.failed) throw this.failed;
+    this.throwIfFailed();
   }
 
   /** Patch bytes already written, once everything before has landed. */

@@ -64,9 +64,7 @@ interface Attrs {
 }
 
 function call<T>(what: string, fn: (cb: (err: Error | null | undefined, v?: T) => void) => void): Promise<T> {
-  return new Promise((resolve, reject) =>
-    fn((err, v) => (err ? reject(sftpError(err as Error, what)) : resolve(v as T))),
-  );
+  return new Promise((resolve, reject) => fn((err, v) => (err ? reject(sftpError(err, what)) : resolve(v as T))));
 }
 
 /** The store lock's file operations in a directory on the remote host. */
@@ -95,16 +93,16 @@ export function sftpLockDir(sftp: SFTPWrapper, dir: string, base: string): LockD
       }
       try {
         const buf = Buffer.from(content);
-        await call<void>(`write ${at(file)}`, (cb) => sftp.write(handle, buf, 0, buf.length, 0, cb as never));
+        await call<void>(`write ${at(file)}`, (cb) => sftp.write(handle, buf, 0, buf.length, 0, cb));
       } finally {
-        await call<void>(`close ${at(file)}`, (cb) => sftp.close(handle, cb as never));
+        await call<void>(`close ${at(file)}`, (cb) => sftp.close(handle, cb));
       }
       return true;
     },
     async read(file) {
       let st: Attrs;
       try {
-        st = await call<Attrs>(`stat ${at(file)}`, (cb) => sftp.stat(at(file), cb as never));
+        st = await call<Attrs>(`stat ${at(file)}`, (cb) => sftp.stat(at(file), cb));
       } catch (err) {
         if (err instanceof NotFoundError) return undefined;
         throw err;
@@ -122,7 +120,7 @@ export function sftpLockDir(sftp: SFTPWrapper, dir: string, base: string): LockD
     },
     async touch(file) {
       const now = Date.now() / 1000;
-      await call<void>(`touch ${at(file)}`, (cb) => sftp.utimes(at(file), now, now, cb as never));
+      await call<void>(`touch ${at(file)}`, (cb) => sftp.utimes(at(file), now, now, cb));
     },
   };
 }
@@ -140,9 +138,7 @@ class SftpSink implements BundleSink {
   // Several writes in flight: one round trip per chunk would cap throughput by latency.
   private readonly writes = new PositionedWrites((bufs, pos) => {
     const buf = Buffer.concat(bufs); // a copy, which ssh2 may keep while the write is under way
-    return call<void>(`write ${this.location}`, (cb) =>
-      this.sftp.write(this.handle, buf, 0, buf.length, pos, cb as never),
-    );
+    return call<void>(`write ${this.location}`, (cb) => this.sftp.write(this.handle, buf, 0, buf.length, pos, cb));
   }, 16);
 
   constructor(
@@ -170,12 +166,12 @@ class SftpSink implements BundleSink {
     await call<void>(`fsync ${this.location}`, (cb) =>
       (this.sftp as unknown as { ext_openssh_fsync(h: Buffer, cb: unknown): void }).ext_openssh_fsync(this.handle, cb),
     ).catch(() => {});
-    await call<void>(`close ${this.location}`, (cb) => this.sftp.close(this.handle, cb as never));
+    await call<void>(`close ${this.location}`, (cb) => this.sftp.close(this.handle, cb));
     await call<void>(`rename ${this.tempPath} to ${this.finalPath}`, (cb) =>
       this.sftp.ext_openssh_rename(this.tempPath, this.finalPath, cb as never),
     ).catch(async () => {
       await call<void>(`rename ${this.tempPath} to ${this.finalPath}`, (cb) =>
-        this.sftp.rename(this.tempPath, this.finalPath, cb as never),
+        this.sftp.rename(this.tempPath, this.finalPath, cb),
       );
     });
     this.done = true;
@@ -293,7 +289,7 @@ export class SftpTransport implements Transport {
       throw new NotFoundError(`no bundle at ${this.url}`);
     });
     if (st.isDirectory()) throw new UsageError(`${this.url} is a directory`, 'name a bundle file in it');
-    const stream = sftp.createReadStream(this.loc.path, { highWaterMark: 1 << 20 } as never) as unknown as Readable;
+    const stream = sftp.createReadStream(this.loc.path, { highWaterMark: 1 << 20 }) as unknown as Readable;
     return { stream, location: this.url, size: st.size };
   }
 
@@ -311,7 +307,7 @@ export class SftpTransport implements Transport {
     const sftp = await this.sftp();
     const p = parseSshLocation(url).path;
     if (path.dirname(p) !== this.dirPath()) throw new UsageError(`${url} is not in the store ${this.url}`);
-    await call<void>(`remove ${url}`, (cb) => sftp.unlink(p, cb as never));
+    await call<void>(`remove ${url}`, (cb) => sftp.unlink(p, cb));
   }
 
   /** Rename this bundle to its name plus `suffix` (a quarantine); returns the new URL. */
@@ -320,7 +316,7 @@ export class SftpTransport implements Transport {
     const to = `${this.loc.path}${suffix}`;
     await call<void>(`rename ${this.url}`, (cb) => sftp.ext_openssh_rename(this.loc.path, to, cb as never)).catch(
       async () => {
-        await call<void>(`rename ${this.url}`, (cb) => sftp.rename(this.loc.path, to, cb as never));
+        await call<void>(`rename ${this.url}`, (cb) => sftp.rename(this.loc.path, to, cb));
       },
     );
     return `${this.url}${suffix}`;

@@ -124,7 +124,7 @@ export function rootEntryTar(name: string, a: RootAttrs): tar.Pack {
     gid: big ? 0 : a.gid,
     mtime: a.mtime,
     ...(big ? { pax: { uid: String(a.uid), gid: String(a.gid) } } : {}),
-  } as tar.Header);
+  });
   pack.finalize();
   return pack;
 }

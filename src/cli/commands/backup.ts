@@ -145,7 +145,7 @@ Examples:
       deps.setJson(!!g.json);
       const toStdout = flags.output === '-';
       const progress = createProgress({ quiet: !!g.quiet });
-      let summary = '';
+      let summary: string;
       /** Volumes that shrank or went since their previous bundle: said in the notification too. */
       const shrankNames: string[] = [];
       const shrinkNote = () =>

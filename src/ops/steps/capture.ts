@@ -50,7 +50,7 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
   }
   const spec = captureSpec({
     inspect: inspect as never,
-    imageConfig: image?.Config as never,
+    imageConfig: image?.Config,
     containerNames,
     defaultLogDriver: engine.facts.loggingDriver,
     podman: engine.facts.podman,
@@ -78,7 +78,7 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
     const n = await engine.inspectNetwork(e.network);
     if (n) networks.push(captureNetwork(n as never));
   }
-  return { spec, volumes, networks, binds, labels: (inspect.Config.Labels as Record<string, string> | null) ?? {} };
+  return { spec, volumes, networks, binds, labels: inspect.Config.Labels ?? {} };
 }
 
 /**
@@ -291,7 +291,7 @@ export async function commitContainer(
     comment: `ferry snapshot of ${spec.name}`,
   });
   const img = await engine.inspectImage(id);
-  return { id, layers: (img.RootFS?.Layers as string[] | undefined) ?? [] };
+  return { id, layers: img.RootFS?.Layers ?? [] };
 }
 
 export function hostName(): string {

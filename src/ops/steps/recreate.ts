@@ -7,6 +7,7 @@ import { type Engine, LABEL_MANAGED } from '../../engine/engine.js';
 import {
   COMPOSE_PROJECT,
   createPlan,
+  asString,
   endpointCreateConfig,
   ipv4InSubnet,
   ipv4SubnetsOverlap,
@@ -82,7 +83,7 @@ export async function ensureNetwork(engine: Engine, n: NetworkSpec, undo: Undo, 
     progress.warn(
       `network ${n.name}: its subnet ${ipv4Subnets(n).join(', ')} is taken here (${taken.join('; ')}); created with a subnet the engine picks`,
     );
-    const ipv6 = (n.ipam?.Config ?? []).filter((c) => String(c.Subnet ?? '').includes(':')); // kept: only IPv4 was checked
+    const ipv6 = (n.ipam?.Config ?? []).filter((c) => asString(c.Subnet).includes(':')); // kept: only IPv4 was checked
     n = { ...n, ipam: { ...(n.ipam ?? { Driver: 'default' }), Config: ipv6 } };
   }
   progress.step(`create network ${n.name}`);

@@ -10,7 +10,7 @@
  * container is created with (checkHostResources).
  */
 import type { Engine } from '../../engine/engine.js';
-import type { ContainerSpec } from '../../model/spec.js';
+import { asString, type ContainerSpec } from '../../model/spec.js';
 import { ConflictError, NotFoundError } from '../../errors.js';
 import type { Progress } from '../../context.js';
 import { probeHost, probeStart } from '../../data/volumes.js';
@@ -38,7 +38,7 @@ export interface PortHeld {
  * another container's, where the engine ignores port bindings. Pure.
  */
 export function portClaims(spec: Pick<ContainerSpec, 'hostConfig'>): PortClaim[] {
-  const mode = String(spec.hostConfig.NetworkMode ?? '');
+  const mode = asString(spec.hostConfig.NetworkMode);
   if (mode === 'host' || mode === 'none' || mode.startsWith('container:')) return [];
   const out: PortClaim[] = [];
   for (const [containerPort, bindings] of Object.entries(
@@ -316,7 +316,7 @@ export async function checkEngineSupport(
  * default (ShmSize, the namespace modes themselves) is no reason to ask. Empty: nothing to ask. Pure.
  */
 export function hostSettings(spec: Pick<ContainerSpec, 'hostConfig'>): Record<string, unknown> {
-  const hc = spec.hostConfig as Record<string, unknown>;
+  const hc = spec.hostConfig;
   const out: Record<string, unknown> = {};
   const set = (v: unknown) =>
     v !== undefined &&
@@ -325,13 +325,13 @@ export function hostSettings(spec: Pick<ContainerSpec, 'hostConfig'>): Record<st
     v !== 0 &&
     v !== false &&
     !(Array.isArray(v) && !v.length) &&
-    !(typeof v === 'object' && !Array.isArray(v) && !Object.keys(v as object).length);
+    !(typeof v === 'object' && !Array.isArray(v) && !Object.keys(v).length);
   for (const k of HOST_KEYS) if (set(hc[k])) out[k] = hc[k];
   if (typeof hc.MemorySwappiness === 'number' && hc.MemorySwappiness >= 0) out.MemorySwappiness = hc.MemorySwappiness;
   if (typeof hc.Runtime === 'string' && hc.Runtime && hc.Runtime !== 'runc') out.Runtime = hc.Runtime;
   if (!Object.keys(out).length) return out;
   for (const k of ['IpcMode', 'PidMode', 'UTSMode', 'CgroupnsMode', 'UsernsMode'])
-    if (typeof hc[k] === 'string' && hc[k] && !/^(container|service):/.test(hc[k] as string)) out[k] = hc[k];
+    if (typeof hc[k] === 'string' && hc[k] && !/^(container|service):/.test(hc[k])) out[k] = hc[k];
   out.NetworkMode = hc.NetworkMode === 'host' ? 'host' : 'none';
   return out;
 }
