@@ -15,7 +15,6 @@
  * instead of being saved; the bundle has no image member and the pushed digest is in the trailer.
  */
 import { warmHost } from '../data/host-volume.js';
-import type { Readable } from 'node:stream';
 import { VERSION } from '../version.js';
 import { type Engine } from '../engine/engine.js';
 import { BundleWriter } from '../bundle/writer.js';
@@ -38,6 +37,7 @@ import type { Transport } from '../store/transport.js';
 import {
   captureContainer,
   commitContainer,
+  containerQuiesce,
   hostName,
   orchestratedBy,
   quiesce,
@@ -48,6 +48,7 @@ import {
   type Consistency,
 } from './steps/capture.js';
 import { checkAborted, type RunContext } from '../context.js';
+import { abortable } from '../util/abortable.js';
 import { saveImage, type SavedImage } from '../data/save.js';
 import { openBindReader, openContainerVolumeReader, sweepStaleHolders } from '../data/volumes.js';
 import { HookError, UsageError } from '../errors.js';
@@ -451,44 +452,6 @@ function registryRepo(host: string, prefix: string, name: string, used: Set<stri
 function splitRef(ref: string): [string, string] {
   const i = ref.lastIndexOf(':');
   return [ref.slice(0, i), ref.slice(i + 1)];
-}
-
-/** Destroy a source stream when the run is aborted, so the pipeline fails promptly. */
-export function abortable(s: Readable, signal: AbortSignal): Readable {
-  if (signal.aborted) s.destroy(signal.reason as Error);
-  const onAbort = () => s.destroy(signal.reason as Error);
-  signal.addEventListener('abort', onAbort, { once: true });
-  s.once('close', () => signal.removeEventListener('abort', onAbort));
-  return s;
-}
-
-const MODES: readonly Consistency[] = ['pause', 'stop', 'none'];
-
-/**
- * How a container is quiesced for its snapshot: --consistency and --stop-timeout when given,
- * else its `ferry.consistency` (pause, stop, none) and `ferry.stop-timeout` (seconds) labels,
- * else pause and its own stop timeout. A label with another value is a UsageError naming it. Pure.
- */
-export function containerQuiesce(
-  name: string,
-  labels: Record<string, string>,
-  given: Pick<BackupOptions, 'consistency' | 'stopTimeout'>,
-): { mode: Consistency; stopTimeout?: number } {
-  const label = labels['ferry.consistency'];
-  if (given.consistency === undefined && label !== undefined && !MODES.includes(label as Consistency))
-    throw new UsageError(
-      `${name}: its label ferry.consistency=${label} is not pause, stop or none`,
-      'fix the label, or give --consistency for this run',
-    );
-  const mode = given.consistency ?? (label as Consistency | undefined) ?? 'pause';
-  const t = labels['ferry.stop-timeout'];
-  if (given.stopTimeout === undefined && t !== undefined && !/^\d+$/.test(t))
-    throw new UsageError(
-      `${name}: its label ferry.stop-timeout=${t} is not a whole number of seconds`,
-      'fix the label, or give --stop-timeout for this run',
-    );
-  const stopTimeout = given.stopTimeout ?? (t !== undefined ? Number(t) : undefined);
-  return { mode, ...(stopTimeout !== undefined ? { stopTimeout } : {}) };
 }
 
 /** The hooks for a container: the command line's, else its `ferry.pre-exec` / `ferry.post-exec` labels. */

@@ -15,7 +15,7 @@ import { warmHost } from '../data/host-volume.js';
 import type { Engine } from '../engine/engine.js';
 import { dependencyOrder, renameContainerRefs } from '../model/spec.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
-import { containerQuiesce } from './backup.js';
+import { containerQuiesce } from './steps/capture.js';
 import {
   captureContainer,
   commitContainer,

@@ -25,7 +25,7 @@ import {
 import { BundleError, ConflictError, UsageError } from '../errors.js';
 import { badMembers, verifyStream } from './verify.js';
 import type { Transport } from '../store/transport.js';
-import { abortable } from './backup.js';
+import { abortable } from '../util/abortable.js';
 import { orchestratedBy } from './steps/capture.js';
 import { checkAborted, type RunContext } from '../context.js';
 import { loadImage } from '../data/load.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { excluded } from '../../src/cli/commands/backup.js';
 import { UsageError } from '../../src/errors.js';
-import { containerQuiesce } from '../../src/ops/backup.js';
+import { containerQuiesce } from '../../src/ops/steps/capture.js';
 
 describe('containerQuiesce', () => {
   it("pause, with the container's own stop timeout, when nothing says otherwise", () => {

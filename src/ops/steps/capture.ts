@@ -297,3 +297,32 @@ export async function commitContainer(
 export function hostName(): string {
   return os.hostname();
 }
+
+const MODES: readonly Consistency[] = ['pause', 'stop', 'none'];
+
+/**
+ * How a container is quiesced for its snapshot: --consistency and --stop-timeout when given,
+ * else its `ferry.consistency` (pause, stop, none) and `ferry.stop-timeout` (seconds) labels,
+ * else pause and its own stop timeout. A label with another value is a UsageError naming it. Pure.
+ */
+export function containerQuiesce(
+  name: string,
+  labels: Record<string, string>,
+  given: { consistency?: Consistency; stopTimeout?: number },
+): { mode: Consistency; stopTimeout?: number } {
+  const label = labels['ferry.consistency'];
+  if (given.consistency === undefined && label !== undefined && !MODES.includes(label as Consistency))
+    throw new UsageError(
+      `${name}: its label ferry.consistency=${label} is not pause, stop or none`,
+      'fix the label, or give --consistency for this run',
+    );
+  const mode = given.consistency ?? (label as Consistency | undefined) ?? 'pause';
+  const t = labels['ferry.stop-timeout'];
+  if (given.stopTimeout === undefined && t !== undefined && !/^\d+$/.test(t))
+    throw new UsageError(
+      `${name}: its label ferry.stop-timeout=${t} is not a whole number of seconds`,
+      'fix the label, or give --stop-timeout for this run',
+    );
+  const stopTimeout = given.stopTimeout ?? (t !== undefined ? Number(t) : undefined);
+  return { mode, ...(stopTimeout !== undefined ? { stopTimeout } : {}) };
+}
