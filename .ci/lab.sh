@@ -6,6 +6,8 @@
 #   sshd      127.0.0.1:2222, whose sessions see engine B's socket at /var/run/docker.sock
 #             (and 127.0.0.1:2223, the same with socket forwarding refused)
 #   podman    unix:///run/podman/podman.sock       (Podman's Docker-compatible API, rootful)
+#   engine C  unix:///var/run/docker-c.sock        (Docker 26.1.5 from Debian trixie, containerd image
+#             store, own containerd, bridge docker2, address pool 172.29.0.0/16)
 # Idempotent: anything already answering is left alone. Writes connection facts to $LAB (default /var/lib/ferry-lab).
 set -eu
 LAB=${LAB:-/var/lib/ferry-lab}
@@ -38,10 +40,15 @@ wait_for() { # seconds, command...
   done
 }
 
+# Each engine hands out user networks from its own address pool: two engines on one host
+# otherwise pick the same 172.x subnets, and traffic meant for one engine's network goes to the
+# other's bridge. (Tests that pin subnets use 172.30.x and 172.31.25x.x, outside every pool.)
+
 # --- engine A
 if ! docker -H unix:///var/run/docker.sock version >/dev/null 2>&1; then
   log "starting engine A"
-  setsid nohup dockerd -H unix:///var/run/docker.sock >"$LAB/dockerd-a.log" 2>&1 < /dev/null &
+  setsid nohup dockerd -H unix:///var/run/docker.sock \
+    --default-address-pool base=172.27.0.0/16,size=24 >"$LAB/dockerd-a.log" 2>&1 < /dev/null &
   wait_for 60 docker -H unix:///var/run/docker.sock info || { cat "$LAB/dockerd-a.log" >&2; exit 1; }
 fi
 
@@ -55,6 +62,7 @@ if ! docker -H unix:///var/run/docker-b.sock version >/dev/null 2>&1; then
   ip link set docker1 up
   setsid nohup dockerd --data-root /var/lib/docker-b --exec-root /var/run/docker-b \
     --pidfile /var/run/docker-b.pid -H unix:///var/run/docker-b.sock --bridge docker1 \
+    --default-address-pool base=172.26.0.0/16,size=24 \
     --iptables=false --ip-masq=false >"$LAB/dockerd-b.log" 2>&1 < /dev/null &
   wait_for 60 docker -H unix:///var/run/docker-b.sock info || { cat "$LAB/dockerd-b.log" >&2; exit 1; }
 fi
@@ -142,6 +150,46 @@ if ! podman_up; then
   wait_for 30 podman_up || { cat "$LAB/podman.log" >&2; exit 1; }
 fi
 
+# --- engine C: Docker 26 with the containerd image store (the default of new Docker 29 installs)
+# Debian trixie's docker.io and containerd, unpacked beside bookworm's (apt lists kept apart from
+# the system's); bookworm's runc (trixie's needs a newer glibc). Its own containerd, data root,
+# exec root, socket, bridge and address pool, so it never hands out another engine's subnets.
+C_SOCK=unix:///var/run/docker-c.sock
+if ! docker -H $C_SOCK version >/dev/null 2>&1; then
+  T=$LAB/trixie
+  if [ ! -x "$T/root/usr/sbin/dockerd" ]; then
+    log "fetching Docker 26 and containerd from Debian trixie"
+    mkdir -p "$T/lists/partial" "$T/cache/archives/partial" "$T/root"
+    echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' >"$T/sources.list"
+    set -- -o Dir::Etc::sourcelist="$T/sources.list" -o Dir::Etc::sourceparts=/dev/null -o Dir::State::Lists="$T/lists" -o Dir::Cache="$T/cache"
+    apt-get "$@" update -q >/dev/null
+    (cd "$T" && apt-get "$@" download docker.io containerd >/dev/null)
+    for d in "$T"/docker.io_*.deb "$T"/containerd_*.deb; do dpkg-deb -x "$d" "$T/root"; done
+    rm -f "$T/root/usr/bin/runc" "$T/root/usr/sbin/runc"
+    set --
+  fi
+  log "starting engine C (Docker 26, containerd image store)"
+  mkdir -p "$LAB/c"
+  echo '{"features": {"containerd-snapshotter": true}}' >"$LAB/c/daemon.json"
+  printf 'version = 2\nroot = "/var/lib/containerd-c"\nstate = "/run/containerd-c"\n[grpc]\n  address = "/run/containerd-c/containerd.sock"\n[ttrpc]\n  address = "/run/containerd-c/containerd.sock.ttrpc"\n' >"$LAB/c/containerd.toml"
+  if ! ip link show docker2 >/dev/null 2>&1; then
+    ip link add docker2 type bridge
+    ip addr add 172.25.251.1/24 dev docker2
+  fi
+  ip link set docker2 up
+  if [ ! -S /run/containerd-c/containerd.sock ]; then
+    PATH=$T/root/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/bin/containerd" \
+      --config "$LAB/c/containerd.toml" >"$LAB/c/containerd.log" 2>&1 < /dev/null &
+    wait_for 20 test -S /run/containerd-c/containerd.sock || { cat "$LAB/c/containerd.log" >&2; exit 1; }
+  fi
+  PATH=$T/root/usr/bin:$T/root/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/sbin/dockerd" \
+    --config-file "$LAB/c/daemon.json" --containerd /run/containerd-c/containerd.sock \
+    --data-root /var/lib/docker-c --exec-root /var/run/docker-c --pidfile /var/run/docker-c.pid \
+    -H $C_SOCK --bridge docker2 --default-address-pool base=172.29.0.0/16,size=24 \
+    --iptables=false --ip-masq=false >"$LAB/c/dockerd.log" 2>&1 < /dev/null &
+  wait_for 60 docker -H $C_SOCK info || { cat "$LAB/c/dockerd.log" >&2; exit 1; }
+fi
+
 # --- test images, built offline from busybox-static
 busybox_rootfs() {
   root=$(mktemp -d)
@@ -154,7 +202,7 @@ busybox_rootfs() {
   echo '<h1>ferry</h1>' > "$root/www/index.html"
   echo "$root"
 }
-for h in unix:///var/run/docker.sock unix:///var/run/docker-b.sock unix:///run/podman/podman.sock; do
+for h in unix:///var/run/docker.sock unix:///var/run/docker-b.sock unix:///run/podman/podman.sock $C_SOCK; do
   docker -H $h image inspect ferry-test/busybox:1 >/dev/null 2>&1 && continue
   log "building ferry-test/busybox:1 on $h"
   root=$(busybox_rootfs)
