@@ -20,7 +20,7 @@
 #      half of its data since the previous night's bundle is logged as a warning (look at the
 #      service before the rotation removes the bundles that still hold it). Stopped containers are not
 #      backed up. Per-container settings are best set as labels on the containers (see
-#      README.md): ferry.pre-exec / ferry.post-exec (a database dump before the snapshot),
+#      docs/commands.md, Labels): ferry.pre-exec / ferry.post-exec (a database dump before the snapshot),
 #      ferry.consistency=stop and ferry.stop-timeout (a database to stop, not pause),
 #      ferry.exclude=true (a container to leave out).
 #   2. ferry prune "$BACKUP_DIR" --keep-daily 7 --keep-weekly 4 --keep-monthly 6
