@@ -1,5 +1,5 @@
 /**
- * vitest globalSetup for the e2e project: bring up the lab (engines A and B, registry, sshd, test
+ * vitest globalSetup for the e2e project: bring up the lab (engines A, B and C, registry, sshd, test
  * images) with .ci/lab.sh, which is idempotent and quick when everything already runs, then the
  * cached PostgreSQL test image. Needs root, as the engines do. At the end, the snapshot images the
  * tests' backups and restores left (ferry/<test container>:<time>) go, on both engines.
@@ -12,7 +12,11 @@ export default function setup() {
   execFileSync('sh', [path.join(root, '.ci', 'lab.sh')], { stdio: 'inherit' });
   execFileSync(
     'sh',
-    [path.join(root, 'test', 'fixtures', 'build-postgres-image.sh'), 'unix:///var/run/docker-b.sock'],
+    [
+      path.join(root, 'test', 'fixtures', 'build-postgres-image.sh'),
+      'unix:///var/run/docker-b.sock',
+      'unix:///var/run/docker-c.sock',
+    ],
     {
       stdio: 'inherit',
       env: { ...process.env, DOCKER_HOST: 'unix:///var/run/docker.sock' },
@@ -25,7 +29,11 @@ export default function setup() {
 const TEST_SNAPSHOT = /^ferry\/[a-z0-9]+(-[a-z0-9]+)*-[0-9a-f]{6}([-_][a-z0-9_-]+)?:\d{8}T\d{6}Z$/; // Compose names: <project>_<service>_1
 
 function teardown() {
-  for (const host of ['unix:///var/run/docker.sock', 'unix:///var/run/docker-b.sock']) {
+  for (const host of [
+    'unix:///var/run/docker.sock',
+    'unix:///var/run/docker-b.sock',
+    'unix:///var/run/docker-c.sock',
+  ]) {
     const r = spawnSync('docker', ['-H', host, 'images', '--format', '{{.Repository}}:{{.Tag}}'], { encoding: 'utf8' });
     const refs = (r.stdout ?? '').split('\n').filter((x) => TEST_SNAPSHOT.test(x));
     // An image still used by a container is refused and stays.

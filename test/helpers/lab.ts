@@ -10,7 +10,18 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 
 export const ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'ferry.js');
-export const ENGINE_A = 'unix:///var/run/docker.sock';
+/** Docker 20.10 with overlay2 (Debian bookworm's docker.io). */
+export const DOCKER_20 = 'unix:///var/run/docker.sock';
+/** Docker 26 with the containerd image store (Debian trixie's docker.io), the default of new installs. */
+export const DOCKER_26_CONTAINERD = 'unix:///var/run/docker-c.sock';
+/**
+ * The kind of engine this e2e run targets: FERRY_E2E_ENGINE=overlay2 (the default) or containerd.
+ * ENGINE_A, the engine every test starts from, is of that kind; ENGINE_B, the second host (also
+ * reached over SSH), is Docker 20.10 in both runs, so a containerd run also crosses engine kinds.
+ */
+export const ENGINE_KIND: 'overlay2' | 'containerd' =
+  process.env.FERRY_E2E_ENGINE === 'containerd' ? 'containerd' : 'overlay2';
+export const ENGINE_A = ENGINE_KIND === 'containerd' ? DOCKER_26_CONTAINERD : DOCKER_20;
 export const ENGINE_B = 'unix:///var/run/docker-b.sock';
 export const PODMAN = 'unix:///run/podman/podman.sock';
 export const BUSYBOX = 'ferry-test/busybox:1';
