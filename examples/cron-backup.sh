@@ -35,7 +35,7 @@
 # container failed, ferry's code for the first failure (see `ferry --help`), and nothing is
 # pruned: 2 usage (also: no running container, or a missing or unreadable passphrase file), 4
 # engine unreachable or refused, 6 store locked by another run, 7 the bundle failed verification,
-# 8 disk full or permissions, 10 a pre-exec hook failed; 130 interrupted. A prune that fails after
+# 8 disk full or permissions, 10 a pre-exec hook failed; 129, 130, 141, 143 interrupted. A prune that fails after
 # a good backup exits with the prune's code.
 #
 # Messages: to the journal when run by systemd; else to syslog (tag ferry-backup) when `logger`
@@ -140,9 +140,9 @@ case $rc in
     log err "PARTIAL: some containers were not backed up (above); the others were, and are verified"
     mail_failure "ferry backup --all was partial (exit 3)" "$out"
     ;;
-  130)
-    log err "interrupted; containers were resumed and partial files removed"
-    exit 130
+  129 | 130 | 141 | 143)
+    log err "interrupted (exit $rc); containers were resumed and partial files removed"
+    exit "$rc"
     ;;
   *)
     log_lines err "$out"

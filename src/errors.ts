@@ -26,9 +26,24 @@ export const EXIT = {
   DRILL_FAILED: 9,
   /** A pre-exec hook failed inside a container: that container was not backed up. */
   HOOK: 10,
-  /** Interrupted by SIGINT/SIGTERM; everything was put back as it was. */
+  /**
+   * Interrupted by a signal: 128 + its number, as a shell reports it. Everything was put back as
+   * it was. SIGPIPE also stands for a closed stdout or stderr (the reader went away).
+   */
+  HANGUP: 129,
   INTERRUPTED: 130,
+  BROKEN_PIPE: 141,
+  TERMINATED: 143,
 } as const;
+
+/** The signals that end a run in an orderly way, and the exit status each leads to. */
+export const STOP_SIGNALS = {
+  SIGHUP: EXIT.HANGUP,
+  SIGINT: EXIT.INTERRUPTED,
+  SIGPIPE: EXIT.BROKEN_PIPE,
+  SIGTERM: EXIT.TERMINATED,
+} as const;
+export type StopSignal = keyof typeof STOP_SIGNALS;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
@@ -108,8 +123,12 @@ export class HookError extends FerryError {
 }
 
 export class InterruptedError extends FerryError {
-  constructor(signal: string) {
-    super('INTERRUPTED', EXIT.INTERRUPTED, `interrupted by ${signal}`);
+  readonly signal: StopSignal;
+
+  /** `why` says what the signal stands for where it was not a signal (a closed stderr). */
+  constructor(signal: StopSignal, why?: string) {
+    super('INTERRUPTED', STOP_SIGNALS[signal], `interrupted by ${signal}${why ? ` (${why})` : ''}`);
+    this.signal = signal;
   }
 }
 

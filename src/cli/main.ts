@@ -4,7 +4,15 @@
  */
 import { readFile } from 'node:fs/promises';
 import { CommanderError, type Command } from 'commander';
-import { EXIT, FerryError, InterruptedError, toFerryError, UsageError } from '../errors.js';
+import {
+  EXIT,
+  FerryError,
+  InterruptedError,
+  STOP_SIGNALS,
+  toFerryError,
+  UsageError,
+  type StopSignal,
+} from '../errors.js';
 import { createProgram } from './program.js';
 import { SshPool } from '../ssh/client.js';
 import { askSecret } from './prompt.js';
@@ -19,18 +27,38 @@ export async function main(
   io: Io = { stdout: process.stdout, stderr: process.stderr },
 ): Promise<number> {
   const controller = new AbortController();
-  let signals = 0;
-  const onSignal = (sig: NodeJS.Signals) => {
-    signals++;
-    if (signals > 1) {
-      io.stderr.write(`ferry: ${sig} again, exiting now without cleaning up\n`);
-      process.exit(EXIT.INTERRUPTED);
-    }
-    io.stderr.write(`ferry: ${sig} received, stopping and putting things back (send it again to exit at once)\n`);
-    controller.abort(new InterruptedError(sig));
+  // Every way a run can be told to end leads to the same orderly stop: the run's signal aborts,
+  // and each op puts back what it paused or stopped and removes what it made.
+  const stop = (sig: StopSignal, why?: string) => {
+    if (controller.signal.aborted) return;
+    say(`ferry: ${why ?? `${sig} received`}, stopping and putting things back (Ctrl-C again exits at once)\n`);
+    controller.abort(new InterruptedError(sig, why));
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const onSignal = (sig: StopSignal) => {
+    // A second Ctrl-C or SIGTERM is the operator insisting; a hangup or a broken pipe is not.
+    if (controller.signal.aborted && (sig === 'SIGINT' || sig === 'SIGTERM')) {
+      say(`ferry: ${sig} again, exiting now without cleaning up\n`);
+      process.exit(STOP_SIGNALS[sig]);
+    }
+    stop(sig);
+  };
+  const handlers = (Object.keys(STOP_SIGNALS) as StopSignal[]).map((sig) => {
+    const h = () => onSignal(sig);
+    process.on(sig, h);
+    return () => process.off(sig, h);
+  });
+  // The terminal or the pipe that reads stderr may go away (an SSH session that closed, `| head`):
+  // writes then fail with EPIPE or EIO. That ends the run as a SIGPIPE would, in order, and
+  // nothing more is written there.
+  let stderrGone = false;
+  const say = (text: string) => {
+    if (!stderrGone) io.stderr.write(text);
+  };
+  const onStderrError = (err: NodeJS.ErrnoException) => {
+    stderrGone = true;
+    stop('SIGPIPE', `standard error was closed: ${err.code ?? err.message}`);
+  };
+  io.stderr.on('error', onStderrError);
   // Streams torn down after a failure may reject promises nobody waits for any more; the failure
   // itself is reported through the awaited path. Anything else is a bug and stays fatal.
   const onUnhandled = (reason: unknown) => {
@@ -44,10 +72,10 @@ export async function main(
     throw reason;
   };
   process.on('unhandledRejection', onUnhandled);
-  // A reader that goes away (`ferry --help | head`) is not a crash: text output just stops. A
-  // bundle written to stdout learns of it through its own writes (exit 8, containers put back).
+  // A reader of stdout that goes away (`ferry ls | head`, the far end of `-o - | ssh …`) ends the
+  // run as SIGPIPE would: in order, with everything put back.
   const onOutputError = (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') throw err;
+    stop('SIGPIPE', `standard output was closed: ${err.code ?? err.message}`);
   };
   io.stdout.on('error', onOutputError);
   let json = argv.includes('--json');
@@ -79,6 +107,7 @@ export async function main(
   try {
     program = createProgram({ io, signal: controller.signal, setJson: (j) => (json = j), ssh, passphrase });
     await program.parseAsync(argv);
+    if (controller.signal.aborted) throw controller.signal.reason;
     return (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
   } catch (err) {
     if (err instanceof CommanderError) {
@@ -87,17 +116,21 @@ export async function main(
         return EXIT.OK;
       return EXIT.USAGE;
     }
-    const fe =
-      controller.signal.aborted && !(err instanceof FerryError)
-        ? (controller.signal.reason as FerryError)
-        : toFerryError(err);
-    printError(fe, io, json);
+    // Once the run was told to stop, what failed afterwards (a stream cut short, a write to a
+    // closed pipe, a half-read member) is the interruption showing, not a cause of its own.
+    const fe = controller.signal.aborted ? (controller.signal.reason as FerryError) : toFerryError(err);
+    if (!stderrGone) printError(fe, io, json);
     return fe.exitCode;
   } finally {
     await pool?.closeAll();
     process.off('unhandledRejection', onUnhandled);
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const off of handlers) off();
+    io.stderr.off('error', onStderrError);
+    io.stdout.off('error', onOutputError);
+    // Writes still under way to a pipe that closed fail later; that is already reported.
+    const ignore = () => {};
+    if (stderrGone) io.stderr.on('error', ignore);
+    if (controller.signal.aborted) io.stdout.on('error', ignore);
   }
 }
 

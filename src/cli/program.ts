@@ -39,7 +39,11 @@ Exit codes:
   9    drill failed: the restored copy did not become healthy, exited, or its
        probe failed or timed out (everything it made was removed)
   10   a pre-exec hook failed inside a container (that container was not backed up)
-  130  interrupted (SIGINT/SIGTERM); containers were resumed, partial files removed`;
+  129  interrupted by SIGHUP (the terminal or SSH session closed)
+  130  interrupted by SIGINT (Ctrl-C)
+  141  interrupted by SIGPIPE, or stdout or stderr was closed
+  143  interrupted by SIGTERM
+       after an interruption, containers were resumed and partial files removed`;
 
 export function createProgram(deps: Deps): Command {
   const program = new Command('ferry');

@@ -273,7 +273,7 @@ describe('ferry drill', () => {
     }
   });
 
-  it('SIGTERM during a hanging probe removes everything and exits 130', async () => {
+  it('SIGTERM during a hanging probe removes everything and exits 143', async () => {
     const env = { ...process.env };
     delete env.DOCKER_HOST;
     const child = spawn(BIN, ['drill', bundle, '--probe', 'sleep 300', '--timeout', '120'], {
@@ -290,7 +290,7 @@ describe('ferry drill', () => {
       });
       child.on('close', resolve);
     });
-    expect(code, stderr).toBe(130);
+    expect(code, stderr).toBe(143);
     expect(stderr).toMatch(/SIGTERM received/);
     expect(stdout).toMatch(/FAIL: interrupted by SIGTERM/);
     await untouched();

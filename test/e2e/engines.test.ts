@@ -122,7 +122,7 @@ describe('interrupted backup', () => {
         });
         child.on('close', resolve);
       });
-      expect(code, stderr).toBe(130);
+      expect(code, stderr).toBe(143);
       expect(stderr).toMatch(/SIGTERM received/);
       expect(stderr).not.toMatch(/at .*\.js:\d+/);
       const st = inspect('container', big).State;
