@@ -126,6 +126,15 @@ if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/2223' 2>/dev/null && [ -s "$LAB/ssh/ssh
   kill "$(cat "$LAB/ssh/sshd.pid")" 2>/dev/null || true
   wait_for 20 sh -c '! bash -c "exec 3<>/dev/tcp/127.0.0.1/2222" 2>/dev/null'
 fi
+# sshd's sessions see engine B through a bind mount in sshd's own mount namespace. When engine A
+# restarts it unlinks /var/run/docker.sock, and the kernel detaches the bind mount made over that
+# path in every other namespace: the sessions would then reach engine A. Start sshd again then.
+if [ -s "$LAB/ssh/sshd.pid" ] && bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222' 2>/dev/null &&
+  [ "$(nsenter -t "$(cat "$LAB/ssh/sshd.pid")" -m stat -L -c %i /var/run/docker.sock 2>/dev/null)" != "$(stat -L -c %i /var/run/docker-b.sock)" ]; then
+  log "restarting sshd (its sessions no longer reach engine B)"
+  kill "$(cat "$LAB/ssh/sshd.pid")" 2>/dev/null || true
+  wait_for 20 sh -c '! bash -c "exec 3<>/dev/tcp/127.0.0.1/2222" 2>/dev/null'
+fi
 if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222' 2>/dev/null; then
   log "starting sshd on 127.0.0.1:2222 and :2223 (engine B at /var/run/docker.sock inside)"
   setsid nohup unshare --mount sh -c "mount --make-rprivate / && touch /var/run/docker.sock 2>/dev/null; mount --bind /var/run/docker-b.sock /var/run/docker.sock && exec /usr/sbin/sshd -D -e -f $LAB/ssh/sshd_config" >"$LAB/sshd.log" 2>&1 < /dev/null &
