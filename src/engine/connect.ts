@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { SshPool } from '../ssh/client.js';
 import { UsageError } from '../errors.js';
-import { Engine } from './engine.js';
+import { DockerEngine, type Engine } from './engine.js';
 import { localShell, sshShell } from '../hostaccess/shell.js';
 import { parseEngineUrl, resolveEndpoint, type Endpoint, type EndpointEnv } from './endpoint.js';
 
@@ -36,7 +36,7 @@ function sshAgent(open: () => Promise<Duplex>): http.Agent {
 
 export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise<Engine> {
   if (ep.kind !== 'ssh') {
-    const e = await Engine.connect(ep);
+    const e = await DockerEngine.connect(ep);
     if (ep.kind === 'unix') e.host = localShell;
     return e;
   }
@@ -56,7 +56,7 @@ export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise
       return (await pool.get(target)).openSocket(socket);
     }
   };
-  const engine = await Engine.connect(ep, { agent: sshAgent(open) });
+  const engine = await DockerEngine.connect(ep, { agent: sshAgent(open) });
   engine.prepareCleanup = () => pool.allowReconnect();
   // The engine's own socket path on that host: its volumes' directories are there too.
   engine.host = sshShell(pool, target, `ssh://${ep.host}`);

@@ -1,6 +1,6 @@
 /**
- * The one module that owns dockerode. Everything above talks to an Engine; every Docker error
- * leaves here as a FerryError that says what failed.
+ * The one module that owns dockerode. Everything above talks to an Engine (the interface below);
+ * DockerEngine implements it, and every Docker error leaves here as a FerryError that says what failed.
  */
 import http from 'node:http';
 import { hostname } from 'node:os';
@@ -77,7 +77,111 @@ function daemonMessage(err: DockerErr): string {
   return err.message.replace(/^\(HTTP code \d+\)\s*[^-]*-\s*/, '').trim() || err.message;
 }
 
-export class Engine {
+/**
+ * What ferry asks of a container engine. DockerEngine is the implementation over the Engine API
+ * (dockerode); every failure leaves it as a FerryError that says what failed.
+ */
+export interface Engine {
+  readonly docker: Docker;
+  readonly facts: EngineFacts;
+  /** Commands on the engine's host (this machine, or the SSH host); absent for a TCP engine. */
+  host?: HostShell;
+  /** Called before cleaning up after a failure: lets a dropped SSH connection be re-opened. */
+  prepareCleanup: () => void;
+
+  /** What differs on this engine from a Docker engine with its own image store, for the operator. */
+  differences(): string[];
+  close(): void;
+  apiAtLeast(v: string): boolean;
+  /** An engine failure as a FerryError naming `what`. */
+  mapError(err: unknown, what: string, map?: { notFound?: string; conflict?: string }): FerryError;
+  /** Runtimes and log, volume and network drivers (GET /info); undefined when the engine does not say. */
+  capabilities(): Promise<
+    { runtimes: string[]; logDrivers: string[]; volumeDrivers: string[]; networkDrivers: string[] } | undefined
+  >;
+
+  // containers
+  inspectContainer(nameOrId: string): Promise<ContainerInspect>;
+  containerExists(name: string): Promise<boolean>;
+  listContainers(all?: boolean): Promise<Docker.ContainerInfo[]>;
+  pause(id: string): Promise<void>;
+  unpause(id: string): Promise<void>;
+  /** Already stopped is not an error. */
+  stop(id: string, timeoutSeconds?: number): Promise<void>;
+  /** Already started is not an error. */
+  start(id: string): Promise<void>;
+  restart(id: string): Promise<void>;
+  /** Create a container (the whole spec in the body); its id. */
+  createContainer(name: string | undefined, body: Record<string, unknown>): Promise<string>;
+  /** Gone already is not an error. */
+  removeContainer(id: string, opts?: { force?: boolean; volumes?: boolean }): Promise<void>;
+  commit(
+    id: string,
+    repo: string,
+    tag: string,
+    opts: { pause: boolean; comment?: string; labels?: Record<string, string> },
+  ): Promise<string>;
+  exec(
+    id: string,
+    cmd: string[],
+    opts?: { user?: string; keep?: number; signal?: AbortSignal },
+  ): Promise<{ exitCode: number; output: string }>;
+  attachOutput(id: string): Promise<Readable>;
+  waitExit(id: string): Promise<number>;
+  containerLogs(id: string, tail?: number): Promise<string>;
+  listLabelled(label: string): Promise<{ containers: string[]; volumes: string[]; networks: string[] }>;
+
+  // images
+  inspectImage(ref: string): Promise<ImageInspect>;
+  imageExists(ref: string): Promise<boolean>;
+  saveImages(refs: string[]): Promise<Readable>;
+  loadImage(src: Readable, onMessage?: (m: ProgressMessage) => void): Promise<string[]>;
+  pushImage(
+    repo: string,
+    tag: string,
+    auth: RegistryAuth,
+    onMessage?: (m: ProgressMessage) => void,
+    signal?: AbortSignal,
+  ): Promise<string>;
+  pullImage(
+    ref: string,
+    auth: RegistryAuth,
+    onMessage?: (m: ProgressMessage) => void,
+    signal?: AbortSignal,
+  ): Promise<void>;
+  tagImage(id: string, repo: string, tag: string): Promise<void>;
+  /** Gone already is not an error. */
+  removeImage(ref: string): Promise<void>;
+  holderImageIfPresent(): Promise<string | undefined>;
+  ensureHolderImage(): Promise<string>;
+
+  // volumes
+  inspectVolume(name: string): Promise<VolumeInspect | undefined>;
+  createVolume(spec: {
+    Name?: string;
+    Driver?: string;
+    DriverOpts?: Record<string, string>;
+    Labels?: Record<string, string>;
+  }): Promise<string>;
+  /** Gone already is not an error. */
+  removeVolume(name: string): Promise<void>;
+  getArchive(id: string, path: string): Promise<Readable>;
+  statPath(
+    id: string,
+    path: string,
+  ): Promise<{ name: string; size: number; mode: number; mtime: string; linkTarget: string } | undefined>;
+  putArchive(id: string, path: string, src: Readable, opts?: { copyUIDGID?: boolean }): Promise<void>;
+
+  // networks
+  inspectNetwork(name: string): Promise<NetworkInspect | undefined>;
+  listNetworks(): Promise<NetworkInspect[]>;
+  createNetwork(spec: Record<string, unknown>): Promise<string>;
+  /** Gone already is not an error. */
+  removeNetwork(name: string): Promise<void>;
+  connectNetwork(network: string, container: string, endpointConfig: Record<string, unknown>): Promise<void>;
+}
+
+export class DockerEngine implements Engine {
   private constructor(
     readonly docker: Docker,
     readonly facts: EngineFacts,
@@ -91,7 +195,7 @@ export class Engine {
   host?: HostShell;
 
   /** Connect and negotiate the API version from /version (never pinned). */
-  static async connect(ep: Endpoint, opts: { agent?: http.Agent; onClose?: () => void } = {}): Promise<Engine> {
+  static async connect(ep: Endpoint, opts: { agent?: http.Agent; onClose?: () => void } = {}): Promise<DockerEngine> {
     const base = dockerOptions(ep, opts.agent);
     const where = describeEndpoint(ep);
     const probe = new DockerClient(base);
@@ -131,7 +235,7 @@ export class Engine {
     } catch {
       /* info is only advisory */
     }
-    return new Engine(
+    return new DockerEngine(
       docker,
       {
         endpoint: where,
