@@ -55,7 +55,7 @@ export function v1LayerIds(diffIds: string[]): string[] {
 /** Every layer chain id the engine's images hold. */
 export async function engineChainIds(engine: Engine): Promise<Set<string>> {
   const have = new Set<string>();
-  const images = await engine.docker.listImages({ all: false }).catch(() => []);
+  const images = await engine.listImages().catch(() => []);
   for (const img of images.slice(0, 1000)) {
     const info = await engine.inspectImage(img.Id).catch(() => undefined);
     for (const c of chainIds(info?.RootFS?.Layers ?? [])) have.add(c);

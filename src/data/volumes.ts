@@ -475,9 +475,7 @@ export async function sweepHolders(engine: Engine): Promise<void> {
       await settleLostCreate(engine, c).catch(() => {});
       pending.delete(c);
     }
-  const mine = await engine.docker
-    .listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${RUN_ID}`] } })
-    .catch(() => []);
+  const mine = await engine.listLabelledContainers([`${LABEL_RUN}=${RUN_ID}`]).catch(() => []);
   for (const c of mine) await removeWithAnonymousVolumes(engine, c.Id).catch(() => {});
 }
 
@@ -486,9 +484,7 @@ export async function sweepHolders(engine: Engine): Promise<void> {
  * them. Helpers of live runs, and of other hosts sharing the engine, are left alone.
  */
 export async function sweepStaleHolders(engine: Engine): Promise<number> {
-  const all = await engine.docker
-    .listContainers({ all: true, filters: { label: [`${LABEL_ROLE}=holder`] } })
-    .catch(() => []);
+  const all = await engine.listLabelledContainers([`${LABEL_ROLE}=holder`]).catch(() => []);
   let n = 0;
   for (const c of all) {
     const owner = c.Labels?.[LABEL_OWNER] ?? '';

@@ -48,6 +48,19 @@ export type ContainerInspect = Docker.ContainerInspectInfo & {
   Config: Docker.ContainerInspectInfo['Config'] & Record<string, unknown>;
 };
 export type ImageInspect = Docker.ImageInspectInfo;
+/** One row of GET /containers/json: the fields ferry reads. */
+export interface ContainerSummary {
+  Id: string;
+  Names: string[];
+  Labels: Record<string, string>;
+  Ports?: { IP?: string; PrivatePort?: number; PublicPort?: number; Type?: string }[];
+  Mounts?: { Type?: string; Name?: string; Source?: string; Destination?: string }[];
+  HostConfig?: { NetworkMode?: string };
+}
+/** One row of GET /images/json: the fields ferry reads. */
+export interface ImageSummary {
+  Id: string;
+}
 export type VolumeInspect = {
   Name: string;
   Driver: string;
@@ -82,7 +95,6 @@ function daemonMessage(err: DockerErr): string {
  * (dockerode); every failure leaves it as a FerryError that says what failed.
  */
 export interface Engine {
-  readonly docker: Docker;
   readonly facts: EngineFacts;
   /** Commands on the engine's host (this machine, or the SSH host); absent for a TCP engine. */
   host?: HostShell;
@@ -103,7 +115,10 @@ export interface Engine {
   // containers
   inspectContainer(nameOrId: string): Promise<ContainerInspect>;
   containerExists(name: string): Promise<boolean>;
-  listContainers(all?: boolean): Promise<Docker.ContainerInfo[]>;
+  /** Running containers, or all of them (GET /containers/json). */
+  listContainers(all?: boolean): Promise<ContainerSummary[]>;
+  /** Every container (running or not) that carries all of `labels` (`key=value` or `key`). */
+  listLabelledContainers(labels: string[]): Promise<ContainerSummary[]>;
   pause(id: string): Promise<void>;
   unpause(id: string): Promise<void>;
   /** Already stopped is not an error. */
@@ -133,6 +148,8 @@ export interface Engine {
 
   // images
   inspectImage(ref: string): Promise<ImageInspect>;
+  /** The engine's tagged and untagged top-level images (GET /images/json, no intermediate layers). */
+  listImages(): Promise<ImageSummary[]>;
   imageExists(ref: string): Promise<boolean>;
   saveImages(refs: string[]): Promise<Readable>;
   loadImage(src: Readable, onMessage?: (m: ProgressMessage) => void): Promise<string[]>;
@@ -183,7 +200,7 @@ export interface Engine {
 
 export class DockerEngine implements Engine {
   private constructor(
-    readonly docker: Docker,
+    private readonly docker: Docker,
     readonly facts: EngineFacts,
     private readonly agent: http.Agent | undefined,
     private readonly onClose: () => void,
@@ -359,8 +376,12 @@ export class DockerEngine implements Engine {
     }
   }
 
-  listContainers(all = false): Promise<Docker.ContainerInfo[]> {
+  listContainers(all = false): Promise<ContainerSummary[]> {
     return this.call('list containers', () => this.docker.listContainers({ all }));
+  }
+
+  listLabelledContainers(labels: string[]): Promise<ContainerSummary[]> {
+    return this.call('list containers', () => this.docker.listContainers({ all: true, filters: { label: labels } }));
   }
 
   pause(id: string) {
@@ -549,6 +570,10 @@ export class DockerEngine implements Engine {
     return this.call(`inspect image ${ref}`, () => this.docker.getImage(ref).inspect(), {
       notFound: `no such image: ${ref}`,
     });
+  }
+
+  listImages(): Promise<ImageSummary[]> {
+    return this.call('list images', () => this.docker.listImages({ all: false }));
   }
 
   async imageExists(ref: string): Promise<boolean> {

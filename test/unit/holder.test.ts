@@ -136,7 +136,7 @@ describe('a helper whose create lost its answer with the connection (the rollbac
         calls.push(`remove ${id}`);
       },
       removeVolume: async (v: string) => calls.push(`remove volume ${v}`),
-      docker: { listContainers: async () => [] },
+      listLabelledContainers: async () => [],
     };
     return { engine: engine as unknown as Engine, calls, up: () => (down = false), helper: () => helper! };
   }
