@@ -36,9 +36,7 @@ function sshAgent(open: () => Promise<Duplex>): http.Agent {
 
 export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise<Engine> {
   if (ep.kind !== 'ssh') {
-    const e = await DockerEngine.connect(ep);
-    if (ep.kind === 'unix') e.host = localShell;
-    return e;
+    return DockerEngine.connect(ep, ep.kind === 'unix' ? { host: localShell } : {});
   }
   if (!deps.ssh) throw new UsageError(`engine ${ep.source}: ssh:// engines need an SSH session`);
   const pool = deps.ssh;
@@ -56,11 +54,12 @@ export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise
       return (await pool.get(target)).openSocket(socket);
     }
   };
-  const engine = await DockerEngine.connect(ep, { agent: sshAgent(open) });
-  engine.prepareCleanup = () => pool.allowReconnect();
-  // The engine's own socket path on that host: its volumes' directories are there too.
-  engine.host = sshShell(pool, target, `ssh://${ep.host}`);
-  return engine;
+  return DockerEngine.connect(ep, {
+    agent: sshAgent(open),
+    prepareCleanup: () => pool.allowReconnect(),
+    // The engine's own socket path on that host: its volumes' directories are there too.
+    host: sshShell(pool, target, `ssh://${ep.host}`),
+  });
 }
 
 export async function openEngine(hostFlag: string | undefined, deps: EngineDeps = {}): Promise<Engine> {

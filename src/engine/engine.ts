@@ -97,9 +97,9 @@ function daemonMessage(err: DockerErr): string {
 export interface Engine {
   readonly facts: EngineFacts;
   /** Commands on the engine's host (this machine, or the SSH host); absent for a TCP engine. */
-  host?: HostShell;
+  readonly host?: HostShell;
   /** Called before cleaning up after a failure: lets a dropped SSH connection be re-opened. */
-  prepareCleanup: () => void;
+  readonly prepareCleanup: () => void;
 
   /** What differs on this engine from a Docker engine with its own image store, for the operator. */
   differences(): string[];
@@ -206,13 +206,20 @@ export class DockerEngine implements Engine {
     private readonly onClose: () => void,
     /** Where bulk GETs go straight to the socket (unix and plain TCP engines), with the API prefix. */
     private readonly bulk: { address: BulkAddress; prefix: string } | undefined,
+    /** Commands on the engine's host (this machine, or the SSH host); absent for a TCP engine. */
+    readonly host: HostShell | undefined,
+    /** Called before cleaning up after a failure: lets a dropped SSH connection be re-opened. */
+    readonly prepareCleanup: () => void,
   ) {}
 
-  /** Commands on the engine's host (this machine, or the SSH host); absent for a TCP engine. */
-  host?: HostShell;
-
-  /** Connect and negotiate the API version from /version (never pinned). */
-  static async connect(ep: Endpoint, opts: { agent?: http.Agent; onClose?: () => void } = {}): Promise<DockerEngine> {
+  /**
+   * Connect and negotiate the API version from /version (never pinned). `host`: commands on the
+   * engine's host, where ferry has a way there; `prepareCleanup`: see Engine.
+   */
+  static async connect(
+    ep: Endpoint,
+    opts: { agent?: http.Agent; onClose?: () => void; host?: HostShell; prepareCleanup?: () => void } = {},
+  ): Promise<DockerEngine> {
     const base = dockerOptions(ep, opts.agent);
     const where = describeEndpoint(ep);
     const probe = new DockerClient(base);
@@ -270,6 +277,8 @@ export class DockerEngine implements Engine {
       opts.agent,
       opts.onClose ?? (() => {}),
       bulk && { address: bulk, prefix: useVersion ? `/${useVersion}` : '' },
+      opts.host,
+      opts.prepareCleanup ?? (() => {}),
     );
   }
 
@@ -291,9 +300,6 @@ export class DockerEngine implements Engine {
     this.agent?.destroy();
     this.onClose();
   }
-
-  /** Called before cleaning up after a failure: lets a dropped SSH connection be re-opened. */
-  prepareCleanup: () => void = () => {};
 
   apiAtLeast(v: string): boolean {
     return compareApi(this.facts.apiVersion, v) >= 0;
