@@ -13,8 +13,8 @@
 import { randomBytes } from 'node:crypto';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { hostname } from 'node:os';
-import { type Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE, LABEL_RUN, OWNER, RUN_ID } from '../engine/engine.js';
+import { type Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE, LABEL_RUN } from '../engine/engine.js';
+import type { RunIdentity } from '../engine/run.js';
 import { alive } from '../util/state.js';
 import { ConflictError, EngineError, NotFoundError } from '../errors.js';
 import { demux } from '../engine/demux.js';
@@ -29,13 +29,17 @@ export interface Holder {
   remove(): Promise<void>;
 }
 
-/** The create body of a helper: never started, and harmless were it started. Pure; unit-tested. */
-export function holderCreateBody(image: string, mount: Record<string, unknown>): Record<string, unknown> {
+/** The create body of a helper of `run`: never started, and harmless were it started. Pure; unit-tested. */
+export function holderCreateBody(
+  image: string,
+  mount: Record<string, unknown>,
+  run: RunIdentity,
+): Record<string, unknown> {
   return {
     Image: image,
     Entrypoint: ['/nonexistent-ferry-holder'],
     Cmd: [],
-    Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder', [LABEL_RUN]: RUN_ID, [LABEL_OWNER]: OWNER },
+    Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder', [LABEL_RUN]: run.id, [LABEL_OWNER]: run.owner },
     NetworkDisabled: true,
     // No network, no capabilities, no privilege gain, and a read-only root when it only reads
     // (writing a volume's root entry goes through the root).
@@ -93,7 +97,7 @@ async function createHolder(
   engine: Engine,
   image: string,
   mount: Record<string, unknown>,
-  body = holderCreateBody(image, mount),
+  body = holderCreateBody(image, mount, engine.run),
 ): Promise<Holder> {
   const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
   let id: string;
@@ -132,8 +136,12 @@ async function createHolder(
  * archive to stdout: as root (the data's owners vary), with only the capability to read past file
  * permissions, no network, a read-only root. Pure; unit-tested.
  */
-export function tarHelperCreateBody(image: string, mount: Record<string, unknown>): Record<string, unknown> {
-  const body = holderCreateBody(image, mount);
+export function tarHelperCreateBody(
+  image: string,
+  mount: Record<string, unknown>,
+  run: RunIdentity,
+): Record<string, unknown> {
+  const body = holderCreateBody(image, mount, run);
   return {
     ...body,
     Entrypoint: ['tar', '-c', '-f', '-', '-C', MOUNT, '.'],
@@ -157,7 +165,7 @@ async function openTarReader(
 ): Promise<{ stream: Readable; done: () => Promise<void> } | undefined> {
   let helper: Holder;
   try {
-    helper = await createHolder(engine, image, mount, tarHelperCreateBody(image, mount));
+    helper = await createHolder(engine, image, mount, tarHelperCreateBody(image, mount, engine.run));
   } catch {
     return undefined;
   }
@@ -387,7 +395,7 @@ export async function probeHost(
   exposed: string[] = [],
 ): Promise<ProbeAnswer | undefined> {
   if (engine.facts.podman) return undefined;
-  const body = holderCreateBody(image, {});
+  const body = holderCreateBody(image, {}, engine.run);
   const hc = body.HostConfig as Record<string, unknown>;
   delete hc.Mounts;
   delete body.NetworkDisabled;
@@ -452,7 +460,10 @@ async function settleLostCreate(engine: Engine, c: { name: string; image: string
   const deadline = Date.now() + LOST_CREATE_WAIT_MS;
   for (;;) {
     try {
-      const id = await engine.createContainer(c.name, holderCreateBody(c.image, { Type: 'tmpfs', Target: MOUNT }));
+      const id = await engine.createContainer(
+        c.name,
+        holderCreateBody(c.image, { Type: 'tmpfs', Target: MOUNT }, engine.run),
+      );
       await engine.removeContainer(id, { force: true });
       return;
     } catch (err) {
@@ -475,7 +486,7 @@ export async function sweepHolders(engine: Engine): Promise<void> {
       await settleLostCreate(engine, c).catch(() => {});
       pending.delete(c);
     }
-  const mine = await engine.listLabelledContainers([`${LABEL_RUN}=${RUN_ID}`]).catch(() => []);
+  const mine = await engine.listLabelledContainers([`${LABEL_RUN}=${engine.run.id}`]).catch(() => []);
   for (const c of mine) await removeWithAnonymousVolumes(engine, c.Id).catch(() => {});
 }
 
@@ -489,9 +500,9 @@ export async function sweepStaleHolders(engine: Engine): Promise<number> {
   for (const c of all) {
     const owner = c.Labels?.[LABEL_OWNER] ?? '';
     const slash = owner.lastIndexOf('/');
-    if (slash < 0 || owner.slice(0, slash) !== hostname()) continue;
+    if (slash < 0 || owner.slice(0, slash) !== engine.run.host) continue;
     const pid = Number(owner.slice(slash + 1));
-    if (!Number.isInteger(pid) || pid === process.pid || alive(pid)) continue;
+    if (!Number.isInteger(pid) || pid === engine.run.pid || alive(pid)) continue;
     await removeWithAnonymousVolumes(engine, c.Id).catch(() => {});
     n++;
   }

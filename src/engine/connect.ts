@@ -4,12 +4,15 @@ import type { Duplex } from 'node:stream';
 import type { SshPool } from '../ssh/client.js';
 import { UsageError } from '../errors.js';
 import { DockerEngine, type Engine } from './engine.js';
+import { createRunIdentity, type RunIdentity } from './run.js';
 import { localShell, sshShell } from '../hostaccess/shell.js';
 import { parseEngineUrl, resolveEndpoint, type Endpoint, type EndpointEnv } from './endpoint.js';
 
 export interface EngineDeps {
   env?: EndpointEnv;
   ssh?: SshPool;
+  /** This run's identity; pass the same one to every engine a run opens (default: a new one). */
+  run?: RunIdentity;
 }
 
 /** An http.Agent whose every connection is a channel on one SSH connection to the remote socket. */
@@ -35,8 +38,9 @@ function sshAgent(open: () => Promise<Duplex>): http.Agent {
 }
 
 export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise<Engine> {
+  const run = deps.run ?? createRunIdentity();
   if (ep.kind !== 'ssh') {
-    return DockerEngine.connect(ep, ep.kind === 'unix' ? { host: localShell } : {});
+    return DockerEngine.connect(ep, ep.kind === 'unix' ? { host: localShell, run } : { run });
   }
   if (!deps.ssh) throw new UsageError(`engine ${ep.source}: ssh:// engines need an SSH session`);
   const pool = deps.ssh;
@@ -55,6 +59,7 @@ export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise
     }
   };
   return DockerEngine.connect(ep, {
+    run,
     agent: sshAgent(open),
     prepareCleanup: () => pool.allowReconnect(),
     // The engine's own socket path on that host: its volumes' directories are there too.

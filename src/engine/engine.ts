@@ -3,7 +3,6 @@
  * DockerEngine implements it, and every Docker error leaves here as a FerryError that says what failed.
  */
 import http from 'node:http';
-import { hostname } from 'node:os';
 import { Readable, Writable } from 'node:stream';
 import type Docker from 'dockerode';
 import DockerClient from './dockerode.js';
@@ -14,6 +13,7 @@ import { bulkGet, type BulkAddress } from './bulk.js';
 import { followJson, StreamReportedError, type ProgressMessage } from './progress.js';
 import type { RegistryAuth } from './auth.js';
 import type { HostShell } from '../hostaccess/shell.js';
+import { createRunIdentity, type RunIdentity } from './run.js';
 
 /** The newest Engine API version this code is written against. */
 export const CLIENT_MAX_API = '1.47';
@@ -22,11 +22,8 @@ export const LABEL_MANAGED = 'io.ferry.managed';
 export const LABEL_ROLE = 'io.ferry.role';
 export const LABEL_RUN = 'io.ferry.run';
 export const HOLDER_IMAGE = 'ferry-holder:empty';
-/** This process's run id, on every helper it creates, so a failed run can sweep its own. */
-export const RUN_ID = `${process.pid}-${Date.now().toString(36)}`;
-/** Who made a helper: this host and process, so a later run can remove helpers of a killed one. */
+/** Who made a helper (RunIdentity.owner), so a later run can remove helpers of a killed one. */
 export const LABEL_OWNER = 'io.ferry.owner';
-export const OWNER = `${hostname()}/${process.pid}`;
 
 export interface EngineFacts {
   endpoint: string;
@@ -96,6 +93,8 @@ function daemonMessage(err: DockerErr): string {
  */
 export interface Engine {
   readonly facts: EngineFacts;
+  /** This run (its id and owner label on every helper), the same on every engine it connects to. */
+  readonly run: RunIdentity;
   /** Commands on the engine's host (this machine, or the SSH host); absent for a TCP engine. */
   readonly host?: HostShell;
   /** Called before cleaning up after a failure: lets a dropped SSH connection be re-opened. */
@@ -210,15 +209,23 @@ export class DockerEngine implements Engine {
     readonly host: HostShell | undefined,
     /** Called before cleaning up after a failure: lets a dropped SSH connection be re-opened. */
     readonly prepareCleanup: () => void,
+    readonly run: RunIdentity,
   ) {}
 
   /**
    * Connect and negotiate the API version from /version (never pinned). `host`: commands on the
-   * engine's host, where ferry has a way there; `prepareCleanup`: see Engine.
+   * engine's host, where ferry has a way there; `prepareCleanup`: see Engine; `run`: this run's
+   * identity (default: a new one).
    */
   static async connect(
     ep: Endpoint,
-    opts: { agent?: http.Agent; onClose?: () => void; host?: HostShell; prepareCleanup?: () => void } = {},
+    opts: {
+      agent?: http.Agent;
+      onClose?: () => void;
+      host?: HostShell;
+      prepareCleanup?: () => void;
+      run?: RunIdentity;
+    } = {},
   ): Promise<DockerEngine> {
     const base = dockerOptions(ep, opts.agent);
     const where = describeEndpoint(ep);
@@ -279,6 +286,7 @@ export class DockerEngine implements Engine {
       bulk && { address: bulk, prefix: useVersion ? `/${useVersion}` : '' },
       opts.host,
       opts.prepareCleanup ?? (() => {}),
+      opts.run ?? createRunIdentity(),
     );
   }
 

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { Engine } from '../../src/engine/engine.js';
+import { createRunIdentity } from '../../src/engine/run.js';
 import { ConflictError, EngineError, NotFoundError } from '../../src/errors.js';
 import {
   fillVolume,
@@ -10,20 +11,30 @@ import {
   tarHelperCreateBody,
 } from '../../src/data/volumes.js';
 
+const run = createRunIdentity();
+
 describe('holderCreateBody', () => {
-  const reader = holderCreateBody('sha256:abc', {
-    Type: 'volume',
-    Source: 'data',
-    Target: '/.ferry-data',
-    ReadOnly: true,
-    VolumeOptions: { NoCopy: true },
-  });
-  const writer = holderCreateBody('ferry-holder:empty', {
-    Type: 'volume',
-    Source: 'data',
-    Target: '/.ferry-data/v',
-    VolumeOptions: { NoCopy: true },
-  });
+  const reader = holderCreateBody(
+    'sha256:abc',
+    {
+      Type: 'volume',
+      Source: 'data',
+      Target: '/.ferry-data',
+      ReadOnly: true,
+      VolumeOptions: { NoCopy: true },
+    },
+    run,
+  );
+  const writer = holderCreateBody(
+    'ferry-holder:empty',
+    {
+      Type: 'volume',
+      Source: 'data',
+      Target: '/.ferry-data/v',
+      VolumeOptions: { NoCopy: true },
+    },
+    run,
+  );
   const hc = (b: Record<string, unknown>) => b.HostConfig as Record<string, unknown>;
 
   it('has no network, no capabilities, no privilege gain, and never restarts', () => {
@@ -48,20 +59,24 @@ describe('holderCreateBody', () => {
   });
 
   it('uses a Binds entry for host paths so a missing path is created', () => {
-    const b = holderCreateBody('img', { bind: '/srv/conf:/.ferry-data' });
+    const b = holderCreateBody('img', { bind: '/srv/conf:/.ferry-data' }, run);
     expect(hc(b).Binds).toEqual(['/srv/conf:/.ferry-data']);
     expect(hc(b).Mounts).toBeUndefined();
   });
 });
 
 describe('tarHelperCreateBody (reading volumes on Podman)', () => {
-  const b = tarHelperCreateBody('sha256:abc', {
-    Type: 'volume',
-    Source: 'data',
-    Target: '/.ferry-data',
-    ReadOnly: true,
-    VolumeOptions: { NoCopy: true },
-  });
+  const b = tarHelperCreateBody(
+    'sha256:abc',
+    {
+      Type: 'volume',
+      Source: 'data',
+      Target: '/.ferry-data',
+      ReadOnly: true,
+      VolumeOptions: { NoCopy: true },
+    },
+    run,
+  );
   const h = b.HostConfig as Record<string, unknown>;
   it("runs the image's tar on the mount to stdout, as root, able only to read past permissions", () => {
     expect(b.Entrypoint).toEqual(['tar', '-c', '-f', '-', '-C', '/.ferry-data', '.']);
@@ -107,6 +122,7 @@ describe('a helper whose create lost its answer with the connection (the rollbac
     let refusals = 0;
     const engine = {
       facts: { podman: false, endpoint: 'ssh://h' },
+      run,
       host: undefined,
       createContainer: async (name: string) => {
         if (!helper) {
