@@ -122,8 +122,8 @@ export async function shipImage(source: Engine, target: Engine, ref: string, pro
     return { bytes: 0, skippedLayers: img.RootFS?.Layers?.length ?? 0, totalLayers: img.RootFS?.Layers?.length ?? 0 };
   }
   const diffIds = img.RootFS?.Layers ?? [];
-  // Podman refuses an archive whose layer files are not all there: it gets the whole image.
-  const have = target.facts.podman ? new Set<string>() : await engineChainIds(target);
+  // An engine that refuses an archive whose layer files are not all there gets the whole image.
+  const have = target.quirks.loadsPartialImages ? await engineChainIds(target) : new Set<string>();
   const chains = chainIds(diffIds);
   const v1 = v1LayerIds(diffIds);
   const skip = new Set<string>();

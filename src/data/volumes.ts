@@ -219,7 +219,7 @@ async function openReader(
   image: string,
   mount: Record<string, unknown>,
 ): Promise<{ stream: Readable; done: () => Promise<void> }> {
-  if (engine.facts.podman) {
+  if (!engine.quirks.archiveKeepsOwners) {
     const viaTar = await openTarReader(engine, image, mount);
     if (viaTar) return viaTar;
   }
@@ -270,7 +270,7 @@ export async function openContainerVolumeReader(
     progress?.info(`volume ${volume}: read from ${host.dir} on ${host.where}`);
     return host;
   }
-  const inPlace = engine.facts.podman ? undefined : inPlaceVolumePath(spec, volume);
+  const inPlace = engine.quirks.archiveKeepsOwners ? inPlaceVolumePath(spec, volume) : undefined;
   if (!inPlace) return openVolumeReader(engine, spec.baseImage.id, volume);
   const stream = await engine.getArchive(spec.sourceId, `${inPlace}/.`);
   return { stream, done: async () => {} };
@@ -322,7 +322,7 @@ export async function fillVolume(
     // time a container using it starts, which would undo the root's owner and mode written below
     // as soon as the restored container starts. A start of the holder, which fails (it has
     // nothing to run), uses that first time up.
-    if (engine.facts.podman) await engine.start(holder.id).catch(() => {});
+    if (engine.quirks.chownsVolumeOnFirstStart) await engine.start(holder.id).catch(() => {});
     const tap = new RootTap();
     const piping = pipeline(data, tap);
     piping.catch(() => {}); // observed through `tap`, which putArchive consumes
@@ -332,7 +332,7 @@ export async function fillVolume(
     if (tap.root) {
       // Podman applies a `./` entry to the target itself (owner too, unless told to copy the
       // container's ids); Docker does not, so there the root goes in as `v/` from one level up.
-      if (engine.facts.podman)
+      if (engine.quirks.archiveAppliesRootEntry)
         await engine.putArchive(holder.id, target, rootEntryTar('.', tap.root) as unknown as Readable, {
           copyUIDGID: false,
         });
@@ -352,7 +352,7 @@ export async function fillVolume(
  * at start, and any other refusal is not about the path.
  */
 export async function hostPathExists(engine: Engine, image: string, hostPath: string): Promise<boolean | undefined> {
-  if (engine.facts.podman) return undefined;
+  if (!engine.quirks.helperProbesHost) return undefined;
   let holder: Holder;
   try {
     holder = await createHolder(engine, image, { Type: 'bind', Source: hostPath, Target: MOUNT, ReadOnly: true });
@@ -394,7 +394,7 @@ export async function probeHost(
   hostConfig: Record<string, unknown>,
   exposed: string[] = [],
 ): Promise<ProbeAnswer | undefined> {
-  if (engine.facts.podman) return undefined;
+  if (!engine.quirks.helperProbesHost) return undefined;
   const body = holderCreateBody(image, {}, engine.run);
   const hc = body.HostConfig as Record<string, unknown>;
   delete hc.Mounts;

@@ -14,6 +14,7 @@ import { followJson, StreamReportedError, type ProgressMessage } from './progres
 import type { RegistryAuth } from './auth.js';
 import type { HostShell } from '../hostaccess/shell.js';
 import { createRunIdentity, type RunIdentity } from './run.js';
+import { quirksFor, type EngineQuirks } from './quirks.js';
 
 /** The newest Engine API version this code is written against. */
 export const CLIENT_MAX_API = '1.47';
@@ -93,6 +94,8 @@ function daemonMessage(err: DockerErr): string {
  */
 export interface Engine {
   readonly facts: EngineFacts;
+  /** How this engine differs from Docker, decided when it was connected (see quirks.ts). */
+  readonly quirks: EngineQuirks;
   /** This run (its id and owner label on every helper), the same on every engine it connects to. */
   readonly run: RunIdentity;
   /** Commands on the engine's host (this machine, or the SSH host); absent for a TCP engine. */
@@ -210,7 +213,11 @@ export class DockerEngine implements Engine {
     /** Called before cleaning up after a failure: lets a dropped SSH connection be re-opened. */
     readonly prepareCleanup: () => void,
     readonly run: RunIdentity,
-  ) {}
+  ) {
+    this.quirks = quirksFor(facts);
+  }
+
+  readonly quirks: EngineQuirks;
 
   /**
    * Connect and negotiate the API version from /version (never pinned). `host`: commands on the
@@ -465,7 +472,7 @@ export class DockerEngine implements Engine {
       this.docker.getContainer(id).commit({
         _query: { container: id, repo, tag, pause: opts.pause, comment: opts.comment ?? 'ferry backup' },
         // Podman refuses a commit without a JSON body, and docker-modem drops a body of `{}`.
-        _body: opts.labels ? { Labels: opts.labels } : this.facts.podman ? { Labels: {} } : {},
+        _body: opts.labels ? { Labels: opts.labels } : this.quirks.commitNeedsBody ? { Labels: {} } : {},
       } as unknown as object),
     )) as { Id: string };
     return res.Id;

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { quirksFor } from '../../src/engine/quirks.js';
 import type { Engine } from '../../src/engine/engine.js';
 import { createRunIdentity } from '../../src/engine/run.js';
 import { ConflictError, EngineError, NotFoundError } from '../../src/errors.js';
@@ -122,6 +123,7 @@ describe('a helper whose create lost its answer with the connection (the rollbac
     let refusals = 0;
     const engine = {
       facts: { podman: false, endpoint: 'ssh://h' },
+      quirks: quirksFor({ podman: false }),
       run,
       host: undefined,
       createContainer: async (name: string) => {
