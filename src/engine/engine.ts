@@ -85,7 +85,8 @@ function daemonMessage(err: DockerErr): string {
   const j = err.json;
   if (j && typeof j === 'object' && typeof j.message === 'string') return j.message;
   if (typeof j === 'string') return j;
-  return err.message.replace(/^\(HTTP code \d+\)\s*[^-]*-\s*/, '').trim() || err.message;
+  const m = typeof err.message === 'string' ? err.message : '';
+  return m.replace(/^\(HTTP code \d+\)\s*[^-]*-\s*/, '').trim() || m;
 }
 
 /**
@@ -198,6 +199,34 @@ export interface Engine {
   /** Gone already is not an error. */
   removeNetwork(name: string): Promise<void>;
   connectNetwork(network: string, container: string, endpointConfig: Record<string, unknown>): Promise<void>;
+}
+
+/**
+ * A failed engine call as a FerryError naming `what`. Told apart by the HTTP status the engine
+ * answered (404 not found, 409 conflict) or the connection's error code, never by the message
+ * text, which is only shown. Pure; unit-tested.
+ */
+export function mapEngineError(
+  err: unknown,
+  what: string,
+  endpoint: string,
+  map: { notFound?: string; conflict?: string } = {},
+): FerryError {
+  if (err instanceof FerryError) return err;
+  if (err instanceof StreamReportedError) return new EngineError(`${what}: ${err.message}`, { cause: err });
+  const e = (err ?? {}) as DockerErr;
+  if (e.statusCode) {
+    const msg = daemonMessage(e);
+    if (e.statusCode === 404) return new NotFoundError(map.notFound ?? `${what}: ${msg}`, undefined, err);
+    if (e.statusCode === 409) return new ConflictError(map.conflict ?? `${what}: ${msg}`);
+    return new EngineError(`${what}: the engine answered ${e.statusCode}: ${msg}`, { cause: err });
+  }
+  if (
+    e.code &&
+    ['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT', 'EPIPE'].includes(e.code)
+  )
+    return new EngineError(`${what}: lost the connection to the engine at ${endpoint} (${e.code})`, { cause: err });
+  return new EngineError(`${what}: ${e.message ?? String(err)}`, { cause: err });
 }
 
 export class DockerEngine implements Engine {
@@ -334,21 +363,7 @@ export class DockerEngine implements Engine {
   }
 
   mapError(err: unknown, what: string, map: { notFound?: string; conflict?: string } = {}): FerryError {
-    if (err instanceof FerryError) return err;
-    const e = err as DockerErr;
-    if (err instanceof StreamReportedError) return new EngineError(`${what}: ${err.message}`, { cause: err });
-    const msg = daemonMessage(e);
-    if (e.statusCode === 404) return new NotFoundError(map.notFound ?? `${what}: ${msg}`, undefined, err);
-    if (e.statusCode === 409) return new ConflictError(map.conflict ?? `${what}: ${msg}`);
-    if (e.statusCode) return new EngineError(`${what}: the engine answered ${e.statusCode}: ${msg}`, { cause: err });
-    if (
-      e.code &&
-      ['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT', 'EPIPE'].includes(e.code)
-    )
-      return new EngineError(`${what}: lost the connection to the engine at ${this.facts.endpoint} (${e.code})`, {
-        cause: err,
-      });
-    return new EngineError(`${what}: ${e.message ?? String(err)}`, { cause: err });
+    return mapEngineError(err, what, this.facts.endpoint, map);
   }
 
   /**
