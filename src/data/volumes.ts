@@ -31,9 +31,9 @@ export interface Holder {
 
 /** The create body of a helper of `run`: never started, and harmless were it started. Pure; unit-tested. */
 export function holderCreateBody(
+  run: RunIdentity,
   image: string,
   mount: Record<string, unknown>,
-  run: RunIdentity,
 ): Record<string, unknown> {
   return {
     Image: image,
@@ -97,7 +97,7 @@ async function createHolder(
   engine: Engine,
   image: string,
   mount: Record<string, unknown>,
-  body = holderCreateBody(image, mount, engine.run),
+  body = holderCreateBody(engine.run, image, mount),
 ): Promise<Holder> {
   const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
   let id: string;
@@ -137,11 +137,11 @@ async function createHolder(
  * permissions, no network, a read-only root. Pure; unit-tested.
  */
 export function tarHelperCreateBody(
+  run: RunIdentity,
   image: string,
   mount: Record<string, unknown>,
-  run: RunIdentity,
 ): Record<string, unknown> {
-  const body = holderCreateBody(image, mount, run);
+  const body = holderCreateBody(run, image, mount);
   return {
     ...body,
     Entrypoint: ['tar', '-c', '-f', '-', '-C', MOUNT, '.'],
@@ -165,7 +165,7 @@ async function openTarReader(
 ): Promise<{ stream: Readable; done: () => Promise<void> } | undefined> {
   let helper: Holder;
   try {
-    helper = await createHolder(engine, image, mount, tarHelperCreateBody(image, mount, engine.run));
+    helper = await createHolder(engine, image, mount, tarHelperCreateBody(engine.run, image, mount));
   } catch {
     return undefined;
   }
@@ -395,7 +395,7 @@ export async function probeHost(
   exposed: string[] = [],
 ): Promise<ProbeAnswer | undefined> {
   if (!engine.quirks.helperProbesHost) return undefined;
-  const body = holderCreateBody(image, {}, engine.run);
+  const body = holderCreateBody(engine.run, image, {});
   const hc = body.HostConfig as Record<string, unknown>;
   delete hc.Mounts;
   delete body.NetworkDisabled;
@@ -462,7 +462,7 @@ async function settleLostCreate(engine: Engine, c: { name: string; image: string
     try {
       const id = await engine.createContainer(
         c.name,
-        holderCreateBody(c.image, { Type: 'tmpfs', Target: MOUNT }, engine.run),
+        holderCreateBody(engine.run, c.image, { Type: 'tmpfs', Target: MOUNT }),
       );
       await engine.removeContainer(id, { force: true });
       return;

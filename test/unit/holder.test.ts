@@ -1,8 +1,8 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { quirksFor } from '../../src/engine/quirks.js';
 import type { Engine } from '../../src/engine/engine.js';
 import { createRunIdentity } from '../../src/engine/run.js';
+import { quirksFor } from '../../src/engine/quirks.js';
 import { ConflictError, EngineError, NotFoundError } from '../../src/errors.js';
 import {
   fillVolume,
@@ -15,27 +15,19 @@ import {
 const run = createRunIdentity();
 
 describe('holderCreateBody', () => {
-  const reader = holderCreateBody(
-    'sha256:abc',
-    {
-      Type: 'volume',
-      Source: 'data',
-      Target: '/.ferry-data',
-      ReadOnly: true,
-      VolumeOptions: { NoCopy: true },
-    },
-    run,
-  );
-  const writer = holderCreateBody(
-    'ferry-holder:empty',
-    {
-      Type: 'volume',
-      Source: 'data',
-      Target: '/.ferry-data/v',
-      VolumeOptions: { NoCopy: true },
-    },
-    run,
-  );
+  const reader = holderCreateBody(run, 'sha256:abc', {
+    Type: 'volume',
+    Source: 'data',
+    Target: '/.ferry-data',
+    ReadOnly: true,
+    VolumeOptions: { NoCopy: true },
+  });
+  const writer = holderCreateBody(run, 'ferry-holder:empty', {
+    Type: 'volume',
+    Source: 'data',
+    Target: '/.ferry-data/v',
+    VolumeOptions: { NoCopy: true },
+  });
   const hc = (b: Record<string, unknown>) => b.HostConfig as Record<string, unknown>;
 
   it('has no network, no capabilities, no privilege gain, and never restarts', () => {
@@ -60,24 +52,20 @@ describe('holderCreateBody', () => {
   });
 
   it('uses a Binds entry for host paths so a missing path is created', () => {
-    const b = holderCreateBody('img', { bind: '/srv/conf:/.ferry-data' }, run);
+    const b = holderCreateBody(run, 'img', { bind: '/srv/conf:/.ferry-data' });
     expect(hc(b).Binds).toEqual(['/srv/conf:/.ferry-data']);
     expect(hc(b).Mounts).toBeUndefined();
   });
 });
 
 describe('tarHelperCreateBody (reading volumes on Podman)', () => {
-  const b = tarHelperCreateBody(
-    'sha256:abc',
-    {
-      Type: 'volume',
-      Source: 'data',
-      Target: '/.ferry-data',
-      ReadOnly: true,
-      VolumeOptions: { NoCopy: true },
-    },
-    run,
-  );
+  const b = tarHelperCreateBody(run, 'sha256:abc', {
+    Type: 'volume',
+    Source: 'data',
+    Target: '/.ferry-data',
+    ReadOnly: true,
+    VolumeOptions: { NoCopy: true },
+  });
   const h = b.HostConfig as Record<string, unknown>;
   it("runs the image's tar on the mount to stdout, as root, able only to read past permissions", () => {
     expect(b.Entrypoint).toEqual(['tar', '-c', '-f', '-', '-C', '/.ferry-data', '.']);
