@@ -32,6 +32,7 @@ export interface EngineFacts {
   apiVersion: string;
   os: string;
   arch: string;
+  /** Podman's Docker-compatible API. Reported; what it changes is in `Engine.quirks` (quirks.ts). */
   podman: boolean;
   containerdStore: boolean;
   loggingDriver?: string;
