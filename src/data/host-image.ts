@@ -264,7 +264,7 @@ export async function openHostImageArchive(
   const shell = engine.host;
   if (
     !shell ||
-    f.podman ||
+    !engine.quirks.dockerLayerStore ||
     f.remapped ||
     f.containerdStore ||
     f.storageDriver !== 'overlay2' ||

@@ -29,6 +29,7 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Engine, EngineFacts, VolumeInspect } from '../engine/engine.js';
+import type { EngineQuirks } from '../engine/quirks.js';
 import { capture, type HostProcess, type HostShell } from '../hostaccess/shell.js';
 import { gatedOutput } from '../util/gated-output.js';
 import { keepText } from '../util/keep-text.js';
@@ -60,13 +61,13 @@ const WRITE_SCRIPT = [
 
 /** Why the volume cannot be reached on the host's disk, or undefined when it can. Pure; unit-tested. */
 export function hostAccessRefusal(
-  facts: Pick<EngineFacts, 'podman' | 'remapped'> & { host: boolean },
+  facts: Pick<EngineFacts, 'remapped'> & Pick<EngineQuirks, 'hostVolumeDirs'> & { host: boolean },
   volume: Pick<VolumeInspect, 'Driver' | 'Options' | 'Mountpoint'> | undefined,
   setting: string | undefined,
 ): string | undefined {
   if (setting !== undefined && /^(0|off|no|false)$/i.test(setting)) return `${HOST_VOLUMES_ENV}=${setting}`;
   if (!facts.host) return 'no way onto the engine host (a TCP engine)';
-  if (facts.podman) return 'Podman';
+  if (!facts.hostVolumeDirs) return 'Podman';
   if (facts.remapped) return 'the engine remaps user ids (rootless or userns-remap)';
   if (!volume) return 'no such volume';
   if (volume.Driver !== 'local') return `volume driver ${volume.Driver}`;
@@ -186,7 +187,11 @@ export function warmHost(engine: Engine): void {
   const setting = process.env[HOST_VOLUMES_ENV];
   if (
     engine.host &&
-    !hostAccessRefusal({ ...engine.facts, host: true }, { Driver: 'local', Options: null, Mountpoint: '/' }, setting)
+    !hostAccessRefusal(
+      { ...engine.facts, ...engine.quirks, host: true },
+      { Driver: 'local', Options: null, Mountpoint: '/' },
+      setting,
+    )
   )
     void askHost(engine.host);
 }
@@ -200,7 +205,7 @@ type EngineStat = { mode: number; mtime: string } | undefined;
  */
 async function hostVolumeDir(engine: Engine, volume: string): Promise<{ shell: HostShell; dir: string } | undefined> {
   const setting = process.env[HOST_VOLUMES_ENV];
-  const facts = { ...engine.facts, host: !!engine.host };
+  const facts = { ...engine.facts, ...engine.quirks, host: !!engine.host };
   const early = hostAccessRefusal(facts, { Driver: 'local', Options: null, Mountpoint: '/' }, setting);
   if (early) return undefined;
   const shell = engine.host!;

@@ -55,7 +55,7 @@ export function v1LayerIds(diffIds: string[]): string[] {
 /** Every layer chain id the engine's images hold. */
 export async function engineChainIds(engine: Engine): Promise<Set<string>> {
   const have = new Set<string>();
-  const images = await engine.docker.listImages({ all: false }).catch(() => []);
+  const images = await engine.listImages().catch(() => []);
   for (const img of images.slice(0, 1000)) {
     const info = await engine.inspectImage(img.Id).catch(() => undefined);
     for (const c of chainIds(info?.RootFS?.Layers ?? [])) have.add(c);
@@ -122,8 +122,8 @@ export async function shipImage(source: Engine, target: Engine, ref: string, pro
     return { bytes: 0, skippedLayers: img.RootFS?.Layers?.length ?? 0, totalLayers: img.RootFS?.Layers?.length ?? 0 };
   }
   const diffIds = img.RootFS?.Layers ?? [];
-  // Podman refuses an archive whose layer files are not all there: it gets the whole image.
-  const have = target.facts.podman ? new Set<string>() : await engineChainIds(target);
+  // An engine that refuses an archive whose layer files are not all there gets the whole image.
+  const have = target.quirks.loadsPartialImages ? await engineChainIds(target) : new Set<string>();
   const chains = chainIds(diffIds);
   const v1 = v1LayerIds(diffIds);
   const skip = new Set<string>();

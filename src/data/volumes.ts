@@ -13,8 +13,8 @@
 import { randomBytes } from 'node:crypto';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
-import { hostname } from 'node:os';
-import { type Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE, LABEL_RUN, OWNER, RUN_ID } from '../engine/engine.js';
+import { type Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE, LABEL_RUN } from '../engine/engine.js';
+import type { RunIdentity } from '../engine/run.js';
 import { alive } from '../util/state.js';
 import { ConflictError, EngineError, NotFoundError } from '../errors.js';
 import { demux } from '../engine/demux.js';
@@ -29,13 +29,17 @@ export interface Holder {
   remove(): Promise<void>;
 }
 
-/** The create body of a helper: never started, and harmless were it started. Pure; unit-tested. */
-export function holderCreateBody(image: string, mount: Record<string, unknown>): Record<string, unknown> {
+/** The create body of a helper of `run`: never started, and harmless were it started. Pure; unit-tested. */
+export function holderCreateBody(
+  run: RunIdentity,
+  image: string,
+  mount: Record<string, unknown>,
+): Record<string, unknown> {
   return {
     Image: image,
     Entrypoint: ['/nonexistent-ferry-holder'],
     Cmd: [],
-    Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder', [LABEL_RUN]: RUN_ID, [LABEL_OWNER]: OWNER },
+    Labels: { [LABEL_MANAGED]: 'true', [LABEL_ROLE]: 'holder', [LABEL_RUN]: run.id, [LABEL_OWNER]: run.owner },
     NetworkDisabled: true,
     // No network, no capabilities, no privilege gain, and a read-only root when it only reads
     // (writing a volume's root entry goes through the root).
@@ -93,7 +97,7 @@ async function createHolder(
   engine: Engine,
   image: string,
   mount: Record<string, unknown>,
-  body = holderCreateBody(image, mount),
+  body = holderCreateBody(engine.run, image, mount),
 ): Promise<Holder> {
   const name = `ferry-holder-${randomBytes(6).toString('hex')}`;
   let id: string;
@@ -132,8 +136,12 @@ async function createHolder(
  * archive to stdout: as root (the data's owners vary), with only the capability to read past file
  * permissions, no network, a read-only root. Pure; unit-tested.
  */
-export function tarHelperCreateBody(image: string, mount: Record<string, unknown>): Record<string, unknown> {
-  const body = holderCreateBody(image, mount);
+export function tarHelperCreateBody(
+  run: RunIdentity,
+  image: string,
+  mount: Record<string, unknown>,
+): Record<string, unknown> {
+  const body = holderCreateBody(run, image, mount);
   return {
     ...body,
     Entrypoint: ['tar', '-c', '-f', '-', '-C', MOUNT, '.'],
@@ -157,7 +165,7 @@ async function openTarReader(
 ): Promise<{ stream: Readable; done: () => Promise<void> } | undefined> {
   let helper: Holder;
   try {
-    helper = await createHolder(engine, image, mount, tarHelperCreateBody(image, mount));
+    helper = await createHolder(engine, image, mount, tarHelperCreateBody(engine.run, image, mount));
   } catch {
     return undefined;
   }
@@ -211,7 +219,7 @@ async function openReader(
   image: string,
   mount: Record<string, unknown>,
 ): Promise<{ stream: Readable; done: () => Promise<void> }> {
-  if (engine.facts.podman) {
+  if (!engine.quirks.archiveKeepsOwners) {
     const viaTar = await openTarReader(engine, image, mount);
     if (viaTar) return viaTar;
   }
@@ -262,7 +270,7 @@ export async function openContainerVolumeReader(
     progress?.info(`volume ${volume}: read from ${host.dir} on ${host.where}`);
     return host;
   }
-  const inPlace = engine.facts.podman ? undefined : inPlaceVolumePath(spec, volume);
+  const inPlace = engine.quirks.archiveKeepsOwners ? inPlaceVolumePath(spec, volume) : undefined;
   if (!inPlace) return openVolumeReader(engine, spec.baseImage.id, volume);
   const stream = await engine.getArchive(spec.sourceId, `${inPlace}/.`);
   return { stream, done: async () => {} };
@@ -314,7 +322,7 @@ export async function fillVolume(
     // time a container using it starts, which would undo the root's owner and mode written below
     // as soon as the restored container starts. A start of the holder, which fails (it has
     // nothing to run), uses that first time up.
-    if (engine.facts.podman) await engine.start(holder.id).catch(() => {});
+    if (engine.quirks.chownsVolumeOnFirstStart) await engine.start(holder.id).catch(() => {});
     const tap = new RootTap();
     const piping = pipeline(data, tap);
     piping.catch(() => {}); // observed through `tap`, which putArchive consumes
@@ -324,7 +332,7 @@ export async function fillVolume(
     if (tap.root) {
       // Podman applies a `./` entry to the target itself (owner too, unless told to copy the
       // container's ids); Docker does not, so there the root goes in as `v/` from one level up.
-      if (engine.facts.podman)
+      if (engine.quirks.archiveAppliesRootEntry)
         await engine.putArchive(holder.id, target, rootEntryTar('.', tap.root) as unknown as Readable, {
           copyUIDGID: false,
         });
@@ -344,7 +352,7 @@ export async function fillVolume(
  * at start, and any other refusal is not about the path.
  */
 export async function hostPathExists(engine: Engine, image: string, hostPath: string): Promise<boolean | undefined> {
-  if (engine.facts.podman) return undefined;
+  if (!engine.quirks.helperProbesHost) return undefined;
   let holder: Holder;
   try {
     holder = await createHolder(engine, image, { Type: 'bind', Source: hostPath, Target: MOUNT, ReadOnly: true });
@@ -386,8 +394,8 @@ export async function probeHost(
   hostConfig: Record<string, unknown>,
   exposed: string[] = [],
 ): Promise<ProbeAnswer | undefined> {
-  if (engine.facts.podman) return undefined;
-  const body = holderCreateBody(image, {});
+  if (!engine.quirks.helperProbesHost) return undefined;
+  const body = holderCreateBody(engine.run, image, {});
   const hc = body.HostConfig as Record<string, unknown>;
   delete hc.Mounts;
   delete body.NetworkDisabled;
@@ -452,7 +460,10 @@ async function settleLostCreate(engine: Engine, c: { name: string; image: string
   const deadline = Date.now() + LOST_CREATE_WAIT_MS;
   for (;;) {
     try {
-      const id = await engine.createContainer(c.name, holderCreateBody(c.image, { Type: 'tmpfs', Target: MOUNT }));
+      const id = await engine.createContainer(
+        c.name,
+        holderCreateBody(engine.run, c.image, { Type: 'tmpfs', Target: MOUNT }),
+      );
       await engine.removeContainer(id, { force: true });
       return;
     } catch (err) {
@@ -475,9 +486,7 @@ export async function sweepHolders(engine: Engine): Promise<void> {
       await settleLostCreate(engine, c).catch(() => {});
       pending.delete(c);
     }
-  const mine = await engine.docker
-    .listContainers({ all: true, filters: { label: [`${LABEL_RUN}=${RUN_ID}`] } })
-    .catch(() => []);
+  const mine = await engine.listLabelledContainers([`${LABEL_RUN}=${engine.run.id}`]).catch(() => []);
   for (const c of mine) await removeWithAnonymousVolumes(engine, c.Id).catch(() => {});
 }
 
@@ -486,16 +495,14 @@ export async function sweepHolders(engine: Engine): Promise<void> {
  * them. Helpers of live runs, and of other hosts sharing the engine, are left alone.
  */
 export async function sweepStaleHolders(engine: Engine): Promise<number> {
-  const all = await engine.docker
-    .listContainers({ all: true, filters: { label: [`${LABEL_ROLE}=holder`] } })
-    .catch(() => []);
+  const all = await engine.listLabelledContainers([`${LABEL_ROLE}=holder`]).catch(() => []);
   let n = 0;
   for (const c of all) {
     const owner = c.Labels?.[LABEL_OWNER] ?? '';
     const slash = owner.lastIndexOf('/');
-    if (slash < 0 || owner.slice(0, slash) !== hostname()) continue;
+    if (slash < 0 || owner.slice(0, slash) !== engine.run.host) continue;
     const pid = Number(owner.slice(slash + 1));
-    if (!Number.isInteger(pid) || pid === process.pid || alive(pid)) continue;
+    if (!Number.isInteger(pid) || pid === engine.run.pid || alive(pid)) continue;
     await removeWithAnonymousVolumes(engine, c.Id).catch(() => {});
     n++;
   }

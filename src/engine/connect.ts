@@ -3,13 +3,16 @@ import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { SshPool } from '../ssh/client.js';
 import { UsageError } from '../errors.js';
-import { Engine } from './engine.js';
+import { DockerEngine, type Engine } from './engine.js';
+import { createRunIdentity, type RunIdentity } from './run.js';
 import { localShell, sshShell } from '../hostaccess/shell.js';
 import { parseEngineUrl, resolveEndpoint, type Endpoint, type EndpointEnv } from './endpoint.js';
 
 export interface EngineDeps {
   env?: EndpointEnv;
   ssh?: SshPool;
+  /** This run's identity; pass the same one to every engine a run opens (default: a new one). */
+  run?: RunIdentity;
 }
 
 /** An http.Agent whose every connection is a channel on one SSH connection to the remote socket. */
@@ -35,10 +38,9 @@ function sshAgent(open: () => Promise<Duplex>): http.Agent {
 }
 
 export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise<Engine> {
+  const run = deps.run ?? createRunIdentity();
   if (ep.kind !== 'ssh') {
-    const e = await Engine.connect(ep);
-    if (ep.kind === 'unix') e.host = localShell;
-    return e;
+    return DockerEngine.connect(ep, ep.kind === 'unix' ? { host: localShell, run } : { run });
   }
   if (!deps.ssh) throw new UsageError(`engine ${ep.source}: ssh:// engines need an SSH session`);
   const pool = deps.ssh;
@@ -56,11 +58,13 @@ export async function openEndpoint(ep: Endpoint, deps: EngineDeps = {}): Promise
       return (await pool.get(target)).openSocket(socket);
     }
   };
-  const engine = await Engine.connect(ep, { agent: sshAgent(open) });
-  engine.prepareCleanup = () => pool.allowReconnect();
-  // The engine's own socket path on that host: its volumes' directories are there too.
-  engine.host = sshShell(pool, target, `ssh://${ep.host}`);
-  return engine;
+  return DockerEngine.connect(ep, {
+    run,
+    agent: sshAgent(open),
+    prepareCleanup: () => pool.allowReconnect(),
+    // The engine's own socket path on that host: its volumes' directories are there too.
+    host: sshShell(pool, target, `ssh://${ep.host}`),
+  });
 }
 
 export async function openEngine(hostFlag: string | undefined, deps: EngineDeps = {}): Promise<Engine> {

@@ -1,9 +1,8 @@
 /**
- * The one module that owns dockerode. Everything above talks to an Engine; every Docker error
- * leaves here as a FerryError that says what failed.
+ * The one module that owns dockerode. Everything above talks to an Engine (the interface below);
+ * DockerEngine implements it, and every Docker error leaves here as a FerryError that says what failed.
  */
 import http from 'node:http';
-import { hostname } from 'node:os';
 import { Readable, Writable } from 'node:stream';
 import type Docker from 'dockerode';
 import DockerClient from './dockerode.js';
@@ -14,6 +13,8 @@ import { bulkGet, type BulkAddress } from './bulk.js';
 import { followJson, StreamReportedError, type ProgressMessage } from './progress.js';
 import type { RegistryAuth } from './auth.js';
 import type { HostShell } from '../hostaccess/shell.js';
+import { createRunIdentity, type RunIdentity } from './run.js';
+import { quirksFor, type EngineQuirks } from './quirks.js';
 
 /** The newest Engine API version this code is written against. */
 export const CLIENT_MAX_API = '1.47';
@@ -22,11 +23,8 @@ export const LABEL_MANAGED = 'io.ferry.managed';
 export const LABEL_ROLE = 'io.ferry.role';
 export const LABEL_RUN = 'io.ferry.run';
 export const HOLDER_IMAGE = 'ferry-holder:empty';
-/** This process's run id, on every helper it creates, so a failed run can sweep its own. */
-export const RUN_ID = `${process.pid}-${Date.now().toString(36)}`;
-/** Who made a helper: this host and process, so a later run can remove helpers of a killed one. */
+/** Who made a helper (RunIdentity.owner), so a later run can remove helpers of a killed one. */
 export const LABEL_OWNER = 'io.ferry.owner';
-export const OWNER = `${hostname()}/${process.pid}`;
 
 export interface EngineFacts {
   endpoint: string;
@@ -34,6 +32,7 @@ export interface EngineFacts {
   apiVersion: string;
   os: string;
   arch: string;
+  /** Podman's Docker-compatible API. Reported; what it changes is in `Engine.quirks` (quirks.ts). */
   podman: boolean;
   containerdStore: boolean;
   loggingDriver?: string;
@@ -48,6 +47,19 @@ export type ContainerInspect = Docker.ContainerInspectInfo & {
   Config: Docker.ContainerInspectInfo['Config'] & Record<string, unknown>;
 };
 export type ImageInspect = Docker.ImageInspectInfo;
+/** One row of GET /containers/json: the fields ferry reads. */
+export interface ContainerSummary {
+  Id: string;
+  Names: string[];
+  Labels: Record<string, string>;
+  Ports?: { IP?: string; PrivatePort?: number; PublicPort?: number; Type?: string }[];
+  Mounts?: { Type?: string; Name?: string; Source?: string; Destination?: string }[];
+  HostConfig?: { NetworkMode?: string };
+}
+/** One row of GET /images/json: the fields ferry reads. */
+export interface ImageSummary {
+  Id: string;
+}
 export type VolumeInspect = {
   Name: string;
   Driver: string;
@@ -74,24 +86,184 @@ function daemonMessage(err: DockerErr): string {
   const j = err.json;
   if (j && typeof j === 'object' && typeof j.message === 'string') return j.message;
   if (typeof j === 'string') return j;
-  return err.message.replace(/^\(HTTP code \d+\)\s*[^-]*-\s*/, '').trim() || err.message;
+  const m = typeof err.message === 'string' ? err.message : '';
+  return m.replace(/^\(HTTP code \d+\)\s*[^-]*-\s*/, '').trim() || m;
 }
 
-export class Engine {
+/**
+ * What ferry asks of a container engine. DockerEngine is the implementation over the Engine API
+ * (dockerode); every failure leaves it as a FerryError that says what failed.
+ */
+export interface Engine {
+  readonly facts: EngineFacts;
+  /** How this engine differs from Docker, decided when it was connected (see quirks.ts). */
+  readonly quirks: EngineQuirks;
+  /** This run (its id and owner label on every helper), the same on every engine it connects to. */
+  readonly run: RunIdentity;
+  /** Commands on the engine's host (this machine, or the SSH host); absent for a TCP engine. */
+  readonly host?: HostShell;
+  /** Called before cleaning up after a failure: lets a dropped SSH connection be re-opened. */
+  readonly prepareCleanup: () => void;
+
+  /** What differs on this engine from a Docker engine with its own image store, for the operator. */
+  differences(): string[];
+  close(): void;
+  apiAtLeast(v: string): boolean;
+  /** An engine failure as a FerryError naming `what`. */
+  mapError(err: unknown, what: string, map?: { notFound?: string; conflict?: string }): FerryError;
+  /** Runtimes and log, volume and network drivers (GET /info); undefined when the engine does not say. */
+  capabilities(): Promise<
+    { runtimes: string[]; logDrivers: string[]; volumeDrivers: string[]; networkDrivers: string[] } | undefined
+  >;
+
+  // containers
+  inspectContainer(nameOrId: string): Promise<ContainerInspect>;
+  containerExists(name: string): Promise<boolean>;
+  /** Running containers, or all of them (GET /containers/json). */
+  listContainers(all?: boolean): Promise<ContainerSummary[]>;
+  /** Every container (running or not) that carries all of `labels` (`key=value` or `key`). */
+  listLabelledContainers(labels: string[]): Promise<ContainerSummary[]>;
+  pause(id: string): Promise<void>;
+  unpause(id: string): Promise<void>;
+  /** Already stopped is not an error. */
+  stop(id: string, timeoutSeconds?: number): Promise<void>;
+  /** Already started is not an error. */
+  start(id: string): Promise<void>;
+  restart(id: string): Promise<void>;
+  /** Create a container (the whole spec in the body); its id. */
+  createContainer(name: string | undefined, body: Record<string, unknown>): Promise<string>;
+  /** Gone already is not an error. */
+  removeContainer(id: string, opts?: { force?: boolean; volumes?: boolean }): Promise<void>;
+  commit(
+    id: string,
+    repo: string,
+    tag: string,
+    opts: { pause: boolean; comment?: string; labels?: Record<string, string> },
+  ): Promise<string>;
+  exec(
+    id: string,
+    cmd: string[],
+    opts?: { user?: string; keep?: number; signal?: AbortSignal },
+  ): Promise<{ exitCode: number; output: string }>;
+  attachOutput(id: string): Promise<Readable>;
+  waitExit(id: string): Promise<number>;
+  containerLogs(id: string, tail?: number): Promise<string>;
+  listLabelled(label: string): Promise<{ containers: string[]; volumes: string[]; networks: string[] }>;
+
+  // images
+  inspectImage(ref: string): Promise<ImageInspect>;
+  /** The engine's tagged and untagged top-level images (GET /images/json, no intermediate layers). */
+  listImages(): Promise<ImageSummary[]>;
+  imageExists(ref: string): Promise<boolean>;
+  saveImages(refs: string[]): Promise<Readable>;
+  loadImage(src: Readable, onMessage?: (m: ProgressMessage) => void): Promise<string[]>;
+  pushImage(
+    repo: string,
+    tag: string,
+    auth: RegistryAuth,
+    onMessage?: (m: ProgressMessage) => void,
+    signal?: AbortSignal,
+  ): Promise<string>;
+  pullImage(
+    ref: string,
+    auth: RegistryAuth,
+    onMessage?: (m: ProgressMessage) => void,
+    signal?: AbortSignal,
+  ): Promise<void>;
+  tagImage(id: string, repo: string, tag: string): Promise<void>;
+  /** Gone already is not an error. */
+  removeImage(ref: string): Promise<void>;
+  holderImageIfPresent(): Promise<string | undefined>;
+  ensureHolderImage(): Promise<string>;
+
+  // volumes
+  inspectVolume(name: string): Promise<VolumeInspect | undefined>;
+  createVolume(spec: {
+    Name?: string;
+    Driver?: string;
+    DriverOpts?: Record<string, string>;
+    Labels?: Record<string, string>;
+  }): Promise<string>;
+  /** Gone already is not an error. */
+  removeVolume(name: string): Promise<void>;
+  getArchive(id: string, path: string): Promise<Readable>;
+  statPath(
+    id: string,
+    path: string,
+  ): Promise<{ name: string; size: number; mode: number; mtime: string; linkTarget: string } | undefined>;
+  putArchive(id: string, path: string, src: Readable, opts?: { copyUIDGID?: boolean }): Promise<void>;
+
+  // networks
+  inspectNetwork(name: string): Promise<NetworkInspect | undefined>;
+  listNetworks(): Promise<NetworkInspect[]>;
+  createNetwork(spec: Record<string, unknown>): Promise<string>;
+  /** Gone already is not an error. */
+  removeNetwork(name: string): Promise<void>;
+  connectNetwork(network: string, container: string, endpointConfig: Record<string, unknown>): Promise<void>;
+}
+
+/**
+ * A failed engine call as a FerryError naming `what`. Told apart by the HTTP status the engine
+ * answered (404 not found, 409 conflict) or the connection's error code, never by the message
+ * text, which is only shown. Pure; unit-tested.
+ */
+export function mapEngineError(
+  err: unknown,
+  what: string,
+  endpoint: string,
+  map: { notFound?: string; conflict?: string } = {},
+): FerryError {
+  if (err instanceof FerryError) return err;
+  if (err instanceof StreamReportedError) return new EngineError(`${what}: ${err.message}`, { cause: err });
+  const e = (err ?? {}) as DockerErr;
+  if (e.statusCode) {
+    const msg = daemonMessage(e);
+    if (e.statusCode === 404) return new NotFoundError(map.notFound ?? `${what}: ${msg}`, undefined, err);
+    if (e.statusCode === 409) return new ConflictError(map.conflict ?? `${what}: ${msg}`);
+    return new EngineError(`${what}: the engine answered ${e.statusCode}: ${msg}`, { cause: err });
+  }
+  if (
+    e.code &&
+    ['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT', 'EPIPE'].includes(e.code)
+  )
+    return new EngineError(`${what}: lost the connection to the engine at ${endpoint} (${e.code})`, { cause: err });
+  return new EngineError(`${what}: ${e.message ?? String(err)}`, { cause: err });
+}
+
+export class DockerEngine implements Engine {
   private constructor(
-    readonly docker: Docker,
+    private readonly docker: Docker,
     readonly facts: EngineFacts,
     private readonly agent: http.Agent | undefined,
     private readonly onClose: () => void,
     /** Where bulk GETs go straight to the socket (unix and plain TCP engines), with the API prefix. */
     private readonly bulk: { address: BulkAddress; prefix: string } | undefined,
-  ) {}
+    /** Commands on the engine's host (this machine, or the SSH host); absent for a TCP engine. */
+    readonly host: HostShell | undefined,
+    /** Called before cleaning up after a failure: lets a dropped SSH connection be re-opened. */
+    readonly prepareCleanup: () => void,
+    readonly run: RunIdentity,
+  ) {
+    this.quirks = quirksFor(facts);
+  }
 
-  /** Commands on the engine's host (this machine, or the SSH host); absent for a TCP engine. */
-  host?: HostShell;
+  readonly quirks: EngineQuirks;
 
-  /** Connect and negotiate the API version from /version (never pinned). */
-  static async connect(ep: Endpoint, opts: { agent?: http.Agent; onClose?: () => void } = {}): Promise<Engine> {
+  /**
+   * Connect and negotiate the API version from /version (never pinned). `host`: commands on the
+   * engine's host, where ferry has a way there; `prepareCleanup`: see Engine; `run`: this run's
+   * identity (default: a new one).
+   */
+  static async connect(
+    ep: Endpoint,
+    opts: {
+      agent?: http.Agent;
+      onClose?: () => void;
+      host?: HostShell;
+      prepareCleanup?: () => void;
+      run?: RunIdentity;
+    } = {},
+  ): Promise<DockerEngine> {
     const base = dockerOptions(ep, opts.agent);
     const where = describeEndpoint(ep);
     const probe = new DockerClient(base);
@@ -131,7 +303,7 @@ export class Engine {
     } catch {
       /* info is only advisory */
     }
-    return new Engine(
+    return new DockerEngine(
       docker,
       {
         endpoint: where,
@@ -149,6 +321,9 @@ export class Engine {
       opts.agent,
       opts.onClose ?? (() => {}),
       bulk && { address: bulk, prefix: useVersion ? `/${useVersion}` : '' },
+      opts.host,
+      opts.prepareCleanup ?? (() => {}),
+      opts.run ?? createRunIdentity(),
     );
   }
 
@@ -171,9 +346,6 @@ export class Engine {
     this.onClose();
   }
 
-  /** Called before cleaning up after a failure: lets a dropped SSH connection be re-opened. */
-  prepareCleanup: () => void = () => {};
-
   apiAtLeast(v: string): boolean {
     return compareApi(this.facts.apiVersion, v) >= 0;
   }
@@ -192,21 +364,7 @@ export class Engine {
   }
 
   mapError(err: unknown, what: string, map: { notFound?: string; conflict?: string } = {}): FerryError {
-    if (err instanceof FerryError) return err;
-    const e = err as DockerErr;
-    if (err instanceof StreamReportedError) return new EngineError(`${what}: ${err.message}`, { cause: err });
-    const msg = daemonMessage(e);
-    if (e.statusCode === 404) return new NotFoundError(map.notFound ?? `${what}: ${msg}`, undefined, err);
-    if (e.statusCode === 409) return new ConflictError(map.conflict ?? `${what}: ${msg}`);
-    if (e.statusCode) return new EngineError(`${what}: the engine answered ${e.statusCode}: ${msg}`, { cause: err });
-    if (
-      e.code &&
-      ['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT', 'EPIPE'].includes(e.code)
-    )
-      return new EngineError(`${what}: lost the connection to the engine at ${this.facts.endpoint} (${e.code})`, {
-        cause: err,
-      });
-    return new EngineError(`${what}: ${e.message ?? String(err)}`, { cause: err });
+    return mapEngineError(err, what, this.facts.endpoint, map);
   }
 
   /**
@@ -255,8 +413,12 @@ export class Engine {
     }
   }
 
-  listContainers(all = false): Promise<Docker.ContainerInfo[]> {
+  listContainers(all = false): Promise<ContainerSummary[]> {
     return this.call('list containers', () => this.docker.listContainers({ all }));
+  }
+
+  listLabelledContainers(labels: string[]): Promise<ContainerSummary[]> {
+    return this.call('list containers', () => this.docker.listContainers({ all: true, filters: { label: labels } }));
   }
 
   pause(id: string) {
@@ -326,7 +488,7 @@ export class Engine {
       this.docker.getContainer(id).commit({
         _query: { container: id, repo, tag, pause: opts.pause, comment: opts.comment ?? 'ferry backup' },
         // Podman refuses a commit without a JSON body, and docker-modem drops a body of `{}`.
-        _body: opts.labels ? { Labels: opts.labels } : this.facts.podman ? { Labels: {} } : {},
+        _body: opts.labels ? { Labels: opts.labels } : this.quirks.commitNeedsBody ? { Labels: {} } : {},
       } as unknown as object),
     )) as { Id: string };
     return res.Id;
@@ -445,6 +607,10 @@ export class Engine {
     return this.call(`inspect image ${ref}`, () => this.docker.getImage(ref).inspect(), {
       notFound: `no such image: ${ref}`,
     });
+  }
+
+  listImages(): Promise<ImageSummary[]> {
+    return this.call('list images', () => this.docker.listImages({ all: false }));
   }
 
   async imageExists(ref: string): Promise<boolean> {

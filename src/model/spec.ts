@@ -3,6 +3,7 @@
  * what the user set (not the image's defaults, not what the engine generated), and turns back
  * into create options on any engine. No I/O here; unit-tested in test/unit/spec.test.ts.
  */
+import type { EngineQuirks } from '../engine/quirks.js';
 
 /** A string field of an inspect answer, or `fallback` where it is missing or not a string. */
 export function asString(v: unknown, fallback = ''): string {
@@ -154,10 +155,14 @@ export interface CaptureInput {
   /** The source engine's default log driver (docker info LoggingDriver). */
   defaultLogDriver?: string;
   /**
-   * The source is Podman: its default network ("podman") is recorded as "bridge", its default
-   * runtime ("oci") and the HOSTNAME it puts in every container's environment are dropped.
+   * How the source engine differs from Docker (default: it is Docker): its default network is
+   * recorded as "bridge", its default runtime and the HOSTNAME it puts in every container's
+   * environment are dropped, its bind options and ulimit names are spelt as Docker's.
    */
-  podman?: boolean;
+  quirks?: Pick<
+    EngineQuirks,
+    'defaultBridge' | 'defaultRuntime' | 'hostnameInEnv' | 'bindsWithDefaultOptions' | 'ulimitsAsRlimit'
+  >;
 }
 
 /** inspect (+ the image's config) -> ContainerSpec. */
@@ -166,7 +171,7 @@ export function captureSpec({
   imageConfig,
   containerNames = {},
   defaultLogDriver,
-  podman,
+  quirks,
 }: CaptureInput): ContainerSpec {
   const cfg = inspect.Config;
   const img = imageConfig ?? {};
@@ -184,7 +189,7 @@ export function captureSpec({
     config.StopTimeout = cfg.StopTimeout;
   const imgEnv = new Set((img.Env as string[] | null) ?? []);
   const env = ((cfg.Env as string[] | null) ?? []).filter(
-    (e) => !imgEnv.has(e) && !(podman && e === `HOSTNAME=${asString(cfg.Hostname, shortId)}`),
+    (e) => !imgEnv.has(e) && !(quirks?.hostnameInEnv && e === `HOSTNAME=${asString(cfg.Hostname, shortId)}`),
   );
   if (env.length) config.Env = env;
   const entrypointChanged = !same(cfg.Entrypoint, img.Entrypoint);
@@ -210,11 +215,14 @@ export function captureSpec({
     hostConfig[k] = v;
   }
   // Engine defaults that would pin the source host's settings.
-  if (hostConfig.Runtime === 'runc' || (podman && hostConfig.Runtime === 'oci')) delete hostConfig.Runtime;
-  if (podman && hostConfig.NetworkMode === 'podman') hostConfig.NetworkMode = 'bridge';
-  if (podman && Array.isArray(hostConfig.Binds)) hostConfig.Binds = (hostConfig.Binds as string[]).map(portableBind);
+  const bridge = quirks?.defaultBridge ?? 'bridge';
+  if (hostConfig.Runtime === 'runc' || (quirks && hostConfig.Runtime === quirks.defaultRuntime))
+    delete hostConfig.Runtime;
+  if (hostConfig.NetworkMode === bridge) hostConfig.NetworkMode = 'bridge';
+  if (quirks?.bindsWithDefaultOptions && Array.isArray(hostConfig.Binds))
+    hostConfig.Binds = (hostConfig.Binds as string[]).map(portableBind);
   // Podman names ulimits RLIMIT_NOFILE; Docker wants nofile.
-  if (podman && Array.isArray(hostConfig.Ulimits))
+  if (quirks?.ulimitsAsRlimit && Array.isArray(hostConfig.Ulimits))
     hostConfig.Ulimits = (hostConfig.Ulimits as Json[]).map((u) => ({
       ...u,
       Name: String(u.Name)
@@ -269,7 +277,7 @@ export function captureSpec({
 
   const mounts = captureMounts(inspect);
   const endpoints = captureEndpoints(inspect, networkMode, shortId).map((e) =>
-    podman && e.network === 'podman' ? { ...e, network: 'bridge' } : e,
+    e.network === bridge ? { ...e, network: 'bridge' } : e,
   );
   const state = inspect.State as { Running?: boolean; Paused?: boolean };
   return {

@@ -1,6 +1,8 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { Engine } from '../../src/engine/engine.js';
+import { createRunIdentity } from '../../src/engine/run.js';
+import { quirksFor } from '../../src/engine/quirks.js';
 import { ConflictError, EngineError, NotFoundError } from '../../src/errors.js';
 import {
   fillVolume,
@@ -10,15 +12,17 @@ import {
   tarHelperCreateBody,
 } from '../../src/data/volumes.js';
 
+const run = createRunIdentity();
+
 describe('holderCreateBody', () => {
-  const reader = holderCreateBody('sha256:abc', {
+  const reader = holderCreateBody(run, 'sha256:abc', {
     Type: 'volume',
     Source: 'data',
     Target: '/.ferry-data',
     ReadOnly: true,
     VolumeOptions: { NoCopy: true },
   });
-  const writer = holderCreateBody('ferry-holder:empty', {
+  const writer = holderCreateBody(run, 'ferry-holder:empty', {
     Type: 'volume',
     Source: 'data',
     Target: '/.ferry-data/v',
@@ -48,14 +52,14 @@ describe('holderCreateBody', () => {
   });
 
   it('uses a Binds entry for host paths so a missing path is created', () => {
-    const b = holderCreateBody('img', { bind: '/srv/conf:/.ferry-data' });
+    const b = holderCreateBody(run, 'img', { bind: '/srv/conf:/.ferry-data' });
     expect(hc(b).Binds).toEqual(['/srv/conf:/.ferry-data']);
     expect(hc(b).Mounts).toBeUndefined();
   });
 });
 
 describe('tarHelperCreateBody (reading volumes on Podman)', () => {
-  const b = tarHelperCreateBody('sha256:abc', {
+  const b = tarHelperCreateBody(run, 'sha256:abc', {
     Type: 'volume',
     Source: 'data',
     Target: '/.ferry-data',
@@ -107,6 +111,8 @@ describe('a helper whose create lost its answer with the connection (the rollbac
     let refusals = 0;
     const engine = {
       facts: { podman: false, endpoint: 'ssh://h' },
+      quirks: quirksFor({ podman: false }),
+      run,
       host: undefined,
       createContainer: async (name: string) => {
         if (!helper) {
@@ -136,7 +142,7 @@ describe('a helper whose create lost its answer with the connection (the rollbac
         calls.push(`remove ${id}`);
       },
       removeVolume: async (v: string) => calls.push(`remove volume ${v}`),
-      docker: { listContainers: async () => [] },
+      listLabelledContainers: async () => [],
     };
     return { engine: engine as unknown as Engine, calls, up: () => (down = false), helper: () => helper! };
   }

@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import * as tar from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { quirksFor } from '../../src/engine/quirks.js';
 import type { Engine } from '../../src/engine/engine.js';
 import { localShell } from '../../src/hostaccess/shell.js';
 import { EngineError, EXIT } from '../../src/errors.js';
@@ -125,6 +126,7 @@ function makeStore(root: string, toolBytes = 700) {
   fs.writeFileSync(path.join(cdir, id.slice(7)), config);
   const engine = {
     facts: { podman: false, remapped: false, containerdStore: false, storageDriver: 'overlay2', rootDir: root },
+    quirks: quirksFor({ podman: false }),
     host: localShell,
   } as unknown as Engine;
   const img = { Id: id, RootFS: { Type: 'layers', Layers: diffIds } } as never;
@@ -234,7 +236,11 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
     ).toBeUndefined();
     const other = { ...(s.engine as object), facts: { ...s.engine.facts, storageDriver: 'vfs' } } as Engine;
     expect(await openHostImageArchive(other, s.img, ...args)).toBeUndefined();
-    const podman = { ...(s.engine as object), facts: { ...s.engine.facts, podman: true } } as Engine;
+    const podman = {
+      ...(s.engine as object),
+      facts: { ...s.engine.facts, podman: true },
+      quirks: quirksFor({ podman: true }),
+    } as Engine;
     expect(await openHostImageArchive(podman, s.img, ...args)).toBeUndefined();
     const tcp = { ...(s.engine as object), host: undefined } as Engine;
     expect(await openHostImageArchive(tcp, s.img, ...args)).toBeUndefined();

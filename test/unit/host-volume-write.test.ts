@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { quirksFor } from '../../src/engine/quirks.js';
 import type { Engine } from '../../src/engine/engine.js';
 import { localShell, type HostShell } from '../../src/hostaccess/shell.js';
 import { WRITE_BEHIND_MS, writeHostVolume } from '../../src/data/host-volume.js';
@@ -49,6 +50,7 @@ function wrappedShell(root: string, syncFails = false) {
 function engineOn(shell: HostShell, dir: string): Engine {
   return {
     facts: { podman: false, remapped: false },
+    quirks: quirksFor({ podman: false }),
     host: shell,
     inspectVolume: async () => ({ Driver: 'local', Options: null, Mountpoint: dir }),
   } as unknown as Engine;

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { quirksFor } from '../../src/engine/quirks.js';
 import { shellQuote } from '../../src/hostaccess/shell.js';
 import {
   hostAccessRefusal,
@@ -9,7 +10,7 @@ import {
   sameDirectory,
 } from '../../src/data/host-volume.js';
 
-const facts = { host: true, podman: false, remapped: false };
+const facts = { host: true, ...quirksFor({ podman: false }), remapped: false };
 const vol = { Driver: 'local', Options: null, Mountpoint: '/var/lib/docker/volumes/data/_data' };
 
 describe('hostAccessRefusal: when a volume is reached on the host disk', () => {
@@ -22,7 +23,7 @@ describe('hostAccessRefusal: when a volume is reached on the host disk', () => {
     expect(hostAccessRefusal(facts, vol, '0')).toMatch(/FERRY_HOST_VOLUMES=0/);
     expect(hostAccessRefusal(facts, vol, 'off')).toMatch(/FERRY_HOST_VOLUMES=off/);
     expect(hostAccessRefusal({ ...facts, host: false }, vol, undefined)).toMatch(/TCP engine/);
-    expect(hostAccessRefusal({ ...facts, podman: true }, vol, undefined)).toMatch(/Podman/);
+    expect(hostAccessRefusal({ ...facts, ...quirksFor({ podman: true }) }, vol, undefined)).toMatch(/Podman/);
     expect(hostAccessRefusal({ ...facts, remapped: true }, vol, undefined)).toMatch(/remaps/);
     expect(hostAccessRefusal(facts, undefined, undefined)).toMatch(/no such volume/);
     expect(hostAccessRefusal(facts, { ...vol, Driver: 'rexray' }, undefined)).toMatch(/driver rexray/);

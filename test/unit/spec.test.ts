@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { quirksFor } from '../../src/engine/quirks.js';
 import {
   captureNetwork,
   captureSpec,
@@ -896,7 +897,7 @@ describe('a container captured from Podman', () => {
   }
 
   it('records Podman\'s defaults in Docker\'s terms: network bridge, no "oci" runtime, portable bind options, ulimit names, no HOSTNAME', () => {
-    const s = captureSpec({ inspect: podmanInspect(), imageConfig: null, podman: true });
+    const s = captureSpec({ inspect: podmanInspect(), imageConfig: null, quirks: quirksFor({ podman: true }) });
     expect(s.endpoints.map((e) => e.network)).toEqual(['bridge']);
     expect(s.hostConfig.NetworkMode).toBe('bridge');
     expect(s.hostConfig.Runtime).toBeUndefined();
@@ -916,7 +917,7 @@ describe('a container captured from Podman', () => {
   });
 
   it('is created on Podman on its default network, whose name is not "bridge"', () => {
-    const s = captureSpec({ inspect: podmanInspect(), imageConfig: null, podman: true });
+    const s = captureSpec({ inspect: podmanInspect(), imageConfig: null, quirks: quirksFor({ podman: true }) });
     const p = createPlan(s, 'img', { multiEndpoint: true, bridge: 'podman' });
     expect((p.body.HostConfig as Record<string, unknown>).NetworkMode).toBe('podman');
     expect(Object.keys((p.body.NetworkingConfig as { EndpointsConfig: object }).EndpointsConfig)).toEqual(['podman']);

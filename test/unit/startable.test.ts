@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { quirksFor } from '../../src/engine/quirks.js';
 import {
   bindReason,
   describeClaim,
@@ -189,7 +190,7 @@ describe('missingSupport', () => {
       missingSupport(
         caps,
         { specs: [spec('web', { LogConfig: { Type: 'json-file-ish' } })], volumes: [], networks: [] },
-        { podman: true },
+        quirksFor({ podman: true }),
       ),
     ).toEqual([]);
   });

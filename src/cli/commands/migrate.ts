@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import { openEngine } from '../../engine/connect.js';
+import { createRunIdentity } from '../../engine/run.js';
 import { migrate } from '../../ops/migrate.js';
 import { projectContainers, type Consistency } from '../../ops/steps/capture.js';
 import type { OnConflict } from '../../ops/steps/recreate.js';
@@ -77,10 +78,11 @@ Examples:
       if (!containers.length && !flags.project)
         throw new UsageError('name at least one container to migrate, or a Compose project with --project');
       // Both engines at once (an SSH handshake each, as a rule). A source that fails is reported
-      // at once, and the target closed whenever its connection comes up.
-      const targetOpening = openEngine(flags.to, { ssh: deps.ssh() });
+      // at once, and the target closed whenever its connection comes up. One run on both.
+      const run = createRunIdentity();
+      const targetOpening = openEngine(flags.to, { ssh: deps.ssh(), run });
       targetOpening.catch(() => {});
-      const source = await openEngine(g.host, { ssh: deps.ssh() }).catch((err: unknown) => {
+      const source = await openEngine(g.host, { ssh: deps.ssh(), run }).catch((err: unknown) => {
         targetOpening.then(
           (t) => t.close(),
           () => {},

@@ -53,7 +53,7 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
     imageConfig: image?.Config,
     containerNames,
     defaultLogDriver: engine.facts.loggingDriver,
-    podman: engine.facts.podman,
+    quirks: engine.quirks,
   });
 
   const volumes: Captured['volumes'] = [];

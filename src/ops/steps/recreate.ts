@@ -178,7 +178,7 @@ export async function createContainer(
   const plan = createPlan(spec, image, {
     volumeNames,
     multiEndpoint: engine.apiAtLeast('1.44'),
-    bridge: engine.facts.podman ? 'podman' : 'bridge',
+    bridge: engine.quirks.defaultBridge,
   });
   progress.step(`create container ${name}`);
   const id = await engine.createContainer(name, plan.body);

@@ -10,6 +10,7 @@
  * container is created with (checkHostResources).
  */
 import type { Engine } from '../../engine/engine.js';
+import type { EngineQuirks } from '../../engine/quirks.js';
 import { asString, type ContainerSpec } from '../../model/spec.js';
 import { ConflictError, NotFoundError } from '../../errors.js';
 import type { Progress } from '../../context.js';
@@ -210,7 +211,7 @@ export async function checkDevices(
       requests: (it.spec.hostConfig.DeviceRequests ?? []) as unknown[],
     }))
     .filter((it) => it.devices.length || it.requests.length);
-  if (!wanted.length || engine.facts.podman) return;
+  if (!wanted.length || !engine.quirks.helperProbesHost) return;
   const image = await opts.image?.();
   if (!image) return;
   const refused: string[] = [];
@@ -263,7 +264,7 @@ export function missingSupport(
     volumes: { name: string; driver: string }[];
     networks: { name: string; driver: string }[];
   },
-  opts: { podman?: boolean } = {},
+  opts: Partial<Pick<EngineQuirks, 'ownLogDriverNames'>> = {},
 ): string[] {
   const out: string[] = [];
   for (const s of what.specs) {
@@ -271,7 +272,7 @@ export function missingSupport(
     if (typeof rt === 'string' && rt && !caps.runtimes.includes(rt))
       out.push(`${s.name}: runtime ${rt} (here: ${caps.runtimes.join(', ') || 'none listed'})`);
     const log = (s.hostConfig.LogConfig as { Type?: string } | undefined)?.Type;
-    if (!opts.podman && log && log !== 'none' && !hasDriver(caps.logDrivers, log))
+    if (!opts.ownLogDriverNames && log && log !== 'none' && !hasDriver(caps.logDrivers, log))
       out.push(`${s.name}: log driver ${log} (here: ${caps.logDrivers.join(', ')})`);
   }
   for (const v of what.volumes)
@@ -300,7 +301,7 @@ export async function checkEngineSupport(
   if (!caps) return;
   const created = [];
   for (const n of what.networks) if (!(await engine.inspectNetwork(n.name))) created.push(n);
-  const missing = missingSupport(caps, { ...what, networks: created }, { podman: engine.facts.podman });
+  const missing = missingSupport(caps, { ...what, networks: created }, engine.quirks);
   if (missing.length)
     throw new NotFoundError(
       `${engine.facts.endpoint} lacks what this needs: ${missing.join('; ')}`,
@@ -382,7 +383,7 @@ export async function checkHostResources(
   const wanted = items
     .map((it) => ({ ...it, settings: hostSettings(it.spec) }))
     .filter((it) => Object.keys(it.settings).length);
-  if (!wanted.length || engine.facts.podman) return;
+  if (!wanted.length || !engine.quirks.helperProbesHost) return;
   const image = await opts.image?.();
   if (!image) return;
   const refused: string[] = [];
