@@ -266,7 +266,6 @@ export async function openHostImageArchive(
     !shell ||
     !engine.quirks.dockerLayerStore ||
     f.remapped ||
-    f.containerdStore ||
     f.storageDriver !== 'overlay2' ||
     !f.rootDir?.startsWith('/')
   )

@@ -336,7 +336,7 @@ export class DockerEngine implements Engine {
       );
     if (this.facts.containerdStore)
       out.push(
-        `${this.facts.endpoint} uses the containerd image store: saved images carry only this engine's platform`,
+        `${this.facts.endpoint} uses the containerd image store: saved images carry only this engine's platform, and images migrated to it are sent whole (it loads no archive that lacks layers it has)`,
       );
     return out;
   }

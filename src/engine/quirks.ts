@@ -52,7 +52,9 @@ export interface EngineQuirks {
   helperProbesHost: boolean;
   /**
    * The engine loads a docker-archive without the layer files it already has, so an image is
-   * shipped without them. Docker: yes; Podman: no (it refuses an archive whose layers are not all there).
+   * shipped without them. Docker with its own image store: yes. Podman and Docker with the
+   * containerd image store: no (they refuse an archive whose layer files are not all there: "failed
+   * to resolve layers: layer … not found").
    */
   loadsPartialImages: boolean;
   /**
@@ -62,14 +64,17 @@ export interface EngineQuirks {
   hostVolumeDirs: boolean;
   /**
    * Images are in Docker's own layer store (`image/<driver>` under DockerRootDir), which ferry
-   * may read on the engine's host (host-image.ts). Docker: yes; Podman: no (containers/storage).
+   * may read on the engine's host (host-image.ts). Docker with its own image store: yes. Podman
+   * (containers/storage) and Docker with the containerd image store (containerd's content store and
+   * snapshotter): no.
    */
   dockerLayerStore: boolean;
 }
 
 /** The quirks of an engine, from what it said about itself when connected. Pure; unit-tested. */
-export function quirksFor(facts: Pick<EngineFacts, 'podman'>): EngineQuirks {
+export function quirksFor(facts: Pick<EngineFacts, 'podman' | 'containerdStore'>): EngineQuirks {
   const podman = facts.podman;
+  const containerd = facts.containerdStore;
   return {
     defaultBridge: podman ? 'podman' : 'bridge',
     defaultRuntime: podman ? 'oci' : 'runc',
@@ -82,8 +87,8 @@ export function quirksFor(facts: Pick<EngineFacts, 'podman'>): EngineQuirks {
     archiveAppliesRootEntry: podman,
     chownsVolumeOnFirstStart: podman,
     helperProbesHost: !podman,
-    loadsPartialImages: !podman,
+    loadsPartialImages: !podman && !containerd,
     hostVolumeDirs: !podman,
-    dockerLayerStore: !podman,
+    dockerLayerStore: !podman && !containerd,
   };
 }

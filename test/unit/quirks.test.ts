@@ -3,7 +3,7 @@ import { quirksFor } from '../../src/engine/quirks.js';
 
 describe('quirksFor: what differs from Docker, decided once at connect', () => {
   it('Docker: none of the quirks', () => {
-    expect(quirksFor({ podman: false })).toEqual({
+    expect(quirksFor({ podman: false, containerdStore: false })).toEqual({
       defaultBridge: 'bridge',
       defaultRuntime: 'runc',
       hostnameInEnv: false,
@@ -22,7 +22,7 @@ describe('quirksFor: what differs from Docker, decided once at connect', () => {
   });
 
   it('Podman: every one of them', () => {
-    expect(quirksFor({ podman: true })).toEqual({
+    expect(quirksFor({ podman: true, containerdStore: false })).toEqual({
       defaultBridge: 'podman',
       defaultRuntime: 'oci',
       hostnameInEnv: true,
@@ -38,5 +38,13 @@ describe('quirksFor: what differs from Docker, decided once at connect', () => {
       hostVolumeDirs: false,
       dockerLayerStore: false,
     });
+  });
+  it('Docker with the containerd image store: whole image archives only, no layer store to read', () => {
+    const q = quirksFor({ podman: false, containerdStore: true });
+    expect(q.loadsPartialImages).toBe(false);
+    expect(q.dockerLayerStore).toBe(false);
+    // Everything else is Docker's
+    const docker = quirksFor({ podman: false, containerdStore: false });
+    expect({ ...q, loadsPartialImages: true, dockerLayerStore: true }).toEqual(docker);
   });
 });
