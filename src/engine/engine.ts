@@ -2,6 +2,7 @@
  * The one module that owns dockerode. Everything above talks to an Engine (the interface below);
  * DockerEngine implements it, and every Docker error leaves here as a FerryError that says what failed.
  */
+import { compareApi, negotiateApi, type VersionAnswer } from './api-version.js';
 import http from 'node:http';
 import { Readable, Writable } from 'node:stream';
 import type Docker from 'dockerode';
@@ -17,7 +18,6 @@ import { createRunIdentity, type RunIdentity } from './run.js';
 import { quirksFor, type EngineQuirks } from './quirks.js';
 
 /** The newest Engine API version this code is written against. */
-export const CLIENT_MAX_API = '1.47';
 
 export const LABEL_MANAGED = 'io.ferry.managed';
 export const LABEL_ROLE = 'io.ferry.role';
@@ -72,12 +72,6 @@ export type NetworkInspect = Docker.NetworkInspectInfo & {
   Attachable?: boolean;
   EnableIPv6?: boolean;
 };
-
-function compareApi(a: string, b: string): number {
-  const [a1, a2] = a.split('.').map(Number) as [number, number];
-  const [b1, b2] = b.split('.').map(Number) as [number, number];
-  return a1 - b1 || a2 - b2;
-}
 
 type DockerErr = Error & { statusCode?: number; code?: string; json?: { message?: string } | null; reason?: string };
 
@@ -267,18 +261,13 @@ export class DockerEngine implements Engine {
     const base = dockerOptions(ep, opts.agent);
     const where = describeEndpoint(ep);
     const probe = new DockerClient(base);
-    let version: Docker.DockerVersion & { Components?: { Name: string }[] };
-    let podman: boolean;
+    let version: Docker.DockerVersion & VersionAnswer;
     try {
       version = await probe.version();
-      podman = (version.Components ?? []).some((c) => /podman/i.test(c.Name));
     } catch (err) {
       throw unreachable(err as DockerErr, where, ep.source);
     }
-    let api = version.ApiVersion;
-    if (compareApi(api, CLIENT_MAX_API) > 0) api = CLIENT_MAX_API;
-    const min = (version as { MinAPIVersion?: string }).MinAPIVersion;
-    const useVersion = min && compareApi(api, min) < 0 ? undefined : `v${api}`;
+    const { version: useVersion, api, podman } = negotiateApi(version);
     const docker = new DockerClient({ ...base, ...(useVersion ? { version: useVersion } : {}) });
     const bulk = bulkAddress(ep);
     let containerdStore = false;
@@ -308,7 +297,7 @@ export class DockerEngine implements Engine {
       {
         endpoint: where,
         serverVersion: version.Version,
-        apiVersion: useVersion ? api : version.ApiVersion,
+        apiVersion: api,
         os: version.Os,
         arch: version.Arch,
         podman,
