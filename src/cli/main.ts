@@ -8,6 +8,8 @@ import { EXIT, FerryError, InterruptedError, toFerryError, UsageError } from '..
 import { createProgram } from './program.js';
 import { SshPool } from '../ssh/client.js';
 import { askSecret } from './prompt.js';
+import { hostAccessFor, hostEnv } from '../hostaccess/access.js';
+import { createDebug, debugWanted, engineCalls } from '../util/debug.js';
 
 export interface Io {
   stdout: NodeJS.WriteStream;
@@ -51,6 +53,10 @@ export async function main(
   };
   io.stdout.on('error', onOutputError);
   let json = argv.includes('--json');
+  // The debug channel and the host switches: read here, at the edge, and passed down.
+  const debug = argv.includes('--debug') || debugWanted(process.env.FERRY_DEBUG) ? createDebug(io.stderr) : undefined;
+  if (debug) engineCalls.hook = (endpoint, what) => debug(`engine ${endpoint}: ${what}`);
+  const hostAccess = hostAccessFor(hostEnv(process.env), debug);
   let pool: SshPool | undefined;
   const ssh = () =>
     (pool ??= new SshPool({
@@ -77,7 +83,15 @@ export async function main(
     return process.env.FERRY_PASSPHRASE || undefined;
   };
   try {
-    program = createProgram({ io, signal: controller.signal, setJson: (j) => (json = j), ssh, passphrase });
+    program = createProgram({
+      io,
+      signal: controller.signal,
+      setJson: (j) => (json = j),
+      ssh,
+      passphrase,
+      hostAccess,
+      ...(debug ? { debug } : {}),
+    });
     await program.parseAsync(argv);
     return (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
   } catch (err) {
@@ -95,6 +109,7 @@ export async function main(
     return fe.exitCode;
   } finally {
     await pool?.closeAll();
+    if (debug) engineCalls.hook = undefined;
     process.off('unhandledRejection', onUnhandled);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

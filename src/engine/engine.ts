@@ -14,6 +14,7 @@ import { bulkGet, type BulkAddress } from './bulk.js';
 import { followJson, StreamReportedError, type ProgressMessage } from './progress.js';
 import type { RegistryAuth } from './auth.js';
 import type { HostShell } from '../hostaccess/shell.js';
+import { engineCalls } from '../util/debug.js';
 
 /** The newest Engine API version this code is written against. */
 export const CLIENT_MAX_API = '1.47';
@@ -184,6 +185,7 @@ export class Engine {
     fn: () => Promise<T>,
     map: { notFound?: string; conflict?: string } = {},
   ): Promise<T> {
+    engineCalls.hook?.(this.facts.endpoint, what);
     try {
       return await fn();
     } catch (err) {
