@@ -399,6 +399,7 @@ export async function backup(
         progress.info(`pushed ${entry.image.ref} (${digest})`);
         writer.recordImage({ ...facts, digest });
         pushed.push({ container: c.spec.name, ref: entry.image.ref, digest });
+        ctx.debug?.(`image ${entry.image.ref} from ${engine.facts.endpoint}: registry (pushed to ${registry.host})`);
         dataPaths.images.push({ container: c.spec.name, ref: entry.image.ref, path: 'registry' });
         continue;
       }

@@ -216,8 +216,14 @@ describe('volumes read from the host disk', () => {
     ]);
     docker(['create', '--name', v, '-v', `${v}:/data`, BUSYBOX, 'sleep', '100000']); // created, never started: nothing mounted
     const out = path.join(dir, 'opt');
-    const r = await ferry(['backup', v, '-o', out, '--compress', 'none', '--json']);
+    const r = await ferry(['backup', v, '-o', out, '--compress', 'none', '--json', '--debug']);
     expect(r.code, r.stderr).toBe(0);
+    // --debug: the engine's calls, the host's offer, and the path refused for this volume, with why
+    expect(r.stderr).toContain(`ferry: debug: engine ${ENGINE_A}: inspect container ${v}`);
+    expect(r.stderr).toMatch(/ferry: debug: host access for \S+: volumes by host-tar yes /);
+    expect(r.stderr).toContain(
+      `ferry: debug: read volume ${v} on ${ENGINE_A}: not host-tar: a volume with driver options (mounted only while in use)`,
+    );
     expect(volumePaths(r.stdout)).toEqual([
       {
         name: v,
