@@ -1,4 +1,7 @@
 /** What every pipeline stage gets: a way to report, and a signal that says stop. */
+import type { Engine } from './engine/engine.js';
+import type { HostAccess } from './hostaccess/access.js';
+import type { Debug } from './util/debug.js';
 
 export interface Progress {
   /** A step of the pipeline starts (one line in plain output). */
@@ -22,6 +25,13 @@ export interface RunContext {
   signal: AbortSignal;
   /** Passphrase for encrypted bundles (FERRY_PASSPHRASE or --passphrase-file; never an argument). */
   passphrase?: string;
+  /**
+   * What each engine's host offers the data fast paths (hostaccess/access.ts: hostAccessFor),
+   * decided once per engine with the switches the CLI read. Absent: the engine's own paths only.
+   */
+  hostAccess?: (engine: Engine) => Promise<HostAccess>;
+  /** The debug channel (--debug, FERRY_DEBUG): each data path chosen and each fallback. Absent: silent. */
+  debug?: Debug;
 }
 
 export function checkAborted(signal: AbortSignal): void {

@@ -16,6 +16,8 @@ import {
 import { createProgram } from './program.js';
 import { SshPool } from '../ssh/client.js';
 import { askSecret } from './prompt.js';
+import { hostAccessFor, hostEnv } from '../hostaccess/access.js';
+import { createDebug, debugWanted, engineCalls } from '../util/debug.js';
 
 export interface Io {
   stdout: NodeJS.WriteStream;
@@ -79,6 +81,10 @@ export async function main(
   };
   io.stdout.on('error', onOutputError);
   let json = argv.includes('--json');
+  // The debug channel and the host switches: read here, at the edge, and passed down.
+  const debug = argv.includes('--debug') || debugWanted(process.env.FERRY_DEBUG) ? createDebug(io.stderr) : undefined;
+  if (debug) engineCalls.hook = (endpoint, what) => debug(`engine ${endpoint}: ${what}`);
+  const hostAccess = hostAccessFor(hostEnv(process.env), debug);
   let pool: SshPool | undefined;
   const ssh = () =>
     (pool ??= new SshPool({
@@ -105,7 +111,15 @@ export async function main(
     return process.env.FERRY_PASSPHRASE || undefined;
   };
   try {
-    program = createProgram({ io, signal: controller.signal, setJson: (j) => (json = j), ssh, passphrase });
+    program = createProgram({
+      io,
+      signal: controller.signal,
+      setJson: (j) => (json = j),
+      ssh,
+      passphrase,
+      hostAccess,
+      ...(debug ? { debug } : {}),
+    });
     await program.parseAsync(argv);
     if (controller.signal.aborted) throw controller.signal.reason;
     return (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
@@ -123,6 +137,7 @@ export async function main(
     return fe.exitCode;
   } finally {
     await pool?.closeAll();
+    if (debug) engineCalls.hook = undefined;
     process.off('unhandledRejection', onUnhandled);
     for (const off of handlers) off();
     io.stderr.off('error', onStderrError);

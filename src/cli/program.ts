@@ -11,6 +11,9 @@ import { migrateCommand } from './commands/migrate.js';
 import { drillCommand } from './commands/drill.js';
 import type { Io } from './main.js';
 import type { SshPool } from '../ssh/client.js';
+import type { Engine } from '../engine/engine.js';
+import type { HostAccess } from '../hostaccess/access.js';
+import type { Debug } from '../util/debug.js';
 
 export interface Deps {
   io: Io;
@@ -20,6 +23,10 @@ export interface Deps {
   ssh(): SshPool;
   /** The passphrase for encrypted bundles: --passphrase-file, else FERRY_PASSPHRASE, else none. */
   passphrase(): Promise<string | undefined>;
+  /** What each engine's host offers the data fast paths, with the run's FERRY_HOST_* switches (once per engine). */
+  hostAccess(engine: Engine): Promise<HostAccess>;
+  /** The debug channel (--debug, FERRY_DEBUG=1); absent when off. */
+  debug?: Debug;
 }
 
 export const EXIT_HELP = `
@@ -56,6 +63,10 @@ export function createProgram(deps: Deps): Command {
     )
     .option('--json', 'print the result as one JSON object on stdout')
     .option('-q, --quiet', 'print only warnings and errors')
+    .option(
+      '--debug',
+      'log each engine call, each data path chosen and each fallback, with its reason, on stderr (also FERRY_DEBUG=1)',
+    )
     .option(
       '--passphrase-file <file>',
       'file holding the passphrase of encrypted bundles (else FERRY_PASSPHRASE; never on the command line)',

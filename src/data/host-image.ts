@@ -25,12 +25,14 @@ import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import * as tar from 'tar-stream';
-import type { Engine, ImageInspect } from '../engine/engine.js';
+import type { Engine, EngineFacts, ImageInspect } from '../engine/engine.js';
+import type { EngineQuirks } from '../engine/quirks.js';
 import { captureBytes, type HostProcess, type HostShell } from '../hostaccess/shell.js';
 import { EngineError } from '../errors.js';
 import { keepText } from '../util/keep-text.js';
 import type { Progress } from '../context.js';
-import { askHost } from './host-volume.js';
+import type { HostAccess } from '../hostaccess/access.js';
+import { refused, type Refused } from './paths.js';
 
 export const HOST_LAYERS_ENV = 'FERRY_HOST_LAYERS';
 
@@ -248,8 +250,26 @@ export interface HostImageArchive {
 }
 
 /**
+ * Why the engine's layer store cannot give its images (`setting`: FERRY_HOST_LAYERS), or
+ * undefined where it can, its host permitting (root there: hostaccess/access.ts). Pure; unit-tested.
+ */
+export function layerStoreRefusal(
+  f: Pick<EngineFacts, 'remapped' | 'containerdStore' | 'storageDriver' | 'rootDir'> &
+    Pick<EngineQuirks, 'dockerLayerStore'>,
+  shell: HostShell | undefined,
+  setting: string | undefined,
+): string | undefined {
+  if (setting !== undefined && /^(0|off|no|false)$/i.test(setting)) return `${HOST_LAYERS_ENV}=${setting}`;
+  if (!shell) return 'no way onto the engine host (a TCP engine)';
+  if (!f.dockerLayerStore || f.remapped || f.storageDriver !== 'overlay2' || !f.rootDir?.startsWith('/'))
+    return `not Docker's own overlay2 layer store (storage driver ${f.storageDriver ?? 'unknown'}${f.containerdStore ? ', containerd image store' : ''}${f.remapped ? ', user ids remapped' : ''})`;
+  return undefined;
+}
+
+/**
  * A docker-archive of `img` (tagged `ref`) holding only the layers at `missing` (indexes into its
- * diff IDs), built from the layer store of `engine`'s host; undefined where that cannot be used.
+ * diff IDs), built from the layer store of `engine`'s host; refused, with why, where that cannot
+ * be used (`access`: what the host offers, decided once per engine).
  */
 export async function openHostImageArchive(
   engine: Engine,
@@ -257,31 +277,22 @@ export async function openHostImageArchive(
   ref: string,
   layersOf: { chains: string[]; missing: number[] },
   progress: Progress,
-): Promise<HostImageArchive | undefined> {
-  const setting = process.env[HOST_LAYERS_ENV];
-  if (setting !== undefined && /^(0|off|no|false)$/i.test(setting)) return undefined;
+  access: HostAccess | Promise<HostAccess>,
+): Promise<HostImageArchive | Refused> {
+  const a = await access;
+  if (!a.layers.use || !a.shell) return refused(a.layers.reason);
   const f = engine.facts;
-  const shell = engine.host;
-  if (
-    !shell ||
-    !engine.quirks.dockerLayerStore ||
-    f.remapped ||
-    f.storageDriver !== 'overlay2' ||
-    !f.rootDir?.startsWith('/')
-  )
-    return undefined;
-  const host = await askHost(shell);
-  if (!host.root) return undefined;
+  const shell = a.shell;
   const idHex = /^sha256:([0-9a-f]{64})$/.exec(img.Id)?.[1];
   const diffIds = img.RootFS?.Layers ?? [];
-  if (!idHex || !diffIds.length) return undefined;
+  if (!idHex || !diffIds.length) return refused('the image has no layers, or no sha256 ID');
   const store = `${f.rootDir}/image/overlay2`;
   // The config as the engine stores it: its sha256 is the image ID.
   const config = await captureBytes(shell, ['cat', '--', `${store}/imagedb/content/sha256/${idHex}`]).catch(
     () => undefined,
   );
   if (config?.code !== 0 || `sha256:${createHash('sha256').update(config.stdout).digest('hex')}` !== img.Id)
-    return undefined;
+    return refused(`the image's config in ${store} is missing or is not the image`);
   const { chains, missing } = layersOf;
   const layers: StoredLayer[] = [];
   for (const i of missing) {
@@ -295,7 +306,8 @@ export async function openHostImageArchive(
       at,
     ]).catch(() => undefined);
     const [diff, cacheId] = r?.code === 0 ? r.stdout.toString('utf8').split('\n') : [];
-    if (diff?.trim() !== diffIds[i] || !/^[0-9a-f]{64}$/.test(cacheId?.trim() ?? '')) return undefined;
+    if (diff?.trim() !== diffIds[i] || !/^[0-9a-f]{64}$/.test(cacheId?.trim() ?? ''))
+      return refused(`layer ${diffIds[i]!.slice(7, 19)} is not in the layer store as the image says`);
     layers.push({
       index: i,
       chain,
@@ -308,7 +320,7 @@ export async function openHostImageArchive(
   try {
     for (const l of layers) sizes.push(await layerSize(shell, l.split));
   } catch (err) {
-    if (err instanceof LayerStoreMismatch) return undefined;
+    if (err instanceof LayerStoreMismatch) return refused(err.message);
     throw err;
   }
   progress.info(

@@ -30,7 +30,9 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Engine, EngineFacts, VolumeInspect } from '../engine/engine.js';
 import type { EngineQuirks } from '../engine/quirks.js';
-import { capture, type HostProcess, type HostShell } from '../hostaccess/shell.js';
+import type { HostProcess, HostShell } from '../hostaccess/shell.js';
+import type { HostAccess } from '../hostaccess/access.js';
+import { isRefused, refused, type Refused } from './paths.js';
 import { gatedOutput } from '../util/gated-output.js';
 import { keepText } from '../util/keep-text.js';
 import { TarEndTrim } from '../util/tar-end.js';
@@ -160,60 +162,25 @@ export function hostUntarArgs(dir: string): string[] {
   ];
 }
 
-/** What one host offers: root, and GNU tar 1.28+ (for --sort). Asked once per host. */
-const hostFacts = new WeakMap<HostShell, Promise<{ root: boolean; gnuTar: boolean }>>();
-
-export function askHost(shell: HostShell): Promise<{ root: boolean; gnuTar: boolean }> {
-  let p = hostFacts.get(shell);
-  if (!p) {
-    p = capture(shell, ['sh', '-c', 'id -u; tar --version 2>/dev/null | head -n 1']).then(
-      ({ code, stdout }) => {
-        const [uid, tarLine] = stdout.split('\n');
-        const m = /GNU tar\)? (\d+)\.(\d+)/.exec(tarLine ?? '');
-        return { root: code === 0 && uid?.trim() === '0', gnuTar: !!m && (Number(m[1]) > 1 || Number(m[2]) >= 28) };
-      },
-      () => ({ root: false, gnuTar: false }),
-    );
-    hostFacts.set(shell, p);
-  }
-  return p;
-}
-
-/**
- * Ask the engine's host what it offers (askHost) now, in the background, so that the answer is
- * there when the first volume is read or written on it; nothing where it would not be used.
- */
-export function warmHost(engine: Engine): void {
-  const setting = process.env[HOST_VOLUMES_ENV];
-  if (
-    engine.host &&
-    !hostAccessRefusal(
-      { ...engine.facts, ...engine.quirks, host: true },
-      { Driver: 'local', Options: null, Mountpoint: '/' },
-      setting,
-    )
-  )
-    void askHost(engine.host);
-}
-
 type EngineStat = { mode: number; mtime: string } | undefined;
 
 /**
- * The volume's directory on the engine's host, where ferry may reach it there as root: not
- * refused (hostAccessRefusal), root there, GNU tar 1.28+. Whether it is the directory the engine
+ * The volume's directory on the engine's host, where ferry may reach it there as root: the host
+ * offers it (`access`: root there, GNU tar 1.28+, decided once per engine in hostaccess/access.ts)
+ * and the volume is not refused (hostAccessRefusal). Whether it is the directory the engine
  * mounts is settled by runVetted.
  */
-async function hostVolumeDir(engine: Engine, volume: string): Promise<{ shell: HostShell; dir: string } | undefined> {
-  const setting = process.env[HOST_VOLUMES_ENV];
-  const facts = { ...engine.facts, ...engine.quirks, host: !!engine.host };
-  const early = hostAccessRefusal(facts, { Driver: 'local', Options: null, Mountpoint: '/' }, setting);
-  if (early) return undefined;
-  const shell = engine.host!;
-  // Each question over SSH is an exec channel (0.1-0.2 s there): the independent ones at once.
-  const [info, host] = await Promise.all([engine.inspectVolume(volume), askHost(shell)]);
-  const refusal = hostAccessRefusal(facts, info, setting);
-  if (refusal) return undefined;
-  if (!host.root || !host.gnuTar) return undefined; // not root there; no GNU tar 1.28+
+async function hostVolumeDir(
+  engine: Engine,
+  volume: string,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<{ shell: HostShell; dir: string } | Refused> {
+  const a = await access;
+  if (!a.volumes.use || !a.shell) return refused(a.volumes.reason);
+  const shell = a.shell;
+  const info = await engine.inspectVolume(volume);
+  const refusal = hostAccessRefusal({ ...engine.facts, ...engine.quirks, host: true }, info, undefined);
+  if (refusal) return refused(refusal);
   return { shell, dir: info!.Mountpoint };
 }
 
@@ -288,20 +255,24 @@ export interface HostVolumeReader {
   where: string;
 }
 
+/** Why a directory on the host is not used: it is not the one the engine mounts. */
+const NOT_THE_ENGINES = "the volume's directory on the host is not the one the engine mounts";
+
 /**
- * Open `volume` of the (quiesced) container `spec` on the host's disk, or undefined where the
- * engine must read it (see the top of this file).
+ * Open `volume` of the (quiesced) container `spec` on the host's disk, or why the engine must
+ * read it (see the top of this file).
  */
 export async function openHostVolumeReader(
   engine: Engine,
   spec: { sourceId: string; mounts: { type: string; source?: string; destination: string }[] },
   volume: string,
-  progress?: Progress,
-): Promise<HostVolumeReader | undefined> {
+  progress: Progress | undefined,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<HostVolumeReader | Refused> {
   const mount = spec.mounts.find((m) => m.type === 'volume' && m.source === volume);
-  if (!mount) return undefined;
-  const at = await hostVolumeDir(engine, volume);
-  if (!at) return undefined;
+  if (!mount) return refused('the container does not mount the volume');
+  const at = await hostVolumeDir(engine, volume, access);
+  if (isRefused(at)) return at;
   const { shell, dir } = at;
   const child = await runVetted(
     shell,
@@ -310,7 +281,7 @@ export async function openHostVolumeReader(
     'exec tar "$@"',
     hostTarArgs(dir),
   );
-  if (!child) return undefined;
+  if (!child) return refused(NOT_THE_ENGINES);
   child.stdin.end();
   const stderr = keepText(child.stderr);
   // The archive as the engine would end it: right after its end-of-archive marker, without the
@@ -353,24 +324,25 @@ export async function openHostVolumeReader(
 
 /**
  * Extract `data` (a volume archive) into `volume`'s directory on the host, if it can be reached
- * there (`seen`: the engine's stat of a container's mount point of it). False when it cannot
- * (nothing was read from `data`); throws when the extraction failed.
+ * there (`seen`: the engine's stat of a container's mount point of it). Refused, with why, when it
+ * cannot (nothing was read from `data`); throws when the extraction failed.
  */
 export async function writeHostVolume(
   engine: Engine,
   volume: string,
   seen: () => Promise<EngineStat>,
   data: Readable,
-  progress?: Progress,
-): Promise<boolean> {
-  const at = await hostVolumeDir(engine, volume);
-  if (!at) return false;
+  progress: Progress | undefined,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<true | Refused> {
+  const at = await hostVolumeDir(engine, volume, access);
+  if (isRefused(at)) return at;
   const { shell, dir } = at;
   const child = await runVetted(shell, dir, seen, WRITE_SCRIPT, [
     String(WRITE_BEHIND_MS / 1000),
     ...hostUntarArgs(dir),
   ]);
-  if (!child) return false;
+  if (!child) return refused(NOT_THE_ENGINES);
   progress?.info(`volume ${volume}: written into ${dir} on ${shell.where}`);
   const stderr = keepText(child.stderr);
   child.stdout.resume();

@@ -14,7 +14,8 @@ import type { Readable } from 'node:stream';
 import type { MemberAgain } from '../bundle/writer.js';
 import type { Engine } from '../engine/engine.js';
 import type { Progress } from '../context.js';
-import { LayerStoreMismatch, openHostImageArchive } from './host-image.js';
+import { LayerStoreMismatch, openHostImageArchive, type HostImageArchive } from './host-image.js';
+import { firstOpen, redoWith, refused, type Carried, type Routing } from './paths.js';
 import { chainIds } from './ship.js';
 
 export interface SavedImage {
@@ -24,6 +25,8 @@ export interface SavedImage {
    * (then the engine's save gives the image instead), and that save; the bundle writer's `again`.
    */
   fallback?: MemberAgain;
+  /** Which path carries the image (layer-store or engine-save); updated should `fallback` be taken. */
+  carried: Carried;
 }
 
 export async function saveImage(
@@ -31,29 +34,52 @@ export async function saveImage(
   ref: string,
   progress: Progress,
   opts: { rewritable: boolean },
+  via: Routing,
 ): Promise<SavedImage> {
-  if (opts.rewritable) {
-    const img = await engine.inspectImage(ref);
-    const diffIds = img.RootFS?.Layers ?? [];
-    const fromHost = await openHostImageArchive(
-      engine,
-      img,
-      ref,
-      { chains: chainIds(diffIds), missing: diffIds.map((_, i) => i) },
-      progress,
-    );
-    if (fromHost)
-      return {
-        stream: fromHost.stream,
-        fallback: {
-          when: (err) => err instanceof LayerStoreMismatch || fromHost.mismatch() !== undefined,
-          open: async (err) => {
-            const why = fromHost.mismatch() ?? (err as Error);
-            progress.warn(`image ${ref} on ${fromHost.where}: ${why.message}; writing it again with the engine's save`);
-            return engine.saveImages([ref]);
-          },
+  const what = `image ${ref} from ${engine.facts.endpoint}`;
+  const save = { path: 'engine-save' as const, open: () => engine.saveImages([ref]) };
+  const { value, carried } = await firstOpen<Readable | HostImageArchive>(
+    what,
+    [
+      {
+        path: 'layer-store',
+        open: async () => {
+          if (!opts.rewritable)
+            return refused('the bundle is written to a stream, which cannot be rewound should the layer store fail');
+          const img = await engine.inspectImage(ref);
+          const diffIds = img.RootFS?.Layers ?? [];
+          return openHostImageArchive(
+            engine,
+            img,
+            ref,
+            { chains: chainIds(diffIds), missing: diffIds.map((_, i) => i) },
+            progress,
+            via.access,
+          );
         },
-      };
-  }
-  return { stream: await engine.saveImages([ref]) };
+      },
+      save,
+    ],
+    via.debug,
+  );
+  if (carried.path === 'engine-save') return { stream: value as Readable, carried };
+  const fromHost = value as HostImageArchive;
+  return {
+    stream: fromHost.stream,
+    carried,
+    fallback: redoWith(
+      what,
+      carried,
+      (err) =>
+        err instanceof LayerStoreMismatch || fromHost.mismatch() !== undefined
+          ? (fromHost.mismatch() ?? (err as Error)).message
+          : undefined,
+      save,
+      {
+        debug: via.debug,
+        note: (why) =>
+          progress.warn(`image ${ref} on ${fromHost.where}: ${why}; writing it again with the engine's save`),
+      },
+    ),
+  };
 }

@@ -17,7 +17,8 @@ import * as tar from 'tar-stream';
 import type { Engine } from '../engine/engine.js';
 import type { ContainerSpec } from '../model/spec.js';
 import type { Progress } from '../context.js';
-import { openHostImageArchive } from './host-image.js';
+import { openHostImageArchive, type HostImageArchive } from './host-image.js';
+import { isRefused, withFallback, type Carried, type Routing } from './paths.js';
 import { fillVolume, openContainerVolumeReader } from './volumes.js';
 
 export function chainIds(diffIds: string[]): string[] {
@@ -67,6 +68,8 @@ export interface ShipStats {
   bytes: number;
   skippedLayers: number;
   totalLayers: number;
+  /** How the image left the source: layer-store, engine-save, or none (the target had it). */
+  carried: Carried;
 }
 
 /** Count bytes passing through. */
@@ -114,12 +117,25 @@ function withoutLayers(src: Readable, skip: Set<string>): Readable {
 }
 
 /** Save `ref` on the source and load it on the target, skipping layers the target has. */
-export async function shipImage(source: Engine, target: Engine, ref: string, progress: Progress): Promise<ShipStats> {
+export async function shipImage(
+  source: Engine,
+  target: Engine,
+  ref: string,
+  progress: Progress,
+  via: Routing,
+): Promise<ShipStats> {
+  const what = `image ${ref} from ${source.facts.endpoint} to ${target.facts.endpoint}`;
   const img = await source.inspectImage(ref);
   if (await target.imageExists(img.Id)) {
     progress.info(`target already has image ${img.Id.slice(7, 19)}; not sending it`);
+    via.debug?.(`${what}: none (the target has image ${img.Id.slice(7, 19)})`);
     await target.tagImage(img.Id, ...splitRef(ref));
-    return { bytes: 0, skippedLayers: img.RootFS?.Layers?.length ?? 0, totalLayers: img.RootFS?.Layers?.length ?? 0 };
+    return {
+      bytes: 0,
+      skippedLayers: img.RootFS?.Layers?.length ?? 0,
+      totalLayers: img.RootFS?.Layers?.length ?? 0,
+      carried: { path: 'none' },
+    };
   }
   const diffIds = img.RootFS?.Layers ?? [];
   // An engine that refuses an archive whose layer files are not all there gets the whole image.
@@ -129,6 +145,7 @@ export async function shipImage(source: Engine, target: Engine, ref: string, pro
   const skip = new Set<string>();
   for (let i = 0; i < v1.length; i++) if (have.has(chains[i]!)) skip.add(v1[i]!);
   const missing = diffIds.map((_, i) => i).filter((i) => !have.has(chains[i]!));
+  let skipped = 0;
   const load = async (body: Readable, close: () => void): Promise<number> => {
     let bytes = 0;
     const counted = counter((n) => {
@@ -147,28 +164,49 @@ export async function shipImage(source: Engine, target: Engine, ref: string, pro
     if (!(await target.imageExists(ref))) throw new Error(`the target did not load ${ref}`);
     return bytes;
   };
-  const stats = (bytes: number, skipped: number) => ({ bytes, skippedLayers: skipped, totalLayers: diffIds.length });
-  // Only the missing layers, from the source host's layer store: no save of the whole image.
-  const fromHost = await openHostImageArchive(source, img, ref, { chains, missing }, progress);
-  if (fromHost) {
-    try {
-      return stats(await load(fromHost.stream, () => fromHost.stream.destroy()), diffIds.length - missing.length);
-    } catch (err) {
-      const why = fromHost.mismatch();
-      if (!why) throw err;
-      progress.warn(`image ${ref} on ${fromHost.where}: ${why.message}; sending it with the engine's save instead`);
-    }
-  }
-  const saved = await source.saveImages([ref]);
-  // The engine's save holds every layer: those the target has (by their folder names) are dropped.
-  const body = skip.size ? withoutLayers(saved, skip) : saved;
-  return stats(
-    await load(body, () => {
-      saved.destroy();
-      body.destroy();
-    }),
-    skip.size,
+  // Only the missing layers, from the source host's layer store: no save of the whole image;
+  // else (or should the layer store fail it) the engine's save.
+  type Opened = { body: Readable; close: () => void; skipped: number; host?: HostImageArchive };
+  let where = source.facts.endpoint;
+  const { result, carried } = await withFallback<Opened, number>(
+    what,
+    {
+      path: 'layer-store',
+      open: async () => {
+        const a = await openHostImageArchive(source, img, ref, { chains, missing }, progress, via.access);
+        if (isRefused(a)) return a;
+        where = a.where;
+        return { body: a.stream, close: () => a.stream.destroy(), skipped: diffIds.length - missing.length, host: a };
+      },
+    },
+    {
+      path: 'engine-save',
+      open: async () => {
+        const saved = await source.saveImages([ref]);
+        // The engine's save holds every layer: those the target has (by their folder names) are dropped.
+        const body = skip.size ? withoutLayers(saved, skip) : saved;
+        return {
+          body,
+          close: () => {
+            saved.destroy();
+            body.destroy();
+          },
+          skipped: skip.size,
+        };
+      },
+    },
+    async (o) => {
+      const bytes = await load(o.body, o.close);
+      skipped = o.skipped;
+      return bytes;
+    },
+    (_err, o) => o.host?.mismatch()?.message,
+    {
+      debug: via.debug,
+      note: (why) => progress.warn(`image ${ref} on ${where}: ${why}; sending it with the engine's save instead`),
+    },
   );
+  return { bytes: result, skippedLayers: skipped, totalLayers: diffIds.length, carried };
 }
 
 /** Copy one volume of a (quiesced) source container into a (created, empty) target volume. */
@@ -180,23 +218,25 @@ export async function shipVolume(
   targetImage: string,
   targetVolume: string,
   progress: Progress,
-): Promise<number> {
-  const r = await openContainerVolumeReader(source, sourceSpec, volume, progress);
+  via: { source: Routing; target: Routing },
+): Promise<{ bytes: number; read: Carried; written: Carried }> {
+  const r = await openContainerVolumeReader(source, sourceSpec, volume, progress, via.source);
   let bytes = 0;
+  let written: Carried;
   try {
     const counted = counter((n) => {
       bytes = n;
       progress.bytes(`volume ${volume}`, n);
     });
     r.stream.on('error', (err) => counted.destroy(err));
-    await fillVolume(target, targetImage, targetVolume, r.stream.pipe(counted), progress);
+    written = await fillVolume(target, targetImage, targetVolume, r.stream.pipe(counted), progress, via.target);
   } finally {
     // A half-read archive GET holds the helper's lock on the source engine: close it before the
     // helper is removed, or the removal waits forever.
     r.stream.destroy();
     await r.done();
   }
-  return bytes;
+  return { bytes, read: r.carried, written };
 }
 
 function splitRef(ref: string): [string, string] {

@@ -21,6 +21,8 @@ import { demux } from '../engine/demux.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
 import type { Progress } from '../context.js';
 import { openHostVolumeReader, writeHostVolume } from './host-volume.js';
+import { ENGINE_ONLY, firstOpen, isRefused, refused, type Carried, type PathOption, type Routing } from './paths.js';
+import type { Debug } from '../util/debug.js';
 
 const MOUNT = '/.ferry-data';
 
@@ -213,24 +215,53 @@ async function openTarReader(
   };
 }
 
+/** A tar stream of volume (or bind) data, and which path carries it. Call done() when consumed. */
+export interface DataReader {
+  stream: Readable;
+  done: () => Promise<void>;
+  carried: Carried;
+}
+
 /** Open a tar stream of what `mount` holds (entries `./`, `./a`, ...). Call done() when consumed. */
 async function openReader(
   engine: Engine,
   image: string,
   mount: Record<string, unknown>,
-): Promise<{ stream: Readable; done: () => Promise<void> }> {
-  if (!engine.quirks.archiveKeepsOwners) {
-    const viaTar = await openTarReader(engine, image, mount);
-    if (viaTar) return viaTar;
-  }
-  const holder = await createHolder(engine, image, mount);
-  try {
-    const stream = await engine.getArchive(holder.id, `${MOUNT}/.`);
-    return { stream, done: () => holder.remove() };
-  } catch (err) {
-    await holder.remove().catch(() => {});
-    throw err;
-  }
+  what = 'data',
+  debug?: Debug,
+  before: PathOption<{ stream: Readable; done: () => Promise<void> }>[] = [],
+): Promise<DataReader> {
+  const { value, carried } = await firstOpen(
+    what,
+    [
+      ...before,
+      // Podman's archive endpoint loses owners: there the image's own tar, in a helper, first.
+      ...(!engine.quirks.archiveKeepsOwners
+        ? [
+            {
+              path: 'helper-tar' as const,
+              open: async () =>
+                (await openTarReader(engine, image, mount)) ?? refused('the image has no tar a helper can run'),
+            },
+          ]
+        : []),
+      {
+        path: 'engine-archive',
+        open: async () => {
+          const holder = await createHolder(engine, image, mount);
+          try {
+            const stream = await engine.getArchive(holder.id, `${MOUNT}/.`);
+            return { stream, done: () => holder.remove() };
+          } catch (err) {
+            await holder.remove().catch(() => {});
+            throw err;
+          }
+        },
+      },
+    ],
+    debug,
+  );
+  return { ...value, carried };
 }
 
 /**
@@ -263,33 +294,70 @@ export async function openContainerVolumeReader(
   engine: Engine,
   spec: Parameters<typeof inPlaceVolumePath>[0] & { sourceId: string; baseImage: { id: string } },
   volume: string,
-  progress?: Progress,
-): Promise<{ stream: Readable; done: () => Promise<void> }> {
-  const host = await openHostVolumeReader(engine, spec, volume, progress);
-  if (host) {
-    progress?.info(`volume ${volume}: read from ${host.dir} on ${host.where}`);
-    return host;
-  }
+  progress: Progress | undefined,
+  via: Routing,
+): Promise<DataReader> {
+  const what = `read volume ${volume} on ${engine.facts.endpoint}`;
+  const fromHost: PathOption<{ stream: Readable; done: () => Promise<void> }> = {
+    path: 'host-tar',
+    open: async () => {
+      const host = await openHostVolumeReader(engine, spec, volume, progress, via.access);
+      if (!isRefused(host)) progress?.info(`volume ${volume}: read from ${host.dir} on ${host.where}`);
+      return host;
+    },
+  };
   const inPlace = engine.quirks.archiveKeepsOwners ? inPlaceVolumePath(spec, volume) : undefined;
-  if (!inPlace) return openVolumeReader(engine, spec.baseImage.id, volume);
-  const stream = await engine.getArchive(spec.sourceId, `${inPlace}/.`);
-  return { stream, done: async () => {} };
+  if (!inPlace) return openVolumeReader(engine, spec.baseImage.id, volume, via.debug, [fromHost]);
+  const { value, carried } = await firstOpen(
+    what,
+    [
+      fromHost,
+      {
+        path: 'engine-archive',
+        open: async () => ({
+          stream: await engine.getArchive(spec.sourceId, `${inPlace}/.`),
+          done: async () => {},
+        }),
+      },
+    ],
+    via.debug,
+  );
+  return { ...value, carried };
 }
 
 /** A volume's content, mounted read-only without copy-up. */
-export function openVolumeReader(engine: Engine, image: string, volume: string) {
-  return openReader(engine, image, {
-    Type: 'volume',
-    Source: volume,
-    Target: MOUNT,
-    ReadOnly: true,
-    VolumeOptions: { NoCopy: true },
-  });
+export function openVolumeReader(
+  engine: Engine,
+  image: string,
+  volume: string,
+  debug?: Debug,
+  before: PathOption<{ stream: Readable; done: () => Promise<void> }>[] = [],
+) {
+  return openReader(
+    engine,
+    image,
+    {
+      Type: 'volume',
+      Source: volume,
+      Target: MOUNT,
+      ReadOnly: true,
+      VolumeOptions: { NoCopy: true },
+    },
+    `read volume ${volume} on ${engine.facts.endpoint}`,
+    debug,
+    before,
+  );
 }
 
 /** A bind mount's host path, read-only. */
-export function openBindReader(engine: Engine, image: string, hostPath: string) {
-  return openReader(engine, image, { Type: 'bind', Source: hostPath, Target: MOUNT, ReadOnly: true });
+export function openBindReader(engine: Engine, image: string, hostPath: string, debug?: Debug) {
+  return openReader(
+    engine,
+    image,
+    { Type: 'bind', Source: hostPath, Target: MOUNT, ReadOnly: true },
+    `read bind ${hostPath} on ${engine.facts.endpoint}`,
+    debug,
+  );
 }
 
 /**
@@ -304,7 +372,8 @@ export async function fillVolume(
   volume: string,
   data: Readable,
   progress?: Progress,
-): Promise<void> {
+  via: Routing = { access: ENGINE_ONLY },
+): Promise<Carried> {
   const target = `${MOUNT}/v`;
   const holder = await createHolder(engine, image, {
     Type: 'volume',
@@ -312,11 +381,25 @@ export async function fillVolume(
     Target: target,
     VolumeOptions: { NoCopy: true },
   });
+  let carried: Carried;
   try {
     // On the engine's host, as root: straight into the volume's directory (host-volume.ts).
-    if (await writeHostVolume(engine, volume, () => engine.statPath(holder.id, target), data, progress)) {
+    const how = await firstOpen(
+      `write volume ${volume} on ${engine.facts.endpoint}`,
+      [
+        {
+          path: 'host-tar',
+          open: () =>
+            writeHostVolume(engine, volume, () => engine.statPath(holder.id, target), data, progress, via.access),
+        },
+        { path: 'engine-archive', open: async () => false as const },
+      ],
+      via.debug,
+    );
+    carried = how.carried;
+    if (how.value) {
       await holder.remove();
-      return;
+      return carried;
     }
     // Podman chowns (and chmods) a new volume's root to the container's mount point the first
     // time a container using it starts, which would undo the root's owner and mode written below
@@ -343,6 +426,7 @@ export async function fillVolume(
     throw err;
   }
   await holder.remove();
+  return carried;
 }
 
 /**

@@ -16,6 +16,7 @@ import type { RegistryAuth } from './auth.js';
 import type { HostShell } from '../hostaccess/shell.js';
 import { createRunIdentity, type RunIdentity } from './run.js';
 import { quirksFor, type EngineQuirks } from './quirks.js';
+import { engineCalls } from '../util/debug.js';
 
 /** The newest Engine API version this code is written against. */
 
@@ -345,6 +346,7 @@ export class DockerEngine implements Engine {
     fn: () => Promise<T>,
     map: { notFound?: string; conflict?: string } = {},
   ): Promise<T> {
+    engineCalls.hook?.(this.facts.endpoint, what);
     try {
       return await fn();
     } catch (err) {

@@ -14,7 +14,6 @@
  * Registry mode (opts.registry): the committed image is pushed after the container is resumed
  * instead of being saved; the bundle has no image member and the pushed digest is in the trailer.
  */
-import { warmHost } from '../data/host-volume.js';
 import { VERSION } from '../version.js';
 import { type Engine } from '../engine/engine.js';
 import { BundleWriter } from '../bundle/writer.js';
@@ -52,6 +51,7 @@ import { abortable } from '../util/abortable.js';
 import { saveImage, type SavedImage } from '../data/save.js';
 import { openBindReader, openContainerVolumeReader, sweepStaleHolders } from '../data/volumes.js';
 import { HookError, UsageError } from '../errors.js';
+import { routing, type DataPaths } from '../data/paths.js';
 
 export interface BackupOptions {
   containers: string[];
@@ -91,6 +91,8 @@ export interface BackupResult {
   durationMs: number;
   /** Registry mode: what was pushed. */
   pushed?: { container: string; ref: string; digest: string }[];
+  /** Which data path read each volume and carried each image (data/paths.ts). */
+  dataPaths: DataPaths;
 }
 
 /** The image member is kept loadable by `docker load` on any engine: zstd is not (Docker 20.10). */
@@ -121,7 +123,8 @@ export async function backup(
     throw new UsageError('no containers to back up', 'name one or more containers, or use --all');
 
   for (const d of engine.differences()) progress.warn(d);
-  warmHost(engine);
+  // What the engine's host offers the data paths: asked now, in the background.
+  const via = routing(ctx, engine);
   await reportStaleQuiesce(engine, progress);
   if (await sweepStaleHolders(engine)) progress.info('removed helper containers left by a killed ferry run');
   // 1. capture every container's configuration before writing anything.
@@ -235,6 +238,7 @@ export async function backup(
   const pendingSaves: Promise<SavedImage>[] = [];
   const pushed: NonNullable<BackupResult['pushed']> = [];
   const helpersGone: Promise<void>[] = [];
+  const dataPaths: DataPaths = { volumes: [], images: [] };
   /** Containers being put back (and their post-exec hooks) while their images are written. */
   const resuming: Promise<void>[] = [];
   // --together: who was quiesced (and whose pre-exec hook ran), to put back all at once.
@@ -308,13 +312,17 @@ export async function backup(
         facts = { ref: entry.image.ref, id: committed.id, layers: committed.layers };
         if (!registry) {
           writer.recordImage(facts);
-          saving = saveImage(engine, entry.image.ref, progress, { rewritable: writer.canRewrite });
+          saving = saveImage(engine, entry.image.ref, progress, { rewritable: writer.canRewrite }, via);
           saving.catch(() => {});
           pendingSaves.push(saving);
         }
         // Volume data (each shared volume once) and bind data, read while the container is quiesced.
-        const sources: { what: string; member: string; open: () => ReturnType<typeof openContainerVolumeReader> }[] =
-          [];
+        const sources: {
+          what: string;
+          member: string;
+          volume?: string;
+          open: () => ReturnType<typeof openContainerVolumeReader>;
+        }[] = [];
         for (const vname of entry.volumes) {
           if (written.has(vname)) continue;
           written.add(vname);
@@ -322,19 +330,21 @@ export async function backup(
           sources.push({
             what: `volume ${v.name}`,
             member: v.member,
-            open: () => openContainerVolumeReader(engine, c.spec, v.name, progress),
+            volume: v.name,
+            open: () => openContainerVolumeReader(engine, c.spec, v.name, progress, via),
           });
         }
         for (const b of entry.binds)
           sources.push({
             what: `bind ${b.hostPath}`,
             member: b.member,
-            open: () => openBindReader(engine, c.spec.baseImage.id, b.hostPath),
+            open: () => openBindReader(engine, c.spec.baseImage.id, b.hostPath, ctx.debug),
           });
         for (const src of sources) {
           checkAborted(signal);
           progress.step(`${src.what} -> ${src.member}`);
           const r = await src.open();
+          if (src.volume) dataPaths.volumes.push({ name: src.volume, ...r.carried });
           try {
             await writer.addMember(src.member, abortable(r.stream, signal), opts.codec, (_, n) =>
               progress.bytes(src.member, n),
@@ -389,6 +399,8 @@ export async function backup(
         progress.info(`pushed ${entry.image.ref} (${digest})`);
         writer.recordImage({ ...facts, digest });
         pushed.push({ container: c.spec.name, ref: entry.image.ref, digest });
+        ctx.debug?.(`image ${entry.image.ref} from ${engine.facts.endpoint}: registry (pushed to ${registry.host})`);
+        dataPaths.images.push({ container: c.spec.name, ref: entry.image.ref, path: 'registry' });
         continue;
       }
       const member = entry.image.member!;
@@ -405,6 +417,7 @@ export async function backup(
         (_, n) => progress.bytes(member, n),
         again,
       );
+      dataPaths.images.push({ container: c.spec.name, ref: entry.image.ref, ...img.carried });
     }
     checkAborted(signal);
     await Promise.all(resuming);
@@ -421,6 +434,7 @@ export async function backup(
       trailer,
       durationMs: Date.now() - started,
       ...(registry ? { pushed } : {}),
+      dataPaths,
     };
   } catch (err) {
     await Promise.allSettled(resuming);

@@ -11,7 +11,6 @@
  * No bundle is written anywhere. A failure removes what the target got and leaves the source as
  * it was (a source stopped for the cutover is started again).
  */
-import { warmHost } from '../data/host-volume.js';
 import type { Engine } from '../engine/engine.js';
 import { dependencyOrder, renameContainerRefs } from '../model/spec.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
@@ -54,6 +53,7 @@ import {
 } from './steps/recreate.js';
 import { shipImage, shipVolume } from '../data/ship.js';
 import { sweepHolders, sweepStaleHolders } from '../data/volumes.js';
+import { routing, type DataPaths } from '../data/paths.js';
 
 export interface MigrateOptions {
   containers: string[];
@@ -77,6 +77,8 @@ export interface MigrateResult {
   skippedLayers: number;
   totalLayers: number;
   durationMs: number;
+  /** Which data path carried each image (from the source) and each volume (read on the source, written on the target). */
+  dataPaths: DataPaths;
 }
 
 export async function migrate(
@@ -90,7 +92,8 @@ export async function migrate(
   if (!opts.containers.length) throw new UsageError('name at least one container to migrate');
   const when = new Date();
   for (const d of [...source.differences(), ...target.differences()]) progress.warn(d);
-  for (const e of [source, target]) warmHost(e);
+  // What each engine's host offers the data paths: asked now, in the background.
+  const via = { source: routing(ctx, source), target: routing(ctx, target) };
   await reportStaleQuiesce(source, progress);
   for (const e of [source, target])
     if (await sweepStaleHolders(e))
@@ -187,6 +190,7 @@ export async function migrate(
     skippedLayers: 0,
     totalLayers: 0,
     durationMs: 0,
+    dataPaths: { volumes: [], images: [] },
   };
   try {
     for (const c of captured)
@@ -220,7 +224,8 @@ export async function migrate(
         snapshots.push(committed.id);
         // The image travels while the volumes do.
         progress.step(`image ${fullRef} -> ${target.facts.endpoint}`);
-        shipping = shipImage(source, target, fullRef, progress).then((s) => {
+        shipping = shipImage(source, target, fullRef, progress, via.source).then((s) => {
+          result.dataPaths.images.push({ container: c.spec.name, ref: fullRef, ...s.carried });
           result.imageBytes += s.bytes;
           result.skippedLayers += s.skippedLayers;
           result.totalLayers += s.totalLayers;
@@ -239,8 +244,10 @@ export async function migrate(
           );
           volumeNames[v.name] = name;
           progress.step(`volume ${v.name} -> ${name} on ${target.facts.endpoint}`);
-          result.volumeBytes += await shipVolume(source, c.spec, v.name, target, holder, name, progress);
+          const shipped = await shipVolume(source, c.spec, v.name, target, holder, name, progress, via);
+          result.volumeBytes += shipped.bytes;
           result.volumes.push(name);
+          result.dataPaths.volumes.push({ name, ...shipped.read, target: shipped.written });
         }
       } catch (err) {
         await shipping?.catch(() => {});

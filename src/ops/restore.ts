@@ -8,7 +8,6 @@
  * Members are checked against the trailer before any container is created; a failure anywhere
  * removes what this restore created (Undo).
  */
-import { warmHost } from '../data/host-volume.js';
 import { BundleReader } from '../bundle/reader.js';
 import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
@@ -44,6 +43,7 @@ import {
   type OnConflict,
 } from './steps/recreate.js';
 import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from '../data/volumes.js';
+import { routing, type DataPaths } from '../data/paths.js';
 
 export interface RestoreOptions {
   name?: string;
@@ -107,6 +107,8 @@ export interface RestoreResult {
   containers: { name: string; id: string; started: boolean; exitCode?: number }[];
   durationMs: number;
   dryRun: boolean;
+  /** Which data path wrote each volume and brought each image (data/paths.ts); empty for a dry run. */
+  dataPaths: DataPaths;
 }
 
 /**
@@ -272,7 +274,8 @@ export async function restore(
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
   const whole = reader.manifest;
   for (const d of engine.differences()) progress.warn(d);
-  warmHost(engine);
+  // What the engine's host offers the data paths: asked now, in the background.
+  const via = routing(ctx, engine);
   if (await sweepStaleHolders(engine)) progress.info('removed helper containers left by a killed ferry run');
   const undo = opts.undo ?? new Undo();
   try {
@@ -324,7 +327,14 @@ export async function restore(
     await checkHostResources(engine, startable, { image: probeImage, progress });
     if (opts.dryRun) {
       reader.close();
-      return { location: src.location, plan, containers: [], durationMs: Date.now() - started, dryRun: true };
+      return {
+        location: src.location,
+        plan,
+        containers: [],
+        durationMs: Date.now() - started,
+        dryRun: true,
+        dataPaths: { volumes: [], images: [] },
+      };
     }
     // Credentials first, before anything changes: a broken credential helper fails here.
     const auths = new Map<string, RegistryAuth>();
@@ -354,6 +364,7 @@ export async function restore(
     let holderImage: string | undefined;
     const holder = async () => (holderImage ??= await engine.ensureHolderImage());
     const images = new Map<string, string>();
+    const dataPaths: DataPaths = { volumes: [], images: [] };
     for await (const member of reader.members({ decode: true })) {
       checkAborted(signal);
       const { plan: mp } = member;
@@ -371,7 +382,10 @@ export async function restore(
         );
         volumeNames[v0.name] = name;
         progress.step(`fill volume ${name} from ${mp.name}`);
-        await fillVolume(engine, await holder(), name, member.stream, progress);
+        dataPaths.volumes.push({
+          name,
+          ...(await fillVolume(engine, await holder(), name, member.stream, progress, via)),
+        });
       } else if (mp.kind === 'bind') {
         const b = m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);
         if (!b) continue;
@@ -379,7 +393,10 @@ export async function restore(
         if (bv) {
           const name = await createVolume(engine, bv, 'fail', undo, progress);
           progress.step(`fill volume ${name} from ${mp.name} (bind data for ${b.hostPath})`);
-          await fillVolume(engine, await holder(), name, member.stream, progress);
+          dataPaths.volumes.push({
+            name,
+            ...(await fillVolume(engine, await holder(), name, member.stream, progress, via)),
+          });
           continue;
         }
         const hostPath = rw?.bindPath?.(b) ?? b.hostPath;
@@ -395,6 +412,8 @@ export async function restore(
         const existed = await engine.imageExists(c.image.ref);
         progress.step(`load image ${c.image.ref}`);
         await loadImage(engine, member.stream, c.image.ref);
+        ctx.debug?.(`image ${c.image.ref} into ${engine.facts.endpoint}: engine-load`);
+        dataPaths.images.push({ container: c.spec.name, ref: c.image.ref, path: 'engine-load' });
         if (!existed) undo.add(`remove image ${c.image.ref}`, () => engine.removeImage(c.image.ref));
         images.set(c.spec.name, c.image.ref);
       }
@@ -433,6 +452,8 @@ export async function restore(
         });
       await engine.tagImage(byDigest, repo, tag);
       images.set(c.spec.name, ref);
+      ctx.debug?.(`image ${ref} into ${engine.facts.endpoint}: registry (${byDigest})`);
+      dataPaths.images.push({ container: c.spec.name, ref, path: 'registry' });
     }
 
     // Each container after those of the bundle it refers to (container:<name> network, volumes-from,
@@ -474,7 +495,14 @@ export async function restore(
       signal,
     );
     for (const c of out) if (exited.has(c.id)) c.exitCode = exited.get(c.id);
-    return { location: src.location, plan, containers: out, durationMs: Date.now() - started, dryRun: false };
+    return {
+      location: src.location,
+      plan,
+      containers: out,
+      durationMs: Date.now() - started,
+      dryRun: false,
+      dataPaths,
+    };
   } catch (err) {
     reader.close();
     engine.prepareCleanup();

@@ -67,6 +67,14 @@ function hasBase(host: string, layer: string): boolean {
   return ids.some((id) => inspect('image', id, host).RootFS.Layers[0] === layer);
 }
 
+/** Which data path carried each image, as a --json result says it (src/data/paths.ts). */
+function imagePaths(json: string): Record<string, unknown>[] {
+  return (JSON.parse(json).dataPaths.images as Record<string, unknown>[]).map(({ path, fallback }) => ({
+    path,
+    ...(fallback ? { fallback } : {}),
+  }));
+}
+
 function serve(n: string, host = ENGINE_A) {
   docker(['run', '-d', '--name', n, '--label', 'app=hostimg', '-e', 'MODE=test', BUSYBOX, 'sleep', '100000'], { host });
   docker(['exec', n, 'sh', '-c', CHANGES], { host });
@@ -81,8 +89,9 @@ describe('the image of a migration, from the layer store on the source host', ()
     expect(before).not.toMatch(/^\/etc\/group /m);
     const base = inspect('image', BUSYBOX).RootFS.Layers[0];
     const lacking = hasBase(ENGINE_B, base) ? 1 : 2;
-    const first = await ferry(['migrate', n, '--to', ENGINE_B]);
+    const first = await ferry(['migrate', n, '--to', ENGINE_B, '--json']);
     expect(first.code, first.stderr).toBe(0);
+    expect(imagePaths(first.stdout)).toEqual([{ path: 'layer-store' }]);
     expect(first.stderr).toMatch(
       new RegExp(
         `image ferry/${n}:\\S+: ${lacking} of 2 layers read from the layer store in /var/lib/docker on this host`,
@@ -98,6 +107,7 @@ describe('the image of a migration, from the layer store on the source host', ()
       new RegExp(`image ferry/${n}:\\S+: 1 of 2 layers read from the layer store in /var/lib/docker on this host`),
     );
     const res = JSON.parse(r.stdout);
+    expect(imagePaths(r.stdout)).toEqual([{ path: 'layer-store' }]);
     expect(res.skippedLayers).toBe(1);
     // the committed layer (a 300 KiB blob, 200 KB of zeros, headers); the base alone is 1.98 MB
     expect(res.imageBytes).toBeLessThan(1 << 20);
@@ -118,7 +128,9 @@ describe('the image of a migration, from the layer store on the source host', ()
     const before = serve(n);
     const r = await ferry(['migrate', n, '--to', ENGINE_B, '--json'], { env: { FERRY_HOST_LAYERS: '0' } });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).not.toMatch(/layer store/);
+    expect(imagePaths(r.stdout)).toEqual([
+      { path: 'engine-save', fallback: { from: 'layer-store', reason: 'FERRY_HOST_LAYERS=0' } },
+    ]);
     expect(JSON.parse(r.stdout).skippedLayers).toBe(1); // the base, brought by the test before
     expect(rootListing(n, ENGINE_B)).toBe(before);
   });
@@ -128,8 +140,9 @@ describe('the image of a migration, from the layer store on the source host', ()
     const before = serve(n, ENGINE_B);
     const lacking = hasBase(ENGINE_A, inspect('image', BUSYBOX, ENGINE_B).RootFS.Layers[0]) ? 1 : 2;
     const { home } = sshHome(path.join(dir, 'ssh'));
-    const r = await ferry(['-H', 'ssh://newhost', 'migrate', n, '--to', ENGINE_A], { env: { HOME: home } });
+    const r = await ferry(['-H', 'ssh://newhost', 'migrate', n, '--to', ENGINE_A, '--json'], { env: { HOME: home } });
     expect(r.code, r.stderr).toBe(0);
+    expect(imagePaths(r.stdout)).toEqual([{ path: 'layer-store' }]);
     expect(r.stderr).toMatch(
       new RegExp(`${lacking} of 2 layers read from the layer store in /var/lib/docker-b on ssh://newhost`),
     );
@@ -153,8 +166,9 @@ describe('the image member of a backup into a local file, from the layer store',
     const n = `${name}-b`;
     const before = serve(n);
     const bundle = path.join(dir, 'b.tar');
-    const r = await ferry(['backup', n, '-o', bundle]);
+    const r = await ferry(['backup', n, '-o', bundle, '--json']);
     expect(r.code, r.stderr).toBe(0);
+    expect(imagePaths(r.stdout)).toEqual([{ path: 'layer-store' }]);
     expect(r.stderr).toMatch(
       new RegExp(`image ferry/${n}:\\S+: 2 of 2 layers read from the layer store in /var/lib/docker on this host`),
     );
@@ -170,15 +184,26 @@ describe('the image member of a backup into a local file, from the layer store',
     expect(facts.layers).toEqual(img.RootFS.Layers);
     // FERRY_HOST_LAYERS=0: the engine's save.
     const viaSave = path.join(dir, 'b-save.tar');
-    const e = await ferry(['backup', n, '-o', viaSave], { env: { FERRY_HOST_LAYERS: '0' } });
+    const e = await ferry(['backup', n, '-o', viaSave, '--json'], { env: { FERRY_HOST_LAYERS: '0' } });
     expect(e.code, e.stderr).toBe(0);
-    expect(e.stderr).not.toMatch(/layer store/);
+    expect(imagePaths(e.stdout)).toEqual([
+      { path: 'engine-save', fallback: { from: 'layer-store', reason: 'FERRY_HOST_LAYERS=0' } },
+    ]);
     expect((await ferry(['verify', viaSave])).code).toBe(0);
     // A bundle on stdout cannot be written again half-way: the engine's save.
     const streamed = path.join(dir, 'b-stream.tar');
-    const st = await ferry(['backup', n, '-o', '-'], { stdoutFile: streamed });
+    const st = await ferry(['backup', n, '-o', '-', '--json'], { stdoutFile: streamed });
     expect(st.code, st.stderr).toBe(0);
-    expect(st.stderr).not.toMatch(/layer store/);
+    // With the bundle on stdout, the result goes to stderr: its last line.
+    expect(imagePaths(st.stderr.trim().split('\n').at(-1)!)).toEqual([
+      {
+        path: 'engine-save',
+        fallback: {
+          from: 'layer-store',
+          reason: 'the bundle is written to a stream, which cannot be rewound should the layer store fail',
+        },
+      },
+    ]);
     expect((await ferry(['verify', streamed])).code).toBe(0);
     // And ferry's restore of the first bundle on engine B: the container's files as they were.
     const rr = await ferry(['-H', ENGINE_B, 'restore', bundle]);
@@ -198,8 +223,14 @@ describe('the image member of a backup into a local file, from the layer store',
     writeFileSync(path.join(shim, 'xargs'), `#!/bin/sh\n${xargs} "$@" | head -c 100000\n`);
     chmodSync(path.join(shim, 'xargs'), 0o755);
     const bundle = path.join(dir, 'f.tar');
-    const r = await ferry(['backup', n, '-o', bundle], { env: { PATH: `${shim}:${process.env.PATH}` } });
+    const r = await ferry(['backup', n, '-o', bundle, '--json'], { env: { PATH: `${shim}:${process.env.PATH}` } });
     expect(r.code, r.stderr).toBe(0);
+    expect(imagePaths(r.stdout)).toEqual([
+      {
+        path: 'engine-save',
+        fallback: { from: 'layer-store', reason: expect.stringMatching(/ended \d+ bytes early/) },
+      },
+    ]);
     expect(r.stderr).toMatch(/layers read from the layer store/);
     expect(r.stderr).toMatch(
       new RegExp(

@@ -27,8 +27,10 @@ import {
   volumeListing,
 } from '../helpers/lab.js';
 
-/** A progress line of volume data read or written with tar on the engine's host (not the image's layers, which FERRY_HOST_LAYERS governs). */
-const VOLUME_ON_HOST = /volume \S+: (read from|written into) .* on this host/;
+/** Which data path carried each volume, as a --json result says it (src/data/paths.ts). */
+function volumePaths(stdout: string): Record<string, unknown>[] {
+  return JSON.parse(stdout).dataPaths.volumes;
+}
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-hostvol-'));
 const name = uid('hv');
 const all = ['', '-r', '-r0', '-opt', '-fail', '-wfail', '-m', '-s', '-b', '-b-r', '-b-r0'].map((x) => `${name}${x}`);
@@ -125,13 +127,18 @@ describe('volumes read from the host disk', () => {
     const before = volumeListing(name);
 
     const host = path.join(dir, 'host');
-    const r = await ferry(['backup', name, '-o', host, '--compress', 'none']);
+    const r = await ferry(['backup', name, '-o', host, '--compress', 'none', '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain(`volume ${name}: read from ${mp} on this host`);
+    expect(volumePaths(r.stdout)).toEqual([{ name, path: 'host-tar' }]);
     const eng = path.join(dir, 'engine');
-    const e = await ferry(['backup', name, '-o', eng, '--compress', 'none'], { env: { FERRY_HOST_VOLUMES: '0' } });
+    const e = await ferry(['backup', name, '-o', eng, '--compress', 'none', '--json'], {
+      env: { FERRY_HOST_VOLUMES: '0' },
+    });
     expect(e.code, e.stderr).toBe(0);
-    expect(e.stderr).not.toMatch(VOLUME_ON_HOST);
+    expect(volumePaths(e.stdout)).toEqual([
+      { name, path: 'engine-archive', fallback: { from: 'host-tar', reason: 'FERRY_HOST_VOLUMES=0' } },
+    ]);
 
     const a = await volumeEntries(onlyBundle(host), name);
     const b = await volumeEntries(onlyBundle(eng), name);
@@ -149,9 +156,18 @@ describe('volumes read from the host disk', () => {
     expect(a.get('sparse')!.size).toBe(64 << 20);
 
     // restored under another name: the same listing, xattrs and all
-    const rr = await ferry(['restore', onlyBundle(host), '--name', `${name}-r`, '--map-volume', `${name}=${name}-r`]);
+    const rr = await ferry([
+      'restore',
+      onlyBundle(host),
+      '--name',
+      `${name}-r`,
+      '--map-volume',
+      `${name}=${name}-r`,
+      '--json',
+    ]);
     expect(rr.code, rr.stderr).toBe(0);
     expect(rr.stderr).toContain(`volume ${name}-r: written into ${mountpoint(`${name}-r`)} on this host`);
+    expect(volumePaths(rr.stdout)).toEqual([{ name: `${name}-r`, path: 'host-tar' }]);
     expect(volumeListing(`${name}-r`)).toBe(before);
     const rmp = mountpoint(`${name}-r`);
     expect(xattr(path.join(rmp, 'www/index.html'), 'user.origin')).toBe(Buffer.from('ferry').toString('hex'));
@@ -160,11 +176,14 @@ describe('volumes read from the host disk', () => {
     expect(inspect('container', name).State.Running).toBe(true); // and the source runs on
 
     // the engine's bundle, restored through the engine, gives the same listing ...
-    const r0 = await ferry(['restore', onlyBundle(eng), '--name', `${name}-r0`, '--map-volume', `${name}=${name}-r0`], {
-      env: { FERRY_HOST_VOLUMES: '0' },
-    });
+    const r0 = await ferry(
+      ['restore', onlyBundle(eng), '--name', `${name}-r0`, '--map-volume', `${name}=${name}-r0`, '--json'],
+      { env: { FERRY_HOST_VOLUMES: '0' } },
+    );
     expect(r0.code, r0.stderr).toBe(0);
-    expect(r0.stderr).not.toMatch(VOLUME_ON_HOST);
+    expect(volumePaths(r0.stdout)).toEqual([
+      { name: `${name}-r0`, path: 'engine-archive', fallback: { from: 'host-tar', reason: 'FERRY_HOST_VOLUMES=0' } },
+    ]);
     // ... but for the setuid bit of a file with two names: Docker 20.10's archive PUT chowns the
     // second name after the first got its mode (which clears the bit) and does not chmod it again.
     const drop = (l: string) =>
@@ -197,9 +216,21 @@ describe('volumes read from the host disk', () => {
     ]);
     docker(['create', '--name', v, '-v', `${v}:/data`, BUSYBOX, 'sleep', '100000']); // created, never started: nothing mounted
     const out = path.join(dir, 'opt');
-    const r = await ferry(['backup', v, '-o', out, '--compress', 'none']);
+    const r = await ferry(['backup', v, '-o', out, '--compress', 'none', '--json', '--debug']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).not.toMatch(VOLUME_ON_HOST);
+    // --debug: the engine's calls, the host's offer, and the path refused for this volume, with why
+    expect(r.stderr).toContain(`ferry: debug: engine ${ENGINE_A}: inspect container ${v}`);
+    expect(r.stderr).toMatch(/ferry: debug: host access for \S+: volumes by host-tar yes /);
+    expect(r.stderr).toContain(
+      `ferry: debug: read volume ${v} on ${ENGINE_A}: not host-tar: a volume with driver options (mounted only while in use)`,
+    );
+    expect(volumePaths(r.stdout)).toEqual([
+      {
+        name: v,
+        path: 'engine-archive',
+        fallback: { from: 'host-tar', reason: 'a volume with driver options (mounted only while in use)' },
+      },
+    ]);
     const entries = await volumeEntries(onlyBundle(out), v);
     expect(entries.get('payload')).toMatchObject({ size: 34 });
   });
@@ -248,8 +279,9 @@ describe('volumes read from the host disk', () => {
     docker(['run', '-d', '--name', n, '-v', `${n}:/data`, BUSYBOX, 'sleep', '100000']);
     docker(['exec', n, 'sh', '-c', AWKWARD_DATA]);
     const before = volumeListing(n);
-    const r = await ferry(['migrate', n, '--to', ENGINE_B]);
+    const r = await ferry(['migrate', n, '--to', ENGINE_B, '--json']);
     expect(r.code, r.stderr).toBe(0);
+    expect(volumePaths(r.stdout)).toEqual([{ name: n, path: 'host-tar', target: { path: 'host-tar' } }]);
     expect(r.stderr).toContain(`volume ${n}: read from ${mountpoint(n)} on this host`);
     expect(r.stderr).toContain(`volume ${n}: written into ${mountpoint(n, ENGINE_B)} on this host`);
     expect(volumeListing(n, ENGINE_B)).toBe(before);
@@ -262,8 +294,9 @@ describe('volumes read from the host disk', () => {
     docker(['exec', n, 'sh', '-c', AWKWARD_DATA]);
     const before = volumeListing(n);
     const { home } = sshHome(path.join(dir, 'ssh'));
-    const r = await ferry(['migrate', n, '--to', 'ssh://newhost'], { env: { HOME: home } });
+    const r = await ferry(['migrate', n, '--to', 'ssh://newhost', '--json'], { env: { HOME: home } });
     expect(r.code, r.stderr).toBe(0);
+    expect(volumePaths(r.stdout)).toEqual([{ name: n, path: 'host-tar', target: { path: 'host-tar' } }]);
     expect(r.stderr).toContain(`volume ${n}: written into ${mountpoint(n, ENGINE_B)} on ssh://newhost`);
     expect(volumeListing(n, ENGINE_B)).toBe(before);
     expect(inspect('container', n, ENGINE_B).State.Running).toBe(true);
@@ -290,11 +323,23 @@ describe('volumes read from the host disk', () => {
     expect(inspect('container', `${n}-r`, ENGINE_B).State.Running).toBe(true);
     // and through the engine (FERRY_HOST_VOLUMES=0) the same bundle gives the same data
     const r0 = await ferry(
-      ['-H', 'ssh://newhost', 'restore', onlyBundle(out), '--name', `${n}-r0`, '--map-volume', `${n}=${n}-r0`],
+      [
+        '-H',
+        'ssh://newhost',
+        'restore',
+        onlyBundle(out),
+        '--name',
+        `${n}-r0`,
+        '--map-volume',
+        `${n}=${n}-r0`,
+        '--json',
+      ],
       { env: { ...env, FERRY_HOST_VOLUMES: '0' } },
     );
     expect(r0.code, r0.stderr).toBe(0);
-    expect(r0.stderr).not.toMatch(/written into/);
+    expect(volumePaths(r0.stdout)).toEqual([
+      { name: `${n}-r0`, path: 'engine-archive', fallback: { from: 'host-tar', reason: 'FERRY_HOST_VOLUMES=0' } },
+    ]);
     expect(volumeListing(`${n}-r0`, ENGINE_B)).toBe(before);
   });
 

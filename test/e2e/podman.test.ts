@@ -64,9 +64,14 @@ describe('Podman', () => {
     const bundle = path.join(dir, 'from-docker.tar');
     expect((await ferry(['backup', name, '-o', bundle])).code).toBe(0);
 
-    const r = await ferry(['-H', PODMAN, 'restore', bundle]);
+    const r = await ferry(['-H', PODMAN, 'restore', bundle, '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/is Podman \(Docker-compatible API\)/);
+    // Never on Podman's host disk: through its archive endpoint, and said so.
+    expect(JSON.parse(r.stdout).dataPaths).toEqual({
+      volumes: [{ name: vol, path: 'engine-archive', fallback: { from: 'host-tar', reason: expect.any(String) } }],
+      images: [{ container: name, ref: expect.any(String), path: 'engine-load' }],
+    });
     const after = inspect('container', name, PODMAN);
     expect(after.State.Running).toBe(true);
     expect(after.Config.Env).toContain('MODE=production');
@@ -79,8 +84,21 @@ describe('Podman', () => {
 
   it('backs up from Podman with every owner intact, and the bundle restores onto Docker', async () => {
     const bundle = path.join(dir, 'from-podman.tar');
-    const b = await ferry(['-H', PODMAN, 'backup', name, '-o', bundle]);
+    const b = await ferry(['-H', PODMAN, 'backup', name, '-o', bundle, '--json']);
     expect(b.code, b.stderr).toBe(0);
+    // The volume by the image's own tar in a helper (Podman's archive endpoint loses owners), the
+    // image by Podman's save (no Docker layer store there).
+    expect(JSON.parse(b.stdout).dataPaths).toEqual({
+      volumes: [{ name: vol, path: 'helper-tar', fallback: { from: 'host-tar', reason: expect.any(String) } }],
+      images: [
+        {
+          container: name,
+          ref: expect.any(String),
+          path: 'engine-save',
+          fallback: { from: 'layer-store', reason: expect.any(String) },
+        },
+      ],
+    });
     // No helper is left on Podman.
     expect(docker(['ps', '-a', '--filter', 'label=io.ferry.role=holder', '-q'], { host: PODMAN })).toBe('');
 
@@ -105,8 +123,19 @@ describe('Podman', () => {
     try {
       docker(['run', '-d', '--name', m, '-e', 'MODE=migrated', '-v', `${mvol}:/data`, BUSYBOX, 'sleep', '100000']);
       docker(['exec', m, 'sh', '-c', AWKWARD_DATA]);
-      const r = await ferry(['migrate', m, '--to', PODMAN]);
+      const r = await ferry(['migrate', m, '--to', PODMAN, '--json']);
       expect(r.code, r.stderr).toBe(0);
+      // Read on Docker's host disk, written through Podman's archive endpoint; the image from Docker's layer store.
+      expect(JSON.parse(r.stdout).dataPaths).toEqual({
+        volumes: [
+          {
+            name: mvol,
+            path: 'host-tar',
+            target: { path: 'engine-archive', fallback: { from: 'host-tar', reason: expect.any(String) } },
+          },
+        ],
+        images: [{ container: m, ref: expect.any(String), path: 'layer-store' }],
+      });
       expect(inspect('container', m, PODMAN).State.Running).toBe(true);
       expect(inspect('container', m, PODMAN).Config.Env).toContain('MODE=migrated');
       expect(volumeListing(mvol, PODMAN)).toBe(volumeListing(mvol));

@@ -94,10 +94,14 @@ describe('registry mode', () => {
         'gzip',
         '-o',
         bundle,
+        '--json',
       ],
       { env },
     );
     expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).dataPaths.images).toEqual([
+      { container: name, ref: expect.stringMatching(`^${REGISTRY}/`), path: 'registry' },
+    ]);
     // docker commit bakes API_TOKEN's value into the pushed image: said, without the value.
     expect(r.stderr).toMatch(/warning: .*API_TOKEN looks like a secret/);
     expect(r.stderr + r.stdout).not.toContain(PASSWORD);
@@ -175,10 +179,11 @@ describe('registry mode', () => {
 
   it('restores on engine B by pulling the pushed digest', async () => {
     cleanup(ENGINE_B, { containers: [name], volumes: [vol] });
-    const r = await ferry(['restore', bundle, '--registry-auth-file', authFile], {
+    const r = await ferry(['restore', bundle, '--registry-auth-file', authFile, '--json'], {
       env: { ...env, DOCKER_HOST: ENGINE_B },
     });
     expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).dataPaths.images).toEqual([{ container: name, ref, path: 'registry' }]);
     expect(r.stderr).toContain(`pull image ${ref.slice(0, ref.lastIndexOf(':'))}@${digest}`);
     expect(r.stderr + r.stdout).not.toContain(PASSWORD);
 

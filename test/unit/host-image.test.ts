@@ -15,9 +15,11 @@ import {
   archiveManifest,
   HOST_LAYERS_ENV,
   openHostImageArchive,
+  type HostImageArchive,
   parseTarSplitLine,
 } from '../../src/data/host-image.js';
 import { chainIds } from '../../src/data/ship.js';
+import { hostAccess, type HostEnv } from '../../src/hostaccess/access.js';
 
 const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const quiet = { step() {}, info() {}, warn() {}, bytes() {} } as never;
@@ -146,6 +148,25 @@ async function entries(stream: Readable): Promise<Map<string, Buffer>> {
   return out;
 }
 
+/** openHostImageArchive as a run calls it: what the engine's host offers, with these switches. */
+async function openFromStore(
+  engine: Engine,
+  img: Parameters<typeof openHostImageArchive>[1],
+  ref: string,
+  layersOf: Parameters<typeof openHostImageArchive>[3],
+  progress: Parameters<typeof openHostImageArchive>[4],
+  env: HostEnv = {},
+): Promise<HostImageArchive> {
+  return (await openHostImageArchive(
+    engine,
+    img,
+    ref,
+    layersOf,
+    progress,
+    hostAccess(engine, env),
+  )) as HostImageArchive;
+}
+
 describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archive from the layer store (root)', () => {
   let root: string;
   beforeEach(() => {
@@ -153,13 +174,12 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
   });
   afterEach(() => {
     fs.rmSync(root, { recursive: true, force: true });
-    delete process.env[HOST_LAYERS_ENV];
   });
 
   it('holds the missing layers byte for byte as the engine stored them, the config, and a manifest of every layer', async () => {
     const s = makeStore(root);
-    const a = await openHostImageArchive(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [1] }, quiet);
-    expect(a).toBeDefined();
+    const a = await openFromStore(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [1] }, quiet);
+    expect(a).toHaveProperty('stream');
     const got = await entries(a!.stream);
     const top = `${s.chains[1]!.slice(7)}/layer.tar`;
     expect([...got.keys()]).toEqual([top, `${s.id.slice(7)}.json`, 'manifest.json']);
@@ -177,7 +197,7 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
 
   it('every layer when the target has none', async () => {
     const s = makeStore(root);
-    const a = await openHostImageArchive(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [0, 1] }, quiet);
+    const a = await openFromStore(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [0, 1] }, quiet);
     const got = await entries(a!.stream);
     for (const [i, l] of s.layers.entries())
       expect(got.get(`${s.chains[i]!.slice(7)}/layer.tar`)!.equals(l.archive)).toBe(true);
@@ -186,7 +206,7 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
   it('a file that is not what the layer holds (same size): the archive fails before its manifest, as a mismatch', async () => {
     const s = makeStore(root);
     fs.writeFileSync(path.join(s.layers[1]!.dir, 'etc/issue'), 'CHANGED in the writable layer\n');
-    const a = await openHostImageArchive(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [1] }, quiet);
+    const a = await openFromStore(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [1] }, quiet);
     const seen: string[] = [];
     const ex = tar.extract();
     const err = await new Promise<Error>((resolve) => {
@@ -210,14 +230,14 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
   it('a file shorter than its tar-split says: a mismatch', async () => {
     const s = makeStore(root);
     fs.writeFileSync(path.join(s.layers[0]!.dir, 'bin/tool'), 'short');
-    const a = await openHostImageArchive(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [0, 1] }, quiet);
+    const a = await openFromStore(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [0, 1] }, quiet);
     await expect(entries(a!.stream)).rejects.toThrow();
     expect(a!.mismatch()).toBeDefined();
   });
 
   it('a reader that goes away mid-layer tears the archive down: no uncaught error, not taken for a mismatch', async () => {
     const s = makeStore(root, 16 << 20);
-    const a = await openHostImageArchive(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [0, 1] }, quiet);
+    const a = await openFromStore(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [0, 1] }, quiet);
     const first = await new Promise<Buffer>((resolve) => a!.stream.once('data', resolve));
     expect(first.length).toBeGreaterThan(0);
     a!.stream.destroy(new Error('the ssh connection dropped'));
@@ -231,26 +251,34 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
   it('not used: a config that is not the image, a layer whose diff is not the image`s, another driver, FERRY_HOST_LAYERS=0', async () => {
     const s = makeStore(root);
     const args = ['ferry/web:1', { chains: s.chains, missing: [1] }, quiet] as const;
-    expect(
-      await openHostImageArchive(s.engine, { ...(s.img as object), Id: sha('other') } as never, ...args),
-    ).toBeUndefined();
+    expect(await openFromStore(s.engine, { ...(s.img as object), Id: sha('other') } as never, ...args)).toEqual({
+      refused: expect.stringMatching(/config .* is missing or is not the image/),
+    });
     const other = { ...(s.engine as object), facts: { ...s.engine.facts, storageDriver: 'vfs' } } as Engine;
-    expect(await openHostImageArchive(other, s.img, ...args)).toBeUndefined();
+    expect(await openFromStore(other, s.img, ...args)).toEqual({
+      refused: expect.stringMatching(/not Docker's own overlay2 layer store \(storage driver vfs\)/),
+    });
     const podman = {
       ...(s.engine as object),
       facts: { ...s.engine.facts, podman: true },
-      quirks: quirksFor({ podman: true }),
+      quirks: quirksFor({ podman: true, containerdStore: false }),
     } as Engine;
-    expect(await openHostImageArchive(podman, s.img, ...args)).toBeUndefined();
+    expect(await openFromStore(podman, s.img, ...args)).toEqual({
+      refused: expect.stringMatching(/not Docker's own overlay2 layer store/),
+    });
     const tcp = { ...(s.engine as object), host: undefined } as Engine;
-    expect(await openHostImageArchive(tcp, s.img, ...args)).toBeUndefined();
-    process.env[HOST_LAYERS_ENV] = '0';
-    expect(await openHostImageArchive(s.engine, s.img, ...args)).toBeUndefined();
-    delete process.env[HOST_LAYERS_ENV];
+    expect(await openFromStore(tcp, s.img, ...args)).toEqual({
+      refused: 'no way onto the engine host (a TCP engine)',
+    });
+    expect(await openFromStore(s.engine, s.img, ...args, { [HOST_LAYERS_ENV]: '0' })).toEqual({
+      refused: 'FERRY_HOST_LAYERS=0',
+    });
     fs.writeFileSync(
       path.join(root, 'image', 'overlay2', 'layerdb', 'sha256', s.chains[1]!.slice(7), 'diff'),
       sha('another layer'),
     );
-    expect(await openHostImageArchive(s.engine, s.img, ...args)).toBeUndefined();
+    expect(await openFromStore(s.engine, s.img, ...args)).toEqual({
+      refused: expect.stringMatching(/^layer [0-9a-f]{12} is not in the layer store as the image says$/),
+    });
   });
 });

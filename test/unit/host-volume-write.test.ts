@@ -14,6 +14,10 @@ import { quirksFor } from '../../src/engine/quirks.js';
 import type { Engine } from '../../src/engine/engine.js';
 import { localShell, type HostShell } from '../../src/hostaccess/shell.js';
 import { WRITE_BEHIND_MS, writeHostVolume } from '../../src/data/host-volume.js';
+import { hostAccess } from '../../src/hostaccess/access.js';
+
+/** What the engine's host offers, asked as a run asks it (no FERRY_HOST_* switch). */
+const offered = (engine: Engine) => hostAccess(engine as never, {});
 
 /**
  * localShell with `sync` and `tar` wrapped (a directory first on PATH): each logs to `log` what it
@@ -106,6 +110,7 @@ describe.skipIf(process.getuid?.() !== 0)('writeHostVolume: extract on the host,
       async () => engineStat(dir),
       slowly(archive, 12, 3 * WRITE_BEHIND_MS),
       p,
+      offered(engineOn(shell, dir)),
     );
     expect(ok).toBe(true);
     expect(fs.readFileSync(path.join(dir, 'note'), 'utf8')).toBe('hello\n');
@@ -135,6 +140,7 @@ describe.skipIf(process.getuid?.() !== 0)('writeHostVolume: extract on the host,
       async () => engineStat(dir),
       slowly(archive, 4, 100),
       p,
+      offered(engineOn(shell, dir)),
     );
     expect(ok).toBe(true);
     expect(fs.readFileSync(path.join(dir, 'note'), 'utf8')).toBe('hello\n');
@@ -156,8 +162,9 @@ describe.skipIf(process.getuid?.() !== 0)('writeHostVolume: extract on the host,
       async () => ({ ...st, mtime: st.mtime.replace(/\d(Z)$/, (d) => `${(Number(d[0]) + 1) % 10}Z`) }),
       data,
       p,
+      offered(engineOn(shell, dir)),
     );
-    expect(ok).toBe(false);
+    expect(ok).toEqual({ refused: "the volume's directory on the host is not the one the engine mounts" });
     expect(lines()).toEqual([]); // no tar, no flush
     expect(fs.readdirSync(dir)).toEqual([]);
     expect(data.readableDidRead).toBe(false); // the engine gets the data whole
@@ -172,7 +179,9 @@ describe.skipIf(process.getuid?.() !== 0)('writeHostVolume: extract on the host,
       ...engineOn(shell, dir),
       inspectVolume: async () => ({ Driver: 'local', Options: null, Mountpoint: path.join(root, 'nowhere') }),
     } as unknown as Engine;
-    expect(await writeHostVolume(eng, 'data', async () => st, slowly(archive, 4, 10), p)).toBe(false);
+    expect(await writeHostVolume(eng, 'data', async () => st, slowly(archive, 4, 10), p, offered(eng))).toEqual({
+      refused: "the volume's directory on the host is not the one the engine mounts",
+    });
     expect(lines()).toEqual([]);
   });
 });

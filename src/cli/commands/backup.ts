@@ -259,7 +259,7 @@ Examples:
               hooks: { pre: flags.preExec, post: flags.postExec },
               together: !!flags.together,
             },
-            { progress, signal: deps.signal },
+            { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
           );
           // Into a store: a volume that shrank sharply since the previous bundle is worth a look.
           let shrunk: Shrunk[] | undefined;
@@ -336,6 +336,7 @@ Examples:
           ...(flags.verify ? { verified: res.verified } : {}),
           ...(res.shrunk?.length ? { shrunk: res.shrunk } : {}),
           ...(res.pushed ? { pushed: res.pushed } : {}),
+          dataPaths: res.dataPaths,
         });
 
         if (!flags.all) {

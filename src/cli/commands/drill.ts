@@ -132,7 +132,13 @@ Examples:
             timeoutSeconds: flags.timeout,
             registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
           },
-          { progress, signal: deps.signal, passphrase: await deps.passphrase() },
+          {
+            progress,
+            signal: deps.signal,
+            passphrase: await deps.passphrase(),
+            hostAccess: deps.hostAccess,
+            debug: deps.debug,
+          },
         );
       } finally {
         progress.done();

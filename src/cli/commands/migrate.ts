@@ -109,7 +109,7 @@ Examples:
               stopTimeout: flags.stopTimeout,
               ...(remap ? { remap } : {}),
             },
-            { progress, signal: deps.signal },
+            { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
           );
           progress.done();
           if (g.json) {

@@ -78,7 +78,13 @@ Examples:
             registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
             ...(remap ? { rewrite: (m) => remapRewrite(remap, m) } : {}),
           },
-          { progress, signal: deps.signal, passphrase: await deps.passphrase() },
+          {
+            progress,
+            signal: deps.signal,
+            passphrase: await deps.passphrase(),
+            hostAccess: deps.hostAccess,
+            debug: deps.debug,
+          },
         );
         progress.done();
         const out = deps.io.stdout;
@@ -91,6 +97,7 @@ Examples:
               plan: res.plan,
               containers: res.containers,
               durationMs: res.durationMs,
+              dataPaths: res.dataPaths,
             }) + '\n',
           );
         } else if (res.dryRun) {
