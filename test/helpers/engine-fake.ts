@@ -180,6 +180,13 @@ async function collect(s: AsyncIterable<unknown>): Promise<Buffer> {
   return Buffer.concat(out);
 }
 
+/** DOCKER (daemon merge of a create's config with its image's): the image's variables the create does not set follow its own. */
+function mergeEnv(own: string[] | null | undefined, image: string[] | null | undefined): string[] | null {
+  const keys = new Set((own ?? []).map((e) => e.split('=')[0]));
+  const out = [...(own ?? []), ...(image ?? []).filter((e) => !keys.has(e.split('=')[0]))];
+  return out.length ? out : null;
+}
+
 /** Go's filepath.Walk order (each directory's names sorted bytewise, depth first). */
 function walkOrder(a: string, b: string): number {
   const x = a.split('/');
@@ -405,7 +412,7 @@ export class FakeEngine implements EngineSurface {
       config: {
         Hostname: id.slice(0, 12),
         Image: opts.image,
-        Env: [...((img.config.Env as string[] | undefined) ?? []), ...(opts.env ?? [])],
+        Env: mergeEnv(opts.env, img.config.Env as string[] | undefined),
         Cmd: img.config.Cmd ?? null,
         Entrypoint: img.config.Entrypoint ?? null,
         Labels: { ...((img.config.Labels as Record<string, string> | undefined) ?? {}), ...opts.labels },
@@ -940,14 +947,14 @@ export class FakeEngine implements EngineSurface {
       image: img.id,
       config: {
         Hostname: id.slice(0, 12),
-        Env: (cfg.Env as string[] | undefined) ?? (imgCfg.Env as string[] | undefined) ?? null,
+        WorkingDir: '',
+        User: '',
+        ...cfg,
+        Env: mergeEnv(cfg.Env as string[] | undefined, imgCfg.Env as string[] | undefined),
         Cmd: cfg.Cmd !== undefined ? cfg.Cmd : cfg.Entrypoint !== undefined ? null : (imgCfg.Cmd ?? null),
         Entrypoint: cfg.Entrypoint ?? imgCfg.Entrypoint ?? null,
         Labels: { ...((imgCfg.Labels as Record<string, string> | undefined) ?? {}), ...(cfg.Labels as object) },
         Volumes: Object.keys(declared).length ? declared : null,
-        WorkingDir: '',
-        User: '',
-        ...cfg,
         Image: String(body.Image),
       },
       hostConfig: hc,
