@@ -227,6 +227,8 @@ export class FakeEngine implements EngineSurface {
   readonly calls: Call[] = [];
   /** `call:<method>` for every call, `read:<method>` / `end:<method>` when a stream it returned is first read / ends. */
   readonly timeline: string[] = [];
+  /** The file names of each archive `loadImage` received, in order. */
+  readonly loaded: string[][] = [];
   /** What `exec` answers (default: exit 0, no output). */
   execHandler: (id: string, cmd: string[]) => { exitCode: number; output: string } = () => ({
     exitCode: 0,
@@ -1148,6 +1150,7 @@ export class FakeEngine implements EngineSurface {
         src.destroy();
         throw new EngineError(`load image: ${(err as Error).message}`, { cause: err });
       }
+      this.loaded.push([...files.keys()]);
       const m = files.get('manifest.json');
       if (!m)
         throw new EngineError('load image: the engine answered 500: open manifest.json: no such file or directory');
