@@ -20,7 +20,7 @@
  */
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
 import {
@@ -674,7 +674,11 @@ export class FakeEngine implements EngineSurface {
 
   // ---- Engine: connection ---------------------------------------------------------------
 
-  /** dockerode itself: the ops reach past the Engine for two list calls (see the report in the test files). */
+  /**
+   * dockerode itself, as far as the ops reach past the Engine for it: listContainers with label
+   * filters (sweepHolders, sweepStaleHolders in src/data/volumes.ts) and listImages
+   * (engineChainIds in src/data/ship.ts). Recorded as `docker.<method>`.
+   */
   readonly docker = {
     listContainers: (opts: { all?: boolean; filters?: { label?: string[] } } = {}) =>
       this.run('docker.listContainers', [opts], () => this.containerList(!!opts.all, opts.filters?.label ?? [])),
@@ -867,6 +871,13 @@ export class FakeEngine implements EngineSurface {
       if (c.status === 'running') return;
       if (c.status === 'paused')
         throw new ConflictError(`start container ${id}: cannot start a paused container, try unpause instead`);
+      // DOCKER: joining another container's network needs it running (409).
+      const mode = String(c.hostConfig.NetworkMode ?? '');
+      if (mode.startsWith('container:')) {
+        const other = this.findContainer(mode.slice('container:'.length));
+        if (!other || other.status !== 'running')
+          throw new ConflictError(`start container ${id}: cannot join network of a non running container: ${mode}`);
+      }
       // DOCKER: the endpoints are made at start: every network must still be there.
       for (const n of Object.keys(c.networks))
         if (!this.networks.has(n)) throw new NotFoundError(`start container ${id}: network ${n} not found`);
@@ -925,6 +936,12 @@ export class FakeEngine implements EngineSurface {
       if (!mounts.some((m) => m.Destination === dest))
         mounts.push({ Type: 'volume', Source: sha(`anon/${n}/${dest}/${++this.seq}`), Destination: dest, RW: true });
     const mode = String(hc.NetworkMode ?? 'default');
+    // DOCKER: a namespace shared with another container (`container:<name>`) needs that container (404).
+    for (const k of ['NetworkMode', 'IpcMode', 'PidMode']) {
+      const v = hc[k];
+      if (typeof v === 'string' && v.startsWith('container:') && !this.findContainer(v.slice('container:'.length)))
+        throw new NotFoundError(`create container ${n}: No such container: ${v.slice('container:'.length)}`);
+    }
     const eps = ((body.NetworkingConfig as { EndpointsConfig?: Record<string, Record<string, unknown>> } | undefined)
       ?.EndpointsConfig ?? {}) as Record<string, Record<string, unknown>>;
     const nets = Object.keys(eps).length

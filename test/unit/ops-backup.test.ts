@@ -159,6 +159,45 @@ describe('backup against a fake engine', () => {
   });
 });
 
+describe('backup --consistency stop', () => {
+  const STOP: BackupOptions = { ...OPTS, consistency: 'stop', stopTimeout: 7 };
+
+  it('stops the container for the snapshot and starts it again before the image is written', async () => {
+    const before = fake.state();
+    const { ctx } = runContext();
+    await backup(asEngine(fake), new LocalTransport(dir), STOP, ctx);
+    expect(fake.methods(['pause', 'stop', 'commit', 'getArchive', 'start', 'unpause'])).toEqual([
+      'stop',
+      'commit',
+      'getArchive',
+      'start',
+    ]);
+    expect(fake.callsTo('stop')[0]![1]).toBe(7);
+    expect(at('call:start')).toBeLessThan(at('read:saveImages'));
+    expect(fake.state()).toEqual(before);
+  });
+
+  it('starts the container again when the volume read fails', async () => {
+    const before = fake.state();
+    fake.failOn('getArchive');
+    const { ctx } = runContext();
+    await expect(backup(asEngine(fake), new LocalTransport(dir), STOP, ctx)).rejects.toBeInstanceOf(EngineError);
+    expect(fake.methods(['stop', 'start'])).toEqual(['stop', 'start']);
+    expect(fake.state()).toEqual(before);
+    expect(await listDir(dir)).toEqual([]);
+  });
+
+  it('leaves a container that was stopped before the backup stopped', async () => {
+    fake.containerByName('app')!.status = 'exited';
+    const before = fake.state();
+    const { ctx } = runContext();
+    const res = await backup(asEngine(fake), new LocalTransport(dir), STOP, ctx);
+    expect(fake.methods(['stop', 'start', 'pause', 'unpause'])).toEqual([]);
+    expect(fake.state()).toEqual(before);
+    expect(res.manifest.containers[0]!.spec.state.running).toBe(false);
+  });
+});
+
 describe('backup rollback: the container runs again, no snapshot, no bundle', () => {
   async function failingBackup(): Promise<unknown> {
     const { ctx } = runContext();

@@ -314,3 +314,51 @@ describe('restore --on-conflict', () => {
     expect(t.methods(['removeContainer', 'removeVolume', 'createVolume'])).toEqual([]);
   });
 });
+
+describe('restore of a bundle with two containers, one in the network of the other', () => {
+  let stackDir: string;
+  let stack: string;
+  beforeAll(async () => {
+    stackDir = await tempDir();
+    const source = await sourceEngine();
+    const app = source.containerByName('app')!;
+    const sidecar = source.addContainer('sidecar', { image: 'shop/app:1' });
+    sidecar.hostConfig.NetworkMode = `container:${app.id}`;
+    sidecar.networks = {};
+    // Named first: the restore still creates and starts app before it.
+    const res = await backup(
+      asEngine(source),
+      new LocalTransport(stackDir),
+      { containers: ['sidecar', 'app'], codec: 'none', includeBinds: false },
+      runContext().ctx,
+    );
+    stack = res.location;
+  });
+  afterAll(async () => rm(stackDir, { recursive: true, force: true }));
+
+  function runStack(t: FakeEngine, opts: Partial<RestoreOptions> = {}) {
+    return restore(asEngine(t), new LocalTransport(stack), { ...OPTS, ...opts }, runContext().ctx);
+  }
+
+  it('creates and starts the container another depends on first, and points the dependent at it', async () => {
+    const t = await target();
+    await runStack(t);
+    const app = t.containerByName('app')!;
+    const sidecar = t.containerByName('sidecar')!;
+    const creates = t.callsTo('createContainer').map((a) => a[0]);
+    expect(creates.filter((n) => n === 'app' || n === 'sidecar')).toEqual(['app', 'sidecar']);
+    const starts = t.callsTo('start').map((a) => a[0]);
+    expect(starts.filter((id) => id === app.id || id === sidecar.id)).toEqual([app.id, sidecar.id]);
+    expect(sidecar.hostConfig.NetworkMode).toBe('container:app');
+    expect([app.status, sidecar.status]).toEqual(['running', 'running']);
+  });
+
+  it('removes the first container again when the second cannot be created', async () => {
+    const t = await target();
+    const before = t.state();
+    t.failOn('createContainer', (name) => name === 'sidecar');
+    await expect(runStack(t)).rejects.toBeInstanceOf(EngineError);
+    expect(t.methods(['createContainer']).length).toBeGreaterThanOrEqual(2);
+    expect(t.state()).toEqual(before);
+  });
+});
