@@ -488,7 +488,7 @@ export class FakeEngine implements EngineSurface {
   }
 
   /**
-   * Break the stream a call of `method` (getArchive, saveImages, attachOutput) returns: it gives
+   * Break the stream a call of `method` (getArchive, saveImages) returns: it gives
    * `afterBytes` bytes, then fails with `error` (default: a connection reset).
    */
   failStream<M extends 'getArchive' | 'saveImages'>(
