@@ -1,9 +1,11 @@
 /**
- * An in-memory Docker engine for unit tests of the ops (backup, restore, migrate): the public
- * surface of Engine (src/engine/engine.ts), answering as a Docker 20.10 engine reached over TCP
+ * An in-memory Docker engine for unit tests of the ops (backup, restore, migrate): an Engine
+ * (src/engine/engine.ts, `implements Engine`, so the type check catches any drift between the
+ * two), answering as a Docker 20.10 engine without the containerd image store, reached over TCP,
  * would, with no way onto its host. So every op takes the Engine-API data paths: volumes through
  * the archive endpoints (host-volume.ts declines: `host` is undefined), images through the
- * engine's save and load (host-image.ts declines for the same reason).
+ * engine's save and load (host-image.ts declines for the same reason). Its `quirks` are those
+ * quirksFor gives its facts (Docker's, by default); only Docker's behaviours are modelled.
  *
  * State: containers (inspect-shaped), images (config, RootFS diff ids and the layer tars
  * themselves), volumes (path -> file, so archive GET and PUT produce and consume real tar
@@ -15,40 +17,33 @@
  * and `onCall(method, when, fn)` runs `fn` at that call (e.g. to abort the run's signal there).
  *
  * Where a behaviour of the real engine matters to an op it is modelled, with a comment saying
- * what Docker does (`DOCKER:`). Errors are those Engine.call maps the engine's answers to: 404 a
- * NotFoundError, 409 a ConflictError, anything else an EngineError.
+ * what Docker does (`DOCKER:`). Errors are those DockerEngine maps the engine's answers to
+ * (mapEngineError): 404 a NotFoundError, 409 a ConflictError, anything else an EngineError.
  */
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
-import type Docker from 'dockerode';
 import * as tar from 'tar-stream';
 import {
   HOLDER_IMAGE,
   LABEL_MANAGED,
+  mapEngineError,
   type ContainerInspect,
+  type ContainerSummary,
   type Engine,
   type EngineFacts,
   type ImageInspect,
+  type ImageSummary,
   type NetworkInspect,
   type VolumeInspect,
 } from '../../src/engine/engine.js';
+import { quirksFor, type EngineQuirks } from '../../src/engine/quirks.js';
+import { createRunIdentity, type RunIdentity } from '../../src/engine/run.js';
+import type { HostShell } from '../../src/hostaccess/shell.js';
 import type { RegistryAuth } from '../../src/engine/auth.js';
 import type { ProgressMessage } from '../../src/engine/progress.js';
 import { ConflictError, EngineError, FerryError, NotFoundError } from '../../src/errors.js';
 import { v1LayerIds, chainIds } from '../../src/data/ship.js';
-
-/** The surface the fake implements: every public member of Engine (class today, interface tomorrow). */
-export type EngineSurface = Pick<Engine, keyof Engine>;
-
-/**
- * The one cast from the fake to what the ops take. Engine is a class with private members, so a
- * structural copy of its public surface is not assignable to it; once Engine is an interface
- * this cast is a no-op and can go.
- */
-export function asEngine(fake: FakeEngine): Engine {
-  return fake as unknown as Engine;
-}
 
 export interface FakeFile {
   type: 'file' | 'directory' | 'symlink';
@@ -129,11 +124,11 @@ export interface FakeNetwork {
 }
 
 export type FakeMethod = {
-  [K in keyof EngineSurface]-?: EngineSurface[K] extends (...args: never[]) => unknown ? K : never;
-}[keyof EngineSurface];
+  [K in keyof Engine]-?: Engine[K] extends (...args: never[]) => unknown ? K : never;
+}[keyof Engine];
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-type ArgsOf<M extends FakeMethod> = Parameters<Extract<EngineSurface[M], (...args: any[]) => unknown>>;
+type ArgsOf<M extends FakeMethod> = Parameters<Extract<Engine[M], (...args: any[]) => unknown>>;
 
 export interface Call {
   method: string;
@@ -160,6 +155,8 @@ export interface FakeEngineOptions {
   /** Shared between fakes standing for engines that can reach one registry. */
   registry?: Map<string, FakeImage>;
   facts?: Partial<EngineFacts>;
+  /** The run's identity (default: a new one). Engines of one run (a migrate's two) share it. */
+  run?: RunIdentity;
 }
 
 const EPOCH = new Date('2024-01-02T03:04:05Z');
@@ -210,10 +207,13 @@ function clone<T>(v: T): T {
   return v === undefined ? v : (JSON.parse(JSON.stringify(v)) as T);
 }
 
-export class FakeEngine implements EngineSurface {
+export class FakeEngine implements Engine {
   readonly facts: EngineFacts;
+  /** quirksFor(facts): Docker's (no Podman), unless a test's facts say otherwise. */
+  readonly quirks: EngineQuirks;
+  readonly run: RunIdentity;
   /** A TCP engine: no commands on its host, so ferry never reads a volume or layer from its disk. */
-  host: EngineSurface['host'] = undefined;
+  readonly host: HostShell | undefined = undefined;
 
   readonly containers = new Map<string, FakeContainer>();
   readonly images = new Map<string, FakeImage>();
@@ -254,6 +254,8 @@ export class FakeEngine implements EngineSurface {
       rootDir: '/var/lib/docker',
       ...opts.facts,
     };
+    this.quirks = quirksFor(this.facts);
+    this.run = opts.run ?? createRunIdentity();
     this.registry = opts.registry ?? new Map();
     for (const [name, driver] of [
       ['bridge', 'bridge'],
@@ -525,13 +527,13 @@ export class FakeEngine implements EngineSurface {
   }
 
   /** Record a call, apply the rules for it, and run `fn`. */
-  private async run<T>(method: string, args: unknown[], fn: () => T | Promise<T>): Promise<T> {
-    return (await this.runRules(method, args, fn)).out;
+  private async call<T>(method: string, args: unknown[], fn: () => T | Promise<T>): Promise<T> {
+    return (await this.callRules(method, args, fn)).out;
   }
 
-  /** run(), for a call that answers with a response body (`fn` gives its bytes). */
-  private async runBody(method: string, args: unknown[], fn: () => Promise<Buffer>): Promise<Readable> {
-    const { out, rules } = await this.runRules(method, args, fn);
+  /** call(), for a call that answers with a response body (`fn` gives its bytes). */
+  private async callBody(method: string, args: unknown[], fn: () => Promise<Buffer>): Promise<Readable> {
+    const { out, rules } = await this.callRules(method, args, fn);
     return this.body(
       method,
       out,
@@ -539,7 +541,7 @@ export class FakeEngine implements EngineSurface {
     );
   }
 
-  private async runRules<T>(method: string, args: unknown[], fn: () => T | Promise<T>) {
+  private async callRules<T>(method: string, args: unknown[], fn: () => T | Promise<T>) {
     this.calls.push({ method, args });
     this.timeline.push(`call:${method}`);
     const n = (this.counts.get(method) ?? 0) + 1;
@@ -674,20 +676,6 @@ export class FakeEngine implements EngineSurface {
 
   // ---- Engine: connection ---------------------------------------------------------------
 
-  /**
-   * dockerode itself, as far as the ops reach past the Engine for it: listContainers with label
-   * filters (sweepHolders, sweepStaleHolders in src/data/volumes.ts) and listImages
-   * (engineChainIds in src/data/ship.ts). Recorded as `docker.<method>`.
-   */
-  readonly docker = {
-    listContainers: (opts: { all?: boolean; filters?: { label?: string[] } } = {}) =>
-      this.run('docker.listContainers', [opts], () => this.containerList(!!opts.all, opts.filters?.label ?? [])),
-    listImages: (opts: { all?: boolean } = {}) =>
-      this.run('docker.listImages', [opts], () =>
-        [...this.images.values()].map((i) => ({ Id: i.id, RepoTags: i.repoTags, Labels: {} })),
-      ),
-  } as unknown as Docker;
-
   differences(): string[] {
     this.calls.push({ method: 'differences', args: [] });
     return [];
@@ -697,7 +685,7 @@ export class FakeEngine implements EngineSurface {
     this.calls.push({ method: 'close', args: [] });
   }
 
-  prepareCleanup: () => void = () => {
+  readonly prepareCleanup: () => void = () => {
     this.calls.push({ method: 'prepareCleanup', args: [] });
   };
 
@@ -707,14 +695,13 @@ export class FakeEngine implements EngineSurface {
     return a1 - b1 > 0 || (a1 === b1 && a2 >= b2);
   }
 
-  mapError(err: unknown, what: string): FerryError {
-    if (err instanceof FerryError) return err;
-    return new EngineError(`${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+  mapError(err: unknown, what: string, map?: { notFound?: string; conflict?: string }): FerryError {
+    return mapEngineError(err, what, this.facts.endpoint, map);
   }
 
   capabilities() {
     // DOCKER 20.10 GET /info
-    return this.run('capabilities', [], () => ({
+    return this.call('capabilities', [], () => ({
       runtimes: ['io.containerd.runc.v2', 'io.containerd.runtime.v1.linux', 'runc'],
       logDrivers: [
         'awslogs',
@@ -780,7 +767,7 @@ export class FakeEngine implements EngineSurface {
   }
 
   inspectContainer(nameOrId: string): Promise<ContainerInspect> {
-    return this.run('inspectContainer', [nameOrId], () => {
+    return this.call('inspectContainer', [nameOrId], () => {
       const c = this.findContainer(nameOrId);
       if (!c) throw new NotFoundError(`no such container: ${nameOrId}`);
       return this.inspectOf(c);
@@ -788,54 +775,48 @@ export class FakeEngine implements EngineSurface {
   }
 
   containerExists(name: string): Promise<boolean> {
-    return this.run('containerExists', [name], () => !!this.findContainer(name));
+    return this.call('containerExists', [name], () => !!this.findContainer(name));
   }
 
-  private containerList(all: boolean, labels: string[]): Docker.ContainerInfo[] {
+  /**
+   * DOCKER GET /containers/json (`all`: stopped ones too), filtered by labels (`key` or
+   * `key=value`, all must match); each row has the fields ferry reads (ContainerSummary).
+   */
+  private containerList(all: boolean, labels: string[]): ContainerSummary[] {
     return [...this.containers.values()]
       .filter((c) => all || c.status === 'running' || c.status === 'paused')
       .filter((c) =>
         labels.every((l) => {
-          const [k, v] = l.split('=') as [string, string | undefined];
-          const have = (c.config.Labels as Record<string, string> | null)?.[k];
-          return v === undefined ? have !== undefined : have === v;
+          const eq = l.indexOf('=');
+          const have = (c.config.Labels as Record<string, string> | null)?.[eq < 0 ? l : l.slice(0, eq)];
+          return eq < 0 ? have !== undefined : have === l.slice(eq + 1);
         }),
       )
-      .map(
-        (c) =>
-          ({
-            Id: c.id,
-            Names: [`/${c.name}`],
-            Image: String(c.config.Image),
-            ImageID: c.image,
-            Command: '/app',
-            Created: 0,
-            Labels: (c.config.Labels as Record<string, string> | null) ?? {},
-            State: c.status,
-            Status: c.status,
-            Ports: [],
-            HostConfig: { NetworkMode: String(c.hostConfig.NetworkMode ?? 'default') },
-            NetworkSettings: { Networks: clone(c.networks) },
-            Mounts: c.mounts.map((m) => ({
-              Type: m.Type,
-              Name: m.Type === 'volume' ? m.Source : undefined,
-              Source: m.Source,
-              Destination: m.Destination,
-              Driver: 'local',
-              Mode: '',
-              RW: m.RW,
-              Propagation: '',
-            })),
-          }) as unknown as Docker.ContainerInfo,
-      );
+      .map((c) => ({
+        Id: c.id,
+        Names: [`/${c.name}`],
+        Labels: { ...((c.config.Labels as Record<string, string> | null) ?? {}) },
+        Ports: [],
+        HostConfig: { NetworkMode: String(c.hostConfig.NetworkMode ?? 'default') },
+        Mounts: c.mounts.map((m) => ({
+          Type: m.Type,
+          ...(m.Type === 'volume' ? { Name: m.Source } : {}),
+          Source: m.Type === 'volume' ? `/var/lib/docker/volumes/${m.Source}/_data` : m.Source,
+          Destination: m.Destination,
+        })),
+      }));
   }
 
-  listContainers(all = false): Promise<Docker.ContainerInfo[]> {
-    return this.run('listContainers', [all], () => this.containerList(all, []));
+  listContainers(all = false): Promise<ContainerSummary[]> {
+    return this.call('listContainers', [all], () => this.containerList(all, []));
+  }
+
+  listLabelledContainers(labels: string[]): Promise<ContainerSummary[]> {
+    return this.call('listLabelledContainers', [labels], () => this.containerList(true, labels));
   }
 
   pause(id: string) {
-    return this.run('pause', [id], () => {
+    return this.call('pause', [id], () => {
       const c = this.mustContainer(id, `pause container ${id}`);
       // DOCKER: only a running container can be paused (409 otherwise).
       if (c.status === 'paused') throw new ConflictError(`pause container ${id}: Container ${c.id} is already paused`);
@@ -845,7 +826,7 @@ export class FakeEngine implements EngineSurface {
   }
 
   unpause(id: string) {
-    return this.run('unpause', [id], () => {
+    return this.call('unpause', [id], () => {
       const c = this.mustContainer(id, `resume container ${id}`);
       // DOCKER: 409 for a container that is not paused.
       if (c.status !== 'paused') throw new ConflictError(`resume container ${id}: Container ${c.id} is not paused`);
@@ -854,9 +835,9 @@ export class FakeEngine implements EngineSurface {
   }
 
   stop(id: string, timeoutSeconds?: number) {
-    return this.run('stop', [id, timeoutSeconds], () => {
+    return this.call('stop', [id, timeoutSeconds], () => {
       const c = this.mustContainer(id, `stop container ${id}`);
-      // DOCKER: 304 for a stopped one, which Engine.stop ignores; a paused one is killed (137).
+      // DOCKER: 304 for a stopped one, which DockerEngine.stop ignores; a paused one is killed (137).
       if (c.status === 'running') c.exitCode = 0;
       else if (c.status === 'paused') c.exitCode = 137;
       else return;
@@ -865,9 +846,9 @@ export class FakeEngine implements EngineSurface {
   }
 
   start(id: string) {
-    return this.run('start', [id], () => {
+    return this.call('start', [id], () => {
       const c = this.mustContainer(id, `start container ${id}`);
-      // DOCKER: 304 for a running one (ignored by Engine.start); a paused one must be unpaused.
+      // DOCKER: 304 for a running one (ignored by DockerEngine.start); a paused one must be unpaused.
       if (c.status === 'running') return;
       if (c.status === 'paused')
         throw new ConflictError(`start container ${id}: cannot start a paused container, try unpause instead`);
@@ -893,14 +874,14 @@ export class FakeEngine implements EngineSurface {
   }
 
   restart(id: string) {
-    return this.run('restart', [id], () => {
+    return this.call('restart', [id], () => {
       const c = this.mustContainer(id, `restart container ${id}`);
       c.status = 'running';
     });
   }
 
   createContainer(name: string | undefined, body: Record<string, unknown>): Promise<string> {
-    return this.run('createContainer', [name, body], () => this.create(name, body));
+    return this.call('createContainer', [name, body], () => this.create(name, body));
   }
 
   private create(name: string | undefined, body: Record<string, unknown>): string {
@@ -989,9 +970,9 @@ export class FakeEngine implements EngineSurface {
   }
 
   removeContainer(id: string, opts: { force?: boolean; volumes?: boolean } = {}) {
-    return this.run('removeContainer', [id, opts], () => {
+    return this.call('removeContainer', [id, opts], () => {
       const c = this.findContainer(id);
-      if (!c) return; // DOCKER: 404, which Engine.removeContainer ignores
+      if (!c) return; // DOCKER: 404, which DockerEngine.removeContainer ignores
       const force = opts.force ?? true;
       // DOCKER: a running (or paused) container goes only with force (409).
       if (!force && (c.status === 'running' || c.status === 'paused'))
@@ -1010,7 +991,7 @@ export class FakeEngine implements EngineSurface {
     tag: string,
     opts: { pause: boolean; comment?: string; labels?: Record<string, string> },
   ): Promise<string> {
-    return this.run('commit', [id, repo, tag, opts], async () => {
+    return this.call('commit', [id, repo, tag, opts], async () => {
       const c = this.mustContainer(id, `commit container ${id}`);
       // DOCKER: a paused, stopped or running container can all be committed; with pause=true
       // a running one is paused for the commit and resumed (a paused one is left paused).
@@ -1036,7 +1017,7 @@ export class FakeEngine implements EngineSurface {
     cmd: string[],
     opts: { user?: string; keep?: number; signal?: AbortSignal } = {},
   ): Promise<{ exitCode: number; output: string }> {
-    return this.run('exec', [id, cmd, opts], () => {
+    return this.call('exec', [id, cmd, opts], () => {
       const c = this.mustContainer(id, `run in container ${id}`);
       // DOCKER: exec needs a running, unpaused container (409).
       if (c.status !== 'running') throw new ConflictError(`run in container ${id}: Container ${c.id} is not running`);
@@ -1045,25 +1026,25 @@ export class FakeEngine implements EngineSurface {
   }
 
   attachOutput(id: string): Promise<Readable> {
-    return this.run('attachOutput', [id], () => {
+    return this.call('attachOutput', [id], () => {
       this.mustContainer(id, `attach to container ${id}`);
       return Readable.from([]);
     });
   }
 
   waitExit(id: string): Promise<number> {
-    return this.run('waitExit', [id], () => this.mustContainer(id, `wait for container ${id}`).exitCode);
+    return this.call('waitExit', [id], () => this.mustContainer(id, `wait for container ${id}`).exitCode);
   }
 
   containerLogs(id: string, tail?: number): Promise<string> {
-    return this.run('containerLogs', [id, tail], () => {
+    return this.call('containerLogs', [id, tail], () => {
       this.mustContainer(id, `read the logs of container ${id}`);
       return '';
     });
   }
 
   listLabelled(label: string): Promise<{ containers: string[]; volumes: string[]; networks: string[] }> {
-    return this.run('listLabelled', [label], () => {
+    return this.call('listLabelled', [label], () => {
       const [k, v] = label.split('=') as [string, string | undefined];
       const has = (l: Record<string, string> | null | undefined) =>
         !!l && (v === undefined ? l[k] !== undefined : l[k] === v);
@@ -1102,15 +1083,20 @@ export class FakeEngine implements EngineSurface {
   }
 
   inspectImage(ref: string): Promise<ImageInspect> {
-    return this.run('inspectImage', [ref], () => {
+    return this.call('inspectImage', [ref], () => {
       const i = this.findImage(ref);
       if (!i) throw new NotFoundError(`no such image: ${ref}`);
       return this.imageInspectOf(i);
     });
   }
 
+  /** DOCKER GET /images/json: every tagged or untagged top-level image. */
+  listImages(): Promise<ImageSummary[]> {
+    return this.call('listImages', [], () => [...this.images.values()].map((i) => ({ Id: i.id })));
+  }
+
   imageExists(ref: string): Promise<boolean> {
-    return this.run('imageExists', [ref], () => !!this.findImage(ref));
+    return this.call('imageExists', [ref], () => !!this.findImage(ref));
   }
 
   /**
@@ -1120,7 +1106,7 @@ export class FakeEngine implements EngineSurface {
    * that the pieces fit, not that the derivation matches Docker's (the e2e tests do that).
    */
   saveImages(refs: string[]): Promise<Readable> {
-    return this.runBody('saveImages', [refs], () => {
+    return this.callBody('saveImages', [refs], () => {
       const imgs = refs.map((r) => {
         const i = this.findImage(r);
         if (!i) throw new NotFoundError(`save image ${refs.join(', ')}: reference does not exist: ${r}`);
@@ -1153,7 +1139,7 @@ export class FakeEngine implements EngineSurface {
    * opened, one it lacks must be in the archive and hash to its diff id, else the load fails.
    */
   loadImage(src: Readable, onMessage?: (m: ProgressMessage) => void): Promise<string[]> {
-    return this.run('loadImage', [src, onMessage], async () => {
+    return this.call('loadImage', [src, onMessage], async () => {
       const files = new Map<string, Buffer>();
       const extract = tar.extract();
       src.on('error', (err) => extract.destroy(err));
@@ -1213,7 +1199,7 @@ export class FakeEngine implements EngineSurface {
     onMessage?: (m: ProgressMessage) => void,
     signal?: AbortSignal,
   ): Promise<string> {
-    return this.run('pushImage', [repo, tag, auth, onMessage, signal], () => {
+    return this.call('pushImage', [repo, tag, auth, onMessage, signal], () => {
       const i = this.findImage(`${repo}:${tag}`);
       if (!i) throw new EngineError(`push image ${repo}:${tag}: An image does not exist locally with the tag: ${repo}`);
       const digest = `sha256:${sha(Buffer.concat([i.configJson, ...i.layers]))}`;
@@ -1228,7 +1214,7 @@ export class FakeEngine implements EngineSurface {
     onMessage?: (m: ProgressMessage) => void,
     signal?: AbortSignal,
   ): Promise<void> {
-    return this.run('pullImage', [ref, auth, onMessage, signal], () => {
+    return this.call('pullImage', [ref, auth, onMessage, signal], () => {
       const i = this.registry.get(ref);
       if (!i) throw new EngineError(`pull image ${ref}: manifest unknown`);
       const id = this.storeImage(i.configJson, i.layers, []);
@@ -1237,7 +1223,7 @@ export class FakeEngine implements EngineSurface {
   }
 
   tagImage(id: string, repo: string, tag: string) {
-    return this.run('tagImage', [id, repo, tag], () => {
+    return this.call('tagImage', [id, repo, tag], () => {
       const i = this.findImage(id);
       if (!i) throw new NotFoundError(`tag image ${id} as ${repo}:${tag}: No such image: ${id}`);
       this.tag(i, `${repo}:${tag}`);
@@ -1245,9 +1231,9 @@ export class FakeEngine implements EngineSurface {
   }
 
   removeImage(ref: string) {
-    return this.run('removeImage', [ref], () => {
+    return this.call('removeImage', [ref], () => {
       const i = this.findImage(ref);
-      if (!i) return; // DOCKER: 404, ignored by Engine.removeImage
+      if (!i) return; // DOCKER: 404, ignored by DockerEngine.removeImage
       const byId = ref.startsWith('sha256:') || !i.repoTags.includes(normRef(ref));
       // DOCKER: by id, an image tagged in several repositories needs force (409).
       if (byId && new Set(i.repoTags.map((t) => splitRef(t)[0])).size > 1)
@@ -1267,11 +1253,11 @@ export class FakeEngine implements EngineSurface {
   }
 
   holderImageIfPresent(): Promise<string | undefined> {
-    return this.run('holderImageIfPresent', [], () => (this.findImage(HOLDER_IMAGE) ? HOLDER_IMAGE : undefined));
+    return this.call('holderImageIfPresent', [], () => (this.findImage(HOLDER_IMAGE) ? HOLDER_IMAGE : undefined));
   }
 
   ensureHolderImage(): Promise<string> {
-    return this.run('ensureHolderImage', [], async () => {
+    return this.call('ensureHolderImage', [], async () => {
       if (this.findImage(HOLDER_IMAGE)) return HOLDER_IMAGE;
       // DOCKER: importing an empty tar gives an image of one empty layer.
       const empty = Buffer.alloc(1024);
@@ -1296,7 +1282,7 @@ export class FakeEngine implements EngineSurface {
   }
 
   inspectVolume(name: string): Promise<VolumeInspect | undefined> {
-    return this.run('inspectVolume', [name], () => {
+    return this.call('inspectVolume', [name], () => {
       const v = this.volumes.get(name);
       return v && this.volumeInspectOf(v);
     });
@@ -1308,7 +1294,7 @@ export class FakeEngine implements EngineSurface {
     DriverOpts?: Record<string, string>;
     Labels?: Record<string, string>;
   }): Promise<string> {
-    return this.run('createVolume', [spec], () => {
+    return this.call('createVolume', [spec], () => {
       const name = spec.Name ?? sha(`anon-volume/${++this.seq}`);
       const driver = spec.Driver ?? 'local';
       const had = this.volumes.get(name);
@@ -1331,8 +1317,8 @@ export class FakeEngine implements EngineSurface {
   }
 
   removeVolume(name: string) {
-    return this.run('removeVolume', [name], () => {
-      if (!this.volumes.has(name)) return; // DOCKER: 404, ignored by Engine.removeVolume
+    return this.call('removeVolume', [name], () => {
+      if (!this.volumes.has(name)) return; // DOCKER: 404, ignored by DockerEngine.removeVolume
       // DOCKER: a volume any container mounts (started or not) is in use (409).
       const users = this.volumeUsers(name);
       if (users.length)
@@ -1366,7 +1352,7 @@ export class FakeEngine implements EngineSurface {
    * paused, stopped or never-started container alike.
    */
   getArchive(id: string, path: string): Promise<Readable> {
-    return this.runBody('getArchive', [id, path], () => {
+    return this.callBody('getArchive', [id, path], () => {
       const c = this.mustContainer(id, `read ${path} from container ${id}`);
       const { mount, rel } = this.resolve(c, path);
       const vol = mount?.Type === 'volume' ? this.volumes.get(mount.Source) : undefined;
@@ -1391,7 +1377,7 @@ export class FakeEngine implements EngineSurface {
     id: string,
     path: string,
   ): Promise<{ name: string; size: number; mode: number; mtime: string; linkTarget: string } | undefined> {
-    return this.run('statPath', [id, path], () => {
+    return this.call('statPath', [id, path], () => {
       const c = this.mustContainer(id, `stat ${path} in container ${id}`);
       const { mount, rel, abs } = this.resolve(c, path);
       const vol = mount?.Type === 'volume' ? this.volumes.get(mount.Source) : undefined;
@@ -1415,7 +1401,7 @@ export class FakeEngine implements EngineSurface {
    * root refuses it. What came before a broken stream stays extracted.
    */
   putArchive(id: string, path: string, src: Readable, opts: { copyUIDGID?: boolean } = {}): Promise<void> {
-    return this.run('putArchive', [id, path, src, opts], async () => {
+    return this.call('putArchive', [id, path, src, opts], async () => {
       const what = `write ${path} into container ${id}`;
       const c = this.findContainer(id);
       if (!c) {
@@ -1488,18 +1474,18 @@ export class FakeEngine implements EngineSurface {
   }
 
   inspectNetwork(name: string): Promise<NetworkInspect | undefined> {
-    return this.run('inspectNetwork', [name], () => {
+    return this.call('inspectNetwork', [name], () => {
       const n = this.networks.get(name) ?? [...this.networks.values()].find((x) => x.id === name);
       return n && this.networkInspectOf(n);
     });
   }
 
   listNetworks(): Promise<NetworkInspect[]> {
-    return this.run('listNetworks', [], () => [...this.networks.values()].map((n) => this.networkInspectOf(n)));
+    return this.call('listNetworks', [], () => [...this.networks.values()].map((n) => this.networkInspectOf(n)));
   }
 
   createNetwork(spec: Record<string, unknown>): Promise<string> {
-    return this.run('createNetwork', [spec], () => {
+    return this.call('createNetwork', [spec], () => {
       const name = String(spec.Name);
       // DOCKER: CheckDuplicate, and a subnet another network has, are refused.
       if (this.networks.has(name))
@@ -1529,9 +1515,9 @@ export class FakeEngine implements EngineSurface {
   }
 
   removeNetwork(name: string) {
-    return this.run('removeNetwork', [name], () => {
+    return this.call('removeNetwork', [name], () => {
       const n = this.networks.get(name);
-      if (!n) return; // DOCKER: 404, ignored by Engine.removeNetwork
+      if (!n) return; // DOCKER: 404, ignored by DockerEngine.removeNetwork
       if (n.builtin)
         throw new EngineError(
           `remove network ${name}: the engine answered 403: ${name} is a pre-defined network and cannot be removed`,
@@ -1549,7 +1535,7 @@ export class FakeEngine implements EngineSurface {
   }
 
   connectNetwork(network: string, container: string, endpointConfig: Record<string, unknown>) {
-    return this.run('connectNetwork', [network, container, endpointConfig], () => {
+    return this.call('connectNetwork', [network, container, endpointConfig], () => {
       const c = this.mustContainer(container, `connect container ${container} to network ${network}`);
       if (!this.networks.has(network))
         throw new NotFoundError(`connect container ${container} to network ${network}: network ${network} not found`);

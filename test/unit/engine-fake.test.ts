@@ -5,6 +5,7 @@
 import { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 import { describe, expect, it } from 'vitest';
+import { quirksFor } from '../../src/engine/quirks.js';
 import { ConflictError, EngineError, NotFoundError } from '../../src/errors.js';
 import { FakeEngine, tarOf } from '../helpers/engine-fake.js';
 import { untar } from '../helpers/ops-fixtures.js';
@@ -30,6 +31,25 @@ describe('FakeEngine', () => {
     expect(e.facts).toMatchObject({ serverVersion: '20.10.24', apiVersion: '1.41', podman: false, remapped: false });
     expect(e.apiAtLeast('1.41')).toBe(true);
     expect(e.apiAtLeast('1.44')).toBe(false);
+    expect(e.quirks).toEqual(quirksFor({ podman: false }));
+    expect(e.facts.containerdStore).toBe(false);
+  });
+
+  it('lists running containers, or every one carrying all the labels asked for; and its images', async () => {
+    const { e, c } = await engineWithApp();
+    const helper = await e.createContainer('helper', {
+      Image: 'shop/app:1',
+      Labels: { 'io.ferry.role': 'holder', 'io.ferry.run': e.run.id },
+    });
+    expect((await e.listContainers()).map((x) => x.Id)).toEqual([c.id]);
+    expect((await e.listContainers(true)).map((x) => x.Id)).toEqual([c.id, helper]);
+    expect((await e.listLabelledContainers([`io.ferry.run=${e.run.id}`])).map((x) => x.Id)).toEqual([helper]);
+    expect((await e.listLabelledContainers(['io.ferry.role', 'io.ferry.run=other'])).map((x) => x.Id)).toEqual([]);
+    expect((await e.listContainers()).at(0)).toMatchObject({
+      Names: ['/app'],
+      Mounts: [{ Type: 'volume', Name: 'data', Destination: '/data' }],
+    });
+    expect(await e.listImages()).toEqual([...e.images.keys()].map((Id) => ({ Id })));
   });
 
   it('pauses only a running container and resumes only a paused one (409 otherwise)', async () => {

@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { backup, type BackupOptions } from '../../src/ops/backup.js';
 import { LocalTransport } from '../../src/store/local.js';
 import { EngineError, NotFoundError } from '../../src/errors.js';
-import { asEngine, type FakeEngine } from '../helpers/engine-fake.js';
+import type { FakeEngine } from '../helpers/engine-fake.js';
 import {
   APP_FILES,
   listDir,
@@ -57,7 +57,7 @@ describe('backup against a fake engine', () => {
   it('inspects, pauses, commits, reads the volume, resumes, then writes the image', async () => {
     const before = fake.state();
     const { ctx } = runContext();
-    const res = await backup(asEngine(fake), new LocalTransport(dir), OPTS, ctx);
+    const res = await backup(fake, new LocalTransport(dir), OPTS, ctx);
 
     const inspect = at('call:inspectContainer');
     const pause = at('call:pause');
@@ -95,7 +95,7 @@ describe('backup against a fake engine', () => {
 
   it('writes a bundle the real reader accepts, holding the manifest, the volume and the image', async () => {
     const { ctx } = runContext();
-    const res = await backup(asEngine(fake), new LocalTransport(dir), OPTS, ctx);
+    const res = await backup(fake, new LocalTransport(dir), OPTS, ctx);
     const { manifest, members, trailer } = await readBundle(res.location);
 
     expect(manifest.containers.map((c) => c.spec.name)).toEqual(['app']);
@@ -142,7 +142,7 @@ describe('backup against a fake engine', () => {
     app.mounts.push({ Type: 'volume', Source: 'cache', Destination: '/data/cache', RW: true });
     const before = fake.state();
     const { ctx } = runContext();
-    const res = await backup(asEngine(fake), new LocalTransport(dir), OPTS, ctx);
+    const res = await backup(fake, new LocalTransport(dir), OPTS, ctx);
 
     const creates = fake.callsTo('createContainer');
     expect(creates).toHaveLength(1);
@@ -165,7 +165,7 @@ describe('backup --consistency stop', () => {
   it('stops the container for the snapshot and starts it again before the image is written', async () => {
     const before = fake.state();
     const { ctx } = runContext();
-    await backup(asEngine(fake), new LocalTransport(dir), STOP, ctx);
+    await backup(fake, new LocalTransport(dir), STOP, ctx);
     expect(fake.methods(['pause', 'stop', 'commit', 'getArchive', 'start', 'unpause'])).toEqual([
       'stop',
       'commit',
@@ -181,7 +181,7 @@ describe('backup --consistency stop', () => {
     const before = fake.state();
     fake.failOn('getArchive');
     const { ctx } = runContext();
-    await expect(backup(asEngine(fake), new LocalTransport(dir), STOP, ctx)).rejects.toBeInstanceOf(EngineError);
+    await expect(backup(fake, new LocalTransport(dir), STOP, ctx)).rejects.toBeInstanceOf(EngineError);
     expect(fake.methods(['stop', 'start'])).toEqual(['stop', 'start']);
     expect(fake.state()).toEqual(before);
     expect(await listDir(dir)).toEqual([]);
@@ -191,7 +191,7 @@ describe('backup --consistency stop', () => {
     fake.containerByName('app')!.status = 'exited';
     const before = fake.state();
     const { ctx } = runContext();
-    const res = await backup(asEngine(fake), new LocalTransport(dir), STOP, ctx);
+    const res = await backup(fake, new LocalTransport(dir), STOP, ctx);
     expect(fake.methods(['stop', 'start', 'pause', 'unpause'])).toEqual([]);
     expect(fake.state()).toEqual(before);
     expect(res.manifest.containers[0]!.spec.state.running).toBe(false);
@@ -201,7 +201,7 @@ describe('backup --consistency stop', () => {
 describe('backup rollback: the container runs again, no snapshot, no bundle', () => {
   async function failingBackup(): Promise<unknown> {
     const { ctx } = runContext();
-    return backup(asEngine(fake), new LocalTransport(dir), OPTS, ctx).then(
+    return backup(fake, new LocalTransport(dir), OPTS, ctx).then(
       () => expect.unreachable('the backup should have failed'),
       (err: unknown) => err,
     );
@@ -295,7 +295,7 @@ describe('backup rollback: the container runs again, no snapshot, no bundle', ()
       const before = fake.state();
       const { ctx, abort } = runContext();
       fake.onCall(point, undefined, () => abort.abort(new Error('interrupted by SIGINT')));
-      const err = await backup(asEngine(fake), new LocalTransport(dir), OPTS, ctx).then(
+      const err = await backup(fake, new LocalTransport(dir), OPTS, ctx).then(
         () => expect.unreachable('the backup should have been interrupted'),
         (e: unknown) => e,
       );

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { migrate, type MigrateOptions } from '../../src/ops/migrate.js';
 import { ConflictError, EngineError } from '../../src/errors.js';
-import { asEngine, FakeEngine } from '../helpers/engine-fake.js';
+import { FakeEngine } from '../helpers/engine-fake.js';
 import { APP_FILES, runContext, sourceEngine, useTempStateDir } from '../helpers/ops-fixtures.js';
 
 const OPTS: MigrateOptions = { containers: ['app'], onConflict: 'fail', start: true, stopSource: false };
@@ -23,7 +23,8 @@ let sourceBefore: ReturnType<FakeEngine['state']>;
 let targetBefore: ReturnType<FakeEngine['state']>;
 beforeEach(async () => {
   source = await sourceEngine();
-  target = new FakeEngine({ endpoint: 'tcp://target:2375' });
+  // One run's engines share its identity, as the CLI connects them (openEndpoint).
+  target = new FakeEngine({ endpoint: 'tcp://target:2375', run: source.run });
   // The holder image, which ferry imports once and keeps, is there already.
   await target.ensureHolderImage();
   target.calls.length = 0;
@@ -32,7 +33,7 @@ beforeEach(async () => {
 });
 
 function run(opts: Partial<MigrateOptions> = {}, ctx = runContext().ctx) {
-  return migrate(asEngine(source), asEngine(target), { ...OPTS, ...opts }, ctx);
+  return migrate(source, target, { ...OPTS, ...opts }, ctx);
 }
 
 async function failing(p: Promise<unknown>): Promise<unknown> {

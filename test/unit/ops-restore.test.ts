@@ -10,7 +10,7 @@ import { restore, type RestoreOptions } from '../../src/ops/restore.js';
 import { LocalTransport } from '../../src/store/local.js';
 import { HOLDER_IMAGE } from '../../src/engine/engine.js';
 import { BundleError, ConflictError, EngineError } from '../../src/errors.js';
-import { asEngine, FakeEngine, type FakeVolume } from '../helpers/engine-fake.js';
+import { FakeEngine, type FakeVolume } from '../helpers/engine-fake.js';
 import { APP_FILES, runContext, sourceEngine, tempDir, useTempStateDir } from '../helpers/ops-fixtures.js';
 
 const OPTS: RestoreOptions = { start: true, dryRun: false, onConflict: 'fail' };
@@ -28,7 +28,7 @@ beforeAll(async () => {
   sourceRoot = source.volumes.get('appdata')!.root;
   const { ctx } = runContext();
   const res = await backup(
-    asEngine(source),
+    source,
     new LocalTransport(dir),
     { containers: ['app'], codec: 'gzip', includeBinds: false },
     ctx,
@@ -51,7 +51,7 @@ async function target(): Promise<FakeEngine> {
 }
 
 function run(t: FakeEngine, opts: Partial<RestoreOptions> = {}, ctx = runContext().ctx) {
-  return restore(asEngine(t), new LocalTransport(bundle), { ...OPTS, ...opts }, ctx);
+  return restore(t, new LocalTransport(bundle), { ...OPTS, ...opts }, ctx);
 }
 
 async function failing(p: Promise<unknown>): Promise<unknown> {
@@ -301,7 +301,7 @@ describe('restore --on-conflict', () => {
     t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
     const before = t.state();
     const err = await restore(
-      asEngine(t),
+      t,
       new LocalTransport(damaged),
       { ...OPTS, onConflict: 'replace' },
       runContext().ctx,
@@ -327,7 +327,7 @@ describe('restore of a bundle with two containers, one in the network of the oth
     sidecar.networks = {};
     // Named first: the restore still creates and starts app before it.
     const res = await backup(
-      asEngine(source),
+      source,
       new LocalTransport(stackDir),
       { containers: ['sidecar', 'app'], codec: 'none', includeBinds: false },
       runContext().ctx,
@@ -337,7 +337,7 @@ describe('restore of a bundle with two containers, one in the network of the oth
   afterAll(async () => rm(stackDir, { recursive: true, force: true }));
 
   function runStack(t: FakeEngine, opts: Partial<RestoreOptions> = {}) {
-    return restore(asEngine(t), new LocalTransport(stack), { ...OPTS, ...opts }, runContext().ctx);
+    return restore(t, new LocalTransport(stack), { ...OPTS, ...opts }, runContext().ctx);
   }
 
   it('creates and starts the container another depends on first, and points the dependent at it', async () => {
