@@ -1,0 +1,364 @@
+/**
+ * ferry restore against the in-memory engine, from a bundle the backup op wrote from another
+ * fake: the order of its steps, what the target holds afterwards, the rollback at each failure
+ * point (the target left exactly as it was), and --on-conflict as restore.ts implements it.
+ */
+import { rm } from 'node:fs/promises';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { backup } from '../../src/ops/backup.js';
+import { restore, type RestoreOptions } from '../../src/ops/restore.js';
+import { LocalTransport } from '../../src/store/local.js';
+import { HOLDER_IMAGE } from '../../src/engine/engine.js';
+import { BundleError, ConflictError, EngineError } from '../../src/errors.js';
+import { FakeEngine, type FakeVolume } from '../helpers/engine-fake.js';
+import { APP_FILES, runContext, sourceEngine, tempDir, useTempStateDir } from '../helpers/ops-fixtures.js';
+
+const OPTS: RestoreOptions = { start: true, dryRun: false, onConflict: 'fail' };
+
+let cleanup: () => Promise<void>;
+let dir: string;
+let bundle: string;
+let imageRef: string;
+let sourceRoot: FakeVolume['root'];
+
+beforeAll(async () => {
+  cleanup = await useTempStateDir();
+  dir = await tempDir();
+  const source = await sourceEngine();
+  sourceRoot = source.volumes.get('appdata')!.root;
+  const { ctx } = runContext();
+  const res = await backup(
+    source,
+    new LocalTransport(dir),
+    { containers: ['app'], codec: 'gzip', includeBinds: false },
+    ctx,
+  );
+  bundle = res.location;
+  imageRef = res.manifest.containers[0]!.image.ref;
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+  await cleanup();
+});
+
+/** A target engine with the holder image already imported (ferry keeps it there on purpose). */
+async function target(): Promise<FakeEngine> {
+  const t = new FakeEngine({ endpoint: 'tcp://target:2375' });
+  await t.ensureHolderImage();
+  t.calls.length = 0;
+  t.timeline.length = 0;
+  return t;
+}
+
+function run(t: FakeEngine, opts: Partial<RestoreOptions> = {}, ctx = runContext().ctx) {
+  return restore(t, new LocalTransport(bundle), { ...OPTS, ...opts }, ctx);
+}
+
+async function failing(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => expect.unreachable('the restore should have failed'),
+    (err: unknown) => err,
+  );
+}
+
+describe('restore against a fake engine', () => {
+  let t: FakeEngine;
+  beforeEach(async () => {
+    t = await target();
+  });
+
+  it('creates the network, then the volume and fills it, loads the image, creates and starts the container', async () => {
+    const res = await run(t);
+    const order = t.methods(['createNetwork', 'createVolume', 'putArchive', 'loadImage', 'createContainer', 'start']);
+    // createContainer/start pairs of the volume's helper come first, then the container's own.
+    const own = t.containerByName('app')!;
+    const createApp = t.calls.findIndex((c) => c.method === 'createContainer' && c.args[0] === 'app');
+    const startApp = t.calls.findIndex((c) => c.method === 'start' && c.args[0] === own.id);
+    const idx = (m: string) => t.calls.findIndex((c) => c.method === m);
+    expect(order[0]).toBe('createNetwork');
+    expect(idx('createNetwork')).toBeLessThan(idx('createVolume'));
+    expect(idx('createVolume')).toBeLessThan(idx('putArchive'));
+    expect(idx('putArchive')).toBeLessThan(idx('loadImage'));
+    expect(idx('loadImage')).toBeLessThan(createApp);
+    expect(createApp).toBeLessThan(startApp);
+
+    expect(res.dryRun).toBe(false);
+    expect(res.containers).toEqual([{ name: 'app', id: own.id, started: true }]);
+    expect(own.status).toBe('running');
+    expect(own.mounts).toEqual([{ Type: 'volume', Source: 'appdata', Destination: '/data', RW: true }]);
+    expect(Object.keys(own.networks)).toEqual(['appnet']);
+    expect(own.config.Env).toEqual(['MODE=prod', 'PATH=/usr/bin']);
+    expect(t.images.get(own.image)!.repoTags).toEqual([imageRef]);
+    expect(t.networks.get('appnet')!.ipam.Config).toEqual([{ Subnet: '10.42.0.0/24' }]);
+    // Only the container itself is left: the volume's helper is gone.
+    expect(t.state().containers.map((c) => c.name)).toEqual(['app']);
+  });
+
+  it('restores the volume with the same files, and its root with its owner and mode', async () => {
+    await run(t, { start: false });
+    expect(t.volumeFiles('appdata')).toEqual(APP_FILES);
+    expect(t.volumes.get('appdata')!.root).toEqual(sourceRoot);
+    // The root's attributes go in with a second, one-entry archive from one level up (the
+    // engine does not apply `./` to the directory it extracts into).
+    const puts = t.callsTo('putArchive').map((a) => a[1]);
+    expect(puts).toEqual(['/.ferry-data/v', '/.ferry-data']);
+    expect(t.containerByName('app')!.status).toBe('created');
+  });
+
+  it('imports the holder image when the target lacks it, and keeps it', async () => {
+    const bare = new FakeEngine({ endpoint: 'tcp://bare:2375' });
+    await run(bare, { start: false });
+    expect(bare.images.size).toBe(2);
+    expect([...bare.images.values()].some((i) => i.repoTags.includes(HOLDER_IMAGE))).toBe(true);
+  });
+
+  it('plans without changing anything in a dry run', async () => {
+    const before = t.state();
+    const res = await run(t, { dryRun: true });
+    expect(res.dryRun).toBe(true);
+    expect(res.plan.containers).toEqual([
+      expect.objectContaining({ from: 'app', to: 'app', image: imageRef, start: true, replace: false }),
+    ]);
+    expect(res.plan.volumes).toEqual([{ from: 'appdata', to: 'appdata', replace: false }]);
+    expect(res.plan.networks).toEqual([{ name: 'appnet', exists: false }]);
+    expect(t.state()).toEqual(before);
+    expect(t.methods(['createNetwork', 'createVolume', 'createContainer', 'loadImage', 'putArchive'])).toEqual([]);
+  });
+});
+
+describe('restore rollback: the target is left exactly as it was', () => {
+  let t: FakeEngine;
+  let before: ReturnType<FakeEngine['state']>;
+  beforeEach(async () => {
+    t = await target();
+    before = t.state();
+  });
+
+  async function expectUntouched(err: unknown, kind: new (...a: never[]) => Error = EngineError) {
+    expect(err).toBeInstanceOf(kind);
+    expect(t.state()).toEqual(before);
+    // What it had made, it made (the failure was not before the first change).
+    expect(t.methods(['createNetwork']).length).toBe(1);
+  }
+
+  it('when the container create fails', async () => {
+    t.failOn('createContainer', (name) => name === 'app');
+    await expectUntouched(await failing(run(t)));
+    // Reverse order: the image, the volume, then the network.
+    expect(t.methods(['removeImage', 'removeVolume', 'removeNetwork'])).toEqual([
+      'removeImage',
+      'removeVolume',
+      'removeNetwork',
+    ]);
+  });
+
+  // KNOWN DEFECT (it.fails: passes while the defect is there; drop `.fails` once fixed): when
+  // the engine creates the container but its answer is lost, createContainer
+  // (src/ops/steps/recreate.ts, `undo.add` after `engine.createContainer`) never records it, and
+  // sweepHolders only removes helpers: the container stays, and keeps the volume and image
+  // whose removal the rollback then fails on. volumes.ts handles the same case for its helpers
+  // (lostCreates / settleLostCreate).
+  it.fails('when the container create fails after the engine made it (answer lost)', async () => {
+    t.failOn('createContainer', (name) => name === 'app', undefined, { after: true });
+    await expectUntouched(await failing(run(t)));
+  });
+
+  it('when the start fails', async () => {
+    t.failOn('start', (id) => id === t.containerByName('app')?.id);
+    await expectUntouched(await failing(run(t)));
+    expect(t.methods(['removeContainer']).length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('when filling the volume fails', async () => {
+    t.failOn('putArchive', (_id, path) => path === '/.ferry-data/v');
+    await expectUntouched(await failing(run(t)));
+    expect(t.methods(['loadImage', 'createContainer'])).toEqual(['createContainer']);
+    // The helper went first (a volume in use cannot be removed), then the volume.
+    const removeHelper = t.calls.findIndex((c) => c.method === 'removeContainer');
+    const removeVolume = t.calls.findIndex((c) => c.method === 'removeVolume');
+    expect(removeHelper).toBeGreaterThanOrEqual(0);
+    expect(removeHelper).toBeLessThan(removeVolume);
+  });
+
+  it('when the load of the image fails', async () => {
+    t.failOn('loadImage');
+    await expectUntouched(await failing(run(t)));
+  });
+
+  it('when the volume cannot be created', async () => {
+    t.failOn('createVolume');
+    await expectUntouched(await failing(run(t)));
+    expect(t.methods(['putArchive', 'loadImage', 'createContainer'])).toEqual([]);
+  });
+
+  it('when the run is aborted while the volume is filled', async () => {
+    const { ctx, abort } = runContext();
+    t.onCall('putArchive', 1, () => abort.abort(new Error('interrupted by SIGINT')));
+    const err = await failing(run(t, {}, ctx));
+    expect(t.state()).toEqual(before);
+    expect(err).toBeInstanceOf(Error);
+    expect(t.methods(['createContainer', 'start']).filter((m) => m === 'start')).toEqual([]);
+  });
+
+  it('when the run is aborted at the image load', async () => {
+    const { ctx, abort } = runContext();
+    t.onCall('loadImage', 1, () => abort.abort(new Error('interrupted by SIGINT')));
+    const err = await failing(run(t, {}, ctx));
+    expect((err as Error).message).toMatch(/SIGINT/);
+    expect(t.state()).toEqual(before);
+    expect(t.containerByName('app')).toBeUndefined();
+  });
+});
+
+describe('restore --on-conflict', () => {
+  let t: FakeEngine;
+  beforeEach(async () => {
+    t = await target();
+    await t.addImage('old/app:0', [{ 'old.txt': 'old' }]);
+    t.addVolume('appdata', { 'old.txt': 'the old data' });
+  });
+
+  it('fail: refuses before changing anything when the container exists', async () => {
+    t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
+    const before = t.state();
+    const err = await failing(run(t, { onConflict: 'fail' }));
+    expect(err).toBeInstanceOf(ConflictError);
+    expect((err as Error).message).toMatch(/container app.*volume appdata/);
+    expect(t.state()).toEqual(before);
+    expect(t.methods(['createNetwork', 'createVolume', 'createContainer', 'removeContainer'])).toEqual([]);
+  });
+
+  it('fail: refuses when only the volume exists', async () => {
+    const before = t.state();
+    const err = await failing(run(t, { onConflict: 'fail' }));
+    expect(err).toBeInstanceOf(ConflictError);
+    expect(t.state()).toEqual(before);
+  });
+
+  it('rename: restores beside what is there, under new names, leaving the old untouched', async () => {
+    const old = t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
+    const res = await run(t, { onConflict: 'rename', start: false });
+    expect(res.plan.containers[0]!.to).toBe('app-restored');
+    expect(res.plan.volumes).toEqual([{ from: 'appdata', to: 'appdata-restored', replace: false }]);
+    expect(t.volumeFiles('appdata')).toEqual({ 'old.txt': 'the old data' });
+    expect(t.volumeFiles('appdata-restored')).toEqual(APP_FILES);
+    const copy = t.containerByName('app-restored')!;
+    expect(copy.mounts.map((m) => m.Source)).toEqual(['appdata-restored']);
+    expect(t.containerByName('app')).toBe(old);
+    expect(old.status).toBe('running');
+  });
+
+  it('replace: checks the whole bundle, removes the old container and volume, restores the bundle', async () => {
+    const old = t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
+    await run(t, { onConflict: 'replace', start: false });
+    expect(t.containers.has(old.id)).toBe(false);
+    expect(t.volumeFiles('appdata')).toEqual(APP_FILES);
+    const fresh = t.containerByName('app')!;
+    expect(fresh.image).not.toBe(old.image);
+    // The old container goes before its volume (the engine refuses to remove a volume in use).
+    const idx = (m: string, arg: unknown) => t.calls.findIndex((c) => c.method === m && c.args[0] === arg);
+    expect(idx('removeContainer', 'app')).toBeLessThan(idx('removeVolume', 'appdata'));
+    const create = t.calls.findIndex(
+      (c) => c.method === 'createVolume' && (c.args[0] as { Name?: string }).Name === 'appdata',
+    );
+    expect(idx('removeVolume', 'appdata')).toBeLessThan(create);
+  });
+
+  it('replace: refuses, with nothing changed, when another container uses the volume', async () => {
+    t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
+    t.addContainer('reporting', { image: 'old/app:0', volumes: { appdata: '/mnt' } });
+    const before = t.state();
+    const err = await failing(run(t, { onConflict: 'replace' }));
+    expect(err).toBeInstanceOf(ConflictError);
+    expect((err as Error).message).toMatch(/reporting/);
+    expect(t.state()).toEqual(before);
+  });
+
+  it('replace: a damaged bundle is refused before anything is replaced', async () => {
+    const { readFile, writeFile } = await import('node:fs/promises');
+    const damaged = `${dir}/damaged.tar`;
+    const buf = await readFile(bundle);
+    // Flip a byte inside the image member's data (found by walking the tar headers).
+    let off = 0;
+    for (;;) {
+      const name = buf.toString('utf8', off, off + 100).replace(/\0.*$/s, '');
+      const size = parseInt(
+        buf
+          .toString('ascii', off + 124, off + 136)
+          .replace(/\0.*$/s, '')
+          .trim(),
+        8,
+      );
+      if (!name) throw new Error('no image member in the bundle');
+      if (name.startsWith('images/')) {
+        const at = off + 512 + Math.floor(size / 2);
+        buf[at] = buf[at]! ^ 0xff;
+        break;
+      }
+      off += 512 + Math.ceil(size / 512) * 512;
+    }
+    await writeFile(damaged, buf);
+    t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
+    const before = t.state();
+    const err = await restore(
+      t,
+      new LocalTransport(damaged),
+      { ...OPTS, onConflict: 'replace' },
+      runContext().ctx,
+    ).then(
+      () => expect.unreachable('a damaged bundle should be refused'),
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(BundleError);
+    expect(t.state()).toEqual(before);
+    expect(t.methods(['removeContainer', 'removeVolume', 'createVolume'])).toEqual([]);
+  });
+});
+
+describe('restore of a bundle with two containers, one in the network of the other', () => {
+  let stackDir: string;
+  let stack: string;
+  beforeAll(async () => {
+    stackDir = await tempDir();
+    const source = await sourceEngine();
+    const app = source.containerByName('app')!;
+    const sidecar = source.addContainer('sidecar', { image: 'shop/app:1' });
+    sidecar.hostConfig.NetworkMode = `container:${app.id}`;
+    sidecar.networks = {};
+    // Named first: the restore still creates and starts app before it.
+    const res = await backup(
+      source,
+      new LocalTransport(stackDir),
+      { containers: ['sidecar', 'app'], codec: 'none', includeBinds: false },
+      runContext().ctx,
+    );
+    stack = res.location;
+  });
+  afterAll(async () => rm(stackDir, { recursive: true, force: true }));
+
+  function runStack(t: FakeEngine, opts: Partial<RestoreOptions> = {}) {
+    return restore(t, new LocalTransport(stack), { ...OPTS, ...opts }, runContext().ctx);
+  }
+
+  it('creates and starts the container another depends on first, and points the dependent at it', async () => {
+    const t = await target();
+    await runStack(t);
+    const app = t.containerByName('app')!;
+    const sidecar = t.containerByName('sidecar')!;
+    const creates = t.callsTo('createContainer').map((a) => a[0]);
+    expect(creates.filter((n) => n === 'app' || n === 'sidecar')).toEqual(['app', 'sidecar']);
+    const starts = t.callsTo('start').map((a) => a[0]);
+    expect(starts.filter((id) => id === app.id || id === sidecar.id)).toEqual([app.id, sidecar.id]);
+    expect(sidecar.hostConfig.NetworkMode).toBe('container:app');
+    expect([app.status, sidecar.status]).toEqual(['running', 'running']);
+  });
+
+  it('removes the first container again when the second cannot be created', async () => {
+    const t = await target();
+    const before = t.state();
+    t.failOn('createContainer', (name) => name === 'sidecar');
+    await expect(runStack(t)).rejects.toBeInstanceOf(EngineError);
+    expect(t.methods(['createContainer']).length).toBeGreaterThanOrEqual(2);
+    expect(t.state()).toEqual(before);
+  });
+});
