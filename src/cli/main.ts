@@ -33,7 +33,7 @@ export async function main(
   // and each op puts back what it paused or stopped and removes what it made.
   const stop = (sig: StopSignal, why?: string) => {
     if (controller.signal.aborted) return;
-    say(`ferry: ${why ?? `${sig} received`}, stopping and putting things back (Ctrl-C again exits at once)\n`);
+    if (!why) say(`ferry: ${sig} received, stopping and putting things back (Ctrl-C again exits at once)\n`);
     controller.abort(new InterruptedError(sig, why));
   };
   const onSignal = (sig: StopSignal) => {
@@ -47,7 +47,9 @@ export async function main(
   const handlers = (Object.keys(STOP_SIGNALS) as StopSignal[]).map((sig) => {
     const h = () => onSignal(sig);
     process.on(sig, h);
-    return () => process.off(sig, h);
+    // Node ignores SIGPIPE until a listener comes, and removing the last one restores the
+    // default, which kills the process at the next write to a closed pipe: this one stays.
+    return () => sig !== 'SIGPIPE' && process.off(sig, h);
   });
   // The terminal or the pipe that reads stderr may go away (an SSH session that closed, `| head`):
   // writes then fail with EPIPE or EIO. That ends the run as a SIGPIPE would, in order, and
@@ -142,10 +144,10 @@ export async function main(
     for (const off of handlers) off();
     io.stderr.off('error', onStderrError);
     io.stdout.off('error', onOutputError);
-    // Writes still under way to a pipe that closed fail later; that is already reported.
+    // Writes still under way to a pipe that closed fail after the run; there is nobody to tell.
     const ignore = () => {};
-    if (stderrGone) io.stderr.on('error', ignore);
-    if (controller.signal.aborted) io.stdout.on('error', ignore);
+    io.stderr.on('error', ignore);
+    io.stdout.on('error', ignore);
   }
 }
 
