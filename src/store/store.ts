@@ -48,7 +48,11 @@ export interface StoreCapabilities {
   readonly seekable: boolean;
   /** open() with a range reads just those bytes of a bundle (else it rejects a range). */
   readonly rangeReads: boolean;
-  /** open() can be called again on the same bundle for a second, independent read of the same bytes. */
+  /**
+   * open() can be called again on the same bundle for a second, independent read of the same
+   * bytes (also while the first is under way). When false (a pipe), a second open() rejects
+   * rather than giving other bytes.
+   */
   readonly rereadable: boolean;
   /**
    * A sink has rewind(position): everything written from `position` on is forgotten and the
