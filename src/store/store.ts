@@ -9,8 +9,10 @@
  * --------------
  * 1. Implement `Store` (this file) in `src/store/<kind>.ts`:
  *    - `capabilities`: declare exactly what it does (see StoreCapabilities). Claim nothing it
- *      does not do: the writer patches headers only where `seekable`, restore reads a bundle
- *      twice only where `rereadable`, backup takes the lock only where `lockable`.
+ *      does not do: the writer patches headers only where `seekable` (each sink's own
+ *      `seekable` and `rewind` must agree with the flags), restore reads a bundle twice only
+ *      where `rereadable`, backup verifies what it wrote only where `rereadable` and compares
+ *      with earlier bundles only where `listable`, prune and create() lock only where `lockable`.
  *    - `create(name, opts)`: a BundleSink whose bytes appear under their final name only at
  *      commit(), complete, and never (abort) otherwise. Without `opts.replace`, never overwrite
  *      an existing bundle: choose a free name near the one asked for (`uniqueBundleName`), under
@@ -20,17 +22,34 @@
  *      An operation a store cannot do throws a UsageError saying so.
  *    - `describe(name?)`: where it is, for messages, with credentials (URL passwords, keys,
  *      tokens in a query) left out: it is printed and written to JSON output.
- * 2. Register its URL scheme in registry.ts (`registerStore('s3', { open, split })`): `open`
- *    builds the store from a URL naming a directory/prefix/repository, `split` cuts a URL that
- *    names one bundle into the store's URL and the bundle's name. That is the only place that
- *    parses the scheme; every command (backup, restore, ls, prune, verify, inspect, drill) then
- *    accepts it.
- * 3. Run the conformance suite against it: a test file calling
- *    `describeStoreConformance('s3', makeStore, { capabilities })` from
- *    test/unit/store-conformance.ts (see test/unit/store-local.test.ts; a store that needs a
- *    server goes in test/e2e/, as test/e2e/store-sftp.test.ts). The suite checks that the
- *    declared capabilities are the store's, runs the cases of the capabilities it has, and checks
- *    that it refuses the operations of those it has not.
+ * 2. Register its URL scheme in registry.ts, next to `ssh`:
+ *
+ *      registerStore('s3', {
+ *        usage: 's3://bucket/prefix',                 // for the "unsupported location" hint
+ *        check: (url) => ...,                         // optional: reject a URL naming nothing
+ *        open: (url, deps, opts) => new S3Store(url, deps, opts),  // opts.lock: create()'s lock wait
+ *        split: (url) => ({ store: 's3://bucket/prefix', name: 'x.tar' }),  // a URL naming one bundle
+ *      });
+ *
+ *    `open` gets the URL of a directory/prefix/repository (or one that `split` returned);
+ *    `split` cuts a URL naming one bundle into its store's URL and the bundle's name. The
+ *    registry is the only place that parses a scheme: every command then accepts the new one
+ *    (backup -o, restore, inspect, verify, drill, ls, prune), `--encrypt` wraps it
+ *    (EncryptedStore) and `-o <url>.tar` writes one exact name in it (create with `replace`).
+ *    What a store needs from the run (an SSH pool, credentials) comes in StoreDeps.
+ * 3. Run the conformance suite against it: a test file that calls
+ *
+ *      describeStoreConformance('s3', async () => ({ store, cleanup, residue, plantStaleLock }),
+ *        { capabilities: { ...what it declares } });
+ *
+ *    from test/unit/store-conformance.ts (see test/unit/store-local.test.ts; a store that needs
+ *    a server goes in test/e2e/, as test/e2e/store-sftp.test.ts does with the lab's sshd). The
+ *    suite checks that the store declares exactly those capabilities, runs the cases of each
+ *    capability it has (byte-identical round trip, abort leaves nothing, no overwrite, list sees
+ *    only complete bundles, remove/rename, lock exclusion and stale takeover, writeAt, rewind,
+ *    range reads, rereads), and checks that it refuses the operations of those it has not.
+ *    Run it with `npx vitest run --project unit test/unit/store-` (e2e ones: `npm run build &&
+ *    npx vitest run --project e2e test/e2e/store-<kind>.test.ts`).
  */
 import type { Readable } from 'node:stream';
 import type { LockOptions, StoreLock } from './lock.js';

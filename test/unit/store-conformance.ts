@@ -91,6 +91,9 @@ export function describeStoreConformance(
       const data = payload((5 << 20) + 12_345);
       const sink = await store.create('a.tar');
       expect(sink.name).toBe('a.tar');
+      // The writer asks the sink: it must agree with what the store declares.
+      expect(sink.seekable).toBe(caps.seekable);
+      expect(typeof sink.rewind === 'function').toBe(caps.rewindable);
       await writeBundle(sink, data);
       const got = await store.open(sink.name);
       const back = await readAll(got.stream);
