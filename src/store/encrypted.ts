@@ -4,12 +4,11 @@
  * nor rewind, so the bundle writer cuts members into parts, as on a pipe; nor can a range be read
  * without the chunks before it. Listing, removing, renaming and locking are the inner store's.
  */
-import { CHUNK, DecryptStream, newKey, sealChunk, type EncHeader, type Keyed } from '../bundle/crypto.js';
+import { CHUNK, DecryptStream, newKey, sealChunk, type Keyed } from '../bundle/crypto.js';
 import { UsageError } from '../errors.js';
 import type { LockOptions, StoreLock } from './lock.js';
 import type { BundleInfo, ByteRange, CreateOptions, OpenedBundle, Store, StoreCapabilities } from './store.js';
-import { StoreTarget } from './target.js';
-import type { BundleSink, Transport } from './transport.js';
+import type { BundleSink } from './transport.js';
 
 class EncryptingSink implements BundleSink {
   readonly seekable = false;
@@ -129,23 +128,5 @@ export class EncryptedStore implements Store {
 
   close(): Promise<void> {
     return this.inner.close();
-  }
-}
-
-/**
- * @deprecated A Transport whose bundles are encrypted; use the registry (writeTarget with
- * `encrypt`, in registry.ts). Kept so that code written against it goes on working.
- */
-export class EncryptingTransport extends StoreTarget {
-  constructor(inner: StoreTarget | Transport, passphrase: string, meta: EncHeader['meta']) {
-    if (!(inner instanceof StoreTarget)) throw new TypeError('EncryptingTransport needs a store target');
-    super(inner.describe(), {
-      write: () => {
-        const w = inner.writeSide;
-        return { ...w, store: new EncryptedStore(w.store, passphrase) };
-      },
-      read: () => inner.readSide,
-    });
-    if (meta) this.meta = meta;
   }
 }

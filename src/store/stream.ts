@@ -7,7 +7,6 @@ import type { Readable, Writable } from 'node:stream';
 import { IoError, UsageError } from '../errors.js';
 import { NO_CAPABILITIES, type BundleInfo, type OpenedBundle, type Store, type StoreCapabilities } from './store.js';
 import type { StoreLock } from './lock.js';
-import { StoreTarget } from './target.js';
 import type { BundleSink } from './transport.js';
 
 class StreamSink implements BundleSink {
@@ -109,15 +108,4 @@ export class StreamStore implements Store {
   }
 
   async close(): Promise<void> {}
-}
-
-/**
- * @deprecated `-` as a Transport; use the registry (writeTarget/readTarget in registry.ts). Kept
- * so that code written against it goes on working.
- */
-export class StreamTransport extends StoreTarget {
-  constructor(out: Writable = process.stdout, inp: Readable = process.stdin) {
-    const store = new StreamStore(out, inp);
-    super('-', { write: () => ({ store }), read: () => ({ store, name: '-' }) });
-  }
 }
