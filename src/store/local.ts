@@ -15,6 +15,7 @@ import { IoError, NotFoundError, toFerryError, UsageError } from '../errors.js';
 import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, processAlive, type LockOptions } from './lock.js';
 import { AlignedAppender, directIoWanted } from './direct.js';
 import {
+  checkBundleName,
   isBundleName,
   type BundleInfo,
   type ByteRange,
@@ -183,6 +184,7 @@ export class LocalStore implements Store {
   }
 
   async create(name: string, opts: CreateOptions = {}): Promise<BundleSink> {
+    checkBundleName(name);
     const dir = this.dir;
     if (opts.replace) {
       // An exact name: operators asked for it, so replacing it atomically is what they want; the
@@ -280,12 +282,15 @@ export class LocalStore implements Store {
   }
 
   async remove(name: string): Promise<void> {
+    checkBundleName(name);
     await fs.rm(path.resolve(this.dir, name)).catch((err) => {
       throw toFerryError(err);
     });
   }
 
   async rename(name: string, to: string): Promise<void> {
+    checkBundleName(name);
+    checkBundleName(to);
     await fs.rename(path.resolve(this.dir, name), path.resolve(this.dir, to)).catch((err) => {
       throw toFerryError(err);
     });

@@ -18,6 +18,7 @@ import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, type LockDir, type LockOption
 import { byteBounds, TEMP_RE, tempName, uniqueBundleName } from './local.js';
 import { PositionedWrites } from './positioned.js';
 import {
+  checkBundleName,
   isBundleName,
   redactUrl,
   type BundleInfo,
@@ -282,6 +283,7 @@ export class SftpStore implements Store {
   }
 
   async create(name: string, opts: CreateOptions = {}): Promise<BundleSink> {
+    checkBundleName(name);
     const sftp = await this.sftp();
     if (opts.replace) return this.openTemp(sftp, this.at(name));
     const dir = this.dir;
@@ -358,11 +360,14 @@ export class SftpStore implements Store {
 
   /** Remove one bundle of this store. */
   async remove(name: string): Promise<void> {
+    checkBundleName(name);
     const sftp = await this.sftp();
     await call<void>(`remove ${this.describe(name)}`, (cb) => sftp.unlink(this.at(name), cb));
   }
 
   async rename(name: string, to: string): Promise<void> {
+    checkBundleName(name);
+    checkBundleName(to);
     const sftp = await this.sftp();
     const from = this.at(name);
     const dest = this.at(to);

@@ -52,6 +52,7 @@
  *    npx vitest run --project e2e test/e2e/store-<kind>.test.ts`).
  */
 import type { Readable } from 'node:stream';
+import { UsageError } from '../errors.js';
 import type { LockOptions, StoreLock } from './lock.js';
 import type { BundleSink } from './transport.js';
 
@@ -176,6 +177,13 @@ export interface Store {
 /** Whether a file name in a store directory is a bundle to list: `*.tar`, not hidden, not a temporary. */
 export function isBundleName(name: string): boolean {
   return name.endsWith('.tar') && !name.startsWith('.');
+}
+
+/** A bundle name to write, remove or rename: one name in the store, never a path out of it. */
+export function checkBundleName(name: string): string {
+  if (!name || name === '.' || name === '..' || name.includes('/') || name.includes('\0'))
+    throw new UsageError(`${JSON.stringify(name)} is not a bundle name`, 'a bundle name is one file name, without /');
+  return name;
 }
 
 /** A store's capabilities with every flag false (a starting point for stores that add some). */

@@ -203,6 +203,16 @@ export function describeStoreConformance(
         await again.abort();
       });
 
+      it.runIf(caps.listable)('a name is one name in the store, never a path out of it', async () => {
+        const f = await fresh();
+        await writeBundle(await f.store.create('a.tar'), payload(1));
+        for (const bad of ['../out.tar', 'sub/x.tar', '..', ''])
+          await expect(f.store.create(bad), bad).rejects.toBeInstanceOf(UsageError);
+        await expect(f.store.remove('../a.tar')).rejects.toBeInstanceOf(UsageError);
+        await expect(f.store.rename('a.tar', '../a.tar')).rejects.toBeInstanceOf(UsageError);
+        expect(await names(f.store)).toEqual(['a.tar']);
+      });
+
       it.runIf(caps.listable)('a store that is not there: list() says so, exists() is false', async () => {
         const { store: s } = await fresh();
         expect(await s.exists()).toBe(false);
