@@ -10,7 +10,7 @@
 import { constants as fsc } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { IoError, NotFoundError, toFerryError, UsageError } from '../errors.js';
 import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, processAlive, type LockOptions } from './lock.js';
 import { AlignedAppender, directIoWanted } from './direct.js';
@@ -242,6 +242,10 @@ export class LocalStore implements Store {
       throw toFerryError(err);
     });
     const bounds = range ? byteBounds(range) : {};
+    if (!bounds) {
+      await fh.close();
+      return { stream: Readable.from([]), location: p, size: st.size };
+    }
     return {
       stream: fh.createReadStream({ highWaterMark: 1 << 20, autoClose: true, ...bounds }) as unknown as Readable,
       location: p,
@@ -303,14 +307,14 @@ export class LocalStore implements Store {
   async close(): Promise<void> {}
 }
 
-/** A ByteRange as the `start`/`end` (inclusive) of a read stream. */
-export function byteBounds(r: ByteRange): { start: number; end?: number } {
+/** A ByteRange as the `start`/`end` (inclusive) of a read stream; undefined when it is empty. */
+export function byteBounds(r: ByteRange): { start: number; end?: number } | undefined {
   if (
     !(Number.isInteger(r.offset) && r.offset >= 0) ||
     (r.length !== undefined && !(Number.isInteger(r.length) && r.length >= 0))
   )
     throw new RangeError(`bad byte range ${r.offset}+${r.length}`);
-  // An empty range: a stream that ends at once (end < start reads nothing).
+  if (r.length === 0) return undefined;
   return r.length === undefined ? { start: r.offset } : { start: r.offset, end: r.offset + r.length - 1 };
 }
 

@@ -10,7 +10,7 @@
  * STALE_REMOTE_TEMP_MS (a run that writes touches it every second) is removed by the next backup.
  */
 import path from 'node:path/posix';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { SFTPWrapper } from 'ssh2';
 import { IoError, NotFoundError, UsageError } from '../errors.js';
 import type { SshPool } from '../ssh/client.js';
@@ -328,6 +328,7 @@ export class SftpStore implements Store {
     });
     if (st.isDirectory()) throw new UsageError(`${where} is a directory`, 'name a bundle file in it');
     const bounds = range ? byteBounds(range) : {};
+    if (!bounds) return { stream: Readable.from([]), location: where, size: st.size };
     const stream = sftp.createReadStream(p, { highWaterMark: 1 << 20, ...bounds }) as unknown as Readable;
     return { stream, location: where, size: st.size };
   }

@@ -335,6 +335,8 @@ export function describeStoreConformance(
         expect((await part((2 << 20) + 3)).equals(data.subarray((2 << 20) + 3))).toBe(true);
         expect((await part(0, 1)).equals(data.subarray(0, 1))).toBe(true);
         expect((await part(data.length - 10, 10)).equals(data.subarray(-10))).toBe(true);
+        expect((await part(500, 0)).length).toBe(0);
+        expect((await part(data.length)).length).toBe(0);
       });
 
       it.skipIf(caps.rangeReads)('no range reads: open() with a range is refused', async () => {
