@@ -330,6 +330,9 @@ export class SftpStore implements Store {
     const bounds = range ? byteBounds(range) : {};
     if (!bounds) return { stream: Readable.from([]), location: where, size: st.size };
     const stream = sftp.createReadStream(p, { highWaterMark: 1 << 20, ...bounds }) as unknown as Readable;
+    // Once every byte has been read, the stream still closes its handle: a connection closed
+    // meanwhile fails that, which is nothing to the reader (and must not be an uncaught error).
+    stream.once('end', () => stream.on('error', () => {}));
     return { stream, location: where, size: st.size };
   }
 
