@@ -9,7 +9,8 @@ import path from 'node:path';
 import { toFerryError, UsageError } from '../errors.js';
 import type { SshPool } from '../ssh/client.js';
 import type { LockOptions } from '../store/lock.js';
-import { openStore, type CatalogEntry } from '../store/catalog.js';
+import { Catalog, type CatalogEntry } from '../store/catalog.js';
+import { openStore } from '../store/registry.js';
 import type { RunContext } from '../context.js';
 import { applyRetention, hasKeepRule, RULES, type KeepPolicy } from '../plan/retention.js';
 
@@ -98,8 +99,8 @@ export async function prune(
       'prune needs at least one keep rule',
       'e.g. --keep-daily 7 --keep-weekly 4 (a bundle is kept when any rule keeps it)',
     );
-  const store = openStore(where, { ssh: ctx.ssh, passphrase: ctx.passphrase });
-  await store.check(); // the store must exist and be a directory
+  const store = openStore(where, { ssh: ctx.ssh });
+  await store.list(); // the store must exist and be a directory
   // A dry run changes nothing: it does not need the lock.
   const lock = opts.dryRun
     ? undefined
@@ -110,9 +111,11 @@ export async function prune(
         onWait: opts.lock.onWait ?? ((m) => ctx.progress.info(m)),
       });
   try {
-    const plan = planPrune(await store.list(), opts.policy);
+    const entries = await new Catalog(store, ctx.passphrase).list();
+    const names = new Map(entries.map((e) => [e.bundle, e.name]));
+    const plan = planPrune(entries, opts.policy);
     const result: PruneResult = {
-      store: store.where,
+      store: store.describe(),
       dryRun: opts.dryRun,
       policy: opts.policy,
       ...plan,
@@ -127,7 +130,7 @@ export async function prune(
         continue;
       }
       try {
-        await store.remove(r.bundle);
+        await store.remove(names.get(r.bundle)!);
         result.removed.push(r);
         result.freedBytes += r.bytes;
         ctx.progress.step(`removed ${path.basename(r.bundle)}`);

@@ -13,7 +13,6 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -23,9 +22,10 @@ import { SizeLimit } from '../bundle/limit.js';
 import type { MemberKind } from '../bundle/manifest.js';
 import { BundleReader, type DataMember } from '../bundle/reader.js';
 import { BLOCK } from '../bundle/tar.js';
-import { BundleError, UsageError } from '../errors.js';
+import { BundleError } from '../errors.js';
 import type { SshPool } from '../ssh/client.js';
-import { SftpTransport } from '../store/sftp.js';
+import { openBundleAt } from '../store/registry.js';
+import type { Store } from '../store/store.js';
 import { checkAborted, type RunContext } from '../context.js';
 
 export interface MemberCheck {
@@ -366,28 +366,21 @@ export async function verifyFile(file: string, ctx: RunContext): Promise<VerifyR
 export const CORRUPT_SUFFIX = '.corrupt';
 
 /**
- * Verify a bundle just written, to a local file or an ssh:// store (read back over SFTP); if it
- * is not whole, rename it to `<name>.corrupt` so that nothing (restore, prune, ls) takes it for a
- * good bundle.
+ * Verify a bundle just written (a bundle of a store, or a location: a local file or ssh:// URL)
+ * by reading it back; if it is not whole, rename it to `<name>.corrupt` so that nothing (restore,
+ * prune, ls) takes it for a good bundle.
  */
 export async function verifyOrQuarantine(
-  file: string,
+  bundle: string | { store: Store; name: string },
   ctx: RunContext,
   deps: { ssh?: () => SshPool } = {},
 ): Promise<{ report: VerifyReport; quarantined?: string }> {
-  if (file.startsWith('ssh://')) {
-    if (!deps.ssh) throw new UsageError(`${file}: ssh stores need an SSH session`);
-    const t = new SftpTransport(file, deps.ssh());
-    const src = await t.openBundle();
-    const report = await verifyStream(src.stream, src.location, ctx);
-    if (report.ok) return { report };
-    return { report, quarantined: await t.renameBundle(CORRUPT_SUFFIX) };
-  }
-  const report = await verifyFile(file, ctx);
+  const { store, name } = typeof bundle === 'string' ? openBundleAt(bundle, deps) : bundle;
+  const src = await store.open(name);
+  const report = await verifyStream(src.stream, src.location, ctx);
   if (report.ok) return { report };
-  const to = `${file}${CORRUPT_SUFFIX}`;
-  await fs.rename(file, to);
-  return { report, quarantined: to };
+  await store.rename(name, `${name}${CORRUPT_SUFFIX}`);
+  return { report, quarantined: store.describe(`${name}${CORRUPT_SUFFIX}`) };
 }
 
 /** The names of the bad members, for one-line messages. */

@@ -12,7 +12,7 @@
  */
 import path from 'node:path';
 import type { Manifest, Trailer } from '../bundle/manifest.js';
-import type { CatalogEntry, Store } from '../store/catalog.js';
+import type { Catalog, CatalogEntry } from '../store/catalog.js';
 
 /** A volume smaller than this share of what it held is reported... */
 export const SHRINK_RATIO = 0.5;
@@ -110,7 +110,7 @@ export function previousBundle(
 
 /** Compare a bundle just written into `store` with the previous one of the same containers. */
 export async function checkShrinkage(
-  store: Store,
+  store: Catalog,
   written: { location: string; manifest: Manifest; trailer: Trailer },
 ): Promise<Shrunk[]> {
   const stem = bundleStem(path.posix.basename(written.location));

@@ -1,25 +1,21 @@
 /**
- * The catalogue of a store: the bundles in a directory, here or on another host (ssh://, over
- * SFTP), each described from its manifest alone. Only the first member is read (the file is
+ * The catalogue of a store (any Store that is listable: a directory here or on another host),
+ * its bundles each described from its manifest alone. Only the first member is read (the file is
  * opened, the manifest parsed, the file closed), so listing a store of large bundles is quick. A
  * file that is not a readable bundle is listed with the reason, never dropped and never fatal.
  */
-import { createReadStream } from 'node:fs';
 import { PassphraseError, readEncHeader } from '../bundle/crypto.js';
-import type { SshPool } from '../ssh/client.js';
-import { SftpTransport } from './sftp.js';
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { BundleReader } from '../bundle/reader.js';
 import type { Manifest } from '../bundle/manifest.js';
-import { NotFoundError, toFerryError, UsageError } from '../errors.js';
-import { TEMP_PREFIX } from './local.js';
-import { acquireStoreLock, type LockOptions, type StoreLock } from './lock.js';
+import { toFerryError } from '../errors.js';
+import type { Store } from './store.js';
 
 export interface CatalogEntry {
-  /** Absolute path of the file. */
+  /** Where the bundle is: the absolute path of the file, or its URL. */
   bundle: string;
+  /** Its name in its store. */
+  name: string;
   /** Manifest createdAt (ISO 8601, UTC). */
   created?: string;
   /** Container names, in the manifest's order. */
@@ -63,7 +59,7 @@ async function encryptedFacts(stream: Readable): Promise<{ createdAt?: string; c
  * passphrase: what its header says in the clear. Otherwise the reason.
  */
 async function unreadableEntry(
-  base: { bundle: string; bytes: number; mtime: string },
+  base: { bundle: string; name: string; bytes: number; mtime: string },
   err: unknown,
   head: () => Promise<Readable>,
 ): Promise<CatalogEntry> {
@@ -106,34 +102,12 @@ export function isEncrypted(m: Manifest): boolean {
   return (m as unknown as Record<string, unknown>).encrypted === true;
 }
 
-/** Describe one file from its manifest; a file that is not a readable bundle gets `error`. */
-export async function describeBundle(
-  file: string,
-  passphrase: string | undefined = process.env.FERRY_PASSPHRASE,
-): Promise<CatalogEntry> {
-  const abs = path.resolve(file);
-  let bytes = 0;
-  let mtime = new Date(0).toISOString();
-  try {
-    const st = await fs.stat(abs);
-    bytes = st.size;
-    mtime = st.mtime.toISOString();
-  } catch (err) {
-    return { bundle: abs, bytes, mtime, error: toFerryError(err).message };
-  }
-  return describeOpened(
-    { bundle: abs, bytes, mtime },
-    async () => createReadStream(abs, { highWaterMark: 64 * 1024 }),
-    passphrase,
-  );
-}
-
 /**
  * Describe one bundle from its manifest: open it, parse the first member, close it, reading
  * nothing more. A bundle that cannot be read gets `error` (see unreadableEntry).
  */
 async function describeOpened(
-  base: { bundle: string; bytes: number; mtime: string },
+  base: { bundle: string; name: string; bytes: number; mtime: string },
   open: () => Promise<Readable>,
   passphrase?: string,
 ): Promise<CatalogEntry> {
@@ -164,40 +138,45 @@ export function entryTime(e: CatalogEntry): number {
   return Number.isNaN(t) ? Date.parse(e.mtime) : t;
 }
 
-/** The `*.tar` files of a store directory (hidden files, temporaries and the lock are skipped). */
-export async function storeFiles(dir: string): Promise<string[]> {
-  const abs = path.resolve(dir);
-  const st = await fs.stat(abs).catch(() => undefined);
-  if (!st) throw new NotFoundError(`no store at ${abs}`, 'give the directory that backups are written to');
-  if (!st.isDirectory())
-    throw new UsageError(
-      `${abs} is not a directory`,
-      'give a store (a directory of bundles); for one bundle use `ferry inspect`',
-    );
-  const out: string[] = [];
-  for (const d of await fs.readdir(abs, { withFileTypes: true })) {
-    if (d.name.startsWith('.') || d.name.startsWith(TEMP_PREFIX)) continue;
-    if (!d.name.endsWith('.tar')) continue;
-    if (!d.isFile() && !d.isSymbolicLink()) continue;
-    out.push(path.join(abs, d.name));
-  }
-  return out;
-}
-
 /** A choice of a store's bundles by file name; absent: all of them. */
 export type NameFilter = (name: string) => boolean;
 
-/** Every bundle of a store (or those whose file name `only` takes), oldest first. */
-export async function listStore(
-  dir: string,
+/**
+ * Every bundle of a store (or those whose name `only` takes), oldest first, each described from
+ * its manifest (read with `passphrase` where encrypted).
+ */
+export async function listCatalog(
+  store: Store,
   passphrase: string | undefined = process.env.FERRY_PASSPHRASE,
   only?: NameFilter,
 ): Promise<CatalogEntry[]> {
   const entries: CatalogEntry[] = [];
-  for (const f of await storeFiles(dir))
-    if (!only || only(path.basename(f))) entries.push(await describeBundle(f, passphrase));
+  for (const b of await store.list()) {
+    if (only && !only(b.name)) continue;
+    const open = async () => (await store.open(b.name)).stream;
+    entries.push(
+      await describeOpened(
+        { bundle: b.location, name: b.name, bytes: b.size, mtime: b.mtime.toISOString() },
+        open,
+        passphrase,
+      ),
+    );
+  }
   entries.sort((a, b) => entryTime(a) - entryTime(b) || a.bundle.localeCompare(b.bundle));
   return entries;
+}
+
+/** A store's catalogue, read with one passphrase (what `ls`, `prune` and the shrink check list). */
+export class Catalog {
+  constructor(
+    readonly store: Store,
+    private readonly passphrase: string | undefined = process.env.FERRY_PASSPHRASE,
+  ) {}
+
+  /** Every bundle (or those whose name `only` takes), oldest first. */
+  list(only?: NameFilter): Promise<CatalogEntry[]> {
+    return listCatalog(this.store, this.passphrase, only);
+  }
 }
 
 /** What `ferry ls --json` prints for an entry. */
@@ -233,71 +212,4 @@ export function redactManifest(m: Manifest): Manifest {
     if (cfg && Array.isArray(cfg.Env)) cfg.Env = cfg.Env.map((e: unknown) => (typeof e === 'string' ? envName(e) : e));
   }
   return copy;
-}
-
-/** Every bundle of a store on another host (ssh://host/dir), from their manifests, oldest first. */
-export async function listRemoteStore(
-  url: string,
-  pool: SshPool,
-  passphrase?: string,
-  only?: NameFilter,
-): Promise<CatalogEntry[]> {
-  const entries: CatalogEntry[] = [];
-  for (const f of await new SftpTransport(url, pool).listBundles()) {
-    if (only && !only(f.url.slice(f.url.lastIndexOf('/') + 1))) continue;
-    const open = async () => (await new SftpTransport(f.url, pool).openBundle()).stream;
-    entries.push(
-      await describeOpened({ bundle: f.url, bytes: f.size, mtime: f.mtime.toISOString() }, open, passphrase),
-    );
-  }
-  entries.sort((a, b) => entryTime(a) - entryTime(b) || a.bundle.localeCompare(b.bundle));
-  return entries;
-}
-
-/** A store, local or over SFTP, as ls and prune see it. */
-export interface Store {
-  /** The directory (absolute) or ssh:// URL, for messages. */
-  readonly where: string;
-  /** Fails (not found, not a directory) unless the store is there. */
-  check(): Promise<void>;
-  /** Every bundle (or those whose file name `only` takes), oldest first. */
-  list(only?: NameFilter): Promise<CatalogEntry[]>;
-  lock(opts: LockOptions): Promise<StoreLock>;
-  /** Remove one bundle that list() gave. */
-  remove(bundle: string): Promise<void>;
-  /** Whether it is there and a directory (a store, not one bundle). */
-  isDirectory(): Promise<boolean>;
-  /** Where each of its bundles is (`*.tar`, readable or not; no temporaries), in name order. */
-  bundles(): Promise<string[]>;
-  /** A bundle of it, as a stream. */
-  open(bundle: string): Promise<Readable>;
-}
-
-export function openStore(store: string, deps: { ssh?: () => SshPool; passphrase?: string }): Store {
-  if (store.startsWith('ssh://')) {
-    if (!deps.ssh) throw new UsageError(`${store}: ssh stores need an SSH session`);
-    const pool = deps.ssh();
-    const t = new SftpTransport(store, pool);
-    return {
-      where: store,
-      check: async () => void (await t.listBundles()),
-      list: (only) => listRemoteStore(store, pool, deps.passphrase, only),
-      lock: (opts) => t.lockStore(opts),
-      remove: (bundle) => t.removeBundle(bundle),
-      isDirectory: () => t.isDirectory(),
-      bundles: async () => (await t.listBundles()).map((b) => b.url).sort(),
-      open: async (bundle) => (await new SftpTransport(bundle, pool).openBundle()).stream,
-    };
-  }
-  const dir = path.resolve(store);
-  return {
-    where: dir,
-    check: async () => void (await storeFiles(dir)),
-    list: (only) => listStore(dir, deps.passphrase, only),
-    lock: (opts) => acquireStoreLock(dir, opts),
-    remove: (bundle) => fs.rm(bundle),
-    isDirectory: async () => !!(await fs.stat(dir).catch(() => undefined))?.isDirectory(),
-    bundles: async () => (await storeFiles(dir)).sort(),
-    open: async (bundle) => createReadStream(bundle, { highWaterMark: 1 << 20 }),
-  };
 }

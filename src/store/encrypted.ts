@@ -1,11 +1,14 @@
 /**
- * `--encrypt`: any transport, with the bundle encrypted as it is written (bundle/crypto.ts). The
- * sink cannot seek (the ciphertext of a patched header would change), so the bundle writer cuts
- * members into parts, as on a pipe.
+ * `--encrypt`: any store, with its bundles encrypted as they are written and decrypted as they are
+ * read (bundle/crypto.ts). The sink cannot seek (the ciphertext of a patched header would change)
+ * nor rewind, so the bundle writer cuts members into parts, as on a pipe; nor can a range be read
+ * without the chunks before it. Listing, removing, renaming and locking are the inner store's.
  */
-import type { Readable } from 'node:stream';
-import { CHUNK, newKey, sealChunk, type EncHeader, type Keyed } from '../bundle/crypto.js';
-import type { BundleSink, Transport } from './transport.js';
+import { CHUNK, DecryptStream, newKey, sealChunk, type Keyed } from '../bundle/crypto.js';
+import { UsageError } from '../errors.js';
+import type { LockOptions, StoreLock } from './lock.js';
+import type { BundleInfo, ByteRange, CreateOptions, OpenedBundle, Store, StoreCapabilities } from './store.js';
+import type { BundleSink } from './transport.js';
 
 class EncryptingSink implements BundleSink {
   readonly seekable = false;
@@ -22,6 +25,10 @@ class EncryptingSink implements BundleSink {
 
   get location() {
     return this.inner.location;
+  }
+
+  get name() {
+    return this.inner.name;
   }
 
   async write(chunk: Buffer): Promise<void> {
@@ -59,26 +66,67 @@ class EncryptingSink implements BundleSink {
   }
 }
 
-export class EncryptingTransport implements Transport {
+/** A store whose bundles are encrypted with a passphrase: written encrypted, read back decrypted. */
+export class EncryptedStore implements Store {
+  readonly capabilities: StoreCapabilities;
+
   constructor(
-    private readonly inner: Transport,
+    readonly inner: Store,
     private readonly passphrase: string,
-    private readonly meta: EncHeader['meta'],
-  ) {}
-  describe() {
-    return this.inner.describe();
+  ) {
+    this.capabilities = { ...inner.capabilities, seekable: false, rewindable: false, rangeReads: false };
   }
-  get rereadable() {
-    return this.inner.rereadable;
+
+  describe(name?: string): string {
+    return this.inner.describe(name);
   }
-  async createBundle(suggestedName: string): Promise<BundleSink> {
-    const k = await newKey(this.passphrase, this.meta);
-    return new EncryptingSink(await this.inner.createBundle(suggestedName), k);
+
+  exists(): Promise<boolean> {
+    return this.inner.exists();
   }
-  openBundle(): Promise<{ stream: Readable; location: string; size?: number }> {
-    return this.inner.openBundle();
+
+  /** `opts.meta` goes into the clear header (for `ls` and `prune` without the passphrase). */
+  async create(name: string, opts: CreateOptions = {}): Promise<BundleSink> {
+    const k = await newKey(this.passphrase, opts.meta);
+    return new EncryptingSink(await this.inner.create(name, opts), k);
   }
-  close() {
+
+  /** The plaintext (a bundle that is not encrypted passes through as it is). */
+  async open(name: string, range?: ByteRange): Promise<OpenedBundle> {
+    if (range)
+      throw new UsageError(`${this.describe(name)}: part of an encrypted bundle cannot be read without the rest`);
+    const src = await this.inner.open(name);
+    const dec = new DecryptStream(this.passphrase, src.location, true);
+    src.stream.on('error', (err) => dec.destroy(err));
+    dec.on('close', () => src.stream.destroy());
+    return {
+      stream: src.stream.pipe(dec),
+      location: src.location,
+      ...(src.size !== undefined ? { size: src.size } : {}),
+    };
+  }
+
+  list(): Promise<BundleInfo[]> {
+    return this.inner.list();
+  }
+
+  stat(name: string): Promise<BundleInfo | undefined> {
+    return this.inner.stat(name);
+  }
+
+  remove(name: string): Promise<void> {
+    return this.inner.remove(name);
+  }
+
+  rename(name: string, to: string): Promise<void> {
+    return this.inner.rename(name, to);
+  }
+
+  lock(opts: LockOptions): Promise<StoreLock> {
+    return this.inner.lock(opts);
+  }
+
+  close(): Promise<void> {
     return this.inner.close();
   }
 }

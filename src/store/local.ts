@@ -10,11 +10,23 @@
 import { constants as fsc } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { IoError, NotFoundError, toFerryError, UsageError } from '../errors.js';
 import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, processAlive, type LockOptions } from './lock.js';
 import { AlignedAppender, directIoWanted } from './direct.js';
-import type { BundleSink, Transport } from './transport.js';
+import {
+  checkBundleName,
+  isBundleName,
+  type BundleInfo,
+  type ByteRange,
+  type CreateOptions,
+  type OpenedBundle,
+  type Store,
+  type StoreCapabilities,
+} from './store.js';
+import type { StoreLock } from './lock.js';
+import { StoreTarget } from './target.js';
+import type { BundleSink } from './transport.js';
 
 export const TEMP_PREFIX = '.ferry-';
 export const TEMP_SUFFIX = '.partial';
@@ -36,6 +48,10 @@ class FileSink implements BundleSink {
     readonly location: string,
   ) {
     this.out = new AlignedAppender(fh, direct);
+  }
+
+  get name(): string {
+    return path.basename(this.location);
   }
 
   get position(): number {
@@ -132,45 +148,60 @@ export function uniqueBundleName(existing: Iterable<string>, name: string): stri
   throw new IoError(`no free bundle name near ${name}`);
 }
 
-export class LocalTransport implements Transport {
-  readonly rereadable = true;
-  /** How createBundle waits for the store's lock (directory stores only). */
-  lockOptions: LockOptions = { timeoutMs: DEFAULT_LOCK_TIMEOUT_S * 1000 };
+/**
+ * A store in a local directory. `root` is the directory as given (relative or absolute); bundle
+ * names are file names in it.
+ */
+export class LocalStore implements Store {
+  readonly capabilities: StoreCapabilities = {
+    seekable: true,
+    rangeReads: true,
+    rereadable: true,
+    rewindable: true,
+    lockable: true,
+    listable: true,
+    atomicCommit: true,
+    durableCommit: true,
+  };
+  private readonly dir: string;
+  /** How create() waits for the store's lock. */
+  private readonly lockOptions: LockOptions;
 
-  constructor(private readonly target: string) {}
-
-  describe(): string {
-    return this.target;
+  constructor(
+    private readonly root: string,
+    opts: { lock?: Partial<LockOptions> } = {},
+  ) {
+    this.dir = path.resolve(root);
+    this.lockOptions = { timeoutMs: DEFAULT_LOCK_TIMEOUT_S * 1000, ...opts.lock };
   }
 
-  /** A path ending in .tar names the bundle exactly; anything else is a directory (store). */
-  private async finalPath(suggestedName: string): Promise<string> {
-    if (this.target.endsWith('.tar')) {
-      const dir = path.dirname(path.resolve(this.target));
+  describe(name?: string): string {
+    return name === undefined ? this.dir : path.resolve(this.dir, name);
+  }
+
+  async exists(): Promise<boolean> {
+    return !!(await fs.stat(this.dir).catch(() => undefined))?.isDirectory();
+  }
+
+  async create(name: string, opts: CreateOptions = {}): Promise<BundleSink> {
+    checkBundleName(name);
+    const dir = this.dir;
+    if (opts.replace) {
+      // An exact name: operators asked for it, so replacing it atomically is what they want; the
+      // old one stays until the rename.
       const st = await fs.stat(dir).catch(() => undefined);
       if (!st?.isDirectory())
         throw new NotFoundError(`directory ${dir} does not exist`, 'create it first, or choose another -o');
-      return path.resolve(this.target);
+      await cleanStaleTemps(dir);
+      return this.openTemp(path.join(dir, name));
     }
-    const st = await fs.stat(this.target).catch(() => undefined);
-    if (!st) await fs.mkdir(this.target, { recursive: true, mode: 0o700 });
+    const st = await fs.stat(this.root).catch(() => undefined);
+    if (!st) await fs.mkdir(this.root, { recursive: true, mode: 0o700 });
     else if (!st.isDirectory())
       throw new UsageError(
-        `${this.target} exists and is not a directory`,
+        `${this.root} exists and is not a directory`,
         'give a directory, or a file name ending in .tar',
       );
-    return path.resolve(this.target, suggestedName);
-  }
-
-  async createBundle(suggestedName: string): Promise<BundleSink> {
-    const final = await this.finalPath(suggestedName);
-    const dir = path.dirname(final);
-    if (this.target.endsWith('.tar')) {
-      // An exact name: operators asked for it, so replacing it atomically is what they want; the
-      // old one stays until the rename.
-      await cleanStaleTemps(dir);
-      return this.openTemp(final);
-    }
     // A store: choose a free name and claim it with its temporary while holding the lock, then
     // let go, so that other runs can write into the store at the same time.
     const lock = await acquireStoreLock(dir, {
@@ -179,8 +210,8 @@ export class LocalTransport implements Transport {
     });
     try {
       await cleanStaleTemps(dir);
-      const name = uniqueBundleName(await fs.readdir(dir), path.basename(final));
-      return await this.openTemp(path.join(dir, name));
+      const free = uniqueBundleName(await fs.readdir(dir), name);
+      return await this.openTemp(path.join(dir, free));
     } finally {
       await lock.release();
     }
@@ -202,20 +233,103 @@ export class LocalTransport implements Transport {
     return new FileSink(fh, direct, temp, final);
   }
 
-  async openBundle(): Promise<{ stream: Readable; location: string; size?: number }> {
-    const p = path.resolve(this.target);
+  async open(name: string, range?: ByteRange): Promise<OpenedBundle> {
+    const p = path.resolve(this.dir, name);
     const st = await fs.stat(p).catch(() => undefined);
     if (!st) throw new NotFoundError(`no bundle at ${p}`);
     if (st.isDirectory()) throw new UsageError(`${p} is a directory`, 'name a bundle file (see `ls` of the directory)');
     const fh = await fs.open(p, 'r').catch((err) => {
       throw toFerryError(err);
     });
+    const bounds = range ? byteBounds(range) : {};
+    if (!bounds) {
+      await fh.close();
+      return { stream: Readable.from([]), location: p, size: st.size };
+    }
     return {
-      stream: fh.createReadStream({ highWaterMark: 1 << 20, autoClose: true }) as unknown as Readable,
+      stream: fh.createReadStream({ highWaterMark: 1 << 20, autoClose: true, ...bounds }) as unknown as Readable,
       location: p,
       size: st.size,
     };
   }
 
+  async list(): Promise<BundleInfo[]> {
+    const abs = this.dir;
+    const st = await fs.stat(abs).catch(() => undefined);
+    if (!st) throw new NotFoundError(`no store at ${abs}`, 'give the directory that backups are written to');
+    if (!st.isDirectory())
+      throw new UsageError(
+        `${abs} is not a directory`,
+        'give a store (a directory of bundles); for one bundle use `ferry inspect`',
+      );
+    const out: BundleInfo[] = [];
+    for (const d of await fs.readdir(abs, { withFileTypes: true })) {
+      if (!isBundleName(d.name) || d.name.startsWith(TEMP_PREFIX)) continue;
+      if (!d.isFile() && !d.isSymbolicLink()) continue;
+      // A symlink to nothing is listed too (empty): the catalogue says it is unreadable.
+      const s = await fs.stat(path.join(abs, d.name)).catch(() => undefined);
+      out.push({
+        name: d.name,
+        location: path.join(abs, d.name),
+        size: s?.size ?? 0,
+        mtime: s?.mtime ?? new Date(0),
+      });
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async stat(name: string): Promise<BundleInfo | undefined> {
+    const p = path.resolve(this.dir, name);
+    const st = await fs.stat(p).catch(() => undefined);
+    if (!st?.isFile()) return undefined;
+    return { name, location: p, size: st.size, mtime: st.mtime };
+  }
+
+  async remove(name: string): Promise<void> {
+    checkBundleName(name);
+    await fs.rm(path.resolve(this.dir, name)).catch((err) => {
+      throw toFerryError(err);
+    });
+  }
+
+  async rename(name: string, to: string): Promise<void> {
+    checkBundleName(name);
+    checkBundleName(to);
+    await fs.rename(path.resolve(this.dir, name), path.resolve(this.dir, to)).catch((err) => {
+      throw toFerryError(err);
+    });
+  }
+
+  lock(opts: LockOptions): Promise<StoreLock> {
+    return acquireStoreLock(this.dir, opts);
+  }
+
   async close(): Promise<void> {}
+}
+
+/** A ByteRange as the `start`/`end` (inclusive) of a read stream; undefined when it is empty. */
+export function byteBounds(r: ByteRange): { start: number; end?: number } | undefined {
+  if (
+    !(Number.isInteger(r.offset) && r.offset >= 0) ||
+    (r.length !== undefined && !(Number.isInteger(r.length) && r.length >= 0))
+  )
+    throw new RangeError(`bad byte range ${r.offset}+${r.length}`);
+  if (r.length === 0) return undefined;
+  return r.length === undefined ? { start: r.offset } : { start: r.offset, end: r.offset + r.length - 1 };
+}
+
+/**
+ * @deprecated A local bundle location as a Transport; use the registry (writeTarget/readTarget
+ * in registry.ts). Kept so that code written against it goes on working.
+ */
+export class LocalTransport extends StoreTarget {
+  constructor(target: string) {
+    super(target, {
+      write: () =>
+        target.endsWith('.tar')
+          ? { store: new LocalStore(path.dirname(target)), name: path.basename(target) }
+          : { store: new LocalStore(target) },
+      read: () => ({ store: new LocalStore(path.dirname(target)), name: path.basename(target) }),
+    });
+  }
 }

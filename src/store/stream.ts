@@ -5,12 +5,17 @@
 import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { IoError, UsageError } from '../errors.js';
-import type { BundleSink, Transport } from './transport.js';
+import { NO_CAPABILITIES, type BundleInfo, type OpenedBundle, type Store, type StoreCapabilities } from './store.js';
+import type { StoreLock } from './lock.js';
+import type { BundleSink } from './transport.js';
 
 class StreamSink implements BundleSink {
   readonly seekable = false;
   position = 0;
-  constructor(private readonly out: Writable) {}
+  constructor(
+    private readonly out: Writable,
+    readonly name: string,
+  ) {}
   get location() {
     return 'stdout';
   }
@@ -38,27 +43,69 @@ class StreamSink implements BundleSink {
   }
 }
 
-export class StreamTransport implements Transport {
-  readonly rereadable = false;
+/**
+ * `-`: one bundle written to stdout or read from stdin (in tests, any pair of streams). It has no
+ * names: create() and open() ignore theirs, and stdin can be read only once.
+ */
+export class StreamStore implements Store {
+  /** A pipe: written and read once, front to back; nothing but the bytes. */
+  readonly capabilities: StoreCapabilities = NO_CAPABILITIES;
+  private read = false;
+
   constructor(
     private readonly out: Writable = process.stdout,
     private readonly inp: Readable = process.stdin,
   ) {}
-  describe() {
+
+  describe(): string {
     return '-';
   }
-  async createBundle(): Promise<BundleSink> {
+
+  async exists(): Promise<boolean> {
+    return false;
+  }
+
+  async create(name: string): Promise<BundleSink> {
     if ((this.out as { isTTY?: boolean }).isTTY)
       throw new UsageError('refusing to write a bundle to a terminal', 'redirect stdout to a file or a pipe');
-    return new StreamSink(this.out);
+    return new StreamSink(this.out, name);
   }
-  async openBundle() {
+
+  async open(_name: string, range?: unknown): Promise<OpenedBundle> {
+    if (range) throw this.cannot('read part of a bundle');
     if ((this.inp as { isTTY?: boolean }).isTTY)
       throw new UsageError(
         'expected a bundle on stdin, but stdin is a terminal',
         'pipe a bundle in, e.g. `ferry restore - < bundle.tar`',
       );
+    if (this.read) throw this.cannot('read the bundle a second time');
+    this.read = true;
     return { stream: this.inp, location: 'stdin' };
   }
-  async close() {}
+
+  private cannot(what: string): UsageError {
+    return new UsageError(`- (stdin/stdout) cannot ${what}: it is a stream`, 'use a file or a store directory');
+  }
+
+  async list(): Promise<BundleInfo[]> {
+    throw this.cannot('list bundles');
+  }
+
+  async stat(): Promise<BundleInfo | undefined> {
+    throw this.cannot('look a bundle up');
+  }
+
+  async remove(): Promise<void> {
+    throw this.cannot('remove a bundle');
+  }
+
+  async rename(): Promise<void> {
+    throw this.cannot('rename a bundle');
+  }
+
+  async lock(): Promise<StoreLock> {
+    throw this.cannot('be locked');
+  }
+
+  async close(): Promise<void> {}
 }

@@ -1,6 +1,8 @@
 /**
- * Where bundles go and come from. Every transport (local directory or file, stdout/stdin stream,
- * and later SSH and registry stores) implements this one interface; the pipeline never knows which.
+ * A bundle being written (BundleSink), and one bundle location as the backup, restore and drill
+ * operations take it (Transport). Both come from a Store (store.ts): a Transport is a handle on
+ * one bundle of a store (target.ts, made by the registry from a command-line location), not a
+ * storage abstraction of its own.
  */
 import type { Readable } from 'node:stream';
 
@@ -8,6 +10,8 @@ import type { Readable } from 'node:stream';
 export interface BundleSink {
   /** Where the bundle will be once committed (for messages). */
   readonly location: string;
+  /** Its name in its store (chosen by Store.create(): may differ from the one asked for). */
+  readonly name: string;
   /** True when writeAt() can patch bytes already written (files, SFTP); false for pipes. */
   readonly seekable: boolean;
   /** Bytes written so far. */
@@ -27,6 +31,7 @@ export interface BundleSink {
   abort(): Promise<void>;
 }
 
+/** One bundle location: where a bundle is written to (createBundle) or read from (openBundle). */
 export interface Transport {
   describe(): string;
   /** True when openBundle() can be called again for a second, independent read (files, SFTP; not a pipe). */

@@ -8,15 +8,11 @@ import { ping } from '../../util/notify.js';
 import { VERSION } from '../../version.js';
 import { backup } from '../../ops/backup.js';
 import { projectContainers, type Consistency } from '../../ops/steps/capture.js';
-import { resolveTransport } from '../../store/resolve.js';
-import { EncryptingTransport } from '../../store/encrypted.js';
-import type { Transport } from '../../store/transport.js';
-import { LocalTransport } from '../../store/local.js';
-import { SftpTransport } from '../../store/sftp.js';
+import { writeTarget } from '../../store/registry.js';
 import { DEFAULT_LOCK_TIMEOUT_S } from '../../store/lock.js';
 import { badMembers, verifyOrQuarantine } from '../../ops/verify.js';
 import { checkShrinkage, type Shrunk } from '../../plan/shrink.js';
-import { openStore } from '../../store/catalog.js';
+import { Catalog } from '../../store/catalog.js';
 import path from 'node:path';
 import { secondsOption } from './prune.js';
 import { verifyText } from './verify.js';
@@ -225,27 +221,27 @@ Examples:
           );
         }
         const one = async (set: string[]) => {
-          const transport = resolveTransport(flags.output, { ssh: deps.ssh });
-          if (transport instanceof LocalTransport || transport instanceof SftpTransport) {
-            transport.lockOptions = {
-              timeoutMs: flags.lockTimeout * 1000,
-              signal: deps.signal,
-              onWait: (m) => progress.info(m),
-            };
-          }
-          let target: Transport = transport;
+          let passphrase: string | undefined;
           if (flags.encrypt) {
-            const passphrase = await deps.passphrase();
+            passphrase = await deps.passphrase();
             if (!passphrase)
               throw new UsageError(
                 '--encrypt needs a passphrase',
                 'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line)',
               );
-            target = new EncryptingTransport(transport, passphrase, {
-              createdAt: new Date().toISOString(),
-              containers: set,
-            });
           }
+          // Where the store is lockable, create() waits this long for its lock while it picks a name.
+          const target = writeTarget(
+            flags.output,
+            { ssh: deps.ssh },
+            {
+              lock: { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) },
+              ...(passphrase
+                ? { encrypt: { passphrase }, meta: { createdAt: new Date().toISOString(), containers: set } }
+                : {}),
+            },
+          );
+          const store = target.writeSide.store;
           const res = await backup(
             eng,
             target,
@@ -263,16 +259,9 @@ Examples:
           );
           // Into a store: a volume that shrank sharply since the previous bundle is worth a look.
           let shrunk: Shrunk[] | undefined;
-          if (
-            !toStdout &&
-            !flags.output.endsWith('.tar') &&
-            (transport instanceof LocalTransport || transport instanceof SftpTransport)
-          ) {
+          if (target.intoStore) {
             try {
-              shrunk = await checkShrinkage(
-                openStore(flags.output, { ssh: deps.ssh, passphrase: await deps.passphrase() }),
-                res,
-              );
+              shrunk = await checkShrinkage(new Catalog(store, await deps.passphrase()), res);
             } catch (err) {
               progress.warn(`could not compare ${res.location} with the previous bundle: ${toFerryError(err).message}`);
             }
@@ -291,17 +280,17 @@ Examples:
           }
           let verified = false;
           if (flags.verify) {
-            if (!(transport instanceof LocalTransport || transport instanceof SftpTransport)) {
+            if (!store.capabilities.rereadable || !target.created) {
               progress.warn(
                 `--verify: a bundle written to ${toStdout ? 'stdout' : res.location} cannot be verified here; run \`ferry verify\` where it is stored`,
               );
             } else {
               progress.step(`verify ${res.location}`);
-              const v = await verifyOrQuarantine(
-                res.location,
-                { progress, signal: deps.signal, passphrase: await deps.passphrase() },
-                { ssh: deps.ssh },
-              );
+              const v = await verifyOrQuarantine(target.created, {
+                progress,
+                signal: deps.signal,
+                passphrase: await deps.passphrase(),
+              });
               progress.done();
               if (!v.report.ok) {
                 if (!g.json) deps.io.stderr.write(verifyText(v.report));

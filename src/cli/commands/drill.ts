@@ -3,7 +3,7 @@ import { openEngine } from '../../engine/connect.js';
 import { resolveRegistryAuth } from '../../engine/auth.js';
 import { EXIT } from '../../errors.js';
 import { drill, type DrillReport } from '../../ops/drill.js';
-import { resolveTransport } from '../../store/resolve.js';
+import { readTarget } from '../../store/registry.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress } from '../render.js';
 
@@ -120,7 +120,7 @@ Examples:
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
-      const transport = resolveTransport(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, { ssh: deps.ssh });
       let report: DrillReport;
       try {
         report = await drill(

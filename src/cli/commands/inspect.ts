@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { BundleReader } from '../../bundle/reader.js';
 import type { ContainerEntry, Manifest } from '../../bundle/manifest.js';
 import { bundleCompression, envName, imageMode, isEncrypted, redactManifest } from '../../store/catalog.js';
-import { resolveTransport } from '../../store/resolve.js';
+import { readTarget } from '../../store/registry.js';
 import { deviceClaims } from '../../ops/steps/startable.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
@@ -161,7 +161,7 @@ Examples:
     .action(async (bundle: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
-      const transport = resolveTransport(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, { ssh: deps.ssh });
       try {
         const src = await transport.openBundle();
         const reader = await BundleReader.open(src.stream, src.location, { passphrase: await deps.passphrase() });

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
-import { catalogJson, openStore, type CatalogEntry } from '../../store/catalog.js';
+import { Catalog, catalogJson, type CatalogEntry } from '../../store/catalog.js';
+import { openStore } from '../../store/registry.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
 import path from 'node:path';
@@ -62,10 +63,10 @@ Examples:
     .action(async (store: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
-      const st = openStore(store, { ssh: deps.ssh, passphrase: await deps.passphrase() });
-      const entries = await st.list();
+      const st = openStore(store, { ssh: deps.ssh });
+      const entries = await new Catalog(st, await deps.passphrase()).list();
       if (g.json) deps.io.stdout.write(JSON.stringify(entries.map(catalogJson), null, 2) + '\n');
-      else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${st.where}\n`);
+      else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${st.describe()}\n`);
       else deps.io.stdout.write(lsTable(entries));
       setExit(program, 0);
     });

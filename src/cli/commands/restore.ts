@@ -3,7 +3,7 @@ import { openEngine } from '../../engine/connect.js';
 import { resolveRegistryAuth } from '../../engine/auth.js';
 import { planOverwrites, restore } from '../../ops/restore.js';
 import type { OnConflict } from '../../ops/steps/recreate.js';
-import { resolveTransport } from '../../store/resolve.js';
+import { readTarget } from '../../store/registry.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress } from '../render.js';
 import { addRemapOptions, choice, collect } from '../options.js';
@@ -67,7 +67,7 @@ Examples:
       try {
         const res = await restore(
           engine,
-          resolveTransport(bundle, { ssh: deps.ssh }),
+          readTarget(bundle, { ssh: deps.ssh }),
           {
             name: flags.name,
             only: flags.only,

@@ -2,10 +2,10 @@ import { Command } from 'commander';
 import path from 'node:path';
 import { PassphraseError } from '../../bundle/crypto.js';
 import { BundleError, toFerryError } from '../../errors.js';
-import { openStore, type Store } from '../../store/catalog.js';
 import type { RunContext } from '../../context.js';
 import { badMembers, verifyStream, type VerifyReport } from '../../ops/verify.js';
-import { resolveTransport } from '../../store/resolve.js';
+import { openStore, readTarget } from '../../store/registry.js';
+import type { Store } from '../../store/store.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
 
@@ -42,10 +42,10 @@ export function verifyFailure(r: VerifyReport, prefix = ''): BundleError {
 /** Verify every bundle of a store, one after the other; a bundle that cannot even be opened is reported, not fatal. */
 export async function verifyStore(store: Store, ctx: RunContext): Promise<VerifyReport[]> {
   const out: VerifyReport[] = [];
-  for (const b of await store.bundles()) {
-    ctx.progress.step(`verify ${path.posix.basename(b)}`);
+  for (const { name, location: b } of await store.list()) {
+    ctx.progress.step(`verify ${name}`);
     try {
-      out.push(await verifyStream(await store.open(b), b, ctx));
+      out.push(await verifyStream((await store.open(name)).stream, b, ctx));
     } catch (err) {
       // Interrupted, or a passphrase missing or wrong (exit 2): not a verdict on the bundle.
       if (ctx.signal.aborted || err instanceof PassphraseError) throw err;
@@ -95,9 +95,8 @@ Examples:
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
-      const store =
-        bundle === '-' ? undefined : openStore(bundle, { ssh: deps.ssh, passphrase: await deps.passphrase() });
-      if (store && (await store.isDirectory())) {
+      const store = openStore(bundle, { ssh: deps.ssh });
+      if (await store.exists()) {
         let reports: VerifyReport[];
         try {
           reports = await verifyStore(store, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
@@ -106,11 +105,13 @@ Examples:
         }
         const bad = reports.filter((r) => !r.ok);
         if (g.json)
-          deps.io.stdout.write(JSON.stringify({ ok: bad.length === 0, store: store.where, bundles: reports }) + '\n');
-        else if (!g.quiet || bad.length) deps.io.stdout.write(storeVerifyText(store.where, reports));
+          deps.io.stdout.write(
+            JSON.stringify({ ok: bad.length === 0, store: store.describe(), bundles: reports }) + '\n',
+          );
+        else if (!g.quiet || bad.length) deps.io.stdout.write(storeVerifyText(store.describe(), reports));
         if (bad.length) {
           const err = new BundleError(
-            `${bad.length} of ${reports.length} bundles in ${store.where} are not whole: ${bad.map((r) => path.posix.basename(r.bundle)).join(', ')}`,
+            `${bad.length} of ${reports.length} bundles in ${store.describe()} are not whole: ${bad.map((r) => path.posix.basename(r.bundle)).join(', ')}`,
             {
               hint: 'do not rely on those bundles; take new backups (and check the disk they are stored on)',
             },
@@ -125,7 +126,7 @@ Examples:
         setExit(program, 0);
         return;
       }
-      const transport = resolveTransport(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, { ssh: deps.ssh });
       let report: VerifyReport;
       try {
         const src = await transport.openBundle();
