@@ -40,7 +40,7 @@ import {
   hostName,
   orchestratedBy,
   quiesce,
-  reportStaleQuiesce,
+  removeSnapshot,
   snapshotRef,
   utcStamp,
   type Captured,
@@ -49,7 +49,8 @@ import {
 import { checkAborted, type RunContext } from '../context.js';
 import { abortable } from '../util/abortable.js';
 import { saveImage, type SavedImage } from '../data/save.js';
-import { openBindReader, openContainerVolumeReader, sweepStaleHolders } from '../data/volumes.js';
+import { openBindReader, openContainerVolumeReader } from '../data/volumes.js';
+import { recoverDeadRuns } from './steps/recover.js';
 import { HookError, UsageError } from '../errors.js';
 import { routing, type DataPaths } from '../data/paths.js';
 
@@ -125,8 +126,7 @@ export async function backup(
   for (const d of engine.differences()) progress.warn(d);
   // What the engine's host offers the data paths: asked now, in the background.
   const via = routing(ctx, engine);
-  await reportStaleQuiesce(engine, progress);
-  if (await sweepStaleHolders(engine)) progress.info('removed helper containers left by a killed ferry run');
+  await recoverDeadRuns(engine, progress);
   // 1. capture every container's configuration before writing anything.
   const captured: Captured[] = [];
   for (const c of opts.containers) {
@@ -444,7 +444,7 @@ export async function backup(
     throw err;
   } finally {
     await Promise.allSettled(helpersGone);
-    for (const id of snapshots) await engine.removeImage(id).catch(() => {});
+    for (const id of snapshots) await removeSnapshot(engine, id).catch(() => {});
   }
 }
 

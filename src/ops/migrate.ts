@@ -20,7 +20,7 @@ import {
   commitContainer,
   orchestratedBy,
   quiesce,
-  reportStaleQuiesce,
+  removeSnapshot,
   snapshotRef,
   stopCleanly,
   type Captured,
@@ -52,7 +52,8 @@ import {
   type OnConflict,
 } from './steps/recreate.js';
 import { shipImage, shipVolume } from '../data/ship.js';
-import { sweepHolders, sweepStaleHolders } from '../data/volumes.js';
+import { sweepHolders } from '../data/volumes.js';
+import { recoverDeadRuns } from './steps/recover.js';
 import { routing, type DataPaths } from '../data/paths.js';
 
 export interface MigrateOptions {
@@ -94,10 +95,7 @@ export async function migrate(
   for (const d of [...source.differences(), ...target.differences()]) progress.warn(d);
   // What each engine's host offers the data paths: asked now, in the background.
   const via = { source: routing(ctx, source), target: routing(ctx, target) };
-  await reportStaleQuiesce(source, progress);
-  for (const e of [source, target])
-    if (await sweepStaleHolders(e))
-      progress.info(`removed helper containers left by a killed ferry run on ${e.facts.endpoint}`);
+  for (const e of [source, target]) await recoverDeadRuns(e, progress);
   const captured: Captured[] = [];
   for (const c of opts.containers) {
     progress.step(`inspect ${c} on ${source.facts.endpoint}`);
@@ -321,7 +319,7 @@ export async function migrate(
     }
     throw transferError(err, source, target);
   } finally {
-    for (const id of snapshots) await source.removeImage(id).catch(() => {});
+    for (const id of snapshots) await removeSnapshot(source, id).catch(() => {});
   }
 }
 

@@ -42,7 +42,8 @@ import {
   watchStarted,
   type OnConflict,
 } from './steps/recreate.js';
-import { fillBind, fillVolume, sweepHolders, sweepStaleHolders } from '../data/volumes.js';
+import { fillBind, fillVolume, sweepHolders } from '../data/volumes.js';
+import { recoverDeadRuns } from './steps/recover.js';
 import { routing, type DataPaths } from '../data/paths.js';
 
 export interface RestoreOptions {
@@ -276,7 +277,7 @@ export async function restore(
   for (const d of engine.differences()) progress.warn(d);
   // What the engine's host offers the data paths: asked now, in the background.
   const via = routing(ctx, engine);
-  if (await sweepStaleHolders(engine)) progress.info('removed helper containers left by a killed ferry run');
+  await recoverDeadRuns(engine, progress);
   const undo = opts.undo ?? new Undo();
   try {
     progress.info(

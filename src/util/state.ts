@@ -1,8 +1,8 @@
 /**
- * A small record of what ferry is doing to containers right now (paused or stopped for a
- * snapshot), kept on local disk so that a run killed with SIGKILL leaves a trace: the next run
- * finds the container still paused/stopped, sees that the ferry process that did it is gone,
- * says so, and puts it back when it quiesces it again.
+ * A small record of what ferry is doing on an engine right now that it must undo (a container
+ * paused or stopped for a snapshot, the snapshot image it committed), kept on local disk so that
+ * a run killed with SIGKILL leaves a trace: the next run on that engine sees that the ferry
+ * process that did it is gone, and finishes its undo (ops/steps/recover.ts).
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
@@ -10,9 +10,11 @@ import path from 'node:path';
 
 export interface QuiesceRecord {
   engine: string;
+  /** The container's id; for a snapshot, the image's id. */
   containerId: string;
+  /** The container's name; for a snapshot, the image's reference. */
   name: string;
-  action: 'paused' | 'stopped';
+  action: 'paused' | 'stopped' | 'snapshot';
   pid: number;
   host: string;
   at: string;

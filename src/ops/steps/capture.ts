@@ -241,26 +241,6 @@ export function orchestratedBy(labels: Record<string, string> | undefined): stri
   return service ? `swarm service ${service}` : undefined;
 }
 
-/** Warn about containers that killed ferry runs left paused or stopped on this engine. */
-export async function reportStaleQuiesce(
-  engine: Engine,
-  progress: Progress,
-  journal: QuiesceJournal = new QuiesceJournal(),
-): Promise<void> {
-  for (const r of journal.stale(engine.facts.endpoint)) {
-    const st = await engine.inspectContainer(r.containerId).catch(() => undefined);
-    const still = st && ((r.action === 'paused' && st.State.Paused) || (r.action === 'stopped' && !st.State.Running));
-    if (!still) {
-      journal.forget(engine.facts.endpoint, r.containerId);
-      continue;
-    }
-    progress.warn(
-      `container ${r.name} is still ${r.action}: a ferry run (pid ${r.pid}) was killed at ${r.at} before it could put it back; ` +
-        (r.action === 'paused' ? `resume it with: docker unpause ${r.name}` : `start it with: docker start ${r.name}`),
-    );
-  }
-}
-
 /** A tag for the committed image: ferry/<name>:<UTC time>. */
 export function snapshotRef(containerName: string, when: Date): { repo: string; tag: string } {
   const repo = `ferry/${
@@ -285,13 +265,31 @@ export async function commitContainer(
   spec: ContainerSpec,
   ref: { repo: string; tag: string },
   mode: Consistency,
+  journal: QuiesceJournal = new QuiesceJournal(),
 ) {
   const id = await engine.commit(spec.sourceId, ref.repo, ref.tag, {
     pause: mode === 'none',
     comment: `ferry snapshot of ${spec.name}`,
   });
-  const img = await engine.inspectImage(id);
-  return { id, layers: img.RootFS?.Layers ?? [] };
+  // A run killed from here on leaves the snapshot to the next run on this engine to remove.
+  journal.add({ engine: engine.facts.endpoint, containerId: id, name: `${ref.repo}:${ref.tag}`, action: 'snapshot' });
+  try {
+    const img = await engine.inspectImage(id);
+    return { id, layers: img.RootFS?.Layers ?? [] };
+  } catch (err) {
+    await removeSnapshot(engine, id, journal).catch(() => {});
+    throw err;
+  }
+}
+
+/** Remove a snapshot image this run committed (it is then no longer this run's to undo). */
+export async function removeSnapshot(
+  engine: Engine,
+  id: string,
+  journal: QuiesceJournal = new QuiesceJournal(),
+): Promise<void> {
+  await engine.removeImage(id);
+  journal.remove(engine.facts.endpoint, id);
 }
 
 export function hostName(): string {
