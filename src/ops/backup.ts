@@ -60,6 +60,8 @@ export interface BackupOptions {
   consistency?: Consistency;
   /** Consistency stop: seconds to wait for a clean stop before the engine kills (absent: the `ferry.stop-timeout` label, else the container's own). */
   stopTimeout?: number;
+  /** --wait: seconds to wait for another ferry run that holds a container (absent: fail at once). */
+  wait?: number;
   codec: Codec;
   includeBinds: boolean;
   /**
@@ -275,7 +277,11 @@ export async function backup(
       for (const h of held) {
         checkAborted(signal);
         const q = how.get(h.c)!;
-        h.resume = await quiesce(engine, h.c.spec, q.mode, progress, { stopTimeout: q.stopTimeout });
+        h.resume = await quiesce(engine, h.c.spec, q.mode, progress, {
+          stopTimeout: q.stopTimeout,
+          waitSeconds: opts.wait,
+          signal,
+        });
       }
     }
     const written = new Set<string>();
@@ -288,7 +294,11 @@ export async function backup(
       if (together) resume = i === captured.length - 1 ? releaseAll : async () => {};
       else
         try {
-          resume = await quiesce(engine, c.spec, how.get(c)!.mode, progress, { stopTimeout: how.get(c)!.stopTimeout });
+          resume = await quiesce(engine, c.spec, how.get(c)!.mode, progress, {
+            stopTimeout: how.get(c)!.stopTimeout,
+            waitSeconds: opts.wait,
+            signal,
+          });
         } catch (err) {
           if (hooks.post)
             await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) =>

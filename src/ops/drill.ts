@@ -20,6 +20,7 @@ import { drillName, drillRewrite, LABEL_DRILL, newDrillId } from '../plan/drill.
 import { restore } from './restore.js';
 import { Undo } from './steps/recreate.js';
 import { sweepHolders } from '../data/volumes.js';
+import { sleep } from '../util/sleep.js';
 
 export interface DrillOptions {
   /** A shell command (`sh -c`) run inside a container; the drill passes when it exits 0. */
@@ -83,25 +84,6 @@ export interface DrillReport {
 const POLL_MS = 500;
 const PROBE_PAUSE_MS = 1000;
 const PROBE_OUTPUT = 4096;
-
-/** Wait `ms`, or less when `signal` fires (then throw its reason). */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    };
-    const t = setTimeout(
-      () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      },
-      Math.max(0, ms),
-    );
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
 

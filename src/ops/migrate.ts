@@ -65,6 +65,8 @@ export interface MigrateOptions {
   stopSource: boolean;
   /** Consistency stop and --stop-source: seconds to wait for a clean stop (absent: the `ferry.stop-timeout` label, else the container's own). */
   stopTimeout?: number;
+  /** --wait: seconds to wait for another ferry run that holds a container (absent: fail at once). */
+  wait?: number;
   /** Volumes, host paths, ports and networks under other names on the target (--map-*). */
   remap?: Remap;
 }
@@ -213,7 +215,7 @@ export async function migrate(
       const ref = snapshotRef(c.spec.name, when);
       const fullRef = `${ref.repo}:${ref.tag}`;
       const { mode, stopTimeout } = how.get(c)!;
-      const resume = await quiesce(source, c.spec, mode, progress, { stopTimeout });
+      const resume = await quiesce(source, c.spec, mode, progress, { stopTimeout, waitSeconds: opts.wait, signal });
       if (opts.stopSource) cutover.push(resume);
       let shipping: Promise<void> | undefined;
       try {

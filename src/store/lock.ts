@@ -18,6 +18,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { EXIT, FerryError, toFerryError } from '../errors.js';
+import { sleep } from '../util/sleep.js';
 
 export const LOCK_FILE = '.ferry.lock';
 const TAKEOVER_FILE = '.ferry.lock.takeover';
@@ -178,21 +179,6 @@ async function breakStale(dir: LockDir, staleRaw: string): Promise<boolean> {
   } finally {
     await dir.remove(TAKEOVER_FILE);
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason as Error);
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason as Error);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** Take the lock of the store `dir`, waiting up to opts.timeoutMs for another run to release it. */

@@ -4,7 +4,8 @@
  * a run killed with SIGKILL leaves a trace: the next run on that engine sees that the ferry
  * process that did it is gone, and finishes its undo (ops/steps/recover.ts).
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import path from 'node:path';
 
@@ -89,6 +90,68 @@ export class QuiesceJournal {
       );
     } catch {
       /* advisory only */
+    }
+  }
+}
+
+export interface HoldRecord {
+  engine: string;
+  containerId: string;
+  name: string;
+  pid: number;
+  host: string;
+  at: string;
+}
+
+/**
+ * One ferry run at a time per container: a run that pauses, stops or snapshots a container holds
+ * it, with a file made exclusively (O_EXCL) beside the journal; a second run finds it taken. A
+ * hold whose run is gone (its process no longer exists on this host) is taken over.
+ */
+export class ContainerHolds {
+  constructor(private readonly dir = path.join(path.dirname(stateFile()), 'holds')) {}
+
+  private file(engine: string, containerId: string): string {
+    const e = createHash('sha256').update(engine).digest('hex').slice(0, 16);
+    return path.join(this.dir, `${e}-${containerId.replace(/[^0-9a-zA-Z_.-]/g, '_')}.json`);
+  }
+
+  /** Take the hold: undefined when taken, else the record of the live run that holds it. */
+  take(r: Pick<HoldRecord, 'engine' | 'containerId' | 'name'>): HoldRecord | undefined {
+    const file = this.file(r.engine, r.containerId);
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const rec: HoldRecord = { ...r, pid: process.pid, host: hostname(), at: new Date().toISOString() };
+        writeFileSync(file, JSON.stringify(rec) + '\n', { flag: 'wx', mode: 0o600 });
+        return undefined;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      let held: HoldRecord | undefined;
+      try {
+        held = JSON.parse(readFileSync(file, 'utf8')) as HoldRecord;
+      } catch {
+        held = undefined; // being written, or torn: look again
+      }
+      if (held && (held.host !== hostname() || alive(held.pid))) return held;
+      if (attempt >= 3) return held ?? { ...r, pid: 0, host: hostname(), at: '' };
+      // Its run is gone: take it over.
+      try {
+        unlinkSync(file);
+      } catch {
+        /* another run took it over first */
+      }
+    }
+  }
+
+  release(engine: string, containerId: string): void {
+    const file = this.file(engine, containerId);
+    try {
+      const held = JSON.parse(readFileSync(file, 'utf8')) as HoldRecord;
+      if (held.pid === process.pid && held.host === hostname()) unlinkSync(file);
+    } catch {
+      /* not held, or not by this run */
     }
   }
 }

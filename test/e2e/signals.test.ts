@@ -136,3 +136,39 @@ describe('migrate stopped while it sends the volume', () => {
     expect(exists('volume', name, ENGINE_B)).toBe(false);
   });
 });
+
+describe('one run per container at a time', () => {
+  it('a second backup fails clearly (exit 6) while the first holds the container; with --wait it waits and records it running', async () => {
+    const first = path.join(dir, 'overlap-1');
+    const second = path.join(dir, 'overlap-2');
+    const third = path.join(dir, 'overlap-3');
+    for (const d of [first, second, third]) mkdirSync(d);
+    const child = spawn(BIN, ['backup', name, '-o', first, '--compress', 'gzip'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    const done = new Promise<number | null>((resolve) => child.on('close', resolve));
+    child.stdout.resume();
+    await new Promise<void>((resolve) =>
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (/volume .* -> /.test(stderr)) resolve();
+      }),
+    );
+    expect(inspect('container', name).State.Paused).toBe(true); // the first run holds it, paused
+    const refused = await ferry(['backup', name, '-o', second, '--json']);
+    expect(refused.code, refused.stderr).toBe(6);
+    expect(refused.stderr).toMatch(new RegExp(`${name} is held by another ferry run \\(pid ${child.pid}`));
+    expect(readdirSync(second)).toEqual([]);
+    const waited = await ferry(['backup', name, '-o', third, '--wait', '120', '--json']);
+    expect(waited.code, waited.stderr).toBe(0);
+    expect(await done, stderr).toBe(0);
+    // the second snapshot is of the running container, taken after the first run put it back
+    const bundle = path.join(third, readdirSync(third)[0]!);
+    const m = JSON.parse((await ferry(['--json', 'inspect', bundle])).stdout) as {
+      containers: { spec: { state: { running: boolean; paused: boolean } } }[];
+    };
+    expect(m.containers[0]!.spec.state).toEqual({ running: true, paused: false });
+    expect(inspect('container', name).State.Paused).toBe(false);
+  });
+});

@@ -24,6 +24,7 @@ import { choice, codecOption, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } fr
 interface BackupFlags {
   output: string;
   stopTimeout?: number;
+  wait?: number;
   preExec?: string;
   postExec?: string;
   notifyUrl?: string;
@@ -69,6 +70,12 @@ export function backupCommand(program: Command, deps: Deps): Command {
       new Option('--stop-timeout <seconds>', `with --consistency stop: ${STOP_TIMEOUT_HELP}`).argParser(
         stopTimeoutOption,
       ),
+    )
+    .addOption(
+      new Option(
+        '--wait <seconds>',
+        'when another ferry run is backing up or migrating a container, wait this long for it (default: fail at once, exit 6)',
+      ).argParser(stopTimeoutOption),
     )
     .option(
       '--together',
@@ -249,6 +256,7 @@ Examples:
               containers: set,
               consistency: flags.consistency,
               stopTimeout: flags.stopTimeout,
+              wait: flags.wait,
               codec: flags.compress ?? defaultCodec(),
               includeBinds: !!flags.includeBinds,
               ...(registry ? { registry } : {}),

@@ -12,6 +12,7 @@ import { describeRemap, parseRemap, type RemapFlags } from '../../plan/remap.js'
 
 interface MigrateFlags extends RemapFlags {
   stopTimeout?: number;
+  wait?: number;
   to: string;
   consistency?: Consistency;
   onConflict: OnConflict;
@@ -56,6 +57,12 @@ export function migrateCommand(program: Command, deps: Deps): Command {
       new Option(
         '--stop-timeout <seconds>',
         `with --consistency stop or --stop-source: ${STOP_TIMEOUT_HELP}`,
+      ).argParser(stopTimeoutOption),
+    )
+    .addOption(
+      new Option(
+        '--wait <seconds>',
+        'when another ferry run is backing up or migrating a container, wait this long for it (default: fail at once, exit 6)',
       ).argParser(stopTimeoutOption),
     );
   return addRemapOptions(cmd)
@@ -107,6 +114,7 @@ Examples:
               start: flags.start,
               stopSource: !!flags.stopSource,
               stopTimeout: flags.stopTimeout,
+              wait: flags.wait,
               ...(remap ? { remap } : {}),
             },
             { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },

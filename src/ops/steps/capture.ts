@@ -12,10 +12,11 @@ import {
   type ContainerSpec,
   type NetworkSpec,
 } from '../../model/spec.js';
-import { NotFoundError, UsageError } from '../../errors.js';
+import { ConflictError, NotFoundError, UsageError } from '../../errors.js';
 import type { VolumeEntry } from '../../bundle/manifest.js';
 import type { Progress } from '../../context.js';
-import { QuiesceJournal } from '../../util/state.js';
+import { ContainerHolds, QuiesceJournal } from '../../util/state.js';
+import { sleep } from '../../util/sleep.js';
 
 export type Consistency = 'pause' | 'stop' | 'none';
 
@@ -98,9 +99,67 @@ export async function quiesce(
   spec: ContainerSpec,
   mode: Consistency,
   progress: Progress,
-  opts: { journal?: QuiesceJournal; stopTimeout?: number } = {},
+  opts: {
+    journal?: QuiesceJournal;
+    stopTimeout?: number;
+    holds?: ContainerHolds;
+    /** How long to wait for another ferry run that holds the container (default: not at all). */
+    waitSeconds?: number;
+    signal?: AbortSignal;
+  } = {},
 ): Promise<Resume> {
   const journal = opts.journal ?? new QuiesceJournal();
+  const holds = opts.holds ?? new ContainerHolds();
+  const where = engine.facts.endpoint;
+  await hold(holds, where, spec, progress, opts);
+  try {
+    return await quiesceHeld(engine, spec, mode, progress, journal, holds, opts);
+  } catch (err) {
+    holds.release(where, spec.sourceId);
+    throw err;
+  }
+}
+
+/**
+ * Take the container for this run: one run at a time snapshots it, so that a second one never
+ * finds it paused by the first and records it as paused. Waits up to `waitSeconds` for the run
+ * that holds it, then fails with a ConflictError naming that run.
+ */
+async function hold(
+  holds: ContainerHolds,
+  where: string,
+  spec: ContainerSpec,
+  progress: Progress,
+  opts: { waitSeconds?: number; signal?: AbortSignal },
+): Promise<void> {
+  const deadline = Date.now() + (opts.waitSeconds ?? 0) * 1000;
+  let said = false;
+  for (;;) {
+    const by = holds.take({ engine: where, containerId: spec.sourceId, name: spec.name });
+    if (!by) return;
+    const who = `another ferry run (pid ${by.pid}${by.host ? ` on ${by.host}` : ''}${by.at ? `, since ${by.at}` : ''})`;
+    if (Date.now() >= deadline)
+      throw new ConflictError(
+        `${spec.name} is held by ${who}, which is backing it up or migrating it`,
+        opts.waitSeconds
+          ? `it did not finish within --wait ${opts.waitSeconds}; try again later or wait longer`
+          : 'wait for that run to finish, or give --wait <seconds> to wait for it',
+      );
+    if (!said) progress.info(`waiting for ${who} to finish with ${spec.name}`);
+    said = true;
+    await sleep(500, opts.signal);
+  }
+}
+
+async function quiesceHeld(
+  engine: Engine,
+  spec: ContainerSpec,
+  mode: Consistency,
+  progress: Progress,
+  journal: QuiesceJournal,
+  holds: ContainerHolds,
+  opts: { stopTimeout?: number },
+): Promise<Resume> {
   const st = await engine.inspectContainer(spec.sourceId);
   const where = engine.facts.endpoint;
   // Left paused or stopped by a ferry run that was killed (SIGKILL)? Then it was running: treat
@@ -124,12 +183,17 @@ export async function quiesce(
     const once = async () => {
       if (done) return;
       done = true;
-      await fn();
+      try {
+        await fn();
+      } finally {
+        holds.release(where, spec.sourceId);
+      }
     };
     return Object.assign(once, {
       keep: () => {
         done = true;
         journal.remove(where, spec.sourceId);
+        holds.release(where, spec.sourceId);
       },
     });
   };
