@@ -1,7 +1,8 @@
 /**
  * dockerode, loaded without gRPC. dockerode requires @grpc/grpc-js and @grpc/proto-loader when it
  * loads, for BuildKit sessions (`docker build` with a session), which ferry never opens; they cost
- * about 17 MB of resident memory in every run. They are replaced by stand-ins that fail loudly if
+ * resident memory and start-up time in every run (docs/performance.md, ssh2 and dockerode). They
+ * are replaced by stand-ins that fail loudly if
  * anything ever uses them; so is docker-modem's SSH transport (ssh2 is loaded only for ssh://,
  * by ssh/client.ts). Only engine.ts imports this module.
  */

@@ -1,7 +1,8 @@
 /**
  * ssh2, loaded with its packet padding drawn from a pool of random bytes. ssh2 calls
  * crypto.randomFillSync for the 4 to 255 bytes of padding of every packet it sends: one call into
- * OpenSSL per 32 KiB packet, about a second of CPU per GiB sent. The pool holds bytes from the
+ * OpenSSL per 32 KiB packet, a CPU cost that grows with every byte sent (docs/performance.md,
+ * ssh2 and dockerode). The pool holds bytes from the
  * same generator (crypto.randomFillSync, 64 KiB at a time), each handed out once, so the padding
  * is exactly as random; only the calls are fewer. The substitution is visible to ssh2 alone: it
  * takes the function when it loads, and the crypto module is restored right after.
@@ -35,7 +36,8 @@ const require = createRequire(import.meta.url);
 let ssh2: typeof Ssh2 | undefined;
 
 /**
- * ssh2, loaded on first use (a run without ssh:// never loads it: about 60 ms of start-up). The
+ * ssh2, loaded on first use (a run without ssh:// never pays its start-up: docs/performance.md,
+ * ssh2 and dockerode). The
  * only way this project loads ssh2; docker-modem's copy is never loaded (engine/dockerode.ts).
  */
 export function loadSsh2(): typeof Ssh2 {

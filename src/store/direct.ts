@@ -7,9 +7,9 @@
  *
  * Why: a backup of a 50 GB volume written through the page cache pushes the host's working set
  * (the database's own cache) out of memory, and the kernel spends CPU allocating a page for every
- * 4 KiB of it (about 3 s per GiB on a VM whose free memory goes back to the hypervisor, as on
- * this project's lab machine: see README, Performance). The bundle is fsynced before it is
- * renamed in any case, so waiting for the disk costs nothing extra.
+ * 4 KiB of it (dearly on a VM whose free memory goes back to the hypervisor, as on this project's
+ * lab machine: docs/performance.md, Bundles bypass the page cache). The bundle is fsynced before
+ * it is renamed in any case, so waiting for the disk costs nothing extra.
  *
  * O_DIRECT needs the buffer's address, the file offset and the length aligned. Node gives no
  * aligned heap buffers, so the slots live in a WebAssembly.Memory, whose base is page-aligned.
