@@ -1,8 +1,9 @@
 /**
  * An image archive for `docker load` built from the engine host's layer store, without the
  * engine's save. `docker save` re-tars every layer of the image, the base ones included, however
- * few of them the target lacks: for a second migration of a service on a 421 MB image that is
- * 421 MB read and tarred by the source engine (and parsed by ferry) to send a layer of 16 KiB.
+ * few of them the target lacks: for a second migration that is the whole image read and tarred
+ * by the source engine (and parsed by ferry) to send a small top layer (docs/performance.md, The
+ * image from the layer store).
  *
  * Docker keeps, for each layer, its tar-split (`tar-split.json.gz`: the tar's headers and padding
  * as raw bytes, and for each file its name and size) next to the layer's files (the overlay2

@@ -1,9 +1,9 @@
 /**
  * Volume data read and written straight on the engine host's disk: GNU tar on the volume's
  * directory, run on that host (this machine for a local engine, the SSH host for ssh://) as root.
- * Measured here on 1.1 GiB: reading 1.3 s and 1.4 CPU seconds, against 4-9 s through the
- * engine's archive endpoint (`docker cp`), which also puts the engine's own CPU on the critical
- * path of the maintenance window; writing 2-3 s against 5.5 s.
+ * Reading and writing this way is several times faster than through the engine's archive
+ * endpoint (`docker cp`), which also puts the engine's own CPU on the critical path of the
+ * maintenance window (docs/performance.md, Volume data on the hosts' disks).
  *
  * Only where the archive is the one the engine would give: the same entries in the same order
  * (sorted by name), numeric owners (no names: a hand-run `tar x` on another host cannot map them
@@ -22,9 +22,9 @@
  * filesystem holding the volume) before ferry says it is there; while tar writes, the same flush
  * runs every WRITE_BEHIND_MS, so that the disk works while the data arrives and the last flush
  * has little left to do. Without it the host's page cache takes the whole volume (up to
- * dirty_background_ratio of its memory: 2 GiB on a 24 GiB host) and the flush, whoever does it
- * (ferry, or the engine at the next container's creation), stalls the end of the run: 0.5 s
- * here for 1.1 GiB.
+ * dirty_background_ratio of its memory) and the flush, whoever does it (ferry, or the engine at
+ * the next container's creation), stalls the end of the run (docs/performance.md, Write-behind,
+ * and fewer shells).
  */
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -117,9 +117,8 @@ export function sameDirectory(
  * GNU tar's record, in 512-byte blocks, on both sides: 64 KiB (a pipe's capacity, and what Node
  * reads from one at a time) instead of tar's 10 KiB. tar reads files, writes the pipe and reads it
  * a record at a time: with 10 KiB records ferry got the archive in 10 KiB reads and sent it in as
- * many SSH packets. Measured on the second migration of 1.1 GiB over ssh:// (8 runs each,
- * alternating): 7.0-8.7 s (median 8.0, 5 runs) with 10 KiB records, 5.5-6.7 s (median 6.0,
- * 9 runs) with 64 KiB; 256 KiB (5.3-6.9 s) and 1 MiB (5.7-7.2 s) were no faster. The zeros
+ * many SSH packets. 64 KiB records made the second migration over ssh:// faster, and larger
+ * ones (256 KiB, 1 MiB) were no faster still (docs/performance.md, 64 KiB tar records). The zeros
  * that fill the last record (up to 64 KiB) are left out of what is read (TarEndTrim): the engine
  * ends its archive at the end-of-archive marker, and Podman's archive PUT fails on what follows.
  * tar reading stdin takes a short last record.
@@ -188,8 +187,8 @@ async function hostVolumeDir(
  * The start of every script run on a volume's directory ($1): it prints the directory's stat,
  * then waits for ferry's answer on stdin (`go`, once that is what the engine sees) before it does
  * anything else. One exec channel, where a stat of its own would be another (each one a login
- * shell on the host: 0.2 s on this lab's). `read` takes no byte past its line, so what follows
- * on stdin is the script's.
+ * shell on the host, slow to start where its rc files do much: docs/performance.md, Write-behind,
+ * and fewer shells). `read` takes no byte past its line, so what follows on stdin is the script's.
  */
 const VETTED_PREFIX =
   'd=$1; shift; stat --format=%f:%.9Y -- "$d" || exit 197; IFS= read -r go && [ "$go" = go ] || exit 198; ';

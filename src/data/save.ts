@@ -7,8 +7,9 @@
  * store: host-image.ts) and the caller can start the archive over should it fail half-way
  * (`rewritable`: a bundle in a local file), the archive is built from the layer store, every
  * layer's digest checked as it streams; otherwise it is the engine's save. The engine's save of
- * a 421 MB image costs the engine ~4 CPU seconds and, on Docker 20.10, a staged copy on its disk
- * before the first byte; the layer store's files cost a `cat`.
+ * an image costs the engine CPU for re-tarring every layer and, on Docker 20.10, a staged copy on
+ * its disk before the first byte; the layer store's files cost a `cat` (docs/performance.md, The
+ * backup's image from the layer store).
  */
 import type { Readable } from 'node:stream';
 import type { MemberAgain } from '../bundle/writer.js';

@@ -287,8 +287,9 @@ export function inPlaceVolumePath(
 
 /**
  * A volume of a (quiesced) container, read from that container itself where inPlaceVolumePath
- * allows it (no helper to create and remove: about 0.4 s less per volume here), else from a
- * holder. Podman's archive endpoint loses owners: there it is always the holder (and its tar).
+ * allows it (no helper to create and remove per volume: docs/performance.md, No helper where
+ * none is needed), else from a holder. Podman's archive endpoint loses owners: there it is always
+ * the holder (and its tar).
  */
 export async function openContainerVolumeReader(
   engine: Engine,

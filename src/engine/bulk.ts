@@ -1,18 +1,27 @@
 /**
  * Bulk byte streams from the engine (a volume's archive, a saved image), read straight off the
- * socket.
+ * socket: a hand-written HTTP/1.1 client in place of docker-modem's, for bulk GETs only. It stands
+ * in for a dependency's internals, so it lives here and nowhere else.
  *
- * docker-modem reads a response through Node's http client: every piece the engine writes (32 KiB)
- * arrives as a Buffer of its own, goes through the HTTP parser and is pushed on its own. For a
- * 1.1 GiB volume on the lab machine (2 cores) that cost about 2 s of CPU and 1.5 s of wall time
- * more than `docker cp` reading the same archive. Here one plain HTTP/1.1 GET is sent on a socket
- * of its own, the socket reads (`onread`) into 1 MiB slabs, the chunked framing is taken out in
- * place, and each slab is pushed once (slabs come from, and go back to, a pool: util/slabs.ts).
- * Measured on the same archive: 2.6-2.9 s where `docker cp` took 3.0-3.3 s, with about a third
- * of the CPU the http client path used.
+ * What it replaces: docker-modem reads a response through Node's http client, where every piece
+ * the engine writes (32 KiB) arrives as a Buffer of its own, goes through the HTTP parser and is
+ * pushed on its own. Here one plain HTTP/1.1 GET is sent on a socket of its own, the socket reads
+ * (`onread`) into 1 MiB slabs, the chunked framing is taken out in place, and each slab is pushed
+ * once (slabs come from, and go back to, a pool: util/slabs.ts).
+ *
+ * Why: one push per slab instead of one per 32 KiB piece. Through the http client a large archive
+ * cost ferry far more CPU and wall time than `docker cp` reading the same one; read this way it is
+ * faster than `docker cp` (the gain: see docs/performance.md, Bulk reads off the engine socket).
  *
  * Only for engines reached over a unix socket or plain TCP; TLS and ssh:// engines go through
- * dockerode. Errors look like docker-modem's (`statusCode`, `json`), so Engine maps them the same.
+ * dockerode. Errors carry docker-modem's fields (`statusCode`; `json`, which docker-modem leaves
+ * null for a streamed response and puts the engine's message in `message`), so Engine maps them
+ * the same.
+ *
+ * Guarded by test/unit/bulk-dockerode.test.ts: the same engine calls made through this module and
+ * through dockerode must send the same request line and give the same bytes and the same errors,
+ * so a change in docker-modem's request or error shape fails there. test/unit/bulk.test.ts checks
+ * the framing itself.
  */
 import net from 'node:net';
 import { Readable } from 'node:stream';

@@ -1,9 +1,20 @@
 /**
- * dockerode, loaded without gRPC. dockerode requires @grpc/grpc-js and @grpc/proto-loader when it
- * loads, for BuildKit sessions (`docker build` with a session), which ferry never opens; they cost
- * about 17 MB of resident memory in every run. They are replaced by stand-ins that fail loudly if
- * anything ever uses them; so is docker-modem's SSH transport (ssh2 is loaded only for ssh://,
- * by ssh/client.ts). Only engine.ts imports this module.
+ * dockerode, loaded without gRPC. A patch of dockerode's and docker-modem's internals, kept here
+ * and nowhere else.
+ *
+ * What it patches: dockerode's lib/session.js requires @grpc/grpc-js and @grpc/proto-loader when
+ * dockerode loads, for BuildKit sessions (`docker build` with a session), which ferry never opens;
+ * docker-modem's modem.js requires its SSH transport (./ssh.js), which loads ssh2. Before
+ * dockerode is required, require.cache gets stand-ins at the paths those requires resolve to:
+ * objects that fail loudly if anything ever uses them. ssh2 is loaded only for ssh://, by
+ * ssh/client.ts. Only engine.ts imports this module.
+ *
+ * Why: loading gRPC and ssh2 costs resident memory and start-up time in every run, for code ferry
+ * never calls (the gain: see docs/performance.md, ssh2 and dockerode).
+ *
+ * Guarded by test/unit/dockerode.test.ts ("what the dockerode patch relies on"): it fails if
+ * dockerode or docker-modem no longer require those modules, require them at other paths (the
+ * stand-ins then silently unused), or anything of the real gRPC or ssh2 gets loaded.
  */
 import { createRequire } from 'node:module';
 import path from 'node:path';

@@ -3,18 +3,25 @@
  * few aligned 4 MiB slots and each full slot goes to disk with one O_DIRECT positioned write (the
  * thread pool runs a few side by side). What is not a whole aligned slot (the tail, the header
  * and manifest patches) goes through an ordinary descriptor of the same file; the final fsync
- * covers both.
+ * covers both. It works around what Node does not offer (aligned buffers), so it lives here and
+ * nowhere else.
+ *
+ * What it relies on: O_DIRECT needs the buffer's address, the file offset and the length aligned.
+ * Node gives no aligned heap buffers, so the slots live in a WebAssembly.Memory, whose base is
+ * page-aligned, and Node's FileHandle.writev hands a view of it to the kernel as it is. Where the
+ * filesystem refuses O_DIRECT (at open, or EINVAL on the first write), everything goes through the
+ * ordinary descriptor: same bytes, page cache as before.
  *
  * Why: a backup of a 50 GB volume written through the page cache pushes the host's working set
  * (the database's own cache) out of memory, and the kernel spends CPU allocating a page for every
- * 4 KiB of it (about 3 s per GiB on a VM whose free memory goes back to the hypervisor, as on
- * this project's lab machine: see README, Performance). The bundle is fsynced before it is
- * renamed in any case, so waiting for the disk costs nothing extra.
+ * 4 KiB of it (dearly on a VM whose free memory goes back to the hypervisor, as on this project's
+ * lab machine). The bundle is fsynced before it is renamed in any case, so waiting for the disk
+ * costs nothing extra (the gain, and its cost with memory warm: see docs/performance.md, Bundles
+ * bypass the page cache).
  *
- * O_DIRECT needs the buffer's address, the file offset and the length aligned. Node gives no
- * aligned heap buffers, so the slots live in a WebAssembly.Memory, whose base is page-aligned.
- * Where the filesystem refuses O_DIRECT (at open, or EINVAL on the first write), everything goes
- * through the ordinary descriptor: same bytes, page cache as before.
+ * Guarded by test/unit/direct.test.ts: its round trip on disk must keep using O_DIRECT
+ * (usingDirectIo), and "what the O_DIRECT patch relies on" fails if a WebAssembly.Memory view is
+ * no longer written as it is, aligned, so that the fallback would silently take every write.
  */
 import { constants as fsc } from 'node:fs';
 import type fs from 'node:fs/promises';

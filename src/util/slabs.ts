@@ -2,9 +2,10 @@
  * A small pool of 1 MiB buffers for the bulk byte path (engine socket -> bundle file).
  *
  * A backup moves gigabytes through 1 MiB slabs; allocating each one anew made V8 collect garbage
- * about 75 times per GiB ("external memory pressure", about 0.5 s of CPU). A slab comes back to
- * the pool only when its last owner says so: the bundle writer, once the bytes are on disk. A slab
- * nobody returns is simply collected, so a consumer that does not know about the pool is safe.
+ * again and again for "external memory pressure" (docs/performance.md, Bulk reads off the engine
+ * socket). A slab comes back to the pool only when its last owner says so: the bundle writer,
+ * once the bytes are on disk. A slab nobody returns is simply collected, so a consumer that does
+ * not know about the pool is safe.
  */
 export const SLAB_SIZE = 1 << 20;
 /** Slabs kept for reuse; more are allocated when all are out, and collected when returned past this. */

@@ -183,3 +183,39 @@ describe('AlignedAppender', () => {
     expect(directIoWanted({})).toBe(typeof fsc.O_DIRECT === 'number');
   });
 });
+
+// As in src/store/direct.ts: the DOM lib, which has these types, is left out.
+declare const WebAssembly: {
+  Memory: new (d: { initial: number; maximum: number }) => { readonly buffer: ArrayBuffer };
+};
+
+/**
+ * The guard of src/store/direct.ts's O_DIRECT writes: they rely on a WebAssembly.Memory's buffer
+ * being page-aligned and on Node's FileHandle.writev passing a view of it to the kernel as it is
+ * (no copy into a buffer of its own). If either changes, every O_DIRECT write is refused and the
+ * appender silently falls back to the page cache; the round trip above then fails on
+ * usingDirectIo, and this test says why.
+ */
+describe('what the O_DIRECT patch relies on', () => {
+  it('O_DIRECT takes a WebAssembly.Memory view as it is; one byte off, the filesystem refuses it', async (ctx) => {
+    const { fh, dfh } = await open('w', true);
+    try {
+      if (!dfh) return ctx.skip(); // no O_DIRECT on this filesystem: nothing to check
+      const memory = new WebAssembly.Memory({ initial: 2, maximum: 2 }); // 128 KiB
+      const slot = Buffer.from(memory.buffer, 0, 65536).fill(7);
+      expect((await dfh.writev([slot], 0)).bytesWritten).toBe(65536);
+      const second = Buffer.from(memory.buffer, 65536, 65536).fill(9);
+      expect((await dfh.writev([second], 65536)).bytesWritten).toBe(65536);
+      // The check means something only where misalignment is refused (ext4, xfs).
+      const off = await dfh.writev([Buffer.from(memory.buffer, 1, 4096)], 131072).then(
+        () => undefined,
+        (e: NodeJS.ErrnoException) => e,
+      );
+      if (!off) return ctx.skip();
+      expect(off.code).toBe('EINVAL');
+    } finally {
+      await dfh?.close();
+      await fh.close();
+    }
+  });
+});
