@@ -178,6 +178,9 @@ async function quiesceHeld(
       journal.add({ engine: where, containerId: spec.sourceId, name: spec.name, action: stale.action });
     }
   }
+  // The state the bundle records is the one this run found once it held the container, not the
+  // one inspected before: another run may have had it paused then.
+  spec.state = running ? { running: true, paused: false } : { running: !!st.State.Running, paused: !!st.State.Paused };
   const resume = (fn: () => Promise<void>): Resume => {
     let done = false;
     const once = async () => {
