@@ -19,6 +19,7 @@ import {
   ENGINE_A,
   exists,
   ferry,
+  ferryEnv,
   freePort,
   inspect,
   sh,
@@ -274,8 +275,7 @@ describe('ferry drill', () => {
   });
 
   it('SIGTERM during a hanging probe removes everything and exits 143', async () => {
-    const env = { ...process.env };
-    delete env.DOCKER_HOST;
+    const env = ferryEnv();
     const child = spawn(BIN, ['drill', bundle, '--probe', 'sleep 300', '--timeout', '120'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env,

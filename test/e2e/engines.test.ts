@@ -17,6 +17,7 @@ import {
   ENGINE_B,
   exists,
   ferry,
+  ferryEnv,
   inspect,
   uid,
   volumeListing,
@@ -105,7 +106,10 @@ describe('interrupted backup', () => {
     try {
       docker(['exec', big, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=400 2>/dev/null']);
       const out = path.join(dir, 'interrupted');
-      const child = spawn(BIN, ['backup', big, '-o', out, '--compress', 'gzip'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(BIN, ['backup', big, '-o', out, '--compress', 'gzip'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: ferryEnv(),
+      });
       let stderr = '';
       let scheduled = false;
       const code = await new Promise<number | null>((resolve) => {

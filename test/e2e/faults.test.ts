@@ -17,6 +17,7 @@ import {
   ENGINE_B,
   exists,
   ferry,
+  ferryEnv,
   inspect,
   sshHome,
   uid,
@@ -50,7 +51,7 @@ async function killMidVolume(
 ): Promise<void> {
   const child = spawn(BIN, ['backup', container, '-o', out, '--compress', 'gzip'], {
     stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, ...env, ...extraEnv },
+    env: ferryEnv({ ...env, ...extraEnv }),
   });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));

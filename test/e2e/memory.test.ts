@@ -17,6 +17,7 @@ import {
   ENGINE_A,
   ENGINE_B,
   ferry,
+  ferryEnv,
   removeSnapshots,
   sshHome,
   uid,
@@ -39,7 +40,7 @@ function runMeasured(
   return new Promise((resolve) => {
     const child = spawn(BIN, args, {
       stdio: ['ignore', 'ignore', 'pipe'],
-      env: { ...process.env, ...env, NODE_OPTIONS: '--max-old-space-size=200' },
+      env: ferryEnv({ ...env, NODE_OPTIONS: '--max-old-space-size=200' }),
     });
     let stderr = '';
     let peak = 0;

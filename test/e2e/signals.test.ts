@@ -9,7 +9,19 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, BUSYBOX, cleanup, docker, ENGINE_A, ENGINE_B, exists, ferry, inspect, uid } from '../helpers/lab.js';
+import {
+  BIN,
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ENGINE_B,
+  exists,
+  ferry,
+  ferryEnv,
+  inspect,
+  uid,
+} from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-signals-'));
 const name = uid('sig');
@@ -44,7 +56,7 @@ function runAndStop(
   how: Stop,
   onTrigger: () => void = () => {},
 ): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: ferryEnv() });
   let stderr = '';
   let fired = false;
   child.stdout.resume();
@@ -145,6 +157,7 @@ describe('one run per container at a time', () => {
     for (const d of [first, second, third]) mkdirSync(d);
     const child = spawn(BIN, ['backup', name, '-o', first, '--compress', 'gzip'], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: ferryEnv(),
     });
     let stderr = '';
     const done = new Promise<number | null>((resolve) => child.on('close', resolve));

@@ -23,6 +23,8 @@ export const ENGINE_KIND: 'overlay2' | 'containerd' =
   process.env.FERRY_E2E_ENGINE === 'containerd' ? 'containerd' : 'overlay2';
 export const ENGINE_A = ENGINE_KIND === 'containerd' ? DOCKER_26_CONTAINERD : DOCKER_20;
 export const ENGINE_B = 'unix:///var/run/docker-b.sock';
+/** The engine ferry reaches without -H: the default socket, or engine C in a containerd run. */
+const DEFAULT_HOST = ENGINE_KIND === 'containerd' ? ENGINE_A : undefined;
 export const PODMAN = 'unix:///run/podman/podman.sock';
 export const BUSYBOX = 'ferry-test/busybox:1';
 export const POSTGRES = 'ferry-test/postgres:15';
@@ -33,6 +35,17 @@ export interface Run {
   stderr: string;
 }
 
+/** The environment ferry runs with in these tests: DOCKER_HOST names the run's primary engine where it is not the default socket. */
+export function ferryEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.DOCKER_HOST;
+  if (DEFAULT_HOST) env.DOCKER_HOST = DEFAULT_HOST;
+  for (const [k, v] of Object.entries(extra))
+    if (v === undefined) delete env[k];
+    else env[k] = v;
+  return env;
+}
+
 /** Run ferry. `input` is piped to stdin (a file path via inputFile, or a Buffer). */
 export function ferry(
   args: string[],
@@ -41,7 +54,8 @@ export function ferry(
   return new Promise((resolve, reject) => {
     const env = { ...process.env, ...opts.env };
     delete env.DOCKER_HOST;
-    if (opts.env?.DOCKER_HOST) env.DOCKER_HOST = opts.env.DOCKER_HOST;
+    const host = opts.env?.DOCKER_HOST ?? DEFAULT_HOST;
+    if (host) env.DOCKER_HOST = host;
     const cmd = [BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
     const redir = `${opts.stdinFile ? ` < '${opts.stdinFile}'` : ' < /dev/null'}${opts.stdoutFile ? ` > '${opts.stdoutFile}'` : ''}`;
     // bin/ferry.js run as a program, as an installed `ferry` is: its shebang's node flags apply
@@ -58,7 +72,7 @@ export function ferry(
 /** Run a shell pipeline (for `ferry ... -o - | ferry restore -`). */
 export function sh(script: string, env: Record<string, string> = {}): Run {
   const r = spawnSync('sh', ['-c', script], {
-    env: { ...process.env, FERRY: BIN, ...env },
+    env: { ...process.env, FERRY: BIN, ...(DEFAULT_HOST ? { DOCKER_HOST: DEFAULT_HOST } : {}), ...env },
     encoding: 'utf8',
     maxBuffer: 64 << 20,
   });
