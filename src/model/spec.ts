@@ -231,6 +231,7 @@ export function captureSpec({
     }));
   if (hostConfig.IpcMode === 'private' || hostConfig.IpcMode === 'shareable') delete hostConfig.IpcMode;
   if (hostConfig.CgroupnsMode === 'host' || hostConfig.CgroupnsMode === 'private') delete hostConfig.CgroupnsMode;
+  withoutPrivateNamespaces(hostConfig);
   if (hostConfig.Isolation === 'default') delete hostConfig.Isolation;
   // Default masked/readonly path lists are the engine's; only an explicit [] (systempaths=unconfined) matters.
   delete hostConfig.MaskedPaths;
@@ -432,6 +433,14 @@ function endpointConfig(e: EndpointSpec): Json {
  * ContainerSpec -> create body for `image`. `volumeNames` maps each volume source (including
  * anonymous ones, by their old name) to the name to use on the target.
  */
+/**
+ * Podman reports a container's own PID, UTS and user namespaces as "private"; Docker's default is
+ * the same, spelt "" (Docker 26 refuses "invalid PID mode: private"; 20.10 let it through).
+ */
+function withoutPrivateNamespaces(hostConfig: Json): void {
+  for (const k of ['PidMode', 'UTSMode', 'UsernsMode'] as const) if (hostConfig[k] === 'private') delete hostConfig[k];
+}
+
 export function createPlan(
   spec: ContainerSpec,
   image: string,
@@ -439,6 +448,7 @@ export function createPlan(
 ): CreatePlan {
   const vn = opts.volumeNames ?? {};
   const hostConfig: Json = { ...spec.hostConfig };
+  withoutPrivateNamespaces(hostConfig); // bundles made before capture dropped them
   // The target's default bridge network may have another name (Podman's is "podman").
   const bridge = opts.bridge ?? 'bridge';
   if (hostConfig.NetworkMode === 'bridge') hostConfig.NetworkMode = bridge;

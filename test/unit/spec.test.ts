@@ -916,6 +916,21 @@ describe('a container captured from Podman', () => {
     ]);
   });
 
+  it('drops Podman\'s "private" PID, UTS and user namespaces (Docker 26 refuses "invalid PID mode: private")', () => {
+    const i = podmanInspect();
+    Object.assign(hc(i), { PidMode: 'private', UTSMode: 'private', UsernsMode: 'private' });
+    const s = captureSpec({ inspect: i, imageConfig: null, quirks: quirksFor({ podman: true }) });
+    for (const k of ['PidMode', 'UTSMode', 'UsernsMode']) expect(s.hostConfig).not.toHaveProperty(k);
+    // a bundle made before the capture dropped them is created without them too
+    const old = { ...s, hostConfig: { ...s.hostConfig, PidMode: 'private', UTSMode: 'private' } };
+    const h = createPlan(old, 'img').body.HostConfig as Record<string, unknown>;
+    expect(h).not.toHaveProperty('PidMode');
+    expect(h).not.toHaveProperty('UTSMode');
+    // a real setting stays
+    const host = { ...s, hostConfig: { ...s.hostConfig, PidMode: 'host' } };
+    expect((createPlan(host, 'img').body.HostConfig as Record<string, unknown>).PidMode).toBe('host');
+  });
+
   it('is created on Podman on its default network, whose name is not "bridge"', () => {
     const s = captureSpec({ inspect: podmanInspect(), imageConfig: null, quirks: quirksFor({ podman: true }) });
     const p = createPlan(s, 'img', { multiEndpoint: true, bridge: 'podman' });
