@@ -85,7 +85,7 @@ function counter(onBytes: (n: number) => void): Transform {
   });
 }
 
-/** Re-stream a `docker save` archive without the layer files in `skip` (folder names). */
+/** Re-stream a `docker save` archive without the layer files in `skip` (v1 folder names or OCI blob digests). */
 function withoutLayers(src: Readable, skip: Set<string>): Readable {
   const extract = tar.extract();
   const pack = tar.pack();
@@ -98,8 +98,10 @@ function withoutLayers(src: Readable, skip: Set<string>): Readable {
     sending.catch(() => {});
     for await (const entry of extract) {
       const h = entry.header;
-      const m = /^([0-9a-f]{64})\/layer\.tar$/.exec(h.name);
-      if (m && skip.has(m[1]!)) {
+      // A layer file: `<v1 id>/layer.tar` (Docker's own store), or `blobs/sha256/<digest>` in the
+      // OCI layout Docker 25+ saves (an uncompressed layer's digest is its diff ID).
+      const m = /^(?:([0-9a-f]{64})\/layer\.tar|blobs\/sha256\/([0-9a-f]{64}))$/.exec(h.name);
+      if (m && skip.has((m[1] ?? m[2])!)) {
         entry.resume();
         await new Promise<void>((r) => entry.on('end', () => r()));
         continue;
@@ -143,7 +145,11 @@ export async function shipImage(
   const chains = chainIds(diffIds);
   const v1 = v1LayerIds(diffIds);
   const skip = new Set<string>();
-  for (let i = 0; i < v1.length; i++) if (have.has(chains[i]!)) skip.add(v1[i]!);
+  for (let i = 0; i < v1.length; i++)
+    if (have.has(chains[i]!)) {
+      skip.add(v1[i]!);
+      skip.add(diffIds[i]!.replace(/^sha256:/, ''));
+    }
   const missing = diffIds.map((_, i) => i).filter((i) => !have.has(chains[i]!));
   let skipped = 0;
   const load = async (body: Readable, close: () => void): Promise<number> => {
@@ -183,7 +189,7 @@ export async function shipImage(
       path: 'engine-save',
       open: async () => {
         const saved = await source.saveImages([ref]);
-        // The engine's save holds every layer: those the target has (by their folder names) are dropped.
+        // The engine's save holds every layer: those the target has (by folder name or blob digest) are dropped.
         const body = skip.size ? withoutLayers(saved, skip) : saved;
         return {
           body,
@@ -191,7 +197,7 @@ export async function shipImage(
             saved.destroy();
             body.destroy();
           },
-          skipped: skip.size,
+          skipped: diffIds.length - missing.length,
         };
       },
     },
