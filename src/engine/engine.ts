@@ -101,6 +101,7 @@ export interface Engine {
   readonly prepareCleanup: () => void;
 
   /** What differs on this engine from a Docker engine with its own image store, for the operator. */
+  /** What differs on this engine, for the operator: said once per run (information, not a warning). */
   differences(): string[];
   close(): void;
   apiAtLeast(v: string): boolean;

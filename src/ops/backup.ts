@@ -125,7 +125,7 @@ export async function backup(
   if (opts.containers.length === 0)
     throw new UsageError('no containers to back up', 'name one or more containers, or use --all');
 
-  for (const d of engine.differences()) progress.warn(d);
+  for (const d of engine.differences()) progress.info(d);
   // What the engine's host offers the data paths: asked now, in the background.
   const via = routing(ctx, engine);
   await recoverDeadRuns(engine, progress);

@@ -94,7 +94,7 @@ export async function migrate(
   const { progress, signal } = ctx;
   if (!opts.containers.length) throw new UsageError('name at least one container to migrate');
   const when = new Date();
-  for (const d of [...source.differences(), ...target.differences()]) progress.warn(d);
+  for (const d of [...source.differences(), ...target.differences()]) progress.info(d);
   // What each engine's host offers the data paths: asked now, in the background.
   const via = { source: routing(ctx, source), target: routing(ctx, target) };
   for (const e of [source, target]) await recoverDeadRuns(e, progress);

@@ -274,7 +274,7 @@ export async function restore(
   const src = await transport.openBundle();
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
   const whole = reader.manifest;
-  for (const d of engine.differences()) progress.warn(d);
+  for (const d of engine.differences()) progress.info(d);
   // What the engine's host offers the data paths: asked now, in the background.
   const via = routing(ctx, engine);
   await recoverDeadRuns(engine, progress);
