@@ -386,7 +386,9 @@ describe('inspect', () => {
     expect(o).not.toContain(SECRET);
     expect(r.stderr).not.toContain(SECRET);
     expect(o).toMatch(
-      /source\s+engine unix:\/\/\/var\/run\/docker\.sock \(Docker \S+, API [\d.]+, linux\/\w+\), ferry ran on host \S+/,
+      new RegExp(
+        `source\\s+engine ${ENGINE_A.replace(/[./]/g, '\\$&')} \\(Docker \\S+, API [\\d.]+, linux/\\w+\\), ferry ran on host \\S+`,
+      ),
     );
     expect(o).toMatch(/ferry\s+0\.1\.0, bundle format 1/);
     expect(o).toContain(`container ${web}`);

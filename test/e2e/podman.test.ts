@@ -19,6 +19,7 @@ import {
   PODMAN,
   uid,
   volumeListing,
+  ENGINE_KIND,
 } from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-podman-'));
@@ -134,7 +135,16 @@ describe('Podman', () => {
             target: { path: 'engine-archive', fallback: { from: 'host-tar', reason: expect.any(String) } },
           },
         ],
-        images: [{ container: m, ref: expect.any(String), path: 'layer-store' }],
+        images: [
+          ENGINE_KIND === 'containerd'
+            ? {
+                container: m,
+                ref: expect.any(String),
+                path: 'engine-save',
+                fallback: { from: 'layer-store', reason: expect.stringMatching(/containerd image store/) },
+              }
+            : { container: m, ref: expect.any(String), path: 'layer-store' },
+        ],
       });
       expect(inspect('container', m, PODMAN).State.Running).toBe(true);
       expect(inspect('container', m, PODMAN).Config.Env).toContain('MODE=migrated');

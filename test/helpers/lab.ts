@@ -54,7 +54,9 @@ export function ferry(
   return new Promise((resolve, reject) => {
     const env = { ...process.env, ...opts.env };
     delete env.DOCKER_HOST;
-    const host = opts.env?.DOCKER_HOST ?? DEFAULT_HOST;
+    // A test that names DOCKER_HOST or a docker context chooses the engine itself.
+    const host =
+      opts.env && ('DOCKER_HOST' in opts.env || 'DOCKER_CONTEXT' in opts.env) ? opts.env.DOCKER_HOST : DEFAULT_HOST;
     if (host) env.DOCKER_HOST = host;
     const cmd = [BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
     const redir = `${opts.stdinFile ? ` < '${opts.stdinFile}'` : ' < /dev/null'}${opts.stdoutFile ? ` > '${opts.stdoutFile}'` : ''}`;
