@@ -43,6 +43,11 @@ export interface VerifyReport {
   bundle: string;
   ok: boolean;
   members: MemberCheck[];
+  /**
+   * Set where the bundle could not be read at all for a reason that says nothing about its
+   * content (no passphrase, permission denied): it was not verified, and is not called damaged.
+   */
+  unverified?: { code: string; exitCode: number; message: string };
 }
 
 /** Largest docker manifest.json read from an image archive. */

@@ -640,9 +640,25 @@ describe('ferry verify <store>', () => {
     const without = await ferry(['verify', d], { env: { FERRY_PASSPHRASE: undefined } });
     expect(without.code, without.stderr).toBe(2);
     expect(without.stderr).toMatch(/passphrase/i);
+    expect(without.stdout).toMatch(/^NOT VERIFIED  ferry-.*\.tar: .*no passphrase was given$/m);
+    // the bundles it could check are still checked, and damage is the worst (exit 7)
+    flipped(written.web!, path.join(d, 'b-flipped.tar'), [`images/${web}`, 2000]);
+    const both = await ferry(['verify', d], { env: { FERRY_PASSPHRASE: undefined } });
+    expect(both.code, both.stderr).toBe(7);
+    expect(both.stdout).toMatch(new RegExp(`^BAD  b-flipped\\.tar: images/${web}\\.tar\\.gz: `, 'm'));
+    expect(both.stdout).toContain(': 3 bundles, 1 whole, 1 bad, 1 not verified');
+    rmSync(path.join(d, 'b-flipped.tar'));
     const withIt = await ferry(['verify', d], { env: { FERRY_PASSPHRASE: 'store-secret' } });
     expect(withIt.code, withIt.stderr).toBe(0);
     expect(withIt.stdout).toContain(': 2 bundles, 2 whole, 0 bad');
+  });
+
+  it('a store with no bundle (an empty or wrong directory) is not a pass: exit 5', async () => {
+    const empty = path.join(dir, 'empty-store');
+    mkdirSync(empty);
+    const r = await ferry(['verify', empty]);
+    expect(r.code, r.stderr).toBe(5);
+    expect(r.stderr).toContain(`no bundles in ${empty}: nothing was verified`);
   });
 });
 

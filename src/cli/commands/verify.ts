@@ -1,7 +1,6 @@
 import { Command } from 'commander';
 import path from 'node:path';
-import { PassphraseError } from '../../bundle/crypto.js';
-import { BundleError, toFerryError } from '../../errors.js';
+import { BundleError, FerryError, NotFoundError, toFerryError, type ExitCode } from '../../errors.js';
 import type { RunContext } from '../../context.js';
 import { badMembers, verifyStream, type VerifyReport } from '../../ops/verify.js';
 import { openStore, readTarget } from '../../store/registry.js';
@@ -47,13 +46,23 @@ export async function verifyStore(store: Store, ctx: RunContext): Promise<Verify
     try {
       out.push(await verifyStream((await store.open(name)).stream, b, ctx));
     } catch (err) {
-      // Interrupted, or a passphrase missing or wrong (exit 2): not a verdict on the bundle.
-      if (ctx.signal.aborted || err instanceof PassphraseError) throw err;
-      out.push({
-        bundle: b,
-        ok: false,
-        members: [{ name: 'bundle', kind: 'bundle', ok: false, problems: [toFerryError(err).message] }],
-      });
+      if (ctx.signal.aborted) throw err;
+      const fe = toFerryError(err);
+      // Only content that fails its checks is damage; a passphrase missing or wrong, or a file
+      // ferry may not read, is reported as not verified, and the other bundles are still checked.
+      if (fe instanceof BundleError)
+        out.push({
+          bundle: b,
+          ok: false,
+          members: [{ name: 'bundle', kind: 'bundle', ok: false, problems: [fe.message] }],
+        });
+      else
+        out.push({
+          bundle: b,
+          ok: false,
+          members: [],
+          unverified: { code: fe.code, exitCode: fe.exitCode, message: fe.message },
+        });
     }
   }
   return out;
@@ -64,14 +73,16 @@ export function storeVerifyText(where: string, reports: VerifyReport[]): string 
   const lines: string[] = [];
   for (const r of reports) {
     const name = path.posix.basename(r.bundle);
-    if (r.ok) lines.push(`ok   ${name}  (${r.members.length} member${r.members.length === 1 ? '' : 's'})`);
+    if (r.unverified) lines.push(`NOT VERIFIED  ${name}: ${r.unverified.message}`);
+    else if (r.ok) lines.push(`ok   ${name}  (${r.members.length} member${r.members.length === 1 ? '' : 's'})`);
     else
       for (const m of r.members.filter((x) => !x.ok))
         for (const p of m.problems) lines.push(`BAD  ${name}: ${m.name}: ${p}`);
   }
-  const bad = reports.filter((r) => !r.ok).length;
+  const bad = reports.filter((r) => !r.ok && !r.unverified).length;
+  const unverified = reports.filter((r) => r.unverified).length;
   lines.push(
-    `${where}: ${reports.length} bundle${reports.length === 1 ? '' : 's'}, ${reports.length - bad} whole, ${bad} bad`,
+    `${where}: ${reports.length} bundle${reports.length === 1 ? '' : 's'}, ${reports.length - bad - unverified} whole, ${bad} bad${unverified ? `, ${unverified} not verified` : ''}`,
   );
   return lines.join('\n') + '\n';
 }
@@ -103,19 +114,41 @@ Examples:
         } finally {
           progress.done();
         }
-        const bad = reports.filter((r) => !r.ok);
+        if (!reports.length)
+          throw new NotFoundError(
+            `no bundles in ${store.describe()}: nothing was verified`,
+            'check the path: ferry verify <dir> reads the bundles (*.tar) that backups wrote there',
+          );
+        const bad = reports.filter((r) => !r.ok && !r.unverified);
+        const unverified = reports.filter((r) => r.unverified);
         if (g.json)
           deps.io.stdout.write(
-            JSON.stringify({ ok: bad.length === 0, store: store.describe(), bundles: reports }) + '\n',
+            JSON.stringify({
+              ok: bad.length === 0 && unverified.length === 0,
+              store: store.describe(),
+              bundles: reports,
+            }) + '\n',
           );
         else if (!g.quiet || bad.length) deps.io.stdout.write(storeVerifyText(store.describe(), reports));
-        if (bad.length) {
-          const err = new BundleError(
-            `${bad.length} of ${reports.length} bundles in ${store.describe()} are not whole: ${bad.map((r) => path.posix.basename(r.bundle)).join(', ')}`,
-            {
-              hint: 'do not rely on those bundles; take new backups (and check the disk they are stored on)',
-            },
-          );
+        const names = (rs: VerifyReport[]) => rs.map((r) => path.posix.basename(r.bundle)).join(', ');
+        const notVerified = unverified.length
+          ? `; ${unverified.length} could not be verified (${names(unverified)}: ${unverified[0]!.unverified!.message})`
+          : '';
+        // The worst first: damage (7); else why the others could not be read (their own code).
+        const err = bad.length
+          ? new BundleError(
+              `${bad.length} of ${reports.length} bundles in ${store.describe()} are not whole: ${names(bad)}${notVerified}`,
+              { hint: 'do not rely on those bundles; take new backups (and check the disk they are stored on)' },
+            )
+          : unverified.length
+            ? new FerryError(
+                unverified[0]!.unverified!.code,
+                unverified[0]!.unverified!.exitCode as ExitCode,
+                `${store.describe()}${notVerified.replace(/^;/, ':')}`,
+                { hint: 'those bundles were not checked: fix what kept them from being read, then verify again' },
+              )
+            : undefined;
+        if (err) {
           if (g.json) {
             deps.io.stderr.write(`ferry: error: ${err.message}\n`);
             setExit(program, err.exitCode);
