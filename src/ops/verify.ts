@@ -122,12 +122,9 @@ function checkEntryHeader(h: tar.Header, problems: Problems) {
         `hard link ${JSON.stringify(h.name)} -> ${JSON.stringify(h.linkname)} ${lwhy}`,
       );
   }
-  // A device node in a volume would give whoever mounts it access to a host device.
-  if (h.type === 'character-device' || h.type === 'block-device')
-    problems.add(
-      'are device nodes',
-      `entry ${JSON.stringify(h.name)} is a ${h.type} node (${h.devmajor ?? '?'}:${h.devminor ?? '?'})`,
-    );
+  // A device node is content, not damage: backup writes it (a volume may hold one) and restore
+  // creates it again, so verify agrees with them. Whether an untrusted bundle may bring one onto
+  // a host is a restore policy (docs/security.md), not a check of the bundle's integrity.
 }
 
 async function readCapped(e: Entry, max: number): Promise<string | undefined> {

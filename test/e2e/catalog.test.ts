@@ -481,7 +481,7 @@ describe('verify', () => {
     expect(r.stderr).toMatch(/bad members volumes\/one\.tar, volumes\/three\.tar/);
   });
 
-  it('a volume member holding ../evil, or a hard link out of the archive: exit 7, naming each', async () => {
+  it('a volume member holding ../evil, or a hard link out of the archive: exit 7, naming each; a device node is content', async () => {
     const p = path.join(bad, 'evil.tar');
     await craftBundle(p, {
       createdAt: new Date().toISOString(),
@@ -515,11 +515,10 @@ describe('verify', () => {
       /BAD +volumes\/hardlink\.tar: hard link "\.\/passwd" -> "\.\.\/\.\.\/etc\/passwd" points outside/,
     );
     expect(r.stdout).toMatch(/BAD +volumes\/absolute\.tar: entry "\/etc\/cron\.d\/evil" is an absolute path/);
-    expect(r.stdout).toMatch(/BAD +volumes\/device\.tar: entry "\.\/sda" is a block-device node/);
+    // backup writes device nodes and restore makes them again: verify does not call them damage
+    expect(r.stdout).toMatch(/ok +volumes\/device\.tar/);
     expect(r.stdout).toMatch(/ok +images\/app\.tar/);
-    expect(r.stderr).toMatch(
-      /bad members volumes\/evil\.tar, volumes\/hardlink\.tar, volumes\/absolute\.tar, volumes\/device\.tar/,
-    );
+    expect(r.stderr).toMatch(/bad members volumes\/evil\.tar, volumes\/hardlink\.tar, volumes\/absolute\.tar$/m);
   });
 
   it('an image member that is not a whole docker image archive, and a volume member that is not a tar: exit 7', async () => {
