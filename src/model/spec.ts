@@ -185,8 +185,10 @@ export function captureSpec({
   for (const k of ['User', 'WorkingDir', 'StopSignal', 'Shell'] as const) {
     if (!isEmpty(cfg[k]) && !same(cfg[k], img[k])) config[k] = cfg[k];
   }
-  if (cfg.StopTimeout !== undefined && cfg.StopTimeout !== null && !same(cfg.StopTimeout, img.StopTimeout))
-    config.StopTimeout = cfg.StopTimeout;
+  // Kept even when the image has the same: an engine applies an image's StopSignal to a new
+  // container, never its StopTimeout (a restored container's committed image carries it, so a
+  // second generation would otherwise fall back to the engine's 10 s).
+  if (cfg.StopTimeout !== undefined && cfg.StopTimeout !== null) config.StopTimeout = cfg.StopTimeout;
   const imgEnv = new Set((img.Env as string[] | null) ?? []);
   const env = ((cfg.Env as string[] | null) ?? []).filter(
     (e) => !imgEnv.has(e) && !(quirks?.hostnameInEnv && e === `HOSTNAME=${asString(cfg.Hostname, shortId)}`),

@@ -378,6 +378,14 @@ describe('captureSpec', () => {
     expect(s.config).not.toHaveProperty('StdinOnce');
   });
 
+  it("keeps StopTimeout even when the image has the same: no engine applies an image's", () => {
+    const s = capture((i, img) => {
+      cfgOf(i).StopTimeout = 45;
+      img.StopTimeout = 45; // the committed image of a restored container carries it
+    });
+    expect(s.config.StopTimeout).toBe(45);
+  });
+
   it('drops the hostname the engine generated from the id', () => {
     const s = capture();
     expect(s.config).not.toHaveProperty('Hostname');
