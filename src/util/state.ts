@@ -116,17 +116,25 @@ export class ContainerHolds {
     return path.join(this.dir, `${e}-${containerId.replace(/[^0-9a-zA-Z_.-]/g, '_')}.json`);
   }
 
-  /** Take the hold: undefined when taken, else the record of the live run that holds it. */
+  /**
+   * Take the hold: undefined when taken, else the record of the live run that holds it. Where the
+   * state directory cannot be written (a read-only home), the run goes on unheld, as it did
+   * before holds existed: the hold is a guard, never a reason for a backup to fail.
+   */
   take(r: Pick<HoldRecord, 'engine' | 'containerId' | 'name'>): HoldRecord | undefined {
     const file = this.file(r.engine, r.containerId);
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    } catch {
+      return undefined;
+    }
     for (let attempt = 0; ; attempt++) {
       try {
         const rec: HoldRecord = { ...r, pid: process.pid, host: hostname(), at: new Date().toISOString() };
         writeFileSync(file, JSON.stringify(rec) + '\n', { flag: 'wx', mode: 0o600 });
         return undefined;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return undefined;
       }
       let held: HoldRecord | undefined;
       try {
