@@ -23,6 +23,20 @@ import type DockerType from 'dockerode';
 const require = createRequire(import.meta.url);
 const dockerodeDir = path.dirname(require.resolve('dockerode'));
 
+/** Put `exports` in require's cache as the module at `file`, so that loading it yields them. */
+function standIn(file: string, exports: unknown): void {
+  // A cache entry needs only what require reads of it; NodeJS.Module's other members go unused.
+  require.cache[file] = {
+    id: file,
+    filename: file,
+    loaded: true,
+    exports,
+    children: [],
+    paths: [],
+    path: path.dirname(file),
+  } as unknown as NodeJS.Module;
+}
+
 for (const name of ['@grpc/grpc-js', '@grpc/proto-loader']) {
   let file: string;
   try {
@@ -41,15 +55,7 @@ for (const name of ['@grpc/grpc-js', '@grpc/proto-loader']) {
       },
     },
   );
-  require.cache[file] = {
-    id: file,
-    filename: file,
-    loaded: true,
-    exports: unused,
-    children: [],
-    paths: [],
-    path: path.dirname(file),
-  } as unknown as NodeJS.Module;
+  standIn(file, unused);
 }
 
 // docker-modem's own SSH transport (protocol 'ssh'), which loads ssh2 at start-up: ferry reaches
@@ -59,15 +65,7 @@ for (const name of ['@grpc/grpc-js', '@grpc/proto-loader']) {
   const unused = () => {
     throw new Error("internal: docker-modem's SSH transport used, but ferry opens SSH connections itself");
   };
-  require.cache[file] = {
-    id: file,
-    filename: file,
-    loaded: true,
-    exports: unused,
-    children: [],
-    paths: [],
-    path: path.dirname(file),
-  } as unknown as NodeJS.Module;
+  standIn(file, unused);
 }
 
 const Docker = require('dockerode') as typeof DockerType;
