@@ -39,7 +39,8 @@ export interface Run {
 export function ferryEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.DOCKER_HOST;
-  if (DEFAULT_HOST) env.DOCKER_HOST = DEFAULT_HOST;
+  // A test that names DOCKER_HOST or a docker context chooses the engine itself.
+  if (DEFAULT_HOST && !('DOCKER_HOST' in extra) && !('DOCKER_CONTEXT' in extra)) env.DOCKER_HOST = DEFAULT_HOST;
   for (const [k, v] of Object.entries(extra))
     if (v === undefined) delete env[k];
     else env[k] = v;
@@ -52,12 +53,7 @@ export function ferry(
   opts: { env?: Record<string, string | undefined>; stdinFile?: string; stdoutFile?: string } = {},
 ): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const env = { ...process.env, ...opts.env };
-    delete env.DOCKER_HOST;
-    // A test that names DOCKER_HOST or a docker context chooses the engine itself.
-    const host =
-      opts.env && ('DOCKER_HOST' in opts.env || 'DOCKER_CONTEXT' in opts.env) ? opts.env.DOCKER_HOST : DEFAULT_HOST;
-    if (host) env.DOCKER_HOST = host;
+    const env = ferryEnv(opts.env);
     const cmd = [BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
     const redir = `${opts.stdinFile ? ` < '${opts.stdinFile}'` : ' < /dev/null'}${opts.stdoutFile ? ` > '${opts.stdoutFile}'` : ''}`;
     // bin/ferry.js run as a program, as an installed `ferry` is: its shebang's node flags apply
@@ -74,7 +70,7 @@ export function ferry(
 /** Run a shell pipeline (for `ferry ... -o - | ferry restore -`). */
 export function sh(script: string, env: Record<string, string> = {}): Run {
   const r = spawnSync('sh', ['-c', script], {
-    env: { ...process.env, FERRY: BIN, ...(DEFAULT_HOST ? { DOCKER_HOST: DEFAULT_HOST } : {}), ...env },
+    env: { ...ferryEnv(env), FERRY: BIN },
     encoding: 'utf8',
     maxBuffer: 64 << 20,
   });
