@@ -186,10 +186,14 @@ if ! docker -H $C_SOCK version >/dev/null 2>&1; then
     ip addr add 172.25.251.1/24 dev docker2
   fi
   ip link set docker2 up
-  if [ ! -S /run/containerd-c/containerd.sock ]; then
+  # A socket file alone proves nothing: a containerd killed with the previous lab leaves its
+  # socket behind, and dockerd then times out dialling it. Ask the daemon itself.
+  containerd_c_up() { "$T/root/usr/bin/ctr" --address /run/containerd-c/containerd.sock version >/dev/null 2>&1; }
+  if ! containerd_c_up; then
+    rm -f /run/containerd-c/containerd.sock /run/containerd-c/containerd.sock.ttrpc
     PATH=$T/root/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/bin/containerd" \
       --config "$LAB/c/containerd.toml" >"$LAB/c/containerd.log" 2>&1 < /dev/null &
-    wait_for 20 test -S /run/containerd-c/containerd.sock || { cat "$LAB/c/containerd.log" >&2; exit 1; }
+    wait_for 20 containerd_c_up || { cat "$LAB/c/containerd.log" >&2; exit 1; }
   fi
   PATH=$T/root/usr/bin:$T/root/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/sbin/dockerd" \
     --config-file "$LAB/c/daemon.json" --containerd /run/containerd-c/containerd.sock \
