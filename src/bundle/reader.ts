@@ -406,10 +406,16 @@ export class BundleReader {
     else if (sig.namespace !== BUNDLE_NAMESPACE) return fail(`${SIG_MEMBER} is in namespace ${sig.namespace}`);
     if (!verifyMessage(sig, stored))
       return fail(`the signature in ${SIG_MEMBER} does not verify: ${SUMS_MEMBER} was changed`);
-    if (stored.toString('utf8') !== expected)
+    if (stored.toString('utf8') !== expected) {
+      const signed = new Set(stored.toString('utf8').split('\n'));
+      const changed = expected
+        .split('\n')
+        .filter((l) => l && !signed.has(l))
+        .map((l) => l.slice(66));
       return fail(
-        `the bundle does not match its signed ${SUMS_MEMBER} (manifest.json, trailer.json or a member was changed)`,
+        `${changed.join(', ') || 'the bundle'} does not match the signed ${SUMS_MEMBER}: changed after signing`,
       );
+    }
     const signer = trust ? checkSigner(trust, declared, BUNDLE_NAMESPACE) : undefined;
     this.signer = {
       key: this.manifest.signature!.key,

@@ -8,7 +8,7 @@
  * Members are checked against the trailer before any container is created; a failure anywhere
  * removes what this restore created (Undo).
  */
-import { BundleReader } from '../bundle/reader.js';
+import { BundleReader, type SignerInfo } from '../bundle/reader.js';
 import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
@@ -263,6 +263,40 @@ async function checkBeforeOverwriting(transport: Transport, what: string, ctx: R
     );
 }
 
+/**
+ * --trust: read the whole bundle once (stored bytes, not decompressed), so that a bad signature
+ * or a bundle changed after signing is refused with nothing changed. A bundle from a pipe cannot
+ * be read twice: its signature is checked after its last member, and what the restore created
+ * by then is removed when it fails (as for a damaged member).
+ */
+export async function checkSignedBeforeRestoring(transport: Transport, ctx: RunContext): Promise<void> {
+  const { progress, signal } = ctx;
+  if (!transport.rereadable) {
+    progress.warn(
+      'a bundle from a pipe cannot be read twice: its signature is checked after its last member, and what this restore created is removed if it fails',
+    );
+    return;
+  }
+  progress.step(`check the signature of the whole bundle before changing anything (--trust ${ctx.trust!.file})`);
+  const again = await transport.openBundle();
+  try {
+    const r = await BundleReader.open(abortable(again.stream, signal), again.location, {
+      passphrase: ctx.passphrase,
+      trust: ctx.trust,
+    });
+    for await (const m of r.members()) m.stream.resume();
+    progress.info(`signed by ${describeSignerInfo(r.signer!)}`);
+  } finally {
+    again.stream.destroy();
+  }
+}
+
+/** `host-a (ssh-ed25519 SHA256:...), allowed by /etc/ferry/allowed_signers` */
+export function describeSignerInfo(s: SignerInfo): string {
+  const key = `${s.key.split(' ')[0]} ${s.fingerprint}`;
+  return s.principals ? `${s.principals.join(',')} (${key}), allowed by ${s.trustedBy}` : key;
+}
+
 export async function restore(
   engine: Engine,
   transport: Transport,
@@ -272,7 +306,10 @@ export async function restore(
   const started = Date.now();
   const { progress, signal } = ctx;
   const src = await transport.openBundle();
-  const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
+  const reader = await BundleReader.open(abortable(src.stream, signal), src.location, {
+    passphrase: ctx.passphrase,
+    trust: ctx.trust,
+  });
   const whole = reader.manifest;
   for (const d of engine.differences()) progress.info(d);
   // What the engine's host offers the data paths: asked now, in the background.
@@ -337,6 +374,10 @@ export async function restore(
         dataPaths: { volumes: [], images: [] },
       };
     }
+    // --trust: the signer the manifest declares is allowed (checked on opening); the signature
+    // itself is at the end, so the whole bundle is read once before anything is changed.
+    if (ctx.trust) await checkSignedBeforeRestoring(transport, ctx);
+
     // Credentials first, before anything changes: a broken credential helper fails here.
     const auths = new Map<string, RegistryAuth>();
     for (const c of m.containers) {
@@ -419,7 +460,9 @@ export async function restore(
         images.set(c.spec.name, c.image.ref);
       }
     }
-    progress.step('bundle verified (every member matches its sha256)');
+    progress.step(
+      `bundle verified (every member matches its sha256${reader.signer ? `; signed by ${describeSignerInfo(reader.signer)}` : ''})`,
+    );
 
     // Images in a registry: pulled by the digest the (now verified) trailer records, tagged as the
     // manifest's reference. Pulling by digest makes the engine check the content.

@@ -137,7 +137,7 @@ describe.each([
     );
     const tampered = await refusal(read(await pack(edited), trust));
     expect(tampered).toBeInstanceOf(TrustError);
-    expect(tampered.message).toMatch(/does not match its signed SHA256SUMS.*checked against/);
+    expect(tampered.message).toMatch(/manifest.json does not match the signed SHA256SUMS.*checked against/);
     // without --trust the same bundle is damaged
     expect(await refusal(read(await pack(edited)))).toBeInstanceOf(BundleError);
 

@@ -6,12 +6,14 @@ import { drill, type DrillReport } from '../../ops/drill.js';
 import { readTarget } from '../../store/registry.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress } from '../render.js';
+import { loadTrust, TRUST_HELP } from '../signing.js';
 
 interface DrillFlags {
   probe?: string;
   probeIn?: string;
   timeout: number;
   registryAuthFile?: string;
+  trust?: string;
 }
 
 export const DEFAULT_DRILL_TIMEOUT_S = 120;
@@ -83,6 +85,7 @@ export function drillCommand(program: Command, deps: Deps): Command {
       'Test that a bundle really restores: restore it under temporary names next to the real service, start it, check it, remove it',
     )
     .argument('<bundle>', 'a bundle file, or - for stdin')
+    .option('--trust <allowed_signers>', TRUST_HELP)
     .option(
       '--probe <cmd>',
       'a shell command run inside the restored container (sh -c); the drill passes when it exits 0 (retried until --timeout)',
@@ -119,6 +122,7 @@ Examples:
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
+      const trust = await loadTrust(flags.trust);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
       const transport = readTarget(bundle, { ssh: deps.ssh });
       let report: DrillReport;
@@ -136,6 +140,7 @@ Examples:
             progress,
             signal: deps.signal,
             passphrase: await deps.passphrase(),
+            ...(trust ? { trust } : {}),
             hostAccess: deps.hostAccess,
             debug: deps.debug,
           },

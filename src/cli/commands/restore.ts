@@ -6,6 +6,7 @@ import type { OnConflict } from '../../ops/steps/recreate.js';
 import { readTarget } from '../../store/registry.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress } from '../render.js';
+import { loadTrust, TRUST_HELP } from '../signing.js';
 import { addRemapOptions, choice, collect } from '../options.js';
 import { describeRemap, parseRemap, remapRewrite, type RemapFlags } from '../../plan/remap.js';
 
@@ -17,6 +18,7 @@ interface RestoreFlags extends RemapFlags {
   onConflict: OnConflict;
   restoreBinds?: boolean;
   registryAuthFile?: string;
+  trust?: string;
 }
 
 export function restoreCommand(program: Command, deps: Deps): Command {
@@ -41,6 +43,7 @@ export function restoreCommand(program: Command, deps: Deps): Command {
         .argParser(choice(['fail', 'replace', 'rename'] as const)),
     )
     .option('--restore-binds', 'write bind-mount data in the bundle back to its host paths')
+    .option('--trust <allowed_signers>', TRUST_HELP)
     .option(
       '--registry-auth-file <path>',
       'credentials for a bundle whose images are in a registry: a JSON file {"username","password"} or a docker config.json (default: the docker config)',
@@ -61,6 +64,7 @@ Examples:
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const remap = parseRemap(flags); // a malformed mapping fails before anything is opened
+      const trust = await loadTrust(flags.trust);
       const progress = createProgress({ quiet: !!g.quiet });
       if (remap) for (const line of describeRemap(remap)) progress.info(`map ${line}`);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
@@ -82,6 +86,7 @@ Examples:
             progress,
             signal: deps.signal,
             passphrase: await deps.passphrase(),
+            ...(trust ? { trust } : {}),
             hostAccess: deps.hostAccess,
             debug: deps.debug,
           },
