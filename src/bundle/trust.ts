@@ -199,3 +199,23 @@ export function checkNamespace(sig: ParsedSignature, file: string): void {
       { hint: 'nothing was changed; it was not made by ferry backup --sign-key' },
     );
 }
+
+/**
+ * Who a manifest says signed it, for `ls` and `inspect` (which read only the manifest, so the
+ * signature is not checked): `ssh-ed25519 SHA256:...`, with the principals `trust` gives the key.
+ */
+export function declaredSigner(
+  sig: { key: string; fingerprint: string } | undefined,
+  trust?: Trust,
+): { text: string; principals?: string[] } | undefined {
+  if (!sig) return undefined;
+  const key = Buffer.from(sig.key.split(' ')[1] ?? '', 'base64');
+  const text = `${sig.key.split(' ')[0]} ${fingerprint(key)}`;
+  if (!trust) return { text };
+  const lines = trust.signers.filter((s) => s.key.equals(key));
+  if (lines.some((s) => s.revoked)) return { text: `${text} (revoked in ${trust.file})`, principals: [] };
+  const principals = lines.flatMap((s) => s.principals);
+  return principals.length
+    ? { text: `${principals.join(',')} (${text})`, principals }
+    : { text: `${text} (not in ${trust.file})`, principals: [] };
+}
