@@ -14,6 +14,9 @@ export const SIGN_KEY_HELP =
 export const TRUST_HELP =
   'accept only bundles signed by a key of this OpenSSH allowed_signers file; anything else is refused before anything is changed (else FERRY_TRUST)';
 
+export const ALLOW_HELP =
+  'create settings that give a container the host although the bundle is not signed by a trusted key: privileged, host-binds, host-network, host-pid, host-ipc, devices, capabilities, unconfined, or all (comma-separated, repeatable)';
+
 export async function loadSigner(flag: string | undefined, env = process.env): Promise<Signer | undefined> {
   const spec = flag ?? (env.FERRY_SIGN_KEY || undefined);
   return spec ? signerFor(spec, env) : undefined;

@@ -21,7 +21,8 @@ import {
   type ContainerSpec,
   type NetworkSpec,
 } from '../model/spec.js';
-import { BundleError, ConflictError, UsageError } from '../errors.js';
+import { BundleError, ConflictError, PolicyError, UsageError } from '../errors.js';
+import { allowFor, hostAccess, refusedAccess, type HostAccess, type HostAccessKind } from '../plan/policy.js';
 import { badMembers, verifyStream } from './verify.js';
 import type { Transport } from '../store/transport.js';
 import { abortable } from '../util/abortable.js';
@@ -67,6 +68,11 @@ export interface RestoreOptions {
    * everything when it is done, as ferry drill does); on failure the restore still rolls it back.
    */
   undo?: Undo;
+  /**
+   * The kinds of host access (plan/policy.ts) this restore may create although the bundle is not
+   * signed by a key --trust accepts (--allow). A trusted bundle restores as it was made.
+   */
+  allow?: ReadonlySet<HostAccessKind>;
 }
 
 /**
@@ -99,6 +105,8 @@ export interface RestorePlan {
   volumes: { from: string; to: string; replace: boolean }[];
   networks: { name: string; exists: boolean }[];
   binds: { hostPath: string; restore: boolean }[];
+  /** Settings that give a container the host (plan/policy.ts); `allowed`: by --allow or a trusted signature. */
+  hostAccess: (HostAccess & { allowed: boolean })[];
 }
 
 export interface RestoreResult {
@@ -220,7 +228,7 @@ async function makePlan(
   const binds = m.containers.flatMap((c) =>
     c.binds.map((b) => ({ hostPath: rw?.bindPath?.(b) ?? b.hostPath, restore: !!opts.restoreBinds })),
   );
-  return { containers, volumes, networks, binds };
+  return { containers, volumes, networks, binds, hostAccess: [] };
 }
 
 /** The options by which a plan changes what is there (removes containers or volumes, writes host paths). Pure. */
@@ -341,7 +349,20 @@ export async function restore(
     }
     // What each container is created from: its spec after the rewrite (drill, --map-*), once.
     const specs = m.containers.map((c) => rw?.spec(c.spec) ?? c.spec);
+    // The restore policy: settings that give a container the host, refused before anything is
+    // asked of the engine unless --allow allows them or --trust accepted the bundle's signer.
+    const found = specs.flatMap((spec) => hostAccess(spec));
+    const refused = refusedAccess(found, opts.allow ?? new Set(), !!ctx.trust);
+    if (refused.length && !opts.dryRun)
+      throw new PolicyError(
+        `the bundle asks for host access that a restore does not give unasked: ${refused.map((r) => `${r.container}: ${r.detail}`).join('; ')}`,
+        `nothing was changed; if you trust where this bundle comes from, allow it with --allow ${allowFor(refused)}, or restore a bundle signed by a trusted key (--trust)`,
+      );
+    for (const f of found)
+      if (!refused.includes(f))
+        progress.info(`${f.container}: ${f.detail} (${ctx.trust ? 'signed by a trusted key' : `--allow ${f.kind}`})`);
     const plan = await makePlan(engine, m, specs, opts, rw);
+    plan.hostAccess = found.map((f) => ({ ...f, allowed: !refused.includes(f) }));
     if (opts.onConflict === 'replace') await checkReplaceable(engine, plan);
     const networks = m.networks.map((n) => rw?.network(n) ?? n);
     const startable = specs.map((spec, i) => ({ spec, start: plan.containers[i]!.start }));

@@ -6,7 +6,9 @@ import { drill, type DrillReport } from '../../ops/drill.js';
 import { readTarget } from '../../store/registry.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress } from '../render.js';
-import { loadTrust, TRUST_HELP } from '../signing.js';
+import { ALLOW_HELP, loadTrust, TRUST_HELP } from '../signing.js';
+import { parseAllow } from '../../plan/policy.js';
+import { collect } from '../options.js';
 
 interface DrillFlags {
   probe?: string;
@@ -14,6 +16,7 @@ interface DrillFlags {
   timeout: number;
   registryAuthFile?: string;
   trust?: string;
+  allow?: string[];
 }
 
 export const DEFAULT_DRILL_TIMEOUT_S = 120;
@@ -86,6 +89,7 @@ export function drillCommand(program: Command, deps: Deps): Command {
     )
     .argument('<bundle>', 'a bundle file, or - for stdin')
     .option('--trust <allowed_signers>', TRUST_HELP)
+    .addOption(new Option('--allow <kinds>', ALLOW_HELP).argParser(collect))
     .option(
       '--probe <cmd>',
       'a shell command run inside the restored container (sh -c); the drill passes when it exits 0 (retried until --timeout)',
@@ -123,6 +127,7 @@ Examples:
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
       const trust = await loadTrust(flags.trust);
+      const allow = parseAllow(flags.allow);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
       const transport = readTarget(bundle, { ssh: deps.ssh });
       let report: DrillReport;
@@ -134,6 +139,7 @@ Examples:
             probe: flags.probe,
             probeIn: flags.probeIn,
             timeoutSeconds: flags.timeout,
+            allow,
             registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
           },
           {

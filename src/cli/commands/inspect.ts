@@ -9,6 +9,7 @@ import { humanBytes } from '../render.js';
 import { shortTime, table } from './ls.js';
 import { declaredSigner, type Trust } from '../../bundle/trust.js';
 import { loadTrust } from '../signing.js';
+import { hostAccess } from '../../plan/policy.js';
 
 type Json = Record<string, unknown>;
 
@@ -87,6 +88,11 @@ function containerLines(c: ContainerEntry, m: Manifest): string[] {
   add(
     'labels',
     Object.entries(labels).map(([k, v]) => `${k}=${v}`),
+  );
+  // What the restore policy refuses unless allowed (--allow) or signed by a trusted key (--trust).
+  add(
+    'host access',
+    hostAccess(s).map((h) => `${h.detail} [${h.kind}]`),
   );
   return table(rows)
     .split('\n')
@@ -183,6 +189,8 @@ Examples:
         const shown = redactManifest(reader.manifest);
         const principals = trust && declaredSigner(shown.signature, trust)?.principals;
         if (principals && shown.signature) Object.assign(shown.signature, { principals });
+        // Settings that give a container the host (restore refuses them unless allowed): plan/policy.ts.
+        Object.assign(shown, { hostAccess: reader.manifest.containers.flatMap((c) => hostAccess(c.spec)) });
         if (g.json) deps.io.stdout.write(JSON.stringify(shown, null, 2) + '\n');
         else deps.io.stdout.write(inspectText(reader.manifest, src.location, src.size, trust));
       } finally {
