@@ -44,10 +44,63 @@ wait_for() { # seconds, command...
 # otherwise pick the same 172.x subnets, and traffic meant for one engine's network goes to the
 # other's bridge. (Tests that pin subnets use 172.30.x and 172.31.25x.x, outside every pool.)
 
+# --- engine C: Docker 26 with the containerd image store (the default of new Docker 29 installs)
+# Debian trixie's docker.io and containerd, unpacked beside bookworm's (apt lists kept apart from
+# the system's); bookworm's runc (trixie's needs a newer glibc). Its own containerd, data root,
+# exec root, socket, bridge and address pool, so it never hands out another engine's subnets.
+C_SOCK=unix:///var/run/docker-c.sock
+if ! docker -H $C_SOCK version >/dev/null 2>&1; then
+  T=$LAB/trixie
+  if [ ! -x "$T/root/usr/sbin/dockerd" ]; then
+    log "fetching Docker 26 and containerd from Debian trixie"
+    mkdir -p "$T/lists/partial" "$T/cache/archives/partial" "$T/root"
+    echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' >"$T/sources.list"
+    set -- -o Dir::Etc::sourcelist="$T/sources.list" -o Dir::Etc::sourceparts=/dev/null -o Dir::State::Lists="$T/lists" -o Dir::Cache="$T/cache"
+    apt-get "$@" update -q >/dev/null
+    (cd "$T" && apt-get "$@" download docker.io containerd >/dev/null)
+    for d in "$T"/docker.io_*.deb "$T"/containerd_*.deb; do dpkg-deb -x "$d" "$T/root"; done
+    rm -f "$T/root/usr/bin/runc" "$T/root/usr/sbin/runc"
+    set --
+  fi
+  log "starting engine C (Docker 26, containerd image store)"
+  mkdir -p "$LAB/c"
+  echo '{"features": {"containerd-snapshotter": true}}' >"$LAB/c/daemon.json"
+  printf 'version = 2\nroot = "/var/lib/containerd-c"\nstate = "/run/containerd-c"\n[grpc]\n  address = "/run/containerd-c/containerd.sock"\n[ttrpc]\n  address = "/run/containerd-c/containerd.sock.ttrpc"\n' >"$LAB/c/containerd.toml"
+  if ! ip link show docker2 >/dev/null 2>&1; then
+    ip link add docker2 type bridge
+    ip addr add 172.25.251.1/24 dev docker2
+  fi
+  ip link set docker2 up
+  # A socket file alone proves nothing: a containerd killed with the previous lab leaves its
+  # socket behind, and dockerd then times out dialling it. Ask the daemon itself.
+  containerd_c_up() { "$T/root/usr/bin/ctr" --address /run/containerd-c/containerd.sock version >/dev/null 2>&1; }
+  if ! containerd_c_up; then
+    rm -f /run/containerd-c/containerd.sock /run/containerd-c/containerd.sock.ttrpc
+    PATH=$T/root/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/bin/containerd" \
+      --config "$LAB/c/containerd.toml" >"$LAB/c/containerd.log" 2>&1 < /dev/null &
+    wait_for 20 containerd_c_up || { cat "$LAB/c/containerd.log" >&2; exit 1; }
+  fi
+  PATH=$T/root/usr/bin:$T/root/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/sbin/dockerd" \
+    --config-file "$LAB/c/daemon.json" --containerd /run/containerd-c/containerd.sock \
+    --data-root /var/lib/docker-c --exec-root /var/run/docker-c --pidfile /var/run/docker-c.pid \
+    -H $C_SOCK --bridge docker2 --default-address-pool base=172.29.0.0/16,size=24 \
+    --iptables=false --ip-masq=false >"$LAB/c/dockerd.log" 2>&1 < /dev/null &
+  wait_for 60 docker -H $C_SOCK info || { cat "$LAB/c/dockerd.log" >&2; exit 1; }
+fi
+
 # --- engine A
+# Docker 26 (engine C) deletes the default bridge docker0 whenever it starts, and engine A's
+# containers then fail to start ("could not find bridge docker0"): engine C starts first, and
+# engine A is restarted (recreating docker0) when its bridge is gone.
+if docker -H unix:///var/run/docker.sock version >/dev/null 2>&1 && ! ip link show docker0 >/dev/null 2>&1; then
+  log "restarting engine A (its bridge docker0 is gone)"
+  pid=$(cat /var/run/docker.pid)
+  kill "$pid"
+  wait_for 60 sh -c "! kill -0 $pid 2>/dev/null" || exit 1
+fi
 if ! docker -H unix:///var/run/docker.sock version >/dev/null 2>&1; then
   log "starting engine A"
-  setsid nohup dockerd -H unix:///var/run/docker.sock \
+  setsid nohup dockerd -H unix:///var/run/docker.sock --bip 172.17.0.1/16 \
     --default-address-pool base=172.27.0.0/16,size=24 >"$LAB/dockerd-a.log" 2>&1 < /dev/null &
   wait_for 60 docker -H unix:///var/run/docker.sock info || { cat "$LAB/dockerd-a.log" >&2; exit 1; }
 fi
@@ -157,50 +210,6 @@ if ! podman_up; then
   log "starting podman system service on /run/podman/podman.sock"
   setsid nohup podman system service --time=0 unix:///run/podman/podman.sock >"$LAB/podman.log" 2>&1 < /dev/null &
   wait_for 30 podman_up || { cat "$LAB/podman.log" >&2; exit 1; }
-fi
-
-# --- engine C: Docker 26 with the containerd image store (the default of new Docker 29 installs)
-# Debian trixie's docker.io and containerd, unpacked beside bookworm's (apt lists kept apart from
-# the system's); bookworm's runc (trixie's needs a newer glibc). Its own containerd, data root,
-# exec root, socket, bridge and address pool, so it never hands out another engine's subnets.
-C_SOCK=unix:///var/run/docker-c.sock
-if ! docker -H $C_SOCK version >/dev/null 2>&1; then
-  T=$LAB/trixie
-  if [ ! -x "$T/root/usr/sbin/dockerd" ]; then
-    log "fetching Docker 26 and containerd from Debian trixie"
-    mkdir -p "$T/lists/partial" "$T/cache/archives/partial" "$T/root"
-    echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' >"$T/sources.list"
-    set -- -o Dir::Etc::sourcelist="$T/sources.list" -o Dir::Etc::sourceparts=/dev/null -o Dir::State::Lists="$T/lists" -o Dir::Cache="$T/cache"
-    apt-get "$@" update -q >/dev/null
-    (cd "$T" && apt-get "$@" download docker.io containerd >/dev/null)
-    for d in "$T"/docker.io_*.deb "$T"/containerd_*.deb; do dpkg-deb -x "$d" "$T/root"; done
-    rm -f "$T/root/usr/bin/runc" "$T/root/usr/sbin/runc"
-    set --
-  fi
-  log "starting engine C (Docker 26, containerd image store)"
-  mkdir -p "$LAB/c"
-  echo '{"features": {"containerd-snapshotter": true}}' >"$LAB/c/daemon.json"
-  printf 'version = 2\nroot = "/var/lib/containerd-c"\nstate = "/run/containerd-c"\n[grpc]\n  address = "/run/containerd-c/containerd.sock"\n[ttrpc]\n  address = "/run/containerd-c/containerd.sock.ttrpc"\n' >"$LAB/c/containerd.toml"
-  if ! ip link show docker2 >/dev/null 2>&1; then
-    ip link add docker2 type bridge
-    ip addr add 172.25.251.1/24 dev docker2
-  fi
-  ip link set docker2 up
-  # A socket file alone proves nothing: a containerd killed with the previous lab leaves its
-  # socket behind, and dockerd then times out dialling it. Ask the daemon itself.
-  containerd_c_up() { "$T/root/usr/bin/ctr" --address /run/containerd-c/containerd.sock version >/dev/null 2>&1; }
-  if ! containerd_c_up; then
-    rm -f /run/containerd-c/containerd.sock /run/containerd-c/containerd.sock.ttrpc
-    PATH=$T/root/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/bin/containerd" \
-      --config "$LAB/c/containerd.toml" >"$LAB/c/containerd.log" 2>&1 < /dev/null &
-    wait_for 20 containerd_c_up || { cat "$LAB/c/containerd.log" >&2; exit 1; }
-  fi
-  PATH=$T/root/usr/bin:$T/root/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/sbin/dockerd" \
-    --config-file "$LAB/c/daemon.json" --containerd /run/containerd-c/containerd.sock \
-    --data-root /var/lib/docker-c --exec-root /var/run/docker-c --pidfile /var/run/docker-c.pid \
-    -H $C_SOCK --bridge docker2 --default-address-pool base=172.29.0.0/16,size=24 \
-    --iptables=false --ip-masq=false >"$LAB/c/dockerd.log" 2>&1 < /dev/null &
-  wait_for 60 docker -H $C_SOCK info || { cat "$LAB/c/dockerd.log" >&2; exit 1; }
 fi
 
 # --- test images, built offline from busybox-static
