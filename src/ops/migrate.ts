@@ -107,7 +107,7 @@ export async function migrate(
   const via = { source: routing(ctx, source), target: routing(ctx, target) };
   for (const e of [source, target]) await recoverDeadRuns(e, progress);
   const job = await planMigration(source, target, opts, progress);
-  const rec = new Recreation(target, ctx, { where: `on ${target.facts.endpoint}` });
+  const rec = new Recreation(target, ctx, { where: `on ${target.facts.endpoint}`, via: via.target });
   const held: SourceState = { snapshots: [], cutover: [], stopped: [] };
   const result: MigrateResult = {
     containers: [],
@@ -134,8 +134,8 @@ export async function migrate(
     result.containers = await rec.create(list);
     if (opts.stopSource) await stopSources(source, job, held, progress);
     await rec.start(list, result.containers);
+    result.containers = await rec.watch(result.containers);
     for (const r of held.cutover) r.keep(); // stopped for good: the service runs on the target now
-    await rec.watch(result.containers);
     result.durationMs = Date.now() - started;
     return result;
   } catch (err) {
@@ -243,7 +243,7 @@ async function targetNames(
   for (const c of captured) {
     let name = c.spec.name;
     if (await target.containerExists(name)) {
-      if (opts.onConflict === 'replace') await rec.removeReplaced([name]);
+      if (opts.onConflict === 'replace') rec.replaceContainers([name]);
       else name = await freeName(name, (n) => target.containerExists(n));
     }
     names[c.spec.name] = name;
@@ -314,9 +314,9 @@ async function shipOne(
     for (const v of c.volumes) {
       if (v.name in rec.volumeNames) continue;
       checkAborted(signal);
-      const name = await rec.volume(v.name, { ...job.onTarget.volume(v), member: '' }, opts.onConflict);
-      progress.step(`volume ${v.name} -> ${name} on ${target.facts.endpoint}`);
-      const shipped = await shipVolume(source, c.spec, v.name, target, run.holder, name, progress, via);
+      const { name, fill } = await rec.volume(v.name, { ...job.onTarget.volume(v), member: '' }, opts.onConflict);
+      progress.step(`volume ${v.name} -> ${fill} on ${target.facts.endpoint}`);
+      const shipped = await shipVolume(source, c.spec, v.name, target, run.holder, fill, progress, via);
       result.volumeBytes += shipped.bytes;
       result.volumes.push(name);
       result.dataPaths.volumes.push({ name, ...shipped.read, target: shipped.written });

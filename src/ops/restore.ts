@@ -284,7 +284,7 @@ export async function restore(
   // What the engine's host offers the data paths: asked now, in the background.
   const via = routing(ctx, engine);
   await recoverDeadRuns(engine, progress);
-  const rec = new Recreation(engine, ctx, { undo: opts.undo });
+  const rec = new Recreation(engine, ctx, { undo: opts.undo, via });
   const result = (job: RestoreJob, containers: Recreated[], dataPaths: DataPaths): RestoreResult => ({
     location: src.location,
     plan: job.plan,
@@ -303,13 +303,12 @@ export async function restore(
       return result(job, [], { volumes: [], images: [] });
     }
     const auths = await registryAuths(job.m, opts, progress);
-    // Replace removes what is there before the bundle's data is written, and --restore-binds
-    // writes over host files: a damaged member found half-way would leave neither the old nor
-    // the new. So the whole bundle is checked first.
+    // --restore-binds writes over host files, and a replace is best refused before the old
+    // service is stopped: so the whole bundle is checked first.
     const overwrites = planOverwrites(job.plan);
     if (overwrites.length) await checkBeforeOverwriting(transport, overwrites.join(', '), ctx);
-    // Replace: the old containers go first (their volumes cannot be removed while they exist).
-    await rec.removeReplaced(job.plan.containers.filter((c) => c.replace).map((c) => c.to));
+    // Replace: the old containers are set aside (not removed) when the new ones are created.
+    rec.replaceContainers(job.plan.containers.filter((c) => c.replace).map((c) => c.to));
     await rec.networks(job.networks);
     const { images, dataPaths } = await restoreMembers(reader, job, rec, opts, ctx, via);
     progress.step('bundle verified (every member matches its sha256)');
@@ -324,8 +323,7 @@ export async function restore(
     }));
     const out = await rec.create(list);
     await rec.start(list, out);
-    await rec.watch(out);
-    return result(job, out, dataPaths);
+    return result(job, await rec.watch(out), dataPaths);
   } catch (err) {
     reader.close();
     await rec.rollback();
@@ -439,15 +437,15 @@ async function restoreMembers(
       if (!v0) continue; // not restored (--only); the reader still checks it
       const v = job.rw?.volume(v0) ?? v0;
       const target = job.plan.volumes.find((x) => x.from === v0.name)!;
-      const name = await rec.volume(
+      const { name, fill } = await rec.volume(
         v0.name,
         v.anonymous ? v : { ...v, name: target.to },
         target.replace ? 'replace' : 'fail',
       );
-      ctx.progress.step(`fill volume ${name} from ${mp.name}`);
+      ctx.progress.step(`fill volume ${fill} from ${mp.name}`);
       out.dataPaths.volumes.push({
         name,
-        ...(await fillVolume(engine, await holder(), name, member.stream, ctx.progress, via)),
+        ...(await fillVolume(engine, await holder(), fill, member.stream, ctx.progress, via)),
       });
     } else if (mp.kind === 'bind') {
       const b = job.m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);

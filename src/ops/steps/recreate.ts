@@ -23,6 +23,8 @@ import { ConflictError } from '../../errors.js';
 import { checkAborted, type Progress } from '../../context.js';
 import { removeWithAnonymousVolumes, sweepHolders } from '../../data/volumes.js';
 import { ipv4Subnets, subnetsTaken } from './preflight.js';
+import { Replacement } from './replace.js';
+import type { Routing } from '../../data/paths.js';
 
 export type OnConflict = 'fail' | 'replace' | 'rename';
 
@@ -93,7 +95,7 @@ export async function ensureNetwork(engine: Engine, n: NetworkSpec, undo: Undo, 
   undo.add(`remove network ${n.name}`, () => engine.removeNetwork(n.name));
 }
 
-/** Create (or, when asked, replace) a volume; returns its name on the target. */
+/** Create a volume (under a free name for --on-conflict rename); returns its name on the target. */
 export async function createVolume(
   engine: Engine,
   v: VolumeEntry,
@@ -110,17 +112,13 @@ export async function createVolume(
   }
   let name = v.name;
   if (await engine.inspectVolume(name)) {
-    if (onConflict === 'fail')
+    // (--on-conflict replace never gets here with a volume that exists: it stages, replace.ts)
+    if (onConflict !== 'rename')
       throw new ConflictError(
         `volume ${name} already exists`,
         'use --on-conflict replace to overwrite it, or rename to restore beside it',
       );
-    if (onConflict === 'replace') {
-      progress.step(`remove existing volume ${name} (--on-conflict replace)`);
-      await engine.removeVolume(name);
-    } else {
-      name = await freeName(name, async (n) => !!(await engine.inspectVolume(n)));
-    }
+    name = await freeName(name, async (n) => !!(await engine.inspectVolume(n)));
   }
   progress.step(`create volume ${name}`);
   await engine.createVolume({ Name: name, Driver: v.driver, DriverOpts: v.driverOpts, Labels: labels });
@@ -159,9 +157,17 @@ export async function createContainer(
     bridge: engine.quirks.defaultBridge,
   });
   progress.step(`create container ${name}`);
-  const id = await engine.createContainer(name, plan.body);
+  // Recorded before the create: where the engine made the container but its answer was lost,
+  // the rollback finds it by its name (free before, so what holds it now is this run's).
+  const made: { id?: string } = {};
+  const wasFree = !(await engine.containerExists(name));
   // With the anonymous volumes its image's VOLUME lines made for it; never one it mounts by name.
-  undo.add(`remove container ${name}`, () => removeWithAnonymousVolumes(engine, id));
+  undo.add(`remove container ${name}`, async () => {
+    const id = made.id ?? (wasFree ? (await engine.inspectContainer(name).catch(() => undefined))?.Id : undefined);
+    if (id) await removeWithAnonymousVolumes(engine, id);
+  });
+  const id = await engine.createContainer(name, plan.body);
+  made.id = id;
   for (const e of plan.laterEndpoints) {
     await engine.connectNetwork(e.network, id, endpointCreateConfig(e));
   }
@@ -240,49 +246,137 @@ export interface Recreated {
  * The chain restore and migrate share, on one target engine: networks -> volumes -> create ->
  * start -> watch, and the rollback of all of it. The op fills the volumes between `volume()` and
  * `create()` (from a bundle, or shipped from a source). Given an `undo`, the caller owns what was
- * made once the run succeeded (ferry drill removes it); else it stays.
+ * made once the run succeeded (ferry drill removes it); else it stays. Under --on-conflict
+ * replace, what is replaced stays intact until the new containers have passed their watch
+ * (replace.ts).
  */
 export class Recreation {
-  /** The name each volume has on the target, by its name where it came from. */
+  /** The name each volume is mounted under on the target, by its name where it came from. */
   readonly volumeNames: Record<string, string> = {};
   readonly undo: Undo;
   private readonly owned: boolean;
+  private readonly where: string;
+  private readonly replacing: Replacement;
+  private readonly via?: Routing;
+  private list: ToCreate[] = [];
 
   constructor(
     readonly engine: Engine,
     private readonly ctx: { progress: Progress; signal: AbortSignal },
-    opts: { undo?: Undo; where?: string } = {},
+    opts: { undo?: Undo; where?: string; via?: Routing } = {},
   ) {
     this.undo = opts.undo ?? new Undo();
     this.owned = !opts.undo;
     this.where = opts.where ? ` ${opts.where}` : '';
+    this.replacing = new Replacement(engine, ctx.progress);
+    this.via = opts.via;
   }
-  private readonly where: string;
 
   async networks(networks: NetworkSpec[]): Promise<void> {
     for (const n of networks) await ensureNetwork(this.engine, n, this.undo, this.ctx.progress);
   }
 
-  /** Remove the containers that --on-conflict replace replaces (before their volumes go). */
-  async removeReplaced(names: string[]): Promise<void> {
-    for (const name of names) {
-      this.ctx.progress.step(`remove existing container ${name}${this.where} (--on-conflict replace)`);
-      await this.engine.removeContainer(name, { force: true });
-    }
+  /** --on-conflict replace: these containers are there; they are set aside, not removed, until the new ones run. */
+  replaceContainers(names: string[]): void {
+    this.replacing.replaceContainers(names);
   }
 
-  /** Create volume `v` (its name on the target) for the one called `from` where it came from. */
-  async volume(from: string, v: VolumeEntry, onConflict: OnConflict): Promise<string> {
-    const name = await createVolume(this.engine, v, onConflict, this.undo, this.ctx.progress);
+  /**
+   * Create volume `v` (its name on the target) for the one called `from` where it came from.
+   * `fill`: the volume to write its data to; under --on-conflict replace, when `v` exists, a
+   * staging volume (the existing one is untouched until the new containers have run).
+   */
+  async volume(from: string, v: VolumeEntry, onConflict: OnConflict): Promise<{ name: string; fill: string }> {
+    if (onConflict === 'replace' && !v.anonymous && (await this.engine.inspectVolume(v.name))) {
+      const staging = await this.replacing.stageVolume(v, this.undo);
+      this.volumeNames[from] = staging;
+      return { name: v.name, fill: staging };
+    }
+    const name = await createVolume(
+      this.engine,
+      v,
+      onConflict === 'replace' ? 'fail' : onConflict,
+      this.undo,
+      this.ctx.progress,
+    );
     this.volumeNames[from] = name;
-    return name;
+    return { name, fill: name };
   }
 
   /**
    * Create the containers, each after those it refers to (container:<name> network,
-   * volumes-from, links), whose references follow them to their names on the target.
+   * volumes-from, links), whose references follow them to their names on the target. Those they
+   * replace are set aside first.
    */
   async create(list: ToCreate[]): Promise<Recreated[]> {
+    this.list = list;
+    if (this.replacing.active) await this.replacing.setAside(this.undo);
+    return this.createOnly(list);
+  }
+
+  /** Start those that are to run, in the same order; then nothing is rolled back any more (unless replacing). */
+  async start(list: ToCreate[], out: Recreated[]): Promise<void> {
+    for (const i of dependencyOrder(list.map((c) => c.original))) {
+      const c = list[i]!;
+      if (!c.start) continue;
+      this.ctx.progress.step(`start ${out[i]!.name}${this.where}`);
+      await this.engine.start(out[i]!.id);
+      out[i]!.started = true;
+      if (c.pause) await this.engine.pause(out[i]!.id);
+    }
+    if (this.owned && !this.replacing.active) this.undo.clear();
+  }
+
+  /**
+   * Watch what was started for a moment; note the exit code of each that stopped. Under
+   * --on-conflict replace this is the proof: a new container that stopped, or an interrupt,
+   * fails the run (the old are put back); else the replace is committed. Returns the containers
+   * as they are at the end (a committed replace creates them again).
+   */
+  async watch(out: Recreated[]): Promise<Recreated[]> {
+    const { progress, signal } = this.ctx;
+    const exited = await watchStarted(
+      this.engine,
+      out.filter((c) => c.started),
+      progress,
+      signal,
+    );
+    for (const c of out) if (exited.has(c.id)) c.exitCode = exited.get(c.id);
+    if (!this.replacing.active) return out;
+    checkAborted(signal);
+    const failed = out.filter((c) => c.exitCode !== undefined);
+    if (failed.length)
+      throw new ConflictError(
+        `${failed.map((c) => c.name).join(', ')} stopped right after its start, so it does not replace what was there`,
+        "what was there is put back as it was, with its data; look at the new container's logs above, fix the cause and retry",
+      );
+    return this.commitReplace(out);
+  }
+
+  /** The new containers proved themselves: the old go; the new data moves under the real names. */
+  private async commitReplace(out: Recreated[]): Promise<Recreated[]> {
+    const r = this.replacing;
+    this.undo.clear(); // the old do not come back from here on
+    await r.retireOld();
+    if (!r.staged.length) {
+      await r.finish();
+      return out;
+    }
+    for (const c of out) if (c.started) await this.engine.stop(c.id);
+    for (const c of out) await removeWithAnonymousVolumes(this.engine, c.id);
+    await r.moveData(await this.engine.ensureHolderImage(), this.via);
+    for (const s of r.staged)
+      for (const [from, name] of Object.entries(this.volumeNames))
+        if (name === s.staging) this.volumeNames[from] = s.real;
+    const again = await this.createOnly(this.list);
+    await this.start(this.list, again);
+    for (const c of again) if (out.find((o) => o.name === c.name)?.exitCode !== undefined) c.exitCode = undefined;
+    await r.finish();
+    if (this.owned) this.undo.clear();
+    return again;
+  }
+
+  private async createOnly(list: ToCreate[]): Promise<Recreated[]> {
     const renamed = Object.fromEntries(list.map((c) => [c.original.name, c.name]));
     const out: Recreated[] = list.map((c) => ({ name: c.name, id: '', started: false }));
     for (const i of dependencyOrder(list.map((c) => c.original))) {
@@ -298,33 +392,9 @@ export class Recreation {
         this.undo,
         this.ctx.progress,
       );
+      if (this.replacing.isAside) this.replacing.noteCreated(out[i]!.id);
     }
     return out;
-  }
-
-  /** Start those that are to run, in the same order; then nothing is rolled back any more. */
-  async start(list: ToCreate[], out: Recreated[]): Promise<void> {
-    for (const i of dependencyOrder(list.map((c) => c.original))) {
-      const c = list[i]!;
-      if (!c.start) continue;
-      this.ctx.progress.step(`start ${out[i]!.name}${this.where}`);
-      await this.engine.start(out[i]!.id);
-      out[i]!.started = true;
-      if (c.pause) await this.engine.pause(out[i]!.id);
-    }
-    if (this.owned) this.undo.clear();
-  }
-
-  /** Watch what was started for a moment; note the exit code of each that stopped. */
-  async watch(out: Recreated[]): Promise<void> {
-    const { progress, signal } = this.ctx;
-    const exited = await watchStarted(
-      this.engine,
-      out.filter((c) => c.started),
-      progress,
-      signal,
-    );
-    for (const c of out) if (exited.has(c.id)) c.exitCode = exited.get(c.id);
   }
 
   /** After a failure: remove every helper (on `others` too), then what this run made, in reverse. */
@@ -333,6 +403,7 @@ export class Recreation {
     // First: a helper would keep a volume the undo removes in use.
     for (const e of [this.engine, ...others]) await sweepHolders(e);
     await this.undo.run(this.ctx.progress);
+    this.replacing.forget();
   }
 }
 
