@@ -266,6 +266,22 @@ describe('restore --on-conflict', () => {
     expect(idx('start')).toBeLessThan(idx('removeVolume', (a) => a[0] === 'appdata'));
   });
 
+  it('replace: an interrupt once the old is being removed does not stop the new from standing', async () => {
+    const old = t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
+    const { ctx, abort } = runContext();
+    t.onCall(
+      'removeContainer',
+      (id) => id === old.id,
+      () => abort.abort(new Error('interrupted by SIGINT')),
+    );
+    await run(t, { onConflict: 'replace' }, ctx);
+    const fresh = t.containerByName('app')!;
+    expect(fresh.status).toBe('running');
+    expect(fresh.mounts.map((m) => m.Source)).toEqual(['appdata']);
+    expect(t.volumeFiles('appdata')).toEqual(APP_FILES);
+    expect([...t.volumes.keys()]).toEqual(['appdata']);
+  });
+
   describe('replace: at each failure point the old container and its data are back as they were', () => {
     let old: ReturnType<FakeEngine['addContainer']>;
     let before: ReturnType<FakeEngine['state']>;

@@ -368,19 +368,19 @@ export class Recreation {
     for (const s of r.staged)
       for (const [from, name] of Object.entries(this.volumeNames))
         if (name === s.staging) this.volumeNames[from] = s.real;
-    const again = await this.createOnly(this.list);
+    // No interrupt cuts this short: the old are gone, the new must stand (a second signal still ends ferry at once).
+    const again = await this.createOnly(this.list, false);
     await this.start(this.list, again);
-    for (const c of again) if (out.find((o) => o.name === c.name)?.exitCode !== undefined) c.exitCode = undefined;
     await r.finish();
     if (this.owned) this.undo.clear();
     return again;
   }
 
-  private async createOnly(list: ToCreate[]): Promise<Recreated[]> {
+  private async createOnly(list: ToCreate[], abortable = true): Promise<Recreated[]> {
     const renamed = Object.fromEntries(list.map((c) => [c.original.name, c.name]));
     const out: Recreated[] = list.map((c) => ({ name: c.name, id: '', started: false }));
     for (const i of dependencyOrder(list.map((c) => c.original))) {
-      checkAborted(this.ctx.signal);
+      if (abortable) checkAborted(this.ctx.signal);
       const c = list[i]!;
       const spec = renameContainerRefs(c.spec, renamed);
       out[i]!.id = await createContainer(

@@ -146,8 +146,17 @@ export class Replacement {
     this.journal.drop(this.engine.facts.endpoint, this.engine.run.id);
   }
 
-  /** After a rollback: nothing of this replace is left to put right. */
+  /**
+   * After a rollback: nothing of this replace is left to put right. Except in the commit: then
+   * the record stays, and the next run names the staging volumes that hold the new data.
+   */
   forget(): void {
+    if (this.phase === 'committing') {
+      this.progress.warn(
+        `the replaced containers were removed; the new data is complete in ${this.staged.map((s) => s.staging).join(', ')}: run the restore or migrate again, or move it by hand`,
+      );
+      return;
+    }
     this.journal.drop(this.engine.facts.endpoint, this.engine.run.id);
   }
 
