@@ -42,7 +42,7 @@ import {
   UploadPartCopyCommand,
   type CompletedPart,
 } from '@aws-sdk/client-s3';
-import { EXIT, FerryError, NotFoundError, UsageError } from '../errors.js';
+import { BundleError, EXIT, FerryError, IoError, NotFoundError, UsageError } from '../errors.js';
 import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, type LockDir, type LockOptions, type StoreLock } from './lock.js';
 import { byteBounds, tempName, uniqueBundleName } from './local.js';
 import {
@@ -232,6 +232,48 @@ function noBucket(err: unknown): boolean {
 
 function isStatus(err: unknown, ...codes: number[]): boolean {
   return codes.includes((err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode ?? 0);
+}
+
+/** The first ranged GET of a read: enough for a manifest (`ls` reads no more)... */
+export const FIRST_READ_WINDOW = 1 << 20;
+/** ...then windows double up to this size. */
+export const MAX_READ_WINDOW = 64 << 20;
+/** A window cut short by the network is asked for again from where it stopped, this many times. */
+const READ_RETRIES = 3;
+
+/**
+ * The bytes `from`..`end` (inclusive) of an object, as ranged GETs of growing windows: a reader
+ * that stops early (a manifest) costs one small request, and a connection lost half-way costs
+ * a retry of the rest of one window, not of the whole bundle.
+ */
+export async function* readWindows(
+  first: Readable,
+  from: number,
+  end: number,
+  fetch: (pos: number, window: number) => Promise<Readable>,
+): AsyncGenerator<Buffer> {
+  let pos = from;
+  let win = FIRST_READ_WINDOW;
+  let body: Readable | undefined = first;
+  let retries = 0;
+  while (pos <= end) {
+    try {
+      body ??= await fetch(pos, win);
+      const at = pos;
+      for await (const chunk of body) {
+        pos += (chunk as Buffer).length;
+        yield chunk as Buffer;
+      }
+      if (pos === at) throw new IoError(`the server sent nothing from byte ${pos} on`);
+      retries = 0;
+      win = Math.min(win * 2, MAX_READ_WINDOW);
+    } catch (err) {
+      if (err instanceof FerryError || ++retries > READ_RETRIES) throw err;
+    } finally {
+      body?.destroy();
+      body = undefined;
+    }
+  }
 }
 
 /** Whether a server honours If-None-Match: * on PUT, per endpoint and bucket (asked once per run). */
@@ -583,7 +625,7 @@ export class S3Store implements Store {
 
   /** The store lock's operations on objects under the prefix (see lock.ts). */
   private lockDir(c: S3Client): LockDir {
-    const etags = new Map<string, { etag: string; content: string }>();
+    const etags = new Map<string, { etag: string; content: string; bare?: boolean }>();
     const Bucket = this.loc.bucket;
     return {
       name: this.describe(),
@@ -617,13 +659,25 @@ export class S3Store implements Store {
         });
       },
       // Objects have no mtime to set: write the same content again, only if it is still ours.
+      // Ceph RGW (16) matches If-Match on PUT against the ETag without its quotes, AWS with
+      // them: a PUT refused in one form is tried in the other (neither matches another's ETag).
       touch: async (file) => {
         const mine = etags.get(file);
         if (!mine) return;
-        const r = await c.send(
-          new PutObjectCommand({ Bucket, Key: this.key(file), Body: mine.content, IfMatch: mine.etag }),
-        );
-        if (r.ETag) mine.etag = r.ETag;
+        const put = (etag: string) =>
+          c.send(new PutObjectCommand({ Bucket, Key: this.key(file), Body: mine.content, IfMatch: etag }));
+        const bare = mine.etag.replace(/^"|"$/g, '');
+        const forms = mine.bare ? [bare, `"${bare}"`] : [`"${bare}"`, bare];
+        for (const [i, etag] of forms.entries()) {
+          try {
+            const r = await put(etag);
+            if (r.ETag) mine.etag = r.ETag;
+            mine.bare = etag === bare;
+            return;
+          } catch (err) {
+            if (!isStatus(err, 412) || i === forms.length - 1) throw err;
+          }
+        }
       },
     };
   }
@@ -684,29 +738,51 @@ export class S3Store implements Store {
       });
       return { stream: Readable.from([]), location: where, size: h.ContentLength ?? 0 };
     }
-    const rangeHeader =
-      bounds.start === undefined ? undefined : `bytes=${bounds.start}-${bounds.end === undefined ? '' : bounds.end}`;
-    try {
-      const r = await c.send(
+    const from = bounds.start ?? 0;
+    const Key = this.key(name);
+    // The first window is asked for here, so that a missing bundle fails open() itself.
+    const get = (start: number, end: number, etag?: string) =>
+      c.send(
         new GetObjectCommand({
           Bucket: this.loc.bucket,
-          Key: this.key(name),
-          ...(rangeHeader && rangeHeader !== 'bytes=0-' ? { Range: rangeHeader } : {}),
+          Key,
+          Range: `bytes=${start}-${end}`,
+          ...(etag ? { IfMatch: etag } : {}),
         }),
       );
-      const total = r.ContentRange ? Number(r.ContentRange.split('/')[1]) : r.ContentLength;
-      const stream = r.Body as Readable;
-      return { stream, location: where, ...(total !== undefined && Number.isFinite(total) ? { size: total } : {}) };
+    const last = bounds.end;
+    let first;
+    try {
+      first = await get(from, Math.min(last ?? Infinity, from + FIRST_READ_WINDOW - 1));
     } catch (err) {
       // A range that starts at the end (or past it) of an object that is there: nothing to read.
       if (isStatus(err, 416)) {
-        const h = await c.send(new HeadObjectCommand({ Bucket: this.loc.bucket, Key: this.key(name) })).catch((e) => {
+        const h = await c.send(new HeadObjectCommand({ Bucket: this.loc.bucket, Key })).catch((e) => {
           throw notFound(e);
         });
         return { stream: Readable.from([]), location: where, size: h.ContentLength ?? 0 };
       }
       throw notFound(err);
     }
+    const total = Number(first.ContentRange?.split('/')[1] ?? first.ContentLength);
+    const size = Number.isFinite(total) ? total : undefined;
+    const end = Math.min(last ?? Infinity, (size ?? Infinity) - 1); // the last byte to read
+    const etag = first.ETag;
+    const stream = Readable.from(
+      readWindows(first.Body as Readable, from, end, async (pos, win) => {
+        const r = await get(pos, Math.min(end, pos + win - 1), etag).catch((err: unknown) => {
+          if (isStatus(err, 412))
+            throw new BundleError(`${where} was replaced while it was being read`, {
+              hint: 'read it again',
+              cause: err,
+            });
+          throw this.error(err, `read ${where}`);
+        });
+        return r.Body as Readable;
+      }),
+      { objectMode: false, highWaterMark: 1 << 20 },
+    );
+    return { stream, location: where, ...(size !== undefined ? { size } : {}) };
   }
 
   async list(): Promise<BundleInfo[]> {

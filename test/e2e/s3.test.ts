@@ -22,7 +22,7 @@ import {
   uid,
   volumeListing,
 } from '../helpers/lab.js';
-import { s3Clean, s3Delete, s3Objects, s3Put, s3Uploads } from '../helpers/s3.js';
+import { s3Admin, s3Clean, s3Delete, s3Objects, s3Put, s3Uploads } from '../helpers/s3.js';
 
 const ROOT = uid('e2e-s3');
 const name = uid('s3');
@@ -178,6 +178,74 @@ describe('the store lock on s3', () => {
     expect(b.code, b.stderr).toBe(0);
     expect(JSON.parse(a.stdout).bundle).not.toBe(JSON.parse(b.stdout).bundle);
     expect((await s3Objects(prefix)).sort()).toHaveLength(2);
+  });
+});
+
+describe('drill and encryption on s3', () => {
+  const web = `${name}-web`;
+  const www = `${web}-www`;
+  const drilled = () => ({
+    containers: docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.drill']),
+    volumes: docker(['volume', 'ls', '-q', '--filter', 'label=io.ferry.drill']),
+    networks: docker(['network', 'ls', '-q', '--filter', 'label=io.ferry.drill']),
+  });
+  beforeAll(() => {
+    docker(['run', '-d', '--name', web, '-v', `${www}:/www`, BUSYBOX, 'httpd', '-f', '-p', '8080', '-h', '/www']);
+    docker(['exec', web, 'sh', '-c', 'echo s3-drill-expected-content > /www/index.html']);
+  });
+  afterAll(() => cleanup(ENGINE_A, { containers: [web], volumes: [www] }));
+
+  it('drills the newest bundle in s3: the copy serves the data, and nothing is left', async () => {
+    const prefix = `${ROOT}/drill`;
+    const b = await ferry(['backup', web, '-o', s3Url(prefix), '--json'], { env });
+    expect(b.code, b.stderr).toBe(0);
+    const bundle = JSON.parse(b.stdout).bundle as string;
+    const before = drilled();
+    const r = await ferry(
+      [
+        '--json',
+        'drill',
+        bundle,
+        '--probe',
+        'wget -q -O - http://127.0.0.1:8080/ | grep s3-drill-expected-content',
+        '--timeout',
+        '60',
+      ],
+      { env },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout);
+    expect(res).toMatchObject({ ok: true, bundle, leftovers: [] });
+    expect(res.probe.output).toContain('s3-drill-expected-content');
+    expect(drilled()).toEqual(before);
+    expect(inspect('container', web).State.Running).toBe(true);
+  });
+
+  it('--encrypt: the object holds no plaintext; ls reads its clear header; restore decrypts', async () => {
+    const prefix = `${ROOT}/enc`;
+    const encEnv = { ...env, FERRY_PASSPHRASE: 's3-secret-passphrase' };
+    const b = await ferry(['backup', web, '-o', s3Url(prefix), '--encrypt', '--compress', 'none', '--json'], {
+      env: encEnv,
+    });
+    expect(b.code, b.stderr).toBe(0);
+    const bundle = JSON.parse(b.stdout).bundle as string;
+    const key = `${prefix}/${bundle.slice(s3Url(prefix).length + 1)}`;
+    const { GetObjectCommand } = await import('@aws-sdk/client-s3');
+    const obj = await s3Admin().send(new GetObjectCommand({ Bucket: S3.bucket, Key: key }));
+    const bytes = Buffer.from(await obj.Body!.transformToByteArray());
+    expect(bytes.length).toBeGreaterThan(1000);
+    expect(bytes.includes('s3-drill-expected-content')).toBe(false);
+    expect(bytes.includes('manifest.json')).toBe(false);
+    const ls = await ferry(['ls', s3Url(prefix), '--json'], { env });
+    expect(ls.code, ls.stderr).toBe(0);
+    expect(JSON.parse(ls.stdout)[0]).toMatchObject({ containers: [web], encrypted: true });
+    cleanup(ENGINE_A, { containers: [web], volumes: [www] });
+    const wrong = await ferry(['restore', bundle], { env: { ...env, FERRY_PASSPHRASE: 'wrong' } });
+    expect(wrong.code).toBe(2);
+    const r = await ferry(['restore', bundle], { env: encEnv });
+    expect(r.code, r.stderr).toBe(0);
+    expect(inspect('container', web).State.Running).toBe(true);
+    expect(docker(['exec', web, 'cat', '/www/index.html'])).toBe('s3-drill-expected-content');
   });
 });
 

@@ -12,7 +12,8 @@ import { openBundleAt, openStore } from '../../src/store/registry.js';
 import { S3Store } from '../../src/store/s3.js';
 import { describeStoreConformance, readAll, writeBundle } from '../unit/store-conformance.js';
 import { S3, s3Env, s3Url, uid } from '../helpers/lab.js';
-import { s3Clean, s3Objects, s3Put, s3Uploads } from '../helpers/s3.js';
+import { s3Admin, s3Clean, s3Objects, s3Put, s3Uploads } from '../helpers/s3.js';
+import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 
 Object.assign(process.env, s3Env());
 const ROOT = uid('store-s3');
@@ -118,6 +119,27 @@ describe('s3 store', () => {
       expect(await s3Objects(f.prefix)).not.toContain('.ferry.lock');
       await (await other.lock({ timeoutMs: 0 })).release();
       await other.close();
+    } finally {
+      await f.cleanup();
+    }
+  });
+
+  it('a held lock is refreshed (re-written only while it is still ours); release leaves a lock taken over', async () => {
+    const f = await s3Fixture();
+    try {
+      await writeBundle(await f.store.create('a.tar'), Buffer.from('x'));
+      const head = () => s3Admin().send(new HeadObjectCommand({ Bucket: S3.bucket, Key: `${f.prefix}/.ferry.lock` }));
+      const held = await f.store.lock({ timeoutMs: 0, refreshMs: 300 });
+      const t0 = (await head()).LastModified!.getTime();
+      await new Promise((r) => setTimeout(r, 2200));
+      expect((await head()).LastModified!.getTime()).toBeGreaterThan(t0); // refreshed
+      // another run took it over (as after 15 minutes without a refresh)
+      const theirs = JSON.stringify({ pid: 1, hostname: 'elsewhere', token: 'theirs', since: 'now' }) + '\n';
+      await s3Put(`${f.prefix}/.ferry.lock`, theirs);
+      await new Promise((r) => setTimeout(r, 1000)); // several refreshes come and fail
+      await held.release();
+      const left = await s3Admin().send(new GetObjectCommand({ Bucket: S3.bucket, Key: `${f.prefix}/.ferry.lock` }));
+      expect(await left.Body!.transformToString()).toBe(theirs);
     } finally {
       await f.cleanup();
     }

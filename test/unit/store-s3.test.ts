@@ -3,6 +3,7 @@
  * upload of unknown length, and what its failures become. (The store itself is tested against a
  * real S3 server in test/e2e/store-s3.test.ts.)
  */
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { EXIT, NotFoundError, UsageError } from '../../src/errors.js';
 import { openStore } from '../../src/store/registry.js';
@@ -10,6 +11,8 @@ import {
   MAX_PARTS,
   parseS3Url,
   partSize,
+  readWindows,
+  FIRST_READ_WINDOW,
   resolveEndpoint,
   s3Error,
   S3Store,
@@ -106,5 +109,58 @@ describe('s3 errors', () => {
     expect(net.hint).toMatch(/--s3-endpoint/);
     expect(s3Error(err('NoSuchKey', 404), 'x', where)).toBeInstanceOf(NotFoundError);
     expect(s3Error(err('InternalError', 500), 'x', where)).toMatchObject({ code: 'IO', exitCode: EXIT.IO });
+  });
+});
+
+describe('s3 reads', () => {
+  const data = Buffer.from(Array.from({ length: 5 * FIRST_READ_WINDOW + 123 }, (_, i) => i % 251));
+  const collect = async (g: AsyncGenerator<Buffer>) => {
+    const out: Buffer[] = [];
+    for await (const c of g) out.push(c);
+    return Buffer.concat(out);
+  };
+
+  it('reads in growing windows, and asks again from where a window was cut off', async () => {
+    const asked: [number, number][] = [];
+    let cut = true;
+    const fetch = async (pos: number, win: number) => {
+      asked.push([pos, win]);
+      const bytes = data.subarray(pos, Math.min(data.length, pos + win));
+      if (cut && asked.length === 1) {
+        cut = false; // the connection drops early in the second window
+        return Readable.from(
+          (async function* () {
+            yield bytes.subarray(0, 1000);
+            throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+          })(),
+        );
+      }
+      return Readable.from([bytes]);
+    };
+    const first = Readable.from([data.subarray(0, FIRST_READ_WINDOW)]);
+    const got = await collect(readWindows(first, 0, data.length - 1, fetch));
+    expect(got.equals(data)).toBe(true);
+    expect(asked[0]).toEqual([FIRST_READ_WINDOW, 2 * FIRST_READ_WINDOW]);
+    expect(asked[1]).toEqual([FIRST_READ_WINDOW + 1000, 2 * FIRST_READ_WINDOW]); // the rest of that window
+    expect(asked[2]![1]).toBe(4 * FIRST_READ_WINDOW);
+  });
+
+  it('a reader that stops after the first window costs no second request', async () => {
+    let asked = 0;
+    const g = readWindows(Readable.from([data.subarray(0, FIRST_READ_WINDOW)]), 0, data.length - 1, async () => {
+      asked++;
+      return Readable.from([]);
+    });
+    const { value } = await g.next();
+    expect(value!.length).toBe(FIRST_READ_WINDOW);
+    await g.return(undefined);
+    expect(asked).toBe(0);
+  });
+
+  it('gives up after a few failures in a row', async () => {
+    const fetch = async () => {
+      throw Object.assign(new Error('refused'), { code: 'ECONNREFUSED' });
+    };
+    await expect(collect(readWindows(Readable.from([Buffer.alloc(10)]), 0, 100, fetch))).rejects.toThrow(/refused/);
   });
 });
