@@ -256,7 +256,6 @@ export function s3Env(): Record<string, string> {
     AWS_ACCESS_KEY_ID: S3.accessKeyId,
     AWS_SECRET_ACCESS_KEY: S3.secretAccessKey,
     AWS_REGION: S3.region,
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   };
 }
 
