@@ -67,7 +67,7 @@ Examples:
       try {
         const res = await restore(
           engine,
-          readTarget(bundle, { ssh: deps.ssh }),
+          readTarget(bundle, deps.stores),
           {
             name: flags.name,
             only: flags.only,
