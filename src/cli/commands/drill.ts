@@ -129,7 +129,7 @@ Examples:
       const trust = await loadTrust(flags.trust);
       const allow = parseAllow(flags.allow);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
-      const transport = readTarget(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, deps.stores);
       let report: DrillReport;
       try {
         report = await drill(

@@ -81,7 +81,7 @@ Examples:
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const trust = await loadTrust(flags.trust);
-      const st = openStore(store, { ssh: deps.ssh });
+      const st = openStore(store, deps.stores);
       const entries = await new Catalog(st, await deps.passphrase()).list();
       if (g.json)
         deps.io.stdout.write(

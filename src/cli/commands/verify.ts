@@ -114,7 +114,7 @@ Examples:
       deps.setJson(!!g.json);
       const trust = await loadTrust(flags.trust);
       const progress = createProgress({ quiet: !!g.quiet });
-      const store = openStore(bundle, { ssh: deps.ssh });
+      const store = openStore(bundle, deps.stores);
       if (await store.exists()) {
         let reports: VerifyReport[];
         try {
@@ -172,7 +172,7 @@ Examples:
         setExit(program, 0);
         return;
       }
-      const transport = readTarget(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, deps.stores);
       let report: VerifyReport;
       try {
         const src = await transport.openBundle();
