@@ -1,11 +1,12 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint, parseSignature, signMessage, verifyMessage } from '../../src/bundle/sshsig.js';
 import { BUNDLE_NAMESPACE, checkSigner, parseAllowedSigners } from '../../src/bundle/trust.js';
-import { keyFileSigner } from '../../src/ssh/sign-key.js';
+import { agentSigner, keyFileSigner } from '../../src/ssh/sign-key.js';
 import { TrustError } from '../../src/errors.js';
 
 const KEYS: [string, string[]][] = [
@@ -96,6 +97,49 @@ describe('SSHSIG', () => {
   it('does not accept garbage as a signature', () => {
     expect(() => parseSignature('hello')).toThrow(/not an SSH signature/);
     expect(() => parseSignature('-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----')).toThrow();
+  });
+});
+
+describe('ssh-agent keys', () => {
+  let agent: ChildProcess | undefined;
+  let sock = '';
+  beforeAll(async () => {
+    sock = join(dir, 'agent.sock');
+    agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
+    for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+    for (const k of ['ed25519', 'rsa', 'ecdsa256'])
+      execFileSync('ssh-add', ['-q', keyPath(k)], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: 'ignore' });
+  });
+  afterAll(() => {
+    agent?.kill();
+  });
+
+  for (const name of ['ed25519', 'rsa', 'ecdsa256']) {
+    it(`${name}: the agent signs by fingerprint, and ssh-keygen -Y verify accepts it`, async () => {
+      const fp = keygen(['-l', '-f', `${keyPath(name)}.pub`]).split(' ')[1]!;
+      const signer = await agentSigner(fp, sock);
+      const message = Buffer.from(`signed by the agent with ${name}\n`);
+      const sig = await signMessage(signer, message, BUNDLE_NAMESPACE);
+      expect(verifyMessage(parseSignature(sig), message)).toBe(true);
+      const sigFile = join(dir, `${name}.agent.sig`);
+      writeFileSync(sigFile, sig);
+      const allowed = join(dir, `${name}.agent.allowed`);
+      writeFileSync(allowed, `agent-${name} ${pubLine(name)}\n`);
+      expect(
+        keygen(
+          ['-Y', 'verify', '-f', allowed, '-I', `agent-${name}`, '-n', BUNDLE_NAMESPACE, '-s', sigFile],
+          message.toString(),
+        ),
+      ).toContain('Good');
+    });
+  }
+
+  it('names the keys the agent has when the fingerprint is not one of them', async () => {
+    await expect(agentSigner('SHA256:nope', sock)).rejects.toMatchObject({
+      exitCode: 2,
+      message: expect.stringMatching(/no key with that fingerprint/),
+      hint: expect.stringMatching(/SHA256:/),
+    });
   });
 });
 
