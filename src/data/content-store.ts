@@ -17,7 +17,7 @@ import type { EngineQuirks } from '../engine/quirks.js';
 import { captureBytes, type HostShell } from '../hostaccess/shell.js';
 import type { HostAccess } from '../hostaccess/access.js';
 import { HOST_LAYERS_ENV } from './host-image.js';
-import { isIndex, isManifest, layerBlobsByDiffId, manifestsFor, OCI_LAYER_TAR, type Descriptor } from './oci.js';
+import { isIndex, isManifest, layerBlobsByDiffId, manifestsFor, type Descriptor } from './oci.js';
 import { refused, type Refused } from './paths.js';
 
 /** Why the content store of an engine is not read; undefined where it may be. Pure; unit-tested. */
@@ -136,20 +136,16 @@ export async function readContentStore(
   const { dir, sizes } = listing;
   const want = new Set(diffIds);
   const layers = new Map<string, Descriptor>();
-  // A layer stored as it is (uncompressed, as a docker-archive loads it) is named by its diff ID.
-  for (const d of want) {
-    const size = sizes.get(d.slice(7));
-    if (size !== undefined) layers.set(d, { mediaType: OCI_LAYER_TAR, digest: d, size });
-  }
-  // The others (compressed: pulled, built, committed) by the manifests of the images holding them.
+  // A blob is reused only where a manifest of one of the engine's images names it: a blob no image
+  // holds goes at the store's next garbage collection, perhaps between this look and the load.
   const named = new Map<string, string>();
-  if (layers.size < want.size || opts.images) {
+  {
     const sharing: string[] = [];
     for (const img of images) {
       if (sharing.length >= 50) break;
       const info = await engine.inspectImage(img.Id).catch(() => undefined);
       const hex = /^sha256:([0-9a-f]{64})$/.exec(img.Id)?.[1];
-      if (hex && info?.RootFS?.Layers?.some((l) => want.has(l) && (!layers.has(l) || opts.images))) sharing.push(hex);
+      if (hex && info?.RootFS?.Layers?.some((l) => want.has(l))) sharing.push(hex);
     }
     const read = async (hexes: string[]) =>
       hexes.length

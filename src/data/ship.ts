@@ -210,15 +210,12 @@ async function planTarget(
   const layerDirs = new Map<string, number>();
   for (const [i, c] of chains.entries()) layerDirs.set(c.slice(7), i);
   for (const [i, id] of v1.entries()) layerDirs.set(id, i);
-  // An OCI save names blobs by digest: those the target holds (any of them: layers, config) are
-  // left out as they stream, and counted there (the save's blobs may be compressed otherwise).
-  if (savesOciLayout(source.facts))
-    return {
-      omit: new Set(),
-      skip: new Set(view.blobs.keys()),
-      layerBlobs: new Set([...diffIds, ...[...view.layers.values()].map((d) => d.digest)].map((d) => d.slice(7))),
-      written: { path: 'content-store' },
-    };
+  // An OCI save names blobs by digest: the layer blobs the target's images hold under the same
+  // digest are left out as they stream, and counted there (the save's may be compressed otherwise).
+  if (savesOciLayout(source.facts)) {
+    const held = new Set([...view.named.keys()].filter((hex) => view.blobs.has(hex)));
+    return { omit: new Set(), skip: held, layerBlobs: held, written: { path: 'content-store' } };
+  }
   return {
     omit: new Set(reuse.keys()),
     skip: new Set(),
