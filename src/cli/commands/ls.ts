@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { Catalog, catalogJson, type CatalogEntry } from '../../store/catalog.js';
 import { openStore } from '../../store/registry.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { lsRestic } from './restic.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
 import path from 'node:path';
@@ -50,7 +52,7 @@ export function lsTable(entries: CatalogEntry[]): string {
 export function lsCommand(program: Command, deps: Deps): Command {
   return new Command('ls')
     .description('List the bundles in a store (a directory), from their manifests alone')
-    .argument('<store>', 'a directory that backups are written to, or ssh://[user@]host[:port]/dir')
+    .argument('<store>', 'a directory that backups are written to, ssh://[user@]host[:port]/dir, or restic:<repo>')
     .addHelpText(
       'after',
       `
@@ -63,6 +65,11 @@ Examples:
     .action(async (store: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
+      if (isResticLocation(store)) {
+        await lsRestic(store, !!g.json, deps); // ferry's snapshots, by host and container set
+        setExit(program, 0);
+        return;
+      }
       const st = openStore(store, { ssh: deps.ssh });
       const entries = await new Catalog(st, await deps.passphrase()).list();
       if (g.json) deps.io.stdout.write(JSON.stringify(entries.map(catalogJson), null, 2) + '\n');

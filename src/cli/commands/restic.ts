@@ -1,0 +1,142 @@
+/**
+ * The restic side of the store commands (`-o restic:<repo>`, `restore restic:<repo>[#snap]`,
+ * `ls restic:<repo>`): each command branches here when its location is a restic repository, so
+ * that the commands themselves stay as they are. The environment restic needs (passwords,
+ * backends) is passed through to it; FERRY_RESTIC_STAGE says where backups are staged.
+ */
+import type { Engine } from '../../engine/engine.js';
+import type { Consistency } from '../../ops/steps/capture.js';
+import { resticBackup, type ResticBackupResult } from '../../ops/restic-backup.js';
+import { openResticSnapshot } from '../../ops/restic-restore.js';
+import {
+  newestFirst,
+  parseResticLocation,
+  parseSnapshots,
+  snapshotContainers,
+  snapshotSet,
+  snapshotsArgs,
+  type ResticSnapshot,
+} from '../../store/restic/layout.js';
+import { checkRestic, ResticCli, resticText, type ResticRunner } from '../../store/restic/runner.js';
+import { UsageError } from '../../errors.js';
+import type { Deps } from '../program.js';
+import type { Progress } from '../../context.js';
+import { humanBytes } from '../render.js';
+import type { Transport } from '../../store/transport.js';
+
+/** Where a restic backup stages the image layers and the volumes it reads as tar streams: a disk. */
+export const STAGE_ENV = 'FERRY_RESTIC_STAGE';
+
+export function resticRunner(deps: Pick<Deps, 'debug'>): ResticRunner {
+  return new ResticCli(process.env, deps.debug ? (l) => deps.debug!(l) : undefined);
+}
+
+/** `ferry backup ... -o restic:<repo>`: one snapshot per set. Returns the summary line. */
+export async function backupToRestic(
+  engine: Engine,
+  output: string,
+  sets: string[][],
+  flags: { consistency?: Consistency; stopTimeout?: number; wait?: number; json: boolean; quiet: boolean },
+  deps: Deps,
+  progress: Progress & { done(): void },
+): Promise<string> {
+  const loc = parseResticLocation(output);
+  if (loc.snapshot || loc.container)
+    throw new UsageError(`${output}: a backup writes a new snapshot`, `write -o restic:${loc.repo}`);
+  const runner = resticRunner(deps);
+  const results: ResticBackupResult[] = [];
+  for (const set of sets) {
+    const res = await resticBackup(
+      engine,
+      {
+        containers: set,
+        repo: loc.repo,
+        runner,
+        stageRoot: process.env[STAGE_ENV] || '/var/tmp',
+        consistency: flags.consistency,
+        stopTimeout: flags.stopTimeout,
+        wait: flags.wait,
+      },
+      { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
+    );
+    progress.done();
+    results.push(res);
+    if (flags.json) deps.io.stdout.write(JSON.stringify(backupJson(res)) + '\n');
+    else if (!flags.quiet)
+      deps.io.stdout.write(
+        `backed up ${res.containers.join(', ')} to restic:${res.repository} snapshot ${res.snapshot}: ${humanBytes(res.bytesAdded)} added (${humanBytes(res.bytesProcessed)} read) in ${(res.durationMs / 1000).toFixed(1)}s, paused ${(res.pausedMs / 1000).toFixed(1)}s\n`,
+      );
+  }
+  return results.map((r) => `backed up ${r.containers.join(', ')} to restic snapshot ${r.snapshot}`).join('; ');
+}
+
+export function backupJson(res: ResticBackupResult) {
+  return {
+    ok: true,
+    repository: res.repository,
+    snapshot: res.snapshot,
+    ...(res.parent ? { parent: res.parent } : {}),
+    containers: res.containers,
+    volumes: res.volumes,
+    bytesAdded: res.bytesAdded,
+    bytesProcessed: res.bytesProcessed,
+    files: res.files,
+    pausedMs: res.pausedMs,
+    durationMs: res.durationMs,
+  };
+}
+
+/** `ferry restore restic:<repo>[#snapshot|#container]`: the snapshot as a bundle location. */
+export async function resticSource(location: string, deps: Deps, progress: Progress): Promise<Transport> {
+  const loc = parseResticLocation(location);
+  const s = await openResticSnapshot(resticRunner(deps), loc, progress);
+  progress.info(
+    `restic snapshot ${s.snapshot.short_id} of ${snapshotContainers(s.snapshot).join(', ')} from ${s.snapshot.hostname}, ${s.snapshot.time}`,
+  );
+  return s.transport;
+}
+
+/** One row of `ferry ls restic:<repo>`. */
+export interface ResticLsEntry {
+  snapshot: string;
+  created: string;
+  host: string;
+  set: string;
+  containers: string[];
+}
+
+/** The ferry snapshots of a repository, grouped by host and container set (newest first in each). Pure. */
+export function groupSnapshots(list: ResticSnapshot[]): { host: string; set: string; snapshots: ResticLsEntry[] }[] {
+  const groups = new Map<string, { host: string; set: string; snapshots: ResticLsEntry[] }>();
+  for (const s of newestFirst(list)) {
+    const set = snapshotSet(s);
+    const key = `${s.hostname}\0${set}`;
+    if (!groups.has(key)) groups.set(key, { host: s.hostname, set, snapshots: [] });
+    groups.get(key)!.snapshots.push({
+      snapshot: s.id,
+      created: s.time,
+      host: s.hostname,
+      set,
+      containers: snapshotContainers(s),
+    });
+  }
+  return [...groups.values()].sort((a, b) => (a.host + a.set < b.host + b.set ? -1 : 1));
+}
+
+/** `ferry ls restic:<repo>`. */
+export async function lsRestic(location: string, json: boolean, deps: Deps): Promise<void> {
+  const loc = parseResticLocation(location);
+  const runner = resticRunner(deps);
+  await checkRestic(runner);
+  const groups = groupSnapshots(parseSnapshots(await resticText(runner, { args: snapshotsArgs(loc.repo) })));
+  const out = deps.io.stdout;
+  if (json) {
+    out.write(JSON.stringify({ repository: loc.repo, groups }) + '\n');
+    return;
+  }
+  for (const g of groups) {
+    out.write(`${g.host}  ${g.set.split('+').join(', ')}\n`);
+    for (const s of g.snapshots)
+      out.write(`  ${s.snapshot.slice(0, 8)}  ${s.created.replace(/\.\d+/, '').replace('T', ' ')}\n`);
+  }
+}
