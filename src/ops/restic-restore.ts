@@ -17,6 +17,7 @@ import {
   MANIFEST_FILE,
   checkLayout,
   dumpArgs,
+  lsArgs,
   parseSnapshots,
   selectSnapshot,
   snapshotsArgs,
@@ -24,7 +25,7 @@ import {
   type ResticLocation,
   type ResticSnapshot,
 } from '../store/restic/layout.js';
-import { rebase } from '../store/restic/retar.js';
+import { NodeTimes, rebase } from '../store/restic/retar.js';
 import { checkRestic, resticText, type ResticRunner } from '../store/restic/runner.js';
 
 export interface ResticSnapshotBundle {
@@ -81,13 +82,21 @@ function memberStream(runner: ResticRunner, repo: string, snap: string, layout: 
   const path = img?.path ?? vol!.path;
   const run = runner.run({ args: dumpArgs(repo, snap, path) });
   const raw = run.stdout;
+  // A tree's exact mtimes come from restic ls, read in step with the dump (retar.ts).
+  const ls = vol?.kind === 'tree' ? runner.run({ args: lsArgs(repo, snap, path) }) : undefined;
   const out =
-    vol?.kind === 'tar' ? raw : rebase(raw, path, { dotSlash: !!vol, ...(vol?.root ? { root: vol.root } : {}) });
+    vol?.kind === 'tar'
+      ? raw
+      : rebase(raw, path, {
+          dotSlash: !!vol,
+          ...(vol?.root ? { root: vol.root } : {}),
+          ...(ls ? { times: new NodeTimes(ls.stdout) } : {}),
+        });
   // A dump that fails half-way must not look like a member that ended there.
   const gate = new PassThrough({ highWaterMark: 1 << 20 });
   out.on('error', (e) => gate.destroy(e));
   out.pipe(gate, { end: false });
-  Promise.all([run.done, new Promise<void>((res) => out.on('end', () => res()))]).then(
+  Promise.all([run.done, ls?.done, new Promise<void>((res) => out.on('end', () => res()))]).then(
     () => gate.end(),
     (e: unknown) => gate.destroy(e as Error),
   );

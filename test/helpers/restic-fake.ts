@@ -60,6 +60,9 @@ export class FakeRestic implements ResticRunner {
         case 'dump':
           await this.dump(args, out);
           return;
+        case 'ls':
+          out.end(this.ls(args));
+          return;
         default:
           out.end();
           throw new ResticError(command, 1, `unknown command "${command}"`);
@@ -137,6 +140,28 @@ export class FakeRestic implements ResticRunner {
       }) +
       '\n'
     );
+  }
+
+  /** `ls --json --recursive <snapshot> <path>`: the snapshot, then the node and every node under it. */
+  private ls(args: string[]): string {
+    const [snapId, p] = args.slice(-2) as [string, string];
+    const snap = this.snapshots.find((s) => s.meta.id.startsWith(snapId));
+    if (!snap) throw new ResticError('ls', 1, `no snapshot ${snapId}`);
+    const lines = [JSON.stringify({ ...snap.meta, struct_type: 'snapshot' })];
+    for (const [name, n] of snap.nodes)
+      if (name === p || name.startsWith(p + '/'))
+        lines.push(
+          JSON.stringify({
+            name: path.posix.basename(name),
+            type: n.type,
+            path: name,
+            uid: n.uid,
+            gid: n.gid,
+            mtime: n.mtime.toISOString(),
+            struct_type: 'node',
+          }),
+        );
+    return lines.join('\n') + '\n';
   }
 
   private async dump(args: string[], out: PassThrough): Promise<void> {

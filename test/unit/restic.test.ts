@@ -21,7 +21,7 @@ import {
   snapshotsArgs,
   type ResticSnapshot,
 } from '../../src/store/restic/layout.js';
-import { rebase, rebaseName } from '../../src/store/restic/retar.js';
+import { NodeTimes, paxFor, paxTime, rebase, rebaseName, walkCompare } from '../../src/store/restic/retar.js';
 import {
   checkRestic,
   parseResticVersion,
@@ -230,6 +230,79 @@ describe('rebasing restic dump archives', () => {
     expect(entries.get('./d/')!.header.mode).toBe(0o1777);
     expect(entries.get(`./${long}`)!.data.toString()).toBe('long');
     expect(entries.get('./l')!.header.linkname).toBe('../outside');
+  });
+
+  it('orders paths as restic walks them, and turns RFC 3339 times into PAX times', () => {
+    expect(walkCompare('/v/a', '/v/a-c')).toBeLessThan(0);
+    expect(walkCompare('/v/a/b', '/v/a-c')).toBeLessThan(0); // a's subtree before a-c
+    expect(walkCompare('/v/b', '/v/a/z')).toBeGreaterThan(0);
+    expect(walkCompare('/v/a', '/v/a')).toBe(0);
+    expect(paxTime('2026-12-07T06:21:47.825583066Z')).toBe(`${Date.parse('2026-12-07T06:21:47Z') / 1000}.825583066`);
+    expect(paxTime('2020-01-02T03:04:05Z')).toBe(`${Date.parse('2020-01-02T03:04:05Z') / 1000}.000000000`);
+    expect(paxTime('yesterday')).toBeUndefined();
+  });
+
+  it('adds PAX records for large owner ids and exact mtimes, and drops stale path records', () => {
+    expect(paxFor({ uid: 1000, gid: 1000 })).toBeUndefined();
+    expect(
+      paxFor({ uid: 300000, gid: 5, pax: { path: 'old/name', linkpath: 'old', 'SCHILY.xattr.x': 'y' } }, '1.5'),
+    ).toEqual({
+      uid: '300000',
+      'SCHILY.xattr.x': 'y',
+      mtime: '1.5',
+    });
+  });
+
+  it('looks up exact mtimes from restic ls in step with the dump, skipping what the dump lacks', async () => {
+    const node = (p: string, mtime: string) => JSON.stringify({ struct_type: 'node', path: p, mtime });
+    const lines = [
+      JSON.stringify({ struct_type: 'snapshot', id: 'x' }),
+      node('/v', '2020-01-01T00:00:00.1Z'),
+      node('/v/a', '2020-01-01T00:00:01.2Z'),
+      node('/v/a/x', '2020-01-01T00:00:02.3Z'),
+      node('/v/fifo', '2020-01-01T00:00:03.4Z'),
+      node('/v/z', '2020-01-01T00:00:04.5Z'),
+    ];
+    const t = new NodeTimes(Readable.from([lines.join('\n') + '\n']));
+    expect(await t.mtime('/v/a')).toBe('2020-01-01T00:00:01.2Z');
+    expect(await t.mtime('/v/a/x')).toBe('2020-01-01T00:00:02.3Z');
+    expect(await t.mtime('/v/b')).toBeUndefined(); // not listed: /v/fifo skipped, /v/z kept for later
+    expect(await t.mtime('/v/z')).toBe('2020-01-01T00:00:04.5Z');
+    expect(await t.mtime('/v/zz')).toBeUndefined();
+    await t.drain();
+  });
+
+  it('restores exact mtimes and large owner ids through the rebased archive', async () => {
+    // restic's dump (Go's tar): the mtime rounded to the nearest second, owner ids above 262143
+    // as 7 octal digits (tar-stream writes only 6, so the fields are patched in here).
+    const pack = tar.pack();
+    pack.entry({ name: 'volumes/v/a', mtime: new Date('2020-01-01T00:00:02Z'), uid: 1, gid: 1, mode: 0o644 }, 'x');
+    pack.finalize();
+    const chunks0: Buffer[] = [];
+    for await (const c of pack) chunks0.push(c as Buffer);
+    const input = Buffer.concat(chunks0);
+    input.write('1111740\0', 108, 'ascii');
+    input.write('1111741\0', 116, 'ascii');
+    input.fill(' ', 148, 156);
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += input[i]!;
+    input.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'ascii');
+    const ls = Readable.from([
+      JSON.stringify({ struct_type: 'node', path: '/volumes/v/a', mtime: '2020-01-01T00:00:01.75Z' }) + '\n',
+    ]);
+    const out = rebase(Readable.from([input]), 'volumes/v', { dotSlash: true, times: new NodeTimes(ls) });
+    const chunks: Buffer[] = [];
+    for await (const c of out) chunks.push(c as Buffer);
+    const a = (await untar(Buffer.concat(chunks))).get('./a')!;
+    expect(a.header.mtime!.getTime()).toBe(Date.parse('2020-01-01T00:00:01Z')); // truncated, as the engine's archive has it
+    // The ids go in PAX records (which the engine's tar reads; the ustar fields cannot hold them).
+    expect(a.header.pax).toEqual({
+      path: './a', // tar-stream writes the name into the PAX header it makes
+      mtime: `${Date.parse('2020-01-01T00:00:01Z') / 1000}.750000000`,
+      uid: '300000',
+      gid: '300001',
+    });
+    expect(a.data.toString()).toBe('x');
   });
 
   it('fails when the dump does', async () => {

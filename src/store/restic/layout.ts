@@ -138,6 +138,11 @@ export function bindWrap(binds: [string, string][]): string[] {
   ];
 }
 
+/** `restic ls --json --recursive <snapshot> /<path>`: every node under a path, with its exact mtime, in restic's walk order. Pure. */
+export function lsArgs(repo: string, snapshot: string, path: string): string[] {
+  return [...repoArgs(repo), 'ls', '--json', '--recursive', snapshot, `/${path.replace(/^\/+/, '')}`];
+}
+
 /** A snapshot as `restic snapshots --json` lists it. */
 export interface ResticSnapshot {
   id: string;
