@@ -129,6 +129,22 @@ describe('restic repository as a store', () => {
     expect(text.stdout).toContain(second.snapshot);
   });
 
+  it('inspects a snapshot from its manifest, environment values left out', async () => {
+    const r = await ferry(['--json', 'inspect', `restic:${repo}#${first.snapshot}`], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const m = JSON.parse(r.stdout);
+    expect(m.containers.map((c: any) => c.spec.name)).toEqual([name]);
+    expect(m.members.map((x: any) => [x.kind, x.codec])).toEqual([
+      ['volume', 'none'],
+      ['image', 'none'],
+    ]);
+    expect(JSON.stringify(m)).not.toContain('a b c');
+    const text = await ferry(['inspect', `restic:${repo}#${name}`], { env });
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toContain(`restic:${repo}#${second.snapshot}`);
+    expect(text.stdout).toContain(`container ${name}`);
+  });
+
   it('restores the latest snapshot of the container after container and volume are gone', async () => {
     cleanup(ENGINE_A, { containers: [name], volumes: [vol] });
     expect(exists('volume', vol)).toBe(false);

@@ -20,7 +20,7 @@ import {
 import { checkRestic, ResticCli, resticText, type ResticRunner } from '../../store/restic/runner.js';
 import { UsageError } from '../../errors.js';
 import type { Deps } from '../program.js';
-import type { Progress } from '../../context.js';
+import { silentProgress, type Progress } from '../../context.js';
 import { humanBytes } from '../render.js';
 import type { Transport } from '../../store/transport.js';
 
@@ -86,10 +86,14 @@ export function backupJson(res: ResticBackupResult) {
   };
 }
 
+/** The snapshot a location names, its manifest and layout read (`ferry inspect restic:...`). */
+export function resticSnapshot(location: string, deps: Deps, progress: Progress = silentProgress) {
+  return openResticSnapshot(resticRunner(deps), parseResticLocation(location), progress);
+}
+
 /** `ferry restore restic:<repo>[#snapshot|#container]`: the snapshot as a bundle location. */
 export async function resticSource(location: string, deps: Deps, progress: Progress): Promise<Transport> {
-  const loc = parseResticLocation(location);
-  const s = await openResticSnapshot(resticRunner(deps), loc, progress);
+  const s = await resticSnapshot(location, deps, progress);
   progress.info(
     `restic snapshot ${s.snapshot.short_id} of ${snapshotContainers(s.snapshot).join(', ')} from ${s.snapshot.hostname}, ${s.snapshot.time}`,
   );
