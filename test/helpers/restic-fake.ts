@@ -63,6 +63,16 @@ export class FakeRestic implements ResticRunner {
         case 'ls':
           out.end(this.ls(args));
           return;
+        case 'forget': {
+          const ids = args.slice(args.indexOf('--') + 1);
+          for (const id of ids) {
+            const i = this.snapshots.findIndex((s) => s.meta.id.startsWith(id));
+            if (i < 0) throw new ResticError('forget', 1, `no snapshot ${id}`);
+            this.snapshots.splice(i, 1);
+          }
+          out.end();
+          return;
+        }
         default:
           out.end();
           throw new ResticError(command, 1, `unknown command "${command}"`);
@@ -84,6 +94,11 @@ export class FakeRestic implements ResticRunner {
     return this.snapshots
       .map((s) => s.meta)
       .filter((s) => tags.every((t) => s.tags?.includes(t)) && (!host || s.hostname === host));
+  }
+
+  /** Put a snapshot in as another host's ferry would have made it (no files). */
+  addSnapshot(meta: Omit<ResticSnapshot, 'short_id' | 'paths'>): void {
+    this.snapshots.push({ meta: { ...meta, short_id: meta.id.slice(0, 8), paths: [] }, nodes: new Map(), cwd: '/' });
   }
 
   private async backup(args: string[], cwd: string): Promise<string> {

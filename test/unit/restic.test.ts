@@ -13,6 +13,7 @@ import {
   bindWrap,
   checkLayout,
   dumpArgs,
+  forgetArgs,
   parseBackupSummary,
   parseResticLocation,
   parseSnapshots,
@@ -33,6 +34,7 @@ import { resticBackup, type ResticBackupOptions } from '../../src/ops/restic-bac
 import { openResticSnapshot } from '../../src/ops/restic-restore.js';
 import { restore } from '../../src/ops/restore.js';
 import { groupSnapshots } from '../../src/cli/commands/restic.js';
+import { resticPrune, resticRetention } from '../../src/ops/restic-prune.js';
 import { UsageError } from '../../src/errors.js';
 import { hostName } from '../../src/ops/steps/capture.js';
 import { silentProgress } from '../../src/context.js';
@@ -422,5 +424,54 @@ describe('backup into and restore from a restic repository (fake engine, fake re
     // A snapshot is read once per run, like stdin.
     await expect(snap.transport.openBundle()).rejects.toBeInstanceOf(UsageError);
     await rm(stageRoot, { recursive: true, force: true });
+  });
+});
+
+describe('prune of a restic repository', () => {
+  const day = (d: number, h = 2) => new Date(Date.UTC(2026, 10, d, h)).toISOString();
+  const id = (n: number, host: string) => `${host === 'h1' ? 'a' : 'b'}${String(n).padStart(7, '0')}`.padEnd(64, '0');
+  const fill = (fake: FakeRestic) => {
+    for (const host of ['h1', 'h2'])
+      for (let d = 1; d <= 5; d++)
+        fake.addSnapshot({ id: id(d, host), time: day(d), hostname: host, tags: snapshotTags(['web']) });
+    fake.addSnapshot({ id: 'c'.repeat(64), time: day(1), hostname: 'h1', tags: ['someone-else'] });
+  };
+
+  it('builds restic forget --prune with checked ids', () => {
+    expect(forgetArgs('/r', ['0a1b2c3d'])).toEqual(['-r', '/r', 'forget', '--prune', '--', '0a1b2c3d']);
+    expect(() => forgetArgs('/r', [])).toThrow();
+    expect(() => forgetArgs('/r', ['--keep-last'])).toThrow();
+  });
+
+  it('applies the rules per host and container set, the newest always kept', () => {
+    const fake = new FakeRestic();
+    fill(fake);
+    const list = fake.snapshots.map((s) => s.meta).filter((s) => s.tags?.includes('ferry'));
+    const r = resticRetention(list, { last: 2 });
+    expect(r.kept.map((e) => [e.host, e.snapshot.slice(0, 8)])).toEqual(
+      expect.arrayContaining([
+        ['h1', id(5, 'h1').slice(0, 8)],
+        ['h1', id(4, 'h1').slice(0, 8)],
+        ['h2', id(5, 'h2').slice(0, 8)],
+        ['h2', id(4, 'h2').slice(0, 8)],
+      ]),
+    );
+    expect(r.kept).toHaveLength(4);
+    expect(r.removed).toHaveLength(6);
+  });
+
+  it('a dry run forgets nothing; a real one forgets exactly what no rule keeps, and never others', async () => {
+    const fake = new FakeRestic();
+    fill(fake);
+    const dry = await resticPrune(fake, '/r', { policy: { last: 1 }, dryRun: true }, silentProgress);
+    expect(dry.removed).toHaveLength(8);
+    expect(fake.calls.some((c) => c.args.includes('forget'))).toBe(false);
+    expect(fake.snapshots).toHaveLength(11);
+    const real = await resticPrune(fake, '/r', { policy: { last: 1 }, dryRun: false }, silentProgress);
+    expect(real.removed.map((e) => e.snapshot).sort()).toEqual(dry.removed.map((e) => e.snapshot).sort());
+    expect(fake.snapshots.map((s) => s.meta.id).sort()).toEqual([id(5, 'h1'), id(5, 'h2'), 'c'.repeat(64)].sort());
+    await expect(resticPrune(fake, '/r', { policy: {}, dryRun: false }, silentProgress)).rejects.toBeInstanceOf(
+      UsageError,
+    );
   });
 });

@@ -8,6 +8,8 @@ import type { Engine } from '../../engine/engine.js';
 import type { Consistency } from '../../ops/steps/capture.js';
 import { resticBackup, type ResticBackupResult } from '../../ops/restic-backup.js';
 import { openResticSnapshot } from '../../ops/restic-restore.js';
+import { resticPrune } from '../../ops/restic-prune.js';
+import type { KeepPolicy } from '../../plan/retention.js';
 import {
   newestFirst,
   parseResticLocation,
@@ -143,4 +145,34 @@ export async function lsRestic(location: string, json: boolean, deps: Deps): Pro
     for (const s of g.snapshots)
       out.write(`  ${s.snapshot.slice(0, 8)}  ${s.created.replace(/\.\d+/, '').replace('T', ' ')}\n`);
   }
+}
+
+/** `ferry prune restic:<repo> --keep-...`: ferry's rules, then one restic forget --prune. */
+export async function pruneRestic(
+  location: string,
+  opts: { policy: KeepPolicy; dryRun: boolean; json: boolean; quiet: boolean },
+  deps: Deps,
+  progress: Progress,
+): Promise<void> {
+  const loc = parseResticLocation(location);
+  if (loc.snapshot || loc.container)
+    throw new UsageError(`${location}: prune applies to a whole repository`, `write restic:${loc.repo}`);
+  const res = await resticPrune(resticRunner(deps), loc.repo, opts, progress);
+  const out = deps.io.stdout;
+  if (opts.json) {
+    out.write(JSON.stringify({ ok: true, ...res }) + '\n');
+    return;
+  }
+  if (opts.quiet) return;
+  const verb = res.dryRun ? 'would remove' : 'removed';
+  const rows = [...res.kept.map((e) => ({ e, what: 'keep' })), ...res.removed.map((e) => ({ e, what: verb }))].sort(
+    (a, b) => (a.e.host + a.e.created < b.e.host + b.e.created ? 1 : -1),
+  );
+  for (const { e, what } of rows)
+    out.write(
+      `${what}  ${e.snapshot.slice(0, 8)}  ${e.created.replace(/\.\d+/, '').replace('T', ' ')}  ${e.host}  ${e.containers.join(',')}  ${e.reasons.join(', ') || 'no rule keeps it'}\n`,
+    );
+  out.write(
+    `${res.removed.length} snapshot${res.removed.length === 1 ? '' : 's'} ${res.dryRun ? 'would be removed' : 'removed (restic forget --prune)'}, ${res.kept.length} kept\n`,
+  );
 }

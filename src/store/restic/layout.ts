@@ -143,6 +143,18 @@ export function lsArgs(repo: string, snapshot: string, path: string): string[] {
   return [...repoArgs(repo), 'ls', '--json', '--recursive', snapshot, `/${path.replace(/^\/+/, '')}`];
 }
 
+/** `restic forget --prune <ids>`: remove these snapshots and the data only they held. Pure. */
+export function forgetArgs(repo: string, ids: string[]): string[] {
+  if (!ids.length) throw new Error('restic forget needs snapshot ids');
+  for (const id of ids) if (!/^[0-9a-f]{8,64}$/.test(id)) throw new Error(`not a snapshot id: ${id}`);
+  return [...repoArgs(repo), 'forget', '--prune', '--', ...ids];
+}
+
+/** `restic check`: the repository's structure (with `--read-data-subset`, also that much of its data). Pure. */
+export function checkArgs(repo: string, readData?: string): string[] {
+  return [...repoArgs(repo), 'check', ...(readData ? [`--read-data-subset=${readData}`] : [])];
+}
+
 /** A snapshot as `restic snapshots --json` lists it. */
 export interface ResticSnapshot {
   id: string;
