@@ -184,6 +184,18 @@ describe('restic repository as a store', () => {
     expect(out).toBe('first');
   });
 
+  it('verifies: restic check, then the newest snapshot read back and checked as a bundle', async () => {
+    const r = await ferry(['--json', 'verify', `restic:${repo}`], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const v = JSON.parse(r.stdout);
+    expect(v.ok).toBe(true);
+    expect(v.snapshots.map((s: any) => s.bundle)).toEqual([`restic:${repo}#${second.snapshot}`]);
+    expect(v.snapshots[0].members.map((m: any) => [m.kind, m.ok])).toEqual([
+      ['volume', true],
+      ['image', true],
+    ]);
+  });
+
   it('says what to do when the password is missing, and changes nothing', async () => {
     const r = await ferry(['backup', name, '-o', `restic:${repo}`], {
       env: { RESTIC_PASSWORD: undefined, RESTIC_CACHE_DIR: env.RESTIC_CACHE_DIR },
@@ -208,5 +220,23 @@ describe('restic repository as a store', () => {
     expect(
       docker(['events', '--since', since, '--until', '0s', '--filter', `container=${name}`, '--filter', 'event=pause']),
     ).toBe('');
+  });
+
+  it('prunes with the retention rules through restic forget --prune, then finds damage with verify', async () => {
+    const dry = await ferry(['--json', 'prune', `restic:${repo}`, '--keep-last', '1', '--dry-run'], { env });
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(JSON.parse(dry.stdout).removed.map((e: any) => e.snapshot.slice(0, 8))).toEqual([first.snapshot]);
+    expect(JSON.parse(restic(['snapshots', '--json']))).toHaveLength(2);
+    const r = await ferry(['prune', `restic:${repo}`, '--keep-last', '1'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const left = JSON.parse(restic(['snapshots', '--json']));
+    expect(left.map((s: any) => s.short_id)).toEqual([second.snapshot]);
+    // A pack file of the repository lost: verify says so (exit 7).
+    const pack = spawnSync('sh', ['-c', `find '${repo}/data' -type f | head -n 1`], { encoding: 'utf8' }).stdout.trim();
+    expect(pack).not.toBe('');
+    rmSync(pack);
+    const bad = await ferry(['verify', `restic:${repo}`], { env });
+    expect(bad.code, bad.stderr).toBe(7);
+    expect(bad.stderr).not.toMatch(/at .*\.js:\d+/);
   });
 });

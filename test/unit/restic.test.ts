@@ -26,6 +26,7 @@ import { NodeTimes, paxFor, paxTime, rebase, rebaseName, walkCompare } from '../
 import {
   checkRestic,
   parseResticVersion,
+  commandOf,
   ResticCli,
   ResticError,
   ResticUnavailableError,
@@ -132,6 +133,11 @@ describe('restic locations and arguments', () => {
     const missing = await checkRestic(new ResticCli({ PATH: '/nonexistent' })).catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(ResticUnavailableError);
     expect((missing as Error).message).toContain('not installed');
+  });
+
+  it('names the restic command of a call in its errors', () => {
+    expect(commandOf(['-r', '/r', 'backup', '--json'])).toBe('backup');
+    expect(commandOf(['version'])).toBe('version');
   });
 
   it('parses snapshots and the backup summary', () => {

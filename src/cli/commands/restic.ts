@@ -9,6 +9,8 @@ import type { Consistency } from '../../ops/steps/capture.js';
 import { resticBackup, type ResticBackupResult } from '../../ops/restic-backup.js';
 import { openResticSnapshot } from '../../ops/restic-restore.js';
 import { resticPrune } from '../../ops/restic-prune.js';
+import { resticVerify } from '../../ops/restic-verify.js';
+import { verifyFailure, verifyText } from './verify.js';
 import type { KeepPolicy } from '../../plan/retention.js';
 import {
   newestFirst,
@@ -175,4 +177,32 @@ export async function pruneRestic(
   out.write(
     `${res.removed.length} snapshot${res.removed.length === 1 ? '' : 's'} ${res.dryRun ? 'would be removed' : 'removed (restic forget --prune)'}, ${res.kept.length} kept\n`,
   );
+}
+
+/** `ferry verify restic:<repo>[#...]`: restic check, then each chosen snapshot read back and verified as a bundle. */
+export async function verifyRestic(
+  location: string,
+  opts: { json: boolean; quiet: boolean },
+  deps: Deps,
+  progress: Progress & { done(): void },
+): Promise<void> {
+  let res;
+  try {
+    res = await resticVerify(resticRunner(deps), parseResticLocation(location), {
+      progress,
+      signal: deps.signal,
+      hostAccess: deps.hostAccess,
+      debug: deps.debug,
+    });
+  } finally {
+    progress.done();
+  }
+  const out = deps.io.stdout;
+  if (opts.json) out.write(JSON.stringify(res) + '\n');
+  else if (!opts.quiet || !res.ok) {
+    out.write(`restic check of ${res.repository}: ok\n`);
+    for (const r of res.snapshots) out.write(verifyText(r));
+  }
+  const bad = res.snapshots.find((r) => !r.ok);
+  if (bad) throw verifyFailure(bad);
 }

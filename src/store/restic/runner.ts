@@ -43,7 +43,7 @@ export class ResticError extends FerryError {
 function resticHint(stderr: string): string {
   if (/password/i.test(stderr))
     return 'give restic its password: RESTIC_PASSWORD, RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND';
-  if (/does not exist|unable to open config/i.test(stderr))
+  if (/unable to open config|Is there a repository/i.test(stderr))
     return 'create the repository first: restic -r <repo> init (with the same password settings)';
   return 'run the same restic command by hand (with --debug ferry prints it) to see more';
 }
@@ -93,12 +93,17 @@ export class ResticCli implements ResticRunner {
         ),
       );
       child.on('close', (code) =>
-        code === 0 ? resolve() : reject(new ResticError(call.args[0] ?? '', code, stderr())),
+        code === 0 ? resolve() : reject(new ResticError(commandOf(call.args), code, stderr())),
       );
     });
     done.catch(() => {});
     return { stdout: child.stdout, done, kill: () => child.kill('SIGTERM') };
   }
+}
+
+/** The restic command of a call's arguments (`-r <repo> backup ...` -> `backup`). Pure. */
+export function commandOf(args: string[]): string {
+  return (args[0] === '-r' ? args[2] : args[0]) ?? '';
 }
 
 /** Run restic to the end and give its standard output as text. */
