@@ -402,6 +402,14 @@ describe('backup into and restore from a restic repository (fake engine, fake re
     expect(await readdir(stageRoot)).toEqual([]);
   });
 
+  it('refuses a container with a hook label rather than back it up without its hook', async () => {
+    fake.containerByName('app')!.config.Labels = { 'ferry.pre-exec': 'pg_dump ...' };
+    const { ctx } = runContext();
+    await expect(resticBackup(fake, opts, ctx)).rejects.toThrow(/ferry.pre-exec/);
+    expect(fake.methods(['pause', 'commit'])).toEqual([]);
+    expect(restic.snapshots).toHaveLength(0);
+  });
+
   it('refuses before pausing anything when restic is too old', async () => {
     restic.version = 'restic 0.12.0 compiled with go1.16 on linux/amd64';
     const { ctx } = runContext();

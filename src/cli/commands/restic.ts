@@ -35,18 +35,42 @@ export function resticRunner(deps: Pick<Deps, 'debug'>): ResticRunner {
   return new ResticCli(process.env, deps.debug ? (l) => deps.debug!(l) : undefined);
 }
 
+/** backup options a restic backup does not apply yet: refused rather than ignored. */
+const NOT_YET = [
+  ['preExec', '--pre-exec'],
+  ['postExec', '--post-exec'],
+  ['includeBinds', '--include-binds'],
+  ['together', '--together'],
+  ['encrypt', '--encrypt (restic encrypts)'],
+  ['compress', '--compress (restic compresses)'],
+  ['verify', '--verify (use ferry verify restic:...)'],
+  ['imageMode', '--image-mode push'],
+] as const;
+
 /** `ferry backup ... -o restic:<repo>`: one snapshot per set. Returns the summary line. */
 export async function backupToRestic(
   engine: Engine,
   output: string,
   sets: string[][],
-  flags: { consistency?: Consistency; stopTimeout?: number; wait?: number; json: boolean; quiet: boolean },
+  flags: {
+    consistency?: Consistency;
+    stopTimeout?: number;
+    wait?: number;
+    json: boolean;
+    quiet: boolean;
+  } & Partial<Record<(typeof NOT_YET)[number][0], unknown>>,
   deps: Deps,
   progress: Progress & { done(): void },
 ): Promise<string> {
   const loc = parseResticLocation(output);
   if (loc.snapshot || loc.container)
     throw new UsageError(`${output}: a backup writes a new snapshot`, `write -o restic:${loc.repo}`);
+  const given = NOT_YET.filter(([k]) => flags[k] !== undefined && flags[k] !== false && flags[k] !== 'archive');
+  if (given.length)
+    throw new UsageError(
+      `${given.map(([, o]) => o).join(', ')}: not yet with a restic repository`,
+      'leave them out, or back up into a directory of bundles for now',
+    );
   const runner = resticRunner(deps);
   const results: ResticBackupResult[] = [];
   for (const set of sets) {
