@@ -171,7 +171,7 @@ Examples:
         setExit(program, 0);
         return;
       }
-      const transport = readTarget(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, deps.stores);
       try {
         const src = await transport.openBundle();
         const reader = await BundleReader.open(src.stream, src.location, { passphrase: await deps.passphrase() });

@@ -70,7 +70,7 @@ Examples:
         setExit(program, 0);
         return;
       }
-      const st = openStore(store, { ssh: deps.ssh });
+      const st = openStore(store, deps.stores);
       const entries = await new Catalog(st, await deps.passphrase()).list();
       if (g.json) deps.io.stdout.write(JSON.stringify(entries.map(catalogJson), null, 2) + '\n');
       else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${st.describe()}\n`);

@@ -37,7 +37,7 @@ export function restoreCommand(program: Command, deps: Deps): Command {
     .addOption(
       new Option(
         '--on-conflict <policy>',
-        'when a container or volume of the same name exists: fail, replace (remove it first, once the whole bundle is checked), rename (restore beside it)',
+        'when a container or volume of the same name exists: fail, replace (kept intact until the new container runs, then replaced), rename (restore beside it)',
       )
         .default('fail')
         .argParser(choice(['fail', 'replace', 'rename'] as const)),
@@ -69,7 +69,7 @@ Examples:
       try {
         const res = await restore(
           engine,
-          isResticLocation(bundle) ? await resticSource(bundle, deps, progress) : readTarget(bundle, { ssh: deps.ssh }),
+          isResticLocation(bundle) ? await resticSource(bundle, deps, progress) : readTarget(bundle, deps.stores),
           {
             name: flags.name,
             only: flags.only,

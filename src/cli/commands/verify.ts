@@ -114,7 +114,7 @@ Examples:
         setExit(program, 0);
         return;
       }
-      const store = openStore(bundle, { ssh: deps.ssh });
+      const store = openStore(bundle, deps.stores);
       if (await store.exists()) {
         let reports: VerifyReport[];
         try {
@@ -167,7 +167,7 @@ Examples:
         setExit(program, 0);
         return;
       }
-      const transport = readTarget(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, deps.stores);
       let report: VerifyReport;
       try {
         const src = await transport.openBundle();
