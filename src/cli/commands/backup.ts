@@ -9,6 +9,8 @@ import { VERSION } from '../../version.js';
 import { backup } from '../../ops/backup.js';
 import { projectContainers, type Consistency } from '../../ops/steps/capture.js';
 import { writeTarget } from '../../store/registry.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { backupToRestic } from './restic.js';
 import { DEFAULT_LOCK_TIMEOUT_S } from '../../store/lock.js';
 import { badMembers, verifyOrQuarantine } from '../../ops/verify.js';
 import { checkShrinkage, type Shrunk } from '../../plan/shrink.js';
@@ -215,6 +217,21 @@ Examples:
           names = [...containers, ...kept.filter((n) => !containers.includes(n))];
         }
         if (!names.length) throw new UsageError('name at least one container, or use --all');
+        if (isResticLocation(flags.output)) {
+          // A restic repository: one snapshot per set (commands/restic.ts).
+          summary = await backupToRestic(
+            eng,
+            flags.output,
+            flags.all ? groups : [names],
+            { ...flags, json: !!g.json, quiet: !!g.quiet },
+            deps,
+            progress,
+          );
+          setExit(program, 0);
+          await ping(flags.notifyUrl, 'success', summary, (m) => progress.warn(m));
+          notified = true;
+          return;
+        }
         let registry:
           { host: string; prefix: string; auth: Awaited<ReturnType<typeof resolveRegistryAuth>> } | undefined;
         if (flags.imageMode === 'push') {

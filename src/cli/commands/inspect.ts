@@ -3,6 +3,8 @@ import { BundleReader } from '../../bundle/reader.js';
 import type { ContainerEntry, Manifest } from '../../bundle/manifest.js';
 import { bundleCompression, envName, imageMode, isEncrypted, redactManifest } from '../../store/catalog.js';
 import { readTarget } from '../../store/registry.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { resticSnapshot } from './restic.js';
 import { deviceClaims } from '../../ops/steps/startable.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
@@ -159,7 +161,7 @@ export function inspectCommand(program: Command, deps: Deps): Command {
     .description(
       'Show what a bundle holds (its manifest), without reading its data; environment values are never shown',
     )
-    .argument('<bundle>', 'a bundle file, or - for stdin')
+    .argument('<bundle>', 'a bundle file, - for stdin, or restic:<repo>[#<snapshot id or container>]')
     .option(
       '--trust <allowed_signers>',
       'name the signer by its principals in this allowed_signers file (else FERRY_TRUST)',
@@ -179,6 +181,14 @@ Examples:
     .action(async (bundle: string, flags: { trust?: string }) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
+      if (isResticLocation(bundle)) {
+        // A restic snapshot: its manifest.json, read with restic dump (commands/restic.ts).
+        const snap = await resticSnapshot(bundle, deps);
+        if (g.json) deps.io.stdout.write(JSON.stringify(redactManifest(snap.manifest), null, 2) + '\n');
+        else deps.io.stdout.write(inspectText(snap.manifest, snap.transport.describe()));
+        setExit(program, 0);
+        return;
+      }
       const trust = await loadTrust(flags.trust);
       const transport = readTarget(bundle, deps.stores);
       try {

@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { Catalog, catalogJson, type CatalogEntry } from '../../store/catalog.js';
 import { openStore } from '../../store/registry.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { lsRestic } from './restic.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
 import path from 'node:path';
@@ -61,7 +63,7 @@ export function lsTable(entries: CatalogEntry[], trust?: Trust): string {
 export function lsCommand(program: Command, deps: Deps): Command {
   return new Command('ls')
     .description('List the bundles in a store (a directory), from their manifests alone')
-    .argument('<store>', 'a directory that backups are written to, or ssh://[user@]host[:port]/dir')
+    .argument('<store>', 'a directory that backups are written to, ssh://[user@]host[:port]/dir, or restic:<repo>')
     .option(
       '--trust <allowed_signers>',
       'name each signer by its principals in this allowed_signers file (else FERRY_TRUST)',
@@ -80,6 +82,11 @@ Examples:
     .action(async (store: string, flags: { trust?: string }) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
+      if (isResticLocation(store)) {
+        await lsRestic(store, !!g.json, deps); // ferry's snapshots, by host and container set
+        setExit(program, 0);
+        return;
+      }
       const trust = await loadTrust(flags.trust);
       const st = openStore(store, deps.stores);
       const entries = await new Catalog(st, await deps.passphrase()).list();

@@ -4,6 +4,8 @@ import { resolveRegistryAuth } from '../../engine/auth.js';
 import { planOverwrites, restore } from '../../ops/restore.js';
 import type { OnConflict } from '../../ops/steps/recreate.js';
 import { readTarget } from '../../store/registry.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { resticSource } from './restic.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress } from '../render.js';
 import { ALLOW_HELP, loadTrust, TRUST_HELP } from '../signing.js';
@@ -26,7 +28,7 @@ interface RestoreFlags extends RemapFlags {
 export function restoreCommand(program: Command, deps: Deps): Command {
   const cmd = new Command('restore')
     .description('Restore the containers of a bundle: image, volumes, networks and the container with its settings')
-    .argument('<bundle>', 'a bundle file, or - for stdin')
+    .argument('<bundle>', 'a bundle file, - for stdin, or restic:<repo>[#<snapshot id or container>]')
     .option('--name <name>', 'restore the (single) container under another name')
     .addOption(
       new Option(
@@ -75,7 +77,7 @@ Examples:
       try {
         const res = await restore(
           engine,
-          readTarget(bundle, deps.stores),
+          isResticLocation(bundle) ? await resticSource(bundle, deps, progress) : readTarget(bundle, deps.stores),
           {
             name: flags.name,
             only: flags.only,

@@ -4,6 +4,8 @@ import { BundleError, FerryError, NotFoundError, toFerryError, type ExitCode } f
 import type { RunContext } from '../../context.js';
 import { badMembers, verifyStream, type VerifyReport } from '../../ops/verify.js';
 import { openStore, readTarget } from '../../store/registry.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { verifyRestic } from './restic.js';
 import type { Store } from '../../store/store.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
@@ -114,6 +116,12 @@ Examples:
       deps.setJson(!!g.json);
       const trust = await loadTrust(flags.trust);
       const progress = createProgress({ quiet: !!g.quiet });
+      if (isResticLocation(bundle)) {
+        // restic check, then ferry's checks of each snapshot read back as a bundle.
+        await verifyRestic(bundle, { json: !!g.json, quiet: !!g.quiet }, deps, progress);
+        setExit(program, 0);
+        return;
+      }
       const store = openStore(bundle, deps.stores);
       if (await store.exists()) {
         let reports: VerifyReport[];
