@@ -19,9 +19,12 @@ import {
   ferry,
   inspect,
   removeSnapshots,
+  s3Env,
+  s3Url,
   uid,
   volumeListing,
 } from '../helpers/lab.js';
+import { s3Clean } from '../helpers/s3.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-sign-'));
 const name = uid('sig');
@@ -37,6 +40,10 @@ let unsigned = '';
 let byOther = '';
 let streamed = '';
 let encrypted = '';
+const S3_ROOT = uid('e2e-sign');
+const s3Store = s3Url(`${S3_ROOT}/shared`);
+let s3Good = '';
+let s3Planted = '';
 
 const pubLine = (k: string) => readFileSync(`${k}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' ');
 const fp = (k: string) => execFileSync('ssh-keygen', ['-l', '-f', `${k}.pub`], { encoding: 'utf8' }).split(' ')[1]!;
@@ -75,10 +82,14 @@ beforeAll(async () => {
   encrypted = await backup([name, '-o', path.join(dir, 'enc'), '--encrypt', '--sign-key', key], {
     FERRY_PASSPHRASE: PASS,
   });
+  // A shared S3 store: this host signs; another writer of the store plants an unsigned bundle.
+  s3Good = await backup([name, '-o', s3Store, '--sign-key', key], s3Env());
+  s3Planted = await backup([name, '-o', s3Store], s3Env());
   removeRestored();
 });
 
-afterAll(() => {
+afterAll(async () => {
+  await s3Clean(S3_ROOT);
   removeRestored();
   cleanup(ENGINE_A, { containers: [priv] });
   removeSnapshots([priv], [ENGINE_A]);
@@ -194,6 +205,31 @@ describe('signed bundles', () => {
     expect(bad.code, bad.stderr).toBe(11);
     const ok = await ferry(['drill', signed, '--trust', signers]);
     expect(ok.code, ok.stderr).toBe(0);
+  });
+});
+
+describe('a shared S3 store', () => {
+  it('holds a signed bundle that restores under --trust beside a planted one that is refused', async () => {
+    const env = s3Env();
+    const [good, planted] = [s3Good, s3Planted];
+    const ls = await ferry(['--json', 'ls', s3Store, '--trust', signers], { env });
+    expect(ls.code, ls.stderr).toBe(0);
+    const byBundle = new Map(
+      (JSON.parse(ls.stdout) as { bundle: string; signer: { principals?: string[] } | null }[]).map((e) => [
+        e.bundle,
+        e.signer,
+      ]),
+    );
+    expect(byBundle.get(good)?.principals).toEqual(['host-a']);
+    expect(byBundle.get(planted)).toBeNull();
+    const refused = await ferry(['restore', planted, '--trust', signers], { env });
+    expect(refused.code, refused.stderr).toBe(11);
+    nothingRestored();
+    const ok = await ferry(['restore', good, '--trust', signers], { env });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).toContain(`host-a (ssh-ed25519 ${fp(key)}), allowed by ${signers}`);
+    expect(volumeListing(vol)).toBe(listing);
+    removeRestored();
   });
 });
 
