@@ -374,3 +374,51 @@ export async function writeHostVolume(
     );
   return true;
 }
+
+/**
+ * After VETTED_PREFIX ($d the new volume's directory, $1 the staged one's): empty $d (the engine
+ * may have copied the image's files into it at create), move every entry of $1 into it (a rename:
+ * both live in the engine's volumes directory), give $d the owner, mode and mtime of $1, flush.
+ */
+const MOVE_SCRIPT = [
+  'f=$1; [ -d "$f" ] || exit 3',
+  // the root's before the moves change its mtime
+  'o=$(stat -c %u:%g -- "$f") && m=$(stat -c %a -- "$f") && t=$(stat -c %.9Y -- "$f") || exit 3',
+  'find "$d" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + || exit 4',
+  'find "$f" -mindepth 1 -maxdepth 1 -exec mv -t "$d" -- {} + || exit 5',
+  'chown -- "$o" "$d" && chmod -- "$m" "$d" && touch -d "@$t" -- "$d" || exit 6',
+  `sync -f -- "$d" || exit ${FLUSH_FAILED}`,
+].join('\n');
+
+/**
+ * Move the whole content of volume `from` into volume `to` on the engine's host (renames, no
+ * copy), `to`'s root taking `from`'s owner, mode and mtime; `seen`: the engine's stat of a
+ * container's mount point of `to`. Refused, with why, when either cannot be reached there
+ * (nothing was changed); throws when the move failed.
+ */
+export async function moveHostVolume(
+  engine: Engine,
+  from: string,
+  to: string,
+  seen: () => Promise<EngineStat>,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<true | Refused> {
+  const src = await hostVolumeDir(engine, from, access);
+  if (isRefused(src)) return src;
+  const dst = await hostVolumeDir(engine, to, access);
+  if (isRefused(dst)) return dst;
+  const child = await runVetted(dst.shell, dst.dir, seen, MOVE_SCRIPT, [src.dir]);
+  if (!child) return refused(NOT_THE_ENGINES);
+  child.stdin.end();
+  child.stdout.resume();
+  const stderr = keepText(child.stderr);
+  const code = await child.exit;
+  if (code === 0 || code === FLUSH_FAILED) return true;
+  throw (
+    child.lost() ??
+    new IoError(
+      `could not move the data of volume ${from} into volume ${to} on ${dst.shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
+      { hint: `${HOST_VOLUMES_ENV}=0 copies it through the engine instead` },
+    )
+  );
+}

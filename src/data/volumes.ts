@@ -20,7 +20,7 @@ import { ConflictError, EngineError, NotFoundError } from '../errors.js';
 import { demux } from '../engine/demux.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
 import type { Progress } from '../context.js';
-import { openHostVolumeReader, writeHostVolume } from './host-volume.js';
+import { moveHostVolume, openHostVolumeReader, writeHostVolume } from './host-volume.js';
 import { ENGINE_ONLY, firstOpen, isRefused, refused, type Carried, type PathOption, type Routing } from './paths.js';
 import type { Debug } from '../util/debug.js';
 
@@ -428,6 +428,72 @@ export async function fillVolume(
   }
   await holder.remove();
   return carried;
+}
+
+/**
+ * Anonymous volumes stay anonymous (issue 22): restore and migrate write an anonymous volume's
+ * data into a staged volume before the container exists, and createPlan declares the mount
+ * instead of naming that volume, so the engine makes a fresh anonymous volume at create. This
+ * moves each staged volume's data into the volume the engine made for the container `id` (a
+ * rename on the engine's host where ferry can reach it there, else a copy through the engine:
+ * read from the staged volume, written as a restore writes) and removes the staged volume.
+ * `volumeNames`: old name -> staged name; `image`: an image on the engine whose tar may read the
+ * staged volume (Podman). Returns how each was carried, by the anonymous volume's name.
+ */
+export async function adoptAnonymousVolumes(
+  engine: Engine,
+  id: string,
+  spec: { mounts: { type: string; source?: string; destination: string; anonymous?: boolean; origin: string }[] },
+  volumeNames: Record<string, string>,
+  image: string,
+  progress: Progress,
+  via: Routing = { access: ENGINE_ONLY },
+): Promise<{ name: string; carried: Carried }[]> {
+  const out: { name: string; carried: Carried }[] = [];
+  const wanted = spec.mounts.filter(
+    (m) => m.type === 'volume' && m.anonymous && m.origin === 'implicit' && m.source && volumeNames[m.source],
+  );
+  if (!wanted.length) return out;
+  const made = ((await engine.inspectContainer(id)).Mounts ?? []) as {
+    Type?: string;
+    Name?: string;
+    Destination?: string;
+  }[];
+  for (const m of wanted) {
+    const staged = volumeNames[m.source!]!;
+    const into = made.find((x) => x.Type === 'volume' && x.Destination === m.destination)?.Name;
+    if (!into || into === staged) continue;
+    progress.step(`move volume ${staged} into the anonymous volume ${into.slice(0, 12)} at ${m.destination}`);
+    const { carried } = await firstOpen(
+      `move volume ${staged} into ${into} on ${engine.facts.endpoint}`,
+      [
+        {
+          path: 'host-tar',
+          open: () => moveHostVolume(engine, staged, into, () => engine.statPath(id, m.destination), via.access),
+        },
+        {
+          path: 'engine-archive',
+          open: async () => {
+            const holderImage = await engine.ensureHolderImage();
+            const reader = await openVolumeReader(engine, image, staged, via.debug);
+            try {
+              await fillVolume(engine, holderImage, into, reader.stream, progress, { access: ENGINE_ONLY });
+            } catch (err) {
+              reader.stream.destroy();
+              await reader.done().catch(() => {});
+              throw err;
+            }
+            await reader.done();
+            return true as const;
+          },
+        },
+      ],
+      via.debug,
+    );
+    await engine.removeVolume(staged);
+    out.push({ name: into, carried });
+  }
+  return out;
 }
 
 /**

@@ -275,6 +275,7 @@ export async function migrate(
         volumeNames,
         undo,
         progress,
+        via.target,
       );
     }
     if (opts.stopSource) {

@@ -478,6 +478,7 @@ export async function restore(
         volumeNames,
         undo,
         progress,
+        via,
       );
     }
     for (const i of order) {

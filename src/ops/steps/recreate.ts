@@ -20,7 +20,8 @@ import {
 import type { VolumeEntry } from '../../bundle/manifest.js';
 import { ConflictError, NotFoundError } from '../../errors.js';
 import type { Progress } from '../../context.js';
-import { hostPathExists, removeWithAnonymousVolumes } from '../../data/volumes.js';
+import { adoptAnonymousVolumes, hostPathExists, removeWithAnonymousVolumes } from '../../data/volumes.js';
+import type { Routing } from '../../data/paths.js';
 
 export type OnConflict = 'fail' | 'replace' | 'rename';
 
@@ -158,6 +159,7 @@ export async function createContainer(
   volumeNames: Record<string, string>,
   undo: Undo,
   progress: Progress,
+  via?: Routing,
 ): Promise<string> {
   // A container under another name than it had is a copy (beside the original, a drill's, or a
   // restore under --name): with the original's Compose labels, `docker compose` would take it for
@@ -187,6 +189,8 @@ export async function createContainer(
   for (const e of plan.laterEndpoints) {
     await engine.connectNetwork(e.network, id, endpointCreateConfig(e));
   }
+  // The data of its anonymous volumes, staged before it existed, into the ones the engine made.
+  await adoptAnonymousVolumes(engine, id, spec, volumeNames, image, progress, via);
   return id;
 }
 
