@@ -21,6 +21,7 @@ import { demux } from '../engine/demux.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
 import type { Progress } from '../context.js';
 import { moveHostVolume, openHostVolumeReader, writeHostVolume } from './host-volume.js';
+import { EscapingLinks, escapingLinksTar } from './tar-links.js';
 import { ENGINE_ONLY, firstOpen, isRefused, refused, type Carried, type PathOption, type Routing } from './paths.js';
 import type { Debug } from '../util/debug.js';
 
@@ -408,11 +409,14 @@ export async function fillVolume(
     // nothing to run), uses that first time up.
     if (engine.quirks.chownsVolumeOnFirstStart) await engine.start(holder.id).catch(() => {});
     const tap = new RootTap();
-    const piping = pipeline(data, tap);
+    // Symlinks that point above the root are refused by the engine's PUT: held back, put after.
+    const links = new EscapingLinks();
+    const piping = pipeline(data, links, tap);
     piping.catch(() => {}); // observed through `tap`, which putArchive consumes
     await engine.putArchive(holder.id, target, tap);
     await piping;
     if (!tap.readableEnded) await finished(tap).catch(() => {});
+    if (links.held.length) await putEscapingLinks(engine, image, volume, links, progress);
     if (tap.root) {
       // Podman applies a `./` entry to the target itself (owner too, unless told to copy the
       // container's ids); Docker does not, so there the root goes in as `v/` from one level up.
@@ -494,6 +498,34 @@ export async function adoptAnonymousVolumes(
     out.push({ name: into, carried });
   }
   return out;
+}
+
+/**
+ * The links EscapingLinks held back, put into `volume` through a holder that mounts it deep
+ * enough (one level per `..` they reach above its root, and one more) that the engine's check
+ * of a link's target against the directory it extracts into passes.
+ */
+async function putEscapingLinks(
+  engine: Engine,
+  image: string,
+  volume: string,
+  links: EscapingLinks,
+  progress?: Progress,
+): Promise<void> {
+  const prefix = `${'u/'.repeat(links.depth + 1)}v`;
+  const deep = await createHolder(engine, image, {
+    Type: 'volume',
+    Source: volume,
+    Target: `${MOUNT}/${prefix}`,
+    VolumeOptions: { NoCopy: true },
+  });
+  try {
+    const n = links.held.filter((e) => e.type !== 'directory').length;
+    progress?.info(`volume ${volume}: ${n} symlink${n === 1 ? '' : 's'} pointing above its root written apart`);
+    await engine.putArchive(deep.id, MOUNT, escapingLinksTar(links.held, prefix) as unknown as Readable);
+  } finally {
+    await deep.remove().catch(() => {});
+  }
 }
 
 /**

@@ -1,0 +1,61 @@
+/**
+ * Volume data that the engine's archive endpoints handle badly (issue 22): symlinks that point
+ * above the volume's root, restored through the engine (FERRY_HOST_VOLUMES=0), as on an engine
+ * ferry cannot reach the host of. Runs on engine A and, in the containerd run, on engine C.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, removeSnapshots, uid, volumeListing } from '../helpers/lab.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'ferry-e2e-volfid-'));
+const made: { containers: string[]; volumes: string[] } = { containers: [], volumes: [] };
+
+afterAll(() => {
+  cleanup(ENGINE_A, made);
+  removeSnapshots(made.containers, [ENGINE_A]);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A container `name` with volume `<name>-v` at /data, filled by `script` (run in /data). */
+function service(name: string, script: string): string {
+  const vol = `${name}-v`;
+  made.containers.push(name);
+  made.volumes.push(vol);
+  docker(['run', '-d', '--name', name, '-v', `${vol}:/data`, BUSYBOX, 'sleep', '100000']);
+  docker(['exec', name, 'sh', '-c', `cd /data && ${script}`]);
+  return vol;
+}
+
+describe('symlinks that point above the volume root', () => {
+  const env = { FERRY_HOST_VOLUMES: '0' };
+
+  it('back up, restore through the engine as they were, and the service runs', async () => {
+    const name = uid('symup');
+    const vol = service(
+      name,
+      [
+        'mkdir -p d/e',
+        'ln -s ../../../etc/passwd d/up',
+        'ln -s ../../../../../../../../../../x d/e/far',
+        'ln -s ../outside top',
+        'ln -s ../f d/inside',
+        'ln -s /abs/path abs',
+        'echo hi > f',
+        'touch -d "2001-02-03 04:05:06" d d/e .',
+      ].join(' && '),
+    );
+    const before = volumeListing(vol);
+    const bundle = path.join(dir, `${name}.tar`);
+    const b = await ferry(['backup', name, '-o', bundle], { env });
+    expect(b.code, b.stderr).toBe(0);
+    cleanup(ENGINE_A, { containers: [name], volumes: [vol] });
+    const r = await ferry(['restore', bundle], { env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(volumeListing(vol)).toBe(before);
+    expect(docker(['exec', name, 'readlink', '/data/d/up'])).toBe('../../../etc/passwd');
+    const v = await ferry(['verify', bundle]);
+    expect(v.code, v.stderr).toBe(0);
+  });
+});
