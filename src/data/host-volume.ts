@@ -7,7 +7,10 @@
  *
  * Only where the archive is the one the engine would give: the same entries in the same order
  * (sorted by name), numeric owners (no names: a hand-run `tar x` on another host cannot map them
- * to other ids), second-resolution mtimes, no atime/ctime, the file capability and user xattrs.
+ * to other ids), second-resolution mtimes, no atime/ctime; and more than the engine gives where
+ * it can: the file capability, user and trusted xattrs (the engine's archive carries only the
+ * capability), and sparse files with their holes (PAX sparse 1.0, which the engine and GNU tar
+ * read; the engine writes the holes as zeros).
  * Everything else goes through the engine as before:
  *  - FERRY_HOST_VOLUMES=0, a TCP engine (no way onto its host), not root there (`id -u`), Podman,
  *    rootless or user-namespace remapped (owners on disk are not the container's);
@@ -138,6 +141,9 @@ export function hostTarArgs(dir: string): string[] {
     '--xattrs',
     '--xattrs-include=security.capability',
     '--xattrs-include=user.*',
+    '--xattrs-include=trusted.*',
+    // holes stay holes (PAX sparse 1.0): a 2 GiB sparse disk image is a few blocks in the archive
+    '--sparse',
     '--pax-option=delete=atime,delete=ctime,delete=mtime',
     '--warning=no-file-ignored',
     '.',

@@ -3,11 +3,21 @@
  * above the volume's root, restored through the engine (FERRY_HOST_VOLUMES=0), as on an engine
  * ferry cannot reach the host of. Runs on engine A and, in the containerd run, on engine C.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, removeSnapshots, uid, volumeListing } from '../helpers/lab.js';
+import {
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ENGINE_B,
+  ferry,
+  removeSnapshots,
+  uid,
+  volumeListing,
+} from '../helpers/lab.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-e2e-volfid-'));
 const made: { containers: string[]; volumes: string[] } = { containers: [], volumes: [] };
@@ -57,5 +67,56 @@ describe('symlinks that point above the volume root', () => {
     expect(docker(['exec', name, 'readlink', '/data/d/up'])).toBe('../../../etc/passwd');
     const v = await ferry(['verify', bundle]);
     expect(v.code, v.stderr).toBe(0);
+  });
+});
+
+describe('sparse files', () => {
+  const GiB2 = 2 * 1024 * 1024 * 1024;
+  /** Allocated KiB of a file in a volume (du), on `host`. */
+  const allocated = (vol: string, file: string, host = ENGINE_A) =>
+    Number(
+      docker(['run', '--rm', '--network', 'none', '-v', `${vol}:/v:ro`, BUSYBOX, 'du', '-k', `/v/${file}`], {
+        host,
+      }).split(/\s/)[0],
+    );
+
+  it('keep their holes in the bundle, on restore and in a migration (host tar on both sides)', async () => {
+    const name = uid('sparse');
+    // a 2 GiB disk image with 1 MiB of data at 1 GiB and one byte at its end
+    const vol = service(
+      name,
+      'dd if=/dev/urandom of=disk.img bs=1048576 count=1 seek=1024 2>/dev/null && dd if=/dev/zero of=disk.img bs=1 count=1 seek=2147483647 conv=notrunc 2>/dev/null && echo small > small.txt',
+    );
+    expect(allocated(vol, 'disk.img')).toBeLessThan(2048);
+    const before = volumeListing(vol);
+    expect(before).toContain(`./disk.img 0:0 644 1`);
+    expect(before).toContain(` ${GiB2} `);
+
+    const bundle = path.join(dir, `${name}.tar`);
+    const b = await ferry(['backup', name, '-o', bundle, '--compress', 'none']);
+    expect(b.code, b.stderr).toBe(0);
+    expect(statSync(bundle).size).toBeLessThan(16 << 20); // the holes are not in the archive
+    const v = await ferry(['verify', bundle]);
+    expect(v.code, v.stderr).toBe(0);
+
+    cleanup(ENGINE_A, { containers: [name], volumes: [vol] });
+    const r = await ferry(['restore', bundle]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(volumeListing(vol)).toBe(before);
+    expect(allocated(vol, 'disk.img')).toBeLessThan(2048); // written with its holes
+
+    // to engine B (both sides on this host, as root): the holes are not shipped
+    made.containers.push(name);
+    const m = await ferry(['migrate', name, '--to', ENGINE_B, '--json']);
+    expect(m.code, m.stderr).toBe(0);
+    const res = JSON.parse(m.stdout);
+    expect(res.volumeBytes).toBeLessThan(16 << 20);
+    try {
+      expect(volumeListing(vol, ENGINE_B)).toBe(before);
+      expect(allocated(vol, 'disk.img', ENGINE_B)).toBeLessThan(2048);
+    } finally {
+      cleanup(ENGINE_B, { containers: [name], volumes: [vol] });
+      removeSnapshots([name], [ENGINE_B]);
+    }
   });
 });
