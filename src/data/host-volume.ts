@@ -328,9 +328,27 @@ export async function openHostVolumeReader(
 }
 
 /**
+ * The extended attributes GNU tar could not set while extracting (it says so on stderr and still
+ * exits 0: "setxattrat: Cannot set 'trusted.k' extended attribute for file './f': Operation not
+ * permitted"), as `<key> on <file>: <why>`. Pure; unit-tested.
+ */
+export function lostXattrs(stderr: string): string[] {
+  const out: string[] = [];
+  for (const m of stderr.matchAll(/Cannot set '([^']+)' extended attribute for file '([^']*)': ([^\n]+)/g))
+    out.push(`${m[1]} on ${m[2]}: ${m[3]!.trim()}`);
+  return out;
+}
+
+/** What a write on the host lost: the xattrs the archive had that the volume's filesystem refused. */
+export interface HostWrite {
+  xattrsLost?: string[];
+}
+
+/**
  * Extract `data` (a volume archive) into `volume`'s directory on the host, if it can be reached
  * there (`seen`: the engine's stat of a container's mount point of it). Refused, with why, when it
- * cannot (nothing was read from `data`); throws when the extraction failed.
+ * cannot (nothing was read from `data`); throws when the extraction failed. Extended attributes
+ * the filesystem refused are a warning (once for the volume) and in the answer.
  */
 export async function writeHostVolume(
   engine: Engine,
@@ -339,7 +357,7 @@ export async function writeHostVolume(
   data: Readable,
   progress: Progress | undefined,
   access: HostAccess | Promise<HostAccess>,
-): Promise<true | Refused> {
+): Promise<HostWrite | Refused> {
   const at = await hostVolumeDir(engine, volume, access);
   if (isRefused(at)) return at;
   const { shell, dir } = at;
@@ -378,7 +396,12 @@ export async function writeHostVolume(
         hint: `what it wrote is removed with the volume; ${HOST_VOLUMES_ENV}=0 writes through the engine instead`,
       },
     );
-  return true;
+  const unset = lostXattrs(stderr());
+  if (!unset.length) return {};
+  progress?.warn(
+    `volume ${volume}: ${unset.length === 1 ? 'an extended attribute' : `${unset.length} extended attributes`} of the archive could not be set in ${dir} on ${shell.where} (${unset.slice(0, 3).join('; ')}${unset.length > 3 ? '; ...' : ''}); the data is there without ${unset.length === 1 ? 'it' : 'them'}`,
+  );
+  return { xattrsLost: unset };
 }
 
 /**

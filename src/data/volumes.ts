@@ -20,7 +20,7 @@ import { ConflictError, EngineError, NotFoundError } from '../errors.js';
 import { demux } from '../engine/demux.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
 import type { Progress } from '../context.js';
-import { moveHostVolume, openHostVolumeReader, writeHostVolume } from './host-volume.js';
+import { moveHostVolume, openHostVolumeReader, writeHostVolume, type HostWrite } from './host-volume.js';
 import { EscapingLinks, escapingLinksTar } from './tar-links.js';
 import { ENGINE_ONLY, firstOpen, isRefused, refused, type Carried, type PathOption, type Routing } from './paths.js';
 import type { Debug } from '../util/debug.js';
@@ -386,7 +386,7 @@ export async function fillVolume(
   let carried: Carried;
   try {
     // On the engine's host, as root: straight into the volume's directory (host-volume.ts).
-    const how = await firstOpen(
+    const how = await firstOpen<HostWrite | false>(
       `write volume ${volume} on ${engine.facts.endpoint}`,
       [
         {
@@ -401,7 +401,7 @@ export async function fillVolume(
     carried = how.carried;
     if (how.value) {
       await holder.remove();
-      return carried;
+      return how.value.xattrsLost ? { ...carried, xattrsLost: how.value.xattrsLost } : carried;
     }
     // Podman chowns (and chmods) a new volume's root to the container's mount point the first
     // time a container using it starts, which would undo the root's owner and mode written below
