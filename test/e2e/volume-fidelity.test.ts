@@ -3,6 +3,7 @@
  * above the volume's root, restored through the engine (FERRY_HOST_VOLUMES=0), as on an engine
  * ferry cannot reach the host of. Runs on engine A and, in the containerd run, on engine C.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -14,6 +15,7 @@ import {
   ENGINE_A,
   ENGINE_B,
   ferry,
+  inspect,
   removeSnapshots,
   uid,
   volumeListing,
@@ -118,5 +120,32 @@ describe('sparse files', () => {
       cleanup(ENGINE_B, { containers: [name], volumes: [vol] });
       removeSnapshots([name], [ENGINE_B]);
     }
+  });
+});
+
+describe('extended attributes', () => {
+  const getx = (file: string, key: string) =>
+    execFileSync('python3', ['-c', 'import os,sys; print(os.getxattr(sys.argv[1], sys.argv[2]).hex())', file, key], {
+      encoding: 'utf8',
+    }).trim();
+
+  it('user.* and trusted.* xattrs survive a backup and restore by host tar', async () => {
+    const name = uid('xattr');
+    const vol = service(name, 'echo x > f && mkdir d');
+    const mp = () => inspect('volume', vol).Mountpoint as string;
+    execFileSync('python3', [
+      '-c',
+      "import os,sys; os.setxattr(sys.argv[1] + '/f', 'user.origin', b'ferry'); os.setxattr(sys.argv[1] + '/f', 'trusted.overlay.x', b'y'); os.setxattr(sys.argv[1] + '/d', 'trusted.md5', b'abc')",
+      mp(),
+    ]);
+    const bundle = path.join(dir, `${name}.tar`);
+    const b = await ferry(['backup', name, '-o', bundle]);
+    expect(b.code, b.stderr).toBe(0);
+    cleanup(ENGINE_A, { containers: [name], volumes: [vol] });
+    const r = await ferry(['restore', bundle]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(getx(`${mp()}/f`, 'user.origin')).toBe(Buffer.from('ferry').toString('hex'));
+    expect(getx(`${mp()}/f`, 'trusted.overlay.x')).toBe(Buffer.from('y').toString('hex'));
+    expect(getx(`${mp()}/d`, 'trusted.md5')).toBe(Buffer.from('abc').toString('hex'));
   });
 });
