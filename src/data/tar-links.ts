@@ -112,7 +112,11 @@ export class EscapingLinks extends Transform {
         continue;
       }
       const type = String.fromCharCode(h[156]!);
-      const size = num(h, 124, 12);
+      // a file over 8 GiB has its size in a PAX record (GNU tar), or in base-256 (num)
+      const size =
+        type !== 'x' && type !== 'L' && type !== 'K' && this.pax.size !== undefined
+          ? Number(this.pax.size)
+          : num(h, 124, 12);
       const padded = Math.ceil(size / 512) * 512;
       if (type === 'x' || type === 'L' || type === 'K') {
         // Metadata for the next entry: kept until that entry's fate is known.

@@ -1,3 +1,7 @@
+import { spawnSync } from 'node:child_process';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { describe, expect, it } from 'vitest';
@@ -95,4 +99,32 @@ describe('EscapingLinks', () => {
       ['directory', 'u/u/u/v/d/', null],
     ]);
   });
+
+  it('follows a PAX size record (a file over 8 GiB) to the entries after it', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ferry-links-'));
+    try {
+      const fd = openSync(path.join(dir, 'big'), 'w');
+      ftruncateSync(fd, 2 ** 33 + 4096);
+      closeSync(fd);
+      // tar's own PAX header + ustar header for the big file (its content streamed as zeros below)
+      const head = spawnSync('sh', ['-c', `tar --format=posix -C '${dir}' -cf - ./big | head -c 1536`])
+        .stdout as Buffer;
+      expect(head.subarray(512, 1024).toString('latin1')).toContain(`size=${2 ** 33 + 4096}`);
+      const after = await archive([{ name: './up', type: 'symlink', linkname: '../x' }]);
+      const f = new EscapingLinks();
+      let passed = 0;
+      f.on('data', (c: Buffer) => (passed += c.length));
+      const ended = new Promise((r) => f.on('end', r));
+      f.write(head);
+      const zeros = Buffer.alloc(1 << 20);
+      for (let left = 2 ** 33 + 4096; left > 0; left -= zeros.length)
+        if (!f.write(zeros.subarray(0, Math.min(zeros.length, left)))) await new Promise((r) => f.once('drain', r));
+      f.end(after);
+      await ended;
+      expect(f.held.map((e) => e.name)).toEqual(['up']);
+      expect(passed).toBe(1536 + 2 ** 33 + 4096 + (after.length - 512)); // all but the link's header
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
