@@ -258,7 +258,8 @@ describe('three generations of restore and backup', () => {
       expect(anonOf(ci, dest)).not.toBe(anonOf(now, dest));
       expect(volumeListing(anonOf(ci, dest))).toBe(listings[dest.slice(1)]);
     }
-    leftVolumes.push(`${vol}-restored`);
+    // the copy's named volume (beside the original's: `<vol>-restored`, `-restored-2`, ...)
+    for (const m of ci.Mounts as any[]) if (m.Type === 'volume' && !ANON.test(m.Name)) leftVolumes.push(m.Name);
     cleanup(ENGINE_A, { containers: [copy] });
   }
 
