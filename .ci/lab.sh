@@ -8,6 +8,7 @@
 #   podman    unix:///run/podman/podman.sock       (Podman's Docker-compatible API, rootful)
 #   engine C  unix:///var/run/docker-c.sock        (Docker 26.1.5 from Debian trixie, containerd image
 #             store, own containerd, bridge docker2, address pool 172.29.0.0/16)
+#   S3        http://127.0.0.1:7480                  (Ceph RadosGW: bucket ferry-test, keys in $LAB/s3/s3.env)
 # Idempotent: anything already answering is left alone. Writes connection facts to $LAB (default /var/lib/ferry-lab).
 set -eu
 LAB=${LAB:-/var/lib/ferry-lab}
@@ -210,6 +211,123 @@ if ! podman_up; then
   log "starting podman system service on /run/podman/podman.sock"
   setsid nohup podman system service --time=0 unix:///run/podman/podman.sock >"$LAB/podman.log" 2>&1 < /dev/null &
   wait_for 30 podman_up || { cat "$LAB/podman.log" >&2; exit 1; }
+fi
+
+# --- S3: Ceph RadosGW (a real S3 server) from bookworm's packages, a single-node cluster on loopback:
+# one mon, one bluestore OSD on a sparse file, RGW on 127.0.0.1:7480, no mgr. A user `ferry-ci`
+# owning the bucket `ferry-test`, and a user `ferry-other` with no rights on it (permission tests).
+# Each daemon is asked whether it answers (mon: `ceph mon stat`, osd: its admin socket, rgw: HTTP),
+# never judged by a pid or socket file: a lab that was killed leaves both behind.
+S3=$LAB/s3
+S3_PORT=7480
+S3_AK=FERRYCIACCESSKEY0001
+S3_SK=ferry-ci-secret-key-0000000000000000001
+S3_OTHER_AK=FERRYOTHERACCESSKEY1
+S3_OTHER_SK=ferry-other-secret-key-00000000000000001
+S3_BUCKET=ferry-test
+rgw_up() { curl -s -o /dev/null --max-time 3 "http://127.0.0.1:$S3_PORT/"; }
+if ! rgw_up || [ ! -s "$S3/s3.env" ]; then
+  for p in ceph-mon ceph-osd radosgw; do
+    dpkg -s "$p" >/dev/null 2>&1 || { log "installing ceph-mon ceph-osd radosgw"; apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ceph-mon ceph-osd radosgw >/dev/null; break; }
+  done
+  D=$S3/ceph
+  export CEPH_CONF=$D/ceph.conf
+  mkdir -p "$D/mon/a" "$D/osd/0" "$D/run" "$D/log" "$D/tmp/crash" "$D/tmp/rgw"
+  [ -s "$D/fsid" ] || cat /proc/sys/kernel/random/uuid >"$D/fsid"
+  osd_gb=32 # sparse: disk is used only as data is written
+  avail_gb=$(( $(df -Pk "$D" | awk 'NR==2{print $4}') / 1048576 ))
+  [ -e "$D/osd/0/block" ] || [ $osd_gb -le $((avail_gb - 5)) ] || osd_gb=$((avail_gb - 5))
+  [ $osd_gb -ge 4 ] || { log "not enough disk for the S3 lab under $D"; exit 1; }
+  cat >"$CEPH_CONF" <<EOF
+[global]
+fsid = $(cat "$D/fsid")
+mon host = [v2:127.0.0.1:3300,v1:127.0.0.1:6789]
+mon initial members = a
+public network = 127.0.0.0/8
+ms bind ipv6 = false
+auth cluster required = none
+auth service required = none
+auth client required = none
+run dir = $D/run
+admin socket = $D/run/\$name.asok
+pid file = $D/run/\$name.pid
+log file = $D/log/\$name.log
+mon cluster log file = $D/log/cluster.log
+crash dir = $D/tmp/crash
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon allow pool delete = true
+mon max pg per osd = 1000
+mon warn on pool no redundancy = false
+mon data avail warn = 2
+mon data avail crit = 1
+[mon]
+mon data = $D/mon/\$id
+[osd]
+osd data = $D/osd/\$id
+osd objectstore = bluestore
+bluestore block create = true
+bluestore block size = $((osd_gb * 1024 * 1024 * 1024))
+bluestore fsck on mount = false
+osd memory target = 1073741824
+[client.rgw.a]
+# radosgw asks for ms_mon_client_mode=secure, which auth=none cannot give
+ms mon client mode = crc secure
+rgw data = $D/tmp/rgw
+rgw frontends = beast endpoint=127.0.0.1:$S3_PORT
+# free the space of deleted objects after about a minute, not two hours
+rgw gc obj min wait = 60
+rgw gc processor period = 60
+EOF
+  if [ ! -e "$D/mon/a/.ferry-done" ]; then
+    log "creating the S3 lab's ceph monitor"
+    rm -rf "$D/mon/a" && mkdir -p "$D/mon/a"
+    monmaptool --create --addv a '[v2:127.0.0.1:3300,v1:127.0.0.1:6789]' --fsid "$(cat "$D/fsid")" \
+      --enable-all-features --set-min-mon-release pacific "$D/tmp/monmap" >/dev/null
+    ceph-mon --mkfs -i a --monmap "$D/tmp/monmap" && touch "$D/mon/a/.ferry-done"
+  fi
+  mon_up() { timeout 10 ceph --connect-timeout 5 mon stat; }
+  osd_up() { timeout 10 ceph --admin-daemon "$D/run/osd.0.asok" version; }
+  osd_in() { timeout 10 ceph --connect-timeout 5 osd stat | grep -q ' 1 up'; }
+  if ! timeout 5 ceph --connect-timeout 3 mon stat >/dev/null 2>&1; then
+    log "starting the S3 lab's ceph-mon"
+    setsid nohup ceph-mon -f -i a >>"$D/log/mon.out" 2>&1 </dev/null &
+    wait_for 60 mon_up || { tail -n 30 "$D/log/mon.out" "$D/log/mon.a.log" >&2; exit 1; }
+  fi
+  if [ ! -e "$D/osd/0/mkfs_done" ]; then
+    [ -s "$D/osd/0/.uuid" ] || cat /proc/sys/kernel/random/uuid >"$D/osd/0/.uuid"
+    id=$(ceph osd new "$(cat "$D/osd/0/.uuid")")
+    [ "$id" = 0 ] || { log "unexpected osd id $id"; exit 1; }
+    log "creating the S3 lab's OSD (${osd_gb} GiB sparse file)"
+    ceph-osd -i 0 --mkfs --osd-uuid "$(cat "$D/osd/0/.uuid")" >>"$D/log/osd.0.mkfs" 2>&1
+  fi
+  if ! osd_up >/dev/null 2>&1; then
+    log "starting the S3 lab's ceph-osd"
+    setsid nohup ceph-osd -f -i 0 >>"$D/log/osd.out" 2>&1 </dev/null &
+    wait_for 120 osd_up || { tail -n 30 "$D/log/osd.out" "$D/log/osd.0.log" >&2; exit 1; }
+  fi
+  wait_for 120 osd_in || { log "the S3 lab's OSD did not come up"; exit 1; }
+  if ! rgw_up; then
+    log "starting the S3 lab's radosgw on 127.0.0.1:$S3_PORT"
+    setsid nohup radosgw -f -n client.rgw.a >>"$D/log/rgw.out" 2>&1 </dev/null &
+    wait_for 180 rgw_up || { tail -n 30 "$D/log/rgw.out" "$D/log/client.rgw.a.log" >&2; exit 1; }
+  fi
+  radosgw-admin user info --uid=ferry-ci >/dev/null 2>&1 ||
+    radosgw-admin user create --uid=ferry-ci --display-name="ferry CI" --access-key="$S3_AK" --secret-key="$S3_SK" >/dev/null
+  radosgw-admin user info --uid=ferry-other >/dev/null 2>&1 ||
+    radosgw-admin user create --uid=ferry-other --display-name="ferry CI, no rights" --access-key="$S3_OTHER_AK" --secret-key="$S3_OTHER_SK" >/dev/null
+  code=$(curl -s -o "$D/tmp/mkbucket.out" -w '%{http_code}' -X PUT --aws-sigv4 "aws:amz:us-east-1:s3" \
+    --user "$S3_AK:$S3_SK" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "http://127.0.0.1:$S3_PORT/$S3_BUCKET")
+  [ "$code" = 200 ] || grep -q BucketAlreadyOwnedByYou "$D/tmp/mkbucket.out" || { cat "$D/tmp/mkbucket.out" >&2; log "S3 bucket: HTTP $code"; exit 1; }
+  printf 'S3_ENDPOINT=http://127.0.0.1:%s\nS3_BUCKET=%s\nAWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_REGION=us-east-1\n' \
+    "$S3_PORT" "$S3_BUCKET" "$S3_AK" "$S3_SK" >"$S3/s3.env"
+  unset CEPH_CONF
 fi
 
 # --- test images, built offline from busybox-static

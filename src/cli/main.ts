@@ -118,6 +118,13 @@ export async function main(
       signal: controller.signal,
       setJson: (j) => (json = j),
       ssh,
+      stores: {
+        ssh,
+        s3: () => {
+          const o = program?.opts<{ s3Endpoint?: string; s3PathStyle?: boolean }>() ?? {};
+          return { ...(o.s3Endpoint ? { endpoint: o.s3Endpoint } : {}), ...(o.s3PathStyle ? { pathStyle: true } : {}) };
+        },
+      },
       passphrase,
       hostAccess,
       ...(debug ? { debug } : {}),

@@ -29,6 +29,8 @@ export interface CatalogEntry {
   encrypted?: boolean;
   ferryVersion?: string;
   formatVersion?: number;
+  /** A signed bundle: the key its manifest declares (the signature itself is checked by verify and restore --trust). */
+  signer?: { key: string; fingerprint: string };
   /** Why the file could not be read as a bundle. */
   error?: string;
   /** The parsed manifest (not printed by `ferry ls --json`). */
@@ -125,6 +127,7 @@ async function describeOpened(
       encrypted: isEncrypted(m),
       ferryVersion: m.ferryVersion,
       formatVersion: m.formatVersion,
+      ...(m.signature ? { signer: { key: m.signature.key, fingerprint: m.signature.fingerprint } } : {}),
       manifest: m,
     };
   } catch (err) {
@@ -192,6 +195,7 @@ export function catalogJson(e: CatalogEntry): Record<string, unknown> {
     encrypted: e.encrypted,
     ferryVersion: e.ferryVersion,
     formatVersion: e.formatVersion,
+    signer: e.signer ?? null,
   };
 }
 

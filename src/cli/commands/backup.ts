@@ -19,6 +19,8 @@ import { verifyText } from './verify.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
 import { composeProject, inspectRefs, referenceGroups } from '../../model/spec.js';
+import { loadSigner, SIGN_KEY_HELP } from '../signing.js';
+import { describeKey } from '../../bundle/trust.js';
 import { choice, codecOption, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 
 interface BackupFlags {
@@ -40,6 +42,7 @@ interface BackupFlags {
   imageMode: 'archive' | 'push';
   registry?: string;
   registryAuthFile?: string;
+  signKey?: string;
 }
 
 export function backupCommand(program: Command, deps: Deps): Command {
@@ -124,6 +127,7 @@ export function backupCommand(program: Command, deps: Deps): Command {
       '--registry-auth-file <path>',
       'registry credentials: a JSON file {"username","password"} or a docker config.json (default: the docker config, its credential helpers included)',
     )
+    .option('--sign-key <key>', SIGN_KEY_HELP)
     .addOption(
       new Option(
         '--lock-timeout <seconds>',
@@ -227,6 +231,9 @@ Examples:
             'add --image-mode push to push images to a registry',
           );
         }
+        // The key is read (and an agent asked) once, before any container is touched.
+        const signer = await loadSigner(flags.signKey);
+        if (signer) progress.info(`bundles are signed with ${describeKey(signer.publicKey)} (${signer.source})`);
         const one = async (set: string[]) => {
           let passphrase: string | undefined;
           if (flags.encrypt) {
@@ -238,16 +245,12 @@ Examples:
               );
           }
           // Where the store is lockable, create() waits this long for its lock while it picks a name.
-          const target = writeTarget(
-            flags.output,
-            { ssh: deps.ssh },
-            {
-              lock: { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) },
-              ...(passphrase
-                ? { encrypt: { passphrase }, meta: { createdAt: new Date().toISOString(), containers: set } }
-                : {}),
-            },
-          );
+          const target = writeTarget(flags.output, deps.stores, {
+            lock: { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) },
+            ...(passphrase
+              ? { encrypt: { passphrase }, meta: { createdAt: new Date().toISOString(), containers: set } }
+              : {}),
+          });
           const store = target.writeSide.store;
           const res = await backup(
             eng,
@@ -262,6 +265,7 @@ Examples:
               ...(registry ? { registry } : {}),
               hooks: { pre: flags.preExec, post: flags.postExec },
               together: !!flags.together,
+              ...(signer ? { signer } : {}),
             },
             { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
           );

@@ -6,12 +6,17 @@ import { drill, type DrillReport } from '../../ops/drill.js';
 import { readTarget } from '../../store/registry.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress } from '../render.js';
+import { ALLOW_HELP, loadTrust, TRUST_HELP } from '../signing.js';
+import { parseAllow } from '../../plan/policy.js';
+import { collect } from '../options.js';
 
 interface DrillFlags {
   probe?: string;
   probeIn?: string;
   timeout: number;
   registryAuthFile?: string;
+  trust?: string;
+  allow?: string[];
 }
 
 export const DEFAULT_DRILL_TIMEOUT_S = 120;
@@ -83,6 +88,8 @@ export function drillCommand(program: Command, deps: Deps): Command {
       'Test that a bundle really restores: restore it under temporary names next to the real service, start it, check it, remove it',
     )
     .argument('<bundle>', 'a bundle file, or - for stdin')
+    .option('--trust <allowed_signers>', TRUST_HELP)
+    .addOption(new Option('--allow <kinds>', ALLOW_HELP).argParser(collect))
     .option(
       '--probe <cmd>',
       'a shell command run inside the restored container (sh -c); the drill passes when it exits 0 (retried until --timeout)',
@@ -119,8 +126,10 @@ Examples:
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
+      const trust = await loadTrust(flags.trust);
+      const allow = parseAllow(flags.allow);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
-      const transport = readTarget(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, deps.stores);
       let report: DrillReport;
       try {
         report = await drill(
@@ -130,12 +139,14 @@ Examples:
             probe: flags.probe,
             probeIn: flags.probeIn,
             timeoutSeconds: flags.timeout,
+            allow,
             registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
           },
           {
             progress,
             signal: deps.signal,
             passphrase: await deps.passphrase(),
+            ...(trust ? { trust } : {}),
             hostAccess: deps.hostAccess,
             debug: deps.debug,
           },

@@ -7,6 +7,9 @@ import { deviceClaims } from '../../ops/steps/startable.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
 import { shortTime, table } from './ls.js';
+import { declaredSigner, type Trust } from '../../bundle/trust.js';
+import { loadTrust } from '../signing.js';
+import { hostAccess } from '../../plan/policy.js';
 
 type Json = Record<string, unknown>;
 
@@ -86,13 +89,18 @@ function containerLines(c: ContainerEntry, m: Manifest): string[] {
     'labels',
     Object.entries(labels).map(([k, v]) => `${k}=${v}`),
   );
+  // What the restore policy refuses unless allowed (--allow) or signed by a trusted key (--trust).
+  add(
+    'host access',
+    hostAccess(s).map((h) => `${h.detail} [${h.kind}]`),
+  );
   return table(rows)
     .split('\n')
     .filter(Boolean)
     .map((l) => `  ${l}`);
 }
 
-export function inspectText(m: Manifest, location: string, bytes?: number): string {
+export function inspectText(m: Manifest, location: string, bytes?: number, trust?: Trust): string {
   const out: string[] = [];
   const src = m.source;
   out.push(
@@ -107,6 +115,12 @@ export function inspectText(m: Manifest, location: string, bytes?: number): stri
       ['images', imageMode(m)],
       ['compression', bundleCompression(m)],
       ['encrypted', isEncrypted(m) ? 'yes' : 'no'],
+      [
+        'signed by',
+        m.signature
+          ? `${declaredSigner(m.signature, trust)!.text} (as the manifest declares; ferry verify checks the signature)`
+          : 'no one (unsigned)',
+      ],
     ]).trimEnd(),
   );
   for (const c of m.containers) {
@@ -146,6 +160,10 @@ export function inspectCommand(program: Command, deps: Deps): Command {
       'Show what a bundle holds (its manifest), without reading its data; environment values are never shown',
     )
     .argument('<bundle>', 'a bundle file, or - for stdin')
+    .option(
+      '--trust <allowed_signers>',
+      'name the signer by its principals in this allowed_signers file (else FERRY_TRUST)',
+    )
     .addHelpText(
       'after',
       `
@@ -158,17 +176,23 @@ Examples:
   ferry inspect /backups/ferry-web-20261123T021500Z.tar
   ferry --json inspect web.tar | jq '.containers[].spec.hostConfig.PortBindings'`,
     )
-    .action(async (bundle: string) => {
+    .action(async (bundle: string, flags: { trust?: string }) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
-      const transport = readTarget(bundle, { ssh: deps.ssh });
+      const trust = await loadTrust(flags.trust);
+      const transport = readTarget(bundle, deps.stores);
       try {
         const src = await transport.openBundle();
         const reader = await BundleReader.open(src.stream, src.location, { passphrase: await deps.passphrase() });
         if (reader.encryption) (reader.manifest as unknown as Record<string, unknown>).encrypted = true;
         reader.close();
-        if (g.json) deps.io.stdout.write(JSON.stringify(redactManifest(reader.manifest), null, 2) + '\n');
-        else deps.io.stdout.write(inspectText(reader.manifest, src.location, src.size));
+        const shown = redactManifest(reader.manifest);
+        const principals = trust && declaredSigner(shown.signature, trust)?.principals;
+        if (principals && shown.signature) Object.assign(shown.signature, { principals });
+        // Settings that give a container the host (restore refuses them unless allowed): plan/policy.ts.
+        Object.assign(shown, { hostAccess: reader.manifest.containers.flatMap((c) => hostAccess(c.spec)) });
+        if (g.json) deps.io.stdout.write(JSON.stringify(shown, null, 2) + '\n');
+        else deps.io.stdout.write(inspectText(reader.manifest, src.location, src.size, trust));
       } finally {
         await transport.close();
       }

@@ -7,6 +7,8 @@ import { openStore, readTarget } from '../../store/registry.js';
 import type { Store } from '../../store/store.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
+import { describeSignerInfo } from '../../ops/restore.js';
+import { loadTrust, TRUST_HELP } from '../signing.js';
 
 /** One line per member: ok, or BAD with each problem. */
 export function verifyText(r: VerifyReport): string {
@@ -19,6 +21,7 @@ export function verifyText(r: VerifyReport): string {
     else for (const p of m.problems) lines.push(`BAD  ${m.name}: ${p}`);
   }
   const bad = badMembers(r);
+  if (r.signer) lines.push(`signed by ${describeSignerInfo(r.signer)}`);
   lines.push(
     bad.length
       ? `${r.bundle}: ${bad.length} of ${r.members.length} members are bad`
@@ -74,7 +77,10 @@ export function storeVerifyText(where: string, reports: VerifyReport[]): string 
   for (const r of reports) {
     const name = path.posix.basename(r.bundle);
     if (r.unverified) lines.push(`NOT VERIFIED  ${name}: ${r.unverified.message}`);
-    else if (r.ok) lines.push(`ok   ${name}  (${r.members.length} member${r.members.length === 1 ? '' : 's'})`);
+    else if (r.ok)
+      lines.push(
+        `ok   ${name}  (${r.members.length} member${r.members.length === 1 ? '' : 's'}${r.signer ? `; signed by ${describeSignerInfo(r.signer)}` : ''})`,
+      );
     else
       for (const m of r.members.filter((x) => !x.ok))
         for (const p of m.problems) lines.push(`BAD  ${name}: ${m.name}: ${p}`);
@@ -91,6 +97,7 @@ export function verifyCommand(program: Command, deps: Deps): Command {
   return new Command('verify')
     .description('Read a whole bundle and check every member: checksums, sizes, image archives, volume archives')
     .argument('<bundle>', 'a bundle file, - for stdin, or a store (a directory, or ssh://host/dir): every bundle in it')
+    .option('--trust <allowed_signers>', TRUST_HELP)
     .addHelpText(
       'after',
       `
@@ -102,15 +109,21 @@ Examples:
   ferry verify /backups                         # every bundle in the store
   ssh host 'cat web.tar' | ferry verify -`,
     )
-    .action(async (bundle: string) => {
+    .action(async (bundle: string, flags: { trust?: string }) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
+      const trust = await loadTrust(flags.trust);
       const progress = createProgress({ quiet: !!g.quiet });
-      const store = openStore(bundle, { ssh: deps.ssh });
+      const store = openStore(bundle, deps.stores);
       if (await store.exists()) {
         let reports: VerifyReport[];
         try {
-          reports = await verifyStore(store, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
+          reports = await verifyStore(store, {
+            progress,
+            signal: deps.signal,
+            passphrase: await deps.passphrase(),
+            ...(trust ? { trust } : {}),
+          });
         } finally {
           progress.done();
         }
@@ -159,7 +172,7 @@ Examples:
         setExit(program, 0);
         return;
       }
-      const transport = readTarget(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, deps.stores);
       let report: VerifyReport;
       try {
         const src = await transport.openBundle();
@@ -167,13 +180,21 @@ Examples:
           progress,
           signal: deps.signal,
           passphrase: await deps.passphrase(),
+          ...(trust ? { trust } : {}),
         });
       } finally {
         progress.done();
         await transport.close();
       }
       if (g.json) {
-        deps.io.stdout.write(JSON.stringify({ ok: report.ok, bundle: report.bundle, members: report.members }) + '\n');
+        deps.io.stdout.write(
+          JSON.stringify({
+            ok: report.ok,
+            bundle: report.bundle,
+            members: report.members,
+            ...(report.signer ? { signer: report.signer } : {}),
+          }) + '\n',
+        );
         if (!report.ok) {
           deps.io.stderr.write(`ferry: error: ${verifyFailure(report).message}\n`);
           setExit(program, verifyFailure(report).exitCode);
