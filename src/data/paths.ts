@@ -64,6 +64,8 @@ export type DataPath =
 export interface Carried {
   path: DataPath;
   fallback?: { from: DataPath; reason: string };
+  /** Extended attributes of the data that this path could not keep (`<key> on <file>: <why>`). */
+  xattrsLost?: string[];
 }
 
 /** A path's answer before its first byte: it will not carry the data, and why. */
