@@ -19,6 +19,11 @@ export interface Deps {
   io: Io;
   signal: AbortSignal;
   setJson(json: boolean): void;
+  /**
+   * Print the command's one --json object (docs/json.md): the envelope is added here. Once it is
+   * printed, an error that ends the run is not printed again as JSON.
+   */
+  emit(command: string, body: { ok: boolean } & Record<string, unknown>, stream?: NodeJS.WritableStream): void;
   /** The run's SSH connections (one per host), created on first use. */
   ssh(): SshPool;
   /** The passphrase for encrypted bundles: --passphrase-file, else FERRY_PASSPHRASE, else none. */
@@ -77,10 +82,7 @@ export function createProgram(deps: Deps): Command {
     )
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({
-      writeOut: (s) => deps.io.stdout.write(s),
-      writeErr: (s) => deps.io.stderr.write(s),
-    })
+    .configureOutput(output(deps))
     .addHelpText('after', EXIT_HELP);
   program.addCommand(backupCommand(program, deps));
   program.addCommand(restoreCommand(program, deps));
@@ -91,11 +93,20 @@ export function createProgram(deps: Deps): Command {
   program.addCommand(migrateCommand(program, deps));
   program.addCommand(drillCommand(program, deps));
   for (const c of program.commands)
-    c.exitOverride().configureOutput({
-      writeOut: (s) => deps.io.stdout.write(s),
-      writeErr: (s) => deps.io.stderr.write(s),
-    });
+    c.exitOverride()
+      .configureOutput(output(deps))
+      .configureHelp({ showGlobalOptions: true })
+      .showHelpAfterError(`(run ferry ${c.name()} --help for usage)`);
   return program;
+}
+
+/** commander's messages on ferry's streams, with ferry's one error prefix. */
+function output(deps: Deps) {
+  return {
+    writeOut: (s: string) => deps.io.stdout.write(s),
+    writeErr: (s: string) => deps.io.stderr.write(s),
+    outputError: (s: string, write: (s: string) => void) => write(s.replace(/^error: /, 'ferry: error: ')),
+  };
 }
 
 export function setExit(program: Command, code: number) {

@@ -214,9 +214,13 @@ describe('a volume that lost its data since the previous bundle', () => {
         );
         const res = JSON.parse(r.stdout);
         expect(res.shrunk).toHaveLength(1);
-        expect(res.shrunk[0]).toMatchObject({ volume: c, previousBytes: expect.any(Number), previous: second });
-        expect(res.shrunk[0].previousBytes).toBeGreaterThan(3 * 1024 * 1024);
-        expect(res.shrunk[0].bytes).toBeLessThan(64 * 1024);
+        expect(res.shrunk[0]).toMatchObject({
+          volume: c,
+          previousRawBytes: expect.any(Number),
+          previousBundle: second,
+        });
+        expect(res.shrunk[0].previousRawBytes).toBeGreaterThan(3 * 1024 * 1024);
+        expect(res.shrunk[0].rawBytes).toBeLessThan(64 * 1024);
         expect(first).not.toBe(second);
         // compared with the newest bundle before it, which already holds the small volume: quiet
         const again = await ferry(['--json', 'backup', c, '-o', store], { env: { HOME: home } });
@@ -245,7 +249,7 @@ describe('a volume that lost its data since the previous bundle', () => {
           `warning: volume ${c} \\([\\d.]+ KiB in ferry-${c}-\\d{8}T\\d{6}Z\\.tar, [^)]+\\) is not in this bundle of ${c}: they no longer mount it`,
         ),
       );
-      expect(JSON.parse(r.stdout).shrunk).toMatchObject([{ volume: c, bytes: 0, gone: true }]);
+      expect(JSON.parse(r.stdout).shrunk).toMatchObject([{ volume: c, rawBytes: 0, gone: true }]);
     } finally {
       cleanup(ENGINE_A, { containers: [c], volumes: [c] });
     }

@@ -58,7 +58,7 @@ describe('encrypted bundles', () => {
   it('ls shows it as encrypted without the passphrase', async () => {
     const r = await ferry(['ls', path.join(dir, 'store'), '--json']);
     expect(r.code, r.stderr).toBe(0);
-    const [e] = JSON.parse(r.stdout);
+    const [e] = JSON.parse(r.stdout).bundles;
     expect(e.encrypted).toBe(true);
     expect(e.containers).toEqual([name]);
   });

@@ -3,7 +3,8 @@ import { defaultCodec, type Codec } from '../../bundle/codec.js';
 import { openEngine } from '../../engine/connect.js';
 import { parseRegistryOption, resolveRegistryAuth } from '../../engine/auth.js';
 import { hostname } from 'node:os';
-import { BundleError, EXIT, FerryError, toFerryError, UsageError } from '../../errors.js';
+import { BundleError, EXIT, FerryError, PartialError, toFerryError, UsageError } from '../../errors.js';
+import { errorJson, type JsonError } from '../json.js';
 import { ping } from '../../util/notify.js';
 import { VERSION } from '../../version.js';
 import { backup } from '../../ops/backup.js';
@@ -22,7 +23,7 @@ import { composeProject, inspectRefs, referenceGroups } from '../../model/spec.j
 import { choice, codecOption, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 
 interface BackupFlags {
-  output: string;
+  output?: string;
   stopTimeout?: number;
   wait?: number;
   preExec?: string;
@@ -46,10 +47,7 @@ export function backupCommand(program: Command, deps: Deps): Command {
   return new Command('backup')
     .description('Back up containers (configuration, committed writable layer, volume data) into one bundle')
     .argument('[container...]', 'containers to back up (name or id)')
-    .requiredOption(
-      '-o, --output <target>',
-      'a directory (a bundle name is generated), a file ending in .tar, or - for stdout',
-    )
+    .option('-o, --output <target>', 'a directory (a bundle name is generated), a file ending in .tar, or - for stdout')
     .option(
       '--all',
       'back up every running container, one bundle each (containers that refer to each other, or belong to one Compose project, share one; exit 3 when some fail)',
@@ -146,7 +144,14 @@ Examples:
     .action(async (containers: string[], flags: BackupFlags) => {
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
-      const toStdout = flags.output === '-';
+      // Checked here rather than by commander, so that a misspelt option is reported as such first.
+      if (!flags.output)
+        throw new UsageError(
+          'backup needs -o, --output <target>',
+          'e.g. -o /backups (a directory), -o web.tar or -o -',
+        );
+      const output = flags.output;
+      const toStdout = output === '-';
       const progress = createProgress({ quiet: !!g.quiet });
       let summary: string;
       /** Volumes that shrank or went since their previous bundle: said in the notification too. */
@@ -164,7 +169,7 @@ Examples:
           if (containers.length || flags.project)
             throw new UsageError(`give ${containers.length ? 'container names' : '--project'} or --all, not both`);
           // One bundle per container: they need a store (a directory), not one file or stdout.
-          if (flags.output === '-' || flags.output.endsWith('.tar'))
+          if (output === '-' || output.endsWith('.tar'))
             throw new UsageError(
               '--all writes one bundle per container into a directory',
               'give -o a directory (a local path or ssh://host/dir)',
@@ -239,7 +244,7 @@ Examples:
           }
           // Where the store is lockable, create() waits this long for its lock while it picks a name.
           const target = writeTarget(
-            flags.output,
+            output,
             { ssh: deps.ssh },
             {
               lock: { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) },
@@ -324,14 +329,25 @@ Examples:
           for (const p of res.pushed ?? []) out.write(`pushed ${p.ref} (${p.digest})\n`);
         };
         const asJson = (res: Awaited<ReturnType<typeof one>>) => ({
-          ok: true,
           bundle: res.location,
+          createdAt: res.manifest.createdAt,
           containers: res.containers,
           volumes: res.volumes,
-          bytes: res.bytes,
+          storedBytes: res.bytes,
           durationMs: res.durationMs,
           ...(flags.verify ? { verified: res.verified } : {}),
-          ...(res.shrunk?.length ? { shrunk: res.shrunk } : {}),
+          ...(res.shrunk?.length
+            ? {
+                shrunk: res.shrunk.map((x) => ({
+                  volume: x.volume,
+                  rawBytes: x.bytes,
+                  previousRawBytes: x.previousBytes,
+                  previousBundle: x.previous,
+                  previousCreatedAt: x.previousCreated,
+                  ...(x.gone ? { gone: x.gone } : {}),
+                })),
+              }
+            : {}),
           ...(res.pushed ? { pushed: res.pushed } : {}),
           dataPaths: res.dataPaths,
         });
@@ -340,7 +356,7 @@ Examples:
           const res = await one(names);
           progress.done();
           report(res);
-          if (g.json) out.write(JSON.stringify(asJson(res)) + '\n');
+          if (g.json) deps.emit('backup', { ok: true, ...asJson(res) }, out);
           summary = `backed up ${res.containers.join(', ')} to ${res.location} (${humanBytes(res.bytes)})${shrinkNote()}`;
         } else {
           // --all: one bundle per container (per group of containers that refer to each other), so
@@ -350,7 +366,7 @@ Examples:
             container: string;
             ok: boolean;
             result?: ReturnType<typeof asJson>;
-            error?: { code: string; exitCode: number; message: string };
+            error?: JsonError;
           }[] = [];
           let firstError: FerryError | undefined;
           for (const set of groups) {
@@ -365,24 +381,35 @@ Examples:
               firstError ??= fe;
               progress.done();
               deps.io.stderr.write(`ferry: error: ${set.join(', ')}: ${fe.message}\n`);
-              for (const n of set)
-                results.push({
-                  container: n,
-                  ok: false,
-                  error: { code: fe.code, exitCode: fe.exitCode, message: fe.message },
-                });
+              for (const n of set) results.push({ container: n, ok: false, error: errorJson(fe) });
             }
           }
           const failed = results.filter((r) => !r.ok).map((r) => r.container);
-          if (g.json)
-            out.write(
-              JSON.stringify({
-                ok: failed.length === 0,
-                partial: failed.length > 0 && failed.length < results.length,
-                results,
-              }) + '\n',
-            );
           summary = `backed up ${results.length - failed.length} of ${results.length} containers${failed.length ? `; failed: ${failed.join(', ')}` : ''}${shrinkNote()}`;
+          const partial = failed.length > 0 && failed.length < results.length;
+          if (g.json)
+            deps.emit(
+              'backup',
+              {
+                ok: failed.length === 0,
+                partial,
+                containers: results.map((r) => r.container),
+                results,
+                ...(failed.length
+                  ? {
+                      error: errorJson(
+                        partial
+                          ? new PartialError(
+                              summary,
+                              failed.map((name) => ({ name, error: firstError! })),
+                            )
+                          : firstError!,
+                      ),
+                    }
+                  : {}),
+              },
+              out,
+            );
           if (failed.length === results.length) throw firstError!;
           if (failed.length) {
             if (!g.quiet && !g.json) deps.io.stderr.write(`ferry: ${summary}\n`);

@@ -54,18 +54,18 @@ export function lsCommand(program: Command, deps: Deps): Command {
     .addHelpText(
       'after',
       `
-Unreadable files are listed with "${UNREADABLE_MARK}" (--json: an "error" field); they never stop the listing.
+Unreadable files are listed with "${UNREADABLE_MARK}" (--json: an "error" object); they never stop the listing.
 
 Examples:
   ferry ls /backups
-  ferry --json ls /backups | jq -r '.[-1].bundle'     # the newest bundle`,
+  ferry --json ls /backups | jq -r '.bundles[-1].bundle'     # the newest bundle`,
     )
     .action(async (store: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const st = openStore(store, { ssh: deps.ssh });
       const entries = await new Catalog(st, await deps.passphrase()).list();
-      if (g.json) deps.io.stdout.write(JSON.stringify(entries.map(catalogJson), null, 2) + '\n');
+      if (g.json) deps.emit('ls', { ok: true, store: st.describe(), bundles: entries.map(catalogJson) });
       else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${st.describe()}\n`);
       else deps.io.stdout.write(lsTable(entries));
       setExit(program, 0);

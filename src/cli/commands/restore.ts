@@ -5,6 +5,7 @@ import { planOverwrites, restore } from '../../ops/restore.js';
 import type { OnConflict } from '../../ops/steps/recreate.js';
 import { readTarget } from '../../store/registry.js';
 import { setExit, type Deps } from '../program.js';
+import { portFromPlan } from '../json.js';
 import { createProgress } from '../render.js';
 import { addRemapOptions, choice, collect } from '../options.js';
 import { describeRemap, parseRemap, remapRewrite, type RemapFlags } from '../../plan/remap.js';
@@ -89,17 +90,19 @@ Examples:
         progress.done();
         const out = deps.io.stdout;
         if (g.json) {
-          out.write(
-            JSON.stringify({
-              ok: true,
-              dryRun: res.dryRun,
-              bundle: res.location,
-              plan: res.plan,
-              containers: res.containers,
-              durationMs: res.durationMs,
-              dataPaths: res.dataPaths,
-            }) + '\n',
-          );
+          deps.emit('restore', {
+            ok: true,
+            dryRun: res.dryRun,
+            bundle: res.location,
+            plan: {
+              ...res.plan,
+              containers: res.plan.containers.map((c) => ({ ...c, ports: c.ports.map(portFromPlan) })),
+            },
+            containers: res.containers.map((c) => c.name),
+            results: res.containers.map(({ name, ...c }) => ({ container: name, ...c })),
+            durationMs: res.durationMs,
+            dataPaths: res.dataPaths,
+          });
         } else if (res.dryRun) {
           const p = res.plan;
           out.write(`dry run: nothing was changed. Restoring ${res.location} would:\n`);

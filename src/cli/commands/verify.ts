@@ -6,6 +6,7 @@ import { badMembers, verifyStream, type VerifyReport } from '../../ops/verify.js
 import { openStore, readTarget } from '../../store/registry.js';
 import type { Store } from '../../store/store.js';
 import { setExit, type Deps } from '../program.js';
+import { errorJson } from '../json.js';
 import { createProgress, humanBytes } from '../render.js';
 
 /** One line per member: ok, or BAD with each problem. */
@@ -25,6 +26,27 @@ export function verifyText(r: VerifyReport): string {
       : `${r.bundle}: whole (${r.members.length} member${r.members.length === 1 ? '' : 's'} checked)`,
   );
   return lines.join('\n') + '\n';
+}
+
+/** One bundle's report in the --json schema (docs/json.md, "verify"). */
+export function reportJson(r: VerifyReport): { ok: boolean } & Record<string, unknown> {
+  return {
+    bundle: r.bundle,
+    ok: r.ok,
+    members: r.members.map((m) => ({
+      name: m.name,
+      kind: m.kind,
+      ...(m.codec ? { codec: m.codec } : {}),
+      ...(m.bytes !== undefined ? { storedBytes: m.bytes } : {}),
+      ok: m.ok,
+      problems: m.problems,
+    })),
+    ...(r.unverified
+      ? { error: errorJson({ ...r.unverified, hint: 'fix what kept it from being read, then verify again' }) }
+      : !r.ok
+        ? { error: errorJson(verifyFailure(r)) }
+        : {}),
+  };
 }
 
 export function verifyFailure(r: VerifyReport, prefix = ''): BundleError {
@@ -89,8 +111,13 @@ export function storeVerifyText(where: string, reports: VerifyReport[]): string 
 
 export function verifyCommand(program: Command, deps: Deps): Command {
   return new Command('verify')
-    .description('Read a whole bundle and check every member: checksums, sizes, image archives, volume archives')
-    .argument('<bundle>', 'a bundle file, - for stdin, or a store (a directory, or ssh://host/dir): every bundle in it')
+    .description(
+      'Read a whole bundle, or every bundle of a store, and check every member: checksums, sizes, image archives, volume archives',
+    )
+    .argument(
+      '<bundle|store>',
+      'a bundle file, - for stdin, or a store (a directory, or ssh://host/dir): every bundle in it',
+    )
     .addHelpText(
       'after',
       `
@@ -121,15 +148,7 @@ Examples:
           );
         const bad = reports.filter((r) => !r.ok && !r.unverified);
         const unverified = reports.filter((r) => r.unverified);
-        if (g.json)
-          deps.io.stdout.write(
-            JSON.stringify({
-              ok: bad.length === 0 && unverified.length === 0,
-              store: store.describe(),
-              bundles: reports,
-            }) + '\n',
-          );
-        else if (!g.quiet || bad.length) deps.io.stdout.write(storeVerifyText(store.describe(), reports));
+        if (!g.json && (!g.quiet || bad.length)) deps.io.stdout.write(storeVerifyText(store.describe(), reports));
         const names = (rs: VerifyReport[]) => rs.map((r) => path.posix.basename(r.bundle)).join(', ');
         const notVerified = unverified.length
           ? `; ${unverified.length} could not be verified (${names(unverified)}: ${unverified[0]!.unverified!.message})`
@@ -148,14 +167,14 @@ Examples:
                 { hint: 'those bundles were not checked: fix what kept them from being read, then verify again' },
               )
             : undefined;
-        if (err) {
-          if (g.json) {
-            deps.io.stderr.write(`ferry: error: ${err.message}\n`);
-            setExit(program, err.exitCode);
-            return;
-          }
-          throw err;
-        }
+        if (g.json)
+          deps.emit('verify', {
+            ok: !err,
+            store: store.describe(),
+            bundles: reports.map(reportJson),
+            ...(err ? { error: errorJson(err) } : {}),
+          });
+        if (err) throw err;
         setExit(program, 0);
         return;
       }
@@ -172,16 +191,12 @@ Examples:
         progress.done();
         await transport.close();
       }
-      if (g.json) {
-        deps.io.stdout.write(JSON.stringify({ ok: report.ok, bundle: report.bundle, members: report.members }) + '\n');
-        if (!report.ok) {
-          deps.io.stderr.write(`ferry: error: ${verifyFailure(report).message}\n`);
-          setExit(program, verifyFailure(report).exitCode);
-          return;
-        }
-      } else if (!g.quiet || !report.ok) {
-        deps.io.stdout.write(verifyText(report));
-      }
+      if (g.json)
+        deps.emit('verify', {
+          ...reportJson(report),
+          ...(report.ok ? {} : { error: errorJson(verifyFailure(report)) }),
+        });
+      else if (!g.quiet || !report.ok) deps.io.stdout.write(verifyText(report));
       if (!report.ok) throw verifyFailure(report);
       setExit(program, 0);
     });
