@@ -41,9 +41,10 @@ Exit codes:
   2    usage error (bad option or argument), missing or wrong passphrase
   3    partial: some containers were backed up, some failed
   4    the Docker engine could not be reached or refused a request
-  5    a container, image, volume, bundle or store was not found, or the target
+  5    a container, image, volume, bundle or store (-o directory) was not found, or the target
        lacks what a container needs (a bind source, device, driver, CPUs, ...)
   6    conflict: a container or volume of that name exists (see --on-conflict),
+       the -o bundle file exists (see --force),
        a host port or static address is taken on the target, or the store is
        locked by another ferry run (see --lock-timeout)
   7    the bundle is damaged, incomplete, or of an unknown format

@@ -245,12 +245,12 @@ function flipped(src: string, dest: string, ...at: [string, number][]): string {
 
 describe('several backups into one store, two of them at the same time', () => {
   it('a first backup, then two concurrent ones: all finish with whole, separately named bundles', async () => {
-    const r0 = await ferry(['--json', 'backup', web, '-o', store]);
+    const r0 = await ferry(['--json', 'backup', web, '-o', store, '--mkdir']);
     expect(r0.code, r0.stderr).toBe(0);
     written.web = JSON.parse(r0.stdout).bundle;
     const [r1, r2] = await Promise.all([
-      ferry(['--json', 'backup', worker, '-o', store]),
-      ferry(['--json', 'backup', cache, '-o', store]),
+      ferry(['--json', 'backup', worker, '-o', store, '--mkdir']),
+      ferry(['--json', 'backup', cache, '-o', store, '--mkdir']),
     ]);
     expect(r1.code, r1.stderr).toBe(0);
     expect(r2.code, r2.stderr).toBe(0);

@@ -213,6 +213,7 @@ describe('registry mode', () => {
         authFile,
         '-o',
         out,
+        '--mkdir',
       ],
       { env },
     );

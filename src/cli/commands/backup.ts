@@ -19,10 +19,11 @@ import { secondsOption } from './prune.js';
 import { verifyText } from './verify.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
+import { checkOutput, type OutputFlags } from '../output.js';
 import { composeProject, inspectRefs, referenceGroups } from '../../model/spec.js';
 import { choice, codecOption, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 
-interface BackupFlags {
+interface BackupFlags extends OutputFlags {
   output?: string;
   stopTimeout?: number;
   wait?: number;
@@ -47,7 +48,12 @@ export function backupCommand(program: Command, deps: Deps): Command {
   return new Command('backup')
     .description('Back up containers (configuration, committed writable layer, volume data) into one bundle')
     .argument('[container...]', 'containers to back up (name or id)')
-    .option('-o, --output <target>', 'a directory (a bundle name is generated), a file ending in .tar, or - for stdout')
+    .option(
+      '-o, --output <target>',
+      'a directory that exists (a bundle name is generated), a file ending in .tar, - for stdout, or ssh://host/dir',
+    )
+    .option('--mkdir', '-o names a directory to create (its parent must exist: missing parents are never created)')
+    .option('--force', '-o names a bundle file that may exist: replace it (default: refuse, exit 6)')
     .option(
       '--all',
       'back up every running container, one bundle each (containers that refer to each other, or belong to one Compose project, share one; exit 3 when some fail)',
@@ -135,6 +141,8 @@ export function backupCommand(program: Command, deps: Deps): Command {
       `
 Examples:
   ferry backup web -o /backups
+  ferry backup web -o /mnt/usb/ferry --mkdir      # creates ferry/, never a missing /mnt/usb
+  ferry backup web -o web.tar --force             # replace web.tar if it exists
   ferry backup web db -o /backups/app.tar --consistency stop
   ferry backup --all -o /backups --compress gzip
   ferry backup --project shop -o /backups --together
@@ -162,6 +170,7 @@ Examples:
       await ping(flags.notifyUrl, 'start', `ferry ${VERSION} backup started on ${hostname()}`, (m) => progress.warn(m));
       let engine: Awaited<ReturnType<typeof openEngine>> | undefined;
       try {
+        await checkOutput(output, flags);
         const eng = (engine = await openEngine(g.host, { ssh: deps.ssh() }));
         let names = containers;
         let groups: string[][] = [];

@@ -1,0 +1,105 @@
+/**
+ * What operators meet at the terminal and in cron (issue 26), with the real CLI on a real engine:
+ * -o safety, option parsing, help, the final rendering of a failed run, selection.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, inspect, removeSnapshots, uid } from '../helpers/lab.js';
+
+const name = uid('cli');
+let dir: string;
+
+beforeAll(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'ferry-cli-'));
+  docker(['run', '-d', '--name', name, '-v', `${name}:/data`, BUSYBOX, 'sleep', '100000']);
+  docker(['exec', name, 'sh', '-c', 'echo hello > /data/f']);
+});
+
+afterAll(() => {
+  cleanup(ENGINE_A, { containers: [name], volumes: [name] });
+  removeSnapshots([name]);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('-o safety', () => {
+  it('a missing directory is refused before anything is touched (exit 5); --mkdir creates it, never its parent', async () => {
+    const unmounted = path.join(dir, 'mnt', 'usb');
+    const r = await ferry(['backup', name, '-o', path.join(unmounted, 'ferry')]);
+    expect(r.code).toBe(5);
+    expect(r.stderr).toMatch(/^ferry: error: -o .*: no such directory/m);
+    expect(r.stderr).toMatch(/--mkdir/);
+    const m = await ferry(['backup', name, '-o', path.join(unmounted, 'ferry'), '--mkdir']);
+    expect(m.code).toBe(5);
+    expect(m.stderr).toMatch(/parent .*mnt\/usb does not exist/);
+    expect(existsSync(path.join(dir, 'mnt'))).toBe(false);
+    expect(inspect('container', name).State).toMatchObject({ Running: true, Paused: false });
+
+    const store = path.join(dir, 'store');
+    const ok = await ferry(['backup', name, '-o', store, '--mkdir']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(statSync(store).mode & 0o777).toBe(0o700);
+    expect(readdirSync(store).filter((f) => f.endsWith('.tar'))).toHaveLength(1);
+  });
+
+  it('an existing bundle file is not overwritten (exit 6) unless --force', async () => {
+    const file = path.join(dir, 'web.tar');
+    expect((await ferry(['backup', name, '-o', file])).code).toBe(0);
+    const before = statSync(file);
+    const again = await ferry(['--json', 'backup', name, '-o', file]);
+    expect(again.code).toBe(6);
+    expect(JSON.parse(again.stdout).error).toMatchObject({ code: 'CONFLICT', exitCode: 6 });
+    expect(statSync(file).mtimeMs).toBe(before.mtimeMs);
+    const forced = await ferry(['backup', name, '-o', file, '--force']);
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(statSync(file).mtimeMs).toBeGreaterThan(before.mtimeMs);
+    expect((await ferry(['verify', file])).code).toBe(0);
+    const missingParent = await ferry(['backup', name, '-o', path.join(dir, 'nope', 'x.tar'), '--force']);
+    expect(missingParent.code).toBe(5);
+    expect(existsSync(path.join(dir, 'nope'))).toBe(false);
+  });
+
+  it('a codec suffix or a file where a directory is meant: usage errors (exit 2)', async () => {
+    expect((await ferry(['backup', name, '-o', path.join(dir, 'web.tar.zst'), '--mkdir'])).code).toBe(2);
+    expect(existsSync(path.join(dir, 'web.tar.zst'))).toBe(false);
+    mkdirSync(path.join(dir, 'a-dir.tar'));
+    expect((await ferry(['backup', name, '-o', path.join(dir, 'a-dir.tar')])).code).toBe(2);
+  });
+});
+
+describe('option parsing', () => {
+  it('a misspelt option is named with a suggestion, not reported as a missing -o; one prefix; exit 2', async () => {
+    const r = await ferry(['backup', name, '--ouput', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^ferry: error: unknown option '--ouput'/m);
+    expect(r.stderr).toMatch(/Did you mean --output\?/);
+    expect(r.stderr).not.toMatch(/required option/);
+    expect(r.stderr).not.toMatch(/^error:/m);
+    const c = await ferry(['backup', name, '-o', dir, '--compres', 'gzip']);
+    expect(c.code).toBe(2);
+    expect(c.stderr).toMatch(/^ferry: error: unknown option '--compres'/m);
+    expect(c.stderr).toMatch(/Did you mean --compress\?/);
+    const v = await ferry(['restore', 'x.tar', '--on-conflict', 'maybe']);
+    expect(v.code).toBe(2);
+    expect(v.stderr).toMatch(/^ferry: error: option '--on-conflict <policy>' argument 'maybe' is invalid/m);
+    for (const x of [r, c, v]) expect(x.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe('help', () => {
+  it("each command's --help lists the global options that work after it, and examples", async () => {
+    for (const cmd of ['backup', 'restore', 'migrate', 'ls', 'inspect', 'verify', 'prune', 'drill']) {
+      const r = await ferry([cmd, '--help']);
+      expect(r.code, cmd).toBe(0);
+      const global = r.stdout.slice(r.stdout.indexOf('Global Options:'));
+      expect(r.stdout, cmd).toContain('Global Options:');
+      for (const o of ['-H, --host', '--json', '-q, --quiet', '--passphrase-file']) expect(global, cmd).toContain(o);
+      expect(r.stdout, cmd).toMatch(/Examples:\n {2}ferry /);
+    }
+    expect((await ferry(['verify', '--help'])).stdout).toMatch(/verify \[options\] <bundle\|store>/);
+    // and they do work after it
+    const ls = await ferry(['ls', path.join(dir, 'store'), '--json', '-q']);
+    expect(JSON.parse(ls.stdout)).toMatchObject({ ok: true, command: 'ls' });
+  });
+});
