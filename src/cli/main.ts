@@ -15,6 +15,7 @@ import {
 } from '../errors.js';
 import { createProgram, type Deps } from './program.js';
 import { commandOf, envelope, errorJson } from './json.js';
+import { rendered } from './render.js';
 import { VERSION } from '../version.js';
 import { SshPool } from '../ssh/client.js';
 import { askSecret } from './prompt.js';
@@ -158,6 +159,7 @@ export async function main(
     // Once the run was told to stop, what failed afterwards (a stream cut short, a write to a
     // closed pipe, a half-read member) is the interruption showing, not a cause of its own.
     const fe = controller.signal.aborted ? (controller.signal.reason as FerryError) : toFerryError(err);
+    await rendered(); // the progress display ends (on ✖) before the error is printed
     if (!stderrGone) printError(fe, io, json && !emitted ? command : undefined);
     return fe.exitCode;
   } finally {

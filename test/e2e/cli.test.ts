@@ -6,7 +6,42 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } fro
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUSYBOX, cleanup, docker, ENGINE_A, ferry, inspect, removeSnapshots, uid } from '../helpers/lab.js';
+import { execFileSync } from 'node:child_process';
+import {
+  BIN,
+  BUSYBOX,
+  cleanup,
+  docker,
+  ENGINE_A,
+  ferry,
+  inspect,
+  removeSnapshots,
+  uid,
+  waitFor,
+} from '../helpers/lab.js';
+
+/**
+ * Run ferry on a terminal (a tmux pane, 140 columns) until it exits; `during` runs while it does
+ * (e.g. to send Ctrl-C). Returns the pane's text and the exit code.
+ */
+async function onTerminal(
+  args: string[],
+  during?: (session: string) => Promise<void>,
+): Promise<{ screen: string; code: number }> {
+  const session = uid('tty');
+  const q = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+  const cmd = `env DOCKER_HOST=${ENGINE_A} FERRY_PLAIN_OUTPUT= ${[BIN, ...args].map(q).join(' ')}; echo "EXIT=$?"; sleep 600`;
+  execFileSync('tmux', ['new-session', '-d', '-s', session, '-x', '140', '-y', '40', cmd]);
+  const capture = () => execFileSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' });
+  try {
+    if (during) await during(session);
+    await waitFor('ferry to exit', () => /EXIT=\d+/.test(capture()), 120_000);
+    const screen = capture();
+    return { screen, code: Number(/EXIT=(\d+)/.exec(screen)![1]) };
+  } finally {
+    execFileSync('tmux', ['kill-session', '-t', session]);
+  }
+}
 
 const name = uid('cli');
 let dir: string;
@@ -101,5 +136,42 @@ describe('help', () => {
     // and they do work after it
     const ls = await ferry(['ls', path.join(dir, 'store'), '--json', '-q']);
     expect(JSON.parse(ls.stdout)).toMatchObject({ ok: true, command: 'ls' });
+  });
+});
+
+describe('the final rendering on a terminal reflects how the run ended', () => {
+  it('✔ after a backup that worked; ✖ and no ✔ after a missing container, a failed hook, Ctrl-C', async () => {
+    const ok = await onTerminal(['backup', name, '-o', dir]);
+    expect(ok.code, ok.screen).toBe(0);
+    expect(ok.screen).toMatch(/✔ done/);
+
+    const missing = await onTerminal(['backup', `${name}-nope`, '-o', dir]);
+    expect(missing.code, missing.screen).toBe(5);
+    expect(missing.screen).not.toContain('✔');
+    expect(missing.screen).toMatch(/✖ .*failed\n(.*\n)*ferry: error: no such container/);
+
+    const hook = await onTerminal(['backup', name, '-o', dir, '--pre-exec', 'exit 3']);
+    expect(hook.code, hook.screen).toBe(10);
+    expect(hook.screen).not.toContain('✔');
+    expect(hook.screen).toContain('✖');
+
+    const big = `${name}-big`;
+    docker(['run', '-d', '--name', big, '-v', `${big}:/v`, BUSYBOX, 'sleep', '100000']);
+    try {
+      docker(['exec', big, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=300 2>/dev/null']);
+      const stopped = await onTerminal(['backup', big, '-o', dir, '--compress', 'gzip'], async (session) => {
+        await waitFor('the volume copy', () =>
+          /volumes\//.test(execFileSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' })),
+        );
+        execFileSync('tmux', ['send-keys', '-t', session, 'C-c']);
+      });
+      expect(stopped.code, stopped.screen).toBe(130);
+      expect(stopped.screen).not.toContain('✔');
+      expect(stopped.screen).toContain('✖');
+      expect(inspect('container', big).State).toMatchObject({ Running: true, Paused: false });
+    } finally {
+      cleanup(ENGINE_A, { containers: [big], volumes: [big] });
+      removeSnapshots([big]);
+    }
   });
 });

@@ -130,3 +130,18 @@ describe('ports in one shape', () => {
     });
   });
 });
+
+describe('the progress counter line', () => {
+  it('shows done/total, percentage, rate and ETA where the total is known; the rate alone otherwise', async () => {
+    const { counterLine, clock } = await import('../../src/cli/render.js');
+    const MiB = 1024 * 1024;
+    expect(counterLine('volume data', 30 * MiB, 2000, 100 * MiB)).toBe(
+      'volume data: 30.0 MiB / 100.0 MiB  30%  15.0 MiB/s  ETA 0:05',
+    );
+    expect(counterLine('image web', 30 * MiB, 2000)).toBe('image web: 30.0 MiB  15.0 MiB/s');
+    expect(counterLine('image web', 1024, 100)).toBe('image web: 1.0 KiB'); // too early for a rate
+    expect(counterLine('v', 120 * MiB, 1000, 100 * MiB)).toBe('v: 120.0 MiB / 100.0 MiB  100%  120.0 MiB/s');
+    expect(clock(3725)).toBe('1:02:05');
+    expect(clock(59.6)).toBe('1:00');
+  });
+});

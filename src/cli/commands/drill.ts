@@ -122,7 +122,7 @@ Examples:
       const progress = createProgress({ quiet: !!g.quiet });
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
       const transport = readTarget(bundle, { ssh: deps.ssh });
-      let report: DrillReport;
+      let report: DrillReport | undefined;
       try {
         report = await drill(
           engine,
@@ -142,7 +142,7 @@ Examples:
           },
         );
       } finally {
-        progress.done();
+        progress.done(!report?.ok);
         await transport.close().catch(() => {});
         engine.close();
       }

@@ -145,7 +145,7 @@ Examples:
           target.close();
         }
       } finally {
-        progress.done();
+        progress.done(true); // after a success, done() was called first: this one is a failure's
         source.close();
       }
     });

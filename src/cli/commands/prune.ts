@@ -158,9 +158,11 @@ Examples:
           { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } },
           { progress, signal: deps.signal, passphrase: await deps.passphrase(), ssh: deps.ssh },
         );
-      } finally {
-        progress.done();
+      } catch (err) {
+        progress.done(true);
+        throw err;
       }
+      progress.done(res.failed.length > 0);
       const err = res.failed.length
         ? new IoError(`${res.failed.length} bundle${res.failed.length === 1 ? '' : 's'} could not be removed`, {
             hint: 'check the permissions of the store',

@@ -130,7 +130,7 @@ Examples:
         }
         setExit(program, 0);
       } finally {
-        progress.done();
+        progress.done(true); // after a success, done() was called first: this one is a failure's
         engine.close();
       }
     });

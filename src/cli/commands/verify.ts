@@ -135,11 +135,11 @@ Examples:
       const progress = createProgress({ quiet: !!g.quiet });
       const store = openStore(bundle, { ssh: deps.ssh });
       if (await store.exists()) {
-        let reports: VerifyReport[];
+        let reports: VerifyReport[] | undefined;
         try {
           reports = await verifyStore(store, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
         } finally {
-          progress.done();
+          progress.done(!reports?.length || reports.some((r) => !r.ok));
         }
         if (!reports.length)
           throw new NotFoundError(
@@ -179,7 +179,7 @@ Examples:
         return;
       }
       const transport = readTarget(bundle, { ssh: deps.ssh });
-      let report: VerifyReport;
+      let report: VerifyReport | undefined;
       try {
         const src = await transport.openBundle();
         report = await verifyStream(src.stream, src.location, {
@@ -188,7 +188,7 @@ Examples:
           passphrase: await deps.passphrase(),
         });
       } finally {
-        progress.done();
+        progress.done(!report?.ok);
         await transport.close();
       }
       if (g.json)
