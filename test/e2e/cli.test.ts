@@ -175,3 +175,79 @@ describe('the final rendering on a terminal reflects how the run ended', () => {
     }
   });
 });
+
+describe('selection: --all --filter and backup --dry-run', () => {
+  it('the dry run lists what --all --filter would back up and touches nothing; the real run backs up exactly that', async () => {
+    const tag = uid('sel');
+    const a = `${tag}-a`;
+    const b = `${tag}-b`;
+    const other = `${tag}-other`;
+    docker(['run', '-d', '--name', a, '--label', `ferry-test-sel=${tag}`, '-v', `${a}:/v`, BUSYBOX, 'sleep', '100000']);
+    docker([
+      'run',
+      '-d',
+      '--name',
+      b,
+      '--label',
+      `ferry-test-sel=${tag}`,
+      '--label',
+      'ferry.consistency=stop',
+      BUSYBOX,
+      'sleep',
+      '100000',
+    ]);
+    docker(['run', '-d', '--name', other, '--label', 'ferry-test-sel=nope', BUSYBOX, 'sleep', '100000']);
+    const store = path.join(dir, 'selected');
+    mkdirSync(store);
+    try {
+      const dry = await ferry([
+        '--json',
+        'backup',
+        '--all',
+        '--filter',
+        `label=ferry-test-sel=${tag}`,
+        '-o',
+        store,
+        '--dry-run',
+      ]);
+      expect(dry.code, dry.stderr).toBe(0);
+      const plan = JSON.parse(dry.stdout);
+      expect(plan).toMatchObject({ command: 'backup', ok: true, dryRun: true });
+      expect([...plan.containers].sort()).toEqual([a, b]);
+      const byName = Object.fromEntries(plan.plan.flatMap((x: any) => x.containers).map((c: any) => [c.name, c]));
+      expect(byName[a]).toMatchObject({ state: 'running', consistency: 'pause', volumes: [a] });
+      expect(byName[b]).toMatchObject({ consistency: 'stop', volumes: [] });
+      expect(readdirSync(store)).toEqual([]);
+      const text = await ferry(['backup', '--all', '--filter', `name=${tag}-?`, '-o', store, '--dry-run']);
+      expect(text.code, text.stderr).toBe(0);
+      expect(text.stdout).toMatch(/^dry run: nothing was paused, read or written/);
+      expect(text.stdout).toContain(`bundle of ${a}`);
+      expect(text.stdout).toContain(`volume ${a}`);
+      expect(text.stdout).not.toContain(other);
+      expect(readdirSync(store)).toEqual([]);
+
+      const real = await ferry(['--json', 'backup', '--all', '--filter', `label=ferry-test-sel=${tag}`, '-o', store]);
+      expect(real.code, real.stderr).toBe(0);
+      expect(
+        JSON.parse(real.stdout)
+          .results.map((r: any) => r.container)
+          .sort(),
+      ).toEqual([a, b]);
+      expect(readdirSync(store).sort()).toEqual([
+        expect.stringMatching(`^ferry-${a}-`),
+        expect.stringMatching(`^ferry-${b}-`),
+      ]);
+
+      const none = await ferry(['backup', '--all', '--filter', `label=ferry-test-sel=${tag}-none`, '-o', store]);
+      expect(none.code).toBe(5);
+      const without = await ferry(['backup', a, '--filter', 'label=x', '-o', store]);
+      expect(without.code).toBe(2);
+      const bad = await ferry(['backup', '--all', '--filter', 'colour=red', '-o', store]);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toMatch(/label=<key>/);
+    } finally {
+      cleanup(ENGINE_A, { containers: [a, b, other], volumes: [a] });
+      removeSnapshots([a, b]);
+    }
+  });
+});

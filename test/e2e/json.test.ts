@@ -66,6 +66,10 @@ describe('--json of every command fits the schema', () => {
     expect(b.storedBytes).toBeGreaterThan(0);
     expect(b.storedBytes).toBeLessThanOrEqual(statSync(bundle).size);
 
+    const dry = await ferry(['--json', 'backup', name, '-o', dir, '--dry-run']);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(schemaChecked(dry.stdout)).toMatchObject({ command: 'backup', ok: true, dryRun: true, containers: [name] });
+
     const ls = schemaChecked((await ferry(['ls', dir, '--json'])).stdout);
     expect(ls).toMatchObject({ command: 'ls', ok: true, store: dir });
     expect(ls.bundles).toEqual([

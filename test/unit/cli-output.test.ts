@@ -72,3 +72,24 @@ describe('-o', () => {
     expect(existsSync(path.join(dir, 'web.tar.zst'))).toBe(false);
   });
 });
+
+describe('--filter', () => {
+  it('label=<key>, label=<key>=<value> and name=<glob>, every one must match', async () => {
+    const { filterOption, matches } = await import('../../src/cli/select.js');
+    const f = (...v: string[]) =>
+      v.reduce<ReturnType<typeof filterOption> | undefined>((p, x) => filterOption(x, p), undefined);
+    expect(matches(f('label=backup'), 'web', { backup: '' })).toBe(true);
+    expect(matches(f('label=backup'), 'web', {})).toBe(false);
+    expect(matches(f('label=backup=nightly'), 'web', { backup: 'nightly' })).toBe(true);
+    expect(matches(f('label=backup=nightly'), 'web', { backup: 'weekly' })).toBe(false);
+    expect(matches(f('label=a=b=c'), 'web', { a: 'b=c' })).toBe(true);
+    expect(matches(f('name=web-*'), 'web-1', {})).toBe(true);
+    expect(matches(f('name=web-*'), 'my-web-1', {})).toBe(false);
+    expect(matches(f('name=w?b'), 'web', {})).toBe(true);
+    expect(matches(f('name=a.b'), 'axb', {})).toBe(false);
+    expect(matches(f('name=web*', 'label=backup'), 'web', {})).toBe(false);
+    expect(matches(undefined, 'web', undefined)).toBe(true);
+    expect(() => filterOption('colour=red', undefined)).toThrow(/label=<key>/);
+    expect(() => filterOption('label==x', undefined)).toThrow();
+  });
+});

@@ -3,7 +3,7 @@ import { defaultCodec, type Codec } from '../../bundle/codec.js';
 import { openEngine } from '../../engine/connect.js';
 import { parseRegistryOption, resolveRegistryAuth } from '../../engine/auth.js';
 import { hostname } from 'node:os';
-import { BundleError, EXIT, FerryError, PartialError, toFerryError, UsageError } from '../../errors.js';
+import { BundleError, EXIT, FerryError, NotFoundError, PartialError, toFerryError, UsageError } from '../../errors.js';
 import { errorJson, type JsonError } from '../json.js';
 import { ping } from '../../util/notify.js';
 import { VERSION } from '../../version.js';
@@ -20,11 +20,14 @@ import { verifyText } from './verify.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
 import { checkOutput, type OutputFlags } from '../output.js';
+import { backupPlan, backupPlanText, filterOption, matches, type ContainerFilter } from '../select.js';
 import { composeProject, inspectRefs, referenceGroups } from '../../model/spec.js';
 import { choice, codecOption, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 
 interface BackupFlags extends OutputFlags {
   output?: string;
+  filter?: ContainerFilter[];
+  dryRun?: boolean;
   stopTimeout?: number;
   wait?: number;
   preExec?: string;
@@ -57,6 +60,16 @@ export function backupCommand(program: Command, deps: Deps): Command {
     .option(
       '--all',
       'back up every running container, one bundle each (containers that refer to each other, or belong to one Compose project, share one; exit 3 when some fail)',
+    )
+    .addOption(
+      new Option(
+        '--filter <key=value>',
+        'with --all: only the containers that match: label=<key> or label=<key>=<value>, name=<glob> (* and ?); repeatable, each must match',
+      ).argParser(filterOption),
+    )
+    .option(
+      '--dry-run',
+      'print what would be backed up (containers, how they are held, volumes, binds, bundles) and change nothing',
     )
     .addOption(
       new Option(
@@ -145,6 +158,7 @@ Examples:
   ferry backup web -o web.tar --force             # replace web.tar if it exists
   ferry backup web db -o /backups/app.tar --consistency stop
   ferry backup --all -o /backups --compress gzip
+  ferry backup --all --filter label=backup=nightly -o /backups --dry-run
   ferry backup --project shop -o /backups --together
   ferry backup web -o - | ssh host 'cat > web.tar'
   ferry backup web -o /backups --image-mode push --registry registry.example.com:5000/backups`,
@@ -166,11 +180,16 @@ Examples:
       const shrankNames: string[] = [];
       const shrinkNote = () =>
         shrankNames.length ? `; warning: since the previous bundle, ${shrankNames.join(', ')}` : '';
-      let notified = false;
-      await ping(flags.notifyUrl, 'start', `ferry ${VERSION} backup started on ${hostname()}`, (m) => progress.warn(m));
+      let notified = !!flags.dryRun; // a dry run tells nobody
+      if (flags.filter && !flags.all)
+        throw new UsageError('--filter narrows --all', 'add --all, or name the containers');
+      if (!notified)
+        await ping(flags.notifyUrl, 'start', `ferry ${VERSION} backup started on ${hostname()}`, (m) =>
+          progress.warn(m),
+        );
       let engine: Awaited<ReturnType<typeof openEngine>> | undefined;
       try {
-        await checkOutput(output, flags);
+        if (!flags.dryRun) await checkOutput(output, flags);
         const eng = (engine = await openEngine(g.host, { ssh: deps.ssh() }));
         let names = containers;
         let groups: string[][] = [];
@@ -183,7 +202,13 @@ Examples:
               '--all writes one bundle per container into a directory',
               'give -o a directory (a local path or ssh://host/dir)',
             );
-          const all = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']);
+          const listed = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']);
+          const all = listed.filter((c) => matches(flags.filter, c.Names[0]!.replace(/^\//, ''), c.Labels));
+          if (flags.filter && !all.length)
+            throw new NotFoundError(
+              `--all --filter ${flags.filter.map((f) => f.text).join(' --filter ')}: no running container matches`,
+              'check the label or name (docker ps --filter label=...); nothing was backed up',
+            );
           const running = all.filter((c) => !excluded(c.Labels));
           for (const c of all)
             if (excluded(c.Labels))
@@ -202,15 +227,19 @@ Examples:
               project: composeProject(c.Labels),
             })),
           );
-          const left = all
-            .filter((c) => excluded(c.Labels))
-            .map((c) => ({ id: c.Id, name: c.Names[0]!.replace(/^\//, '') }));
+          const left = listed
+            .filter((c) => excluded(c.Labels) || !all.includes(c))
+            .map((c) => ({
+              id: c.Id,
+              name: c.Names[0]!.replace(/^\//, ''),
+              why: excluded(c.Labels) ? 'label ferry.exclude' : '--filter',
+            }));
           for (const c of list)
             for (const ref of c.refs) {
               const x = left.find((e) => e.name === ref || e.id.startsWith(ref));
               if (x)
                 progress.warn(
-                  `${c.name} refers to ${x.name} (network, volumes-from or link), which is left out (label ferry.exclude): ${c.name} cannot be restored where ${x.name} is not`,
+                  `${c.name} refers to ${x.name} (network, volumes-from or link), which is left out (${x.why}): ${c.name} cannot be restored where ${x.name} is not`,
                 );
             }
           groups = referenceGroups(list);
@@ -225,6 +254,19 @@ Examples:
           names = [...containers, ...kept.filter((n) => !containers.includes(n))];
         }
         if (!names.length) throw new UsageError('name at least one container, or use --all');
+        if (flags.dryRun) {
+          const plan = await backupPlan(eng, groups.length ? groups : [names], flags.consistency);
+          if (g.json)
+            deps.emit('backup', {
+              ok: true,
+              dryRun: true,
+              containers: plan.flatMap((b) => b.containers.map((c) => c.name)),
+              plan,
+            });
+          else deps.io.stdout.write(backupPlanText(plan, output));
+          setExit(program, 0);
+          return;
+        }
         let registry:
           { host: string; prefix: string; auth: Awaited<ReturnType<typeof resolveRegistryAuth>> } | undefined;
         if (flags.imageMode === 'push') {
@@ -440,7 +482,7 @@ Examples:
         }
         throw err;
       } finally {
-        progress.done();
+        progress.done(true); // after a success, done() was called first: this one is a failure's
         engine?.close();
       }
     });
