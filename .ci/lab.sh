@@ -8,6 +8,7 @@
 #   podman    unix:///run/podman/podman.sock       (Podman's Docker-compatible API, rootful)
 #   engine C  unix:///var/run/docker-c.sock        (Docker 26.1.5 from Debian trixie, containerd image
 #             store, own containerd, bridge docker2, address pool 172.29.0.0/16)
+#   S3        http://127.0.0.1:7480                  (Ceph RadosGW: bucket ferry-test, keys in $LAB/s3/s3.env)
 # Idempotent: anything already answering is left alone. Writes connection facts to $LAB (default /var/lib/ferry-lab).
 set -eu
 LAB=${LAB:-/var/lib/ferry-lab}
@@ -44,10 +45,63 @@ wait_for() { # seconds, command...
 # otherwise pick the same 172.x subnets, and traffic meant for one engine's network goes to the
 # other's bridge. (Tests that pin subnets use 172.30.x and 172.31.25x.x, outside every pool.)
 
+# --- engine C: Docker 26 with the containerd image store (the default of new Docker 29 installs)
+# Debian trixie's docker.io and containerd, unpacked beside bookworm's (apt lists kept apart from
+# the system's); bookworm's runc (trixie's needs a newer glibc). Its own containerd, data root,
+# exec root, socket, bridge and address pool, so it never hands out another engine's subnets.
+C_SOCK=unix:///var/run/docker-c.sock
+if ! docker -H $C_SOCK version >/dev/null 2>&1; then
+  T=$LAB/trixie
+  if [ ! -x "$T/root/usr/sbin/dockerd" ]; then
+    log "fetching Docker 26 and containerd from Debian trixie"
+    mkdir -p "$T/lists/partial" "$T/cache/archives/partial" "$T/root"
+    echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' >"$T/sources.list"
+    set -- -o Dir::Etc::sourcelist="$T/sources.list" -o Dir::Etc::sourceparts=/dev/null -o Dir::State::Lists="$T/lists" -o Dir::Cache="$T/cache"
+    apt-get "$@" update -q >/dev/null
+    (cd "$T" && apt-get "$@" download docker.io containerd >/dev/null)
+    for d in "$T"/docker.io_*.deb "$T"/containerd_*.deb; do dpkg-deb -x "$d" "$T/root"; done
+    rm -f "$T/root/usr/bin/runc" "$T/root/usr/sbin/runc"
+    set --
+  fi
+  log "starting engine C (Docker 26, containerd image store)"
+  mkdir -p "$LAB/c"
+  echo '{"features": {"containerd-snapshotter": true}}' >"$LAB/c/daemon.json"
+  printf 'version = 2\nroot = "/var/lib/containerd-c"\nstate = "/run/containerd-c"\n[grpc]\n  address = "/run/containerd-c/containerd.sock"\n[ttrpc]\n  address = "/run/containerd-c/containerd.sock.ttrpc"\n' >"$LAB/c/containerd.toml"
+  if ! ip link show docker2 >/dev/null 2>&1; then
+    ip link add docker2 type bridge
+    ip addr add 172.25.251.1/24 dev docker2
+  fi
+  ip link set docker2 up
+  # A socket file alone proves nothing: a containerd killed with the previous lab leaves its
+  # socket behind, and dockerd then times out dialling it. Ask the daemon itself.
+  containerd_c_up() { "$T/root/usr/bin/ctr" --address /run/containerd-c/containerd.sock version >/dev/null 2>&1; }
+  if ! containerd_c_up; then
+    rm -f /run/containerd-c/containerd.sock /run/containerd-c/containerd.sock.ttrpc
+    PATH=$T/root/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/bin/containerd" \
+      --config "$LAB/c/containerd.toml" >"$LAB/c/containerd.log" 2>&1 < /dev/null &
+    wait_for 20 containerd_c_up || { cat "$LAB/c/containerd.log" >&2; exit 1; }
+  fi
+  PATH=$T/root/usr/bin:$T/root/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/sbin/dockerd" \
+    --config-file "$LAB/c/daemon.json" --containerd /run/containerd-c/containerd.sock \
+    --data-root /var/lib/docker-c --exec-root /var/run/docker-c --pidfile /var/run/docker-c.pid \
+    -H $C_SOCK --bridge docker2 --default-address-pool base=172.29.0.0/16,size=24 \
+    --iptables=false --ip-masq=false >"$LAB/c/dockerd.log" 2>&1 < /dev/null &
+  wait_for 60 docker -H $C_SOCK info || { cat "$LAB/c/dockerd.log" >&2; exit 1; }
+fi
+
 # --- engine A
+# Docker 26 (engine C) deletes the default bridge docker0 whenever it starts, and engine A's
+# containers then fail to start ("could not find bridge docker0"): engine C starts first, and
+# engine A is restarted (recreating docker0) when its bridge is gone.
+if docker -H unix:///var/run/docker.sock version >/dev/null 2>&1 && ! ip link show docker0 >/dev/null 2>&1; then
+  log "restarting engine A (its bridge docker0 is gone)"
+  pid=$(cat /var/run/docker.pid)
+  kill "$pid"
+  wait_for 60 sh -c "! kill -0 $pid 2>/dev/null" || exit 1
+fi
 if ! docker -H unix:///var/run/docker.sock version >/dev/null 2>&1; then
   log "starting engine A"
-  setsid nohup dockerd -H unix:///var/run/docker.sock \
+  setsid nohup dockerd -H unix:///var/run/docker.sock --bip 172.17.0.1/16 \
     --default-address-pool base=172.27.0.0/16,size=24 >"$LAB/dockerd-a.log" 2>&1 < /dev/null &
   wait_for 60 docker -H unix:///var/run/docker.sock info || { cat "$LAB/dockerd-a.log" >&2; exit 1; }
 fi
@@ -159,48 +213,121 @@ if ! podman_up; then
   wait_for 30 podman_up || { cat "$LAB/podman.log" >&2; exit 1; }
 fi
 
-# --- engine C: Docker 26 with the containerd image store (the default of new Docker 29 installs)
-# Debian trixie's docker.io and containerd, unpacked beside bookworm's (apt lists kept apart from
-# the system's); bookworm's runc (trixie's needs a newer glibc). Its own containerd, data root,
-# exec root, socket, bridge and address pool, so it never hands out another engine's subnets.
-C_SOCK=unix:///var/run/docker-c.sock
-if ! docker -H $C_SOCK version >/dev/null 2>&1; then
-  T=$LAB/trixie
-  if [ ! -x "$T/root/usr/sbin/dockerd" ]; then
-    log "fetching Docker 26 and containerd from Debian trixie"
-    mkdir -p "$T/lists/partial" "$T/cache/archives/partial" "$T/root"
-    echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' >"$T/sources.list"
-    set -- -o Dir::Etc::sourcelist="$T/sources.list" -o Dir::Etc::sourceparts=/dev/null -o Dir::State::Lists="$T/lists" -o Dir::Cache="$T/cache"
-    apt-get "$@" update -q >/dev/null
-    (cd "$T" && apt-get "$@" download docker.io containerd >/dev/null)
-    for d in "$T"/docker.io_*.deb "$T"/containerd_*.deb; do dpkg-deb -x "$d" "$T/root"; done
-    rm -f "$T/root/usr/bin/runc" "$T/root/usr/sbin/runc"
-    set --
+# --- S3: Ceph RadosGW (a real S3 server) from bookworm's packages, a single-node cluster on loopback:
+# one mon, one bluestore OSD on a sparse file, RGW on 127.0.0.1:7480, no mgr. A user `ferry-ci`
+# owning the bucket `ferry-test`, and a user `ferry-other` with no rights on it (permission tests).
+# Each daemon is asked whether it answers (mon: `ceph mon stat`, osd: its admin socket, rgw: HTTP),
+# never judged by a pid or socket file: a lab that was killed leaves both behind.
+S3=$LAB/s3
+S3_PORT=7480
+S3_AK=FERRYCIACCESSKEY0001
+S3_SK=ferry-ci-secret-key-0000000000000000001
+S3_OTHER_AK=FERRYOTHERACCESSKEY1
+S3_OTHER_SK=ferry-other-secret-key-00000000000000001
+S3_BUCKET=ferry-test
+rgw_up() { curl -s -o /dev/null --max-time 3 "http://127.0.0.1:$S3_PORT/"; }
+if ! rgw_up || [ ! -s "$S3/s3.env" ]; then
+  for p in ceph-mon ceph-osd radosgw; do
+    dpkg -s "$p" >/dev/null 2>&1 || { log "installing ceph-mon ceph-osd radosgw"; apt-get update -q >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ceph-mon ceph-osd radosgw >/dev/null; break; }
+  done
+  D=$S3/ceph
+  export CEPH_CONF=$D/ceph.conf
+  mkdir -p "$D/mon/a" "$D/osd/0" "$D/run" "$D/log" "$D/tmp/crash" "$D/tmp/rgw"
+  [ -s "$D/fsid" ] || cat /proc/sys/kernel/random/uuid >"$D/fsid"
+  osd_gb=32 # sparse: disk is used only as data is written
+  avail_gb=$(( $(df -Pk "$D" | awk 'NR==2{print $4}') / 1048576 ))
+  [ -e "$D/osd/0/block" ] || [ $osd_gb -le $((avail_gb - 5)) ] || osd_gb=$((avail_gb - 5))
+  [ $osd_gb -ge 4 ] || { log "not enough disk for the S3 lab under $D"; exit 1; }
+  cat >"$CEPH_CONF" <<EOF
+[global]
+fsid = $(cat "$D/fsid")
+mon host = [v2:127.0.0.1:3300,v1:127.0.0.1:6789]
+mon initial members = a
+public network = 127.0.0.0/8
+ms bind ipv6 = false
+auth cluster required = none
+auth service required = none
+auth client required = none
+run dir = $D/run
+admin socket = $D/run/\$name.asok
+pid file = $D/run/\$name.pid
+log file = $D/log/\$name.log
+mon cluster log file = $D/log/cluster.log
+crash dir = $D/tmp/crash
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon allow pool delete = true
+mon max pg per osd = 1000
+mon warn on pool no redundancy = false
+mon data avail warn = 2
+mon data avail crit = 1
+[mon]
+mon data = $D/mon/\$id
+[osd]
+osd data = $D/osd/\$id
+osd objectstore = bluestore
+bluestore block create = true
+bluestore block size = $((osd_gb * 1024 * 1024 * 1024))
+bluestore fsck on mount = false
+osd memory target = 1073741824
+[client.rgw.a]
+# radosgw asks for ms_mon_client_mode=secure, which auth=none cannot give
+ms mon client mode = crc secure
+rgw data = $D/tmp/rgw
+rgw frontends = beast endpoint=127.0.0.1:$S3_PORT
+# free the space of deleted objects after about a minute, not two hours
+rgw gc obj min wait = 60
+rgw gc processor period = 60
+EOF
+  if [ ! -e "$D/mon/a/.ferry-done" ]; then
+    log "creating the S3 lab's ceph monitor"
+    rm -rf "$D/mon/a" && mkdir -p "$D/mon/a"
+    monmaptool --create --addv a '[v2:127.0.0.1:3300,v1:127.0.0.1:6789]' --fsid "$(cat "$D/fsid")" \
+      --enable-all-features --set-min-mon-release pacific "$D/tmp/monmap" >/dev/null
+    ceph-mon --mkfs -i a --monmap "$D/tmp/monmap" && touch "$D/mon/a/.ferry-done"
   fi
-  log "starting engine C (Docker 26, containerd image store)"
-  mkdir -p "$LAB/c"
-  echo '{"features": {"containerd-snapshotter": true}}' >"$LAB/c/daemon.json"
-  printf 'version = 2\nroot = "/var/lib/containerd-c"\nstate = "/run/containerd-c"\n[grpc]\n  address = "/run/containerd-c/containerd.sock"\n[ttrpc]\n  address = "/run/containerd-c/containerd.sock.ttrpc"\n' >"$LAB/c/containerd.toml"
-  if ! ip link show docker2 >/dev/null 2>&1; then
-    ip link add docker2 type bridge
-    ip addr add 172.25.251.1/24 dev docker2
+  mon_up() { timeout 10 ceph --connect-timeout 5 mon stat; }
+  osd_up() { timeout 10 ceph --admin-daemon "$D/run/osd.0.asok" version; }
+  osd_in() { timeout 10 ceph --connect-timeout 5 osd stat | grep -q ' 1 up'; }
+  if ! timeout 5 ceph --connect-timeout 3 mon stat >/dev/null 2>&1; then
+    log "starting the S3 lab's ceph-mon"
+    setsid nohup ceph-mon -f -i a >>"$D/log/mon.out" 2>&1 </dev/null &
+    wait_for 60 mon_up || { tail -n 30 "$D/log/mon.out" "$D/log/mon.a.log" >&2; exit 1; }
   fi
-  ip link set docker2 up
-  # A socket file alone proves nothing: a containerd killed with the previous lab leaves its
-  # socket behind, and dockerd then times out dialling it. Ask the daemon itself.
-  containerd_c_up() { "$T/root/usr/bin/ctr" --address /run/containerd-c/containerd.sock version >/dev/null 2>&1; }
-  if ! containerd_c_up; then
-    rm -f /run/containerd-c/containerd.sock /run/containerd-c/containerd.sock.ttrpc
-    PATH=$T/root/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/bin/containerd" \
-      --config "$LAB/c/containerd.toml" >"$LAB/c/containerd.log" 2>&1 < /dev/null &
-    wait_for 20 containerd_c_up || { cat "$LAB/c/containerd.log" >&2; exit 1; }
+  if [ ! -e "$D/osd/0/mkfs_done" ]; then
+    [ -s "$D/osd/0/.uuid" ] || cat /proc/sys/kernel/random/uuid >"$D/osd/0/.uuid"
+    id=$(ceph osd new "$(cat "$D/osd/0/.uuid")")
+    [ "$id" = 0 ] || { log "unexpected osd id $id"; exit 1; }
+    log "creating the S3 lab's OSD (${osd_gb} GiB sparse file)"
+    ceph-osd -i 0 --mkfs --osd-uuid "$(cat "$D/osd/0/.uuid")" >>"$D/log/osd.0.mkfs" 2>&1
   fi
-  PATH=$T/root/usr/bin:$T/root/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/sbin/dockerd" \
-    --config-file "$LAB/c/daemon.json" --containerd /run/containerd-c/containerd.sock \
-    --data-root /var/lib/docker-c --exec-root /var/run/docker-c --pidfile /var/run/docker-c.pid \
-    -H $C_SOCK --bridge docker2 --default-address-pool base=172.29.0.0/16,size=24 \
-    --iptables=false --ip-masq=false >"$LAB/c/dockerd.log" 2>&1 < /dev/null &
-  wait_for 60 docker -H $C_SOCK info || { cat "$LAB/c/dockerd.log" >&2; exit 1; }
+  if ! osd_up >/dev/null 2>&1; then
+    log "starting the S3 lab's ceph-osd"
+    setsid nohup ceph-osd -f -i 0 >>"$D/log/osd.out" 2>&1 </dev/null &
+    wait_for 120 osd_up || { tail -n 30 "$D/log/osd.out" "$D/log/osd.0.log" >&2; exit 1; }
+  fi
+  wait_for 120 osd_in || { log "the S3 lab's OSD did not come up"; exit 1; }
+  if ! rgw_up; then
+    log "starting the S3 lab's radosgw on 127.0.0.1:$S3_PORT"
+    setsid nohup radosgw -f -n client.rgw.a >>"$D/log/rgw.out" 2>&1 </dev/null &
+    wait_for 180 rgw_up || { tail -n 30 "$D/log/rgw.out" "$D/log/client.rgw.a.log" >&2; exit 1; }
+  fi
+  radosgw-admin user info --uid=ferry-ci >/dev/null 2>&1 ||
+    radosgw-admin user create --uid=ferry-ci --display-name="ferry CI" --access-key="$S3_AK" --secret-key="$S3_SK" >/dev/null
+  radosgw-admin user info --uid=ferry-other >/dev/null 2>&1 ||
+    radosgw-admin user create --uid=ferry-other --display-name="ferry CI, no rights" --access-key="$S3_OTHER_AK" --secret-key="$S3_OTHER_SK" >/dev/null
+  code=$(curl -s -o "$D/tmp/mkbucket.out" -w '%{http_code}' -X PUT --aws-sigv4 "aws:amz:us-east-1:s3" \
+    --user "$S3_AK:$S3_SK" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "http://127.0.0.1:$S3_PORT/$S3_BUCKET")
+  [ "$code" = 200 ] || grep -q BucketAlreadyOwnedByYou "$D/tmp/mkbucket.out" || { cat "$D/tmp/mkbucket.out" >&2; log "S3 bucket: HTTP $code"; exit 1; }
+  printf 'S3_ENDPOINT=http://127.0.0.1:%s\nS3_BUCKET=%s\nAWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_REGION=us-east-1\n' \
+    "$S3_PORT" "$S3_BUCKET" "$S3_AK" "$S3_SK" >"$S3/s3.env"
+  unset CEPH_CONF
 fi
 
 # --- test images, built offline from busybox-static

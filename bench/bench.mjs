@@ -19,6 +19,9 @@
  *                     ferry-test/postgres:15 (192 MB), under which the volume weighs more  BENCH_IMAGE
  *   --retries N       retry a failed measurement up to N times (default 2; failures are reported)
  *                                                                                      BENCH_RETRIES
+ *   --engine KIND     the source engine: docker20 (default: engine A, Docker 20.10, overlay2) or
+ *                     containerd (engine C, Docker 26 with the containerd image store); migrations
+ *                     go to engine B over SSH either way                            BENCH_ENGINE
  *   --clean           also remove the cached workload (container and volume on engine A) at the end
  *                                                                                      BENCH_CLEAN=1
  *   --help
@@ -30,7 +33,8 @@
  * file in the container's writable layer (/etc/issue). The workload is kept between runs (rebuilt
  * only when missing or of another size).
  *
- * Results: a Markdown table on stdout, and bench/out/results.md + bench/out/results.json.
+ * Results: a Markdown table on stdout, and bench/out/results.md + bench/out/results.json
+ * (results-containerd.* with --engine containerd).
  * Exit code: 0 when every measurement ran (whatever the ratios; retried failures are listed in
  * the report), 1 when one could not be done, 130 when interrupted. Everything it made on both engines is removed at the end, except the workload.
  */
@@ -46,7 +50,9 @@ const BIN = path.join(ROOT, 'bin', 'ferry.js');
 const OUT = path.join(ROOT, 'bench', 'out');
 const LAB = process.env.LAB ?? '/var/lib/ferry-lab';
 const WORK = process.env.BENCH_WORK_DIR ?? '/var/tmp/ferry-bench';
-const ENGINE_A = 'unix:///var/run/docker.sock';
+const ENGINES = { docker20: 'unix:///var/run/docker.sock', containerd: 'unix:///var/run/docker-c.sock' };
+/** The source engine (--engine); named A throughout, as in the lab, whatever its kind. */
+let ENGINE_A = ENGINES.docker20;
 const ENGINE_B = 'unix:///var/run/docker-b.sock';
 const PG_IMAGES = { full: 'ferry-test/postgres:15-full', slim: 'ferry-test/postgres:15' };
 /** The workload's image (--image); set once the options are read. */
@@ -88,6 +94,7 @@ function parseOptions(argv) {
     scenarios: env.BENCH_SCENARIOS,
     retries: env.BENCH_RETRIES,
     image: env.BENCH_IMAGE,
+    engine: env.BENCH_ENGINE,
   };
   const positional = [];
   for (let i = 0; i < argv.length; i++) {
@@ -106,6 +113,7 @@ function parseOptions(argv) {
       case '--verify': o.verify = true; break;
       case '--retries': o.retries = next(); break;
       case '--image': o.image = next(); break;
+      case '--engine': o.engine = next(); break;
       case '--runs': case '-n': o.runs = next(); break;
       case '--size': case '--size-mib': o.size = next(); break;
       case '--scenarios': case '--scenario': case '--only': o.scenarios = next(); break;
@@ -137,7 +145,9 @@ function parseOptions(argv) {
   const retries = int(o.retries, '--retries', 2, 0);
   const image = o.image || 'full';
   if (!(image in PG_IMAGES)) usage(`--image must be full or slim (got ${image})`);
-  return { quick: o.quick, clean: o.clean, verify: o.quick || o.verify, runs, sizeMiB, scenarios, retries, image };
+  const engine = o.engine || 'docker20';
+  if (!(engine in ENGINES)) usage(`--engine must be docker20 or containerd (got ${engine})`);
+  return { quick: o.quick, clean: o.clean, verify: o.quick || o.verify, runs, sizeMiB, scenarios, retries, image, engine };
 }
 
 function usage(err) {
@@ -873,6 +883,7 @@ function machineFacts() {
     dockerEngineA: first('docker', ['-H', ENGINE_A, 'version', '--format', '{{.Server.Version}}']),
     dockerEngineB: first('docker', ['-H', ENGINE_B, 'version', '--format', '{{.Server.Version}}']),
     storageDriver: first('docker', ['-H', ENGINE_A, 'info', '--format', '{{.Driver}}']),
+    engineKind: ENGINE_A === ENGINES.containerd ? 'containerd image store' : 'classic image store',
     node: process.version,
     zstd: first('zstd', ['--version']).replace(/^\*+\s*|\s*\*+$/g, ''),
     openssh: first('ssh', ['-V'], 'stderr'),
@@ -964,7 +975,7 @@ function renderMarkdown(report) {
   L.push('## Machine');
   L.push('');
   L.push(`- nproc ${facts.nproc}; CPU ${facts.cpuModel}; memory ${facts.memoryGiB} GiB; kernel ${facts.kernel}`);
-  L.push(`- docker ${facts.dockerClient} (client), engine A ${facts.dockerEngineA}, engine B ${facts.dockerEngineB}, storage driver ${facts.storageDriver}`);
+  L.push(`- docker ${facts.dockerClient} (client), engine A ${facts.dockerEngineA}, engine B ${facts.dockerEngineB}, storage driver ${facts.storageDriver} (${facts.engineKind})`);
   L.push(`- node ${facts.node}; ${facts.zstd}; ${facts.openssh}; ssh2 ${facts.ssh2}; ferry ${facts.ferry}`);
   if (facts.opensshCipher) L.push(`- negotiated ciphers: OpenSSH ${facts.opensshCipher}; ssh2 ${facts.ssh2Cipher ?? '—'}`);
   L.push(`- load average at start ${report.loadStart.join(' / ')}, at end ${report.loadEnd.join(' / ')}`);
@@ -1004,6 +1015,7 @@ async function cleanupAll(opts) {
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
   PG = PG_IMAGES[opts.image];
+  ENGINE_A = ENGINES[opts.engine];
   PG_FLAVOR = opts.image;
   if (!fs.existsSync(path.join(ROOT, 'dist', 'cli', 'main.js'))) {
     log('dist/ is missing: run `npm run build` first (or use `npm run bench`)');
@@ -1075,10 +1087,11 @@ async function main() {
   report.finishedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   report.notes = [...report.notes];
   const md = renderMarkdown(report);
-  fs.writeFileSync(path.join(OUT, 'results.md'), md);
-  fs.writeFileSync(path.join(OUT, 'results.json'), `${JSON.stringify(report, null, 2)}\n`);
+  const stem = opts.engine === 'docker20' ? 'results' : `results-${opts.engine}`;
+  fs.writeFileSync(path.join(OUT, `${stem}.md`), md);
+  fs.writeFileSync(path.join(OUT, `${stem}.json`), `${JSON.stringify(report, null, 2)}\n`);
   process.stdout.write(`${md}\n`);
-  log(`wrote ${path.relative(process.cwd(), path.join(OUT, 'results.md'))} and results.json`);
+  log(`wrote ${path.relative(process.cwd(), path.join(OUT, `${stem}.md`))} and ${stem}.json`);
   process.exitCode = failed ? 1 : 0;
 }
 

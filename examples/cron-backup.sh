@@ -48,6 +48,9 @@
 #                          rather than filling the root filesystem), or a directory on
 #                          a backup host, ssh://user@host/srv/backups (SFTP; --verify reads the
 #                          bundle back over it, prune runs there under the store's lock)
+#                          or a bucket and prefix, s3://bucket/host1 (off-site; credentials
+#                          from AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, another
+#                          S3 server with AWS_ENDPOINT_URL_S3 or s3+https://host/bucket/prefix)
 #   KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY
 #                          rotation (defaults 7, 4, 6; 0 leaves a rule out; at least one > 0)
 #   FERRY_NOTIFY_URL       dead-man's switch, e.g. https://hc-ping.com/<uuid>: ferry POSTs to
@@ -177,9 +180,9 @@ else
 fi
 
 # Bundles that failed --verify are kept for inspection (ls and prune ignore them): say so.
-# (On an ssh:// store the failure itself was logged above; this count is for local stores.)
+# (On an ssh:// or s3:// store the failure itself was logged above; this count is for local stores.)
 case $BACKUP_DIR in
-  ssh://*) corrupt=0 ;;
+  ssh://* | s3://* | s3+http://* | s3+https://*) corrupt=0 ;;
   *) corrupt=$(find "$BACKUP_DIR" -maxdepth 1 -name 'ferry-*.tar.corrupt' 2>/dev/null | wc -l) ;;
 esac
 [ "$corrupt" -gt 0 ] && log warning "$corrupt bundle(s) failed verification and were kept as $BACKUP_DIR/*.tar.corrupt; look at them, then delete them"

@@ -133,6 +133,13 @@ export async function main(
       setJson: (j) => (json = j),
       emit,
       ssh,
+      stores: {
+        ssh,
+        s3: () => {
+          const o = program?.opts<{ s3Endpoint?: string; s3PathStyle?: boolean }>() ?? {};
+          return { ...(o.s3Endpoint ? { endpoint: o.s3Endpoint } : {}), ...(o.s3PathStyle ? { pathStyle: true } : {}) };
+        },
+      },
       passphrase,
       hostAccess,
       ...(debug ? { debug } : {}),

@@ -11,6 +11,7 @@ import { migrateCommand } from './commands/migrate.js';
 import { drillCommand } from './commands/drill.js';
 import type { Io } from './main.js';
 import type { SshPool } from '../ssh/client.js';
+import type { StoreDeps } from '../store/registry.js';
 import type { Engine } from '../engine/engine.js';
 import type { HostAccess } from '../hostaccess/access.js';
 import type { Debug } from '../util/debug.js';
@@ -26,6 +27,8 @@ export interface Deps {
   emit(command: string, body: { ok: boolean } & Record<string, unknown>, stream?: NodeJS.WritableStream): void;
   /** The run's SSH connections (one per host), created on first use. */
   ssh(): SshPool;
+  /** What stores need from the run: its SSH connections, its S3 settings (--s3-endpoint, --s3-path-style). */
+  stores: StoreDeps;
   /** The passphrase for encrypted bundles: --passphrase-file, else FERRY_PASSPHRASE, else none. */
   passphrase(): Promise<string | undefined>;
   /** What each engine's host offers the data fast paths, with the run's FERRY_HOST_* switches (once per engine). */
@@ -41,14 +44,16 @@ Exit codes:
   2    usage error (bad option or argument), missing or wrong passphrase
   3    partial: some containers were backed up, some failed
   4    the Docker engine could not be reached or refused a request
-  5    a container, image, volume, bundle or store (-o directory) was not found, or the target
-       lacks what a container needs (a bind source, device, driver, CPUs, ...)
+  5    a container, image, volume, bundle, store (-o directory) or bucket was not
+       found, or the target lacks what a container needs (a bind source, device,
+       driver, CPUs, ...)
   6    conflict: a container or volume of that name exists (see --on-conflict),
        the -o bundle file exists (see --force),
        a host port or static address is taken on the target, or the store is
        locked by another ferry run (see --lock-timeout)
   7    the bundle is damaged, incomplete, or of an unknown format
-  8    a file could not be read or written (disk full, permissions)
+  8    a file or object could not be read or written (disk full, permissions,
+       S3 credentials refused, S3 access denied, S3 server unreachable)
   9    drill failed: the restored copy did not become healthy, exited, or its
        probe failed or timed out (everything it made was removed)
   10   a pre-exec hook failed inside a container (that container was not backed up)
@@ -81,6 +86,11 @@ export function createProgram(deps: Deps): Command {
       '--ssh-accept-new',
       'add the host key of an ssh:// host that is not yet in known_hosts (a changed key is always refused)',
     )
+    .option(
+      '--s3-endpoint <url>',
+      'S3-compatible server of s3:// stores, e.g. http://minio:9000 (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS)',
+    )
+    .option('--s3-path-style', 'address S3 buckets as host/bucket, not bucket.host (automatic for an IP address)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput(output(deps))

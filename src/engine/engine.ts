@@ -130,6 +130,8 @@ export interface Engine {
   createContainer(name: string | undefined, body: Record<string, unknown>): Promise<string>;
   /** Gone already is not an error. */
   removeContainer(id: string, opts?: { force?: boolean; volumes?: boolean }): Promise<void>;
+  /** POST /containers/{id}/rename: the container keeps its id, settings, writable layer and mounts. */
+  renameContainer(id: string, name: string): Promise<void>;
   commit(
     id: string,
     repo: string,
@@ -440,6 +442,10 @@ export class DockerEngine implements Engine {
 
   restart(id: string) {
     return this.call(`restart container ${id}`, () => this.docker.getContainer(id).restart());
+  }
+
+  renameContainer(id: string, name: string) {
+    return this.call(`rename container ${id} to ${name}`, () => this.docker.getContainer(id).rename({ name }));
   }
 
   /** Create a container; the whole spec goes in the body, never the URL. */

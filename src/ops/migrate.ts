@@ -12,7 +12,7 @@
  * it was (a source stopped for the cutover is started again).
  */
 import type { Engine } from '../engine/engine.js';
-import { dependencyOrder, renameContainerRefs } from '../model/spec.js';
+import type { ContainerSpec } from '../model/spec.js';
 import { EngineError, FerryError, UsageError } from '../errors.js';
 import { containerQuiesce } from './steps/capture.js';
 import {
@@ -29,32 +29,12 @@ import {
 } from './steps/capture.js';
 import { checkAborted, type RunContext } from '../context.js';
 import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from '../plan/remap.js';
-import {
-  checkDevices,
-  checkEngineSupport,
-  checkHostPorts,
-  checkHostResources,
-  portClaims,
-  portsOverlap,
-  type PortClaim,
-} from './steps/startable.js';
-import {
-  bindSources,
-  checkBindSources,
-  checkConflicts,
-  checkStaticAddresses,
-  createContainer,
-  createVolume,
-  ensureNetwork,
-  freeName,
-  Undo,
-  watchStarted,
-  type OnConflict,
-} from './steps/recreate.js';
+import { portClaims, portsOverlap, type PortClaim } from './steps/startable.js';
+import { checkConflicts, preflight } from './steps/preflight.js';
+import { freeName, Recreation, type OnConflict, type ToCreate } from './steps/recreate.js';
 import { shipImage, shipVolume } from '../data/ship.js';
-import { sweepHolders } from '../data/volumes.js';
 import { recoverDeadRuns } from './steps/recover.js';
-import { routing, type DataPaths } from '../data/paths.js';
+import { routing, type DataPaths, type Routing } from '../data/paths.js';
 
 export interface MigrateOptions {
   containers: string[];
@@ -84,6 +64,35 @@ export interface MigrateResult {
   dataPaths: DataPaths;
 }
 
+/** What a migration moves and how, decided before anything changes. */
+interface MigrateJob {
+  captured: Captured[];
+  /** How each source is quiesced. */
+  how: Map<Captured, ReturnType<typeof containerQuiesce>>;
+  /** Volumes and networks under their names on the target (--map-*). */
+  onTarget: {
+    volume: <V extends { name: string; anonymous: boolean }>(v: V) => V;
+    network: (n: Captured['networks'][number]) => Captured['networks'][number];
+  };
+  /** What each captured container is created from on the target, in the same order. */
+  targetSpecs: ContainerSpec[];
+}
+
+/** What the source must be given back: its snapshots, and the containers stopped for the cutover. */
+interface SourceState {
+  snapshots: string[];
+  /** --stop-source: the sources stopped for their snapshots (started again only by a rollback). */
+  cutover: Resume[];
+  /** Stopped after the create (they were paused): started again by a rollback. */
+  stopped: string[];
+}
+
+/**
+ * ferry migrate, as a story: capture and preflight (nothing changed yet) -> networks on the
+ * target -> per container: quiesce, commit, ship image and volumes, resume -> create -> stop the
+ * sources (--stop-source) -> start -> watch. A failure rolls the target back and gives the
+ * source back as it was.
+ */
 export async function migrate(
   source: Engine,
   target: Engine,
@@ -91,97 +100,15 @@ export async function migrate(
   ctx: RunContext,
 ): Promise<MigrateResult> {
   const started = Date.now();
-  const { progress, signal } = ctx;
+  const { progress } = ctx;
   if (!opts.containers.length) throw new UsageError('name at least one container to migrate');
-  const when = new Date();
   for (const d of [...source.differences(), ...target.differences()]) progress.info(d);
   // What each engine's host offers the data paths: asked now, in the background.
   const via = { source: routing(ctx, source), target: routing(ctx, target) };
   for (const e of [source, target]) await recoverDeadRuns(e, progress);
-  const captured: Captured[] = [];
-  for (const c of opts.containers) {
-    progress.step(`inspect ${c} on ${source.facts.endpoint}`);
-    captured.push(await captureContainer(source, c));
-  }
-  const names = captured.map((c) => c.spec.name);
-  // How each source is quiesced, as for backup (labels unless the command line says); a source
-  // resumed after its snapshot would go on taking writes that never reach the target: --stop-source stops.
-  const how = new Map(
-    captured.map((c) => [
-      c,
-      containerQuiesce(c.spec.name, c.labels, {
-        consistency: opts.stopSource ? 'stop' : opts.consistency,
-        stopTimeout: opts.stopTimeout,
-      }),
-    ]),
-  );
-  for (const c of captured)
-    if (how.get(c)!.mode === 'stop') {
-      const by = orchestratedBy(c.labels);
-      if (by)
-        progress.warn(
-          `${c.spec.name} is a task of ${by}: when it is stopped on the source, swarm starts a replacement there; scale the service down (or use swarm's own tools) for a cutover`,
-        );
-    }
-  const allVolumes = captured
-    .flatMap((c) => c.volumes)
-    .filter((v, i, a) => a.findIndex((x) => x.name === v.name) === i);
-  // On the target: volumes, networks and specs under the --map-* names (checked first).
-  const r = opts.remap;
-  if (r)
-    checkRemap(r, {
-      specs: captured.map((c) => c.spec),
-      volumes: allVolumes,
-      networks: captured.flatMap((c) => c.networks),
-    });
-  const onTarget = {
-    volume: <V extends { name: string; anonymous: boolean }>(v: V): V => (r ? remapVolume(r, v) : v),
-    network: (n: Captured['networks'][number]) => (r ? remapNetwork(r, n) : n),
-    spec: (s: Captured['spec']) => (r ? remapSpec(r, s) : s),
-  };
-  if (opts.onConflict === 'fail')
-    await checkConflicts(
-      target,
-      names,
-      allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })),
-    );
-  const targetSpecs = captured.map((c) => ({ spec: onTarget.spec(c.spec) }));
-  const targetNetworks = captured.flatMap((c) => c.networks).map(onTarget.network);
-  // A port the source itself publishes may be held by the source on this very host (two engines
-  // on one machine) until --stop-source stops it: found only by probing, that is a warning.
-  const startable = captured.map((c, i) => {
-    const own = portClaims(c.spec);
-    return {
-      spec: targetSpecs[i]!.spec,
-      start: opts.start && c.spec.state.running,
-      soft: (p: PortClaim) => opts.stopSource && own.some((o) => portsOverlap(o, p)),
-    };
-  });
-  const starts = (spec: Captured['spec']) => startable.find((s) => s.spec === spec)?.start !== false;
-  await checkEngineSupport(target, {
-    specs: targetSpecs.map((c) => c.spec),
-    volumes: allVolumes.map(onTarget.volume),
-    networks: targetNetworks,
-  });
-  const replacing = new Set(opts.onConflict === 'replace' ? names : []);
-  await checkStaticAddresses(
-    target,
-    targetSpecs.map((c) => c.spec),
-    targetNetworks,
-    { replacing, starts },
-  );
-  // Bind data does not travel: its host paths must be there on the target.
-  if (targetSpecs.some((c) => bindSources(c.spec).length))
-    await checkBindSources(target, await target.ensureHolderImage(), targetSpecs, progress);
-  await checkHostPorts(target, startable, { replacing, image: () => target.ensureHolderImage(), progress });
-  await checkDevices(target, startable, { image: () => target.ensureHolderImage(), progress });
-  await checkHostResources(target, startable, { image: () => target.ensureHolderImage(), progress });
-
-  const undo = new Undo();
-  const snapshots: string[] = [];
-  const stoppedSources: string[] = [];
-  /** --stop-source: the sources stopped for their snapshots (started again only by a rollback). */
-  const cutover: Resume[] = [];
+  const job = await planMigration(source, target, opts, progress);
+  const rec = new Recreation(target, ctx, { where: `on ${target.facts.endpoint}`, via: via.target });
+  const held: SourceState = { snapshots: [], cutover: [], stopped: [] };
   const result: MigrateResult = {
     containers: [],
     volumes: [],
@@ -193,135 +120,242 @@ export async function migrate(
     dataPaths: { volumes: [], images: [] },
   };
   try {
-    for (const c of captured)
-      for (const n of c.networks) await ensureNetwork(target, onTarget.network(n), undo, progress);
+    await rec.networks(job.captured.flatMap((c) => c.networks).map(job.onTarget.network));
     const holder = await target.ensureHolderImage();
-    const volumeNames: Record<string, string> = {};
-    const images: Record<string, string> = {};
-    const containerNames: Record<string, string> = {};
-    for (const c of captured) {
-      let name = c.spec.name;
-      if (await target.containerExists(name)) {
-        if (opts.onConflict === 'replace') {
-          progress.step(`remove existing container ${name} on the target (--on-conflict replace)`);
-          await target.removeContainer(name, { force: true });
-        } else name = await freeName(name, (n) => target.containerExists(n));
-      }
-      containerNames[c.spec.name] = name;
-    }
-
-    for (const c of captured) {
-      checkAborted(signal);
-      const ref = snapshotRef(c.spec.name, when);
-      const fullRef = `${ref.repo}:${ref.tag}`;
-      const { mode, stopTimeout } = how.get(c)!;
-      const resume = await quiesce(source, c.spec, mode, progress, { stopTimeout, waitSeconds: opts.wait, signal });
-      if (opts.stopSource) cutover.push(resume);
-      let shipping: Promise<void> | undefined;
-      try {
-        progress.step(`commit ${c.spec.name}`);
-        const committed = await commitContainer(source, c.spec, ref, mode);
-        snapshots.push(committed.id);
-        // The image travels while the volumes do.
-        progress.step(`image ${fullRef} -> ${target.facts.endpoint}`);
-        shipping = shipImage(source, target, fullRef, progress, via.source).then((s) => {
-          result.dataPaths.images.push({ container: c.spec.name, ref: fullRef, ...s.carried });
-          result.imageBytes += s.bytes;
-          result.skippedLayers += s.skippedLayers;
-          result.totalLayers += s.totalLayers;
-          undo.add(`remove image ${fullRef} from the target`, () => target.removeImage(fullRef));
-        });
-        shipping.catch(() => {});
-        for (const v of c.volumes) {
-          if (v.name in volumeNames) continue;
-          checkAborted(signal);
-          const name = await createVolume(
-            target,
-            { ...onTarget.volume(v), member: '' },
-            opts.onConflict,
-            undo,
-            progress,
-          );
-          volumeNames[v.name] = name;
-          progress.step(`volume ${v.name} -> ${name} on ${target.facts.endpoint}`);
-          const shipped = await shipVolume(source, c.spec, v.name, target, holder, name, progress, via);
-          result.volumeBytes += shipped.bytes;
-          result.volumes.push(name);
-          result.dataPaths.volumes.push({ name, ...shipped.read, target: shipped.written });
-        }
-      } catch (err) {
-        await shipping?.catch(() => {});
-        throw err;
-      } finally {
-        if (!opts.stopSource) await resume(); // else: on failure, the rollback starts it again
-      }
-      await shipping;
-      images[c.spec.name] = fullRef;
-    }
-
-    // Each container after those it refers to (container:<name> network, volumes-from, links),
-    // whose references follow them to their names on the target (--on-conflict rename).
-    const order = dependencyOrder(captured.map((c) => c.spec));
-    result.containers = captured.map((c) => ({ name: containerNames[c.spec.name]!, id: '', started: false }));
-    for (const i of order) {
-      checkAborted(signal);
-      const c = captured[i]!;
-      const spec = renameContainerRefs(targetSpecs[i]!.spec, containerNames);
-      result.containers[i]!.id = await createContainer(
-        target,
-        spec,
-        containerNames[c.spec.name]!,
-        images[c.spec.name]!,
-        volumeNames,
-        undo,
-        progress,
-      );
-    }
-    if (opts.stopSource) {
-      // Stopped before their snapshots; what still runs (a container that was paused) stops now.
-      for (const c of captured) {
-        const st = await source.inspectContainer(c.spec.sourceId);
-        if (!st.State.Running) continue;
-        progress.step(`stop ${c.spec.name} on the source (--stop-source)`);
-        await stopCleanly(source, c.spec.sourceId, c.spec.name, how.get(c)!.stopTimeout, progress);
-        stoppedSources.push(c.spec.sourceId);
-      }
-    }
-    for (const i of order) {
-      const c = captured[i]!;
-      if (!opts.start || !c.spec.state.running) continue;
-      progress.step(`start ${result.containers[i]!.name} on ${target.facts.endpoint}`);
-      await target.start(result.containers[i]!.id);
-      result.containers[i]!.started = true;
-    }
-    undo.clear();
-    for (const r of cutover) r.keep(); // stopped for good: the service runs on the target now
-    const exited = await watchStarted(
-      target,
-      result.containers.filter((c) => c.started),
-      progress,
-      signal,
-    );
-    for (const c of result.containers) if (exited.has(c.id)) c.exitCode = exited.get(c.id);
+    const names = await targetNames(rec, job.captured, opts);
+    const images = await shipAll(source, rec, job, { opts, ctx, via, held, result, holder });
+    const list: ToCreate[] = job.captured.map((c, i) => ({
+      original: c.spec,
+      spec: job.targetSpecs[i]!,
+      name: names[c.spec.name]!,
+      image: images[c.spec.name]!,
+      start: opts.start && c.spec.state.running,
+    }));
+    result.containers = await rec.create(list);
+    if (opts.stopSource) await stopSources(source, job, held, progress);
+    await rec.start(list, result.containers);
+    result.containers = await rec.watch(result.containers);
+    for (const r of held.cutover) r.keep(); // stopped for good: the service runs on the target now
     result.durationMs = Date.now() - started;
     return result;
   } catch (err) {
-    source.prepareCleanup();
-    target.prepareCleanup();
-    await sweepHolders(target); // first: a helper would keep a volume the undo removes in use
-    await sweepHolders(source);
-    await undo.run(progress);
-    for (const r of cutover)
-      await r().catch((e) =>
-        progress.warn(`rollback: could not start a source container again: ${(e as Error).message}`),
-      );
-    for (const id of stoppedSources) {
-      progress.info(`rollback: start the source container ${id.slice(0, 12)} again`);
-      await source.start(id).catch((e) => progress.warn(`could not start the source again: ${(e as Error).message}`));
-    }
+    await rec.rollback([source]);
+    await giveBack(source, held, progress);
     throw transferError(err, source, target);
   } finally {
-    for (const id of snapshots) await removeSnapshot(source, id).catch(() => {});
+    for (const id of held.snapshots) await removeSnapshot(source, id).catch(() => {});
+  }
+}
+
+/** Capture the sources, decide how each is quiesced and named on the target, and preflight the target. */
+async function planMigration(
+  source: Engine,
+  target: Engine,
+  opts: MigrateOptions,
+  progress: RunContext['progress'],
+): Promise<MigrateJob> {
+  const captured: Captured[] = [];
+  for (const c of opts.containers) {
+    progress.step(`inspect ${c} on ${source.facts.endpoint}`);
+    captured.push(await captureContainer(source, c));
+  }
+  const how = quiesceModes(captured, opts, progress);
+  const allVolumes = captured
+    .flatMap((c) => c.volumes)
+    .filter((v, i, a) => a.findIndex((x) => x.name === v.name) === i);
+  // On the target: volumes, networks and specs under the --map-* names (checked first).
+  const r = opts.remap;
+  if (r)
+    checkRemap(r, {
+      specs: captured.map((c) => c.spec),
+      volumes: allVolumes,
+      networks: captured.flatMap((c) => c.networks),
+    });
+  const onTarget: MigrateJob['onTarget'] = {
+    volume: (v) => (r ? remapVolume(r, v) : v),
+    network: (n) => (r ? remapNetwork(r, n) : n),
+  };
+  const names = captured.map((c) => c.spec.name);
+  if (opts.onConflict === 'fail')
+    await checkConflicts(
+      target,
+      names,
+      allVolumes.map((v) => ({ ...onTarget.volume(v), member: '' })),
+    );
+  const targetSpecs = captured.map((c) => (r ? remapSpec(r, c.spec) : c.spec));
+  // A port the source itself publishes may be held by the source on this very host (two engines
+  // on one machine) until --stop-source stops it: found only by probing, that is a warning.
+  const startable = captured.map((c, i) => {
+    const own = portClaims(c.spec);
+    return {
+      spec: targetSpecs[i]!,
+      start: opts.start && c.spec.state.running,
+      soft: (p: PortClaim) => opts.stopSource && own.some((o) => portsOverlap(o, p)),
+    };
+  });
+  await preflight(
+    target,
+    {
+      startable,
+      volumes: allVolumes.map(onTarget.volume),
+      networks: captured.flatMap((c) => c.networks).map(onTarget.network),
+      replacing: new Set(opts.onConflict === 'replace' ? names : []),
+      // Bind data does not travel: its host paths must be there on the target.
+      probeImage: () => target.ensureHolderImage(),
+    },
+    progress,
+  );
+  return { captured, how, onTarget, targetSpecs };
+}
+
+/**
+ * How each source is quiesced, as for backup (labels unless the command line says); a source
+ * resumed after its snapshot would go on taking writes that never reach the target: --stop-source stops.
+ */
+function quiesceModes(captured: Captured[], opts: MigrateOptions, progress: RunContext['progress']): MigrateJob['how'] {
+  const how = new Map(
+    captured.map((c) => [
+      c,
+      containerQuiesce(c.spec.name, c.labels, {
+        consistency: opts.stopSource ? 'stop' : opts.consistency,
+        stopTimeout: opts.stopTimeout,
+      }),
+    ]),
+  );
+  for (const c of captured) {
+    const by = how.get(c)!.mode === 'stop' ? orchestratedBy(c.labels) : undefined;
+    if (by)
+      progress.warn(
+        `${c.spec.name} is a task of ${by}: when it is stopped on the source, swarm starts a replacement there; scale the service down (or use swarm's own tools) for a cutover`,
+      );
+  }
+  return how;
+}
+
+/** Each container's name on the target: its own; under --on-conflict rename a free one; replace removes what is there. */
+async function targetNames(
+  rec: Recreation,
+  captured: Captured[],
+  opts: MigrateOptions,
+): Promise<Record<string, string>> {
+  const target = rec.engine;
+  const names: Record<string, string> = {};
+  for (const c of captured) {
+    let name = c.spec.name;
+    if (await target.containerExists(name)) {
+      if (opts.onConflict === 'replace') rec.replaceContainers([name]);
+      else name = await freeName(name, (n) => target.containerExists(n));
+    }
+    names[c.spec.name] = name;
+  }
+  return names;
+}
+
+interface ShipRun {
+  opts: MigrateOptions;
+  ctx: RunContext;
+  via: { source: Routing; target: Routing };
+  held: SourceState;
+  result: MigrateResult;
+  /** The holder image on the target, that volumes are written through. */
+  holder: string;
+}
+
+/** Every container in turn: quiesce, commit, ship; returns the image of each on the target, by name. */
+async function shipAll(
+  source: Engine,
+  rec: Recreation,
+  job: MigrateJob,
+  run: ShipRun,
+): Promise<Record<string, string>> {
+  const when = new Date();
+  const images: Record<string, string> = {};
+  for (const c of job.captured) {
+    checkAborted(run.ctx.signal);
+    images[c.spec.name] = await shipOne(source, rec, c, job, snapshotRef(c.spec.name, when), run);
+  }
+  return images;
+}
+
+/**
+ * One container: quiesce it, commit it, and ship the image while its volumes go (each created
+ * on the target first); then resume it (not under --stop-source). Returns the image's reference.
+ */
+async function shipOne(
+  source: Engine,
+  rec: Recreation,
+  c: Captured,
+  job: MigrateJob,
+  ref: { repo: string; tag: string },
+  run: ShipRun,
+): Promise<string> {
+  const { opts, ctx, via, held, result } = run;
+  const { progress, signal } = ctx;
+  const target = rec.engine;
+  const fullRef = `${ref.repo}:${ref.tag}`;
+  const { mode, stopTimeout } = job.how.get(c)!;
+  const resume = await quiesce(source, c.spec, mode, progress, { stopTimeout, waitSeconds: opts.wait, signal });
+  if (opts.stopSource) held.cutover.push(resume);
+  let shipping: Promise<void> | undefined;
+  try {
+    progress.step(`commit ${c.spec.name}`);
+    const committed = await commitContainer(source, c.spec, ref, mode);
+    held.snapshots.push(committed.id);
+    // The image travels while the volumes do.
+    progress.step(`image ${fullRef} -> ${target.facts.endpoint}`);
+    shipping = shipImage(source, target, fullRef, progress, via.source).then((s) => {
+      result.dataPaths.images.push({ container: c.spec.name, ref: fullRef, ...s.carried });
+      result.imageBytes += s.bytes;
+      result.skippedLayers += s.skippedLayers;
+      result.totalLayers += s.totalLayers;
+      rec.undo.add(`remove image ${fullRef} from the target`, () => target.removeImage(fullRef));
+    });
+    shipping.catch(() => {});
+    for (const v of c.volumes) {
+      if (v.name in rec.volumeNames) continue;
+      checkAborted(signal);
+      const { name, fill } = await rec.volume(v.name, { ...job.onTarget.volume(v), member: '' }, opts.onConflict);
+      progress.step(`volume ${v.name} -> ${fill} on ${target.facts.endpoint}`);
+      const shipped = await shipVolume(source, c.spec, v.name, target, run.holder, fill, progress, via);
+      result.volumeBytes += shipped.bytes;
+      result.volumes.push(name);
+      result.dataPaths.volumes.push({ name, ...shipped.read, target: shipped.written });
+    }
+  } catch (err) {
+    await shipping?.catch(() => {});
+    throw err;
+  } finally {
+    if (!opts.stopSource) await resume(); // else: on failure, the rollback starts it again
+  }
+  await shipping;
+  return fullRef;
+}
+
+/** --stop-source: stopped before their snapshots; what still runs (a container that was paused) stops now. */
+async function stopSources(
+  source: Engine,
+  job: MigrateJob,
+  held: SourceState,
+  progress: RunContext['progress'],
+): Promise<void> {
+  for (const c of job.captured) {
+    const st = await source.inspectContainer(c.spec.sourceId);
+    if (!st.State.Running) continue;
+    progress.step(`stop ${c.spec.name} on the source (--stop-source)`);
+    await stopCleanly(source, c.spec.sourceId, c.spec.name, job.how.get(c)!.stopTimeout, progress);
+    held.stopped.push(c.spec.sourceId);
+  }
+}
+
+/** After a failure: the sources stopped for the cutover, or after the create, run again. */
+async function giveBack(source: Engine, held: SourceState, progress: RunContext['progress']): Promise<void> {
+  for (const r of held.cutover)
+    await r().catch((e) =>
+      progress.warn(`rollback: could not start a source container again: ${(e as Error).message}`),
+    );
+  for (const id of held.stopped) {
+    progress.info(`rollback: start the source container ${id.slice(0, 12)} again`);
+    await source.start(id).catch((e) => progress.warn(`could not start the source again: ${(e as Error).message}`));
   }
 }
 

@@ -7,10 +7,9 @@
  */
 import path from 'node:path';
 import { toFerryError, UsageError } from '../errors.js';
-import type { SshPool } from '../ssh/client.js';
 import type { LockOptions } from '../store/lock.js';
 import { Catalog, type CatalogEntry } from '../store/catalog.js';
-import { openStore } from '../store/registry.js';
+import { openStore, type StoreDeps } from '../store/registry.js';
 import type { RunContext } from '../context.js';
 import { applyRetention, hasKeepRule, RULES, type KeepPolicy } from '../plan/retention.js';
 
@@ -89,17 +88,13 @@ export function planPrune(
   return { kept, removed, unreadable };
 }
 
-export async function prune(
-  where: string,
-  opts: PruneOptions,
-  ctx: RunContext & { ssh?: () => SshPool },
-): Promise<PruneResult> {
+export async function prune(where: string, opts: PruneOptions, ctx: RunContext & StoreDeps): Promise<PruneResult> {
   if (!hasKeepRule(opts.policy))
     throw new UsageError(
       'prune needs at least one keep rule',
       'e.g. --keep-daily 7 --keep-weekly 4 (a bundle is kept when any rule keeps it)',
     );
-  const store = openStore(where, { ssh: ctx.ssh });
+  const store = openStore(where, ctx);
   await store.list(); // the store must exist and be a directory
   // A dry run changes nothing: it does not need the lock.
   const lock = opts.dryRun

@@ -13,14 +13,8 @@ import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from 
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
-import {
-  asString,
-  containerRefs,
-  dependencyOrder,
-  renameContainerRefs,
-  type ContainerSpec,
-  type NetworkSpec,
-} from '../model/spec.js';
+import type { Readable } from 'node:stream';
+import { asString, containerRefs, type ContainerSpec, type NetworkSpec } from '../model/spec.js';
 import { BundleError, ConflictError, UsageError } from '../errors.js';
 import { badMembers, verifyStream } from './verify.js';
 import type { Transport } from '../store/transport.js';
@@ -28,23 +22,19 @@ import { abortable } from '../util/abortable.js';
 import { orchestratedBy } from './steps/capture.js';
 import { checkAborted, type RunContext } from '../context.js';
 import { loadImage } from '../data/load.js';
-import { checkDevices, checkEngineSupport, checkHostPorts, checkHostResources } from './steps/startable.js';
+import { checkConflicts, preflight } from './steps/preflight.js';
 import {
-  bindSources,
-  checkBindSources,
-  checkConflicts,
-  checkStaticAddresses,
-  createContainer,
   createVolume,
-  ensureNetwork,
   freeName,
-  Undo,
-  watchStarted,
+  Recreation,
   type OnConflict,
+  type Recreated,
+  type ToCreate,
+  type Undo,
 } from './steps/recreate.js';
-import { fillBind, fillVolume, sweepHolders } from '../data/volumes.js';
+import { fillBind, fillVolume } from '../data/volumes.js';
 import { recoverDeadRuns } from './steps/recover.js';
-import { routing, type DataPaths } from '../data/paths.js';
+import { routing, type DataPaths, type Routing } from '../data/paths.js';
 
 export interface RestoreOptions {
   name?: string;
@@ -263,6 +253,23 @@ async function checkBeforeOverwriting(transport: Transport, what: string, ctx: R
     );
 }
 
+/** What a restore restores, decided before anything changes. */
+interface RestoreJob {
+  /** The part of the bundle restored (--only). */
+  m: Manifest;
+  rw?: RestoreRewrite;
+  /** What each container of `m` is created from (after the rewrite), in the same order. */
+  specs: ContainerSpec[];
+  plan: RestorePlan;
+  networks: NetworkSpec[];
+}
+
+/**
+ * ferry restore, as a story: plan and preflight (a dry run stops there) -> registry credentials
+ * -> the whole bundle checked first when something is overwritten -> networks -> the bundle's
+ * members (volumes filled, binds written, images loaded) -> trailer verified -> registry images
+ * pulled -> containers created, started, watched. A failure rolls back what was made.
+ */
 export async function restore(
   engine: Engine,
   transport: Transport,
@@ -273,244 +280,278 @@ export async function restore(
   const { progress, signal } = ctx;
   const src = await transport.openBundle();
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
-  const whole = reader.manifest;
   for (const d of engine.differences()) progress.info(d);
   // What the engine's host offers the data paths: asked now, in the background.
   const via = routing(ctx, engine);
   await recoverDeadRuns(engine, progress);
-  const undo = opts.undo ?? new Undo();
+  const rec = new Recreation(engine, ctx, { undo: opts.undo, via });
+  const result = (job: RestoreJob, containers: Recreated[], dataPaths: DataPaths): RestoreResult => ({
+    location: src.location,
+    plan: job.plan,
+    containers,
+    durationMs: Date.now() - started,
+    dryRun: opts.dryRun,
+    dataPaths,
+  });
   try {
     progress.info(
-      `bundle ${src.location}: ${whole.containers.map((c) => c.spec.name).join(', ')}, backed up on ${whole.source.hostname} (engine ${whole.source.engine}) at ${whole.createdAt}`,
+      `bundle ${src.location}: ${reader.manifest.containers.map((c) => c.spec.name).join(', ')}, backed up on ${reader.manifest.source.hostname} (engine ${reader.manifest.source.engine}) at ${reader.manifest.createdAt}`,
     );
-    // From here on, m is what this restore restores (--only: a part of the bundle).
-    const { manifest: m, notes } = opts.only?.length
-      ? selectContainers(whole, opts.only)
-      : { manifest: whole, notes: [] };
-    for (const n of notes) progress.warn(n);
-    for (const c of m.containers) {
-      const by = orchestratedBy(c.spec.config.Labels as Record<string, string> | undefined);
-      if (by)
-        progress.warn(
-          `${c.spec.name} was a task of ${by}; it is restored as a plain container, which swarm does not manage`,
-        );
-    }
-    if (opts.name && m.containers.length !== 1)
-      throw new UsageError(`--name works on a bundle with one container; this one has ${m.containers.length}`);
-    const rw = opts.rewrite?.(m);
-    if (opts.onConflict === 'fail') {
-      const names = m.containers.map((c) => wantedName(c.spec.name, opts, rw));
-      await checkConflicts(engine, names, rw ? m.volumes.map((v) => rw.volume(v)) : m.volumes);
-    }
-    // What each container is created from: its spec after the rewrite (drill, --map-*), once.
-    const specs = m.containers.map((c) => rw?.spec(c.spec) ?? c.spec);
-    const plan = await makePlan(engine, m, specs, opts, rw);
-    if (opts.onConflict === 'replace') await checkReplaceable(engine, plan);
-    const networks = m.networks.map((n) => rw?.network(n) ?? n);
-    const startable = specs.map((spec, i) => ({ spec, start: plan.containers[i]!.start }));
-    await checkEngineSupport(engine, { specs, volumes: rw ? m.volumes.map((v) => rw.volume(v)) : m.volumes, networks });
-    const replacing = new Set(plan.containers.filter((c) => c.replace).map((c) => c.to));
-    await checkStaticAddresses(engine, specs, networks, {
-      replacing,
-      starts: (spec) => startable.find((s) => s.spec === spec)?.start !== false,
-    });
-    // What the target is asked with: the empty holder image (a dry run does not import it).
-    const probeImage = () => (opts.dryRun ? engine.holderImageIfPresent() : engine.ensureHolderImage());
-    if (specs.some((spec) => bindSources(spec).length)) {
-      const binds = m.containers.map((c, i) => {
-        const inBundle = new Set(c.binds.map((b) => b.destination));
-        return { spec: specs[i]!, inBundle, ...(opts.restoreBinds ? { written: inBundle } : {}) };
-      });
-      await checkBindSources(engine, await probeImage(), binds, progress);
-    }
-    await checkHostPorts(engine, startable, { replacing, image: probeImage, progress });
-    await checkDevices(engine, startable, { image: probeImage, progress });
-    await checkHostResources(engine, startable, { image: probeImage, progress });
+    const job = await planRestore(engine, reader.manifest, opts, progress);
     if (opts.dryRun) {
       reader.close();
-      return {
-        location: src.location,
-        plan,
-        containers: [],
-        durationMs: Date.now() - started,
-        dryRun: true,
-        dataPaths: { volumes: [], images: [] },
-      };
+      return result(job, [], { volumes: [], images: [] });
     }
-    // Credentials first, before anything changes: a broken credential helper fails here.
-    const auths = new Map<string, RegistryAuth>();
-    for (const c of m.containers) {
-      const host = c.image.registry?.host;
-      if (!host || auths.has(host)) continue;
-      const a = await (opts.registryAuth ?? ((h: string) => resolveRegistryAuth(h)))(host);
-      progress.info(`images of this bundle are pulled from ${host} (${describeAuth(a)})`);
-      auths.set(host, a);
-    }
-
-    // Replace removes what is there before the bundle's data is written, and --restore-binds
-    // writes over host files: a damaged member found half-way would leave neither the old nor
-    // the new. So the whole bundle is checked first.
-    const overwrites = planOverwrites(plan);
+    const auths = await registryAuths(job.m, opts, progress);
+    // --restore-binds writes over host files, and a replace is best refused before the old
+    // service is stopped: so the whole bundle is checked first.
+    const overwrites = planOverwrites(job.plan);
     if (overwrites.length) await checkBeforeOverwriting(transport, overwrites.join(', '), ctx);
-
-    // Replace: the old containers go first (their volumes cannot be removed while they exist).
-    for (const c of plan.containers) {
-      if (!c.replace) continue;
-      progress.step(`remove existing container ${c.to} (--on-conflict replace)`);
-      await engine.removeContainer(c.to, { force: true });
-    }
-    for (const n of m.networks) await ensureNetwork(engine, rw?.network(n) ?? n, undo, progress);
-
-    const volumeNames: Record<string, string> = {};
-    let holderImage: string | undefined;
-    const holder = async () => (holderImage ??= await engine.ensureHolderImage());
-    const images = new Map<string, string>();
-    const dataPaths: DataPaths = { volumes: [], images: [] };
-    for await (const member of reader.members({ decode: true })) {
-      checkAborted(signal);
-      const { plan: mp } = member;
-      if (mp.kind === 'volume') {
-        const v0 = m.volumes.find((x) => x.member === mp.name);
-        if (!v0) continue; // not restored (--only); the reader still checks it
-        const v = rw?.volume(v0) ?? v0;
-        const target = plan.volumes.find((x) => x.from === v0.name)!;
-        const name = await createVolume(
-          engine,
-          v.anonymous ? v : { ...v, name: target.to },
-          target.replace ? 'replace' : 'fail',
-          undo,
-          progress,
-        );
-        volumeNames[v0.name] = name;
-        progress.step(`fill volume ${name} from ${mp.name}`);
-        dataPaths.volumes.push({
-          name,
-          ...(await fillVolume(engine, await holder(), name, member.stream, progress, via)),
-        });
-      } else if (mp.kind === 'bind') {
-        const b = m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);
-        if (!b) continue;
-        const bv = rw?.bindVolume(b);
-        if (bv) {
-          const name = await createVolume(engine, bv, 'fail', undo, progress);
-          progress.step(`fill volume ${name} from ${mp.name} (bind data for ${b.hostPath})`);
-          dataPaths.volumes.push({
-            name,
-            ...(await fillVolume(engine, await holder(), name, member.stream, progress, via)),
-          });
-          continue;
-        }
-        const hostPath = rw?.bindPath?.(b) ?? b.hostPath;
-        if (!opts.restoreBinds) {
-          progress.info(`bind data for ${hostPath} is in the bundle; not written (use --restore-binds)`);
-          continue;
-        }
-        progress.step(`write ${hostPath} from ${mp.name}`);
-        await fillBind(engine, await holder(), hostPath, member.stream);
-      } else if (mp.kind === 'image') {
-        const c = m.containers.find((x) => x.image.member === mp.name);
-        if (!c) continue;
-        const existed = await engine.imageExists(c.image.ref);
-        progress.step(`load image ${c.image.ref}`);
-        await loadImage(engine, member.stream, c.image.ref);
-        ctx.debug?.(`image ${c.image.ref} into ${engine.facts.endpoint}: engine-load`);
-        dataPaths.images.push({ container: c.spec.name, ref: c.image.ref, path: 'engine-load' });
-        if (!existed) undo.add(`remove image ${c.image.ref}`, () => engine.removeImage(c.image.ref));
-        images.set(c.spec.name, c.image.ref);
-      }
-    }
+    // Replace: the old containers are set aside (not removed) when the new ones are created.
+    rec.replaceContainers(job.plan.containers.filter((c) => c.replace).map((c) => c.to));
+    await rec.networks(job.networks);
+    const { images, dataPaths } = await restoreMembers(reader, job, rec, opts, ctx, via);
     progress.step('bundle verified (every member matches its sha256)');
-
-    // Images in a registry: pulled by the digest the (now verified) trailer records, tagged as the
-    // manifest's reference. Pulling by digest makes the engine check the content.
-    for (const c of m.containers) {
-      if (!c.image.registry) continue;
-      checkAborted(signal);
-      const ref = c.image.ref;
-      const digest = registryDigest(reader.trailer, ref);
-      if (!digest) throw new BundleError(`trailer.json has no digest for image ${ref}`, { member: 'trailer.json' });
-      const repo = ref.slice(0, ref.lastIndexOf(':'));
-      const tag = ref.slice(ref.lastIndexOf(':') + 1);
-      const byDigest = `${repo}@${digest}`;
-      const existed = (await engine.imageExists(ref)) || (await engine.imageExists(byDigest));
-      progress.step(`pull image ${byDigest}`);
-      try {
-        await engine.pullImage(
-          byDigest,
-          auths.get(c.image.registry.host) ?? {},
-          layerBytes('Downloading', (n) => progress.bytes(`pull ${byDigest}`, n)),
-          signal,
-        );
-      } catch (err) {
-        checkAborted(signal);
-        throw err;
-      }
-      // Removing the tag also removes the digest reference and the image (nothing else uses it).
-      if (!existed)
-        undo.add(`remove image ${ref}`, async () => {
-          await engine.removeImage(ref);
-          await engine.removeImage(byDigest);
-        });
-      await engine.tagImage(byDigest, repo, tag);
-      images.set(c.spec.name, ref);
-      ctx.debug?.(`image ${ref} into ${engine.facts.endpoint}: registry (${byDigest})`);
-      dataPaths.images.push({ container: c.spec.name, ref, path: 'registry' });
-    }
-
-    // Each container after those of the bundle it refers to (container:<name> network, volumes-from,
-    // links), whose references follow them to their names here (--name, --on-conflict rename).
-    const order = dependencyOrder(m.containers.map((c) => c.spec));
-    const renamed = Object.fromEntries(plan.containers.map((p) => [p.from, p.to]));
-    const out: RestoreResult['containers'] = m.containers.map((_, i) => ({
-      name: plan.containers[i]!.to,
-      id: '',
-      started: false,
+    await pullImages(engine, job.m, registryDigests(reader), auths, { images, dataPaths, undo: rec.undo }, ctx);
+    const list: ToCreate[] = job.m.containers.map((c, i) => ({
+      original: c.spec,
+      spec: job.specs[i]!,
+      name: job.plan.containers[i]!.to,
+      image: images.get(c.spec.name)!,
+      start: job.plan.containers[i]!.start,
+      pause: c.spec.state.paused,
     }));
-    for (const i of order) {
-      checkAborted(signal);
-      const c = m.containers[i]!;
-      const spec = renameContainerRefs(specs[i]!, renamed);
-      out[i]!.id = await createContainer(
-        engine,
-        spec,
-        out[i]!.name,
-        images.get(c.spec.name)!,
-        volumeNames,
-        undo,
-        progress,
-      );
-    }
-    for (const i of order) {
-      const c = m.containers[i]!;
-      if (!plan.containers[i]!.start) continue;
-      progress.step(`start ${out[i]!.name}`);
-      await engine.start(out[i]!.id);
-      out[i]!.started = true;
-      if (c.spec.state.paused) await engine.pause(out[i]!.id);
-    }
-    if (!opts.undo) undo.clear();
-    const exited = await watchStarted(
-      engine,
-      out.filter((c) => c.started),
-      progress,
-      signal,
-    );
-    for (const c of out) if (exited.has(c.id)) c.exitCode = exited.get(c.id);
-    return {
-      location: src.location,
-      plan,
-      containers: out,
-      durationMs: Date.now() - started,
-      dryRun: false,
-      dataPaths,
-    };
+    const out = await rec.create(list);
+    await rec.start(list, out);
+    return result(job, await rec.watch(out), dataPaths);
   } catch (err) {
     reader.close();
-    engine.prepareCleanup();
-    await sweepHolders(engine); // first: a helper would keep a volume the undo removes in use
-    await undo.run(progress);
+    await rec.rollback();
     // An engine call that failed because the bundle stream broke reports the bundle's problem.
     throw reader.failure ?? err;
+  }
+}
+
+/**
+ * What is restored and how, with every check that can be made before anything changes: --only,
+ * --name, the rewrite, conflicts, the plan, and the target's preflight.
+ */
+async function planRestore(
+  engine: Engine,
+  whole: Manifest,
+  opts: RestoreOptions,
+  progress: RunContext['progress'],
+): Promise<RestoreJob> {
+  // From here on, m is what this restore restores (--only: a part of the bundle).
+  const { manifest: m, notes } = opts.only?.length
+    ? selectContainers(whole, opts.only)
+    : { manifest: whole, notes: [] };
+  for (const n of notes) progress.warn(n);
+  for (const c of m.containers) {
+    const by = orchestratedBy(c.spec.config.Labels as Record<string, string> | undefined);
+    if (by)
+      progress.warn(
+        `${c.spec.name} was a task of ${by}; it is restored as a plain container, which swarm does not manage`,
+      );
+  }
+  if (opts.name && m.containers.length !== 1)
+    throw new UsageError(`--name works on a bundle with one container; this one has ${m.containers.length}`);
+  const rw = opts.rewrite?.(m);
+  const volumes = rw ? m.volumes.map((v) => rw.volume(v)) : m.volumes;
+  if (opts.onConflict === 'fail')
+    await checkConflicts(
+      engine,
+      m.containers.map((c) => wantedName(c.spec.name, opts, rw)),
+      volumes,
+    );
+  // What each container is created from: its spec after the rewrite (drill, --map-*), once.
+  const specs = m.containers.map((c) => rw?.spec(c.spec) ?? c.spec);
+  const plan = await makePlan(engine, m, specs, opts, rw);
+  if (opts.onConflict === 'replace') await checkReplaceable(engine, plan);
+  const networks = m.networks.map((n) => rw?.network(n) ?? n);
+  await preflight(
+    engine,
+    {
+      startable: specs.map((spec, i) => ({ spec, start: plan.containers[i]!.start })),
+      volumes,
+      networks,
+      replacing: new Set(plan.containers.filter((c) => c.replace).map((c) => c.to)),
+      binds: m.containers.map((c, i) => {
+        const inBundle = new Set(c.binds.map((b) => b.destination));
+        return { spec: specs[i]!, inBundle, ...(opts.restoreBinds ? { written: inBundle } : {}) };
+      }),
+      // What the target is asked with: the empty holder image (a dry run does not import it).
+      probeImage: () => (opts.dryRun ? engine.holderImageIfPresent() : engine.ensureHolderImage()),
+    },
+    progress,
+  );
+  return { m, rw, specs, plan, networks };
+}
+
+/** Credentials for each registry the bundle's images are pulled from: before anything changes (a broken helper fails here). */
+async function registryAuths(
+  m: Manifest,
+  opts: RestoreOptions,
+  progress: RunContext['progress'],
+): Promise<Map<string, RegistryAuth>> {
+  const auths = new Map<string, RegistryAuth>();
+  for (const c of m.containers) {
+    const host = c.image.registry?.host;
+    if (!host || auths.has(host)) continue;
+    const a = await (opts.registryAuth ?? ((h: string) => resolveRegistryAuth(h)))(host);
+    progress.info(`images of this bundle are pulled from ${host} (${describeAuth(a)})`);
+    auths.set(host, a);
+  }
+  return auths;
+}
+
+/** The images restored (by container name) and the data paths that carried what. */
+interface Restored {
+  images: Map<string, string>;
+  dataPaths: DataPaths;
+  undo: Undo;
+}
+
+/**
+ * Every member of the bundle, in bundle order: a volume is created and filled, a bind written
+ * (--restore-binds) or restored into a volume (the rewrite), an image loaded. The reader checks
+ * each member, and the trailer at the end.
+ */
+async function restoreMembers(
+  reader: BundleReader,
+  job: RestoreJob,
+  rec: Recreation,
+  opts: RestoreOptions,
+  ctx: RunContext,
+  via: Routing,
+): Promise<Omit<Restored, 'undo'>> {
+  const { engine } = rec;
+  let holderImage: string | undefined;
+  const holder = async () => (holderImage ??= await engine.ensureHolderImage());
+  const out: Restored = { images: new Map(), dataPaths: { volumes: [], images: [] }, undo: rec.undo };
+  for await (const member of reader.members({ decode: true })) {
+    checkAborted(ctx.signal);
+    const { plan: mp } = member;
+    if (mp.kind === 'volume') {
+      const v0 = job.m.volumes.find((x) => x.member === mp.name);
+      if (!v0) continue; // not restored (--only); the reader still checks it
+      const v = job.rw?.volume(v0) ?? v0;
+      const target = job.plan.volumes.find((x) => x.from === v0.name)!;
+      const { name, fill } = await rec.volume(
+        v0.name,
+        v.anonymous ? v : { ...v, name: target.to },
+        target.replace ? 'replace' : 'fail',
+      );
+      ctx.progress.step(`fill volume ${fill} from ${mp.name}`);
+      out.dataPaths.volumes.push({
+        name,
+        ...(await fillVolume(engine, await holder(), fill, member.stream, ctx.progress, via)),
+      });
+    } else if (mp.kind === 'bind') {
+      const b = job.m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);
+      if (b) await restoreBind(b, member.stream, job, rec, opts, { holder, ctx, via, dataPaths: out.dataPaths });
+    } else if (mp.kind === 'image') {
+      const c = job.m.containers.find((x) => x.image.member === mp.name);
+      if (c) await loadMemberImage(engine, c, member.stream, out, ctx);
+    }
+  }
+  return out;
+}
+
+/** A bind's data: into a volume (a drill's rewrite), onto its host path (--restore-binds), or left. */
+async function restoreBind(
+  b: BindEntry,
+  data: Readable,
+  job: RestoreJob,
+  rec: Recreation,
+  opts: RestoreOptions,
+  w: { holder: () => Promise<string>; ctx: RunContext; via: Routing; dataPaths: DataPaths },
+): Promise<void> {
+  const { engine } = rec;
+  const { progress } = w.ctx;
+  const bv = job.rw?.bindVolume(b);
+  if (bv) {
+    const name = await createVolume(engine, bv, 'fail', rec.undo, progress);
+    progress.step(`fill volume ${name} from ${b.member} (bind data for ${b.hostPath})`);
+    w.dataPaths.volumes.push({ name, ...(await fillVolume(engine, await w.holder(), name, data, progress, w.via)) });
+    return;
+  }
+  const hostPath = job.rw?.bindPath?.(b) ?? b.hostPath;
+  if (!opts.restoreBinds) {
+    progress.info(`bind data for ${hostPath} is in the bundle; not written (use --restore-binds)`);
+    return;
+  }
+  progress.step(`write ${hostPath} from ${b.member}`);
+  await fillBind(engine, await w.holder(), hostPath, data);
+}
+
+/** An image member into the engine's load endpoint; removed again on rollback unless it was there. */
+async function loadMemberImage(
+  engine: Engine,
+  c: Manifest['containers'][number],
+  data: Readable,
+  out: Restored,
+  ctx: RunContext,
+): Promise<void> {
+  const existed = await engine.imageExists(c.image.ref);
+  ctx.progress.step(`load image ${c.image.ref}`);
+  await loadImage(engine, data, c.image.ref);
+  ctx.debug?.(`image ${c.image.ref} into ${engine.facts.endpoint}: engine-load`);
+  out.dataPaths.images.push({ container: c.spec.name, ref: c.image.ref, path: 'engine-load' });
+  if (!existed) out.undo.add(`remove image ${c.image.ref}`, () => engine.removeImage(c.image.ref));
+  out.images.set(c.spec.name, c.image.ref);
+}
+
+/** The digest the (verified) trailer records for each registry image. */
+function registryDigests(reader: BundleReader): (ref: string) => string | undefined {
+  return (ref) => registryDigest(reader.trailer, ref);
+}
+
+/**
+ * Images in a registry: pulled by the digest the (now verified) trailer records, tagged as the
+ * manifest's reference. Pulling by digest makes the engine check the content.
+ */
+async function pullImages(
+  engine: Engine,
+  m: Manifest,
+  digestOf: (ref: string) => string | undefined,
+  auths: Map<string, RegistryAuth>,
+  out: Restored,
+  ctx: RunContext,
+): Promise<void> {
+  const { progress, signal } = ctx;
+  for (const c of m.containers) {
+    if (!c.image.registry) continue;
+    checkAborted(signal);
+    const ref = c.image.ref;
+    const digest = digestOf(ref);
+    if (!digest) throw new BundleError(`trailer.json has no digest for image ${ref}`, { member: 'trailer.json' });
+    const repo = ref.slice(0, ref.lastIndexOf(':'));
+    const tag = ref.slice(ref.lastIndexOf(':') + 1);
+    const byDigest = `${repo}@${digest}`;
+    const existed = (await engine.imageExists(ref)) || (await engine.imageExists(byDigest));
+    progress.step(`pull image ${byDigest}`);
+    try {
+      await engine.pullImage(
+        byDigest,
+        auths.get(c.image.registry.host) ?? {},
+        layerBytes('Downloading', (n) => progress.bytes(`pull ${byDigest}`, n)),
+        signal,
+      );
+    } catch (err) {
+      checkAborted(signal);
+      throw err;
+    }
+    // Removing the tag also removes the digest reference and the image (nothing else uses it).
+    if (!existed)
+      out.undo.add(`remove image ${ref}`, async () => {
+        await engine.removeImage(ref);
+        await engine.removeImage(byDigest);
+      });
+    await engine.tagImage(byDigest, repo, tag);
+    out.images.set(c.spec.name, ref);
+    ctx.debug?.(`image ${ref} into ${engine.facts.endpoint}: registry (${byDigest})`);
+    out.dataPaths.images.push({ container: c.spec.name, ref, path: 'registry' });
   }
 }
 

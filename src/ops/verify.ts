@@ -23,8 +23,7 @@ import type { MemberKind } from '../bundle/manifest.js';
 import { BundleReader, type DataMember } from '../bundle/reader.js';
 import { BLOCK } from '../bundle/tar.js';
 import { BundleError } from '../errors.js';
-import type { SshPool } from '../ssh/client.js';
-import { openBundleAt } from '../store/registry.js';
+import { openBundleAt, type StoreDeps } from '../store/registry.js';
 import type { Store } from '../store/store.js';
 import { checkAborted, type RunContext } from '../context.js';
 
@@ -375,7 +374,7 @@ export const CORRUPT_SUFFIX = '.corrupt';
 export async function verifyOrQuarantine(
   bundle: string | { store: Store; name: string },
   ctx: RunContext,
-  deps: { ssh?: () => SshPool } = {},
+  deps: StoreDeps = {},
 ): Promise<{ report: VerifyReport; quarantined?: string }> {
   const { store, name } = typeof bundle === 'string' ? openBundleAt(bundle, deps) : bundle;
   const src = await store.open(name);

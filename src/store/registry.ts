@@ -10,6 +10,7 @@ import type { SshPool } from '../ssh/client.js';
 import { EncryptedStore } from './encrypted.js';
 import { LocalStore } from './local.js';
 import type { LockOptions } from './lock.js';
+import { parseS3Url, S3Store, splitS3Url, type S3Settings } from './s3.js';
 import { parseSshLocation, SftpStore, splitSshUrl } from './sftp.js';
 import { redactUrl, type BundleMeta, type Store } from './store.js';
 import { StreamStore } from './stream.js';
@@ -19,6 +20,8 @@ import { StoreTarget } from './target.js';
 export interface StoreDeps {
   /** The run's SSH connections (ssh:// stores). */
   ssh?: () => SshPool;
+  /** The run's S3 settings (--s3-endpoint, --s3-path-style) for s3:// stores. */
+  s3?: () => S3Settings;
 }
 
 /** How a store is opened. */
@@ -65,7 +68,9 @@ function lookup(url: string): StoreFactory {
   const key = url === '-' ? STREAM : m ? m[1]!.toLowerCase() : PATH;
   const f = factories.get(key);
   if (f) return f;
-  const kinds = [...factories.entries()].filter(([k]) => k !== PATH && k !== STREAM).map(([, v]) => v.usage);
+  const kinds = [
+    ...new Set([...factories.entries()].filter(([k]) => k !== PATH && k !== STREAM).map(([, v]) => v.usage)),
+  ];
   throw new UsageError(
     `unsupported bundle location ${redactUrl(url)}`,
     `use a local path, - for stdout/stdin, or ${kinds.join(', or ')}`,
@@ -144,3 +149,11 @@ registerStore('ssh', {
   open: (url, deps, opts) => new SftpStore(url, sshPool(url, deps), opts),
   split: (url) => splitSshUrl(url),
 });
+
+for (const scheme of ['s3', 's3+http', 's3+https'])
+  registerStore(scheme, {
+    usage: 's3://bucket/prefix (s3+http://host:port/bucket/prefix for another S3 server)',
+    check: (url) => void parseS3Url(url),
+    open: (url, deps, opts) => new S3Store(url, deps.s3?.() ?? {}, opts),
+    split: (url) => splitS3Url(url),
+  });

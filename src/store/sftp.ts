@@ -88,14 +88,12 @@ export function sftpLockDir(sftp: SFTPWrapper, dir: string, base: string): LockD
     async create(file, content) {
       let handle: Buffer;
       try {
-        handle = await call<Buffer>(`create ${at(file)}`, (cb) =>
-          sftp.open(at(file), 'wx', { mode: 0o644 }, cb as never),
-        );
+        handle = await call<Buffer>(`create ${at(file)}`, (cb) => sftp.open(at(file), 'wx', { mode: 0o644 }, cb));
       } catch (err) {
         // SFTP v3 has no "already exists" status: an exclusive open that fails on a file that
         // is there failed because it is there.
         if (
-          await call(`stat ${at(file)}`, (cb) => sftp.lstat(at(file), cb as never)).then(
+          await call(`stat ${at(file)}`, (cb) => sftp.lstat(at(file), cb)).then(
             () => true,
             () => false,
           )
@@ -119,14 +117,14 @@ export function sftpLockDir(sftp: SFTPWrapper, dir: string, base: string): LockD
         if (err instanceof NotFoundError) return undefined;
         throw err;
       }
-      const raw = await call<Buffer>(`read ${at(file)}`, (cb) => sftp.readFile(at(file), cb as never)).catch((err) => {
+      const raw = await call<Buffer>(`read ${at(file)}`, (cb) => sftp.readFile(at(file), cb)).catch((err) => {
         if (err instanceof NotFoundError) return undefined;
         throw err;
       });
       return raw ? { raw: raw.toString('utf8'), mtimeMs: st.mtime * 1000 } : undefined;
     },
     async remove(file) {
-      await call<void>(`remove ${at(file)}`, (cb) => sftp.unlink(at(file), cb as never)).catch((err) => {
+      await call<void>(`remove ${at(file)}`, (cb) => sftp.unlink(at(file), cb)).catch((err) => {
         if (!(err instanceof NotFoundError)) throw err;
       });
     },
@@ -179,12 +177,10 @@ class SftpSink implements BundleSink {
 
   async commit(): Promise<void> {
     await this.writes.settle();
-    await call<void>(`fsync ${this.location}`, (cb) =>
-      (this.sftp as unknown as { ext_openssh_fsync(h: Buffer, cb: unknown): void }).ext_openssh_fsync(this.handle, cb),
-    ).catch(() => {});
+    await call<void>(`fsync ${this.location}`, (cb) => this.sftp.ext_openssh_fsync(this.handle, cb)).catch(() => {});
     await call<void>(`close ${this.location}`, (cb) => this.sftp.close(this.handle, cb));
     await call<void>(`rename ${this.tempPath} to ${this.finalPath}`, (cb) =>
-      this.sftp.ext_openssh_rename(this.tempPath, this.finalPath, cb as never),
+      this.sftp.ext_openssh_rename(this.tempPath, this.finalPath, cb),
     ).catch(async () => {
       await call<void>(`rename ${this.tempPath} to ${this.finalPath}`, (cb) =>
         this.sftp.rename(this.tempPath, this.finalPath, cb),
@@ -197,8 +193,8 @@ class SftpSink implements BundleSink {
     if (this.done) return;
     this.done = true;
     await this.writes.drain();
-    await call<void>('close', (cb) => this.sftp.close(this.handle, cb as never)).catch(() => {});
-    await call<void>('unlink', (cb) => this.sftp.unlink(this.tempPath, cb as never)).catch(() => {});
+    await call<void>('close', (cb) => this.sftp.close(this.handle, cb)).catch(() => {});
+    await call<void>('unlink', (cb) => this.sftp.unlink(this.tempPath, cb)).catch(() => {});
   }
 }
 
@@ -254,7 +250,7 @@ export class SftpStore implements Store {
   /** The store directory's listing; NotFound or Usage when it is missing or not a directory. */
   private async listing(sftp: SFTPWrapper): Promise<{ filename: string; attrs: Attrs }[]> {
     const where = this.describe();
-    const st = await call<Attrs>(`stat ${where}`, (cb) => sftp.stat(this.dir, cb as never)).catch((err) => {
+    const st = await call<Attrs>(`stat ${where}`, (cb) => sftp.stat(this.dir, cb)).catch((err) => {
       if (err instanceof NotFoundError)
         throw new NotFoundError(`no store at ${where}`, 'give the directory that backups are written to');
       throw err;
@@ -264,14 +260,12 @@ export class SftpStore implements Store {
         `${where} is not a directory`,
         'give a store (a directory of bundles); for one bundle use `ferry inspect`',
       );
-    return call(`list ${where}`, (cb) => sftp.readdir(this.dir, cb as never));
+    return call(`list ${where}`, (cb) => sftp.readdir(this.dir, cb));
   }
 
   async exists(): Promise<boolean> {
     const sftp = await this.sftp();
-    const st = await call<Attrs>(`stat ${this.describe()}`, (cb) => sftp.stat(this.dir, cb as never)).catch(
-      () => undefined,
-    );
+    const st = await call<Attrs>(`stat ${this.describe()}`, (cb) => sftp.stat(this.dir, cb)).catch(() => undefined);
     return !!st?.isDirectory();
   }
 
@@ -288,8 +282,8 @@ export class SftpStore implements Store {
     if (opts.replace) return this.openTemp(sftp, this.at(name));
     const dir = this.dir;
     const where = this.describe();
-    const st = await call<Attrs>(`stat ${dir}`, (cb) => sftp.stat(dir, cb as never)).catch(() => undefined);
-    if (!st) await call<void>(`mkdir ${dir}`, (cb) => sftp.mkdir(dir, { mode: 0o700 }, cb as never));
+    const st = await call<Attrs>(`stat ${dir}`, (cb) => sftp.stat(dir, cb)).catch(() => undefined);
+    if (!st) await call<void>(`mkdir ${dir}`, (cb) => sftp.mkdir(dir, { mode: 0o700 }, cb));
     else if (!st.isDirectory()) throw new UsageError(`${where} exists and is not a directory`);
     // As in a local store: choose a free name and claim it with a temporary under the lock.
     const lock = await acquireStoreLock(sftpLockDir(sftp, dir, this.base), {
@@ -299,7 +293,7 @@ export class SftpStore implements Store {
     try {
       const list = await this.listing(sftp);
       for (const n of staleRemoteTemps(list)) {
-        await call<void>(`remove ${n}`, (cb) => sftp.unlink(path.join(dir, n), cb as never)).catch(() => {});
+        await call<void>(`remove ${n}`, (cb) => sftp.unlink(path.join(dir, n), cb)).catch(() => {});
       }
       const free = uniqueBundleName(
         list.map((e) => e.filename),
@@ -313,7 +307,7 @@ export class SftpStore implements Store {
 
   private async openTemp(sftp: SFTPWrapper, final: string): Promise<BundleSink> {
     const temp = path.join(path.dirname(final), tempName(process.pid, path.basename(final)));
-    const handle = await call<Buffer>(`create ${temp}`, (cb) => sftp.open(temp, 'wx', { mode: 0o600 }, cb as never));
+    const handle = await call<Buffer>(`create ${temp}`, (cb) => sftp.open(temp, 'wx', { mode: 0o600 }, cb));
     return new SftpSink(sftp, handle, temp, final, `${this.base}${final}`);
   }
 
@@ -321,15 +315,15 @@ export class SftpStore implements Store {
     const sftp = await this.sftp();
     const p = this.at(name);
     const where = this.describe(name);
-    const st = await call<{ size: number; isDirectory(): boolean }>(`stat ${where}`, (cb) =>
-      sftp.stat(p, cb as never),
-    ).catch(() => {
-      throw new NotFoundError(`no bundle at ${where}`);
-    });
+    const st = await call<{ size: number; isDirectory(): boolean }>(`stat ${where}`, (cb) => sftp.stat(p, cb)).catch(
+      () => {
+        throw new NotFoundError(`no bundle at ${where}`);
+      },
+    );
     if (st.isDirectory()) throw new UsageError(`${where} is a directory`, 'name a bundle file in it');
     const bounds = range ? byteBounds(range) : {};
     if (!bounds) return { stream: Readable.from([]), location: where, size: st.size };
-    const stream = sftp.createReadStream(p, { highWaterMark: 1 << 20, ...bounds }) as unknown as Readable;
+    const stream: Readable = sftp.createReadStream(p, { highWaterMark: 1 << 20, ...bounds });
     // Once every byte has been read, the stream still closes its handle: a connection closed
     // meanwhile fails that, which is nothing to the reader (and must not be an uncaught error).
     stream.once('end', () => stream.on('error', () => {}));
@@ -352,12 +346,10 @@ export class SftpStore implements Store {
 
   async stat(name: string): Promise<BundleInfo | undefined> {
     const sftp = await this.sftp();
-    const st = await call<Attrs>(`stat ${this.describe(name)}`, (cb) => sftp.stat(this.at(name), cb as never)).catch(
-      (err) => {
-        if (err instanceof NotFoundError) return undefined;
-        throw err;
-      },
-    );
+    const st = await call<Attrs>(`stat ${this.describe(name)}`, (cb) => sftp.stat(this.at(name), cb)).catch((err) => {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    });
     if (!st?.isFile()) return undefined;
     return { name, location: this.describe(name), size: st.size, mtime: new Date(st.mtime * 1000) };
   }
@@ -376,7 +368,7 @@ export class SftpStore implements Store {
     const from = this.at(name);
     const dest = this.at(to);
     const what = `rename ${this.describe(name)}`;
-    await call<void>(what, (cb) => sftp.ext_openssh_rename(from, dest, cb as never)).catch(async () => {
+    await call<void>(what, (cb) => sftp.ext_openssh_rename(from, dest, cb)).catch(async () => {
       await call<void>(what, (cb) => sftp.rename(from, dest, cb));
     });
   }

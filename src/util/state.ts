@@ -163,3 +163,66 @@ export class ContainerHolds {
     }
   }
 }
+
+/**
+ * An --on-conflict replace in progress on an engine (ops/steps/replace.ts): what a run killed
+ * with SIGKILL leaves for the next run to put right. `staging`: the volumes the new data is
+ * written to; `aside`: the old containers stopped and renamed aside (put back unless the run got
+ * to `committing`); `created`: the new containers, removed when the old are put back.
+ */
+export interface ReplaceRecord {
+  engine: string;
+  run: string;
+  phase: 'staging' | 'aside' | 'committing';
+  staging: string[];
+  aside: { name: string; aside: string; id: string; running: boolean; paused: boolean }[];
+  created: string[];
+  pid: number;
+  host: string;
+  at: string;
+}
+
+export class ReplaceJournal {
+  constructor(private readonly file = path.join(path.dirname(stateFile()), 'replacing.json')) {}
+
+  private all(): ReplaceRecord[] {
+    try {
+      const v = JSON.parse(readFileSync(this.file, 'utf8')) as unknown;
+      return Array.isArray(v) ? (v as ReplaceRecord[]) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  private save(recs: ReplaceRecord[]): void {
+    try {
+      mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      const tmp = `${this.file}.${process.pid}.tmp`;
+      writeFileSync(tmp, JSON.stringify(recs, null, 2) + '\n', { mode: 0o600 });
+      renameSync(tmp, this.file);
+    } catch {
+      /* advisory only: the staging volumes and the aside names still say what they are */
+    }
+  }
+
+  /** Record (or update) this run's replace on `engine`. */
+  put(r: Omit<ReplaceRecord, 'pid' | 'host' | 'at'>): void {
+    const recs = this.all().filter((x) => !(x.engine === r.engine && x.run === r.run));
+    recs.push({ ...r, pid: process.pid, host: hostname(), at: new Date().toISOString() });
+    this.save(recs);
+  }
+
+  /** The replace of `run` on `engine` is over (done, or put back). */
+  drop(engine: string, run: string): void {
+    const recs = this.all();
+    const left = recs.filter((x) => !(x.engine === engine && x.run === run));
+    if (left.length !== recs.length) this.save(left);
+  }
+
+  /** Replaces left by runs on this host that died before finishing or putting back. */
+  stale(engine: string): ReplaceRecord[] {
+    return this.all().filter(
+      (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid),
+    );
+  }
+}

@@ -352,7 +352,8 @@ describe('--on-conflict replace', () => {
       expect(s.stderr).toMatch(
         /a bundle from a pipe cannot be read twice, so it is not checked before what it replaces is changed/,
       );
-      expect(s.stderr.indexOf('cannot be read twice')).toBeLessThan(s.stderr.indexOf('remove existing container'));
+      expect(s.stderr.indexOf('cannot be read twice')).toBeLessThan(s.stderr.indexOf('set it aside'));
+      expect(s.stderr.indexOf('set it aside')).toBeGreaterThan(0);
       expect(docker(['exec', c, 'cat', '/data/newer'])).toBe('written after the backup');
     } finally {
       cleanup(ENGINE_A, { containers: [c], volumes: [v] });

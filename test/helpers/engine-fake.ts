@@ -834,6 +834,16 @@ export class FakeEngine implements Engine {
     });
   }
 
+  renameContainer(id: string, name: string) {
+    return this.call('renameContainer', [id, name], () => {
+      const c = this.mustContainer(id, `rename container ${id} to ${name}`);
+      // DOCKER: 409 when another container has the name; the id, settings and mounts stay.
+      const other = this.findContainer(name);
+      if (other && other !== c) throw new ConflictError(`rename container ${id}: the name ${name} is already in use`);
+      c.name = name;
+    });
+  }
+
   stop(id: string, timeoutSeconds?: number) {
     return this.call('stop', [id, timeoutSeconds], () => {
       const c = this.mustContainer(id, `stop container ${id}`);

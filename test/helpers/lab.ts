@@ -236,3 +236,30 @@ export function memberOffset(buf: Buffer, prefix: string): number {
   }
   throw new Error(`no member ${prefix}`);
 }
+
+/**
+ * The lab's S3 server (Ceph RadosGW, started by .ci/lab.sh): the bucket `ferry-test` of the user
+ * whose keys these are, and a second user with no rights on it.
+ */
+export const S3 = {
+  endpoint: 'http://127.0.0.1:7480',
+  bucket: 'ferry-test',
+  region: 'us-east-1',
+  accessKeyId: 'FERRYCIACCESSKEY0001',
+  secretAccessKey: 'ferry-ci-secret-key-0000000000000000001',
+  other: { accessKeyId: 'FERRYOTHERACCESSKEY1', secretAccessKey: 'ferry-other-secret-key-00000000000000001' },
+} as const;
+
+/** The environment that gives ferry (and the SDK in a test) the lab's S3 credentials. */
+export function s3Env(): Record<string, string> {
+  return {
+    AWS_ACCESS_KEY_ID: S3.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: S3.secretAccessKey,
+    AWS_REGION: S3.region,
+  };
+}
+
+/** `s3+http://127.0.0.1:7480/ferry-test/<prefix>`: a store in the lab's bucket. */
+export function s3Url(prefix: string): string {
+  return `s3+http://127.0.0.1:7480/${S3.bucket}/${prefix}`;
+}

@@ -203,3 +203,72 @@ describe('migrate rollback: the target as it was, the source running again', () 
       expect(source.state()).toEqual(sourceBefore);
     });
 });
+
+describe('migrate --on-conflict replace: the target keeps its old service until the new one ran', () => {
+  let old: ReturnType<FakeEngine['addContainer']>;
+  beforeEach(async () => {
+    await target.addImage('old/app:0', [{ 'old.txt': 'old' }]);
+    target.addVolume('appdata', { 'old.txt': 'the target data' });
+    old = target.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
+    target.calls.length = 0;
+    targetBefore = target.state();
+  });
+
+  function expectTargetIntact(err: unknown) {
+    expect(err).toBeInstanceOf(Error);
+    expect(target.state()).toEqual(targetBefore);
+    const back = target.containerByName('app')!;
+    expect(back.id).toBe(old.id);
+    expect(back.status).toBe('running');
+    expect(target.volumeFiles('appdata')).toEqual({ 'old.txt': 'the target data' });
+    expect(source.state()).toEqual(sourceBefore);
+  }
+
+  it('replaces the container and the volume data once the new one runs', async () => {
+    const res = await run({ onConflict: 'replace' });
+    expect(target.containers.has(old.id)).toBe(false);
+    const moved = target.containerByName('app')!;
+    expect(moved.status).toBe('running');
+    expect(res.containers).toEqual([{ name: 'app', id: moved.id, started: true }]);
+    expect(target.volumeFiles('appdata')).toEqual(APP_FILES);
+    expect([...target.volumes.keys()]).toEqual(['appdata']);
+    // Nothing was removed on the target before the volume data had arrived.
+    const firstRemove = target.calls.findIndex((c) => c.method === 'removeContainer' && c.args[0] === old.id);
+    const lastPut = target.calls.map((c) => c.method).lastIndexOf('putArchive');
+    const stagedPut = target.calls.findIndex((c) => c.method === 'putArchive');
+    expect(stagedPut).toBeLessThan(firstRemove);
+    expect(firstRemove).toBeLessThan(lastPut); // the move into the real volume comes after
+  });
+
+  it('when the target refuses the image after the volume was sent', async () => {
+    target.failOn('loadImage');
+    expectTargetIntact(await failing(run({ onConflict: 'replace' })));
+  });
+
+  it('when the new container does not start on the target', async () => {
+    target.failOn('start', (id) => target.containers.get(id)?.name === 'app' && id !== old.id);
+    expectTargetIntact(await failing(run({ onConflict: 'replace' })));
+  });
+
+  it('when the run is aborted while the volume is sent', async () => {
+    const { ctx, abort } = runContext();
+    target.onCall('putArchive', 1, () => abort.abort(new Error('interrupted by SIGINT')));
+    expectTargetIntact(await failing(run({ onConflict: 'replace' }, ctx)));
+  });
+
+  it('--stop-source: the source runs again when the new container stops right after its start', async () => {
+    target.onCall(
+      'inspectContainer',
+      (ref) => target.containers.get(ref)?.name === 'app' && ref !== old.id,
+      (args) => {
+        const c = target.containers.get(args[0] as string)!;
+        c.status = 'exited';
+        c.exitCode = 1;
+      },
+    );
+    const err = await failing(run({ onConflict: 'replace', stopSource: true }));
+    expect(err).toBeInstanceOf(ConflictError);
+    expectTargetIntact(err);
+    expect(source.containerByName('app')!.status).toBe('running');
+  });
+});

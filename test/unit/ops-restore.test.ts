@@ -152,13 +152,9 @@ describe('restore rollback: the target is left exactly as it was', () => {
     ]);
   });
 
-  // KNOWN DEFECT (it.fails: passes while the defect is there; drop `.fails` once fixed): when
-  // the engine creates the container but its answer is lost, createContainer
-  // (src/ops/steps/recreate.ts, `undo.add` after `engine.createContainer`) never records it, and
-  // sweepHolders only removes helpers: the container stays, and keeps the volume and image
-  // whose removal the rollback then fails on. volumes.ts handles the same case for its helpers
-  // (lostCreates / settleLostCreate).
-  it.fails('when the container create fails after the engine made it (answer lost)', async () => {
+  // The engine made the container but its answer was lost: the rollback finds it by its name
+  // (free before the create) and removes it, so the volume and image can go too.
+  it('when the container create fails after the engine made it (answer lost)', async () => {
     t.failOn('createContainer', (name) => name === 'app', undefined, { after: true });
     await expectUntouched(await failing(run(t)));
   });
@@ -248,20 +244,116 @@ describe('restore --on-conflict', () => {
     expect(old.status).toBe('running');
   });
 
-  it('replace: checks the whole bundle, removes the old container and volume, restores the bundle', async () => {
+  it('replace: fills a staging volume while the old runs, proves the new container, then swaps', async () => {
     const old = t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
-    await run(t, { onConflict: 'replace', start: false });
+    const res = await run(t, { onConflict: 'replace' });
     expect(t.containers.has(old.id)).toBe(false);
     expect(t.volumeFiles('appdata')).toEqual(APP_FILES);
     const fresh = t.containerByName('app')!;
     expect(fresh.image).not.toBe(old.image);
-    // The old container goes before its volume (the engine refuses to remove a volume in use).
-    const idx = (m: string, arg: unknown) => t.calls.findIndex((c) => c.method === m && c.args[0] === arg);
-    expect(idx('removeContainer', 'app')).toBeLessThan(idx('removeVolume', 'appdata'));
-    const create = t.calls.findIndex(
-      (c) => c.method === 'createVolume' && (c.args[0] as { Name?: string }).Name === 'appdata',
+    expect(fresh.status).toBe('running');
+    expect(fresh.mounts.map((m) => m.Source)).toEqual(['appdata']);
+    expect(res.containers).toEqual([{ name: 'app', id: fresh.id, started: true }]);
+    // Nothing of the swap is left: no staging volume, no container set aside.
+    expect([...t.volumes.keys()].sort()).toEqual(['appdata']);
+    expect(t.state().containers.map((c) => c.name)).toEqual(['app']);
+    // The old is stopped only once the bundle was read whole (its image loaded), and the real
+    // volume is made again only after the new container ran on the staging one.
+    const idx = (m: string, f: (a: unknown[]) => boolean = () => true) =>
+      t.calls.findIndex((c) => c.method === m && f(c.args));
+    expect(idx('loadImage')).toBeLessThan(idx('stop', (a) => a[0] === old.id));
+    expect(idx('renameContainer', (a) => a[0] === old.id)).toBeGreaterThan(idx('stop', (a) => a[0] === old.id));
+    expect(idx('start')).toBeLessThan(idx('removeVolume', (a) => a[0] === 'appdata'));
+  });
+
+  it('replace: an interrupt once the old is being removed does not stop the new from standing', async () => {
+    const old = t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
+    const { ctx, abort } = runContext();
+    t.onCall(
+      'removeContainer',
+      (id) => id === old.id,
+      () => abort.abort(new Error('interrupted by SIGINT')),
     );
-    expect(idx('removeVolume', 'appdata')).toBeLessThan(create);
+    await run(t, { onConflict: 'replace' }, ctx);
+    const fresh = t.containerByName('app')!;
+    expect(fresh.status).toBe('running');
+    expect(fresh.mounts.map((m) => m.Source)).toEqual(['appdata']);
+    expect(t.volumeFiles('appdata')).toEqual(APP_FILES);
+    expect([...t.volumes.keys()]).toEqual(['appdata']);
+  });
+
+  describe('replace: at each failure point the old container and its data are back as they were', () => {
+    let old: ReturnType<FakeEngine['addContainer']>;
+    let before: ReturnType<FakeEngine['state']>;
+    beforeEach(() => {
+      old = t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
+      before = t.state();
+    });
+    function expectOldIntact() {
+      expect(t.state()).toEqual(before);
+      const back = t.containerByName('app')!;
+      expect(back.id).toBe(old.id);
+      expect(back.status).toBe('running');
+      expect(t.volumeFiles('appdata')).toEqual({ 'old.txt': 'the old data' });
+    }
+
+    it('when filling the staging volume fails (the old was never stopped)', async () => {
+      t.failOn('putArchive', (_id, path) => path === '/.ferry-data/v');
+      expect(await failing(run(t, { onConflict: 'replace' }))).toBeInstanceOf(EngineError);
+      expectOldIntact();
+      expect(t.callsTo('stop').filter((a) => a[0] === old.id)).toEqual([]);
+    });
+
+    it('when the run is interrupted during the fill', async () => {
+      const { ctx, abort } = runContext();
+      t.onCall('putArchive', undefined, () => abort.abort(new Error('interrupted by SIGINT')));
+      await failing(run(t, { onConflict: 'replace' }, ctx));
+      expectOldIntact();
+    });
+
+    it('when the new container cannot be created', async () => {
+      t.failOn('createContainer', (name) => name === 'app');
+      expect(await failing(run(t, { onConflict: 'replace' }))).toBeInstanceOf(EngineError);
+      expectOldIntact();
+      expect(t.callsTo('renameContainer').map((a) => a[1])).toEqual([expect.stringMatching(/^app-ferry-old-/), 'app']);
+    });
+
+    it('when the new container is made but the answer is lost', async () => {
+      t.failOn('createContainer', (name) => name === 'app', undefined, { after: true });
+      await failing(run(t, { onConflict: 'replace' }));
+      expectOldIntact();
+    });
+
+    it('when the new container does not start', async () => {
+      t.failOn('start', (id) => t.containers.get(id)?.name === 'app' && id !== old.id);
+      expect(await failing(run(t, { onConflict: 'replace' }))).toBeInstanceOf(EngineError);
+      expectOldIntact();
+    });
+
+    it('when the new container stops right after its start (the watch fails)', async () => {
+      t.onCall(
+        'inspectContainer',
+        (ref) => t.containers.get(ref)?.name === 'app' && ref !== old.id,
+        (args) => {
+          const c = t.containers.get(args[0] as string)!;
+          c.status = 'exited';
+          c.exitCode = 1;
+        },
+      );
+      expect(await failing(run(t, { onConflict: 'replace' }))).toBeInstanceOf(ConflictError);
+      expectOldIntact();
+    });
+
+    it('when the run is interrupted during the watch', async () => {
+      const { ctx, abort } = runContext();
+      t.onCall(
+        'start',
+        (id) => t.containers.get(id)?.name === 'app' && id !== old.id,
+        () => setTimeout(() => abort.abort(new Error('interrupted by SIGTERM')), 50),
+      );
+      await failing(run(t, { onConflict: 'replace' }, ctx));
+      expectOldIntact();
+    });
   });
 
   it('replace: refuses, with nothing changed, when another container uses the volume', async () => {

@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { recoverDeadRuns } from '../../src/ops/steps/recover.js';
-import { QuiesceJournal, type QuiesceRecord } from '../../src/util/state.js';
+import { QuiesceJournal, ReplaceJournal, type QuiesceRecord, type ReplaceRecord } from '../../src/util/state.js';
 import type { Progress } from '../../src/context.js';
 import { sourceEngine, tempDir } from '../helpers/ops-fixtures.js';
 import type { FakeEngine } from '../helpers/engine-fake.js';
@@ -85,5 +85,56 @@ describe("recoverDeadRuns: the next run finishes a killed run's undo", () => {
     await recoverDeadRuns(fake, progress, journal);
     expect(said).toEqual([]);
     expect(journal.stale(fake.facts.endpoint)).toEqual([]);
+  });
+});
+
+describe('recoverDeadRuns: a replace cut by SIGKILL is put right', () => {
+  let replaces: ReplaceJournal;
+  beforeEach(() => {
+    replaces = new ReplaceJournal(path.join(dir, 'replacing.json'));
+  });
+  function leftReplace(r: Pick<ReplaceRecord, 'phase' | 'staging' | 'aside' | 'created'>) {
+    const rec: ReplaceRecord = {
+      engine: fake.facts.endpoint,
+      run: 'dead-run',
+      ...r,
+      pid: DEAD_PID,
+      host: hostname(),
+      at: '2026-12-07T02:00:00.000Z',
+    };
+    writeFileSync(path.join(dir, 'replacing.json'), JSON.stringify([rec]));
+  }
+
+  it('killed during the fill: removes the staging volume, leaves the old service alone', async () => {
+    fake.addVolume('appdata-ferry-new-dead-run', { half: 'written' });
+    leftReplace({ phase: 'staging', staging: ['appdata-ferry-new-dead-run'], aside: [], created: [] });
+    const app = fake.containerByName('app')!;
+    await recoverDeadRuns(fake, progress, journal, replaces);
+    expect(fake.volumes.has('appdata-ferry-new-dead-run')).toBe(false);
+    expect(fake.containerByName('app')).toBe(app);
+    expect(said.join('\n')).toMatch(/removed the staging volume appdata-ferry-new-dead-run/);
+    expect(replaces.stale(fake.facts.endpoint)).toEqual([]);
+  });
+
+  it('killed with the old set aside: removes the new container, puts the old back and starts it', async () => {
+    const app = fake.containerByName('app')!;
+    await fake.stop(app.id);
+    await fake.renameContainer(app.id, 'app-ferry-old-dead-run');
+    const image = app.image;
+    const made = fake.addContainer('app', { image, volumes: { appdata: '/data' } });
+    fake.addVolume('appdata-ferry-new-dead-run', { new: 'data' });
+    leftReplace({
+      phase: 'aside',
+      staging: ['appdata-ferry-new-dead-run'],
+      aside: [{ name: 'app', aside: 'app-ferry-old-dead-run', id: app.id, running: true, paused: false }],
+      created: [made.id],
+    });
+    await recoverDeadRuns(fake, progress, journal, replaces);
+    expect(fake.containers.has(made.id)).toBe(false);
+    const back = fake.containerByName('app')!;
+    expect(back.id).toBe(app.id);
+    expect(back.status).toBe('running');
+    expect(fake.volumes.has('appdata-ferry-new-dead-run')).toBe(false);
+    expect(said.join('\n')).toMatch(/put back container app/);
   });
 });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { createPlan, type ContainerSpec, type NetworkSpec } from '../../src/model/spec.js';
 import { UsageError } from '../../src/errors.js';
-import { bindSources } from '../../src/ops/steps/recreate.js';
+import { bindSources } from '../../src/ops/steps/preflight.js';
 import { drillSpec } from '../../src/plan/drill.js';
 import {
   checkRemap,

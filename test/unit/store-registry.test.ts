@@ -24,7 +24,9 @@ describe('store registry', () => {
     }
     expect(err).toBeInstanceOf(UsageError);
     expect((err as UsageError).message).toBe('unsupported bundle location ftp://user@host/x');
-    expect((err as UsageError).hint).toBe('use a local path, - for stdout/stdin, or ssh://host/path');
+    expect((err as UsageError).hint).toBe(
+      'use a local path, - for stdout/stdin, or ssh://host/path, or s3://bucket/prefix (s3+http://host:port/bucket/prefix for another S3 server)',
+    );
   });
 
   it('a URL naming one bundle splits into its store and name', () => {
@@ -69,7 +71,9 @@ describe('store registry', () => {
           return e as UsageError;
         }
       })();
-      expect(err?.hint).toBe('use a local path, - for stdout/stdin, or ssh://host/path, or mem://name');
+      expect(err?.hint).toBe(
+        'use a local path, - for stdout/stdin, or ssh://host/path, or s3://bucket/prefix (s3+http://host:port/bucket/prefix for another S3 server), or mem://name',
+      );
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }

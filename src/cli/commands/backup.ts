@@ -294,16 +294,12 @@ Examples:
               );
           }
           // Where the store is lockable, create() waits this long for its lock while it picks a name.
-          const target = writeTarget(
-            output,
-            { ssh: deps.ssh },
-            {
-              lock: { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) },
-              ...(passphrase
-                ? { encrypt: { passphrase }, meta: { createdAt: new Date().toISOString(), containers: set } }
-                : {}),
-            },
-          );
+          const target = writeTarget(output, deps.stores, {
+            lock: { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) },
+            ...(passphrase
+              ? { encrypt: { passphrase }, meta: { createdAt: new Date().toISOString(), containers: set } }
+              : {}),
+          });
           const store = target.writeSide.store;
           const res = await backup(
             eng,

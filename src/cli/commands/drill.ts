@@ -121,7 +121,7 @@ Examples:
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
-      const transport = readTarget(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, deps.stores);
       let report: DrillReport | undefined;
       try {
         report = await drill(

@@ -185,7 +185,7 @@ Examples:
     .action(async (bundle: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
-      const transport = readTarget(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, deps.stores);
       try {
         const src = await transport.openBundle();
         const reader = await BundleReader.open(src.stream, src.location, { passphrase: await deps.passphrase() });

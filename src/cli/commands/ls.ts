@@ -63,7 +63,7 @@ Examples:
     .action(async (store: string) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
-      const st = openStore(store, { ssh: deps.ssh });
+      const st = openStore(store, deps.stores);
       const entries = await new Catalog(st, await deps.passphrase()).list();
       if (g.json) deps.emit('ls', { ok: true, store: st.describe(), bundles: entries.map(catalogJson) });
       else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${st.describe()}\n`);

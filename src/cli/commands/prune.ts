@@ -156,7 +156,7 @@ Examples:
         res = await prune(
           store,
           { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } },
-          { progress, signal: deps.signal, passphrase: await deps.passphrase(), ssh: deps.ssh },
+          { progress, signal: deps.signal, passphrase: await deps.passphrase(), ...deps.stores },
         );
       } catch (err) {
         progress.done(true);

@@ -36,7 +36,7 @@ export function restoreCommand(program: Command, deps: Deps): Command {
     .addOption(
       new Option(
         '--on-conflict <policy>',
-        'when a container or volume of the same name exists: fail, replace (remove it first, once the whole bundle is checked), rename (restore beside it)',
+        'when a container or volume of the same name exists: fail, replace (kept intact until the new container runs, then replaced), rename (restore beside it)',
       )
         .default('fail')
         .argParser(choice(['fail', 'replace', 'rename'] as const)),
@@ -68,7 +68,7 @@ Examples:
       try {
         const res = await restore(
           engine,
-          readTarget(bundle, { ssh: deps.ssh }),
+          readTarget(bundle, deps.stores),
           {
             name: flags.name,
             only: flags.only,

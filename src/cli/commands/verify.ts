@@ -133,7 +133,7 @@ Examples:
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
-      const store = openStore(bundle, { ssh: deps.ssh });
+      const store = openStore(bundle, deps.stores);
       if (await store.exists()) {
         let reports: VerifyReport[] | undefined;
         try {
@@ -178,7 +178,7 @@ Examples:
         setExit(program, 0);
         return;
       }
-      const transport = readTarget(bundle, { ssh: deps.ssh });
+      const transport = readTarget(bundle, deps.stores);
       let report: VerifyReport | undefined;
       try {
         const src = await transport.openBundle();

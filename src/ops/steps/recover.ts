@@ -9,15 +9,29 @@
  */
 import type { Engine } from '../../engine/engine.js';
 import type { Progress } from '../../context.js';
-import { sweepStaleHolders } from '../../data/volumes.js';
-import { QuiesceJournal, type QuiesceRecord } from '../../util/state.js';
+import { removeWithAnonymousVolumes, sweepStaleHolders } from '../../data/volumes.js';
+import { QuiesceJournal, ReplaceJournal, type QuiesceRecord, type ReplaceRecord } from '../../util/state.js';
+import { putBack } from './replace.js';
 
 export async function recoverDeadRuns(
   engine: Engine,
   progress: Progress,
   journal: QuiesceJournal = new QuiesceJournal(),
+  replaces: ReplaceJournal = new ReplaceJournal(),
 ): Promise<void> {
   const where = engine.facts.endpoint;
+  // First: a helper of the dead run would keep a staging volume in use.
+  if (await sweepStaleHolders(engine))
+    progress.info(`removed helper containers left by a killed ferry run on ${where}`);
+  for (const r of replaces.stale(where)) {
+    const by = `a ferry run (pid ${r.pid}) that was killed at ${r.at}`;
+    try {
+      progress.warn(`${await undoReplace(engine, r)} (left by ${by} during --on-conflict replace)`);
+      replaces.drop(where, r.run);
+    } catch (err) {
+      progress.warn(`the --on-conflict replace of ${by} could not be put right: ${(err as Error).message}`);
+    }
+  }
   for (const r of journal.stale(where)) {
     const by = `a ferry run (pid ${r.pid}) that was killed at ${r.at}`;
     try {
@@ -28,8 +42,33 @@ export async function recoverDeadRuns(
       progress.warn(`${r.name} was left ${r.action} by ${by}, and could not be put back: ${(err as Error).message}`);
     }
   }
-  if (await sweepStaleHolders(engine))
-    progress.info(`removed helper containers left by a killed ferry run on ${where}`);
+}
+
+/**
+ * Put right a replace its run did not finish (ops/steps/replace.ts): before the commit, the old
+ * containers back under their names (running if they ran) and the staging volumes gone; once
+ * committing (the old were removed), the staging volumes are kept and named: they hold the new data.
+ */
+async function undoReplace(engine: Engine, r: ReplaceRecord): Promise<string> {
+  if (r.phase === 'committing')
+    return `the replaced containers ${r.aside.map((a) => a.name).join(', ')} were removed, and the new data is complete in ${r.staging.join(', ') || 'the new volumes'}: run the restore or migrate again, or move that data by hand`;
+  for (const id of r.created)
+    if (await engine.inspectContainer(id).catch(() => undefined)) await removeWithAnonymousVolumes(engine, id);
+  const back: string[] = [];
+  for (const a of r.aside)
+    if (await engine.inspectContainer(a.id).catch(() => undefined)) {
+      await putBack(engine, a);
+      back.push(a.name);
+    }
+  for (const v of r.staging) await engine.removeVolume(v);
+  return (
+    [
+      back.length ? `put back container ${back.join(', ')}` : '',
+      r.staging.length ? `removed the staging volume ${r.staging.join(', ')}` : '',
+    ]
+      .filter(Boolean)
+      .join('; ') || 'nothing was left to put right'
+  );
 }
 
 /** Undo one record; says what was done, or undefined where there was nothing left to do. */

@@ -1,26 +1,30 @@
 /**
- * Stage 5, run: recreate networks, volumes and containers with their captured settings, then
- * start them. Everything created is recorded in an Undo list so a failure removes it again;
- * nothing that existed before is touched unless --on-conflict replace asked for it.
+ * Stage 5, run: recreate networks, volumes and containers with their captured settings on a
+ * target engine, then start and watch them: the one chain restore and migrate share
+ * (`Recreation`). Everything created is recorded in an Undo list so a failure removes it again;
+ * nothing that existed before is touched unless --on-conflict replace asked for it. The checks
+ * made before anything changes are in preflight.ts.
  */
 import { type Engine, LABEL_MANAGED } from '../../engine/engine.js';
 import {
   COMPOSE_PROJECT,
   createPlan,
   asString,
+  dependencyOrder,
   endpointCreateConfig,
-  ipv4InSubnet,
-  ipv4SubnetsOverlap,
   networkCreateOptions,
-  parseBind,
   detachedFromCompose,
+  renameContainerRefs,
   type ContainerSpec,
   type NetworkSpec,
 } from '../../model/spec.js';
 import type { VolumeEntry } from '../../bundle/manifest.js';
-import { ConflictError, NotFoundError } from '../../errors.js';
-import type { Progress } from '../../context.js';
-import { hostPathExists, removeWithAnonymousVolumes } from '../../data/volumes.js';
+import { ConflictError } from '../../errors.js';
+import { checkAborted, type Progress } from '../../context.js';
+import { removeWithAnonymousVolumes, sweepHolders } from '../../data/volumes.js';
+import { ipv4Subnets, subnetsTaken } from './preflight.js';
+import { Replacement } from './replace.js';
+import type { Routing } from '../../data/paths.js';
 
 export type OnConflict = 'fail' | 'replace' | 'rename';
 
@@ -91,31 +95,7 @@ export async function ensureNetwork(engine: Engine, n: NetworkSpec, undo: Undo, 
   undo.add(`remove network ${n.name}`, () => engine.removeNetwork(n.name));
 }
 
-/** The IPv4 subnets a network was created with. */
-function ipv4Subnets(n: NetworkSpec): string[] {
-  return (n.ipam?.Config ?? [])
-    .map((c) => c.Subnet as string | undefined)
-    .filter((x): x is string => !!x && !x.includes(':'));
-}
-
-/** Networks on the engine (other than `n` itself) whose IPv4 subnets overlap `n`'s: `name (subnet)`. */
-async function subnetsTaken(
-  engine: Engine,
-  n: NetworkSpec,
-  all?: Awaited<ReturnType<Engine['listNetworks']>>,
-): Promise<string[]> {
-  const mine = ipv4Subnets(n);
-  if (!mine.length) return [];
-  const out: string[] = [];
-  for (const other of all ?? (await engine.listNetworks())) {
-    if (other.Name === n.name) continue;
-    for (const c of (other.IPAM?.Config ?? []) as { Subnet?: string }[])
-      if (c.Subnet && mine.some((s) => ipv4SubnetsOverlap(s, c.Subnet!))) out.push(`${other.Name} (${c.Subnet})`);
-  }
-  return out;
-}
-
-/** Create (or, when asked, replace) a volume; returns its name on the target. */
+/** Create a volume (under a free name for --on-conflict rename); returns its name on the target. */
 export async function createVolume(
   engine: Engine,
   v: VolumeEntry,
@@ -132,17 +112,13 @@ export async function createVolume(
   }
   let name = v.name;
   if (await engine.inspectVolume(name)) {
-    if (onConflict === 'fail')
+    // (--on-conflict replace never gets here with a volume that exists: it stages, replace.ts)
+    if (onConflict !== 'rename')
       throw new ConflictError(
         `volume ${name} already exists`,
         'use --on-conflict replace to overwrite it, or rename to restore beside it',
       );
-    if (onConflict === 'replace') {
-      progress.step(`remove existing volume ${name} (--on-conflict replace)`);
-      await engine.removeVolume(name);
-    } else {
-      name = await freeName(name, async (n) => !!(await engine.inspectVolume(n)));
-    }
+    name = await freeName(name, async (n) => !!(await engine.inspectVolume(n)));
   }
   progress.step(`create volume ${name}`);
   await engine.createVolume({ Name: name, Driver: v.driver, DriverOpts: v.driverOpts, Labels: labels });
@@ -181,147 +157,21 @@ export async function createContainer(
     bridge: engine.quirks.defaultBridge,
   });
   progress.step(`create container ${name}`);
-  const id = await engine.createContainer(name, plan.body);
+  // Recorded before the create: where the engine made the container but its answer was lost,
+  // the rollback finds it by its name (free before, so what holds it now is this run's).
+  const made: { id?: string } = {};
+  const wasFree = !(await engine.containerExists(name));
   // With the anonymous volumes its image's VOLUME lines made for it; never one it mounts by name.
-  undo.add(`remove container ${name}`, () => removeWithAnonymousVolumes(engine, id));
+  undo.add(`remove container ${name}`, async () => {
+    const id = made.id ?? (wasFree ? (await engine.inspectContainer(name).catch(() => undefined))?.Id : undefined);
+    if (id) await removeWithAnonymousVolumes(engine, id);
+  });
+  const id = await engine.createContainer(name, plan.body);
+  made.id = id;
   for (const e of plan.laterEndpoints) {
     await engine.connectNetwork(e.network, id, endpointCreateConfig(e));
   }
   return id;
-}
-
-/** Preflight for --on-conflict fail: refuse before touching anything. */
-export async function checkConflicts(engine: Engine, containers: string[], volumes: VolumeEntry[]): Promise<void> {
-  const problems: string[] = [];
-  for (const c of containers) if (await engine.containerExists(c)) problems.push(`container ${c}`);
-  for (const v of volumes) if (!v.anonymous && (await engine.inspectVolume(v.name))) problems.push(`volume ${v.name}`);
-  if (problems.length)
-    throw new ConflictError(
-      `already on the engine: ${problems.join(', ')}`,
-      'nothing was changed; use --on-conflict rename to restore beside them, or --on-conflict replace to remove them first',
-    );
-}
-
-/**
- * The host paths a container is to be created with, from the create options themselves (what
- * a rewrite such as a drill's turned into a volume is no bind any more). Pure.
- */
-export function bindSources(
-  spec: ContainerSpec,
-): { source: string; destination: string; origin: 'binds' | 'mounts' }[] {
-  const out: { source: string; destination: string; origin: 'binds' | 'mounts' }[] = [];
-  for (const b of (spec.hostConfig.Binds as string[] | undefined) ?? []) {
-    const p = parseBind(b);
-    if (p.source.startsWith('/')) out.push({ source: p.source, destination: p.destination, origin: 'binds' });
-  }
-  for (const m of (spec.hostConfig.Mounts as Record<string, unknown>[] | undefined) ?? [])
-    if (m.Type === 'bind' && typeof m.Source === 'string' && typeof m.Target === 'string')
-      out.push({ source: m.Source, destination: m.Target, origin: 'mounts' });
-  return out;
-}
-
-/**
- * Preflight for bind mounts on the target, before anything changes. A host path that does not
- * exist there is created empty by the engine for a `-v` bind (the service would start without its
- * files: a warning), and refused at create for a `--mount` bind (a NotFoundError now, instead of
- * a rollback later). `written`: the destinations whose data this run writes (restore
- * --restore-binds). `image`: the holder image to ask with; without one nothing is checked.
- */
-export async function checkBindSources(
-  engine: Engine,
-  image: string | undefined,
-  containers: { spec: ContainerSpec; written?: ReadonlySet<string>; inBundle?: ReadonlySet<string> }[],
-  progress: Progress,
-): Promise<void> {
-  if (!image) return;
-  const refused: string[] = [];
-  for (const { spec, written, inBundle } of containers) {
-    for (const m of bindSources(spec)) {
-      if (written?.has(m.destination)) continue;
-      if ((await hostPathExists(engine, image, m.source)) !== false) continue;
-      if (m.origin === 'mounts') {
-        refused.push(`${spec.name}: ${m.source} (mounted at ${m.destination})`);
-        continue;
-      }
-      progress.warn(
-        `${spec.name}: bind mount source ${m.source} (at ${m.destination}) does not exist on ${engine.facts.endpoint}; the engine will create it as an empty directory. ` +
-          `Put its contents in place first, or point restore or migrate elsewhere with --map-bind${inBundle?.has(m.destination) ? ', or let restore write the copy in the bundle with --restore-binds' : ''}`,
-      );
-    }
-  }
-  if (refused.length)
-    throw new NotFoundError(
-      `bind mount sources missing on ${engine.facts.endpoint}: ${refused.join('; ')}`,
-      'the engine refuses to create these containers; create the paths (with their contents), or point restore or migrate elsewhere with --map-bind; nothing was changed',
-    );
-}
-
-/**
- * Preflight for static addresses, before anything changes: a container with a fixed IPv4 address
- * on a network that already exists on the target (reused, or joined through --map-network) can
- * only be created when the address lies in that network's subnet, and started (`starts`) when no
- * container there holds it (one this run replaces, `replacing`, is gone by then); on a network created from
- * the bundle (`networks`, as they will be created), only when no other network on the target
- * holds its subnet. Otherwise the engine refuses it after everything else was restored. Throws a
- * ConflictError naming each misfit.
- */
-export async function checkStaticAddresses(
-  engine: Engine,
-  specs: ContainerSpec[],
-  networks: NetworkSpec[] = [],
-  opts: { replacing?: ReadonlySet<string>; starts?: (spec: ContainerSpec) => boolean } = {},
-): Promise<void> {
-  const problems: string[] = [];
-  const existing = new Map<string, { subnets: string[]; holders: { name: string; ip: string }[] } | undefined>();
-  let all: Awaited<ReturnType<Engine['listNetworks']>> | undefined;
-  for (const spec of specs) {
-    for (const e of spec.endpoints) {
-      if (!e.ipv4Address) continue;
-      if (!existing.has(e.network)) {
-        const n = await engine.inspectNetwork(e.network);
-        existing.set(
-          e.network,
-          n && {
-            subnets: ((n.IPAM?.Config ?? []) as { Subnet?: string }[])
-              .map((c) => c.Subnet)
-              .filter((x): x is string => !!x),
-            holders: Object.values((n.Containers ?? {}) as Record<string, { Name?: string; IPv4Address?: string }>).map(
-              (c) => ({ name: c.Name ?? '?', ip: (c.IPv4Address ?? '').split('/')[0]! }),
-            ),
-          },
-        );
-      }
-      const net = existing.get(e.network);
-      if (net === undefined) {
-        // Created from the bundle, with its subnet: unless another network here has that subnet.
-        const fromBundle = networks.find((n) => n.name === e.network);
-        const taken = fromBundle ? await subnetsTaken(engine, fromBundle, (all ??= await engine.listNetworks())) : [];
-        if (taken.length)
-          problems.push(
-            `${spec.name}: ${e.ipv4Address} on ${e.network}, whose subnet ${ipv4Subnets(fromBundle!).join(', ')} is taken here by ${taken.join(', ')}`,
-          );
-        continue;
-      }
-      // (taken only once it starts: a container created and not started does not need it yet)
-      const holder =
-        opts.starts?.(spec) === false
-          ? undefined
-          : net.holders.find((h) => h.ip === e.ipv4Address && !opts.replacing?.has(h.name));
-      if (holder) {
-        problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network}, which container ${holder.name} holds`);
-        continue;
-      }
-      if (!net.subnets.length) continue; // no subnet to check against
-      const fits = net.subnets.map((n) => ipv4InSubnet(e.ipv4Address!, n));
-      if (fits.includes(true) || !fits.includes(false)) continue;
-      problems.push(`${spec.name}: ${e.ipv4Address} on ${e.network} (its subnet here: ${net.subnets.join(', ')})`);
-    }
-  }
-  if (problems.length)
-    throw new ConflictError(
-      `static addresses that cannot be had on ${engine.facts.endpoint}: ${problems.join('; ')}`,
-      'nothing was changed; restore onto another network with --map-network (an existing one is joined), or remove or recreate the network here that holds the subnet, or stop the container that holds the address',
-    );
 }
 
 /** How long restore and migrate watch the containers they started before reporting. */
@@ -367,6 +217,194 @@ export async function watchStarted(
     );
   }
   return exited;
+}
+
+/** One container to recreate on the target. */
+export interface ToCreate {
+  /** Its spec where it came from (bundle or source): the order of creation follows its references. */
+  original: ContainerSpec;
+  /** What it is created from (after --map-*, a drill's rewrite...), references not yet renamed. */
+  spec: ContainerSpec;
+  /** Its name on the target. */
+  name: string;
+  /** The image it is created from, on the target. */
+  image: string;
+  start: boolean;
+  /** Paused again after its start (it was paused when captured). */
+  pause?: boolean;
+}
+
+/** A container as recreated; exitCode: it stopped right after its start (see watchStarted). */
+export interface Recreated {
+  name: string;
+  id: string;
+  started: boolean;
+  exitCode?: number;
+}
+
+/**
+ * The chain restore and migrate share, on one target engine: networks -> volumes -> create ->
+ * start -> watch, and the rollback of all of it. The op fills the volumes between `volume()` and
+ * `create()` (from a bundle, or shipped from a source). Given an `undo`, the caller owns what was
+ * made once the run succeeded (ferry drill removes it); else it stays. Under --on-conflict
+ * replace, what is replaced stays intact until the new containers have passed their watch
+ * (replace.ts).
+ */
+export class Recreation {
+  /** The name each volume is mounted under on the target, by its name where it came from. */
+  readonly volumeNames: Record<string, string> = {};
+  readonly undo: Undo;
+  private readonly owned: boolean;
+  private readonly where: string;
+  private readonly replacing: Replacement;
+  private readonly via?: Routing;
+  private list: ToCreate[] = [];
+
+  constructor(
+    readonly engine: Engine,
+    private readonly ctx: { progress: Progress; signal: AbortSignal },
+    opts: { undo?: Undo; where?: string; via?: Routing } = {},
+  ) {
+    this.undo = opts.undo ?? new Undo();
+    this.owned = !opts.undo;
+    this.where = opts.where ? ` ${opts.where}` : '';
+    this.replacing = new Replacement(engine, ctx.progress);
+    this.via = opts.via;
+  }
+
+  async networks(networks: NetworkSpec[]): Promise<void> {
+    for (const n of networks) await ensureNetwork(this.engine, n, this.undo, this.ctx.progress);
+  }
+
+  /** --on-conflict replace: these containers are there; they are set aside, not removed, until the new ones run. */
+  replaceContainers(names: string[]): void {
+    this.replacing.replaceContainers(names);
+  }
+
+  /**
+   * Create volume `v` (its name on the target) for the one called `from` where it came from.
+   * `fill`: the volume to write its data to; under --on-conflict replace, when `v` exists, a
+   * staging volume (the existing one is untouched until the new containers have run).
+   */
+  async volume(from: string, v: VolumeEntry, onConflict: OnConflict): Promise<{ name: string; fill: string }> {
+    if (onConflict === 'replace' && !v.anonymous && (await this.engine.inspectVolume(v.name))) {
+      const staging = await this.replacing.stageVolume(v, this.undo);
+      this.volumeNames[from] = staging;
+      return { name: v.name, fill: staging };
+    }
+    const name = await createVolume(
+      this.engine,
+      v,
+      onConflict === 'replace' ? 'fail' : onConflict,
+      this.undo,
+      this.ctx.progress,
+    );
+    this.volumeNames[from] = name;
+    return { name, fill: name };
+  }
+
+  /**
+   * Create the containers, each after those it refers to (container:<name> network,
+   * volumes-from, links), whose references follow them to their names on the target. Those they
+   * replace are set aside first.
+   */
+  async create(list: ToCreate[]): Promise<Recreated[]> {
+    this.list = list;
+    if (this.replacing.active) await this.replacing.setAside(this.undo);
+    return this.createOnly(list);
+  }
+
+  /** Start those that are to run, in the same order; then nothing is rolled back any more (unless replacing). */
+  async start(list: ToCreate[], out: Recreated[]): Promise<void> {
+    for (const i of dependencyOrder(list.map((c) => c.original))) {
+      const c = list[i]!;
+      if (!c.start) continue;
+      this.ctx.progress.step(`start ${out[i]!.name}${this.where}`);
+      await this.engine.start(out[i]!.id);
+      out[i]!.started = true;
+      if (c.pause) await this.engine.pause(out[i]!.id);
+    }
+    if (this.owned && !this.replacing.active) this.undo.clear();
+  }
+
+  /**
+   * Watch what was started for a moment; note the exit code of each that stopped. Under
+   * --on-conflict replace this is the proof: a new container that stopped, or an interrupt,
+   * fails the run (the old are put back); else the replace is committed. Returns the containers
+   * as they are at the end (a committed replace creates them again).
+   */
+  async watch(out: Recreated[]): Promise<Recreated[]> {
+    const { progress, signal } = this.ctx;
+    const exited = await watchStarted(
+      this.engine,
+      out.filter((c) => c.started),
+      progress,
+      signal,
+    );
+    for (const c of out) if (exited.has(c.id)) c.exitCode = exited.get(c.id);
+    if (!this.replacing.active) return out;
+    checkAborted(signal);
+    const failed = out.filter((c) => c.exitCode !== undefined);
+    if (failed.length)
+      throw new ConflictError(
+        `${failed.map((c) => c.name).join(', ')} stopped right after its start, so it does not replace what was there`,
+        "what was there is put back as it was, with its data; look at the new container's logs above, fix the cause and retry",
+      );
+    return this.commitReplace(out);
+  }
+
+  /** The new containers proved themselves: the old go; the new data moves under the real names. */
+  private async commitReplace(out: Recreated[]): Promise<Recreated[]> {
+    const r = this.replacing;
+    this.undo.clear(); // the old do not come back from here on
+    await r.retireOld();
+    if (!r.staged.length) {
+      await r.finish();
+      return out;
+    }
+    for (const c of out) if (c.started) await this.engine.stop(c.id);
+    for (const c of out) await removeWithAnonymousVolumes(this.engine, c.id);
+    await r.moveData(await this.engine.ensureHolderImage(), this.via);
+    for (const s of r.staged)
+      for (const [from, name] of Object.entries(this.volumeNames))
+        if (name === s.staging) this.volumeNames[from] = s.real;
+    // No interrupt cuts this short: the old are gone, the new must stand (a second signal still ends ferry at once).
+    const again = await this.createOnly(this.list, false);
+    await this.start(this.list, again);
+    await r.finish();
+    if (this.owned) this.undo.clear();
+    return again;
+  }
+
+  private async createOnly(list: ToCreate[], abortable = true): Promise<Recreated[]> {
+    const renamed = Object.fromEntries(list.map((c) => [c.original.name, c.name]));
+    const out: Recreated[] = list.map((c) => ({ name: c.name, id: '', started: false }));
+    for (const i of dependencyOrder(list.map((c) => c.original))) {
+      if (abortable) checkAborted(this.ctx.signal);
+      const c = list[i]!;
+      const spec = renameContainerRefs(c.spec, renamed);
+      out[i]!.id = await createContainer(
+        this.engine,
+        spec,
+        c.name,
+        c.image,
+        this.volumeNames,
+        this.undo,
+        this.ctx.progress,
+      );
+      if (this.replacing.isAside) this.replacing.noteCreated(out[i]!.id);
+    }
+    return out;
+  }
+
+  /** After a failure: remove every helper (on `others` too), then what this run made, in reverse. */
+  async rollback(others: Engine[] = []): Promise<void> {
+    for (const e of [this.engine, ...others]) e.prepareCleanup();
+    // First: a helper would keep a volume the undo removes in use.
+    for (const e of [this.engine, ...others]) await sweepHolders(e);
+    await this.undo.run(this.ctx.progress);
+    this.replacing.forget();
+  }
 }
 
 export { LABEL_MANAGED };
