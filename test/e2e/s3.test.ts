@@ -238,7 +238,7 @@ describe('drill and encryption on s3', () => {
     expect(bytes.includes('manifest.json')).toBe(false);
     const ls = await ferry(['ls', s3Url(prefix), '--json'], { env });
     expect(ls.code, ls.stderr).toBe(0);
-    expect(JSON.parse(ls.stdout)[0]).toMatchObject({ containers: [web], encrypted: true });
+    expect(JSON.parse(ls.stdout).bundles[0]).toMatchObject({ containers: [web], encrypted: true });
     cleanup(ENGINE_A, { containers: [web], volumes: [www] });
     const wrong = await ferry(['restore', bundle], { env: { ...env, FERRY_PASSPHRASE: 'wrong' } });
     expect(wrong.code).toBe(2);
@@ -281,7 +281,7 @@ describe('an interrupted upload to s3 leaves nothing', () => {
       expect(await s3Objects(prefix)).toEqual(['keep.txt']);
       const ls = await ferry(['ls', s3Url(prefix), '--json'], { env });
       expect(ls.code, ls.stderr).toBe(0);
-      expect(JSON.parse(ls.stdout)).toEqual([]);
+      expect(JSON.parse(ls.stdout).bundles).toEqual([]);
       expect(inspect('container', big).State.Running).toBe(true);
       expect(inspect('container', big).State.Paused).toBe(false);
     });
