@@ -2,6 +2,7 @@
 import type { Engine } from './engine/engine.js';
 import type { HostAccess } from './hostaccess/access.js';
 import type { Debug } from './util/debug.js';
+import type { Trust } from './bundle/trust.js';
 
 export interface Progress {
   /** A step of the pipeline starts (one line in plain output). */
@@ -28,6 +29,8 @@ export interface RunContext {
   signal: AbortSignal;
   /** Passphrase for encrypted bundles (FERRY_PASSPHRASE or --passphrase-file; never an argument). */
   passphrase?: string;
+  /** --trust / FERRY_TRUST: bundles read must be signed by a key this allows (bundle/trust.ts). */
+  trust?: Trust;
   /**
    * What each engine's host offers the data fast paths (hostaccess/access.ts: hostAccessFor),
    * decided once per engine with the switches the CLI read. Absent: the engine's own paths only.

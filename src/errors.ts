@@ -27,6 +27,16 @@ export const EXIT = {
   /** A pre-exec hook failed inside a container: that container was not backed up. */
   HOOK: 10,
   /**
+   * --trust: the bundle is unsigned, its signature is bad, or its signer is not allowed (or is
+   * revoked) in the allowed_signers file. Nothing was changed.
+   */
+  UNTRUSTED: 11,
+  /**
+   * The restore policy: the bundle asks for settings that give a container the host (privileged,
+   * host binds, host namespaces, devices, capabilities) and --allow did not allow them.
+   */
+  POLICY: 12,
+  /**
    * Interrupted by a signal: 128 + its number, as a shell reports it. Everything was put back as
    * it was. SIGPIPE also stands for a closed stdout or stderr (the reader went away).
    */
@@ -119,6 +129,20 @@ export class DrillFailedError extends FerryError {
 export class HookError extends FerryError {
   constructor(message: string, hint?: string) {
     super('HOOK', EXIT.HOOK, message, { hint });
+  }
+}
+
+/** A bundle that --trust does not accept (unsigned, bad signature, unknown or revoked signer). */
+export class TrustError extends FerryError {
+  constructor(message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super('UNTRUSTED', EXIT.UNTRUSTED, message, opts);
+  }
+}
+
+/** A restore refused by the restore policy (plan/policy.ts): settings that --allow did not allow. */
+export class PolicyError extends FerryError {
+  constructor(message: string, hint?: string) {
+    super('POLICY', EXIT.POLICY, message, { hint });
   }
 }
 

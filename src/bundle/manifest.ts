@@ -15,6 +15,8 @@ export const MIN_READABLE_VERSION = 1;
 export const MANIFEST_MEMBER = 'manifest.json';
 export const TRAILER_MEMBER = 'trailer.json';
 export const SUMS_MEMBER = 'SHA256SUMS';
+/** Signed bundles: the SSHSIG signature of SHA256SUMS, the last entry (docs/format.md, Signed bundles). */
+export const SIG_MEMBER = 'SHA256SUMS.sig';
 /** Largest manifest/trailer accepted, so a hostile bundle cannot make ferry read gigabytes of JSON. */
 export const MAX_JSON_MEMBER = 32 << 20;
 
@@ -106,6 +108,21 @@ export interface Manifest {
    * this many). A reader decompresses each part on its own and stops one that inflates past it.
    */
   partRawBytes?: number;
+  /**
+   * Signed bundles: the key that signs them, declared before any data (so that --trust refuses
+   * an unknown signer before anything is changed). The signature itself is the last entry,
+   * SHA256SUMS.sig, over SHA256SUMS, which then also lists manifest.json and trailer.json.
+   */
+  signature?: ManifestSignature;
+}
+
+export interface ManifestSignature {
+  /** The SSHSIG namespace (trust.ts: BUNDLE_NAMESPACE). */
+  namespace: string;
+  /** The public key, as in allowed_signers: `ssh-ed25519 AAAA...`. */
+  key: string;
+  /** `SHA256:...`, as ssh-keygen -l prints it. */
+  fingerprint: string;
 }
 
 /** Largest partRawBytes a reader accepts (a part is buffered by the writer). */
@@ -189,6 +206,18 @@ export function parseManifest(text: string): Manifest {
   )
     fail(`partRawBytes ${JSON.stringify(o.partRawBytes)} is not a size between 1 and ${MAX_PART_RAW}`);
   const man = o as unknown as Manifest;
+  if (o.signature !== undefined) {
+    const sig = o.signature as Record<string, unknown> | null;
+    if (
+      !sig ||
+      typeof sig !== 'object' ||
+      typeof sig.namespace !== 'string' ||
+      typeof sig.fingerprint !== 'string' ||
+      typeof sig.key !== 'string' ||
+      !/^[a-z0-9@.-]+ [A-Za-z0-9+/]+=*$/.test(sig.key)
+    )
+      fail('"signature" is not a key declaration (namespace, key, fingerprint)');
+  }
   if (o.imageMode !== undefined && o.imageMode !== 'archive' && o.imageMode !== 'push')
     fail(`unknown imageMode ${JSON.stringify(o.imageMode)}`);
   const push = o.imageMode === 'push';
@@ -282,6 +311,14 @@ function isTaggedRef(ref: string): boolean {
 
 export function sha256sums(t: Trailer): string {
   return t.members.map((m) => `${m.sha256}  ${m.name}\n`).join('');
+}
+
+/**
+ * SHA256SUMS of a signed bundle (what SHA256SUMS.sig signs): manifest.json first, then every
+ * data member as sha256sums() has them, then trailer.json; each the sha256 of its bytes as stored.
+ */
+export function signedSums(manifestSha: string, t: Trailer, trailerSha: string): string {
+  return `${manifestSha}  ${MANIFEST_MEMBER}\n${sha256sums(t)}${trailerSha}  ${TRAILER_MEMBER}\n`;
 }
 
 /** A member name from a volume or container name; falls back to an index when the name is long. */

@@ -9,24 +9,41 @@ import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
-import { BundleError, FerryError } from '../errors.js';
+import { BundleError, FerryError, TrustError } from '../errors.js';
 import { decompressor } from './codec.js';
 import { DecryptStream, type EncHeader } from './crypto.js';
 import { SizeLimit } from './limit.js';
 import {
   MANIFEST_MEMBER,
   MAX_JSON_MEMBER,
+  SIG_MEMBER,
   SUMS_MEMBER,
   TRAILER_MEMBER,
   parseManifest,
   parseTrailer,
   sha256sums,
+  signedSums,
   type Manifest,
   type MemberPlan,
   type Trailer,
   type TrailerMember,
 } from './manifest.js';
 import { partName } from './writer.js';
+import { fingerprint, parseSignature, verifyMessage } from './sshsig.js';
+import { BUNDLE_NAMESPACE, checkNamespace, checkSigner, describeKey, type Trust } from './trust.js';
+
+/** Who signed a bundle, once its signature has been checked (BundleReader.signer). */
+export interface SignerInfo {
+  /** `ssh-ed25519 AAAA...` */
+  key: string;
+  fingerprint: string;
+  /** With --trust: the principals of the allowed_signers line that allows the key. */
+  principals?: string[];
+  /** With --trust: the allowed_signers file consulted. */
+  trustedBy?: string;
+}
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 type Entry = Readable & { header: tar.Header };
 
@@ -44,7 +61,7 @@ export interface DataMember {
 
 const PART = /^(.*)\.part(\d{6})$/;
 
-async function readSmall(e: Entry, member: string): Promise<string> {
+async function readSmall(e: Entry, member: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of e) {
@@ -52,7 +69,7 @@ async function readSmall(e: Entry, member: string): Promise<string> {
     if (n > MAX_JSON_MEMBER) throw new BundleError(`${member} is larger than ${MAX_JSON_MEMBER} bytes`, { member });
     chunks.push(c as Buffer);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
 
 export class BundleReader {
@@ -63,7 +80,11 @@ export class BundleReader {
   failure?: BundleError;
   /** The trailer as read, before it was checked (set even when a check fails): for `ferry verify`. */
   unverifiedTrailer?: Trailer;
+  /** A signed bundle, after members() has completed: its checked signer. */
+  signer?: SignerInfo;
   private readonly seen: TrailerMember[] = [];
+  private manifestSha = '';
+  private trust?: Trust;
 
   private constructor(
     readonly manifest: Manifest,
@@ -72,7 +93,17 @@ export class BundleReader {
     private readonly destroy: (err?: Error) => void,
   ) {}
 
-  static async open(src: Readable, location: string, opts: { passphrase?: string } = {}): Promise<BundleReader> {
+  /**
+   * `trust` (--trust): the bundle must be signed by a key its allowed_signers allow. An unsigned
+   * bundle or one declaring an unknown or revoked key is refused here, right after the manifest
+   * (a TrustError); the signature itself is checked after the last member (members()). Without
+   * it, a signed bundle's signature must still be valid (a BundleError otherwise).
+   */
+  static async open(
+    src: Readable,
+    location: string,
+    opts: { passphrase?: string; trust?: Trust } = {},
+  ): Promise<BundleReader> {
     const extract = tar.extract();
     // Encrypted bundles are decrypted on the way; plain ones pass through untouched.
     const dec = new DecryptStream(opts.passphrase, location, true);
@@ -131,14 +162,32 @@ export class BundleReader {
       );
     }
     let manifest: Manifest;
+    let manifestSha: string;
     try {
-      manifest = parseManifest(await readSmall(first, MANIFEST_MEMBER));
+      const bytes = await readSmall(first, MANIFEST_MEMBER);
+      manifestSha = sha256(bytes);
+      manifest = parseManifest(bytes.toString('utf8'));
     } catch (err) {
       destroy();
       throw asBundleError(err, location);
     }
     const reader = new BundleReader(manifest, location, next, destroy);
     reader.encryption = dec.header;
+    reader.manifestSha = manifestSha;
+    reader.trust = opts.trust;
+    if (opts.trust) {
+      try {
+        const trust = opts.trust;
+        if (!manifest.signature)
+          throw new TrustError(`${location} is not signed; --trust ${trust.file} accepts only signed bundles`, {
+            hint: 'nothing was changed; sign backups with --sign-key (FERRY_SIGN_KEY), or restore without --trust',
+          });
+        checkSigner(trust, declaredKey(manifest), BUNDLE_NAMESPACE);
+      } catch (err) {
+        destroy();
+        throw err;
+      }
+    }
     return reader;
   }
 
@@ -296,7 +345,8 @@ export class BundleReader {
   }
 
   private async readTrailer(e: Entry) {
-    const trailer = parseTrailer(await readSmall(e, TRAILER_MEMBER), this.manifest);
+    const trailerBytes = await readSmall(e, TRAILER_MEMBER);
+    const trailer = parseTrailer(trailerBytes.toString('utf8'), this.manifest);
     this.unverifiedTrailer = trailer;
     for (const tm of trailer.members) {
       const got = this.seen.find((s) => s.name === tm.name);
@@ -312,7 +362,11 @@ export class BundleReader {
     if (!sums || sums.header.name !== SUMS_MEMBER)
       throw new BundleError(`${SUMS_MEMBER} is missing after ${TRAILER_MEMBER}`, { member: SUMS_MEMBER });
     const text = await readSmall(sums, SUMS_MEMBER);
-    if (text !== sha256sums(trailer))
+    if (this.manifest.signature) {
+      const sig = await this.next();
+      const sigText = sig?.header.name === SIG_MEMBER ? await readSmall(sig, SIG_MEMBER) : undefined;
+      this.checkSignature(text, signedSums(this.manifestSha, trailer, sha256(trailerBytes)), sigText);
+    } else if (text.toString('utf8') !== sha256sums(trailer))
       throw new BundleError(`${SUMS_MEMBER} does not match ${TRAILER_MEMBER}`, { member: SUMS_MEMBER });
     const extra = await this.next();
     if (extra)
@@ -321,6 +375,59 @@ export class BundleReader {
       });
     this.trailerValue = trailer;
   }
+
+  /**
+   * A signed bundle: SHA256SUMS.sig is a valid SSHSIG signature, in the bundle namespace, by the
+   * key the manifest declared, of the SHA256SUMS stored, which lists the bytes read (manifest,
+   * members, trailer); with --trust the key is allowed. A failure is a TrustError with --trust
+   * (naming the signer and the file), else a BundleError.
+   */
+  private checkSignature(stored: Buffer, expected: string, sigText: Buffer | undefined): void {
+    const declared = declaredKey(this.manifest);
+    const trust = this.trust;
+    const fail = (why: string): never => {
+      const msg = `${this.location}: ${why} (signer declared: ${describeKey(declared)})`;
+      if (trust)
+        throw new TrustError(`${msg}; checked against ${trust.file}`, {
+          hint: 'the bundle was changed after it was signed, or signed by someone else; do not restore it',
+        });
+      throw new BundleError(msg, { member: SIG_MEMBER, hint: 'the bundle was changed after it was signed' });
+    };
+    if (!sigText) return fail(`${SIG_MEMBER} is missing, yet the manifest says the bundle is signed`);
+    let sig;
+    try {
+      sig = parseSignature(sigText.toString('utf8'));
+    } catch (err) {
+      return fail(`${SIG_MEMBER} is not a valid SSH signature (${(err as Error).message})`);
+    }
+    if (!sig.publicKey.blob.equals(declared))
+      return fail(`${SIG_MEMBER} is signed by ${describeKey(sig.publicKey.blob)}, not the key the manifest declares`);
+    if (trust) checkNamespace(sig, trust.file);
+    else if (sig.namespace !== BUNDLE_NAMESPACE) return fail(`${SIG_MEMBER} is in namespace ${sig.namespace}`);
+    if (!verifyMessage(sig, stored))
+      return fail(`the signature in ${SIG_MEMBER} does not verify: ${SUMS_MEMBER} was changed`);
+    if (stored.toString('utf8') !== expected) {
+      const signed = new Set(stored.toString('utf8').split('\n'));
+      const changed = expected
+        .split('\n')
+        .filter((l) => l && !signed.has(l))
+        .map((l) => l.slice(66));
+      return fail(
+        `${changed.join(', ') || 'the bundle'} does not match the signed ${SUMS_MEMBER}: changed after signing`,
+      );
+    }
+    const signer = trust ? checkSigner(trust, declared, BUNDLE_NAMESPACE) : undefined;
+    this.signer = {
+      key: this.manifest.signature!.key,
+      fingerprint: fingerprint(declared),
+      ...(signer && trust ? { principals: signer.principals, trustedBy: trust.file } : {}),
+    };
+  }
+}
+
+/** The key a signed bundle's manifest declares, SSH wire form. */
+function declaredKey(m: Manifest): Buffer {
+  return Buffer.from(m.signature!.key.split(' ')[1] ?? '', 'base64');
 }
 
 /** Errors of the tar parser or of torn-down streams, as the damaged bundle they mean. */

@@ -21,9 +21,11 @@ import {
   FORMAT,
   FORMAT_VERSION,
   MANIFEST_MEMBER,
+  SIG_MEMBER,
   SUMS_MEMBER,
   TRAILER_MEMBER,
   sha256sums,
+  signedSums,
   type ImageFacts,
   type Manifest,
   type Trailer,
@@ -31,6 +33,8 @@ import {
 } from './manifest.js';
 import { BLOCK, END_OF_ARCHIVE, encodeHeader, padding } from './tar.js';
 import { releaseSlab } from '../util/slabs.js';
+import { fingerprint, publicKeyLine, signMessage, type Signer } from './sshsig.js';
+import { BUNDLE_NAMESPACE } from './trust.js';
 
 export const PART_SIZE = 16 << 20;
 const WRITE_BATCH = 1 << 20;
@@ -63,10 +67,14 @@ export class BundleWriter {
   private busy = false;
   private manifestAt?: number;
   private manifestRoom = 0;
+  /** The manifest's bytes as they stand in the bundle (after any patch): what SHA256SUMS lists when signed. */
+  private manifestWritten?: Buffer;
 
+  /** `signer`: sign the bundle (SHA256SUMS.sig); the manifest declares its key. */
   constructor(
     private readonly sink: BundleSink,
     private readonly manifest: Manifest,
+    private readonly opts: { signer?: Signer } = {},
   ) {}
 
   get location() {
@@ -87,10 +95,18 @@ export class BundleWriter {
    */
   async begin(): Promise<void> {
     if (!this.sink.seekable) this.manifest.partRawBytes = PART_SIZE;
+    const signer = this.opts.signer;
+    if (signer)
+      this.manifest.signature = {
+        namespace: BUNDLE_NAMESPACE,
+        key: publicKeyLine(signer.publicKey),
+        fingerprint: fingerprint(signer.publicKey),
+      };
     this.manifestAt = this.sink.seekable ? this.sink.position + BLOCK : undefined;
     this.manifestRoom =
       manifestText(this.manifest).length + (this.sink.seekable ? RAW_SIZE_ROOM * this.manifest.members.length : 0);
-    await this.entry(MANIFEST_MEMBER, this.manifestBytes(this.manifest));
+    this.manifestWritten = this.manifestBytes(this.manifest);
+    await this.entry(MANIFEST_MEMBER, this.manifestWritten);
   }
 
   /** The manifest as written: its JSON padded with spaces (which JSON allows) to manifestRoom. */
@@ -107,7 +123,8 @@ export class BundleWriter {
       ...m,
       rawBytes: this.written.find((w) => w.name === m.name)!.rawBytes,
     }));
-    await this.sink.writeAt(this.manifestBytes({ ...this.manifest, members }), this.manifestAt);
+    this.manifestWritten = this.manifestBytes({ ...this.manifest, members });
+    await this.sink.writeAt(this.manifestWritten, this.manifestAt);
   }
 
   /** Whether a member whose source fails half-way can be written again (addMember's `again`). */
@@ -306,8 +323,17 @@ export class BundleWriter {
       images: this.images,
     };
     await this.declareRawSizes();
-    await this.entry(TRAILER_MEMBER, Buffer.from(JSON.stringify(trailer, null, 2) + '\n'));
-    await this.entry(SUMS_MEMBER, Buffer.from(sha256sums(trailer)));
+    const trailerBytes = Buffer.from(JSON.stringify(trailer, null, 2) + '\n');
+    await this.entry(TRAILER_MEMBER, trailerBytes);
+    const signer = this.opts.signer;
+    if (signer) {
+      const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+      const sums = Buffer.from(signedSums(sha(this.manifestWritten!), trailer, sha(trailerBytes)));
+      await this.entry(SUMS_MEMBER, sums);
+      await this.entry(SIG_MEMBER, Buffer.from(await signMessage(signer, sums, BUNDLE_NAMESPACE)));
+    } else {
+      await this.entry(SUMS_MEMBER, Buffer.from(sha256sums(trailer)));
+    }
     await this.sink.write(END_OF_ARCHIVE);
     await this.sink.commit();
     return trailer;

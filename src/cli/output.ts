@@ -20,6 +20,7 @@ export type OutputKind = 'stdout' | 'url' | 'file' | 'directory';
 export function outputKind(output: string): OutputKind {
   if (output === '-') return 'stdout';
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(output)) return 'url';
+  if (output.startsWith('restic:')) return 'url'; // a restic repository, in restic's own spelling
   return output.endsWith('.tar') ? 'file' : 'directory';
 }
 

@@ -57,6 +57,10 @@ Exit codes:
   9    drill failed: the restored copy did not become healthy, exited, or its
        probe failed or timed out (everything it made was removed)
   10   a pre-exec hook failed inside a container (that container was not backed up)
+  11   --trust: the bundle is unsigned, badly signed or changed after signing,
+       or its signer is not allowed in the allowed_signers file (nothing changed)
+  12   the restore policy: host access (privileged, host binds, host namespaces,
+       devices, capabilities) that --allow did not allow (nothing changed)
   129  interrupted by SIGHUP (the terminal or SSH session closed)
   130  interrupted by SIGINT (Ctrl-C)
   141  interrupted by SIGPIPE, or stdout or stderr was closed

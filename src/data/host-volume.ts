@@ -7,7 +7,10 @@
  *
  * Only where the archive is the one the engine would give: the same entries in the same order
  * (sorted by name), numeric owners (no names: a hand-run `tar x` on another host cannot map them
- * to other ids), second-resolution mtimes, no atime/ctime, the file capability and user xattrs.
+ * to other ids), second-resolution mtimes, no atime/ctime; and more than the engine gives where
+ * it can: the file capability, user and trusted xattrs (the engine's archive carries only the
+ * capability), and sparse files with their holes (PAX sparse 1.0, which the engine and GNU tar
+ * read; the engine writes the holes as zeros).
  * Everything else goes through the engine as before:
  *  - FERRY_HOST_VOLUMES=0, a TCP engine (no way onto its host), not root there (`id -u`), Podman,
  *    rootless or user-namespace remapped (owners on disk are not the container's);
@@ -138,6 +141,9 @@ export function hostTarArgs(dir: string): string[] {
     '--xattrs',
     '--xattrs-include=security.capability',
     '--xattrs-include=user.*',
+    '--xattrs-include=trusted.*',
+    // holes stay holes (PAX sparse 1.0): a 2 GiB sparse disk image is a few blocks in the archive
+    '--sparse',
     '--pax-option=delete=atime,delete=ctime,delete=mtime',
     '--warning=no-file-ignored',
     '.',
@@ -322,9 +328,27 @@ export async function openHostVolumeReader(
 }
 
 /**
+ * The extended attributes GNU tar could not set while extracting (it says so on stderr and still
+ * exits 0: "setxattrat: Cannot set 'trusted.k' extended attribute for file './f': Operation not
+ * permitted"), as `<key> on <file>: <why>`. Pure; unit-tested.
+ */
+export function lostXattrs(stderr: string): string[] {
+  const out: string[] = [];
+  for (const m of stderr.matchAll(/Cannot set '([^']+)' extended attribute for file '([^']*)': ([^\n]+)/g))
+    out.push(`${m[1]} on ${m[2]}: ${m[3]!.trim()}`);
+  return out;
+}
+
+/** What a write on the host lost: the xattrs the archive had that the volume's filesystem refused. */
+export interface HostWrite {
+  xattrsLost?: string[];
+}
+
+/**
  * Extract `data` (a volume archive) into `volume`'s directory on the host, if it can be reached
  * there (`seen`: the engine's stat of a container's mount point of it). Refused, with why, when it
- * cannot (nothing was read from `data`); throws when the extraction failed.
+ * cannot (nothing was read from `data`); throws when the extraction failed. Extended attributes
+ * the filesystem refused are a warning (once for the volume) and in the answer.
  */
 export async function writeHostVolume(
   engine: Engine,
@@ -333,7 +357,7 @@ export async function writeHostVolume(
   data: Readable,
   progress: Progress | undefined,
   access: HostAccess | Promise<HostAccess>,
-): Promise<true | Refused> {
+): Promise<HostWrite | Refused> {
   const at = await hostVolumeDir(engine, volume, access);
   if (isRefused(at)) return at;
   const { shell, dir } = at;
@@ -372,5 +396,58 @@ export async function writeHostVolume(
         hint: `what it wrote is removed with the volume; ${HOST_VOLUMES_ENV}=0 writes through the engine instead`,
       },
     );
-  return true;
+  const unset = lostXattrs(stderr());
+  if (!unset.length) return {};
+  progress?.warn(
+    `volume ${volume}: ${unset.length === 1 ? 'an extended attribute' : `${unset.length} extended attributes`} of the archive could not be set in ${dir} on ${shell.where} (${unset.slice(0, 3).join('; ')}${unset.length > 3 ? '; ...' : ''}); the data is there without ${unset.length === 1 ? 'it' : 'them'}`,
+  );
+  return { xattrsLost: unset };
+}
+
+/**
+ * After VETTED_PREFIX ($d the new volume's directory, $1 the staged one's): empty $d (the engine
+ * may have copied the image's files into it at create), move every entry of $1 into it (a rename:
+ * both live in the engine's volumes directory), give $d the owner, mode and mtime of $1, flush.
+ */
+const MOVE_SCRIPT = [
+  'f=$1; [ -d "$f" ] || exit 3',
+  // the root's before the moves change its mtime
+  'o=$(stat -c %u:%g -- "$f") && m=$(stat -c %a -- "$f") && t=$(stat -c %.9Y -- "$f") || exit 3',
+  'find "$d" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + || exit 4',
+  'find "$f" -mindepth 1 -maxdepth 1 -exec mv -t "$d" -- {} + || exit 5',
+  'chown -- "$o" "$d" && chmod -- "$m" "$d" && touch -d "@$t" -- "$d" || exit 6',
+  `sync -f -- "$d" || exit ${FLUSH_FAILED}`,
+].join('\n');
+
+/**
+ * Move the whole content of volume `from` into volume `to` on the engine's host (renames, no
+ * copy), `to`'s root taking `from`'s owner, mode and mtime; `seen`: the engine's stat of a
+ * container's mount point of `to`. Refused, with why, when either cannot be reached there
+ * (nothing was changed); throws when the move failed.
+ */
+export async function moveHostVolume(
+  engine: Engine,
+  from: string,
+  to: string,
+  seen: () => Promise<EngineStat>,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<true | Refused> {
+  const src = await hostVolumeDir(engine, from, access);
+  if (isRefused(src)) return src;
+  const dst = await hostVolumeDir(engine, to, access);
+  if (isRefused(dst)) return dst;
+  const child = await runVetted(dst.shell, dst.dir, seen, MOVE_SCRIPT, [src.dir]);
+  if (!child) return refused(NOT_THE_ENGINES);
+  child.stdin.end();
+  child.stdout.resume();
+  const stderr = keepText(child.stderr);
+  const code = await child.exit;
+  if (code === 0 || code === FLUSH_FAILED) return true;
+  throw (
+    child.lost() ??
+    new IoError(
+      `could not move the data of volume ${from} into volume ${to} on ${dst.shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
+      { hint: `${HOST_VOLUMES_ENV}=0 copies it through the engine instead` },
+    )
+  );
 }

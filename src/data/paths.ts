@@ -17,7 +17,13 @@
  *  - `engine-save`: the engine's save endpoint (`docker save`), in a migration without the layers
  *    the target has (ship.ts, save.ts).
  *  - `engine-load`: the engine's load endpoint (`docker load`): a restore's image member; in a
- *    migration, the target's side of every image sent.
+ *    migration, the target's side of every image sent (the whole image, or to Docker with its own
+ *    image store, without the layers it has).
+ *  - `content-store`: the target's side of a migration to Docker with the containerd image store:
+ *    its load endpoint given an OCI archive without the layer blobs its containerd content store
+ *    holds, learnt on its host (content-store.ts, oci.ts). Where that store cannot be read (no
+ *    host access, FERRY_HOST_LAYERS=0) the whole image goes (`engine-load`, with the reason);
+ *    should the partial load fail, the whole image is sent again.
  *  - `registry`: pushed to (backup --image-mode push) or pulled from (restore) a registry.
  *  - `none`: nothing sent: the target of a migration already has the image.
  *
@@ -44,12 +50,22 @@ import type { HostAccess } from '../hostaccess/access.js';
 import { noDebug, type Debug } from '../util/debug.js';
 
 export type DataPath =
-  'host-tar' | 'helper-tar' | 'engine-archive' | 'layer-store' | 'engine-save' | 'engine-load' | 'registry' | 'none';
+  | 'host-tar'
+  | 'helper-tar'
+  | 'engine-archive'
+  | 'layer-store'
+  | 'engine-save'
+  | 'engine-load'
+  | 'content-store'
+  | 'registry'
+  | 'none';
 
 /** Which path carried the data; when another was asked first and refused or failed, that one and why. */
 export interface Carried {
   path: DataPath;
   fallback?: { from: DataPath; reason: string };
+  /** Extended attributes of the data that this path could not keep (`<key> on <file>: <why>`). */
+  xattrsLost?: string[];
 }
 
 /** A path's answer before its first byte: it will not carry the data, and why. */
@@ -173,10 +189,11 @@ export interface VolumePath extends Carried {
   target?: Carried;
 }
 
-/** An image's path, by container and reference. */
+/** An image's path, by container and reference (migrate: `path` is the source's side, `target` the target's). */
 export interface ImagePath extends Carried {
   container: string;
   ref: string;
+  target?: Carried;
 }
 
 /** Which path carried each image and volume of a run (in every op's result and --json). */

@@ -14,11 +14,13 @@ import { createHash } from 'node:crypto';
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
-import type { Engine } from '../engine/engine.js';
+import type { Engine, EngineFacts, ImageInspect } from '../engine/engine.js';
 import type { ContainerSpec } from '../model/spec.js';
 import type { Progress } from '../context.js';
 import { openHostImageArchive, type HostImageArchive } from './host-image.js';
-import { isRefused, withFallback, type Carried, type Routing } from './paths.js';
+import { readContentStore } from './content-store.js';
+import { toOciArchive, type Descriptor, type OciPlan } from './oci.js';
+import { ENGINE_ONLY, isRefused, withFallback, type Carried, type Routing } from './paths.js';
 import { fillVolume, openContainerVolumeReader } from './volumes.js';
 
 export function chainIds(diffIds: string[]): string[] {
@@ -68,8 +70,8 @@ export interface ShipStats {
   bytes: number;
   skippedLayers: number;
   totalLayers: number;
-  /** How the image left the source: layer-store, engine-save, or none (the target had it). */
-  carried: Carried;
+  /** How the image left the source (layer-store, engine-save, or none: the target had it), and how the target took it. */
+  carried: Carried & { target: Carried };
 }
 
 /** Count bytes passing through. */
@@ -86,7 +88,7 @@ function counter(onBytes: (n: number) => void): Transform {
 }
 
 /** Re-stream a `docker save` archive without the layer files in `skip` (v1 folder names or OCI blob digests). */
-function withoutLayers(src: Readable, skip: Set<string>): Readable {
+function withoutLayers(src: Readable, skip: Set<string>, onSkip?: (name: string) => void): Readable {
   const extract = tar.extract();
   const pack = tar.pack();
   const out = new PassThrough({ highWaterMark: 1 << 20 });
@@ -102,6 +104,7 @@ function withoutLayers(src: Readable, skip: Set<string>): Readable {
       // OCI layout Docker 25+ saves (an uncompressed layer's digest is its diff ID).
       const m = /^(?:([0-9a-f]{64})\/layer\.tar|blobs\/sha256\/([0-9a-f]{64}))$/.exec(h.name);
       if (m && skip.has((m[1] ?? m[2])!)) {
+        onSkip?.((m[1] ?? m[2])!);
         entry.resume();
         await new Promise<void>((r) => entry.on('end', () => r()));
         continue;
@@ -118,6 +121,109 @@ function withoutLayers(src: Readable, skip: Set<string>): Readable {
   return out;
 }
 
+/** Whether an engine's `docker save` is an OCI layout (Docker 25+, and the containerd image store). Pure. */
+export function savesOciLayout(facts: Pick<EngineFacts, 'containerdStore' | 'podman' | 'serverVersion'>): boolean {
+  return facts.containerdStore || (!facts.podman && Number(/^(\d+)\./.exec(facts.serverVersion)?.[1] ?? 0) >= 25);
+}
+
+/**
+ * What the target takes without: the layers it already has, and how the archive says so.
+ *  - Docker with its own image store: a docker-archive without the layer files of chains it has.
+ *  - Docker with the containerd image store: an OCI archive without the blobs its content store
+ *    holds (oci.ts): from an OCI source, the blobs of the same digest are left out; from a
+ *    docker-archive, the archive is rewritten (`oci`) naming the target's own blob for each layer
+ *    it holds. Only where that store is read on the target's host; else the whole image.
+ *  - Anything else (Podman): the whole image.
+ */
+export interface TargetPlan {
+  /** Indexes of the layers left out. */
+  omit: Set<number>;
+  /** Folder names or blob digests (hex) a docker-archive or OCI save is re-streamed without. */
+  skip: Set<string>;
+  /** A docker-archive is rewritten as this OCI layout (containerd store target). */
+  oci?: OciPlan;
+  /** Of `skip`, the blobs that are layers (hex): those left out of an OCI save are counted as layers skipped. */
+  layerBlobs?: Set<string>;
+  /** The target's side, as reported. */
+  written: Carried;
+}
+
+/** The whole image, to a target that takes nothing less (or where what it has is not known). */
+function whole(written: Carried): TargetPlan {
+  return { omit: new Set(), skip: new Set(), written };
+}
+
+async function planTarget(
+  source: Engine,
+  target: Engine,
+  img: ImageInspect,
+  ref: string,
+  progress: Progress,
+  via: Routing,
+  targetVia: Routing | undefined,
+): Promise<TargetPlan> {
+  const diffIds = img.RootFS?.Layers ?? [];
+  const chains = chainIds(diffIds);
+  const v1 = v1LayerIds(diffIds);
+  if (target.quirks.loadsPartialImages) {
+    const have = await engineChainIds(target);
+    const plan = whole({ path: 'engine-load' });
+    for (let i = 0; i < diffIds.length; i++)
+      if (have.has(chains[i]!)) {
+        plan.omit.add(i);
+        if (i < v1.length) plan.skip.add(v1[i]!);
+      }
+    // A blob (named by digest in an OCI save) is left out only when every layer it holds is.
+    const omitted = (d: string) => diffIds.every((x, i) => x !== d || plan.omit.has(i));
+    for (const i of plan.omit) if (omitted(diffIds[i]!)) plan.skip.add(diffIds[i]!.slice(7));
+    // From a containerd store, the save names a compressed layer by its blob's digest: which diff
+    // ID that blob holds is in the image's manifest, read in the source's content store.
+    if (plan.omit.size && source.facts.containerdStore) {
+      const view = await readContentStore(source, diffIds, via.access, { images: [img.Id] });
+      if (isRefused(view)) via.debug?.(`image ${ref}: compressed layers not mapped to diff IDs: ${view.refused}`);
+      else for (const [hex, d] of view.named) if (omitted(d)) plan.skip.add(hex);
+    }
+    return plan;
+  }
+  if (!target.facts.containerdStore) return whole({ path: 'engine-load' });
+  const view = await readContentStore(target, diffIds, targetVia?.access ?? ENGINE_ONLY);
+  if (isRefused(view)) {
+    targetVia?.debug?.(`image ${ref} to ${target.facts.endpoint}: not content-store: ${view.refused}`);
+    return whole({ path: 'engine-load', fallback: { from: 'content-store', reason: view.refused } });
+  }
+  const reuse = new Map<number, Descriptor>();
+  for (const [i, d] of diffIds.entries()) {
+    const desc = view.layers.get(d);
+    if (desc) reuse.set(i, desc);
+  }
+  if (!reuse.size) {
+    const reason = "the target's content store holds none of the image's layers";
+    targetVia?.debug?.(`image ${ref} to ${target.facts.endpoint}: not content-store: ${reason}`);
+    return whole({ path: 'engine-load', fallback: { from: 'content-store', reason } });
+  }
+  progress.info(
+    `image ${ref}: ${reuse.size} of ${diffIds.length} layers already in the content store of ${target.facts.endpoint} (${view.dir} on ${view.where}); not sending them`,
+  );
+  targetVia?.debug?.(
+    `image ${ref} to ${target.facts.endpoint}: content-store (${reuse.size}/${diffIds.length} layers there)`,
+  );
+  const layerDirs = new Map<string, number>();
+  for (const [i, c] of chains.entries()) layerDirs.set(c.slice(7), i);
+  for (const [i, id] of v1.entries()) layerDirs.set(id, i);
+  // An OCI save names blobs by digest: the layer blobs the target's images hold under the same
+  // digest are left out as they stream, and counted there (the save's may be compressed otherwise).
+  if (savesOciLayout(source.facts)) {
+    const held = new Set([...view.named.keys()].filter((hex) => view.blobs.has(hex)));
+    return { omit: new Set(), skip: held, layerBlobs: held, written: { path: 'content-store' } };
+  }
+  return {
+    omit: new Set(reuse.keys()),
+    skip: new Set(),
+    oci: { ref, configDigest: img.Id, diffIds, reuse, layerDirs },
+    written: { path: 'content-store' },
+  };
+}
+
 /** Save `ref` on the source and load it on the target, skipping layers the target has. */
 export async function shipImage(
   source: Engine,
@@ -125,6 +231,7 @@ export async function shipImage(
   ref: string,
   progress: Progress,
   via: Routing,
+  targetVia?: Routing,
 ): Promise<ShipStats> {
   const what = `image ${ref} from ${source.facts.endpoint} to ${target.facts.endpoint}`;
   const img = await source.inspectImage(ref);
@@ -136,22 +243,12 @@ export async function shipImage(
       bytes: 0,
       skippedLayers: img.RootFS?.Layers?.length ?? 0,
       totalLayers: img.RootFS?.Layers?.length ?? 0,
-      carried: { path: 'none' },
+      carried: { path: 'none', target: { path: 'none' } },
     };
   }
   const diffIds = img.RootFS?.Layers ?? [];
-  // An engine that refuses an archive whose layer files are not all there gets the whole image.
-  const have = target.quirks.loadsPartialImages ? await engineChainIds(target) : new Set<string>();
   const chains = chainIds(diffIds);
-  const v1 = v1LayerIds(diffIds);
-  const skip = new Set<string>();
-  for (let i = 0; i < v1.length; i++)
-    if (have.has(chains[i]!)) {
-      skip.add(v1[i]!);
-      skip.add(diffIds[i]!.replace(/^sha256:/, ''));
-    }
-  const missing = diffIds.map((_, i) => i).filter((i) => !have.has(chains[i]!));
-  let skipped = 0;
+  const planned = await planTarget(source, target, img, ref, progress, via, targetVia);
   const load = async (body: Readable, close: () => void): Promise<number> => {
     let bytes = 0;
     const counted = counter((n) => {
@@ -170,49 +267,88 @@ export async function shipImage(
     if (!(await target.imageExists(ref))) throw new Error(`the target did not load ${ref}`);
     return bytes;
   };
-  // Only the missing layers, from the source host's layer store: no save of the whole image;
-  // else (or should the layer store fail it) the engine's save.
-  type Opened = { body: Readable; close: () => void; skipped: number; host?: HostImageArchive };
-  let where = source.facts.endpoint;
-  const { result, carried } = await withFallback<Opened, number>(
-    what,
-    {
-      path: 'layer-store',
-      open: async () => {
-        const a = await openHostImageArchive(source, img, ref, { chains, missing }, progress, via.access);
-        if (isRefused(a)) return a;
-        where = a.where;
-        return { body: a.stream, close: () => a.stream.destroy(), skipped: diffIds.length - missing.length, host: a };
+  const send = async (plan: TargetPlan) => {
+    const missing = diffIds.map((_, i) => i).filter((i) => !plan.omit.has(i));
+    const oci = plan.oci;
+    const rewrite = (body: Readable) => (oci ? toOciArchive(body, oci) : body);
+    skippedBlobs = 0;
+    // Only the missing layers, from the source host's layer store: no save of the whole image;
+    // else (or should the layer store fail it) the engine's save.
+    type Opened = { body: Readable; close: () => void; host?: HostImageArchive };
+    let where = source.facts.endpoint;
+    return withFallback<Opened, number>(
+      what,
+      {
+        path: 'layer-store',
+        open: async () => {
+          const a = await openHostImageArchive(source, img, ref, { chains, missing }, progress, via.access);
+          if (isRefused(a)) return a;
+          where = a.where;
+          const body = rewrite(a.stream);
+          return {
+            body,
+            close: () => {
+              a.stream.destroy();
+              body.destroy();
+            },
+            host: a,
+          };
+        },
       },
-    },
-    {
-      path: 'engine-save',
-      open: async () => {
-        const saved = await source.saveImages([ref]);
-        // The engine's save holds every layer: those the target has (by folder name or blob digest) are dropped.
-        const body = skip.size ? withoutLayers(saved, skip) : saved;
-        return {
-          body,
-          close: () => {
-            saved.destroy();
-            body.destroy();
-          },
-          skipped: diffIds.length - missing.length,
-        };
+      {
+        path: 'engine-save',
+        open: async () => {
+          const saved = await source.saveImages([ref]);
+          // The engine's save holds every layer: those the target has (by folder name or blob digest) are dropped.
+          const body = rewrite(
+            plan.skip.size
+              ? withoutLayers(saved, plan.skip, (hex) => {
+                  if (plan.layerBlobs?.has(hex)) skippedBlobs++;
+                })
+              : saved,
+          );
+          return {
+            body,
+            close: () => {
+              saved.destroy();
+              body.destroy();
+            },
+          };
+        },
       },
-    },
-    async (o) => {
-      const bytes = await load(o.body, o.close);
-      skipped = o.skipped;
-      return bytes;
-    },
-    (_err, o) => o.host?.mismatch()?.message,
-    {
-      debug: via.debug,
-      note: (why) => progress.warn(`image ${ref} on ${where}: ${why}; sending it with the engine's save instead`),
-    },
-  );
-  return { bytes: result, skippedLayers: skipped, totalLayers: diffIds.length, carried };
+      async (o) => load(o.body, o.close),
+      (_err, o) => o.host?.mismatch()?.message,
+      {
+        debug: via.debug,
+        note: (why) => progress.warn(`image ${ref} on ${where}: ${why}; sending it with the engine's save instead`),
+      },
+    );
+  };
+  let skippedBlobs = 0;
+  let plan = planned;
+  let sent: Awaited<ReturnType<typeof send>>;
+  try {
+    sent = await send(plan);
+  } catch (err) {
+    // A target that refuses the archive without the blobs its content store held a moment ago
+    // (removed since) gets the whole image: never a failed load for what was left out.
+    if (plan.written.path !== 'content-store' || isAbort(err)) throw err;
+    const reason = `the load without the layers there failed: ${err instanceof Error ? err.message : String(err)}`;
+    progress.warn(`image ${ref} on ${target.facts.endpoint}: ${reason}; sending the whole image`);
+    targetVia?.debug?.(`${what}: fallback from content-store to engine-load: ${reason}`);
+    plan = whole({ path: 'engine-load', fallback: { from: 'content-store', reason } });
+    sent = await send(plan);
+  }
+  return {
+    bytes: sent.result,
+    skippedLayers: plan.layerBlobs ? skippedBlobs : plan.omit.size,
+    totalLayers: diffIds.length,
+    carried: { ...sent.carried, target: plan.written },
+  };
+}
+
+function isAbort(err: unknown): boolean {
+  return err instanceof Error && (err.name === 'AbortError' || (err as { code?: string }).code === 'ABORT_ERR');
 }
 
 /** Copy one volume of a (quiesced) source container into a (created, empty) target volume. */

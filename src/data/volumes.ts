@@ -20,7 +20,8 @@ import { ConflictError, EngineError, NotFoundError } from '../errors.js';
 import { demux } from '../engine/demux.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
 import type { Progress } from '../context.js';
-import { openHostVolumeReader, writeHostVolume } from './host-volume.js';
+import { moveHostVolume, openHostVolumeReader, writeHostVolume, type HostWrite } from './host-volume.js';
+import { EscapingLinks, escapingLinksTar } from './tar-links.js';
 import { ENGINE_ONLY, firstOpen, isRefused, refused, type Carried, type PathOption, type Routing } from './paths.js';
 import type { Debug } from '../util/debug.js';
 
@@ -385,7 +386,7 @@ export async function fillVolume(
   let carried: Carried;
   try {
     // On the engine's host, as root: straight into the volume's directory (host-volume.ts).
-    const how = await firstOpen(
+    const how = await firstOpen<HostWrite | false>(
       `write volume ${volume} on ${engine.facts.endpoint}`,
       [
         {
@@ -400,7 +401,7 @@ export async function fillVolume(
     carried = how.carried;
     if (how.value) {
       await holder.remove();
-      return carried;
+      return how.value.xattrsLost ? { ...carried, xattrsLost: how.value.xattrsLost } : carried;
     }
     // Podman chowns (and chmods) a new volume's root to the container's mount point the first
     // time a container using it starts, which would undo the root's owner and mode written below
@@ -408,11 +409,14 @@ export async function fillVolume(
     // nothing to run), uses that first time up.
     if (engine.quirks.chownsVolumeOnFirstStart) await engine.start(holder.id).catch(() => {});
     const tap = new RootTap();
-    const piping = pipeline(data, tap);
+    // Symlinks that point above the root are refused by the engine's PUT: held back, put after.
+    const links = new EscapingLinks();
+    const piping = pipeline(data, links, tap);
     piping.catch(() => {}); // observed through `tap`, which putArchive consumes
     await engine.putArchive(holder.id, target, tap);
     await piping;
     if (!tap.readableEnded) await finished(tap).catch(() => {});
+    if (links.held.length) await putEscapingLinks(engine, image, volume, links, progress);
     if (tap.root) {
       // Podman applies a `./` entry to the target itself (owner too, unless told to copy the
       // container's ids); Docker does not, so there the root goes in as `v/` from one level up.
@@ -428,6 +432,100 @@ export async function fillVolume(
   }
   await holder.remove();
   return carried;
+}
+
+/**
+ * Anonymous volumes stay anonymous (issue 22): restore and migrate write an anonymous volume's
+ * data into a staged volume before the container exists, and createPlan declares the mount
+ * instead of naming that volume, so the engine makes a fresh anonymous volume at create. This
+ * moves each staged volume's data into the volume the engine made for the container `id` (a
+ * rename on the engine's host where ferry can reach it there, else a copy through the engine:
+ * read from the staged volume, written as a restore writes) and removes the staged volume.
+ * `volumeNames`: old name -> staged name; `image`: an image on the engine whose tar may read the
+ * staged volume (Podman). Returns how each was carried, by the anonymous volume's name.
+ */
+export async function adoptAnonymousVolumes(
+  engine: Engine,
+  id: string,
+  spec: { mounts: { type: string; source?: string; destination: string; anonymous?: boolean; origin: string }[] },
+  volumeNames: Record<string, string>,
+  image: string,
+  progress: Progress,
+  via: Routing = { access: ENGINE_ONLY },
+): Promise<{ name: string; carried: Carried }[]> {
+  const out: { name: string; carried: Carried }[] = [];
+  const wanted = spec.mounts.filter(
+    (m) => m.type === 'volume' && m.anonymous && m.origin === 'implicit' && m.source && volumeNames[m.source],
+  );
+  if (!wanted.length) return out;
+  const made = ((await engine.inspectContainer(id)).Mounts ?? []) as {
+    Type?: string;
+    Name?: string;
+    Destination?: string;
+  }[];
+  for (const m of wanted) {
+    const staged = volumeNames[m.source!]!;
+    const into = made.find((x) => x.Type === 'volume' && x.Destination === m.destination)?.Name;
+    if (!into || into === staged) continue;
+    progress.step(`move volume ${staged} into the anonymous volume ${into.slice(0, 12)} at ${m.destination}`);
+    const { carried } = await firstOpen(
+      `move volume ${staged} into ${into} on ${engine.facts.endpoint}`,
+      [
+        {
+          path: 'host-tar',
+          open: () => moveHostVolume(engine, staged, into, () => engine.statPath(id, m.destination), via.access),
+        },
+        {
+          path: 'engine-archive',
+          open: async () => {
+            const holderImage = await engine.ensureHolderImage();
+            const reader = await openVolumeReader(engine, image, staged, via.debug);
+            try {
+              await fillVolume(engine, holderImage, into, reader.stream, progress, { access: ENGINE_ONLY });
+            } catch (err) {
+              reader.stream.destroy();
+              await reader.done().catch(() => {});
+              throw err;
+            }
+            await reader.done();
+            return true as const;
+          },
+        },
+      ],
+      via.debug,
+    );
+    await engine.removeVolume(staged);
+    out.push({ name: into, carried });
+  }
+  return out;
+}
+
+/**
+ * The links EscapingLinks held back, put into `volume` through a holder that mounts it deep
+ * enough (one level per `..` they reach above its root, and one more) that the engine's check
+ * of a link's target against the directory it extracts into passes.
+ */
+async function putEscapingLinks(
+  engine: Engine,
+  image: string,
+  volume: string,
+  links: EscapingLinks,
+  progress?: Progress,
+): Promise<void> {
+  const prefix = `${'u/'.repeat(links.depth + 1)}v`;
+  const deep = await createHolder(engine, image, {
+    Type: 'volume',
+    Source: volume,
+    Target: `${MOUNT}/${prefix}`,
+    VolumeOptions: { NoCopy: true },
+  });
+  try {
+    const n = links.held.filter((e) => e.type !== 'directory').length;
+    progress?.info(`volume ${volume}: ${n} symlink${n === 1 ? '' : 's'} pointing above its root written apart`);
+    await engine.putArchive(deep.id, MOUNT, escapingLinksTar(links.held, prefix) as unknown as Readable);
+  } finally {
+    await deep.remove().catch(() => {});
+  }
 }
 
 /**

@@ -329,7 +329,7 @@ export class DockerEngine implements Engine {
       );
     if (this.facts.containerdStore)
       out.push(
-        `${this.facts.endpoint} uses the containerd image store: saved images carry only this engine's platform, and images migrated to it are sent whole (it loads no archive that lacks layers it has)`,
+        `${this.facts.endpoint} uses the containerd image store: saved images carry only this engine's platform, and an image migrated to it is sent without the layers its content store holds only where ferry reads that store on its host (root there, FERRY_HOST_LAYERS not 0); else whole`,
       );
     return out;
   }

@@ -54,7 +54,8 @@ export interface EngineQuirks {
    * The engine loads a docker-archive without the layer files it already has, so an image is
    * shipped without them. Docker with its own image store: yes. Podman and Docker with the
    * containerd image store: no (they refuse an archive whose layer files are not all there: "failed
-   * to resolve layers: layer … not found").
+   * to resolve layers: layer … not found"). The containerd store takes an OCI archive without the
+   * blobs its content store holds instead (data/oci.ts, data/content-store.ts).
    */
   loadsPartialImages: boolean;
   /**

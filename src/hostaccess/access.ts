@@ -12,6 +12,7 @@ import type { EngineFacts } from '../engine/engine.js';
 import type { EngineQuirks } from '../engine/quirks.js';
 import { HOST_VOLUMES_ENV, hostAccessRefusal } from '../data/host-volume.js';
 import { HOST_LAYERS_ENV, layerStoreRefusal } from '../data/host-image.js';
+import { contentStoreRefusal } from '../data/content-store.js';
 import { noDebug, type Debug } from '../util/debug.js';
 import { capture, type HostShell } from './shell.js';
 
@@ -45,6 +46,11 @@ export interface HostAccess {
   volumes: Decision;
   /** layer-store for images. */
   layers: Decision;
+  /**
+   * The containerd content store on the engine's host, read (never written) to learn which image
+   * blobs a containerd-store target already holds (content-store.ts). Absent: not decided (no).
+   */
+  contentStore?: Decision;
   /** Where the commands run, when either is used. */
   shell?: HostShell;
 }
@@ -77,7 +83,7 @@ export function engineRefusals(
   facts: Facts & Quirks,
   shell: HostShell | undefined,
   env: HostEnv,
-): { volumes?: string; layers?: string } {
+): { volumes?: string; layers?: string; contentStore?: string } {
   return {
     volumes: hostAccessRefusal(
       { ...facts, host: !!shell },
@@ -85,15 +91,16 @@ export function engineRefusals(
       env.FERRY_HOST_VOLUMES,
     ),
     layers: layerStoreRefusal(facts, shell, env.FERRY_HOST_LAYERS),
+    contentStore: contentStoreRefusal(facts, shell, env.FERRY_HOST_LAYERS),
   };
 }
 
 /** The decision, from the engine's refusals and what its host offers (undefined: not asked). Pure; unit-tested. */
 export function decideHostAccess(
-  early: { volumes?: string; layers?: string },
+  early: { volumes?: string; layers?: string; contentStore?: string },
   offers: HostOffers | undefined,
   where: string,
-): { volumes: Decision; layers: Decision } {
+): { volumes: Decision; layers: Decision; contentStore: Decision } {
   const notRoot = `not root on ${where}`;
   const volumes: Decision = early.volumes
     ? { use: false, reason: early.volumes }
@@ -107,7 +114,12 @@ export function decideHostAccess(
     : !offers?.root
       ? { use: false, reason: notRoot }
       : { use: true, reason: `root on ${where}, Docker's overlay2 layer store` };
-  return { volumes, layers };
+  const contentStore: Decision = early.contentStore
+    ? { use: false, reason: early.contentStore }
+    : !offers?.root
+      ? { use: false, reason: notRoot }
+      : { use: true, reason: `root on ${where}, containerd's content store` };
+  return { volumes, layers, contentStore };
 }
 
 /** What one engine's host offers (asks the host only where the engine does not rule both out). */
@@ -118,7 +130,7 @@ export async function hostAccess(
 ): Promise<HostAccess> {
   const shell = engine.host;
   const early = engineRefusals({ ...engine.facts, ...engine.quirks }, shell, env);
-  const offers = shell && (!early.volumes || !early.layers) ? await ask(shell) : undefined;
+  const offers = shell && (!early.volumes || !early.layers || !early.contentStore) ? await ask(shell) : undefined;
   return { ...decideHostAccess(early, offers, shell?.where ?? engine.facts.endpoint), ...(shell ? { shell } : {}) };
 }
 
@@ -140,7 +152,7 @@ export function hostAccessFor(env: HostEnv, debug: Debug = noDebug): (engine: En
       p = hostAccess(engine, env, ask).then((a) => {
         const say = (d: Decision) => `${d.use ? 'yes' : 'no'} (${d.reason})`;
         debug(
-          `host access for ${engine.facts.endpoint}: volumes by host-tar ${say(a.volumes)}; images from the layer-store ${say(a.layers)}`,
+          `host access for ${engine.facts.endpoint}: volumes by host-tar ${say(a.volumes)}; images from the layer-store ${say(a.layers)}; containerd content store ${a.contentStore ? say(a.contentStore) : 'no'}`,
         );
         return a;
       });

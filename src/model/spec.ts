@@ -150,6 +150,11 @@ export interface CaptureInput {
   };
   /** Config of the image the container was created from. */
   imageConfig: Json | null | undefined;
+  /**
+   * That image is a ferry snapshot (the container was restored by ferry): its config holds the
+   * container's own Env and Labels, so these are recorded whole, not as a difference from it.
+   */
+  fromSnapshot?: boolean;
   /** container id -> name, for `container:<id>` references. */
   containerNames?: Record<string, string>;
   /** The source engine's default log driver (docker info LoggingDriver). */
@@ -165,6 +170,11 @@ export interface CaptureInput {
   >;
 }
 
+/** Whether an image is a snapshot ferry committed (its comment, as ferry writes it). Pure. */
+export function isFerrySnapshot(image: { Comment?: unknown } | null | undefined): boolean {
+  return typeof image?.Comment === 'string' && image.Comment.startsWith('ferry snapshot of ');
+}
+
 /** inspect (+ the image's config) -> ContainerSpec. */
 export function captureSpec({
   inspect,
@@ -172,6 +182,7 @@ export function captureSpec({
   containerNames = {},
   defaultLogDriver,
   quirks,
+  fromSnapshot,
 }: CaptureInput): ContainerSpec {
   const cfg = inspect.Config;
   const img = imageConfig ?? {};
@@ -189,7 +200,9 @@ export function captureSpec({
   // container, never its StopTimeout (a restored container's committed image carries it, so a
   // second generation would otherwise fall back to the engine's 10 s).
   if (cfg.StopTimeout !== undefined && cfg.StopTimeout !== null) config.StopTimeout = cfg.StopTimeout;
-  const imgEnv = new Set((img.Env as string[] | null) ?? []);
+  // A snapshot's Env and Labels are the restored container's own, not defaults of an image
+  // someone built: recorded whole, they stay in view (ferry inspect) in every generation.
+  const imgEnv = new Set(fromSnapshot ? [] : ((img.Env as string[] | null) ?? []));
   const env = ((cfg.Env as string[] | null) ?? []).filter(
     (e) => !imgEnv.has(e) && !(quirks?.hostnameInEnv && e === `HOSTNAME=${asString(cfg.Hostname, shortId)}`),
   );
@@ -201,7 +214,10 @@ export function captureSpec({
   } else if (!same(cfg.Cmd, img.Cmd)) {
     config.Cmd = cfg.Cmd;
   }
-  const labels = diffRecord(cfg.Labels as Record<string, string> | null, img.Labels as Record<string, string> | null);
+  const labels = diffRecord(
+    cfg.Labels as Record<string, string> | null,
+    fromSnapshot ? null : (img.Labels as Record<string, string> | null),
+  );
   if (labels) config.Labels = labels;
   const ports = diffKeys(cfg.ExposedPorts as Json | null, img.ExposedPorts as Json | null);
   if (ports) config.ExposedPorts = ports;
@@ -432,10 +448,6 @@ function endpointConfig(e: EndpointSpec): Json {
 }
 
 /**
- * ContainerSpec -> create body for `image`. `volumeNames` maps each volume source (including
- * anonymous ones, by their old name) to the name to use on the target.
- */
-/**
  * Podman reports a container's own PID, UTS and user namespaces as "private"; Docker's default is
  * the same, spelt "" (Docker 26 refuses "invalid PID mode: private"; 20.10 let it through).
  */
@@ -443,6 +455,10 @@ function withoutPrivateNamespaces(hostConfig: Json): void {
   for (const k of ['PidMode', 'UTSMode', 'UsernsMode'] as const) if (hostConfig[k] === 'private') delete hostConfig[k];
 }
 
+/**
+ * ContainerSpec -> create body for `image`. `volumeNames` maps each named volume source to the
+ * name to use on the target; anonymous volumes are declared in `Volumes` (the engine makes them).
+ */
 export function createPlan(
   spec: ContainerSpec,
   image: string,
@@ -467,15 +483,22 @@ export function createPlan(
         m.Type === 'volume' && typeof m.Source === 'string' && vn[m.Source] ? { ...m, Source: vn[m.Source] } : { ...m },
       )
     : [];
+  // An anonymous volume stays anonymous: declared (as `-v /path` does), never mounted by name, so
+  // that the engine makes a fresh one at create (the data goes into it afterwards:
+  // adoptAnonymousVolumes). Mounted by name it would become an explicit mount of a 64-hex volume
+  // in every later generation.
+  const anonymous: Json = {};
   for (const m of spec.mounts) {
-    if (m.type === 'volume' && m.origin === 'implicit' && m.source && vn[m.source]) {
+    if (m.type !== 'volume' || m.origin !== 'implicit' || !m.source) continue;
+    if (m.anonymous) anonymous[m.destination] = {};
+    else if (vn[m.source])
       mounts.push({ Type: 'volume', Source: vn[m.source], Target: m.destination, ReadOnly: m.readOnly });
-    }
   }
   if (mounts.length) hostConfig.Mounts = mounts;
   else delete hostConfig.Mounts;
 
   const body: Json = { ...spec.config, Image: image, HostConfig: hostConfig };
+  if (Object.keys(anonymous).length) body.Volumes = { ...(spec.config.Volumes ?? {}), ...anonymous };
   const networkMode = asString(hostConfig.NetworkMode, 'default');
   let laterEndpoints: EndpointSpec[] = [];
   if (!networkMode.startsWith('container:') && networkMode !== 'host' && networkMode !== 'none') {

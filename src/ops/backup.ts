@@ -16,6 +16,7 @@
  */
 import { VERSION } from '../version.js';
 import { type Engine } from '../engine/engine.js';
+import type { Signer } from '../bundle/sshsig.js';
 import { BundleWriter } from '../bundle/writer.js';
 import { codecExtension, type Codec } from '../bundle/codec.js';
 import {
@@ -81,6 +82,8 @@ export interface BackupOptions {
    * set from one instant, at the price of every container staying paused or stopped that long.
    */
   together?: boolean;
+  /** Sign the bundle (--sign-key): SHA256SUMS.sig, docs/format.md. */
+  signer?: Signer;
 }
 
 export interface BackupResult {
@@ -235,7 +238,7 @@ export async function backup(
   const sink = await transport.createBundle(
     bundleFileName(names, when, projects.size === 1 ? [...projects][0] : undefined),
   );
-  const writer = new BundleWriter(sink, manifest);
+  const writer = new BundleWriter(sink, manifest, { signer: opts.signer });
   const snapshots: string[] = [];
   const pendingSaves: Promise<SavedImage>[] = [];
   const pushed: NonNullable<BackupResult['pushed']> = [];

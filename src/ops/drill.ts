@@ -10,6 +10,7 @@
  * what the Undo recorded (containers, volumes, networks, the image unless it was already on the
  * engine), then sweeps whatever still carries this drill's label (a lost engine answer).
  */
+import type { HostAccessKind } from '../plan/policy.js';
 import type { Manifest } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
 import type { RegistryAuth } from '../engine/auth.js';
@@ -34,6 +35,8 @@ export interface DrillOptions {
   registryAuth?: (host: string) => Promise<RegistryAuth>;
   /** The drill id (default: random). */
   id?: string;
+  /** Host access the copy may have although the bundle is not signed by a trusted key (restore's --allow). */
+  allow?: ReadonlySet<HostAccessKind>;
 }
 
 export interface DrillContainer {
@@ -131,6 +134,7 @@ export async function drill(
         restoreBinds: false,
         registryAuth: opts.registryAuth,
         undo,
+        ...(opts.allow ? { allow: opts.allow } : {}),
         rewrite: (m) => {
           if (opts.probeIn && !m.containers.some((c) => c.spec.name === opts.probeIn))
             throw new UsageError(

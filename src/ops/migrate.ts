@@ -303,7 +303,7 @@ async function shipOne(
     held.snapshots.push(committed.id);
     // The image travels while the volumes do.
     progress.step(`image ${fullRef} -> ${target.facts.endpoint}`);
-    shipping = shipImage(source, target, fullRef, progress, via.source).then((s) => {
+    shipping = shipImage(source, target, fullRef, progress, via.source, via.target).then((s) => {
       result.dataPaths.images.push({ container: c.spec.name, ref: fullRef, ...s.carried });
       result.imageBytes += s.bytes;
       result.skippedLayers += s.skippedLayers;

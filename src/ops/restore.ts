@@ -8,14 +8,15 @@
  * Members are checked against the trailer before any container is created; a failure anywhere
  * removes what this restore created (Undo).
  */
-import { BundleReader } from '../bundle/reader.js';
+import { BundleReader, type SignerInfo } from '../bundle/reader.js';
 import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from '../bundle/manifest.js';
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
 import type { Readable } from 'node:stream';
 import { asString, containerRefs, type ContainerSpec, type NetworkSpec } from '../model/spec.js';
-import { BundleError, ConflictError, UsageError } from '../errors.js';
+import { BundleError, ConflictError, PolicyError, UsageError } from '../errors.js';
+import { allowFor, hostAccess, refusedAccess, type HostAccess, type HostAccessKind } from '../plan/policy.js';
 import { badMembers, verifyStream } from './verify.js';
 import type { Transport } from '../store/transport.js';
 import { abortable } from '../util/abortable.js';
@@ -57,6 +58,11 @@ export interface RestoreOptions {
    * everything when it is done, as ferry drill does); on failure the restore still rolls it back.
    */
   undo?: Undo;
+  /**
+   * The kinds of host access (plan/policy.ts) this restore may create although the bundle is not
+   * signed by a key --trust accepts (--allow). A trusted bundle restores as it was made.
+   */
+  allow?: ReadonlySet<HostAccessKind>;
 }
 
 /**
@@ -89,6 +95,8 @@ export interface RestorePlan {
   volumes: { from: string; to: string; replace: boolean }[];
   networks: { name: string; exists: boolean }[];
   binds: { hostPath: string; restore: boolean }[];
+  /** Settings that give a container the host (plan/policy.ts); `allowed`: by --allow or a trusted signature. */
+  hostAccess: (HostAccess & { allowed: boolean })[];
 }
 
 export interface RestoreResult {
@@ -210,7 +218,7 @@ async function makePlan(
   const binds = m.containers.flatMap((c) =>
     c.binds.map((b) => ({ hostPath: rw?.bindPath?.(b) ?? b.hostPath, restore: !!opts.restoreBinds })),
   );
-  return { containers, volumes, networks, binds };
+  return { containers, volumes, networks, binds, hostAccess: [] };
 }
 
 /** The options by which a plan changes what is there (removes containers or volumes, writes host paths). Pure. */
@@ -253,6 +261,40 @@ async function checkBeforeOverwriting(transport: Transport, what: string, ctx: R
     );
 }
 
+/**
+ * --trust: read the whole bundle once (stored bytes, not decompressed), so that a bad signature
+ * or a bundle changed after signing is refused with nothing changed. A bundle from a pipe cannot
+ * be read twice: its signature is checked after its last member, and what the restore created
+ * by then is removed when it fails (as for a damaged member).
+ */
+export async function checkSignedBeforeRestoring(transport: Transport, ctx: RunContext): Promise<void> {
+  const { progress, signal } = ctx;
+  if (!transport.rereadable) {
+    progress.warn(
+      'a bundle from a pipe cannot be read twice: its signature is checked after its last member, and what this restore created is removed if it fails',
+    );
+    return;
+  }
+  progress.step(`check the signature of the whole bundle before changing anything (--trust ${ctx.trust!.file})`);
+  const again = await transport.openBundle();
+  try {
+    const r = await BundleReader.open(abortable(again.stream, signal), again.location, {
+      passphrase: ctx.passphrase,
+      trust: ctx.trust,
+    });
+    for await (const m of r.members()) m.stream.resume();
+    progress.info(`signed by ${describeSignerInfo(r.signer!)}`);
+  } finally {
+    again.stream.destroy();
+  }
+}
+
+/** `host-a (ssh-ed25519 SHA256:...), allowed by /etc/ferry/allowed_signers` */
+export function describeSignerInfo(s: SignerInfo): string {
+  const key = `${s.key.split(' ')[0]} ${s.fingerprint}`;
+  return s.principals ? `${s.principals.join(',')} (${key}), allowed by ${s.trustedBy}` : key;
+}
+
 /** What a restore restores, decided before anything changes. */
 interface RestoreJob {
   /** The part of the bundle restored (--only). */
@@ -279,7 +321,10 @@ export async function restore(
   const started = Date.now();
   const { progress, signal } = ctx;
   const src = await transport.openBundle();
-  const reader = await BundleReader.open(abortable(src.stream, signal), src.location, { passphrase: ctx.passphrase });
+  const reader = await BundleReader.open(abortable(src.stream, signal), src.location, {
+    passphrase: ctx.passphrase,
+    trust: ctx.trust,
+  });
   for (const d of engine.differences()) progress.info(d);
   // What the engine's host offers the data paths: asked now, in the background.
   const via = routing(ctx, engine);
@@ -297,11 +342,14 @@ export async function restore(
     progress.info(
       `bundle ${src.location}: ${reader.manifest.containers.map((c) => c.spec.name).join(', ')}, backed up on ${reader.manifest.source.hostname} (engine ${reader.manifest.source.engine}) at ${reader.manifest.createdAt}`,
     );
-    const job = await planRestore(engine, reader.manifest, opts, progress);
+    const job = await planRestore(engine, reader.manifest, opts, ctx);
     if (opts.dryRun) {
       reader.close();
       return result(job, [], { volumes: [], images: [] });
     }
+    // --trust: the signer the manifest declares is allowed (checked on opening); the signature
+    // itself is at the end, so the whole bundle is read once before anything is changed.
+    if (ctx.trust) await checkSignedBeforeRestoring(transport, ctx);
     const auths = await registryAuths(job.m, opts, progress);
     // --restore-binds writes over host files, and a replace is best refused before the old
     // service is stopped: so the whole bundle is checked first.
@@ -311,7 +359,9 @@ export async function restore(
     rec.replaceContainers(job.plan.containers.filter((c) => c.replace).map((c) => c.to));
     await rec.networks(job.networks);
     const { images, dataPaths } = await restoreMembers(reader, job, rec, opts, ctx, via);
-    progress.step('bundle verified (every member matches its sha256)');
+    progress.step(
+      `bundle verified (every member matches its sha256${reader.signer ? `; signed by ${describeSignerInfo(reader.signer)}` : ''})`,
+    );
     await pullImages(engine, job.m, registryDigests(reader), auths, { images, dataPaths, undo: rec.undo }, ctx);
     const list: ToCreate[] = job.m.containers.map((c, i) => ({
       original: c.spec,
@@ -340,8 +390,9 @@ async function planRestore(
   engine: Engine,
   whole: Manifest,
   opts: RestoreOptions,
-  progress: RunContext['progress'],
+  ctx: RunContext,
 ): Promise<RestoreJob> {
+  const { progress } = ctx;
   // From here on, m is what this restore restores (--only: a part of the bundle).
   const { manifest: m, notes } = opts.only?.length
     ? selectContainers(whole, opts.only)
@@ -366,7 +417,20 @@ async function planRestore(
     );
   // What each container is created from: its spec after the rewrite (drill, --map-*), once.
   const specs = m.containers.map((c) => rw?.spec(c.spec) ?? c.spec);
+  // The restore policy: settings that give a container the host, refused before anything is
+  // asked of the engine unless --allow allows them or --trust accepted the bundle's signer.
+  const found = specs.flatMap((spec) => hostAccess(spec));
+  const refused = refusedAccess(found, opts.allow ?? new Set(), !!ctx.trust);
+  if (refused.length && !opts.dryRun)
+    throw new PolicyError(
+      `the bundle asks for host access that a restore does not give unasked: ${refused.map((r) => `${r.container}: ${r.detail}`).join('; ')}`,
+      `nothing was changed; if you trust where this bundle comes from, allow it with --allow ${allowFor(refused)}, or restore a bundle signed by a trusted key (--trust)`,
+    );
+  for (const f of found)
+    if (!refused.includes(f))
+      progress.info(`${f.container}: ${f.detail} (${ctx.trust ? 'signed by a trusted key' : `--allow ${f.kind}`})`);
   const plan = await makePlan(engine, m, specs, opts, rw);
+  plan.hostAccess = found.map((f) => ({ ...f, allowed: !refused.includes(f) }));
   if (opts.onConflict === 'replace') await checkReplaceable(engine, plan);
   const networks = m.networks.map((n) => rw?.network(n) ?? n);
   await preflight(

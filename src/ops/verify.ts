@@ -20,7 +20,7 @@ import * as tar from 'tar-stream';
 import { decompressor, type Codec } from '../bundle/codec.js';
 import { SizeLimit } from '../bundle/limit.js';
 import type { MemberKind } from '../bundle/manifest.js';
-import { BundleReader, type DataMember } from '../bundle/reader.js';
+import { BundleReader, type DataMember, type SignerInfo } from '../bundle/reader.js';
 import { BLOCK } from '../bundle/tar.js';
 import { BundleError } from '../errors.js';
 import { openBundleAt, type StoreDeps } from '../store/registry.js';
@@ -47,6 +47,8 @@ export interface VerifyReport {
    * content (no passphrase, permission denied): it was not verified, and is not called damaged.
    */
   unverified?: { code: string; exitCode: number; message: string };
+  /** A signed bundle whose signature checked out: who signed it (with --trust: as allowed_signers names them). */
+  signer?: SignerInfo;
 }
 
 /** Largest docker manifest.json read from an image archive. */
@@ -289,7 +291,7 @@ async function checkMember(
 export async function verifyStream(stream: Readable, location: string, ctx: RunContext): Promise<VerifyReport> {
   let reader: BundleReader;
   try {
-    reader = await BundleReader.open(stream, location, { passphrase: ctx.passphrase });
+    reader = await BundleReader.open(stream, location, { passphrase: ctx.passphrase, trust: ctx.trust });
   } catch (err) {
     if (!(err instanceof BundleError)) throw err;
     return {
@@ -354,7 +356,12 @@ export async function verifyStream(stream: Readable, location: string, ctx: RunC
   }
   const members = [...checks.values(), ...extra];
   for (const c of members) c.ok = c.problems.length === 0;
-  return { bundle: location, ok: members.every((c) => c.ok), members };
+  return {
+    bundle: location,
+    ok: members.every((c) => c.ok),
+    members,
+    ...(reader.signer ? { signer: reader.signer } : {}),
+  };
 }
 
 /** Verify a bundle file. */

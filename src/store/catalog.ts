@@ -29,6 +29,8 @@ export interface CatalogEntry {
   encrypted?: boolean;
   ferryVersion?: string;
   formatVersion?: number;
+  /** A signed bundle: the key its manifest declares (the signature itself is checked by verify and restore --trust). */
+  signer?: { key: string; fingerprint: string };
   /** Why the file could not be read as a bundle. */
   error?: string;
   /** The same, as the error it was (its code and hint). */
@@ -129,6 +131,7 @@ async function describeOpened(
       encrypted: isEncrypted(m),
       ferryVersion: m.ferryVersion,
       formatVersion: m.formatVersion,
+      ...(m.signature ? { signer: { key: m.signature.key, fingerprint: m.signature.fingerprint } } : {}),
       manifest: m,
     };
   } catch (err) {
@@ -206,6 +209,7 @@ export function catalogJson(e: CatalogEntry): Record<string, unknown> {
     encrypted: e.encrypted,
     ...(e.ferryVersion !== undefined ? { ferryVersion: e.ferryVersion } : {}),
     ...(e.formatVersion !== undefined ? { formatVersion: e.formatVersion } : {}),
+    ...(e.signer ? { signer: e.signer } : {}),
   };
 }
 

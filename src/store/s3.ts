@@ -59,15 +59,15 @@ import type { BundleSink } from './transport.js';
 
 const MiB = 1 << 20;
 /** Parts start at this size... */
-export const FIRST_PART_SIZE = 16 * MiB;
+export const FIRST_PART_SIZE = 8 * MiB;
 /** ...and double every this many parts... */
 export const PARTS_PER_STEP = 1000;
 /** ...up to this size (a part must be at most 5 GiB; a Buffer at most 4 GiB). */
-export const MAX_PART_SIZE = 2048 * MiB;
+export const MAX_PART_SIZE = 3072 * MiB;
 /** S3's limit on the parts of one upload. */
 export const MAX_PARTS = 10_000;
 /** Bytes of parts in flight at once (at least one part). */
-const INFLIGHT_BYTES = 64 * MiB;
+const INFLIGHT_BYTES = 24 * MiB;
 /** S3's limit on one CopyObject; bigger objects are copied in parts. */
 const MAX_SINGLE_COPY = 5 * 1024 * MiB;
 const COPY_PART = 512 * MiB;
@@ -286,6 +286,8 @@ class S3Sink implements BundleSink {
   private readonly inflight = new Set<Promise<void>>();
   private inflightBytes = 0;
   private buf: Buffer;
+  /** Part buffers whose upload is done, to fill again: memory stays what is in flight, not what awaits collection. */
+  private readonly spare: Buffer[] = [];
   private fill = 0;
   private partNo = 1;
   private failed?: Error;
@@ -322,7 +324,8 @@ class S3Sink implements BundleSink {
 
   /** Send the part filled so far; wait while too many bytes are in flight. */
   private async flushPart(): Promise<void> {
-    const body = this.fill === this.buf.length ? this.buf : this.buf.subarray(0, this.fill);
+    const full = this.buf;
+    const body = this.fill === full.length ? full : full.subarray(0, this.fill);
     const n = this.partNo++;
     if (n > MAX_PARTS) {
       this.failed = new UsageError(`${this.location}: the bundle is larger than an S3 object can be (5 TiB)`);
@@ -353,13 +356,20 @@ class S3Sink implements BundleSink {
       .finally(() => {
         this.inflightBytes -= size;
         this.inflight.delete(p);
+        if (!this.done && this.spare.length < 2) this.spare.push(full);
       });
     this.inflight.add(p);
     // Keep at most INFLIGHT_BYTES in flight (at least one part), so memory stays flat.
     while (this.inflight.size > 0 && this.inflightBytes + partSize(this.partNo) > Math.max(INFLIGHT_BYTES, size))
       await Promise.race(this.inflight);
     if (this.failed) throw this.failed;
-    this.buf = Buffer.allocUnsafe(partSize(this.partNo));
+    this.buf = this.takeBuffer(partSize(this.partNo));
+  }
+
+  private takeBuffer(size: number): Buffer {
+    let b: Buffer | undefined;
+    while ((b = this.spare.pop())) if (b.length === size) return b;
+    return Buffer.allocUnsafe(size);
   }
 
   async commit(): Promise<void> {
@@ -384,6 +394,7 @@ class S3Sink implements BundleSink {
         });
       this.done = true;
       this.buf = Buffer.allocUnsafe(0);
+      this.spare.length = 0;
     } catch (err) {
       await this.abort();
       throw err;
@@ -394,6 +405,7 @@ class S3Sink implements BundleSink {
     if (this.done) return;
     this.done = true;
     this.buf = Buffer.allocUnsafe(0);
+    this.spare.length = 0;
     this.ac.abort();
     await Promise.allSettled([...this.inflight]);
     // Aborting frees every part uploaded; one still arriving could survive it, so abort until

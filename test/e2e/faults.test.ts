@@ -177,7 +177,8 @@ describe('ssh connection dropped mid-migration', () => {
         const child = spawn(
           BIN,
           ['migrate', c, '--to', 'ssh://newhost', ...(flag ? [flag, '--stop-timeout', '1'] : [])],
-          { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env, HOME: home } },
+          // ferryEnv: the run's primary engine (engine C in the containerd run), where `c` is.
+          { stdio: ['ignore', 'ignore', 'pipe'], env: ferryEnv({ ...env, HOME: home }) },
         );
         let stderr = '';
         child.stderr.on('data', (d) => (stderr += d));

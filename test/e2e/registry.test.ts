@@ -131,7 +131,15 @@ describe('registry mode', () => {
     const tag = ref.slice(ref.lastIndexOf(':') + 1);
     const head = await fetch(`http://${REGISTRY}/v2/${PREFIX}/${name}/manifests/${tag}`, {
       method: 'HEAD',
-      headers: { Accept: 'application/vnd.docker.distribution.manifest.v2+json' },
+      // What docker pull accepts: Docker 20.10 pushes a Docker v2 manifest, the containerd image
+      // store an OCI one (the registry answers 404 to a HEAD that does not accept its type).
+      headers: {
+        Accept: [
+          'application/vnd.docker.distribution.manifest.v2+json',
+          'application/vnd.oci.image.manifest.v1+json',
+          'application/vnd.oci.image.index.v1+json',
+        ].join(', '),
+      },
     });
     expect(head.status).toBe(200);
     expect(head.headers.get('docker-content-digest')).toBe(digest);

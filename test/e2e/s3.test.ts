@@ -13,6 +13,7 @@ import {
   cleanup,
   docker,
   ENGINE_A,
+  ENGINE_B,
   ferry,
   ferryEnv,
   inspect,
@@ -100,6 +101,17 @@ describe('s3 store through the CLI', () => {
     expect(c.Config.Env).toContain('X=1');
     expect(c.State.Running).toBe(true);
     expect(volumeListing(vol)).toBe(listing);
+  });
+
+  it('a DR restore on another engine (B) from the same s3 bundle', async () => {
+    try {
+      const r = await ferry(['-H', ENGINE_B, 'restore', bundle, '--no-start'], { env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(inspect('container', name, ENGINE_B).Config.Env).toContain('X=1');
+      expect(volumeListing(vol, ENGINE_B)).toBe(listing);
+    } finally {
+      cleanup(ENGINE_B, { containers: [name], volumes: [vol] });
+    }
   });
 
   it('a damaged bundle there fails verify (exit 7), by bundle and by prefix', async () => {

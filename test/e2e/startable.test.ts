@@ -245,14 +245,20 @@ describe('restore onto a host that lacks a device', () => {
       expect((await ferry(['inspect', devBundle])).stdout).toMatch(new RegExp(`devices +${node} -> /dev/mynull`));
       rmSync(node);
 
-      const r = await ferry(['-H', ENGINE_B, 'restore', devBundle]);
+      // A device gives the container the host: an unsigned bundle restores it only with --allow devices.
+      const refused = await ferry(['-H', ENGINE_B, 'restore', devBundle]);
+      expect(refused.code, refused.stderr).toBe(12);
+      expect(refused.stderr).toContain(`${c}: device ${node} -> /dev/mynull`);
+      expect(exists('container', c, ENGINE_B)).toBe(false);
+
+      const r = await ferry(['-H', ENGINE_B, 'restore', devBundle, '--allow', 'devices']);
       expect(r.code, r.stderr).toBe(5);
       expect(r.stderr).toContain(`devices missing on the host of ${ENGINE_B}: ${c}: ${node} (mapped to /dev/mynull)`);
       expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
       expect(exists('container', c, ENGINE_B)).toBe(false);
       expect(docker(['ps', '-a', '-q', '--filter', 'label=io.ferry.role=holder'], { host: ENGINE_B })).toBe('');
 
-      const later = await ferry(['-H', ENGINE_B, 'restore', devBundle, '--no-start']);
+      const later = await ferry(['-H', ENGINE_B, 'restore', devBundle, '--no-start', '--allow', 'devices']);
       expect(later.code, later.stderr).toBe(0);
       expect(later.stderr).toContain(
         `warning: ${c}: missing on the host of ${ENGINE_B}: ${node} (mapped to /dev/mynull); it cannot start until they are there`,
@@ -261,7 +267,7 @@ describe('restore onto a host that lacks a device', () => {
       docker(['rm', '-f', c], { host: ENGINE_B });
 
       mknod();
-      const ok = await ferry(['-H', ENGINE_B, 'restore', devBundle]);
+      const ok = await ferry(['-H', ENGINE_B, 'restore', devBundle, '--allow', 'devices']);
       expect(ok.code, ok.stderr).toBe(0);
       expect(
         docker(['exec', c, 'sh', '-c', 'echo x > /dev/mynull && stat -c %t:%T /dev/mynull'], { host: ENGINE_B }),

@@ -233,7 +233,9 @@ describe('drillSpec', () => {
     });
     const hc = plan.body.HostConfig as Record<string, unknown>;
     expect(hc.Binds).toEqual(['ferry-drill-a1b2c3-shop-data:/data']);
-    expect(hc.Mounts).toEqual([{ Type: 'volume', Source: 'new-anon', Target: '/anon', ReadOnly: false }]);
+    // the anonymous volume stays anonymous: declared, the engine makes it (its data is moved in after)
+    expect(hc.Mounts).toBeUndefined();
+    expect(plan.body.Volumes).toEqual({ '/anon': {} });
     expect(hc.PortBindings).toEqual({ '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '' }] });
     expect(plan.body.NetworkingConfig).toEqual({
       EndpointsConfig: {

@@ -52,16 +52,37 @@ describe('hostEnv and switchedOff: the switches, read at the CLI edge', () => {
 
 describe('engineRefusals: what the engine alone rules out, before its host is asked', () => {
   it('nothing for Docker with overlay2 on a reachable host', () => {
-    expect(engineRefusals(facts(), shell(), {})).toEqual({ volumes: undefined, layers: undefined });
+    expect(engineRefusals(facts(), shell(), {})).toEqual({
+      volumes: undefined,
+      layers: undefined,
+      contentStore: 'not the containerd image store',
+    });
   });
   it('each switch turns its own path off, saying so', () => {
     expect(engineRefusals(facts(), shell(), { FERRY_HOST_VOLUMES: '0' })).toEqual({
       volumes: 'FERRY_HOST_VOLUMES=0',
       layers: undefined,
+      contentStore: 'not the containerd image store',
     });
     expect(engineRefusals(facts(), shell(), { FERRY_HOST_LAYERS: 'off' })).toEqual({
       volumes: undefined,
       layers: 'FERRY_HOST_LAYERS=off',
+      contentStore: 'not the containerd image store',
+    });
+  });
+  it('the containerd store: its content store is read, unless FERRY_HOST_LAYERS is off or there is no way onto the host', () => {
+    const c = facts({ containerdStore: true, storageDriver: 'overlayfs' });
+    expect(engineRefusals(c, shell(), {}).contentStore).toBeUndefined();
+    expect(engineRefusals(c, shell(), { FERRY_HOST_LAYERS: '0' }).contentStore).toBe('FERRY_HOST_LAYERS=0');
+    expect(engineRefusals(c, undefined, {}).contentStore).toMatch(/TCP engine/);
+    expect(engineRefusals({ ...c, remapped: true }, shell(), {}).contentStore).toMatch(/user ids remapped/);
+    expect(decideHostAccess(engineRefusals(c, shell(), {}), root, 'this host').contentStore).toEqual({
+      use: true,
+      reason: "root on this host, containerd's content store",
+    });
+    expect(decideHostAccess({}, { root: false, gnuTar: true }, 'ssh://h').contentStore).toEqual({
+      use: false,
+      reason: 'not root on ssh://h',
     });
   });
   it('a TCP engine (no shell), Podman, remapped ids, the containerd store, another driver', () => {

@@ -58,7 +58,7 @@ describe('sameDirectory: the directory here is the one the engine mounts', () =>
 });
 
 describe('hostTarArgs', () => {
-  it('the archive the engine would give: sorted, numeric owners, no sub-second or access times, capability and user xattrs', () => {
+  it('the archive the engine would give: sorted, numeric owners, no sub-second or access times, capability, user and trusted xattrs, holes', () => {
     const a = hostTarArgs('/var/lib/docker/volumes/v/_data');
     expect(a).toContain('--directory=/var/lib/docker/volumes/v/_data');
     expect(a).toEqual(
@@ -71,6 +71,8 @@ describe('hostTarArgs', () => {
         '--xattrs',
         '--xattrs-include=security.capability',
         '--xattrs-include=user.*',
+        '--xattrs-include=trusted.*',
+        '--sparse',
         '--pax-option=delete=atime,delete=ctime,delete=mtime',
       ]),
     );

@@ -454,3 +454,46 @@ describe('restore of a bundle with two containers, one in the network of the oth
     expect(t.state()).toEqual(before);
   });
 });
+
+describe('restore of an anonymous volume', () => {
+  const ANON = 'c'.repeat(64);
+  let anonBundle: string;
+  let anonDir: string;
+  beforeAll(async () => {
+    anonDir = await tempDir();
+    const source = new FakeEngine({ endpoint: 'tcp://source:2375' });
+    await source.addImage('shop/cache:1', [{ 'srv/run.sh': 'run\n' }], {
+      Cmd: ['sh', '/srv/run.sh'],
+      Volumes: { '/cache': {} },
+    });
+    source.addVolume(ANON, { 'hits.txt': '42\n' });
+    const c = source.addContainer('cache', { image: 'shop/cache:1', volumes: { [ANON]: '/cache' } });
+    c.hostConfig.Mounts = null; // as the image's VOLUME line made it: mounted by no name
+    const res = await backup(
+      source,
+      new LocalTransport(anonDir),
+      { containers: ['cache'], codec: 'gzip', includeBinds: false },
+      runContext().ctx,
+    );
+    expect(res.manifest.volumes.map((v) => v.anonymous)).toEqual([true]);
+    anonBundle = res.location;
+  });
+  afterAll(async () => {
+    await rm(anonDir, { recursive: true, force: true });
+  });
+
+  it('is recreated anonymous (declared, made by the engine at create) and holds the data', async () => {
+    const t = await target();
+    await restore(t, new LocalTransport(anonBundle), { ...OPTS, start: false }, runContext().ctx);
+    const c = t.containerByName('cache')!;
+    const create = t.callsTo('createContainer').find((a) => a[0] === 'cache')![1] as Record<string, any>;
+    expect(create.HostConfig.Mounts).toBeUndefined();
+    expect(create.Volumes).toEqual({ '/cache': {} });
+    const m = c.mounts.find((x) => x.Destination === '/cache')!;
+    expect(m.Source).toMatch(/^[0-9a-f]{64}$/);
+    expect(m.Source).not.toBe(ANON);
+    expect(t.volumeFiles(m.Source)).toEqual({ 'hits.txt': '42\n' });
+    // the staged volume the data went into first is gone: only the container's own is left
+    expect([...t.volumes.keys()]).toEqual([m.Source]);
+  });
+});

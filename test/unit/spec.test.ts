@@ -12,6 +12,7 @@ import {
   inspectRefs,
   ipv4InSubnet,
   ipv4SubnetsOverlap,
+  isFerrySnapshot,
   isUserNetwork,
   referenceGroups,
   networkCreateOptions,
@@ -594,6 +595,23 @@ describe('captureSpec', () => {
     expect(privileged.hostConfig).not.toHaveProperty('ReadonlyPaths');
   });
 
+  it('records Env and Labels whole when the image is a ferry snapshot (a container ferry restored)', () => {
+    const img = imageConfig();
+    const inspect = webInspect();
+    const plain = captureSpec({ inspect, imageConfig: img });
+    expect(plain.config.Env).toEqual(['API_TOKEN=abc123', 'WEB_MODE=production']);
+    const snap = captureSpec({ inspect: webInspect(), imageConfig: { ...inspect.Config }, fromSnapshot: true });
+    expect(snap.config.Env).toEqual(inspect.Config.Env);
+    expect(snap.config.Labels).toEqual(inspect.Config.Labels);
+    // without the flag, a snapshot's config would hide them all
+    const hidden = captureSpec({ inspect: webInspect(), imageConfig: { ...inspect.Config } });
+    expect(hidden.config.Env).toBeUndefined();
+    expect(hidden.config.Labels).toBeUndefined();
+    expect(isFerrySnapshot({ Comment: 'ferry snapshot of web' })).toBe(true);
+    expect(isFerrySnapshot({ Comment: 'built by ci' })).toBe(false);
+    expect(isFerrySnapshot(undefined)).toBe(false);
+  });
+
   it('captures mounts with their origin and flags the anonymous volume', () => {
     const s = capture();
     expect(s.mounts).toEqual([
@@ -758,18 +776,38 @@ describe('createPlan', () => {
     '/etc/web/conf.d': 'nope',
   };
 
-  it('renames volumes in Binds (keeping options), in Mounts, and adds the implicit volume', () => {
+  it('renames volumes in Binds (keeping options) and in Mounts', () => {
     const spec = capture();
     const { body } = createPlan(spec, 'ferry/web:restored', { volumeNames });
     const h = body.HostConfig as Json;
     expect(h.Binds).toEqual(['webdata-restored:/srv/data:ro', '/etc/web/conf.d:/etc/web/conf.d']);
-    expect(h.Mounts).toEqual([
-      { Type: 'volume', Source: 'weblogs-restored', Target: '/var/log/web' },
-      { Type: 'volume', Source: 'web-cache-1', Target: '/var/cache/web', ReadOnly: false },
-    ]);
+    expect(h.Mounts).toEqual([{ Type: 'volume', Source: 'weblogs-restored', Target: '/var/log/web' }]);
     // the spec itself is untouched
     expect(spec.hostConfig.Binds).toEqual(['webdata:/srv/data:ro', '/etc/web/conf.d:/etc/web/conf.d']);
     expect(spec.hostConfig.Mounts).toEqual([{ Type: 'volume', Source: 'weblogs', Target: '/var/log/web' }]);
+  });
+
+  it('declares an anonymous volume instead of mounting it by name, so that it stays anonymous', () => {
+    const spec = capture();
+    const { body } = createPlan(spec, 'ferry/web:restored', { volumeNames });
+    // the engine makes a fresh anonymous volume at create; never a mount of a 64-hex volume by name
+    expect(body.Volumes).toEqual({ '/var/cache/web': {} });
+    const h = body.HostConfig as Json;
+    expect(JSON.stringify(h)).not.toContain('web-cache-1');
+    expect(JSON.stringify(h)).not.toContain(ANON);
+    // and the next generation (the restored container, inspected) records it as anonymous again
+    const again = capture((i) => {
+      hc(i).Mounts = h.Mounts as Json[];
+      i.Mounts = [
+        ...(i.Mounts ?? []).filter((m) => m.Destination !== '/var/cache/web'),
+        { ...(i.Mounts ?? []).find((m) => m.Destination === '/var/cache/web')!, Name: 'e'.repeat(64) },
+      ];
+    });
+    expect(again.mounts.find((m) => m.destination === '/var/cache/web')).toMatchObject({
+      source: 'e'.repeat(64),
+      anonymous: true,
+      origin: 'implicit',
+    });
   });
 
   it('renames a bind without options', () => {

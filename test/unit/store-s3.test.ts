@@ -83,10 +83,10 @@ describe('s3 part sizes', () => {
     expect(total).toBeGreaterThanOrEqual(5 * 1024 ** 4);
   });
 
-  it('parts stay small for the usual sizes: 16 MiB up to 15 GiB', () => {
-    expect(partSize(1)).toBe(16 << 20);
-    expect(partSize(1000)).toBe(16 << 20);
-    expect(partSize(1001)).toBe(32 << 20);
+  it('parts stay small for the usual sizes: 8 MiB up to 7.8 GiB, then 16 MiB', () => {
+    expect(partSize(1)).toBe(8 << 20);
+    expect(partSize(1000)).toBe(8 << 20);
+    expect(partSize(1001)).toBe(16 << 20);
   });
 });
 

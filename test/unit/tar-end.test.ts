@@ -94,7 +94,9 @@ describe('TarEndTrim', () => {
       'sh',
       [
         '-c',
+        // (without --sparse: the file is one hole, which a sparse entry would hold in a few blocks)
         `tar ${hostTarArgs(root)
+          .filter((a) => a !== '--sparse')
           .slice(0, -1)
           .map((a) => `'${a}'`)
           .join(' ')} ./sub/big | head -c 4096`,

@@ -10,6 +10,8 @@ import { VERSION } from '../../version.js';
 import { backup } from '../../ops/backup.js';
 import { projectContainers, type Consistency } from '../../ops/steps/capture.js';
 import { writeTarget } from '../../store/registry.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { backupToRestic } from './restic.js';
 import { DEFAULT_LOCK_TIMEOUT_S } from '../../store/lock.js';
 import { badMembers, verifyOrQuarantine } from '../../ops/verify.js';
 import { checkShrinkage, type Shrunk } from '../../plan/shrink.js';
@@ -22,6 +24,8 @@ import { createProgress, humanBytes } from '../render.js';
 import { checkOutput, type OutputFlags } from '../output.js';
 import { backupPlan, backupPlanText, filterOption, matches, type ContainerFilter } from '../select.js';
 import { composeProject, inspectRefs, referenceGroups } from '../../model/spec.js';
+import { loadSigner, SIGN_KEY_HELP } from '../signing.js';
+import { describeKey } from '../../bundle/trust.js';
 import { choice, codecOption, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 
 interface BackupFlags extends OutputFlags {
@@ -45,6 +49,7 @@ interface BackupFlags extends OutputFlags {
   imageMode: 'archive' | 'push';
   registry?: string;
   registryAuthFile?: string;
+  signKey?: string;
 }
 
 export function backupCommand(program: Command, deps: Deps): Command {
@@ -141,6 +146,7 @@ export function backupCommand(program: Command, deps: Deps): Command {
       '--registry-auth-file <path>',
       'registry credentials: a JSON file {"username","password"} or a docker config.json (default: the docker config, its credential helpers included)',
     )
+    .option('--sign-key <key>', SIGN_KEY_HELP)
     .addOption(
       new Option(
         '--lock-timeout <seconds>',
@@ -267,6 +273,21 @@ Examples:
           setExit(program, 0);
           return;
         }
+        if (isResticLocation(flags.output)) {
+          // A restic repository: one snapshot per set (commands/restic.ts).
+          summary = await backupToRestic(
+            eng,
+            flags.output,
+            flags.all ? groups : [names],
+            { ...flags, json: !!g.json, quiet: !!g.quiet },
+            deps,
+            progress,
+          );
+          setExit(program, 0);
+          await ping(flags.notifyUrl, 'success', summary, (m) => progress.warn(m));
+          notified = true;
+          return;
+        }
         let registry:
           { host: string; prefix: string; auth: Awaited<ReturnType<typeof resolveRegistryAuth>> } | undefined;
         if (flags.imageMode === 'push') {
@@ -283,6 +304,9 @@ Examples:
             'add --image-mode push to push images to a registry',
           );
         }
+        // The key is read (and an agent asked) once, before any container is touched.
+        const signer = await loadSigner(flags.signKey);
+        if (signer) progress.info(`bundles are signed with ${describeKey(signer.publicKey)} (${signer.source})`);
         const one = async (set: string[]) => {
           let passphrase: string | undefined;
           if (flags.encrypt) {
@@ -314,6 +338,7 @@ Examples:
               ...(registry ? { registry } : {}),
               hooks: { pre: flags.preExec, post: flags.postExec },
               together: !!flags.together,
+              ...(signer ? { signer } : {}),
             },
             { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
           );

@@ -7,12 +7,17 @@ import { readTarget } from '../../store/registry.js';
 import { setExit, type Deps } from '../program.js';
 import { errorJson, portFromDrill } from '../json.js';
 import { createProgress } from '../render.js';
+import { ALLOW_HELP, loadTrust, TRUST_HELP } from '../signing.js';
+import { parseAllow } from '../../plan/policy.js';
+import { collect } from '../options.js';
 
 interface DrillFlags {
   probe?: string;
   probeIn?: string;
   timeout: number;
   registryAuthFile?: string;
+  trust?: string;
+  allow?: string[];
 }
 
 export const DEFAULT_DRILL_TIMEOUT_S = 120;
@@ -84,6 +89,8 @@ export function drillCommand(program: Command, deps: Deps): Command {
       'Test that a bundle really restores: restore it under temporary names next to the real service, start it, check it, remove it',
     )
     .argument('<bundle>', 'a bundle file, or - for stdin')
+    .option('--trust <allowed_signers>', TRUST_HELP)
+    .addOption(new Option('--allow <kinds>', ALLOW_HELP).argParser(collect))
     .option(
       '--probe <cmd>',
       'a shell command run inside the restored container (sh -c); the drill passes when it exits 0 (retried until --timeout)',
@@ -120,6 +127,8 @@ Examples:
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
+      const trust = await loadTrust(flags.trust);
+      const allow = parseAllow(flags.allow);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
       const transport = readTarget(bundle, deps.stores);
       let report: DrillReport | undefined;
@@ -131,12 +140,14 @@ Examples:
             probe: flags.probe,
             probeIn: flags.probeIn,
             timeoutSeconds: flags.timeout,
+            allow,
             registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
           },
           {
             progress,
             signal: deps.signal,
             passphrase: await deps.passphrase(),
+            ...(trust ? { trust } : {}),
             hostAccess: deps.hostAccess,
             debug: deps.debug,
           },

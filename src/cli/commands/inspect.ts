@@ -3,11 +3,16 @@ import { BundleReader } from '../../bundle/reader.js';
 import type { ContainerEntry, Manifest } from '../../bundle/manifest.js';
 import { bundleCompression, envName, imageMode, isEncrypted, redactManifest } from '../../store/catalog.js';
 import { readTarget } from '../../store/registry.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { resticSnapshot } from './restic.js';
 import { deviceClaims } from '../../ops/steps/startable.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
 import { shortTime, table } from './ls.js';
 import { portsFromBindings } from '../json.js';
+import { declaredSigner, type Trust } from '../../bundle/trust.js';
+import { loadTrust } from '../signing.js';
+import { hostAccess } from '../../plan/policy.js';
 
 type Json = Record<string, unknown>;
 
@@ -87,13 +92,18 @@ function containerLines(c: ContainerEntry, m: Manifest): string[] {
     'labels',
     Object.entries(labels).map(([k, v]) => `${k}=${v}`),
   );
+  // What the restore policy refuses unless allowed (--allow) or signed by a trusted key (--trust).
+  add(
+    'host access',
+    hostAccess(s).map((h) => `${h.detail} [${h.kind}]`),
+  );
   return table(rows)
     .split('\n')
     .filter(Boolean)
     .map((l) => `  ${l}`);
 }
 
-export function inspectText(m: Manifest, location: string, bytes?: number): string {
+export function inspectText(m: Manifest, location: string, bytes?: number, trust?: Trust): string {
   const out: string[] = [];
   const src = m.source;
   out.push(
@@ -108,6 +118,12 @@ export function inspectText(m: Manifest, location: string, bytes?: number): stri
       ['images', imageMode(m)],
       ['compression', bundleCompression(m)],
       ['encrypted', isEncrypted(m) ? 'yes' : 'no'],
+      [
+        'signed by',
+        m.signature
+          ? `${declaredSigner(m.signature, trust)!.text} (as the manifest declares; ferry verify checks the signature)`
+          : 'no one (unsigned)',
+      ],
     ]).trimEnd(),
   );
   for (const c of m.containers) {
@@ -142,7 +158,13 @@ export function inspectText(m: Manifest, location: string, bytes?: number): stri
 }
 
 /** `ferry --json inspect` (docs/json.md): a summary in the common names, then the manifest. */
-export function inspectJson(m: Manifest, location: string, bytes?: number): { ok: true } & Record<string, unknown> {
+export function inspectJson(
+  m: Manifest,
+  location: string,
+  bytes?: number,
+  trust?: Trust,
+): { ok: true } & Record<string, unknown> {
+  const principals = trust && declaredSigner(m.signature, trust)?.principals;
   return {
     ok: true,
     bundle: location,
@@ -160,6 +182,10 @@ export function inspectJson(m: Manifest, location: string, bytes?: number): { ok
         ...p,
       })),
     ),
+    // The key the manifest declares (checked by verify and restore --trust, not here).
+    ...(m.signature ? { signer: { ...m.signature, ...(principals ? { principals } : {}) } } : {}),
+    // Settings that give a container the host (restore refuses them unless allowed): plan/policy.ts.
+    hostAccess: m.containers.flatMap((c) => hostAccess(c.spec)),
     manifest: redactManifest(m),
   };
 }
@@ -169,7 +195,11 @@ export function inspectCommand(program: Command, deps: Deps): Command {
     .description(
       'Show what a bundle holds (its manifest), without reading its data; environment values are never shown',
     )
-    .argument('<bundle>', 'a bundle file, or - for stdin')
+    .argument('<bundle>', 'a bundle file, - for stdin, or restic:<repo>[#<snapshot id or container>]')
+    .option(
+      '--trust <allowed_signers>',
+      'name the signer by its principals in this allowed_signers file (else FERRY_TRUST)',
+    )
     .addHelpText(
       'after',
       `
@@ -182,17 +212,26 @@ Examples:
   ferry inspect /backups/ferry-web-20261123T021500Z.tar
   ferry --json inspect web.tar | jq '.ports'`,
     )
-    .action(async (bundle: string) => {
+    .action(async (bundle: string, flags: { trust?: string }) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
+      if (isResticLocation(bundle)) {
+        // A restic snapshot: its manifest.json, read with restic dump (commands/restic.ts).
+        const snap = await resticSnapshot(bundle, deps);
+        if (g.json) deps.io.stdout.write(JSON.stringify(redactManifest(snap.manifest), null, 2) + '\n');
+        else deps.io.stdout.write(inspectText(snap.manifest, snap.transport.describe()));
+        setExit(program, 0);
+        return;
+      }
+      const trust = await loadTrust(flags.trust);
       const transport = readTarget(bundle, deps.stores);
       try {
         const src = await transport.openBundle();
         const reader = await BundleReader.open(src.stream, src.location, { passphrase: await deps.passphrase() });
         if (reader.encryption) (reader.manifest as unknown as Record<string, unknown>).encrypted = true;
         reader.close();
-        if (g.json) deps.emit('inspect', inspectJson(reader.manifest, src.location, src.size));
-        else deps.io.stdout.write(inspectText(reader.manifest, src.location, src.size));
+        if (g.json) deps.emit('inspect', inspectJson(reader.manifest, src.location, src.size, trust));
+        else deps.io.stdout.write(inspectText(reader.manifest, src.location, src.size, trust));
       } finally {
         await transport.close();
       }

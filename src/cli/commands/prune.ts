@@ -8,6 +8,8 @@ import { setExit, type Deps } from '../program.js';
 import { errorJson } from '../json.js';
 import { createProgress, humanBytes } from '../render.js';
 import { shortTime, table } from './ls.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { pruneRestic } from './restic.js';
 
 export function countOption(v: string): number {
   if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a whole number >= 0');
@@ -111,7 +113,7 @@ export function pruneCommand(program: Command, deps: Deps): Command {
     .description(
       'Remove old bundles from a store, keeping those that a retention rule keeps (restic-style, per container set)',
     )
-    .argument('<store>', 'a directory that backups are written to, or ssh://[user@]host[:port]/dir');
+    .argument('<store>', 'a directory that backups are written to, ssh://[user@]host[:port]/dir, or restic:<repo>');
   const help: Record<Rule, string> = {
     last: 'keep the N newest bundles',
     hourly: 'keep the newest bundle of each of the last N hours that have one',
@@ -151,6 +153,21 @@ Examples:
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
+      if (isResticLocation(store)) {
+        // ferry's snapshots in a restic repository: the same rules, then restic forget --prune.
+        try {
+          await pruneRestic(
+            store,
+            { policy: policyFrom(flags), dryRun: !!flags.dryRun, json: !!g.json, quiet: !!g.quiet },
+            deps,
+            progress,
+          );
+        } finally {
+          progress.done();
+        }
+        setExit(program, 0);
+        return;
+      }
       let res: PruneResult;
       try {
         res = await prune(

@@ -4,9 +4,13 @@ import { resolveRegistryAuth } from '../../engine/auth.js';
 import { planOverwrites, restore } from '../../ops/restore.js';
 import type { OnConflict } from '../../ops/steps/recreate.js';
 import { readTarget } from '../../store/registry.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { resticSource } from './restic.js';
 import { setExit, type Deps } from '../program.js';
 import { portFromPlan } from '../json.js';
 import { createProgress } from '../render.js';
+import { ALLOW_HELP, loadTrust, TRUST_HELP } from '../signing.js';
+import { allowFor, parseAllow } from '../../plan/policy.js';
 import { addRemapOptions, choice, collect } from '../options.js';
 import { describeRemap, parseRemap, remapRewrite, type RemapFlags } from '../../plan/remap.js';
 
@@ -18,12 +22,14 @@ interface RestoreFlags extends RemapFlags {
   onConflict: OnConflict;
   restoreBinds?: boolean;
   registryAuthFile?: string;
+  trust?: string;
+  allow?: string[];
 }
 
 export function restoreCommand(program: Command, deps: Deps): Command {
   const cmd = new Command('restore')
     .description('Restore the containers of a bundle: image, volumes, networks and the container with its settings')
-    .argument('<bundle>', 'a bundle file, or - for stdin')
+    .argument('<bundle>', 'a bundle file, - for stdin, or restic:<repo>[#<snapshot id or container>]')
     .option('--name <name>', 'restore the (single) container under another name')
     .addOption(
       new Option(
@@ -42,6 +48,8 @@ export function restoreCommand(program: Command, deps: Deps): Command {
         .argParser(choice(['fail', 'replace', 'rename'] as const)),
     )
     .option('--restore-binds', 'write bind-mount data in the bundle back to its host paths')
+    .option('--trust <allowed_signers>', TRUST_HELP)
+    .addOption(new Option('--allow <kinds>', ALLOW_HELP).argParser(collect))
     .option(
       '--registry-auth-file <path>',
       'credentials for a bundle whose images are in a registry: a JSON file {"username","password"} or a docker config.json (default: the docker config)',
@@ -62,13 +70,15 @@ Examples:
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const remap = parseRemap(flags); // a malformed mapping fails before anything is opened
+      const trust = await loadTrust(flags.trust);
+      const allow = parseAllow(flags.allow);
       const progress = createProgress({ quiet: !!g.quiet });
       if (remap) for (const line of describeRemap(remap)) progress.info(`map ${line}`);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
       try {
         const res = await restore(
           engine,
-          readTarget(bundle, deps.stores),
+          isResticLocation(bundle) ? await resticSource(bundle, deps, progress) : readTarget(bundle, deps.stores),
           {
             name: flags.name,
             only: flags.only,
@@ -77,12 +87,14 @@ Examples:
             onConflict: flags.onConflict,
             restoreBinds: !!flags.restoreBinds,
             registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
+            allow,
             ...(remap ? { rewrite: (m) => remapRewrite(remap, m) } : {}),
           },
           {
             progress,
             signal: deps.signal,
             passphrase: await deps.passphrase(),
+            ...(trust ? { trust } : {}),
             hostAccess: deps.hostAccess,
             debug: deps.debug,
           },
@@ -122,6 +134,14 @@ Examples:
             for (const port of c.ports) out.write(`    publishing ${port}\n`);
           }
           for (const b of p.binds) out.write(`  ${b.restore ? 'write' : 'skip'} bind data for ${b.hostPath}\n`);
+          const refused = p.hostAccess.filter((h) => !h.allowed);
+          if (p.hostAccess.length) out.write('host access (settings that give a container the host):\n');
+          for (const h of p.hostAccess)
+            out.write(`  ${h.container}: ${h.detail}  [${h.kind}: ${h.allowed ? 'allowed' : 'REFUSED'}]\n`);
+          if (refused.length)
+            out.write(
+              `the restore would be refused (exit 12): allow with --allow ${allowFor(refused)}, or restore a bundle signed by a trusted key (--trust)\n`,
+            );
         } else if (!g.quiet) {
           for (const c of res.containers)
             out.write(

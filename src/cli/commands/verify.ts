@@ -4,10 +4,14 @@ import { BundleError, FerryError, NotFoundError, toFerryError, type ExitCode } f
 import type { RunContext } from '../../context.js';
 import { badMembers, verifyStream, type VerifyReport } from '../../ops/verify.js';
 import { openStore, readTarget } from '../../store/registry.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { verifyRestic } from './restic.js';
 import type { Store } from '../../store/store.js';
 import { setExit, type Deps } from '../program.js';
 import { errorJson } from '../json.js';
 import { createProgress, humanBytes } from '../render.js';
+import { describeSignerInfo } from '../../ops/restore.js';
+import { loadTrust, TRUST_HELP } from '../signing.js';
 
 /** One line per member: ok, or BAD with each problem. */
 export function verifyText(r: VerifyReport): string {
@@ -20,6 +24,7 @@ export function verifyText(r: VerifyReport): string {
     else for (const p of m.problems) lines.push(`BAD  ${m.name}: ${p}`);
   }
   const bad = badMembers(r);
+  if (r.signer) lines.push(`signed by ${describeSignerInfo(r.signer)}`);
   lines.push(
     bad.length
       ? `${r.bundle}: ${bad.length} of ${r.members.length} members are bad`
@@ -96,7 +101,10 @@ export function storeVerifyText(where: string, reports: VerifyReport[]): string 
   for (const r of reports) {
     const name = path.posix.basename(r.bundle);
     if (r.unverified) lines.push(`NOT VERIFIED  ${name}: ${r.unverified.message}`);
-    else if (r.ok) lines.push(`ok   ${name}  (${r.members.length} member${r.members.length === 1 ? '' : 's'})`);
+    else if (r.ok)
+      lines.push(
+        `ok   ${name}  (${r.members.length} member${r.members.length === 1 ? '' : 's'}${r.signer ? `; signed by ${describeSignerInfo(r.signer)}` : ''})`,
+      );
     else
       for (const m of r.members.filter((x) => !x.ok))
         for (const p of m.problems) lines.push(`BAD  ${name}: ${m.name}: ${p}`);
@@ -118,6 +126,7 @@ export function verifyCommand(program: Command, deps: Deps): Command {
       '<bundle|store>',
       'a bundle file, - for stdin, or a store (a directory, or ssh://host/dir): every bundle in it',
     )
+    .option('--trust <allowed_signers>', TRUST_HELP)
     .addHelpText(
       'after',
       `
@@ -129,15 +138,27 @@ Examples:
   ferry verify /backups                         # every bundle in the store
   ssh host 'cat web.tar' | ferry verify -`,
     )
-    .action(async (bundle: string) => {
+    .action(async (bundle: string, flags: { trust?: string }) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
+      const trust = await loadTrust(flags.trust);
       const progress = createProgress({ quiet: !!g.quiet });
+      if (isResticLocation(bundle)) {
+        // restic check, then ferry's checks of each snapshot read back as a bundle.
+        await verifyRestic(bundle, { json: !!g.json, quiet: !!g.quiet }, deps, progress);
+        setExit(program, 0);
+        return;
+      }
       const store = openStore(bundle, deps.stores);
       if (await store.exists()) {
         let reports: VerifyReport[] | undefined;
         try {
-          reports = await verifyStore(store, { progress, signal: deps.signal, passphrase: await deps.passphrase() });
+          reports = await verifyStore(store, {
+            progress,
+            signal: deps.signal,
+            passphrase: await deps.passphrase(),
+            ...(trust ? { trust } : {}),
+          });
         } finally {
           progress.done(!reports?.length || reports.some((r) => !r.ok));
         }
@@ -186,6 +207,7 @@ Examples:
           progress,
           signal: deps.signal,
           passphrase: await deps.passphrase(),
+          ...(trust ? { trust } : {}),
         });
       } finally {
         progress.done(!report?.ok);
@@ -194,6 +216,7 @@ Examples:
       if (g.json)
         deps.emit('verify', {
           ...reportJson(report),
+          ...(report.signer ? { signer: report.signer } : {}),
           ...(report.ok ? {} : { error: errorJson(verifyFailure(report)) }),
         });
       else if (!g.quiet || !report.ok) deps.io.stdout.write(verifyText(report));

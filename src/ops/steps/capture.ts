@@ -8,6 +8,7 @@ import {
   captureNetwork,
   captureSpec,
   composeProject,
+  isFerrySnapshot,
   isUserNetwork,
   type ContainerSpec,
   type NetworkSpec,
@@ -52,6 +53,7 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
   const spec = captureSpec({
     inspect: inspect as never,
     imageConfig: image?.Config,
+    fromSnapshot: isFerrySnapshot(image),
     containerNames,
     defaultLogDriver: engine.facts.loggingDriver,
     quirks: engine.quirks,

@@ -21,7 +21,7 @@ import {
 import type { VolumeEntry } from '../../bundle/manifest.js';
 import { ConflictError } from '../../errors.js';
 import { checkAborted, type Progress } from '../../context.js';
-import { removeWithAnonymousVolumes, sweepHolders } from '../../data/volumes.js';
+import { adoptAnonymousVolumes, removeWithAnonymousVolumes, sweepHolders } from '../../data/volumes.js';
 import { ipv4Subnets, subnetsTaken } from './preflight.js';
 import { Replacement } from './replace.js';
 import type { Routing } from '../../data/paths.js';
@@ -134,6 +134,7 @@ export async function createContainer(
   volumeNames: Record<string, string>,
   undo: Undo,
   progress: Progress,
+  via?: Routing,
 ): Promise<string> {
   // A container under another name than it had is a copy (beside the original, a drill's, or a
   // restore under --name): with the original's Compose labels, `docker compose` would take it for
@@ -171,6 +172,8 @@ export async function createContainer(
   for (const e of plan.laterEndpoints) {
     await engine.connectNetwork(e.network, id, endpointCreateConfig(e));
   }
+  // The data of its anonymous volumes, staged before it existed, into the ones the engine made.
+  await adoptAnonymousVolumes(engine, id, spec, volumeNames, image, progress, via);
   return id;
 }
 
@@ -391,6 +394,7 @@ export class Recreation {
         this.volumeNames,
         this.undo,
         this.ctx.progress,
+        this.via,
       );
       if (this.replacing.isAside) this.replacing.noteCreated(out[i]!.id);
     }

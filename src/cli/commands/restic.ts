@@ -1,0 +1,232 @@
+/**
+ * The restic side of the store commands (`-o restic:<repo>`, `restore restic:<repo>[#snap]`,
+ * `ls restic:<repo>`): each command branches here when its location is a restic repository, so
+ * that the commands themselves stay as they are. The environment restic needs (passwords,
+ * backends) is passed through to it; FERRY_RESTIC_STAGE says where backups are staged.
+ */
+import type { Engine } from '../../engine/engine.js';
+import type { Consistency } from '../../ops/steps/capture.js';
+import { resticBackup, type ResticBackupResult } from '../../ops/restic-backup.js';
+import { openResticSnapshot } from '../../ops/restic-restore.js';
+import { resticPrune } from '../../ops/restic-prune.js';
+import { resticVerify } from '../../ops/restic-verify.js';
+import { verifyFailure, verifyText } from './verify.js';
+import type { KeepPolicy } from '../../plan/retention.js';
+import {
+  newestFirst,
+  parseResticLocation,
+  parseSnapshots,
+  snapshotContainers,
+  snapshotSet,
+  snapshotsArgs,
+  type ResticSnapshot,
+} from '../../store/restic/layout.js';
+import { checkRestic, ResticCli, resticText, type ResticRunner } from '../../store/restic/runner.js';
+import { UsageError } from '../../errors.js';
+import type { Deps } from '../program.js';
+import { silentProgress, type Progress } from '../../context.js';
+import { humanBytes } from '../render.js';
+import type { Transport } from '../../store/transport.js';
+
+/** Where a restic backup stages the image layers and the volumes it reads as tar streams: a disk. */
+export const STAGE_ENV = 'FERRY_RESTIC_STAGE';
+
+export function resticRunner(deps: Pick<Deps, 'debug'>): ResticRunner {
+  return new ResticCli(process.env, deps.debug ? (l) => deps.debug!(l) : undefined);
+}
+
+/** backup options a restic backup does not apply yet: refused rather than ignored. */
+const NOT_YET = [
+  ['preExec', '--pre-exec'],
+  ['postExec', '--post-exec'],
+  ['includeBinds', '--include-binds'],
+  ['together', '--together'],
+  ['encrypt', '--encrypt (restic encrypts)'],
+  ['compress', '--compress (restic compresses)'],
+  ['verify', '--verify (use ferry verify restic:...)'],
+  ['imageMode', '--image-mode push'],
+] as const;
+
+/** `ferry backup ... -o restic:<repo>`: one snapshot per set. Returns the summary line. */
+export async function backupToRestic(
+  engine: Engine,
+  output: string,
+  sets: string[][],
+  flags: {
+    consistency?: Consistency;
+    stopTimeout?: number;
+    wait?: number;
+    json: boolean;
+    quiet: boolean;
+  } & Partial<Record<(typeof NOT_YET)[number][0], unknown>>,
+  deps: Deps,
+  progress: Progress & { done(): void },
+): Promise<string> {
+  const loc = parseResticLocation(output);
+  if (loc.snapshot || loc.container)
+    throw new UsageError(`${output}: a backup writes a new snapshot`, `write -o restic:${loc.repo}`);
+  const given = NOT_YET.filter(([k]) => flags[k] !== undefined && flags[k] !== false && flags[k] !== 'archive');
+  if (given.length)
+    throw new UsageError(
+      `${given.map(([, o]) => o).join(', ')}: not yet with a restic repository`,
+      'leave them out, or back up into a directory of bundles for now',
+    );
+  const runner = resticRunner(deps);
+  const results: ResticBackupResult[] = [];
+  for (const set of sets) {
+    const res = await resticBackup(
+      engine,
+      {
+        containers: set,
+        repo: loc.repo,
+        runner,
+        stageRoot: process.env[STAGE_ENV] || '/var/tmp',
+        consistency: flags.consistency,
+        stopTimeout: flags.stopTimeout,
+        wait: flags.wait,
+      },
+      { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
+    );
+    progress.done();
+    results.push(res);
+    if (flags.json) deps.io.stdout.write(JSON.stringify(backupJson(res)) + '\n');
+    else if (!flags.quiet)
+      deps.io.stdout.write(
+        `backed up ${res.containers.join(', ')} to restic:${res.repository} snapshot ${res.snapshot}: ${humanBytes(res.bytesAdded)} added (${humanBytes(res.bytesProcessed)} read) in ${(res.durationMs / 1000).toFixed(1)}s, paused ${(res.pausedMs / 1000).toFixed(1)}s\n`,
+      );
+  }
+  return results.map((r) => `backed up ${r.containers.join(', ')} to restic snapshot ${r.snapshot}`).join('; ');
+}
+
+export function backupJson(res: ResticBackupResult) {
+  return {
+    ok: true,
+    repository: res.repository,
+    snapshot: res.snapshot,
+    ...(res.parent ? { parent: res.parent } : {}),
+    containers: res.containers,
+    volumes: res.volumes,
+    bytesAdded: res.bytesAdded,
+    bytesProcessed: res.bytesProcessed,
+    files: res.files,
+    pausedMs: res.pausedMs,
+    durationMs: res.durationMs,
+  };
+}
+
+/** The snapshot a location names, its manifest and layout read (`ferry inspect restic:...`). */
+export function resticSnapshot(location: string, deps: Deps, progress: Progress = silentProgress) {
+  return openResticSnapshot(resticRunner(deps), parseResticLocation(location), progress);
+}
+
+/** `ferry restore restic:<repo>[#snapshot|#container]`: the snapshot as a bundle location. */
+export async function resticSource(location: string, deps: Deps, progress: Progress): Promise<Transport> {
+  const s = await resticSnapshot(location, deps, progress);
+  progress.info(
+    `restic snapshot ${s.snapshot.short_id} of ${snapshotContainers(s.snapshot).join(', ')} from ${s.snapshot.hostname}, ${s.snapshot.time}`,
+  );
+  return s.transport;
+}
+
+/** One row of `ferry ls restic:<repo>`. */
+export interface ResticLsEntry {
+  snapshot: string;
+  created: string;
+  host: string;
+  set: string;
+  containers: string[];
+}
+
+/** The ferry snapshots of a repository, grouped by host and container set (newest first in each). Pure. */
+export function groupSnapshots(list: ResticSnapshot[]): { host: string; set: string; snapshots: ResticLsEntry[] }[] {
+  const groups = new Map<string, { host: string; set: string; snapshots: ResticLsEntry[] }>();
+  for (const s of newestFirst(list)) {
+    const set = snapshotSet(s);
+    const key = `${s.hostname}\0${set}`;
+    if (!groups.has(key)) groups.set(key, { host: s.hostname, set, snapshots: [] });
+    groups.get(key)!.snapshots.push({
+      snapshot: s.id,
+      created: s.time,
+      host: s.hostname,
+      set,
+      containers: snapshotContainers(s),
+    });
+  }
+  return [...groups.values()].sort((a, b) => (a.host + a.set < b.host + b.set ? -1 : 1));
+}
+
+/** `ferry ls restic:<repo>`. */
+export async function lsRestic(location: string, json: boolean, deps: Deps): Promise<void> {
+  const loc = parseResticLocation(location);
+  const runner = resticRunner(deps);
+  await checkRestic(runner);
+  const groups = groupSnapshots(parseSnapshots(await resticText(runner, { args: snapshotsArgs(loc.repo) })));
+  const out = deps.io.stdout;
+  if (json) {
+    out.write(JSON.stringify({ repository: loc.repo, groups }) + '\n');
+    return;
+  }
+  for (const g of groups) {
+    out.write(`${g.host}  ${g.set.split('+').join(', ')}\n`);
+    for (const s of g.snapshots)
+      out.write(`  ${s.snapshot.slice(0, 8)}  ${s.created.replace(/\.\d+/, '').replace('T', ' ')}\n`);
+  }
+}
+
+/** `ferry prune restic:<repo> --keep-...`: ferry's rules, then one restic forget --prune. */
+export async function pruneRestic(
+  location: string,
+  opts: { policy: KeepPolicy; dryRun: boolean; json: boolean; quiet: boolean },
+  deps: Deps,
+  progress: Progress,
+): Promise<void> {
+  const loc = parseResticLocation(location);
+  if (loc.snapshot || loc.container)
+    throw new UsageError(`${location}: prune applies to a whole repository`, `write restic:${loc.repo}`);
+  const res = await resticPrune(resticRunner(deps), loc.repo, opts, progress);
+  const out = deps.io.stdout;
+  if (opts.json) {
+    out.write(JSON.stringify({ ok: true, ...res }) + '\n');
+    return;
+  }
+  if (opts.quiet) return;
+  const verb = res.dryRun ? 'would remove' : 'removed';
+  const rows = [...res.kept.map((e) => ({ e, what: 'keep' })), ...res.removed.map((e) => ({ e, what: verb }))].sort(
+    (a, b) => (a.e.host + a.e.created < b.e.host + b.e.created ? 1 : -1),
+  );
+  for (const { e, what } of rows)
+    out.write(
+      `${what}  ${e.snapshot.slice(0, 8)}  ${e.created.replace(/\.\d+/, '').replace('T', ' ')}  ${e.host}  ${e.containers.join(',')}  ${e.reasons.join(', ') || 'no rule keeps it'}\n`,
+    );
+  out.write(
+    `${res.removed.length} snapshot${res.removed.length === 1 ? '' : 's'} ${res.dryRun ? 'would be removed' : 'removed (restic forget --prune)'}, ${res.kept.length} kept\n`,
+  );
+}
+
+/** `ferry verify restic:<repo>[#...]`: restic check, then each chosen snapshot read back and verified as a bundle. */
+export async function verifyRestic(
+  location: string,
+  opts: { json: boolean; quiet: boolean },
+  deps: Deps,
+  progress: Progress & { done(): void },
+): Promise<void> {
+  let res;
+  try {
+    res = await resticVerify(resticRunner(deps), parseResticLocation(location), {
+      progress,
+      signal: deps.signal,
+      hostAccess: deps.hostAccess,
+      debug: deps.debug,
+    });
+  } finally {
+    progress.done();
+  }
+  const out = deps.io.stdout;
+  if (opts.json) out.write(JSON.stringify(res) + '\n');
+  else if (!opts.quiet || !res.ok) {
+    out.write(`restic check of ${res.repository}: ok\n`);
+    for (const r of res.snapshots) out.write(verifyText(r));
+  }
+  const bad = res.snapshots.find((r) => !r.ok);
+  if (bad) throw verifyFailure(bad);
+}

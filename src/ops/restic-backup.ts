@@ -1,0 +1,376 @@
+/**
+ * ferry backup into a restic repository: one restic snapshot per backup, laid out so that restic
+ * deduplicates it (store/restic/layout.ts).
+ *
+ *   capture -> quiesce every container -> commit each -> stage: the image archive unpacked (one
+ *   file per layer), each volume either bind-mounted as a file tree (its directory on this host)
+ *   or written as the engine's tar stream -> restic backup (one snapshot) -> resume -> drop the
+ *   local snapshots and the staging directory
+ *
+ * Consistency: the containers stay paused (or stopped) from the commit until restic has read the
+ * volumes it reads as file trees (restic reads the directories themselves, so they must not
+ * change under it). Where no volume is read as a tree, they are resumed as soon as the volumes'
+ * tar streams are staged, before restic runs. The pause is reported (pausedMs).
+ */
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import * as tarFs from 'tar-fs';
+import type { Engine } from '../engine/engine.js';
+import {
+  FORMAT,
+  FORMAT_VERSION,
+  memberName,
+  type ContainerEntry,
+  type Manifest,
+  type MemberPlan,
+  type VolumeEntry,
+} from '../bundle/manifest.js';
+import { VERSION } from '../version.js';
+import { checkAborted, type RunContext } from '../context.js';
+import { routing } from '../data/paths.js';
+import { saveImage } from '../data/save.js';
+import { openContainerVolumeReader } from '../data/volumes.js';
+import { hostAccessRefusal, sameDirectory } from '../data/host-volume.js';
+import { localShell } from '../hostaccess/shell.js';
+import type { HostAccess } from '../hostaccess/access.js';
+import { dependencyOrder, type NetworkSpec } from '../model/spec.js';
+import { UsageError } from '../errors.js';
+import { abortable } from '../util/abortable.js';
+import {
+  captureContainer,
+  commitContainer,
+  containerQuiesce,
+  hostName,
+  quiesce,
+  removeSnapshot,
+  snapshotRef,
+  type Captured,
+  type Consistency,
+} from './steps/capture.js';
+import { recoverDeadRuns } from './steps/recover.js';
+import {
+  LAYOUT,
+  LAYOUT_FILE,
+  LAYOUT_VERSION,
+  MANIFEST_FILE,
+  backupArgs,
+  bindWrap,
+  memberPath,
+  newestFirst,
+  parseBackupSummary,
+  parseSnapshots,
+  setKey,
+  snapshotTags,
+  snapshotsArgs,
+  type Layout,
+  type LayoutImage,
+  type LayoutVolume,
+} from '../store/restic/layout.js';
+import { checkRestic, resticText, type ResticRunner } from '../store/restic/runner.js';
+
+export interface ResticBackupOptions {
+  containers: string[];
+  /** The repository, as restic takes it (`-r`). */
+  repo: string;
+  runner: ResticRunner;
+  /** Where the staging directory is made (image layers are written there: a disk, not a tmpfs). */
+  stageRoot: string;
+  consistency?: Consistency;
+  stopTimeout?: number;
+  wait?: number;
+}
+
+export interface ResticBackupResult {
+  repository: string;
+  snapshot: string;
+  /** The snapshot restic compared with (the previous one of the same containers on this host). */
+  parent?: string;
+  containers: string[];
+  volumes: { name: string; layout: 'tree' | 'tar'; reason?: string }[];
+  /** What restic added to the repository (after deduplication and compression), and what it read. */
+  bytesAdded: number;
+  bytesProcessed: number;
+  files: { new: number; changed: number; unmodified: number };
+  /** How long the containers were paused or stopped. */
+  pausedMs: number;
+  durationMs: number;
+  manifest: Manifest;
+}
+
+/**
+ * The volume's directory on this host, when restic can read it there as a tree: host access for
+ * volumes on this engine, through this machine's own shell (restic runs here), and the directory
+ * is the one the engine mounts (same mode and mtime to the nanosecond). Else why not.
+ */
+export async function volumeTreeDir(
+  engine: Engine,
+  spec: Captured['spec'],
+  volume: string,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<{ dir: string; root: NonNullable<LayoutVolume['root']> } | { refused: string }> {
+  const a = await access;
+  if (!a.volumes.use || !a.shell) return { refused: a.volumes.reason };
+  if (a.shell !== localShell) return { refused: `the volume is on ${a.shell.where}, restic runs on this host` };
+  const info = await engine.inspectVolume(volume);
+  const why = hostAccessRefusal({ ...engine.facts, ...engine.quirks, host: true }, info, undefined);
+  if (why) return { refused: why };
+  const mount = spec.mounts.find((m) => m.type === 'volume' && m.source === volume);
+  if (!mount) return { refused: 'the container does not mount the volume' };
+  const dir = info!.Mountpoint;
+  const [seen, local] = await Promise.all([
+    engine.statPath(spec.sourceId, mount.destination).catch(() => undefined),
+    stat(dir, { bigint: true }).catch(() => undefined),
+  ]);
+  if (
+    !seen ||
+    !local ||
+    !sameDirectory(seen, { mode: Number(local.mode), mtimeNs: local.mtimeNs, isDirectory: local.isDirectory() })
+  )
+    return { refused: "the volume's directory on this host is not the one the engine mounts" };
+  return {
+    dir,
+    root: {
+      mode: Number(local.mode),
+      uid: Number(local.uid),
+      gid: Number(local.gid),
+      mtime: Number(local.mtimeMs / 1000n),
+    },
+  };
+}
+
+export async function resticBackup(
+  engine: Engine,
+  opts: ResticBackupOptions,
+  ctx: RunContext,
+): Promise<ResticBackupResult> {
+  const started = Date.now();
+  const when = new Date();
+  const { progress, signal } = ctx;
+  if (!opts.containers.length) throw new UsageError('no containers to back up', 'name one or more containers');
+  const version = await checkRestic(opts.runner);
+  ctx.debug?.(`restic ${version}`);
+  for (const d of engine.differences()) progress.info(d);
+  const via = routing(ctx, engine);
+  await recoverDeadRuns(engine, progress);
+
+  const captured: Captured[] = [];
+  for (const c of opts.containers) {
+    progress.step(`inspect ${c}`);
+    captured.push(await captureContainer(engine, c));
+  }
+  const names = captured.map((c) => c.spec.name);
+  if (new Set(names).size !== names.length) throw new UsageError('a container was named twice');
+  const how = new Map(captured.map((c) => [c, containerQuiesce(c.spec.name, c.labels, opts)]));
+  // Hooks are not run by a restic backup yet: a container that asks for one is refused, never
+  // backed up without it (its data may not be consistent without its pre-exec hook).
+  for (const c of captured)
+    for (const label of ['ferry.pre-exec', 'ferry.post-exec'])
+      if (c.labels[label] !== undefined)
+        throw new UsageError(
+          `${c.spec.name} has the label ${label}: hooks are not run by a backup into a restic repository yet`,
+          'back it up into a directory of bundles for now',
+        );
+  for (const c of captured)
+    if (c.binds.length)
+      progress.warn(
+        `${c.spec.name}: bind mounts ${c.binds.map((b) => b.hostPath).join(', ')} are recorded, not copied (a restic backup does not copy bind data yet)`,
+      );
+
+  // The manifest, as a bundle's: every member uncompressed (restic compresses).
+  const members: MemberPlan[] = [];
+  const volumes: VolumeEntry[] = [];
+  const networks: NetworkSpec[] = [];
+  const containers: ContainerEntry[] = [];
+  const used = new Set<string>();
+  const uniq = (folder: 'images' | 'volumes', base: string) => {
+    let n = memberName(folder, base, members.length, '');
+    for (let i = 2; used.has(n); i++) n = memberName(folder, `${base}-${i}`, members.length, '');
+    used.add(n);
+    return n;
+  };
+  for (const c of captured) {
+    for (const v of c.volumes) {
+      if (volumes.some((x) => x.name === v.name)) continue;
+      const member = uniq('volumes', v.name);
+      volumes.push({ ...v, member });
+      members.push({ name: member, kind: 'volume', codec: 'none' });
+    }
+    const ref = snapshotRef(c.spec.name, when);
+    const member = uniq('images', c.spec.name);
+    members.push({ name: member, kind: 'image', codec: 'none' });
+    for (const n of c.networks) if (!networks.some((x) => x.name === n.name)) networks.push(n);
+    containers.push({
+      spec: c.spec,
+      image: { ref: `${ref.repo}:${ref.tag}`, member },
+      volumes: c.volumes.map((v) => v.name),
+      binds: [],
+      consistency: how.get(c)!.mode,
+    });
+  }
+  const manifest: Manifest = {
+    format: FORMAT,
+    formatVersion: FORMAT_VERSION,
+    ferryVersion: VERSION,
+    createdAt: when.toISOString(),
+    source: {
+      engine: engine.facts.endpoint,
+      serverVersion: engine.facts.serverVersion,
+      apiVersion: engine.facts.apiVersion,
+      os: engine.facts.os,
+      arch: engine.facts.arch,
+      hostname: hostName(),
+    },
+    containers,
+    volumes,
+    networks,
+    members,
+  };
+
+  // The previous snapshot of the same containers from this host: restic compares with it.
+  const host = hostName();
+  const tags = snapshotTags(names);
+  progress.step(`restic snapshots in ${opts.repo}`);
+  const earlier = parseSnapshots(
+    await resticText(opts.runner, { args: snapshotsArgs(opts.repo, { tags: [`ferry-set=${setKey(names)}`], host }) }),
+  );
+  const parent = newestFirst(earlier)[0]?.id;
+
+  await mkdir(opts.stageRoot, { recursive: true });
+  const stage = await mkdtemp(path.join(opts.stageRoot, 'ferry-restic-'));
+  const snapshots: string[] = [];
+  const layout: Layout = { layout: LAYOUT, version: LAYOUT_VERSION, images: [], volumes: [] };
+  const binds: [string, string][] = [];
+  const volumeReport: ResticBackupResult['volumes'] = [];
+  // Put back in dependency order; dependents were quiesced first.
+  const order = dependencyOrder(captured.map((c) => c.spec)).reverse();
+  const resumes: (() => Promise<void>)[] = [];
+  let pausedAt: number | undefined;
+  let pausedMs = 0;
+  const resumeAll = async () => {
+    let failed: { error: unknown } | undefined;
+    while (resumes.length) await resumes.pop()!().catch((e: unknown) => (failed ??= { error: e }));
+    if (pausedAt !== undefined) pausedMs = Date.now() - pausedAt;
+    pausedAt = undefined;
+    if (failed) throw failed.error;
+  };
+  try {
+    await mkdir(path.join(stage, 'images'));
+    await mkdir(path.join(stage, 'volumes'));
+    for (const i of order) {
+      checkAborted(signal);
+      const c = captured[i]!;
+      const q = how.get(c)!;
+      resumes.push(
+        await quiesce(engine, c.spec, q.mode, progress, { stopTimeout: q.stopTimeout, waitSeconds: opts.wait, signal }),
+      );
+      pausedAt ??= Date.now();
+    }
+    const staging: Promise<void>[] = [];
+    const written = new Set<string>();
+    for (const [i, c] of captured.entries()) {
+      checkAborted(signal);
+      const entry = containers[i]!;
+      progress.step(`commit ${c.spec.name}`);
+      const at = entry.image.ref.lastIndexOf(':');
+      const committed = await commitContainer(
+        engine,
+        c.spec,
+        { repo: entry.image.ref.slice(0, at), tag: entry.image.ref.slice(at + 1) },
+        how.get(c)!.mode,
+      );
+      snapshots.push(committed.id);
+      const img: LayoutImage = {
+        member: entry.image.member!,
+        path: memberPath(entry.image.member!, 'image'),
+        facts: { ref: entry.image.ref, id: committed.id, layers: committed.layers },
+      };
+      layout.images.push(img);
+      // The image is unpacked while the volumes are read: one file per layer.
+      const s = (async () => {
+        const saved = await saveImage(engine, entry.image.ref, progress, { rewritable: false }, via);
+        const dir = path.join(stage, img.path);
+        await mkdir(dir, { recursive: true });
+        await pipeline(abortable(saved.stream, signal), tarFs.extract(dir));
+      })();
+      s.catch(() => {});
+      staging.push(s);
+      for (const vname of entry.volumes) {
+        if (written.has(vname)) continue;
+        written.add(vname);
+        const v = volumes.find((x) => x.name === vname)!;
+        const tree = await volumeTreeDir(engine, c.spec, v.name, via.access);
+        if ('dir' in tree) {
+          const p = memberPath(v.member, 'tree');
+          await mkdir(path.join(stage, p), { recursive: true });
+          binds.push([tree.dir, p]);
+          layout.volumes.push({ name: v.name, member: v.member, kind: 'tree', path: p, root: tree.root });
+          volumeReport.push({ name: v.name, layout: 'tree' });
+          progress.info(`volume ${v.name}: restic reads ${tree.dir} as a file tree`);
+          continue;
+        }
+        progress.step(`volume ${v.name} -> ${v.member} (${tree.refused})`);
+        const r = await openContainerVolumeReader(engine, c.spec, v.name, progress, via);
+        try {
+          await pipeline(abortable(r.stream, signal), createWriteStream(path.join(stage, v.member)));
+        } finally {
+          r.stream.destroy();
+          await r.done().catch(() => {});
+        }
+        layout.volumes.push({ name: v.name, member: v.member, kind: 'tar', path: memberPath(v.member, 'tar') });
+        volumeReport.push({ name: v.name, layout: 'tar', reason: tree.refused });
+      }
+    }
+    await Promise.all(staging);
+    await writeFile(path.join(stage, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+    await writeFile(path.join(stage, LAYOUT_FILE), JSON.stringify(layout, null, 2) + '\n');
+    // Nothing left to read from the containers themselves: put them back before restic runs.
+    if (!binds.length) await resumeAll();
+    checkAborted(signal);
+    progress.step(`restic backup -> ${opts.repo}${parent ? ` (parent ${parent.slice(0, 8)})` : ''}`);
+    const out = await resticText(opts.runner, {
+      args: backupArgs(opts.repo, { host, tags, parent, paths: [MANIFEST_FILE, LAYOUT_FILE, 'images', 'volumes'] }),
+      cwd: stage,
+      wrap: bindWrap(binds),
+    });
+    await resumeAll();
+    const sum = parseBackupSummary(out);
+    progress.info(`restic snapshot ${sum.snapshot_id}: ${sum.data_added} bytes added`);
+    return {
+      repository: opts.repo,
+      snapshot: sum.snapshot_id,
+      ...(parent ? { parent } : {}),
+      containers: names,
+      volumes: volumeReport,
+      bytesAdded: sum.data_added,
+      bytesProcessed: sum.total_bytes_processed,
+      files: { new: sum.files_new, changed: sum.files_changed, unmodified: sum.files_unmodified },
+      pausedMs,
+      durationMs: Date.now() - started,
+      manifest,
+    };
+  } finally {
+    await resumeAll().catch((e) => progress.warn(`could not put every container back: ${(e as Error).message}`));
+    for (const id of snapshots) await removeSnapshot(engine, id).catch(() => {});
+    await removeStage(stage, binds, progress);
+  }
+}
+
+/**
+ * Remove the staging directory. The volumes were bind-mounted only inside restic's own mount
+ * namespace, so their places here are empty directories: each is removed on its own first (rmdir,
+ * never recursive), and should one not be empty, nothing is removed recursively (a volume's data
+ * is never at risk from this cleanup).
+ */
+async function removeStage(stage: string, binds: [string, string][], progress: RunContext['progress']) {
+  for (const [, p] of binds)
+    try {
+      await rmdir(path.join(stage, p));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      progress.warn(`left the staging directory ${stage} in place: ${p} is not empty (${(err as Error).message})`);
+      return;
+    }
+  await rm(stage, { recursive: true, force: true }).catch(() => {});
+}

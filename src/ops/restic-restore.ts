@@ -1,0 +1,131 @@
+/**
+ * A restic snapshot of ferry's (store/restic/layout.ts) as a standard bundle stream: the
+ * snapshot's manifest, then each member in the manifest's order, read with `restic dump` and
+ * rebased into a member's archive (retar.ts), written by the bundle writer as onto a pipe (parts,
+ * trailer, SHA256SUMS). restore, drill and verify read it as they read `ferry restore -`: nothing
+ * of theirs knows about restic.
+ */
+import { PassThrough, type Readable } from 'node:stream';
+import { BundleWriter } from '../bundle/writer.js';
+import { parseManifest, type Manifest } from '../bundle/manifest.js';
+import { NotFoundError, UsageError } from '../errors.js';
+import type { Progress } from '../context.js';
+import { StreamStore } from '../store/stream.js';
+import type { Transport } from '../store/transport.js';
+import {
+  LAYOUT_FILE,
+  MANIFEST_FILE,
+  checkLayout,
+  dumpArgs,
+  lsArgs,
+  parseSnapshots,
+  selectSnapshot,
+  snapshotsArgs,
+  type Layout,
+  type ResticLocation,
+  type ResticSnapshot,
+} from '../store/restic/layout.js';
+import { NodeTimes, rebase } from '../store/restic/retar.js';
+import { checkRestic, resticText, type ResticRunner } from '../store/restic/runner.js';
+
+export interface ResticSnapshotBundle {
+  snapshot: ResticSnapshot;
+  manifest: Manifest;
+  layout: Layout;
+  /** The snapshot as one bundle location (read once, like stdin). */
+  transport: Transport;
+}
+
+/** Find the snapshot a location names and read its manifest and layout (nothing else yet). */
+export async function openResticSnapshot(
+  runner: ResticRunner,
+  loc: ResticLocation,
+  progress: Progress,
+): Promise<ResticSnapshotBundle> {
+  await checkRestic(runner);
+  const list = parseSnapshots(await resticText(runner, { args: snapshotsArgs(loc.repo) }));
+  const snap = selectSnapshot(list, loc);
+  if (typeof snap === 'string')
+    throw new NotFoundError(`${loc.repo}: ${snap}`, `list them with: ferry ls restic:${loc.repo}`);
+  const text = await resticText(runner, { args: dumpArgs(loc.repo, snap.id, MANIFEST_FILE) });
+  const manifest = parseManifest(text);
+  let layout: Layout;
+  try {
+    layout = checkLayout(
+      JSON.parse(await resticText(runner, { args: dumpArgs(loc.repo, snap.id, LAYOUT_FILE) })),
+      manifest,
+    );
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(`snapshot ${snap.short_id} has no readable ${LAYOUT_FILE}: ${(err as Error).message}`);
+  }
+  const where = `restic:${loc.repo}#${snap.short_id}`;
+  let opened = false;
+  const transport: Transport = {
+    describe: () => where,
+    rereadable: false,
+    createBundle: () => Promise.reject(new UsageError(`${where} is read here, not written`)),
+    openBundle: async () => {
+      if (opened) throw new UsageError(`${where} can be read only once per run`);
+      opened = true;
+      return { stream: snapshotBundle(runner, loc.repo, snap.id, manifest, layout, progress), location: where };
+    },
+    close: async () => {},
+  };
+  return { snapshot: snap, manifest, layout, transport };
+}
+
+/** One member's archive, from the snapshot. */
+function memberStream(runner: ResticRunner, repo: string, snap: string, layout: Layout, member: string): Readable {
+  const img = layout.images.find((i) => i.member === member);
+  const vol = layout.volumes.find((v) => v.member === member);
+  const path = img?.path ?? vol!.path;
+  const run = runner.run({ args: dumpArgs(repo, snap, path) });
+  const raw = run.stdout;
+  // A tree's exact mtimes come from restic ls, read in step with the dump (retar.ts).
+  const ls = vol?.kind === 'tree' ? runner.run({ args: lsArgs(repo, snap, path) }) : undefined;
+  const out =
+    vol?.kind === 'tar'
+      ? raw
+      : rebase(raw, path, {
+          dotSlash: !!vol,
+          ...(vol?.root ? { root: vol.root } : {}),
+          ...(ls ? { times: new NodeTimes(ls.stdout) } : {}),
+        });
+  // A dump that fails half-way must not look like a member that ended there.
+  const gate = new PassThrough({ highWaterMark: 1 << 20 });
+  out.on('error', (e) => gate.destroy(e));
+  out.pipe(gate, { end: false });
+  Promise.all([run.done, ls?.done, new Promise<void>((res) => out.on('end', () => res()))]).then(
+    () => gate.end(),
+    (e: unknown) => gate.destroy(e as Error),
+  );
+  return gate;
+}
+
+/** The bundle stream of a snapshot. */
+export function snapshotBundle(
+  runner: ResticRunner,
+  repo: string,
+  snap: string,
+  manifest: Manifest,
+  layout: Layout,
+  progress: Progress,
+): Readable {
+  const pipe = new PassThrough({ highWaterMark: 1 << 20 });
+  void (async () => {
+    const sink = await new StreamStore(pipe).create(`restic-${snap.slice(0, 8)}.tar`);
+    const writer = new BundleWriter(sink, { ...manifest, members: manifest.members.map((m) => ({ ...m })) });
+    await writer.begin();
+    for (const i of layout.images) writer.recordImage(i.facts);
+    for (const m of manifest.members) {
+      progress.step(`restic dump ${m.name}`);
+      await writer.addMember(m.name, memberStream(runner, repo, snap, layout, m.name), 'none', (_, n) =>
+        progress.bytes(m.name, n),
+      );
+    }
+    await writer.finish();
+    pipe.end();
+  })().catch((err: unknown) => pipe.destroy(err as Error));
+  return pipe;
+}
