@@ -43,7 +43,9 @@
 # so cron mails it even when the messages went to syslog. --quiet keeps a good night silent.
 #
 # Environment (all optional):
-#   BACKUP_DIR             the store (default /backups): a local directory, or a directory on
+#   BACKUP_DIR             the store (default /backups): a local directory that exists (when it
+#                          does not, say a disk that is not mounted, the backup fails, exit 5,
+#                          rather than filling the root filesystem), or a directory on
 #                          a backup host, ssh://user@host/srv/backups (SFTP; --verify reads the
 #                          bundle back over it, prune runs there under the store's lock)
 #                          or a bucket and prefix, s3://bucket/host1 (off-site; credentials

@@ -10,8 +10,11 @@ export interface Progress {
   /** Something worth telling the operator. */
   info(message: string): void;
   warn(message: string): void;
-  /** Bytes moved so far for a named stream (rate-limited by the renderer). */
-  bytes(label: string, n: number): void;
+  /**
+   * Bytes moved so far for a named stream (rate-limited by the renderer); `total` where the size
+   * is known beforehand (the renderer then shows a percentage and an ETA).
+   */
+  bytes(label: string, n: number, total?: number): void;
 }
 
 export const silentProgress: Progress = {

@@ -13,7 +13,10 @@ import {
   UsageError,
   type StopSignal,
 } from '../errors.js';
-import { createProgram } from './program.js';
+import { createProgram, type Deps } from './program.js';
+import { commandOf, envelope, errorJson } from './json.js';
+import { rendered } from './render.js';
+import { VERSION } from '../version.js';
 import { SshPool } from '../ssh/client.js';
 import { askSecret } from './prompt.js';
 import { hostAccessFor, hostEnv } from '../hostaccess/access.js';
@@ -83,6 +86,11 @@ export async function main(
   };
   io.stdout.on('error', onOutputError);
   let json = argv.includes('--json');
+  let emitted = false;
+  const emit: Deps['emit'] = (command, body, stream = io.stdout) => {
+    emitted = true;
+    stream.write(envelope(command, body));
+  };
   // The debug channel and the host switches: read here, at the edge, and passed down.
   const debug = argv.includes('--debug') || debugWanted(process.env.FERRY_DEBUG) ? createDebug(io.stderr) : undefined;
   if (debug) engineCalls.hook = (endpoint, what) => debug(`engine ${endpoint}: ${what}`);
@@ -112,11 +120,18 @@ export async function main(
     }
     return process.env.FERRY_PASSPHRASE || undefined;
   };
+  const names = ['backup', 'restore', 'migrate', 'ls', 'inspect', 'verify', 'prune', 'drill'];
+  const command = commandOf(argv, names);
+  if (json && (argv.includes('--version') || argv.includes('-V'))) {
+    emit('version', { ok: true, version: VERSION, node: process.versions.node });
+    return EXIT.OK;
+  }
   try {
     program = createProgram({
       io,
       signal: controller.signal,
       setJson: (j) => (json = j),
+      emit,
       ssh,
       stores: {
         ssh,
@@ -134,15 +149,25 @@ export async function main(
     return (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
   } catch (err) {
     if (err instanceof CommanderError) {
-      // commander already printed its message (or help/version)
+      // commander already printed its message (or help/version) on stderr
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help')
         return EXIT.OK;
+      if (json && !emitted) {
+        // "error: unknown option '--ouput'\n(Did you mean --output?)": the message, then the hints.
+        const [first = '', ...more] = err.message.replace(/^error: /, '').split('\n');
+        const hint = [
+          ...more.map((l) => l.replace(/^\((.*)\)$/, '$1')),
+          `run ferry ${command === 'ferry' ? '' : `${command} `}--help for usage`,
+        ];
+        emit(command, { ok: false, error: errorJson(new UsageError(first, hint.join('; '))) });
+      }
       return EXIT.USAGE;
     }
     // Once the run was told to stop, what failed afterwards (a stream cut short, a write to a
     // closed pipe, a half-read member) is the interruption showing, not a cause of its own.
     const fe = controller.signal.aborted ? (controller.signal.reason as FerryError) : toFerryError(err);
-    if (!stderrGone) printError(fe, io, json);
+    await rendered(); // the progress display ends (on ✖) before the error is printed
+    if (!stderrGone) printError(fe, io, json && !emitted ? command : undefined);
     return fe.exitCode;
   } finally {
     await pool?.closeAll();
@@ -158,15 +183,9 @@ export async function main(
   }
 }
 
-export function printError(fe: FerryError, io: Io, json: boolean): void {
-  if (json) {
-    io.stdout.write(
-      JSON.stringify({
-        ok: false,
-        error: { code: fe.code, exitCode: fe.exitCode, message: fe.message, hint: fe.hint },
-      }) + '\n',
-    );
-  }
+/** The error on stderr; with `jsonCommand`, also as that command's --json object on stdout. */
+export function printError(fe: FerryError, io: Io, jsonCommand?: string): void {
+  if (jsonCommand) io.stdout.write(envelope(jsonCommand, { ok: false, error: errorJson(fe) }));
   io.stderr.write(`ferry: error: ${fe.message}\n`);
   if (fe.hint) io.stderr.write(`ferry: hint: ${fe.hint}\n`);
   if (fe.exitCode === EXIT.INTERNAL) {

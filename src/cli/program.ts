@@ -20,6 +20,11 @@ export interface Deps {
   io: Io;
   signal: AbortSignal;
   setJson(json: boolean): void;
+  /**
+   * Print the command's one --json object (docs/json.md): the envelope is added here. Once it is
+   * printed, an error that ends the run is not printed again as JSON.
+   */
+  emit(command: string, body: { ok: boolean } & Record<string, unknown>, stream?: NodeJS.WritableStream): void;
   /** The run's SSH connections (one per host), created on first use. */
   ssh(): SshPool;
   /** What stores need from the run: its SSH connections, its S3 settings (--s3-endpoint, --s3-path-style). */
@@ -39,9 +44,11 @@ Exit codes:
   2    usage error (bad option or argument), missing or wrong passphrase
   3    partial: some containers were backed up, some failed
   4    the Docker engine could not be reached or refused a request
-  5    a container, image, volume, bundle, store or bucket was not found, or the target
-       lacks what a container needs (a bind source, device, driver, CPUs, ...)
+  5    a container, image, volume, bundle, store (-o directory) or bucket was not
+       found, or the target lacks what a container needs (a bind source, device,
+       driver, CPUs, ...)
   6    conflict: a container or volume of that name exists (see --on-conflict),
+       the -o bundle file exists (see --force),
        a host port or static address is taken on the target, or the store is
        locked by another ferry run (see --lock-timeout)
   7    the bundle is damaged, incomplete, or of an unknown format
@@ -90,10 +97,7 @@ export function createProgram(deps: Deps): Command {
     .option('--s3-path-style', 'address S3 buckets as host/bucket, not bucket.host (automatic for an IP address)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({
-      writeOut: (s) => deps.io.stdout.write(s),
-      writeErr: (s) => deps.io.stderr.write(s),
-    })
+    .configureOutput(output(deps))
     .addHelpText('after', EXIT_HELP);
   program.addCommand(backupCommand(program, deps));
   program.addCommand(restoreCommand(program, deps));
@@ -104,11 +108,20 @@ export function createProgram(deps: Deps): Command {
   program.addCommand(migrateCommand(program, deps));
   program.addCommand(drillCommand(program, deps));
   for (const c of program.commands)
-    c.exitOverride().configureOutput({
-      writeOut: (s) => deps.io.stdout.write(s),
-      writeErr: (s) => deps.io.stderr.write(s),
-    });
+    c.exitOverride()
+      .configureOutput(output(deps))
+      .configureHelp({ showGlobalOptions: true })
+      .showHelpAfterError(`(run ferry ${c.name()} --help for usage)`);
   return program;
+}
+
+/** commander's messages on ferry's streams, with ferry's one error prefix. */
+function output(deps: Deps) {
+  return {
+    writeOut: (s: string) => deps.io.stdout.write(s),
+    writeErr: (s: string) => deps.io.stderr.write(s),
+    outputError: (s: string, write: (s: string) => void) => write(s.replace(/^error: /, 'ferry: error: ')),
+  };
 }
 
 export function setExit(program: Command, code: number) {

@@ -5,6 +5,23 @@
 import { Listr } from 'listr2';
 import type { Progress } from '../context.js';
 
+/** Renderers still drawing their last frame: main waits for them before it prints an error. */
+const drawing = new Set<Promise<unknown>>();
+/** Renderers not yet told how their run ended. */
+const open = new Set<RunProgress>();
+
+/**
+ * End every renderer still open as failed (a command that failed before its try block), and
+ * resolve once each has drawn its end (✔ or ✖), so that what follows comes after it.
+ */
+export async function rendered(): Promise<void> {
+  for (const p of [...open]) p.done(true);
+  await Promise.all([...drawing]);
+}
+
+/** The renderer of a run: done() once it ended, done(true) when it failed (no ✔ then). */
+export type RunProgress = Progress & { done(failed?: boolean): void };
+
 export interface RenderOptions {
   quiet: boolean;
   stream?: NodeJS.WriteStream;
@@ -21,13 +38,50 @@ export function humanBytes(n: number): string {
   return `${i === 0 ? v : v.toFixed(1)} ${u[i]}`;
 }
 
+/** m:ss (h:mm:ss from an hour). */
+export function clock(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
+
+/**
+ * The counter line of a stream: bytes so far (of the total, with a percentage, where it is
+ * known), the rate since it began, and an ETA where both are known. Pure.
+ */
+export function counterLine(label: string, n: number, elapsedMs: number, total?: number): string {
+  const parts = [`${label}: ${humanBytes(n)}${total ? ` / ${humanBytes(total)}` : ''}`];
+  if (total) parts.push(`${Math.min(100, Math.floor((n / total) * 100))}%`);
+  const rate = elapsedMs >= 500 ? n / (elapsedMs / 1000) : undefined;
+  if (rate !== undefined) parts.push(`${humanBytes(rate)}/s`);
+  if (total && rate && n < total) parts.push(`ETA ${clock((total - n) / rate)}`);
+  return parts.join('  ');
+}
+
+/** When each stream began, for its rate (a stream's count starts again at 0 for a new label). */
+function counters(): (label: string, n: number, total?: number) => string {
+  const began = new Map<string, number>();
+  return (label, n, total) => {
+    const now = Date.now();
+    if (!began.has(label)) began.set(label, now);
+    return counterLine(label, n, now - began.get(label)!, total);
+  };
+}
+
 /**
  * On a terminal, listr2 draws the run as one live task: its title is the current step, its
  * output the byte counter; finished steps and warnings stay on screen as plain lines.
  */
-function listrProgress(out: NodeJS.WriteStream): Progress & { done(): void } {
+function listrProgress(out: NodeJS.WriteStream): RunProgress {
   let resolveDone!: () => void;
-  const finished = new Promise<void>((r) => (resolveDone = r));
+  let rejectDone!: (err: Error) => void;
+  const finished = new Promise<void>((resolve, reject) => {
+    resolveDone = resolve;
+    rejectDone = reject;
+  });
+  finished.catch(() => {}); // a run may fail before listr has started the task that awaits it
   let task: { title?: string; output?: string } | undefined;
   let title = 'ferry';
   const listr = new Listr(
@@ -45,7 +99,9 @@ function listrProgress(out: NodeJS.WriteStream): Progress & { done(): void } {
     { renderer: 'default', exitOnError: false, registerSignalListeners: false },
   );
   const running = listr.run().catch(() => {});
+  drawing.add(running);
   const log: string[] = [];
+  const counter = counters();
   let lastDraw = 0;
   return {
     step(t) {
@@ -60,15 +116,20 @@ function listrProgress(out: NodeJS.WriteStream): Progress & { done(): void } {
       log.push(`ferry: warning: ${msg}`);
       if (task) task.output = `warning: ${msg}`;
     },
-    bytes(label, n) {
+    bytes(label, n, total) {
+      const line = counter(label, n, total); // also notes when the stream began
       const now = Date.now();
       if (now - lastDraw < 200 || !task) return;
       lastDraw = now;
-      task.output = `${label}: ${humanBytes(n)}`;
+      task.output = line;
     },
-    done() {
-      if (task) task.title = 'done';
-      resolveDone();
+    done(failed) {
+      // A run that failed ends on ✖ and the step it was at (main prints the error after it).
+      if (failed) rejectDone(new Error(`${title}: failed`));
+      else {
+        if (task) task.title = 'done';
+        resolveDone();
+      }
       void running.then(() => {
         // What scrolled by, for the record: steps, information, warnings.
         const warnings = log.filter((l) => l.startsWith('ferry: warning:'));
@@ -78,12 +139,17 @@ function listrProgress(out: NodeJS.WriteStream): Progress & { done(): void } {
   };
 }
 
-export function createProgress(opts: RenderOptions): Progress & { done(): void } {
+export function createProgress(opts: RenderOptions): RunProgress {
   const out = opts.stream ?? process.stderr;
   const tty = !!out.isTTY;
-  if (tty && !opts.quiet && !process.env.FERRY_PLAIN_OUTPUT) return once(listrProgress(out));
+  if (tty && !opts.quiet && !process.env.FERRY_PLAIN_OUTPUT) {
+    const p = once(listrProgress(out));
+    open.add(p);
+    return { ...p, done: (failed) => (open.delete(p), p.done(failed)) };
+  }
   let lastDraw = 0;
   let counterShown = false;
+  const counter = counters();
   const clear = () => {
     if (counterShown) {
       out.write('\r\x1b[K');
@@ -104,12 +170,13 @@ export function createProgress(opts: RenderOptions): Progress & { done(): void }
     warn(msg) {
       line(`ferry: warning: ${msg}`);
     },
-    bytes(label, n) {
+    bytes(label, n, total) {
       if (opts.quiet || !tty) return;
+      const line = counter(label, n, total);
       const now = Date.now();
       if (now - lastDraw < 200) return;
       lastDraw = now;
-      out.write(`\r\x1b[K  ${label}: ${humanBytes(n)}`);
+      out.write(`\r\x1b[K  ${line}`);
       counterShown = true;
     },
     done() {
@@ -118,8 +185,8 @@ export function createProgress(opts: RenderOptions): Progress & { done(): void }
   };
 }
 
-/** done() may be called more than once (finally blocks); act on the first. */
-function once(p: Progress & { done(): void }): Progress & { done(): void } {
+/** done() may be called more than once (finally blocks): the first call says how the run ended. */
+function once(p: RunProgress): RunProgress {
   let called = false;
-  return { ...p, done: () => (called ? undefined : ((called = true), p.done())) };
+  return { ...p, done: (failed) => (called ? undefined : ((called = true), p.done(failed))) };
 }

@@ -8,7 +8,7 @@ import { PassphraseError, readEncHeader } from '../bundle/crypto.js';
 import type { Readable } from 'node:stream';
 import { BundleReader } from '../bundle/reader.js';
 import type { Manifest } from '../bundle/manifest.js';
-import { toFerryError } from '../errors.js';
+import { toFerryError, type FerryError } from '../errors.js';
 import type { Store } from './store.js';
 
 export interface CatalogEntry {
@@ -33,6 +33,8 @@ export interface CatalogEntry {
   signer?: { key: string; fingerprint: string };
   /** Why the file could not be read as a bundle. */
   error?: string;
+  /** The same, as the error it was (its code and hint). */
+  failure?: FerryError;
   /** The parsed manifest (not printed by `ferry ls --json`). */
   manifest?: Manifest;
   /** File modification time, used to order unreadable files. */
@@ -80,9 +82,11 @@ async function unreadableEntry(
       compression: '?',
       encrypted: true,
     };
+  const failure = toFerryError(err);
   return {
     ...base,
-    error: toFerryError(err).message,
+    error: failure.message,
+    failure,
     ...(facts || err instanceof PassphraseError ? { encrypted: true } : {}),
   };
 }
@@ -182,20 +186,30 @@ export class Catalog {
   }
 }
 
-/** What `ferry ls --json` prints for an entry. */
+/** What `ferry ls --json` prints for an entry (docs/json.md, "ls"). */
 export function catalogJson(e: CatalogEntry): Record<string, unknown> {
-  if (e.error) return { bundle: e.bundle, bytes: e.bytes, error: e.error };
+  if (e.error)
+    return {
+      bundle: e.bundle,
+      fileBytes: e.bytes,
+      error: {
+        code: e.failure?.code ?? 'BUNDLE',
+        exitCode: e.failure?.exitCode ?? 7,
+        message: e.error,
+        hint: e.failure?.hint ?? null,
+      },
+    };
   return {
     bundle: e.bundle,
-    created: e.created,
+    createdAt: e.created,
     containers: e.containers,
-    bytes: e.bytes,
+    fileBytes: e.bytes,
     imageMode: e.imageMode,
     compression: e.compression,
     encrypted: e.encrypted,
-    ferryVersion: e.ferryVersion,
-    formatVersion: e.formatVersion,
-    signer: e.signer ?? null,
+    ...(e.ferryVersion !== undefined ? { ferryVersion: e.ferryVersion } : {}),
+    ...(e.formatVersion !== undefined ? { formatVersion: e.formatVersion } : {}),
+    ...(e.signer ? { signer: e.signer } : {}),
   };
 }
 

@@ -245,12 +245,12 @@ function flipped(src: string, dest: string, ...at: [string, number][]): string {
 
 describe('several backups into one store, two of them at the same time', () => {
   it('a first backup, then two concurrent ones: all finish with whole, separately named bundles', async () => {
-    const r0 = await ferry(['--json', 'backup', web, '-o', store]);
+    const r0 = await ferry(['--json', 'backup', web, '-o', store, '--mkdir']);
     expect(r0.code, r0.stderr).toBe(0);
     written.web = JSON.parse(r0.stdout).bundle;
     const [r1, r2] = await Promise.all([
-      ferry(['--json', 'backup', worker, '-o', store]),
-      ferry(['--json', 'backup', cache, '-o', store]),
+      ferry(['--json', 'backup', worker, '-o', store, '--mkdir']),
+      ferry(['--json', 'backup', cache, '-o', store, '--mkdir']),
     ]);
     expect(r1.code, r1.stderr).toBe(0);
     expect(r2.code, r2.stderr).toBe(0);
@@ -321,7 +321,7 @@ describe('ls', () => {
   it('--json: one object per bundle, oldest first; an unreadable file has an error and does not stop the listing', async () => {
     const r = await ferry(['--json', 'ls', store]);
     expect(r.code, r.stderr).toBe(0);
-    const list = JSON.parse(r.stdout) as any[];
+    const list = JSON.parse(r.stdout).bundles as any[];
     expect(list.map((e) => path.basename(e.bundle)).sort()).toEqual(
       [...Object.values(written).map((p) => path.basename(p)), 'half.tar', 'junk.tar'].sort(),
     );
@@ -330,8 +330,8 @@ describe('ls', () => {
       const e = byName[path.basename(b)];
       expect(e.bundle).toBe(b);
       expect(e.containers).toEqual([c]);
-      expect(e.bytes).toBe(statSync(b).size);
-      expect(new Date(e.created).toISOString()).toBe(e.created);
+      expect(e.fileBytes).toBe(statSync(b).size);
+      expect(new Date(e.createdAt).toISOString()).toBe(e.createdAt);
       // the codec of the volume members; of the image member for a container without volumes
       expect(e.compression).toBe(c === web ? 'zstd' : 'gzip');
       expect(e.imageMode).toBe('archive');
@@ -339,10 +339,11 @@ describe('ls', () => {
       expect(e.error).toBeUndefined();
     }
     expect(byName['half.tar'].containers).toEqual([web]);
-    expect(byName['junk.tar'].error).toMatch(/not a ferry bundle/);
-    expect(byName['junk.tar'].bytes).toBe(statSync(path.join(store, 'junk.tar')).size);
+    expect(byName['junk.tar'].error).toMatchObject({ code: 'BUNDLE', exitCode: 7 });
+    expect(byName['junk.tar'].error.message).toMatch(/not a ferry bundle/);
+    expect(byName['junk.tar'].fileBytes).toBe(statSync(path.join(store, 'junk.tar')).size);
     // sorted by creation time
-    const created = list.filter((e) => e.created).map((e) => Date.parse(e.created));
+    const created = list.filter((e) => e.createdAt).map((e) => Date.parse(e.createdAt));
     expect(created).toEqual([...created].sort((a, b) => a - b));
   });
 
@@ -410,7 +411,9 @@ describe('inspect', () => {
     const r = await ferry(['--json', 'inspect', written.web!]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).not.toContain(SECRET);
-    const m = JSON.parse(r.stdout);
+    const j = JSON.parse(r.stdout);
+    expect(j.ports).toEqual([{ container: web, hostIp: '127.0.0.1', hostPort: String(port), containerPort: '80/tcp' }]);
+    const m = j.manifest;
     expect(m.format).toBe('ferry-bundle');
     const c = m.containers.find((x: any) => x.spec.name === web);
     expect(c.spec.config.Env.sort()).toEqual(['DB_PASSWORD', 'MODE']);
@@ -978,7 +981,7 @@ describe('prune on an ssh:// store', () => {
     const d = await remoteStore('many', many);
     const ls = await ferry(['--json', 'ls', url(d)], { env });
     expect(ls.code, ls.stderr).toBe(0);
-    const listed = JSON.parse(ls.stdout);
+    const listed = JSON.parse(ls.stdout).bundles;
     expect(listed).toHaveLength(16);
     expect(listed.filter((e: any) => e.error).map((e: any) => path.basename(e.bundle))).toEqual(['junk.tar']);
     const r = await ferry(['prune', url(d), '--keep-last', '3'], { env });

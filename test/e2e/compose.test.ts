@@ -169,7 +169,7 @@ describe('a Compose project', () => {
 
   it('backup --all puts the running services of the project into one bundle', async () => {
     const store = path.join(dir, 'all');
-    const r = await ferry(['--json', 'backup', '--all', '-o', store, '--compress', 'none']);
+    const r = await ferry(['--json', 'backup', '--all', '-o', store, '--mkdir', '--compress', 'none']);
     expect(r.code, r.stderr).toBe(0);
     const ours = (
       JSON.parse(r.stdout).results as { container: string; result: { bundle: string; containers: string[] } }[]

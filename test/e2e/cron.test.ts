@@ -41,7 +41,7 @@ afterAll(() => {
 describe('--notify-url', () => {
   it('pings /start and then success with a summary', async () => {
     pings.length = 0;
-    const r = await ferry(['backup', name, '-o', path.join(dir, 'ok'), '--notify-url', base, '--quiet']);
+    const r = await ferry(['backup', name, '-o', path.join(dir, 'ok'), '--mkdir', '--notify-url', base, '--quiet']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toBe(''); // --quiet: nothing when all is well
     expect(r.stderr).toBe('');
@@ -51,7 +51,15 @@ describe('--notify-url', () => {
 
   it('pings /fail with the error when the backup fails', async () => {
     pings.length = 0;
-    const r = await ferry(['backup', 'no-such-container-cron', '-o', path.join(dir, 'fail'), '--notify-url', base]);
+    const r = await ferry([
+      'backup',
+      'no-such-container-cron',
+      '-o',
+      path.join(dir, 'fail'),
+      '--mkdir',
+      '--notify-url',
+      base,
+    ]);
     expect(r.code).toBe(5);
     expect(pings.map((p) => p.path)).toEqual(['/ping/abc-123/start', '/ping/abc-123/fail']);
     expect(pings[1]!.body).toMatch(/no such container: no-such-container-cron/);
@@ -59,7 +67,7 @@ describe('--notify-url', () => {
 
   it('an unreachable notify URL never fails the backup', async () => {
     const dead = `http://127.0.0.1:${await freePort()}/ping/secret-uuid`;
-    const r = await ferry(['backup', name, '-o', path.join(dir, 'dead'), '--notify-url', dead]);
+    const r = await ferry(['backup', name, '-o', path.join(dir, 'dead'), '--mkdir', '--notify-url', dead]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/notify start: could not reach http:\/\/127\.0\.0\.1:\d+\/…/);
     expect(r.stderr).not.toMatch(/secret-uuid/); // the check's id is not printed
@@ -79,7 +87,7 @@ describe('--all needs a store', () => {
 
 describe('plain output for cron', () => {
   it('prints plain lines, no cursor movement, when stderr is not a terminal', async () => {
-    const r = await ferry(['backup', name, '-o', path.join(dir, 'plain')]);
+    const r = await ferry(['backup', name, '-o', path.join(dir, 'plain'), '--mkdir']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/\x1b\[/);
     expect(r.stdout.trim().split('\n')).toHaveLength(1); // one summary line
@@ -95,6 +103,7 @@ describe('hooks', () => {
       name,
       '-o',
       out,
+      '--mkdir',
       '--pre-exec',
       'date > /v/dump.txt; echo pre-ok',
       '--post-exec',
@@ -113,7 +122,7 @@ describe('hooks', () => {
 
   it('a failing pre-exec hook aborts that container: exit 10, clear error, no bundle, container not paused', async () => {
     const out = path.join(dir, 'hookfail');
-    const r = await ferry(['backup', name, '-o', out, '--pre-exec', 'echo cannot dump >&2; exit 3']);
+    const r = await ferry(['backup', name, '-o', out, '--mkdir', '--pre-exec', 'echo cannot dump >&2; exit 3']);
     expect(r.code).toBe(10);
     expect(r.stderr).toMatch(new RegExp(`${name}: the pre-exec hook failed \\(exit 3\\): cannot dump`));
     expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
@@ -128,7 +137,7 @@ describe('hooks', () => {
     docker(['run', '-d', '--name', bad, '--label', 'ferry.pre-exec=exit 7', BUSYBOX, 'sleep', '100000']);
     try {
       const out = path.join(dir, 'all');
-      const r = await ferry(['backup', '--all', '-o', out, '--json', '--compress', 'none']);
+      const r = await ferry(['backup', '--all', '-o', out, '--mkdir', '--json', '--compress', 'none']);
       expect(r.code, r.stderr).toBe(3);
       const res = JSON.parse(r.stdout);
       expect(res.partial).toBe(true);
@@ -153,7 +162,7 @@ describe('ferry.exclude', () => {
     docker(['run', '-d', '--name', side, '--network', `container:${skip}`, BUSYBOX, 'sleep', '100000']);
     try {
       const out = path.join(dir, 'exclude');
-      const r = await ferry(['backup', '--all', '-o', out, '--json', '--compress', 'none']);
+      const r = await ferry(['backup', '--all', '-o', out, '--mkdir', '--json', '--compress', 'none']);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toContain(`${skip}: not backed up (label ferry.exclude)`);
       expect(r.stderr).toContain(
@@ -163,7 +172,7 @@ describe('ferry.exclude', () => {
       expect(res.results.map((x: { container: string }) => x.container)).not.toContain(skip);
       expect(res.results.map((x: { container: string }) => x.container)).toContain(name);
       expect(readdirSync(out).some((f) => f.startsWith(`ferry-${skip}-`))).toBe(false);
-      const named = await ferry(['backup', skip, '-o', out]);
+      const named = await ferry(['backup', skip, '-o', out, '--mkdir']);
       expect(named.code, named.stderr).toBe(0);
       expect(readdirSync(out).some((f) => f.startsWith(`ferry-${skip}-`))).toBe(true);
     } finally {
@@ -186,20 +195,20 @@ describe('a volume that lost its data since the previous bundle', () => {
           '-c',
           'rm -rf /db/* && dd if=/dev/urandom of=/db/table bs=1M count=4 2>/dev/null && echo row > /db/small',
         ]);
-        const full = await ferry(['--json', 'backup', c, '-o', store], { env: { HOME: home } });
+        const full = await ferry(['--json', 'backup', c, '-o', store, '--mkdir'], { env: { HOME: home } });
         expect(full.code, full.stderr).toBe(0);
         expect(full.stderr).not.toMatch(/warning/);
         const first = JSON.parse(full.stdout).bundle as string;
         // a little less: nothing to say
         docker(['exec', c, 'sh', '-c', 'truncate -s 3M /db/table']);
-        const less = await ferry(['--json', 'backup', c, '-o', store], { env: { HOME: home } });
+        const less = await ferry(['--json', 'backup', c, '-o', store, '--mkdir'], { env: { HOME: home } });
         expect(less.code, less.stderr).toBe(0);
         expect(less.stderr).not.toMatch(/warning/);
         const second = JSON.parse(less.stdout).bundle as string;
         // the table is gone
         docker(['exec', c, 'sh', '-c', 'rm /db/table']);
         pings.length = 0;
-        const r = await ferry(['--quiet', '--json', 'backup', c, '-o', store, '--notify-url', base], {
+        const r = await ferry(['--quiet', '--json', 'backup', c, '-o', store, '--mkdir', '--notify-url', base], {
           env: { HOME: home },
         });
         expect(r.code, r.stderr).toBe(0);
@@ -214,12 +223,16 @@ describe('a volume that lost its data since the previous bundle', () => {
         );
         const res = JSON.parse(r.stdout);
         expect(res.shrunk).toHaveLength(1);
-        expect(res.shrunk[0]).toMatchObject({ volume: c, previousBytes: expect.any(Number), previous: second });
-        expect(res.shrunk[0].previousBytes).toBeGreaterThan(3 * 1024 * 1024);
-        expect(res.shrunk[0].bytes).toBeLessThan(64 * 1024);
+        expect(res.shrunk[0]).toMatchObject({
+          volume: c,
+          previousRawBytes: expect.any(Number),
+          previousBundle: second,
+        });
+        expect(res.shrunk[0].previousRawBytes).toBeGreaterThan(3 * 1024 * 1024);
+        expect(res.shrunk[0].rawBytes).toBeLessThan(64 * 1024);
         expect(first).not.toBe(second);
         // compared with the newest bundle before it, which already holds the small volume: quiet
-        const again = await ferry(['--json', 'backup', c, '-o', store], { env: { HOME: home } });
+        const again = await ferry(['--json', 'backup', c, '-o', store, '--mkdir'], { env: { HOME: home } });
         expect(again.code, again.stderr).toBe(0);
         expect(again.stderr).not.toMatch(/warning/);
         expect(JSON.parse(again.stdout).shrunk).toBeUndefined();
@@ -235,17 +248,17 @@ describe('a volume that lost its data since the previous bundle', () => {
     try {
       docker(['run', '-d', '--name', c, '-v', `${c}:/db`, BUSYBOX, 'sleep', '100000']);
       docker(['exec', c, 'sh', '-c', 'echo data > /db/x']);
-      expect((await ferry(['backup', c, '-o', store])).code).toBe(0);
+      expect((await ferry(['backup', c, '-o', store, '--mkdir'])).code).toBe(0);
       docker(['rm', '-f', c]);
       docker(['run', '-d', '--name', c, BUSYBOX, 'sleep', '100000']); // recreated without its volume
-      const r = await ferry(['--json', 'backup', c, '-o', store]);
+      const r = await ferry(['--json', 'backup', c, '-o', store, '--mkdir']);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toMatch(
         new RegExp(
           `warning: volume ${c} \\([\\d.]+ KiB in ferry-${c}-\\d{8}T\\d{6}Z\\.tar, [^)]+\\) is not in this bundle of ${c}: they no longer mount it`,
         ),
       );
-      expect(JSON.parse(r.stdout).shrunk).toMatchObject([{ volume: c, bytes: 0, gone: true }]);
+      expect(JSON.parse(r.stdout).shrunk).toMatchObject([{ volume: c, rawBytes: 0, gone: true }]);
     } finally {
       cleanup(ENGINE_A, { containers: [c], volumes: [c] });
     }

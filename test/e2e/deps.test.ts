@@ -100,7 +100,7 @@ describe('containers that refer to each other', () => {
   it('backup --all puts the sidecar and its app into one bundle (the one restores only where the other is)', async () => {
     // Engine B runs the two migrated above.
     const store = path.join(dir, 'all');
-    const r = await ferry(['-H', ENGINE_B, '--json', 'backup', '--all', '-o', store, '--compress', 'none']);
+    const r = await ferry(['-H', ENGINE_B, '--json', 'backup', '--all', '-o', store, '--mkdir', '--compress', 'none']);
     expect(r.code, r.stderr).toBe(0);
     const results = JSON.parse(r.stdout).results as {
       container: string;

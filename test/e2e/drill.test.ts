@@ -166,14 +166,15 @@ describe('ferry drill', () => {
     expect(r.code, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout);
     expect(res).toMatchObject({ ok: true, id, engine: ENGINE_A, bundle, leftovers: [] });
-    expect(res.containers).toEqual([
+    expect(res.containers).toEqual([name]);
+    expect(res.results).toEqual([
       {
-        name,
+        container: name,
         drillName: `ferry-drill-${id}-${name}`,
         id: copy.Id,
         started: true,
         status: 'running',
-        ports: [{ container: '8080/tcp', host: `127.0.0.1:${copyPort}` }],
+        ports: [{ hostIp: '127.0.0.1', hostPort: String(copyPort), containerPort: '8080/tcp' }],
       },
     ]);
     expect(res.probe).toMatchObject({
@@ -241,8 +242,8 @@ describe('ferry drill', () => {
       expect(res.ok).toBe(false);
       expect(res.error).toMatchObject({ code: 'DRILL_FAILED', exitCode: 9 });
       expect(res.error.message).toMatch(new RegExp(`^${binder} exited with code [1-9]`));
-      expect(res.containers[0]).toMatchObject({ name: binder, status: 'exited' });
-      expect(res.containers[0].logs).toMatch(/Read-only file system/);
+      expect(res.results[0]).toMatchObject({ container: binder, status: 'exited' });
+      expect(res.results[0].logs).toMatch(/Read-only file system/);
       expect(res.notes).toContain(`${binder}: bind ${hostDir} -> /data is the original's host path: mounted read-only`);
       expect(readFileSync(path.join(hostDir, 'log'), 'utf8')).toBe('started\n');
       expect(drillObjects()).toEqual(NOTHING);
@@ -323,7 +324,7 @@ describe('ferry drill', () => {
     expect(r.code, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout);
     expect(res.ok).toBe(true);
-    expect(res.containers[0].status).toBe('healthy'); // waited for the healthcheck, not just "running"
+    expect(res.results[0].status).toBe('healthy'); // waited for the healthcheck, not just "running"
     expect(res.probe).toBeNull();
     expect(r.stderr).toMatch(/wait for the healthchecks/);
     expect(drillObjects()).toEqual(NOTHING);

@@ -28,7 +28,7 @@ beforeAll(async () => {
   ]);
   docker(['exec', name, 'sh', '-c', 'echo plaintext-marker-in-volume > /d/f; chown 7:8 /d/f']);
   listing = volumeListing(vol);
-  const r = await ferry(['backup', name, '-o', path.join(dir, 'store'), '--encrypt', '--compress', 'none'], {
+  const r = await ferry(['backup', name, '-o', path.join(dir, 'store'), '--mkdir', '--encrypt', '--compress', 'none'], {
     env: { FERRY_PASSPHRASE: PASS },
   });
   expect(r.code, r.stderr).toBe(0);
@@ -49,7 +49,7 @@ describe('encrypted bundles', () => {
   });
 
   it('--encrypt without a passphrase is refused before anything happens', async () => {
-    const r = await ferry(['backup', name, '-o', path.join(dir, 'nopass'), '--encrypt']);
+    const r = await ferry(['backup', name, '-o', path.join(dir, 'nopass'), '--mkdir', '--encrypt']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--encrypt needs a passphrase/);
     expect(exists('container', name) && inspect('container', name).State.Paused).toBe(false);
@@ -58,7 +58,7 @@ describe('encrypted bundles', () => {
   it('ls shows it as encrypted without the passphrase', async () => {
     const r = await ferry(['ls', path.join(dir, 'store'), '--json']);
     expect(r.code, r.stderr).toBe(0);
-    const [e] = JSON.parse(r.stdout);
+    const [e] = JSON.parse(r.stdout).bundles;
     expect(e.encrypted).toBe(true);
     expect(e.containers).toEqual([name]);
   });

@@ -106,7 +106,7 @@ describe('interrupted backup', () => {
     try {
       docker(['exec', big, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=400 2>/dev/null']);
       const out = path.join(dir, 'interrupted');
-      const child = spawn(BIN, ['backup', big, '-o', out, '--compress', 'gzip'], {
+      const child = spawn(BIN, ['backup', big, '-o', out, '--mkdir', '--compress', 'gzip'], {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: ferryEnv(),
       });

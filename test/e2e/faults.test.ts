@@ -49,7 +49,7 @@ async function killMidVolume(
   whileCopying?: () => void,
   extraEnv: Record<string, string> = {},
 ): Promise<void> {
-  const child = spawn(BIN, ['backup', container, '-o', out, '--compress', 'gzip'], {
+  const child = spawn(BIN, ['backup', container, '-o', out, '--mkdir', '--compress', 'gzip'], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: ferryEnv({ ...env, ...extraEnv }),
   });
@@ -82,7 +82,7 @@ describe('killed mid-backup', () => {
 
     // the next run (of another container, into the same store) notices
     docker(['run', '-d', '--name', `${name}-2`, BUSYBOX, 'sleep', '100000']);
-    const r = await ferry(['backup', `${name}-2`, '-o', out], { env });
+    const r = await ferry(['backup', `${name}-2`, '-o', out, '--mkdir'], { env });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(
       new RegExp(`resumed container ${name}: a ferry run \\(pid \\d+\\) that was killed at .* had left it paused`),
@@ -121,7 +121,7 @@ describe('killed mid-backup', () => {
         expect(inspect('container', n).State.Paused).toBe(true);
         // no tar of the killed run goes on reading the volume (its output pipe is gone)
         await waitFor(`no tar left on ${mp}`, () => !tarRunsOn(mp), 10_000);
-        const r = await ferry(['backup', n, '-o', out, '--compress', 'none'], { env });
+        const r = await ferry(['backup', n, '-o', out, '--mkdir', '--compress', 'none'], { env });
         expect(r.code, r.stderr).toBe(0);
         expect(r.stderr).toMatch(new RegExp(`resumed container ${n}: a ferry run \\(pid \\d+\\) that was killed`));
         expect(inspect('container', n).State.Paused).toBe(false);

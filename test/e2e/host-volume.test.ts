@@ -130,12 +130,12 @@ describe('volumes read from the host disk', () => {
     const before = volumeListing(name);
 
     const host = path.join(dir, 'host');
-    const r = await ferry(['backup', name, '-o', host, '--compress', 'none', '--json']);
+    const r = await ferry(['backup', name, '-o', host, '--mkdir', '--compress', 'none', '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain(`volume ${name}: read from ${mp} on this host`);
     expect(volumePaths(r.stdout)).toEqual([{ name, path: 'host-tar' }]);
     const eng = path.join(dir, 'engine');
-    const e = await ferry(['backup', name, '-o', eng, '--compress', 'none', '--json'], {
+    const e = await ferry(['backup', name, '-o', eng, '--mkdir', '--compress', 'none', '--json'], {
       env: { FERRY_HOST_VOLUMES: '0' },
     });
     expect(e.code, e.stderr).toBe(0);
@@ -227,7 +227,7 @@ describe('volumes read from the host disk', () => {
     ]);
     docker(['create', '--name', v, '-v', `${v}:/data`, BUSYBOX, 'sleep', '100000']); // created, never started: nothing mounted
     const out = path.join(dir, 'opt');
-    const r = await ferry(['backup', v, '-o', out, '--compress', 'none', '--json', '--debug']);
+    const r = await ferry(['backup', v, '-o', out, '--mkdir', '--compress', 'none', '--json', '--debug']);
     expect(r.code, r.stderr).toBe(0);
     // --debug: the engine's calls, the host's offer, and the path refused for this volume, with why
     expect(r.stderr).toContain(`ferry: debug: engine ${ENGINE_A}: inspect container ${v}`);
@@ -253,7 +253,7 @@ describe('volumes read from the host disk', () => {
     // GNU tar as far as --version goes; then a read error after 300 kB of a valid archive
     const PATH = failingTar(path.join(dir, 'fake-read'), 'create', 300_000);
     const out = path.join(dir, 'fail');
-    const r = await ferry(['backup', n, '-o', out, '--compress', 'none'], { env: { PATH } });
+    const r = await ferry(['backup', n, '-o', out, '--mkdir', '--compress', 'none'], { env: { PATH } });
     expect(r.code, r.stderr).toBe(8);
     expect(r.stderr).toMatch(/tar could not read volume .* \(exit 2\): tar: \.\/blob: Read error/);
     expect(r.stderr).toContain('FERRY_HOST_VOLUMES=0');
@@ -268,7 +268,7 @@ describe('volumes read from the host disk', () => {
     docker(['run', '-d', '--name', n, '-v', `${n}:/data`, BUSYBOX, 'sleep', '100000']);
     docker(['exec', n, 'sh', '-c', 'dd if=/dev/urandom of=/data/blob bs=1M count=8 2>/dev/null']);
     const out = path.join(dir, 'wfail');
-    const b = await ferry(['backup', n, '-o', out]);
+    const b = await ferry(['backup', n, '-o', out, '--mkdir']);
     expect(b.code, b.stderr).toBe(0);
     const PATH = failingTar(path.join(dir, 'fake-write'), 'extract', 1_000_000);
     const r = await ferry(['restore', onlyBundle(out), '--name', `${n}-x`, '--map-volume', `${n}=${n}-x`], {
@@ -321,7 +321,7 @@ describe('volumes read from the host disk', () => {
     const { home } = sshHome(path.join(dir, 'ssh-b'));
     const env = { HOME: home };
     const out = path.join(dir, 'from-ssh');
-    const b = await ferry(['-H', 'ssh://newhost', 'backup', n, '-o', out], { env });
+    const b = await ferry(['-H', 'ssh://newhost', 'backup', n, '-o', out, '--mkdir'], { env });
     expect(b.code, b.stderr).toBe(0);
     expect(b.stderr).toContain(`volume ${n}: read from ${mountpoint(n, ENGINE_B)} on ssh://newhost`);
     const r = await ferry(

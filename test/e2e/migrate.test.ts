@@ -252,7 +252,7 @@ describe('the cutover (--stop-source)', () => {
       expect(Number(last(ENGINE_A))).toBeGreaterThan(0);
       expect(last(ENGINE_B)).toBe(last(ENGINE_A));
       // Stopped on purpose: a later run does not take it for one a killed ferry left stopped.
-      const b = await ferry(['backup', c, '-o', path.join(dir, 'cut'), '--compress', 'none']);
+      const b = await ferry(['backup', c, '-o', path.join(dir, 'cut'), '--mkdir', '--compress', 'none']);
       expect(b.code, b.stderr).toBe(0);
       expect(b.stderr).not.toMatch(/left stopped|killed at/);
       expect(inspect('container', c).State.Running).toBe(false);

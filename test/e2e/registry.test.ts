@@ -221,6 +221,7 @@ describe('registry mode', () => {
         authFile,
         '-o',
         out,
+        '--mkdir',
       ],
       { env },
     );

@@ -309,7 +309,7 @@ describe('a restored service that does not come back', () => {
     ]);
     try {
       const store = path.join(dir, 'svc');
-      const b = await ferry(['--json', 'backup', svc, '-o', store]);
+      const b = await ferry(['--json', 'backup', svc, '-o', store, '--mkdir']);
       expect(b.code, b.stderr).toBe(0);
       // On the new host the config directory is elsewhere and was not put in place.
       const r = await ferry([
@@ -344,7 +344,7 @@ describe('a static address that does not fit a network already on the target', (
     docker(['run', '-d', '--name', svc, '--network', snet, '--ip', '172.31.250.10', BUSYBOX, 'sleep', '100000']);
     try {
       const store = path.join(dir, 'static');
-      const b = await ferry(['--json', 'backup', svc, '-o', store]);
+      const b = await ferry(['--json', 'backup', svc, '-o', store, '--mkdir']);
       expect(b.code, b.stderr).toBe(0);
       const r = await ferry(['-H', ENGINE_B, 'restore', JSON.parse(b.stdout).bundle]);
       expect(r.code, r.stderr).toBe(6);
@@ -384,7 +384,7 @@ describe('a network whose subnet is taken on the target (a copy beside the origi
     const copies = [`${svc}-restored`, `${svc}-fixed-restored`];
     try {
       const store = path.join(dir, 'subnet');
-      const plain = await ferry(['--json', 'backup', svc, '-o', store]);
+      const plain = await ferry(['--json', 'backup', svc, '-o', store, '--mkdir']);
       expect(plain.code, plain.stderr).toBe(0);
       const r = await ferry([
         'restore',
@@ -406,7 +406,7 @@ describe('a network whose subnet is taken on the target (a copy beside the origi
       expect(inspect('container', `${svc}-restored`).State.Running).toBe(true);
       expect(Object.keys(inspect('container', `${svc}-restored`).NetworkSettings.Networks)).toEqual([`${snet}-copy`]);
 
-      const fixed = await ferry(['--json', 'backup', `${svc}-fixed`, '-o', store]);
+      const fixed = await ferry(['--json', 'backup', `${svc}-fixed`, '-o', store, '--mkdir']);
       expect(fixed.code, fixed.stderr).toBe(0);
       const f = await ferry([
         'restore',

@@ -62,7 +62,7 @@ describe('s3 store through the CLI', () => {
 
     const ls = await ferry(['ls', store, '--json'], { env });
     expect(ls.code, ls.stderr).toBe(0);
-    const listed = JSON.parse(ls.stdout);
+    const listed = JSON.parse(ls.stdout).bundles;
     expect(listed).toHaveLength(1);
     expect(listed[0].bundle).toBe(bundle);
     expect(listed[0].containers).toEqual([name]);
@@ -71,12 +71,12 @@ describe('s3 store through the CLI', () => {
   it('s3://bucket/prefix with --s3-endpoint, and with AWS_ENDPOINT_URL_S3, reach the same store', async () => {
     const viaFlag = await ferry(['--s3-endpoint', S3.endpoint, 'ls', `s3://${S3.bucket}/${prefix}`, '--json'], { env });
     expect(viaFlag.code, viaFlag.stderr).toBe(0);
-    expect(JSON.parse(viaFlag.stdout).map((b: { containers: string[] }) => b.containers)).toEqual([[name]]);
+    expect(JSON.parse(viaFlag.stdout).bundles.map((b: { containers: string[] }) => b.containers)).toEqual([[name]]);
     const viaEnv = await ferry(['ls', `s3://${S3.bucket}/${prefix}`, '--json'], {
       env: { ...env, AWS_ENDPOINT_URL_S3: S3.endpoint },
     });
     expect(viaEnv.code, viaEnv.stderr).toBe(0);
-    expect(JSON.parse(viaEnv.stdout)).toHaveLength(1);
+    expect(JSON.parse(viaEnv.stdout).bundles).toHaveLength(1);
   });
 
   it('inspects and verifies the bundle there, and the whole prefix', async () => {
@@ -133,11 +133,11 @@ describe('s3 store through the CLI', () => {
       const r = await ferry(['backup', name, '-o', store], { env });
       expect(r.code, r.stderr).toBe(0);
     }
-    const before = JSON.parse((await ferry(['ls', store, '--json'], { env })).stdout);
+    const before = JSON.parse((await ferry(['ls', store, '--json'], { env })).stdout).bundles;
     expect(before).toHaveLength(3);
     const p = await ferry(['prune', store, '--keep-last', '1', '--json'], { env });
     expect(p.code, p.stderr).toBe(0);
-    const after = JSON.parse((await ferry(['ls', store, '--json'], { env })).stdout);
+    const after = JSON.parse((await ferry(['ls', store, '--json'], { env })).stdout).bundles;
     expect(after).toHaveLength(1);
     expect(after[0].bundle).toBe(
       before
@@ -250,7 +250,7 @@ describe('drill and encryption on s3', () => {
     expect(bytes.includes('manifest.json')).toBe(false);
     const ls = await ferry(['ls', s3Url(prefix), '--json'], { env });
     expect(ls.code, ls.stderr).toBe(0);
-    expect(JSON.parse(ls.stdout)[0]).toMatchObject({ containers: [web], encrypted: true });
+    expect(JSON.parse(ls.stdout).bundles[0]).toMatchObject({ containers: [web], encrypted: true });
     cleanup(ENGINE_A, { containers: [web], volumes: [www] });
     const wrong = await ferry(['restore', bundle], { env: { ...env, FERRY_PASSPHRASE: 'wrong' } });
     expect(wrong.code).toBe(2);
@@ -293,7 +293,7 @@ describe('an interrupted upload to s3 leaves nothing', () => {
       expect(await s3Objects(prefix)).toEqual(['keep.txt']);
       const ls = await ferry(['ls', s3Url(prefix), '--json'], { env });
       expect(ls.code, ls.stderr).toBe(0);
-      expect(JSON.parse(ls.stdout)).toEqual([]);
+      expect(JSON.parse(ls.stdout).bundles).toEqual([]);
       expect(inspect('container', big).State.Running).toBe(true);
       expect(inspect('container', big).State.Paused).toBe(false);
     });

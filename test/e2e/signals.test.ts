@@ -178,7 +178,7 @@ describe('one run per container at a time', () => {
     expect(await done, stderr).toBe(0);
     // the second snapshot is of the running container, taken after the first run put it back
     const bundle = path.join(third, readdirSync(third)[0]!);
-    const m = JSON.parse((await ferry(['--json', 'inspect', bundle])).stdout) as {
+    const m = JSON.parse((await ferry(['--json', 'inspect', bundle])).stdout).manifest as {
       containers: { spec: { state: { running: boolean; paused: boolean } } }[];
     };
     expect(m.containers[0]!.spec.state).toEqual({ running: true, paused: false });

@@ -73,13 +73,13 @@ beforeAll(async () => {
   docker(['run', '-d', '--name', name, '-v', `${vol}:/d`, BUSYBOX, 'sleep', '100000']);
   docker(['exec', name, 'sh', '-c', 'echo signed-data > /d/f; mkdir /d/sub; echo 2 > /d/sub/g']);
   listing = volumeListing(vol);
-  signed = await backup([name, '-o', path.join(dir, 'store'), '--sign-key', key]);
+  signed = await backup([name, '-o', path.join(dir, 'store'), '--mkdir', '--sign-key', key]);
   unsigned = await backup([name, '-o', path.join(dir, 'unsigned.tar')]);
   byOther = await backup([name, '-o', path.join(dir, 'other.tar')], { FERRY_SIGN_KEY: otherKey });
   const s = await ferry(['backup', name, '-o', '-', '--sign-key', key], { stdoutFile: path.join(dir, 'stream.tar') });
   expect(s.code, s.stderr).toBe(0);
   streamed = path.join(dir, 'stream.tar');
-  encrypted = await backup([name, '-o', path.join(dir, 'enc'), '--encrypt', '--sign-key', key], {
+  encrypted = await backup([name, '-o', path.join(dir, 'enc'), '--mkdir', '--encrypt', '--sign-key', key], {
     FERRY_PASSPHRASE: PASS,
   });
   // A shared S3 store: this host signs; another writer of the store plants an unsigned bundle.
@@ -127,7 +127,7 @@ describe('signed bundles', () => {
   it('ls and inspect name the signer (by principal with --trust), and verify --trust checks it', async () => {
     const ls = await ferry(['--json', 'ls', path.join(dir, 'store'), '--trust', signers]);
     expect(ls.code, ls.stderr).toBe(0);
-    expect(JSON.parse(ls.stdout)[0].signer).toEqual({
+    expect(JSON.parse(ls.stdout).bundles[0].signer).toEqual({
       key: pubLine(key),
       fingerprint: fp(key),
       principals: ['host-a'],
@@ -215,13 +215,14 @@ describe('a shared S3 store', () => {
     const ls = await ferry(['--json', 'ls', s3Store, '--trust', signers], { env });
     expect(ls.code, ls.stderr).toBe(0);
     const byBundle = new Map(
-      (JSON.parse(ls.stdout) as { bundle: string; signer: { principals?: string[] } | null }[]).map((e) => [
+      (JSON.parse(ls.stdout).bundles as { bundle: string; signer?: { principals?: string[] } }[]).map((e) => [
         e.bundle,
         e.signer,
       ]),
     );
     expect(byBundle.get(good)?.principals).toEqual(['host-a']);
-    expect(byBundle.get(planted)).toBeNull();
+    expect(byBundle.has(planted)).toBe(true);
+    expect(byBundle.get(planted)).toBeUndefined(); // unsigned: no signer field
     const refused = await ferry(['restore', planted, '--trust', signers], { env });
     expect(refused.code, refused.stderr).toBe(11);
     nothingRestored();

@@ -53,7 +53,7 @@ describe('ssh store', () => {
 
     const ls = await ferry(['ls', `ssh://newhost${store}`, '--json'], { env: { HOME: home } });
     expect(ls.code, ls.stderr).toBe(0);
-    const listed = JSON.parse(ls.stdout);
+    const listed = JSON.parse(ls.stdout).bundles;
     expect(listed).toHaveLength(1);
     expect(listed[0].bundle).toBe(res.bundle);
     expect(listed[0].containers).toEqual([name]);
@@ -79,10 +79,10 @@ describe('ssh store', () => {
         env: { HOME: home, FERRY_PASSPHRASE: undefined },
       });
       expect(ls.code, ls.stderr).toBe(0);
-      const listed = JSON.parse(ls.stdout);
+      const listed = JSON.parse(ls.stdout).bundles;
       expect(listed).toHaveLength(1);
       expect(listed[0]).toMatchObject({ containers: [enc], encrypted: true });
-      expect(listed[0].created).toMatch(/^\d{4}-\d\d-\d\dT/);
+      expect(listed[0].createdAt).toMatch(/^\d{4}-\d\d-\d\dT/);
       expect(listed[0].error).toBeUndefined();
       cleanup(ENGINE_A, { containers: [enc] });
       const rr = await ferry(['restore', JSON.parse(b.stdout).bundle], {

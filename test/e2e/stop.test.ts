@@ -91,14 +91,14 @@ describe('--stop-timeout', () => {
     ]);
     try {
       const out = path.join(dir, 'task');
-      const r = await ferry(['backup', task, '-o', out, '--consistency', 'stop']);
+      const r = await ferry(['backup', task, '-o', out, '--mkdir', '--consistency', 'stop']);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toMatch(
         new RegExp(
           `warning: ${task} is a task of swarm service shop-web: when --consistency stop stops it, swarm starts a replacement`,
         ),
       );
-      const paused = await ferry(['backup', task, '-o', out]);
+      const paused = await ferry(['backup', task, '-o', out, '--mkdir']);
       expect(paused.stderr).not.toMatch(/swarm/);
       const restored = await ferry([
         '-H',

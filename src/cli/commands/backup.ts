@@ -3,7 +3,8 @@ import { defaultCodec, type Codec } from '../../bundle/codec.js';
 import { openEngine } from '../../engine/connect.js';
 import { parseRegistryOption, resolveRegistryAuth } from '../../engine/auth.js';
 import { hostname } from 'node:os';
-import { BundleError, EXIT, FerryError, toFerryError, UsageError } from '../../errors.js';
+import { BundleError, EXIT, FerryError, NotFoundError, PartialError, toFerryError, UsageError } from '../../errors.js';
+import { errorJson, type JsonError } from '../json.js';
 import { ping } from '../../util/notify.js';
 import { VERSION } from '../../version.js';
 import { backup } from '../../ops/backup.js';
@@ -20,13 +21,17 @@ import { secondsOption } from './prune.js';
 import { verifyText } from './verify.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
+import { checkOutput, type OutputFlags } from '../output.js';
+import { backupPlan, backupPlanText, filterOption, matches, type ContainerFilter } from '../select.js';
 import { composeProject, inspectRefs, referenceGroups } from '../../model/spec.js';
 import { loadSigner, SIGN_KEY_HELP } from '../signing.js';
 import { describeKey } from '../../bundle/trust.js';
 import { choice, codecOption, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 
-interface BackupFlags {
-  output: string;
+interface BackupFlags extends OutputFlags {
+  output?: string;
+  filter?: ContainerFilter[];
+  dryRun?: boolean;
   stopTimeout?: number;
   wait?: number;
   preExec?: string;
@@ -51,13 +56,25 @@ export function backupCommand(program: Command, deps: Deps): Command {
   return new Command('backup')
     .description('Back up containers (configuration, committed writable layer, volume data) into one bundle')
     .argument('[container...]', 'containers to back up (name or id)')
-    .requiredOption(
+    .option(
       '-o, --output <target>',
-      'a directory (a bundle name is generated), a file ending in .tar, or - for stdout',
+      'a directory that exists (a bundle name is generated), a file ending in .tar, - for stdout, or ssh://host/dir',
     )
+    .option('--mkdir', '-o names a directory to create (its parent must exist: missing parents are never created)')
+    .option('--force', '-o names a bundle file that may exist: replace it (default: refuse, exit 6)')
     .option(
       '--all',
       'back up every running container, one bundle each (containers that refer to each other, or belong to one Compose project, share one; exit 3 when some fail)',
+    )
+    .addOption(
+      new Option(
+        '--filter <key=value>',
+        'with --all: only the containers that match: label=<key> or label=<key>=<value>, name=<glob> (* and ?); repeatable, each must match',
+      ).argParser(filterOption),
+    )
+    .option(
+      '--dry-run',
+      'print what would be backed up (containers, how they are held, volumes, binds, bundles) and change nothing',
     )
     .addOption(
       new Option(
@@ -143,8 +160,11 @@ export function backupCommand(program: Command, deps: Deps): Command {
       `
 Examples:
   ferry backup web -o /backups
+  ferry backup web -o /mnt/usb/ferry --mkdir      # creates ferry/, never a missing /mnt/usb
+  ferry backup web -o web.tar --force             # replace web.tar if it exists
   ferry backup web db -o /backups/app.tar --consistency stop
   ferry backup --all -o /backups --compress gzip
+  ferry backup --all --filter label=backup=nightly -o /backups --dry-run
   ferry backup --project shop -o /backups --together
   ferry backup web -o - | ssh host 'cat > web.tar'
   ferry backup web -o /backups --image-mode push --registry registry.example.com:5000/backups`,
@@ -152,17 +172,30 @@ Examples:
     .action(async (containers: string[], flags: BackupFlags) => {
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
-      const toStdout = flags.output === '-';
+      // Checked here rather than by commander, so that a misspelt option is reported as such first.
+      if (!flags.output)
+        throw new UsageError(
+          'backup needs -o, --output <target>',
+          'e.g. -o /backups (a directory), -o web.tar or -o -',
+        );
+      const output = flags.output;
+      const toStdout = output === '-';
       const progress = createProgress({ quiet: !!g.quiet });
       let summary: string;
       /** Volumes that shrank or went since their previous bundle: said in the notification too. */
       const shrankNames: string[] = [];
       const shrinkNote = () =>
         shrankNames.length ? `; warning: since the previous bundle, ${shrankNames.join(', ')}` : '';
-      let notified = false;
-      await ping(flags.notifyUrl, 'start', `ferry ${VERSION} backup started on ${hostname()}`, (m) => progress.warn(m));
+      let notified = !!flags.dryRun; // a dry run tells nobody
+      if (flags.filter && !flags.all)
+        throw new UsageError('--filter narrows --all', 'add --all, or name the containers');
+      if (!notified)
+        await ping(flags.notifyUrl, 'start', `ferry ${VERSION} backup started on ${hostname()}`, (m) =>
+          progress.warn(m),
+        );
       let engine: Awaited<ReturnType<typeof openEngine>> | undefined;
       try {
+        if (!flags.dryRun) await checkOutput(output, flags);
         const eng = (engine = await openEngine(g.host, { ssh: deps.ssh() }));
         let names = containers;
         let groups: string[][] = [];
@@ -170,12 +203,18 @@ Examples:
           if (containers.length || flags.project)
             throw new UsageError(`give ${containers.length ? 'container names' : '--project'} or --all, not both`);
           // One bundle per container: they need a store (a directory), not one file or stdout.
-          if (flags.output === '-' || flags.output.endsWith('.tar'))
+          if (output === '-' || output.endsWith('.tar'))
             throw new UsageError(
               '--all writes one bundle per container into a directory',
               'give -o a directory (a local path or ssh://host/dir)',
             );
-          const all = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']);
+          const listed = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']);
+          const all = listed.filter((c) => matches(flags.filter, c.Names[0]!.replace(/^\//, ''), c.Labels));
+          if (flags.filter && !all.length)
+            throw new NotFoundError(
+              `--all --filter ${flags.filter.map((f) => f.text).join(' --filter ')}: no running container matches`,
+              'check the label or name (docker ps --filter label=...); nothing was backed up',
+            );
           const running = all.filter((c) => !excluded(c.Labels));
           for (const c of all)
             if (excluded(c.Labels))
@@ -194,15 +233,19 @@ Examples:
               project: composeProject(c.Labels),
             })),
           );
-          const left = all
-            .filter((c) => excluded(c.Labels))
-            .map((c) => ({ id: c.Id, name: c.Names[0]!.replace(/^\//, '') }));
+          const left = listed
+            .filter((c) => excluded(c.Labels) || !all.includes(c))
+            .map((c) => ({
+              id: c.Id,
+              name: c.Names[0]!.replace(/^\//, ''),
+              why: excluded(c.Labels) ? 'label ferry.exclude' : '--filter',
+            }));
           for (const c of list)
             for (const ref of c.refs) {
               const x = left.find((e) => e.name === ref || e.id.startsWith(ref));
               if (x)
                 progress.warn(
-                  `${c.name} refers to ${x.name} (network, volumes-from or link), which is left out (label ferry.exclude): ${c.name} cannot be restored where ${x.name} is not`,
+                  `${c.name} refers to ${x.name} (network, volumes-from or link), which is left out (${x.why}): ${c.name} cannot be restored where ${x.name} is not`,
                 );
             }
           groups = referenceGroups(list);
@@ -217,6 +260,19 @@ Examples:
           names = [...containers, ...kept.filter((n) => !containers.includes(n))];
         }
         if (!names.length) throw new UsageError('name at least one container, or use --all');
+        if (flags.dryRun) {
+          const plan = await backupPlan(eng, groups.length ? groups : [names], flags.consistency);
+          if (g.json)
+            deps.emit('backup', {
+              ok: true,
+              dryRun: true,
+              containers: plan.flatMap((b) => b.containers.map((c) => c.name)),
+              plan,
+            });
+          else deps.io.stdout.write(backupPlanText(plan, output));
+          setExit(program, 0);
+          return;
+        }
         if (isResticLocation(flags.output)) {
           // A restic repository: one snapshot per set (commands/restic.ts).
           summary = await backupToRestic(
@@ -262,7 +318,7 @@ Examples:
               );
           }
           // Where the store is lockable, create() waits this long for its lock while it picks a name.
-          const target = writeTarget(flags.output, deps.stores, {
+          const target = writeTarget(output, deps.stores, {
             lock: { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) },
             ...(passphrase
               ? { encrypt: { passphrase }, meta: { createdAt: new Date().toISOString(), containers: set } }
@@ -345,14 +401,25 @@ Examples:
           for (const p of res.pushed ?? []) out.write(`pushed ${p.ref} (${p.digest})\n`);
         };
         const asJson = (res: Awaited<ReturnType<typeof one>>) => ({
-          ok: true,
           bundle: res.location,
+          createdAt: res.manifest.createdAt,
           containers: res.containers,
           volumes: res.volumes,
-          bytes: res.bytes,
+          storedBytes: res.bytes,
           durationMs: res.durationMs,
           ...(flags.verify ? { verified: res.verified } : {}),
-          ...(res.shrunk?.length ? { shrunk: res.shrunk } : {}),
+          ...(res.shrunk?.length
+            ? {
+                shrunk: res.shrunk.map((x) => ({
+                  volume: x.volume,
+                  rawBytes: x.bytes,
+                  previousRawBytes: x.previousBytes,
+                  previousBundle: x.previous,
+                  previousCreatedAt: x.previousCreated,
+                  ...(x.gone ? { gone: x.gone } : {}),
+                })),
+              }
+            : {}),
           ...(res.pushed ? { pushed: res.pushed } : {}),
           dataPaths: res.dataPaths,
         });
@@ -361,7 +428,7 @@ Examples:
           const res = await one(names);
           progress.done();
           report(res);
-          if (g.json) out.write(JSON.stringify(asJson(res)) + '\n');
+          if (g.json) deps.emit('backup', { ok: true, ...asJson(res) }, out);
           summary = `backed up ${res.containers.join(', ')} to ${res.location} (${humanBytes(res.bytes)})${shrinkNote()}`;
         } else {
           // --all: one bundle per container (per group of containers that refer to each other), so
@@ -371,7 +438,7 @@ Examples:
             container: string;
             ok: boolean;
             result?: ReturnType<typeof asJson>;
-            error?: { code: string; exitCode: number; message: string };
+            error?: JsonError;
           }[] = [];
           let firstError: FerryError | undefined;
           for (const set of groups) {
@@ -386,24 +453,35 @@ Examples:
               firstError ??= fe;
               progress.done();
               deps.io.stderr.write(`ferry: error: ${set.join(', ')}: ${fe.message}\n`);
-              for (const n of set)
-                results.push({
-                  container: n,
-                  ok: false,
-                  error: { code: fe.code, exitCode: fe.exitCode, message: fe.message },
-                });
+              for (const n of set) results.push({ container: n, ok: false, error: errorJson(fe) });
             }
           }
           const failed = results.filter((r) => !r.ok).map((r) => r.container);
-          if (g.json)
-            out.write(
-              JSON.stringify({
-                ok: failed.length === 0,
-                partial: failed.length > 0 && failed.length < results.length,
-                results,
-              }) + '\n',
-            );
           summary = `backed up ${results.length - failed.length} of ${results.length} containers${failed.length ? `; failed: ${failed.join(', ')}` : ''}${shrinkNote()}`;
+          const partial = failed.length > 0 && failed.length < results.length;
+          if (g.json)
+            deps.emit(
+              'backup',
+              {
+                ok: failed.length === 0,
+                partial,
+                containers: results.map((r) => r.container),
+                results,
+                ...(failed.length
+                  ? {
+                      error: errorJson(
+                        partial
+                          ? new PartialError(
+                              summary,
+                              failed.map((name) => ({ name, error: firstError! })),
+                            )
+                          : firstError!,
+                      ),
+                    }
+                  : {}),
+              },
+              out,
+            );
           if (failed.length === results.length) throw firstError!;
           if (failed.length) {
             if (!g.quiet && !g.json) deps.io.stderr.write(`ferry: ${summary}\n`);
@@ -425,7 +503,7 @@ Examples:
         }
         throw err;
       } finally {
-        progress.done();
+        progress.done(true); // after a success, done() was called first: this one is a failure's
         engine?.close();
       }
     });

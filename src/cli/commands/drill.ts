@@ -5,6 +5,7 @@ import { EXIT } from '../../errors.js';
 import { drill, type DrillReport } from '../../ops/drill.js';
 import { readTarget } from '../../store/registry.js';
 import { setExit, type Deps } from '../program.js';
+import { errorJson, portFromDrill } from '../json.js';
 import { createProgress } from '../render.js';
 import { ALLOW_HELP, loadTrust, TRUST_HELP } from '../signing.js';
 import { parseAllow } from '../../plan/policy.js';
@@ -65,20 +66,20 @@ export function drillText(r: DrillReport): string {
   return lines.join('\n') + '\n';
 }
 
-export function drillJson(r: DrillReport): Record<string, unknown> {
+/** `ferry --json drill` (docs/json.md, "drill"). */
+export function drillJson(r: DrillReport): { ok: boolean } & Record<string, unknown> {
   return {
     ok: r.ok,
     bundle: r.bundle,
     engine: r.engine,
     id: r.id,
-    containers: r.containers,
+    containers: r.containers.map((c) => c.name),
+    results: r.containers.map(({ name, ports, ...c }) => ({ container: name, ...c, ports: ports.map(portFromDrill) })),
     timings: r.timings,
     probe: r.probe ?? null,
     notes: r.notes,
     leftovers: r.leftovers,
-    ...(r.error
-      ? { error: { code: r.error.code, exitCode: r.error.exitCode, message: r.error.message, hint: r.error.hint } }
-      : {}),
+    ...(r.error ? { error: errorJson(r.error) } : {}),
   };
 }
 
@@ -130,7 +131,7 @@ Examples:
       const allow = parseAllow(flags.allow);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
       const transport = readTarget(bundle, deps.stores);
-      let report: DrillReport;
+      let report: DrillReport | undefined;
       try {
         report = await drill(
           engine,
@@ -152,14 +153,14 @@ Examples:
           },
         );
       } finally {
-        progress.done();
+        progress.done(!report?.ok);
         await transport.close().catch(() => {});
         engine.close();
       }
       // A bug: main prints it with its stack (the cleanup has run).
       if (report.error?.exitCode === EXIT.INTERNAL) throw report.error;
       const out = deps.io.stdout;
-      if (g.json) out.write(JSON.stringify(drillJson(report)) + '\n');
+      if (g.json) deps.emit('drill', drillJson(report));
       else if (!g.quiet || !report.ok) out.write(drillText(report));
       if (report.error) {
         deps.io.stderr.write(`ferry: error: ${report.error.message}\n`);

@@ -9,6 +9,7 @@ import { deviceClaims } from '../../ops/steps/startable.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
 import { shortTime, table } from './ls.js';
+import { portsFromBindings } from '../json.js';
 import { declaredSigner, type Trust } from '../../bundle/trust.js';
 import { loadTrust } from '../signing.js';
 import { hostAccess } from '../../plan/policy.js';
@@ -156,6 +157,39 @@ export function inspectText(m: Manifest, location: string, bytes?: number, trust
   return out.join('\n') + '\n';
 }
 
+/** `ferry --json inspect` (docs/json.md): a summary in the common names, then the manifest. */
+export function inspectJson(
+  m: Manifest,
+  location: string,
+  bytes?: number,
+  trust?: Trust,
+): { ok: true } & Record<string, unknown> {
+  const principals = trust && declaredSigner(m.signature, trust)?.principals;
+  return {
+    ok: true,
+    bundle: location,
+    ...(bytes !== undefined ? { fileBytes: bytes } : {}),
+    createdAt: m.createdAt,
+    containers: m.containers.map((c) => c.spec.name),
+    imageMode: imageMode(m),
+    compression: bundleCompression(m),
+    encrypted: isEncrypted(m),
+    ferryVersion: m.ferryVersion,
+    formatVersion: m.formatVersion,
+    ports: m.containers.flatMap((c) =>
+      portsFromBindings((c.spec.hostConfig as Json | undefined)?.PortBindings).map((p) => ({
+        container: c.spec.name,
+        ...p,
+      })),
+    ),
+    // The key the manifest declares (checked by verify and restore --trust, not here).
+    ...(m.signature ? { signer: { ...m.signature, ...(principals ? { principals } : {}) } } : {}),
+    // Settings that give a container the host (restore refuses them unless allowed): plan/policy.ts.
+    hostAccess: m.containers.flatMap((c) => hostAccess(c.spec)),
+    manifest: redactManifest(m),
+  };
+}
+
 export function inspectCommand(program: Command, deps: Deps): Command {
   return new Command('inspect')
     .description(
@@ -172,11 +206,11 @@ export function inspectCommand(program: Command, deps: Deps): Command {
 Only the manifest (the first member) is read: inspect is instant even on a large bundle, and
 says nothing about whether the data is whole (use \`ferry verify\` for that). Environment
 variables are shown by name only, in both forms; --json prints the manifest with each Env entry
-reduced to its name.
+reduced to its name, under "manifest" (docs/json.md).
 
 Examples:
   ferry inspect /backups/ferry-web-20261123T021500Z.tar
-  ferry --json inspect web.tar | jq '.containers[].spec.hostConfig.PortBindings'`,
+  ferry --json inspect web.tar | jq '.ports'`,
     )
     .action(async (bundle: string, flags: { trust?: string }) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
@@ -196,12 +230,7 @@ Examples:
         const reader = await BundleReader.open(src.stream, src.location, { passphrase: await deps.passphrase() });
         if (reader.encryption) (reader.manifest as unknown as Record<string, unknown>).encrypted = true;
         reader.close();
-        const shown = redactManifest(reader.manifest);
-        const principals = trust && declaredSigner(shown.signature, trust)?.principals;
-        if (principals && shown.signature) Object.assign(shown.signature, { principals });
-        // Settings that give a container the host (restore refuses them unless allowed): plan/policy.ts.
-        Object.assign(shown, { hostAccess: reader.manifest.containers.flatMap((c) => hostAccess(c.spec)) });
-        if (g.json) deps.io.stdout.write(JSON.stringify(shown, null, 2) + '\n');
+        if (g.json) deps.emit('inspect', inspectJson(reader.manifest, src.location, src.size, trust));
         else deps.io.stdout.write(inspectText(reader.manifest, src.location, src.size, trust));
       } finally {
         await transport.close();

@@ -71,13 +71,13 @@ export function lsCommand(program: Command, deps: Deps): Command {
     .addHelpText(
       'after',
       `
-Unreadable files are listed with "${UNREADABLE_MARK}" (--json: an "error" field); they never stop the listing.
+Unreadable files are listed with "${UNREADABLE_MARK}" (--json: an "error" object); they never stop the listing.
 SIGNED BY is the key a bundle's manifest declares (ls reads only manifests: the signature itself
 is checked by ferry verify and restore --trust).
 
 Examples:
   ferry ls /backups
-  ferry --json ls /backups | jq -r '.[-1].bundle'     # the newest bundle`,
+  ferry --json ls /backups | jq -r '.bundles[-1].bundle'     # the newest bundle`,
     )
     .action(async (store: string, flags: { trust?: string }) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
@@ -91,18 +91,15 @@ Examples:
       const st = openStore(store, deps.stores);
       const entries = await new Catalog(st, await deps.passphrase()).list();
       if (g.json)
-        deps.io.stdout.write(
-          JSON.stringify(
-            entries.map((e) => {
-              const j = catalogJson(e);
-              const p = trust && declaredSigner(e.signer, trust)?.principals;
-              if (p && j.signer) j.signer = { ...j.signer, principals: p };
-              return j;
-            }),
-            null,
-            2,
-          ) + '\n',
-        );
+        deps.emit('ls', {
+          ok: true,
+          store: st.describe(),
+          bundles: entries.map((e) => {
+            const j = catalogJson(e);
+            const p = trust && declaredSigner(e.signer, trust)?.principals;
+            return p && e.signer ? { ...j, signer: { ...e.signer, principals: p } } : j;
+          }),
+        });
       else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${st.describe()}\n`);
       else deps.io.stdout.write(lsTable(entries, trust));
       setExit(program, 0);

@@ -13,7 +13,7 @@ import { describeRemap, parseRemap, type RemapFlags } from '../../plan/remap.js'
 interface MigrateFlags extends RemapFlags {
   stopTimeout?: number;
   wait?: number;
-  to: string;
+  to?: string;
   consistency?: Consistency;
   onConflict: OnConflict;
   start: boolean;
@@ -27,7 +27,7 @@ export function migrateCommand(program: Command, deps: Deps): Command {
       'Move containers to another engine with their data and settings, streamed directly (no bundle on disk)',
     )
     .argument('[container...]', 'containers to migrate (on the source engine: -H, else the default)')
-    .requiredOption('--to <engine>', 'target engine: ssh://[user@]host[:port][/socket], unix:///path, tcp://host:port')
+    .option('--to <engine>', 'target engine: ssh://[user@]host[:port][/socket], unix:///path, tcp://host:port')
     .addOption(
       new Option(
         '--consistency <mode>',
@@ -82,12 +82,14 @@ Examples:
       const remap = parseRemap(flags); // a malformed mapping fails before any engine is contacted
       const progress = createProgress({ quiet: !!g.quiet });
       if (remap) for (const line of describeRemap(remap)) progress.info(`map ${line}`);
+      if (!flags.to) throw new UsageError('migrate needs --to <engine>', 'e.g. --to ssh://root@newhost');
+      const to = flags.to;
       if (!containers.length && !flags.project)
         throw new UsageError('name at least one container to migrate, or a Compose project with --project');
       // Both engines at once (an SSH handshake each, as a rule). A source that fails is reported
       // at once, and the target closed whenever its connection comes up. One run on both.
       const run = createRunIdentity();
-      const targetOpening = openEngine(flags.to, { ssh: deps.ssh(), run });
+      const targetOpening = openEngine(to, { ssh: deps.ssh(), run });
       targetOpening.catch(() => {});
       const source = await openEngine(g.host, { ssh: deps.ssh(), run }).catch((err: unknown) => {
         targetOpening.then(
@@ -121,9 +123,14 @@ Examples:
           );
           progress.done();
           if (g.json) {
-            deps.io.stdout.write(
-              JSON.stringify({ ok: true, source: source.facts.endpoint, target: target.facts.endpoint, ...res }) + '\n',
-            );
+            deps.emit('migrate', {
+              ok: true,
+              source: source.facts.endpoint,
+              target: target.facts.endpoint,
+              ...res,
+              containers: res.containers.map((c) => c.name),
+              results: res.containers.map(({ name, ...c }) => ({ container: name, ...c })),
+            });
           } else if (!g.quiet) {
             for (const c of res.containers)
               deps.io.stdout.write(
@@ -138,7 +145,7 @@ Examples:
           target.close();
         }
       } finally {
-        progress.done();
+        progress.done(true); // after a success, done() was called first: this one is a failure's
         source.close();
       }
     });

@@ -5,6 +5,7 @@ import { describePolicy, prune, type PruneResult } from '../../ops/prune.js';
 import { parseWithin, RULES, type KeepPolicy, type Rule } from '../../plan/retention.js';
 import { DEFAULT_LOCK_TIMEOUT_S } from '../../store/lock.js';
 import { setExit, type Deps } from '../program.js';
+import { errorJson } from '../json.js';
 import { createProgress, humanBytes } from '../render.js';
 import { shortTime, table } from './ls.js';
 import { isResticLocation } from '../../store/restic/layout.js';
@@ -42,6 +43,33 @@ function policyFrom(flags: PruneFlags): KeepPolicy {
   }
   if (flags.keepWithin !== undefined) p.within = flags.keepWithin;
   return p;
+}
+
+/** `ferry --json prune` (docs/json.md, "prune"). */
+export function pruneJson(r: PruneResult): Record<string, unknown> {
+  const b = (x: PruneResult['kept'][number]) => ({
+    bundle: x.bundle,
+    createdAt: x.created,
+    containers: x.containers,
+    fileBytes: x.bytes,
+    group: x.group,
+    reasons: x.reasons,
+  });
+  const failure = (message: string) => ({ code: 'IO', exitCode: 8, message, hint: null });
+  return {
+    store: r.store,
+    dryRun: r.dryRun,
+    policy: r.policy,
+    kept: r.kept.map(b),
+    removed: r.removed.map(b),
+    unreadable: r.unreadable.map((u) => ({
+      bundle: u.bundle,
+      fileBytes: u.bytes,
+      error: { code: 'BUNDLE', exitCode: 7, message: u.error, hint: null },
+    })),
+    failed: r.failed.map((f) => ({ bundle: f.bundle, error: failure(f.error) })),
+    freedBytes: r.freedBytes,
+  };
 }
 
 export function pruneText(r: PruneResult): string {
@@ -147,23 +175,19 @@ Examples:
           { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } },
           { progress, signal: deps.signal, passphrase: await deps.passphrase(), ...deps.stores },
         );
-      } finally {
-        progress.done();
+      } catch (err) {
+        progress.done(true);
+        throw err;
       }
-      if (g.json) {
-        deps.io.stdout.write(JSON.stringify({ ok: res.failed.length === 0, ...res }) + '\n');
-      } else if (!g.quiet || res.failed.length) {
-        deps.io.stdout.write(pruneText(res));
-      }
-      if (res.failed.length) {
-        if (g.json) {
-          setExit(program, 8);
-          return;
-        }
-        throw new IoError(`${res.failed.length} bundle${res.failed.length === 1 ? '' : 's'} could not be removed`, {
-          hint: 'check the permissions of the store',
-        });
-      }
+      progress.done(res.failed.length > 0);
+      const err = res.failed.length
+        ? new IoError(`${res.failed.length} bundle${res.failed.length === 1 ? '' : 's'} could not be removed`, {
+            hint: 'check the permissions of the store',
+          })
+        : undefined;
+      if (g.json) deps.emit('prune', { ...pruneJson(res), ok: !err, ...(err ? { error: errorJson(err) } : {}) });
+      else if (!g.quiet || res.failed.length) deps.io.stdout.write(pruneText(res));
+      if (err) throw err;
       setExit(program, 0);
     });
 }

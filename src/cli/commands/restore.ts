@@ -7,6 +7,7 @@ import { readTarget } from '../../store/registry.js';
 import { isResticLocation } from '../../store/restic/layout.js';
 import { resticSource } from './restic.js';
 import { setExit, type Deps } from '../program.js';
+import { portFromPlan } from '../json.js';
 import { createProgress } from '../render.js';
 import { ALLOW_HELP, loadTrust, TRUST_HELP } from '../signing.js';
 import { allowFor, parseAllow } from '../../plan/policy.js';
@@ -101,17 +102,19 @@ Examples:
         progress.done();
         const out = deps.io.stdout;
         if (g.json) {
-          out.write(
-            JSON.stringify({
-              ok: true,
-              dryRun: res.dryRun,
-              bundle: res.location,
-              plan: res.plan,
-              containers: res.containers,
-              durationMs: res.durationMs,
-              dataPaths: res.dataPaths,
-            }) + '\n',
-          );
+          deps.emit('restore', {
+            ok: true,
+            dryRun: res.dryRun,
+            bundle: res.location,
+            plan: {
+              ...res.plan,
+              containers: res.plan.containers.map((c) => ({ ...c, ports: c.ports.map(portFromPlan) })),
+            },
+            containers: res.containers.map((c) => c.name),
+            results: res.containers.map(({ name, ...c }) => ({ container: name, ...c })),
+            durationMs: res.durationMs,
+            dataPaths: res.dataPaths,
+          });
         } else if (res.dryRun) {
           const p = res.plan;
           out.write(`dry run: nothing was changed. Restoring ${res.location} would:\n`);
@@ -147,7 +150,7 @@ Examples:
         }
         setExit(program, 0);
       } finally {
-        progress.done();
+        progress.done(true); // after a success, done() was called first: this one is a failure's
         engine.close();
       }
     });

@@ -8,6 +8,7 @@ import { isResticLocation } from '../../store/restic/layout.js';
 import { verifyRestic } from './restic.js';
 import type { Store } from '../../store/store.js';
 import { setExit, type Deps } from '../program.js';
+import { errorJson } from '../json.js';
 import { createProgress, humanBytes } from '../render.js';
 import { describeSignerInfo } from '../../ops/restore.js';
 import { loadTrust, TRUST_HELP } from '../signing.js';
@@ -30,6 +31,27 @@ export function verifyText(r: VerifyReport): string {
       : `${r.bundle}: whole (${r.members.length} member${r.members.length === 1 ? '' : 's'} checked)`,
   );
   return lines.join('\n') + '\n';
+}
+
+/** One bundle's report in the --json schema (docs/json.md, "verify"). */
+export function reportJson(r: VerifyReport): { ok: boolean } & Record<string, unknown> {
+  return {
+    bundle: r.bundle,
+    ok: r.ok,
+    members: r.members.map((m) => ({
+      name: m.name,
+      kind: m.kind,
+      ...(m.codec ? { codec: m.codec } : {}),
+      ...(m.bytes !== undefined ? { storedBytes: m.bytes } : {}),
+      ok: m.ok,
+      problems: m.problems,
+    })),
+    ...(r.unverified
+      ? { error: errorJson({ ...r.unverified, hint: 'fix what kept it from being read, then verify again' }) }
+      : !r.ok
+        ? { error: errorJson(verifyFailure(r)) }
+        : {}),
+  };
 }
 
 export function verifyFailure(r: VerifyReport, prefix = ''): BundleError {
@@ -97,8 +119,13 @@ export function storeVerifyText(where: string, reports: VerifyReport[]): string 
 
 export function verifyCommand(program: Command, deps: Deps): Command {
   return new Command('verify')
-    .description('Read a whole bundle and check every member: checksums, sizes, image archives, volume archives')
-    .argument('<bundle>', 'a bundle file, - for stdin, or a store (a directory, or ssh://host/dir): every bundle in it')
+    .description(
+      'Read a whole bundle, or every bundle of a store, and check every member: checksums, sizes, image archives, volume archives',
+    )
+    .argument(
+      '<bundle|store>',
+      'a bundle file, - for stdin, or a store (a directory, or ssh://host/dir): every bundle in it',
+    )
     .option('--trust <allowed_signers>', TRUST_HELP)
     .addHelpText(
       'after',
@@ -124,7 +151,7 @@ Examples:
       }
       const store = openStore(bundle, deps.stores);
       if (await store.exists()) {
-        let reports: VerifyReport[];
+        let reports: VerifyReport[] | undefined;
         try {
           reports = await verifyStore(store, {
             progress,
@@ -133,7 +160,7 @@ Examples:
             ...(trust ? { trust } : {}),
           });
         } finally {
-          progress.done();
+          progress.done(!reports?.length || reports.some((r) => !r.ok));
         }
         if (!reports.length)
           throw new NotFoundError(
@@ -142,15 +169,7 @@ Examples:
           );
         const bad = reports.filter((r) => !r.ok && !r.unverified);
         const unverified = reports.filter((r) => r.unverified);
-        if (g.json)
-          deps.io.stdout.write(
-            JSON.stringify({
-              ok: bad.length === 0 && unverified.length === 0,
-              store: store.describe(),
-              bundles: reports,
-            }) + '\n',
-          );
-        else if (!g.quiet || bad.length) deps.io.stdout.write(storeVerifyText(store.describe(), reports));
+        if (!g.json && (!g.quiet || bad.length)) deps.io.stdout.write(storeVerifyText(store.describe(), reports));
         const names = (rs: VerifyReport[]) => rs.map((r) => path.posix.basename(r.bundle)).join(', ');
         const notVerified = unverified.length
           ? `; ${unverified.length} could not be verified (${names(unverified)}: ${unverified[0]!.unverified!.message})`
@@ -169,19 +188,19 @@ Examples:
                 { hint: 'those bundles were not checked: fix what kept them from being read, then verify again' },
               )
             : undefined;
-        if (err) {
-          if (g.json) {
-            deps.io.stderr.write(`ferry: error: ${err.message}\n`);
-            setExit(program, err.exitCode);
-            return;
-          }
-          throw err;
-        }
+        if (g.json)
+          deps.emit('verify', {
+            ok: !err,
+            store: store.describe(),
+            bundles: reports.map(reportJson),
+            ...(err ? { error: errorJson(err) } : {}),
+          });
+        if (err) throw err;
         setExit(program, 0);
         return;
       }
       const transport = readTarget(bundle, deps.stores);
-      let report: VerifyReport;
+      let report: VerifyReport | undefined;
       try {
         const src = await transport.openBundle();
         report = await verifyStream(src.stream, src.location, {
@@ -191,26 +210,16 @@ Examples:
           ...(trust ? { trust } : {}),
         });
       } finally {
-        progress.done();
+        progress.done(!report?.ok);
         await transport.close();
       }
-      if (g.json) {
-        deps.io.stdout.write(
-          JSON.stringify({
-            ok: report.ok,
-            bundle: report.bundle,
-            members: report.members,
-            ...(report.signer ? { signer: report.signer } : {}),
-          }) + '\n',
-        );
-        if (!report.ok) {
-          deps.io.stderr.write(`ferry: error: ${verifyFailure(report).message}\n`);
-          setExit(program, verifyFailure(report).exitCode);
-          return;
-        }
-      } else if (!g.quiet || !report.ok) {
-        deps.io.stdout.write(verifyText(report));
-      }
+      if (g.json)
+        deps.emit('verify', {
+          ...reportJson(report),
+          ...(report.signer ? { signer: report.signer } : {}),
+          ...(report.ok ? {} : { error: errorJson(verifyFailure(report)) }),
+        });
+      else if (!g.quiet || !report.ok) deps.io.stdout.write(verifyText(report));
       if (!report.ok) throw verifyFailure(report);
       setExit(program, 0);
     });
