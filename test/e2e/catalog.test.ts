@@ -562,7 +562,7 @@ describe('verify', () => {
 describe('backup --verify', () => {
   it('verifies the written bundle before reporting success', async () => {
     const d = path.join(dir, 'verified');
-    const r = await ferry(['backup', worker, '-o', d, '--verify']);
+    const r = await ferry(['backup', worker, '-o', d, '--mkdir', '--verify']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/, verified\n/);
     expect(r.stderr).toMatch(new RegExp(`verify images/${worker}\\.tar\\.gz`));
