@@ -148,11 +148,13 @@ export class PolicyError extends FerryError {
 
 export class InterruptedError extends FerryError {
   readonly signal: StopSignal;
+  /** What the signal stands for where it was not a signal (a closed stderr). */
+  readonly why?: string;
 
-  /** `why` says what the signal stands for where it was not a signal (a closed stderr). */
   constructor(signal: StopSignal, why?: string) {
     super('INTERRUPTED', STOP_SIGNALS[signal], `interrupted by ${signal}${why ? ` (${why})` : ''}`);
     this.signal = signal;
+    this.why = why;
   }
 }
 

@@ -39,13 +39,19 @@ export async function main(
     if (!why) say(`ferry: ${sig} received, stopping and putting things back (Ctrl-C again exits at once)\n`);
     controller.abort(new InterruptedError(sig, why));
   };
+  // The kernel also sends SIGPIPE when ferry itself writes to a pipe or socket whose far end is
+  // gone (an SSH connection or an engine that dropped, a helper process that died). That write
+  // fails too, with the real cause, which must not be reported as an interruption: the stop waits
+  // a moment for it to surface, and a run that fails meanwhile reports its own error (below).
+  let pipeTimer: NodeJS.Timeout | undefined;
   const onSignal = (sig: StopSignal) => {
     // A second Ctrl-C or SIGTERM is the operator insisting; a hangup or a broken pipe is not.
     if (controller.signal.aborted && (sig === 'SIGINT' || sig === 'SIGTERM')) {
       say(`ferry: ${sig} again, exiting now without cleaning up\n`);
       process.exit(STOP_SIGNALS[sig]);
     }
-    stop(sig);
+    if (sig === 'SIGPIPE') pipeTimer ??= setTimeout(() => stop(sig), SIGPIPE_GRACE_MS);
+    else stop(sig);
   };
   const handlers = (Object.keys(STOP_SIGNALS) as StopSignal[]).map((sig) => {
     const h = () => onSignal(sig);
@@ -165,11 +171,15 @@ export async function main(
     }
     // Once the run was told to stop, what failed afterwards (a stream cut short, a write to a
     // closed pipe, a half-read member) is the interruption showing, not a cause of its own.
-    const fe = controller.signal.aborted ? (controller.signal.reason as FerryError) : toFerryError(err);
+    const fe =
+      controller.signal.aborted && !ownPipeFailure(controller.signal.reason, err)
+        ? (controller.signal.reason as FerryError)
+        : toFerryError(err);
     await rendered(); // the progress display ends (on ✖) before the error is printed
     if (!stderrGone) printError(fe, io, json && !emitted ? command : undefined);
     return fe.exitCode;
   } finally {
+    clearTimeout(pipeTimer);
     await pool?.closeAll();
     if (debug) engineCalls.hook = undefined;
     process.off('unhandledRejection', onUnhandled);
@@ -193,4 +203,21 @@ export function printError(fe: FerryError, io: Io, jsonCommand?: string): void {
     io.stderr.write(`${cause.stack ?? String(cause)}\n`);
     io.stderr.write('ferry: this is a bug in ferry; please report it with the output above\n');
   }
+}
+
+/** How long a SIGPIPE waits for the failed write it may stand for to surface as the run's error. */
+const SIGPIPE_GRACE_MS = 1000;
+
+/**
+ * A bare SIGPIPE (not a closed stdout or stderr, which carry their why) stopped the run, but the
+ * run failed with an error of its own that is not the stop showing through: that error is the
+ * cause (the kernel's SIGPIPE came from ferry's own write to what had gone away).
+ */
+export function ownPipeFailure(reason: unknown, err: unknown): boolean {
+  if (!(reason instanceof InterruptedError) || reason.signal !== 'SIGPIPE' || reason.why) return false;
+  if (err instanceof InterruptedError) return false;
+  const e = err as NodeJS.ErrnoException | undefined;
+  const name = e?.name;
+  const code = e?.code;
+  return !(name === 'AbortError' || code === 'ABORT_ERR' || code === 'ERR_STREAM_PREMATURE_CLOSE');
 }
