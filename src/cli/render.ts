@@ -119,7 +119,8 @@ function listrProgress(out: NodeJS.WriteStream): RunProgress {
     bytes(label, n, total) {
       const line = counter(label, n, total); // also notes when the stream began
       const now = Date.now();
-      if (now - lastDraw < 200 || !task) return;
+      // At most five frames a second, but always the one that reaches the total (100%).
+      if ((now - lastDraw < 200 && !(total && n >= total)) || !task) return;
       lastDraw = now;
       task.output = line;
     },
@@ -174,7 +175,7 @@ export function createProgress(opts: RenderOptions): RunProgress {
       if (opts.quiet || !tty) return;
       const line = counter(label, n, total);
       const now = Date.now();
-      if (now - lastDraw < 200) return;
+      if (now - lastDraw < 200 && !(total && n >= total)) return;
       lastDraw = now;
       out.write(`\r\x1b[K  ${line}`);
       counterShown = true;
