@@ -211,6 +211,10 @@ describe('progress against a known total', () => {
         expect.stringMatching(new RegExp(`› ${volume.replace(/\./g, '\\.')}: 200\\.0 MiB / 200\\.0 MiB {2}100%`)),
       );
       expect(r.screen).toMatch(/✔ done/);
+      // The summary: what moved, how much, how long, how fast.
+      expect(r.screen).toMatch(/MOVED +BYTES +TIME +RATE/);
+      expect(r.screen).toMatch(new RegExp(`${volume.replace(/\./g, '\\.')} +200\\.0 MiB +[\\d.]+s +[\\d.]+ MiB/s`));
+      expect(r.screen).toMatch(/total +[\d.]+ MiB +[\d.]+s/);
     } finally {
       cleanup(ENGINE_A, { containers: [big], volumes: [big] });
       removeSnapshots([big]);
