@@ -248,7 +248,7 @@ describe('migrate --dry-run', () => {
       docker(['events', '--since', since, '--until', '0s', '--filter', `container=${name}`, '--filter', 'event=pause']),
     ).toBe('');
     // A conflict is reported, not fatal, in a dry run.
-    docker(['-H', ENGINE_B, 'volume', 'create', name]);
+    docker(['volume', 'create', name], { host: ENGINE_B });
     try {
       const c: any = schemaChecked((await ferry(['--json', 'migrate', name, '--to', ENGINE_B, '--dry-run'])).stdout);
       expect(c.ok).toBe(true);
