@@ -126,7 +126,7 @@ export async function main(
     }
     return process.env.FERRY_PASSPHRASE || undefined;
   };
-  const names = ['backup', 'restore', 'migrate', 'ls', 'inspect', 'verify', 'prune', 'drill'];
+  const names = ['backup', 'restore', 'migrate', 'ls', 'inspect', 'verify', 'prune', 'drill', 'config'];
   const command = commandOf(argv, names);
   if (json && (argv.includes('--version') || argv.includes('-V'))) {
     emit('version', { ok: true, version: VERSION, node: process.versions.node });

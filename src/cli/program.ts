@@ -9,6 +9,8 @@ import { verifyCommand } from './commands/verify.js';
 import { pruneCommand } from './commands/prune.js';
 import { migrateCommand } from './commands/migrate.js';
 import { drillCommand } from './commands/drill.js';
+import { configCommand } from './commands/config.js';
+import { applyConfig } from './config.js';
 import type { Io } from './main.js';
 import type { SshPool } from '../ssh/client.js';
 import type { StoreDeps } from '../store/registry.js';
@@ -95,6 +97,10 @@ export function createProgram(deps: Deps): Command {
       'S3-compatible server of s3:// stores, e.g. http://minio:9000 (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS)',
     )
     .option('--s3-path-style', 'address S3 buckets as host/bucket, not bucket.host (automatic for an IP address)')
+    .option(
+      '--config <file>',
+      'settings file (TOML; else FERRY_CONFIG, else ~/.config/ferry/ferry.toml, else /etc/ferry/ferry.toml); flags > FERRY_* variables > file',
+    )
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput(output(deps))
@@ -107,6 +113,11 @@ export function createProgram(deps: Deps): Command {
   program.addCommand(pruneCommand(program, deps));
   program.addCommand(migrateCommand(program, deps));
   program.addCommand(drillCommand(program, deps));
+  program.addCommand(configCommand(program, deps));
+  // Every option the command line leaves unset: from its FERRY_* variable, else the config file.
+  program.hook('preAction', async (_program, command) => {
+    await applyConfig(program, command, process.env);
+  });
   for (const c of program.commands)
     c.exitOverride()
       .configureOutput(output(deps))

@@ -60,6 +60,43 @@ export function counterLine(label: string, n: number, elapsedMs: number, total?:
   return parts.join('  ');
 }
 
+/** What one stream moved: its bytes, and when its first and last count came. */
+export interface Moved {
+  label: string;
+  bytes: number;
+  firstMs: number;
+  lastMs: number;
+}
+
+/**
+ * The summary a run on a terminal ends with: each stream (bundle member, image, volume) with its
+ * bytes, how long it took and its rate, then the total and the run's time. Pure.
+ */
+export function summaryTable(moved: Moved[], runMs: number): string {
+  if (!moved.length) return '';
+  const secs = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
+  const rows = [
+    ['MOVED', 'BYTES', 'TIME', 'RATE'],
+    ...moved.map((m) => {
+      const ms = m.lastMs - m.firstMs;
+      return [m.label, humanBytes(m.bytes), secs(ms), ms >= 500 ? `${humanBytes(m.bytes / (ms / 1000))}/s` : '-'];
+    }),
+    ['total', humanBytes(moved.reduce((a, m) => a + m.bytes, 0)), secs(runMs), ''],
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map(
+      (r) =>
+        '  ' +
+        r
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join('  ')
+          .trimEnd() +
+        '\n',
+    )
+    .join('');
+}
+
 /** When each stream began, for its rate (a stream's count starts again at 0 for a new label). */
 function counters(): (label: string, n: number, total?: number) => string {
   const began = new Map<string, number>();
@@ -103,6 +140,8 @@ function listrProgress(out: NodeJS.WriteStream): RunProgress {
   const log: string[] = [];
   const counter = counters();
   let lastDraw = 0;
+  const began = Date.now();
+  const moved = new Map<string, Moved>();
   return {
     step(t) {
       if (title !== 'ferry') log.push(`ferry: ${title}`);
@@ -119,7 +158,10 @@ function listrProgress(out: NodeJS.WriteStream): RunProgress {
     bytes(label, n, total) {
       const line = counter(label, n, total); // also notes when the stream began
       const now = Date.now();
-      if (now - lastDraw < 200 || !task) return;
+      const m = moved.get(label) ?? { label, bytes: 0, firstMs: now, lastMs: now };
+      moved.set(label, { ...m, bytes: n, lastMs: now });
+      // At most five frames a second, but always the one that reaches the total (100%).
+      if ((now - lastDraw < 200 && !(total && n >= total)) || !task) return;
       lastDraw = now;
       task.output = line;
     },
@@ -134,6 +176,8 @@ function listrProgress(out: NodeJS.WriteStream): RunProgress {
         // What scrolled by, for the record: steps, information, warnings.
         const warnings = log.filter((l) => l.startsWith('ferry: warning:'));
         if (warnings.length) out.write(warnings.join('\n') + '\n');
+        // A run that worked ends with what it moved (a failed one with its error, from main).
+        if (!failed) out.write(summaryTable([...moved.values()], Date.now() - began));
       });
     },
   };
@@ -174,7 +218,7 @@ export function createProgress(opts: RenderOptions): RunProgress {
       if (opts.quiet || !tty) return;
       const line = counter(label, n, total);
       const now = Date.now();
-      if (now - lastDraw < 200) return;
+      if (now - lastDraw < 200 && !(total && n >= total)) return;
       lastDraw = now;
       out.write(`\r\x1b[K  ${line}`);
       counterShown = true;

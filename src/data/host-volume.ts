@@ -150,6 +150,25 @@ export function hostTarArgs(dir: string): string[] {
   ];
 }
 
+/**
+ * The arguments of a GNU tar that only measures the archive hostTarArgs would write: into
+ * /dev/null (which GNU tar recognises and then reads no file's content, only the metadata) in
+ * 512-byte records, with --totals: its "Total bytes written" is then the archive's size to the
+ * byte, end marker included, as the reader trims it (TarEndTrim). Pure; unit-tested.
+ */
+export function hostTarSizeArgs(dir: string): string[] {
+  const args = hostTarArgs(dir).map((a) =>
+    a === '--file=-' ? '--file=/dev/null' : a.startsWith('--blocking-factor=') ? '--blocking-factor=1' : a,
+  );
+  return [...args.slice(0, -1), '--totals', ...args.slice(-1)];
+}
+
+/** `Total bytes written: 3005440 (2.9MiB, 16GiB/s)` from GNU tar's --totals. Pure. */
+export function parseTarTotals(stderr: string): number | undefined {
+  const m = /^Total bytes written: (\d+)/m.exec(stderr);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** The arguments of the GNU tar that extracts a volume's archive from stdin, as the engine would. Pure; unit-tested. */
 export function hostUntarArgs(dir: string): string[] {
   return [
@@ -325,6 +344,40 @@ export async function openHostVolumeReader(
     where: shell.where,
     done: () => settled,
   };
+}
+
+/**
+ * The size of the archive openHostVolumeReader gives for `volume`, measured on the host before
+ * (or while) it is read, for the progress line's total and ETA; undefined where the host path is
+ * not open (the same checks as the reader) or tar could not say. Never throws.
+ */
+export async function hostVolumeArchiveSize(
+  engine: Engine,
+  spec: { sourceId: string; mounts: { type: string; source?: string; destination: string }[] },
+  volume: string,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<number | undefined> {
+  try {
+    const mount = spec.mounts.find((m) => m.type === 'volume' && m.source === volume);
+    if (!mount) return undefined;
+    const at = await hostVolumeDir(engine, volume, access);
+    if (isRefused(at)) return undefined;
+    const child = await runVetted(
+      at.shell,
+      at.dir,
+      () => engine.statPath(spec.sourceId, mount.destination),
+      'exec tar "$@"',
+      hostTarSizeArgs(at.dir),
+    );
+    if (!child) return undefined;
+    child.stdin.end();
+    child.stdout.resume();
+    const stderr = keepText(child.stderr);
+    const code = await child.exit;
+    return code === 0 ? parseTarTotals(stderr()) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -20,7 +20,13 @@ import { ConflictError, EngineError, NotFoundError } from '../errors.js';
 import { demux } from '../engine/demux.js';
 import { RootTap, rootEntryTar } from '../util/tar-root.js';
 import type { Progress } from '../context.js';
-import { moveHostVolume, openHostVolumeReader, writeHostVolume, type HostWrite } from './host-volume.js';
+import {
+  hostVolumeArchiveSize,
+  moveHostVolume,
+  openHostVolumeReader,
+  writeHostVolume,
+  type HostWrite,
+} from './host-volume.js';
 import { EscapingLinks, escapingLinksTar } from './tar-links.js';
 import { ENGINE_ONLY, firstOpen, isRefused, refused, type Carried, type PathOption, type Routing } from './paths.js';
 import type { Debug } from '../util/debug.js';
@@ -284,6 +290,25 @@ export function inPlaceVolumePath(
   const others = [...spec.mounts.filter((m) => m !== own[0]).map((m) => m.destination), ...tmpfs];
   if (others.some((d) => d.replace(/\/+$/, '') === dest || d.startsWith(`${dest}/`))) return undefined;
   return dest;
+}
+
+/**
+ * About how many bytes openContainerVolumeReader will give for `volume`, for the progress line's
+ * total (percentage, ETA): the archive's exact size measured on the engine's host where ferry
+ * reads it there (GNU tar into /dev/null), else the engine's count of the volume's bytes
+ * (Engine.volumeSize), else undefined. It runs beside the read and never fails it.
+ */
+export async function volumeSizeHint(
+  engine: Engine,
+  spec: { sourceId: string; mounts: { type: string; source?: string; destination: string }[] },
+  volume: string,
+  via: Routing,
+): Promise<number | undefined> {
+  try {
+    return (await hostVolumeArchiveSize(engine, spec, volume, via.access)) ?? (await engine.volumeSize(volume));
+  } catch {
+    return undefined;
+  }
 }
 
 /**

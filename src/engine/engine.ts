@@ -176,6 +176,12 @@ export interface Engine {
 
   // volumes
   inspectVolume(name: string): Promise<VolumeInspect | undefined>;
+  /**
+   * A volume's disk usage as the engine counts it (GET /system/df?type=volume, API 1.42+): for a
+   * progress total only. Undefined where the engine does not say cheaply (older APIs compute
+   * every container's size for /system/df), or on any failure.
+   */
+  volumeSize(name: string): Promise<number | undefined>;
   createVolume(spec: {
     Name?: string;
     Driver?: string;
@@ -795,6 +801,29 @@ export class DockerEngine implements Engine {
     } catch (err) {
       if ((err as DockerErr).statusCode === 404) return undefined;
       throw this.mapError(err, `inspect volume ${name}`);
+    }
+  }
+
+  async volumeSize(name: string): Promise<number | undefined> {
+    if (!this.apiAtLeast('1.42')) return undefined;
+    try {
+      const modem = (
+        this.docker as unknown as { modem: { dial(o: object, cb: (e: Error | null, d: unknown) => void): void } }
+      ).modem;
+      const df = await this.call(
+        'volume sizes (system df)',
+        () =>
+          new Promise<{ Volumes?: { Name: string; UsageData?: { Size?: number } }[] | null }>((resolve, reject) =>
+            modem.dial(
+              { path: '/system/df?', method: 'GET', options: { type: 'volume' }, statusCodes: { 200: true } },
+              (err, data) => (err ? reject(err) : resolve(data as never)),
+            ),
+          ),
+      );
+      const size = df.Volumes?.find((v) => v.Name === name)?.UsageData?.Size;
+      return size !== undefined && size >= 0 ? size : undefined; // -1: not computed
+    } catch {
+      return undefined;
     }
   }
 

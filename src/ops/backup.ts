@@ -50,7 +50,7 @@ import {
 import { checkAborted, type RunContext } from '../context.js';
 import { abortable } from '../util/abortable.js';
 import { saveImage, type SavedImage } from '../data/save.js';
-import { openBindReader, openContainerVolumeReader } from '../data/volumes.js';
+import { openBindReader, openContainerVolumeReader, volumeSizeHint } from '../data/volumes.js';
 import { recoverDeadRuns } from './steps/recover.js';
 import { HookError, UsageError } from '../errors.js';
 import { routing, type DataPaths } from '../data/paths.js';
@@ -335,6 +335,8 @@ export async function backup(
           member: string;
           volume?: string;
           open: () => ReturnType<typeof openContainerVolumeReader>;
+          /** About how many bytes it gives: the progress line's total (never awaited by the read). */
+          size?: () => Promise<number | undefined>;
         }[] = [];
         for (const vname of entry.volumes) {
           if (written.has(vname)) continue;
@@ -345,6 +347,7 @@ export async function backup(
             member: v.member,
             volume: v.name,
             open: () => openContainerVolumeReader(engine, c.spec, v.name, progress, via),
+            size: () => volumeSizeHint(engine, c.spec, v.name, via),
           });
         }
         for (const b of entry.binds)
@@ -356,11 +359,13 @@ export async function backup(
         for (const src of sources) {
           checkAborted(signal);
           progress.step(`${src.what} -> ${src.member}`);
+          let total: number | undefined;
+          void src.size?.().then((t) => (total = t));
           const r = await src.open();
           if (src.volume) dataPaths.volumes.push({ name: src.volume, ...r.carried });
           try {
             await writer.addMember(src.member, abortable(r.stream, signal), opts.codec, (_, n) =>
-              progress.bytes(src.member, n),
+              progress.bytes(src.member, n, total),
             );
           } finally {
             r.stream.destroy(); // a half-read archive GET would block the helper's removal
@@ -418,6 +423,11 @@ export async function backup(
       }
       const member = entry.image.member!;
       progress.step(`image ${entry.image.ref} -> ${member}`);
+      // The image's size (its layers, uncompressed) is about what its archive holds.
+      const imageTotal = await engine
+        .inspectImage(entry.image.ref)
+        .then((i) => (i.Size > 0 ? i.Size : undefined))
+        .catch(() => undefined);
       const img = await saving!;
       const again = img.fallback && {
         when: img.fallback.when,
@@ -427,7 +437,7 @@ export async function backup(
         member,
         abortable(img.stream, signal),
         imageCodec(opts.codec),
-        (_, n) => progress.bytes(member, n),
+        (_, n) => progress.bytes(member, n, imageTotal),
         again,
       );
       dataPaths.images.push({ container: c.spec.name, ref: entry.image.ref, ...img.carried });

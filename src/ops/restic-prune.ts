@@ -21,6 +21,8 @@ export interface ResticPruneEntry {
   created: string;
   host: string;
   containers: string[];
+  /** The container set it is judged in (plan/retention.ts), within its host. */
+  group: string;
   /** Why it is kept; empty when removed. */
   reasons: string[];
 }
@@ -48,7 +50,14 @@ export function resticRetention(
     );
     for (const d of decisions) {
       const s = mine.find((x) => x.id === d.id)!;
-      const e = { snapshot: s.id, created: s.time, host, containers: snapshotContainers(s), reasons: d.reasons };
+      const e = {
+        snapshot: s.id,
+        created: s.time,
+        host,
+        containers: snapshotContainers(s),
+        group: d.group,
+        reasons: d.reasons,
+      };
       (d.keep ? kept : removed).push(e);
     }
   }

@@ -34,6 +34,7 @@ import {
   type Undo,
 } from './steps/recreate.js';
 import { fillBind, fillVolume } from '../data/volumes.js';
+import { counted } from '../util/counted.js';
 import { recoverDeadRuns } from './steps/recover.js';
 import { routing, type DataPaths, type Routing } from '../data/paths.js';
 
@@ -496,6 +497,9 @@ async function restoreMembers(
   for await (const member of reader.members({ decode: true })) {
     checkAborted(ctx.signal);
     const { plan: mp } = member;
+    // Counted where it is read, with its size before compression (where the manifest declares
+    // it) as the progress line's total; a member not read is left to the reader, which checks it.
+    const data = () => counted(member.stream, (n) => ctx.progress.bytes(mp.name, n, mp.rawBytes));
     if (mp.kind === 'volume') {
       const v0 = job.m.volumes.find((x) => x.member === mp.name);
       if (!v0) continue; // not restored (--only); the reader still checks it
@@ -509,14 +513,14 @@ async function restoreMembers(
       ctx.progress.step(`fill volume ${fill} from ${mp.name}`);
       out.dataPaths.volumes.push({
         name,
-        ...(await fillVolume(engine, await holder(), fill, member.stream, ctx.progress, via)),
+        ...(await fillVolume(engine, await holder(), fill, data(), ctx.progress, via)),
       });
     } else if (mp.kind === 'bind') {
       const b = job.m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);
       if (b) await restoreBind(b, member.stream, job, rec, opts, { holder, ctx, via, dataPaths: out.dataPaths });
     } else if (mp.kind === 'image') {
       const c = job.m.containers.find((x) => x.image.member === mp.name);
-      if (c) await loadMemberImage(engine, c, member.stream, out, ctx);
+      if (c) await loadMemberImage(engine, c, data(), out, ctx);
     }
   }
   return out;

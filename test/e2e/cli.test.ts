@@ -4,6 +4,7 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { schemaChecked } from '../helpers/json-schema.js';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
@@ -13,6 +14,8 @@ import {
   cleanup,
   docker,
   ENGINE_A,
+  ENGINE_B,
+  exists,
   ferry,
   inspect,
   removeSnapshots,
@@ -172,6 +175,86 @@ describe('the final rendering on a terminal reflects how the run ended', () => {
     } finally {
       cleanup(ENGINE_A, { containers: [big], volumes: [big] });
       removeSnapshots([big]);
+    }
+  });
+});
+
+describe('progress against a known total', () => {
+  it('the counter shows done/total, percentage, rate and ETA while a volume is read, and reaches 100%', async () => {
+    const big = `${name}-prog`;
+    docker(['run', '-d', '--name', big, '-v', `${big}:/v`, BUSYBOX, 'sleep', '100000']);
+    try {
+      docker(['exec', big, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=200 2>/dev/null']);
+      const seen = new Set<string>();
+      const r = await onTerminal(['backup', big, '-o', dir, '--compress', 'gzip'], async (session) => {
+        // Every frame of the pane until ferry exits (the counter line is redrawn in place).
+        for (let i = 0; i < 2400; i++) {
+          const screen = execFileSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' });
+          for (const l of screen.split('\n')) if (/›/.test(l)) seen.add(l.trim());
+          if (/EXIT=\d+/.test(screen)) break;
+          await new Promise((res) => setTimeout(res, 50));
+        }
+      });
+      expect(r.code, r.screen).toBe(0);
+      const lines = [...seen];
+      const volume = `volumes/${big}.tar.gz`;
+      // The volume's archive, measured on the engine's host before it is read: 200 MiB of data
+      // and its tar headers.
+      expect(lines, lines.join('\n')).toContainEqual(
+        expect.stringMatching(
+          new RegExp(
+            `› ${volume.replace(/\./g, '\\.')}: [\\d.]+ MiB / 200\\.0 MiB {2}\\d+% {2}[\\d.]+ MiB/s {2}ETA \\d+:\\d\\d$`,
+          ),
+        ),
+      );
+      expect(lines).toContainEqual(
+        expect.stringMatching(new RegExp(`› ${volume.replace(/\./g, '\\.')}: 200\\.0 MiB / 200\\.0 MiB {2}100%`)),
+      );
+      expect(r.screen).toMatch(/✔ done/);
+      // The summary: what moved, how much, how long, how fast.
+      expect(r.screen).toMatch(/MOVED +BYTES +TIME +RATE/);
+      expect(r.screen).toMatch(new RegExp(`${volume.replace(/\./g, '\\.')} +200\\.0 MiB +[\\d.]+s +[\\d.]+ MiB/s`));
+      expect(r.screen).toMatch(/total +[\d.]+ MiB +[\d.]+s/);
+    } finally {
+      cleanup(ENGINE_A, { containers: [big], volumes: [big] });
+      removeSnapshots([big]);
+    }
+  });
+});
+
+describe('migrate --dry-run', () => {
+  it('says what would move where, with sizes, data paths and conflicts, and changes neither engine', async () => {
+    const since = String(Math.floor(Date.now() / 1000));
+    const r = await ferry(['--json', 'migrate', name, '--to', ENGINE_B, '--dry-run']);
+    expect(r.code, r.stderr).toBe(0);
+    const j: any = schemaChecked(r.stdout);
+    expect(j).toMatchObject({ command: 'migrate', ok: true, dryRun: true, containers: [name], target: ENGINE_B });
+    expect(j.plan.containers).toEqual([
+      expect.objectContaining({ name, to: name, state: 'running', consistency: 'pause' }),
+    ]);
+    expect(j.plan.volumes).toEqual([
+      expect.objectContaining({ name, to: name, exists: false, read: 'host-tar', write: 'host-tar' }),
+    ]);
+    expect(j.plan.volumes[0].rawBytes).toBeGreaterThan(0);
+    expect(j.plan.conflicts).toEqual([]);
+    const text = await ferry(['migrate', name, '--to', ENGINE_B, '--dry-run']);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/^dry run: nothing was paused, sent or created/);
+    expect(text.stdout).toContain(`volume ${name} -> ${name}:`);
+    // Nothing on the target, nothing paused on the source.
+    expect(exists('container', name, ENGINE_B)).toBe(false);
+    expect(exists('volume', name, ENGINE_B)).toBe(false);
+    expect(
+      docker(['events', '--since', since, '--until', '0s', '--filter', `container=${name}`, '--filter', 'event=pause']),
+    ).toBe('');
+    // A conflict is reported, not fatal, in a dry run.
+    docker(['volume', 'create', name], { host: ENGINE_B });
+    try {
+      const c: any = schemaChecked((await ferry(['--json', 'migrate', name, '--to', ENGINE_B, '--dry-run'])).stdout);
+      expect(c.ok).toBe(true);
+      expect(c.plan.conflicts).toEqual([`volume ${name} exists on the target (--on-conflict fail)`]);
+    } finally {
+      cleanup(ENGINE_B, { volumes: [name] });
     }
   });
 });

@@ -58,6 +58,46 @@ describe('examples/backup-and-restore.sh', () => {
   });
 });
 
+describe('examples/ferry.toml', () => {
+  const store = path.join(dir, 'toml-store');
+  const name = uid('extoml');
+  const other = `${name}-unlabelled`;
+  afterAll(() => cleanup(ENGINE_B, { containers: [name, other], volumes: [name] }));
+
+  it('the cron lines with the config file: backup --all of the labelled containers, verified, then prune', async () => {
+    mkdirSync(store, { mode: 0o700 });
+    docker(['run', '-d', '--name', name, '--label', 'backup=nightly', '-v', `${name}:/data`, BUSYBOX, ...SERVICE], {
+      host: ENGINE_B,
+    });
+    docker(['exec', name, 'sh', '-c', 'echo nightly > /data/f'], { host: ENGINE_B });
+    docker(['run', '-d', '--name', other, BUSYBOX, ...SERVICE], { host: ENGINE_B });
+    // As installed, with the store the file names replaced by the environment (FERRY_OUTPUT).
+    const env = { DOCKER_HOST: ENGINE_B, FERRY_CONFIG: example('ferry.toml'), FERRY_OUTPUT: store };
+    const cfg = await ferry(['--json', 'config'], { env });
+    expect(cfg.code, cfg.stderr).toBe(0);
+    expect(JSON.parse(cfg.stdout).settings).toEqual(
+      expect.arrayContaining([
+        { command: 'backup', option: 'filter', value: ['label=backup=nightly'], source: 'file' },
+        { command: 'backup', option: 'output', value: store, source: 'env' },
+      ]),
+    );
+    for (let night = 0; night < 2; night++) {
+      const b = await ferry(['backup', '--all'], { env });
+      expect(b.code, b.stderr).toBe(0);
+      expect(b.stdout).toBe(''); // quiet = true
+    }
+    expect(bundlesOf(store, name)).toHaveLength(2);
+    expect(bundlesOf(store, other)).toEqual([]); // not labelled: left out by the file's filter
+    const p = await ferry(['prune', store], { env });
+    expect(p.code, p.stderr).toBe(0);
+    // keep-daily 7: of the two bundles made the same day, the newer one is kept.
+    const [kept] = bundlesOf(store, name);
+    expect(bundlesOf(store, name)).toHaveLength(1);
+    const v = await ferry(['verify', path.join(store, kept!)], { env });
+    expect(v.code, v.stderr).toBe(0);
+  });
+});
+
 describe('examples/cron-backup.sh', () => {
   const store = path.join(dir, 'cron-store');
   const name = uid('excron');

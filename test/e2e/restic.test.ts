@@ -22,6 +22,7 @@ import {
   uid,
   volumeListing,
 } from '../helpers/lab.js';
+import { schemaChecked } from '../helpers/json-schema.js';
 
 /**
  * restic 0.14's `dump` writes a hard link as a file of its own (it has no link entries): a
@@ -89,9 +90,10 @@ describe('restic repository as a store', () => {
   it('backs up into one snapshot, reading the volume as a file tree, and puts the container back', async () => {
     const r = await ferry(['--json', 'backup', name, '-o', `restic:${repo}`], { env });
     expect(r.code, r.stderr).toBe(0);
-    first = JSON.parse(r.stdout);
-    expect(first.ok).toBe(true);
-    expect(first.volumes).toEqual([{ name: vol, layout: 'tree' }]);
+    first = schemaChecked(r.stdout);
+    expect(first).toMatchObject({ command: 'backup', ok: true, containers: [name], volumes: [vol] });
+    expect(first.bundle).toBe(`restic:${repo}#${first.snapshot}`);
+    expect(first.volumeLayouts).toEqual([{ volume: vol, layout: 'tree' }]);
     expect(first.parent).toBeUndefined();
     const st = inspect('container', name).State;
     expect([st.Running, st.Paused]).toEqual([true, false]);
@@ -111,20 +113,22 @@ describe('restic repository as a store', () => {
     docker(['exec', name, 'sh', '-c', 'echo second > /data/www/changing.txt']);
     const r = await ferry(['--json', 'backup', name, '-o', `restic:${repo}`], { env });
     expect(r.code, r.stderr).toBe(0);
-    second = JSON.parse(r.stdout);
+    second = schemaChecked(r.stdout);
     expect(restic(['snapshots', '--json', '--latest', '1']).includes(second.snapshot)).toBe(true);
     expect(second.parent?.startsWith(first.snapshot)).toBe(true);
     expect(second.files.unmodified).toBeGreaterThan(5);
-    expect(second.bytesAdded).toBeLessThan(first.bytesAdded / 5);
+    expect(second.addedBytes).toBeLessThan(first.addedBytes / 5);
   });
 
   it('lists the snapshots by host and container set', async () => {
     const r = await ferry(['--json', 'ls', `restic:${repo}`], { env });
     expect(r.code, r.stderr).toBe(0);
-    const groups = JSON.parse(r.stdout).groups;
-    expect(groups).toHaveLength(1);
-    expect(groups[0].set).toBe(name);
-    expect(groups[0].snapshots.map((s: any) => s.snapshot.slice(0, 8))).toEqual([second.snapshot, first.snapshot]);
+    const ls: any = schemaChecked(r.stdout);
+    expect(ls).toMatchObject({ command: 'ls', ok: true, store: `restic:${repo}` });
+    expect(ls.bundles.map((b: any) => [b.set, b.snapshot.slice(0, 8), b.bundle])).toEqual([
+      [name, first.snapshot, `restic:${repo}#${first.snapshot}`],
+      [name, second.snapshot, `restic:${repo}#${second.snapshot}`],
+    ]);
     const text = await ferry(['ls', `restic:${repo}`], { env });
     expect(text.stdout).toContain(second.snapshot);
   });
@@ -132,7 +136,10 @@ describe('restic repository as a store', () => {
   it('inspects a snapshot from its manifest, environment values left out', async () => {
     const r = await ferry(['--json', 'inspect', `restic:${repo}#${first.snapshot}`], { env });
     expect(r.code, r.stderr).toBe(0);
-    const m = JSON.parse(r.stdout);
+    const i: any = schemaChecked(r.stdout);
+    expect(i).toMatchObject({ command: 'inspect', ok: true, bundle: first.bundle, containers: [name] });
+    expect(i.createdAt).toBe(first.createdAt);
+    const m = i.manifest;
     expect(m.containers.map((c: any) => c.spec.name)).toEqual([name]);
     expect(m.members.map((x: any) => [x.kind, x.codec])).toEqual([
       ['volume', 'none'],
@@ -175,10 +182,25 @@ describe('restic repository as a store', () => {
 
   it('restores an older snapshot by its id beside the running one', async () => {
     const r = await ferry(
-      ['restore', `restic:${repo}#${first.snapshot}`, '--name', `${name}-old`, '--on-conflict', 'rename', '--no-start'],
+      [
+        '--json',
+        'restore',
+        `restic:${repo}#${first.snapshot}`,
+        '--name',
+        `${name}-old`,
+        '--on-conflict',
+        'rename',
+        '--no-start',
+      ],
       { env },
     );
     expect(r.code, r.stderr).toBe(0);
+    expect(schemaChecked(r.stdout)).toMatchObject({
+      command: 'restore',
+      ok: true,
+      bundle: `restic:${repo}#${first.snapshot}`,
+      containers: [`${name}-old`],
+    });
     expect(exists('container', `${name}-old`)).toBe(true);
     const out = docker(['run', '--rm', '-v', `${vol}-restored:/v:ro`, BUSYBOX, 'cat', '/v/www/changing.txt']);
     expect(out).toBe('first');
@@ -187,10 +209,10 @@ describe('restic repository as a store', () => {
   it('verifies: restic check, then the newest snapshot read back and checked as a bundle', async () => {
     const r = await ferry(['--json', 'verify', `restic:${repo}`], { env });
     expect(r.code, r.stderr).toBe(0);
-    const v = JSON.parse(r.stdout);
-    expect(v.ok).toBe(true);
-    expect(v.snapshots.map((s: any) => s.bundle)).toEqual([`restic:${repo}#${second.snapshot}`]);
-    expect(v.snapshots[0].members.map((m: any) => [m.kind, m.ok])).toEqual([
+    const v: any = schemaChecked(r.stdout);
+    expect(v).toMatchObject({ command: 'verify', ok: true, store: `restic:${repo}` });
+    expect(v.bundles.map((s: any) => s.bundle)).toEqual([`restic:${repo}#${second.snapshot}`]);
+    expect(v.bundles[0].members.map((m: any) => [m.kind, m.ok])).toEqual([
       ['volume', true],
       ['image', true],
     ]);
@@ -225,7 +247,9 @@ describe('restic repository as a store', () => {
   it('prunes with the retention rules through restic forget --prune, then finds damage with verify', async () => {
     const dry = await ferry(['--json', 'prune', `restic:${repo}`, '--keep-last', '1', '--dry-run'], { env });
     expect(dry.code, dry.stderr).toBe(0);
-    expect(JSON.parse(dry.stdout).removed.map((e: any) => e.snapshot.slice(0, 8))).toEqual([first.snapshot]);
+    const d: any = schemaChecked(dry.stdout);
+    expect(d).toMatchObject({ command: 'prune', ok: true, dryRun: true, store: `restic:${repo}` });
+    expect(d.removed.map((e: any) => e.bundle)).toEqual([`restic:${repo}#${first.snapshot}`]);
     expect(JSON.parse(restic(['snapshots', '--json']))).toHaveLength(2);
     const r = await ferry(['prune', `restic:${repo}`, '--keep-last', '1'], { env });
     expect(r.code, r.stderr).toBe(0);
@@ -235,8 +259,9 @@ describe('restic repository as a store', () => {
     const pack = spawnSync('sh', ['-c', `find '${repo}/data' -type f | head -n 1`], { encoding: 'utf8' }).stdout.trim();
     expect(pack).not.toBe('');
     rmSync(pack);
-    const bad = await ferry(['verify', `restic:${repo}`], { env });
+    const bad = await ferry(['--json', 'verify', `restic:${repo}`], { env });
     expect(bad.code, bad.stderr).toBe(7);
     expect(bad.stderr).not.toMatch(/at .*\.js:\d+/);
+    expect(schemaChecked(bad.stdout)).toMatchObject({ command: 'verify', ok: false, error: { exitCode: 7 } });
   });
 });

@@ -1298,6 +1298,17 @@ export class FakeEngine implements Engine {
     });
   }
 
+  /** DOCKER GET /system/df?type=volume: UsageData.Size, the bytes of the volume's files. */
+  volumeSize(name: string): Promise<number | undefined> {
+    return this.call('volumeSize', [name], () => {
+      const v = this.volumes.get(name);
+      if (!v) return undefined;
+      let n = 0;
+      for (const f of v.files.values()) if (f.type === 'file') n += f.data.length;
+      return n;
+    });
+  }
+
   createVolume(spec: {
     Name?: string;
     Driver?: string;

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as tar from 'tar-stream';
 import { Readable } from 'node:stream';
-import { silentProgress, type RunContext } from '../../src/context.js';
+import { silentProgress, type Progress, type RunContext } from '../../src/context.js';
 import { BundleReader } from '../../src/bundle/reader.js';
 import type { Manifest, Trailer } from '../../src/bundle/manifest.js';
 import { LocalTransport } from '../../src/store/local.js';
@@ -43,6 +43,25 @@ export async function sourceEngine(endpoint = 'tcp://source:2375', registry?: Fa
 export function runContext(): { ctx: RunContext; abort: AbortController } {
   const abort = new AbortController();
   return { ctx: { progress: silentProgress, signal: abort.signal }, abort };
+}
+
+/** A Progress that records every byte count (label, bytes so far, total) and step. */
+export function recordingProgress(): {
+  progress: Progress;
+  bytes: { label: string; n: number; total?: number }[];
+  steps: string[];
+} {
+  const bytes: { label: string; n: number; total?: number }[] = [];
+  const steps: string[] = [];
+  return {
+    progress: {
+      ...silentProgress,
+      step: (t) => steps.push(t),
+      bytes: (label, n, total) => bytes.push({ label, n, total }),
+    },
+    bytes,
+    steps,
+  };
 }
 
 /** A fresh temp dir; the quiesce journal goes to one too (never the user's ~/.local/state). */

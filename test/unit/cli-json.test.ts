@@ -142,6 +142,25 @@ describe('the progress counter line', () => {
     expect(counterLine('image web', 1024, 100)).toBe('image web: 1.0 KiB'); // too early for a rate
     expect(counterLine('v', 120 * MiB, 1000, 100 * MiB)).toBe('v: 120.0 MiB / 100.0 MiB  100%  120.0 MiB/s');
     expect(clock(3725)).toBe('1:02:05');
+    const { summaryTable } = await import('../../src/cli/render.js');
+    expect(
+      summaryTable(
+        [
+          { label: 'volumes/data.tar.zst', bytes: 400 * MiB, firstMs: 1000, lastMs: 14_100 },
+          { label: 'images/web.tar.gz', bytes: 2 * MiB, firstMs: 14_200, lastMs: 14_300 },
+        ],
+        15_000,
+      ),
+    ).toBe(
+      [
+        '  MOVED                 BYTES      TIME   RATE',
+        '  volumes/data.tar.zst  400.0 MiB  13.1s  30.5 MiB/s',
+        '  images/web.tar.gz     2.0 MiB    0.1s   -',
+        '  total                 402.0 MiB  15.0s',
+        '',
+      ].join('\n'),
+    );
+    expect(summaryTable([], 1000)).toBe('');
     expect(clock(59.6)).toBe('1:00');
   });
 });

@@ -1,10 +1,18 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { TarEndTrim } from '../../src/util/tar-end.js';
 import { quirksFor } from '../../src/engine/quirks.js';
 import { shellQuote } from '../../src/hostaccess/shell.js';
 import {
   hostAccessRefusal,
   hostTarArgs,
+  hostTarSizeArgs,
   hostUntarArgs,
+  parseTarTotals,
   parseStat,
   rfc3339Nanos,
   sameDirectory,
@@ -122,5 +130,37 @@ describe('shellQuote', () => {
     expect(shellQuote('--xattrs-include=user.*')).toBe(`'--xattrs-include=user.*'`);
     expect(shellQuote("it's $HOME")).toBe(`'it'\\''s $HOME'`);
     expect(shellQuote('')).toBe(`''`);
+  });
+});
+
+describe('hostTarSizeArgs: the size of the archive, for the progress total', () => {
+  it('the same tar, into /dev/null in 512-byte records, with --totals', () => {
+    const dir = '/var/lib/docker/volumes/v/_data';
+    const a = hostTarSizeArgs(dir);
+    const same = hostTarArgs(dir).filter((x) => x !== '--file=-' && !x.startsWith('--blocking-factor='));
+    expect(a.filter((x) => !['--file=/dev/null', '--blocking-factor=1', '--totals'].includes(x))).toEqual(same);
+    expect(a).toEqual(expect.arrayContaining(['--file=/dev/null', '--blocking-factor=1', '--totals']));
+    expect(a.at(-1)).toBe('.');
+    expect(parseTarTotals('Total bytes written: 3005440 (2.9MiB, 16GiB/s)\n')).toBe(3005440);
+    expect(parseTarTotals('tar: something\nTotal bytes written: 10240 (10KiB, 1MiB/s)')).toBe(10240);
+    expect(parseTarTotals('tar: error')).toBeUndefined();
+  });
+
+  it("with this machine's GNU tar: exactly the bytes of the archive the reader gives", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ferry-tarsize-'));
+    try {
+      writeFileSync(path.join(dir, 'a'), Buffer.alloc(300_001, 7));
+      mkdirSync(path.join(dir, 'sub'));
+      writeFileSync(path.join(dir, 'sub', 'b'), 'b');
+      const sizeRun = execFileSync('sh', ['-c', 'tar "$@" 2>&1 >/dev/null', 'sh', ...hostTarSizeArgs(dir)], {
+        encoding: 'utf8',
+      });
+      const archive = execFileSync('tar', hostTarArgs(dir), { maxBuffer: 1 << 24 });
+      const trimmed: Buffer[] = [];
+      for await (const c of Readable.from([archive]).pipe(new TarEndTrim())) trimmed.push(c as Buffer);
+      expect(parseTarTotals(sizeRun)).toBe(Buffer.concat(trimmed).length);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

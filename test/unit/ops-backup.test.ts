@@ -14,6 +14,7 @@ import {
   APP_FILES,
   listDir,
   readBundle,
+  recordingProgress,
   runContext,
   sourceEngine,
   tempDir,
@@ -134,6 +135,26 @@ describe('backup against a fake engine', () => {
     expect(trailer.images[0]!.ref).toBe(entry.image.ref);
     expect(trailer.images[0]!.layers).toHaveLength(3);
     expect(trailer.members.map((m) => m.name)).toEqual(manifest.members.map((m) => m.name));
+  });
+
+  it('gives the progress line a total: the size of the volume from the engine, of the image', async () => {
+    const { progress, bytes } = recordingProgress();
+    const { ctx } = runContext();
+    const res = await backup(fake, new LocalTransport(dir), OPTS, { ...ctx, progress });
+    const { manifest } = await readBundle(res.location);
+    // No host access on the fake (TCP): the engine's count of the volume's bytes.
+    expect(fake.callsTo('volumeSize')).toEqual([['appdata']]);
+    const files = Object.values(APP_FILES).reduce((a, t) => a + Buffer.byteLength(t), 0);
+    const vol = bytes.filter((b) => b.label === manifest.volumes[0]!.member);
+    expect(vol.length).toBeGreaterThan(0);
+    expect(vol.at(-1)!.total).toBe(files);
+    // The archive holds the files and their headers: a little more than the total (shown as 100%).
+    expect(vol.at(-1)!.n).toBeGreaterThan(files);
+    const img = bytes.filter((b) => b.label === manifest.containers[0]!.image.member);
+    expect(img.length).toBeGreaterThan(0);
+    expect(img.at(-1)!.total).toBeGreaterThan(0);
+    expect(img.at(-1)!.n).toBeGreaterThanOrEqual(img.at(-1)!.total!);
+    expect(img.at(-1)!.n).toBeLessThan(img.at(-1)!.total! * 2 + 64 * 1024);
   });
 
   it('reads a volume through a helper when another mount lies inside it, and removes the helper', async () => {

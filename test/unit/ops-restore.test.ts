@@ -11,7 +11,15 @@ import { LocalTransport } from '../../src/store/local.js';
 import { HOLDER_IMAGE } from '../../src/engine/engine.js';
 import { BundleError, ConflictError, EngineError } from '../../src/errors.js';
 import { FakeEngine, type FakeVolume } from '../helpers/engine-fake.js';
-import { APP_FILES, runContext, sourceEngine, tempDir, useTempStateDir } from '../helpers/ops-fixtures.js';
+import {
+  APP_FILES,
+  readBundle,
+  recordingProgress,
+  runContext,
+  sourceEngine,
+  tempDir,
+  useTempStateDir,
+} from '../helpers/ops-fixtures.js';
 
 const OPTS: RestoreOptions = { start: true, dryRun: false, onConflict: 'fail' };
 
@@ -92,6 +100,19 @@ describe('restore against a fake engine', () => {
     expect(t.networks.get('appnet')!.ipam.Config).toEqual([{ Subnet: '10.42.0.0/24' }]);
     // Only the container itself is left: the volume's helper is gone.
     expect(t.state().containers.map((c) => c.name)).toEqual(['app']);
+  });
+
+  it('counts each member filled or loaded against its size from the manifest, to 100%', async () => {
+    const { progress, bytes } = recordingProgress();
+    await run(t, {}, { ...runContext().ctx, progress });
+    const { manifest } = await readBundle(bundle);
+    for (const m of manifest.members) {
+      const seen = bytes.filter((b) => b.label === m.name);
+      expect(seen.length, m.name).toBeGreaterThan(0);
+      expect(m.rawBytes, m.name).toBeGreaterThan(0);
+      expect(seen.every((b) => b.total === m.rawBytes)).toBe(true);
+      expect(seen.at(-1)!.n).toBe(m.rawBytes);
+    }
   });
 
   it('restores the volume with the same files, and its root with its owner and mode', async () => {

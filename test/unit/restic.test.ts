@@ -34,7 +34,17 @@ import {
 import { resticBackup, type ResticBackupOptions } from '../../src/ops/restic-backup.js';
 import { openResticSnapshot } from '../../src/ops/restic-restore.js';
 import { restore } from '../../src/ops/restore.js';
-import { groupSnapshots } from '../../src/cli/commands/restic.js';
+import {
+  groupSnapshots,
+  resticBackupJson,
+  resticInspectJson,
+  resticLsJson,
+  resticPruneJson,
+  resticVerifyJson,
+} from '../../src/cli/commands/restic.js';
+import { resticVerify } from '../../src/ops/restic-verify.js';
+import { envelope } from '../../src/cli/json.js';
+import { schemaChecked } from '../helpers/json-schema.js';
 import { resticPrune, resticRetention } from '../../src/ops/restic-prune.js';
 import { UsageError } from '../../src/errors.js';
 import { hostName } from '../../src/ops/steps/capture.js';
@@ -437,6 +447,75 @@ describe('backup into and restore from a restic repository (fake engine, fake re
     expect(target.images.get(app.image)!.repoTags[0]).toMatch(/^ferry\/app:/);
     // A snapshot is read once per run, like stdin.
     await expect(snap.transport.openBundle()).rejects.toBeInstanceOf(UsageError);
+    await rm(stageRoot, { recursive: true, force: true });
+  });
+
+  it('--json of backup, ls, inspect, verify and prune of a repository fits the one schema (docs/json.md)', async () => {
+    const { ctx } = runContext();
+    const first = await resticBackup(fake, opts, ctx);
+    const res = await resticBackup(fake, opts, ctx);
+    await mkdir(stageRoot, { recursive: true });
+    const b = schemaChecked(envelope('backup', { ok: true, ...resticBackupJson(res) }));
+    expect(b).toMatchObject({
+      command: 'backup',
+      bundle: `restic:/repo#${res.snapshot}`,
+      repository: '/repo',
+      snapshot: res.snapshot,
+      parent: restic.snapshots[0]!.meta.id,
+      createdAt: res.manifest.createdAt,
+      containers: ['app'],
+      volumes: ['appdata'],
+      volumeLayouts: [{ volume: 'appdata', layout: 'tar', reason: expect.any(String) }],
+      addedBytes: res.bytesAdded,
+      rawBytes: res.bytesProcessed,
+    });
+    // --all: each container's snapshot under results, as for bundles.
+    const all = schemaChecked(
+      envelope('backup', {
+        ok: true,
+        partial: false,
+        containers: ['app'],
+        results: [{ container: 'app', ok: true, result: resticBackupJson(res) }],
+      }),
+    );
+    expect(all.results).toHaveLength(1);
+
+    const list = restic.snapshots.map((s) => s.meta);
+    const ls = schemaChecked(envelope('ls', { ok: true, ...resticLsJson('/repo', list) }));
+    expect(ls).toMatchObject({ store: 'restic:/repo', repository: '/repo' });
+    // Oldest first, as ls of a directory lists bundles; createdAt in UTC like a manifest's.
+    expect((ls.bundles as { snapshot: string; createdAt: string }[]).map((x) => x.snapshot)).toEqual(
+      list.map((s) => s.id),
+    );
+    expect((ls.bundles as { createdAt: string }[])[0]!.createdAt).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z$/);
+
+    const snap = await openResticSnapshot(restic, { repo: '/repo', snapshot: first.snapshot }, silentProgress);
+    const i = schemaChecked(envelope('inspect', resticInspectJson(`restic:/repo#${first.snapshot}`, snap)));
+    expect(i).toMatchObject({
+      bundle: `restic:/repo#${snap.snapshot.short_id}`,
+      snapshot: snap.snapshot.id,
+      containers: ['app'],
+      createdAt: first.manifest.createdAt,
+    });
+
+    const v = await resticVerify(restic, { repo: '/repo' }, ctx);
+    const vj = schemaChecked(envelope('verify', resticVerifyJson(v)));
+    expect(vj).toMatchObject({ ok: true, store: 'restic:/repo', bundles: [{ ok: true }] });
+    // A bad snapshot: ok false and a BUNDLE error (exit 7), its members listed.
+    const damaged = { ...v, ok: false, snapshots: [{ ...v.snapshots[0]!, ok: false }] };
+    damaged.snapshots[0]!.members = [{ name: 'volumes/appdata.tar', kind: 'volume', ok: false, problems: ['x'] }];
+    expect(schemaChecked(envelope('verify', resticVerifyJson(damaged)))).toMatchObject({
+      ok: false,
+      error: { code: 'BUNDLE', exitCode: 7 },
+      bundles: [{ ok: false, members: [{ ok: false }] }],
+    });
+
+    const p = await resticPrune(restic, '/repo', { policy: { last: 1 }, dryRun: true }, silentProgress);
+    const pj = schemaChecked(envelope('prune', { ok: true, ...resticPruneJson(p) }));
+    expect(pj).toMatchObject({ store: 'restic:/repo', dryRun: true, unreadable: [], failed: [] });
+    expect((pj.removed as { snapshot: string; group: string }[]).map((x) => [x.snapshot, x.group])).toEqual([
+      [restic.snapshots[0]!.meta.id, 'app'],
+    ]);
     await rm(stageRoot, { recursive: true, force: true });
   });
 });

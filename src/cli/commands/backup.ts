@@ -279,7 +279,7 @@ Examples:
             eng,
             flags.output,
             flags.all ? groups : [names],
-            { ...flags, json: !!g.json, quiet: !!g.quiet },
+            { ...flags, all: !!flags.all, json: !!g.json, quiet: !!g.quiet },
             deps,
             progress,
           );

@@ -4,7 +4,7 @@ import type { ContainerEntry, Manifest } from '../../bundle/manifest.js';
 import { bundleCompression, envName, imageMode, isEncrypted, redactManifest } from '../../store/catalog.js';
 import { readTarget } from '../../store/registry.js';
 import { isResticLocation } from '../../store/restic/layout.js';
-import { resticSnapshot } from './restic.js';
+import { resticInspectJson, resticSnapshot } from './restic.js';
 import { deviceClaims } from '../../ops/steps/startable.js';
 import { setExit, type Deps } from '../program.js';
 import { humanBytes } from '../render.js';
@@ -218,7 +218,7 @@ Examples:
       if (isResticLocation(bundle)) {
         // A restic snapshot: its manifest.json, read with restic dump (commands/restic.ts).
         const snap = await resticSnapshot(bundle, deps);
-        if (g.json) deps.io.stdout.write(JSON.stringify(redactManifest(snap.manifest), null, 2) + '\n');
+        if (g.json) deps.emit('inspect', resticInspectJson(bundle, snap));
         else deps.io.stdout.write(inspectText(snap.manifest, snap.transport.describe()));
         setExit(program, 0);
         return;

@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { openEngine } from '../../engine/connect.js';
 import { createRunIdentity } from '../../engine/run.js';
 import { migrate } from '../../ops/migrate.js';
+import { planMigrate, type MigratePlan } from '../../ops/migrate-plan.js';
 import { projectContainers, type Consistency } from '../../ops/steps/capture.js';
 import type { OnConflict } from '../../ops/steps/recreate.js';
 import { setExit, type Deps } from '../program.js';
@@ -19,6 +20,7 @@ interface MigrateFlags extends RemapFlags {
   start: boolean;
   stopSource?: boolean;
   project?: string[];
+  dryRun?: boolean;
 }
 
 export function migrateCommand(program: Command, deps: Deps): Command {
@@ -50,6 +52,10 @@ export function migrateCommand(program: Command, deps: Deps): Command {
     )
     .option('--no-start', 'create the containers on the target but do not start them')
     .option(
+      '--dry-run',
+      'print what would be paused, sent (sizes, data paths) and created on the target, and the conflicts; change nothing',
+    )
+    .option(
       '--stop-source',
       'the cutover: stop each source container cleanly before its snapshot and leave it stopped (nothing written to it is left behind; the downtime is the whole transfer)',
     )
@@ -71,6 +77,7 @@ export function migrateCommand(program: Command, deps: Deps): Command {
       `
 Examples:
   ferry migrate web --to ssh://root@newhost
+  ferry migrate web --to ssh://root@newhost --dry-run     # what would move, where, how much
   ferry migrate web db --to ssh://newhost --stop-source
   ferry migrate --project shop --to ssh://newhost --stop-source
   ferry -H ssh://oldhost migrate web --to ssh://newhost
@@ -106,21 +113,35 @@ Examples:
               ...containers,
               ...(await projectContainers(source, flags.project)).filter((n) => !containers.includes(n)),
             ];
-          const res = await migrate(
-            source,
-            target,
-            {
-              containers,
-              consistency: flags.consistency,
-              onConflict: flags.onConflict,
-              start: flags.start,
-              stopSource: !!flags.stopSource,
-              stopTimeout: flags.stopTimeout,
-              wait: flags.wait,
-              ...(remap ? { remap } : {}),
-            },
-            { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
-          );
+          const opts = {
+            containers,
+            consistency: flags.consistency,
+            onConflict: flags.onConflict,
+            start: flags.start,
+            stopSource: !!flags.stopSource,
+            stopTimeout: flags.stopTimeout,
+            wait: flags.wait,
+            ...(remap ? { remap } : {}),
+          };
+          const ctx = { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug };
+          if (flags.dryRun) {
+            // Both engines read, neither changed (ops/migrate-plan.ts).
+            const plan = await planMigrate(source, target, opts, ctx);
+            progress.done();
+            if (g.json)
+              deps.emit('migrate', {
+                ok: true,
+                dryRun: true,
+                source: plan.source,
+                target: plan.target,
+                containers: plan.containers.map((c) => c.name),
+                plan,
+              });
+            else deps.io.stdout.write(migratePlanText(plan));
+            setExit(program, 0);
+            return;
+          }
+          const res = await migrate(source, target, opts, ctx);
           progress.done();
           if (g.json) {
             deps.emit('migrate', {
@@ -149,4 +170,39 @@ Examples:
         source.close();
       }
     });
+}
+
+/** The dry run's plan as text: one line per container, volume, network and bind, then the conflicts. */
+export function migratePlanText(p: MigratePlan): string {
+  const size = (n?: number) => (n === undefined ? 'size unknown' : humanBytes(n));
+  const held = (c: MigratePlan['containers'][number]) =>
+    c.consistency === 'none'
+      ? 'not held still'
+      : c.consistency === 'stop'
+        ? c.stopSource
+          ? 'stopped, and left stopped (--stop-source)'
+          : 'stopped, then started again'
+        : 'paused, then resumed';
+  const lines = [`dry run: nothing was paused, sent or created. migrate from ${p.source} to ${p.target} would:`];
+  for (const c of p.containers)
+    lines.push(
+      `  ${c.name} (${c.state}): ${held(c)} while its layer is committed and its volumes read; image ${c.image} (${size(c.imageBytes)}${c.targetHasImage ? ', already on the target: only the new layer is sent' : ''}); created on the target as ${c.to}${c.replace ? ', replacing the one there' : ''}${c.start ? ', started' : ', not started'}`,
+    );
+  for (const v of p.volumes)
+    lines.push(
+      `  volume ${v.name} -> ${v.to}: ${size(v.rawBytes)}, read by ${v.read}, written by ${v.write}${v.replace ? ', replacing the one there' : v.exists ? ' (exists on the target)' : ''}`,
+    );
+  for (const n of p.networks)
+    lines.push(`  network ${n.name}: ${n.exists ? 'exists on the target' : 'created on the target'}`);
+  for (const b of p.binds)
+    lines.push(`  bind ${b.hostPath} of ${b.container}: must exist on the target (bind data does not travel)`);
+  lines.push(
+    `  in all about ${humanBytes(p.volumeBytes)} of volume data and ${humanBytes(p.imageBytes)} of image layers the target lacks, plus each committed layer`,
+  );
+  if (p.conflicts.length) {
+    lines.push('conflicts (the real run would stop here, before changing anything):');
+    for (const c of p.conflicts) lines.push(`  ${c}`);
+  } else
+    lines.push('no conflicts found (host ports, devices and bind sources on the target are checked by the real run)');
+  return lines.join('\n') + '\n';
 }

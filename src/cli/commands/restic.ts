@@ -8,9 +8,11 @@ import type { Engine } from '../../engine/engine.js';
 import type { Consistency } from '../../ops/steps/capture.js';
 import { resticBackup, type ResticBackupResult } from '../../ops/restic-backup.js';
 import { openResticSnapshot } from '../../ops/restic-restore.js';
-import { resticPrune } from '../../ops/restic-prune.js';
-import { resticVerify } from '../../ops/restic-verify.js';
-import { verifyFailure, verifyText } from './verify.js';
+import { resticPrune, type ResticPruneResult } from '../../ops/restic-prune.js';
+import { resticVerify, type ResticVerifyResult } from '../../ops/restic-verify.js';
+import { reportJson, verifyFailure, verifyText } from './verify.js';
+import { errorJson } from '../json.js';
+import { inspectJson } from './inspect.js';
 import type { KeepPolicy } from '../../plan/retention.js';
 import {
   newestFirst,
@@ -56,6 +58,7 @@ export async function backupToRestic(
     consistency?: Consistency;
     stopTimeout?: number;
     wait?: number;
+    all?: boolean;
     json: boolean;
     quiet: boolean;
   } & Partial<Record<(typeof NOT_YET)[number][0], unknown>>,
@@ -89,25 +92,52 @@ export async function backupToRestic(
     );
     progress.done();
     results.push(res);
-    if (flags.json) deps.io.stdout.write(JSON.stringify(backupJson(res)) + '\n');
-    else if (!flags.quiet)
+    if (!flags.json && !flags.quiet)
       deps.io.stdout.write(
         `backed up ${res.containers.join(', ')} to restic:${res.repository} snapshot ${res.snapshot}: ${humanBytes(res.bytesAdded)} added (${humanBytes(res.bytesProcessed)} read) in ${(res.durationMs / 1000).toFixed(1)}s, paused ${(res.pausedMs / 1000).toFixed(1)}s\n`,
       );
   }
+  // One object for the whole run (docs/json.md): --all lists each container's snapshot under results.
+  if (flags.json)
+    deps.emit(
+      'backup',
+      flags.all
+        ? {
+            ok: true,
+            partial: false,
+            containers: results.flatMap((r) => r.containers),
+            results: results.flatMap((r) =>
+              r.containers.map((container) => ({ container, ok: true, result: resticBackupJson(r) })),
+            ),
+          }
+        : { ok: true, ...resticBackupJson(results[0]!) },
+    );
   return results.map((r) => `backed up ${r.containers.join(', ')} to restic snapshot ${r.snapshot}`).join('; ');
 }
 
-export function backupJson(res: ResticBackupResult) {
+/** A restic repository as a store, and one snapshot of it as a bundle, in the --json names. */
+export const resticStore = (repo: string) => `restic:${repo}`;
+export const resticBundle = (repo: string, snapshot: string) => `restic:${repo}#${snapshot}`;
+/** restic's snapshot times (local offset, nanoseconds) as the schema's createdAt (UTC, milliseconds). */
+const utc = (time: string) => new Date(time).toISOString();
+
+/** One restic backup in the --json schema (docs/json.md, "backup", restic). Pure. */
+export function resticBackupJson(res: ResticBackupResult) {
   return {
-    ok: true,
+    bundle: resticBundle(res.repository, res.snapshot),
     repository: res.repository,
     snapshot: res.snapshot,
     ...(res.parent ? { parent: res.parent } : {}),
+    createdAt: res.manifest.createdAt,
     containers: res.containers,
-    volumes: res.volumes,
-    bytesAdded: res.bytesAdded,
-    bytesProcessed: res.bytesProcessed,
+    volumes: res.volumes.map((v) => v.name),
+    volumeLayouts: res.volumes.map((v) => ({
+      volume: v.name,
+      layout: v.layout,
+      ...(v.reason ? { reason: v.reason } : {}),
+    })),
+    addedBytes: res.bytesAdded,
+    rawBytes: res.bytesProcessed,
     files: res.files,
     pausedMs: res.pausedMs,
     durationMs: res.durationMs,
@@ -155,22 +185,62 @@ export function groupSnapshots(list: ResticSnapshot[]): { host: string; set: str
   return [...groups.values()].sort((a, b) => (a.host + a.set < b.host + b.set ? -1 : 1));
 }
 
+/** `ferry --json ls restic:<repo>` (docs/json.md, "ls"): ferry's snapshots as bundles, oldest first. Pure. */
+export function resticLsJson(repo: string, list: ResticSnapshot[]) {
+  return {
+    store: resticStore(repo),
+    repository: repo,
+    bundles: [...newestFirst(list)].reverse().map((s) => ({
+      bundle: resticBundle(repo, s.short_id),
+      snapshot: s.id,
+      createdAt: utc(s.time),
+      containers: snapshotContainers(s),
+      host: s.hostname,
+      set: snapshotSet(s),
+    })),
+  };
+}
+
 /** `ferry ls restic:<repo>`. */
 export async function lsRestic(location: string, json: boolean, deps: Deps): Promise<void> {
   const loc = parseResticLocation(location);
   const runner = resticRunner(deps);
   await checkRestic(runner);
-  const groups = groupSnapshots(parseSnapshots(await resticText(runner, { args: snapshotsArgs(loc.repo) })));
-  const out = deps.io.stdout;
+  const list = parseSnapshots(await resticText(runner, { args: snapshotsArgs(loc.repo) }));
   if (json) {
-    out.write(JSON.stringify({ repository: loc.repo, groups }) + '\n');
+    deps.emit('ls', { ok: true, ...resticLsJson(loc.repo, list) });
     return;
   }
+  const groups = groupSnapshots(list);
+  const out = deps.io.stdout;
   for (const g of groups) {
     out.write(`${g.host}  ${g.set.split('+').join(', ')}\n`);
     for (const s of g.snapshots)
       out.write(`  ${s.snapshot.slice(0, 8)}  ${s.created.replace(/\.\d+/, '').replace('T', ' ')}\n`);
   }
+}
+
+/** `ferry --json prune restic:<repo>` (docs/json.md, "prune"): snapshots as bundles. Pure. */
+export function resticPruneJson(res: ResticPruneResult) {
+  const entry = (e: ResticPruneResult['kept'][number]) => ({
+    bundle: resticBundle(res.repository, e.snapshot.slice(0, 8)),
+    snapshot: e.snapshot,
+    createdAt: utc(e.created),
+    containers: e.containers,
+    host: e.host,
+    group: e.group,
+    reasons: e.reasons,
+  });
+  return {
+    store: resticStore(res.repository),
+    repository: res.repository,
+    dryRun: res.dryRun,
+    policy: res.policy,
+    kept: res.kept.map(entry),
+    removed: res.removed.map(entry),
+    unreadable: [],
+    failed: [],
+  };
 }
 
 /** `ferry prune restic:<repo> --keep-...`: ferry's rules, then one restic forget --prune. */
@@ -186,7 +256,7 @@ export async function pruneRestic(
   const res = await resticPrune(resticRunner(deps), loc.repo, opts, progress);
   const out = deps.io.stdout;
   if (opts.json) {
-    out.write(JSON.stringify({ ok: true, ...res }) + '\n');
+    deps.emit('prune', { ok: true, ...resticPruneJson(res) });
     return;
   }
   if (opts.quiet) return;
@@ -222,11 +292,33 @@ export async function verifyRestic(
     progress.done();
   }
   const out = deps.io.stdout;
-  if (opts.json) out.write(JSON.stringify(res) + '\n');
+  if (opts.json) deps.emit('verify', resticVerifyJson(res));
   else if (!opts.quiet || !res.ok) {
     out.write(`restic check of ${res.repository}: ok\n`);
     for (const r of res.snapshots) out.write(verifyText(r));
   }
   const bad = res.snapshots.find((r) => !r.ok);
   if (bad) throw verifyFailure(bad);
+}
+
+/** `ferry --json verify restic:<repo>` (docs/json.md, "verify"): a store of snapshots, each checked as a bundle. Pure. */
+export function resticVerifyJson(res: ResticVerifyResult): { ok: boolean } & Record<string, unknown> {
+  const bad = res.snapshots.find((r) => !r.ok);
+  return {
+    ok: !bad,
+    store: resticStore(res.repository),
+    repository: res.repository,
+    bundles: res.snapshots.map(reportJson),
+    ...(bad ? { error: errorJson(verifyFailure(bad)) } : {}),
+  };
+}
+
+/** `ferry --json inspect restic:<repo>#...` (docs/json.md, "inspect"): the snapshot's manifest as a bundle's. */
+export function resticInspectJson(location: string, snap: Awaited<ReturnType<typeof resticSnapshot>>) {
+  const repo = parseResticLocation(location).repo;
+  return {
+    ...inspectJson(snap.manifest, resticBundle(repo, snap.snapshot.short_id)),
+    repository: repo,
+    snapshot: snap.snapshot.id,
+  };
 }
