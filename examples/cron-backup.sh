@@ -59,6 +59,10 @@
 #                          (mode 0600). FERRY_PASSPHRASE (the passphrase itself) also turns
 #                          encryption on. Restoring needs the same passphrase: keep a copy of it
 #                          away from this host, or the bundles are useless after a disaster.
+#   FERRY_SIGN_KEY         sign every bundle with this host's SSH key (a private key file, or
+#                          agent:SHA256:<fingerprint> for a key in ssh-agent), so that a DR host
+#                          restores only what this host wrote, with `ferry restore --trust`: the
+#                          way to share one store among several hosts (examples/dr-restore-trusted.sh)
 #   FERRY_BACKUP_ARGS      more `ferry backup` options, split on spaces, e.g.
 #                          "--include-binds --compress gzip"
 #   FERRY                  the ferry command (default ferry); DOCKER_HOST as for ferry
@@ -130,7 +134,9 @@ set -- "$@" backup --all -o "$BACKUP_DIR" --verify
 # shellcheck disable=SC2086  # FERRY_BACKUP_ARGS is split on purpose
 set -- "$@" ${FERRY_BACKUP_ARGS:-}
 
-log info "starting: ferry backup --all -o $BACKUP_DIR --verify$crypt"
+signed=
+[ -n "${FERRY_SIGN_KEY:-}" ] && signed=" (signed)"   # ferry reads FERRY_SIGN_KEY itself
+log info "starting: ferry backup --all -o $BACKUP_DIR --verify$crypt$signed"
 rc=0
 # --quiet: nothing on success but warnings (bind mounts recorded but not copied, a notify URL
 # that could not be reached, ...); on failure "ferry: error: <container>: ..." lines and a hint.

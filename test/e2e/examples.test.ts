@@ -2,7 +2,8 @@
  * The scripts in examples/ are what operators copy into cron and runbooks: they run here, as
  * written, against the real engines (FERRY points them at this checkout's bin/ferry.js).
  */
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -15,6 +16,7 @@ import {
   exists,
   ferry,
   inspect,
+  removeSnapshots,
   ROOT,
   sh,
   sshHome,
@@ -155,5 +157,118 @@ describe('examples/migrate-host.sh', () => {
     expect(bundle).toBeDefined();
     const v = await ferry(['verify', path.join(safety, bundle!)]);
     expect(v.code, v.stderr).toBe(0);
+  });
+});
+
+describe('two hosts sign into one shared store (cron-backup.sh), a DR host restores with examples/dr-restore-trusted.sh', () => {
+  const id = uid('exsig');
+  const [a, b] = [`${id}-a`, `${id}-b`];
+  const store = path.join(dir, 'shared-store');
+  const keys = path.join(dir, 'sign-keys');
+  const keyOf = (h: string) => path.join(keys, h);
+  const signers = path.join(keys, 'allowed_signers');
+  const pubLine = (k: string) => readFileSync(`${k}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' ');
+  afterAll(() => {
+    for (const host of [ENGINE_A, ENGINE_B]) cleanup(host, { containers: [a, b], volumes: [a, b] });
+    removeSnapshots([a, b]);
+  });
+
+  it('each host signs its nightly bundles with its own key into the store', () => {
+    mkdirSync(store, { mode: 0o700 });
+    mkdirSync(keys);
+    for (const h of ['host-a', 'host-b'])
+      execFileSync('ssh-keygen', ['-t', 'ed25519', '-q', '-N', '', '-C', h, '-f', keyOf(h)]);
+    writeFileSync(signers, `host-a ${pubLine(keyOf('host-a'))}\nhost-b ${pubLine(keyOf('host-b'))}\n`);
+    for (const [c, host] of [
+      [a, ENGINE_A],
+      [b, ENGINE_B],
+    ] as const) {
+      docker(['run', '-d', '--name', c, '--label', `ferry-ex=${id}`, '-v', `${c}:/data`, BUSYBOX, ...SERVICE], {
+        host,
+      });
+      docker(['exec', c, 'sh', '-c', `echo "genuine ${c}" > /data/state`], { host });
+    }
+    for (const [h, host] of [
+      ['host-a', ENGINE_A],
+      ['host-b', ENGINE_B],
+    ] as const) {
+      const r = sh(`sh '${example('cron-backup.sh')}'`, {
+        DOCKER_HOST: host,
+        BACKUP_DIR: store,
+        FERRY_SIGN_KEY: keyOf(h),
+        FERRY_BACKUP_ARGS: `--filter label=ferry-ex=${id}`,
+        PATH: pathWithoutSyslog(),
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/--verify \(signed\)/);
+      expect(r.stderr).toMatch(/done: every running container backed up and verified/);
+    }
+    for (const [c, h] of [
+      [a, 'host-a'],
+      [b, 'host-b'],
+    ]) {
+      const [bundle] = bundlesOf(store, c!);
+      expect(bundle).toBeDefined();
+      // OpenSSH alone accepts each host's signature (principal as allowed_signers names it).
+      const x = path.join(dir, `x-${c}`);
+      mkdirSync(x);
+      execFileSync('tar', ['-xf', path.join(store, bundle!), '-C', x]);
+      execFileSync(
+        'ssh-keygen',
+        ['-Y', 'verify', '-f', signers, '-I', h!, '-n', 'ferry-bundle@ferry', '-s', path.join(x, 'SHA256SUMS.sig')],
+        {
+          input: readFileSync(path.join(x, 'SHA256SUMS')),
+        },
+      );
+    }
+  });
+
+  it('restores each service from its newest trusted bundle, skipping a planted one and refusing a forged one', async () => {
+    const [genuine] = bundlesOf(store, a);
+    // Whoever else can write to the store plants a newer, unsigned bundle of a with other data...
+    docker(['exec', a, 'sh', '-c', 'echo planted > /data/state']);
+    const p = await ferry(['backup', a, '-o', store]);
+    expect(p.code, p.stderr).toBe(0);
+    // ...and a copy of host-a's genuine bundle, dated a year later in its manifest: it still
+    // declares host-a's key, but its signature no longer holds.
+    const bytes = Buffer.from(readFileSync(path.join(store, genuine!)));
+    const at = bytes.indexOf(Buffer.from('"createdAt": "20'));
+    expect(at).toBeGreaterThan(0);
+    bytes[at + 16]! += 1; // 2026 -> 2036: the newest bundle of a
+    writeFileSync(path.join(store, `ferry-${a}-29990101T000000Z.tar`), bytes);
+    expect(bundlesOf(store, a)).toHaveLength(3);
+
+    // The hosts are gone.
+    for (const host of [ENGINE_A, ENGINE_B]) cleanup(host, { containers: [a, b], volumes: [a, b] });
+
+    const r = sh(`sh '${example('dr-restore-trusted.sh')}' '${store}' ${a} ${b}`, {
+      DOCKER_HOST: ENGINE_A,
+      TRUST: signers,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`WARNING: ${a}: skipped \\S+ \\(not signed\\)`));
+    expect(r.stderr).toMatch(
+      new RegExp(`WARNING: ${a}: REFUSED \\S+29990101T000000Z.tar: its signature does not hold`),
+    );
+    expect(r.stderr).toMatch(new RegExp(`${a}: restoring \\S+${genuine} \\(signed by host-a\\)`));
+    expect(r.stderr).toMatch(new RegExp(`${b}: restoring \\S+ \\(signed by host-b\\)`));
+    expect(r.stderr).toMatch(/done: .* restored from trusted bundles/);
+    for (const c of [a, b]) {
+      expect(inspect('container', c).State.Running).toBe(true);
+      expect(docker(['exec', c, 'cat', '/data/state'])).toBe(`genuine ${c}`);
+    }
+  });
+
+  it('a container whose bundles no trusted key signed is not restored (exit 11)', () => {
+    cleanup(ENGINE_A, { containers: [b], volumes: [b] });
+    const onlyA = path.join(keys, 'only-host-a');
+    writeFileSync(onlyA, `host-a ${pubLine(keyOf('host-a'))}\n`);
+    const r = sh(`sh '${example('dr-restore-trusted.sh')}' '${store}' ${b}`, { DOCKER_HOST: ENGINE_A, TRUST: onlyA });
+    expect(r.code, r.stderr).toBe(11);
+    expect(r.stderr).toMatch(
+      new RegExp(`${b}: skipped \\S+ \\(signed by SHA256:\\S+, not in the allowed_signers file\\)`),
+    );
+    expect(exists('container', b)).toBe(false);
+    expect(exists('volume', b)).toBe(false);
   });
 });
