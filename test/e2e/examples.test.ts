@@ -11,11 +11,14 @@ import {
   BUSYBOX,
   cleanup,
   docker,
+  DOCKER_20,
+  DOCKER_26_CONTAINERD,
   ENGINE_A,
   ENGINE_B,
   exists,
   ferry,
   inspect,
+  PODMAN,
   removeSnapshots,
   ROOT,
   sh,
@@ -270,5 +273,80 @@ describe('two hosts sign into one shared store (cron-backup.sh), a DR host resto
     );
     expect(exists('container', b)).toBe(false);
     expect(exists('volume', b)).toBe(false);
+  });
+});
+
+describe('a fleet backs up nightly into one restic repository (cron-backup.sh), and a fourth engine restores any of them', () => {
+  const id = uid('exfleet');
+  const hosts = [
+    [`${id}-a`, DOCKER_20],
+    [`${id}-b`, ENGINE_B],
+    [`${id}-c`, DOCKER_26_CONTAINERD],
+  ] as const;
+  const names = hosts.map(([c]) => c);
+  const repo = path.join(dir, 'fleet-repo');
+  const resticEnv = { RESTIC_PASSWORD: 'fleet-secret', RESTIC_CACHE_DIR: path.join(dir, 'fleet-cache') };
+  const snapshotsOf = (container: string) =>
+    (
+      JSON.parse(
+        execFileSync('restic', ['-r', repo, 'snapshots', '--json', '--tag', `ferry-set=${container}`], {
+          env: { ...process.env, ...resticEnv },
+          encoding: 'utf8',
+        }),
+      ) ?? []
+    ).map((s: { short_id: string }) => s.short_id) as string[];
+  const night = (container: string, host: string) =>
+    sh(`sh '${example('cron-backup.sh')}'`, {
+      ...resticEnv,
+      DOCKER_HOST: host,
+      BACKUP_DIR: `restic:${repo}`,
+      FERRY_BACKUP_ARGS: `--filter label=ferry-fleet=${container}`,
+      PATH: pathWithoutSyslog(),
+    });
+  afterAll(() => {
+    for (const [c, host] of hosts) cleanup(host, { containers: [c], volumes: [c] });
+    cleanup(PODMAN, { containers: names, volumes: names });
+    removeSnapshots(names, [DOCKER_20, ENGINE_B, DOCKER_26_CONTAINERD]);
+  });
+
+  it('three engines back up into the repository each night, verified and rotated', () => {
+    execFileSync('restic', ['-r', repo, 'init'], { env: { ...process.env, ...resticEnv }, stdio: 'ignore' });
+    for (const [c, host] of hosts) {
+      docker(['run', '-d', '--name', c, '--label', `ferry-fleet=${c}`, '-v', `${c}:/data`, BUSYBOX, ...SERVICE], {
+        host,
+      });
+      docker(['exec', c, 'sh', '-c', `echo "night one on ${c}" > /data/journal`], { host });
+    }
+    for (const [c, host] of hosts) {
+      const r = night(c, host);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/verified: restic check and the newest snapshots/);
+      expect(r.stderr).toMatch(/done: every running container backed up and verified/);
+      expect(snapshotsOf(c)).toHaveLength(1);
+    }
+    // The second night of the first host: one more snapshot, and the rotation keeps the newer.
+    const [c, host] = hosts[0];
+    const [first] = snapshotsOf(c);
+    docker(['exec', c, 'sh', '-c', 'echo "night two" >> /data/journal'], { host });
+    const r = night(c, host);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/prune: 1 snapshot removed/);
+    const left = snapshotsOf(c);
+    expect(left).toHaveLength(1);
+    expect(left[0]).not.toBe(first);
+    // The other hosts' snapshots are untouched by it.
+    for (const [other] of hosts.slice(1)) expect(snapshotsOf(other)).toHaveLength(1);
+  });
+
+  it('restores any of them onto a fourth engine (Podman), with its data', async () => {
+    for (const [c] of hosts.slice(0, 2)) {
+      const r = await ferry(['-H', PODMAN, 'restore', `restic:${repo}#${c}`], { env: resticEnv });
+      expect(r.code, `${c}: ${r.stderr}`).toBe(0);
+      expect(inspect('container', c, PODMAN).State.Running).toBe(true);
+    }
+    expect(docker(['exec', names[0]!, 'cat', '/data/journal'], { host: PODMAN })).toBe(
+      `night one on ${names[0]}\nnight two`,
+    );
+    expect(docker(['exec', names[1]!, 'cat', '/data/journal'], { host: PODMAN })).toBe(`night one on ${names[1]}`);
   });
 });
