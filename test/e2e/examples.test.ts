@@ -21,10 +21,13 @@ import {
   PODMAN,
   removeSnapshots,
   ROOT,
+  S3,
+  s3Env,
   sh,
   sshHome,
   uid,
 } from '../helpers/lab.js';
+import { s3Clean } from '../helpers/s3.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-examples-'));
 const example = (name: string) => path.join(ROOT, 'examples', name);
@@ -348,5 +351,41 @@ describe('a fleet backs up nightly into one restic repository (cron-backup.sh), 
       `night one on ${names[0]}\nnight two`,
     );
     expect(docker(['exec', names[1]!, 'cat', '/data/journal'], { host: PODMAN })).toBe(`night one on ${names[1]}`);
+  });
+
+  it("the same nightly job into a restic repository on the lab's S3 server: verified, rotated, restorable", async () => {
+    const prefix = uid('e2e-restic-s3');
+    const s3Repo = `s3:${S3.endpoint}/${S3.bucket}/${prefix}`;
+    const env = { ...resticEnv, ...s3Env(), RESTIC_CACHE_DIR: path.join(dir, 's3-cache') };
+    try {
+      execFileSync('restic', ['-r', s3Repo, 'init'], { env: { ...process.env, ...env }, stdio: 'ignore' });
+      const [c, host] = hosts[1];
+      const run = () =>
+        sh(`sh '${example('cron-backup.sh')}'`, {
+          ...env,
+          DOCKER_HOST: host,
+          BACKUP_DIR: `restic:${s3Repo}`,
+          FERRY_BACKUP_ARGS: `--filter label=ferry-fleet=${c}`,
+          PATH: pathWithoutSyslog(),
+        });
+      const first = run();
+      expect(first.code, first.stderr).toBe(0);
+      expect(first.stderr).toMatch(/verified: restic check and the newest snapshots/);
+      docker(['exec', c, 'sh', '-c', 'echo "night two" >> /data/journal'], { host });
+      const second = run();
+      expect(second.code, second.stderr).toBe(0);
+      expect(second.stderr).toMatch(/prune: 1 snapshot removed/);
+      const ls = await ferry(['--json', 'ls', `restic:${s3Repo}`], { env });
+      expect(ls.code, ls.stderr).toBe(0);
+      expect(
+        JSON.parse(ls.stdout).groups.map((g: { set: string; snapshots: unknown[] }) => [g.set, g.snapshots.length]),
+      ).toEqual([[c, 1]]);
+      cleanup(PODMAN, { containers: [c], volumes: [c] });
+      const r = await ferry(['-H', PODMAN, 'restore', `restic:${s3Repo}#${c}`], { env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(docker(['exec', c, 'cat', '/data/journal'], { host: PODMAN })).toBe(`night one on ${c}\nnight two`);
+    } finally {
+      await s3Clean(prefix);
+    }
   });
 });
