@@ -76,7 +76,7 @@ refused_any=0
 for c in "$@"; do
   list=$(candidates "$c")
   printf '%s\n' "$list" | while read -r what bundle why; do
-    [ "$what" = skip ] && log "WARNING: $c: skipped $bundle ($why)"
+    if [ "$what" = skip ]; then log "WARNING: $c: skipped $bundle ($why)"; fi
   done
   restored=0
   for bundle in $(printf '%s\n' "$list" | awk '$1 == "trusted" { print $2 }'); do
@@ -101,5 +101,5 @@ for c in "$@"; do
     exit 11
   fi
 done
-[ "$refused_any" = 1 ] && log "WARNING: some bundles were refused: someone wrote to $STORE who should not have"
+if [ "$refused_any" = 1 ]; then log "WARNING: some bundles were refused: someone wrote to $STORE who should not have"; fi
 log "done: $* restored from trusted bundles"

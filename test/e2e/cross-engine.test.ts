@@ -159,7 +159,9 @@ describe('migrate between Docker 20.10 (overlay2) and Docker 26 (containerd imag
     // A top layer engine C has not seen (the first test sent the one before).
     docker(['exec', name, 'sh', '-c', 'echo over-ssh > /ssh.txt'], { host: DOCKER_20 });
     const { home } = sshHome(mkdtempSync(path.join(tmpdir(), 'ferry-xeng-ssh-')));
-    expect(sh(`ssh ctrdhost "docker info --format '{{.DockerRootDir}}'"`, { HOME: home }).stdout.trim()).toBe(
+    // OpenSSH reads the passwd entry's home, not $HOME: the config is named (ferry reads $HOME's).
+    const cfg = path.join(home, '.ssh', 'config');
+    expect(sh(`ssh -F '${cfg}' ctrdhost "docker info --format '{{.DockerRootDir}}'"`).stdout.trim()).toBe(
       '/var/lib/docker-c',
     );
     const r = await ferry(['-H', DOCKER_20, 'migrate', name, '--to', 'ssh://ctrdhost', '--json'], {
