@@ -5,6 +5,7 @@
 #   registry  127.0.0.1:5000                       (Debian's docker-registry)
 #   sshd      127.0.0.1:2222, whose sessions see engine B's socket at /var/run/docker.sock
 #             (and 127.0.0.1:2223, the same with socket forwarding refused)
+#   sshd      127.0.0.1:2224, whose sessions see engine C's socket at /var/run/docker.sock
 #   podman    unix:///run/podman/podman.sock       (Podman's Docker-compatible API, rootful)
 #   engine C  unix:///var/run/docker-c.sock        (Docker 26.1.5 from Debian trixie, containerd image
 #             store, own containerd, bridge docker2, address pool 172.29.0.0/16)
@@ -195,8 +196,37 @@ if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222' 2>/dev/null; then
   setsid nohup unshare --mount sh -c "mount --make-rprivate / && touch /var/run/docker.sock 2>/dev/null; mount --bind /var/run/docker-b.sock /var/run/docker.sock && exec /usr/sbin/sshd -D -e -f $LAB/ssh/sshd_config" >"$LAB/sshd.log" 2>&1 < /dev/null &
   wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222' || { cat "$LAB/sshd.log" >&2; exit 1; }
 fi
+# --- sshd reaching engine C (Docker 26, containerd image store): 127.0.0.1:2224
+# The same setup as above, in a mount namespace of its own where engine C's socket is
+# bind-mounted over /var/run/docker.sock: an ssh:// host whose engine is the containerd store.
+# Started again when its sessions no longer reach engine C (an engine restart replaces or unlinks
+# the socket, and the bind mount goes stale or is detached).
+cat >"$LAB/ssh/sshd_c_config" <<CFG
+Port 2224
+ListenAddress 127.0.0.1
+HostKey $LAB/ssh/host_ed25519
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+AllowStreamLocalForwarding yes
+Subsystem sftp internal-sftp
+PidFile $LAB/ssh/sshd-c.pid
+MaxStartups 10:30:100
+CFG
+if [ -s "$LAB/ssh/sshd-c.pid" ] && bash -c 'exec 3<>/dev/tcp/127.0.0.1/2224' 2>/dev/null &&
+  [ "$(nsenter -t "$(cat "$LAB/ssh/sshd-c.pid")" -m stat -L -c %i /var/run/docker.sock 2>/dev/null)" != "$(stat -L -c %i /var/run/docker-c.sock)" ]; then
+  log "restarting sshd on :2224 (its sessions no longer reach engine C)"
+  kill "$(cat "$LAB/ssh/sshd-c.pid")" 2>/dev/null || true
+  wait_for 20 sh -c '! bash -c "exec 3<>/dev/tcp/127.0.0.1/2224" 2>/dev/null'
+fi
+if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/2224' 2>/dev/null; then
+  log "starting sshd on 127.0.0.1:2224 (engine C at /var/run/docker.sock inside)"
+  setsid nohup unshare --mount sh -c "mount --make-rprivate / && touch /var/run/docker.sock 2>/dev/null; mount --bind /var/run/docker-c.sock /var/run/docker.sock && exec /usr/sbin/sshd -D -e -f $LAB/ssh/sshd_c_config" >"$LAB/sshd-c.log" 2>&1 < /dev/null &
+  wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2224' || { cat "$LAB/sshd-c.log" >&2; exit 1; }
+fi
 # known_hosts for the lab host, in OpenSSH's bracketed form for a non-22 port
-printf '[127.0.0.1]:%s %s\n' 2222 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" 2223 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" > "$LAB/ssh/known_hosts"
+printf '[127.0.0.1]:%s %s\n' 2222 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" 2223 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" 2224 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" > "$LAB/ssh/known_hosts"
 
 # --- Podman's Docker-compatible API service
 # Podman gives containers nofile/nproc limits above what this machine's root may set; cap them.

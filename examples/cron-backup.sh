@@ -51,6 +51,14 @@
 #                          or a bucket and prefix, s3://bucket/host1 (off-site; credentials
 #                          from AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, another
 #                          S3 server with AWS_ENDPOINT_URL_S3 or s3+https://host/bucket/prefix)
+#                          or a restic repository, restic:/srv/restic or restic:sftp:..., restic:s3:...
+#                          (one snapshot per container set; only what changed is added; restic's
+#                          password and backend settings from its own environment,
+#                          RESTIC_PASSWORD_FILE, ...; the repository must exist: restic init).
+#                          Several hosts may back up into one repository. There the backup
+#                          itself is not --verify'd: `ferry verify restic:...` runs after it
+#                          (restic check, and the newest snapshot of each host and set read back
+#                          and checked), then prune (restic forget --prune with these rules)
 #   KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY
 #                          rotation (defaults 7, 4, 6; 0 leaves a rule out; at least one > 0)
 #   FERRY_NOTIFY_URL       dead-man's switch, e.g. https://hc-ping.com/<uuid>: ferry POSTs to
@@ -59,6 +67,10 @@
 #                          (mode 0600). FERRY_PASSPHRASE (the passphrase itself) also turns
 #                          encryption on. Restoring needs the same passphrase: keep a copy of it
 #                          away from this host, or the bundles are useless after a disaster.
+#   FERRY_SIGN_KEY         sign every bundle with this host's SSH key (a private key file, or
+#                          agent:SHA256:<fingerprint> for a key in ssh-agent), so that a DR host
+#                          restores only what this host wrote, with `ferry restore --trust`: the
+#                          way to share one store among several hosts (examples/dr-restore-trusted.sh)
 #   FERRY_BACKUP_ARGS      more `ferry backup` options, split on spaces, e.g.
 #                          "--include-binds --compress gzip"
 #   FERRY                  the ferry command (default ferry); DOCKER_HOST as for ferry
@@ -124,13 +136,21 @@ if [ -n "${FERRY_PASSPHRASE_FILE:-}" ]; then
 elif [ -n "${FERRY_PASSPHRASE:-}" ]; then
   crypt=" (encrypted)"
 fi
-set -- "$@" backup --all -o "$BACKUP_DIR" --verify
+restic_repo=0
+verify=--verify
+case $BACKUP_DIR in
+  restic:*) restic_repo=1 verify= ;; # checked after the backup instead (ferry verify restic:...)
+esac
+# shellcheck disable=SC2086  # $verify is empty or one word
+set -- "$@" backup --all -o "$BACKUP_DIR" $verify
 [ -n "$crypt" ] && set -- "$@" --encrypt
 [ -n "${FERRY_NOTIFY_URL:-}" ] && set -- "$@" --notify-url "$FERRY_NOTIFY_URL"
 # shellcheck disable=SC2086  # FERRY_BACKUP_ARGS is split on purpose
 set -- "$@" ${FERRY_BACKUP_ARGS:-}
 
-log info "starting: ferry backup --all -o $BACKUP_DIR --verify$crypt"
+signed=
+[ -n "${FERRY_SIGN_KEY:-}" ] && signed=" (signed)"   # ferry reads FERRY_SIGN_KEY itself
+log info "starting: ferry backup --all -o $BACKUP_DIR${verify:+ $verify}$crypt$signed"
 rc=0
 # --quiet: nothing on success but warnings (bind mounts recorded but not copied, a notify URL
 # that could not be reached, ...); on failure "ferry: error: <container>: ..." lines and a hint.
@@ -157,6 +177,20 @@ case $rc in
     ;;
 esac
 
+# --- 1b. a restic repository: restic check, and the newest snapshots read back and checked.
+# A repository that fails it is not pruned (its older snapshots may be what is left to restore).
+if [ "$restic_repo" = 1 ]; then
+  vrc=0
+  $FERRY --quiet verify "$BACKUP_DIR" >"$out" 2>&1 || vrc=$?
+  if [ "$vrc" != 0 ]; then
+    log_lines err "$out"
+    log err "FAILED: ferry verify $BACKUP_DIR exited with code $vrc after the backup; nothing was pruned"
+    mail_failure "ferry verify of the restic repository failed with exit code $vrc" "$out"
+    exit "$vrc"
+  fi
+  log info "verified: restic check and the newest snapshots of $BACKUP_DIR read back"
+fi
+
 # --- 2. rotation, also after a partial backup (the containers that failed keep their bundles:
 # prune never removes a container's newest bundle, and only counts days that have one).
 set --
@@ -182,7 +216,7 @@ fi
 # Bundles that failed --verify are kept for inspection (ls and prune ignore them): say so.
 # (On an ssh:// or s3:// store the failure itself was logged above; this count is for local stores.)
 case $BACKUP_DIR in
-  ssh://* | s3://* | s3+http://* | s3+https://*) corrupt=0 ;;
+  ssh://* | s3://* | s3+http://* | s3+https://* | restic:*) corrupt=0 ;;
   *) corrupt=$(find "$BACKUP_DIR" -maxdepth 1 -name 'ferry-*.tar.corrupt' 2>/dev/null | wc -l) ;;
 esac
 [ "$corrupt" -gt 0 ] && log warning "$corrupt bundle(s) failed verification and were kept as $BACKUP_DIR/*.tar.corrupt; look at them, then delete them"

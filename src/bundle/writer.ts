@@ -27,6 +27,7 @@ import {
   sha256sums,
   signedSums,
   type ImageFacts,
+  type ManifestSignature,
   type Manifest,
   type Trailer,
   type TrailerMember,
@@ -70,11 +71,22 @@ export class BundleWriter {
   /** The manifest's bytes as they stand in the bundle (after any patch): what SHA256SUMS lists when signed. */
   private manifestWritten?: Buffer;
 
-  /** `signer`: sign the bundle (SHA256SUMS.sig); the manifest declares its key. */
+  /**
+   * `signer`: sign the bundle (SHA256SUMS.sig); the manifest declares its key. `signature`: a
+   * signature made earlier over the same SHA256SUMS, written as it is (a bundle rebuilt from a
+   * restic snapshot, which was signed when it was first read back). `finishedAt`: the trailer's
+   * time, for a bundle that must come out byte for byte the same each time it is rebuilt.
+   * `onSigned`: is given SHA256SUMS.sig's text once it is written.
+   */
   constructor(
     private readonly sink: BundleSink,
     private readonly manifest: Manifest,
-    private readonly opts: { signer?: Signer } = {},
+    private readonly opts: {
+      signer?: Signer;
+      signature?: { declared: ManifestSignature; text: string };
+      finishedAt?: string;
+      onSigned?: (signature: string) => void;
+    } = {},
   ) {}
 
   get location() {
@@ -102,6 +114,7 @@ export class BundleWriter {
         key: publicKeyLine(signer.publicKey),
         fingerprint: fingerprint(signer.publicKey),
       };
+    else if (this.opts.signature) this.manifest.signature = { ...this.opts.signature.declared };
     this.manifestAt = this.sink.seekable ? this.sink.position + BLOCK : undefined;
     this.manifestRoom =
       manifestText(this.manifest).length + (this.sink.seekable ? RAW_SIZE_ROOM * this.manifest.members.length : 0);
@@ -318,7 +331,7 @@ export class BundleWriter {
       format: FORMAT,
       formatVersion: FORMAT_VERSION,
       complete: true,
-      finishedAt: new Date().toISOString(),
+      finishedAt: this.opts.finishedAt ?? new Date().toISOString(),
       members: this.written,
       images: this.images,
     };
@@ -326,11 +339,13 @@ export class BundleWriter {
     const trailerBytes = Buffer.from(JSON.stringify(trailer, null, 2) + '\n');
     await this.entry(TRAILER_MEMBER, trailerBytes);
     const signer = this.opts.signer;
-    if (signer) {
+    if (signer || this.opts.signature) {
       const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
       const sums = Buffer.from(signedSums(sha(this.manifestWritten!), trailer, sha(trailerBytes)));
       await this.entry(SUMS_MEMBER, sums);
-      await this.entry(SIG_MEMBER, Buffer.from(await signMessage(signer, sums, BUNDLE_NAMESPACE)));
+      const text = signer ? await signMessage(signer, sums, BUNDLE_NAMESPACE) : this.opts.signature!.text;
+      await this.entry(SIG_MEMBER, Buffer.from(text));
+      this.opts.onSigned?.(text);
     } else {
       await this.entry(SUMS_MEMBER, Buffer.from(sha256sums(trailer)));
     }

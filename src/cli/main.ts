@@ -21,6 +21,7 @@ import { SshPool } from '../ssh/client.js';
 import { askSecret } from './prompt.js';
 import { hostAccessFor, hostEnv } from '../hostaccess/access.js';
 import { createDebug, debugWanted, engineCalls } from '../util/debug.js';
+import { stopResticRuns } from '../store/restic/runner.js';
 
 export interface Io {
   stdout: NodeJS.WriteStream;
@@ -181,6 +182,7 @@ export async function main(
   } finally {
     clearTimeout(pipeTimer);
     await pool?.closeAll();
+    await stopResticRuns(); // a restic left running would leave its lock in the repository
     if (debug) engineCalls.hook = undefined;
     process.off('unhandledRejection', onUnhandled);
     for (const off of handlers) off();

@@ -12,6 +12,8 @@ import {
   snapshotContainers,
   snapshotsArgs,
   forgetArgs,
+  signedSnapshot,
+  SIG_TAG,
   type ResticSnapshot,
 } from '../store/restic/layout.js';
 import { checkRestic, resticText, type ResticRunner } from '../store/restic/runner.js';
@@ -64,6 +66,11 @@ export function resticRetention(
   return { kept, removed };
 }
 
+/** The signature snapshots that sign none of the snapshots kept: removed with the rest. Pure. */
+export function signaturesOf(sigs: ResticSnapshot[], kept: string[]): string[] {
+  return sigs.filter((s) => !kept.includes(signedSnapshot(s) ?? '')).map((s) => s.id);
+}
+
 export async function resticPrune(
   runner: ResticRunner,
   repo: string,
@@ -79,12 +86,14 @@ export async function resticPrune(
   const list = parseSnapshots(await resticText(runner, { args: snapshotsArgs(repo) }));
   const { kept, removed } = resticRetention(list, opts.policy);
   if (!opts.dryRun && removed.length) {
+    // The signatures of the snapshots removed (and of any already gone) go with them.
+    const sigs = signaturesOf(
+      parseSnapshots(await resticText(runner, { args: snapshotsArgs(repo, { tags: [SIG_TAG] }) })),
+      kept.map((k) => k.snapshot),
+    );
     progress.step(`restic forget --prune (${removed.length} snapshot${removed.length === 1 ? '' : 's'})`);
     await resticText(runner, {
-      args: forgetArgs(
-        repo,
-        removed.map((r) => r.snapshot),
-      ),
+      args: forgetArgs(repo, [...removed.map((r) => r.snapshot), ...sigs]),
     });
   }
   return { repository: repo, dryRun: opts.dryRun, policy: opts.policy, kept, removed };

@@ -7,7 +7,8 @@
  */
 import { PassThrough, type Readable } from 'node:stream';
 import { BundleWriter } from '../bundle/writer.js';
-import { parseManifest, type Manifest } from '../bundle/manifest.js';
+import { parseManifest, type Manifest, type ManifestSignature } from '../bundle/manifest.js';
+import { fingerprint, parseSignature, publicKeyLine, type Signer } from '../bundle/sshsig.js';
 import { NotFoundError, UsageError } from '../errors.js';
 import type { Progress } from '../context.js';
 import { StreamStore } from '../store/stream.js';
@@ -15,10 +16,13 @@ import type { Transport } from '../store/transport.js';
 import {
   LAYOUT_FILE,
   MANIFEST_FILE,
+  SIG_FILE,
   checkLayout,
   dumpArgs,
   lsArgs,
+  newestFirst,
   parseSnapshots,
+  signatureTags,
   selectSnapshot,
   snapshotsArgs,
   type Layout,
@@ -30,10 +34,19 @@ import { checkRestic, resticText, type ResticRunner } from '../store/restic/runn
 
 export interface ResticSnapshotBundle {
   snapshot: ResticSnapshot;
+  /** The snapshot's manifest; with the signing key declared when the snapshot is signed. */
   manifest: Manifest;
   layout: Layout;
-  /** The snapshot as one bundle location (read once, like stdin). */
+  /** The snapshot's signature (its signature snapshot), when it has one. */
+  signature?: SnapshotSignature;
+  /** The snapshot as a bundle location: each opening reads it again with restic dump. */
   transport: Transport;
+}
+
+/** A signed snapshot's SHA256SUMS.sig, and the key declaration the rebuilt manifest carries. */
+export interface SnapshotSignature {
+  declared: ManifestSignature;
+  text: string;
 }
 
 /** Find the snapshot a location names and read its manifest and layout (nothing else yet). */
@@ -59,20 +72,59 @@ export async function openResticSnapshot(
     if (err instanceof UsageError) throw err;
     throw new UsageError(`snapshot ${snap.short_id} has no readable ${LAYOUT_FILE}: ${(err as Error).message}`);
   }
+  const signature = await snapshotSignature(runner, loc.repo, snap, progress);
   const where = `restic:${loc.repo}#${snap.short_id}`;
-  let opened = false;
+  // Rereadable: restore --trust (and --on-conflict replace) reads the whole bundle once before
+  // it changes anything, then again to restore it; each reading runs restic dump anew.
   const transport: Transport = {
     describe: () => where,
-    rereadable: false,
+    rereadable: true,
     createBundle: () => Promise.reject(new UsageError(`${where} is read here, not written`)),
-    openBundle: async () => {
-      if (opened) throw new UsageError(`${where} can be read only once per run`);
-      opened = true;
-      return { stream: snapshotBundle(runner, loc.repo, snap.id, manifest, layout, progress), location: where };
-    },
+    openBundle: async () => ({
+      stream: snapshotBundle(runner, loc.repo, snap.id, manifest, layout, progress, signature ? { signature } : {}),
+      location: where,
+    }),
     close: async () => {},
   };
-  return { snapshot: snap, manifest, layout, transport };
+  return {
+    snapshot: snap,
+    manifest: signature ? { ...manifest, signature: signature.declared } : manifest,
+    layout,
+    ...(signature ? { signature } : {}),
+    transport,
+  };
+}
+
+/**
+ * The signature of a snapshot, from the newest signature snapshot that names it (layout.ts);
+ * undefined when there is none. What it is worth is decided by the bundle reader, as for any
+ * signed bundle: here it is only read.
+ */
+async function snapshotSignature(
+  runner: ResticRunner,
+  repo: string,
+  snap: ResticSnapshot,
+  progress: Progress,
+): Promise<SnapshotSignature | undefined> {
+  const sigs = newestFirst(
+    parseSnapshots(await resticText(runner, { args: snapshotsArgs(repo, { tags: signatureTags(snap.id) }) })),
+  );
+  const s = sigs[0];
+  if (!s) return undefined;
+  const text = await resticText(runner, { args: dumpArgs(repo, s.id, SIG_FILE) });
+  try {
+    const parsed = parseSignature(text);
+    const key = parsed.publicKey.blob;
+    return {
+      declared: { namespace: parsed.namespace, key: publicKeyLine(key), fingerprint: fingerprint(key) },
+      text,
+    };
+  } catch (err) {
+    progress.warn(
+      `the signature snapshot ${s.short_id} of ${snap.short_id} holds no SSH signature (${(err as Error).message}): the snapshot reads as unsigned`,
+    );
+    return undefined;
+  }
 }
 
 /** One member's archive, from the snapshot. */
@@ -103,7 +155,11 @@ function memberStream(runner: ResticRunner, repo: string, snap: string, layout: 
   return gate;
 }
 
-/** The bundle stream of a snapshot. */
+/**
+ * The bundle stream of a snapshot. It comes out byte for byte the same each time (the trailer's
+ * time is the manifest's), so that a signature made over it once (`sign`, when a signed backup
+ * reads its snapshot back) holds every time it is rebuilt (`signature`).
+ */
 export function snapshotBundle(
   runner: ResticRunner,
   repo: string,
@@ -111,11 +167,20 @@ export function snapshotBundle(
   manifest: Manifest,
   layout: Layout,
   progress: Progress,
+  sig: { signature?: SnapshotSignature; sign?: { signer: Signer; onSigned: (text: string) => void } } = {},
 ): Readable {
   const pipe = new PassThrough({ highWaterMark: 1 << 20 });
   void (async () => {
     const sink = await new StreamStore(pipe).create(`restic-${snap.slice(0, 8)}.tar`);
-    const writer = new BundleWriter(sink, { ...manifest, members: manifest.members.map((m) => ({ ...m })) });
+    const writer = new BundleWriter(
+      sink,
+      { ...manifest, members: manifest.members.map((m) => ({ ...m })) },
+      {
+        finishedAt: manifest.createdAt,
+        ...(sig.sign ? { signer: sig.sign.signer, onSigned: sig.sign.onSigned } : {}),
+        ...(sig.signature ? { signature: sig.signature } : {}),
+      },
+    );
     await writer.begin();
     for (const i of layout.images) writer.recordImage(i.facts);
     for (const m of manifest.members) {

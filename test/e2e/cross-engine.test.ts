@@ -4,6 +4,9 @@
  * the image's base layers (a shared base image): the container, its writable layer and its volume
  * arrive, and so does everything that makes it the same service, in both directions.
  */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   BUSYBOX,
@@ -16,6 +19,7 @@ import {
   inspect,
   removeSnapshots,
   sh,
+  sshHome,
   uid,
   volumeListing,
   waitFor,
@@ -148,6 +152,33 @@ describe('migrate between Docker 20.10 (overlay2) and Docker 26 (containerd imag
     expect(volumeListing(vol, DOCKER_20)).toBe(listing);
     expect(inspect('container', name, DOCKER_20).State.Running).toBe(true);
     expect(docker(['exec', name, 'cat', '/top.txt', '/base.txt'], { host: DOCKER_20 })).toBe('layer\nbase');
+  });
+
+  it('20.10 -> ssh:// whose engine is the containerd store: the content store read over SSH', async () => {
+    cleanup(DOCKER_26_CONTAINERD, { containers: [name], volumes: [vol] });
+    // A top layer engine C has not seen (the first test sent the one before).
+    docker(['exec', name, 'sh', '-c', 'echo over-ssh > /ssh.txt'], { host: DOCKER_20 });
+    const { home } = sshHome(mkdtempSync(path.join(tmpdir(), 'ferry-xeng-ssh-')));
+    // OpenSSH reads the passwd entry's home, not $HOME: the config is named (ferry reads $HOME's).
+    const cfg = path.join(home, '.ssh', 'config');
+    expect(sh(`ssh -F '${cfg}' ctrdhost "docker info --format '{{.DockerRootDir}}'"`).stdout.trim()).toBe(
+      '/var/lib/docker-c',
+    );
+    const r = await ferry(['-H', DOCKER_20, 'migrate', name, '--to', 'ssh://ctrdhost', '--json'], {
+      env: { HOME: home },
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as Shipped;
+    expect(res.dataPaths.images[0]!.target).toEqual({ path: 'content-store' });
+    expect(res.skippedLayers).toBe(res.totalLayers - 1);
+    expect(res.imageBytes).toBeLessThan((inspect('image', base, DOCKER_20).Size as number) / 2);
+    expect(savesWhole(name, DOCKER_26_CONTAINERD)).toEqual({ layers: res.totalLayers, missing: [] });
+    expect(settings(name, DOCKER_26_CONTAINERD)).toEqual(original);
+    expect(volumeListing(vol, DOCKER_26_CONTAINERD)).toBe(listing);
+    expect(inspect('container', name, DOCKER_26_CONTAINERD).State.Running).toBe(true);
+    expect(docker(['exec', name, 'cat', '/ssh.txt', '/top.txt', '/base.txt'], { host: DOCKER_26_CONTAINERD })).toBe(
+      'over-ssh\nlayer\nbase',
+    );
   });
 });
 

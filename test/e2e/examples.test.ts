@@ -2,7 +2,8 @@
  * The scripts in examples/ are what operators copy into cron and runbooks: they run here, as
  * written, against the real engines (FERRY points them at this checkout's bin/ferry.js).
  */
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -10,16 +11,23 @@ import {
   BUSYBOX,
   cleanup,
   docker,
+  DOCKER_20,
+  DOCKER_26_CONTAINERD,
   ENGINE_A,
   ENGINE_B,
   exists,
   ferry,
   inspect,
+  PODMAN,
+  removeSnapshots,
   ROOT,
+  S3,
+  s3Env,
   sh,
   sshHome,
   uid,
 } from '../helpers/lab.js';
+import { s3Clean } from '../helpers/s3.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-examples-'));
 const example = (name: string) => path.join(ROOT, 'examples', name);
@@ -195,5 +203,229 @@ describe('examples/migrate-host.sh', () => {
     expect(bundle).toBeDefined();
     const v = await ferry(['verify', path.join(safety, bundle!)]);
     expect(v.code, v.stderr).toBe(0);
+  });
+});
+
+describe('two hosts sign into one shared store (cron-backup.sh), a DR host restores with examples/dr-restore-trusted.sh', () => {
+  const id = uid('exsig');
+  const [a, b] = [`${id}-a`, `${id}-b`];
+  const store = path.join(dir, 'shared-store');
+  const keys = path.join(dir, 'sign-keys');
+  const keyOf = (h: string) => path.join(keys, h);
+  const signers = path.join(keys, 'allowed_signers');
+  const pubLine = (k: string) => readFileSync(`${k}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' ');
+  afterAll(() => {
+    for (const host of [ENGINE_A, ENGINE_B]) cleanup(host, { containers: [a, b], volumes: [a, b] });
+    removeSnapshots([a, b]);
+  });
+
+  it('each host signs its nightly bundles with its own key into the store', () => {
+    mkdirSync(store, { mode: 0o700 });
+    mkdirSync(keys);
+    for (const h of ['host-a', 'host-b'])
+      execFileSync('ssh-keygen', ['-t', 'ed25519', '-q', '-N', '', '-C', h, '-f', keyOf(h)]);
+    writeFileSync(signers, `host-a ${pubLine(keyOf('host-a'))}\nhost-b ${pubLine(keyOf('host-b'))}\n`);
+    for (const [c, host] of [
+      [a, ENGINE_A],
+      [b, ENGINE_B],
+    ] as const) {
+      docker(['run', '-d', '--name', c, '--label', `ferry-ex=${id}`, '-v', `${c}:/data`, BUSYBOX, ...SERVICE], {
+        host,
+      });
+      docker(['exec', c, 'sh', '-c', `echo "genuine ${c}" > /data/state`], { host });
+    }
+    for (const [h, host] of [
+      ['host-a', ENGINE_A],
+      ['host-b', ENGINE_B],
+    ] as const) {
+      const r = sh(`sh '${example('cron-backup.sh')}'`, {
+        DOCKER_HOST: host,
+        BACKUP_DIR: store,
+        FERRY_SIGN_KEY: keyOf(h),
+        FERRY_BACKUP_ARGS: `--filter label=ferry-ex=${id}`,
+        PATH: pathWithoutSyslog(),
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/--verify \(signed\)/);
+      expect(r.stderr).toMatch(/done: every running container backed up and verified/);
+    }
+    for (const [c, h] of [
+      [a, 'host-a'],
+      [b, 'host-b'],
+    ]) {
+      const [bundle] = bundlesOf(store, c!);
+      expect(bundle).toBeDefined();
+      // OpenSSH alone accepts each host's signature (principal as allowed_signers names it).
+      const x = path.join(dir, `x-${c}`);
+      mkdirSync(x);
+      execFileSync('tar', ['-xf', path.join(store, bundle!), '-C', x]);
+      execFileSync(
+        'ssh-keygen',
+        ['-Y', 'verify', '-f', signers, '-I', h!, '-n', 'ferry-bundle@ferry', '-s', path.join(x, 'SHA256SUMS.sig')],
+        {
+          input: readFileSync(path.join(x, 'SHA256SUMS')),
+        },
+      );
+    }
+  });
+
+  it('restores each service from its newest trusted bundle, skipping a planted one and refusing a forged one', async () => {
+    const [genuine] = bundlesOf(store, a);
+    // Whoever else can write to the store plants a newer, unsigned bundle of a with other data...
+    docker(['exec', a, 'sh', '-c', 'echo planted > /data/state']);
+    const p = await ferry(['backup', a, '-o', store]);
+    expect(p.code, p.stderr).toBe(0);
+    // ...and a copy of host-a's genuine bundle, dated a year later in its manifest: it still
+    // declares host-a's key, but its signature no longer holds.
+    const bytes = Buffer.from(readFileSync(path.join(store, genuine!)));
+    const at = bytes.indexOf(Buffer.from('"createdAt": "20'));
+    expect(at).toBeGreaterThan(0);
+    bytes[at + 16]! += 1; // 2026 -> 2036: the newest bundle of a
+    writeFileSync(path.join(store, `ferry-${a}-29990101T000000Z.tar`), bytes);
+    expect(bundlesOf(store, a)).toHaveLength(3);
+
+    // The hosts are gone.
+    for (const host of [ENGINE_A, ENGINE_B]) cleanup(host, { containers: [a, b], volumes: [a, b] });
+
+    const r = sh(`sh '${example('dr-restore-trusted.sh')}' '${store}' ${a} ${b}`, {
+      DOCKER_HOST: ENGINE_A,
+      TRUST: signers,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`WARNING: ${a}: skipped \\S+ \\(not signed\\)`));
+    expect(r.stderr).toMatch(
+      new RegExp(`WARNING: ${a}: REFUSED \\S+29990101T000000Z.tar: its signature does not hold`),
+    );
+    expect(r.stderr).toMatch(new RegExp(`${a}: restoring \\S+${genuine} \\(signed by host-a\\)`));
+    expect(r.stderr).toMatch(new RegExp(`${b}: restoring \\S+ \\(signed by host-b\\)`));
+    expect(r.stderr).toMatch(/done: .* restored from trusted bundles/);
+    for (const c of [a, b]) {
+      expect(inspect('container', c).State.Running).toBe(true);
+      expect(docker(['exec', c, 'cat', '/data/state'])).toBe(`genuine ${c}`);
+    }
+  });
+
+  it('a container whose bundles no trusted key signed is not restored (exit 11)', () => {
+    cleanup(ENGINE_A, { containers: [b], volumes: [b] });
+    const onlyA = path.join(keys, 'only-host-a');
+    writeFileSync(onlyA, `host-a ${pubLine(keyOf('host-a'))}\n`);
+    const r = sh(`sh '${example('dr-restore-trusted.sh')}' '${store}' ${b}`, { DOCKER_HOST: ENGINE_A, TRUST: onlyA });
+    expect(r.code, r.stderr).toBe(11);
+    expect(r.stderr).toMatch(
+      new RegExp(`${b}: skipped \\S+ \\(signed by SHA256:\\S+, not in the allowed_signers file\\)`),
+    );
+    expect(exists('container', b)).toBe(false);
+    expect(exists('volume', b)).toBe(false);
+  });
+});
+
+describe('a fleet backs up nightly into one restic repository (cron-backup.sh), and a fourth engine restores any of them', () => {
+  const id = uid('exfleet');
+  const hosts = [
+    [`${id}-a`, DOCKER_20],
+    [`${id}-b`, ENGINE_B],
+    [`${id}-c`, DOCKER_26_CONTAINERD],
+  ] as const;
+  const names = hosts.map(([c]) => c);
+  const repo = path.join(dir, 'fleet-repo');
+  const resticEnv = { RESTIC_PASSWORD: 'fleet-secret', RESTIC_CACHE_DIR: path.join(dir, 'fleet-cache') };
+  const snapshotsOf = (container: string) =>
+    (
+      JSON.parse(
+        execFileSync('restic', ['-r', repo, 'snapshots', '--json', '--tag', `ferry-set=${container}`], {
+          env: { ...process.env, ...resticEnv },
+          encoding: 'utf8',
+        }),
+      ) ?? []
+    ).map((s: { short_id: string }) => s.short_id) as string[];
+  const night = (container: string, host: string) =>
+    sh(`sh '${example('cron-backup.sh')}'`, {
+      ...resticEnv,
+      DOCKER_HOST: host,
+      BACKUP_DIR: `restic:${repo}`,
+      FERRY_BACKUP_ARGS: `--filter label=ferry-fleet=${container}`,
+      PATH: pathWithoutSyslog(),
+    });
+  afterAll(() => {
+    for (const [c, host] of hosts) cleanup(host, { containers: [c], volumes: [c] });
+    cleanup(PODMAN, { containers: names, volumes: names });
+    removeSnapshots(names, [DOCKER_20, ENGINE_B, DOCKER_26_CONTAINERD]);
+  });
+
+  it('three engines back up into the repository each night, verified and rotated', () => {
+    execFileSync('restic', ['-r', repo, 'init'], { env: { ...process.env, ...resticEnv }, stdio: 'ignore' });
+    for (const [c, host] of hosts) {
+      docker(['run', '-d', '--name', c, '--label', `ferry-fleet=${c}`, '-v', `${c}:/data`, BUSYBOX, ...SERVICE], {
+        host,
+      });
+      docker(['exec', c, 'sh', '-c', `echo "night one on ${c}" > /data/journal`], { host });
+    }
+    for (const [c, host] of hosts) {
+      const r = night(c, host);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/verified: restic check and the newest snapshots/);
+      expect(r.stderr).toMatch(/done: every running container backed up and verified/);
+      expect(snapshotsOf(c)).toHaveLength(1);
+    }
+    // The second night of the first host: one more snapshot, and the rotation keeps the newer.
+    const [c, host] = hosts[0];
+    const [first] = snapshotsOf(c);
+    docker(['exec', c, 'sh', '-c', 'echo "night two" >> /data/journal'], { host });
+    const r = night(c, host);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/prune: 1 snapshot removed/);
+    const left = snapshotsOf(c);
+    expect(left).toHaveLength(1);
+    expect(left[0]).not.toBe(first);
+    // The other hosts' snapshots are untouched by it.
+    for (const [other] of hosts.slice(1)) expect(snapshotsOf(other)).toHaveLength(1);
+  });
+
+  it('restores any of them onto a fourth engine (Podman), with its data', async () => {
+    for (const [c] of hosts.slice(0, 2)) {
+      const r = await ferry(['-H', PODMAN, 'restore', `restic:${repo}#${c}`], { env: resticEnv });
+      expect(r.code, `${c}: ${r.stderr}`).toBe(0);
+      expect(inspect('container', c, PODMAN).State.Running).toBe(true);
+    }
+    expect(docker(['exec', names[0]!, 'cat', '/data/journal'], { host: PODMAN })).toBe(
+      `night one on ${names[0]}\nnight two`,
+    );
+    expect(docker(['exec', names[1]!, 'cat', '/data/journal'], { host: PODMAN })).toBe(`night one on ${names[1]}`);
+  });
+
+  it("the same nightly job into a restic repository on the lab's S3 server: verified, rotated, restorable", async () => {
+    const prefix = uid('e2e-restic-s3');
+    const s3Repo = `s3:${S3.endpoint}/${S3.bucket}/${prefix}`;
+    const env = { ...resticEnv, ...s3Env(), RESTIC_CACHE_DIR: path.join(dir, 's3-cache') };
+    try {
+      execFileSync('restic', ['-r', s3Repo, 'init'], { env: { ...process.env, ...env }, stdio: 'ignore' });
+      const [c, host] = hosts[1];
+      const run = () =>
+        sh(`sh '${example('cron-backup.sh')}'`, {
+          ...env,
+          DOCKER_HOST: host,
+          BACKUP_DIR: `restic:${s3Repo}`,
+          FERRY_BACKUP_ARGS: `--filter label=ferry-fleet=${c}`,
+          PATH: pathWithoutSyslog(),
+        });
+      const first = run();
+      expect(first.code, first.stderr).toBe(0);
+      expect(first.stderr).toMatch(/verified: restic check and the newest snapshots/);
+      docker(['exec', c, 'sh', '-c', 'echo "night two" >> /data/journal'], { host });
+      const second = run();
+      expect(second.code, second.stderr).toBe(0);
+      expect(second.stderr).toMatch(/prune: 1 snapshot removed/);
+      const ls = await ferry(['--json', 'ls', `restic:${s3Repo}`], { env });
+      expect(ls.code, ls.stderr).toBe(0);
+      expect(
+        JSON.parse(ls.stdout).groups.map((g: { set: string; snapshots: unknown[] }) => [g.set, g.snapshots.length]),
+      ).toEqual([[c, 1]]);
+      cleanup(PODMAN, { containers: [c], volumes: [c] });
+      const r = await ferry(['-H', PODMAN, 'restore', `restic:${s3Repo}#${c}`], { env });
+      expect(r.code, r.stderr).toBe(0);
+      expect(docker(['exec', c, 'cat', '/data/journal'], { host: PODMAN })).toBe(`night one on ${c}\nnight two`);
+    } finally {
+      await s3Clean(prefix);
+    }
   });
 });

@@ -5,8 +5,8 @@
  * their metadata alone; ls groups by host and set; a restore (the latest, or a snapshot by id)
  * brings back the same service, checked with docker inspect and a full listing of the volume.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,9 +16,11 @@ import {
   cleanup,
   docker,
   ENGINE_A,
+  ENGINE_B,
   exists,
   ferry,
   inspect,
+  removeSnapshots,
   uid,
   volumeListing,
 } from '../helpers/lab.js';
@@ -263,5 +265,126 @@ describe('restic repository as a store', () => {
     expect(bad.code, bad.stderr).toBe(7);
     expect(bad.stderr).not.toMatch(/at .*\.js:\d+/);
     expect(schemaChecked(bad.stdout)).toMatchObject({ command: 'verify', ok: false, error: { exitCode: 7 } });
+  });
+});
+
+/**
+ * Signed snapshots (issue 27) in a repository several hosts write to: a backup with --sign-key
+ * is read back and signed, its signature kept in a snapshot of its own; restore, drill and
+ * verify with --trust accept it, also on another engine (a DR restore), and refuse a snapshot
+ * planted by another writer of the repository (exit 11, nothing created).
+ */
+describe('signed snapshots in a shared restic repository', () => {
+  const name = uid('rsig');
+  const vol = `${name}-data`;
+  const dir = mkdtempSync(path.join(tmpdir(), 'ferry-restic-sig-'));
+  const repo = path.join(dir, 'repo');
+  const key = path.join(dir, 'host-a');
+  const otherKey = path.join(dir, 'other');
+  const signers = path.join(dir, 'allowed_signers');
+  const env = { RESTIC_PASSWORD: 'e2e-secret', RESTIC_CACHE_DIR: path.join(dir, 'cache') };
+  const restic = (args: string[]) => {
+    const r = spawnSync('restic', ['-r', repo, ...args], { env: { ...process.env, ...env }, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`restic ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const pubLine = (k: string) => readFileSync(`${k}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' ');
+  let genuine = '';
+  let planted = '';
+  let listing = '';
+
+  const nothingRestored = (host = ENGINE_A) => {
+    expect(exists('container', name, host)).toBe(false);
+    expect(exists('volume', vol, host)).toBe(false);
+  };
+
+  beforeAll(async () => {
+    restic(['init']);
+    for (const k of [key, otherKey])
+      execFileSync('ssh-keygen', ['-t', 'ed25519', '-q', '-N', '', '-C', path.basename(k), '-f', k]);
+    writeFileSync(signers, `host-a ${pubLine(key)}\n`);
+    docker(['run', '-d', '--name', name, '-v', `${vol}:/data`, BUSYBOX, 'sleep', '100000']);
+    docker(['exec', name, 'sh', '-c', 'echo genuine > /data/f; mkdir /data/sub; echo 2 > /data/sub/g']);
+    listing = volumeListing(vol);
+    const g = await ferry(['--json', 'backup', name, '-o', `restic:${repo}`, '--sign-key', key], { env });
+    expect(g.code, g.stderr).toBe(0);
+    genuine = JSON.parse(g.stdout).snapshot;
+    expect(g.stderr).toMatch(/signed and checked read back/);
+    // Another writer of the repository (it has the password, not the key) plants a newer one.
+    docker(['exec', name, 'sh', '-c', 'echo planted > /data/f']);
+    const p = await ferry(['--json', 'backup', name, '-o', `restic:${repo}`], { env });
+    expect(p.code, p.stderr).toBe(0);
+    planted = JSON.parse(p.stdout).snapshot;
+    cleanup(ENGINE_A, { containers: [name], volumes: [vol] });
+  });
+
+  afterAll(() => {
+    cleanup(ENGINE_A, { containers: [name], volumes: [vol] });
+    cleanup(ENGINE_B, { containers: [name], volumes: [vol] });
+    removeSnapshots([name]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps the signature in a snapshot of its own, which ls leaves out', async () => {
+    const all = JSON.parse(restic(['snapshots', '--json']));
+    const sig = all.filter((s: any) => s.tags.includes('ferry-signature'));
+    expect(sig).toHaveLength(1);
+    const signedId = all.find((s: any) => s.short_id === genuine).id;
+    expect(sig[0].tags).toEqual(['ferry-signature', `ferry-signs=${signedId}`]);
+    expect(restic(['dump', sig[0].id, '/SHA256SUMS.sig'])).toMatch(/^-----BEGIN SSH SIGNATURE-----/);
+    const ls = await ferry(['--json', 'ls', `restic:${repo}`], { env });
+    expect(ls.code, ls.stderr).toBe(0);
+    const snaps = JSON.parse(ls.stdout).groups.flatMap((g: any) => g.snapshots.map((s: any) => s.snapshot.slice(0, 8)));
+    expect(snaps.sort()).toEqual([genuine, planted].sort());
+    const ins = await ferry(['--json', 'inspect', `restic:${repo}#${genuine}`], { env });
+    expect(ins.code, ins.stderr).toBe(0);
+    expect(JSON.parse(ins.stdout).signature.key).toBe(pubLine(key));
+    const text = await ferry(['inspect', `restic:${repo}#${genuine}`, '--trust', signers], { env });
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/signed by +host-a \(ssh-ed25519 SHA256:/);
+    const plain = await ferry(['inspect', `restic:${repo}#${planted}`], { env });
+    expect(plain.stdout).toMatch(/signed by +no one \(unsigned\)/);
+  });
+
+  it('refuses the planted snapshot under --trust (restore, drill, verify: exit 11), creating nothing', async () => {
+    const r = await ferry(['restore', `restic:${repo}#${name}`, '--trust', signers], { env }); // the newest: planted
+    expect(r.code, r.stderr).toBe(11);
+    expect(r.stderr).toMatch(/is not signed/);
+    nothingRestored();
+    const d = await ferry(['drill', `restic:${repo}#${planted}`, '--trust', signers], { env });
+    expect(d.code, d.stderr).toBe(11);
+    const v = await ferry(['verify', `restic:${repo}#${planted}`, '--trust', signers], { env });
+    expect(v.code, v.stderr).toBe(11);
+    nothingRestored();
+  });
+
+  it('refuses the genuine snapshot when its signer is not allowed (exit 11)', async () => {
+    const others = path.join(dir, 'other_signers');
+    writeFileSync(others, `other ${pubLine(otherKey)}\n`);
+    const r = await ferry(['restore', `restic:${repo}#${genuine}`, '--trust', others], { env });
+    expect(r.code, r.stderr).toBe(11);
+    expect(r.stderr).toMatch(new RegExp(`not an allowed signer in ${others}`));
+    nothingRestored();
+  });
+
+  it('verifies and drills the genuine snapshot under --trust', async () => {
+    const v = await ferry(['--json', 'verify', `restic:${repo}#${genuine}`, '--trust', signers], { env });
+    expect(v.code, v.stderr).toBe(0);
+    expect(JSON.parse(v.stdout).snapshots[0].signer.principals).toEqual(['host-a']);
+    const d = await ferry(['drill', `restic:${repo}#${genuine}`, '--trust', signers], { env });
+    expect(d.code, d.stderr).toBe(0);
+    nothingRestored();
+  });
+
+  it('restores the genuine snapshot under --trust, here and on another engine (DR), with its data', async () => {
+    for (const host of [ENGINE_A, ENGINE_B]) {
+      const r = await ferry(['-H', host, 'restore', `restic:${repo}#${genuine}`, '--trust', signers], { env });
+      expect(r.code, `${host}: ${r.stderr}`).toBe(0);
+      expect(r.stderr).toContain(`host-a (ssh-ed25519 `);
+      expect(r.stderr).toContain(`allowed by ${signers}`);
+      expect(docker(['exec', name, 'cat', '/data/f'], { host })).toBe('genuine');
+      expect(withoutLinkCounts(volumeListing(vol, host))).toBe(withoutLinkCounts(listing));
+      cleanup(host, { containers: [name], volumes: [vol] });
+    }
   });
 });

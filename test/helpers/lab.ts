@@ -169,7 +169,8 @@ export function volumeListing(volume: string, host = ENGINE_A): string {
 export const LAB = process.env.LAB ?? '/var/lib/ferry-lab';
 
 /**
- * A HOME whose ~/.ssh/config names the lab's sshd (which reaches engine B) as `newhost`, with the
+ * A HOME whose ~/.ssh/config names the lab's sshd (which reaches engine B) as `newhost` (`nofwd`:
+ * the same without socket forwarding; `ctrdhost`: the sshd that reaches engine C), with the
  * lab's client key and a known_hosts file (the real host key unless `knownHosts` says otherwise).
  */
 export function sshHome(dir: string, knownHosts?: string): { home: string; knownHostsFile: string } {
@@ -191,6 +192,13 @@ export function sshHome(dir: string, knownHosts?: string): { home: string; known
       'Host nofwd',
       '  HostName 127.0.0.1',
       '  Port 2223',
+      '  User root',
+      `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`,
+      `  UserKnownHostsFile ${knownHostsFile}`,
+      // A host whose engine is Docker 26 with the containerd image store (engine C).
+      'Host ctrdhost',
+      '  HostName 127.0.0.1',
+      '  Port 2224',
       '  User root',
       `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`,
       `  UserKnownHostsFile ${knownHostsFile}`,

@@ -3,6 +3,8 @@
  * `restic dump`, and backup -> snapshot -> restore against the fake engine and a fake restic
  * (test/helpers/restic-fake.ts) that stores what it is given as restic 0.14 would.
  */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -30,9 +32,13 @@ import {
   ResticCli,
   ResticError,
   ResticUnavailableError,
+  stopResticRuns,
 } from '../../src/store/restic/runner.js';
 import { resticBackup, type ResticBackupOptions } from '../../src/ops/restic-backup.js';
 import { openResticSnapshot } from '../../src/ops/restic-restore.js';
+import { signResticSnapshot } from '../../src/ops/restic-sign.js';
+import { parseAllowedSigners, type Trust } from '../../src/bundle/trust.js';
+import { keyFileSigner } from '../../src/ssh/sign-key.js';
 import { restore } from '../../src/ops/restore.js';
 import {
   groupSnapshots,
@@ -46,13 +52,19 @@ import { resticVerify } from '../../src/ops/restic-verify.js';
 import { envelope } from '../../src/cli/json.js';
 import { schemaChecked } from '../helpers/json-schema.js';
 import { resticPrune, resticRetention } from '../../src/ops/restic-prune.js';
-import { UsageError } from '../../src/errors.js';
+import { TrustError, UsageError } from '../../src/errors.js';
 import { hostName } from '../../src/ops/steps/capture.js';
 import { silentProgress } from '../../src/context.js';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { FakeEngine } from '../helpers/engine-fake.js';
 import { FakeRestic } from '../helpers/restic-fake.js';
 import { APP_FILES, runContext, sourceEngine, tempDir, untar, useTempStateDir } from '../helpers/ops-fixtures.js';
+
+async function drain(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
 
 describe('restic locations and arguments', () => {
   it('parses restic:<repo>[#snapshot|#container]', () => {
@@ -143,6 +155,26 @@ describe('restic locations and arguments', () => {
     const missing = await checkRestic(new ResticCli({ PATH: '/nonexistent' })).catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(ResticUnavailableError);
     expect((missing as Error).message).toContain('not installed');
+  });
+
+  it('interrupts a restic left running with SIGINT (on which restic removes its lock) when the run ends', async () => {
+    const bin = await tempDir('ferry-fake-restic-bin-');
+    const mark = path.join(bin, 'cleaned');
+    // A restic that writes until stopped, and on SIGINT (only) says it cleaned up, as restic does.
+    writeFileSync(
+      path.join(bin, 'restic'),
+      `#!/bin/sh\ntrap 'echo INT > "${mark}"; exit 130' INT\ntrap 'echo TERM > "${mark}"; exit 143' TERM\nwhile :; do echo data; sleep 0.05; done\n`,
+      { mode: 0o755 },
+    );
+    const run = new ResticCli({ PATH: `${bin}:/usr/bin:/bin` }).run({ args: ['-r', '/r', 'dump', 'x', '/f'] });
+    await new Promise((res) => run.stdout.once('data', res)); // running, and nobody reads on
+    const started = Date.now();
+    await stopResticRuns();
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(readFileSync(mark, 'utf8')).toBe('INT\n');
+    await expect(run.done).rejects.toBeInstanceOf(ResticError);
+    await stopResticRuns(); // nothing left: returns at once
+    await rm(bin, { recursive: true, force: true });
   });
 
   it('names the restic command of a call in its errors', () => {
@@ -445,8 +477,14 @@ describe('backup into and restore from a restic repository (fake engine, fake re
     expect(Object.keys(app.networks)).toEqual(['appnet']);
     // The image restored is the committed one, with every layer.
     expect(target.images.get(app.image)!.repoTags[0]).toMatch(/^ferry\/app:/);
-    // A snapshot is read once per run, like stdin.
-    await expect(snap.transport.openBundle()).rejects.toBeInstanceOf(UsageError);
+    // A snapshot can be read again (restore --trust and --on-conflict replace read it twice),
+    // and comes out byte for byte the same each time (what a signature over it needs).
+    const again = [
+      await drain((await snap.transport.openBundle()).stream),
+      await drain((await snap.transport.openBundle()).stream),
+    ];
+    expect(again[0]!.length).toBeGreaterThan(0);
+    expect(again[1]!.equals(again[0]!)).toBe(true);
     await rm(stageRoot, { recursive: true, force: true });
   });
 
@@ -517,6 +555,125 @@ describe('backup into and restore from a restic repository (fake engine, fake re
       [restic.snapshots[0]!.meta.id, 'app'],
     ]);
     await rm(stageRoot, { recursive: true, force: true });
+  });
+
+  describe('signed (--sign-key)', () => {
+    let keys: string;
+    let trustA: Trust;
+    let trustOther: Trust;
+    const pub = (k: string) =>
+      readFileSync(path.join(keys, `${k}.pub`), 'utf8')
+        .trim()
+        .split(' ')
+        .slice(0, 2)
+        .join(' ');
+    beforeAll(async () => {
+      keys = await tempDir('ferry-restic-keys-');
+      for (const k of ['host-a', 'other'])
+        execFileSync('ssh-keygen', ['-t', 'ed25519', '-q', '-N', '', '-C', k, '-f', path.join(keys, k)]);
+      trustA = parseAllowedSigners(`host-a ${pub('host-a')}\n`, 'allowed_signers');
+      trustOther = parseAllowedSigners(`other ${pub('other')}\n`, 'other_signers');
+    });
+    const sign = async (snapshot: string, key = 'host-a') =>
+      signResticSnapshot(
+        restic,
+        { repo: '/repo', snapshot },
+        await keyFileSigner(path.join(keys, key)),
+        stageRoot,
+        runContext().ctx,
+      );
+
+    it('reads the snapshot back, signs it, and keeps the signature in a snapshot of its own that ls and restore skip', async () => {
+      const res = await resticBackup(fake, opts, runContext().ctx);
+      const signed = await sign(res.snapshot);
+      expect(signed.report.ok).toBe(true);
+      const [data, sig] = restic.snapshots;
+      expect(restic.snapshots).toHaveLength(2);
+      expect(sig!.meta.tags).toEqual(['ferry-signature', `ferry-signs=${data!.meta.id}`]);
+      expect([...sig!.nodes.keys()]).toEqual(['/SHA256SUMS.sig']);
+      expect(sig!.nodes.get('/SHA256SUMS.sig')!.data!.toString()).toMatch(/^-----BEGIN SSH SIGNATURE-----/);
+      // The data snapshot is the one chosen (the signature snapshot is not ferry's: no `ferry` tag).
+      const snap = await openResticSnapshot(restic, { repo: '/repo' }, silentProgress);
+      expect(snap.snapshot.id).toBe(data!.meta.id);
+      expect(snap.manifest.signature?.key).toBe(pub('host-a'));
+      expect(await readdir(stageRoot)).toEqual([]);
+    });
+
+    it('restores under --trust of its signer; refuses another signer, a changed manifest and an unsigned snapshot, creating nothing', async () => {
+      const res = await resticBackup(fake, opts, runContext().ctx);
+      await sign(res.snapshot);
+      const target = async () => {
+        const t = new FakeEngine({ endpoint: 'tcp://target:2375' });
+        await t.ensureHolderImage();
+        return t;
+      };
+      const open = () => openResticSnapshot(restic, { repo: '/repo', container: 'app' }, silentProgress);
+      const restoreWith = async (trust: Trust, eng: FakeEngine) =>
+        restore(
+          eng,
+          (await open()).transport,
+          { start: true, dryRun: false, onConflict: 'fail' },
+          { ...runContext().ctx, trust },
+        );
+
+      const good = await target();
+      const ok = await restoreWith(trustA, good);
+      expect(ok.containers.map((c) => c.name)).toEqual(['app']);
+      expect(good.volumeFiles('appdata')).toEqual(APP_FILES);
+
+      const other = await target();
+      await expect(restoreWith(trustOther, other)).rejects.toBeInstanceOf(TrustError);
+      expect(other.containerByName('app')).toBeUndefined();
+      expect(other.volumes.has('appdata')).toBe(false);
+
+      // One byte of the stored manifest changed: the rebuilt bundle no longer matches its signature.
+      const node = restic.snapshots[0]!.nodes.get('/manifest.json')!;
+      const genuine = node.data!;
+      node.data = Buffer.from(genuine.toString().replace('"MODE=prod"', '"MODE=prxd"'));
+      const changed = await target();
+      await expect(restoreWith(trustA, changed)).rejects.toThrow(/the signature in SHA256SUMS.sig does not verify/);
+      expect(changed.containerByName('app')).toBeUndefined();
+      expect(changed.volumes.has('appdata')).toBe(false);
+      node.data = genuine;
+
+      // The signature snapshot forgotten: the snapshot reads as unsigned, which --trust refuses.
+      restic.snapshots.splice(1, 1);
+      const unsigned = await target();
+      await expect(restoreWith(trustA, unsigned)).rejects.toThrow(/is not signed/);
+      expect(unsigned.containerByName('app')).toBeUndefined();
+    });
+
+    it('a signature planted by another key for a genuine snapshot is refused under --trust', async () => {
+      const res = await resticBackup(fake, opts, runContext().ctx);
+      await sign(res.snapshot);
+      await sign(res.snapshot, 'other'); // newer: the one a restore reads
+      const snap = await openResticSnapshot(restic, { repo: '/repo' }, silentProgress);
+      expect(snap.manifest.signature?.key).toBe(pub('other'));
+      const t = new FakeEngine({ endpoint: 'tcp://target:2375' });
+      await expect(
+        restore(
+          t,
+          snap.transport,
+          { start: true, dryRun: false, onConflict: 'fail' },
+          { ...runContext().ctx, trust: trustA },
+        ),
+      ).rejects.toBeInstanceOf(TrustError);
+      expect(t.containerByName('app')).toBeUndefined();
+    });
+
+    it('prune forgets the signature snapshots of the snapshots it removes, and keeps those of the kept', async () => {
+      const first = await resticBackup(fake, opts, runContext().ctx);
+      await sign(first.snapshot);
+      const second = await resticBackup(fake, opts, runContext().ctx);
+      await sign(second.snapshot);
+      expect(restic.snapshots).toHaveLength(4);
+      const keptId = restic.snapshots[2]!.meta.id;
+      await resticPrune(restic, '/repo', { policy: { last: 1 }, dryRun: false }, silentProgress);
+      expect(restic.snapshots.map((s) => s.meta.tags)).toEqual([
+        ['ferry', 'ferry-set=app', 'ferry-container=app'],
+        ['ferry-signature', `ferry-signs=${keptId}`],
+      ]);
+    });
   });
 });
 

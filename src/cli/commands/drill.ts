@@ -4,6 +4,8 @@ import { resolveRegistryAuth } from '../../engine/auth.js';
 import { EXIT } from '../../errors.js';
 import { drill, type DrillReport } from '../../ops/drill.js';
 import { readTarget } from '../../store/registry.js';
+import { isResticLocation } from '../../store/restic/layout.js';
+import { resticSource } from './restic.js';
 import { setExit, type Deps } from '../program.js';
 import { errorJson, portFromDrill } from '../json.js';
 import { createProgress } from '../render.js';
@@ -88,7 +90,7 @@ export function drillCommand(program: Command, deps: Deps): Command {
     .description(
       'Test that a bundle really restores: restore it under temporary names next to the real service, start it, check it, remove it',
     )
-    .argument('<bundle>', 'a bundle file, or - for stdin')
+    .argument('<bundle>', 'a bundle file, - for stdin, or restic:<repo>[#<snapshot id or container>]')
     .option('--trust <allowed_signers>', TRUST_HELP)
     .addOption(new Option('--allow <kinds>', ALLOW_HELP).argParser(collect))
     .option(
@@ -130,7 +132,12 @@ Examples:
       const trust = await loadTrust(flags.trust);
       const allow = parseAllow(flags.allow);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
-      const transport = readTarget(bundle, deps.stores);
+      const transport = isResticLocation(bundle)
+        ? await resticSource(bundle, deps, progress).catch((err: unknown) => {
+            engine.close();
+            throw err;
+          })
+        : readTarget(bundle, deps.stores);
       let report: DrillReport | undefined;
       try {
         report = await drill(

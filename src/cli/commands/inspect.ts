@@ -215,15 +215,15 @@ Examples:
     .action(async (bundle: string, flags: { trust?: string }) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
+      const trust = await loadTrust(flags.trust);
       if (isResticLocation(bundle)) {
         // A restic snapshot: its manifest.json, read with restic dump (commands/restic.ts).
         const snap = await resticSnapshot(bundle, deps);
         if (g.json) deps.emit('inspect', resticInspectJson(bundle, snap));
-        else deps.io.stdout.write(inspectText(snap.manifest, snap.transport.describe()));
+        else deps.io.stdout.write(inspectText(snap.manifest, snap.transport.describe(), undefined, trust));
         setExit(program, 0);
         return;
       }
-      const trust = await loadTrust(flags.trust);
       const transport = readTarget(bundle, deps.stores);
       try {
         const src = await transport.openBundle();

@@ -8,6 +8,9 @@ import type { Engine } from '../../engine/engine.js';
 import type { Consistency } from '../../ops/steps/capture.js';
 import { resticBackup, type ResticBackupResult } from '../../ops/restic-backup.js';
 import { openResticSnapshot } from '../../ops/restic-restore.js';
+import { signResticSnapshot } from '../../ops/restic-sign.js';
+import { loadSigner } from '../signing.js';
+import { describeKey, type Trust } from '../../bundle/trust.js';
 import { resticPrune, type ResticPruneResult } from '../../ops/restic-prune.js';
 import { resticVerify, type ResticVerifyResult } from '../../ops/restic-verify.js';
 import { reportJson, verifyFailure, verifyText } from './verify.js';
@@ -61,6 +64,7 @@ export async function backupToRestic(
     all?: boolean;
     json: boolean;
     quiet: boolean;
+    signKey?: string;
   } & Partial<Record<(typeof NOT_YET)[number][0], unknown>>,
   deps: Deps,
   progress: Progress & { done(): void },
@@ -75,6 +79,13 @@ export async function backupToRestic(
       'leave them out, or back up into a directory of bundles for now',
     );
   const runner = resticRunner(deps);
+  // The key is read (and an agent asked) once, before any container is touched.
+  const signer = await loadSigner(flags.signKey);
+  if (signer)
+    progress.info(
+      `snapshots are signed with ${describeKey(signer.publicKey)} (${signer.source}): each is read back once to be signed`,
+    );
+  const stageRoot = process.env[STAGE_ENV] || '/var/tmp';
   const results: ResticBackupResult[] = [];
   for (const set of sets) {
     const res = await resticBackup(
@@ -83,13 +94,22 @@ export async function backupToRestic(
         containers: set,
         repo: loc.repo,
         runner,
-        stageRoot: process.env[STAGE_ENV] || '/var/tmp',
+        stageRoot,
         consistency: flags.consistency,
         stopTimeout: flags.stopTimeout,
         wait: flags.wait,
       },
       { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
     );
+    if (signer) {
+      const signed = await signResticSnapshot(runner, { repo: loc.repo, snapshot: res.snapshot }, signer, stageRoot, {
+        progress,
+        signal: deps.signal,
+      });
+      progress.info(
+        `restic snapshot ${res.snapshot.slice(0, 8)} signed and checked read back; signature in snapshot ${signed.signatureSnapshot.slice(0, 8)}`,
+      );
+    }
     progress.done();
     results.push(res);
     if (!flags.json && !flags.quiet)
@@ -276,13 +296,14 @@ export async function pruneRestic(
 /** `ferry verify restic:<repo>[#...]`: restic check, then each chosen snapshot read back and verified as a bundle. */
 export async function verifyRestic(
   location: string,
-  opts: { json: boolean; quiet: boolean },
+  opts: { json: boolean; quiet: boolean; trust?: Trust },
   deps: Deps,
   progress: Progress & { done(): void },
 ): Promise<void> {
   let res;
   try {
     res = await resticVerify(resticRunner(deps), parseResticLocation(location), {
+      ...(opts.trust ? { trust: opts.trust } : {}),
       progress,
       signal: deps.signal,
       hostAccess: deps.hostAccess,

@@ -145,7 +145,7 @@ Examples:
       const progress = createProgress({ quiet: !!g.quiet });
       if (isResticLocation(bundle)) {
         // restic check, then ferry's checks of each snapshot read back as a bundle.
-        await verifyRestic(bundle, { json: !!g.json, quiet: !!g.quiet }, deps, progress);
+        await verifyRestic(bundle, { json: !!g.json, quiet: !!g.quiet, ...(trust ? { trust } : {}) }, deps, progress);
         setExit(program, 0);
         return;
       }

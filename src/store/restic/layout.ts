@@ -17,6 +17,10 @@
  *
  * Snapshots are tagged `ferry`, `ferry-set=<names>` (the sorted container names, joined by `+`)
  * and `ferry-container=<name>` per container, with restic's host set to ferry's host name.
+ *
+ * A signed backup (--sign-key) adds a second, tiny snapshot: `/SHA256SUMS.sig`, the SSHSIG
+ * signature of the bundle the first one rebuilds into, tagged `ferry-signature` and
+ * `ferry-signs=<the first one's id>` (not `ferry`: ls, restore and prune's rules never see it).
  */
 import { UsageError } from '../../errors.js';
 import type { Manifest, ImageFacts } from '../../bundle/manifest.js';
@@ -27,6 +31,10 @@ export const MANIFEST_FILE = 'manifest.json';
 export const LAYOUT = 'ferry-restic';
 export const LAYOUT_VERSION = 1;
 export const TAG = 'ferry';
+/** A signed backup's signature: its own snapshot (see above). */
+export const SIG_FILE = 'SHA256SUMS.sig';
+export const SIG_TAG = 'ferry-signature';
+const SIGNS = 'ferry-signs=';
 
 /** A restic location from the command line: `restic:<repo>[#<snapshot id or container>]`. */
 export interface ResticLocation {
@@ -64,6 +72,18 @@ export function parseResticLocation(loc: string): ResticLocation {
 /** What a backup's snapshot is tagged with. Pure. */
 export function snapshotTags(containers: string[]): string[] {
   return [TAG, `ferry-set=${setKey(containers)}`, ...containers.map((c) => `ferry-container=${c}`)];
+}
+
+/** What the signature snapshot of a backup's snapshot is tagged with. Pure. */
+export function signatureTags(snapshot: string): string[] {
+  if (!/^[0-9a-f]{64}$/.test(snapshot)) throw new Error(`not a full snapshot id: ${snapshot}`);
+  return [SIG_TAG, SIGNS + snapshot];
+}
+
+/** The snapshot a signature snapshot signs (its full id), if it is one. Pure. */
+export function signedSnapshot(s: ResticSnapshot): string | undefined {
+  if (!(s.tags ?? []).includes(SIG_TAG)) return undefined;
+  return (s.tags ?? []).find((t) => t.startsWith(SIGNS))?.slice(SIGNS.length);
 }
 
 /** The container set of a snapshot: sorted names joined by `+` (names cannot hold `+` or `,`). */

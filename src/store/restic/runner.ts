@@ -5,7 +5,8 @@
  * environment variables (RESTIC_PASSWORD, RESTIC_PASSWORD_FILE, RESTIC_PASSWORD_COMMAND,
  * AWS_*, ...) are passed through untouched, never put on a command line by ferry.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { FerryError, EXIT, IoError } from '../../errors.js';
 import { keepText } from '../../util/keep-text.js';
@@ -70,6 +71,30 @@ export interface ResticRunner {
   run(call: ResticCall): ResticRun;
 }
 
+/**
+ * The restic processes still running. A run that ends early (a refused bundle, a conflict, a
+ * failure) may leave a `restic dump` behind; killed by SIGTERM or by a closed pipe (SIGPIPE),
+ * restic leaves its lock in the repository, and the next exclusive command (`check`, `prune`)
+ * fails on it. On SIGINT restic removes its lock first: stopResticRuns() sends that.
+ */
+const live = new Set<ChildProcess>();
+
+/** Interrupt every restic still running (SIGINT) and wait, up to `waitMs`, for them to exit. */
+export async function stopResticRuns(waitMs = 10_000): Promise<void> {
+  const left = [...live].filter((c) => c.exitCode === null && c.signalCode === null);
+  if (!left.length) return;
+  for (const c of left) {
+    c.stdout?.resume(); // nobody reads it any more: let restic's writes go through while it cleans up
+    c.kill('SIGINT');
+  }
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(left.map((c) => (c.exitCode === null && c.signalCode === null ? once(c, 'exit') : Promise.resolve()))),
+    new Promise((res) => (timer = setTimeout(res, waitMs))),
+  ]);
+  clearTimeout(timer);
+}
+
 /** The real program, found on PATH. */
 export class ResticCli implements ResticRunner {
   constructor(
@@ -85,6 +110,8 @@ export class ResticCli implements ResticRunner {
       env: this.env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    live.add(child);
+    child.on('exit', () => live.delete(child));
     const stderr = keepText(child.stderr);
     const done = new Promise<void>((resolve, reject) => {
       child.on('error', (err: NodeJS.ErrnoException) =>
@@ -97,7 +124,8 @@ export class ResticCli implements ResticRunner {
       );
     });
     done.catch(() => {});
-    return { stdout: child.stdout, done, kill: () => child.kill('SIGTERM') };
+    // SIGINT: restic removes its repository lock before it exits (not on SIGTERM).
+    return { stdout: child.stdout, done, kill: () => child.kill('SIGINT') };
   }
 }
 
