@@ -21,6 +21,7 @@ import { SshPool } from '../ssh/client.js';
 import { askSecret } from './prompt.js';
 import { hostAccessFor, hostEnv } from '../hostaccess/access.js';
 import { createDebug, debugWanted, engineCalls } from '../util/debug.js';
+import { faultHook, faults } from '../util/fault.js';
 
 export interface Io {
   stdout: NodeJS.WriteStream;
@@ -95,6 +96,11 @@ export async function main(
   const debug = argv.includes('--debug') || debugWanted(process.env.FERRY_DEBUG) ? createDebug(io.stderr) : undefined;
   if (debug) engineCalls.hook = (endpoint, what) => debug(`engine ${endpoint}: ${what}`);
   const hostAccess = hostAccessFor(hostEnv(process.env), debug);
+  // The fault-injection tests' hook (util/fault.ts): stop at one named point of the run.
+  if (process.env.FERRY_FAULT) {
+    const waitMs = Number(process.env.FERRY_FAULT_WAIT) || undefined;
+    faults.hook = faultHook(process.env.FERRY_FAULT, controller.signal, say, waitMs ? { waitMs } : {});
+  }
   let pool: SshPool | undefined;
   const ssh = () =>
     (pool ??= new SshPool({
@@ -172,6 +178,7 @@ export async function main(
   } finally {
     await pool?.closeAll();
     if (debug) engineCalls.hook = undefined;
+    faults.hook = undefined;
     process.off('unhandledRejection', onUnhandled);
     for (const off of handlers) off();
     io.stderr.off('error', onStderrError);

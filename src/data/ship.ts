@@ -22,6 +22,7 @@ import { readContentStore } from './content-store.js';
 import { toOciArchive, type Descriptor, type OciPlan } from './oci.js';
 import { ENGINE_ONLY, isRefused, withFallback, type Carried, type Routing } from './paths.js';
 import { fillVolume, openContainerVolumeReader } from './volumes.js';
+import { faultPoint } from '../util/fault.js';
 
 export function chainIds(diffIds: string[]): string[] {
   const out: string[] = [];
@@ -258,6 +259,7 @@ export async function shipImage(
     const stream = body.pipe(counted);
     body.on('error', (err) => counted.destroy(err));
     try {
+      await faultPoint('image-load');
       await target.loadImage(stream);
     } catch (err) {
       // Close the source's side too: a response nobody reads keeps the run alive.

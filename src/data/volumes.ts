@@ -24,6 +24,7 @@ import { moveHostVolume, openHostVolumeReader, writeHostVolume, type HostWrite }
 import { EscapingLinks, escapingLinksTar } from './tar-links.js';
 import { ENGINE_ONLY, firstOpen, isRefused, refused, type Carried, type PathOption, type Routing } from './paths.js';
 import type { Debug } from '../util/debug.js';
+import { faultPoint } from '../util/fault.js';
 
 const MOUNT = '/.ferry-data';
 
@@ -309,7 +310,11 @@ export async function openContainerVolumeReader(
     },
   };
   const inPlace = engine.quirks.archiveKeepsOwners ? inPlaceVolumePath(spec, volume) : undefined;
-  if (!inPlace) return openVolumeReader(engine, spec.baseImage.id, volume, via.debug, [fromHost]);
+  if (!inPlace) {
+    const r = await openVolumeReader(engine, spec.baseImage.id, volume, via.debug, [fromHost]);
+    await faultPoint('volume-read');
+    return r;
+  }
   const { value, carried } = await firstOpen(
     what,
     [
@@ -324,6 +329,7 @@ export async function openContainerVolumeReader(
     ],
     via.debug,
   );
+  await faultPoint('volume-read');
   return { ...value, carried };
 }
 
@@ -385,6 +391,7 @@ export async function fillVolume(
   });
   let carried: Carried;
   try {
+    await faultPoint('volume-fill');
     // On the engine's host, as root: straight into the volume's directory (host-volume.ts).
     const how = await firstOpen<HostWrite | false>(
       `write volume ${volume} on ${engine.facts.endpoint}`,

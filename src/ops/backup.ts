@@ -54,6 +54,7 @@ import { openBindReader, openContainerVolumeReader } from '../data/volumes.js';
 import { recoverDeadRuns } from './steps/recover.js';
 import { HookError, UsageError } from '../errors.js';
 import { routing, type DataPaths } from '../data/paths.js';
+import { faultPoint } from '../util/fault.js';
 
 export interface BackupOptions {
   containers: string[];
@@ -419,6 +420,7 @@ export async function backup(
       const member = entry.image.member!;
       progress.step(`image ${entry.image.ref} -> ${member}`);
       const img = await saving!;
+      await faultPoint('image-save');
       const again = img.fallback && {
         when: img.fallback.when,
         open: async (err: unknown) => abortable(await img.fallback!.open(err), signal),
@@ -435,6 +437,7 @@ export async function backup(
     checkAborted(signal);
     await Promise.all(resuming);
     await Promise.all(helpersGone);
+    await faultPoint('finish');
     progress.step('finish bundle');
     const trailer = await writer.finish();
     const bytes = trailer.members.reduce((a, m) => a + m.bytes, 0);

@@ -25,6 +25,7 @@ import { adoptAnonymousVolumes, removeWithAnonymousVolumes, sweepHolders } from 
 import { ipv4Subnets, subnetsTaken } from './preflight.js';
 import { Replacement } from './replace.js';
 import type { Routing } from '../../data/paths.js';
+import { faultPoint } from '../../util/fault.js';
 
 export type OnConflict = 'fail' | 'replace' | 'rename';
 
@@ -169,6 +170,7 @@ export async function createContainer(
   });
   const id = await engine.createContainer(name, plan.body);
   made.id = id;
+  await faultPoint('create');
   for (const e of plan.laterEndpoints) {
     await engine.connectNetwork(e.network, id, endpointCreateConfig(e));
   }
@@ -313,7 +315,10 @@ export class Recreation {
    */
   async create(list: ToCreate[]): Promise<Recreated[]> {
     this.list = list;
-    if (this.replacing.active) await this.replacing.setAside(this.undo);
+    if (this.replacing.active) {
+      await this.replacing.setAside(this.undo);
+      await faultPoint('replace-aside');
+    }
     return this.createOnly(list);
   }
 
@@ -338,6 +343,7 @@ export class Recreation {
    */
   async watch(out: Recreated[]): Promise<Recreated[]> {
     const { progress, signal } = this.ctx;
+    await faultPoint('watch');
     const exited = await watchStarted(
       this.engine,
       out.filter((c) => c.started),
@@ -361,6 +367,7 @@ export class Recreation {
     const r = this.replacing;
     this.undo.clear(); // the old do not come back from here on
     await r.retireOld();
+    await faultPoint('replace-commit');
     if (!r.staged.length) {
       await r.finish();
       return out;
