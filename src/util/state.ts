@@ -226,3 +226,79 @@ export class ReplaceJournal {
     );
   }
 }
+
+/** One object a restore or migration made on an engine, that its rollback would remove. */
+export interface MadeObject {
+  kind: 'container' | 'volume' | 'network' | 'image';
+  /** Its name (an image: its reference). */
+  name: string;
+  /** A container's id, once the engine gave it. */
+  id?: string;
+}
+
+/**
+ * What a restore or migration made on an engine and would remove on a failure, until its point
+ * of no return (the new containers started: ops/steps/recreate.ts, Undo): a run killed with
+ * SIGKILL leaves half-filled volumes, created containers, loaded images and networks that the
+ * next run on that engine removes (ops/steps/recover.ts).
+ */
+export interface MadeRecord {
+  engine: string;
+  run: string;
+  made: MadeObject[];
+  pid: number;
+  host: string;
+  at: string;
+}
+
+export class MadeJournal {
+  constructor(private readonly file = path.join(path.dirname(stateFile()), 'made.json')) {}
+
+  private all(): MadeRecord[] {
+    try {
+      const v = JSON.parse(readFileSync(this.file, 'utf8')) as unknown;
+      return Array.isArray(v) ? (v as MadeRecord[]) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  private save(recs: MadeRecord[]): void {
+    try {
+      mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+      const tmp = `${this.file}.${process.pid}.tmp`;
+      writeFileSync(tmp, JSON.stringify(recs, null, 2) + '\n', { mode: 0o600 });
+      renameSync(tmp, this.file);
+    } catch {
+      /* advisory only: never fail a restore over the journal */
+    }
+  }
+
+  /** Record that this run made `obj` on `engine` (a container already recorded gets its id). */
+  add(engine: string, run: string, obj: MadeObject): void {
+    const recs = this.all();
+    let rec = recs.find((x) => x.engine === engine && x.run === run);
+    if (!rec) {
+      rec = { engine, run, made: [], pid: process.pid, host: hostname(), at: new Date().toISOString() };
+      recs.push(rec);
+    }
+    const i = rec.made.findIndex((m) => m.kind === obj.kind && m.name === obj.name);
+    if (i >= 0) rec.made[i] = obj;
+    else rec.made.push(obj);
+    this.save(recs);
+  }
+
+  /** What run `run` made on `engine` is no longer its to remove (committed, or rolled back). */
+  drop(engine: string, run: string): void {
+    const recs = this.all();
+    const left = recs.filter((x) => !(x.engine === engine && x.run === run));
+    if (left.length !== recs.length) this.save(left);
+  }
+
+  /** Records left by runs on this host that died before their point of no return. */
+  stale(engine: string): MadeRecord[] {
+    return this.all().filter(
+      (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid),
+    );
+  }
+}
