@@ -313,7 +313,7 @@ export async function openContainerVolumeReader(
   if (!inPlace) {
     const r = await openVolumeReader(engine, spec.baseImage.id, volume, via.debug, [fromHost]);
     await faultPoint('volume-read');
-    return r;
+    return noteXattrs(r, volume, progress);
   }
   const { value, carried } = await firstOpen(
     what,
@@ -330,7 +330,24 @@ export async function openContainerVolumeReader(
     via.debug,
   );
   await faultPoint('volume-read');
-  return { ...value, carried };
+  return noteXattrs({ ...value, carried }, volume, progress);
+}
+
+/** The extended attributes the engine's paths do not read (only GNU tar on the host, as root, does). */
+export const XATTRS_UNREAD_BY_ENGINE = ['user.*', 'trusted.*'];
+
+/**
+ * A volume read through the engine (its archive endpoint, or a helper's tar) leaves its `user.*`
+ * and `trusted.*` extended attributes behind, and ferry cannot tell whether it has any: it sees
+ * no file there. Said once per volume and recorded on its data path (`xattrsUnread`), so that a
+ * silent loss is a stated one.
+ */
+function noteXattrs(r: DataReader, volume: string, progress: Progress | undefined): DataReader {
+  if (r.carried.path === 'host-tar') return r;
+  progress?.info(
+    `volume ${volume}: read through the engine (${r.carried.path}), which does not carry ${XATTRS_UNREAD_BY_ENGINE.join(' or ')} extended attributes; where the data uses them, run ferry as root on the engine's host`,
+  );
+  return { ...r, carried: { ...r.carried, xattrsUnread: XATTRS_UNREAD_BY_ENGINE } };
 }
 
 /** A volume's content, mounted read-only without copy-up. */

@@ -53,6 +53,22 @@ function expectPutBack() {
   expect(pauses).toEqual(['pause', 'unpause']);
 }
 
+describe('extended attributes through the engine', () => {
+  it('a volume read through the engine says that its user.* and trusted.* xattrs are not carried', async () => {
+    const said: string[] = [];
+    const { ctx } = runContext();
+    ctx.progress = { ...ctx.progress, info: (m) => said.push(m) };
+    const res = await backup(fake, new LocalTransport(dir), OPTS, ctx);
+    // The fake is an engine over TCP: no host access, so the engine's archive read the volume.
+    expect(res.dataPaths.volumes).toEqual([
+      expect.objectContaining({ name: 'appdata', path: 'engine-archive', xattrsUnread: ['user.*', 'trusted.*'] }),
+    ]);
+    expect(said).toContain(
+      "volume appdata: read through the engine (engine-archive), which does not carry user.* or trusted.* extended attributes; where the data uses them, run ferry as root on the engine's host",
+    );
+  });
+});
+
 describe('backup against a fake engine', () => {
   it('inspects, pauses, commits, reads the volume, resumes, then writes the image', async () => {
     const before = fake.state();
