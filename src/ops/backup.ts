@@ -438,6 +438,9 @@ export async function backup(
     await Promise.all(resuming);
     await Promise.all(helpersGone);
     await faultPoint('finish');
+    // Told to stop while the containers went back: the bundle is not finished (a finished one
+    // would stand, under its final name, behind an exit status that says interrupted).
+    checkAborted(signal);
     progress.step('finish bundle');
     const trailer = await writer.finish();
     const bytes = trailer.members.reduce((a, m) => a + m.bytes, 0);

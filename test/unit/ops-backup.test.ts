@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { backup, type BackupOptions } from '../../src/ops/backup.js';
 import { LocalTransport } from '../../src/store/local.js';
+import { faults } from '../../src/util/fault.js';
 import { EngineError, NotFoundError } from '../../src/errors.js';
 import type { FakeEngine } from '../helpers/engine-fake.js';
 import {
@@ -302,6 +303,25 @@ describe('backup rollback: the container runs again, no snapshot, no bundle', ()
     expect(fake.methods(['pause', 'unpause', 'commit'])).toEqual(['pause']);
     expect(fake.state()).toEqual(before);
     expect(await listDir(dir)).toEqual([]);
+  });
+
+  // A signal while the containers go back, every member written: the bundle is not finished.
+  it('when the run is aborted once every member is written, before the bundle is finished', async () => {
+    const before = fake.state();
+    const { ctx, abort } = runContext();
+    faults.hook = async (p) => {
+      if (p === 'finish') abort.abort(new Error('interrupted by SIGINT'));
+    };
+    try {
+      const err = await backup(fake, new LocalTransport(dir), OPTS, ctx).then(
+        () => expect.unreachable('the backup should have been interrupted'),
+        (e: unknown) => e,
+      );
+      expect((err as Error).message).toMatch(/SIGINT/);
+    } finally {
+      faults.hook = undefined;
+    }
+    await expectRolledBack(before);
   });
 
   for (const point of ['commit', 'getArchive', 'saveImages'] as const)
