@@ -349,8 +349,12 @@ export class Recreation {
     return this.createOnly(list);
   }
 
-  /** Start those that are to run, in the same order; then nothing is rolled back any more (unless replacing). */
-  async start(list: ToCreate[], out: Recreated[]): Promise<void> {
+  /**
+   * Start those that are to run, in the same order; then nothing is rolled back any more (unless
+   * replacing). A run told to stop before this does not start anything: past here the result stands.
+   */
+  async start(list: ToCreate[], out: Recreated[], abortable = true): Promise<void> {
+    if (abortable) checkAborted(this.ctx.signal);
     for (const i of dependencyOrder(list.map((c) => c.original))) {
       const c = list[i]!;
       if (!c.start) continue;
@@ -407,7 +411,7 @@ export class Recreation {
         if (name === s.staging) this.volumeNames[from] = s.real;
     // No interrupt cuts this short: the old are gone, the new must stand (a second signal still ends ferry at once).
     const again = await this.createOnly(this.list, false);
-    await this.start(this.list, again);
+    await this.start(this.list, again, false);
     await r.finish();
     if (this.owned) this.undo.clear();
     return again;
