@@ -35,8 +35,13 @@ const run = promisify(execFile);
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-matrix-'));
 const stateDir = path.join(dir, 'state');
 const tag = uid('fm');
-const base = `${tag}-base`;
-let bundle = '';
+/**
+ * The bundles restored: the restore rows of one bundle run one after the other (they load its
+ * one image, whose removal each checks), those of different bundles side by side.
+ */
+const SHARDS = 4;
+const bases = Array.from({ length: SHARDS }, (_, k) => `${tag}-base${k}`);
+const bundles: string[] = [];
 
 type Stop = 'SIGINT' | 'SIGTERM' | 'SIGHUP' | 'SIGKILL' | 'close-stderr' | 'close-stdout';
 type Op = 'backup' | 'backup-stdout' | 'restore' | 'restore-replace' | 'migrate' | 'migrate-stop';
@@ -126,12 +131,17 @@ const names = async (kind: 'ps' | 'volume', needle: string, host = ENGINE_A) =>
 const helpersOf = async (pid: number, host: string) =>
   dk(['ps', '-a', '-q', '--filter', `label=io.ferry.owner=${hostname()}/${pid}`], host);
 
-/** A running busybox container with a volume of its own name holding `marker`. */
+/**
+ * A running busybox container with a volume of its own name holding `marker`; stopped in a
+ * second (its shell ignores SIGTERM), as are the copies restored from its bundle.
+ */
 async function source(name: string, data: string, host = ENGINE_A): Promise<void> {
   await dk(
     [
       'run',
       '-d',
+      '--stop-timeout',
+      '1',
       '--name',
       name,
       '-v',
@@ -143,7 +153,8 @@ async function source(name: string, data: string, host = ENGINE_A): Promise<void
     ],
     host,
   );
-  for (let i = 0; i < 50 && (await marker(name, host)) !== data; i++) await new Promise((r) => setTimeout(r, 100));
+  const written = () => dk(['exec', name, 'cat', '/v/marker'], host, true);
+  for (let i = 0; i < 50 && (await written()) !== data; i++) await new Promise((r) => setTimeout(r, 100));
 }
 
 async function remove(host: string, containers: string[], volumes: string[]): Promise<void> {
@@ -191,13 +202,14 @@ function runAndStop(args: string[], point: FaultPoint, stop: Stop): Promise<Stop
 }
 
 /** After a SIGKILL: the next ferry run on `host` (any that reaches the engine) finishes the undo. */
-async function nextRun(host: string): Promise<void> {
+async function nextRun(host: string): Promise<string> {
   const probe = `${tag}-probe`;
   const r = await ferry(
-    ['-H', host, 'restore', bundle, '--dry-run', '--name', probe, '--map-volume', `${base}=${probe}`],
+    ['-H', host, 'restore', bundles[0]!, '--dry-run', '--name', probe, '--map-volume', `${bases[0]}=${probe}`],
     { env: { FERRY_STATE_DIR: stateDir } },
   );
   expect(r.code, r.stderr).toBe(0);
+  return r.stderr;
 }
 
 /** One row at a time per group that shares an object (the restore rows load one image). */
@@ -211,16 +223,18 @@ function serial<T>(group: string, fn: () => Promise<T>): Promise<T> {
 
 beforeAll(async () => {
   mkdirSync(stateDir, { recursive: true });
-  await source(base, 'new');
-  const out = path.join(dir, 'bundle');
-  mkdirSync(out);
-  const r = await ferry(['backup', base, '-o', out, '--compress', 'gzip'], { env: { FERRY_STATE_DIR: stateDir } });
-  expect(r.code, r.stderr).toBe(0);
-  bundle = path.join(out, readdirSync(out)[0]!);
+  for (const base of bases) {
+    await source(base, 'new');
+    const out = path.join(dir, base);
+    mkdirSync(out);
+    const r = await ferry(['backup', base, '-o', out, '--compress', 'gzip'], { env: { FERRY_STATE_DIR: stateDir } });
+    expect(r.code, r.stderr).toBe(0);
+    bundles.push(path.join(out, readdirSync(out)[0]!));
+  }
 });
 
 afterAll(async () => {
-  await remove(ENGINE_A, [base], [base]);
+  await remove(ENGINE_A, bases, bases);
   for (const host of [ENGINE_A, ENGINE_B]) {
     const left = await images(`ferry/${tag}`, host);
     if (left.length) await dk(['rmi', '-f', ...left], host, true);
@@ -231,6 +245,8 @@ afterAll(async () => {
 describe.concurrent('a run stopped at each step puts everything back', () => {
   it.each(ROWS)('$op stopped at $point by $stop', async ({ op, point, stop, done, i }) => {
     const name = `${tag}-${i}`;
+    const base = bases[i % SHARDS]!;
+    const bundle = bundles[i % SHARDS]!;
     const restoring = op === 'restore' || op === 'restore-replace';
     const body = async () => {
       if (op === 'restore-replace' || !restoring) await source(name, 'old');
@@ -259,10 +275,11 @@ describe.concurrent('a run stopped at each step puts everything back', () => {
       const why = `${op} at ${point} by ${stop}:\n${r.stderr}`;
       try {
         expect(r.reached, why).toBe(true);
+        let recovered = '';
         if (stop === 'SIGKILL') {
           expect(r.signal, why).toBe('SIGKILL');
-          await nextRun(ENGINE_A);
-          if (op.startsWith('migrate')) await nextRun(ENGINE_B);
+          recovered = await nextRun(ENGINE_A);
+          if (op.startsWith('migrate')) recovered += await nextRun(ENGINE_B);
         } else {
           expect(r.code, why).toBe(EXIT[stop]);
           if (stop !== 'close-stderr') expect(r.stderr, why).toContain(CAUSE[stop]);
@@ -295,6 +312,13 @@ describe.concurrent('a run stopped at each step puts everything back', () => {
             expect(await volumeExists(name), why).toBe(false);
             expect(await images(`ferry/${base}:`), why).toEqual(imagesBefore);
           }
+        } else if (op === 'restore-replace' && done && stop === 'SIGKILL') {
+          // Killed while committing (docs/commands.md, Exact replace): the old container is gone
+          // already; the new one runs on its staging volume, which holds the complete new data,
+          // and the next run names it.
+          expect((await state(name))?.running, why).toBe(true);
+          expect(await dk(['exec', name, 'cat', '/v/marker']), why).toBe('new');
+          expect(recovered, why).toMatch(new RegExp(`the new data is complete in ${name}-ferry-new-`));
         } else if (op === 'restore-replace') {
           const now = await state(name);
           if (done) {
@@ -320,12 +344,12 @@ describe.concurrent('a run stopped at each step puts everything back', () => {
           }
         }
       } finally {
-        await remove(ENGINE_A, [name], [name]);
+        await remove(ENGINE_A, [name], [name, ...(await names('volume', `${name}-ferry-new-`))]);
         await remove(ENGINE_B, [name], [name]);
         const left = await images(`ferry/${name}:`, ENGINE_B);
         if (left.length) await dk(['rmi', '-f', ...left], ENGINE_B, true);
       }
     };
-    await (restoring ? serial('restore', body) : body());
+    await (restoring ? serial(base, body) : body());
   });
 });
