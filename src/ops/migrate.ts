@@ -307,7 +307,7 @@ async function shipOne(
     // The image travels while the volumes do. Its reference is this run's own (the snapshot's time).
     progress.step(`image ${fullRef} -> ${target.facts.endpoint}`);
     rec.undo.note({ kind: 'image', name: fullRef });
-    shipping = shipImage(source, target, fullRef, progress, via.source, via.target).then((s) => {
+    shipping = shipImage(source, target, fullRef, progress, via.source, via.target, signal).then((s) => {
       result.dataPaths.images.push({ container: c.spec.name, ref: fullRef, ...s.carried });
       result.imageBytes += s.bytes;
       result.skippedLayers += s.skippedLayers;
