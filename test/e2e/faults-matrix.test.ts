@@ -23,7 +23,7 @@
  * A row is one line of ROWS: adding a point is adding it to an operation's `points`.
  */
 import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -318,7 +318,16 @@ describe.concurrent('a run stopped at each step puts everything back', () => {
           // and the next run names it.
           expect((await state(name))?.running, why).toBe(true);
           expect(await dk(['exec', name, 'cat', '/v/marker']), why).toBe('new');
-          expect(recovered, why).toMatch(new RegExp(`the new data is complete in ${name}-ferry-new-`));
+          const staging = await names('volume', `${name}-ferry-new-`);
+          expect(staging, why).toHaveLength(1);
+          expect(await marker(staging[0]!), why).toBe('new');
+          // ... and a next run has dealt with that replace (whichever run it was: rows run side by side)
+          const journal = path.join(stateDir, 'replacing.json');
+          const left = existsSync(journal) ? (JSON.parse(readFileSync(journal, 'utf8')) as { pid: number }[]) : [];
+          expect(
+            left.filter((x) => x.pid === r.pid),
+            `${why}\n${recovered}`,
+          ).toEqual([]);
         } else if (op === 'restore-replace') {
           const now = await state(name);
           if (done) {
