@@ -5,7 +5,7 @@
  * (ops/steps/recover.ts) must leave each engine as it was before, or, past the point of no
  * return, with the complete result (and never bring back a source a finished move stopped).
  */
-import { existsSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -78,10 +78,12 @@ async function killedAt(point: FaultPoint, engines: FakeEngine[], op: () => Prom
     const file = path.join(stateDir, f);
     writeFileSync(file, JSON.stringify((JSON.parse(readFileSync(file, 'utf8')) as { pid: number }[]).map(deadPid)));
   }
-  const holds = path.join(stateDir, 'holds');
-  for (const f of existsSync(holds) ? readdirSync(holds) : []) {
-    const file = path.join(holds, f);
-    writeFileSync(file, JSON.stringify(deadPid(JSON.parse(readFileSync(file, 'utf8')) as { pid: number })));
+  for (const sub of ['holds', 'made']) {
+    const d = path.join(stateDir, sub);
+    for (const f of existsSync(d) ? readdirSync(d).filter((n) => n.endsWith('.json')) : []) {
+      const file = path.join(d, f);
+      writeFileSync(file, JSON.stringify(deadPid(JSON.parse(readFileSync(file, 'utf8')) as { pid: number })));
+    }
   }
   // The helpers it made are a dead process's too; the next run is another one.
   const dead = { ...engines[0]!.run, pid: DEAD_PID, owner: `${engines[0]!.run.host}/${DEAD_PID}` };
@@ -233,8 +235,8 @@ describe('the made journal', () => {
     const t = await target();
     await restore(t, new LocalTransport(bundle), RESTORE, runContext().ctx);
     expect(new MadeJournal().stale(t.facts.endpoint)).toEqual([]);
-    const raw = readFileSync(path.join(process.env.FERRY_STATE_DIR!, 'made.json'), 'utf8');
-    expect(JSON.parse(raw)).toEqual([]);
+    const made = path.join(process.env.FERRY_STATE_DIR!, 'made');
+    expect(existsSync(made) ? readdirSync(made) : []).toEqual([]);
   });
 
   it('leaves alone a container recorded without its id that is older than the run', async () => {
@@ -242,19 +244,18 @@ describe('the made journal', () => {
     await t.addImage('other:1', [{ f: 'x' }]);
     t.addContainer('app', { image: 'other:1' });
     const before = t.state();
-    const file = path.join(process.env.FERRY_STATE_DIR!, 'made.json');
+    mkdirSync(path.join(process.env.FERRY_STATE_DIR!, 'made'), { recursive: true });
+    const file = path.join(process.env.FERRY_STATE_DIR!, 'made', 'dead.json');
     writeFileSync(
       file,
-      JSON.stringify([
-        {
-          engine: t.facts.endpoint,
-          run: 'dead',
-          made: [{ kind: 'container', name: 'app' }],
-          pid: DEAD_PID,
-          host: t.run.host,
-          at: new Date(Date.now() + 60_000).toISOString(),
-        },
-      ]),
+      JSON.stringify({
+        engine: t.facts.endpoint,
+        run: 'dead',
+        made: [{ kind: 'container', name: 'app' }],
+        pid: DEAD_PID,
+        host: t.run.host,
+        at: new Date(Date.now() + 60_000).toISOString(),
+      }),
     );
     await recoverDeadRuns(t, progress);
     expect(t.state()).toEqual(before);
