@@ -122,8 +122,21 @@ const volumeExists = async (v: string, host = ENGINE_A) =>
   !!(await dk(['volume', 'inspect', '-f', '{{.Name}}', v], host, true));
 const marker = (v: string, host = ENGINE_A) =>
   dk(['run', '--rm', '-v', `${v}:/v:ro`, BUSYBOX, 'cat', '/v/marker'], host, true);
-const images = async (prefix: string, host = ENGINE_A) =>
-  (await dk(['images', '--format', '{{.Repository}}:{{.Tag}}'], host)).split('\n').filter((r) => r.startsWith(prefix));
+/**
+ * Images whose reference starts with `prefix`. Docker 26 fails a listing that meets an image
+ * another row is removing ("failed to calculate size of image"): asked again.
+ */
+async function images(prefix: string, host = ENGINE_A): Promise<string[]> {
+  for (let i = 0; ; i++) {
+    try {
+      const out = await dk(['images', '--format', '{{.Repository}}:{{.Tag}}'], host);
+      return out.split('\n').filter((r) => r.startsWith(prefix));
+    } catch (err) {
+      if (i >= 4) throw err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
 const names = async (kind: 'ps' | 'volume', needle: string, host = ENGINE_A) =>
   (await dk(kind === 'ps' ? ['ps', '-a', '--format', '{{.Names}}'] : ['volume', 'ls', '-q'], host))
     .split('\n')
