@@ -22,6 +22,7 @@ import { askSecret } from './prompt.js';
 import { hostAccessFor, hostEnv } from '../hostaccess/access.js';
 import { createDebug, debugWanted, engineCalls } from '../util/debug.js';
 import { stopResticRuns } from '../store/restic/runner.js';
+import { faultHook, faults } from '../util/fault.js';
 
 export interface Io {
   stdout: NodeJS.WriteStream;
@@ -102,6 +103,11 @@ export async function main(
   const debug = argv.includes('--debug') || debugWanted(process.env.FERRY_DEBUG) ? createDebug(io.stderr) : undefined;
   if (debug) engineCalls.hook = (endpoint, what) => debug(`engine ${endpoint}: ${what}`);
   const hostAccess = hostAccessFor(hostEnv(process.env), debug);
+  // The fault-injection tests' hook (util/fault.ts): stop at one named point of the run.
+  if (process.env.FERRY_FAULT) {
+    const waitMs = Number(process.env.FERRY_FAULT_WAIT) || undefined;
+    faults.hook = faultHook(process.env.FERRY_FAULT, controller.signal, say, waitMs ? { waitMs } : {});
+  }
   let pool: SshPool | undefined;
   const ssh = () =>
     (pool ??= new SshPool({
@@ -184,6 +190,7 @@ export async function main(
     await pool?.closeAll();
     await stopResticRuns(); // a restic left running would leave its lock in the repository
     if (debug) engineCalls.hook = undefined;
+    faults.hook = undefined;
     process.off('unhandledRejection', onUnhandled);
     for (const off of handlers) off();
     io.stderr.off('error', onStderrError);

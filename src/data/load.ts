@@ -2,8 +2,10 @@
 import type { Readable } from 'node:stream';
 import type { Engine } from '../engine/engine.js';
 import { EngineError } from '../errors.js';
+import { faultPoint } from '../util/fault.js';
 
 export async function loadImage(engine: Engine, data: Readable, expectRef: string): Promise<string> {
+  await faultPoint('image-load');
   const loaded = await engine.loadImage(data);
   // Podman qualifies short names on load (lab/app:1 -> localhost/lab/app:1): tag it back.
   if (!(await engine.imageExists(expectRef)) && (await engine.imageExists(`localhost/${expectRef}`))) {

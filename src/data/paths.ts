@@ -66,6 +66,11 @@ export interface Carried {
   fallback?: { from: DataPath; reason: string };
   /** Extended attributes of the data that this path could not keep (`<key> on <file>: <why>`). */
   xattrsLost?: string[];
+  /**
+   * Extended attribute namespaces this path does not read at all (`user.*`, `trusted.*` through
+   * the engine): whether the data had any is unknown.
+   */
+  xattrsUnread?: string[];
 }
 
 /** A path's answer before its first byte: it will not carry the data, and why. */

@@ -16,12 +16,13 @@ import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import type { Engine, EngineFacts, ImageInspect } from '../engine/engine.js';
 import type { ContainerSpec } from '../model/spec.js';
-import type { Progress } from '../context.js';
+import { checkAborted, type Progress } from '../context.js';
 import { openHostImageArchive, type HostImageArchive } from './host-image.js';
 import { readContentStore } from './content-store.js';
 import { toOciArchive, type Descriptor, type OciPlan } from './oci.js';
 import { ENGINE_ONLY, isRefused, withFallback, type Carried, type Routing } from './paths.js';
 import { fillVolume, openContainerVolumeReader } from './volumes.js';
+import { faultPoint } from '../util/fault.js';
 
 export function chainIds(diffIds: string[]): string[] {
   const out: string[] = [];
@@ -232,6 +233,7 @@ export async function shipImage(
   progress: Progress,
   via: Routing,
   targetVia?: Routing,
+  signal?: AbortSignal,
 ): Promise<ShipStats> {
   const what = `image ${ref} from ${source.facts.endpoint} to ${target.facts.endpoint}`;
   const img = await source.inspectImage(ref);
@@ -255,14 +257,22 @@ export async function shipImage(
       bytes = n;
       progress.bytes(`image ${ref}`, n);
     });
+    // Told to stop: the image stops too (the rollback waits for it, then removes it).
     const stream = body.pipe(counted);
     body.on('error', (err) => counted.destroy(err));
+    // Told to stop: the load stops too, rather than the rollback waiting for the whole image.
+    const stop = () => counted.destroy(signal!.reason as Error);
     try {
+      await faultPoint('image-load');
+      if (signal) checkAborted(signal);
+      signal?.addEventListener('abort', stop, { once: true });
       await target.loadImage(stream);
     } catch (err) {
       // Close the source's side too: a response nobody reads keeps the run alive.
       close();
       throw err;
+    } finally {
+      signal?.removeEventListener('abort', stop);
     }
     if (!(await target.imageExists(ref))) throw new Error(`the target did not load ${ref}`);
     return bytes;
@@ -332,7 +342,7 @@ export async function shipImage(
   } catch (err) {
     // A target that refuses the archive without the blobs its content store held a moment ago
     // (removed since) gets the whole image: never a failed load for what was left out.
-    if (plan.written.path !== 'content-store' || isAbort(err)) throw err;
+    if (plan.written.path !== 'content-store' || isAbort(err) || signal?.aborted) throw err;
     const reason = `the load without the layers there failed: ${err instanceof Error ? err.message : String(err)}`;
     progress.warn(`image ${ref} on ${target.facts.endpoint}: ${reason}; sending the whole image`);
     targetVia?.debug?.(`${what}: fallback from content-store to engine-load: ${reason}`);

@@ -30,6 +30,7 @@ import {
 import { EscapingLinks, escapingLinksTar } from './tar-links.js';
 import { ENGINE_ONLY, firstOpen, isRefused, refused, type Carried, type PathOption, type Routing } from './paths.js';
 import type { Debug } from '../util/debug.js';
+import { faultPoint } from '../util/fault.js';
 
 const MOUNT = '/.ferry-data';
 
@@ -334,7 +335,11 @@ export async function openContainerVolumeReader(
     },
   };
   const inPlace = engine.quirks.archiveKeepsOwners ? inPlaceVolumePath(spec, volume) : undefined;
-  if (!inPlace) return openVolumeReader(engine, spec.baseImage.id, volume, via.debug, [fromHost]);
+  if (!inPlace) {
+    const r = await openVolumeReader(engine, spec.baseImage.id, volume, via.debug, [fromHost]);
+    await faultPoint('volume-read');
+    return noteXattrs(r, volume, progress);
+  }
   const { value, carried } = await firstOpen(
     what,
     [
@@ -349,7 +354,25 @@ export async function openContainerVolumeReader(
     ],
     via.debug,
   );
-  return { ...value, carried };
+  await faultPoint('volume-read');
+  return noteXattrs({ ...value, carried }, volume, progress);
+}
+
+/** The extended attributes the engine's paths do not read (only GNU tar on the host, as root, does). */
+export const XATTRS_UNREAD_BY_ENGINE = ['user.*', 'trusted.*'];
+
+/**
+ * A volume read through the engine (its archive endpoint, or a helper's tar) leaves its `user.*`
+ * and `trusted.*` extended attributes behind, and ferry cannot tell whether it has any: it sees
+ * no file there. Said once per volume and recorded on its data path (`xattrsUnread`), so that a
+ * silent loss is a stated one.
+ */
+function noteXattrs(r: DataReader, volume: string, progress: Progress | undefined): DataReader {
+  if (r.carried.path === 'host-tar') return r;
+  progress?.info(
+    `volume ${volume}: read through the engine (${r.carried.path}), which does not carry ${XATTRS_UNREAD_BY_ENGINE.join(' or ')} extended attributes; where the data uses them, run ferry as root on the engine's host`,
+  );
+  return { ...r, carried: { ...r.carried, xattrsUnread: XATTRS_UNREAD_BY_ENGINE } };
 }
 
 /** A volume's content, mounted read-only without copy-up. */
@@ -410,6 +433,7 @@ export async function fillVolume(
   });
   let carried: Carried;
   try {
+    await faultPoint('volume-fill');
     // On the engine's host, as root: straight into the volume's directory (host-volume.ts).
     const how = await firstOpen<HostWrite | false>(
       `write volume ${volume} on ${engine.facts.endpoint}`,

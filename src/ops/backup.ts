@@ -54,6 +54,7 @@ import { openBindReader, openContainerVolumeReader, volumeSizeHint } from '../da
 import { recoverDeadRuns } from './steps/recover.js';
 import { HookError, UsageError } from '../errors.js';
 import { routing, type DataPaths } from '../data/paths.js';
+import { faultPoint } from '../util/fault.js';
 
 export interface BackupOptions {
   containers: string[];
@@ -429,6 +430,7 @@ export async function backup(
         .then((i) => (i.Size > 0 ? i.Size : undefined))
         .catch(() => undefined);
       const img = await saving!;
+      await faultPoint('image-save');
       const again = img.fallback && {
         when: img.fallback.when,
         open: async (err: unknown) => abortable(await img.fallback!.open(err), signal),
@@ -445,6 +447,10 @@ export async function backup(
     checkAborted(signal);
     await Promise.all(resuming);
     await Promise.all(helpersGone);
+    await faultPoint('finish');
+    // Told to stop while the containers went back: the bundle is not finished (a finished one
+    // would stand, under its final name, behind an exit status that says interrupted).
+    checkAborted(signal);
     progress.step('finish bundle');
     const trailer = await writer.finish();
     const bytes = trailer.members.reduce((a, m) => a + m.bytes, 0);

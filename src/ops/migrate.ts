@@ -134,6 +134,9 @@ export async function migrate(
     result.containers = await rec.create(list);
     if (opts.stopSource) await stopSources(source, job, held, progress);
     await rec.start(list, result.containers);
+    // Started on the target, and nothing there is rolled back any more: the sources stay stopped
+    // from now on, even should the run be killed (a replace is committed only after the watch).
+    if (!rec.replaces) for (const r of held.cutover) r.keep();
     result.containers = await rec.watch(result.containers);
     for (const r of held.cutover) r.keep(); // stopped for good: the service runs on the target now
     result.durationMs = Date.now() - started;
@@ -301,14 +304,18 @@ async function shipOne(
     progress.step(`commit ${c.spec.name}`);
     const committed = await commitContainer(source, c.spec, ref, mode);
     held.snapshots.push(committed.id);
-    // The image travels while the volumes do.
+    // The image travels while the volumes do. Its reference is this run's own (the snapshot's time).
     progress.step(`image ${fullRef} -> ${target.facts.endpoint}`);
-    shipping = shipImage(source, target, fullRef, progress, via.source, via.target).then((s) => {
+    rec.undo.note({ kind: 'image', name: fullRef });
+    shipping = shipImage(source, target, fullRef, progress, via.source, via.target, signal).then((s) => {
       result.dataPaths.images.push({ container: c.spec.name, ref: fullRef, ...s.carried });
       result.imageBytes += s.bytes;
       result.skippedLayers += s.skippedLayers;
       result.totalLayers += s.totalLayers;
-      rec.undo.add(`remove image ${fullRef} from the target`, () => target.removeImage(fullRef));
+      rec.undo.add(`remove image ${fullRef} from the target`, () => target.removeImage(fullRef), {
+        kind: 'image',
+        name: fullRef,
+      });
     });
     shipping.catch(() => {});
     for (const v of c.volumes) {

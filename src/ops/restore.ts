@@ -563,10 +563,15 @@ async function loadMemberImage(
 ): Promise<void> {
   const existed = await engine.imageExists(c.image.ref);
   ctx.progress.step(`load image ${c.image.ref}`);
+  if (!existed) out.undo.note({ kind: 'image', name: c.image.ref }); // a SIGKILL during the load leaves it too
   await loadImage(engine, data, c.image.ref);
   ctx.debug?.(`image ${c.image.ref} into ${engine.facts.endpoint}: engine-load`);
   out.dataPaths.images.push({ container: c.spec.name, ref: c.image.ref, path: 'engine-load' });
-  if (!existed) out.undo.add(`remove image ${c.image.ref}`, () => engine.removeImage(c.image.ref));
+  if (!existed)
+    out.undo.add(`remove image ${c.image.ref}`, () => engine.removeImage(c.image.ref), {
+      kind: 'image',
+      name: c.image.ref,
+    });
   out.images.set(c.spec.name, c.image.ref);
 }
 
@@ -612,10 +617,14 @@ async function pullImages(
     }
     // Removing the tag also removes the digest reference and the image (nothing else uses it).
     if (!existed)
-      out.undo.add(`remove image ${ref}`, async () => {
-        await engine.removeImage(ref);
-        await engine.removeImage(byDigest);
-      });
+      out.undo.add(
+        `remove image ${ref}`,
+        async () => {
+          await engine.removeImage(ref);
+          await engine.removeImage(byDigest);
+        },
+        { kind: 'image', name: ref },
+      );
     await engine.tagImage(byDigest, repo, tag);
     out.images.set(c.spec.name, ref);
     ctx.debug?.(`image ${ref} into ${engine.facts.endpoint}: registry (${byDigest})`);

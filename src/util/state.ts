@@ -5,7 +5,7 @@
  * process that did it is gone, and finishes its undo (ops/steps/recover.ts).
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import path from 'node:path';
 
@@ -224,5 +224,99 @@ export class ReplaceJournal {
     return this.all().filter(
       (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid),
     );
+  }
+}
+
+/** One object a restore or migration made on an engine, that its rollback would remove. */
+export interface MadeObject {
+  kind: 'container' | 'volume' | 'network' | 'image';
+  /** Its name (an image: its reference). */
+  name: string;
+  /** A container's id, once the engine gave it. */
+  id?: string;
+}
+
+/**
+ * What a restore or migration made on an engine and would remove on a failure, until its point
+ * of no return (the new containers started: ops/steps/recreate.ts, Undo): a run killed with
+ * SIGKILL leaves half-filled volumes, created containers, loaded images and networks that the
+ * next run on that engine removes (ops/steps/recover.ts).
+ */
+export interface MadeRecord {
+  engine: string;
+  run: string;
+  made: MadeObject[];
+  pid: number;
+  host: string;
+  at: string;
+}
+
+export class MadeJournal {
+  /**
+   * One file per run (`made/<engine>-<run>.json`): only its run writes it, and a recovery only
+   * removes it, so that runs side by side never write back an older copy of each other's records.
+   */
+  constructor(private readonly dir = path.join(path.dirname(stateFile()), 'made')) {}
+
+  private file(engine: string, run: string): string {
+    const e = createHash('sha256').update(engine).digest('hex').slice(0, 16);
+    return path.join(this.dir, `${e}-${run.replace(/[^0-9a-zA-Z_.-]/g, '_')}.json`);
+  }
+
+  private read(file: string): MadeRecord | undefined {
+    try {
+      return JSON.parse(readFileSync(file, 'utf8')) as MadeRecord;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Record that this run made `obj` on `engine` (a container already recorded gets its id). */
+  add(engine: string, run: string, obj: MadeObject): void {
+    try {
+      const file = this.file(engine, run);
+      const rec = this.read(file) ?? {
+        engine,
+        run,
+        made: [],
+        pid: process.pid,
+        host: hostname(),
+        at: new Date().toISOString(),
+      };
+      const i = rec.made.findIndex((m) => m.kind === obj.kind && m.name === obj.name);
+      if (i >= 0) rec.made[i] = obj;
+      else rec.made.push(obj);
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      const tmp = `${file}.${process.pid}.tmp`;
+      writeFileSync(tmp, JSON.stringify(rec, null, 2) + '\n', { mode: 0o600 });
+      renameSync(tmp, file);
+    } catch {
+      /* advisory only: never fail a restore over the journal */
+    }
+  }
+
+  /** What run `run` made on `engine` is no longer its to remove (committed, or rolled back). */
+  drop(engine: string, run: string): void {
+    try {
+      unlinkSync(this.file(engine, run));
+    } catch {
+      /* nothing recorded, or already gone */
+    }
+  }
+
+  /** Records left by runs on this host that died before their point of no return. */
+  stale(engine: string): MadeRecord[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.dir).filter((n) => n.endsWith('.json'));
+    } catch {
+      return [];
+    }
+    return names
+      .map((n) => this.read(path.join(this.dir, n)))
+      .filter(
+        (x): x is MadeRecord =>
+          !!x && x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid),
+      );
   }
 }

@@ -140,7 +140,12 @@ describe('volumes read from the host disk', () => {
     });
     expect(e.code, e.stderr).toBe(0);
     expect(volumePaths(e.stdout)).toEqual([
-      { name, path: 'engine-archive', fallback: { from: 'host-tar', reason: 'FERRY_HOST_VOLUMES=0' } },
+      {
+        name,
+        path: 'engine-archive',
+        fallback: { from: 'host-tar', reason: 'FERRY_HOST_VOLUMES=0' },
+        xattrsUnread: ['user.*', 'trusted.*'],
+      },
     ]);
 
     const a = await volumeEntries(onlyBundle(host), name);
@@ -240,6 +245,7 @@ describe('volumes read from the host disk', () => {
         name: v,
         path: 'engine-archive',
         fallback: { from: 'host-tar', reason: 'a volume with driver options (mounted only while in use)' },
+        xattrsUnread: ['user.*', 'trusted.*'],
       },
     ]);
     const entries = await volumeEntries(onlyBundle(out), v);

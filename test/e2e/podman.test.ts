@@ -90,7 +90,14 @@ describe('Podman', () => {
     // The volume by the image's own tar in a helper (Podman's archive endpoint loses owners), the
     // image by Podman's save (no Docker layer store there).
     expect(JSON.parse(b.stdout).dataPaths).toEqual({
-      volumes: [{ name: vol, path: 'helper-tar', fallback: { from: 'host-tar', reason: expect.any(String) } }],
+      volumes: [
+        {
+          name: vol,
+          path: 'helper-tar',
+          fallback: { from: 'host-tar', reason: expect.any(String) },
+          xattrsUnread: ['user.*', 'trusted.*'],
+        },
+      ],
       images: [
         {
           container: name,

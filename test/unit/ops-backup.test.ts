@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { backup, type BackupOptions } from '../../src/ops/backup.js';
 import { LocalTransport } from '../../src/store/local.js';
+import { faults } from '../../src/util/fault.js';
 import { EngineError, NotFoundError } from '../../src/errors.js';
 import type { FakeEngine } from '../helpers/engine-fake.js';
 import {
@@ -53,6 +54,22 @@ function expectPutBack() {
   const pauses = fake.methods(['pause', 'unpause']);
   expect(pauses).toEqual(['pause', 'unpause']);
 }
+
+describe('extended attributes through the engine', () => {
+  it('a volume read through the engine says that its user.* and trusted.* xattrs are not carried', async () => {
+    const said: string[] = [];
+    const { ctx } = runContext();
+    ctx.progress = { ...ctx.progress, info: (m) => said.push(m) };
+    const res = await backup(fake, new LocalTransport(dir), OPTS, ctx);
+    // The fake is an engine over TCP: no host access, so the engine's archive read the volume.
+    expect(res.dataPaths.volumes).toEqual([
+      expect.objectContaining({ name: 'appdata', path: 'engine-archive', xattrsUnread: ['user.*', 'trusted.*'] }),
+    ]);
+    expect(said).toContain(
+      "volume appdata: read through the engine (engine-archive), which does not carry user.* or trusted.* extended attributes; where the data uses them, run ferry as root on the engine's host",
+    );
+  });
+});
 
 describe('backup against a fake engine', () => {
   it('inspects, pauses, commits, reads the volume, resumes, then writes the image', async () => {
@@ -307,6 +324,25 @@ describe('backup rollback: the container runs again, no snapshot, no bundle', ()
     expect(fake.methods(['pause', 'unpause', 'commit'])).toEqual(['pause']);
     expect(fake.state()).toEqual(before);
     expect(await listDir(dir)).toEqual([]);
+  });
+
+  // A signal while the containers go back, every member written: the bundle is not finished.
+  it('when the run is aborted once every member is written, before the bundle is finished', async () => {
+    const before = fake.state();
+    const { ctx, abort } = runContext();
+    faults.hook = async (p) => {
+      if (p === 'finish') abort.abort(new Error('interrupted by SIGINT'));
+    };
+    try {
+      const err = await backup(fake, new LocalTransport(dir), OPTS, ctx).then(
+        () => expect.unreachable('the backup should have been interrupted'),
+        (e: unknown) => e,
+      );
+      expect((err as Error).message).toMatch(/SIGINT/);
+    } finally {
+      faults.hook = undefined;
+    }
+    await expectRolledBack(before);
   });
 
   for (const point of ['commit', 'getArchive', 'saveImages'] as const)

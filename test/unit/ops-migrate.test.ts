@@ -188,6 +188,16 @@ describe('migrate rollback: the target as it was, the source running again', () 
     expect(source.methods(['stop', 'start'])).toEqual(['stop', 'start']);
   });
 
+  it('when the run is aborted while the image loads on the target: the load stops, it is not waited for', async () => {
+    const { ctx, abort } = runContext();
+    target.onCall('loadImage', 1, () => abort.abort(new Error('interrupted by SIGINT')));
+    const err = await failing(run({}, ctx));
+    expect((err as Error).message).toMatch(/SIGINT/);
+    expect(target.loaded).toEqual([]); // no image arrived whole
+    expect(target.state()).toEqual(targetBefore);
+    expect(source.state()).toEqual(sourceBefore);
+  });
+
   for (const [side, point] of [
     ['target', 'createVolume'],
     ['target', 'putArchive'],

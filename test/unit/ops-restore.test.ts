@@ -8,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { backup } from '../../src/ops/backup.js';
 import { restore, type RestoreOptions } from '../../src/ops/restore.js';
 import { LocalTransport } from '../../src/store/local.js';
+import { faults } from '../../src/util/fault.js';
 import { HOLDER_IMAGE } from '../../src/engine/engine.js';
 import { BundleError, ConflictError, EngineError } from '../../src/errors.js';
 import { FakeEngine, type FakeVolume } from '../helpers/engine-fake.js';
@@ -215,6 +216,23 @@ describe('restore rollback: the target is left exactly as it was', () => {
     expect(t.state()).toEqual(before);
     expect(err).toBeInstanceOf(Error);
     expect(t.methods(['createContainer', 'start']).filter((m) => m === 'start')).toEqual([]);
+  });
+
+  // Told to stop once the container was created: it is not started (that would make the
+  // restore stand, behind an exit status that says interrupted), and goes.
+  it('when the run is aborted right after the container was created', async () => {
+    const { ctx, abort } = runContext();
+    faults.hook = async (p) => {
+      if (p === 'create') abort.abort(new Error('interrupted by SIGINT'));
+    };
+    try {
+      const err = await failing(run(t, {}, ctx));
+      expect((err as Error).message).toMatch(/SIGINT/);
+    } finally {
+      faults.hook = undefined;
+    }
+    expect(t.state()).toEqual(before);
+    expect(t.methods(['start'])).toEqual([]);
   });
 
   it('when the run is aborted at the image load', async () => {

@@ -18,6 +18,7 @@ import type { VolumeEntry } from '../../bundle/manifest.js';
 import type { Progress } from '../../context.js';
 import { ContainerHolds, QuiesceJournal } from '../../util/state.js';
 import { sleep } from '../../util/sleep.js';
+import { faultPoint } from '../../util/fault.js';
 
 export type Consistency = 'pause' | 'stop' | 'none';
 
@@ -115,7 +116,9 @@ export async function quiesce(
   const where = engine.facts.endpoint;
   await hold(holds, where, spec, progress, opts);
   try {
-    return await quiesceHeld(engine, spec, mode, progress, journal, holds, opts);
+    const resume = await quiesceHeld(engine, spec, mode, progress, journal, holds, opts);
+    await faultPoint('quiesced');
+    return resume;
   } catch (err) {
     holds.release(where, spec.sourceId);
     throw err;
@@ -342,6 +345,7 @@ export async function commitContainer(
   });
   // A run killed from here on leaves the snapshot to the next run on this engine to remove.
   journal.add({ engine: engine.facts.endpoint, containerId: id, name: `${ref.repo}:${ref.tag}`, action: 'snapshot' });
+  await faultPoint('committed');
   try {
     const img = await engine.inspectImage(id);
     return { id, layers: img.RootFS?.Layers ?? [] };

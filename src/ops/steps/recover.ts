@@ -10,7 +10,14 @@
 import type { Engine } from '../../engine/engine.js';
 import type { Progress } from '../../context.js';
 import { removeWithAnonymousVolumes, sweepStaleHolders } from '../../data/volumes.js';
-import { QuiesceJournal, ReplaceJournal, type QuiesceRecord, type ReplaceRecord } from '../../util/state.js';
+import {
+  MadeJournal,
+  QuiesceJournal,
+  ReplaceJournal,
+  type MadeRecord,
+  type QuiesceRecord,
+  type ReplaceRecord,
+} from '../../util/state.js';
 import { putBack } from './replace.js';
 
 export async function recoverDeadRuns(
@@ -18,11 +25,24 @@ export async function recoverDeadRuns(
   progress: Progress,
   journal: QuiesceJournal = new QuiesceJournal(),
   replaces: ReplaceJournal = new ReplaceJournal(),
+  made: MadeJournal = new MadeJournal(),
 ): Promise<void> {
   const where = engine.facts.endpoint;
   // First: a helper of the dead run would keep a staging volume in use.
   if (await sweepStaleHolders(engine))
     progress.info(`removed helper containers left by a killed ferry run on ${where}`);
+  // Then what a dead restore or migration made (its new containers first: under a replace, they
+  // hold the names the old containers go back to).
+  for (const r of made.stale(where)) {
+    const by = `a ferry run (pid ${r.pid}) that was killed at ${r.at}`;
+    try {
+      const removed = await undoMade(engine, r);
+      if (removed.length) progress.warn(`removed ${removed.join(', ')}: left half-made by ${by}`);
+      made.drop(where, r.run);
+    } catch (err) {
+      progress.warn(`what ${by} had made could not all be removed: ${(err as Error).message}`);
+    }
+  }
   for (const r of replaces.stale(where)) {
     const by = `a ferry run (pid ${r.pid}) that was killed at ${r.at}`;
     try {
@@ -89,4 +109,53 @@ async function undoOne(engine: Engine, r: QuiesceRecord): Promise<string | undef
     return `started container ${r.name} again`;
   }
   return undefined;
+}
+
+/**
+ * Remove what a restore or migration made before it was killed (it never got to its point of no
+ * return): its containers (with the anonymous volumes they made), then its volumes, images and
+ * networks, each only where it still exists. A container recorded without its id (killed during
+ * its create) is removed by its name only when made after the run began.
+ */
+async function undoMade(engine: Engine, r: MadeRecord): Promise<string[]> {
+  const done: string[] = [];
+  const failed: string[] = [];
+  const of = (kind: MadeRecord['made'][number]['kind']) => r.made.filter((m) => m.kind === kind).reverse();
+  const each = async (what: string, fn: () => Promise<boolean>) => {
+    try {
+      if (await fn()) done.push(what);
+    } catch (err) {
+      failed.push(`${what}: ${(err as Error).message}`);
+    }
+  };
+  for (const c of of('container'))
+    await each(`container ${c.name}`, async () => {
+      const st = await engine.inspectContainer(c.id ?? c.name).catch(() => undefined);
+      if (!st) return false;
+      const created = Date.parse(String((st as { Created?: string }).Created ?? ''));
+      if (!c.id && !(created >= Date.parse(r.at))) return false; // not the one this run made
+      await removeWithAnonymousVolumes(engine, st.Id);
+      return true;
+    });
+  for (const v of of('volume'))
+    await each(`volume ${v.name}`, async () => {
+      if (!(await engine.inspectVolume(v.name))) return false;
+      await engine.removeVolume(v.name);
+      return true;
+    });
+  for (const i of of('image'))
+    await each(`image ${i.name}`, async () => {
+      if (!(await engine.imageExists(i.name))) return false;
+      await engine.removeImage(i.name);
+      return true;
+    });
+  for (const n of of('network'))
+    await each(`network ${n.name}`, async () => {
+      if (!(await engine.inspectNetwork(n.name))) return false;
+      await engine.removeNetwork(n.name);
+      return true;
+    });
+  if (failed.length)
+    throw new Error(`${done.length ? `removed ${done.join(', ')}, but not ` : ''}${failed.join('; ')}`);
+  return done;
 }

@@ -25,14 +25,29 @@ import { adoptAnonymousVolumes, removeWithAnonymousVolumes, sweepHolders } from 
 import { ipv4Subnets, subnetsTaken } from './preflight.js';
 import { Replacement } from './replace.js';
 import type { Routing } from '../../data/paths.js';
+import { MadeJournal, type MadeObject } from '../../util/state.js';
+import { faultPoint } from '../../util/fault.js';
 
 export type OnConflict = 'fail' | 'replace' | 'rename';
 
-/** Undo actions, run in reverse order on failure. */
+/**
+ * Undo actions, run in reverse order on failure. Given the engine, what each action removes
+ * (`made`) is also journaled on disk until the undo is run or cleared, so that after a SIGKILL
+ * the next run removes it (util/state.ts, MadeJournal; ops/steps/recover.ts).
+ */
 export class Undo {
   private readonly actions: { what: string; fn: () => Promise<void> }[] = [];
-  add(what: string, fn: () => Promise<void>) {
+  constructor(
+    private readonly engine?: Engine,
+    private readonly journal = new MadeJournal(),
+  ) {}
+  add(what: string, fn: () => Promise<void>, made?: MadeObject) {
     this.actions.push({ what, fn });
+    if (made) this.note(made);
+  }
+  /** Journal an object this run made (again, with what is known now: a container's id). */
+  note(made: MadeObject): void {
+    if (this.engine) this.journal.add(this.engine.facts.endpoint, this.engine.run.id, made);
   }
   /** `verb` names the run in messages: `rollback` after a failure, `cleanup` when removal was the plan. */
   async run(progress: Progress, verb = 'rollback'): Promise<void> {
@@ -44,10 +59,12 @@ export class Undo {
         progress.warn(`${verb} of "${a.what}" failed: ${(err as Error).message}`);
       }
     }
-    this.actions.length = 0;
+    this.clear();
   }
+  /** What was made stays: it is no longer this run's to remove. */
   clear() {
     this.actions.length = 0;
+    if (this.engine) this.journal.drop(this.engine.facts.endpoint, this.engine.run.id);
   }
 }
 
@@ -92,7 +109,7 @@ export async function ensureNetwork(engine: Engine, n: NetworkSpec, undo: Undo, 
   }
   progress.step(`create network ${n.name}`);
   await engine.createNetwork(networkCreateOptions(n));
-  undo.add(`remove network ${n.name}`, () => engine.removeNetwork(n.name));
+  undo.add(`remove network ${n.name}`, () => engine.removeNetwork(n.name), { kind: 'network', name: n.name });
 }
 
 /** Create a volume (under a free name for --on-conflict rename); returns its name on the target. */
@@ -106,7 +123,7 @@ export async function createVolume(
   const labels = { ...(v.labels ?? {}) };
   if (v.anonymous) {
     const name = await engine.createVolume({ Driver: v.driver, DriverOpts: v.driverOpts, Labels: labels });
-    undo.add(`remove volume ${name}`, () => engine.removeVolume(name));
+    undo.add(`remove volume ${name}`, () => engine.removeVolume(name), { kind: 'volume', name });
     progress.step(`create volume ${name} (for anonymous volume ${v.name.slice(0, 12)})`);
     return name;
   }
@@ -121,8 +138,9 @@ export async function createVolume(
     name = await freeName(name, async (n) => !!(await engine.inspectVolume(n)));
   }
   progress.step(`create volume ${name}`);
+  undo.note({ kind: 'volume', name }); // journaled first: a SIGKILL during the create leaves it too
   await engine.createVolume({ Name: name, Driver: v.driver, DriverOpts: v.driverOpts, Labels: labels });
-  undo.add(`remove volume ${name}`, () => engine.removeVolume(name));
+  undo.add(`remove volume ${name}`, () => engine.removeVolume(name), { kind: 'volume', name });
   return name;
 }
 
@@ -163,12 +181,18 @@ export async function createContainer(
   const made: { id?: string } = {};
   const wasFree = !(await engine.containerExists(name));
   // With the anonymous volumes its image's VOLUME lines made for it; never one it mounts by name.
-  undo.add(`remove container ${name}`, async () => {
-    const id = made.id ?? (wasFree ? (await engine.inspectContainer(name).catch(() => undefined))?.Id : undefined);
-    if (id) await removeWithAnonymousVolumes(engine, id);
-  });
+  undo.add(
+    `remove container ${name}`,
+    async () => {
+      const id = made.id ?? (wasFree ? (await engine.inspectContainer(name).catch(() => undefined))?.Id : undefined);
+      if (id) await removeWithAnonymousVolumes(engine, id);
+    },
+    wasFree ? { kind: 'container', name } : undefined,
+  );
   const id = await engine.createContainer(name, plan.body);
   made.id = id;
+  if (wasFree) undo.note({ kind: 'container', name, id });
+  await faultPoint('create');
   for (const e of plan.laterEndpoints) {
     await engine.connectNetwork(e.network, id, endpointCreateConfig(e));
   }
@@ -268,7 +292,7 @@ export class Recreation {
     private readonly ctx: { progress: Progress; signal: AbortSignal },
     opts: { undo?: Undo; where?: string; via?: Routing } = {},
   ) {
-    this.undo = opts.undo ?? new Undo();
+    this.undo = opts.undo ?? new Undo(engine);
     this.owned = !opts.undo;
     this.where = opts.where ? ` ${opts.where}` : '';
     this.replacing = new Replacement(engine, ctx.progress);
@@ -277,6 +301,11 @@ export class Recreation {
 
   async networks(networks: NetworkSpec[]): Promise<void> {
     for (const n of networks) await ensureNetwork(this.engine, n, this.undo, this.ctx.progress);
+  }
+
+  /** Whether this recreation replaces what is there (then it is committed only after the watch). */
+  get replaces(): boolean {
+    return this.replacing.active;
   }
 
   /** --on-conflict replace: these containers are there; they are set aside, not removed, until the new ones run. */
@@ -313,12 +342,19 @@ export class Recreation {
    */
   async create(list: ToCreate[]): Promise<Recreated[]> {
     this.list = list;
-    if (this.replacing.active) await this.replacing.setAside(this.undo);
+    if (this.replacing.active) {
+      await this.replacing.setAside(this.undo);
+      await faultPoint('replace-aside');
+    }
     return this.createOnly(list);
   }
 
-  /** Start those that are to run, in the same order; then nothing is rolled back any more (unless replacing). */
-  async start(list: ToCreate[], out: Recreated[]): Promise<void> {
+  /**
+   * Start those that are to run, in the same order; then nothing is rolled back any more (unless
+   * replacing). A run told to stop before this does not start anything: past here the result stands.
+   */
+  async start(list: ToCreate[], out: Recreated[], abortable = true): Promise<void> {
+    if (abortable) checkAborted(this.ctx.signal);
     for (const i of dependencyOrder(list.map((c) => c.original))) {
       const c = list[i]!;
       if (!c.start) continue;
@@ -338,6 +374,7 @@ export class Recreation {
    */
   async watch(out: Recreated[]): Promise<Recreated[]> {
     const { progress, signal } = this.ctx;
+    await faultPoint('watch');
     const exited = await watchStarted(
       this.engine,
       out.filter((c) => c.started),
@@ -361,6 +398,7 @@ export class Recreation {
     const r = this.replacing;
     this.undo.clear(); // the old do not come back from here on
     await r.retireOld();
+    await faultPoint('replace-commit');
     if (!r.staged.length) {
       await r.finish();
       return out;
@@ -373,7 +411,7 @@ export class Recreation {
         if (name === s.staging) this.volumeNames[from] = s.real;
     // No interrupt cuts this short: the old are gone, the new must stand (a second signal still ends ferry at once).
     const again = await this.createOnly(this.list, false);
-    await this.start(this.list, again);
+    await this.start(this.list, again, false);
     await r.finish();
     if (this.owned) this.undo.clear();
     return again;

@@ -1,0 +1,62 @@
+/**
+ * Fault points: named places in a run where the fault-injection tests stop ferry
+ * (test/e2e/faults-matrix.test.ts) at an exact step rather than after a guessed delay. Free and
+ * silent unless the CLI set the hook for the run (FERRY_FAULT=<point>, read at the edge only):
+ * the run then announces the point on stderr the first time it gets there, and waits there until
+ * it is stopped (a signal, a closed stdout or stderr) or the wait runs out. While it waits it
+ * keeps writing to stderr, as a live progress display would, so that a closed stderr is seen.
+ *
+ * The points, in run order: `quiesced` (paused or stopped for the snapshot), `committed` (the
+ * snapshot image exists), `volume-read` (a volume's reader is open), `volume-fill` (a volume's
+ * writer is made, nothing written yet), `image-save` (backup: the image member's stream is open),
+ * `image-load` (restore, migrate: the load is about to begin), `finish` (backup: every member is
+ * written, the trailer not), `create` (a container was created), `replace-aside` (--on-conflict
+ * replace: the old containers are stopped and renamed aside), `watch` (the new containers were
+ * started), `replace-commit` (the old containers were removed).
+ */
+import { sleep } from './sleep.js';
+
+export type FaultPoint =
+  | 'quiesced'
+  | 'committed'
+  | 'volume-read'
+  | 'volume-fill'
+  | 'image-save'
+  | 'image-load'
+  | 'finish'
+  | 'create'
+  | 'replace-aside'
+  | 'watch'
+  | 'replace-commit';
+
+/** Set by the CLI for one run (cli/main.ts); absent: every fault point is a no-op. */
+export const faults: { hook?: (point: FaultPoint) => Promise<void> } = {};
+
+/** A named point of the run: resolves at once unless the run was told to stop here. */
+export async function faultPoint(point: FaultPoint): Promise<void> {
+  if (faults.hook) await faults.hook(point);
+}
+
+/**
+ * The hook for FERRY_FAULT=`want`: at the first arrival at that point, say so and wait until
+ * `signal` aborts or `waitMs` pass, writing a line every `tickMs`. Other points pass through.
+ */
+export function faultHook(
+  want: string,
+  signal: AbortSignal,
+  say: (text: string) => void,
+  opts: { waitMs?: number; tickMs?: number } = {},
+): (point: FaultPoint) => Promise<void> {
+  const { waitMs = 5000, tickMs = 200 } = opts;
+  let hit = false;
+  return async (point) => {
+    if (hit || point !== want) return;
+    hit = true;
+    say(`ferry: fault point ${point} (pid ${process.pid})\n`);
+    const until = Date.now() + waitMs;
+    while (!signal.aborted && Date.now() < until) {
+      await sleep(tickMs, signal).catch(() => {});
+      if (!signal.aborted) say(`ferry: fault point ${point}: waiting\n`);
+    }
+  };
+}
