@@ -18,6 +18,8 @@
  *  - A directory replaced (another inode, or another type at that path) is removed on the target
  *    and sent again with everything under it: a path under it that looks unchanged may have been
  *    read through what stood there before.
+ * And the directory of every entry sent or removed is sent too: writing there changes its mtime
+ * on the target, which the directory's own entry, extracted after, puts back.
  */
 
 /** How far before a listing's start a ctime makes an entry racy (sent again whatever follows). */
@@ -155,6 +157,15 @@ export function diffListings(prev: Listing, next: Listing, racyNs = RACY_NS): De
     if (e.type === 'f') bytes += e.size;
   }
   for (const path of prev.entries.keys()) if (!next.entries.has(path)) remove.add(path);
+  // Writing or removing an entry on the target changes its directory's mtime there: the directory
+  // goes too, after its entries in time (tar sets a directory's times once it is done with it).
+  const sending = new Set(send);
+  for (const path of [...send, ...remove]) {
+    const dir = parentOf(path);
+    const e = dir === undefined ? undefined : next.entries.get(dir);
+    if (e && !sending.has(dir!)) sending.add(dir!);
+  }
+  if (sending.size > send.length) send.splice(0, send.length, ...[...sending].sort());
   // Only the topmost: removing a directory removes what it held.
   const removeList = [...remove].sort().filter((p) => {
     for (let q = parentOf(p); q !== undefined; q = parentOf(q)) if (remove.has(q)) return false;

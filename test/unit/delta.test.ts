@@ -88,7 +88,10 @@ describe('diffListings', () => {
     ];
     for (const c of changes) {
       const d = diffListings(listing(at, root, base), listing(at, root, { ...base, ...c }));
-      expect(d.send, JSON.stringify(c, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))).toEqual(['./a']);
+      expect(
+        d.send,
+        JSON.stringify(c, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)),
+      ).toEqual(['.', './a']);
       expect(d.remove).toEqual([]);
     }
     const link = entry('./l', { type: 'l', link: 'x' });
@@ -107,7 +110,7 @@ describe('diffListings', () => {
     const next = listing(at, root, entry('./new', { size: 7 }), entry('./new2', { size: 5, type: 'f' }));
     const d = diffListings(prev, next);
     expect(d.remove).toEqual(['./gone', './old']);
-    expect(d.send).toEqual(['./new', './new2']);
+    expect(d.send).toEqual(['.', './new', './new2']);
     expect(d.bytes).toBe(12);
   });
   it('a path that holds another object (inode or type) is removed first and sent, a directory with all under it', () => {
@@ -130,13 +133,22 @@ describe('diffListings', () => {
     );
     const d = diffListings(prev, next);
     expect(d.remove).toEqual(['./d', './f', './t']);
-    expect(d.send).toEqual(['./d', './d/same', './f', './t', './t/x']);
+    expect(d.send).toEqual(['.', './d', './d/same', './f', './t', './t/x']);
   });
   it('an entry changed within RACY_NS of the earlier listing is sent again even when it looks the same', () => {
     const racy = entry('./wal', { ctimeNs: at - 1n });
     const calm = entry('./base', { ctimeNs: at - 5n * S });
     const prev = listing(at, root, racy, calm);
-    expect(diffListings(prev, listing(at + 10n * S, root, racy, calm)).send).toEqual(['./wal']);
+    expect(diffListings(prev, listing(at + 10n * S, root, racy, calm)).send).toEqual(['.', './wal']);
+  });
+  it("the directory of an entry sent or removed goes too (the target's writes there change its mtime)", () => {
+    const d1 = entry('./d', { type: 'd', ctimeNs: 1n });
+    const e1 = entry('./d/e', { type: 'd', ctimeNs: 1n });
+    const prev = listing(at, root, d1, e1, entry('./d/e/f', { ctimeNs: 1n }), entry('./d/e/g', { ctimeNs: 1n }));
+    const next = listing(at, root, d1, e1, entry('./d/e/f', { ctimeNs: 2n }));
+    const d = diffListings(prev, next);
+    expect(d.send).toEqual(['./d/e', './d/e/f']);
+    expect(d.remove).toEqual(['./d/e/g']);
   });
   it('never leaves out a changed file, whatever the mix (randomised)', () => {
     let seed = 7;
@@ -164,6 +176,7 @@ describe('diffListings', () => {
         if (what === 4) mustGo.add(p);
       }
       const d = diffListings(listing(at, ...prev), listing(at, ...next));
+      if (mustSend.size || mustGo.size) mustSend.add('.');
       expect(new Set(d.send)).toEqual(mustSend);
       expect(new Set(d.remove)).toEqual(mustGo);
     }
