@@ -3,6 +3,7 @@ import { quirksFor } from '../../src/engine/quirks.js';
 import { shellQuote } from '../../src/hostaccess/shell.js';
 import {
   hostAccessRefusal,
+  hostDeltaTarArgs,
   hostTarArgs,
   hostUntarArgs,
   parseStat,
@@ -122,5 +123,24 @@ describe('shellQuote', () => {
     expect(shellQuote('--xattrs-include=user.*')).toBe(`'--xattrs-include=user.*'`);
     expect(shellQuote("it's $HOME")).toBe(`'it'\\''s $HOME'`);
     expect(shellQuote('')).toBe(`''`);
+  });
+});
+
+describe('hostDeltaTarArgs: the tar of a pre-copy pass', () => {
+  it('reads NUL-separated names from stdin, literally, without recursion, as the whole archive would hold them', () => {
+    const a = hostDeltaTarArgs('/v', false);
+    expect(a).not.toContain('.');
+    expect(a).not.toContain('--sort=name'); // the list comes sorted
+    expect(a.slice(-4)).toEqual(['--no-recursion', '--null', '--no-unquote', '--files-from=-']);
+    // the same archive format as a whole volume's
+    for (const x of hostTarArgs('/v').filter((x) => x !== '.' && x !== '--sort=name')) expect(a).toContain(x);
+    // positional: the directory comes before the names
+    expect(a.indexOf('--directory=/v')).toBeLessThan(a.indexOf('--files-from=-'));
+    expect(a).not.toContain('--ignore-failed-read');
+  });
+  it('while the container runs, an entry gone before tar reaches it is skipped (the next listing sees it)', () => {
+    const a = hostDeltaTarArgs('/v', true);
+    expect(a).toContain('--ignore-failed-read');
+    expect(a[a.length - 1]).toBe('--files-from=-');
   });
 });
