@@ -124,9 +124,10 @@ describe('migrate --stop-source with a pre-copy: files changed between passes, t
       BUSYBOX,
       'sh',
       '-c',
-      'trap "exit 0" TERM; mkdir -p /data/d /data/dirs; dd if=/dev/urandom of=/data/ballast bs=1M count=64 2>/dev/null; ' +
+      // (the data is made once: the same command runs on the target, which must not touch it)
+      'trap "exit 0" TERM; [ -e /data/ready ] || { mkdir -p /data/d /data/dirs; dd if=/dev/urandom of=/data/ballast bs=1M count=64 2>/dev/null; ' +
         'for j in $(seq 0 39); do dd if=/dev/urandom of=/data/d/f$j bs=4k count=16 2>/dev/null; done; ' +
-        'touch -d "2020-01-01 00:00:00" /data/d/*; touch /data/ready; while :; do sleep 0.2; done',
+        'touch -d "2020-01-01 00:00:00" /data/d/*; touch /data/ready; }; while :; do sleep 0.2; done',
     ]);
   });
 
