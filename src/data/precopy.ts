@@ -95,7 +95,7 @@ async function send(a: PrecopyArgs, delta: Delta, running: boolean, label: strin
   let bytes = 0;
   let reader: { stream: Readable; done: () => Promise<void> } | undefined;
   if (delta.send.length) {
-    const r = await openHostVolumeReader(a.source, a.spec, a.volume, undefined, a.via.source.access, {
+    const r = await openHostVolumeReader(a.source, a.spec, a.volume, a.progress, a.via.source.access, {
       paths: delta.send,
       running,
     });
