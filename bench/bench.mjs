@@ -9,7 +9,7 @@
  * Options (argv wins over the environment):
  *   --runs N          runs per scenario                      BENCH_RUNS       (default 5; 1 with --quick)
  *   --size MIB        MiB of random data in the volume       BENCH_SIZE_MIB   (default 1024; 256 with --quick)
- *   --scenarios LIST  comma-separated: backup, migrate, migrate2, compress, ssh (or 1-5; default all)
+ *   --scenarios LIST  comma-separated: backup, migrate, migrate2, compress, ssh, precopy (or 1-6; default all)
  *                                                            BENCH_SCENARIOS
  *   --quick           1 run, 256 MiB, and data checks (sha256) after each migration   BENCH_QUICK=1
  *   --verify          the sha256 data checks without --quick                           BENCH_VERIFY=1
@@ -71,13 +71,14 @@ const TABLE_ROWS = 100_000;
 const RSS_TARGET_MB = 150;
 const MiB = 1024 * 1024;
 
-const SCENARIOS = ['backup', 'migrate', 'migrate2', 'compress', 'ssh'];
+const SCENARIOS = ['backup', 'migrate', 'migrate2', 'compress', 'ssh', 'precopy'];
 const TITLES = {
   backup: '1. backup `--compress none` vs commit + save + cp',
   migrate: '2. migrate to an empty target vs manual pipeline',
   migrate2: '3. second migrate (target has base image) vs manual pipeline',
   compress: '4. compression of the volume tar',
   ssh: '5. ssh throughput: ssh2 (aes128-gcm) vs OpenSSH',
+  precopy: '6. migrate --stop-source under a write load: downtime with the pre-copy vs one pass (--no-precopy)',
 };
 const TARGETS = { backup: 0.9, migrate: 0.8, migrate2: 0.35, ssh: 1.5 };
 
@@ -136,8 +137,8 @@ function parseOptions(argv) {
   if (o.scenarios && o.scenarios !== 'all') {
     scenarios = [];
     for (const s of String(o.scenarios).split(',').map((x) => x.trim()).filter(Boolean)) {
-      const name = /^[1-5]$/.test(s) ? SCENARIOS[Number(s) - 1] : s;
-      if (!SCENARIOS.includes(name)) usage(`unknown scenario ${s} (choose from ${SCENARIOS.join(', ')} or 1-5)`);
+      const name = /^[1-6]$/.test(s) ? SCENARIOS[Number(s) - 1] : s;
+      if (!SCENARIOS.includes(name)) usage(`unknown scenario ${s} (choose from ${SCENARIOS.join(', ')} or 1-6)`);
       if (!scenarios.includes(name)) scenarios.push(name);
     }
     scenarios = SCENARIOS.filter((s) => scenarios.includes(s)); // always in the documented order
@@ -829,6 +830,65 @@ async function scenarioCompress(opts, ctx) {
   }
 }
 
+/**
+ * The cutover's downtime (issue 25): `migrate --stop-source` to ssh://newhost (B keeps the base
+ * image) while a writer inserts rows and rewrites 1 % of the random file in place during the copy,
+ * with the pre-copy ("ferry") and with one pass after the stop (--no-precopy, "baseline": what
+ * ferry did before). The figure compared is `downtimeMs` from --json (source stopped -> target
+ * running and past its watch); the seconds of the whole run are in the Runs list.
+ */
+async function scenarioPrecopy(opts, ctx) {
+  const { home } = ctx.ssh;
+  const stepMiB = 1;
+  const steps = Math.max(1, Math.round((opts.sizeMiB * 0.01) / stepMiB)); // 1 % of the random file
+  const writer = [
+    `(i=0; while :; do i=$((i+1)); psql -X -q -U postgres -d bench -c "insert into t values (1000000 + $i, 'live')" >/dev/null 2>&1; done) &`,
+    `for k in $(seq 1 ${steps}); do dd if=/dev/urandom of=${RANDOM_FILE} bs=1M count=${stepMiB} seek=$(( (k * 7919) % ${opts.sizeMiB} )) conv=notrunc status=none; sleep 0.2; done; wait`,
+  ].join('\n');
+  const spec = (extra) => () => ({
+    cmd: BIN,
+    args: ['migrate', CTR, '--to', 'ssh://newhost', '--stop-source', '--stop-timeout', '30', '--json', ...extra],
+    env: childEnv({ HOME: home }),
+  });
+  const downtime = { ferry: [], baseline: [] };
+  try {
+    const res = await comparative('precopy', opts, {
+      labels: { ferry: 'pre-copy', baseline: 'one pass (--no-precopy)' },
+      ferry: spec([]),
+      baseline: spec(['--no-precopy']),
+      prepare: async () => {
+        clearSourceLeftovers();
+        clearTarget({ base: false });
+        dk(ENGINE_A, ['start', CTR], { allowFail: true });
+        await waitForPostgres();
+        psql('delete from t where id > 1000000', 'bench');
+        dk(ENGINE_A, ['exec', '-d', CTR, 'sh', '-c', writer]);
+        await sleep(500);
+        run('sync', []);
+        return {};
+      },
+      check: (side, _i, r) => {
+        try {
+          const j = JSON.parse(r.stdout);
+          downtime[side].push(j.downtimeMs / 1000);
+          const v = j.dataPaths?.volumes?.[0]?.precopy;
+          return { info: { downtimeSeconds: j.downtimeMs / 1000, precopy: v } };
+        } catch (err) {
+          return { problems: [`no --json result: ${err.message}`] };
+        }
+      },
+    });
+    res.downtime = { ferry: round(median(downtime.ferry), 3), baseline: round(median(downtime.baseline), 3) };
+    res.target = undefined; // the wall-clock ratio is not the point here: see res.downtime
+    log(`precopy: downtime with the pre-copy ${fmt(res.downtime.ferry)} s, one pass ${fmt(res.downtime.baseline)} s`);
+    return res;
+  } finally {
+    clearSourceLeftovers();
+    clearTarget({ base: false });
+    dk(ENGINE_A, ['start', CTR], { allowFail: true });
+  }
+}
+
 async function scenarioSsh(opts, ctx) {
   const dir = path.join(WORK, 'ssh');
   fs.mkdirSync(dir, { recursive: true });
@@ -938,6 +998,16 @@ function renderMarkdown(report) {
     const ssh = cmp.find((r) => r.id === 'ssh');
     if (ssh?.ferryMBps)
       L.push(`ssh throughput: ssh2 ${fmt(ssh.ferryMBps, 0)} MB/s (${facts.ssh2Cipher}), OpenSSH ${fmt(ssh.baselineMBps, 0)} MB/s (${facts.opensshCipher}).`, '');
+  }
+  const pre = results.find((r) => r.id === 'precopy');
+  if (pre?.downtime) {
+    L.push(`## ${pre.title}`, '');
+    L.push('| | downtime median s (`downtimeMs`) | whole run median s |');
+    L.push('|---|---:|---:|');
+    L.push(`| ${pre.labels.ferry} | ${fmt(pre.downtime.ferry)} | ${fmt(pre.ferryMedian)} |`);
+    L.push(`| ${pre.labels.baseline} | ${fmt(pre.downtime.baseline)} | ${fmt(pre.baselineMedian)} |`);
+    for (const e of pre.ferry) if (e.precopy) L.push('', `pre-copy run ${e.run}: ${JSON.stringify(e.precopy)}`);
+    L.push('');
   }
   const comp = results.find((r) => r.id === 'compress');
   if (comp) {
@@ -1060,7 +1130,7 @@ async function main() {
       clearTarget({ base: false });
       ctx.workload = report.workload = await ensureWorkload(opts.sizeMiB, opts);
     }
-    const fns = { backup: scenarioBackup, migrate: scenarioMigrate, migrate2: scenarioMigrate2, compress: scenarioCompress, ssh: scenarioSsh };
+    const fns = { backup: scenarioBackup, migrate: scenarioMigrate, migrate2: scenarioMigrate2, compress: scenarioCompress, ssh: scenarioSsh, precopy: scenarioPrecopy };
     for (const s of opts.scenarios) {
       if (interrupted) break;
       log(`=== ${TITLES[s]}`);

@@ -40,6 +40,7 @@ import { gatedOutput } from '../util/gated-output.js';
 import { keepText } from '../util/keep-text.js';
 import { TarEndTrim } from '../util/tar-end.js';
 import { IoError } from '../errors.js';
+import { FIND_FORMAT, parseListing, type Listing } from './delta.js';
 import type { Progress } from '../context.js';
 
 export const HOST_VOLUMES_ENV = 'FERRY_HOST_VOLUMES';
@@ -169,6 +170,24 @@ export function parseTarTotals(stderr: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+/**
+ * The arguments of the GNU tar that writes the archive of only the entries named on its stdin
+ * (NUL-separated, `./`-relative, parents first: a pre-copy's delta, docs/precopy.md), each
+ * without what it holds. `running`: the volume's container still runs, and an entry may be gone
+ * by the time tar reaches it (the next listing finds that out). Pure; unit-tested.
+ */
+export function hostDeltaTarArgs(dir: string, running: boolean): string[] {
+  const args = hostTarArgs(dir).filter((a) => a !== '.' && a !== '--sort=name');
+  return [
+    ...args,
+    '--no-recursion',
+    '--null',
+    '--no-unquote',
+    ...(running ? ['--ignore-failed-read', '--warning=no-failed-read'] : []),
+    '--files-from=-',
+  ];
+}
+
 /** The arguments of the GNU tar that extracts a volume's archive from stdin, as the engine would. Pure; unit-tested. */
 export function hostUntarArgs(dir: string): string[] {
   return [
@@ -244,6 +263,36 @@ function firstLine(stream: Readable, max = 4096): Promise<string | undefined> {
 }
 
 /**
+ * The directories found to be the engine's, per host shell (a run's): a volume's directory does
+ * not move while the run uses it, and a volume in use changes its root's mtime at any moment
+ * (the pre-copy reads volumes of running containers), so it is compared once.
+ */
+const vetted = new WeakMap<HostShell, Set<string>>();
+
+/**
+ * How often a directory whose mtime differs from the engine's view is compared again before it is
+ * refused, a running container's (a new file in the volume's root changes its mtime between the
+ * two stats).
+ */
+const VET_TRIES_RUNNING = 10;
+
+/** runVetted, where the volume's container runs: compared again a few times before it is refused. */
+async function runVettedRunning(
+  shell: HostShell,
+  dir: string,
+  seen: () => Promise<EngineStat>,
+  body: string,
+  args: string[],
+  running: boolean,
+): Promise<HostProcess | undefined> {
+  for (let i = 1; ; i++) {
+    const child = await runVetted(shell, dir, seen, body, args);
+    if (child || !running || i >= VET_TRIES_RUNNING) return child;
+    await new Promise((r) => setTimeout(r, 20 * i));
+  }
+}
+
+/**
  * Run `body` (a shell script after VETTED_PREFIX: $d the directory, "$@" args) on the host once
  * the directory there is the one the engine mounts (`seen`: the engine's stat of a container's
  * mount point of the volume: mode and mtime to the nanosecond); undefined, with nothing run, where
@@ -260,7 +309,10 @@ async function runVetted(
   const child = await shell.run(['sh', '-c', VETTED_PREFIX + body, 'sh', dir, ...args]);
   const [line, engineView] = await Promise.all([firstLine(child.stdout), viewing]);
   const local = line !== undefined ? parseStat(line) : undefined;
-  if (local && engineView && sameDirectory(engineView, local)) {
+  let known = vetted.get(shell);
+  if (local && (known?.has(dir) || (engineView && sameDirectory(engineView, local)))) {
+    if (!known) vetted.set(shell, (known = new Set()));
+    known.add(dir);
     child.stdin.write('go\n');
     return child;
   }
@@ -292,21 +344,24 @@ export async function openHostVolumeReader(
   volume: string,
   progress: Progress | undefined,
   access: HostAccess | Promise<HostAccess>,
+  only?: { paths: string[]; running: boolean },
 ): Promise<HostVolumeReader | Refused> {
   const mount = spec.mounts.find((m) => m.type === 'volume' && m.source === volume);
   if (!mount) return refused('the container does not mount the volume');
   const at = await hostVolumeDir(engine, volume, access);
   if (isRefused(at)) return at;
   const { shell, dir } = at;
-  const child = await runVetted(
+  const child = await runVettedRunning(
     shell,
     dir,
     () => engine.statPath(spec.sourceId, mount.destination),
     'exec tar "$@"',
-    hostTarArgs(dir),
+    only ? hostDeltaTarArgs(dir, only.running) : hostTarArgs(dir),
+    !!only?.running,
   );
   if (!child) return refused(NOT_THE_ENGINES);
-  child.stdin.end();
+  // A delta: the names tar reads, after the `go` runVetted wrote.
+  child.stdin.end(only ? Buffer.from(only.paths.map((p) => `${p}\0`).join('')) : undefined);
   const stderr = keepText(child.stderr);
   // The archive as the engine would end it: right after its end-of-archive marker, without the
   // zeros that fill tar's last 64 KiB record.
@@ -321,6 +376,7 @@ export async function openHostVolumeReader(
       if (code === 0) return undefined;
       // 1: a file changed while it was read (only a running container, --consistency none)
       if (code === 1) {
+        if (only?.running) return undefined; // expected: the next listing finds what changed
         progress?.warn(
           `volume ${volume} changed while it was read: ${stderr().trim().split('\n').slice(0, 3).join('; ')}`,
         );
@@ -501,6 +557,116 @@ export async function moveHostVolume(
     new IoError(
       `could not move the data of volume ${from} into volume ${to} on ${dst.shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
       { hint: `${HOST_VOLUMES_ENV}=0 copies it through the engine instead` },
+    )
+  );
+}
+
+/** Whether `volume`'s directory can be reached on the engine's host (the directory itself is vetted at each use). */
+export async function hostVolumeReachable(
+  engine: Engine,
+  volume: string,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<true | Refused> {
+  const at = await hostVolumeDir(engine, volume, access);
+  return isRefused(at) ? at : true;
+}
+
+/**
+ * After VETTED_PREFIX: the start time by the host's clock, then every entry of the volume as
+ * delta.ts reads it (FIND_FORMAT). A file that goes while find walks (the container runs) makes
+ * find exit 1: that file is simply not in the listing.
+ */
+const LIST_SCRIPT = `cd -- "$d" || exit 3; date +%s.%N | tr -d '\\n'; printf '\\0'; exec find . -printf '${FIND_FORMAT}'`;
+
+/**
+ * List `volume` on its host's disk (`seen`: the engine's stat of a container's mount point of it),
+ * for the pre-copy (delta.ts). `running`: its container runs (entries may go while it is listed).
+ */
+export async function listHostVolume(
+  engine: Engine,
+  volume: string,
+  seen: () => Promise<EngineStat>,
+  access: HostAccess | Promise<HostAccess>,
+  running: boolean,
+): Promise<Listing | Refused> {
+  const at = await hostVolumeDir(engine, volume, access);
+  if (isRefused(at)) return at;
+  const { shell, dir } = at;
+  const child = await runVettedRunning(shell, dir, seen, LIST_SCRIPT, [], running);
+  if (!child) return refused(NOT_THE_ENGINES);
+  child.stdin.end();
+  const stderr = keepText(child.stderr);
+  const chunks: Buffer[] = [];
+  child.stdout.on('data', (b: Buffer) => chunks.push(b));
+  const done = new Promise<void>((resolve) => {
+    child.stdout.once('end', () => resolve());
+    child.stdout.once('error', () => resolve());
+    child.stdout.resume();
+  });
+  const code = await child.exit;
+  await done;
+  if (code !== 0 && !(code === 1 && running))
+    throw (
+      child.lost() ??
+      new IoError(
+        `could not list volume ${volume} at ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
+        { hint: 'the pre-copy needs a listing of the volume; --no-precopy copies it in one pass instead' },
+      )
+    );
+  return parseListing(Buffer.concat(chunks));
+}
+
+/**
+ * After VETTED_PREFIX ($d the volume's directory): remove each path named on stdin
+ * (NUL-separated, `./`-relative) with all it holds, but only where every directory above it is a
+ * real directory inside the volume (no symlink on the way: a volume's content never reaches
+ * outside it); a path whose parent is not there is already gone. Then flush.
+ */
+const REMOVE_SCRIPT = [
+  'D=$(realpath -e -- "$d") || exit 3',
+  `xargs -0 -r sh -c '
+D=$1; shift
+for p; do
+  q=\${p#./}
+  case "/$q/" in //|*/../*|*/./*) echo "refused to remove $p" >&2; exit 5;; esac
+  par=\${q%/*}; if [ "$par" = "$q" ]; then r=$D; else r=$D/$par; fi
+  if ! rp=$(realpath -e -- "$r" 2>/dev/null); then
+    if [ -e "$r" ] || [ -L "$r" ]; then echo "not a directory inside the volume: $r" >&2; exit 5; fi
+    continue
+  fi
+  [ "$rp" = "$r" ] || { echo "not a directory inside the volume: $r" >&2; exit 5; }
+  rm -rf -- "$D/$q" || exit 4
+done' sh "$D" || exit 4`,
+  `sync -f -- "$d" || exit ${FLUSH_FAILED}`,
+].join('\n');
+
+/**
+ * Remove `paths` (`./`-relative, as a Delta's `remove`) from `volume` on its host's disk (`seen`:
+ * the engine's stat of a container's mount point of it). Refused, with why, when the volume
+ * cannot be reached there (nothing removed); throws when a removal failed.
+ */
+export async function removeHostPaths(
+  engine: Engine,
+  volume: string,
+  seen: () => Promise<EngineStat>,
+  paths: string[],
+  access: HostAccess | Promise<HostAccess>,
+): Promise<true | Refused> {
+  const at = await hostVolumeDir(engine, volume, access);
+  if (isRefused(at)) return at;
+  const { shell, dir } = at;
+  const child = await runVetted(shell, dir, seen, REMOVE_SCRIPT, []);
+  if (!child) return refused(NOT_THE_ENGINES);
+  child.stdin.end(Buffer.from(paths.map((p) => `${p}\0`).join('')));
+  child.stdout.resume();
+  const stderr = keepText(child.stderr);
+  const code = await child.exit;
+  if (code === 0 || code === FLUSH_FAILED) return true;
+  throw (
+    child.lost() ??
+    new IoError(
+      `could not remove what the source deleted from volume ${volume} at ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
+      { hint: 'what the target received is removed with the volume; --no-precopy copies it in one pass instead' },
     )
   );
 }

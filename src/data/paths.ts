@@ -48,6 +48,7 @@ import type { Engine } from '../engine/engine.js';
 import type { RunContext } from '../context.js';
 import type { HostAccess } from '../hostaccess/access.js';
 import { noDebug, type Debug } from '../util/debug.js';
+import type { PrecopyReport } from './precopy.js';
 
 export type DataPath =
   | 'host-tar'
@@ -192,6 +193,8 @@ export async function withFallback<T, R>(
 export interface VolumePath extends Carried {
   name: string;
   target?: Carried;
+  /** migrate: what the pre-copy did (precopy.ts), or why there was none for a container it froze. */
+  precopy?: PrecopyReport | { refused: string };
 }
 
 /** An image's path, by container and reference (migrate: `path` is the source's side, `target` the target's). */

@@ -24,11 +24,22 @@ import {
   hostVolumeArchiveSize,
   moveHostVolume,
   openHostVolumeReader,
+  removeHostPaths,
   writeHostVolume,
   type HostWrite,
 } from './host-volume.js';
 import { EscapingLinks, escapingLinksTar } from './tar-links.js';
-import { ENGINE_ONLY, firstOpen, isRefused, refused, type Carried, type PathOption, type Routing } from './paths.js';
+import {
+  ENGINE_ONLY,
+  firstOpen,
+  isRefused,
+  refused,
+  type Carried,
+  type PathOption,
+  type Refused,
+  type Routing,
+} from './paths.js';
+import type { HostAccess } from '../hostaccess/access.js';
 import type { Debug } from '../util/debug.js';
 import { faultPoint } from '../util/fault.js';
 
@@ -481,6 +492,39 @@ export async function fillVolume(
   }
   await holder.remove();
   return carried;
+}
+
+/**
+ * A pre-copy's pass into a volume that holds an earlier pass (precopy.ts): `remove` (paths
+ * relative to its root) removed, then `data` (a tar of the entries that changed) extracted over
+ * what is there, both on the engine's host. Refused, with why, where the volume's directory is
+ * not reached there.
+ */
+export async function applyVolumeDelta(
+  engine: Engine,
+  image: string,
+  volume: string,
+  remove: string[],
+  data: Readable | undefined,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<HostWrite | Refused> {
+  const target = `${MOUNT}/v`;
+  const holder = await createHolder(engine, image, {
+    Type: 'volume',
+    Source: volume,
+    Target: target,
+    VolumeOptions: { NoCopy: true },
+  });
+  try {
+    const seen = () => engine.statPath(holder.id, target);
+    if (remove.length) {
+      const r = await removeHostPaths(engine, volume, seen, remove, access);
+      if (isRefused(r)) return r;
+    }
+    return data ? await writeHostVolume(engine, volume, seen, data, undefined, access) : {};
+  } finally {
+    await holder.remove().catch(() => {});
+  }
 }
 
 /**

@@ -96,6 +96,8 @@ export interface BackupResult {
   manifest: Manifest;
   trailer: Trailer;
   durationMs: number;
+  /** The longest time a container was frozen (paused or stopped) by this run, until it ran again. */
+  pausedMs: number;
   /** Registry mode: what was pushed. */
   pushed?: { container: string; ref: string; digest: string }[];
   /** Which data path read each volume and carried each image (data/paths.ts). */
@@ -249,6 +251,20 @@ export async function backup(
   const resuming: Promise<void>[] = [];
   // --together: who was quiesced (and whose pre-exec hook ran), to put back all at once.
   const together = !!opts.together && captured.length > 1;
+  let pausedMs = 0;
+  /** Quiesce, and the resume that reports how long it was frozen (from the moment it was asked). */
+  const freeze = async (c: Captured, mode: Consistency, stopTimeout?: number): Promise<() => Promise<void>> => {
+    const at = Date.now();
+    const resume = await quiesce(engine, c.spec, mode, progress, { stopTimeout, waitSeconds: opts.wait, signal });
+    if (mode === 'none' || !c.spec.state.running || c.spec.state.paused) return resume;
+    progress.info(`${c.spec.name} is ${mode === 'stop' ? 'stopped' : 'paused'} until its volumes are read`);
+    return async () => {
+      await resume();
+      const ms = Date.now() - at;
+      pausedMs = Math.max(pausedMs, ms);
+      progress.info(`${c.spec.name} was ${mode === 'stop' ? 'stopped' : 'paused'} ${(ms / 1000).toFixed(1)} s`);
+    };
+  };
   const held: { c: Captured; resume?: () => Promise<void>; post?: string }[] = [];
   let released = false;
   const releaseAll = async () => {
@@ -281,11 +297,7 @@ export async function backup(
       for (const h of held) {
         checkAborted(signal);
         const q = how.get(h.c)!;
-        h.resume = await quiesce(engine, h.c.spec, q.mode, progress, {
-          stopTimeout: q.stopTimeout,
-          waitSeconds: opts.wait,
-          signal,
-        });
+        h.resume = await freeze(h.c, q.mode, q.stopTimeout);
       }
     }
     const written = new Set<string>();
@@ -298,11 +310,7 @@ export async function backup(
       if (together) resume = i === captured.length - 1 ? releaseAll : async () => {};
       else
         try {
-          resume = await quiesce(engine, c.spec, how.get(c)!.mode, progress, {
-            stopTimeout: how.get(c)!.stopTimeout,
-            waitSeconds: opts.wait,
-            signal,
-          });
+          resume = await freeze(c, how.get(c)!.mode, how.get(c)!.stopTimeout);
         } catch (err) {
           if (hooks.post)
             await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) =>
@@ -462,6 +470,7 @@ export async function backup(
       manifest,
       trailer,
       durationMs: Date.now() - started,
+      pausedMs,
       ...(registry ? { pushed } : {}),
       dataPaths,
     };

@@ -8,6 +8,11 @@
  * --stop-source (the cutover): each source container is stopped cleanly before its snapshot and
  * is not resumed, so that nothing written to it after its snapshot is left behind.
  *
+ * The pre-copy (data/precopy.ts, docs/precopy.md): where the volumes' directories are reached on
+ * both hosts, each volume of a running container is copied while it runs, in passes, and once
+ * it is paused or stopped only what changed since the last pass goes: the pause (or, for a
+ * cutover, the downtime) is that delta, the commit and the image's top layer, not the whole data.
+ *
  * No bundle is written anywhere. A failure removes what the target got and leaves the source as
  * it was (a source stopped for the cutover is started again).
  */
@@ -34,7 +39,8 @@ import { checkConflicts, preflight } from './steps/preflight.js';
 import { freeName, Recreation, type OnConflict, type ToCreate } from './steps/recreate.js';
 import { shipImage, shipVolume } from '../data/ship.js';
 import { recoverDeadRuns } from './steps/recover.js';
-import { routing, type DataPaths, type Routing } from '../data/paths.js';
+import { isRefused, routing, type DataPaths, type Routing } from '../data/paths.js';
+import { finishVolume, precopyVolume, type PrecopyArgs, type Precopied } from '../data/precopy.js';
 
 export interface MigrateOptions {
   containers: string[];
@@ -49,6 +55,8 @@ export interface MigrateOptions {
   wait?: number;
   /** Volumes, host paths, ports and networks under other names on the target (--map-*). */
   remap?: Remap;
+  /** Copy each volume while its container runs, then only what changed once it is frozen (default true; --no-precopy). */
+  precopy?: boolean;
 }
 
 export interface MigrateResult {
@@ -60,6 +68,10 @@ export interface MigrateResult {
   skippedLayers: number;
   totalLayers: number;
   durationMs: number;
+  /** The longest time a source container was frozen (paused or stopped) by this run; a cutover: until the target ran. */
+  pausedMs: number;
+  /** --stop-source: from the first source container's stop until the containers on the target started and passed their watch. */
+  downtimeMs?: number;
   /** Which data path carried each image (from the source) and each volume (read on the source, written on the target). */
   dataPaths: DataPaths;
 }
@@ -85,6 +97,8 @@ interface SourceState {
   cutover: Resume[];
   /** Stopped after the create (they were paused): started again by a rollback. */
   stopped: string[];
+  /** --stop-source: when the first source container was stopped (the downtime starts). */
+  downSince?: number;
 }
 
 /**
@@ -117,6 +131,7 @@ export async function migrate(
     skippedLayers: 0,
     totalLayers: 0,
     durationMs: 0,
+    pausedMs: 0,
     dataPaths: { volumes: [], images: [] },
   };
   try {
@@ -139,6 +154,14 @@ export async function migrate(
     if (!rec.replaces) for (const r of held.cutover) r.keep();
     result.containers = await rec.watch(result.containers);
     for (const r of held.cutover) r.keep(); // stopped for good: the service runs on the target now
+    if (opts.stopSource) {
+      result.downtimeMs = held.downSince === undefined ? 0 : Date.now() - held.downSince;
+      result.pausedMs = Math.max(result.pausedMs, result.downtimeMs);
+      if (held.downSince !== undefined)
+        progress.info(
+          `the service was down ${(result.downtimeMs / 1000).toFixed(1)} s (source stopped -> target running)`,
+        );
+    }
     result.durationMs = Date.now() - started;
     return result;
   } catch (err) {
@@ -297,8 +320,46 @@ async function shipOne(
   const target = rec.engine;
   const fullRef = `${ref.repo}:${ref.tag}`;
   const { mode, stopTimeout } = job.how.get(c)!;
+  const freezes = mode !== 'none' && c.spec.state.running && !c.spec.state.paused;
+  // Pre-copy while it runs: once frozen, only what changed since goes.
+  const targets = new Map<string, { name: string; fill: string }>();
+  const pre = new Map<string, { args: PrecopyArgs; done: Precopied }>();
+  const notPre = new Map<string, string>();
+  if (freezes && opts.precopy !== false)
+    for (const v of c.volumes) {
+      if (v.name in rec.volumeNames) continue;
+      checkAborted(signal);
+      const t = await rec.volume(v.name, { ...job.onTarget.volume(v), member: '' }, opts.onConflict);
+      targets.set(v.name, t);
+      const args: PrecopyArgs = {
+        source,
+        spec: c.spec,
+        volume: v.name,
+        target,
+        holder: run.holder,
+        fill: t.fill,
+        progress,
+        via,
+        signal,
+      };
+      const done = await precopyVolume(args);
+      if (isRefused(done)) {
+        progress.info(`volume ${v.name}: no pre-copy (${done.refused}); copied whole once ${c.spec.name} is frozen`);
+        notPre.set(v.name, done.refused);
+      } else pre.set(v.name, { args, done });
+    }
+  // Frozen from the moment it is asked to pause or stop (a stop may take its whole timeout).
+  const frozenAt = Date.now();
   const resume = await quiesce(source, c.spec, mode, progress, { stopTimeout, waitSeconds: opts.wait, signal });
   if (opts.stopSource) held.cutover.push(resume);
+  if (freezes) {
+    if (opts.stopSource) held.downSince ??= frozenAt;
+    progress.info(
+      opts.stopSource
+        ? `${c.spec.name} is stopped on the source: the service is down until it runs on ${target.facts.endpoint}`
+        : `${c.spec.name} is ${mode === 'stop' ? 'stopped' : 'paused'} on the source until its ${pre.size ? 'changes since the pre-copy' : 'volumes'} and its snapshot are taken`,
+    );
+  }
   let shipping: Promise<void> | undefined;
   try {
     progress.step(`commit ${c.spec.name}`);
@@ -319,20 +380,42 @@ async function shipOne(
     });
     shipping.catch(() => {});
     for (const v of c.volumes) {
-      if (v.name in rec.volumeNames) continue;
+      if (v.name in rec.volumeNames && !targets.has(v.name)) continue;
       checkAborted(signal);
-      const { name, fill } = await rec.volume(v.name, { ...job.onTarget.volume(v), member: '' }, opts.onConflict);
+      const { name, fill } =
+        targets.get(v.name) ?? (await rec.volume(v.name, { ...job.onTarget.volume(v), member: '' }, opts.onConflict));
+      const p = pre.get(v.name);
+      if (p) {
+        const f = await finishVolume(p.args, p.done);
+        result.volumeBytes += p.done.report.runningBytes + f.bytes;
+        result.volumes.push(name);
+        result.dataPaths.volumes.push({ name, ...p.done.read, target: p.done.written, precopy: f.report });
+        continue;
+      }
       progress.step(`volume ${v.name} -> ${fill} on ${target.facts.endpoint}`);
       const shipped = await shipVolume(source, c.spec, v.name, target, run.holder, fill, progress, via);
       result.volumeBytes += shipped.bytes;
       result.volumes.push(name);
-      result.dataPaths.volumes.push({ name, ...shipped.read, target: shipped.written });
+      const why = notPre.get(v.name);
+      result.dataPaths.volumes.push({
+        name,
+        ...shipped.read,
+        target: shipped.written,
+        ...(why ? { precopy: { refused: why } } : {}),
+      });
     }
   } catch (err) {
     await shipping?.catch(() => {});
     throw err;
   } finally {
-    if (!opts.stopSource) await resume(); // else: on failure, the rollback starts it again
+    if (!opts.stopSource) {
+      await resume(); // else: on failure, the rollback starts it again
+      if (freezes) {
+        const ms = Date.now() - frozenAt;
+        result.pausedMs = Math.max(result.pausedMs, ms);
+        progress.info(`${c.spec.name} was ${mode === 'stop' ? 'stopped' : 'paused'} ${(ms / 1000).toFixed(1)} s`);
+      }
+    }
   }
   await shipping;
   return fullRef;
@@ -349,6 +432,7 @@ async function stopSources(
     const st = await source.inspectContainer(c.spec.sourceId);
     if (!st.State.Running) continue;
     progress.step(`stop ${c.spec.name} on the source (--stop-source)`);
+    held.downSince ??= Date.now();
     await stopCleanly(source, c.spec.sourceId, c.spec.name, job.how.get(c)!.stopTimeout, progress);
     held.stopped.push(c.spec.sourceId);
   }

@@ -9,6 +9,7 @@ import { quirksFor } from '../../src/engine/quirks.js';
 import { shellQuote } from '../../src/hostaccess/shell.js';
 import {
   hostAccessRefusal,
+  hostDeltaTarArgs,
   hostTarArgs,
   hostTarSizeArgs,
   hostUntarArgs,
@@ -162,5 +163,24 @@ describe('hostTarSizeArgs: the size of the archive, for the progress total', () 
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('hostDeltaTarArgs: the tar of a pre-copy pass', () => {
+  it('reads NUL-separated names from stdin, literally, without recursion, as the whole archive would hold them', () => {
+    const a = hostDeltaTarArgs('/v', false);
+    expect(a).not.toContain('.');
+    expect(a).not.toContain('--sort=name'); // the list comes sorted
+    expect(a.slice(-4)).toEqual(['--no-recursion', '--null', '--no-unquote', '--files-from=-']);
+    // the same archive format as a whole volume's
+    for (const x of hostTarArgs('/v').filter((x) => x !== '.' && x !== '--sort=name')) expect(a).toContain(x);
+    // positional: the directory comes before the names
+    expect(a.indexOf('--directory=/v')).toBeLessThan(a.indexOf('--files-from=-'));
+    expect(a).not.toContain('--ignore-failed-read');
+  });
+  it('while the container runs, an entry gone before tar reaches it is skipped (the next listing sees it)', () => {
+    const a = hostDeltaTarArgs('/v', true);
+    expect(a).toContain('--ignore-failed-read');
+    expect(a[a.length - 1]).toBe('--files-from=-');
   });
 });

@@ -59,6 +59,10 @@ describe('migrate between two fake engines', () => {
     expect(res.volumes).toEqual(['appdata']);
     expect(res.totalLayers).toBe(3);
     expect(res.skippedLayers).toBe(0);
+    // A copy: a pause, no downtime.
+    expect(res.downtimeMs).toBeUndefined();
+    expect(res.pausedMs).toBeGreaterThanOrEqual(0);
+    expect(res.pausedMs).toBeLessThanOrEqual(res.durationMs);
 
     // The source: paused for the snapshot and the volume read, then running again, its snapshot gone.
     expect(source.methods(['pause', 'commit', 'getArchive', 'unpause'])).toEqual([
@@ -107,7 +111,13 @@ describe('migrate between two fake engines', () => {
   });
 
   it('--stop-source: the source is stopped for the cutover and stays stopped', async () => {
-    await run({ stopSource: true });
+    const res = await run({ stopSource: true });
+    // The downtime is measured from the stop to the end of the watch, and it is the pause.
+    expect(res.downtimeMs).toBeGreaterThanOrEqual(0);
+    expect(res.downtimeMs).toBeLessThanOrEqual(res.durationMs);
+    expect(res.pausedMs).toBe(res.downtimeMs);
+    // No host access here: no pre-copy, and the result says why.
+    expect(res.dataPaths.volumes[0]!.precopy).toEqual({ refused: expect.stringMatching(/host access/) });
     expect(source.containerByName('app')!.status).toBe('exited');
     expect(source.methods(['pause', 'stop', 'start', 'unpause'])).toEqual(['stop']);
     expect(target.containerByName('app')!.status).toBe('running');
@@ -140,9 +150,15 @@ describe('migrate rollback: the target as it was, the source running again', () 
     expect(source.methods(['pause', 'unpause'])).toEqual([]);
   });
 
-  it('when the volume cannot be created on the target', async () => {
+  it('when the volume cannot be created on the target (made before the pause, for a pre-copy)', async () => {
     target.failOn('createVolume');
     expectRolledBack(await failing(run()));
+    expect(source.methods(['pause', 'unpause'])).toEqual([]);
+  });
+
+  it('when the volume cannot be created on the target, --no-precopy', async () => {
+    target.failOn('createVolume');
+    expectRolledBack(await failing(run({ precopy: false })));
     expect(source.methods(['pause', 'unpause'])).toEqual(['pause', 'unpause']);
   });
 

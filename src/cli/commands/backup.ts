@@ -407,6 +407,7 @@ Examples:
           volumes: res.volumes,
           storedBytes: res.bytes,
           durationMs: res.durationMs,
+          pausedMs: res.pausedMs,
           ...(flags.verify ? { verified: res.verified } : {}),
           ...(res.shrunk?.length
             ? {

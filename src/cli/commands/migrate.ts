@@ -19,6 +19,7 @@ interface MigrateFlags extends RemapFlags {
   onConflict: OnConflict;
   start: boolean;
   stopSource?: boolean;
+  precopy: boolean;
   project?: string[];
   dryRun?: boolean;
 }
@@ -57,7 +58,11 @@ export function migrateCommand(program: Command, deps: Deps): Command {
     )
     .option(
       '--stop-source',
-      'the cutover: stop each source container cleanly before its snapshot and leave it stopped (nothing written to it is left behind; the downtime is the whole transfer)',
+      'the cutover: stop each source container cleanly before its snapshot and leave it stopped (nothing written to it is left behind; with the pre-copy the downtime is what changed since it, the snapshot and the start)',
+    )
+    .option(
+      '--no-precopy',
+      'copy each volume in one pass once its container is frozen, instead of copying it while it runs and then only what changed (docs/precopy.md)',
     )
     .addOption(
       new Option(
@@ -119,6 +124,7 @@ Examples:
             onConflict: flags.onConflict,
             start: flags.start,
             stopSource: !!flags.stopSource,
+            precopy: flags.precopy,
             stopTimeout: flags.stopTimeout,
             wait: flags.wait,
             ...(remap ? { remap } : {}),
@@ -160,6 +166,11 @@ Examples:
             deps.io.stdout.write(
               `sent ${humanBytes(res.imageBytes)} of image (${res.skippedLayers}/${res.totalLayers} layers already there) and ${humanBytes(res.volumeBytes)} of volume data in ${(res.durationMs / 1000).toFixed(1)}s\n`,
             );
+            if (res.downtimeMs !== undefined)
+              deps.io.stdout.write(
+                `downtime ${(res.downtimeMs / 1000).toFixed(1)}s (source stopped -> target running)\n`,
+              );
+            else if (res.pausedMs) deps.io.stdout.write(`source paused ${(res.pausedMs / 1000).toFixed(1)}s\n`);
           }
           setExit(program, 0);
         } finally {
