@@ -35,7 +35,7 @@ import {
   warnUncopiedBinds,
 } from './steps/capture-set.js';
 import { containerHooks, runHook } from './steps/hooks.js';
-import { checkAborted, type RunContext } from '../context.js';
+import { abortAware, checkAborted, type RunContext } from '../context.js';
 import { abortable } from '../util/abortable.js';
 import { saveImage, type SavedImage } from '../data/save.js';
 import { openBindReader, openContainerVolumeReader } from '../data/volumes.js';
@@ -277,19 +277,16 @@ export async function backup(
         // goes into the trailer (the manifest is already written).
         progress.step(`push ${entry.image.ref}`);
         const [repo, tag] = splitRef(entry.image.ref);
-        let digest: string;
-        try {
-          digest = await engine.pushImage(
+        const digest = await abortAware(
+          signal,
+          engine.pushImage(
             repo,
             tag,
             registry.auth,
             layerBytes('Pushing', (n) => progress.bytes(`push ${entry.image.ref}`, n)),
             signal,
-          );
-        } catch (err) {
-          checkAborted(signal);
-          throw err;
-        }
+          ),
+        );
         progress.info(`pushed ${entry.image.ref} (${digest})`);
         writer.recordImage({ ...facts, digest });
         pushed.push({ container: c.spec.name, ref: entry.image.ref, digest });

@@ -15,13 +15,14 @@ import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/
 import { layerBytes } from '../engine/progress.js';
 import type { Readable } from 'node:stream';
 import { asString, containerRefs, type ContainerSpec, type NetworkSpec } from '../model/spec.js';
+import { splitRef } from '../model/refs.js';
 import { BundleError, ConflictError, PolicyError, UsageError } from '../errors.js';
 import { allowFor, hostAccess, refusedAccess, type HostAccess, type HostAccessKind } from '../plan/policy.js';
 import { badMembers, verifyStream } from './verify.js';
 import type { Transport } from '../store/transport.js';
 import { abortable } from '../util/abortable.js';
 import { orchestratedBy } from './steps/capture.js';
-import { checkAborted, type RunContext } from '../context.js';
+import { abortAware, checkAborted, type RunContext } from '../context.js';
 import { loadImage } from '../data/load.js';
 import { checkConflicts, preflight } from './steps/preflight.js';
 import {
@@ -590,22 +591,19 @@ async function pullImages(
     const ref = c.image.ref;
     const digest = digestOf(ref);
     if (!digest) throw new BundleError(`trailer.json has no digest for image ${ref}`, { member: 'trailer.json' });
-    const repo = ref.slice(0, ref.lastIndexOf(':'));
-    const tag = ref.slice(ref.lastIndexOf(':') + 1);
+    const [repo, tag] = splitRef(ref);
     const byDigest = `${repo}@${digest}`;
     const existed = (await engine.imageExists(ref)) || (await engine.imageExists(byDigest));
     progress.step(`pull image ${byDigest}`);
-    try {
-      await engine.pullImage(
+    await abortAware(
+      signal,
+      engine.pullImage(
         byDigest,
         auths.get(c.image.registry.host) ?? {},
         layerBytes('Downloading', (n) => progress.bytes(`pull ${byDigest}`, n)),
         signal,
-      );
-    } catch (err) {
-      checkAborted(signal);
-      throw err;
-    }
+      ),
+    );
     // Removing the tag also removes the digest reference and the image (nothing else uses it).
     if (!existed)
       out.undo.add(`remove image ${ref}`, async () => {
