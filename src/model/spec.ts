@@ -42,6 +42,54 @@ export interface NetworkSpec {
   labels?: Record<string, string>;
 }
 
+/**
+ * The container Config fields ferry reads or writes, as the Engine API has them. Every other
+ * field passes through as the engine reported it (the index signature). Read from a bundle, none
+ * of this is checked: code that iterates a field still tests that it is an array.
+ */
+export interface ContainerConfig {
+  Env?: string[] | null;
+  Labels?: Record<string, string> | null;
+  ExposedPorts?: Record<string, unknown> | null;
+  Volumes?: Record<string, unknown> | null;
+  [field: string]: unknown;
+}
+
+/** One host port a container port is published on (HostConfig.PortBindings). */
+export interface PortBinding {
+  HostIp?: string;
+  HostPort?: string;
+}
+
+/** A HostConfig.Mounts entry: the fields ferry reads (Type, Source, Target), the rest passed through. */
+export interface MountEntry {
+  Type?: string;
+  Source?: string;
+  Target?: string;
+  [field: string]: unknown;
+}
+
+/** The HostConfig fields ferry reads or writes (see ContainerConfig); the rest pass through. */
+export interface HostConfig {
+  Binds?: string[] | null;
+  Mounts?: MountEntry[] | null;
+  VolumesFrom?: string[] | null;
+  Links?: string[] | null;
+  PortBindings?: Record<string, PortBinding[] | null> | null;
+  NetworkMode?: string;
+  Runtime?: string;
+  Memory?: number;
+  MemorySwap?: number;
+  LogConfig?: { Type?: string; Config?: Record<string, string> };
+  RestartPolicy?: { Name?: string; MaximumRetryCount?: number };
+  Devices?: { PathOnHost?: string; PathInContainer?: string; CgroupPermissions?: string }[] | null;
+  DeviceCgroupRules?: string[] | null;
+  CapAdd?: string[] | null;
+  SecurityOpt?: string[] | null;
+  Tmpfs?: Record<string, string> | null;
+  [field: string]: unknown;
+}
+
 export interface ContainerSpec {
   name: string;
   sourceId: string;
@@ -49,9 +97,9 @@ export interface ContainerSpec {
   /** The image the container was created from, as the user typed it, and its id. */
   baseImage: { ref: string; id: string };
   /** Container Config fields the user set (differences from the image's config). */
-  config: Record<string, unknown>;
+  config: ContainerConfig;
   /** HostConfig fields worth recreating (engine-generated values dropped). */
-  hostConfig: Record<string, unknown>;
+  hostConfig: HostConfig;
   /** Endpoints, primary network first. */
   endpoints: EndpointSpec[];
   mounts: MountSpec[];
@@ -188,7 +236,7 @@ export function captureSpec({
   const img = imageConfig ?? {};
   const shortId = inspect.Id.slice(0, 12);
   const name = inspect.Name.replace(/^\//, '');
-  const config: Json = {};
+  const config: ContainerConfig = {};
 
   const networkMode = String((inspect.HostConfig.NetworkMode as string | undefined) ?? 'default');
   if (cfg.Hostname && cfg.Hostname !== shortId && !networkMode.startsWith('container:')) config.Hostname = cfg.Hostname;
@@ -226,11 +274,13 @@ export function captureSpec({
   if (cfg.Healthcheck && !same(cfg.Healthcheck, img.Healthcheck)) config.Healthcheck = cfg.Healthcheck;
   for (const k of ['Tty', 'OpenStdin', 'StdinOnce'] as const) if (cfg[k]) config[k] = true;
 
-  const hostConfig: Json = {};
+  const hostConfig: HostConfig = {};
+  // Copied as the engine reported them: each field has the Engine API's type.
+  const copied: Record<string, unknown> = hostConfig;
   for (const k of HOSTCONFIG_KEYS) {
     const v = inspect.HostConfig[k];
     if (isEmpty(v)) continue;
-    hostConfig[k] = v;
+    copied[k] = v;
   }
   // Engine defaults that would pin the source host's settings.
   const bridge = quirks?.defaultBridge ?? 'bridge';
@@ -238,7 +288,7 @@ export function captureSpec({
     delete hostConfig.Runtime;
   if (hostConfig.NetworkMode === bridge) hostConfig.NetworkMode = 'bridge';
   if (quirks?.bindsWithDefaultOptions && Array.isArray(hostConfig.Binds))
-    hostConfig.Binds = (hostConfig.Binds as string[]).map(portableBind);
+    hostConfig.Binds = hostConfig.Binds.map(portableBind);
   // Podman names ulimits RLIMIT_NOFILE; Docker wants nofile.
   if (quirks?.ulimitsAsRlimit && Array.isArray(hostConfig.Ulimits))
     hostConfig.Ulimits = (hostConfig.Ulimits as Json[]).map((u) => ({
@@ -268,10 +318,10 @@ export function captureSpec({
     hostConfig.ReadonlyPaths = [];
   // Engine defaults, so the target's own defaults apply: a 64 MiB /dev/shm, the default log driver.
   if (hostConfig.ShmSize === 64 * 1024 * 1024) delete hostConfig.ShmSize;
-  const log = hostConfig.LogConfig as { Type?: string; Config?: Record<string, string> } | undefined;
+  const log = hostConfig.LogConfig;
   if (log && log.Type === (defaultLogDriver ?? 'json-file') && isEmpty(log.Config)) delete hostConfig.LogConfig;
   // Docker fills MemorySwap with 2x Memory when only Memory was given.
-  if (hostConfig.Memory && hostConfig.MemorySwap === (hostConfig.Memory as number) * 2) delete hostConfig.MemorySwap;
+  if (hostConfig.Memory && hostConfig.MemorySwap === hostConfig.Memory * 2) delete hostConfig.MemorySwap;
   if (
     same(hostConfig.RestartPolicy, { Name: 'no', MaximumRetryCount: 0 }) ||
     same(hostConfig.RestartPolicy, { Name: '', MaximumRetryCount: 0 })
@@ -287,7 +337,7 @@ export function captureSpec({
     }
   }
   if (Array.isArray(hostConfig.VolumesFrom)) {
-    hostConfig.VolumesFrom = (hostConfig.VolumesFrom as string[]).map((v) => {
+    hostConfig.VolumesFrom = hostConfig.VolumesFrom.map((v) => {
       const [ref, mode] = v.split(':') as [string, string | undefined];
       const n = containerNames[ref] ?? ref;
       return mode ? `${n}:${mode}` : n;
@@ -465,13 +515,13 @@ export function createPlan(
   opts: { volumeNames?: Record<string, string>; multiEndpoint?: boolean; bridge?: string } = {},
 ): CreatePlan {
   const vn = opts.volumeNames ?? {};
-  const hostConfig: Json = { ...spec.hostConfig };
+  const hostConfig: HostConfig = { ...spec.hostConfig };
   withoutPrivateNamespaces(hostConfig); // bundles made before capture dropped them
   // The target's default bridge network may have another name (Podman's is "podman").
   const bridge = opts.bridge ?? 'bridge';
   if (hostConfig.NetworkMode === 'bridge') hostConfig.NetworkMode = bridge;
   if (Array.isArray(hostConfig.Binds)) {
-    hostConfig.Binds = (hostConfig.Binds as string[]).map((b) => {
+    hostConfig.Binds = hostConfig.Binds.map((b) => {
       const p = parseBind(b);
       if (p.source && !p.source.startsWith('/') && vn[p.source])
         return [vn[p.source], p.destination, p.options].filter(Boolean).join(':');
@@ -544,8 +594,8 @@ export function containerRefs(spec: ContainerSpec): string[] {
     const v = hc[k];
     if (typeof v === 'string' && v.startsWith('container:')) out.add(v.slice('container:'.length));
   }
-  for (const v of (hc.VolumesFrom as string[] | undefined) ?? []) out.add(v.split(':')[0]!);
-  for (const l of (hc.Links as string[] | undefined) ?? []) out.add(splitLink(l)[0]);
+  for (const v of hc.VolumesFrom ?? []) out.add(v.split(':')[0]!);
+  for (const l of hc.Links ?? []) out.add(splitLink(l)[0]);
   for (const e of spec.endpoints) for (const l of e.links ?? []) out.add(splitLink(l)[0]);
   return [...out];
 }
@@ -554,7 +604,7 @@ export function containerRefs(spec: ContainerSpec): string[] {
 export function renameContainerRefs(spec: ContainerSpec, to: Record<string, string>): ContainerSpec {
   const renamed = (n: string) => (Object.hasOwn(to, n) && to[n] !== n ? to[n] : undefined);
   if (!containerRefs(spec).some((n) => renamed(n))) return spec;
-  const hc: Json = { ...spec.hostConfig };
+  const hc: HostConfig = { ...spec.hostConfig };
   for (const k of ['NetworkMode', 'IpcMode', 'PidMode'] as const) {
     const v = hc[k];
     if (typeof v === 'string' && v.startsWith('container:')) {
@@ -563,7 +613,7 @@ export function renameContainerRefs(spec: ContainerSpec, to: Record<string, stri
     }
   }
   if (Array.isArray(hc.VolumesFrom))
-    hc.VolumesFrom = (hc.VolumesFrom as string[]).map((v) => {
+    hc.VolumesFrom = hc.VolumesFrom.map((v) => {
       const [ref, mode] = v.split(':') as [string, string | undefined];
       const n = renamed(ref);
       return n ? (mode ? `${n}:${mode}` : n) : v;
@@ -573,7 +623,7 @@ export function renameContainerRefs(spec: ContainerSpec, to: Record<string, stri
     const n = renamed(name);
     return n ? `${n}:${alias}` : l;
   };
-  if (Array.isArray(hc.Links)) hc.Links = (hc.Links as string[]).map(link);
+  if (Array.isArray(hc.Links)) hc.Links = hc.Links.map(link);
   const endpoints = spec.endpoints.map((e) => (e.links ? { ...e, links: e.links.map(link) } : e));
   return { ...spec, hostConfig: hc, endpoints };
 }
@@ -587,7 +637,7 @@ export function renameContainerRefs(spec: ContainerSpec, to: Record<string, stri
  */
 export function dependencyOrder(specs: ContainerSpec[]): number[] {
   const index = new Map(specs.map((s, i) => [s.name, i]));
-  const labels = specs.map((s) => (s.config.Labels as Record<string, string> | undefined) ?? {});
+  const labels = specs.map((s) => s.config.Labels ?? {});
   const composeDeps = (i: number): number[] => {
     const project = composeProject(labels[i]);
     const services = (labels[i]!['com.docker.compose.depends_on'] ?? '')

@@ -134,7 +134,7 @@ export async function backup(
   if (registry) {
     progress.info(`images go to the registry ${registry.host} (${describeAuth(registry.auth)}), not into the bundle`);
     for (const c of captured) {
-      const secrets = secretLikeEnvNames(c.spec.config.Env as string[] | undefined);
+      const secrets = secretLikeEnvNames(c.spec.config.Env ?? undefined);
       if (secrets.length)
         progress.warn(
           `${c.spec.name}: ${secrets.join(', ')} ${secrets.length === 1 ? 'looks like a secret' : 'look like secrets'}: docker commit bakes environment values into the image config, ` +

@@ -131,9 +131,7 @@ export function selectContainers(m: Manifest, only: string[]): { manifest: Manif
   const volumesOf = (name: string) => m.containers.find((c) => c.spec.name === name)?.volumes ?? [];
   const volumes = new Set(
     containers.flatMap((c) => {
-      const borrowed = new Set(
-        ((c.spec.hostConfig.VolumesFrom as string[] | undefined) ?? []).flatMap((v) => volumesOf(v.split(':')[0]!)),
-      );
+      const borrowed = new Set((c.spec.hostConfig.VolumesFrom ?? []).flatMap((v) => volumesOf(v.split(':')[0]!)));
       return c.volumes.filter((v) => !borrowed.has(v));
     }),
   );
@@ -160,7 +158,7 @@ export function selectContainers(m: Manifest, only: string[]): { manifest: Manif
 
 /** A spec's published ports as `[ip:]hostport -> port/proto` (the engine picks an empty host port). */
 function publishedPorts(spec: ContainerSpec): string[] {
-  const pb = (spec.hostConfig.PortBindings ?? {}) as Record<string, { HostIp?: string; HostPort?: string }[] | null>;
+  const pb = spec.hostConfig.PortBindings ?? {};
   return Object.entries(pb).flatMap(([port, bs]) =>
     (bs ?? []).map(
       (b) =>
@@ -400,7 +398,7 @@ async function planRestore(
     : { manifest: whole, notes: [] };
   for (const n of notes) progress.warn(n);
   for (const c of m.containers) {
-    const by = orchestratedBy(c.spec.config.Labels as Record<string, string> | undefined);
+    const by = orchestratedBy(c.spec.config.Labels ?? undefined);
     if (by)
       progress.warn(
         `${c.spec.name} was a task of ${by}; it is restored as a plain container, which swarm does not manage`,

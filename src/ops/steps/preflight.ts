@@ -70,11 +70,11 @@ export function bindSources(
   spec: ContainerSpec,
 ): { source: string; destination: string; origin: 'binds' | 'mounts' }[] {
   const out: { source: string; destination: string; origin: 'binds' | 'mounts' }[] = [];
-  for (const b of (spec.hostConfig.Binds as string[] | undefined) ?? []) {
+  for (const b of spec.hostConfig.Binds ?? []) {
     const p = parseBind(b);
     if (p.source.startsWith('/')) out.push({ source: p.source, destination: p.destination, origin: 'binds' });
   }
-  for (const m of (spec.hostConfig.Mounts as Record<string, unknown>[] | undefined) ?? [])
+  for (const m of spec.hostConfig.Mounts ?? [])
     if (m.Type === 'bind' && typeof m.Source === 'string' && typeof m.Target === 'string')
       out.push({ source: m.Source, destination: m.Target, origin: 'mounts' });
   return out;

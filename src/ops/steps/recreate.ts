@@ -140,7 +140,7 @@ export async function createContainer(
   // restore under --name): with the original's Compose labels, `docker compose` would take it for
   // the project's service, and scaling back to one may remove the original.
   if (name !== spec.name) {
-    const own = spec.config.Labels as Record<string, string> | undefined;
+    const own = spec.config.Labels;
     const fromImage =
       ((await engine.inspectImage(image)).Config?.Labels as Record<string, string> | null | undefined) ?? undefined;
     const labels = detachedFromCompose(own, fromImage);
