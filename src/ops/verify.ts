@@ -366,7 +366,7 @@ export async function verifyStream(stream: Readable, location: string, ctx: RunC
 
 /** Verify a bundle file. */
 export async function verifyFile(file: string, ctx: RunContext): Promise<VerifyReport> {
-  const stream = createReadStream(file, { highWaterMark: 1 << 20 }) as unknown as Readable;
+  const stream = createReadStream(file, { highWaterMark: 1 << 20 });
   return verifyStream(stream, file, ctx);
 }
 
