@@ -8,7 +8,7 @@
  */
 import type { RunContext } from '../context.js';
 import { verifyStream, type VerifyReport } from './verify.js';
-import { openResticSnapshot } from './restic-restore.js';
+import { openResticSnapshot } from '../store/restic/snapshot.js';
 import {
   checkArgs,
   newestFirst,

@@ -32,7 +32,7 @@ import {
   ResticUnavailableError,
 } from '../../src/store/restic/runner.js';
 import { resticBackup, type ResticBackupOptions } from '../../src/ops/restic-backup.js';
-import { openResticSnapshot } from '../../src/ops/restic-restore.js';
+import { openResticSnapshot } from '../../src/store/restic/snapshot.js';
 import { restore } from '../../src/ops/restore.js';
 import { groupSnapshots } from '../../src/cli/commands/restic.js';
 import { resticPrune, resticRetention } from '../../src/ops/restic-prune.js';

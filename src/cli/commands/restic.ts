@@ -7,7 +7,7 @@
 import type { Engine } from '../../engine/engine.js';
 import type { Consistency } from '../../ops/steps/capture.js';
 import { resticBackup, type ResticBackupResult } from '../../ops/restic-backup.js';
-import { openResticSnapshot } from '../../ops/restic-restore.js';
+import { openResticSnapshot } from '../../store/restic/snapshot.js';
 import { resticPrune } from '../../ops/restic-prune.js';
 import { resticVerify } from '../../ops/restic-verify.js';
 import { verifyFailure, verifyText } from './verify.js';
