@@ -7,7 +7,7 @@
  * snapshot of each host and container set is read.
  */
 import type { RunContext } from '../context.js';
-import { verifyStream, type VerifyReport } from './verify.js';
+import { verifyStream, type VerifyReport } from '../bundle/check.js';
 import { openResticSnapshot } from '../store/restic/snapshot.js';
 import {
   checkArgs,

@@ -9,7 +9,8 @@
  * removes what this restore created (Undo).
  */
 import { BundleReader, type SignerInfo } from '../bundle/reader.js';
-import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from '../bundle/manifest.js';
+import { registryDigest, type BindEntry, type Manifest } from '../bundle/manifest.js';
+import type { RestoreRewrite } from '../plan/rewrite.js';
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
@@ -18,7 +19,7 @@ import { asString, containerRefs, type ContainerSpec, type NetworkSpec } from '.
 import { splitRef } from '../model/refs.js';
 import { BundleError, ConflictError, PolicyError, UsageError } from '../errors.js';
 import { allowFor, hostAccess, refusedAccess, type HostAccess, type HostAccessKind } from '../plan/policy.js';
-import { badMembers, verifyStream } from './verify.js';
+import { badMembers, verifyStream } from '../bundle/check.js';
 import type { Transport } from '../store/transport.js';
 import { abortable } from '../util/abortable.js';
 import { orchestratedBy } from './steps/capture.js';
@@ -64,22 +65,6 @@ export interface RestoreOptions {
    * signed by a key --trust accepts (--allow). A trusted bundle restores as it was made.
    */
   allow?: ReadonlySet<HostAccessKind>;
-}
-
-/**
- * What a restore creates goes through these first. Each returns the object to create: a named
- * volume's or network's new name is the `name` it returns. Pure functions (see plan/drill.ts).
- */
-export interface RestoreRewrite {
-  containerName(name: string): string;
-  /** The spec to create the container from (references to other containers, networks, ports...). */
-  spec(spec: ContainerSpec): ContainerSpec;
-  volume(v: VolumeEntry): VolumeEntry;
-  network(n: NetworkSpec): NetworkSpec;
-  /** A volume to restore this bind's data into, instead of writing it to the host path. */
-  bindVolume(b: BindEntry): VolumeEntry | undefined;
-  /** The host path this bind's data is written to (--restore-binds); default: the recorded one. */
-  bindPath?(b: BindEntry): string;
 }
 
 export interface RestorePlan {

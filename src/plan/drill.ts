@@ -21,7 +21,7 @@ import {
   type HostConfig,
   type NetworkSpec,
 } from '../model/spec.js';
-import type { RestoreRewrite } from '../ops/restore.js';
+import type { RestoreRewrite } from './rewrite.js';
 
 export const LABEL_DRILL = 'io.ferry.drill';
 const BRIDGE_NAME = 'com.docker.network.bridge.name';

@@ -9,7 +9,7 @@
 import type { Manifest } from '../bundle/manifest.js';
 import { isUserNetwork, parseBind, type ContainerSpec, type HostConfig, type NetworkSpec } from '../model/spec.js';
 import { UsageError } from '../errors.js';
-import type { RestoreRewrite } from '../ops/restore.js';
+import type { RestoreRewrite } from './rewrite.js';
 
 export interface Remap {
   /** Named volume -> new name. */
