@@ -189,7 +189,7 @@ export interface CaptureInput {
   inspect: Json & {
     Id: string;
     Name: string;
-    Config: Json;
+    Config: ContainerConfig;
     HostConfig: Json;
     State: Json;
     Mounts?: Json[];
@@ -197,7 +197,7 @@ export interface CaptureInput {
     Image: string;
   };
   /** Config of the image the container was created from. */
-  imageConfig: Json | null | undefined;
+  imageConfig: ContainerConfig | null | undefined;
   /**
    * That image is a ferry snapshot (the container was restored by ferry): its config holds the
    * container's own Env and Labels, so these are recorded whole, not as a difference from it.
@@ -250,8 +250,8 @@ export function captureSpec({
   if (cfg.StopTimeout !== undefined && cfg.StopTimeout !== null) config.StopTimeout = cfg.StopTimeout;
   // A snapshot's Env and Labels are the restored container's own, not defaults of an image
   // someone built: recorded whole, they stay in view (ferry inspect) in every generation.
-  const imgEnv = new Set(fromSnapshot ? [] : ((img.Env as string[] | null) ?? []));
-  const env = ((cfg.Env as string[] | null) ?? []).filter(
+  const imgEnv = new Set(fromSnapshot ? [] : (img.Env ?? []));
+  const env = (cfg.Env ?? []).filter(
     (e) => !imgEnv.has(e) && !(quirks?.hostnameInEnv && e === `HOSTNAME=${asString(cfg.Hostname, shortId)}`),
   );
   if (env.length) config.Env = env;
@@ -262,14 +262,11 @@ export function captureSpec({
   } else if (!same(cfg.Cmd, img.Cmd)) {
     config.Cmd = cfg.Cmd;
   }
-  const labels = diffRecord(
-    cfg.Labels as Record<string, string> | null,
-    fromSnapshot ? null : (img.Labels as Record<string, string> | null),
-  );
+  const labels = diffRecord(cfg.Labels, fromSnapshot ? null : img.Labels);
   if (labels) config.Labels = labels;
-  const ports = diffKeys(cfg.ExposedPorts as Json | null, img.ExposedPorts as Json | null);
+  const ports = diffKeys(cfg.ExposedPorts, img.ExposedPorts);
   if (ports) config.ExposedPorts = ports;
-  const vols = diffKeys(cfg.Volumes as Json | null, img.Volumes as Json | null);
+  const vols = diffKeys(cfg.Volumes, img.Volumes);
   if (vols) config.Volumes = vols;
   if (cfg.Healthcheck && !same(cfg.Healthcheck, img.Healthcheck)) config.Healthcheck = cfg.Healthcheck;
   for (const k of ['Tty', 'OpenStdin', 'StdinOnce'] as const) if (cfg[k]) config[k] = true;
