@@ -303,13 +303,13 @@ export function captureSpec({
   delete hostConfig.ReadonlyPaths;
   if (
     Array.isArray(inspect.HostConfig.MaskedPaths) &&
-    (inspect.HostConfig.MaskedPaths as unknown[]).length === 0 &&
+    inspect.HostConfig.MaskedPaths.length === 0 &&
     inspect.HostConfig.Privileged !== true
   )
     hostConfig.MaskedPaths = [];
   if (
     Array.isArray(inspect.HostConfig.ReadonlyPaths) &&
-    (inspect.HostConfig.ReadonlyPaths as unknown[]).length === 0 &&
+    inspect.HostConfig.ReadonlyPaths.length === 0 &&
     inspect.HostConfig.Privileged !== true
   )
     hostConfig.ReadonlyPaths = [];
@@ -345,7 +345,7 @@ export function captureSpec({
   const endpoints = captureEndpoints(inspect, networkMode, shortId).map((e) =>
     e.network === bridge ? { ...e, network: 'bridge' } : e,
   );
-  const state = inspect.State as { Running?: boolean; Paused?: boolean };
+  const state = inspect.State;
   return {
     name,
     sourceId: inspect.Id,
@@ -526,7 +526,7 @@ export function createPlan(
     });
   }
   const mounts: Json[] = Array.isArray(hostConfig.Mounts)
-    ? (hostConfig.Mounts as Json[]).map((m) =>
+    ? hostConfig.Mounts.map((m) =>
         m.Type === 'volume' && typeof m.Source === 'string' && vn[m.Source] ? { ...m, Source: vn[m.Source] } : { ...m },
       )
     : [];

@@ -95,9 +95,7 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
   // Host ports: the original holds them; the engine picks free ones (reported after start).
   if (hc.PortBindings && typeof hc.PortBindings === 'object') {
     const pb: Record<string, { HostIp: string; HostPort: string }[] | null> = {};
-    for (const [port, bindings] of Object.entries(
-      hc.PortBindings as Record<string, { HostIp?: string; HostPort?: string }[] | null>,
-    )) {
+    for (const [port, bindings] of Object.entries(hc.PortBindings)) {
       pb[port] = (bindings ?? []).map((b) => {
         if (b.HostPort)
           notes.push(

@@ -282,11 +282,7 @@ async function networkDependents(engine: Engine, spec: ContainerSpec): Promise<{
   const list = await engine.listContainers(false).catch(() => []);
   const modes = new Set([`container:${spec.sourceId}`, `container:${spec.name}`]);
   return list
-    .filter(
-      (c) =>
-        modes.has(String((c as { HostConfig?: { NetworkMode?: string } }).HostConfig?.NetworkMode ?? '')) &&
-        c.Id !== spec.sourceId,
-    )
+    .filter((c) => modes.has(String(c.HostConfig?.NetworkMode ?? '')) && c.Id !== spec.sourceId)
     .map((c) => ({ id: c.Id, name: (c.Names?.[0] ?? c.Id).replace(/^\//, '') }));
 }
 
@@ -304,7 +300,7 @@ export async function stopCleanly(
 ): Promise<void> {
   await engine.stop(id, timeoutSeconds);
   const st = await engine.inspectContainer(id).catch(() => undefined);
-  const state = st?.State as { ExitCode?: number; OOMKilled?: boolean } | undefined;
+  const state = st?.State;
   if (state?.ExitCode === 137 && !state.OOMKilled)
     progress.warn(
       `${name} did not stop within ${timeoutSeconds ?? 'its stop timeout'}${timeoutSeconds === undefined ? '' : 's'} and was killed (SIGKILL): ` +

@@ -173,9 +173,7 @@ export async function checkHostPorts(
 export function deviceClaims(
   spec: Pick<ContainerSpec, 'hostConfig'>,
 ): { PathOnHost: string; PathInContainer: string; CgroupPermissions: string }[] {
-  return (
-    (spec.hostConfig.Devices ?? []) as { PathOnHost?: string; PathInContainer?: string; CgroupPermissions?: string }[]
-  )
+  return (spec.hostConfig.Devices ?? [])
     .filter((d) => d.PathOnHost)
     .map((d) => ({
       PathOnHost: d.PathOnHost!,
