@@ -391,13 +391,9 @@ export class DockerEngine implements Engine {
   // ---- containers -------------------------------------------------------------------------
 
   inspectContainer(nameOrId: string): Promise<ContainerInspect> {
-    return this.call(
-      `inspect container ${nameOrId}`,
-      () => this.docker.getContainer(nameOrId).inspect() as Promise<ContainerInspect>,
-      {
-        notFound: `no such container: ${nameOrId}`,
-      },
-    );
+    return this.call(`inspect container ${nameOrId}`, () => this.docker.getContainer(nameOrId).inspect(), {
+      notFound: `no such container: ${nameOrId}`,
+    });
   }
 
   async containerExists(name: string): Promise<boolean> {
@@ -898,7 +894,7 @@ export class DockerEngine implements Engine {
 
   /** Every network on the engine, with its IPAM configuration (GET /networks). */
   listNetworks(): Promise<NetworkInspect[]> {
-    return this.call('list networks', async () => (await this.docker.listNetworks()) as NetworkInspect[]);
+    return this.call('list networks', async () => await this.docker.listNetworks());
   }
 
   async createNetwork(spec: Record<string, unknown>): Promise<string> {
