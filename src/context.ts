@@ -43,3 +43,16 @@ export interface RunContext {
 export function checkAborted(signal: AbortSignal): void {
   if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason));
 }
+
+/**
+ * `work`, except that a failure once the run is aborted reports as the interruption, not as what
+ * the cut-short call saw (a pull or push that the abort broke off).
+ */
+export async function abortAware<T>(signal: AbortSignal, work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (err) {
+    checkAborted(signal);
+    throw err;
+  }
+}

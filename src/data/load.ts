@@ -2,6 +2,7 @@
 import type { Readable } from 'node:stream';
 import type { Engine } from '../engine/engine.js';
 import { EngineError } from '../errors.js';
+import { splitRef } from '../model/refs.js';
 import { faultPoint } from '../util/fault.js';
 
 export async function loadImage(engine: Engine, data: Readable, expectRef: string): Promise<string> {
@@ -9,8 +10,7 @@ export async function loadImage(engine: Engine, data: Readable, expectRef: strin
   const loaded = await engine.loadImage(data);
   // Podman qualifies short names on load (lab/app:1 -> localhost/lab/app:1): tag it back.
   if (!(await engine.imageExists(expectRef)) && (await engine.imageExists(`localhost/${expectRef}`))) {
-    const i = expectRef.lastIndexOf(':');
-    await engine.tagImage(`localhost/${expectRef}`, expectRef.slice(0, i), expectRef.slice(i + 1));
+    await engine.tagImage(`localhost/${expectRef}`, ...splitRef(expectRef));
   }
   if (!(await engine.imageExists(expectRef)))
     throw new EngineError(`the engine loaded ${loaded.join(', ') || 'nothing'} but not ${expectRef}`, {

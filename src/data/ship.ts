@@ -16,6 +16,7 @@ import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import type { Engine, EngineFacts, ImageInspect } from '../engine/engine.js';
 import type { ContainerSpec } from '../model/spec.js';
+import { splitRef } from '../model/refs.js';
 import { checkAborted, type Progress } from '../context.js';
 import { openHostImageArchive, type HostImageArchive } from './host-image.js';
 import { readContentStore } from './content-store.js';
@@ -389,9 +390,4 @@ export async function shipVolume(
     await r.done();
   }
   return { bytes, read: r.carried, written };
-}
-
-function splitRef(ref: string): [string, string] {
-  const i = ref.lastIndexOf(':');
-  return [ref.slice(0, i), ref.slice(i + 1)];
 }

@@ -298,7 +298,7 @@ export function inPlaceVolumePath(
   if (own.length !== 1) return undefined; // mounted twice: a holder sees it once
   const dest = own[0]!.destination.replace(/\/+$/, '');
   if (!dest.startsWith('/') || dest.split('/').includes('..')) return undefined;
-  const tmpfs = Object.keys((spec.hostConfig.Tmpfs as Record<string, string> | null | undefined) ?? {});
+  const tmpfs = Object.keys(spec.hostConfig.Tmpfs ?? {});
   const others = [...spec.mounts.filter((m) => m !== own[0]).map((m) => m.destination), ...tmpfs];
   if (others.some((d) => d.replace(/\/+$/, '') === dest || d.startsWith(`${dest}/`))) return undefined;
   return dest;

@@ -236,7 +236,7 @@ export function bulkGet(address: BulkAddress, urlPath: string): Promise<Readable
         }
         fill = 0;
         head(end);
-        if ((state as State) === 'head' || sock.destroyed) return true; // failed
+        if (state === 'head' || sock.destroyed) return true; // failed
         decode(end + 4, to);
         // Settled only now: body bytes that came with the head may already have failed it, and
         // the stream must not error before its consumer has it.
@@ -254,7 +254,7 @@ export function bulkGet(address: BulkAddress, urlPath: string): Promise<Readable
     const sock = net.connect({
       ...address,
       onread: { buffer: () => slab.subarray(fill), callback: onRead },
-    } as net.NetConnectOpts);
+    });
     sock.setNoDelay(true);
     sock.on('connect', () =>
       sock.write(`GET ${urlPath} HTTP/1.1\r\nHost: docker\r\nUser-Agent: ferry\r\nConnection: close\r\n\r\n`),

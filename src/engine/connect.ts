@@ -18,10 +18,7 @@ export interface EngineDeps {
 /** An http.Agent whose every connection is a channel on one SSH connection to the remote socket. */
 function sshAgent(open: () => Promise<Duplex>): http.Agent {
   const agent = new http.Agent({ keepAlive: false, maxSockets: 16 });
-  (agent as unknown as { createConnection: unknown }).createConnection = (
-    _o: unknown,
-    cb: (err: Error | null, s?: Duplex) => void,
-  ) => {
+  agent.createConnection = (_o: unknown, cb: (err: Error | null, s?: Duplex) => void) => {
     open().then(
       (ch) => {
         // http calls these on real sockets; an ssh2 channel does not have them.

@@ -14,7 +14,7 @@ export async function demux(
 ): Promise<void> {
   let buf: Buffer = Buffer.alloc(0);
   const write = async (s: NodeJS.WritableStream, b: Buffer) => {
-    const w = s as unknown as NodeJS.EventEmitter & { destroyed?: boolean };
+    const w = s as NodeJS.EventEmitter & { destroyed?: boolean };
     if (w.destroyed) throw new Error('the output was closed');
     // A consumer that gives up destroys its stream: stop then, rather than wait for a drain.
     if (!s.write(b)) await Promise.race([once(w, 'drain'), once(w, 'close')]);

@@ -18,7 +18,15 @@
  */
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import type { Agent } from 'node:http';
 import type DockerType from 'dockerode';
+
+declare module 'dockerode' {
+  interface DockerOptions {
+    /** docker-modem's own option (an HTTP agent for every request), which @types/dockerode leaves out. */
+    agent?: Agent;
+  }
+}
 
 const require = createRequire(import.meta.url);
 const dockerodeDir = path.dirname(require.resolve('dockerode'));

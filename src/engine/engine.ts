@@ -17,6 +17,18 @@ import type { HostShell } from '../hostaccess/shell.js';
 import { createRunIdentity, type RunIdentity } from './run.js';
 import { quirksFor, type EngineQuirks } from './quirks.js';
 import { engineCalls } from '../util/debug.js';
+import {
+  dockerErr,
+  field,
+  keysOf,
+  numberField,
+  readable,
+  statusOf,
+  stringField,
+  stringsField,
+  untypedCall,
+  type DockerErr,
+} from './answers.js';
 
 /** The newest Engine API version this code is written against. */
 
@@ -74,12 +86,11 @@ export type NetworkInspect = Docker.NetworkInspectInfo & {
   EnableIPv6?: boolean;
 };
 
-type DockerErr = Error & { statusCode?: number; code?: string; json?: { message?: string } | null; reason?: string };
-
 /** What the daemon said, without dockerode's "(HTTP code 404) no such container -" prefix. */
 function daemonMessage(err: DockerErr): string {
   const j = err.json;
-  if (j && typeof j === 'object' && typeof j.message === 'string') return j.message;
+  const jm = stringField(j, 'message');
+  if (j && typeof j === 'object' && jm !== undefined) return jm;
   if (typeof j === 'string') return j;
   const m = typeof err.message === 'string' ? err.message : '';
   return m.replace(/^\(HTTP code \d+\)\s*[^-]*-\s*/, '').trim() || m;
@@ -219,7 +230,7 @@ export function mapEngineError(
 ): FerryError {
   if (err instanceof FerryError) return err;
   if (err instanceof StreamReportedError) return new EngineError(`${what}: ${err.message}`, { cause: err });
-  const e = (err ?? {}) as DockerErr;
+  const e = dockerErr(err);
   if (e.statusCode) {
     const msg = daemonMessage(e);
     if (e.statusCode === 404) return new NotFoundError(map.notFound ?? `${what}: ${msg}`, undefined, err);
@@ -275,7 +286,7 @@ export class DockerEngine implements Engine {
     try {
       version = await probe.version();
     } catch (err) {
-      throw unreachable(err as DockerErr, where, ep.source);
+      throw unreachable(err, where, ep.source);
     }
     const { version: useVersion, api, podman } = negotiateApi(version);
     const docker = new DockerClient({ ...base, ...(useVersion ? { version: useVersion } : {}) });
@@ -287,18 +298,12 @@ export class DockerEngine implements Engine {
     // Unknown (info refused): assume remapped, so that nothing relies on host paths.
     let remapped = true;
     try {
-      const info = (await docker.info()) as {
-        DriverStatus?: [string, string][];
-        LoggingDriver?: string;
-        SecurityOptions?: string[] | null;
-        Driver?: string;
-        DockerRootDir?: string;
-      };
-      storageDriver = info.Driver;
-      rootDir = info.DockerRootDir;
-      containerdStore = (info.DriverStatus ?? []).some(([k, v]) => k === 'driver-type' && /containerd/.test(v));
-      loggingDriver = info.LoggingDriver;
-      remapped = (info.SecurityOptions ?? []).some((o) => /(^|,)name=(rootless|userns)(,|$)/.test(o));
+      const info: unknown = await docker.info();
+      storageDriver = stringField(info, 'Driver');
+      rootDir = stringField(info, 'DockerRootDir');
+      containerdStore = driverStatus(info).some(([k, v]) => k === 'driver-type' && /containerd/.test(v));
+      loggingDriver = stringField(info, 'LoggingDriver');
+      remapped = (stringsField(info, 'SecurityOptions') ?? []).some((o) => /(^|,)name=(rootless|userns)(,|$)/.test(o));
     } catch {
       /* info is only advisory */
     }
@@ -375,16 +380,14 @@ export class DockerEngine implements Engine {
     { runtimes: string[]; logDrivers: string[]; volumeDrivers: string[]; networkDrivers: string[] } | undefined
   > {
     try {
-      const info = (await this.docker.info()) as {
-        Runtimes?: Record<string, unknown>;
-        Plugins?: { Log?: string[] | null; Volume?: string[] | null; Network?: string[] | null };
-      };
-      if (!info.Plugins) return undefined;
+      const info: unknown = await this.docker.info();
+      const plugins = field(info, 'Plugins');
+      if (!plugins) return undefined;
       return {
-        runtimes: Object.keys(info.Runtimes ?? {}),
-        logDrivers: info.Plugins.Log ?? [],
-        volumeDrivers: info.Plugins.Volume ?? [],
-        networkDrivers: info.Plugins.Network ?? [],
+        runtimes: keysOf(field(info, 'Runtimes')),
+        logDrivers: stringsField(plugins, 'Log') ?? [],
+        volumeDrivers: stringsField(plugins, 'Volume') ?? [],
+        networkDrivers: stringsField(plugins, 'Network') ?? [],
       };
     } catch {
       return undefined;
@@ -394,13 +397,9 @@ export class DockerEngine implements Engine {
   // ---- containers -------------------------------------------------------------------------
 
   inspectContainer(nameOrId: string): Promise<ContainerInspect> {
-    return this.call(
-      `inspect container ${nameOrId}`,
-      () => this.docker.getContainer(nameOrId).inspect() as Promise<ContainerInspect>,
-      {
-        notFound: `no such container: ${nameOrId}`,
-      },
-    );
+    return this.call(`inspect container ${nameOrId}`, () => this.docker.getContainer(nameOrId).inspect(), {
+      notFound: `no such container: ${nameOrId}`,
+    });
   }
 
   async containerExists(name: string): Promise<boolean> {
@@ -408,7 +407,7 @@ export class DockerEngine implements Engine {
       await this.docker.getContainer(name).inspect();
       return true;
     } catch (err) {
-      if ((err as DockerErr).statusCode === 404) return false;
+      if (statusOf(err) === 404) return false;
       throw this.mapError(err, `inspect container ${name}`);
     }
   }
@@ -432,7 +431,7 @@ export class DockerEngine implements Engine {
       try {
         await this.docker.getContainer(id).stop(timeoutSeconds === undefined ? {} : { t: timeoutSeconds });
       } catch (err) {
-        if ((err as DockerErr).statusCode !== 304) throw err; // already stopped
+        if (statusOf(err) !== 304) throw err; // already stopped
       }
     });
   }
@@ -441,7 +440,7 @@ export class DockerEngine implements Engine {
       try {
         await this.docker.getContainer(id).start();
       } catch (err) {
-        if ((err as DockerErr).statusCode !== 304) throw err; // already started
+        if (statusOf(err) !== 304) throw err; // already started
       }
     });
   }
@@ -458,11 +457,7 @@ export class DockerEngine implements Engine {
   async createContainer(name: string | undefined, body: Record<string, unknown>): Promise<string> {
     const c = await this.call(
       `create container ${name ?? ''}`.trim(),
-      () =>
-        this.docker.createContainer({
-          _query: name ? { name } : {},
-          _body: body,
-        } as unknown as Docker.ContainerCreateOptions),
+      () => this.docker.createContainer(rawOptions(name ? { name } : {}, body)),
       {
         conflict: `a container named ${name} already exists`,
         notFound: `create container ${name}: image ${String(body.Image)} is not on the engine`,
@@ -476,7 +471,7 @@ export class DockerEngine implements Engine {
       try {
         await this.docker.getContainer(id).remove({ force: opts.force ?? true, v: opts.volumes ?? false });
       } catch (err) {
-        if ((err as DockerErr).statusCode !== 404) throw err;
+        if (statusOf(err) !== 404) throw err;
       }
     });
   }
@@ -488,14 +483,19 @@ export class DockerEngine implements Engine {
     tag: string,
     opts: { pause: boolean; comment?: string; labels?: Record<string, string> },
   ): Promise<string> {
-    const res = (await this.call(`commit container ${id}`, () =>
-      this.docker.getContainer(id).commit({
-        _query: { container: id, repo, tag, pause: opts.pause, comment: opts.comment ?? 'ferry backup' },
-        // Podman refuses a commit without a JSON body, and docker-modem drops a body of `{}`.
-        _body: opts.labels ? { Labels: opts.labels } : this.quirks.commitNeedsBody ? { Labels: {} } : {},
-      } as unknown as object),
-    )) as { Id: string };
-    return res.Id;
+    const res: unknown = await this.call(`commit container ${id}`, () =>
+      this.docker.getContainer(id).commit(
+        rawOptions(
+          { container: id, repo, tag, pause: opts.pause, comment: opts.comment ?? 'ferry backup' },
+          // Podman refuses a commit without a JSON body, and docker-modem drops a body of `{}`.
+          opts.labels ? { Labels: opts.labels } : this.quirks.commitNeedsBody ? { Labels: {} } : {},
+        ),
+      ),
+    );
+    const image = stringField(res, 'Id');
+    if (image === undefined)
+      throw new EngineError(`commit container ${id}: the engine did not say which image it made`);
+    return image;
   }
 
   /**
@@ -526,11 +526,11 @@ export class DockerEngine implements Engine {
         Tty: false,
         ...(opts.user ? { User: opts.user } : {}),
       });
-      const stream = (await ex.start({ hijack: true, stdin: false })) as unknown as Readable;
-      const onAbort = () => stream.destroy(opts.signal?.reason as Error);
+      const stream = readable(await ex.start({ hijack: true, stdin: false }), what);
+      const onAbort = () => stream.destroy(abortReason(opts.signal));
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       try {
-        await demux(stream as AsyncIterable<Buffer>, sink, sink);
+        await demux(stream, sink, sink);
       } finally {
         opts.signal?.removeEventListener('abort', onAbort);
       }
@@ -550,31 +550,28 @@ export class DockerEngine implements Engine {
    * The stream is the engine's multiplexed format (see demux.ts); it ends when the process does.
    */
   attachOutput(id: string): Promise<Readable> {
-    return this.call(
-      `attach to container ${id}`,
-      () =>
-        this.docker
-          .getContainer(id)
-          .attach({ stream: true, stdout: true, stderr: true, hijack: true }) as unknown as Promise<Readable>,
+    const what = `attach to container ${id}`;
+    return this.call(what, async () =>
+      readable(
+        await this.docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, hijack: true }),
+        what,
+      ),
     );
   }
 
   /** Wait for a container to exit; its exit code. */
   async waitExit(id: string): Promise<number> {
-    const r = (await this.call(`wait for container ${id}`, () => this.docker.getContainer(id).wait())) as {
-      StatusCode: number;
-    };
-    return r.StatusCode;
+    const r: unknown = await this.call(`wait for container ${id}`, () => this.docker.getContainer(id).wait());
+    const code = numberField(r, 'StatusCode');
+    if (code === undefined) throw new EngineError(`wait for container ${id}: the engine did not report an exit code`);
+    return code;
   }
 
   /** The last `tail` lines a container logged (stdout and stderr interleaved; TTY or not). */
   async containerLogs(id: string, tail = 20): Promise<string> {
-    const raw = await this.call(
-      `read the logs of container ${id}`,
-      () =>
-        this.docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false, tail }) as unknown as Promise<
-          Buffer | string
-        >,
+    // dockerode types the answer a Buffer; an engine that sends text/plain gets a string.
+    const raw: Buffer | string = await this.call(`read the logs of container ${id}`, () =>
+      this.docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false, tail }),
     );
     const buf = Buffer.isBuffer(raw) ? raw : Buffer.from(raw);
     let text = '';
@@ -622,7 +619,7 @@ export class DockerEngine implements Engine {
       await this.docker.getImage(ref).inspect();
       return true;
     } catch (err) {
-      if ((err as DockerErr).statusCode === 404) return false;
+      if (statusOf(err) === 404) return false;
       throw this.mapError(err, `inspect image ${ref}`);
     }
   }
@@ -632,8 +629,13 @@ export class DockerEngine implements Engine {
     return this.call(`save image ${refs.join(', ')}`, () =>
       this.bulk
         ? this.bulkGet(`/images/get?${refs.map((r) => `names=${encodeURIComponent(r)}`).join('&')}`)
-        : (this.docker as unknown as { getImages(o: unknown): Promise<Readable> }).getImages({ names: refs }),
+        : this.dockerSave(refs),
     );
+  }
+
+  /** dockerode's getImages (GET /images/get with several names), which its typings leave out. */
+  private async dockerSave(refs: string[]): Promise<Readable> {
+    return readable(await untypedCall(this.docker, 'getImages', [{ names: refs }]), 'save images');
   }
 
   private bulkGet(path: string): Promise<Readable> {
@@ -642,10 +644,8 @@ export class DockerEngine implements Engine {
 
   /** `docker load` from a stream; resolves only once the engine has finished and reported success. */
   async loadImage(src: Readable, onMessage?: (m: ProgressMessage) => void): Promise<string[]> {
-    const res = await this.call('load image', () =>
-      (this.docker as unknown as { loadImage(s: unknown, o: unknown): Promise<Readable> }).loadImage(src, {
-        quiet: true,
-      }),
+    const res = await this.call('load image', async () =>
+      readable(await this.docker.loadImage(src, { quiet: true }), 'load image'),
     );
     let msgs: ProgressMessage[];
     try {
@@ -676,14 +676,15 @@ export class DockerEngine implements Engine {
     signal?: AbortSignal,
   ): Promise<string> {
     const what = `push image ${repo}:${tag}`;
-    const res = await this.call(
-      what,
-      () =>
-        this.docker.getImage(repo).push({
+    const res = await this.call(what, async () =>
+      readable(
+        await this.docker.getImage(repo).push({
           tag,
           authconfig: { ...auth },
           ...(signal ? { abortSignal: signal } : {}),
-        } as never) as unknown as Promise<Readable>,
+        }),
+        what,
+      ),
     );
     let digest: string | undefined;
     try {
@@ -720,9 +721,9 @@ export class DockerEngine implements Engine {
           : [ref, 'latest'];
     let res: Readable;
     try {
-      res = await (this.docker as unknown as { createImage(a: unknown, o: unknown): Promise<Readable> }).createImage(
-        { ...auth },
-        { fromImage, tag, ...(signal ? { abortSignal: signal } : {}) },
+      res = readable(
+        await this.docker.createImage({ ...auth }, { fromImage, tag, ...(signal ? { abortSignal: signal } : {}) }),
+        what,
       );
     } catch (err) {
       throw this.registryError(err, what);
@@ -738,7 +739,7 @@ export class DockerEngine implements Engine {
   /** A push/pull failure: always an EngineError naming the image (a missing image or manifest included). */
   private registryError(err: unknown, what: string): FerryError {
     if (err instanceof FerryError) return err;
-    const e = err as DockerErr;
+    const e = dockerErr(err);
     const hint =
       'check that the registry is reachable from the engine, and the credentials (docker config, or --registry-auth-file)';
     if (err instanceof StreamReportedError) return new EngineError(`${what}: ${err.message}`, { cause: err, hint });
@@ -757,7 +758,7 @@ export class DockerEngine implements Engine {
       try {
         await this.docker.getImage(ref).remove({ noprune: false });
       } catch (err) {
-        if ((err as DockerErr).statusCode !== 404) throw err;
+        if (statusOf(err) !== 404) throw err;
       }
     });
   }
@@ -775,11 +776,14 @@ export class DockerEngine implements Engine {
     if (await this.imageExists(HOLDER_IMAGE)) return HOLDER_IMAGE;
     const emptyTar = Readable.from([Buffer.alloc(1024)]);
     // `repo` carries the tag (the API allows it): Podman ignores a separate `tag` on import.
-    const res = await this.call('import the empty holder image', () =>
-      (this.docker as unknown as { importImage(s: unknown, o: unknown): Promise<Readable> }).importImage(emptyTar, {
-        repo: HOLDER_IMAGE,
-        changes: ['CMD ["/nonexistent"]', `LABEL ${LABEL_MANAGED}=true`],
-      }),
+    const res = await this.call('import the empty holder image', async () =>
+      readable(
+        await this.docker.importImage(emptyTar, {
+          repo: HOLDER_IMAGE,
+          changes: ['CMD ["/nonexistent"]', `LABEL ${LABEL_MANAGED}=true`],
+        }),
+        'import the empty holder image',
+      ),
     );
     try {
       await followJson(res);
@@ -799,7 +803,7 @@ export class DockerEngine implements Engine {
     try {
       return await this.docker.getVolume(name).inspect();
     } catch (err) {
-      if ((err as DockerErr).statusCode === 404) return undefined;
+      if (statusOf(err) === 404) return undefined;
       throw this.mapError(err, `inspect volume ${name}`);
     }
   }
@@ -834,10 +838,8 @@ export class DockerEngine implements Engine {
     Labels?: Record<string, string>;
   }): Promise<string> {
     // dockerode resolves with a Volume handle ({name}); the engine's own answer has {Name}.
-    const v = (await this.call(`create volume ${spec.Name ?? ''}`.trim(), () =>
-      (this.docker as unknown as { createVolume(o: unknown): Promise<unknown> }).createVolume(spec),
-    )) as { name?: string; Name?: string };
-    const name = v.Name ?? v.name;
+    const v: unknown = await this.call(`create volume ${spec.Name ?? ''}`.trim(), () => this.docker.createVolume(spec));
+    const name = stringField(v, 'Name') ?? stringField(v, 'name');
     if (!name)
       throw new EngineError(`create volume ${spec.Name ?? ''}: the engine did not say which volume it created`);
     return name;
@@ -848,7 +850,7 @@ export class DockerEngine implements Engine {
       try {
         await this.docker.getVolume(name).remove();
       } catch (err) {
-        if ((err as DockerErr).statusCode !== 404) throw err;
+        if (statusOf(err) !== 404) throw err;
       }
     });
   }
@@ -858,7 +860,10 @@ export class DockerEngine implements Engine {
     return this.call(`read ${path} from container ${id}`, () =>
       this.bulk
         ? this.bulkGet(`/containers/${encodeURIComponent(id)}/archive?path=${encodeURIComponent(path)}`)
-        : (this.docker.getContainer(id).getArchive({ path }) as unknown as Promise<Readable>),
+        : this.docker
+            .getContainer(id)
+            .getArchive({ path })
+            .then((r) => readable(r, `read ${path} from container ${id}`)),
     );
   }
 
@@ -870,15 +875,11 @@ export class DockerEngine implements Engine {
     id: string,
     path: string,
   ): Promise<{ name: string; size: number; mode: number; mtime: string; linkTarget: string } | undefined> {
-    const res = await this.call(
-      `stat ${path} in container ${id}`,
-      () =>
-        this.docker.getContainer(id).infoArchive({ path }) as unknown as Promise<
-          Readable & { headers?: Record<string, string> }
-        >,
+    const res: unknown = await this.call(`stat ${path} in container ${id}`, () =>
+      this.docker.getContainer(id).infoArchive({ path }),
     );
-    res.resume?.();
-    const h = res.headers?.['x-docker-container-path-stat'];
+    if (res instanceof Readable) res.resume();
+    const h = stringField(field(res, 'headers'), 'x-docker-container-path-stat');
     if (!h) return undefined;
     try {
       return JSON.parse(Buffer.from(h, 'base64').toString('utf8')) as {
@@ -900,8 +901,8 @@ export class DockerEngine implements Engine {
       try {
         // As a string: docker-modem leaves false values out of the query.
         const query = { path, ...(opts.copyUIDGID !== undefined ? { copyUIDGID: String(opts.copyUIDGID) } : {}) };
-        const res = (await this.docker.getContainer(id).putArchive(src, query)) as unknown;
-        if (res && typeof (res as Readable).resume === 'function') (res as Readable).resume();
+        const res: unknown = await this.docker.getContainer(id).putArchive(src, query);
+        if (res instanceof Readable) res.resume();
       } catch (err) {
         src.destroy();
         throw err;
@@ -915,20 +916,20 @@ export class DockerEngine implements Engine {
     try {
       return await this.docker.getNetwork(name).inspect();
     } catch (err) {
-      if ((err as DockerErr).statusCode === 404) return undefined;
+      if (statusOf(err) === 404) return undefined;
       throw this.mapError(err, `inspect network ${name}`);
     }
   }
 
   /** Every network on the engine, with its IPAM configuration (GET /networks). */
   listNetworks(): Promise<NetworkInspect[]> {
-    return this.call('list networks', async () => (await this.docker.listNetworks()) as NetworkInspect[]);
+    return this.call('list networks', async () => await this.docker.listNetworks());
   }
 
   async createNetwork(spec: Record<string, unknown>): Promise<string> {
-    const n = (await this.call(`create network ${String(spec.Name)}`, () =>
-      this.docker.createNetwork(spec as never),
-    )) as unknown as { id: string };
+    const n = await this.call(`create network ${String(spec.Name)}`, () =>
+      this.docker.createNetwork(networkOptions(spec)),
+    );
     return n.id;
   }
 
@@ -937,7 +938,7 @@ export class DockerEngine implements Engine {
       try {
         await this.docker.getNetwork(name).remove();
       } catch (err) {
-        if ((err as DockerErr).statusCode !== 404) throw err;
+        if (statusOf(err) !== 404) throw err;
       }
     });
   }
@@ -961,7 +962,7 @@ function dockerOptions(ep: Endpoint, agent?: http.Agent): Docker.DockerOptions {
         port: ep.port,
         protocol: ep.tls ? 'https' : 'http',
         ...(ep.tls ? { ca: ep.tls.ca, cert: ep.tls.cert, key: ep.tls.key } : {}),
-      } as unknown as Docker.DockerOptions;
+      };
     case 'ssh':
       if (!agent) throw new EngineError('an ssh engine needs an SSH transport agent');
       return {
@@ -970,7 +971,7 @@ function dockerOptions(ep: Endpoint, agent?: http.Agent): Docker.DockerOptions {
         host: 'remote-engine.invalid',
         port: 80,
         agent,
-      } as unknown as Docker.DockerOptions;
+      };
   }
 }
 
@@ -981,7 +982,8 @@ function bulkAddress(ep: Endpoint): BulkAddress | undefined {
   return undefined;
 }
 
-function unreachable(err: DockerErr, where: string, source: string): FerryError {
+function unreachable(cause: unknown, where: string, source: string): FerryError {
+  const err = dockerErr(cause);
   const code = err.code ?? '';
   let hint = 'check that the Docker engine is running and that you may use its socket';
   if (code === 'ENOENT') hint = `no socket at ${where}; is dockerd running? (engine chosen by ${source})`;
@@ -989,7 +991,7 @@ function unreachable(err: DockerErr, where: string, source: string): FerryError 
   if (code === 'ECONNREFUSED') hint = `nothing listens at ${where} (engine chosen by ${source})`;
   return new EngineError(`cannot reach the Docker engine at ${where}: ${code || err.message}`, {
     hint,
-    cause: err,
+    cause,
     code: 'ENGINE_UNREACHABLE',
   });
 }
@@ -1000,4 +1002,37 @@ export function pushedDigest(m: ProgressMessage): string | undefined {
   if (typeof aux === 'string' && /^sha256:[0-9a-f]{64}$/.test(aux)) return aux;
   const s = /(?:^|\s)digest: (sha256:[0-9a-f]{64})(?:\s|$)/.exec(m.status ?? '');
   return s?.[1];
+}
+
+/** POST /networks/create: the body ferry built (model/spec.ts networkCreateOptions), sent as it is. */
+function networkOptions(spec: Record<string, unknown>): Docker.NetworkCreateOptions {
+  return { ...spec, Name: String(spec.Name) };
+}
+
+/**
+ * dockerode's raw form of a call: `_query` goes into the URL and `_body` is sent as it is (the
+ * whole create body ferry built, which dockerode's option types do not describe).
+ */
+function rawOptions(
+  query: Record<string, unknown>,
+  body: Record<string, unknown>,
+): Docker.ContainerCreateOptions & { _query: Record<string, unknown>; _body: Record<string, unknown> } {
+  return { _query: query, _body: body };
+}
+
+/** docker info's DriverStatus: [key, value] pairs. */
+function driverStatus(info: unknown): [string, string][] {
+  const v = field(info, 'DriverStatus');
+  if (!Array.isArray(v)) return [];
+  const pairs: [string, string][] = [];
+  const items: unknown[] = v;
+  for (const p of items)
+    if (Array.isArray(p) && typeof p[0] === 'string' && typeof p[1] === 'string') pairs.push([p[0], p[1]]);
+  return pairs;
+}
+
+/** Why a run was aborted, as the error a destroyed stream carries (ferry aborts with Errors only). */
+function abortReason(signal: AbortSignal | undefined): Error | undefined {
+  const r: unknown = signal?.reason;
+  return r instanceof Error ? r : undefined;
 }

@@ -42,6 +42,54 @@ export interface NetworkSpec {
   labels?: Record<string, string>;
 }
 
+/**
+ * The container Config fields ferry reads or writes, as the Engine API has them. Every other
+ * field passes through as the engine reported it (the index signature). Read from a bundle, none
+ * of this is checked: code that iterates a field still tests that it is an array.
+ */
+export interface ContainerConfig {
+  Env?: string[] | null;
+  Labels?: Record<string, string> | null;
+  ExposedPorts?: Record<string, unknown> | null;
+  Volumes?: Record<string, unknown> | null;
+  [field: string]: unknown;
+}
+
+/** One host port a container port is published on (HostConfig.PortBindings). */
+export interface PortBinding {
+  HostIp?: string;
+  HostPort?: string;
+}
+
+/** A HostConfig.Mounts entry: the fields ferry reads (Type, Source, Target), the rest passed through. */
+export interface MountEntry {
+  Type?: string;
+  Source?: string;
+  Target?: string;
+  [field: string]: unknown;
+}
+
+/** The HostConfig fields ferry reads or writes (see ContainerConfig); the rest pass through. */
+export interface HostConfig {
+  Binds?: string[] | null;
+  Mounts?: MountEntry[] | null;
+  VolumesFrom?: string[] | null;
+  Links?: string[] | null;
+  PortBindings?: Record<string, PortBinding[] | null> | null;
+  NetworkMode?: string;
+  Runtime?: string;
+  Memory?: number;
+  MemorySwap?: number;
+  LogConfig?: { Type?: string; Config?: Record<string, string> };
+  RestartPolicy?: { Name?: string; MaximumRetryCount?: number };
+  Devices?: { PathOnHost?: string; PathInContainer?: string; CgroupPermissions?: string }[] | null;
+  DeviceCgroupRules?: string[] | null;
+  CapAdd?: string[] | null;
+  SecurityOpt?: string[] | null;
+  Tmpfs?: Record<string, string> | null;
+  [field: string]: unknown;
+}
+
 export interface ContainerSpec {
   name: string;
   sourceId: string;
@@ -49,9 +97,9 @@ export interface ContainerSpec {
   /** The image the container was created from, as the user typed it, and its id. */
   baseImage: { ref: string; id: string };
   /** Container Config fields the user set (differences from the image's config). */
-  config: Record<string, unknown>;
+  config: ContainerConfig;
   /** HostConfig fields worth recreating (engine-generated values dropped). */
-  hostConfig: Record<string, unknown>;
+  hostConfig: HostConfig;
   /** Endpoints, primary network first. */
   endpoints: EndpointSpec[];
   mounts: MountSpec[];
@@ -141,7 +189,7 @@ export interface CaptureInput {
   inspect: Json & {
     Id: string;
     Name: string;
-    Config: Json;
+    Config: ContainerConfig;
     HostConfig: Json;
     State: Json;
     Mounts?: Json[];
@@ -149,7 +197,7 @@ export interface CaptureInput {
     Image: string;
   };
   /** Config of the image the container was created from. */
-  imageConfig: Json | null | undefined;
+  imageConfig: ContainerConfig | null | undefined;
   /**
    * That image is a ferry snapshot (the container was restored by ferry): its config holds the
    * container's own Env and Labels, so these are recorded whole, not as a difference from it.
@@ -188,7 +236,7 @@ export function captureSpec({
   const img = imageConfig ?? {};
   const shortId = inspect.Id.slice(0, 12);
   const name = inspect.Name.replace(/^\//, '');
-  const config: Json = {};
+  const config: ContainerConfig = {};
 
   const networkMode = String((inspect.HostConfig.NetworkMode as string | undefined) ?? 'default');
   if (cfg.Hostname && cfg.Hostname !== shortId && !networkMode.startsWith('container:')) config.Hostname = cfg.Hostname;
@@ -202,8 +250,8 @@ export function captureSpec({
   if (cfg.StopTimeout !== undefined && cfg.StopTimeout !== null) config.StopTimeout = cfg.StopTimeout;
   // A snapshot's Env and Labels are the restored container's own, not defaults of an image
   // someone built: recorded whole, they stay in view (ferry inspect) in every generation.
-  const imgEnv = new Set(fromSnapshot ? [] : ((img.Env as string[] | null) ?? []));
-  const env = ((cfg.Env as string[] | null) ?? []).filter(
+  const imgEnv = new Set(fromSnapshot ? [] : (img.Env ?? []));
+  const env = (cfg.Env ?? []).filter(
     (e) => !imgEnv.has(e) && !(quirks?.hostnameInEnv && e === `HOSTNAME=${asString(cfg.Hostname, shortId)}`),
   );
   if (env.length) config.Env = env;
@@ -214,23 +262,22 @@ export function captureSpec({
   } else if (!same(cfg.Cmd, img.Cmd)) {
     config.Cmd = cfg.Cmd;
   }
-  const labels = diffRecord(
-    cfg.Labels as Record<string, string> | null,
-    fromSnapshot ? null : (img.Labels as Record<string, string> | null),
-  );
+  const labels = diffRecord(cfg.Labels, fromSnapshot ? null : img.Labels);
   if (labels) config.Labels = labels;
-  const ports = diffKeys(cfg.ExposedPorts as Json | null, img.ExposedPorts as Json | null);
+  const ports = diffKeys(cfg.ExposedPorts, img.ExposedPorts);
   if (ports) config.ExposedPorts = ports;
-  const vols = diffKeys(cfg.Volumes as Json | null, img.Volumes as Json | null);
+  const vols = diffKeys(cfg.Volumes, img.Volumes);
   if (vols) config.Volumes = vols;
   if (cfg.Healthcheck && !same(cfg.Healthcheck, img.Healthcheck)) config.Healthcheck = cfg.Healthcheck;
   for (const k of ['Tty', 'OpenStdin', 'StdinOnce'] as const) if (cfg[k]) config[k] = true;
 
-  const hostConfig: Json = {};
+  const hostConfig: HostConfig = {};
+  // Copied as the engine reported them: each field has the Engine API's type.
+  const copied: Record<string, unknown> = hostConfig;
   for (const k of HOSTCONFIG_KEYS) {
     const v = inspect.HostConfig[k];
     if (isEmpty(v)) continue;
-    hostConfig[k] = v;
+    copied[k] = v;
   }
   // Engine defaults that would pin the source host's settings.
   const bridge = quirks?.defaultBridge ?? 'bridge';
@@ -238,7 +285,7 @@ export function captureSpec({
     delete hostConfig.Runtime;
   if (hostConfig.NetworkMode === bridge) hostConfig.NetworkMode = 'bridge';
   if (quirks?.bindsWithDefaultOptions && Array.isArray(hostConfig.Binds))
-    hostConfig.Binds = (hostConfig.Binds as string[]).map(portableBind);
+    hostConfig.Binds = hostConfig.Binds.map(portableBind);
   // Podman names ulimits RLIMIT_NOFILE; Docker wants nofile.
   if (quirks?.ulimitsAsRlimit && Array.isArray(hostConfig.Ulimits))
     hostConfig.Ulimits = (hostConfig.Ulimits as Json[]).map((u) => ({
@@ -256,22 +303,22 @@ export function captureSpec({
   delete hostConfig.ReadonlyPaths;
   if (
     Array.isArray(inspect.HostConfig.MaskedPaths) &&
-    (inspect.HostConfig.MaskedPaths as unknown[]).length === 0 &&
+    inspect.HostConfig.MaskedPaths.length === 0 &&
     inspect.HostConfig.Privileged !== true
   )
     hostConfig.MaskedPaths = [];
   if (
     Array.isArray(inspect.HostConfig.ReadonlyPaths) &&
-    (inspect.HostConfig.ReadonlyPaths as unknown[]).length === 0 &&
+    inspect.HostConfig.ReadonlyPaths.length === 0 &&
     inspect.HostConfig.Privileged !== true
   )
     hostConfig.ReadonlyPaths = [];
   // Engine defaults, so the target's own defaults apply: a 64 MiB /dev/shm, the default log driver.
   if (hostConfig.ShmSize === 64 * 1024 * 1024) delete hostConfig.ShmSize;
-  const log = hostConfig.LogConfig as { Type?: string; Config?: Record<string, string> } | undefined;
+  const log = hostConfig.LogConfig;
   if (log && log.Type === (defaultLogDriver ?? 'json-file') && isEmpty(log.Config)) delete hostConfig.LogConfig;
   // Docker fills MemorySwap with 2x Memory when only Memory was given.
-  if (hostConfig.Memory && hostConfig.MemorySwap === (hostConfig.Memory as number) * 2) delete hostConfig.MemorySwap;
+  if (hostConfig.Memory && hostConfig.MemorySwap === hostConfig.Memory * 2) delete hostConfig.MemorySwap;
   if (
     same(hostConfig.RestartPolicy, { Name: 'no', MaximumRetryCount: 0 }) ||
     same(hostConfig.RestartPolicy, { Name: '', MaximumRetryCount: 0 })
@@ -287,7 +334,7 @@ export function captureSpec({
     }
   }
   if (Array.isArray(hostConfig.VolumesFrom)) {
-    hostConfig.VolumesFrom = (hostConfig.VolumesFrom as string[]).map((v) => {
+    hostConfig.VolumesFrom = hostConfig.VolumesFrom.map((v) => {
       const [ref, mode] = v.split(':') as [string, string | undefined];
       const n = containerNames[ref] ?? ref;
       return mode ? `${n}:${mode}` : n;
@@ -298,7 +345,7 @@ export function captureSpec({
   const endpoints = captureEndpoints(inspect, networkMode, shortId).map((e) =>
     e.network === bridge ? { ...e, network: 'bridge' } : e,
   );
-  const state = inspect.State as { Running?: boolean; Paused?: boolean };
+  const state = inspect.State;
   return {
     name,
     sourceId: inspect.Id,
@@ -465,13 +512,13 @@ export function createPlan(
   opts: { volumeNames?: Record<string, string>; multiEndpoint?: boolean; bridge?: string } = {},
 ): CreatePlan {
   const vn = opts.volumeNames ?? {};
-  const hostConfig: Json = { ...spec.hostConfig };
+  const hostConfig: HostConfig = { ...spec.hostConfig };
   withoutPrivateNamespaces(hostConfig); // bundles made before capture dropped them
   // The target's default bridge network may have another name (Podman's is "podman").
   const bridge = opts.bridge ?? 'bridge';
   if (hostConfig.NetworkMode === 'bridge') hostConfig.NetworkMode = bridge;
   if (Array.isArray(hostConfig.Binds)) {
-    hostConfig.Binds = (hostConfig.Binds as string[]).map((b) => {
+    hostConfig.Binds = hostConfig.Binds.map((b) => {
       const p = parseBind(b);
       if (p.source && !p.source.startsWith('/') && vn[p.source])
         return [vn[p.source], p.destination, p.options].filter(Boolean).join(':');
@@ -479,7 +526,7 @@ export function createPlan(
     });
   }
   const mounts: Json[] = Array.isArray(hostConfig.Mounts)
-    ? (hostConfig.Mounts as Json[]).map((m) =>
+    ? hostConfig.Mounts.map((m) =>
         m.Type === 'volume' && typeof m.Source === 'string' && vn[m.Source] ? { ...m, Source: vn[m.Source] } : { ...m },
       )
     : [];
@@ -544,8 +591,8 @@ export function containerRefs(spec: ContainerSpec): string[] {
     const v = hc[k];
     if (typeof v === 'string' && v.startsWith('container:')) out.add(v.slice('container:'.length));
   }
-  for (const v of (hc.VolumesFrom as string[] | undefined) ?? []) out.add(v.split(':')[0]!);
-  for (const l of (hc.Links as string[] | undefined) ?? []) out.add(splitLink(l)[0]);
+  for (const v of hc.VolumesFrom ?? []) out.add(v.split(':')[0]!);
+  for (const l of hc.Links ?? []) out.add(splitLink(l)[0]);
   for (const e of spec.endpoints) for (const l of e.links ?? []) out.add(splitLink(l)[0]);
   return [...out];
 }
@@ -554,7 +601,7 @@ export function containerRefs(spec: ContainerSpec): string[] {
 export function renameContainerRefs(spec: ContainerSpec, to: Record<string, string>): ContainerSpec {
   const renamed = (n: string) => (Object.hasOwn(to, n) && to[n] !== n ? to[n] : undefined);
   if (!containerRefs(spec).some((n) => renamed(n))) return spec;
-  const hc: Json = { ...spec.hostConfig };
+  const hc: HostConfig = { ...spec.hostConfig };
   for (const k of ['NetworkMode', 'IpcMode', 'PidMode'] as const) {
     const v = hc[k];
     if (typeof v === 'string' && v.startsWith('container:')) {
@@ -563,7 +610,7 @@ export function renameContainerRefs(spec: ContainerSpec, to: Record<string, stri
     }
   }
   if (Array.isArray(hc.VolumesFrom))
-    hc.VolumesFrom = (hc.VolumesFrom as string[]).map((v) => {
+    hc.VolumesFrom = hc.VolumesFrom.map((v) => {
       const [ref, mode] = v.split(':') as [string, string | undefined];
       const n = renamed(ref);
       return n ? (mode ? `${n}:${mode}` : n) : v;
@@ -573,7 +620,7 @@ export function renameContainerRefs(spec: ContainerSpec, to: Record<string, stri
     const n = renamed(name);
     return n ? `${n}:${alias}` : l;
   };
-  if (Array.isArray(hc.Links)) hc.Links = (hc.Links as string[]).map(link);
+  if (Array.isArray(hc.Links)) hc.Links = hc.Links.map(link);
   const endpoints = spec.endpoints.map((e) => (e.links ? { ...e, links: e.links.map(link) } : e));
   return { ...spec, hostConfig: hc, endpoints };
 }
@@ -587,7 +634,7 @@ export function renameContainerRefs(spec: ContainerSpec, to: Record<string, stri
  */
 export function dependencyOrder(specs: ContainerSpec[]): number[] {
   const index = new Map(specs.map((s, i) => [s.name, i]));
-  const labels = specs.map((s) => (s.config.Labels as Record<string, string> | undefined) ?? {});
+  const labels = specs.map((s) => s.config.Labels ?? {});
   const composeDeps = (i: number): number[] => {
     const project = composeProject(labels[i]);
     const services = (labels[i]!['com.docker.compose.depends_on'] ?? '')

@@ -14,45 +14,33 @@
  * Registry mode (opts.registry): the committed image is pushed after the container is resumed
  * instead of being saved; the bundle has no image member and the pushed digest is in the trailer.
  */
-import { VERSION } from '../version.js';
 import { type Engine } from '../engine/engine.js';
 import type { Signer } from '../bundle/sshsig.js';
 import { BundleWriter } from '../bundle/writer.js';
-import { codecExtension, type Codec } from '../bundle/codec.js';
-import {
-  FORMAT,
-  FORMAT_VERSION,
-  memberName,
-  type ContainerEntry,
-  type ImageFacts,
-  type Manifest,
-  type MemberPlan,
-  type Trailer,
-  type VolumeEntry,
-} from '../bundle/manifest.js';
-import { composeProject, dependencyOrder, secretLikeEnvNames, type NetworkSpec } from '../model/spec.js';
+import type { Codec } from '../bundle/codec.js';
+import type { ImageFacts, Manifest, Trailer } from '../bundle/manifest.js';
+import { composeProject, secretLikeEnvNames } from '../model/spec.js';
+import { splitRef } from '../model/refs.js';
 import { describeAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
 import type { Transport } from '../store/transport.js';
+import { orchestratedBy, quiesce, utcStamp, type Captured, type Consistency } from './steps/capture.js';
 import {
-  captureContainer,
-  commitContainer,
-  containerQuiesce,
-  hostName,
-  orchestratedBy,
-  quiesce,
-  removeSnapshot,
-  snapshotRef,
-  utcStamp,
-  type Captured,
-  type Consistency,
-} from './steps/capture.js';
-import { checkAborted, type RunContext } from '../context.js';
+  QuiescedSet,
+  captureSet,
+  commitSnapshot,
+  dropSnapshots,
+  planBundle,
+  volumesToRead,
+  warnUncopiedBinds,
+} from './steps/capture-set.js';
+import { containerHooks, runHook } from './steps/hooks.js';
+import { abortAware, checkAborted, type RunContext } from '../context.js';
 import { abortable } from '../util/abortable.js';
 import { saveImage, type SavedImage } from '../data/save.js';
 import { openBindReader, openContainerVolumeReader, volumeSizeHint } from '../data/volumes.js';
 import { recoverDeadRuns } from './steps/recover.js';
-import { HookError, UsageError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { routing, type DataPaths } from '../data/paths.js';
 import { faultPoint } from '../util/fault.js';
 
@@ -136,15 +124,8 @@ export async function backup(
   const via = routing(ctx, engine);
   await recoverDeadRuns(engine, progress);
   // 1. capture every container's configuration before writing anything.
-  const captured: Captured[] = [];
-  for (const c of opts.containers) {
-    progress.step(`inspect ${c}`);
-    captured.push(await captureContainer(engine, c));
-  }
-  const names = captured.map((c) => c.spec.name);
-  if (new Set(names).size !== names.length) throw new UsageError('a container was named twice');
-  // How each container is quiesced: the command line's, else its labels.
-  const how = new Map(captured.map((c) => [c, containerQuiesce(c.spec.name, c.labels, opts)]));
+  const set = await captureSet(engine, opts.containers, opts, progress);
+  const { captured, names, how } = set;
   for (const c of captured) {
     const by = orchestratedBy(c.labels);
     if (by && how.get(c)!.mode === 'stop')
@@ -156,7 +137,7 @@ export async function backup(
   if (registry) {
     progress.info(`images go to the registry ${registry.host} (${describeAuth(registry.auth)}), not into the bundle`);
     for (const c of captured) {
-      const secrets = secretLikeEnvNames(c.spec.config.Env as string[] | undefined);
+      const secrets = secretLikeEnvNames(c.spec.config.Env ?? undefined);
       if (secrets.length)
         progress.warn(
           `${c.spec.name}: ${secrets.join(', ')} ${secrets.length === 1 ? 'looks like a secret' : 'look like secrets'}: docker commit bakes environment values into the image config, ` +
@@ -166,75 +147,14 @@ export async function backup(
   }
 
   // 2. plan the bundle: members in the order they will be written.
-  const members: MemberPlan[] = [];
-  const volumes: VolumeEntry[] = [];
-  const networks: NetworkSpec[] = [];
-  const containers: ContainerEntry[] = [];
-  const used = new Set<string>();
-  const repos = new Set<string>();
-  const uniq = (folder: 'images' | 'volumes' | 'binds', base: string, ext: string) => {
-    let n = memberName(folder, base, members.length, ext);
-    for (let i = 2; used.has(n); i++) n = memberName(folder, `${base}-${i}`, members.length, ext);
-    used.add(n);
-    return n;
-  };
-  for (const c of captured) {
-    for (const v of c.volumes) {
-      if (volumes.some((x) => x.name === v.name)) continue; // shared volume: once, with its first container
-      const member = uniq('volumes', v.name, codecExtension(opts.codec));
-      volumes.push({ ...v, member });
-      members.push({ name: member, kind: 'volume', codec: opts.codec });
-    }
-    const binds: ContainerEntry['binds'] = [];
-    if (opts.includeBinds) {
-      for (const b of c.binds) {
-        const member = uniq('binds', `${c.spec.name}${b.destination.replace(/\//g, '_')}`, codecExtension(opts.codec));
-        binds.push({ container: c.spec.name, hostPath: b.hostPath, destination: b.destination, member });
-        members.push({ name: member, kind: 'bind', codec: opts.codec });
-      }
-    } else if (c.binds.length) {
-      progress.warn(
-        `${c.spec.name}: bind mounts ${c.binds.map((b) => b.hostPath).join(', ')} are recorded, not copied (use --include-binds to copy them)`,
-      );
-    }
-    const ref = snapshotRef(c.spec.name, when);
-    let image: ContainerEntry['image'];
-    if (registry) {
-      const repo = registryRepo(registry.host, registry.prefix, ref.repo.slice('ferry/'.length), repos);
-      image = { ref: `${repo}:${ref.tag}`, registry: { host: registry.host } };
-    } else {
-      const imgMember = uniq('images', c.spec.name, codecExtension(imageCodec(opts.codec)));
-      members.push({ name: imgMember, kind: 'image', codec: imageCodec(opts.codec) });
-      image = { ref: `${ref.repo}:${ref.tag}`, member: imgMember };
-    }
-    for (const n of c.networks) if (!networks.some((x) => x.name === n.name)) networks.push(n);
-    containers.push({
-      spec: c.spec,
-      image,
-      volumes: c.volumes.map((v) => v.name),
-      binds,
-      consistency: how.get(c)!.mode,
-    });
-  }
-  const manifest: Manifest = {
-    format: FORMAT,
-    formatVersion: FORMAT_VERSION,
-    ferryVersion: VERSION,
-    createdAt: when.toISOString(),
-    ...(registry ? { imageMode: 'push' as const } : {}),
-    source: {
-      engine: engine.facts.endpoint,
-      serverVersion: engine.facts.serverVersion,
-      apiVersion: engine.facts.apiVersion,
-      os: engine.facts.os,
-      arch: engine.facts.arch,
-      hostname: hostName(),
-    },
-    containers,
-    volumes,
-    networks,
-    members,
-  };
+  if (!opts.includeBinds) warnUncopiedBinds(captured, progress, 'use --include-binds to copy them');
+  const manifest = planBundle(engine, set, when, {
+    codec: opts.codec,
+    imageCodec: imageCodec(opts.codec),
+    includeBinds: opts.includeBinds,
+    ...(registry ? { registry } : {}),
+  });
+  const { containers, volumes } = manifest;
 
   // 3. write: manifest, then per container its volumes (while quiesced) and its image.
   const projects = new Set(captured.map((c) => composeProject(c.labels)));
@@ -249,7 +169,7 @@ export async function backup(
   const dataPaths: DataPaths = { volumes: [], images: [] };
   /** Containers being put back (and their post-exec hooks) while their images are written. */
   const resuming: Promise<void>[] = [];
-  // --together: who was quiesced (and whose pre-exec hook ran), to put back all at once.
+  // --together: the whole set quiesced at once, put back once the last one's volumes are read.
   const together = !!opts.together && captured.length > 1;
   let pausedMs = 0;
   /** Quiesce, and the resume that reports how long it was frozen (from the moment it was asked). */
@@ -265,55 +185,27 @@ export async function backup(
       progress.info(`${c.spec.name} was ${mode === 'stop' ? 'stopped' : 'paused'} ${(ms / 1000).toFixed(1)} s`);
     };
   };
-  const held: { c: Captured; resume?: () => Promise<void>; post?: string }[] = [];
-  let released = false;
-  const releaseAll = async () => {
-    if (released) return;
-    released = true;
-    let failed: { error: unknown } | undefined;
-    // In dependency order; one that cannot be put back does not keep the others down.
-    for (const h of [...held].reverse())
-      if (h.resume) await h.resume().catch((e: unknown) => (failed ??= { error: e }));
-    for (const h of held)
-      if (h.post)
-        await runHook(engine, h.c.spec.name, h.c.spec.sourceId, 'post-exec', h.post, progress, signal).catch((e) =>
-          progress.warn((e as Error).message),
-        );
-    if (failed) throw failed.error;
-  };
+  const all = new QuiescedSet(engine, set, ctx, {
+    wait: opts.wait,
+    hooks: (c) => containerHooks(c.labels, opts.hooks),
+  });
   try {
     await writer.begin();
-    if (together) {
-      for (const c of captured) {
-        checkAborted(signal);
-        const hooks = containerHooks(c.labels, opts.hooks);
-        if (hooks.pre) await runHook(engine, c.spec.name, c.spec.sourceId, 'pre-exec', hooks.pre, progress, signal);
-        held.push({ c, ...(hooks.post ? { post: hooks.post } : {}) });
-      }
-      // Dependents first (a sidecar before the app whose network it uses), so none runs without what it needs.
-      const order = dependencyOrder(captured.map((c) => c.spec)).reverse();
-      const byIndex = order.map((i) => held[i]!);
-      held.splice(0, held.length, ...byIndex);
-      for (const h of held) {
-        checkAborted(signal);
-        const q = how.get(h.c)!;
-        h.resume = await freeze(h.c, q.mode, q.stopTimeout);
-      }
-    }
-    const written = new Set<string>();
+    if (together) await all.quiesce();
+    const read = new Set<string>();
     for (const [i, c] of captured.entries()) {
       const entry = containers[i]!;
       checkAborted(signal);
       const hooks = together ? {} : containerHooks(c.labels, opts.hooks);
-      if (hooks.pre) await runHook(engine, c.spec.name, c.spec.sourceId, 'pre-exec', hooks.pre, progress, signal);
+      if (hooks.pre) await runHook(engine, c.spec, 'pre-exec', hooks.pre, ctx);
       let resume: () => Promise<void>;
-      if (together) resume = i === captured.length - 1 ? releaseAll : async () => {};
+      if (together) resume = i === captured.length - 1 ? () => all.release() : async () => {};
       else
         try {
           resume = await freeze(c, how.get(c)!.mode, how.get(c)!.stopTimeout);
         } catch (err) {
           if (hooks.post)
-            await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) =>
+            await runHook(engine, c.spec, 'post-exec', hooks.post, ctx).catch((e) =>
               progress.warn((e as Error).message),
             );
           throw err;
@@ -325,13 +217,10 @@ export async function backup(
       // nothing piles up in ferry's memory.
       let saving: Promise<SavedImage> | undefined;
       let facts: ImageFacts | undefined;
-      let read = false;
+      let dataRead = false;
       try {
-        progress.step(`commit ${c.spec.name}`);
-        const [repo, tag] = splitRef(entry.image.ref);
-        const committed = await commitContainer(engine, c.spec, { repo, tag }, how.get(c)!.mode);
-        snapshots.push(committed.id); // removed at the end (after the push: tag and digest reference go with it)
-        facts = { ref: entry.image.ref, id: committed.id, layers: committed.layers };
+        facts = await commitSnapshot(engine, c, entry, how.get(c)!.mode, progress, snapshots);
+        // (removed at the end, after the push: tag and digest reference go with it)
         if (!registry) {
           writer.recordImage(facts);
           saving = saveImage(engine, entry.image.ref, progress, { rewritable: writer.canRewrite }, via);
@@ -347,10 +236,7 @@ export async function backup(
           /** About how many bytes it gives: the progress line's total (never awaited by the read). */
           size?: () => Promise<number | undefined>;
         }[] = [];
-        for (const vname of entry.volumes) {
-          if (written.has(vname)) continue;
-          written.add(vname);
-          const v = volumes.find((x) => x.name === vname)!;
+        for (const v of volumesToRead(entry, volumes, read))
           sources.push({
             what: `volume ${v.name}`,
             member: v.member,
@@ -358,7 +244,6 @@ export async function backup(
             open: () => openContainerVolumeReader(engine, c.spec, v.name, progress, via),
             size: () => volumeSizeHint(engine, c.spec, v.name, via),
           });
-        }
         for (const b of entry.binds)
           sources.push({
             what: `bind ${b.hostPath}`,
@@ -384,7 +269,7 @@ export async function backup(
             helpersGone.push(removing);
           }
         }
-        read = true;
+        dataRead = true;
       } catch (err) {
         saving?.then((s) => s.stream.destroy()).catch(() => {});
         throw err;
@@ -392,14 +277,14 @@ export async function backup(
         const back = (async () => {
           await resume();
           if (hooks.post)
-            await runHook(engine, c.spec.name, c.spec.sourceId, 'post-exec', hooks.post, progress, signal).catch((e) =>
+            await runHook(engine, c.spec, 'post-exec', hooks.post, ctx).catch((e) =>
               progress.warn((e as Error).message),
             );
         })();
         // Its data read, the container goes back while its image is written (an unpause waits on
         // the engine's disk writes: up to a second here while the bundle streams); the bundle is
         // finished only once it is back. After a failure, it is back before anything else.
-        if (read) {
+        if (dataRead) {
           back.catch(() => {});
           resuming.push(back);
         } else await back;
@@ -410,19 +295,16 @@ export async function backup(
         // goes into the trailer (the manifest is already written).
         progress.step(`push ${entry.image.ref}`);
         const [repo, tag] = splitRef(entry.image.ref);
-        let digest: string;
-        try {
-          digest = await engine.pushImage(
+        const digest = await abortAware(
+          signal,
+          engine.pushImage(
             repo,
             tag,
             registry.auth,
             layerBytes('Pushing', (n) => progress.bytes(`push ${entry.image.ref}`, n)),
             signal,
-          );
-        } catch (err) {
-          checkAborted(signal);
-          throw err;
-        }
+          ),
+        );
         progress.info(`pushed ${entry.image.ref} (${digest})`);
         writer.recordImage({ ...facts, digest });
         pushed.push({ container: c.spec.name, ref: entry.image.ref, digest });
@@ -470,77 +352,18 @@ export async function backup(
       manifest,
       trailer,
       durationMs: Date.now() - started,
-      pausedMs,
+      pausedMs: Math.max(pausedMs, all.pausedMs),
       ...(registry ? { pushed } : {}),
       dataPaths,
     };
   } catch (err) {
     await Promise.allSettled(resuming);
-    await releaseAll().catch((e) => progress.warn(`could not put every container back: ${(e as Error).message}`));
+    await all.release().catch((e) => progress.warn(`could not put every container back: ${(e as Error).message}`));
     for (const p of pendingSaves) p.then((st) => st.stream.destroy()).catch(() => {});
     await writer.abort();
     throw err;
   } finally {
     await Promise.allSettled(helpersGone);
-    for (const id of snapshots) await removeSnapshot(engine, id).catch(() => {});
-  }
-}
-
-/** `<host>/<prefix>/<name>`, made unique among the repositories of this bundle. */
-function registryRepo(host: string, prefix: string, name: string, used: Set<string>): string {
-  // A repository path component: [a-z0-9] runs joined by '.', '_', '__' or dashes; nothing else.
-  const comp =
-    name
-      .replace(/[^a-z0-9._-]/g, '-')
-      .replace(/[._-]{2,}/g, (m) => (/^-+$/.test(m) || m === '__' ? m : '-'))
-      .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '') || 'container';
-  const base = [host, prefix, comp].filter(Boolean).join('/');
-  let repo = base;
-  for (let i = 2; used.has(repo); i++) repo = `${base}-${i}`;
-  used.add(repo);
-  return repo;
-}
-
-function splitRef(ref: string): [string, string] {
-  const i = ref.lastIndexOf(':');
-  return [ref.slice(0, i), ref.slice(i + 1)];
-}
-
-/** The hooks for a container: the command line's, else its `ferry.pre-exec` / `ferry.post-exec` labels. */
-function containerHooks(
-  labels: Record<string, string>,
-  given: BackupOptions['hooks'],
-): { pre?: string; post?: string } {
-  return {
-    pre: given?.pre ?? labels['ferry.pre-exec'] ?? undefined,
-    post: given?.post ?? labels['ferry.post-exec'] ?? undefined,
-  };
-}
-
-/** Run a hook inside a running container; a non-zero exit is a HookError carrying its output's tail. */
-async function runHook(
-  engine: Engine,
-  name: string,
-  id: string,
-  which: 'pre-exec' | 'post-exec',
-  cmd: string,
-  progress: RunContext['progress'],
-  signal: AbortSignal,
-): Promise<void> {
-  const st = await engine.inspectContainer(id);
-  if (!st.State.Running || st.State.Paused) {
-    progress.warn(`${name}: not running, so its ${which} hook was not run`);
-    return;
-  }
-  progress.step(`${which} hook in ${name}`);
-  const r = await engine.exec(id, ['sh', '-c', cmd], { signal });
-  if (r.exitCode !== 0) {
-    const tail = r.output.trim().split('\n').slice(-3).join(' | ').slice(0, 300);
-    throw new HookError(
-      `${name}: the ${which} hook failed (exit ${r.exitCode})${tail ? `: ${tail}` : ''}`,
-      which === 'pre-exec'
-        ? 'the container was not snapshotted and runs on as before; fix the hook (or its ferry.pre-exec label) and retry'
-        : 'the snapshot was taken; check the container',
-    );
+    await dropSnapshots(engine, snapshots);
   }
 }

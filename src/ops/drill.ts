@@ -192,9 +192,7 @@ export async function drill(
       const pending: string[] = [];
       for (const c of started) {
         const i = await engine.inspectContainer(c.id!);
-        const st = i.State as typeof i.State & {
-          Health?: { Status: string; Log?: { ExitCode: number; Output: string }[] };
-        };
+        const st = i.State;
         c.ports = ports(i);
         if (!st.Running) {
           c.status = 'exited';
@@ -220,7 +218,7 @@ export async function drill(
     const hasHealth = async () => {
       for (const c of started) {
         const i = await engine.inspectContainer(c.id!);
-        if ((i.State as { Health?: unknown }).Health) return true;
+        if (i.State.Health) return true;
       }
       return false;
     };
@@ -333,7 +331,7 @@ function probeTimeout(p: NonNullable<DrillReport['probe']>, timeoutSeconds: numb
 /** Published ports of a container: `8080/tcp` -> `127.0.0.1:49153`. */
 function ports(i: Awaited<ReturnType<Engine['inspectContainer']>>): DrillContainer['ports'] {
   const out: DrillContainer['ports'] = [];
-  const p = (i.NetworkSettings?.Ports ?? {}) as Record<string, { HostIp: string; HostPort: string }[] | null>;
+  const p = i.NetworkSettings?.Ports ?? {};
   for (const [container, bindings] of Object.entries(p)) {
     for (const b of bindings ?? [])
       out.push({

@@ -18,16 +18,7 @@ import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tarFs from 'tar-fs';
 import type { Engine } from '../engine/engine.js';
-import {
-  FORMAT,
-  FORMAT_VERSION,
-  memberName,
-  type ContainerEntry,
-  type Manifest,
-  type MemberPlan,
-  type VolumeEntry,
-} from '../bundle/manifest.js';
-import { VERSION } from '../version.js';
+import type { Manifest } from '../bundle/manifest.js';
 import { checkAborted, type RunContext } from '../context.js';
 import { routing } from '../data/paths.js';
 import { saveImage } from '../data/save.js';
@@ -35,20 +26,18 @@ import { openContainerVolumeReader } from '../data/volumes.js';
 import { hostAccessRefusal, sameDirectory } from '../data/host-volume.js';
 import { localShell } from '../hostaccess/shell.js';
 import type { HostAccess } from '../hostaccess/access.js';
-import { dependencyOrder, type NetworkSpec } from '../model/spec.js';
 import { UsageError } from '../errors.js';
 import { abortable } from '../util/abortable.js';
+import { hostName, type Captured, type Consistency } from './steps/capture.js';
 import {
-  captureContainer,
-  commitContainer,
-  containerQuiesce,
-  hostName,
-  quiesce,
-  removeSnapshot,
-  snapshotRef,
-  type Captured,
-  type Consistency,
-} from './steps/capture.js';
+  QuiescedSet,
+  captureSet,
+  commitSnapshot,
+  dropSnapshots,
+  planBundle,
+  volumesToRead,
+  warnUncopiedBinds,
+} from './steps/capture-set.js';
 import { recoverDeadRuns } from './steps/recover.js';
 import {
   LAYOUT,
@@ -155,14 +144,8 @@ export async function resticBackup(
   const via = routing(ctx, engine);
   await recoverDeadRuns(engine, progress);
 
-  const captured: Captured[] = [];
-  for (const c of opts.containers) {
-    progress.step(`inspect ${c}`);
-    captured.push(await captureContainer(engine, c));
-  }
-  const names = captured.map((c) => c.spec.name);
-  if (new Set(names).size !== names.length) throw new UsageError('a container was named twice');
-  const how = new Map(captured.map((c) => [c, containerQuiesce(c.spec.name, c.labels, opts)]));
+  const set = await captureSet(engine, opts.containers, opts, progress);
+  const { captured, names } = set;
   // Hooks are not run by a restic backup yet: a container that asks for one is refused, never
   // backed up without it (its data may not be consistent without its pre-exec hook).
   for (const c of captured)
@@ -172,61 +155,11 @@ export async function resticBackup(
           `${c.spec.name} has the label ${label}: hooks are not run by a backup into a restic repository yet`,
           'back it up into a directory of bundles for now',
         );
-  for (const c of captured)
-    if (c.binds.length)
-      progress.warn(
-        `${c.spec.name}: bind mounts ${c.binds.map((b) => b.hostPath).join(', ')} are recorded, not copied (a restic backup does not copy bind data yet)`,
-      );
+  warnUncopiedBinds(captured, progress, 'a restic backup does not copy bind data yet');
 
   // The manifest, as a bundle's: every member uncompressed (restic compresses).
-  const members: MemberPlan[] = [];
-  const volumes: VolumeEntry[] = [];
-  const networks: NetworkSpec[] = [];
-  const containers: ContainerEntry[] = [];
-  const used = new Set<string>();
-  const uniq = (folder: 'images' | 'volumes', base: string) => {
-    let n = memberName(folder, base, members.length, '');
-    for (let i = 2; used.has(n); i++) n = memberName(folder, `${base}-${i}`, members.length, '');
-    used.add(n);
-    return n;
-  };
-  for (const c of captured) {
-    for (const v of c.volumes) {
-      if (volumes.some((x) => x.name === v.name)) continue;
-      const member = uniq('volumes', v.name);
-      volumes.push({ ...v, member });
-      members.push({ name: member, kind: 'volume', codec: 'none' });
-    }
-    const ref = snapshotRef(c.spec.name, when);
-    const member = uniq('images', c.spec.name);
-    members.push({ name: member, kind: 'image', codec: 'none' });
-    for (const n of c.networks) if (!networks.some((x) => x.name === n.name)) networks.push(n);
-    containers.push({
-      spec: c.spec,
-      image: { ref: `${ref.repo}:${ref.tag}`, member },
-      volumes: c.volumes.map((v) => v.name),
-      binds: [],
-      consistency: how.get(c)!.mode,
-    });
-  }
-  const manifest: Manifest = {
-    format: FORMAT,
-    formatVersion: FORMAT_VERSION,
-    ferryVersion: VERSION,
-    createdAt: when.toISOString(),
-    source: {
-      engine: engine.facts.endpoint,
-      serverVersion: engine.facts.serverVersion,
-      apiVersion: engine.facts.apiVersion,
-      os: engine.facts.os,
-      arch: engine.facts.arch,
-      hostname: hostName(),
-    },
-    containers,
-    volumes,
-    networks,
-    members,
-  };
+  const manifest = planBundle(engine, set, when, { codec: 'none', imageCodec: 'none', includeBinds: false });
+  const { containers, volumes } = manifest;
 
   // The previous snapshot of the same containers from this host: restic compares with it.
   const host = hostName();
@@ -243,48 +176,22 @@ export async function resticBackup(
   const layout: Layout = { layout: LAYOUT, version: LAYOUT_VERSION, images: [], volumes: [] };
   const binds: [string, string][] = [];
   const volumeReport: ResticBackupResult['volumes'] = [];
-  // Put back in dependency order; dependents were quiesced first.
-  const order = dependencyOrder(captured.map((c) => c.spec)).reverse();
-  const resumes: (() => Promise<void>)[] = [];
-  let pausedAt: number | undefined;
-  let pausedMs = 0;
-  const resumeAll = async () => {
-    let failed: { error: unknown } | undefined;
-    while (resumes.length) await resumes.pop()!().catch((e: unknown) => (failed ??= { error: e }));
-    if (pausedAt !== undefined) pausedMs = Date.now() - pausedAt;
-    pausedAt = undefined;
-    if (failed) throw failed.error;
-  };
+  // The whole set is quiesced at once, dependents first, and put back in dependency order.
+  const all = new QuiescedSet(engine, set, ctx, { wait: opts.wait });
   try {
     await mkdir(path.join(stage, 'images'));
     await mkdir(path.join(stage, 'volumes'));
-    for (const i of order) {
-      checkAborted(signal);
-      const c = captured[i]!;
-      const q = how.get(c)!;
-      resumes.push(
-        await quiesce(engine, c.spec, q.mode, progress, { stopTimeout: q.stopTimeout, waitSeconds: opts.wait, signal }),
-      );
-      pausedAt ??= Date.now();
-    }
+    await all.quiesce();
     const staging: Promise<void>[] = [];
-    const written = new Set<string>();
+    const read = new Set<string>();
     for (const [i, c] of captured.entries()) {
       checkAborted(signal);
       const entry = containers[i]!;
-      progress.step(`commit ${c.spec.name}`);
-      const at = entry.image.ref.lastIndexOf(':');
-      const committed = await commitContainer(
-        engine,
-        c.spec,
-        { repo: entry.image.ref.slice(0, at), tag: entry.image.ref.slice(at + 1) },
-        how.get(c)!.mode,
-      );
-      snapshots.push(committed.id);
+      const facts = await commitSnapshot(engine, c, entry, set.how.get(c)!.mode, progress, snapshots);
       const img: LayoutImage = {
         member: entry.image.member!,
         path: memberPath(entry.image.member!, 'image'),
-        facts: { ref: entry.image.ref, id: committed.id, layers: committed.layers },
+        facts,
       };
       layout.images.push(img);
       // The image is unpacked while the volumes are read: one file per layer.
@@ -296,10 +203,7 @@ export async function resticBackup(
       })();
       s.catch(() => {});
       staging.push(s);
-      for (const vname of entry.volumes) {
-        if (written.has(vname)) continue;
-        written.add(vname);
-        const v = volumes.find((x) => x.name === vname)!;
+      for (const v of volumesToRead(entry, volumes, read)) {
         const tree = await volumeTreeDir(engine, c.spec, v.name, via.access);
         if ('dir' in tree) {
           const p = memberPath(v.member, 'tree');
@@ -326,7 +230,7 @@ export async function resticBackup(
     await writeFile(path.join(stage, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
     await writeFile(path.join(stage, LAYOUT_FILE), JSON.stringify(layout, null, 2) + '\n');
     // Nothing left to read from the containers themselves: put them back before restic runs.
-    if (!binds.length) await resumeAll();
+    if (!binds.length) await all.release();
     checkAborted(signal);
     progress.step(`restic backup -> ${opts.repo}${parent ? ` (parent ${parent.slice(0, 8)})` : ''}`);
     const out = await resticText(opts.runner, {
@@ -334,7 +238,7 @@ export async function resticBackup(
       cwd: stage,
       wrap: bindWrap(binds),
     });
-    await resumeAll();
+    await all.release();
     const sum = parseBackupSummary(out);
     progress.info(`restic snapshot ${sum.snapshot_id}: ${sum.data_added} bytes added`);
     return {
@@ -346,13 +250,13 @@ export async function resticBackup(
       bytesAdded: sum.data_added,
       bytesProcessed: sum.total_bytes_processed,
       files: { new: sum.files_new, changed: sum.files_changed, unmodified: sum.files_unmodified },
-      pausedMs,
+      pausedMs: all.pausedMs,
       durationMs: Date.now() - started,
       manifest,
     };
   } finally {
-    await resumeAll().catch((e) => progress.warn(`could not put every container back: ${(e as Error).message}`));
-    for (const id of snapshots) await removeSnapshot(engine, id).catch(() => {});
+    await all.release().catch((e) => progress.warn(`could not put every container back: ${(e as Error).message}`));
+    await dropSnapshots(engine, snapshots);
     await removeStage(stage, binds, progress);
   }
 }

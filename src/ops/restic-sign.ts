@@ -1,7 +1,7 @@
 /**
  * Signing a backup in a restic repository (`ferry backup -o restic:<repo> --sign-key <key>`).
  *
- * A snapshot is not a bundle: restore rebuilds one from it (restic-restore.ts), the same bytes
+ * A snapshot is not a bundle: restore rebuilds one from it (store/restic/snapshot.ts), the same bytes
  * every time. So the signature is made over that bundle: the snapshot just written is read back
  * with restic dump, rebuilt, checked member by member as `ferry verify` checks any bundle, and
  * its SHA256SUMS signed (SSHSIG, as for a bundle file). The signature is stored as a snapshot of
@@ -23,7 +23,7 @@ import {
   type ResticLocation,
 } from '../store/restic/layout.js';
 import { resticText, type ResticRunner } from '../store/restic/runner.js';
-import { openResticSnapshot, snapshotBundle } from './restic-restore.js';
+import { openResticSnapshot, snapshotBundle } from '../store/restic/snapshot.js';
 import { verifyStream, type VerifyReport } from './verify.js';
 
 export interface ResticSignResult {

@@ -7,8 +7,8 @@
  * snapshot of each host and container set is read.
  */
 import type { RunContext } from '../context.js';
-import { verifyStream, type VerifyReport } from './verify.js';
-import { openResticSnapshot } from './restic-restore.js';
+import { verifyStream, type VerifyReport } from '../bundle/check.js';
+import { openResticSnapshot } from '../store/restic/snapshot.js';
 import {
   checkArgs,
   newestFirst,

@@ -9,19 +9,21 @@
  * removes what this restore created (Undo).
  */
 import { BundleReader, type SignerInfo } from '../bundle/reader.js';
-import { registryDigest, type BindEntry, type Manifest, type VolumeEntry } from '../bundle/manifest.js';
+import { registryDigest, type BindEntry, type Manifest } from '../bundle/manifest.js';
+import type { RestoreRewrite } from '../plan/rewrite.js';
 import type { Engine } from '../engine/engine.js';
 import { describeAuth, resolveRegistryAuth, type RegistryAuth } from '../engine/auth.js';
 import { layerBytes } from '../engine/progress.js';
 import type { Readable } from 'node:stream';
 import { asString, containerRefs, type ContainerSpec, type NetworkSpec } from '../model/spec.js';
+import { splitRef } from '../model/refs.js';
 import { BundleError, ConflictError, PolicyError, UsageError } from '../errors.js';
 import { allowFor, hostAccess, refusedAccess, type HostAccess, type HostAccessKind } from '../plan/policy.js';
-import { badMembers, verifyStream } from './verify.js';
+import { badMembers, verifyStream } from '../bundle/check.js';
 import type { Transport } from '../store/transport.js';
 import { abortable } from '../util/abortable.js';
 import { orchestratedBy } from './steps/capture.js';
-import { checkAborted, type RunContext } from '../context.js';
+import { abortAware, checkAborted, type RunContext } from '../context.js';
 import { loadImage } from '../data/load.js';
 import { checkConflicts, preflight } from './steps/preflight.js';
 import {
@@ -64,22 +66,6 @@ export interface RestoreOptions {
    * signed by a key --trust accepts (--allow). A trusted bundle restores as it was made.
    */
   allow?: ReadonlySet<HostAccessKind>;
-}
-
-/**
- * What a restore creates goes through these first. Each returns the object to create: a named
- * volume's or network's new name is the `name` it returns. Pure functions (see plan/drill.ts).
- */
-export interface RestoreRewrite {
-  containerName(name: string): string;
-  /** The spec to create the container from (references to other containers, networks, ports...). */
-  spec(spec: ContainerSpec): ContainerSpec;
-  volume(v: VolumeEntry): VolumeEntry;
-  network(n: NetworkSpec): NetworkSpec;
-  /** A volume to restore this bind's data into, instead of writing it to the host path. */
-  bindVolume(b: BindEntry): VolumeEntry | undefined;
-  /** The host path this bind's data is written to (--restore-binds); default: the recorded one. */
-  bindPath?(b: BindEntry): string;
 }
 
 export interface RestorePlan {
@@ -131,9 +117,7 @@ export function selectContainers(m: Manifest, only: string[]): { manifest: Manif
   const volumesOf = (name: string) => m.containers.find((c) => c.spec.name === name)?.volumes ?? [];
   const volumes = new Set(
     containers.flatMap((c) => {
-      const borrowed = new Set(
-        ((c.spec.hostConfig.VolumesFrom as string[] | undefined) ?? []).flatMap((v) => volumesOf(v.split(':')[0]!)),
-      );
+      const borrowed = new Set((c.spec.hostConfig.VolumesFrom ?? []).flatMap((v) => volumesOf(v.split(':')[0]!)));
       return c.volumes.filter((v) => !borrowed.has(v));
     }),
   );
@@ -160,7 +144,7 @@ export function selectContainers(m: Manifest, only: string[]): { manifest: Manif
 
 /** A spec's published ports as `[ip:]hostport -> port/proto` (the engine picks an empty host port). */
 function publishedPorts(spec: ContainerSpec): string[] {
-  const pb = (spec.hostConfig.PortBindings ?? {}) as Record<string, { HostIp?: string; HostPort?: string }[] | null>;
+  const pb = spec.hostConfig.PortBindings ?? {};
   return Object.entries(pb).flatMap(([port, bs]) =>
     (bs ?? []).map(
       (b) =>
@@ -400,7 +384,7 @@ async function planRestore(
     : { manifest: whole, notes: [] };
   for (const n of notes) progress.warn(n);
   for (const c of m.containers) {
-    const by = orchestratedBy(c.spec.config.Labels as Record<string, string> | undefined);
+    const by = orchestratedBy(c.spec.config.Labels ?? undefined);
     if (by)
       progress.warn(
         `${c.spec.name} was a task of ${by}; it is restored as a plain container, which swarm does not manage`,
@@ -599,22 +583,19 @@ async function pullImages(
     const ref = c.image.ref;
     const digest = digestOf(ref);
     if (!digest) throw new BundleError(`trailer.json has no digest for image ${ref}`, { member: 'trailer.json' });
-    const repo = ref.slice(0, ref.lastIndexOf(':'));
-    const tag = ref.slice(ref.lastIndexOf(':') + 1);
+    const [repo, tag] = splitRef(ref);
     const byDigest = `${repo}@${digest}`;
     const existed = (await engine.imageExists(ref)) || (await engine.imageExists(byDigest));
     progress.step(`pull image ${byDigest}`);
-    try {
-      await engine.pullImage(
+    await abortAware(
+      signal,
+      engine.pullImage(
         byDigest,
         auths.get(c.image.registry.host) ?? {},
         layerBytes('Downloading', (n) => progress.bytes(`pull ${byDigest}`, n)),
         signal,
-      );
-    } catch (err) {
-      checkAborted(signal);
-      throw err;
-    }
+      ),
+    );
     // Removing the tag also removes the digest reference and the image (nothing else uses it).
     if (!existed)
       out.undo.add(

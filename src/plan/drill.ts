@@ -18,9 +18,10 @@ import {
   withoutComposeLabels,
   type ContainerSpec,
   type EndpointSpec,
+  type HostConfig,
   type NetworkSpec,
 } from '../model/spec.js';
-import type { RestoreRewrite } from '../ops/restore.js';
+import type { RestoreRewrite } from './rewrite.js';
 
 export const LABEL_DRILL = 'io.ferry.drill';
 const BRIDGE_NAME = 'com.docker.network.bridge.name';
@@ -83,9 +84,9 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
 
   const config: Record<string, unknown> = {
     ...spec.config,
-    Labels: drillLabels(spec.config.Labels as Record<string, string> | undefined, id),
+    Labels: drillLabels(spec.config.Labels, id),
   };
-  const hc: Record<string, unknown> = { ...spec.hostConfig };
+  const hc: HostConfig = { ...spec.hostConfig };
 
   // Never restarts by itself, and is never removed by the engine before ferry has looked at it.
   hc.RestartPolicy = { Name: 'no', MaximumRetryCount: 0 };
@@ -94,9 +95,7 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
   // Host ports: the original holds them; the engine picks free ones (reported after start).
   if (hc.PortBindings && typeof hc.PortBindings === 'object') {
     const pb: Record<string, { HostIp: string; HostPort: string }[] | null> = {};
-    for (const [port, bindings] of Object.entries(
-      hc.PortBindings as Record<string, { HostIp?: string; HostPort?: string }[] | null>,
-    )) {
+    for (const [port, bindings] of Object.entries(hc.PortBindings)) {
       pb[port] = (bindings ?? []).map((b) => {
         if (b.HostPort)
           notes.push(
@@ -122,12 +121,12 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
   }
   if (mode === 'host') notes.push(`${who}: uses the host's network: its ports are the original's and may collide`);
   if (Array.isArray(hc.VolumesFrom)) {
-    hc.VolumesFrom = (hc.VolumesFrom as string[]).map((v) => {
+    hc.VolumesFrom = hc.VolumesFrom.map((v) => {
       const [ref, m] = v.split(':') as [string, string | undefined];
       return m ? `${mapContainer(ref)}:${m}` : mapContainer(ref);
     });
   }
-  if (Array.isArray(hc.Links)) hc.Links = (hc.Links as string[]).map((l) => drillLink(l, mapContainer));
+  if (Array.isArray(hc.Links)) hc.Links = hc.Links.map((l) => drillLink(l, mapContainer));
 
   const endpoints: EndpointSpec[] = spec.endpoints.map((e) => {
     const out: EndpointSpec = { ...e, network: mapNetwork(e.network) };
@@ -147,7 +146,7 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
   const hasData = (dest: string) =>
     (ctx.bindData ?? []).some((b) => b.container === spec.name && b.destination === dest);
   if (Array.isArray(hc.Binds)) {
-    hc.Binds = (hc.Binds as string[]).map((b) => {
+    hc.Binds = hc.Binds.map((b) => {
       const p = parseBind(b);
       if (!p.source.startsWith('/')) return b; // a volume: renamed through the restore's volume names
       const opts = (p.options ?? '').split(',').filter(Boolean);
@@ -162,7 +161,7 @@ export function drillSpec(spec: ContainerSpec, ctx: DrillContext): Drilled<Conta
     });
   }
   if (Array.isArray(hc.Mounts)) {
-    hc.Mounts = (hc.Mounts as Record<string, unknown>[]).map((m) => {
+    hc.Mounts = hc.Mounts.map((m) => {
       if (m.Type !== 'bind' || typeof m.Target !== 'string') return m;
       if (hasData(m.Target)) {
         const vol = bindVolumeName(id, spec.name, m.Target);

@@ -91,11 +91,11 @@ export function isSensitivePath(source: string): boolean {
 
 function bindsOf(spec: ContainerSpec): { source: string; destination: string }[] {
   const out: { source: string; destination: string }[] = [];
-  for (const b of (spec.hostConfig.Binds as string[] | null | undefined) ?? []) {
+  for (const b of spec.hostConfig.Binds ?? []) {
     const p = parseBind(b);
     if (p.source.startsWith('/')) out.push({ source: p.source, destination: p.destination });
   }
-  for (const m of (spec.hostConfig.Mounts as Record<string, unknown>[] | null | undefined) ?? [])
+  for (const m of spec.hostConfig.Mounts ?? [])
     if (m.Type === 'bind' && typeof m.Source === 'string')
       out.push({ source: m.Source, destination: typeof m.Target === 'string' ? m.Target : '?' });
   return out;
@@ -112,15 +112,14 @@ export function hostAccess(spec: ContainerSpec): HostAccess[] {
   if (hc.NetworkMode === 'host') add('host-network', "the host's network namespace (--network host)");
   if (hc.PidMode === 'host') add('host-pid', "the host's process namespace (--pid host)");
   if (hc.IpcMode === 'host') add('host-ipc', "the host's IPC namespace (--ipc host)");
-  for (const d of (hc.Devices as { PathOnHost?: string; PathInContainer?: string }[] | null | undefined) ?? [])
+  for (const d of hc.Devices ?? [])
     add('devices', `device ${d.PathOnHost ?? '?'} -> ${d.PathInContainer || d.PathOnHost || '?'}`);
-  for (const r of (hc.DeviceCgroupRules as string[] | null | undefined) ?? [])
-    add('devices', `device cgroup rule ${JSON.stringify(r)}`);
-  for (const c of (hc.CapAdd as string[] | null | undefined) ?? []) {
+  for (const r of hc.DeviceCgroupRules ?? []) add('devices', `device cgroup rule ${JSON.stringify(r)}`);
+  for (const c of hc.CapAdd ?? []) {
     const cap = c.toUpperCase().replace(/^CAP_/, '');
     if (HOST_CAPABILITIES.includes(cap)) add('capabilities', `--cap-add ${cap}`);
   }
-  for (const o of (hc.SecurityOpt as string[] | null | undefined) ?? [])
+  for (const o of hc.SecurityOpt ?? [])
     if (/^(seccomp|apparmor)[=:]unconfined$/.test(o) || /^label[=:]disable$/.test(o))
       add('unconfined', `--security-opt ${o}`);
   return out;

@@ -7,9 +7,9 @@
  * paths silently). No I/O here; unit-tested in test/unit/remap.test.ts.
  */
 import type { Manifest } from '../bundle/manifest.js';
-import { isUserNetwork, parseBind, type ContainerSpec, type NetworkSpec } from '../model/spec.js';
+import { isUserNetwork, parseBind, type ContainerSpec, type HostConfig, type NetworkSpec } from '../model/spec.js';
 import { UsageError } from '../errors.js';
-import type { RestoreRewrite } from '../ops/restore.js';
+import type { RestoreRewrite } from './rewrite.js';
 
 export interface Remap {
   /** Named volume -> new name. */
@@ -172,9 +172,7 @@ export function checkRemap(r: Remap, s: RemapSubject): void {
         `--map-bind: no bind mount is at or under ${from} (${bindPaths.length ? `the bind mounts are: ${bindPaths.join(', ')}` : 'no bind mounts'})`,
       );
   const published = s.specs.flatMap((c) =>
-    Object.values((c.hostConfig.PortBindings ?? {}) as Record<string, PortBinding[] | null>).flatMap((bs) =>
-      (bs ?? []).filter((b) => b.HostPort),
-    ),
+    Object.values(c.hostConfig.PortBindings ?? {}).flatMap((bs) => (bs ?? []).filter((b) => b.HostPort)),
   );
   for (const p of r.ports)
     if (
@@ -212,24 +210,21 @@ export function remapNetwork(r: Remap, n: NetworkSpec): NetworkSpec {
  * as for any restore (createPlan).
  */
 export function remapSpec(r: Remap, spec: ContainerSpec): ContainerSpec {
-  const hc: Record<string, unknown> = { ...spec.hostConfig };
+  const hc: HostConfig = { ...spec.hostConfig };
   if (Array.isArray(hc.Binds)) {
-    hc.Binds = (hc.Binds as string[]).map((b) => {
+    hc.Binds = hc.Binds.map((b) => {
       const p = parseBind(b);
       if (!p.source.startsWith('/')) return b; // a volume
       return [mapPath(r, p.source), p.destination, p.options].filter(Boolean).join(':');
     });
   }
   if (Array.isArray(hc.Mounts))
-    hc.Mounts = (hc.Mounts as Record<string, unknown>[]).map((m) =>
+    hc.Mounts = hc.Mounts.map((m) =>
       m.Type === 'bind' && typeof m.Source === 'string' ? { ...m, Source: mapPath(r, m.Source) } : m,
     );
   if (hc.PortBindings && typeof hc.PortBindings === 'object') {
     hc.PortBindings = Object.fromEntries(
-      Object.entries(hc.PortBindings as Record<string, PortBinding[] | null>).map(([port, bs]) => [
-        port,
-        bs ? bs.map((b) => mapBinding(r, b)) : bs,
-      ]),
+      Object.entries(hc.PortBindings).map(([port, bs]) => [port, bs ? bs.map((b) => mapBinding(r, b)) : bs]),
     );
   }
   if (typeof hc.NetworkMode === 'string' && r.networks.has(hc.NetworkMode))

@@ -247,7 +247,7 @@ export class LocalStore implements Store {
       return { stream: Readable.from([]), location: p, size: st.size };
     }
     return {
-      stream: fh.createReadStream({ highWaterMark: 1 << 20, autoClose: true, ...bounds }) as unknown as Readable,
+      stream: fh.createReadStream({ highWaterMark: 1 << 20, autoClose: true, ...bounds }),
       location: p,
       size: st.size,
     };

@@ -9,7 +9,7 @@ import { SizeLimit } from '../../src/bundle/limit.js';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { BundleReader } from '../../src/bundle/reader.js';
 import { BundleError } from '../../src/errors.js';
-import { verifyStream } from '../../src/ops/verify.js';
+import { verifyStream } from '../../src/bundle/check.js';
 import { silentProgress } from '../../src/context.js';
 import { bundleError, IMAGE_MEMBER, makeManifest, MemorySink, VOLUME_MEMBER } from './bundle-fixtures.js';
 

@@ -35,7 +35,7 @@ import {
   stopResticRuns,
 } from '../../src/store/restic/runner.js';
 import { resticBackup, type ResticBackupOptions } from '../../src/ops/restic-backup.js';
-import { openResticSnapshot } from '../../src/ops/restic-restore.js';
+import { openResticSnapshot } from '../../src/store/restic/snapshot.js';
 import { signResticSnapshot } from '../../src/ops/restic-sign.js';
 import { parseAllowedSigners, type Trust } from '../../src/bundle/trust.js';
 import { keyFileSigner } from '../../src/ssh/sign-key.js';

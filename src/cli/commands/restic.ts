@@ -7,7 +7,7 @@
 import type { Engine } from '../../engine/engine.js';
 import type { Consistency } from '../../ops/steps/capture.js';
 import { resticBackup, type ResticBackupResult } from '../../ops/restic-backup.js';
-import { openResticSnapshot } from '../../ops/restic-restore.js';
+import { openResticSnapshot } from '../../store/restic/snapshot.js';
 import { signResticSnapshot } from '../../ops/restic-sign.js';
 import { loadSigner } from '../signing.js';
 import { describeKey, type Trust } from '../../bundle/trust.js';

@@ -34,7 +34,7 @@ export interface Captured {
 
 export async function captureContainer(engine: Engine, nameOrId: string): Promise<Captured> {
   const inspect = await engine.inspectContainer(nameOrId);
-  if ((inspect.Config.Labels as Record<string, string> | null)?.[LABEL_MANAGED])
+  if (inspect.Config.Labels?.[LABEL_MANAGED])
     throw new UsageError(
       `${nameOrId} is a helper container made by ferry`,
       'it holds nothing to back up; remove it with docker rm',
@@ -42,17 +42,24 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
   const image = await engine.inspectImage(inspect.Image).catch(() => undefined);
   // container:<id> references (network, ipc, pid, volumes-from) are kept by name.
   const containerNames: Record<string, string> = {};
-  const hc = inspect.HostConfig as Record<string, unknown>;
+  const hc = inspect.HostConfig;
   const refs = [hc.NetworkMode, hc.IpcMode, hc.PidMode]
     .filter((v): v is string => typeof v === 'string' && v.startsWith('container:'))
     .map((v) => v.slice('container:'.length))
-    .concat(((hc.VolumesFrom as string[] | null) ?? []).map((v) => v.split(':')[0]!));
+    .concat(stringList(hc.VolumesFrom).map((v) => v.split(':')[0]!));
   for (const ref of refs) {
     const other = await engine.inspectContainer(ref).catch(() => undefined);
     if (other) containerNames[ref] = other.Name.replace(/^\//, '');
   }
   const spec = captureSpec({
-    inspect: inspect as never,
+    inspect: {
+      ...inspect,
+      Config: { ...inspect.Config },
+      HostConfig: { ...inspect.HostConfig },
+      State: { ...inspect.State },
+      Mounts: (inspect.Mounts ?? []).map((m) => ({ ...m })),
+      NetworkSettings: { ...inspect.NetworkSettings },
+    },
     imageConfig: image?.Config,
     fromSnapshot: isFerrySnapshot(image),
     containerNames,
@@ -80,9 +87,14 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
   for (const e of spec.endpoints) {
     if (!isUserNetwork(e.network)) continue;
     const n = await engine.inspectNetwork(e.network);
-    if (n) networks.push(captureNetwork(n as never));
+    if (n) networks.push(captureNetwork({ ...n }));
   }
   return { spec, volumes, networks, binds, labels: inspect.Config.Labels ?? {} };
+}
+
+/** A list of strings from an inspect answer (dockerode types HostConfig.VolumesFrom as any). */
+function stringList(v: unknown): string[] {
+  return Array.isArray(v) ? v.filter((x: unknown): x is string => typeof x === 'string') : [];
 }
 
 /**
@@ -273,11 +285,7 @@ async function networkDependents(engine: Engine, spec: ContainerSpec): Promise<{
   const list = await engine.listContainers(false).catch(() => []);
   const modes = new Set([`container:${spec.sourceId}`, `container:${spec.name}`]);
   return list
-    .filter(
-      (c) =>
-        modes.has(String((c as { HostConfig?: { NetworkMode?: string } }).HostConfig?.NetworkMode ?? '')) &&
-        c.Id !== spec.sourceId,
-    )
+    .filter((c) => modes.has(String(c.HostConfig?.NetworkMode ?? '')) && c.Id !== spec.sourceId)
     .map((c) => ({ id: c.Id, name: (c.Names?.[0] ?? c.Id).replace(/^\//, '') }));
 }
 
@@ -295,7 +303,7 @@ export async function stopCleanly(
 ): Promise<void> {
   await engine.stop(id, timeoutSeconds);
   const st = await engine.inspectContainer(id).catch(() => undefined);
-  const state = st?.State as { ExitCode?: number; OOMKilled?: boolean } | undefined;
+  const state = st?.State;
   if (state?.ExitCode === 137 && !state.OOMKilled)
     progress.warn(
       `${name} did not stop within ${timeoutSeconds ?? 'its stop timeout'}${timeoutSeconds === undefined ? '' : 's'} and was killed (SIGKILL): ` +

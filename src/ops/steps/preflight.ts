@@ -70,11 +70,11 @@ export function bindSources(
   spec: ContainerSpec,
 ): { source: string; destination: string; origin: 'binds' | 'mounts' }[] {
   const out: { source: string; destination: string; origin: 'binds' | 'mounts' }[] = [];
-  for (const b of (spec.hostConfig.Binds as string[] | undefined) ?? []) {
+  for (const b of spec.hostConfig.Binds ?? []) {
     const p = parseBind(b);
     if (p.source.startsWith('/')) out.push({ source: p.source, destination: p.destination, origin: 'binds' });
   }
-  for (const m of (spec.hostConfig.Mounts as Record<string, unknown>[] | undefined) ?? [])
+  for (const m of spec.hostConfig.Mounts ?? [])
     if (m.Type === 'bind' && typeof m.Source === 'string' && typeof m.Target === 'string')
       out.push({ source: m.Source, destination: m.Target, origin: 'mounts' });
   return out;
@@ -142,12 +142,11 @@ export async function checkStaticAddresses(
         existing.set(
           e.network,
           n && {
-            subnets: ((n.IPAM?.Config ?? []) as { Subnet?: string }[])
-              .map((c) => c.Subnet)
-              .filter((x): x is string => !!x),
-            holders: Object.values((n.Containers ?? {}) as Record<string, { Name?: string; IPv4Address?: string }>).map(
-              (c) => ({ name: c.Name ?? '?', ip: (c.IPv4Address ?? '').split('/')[0]! }),
-            ),
+            subnets: (n.IPAM?.Config ?? []).map((c) => c.Subnet).filter((x): x is string => !!x),
+            holders: Object.values(n.Containers ?? {}).map((c) => ({
+              name: c.Name ?? '?',
+              ip: (c.IPv4Address ?? '').split('/')[0]!,
+            })),
           },
         );
       }
@@ -202,7 +201,7 @@ export async function subnetsTaken(
   const out: string[] = [];
   for (const other of all ?? (await engine.listNetworks())) {
     if (other.Name === n.name) continue;
-    for (const c of (other.IPAM?.Config ?? []) as { Subnet?: string }[])
+    for (const c of other.IPAM?.Config ?? [])
       if (c.Subnet && mine.some((s) => ipv4SubnetsOverlap(s, c.Subnet!))) out.push(`${other.Name} (${c.Subnet})`);
   }
   return out;

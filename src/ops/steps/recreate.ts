@@ -86,7 +86,7 @@ export async function ensureNetwork(engine: Engine, n: NetworkSpec, undo: Undo, 
       .filter(Boolean)
       .sort()
       .join(',');
-    const have = ((existing.IPAM?.Config ?? []) as { Subnet?: string }[])
+    const have = (existing.IPAM?.Config ?? [])
       .map((c) => c.Subnet)
       .filter(Boolean)
       .sort()
@@ -158,9 +158,8 @@ export async function createContainer(
   // restore under --name): with the original's Compose labels, `docker compose` would take it for
   // the project's service, and scaling back to one may remove the original.
   if (name !== spec.name) {
-    const own = spec.config.Labels as Record<string, string> | undefined;
-    const fromImage =
-      ((await engine.inspectImage(image)).Config?.Labels as Record<string, string> | null | undefined) ?? undefined;
+    const own = spec.config.Labels;
+    const fromImage = (await engine.inspectImage(image)).Config?.Labels ?? undefined;
     const labels = detachedFromCompose(own, fromImage);
     if (labels) {
       const was = { ...fromImage, ...own };
@@ -231,8 +230,7 @@ export async function watchStarted(
   });
   if (signal.aborted) return exited; // the work is done: an interrupt only cuts the watch short
   for (const c of started) {
-    const st = (await engine.inspectContainer(c.id).catch(() => undefined))?.State as
-      { Running?: boolean; Restarting?: boolean; ExitCode?: number } | undefined;
+    const st = (await engine.inspectContainer(c.id).catch(() => undefined))?.State;
     if (!st || (st.Running && !st.Restarting)) continue;
     const code = st.ExitCode ?? -1;
     exited.set(c.id, code);

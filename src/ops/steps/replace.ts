@@ -89,7 +89,7 @@ export class Replacement {
     this.record();
     for (const name of this.wanted) {
       const old = await this.engine.inspectContainer(name);
-      const st = old.State as { Running?: boolean; Paused?: boolean };
+      const st = old.State;
       const entry = {
         name,
         aside: asideName(name, this.engine.run.id),

@@ -42,9 +42,7 @@ export function portClaims(spec: Pick<ContainerSpec, 'hostConfig'>): PortClaim[]
   const mode = asString(spec.hostConfig.NetworkMode);
   if (mode === 'host' || mode === 'none' || mode.startsWith('container:')) return [];
   const out: PortClaim[] = [];
-  for (const [containerPort, bindings] of Object.entries(
-    (spec.hostConfig.PortBindings ?? {}) as Record<string, { HostIp?: string; HostPort?: string }[] | null>,
-  )) {
+  for (const [containerPort, bindings] of Object.entries(spec.hostConfig.PortBindings ?? {})) {
     const proto = containerPort.split('/')[1] ?? 'tcp';
     for (const b of bindings ?? []) {
       // One port; not an empty or 0 host port, nor a range: the engine picks one of those itself.
@@ -175,9 +173,7 @@ export async function checkHostPorts(
 export function deviceClaims(
   spec: Pick<ContainerSpec, 'hostConfig'>,
 ): { PathOnHost: string; PathInContainer: string; CgroupPermissions: string }[] {
-  return (
-    (spec.hostConfig.Devices ?? []) as { PathOnHost?: string; PathInContainer?: string; CgroupPermissions?: string }[]
-  )
+  return (spec.hostConfig.Devices ?? [])
     .filter((d) => d.PathOnHost)
     .map((d) => ({
       PathOnHost: d.PathOnHost!,
@@ -271,7 +267,7 @@ export function missingSupport(
     const rt = s.hostConfig.Runtime;
     if (typeof rt === 'string' && rt && !caps.runtimes.includes(rt))
       out.push(`${s.name}: runtime ${rt} (here: ${caps.runtimes.join(', ') || 'none listed'})`);
-    const log = (s.hostConfig.LogConfig as { Type?: string } | undefined)?.Type;
+    const log = s.hostConfig.LogConfig?.Type;
     if (!opts.ownLogDriverNames && log && log !== 'none' && !hasDriver(caps.logDrivers, log))
       out.push(`${s.name}: log driver ${log} (here: ${caps.logDrivers.join(', ')})`);
   }

@@ -6,13 +6,13 @@
  * of theirs knows about restic.
  */
 import { PassThrough, type Readable } from 'node:stream';
-import { BundleWriter } from '../bundle/writer.js';
-import { parseManifest, type Manifest, type ManifestSignature } from '../bundle/manifest.js';
-import { fingerprint, parseSignature, publicKeyLine, type Signer } from '../bundle/sshsig.js';
-import { NotFoundError, UsageError } from '../errors.js';
-import type { Progress } from '../context.js';
-import { StreamStore } from '../store/stream.js';
-import type { Transport } from '../store/transport.js';
+import { BundleWriter } from '../../bundle/writer.js';
+import { parseManifest, type Manifest, type ManifestSignature } from '../../bundle/manifest.js';
+import { fingerprint, parseSignature, publicKeyLine, type Signer } from '../../bundle/sshsig.js';
+import { NotFoundError, UsageError } from '../../errors.js';
+import type { Progress } from '../../context.js';
+import { StreamStore } from '../stream.js';
+import type { Transport } from '../transport.js';
 import {
   LAYOUT_FILE,
   MANIFEST_FILE,
@@ -28,9 +28,9 @@ import {
   type Layout,
   type ResticLocation,
   type ResticSnapshot,
-} from '../store/restic/layout.js';
-import { NodeTimes, rebase } from '../store/restic/retar.js';
-import { checkRestic, resticText, type ResticRunner } from '../store/restic/runner.js';
+} from './layout.js';
+import { NodeTimes, rebase } from './retar.js';
+import { checkRestic, resticText, type ResticRunner } from './runner.js';
 
 export interface ResticSnapshotBundle {
   snapshot: ResticSnapshot;
