@@ -65,9 +65,9 @@ candidates() {
     const all = JSON.parse(require("fs").readFileSync(file, "utf8")).bundles || [];
     const mine = all.filter((b) => (b.containers || []).includes(container)).reverse(); // newest first
     for (const b of mine)
-      if (b.signer && b.signer.principals) console.log(`trusted ${b.bundle} ${b.signer.principals.join(",")}`);
+      if (b.signer && b.signer.principals && b.signer.principals.length) console.log(`trusted ${b.bundle} ${b.signer.principals.join(",")}`);
     for (const b of mine)
-      if (!(b.signer && b.signer.principals))
+      if (!(b.signer && b.signer.principals && b.signer.principals.length))
         console.log(`skip ${b.bundle} ${b.signer ? `signed by ${b.signer.fingerprint}, not in the allowed_signers file` : "not signed"}`);
   ' "$listing" "$1"
 }

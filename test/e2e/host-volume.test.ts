@@ -298,7 +298,10 @@ describe('volumes read from the host disk', () => {
     const before = volumeListing(n);
     const r = await ferry(['migrate', n, '--to', ENGINE_B, '--json']);
     expect(r.code, r.stderr).toBe(0);
-    expect(volumePaths(r.stdout)).toEqual([{ name: n, path: 'host-tar', target: { path: 'host-tar' } }]);
+    // The volume went by the pre-copy (docs/precopy.md): on the host, while it ran, then what changed.
+    expect(volumePaths(r.stdout)).toEqual([
+      { name: n, path: 'host-tar', target: { path: 'host-tar' }, precopy: expect.objectContaining({ passes: 1 }) },
+    ]);
     expect(r.stderr).toContain(`volume ${n}: read from ${mountpoint(n)} on this host`);
     expect(r.stderr).toContain(`volume ${n}: written into ${mountpoint(n, ENGINE_B)} on this host`);
     expect(volumeListing(n, ENGINE_B)).toBe(before);
@@ -313,7 +316,10 @@ describe('volumes read from the host disk', () => {
     const { home } = sshHome(path.join(dir, 'ssh'));
     const r = await ferry(['migrate', n, '--to', 'ssh://newhost', '--json'], { env: { HOME: home } });
     expect(r.code, r.stderr).toBe(0);
-    expect(volumePaths(r.stdout)).toEqual([{ name: n, path: 'host-tar', target: { path: 'host-tar' } }]);
+    // The volume went by the pre-copy (docs/precopy.md): on the host, while it ran, then what changed.
+    expect(volumePaths(r.stdout)).toEqual([
+      { name: n, path: 'host-tar', target: { path: 'host-tar' }, precopy: expect.objectContaining({ passes: 1 }) },
+    ]);
     expect(r.stderr).toContain(`volume ${n}: written into ${mountpoint(n, ENGINE_B)} on ssh://newhost`);
     expect(volumeListing(n, ENGINE_B)).toBe(before);
     expect(inspect('container', n, ENGINE_B).State.Running).toBe(true);

@@ -334,11 +334,11 @@ describe('signed snapshots in a shared restic repository', () => {
     expect(restic(['dump', sig[0].id, '/SHA256SUMS.sig'])).toMatch(/^-----BEGIN SSH SIGNATURE-----/);
     const ls = await ferry(['--json', 'ls', `restic:${repo}`], { env });
     expect(ls.code, ls.stderr).toBe(0);
-    const snaps = JSON.parse(ls.stdout).groups.flatMap((g: any) => g.snapshots.map((s: any) => s.snapshot.slice(0, 8)));
+    const snaps = JSON.parse(ls.stdout).bundles.map((b: any) => b.snapshot.slice(0, 8));
     expect(snaps.sort()).toEqual([genuine, planted].sort());
     const ins = await ferry(['--json', 'inspect', `restic:${repo}#${genuine}`], { env });
     expect(ins.code, ins.stderr).toBe(0);
-    expect(JSON.parse(ins.stdout).signature.key).toBe(pubLine(key));
+    expect(JSON.parse(ins.stdout).signer.key).toBe(pubLine(key));
     const text = await ferry(['inspect', `restic:${repo}#${genuine}`, '--trust', signers], { env });
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toMatch(/signed by +host-a \(ssh-ed25519 SHA256:/);
@@ -370,7 +370,7 @@ describe('signed snapshots in a shared restic repository', () => {
   it('verifies and drills the genuine snapshot under --trust', async () => {
     const v = await ferry(['--json', 'verify', `restic:${repo}#${genuine}`, '--trust', signers], { env });
     expect(v.code, v.stderr).toBe(0);
-    expect(JSON.parse(v.stdout).snapshots[0].signer.principals).toEqual(['host-a']);
+    expect(JSON.parse(v.stdout).bundles[0].signer.principals).toEqual(['host-a']);
     const d = await ferry(['drill', `restic:${repo}#${genuine}`, '--trust', signers], { env });
     expect(d.code, d.stderr).toBe(0);
     nothingRestored();

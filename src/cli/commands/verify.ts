@@ -46,6 +46,7 @@ export function reportJson(r: VerifyReport): { ok: boolean } & Record<string, un
       ok: m.ok,
       problems: m.problems,
     })),
+    ...(r.signer ? { signer: r.signer } : {}),
     ...(r.unverified
       ? { error: errorJson({ ...r.unverified, hint: 'fix what kept it from being read, then verify again' }) }
       : !r.ok
@@ -216,7 +217,6 @@ Examples:
       if (g.json)
         deps.emit('verify', {
           ...reportJson(report),
-          ...(report.signer ? { signer: report.signer } : {}),
           ...(report.ok ? {} : { error: errorJson(verifyFailure(report)) }),
         });
       else if (!g.quiet || !report.ok) deps.io.stdout.write(verifyText(report));
