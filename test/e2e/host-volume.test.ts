@@ -296,12 +296,10 @@ describe('volumes read from the host disk', () => {
     docker(['run', '-d', '--name', n, '-v', `${n}:/data`, BUSYBOX, 'sleep', '100000']);
     docker(['exec', n, 'sh', '-c', AWKWARD_DATA]);
     const before = volumeListing(n);
-    const r = await ferry(['migrate', n, '--to', ENGINE_B, '--json']);
+    // In one pass once the container is frozen (the pre-copy has its own tests: precopy.test.ts).
+    const r = await ferry(['migrate', n, '--to', ENGINE_B, '--json', '--no-precopy']);
     expect(r.code, r.stderr).toBe(0);
-    // The volume went by the pre-copy (docs/precopy.md): on the host, while it ran, then what changed.
-    expect(volumePaths(r.stdout)).toEqual([
-      { name: n, path: 'host-tar', target: { path: 'host-tar' }, precopy: expect.objectContaining({ passes: 1 }) },
-    ]);
+    expect(volumePaths(r.stdout)).toEqual([{ name: n, path: 'host-tar', target: { path: 'host-tar' } }]);
     expect(r.stderr).toContain(`volume ${n}: read from ${mountpoint(n)} on this host`);
     expect(r.stderr).toContain(`volume ${n}: written into ${mountpoint(n, ENGINE_B)} on this host`);
     expect(volumeListing(n, ENGINE_B)).toBe(before);
@@ -316,11 +314,11 @@ describe('volumes read from the host disk', () => {
     const { home } = sshHome(path.join(dir, 'ssh'));
     const r = await ferry(['migrate', n, '--to', 'ssh://newhost', '--json'], { env: { HOME: home } });
     expect(r.code, r.stderr).toBe(0);
-    // The volume went by the pre-copy (docs/precopy.md): on the host, while it ran, then what changed.
+    // The volume went by the pre-copy (docs/precopy.md), read and written by tar on both hosts,
+    // while it ran and then what changed.
     expect(volumePaths(r.stdout)).toEqual([
       { name: n, path: 'host-tar', target: { path: 'host-tar' }, precopy: expect.objectContaining({ passes: 1 }) },
     ]);
-    expect(r.stderr).toContain(`volume ${n}: written into ${mountpoint(n, ENGINE_B)} on ssh://newhost`);
     expect(volumeListing(n, ENGINE_B)).toBe(before);
     expect(inspect('container', n, ENGINE_B).State.Running).toBe(true);
   });
