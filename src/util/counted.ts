@@ -1,9 +1,11 @@
 /** A stream's bytes counted as they pass, for the progress line. */
-import { Transform, type Readable } from 'node:stream';
+import { Transform, pipeline, type Readable } from 'node:stream';
 
 /**
- * `src` through a counter: `onBytes(n)` with the bytes so far, at each chunk. An error of `src`
- * becomes the counted stream's; destroying the counted stream destroys `src`.
+ * `src` through a counter: `onBytes(n)` with the bytes so far, at each chunk. An error of `src`,
+ * or its end before it was read to the end (a member of a bundle cut short), becomes the counted
+ * stream's, so its reader fails rather than waiting for more; destroying the counted stream
+ * destroys `src`.
  */
 export function counted(src: Readable, onBytes: (n: number) => void): Readable {
   let n = 0;
@@ -15,9 +17,8 @@ export function counted(src: Readable, onBytes: (n: number) => void): Readable {
       cb(null, chunk);
     },
   });
-  src.on('error', (err) => t.destroy(err));
-  t.on('close', () => {
-    if (!src.readableEnded) src.destroy();
-  });
-  return src.pipe(t);
+  // pipeline carries an error or a premature close of either side to the other; the reader of
+  // `t` sees it as `t`'s error.
+  pipeline(src, t, () => {});
+  return t;
 }
