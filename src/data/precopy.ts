@@ -19,6 +19,7 @@ import { hostVolumeReachable, listHostVolume, openHostVolumeReader } from './hos
 import { applyVolumeDelta } from './volumes.js';
 import { isRefused, refused, type Carried, type Refused, type Routing } from './paths.js';
 import { IoError } from '../errors.js';
+import { faultPoint } from '../util/fault.js';
 
 /** What the pre-copy of one volume did (in the result's dataPaths, per volume). */
 export interface PrecopyReport {
@@ -114,6 +115,9 @@ async function send(a: PrecopyArgs, delta: Delta, running: boolean, label: strin
     counted.on('close', () => source.destroy());
   }
   try {
+    // The same points as a one-pass copy's (util/fault.ts): the reader is open, nothing written.
+    if (reader) await faultPoint('volume-read');
+    await faultPoint('volume-fill');
     const w = await applyVolumeDelta(a.target, a.holder, a.fill, delta.remove, reader?.stream, a.via.target.access);
     if (isRefused(w)) throw notThere(a, w);
   } catch (err) {
