@@ -164,10 +164,19 @@ describe('disk full', () => {
 });
 
 describe('ssh connection dropped mid-migration', () => {
-  it.each([[''], ['--stop-source']])(
-    'fails clearly; the target keeps nothing it got, the source keeps running %s',
-    async (flag) => {
-      const c = `${name}-mig${flag ? '-cut' : ''}`;
+  // In one pass (the source frozen, or stopped), and in the pre-copy's first pass while it runs.
+  it.each([
+    ['one pass', ['--no-precopy'], /volume .* -> .* on ssh:\/\/newhost/],
+    [
+      'one pass --stop-source',
+      ['--no-precopy', '--stop-source', '--stop-timeout', '1'],
+      /volume .* -> .* on ssh:\/\/newhost/,
+    ],
+    ['pre-copy', [], /volume .* -> .*: pass 1 while it runs/],
+  ] as const)(
+    'fails clearly; the target keeps nothing it got, the source keeps running: %s',
+    async (what, flags, started) => {
+      const c = `${name}-mig${what === 'one pass' ? '' : what === 'pre-copy' ? '-pre' : '-cut'}`;
       const { home } = sshHome(path.join(dir, 'ssh'));
       docker(['run', '-d', '--name', c, '-v', `${c}:/v`, BUSYBOX, 'sleep', '100000']);
       try {
@@ -176,13 +185,13 @@ describe('ssh connection dropped mid-migration', () => {
         // With --stop-source the source was stopped for its snapshot: the rollback starts it again.
         const child = spawn(
           BIN,
-          ['migrate', c, '--to', 'ssh://newhost', ...(flag ? [flag, '--stop-timeout', '1'] : [])],
+          ['migrate', c, '--to', 'ssh://newhost', ...flags],
           // ferryEnv: the run's primary engine (engine C in the containerd run), where `c` is.
           { stdio: ['ignore', 'ignore', 'pipe'], env: ferryEnv({ ...env, HOME: home }) },
         );
         let stderr = '';
         child.stderr.on('data', (d) => (stderr += d));
-        await waitFor('the volume transfer to start', () => /volume .* -> .* on ssh:\/\/newhost/.test(stderr), 30_000);
+        await waitFor('the volume transfer to start', () => started.test(stderr), 30_000);
         await new Promise((r) => setTimeout(r, 100));
         // kill the sshd session processes (not the listener): the connection drops
         spawnSync('pkill', ['-f', '^sshd: root']);
