@@ -20,5 +20,9 @@ export function counted(src: Readable, onBytes: (n: number) => void): Readable {
   // pipeline carries an error or a premature close of either side to the other; the reader of
   // `t` sees it as `t`'s error.
   pipeline(src, t, () => {});
+  // The reader may attach only after an await (a helper made first): an error before then would
+  // have no listener and end the process. It is kept as `t`'s error (t.errored), which the
+  // reader meets as soon as it reads.
+  t.on('error', () => {});
   return t;
 }

@@ -39,4 +39,12 @@ describe('counted', () => {
     await new Promise((r) => setImmediate(r));
     expect(src.destroyed).toBe(true);
   });
+
+  it('keeps an error that comes before its reader attaches, for the reader (the process lives on)', async () => {
+    const src = new PassThrough();
+    const c = counted(src, () => {});
+    src.destroy(new Error('bad member'));
+    await new Promise((r) => setImmediate(r));
+    await expect(drain(c)).rejects.toThrow('bad member');
+  });
 });
