@@ -3,30 +3,15 @@
  * errors, --version, stores and bundles that are missing or unreadable. The e2e test
  * test/e2e/json.test.ts checks every command against the same schema on a real engine.
  */
-import { PassThrough } from 'node:stream';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
+import { runMain } from '../helpers/cli-run.js';
 import { FERRY_JSON_SCHEMA, schemaChecked, validate } from '../helpers/json-schema.js';
 import { portFromDrill, portFromPlan, portsFromBindings } from '../../src/cli/json.js';
 
-process.setMaxListeners(100); // main() adds a SIGPIPE listener that stays, as in a real run
-
-async function run(...args: string[]) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (c) => (out += c));
-  stderr.on('data', (c) => (err += c));
-  const code = await main(['node', 'ferry', ...args], {
-    stdout: stdout as unknown as NodeJS.WriteStream,
-    stderr: stderr as unknown as NodeJS.WriteStream,
-  });
-  return { code, stdout: out, stderr: err };
-}
+const run = runMain;
 
 describe('the checker itself', () => {
   const ok = { schemaVersion: 1, command: 'version', ok: true, version: '1', node: '20' };

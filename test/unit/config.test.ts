@@ -3,30 +3,15 @@
  * through the real CLI (main()) with commands that need no engine (prune --dry-run of an empty
  * store shows its effective rules in --json), and `ferry config`.
  */
-import { PassThrough } from 'node:stream';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
+import { runMain } from '../helpers/cli-run.js';
 import { defaultConfigPaths, envName } from '../../src/cli/config.js';
 import { schemaChecked } from '../helpers/json-schema.js';
 
-process.setMaxListeners(100);
-
-async function run(...args: string[]) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (c) => (out += c));
-  stderr.on('data', (c) => (err += c));
-  const code = await main(['node', 'ferry', ...args], {
-    stdout: stdout as unknown as NodeJS.WriteStream,
-    stderr: stderr as unknown as NodeJS.WriteStream,
-  });
-  return { code, stdout: out, stderr: err };
-}
+const run = runMain;
 
 let dir: string;
 let store: string;
