@@ -10,6 +10,7 @@ import { pruneCommand } from './commands/prune.js';
 import { migrateCommand } from './commands/migrate.js';
 import { drillCommand } from './commands/drill.js';
 import { configCommand } from './commands/config.js';
+import { cleanCommand } from './commands/clean.js';
 import { applyConfig } from './config.js';
 import type { Io } from './main.js';
 import type { SshPool } from '../ssh/client.js';
@@ -113,6 +114,7 @@ export function createProgram(deps: Deps): Command {
   program.addCommand(pruneCommand(program, deps));
   program.addCommand(migrateCommand(program, deps));
   program.addCommand(drillCommand(program, deps));
+  program.addCommand(cleanCommand(program, deps));
   program.addCommand(configCommand(program, deps));
   // Every option the command line leaves unset: from its FERRY_* variable, else the config file.
   program.hook('preAction', async (_program, command) => {
