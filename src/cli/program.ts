@@ -11,6 +11,7 @@ import { migrateCommand } from './commands/migrate.js';
 import { drillCommand } from './commands/drill.js';
 import { configCommand } from './commands/config.js';
 import { cleanCommand } from './commands/clean.js';
+import { catCommand } from './commands/cat.js';
 import { applyConfig } from './config.js';
 import type { Io } from './main.js';
 import type { SshPool } from '../ssh/client.js';
@@ -39,6 +40,21 @@ export interface Deps {
   /** The debug channel (--debug, FERRY_DEBUG=1); absent when off. */
   debug?: Debug;
 }
+
+/** Every subcommand, in the order of --help (a test checks it against the program and the JSON schema). */
+export const COMMAND_NAMES = [
+  'backup',
+  'restore',
+  'ls',
+  'cat',
+  'inspect',
+  'verify',
+  'prune',
+  'migrate',
+  'drill',
+  'clean',
+  'config',
+] as const;
 
 export const EXIT_HELP = `
 Exit codes:
@@ -109,6 +125,7 @@ export function createProgram(deps: Deps): Command {
   program.addCommand(backupCommand(program, deps));
   program.addCommand(restoreCommand(program, deps));
   program.addCommand(lsCommand(program, deps));
+  program.addCommand(catCommand(program, deps));
   program.addCommand(inspectCommand(program, deps));
   program.addCommand(verifyCommand(program, deps));
   program.addCommand(pruneCommand(program, deps));
