@@ -12,6 +12,7 @@ import { drillCommand } from './commands/drill.js';
 import { configCommand } from './commands/config.js';
 import { cleanCommand } from './commands/clean.js';
 import { catCommand } from './commands/cat.js';
+import { completionCommand } from './commands/completion.js';
 import { applyConfig } from './config.js';
 import type { Io } from './main.js';
 import type { SshPool } from '../ssh/client.js';
@@ -54,6 +55,7 @@ export const COMMAND_NAMES = [
   'drill',
   'clean',
   'config',
+  'completion',
 ] as const;
 
 export const EXIT_HELP = `
@@ -133,6 +135,7 @@ export function createProgram(deps: Deps): Command {
   program.addCommand(drillCommand(program, deps));
   program.addCommand(cleanCommand(program, deps));
   program.addCommand(configCommand(program, deps));
+  program.addCommand(completionCommand(program, deps));
   // Every option the command line leaves unset: from its FERRY_* variable, else the config file.
   program.hook('preAction', async (_program, command) => {
     await applyConfig(program, command, process.env);

@@ -14,8 +14,11 @@ export function catCommand(program: Command, deps: Deps): Command {
     .description('Write one file of a volume in a bundle to stdout (or -o), streaming')
     .argument('<bundle>', 'a bundle file, ssh://[user@]host[:port]/dir/x.tar or s3://bucket/prefix/x.tar')
     .argument('<volume:path>', 'the volume (its name in the bundle) and the path in it, e.g. web-data:/html/index.html')
-    .option('-o, --output <file>', 'write the file here instead of stdout (never over an existing file unless --force)')
-    .option('--force', 'with -o: replace an existing file')
+    .option(
+      '-o, --output-file <file>',
+      'write the file here instead of stdout (never over an existing file unless --replace)',
+    )
+    .option('--replace', 'with -o: replace an existing file')
     .option(
       '--trust <allowed_signers>',
       'the bundle must be signed by a key this allowed_signers file allows (else FERRY_TRUST)',
@@ -35,19 +38,19 @@ Examples:
   ferry cat ssh://backup@vault/srv/backups/web.tar web-data:/conf/app.ini -o app.ini
   ferry ls web.tar --files --volume web-data       # which paths there are`,
     )
-    .action(async (bundle: string, spec: string, flags: { output?: string; force?: boolean; trust?: string }) => {
+    .action(async (bundle: string, spec: string, flags: { outputFile?: string; replace?: boolean; trust?: string }) => {
       const g = program.opts<{ json?: boolean }>();
       deps.setJson(!!g.json);
       const where = parseVolumePath(spec);
       const trust = await loadTrust(flags.trust);
       const transport = readTarget(bundle, deps.stores);
-      if (flags.output && !flags.force && (await stat(flags.output).catch(() => undefined)))
+      if (flags.outputFile && !flags.replace && (await stat(flags.outputFile).catch(() => undefined)))
         throw new ConflictError(
-          `-o ${flags.output}: the file exists`,
-          'choose another name, or add --force to replace it',
+          `-o ${flags.outputFile}: the file exists`,
+          'choose another name, or add --replace to replace it',
         );
       // Written beside it and renamed into place once the bundle checked out: never half a file.
-      const part = flags.output ? `${flags.output}.ferry-${process.pid}.part` : undefined;
+      const part = flags.outputFile ? `${flags.outputFile}.ferry-${process.pid}.part` : undefined;
       const out = part ? createWriteStream(part, { flags: 'wx', mode: 0o600 }) : deps.io.stdout;
       try {
         if (part)
@@ -60,15 +63,15 @@ Examples:
           where,
           out,
         );
-        if (part && flags.output) {
+        if (part && flags.outputFile) {
           (out as NodeJS.WritableStream).end();
           await once(out, 'close');
-          await rename(part, flags.output);
+          await rename(part, flags.outputFile);
           if (g.json)
             deps.emit('cat', {
               ok: true,
               bundle: r.location,
-              output: flags.output,
+              output: flags.outputFile,
               bytes: r.bytes,
               file: fileJson(r.entry),
             });
