@@ -66,6 +66,8 @@ describe('ferry clean', () => {
     const r = await clean(e, ctx, { ...opts, dryRun: true }, journals);
     expect(names(r.removed)).toEqual([HOLDER_IMAGE, 'ferry/db:20261201T000000Z'].sort());
     expect(tagsOf(e)).toEqual(before);
+    expect(cleanText(r)).toMatch(/^would remove +image +ferry-holder:empty +ferry’s empty holder image/m);
+    expect(cleanText(r)).toMatch(/2 objects would be removed, 0 kept\n$/);
     expect(e.calls.filter((c) => /^remove/.test(c.method))).toEqual([]);
   });
 

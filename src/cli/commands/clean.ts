@@ -35,7 +35,7 @@ export function cleanText(r: CleanReport): string {
   const n = r.removed.length;
   return (
     head +
-    `${n} ${n === 1 ? 'object' : 'objects'} ${verb}${r.failed.length ? `, ${r.failed.length} could not be removed` : ''}, ${r.kept.length} kept\n`
+    `${n} ${n === 1 ? 'object' : 'objects'} ${r.dryRun ? 'would be removed' : 'removed'}${r.failed.length ? `, ${r.failed.length} could not be removed` : ''}, ${r.kept.length} kept\n`
   );
 }
 
