@@ -60,7 +60,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  cleanup(ENGINE_A, { containers: [name], volumes: [vol] });
+  cleanup(ENGINE_A, { containers: [name], volumes: [vol, `${vol}-copy`, `${vol}-restored`] });
   rmSync(dir, { recursive: true, force: true });
   await s3Clean(prefix).catch(() => {});
 });
@@ -136,5 +136,46 @@ describe('cat', () => {
     const missing = await ferry(['--json', 'cat', localBundle, `${vol}:/nope`], { env: { FERRY_PASSPHRASE: PASS } });
     expect(missing.code).toBe(5);
     expect(schemaChecked(missing.stdout)).toMatchObject({ command: 'cat', ok: false, error: { exitCode: 5 } });
+  });
+});
+
+describe('restore --only volume:<name>', () => {
+  const env = { FERRY_PASSPHRASE: PASS };
+  const inVolume = (v: string, cmd: string) => docker(['run', '--rm', '-v', `${v}:/d`, BUSYBOX, 'sh', '-c', cmd]);
+
+  it('restores one volume alone, into a new name, with no container; an existing one per --on-conflict', async () => {
+    const want = inVolume(vol, 'sha256sum /d/sub/big.bin').split(' ')[0];
+    const r = await ferry(
+      ['--json', 'restore', localBundle, '--only', `volume:${vol}`, '--map-volume', `${vol}=${vol}-copy`],
+      { env },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const j = schemaChecked(r.stdout) as { containers: string[]; plan: { volumes: { from: string; to: string }[] } };
+    expect(j.containers).toEqual([]);
+    expect(j.plan.volumes).toEqual([expect.objectContaining({ from: vol, to: `${vol}-copy` })]);
+    expect(inVolume(`${vol}-copy`, 'sha256sum /d/sub/big.bin').split(' ')[0]).toBe(want);
+    expect(inVolume(`${vol}-copy`, "cat /d/a.txt; stat -c ' %a %u:%g' /d/sub/deep/suid /d/a.txt")).toBe(
+      'hello 4750 0:0\n 644 1000:1001',
+    );
+    expect(docker(['ps', '-a', '--filter', `volume=${vol}-copy`, '--format', '{{.Names}}'])).toBe('');
+
+    // the original is in use by the running container: fail (exit 6), then beside it with rename
+    const fail = await ferry(['restore', localBundle, '--only', `volume:${vol}`], { env });
+    expect(fail.code, fail.stderr).toBe(6);
+    const rename = await ferry(['restore', localBundle, '--only', `volume:${vol}`, '--on-conflict', 'rename'], { env });
+    expect(rename.code, rename.stderr).toBe(0);
+    expect(rename.stdout).toBe(`restored volume ${vol}-restored (from ${vol})\n`);
+    expect(inVolume(`${vol}-restored`, 'cat /d/a.txt')).toBe('hello');
+    // replace while a container uses it: refused, the container untouched
+    const replace = await ferry(['restore', localBundle, '--only', `volume:${vol}`, '--on-conflict', 'replace'], {
+      env,
+    });
+    expect(replace.code).toBe(6);
+    expect(replace.stderr).toMatch(new RegExp(`volume ${vol} is also used by ${name}`));
+    expect(docker(['inspect', '-f', '{{.State.Running}}', name])).toBe('true');
+    // an unknown volume: exit 2, naming the ones there are
+    const none = await ferry(['restore', localBundle, '--only', 'volume:nope'], { env });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain(vol);
   });
 });
