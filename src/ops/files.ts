@@ -6,6 +6,7 @@
  * that its trailer is checked: a damaged bundle fails (BundleError, exit 7) after what was printed.
  */
 import path from 'node:path';
+import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import type { Readable, Writable } from 'node:stream';
 import * as tar from 'tar-stream';
@@ -223,8 +224,11 @@ export async function catFile(
           `${spec.volume}:${spec.path} is a ${e.type}, not a file`,
           e.type === 'directory' ? `list it with ferry ls <bundle> --files --volume ${spec.volume}` : undefined,
         );
-      data.on('data', (c: Buffer) => (bytes += c.length));
-      await pipeline(data, out, { end: false });
+      // By hand, not pipeline(…, { end: false }): that can wait for a 'finish' that never comes.
+      for await (const c of data as AsyncIterable<Buffer>) {
+        bytes += c.length;
+        if (!out.write(c)) await once(out, 'drain'); // rejects if `out` fails
+      }
     },
     (m) => {
       if (!m.volumes.some((v) => v.name === spec.volume))
