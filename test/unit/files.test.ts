@@ -159,6 +159,10 @@ describe('the CLI', () => {
     expect(co.code, co.stderr).toBe(0);
     expect(schemaChecked(co.stdout.toString())).toMatchObject({ ok: true, bytes: APP_FILES['README.txt'].length });
     expect(await readFile(o, 'utf8')).toBe(APP_FILES['README.txt']);
+    const big = path.join(dir, 'big.out');
+    const cb = await run('cat', plain, 'bigdata:/blob.bin', '-o', big);
+    expect(cb.code, cb.stderr).toBe(0);
+    expect((await readFile(big)).equals(BIG)).toBe(true);
     const again = await run('--json', 'cat', plain, 'appdata:/README.txt', '-o', o);
     expect(again.code, again.stdout.toString()).toBe(6);
     expect(schemaChecked(again.stdout.toString()), again.stdout.toString()).toMatchObject({
