@@ -13,7 +13,7 @@ import {
   UsageError,
   type StopSignal,
 } from '../errors.js';
-import { createProgram, type Deps } from './program.js';
+import { COMMAND_NAMES, createProgram, type Deps } from './program.js';
 import { commandOf, envelope, errorJson } from './json.js';
 import { rendered } from './render.js';
 import { VERSION } from '../version.js';
@@ -133,8 +133,7 @@ export async function main(
     }
     return process.env.FERRY_PASSPHRASE || undefined;
   };
-  const names = ['backup', 'restore', 'migrate', 'ls', 'inspect', 'verify', 'prune', 'drill', 'config'];
-  const command = commandOf(argv, names);
+  const command = commandOf(argv, [...COMMAND_NAMES]);
   if (json && (argv.includes('--version') || argv.includes('-V'))) {
     emit('version', { ok: true, version: VERSION, node: process.versions.node });
     return EXIT.OK;

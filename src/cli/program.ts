@@ -10,6 +10,9 @@ import { pruneCommand } from './commands/prune.js';
 import { migrateCommand } from './commands/migrate.js';
 import { drillCommand } from './commands/drill.js';
 import { configCommand } from './commands/config.js';
+import { cleanCommand } from './commands/clean.js';
+import { catCommand } from './commands/cat.js';
+import { completionCommand } from './commands/completion.js';
 import { applyConfig } from './config.js';
 import type { Io } from './main.js';
 import type { SshPool } from '../ssh/client.js';
@@ -38,6 +41,22 @@ export interface Deps {
   /** The debug channel (--debug, FERRY_DEBUG=1); absent when off. */
   debug?: Debug;
 }
+
+/** Every subcommand, in the order of --help (a test checks it against the program and the JSON schema). */
+export const COMMAND_NAMES = [
+  'backup',
+  'restore',
+  'ls',
+  'cat',
+  'inspect',
+  'verify',
+  'prune',
+  'migrate',
+  'drill',
+  'clean',
+  'config',
+  'completion',
+] as const;
 
 export const EXIT_HELP = `
 Exit codes:
@@ -108,12 +127,15 @@ export function createProgram(deps: Deps): Command {
   program.addCommand(backupCommand(program, deps));
   program.addCommand(restoreCommand(program, deps));
   program.addCommand(lsCommand(program, deps));
+  program.addCommand(catCommand(program, deps));
   program.addCommand(inspectCommand(program, deps));
   program.addCommand(verifyCommand(program, deps));
   program.addCommand(pruneCommand(program, deps));
   program.addCommand(migrateCommand(program, deps));
   program.addCommand(drillCommand(program, deps));
+  program.addCommand(cleanCommand(program, deps));
   program.addCommand(configCommand(program, deps));
+  program.addCommand(completionCommand(program, deps));
   // Every option the command line leaves unset: from its FERRY_* variable, else the config file.
   program.hook('preAction', async (_program, command) => {
     await applyConfig(program, command, process.env);

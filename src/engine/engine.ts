@@ -68,10 +68,18 @@ export interface ContainerSummary {
   Ports?: { IP?: string; PrivatePort?: number; PublicPort?: number; Type?: string }[];
   Mounts?: { Type?: string; Name?: string; Source?: string; Destination?: string }[];
   HostConfig?: { NetworkMode?: string };
+  /** The id of the image it was created from, and the reference it was created with. */
+  ImageID?: string;
+  Image?: string;
+  /** Unix seconds. */
+  Created?: number;
 }
 /** One row of GET /images/json: the fields ferry reads. */
 export interface ImageSummary {
   Id: string;
+  RepoTags?: string[] | null;
+  /** Unix seconds: when the image was built or committed (not when it came to this engine). */
+  Created?: number;
 }
 export type VolumeInspect = {
   Name: string;

@@ -103,24 +103,39 @@ export interface RestoreResult {
  * (they must exist on the target). Pure; unit-tested. Throws a UsageError for a name the bundle
  * does not have.
  */
-export function selectContainers(m: Manifest, only: string[]): { manifest: Manifest; notes: string[] } {
+export function selectContainers(m: Manifest, selected: string[]): { manifest: Manifest; notes: string[] } {
+  // `volume:<name>`: that volume's data alone, without a container.
+  const wantedVolumes = selected.filter((n) => n.startsWith('volume:')).map((n) => n.slice('volume:'.length));
+  const only = selected.filter((n) => !n.startsWith('volume:'));
+  const missingVolumes = wantedVolumes.filter((v) => !m.volumes.some((x) => x.name === v && !x.anonymous));
+  if (missingVolumes.length)
+    throw new UsageError(
+      `--only: the bundle has no named volume ${missingVolumes.join(', ')}`,
+      `its named volumes: ${
+        m.volumes
+          .filter((v) => !v.anonymous)
+          .map((v) => v.name)
+          .join(', ') || 'none'
+      }; nothing was changed`,
+    );
   const names = m.containers.map((c) => c.spec.name);
   const unknown = only.filter((n) => !names.includes(n));
   if (unknown.length)
     throw new UsageError(
       `--only: the bundle has no container ${unknown.join(', ')}`,
-      `it holds: ${names.join(', ')}; nothing was changed`,
+      `it holds: ${names.join(', ')}; a volume alone is volume:<name>; nothing was changed`,
     );
   const containers = m.containers.filter((c) => only.includes(c.spec.name));
   // A container's volumes include those it mounts through --volumes-from: they belong to the
   // container they come from, and are restored with it (or are on the target already).
   const volumesOf = (name: string) => m.containers.find((c) => c.spec.name === name)?.volumes ?? [];
-  const volumes = new Set(
-    containers.flatMap((c) => {
+  const volumes = new Set([
+    ...containers.flatMap((c) => {
       const borrowed = new Set((c.spec.hostConfig.VolumesFrom ?? []).flatMap((v) => volumesOf(v.split(':')[0]!)));
       return c.volumes.filter((v) => !borrowed.has(v));
     }),
-  );
+    ...wantedVolumes,
+  ]);
   const networks = new Set(
     containers.flatMap((c) => [...c.spec.endpoints.map((e) => e.network), asString(c.spec.hostConfig.NetworkMode)]),
   );

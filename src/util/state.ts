@@ -52,6 +52,11 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** A run recorded by `host`/`pid` may still be going: its process is alive here, or it ran on another host. */
+export function mayBeRunning(r: { host: string; pid: number }): boolean {
+  return r.host !== hostname() || r.pid === process.pid || alive(r.pid);
+}
+
 export class QuiesceJournal {
   constructor(private readonly file = stateFile()) {}
 
@@ -80,6 +85,14 @@ export class QuiesceJournal {
     return read(this.file).filter(
       (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid),
     );
+  }
+
+  /**
+   * Records of runs that may still be going: alive on this host, or on another host (where
+   * ferry cannot tell). What they name is theirs: `ferry clean` leaves it alone.
+   */
+  active(engine: string): QuiesceRecord[] {
+    return read(this.file).filter((x) => x.engine === engine && mayBeRunning(x));
   }
 
   forget(engine: string, containerId: string): void {
@@ -306,17 +319,23 @@ export class MadeJournal {
 
   /** Records left by runs on this host that died before their point of no return. */
   stale(engine: string): MadeRecord[] {
+    return this.all().filter(
+      (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid),
+    );
+  }
+
+  /** Records of runs that may still be going (alive here, or on another host): `ferry clean` leaves what they made. */
+  active(engine: string): MadeRecord[] {
+    return this.all().filter((x) => x.engine === engine && mayBeRunning(x));
+  }
+
+  private all(): MadeRecord[] {
     let names: string[];
     try {
       names = readdirSync(this.dir).filter((n) => n.endsWith('.json'));
     } catch {
       return [];
     }
-    return names
-      .map((n) => this.read(path.join(this.dir, n)))
-      .filter(
-        (x): x is MadeRecord =>
-          !!x && x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid),
-      );
+    return names.map((n) => this.read(path.join(this.dir, n))).filter((x): x is MadeRecord => !!x);
   }
 }

@@ -217,6 +217,8 @@ export class FakeEngine implements Engine {
 
   readonly containers = new Map<string, FakeContainer>();
   readonly images = new Map<string, FakeImage>();
+  /** When an image was made, where a test set it (listImages' Created); else EPOCH. */
+  readonly imageCreated = new Map<string, Date>();
   readonly volumes = new Map<string, FakeVolume>();
   readonly networks = new Map<string, FakeNetwork>();
   /** Host paths that exist on the engine's host (for bind mounts). */
@@ -798,6 +800,9 @@ export class FakeEngine implements Engine {
         Labels: { ...((c.config.Labels as Record<string, string> | null) ?? {}) },
         Ports: [],
         HostConfig: { NetworkMode: String(c.hostConfig.NetworkMode ?? 'default') },
+        ImageID: c.image,
+        Image: String(c.config.Image ?? c.image),
+        Created: Math.floor(Date.parse(c.created) / 1000),
         Mounts: c.mounts.map((m) => ({
           Type: m.Type,
           ...(m.Type === 'volume' ? { Name: m.Source } : {}),
@@ -1102,7 +1107,13 @@ export class FakeEngine implements Engine {
 
   /** DOCKER GET /images/json: every tagged or untagged top-level image. */
   listImages(): Promise<ImageSummary[]> {
-    return this.call('listImages', [], () => [...this.images.values()].map((i) => ({ Id: i.id })));
+    return this.call('listImages', [], () =>
+      [...this.images.values()].map((i) => ({
+        Id: i.id,
+        RepoTags: i.repoTags.length ? [...i.repoTags] : ['<none>:<none>'],
+        Created: Math.floor((this.imageCreated.get(i.id) ?? EPOCH).getTime() / 1000),
+      })),
+    );
   }
 
   imageExists(ref: string): Promise<boolean> {

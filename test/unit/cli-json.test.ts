@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runMain } from '../helpers/cli-run.js';
+import { COMMAND_NAMES, createProgram, type Deps } from '../../src/cli/program.js';
 import { FERRY_JSON_SCHEMA, schemaChecked, validate } from '../helpers/json-schema.js';
 import { portFromDrill, portFromPlan, portsFromBindings } from '../../src/cli/json.js';
 
@@ -92,6 +93,15 @@ describe('--json without an engine', () => {
     const p = await run('--json', 'prune', dir, '--keep-last', '1', '--dry-run');
     expect(p.code).toBe(0);
     expect(schemaChecked(p.stdout)).toMatchObject({ command: 'prune', ok: true, unreadable: [{}] });
+  });
+});
+
+describe('every command', () => {
+  it('is in COMMAND_NAMES (the name main reports an early error under) and in the JSON schema', () => {
+    const program = createProgram({} as Deps);
+    expect(program.commands.map((c) => c.name())).toEqual([...COMMAND_NAMES]);
+    const schema = FERRY_JSON_SCHEMA as { properties: { command: { enum: string[] } } };
+    for (const n of COMMAND_NAMES) expect(schema.properties.command.enum, n).toContain(n);
   });
 });
 

@@ -49,7 +49,10 @@ describe('FakeEngine', () => {
       Names: ['/app'],
       Mounts: [{ Type: 'volume', Name: 'data', Destination: '/data' }],
     });
-    expect(await e.listImages()).toEqual([...e.images.keys()].map((Id) => ({ Id })));
+    expect(await e.listImages()).toEqual(
+      [...e.images.values()].map((i) => ({ Id: i.id, RepoTags: i.repoTags, Created: expect.any(Number) })),
+    );
+    expect((await e.listContainers()).at(0)).toMatchObject({ ImageID: c.image, Image: 'shop/app:1' });
   });
 
   it('pauses only a running container and resumes only a paused one (409 otherwise)', async () => {

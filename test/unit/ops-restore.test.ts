@@ -536,3 +536,55 @@ describe('restore of an anonymous volume', () => {
     expect([...t.volumes.keys()]).toEqual([m.Source]);
   });
 });
+
+describe('--only volume:<name>', () => {
+  it('restores one volume alone: its data, no container, no image', async () => {
+    const t = await target();
+    const res = await run(t, { only: ['volume:appdata'] });
+    expect(t.volumeFiles('appdata')).toEqual(APP_FILES);
+    expect(t.volumes.get('appdata')!.root).toEqual(sourceRoot);
+    expect(t.containers.size).toBe(0);
+    expect(t.methods(['loadImage', 'createContainer']).filter((c) => c.method === 'loadImage')).toEqual([]);
+    expect(res.containers).toEqual([]);
+    expect(res.plan.volumes).toEqual([{ from: 'appdata', to: 'appdata', replace: false }]);
+  });
+
+  it('an existing volume: fail refuses, rename restores beside it, the old data untouched', async () => {
+    const t = await target();
+    t.addVolume('appdata', { 'old.txt': 'the old data' });
+    const before = t.state();
+    expect(await failing(run(t, { only: ['volume:appdata'], onConflict: 'fail' }))).toBeInstanceOf(ConflictError);
+    expect(t.state()).toEqual(before);
+    const res = await run(t, { only: ['volume:appdata'], onConflict: 'rename' });
+    expect(res.plan.volumes).toEqual([{ from: 'appdata', to: 'appdata-restored', replace: false }]);
+    expect(t.volumeFiles('appdata-restored')).toEqual(APP_FILES);
+    expect(t.volumeFiles('appdata')).toEqual({ 'old.txt': 'the old data' });
+  });
+
+  it("replace: the volume gets the bundle's data", async () => {
+    const t = await target();
+    t.addVolume('appdata', { 'old.txt': 'the old data' });
+    await run(t, { only: ['volume:appdata'], onConflict: 'replace' });
+    expect(t.volumeFiles('appdata')).toEqual(APP_FILES);
+    expect([...t.volumes.keys()]).toEqual(['appdata']);
+  });
+
+  it('replace of a volume a container uses: refused, nothing changed (ferry does not stop it)', async () => {
+    const t = await target();
+    await t.addImage('old/app:0', [{ '/x': 'x' }]);
+    const user = t.addContainer('user', { image: 'old/app:0', volumes: { appdata: '/data' } });
+    const before = t.state();
+    const err = await failing(run(t, { only: ['volume:appdata'], onConflict: 'replace' }));
+    expect(err).toBeInstanceOf(ConflictError);
+    expect((err as Error).message).toMatch(/volume appdata is also used by user/);
+    expect(t.state()).toEqual(before);
+    expect(user.status).toBe('running');
+  });
+
+  it('a volume the bundle does not have is a usage error naming those it has', async () => {
+    const t = await target();
+    const err = await failing(run(t, { only: ['volume:nope'] }));
+    expect((err as { exitCode: number }).exitCode).toBe(2);
+    expect((err as { hint: string }).hint).toMatch(/appdata/);
+  });
+});

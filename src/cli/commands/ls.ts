@@ -8,6 +8,9 @@ import { humanBytes } from '../render.js';
 import path from 'node:path';
 import { declaredSigner, type Trust } from '../../bundle/trust.js';
 import { loadTrust } from '../signing.js';
+import { readTarget } from '../../store/registry.js';
+import { listFiles, type FileEntry } from '../../ops/files.js';
+import { UsageError } from '../../errors.js';
 
 /** Left-aligned columns, two spaces apart; the last column is not padded. */
 export function table(rows: string[][]): string {
@@ -60,10 +63,74 @@ export function lsTable(entries: CatalogEntry[], trust?: Trust): string {
   return table(rows);
 }
 
+/** drwxr-xr-x, as ls -l and tar -tv show a mode. Pure. */
+export function modeString(type: FileEntry['type'], mode: number): string {
+  const t = { directory: 'd', symlink: 'l', link: 'h', fifo: 'p', 'character-device': 'c', 'block-device': 'b' }[
+    type as string
+  ];
+  const bits = ['r', 'w', 'x', 'r', 'w', 'x', 'r', 'w', 'x'].map((c, i) => (mode & (1 << (8 - i)) ? c : '-'));
+  if (mode & 0o4000) bits[2] = bits[2] === 'x' ? 's' : 'S';
+  if (mode & 0o2000) bits[5] = bits[5] === 'x' ? 's' : 'S';
+  if (mode & 0o1000) bits[8] = bits[8] === 'x' ? 't' : 'T';
+  return (t ?? '-') + bits.join('');
+}
+
+/** One line of `ls --files` (fixed columns: the listing is printed as it is read). Pure. */
+export function fileLine(e: FileEntry): string {
+  const link = e.type === 'symlink' ? ` -> ${e.linkname}` : e.type === 'link' ? ` link to ${e.linkname}` : '';
+  return `${modeString(e.type, e.mode)}  ${`${e.uid}/${e.gid}`.padEnd(11)} ${String(e.size).padStart(12)}  ${shortTime(e.mtime.toISOString())}  ${e.name}:${e.path}${link}\n`;
+}
+
+export function fileJson(e: FileEntry) {
+  return {
+    source: e.source,
+    name: e.name,
+    path: e.path,
+    type: e.type,
+    size: e.size,
+    mode: e.mode.toString(8).padStart(4, '0'),
+    uid: e.uid,
+    gid: e.gid,
+    mtime: e.mtime.toISOString(),
+    ...(e.linkname !== undefined ? { linkname: e.linkname } : {}),
+    ...(e.sparse ? { sparse: true } : {}),
+  };
+}
+
+/** Write and wait while the stream is full (a listing of millions of files stays flat in memory). */
+async function put(out: NodeJS.WritableStream, text: string): Promise<void> {
+  if (!out.write(text)) await new Promise((r) => out.once('drain', r));
+}
+
+async function lsFiles(bundle: string, flags: { volume?: string; trust?: string }, json: boolean, deps: Deps) {
+  const trust = await loadTrust(flags.trust);
+  const transport = readTarget(bundle, deps.stores);
+  const files: ReturnType<typeof fileJson>[] = [];
+  const out = deps.io.stdout;
+  try {
+    const res = await listFiles(
+      transport,
+      { passphrase: await deps.passphrase(), signal: deps.signal, ...(trust ? { trust } : {}) },
+      (e) => (json ? void files.push(fileJson(e)) : put(out, fileLine(e))),
+      flags.volume ? { volume: flags.volume } : {},
+    );
+    if (json) deps.emit('ls', { ok: true, bundle: res.location, files });
+  } finally {
+    await transport.close().catch(() => {});
+  }
+}
+
 export function lsCommand(program: Command, deps: Deps): Command {
   return new Command('ls')
-    .description('List the bundles in a store (a directory), from their manifests alone')
-    .argument('<store>', 'a directory that backups are written to, ssh://[user@]host[:port]/dir, or restic:<repo>')
+    .description(
+      'List the bundles in a store (a directory), from their manifests alone; with --files, the files in a bundle',
+    )
+    .argument(
+      '<store>',
+      'a directory that backups are written to, ssh://[user@]host[:port]/dir, s3://bucket/prefix, or restic:<repo>; with --files, a bundle',
+    )
+    .option('--files', "list the files in the bundle's volumes and bind mounts (path, size, mode, owner, mtime)")
+    .option('--volume <name>', 'with --files: only this volume')
     .option(
       '--trust <allowed_signers>',
       'name each signer by its principals in this allowed_signers file (else FERRY_TRUST)',
@@ -77,11 +144,29 @@ is checked by ferry verify and restore --trust).
 
 Examples:
   ferry ls /backups
-  ferry --json ls /backups | jq -r '.bundles[-1].bundle'     # the newest bundle`,
+  ferry --json ls /backups | jq -r '.bundles[-1].bundle'     # the newest bundle
+  ferry ls /backups/ferry-web-20261123T021500Z.tar --files --volume web-data
+  ferry --json ls s3://backups/ferry/web.tar --files | jq -r '.files[] | select(.size > 1e9) | .path'
+
+With --files, the bundle is read once, start to end (decrypted and decompressed as it passes,
+nothing kept): each line is printed as it is read, and the run fails (exit 7) if the bundle
+turns out damaged. Paths are from the volume's root; a bind mount is named <container>:<path>.`,
     )
-    .action(async (store: string, flags: { trust?: string }) => {
+    .action(async (store: string, flags: { trust?: string; files?: boolean; volume?: string }) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
+      if (flags.volume && !flags.files)
+        throw new UsageError('--volume goes with --files', 'ferry ls <bundle> --files --volume <name>');
+      if (flags.files) {
+        if (isResticLocation(store))
+          throw new UsageError(
+            'ls --files reads a bundle file; a restic snapshot keeps its files in restic',
+            'restic ls <snapshot>',
+          );
+        await lsFiles(store, flags, !!g.json, deps);
+        setExit(program, 0);
+        return;
+      }
       if (isResticLocation(store)) {
         await lsRestic(store, !!g.json, deps); // ferry's snapshots, by host and container set
         setExit(program, 0);

@@ -33,8 +33,8 @@ export function restoreCommand(program: Command, deps: Deps): Command {
     .option('--name <name>', 'restore the (single) container under another name')
     .addOption(
       new Option(
-        '--only <container>',
-        'restore only this container of the bundle, with the volumes and networks it uses (repeatable)',
+        '--only <container|volume:name>',
+        'restore only this container of the bundle, with the volumes and networks it uses; volume:<name>: only that volume, no container (repeatable)',
       ).argParser(collect),
     )
     .option('--no-start', 'create the containers but do not start them')
@@ -63,6 +63,7 @@ Examples:
   ferry restore web.tar --name web-copy --no-start
   ferry restore web.tar --dry-run
   ferry restore stack.tar --only db --on-conflict replace
+  ferry restore web.tar --only volume:web-data --map-volume web-data=web-data-copy
   ferry restore web.tar --map-bind /srv/web=/mnt/disk2/web --map-port 8080=18080
   ssh host 'cat web.tar' | ferry restore -`,
     )
@@ -143,6 +144,9 @@ Examples:
               `the restore would be refused (exit 12): allow with --allow ${allowFor(refused)}, or restore a bundle signed by a trusted key (--trust)\n`,
             );
         } else if (!g.quiet) {
+          if (!res.containers.length)
+            for (const v of res.plan.volumes)
+              out.write(`restored volume ${v.to}${v.to !== v.from ? ` (from ${v.from})` : ''}\n`);
           for (const c of res.containers)
             out.write(
               `restored ${c.name} (${c.id.slice(0, 12)})${c.exitCode !== undefined ? `, started but exited (code ${c.exitCode})` : c.started ? ', running' : ', created'}\n`,
