@@ -89,7 +89,7 @@ Examples:
       }
       const trust = await loadTrust(flags.trust);
       const st = openStore(store, deps.stores);
-      const entries = await new Catalog(st, await deps.passphrase()).list();
+      const entries = await new Catalog(st, await deps.passphrase(), await deps.identities()).list();
       if (g.json)
         deps.emit('ls', {
           ok: true,

@@ -157,6 +157,7 @@ Examples:
             progress,
             signal: deps.signal,
             passphrase: await deps.passphrase(),
+            identities: await deps.identities(),
             ...(trust ? { trust } : {}),
           });
         } finally {
@@ -207,6 +208,7 @@ Examples:
           progress,
           signal: deps.signal,
           passphrase: await deps.passphrase(),
+          identities: await deps.identities(),
           ...(trust ? { trust } : {}),
         });
       } finally {
