@@ -199,6 +199,7 @@ export function catalogJson(e: CatalogEntry): Record<string, unknown> {
     return {
       bundle: e.bundle,
       fileBytes: e.bytes,
+      ...(e.encrypted ? { encrypted: true } : {}),
       error: {
         code: e.failure?.code ?? 'BUNDLE',
         exitCode: e.failure?.exitCode ?? 7,

@@ -44,7 +44,16 @@ export function lsTable(entries: CatalogEntry[], trust?: Trust): string {
   for (const e of entries) {
     const name = path.basename(e.bundle);
     if (e.error)
-      rows.push(['-', '-', humanBytes(e.bytes), '-', '-', '-', '-', `${name}  ${UNREADABLE_MARK}: ${e.error}`]);
+      rows.push([
+        '-',
+        '-',
+        humanBytes(e.bytes),
+        '-',
+        '-',
+        e.encrypted ? 'yes' : '-',
+        '-',
+        `${name}  ${UNREADABLE_MARK}: ${e.error}`,
+      ]);
     else
       rows.push([
         shortTime(e.created),
