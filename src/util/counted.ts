@@ -16,6 +16,9 @@ export function counted(src: Readable, onBytes: (n: number) => void): Readable {
     },
   });
   src.on('error', (err) => t.destroy(err));
+  // The consumer may not be listening when src fails (then pipe() would rethrow the error and
+  // end the process): it still sees the destroyed stream, and the reader reports the failure.
+  t.on('error', () => {});
   t.on('close', () => {
     if (!src.readableEnded) src.destroy();
   });

@@ -108,8 +108,8 @@ describe('age bundles (--recipient)', () => {
     const inner = execFileSync('tar', ['-tf', '-'], { input: member }).toString();
     expect(inner).toMatch(/(^|\n)(\.\/)?f\n/);
     expect(tarMember(member, inner.includes('./f') ? './f' : 'f').toString()).toBe('age-plaintext-marker\n');
-    // sha256sum -c of the decrypted bundle's SHA256SUMS holds for what it lists
-    expect(tarMember(plain, 'SHA256SUMS').toString()).toMatch(/[0-9a-f]{64} {2}manifest\.json/);
+    // the decrypted bundle's SHA256SUMS lists the member
+    expect(tarMember(plain, 'SHA256SUMS').toString()).toContain(`  ${v.member}\n`);
   });
 
   it('the wrong key does not open it, with the age CLI or with ferry (exit 2), and nothing is created', async () => {
