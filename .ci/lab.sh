@@ -28,6 +28,7 @@ command -v pkill >/dev/null 2>&1 || need_pkgs="$need_pkgs procps"
 command -v podman >/dev/null 2>&1 || need_pkgs="$need_pkgs podman"
 command -v docker-compose >/dev/null 2>&1 || need_pkgs="$need_pkgs docker-compose"
 command -v restic >/dev/null 2>&1 || need_pkgs="$need_pkgs restic" # restic repositories as stores (issue 24)
+command -v age >/dev/null 2>&1 || need_pkgs="$need_pkgs age" # age CLI: encrypted bundles open without ferry (issue 26)
 if [ -n "$need_pkgs" ]; then
   log "installing$need_pkgs"
   apt-get update -q >/dev/null

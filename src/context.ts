@@ -29,6 +29,8 @@ export interface RunContext {
   signal: AbortSignal;
   /** Passphrase for encrypted bundles (FERRY_PASSPHRASE or --passphrase-file; never an argument). */
   passphrase?: string;
+  /** age identities (AGE-SECRET-KEY-1...) for bundles encrypted to recipients (--identity, FERRY_AGE_IDENTITY). */
+  identities?: string[];
   /** --trust / FERRY_TRUST: bundles read must be signed by a key this allows (bundle/trust.ts). */
   trust?: Trust;
   /**

@@ -289,7 +289,11 @@ async function checkMember(
 export async function verifyStream(stream: Readable, location: string, ctx: RunContext): Promise<VerifyReport> {
   let reader: BundleReader;
   try {
-    reader = await BundleReader.open(stream, location, { passphrase: ctx.passphrase, trust: ctx.trust });
+    reader = await BundleReader.open(stream, location, {
+      passphrase: ctx.passphrase,
+      identities: ctx.identities,
+      trust: ctx.trust,
+    });
   } catch (err) {
     if (!(err instanceof BundleError)) throw err;
     return {

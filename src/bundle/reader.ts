@@ -11,7 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar-stream';
 import { BundleError, FerryError, TrustError } from '../errors.js';
 import { decompressor } from './codec.js';
-import { DecryptStream, type EncHeader } from './crypto.js';
+import { openEnvelope, type Encryption } from './envelope.js';
 import { SizeLimit } from './limit.js';
 import {
   MANIFEST_MEMBER,
@@ -75,7 +75,7 @@ async function readSmall(e: Entry, member: string): Promise<Buffer> {
 export class BundleReader {
   private trailerValue?: Trailer;
   /** The encryption header of an encrypted bundle (undefined for a plain one). */
-  encryption?: EncHeader;
+  encryption?: Encryption;
   /** The first problem found in the bundle itself, if any: what a failed consumer should report. */
   failure?: BundleError;
   /** The trailer as read, before it was checked (set even when a check fails): for `ferry verify`. */
@@ -102,15 +102,23 @@ export class BundleReader {
   static async open(
     src: Readable,
     location: string,
-    opts: { passphrase?: string; trust?: Trust } = {},
+    opts: { passphrase?: string; identities?: string[]; trust?: Trust } = {},
   ): Promise<BundleReader> {
     const extract = tar.extract();
-    // Encrypted bundles are decrypted on the way; plain ones pass through untouched.
-    const dec = new DecryptStream(opts.passphrase, location, true);
-    src.on('error', (err) => dec.destroy(err));
+    // Encrypted bundles (age, or ferry's own format) are decrypted on the way; plain ones pass through untouched.
+    let env: Awaited<ReturnType<typeof openEnvelope>>;
+    try {
+      env = await openEnvelope(src, location, { passphrase: opts.passphrase, identities: opts.identities });
+    } catch (err) {
+      src.destroy();
+      if (err instanceof FerryError) throw err;
+      throw new BundleError(`${location} cannot be read: ${(err as Error).message}`, { cause: err });
+    }
+    const dec = env.stream;
+    if (dec !== src) src.on('error', (err) => dec.destroy(err));
     dec.on('error', (err) => extract.destroy(err));
     extract.on('error', () => {}); // surfaced through the iterator
-    src.pipe(dec).pipe(extract);
+    dec.pipe(extract);
     const it = extract[Symbol.asyncIterator]() as AsyncIterator<Entry>;
     const next = async (): Promise<Entry | undefined> => {
       let r: IteratorResult<Entry>;
@@ -134,7 +142,6 @@ export class BundleReader {
       return e;
     };
     const destroy = (err?: Error) => {
-      src.unpipe(dec);
       dec.unpipe(extract);
       extract.destroy(err);
       dec.destroy();
@@ -145,7 +152,7 @@ export class BundleReader {
       first = await next();
     } catch (err) {
       destroy();
-      if (err instanceof BundleError && !dec.header)
+      if (err instanceof BundleError && !env.encryption())
         throw new BundleError(`${location} is not a ferry bundle (not a tar archive)`, {
           cause: err,
           hint: 'check the path',
@@ -172,7 +179,7 @@ export class BundleReader {
       throw asBundleError(err, location);
     }
     const reader = new BundleReader(manifest, location, next, destroy);
-    reader.encryption = dec.header;
+    reader.encryption = env.encryption();
     reader.manifestSha = manifestSha;
     reader.trust = opts.trust;
     if (opts.trust) {

@@ -13,6 +13,7 @@ import {
   UsageError,
   type StopSignal,
 } from '../errors.js';
+import { parseIdentities } from '../bundle/age.js';
 import { COMMAND_NAMES, createProgram, type Deps } from './program.js';
 import { commandOf, envelope, errorJson } from './json.js';
 import { rendered } from './render.js';
@@ -133,6 +134,25 @@ export async function main(
     }
     return process.env.FERRY_PASSPHRASE || undefined;
   };
+  // age identities: --identity <file> (also FERRY_IDENTITY, config `identity`), else
+  // FERRY_AGE_IDENTITY (an identity file, or an AGE-SECRET-KEY-1... itself).
+  const identities = async (): Promise<string[] | undefined> => {
+    const file = program?.opts<{ identity?: string }>().identity;
+    const env = process.env.FERRY_AGE_IDENTITY?.trim();
+    if (!file && env?.startsWith('AGE-SECRET-KEY-1')) return parseIdentities(env, 'FERRY_AGE_IDENTITY');
+    const from = file ?? env;
+    if (!from) return undefined;
+    let text: string;
+    try {
+      text = await readFile(from, 'utf8');
+    } catch (err) {
+      throw new UsageError(
+        `cannot read the identity file ${from}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        file ? 'check --identity' : 'check FERRY_AGE_IDENTITY',
+      );
+    }
+    return parseIdentities(text, from);
+  };
   const command = commandOf(argv, [...COMMAND_NAMES]);
   if (json && (argv.includes('--version') || argv.includes('-V'))) {
     emit('version', { ok: true, version: VERSION, node: process.versions.node });
@@ -153,6 +173,7 @@ export async function main(
         },
       },
       passphrase,
+      identities,
       hostAccess,
       ...(debug ? { debug } : {}),
     });

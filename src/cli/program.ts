@@ -36,6 +36,8 @@ export interface Deps {
   stores: StoreDeps;
   /** The passphrase for encrypted bundles: --passphrase-file, else FERRY_PASSPHRASE, else none. */
   passphrase(): Promise<string | undefined>;
+  /** age identities for bundles encrypted to recipients: --identity, else FERRY_AGE_IDENTITY, else none. */
+  identities(): Promise<string[] | undefined>;
   /** What each engine's host offers the data fast paths, with the run's FERRY_HOST_* switches (once per engine). */
   hostAccess(engine: Engine): Promise<HostAccess>;
   /** The debug channel (--debug, FERRY_DEBUG=1); absent when off. */
@@ -62,7 +64,8 @@ export const EXIT_HELP = `
 Exit codes:
   0    success
   1    internal error (a bug in ferry; the stack trace is printed)
-  2    usage error (bad option or argument), missing or wrong passphrase
+  2    usage error (bad option or argument), missing or wrong passphrase,
+       no age identity given or none matching the bundle's recipients
   3    partial: some containers were backed up, some failed
   4    the Docker engine could not be reached or refused a request
   5    a container, image, volume, bundle, store (-o directory) or bucket was not
@@ -106,6 +109,10 @@ export function createProgram(deps: Deps): Command {
     .option(
       '--passphrase-file <file>',
       'file holding the passphrase of encrypted bundles (else FERRY_PASSPHRASE; never on the command line)',
+    )
+    .option(
+      '--identity <file>',
+      'age identity file (age-keygen) that opens bundles encrypted to its recipient (else FERRY_AGE_IDENTITY)',
     )
     .option(
       '--ssh-accept-new',

@@ -106,7 +106,7 @@ export async function prune(where: string, opts: PruneOptions, ctx: RunContext &
         onWait: opts.lock.onWait ?? ((m) => ctx.progress.info(m)),
       });
   try {
-    const entries = await new Catalog(store, ctx.passphrase).list();
+    const entries = await new Catalog(store, ctx.passphrase, ctx.identities).list();
     const names = new Map(entries.map((e) => [e.bundle, e.name]));
     const plan = planPrune(entries, opts.policy);
     const result: PruneResult = {

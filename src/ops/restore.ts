@@ -280,6 +280,7 @@ export async function checkSignedBeforeRestoring(transport: Transport, ctx: RunC
   try {
     const r = await BundleReader.open(abortable(again.stream, signal), again.location, {
       passphrase: ctx.passphrase,
+      identities: ctx.identities,
       trust: ctx.trust,
     });
     for await (const m of r.members()) m.stream.resume();
@@ -323,6 +324,7 @@ export async function restore(
   const src = await transport.openBundle();
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location, {
     passphrase: ctx.passphrase,
+    identities: ctx.identities,
     trust: ctx.trust,
   });
   for (const d of engine.differences()) progress.info(d);

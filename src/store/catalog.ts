@@ -4,6 +4,7 @@
  * opened, the manifest parsed, the file closed), so listing a store of large bundles is quick. A
  * file that is not a readable bundle is listed with the reason, never dropped and never fatal.
  */
+import { IdentityError, readAgeHeader } from '../bundle/age.js';
 import { PassphraseError, readEncHeader } from '../bundle/crypto.js';
 import type { Readable } from 'node:stream';
 import { BundleReader } from '../bundle/reader.js';
@@ -49,12 +50,13 @@ async function encryptedFacts(stream: Readable): Promise<{ createdAt?: string; c
     for await (const c of stream) {
       chunks.push(c as Buffer);
       n += (c as Buffer).length;
-      if (n >= 8192) break;
+      if (n >= 16384) break;
     }
   } finally {
     stream.destroy();
   }
-  const h = readEncHeader(Buffer.concat(chunks, n));
+  const head = Buffer.concat(chunks, n);
+  const h = readEncHeader(head) ?? readAgeHeader(head);
   return h ? (h.meta ?? {}) : undefined;
 }
 
@@ -67,12 +69,12 @@ async function unreadableEntry(
   err: unknown,
   head: () => Promise<Readable>,
 ): Promise<CatalogEntry> {
-  const facts =
-    err instanceof PassphraseError
-      ? await head()
-          .then(encryptedFacts)
-          .catch(() => undefined)
-      : undefined;
+  const locked = err instanceof PassphraseError || err instanceof IdentityError;
+  const facts = locked
+    ? await head()
+        .then(encryptedFacts)
+        .catch(() => undefined)
+    : undefined;
   if (facts?.createdAt && facts.containers)
     return {
       ...base,
@@ -87,7 +89,7 @@ async function unreadableEntry(
     ...base,
     error: failure.message,
     failure,
-    ...(facts || err instanceof PassphraseError ? { encrypted: true } : {}),
+    ...(facts || locked ? { encrypted: true } : {}),
   };
 }
 
@@ -116,9 +118,10 @@ async function describeOpened(
   base: { bundle: string; name: string; bytes: number; mtime: string },
   open: () => Promise<Readable>,
   passphrase?: string,
+  identities?: string[],
 ): Promise<CatalogEntry> {
   try {
-    const reader = await BundleReader.open(await open(), base.bundle, { passphrase });
+    const reader = await BundleReader.open(await open(), base.bundle, { passphrase, identities });
     reader.close();
     const m = reader.manifest;
     if (reader.encryption) (m as unknown as Record<string, unknown>).encrypted = true;
@@ -156,6 +159,7 @@ export async function listCatalog(
   store: Store,
   passphrase: string | undefined = process.env.FERRY_PASSPHRASE,
   only?: NameFilter,
+  identities?: string[],
 ): Promise<CatalogEntry[]> {
   const entries: CatalogEntry[] = [];
   for (const b of await store.list()) {
@@ -166,6 +170,7 @@ export async function listCatalog(
         { bundle: b.location, name: b.name, bytes: b.size, mtime: b.mtime.toISOString() },
         open,
         passphrase,
+        identities,
       ),
     );
   }
@@ -178,11 +183,13 @@ export class Catalog {
   constructor(
     readonly store: Store,
     private readonly passphrase: string | undefined = process.env.FERRY_PASSPHRASE,
+    /** age identities (--identity, FERRY_AGE_IDENTITY) for bundles encrypted to recipients. */
+    private readonly identities?: string[],
   ) {}
 
   /** Every bundle (or those whose name `only` takes), oldest first. */
   list(only?: NameFilter): Promise<CatalogEntry[]> {
-    return listCatalog(this.store, this.passphrase, only);
+    return listCatalog(this.store, this.passphrase, only, this.identities);
   }
 }
 
@@ -192,6 +199,7 @@ export function catalogJson(e: CatalogEntry): Record<string, unknown> {
     return {
       bundle: e.bundle,
       fileBytes: e.bytes,
+      ...(e.encrypted ? { encrypted: true } : {}),
       error: {
         code: e.failure?.code ?? 'BUNDLE',
         exitCode: e.failure?.exitCode ?? 7,

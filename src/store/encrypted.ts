@@ -1,27 +1,44 @@
 /**
- * `--encrypt`: any store, with its bundles encrypted as they are written and decrypted as they are
- * read (bundle/crypto.ts). The sink cannot seek (the ciphertext of a patched header would change)
+ * `--encrypt`, `--recipient`: any store, with its bundles encrypted as they are written (age,
+ * bundle/age.ts) and decrypted as they are read (bundle/envelope.ts). The sink cannot seek (the ciphertext of a patched header would change)
  * nor rewind, so the bundle writer cuts members into parts, as on a pipe; nor can a range be read
  * without the chunks before it. Listing, removing, renaming and locking are the inner store's.
  */
-import { CHUNK, DecryptStream, newKey, sealChunk, type Keyed } from '../bundle/crypto.js';
+import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
+import { ageEncrypt, type AgeKeys, type AgeMeta, type AgeTarget } from '../bundle/age.js';
+import { openEnvelope } from '../bundle/envelope.js';
 import { UsageError } from '../errors.js';
 import type { LockOptions, StoreLock } from './lock.js';
 import type { BundleInfo, ByteRange, CreateOptions, OpenedBundle, Store, StoreCapabilities } from './store.js';
 import type { BundleSink } from './transport.js';
 
-class EncryptingSink implements BundleSink {
+/**
+ * The bundle written through age (bundle/age.ts): the plaintext goes into a pipe the encrypter
+ * reads, the ciphertext it gives is written to the inner sink as it comes. Memory: the pipe's
+ * buffer (1 MiB) and one 64 KiB chunk.
+ */
+class AgeSink implements BundleSink {
   readonly seekable = false;
   position = 0;
-  private buf: Buffer[] = [];
-  private len = 0;
-  private counter = 0n;
-  private started = false;
+  private readonly plain = new PassThrough({ highWaterMark: 1 << 20 });
+  private readonly pump: Promise<void>;
+  private failed?: Error;
 
   constructor(
     private readonly inner: BundleSink,
-    private readonly k: Keyed,
-  ) {}
+    target: AgeTarget,
+    meta: AgeMeta | undefined,
+  ) {
+    this.pump = (async () => {
+      const cipher = await ageEncrypt(this.plain, target, meta);
+      for await (const c of cipher) await this.inner.write(c as Buffer);
+    })();
+    this.pump.catch((err: Error) => {
+      this.failed = err;
+      this.plain.destroy();
+    });
+  }
 
   get location() {
     return this.inner.location;
@@ -31,22 +48,16 @@ class EncryptingSink implements BundleSink {
     return this.inner.name;
   }
 
+  private check(): void {
+    if (this.failed) throw this.failed;
+  }
+
   async write(chunk: Buffer): Promise<void> {
-    if (!this.started) {
-      this.started = true;
-      await this.inner.write(this.k.header);
-    }
+    this.check();
     this.position += chunk.length;
-    this.buf.push(chunk);
-    this.len += chunk.length;
-    // Hold at least one byte back: the last chunk must carry the final flag.
-    while (this.len > CHUNK) {
-      const all = Buffer.concat(this.buf, this.len);
-      await this.inner.write(sealChunk(this.k, this.counter++, all.subarray(0, CHUNK), false));
-      const rest = Buffer.from(all.subarray(CHUNK));
-      this.buf = [rest];
-      this.len = rest.length;
-    }
+    if (!this.plain.write(chunk))
+      await Promise.race([once(this.plain, 'drain'), this.pump.then(() => undefined)]).catch(() => undefined);
+    this.check();
   }
 
   async writeAt(): Promise<void> {
@@ -54,25 +65,31 @@ class EncryptingSink implements BundleSink {
   }
 
   async commit(): Promise<void> {
-    if (!this.started) await this.inner.write(this.k.header);
-    await this.inner.write(sealChunk(this.k, this.counter++, Buffer.concat(this.buf, this.len), true));
-    this.buf = [];
-    this.len = 0;
+    this.plain.end();
+    await this.pump;
     await this.inner.commit();
   }
 
-  abort(): Promise<void> {
+  async abort(): Promise<void> {
+    this.plain.destroy();
+    await this.pump.catch(() => undefined);
     return this.inner.abort();
   }
 }
 
-/** A store whose bundles are encrypted with a passphrase: written encrypted, read back decrypted. */
+/** How an EncryptedStore writes (a passphrase, or age recipients) and reads (a passphrase, identities). */
+export type EncryptOptions = AgeTarget & AgeKeys;
+
+/**
+ * A store whose bundles are encrypted: written as age files (to a passphrase, or to recipients),
+ * read back decrypted (age, ferry's former format, or plain).
+ */
 export class EncryptedStore implements Store {
   readonly capabilities: StoreCapabilities;
 
   constructor(
     readonly inner: Store,
-    private readonly passphrase: string,
+    private readonly keys: EncryptOptions,
   ) {
     this.capabilities = { ...inner.capabilities, seekable: false, rewindable: false, rangeReads: false };
   }
@@ -85,10 +102,13 @@ export class EncryptedStore implements Store {
     return this.inner.exists();
   }
 
-  /** `opts.meta` goes into the clear header (for `ls` and `prune` without the passphrase). */
+  /** `opts.meta` goes into the clear header when encrypting to recipients (for `ls` and `prune` without the key). */
   async create(name: string, opts: CreateOptions = {}): Promise<BundleSink> {
-    const k = await newKey(this.passphrase, opts.meta);
-    return new EncryptingSink(await this.inner.create(name, opts), k);
+    const target: AgeTarget = this.keys.recipients?.length
+      ? { recipients: this.keys.recipients }
+      : { passphrase: this.keys.passphrase };
+    const meta = opts.meta ? { createdAt: opts.meta.createdAt, containers: opts.meta.containers } : undefined;
+    return new AgeSink(await this.inner.create(name, opts), target, meta);
   }
 
   /** The plaintext (a bundle that is not encrypted passes through as it is). */
@@ -96,11 +116,12 @@ export class EncryptedStore implements Store {
     if (range)
       throw new UsageError(`${this.describe(name)}: part of an encrypted bundle cannot be read without the rest`);
     const src = await this.inner.open(name);
-    const dec = new DecryptStream(this.passphrase, src.location, true);
-    src.stream.on('error', (err) => dec.destroy(err));
-    dec.on('close', () => src.stream.destroy());
+    const env = await openEnvelope(src.stream, src.location, {
+      passphrase: this.keys.passphrase,
+      identities: this.keys.identities,
+    });
     return {
-      stream: src.stream.pipe(dec),
+      stream: env.stream,
       location: src.location,
       ...(src.size !== undefined ? { size: src.size } : {}),
     };

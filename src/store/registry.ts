@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import type { SshPool } from '../ssh/client.js';
-import { EncryptedStore } from './encrypted.js';
+import { EncryptedStore, type EncryptOptions } from './encrypted.js';
 import { LocalStore } from './local.js';
 import type { LockOptions } from './lock.js';
 import { parseS3Url, S3Store, splitS3Url, type S3Settings } from './s3.js';
@@ -29,7 +29,7 @@ export interface StoreOptions {
   /** How create() waits for the store's lock (lockable stores), e.g. --lock-timeout, SIGINT. */
   lock?: Partial<LockOptions>;
   /** Encrypt the bundles written, decrypt those read (EncryptedStore). */
-  encrypt?: { passphrase: string };
+  encrypt?: EncryptOptions;
 }
 
 export interface StoreFactory {
@@ -78,7 +78,7 @@ function lookup(url: string): StoreFactory {
 }
 
 function wrap(store: Store, opts: StoreOptions): Store {
-  return opts.encrypt ? new EncryptedStore(store, opts.encrypt.passphrase) : store;
+  return opts.encrypt ? new EncryptedStore(store, opts.encrypt) : store;
 }
 
 /** The store at a location (a directory of bundles; `-` the stream). */

@@ -5,7 +5,7 @@
  * (bin/ferry.js as a program, with its shebang's node flags).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -81,6 +81,45 @@ describe('memory and size', () => {
       rmSync(path.join(dir, `mem-${codec}.tar`));
     }
   });
+
+  it(`a 2 GiB volume encrypted with age (--recipient) and restored (--identity): peak RSS under ${RSS_BOUND_MB} MB`, async () => {
+    const c = uid('memage');
+    made.containers.push(c);
+    made.volumes.push(c);
+    const key = path.join(dir, 'age-key.txt');
+    spawnSync('age-keygen', ['-o', key], { stdio: 'ignore' });
+    const recipient = spawnSync('age-keygen', ['-y', key], { encoding: 'utf8' }).stdout.trim();
+    expect(recipient).toMatch(/^age1/);
+    docker(['run', '-d', '--name', c, '-v', `${c}:/v`, BUSYBOX, 'sleep', '100000']);
+    docker([
+      'exec',
+      c,
+      'sh',
+      '-c',
+      'dd if=/dev/urandom of=/v/a bs=1M count=1024 2>/dev/null; dd if=/dev/zero of=/v/b bs=1M count=1024 2>/dev/null',
+    ]);
+    const sum = () =>
+      docker(['run', '--rm', '-v', `${c}:/v:ro`, BUSYBOX, 'sh', '-c', 'cd /v && sha256sum a b'], {}).trim();
+    const before = sum();
+    const bundle = path.join(dir, 'mem-age.tar');
+    const b = await runMeasured(['backup', c, '-o', bundle, '--compress', 'none', '--recipient', recipient]);
+    expect(b.code, b.stderr).toBe(0);
+    const head = Buffer.alloc(22);
+    const fd = openSync(bundle, 'r');
+    readSync(fd, head, 0, 22, 0);
+    closeSync(fd);
+    expect(head.toString()).toBe('age-encryption.org/v1\n');
+    expect(b.peakMb, 'peak RSS of the encrypted backup').toBeGreaterThan(20);
+    expect(b.peakMb, 'peak RSS of the encrypted backup').toBeLessThan(RSS_BOUND_MB);
+    cleanup(ENGINE_A, { containers: [c], volumes: [c] });
+    const r = await runMeasured(['--identity', key, 'restore', bundle, '--no-start']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.peakMb, 'peak RSS of the decrypting restore').toBeGreaterThan(20);
+    expect(r.peakMb, 'peak RSS of the decrypting restore').toBeLessThan(RSS_BOUND_MB);
+    expect(sum()).toBe(before);
+    rmSync(bundle);
+    removeSnapshots([c], [ENGINE_A]);
+  }, 600_000);
 
   it(`migrates a 1 GiB volume to ssh:// with peak RSS under ${RSS_BOUND_MB} MB`, async () => {
     // The volume through GNU tar and an SSH channel for seconds (the busybox image is already on

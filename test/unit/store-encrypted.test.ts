@@ -2,7 +2,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readEncHeader } from '../../src/bundle/crypto.js';
+import { AGE_MAGIC, readAgeHeader } from '../../src/bundle/age.js';
 import { BundleError } from '../../src/errors.js';
 import { EncryptedStore } from '../../src/store/encrypted.js';
 import { openStore } from '../../src/store/registry.js';
@@ -22,7 +22,7 @@ describeStoreConformance('encrypted over local', encryptedFixture, {
 });
 
 describe('encrypted store', () => {
-  it('stores ciphertext with the clear header, and reads back the plaintext only with the passphrase', async () => {
+  it('stores an age file (scrypt), and reads back the plaintext only with the passphrase', async () => {
     const f = await encryptedFixture();
     try {
       expect(f.store).toBeInstanceOf(EncryptedStore);
@@ -31,13 +31,16 @@ describe('encrypted store', () => {
       await writeBundle(await f.store.create('e.tar', { meta }), plain);
       const raw = await fs.readFile(path.join(f.dir, 'e.tar'));
       expect(raw.includes(plain.subarray(0, 40))).toBe(false);
-      expect(readEncHeader(raw)?.meta).toEqual(meta);
+      // age: the scrypt stanza must be alone in the header, so a passphrase bundle has no clear meta
+      expect(raw.subarray(0, AGE_MAGIC.length).equals(AGE_MAGIC)).toBe(true);
+      expect(readAgeHeader(raw)).toEqual({ kind: 'passphrase' });
+      expect(raw.includes(JSON.stringify(meta.containers))).toBe(false);
       expect((await readAll((await f.store.open('e.tar')).stream)).equals(plain)).toBe(true);
       // through the plain store: the ciphertext, as written
       expect((await readAll((await openStore(f.dir).open('e.tar')).stream)).equals(raw)).toBe(true);
       // another passphrase: refused, not garbage
       const wrong = openStore(f.dir, {}, { encrypt: { passphrase: 'other' } });
-      await expect(readAll((await wrong.open('e.tar')).stream)).rejects.toThrow(/wrong passphrase/);
+      await expect((async () => readAll((await wrong.open('e.tar')).stream))()).rejects.toThrow(/wrong passphrase/);
     } finally {
       await f.cleanup();
     }

@@ -26,6 +26,8 @@ import { backupPlan, backupPlanText, filterOption, matches, type ContainerFilter
 import { composeProject, inspectRefs, referenceGroups } from '../../model/spec.js';
 import { loadSigner, SIGN_KEY_HELP } from '../signing.js';
 import { describeKey } from '../../bundle/trust.js';
+import { checkRecipient, parseRecipients } from '../../bundle/age.js';
+import { readFile } from 'node:fs/promises';
 import { choice, codecOption, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 
 interface BackupFlags extends OutputFlags {
@@ -38,6 +40,8 @@ interface BackupFlags extends OutputFlags {
   postExec?: string;
   notifyUrl?: string;
   encrypt?: boolean;
+  recipient: string[];
+  recipientsFile: string[];
   all?: boolean;
   project?: string[];
   together?: boolean;
@@ -124,7 +128,19 @@ export function backupCommand(program: Command, deps: Deps): Command {
     )
     .option(
       '--encrypt',
-      'encrypt the bundle (AES-256-GCM, key from the passphrase with scrypt): FERRY_PASSPHRASE or --passphrase-file',
+      'encrypt the bundle as an age file to a passphrase (scrypt): FERRY_PASSPHRASE or --passphrase-file; opens with `age -d`',
+    )
+    .option(
+      '--recipient <age1...>',
+      'encrypt the bundle as an age file to this public key (repeatable; implies --encrypt); restore with --identity',
+      collect,
+      [],
+    )
+    .option(
+      '--recipients-file <file>',
+      'encrypt to the age public keys listed in this file, one per line (repeatable; implies --encrypt)',
+      collect,
+      [],
     )
     .option(
       '--verify',
@@ -307,22 +323,37 @@ Examples:
         // The key is read (and an agent asked) once, before any container is touched.
         const signer = await loadSigner(flags.signKey);
         if (signer) progress.info(`bundles are signed with ${describeKey(signer.publicKey)} (${signer.source})`);
+        // age recipients, checked before any container is touched.
+        const recipients = [
+          ...flags.recipient.map((r) => checkRecipient(r.trim(), '--recipient')),
+          ...(await Promise.all(flags.recipientsFile.map(readRecipientsFile))).flat(),
+        ];
+        // Encrypted to public keys, a bundle can be read back (--verify) only with an identity.
+        const identities = recipients.length ? await deps.identities() : undefined;
+        if (recipients.length && flags.verify && !identities?.length)
+          throw new UsageError(
+            '--verify cannot read back a bundle encrypted to --recipient without an identity',
+            'drop --verify and run `ferry verify --identity <key file>` where the key is, or give --identity here (FERRY_AGE_IDENTITY)',
+          );
         const one = async (set: string[]) => {
           let passphrase: string | undefined;
-          if (flags.encrypt) {
+          if (flags.encrypt && !recipients.length) {
             passphrase = await deps.passphrase();
             if (!passphrase)
               throw new UsageError(
                 '--encrypt needs a passphrase',
-                'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line)',
+                'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line), or encrypt to a public key with --recipient',
               );
           }
+          const encrypt = recipients.length
+            ? { recipients, ...(identities ? { identities } : {}) }
+            : passphrase
+              ? { passphrase }
+              : undefined;
           // Where the store is lockable, create() waits this long for its lock while it picks a name.
           const target = writeTarget(output, deps.stores, {
             lock: { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) },
-            ...(passphrase
-              ? { encrypt: { passphrase }, meta: { createdAt: new Date().toISOString(), containers: set } }
-              : {}),
+            ...(encrypt ? { encrypt, meta: { createdAt: new Date().toISOString(), containers: set } } : {}),
           });
           const store = target.writeSide.store;
           const res = await backup(
@@ -346,7 +377,7 @@ Examples:
           let shrunk: Shrunk[] | undefined;
           if (target.intoStore) {
             try {
-              shrunk = await checkShrinkage(new Catalog(store, await deps.passphrase()), res);
+              shrunk = await checkShrinkage(new Catalog(store, await deps.passphrase(), await deps.identities()), res);
             } catch (err) {
               progress.warn(`could not compare ${res.location} with the previous bundle: ${toFerryError(err).message}`);
             }
@@ -375,6 +406,7 @@ Examples:
                 progress,
                 signal: deps.signal,
                 passphrase: await deps.passphrase(),
+                identities: await deps.identities(),
               });
               progress.done();
               if (!v.report.ok) {
@@ -513,4 +545,18 @@ Examples:
 /** A container an operator has marked to be left out of --all and --project backups (`ferry.exclude=true`). */
 export function excluded(labels: Record<string, string> | undefined): boolean {
   return /^(true|yes|1)$/i.test(labels?.['ferry.exclude'] ?? '');
+}
+
+/** The age recipients of a --recipients-file (a UsageError naming the file when it cannot be read). */
+async function readRecipientsFile(file: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(
+      `cannot read the recipients file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      'check --recipients-file',
+    );
+  }
+  return parseRecipients(text, file);
 }

@@ -154,6 +154,7 @@ Examples:
             progress,
             signal: deps.signal,
             passphrase: await deps.passphrase(),
+            identities: await deps.identities(),
             ...(trust ? { trust } : {}),
             hostAccess: deps.hostAccess,
             debug: deps.debug,

@@ -227,7 +227,10 @@ Examples:
       const transport = readTarget(bundle, deps.stores);
       try {
         const src = await transport.openBundle();
-        const reader = await BundleReader.open(src.stream, src.location, { passphrase: await deps.passphrase() });
+        const reader = await BundleReader.open(src.stream, src.location, {
+          passphrase: await deps.passphrase(),
+          identities: await deps.identities(),
+        });
         if (reader.encryption) (reader.manifest as unknown as Record<string, unknown>).encrypted = true;
         reader.close();
         if (g.json) deps.emit('inspect', inspectJson(reader.manifest, src.location, src.size, trust));

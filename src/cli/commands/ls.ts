@@ -47,7 +47,16 @@ export function lsTable(entries: CatalogEntry[], trust?: Trust): string {
   for (const e of entries) {
     const name = path.basename(e.bundle);
     if (e.error)
-      rows.push(['-', '-', humanBytes(e.bytes), '-', '-', '-', '-', `${name}  ${UNREADABLE_MARK}: ${e.error}`]);
+      rows.push([
+        '-',
+        '-',
+        humanBytes(e.bytes),
+        '-',
+        '-',
+        e.encrypted ? 'yes' : '-',
+        '-',
+        `${name}  ${UNREADABLE_MARK}: ${e.error}`,
+      ]);
     else
       rows.push([
         shortTime(e.created),
@@ -174,7 +183,7 @@ turns out damaged. Paths are from the volume's root; a bind mount is named <cont
       }
       const trust = await loadTrust(flags.trust);
       const st = openStore(store, deps.stores);
-      const entries = await new Catalog(st, await deps.passphrase()).list();
+      const entries = await new Catalog(st, await deps.passphrase(), await deps.identities()).list();
       if (g.json)
         deps.emit('ls', {
           ok: true,

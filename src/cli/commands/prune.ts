@@ -173,7 +173,13 @@ Examples:
         res = await prune(
           store,
           { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } },
-          { progress, signal: deps.signal, passphrase: await deps.passphrase(), ...deps.stores },
+          {
+            progress,
+            signal: deps.signal,
+            passphrase: await deps.passphrase(),
+            identities: await deps.identities(),
+            ...deps.stores,
+          },
         );
       } catch (err) {
         progress.done(true);

@@ -47,6 +47,8 @@ const NOT_YET = [
   ['includeBinds', '--include-binds'],
   ['together', '--together'],
   ['encrypt', '--encrypt (restic encrypts)'],
+  ['recipient', '--recipient (restic encrypts)'],
+  ['recipientsFile', '--recipients-file (restic encrypts)'],
   ['compress', '--compress (restic compresses)'],
   ['verify', '--verify (use ferry verify restic:...)'],
   ['imageMode', '--image-mode push'],
@@ -72,7 +74,13 @@ export async function backupToRestic(
   const loc = parseResticLocation(output);
   if (loc.snapshot || loc.container)
     throw new UsageError(`${output}: a backup writes a new snapshot`, `write -o restic:${loc.repo}`);
-  const given = NOT_YET.filter(([k]) => flags[k] !== undefined && flags[k] !== false && flags[k] !== 'archive');
+  const given = NOT_YET.filter(
+    ([k]) =>
+      flags[k] !== undefined &&
+      flags[k] !== false &&
+      flags[k] !== 'archive' &&
+      !(Array.isArray(flags[k]) && !(flags[k] as unknown[]).length),
+  );
   if (given.length)
     throw new UsageError(
       `${given.map(([, o]) => o).join(', ')}: not yet with a restic repository`,

@@ -158,6 +158,7 @@ Examples:
             progress,
             signal: deps.signal,
             passphrase: await deps.passphrase(),
+            identities: await deps.identities(),
             ...(trust ? { trust } : {}),
           });
         } finally {
@@ -208,6 +209,7 @@ Examples:
           progress,
           signal: deps.signal,
           passphrase: await deps.passphrase(),
+          identities: await deps.identities(),
           ...(trust ? { trust } : {}),
         });
       } finally {
