@@ -652,16 +652,16 @@ export class DockerEngine implements Engine {
 
   /** `docker load` from a stream; resolves only once the engine has finished and reported success. */
   async loadImage(src: Readable, onMessage?: (m: ProgressMessage) => void): Promise<string[]> {
-    const res = await this.call('load image', async () =>
-      readable(await this.docker.loadImage(src, { quiet: true }), 'load image'),
-    );
-    let msgs: ProgressMessage[];
-    try {
-      msgs = await followJson(res, onMessage);
-    } catch (err) {
-      src.destroy();
-      throw this.mapError(err, 'load image');
-    }
+    const msgs = await uploading(src, async (signal) => {
+      const res = await this.call('load image', async () =>
+        readable(await this.docker.loadImage(src, { quiet: true, abortSignal: signal }), 'load image'),
+      );
+      try {
+        return await followJson(res, onMessage);
+      } catch (err) {
+        throw this.mapError(err, 'load image');
+      }
+    });
     const loaded: string[] = [];
     for (const m of msgs) {
       const s = m.stream ?? '';
@@ -904,18 +904,14 @@ export class DockerEngine implements Engine {
 
   /** PUT /containers/{id}/archive: extract a tar stream at `path`. Resolves once the engine has extracted it. */
   async putArchive(id: string, path: string, src: Readable, opts: { copyUIDGID?: boolean } = {}): Promise<void> {
-    // docker-modem pipes `src` into the request; if the engine fails early we must stop the source.
-    await this.call(`write ${path} into container ${id}`, async () => {
-      try {
-        // As a string: docker-modem leaves false values out of the query.
-        const query = { path, ...(opts.copyUIDGID !== undefined ? { copyUIDGID: String(opts.copyUIDGID) } : {}) };
-        const res: unknown = await this.docker.getContainer(id).putArchive(src, query);
+    // As a string: docker-modem leaves false values out of the query.
+    const query = { path, ...(opts.copyUIDGID !== undefined ? { copyUIDGID: String(opts.copyUIDGID) } : {}) };
+    await uploading(src, (signal) =>
+      this.call(`write ${path} into container ${id}`, async () => {
+        const res: unknown = await this.docker.getContainer(id).putArchive(src, { ...query, abortSignal: signal });
         if (res instanceof Readable) res.resume();
-      } catch (err) {
-        src.destroy();
-        throw err;
-      }
-    });
+      }),
+    );
   }
 
   // ---- networks ---------------------------------------------------------------------------
@@ -1043,4 +1039,29 @@ function driverStatus(info: unknown): [string, string][] {
 function abortReason(signal: AbortSignal | undefined): Error | undefined {
   const r: unknown = signal?.reason;
   return r instanceof Error ? r : undefined;
+}
+
+/**
+ * An upload of `src` to the engine (docker-modem pipes it into the request). An error of `src`
+ * (a member that fails to decrypt or decompress), before the upload starts or during it, would
+ * leave the request open and the engine waiting for the rest: the request is aborted and `src`'s
+ * error, the cause, is what fails. If the engine fails first, `src` is stopped.
+ */
+export async function uploading<T>(src: Readable, upload: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  if (src.errored) throw src.errored;
+  const abort = new AbortController();
+  let srcError: unknown;
+  const onSrcError = (err: unknown): void => {
+    srcError ??= err;
+    abort.abort();
+  };
+  src.once('error', onSrcError);
+  try {
+    return await upload(abort.signal);
+  } catch (err) {
+    src.destroy();
+    throw srcError ?? err;
+  } finally {
+    src.off('error', onSrcError);
+  }
 }
