@@ -187,10 +187,14 @@ export const PRECOPY = {
 /**
  * Whether to send `delta` (bytes) while the source still runs, after `passes` passes whose
  * deltas were `previous` (bytes, the whole copy first): only while it is worth it and shrinking.
+ * After the whole first pass a big delta always earns a second pass: a large file written while
+ * the first pass copied it is in the delta whole, however briefly it was written, and comparing
+ * with the whole copy says nothing about whether the writes go on. From the second pass on, a
+ * delta must shrink against the one before.
  */
 export function copyAgain(passes: number, previous: number[], delta: number, policy = PRECOPY): boolean {
   if (passes >= policy.maxPasses) return false;
   if (delta <= policy.smallBytes) return false;
-  const last = previous[previous.length - 1];
-  return last === undefined || delta <= last * policy.shrink;
+  if (previous.length < 2) return true;
+  return delta <= previous[previous.length - 1]! * policy.shrink;
 }
