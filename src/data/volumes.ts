@@ -353,6 +353,8 @@ function excluding(r: DataReader, exclude: readonly string[]): DataReader {
   if (!exclude.length || r.carried.path === 'host-tar') return r;
   const filter = new ExcludeFilter(exclude);
   pipeline(r.stream, filter).catch(() => {}); // a failure destroys `filter`: its reader sees it
+  // A half-read archive GET holds the helper: the source goes at once with the filter.
+  filter.once('close', () => r.stream.destroy());
   return { ...r, stream: filter };
 }
 

@@ -13,6 +13,7 @@ import { UsageError } from '../../src/errors.js';
 import { FakeEngine } from '../helpers/engine-fake.js';
 import {
   APP_FILES,
+  listDir,
   readBundle,
   runContext,
   sourceEngine,
@@ -70,6 +71,17 @@ describe('path excludes in a backup through the engine', () => {
     expect(manifest.volumes[0]!.excludePaths).toBeUndefined();
     const entries = await untar(members.get(manifest.volumes[0]!.member)!);
     for (const f of Object.keys(APP_FILES)) expect(entries.has(`./${f}`), f).toBe(true);
+  });
+
+  it('a volume archive that breaks half-way fails the backup through the filter too: no bundle', async () => {
+    fake.addVolume('appdata', { ...APP_FILES, 'big.bin': 'x'.repeat(200_000) });
+    fake.failStream('getArchive', undefined, 3000);
+    const { ctx } = runContext();
+    await expect(
+      backup(fake, new LocalTransport(dir), { ...OPTS, excludePaths: ['README.txt'] }, ctx),
+    ).rejects.toThrow();
+    expect(await listDir(dir)).toEqual([]);
+    expect(fake.containerByName('app')!.status).toBe('running');
   });
 
   it('a label pattern ferry cannot take is a usage error before anything is paused', async () => {
