@@ -87,6 +87,8 @@ describe('backup --exclude-path, then restore', () => {
       const i = await ferry(['inspect', bundle, '--json']);
       expect(i.code, i.stderr).toBe(0);
       expect(JSON.parse(i.stdout).manifest.volumes[0].excludePaths).toEqual(['cache', 'logs/*.log']);
+      const t = await ferry(['inspect', bundle]);
+      expect(t.stdout).toContain('(without cache, logs/*.log)');
       const v = await ferry(['verify', bundle]);
       expect(v.code, v.stderr).toBe(0);
 
