@@ -70,6 +70,11 @@ export interface VolumeEntry {
   driverOpts?: Record<string, string>;
   labels?: Record<string, string>;
   member: string;
+  /**
+   * Path excludes (patterns relative to the volume's root, data/excludes.ts): what matched them
+   * was left out of the member on purpose. Absent: nothing was left out (and in older bundles).
+   */
+  excludePaths?: string[];
 }
 
 export interface BindEntry {
@@ -252,6 +257,11 @@ export function parseManifest(text: string): Manifest {
     if (!v || typeof v.name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(v.name))
       fail('a volume entry has an invalid name');
     if (!seen.has(v.member)) fail(`volume ${v.name} refers to member ${v.member}, which the bundle does not list`);
+    if (
+      v.excludePaths !== undefined &&
+      (!Array.isArray(v.excludePaths) || !v.excludePaths.every((p) => typeof p === 'string'))
+    )
+      fail(`volume ${v.name}: excludePaths is not a list of patterns`);
   }
   return man;
 }

@@ -1,6 +1,7 @@
 /** Argument parsers for commander: they throw InvalidArgumentError, which commander reports as usage errors. */
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { CODECS, hasZstd, type Codec } from '../bundle/codec.js';
+import { normalizeExclude } from '../data/excludes.js';
 
 export function choice<T extends string>(values: readonly T[]) {
   return (v: string): T => {
@@ -14,6 +15,20 @@ export function codecOption(v: string): Codec {
   if (c === 'zstd' && !hasZstd())
     throw new InvalidArgumentError('zstd needs the zstd command (apt-get install zstd); or use gzip');
   return c;
+}
+
+/** --exclude-path (backup, migrate): repeatable, each pattern checked (data/excludes.ts). */
+export function excludePathOption(): Option {
+  return new Option(
+    '--exclude-path <glob>',
+    "leave out of every volume the paths that match, relative to the volume's root: * ? [...] never match /, a directory takes its content (repeatable; also each container's ferry.exclude-paths label)",
+  ).argParser((v: string, previous: string[] | undefined) => {
+    try {
+      return [...(previous ?? []), normalizeExclude(v, '--exclude-path')];
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  });
 }
 
 /** A repeatable option: every occurrence is kept, in order. */

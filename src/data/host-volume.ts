@@ -29,6 +29,7 @@
  * the next container's creation), stalls the end of the run (docs/performance.md, Write-behind,
  * and fewer shells).
  */
+import { excludeTarArgs } from './excludes.js';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Engine, EngineFacts, VolumeInspect } from '../engine/engine.js';
@@ -130,7 +131,7 @@ export function sameDirectory(
 export const TAR_RECORD_BLOCKS = 128;
 
 /** The arguments of the GNU tar that writes a volume's archive to stdout. Pure; unit-tested. */
-export function hostTarArgs(dir: string): string[] {
+export function hostTarArgs(dir: string, exclude: readonly string[] = []): string[] {
   return [
     '--create',
     '--file=-',
@@ -147,6 +148,8 @@ export function hostTarArgs(dir: string): string[] {
     '--sparse',
     '--pax-option=delete=atime,delete=ctime,delete=mtime',
     '--warning=no-file-ignored',
+    // the volume's path excludes (excludes.ts: the same ones every other path leaves out)
+    ...excludeTarArgs(exclude),
     '.',
   ];
 }
@@ -157,8 +160,8 @@ export function hostTarArgs(dir: string): string[] {
  * 512-byte records, with --totals: its "Total bytes written" is then the archive's size to the
  * byte, end marker included, as the reader trims it (TarEndTrim). Pure; unit-tested.
  */
-export function hostTarSizeArgs(dir: string): string[] {
-  const args = hostTarArgs(dir).map((a) =>
+export function hostTarSizeArgs(dir: string, exclude: readonly string[] = []): string[] {
+  const args = hostTarArgs(dir, exclude).map((a) =>
     a === '--file=-' ? '--file=/dev/null' : a.startsWith('--blocking-factor=') ? '--blocking-factor=1' : a,
   );
   return [...args.slice(0, -1), '--totals', ...args.slice(-1)];
@@ -176,8 +179,8 @@ export function parseTarTotals(stderr: string): number | undefined {
  * without what it holds. `running`: the volume's container still runs, and an entry may be gone
  * by the time tar reaches it (the next listing finds that out). Pure; unit-tested.
  */
-export function hostDeltaTarArgs(dir: string, running: boolean): string[] {
-  const args = hostTarArgs(dir).filter((a) => a !== '.' && a !== '--sort=name');
+export function hostDeltaTarArgs(dir: string, running: boolean, exclude: readonly string[] = []): string[] {
+  const args = hostTarArgs(dir, exclude).filter((a) => a !== '.' && a !== '--sort=name');
   return [
     ...args,
     '--no-recursion',
@@ -345,6 +348,7 @@ export async function openHostVolumeReader(
   progress: Progress | undefined,
   access: HostAccess | Promise<HostAccess>,
   only?: { paths: string[]; running: boolean },
+  exclude: readonly string[] = [],
 ): Promise<HostVolumeReader | Refused> {
   const mount = spec.mounts.find((m) => m.type === 'volume' && m.source === volume);
   if (!mount) return refused('the container does not mount the volume');
@@ -356,7 +360,7 @@ export async function openHostVolumeReader(
     dir,
     () => engine.statPath(spec.sourceId, mount.destination),
     'exec tar "$@"',
-    only ? hostDeltaTarArgs(dir, only.running) : hostTarArgs(dir),
+    only ? hostDeltaTarArgs(dir, only.running, exclude) : hostTarArgs(dir, exclude),
     !!only?.running,
   );
   if (!child) return refused(NOT_THE_ENGINES);
@@ -412,6 +416,7 @@ export async function hostVolumeArchiveSize(
   spec: { sourceId: string; mounts: { type: string; source?: string; destination: string }[] },
   volume: string,
   access: HostAccess | Promise<HostAccess>,
+  exclude: readonly string[] = [],
 ): Promise<number | undefined> {
   try {
     const mount = spec.mounts.find((m) => m.type === 'volume' && m.source === volume);
@@ -423,7 +428,7 @@ export async function hostVolumeArchiveSize(
       at.dir,
       () => engine.statPath(spec.sourceId, mount.destination),
       'exec tar "$@"',
-      hostTarSizeArgs(at.dir),
+      hostTarSizeArgs(at.dir, exclude),
     );
     if (!child) return undefined;
     child.stdin.end();

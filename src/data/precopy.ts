@@ -15,6 +15,7 @@ import type { Engine } from '../engine/engine.js';
 import type { Progress } from '../context.js';
 import { checkAborted } from '../context.js';
 import { copyAgain, diffListings, type Delta, type Listing } from './delta.js';
+import { excludeMatcher } from './excludes.js';
 import { hostVolumeReachable, listHostVolume, openHostVolumeReader } from './host-volume.js';
 import { applyVolumeDelta } from './volumes.js';
 import { isRefused, refused, type Carried, type Refused, type Routing } from './paths.js';
@@ -61,6 +62,8 @@ export interface PrecopyArgs {
   progress: Progress;
   via: { source: Routing; target: Routing };
   signal: AbortSignal;
+  /** The volume's path excludes (excludes.ts): never listed, so never sent nor removed on the target. */
+  exclude?: readonly string[];
 }
 
 /** Why the volume cannot be pre-copied (undefined: it can). */
@@ -82,7 +85,9 @@ function seenOn(a: PrecopyArgs) {
 async function list(a: PrecopyArgs, running: boolean): Promise<Listing> {
   const l = await listHostVolume(a.source, a.volume, seenOn(a), a.via.source.access, running);
   if (isRefused(l)) throw notThere(a, l);
-  return l;
+  if (!a.exclude?.length) return l;
+  const excluded = excludeMatcher(a.exclude);
+  return { ...l, entries: new Map([...l.entries].filter(([p]) => !excluded(p))) };
 }
 
 function notThere(a: PrecopyArgs, r: Refused): IoError {
@@ -96,10 +101,15 @@ async function send(a: PrecopyArgs, delta: Delta, running: boolean, label: strin
   let bytes = 0;
   let reader: { stream: Readable; done: () => Promise<void> } | undefined;
   if (delta.send.length) {
-    const r = await openHostVolumeReader(a.source, a.spec, a.volume, a.progress, a.via.source.access, {
-      paths: delta.send,
-      running,
-    });
+    const r = await openHostVolumeReader(
+      a.source,
+      a.spec,
+      a.volume,
+      a.progress,
+      a.via.source.access,
+      { paths: delta.send, running },
+      a.exclude,
+    );
     if (isRefused(r)) throw notThere(a, r);
     const counted = new Transform({
       highWaterMark: 1 << 20,

@@ -372,8 +372,9 @@ export async function shipVolume(
   targetVolume: string,
   progress: Progress,
   via: { source: Routing; target: Routing },
+  exclude: readonly string[] = [],
 ): Promise<{ bytes: number; read: Carried; written: Carried }> {
-  const r = await openContainerVolumeReader(source, sourceSpec, volume, progress, via.source);
+  const r = await openContainerVolumeReader(source, sourceSpec, volume, progress, via.source, exclude);
   let bytes = 0;
   let written: Carried;
   try {

@@ -29,6 +29,7 @@ import {
   type HostWrite,
 } from './host-volume.js';
 import { EscapingLinks, escapingLinksTar } from './tar-links.js';
+import { ExcludeFilter } from './excludes.js';
 import {
   ENGINE_ONLY,
   firstOpen,
@@ -315,9 +316,12 @@ export async function volumeSizeHint(
   spec: { sourceId: string; mounts: { type: string; source?: string; destination: string }[] },
   volume: string,
   via: Routing,
+  exclude: readonly string[] = [],
 ): Promise<number | undefined> {
   try {
-    return (await hostVolumeArchiveSize(engine, spec, volume, via.access)) ?? (await engine.volumeSize(volume));
+    return (
+      (await hostVolumeArchiveSize(engine, spec, volume, via.access, exclude)) ?? (await engine.volumeSize(volume))
+    );
   } catch {
     return undefined;
   }
@@ -327,7 +331,8 @@ export async function volumeSizeHint(
  * A volume of a (quiesced) container, read from that container itself where inPlaceVolumePath
  * allows it (no helper to create and remove per volume: docs/performance.md, No helper where
  * none is needed), else from a holder. Podman's archive endpoint loses owners: there it is always
- * the holder (and its tar).
+ * the holder (and its tar). `exclude`: the volume's path excludes (excludes.ts), left out by GNU
+ * tar on the host, else by an ExcludeFilter on what the engine gives.
  */
 export async function openContainerVolumeReader(
   engine: Engine,
@@ -335,12 +340,37 @@ export async function openContainerVolumeReader(
   volume: string,
   progress: Progress | undefined,
   via: Routing,
+  exclude: readonly string[] = [],
+): Promise<DataReader> {
+  return excluding(await openContainerVolume(engine, spec, volume, progress, via, exclude), exclude);
+}
+
+/**
+ * `r` without what `exclude` names: the host's tar already left it out; any other path's archive
+ * goes through an ExcludeFilter (destroying the stream returned destroys `r`'s).
+ */
+function excluding(r: DataReader, exclude: readonly string[]): DataReader {
+  if (!exclude.length || r.carried.path === 'host-tar') return r;
+  const filter = new ExcludeFilter(exclude);
+  pipeline(r.stream, filter).catch(() => {}); // a failure destroys `filter`: its reader sees it
+  // A half-read archive GET holds the helper: the source goes at once with the filter.
+  filter.once('close', () => r.stream.destroy());
+  return { ...r, stream: filter };
+}
+
+async function openContainerVolume(
+  engine: Engine,
+  spec: Parameters<typeof inPlaceVolumePath>[0] & { sourceId: string; baseImage: { id: string } },
+  volume: string,
+  progress: Progress | undefined,
+  via: Routing,
+  exclude: readonly string[],
 ): Promise<DataReader> {
   const what = `read volume ${volume} on ${engine.facts.endpoint}`;
   const fromHost: PathOption<{ stream: Readable; done: () => Promise<void> }> = {
     path: 'host-tar',
     open: async () => {
-      const host = await openHostVolumeReader(engine, spec, volume, progress, via.access);
+      const host = await openHostVolumeReader(engine, spec, volume, progress, via.access, undefined, exclude);
       if (!isRefused(host)) progress?.info(`volume ${volume}: read from ${host.dir} on ${host.where}`);
       return host;
     },

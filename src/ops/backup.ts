@@ -73,6 +73,11 @@ export interface BackupOptions {
   together?: boolean;
   /** Sign the bundle (--sign-key): SHA256SUMS.sig, docs/format.md. */
   signer?: Signer;
+  /**
+   * --exclude-path: patterns (data/excludes.ts) left out of every volume, besides each
+   * container's `ferry.exclude-paths` label; recorded per volume in the manifest.
+   */
+  excludePaths?: string[];
 }
 
 export interface BackupResult {
@@ -153,6 +158,7 @@ export async function backup(
     imageCodec: imageCodec(opts.codec),
     includeBinds: opts.includeBinds,
     ...(registry ? { registry } : {}),
+    ...(opts.excludePaths?.length ? { excludePaths: opts.excludePaths } : {}),
   });
   const { containers, volumes } = manifest;
 
@@ -241,8 +247,8 @@ export async function backup(
             what: `volume ${v.name}`,
             member: v.member,
             volume: v.name,
-            open: () => openContainerVolumeReader(engine, c.spec, v.name, progress, via),
-            size: () => volumeSizeHint(engine, c.spec, v.name, via),
+            open: () => openContainerVolumeReader(engine, c.spec, v.name, progress, via, v.excludePaths),
+            size: () => volumeSizeHint(engine, c.spec, v.name, via, v.excludePaths),
           });
         for (const b of entry.binds)
           sources.push({

@@ -12,6 +12,7 @@ import type { RunContext } from '../context.js';
 import type { DataPath } from '../data/paths.js';
 import { routing } from '../data/paths.js';
 import { volumeSizeHint } from '../data/volumes.js';
+import { volumeExcludes } from '../data/excludes.js';
 import { checkRemap, remapNetwork, remapVolume } from '../plan/remap.js';
 import { captureContainer, containerQuiesce, type Captured } from './steps/capture.js';
 import { freeName } from './steps/recreate.js';
@@ -136,7 +137,13 @@ export async function planMigrate(
         ? await freeName(onTarget.name, async (n) => !!(await target.inspectVolume(n)))
         : onTarget.name;
     const user = captured.find((c) => c.volumes.some((x) => x.name === v.name))!;
-    const size = await volumeSizeHint(source, user.spec, v.name, via);
+    const size = await volumeSizeHint(
+      source,
+      user.spec,
+      v.name,
+      via,
+      volumeExcludes(opts.excludePaths, user.volumes.find((x) => x.name === v.name)?.excludePaths),
+    );
     if (size !== undefined) plan.volumeBytes += size;
     plan.volumes.push({
       name: v.name,

@@ -38,6 +38,7 @@ import { portClaims, portsOverlap, type PortClaim } from './steps/startable.js';
 import { checkConflicts, preflight } from './steps/preflight.js';
 import { freeName, Recreation, type OnConflict, type ToCreate } from './steps/recreate.js';
 import { shipImage, shipVolume } from '../data/ship.js';
+import { volumeExcludes } from '../data/excludes.js';
 import { recoverDeadRuns } from './steps/recover.js';
 import { isRefused, routing, type DataPaths, type Routing } from '../data/paths.js';
 import { finishVolume, precopyVolume, type PrecopyArgs, type Precopied } from '../data/precopy.js';
@@ -57,6 +58,8 @@ export interface MigrateOptions {
   remap?: Remap;
   /** Copy each volume while its container runs, then only what changed once it is frozen (default true; --no-precopy). */
   precopy?: boolean;
+  /** --exclude-path: left out of every volume (data/excludes.ts), besides each container's ferry.exclude-paths label. */
+  excludePaths?: string[];
 }
 
 export interface MigrateResult {
@@ -335,6 +338,7 @@ async function shipOne(
         source,
         spec: c.spec,
         volume: v.name,
+        exclude: volumeExcludes(opts.excludePaths, v.excludePaths),
         target,
         holder: run.holder,
         fill: t.fill,
@@ -393,7 +397,17 @@ async function shipOne(
         continue;
       }
       progress.step(`volume ${v.name} -> ${fill} on ${target.facts.endpoint}`);
-      const shipped = await shipVolume(source, c.spec, v.name, target, run.holder, fill, progress, via);
+      const shipped = await shipVolume(
+        source,
+        c.spec,
+        v.name,
+        target,
+        run.holder,
+        fill,
+        progress,
+        via,
+        volumeExcludes(opts.excludePaths, v.excludePaths),
+      );
       result.volumeBytes += shipped.bytes;
       result.volumes.push(name);
       const why = notPre.get(v.name);

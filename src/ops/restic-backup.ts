@@ -69,6 +69,8 @@ export interface ResticBackupOptions {
   consistency?: Consistency;
   stopTimeout?: number;
   wait?: number;
+  /** --exclude-path: left out of every volume (besides each container's ferry.exclude-paths label). */
+  excludePaths?: string[];
 }
 
 export interface ResticBackupResult {
@@ -158,7 +160,12 @@ export async function resticBackup(
   warnUncopiedBinds(captured, progress, 'a restic backup does not copy bind data yet');
 
   // The manifest, as a bundle's: every member uncompressed (restic compresses).
-  const manifest = planBundle(engine, set, when, { codec: 'none', imageCodec: 'none', includeBinds: false });
+  const manifest = planBundle(engine, set, when, {
+    codec: 'none',
+    imageCodec: 'none',
+    includeBinds: false,
+    ...(opts.excludePaths?.length ? { excludePaths: opts.excludePaths } : {}),
+  });
   const { containers, volumes } = manifest;
 
   // The previous snapshot of the same containers from this host: restic compares with it.
@@ -204,7 +211,10 @@ export async function resticBackup(
       s.catch(() => {});
       staging.push(s);
       for (const v of volumesToRead(entry, volumes, read)) {
-        const tree = await volumeTreeDir(engine, c.spec, v.name, via.access);
+        // A volume with path excludes is read as an archive: the excludes are left out there (excludes.ts).
+        const tree = v.excludePaths?.length
+          ? { refused: 'it has path excludes' }
+          : await volumeTreeDir(engine, c.spec, v.name, via.access);
         if ('dir' in tree) {
           const p = memberPath(v.member, 'tree');
           await mkdir(path.join(stage, p), { recursive: true });
@@ -215,7 +225,7 @@ export async function resticBackup(
           continue;
         }
         progress.step(`volume ${v.name} -> ${v.member} (${tree.refused})`);
-        const r = await openContainerVolumeReader(engine, c.spec, v.name, progress, via);
+        const r = await openContainerVolumeReader(engine, c.spec, v.name, progress, via, v.excludePaths);
         try {
           await pipeline(abortable(r.stream, signal), createWriteStream(path.join(stage, v.member)));
         } finally {

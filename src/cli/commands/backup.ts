@@ -28,7 +28,7 @@ import { loadSigner, SIGN_KEY_HELP } from '../signing.js';
 import { describeKey } from '../../bundle/trust.js';
 import { checkRecipient, parseRecipients } from '../../bundle/age.js';
 import { readFile } from 'node:fs/promises';
-import { choice, codecOption, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
+import { choice, codecOption, collect, excludePathOption, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
 
 interface BackupFlags extends OutputFlags {
   output?: string;
@@ -54,6 +54,7 @@ interface BackupFlags extends OutputFlags {
   registry?: string;
   registryAuthFile?: string;
   signKey?: string;
+  excludePath?: string[];
 }
 
 export function backupCommand(program: Command, deps: Deps): Command {
@@ -136,6 +137,7 @@ export function backupCommand(program: Command, deps: Deps): Command {
       collect,
       [],
     )
+    .addOption(excludePathOption())
     .option(
       '--recipients-file <file>',
       'encrypt to the age public keys listed in this file, one per line (repeatable; implies --encrypt)',
@@ -370,6 +372,7 @@ Examples:
               hooks: { pre: flags.preExec, post: flags.postExec },
               together: !!flags.together,
               ...(signer ? { signer } : {}),
+              ...(flags.excludePath?.length ? { excludePaths: flags.excludePath } : {}),
             },
             { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
           );

@@ -53,7 +53,8 @@ function containerLines(c: ContainerEntry, m: Manifest): string[] {
     vols.map((v) => {
       const entry = m.volumes.find((x) => x.name === v.source);
       const name = v.anonymous ? `${(v.source ?? '').slice(0, 12)} (anonymous)` : (v.source ?? '?');
-      return `${name} -> ${v.destination}${v.readOnly ? ' (read-only)' : ''}${entry ? `, data in ${entry.member}` : ', data not in the bundle'}`;
+      const without = entry?.excludePaths?.length ? ` (without ${entry.excludePaths.join(', ')})` : '';
+      return `${name} -> ${v.destination}${v.readOnly ? ' (read-only)' : ''}${entry ? `, data in ${entry.member}${without}` : ', data not in the bundle'}`;
     }),
   );
   const binds = (s.mounts ?? []).filter((x) => x.type === 'bind');

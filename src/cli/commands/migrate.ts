@@ -7,7 +7,14 @@ import { projectContainers, type Consistency } from '../../ops/steps/capture.js'
 import type { OnConflict } from '../../ops/steps/recreate.js';
 import { setExit, type Deps } from '../program.js';
 import { createProgress, humanBytes } from '../render.js';
-import { addRemapOptions, choice, collect, STOP_TIMEOUT_HELP, stopTimeoutOption } from '../options.js';
+import {
+  addRemapOptions,
+  choice,
+  collect,
+  excludePathOption,
+  STOP_TIMEOUT_HELP,
+  stopTimeoutOption,
+} from '../options.js';
 import { UsageError } from '../../errors.js';
 import { describeRemap, parseRemap, type RemapFlags } from '../../plan/remap.js';
 
@@ -20,6 +27,7 @@ interface MigrateFlags extends RemapFlags {
   start: boolean;
   stopSource?: boolean;
   precopy: boolean;
+  excludePath?: string[];
   project?: string[];
   dryRun?: boolean;
 }
@@ -60,6 +68,7 @@ export function migrateCommand(program: Command, deps: Deps): Command {
       '--stop-source',
       'the cutover: stop each source container cleanly before its snapshot and leave it stopped (nothing written to it is left behind; with the pre-copy the downtime is what changed since it, the snapshot and the start)',
     )
+    .addOption(excludePathOption())
     .option(
       '--no-precopy',
       'copy each volume in one pass once its container is frozen, instead of copying it while it runs and then only what changed (docs/precopy.md)',
@@ -125,6 +134,7 @@ Examples:
             start: flags.start,
             stopSource: !!flags.stopSource,
             precopy: flags.precopy,
+            ...(flags.excludePath?.length ? { excludePaths: flags.excludePath } : {}),
             stopTimeout: flags.stopTimeout,
             wait: flags.wait,
             ...(remap ? { remap } : {}),

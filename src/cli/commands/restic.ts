@@ -67,6 +67,7 @@ export async function backupToRestic(
     json: boolean;
     quiet: boolean;
     signKey?: string;
+    excludePath?: string[];
   } & Partial<Record<(typeof NOT_YET)[number][0], unknown>>,
   deps: Deps,
   progress: Progress & { done(): void },
@@ -106,6 +107,7 @@ export async function backupToRestic(
         consistency: flags.consistency,
         stopTimeout: flags.stopTimeout,
         wait: flags.wait,
+        ...(flags.excludePath?.length ? { excludePaths: flags.excludePath } : {}),
       },
       { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
     );

@@ -9,6 +9,7 @@
  * The op decides what happens to the data in between: a bundle (backup.ts) or a restic snapshot
  * (restic-backup.ts).
  */
+import { volumeExcludes } from '../../data/excludes.js';
 import type { Engine } from '../../engine/engine.js';
 import {
   FORMAT,
@@ -89,6 +90,8 @@ export interface BundlePlanOptions {
   includeBinds: boolean;
   /** Registry mode: images are pushed to `<host>/<prefix>/<name>`, no image members. */
   registry?: { host: string; prefix: string };
+  /** --exclude-path: left out of every volume, before each container's own (its ferry.exclude-paths label). */
+  excludePaths?: string[];
 }
 
 /**
@@ -114,7 +117,8 @@ export function planBundle(engine: Engine, set: CaptureSet, when: Date, opts: Bu
     for (const v of c.volumes) {
       if (volumes.some((x) => x.name === v.name)) continue; // shared volume: once, with its first container
       const member = uniq('volumes', v.name, codecExtension(opts.codec));
-      volumes.push({ ...v, member });
+      const excludePaths = volumeExcludes(opts.excludePaths, v.excludePaths);
+      volumes.push({ ...v, member, ...(excludePaths.length ? { excludePaths } : {}) });
       members.push({ name: member, kind: 'volume', codec: opts.codec });
     }
     const binds: ContainerEntry['binds'] = [];

@@ -19,6 +19,7 @@ import type { Progress } from '../../context.js';
 import { ContainerHolds, QuiesceJournal } from '../../util/state.js';
 import { sleep } from '../../util/sleep.js';
 import { faultPoint } from '../../util/fault.js';
+import { labelExcludes } from '../../data/excludes.js';
 
 export type Consistency = 'pause' | 'stop' | 'none';
 
@@ -69,6 +70,8 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
 
   const volumes: Captured['volumes'] = [];
   const binds: Captured['binds'] = [];
+  // its ferry.exclude-paths label: left out of each volume it mounts (read at capture time)
+  const excludePaths = labelExcludes(spec.name, inspect.Config.Labels ?? {});
   for (const m of spec.mounts) {
     if (m.type === 'volume' && m.source) {
       const v = await engine.inspectVolume(m.source);
@@ -78,6 +81,7 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
         driver: v?.Driver ?? 'local',
         ...(v?.Options && Object.keys(v.Options).length ? { driverOpts: v.Options } : {}),
         ...(v?.Labels && Object.keys(v.Labels).length ? { labels: v.Labels } : {}),
+        ...(excludePaths.length ? { excludePaths } : {}),
       });
     } else if (m.type === 'bind' && m.source) {
       binds.push({ hostPath: m.source, destination: m.destination });
