@@ -11,6 +11,7 @@ import { migrateCommand } from './commands/migrate.js';
 import { drillCommand } from './commands/drill.js';
 import { configCommand } from './commands/config.js';
 import { cleanCommand } from './commands/clean.js';
+import { scheduleCommand } from './commands/schedule.js';
 import { catCommand } from './commands/cat.js';
 import { completionCommand } from './commands/completion.js';
 import { applyConfig } from './config.js';
@@ -56,6 +57,7 @@ export const COMMAND_NAMES = [
   'migrate',
   'drill',
   'clean',
+  'schedule',
   'config',
   'completion',
 ] as const;
@@ -141,6 +143,7 @@ export function createProgram(deps: Deps): Command {
   program.addCommand(migrateCommand(program, deps));
   program.addCommand(drillCommand(program, deps));
   program.addCommand(cleanCommand(program, deps));
+  program.addCommand(scheduleCommand(program, deps));
   program.addCommand(configCommand(program, deps));
   program.addCommand(completionCommand(program, deps));
   // Every option the command line leaves unset: from its FERRY_* variable, else the config file.

@@ -155,7 +155,7 @@ export interface Engine {
     id: string,
     repo: string,
     tag: string,
-    opts: { pause: boolean; comment?: string; labels?: Record<string, string> },
+    opts: { pause: boolean; comment?: string; author?: string; labels?: Record<string, string> },
   ): Promise<string>;
   exec(
     id: string,
@@ -489,12 +489,19 @@ export class DockerEngine implements Engine {
     id: string,
     repo: string,
     tag: string,
-    opts: { pause: boolean; comment?: string; labels?: Record<string, string> },
+    opts: { pause: boolean; comment?: string; author?: string; labels?: Record<string, string> },
   ): Promise<string> {
     const res: unknown = await this.call(`commit container ${id}`, () =>
       this.docker.getContainer(id).commit(
         rawOptions(
-          { container: id, repo, tag, pause: opts.pause, comment: opts.comment ?? 'ferry backup' },
+          {
+            container: id,
+            repo,
+            tag,
+            pause: opts.pause,
+            comment: opts.comment ?? 'ferry backup',
+            ...(opts.author ? { author: opts.author } : {}),
+          },
           // Podman refuses a commit without a JSON body, and docker-modem drops a body of `{}`.
           opts.labels ? { Labels: opts.labels } : this.quirks.commitNeedsBody ? { Labels: {} } : {},
         ),

@@ -96,6 +96,12 @@ export interface ContainerSpec {
   state: { running: boolean; paused: boolean };
   /** The image the container was created from, as the user typed it, and its id. */
   baseImage: { ref: string; id: string };
+  /**
+   * The image the container was first created from, before any ferry restore (its lineage): the
+   * config ferry diffed against. Absent in bundles of older ferry versions, and when the image
+   * could not be inspected.
+   */
+  origin?: OriginImage;
   /** Container Config fields the user set (differences from the image's config). */
   config: ContainerConfig;
   /** HostConfig fields worth recreating (engine-generated values dropped). */
@@ -106,6 +112,76 @@ export interface ContainerSpec {
 }
 
 type Json = Record<string, unknown>;
+
+/**
+ * The image a container was first created from (not a ferry snapshot): its reference as the user
+ * typed it, its id on the engine it was on, and the Config fields ferry diffs a container's
+ * against (ORIGIN_CONFIG_KEYS).
+ */
+export interface OriginImage {
+  ref: string;
+  id: string;
+  config: ContainerConfig;
+}
+
+/** The image Config fields captureSpec compares a container's with. */
+const ORIGIN_CONFIG_KEYS = [
+  'Env',
+  'Labels',
+  'Cmd',
+  'Entrypoint',
+  'ExposedPorts',
+  'Volumes',
+  'Healthcheck',
+  'User',
+  'WorkingDir',
+  'StopSignal',
+  'Shell',
+] as const;
+
+/** An image's identity and the Config fields captureSpec compares with, as an OriginImage. Pure. */
+export function originImage(ref: string, id: string, config: ContainerConfig | null | undefined): OriginImage {
+  const kept: ContainerConfig = {};
+  const from: Json = config ?? {};
+  for (const k of ORIGIN_CONFIG_KEYS) if (!isEmpty(from[k])) (kept as Json)[k] = from[k];
+  return { ref, id, config: kept };
+}
+
+/** The key of the JSON object a snapshot's Author holds (docs/format.md, Lineage). */
+const LINEAGE_KEY = 'ferry.origin-image';
+
+/**
+ * The Author a snapshot image is committed with: its container's origin image, as one line of
+ * JSON, so that the next backup of a container restored from it diffs against that image. Pure.
+ */
+export function lineageAuthor(origin: OriginImage): string {
+  return JSON.stringify({ [LINEAGE_KEY]: origin });
+}
+
+/**
+ * The origin image a snapshot's Author records (lineageAuthor); undefined for anything else (no
+ * Author, one a person wrote, a snapshot of an older ferry, a malformed one). Pure.
+ */
+export function parseLineage(author: unknown): OriginImage | undefined {
+  if (typeof author !== 'string' || !author.startsWith('{')) return undefined;
+  let o: unknown;
+  try {
+    o = (JSON.parse(author) as Json)[LINEAGE_KEY];
+  } catch {
+    return undefined;
+  }
+  if (!o || typeof o !== 'object') return undefined;
+  const { ref, id, config } = o as Json;
+  if (
+    typeof ref !== 'string' ||
+    typeof id !== 'string' ||
+    !config ||
+    typeof config !== 'object' ||
+    Array.isArray(config)
+  )
+    return undefined;
+  return originImage(ref, id, config as ContainerConfig);
+}
 
 const HOSTCONFIG_KEYS = [
   'Binds',
@@ -200,9 +276,14 @@ export interface CaptureInput {
   imageConfig: ContainerConfig | null | undefined;
   /**
    * That image is a ferry snapshot (the container was restored by ferry): its config holds the
-   * container's own Env and Labels, so these are recorded whole, not as a difference from it.
+   * container's own Env and Labels. With `origin` (the image the first generation ran on, from
+   * the snapshot's lineage) the container is diffed against that image instead, so every
+   * generation records what the first did; without it (a snapshot of an older ferry) Env and
+   * Labels are recorded whole, not as a difference from the snapshot.
    */
   fromSnapshot?: boolean;
+  /** The snapshot's lineage (parseLineage of its Author); only read with fromSnapshot. */
+  origin?: OriginImage;
   /** container id -> name, for `container:<id>` references. */
   containerNames?: Record<string, string>;
   /** The source engine's default log driver (docker info LoggingDriver). */
@@ -231,9 +312,19 @@ export function captureSpec({
   defaultLogDriver,
   quirks,
   fromSnapshot,
+  origin,
 }: CaptureInput): ContainerSpec {
   const cfg = inspect.Config;
-  const img = imageConfig ?? {};
+  // What the container is compared with: the image it was first created from. A container on a
+  // snapshot with lineage is diffed against its origin image; one on its own image records it as
+  // its origin (the lineage the next generation's snapshot carries).
+  const lineage = fromSnapshot
+    ? origin
+    : imageConfig
+      ? originImage(asString(cfg.Image, inspect.Image), inspect.Image, imageConfig)
+      : undefined;
+  const whole = fromSnapshot && !origin;
+  const img: ContainerConfig = (fromSnapshot && origin ? origin.config : imageConfig) ?? {};
   const shortId = inspect.Id.slice(0, 12);
   const name = inspect.Name.replace(/^\//, '');
   const config: ContainerConfig = {};
@@ -249,8 +340,8 @@ export function captureSpec({
   // second generation would otherwise fall back to the engine's 10 s).
   if (cfg.StopTimeout !== undefined && cfg.StopTimeout !== null) config.StopTimeout = cfg.StopTimeout;
   // A snapshot's Env and Labels are the restored container's own, not defaults of an image
-  // someone built: recorded whole, they stay in view (ferry inspect) in every generation.
-  const imgEnv = new Set(fromSnapshot ? [] : (img.Env ?? []));
+  // someone built: without lineage they are recorded whole, so they stay in view (ferry inspect).
+  const imgEnv = new Set(whole ? [] : (img.Env ?? []));
   const env = (cfg.Env ?? []).filter(
     (e) => !imgEnv.has(e) && !(quirks?.hostnameInEnv && e === `HOSTNAME=${asString(cfg.Hostname, shortId)}`),
   );
@@ -262,7 +353,7 @@ export function captureSpec({
   } else if (!same(cfg.Cmd, img.Cmd)) {
     config.Cmd = cfg.Cmd;
   }
-  const labels = diffRecord(cfg.Labels, fromSnapshot ? null : img.Labels);
+  const labels = diffRecord(cfg.Labels, whole ? null : img.Labels);
   if (labels) config.Labels = labels;
   const ports = diffKeys(cfg.ExposedPorts, img.ExposedPorts);
   if (ports) config.ExposedPorts = ports;
@@ -351,6 +442,7 @@ export function captureSpec({
     sourceId: inspect.Id,
     state: { running: !!state.Running, paused: !!state.Paused },
     baseImage: { ref: asString(cfg.Image, inspect.Image), id: inspect.Image },
+    ...(lineage ? { origin: lineage } : {}),
     config,
     hostConfig,
     endpoints,

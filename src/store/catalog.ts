@@ -234,8 +234,10 @@ export function envName(entry: string): string {
 export function redactManifest(m: Manifest): Manifest {
   const copy = JSON.parse(JSON.stringify(m)) as Manifest;
   for (const c of copy.containers) {
-    const cfg = c.spec?.config as { Env?: unknown } | undefined;
-    if (cfg && Array.isArray(cfg.Env)) cfg.Env = cfg.Env.map((e: unknown) => (typeof e === 'string' ? envName(e) : e));
+    // the container's own environment, and its origin image's (docs/format.md, Lineage)
+    for (const cfg of [c.spec?.config, c.spec?.origin?.config] as ({ Env?: unknown } | undefined)[])
+      if (cfg && Array.isArray(cfg.Env))
+        cfg.Env = cfg.Env.map((e: unknown) => (typeof e === 'string' ? envName(e) : e));
   }
   return copy;
 }

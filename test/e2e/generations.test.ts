@@ -108,6 +108,8 @@ describe('three generations of restore and backup', () => {
   const listings: Record<string, string> = {};
   const copies: string[] = [];
   const leftVolumes: string[] = [];
+  /** The first generation's spec (config with env names only, and host config), from ferry inspect --json. */
+  const recorded: { config?: unknown; hostConfig?: unknown } = {};
 
   const anonOf = (c: any, dest: string): string => (c.Mounts as any[]).find((m) => m.Destination === dest).Name;
 
@@ -247,6 +249,24 @@ describe('three generations of restore and backup', () => {
     expect(shown.code, shown.stderr).toBe(0);
     expect(shown.stdout).toMatch(/DB_PASSWORD/);
     expect(shown.stdout).toMatch(/app=gen/);
+    // ... and records exactly what the first generation did: diffed against the image the
+    // original ran on (the snapshot's lineage), not against the snapshot it now runs on
+    const j = await ferry(['inspect', file, '--json']);
+    expect(j.code, j.stderr).toBe(0);
+    const spec = JSON.parse(j.stdout).manifest.containers[0].spec;
+    expect(spec.origin, `generation ${gen}`).toMatchObject({ ref: image, id: original.Image });
+    if (gen === 1) {
+      recorded.config = spec.config;
+      recorded.hostConfig = spec.hostConfig;
+      expect([...spec.config.Env].sort()).toEqual(['DB_PASSWORD', 'PLAIN']);
+      expect(spec.config.Labels).toEqual({ app: 'gen' });
+      expect(spec.config.Cmd).toEqual(['-c', 'exec sleep 100000']);
+      expect(Object.keys(spec.config.ExposedPorts).sort()).toEqual(['8080/tcp', '9090/tcp']);
+    } else {
+      expect(spec.baseImage.ref, `generation ${gen}`).toMatch(/^ferry\//);
+      expect(spec.config, `generation ${gen}`).toEqual(recorded.config);
+      expect(spec.hostConfig, `generation ${gen}`).toEqual(recorded.hostConfig);
+    }
     // a copy beside it: its own anonymous volumes, no conflict on the generation's names
     const copy = `${name}-copy${gen}`;
     copies.push(copy);

@@ -108,6 +108,9 @@ export interface FakeImage {
   diffIds: string[];
   /** `repo@sha256:...` references it was pulled by. */
   digests: string[];
+  /** The commit's comment and author (top-level fields of the config JSON, as Docker stores them). */
+  comment?: string;
+  author?: string;
 }
 
 export interface FakeNetwork {
@@ -290,9 +293,15 @@ export class FakeEngine implements Engine {
     return this.registerImage([normRef(ref)], tars, { Cmd: ['/app'], ...config });
   }
 
-  private registerImage(tags: string[], layers: Buffer[], cfg: Record<string, unknown>): string {
+  private registerImage(
+    tags: string[],
+    layers: Buffer[],
+    cfg: Record<string, unknown>,
+    top: { comment?: string; author?: string } = {},
+  ): string {
     const diffIds = layers.map((l) => `sha256:${sha(l)}`);
     const config = {
+      ...top,
       architecture: this.facts.arch,
       os: this.facts.os,
       config: cfg,
@@ -307,6 +316,8 @@ export class FakeEngine implements Engine {
     const parsed = JSON.parse(configJson.toString('utf8')) as {
       config?: Record<string, unknown>;
       rootfs?: { diff_ids?: string[] };
+      comment?: string;
+      author?: string;
     };
     const existing = this.images.get(id);
     const img: FakeImage = existing ?? {
@@ -317,6 +328,8 @@ export class FakeEngine implements Engine {
       layers,
       diffIds: parsed.rootfs?.diff_ids ?? [],
       digests: [],
+      ...(typeof parsed.comment === 'string' ? { comment: parsed.comment } : {}),
+      ...(typeof parsed.author === 'string' ? { author: parsed.author } : {}),
     };
     this.images.set(id, img);
     for (const t of tags) this.tag(img, t);
@@ -1004,7 +1017,7 @@ export class FakeEngine implements Engine {
     id: string,
     repo: string,
     tag: string,
-    opts: { pause: boolean; comment?: string; labels?: Record<string, string> },
+    opts: { pause: boolean; comment?: string; author?: string; labels?: Record<string, string> },
   ): Promise<string> {
     return this.call('commit', [id, repo, tag, opts], async () => {
       const c = this.mustContainer(id, `commit container ${id}`);
@@ -1019,11 +1032,17 @@ export class FakeEngine implements Engine {
         ...(opts.labels ? { Labels: { ...(c.config.Labels as object), ...opts.labels } } : {}),
       };
       delete cfg.Hostname;
-      return this.registerImage([`${repo}:${tag}`], [...base.layers, layer], {
-        ...cfg,
-        comment: opts.comment,
-        created: `${++this.seq}`,
-      });
+      // DOCKER: the comment and author are top-level fields of the image config (kept by save
+      // and load), reported by image inspect as Comment and Author.
+      return this.registerImage(
+        [`${repo}:${tag}`],
+        [...base.layers, layer],
+        { ...cfg, created: `${++this.seq}` },
+        {
+          ...(opts.comment !== undefined ? { comment: opts.comment } : {}),
+          ...(opts.author !== undefined ? { author: opts.author } : {}),
+        },
+      );
     });
   }
 
@@ -1081,12 +1100,12 @@ export class FakeEngine implements Engine {
       RepoTags: [...i.repoTags],
       RepoDigests: [],
       Parent: '',
-      Comment: '',
+      Comment: i.comment ?? '',
       Created: EPOCH.toISOString(),
       Container: '',
       ContainerConfig: {},
       DockerVersion: this.facts.serverVersion,
-      Author: '',
+      Author: i.author ?? '',
       Config: clone(i.config),
       Architecture: this.facts.arch,
       Os: this.facts.os,

@@ -14,6 +14,9 @@ import {
   ipv4SubnetsOverlap,
   isFerrySnapshot,
   isUserNetwork,
+  lineageAuthor,
+  originImage,
+  parseLineage,
   referenceGroups,
   networkCreateOptions,
   parseBind,
@@ -610,6 +613,84 @@ describe('captureSpec', () => {
     expect(isFerrySnapshot({ Comment: 'ferry snapshot of web' })).toBe(true);
     expect(isFerrySnapshot({ Comment: 'built by ci' })).toBe(false);
     expect(isFerrySnapshot(undefined)).toBe(false);
+  });
+
+  it('records the image it diffed against as the origin (the lineage a snapshot carries)', () => {
+    const img = imageConfig();
+    const spec = captureSpec({ inspect: webInspect(), imageConfig: img });
+    expect(spec.origin?.ref).toBe(spec.baseImage.ref);
+    expect(spec.origin?.id).toBe(IMAGE_ID);
+    expect(spec.origin?.config.Env).toEqual(img.Env);
+    expect(spec.origin?.config.Cmd).toEqual(img.Cmd);
+    // only the fields captureSpec compares, and none that is empty
+    expect(Object.keys(spec.origin!.config).sort()).toEqual(
+      [
+        'Cmd',
+        'Entrypoint',
+        'Env',
+        'ExposedPorts',
+        'Labels',
+        'Volumes',
+        'WorkingDir',
+        'User',
+        'StopSignal',
+        'Shell',
+        'Healthcheck',
+      ]
+        .filter((k) => {
+          const v = img[k];
+          return (
+            v !== null &&
+            v !== undefined &&
+            v !== '' &&
+            !(Array.isArray(v) && !v.length) &&
+            !(typeof v === 'object' && !Array.isArray(v) && !Object.keys(v as object).length)
+          );
+        })
+        .sort(),
+    );
+    // no image config (the image is gone): no origin
+    expect(captureSpec({ inspect: webInspect(), imageConfig: undefined }).origin).toBeUndefined();
+  });
+
+  it('diffs a container on a snapshot with lineage against its origin image: every generation records the same', () => {
+    const img = imageConfig();
+    const gen1 = captureSpec({ inspect: webInspect(), imageConfig: img });
+    // The snapshot's config is the container's whole config, as a commit makes it; the restored
+    // container runs on it with the same settings.
+    const restored = webInspect();
+    const snapshotConfig = { ...restored.Config, Labels: { ...restored.Config.Labels } };
+    const author = lineageAuthor(gen1.origin!);
+    const gen2 = captureSpec({
+      inspect: restored,
+      imageConfig: snapshotConfig,
+      fromSnapshot: true,
+      origin: parseLineage(author),
+    });
+    expect(gen2.config).toEqual(gen1.config);
+    expect(gen2.origin).toEqual(gen1.origin);
+    expect(gen2.config.Env).toEqual(['API_TOKEN=abc123', 'WEB_MODE=production']);
+    // a snapshot of an older ferry (no lineage): Env and Labels whole, as before
+    const old = captureSpec({ inspect: webInspect(), imageConfig: snapshotConfig, fromSnapshot: true });
+    expect(old.config.Env).toEqual(restored.Config.Env);
+    expect(old.origin).toBeUndefined();
+  });
+
+  it('reads a lineage only from an Author ferry wrote', () => {
+    const o = originImage('example/web:1.4', IMAGE_ID, { Env: ['A=1'], Labels: { a: 'b' }, Hostname: 'x' });
+    expect(o.config).toEqual({ Env: ['A=1'], Labels: { a: 'b' } });
+    expect(parseLineage(lineageAuthor(o))).toEqual(o);
+    for (const bad of [
+      undefined,
+      '',
+      'Jane <jane@example.com>',
+      '{',
+      '{}',
+      '{"ferry.origin-image":"x"}',
+      '{"ferry.origin-image":{"ref":1,"id":"a","config":{}}}',
+      '{"ferry.origin-image":{"ref":"a","id":"b","config":[]}}',
+    ])
+      expect(parseLineage(bad), String(bad)).toBeUndefined();
   });
 
   it('captures mounts with their origin and flags the anonymous volume', () => {

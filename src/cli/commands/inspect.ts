@@ -43,6 +43,9 @@ function containerLines(c: ContainerEntry, m: Manifest): string[] {
   };
   add('image', [`${c.image.ref} (member ${c.image.member})`]);
   add('base image', [`${s.baseImage.ref}${s.baseImage.id ? ` (${s.baseImage.id.slice(0, 19)})` : ''}`]);
+  // A container ferry restored runs on a snapshot: the image its settings are compared with.
+  if (s.origin && s.origin.id !== s.baseImage.id)
+    add('origin image', [`${s.origin.ref}${s.origin.id ? ` (${s.origin.id.slice(0, 19)})` : ''}`]);
   add('state', [
     `${s.state.paused ? 'paused' : s.state.running ? 'running' : 'stopped'} (backed up with --consistency ${c.consistency})`,
   ]);

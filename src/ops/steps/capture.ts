@@ -10,6 +10,8 @@ import {
   composeProject,
   isFerrySnapshot,
   isUserNetwork,
+  lineageAuthor,
+  parseLineage,
   type ContainerSpec,
   type NetworkSpec,
 } from '../../model/spec.js';
@@ -63,6 +65,7 @@ export async function captureContainer(engine: Engine, nameOrId: string): Promis
     },
     imageConfig: image?.Config,
     fromSnapshot: isFerrySnapshot(image),
+    origin: parseLineage(image?.Author),
     containerNames,
     defaultLogDriver: engine.facts.loggingDriver,
     quirks: engine.quirks,
@@ -354,6 +357,8 @@ export async function commitContainer(
   const id = await engine.commit(spec.sourceId, ref.repo, ref.tag, {
     pause: mode === 'none',
     comment: `ferry snapshot of ${spec.name}`,
+    // The lineage: a container restored from this snapshot is diffed against the same image.
+    ...(spec.origin ? { author: lineageAuthor(spec.origin) } : {}),
   });
   // A run killed from here on leaves the snapshot to the next run on this engine to remove.
   journal.add({ engine: engine.facts.endpoint, containerId: id, name: `${ref.repo}:${ref.tag}`, action: 'snapshot' });
