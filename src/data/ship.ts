@@ -341,13 +341,14 @@ export async function shipImage(
   try {
     sent = await send(plan);
   } catch (err) {
-    // A target that refuses the archive without the blobs its content store held a moment ago
-    // (removed since) gets the whole image: never a failed load for what was left out.
-    if (plan.written.path !== 'content-store' || isAbort(err) || signal?.aborted) throw err;
+    // A target that refuses the archive without the layers it held a moment ago (removed since:
+    // another run's rollback, a prune; in its content store or its layer store) gets the whole
+    // image: never a failed load for what was left out.
+    if (!leftOut(plan) || isAbort(err) || signal?.aborted) throw err;
     const reason = `the load without the layers there failed: ${err instanceof Error ? err.message : String(err)}`;
     progress.warn(`image ${ref} on ${target.facts.endpoint}: ${reason}; sending the whole image`);
-    targetVia?.debug?.(`${what}: fallback from content-store to engine-load: ${reason}`);
-    plan = whole({ path: 'engine-load', fallback: { from: 'content-store', reason } });
+    targetVia?.debug?.(`${what}: fallback from ${plan.written.path} to engine-load: ${reason}`);
+    plan = whole({ path: 'engine-load', fallback: { from: plan.written.path, reason } });
     sent = await send(plan);
   }
   return {
@@ -356,6 +357,11 @@ export async function shipImage(
     totalLayers: diffIds.length,
     carried: { ...sent.carried, target: plan.written },
   };
+}
+
+/** Whether a plan sends less than the whole image (layers the target held when it was read). */
+function leftOut(plan: TargetPlan): boolean {
+  return plan.omit.size > 0 || plan.skip.size > 0;
 }
 
 function isAbort(err: unknown): boolean {

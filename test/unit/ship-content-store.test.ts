@@ -164,3 +164,44 @@ describe('shipImage to a containerd image store', () => {
     expect(target.calls.filter((c) => c.method === 'loadImage')).toHaveLength(1);
   });
 });
+
+describe('shipImage to a classic image store (Docker 20.10)', () => {
+  it('sends the whole image again when a layer the target had is gone by the load', async () => {
+    // The fault matrix's concurrent migrations from engine C: a row's rollback removed the image
+    // whose layer another row had just left out of its archive, and engine B's load failed with
+    // "open …/docker-import-…/blobs/sha256/…: no such file or directory".
+    const source = await sourceEngine();
+    const target = new FakeEngine({ endpoint: 'unix:///var/run/docker-b.sock' });
+    await target.addImage('shop/base:1', [{ 'app/main.js': 'serve()\n' }]);
+    target.failOn(
+      'loadImage',
+      1,
+      new EngineError(
+        'load image: open /var/lib/docker-b/tmp/docker-import-1/blobs/sha256/0996b8: no such file or directory',
+      ),
+    );
+    const progress = recording();
+    const res = await shipImage(source, target, 'shop/app:1', progress, { access: ENGINE_ONLY });
+    expect(target.calls.filter((c) => c.method === 'loadImage')).toHaveLength(2);
+    expect(target.loaded).toHaveLength(1);
+    expect(target.loaded[0]!.filter((f) => f.endsWith('/layer.tar'))).toHaveLength(2);
+    expect(res.carried.target).toEqual({
+      path: 'engine-load',
+      fallback: { from: 'engine-load', reason: expect.stringMatching(/^the load without the layers there failed: /) },
+    });
+    expect(res.skippedLayers).toBe(0);
+    expect(await target.imageExists('shop/app:1')).toBe(true);
+    expect(progress.warnings.filter((m) => /sending the whole image/.test(m))).toHaveLength(1);
+  });
+
+  it('a load that fails when nothing was left out is not retried', async () => {
+    const source = await sourceEngine();
+    const target = new FakeEngine({ endpoint: 'unix:///var/run/docker-b.sock' });
+    target.failOn('loadImage', 1, new EngineError('load image: no space left on device'));
+    const err = await shipImage(source, target, 'shop/app:1', recording(), { access: ENGINE_ONLY }).catch(
+      (e: unknown) => e,
+    );
+    expect((err as Error).message).toMatch(/no space left on device/);
+    expect(target.calls.filter((c) => c.method === 'loadImage')).toHaveLength(1);
+  });
+});
