@@ -101,11 +101,12 @@ async function send(a: PrecopyArgs, delta: Delta, running: boolean, label: strin
       running,
     });
     if (isRefused(r)) throw notThere(a, r);
+    a.progress.via?.(label, 'host-tar -> host-tar');
     const counted = new Transform({
       highWaterMark: 1 << 20,
       transform(chunk: Buffer, _e, cb) {
         bytes += chunk.length;
-        a.progress.bytes(label, bytes);
+        a.progress.bytes(label, bytes, delta.bytes || undefined);
         cb(null, chunk);
       },
     });
