@@ -282,7 +282,7 @@ function listrProgress(out: NodeJS.WriteStream): RunProgress {
     },
     done(failed) {
       // A run that failed ends on ✖ and the step it was at (main prints the error after it).
-      if (failed) rejectDone(new Error(`${title}: failed`));
+      if (failed) rejectDone(new Error(title === 'ferry' ? 'failed' : `${title}: failed`));
       else {
         if (task) task.title = 'done';
         resolveDone();

@@ -111,6 +111,7 @@ async function send(a: PrecopyArgs, delta: Delta, running: boolean, label: strin
       },
     });
     r.stream.on('error', (err) => counted.destroy(err));
+    counted.on('error', () => {}); // the fill reports it, even when it fails before the fill listens
     reader = { stream: r.stream.pipe(counted), done: r.done };
     const source = r.stream;
     counted.on('close', () => source.destroy());

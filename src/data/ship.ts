@@ -261,6 +261,7 @@ export async function shipImage(
     // Told to stop: the image stops too (the rollback waits for it, then removes it).
     const stream = body.pipe(counted);
     body.on('error', (err) => counted.destroy(err));
+    counted.on('error', () => {}); // the load reports it, even when it fails before the load began
     // Told to stop: the load stops too, rather than the rollback waiting for the whole image.
     const stop = () => counted.destroy(signal!.reason as Error);
     try {
@@ -386,6 +387,9 @@ export async function shipVolume(
       progress.bytes(`volume ${volume}`, n, total);
     });
     r.stream.on('error', (err) => counted.destroy(err));
+    // The fill reports it (it reads a destroyed stream's error); a reader that fails before the
+    // fill listens (tar killed by the Ctrl-C of the terminal's process group) must not crash the run.
+    counted.on('error', () => {});
     written = await fillVolume(target, targetImage, targetVolume, r.stream.pipe(counted), progress, via.target);
   } finally {
     // A half-read archive GET holds the helper's lock on the source engine: close it before the
