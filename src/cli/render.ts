@@ -120,8 +120,11 @@ export function frozenLine(frozen: Frozen[], nowMs: number): string | undefined 
 export function summaryLine(moved: Moved[], runMs: number, frozen: Frozen[] = []): string {
   const bytes = moved.reduce((a, m) => a + m.bytes, 0);
   const parts = [
-    `done in ${secs(runMs)}: ${humanBytes(bytes)} moved in ${moved.length} stream${moved.length === 1 ? '' : 's'}` +
-      (runMs >= 500 && bytes ? ` (${humanBytes(bytes / (runMs / 1000))}/s)` : ''),
+    `done in ${secs(runMs)}` +
+      (moved.length
+        ? `: ${humanBytes(bytes)} moved in ${moved.length} stream${moved.length === 1 ? '' : 's'}` +
+          (runMs >= 500 && bytes ? ` (${humanBytes(bytes / (runMs / 1000))}/s)` : '')
+        : ''),
   ];
   for (const f of frozen) parts.push(frozenText(f, runMs));
   return parts.join('; ');
@@ -213,7 +216,7 @@ export class Tally {
 
 /**
  * On a terminal, listr2 draws the run as one live task: its title is the current step, its
- * output what is frozen (while it is) and the byte counter; at the end ✔ and the summary table,
+ * output the byte counter and, below it, what is frozen (while it is); at the end ✔ and the summary table,
  * or ✖ and the step it failed at.
  */
 function listrProgress(out: NodeJS.WriteStream): RunProgress {
@@ -235,7 +238,7 @@ function listrProgress(out: NodeJS.WriteStream): RunProgress {
           task.title = title;
           await finished;
         },
-        rendererOptions: { outputBar: 2, persistentOutput: false },
+        rendererOptions: { outputBar: 1, persistentOutput: false },
       },
     ],
     { renderer: 'default', exitOnError: false, registerSignalListeners: false },
@@ -250,7 +253,7 @@ function listrProgress(out: NodeJS.WriteStream): RunProgress {
   const draw = () => {
     if (!task) return;
     lastDraw = Date.now();
-    task.output = [tally.frozenLine(), warning ?? counter].filter(Boolean).join('\n');
+    task.output = [warning ?? counter, tally.frozenLine()].filter(Boolean).join('\n');
   };
   return {
     step(t) {
