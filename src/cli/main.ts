@@ -179,7 +179,9 @@ export async function main(
     });
     await program.parseAsync(argv);
     if (controller.signal.aborted) throw controller.signal.reason;
-    return (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
+    const code = (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
+    await rendered(code !== EXIT.OK); // a part still open ends (✔ only on success) before ferry exits
+    return code;
   } catch (err) {
     if (err instanceof CommanderError) {
       // commander already printed its message (or help/version) on stderr

@@ -13,11 +13,12 @@ const drawing = new Set<Promise<unknown>>();
 const open = new Set<RunProgress>();
 
 /**
- * End every renderer still open as failed (a command that failed before its try block), and
- * resolve once each has drawn its end (✔ or ✖), so that what follows comes after it.
+ * End every renderer still open, as failed unless told otherwise (a command that failed before
+ * its try block), and resolve once each has drawn its end (✔ or ✖), so that what follows comes
+ * after it.
  */
-export async function rendered(): Promise<void> {
-  for (const p of [...open]) p.done(true);
+export async function rendered(failed = true): Promise<void> {
+  for (const p of [...open]) p.done(failed);
   await Promise.all([...drawing]);
 }
 
@@ -243,7 +244,10 @@ function listrProgress(out: NodeJS.WriteStream): RunProgress {
     ],
     { renderer: 'default', exitOnError: false, registerSignalListeners: false },
   );
-  const running = listr.run().catch(() => {});
+  // After the part before it has drawn its end (backup --all: one part per bundle).
+  const running = Promise.all([...drawing])
+    .then(() => listr.run())
+    .catch(() => {});
   drawing.add(running);
   const log: string[] = [];
   const tally = new Tally();
@@ -304,14 +308,57 @@ function listrProgress(out: NodeJS.WriteStream): RunProgress {
 export function createProgress(opts: RenderOptions): RunProgress {
   const out = opts.stream ?? process.stderr;
   const tty = !!out.isTTY;
-  if (tty && !opts.quiet && !process.env.FERRY_PLAIN_OUTPUT) {
-    const p = once(listrProgress(out));
-    open.add(p);
-    return { ...p, done: (failed) => (open.delete(p), p.done(failed)) };
-  }
-  const p = once(plainProgress(out, tty, opts.quiet));
-  open.add(p);
-  return { ...p, done: (failed) => (open.delete(p), p.done(failed)) };
+  if (tty && !opts.quiet && !process.env.FERRY_PLAIN_OUTPUT)
+    // After the end, only warnings are shown (as plain lines: the live task has ended).
+    return inParts(
+      () => listrProgress(out),
+      (msg) => out.write(`ferry: warning: ${msg}\n`),
+    );
+  const plain = () => plainProgress(out, tty, opts.quiet);
+  return inParts(
+    plain,
+    (msg, p) => p.warn(msg),
+    (msg, p) => p.info(msg),
+  );
+}
+
+/**
+ * A run in parts: done() ends the current part (its ✔ or ✖, its figures and summary); a step or a
+ * count after it begins the next part (`backup --all`: one per bundle). A done() with nothing
+ * since the last one is the same end again (a finally block after a success): ignored. Warnings
+ * and information after the end go to `afterWarn` and `afterInfo` (not a new part).
+ */
+function inParts(
+  make: () => RunProgress,
+  afterWarn: (msg: string, last: RunProgress) => void,
+  afterInfo?: (msg: string, last: RunProgress) => void,
+): RunProgress {
+  let cur = make();
+  let ended = false;
+  const live = (): RunProgress => {
+    if (ended) {
+      cur = make();
+      ended = false;
+      open.add(self);
+    }
+    return cur;
+  };
+  const self: RunProgress = {
+    step: (t) => live().step(t),
+    bytes: (label, n, total) => live().bytes(label, n, total),
+    info: (msg) => (ended ? afterInfo?.(msg, cur) : cur.info(msg)),
+    warn: (msg) => (ended ? afterWarn(msg, cur) : cur.warn(msg)),
+    via: (label, path) => cur.via?.(label, path),
+    frozen: (name, how, ms) => cur.frozen?.(name, how, ms),
+    done: (failed) => {
+      if (ended) return;
+      ended = true;
+      open.delete(self);
+      cur.done(failed);
+    },
+  };
+  open.add(self);
+  return self;
 }
 
 /**
@@ -367,16 +414,11 @@ function plainProgress(out: NodeJS.WriteStream, tty: boolean, quiet: boolean): R
       for (const m of tally.moved()) line(`ferry: ${streamLine(m)}`);
       const ms = tally.runMs();
       if (!failed) line(`ferry: ${summaryLine(tally.moved(), ms, tally.held())}`);
-      else
-        line(
-          `ferry: failed${title ? ` at ${title}` : ''} after ${(ms / 1000).toFixed(1)}s (${humanBytes(tally.moved().reduce((a, m) => a + m.bytes, 0))} moved)`,
-        );
+      // A run that failed before its first step has only its error to say (main prints it).
+      else if (title) {
+        const moved = humanBytes(tally.moved().reduce((a, m) => a + m.bytes, 0));
+        line(`ferry: failed at ${title} after ${(ms / 1000).toFixed(1)}s (${moved} moved)`);
+      }
     },
   };
-}
-
-/** done() may be called more than once (finally blocks): the first call says how the run ended. */
-function once(p: RunProgress): RunProgress {
-  let called = false;
-  return { ...p, done: (failed) => (called ? undefined : ((called = true), p.done(failed))) };
 }

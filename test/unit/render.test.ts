@@ -120,3 +120,24 @@ describe('plain output', () => {
     expect(q.text()).toBe('');
   });
 });
+
+describe('a run in parts (backup --all: one bundle after another)', () => {
+  it('a step after the end begins a part with its own figures and summary; a repeated end is ignored', () => {
+    const { p, text } = plain();
+    p.step('volume a -> volumes/a.tar.zst');
+    p.bytes('volumes/a.tar.zst', 1024);
+    p.done();
+    p.done(true); // a finally block after the success: not a failure
+    p.step('volume b -> volumes/b.tar.zst');
+    p.bytes('volumes/b.tar.zst', 2048);
+    p.done(true);
+    const lines = text().trimEnd().split('\n');
+    expect(lines.filter((l) => /^ferry: done in /.test(l))).toHaveLength(1);
+    expect(lines.filter((l) => /^ferry: failed at /.test(l))).toEqual([
+      expect.stringMatching(/^ferry: failed at volume b -> volumes\/b\.tar\.zst after [\d.]+s \(2\.0 KiB moved\)$/),
+    ]);
+    // each part's streams in its own figures: b's are not a's again
+    expect(lines.filter((l) => /^ferry: volumes\/a\.tar\.zst: /.test(l))).toHaveLength(1);
+    expect(lines.filter((l) => /^ferry: volumes\/b\.tar\.zst: /.test(l))).toHaveLength(1);
+  });
+});
