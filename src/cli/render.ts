@@ -22,8 +22,17 @@ export async function rendered(failed = true): Promise<void> {
   await Promise.all([...drawing]);
 }
 
-/** The renderer of a run: done() once it ended, done(true) when it failed (no ✔ then). */
-export type RunProgress = Progress & { done(failed?: boolean): void };
+/**
+ * The renderer of a run: done() once it ended, done(true) when it failed (no ✔ then).
+ * interrupted(): the run was told to stop; the steps that put things back come after, and a
+ * failed end names the step it was stopped at, not those.
+ */
+export type RunProgress = Progress & { done(failed?: boolean): void; interrupted?(): void };
+
+/** The run was told to stop (main, on a signal): every open renderer notes the step it was at. */
+export function interrupted(): void {
+  for (const p of open) p.interrupted?.();
+}
 
 export interface RenderOptions {
   quiet: boolean;
@@ -230,6 +239,7 @@ function listrProgress(out: NodeJS.WriteStream): RunProgress {
   finished.catch(() => {}); // a run may fail before listr has started the task that awaits it
   let task: { title?: string; output?: string } | undefined;
   let title = 'ferry';
+  let stoppedAt: string | undefined;
   const listr = new Listr(
     [
       {
@@ -287,9 +297,13 @@ function listrProgress(out: NodeJS.WriteStream): RunProgress {
       tally.frozen(name, how, ms);
       draw();
     },
+    interrupted() {
+      stoppedAt ??= title;
+    },
     done(failed) {
       // A run that failed ends on ✖ and the step it was at (main prints the error after it).
-      if (failed) rejectDone(new Error(title === 'ferry' ? 'failed' : `${title}: failed`));
+      const at = stoppedAt ?? title;
+      if (failed) rejectDone(new Error(at === 'ferry' ? 'failed' : `${at}: failed`));
       else {
         if (task) task.title = 'done';
         resolveDone();
@@ -350,6 +364,7 @@ function inParts(
     warn: (msg) => (ended ? afterWarn(msg, cur) : cur.warn(msg)),
     via: (label, path) => cur.via?.(label, path),
     frozen: (name, how, ms) => cur.frozen?.(name, how, ms),
+    interrupted: () => (ended ? undefined : cur.interrupted?.()),
     done: (failed) => {
       if (ended) return;
       ended = true;
@@ -371,6 +386,7 @@ function plainProgress(out: NodeJS.WriteStream, tty: boolean, quiet: boolean): R
   let lastDraw = 0;
   let counterShown = false;
   let title: string | undefined;
+  let stoppedAt: string | undefined;
   const tally = new Tally();
   const clear = () => {
     if (counterShown) {
@@ -408,6 +424,9 @@ function plainProgress(out: NodeJS.WriteStream, tty: boolean, quiet: boolean): R
     frozen(name, how, ms) {
       tally.frozen(name, how, ms);
     },
+    interrupted() {
+      stoppedAt ??= title;
+    },
     done(failed) {
       clear();
       if (quiet) return;
@@ -415,9 +434,9 @@ function plainProgress(out: NodeJS.WriteStream, tty: boolean, quiet: boolean): R
       const ms = tally.runMs();
       if (!failed) line(`ferry: ${summaryLine(tally.moved(), ms, tally.held())}`);
       // A run that failed before its first step has only its error to say (main prints it).
-      else if (title) {
+      else if (stoppedAt ?? title) {
         const moved = humanBytes(tally.moved().reduce((a, m) => a + m.bytes, 0));
-        line(`ferry: failed at ${title} after ${(ms / 1000).toFixed(1)}s (${moved} moved)`);
+        line(`ferry: failed at ${stoppedAt ?? title} after ${(ms / 1000).toFixed(1)}s (${moved} moved)`);
       }
     },
   };

@@ -141,3 +141,17 @@ describe('a run in parts (backup --all: one bundle after another)', () => {
     expect(lines.filter((l) => /^ferry: volumes\/b\.tar\.zst: /.test(l))).toHaveLength(1);
   });
 });
+
+describe('an interrupted run', () => {
+  it('ends naming the step it was stopped at, not the steps that put things back', async () => {
+    const { interrupted } = await import('../../src/cli/render.js');
+    const { p, text } = plain();
+    p.step('volume data -> volumes/data.tar.zst');
+    interrupted();
+    p.step('resume web');
+    p.done(true);
+    expect(text().trimEnd().split('\n').at(-1)).toMatch(
+      /^ferry: failed at volume data -> volumes\/data\.tar\.zst after /,
+    );
+  });
+});
