@@ -15,6 +15,13 @@ export interface Progress {
    * is known beforehand (the renderer then shows a percentage and an ETA).
    */
   bytes(label: string, n: number, total?: number): void;
+  /** The data path (data/paths.ts) that carries the stream `label`: shown beside its figures. */
+  via?(label: string, path: string): void;
+  /**
+   * A source container is frozen (`how`) from now, or (with `ms`) runs again after `ms`: a live
+   * line names it while it is, and the summaries say for how long.
+   */
+  frozen?(name: string, how: 'paused' | 'stopped', ms?: number): void;
 }
 
 export const silentProgress: Progress = {

@@ -201,12 +201,24 @@ async function checkMember(
   const { name, kind, codec } = m.plan;
   const hash = createHash('sha256');
   let bytes = 0;
+  // The progress line counts against the size before compression where the manifest declares it
+  // (as restore does: a percentage and an ETA), else the stored bytes.
+  const total = m.plan.rawBytes;
   const tap = new Transform({
     highWaterMark: 1 << 20,
     transform(chunk: Buffer, _enc, cb) {
       hash.update(chunk);
       bytes += chunk.length;
-      ctx.progress.bytes(name, bytes);
+      if (total === undefined) ctx.progress.bytes(name, bytes);
+      cb(null, chunk);
+    },
+  });
+  let raw = 0;
+  const rawTap = new Transform({
+    highWaterMark: 1 << 20,
+    transform(chunk: Buffer, _enc, cb) {
+      raw += chunk.length;
+      if (total !== undefined) ctx.progress.bytes(name, raw, total);
       cb(null, chunk);
     },
   });
@@ -237,7 +249,7 @@ async function checkMember(
       : partRawBytes !== undefined
         ? new SizeLimit(() => m.partsRead() * partRawBytes, name)
         : new PassThrough({ highWaterMark: 1 << 20 });
-  const feeding = pipeline(m.stream, tap, dec, limit, tail, extract);
+  const feeding = pipeline(m.stream, tap, dec, limit, rawTap, tail, extract);
   feeding.catch(() => {});
   let failure: string | undefined;
   try {

@@ -16,7 +16,7 @@ import {
 import { parseIdentities } from '../bundle/age.js';
 import { COMMAND_NAMES, createProgram, type Deps } from './program.js';
 import { commandOf, envelope, errorJson } from './json.js';
-import { rendered } from './render.js';
+import { interrupted, rendered } from './render.js';
 import { VERSION } from '../version.js';
 import { SshPool } from '../ssh/client.js';
 import { askSecret } from './prompt.js';
@@ -40,6 +40,7 @@ export async function main(
   const stop = (sig: StopSignal, why?: string) => {
     if (controller.signal.aborted) return;
     if (!why) say(`ferry: ${sig} received, stopping and putting things back (Ctrl-C again exits at once)\n`);
+    interrupted(); // a failed end names the step it was stopped at, not the ones that put things back
     controller.abort(new InterruptedError(sig, why));
   };
   // The kernel also sends SIGPIPE when ferry itself writes to a pipe or socket whose far end is
@@ -179,7 +180,9 @@ export async function main(
     });
     await program.parseAsync(argv);
     if (controller.signal.aborted) throw controller.signal.reason;
-    return (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
+    const code = (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
+    await rendered(code !== EXIT.OK); // a part still open ends (✔ only on success) before ferry exits
+    return code;
   } catch (err) {
     if (err instanceof CommanderError) {
       // commander already printed its message (or help/version) on stderr

@@ -111,15 +111,17 @@ async function send(a: PrecopyArgs, delta: Delta, running: boolean, label: strin
       a.exclude,
     );
     if (isRefused(r)) throw notThere(a, r);
+    a.progress.via?.(label, 'host-tar -> host-tar');
     const counted = new Transform({
       highWaterMark: 1 << 20,
       transform(chunk: Buffer, _e, cb) {
         bytes += chunk.length;
-        a.progress.bytes(label, bytes);
+        a.progress.bytes(label, bytes, delta.bytes || undefined);
         cb(null, chunk);
       },
     });
     r.stream.on('error', (err) => counted.destroy(err));
+    counted.on('error', () => {}); // the fill reports it, even when it fails before the fill listens
     reader = { stream: r.stream.pipe(counted), done: r.done };
     const source = r.stream;
     counted.on('close', () => source.destroy());

@@ -22,7 +22,7 @@ import { openHostImageArchive, type HostImageArchive } from './host-image.js';
 import { readContentStore } from './content-store.js';
 import { toOciArchive, type Descriptor, type OciPlan } from './oci.js';
 import { ENGINE_ONLY, isRefused, withFallback, type Carried, type Routing } from './paths.js';
-import { fillVolume, openContainerVolumeReader } from './volumes.js';
+import { fillVolume, openContainerVolumeReader, volumeSizeHint } from './volumes.js';
 import { faultPoint } from '../util/fault.js';
 
 export function chainIds(diffIds: string[]): string[] {
@@ -252,15 +252,16 @@ export async function shipImage(
   const diffIds = img.RootFS?.Layers ?? [];
   const chains = chainIds(diffIds);
   const planned = await planTarget(source, target, img, ref, progress, via, targetVia);
-  const load = async (body: Readable, close: () => void): Promise<number> => {
+  const load = async (body: Readable, close: () => void, total?: number): Promise<number> => {
     let bytes = 0;
     const counted = counter((n) => {
       bytes = n;
-      progress.bytes(`image ${ref}`, n);
+      progress.bytes(`image ${ref}`, n, total);
     });
     // Told to stop: the image stops too (the rollback waits for it, then removes it).
     const stream = body.pipe(counted);
     body.on('error', (err) => counted.destroy(err));
+    counted.on('error', () => {}); // the load reports it, even when it fails before the load began
     // Told to stop: the load stops too, rather than the rollback waiting for the whole image.
     const stop = () => counted.destroy(signal!.reason as Error);
     try {
@@ -327,7 +328,8 @@ export async function shipImage(
           };
         },
       },
-      async (o) => load(o.body, o.close),
+      // The whole image is about its inspected size; one without some layers, unknown.
+      async (o) => load(o.body, o.close, !plan.omit.size && !plan.skip.size && img.Size > 0 ? img.Size : undefined),
       (_err, o) => o.host?.mismatch()?.message,
       {
         debug: via.debug,
@@ -380,15 +382,21 @@ export async function shipVolume(
   via: { source: Routing; target: Routing },
   exclude: readonly string[] = [],
 ): Promise<{ bytes: number; read: Carried; written: Carried }> {
+  // About how many bytes the volume's archive gives (the progress line's total; never awaited by the copy).
+  let total: number | undefined;
+  void volumeSizeHint(source, sourceSpec, volume, via.source).then((t) => (total = t));
   const r = await openContainerVolumeReader(source, sourceSpec, volume, progress, via.source, exclude);
   let bytes = 0;
   let written: Carried;
   try {
     const counted = counter((n) => {
       bytes = n;
-      progress.bytes(`volume ${volume}`, n);
+      progress.bytes(`volume ${volume}`, n, total);
     });
     r.stream.on('error', (err) => counted.destroy(err));
+    // The fill reports it (it reads a destroyed stream's error); a reader that fails before the
+    // fill listens (tar killed by the Ctrl-C of the terminal's process group) must not crash the run.
+    counted.on('error', () => {});
     written = await fillVolume(target, targetImage, targetVolume, r.stream.pipe(counted), progress, via.target);
   } finally {
     // A half-read archive GET holds the helper's lock on the source engine: close it before the

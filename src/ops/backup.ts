@@ -183,11 +183,14 @@ export async function backup(
     const at = Date.now();
     const resume = await quiesce(engine, c.spec, mode, progress, { stopTimeout, waitSeconds: opts.wait, signal });
     if (mode === 'none' || !c.spec.state.running || c.spec.state.paused) return resume;
-    progress.info(`${c.spec.name} is ${mode === 'stop' ? 'stopped' : 'paused'} until its volumes are read`);
+    const how = mode === 'stop' ? 'stopped' : 'paused';
+    progress.info(`${c.spec.name} is ${how} until its volumes are read`);
+    progress.frozen?.(c.spec.name, how);
     return async () => {
       await resume();
       const ms = Date.now() - at;
       pausedMs = Math.max(pausedMs, ms);
+      progress.frozen?.(c.spec.name, how, ms);
       progress.info(`${c.spec.name} was ${mode === 'stop' ? 'stopped' : 'paused'} ${(ms / 1000).toFixed(1)} s`);
     };
   };
@@ -263,6 +266,7 @@ export async function backup(
           void src.size?.().then((t) => (total = t));
           const r = await src.open();
           if (src.volume) dataPaths.volumes.push({ name: src.volume, ...r.carried });
+          progress.via?.(src.member, r.carried.path);
           try {
             await writer.addMember(src.member, abortable(r.stream, signal), opts.codec, (_, n) =>
               progress.bytes(src.member, n, total),
@@ -339,6 +343,7 @@ export async function backup(
         again,
       );
       dataPaths.images.push({ container: c.spec.name, ref: entry.image.ref, ...img.carried });
+      progress.via?.(member, img.carried.path);
     }
     checkAborted(signal);
     await Promise.all(resuming);

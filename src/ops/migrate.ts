@@ -358,6 +358,7 @@ async function shipOne(
   if (opts.stopSource) held.cutover.push(resume);
   if (freezes) {
     if (opts.stopSource) held.downSince ??= frozenAt;
+    progress.frozen?.(c.spec.name, mode === 'stop' || opts.stopSource ? 'stopped' : 'paused');
     progress.info(
       opts.stopSource
         ? `${c.spec.name} is stopped on the source: the service is down until it runs on ${target.facts.endpoint}`
@@ -374,6 +375,7 @@ async function shipOne(
     rec.undo.note({ kind: 'image', name: fullRef });
     shipping = shipImage(source, target, fullRef, progress, via.source, via.target, signal).then((s) => {
       result.dataPaths.images.push({ container: c.spec.name, ref: fullRef, ...s.carried });
+      progress.via?.(`image ${fullRef}`, `${s.carried.path} -> ${s.carried.target.path}`);
       result.imageBytes += s.bytes;
       result.skippedLayers += s.skippedLayers;
       result.totalLayers += s.totalLayers;
@@ -410,6 +412,7 @@ async function shipOne(
       );
       result.volumeBytes += shipped.bytes;
       result.volumes.push(name);
+      progress.via?.(`volume ${v.name}`, `${shipped.read.path} -> ${shipped.written.path}`);
       const why = notPre.get(v.name);
       result.dataPaths.volumes.push({
         name,
@@ -427,6 +430,7 @@ async function shipOne(
       if (freezes) {
         const ms = Date.now() - frozenAt;
         result.pausedMs = Math.max(result.pausedMs, ms);
+        progress.frozen?.(c.spec.name, mode === 'stop' ? 'stopped' : 'paused', ms);
         progress.info(`${c.spec.name} was ${mode === 'stop' ? 'stopped' : 'paused'} ${(ms / 1000).toFixed(1)} s`);
       }
     }

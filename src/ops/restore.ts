@@ -512,10 +512,9 @@ async function restoreMembers(
         target.replace ? 'replace' : 'fail',
       );
       ctx.progress.step(`fill volume ${fill} from ${mp.name}`);
-      out.dataPaths.volumes.push({
-        name,
-        ...(await fillVolume(engine, await holder(), fill, data(), ctx.progress, via)),
-      });
+      const carried = await fillVolume(engine, await holder(), fill, data(), ctx.progress, via);
+      ctx.progress.via?.(mp.name, carried.path);
+      out.dataPaths.volumes.push({ name, ...carried });
     } else if (mp.kind === 'bind') {
       const b = job.m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);
       if (b) await restoreBind(b, member.stream, job, rec, opts, { holder, ctx, via, dataPaths: out.dataPaths });

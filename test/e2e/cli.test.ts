@@ -170,7 +170,8 @@ describe('the final rendering on a terminal reflects how the run ended', () => {
       });
       expect(stopped.code, stopped.screen).toBe(130);
       expect(stopped.screen).not.toContain('✔');
-      expect(stopped.screen).toContain('✖');
+      // ✖ names the step it was stopped at (the volume), not the resume that followed.
+      expect(stopped.screen).toMatch(new RegExp(`✖ volume ${big} -> volumes/`));
       expect(inspect('container', big).State).toMatchObject({ Running: true, Paused: false });
     } finally {
       cleanup(ENGINE_A, { containers: [big], volumes: [big] });
@@ -179,6 +180,18 @@ describe('the final rendering on a terminal reflects how the run ended', () => {
   });
 });
 
+/** Every live line (a counter, ›, or what is paused) that the pane showed until ferry exited (redrawn in place). */
+function counterLines(seen: Set<string>): (session: string) => Promise<void> {
+  return async (session) => {
+    for (let i = 0; i < 2400; i++) {
+      const screen = execFileSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' });
+      for (const l of screen.split('\n')) if (/›|^ *paused: /.test(l)) seen.add(l.trim());
+      if (/EXIT=\d+/.test(screen)) break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  };
+}
+
 describe('progress against a known total', () => {
   it('the counter shows done/total, percentage, rate and ETA while a volume is read, and reaches 100%', async () => {
     const big = `${name}-prog`;
@@ -186,15 +199,7 @@ describe('progress against a known total', () => {
     try {
       docker(['exec', big, 'sh', '-c', 'dd if=/dev/urandom of=/v/blob bs=1M count=200 2>/dev/null']);
       const seen = new Set<string>();
-      const r = await onTerminal(['backup', big, '-o', dir, '--compress', 'gzip'], async (session) => {
-        // Every frame of the pane until ferry exits (the counter line is redrawn in place).
-        for (let i = 0; i < 2400; i++) {
-          const screen = execFileSync('tmux', ['capture-pane', '-p', '-t', session], { encoding: 'utf8' });
-          for (const l of screen.split('\n')) if (/›/.test(l)) seen.add(l.trim());
-          if (/EXIT=\d+/.test(screen)) break;
-          await new Promise((res) => setTimeout(res, 50));
-        }
-      });
+      const r = await onTerminal(['backup', big, '-o', dir, '--compress', 'gzip'], counterLines(seen));
       expect(r.code, r.screen).toBe(0);
       const lines = [...seen];
       const volume = `volumes/${big}.tar.gz`;
@@ -210,15 +215,103 @@ describe('progress against a known total', () => {
       expect(lines).toContainEqual(
         expect.stringMatching(new RegExp(`› ${volume.replace(/\./g, '\\.')}: 200\\.0 MiB / 200\\.0 MiB {2}100%`)),
       );
+      // While the volume is read, a line names the container that is paused, and for how long.
+      expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^paused: ${big} \\(\\d+:\\d\\d\\)$`)));
       expect(r.screen).toMatch(/✔ done/);
-      // The summary: what moved, how much, how long, how fast.
-      expect(r.screen).toMatch(/MOVED +BYTES +TIME +RATE/);
+      // The summary: what moved, how much, how long, how fast, by which path; how long it was paused.
+      expect(r.screen).toMatch(/MOVED +BYTES +TIME +RATE +PATH/);
+      expect(r.screen).toMatch(new RegExp(`^ {2}${big} paused [\\d.]+s$`, 'm'));
       expect(r.screen).toMatch(new RegExp(`${volume.replace(/\./g, '\\.')} +200\\.0 MiB +[\\d.]+s +[\\d.]+ MiB/s`));
       expect(r.screen).toMatch(/total +[\d.]+ MiB +[\d.]+s/);
     } finally {
       cleanup(ENGINE_A, { containers: [big], volumes: [big] });
       removeSnapshots([big]);
     }
+  });
+});
+
+describe('migrate progress on a terminal', () => {
+  it('counts the volume against its size (percentage, rate, ETA), ends on the summary; ✖ on a failed run', async () => {
+    const m = `${name}-mig`;
+    docker(['run', '-d', '--name', m, '-v', `${m}:/v`, BUSYBOX, 'sleep', '100000']);
+    try {
+      // 400 MiB: long enough on any host for frames between the first rate and the end.
+      docker(['exec', m, 'sh', '-c', 'dd if=/dev/zero of=/v/blob bs=1M count=400 2>/dev/null']);
+      const seen = new Set<string>();
+      const r = await onTerminal(['migrate', m, '--to', ENGINE_B], counterLines(seen));
+      expect(r.code, r.screen).toBe(0);
+      const lines = [...seen];
+      // The volume (its pre-copy's first pass, or the whole copy) against its size, measured first.
+      const vol = `volume ${m}( \\(pass 1\\))?`;
+      expect(lines, lines.join('\n')).toContainEqual(
+        expect.stringMatching(
+          new RegExp(`› ${vol}: [\\d.]+ MiB / 400\\.0 MiB {2}\\d+% {2}[\\d.]+ MiB/s {2}ETA \\d+:\\d\\d$`),
+        ),
+      );
+      expect(lines).toContainEqual(expect.stringMatching(new RegExp(`› ${vol}: 400\\.0 MiB / 400\\.0 MiB {2}100%`)));
+      expect(r.screen).toMatch(/✔ done/);
+      expect(r.screen).not.toContain('✖');
+      // The summary: each stream with its bytes, time, rate and data path (source -> target); the pause.
+      expect(r.screen).toMatch(/MOVED +BYTES +TIME +RATE +PATH/);
+      expect(r.screen).toMatch(new RegExp(`${vol} +400\\.0 MiB +[\\d.]+s +[\\d.]+ MiB/s +[a-z-]+ -> [a-z-]+`));
+      expect(r.screen).toMatch(new RegExp(`image ferry/${m}:\\S+ +[\\d.]+ (B|KiB|MiB) .*[a-z-]+ -> [a-z-]+`));
+      expect(r.screen).toMatch(new RegExp(`^ {2}${m} paused [\\d.]+s$`, 'm'));
+      // and the data arrived
+      expect(docker(['run', '--rm', '-v', `${m}:/v`, BUSYBOX, 'stat', '-c', '%s', '/v/blob'], { host: ENGINE_B })).toBe(
+        String(400 * 1024 * 1024),
+      );
+
+      const missing = await onTerminal(['migrate', `${m}-nope`, '--to', ENGINE_B]);
+      expect(missing.code, missing.screen).toBe(5);
+      expect(missing.screen).not.toContain('✔');
+      expect(missing.screen).toMatch(/✖ .*failed\n(.*\n)*ferry: error: no such container/);
+    } finally {
+      cleanup(ENGINE_A, { containers: [m], volumes: [m] });
+      cleanup(ENGINE_B, { containers: [m], volumes: [m] });
+      removeSnapshots([m]);
+    }
+  });
+});
+
+describe('progress off a terminal', () => {
+  const bytes = '[\\d.]+ (B|KiB|MiB)';
+  it('is a line per step, then a line per stream with its figures, then one summary line', async () => {
+    const r = await ferry(['backup', name, '-o', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stderr.trimEnd().split('\n');
+    // Plain lines only: no spinner, no cursor movement.
+    expect(r.stderr).not.toMatch(/\x1b|\r|[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏✔✖]/);
+    for (const l of lines) expect(l).toMatch(/^ferry: /);
+    const volume = `volumes/${name}\\.tar\\.zst`;
+    const step = lines.findIndex((l) => new RegExp(`^ferry: volume ${name} -> ${volume}$`).test(l));
+    expect(step, r.stderr).toBeGreaterThanOrEqual(0);
+    // Each stream: bytes (of its size, with a percentage: the image's is inspected before it is
+    // read; a volume's is measured meanwhile, too late for one this small), time, rate, data path.
+    const figures = (label: string, total: string) =>
+      new RegExp(`^ferry: ${label}: ${bytes}${total} {2}in [\\d.]+s( {2}${bytes}/s)? {2}via [a-z-]+$`);
+    const stream = lines.findIndex((l) => figures(volume, `( / ${bytes} {2}\\d+%)?`).test(l));
+    expect(stream, r.stderr).toBeGreaterThan(step);
+    expect(lines).toContainEqual(expect.stringMatching(figures(`images/${name}\\.tar\\.gz`, ` / ${bytes} {2}\\d+%`)));
+    // The last line sums the run up: its time, what moved in how many streams, how long it was paused.
+    expect(lines.at(-1)).toMatch(
+      new RegExp(`^ferry: done in [\\d.]+s: ${bytes} moved in 2 streams( \\(${bytes}/s\\))?; ${name} paused [\\d.]+s$`),
+    );
+    expect(r.stdout).toMatch(new RegExp(`^backed up ${name} `));
+
+    // verify counts each member against its size before compression, from the manifest.
+    const bundle = /to (\S+\.tar):/.exec(r.stdout)![1]!;
+    const v = await ferry(['verify', bundle]);
+    expect(v.code, v.stderr).toBe(0);
+    expect(v.stderr).toMatch(new RegExp(`^ferry: ${volume}: (${bytes}) / \\1 {2}100% {2}in [\\d.]+s`, 'm'));
+    expect(v.stderr.trimEnd().split('\n').at(-1)).toMatch(new RegExp(`^ferry: done in [\\d.]+s: ${bytes} moved`));
+  });
+
+  it('a failed run ends with the step it failed at, then the error; never a summary of success', async () => {
+    const r = await ferry(['backup', name, '-o', dir, '--pre-exec', 'exit 3']);
+    expect(r.code).toBe(10);
+    expect(r.stderr).not.toMatch(/done in/);
+    expect(r.stderr).toMatch(/^ferry: failed at .* after [\d.]+s \([\d.]+ (B|KiB|MiB) moved\)\nferry: error: /m);
+    expect(inspect('container', name).State).toMatchObject({ Running: true, Paused: false });
   });
 });
 
