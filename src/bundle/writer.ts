@@ -39,6 +39,7 @@ import { BUNDLE_NAMESPACE } from './trust.js';
 
 export const PART_SIZE = 16 << 20;
 const WRITE_BATCH = 1 << 20;
+const EMPTY = Buffer.alloc(0);
 /** Bytes reserved in a seekable bundle's manifest per member for `"rawBytes": N` (N < 2^53: 16 digits). */
 const RAW_SIZE_ROOM = 48;
 
@@ -254,20 +255,21 @@ export class BundleWriter {
     } else {
       // Each part is the compression of at most PART_SIZE raw bytes, a frame of its own (gzip
       // members and zstd frames concatenate), so a reader can hold every part to PART_SIZE.
-      // The compressed part is buffered (bounded by about PART_SIZE) because its tar header
-      // needs its size.
-      type Part = { cz: Duplex; raw: number; done: Promise<Buffer> };
+      // The compressed part is held in memory (bounded by about PART_SIZE) because its tar header
+      // needs its size: as the chunks the compressor gave, written to the sink one by one, never
+      // joined (a join would hold the part twice, and leave a part-sized buffer to collect).
+      type Part = { cz: Duplex; raw: number; done: Promise<{ chunks: Buffer[]; size: number }> };
       const startPart = (): Part => {
         const cz = compressor(codec);
         // Collected from 'data' events (iterating would join buffered chunks once more).
-        const done = new Promise<Buffer>((resolve, reject) => {
-          const out: Buffer[] = [];
-          let n = 0;
+        const done = new Promise<{ chunks: Buffer[]; size: number }>((resolve, reject) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
           cz.on('data', (c: Buffer) => {
-            out.push(c);
-            n += c.length;
+            chunks.push(c);
+            size += c.length;
           });
-          cz.once('end', () => resolve(Buffer.concat(out, n)));
+          cz.once('end', () => resolve({ chunks, size }));
           cz.once('error', reject);
         });
         done.catch(() => {});
@@ -275,14 +277,18 @@ export class BundleWriter {
       };
       const endPart = async (p: Part, last: boolean) => {
         p.cz.end();
-        const data = await p.done;
-        hash.update(data);
-        stored += data.length;
+        const { chunks, size } = await p.done;
+        stored += size;
         const entryName = last && parts === 0 ? name : partName(name, parts);
         parts++;
-        await sink.write(encodeHeader({ name: entryName, size: data.length, mtime }));
-        await sink.write(data);
-        await sink.write(padding(data.length));
+        await sink.write(encodeHeader({ name: entryName, size, mtime }));
+        for (let i = 0; i < chunks.length; i++) {
+          const c = chunks[i]!;
+          chunks[i] = EMPTY; // written: the part no longer holds it
+          hash.update(c);
+          await sink.write(c);
+        }
+        await sink.write(padding(size));
       };
       let part: Part | undefined;
       try {
