@@ -233,7 +233,7 @@ describe('drill and encryption on s3', () => {
     expect(inspect('container', web).State.Running).toBe(true);
   });
 
-  it('--encrypt: the object holds no plaintext; ls reads its clear header; restore decrypts', async () => {
+  it('--encrypt: the object holds no plaintext; ls needs the passphrase for more than that; restore decrypts', async () => {
     const prefix = `${ROOT}/enc`;
     const encEnv = { ...env, FERRY_PASSPHRASE: 's3-secret-passphrase' };
     const b = await ferry(['backup', web, '-o', s3Url(prefix), '--encrypt', '--compress', 'none', '--json'], {
@@ -248,9 +248,14 @@ describe('drill and encryption on s3', () => {
     expect(bytes.length).toBeGreaterThan(1000);
     expect(bytes.includes('s3-drill-expected-content')).toBe(false);
     expect(bytes.includes('manifest.json')).toBe(false);
+    // An age file to a passphrase holds nothing in the clear beside its scrypt stanza (age allows
+    // no other): without the passphrase ls knows it is encrypted, with it ls reads its containers.
     const ls = await ferry(['ls', s3Url(prefix), '--json'], { env });
     expect(ls.code, ls.stderr).toBe(0);
-    expect(JSON.parse(ls.stdout).bundles[0]).toMatchObject({ containers: [web], encrypted: true });
+    expect(JSON.parse(ls.stdout).bundles[0]).toMatchObject({ encrypted: true, error: { code: 'PASSPHRASE' } });
+    const ls2 = await ferry(['ls', s3Url(prefix), '--json'], { env: encEnv });
+    expect(ls2.code, ls2.stderr).toBe(0);
+    expect(JSON.parse(ls2.stdout).bundles[0]).toMatchObject({ containers: [web], encrypted: true });
     cleanup(ENGINE_A, { containers: [web], volumes: [www] });
     const wrong = await ferry(['restore', bundle], { env: { ...env, FERRY_PASSPHRASE: 'wrong' } });
     expect(wrong.code).toBe(2);
