@@ -612,6 +612,7 @@ export async function ageEncrypt(plain: Readable, target: AgeTarget, meta?: AgeM
 function readHeaderBytes(src: Readable): Promise<{ header: Buffer; rest: Buffer }> {
   return new Promise((resolve, reject) => {
     let got: Buffer = Buffer.alloc(0);
+    let dashes = -1;
     const finish = (err: Error | undefined, v?: { header: Buffer; rest: Buffer }) => {
       src.pause();
       src.off('data', onData);
@@ -625,7 +626,7 @@ function readHeaderBytes(src: Readable): Promise<{ header: Buffer; rest: Buffer 
       got = got.length ? Buffer.concat([got, c]) : c;
       const n = Math.min(got.length, AGE_MAGIC.length);
       if (!got.subarray(0, n).equals(AGE_MAGIC.subarray(0, n))) return finish(new Error('not an age v1 file'));
-      const dashes = got.indexOf('\n--- ', from);
+      if (dashes < 0) dashes = got.indexOf('\n--- ', from);
       const eol = dashes < 0 ? -1 : got.indexOf('\n', dashes + 5);
       if (eol >= 0) return finish(undefined, { header: got.subarray(0, eol + 1), rest: got.subarray(eol + 1) });
       if (got.length > MAX_HEADER) finish(new Error(`no header end in its first ${MAX_HEADER} bytes`));

@@ -107,6 +107,17 @@ describe('age v1 on node:crypto', () => {
     expect((await decrypt(enc, { identities: [KAT_KEY] })).length).toBe(0);
   });
 
+  it('reads a file that arrives in pieces of any size (header, nonce and chunks split anywhere)', async () => {
+    const plain = pattern(65536 + 77);
+    const enc = await encrypt(plain, { recipients: [KAT_RECIPIENT] }, { createdAt: 'x', containers: ['web'] });
+    for (const size of [1, 7, 4096]) {
+      const pieces: Buffer[] = [];
+      for (let o = 0; o < enc.length; o += size) pieces.push(enc.subarray(o, o + size));
+      const out = await readAll(await ageDecrypt(Readable.from(pieces), { identities: [KAT_KEY] }, 'mem://t'));
+      expect(out.equals(plain), `pieces of ${size}`).toBe(true);
+    }
+  });
+
   it('STREAM rules: a missing last flag, a last flag before the end, an empty final chunk after data are refused', async () => {
     const full = pattern(65536);
     const cases = [
