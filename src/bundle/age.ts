@@ -25,7 +25,7 @@ import {
   timingSafeEqual,
   type KeyObject,
 } from 'node:crypto';
-import { finished, pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { finished, pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
 import { BundleError, EXIT, FerryError, UsageError } from '../errors.js';
 import { PassphraseError } from './crypto.js';
 
@@ -378,49 +378,37 @@ function payloadKey(fileKey: Buffer, nonce: Buffer): Buffer {
   return hkdf(fileKey, nonce, 'payload');
 }
 
-/** age's STREAM encryption: header and nonce first, then 64 KiB chunks sealed as they fill. */
-class AgeEncryptStream extends Transform {
-  private readonly buf = Buffer.allocUnsafe(AGE_CHUNK);
-  private pos = 0;
-  private counter = 0;
-
-  constructor(
-    prefix: Buffer,
-    private readonly key: Buffer,
-  ) {
-    super();
-    this.push(prefix);
-  }
-
-  private seal(chunk: Buffer, last: boolean): void {
-    this.push(seal(this.key, chunkNonce(this.counter++, last), chunk));
-  }
-
-  override _transform(data: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+/**
+ * age's STREAM encryption: header and nonce first, then 64 KiB chunks sealed as they fill. A
+ * generator under Readable.from: one sealed chunk at a time, only as fast as it is read (a write
+ * of many MiB is not sealed whole into the readable side's buffer).
+ */
+async function* sealStream(plain: Readable, prefix: Buffer, key: Buffer): AsyncGenerator<Buffer> {
+  yield prefix;
+  const buf = Buffer.allocUnsafe(AGE_CHUNK);
+  let pos = 0;
+  let counter = 0;
+  for await (const piece of plain) {
+    const data = piece as Buffer;
     let off = 0;
     while (off < data.length) {
       // A full chunk is sealed only once more data follows: the last one carries the flag.
-      if (this.pos === AGE_CHUNK) {
-        this.seal(this.buf, false);
-        this.pos = 0;
+      if (pos === AGE_CHUNK) {
+        yield seal(key, chunkNonce(counter++, false), buf);
+        pos = 0;
       }
-      if (this.pos === 0 && data.length - off > AGE_CHUNK) {
-        this.seal(data.subarray(off, off + AGE_CHUNK), false);
+      if (pos === 0 && data.length - off > AGE_CHUNK) {
+        yield seal(key, chunkNonce(counter++, false), data.subarray(off, off + AGE_CHUNK));
         off += AGE_CHUNK;
         continue;
       }
-      const n = Math.min(AGE_CHUNK - this.pos, data.length - off);
-      data.copy(this.buf, this.pos, off, off + n);
-      this.pos += n;
+      const n = Math.min(AGE_CHUNK - pos, data.length - off);
+      data.copy(buf, pos, off, off + n);
+      pos += n;
       off += n;
     }
-    cb();
   }
-
-  override _flush(cb: TransformCallback): void {
-    this.seal(this.buf.subarray(0, this.pos), true); // empty only when the whole payload is
-    cb();
-  }
+  yield seal(key, chunkNonce(counter, true), buf.subarray(0, pos)); // empty only when the whole payload is
 }
 
 /** age's STREAM decryption: the nonce, then chunks opened as the next one starts (one buffered). */
@@ -603,9 +591,14 @@ export async function ageEncrypt(plain: Readable, target: AgeTarget, meta?: AgeM
   const stanzas: Stanza[] = [];
   for (const r of recipientsFor(target, meta)) stanzas.push(...(await r.wrap(fileKey)));
   const nonce = randomBytes(16);
-  const enc = new AgeEncryptStream(Buffer.concat([encodeHeader(fileKey, stanzas), nonce]), payloadKey(fileKey, nonce));
-  // Either side's failure (or the plaintext's end before its end: an abort) fails the other.
-  return pipeline(plain, enc, () => undefined);
+  // The plaintext's failure, or its end before its end (an abort), fails the iteration; the
+  // ciphertext's destruction ends it, which destroys the plaintext.
+  return Readable.from(
+    sealStream(plain, Buffer.concat([encodeHeader(fileKey, stanzas), nonce]), payloadKey(fileKey, nonce)),
+    {
+      objectMode: false,
+    },
+  );
 }
 
 /** The header's bytes (through its MAC line) and what followed them in the same reads. */
