@@ -9,6 +9,8 @@
 #   podman    unix:///run/podman/podman.sock       (Podman's Docker-compatible API, rootful)
 #   engine C  unix:///var/run/docker-c.sock        (Docker 26.1.5 from Debian trixie, containerd image
 #             store, own containerd, bridge docker2, address pool 172.29.0.0/16)
+#   engine D  unix:///var/run/docker-d.sock        (Docker 28.5 and containerd 2.1 from Debian forky,
+#             containerd image store, own containerd, bridge docker3, address pool 172.28.0.0/16)
 #   S3        http://127.0.0.1:7480                  (Ceph RadosGW: bucket ferry-test, keys in $LAB/s3/s3.env)
 # Idempotent: anything already answering is left alone. Writes connection facts to $LAB (default /var/lib/ferry-lab).
 set -eu
@@ -90,6 +92,56 @@ if ! docker -H $C_SOCK version >/dev/null 2>&1; then
     -H $C_SOCK --bridge docker2 --default-address-pool base=172.29.0.0/16,size=24 \
     --iptables=false --ip-masq=false >"$LAB/c/dockerd.log" 2>&1 < /dev/null &
   wait_for 60 docker -H $C_SOCK info || { cat "$LAB/c/dockerd.log" >&2; exit 1; }
+fi
+
+# --- engine D: Docker 28 with the containerd image store, on containerd 2 (issue 21)
+# Debian forky's docker.io 28.5 and containerd 2.1 (their binaries need glibc <= 2.34, bookworm
+# has 2.36), unpacked like engine C's; bookworm's runc. containerd 2 reads config version 3.
+# Its own containerd, data root, exec root, pidfile, socket, bridge docker3 and address pool.
+# Started before engine A for the same reason as engine C (a newer dockerd deletes docker0).
+D_SOCK=unix:///var/run/docker-d.sock
+if ! docker -H $D_SOCK version >/dev/null 2>&1; then
+  F=$LAB/forky
+  if [ ! -x "$F/root/usr/sbin/dockerd" ] || [ ! -x "$F/root/usr/bin/containerd" ]; then
+    log "fetching Docker 28 and containerd 2 from Debian forky"
+    mkdir -p "$F/lists/partial" "$F/cache/archives/partial" "$F/root"
+    echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian forky main' >"$F/sources.list"
+    set -- -o Dir::Etc::sourcelist="$F/sources.list" -o Dir::Etc::sourceparts=/dev/null -o Dir::State::Lists="$F/lists" -o Dir::Cache="$F/cache"
+    apt-get "$@" update -q >/dev/null
+    rm -f "$F"/docker.io_*.deb "$F"/containerd_*.deb
+    (cd "$F" && apt-get "$@" download docker.io containerd >/dev/null)
+    for d in "$F"/docker.io_*.deb "$F"/containerd_*.deb; do dpkg-deb -x "$d" "$F/root"; done
+    rm -f "$F/root/usr/bin/runc" "$F/root/usr/sbin/runc"
+    set --
+  fi
+  log "starting engine D (Docker 28, containerd 2, containerd image store)"
+  mkdir -p "$LAB/d"
+  echo '{"features": {"containerd-snapshotter": true}}' >"$LAB/d/daemon.json"
+  # Kubernetes' CRI plugin is of no use to dockerd; left out, containerd starts faster.
+  printf "version = 3\nroot = '/var/lib/containerd-d'\nstate = '/run/containerd-d'\ndisabled_plugins = ['io.containerd.grpc.v1.cri']\n[grpc]\n  address = '/run/containerd-d/containerd.sock'\n[ttrpc]\n  address = '/run/containerd-d/containerd.sock.ttrpc'\n" >"$LAB/d/containerd.toml"
+  if ! ip link show docker3 >/dev/null 2>&1; then
+    ip link add docker3 type bridge
+    ip addr add 172.25.252.1/24 dev docker3
+  fi
+  ip link set docker3 up
+  containerd_d_up() { "$F/root/usr/bin/ctr" --address /run/containerd-d/containerd.sock version >/dev/null 2>&1; }
+  if ! containerd_d_up; then
+    # A containerd killed with the previous lab leaves its socket (and pid) behind.
+    rm -f /run/containerd-d/containerd.sock /run/containerd-d/containerd.sock.ttrpc
+    PATH=$F/root/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$F/root/usr/bin/containerd" \
+      --config "$LAB/d/containerd.toml" >"$LAB/d/containerd.log" 2>&1 < /dev/null &
+    wait_for 20 containerd_d_up || { cat "$LAB/d/containerd.log" >&2; exit 1; }
+  fi
+  # A dockerd killed with the previous lab leaves its pidfile (dockerd refuses to start while the
+  # pid in it is alive, and a recycled pid may be) and its socket behind.
+  if [ -s /var/run/docker-d.pid ] && [ "$(cat "/proc/$(cat /var/run/docker-d.pid)/comm" 2>/dev/null)" != dockerd ]; then rm -f /var/run/docker-d.pid; fi
+  rm -f /var/run/docker-d.sock
+  PATH=$F/root/usr/bin:$F/root/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$F/root/usr/sbin/dockerd" \
+    --config-file "$LAB/d/daemon.json" --containerd /run/containerd-d/containerd.sock \
+    --data-root /var/lib/docker-d --exec-root /var/run/docker-d --pidfile /var/run/docker-d.pid \
+    -H $D_SOCK --bridge docker3 --default-address-pool base=172.28.0.0/16,size=24 \
+    --iptables=false --ip6tables=false --ip-masq=false >"$LAB/d/dockerd.log" 2>&1 < /dev/null &
+  wait_for 60 docker -H $D_SOCK info || { cat "$LAB/d/dockerd.log" >&2; exit 1; }
 fi
 
 # --- engine A
@@ -374,7 +426,7 @@ busybox_rootfs() {
   echo '<h1>ferry</h1>' > "$root/www/index.html"
   echo "$root"
 }
-for h in unix:///var/run/docker.sock unix:///var/run/docker-b.sock unix:///run/podman/podman.sock $C_SOCK; do
+for h in unix:///var/run/docker.sock unix:///var/run/docker-b.sock unix:///run/podman/podman.sock $C_SOCK $D_SOCK; do
   docker -H $h image inspect ferry-test/busybox:1 >/dev/null 2>&1 && continue
   log "building ferry-test/busybox:1 on $h"
   root=$(busybox_rootfs)

@@ -33,21 +33,38 @@ export function contentStoreRefusal(
   return undefined;
 }
 
-// $1: a blob the engine's store must hold; then candidate roots. Prints the store's blob
-// directory, then one line per blob: digest (hex) and size.
-const LOCATE = `want=$1; shift
+/**
+ * A shell function: the top-level `root` of the containerd config file $1. containerd 1.x's
+ * config (version 2) quotes it "like this", containerd 2's (version 3, as `containerd config
+ * default` writes it) 'like this': both are read. Exported for its unit test.
+ */
+export const CONFIG_ROOT = `config_root() {
+  tr "'" '"' <"$1" | sed -n 's/^[[:space:]]*root[[:space:]]*=[[:space:]]*"\\([^"]*\\)".*/\\1/p' | head -n 1
+}`;
+
+// $1: blobs the engine's store holds (hex digests of some of its images' configs, space-separated);
+// then candidate roots. Of the stores found (every running containerd's, and the candidates), the
+// one that holds the most of those blobs is the engine's: a host may run two containerds, and an
+// image both engines hold has the same digest in both. Prints the store's blob directory, then
+// one line per blob: digest (hex) and size.
+export const LOCATE = `${CONFIG_ROOT}
+want=$1; shift
 for p in /proc/[0-9]*; do
   case "$(readlink "$p/exe" 2>/dev/null)" in */containerd) ;; *) continue ;; esac
   cfg=$(tr '\\0' '\\n' <"$p/cmdline" 2>/dev/null | sed -n -e '/^--config$/{n;p;}' -e '/^-c$/{n;p;}' -e 's/^--config=//p' | head -n 1)
   [ -n "$cfg" ] && [ -f "$cfg" ] || continue
-  r=$(sed -n 's/^[[:space:]]*root[[:space:]]*=[[:space:]]*"\\([^"]*\\)".*/\\1/p' "$cfg" | head -n 1)
+  r=$(config_root "$cfg")
   [ -n "$r" ] && set -- "$r" "$@"
 done
+best=; most=0
 for r in "$@"; do
   d="$r/io.containerd.content.v1.content/blobs/sha256"
-  if [ -f "$d/$want" ]; then echo "$d"; exec find "$d" -maxdepth 1 -type f -printf '%f %s\\n'; fi
+  n=0
+  for w in $want; do [ -f "$d/$w" ] && n=$((n+1)); done
+  if [ $n -gt $most ]; then best=$d; most=$n; fi
 done
-exit 3`;
+[ -n "$best" ] || exit 3
+echo "$best"; exec find "$best" -maxdepth 1 -type f -printf '%f %s\\n'`;
 
 // $1: the blob directory; then digests (hex). Prints, for each blob at most 1 MiB, `<hex> <size>`,
 // a newline, its bytes and a newline.
@@ -128,9 +145,11 @@ export async function readContentStore(
   const ids = images.map((i) => /^sha256:([0-9a-f]{64})$/.exec(i.Id)?.[1]).filter((x): x is string => !!x);
   if (!ids.length) return refused('the target holds no images');
   const roots = ['/var/lib/containerd', ...(engine.facts.rootDir ? [`${engine.facts.rootDir}/containerd/daemon`] : [])];
-  const located = await captureBytes(shell, ['sh', '-c', LOCATE, 'sh', ids[0]!, ...roots], 64 << 20).catch(
-    () => undefined,
-  );
+  const located = await captureBytes(
+    shell,
+    ['sh', '-c', LOCATE, 'sh', ids.slice(0, 8).join(' '), ...roots],
+    64 << 20,
+  ).catch(() => undefined);
   const listing = located?.code === 0 ? parseListing(located.stdout.toString('utf8')) : undefined;
   if (!listing) return refused(`containerd's content store of ${engine.facts.endpoint} not found on ${shell.where}`);
   const { dir, sizes } = listing;

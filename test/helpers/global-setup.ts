@@ -1,5 +1,5 @@
 /**
- * vitest globalSetup for the e2e project: bring up the lab (engines A, B and C, registry, sshd, test
+ * vitest globalSetup for the e2e project: bring up the lab (engines A, B, C and D, registry, sshd, test
  * images) with .ci/lab.sh, which is idempotent and quick when everything already runs, then the
  * cached PostgreSQL test image. Needs root, as the engines do. At the end, the snapshot images the
  * tests' backups and restores left (ferry/<test container>:<time>) go, on both engines.
@@ -16,6 +16,7 @@ export default function setup() {
       path.join(root, 'test', 'fixtures', 'build-postgres-image.sh'),
       'unix:///var/run/docker-b.sock',
       'unix:///var/run/docker-c.sock',
+      'unix:///var/run/docker-d.sock',
     ],
     {
       stdio: 'inherit',
@@ -33,6 +34,7 @@ function teardown() {
     'unix:///var/run/docker.sock',
     'unix:///var/run/docker-b.sock',
     'unix:///var/run/docker-c.sock',
+    'unix:///var/run/docker-d.sock',
   ]) {
     const r = spawnSync('docker', ['-H', host, 'images', '--format', '{{.Repository}}:{{.Tag}}'], { encoding: 'utf8' });
     const refs = (r.stdout ?? '').split('\n').filter((x) => TEST_SNAPSHOT.test(x));

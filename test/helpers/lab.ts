@@ -14,16 +14,30 @@ export const BIN = path.join(ROOT, 'bin', 'ferry.js');
 export const DOCKER_20 = 'unix:///var/run/docker.sock';
 /** Docker 26 with the containerd image store (Debian trixie's docker.io), the default of new installs. */
 export const DOCKER_26_CONTAINERD = 'unix:///var/run/docker-c.sock';
+/** Docker 28.5 on containerd 2.1 with the containerd image store (Debian forky's docker.io): engine D. */
+export const DOCKER_28_CONTAINERD = 'unix:///var/run/docker-d.sock';
+/** Engine C: Docker 26 with the containerd image store. */
+export const ENGINE_C = DOCKER_26_CONTAINERD;
+/** Engine D: the second containerd-store engine (Docker 28, containerd 2), for containerd store → containerd store. */
+export const ENGINE_D = DOCKER_28_CONTAINERD;
 /**
- * The kind of engine this e2e run targets: FERRY_E2E_ENGINE=overlay2 (the default) or containerd.
- * ENGINE_A, the engine every test starts from, is of that kind; ENGINE_B, the second host (also
- * reached over SSH), is Docker 20.10 in both runs, so a containerd run also crosses engine kinds.
+ * The kind of engine this e2e run targets: FERRY_E2E_ENGINE=overlay2 (the default), containerd
+ * (engine C, Docker 26) or docker28 (engine D, Docker 28 on containerd 2; also of the containerd
+ * kind). ENGINE_A, the engine every test starts from, is that engine; ENGINE_B, the second host
+ * (also reached over SSH), is Docker 20.10 in every run, so a containerd run also crosses engine kinds.
  */
 export const ENGINE_KIND: 'overlay2' | 'containerd' =
-  process.env.FERRY_E2E_ENGINE === 'containerd' ? 'containerd' : 'overlay2';
-export const ENGINE_A = ENGINE_KIND === 'containerd' ? DOCKER_26_CONTAINERD : DOCKER_20;
+  process.env.FERRY_E2E_ENGINE === 'containerd' || process.env.FERRY_E2E_ENGINE === 'docker28'
+    ? 'containerd'
+    : 'overlay2';
+export const ENGINE_A =
+  process.env.FERRY_E2E_ENGINE === 'docker28'
+    ? DOCKER_28_CONTAINERD
+    : ENGINE_KIND === 'containerd'
+      ? DOCKER_26_CONTAINERD
+      : DOCKER_20;
 export const ENGINE_B = 'unix:///var/run/docker-b.sock';
-/** The engine ferry reaches without -H: the default socket, or engine C in a containerd run. */
+/** The engine ferry reaches without -H: the default socket, or engine C (D) in a containerd (docker28) run. */
 const DEFAULT_HOST = ENGINE_KIND === 'containerd' ? ENGINE_A : undefined;
 export const PODMAN = 'unix:///run/podman/podman.sock';
 export const BUSYBOX = 'ferry-test/busybox:1';

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { shipImage } from '../../src/data/ship.js';
+import { LOCATE } from '../../src/data/content-store.js';
 import { ENGINE_ONLY } from '../../src/data/paths.js';
 import type { HostShell } from '../../src/hostaccess/shell.js';
 import type { HostAccess } from '../../src/hostaccess/access.js';
@@ -77,8 +78,7 @@ async function containerdTarget() {
   const dir = '/var/lib/docker-c/containerd/daemon/io.containerd.content.v1.content/blobs/sha256';
   const shell = fakeShell((argv) => {
     const script = argv[2] ?? '';
-    if (script.startsWith('want='))
-      return Buffer.from(`${dir}\n${[...blobs].map(([h, b]) => `${h} ${b.length}`).join('\n')}\n`);
+    if (script === LOCATE) return Buffer.from(`${dir}\n${[...blobs].map(([h, b]) => `${h} ${b.length}`).join('\n')}\n`);
     // READ: `<hex> <size>\n<bytes>\n` for each blob asked for.
     const out: Buffer[] = [];
     for (const h of argv.slice(5)) {
