@@ -23,6 +23,7 @@ import {
   ROOT,
   S3,
   s3Env,
+  s3Url,
   sh,
   sshHome,
   uid,
@@ -426,5 +427,75 @@ describe('a fleet backs up nightly into one restic repository (cron-backup.sh), 
     } finally {
       await s3Clean(prefix);
     }
+  });
+});
+
+describe('the nightly job into S3 (cron-backup.sh, BACKUP_DIR=s3://...), a drill there, a DR restore on another engine', () => {
+  const c = uid('exs3');
+  const prefix = uid('e2e-ex-s3');
+  const store = s3Url(prefix);
+  const keys = path.join(dir, 's3-keys');
+  const signers = path.join(keys, 'allowed_signers');
+  afterAll(async () => {
+    for (const host of [ENGINE_A, ENGINE_B]) cleanup(host, { containers: [c], volumes: [c] });
+    removeSnapshots([c]);
+    await s3Clean(prefix);
+  });
+  /** The bundles of `c` in the bucket, oldest first, as `ferry ls` lists them. */
+  const inBucket = async (): Promise<string[]> => {
+    const r = await ferry(['--json', 'ls', store], { env: s3Env() });
+    expect(r.code, r.stderr).toBe(0);
+    return (JSON.parse(r.stdout).bundles as { bundle: string; containers?: string[] }[])
+      .filter((b) => b.containers?.includes(c))
+      .map((b) => b.bundle);
+  };
+
+  it('backs up into the bucket each night, signed and verified, and rotates there', async () => {
+    mkdirSync(keys);
+    execFileSync('ssh-keygen', ['-t', 'ed25519', '-q', '-N', '', '-C', 'host-a', '-f', path.join(keys, 'host-a')]);
+    const pub = readFileSync(path.join(keys, 'host-a.pub'), 'utf8').trim().split(' ').slice(0, 2).join(' ');
+    writeFileSync(signers, `host-a ${pub}\n`);
+    docker(['run', '-d', '--name', c, '--label', `ferry-ex=${c}`, '-v', `${c}:/data`, BUSYBOX, ...SERVICE]);
+    docker(['exec', c, 'sh', '-c', 'echo "off-site night" > /data/state']);
+    const env = {
+      ...s3Env(),
+      DOCKER_HOST: ENGINE_A,
+      BACKUP_DIR: store,
+      FERRY_SIGN_KEY: path.join(keys, 'host-a'),
+      FERRY_BACKUP_ARGS: `--filter label=ferry-ex=${c}`,
+      PATH: pathWithoutSyslog(),
+    };
+    const first = sh(`sh '${example('cron-backup.sh')}'`, env);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(/done: every running container backed up and verified/);
+    const [one, ...more] = await inBucket();
+    expect(one).toBeDefined();
+    expect(more).toEqual([]);
+    const second = sh(`sh '${example('cron-backup.sh')}'`, env);
+    expect(second.code, second.stderr).toBe(0);
+    const left = await inBucket();
+    expect(left).toHaveLength(1); // keep-daily: of two the same day, the newer
+    expect(left[0]).not.toBe(one);
+  });
+
+  it('drills the newest bundle there on another engine: it runs, and nothing is left', async () => {
+    const [newest] = await inBucket();
+    const r = await ferry(['-H', ENGINE_B, '--json', 'drill', newest!, '--timeout', '60'], { env: s3Env() });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, bundle: newest, leftovers: [] });
+    expect(exists('container', c, ENGINE_B)).toBe(false);
+  });
+
+  it('the host is gone: dr-restore-trusted.sh brings the service up on another engine from the bucket', () => {
+    cleanup(ENGINE_A, { containers: [c], volumes: [c] });
+    const r = sh(`sh '${example('dr-restore-trusted.sh')}' '${store}' ${c}`, {
+      ...s3Env(),
+      DOCKER_HOST: ENGINE_B,
+      TRUST: signers,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`${c}: restoring \\S+ \\(signed by host-a\\)`));
+    expect(inspect('container', c, ENGINE_B).State.Running).toBe(true);
+    expect(docker(['exec', c, 'cat', '/data/state'], { host: ENGINE_B })).toBe('off-site night');
   });
 });
