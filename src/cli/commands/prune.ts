@@ -175,7 +175,7 @@ Examples:
               progress.done();
             }
             setExit(program, 0);
-            return { ok: true, summary: `pruned ${store}` };
+            return { ok: true, summary: 'pruned the restic repository (restic forget --prune)' };
           }
           let res: PruneResult;
           try {

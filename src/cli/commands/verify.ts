@@ -160,7 +160,7 @@ Examples:
               progress,
             );
             setExit(program, 0);
-            return { ok: true, summary: `verified ${bundle}` };
+            return { ok: true, summary: 'verified the restic repository (restic check and the newest snapshots)' };
           }
           const store = openStore(bundle, deps.stores);
           if (await store.exists()) {
