@@ -1,6 +1,6 @@
 #!/bin/sh
-# Nightly ferry backup of every running container, verified, with rotation. For cron, or for the
-# systemd timer in examples/systemd/.
+# Nightly ferry backup of every running container (or those a label filter selects), verified,
+# with rotation. For cron, or for the systemd timer in examples/systemd/.
 #
 # Install:
 #   install -m 0755 examples/cron-backup.sh /usr/local/sbin/ferry-cron-backup.sh
@@ -10,9 +10,22 @@
 # or, with settings (or put them in /etc/ferry/backup.env and use the systemd timer):
 #   15 2 * * * root BACKUP_DIR=/srv/backups FERRY_NOTIFY_URL=https://hc-ping.com/<uuid> /usr/local/sbin/ferry-cron-backup.sh
 #
+# Settings in ferry's config file: install examples/ferry.toml as /etc/ferry/ferry.toml (or name
+# one with FERRY_CONFIG) and the job takes from it what the environment below does not set:
+#   [backup] output      the store, when BACKUP_DIR is not set
+#   [backup] filter      which containers: e.g. ["label=backup=nightly"] backs up only the
+#                        containers labelled backup=nightly (FERRY_FILTER=label=backup=nightly
+#                        does the same from the environment)
+#   [backup] compress, pre-exec, exclude-path, notify-url, ...   as for `ferry backup`
+#   [prune] keep-*       the rotation, when none of KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY is set
+# `ferry config` shows what the file and the FERRY_* variables give. Per-container settings
+# stay in labels (below).
+#
 # What it runs:
 #   1. ferry backup --all -o "$BACKUP_DIR" --verify --quiet [--notify-url ...] [--encrypt ...]
-#      Every running container (those `docker ps` lists; ferry's own helpers excepted) gets its
+#      (and, from the config file or FERRY_*, --filter, --compress, ...)
+#      Every running container (those `docker ps` lists; ferry's own helpers excepted; with a
+#      filter, those it selects) gets its
 #      OWN bundle, ferry-<container>-<UTC time>.tar (containers that refer to each other, such as
 #      a sidecar in another's network, share one), and each bundle is read back and checked
 #      (`ferry verify`) before it counts; one that fails is renamed to <name>.tar.corrupt. A
@@ -24,8 +37,9 @@
 #      ferry.consistency=stop and ferry.stop-timeout (a database to stop, not pause),
 #      ferry.exclude=true (a container to leave out).
 #   2. ferry prune "$BACKUP_DIR" --keep-daily 7 --keep-weekly 4 --keep-monthly 6
-#      restic-style rotation, per container: the newest bundle of each of the last 7 days, 4 ISO
-#      weeks and 6 months that have one is kept, and so is each container's newest bundle. It
+#      (or the config file's [prune] keep-* rules) restic-style rotation, per container: the
+#      newest bundle of each of the last 7 days, 4 ISO weeks and 6 months that have one is kept,
+#      and so is each container's newest bundle. It
 #      runs after a full or a partial (exit 3) backup, never after a run where nothing was backed
 #      up, so a broken backup never thins out the bundles you would restore from.
 #
@@ -43,7 +57,8 @@
 # so cron mails it even when the messages went to syslog. --quiet keeps a good night silent.
 #
 # Environment (all optional):
-#   BACKUP_DIR             the store (default /backups): a local directory that exists (when it
+#   BACKUP_DIR             the store (default: the config file's [backup] output, else
+#                          /backups): a local directory that exists (when it
 #                          does not, say a disk that is not mounted, the backup fails, exit 5,
 #                          rather than filling the root filesystem), or a directory on
 #                          a backup host, ssh://user@host/srv/backups (SFTP; --verify reads the
@@ -60,9 +75,17 @@
 #                          (restic check, and the newest snapshot of each host and set read back
 #                          and checked), then prune (restic forget --prune with these rules)
 #   KEEP_DAILY, KEEP_WEEKLY, KEEP_MONTHLY
-#                          rotation (defaults 7, 4, 6; 0 leaves a rule out; at least one > 0)
+#                          rotation (defaults 7, 4, 6; 0 leaves a rule out; at least one > 0).
+#                          When none is set and the config file (or FERRY_KEEP_*) has
+#                          keep-* rules for prune, those apply instead
 #   FERRY_NOTIFY_URL       dead-man's switch, e.g. https://hc-ping.com/<uuid>: ferry POSTs to
-#                          <url>/start, <url> on success and <url>/fail on failure or partial
+#                          <url>/start, <url> on success and <url>/fail on failure or partial;
+#                          after a full backup, the prune (and a restic repository's verify)
+#                          ping it too, so a failed prune turns the check to failed; after a
+#                          partial one they do not (their success must not hide the failure)
+#   FERRY_CONFIG           ferry's config file (default /etc/ferry/ferry.toml or
+#                          ~/.config/ferry/ferry.toml, when one exists); FERRY_FILTER and the
+#                          other FERRY_* variables of ferry's options work as for ferry itself
 #   FERRY_PASSPHRASE_FILE  encrypt the bundles (--encrypt) with the passphrase in this file
 #                          (mode 0600). FERRY_PASSPHRASE (the passphrase itself) also turns
 #                          encryption on. Restoring needs the same passphrase: keep a copy of it
@@ -76,10 +99,6 @@
 #   FERRY                  the ferry command (default ferry); DOCKER_HOST as for ferry
 set -eu
 
-BACKUP_DIR=${BACKUP_DIR:-/backups}
-KEEP_DAILY=${KEEP_DAILY:-7}
-KEEP_WEEKLY=${KEEP_WEEKLY:-4}
-KEEP_MONTHLY=${KEEP_MONTHLY:-6}
 FERRY=${FERRY:-ferry}
 TAG=ferry-backup
 # cron's PATH is minimal (/usr/bin:/bin); ferry installed with npm -g usually lives in /usr/local/bin.
@@ -126,6 +145,42 @@ err=$(mktemp "${TMPDIR:-/tmp}/ferry-backup.XXXXXX")
 trap 'rm -f "$out" "$err"' EXIT
 trap 'exit 130' INT TERM
 
+# --- 0. settings: the environment above, else ferry's config file (and FERRY_* variables), as
+# `ferry config` reports them, else the defaults.
+cfg=0
+$FERRY --json config >"$out" 2>"$err" || cfg=$?
+if [ "$cfg" != 0 ]; then
+  cat "$out" >>"$err"
+  log_lines err "$err"
+  log err "FAILED: ferry config exited with code $cfg (a config file that does not parse?); nothing was backed up"
+  mail_failure "ferry config failed with exit code $cfg" "$err"
+  exit "$cfg"
+fi
+settings=$(cat "$out")
+# setting COMMAND OPTION: the value the file or a FERRY_* variable gives that option (a string;
+# a list as its JSON text), or nothing.
+setting() {
+  printf '%s\n' "$settings" | sed -n \
+    -e 's/.*"command":"'"$1"'","option":"'"$2"'","value":"\([^"]*\)".*/\1/p' \
+    -e 's/.*"command":"'"$1"'","option":"'"$2"'","value":\[\([^]]*\)\].*/\1/p'
+}
+if [ -z "${BACKUP_DIR:-}" ]; then BACKUP_DIR=$(setting backup output); fi
+BACKUP_DIR=${BACKUP_DIR:-/backups}
+# The rotation: KEEP_* when one is set, else the file's [prune] keep-* rules, else 7/4/6.
+if [ -z "${KEEP_DAILY:-}${KEEP_WEEKLY:-}${KEEP_MONTHLY:-}" ] &&
+  printf '%s\n' "$settings" | grep -q '"command":"prune","option":"keep-'; then
+  file=$(printf '%s\n' "$settings" | sed -n 's/.*"file":"\([^"]*\)".*/\1/p')
+  retention="from ${file:-the FERRY_KEEP_* variables}"
+  KEEP_DAILY=0 KEEP_WEEKLY=0 KEEP_MONTHLY=0
+else
+  KEEP_DAILY=${KEEP_DAILY:-7}
+  KEEP_WEEKLY=${KEEP_WEEKLY:-4}
+  KEEP_MONTHLY=${KEEP_MONTHLY:-6}
+  retention="daily $KEEP_DAILY, weekly $KEEP_WEEKLY, monthly $KEEP_MONTHLY"
+fi
+filter=$(setting backup filter | tr -d '[]"')
+selected=${filter:+" (filter $filter)"}
+
 # --- 1. backup
 # Global options (--quiet, --passphrase-file) go before the command.
 set -- --quiet
@@ -150,7 +205,7 @@ set -- "$@" ${FERRY_BACKUP_ARGS:-}
 
 signed=
 [ -n "${FERRY_SIGN_KEY:-}" ] && signed=" (signed)"   # ferry reads FERRY_SIGN_KEY itself
-log info "starting: ferry backup --all -o $BACKUP_DIR${verify:+ $verify}$crypt$signed"
+log info "starting: ferry backup --all -o $BACKUP_DIR${verify:+ $verify}$crypt$signed$selected"
 rc=0
 # --quiet: nothing on success but warnings (bind mounts recorded but not copied, a notify URL
 # that could not be reached, ...); on failure "ferry: error: <container>: ..." lines and a hint.
@@ -177,11 +232,20 @@ case $rc in
     ;;
 esac
 
+# After a partial backup (its /fail sent), the commands below do not ping FERRY_NOTIFY_URL (or
+# the file's notify-url): their success must not hide the backup's failure. An empty value
+# turns the ping off.
+if [ "$rc" = 0 ]; then
+  after() { "$@"; }
+else
+  after() { FERRY_NOTIFY_URL= "$@"; }
+fi
+
 # --- 1b. a restic repository: restic check, and the newest snapshots read back and checked.
 # A repository that fails it is not pruned (its older snapshots may be what is left to restore).
 if [ "$restic_repo" = 1 ]; then
   vrc=0
-  $FERRY --quiet verify "$BACKUP_DIR" >"$out" 2>&1 || vrc=$?
+  after $FERRY --quiet verify "$BACKUP_DIR" >"$out" 2>&1 || vrc=$?
   if [ "$vrc" != 0 ]; then
     log_lines err "$out"
     log err "FAILED: ferry verify $BACKUP_DIR exited with code $vrc after the backup; nothing was pruned"
@@ -200,7 +264,7 @@ set --
 prc=0
 # stdout: a table of every bundle with keep/removed and why, then "N bundles removed (...), M kept";
 # stderr: "ferry: removed <bundle>" for each removal, warnings, errors.
-$FERRY prune "$BACKUP_DIR" "$@" >"$out" 2>"$err" || prc=$?
+after $FERRY prune "$BACKUP_DIR" "$@" >"$out" 2>"$err" || prc=$?
 if [ "$prc" = 0 ]; then
   log_lines info "$err"
   summary=$(tail -n 1 "$out")
@@ -222,6 +286,6 @@ esac
 [ "$corrupt" -gt 0 ] && log warning "$corrupt bundle(s) failed verification and were kept as $BACKUP_DIR/*.tar.corrupt; look at them, then delete them"
 
 if [ "$rc" = 0 ]; then
-  log info "done: every running container backed up and verified; retention daily $KEEP_DAILY, weekly $KEEP_WEEKLY, monthly $KEEP_MONTHLY"
+  log info "done: every running container backed up and verified$selected; retention $retention"
 fi
 exit "$rc"

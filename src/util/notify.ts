@@ -39,7 +39,7 @@ export async function ping(
     if (!res.ok) warn(`notify ${kind}: ${redactUrl(base)} answered ${res.status}`);
   } catch (err) {
     warn(
-      `notify ${kind}: could not reach ${redactUrl(base)} (${(err as Error).message}); the backup itself is not affected`,
+      `notify ${kind}: could not reach ${redactUrl(base)} (${(err as Error).message}); the run itself is not affected`,
     );
   }
 }

@@ -5,7 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -72,6 +72,53 @@ describe('--notify-url', () => {
     expect(r.stderr).toMatch(/notify start: could not reach http:\/\/127\.0\.0\.1:\d+\/…/);
     expect(r.stderr).not.toMatch(/secret-uuid/); // the check's id is not printed
     expect(readdirSync(path.join(dir, 'dead'))).toHaveLength(1);
+  });
+});
+
+describe('--notify-url on verify, drill and prune', () => {
+  const paths = () => pings.map((p) => p.path);
+
+  it('success for a whole bundle, a passing drill and a prune; fail for a damaged bundle', async () => {
+    const store = path.join(dir, 'others');
+    const b = await ferry(['--json', 'backup', name, '-o', store, '--mkdir']);
+    expect(b.code, b.stderr).toBe(0);
+    const bundle = JSON.parse(b.stdout).bundle as string;
+    const buf = readFileSync(bundle);
+    for (let i = 0; i < 64; i++) buf[Math.floor(buf.length / 2) + i]! ^= 0xff;
+    const damaged = path.join(dir, 'damaged.tar');
+    writeFileSync(damaged, buf);
+
+    pings.length = 0;
+    const v = await ferry(['verify', bundle, '--notify-url', base]);
+    expect(v.code, v.stderr).toBe(0);
+    expect(paths()).toEqual(['/ping/abc-123/start', '/ping/abc-123']);
+    expect(pings[1]!.body).toMatch(/^verified .*: whole \(\d+ members checked\)$/);
+
+    pings.length = 0;
+    const bad = await ferry(['verify', damaged, '--notify-url', base]);
+    expect(bad.code).toBe(7);
+    expect(paths()).toEqual(['/ping/abc-123/start', '/ping/abc-123/fail']);
+    expect(pings[1]!.body).toMatch(/^ferry verify failed on .*damaged\.tar is not whole/);
+
+    pings.length = 0;
+    const d = await ferry(['drill', bundle, '--timeout', '30', '--notify-url', base]);
+    expect(d.code, d.stderr).toBe(0);
+    expect(paths()).toEqual(['/ping/abc-123/start', '/ping/abc-123']);
+    expect(pings[1]!.body).toMatch(/^drill of .* PASS in [\d.]+s$/);
+
+    pings.length = 0;
+    const dbad = await ferry(['drill', damaged, '--timeout', '30', '--notify-url', base]);
+    expect(dbad.code).not.toBe(0);
+    expect(paths()).toEqual(['/ping/abc-123/start', '/ping/abc-123/fail']);
+    expect(pings[1]!.body).toMatch(/damaged\.tar.*FAIL: |failed on .*: /);
+
+    expect((await ferry(['backup', name, '-o', store])).code).toBe(0);
+    pings.length = 0;
+    const p = await ferry(['prune', store, '--keep-last', '1', '--notify-url', base]);
+    expect(p.code, p.stderr).toBe(0);
+    expect(paths()).toEqual(['/ping/abc-123/start', '/ping/abc-123']);
+    expect(pings[1]!.body).toMatch(/^pruned .*: 1 bundle removed \(.+\), 1 kept$/);
+    expect(readdirSync(store).filter((f) => f.endsWith('.tar'))).toHaveLength(1);
   });
 });
 

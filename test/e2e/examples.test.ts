@@ -3,6 +3,8 @@
  * written, against the real engines (FERRY points them at this checkout's bin/ferry.js).
  */
 import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -25,6 +27,7 @@ import {
   s3Env,
   s3Url,
   sh,
+  shAsync,
   sshHome,
   uid,
 } from '../helpers/lab.js';
@@ -47,6 +50,22 @@ function pathWithoutSyslog(): string {
   writeFileSync(path.join(bin, 'logger'), '#!/bin/sh\nexit 1\n');
   chmodSync(path.join(bin, 'logger'), 0o755);
   return `${bin}:${process.env.PATH}`;
+}
+
+/** A local dead-man's switch: the URL to give, and the pings it got (path and body). */
+async function pingRecorder(): Promise<{ url: string; pings: { path: string; body: string }[]; close: () => void }> {
+  const pings: { path: string; body: string }[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      pings.push({ path: req.url ?? '', body });
+      res.end('OK');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/ping/cron`;
+  return { url, pings, close: () => server.close() };
 }
 
 const bundlesOf = (store: string, name: string) =>
@@ -153,15 +172,20 @@ describe('examples/cron-backup.sh', () => {
     expect(readdirSync(remote).filter((f) => f.startsWith('.'))).toEqual([]); // no lock, no temporary left
   });
 
-  it('a container whose pre-exec hook fails: exit 3 (partial), the others still backed up, and still pruned', () => {
+  it('a container whose pre-exec hook fails: exit 3 (partial), the others still backed up, and still pruned', async () => {
     docker(['run', '-d', '--name', bad, '--label', 'ferry.pre-exec=exit 9', BUSYBOX, ...SERVICE], { host: ENGINE_B });
     const before = bundlesOf(store, name);
-    const r = sh(`sh '${example('cron-backup.sh')}'`, {
+    const hc = await pingRecorder();
+    const r = await shAsync(`sh '${example('cron-backup.sh')}'`, {
       DOCKER_HOST: ENGINE_B,
       BACKUP_DIR: store,
       PATH: pathWithoutSyslog(),
-    });
+      FERRY_NOTIFY_URL: hc.url,
+    }).finally(() => hc.close());
     expect(r.code, r.stderr).toBe(3);
+    // The backup's /fail is the last word: the prune after it does not ping (its success would hide it).
+    expect(hc.pings.map((p) => p.path)).toEqual(['/ping/cron/start', '/ping/cron/fail']);
+    expect(hc.pings[1]!.body).toMatch(new RegExp(`failed: .*${bad}`));
     expect(r.stderr).toMatch(/PARTIAL: some containers were not backed up/);
     expect(r.stderr).toMatch(new RegExp(`${bad}.*pre-exec hook failed \\(exit 9\\)`));
     expect(bundlesOf(store, bad)).toEqual([]);
@@ -169,6 +193,78 @@ describe('examples/cron-backup.sh', () => {
     expect(after).toHaveLength(1);
     expect(after[0]).not.toBe(before[0]);
     expect(inspect('container', bad, ENGINE_B).State.Running).toBe(true);
+  });
+});
+
+describe('examples/cron-backup.sh with the config file (examples/ferry.toml): store, label filter, compression, rotation', () => {
+  const store = path.join(dir, 'cron-config-store');
+  const name = uid('excfg');
+  const other = uid('excfgno'); // not labelled
+  const label = `ferry-e2e-${name}`;
+  afterAll(() => cleanup(ENGINE_B, { containers: [name, other], volumes: [name] }));
+
+  it('backs up only the labelled container, gzip, into the store the file names, and keeps the last 2 as the file says', async () => {
+    mkdirSync(store, { mode: 0o700 });
+    docker(['run', '-d', '--name', name, '--label', `${label}=nightly`, '-v', `${name}:/data`, BUSYBOX, ...SERVICE], {
+      host: ENGINE_B,
+    });
+    docker(['exec', name, 'sh', '-c', 'echo nightly > /data/f'], { host: ENGINE_B });
+    docker(['run', '-d', '--name', other, BUSYBOX, ...SERVICE], { host: ENGINE_B });
+    // The example file as installed, with this test's store, label and a rotation that differs
+    // from the script's own default (keep-daily 7 would leave one bundle of a day, not two).
+    const shipped = readFileSync(example('ferry.toml'), 'utf8');
+    const toml = shipped
+      .replace('output = "/backups"', `output = "${store}"`)
+      .replace('label=backup=nightly', `label=${label}=nightly`)
+      .replace(/keep-daily = 7\nkeep-weekly = 4\nkeep-monthly = 6/, 'keep-last = 2');
+    for (const s of [
+      `output = "${store}"`,
+      `filter = ["label=${label}=nightly"]`,
+      'compress = "gzip"',
+      'keep-last = 2',
+    ])
+      expect(toml, s).toContain(s);
+    const config = path.join(dir, 'cron-ferry.toml');
+    writeFileSync(config, toml);
+    // No BACKUP_DIR, no KEEP_*: all from the file.
+    const env = { DOCKER_HOST: ENGINE_B, FERRY_CONFIG: config, PATH: pathWithoutSyslog() };
+    const made: string[] = [];
+    for (let night = 0; night < 3; night++) {
+      const hc = night === 2 ? await pingRecorder() : undefined;
+      const r = await shAsync(`sh '${example('cron-backup.sh')}'`, {
+        ...env,
+        ...(hc ? { FERRY_NOTIFY_URL: hc.url } : {}),
+      }).finally(() => hc?.close());
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`starting: ferry backup --all -o ${store} --verify (filter label=${label}=nightly)`);
+      expect(r.stderr).toContain(
+        `done: every running container backed up and verified (filter label=${label}=nightly); retention from ${config}`,
+      );
+      made.push(...bundlesOf(store, name).filter((b) => !made.includes(b)));
+      if (hc) {
+        // After a full backup the prune pings too: backup start, success, prune start, success.
+        expect(hc.pings.map((p) => p.path)).toEqual([
+          '/ping/cron/start',
+          '/ping/cron',
+          '/ping/cron/start',
+          '/ping/cron',
+        ]);
+        expect(hc.pings[1]!.body).toMatch(/^backed up 1 of 1 containers/);
+        expect(hc.pings[3]!.body).toMatch(new RegExp(`^pruned ${store}: 1 bundle removed`));
+      }
+    }
+    expect(made).toHaveLength(3);
+    // keep-last 2 from the file: the two newest stay.
+    expect(bundlesOf(store, name)).toEqual(made.slice(1));
+    // The label filter: the unlabelled container (and every other one on the engine) is left out.
+    expect(bundlesOf(store, other)).toEqual([]);
+    expect(readdirSync(store).filter((f) => f.endsWith('.tar') && !f.startsWith(`ferry-${name}-`))).toEqual([]);
+    // compress = "gzip" from the file (ferry's default is zstd).
+    const newest = path.join(store, made[2]!);
+    const members = execFileSync('tar', ['-tf', newest], { encoding: 'utf8' }).split('\n');
+    expect(members).toContain(`volumes/${name}.tar.gz`);
+    const v = await ferry(['verify', newest]);
+    expect(v.code, v.stderr).toBe(0);
   });
 });
 

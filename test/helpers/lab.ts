@@ -91,6 +91,22 @@ export function sh(script: string, env: Record<string, string> = {}): Run {
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** sh() without blocking this process: for a script whose requests it must answer (a local HTTP server). */
+export function shAsync(script: string, env: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('sh', ['-c', script], {
+      env: { ...ferryEnv(env), FERRY: BIN },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
 /** Run the docker CLI against an engine; throws on failure unless allowFail. */
 export function docker(args: string[], opts: { host?: string; allowFail?: boolean; input?: string } = {}): string {
   const r = spawnSync('docker', ['-H', opts.host ?? ENGINE_A, ...args], {

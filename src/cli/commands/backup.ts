@@ -2,11 +2,9 @@ import { Command, Option } from 'commander';
 import { defaultCodec, type Codec } from '../../bundle/codec.js';
 import { openEngine } from '../../engine/connect.js';
 import { parseRegistryOption, resolveRegistryAuth } from '../../engine/auth.js';
-import { hostname } from 'node:os';
 import { BundleError, EXIT, FerryError, NotFoundError, PartialError, toFerryError, UsageError } from '../../errors.js';
 import { errorJson, type JsonError } from '../json.js';
-import { ping } from '../../util/notify.js';
-import { VERSION } from '../../version.js';
+import { notifying, notifyHelp } from '../notify.js';
 import { backup } from '../../ops/backup.js';
 import { projectContainers, type Consistency } from '../../ops/steps/capture.js';
 import { writeTarget } from '../../store/registry.js';
@@ -123,10 +121,7 @@ export function backupCommand(program: Command, deps: Deps): Command {
       '--post-exec <cmd>',
       'run `sh -c cmd` inside each container after it is resumed (default: its ferry.post-exec label)',
     )
-    .option(
-      '--notify-url <url>',
-      "dead-man's switch: POST to URL/start, URL (success) or URL/fail with a short summary (healthchecks.io style); failures to reach it never fail the backup",
-    )
+    .option('--notify-url <url>', notifyHelp('backup'))
     .option(
       '--encrypt',
       'encrypt the bundle as an age file to a passphrase (scrypt): FERRY_PASSPHRASE or --passphrase-file; opens with `age -d`',
@@ -204,344 +199,340 @@ Examples:
       const shrankNames: string[] = [];
       const shrinkNote = () =>
         shrankNames.length ? `; warning: since the previous bundle, ${shrankNames.join(', ')}` : '';
-      let notified = !!flags.dryRun; // a dry run tells nobody
       if (flags.filter && !flags.all)
         throw new UsageError('--filter narrows --all', 'add --all, or name the containers');
-      if (!notified)
-        await ping(flags.notifyUrl, 'start', `ferry ${VERSION} backup started on ${hostname()}`, (m) =>
-          progress.warn(m),
-        );
-      let engine: Awaited<ReturnType<typeof openEngine>> | undefined;
-      try {
-        if (!flags.dryRun) await checkOutput(output, flags);
-        const eng = (engine = await openEngine(g.host, { ssh: deps.ssh() }));
-        let names = containers;
-        let groups: string[][] = [];
-        if (flags.all) {
-          if (containers.length || flags.project)
-            throw new UsageError(`give ${containers.length ? 'container names' : '--project'} or --all, not both`);
-          // One bundle per container: they need a store (a directory), not one file or stdout.
-          if (output === '-' || output.endsWith('.tar'))
-            throw new UsageError(
-              '--all writes one bundle per container into a directory',
-              'give -o a directory (a local path or ssh://host/dir)',
-            );
-          const listed = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']);
-          const all = listed.filter((c) => matches(flags.filter, c.Names[0]!.replace(/^\//, ''), c.Labels));
-          if (flags.filter && !all.length)
-            throw new NotFoundError(
-              `--all --filter ${flags.filter.map((f) => f.text).join(' --filter ')}: no running container matches`,
-              'check the label or name (docker ps --filter label=...); nothing was backed up',
-            );
-          const running = all.filter((c) => !excluded(c.Labels));
-          for (const c of all)
-            if (excluded(c.Labels))
-              progress.info(`${c.Names[0]!.replace(/^\//, '')}: not backed up (label ferry.exclude)`);
-          if (!running.length)
-            throw new UsageError(
-              `--all: no running containers${all.length ? ' that are not excluded (label ferry.exclude)' : ''}`,
-            );
-          // Containers that refer to each other (a sidecar in another's network, --volumes-from,
-          // links) share a bundle: one restores only where the other exists.
-          const list = await Promise.all(
-            running.map(async (c) => ({
-              id: c.Id,
-              name: c.Names[0]!.replace(/^\//, ''),
-              refs: inspectRefs((await eng.inspectContainer(c.Id)) as never),
-              project: composeProject(c.Labels),
-            })),
-          );
-          const left = listed
-            .filter((c) => excluded(c.Labels) || !all.includes(c))
-            .map((c) => ({
-              id: c.Id,
-              name: c.Names[0]!.replace(/^\//, ''),
-              why: excluded(c.Labels) ? 'label ferry.exclude' : '--filter',
-            }));
-          for (const c of list)
-            for (const ref of c.refs) {
-              const x = left.find((e) => e.name === ref || e.id.startsWith(ref));
-              if (x)
-                progress.warn(
-                  `${c.name} refers to ${x.name} (network, volumes-from or link), which is left out (${x.why}): ${c.name} cannot be restored where ${x.name} is not`,
+      // A dry run tells nobody.
+      await notifying(
+        flags.dryRun ? undefined : flags.notifyUrl,
+        'backup',
+        (m) => progress.warn(m),
+        async () => {
+          let engine: Awaited<ReturnType<typeof openEngine>> | undefined;
+          try {
+            if (!flags.dryRun) await checkOutput(output, flags);
+            const eng = (engine = await openEngine(g.host, { ssh: deps.ssh() }));
+            let names = containers;
+            let groups: string[][] = [];
+            if (flags.all) {
+              if (containers.length || flags.project)
+                throw new UsageError(`give ${containers.length ? 'container names' : '--project'} or --all, not both`);
+              // One bundle per container: they need a store (a directory), not one file or stdout.
+              if (output === '-' || output.endsWith('.tar'))
+                throw new UsageError(
+                  '--all writes one bundle per container into a directory',
+                  'give -o a directory (a local path or ssh://host/dir)',
                 );
-            }
-          groups = referenceGroups(list);
-          names = groups.flat();
-        } else if (flags.project) {
-          const members = await projectContainers(eng, flags.project);
-          const labels = new Map(
-            (await eng.listContainers(true)).map((c) => [c.Names[0]!.replace(/^\//, ''), c.Labels]),
-          );
-          const kept = members.filter((n) => containers.includes(n) || !excluded(labels.get(n)));
-          for (const n of members) if (!kept.includes(n)) progress.info(`${n}: not backed up (label ferry.exclude)`);
-          names = [...containers, ...kept.filter((n) => !containers.includes(n))];
-        }
-        if (!names.length) throw new UsageError('name at least one container, or use --all');
-        if (flags.dryRun) {
-          const plan = await backupPlan(eng, groups.length ? groups : [names], flags.consistency);
-          if (g.json)
-            deps.emit('backup', {
-              ok: true,
-              dryRun: true,
-              containers: plan.flatMap((b) => b.containers.map((c) => c.name)),
-              plan,
-            });
-          else deps.io.stdout.write(backupPlanText(plan, output));
-          setExit(program, 0);
-          return;
-        }
-        if (isResticLocation(flags.output)) {
-          // A restic repository: one snapshot per set (commands/restic.ts).
-          summary = await backupToRestic(
-            eng,
-            flags.output,
-            flags.all ? groups : [names],
-            { ...flags, all: !!flags.all, json: !!g.json, quiet: !!g.quiet },
-            deps,
-            progress,
-          );
-          setExit(program, 0);
-          await ping(flags.notifyUrl, 'success', summary, (m) => progress.warn(m));
-          notified = true;
-          return;
-        }
-        let registry:
-          { host: string; prefix: string; auth: Awaited<ReturnType<typeof resolveRegistryAuth>> } | undefined;
-        if (flags.imageMode === 'push') {
-          if (!flags.registry)
-            throw new UsageError(
-              '--image-mode push needs --registry <host[:port]/prefix>',
-              'e.g. --registry registry.example.com/backups',
-            );
-          const r = parseRegistryOption(flags.registry);
-          registry = { ...r, auth: await resolveRegistryAuth(r.host, { authFile: flags.registryAuthFile }) };
-        } else if (flags.registry || flags.registryAuthFile) {
-          throw new UsageError(
-            `${flags.registry ? '--registry' : '--registry-auth-file'} is for --image-mode push`,
-            'add --image-mode push to push images to a registry',
-          );
-        }
-        // The key is read (and an agent asked) once, before any container is touched.
-        const signer = await loadSigner(flags.signKey);
-        if (signer) progress.info(`bundles are signed with ${describeKey(signer.publicKey)} (${signer.source})`);
-        // age recipients, checked before any container is touched.
-        const recipients = [
-          ...flags.recipient.map((r) => checkRecipient(r.trim(), '--recipient')),
-          ...(await Promise.all(flags.recipientsFile.map(readRecipientsFile))).flat(),
-        ];
-        // Encrypted to public keys, a bundle can be read back (--verify) only with an identity.
-        const identities = recipients.length ? await deps.identities() : undefined;
-        if (recipients.length && flags.verify && !identities?.length)
-          throw new UsageError(
-            '--verify cannot read back a bundle encrypted to --recipient without an identity',
-            'drop --verify and run `ferry verify --identity <key file>` where the key is, or give --identity here (FERRY_AGE_IDENTITY)',
-          );
-        const one = async (set: string[]) => {
-          let passphrase: string | undefined;
-          if (flags.encrypt && !recipients.length) {
-            passphrase = await deps.passphrase();
-            if (!passphrase)
-              throw new UsageError(
-                '--encrypt needs a passphrase',
-                'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line), or encrypt to a public key with --recipient',
-              );
-          }
-          const encrypt = recipients.length
-            ? { recipients, ...(identities ? { identities } : {}) }
-            : passphrase
-              ? { passphrase }
-              : undefined;
-          // Where the store is lockable, create() waits this long for its lock while it picks a name.
-          const target = writeTarget(output, deps.stores, {
-            lock: { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) },
-            ...(encrypt ? { encrypt, meta: { createdAt: new Date().toISOString(), containers: set } } : {}),
-          });
-          const store = target.writeSide.store;
-          const res = await backup(
-            eng,
-            target,
-            {
-              containers: set,
-              consistency: flags.consistency,
-              stopTimeout: flags.stopTimeout,
-              wait: flags.wait,
-              codec: flags.compress ?? defaultCodec(),
-              includeBinds: !!flags.includeBinds,
-              ...(registry ? { registry } : {}),
-              hooks: { pre: flags.preExec, post: flags.postExec },
-              together: !!flags.together,
-              ...(signer ? { signer } : {}),
-              ...(flags.excludePath?.length ? { excludePaths: flags.excludePath } : {}),
-            },
-            { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
-          );
-          // Into a store: a volume that shrank sharply since the previous bundle is worth a look.
-          let shrunk: Shrunk[] | undefined;
-          if (target.intoStore) {
-            try {
-              shrunk = await checkShrinkage(new Catalog(store, await deps.passphrase(), await deps.identities()), res);
-            } catch (err) {
-              progress.warn(`could not compare ${res.location} with the previous bundle: ${toFerryError(err).message}`);
-            }
-            const look =
-              'if that is not expected, look at the service before the rotation removes the bundles that still hold its data';
-            for (const x of shrunk ?? [])
-              shrankNames.push(
-                `volume ${x.volume} ${x.gone ? 'is no longer mounted' : `shrank from ${humanBytes(x.previousBytes)} to ${humanBytes(x.bytes)}`}`,
-              );
-            for (const x of shrunk ?? [])
-              progress.warn(
-                x.gone
-                  ? `volume ${x.volume} (${humanBytes(x.previousBytes)} in ${path.posix.basename(x.previous)}, ${x.previousCreated}) is not in this bundle of ${set.join(', ')}: they no longer mount it; ${look}`
-                  : `volume ${x.volume} of ${set.join(', ')} holds ${humanBytes(x.bytes)}, down from ${humanBytes(x.previousBytes)} in ${path.posix.basename(x.previous)} (${x.previousCreated}); ${look}`,
-              );
-          }
-          let verified = false;
-          if (flags.verify) {
-            if (!store.capabilities.rereadable || !target.created) {
-              progress.warn(
-                `--verify: a bundle written to ${toStdout ? 'stdout' : res.location} cannot be verified here; run \`ferry verify\` where it is stored`,
-              );
-            } else {
-              progress.step(`verify ${res.location}`);
-              const v = await verifyOrQuarantine(target.created, {
-                progress,
-                signal: deps.signal,
-                passphrase: await deps.passphrase(),
-                identities: await deps.identities(),
-              });
-              progress.done();
-              if (!v.report.ok) {
-                if (!g.json) deps.io.stderr.write(verifyText(v.report));
-                throw new BundleError(
-                  `the bundle written to ${res.location} failed verification (bad: ${badMembers(v.report).join(', ')}); it was renamed to ${v.quarantined}`,
-                  {
-                    member: badMembers(v.report)[0],
-                    hint: 'the backup is not usable; check the disk of the store and run the backup again',
-                  },
+              const listed = (await eng.listContainers(false)).filter((c) => !c.Labels?.['io.ferry.managed']);
+              const all = listed.filter((c) => matches(flags.filter, c.Names[0]!.replace(/^\//, ''), c.Labels));
+              if (flags.filter && !all.length)
+                throw new NotFoundError(
+                  `--all --filter ${flags.filter.map((f) => f.text).join(' --filter ')}: no running container matches`,
+                  'check the label or name (docker ps --filter label=...); nothing was backed up',
                 );
-              }
-              verified = true;
-            }
-          }
-          return { ...res, verified, shrunk };
-        };
-        const out = toStdout ? deps.io.stderr : deps.io.stdout;
-        const report = (res: Awaited<ReturnType<typeof one>>) => {
-          if (g.quiet || g.json) return;
-          out.write(
-            `backed up ${res.containers.join(', ')} (${res.volumes.length} volume${res.volumes.length === 1 ? '' : 's'}) to ${res.location}: ${humanBytes(res.bytes)} in ${(res.durationMs / 1000).toFixed(1)}s${res.verified ? ', verified' : ''}\n`,
-          );
-          for (const p of res.pushed ?? []) out.write(`pushed ${p.ref} (${p.digest})\n`);
-        };
-        const asJson = (res: Awaited<ReturnType<typeof one>>) => ({
-          bundle: res.location,
-          createdAt: res.manifest.createdAt,
-          containers: res.containers,
-          volumes: res.volumes,
-          storedBytes: res.bytes,
-          durationMs: res.durationMs,
-          pausedMs: res.pausedMs,
-          ...(flags.verify ? { verified: res.verified } : {}),
-          ...(res.shrunk?.length
-            ? {
-                shrunk: res.shrunk.map((x) => ({
-                  volume: x.volume,
-                  rawBytes: x.bytes,
-                  previousRawBytes: x.previousBytes,
-                  previousBundle: x.previous,
-                  previousCreatedAt: x.previousCreated,
-                  ...(x.gone ? { gone: x.gone } : {}),
+              const running = all.filter((c) => !excluded(c.Labels));
+              for (const c of all)
+                if (excluded(c.Labels))
+                  progress.info(`${c.Names[0]!.replace(/^\//, '')}: not backed up (label ferry.exclude)`);
+              if (!running.length)
+                throw new UsageError(
+                  `--all: no running containers${all.length ? ' that are not excluded (label ferry.exclude)' : ''}`,
+                );
+              // Containers that refer to each other (a sidecar in another's network, --volumes-from,
+              // links) share a bundle: one restores only where the other exists.
+              const list = await Promise.all(
+                running.map(async (c) => ({
+                  id: c.Id,
+                  name: c.Names[0]!.replace(/^\//, ''),
+                  refs: inspectRefs((await eng.inspectContainer(c.Id)) as never),
+                  project: composeProject(c.Labels),
                 })),
+              );
+              const left = listed
+                .filter((c) => excluded(c.Labels) || !all.includes(c))
+                .map((c) => ({
+                  id: c.Id,
+                  name: c.Names[0]!.replace(/^\//, ''),
+                  why: excluded(c.Labels) ? 'label ferry.exclude' : '--filter',
+                }));
+              for (const c of list)
+                for (const ref of c.refs) {
+                  const x = left.find((e) => e.name === ref || e.id.startsWith(ref));
+                  if (x)
+                    progress.warn(
+                      `${c.name} refers to ${x.name} (network, volumes-from or link), which is left out (${x.why}): ${c.name} cannot be restored where ${x.name} is not`,
+                    );
+                }
+              groups = referenceGroups(list);
+              names = groups.flat();
+            } else if (flags.project) {
+              const members = await projectContainers(eng, flags.project);
+              const labels = new Map(
+                (await eng.listContainers(true)).map((c) => [c.Names[0]!.replace(/^\//, ''), c.Labels]),
+              );
+              const kept = members.filter((n) => containers.includes(n) || !excluded(labels.get(n)));
+              for (const n of members)
+                if (!kept.includes(n)) progress.info(`${n}: not backed up (label ferry.exclude)`);
+              names = [...containers, ...kept.filter((n) => !containers.includes(n))];
+            }
+            if (!names.length) throw new UsageError('name at least one container, or use --all');
+            if (flags.dryRun) {
+              const plan = await backupPlan(eng, groups.length ? groups : [names], flags.consistency);
+              if (g.json)
+                deps.emit('backup', {
+                  ok: true,
+                  dryRun: true,
+                  containers: plan.flatMap((b) => b.containers.map((c) => c.name)),
+                  plan,
+                });
+              else deps.io.stdout.write(backupPlanText(plan, output));
+              setExit(program, 0);
+              return { ok: true, summary: 'dry run' };
+            }
+            if (isResticLocation(output)) {
+              // A restic repository: one snapshot per set (commands/restic.ts).
+              summary = await backupToRestic(
+                eng,
+                output,
+                flags.all ? groups : [names],
+                { ...flags, all: !!flags.all, json: !!g.json, quiet: !!g.quiet },
+                deps,
+                progress,
+              );
+              setExit(program, 0);
+              return { ok: true, summary };
+            }
+            let registry:
+              { host: string; prefix: string; auth: Awaited<ReturnType<typeof resolveRegistryAuth>> } | undefined;
+            if (flags.imageMode === 'push') {
+              if (!flags.registry)
+                throw new UsageError(
+                  '--image-mode push needs --registry <host[:port]/prefix>',
+                  'e.g. --registry registry.example.com/backups',
+                );
+              const r = parseRegistryOption(flags.registry);
+              registry = { ...r, auth: await resolveRegistryAuth(r.host, { authFile: flags.registryAuthFile }) };
+            } else if (flags.registry || flags.registryAuthFile) {
+              throw new UsageError(
+                `${flags.registry ? '--registry' : '--registry-auth-file'} is for --image-mode push`,
+                'add --image-mode push to push images to a registry',
+              );
+            }
+            // The key is read (and an agent asked) once, before any container is touched.
+            const signer = await loadSigner(flags.signKey);
+            if (signer) progress.info(`bundles are signed with ${describeKey(signer.publicKey)} (${signer.source})`);
+            // age recipients, checked before any container is touched.
+            const recipients = [
+              ...flags.recipient.map((r) => checkRecipient(r.trim(), '--recipient')),
+              ...(await Promise.all(flags.recipientsFile.map(readRecipientsFile))).flat(),
+            ];
+            // Encrypted to public keys, a bundle can be read back (--verify) only with an identity.
+            const identities = recipients.length ? await deps.identities() : undefined;
+            if (recipients.length && flags.verify && !identities?.length)
+              throw new UsageError(
+                '--verify cannot read back a bundle encrypted to --recipient without an identity',
+                'drop --verify and run `ferry verify --identity <key file>` where the key is, or give --identity here (FERRY_AGE_IDENTITY)',
+              );
+            const one = async (set: string[]) => {
+              let passphrase: string | undefined;
+              if (flags.encrypt && !recipients.length) {
+                passphrase = await deps.passphrase();
+                if (!passphrase)
+                  throw new UsageError(
+                    '--encrypt needs a passphrase',
+                    'set FERRY_PASSPHRASE or pass --passphrase-file (never on the command line), or encrypt to a public key with --recipient',
+                  );
               }
-            : {}),
-          ...(res.pushed ? { pushed: res.pushed } : {}),
-          dataPaths: res.dataPaths,
-        });
+              const encrypt = recipients.length
+                ? { recipients, ...(identities ? { identities } : {}) }
+                : passphrase
+                  ? { passphrase }
+                  : undefined;
+              // Where the store is lockable, create() waits this long for its lock while it picks a name.
+              const target = writeTarget(output, deps.stores, {
+                lock: { timeoutMs: flags.lockTimeout * 1000, signal: deps.signal, onWait: (m) => progress.info(m) },
+                ...(encrypt ? { encrypt, meta: { createdAt: new Date().toISOString(), containers: set } } : {}),
+              });
+              const store = target.writeSide.store;
+              const res = await backup(
+                eng,
+                target,
+                {
+                  containers: set,
+                  consistency: flags.consistency,
+                  stopTimeout: flags.stopTimeout,
+                  wait: flags.wait,
+                  codec: flags.compress ?? defaultCodec(),
+                  includeBinds: !!flags.includeBinds,
+                  ...(registry ? { registry } : {}),
+                  hooks: { pre: flags.preExec, post: flags.postExec },
+                  together: !!flags.together,
+                  ...(signer ? { signer } : {}),
+                  ...(flags.excludePath?.length ? { excludePaths: flags.excludePath } : {}),
+                },
+                { progress, signal: deps.signal, hostAccess: deps.hostAccess, debug: deps.debug },
+              );
+              // Into a store: a volume that shrank sharply since the previous bundle is worth a look.
+              let shrunk: Shrunk[] | undefined;
+              if (target.intoStore) {
+                try {
+                  shrunk = await checkShrinkage(
+                    new Catalog(store, await deps.passphrase(), await deps.identities()),
+                    res,
+                  );
+                } catch (err) {
+                  progress.warn(
+                    `could not compare ${res.location} with the previous bundle: ${toFerryError(err).message}`,
+                  );
+                }
+                const look =
+                  'if that is not expected, look at the service before the rotation removes the bundles that still hold its data';
+                for (const x of shrunk ?? [])
+                  shrankNames.push(
+                    `volume ${x.volume} ${x.gone ? 'is no longer mounted' : `shrank from ${humanBytes(x.previousBytes)} to ${humanBytes(x.bytes)}`}`,
+                  );
+                for (const x of shrunk ?? [])
+                  progress.warn(
+                    x.gone
+                      ? `volume ${x.volume} (${humanBytes(x.previousBytes)} in ${path.posix.basename(x.previous)}, ${x.previousCreated}) is not in this bundle of ${set.join(', ')}: they no longer mount it; ${look}`
+                      : `volume ${x.volume} of ${set.join(', ')} holds ${humanBytes(x.bytes)}, down from ${humanBytes(x.previousBytes)} in ${path.posix.basename(x.previous)} (${x.previousCreated}); ${look}`,
+                  );
+              }
+              let verified = false;
+              if (flags.verify) {
+                if (!store.capabilities.rereadable || !target.created) {
+                  progress.warn(
+                    `--verify: a bundle written to ${toStdout ? 'stdout' : res.location} cannot be verified here; run \`ferry verify\` where it is stored`,
+                  );
+                } else {
+                  progress.step(`verify ${res.location}`);
+                  const v = await verifyOrQuarantine(target.created, {
+                    progress,
+                    signal: deps.signal,
+                    passphrase: await deps.passphrase(),
+                    identities: await deps.identities(),
+                  });
+                  progress.done();
+                  if (!v.report.ok) {
+                    if (!g.json) deps.io.stderr.write(verifyText(v.report));
+                    throw new BundleError(
+                      `the bundle written to ${res.location} failed verification (bad: ${badMembers(v.report).join(', ')}); it was renamed to ${v.quarantined}`,
+                      {
+                        member: badMembers(v.report)[0],
+                        hint: 'the backup is not usable; check the disk of the store and run the backup again',
+                      },
+                    );
+                  }
+                  verified = true;
+                }
+              }
+              return { ...res, verified, shrunk };
+            };
+            const out = toStdout ? deps.io.stderr : deps.io.stdout;
+            const report = (res: Awaited<ReturnType<typeof one>>) => {
+              if (g.quiet || g.json) return;
+              out.write(
+                `backed up ${res.containers.join(', ')} (${res.volumes.length} volume${res.volumes.length === 1 ? '' : 's'}) to ${res.location}: ${humanBytes(res.bytes)} in ${(res.durationMs / 1000).toFixed(1)}s${res.verified ? ', verified' : ''}\n`,
+              );
+              for (const p of res.pushed ?? []) out.write(`pushed ${p.ref} (${p.digest})\n`);
+            };
+            const asJson = (res: Awaited<ReturnType<typeof one>>) => ({
+              bundle: res.location,
+              createdAt: res.manifest.createdAt,
+              containers: res.containers,
+              volumes: res.volumes,
+              storedBytes: res.bytes,
+              durationMs: res.durationMs,
+              pausedMs: res.pausedMs,
+              ...(flags.verify ? { verified: res.verified } : {}),
+              ...(res.shrunk?.length
+                ? {
+                    shrunk: res.shrunk.map((x) => ({
+                      volume: x.volume,
+                      rawBytes: x.bytes,
+                      previousRawBytes: x.previousBytes,
+                      previousBundle: x.previous,
+                      previousCreatedAt: x.previousCreated,
+                      ...(x.gone ? { gone: x.gone } : {}),
+                    })),
+                  }
+                : {}),
+              ...(res.pushed ? { pushed: res.pushed } : {}),
+              dataPaths: res.dataPaths,
+            });
 
-        if (!flags.all) {
-          const res = await one(names);
-          progress.done();
-          report(res);
-          if (g.json) deps.emit('backup', { ok: true, ...asJson(res) }, out);
-          summary = `backed up ${res.containers.join(', ')} to ${res.location} (${humanBytes(res.bytes)})${shrinkNote()}`;
-        } else {
-          // --all: one bundle per container (per group of containers that refer to each other), so
-          // that one that fails does not cost the others their backup; exit 3 when some failed and
-          // some did not.
-          const results: {
-            container: string;
-            ok: boolean;
-            result?: ReturnType<typeof asJson>;
-            error?: JsonError;
-          }[] = [];
-          let firstError: FerryError | undefined;
-          for (const set of groups) {
-            try {
-              const res = await one(set);
+            if (!flags.all) {
+              const res = await one(names);
               progress.done();
               report(res);
-              for (const n of set) results.push({ container: n, ok: true, result: asJson(res) });
-            } catch (err) {
-              const fe = toFerryError(err);
-              if (fe.exitCode === EXIT.INTERRUPTED || deps.signal.aborted) throw err;
-              firstError ??= fe;
-              progress.done();
-              deps.io.stderr.write(`ferry: error: ${set.join(', ')}: ${fe.message}\n`);
-              for (const n of set) results.push({ container: n, ok: false, error: errorJson(fe) });
+              if (g.json) deps.emit('backup', { ok: true, ...asJson(res) }, out);
+              summary = `backed up ${res.containers.join(', ')} to ${res.location} (${humanBytes(res.bytes)})${shrinkNote()}`;
+            } else {
+              // --all: one bundle per container (per group of containers that refer to each other), so
+              // that one that fails does not cost the others their backup; exit 3 when some failed and
+              // some did not.
+              const results: {
+                container: string;
+                ok: boolean;
+                result?: ReturnType<typeof asJson>;
+                error?: JsonError;
+              }[] = [];
+              let firstError: FerryError | undefined;
+              for (const set of groups) {
+                try {
+                  const res = await one(set);
+                  progress.done();
+                  report(res);
+                  for (const n of set) results.push({ container: n, ok: true, result: asJson(res) });
+                } catch (err) {
+                  const fe = toFerryError(err);
+                  if (fe.exitCode === EXIT.INTERRUPTED || deps.signal.aborted) throw err;
+                  firstError ??= fe;
+                  progress.done();
+                  deps.io.stderr.write(`ferry: error: ${set.join(', ')}: ${fe.message}\n`);
+                  for (const n of set) results.push({ container: n, ok: false, error: errorJson(fe) });
+                }
+              }
+              const failed = results.filter((r) => !r.ok).map((r) => r.container);
+              summary = `backed up ${results.length - failed.length} of ${results.length} containers${failed.length ? `; failed: ${failed.join(', ')}` : ''}${shrinkNote()}`;
+              const partial = failed.length > 0 && failed.length < results.length;
+              if (g.json)
+                deps.emit(
+                  'backup',
+                  {
+                    ok: failed.length === 0,
+                    partial,
+                    containers: results.map((r) => r.container),
+                    results,
+                    ...(failed.length
+                      ? {
+                          error: errorJson(
+                            partial
+                              ? new PartialError(
+                                  summary,
+                                  failed.map((name) => ({ name, error: firstError! })),
+                                )
+                              : firstError!,
+                          ),
+                        }
+                      : {}),
+                  },
+                  out,
+                );
+              if (failed.length === results.length) throw firstError!;
+              if (failed.length) {
+                if (!g.quiet && !g.json) deps.io.stderr.write(`ferry: ${summary}\n`);
+                setExit(program, EXIT.PARTIAL);
+                return { ok: false, summary };
+              }
             }
+            setExit(program, 0);
+            return { ok: true, summary };
+          } finally {
+            progress.done(true); // after a success, done() was called first: this one is a failure's
+            engine?.close();
           }
-          const failed = results.filter((r) => !r.ok).map((r) => r.container);
-          summary = `backed up ${results.length - failed.length} of ${results.length} containers${failed.length ? `; failed: ${failed.join(', ')}` : ''}${shrinkNote()}`;
-          const partial = failed.length > 0 && failed.length < results.length;
-          if (g.json)
-            deps.emit(
-              'backup',
-              {
-                ok: failed.length === 0,
-                partial,
-                containers: results.map((r) => r.container),
-                results,
-                ...(failed.length
-                  ? {
-                      error: errorJson(
-                        partial
-                          ? new PartialError(
-                              summary,
-                              failed.map((name) => ({ name, error: firstError! })),
-                            )
-                          : firstError!,
-                      ),
-                    }
-                  : {}),
-              },
-              out,
-            );
-          if (failed.length === results.length) throw firstError!;
-          if (failed.length) {
-            if (!g.quiet && !g.json) deps.io.stderr.write(`ferry: ${summary}\n`);
-            await ping(flags.notifyUrl, 'fail', summary, (m) => progress.warn(m));
-            notified = true;
-            setExit(program, EXIT.PARTIAL);
-            return;
-          }
-        }
-        setExit(program, 0);
-        await ping(flags.notifyUrl, 'success', summary, (m) => progress.warn(m));
-        notified = true;
-      } catch (err) {
-        if (!notified) {
-          const fe = toFerryError(err);
-          await ping(flags.notifyUrl, 'fail', `ferry backup failed on ${hostname()}: ${fe.message}`, (m) =>
-            progress.warn(m),
-          );
-        }
-        throw err;
-      } finally {
-        progress.done(true); // after a success, done() was called first: this one is a failure's
-        engine?.close();
-      }
+        },
+      );
     });
 }
 

@@ -12,6 +12,7 @@ import { createProgress } from '../render.js';
 import { ALLOW_HELP, loadTrust, TRUST_HELP } from '../signing.js';
 import { parseAllow } from '../../plan/policy.js';
 import { collect } from '../options.js';
+import { notifying, notifyHelp } from '../notify.js';
 
 interface DrillFlags {
   probe?: string;
@@ -20,6 +21,7 @@ interface DrillFlags {
   registryAuthFile?: string;
   trust?: string;
   allow?: string[];
+  notifyUrl?: string;
 }
 
 export const DEFAULT_DRILL_TIMEOUT_S = 120;
@@ -107,6 +109,7 @@ export function drillCommand(program: Command, deps: Deps): Command {
         .argParser(positiveSeconds),
     )
     .option('--registry-auth-file <path>', 'credentials for a bundle whose images are in a registry (as for restore)')
+    .option('--notify-url <url>', notifyHelp('drill'))
     .addHelpText(
       'after',
       `
@@ -129,53 +132,64 @@ Examples:
       const g = program.opts<{ host?: string; json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
-      const trust = await loadTrust(flags.trust);
-      const allow = parseAllow(flags.allow);
-      const engine = await openEngine(g.host, { ssh: deps.ssh() });
-      const transport = isResticLocation(bundle)
-        ? await resticSource(bundle, deps, progress).catch((err: unknown) => {
+      await notifying(
+        flags.notifyUrl,
+        'drill',
+        (m) => progress.warn(m),
+        async () => {
+          const trust = await loadTrust(flags.trust);
+          const allow = parseAllow(flags.allow);
+          const engine = await openEngine(g.host, { ssh: deps.ssh() });
+          const transport = isResticLocation(bundle)
+            ? await resticSource(bundle, deps, progress).catch((err: unknown) => {
+                engine.close();
+                throw err;
+              })
+            : readTarget(bundle, deps.stores);
+          let report: DrillReport | undefined;
+          try {
+            report = await drill(
+              engine,
+              transport,
+              {
+                probe: flags.probe,
+                probeIn: flags.probeIn,
+                timeoutSeconds: flags.timeout,
+                allow,
+                registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
+              },
+              {
+                progress,
+                signal: deps.signal,
+                passphrase: await deps.passphrase(),
+                identities: await deps.identities(),
+                ...(trust ? { trust } : {}),
+                hostAccess: deps.hostAccess,
+                debug: deps.debug,
+              },
+            );
+          } finally {
+            progress.done(!report?.ok);
+            await transport.close().catch(() => {});
             engine.close();
-            throw err;
-          })
-        : readTarget(bundle, deps.stores);
-      let report: DrillReport | undefined;
-      try {
-        report = await drill(
-          engine,
-          transport,
-          {
-            probe: flags.probe,
-            probeIn: flags.probeIn,
-            timeoutSeconds: flags.timeout,
-            allow,
-            registryAuth: (host) => resolveRegistryAuth(host, { authFile: flags.registryAuthFile }),
-          },
-          {
-            progress,
-            signal: deps.signal,
-            passphrase: await deps.passphrase(),
-            identities: await deps.identities(),
-            ...(trust ? { trust } : {}),
-            hostAccess: deps.hostAccess,
-            debug: deps.debug,
-          },
-        );
-      } finally {
-        progress.done(!report?.ok);
-        await transport.close().catch(() => {});
-        engine.close();
-      }
-      // A bug: main prints it with its stack (the cleanup has run).
-      if (report.error?.exitCode === EXIT.INTERNAL) throw report.error;
-      const out = deps.io.stdout;
-      if (g.json) deps.emit('drill', drillJson(report));
-      else if (!g.quiet || !report.ok) out.write(drillText(report));
-      if (report.error) {
-        deps.io.stderr.write(`ferry: error: ${report.error.message}\n`);
-        if (report.error.hint) deps.io.stderr.write(`ferry: hint: ${report.error.hint}\n`);
-        setExit(program, report.error.exitCode);
-      } else {
-        setExit(program, 0);
-      }
+          }
+          // A bug: main prints it with its stack (the cleanup has run).
+          if (report.error?.exitCode === EXIT.INTERNAL) throw report.error;
+          const out = deps.io.stdout;
+          if (g.json) deps.emit('drill', drillJson(report));
+          else if (!g.quiet || !report.ok) out.write(drillText(report));
+          if (report.error) {
+            deps.io.stderr.write(`ferry: error: ${report.error.message}\n`);
+            if (report.error.hint) deps.io.stderr.write(`ferry: hint: ${report.error.hint}\n`);
+            setExit(program, report.error.exitCode);
+          } else {
+            setExit(program, 0);
+          }
+          return {
+            ok: report.ok,
+            summary: `drill of ${report.bundle} on ${report.engine}: ${report.ok ? `PASS in ${s(report.timings.totalMs)}` : `FAIL: ${report.error?.message ?? 'unknown failure'}`}`,
+          };
+        },
+      );
     });
 }

@@ -10,6 +10,7 @@ import { createProgress, humanBytes } from '../render.js';
 import { shortTime, table } from './ls.js';
 import { isResticLocation } from '../../store/restic/layout.js';
 import { pruneRestic } from './restic.js';
+import { notifying, notifyHelp } from '../notify.js';
 
 export function countOption(v: string): number {
   if (!/^\d+$/.test(v)) throw new InvalidArgumentError('expected a whole number >= 0');
@@ -27,6 +28,7 @@ type PruneFlags = Partial<Record<`keep${Capitalize<Rule>}`, number>> & {
   keepWithin?: string;
   dryRun?: boolean;
   lockTimeout: number;
+  notifyUrl?: string;
 };
 
 export function withinOption(v: string): string {
@@ -136,6 +138,7 @@ export function pruneCommand(program: Command, deps: Deps): Command {
         .default(DEFAULT_LOCK_TIMEOUT_S)
         .argParser(secondsOption),
     )
+    .option('--notify-url <url>', notifyHelp('prune'))
     .addHelpText(
       'after',
       `
@@ -153,47 +156,60 @@ Examples:
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
       const progress = createProgress({ quiet: !!g.quiet });
-      if (isResticLocation(store)) {
-        // ferry's snapshots in a restic repository: the same rules, then restic forget --prune.
-        try {
-          await pruneRestic(
-            store,
-            { policy: policyFrom(flags), dryRun: !!flags.dryRun, json: !!g.json, quiet: !!g.quiet },
-            deps,
-            progress,
-          );
-        } finally {
-          progress.done();
-        }
-        setExit(program, 0);
-        return;
-      }
-      let res: PruneResult;
-      try {
-        res = await prune(
-          store,
-          { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } },
-          {
-            progress,
-            signal: deps.signal,
-            passphrase: await deps.passphrase(),
-            identities: await deps.identities(),
-            ...deps.stores,
-          },
-        );
-      } catch (err) {
-        progress.done(true);
-        throw err;
-      }
-      progress.done(res.failed.length > 0);
-      const err = res.failed.length
-        ? new IoError(`${res.failed.length} bundle${res.failed.length === 1 ? '' : 's'} could not be removed`, {
-            hint: 'check the permissions of the store',
-          })
-        : undefined;
-      if (g.json) deps.emit('prune', { ...pruneJson(res), ok: !err, ...(err ? { error: errorJson(err) } : {}) });
-      else if (!g.quiet || res.failed.length) deps.io.stdout.write(pruneText(res));
-      if (err) throw err;
-      setExit(program, 0);
+      // A dry run tells nobody.
+      await notifying(
+        flags.dryRun ? undefined : flags.notifyUrl,
+        'prune',
+        (m) => progress.warn(m),
+        async () => {
+          if (isResticLocation(store)) {
+            // ferry's snapshots in a restic repository: the same rules, then restic forget --prune.
+            try {
+              await pruneRestic(
+                store,
+                { policy: policyFrom(flags), dryRun: !!flags.dryRun, json: !!g.json, quiet: !!g.quiet },
+                deps,
+                progress,
+              );
+            } finally {
+              progress.done();
+            }
+            setExit(program, 0);
+            return { ok: true, summary: 'pruned the restic repository (restic forget --prune)' };
+          }
+          let res: PruneResult;
+          try {
+            res = await prune(
+              store,
+              { policy: policyFrom(flags), dryRun: !!flags.dryRun, lock: { timeoutMs: flags.lockTimeout * 1000 } },
+              {
+                progress,
+                signal: deps.signal,
+                passphrase: await deps.passphrase(),
+                identities: await deps.identities(),
+                ...deps.stores,
+              },
+            );
+          } catch (err) {
+            progress.done(true);
+            throw err;
+          }
+          progress.done(res.failed.length > 0);
+          const err = res.failed.length
+            ? new IoError(`${res.failed.length} bundle${res.failed.length === 1 ? '' : 's'} could not be removed`, {
+                hint: 'check the permissions of the store',
+              })
+            : undefined;
+          if (g.json) deps.emit('prune', { ...pruneJson(res), ok: !err, ...(err ? { error: errorJson(err) } : {}) });
+          else if (!g.quiet || res.failed.length) deps.io.stdout.write(pruneText(res));
+          if (err) throw err;
+          setExit(program, 0);
+          const n = res.removed.length;
+          return {
+            ok: true,
+            summary: `pruned ${res.store}: ${n} bundle${n === 1 ? '' : 's'} removed (${humanBytes(res.freedBytes)}), ${res.kept.length + res.unreadable.length} kept`,
+          };
+        },
+      );
     });
 }

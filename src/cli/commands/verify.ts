@@ -12,6 +12,7 @@ import { errorJson } from '../json.js';
 import { createProgress, humanBytes } from '../render.js';
 import { describeSignerInfo } from '../../ops/restore.js';
 import { loadTrust, TRUST_HELP } from '../signing.js';
+import { notifying, notifyHelp } from '../notify.js';
 
 /** One line per member: ok, or BAD with each problem. */
 export function verifyText(r: VerifyReport): string {
@@ -128,6 +129,7 @@ export function verifyCommand(program: Command, deps: Deps): Command {
       'a bundle file, - for stdin, or a store (a directory, or ssh://host/dir): every bundle in it',
     )
     .option('--trust <allowed_signers>', TRUST_HELP)
+    .option('--notify-url <url>', notifyHelp('verify'))
     .addHelpText(
       'after',
       `
@@ -139,90 +141,106 @@ Examples:
   ferry verify /backups                         # every bundle in the store
   ssh host 'cat web.tar' | ferry verify -`,
     )
-    .action(async (bundle: string, flags: { trust?: string }) => {
+    .action(async (bundle: string, flags: { trust?: string; notifyUrl?: string }) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();
       deps.setJson(!!g.json);
-      const trust = await loadTrust(flags.trust);
       const progress = createProgress({ quiet: !!g.quiet });
-      if (isResticLocation(bundle)) {
-        // restic check, then ferry's checks of each snapshot read back as a bundle.
-        await verifyRestic(bundle, { json: !!g.json, quiet: !!g.quiet, ...(trust ? { trust } : {}) }, deps, progress);
-        setExit(program, 0);
-        return;
-      }
-      const store = openStore(bundle, deps.stores);
-      if (await store.exists()) {
-        let reports: VerifyReport[] | undefined;
-        try {
-          reports = await verifyStore(store, {
-            progress,
-            signal: deps.signal,
-            passphrase: await deps.passphrase(),
-            identities: await deps.identities(),
-            ...(trust ? { trust } : {}),
-          });
-        } finally {
-          progress.done(!reports?.length || reports.some((r) => !r.ok));
-        }
-        if (!reports.length)
-          throw new NotFoundError(
-            `no bundles in ${store.describe()}: nothing was verified`,
-            'check the path: ferry verify <dir> reads the bundles (*.tar) that backups wrote there',
-          );
-        const bad = reports.filter((r) => !r.ok && !r.unverified);
-        const unverified = reports.filter((r) => r.unverified);
-        if (!g.json && (!g.quiet || bad.length)) deps.io.stdout.write(storeVerifyText(store.describe(), reports));
-        const names = (rs: VerifyReport[]) => rs.map((r) => path.posix.basename(r.bundle)).join(', ');
-        const notVerified = unverified.length
-          ? `; ${unverified.length} could not be verified (${names(unverified)}: ${unverified[0]!.unverified!.message})`
-          : '';
-        // The worst first: damage (7); else why the others could not be read (their own code).
-        const err = bad.length
-          ? new BundleError(
-              `${bad.length} of ${reports.length} bundles in ${store.describe()} are not whole: ${names(bad)}${notVerified}`,
-              { hint: 'do not rely on those bundles; take new backups (and check the disk they are stored on)' },
-            )
-          : unverified.length
-            ? new FerryError(
-                unverified[0]!.unverified!.code,
-                unverified[0]!.unverified!.exitCode as ExitCode,
-                `${store.describe()}${notVerified.replace(/^;/, ':')}`,
-                { hint: 'those bundles were not checked: fix what kept them from being read, then verify again' },
-              )
-            : undefined;
-        if (g.json)
-          deps.emit('verify', {
-            ok: !err,
-            store: store.describe(),
-            bundles: reports.map(reportJson),
-            ...(err ? { error: errorJson(err) } : {}),
-          });
-        if (err) throw err;
-        setExit(program, 0);
-        return;
-      }
-      const transport = readTarget(bundle, deps.stores);
-      let report: VerifyReport | undefined;
-      try {
-        const src = await transport.openBundle();
-        report = await verifyStream(src.stream, src.location, {
-          progress,
-          signal: deps.signal,
-          passphrase: await deps.passphrase(),
-          identities: await deps.identities(),
-          ...(trust ? { trust } : {}),
-        });
-      } finally {
-        progress.done(!report?.ok);
-        await transport.close();
-      }
-      if (g.json)
-        deps.emit('verify', {
-          ...reportJson(report),
-          ...(report.ok ? {} : { error: errorJson(verifyFailure(report)) }),
-        });
-      else if (!g.quiet || !report.ok) deps.io.stdout.write(verifyText(report));
-      if (!report.ok) throw verifyFailure(report);
-      setExit(program, 0);
+      await notifying(
+        flags.notifyUrl,
+        'verify',
+        (m) => progress.warn(m),
+        async () => {
+          const trust = await loadTrust(flags.trust);
+          if (isResticLocation(bundle)) {
+            // restic check, then ferry's checks of each snapshot read back as a bundle.
+            await verifyRestic(
+              bundle,
+              { json: !!g.json, quiet: !!g.quiet, ...(trust ? { trust } : {}) },
+              deps,
+              progress,
+            );
+            setExit(program, 0);
+            return { ok: true, summary: 'verified the restic repository (restic check and the newest snapshots)' };
+          }
+          const store = openStore(bundle, deps.stores);
+          if (await store.exists()) {
+            let reports: VerifyReport[] | undefined;
+            try {
+              reports = await verifyStore(store, {
+                progress,
+                signal: deps.signal,
+                passphrase: await deps.passphrase(),
+                identities: await deps.identities(),
+                ...(trust ? { trust } : {}),
+              });
+            } finally {
+              progress.done(!reports?.length || reports.some((r) => !r.ok));
+            }
+            if (!reports.length)
+              throw new NotFoundError(
+                `no bundles in ${store.describe()}: nothing was verified`,
+                'check the path: ferry verify <dir> reads the bundles (*.tar) that backups wrote there',
+              );
+            const bad = reports.filter((r) => !r.ok && !r.unverified);
+            const unverified = reports.filter((r) => r.unverified);
+            if (!g.json && (!g.quiet || bad.length)) deps.io.stdout.write(storeVerifyText(store.describe(), reports));
+            const names = (rs: VerifyReport[]) => rs.map((r) => path.posix.basename(r.bundle)).join(', ');
+            const notVerified = unverified.length
+              ? `; ${unverified.length} could not be verified (${names(unverified)}: ${unverified[0]!.unverified!.message})`
+              : '';
+            // The worst first: damage (7); else why the others could not be read (their own code).
+            const err = bad.length
+              ? new BundleError(
+                  `${bad.length} of ${reports.length} bundles in ${store.describe()} are not whole: ${names(bad)}${notVerified}`,
+                  { hint: 'do not rely on those bundles; take new backups (and check the disk they are stored on)' },
+                )
+              : unverified.length
+                ? new FerryError(
+                    unverified[0]!.unverified!.code,
+                    unverified[0]!.unverified!.exitCode as ExitCode,
+                    `${store.describe()}${notVerified.replace(/^;/, ':')}`,
+                    { hint: 'those bundles were not checked: fix what kept them from being read, then verify again' },
+                  )
+                : undefined;
+            if (g.json)
+              deps.emit('verify', {
+                ok: !err,
+                store: store.describe(),
+                bundles: reports.map(reportJson),
+                ...(err ? { error: errorJson(err) } : {}),
+              });
+            if (err) throw err;
+            setExit(program, 0);
+            return {
+              ok: true,
+              summary: `verified ${store.describe()}: ${reports.length} bundle${reports.length === 1 ? '' : 's'}, all whole`,
+            };
+          }
+          const transport = readTarget(bundle, deps.stores);
+          let report: VerifyReport | undefined;
+          try {
+            const src = await transport.openBundle();
+            report = await verifyStream(src.stream, src.location, {
+              progress,
+              signal: deps.signal,
+              passphrase: await deps.passphrase(),
+              identities: await deps.identities(),
+              ...(trust ? { trust } : {}),
+            });
+          } finally {
+            progress.done(!report?.ok);
+            await transport.close();
+          }
+          if (g.json)
+            deps.emit('verify', {
+              ...reportJson(report),
+              ...(report.ok ? {} : { error: errorJson(verifyFailure(report)) }),
+            });
+          else if (!g.quiet || !report.ok) deps.io.stdout.write(verifyText(report));
+          if (!report.ok) throw verifyFailure(report);
+          setExit(program, 0);
+          return { ok: true, summary: `verified ${report.bundle}: whole (${report.members.length} members checked)` };
+        },
+      );
     });
 }
