@@ -42,7 +42,12 @@ try {
   const bytes = fs.statSync(file).size;
   const body = fs.createReadStream(file, { highWaterMark: 1 << 20 });
   const t0 = performance.now();
-  const up = new Upload({ client, params: { Bucket, Key: key, Body: body, ContentType: 'application/x-tar' }, partSize: partMiB << 20, queueSize });
+  const up = new Upload({
+    client,
+    params: { Bucket, Key: key, Body: body, ContentType: 'application/x-tar' },
+    partSize: partMiB << 20,
+    queueSize,
+  });
   await up.done();
   const seconds = (performance.now() - t0) / 1000;
   const head = await client.send(new HeadObjectCommand({ Bucket, Key: key }));
