@@ -1,6 +1,10 @@
 #!/usr/bin/env node
 /**
  * ferry benchmark: ferry against the docker CLI doing the same job, in the same run, alternating.
+ * Scenario s3 compares ferry with itself and with the AWS SDK instead: backup to and restore from
+ * the lab's S3 server (Ceph RGW, started by .ci/lab.sh; keys from $LAB/s3/s3.env) against the
+ * same to and from a local directory and file, and ferry's upload against the SDK's own multipart
+ * uploader (bench/s3-upload.mjs, @aws-sdk/lib-storage) sending the same bundle's bytes.
  *
  *   npm run bench                         # build, then every scenario, 5 runs each, 1 GiB volume
  *   npm run bench -- --quick              # smoke test: 1 run, 256 MiB
@@ -9,7 +13,8 @@
  * Options (argv wins over the environment):
  *   --runs N          runs per scenario                      BENCH_RUNS       (default 5; 1 with --quick)
  *   --size MIB        MiB of random data in the volume       BENCH_SIZE_MIB   (default 1024; 256 with --quick)
- *   --scenarios LIST  comma-separated: backup, migrate, migrate2, compress, ssh, precopy (or 1-6; default all)
+ *   --scenarios LIST  comma-separated: backup, migrate, migrate2, compress, ssh, precopy, s3 (or 1-7;
+ *                     default all)
  *                                                            BENCH_SCENARIOS
  *   --quick           1 run, 256 MiB, and data checks (sha256) after each migration   BENCH_QUICK=1
  *   --verify          the sha256 data checks without --quick                           BENCH_VERIFY=1
@@ -36,7 +41,9 @@
  * Results: a Markdown table on stdout, and bench/out/results.md + bench/out/results.json
  * (results-containerd.* with --engine containerd).
  * Exit code: 0 when every measurement ran (whatever the ratios; retried failures are listed in
- * the report), 1 when one could not be done, 130 when interrupted. Everything it made on both engines is removed at the end, except the workload.
+ * the report), 1 when one could not be done, 130 when interrupted. Everything it made on both
+ * engines is removed at the end, except the workload; s3 removes what it put in the bucket (under
+ * ferry-bench/<time>-<pid>) and checks that no object and no multipart upload is left there.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -69,9 +76,11 @@ const HOLDER = 'bench-holder';
 const FERRY_REPO = 'ferry/ferry-bench-pg'; // ferry's snapshot tags: ferry/<container>:<time>
 const TABLE_ROWS = 100_000;
 const RSS_TARGET_MB = 150;
+/** Issue 23's bound on ferry's peak RSS while it writes to or reads from S3. */
+const S3_RSS_TARGET_MB = 200;
 const MiB = 1024 * 1024;
 
-const SCENARIOS = ['backup', 'migrate', 'migrate2', 'compress', 'ssh', 'precopy'];
+const SCENARIOS = ['backup', 'migrate', 'migrate2', 'compress', 'ssh', 'precopy', 's3'];
 const TITLES = {
   backup: '1. backup `--compress none` vs commit + save + cp',
   migrate: '2. migrate to an empty target vs manual pipeline',
@@ -79,6 +88,7 @@ const TITLES = {
   compress: '4. compression of the volume tar',
   ssh: '5. ssh throughput: ssh2 (aes128-gcm) vs OpenSSH',
   precopy: '6. migrate --stop-source under a write load: downtime with the pre-copy vs one pass (--no-precopy)',
+  s3: '7. S3 (the lab\'s Ceph RGW): backup to and restore from S3 vs a local directory and file; upload vs the SDK\'s own',
 };
 const TARGETS = { backup: 0.9, migrate: 0.8, migrate2: 0.35, ssh: 1.5 };
 
@@ -137,8 +147,8 @@ function parseOptions(argv) {
   if (o.scenarios && o.scenarios !== 'all') {
     scenarios = [];
     for (const s of String(o.scenarios).split(',').map((x) => x.trim()).filter(Boolean)) {
-      const name = /^[1-6]$/.test(s) ? SCENARIOS[Number(s) - 1] : s;
-      if (!SCENARIOS.includes(name)) usage(`unknown scenario ${s} (choose from ${SCENARIOS.join(', ')} or 1-6)`);
+      const name = /^[1-9]$/.test(s) && Number(s) <= SCENARIOS.length ? SCENARIOS[Number(s) - 1] : s;
+      if (!SCENARIOS.includes(name)) usage(`unknown scenario ${s} (choose from ${SCENARIOS.join(', ')} or 1-${SCENARIOS.length})`);
       if (!scenarios.includes(name)) scenarios.push(name);
     }
     scenarios = SCENARIOS.filter((s) => scenarios.includes(s)); // always in the documented order
@@ -349,32 +359,39 @@ async function watched(fn) {
       // it comes and goes, and a run that lost a lot of it is slow for reasons outside both sides.
       stealCpuSeconds: round((cpu1.steal - cpu0.steal) / CLK_TCK, 2),
       engineCpuSeconds: round((cpu1.engines - cpu0.engines) / CLK_TCK, 2),
+      s3ServerCpuSeconds: round((cpu1.s3 - cpu0.s3) / CLK_TCK, 2),
     },
   };
 }
 
 /**
  * CPU ticks used so far: by the whole machine (/proc/stat: user, nice, system, irq, softirq,
- * steal), and by the engines (every dockerd, with the children it has reaped: the docker-tar and
- * docker-untar re-executions that serve archive requests).
+ * steal), by the engines (every dockerd, with the children it has reaped: the docker-tar and
+ * docker-untar re-executions that serve archive requests), and by the lab's S3 server (radosgw,
+ * ceph-osd, ceph-mon).
  */
 function cpuSnapshot() {
   const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   const busy = f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] ?? 0);
   const steal = f[7] ?? 0;
   let engines = 0;
+  let s3 = 0;
   for (const pid of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     try {
-      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'dockerd') continue;
+      const comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      const isS3 = comm === 'radosgw' || comm === 'ceph-osd' || comm === 'ceph-mon';
+      if (comm !== 'dockerd' && !isS3) continue;
       const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
       const x = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
-      engines += x[11] + x[12] + x[13] + x[14]; // utime, stime, cutime, cstime
+      const ticks = x[11] + x[12] + x[13] + x[14]; // utime, stime, cutime, cstime
+      if (isS3) s3 += ticks;
+      else engines += ticks;
     } catch {
       /* gone meanwhile */
     }
   }
-  return { busy, engines, steal };
+  return { busy, engines, steal, s3 };
 }
 
 /** Read a file once so that it is in the page cache. */
@@ -539,6 +556,47 @@ function verifyTarget(side, container, workload, { verify }) {
 
 // ------------------------------------------------------------------------------- scenarios ---
 /**
+ * One measurement of one side (run i), retried on failure: prepare() runs untimed before every
+ * attempt, spec() gives { cmd, args, env?, stdinFile?, trackRss? }, check(r) may add { info,
+ * problems }. The entry goes to res[side]; its activity to res.activity, failures to res.errors.
+ */
+async function measure(res, opts, i, side, { prepare, spec: specOf, check, trackRss = false }) {
+  const { id, labels } = res;
+  // A failed attempt (non-zero exit, or a target check that failed) is recorded and retried,
+  // up to opts.retries times per measurement: on a shared lab, other runs' tests kill sshd
+  // sessions and processes (see the report's notes), which has nothing to do with speed.
+  for (let attempt = 1; ; attempt++) {
+    const prep = (await prepare?.()) ?? {};
+    log(`${id} run ${i + 1}/${opts.runs}: ${labels[side]}${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
+    const spec = specOf();
+    const { result: r, activity: act } = await watched(() => timed(spec.cmd, spec.args, { env: spec.env, stdinFile: spec.stdinFile, trackRss: trackRss || spec.trackRss }));
+    res.activity.push({ run: i + 1, side, attempt, seconds: round(r.seconds, 3), ...act });
+    if (act.foreignCpuSeconds > 0) log(`  meanwhile other work used ${act.foreignCpuSeconds} CPU s (${act.foreign.join(', ')}; load ${act.load1})`);
+    const entry = { run: i + 1, attempt, seconds: round(r.seconds, 3), code: r.code, peakRssMB: round(r.peakRssMB, 1), ...prep };
+    const logName = `${id}-${side}-run${i + 1}${attempt > 1 ? `-attempt${attempt}` : ''}.log`;
+    const logText = () => `$ ${spec.cmd} ${spec.args.join(' ')}\nexit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}\n`;
+    if (side !== 'baseline' || r.code !== 0) entry.log = saveLog(logName, logText());
+    if (r.code !== 0) {
+      const lines = r.stderr.split('\n').map((l) => l.trim()).filter(Boolean);
+      const why = [...lines].reverse().find((l) => /error|fail|closed|denied|refused|reset|SIGTERM|interrupted/i.test(l)) ?? lines.at(-1) ?? '';
+      entry.problems = [`exited with ${r.code}${why ? `: ${why}` : ''}`];
+    } else {
+      const extra = (await check?.(r)) ?? {};
+      Object.assign(entry, extra.info ?? {});
+      if (extra.problems?.length) entry.problems = extra.problems;
+    }
+    log(`  ${labels[side]}: ${r.seconds.toFixed(2)} s${entry.peakRssMB !== undefined ? `, peak RSS ${entry.peakRssMB} MB` : ''}${entry.problems ? ` FAILED: ${entry.problems.join('; ')}` : ''}`);
+    res[side].push(entry);
+    if (!entry.problems) return entry;
+    res.errors.push(`${labels[side]} run ${i + 1} attempt ${attempt}: ${entry.problems.join('; ')}${entry.log ? ` (${entry.log})` : ''}`);
+    if (attempt > opts.retries) {
+      res.incomplete = true;
+      return entry;
+    }
+  }
+}
+
+/**
  * Run ferry and the baseline `runs` times each, alternating (ferry first on even runs, the
  * baseline first on odd ones). prepare() runs untimed before every single measurement.
  */
@@ -547,38 +605,12 @@ async function comparative(id, opts, { prepare, ferry, baseline, check, rssOf = 
   for (let i = 0; i < opts.runs; i++) {
     const order = i % 2 === 0 ? ['ferry', 'baseline'] : ['baseline', 'ferry'];
     for (const side of order) {
-      // A failed attempt (non-zero exit, or a target check that failed) is recorded and retried,
-      // up to opts.retries times per measurement: on a shared lab, other runs' tests kill sshd
-      // sessions and processes (see the report's notes), which has nothing to do with speed.
-      for (let attempt = 1; ; attempt++) {
-        const prep = (await prepare?.(side, i)) ?? {};
-        log(`${id} run ${i + 1}/${opts.runs}: ${labels[side]}${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
-        const spec = side === 'ferry' ? ferry(i) : baseline(i);
-        const { result: r, activity: act } = await watched(() => timed(spec.cmd, spec.args, { env: spec.env, stdinFile: spec.stdinFile, trackRss: side === rssOf || spec.trackRss }));
-        res.activity.push({ run: i + 1, side, attempt, seconds: round(r.seconds, 3), ...act });
-        if (act.foreignCpuSeconds > 0) log(`  meanwhile other work used ${act.foreignCpuSeconds} CPU s (${act.foreign.join(', ')}; load ${act.load1})`);
-        const entry = { run: i + 1, attempt, seconds: round(r.seconds, 3), code: r.code, peakRssMB: round(r.peakRssMB, 1), ...prep };
-        const logName = `${id}-${side}-run${i + 1}${attempt > 1 ? `-attempt${attempt}` : ''}.log`;
-        const logText = () => `$ ${spec.cmd} ${spec.args.join(' ')}\nexit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}\n`;
-        if (side === 'ferry' || r.code !== 0) entry.log = saveLog(logName, logText());
-        if (r.code !== 0) {
-          const lines = r.stderr.split('\n').map((l) => l.trim()).filter(Boolean);
-          const why = [...lines].reverse().find((l) => /error|fail|closed|denied|refused|reset|SIGTERM|interrupted/i.test(l)) ?? lines.at(-1) ?? '';
-          entry.problems = [`exited with ${r.code}${why ? `: ${why}` : ''}`];
-        } else {
-          const extra = check?.(side, i, r) ?? {};
-          Object.assign(entry, extra.info ?? {});
-          if (extra.problems?.length) entry.problems = extra.problems;
-        }
-        log(`  ${labels[side]}: ${r.seconds.toFixed(2)} s${entry.peakRssMB !== undefined ? `, peak RSS ${entry.peakRssMB} MB` : ''}${entry.problems ? ` FAILED: ${entry.problems.join('; ')}` : ''}`);
-        res[side].push(entry);
-        if (!entry.problems) break;
-        res.errors.push(`${labels[side]} run ${i + 1} attempt ${attempt}: ${entry.problems.join('; ')}${entry.log ? ` (${entry.log})` : ''}`);
-        if (attempt > opts.retries) {
-          res.incomplete = true;
-          break;
-        }
-      }
+      await measure(res, opts, i, side, {
+        prepare: () => prepare?.(side, i),
+        spec: () => (side === 'ferry' ? ferry(i) : baseline(i)),
+        check: (r) => check?.(side, i, r),
+        trackRss: side === rssOf,
+      });
     }
   }
   const ok = (side) => res[side].filter((e) => e.code === 0 && !e.problems).map((e) => e.seconds);
@@ -926,6 +958,260 @@ async function scenarioSsh(opts, ctx) {
   }
 }
 
+// ------------------------------------------------------------------------------------- S3 ---
+/** The lab's S3 server as .ci/lab.sh wrote it down ($LAB/s3/s3.env): endpoint, bucket, keys, region. */
+function labS3() {
+  const file = path.join(LAB, 's3', 's3.env');
+  const env = Object.fromEntries(
+    fs
+      .readFileSync(file, 'utf8')
+      .split('\n')
+      .map((l) => /^([A-Z0-9_]+)=(.*)$/.exec(l.trim()))
+      .filter(Boolean)
+      .map((m) => [m[1], m[2].replace(/^(['"])(.*)\1$/, '$2')]),
+  );
+  for (const k of ['S3_ENDPOINT', 'S3_BUCKET', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY']) if (!env[k]) throw new Error(`${file} has no ${k}`);
+  const region = env.AWS_REGION || 'us-east-1';
+  return {
+    endpoint: env.S3_ENDPOINT,
+    bucket: env.S3_BUCKET,
+    region,
+    credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY },
+    /** What ferry and the raw script get: the lab's keys, and nothing inherited that would point elsewhere. */
+    env: (extra = {}) => {
+      const e = childEnv(extra);
+      for (const k of ['AWS_PROFILE', 'AWS_SESSION_TOKEN', 'AWS_ENDPOINT_URL', 'AWS_ENDPOINT_URL_S3', 'AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE', 'FERRY_S3_PATH_STYLE']) delete e[k];
+      return { ...e, AWS_ACCESS_KEY_ID: env.AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: env.AWS_SECRET_ACCESS_KEY, AWS_REGION: region, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
+    },
+    /** `s3+http://host:port/bucket/<key>`: a store (or a bundle) in the lab's bucket, as the tests name it. */
+    url: (key) => `s3+${env.S3_ENDPOINT.replace(/\/+$/, '')}/${env.S3_BUCKET}/${key}`,
+  };
+}
+
+/** Looking at the bucket with the SDK directly (not through ferry): objects and uploads in progress under a prefix, and removing them. */
+async function s3Admin(lab) {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+  const sdk = await import('@aws-sdk/client-s3');
+  const client = new sdk.S3Client({
+    endpoint: lab.endpoint,
+    region: lab.region,
+    forcePathStyle: true,
+    credentials: lab.credentials,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  const Bucket = lab.bucket;
+  const objects = async (prefix) => {
+    const out = [];
+    let token;
+    do {
+      const r = await client.send(new sdk.ListObjectsV2Command({ Bucket, Prefix: `${prefix}/`, ContinuationToken: token }));
+      for (const o of r.Contents ?? []) out.push({ key: o.Key, size: o.Size });
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  };
+  const uploads = async (prefix) => {
+    const r = await client.send(new sdk.ListMultipartUploadsCommand({ Bucket, Prefix: `${prefix}/` }));
+    return (r.Uploads ?? []).map((u) => ({ key: u.Key, id: u.UploadId }));
+  };
+  return {
+    objects,
+    uploads,
+    size: async (key) => (await client.send(new sdk.HeadObjectCommand({ Bucket, Key: key }))).ContentLength,
+    /** Remove everything under prefix/: uploads in progress, then objects. */
+    clean: async (prefix) => {
+      for (const u of await uploads(prefix)) await client.send(new sdk.AbortMultipartUploadCommand({ Bucket, Key: u.key, UploadId: u.id }));
+      for (const o of await objects(prefix)) await client.send(new sdk.DeleteObjectCommand({ Bucket, Key: o.key }));
+    },
+    destroy: () => client.destroy(),
+  };
+}
+
+/**
+ * S3 (issue 23), on the lab's Ceph RGW, five measurements per run in one rotation:
+ * ferry's backup of the workload to an S3 prefix and to a local directory (both `--compress none`,
+ * both stores), the raw upload of a reference bundle's bytes with the SDK's own multipart uploader
+ * (bench/s3-upload.mjs), and ferry's restore onto engine B of that same object from S3 and of the
+ * reference bundle from its local file (`--no-start`, engine B emptied before each). The upload
+ * throughput compared is ferry's whole S3 backup (object bytes over the run's wall time: the upload
+ * overlaps the read, so it spans the run) against the raw upload's own (bytes over the upload's
+ * time, without the node start). Everything it puts in the bucket is removed at the end, and the
+ * prefix is checked for objects and uploads left over.
+ */
+async function scenarioS3(opts, ctx) {
+  const lab = labS3();
+  const admin = await s3Admin(lab);
+  const prefix = `ferry-bench/${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${process.pid}`;
+  const dir = path.join(WORK, 's3');
+  const storeDir = path.join(dir, 'store');
+  const refDir = path.join(dir, 'ref');
+  const rawKey = `${prefix}/raw/ferry-bench-pg-raw.tar`;
+  const sides = ['s3Backup', 'fileBackup', 'rawUpload', 's3Restore', 'fileRestore'];
+  const labels = {
+    s3Backup: 'ferry backup to S3',
+    fileBackup: 'ferry backup to a local directory',
+    rawUpload: 'raw upload (lib-storage Upload)',
+    s3Restore: 'ferry restore from S3',
+    fileRestore: 'ferry restore from a local file',
+  };
+  const res = { id: 's3', title: TITLES.s3, labels, sides, errors: [], activity: [], bucket: lab.bucket, prefix, ...Object.fromEntries(sides.map((s) => [s, []])) };
+  const minBytes = ctx.workload.randomFileMiB * MiB;
+  const tarIn = (d) => (fs.existsSync(d) ? fs.readdirSync(d).filter((f) => f.endsWith('.tar')).map((f) => path.join(d, f)) : []);
+  const wipe = (d) => {
+    fs.rmSync(d, { recursive: true, force: true });
+    fs.mkdirSync(d, { recursive: true });
+  };
+  const ferryS3 = (args) => ({ cmd: BIN, args, env: lab.env() });
+  let ref;
+  try {
+    // The reference bundle (untimed): what the raw upload sends and both restores read.
+    wipe(storeDir);
+    wipe(refDir);
+    clearSourceLeftovers();
+    log(`s3: writing the reference bundle (ferry backup ${CTR} --compress none -o ${refDir}); prefix ${lab.bucket}/${prefix}`);
+    run(BIN, ['backup', CTR, '--compress', 'none', '-o', refDir, '--quiet']);
+    [ref] = tarIn(refDir);
+    if (!ref) throw new Error(`no bundle in ${refDir}`);
+    res.refBytes = fs.statSync(ref).size;
+    const specs = {
+      s3Backup: {
+        prepare: async () => {
+          clearSourceLeftovers();
+          await admin.clean(`${prefix}/backup`);
+          run('sync', []);
+        },
+        spec: () => ferryS3(['backup', CTR, '--compress', 'none', '-o', lab.url(`${prefix}/backup`), '--json']),
+        check: async (r) => {
+          const j = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
+          const objs = await admin.objects(`${prefix}/backup`);
+          const obj = objs.find((o) => j.bundle?.endsWith(`/${path.posix.basename(o.key)}`));
+          const left = await admin.uploads(`${prefix}/backup`);
+          const problems = [];
+          if (!obj) problems.push(`no object for ${j.bundle} under ${prefix}/backup (${objs.map((o) => o.key).join(', ') || 'none'})`);
+          else if (obj.size < minBytes) problems.push(`the object holds only ${obj.size} bytes`);
+          if (left.length) problems.push(`${left.length} multipart upload(s) left in progress`);
+          return { info: { objectBytes: obj?.size, storedBytes: j.storedBytes, durationMs: j.durationMs, pausedMs: j.pausedMs, dataPaths: j.dataPaths }, problems };
+        },
+      },
+      fileBackup: {
+        prepare: () => {
+          wipe(storeDir);
+          clearSourceLeftovers();
+          run('sync', []);
+        },
+        spec: () => ({ cmd: BIN, args: ['backup', CTR, '--compress', 'none', '-o', storeDir, '--json'] }),
+        check: (r) => {
+          const j = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
+          const [file] = tarIn(storeDir);
+          const bytes = file ? fs.statSync(file).size : 0;
+          return { info: { fileBytes: bytes, durationMs: j.durationMs, pausedMs: j.pausedMs, dataPaths: j.dataPaths }, problems: bytes < minBytes ? [`the bundle holds only ${bytes} bytes`] : [] };
+        },
+      },
+      rawUpload: {
+        prepare: async () => {
+          await admin.clean(`${prefix}/raw`);
+          warmCache(ref);
+        },
+        spec: () => ({ cmd: process.execPath, args: [path.join(ROOT, 'bench', 's3-upload.mjs'), ref, rawKey], env: lab.env({ BENCH_S3_ENDPOINT: lab.endpoint, BENCH_S3_BUCKET: lab.bucket }) }),
+        check: async (r) => {
+          const j = JSON.parse(r.stdout.trim().split('\n').pop() || '{}');
+          const left = await admin.uploads(`${prefix}/raw`);
+          const problems = [];
+          if (j.objectBytes !== res.refBytes) problems.push(`uploaded ${j.objectBytes} bytes of ${res.refBytes}`);
+          if (left.length) problems.push(`${left.length} multipart upload(s) left in progress`);
+          return { info: { uploadSeconds: round(j.seconds, 3), objectBytes: j.objectBytes, partMiB: j.partMiB, queueSize: j.queueSize }, problems };
+        },
+      },
+      s3Restore: {
+        prepare: async () => {
+          if ((await admin.objects(`${prefix}/raw`)).length === 0) throw new Error(`no raw upload at ${rawKey} to restore from`);
+          clearTarget({ base: false });
+          run('sync', []);
+        },
+        spec: () => ferryS3(['restore', lab.url(rawKey), '--no-start', '--json', '-H', ENGINE_B]),
+        check: (r) => ({ info: restoreInfo(r), problems: verifyTarget('s3Restore', CTR, ctx.workload, { verify: opts.verify }) }),
+      },
+      fileRestore: {
+        prepare: () => {
+          clearTarget({ base: false });
+          run('sync', []);
+        },
+        spec: () => ({ cmd: BIN, args: ['restore', ref, '--no-start', '--json', '-H', ENGINE_B] }),
+        check: (r) => ({ info: restoreInfo(r), problems: verifyTarget('fileRestore', CTR, ctx.workload, { verify: opts.verify }) }),
+      },
+    };
+    for (let i = 0; i < opts.runs; i++) {
+      // Each pair alternates its order from run to run; the raw upload sits between the two backups.
+      const order = i % 2 === 0 ? ['s3Backup', 'rawUpload', 'fileBackup', 's3Restore', 'fileRestore'] : ['fileBackup', 'rawUpload', 's3Backup', 'fileRestore', 's3Restore'];
+      for (const side of order) await measure(res, opts, i, side, { ...specs[side], trackRss: true });
+    }
+  } finally {
+    clearSourceLeftovers();
+    clearTarget({ base: false });
+    fs.rmSync(dir, { recursive: true, force: true });
+    try {
+      await admin.clean(prefix);
+      const objs = await admin.objects(prefix);
+      const ups = await admin.uploads(prefix);
+      res.leftInBucket = { objects: objs.length, uploads: ups.length };
+      if (objs.length || ups.length) ctx.notes.add(`s3: ${objs.length} object(s) and ${ups.length} upload(s) still under ${lab.bucket}/${prefix} after the cleanup`);
+      log(`s3: removed ${lab.bucket}/${prefix}: ${objs.length} object(s) and ${ups.length} multipart upload(s) left`);
+    } catch (err) {
+      ctx.notes.add(`s3: could not clean ${lab.bucket}/${prefix}: ${err.message}`);
+    }
+    admin.destroy();
+  }
+  return summariseS3(res);
+}
+
+/** The fields of a restore's --json result worth keeping. */
+function restoreInfo(r) {
+  try {
+    const j = JSON.parse(r.stdout.trim().split('\n').pop());
+    return { durationMs: j.durationMs, timings: j.timings, dataPaths: j.dataPaths };
+  } catch {
+    return {};
+  }
+}
+
+/** The three comparisons of the S3 scenario (issue 23's targets) and ferry's peak RSS. */
+function summariseS3(res) {
+  const ok = (side) => res[side].filter((e) => e.code === 0 && !e.problems);
+  const med = (side, f = (e) => e.seconds) => round(median(ok(side).map(f)), 3);
+  const mbps = (bytes, s) => (bytes && s ? bytes / 1e6 / s : undefined);
+  const row = (name, ferry, baseline, op, target, unit, ratio = ferry && baseline ? ferry / baseline : undefined) => ({
+    name,
+    ferry,
+    baseline,
+    unit,
+    ratio: round(ratio, 3),
+    op,
+    target,
+    pass: ratio !== undefined && (op === '≤' ? ratio <= target : ratio >= target),
+  });
+  const ferryUp = round(median(ok('s3Backup').map((e) => mbps(e.objectBytes, e.seconds))), 1);
+  const rawUp = round(median(ok('rawUpload').map((e) => mbps(e.objectBytes, e.uploadSeconds))), 1);
+  res.rows = [
+    row('backup: to S3 vs to a local directory', med('s3Backup'), med('fileBackup'), '≤', 1.1, 's'),
+    row('upload throughput: ferry\'s backup to S3 vs the raw upload of the same bytes', ferryUp, rawUp, '≥', 0.8, 'MB/s'),
+    row('restore: from S3 vs from the local file (the same bytes)', med('s3Restore'), med('fileRestore'), '≤', 1.1, 's'),
+  ];
+  res.rawUploadWallSeconds = med('rawUpload');
+  // The floor under the backup row: the raw upload of the same bytes alone (no engine, no bundle), as a whole process, over the local backup.
+  res.rawOverFileBackup = res.rawUploadWallSeconds && med('fileBackup') ? round(res.rawUploadWallSeconds / med('fileBackup'), 3) : undefined;
+  const peak = (side) => round(Math.max(0, ...res[side].map((e) => e.peakRssMB ?? 0)), 1) || undefined;
+  res.peakRssMB = Object.fromEntries(res.sides.map((s) => [s, peak(s)]));
+  const s3Peak = Math.max(res.peakRssMB.s3Backup ?? 0, res.peakRssMB.s3Restore ?? 0);
+  res.rss = { peakMB: s3Peak || undefined, target: S3_RSS_TARGET_MB, pass: s3Peak > 0 && s3Peak <= S3_RSS_TARGET_MB };
+  const cpuOf = (side, key) => round(median(res.activity.filter((a) => a.side === side && a[key] !== undefined).map((a) => a[key])), 2);
+  res.cpu = Object.fromEntries(res.sides.map((s) => [s, { machine: cpuOf(s, 'machineCpuSeconds'), engines: cpuOf(s, 'engineCpuSeconds'), s3Server: cpuOf(s, 's3ServerCpuSeconds'), steal: cpuOf(s, 'stealCpuSeconds') }]));
+  res.pass = !res.incomplete && res.rows.every((r) => r.pass) && res.rss.pass;
+  for (const r of res.rows) log(`s3: ${r.name}: ferry ${fmt(r.ferry)} ${r.unit}, baseline ${fmt(r.baseline)} ${r.unit}, ratio ${fmt(r.ratio)} (target ${r.op} ${r.target}) ${r.pass ? 'PASS' : 'FAIL'}`);
+  log(`s3: ferry's peak RSS against S3 ${fmt(res.rss.peakMB, 0)} MB (target ≤ ${S3_RSS_TARGET_MB}) ${res.rss.pass ? 'PASS' : 'FAIL'}`);
+  return res;
+}
+
 // ------------------------------------------------------------------------------- reporting ---
 function machineFacts() {
   const first = (cmd, args, stream = 'stdout') => {
@@ -949,6 +1235,10 @@ function machineFacts() {
     openssh: first('ssh', ['-V'], 'stderr'),
     ssh2: JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', 'ssh2', 'package.json'), 'utf8')).version,
     ferry: JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version,
+    s3Server: (() => {
+      const v = first('radosgw', ['--version']);
+      return v === 'unknown' ? undefined : `Ceph RGW (${v.replace(/\s*\(.*$/, '')})`;
+    })(),
     image: PG,
     imageMB: round(Number(first('docker', ['-H', ENGINE_A, 'image', 'inspect', '-f', '{{.Size}}', PG])) / 1e6, 0),
   };
@@ -1009,6 +1299,30 @@ function renderMarkdown(report) {
     for (const e of pre.ferry) if (e.precopy) L.push('', `pre-copy run ${e.run}: ${JSON.stringify(e.precopy)}`);
     L.push('');
   }
+  const s3 = results.find((r) => r.id === 's3');
+  if (s3) {
+    L.push(`## ${s3.title}`, '');
+    if (s3.crashed) L.push(`ERROR: ${s3.errors.join('; ')}`, '');
+    if (s3.rows) {
+      L.push(`Under \`${s3.bucket}/${s3.prefix}\` on ${facts.s3Server ?? 'the lab\'s S3 server'}; reference bundle ${fmt(s3.refBytes / 1e6, 0)} MB (\`--compress none\`). Medians of ${opts.runs} run${opts.runs > 1 ? 's' : ''}.`, '');
+      L.push('| measurement | ferry | baseline | ratio | target | pass/fail |');
+      L.push('|---|---:|---:|---:|---:|:---:|');
+      const verdict = s3.incomplete ? 'ERROR' : null;
+      for (const r of s3.rows) L.push(`| ${r.name} | ${fmt(r.ferry)} ${r.unit} | ${fmt(r.baseline)} ${r.unit} | ${fmt(r.ratio)} | ${r.op} ${r.target.toFixed(2)} | ${verdict ?? (r.pass ? 'PASS' : 'FAIL')} |`);
+      L.push(`| ferry's peak RSS, backup to and restore from S3 | ${fmt(s3.rss.peakMB, 0)} MB | | | ≤ ${s3.rss.target} MB | ${verdict ?? (s3.rss.pass ? 'PASS' : 'FAIL')} |`);
+      L.push('');
+      L.push(`The raw upload took ${fmt(s3.rawUploadWallSeconds)} s as a whole process (node's start and the SDK's load included): ${fmt(s3.rawOverFileBackup)}× the backup to a local directory, the floor under the backup row's ratio on this server. Per side (medians): wall seconds, peak RSS, and CPU seconds of the whole machine, of the engines (dockerd) and of the S3 server (radosgw, ceph-osd, ceph-mon), and the steal:`, '');
+      L.push('| side | wall s | peak RSS MB | machine CPU s | engines CPU s | S3 server CPU s | steal s |');
+      L.push('|---|---:|---:|---:|---:|---:|---:|');
+      for (const side of s3.sides) {
+        const secs = median(s3[side].filter((e) => e.code === 0 && !e.problems).map((e) => e.seconds));
+        const c = s3.cpu[side];
+        L.push(`| ${s3.labels[side]} | ${fmt(secs)} | ${fmt(s3.peakRssMB[side], 0)} | ${fmt(c.machine)} | ${fmt(c.engines)} | ${fmt(c.s3Server)} | ${fmt(c.steal)} |`);
+      }
+      L.push('');
+      if (s3.leftInBucket) L.push(`Left under the prefix after the cleanup: ${s3.leftInBucket.objects} object(s), ${s3.leftInBucket.uploads} multipart upload(s).`, '');
+    }
+  }
   const comp = results.find((r) => r.id === 'compress');
   if (comp) {
     L.push(`## ${comp.title}`);
@@ -1031,6 +1345,9 @@ function renderMarkdown(report) {
     } else if (r.ferry) {
       const list = (xs) => xs.map((e) => (e.code === 0 && !e.problems ? e.seconds.toFixed(2) : `(failed ${e.seconds.toFixed(2)})`)).join(', ');
       L.push(`- ${r.id}: ${r.labels?.ferry ?? 'ferry'} ${list(r.ferry)} s; ${r.labels?.baseline ?? 'baseline'} ${list(r.baseline)} s`);
+    } else if (r.sides) {
+      const list = (xs) => xs.map((e) => (e.code === 0 && !e.problems ? e.seconds.toFixed(2) : `(failed ${e.seconds.toFixed(2)})`)).join(', ');
+      L.push(`- ${r.id}: ${r.sides.map((side) => `${r.labels[side]} ${list(r[side])} s`).join('; ')}`);
     }
     for (const e of r.errors ?? []) L.push(`  - failed: ${e}`);
   }
@@ -1041,6 +1358,10 @@ function renderMarkdown(report) {
   L.push(`- migrate — ferry: \`HOME=<sshHome> bin/ferry.js migrate ${CTR} --to ssh://newhost --no-start\`; baseline: \`docker commit ${CTR} ${SNAP}; docker save ${SNAP} | ssh newhost docker load; ssh newhost docker volume create ${VOL}; ssh newhost docker create --name ${HOLDER} -v ${VOL}:/data ${SNAP}; docker cp ${CTR}:${PGDATA}/. - | ssh newhost docker cp - ${HOLDER}:/data\` (OpenSSH to the lab sshd, whose sessions reach engine B)`);
   L.push(`- migrate (empty target): before each run engine B loses the container, volume, snapshot images and ${PG}; second migrate: B keeps ${PG}`);
   L.push(`- ssh — OpenSSH: \`ssh newhost 'cat > /dev/null' < <file>\`; ssh2: \`node bench/ssh2-cat.mjs <file>\` (exec \`cat > /dev/null\`, cipher aes128-gcm@openssh.com)`);
+  if (results.some((r) => r.id === 's3'))
+    L.push(
+      `- s3 — \`bin/ferry.js backup ${CTR} --compress none -o s3+http://<endpoint>/<bucket>/<prefix>/backup --json\` vs \`-o <directory>\`; raw upload: \`node bench/s3-upload.mjs <reference bundle> <prefix>/raw/ferry-bench-pg-raw.tar\` (lib-storage \`Upload\`, 8 MiB parts, 4 at once); \`bin/ferry.js restore s3+http://…/raw/ferry-bench-pg-raw.tar --no-start -H <engine B>\` vs \`restore <reference bundle> --no-start -H <engine B>\`, engine B emptied before each`,
+    );
   L.push('');
   L.push('## Machine');
   L.push('');
@@ -1130,7 +1451,7 @@ async function main() {
       clearTarget({ base: false });
       ctx.workload = report.workload = await ensureWorkload(opts.sizeMiB, opts);
     }
-    const fns = { backup: scenarioBackup, migrate: scenarioMigrate, migrate2: scenarioMigrate2, compress: scenarioCompress, ssh: scenarioSsh, precopy: scenarioPrecopy };
+    const fns = { backup: scenarioBackup, migrate: scenarioMigrate, migrate2: scenarioMigrate2, compress: scenarioCompress, ssh: scenarioSsh, precopy: scenarioPrecopy, s3: scenarioS3 };
     for (const s of opts.scenarios) {
       if (interrupted) break;
       log(`=== ${TITLES[s]}`);
