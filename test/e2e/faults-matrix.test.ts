@@ -120,8 +120,18 @@ async function state(name: string, host = ENGINE_A): Promise<{ id: string; runni
 
 const volumeExists = async (v: string, host = ENGINE_A) =>
   !!(await dk(['volume', 'inspect', '-f', '{{.Name}}', v], host, true));
-const marker = (v: string, host = ENGINE_A) =>
-  dk(['run', '--rm', '-v', `${v}:/v:ro`, BUSYBOX, 'cat', '/v/marker'], host, true);
+/**
+ * The marker file of volume `v`, '' when it cannot be read. A `docker run` that fails is tried
+ * again: Docker 26 now and then fails one while other rows create and remove containers (seen
+ * once in 175 rows), which says nothing of the volume. A marker that is not there still reads ''.
+ */
+async function marker(v: string, host = ENGINE_A): Promise<string> {
+  for (let i = 0; ; i++) {
+    const out = await dk(['run', '--rm', '-v', `${v}:/v:ro`, BUSYBOX, 'cat', '/v/marker'], host, true);
+    if (out || i >= 2) return out;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
 /**
  * Images whose reference starts with `prefix`. Docker 26 fails a listing that meets an image
  * another row is removing ("failed to calculate size of image"): asked again.
