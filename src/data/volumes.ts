@@ -89,7 +89,7 @@ export function holderCreateBody(
 export async function removeWithAnonymousVolumes(engine: Engine, id: string): Promise<void> {
   const made = await engine.inspectContainer(id).then(
     (c) => {
-      const named = namedVolumes(c as unknown as Record<string, unknown>);
+      const named = namedVolumes(c);
       return ((c.Mounts ?? []) as { Type?: string; Name?: string }[])
         .filter((m) => m.Type === 'volume' && m.Name && !named.has(m.Name))
         .map((m) => m.Name!);
@@ -101,7 +101,7 @@ export async function removeWithAnonymousVolumes(engine: Engine, id: string): Pr
 }
 
 /** Every volume a create body (or a container's inspect) mounts by name: HostConfig.Mounts sources and Binds `name:/path`. */
-export function namedVolumes(body: Record<string, unknown>): Set<string> {
+export function namedVolumes(body: { HostConfig?: unknown }): Set<string> {
   const hc = (body.HostConfig ?? {}) as {
     Mounts?: { Type?: string; Source?: string }[] | null;
     Binds?: string[] | null;
