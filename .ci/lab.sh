@@ -46,6 +46,61 @@ wait_for() { # seconds, command...
   done
 }
 
+# Whether something answers on 127.0.0.1:PORT.
+port_up() { bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# bridge NAME ADDRESS/PREFIX: a bridge of an engine's own (made once), up.
+bridge() {
+  if ! ip link show "$1" >/dev/null 2>&1; then
+    ip link add "$1" type bridge
+    ip addr add "$2" dev "$1"
+  fi
+  ip link set "$1" up
+}
+
+# containerd_up BIN STATE CONFIG LOG: a containerd (binaries in BIN, socket STATE/containerd.sock,
+# config CONFIG) answering, started when it does not. A socket file alone proves nothing: a
+# containerd killed with the previous lab leaves its socket (and pid) behind, and dockerd then
+# times out dialling it. The daemon itself is asked.
+containerd_up() {
+  ctd_bin=$1 ctd_state=$2 ctd_conf=$3 ctd_log=$4
+  "$ctd_bin/ctr" --address "$ctd_state/containerd.sock" version >/dev/null 2>&1 && return 0
+  rm -f "$ctd_state/containerd.sock" "$ctd_state/containerd.sock.ttrpc"
+  PATH=$ctd_bin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$ctd_bin/containerd" \
+    --config "$ctd_conf" >"$ctd_log" 2>&1 < /dev/null &
+  wait_for 20 "$ctd_bin/ctr" --address "$ctd_state/containerd.sock" version || { cat "$ctd_log" >&2; exit 1; }
+}
+
+# lab_sshd CONFIG PIDFILE LOG SOCKET PORT...: an sshd (config CONFIG, which names PIDFILE and
+# listens on every PORT) whose sessions see the engine socket SOCKET at /var/run/docker.sock,
+# through a bind mount in sshd's own mount namespace. A running one is left alone unless one of
+# its ports does not answer (an older lab's, with fewer ports) or its sessions no longer reach
+# SOCKET: an engine restart unlinks or replaces its socket, and the kernel detaches the bind
+# mount made over that path in every other namespace (the sessions would reach engine A). Then it
+# is stopped (only the sshd its pidfile names) and started again.
+lab_sshd() {
+  sd_conf=$1 sd_pidf=$2 sd_log=$3 sd_sock=$4
+  shift 4
+  sd_pid=$(cat "$sd_pidf" 2>/dev/null || true)
+  if [ -n "$sd_pid" ] && [ "$(cat "/proc/$sd_pid/comm" 2>/dev/null)" = sshd ]; then
+    sd_why=""
+    for sd_port in "$@"; do port_up "$sd_port" || sd_why="127.0.0.1:$sd_port does not answer"; done
+    if [ -z "$sd_why" ] &&
+      [ "$(nsenter -t "$sd_pid" -m stat -L -c %i /var/run/docker.sock 2>/dev/null)" != "$(stat -L -c %i "$sd_sock")" ]; then
+      sd_why="its sessions no longer reach $sd_sock"
+    fi
+    if [ -n "$sd_why" ]; then
+      log "restarting sshd of $sd_conf ($sd_why)"
+      kill "$sd_pid" 2>/dev/null || true
+      wait_for 20 sh -c "! kill -0 $sd_pid"
+    fi
+  fi
+  port_up "$1" && return 0
+  log "starting sshd on 127.0.0.1 port $* ($sd_sock at /var/run/docker.sock inside)"
+  setsid nohup unshare --mount sh -c "mount --make-rprivate / && touch /var/run/docker.sock 2>/dev/null; mount --bind $sd_sock /var/run/docker.sock && exec /usr/sbin/sshd -D -e -f $sd_conf" >"$sd_log" 2>&1 < /dev/null &
+  wait_for 20 port_up "$1" || { cat "$sd_log" >&2; exit 1; }
+}
+
 # Each engine hands out user networks from its own address pool: two engines on one host
 # otherwise pick the same 172.x subnets, and traffic meant for one engine's network goes to the
 # other's bridge. (Tests that pin subnets use 172.30.x and 172.31.25x.x, outside every pool.)
@@ -72,20 +127,8 @@ if ! docker -H $C_SOCK version >/dev/null 2>&1; then
   mkdir -p "$LAB/c"
   echo '{"features": {"containerd-snapshotter": true}}' >"$LAB/c/daemon.json"
   printf 'version = 2\nroot = "/var/lib/containerd-c"\nstate = "/run/containerd-c"\n[grpc]\n  address = "/run/containerd-c/containerd.sock"\n[ttrpc]\n  address = "/run/containerd-c/containerd.sock.ttrpc"\n' >"$LAB/c/containerd.toml"
-  if ! ip link show docker2 >/dev/null 2>&1; then
-    ip link add docker2 type bridge
-    ip addr add 172.25.251.1/24 dev docker2
-  fi
-  ip link set docker2 up
-  # A socket file alone proves nothing: a containerd killed with the previous lab leaves its
-  # socket behind, and dockerd then times out dialling it. Ask the daemon itself.
-  containerd_c_up() { "$T/root/usr/bin/ctr" --address /run/containerd-c/containerd.sock version >/dev/null 2>&1; }
-  if ! containerd_c_up; then
-    rm -f /run/containerd-c/containerd.sock /run/containerd-c/containerd.sock.ttrpc
-    PATH=$T/root/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/bin/containerd" \
-      --config "$LAB/c/containerd.toml" >"$LAB/c/containerd.log" 2>&1 < /dev/null &
-    wait_for 20 containerd_c_up || { cat "$LAB/c/containerd.log" >&2; exit 1; }
-  fi
+  bridge docker2 172.25.251.1/24
+  containerd_up "$T/root/usr/bin" /run/containerd-c "$LAB/c/containerd.toml" "$LAB/c/containerd.log"
   PATH=$T/root/usr/bin:$T/root/usr/sbin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$T/root/usr/sbin/dockerd" \
     --config-file "$LAB/c/daemon.json" --containerd /run/containerd-c/containerd.sock \
     --data-root /var/lib/docker-c --exec-root /var/run/docker-c --pidfile /var/run/docker-c.pid \
@@ -119,19 +162,8 @@ if ! docker -H $D_SOCK version >/dev/null 2>&1; then
   echo '{"features": {"containerd-snapshotter": true}}' >"$LAB/d/daemon.json"
   # Kubernetes' CRI plugin is of no use to dockerd; left out, containerd starts faster.
   printf "version = 3\nroot = '/var/lib/containerd-d'\nstate = '/run/containerd-d'\ndisabled_plugins = ['io.containerd.grpc.v1.cri']\n[grpc]\n  address = '/run/containerd-d/containerd.sock'\n[ttrpc]\n  address = '/run/containerd-d/containerd.sock.ttrpc'\n" >"$LAB/d/containerd.toml"
-  if ! ip link show docker3 >/dev/null 2>&1; then
-    ip link add docker3 type bridge
-    ip addr add 172.25.252.1/24 dev docker3
-  fi
-  ip link set docker3 up
-  containerd_d_up() { "$F/root/usr/bin/ctr" --address /run/containerd-d/containerd.sock version >/dev/null 2>&1; }
-  if ! containerd_d_up; then
-    # A containerd killed with the previous lab leaves its socket (and pid) behind.
-    rm -f /run/containerd-d/containerd.sock /run/containerd-d/containerd.sock.ttrpc
-    PATH=$F/root/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin setsid nohup "$F/root/usr/bin/containerd" \
-      --config "$LAB/d/containerd.toml" >"$LAB/d/containerd.log" 2>&1 < /dev/null &
-    wait_for 20 containerd_d_up || { cat "$LAB/d/containerd.log" >&2; exit 1; }
-  fi
+  bridge docker3 172.25.252.1/24
+  containerd_up "$F/root/usr/bin" /run/containerd-d "$LAB/d/containerd.toml" "$LAB/d/containerd.log"
   # A dockerd killed with the previous lab leaves its pidfile (dockerd refuses to start while the
   # pid in it is alive, and a recycled pid may be) and its socket behind.
   if [ -s /var/run/docker-d.pid ] && [ "$(cat "/proc/$(cat /var/run/docker-d.pid)/comm" 2>/dev/null)" != dockerd ]; then rm -f /var/run/docker-d.pid; fi
@@ -164,11 +196,7 @@ fi
 # --- engine B
 if ! docker -H unix:///var/run/docker-b.sock version >/dev/null 2>&1; then
   log "starting engine B"
-  if ! ip link show docker1 >/dev/null 2>&1; then
-    ip link add docker1 type bridge
-    ip addr add 172.31.250.1/24 dev docker1
-  fi
-  ip link set docker1 up
+  bridge docker1 172.31.250.1/24
   setsid nohup dockerd --data-root /var/lib/docker-b --exec-root /var/run/docker-b \
     --pidfile /var/run/docker-b.pid -H unix:///var/run/docker-b.sock --bridge docker1 \
     --default-address-pool base=172.26.0.0/16,size=24 \
@@ -230,25 +258,7 @@ MaxStartups 10:30:100
 Match LocalPort 2223
   AllowStreamLocalForwarding no
 CFG
-if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/2223' 2>/dev/null && [ -s "$LAB/ssh/sshd.pid" ]; then
-  log "restarting sshd (an older lab's, without port 2223)"
-  kill "$(cat "$LAB/ssh/sshd.pid")" 2>/dev/null || true
-  wait_for 20 sh -c '! bash -c "exec 3<>/dev/tcp/127.0.0.1/2222" 2>/dev/null'
-fi
-# sshd's sessions see engine B through a bind mount in sshd's own mount namespace. When engine A
-# restarts it unlinks /var/run/docker.sock, and the kernel detaches the bind mount made over that
-# path in every other namespace: the sessions would then reach engine A. Start sshd again then.
-if [ -s "$LAB/ssh/sshd.pid" ] && bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222' 2>/dev/null &&
-  [ "$(nsenter -t "$(cat "$LAB/ssh/sshd.pid")" -m stat -L -c %i /var/run/docker.sock 2>/dev/null)" != "$(stat -L -c %i /var/run/docker-b.sock)" ]; then
-  log "restarting sshd (its sessions no longer reach engine B)"
-  kill "$(cat "$LAB/ssh/sshd.pid")" 2>/dev/null || true
-  wait_for 20 sh -c '! bash -c "exec 3<>/dev/tcp/127.0.0.1/2222" 2>/dev/null'
-fi
-if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222' 2>/dev/null; then
-  log "starting sshd on 127.0.0.1:2222 and :2223 (engine B at /var/run/docker.sock inside)"
-  setsid nohup unshare --mount sh -c "mount --make-rprivate / && touch /var/run/docker.sock 2>/dev/null; mount --bind /var/run/docker-b.sock /var/run/docker.sock && exec /usr/sbin/sshd -D -e -f $LAB/ssh/sshd_config" >"$LAB/sshd.log" 2>&1 < /dev/null &
-  wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222' || { cat "$LAB/sshd.log" >&2; exit 1; }
-fi
+lab_sshd "$LAB/ssh/sshd_config" "$LAB/ssh/sshd.pid" "$LAB/sshd.log" /var/run/docker-b.sock 2222 2223
 # --- sshd reaching engine C (Docker 26, containerd image store): 127.0.0.1:2224
 # The same setup as above, in a mount namespace of its own where engine C's socket is
 # bind-mounted over /var/run/docker.sock: an ssh:// host whose engine is the containerd store.
@@ -267,17 +277,7 @@ Subsystem sftp internal-sftp
 PidFile $LAB/ssh/sshd-c.pid
 MaxStartups 10:30:100
 CFG
-if [ -s "$LAB/ssh/sshd-c.pid" ] && bash -c 'exec 3<>/dev/tcp/127.0.0.1/2224' 2>/dev/null &&
-  [ "$(nsenter -t "$(cat "$LAB/ssh/sshd-c.pid")" -m stat -L -c %i /var/run/docker.sock 2>/dev/null)" != "$(stat -L -c %i /var/run/docker-c.sock)" ]; then
-  log "restarting sshd on :2224 (its sessions no longer reach engine C)"
-  kill "$(cat "$LAB/ssh/sshd-c.pid")" 2>/dev/null || true
-  wait_for 20 sh -c '! bash -c "exec 3<>/dev/tcp/127.0.0.1/2224" 2>/dev/null'
-fi
-if ! bash -c 'exec 3<>/dev/tcp/127.0.0.1/2224' 2>/dev/null; then
-  log "starting sshd on 127.0.0.1:2224 (engine C at /var/run/docker.sock inside)"
-  setsid nohup unshare --mount sh -c "mount --make-rprivate / && touch /var/run/docker.sock 2>/dev/null; mount --bind /var/run/docker-c.sock /var/run/docker.sock && exec /usr/sbin/sshd -D -e -f $LAB/ssh/sshd_c_config" >"$LAB/sshd-c.log" 2>&1 < /dev/null &
-  wait_for 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2224' || { cat "$LAB/sshd-c.log" >&2; exit 1; }
-fi
+lab_sshd "$LAB/ssh/sshd_c_config" "$LAB/ssh/sshd-c.pid" "$LAB/sshd-c.log" /var/run/docker-c.sock 2224
 # known_hosts for the lab host, in OpenSSH's bracketed form for a non-22 port
 printf '[127.0.0.1]:%s %s\n' 2222 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" 2223 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" 2224 "$(cut -d' ' -f1,2 "$LAB/ssh/host_ed25519.pub")" > "$LAB/ssh/known_hosts"
 

@@ -14,7 +14,7 @@ import {
   type StopSignal,
 } from '../errors.js';
 import { parseIdentities } from '../bundle/age.js';
-import { COMMAND_NAMES, createProgram, type Deps } from './program.js';
+import { COMMAND_NAMES, createProgram, exitCodeOf, type Deps } from './program.js';
 import { commandOf, envelope, errorJson } from './json.js';
 import { interrupted, rendered } from './render.js';
 import { VERSION } from '../version.js';
@@ -180,7 +180,7 @@ export async function main(
     });
     await program.parseAsync(argv);
     if (controller.signal.aborted) throw controller.signal.reason;
-    const code = (program as unknown as { ferryExitCode?: number }).ferryExitCode ?? EXIT.OK;
+    const code = exitCodeOf(program) ?? EXIT.OK;
     await rendered(code !== EXIT.OK); // a part still open ends (✔ only on success) before ferry exits
     return code;
   } catch (err) {

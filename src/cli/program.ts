@@ -167,6 +167,14 @@ function output(deps: Deps) {
   };
 }
 
+/** The exit code a command's action chose, by program (a command that sets none exits 0). */
+const exitCodes = new WeakMap<Command, number>();
+
 export function setExit(program: Command, code: number) {
-  (program as unknown as { ferryExitCode?: number }).ferryExitCode = code;
+  exitCodes.set(program, code);
+}
+
+/** The exit code setExit() recorded for `program`, if any. */
+export function exitCodeOf(program: Command): number | undefined {
+  return exitCodes.get(program);
 }

@@ -74,12 +74,7 @@ export async function backupPlan(
   for (const group of groups) {
     const containers: PlannedContainer[] = [];
     for (const n of group) {
-      const i = (await engine.inspectContainer(n)) as unknown as {
-        Name: string;
-        State: { Running?: boolean; Paused?: boolean };
-        Config: { Image: string; Labels?: Record<string, string> | null };
-        Mounts?: { Type: string; Name?: string; Source?: string }[];
-      };
+      const i = await engine.inspectContainer(n);
       const label = i.Config.Labels?.['ferry.consistency'];
       containers.push({
         name: i.Name.replace(/^\//, ''),

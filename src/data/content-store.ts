@@ -12,26 +12,11 @@
  * indexes, configs). The store is the engine's when it holds the blob of one of the engine's
  * images (on this store an image's ID is its manifest's or index's digest).
  */
-import type { Engine, EngineFacts } from '../engine/engine.js';
-import type { EngineQuirks } from '../engine/quirks.js';
-import { captureBytes, type HostShell } from '../hostaccess/shell.js';
+import type { Engine } from '../engine/engine.js';
+import { captureBytes } from '../hostaccess/shell.js';
 import type { HostAccess } from '../hostaccess/access.js';
-import { HOST_LAYERS_ENV } from './host-image.js';
 import { isIndex, isManifest, layerBlobsByDiffId, manifestsFor, type Descriptor } from './oci.js';
 import { refused, type Refused } from './paths.js';
-
-/** Why the content store of an engine is not read; undefined where it may be. Pure; unit-tested. */
-export function contentStoreRefusal(
-  f: Pick<EngineFacts, 'containerdStore' | 'remapped'> & Partial<Pick<EngineQuirks, 'dockerLayerStore'>>,
-  shell: HostShell | undefined,
-  setting: string | undefined,
-): string | undefined {
-  if (!f.containerdStore) return 'not the containerd image store';
-  if (setting !== undefined && /^(0|off|no|false)$/i.test(setting)) return `${HOST_LAYERS_ENV}=${setting}`;
-  if (!shell) return 'no way onto the engine host (a TCP engine)';
-  if (f.remapped) return 'user ids remapped';
-  return undefined;
-}
 
 /**
  * A shell function: the top-level `root` of the containerd config file $1. containerd 1.x's

@@ -14,9 +14,8 @@
  *  - a match on a directory excludes it and everything under it;
  *  - `..` is refused, and so is an empty pattern.
  */
-import { Transform, type TransformCallback } from 'node:stream';
 import { UsageError } from '../errors.js';
-import { num, parsePax } from '../util/tar-root.js';
+import { TarEntryFilter, type TarDecision, type TarEntry } from '../util/tar-filter.js';
 
 /** The label that gives a container's excludes (comma- or newline-separated patterns). */
 export const LABEL_EXCLUDE_PATHS = 'ferry.exclude-paths';
@@ -134,95 +133,19 @@ export function excludeTarArgs(patterns: readonly string[]): string[] {
  * goes with its PAX and long-name headers and its data. A hard link to an excluded file goes too
  * (its data is not in the archive). Nothing is buffered beyond one entry's headers.
  */
-export class ExcludeFilter extends Transform {
+export class ExcludeFilter extends TarEntryFilter {
   /** How many entries were left out. */
   dropped = 0;
   private readonly excluded: (path: string) => boolean;
-  private buf: Buffer = Buffer.alloc(0);
-  /** Bytes of the current entry's data (padded) still to pass (or, when `skipping`, to drop). */
-  private dataLeft = 0;
-  private skipping = false;
-  private pending: Buffer[] = [];
-  private pax: Record<string, string> = {};
-  private longName?: string;
-  private longLink?: string;
-  private ended = false;
 
   constructor(patterns: readonly string[]) {
-    super({ highWaterMark: 1 << 20 });
+    super();
     this.excluded = excludeMatcher(patterns);
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    try {
-      this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-      this.drain();
-      cb();
-    } catch (err) {
-      cb(err as Error);
-    }
-  }
-
-  override _flush(cb: TransformCallback): void {
-    if (this.pending.length) this.push(Buffer.concat(this.pending));
-    if (this.buf.length) this.push(this.buf);
-    cb();
-  }
-
-  private drain(): void {
-    while (this.buf.length) {
-      if (this.ended) {
-        this.push(this.buf);
-        this.buf = Buffer.alloc(0);
-        return;
-      }
-      if (this.dataLeft > 0) {
-        const n = Math.min(this.dataLeft, this.buf.length);
-        if (!this.skipping) this.push(this.buf.subarray(0, n));
-        this.buf = this.buf.subarray(n);
-        this.dataLeft -= n;
-        continue;
-      }
-      if (this.buf.length < 512) return;
-      const h = this.buf.subarray(0, 512);
-      if (h.every((x) => x === 0)) {
-        this.ended = true;
-        continue;
-      }
-      const type = String.fromCharCode(h[156]!);
-      const meta = type === 'x' || type === 'L' || type === 'K';
-      const size = !meta && this.pax.size !== undefined ? Number(this.pax.size) : num(h, 124, 12);
-      const padded = Math.ceil(size / 512) * 512;
-      if (meta) {
-        // for the next entry: kept until that entry's fate is known
-        if (this.buf.length < 512 + padded) return;
-        const body = this.buf.subarray(512, 512 + size);
-        if (type === 'x') this.pax = { ...this.pax, ...parsePax(body) };
-        else if (type === 'L') this.longName = body.toString('utf8').replace(/\0.*$/s, '');
-        else this.longLink = body.toString('utf8').replace(/\0.*$/s, '');
-        this.pending.push(Buffer.from(this.buf.subarray(0, 512 + padded)));
-        this.buf = this.buf.subarray(512 + padded);
-        continue;
-      }
-      const prefix = h.toString('utf8', 345, 500).replace(/\0.*$/s, '');
-      const short = h.toString('utf8', 0, 100).replace(/\0.*$/s, '');
-      const ustar = h.toString('ascii', 257, 262) === 'ustar';
-      const name = this.pax.path ?? this.longName ?? (ustar && prefix ? `${prefix}/${short}` : short);
-      const linkname = this.pax.linkpath ?? this.longLink ?? h.toString('utf8', 157, 257).replace(/\0.*$/s, '');
-      this.pax = {};
-      this.longName = undefined;
-      this.longLink = undefined;
-      // 'g' (global PAX) headers are not entries: they always pass
-      const drop = type !== 'g' && (this.excluded(name) || (type === '1' && this.excluded(linkname)));
-      if (drop) this.dropped++;
-      else {
-        if (this.pending.length) this.push(Buffer.concat(this.pending));
-        this.push(Buffer.from(h));
-      }
-      this.pending = [];
-      this.skipping = drop;
-      this.buf = this.buf.subarray(512);
-      this.dataLeft = padded;
-    }
+  protected decide(e: TarEntry): TarDecision {
+    if (!this.excluded(e.name) && !(e.type === '1' && this.excluded(e.linkname))) return 'pass';
+    this.dropped++;
+    return 'drop';
   }
 }

@@ -26,16 +26,14 @@ import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import * as tar from 'tar-stream';
-import type { Engine, EngineFacts, ImageInspect } from '../engine/engine.js';
-import type { EngineQuirks } from '../engine/quirks.js';
+import type { Engine, ImageInspect } from '../engine/engine.js';
 import { captureBytes, type HostProcess, type HostShell } from '../hostaccess/shell.js';
 import { EngineError } from '../errors.js';
 import { keepText } from '../util/keep-text.js';
 import type { Progress } from '../context.js';
 import type { HostAccess } from '../hostaccess/access.js';
+import { HOST_LAYERS_ENV } from '../hostaccess/refusals.js';
 import { refused, type Refused } from './paths.js';
-
-export const HOST_LAYERS_ENV = 'FERRY_HOST_LAYERS';
 
 /** One line of a tar-split: raw tar bytes (a segment), or a file whose content follows. */
 export type TarSplitEntry = { segment: Buffer } | { file: Buffer; size: number };
@@ -248,23 +246,6 @@ export interface HostImageArchive {
   mismatch(): LayerStoreMismatch | undefined;
   /** Where the layers were read, for messages. */
   where: string;
-}
-
-/**
- * Why the engine's layer store cannot give its images (`setting`: FERRY_HOST_LAYERS), or
- * undefined where it can, its host permitting (root there: hostaccess/access.ts). Pure; unit-tested.
- */
-export function layerStoreRefusal(
-  f: Pick<EngineFacts, 'remapped' | 'containerdStore' | 'storageDriver' | 'rootDir'> &
-    Pick<EngineQuirks, 'dockerLayerStore'>,
-  shell: HostShell | undefined,
-  setting: string | undefined,
-): string | undefined {
-  if (setting !== undefined && /^(0|off|no|false)$/i.test(setting)) return `${HOST_LAYERS_ENV}=${setting}`;
-  if (!shell) return 'no way onto the engine host (a TCP engine)';
-  if (!f.dockerLayerStore || f.remapped || f.storageDriver !== 'overlay2' || !f.rootDir?.startsWith('/'))
-    return `not Docker's own overlay2 layer store (storage driver ${f.storageDriver ?? 'unknown'}${f.containerdStore ? ', containerd image store' : ''}${f.remapped ? ', user ids remapped' : ''})`;
-  return undefined;
 }
 
 /**

@@ -32,10 +32,10 @@
 import { excludeTarArgs } from './excludes.js';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Engine, EngineFacts, VolumeInspect } from '../engine/engine.js';
-import type { EngineQuirks } from '../engine/quirks.js';
+import type { Engine } from '../engine/engine.js';
 import type { HostProcess, HostShell } from '../hostaccess/shell.js';
 import type { HostAccess } from '../hostaccess/access.js';
+import { HOST_VOLUMES_ENV, hostAccessRefusal } from '../hostaccess/refusals.js';
 import { isRefused, refused, type Refused } from './paths.js';
 import { gatedOutput } from '../util/gated-output.js';
 import { keepText } from '../util/keep-text.js';
@@ -43,8 +43,6 @@ import { TarEndTrim } from '../util/tar-end.js';
 import { IoError } from '../errors.js';
 import { FIND_FORMAT, parseListing, type Listing } from './delta.js';
 import type { Progress } from '../context.js';
-
-export const HOST_VOLUMES_ENV = 'FERRY_HOST_VOLUMES';
 
 /** How often the filesystem a volume is being written into is flushed while tar writes. */
 export const WRITE_BEHIND_MS = 500;
@@ -65,24 +63,6 @@ const WRITE_SCRIPT = [
   '[ $s -eq 0 ] || exit $s',
   `sync -f -- "$d" || exit ${FLUSH_FAILED}`,
 ].join('\n');
-
-/** Why the volume cannot be reached on the host's disk, or undefined when it can. Pure; unit-tested. */
-export function hostAccessRefusal(
-  facts: Pick<EngineFacts, 'remapped'> & Pick<EngineQuirks, 'hostVolumeDirs'> & { host: boolean },
-  volume: Pick<VolumeInspect, 'Driver' | 'Options' | 'Mountpoint'> | undefined,
-  setting: string | undefined,
-): string | undefined {
-  if (setting !== undefined && /^(0|off|no|false)$/i.test(setting)) return `${HOST_VOLUMES_ENV}=${setting}`;
-  if (!facts.host) return 'no way onto the engine host (a TCP engine)';
-  if (!facts.hostVolumeDirs) return 'Podman';
-  if (facts.remapped) return 'the engine remaps user ids (rootless or userns-remap)';
-  if (!volume) return 'no such volume';
-  if (volume.Driver !== 'local') return `volume driver ${volume.Driver}`;
-  if (volume.Options && Object.keys(volume.Options).length)
-    return 'a volume with driver options (mounted only while in use)';
-  if (!volume.Mountpoint || !volume.Mountpoint.startsWith('/')) return 'no mount point';
-  return undefined;
-}
 
 const GO_MODE_DIR = 2 ** 31;
 

@@ -13,9 +13,9 @@
  * in again after them (creating a link changes its directory's mtime). Pure streams; unit-tested.
  */
 import path from 'node:path/posix';
-import { Transform, type TransformCallback } from 'node:stream';
 import * as tar from 'tar-stream';
-import { num, parsePax } from '../util/tar-root.js';
+import { TarEntryFilter, type TarDecision, type TarEntry } from '../util/tar-filter.js';
+import { headerAttrs } from '../util/tar-root.js';
 
 export interface HeldEntry {
   name: string;
@@ -52,127 +52,49 @@ export function escapeDepth(name: string, target: string): number {
   return n;
 }
 
-export class EscapingLinks extends Transform {
+export class EscapingLinks extends TarEntryFilter {
   /** The links held back, their parent directories after them. */
   readonly held: HeldEntry[] = [];
   /** The most levels any held link reaches above the root. */
   depth = 0;
-  private buf: Buffer = Buffer.alloc(0);
-  /** Bytes of the current entry's data (padded) still to pass through. */
-  private dataLeft = 0;
-  /** Header blocks of the current entry (PAX, long names) not yet passed. */
-  private pending: Buffer[] = [];
-  private pax: Record<string, string> = {};
-  private longName?: string;
-  private longLink?: string;
-  private ended = false;
   /** The directories on the path of the latest entry (a parent precedes its children). */
   private dirs: HeldEntry[] = [];
   private heldNames = new Set<string>();
   private heldDirs = new Set<string>();
 
-  constructor() {
-    super({ highWaterMark: 1 << 20 });
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    try {
-      this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-      this.drain();
-      cb();
-    } catch (err) {
-      cb(err as Error);
+  protected decide(e: TarEntry): TarDecision {
+    const name = clean(e.name);
+    // the directories on this entry's path
+    while (this.dirs.length && !name.startsWith(`${this.dirs[this.dirs.length - 1]!.name}/`)) this.dirs.pop();
+    const depth = e.type === '2' ? escapeDepth(e.name, e.linkname) : 0;
+    const hardToHeld = e.type === '1' && this.heldNames.has(clean(e.linkname));
+    if (depth === 0 && !hardToHeld) {
+      if (e.type === '5' && name) this.dirs.push(heldEntry(e, name));
+      return 'pass';
     }
+    this.held.push(heldEntry(e, name));
+    this.heldNames.add(name);
+    this.depth = Math.max(this.depth, depth);
+    for (const d of this.dirs)
+      if (!this.heldDirs.has(d.name)) {
+        this.heldDirs.add(d.name);
+        this.held.push(d);
+      }
+    return 'drop';
   }
+}
 
-  override _flush(cb: TransformCallback): void {
-    if (this.pending.length) this.push(Buffer.concat(this.pending));
-    if (this.buf.length) this.push(this.buf);
-    cb();
-  }
-
-  private drain(): void {
-    while (this.buf.length) {
-      if (this.ended) {
-        this.push(this.buf);
-        this.buf = Buffer.alloc(0);
-        return;
-      }
-      if (this.dataLeft > 0) {
-        const n = Math.min(this.dataLeft, this.buf.length);
-        this.push(this.buf.subarray(0, n));
-        this.buf = this.buf.subarray(n);
-        this.dataLeft -= n;
-        continue;
-      }
-      if (this.buf.length < 512) return;
-      const h = this.buf.subarray(0, 512);
-      if (h.every((x) => x === 0)) {
-        this.ended = true;
-        continue;
-      }
-      const type = String.fromCharCode(h[156]!);
-      // a file over 8 GiB has its size in a PAX record (GNU tar), or in base-256 (num)
-      const size =
-        type !== 'x' && type !== 'L' && type !== 'K' && this.pax.size !== undefined
-          ? Number(this.pax.size)
-          : num(h, 124, 12);
-      const padded = Math.ceil(size / 512) * 512;
-      if (type === 'x' || type === 'L' || type === 'K') {
-        // Metadata for the next entry: kept until that entry's fate is known.
-        if (this.buf.length < 512 + padded) return;
-        const block = this.buf.subarray(0, 512 + padded);
-        const body = this.buf.subarray(512, 512 + size);
-        if (type === 'x') this.pax = { ...this.pax, ...parsePax(body) };
-        else if (type === 'L') this.longName = body.toString('utf8').replace(/\0.*$/s, '');
-        else this.longLink = body.toString('utf8').replace(/\0.*$/s, '');
-        this.pending.push(Buffer.from(block));
-        this.buf = this.buf.subarray(512 + padded);
-        continue;
-      }
-      const prefix = h.toString('utf8', 345, 500).replace(/\0.*$/s, '');
-      const short = h.toString('utf8', 0, 100).replace(/\0.*$/s, '');
-      const name = this.pax.path ?? this.longName ?? (prefix ? `${prefix}/${short}` : short);
-      const linkname = this.pax.linkpath ?? this.longLink ?? h.toString('utf8', 157, 257).replace(/\0.*$/s, '');
-      const entry: HeldEntry = {
-        name: clean(name),
-        type: type === '2' ? 'symlink' : type === '1' ? 'link' : 'directory',
-        ...(type === '1' || type === '2' ? { linkname } : {}),
-        mode: num(h, 100, 8) & 0o7777,
-        uid: this.pax.uid !== undefined ? Number(this.pax.uid) : num(h, 108, 8),
-        gid: this.pax.gid !== undefined ? Number(this.pax.gid) : num(h, 116, 8),
-        mtime: new Date((this.pax.mtime !== undefined ? Number(this.pax.mtime) : num(h, 136, 12)) * 1000),
-      };
-      const xattrs = Object.fromEntries(Object.entries(this.pax).filter(([k]) => k.startsWith('SCHILY.xattr.')));
-      if (Object.keys(xattrs).length) entry.pax = xattrs;
-      this.pax = {};
-      this.longName = undefined;
-      this.longLink = undefined;
-      // the directories on this entry's path
-      while (this.dirs.length && !entry.name.startsWith(`${this.dirs[this.dirs.length - 1]!.name}/`)) this.dirs.pop();
-      const depth = type === '2' ? escapeDepth(name, linkname) : 0;
-      const hardToHeld = type === '1' && this.heldNames.has(clean(linkname));
-      if (depth > 0 || hardToHeld) {
-        this.held.push(entry);
-        this.heldNames.add(entry.name);
-        this.depth = Math.max(this.depth, depth);
-        for (const d of this.dirs)
-          if (!this.heldDirs.has(d.name)) {
-            this.heldDirs.add(d.name);
-            this.held.push(d);
-          }
-        this.pending = [];
-        this.buf = this.buf.subarray(512 + padded);
-        continue;
-      }
-      if (type === '5' && entry.name) this.dirs.push(entry);
-      if (this.pending.length) this.push(Buffer.concat(this.pending));
-      this.pending = [];
-      this.push(Buffer.from(h));
-      this.buf = this.buf.subarray(512);
-      this.dataLeft = padded;
-    }
-  }
+/** An entry as it is held (or kept as a held link's parent directory): its attributes and xattrs. */
+function heldEntry(e: TarEntry, name: string): HeldEntry {
+  const entry: HeldEntry = {
+    name,
+    type: e.type === '2' ? 'symlink' : e.type === '1' ? 'link' : 'directory',
+    ...(e.type === '1' || e.type === '2' ? { linkname: e.linkname } : {}),
+    ...headerAttrs(e.header, e.pax),
+  };
+  const xattrs = Object.fromEntries(Object.entries(e.pax).filter(([k]) => k.startsWith('SCHILY.xattr.')));
+  if (Object.keys(xattrs).length) entry.pax = xattrs;
+  return entry;
 }
 
 /**

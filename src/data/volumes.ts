@@ -11,7 +11,7 @@
  * as root, a volume is read from the disk (host-volume.ts), without the engine.
  */
 import { randomBytes } from 'node:crypto';
-import { PassThrough, Writable, type Readable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { type Engine, LABEL_MANAGED, LABEL_OWNER, LABEL_ROLE, LABEL_RUN } from '../engine/engine.js';
 import type { RunIdentity } from '../engine/run.js';
@@ -89,7 +89,7 @@ export function holderCreateBody(
 export async function removeWithAnonymousVolumes(engine: Engine, id: string): Promise<void> {
   const made = await engine.inspectContainer(id).then(
     (c) => {
-      const named = namedVolumes(c as unknown as Record<string, unknown>);
+      const named = namedVolumes(c);
       return ((c.Mounts ?? []) as { Type?: string; Name?: string }[])
         .filter((m) => m.Type === 'volume' && m.Name && !named.has(m.Name))
         .map((m) => m.Name!);
@@ -101,7 +101,7 @@ export async function removeWithAnonymousVolumes(engine: Engine, id: string): Pr
 }
 
 /** Every volume a create body (or a container's inspect) mounts by name: HostConfig.Mounts sources and Binds `name:/path`. */
-export function namedVolumes(body: Record<string, unknown>): Set<string> {
+export function namedVolumes(body: { HostConfig?: unknown }): Set<string> {
   const hc = (body.HostConfig ?? {}) as {
     Mounts?: { Type?: string; Source?: string }[] | null;
     Binds?: string[] | null;
@@ -511,10 +511,10 @@ export async function fillVolume(
       // Podman applies a `./` entry to the target itself (owner too, unless told to copy the
       // container's ids); Docker does not, so there the root goes in as `v/` from one level up.
       if (engine.quirks.archiveAppliesRootEntry)
-        await engine.putArchive(holder.id, target, rootEntryTar('.', tap.root) as unknown as Readable, {
+        await engine.putArchive(holder.id, target, Readable.from(rootEntryTar('.', tap.root), { objectMode: false }), {
           copyUIDGID: false,
         });
-      else await engine.putArchive(holder.id, MOUNT, rootEntryTar('v', tap.root) as unknown as Readable);
+      else await engine.putArchive(holder.id, MOUNT, Readable.from(rootEntryTar('v', tap.root), { objectMode: false }));
     }
   } catch (err) {
     await holder.remove().catch(() => {}); // the first failure is the one to report
@@ -645,7 +645,7 @@ async function putEscapingLinks(
   try {
     const n = links.held.filter((e) => e.type !== 'directory').length;
     progress?.info(`volume ${volume}: ${n} symlink${n === 1 ? '' : 's'} pointing above its root written apart`);
-    await engine.putArchive(deep.id, MOUNT, escapingLinksTar(links.held, prefix) as unknown as Readable);
+    await engine.putArchive(deep.id, MOUNT, Readable.from(escapingLinksTar(links.held, prefix), { objectMode: false }));
   } finally {
     await deep.remove().catch(() => {});
   }

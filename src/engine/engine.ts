@@ -826,20 +826,20 @@ export class DockerEngine implements Engine {
   async volumeSize(name: string): Promise<number | undefined> {
     if (!this.apiAtLeast('1.42')) return undefined;
     try {
-      const modem = (
-        this.docker as unknown as { modem: { dial(o: object, cb: (e: Error | null, d: unknown) => void): void } }
-      ).modem;
+      const modem = this.docker.modem;
       const df = await this.call(
         'volume sizes (system df)',
         () =>
-          new Promise<{ Volumes?: { Name: string; UsageData?: { Size?: number } }[] | null }>((resolve, reject) =>
+          new Promise<unknown>((resolve, reject) =>
             modem.dial(
               { path: '/system/df?', method: 'GET', options: { type: 'volume' }, statusCodes: { 200: true } },
-              (err, data) => (err ? reject(err) : resolve(data as never)),
+              (err, data) => (err ? reject(err) : resolve(data)),
             ),
           ),
       );
-      const size = df.Volumes?.find((v) => v.Name === name)?.UsageData?.Size;
+      const volumes = field(df, 'Volumes');
+      const own: unknown = Array.isArray(volumes) ? volumes.find((v) => stringField(v, 'Name') === name) : undefined;
+      const size = numberField(field(own, 'UsageData'), 'Size');
       return size !== undefined && size >= 0 ? size : undefined; // -1: not computed
     } catch {
       return undefined;

@@ -10,9 +10,13 @@
  */
 import type { EngineFacts } from '../engine/engine.js';
 import type { EngineQuirks } from '../engine/quirks.js';
-import { HOST_VOLUMES_ENV, hostAccessRefusal } from '../data/host-volume.js';
-import { HOST_LAYERS_ENV, layerStoreRefusal } from '../data/host-image.js';
-import { contentStoreRefusal } from '../data/content-store.js';
+import {
+  HOST_LAYERS_ENV,
+  HOST_VOLUMES_ENV,
+  contentStoreRefusal,
+  hostAccessRefusal,
+  layerStoreRefusal,
+} from './refusals.js';
 import { noDebug, type Debug } from '../util/debug.js';
 import { capture, type HostShell } from './shell.js';
 
@@ -28,11 +32,6 @@ export function hostEnv(env: Record<string, string | undefined>): HostEnv {
   if (env[HOST_VOLUMES_ENV] !== undefined) out.FERRY_HOST_VOLUMES = env[HOST_VOLUMES_ENV];
   if (env[HOST_LAYERS_ENV] !== undefined) out.FERRY_HOST_LAYERS = env[HOST_LAYERS_ENV];
   return out;
-}
-
-/** Whether a switch turns its path off (0, off, no, false). Pure. */
-export function switchedOff(setting: string | undefined): boolean {
-  return setting !== undefined && /^(0|off|no|false)$/i.test(setting);
 }
 
 /** Whether a fast path is taken on this engine, and why (or why not). */

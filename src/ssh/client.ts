@@ -10,7 +10,7 @@ import { connect, type Socket } from 'node:net';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
-import type { ConnectConfig, SFTPWrapper } from 'ssh2';
+import type { CipherAlgorithm, ConnectConfig, SFTPWrapper } from 'ssh2';
 import { loadSsh2 } from './ssh2.js';
 
 import { EngineError, FerryError, EXIT, UsageError } from '../errors.js';
@@ -51,7 +51,7 @@ export interface SshConnection {
 }
 
 /** Ciphers in order of speed on machines with AES-NI; ssh2 picks the first the server supports. */
-const CIPHERS = [
+const CIPHERS: CipherAlgorithm[] = [
   'aes128-gcm@openssh.com',
   'aes256-gcm@openssh.com',
   'aes128-ctr',
@@ -155,7 +155,7 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
     keepaliveInterval: 15_000,
     keepaliveCountMax: 4,
     hostVerifier,
-    algorithms: { cipher: CIPHERS as never },
+    algorithms: { cipher: CIPHERS },
     authHandler: (() => {
       const methods: unknown[] = [];
       if (agent) methods.push({ type: 'agent', username: user, agent });
@@ -163,6 +163,7 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
       let i = 0;
       return (_methodsLeft: unknown, _partial: unknown, cb: (m: unknown) => void) =>
         cb(i < methods.length ? methods[i++] : false);
+      // ssh2's types leave out `false`, which ends authentication (no method left): cast
     })() as never,
   };
   await new Promise<void>((resolve, reject) => {
@@ -222,14 +223,14 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
           client.exec(cmd, (err, ch) =>
             err
               ? reject(new EngineError(`ssh ${describe}: ${cmd}: ${err.message}`, { cause: err }))
-              : resolve(track(ch as unknown as Duplex)),
+              : resolve(track(ch)),
           );
         });
       if (streamlocalRefused) return dialStdio();
       return new Promise<Duplex>((resolve, reject) => {
         if (closed) return reject(new EngineError(`the ssh connection to ${describe} was lost`));
         client.openssh_forwardOutStreamLocal(remotePath, (err, ch) => {
-          if (!err) return resolve(track(ch as unknown as Duplex));
+          if (!err) return resolve(track(ch));
           if (/not connected/i.test(err.message)) {
             closed = true; // the 'close' event may not have arrived yet
             return reject(new EngineError(`the ssh connection to ${describe} was lost`, { cause: err }));
@@ -256,7 +257,7 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
             ch.once('exit', (code: number | null) => res(code));
             ch.once('close', () => res(null));
           });
-          resolve(Object.assign(track(ch as unknown as Duplex), { stderr: ch.stderr, exitCode }));
+          resolve(Object.assign(track(ch), { stderr: ch.stderr, exitCode }));
         });
       });
     },
@@ -274,7 +275,7 @@ export async function connectSsh(target: SshTarget, opts: SshOptions = {}): Prom
         const forget = () => {
           if (sftpSession === s) sftpSession = undefined;
         };
-        s.then((w) => (w as unknown as NodeJS.EventEmitter).once('close', forget), forget);
+        s.then((w) => w.once('close', forget), forget);
       }
       return sftpSession;
     },

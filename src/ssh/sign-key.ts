@@ -53,8 +53,10 @@ export async function agentSigner(wanted: string, socket = process.env.SSH_AUTH_
     );
   const { OpenSSHAgent } = loadSsh2();
   const agent = new OpenSSHAgent(socket);
-  const keys = await new Promise<{ getPublicSSH(): Buffer; type: string }[]>((resolve, reject) =>
-    agent.getIdentities((err, ks) => (err ? reject(err) : resolve((ks ?? []) as never))),
+  const keys = await new Promise<ParsedKey[]>((resolve, reject) =>
+    agent.getIdentities((err, ks) =>
+      err ? reject(err) : resolve((ks ?? []).filter((k): k is ParsedKey => 'getPublicSSH' in k)),
+    ),
   ).catch((err: Error) => {
     throw new UsageError(`--sign-key agent:${wanted}: cannot ask ssh-agent for its keys (${err.message})`);
   });
@@ -74,7 +76,7 @@ export async function agentSigner(wanted: string, socket = process.env.SSH_AUTH_
     source: `ssh-agent (${publicKeyLine(blob).slice(0, 24)}…)`,
     sign: (data) =>
       new Promise((resolve, reject) =>
-        agent.sign(key as never, data, { hash: 'sha512' }, (err, sig) =>
+        agent.sign(key, data, { hash: 'sha512' }, (err, sig) =>
           err || !sig
             ? reject(new UsageError(`ssh-agent refused to sign with ${wanted}: ${err?.message ?? 'no signature'}`))
             : resolve(Buffer.concat([sshString(algorithm), sshString(sig)])),

@@ -102,8 +102,7 @@ export function bundleCompression(m: Manifest): string {
 }
 
 export function imageMode(m: Manifest): string {
-  const v = (m as unknown as Record<string, unknown>).imageMode;
-  return typeof v === 'string' && v ? v : 'archive';
+  return m.imageMode ?? 'archive';
 }
 
 export function isEncrypted(m: Manifest): boolean {

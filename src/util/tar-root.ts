@@ -46,6 +46,16 @@ export function parsePax(b: Buffer): Record<string, string> {
   return out;
 }
 
+/** The mode bits, owner and mtime of an entry: its header's fields, or the PAX records before it. */
+export function headerAttrs(h: Buffer, pax: Record<string, string>): RootAttrs {
+  return {
+    mode: num(h, 100, 8) & 0o7777,
+    uid: pax.uid !== undefined ? Number(pax.uid) : num(h, 108, 8),
+    gid: pax.gid !== undefined ? Number(pax.gid) : num(h, 116, 8),
+    mtime: new Date((pax.mtime !== undefined ? Number(pax.mtime) : num(h, 136, 12)) * 1000),
+  };
+}
+
 export class RootTap extends Transform {
   root?: RootAttrs;
   private head: Buffer[] = [];
@@ -100,12 +110,7 @@ export class RootTap extends Transform {
       this.done = true;
       this.head = [];
       if ((type === '5' || name.endsWith('/')) && (name === './' || name === '.' || name === '/')) {
-        this.root = {
-          mode: num(h, 100, 8) & 0o7777,
-          uid: pax.uid !== undefined ? Number(pax.uid) : num(h, 108, 8),
-          gid: pax.gid !== undefined ? Number(pax.gid) : num(h, 116, 8),
-          mtime: new Date((pax.mtime !== undefined ? Number(pax.mtime) : num(h, 136, 12)) * 1000),
-        };
+        this.root = headerAttrs(h, pax);
       }
       return;
     }

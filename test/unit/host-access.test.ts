@@ -9,9 +9,9 @@ import {
   hostAccess,
   hostAccessFor,
   hostEnv,
-  switchedOff,
   type HostOffers,
 } from '../../src/hostaccess/access.js';
+import { switchedOff } from '../../src/hostaccess/refusals.js';
 import type { HostShell } from '../../src/hostaccess/shell.js';
 import { quirksFor } from '../../src/engine/quirks.js';
 

@@ -13,13 +13,13 @@ import { localShell } from '../../src/hostaccess/shell.js';
 import { EngineError, EXIT } from '../../src/errors.js';
 import {
   archiveManifest,
-  HOST_LAYERS_ENV,
   openHostImageArchive,
   type HostImageArchive,
   parseTarSplitLine,
 } from '../../src/data/host-image.js';
 import { chainIds } from '../../src/data/ship.js';
 import { hostAccess, type HostEnv } from '../../src/hostaccess/access.js';
+import { HOST_LAYERS_ENV } from '../../src/hostaccess/refusals.js';
 
 const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const quiet = { step() {}, info() {}, warn() {}, bytes() {} } as never;

@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { TarEndTrim } from '../../src/util/tar-end.js';
 import { quirksFor } from '../../src/engine/quirks.js';
 import { shellQuote } from '../../src/hostaccess/shell.js';
+import { hostAccessRefusal } from '../../src/hostaccess/refusals.js';
 import {
-  hostAccessRefusal,
   hostDeltaTarArgs,
   hostTarArgs,
   hostTarSizeArgs,

@@ -19,7 +19,8 @@ import {
   type Descriptor,
   type OciPlan,
 } from '../../src/data/oci.js';
-import { contentStoreRefusal, parseBlobs, parseListing } from '../../src/data/content-store.js';
+import { parseBlobs, parseListing } from '../../src/data/content-store.js';
+import { contentStoreRefusal } from '../../src/hostaccess/refusals.js';
 import { chainIds, savesOciLayout, v1LayerIds } from '../../src/data/ship.js';
 
 const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
