@@ -25,23 +25,8 @@
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CopyObjectCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListMultipartUploadsCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  UploadPartCommand,
-  UploadPartCopyCommand,
-  type CompletedPart,
-} from '@aws-sdk/client-s3';
+import type * as S3Sdk from '@aws-sdk/client-s3';
+import type { CompletedPart } from '@aws-sdk/client-s3';
 import { BundleError, EXIT, FerryError, IoError, NotFoundError, UsageError } from '../errors.js';
 import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, type LockDir, type LockOptions, type StoreLock } from './lock.js';
 import { byteBounds, tempName, uniqueBundleName } from './local.js';
@@ -56,6 +41,39 @@ import {
   type StoreCapabilities,
 } from './store.js';
 import type { BundleSink } from './transport.js';
+
+/**
+ * The AWS SDK is loaded when the first client is made (S3Store.client()), not when ferry starts:
+ * importing it costs every run a third of a second or more, and most runs use no s3 store. The
+ * classes below are the SDK's own, looked up as an instance is made; every command is made for a
+ * client, so after client() has loaded the SDK.
+ */
+let sdk: typeof S3Sdk | undefined;
+async function loadSdk(): Promise<typeof S3Sdk> {
+  return (sdk ??= await import('@aws-sdk/client-s3'));
+}
+function sdkClass<K extends keyof typeof S3Sdk>(name: K): (typeof S3Sdk)[K] {
+  const construct = (_: unknown, args: unknown[]): object => {
+    if (!sdk) throw new Error(`the S3 SDK is used (${name}) before S3Store.client() loaded it`);
+    return new (sdk[name] as new (...a: unknown[]) => object)(...args);
+  };
+  return new Proxy(function () {}, { construct }) as unknown as (typeof S3Sdk)[K];
+}
+const S3Client = sdkClass('S3Client');
+type S3Client = S3Sdk.S3Client;
+const AbortMultipartUploadCommand = sdkClass('AbortMultipartUploadCommand');
+const CompleteMultipartUploadCommand = sdkClass('CompleteMultipartUploadCommand');
+const CopyObjectCommand = sdkClass('CopyObjectCommand');
+const CreateMultipartUploadCommand = sdkClass('CreateMultipartUploadCommand');
+const DeleteObjectCommand = sdkClass('DeleteObjectCommand');
+const GetObjectCommand = sdkClass('GetObjectCommand');
+const HeadBucketCommand = sdkClass('HeadBucketCommand');
+const HeadObjectCommand = sdkClass('HeadObjectCommand');
+const ListMultipartUploadsCommand = sdkClass('ListMultipartUploadsCommand');
+const ListObjectsV2Command = sdkClass('ListObjectsV2Command');
+const PutObjectCommand = sdkClass('PutObjectCommand');
+const UploadPartCommand = sdkClass('UploadPartCommand');
+const UploadPartCopyCommand = sdkClass('UploadPartCopyCommand');
 
 const MiB = 1 << 20;
 /** Parts start at this size... */
@@ -483,6 +501,7 @@ export class S3Store implements Store {
     return (this.clientP ??= (async () => {
       // The SDK warns on stderr that it will want Node 22 from 2027; ferry supports Node 20.
       this.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+      await loadSdk();
       const common = {
         ...(this.endpoint ? { endpoint: this.endpoint } : {}),
         forcePathStyle: this.pathStyle,

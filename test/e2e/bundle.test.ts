@@ -39,6 +39,9 @@ function setup() {
     '-d',
     '--name',
     a,
+    // busybox's sleep as PID 1 ignores SIGTERM: a stop (--consistency stop) kills it after 1 s, not 10
+    '--stop-timeout',
+    '1',
     '-e',
     'ROLE=a',
     '-v',
@@ -313,6 +316,8 @@ describe('--on-conflict replace', () => {
       '-d',
       '--name',
       c,
+      '--stop-timeout', // its shell ignores SIGTERM: the replace from a pipe kills it after 1 s, not 10
+      '1',
       '-v',
       `${v}:/data`,
       BUSYBOX,

@@ -368,6 +368,8 @@ describe('selection: --all --filter and backup --dry-run', () => {
       `ferry-test-sel=${tag}`,
       '--label',
       'ferry.consistency=stop',
+      '--stop-timeout', // busybox's sleep as PID 1 ignores SIGTERM: the backup kills it after 1 s, not 10
+      '1',
       BUSYBOX,
       'sleep',
       '100000',

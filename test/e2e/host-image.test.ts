@@ -76,7 +76,9 @@ function imagePaths(json: string): Record<string, unknown>[] {
 }
 
 function serve(n: string, host = ENGINE_A) {
-  docker(['run', '-d', '--name', n, '--label', 'app=hostimg', '-e', 'MODE=test', BUSYBOX, 'sleep', '100000'], { host });
+  // busybox's sleep as PID 1 ignores SIGTERM: a migration replacing it kills it after 1 s, not 10
+  const idle = ['--stop-timeout', '1', BUSYBOX, 'sleep', '100000'];
+  docker(['run', '-d', '--name', n, '--label', 'app=hostimg', '-e', 'MODE=test', ...idle], { host });
   docker(['exec', n, 'sh', '-c', CHANGES], { host });
   return rootListing(n, host);
 }

@@ -28,7 +28,8 @@ function marker(host = ENGINE_A): string {
 }
 
 beforeAll(async () => {
-  docker(['run', '-d', '--name', name, '-v', `${name}:/v`, BUSYBOX, 'sleep', '100000']);
+  // busybox's sleep as PID 1 ignores SIGTERM: the replace kills it after 1 s, not 10
+  docker(['run', '-d', '--name', name, '--stop-timeout', '1', '-v', `${name}:/v`, BUSYBOX, 'sleep', '100000']);
   // Enough data that the fill is still running when the signal comes.
   docker([
     'exec',
@@ -133,6 +134,8 @@ describe('migrate --on-conflict replace, the new container failing on the target
         '-d',
         '--name',
         src,
+        '--stop-timeout', // its sleep ignores SIGTERM: set aside after 1 s, not 10
+        '1',
         '-v',
         `${src}:/v`,
         BUSYBOX,

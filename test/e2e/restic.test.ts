@@ -355,12 +355,16 @@ describe('signed snapshots in a shared restic repository', () => {
   });
 
   it('refuses the planted snapshot under --trust (restore, drill, verify: exit 11), creating nothing', async () => {
-    const r = await ferry(['restore', `restic:${repo}#${name}`, '--trust', signers], { env }); // the newest: planted
+    // restore and drill side by side (restic's locks for reading are shared); verify after, as
+    // its restic check locks the repository for itself
+    const [r, d] = await Promise.all([
+      ferry(['restore', `restic:${repo}#${name}`, '--trust', signers], { env }), // the newest: planted
+      ferry(['drill', `restic:${repo}#${planted}`, '--trust', signers], { env }),
+    ]);
     expect(r.code, r.stderr).toBe(11);
     expect(r.stderr).toMatch(/is not signed/);
-    nothingRestored();
-    const d = await ferry(['drill', `restic:${repo}#${planted}`, '--trust', signers], { env });
     expect(d.code, d.stderr).toBe(11);
+    nothingRestored();
     const v = await ferry(['verify', `restic:${repo}#${planted}`, '--trust', signers], { env });
     expect(v.code, v.stderr).toBe(11);
     nothingRestored();
@@ -385,8 +389,14 @@ describe('signed snapshots in a shared restic repository', () => {
   });
 
   it('restores the genuine snapshot under --trust, here and on another engine (DR), with its data', async () => {
-    for (const host of [ENGINE_A, ENGINE_B]) {
-      const r = await ferry(['-H', host, 'restore', `restic:${repo}#${genuine}`, '--trust', signers], { env });
+    // both at once: they only read the repository, each onto its own engine
+    const runs = await Promise.all(
+      [ENGINE_A, ENGINE_B].map((host) =>
+        ferry(['-H', host, 'restore', `restic:${repo}#${genuine}`, '--trust', signers], { env }),
+      ),
+    );
+    for (const [i, host] of [ENGINE_A, ENGINE_B].entries()) {
+      const r = runs[i]!;
       expect(r.code, `${host}: ${r.stderr}`).toBe(0);
       expect(r.stderr).toContain(`host-a (ssh-ed25519 `);
       expect(r.stderr).toContain(`allowed by ${signers}`);

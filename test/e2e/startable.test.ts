@@ -51,6 +51,9 @@ beforeAll(async () => {
     '-d',
     '--name',
     name,
+    // busybox httpd as PID 1 ignores SIGTERM: migrate --stop-source kills it after 1 s, not 10
+    '--stop-timeout',
+    '1',
     '--network',
     net,
     '-p',
@@ -100,7 +103,9 @@ describe('restore onto a host whose port is taken', () => {
 
       // The container that holds it is the one the restore replaces: then the port is free by the start.
       docker(['rm', '-f', blocker], { host: ENGINE_B });
-      docker(['run', '-d', '--name', name, '-p', `127.0.0.1:${port}:80`, BUSYBOX, 'sleep', '3600'], { host: ENGINE_B });
+      // (its sleep ignores SIGTERM: set aside after 1 s, not 10)
+      const held = ['--stop-timeout', '1', '-p', `127.0.0.1:${port}:80`, BUSYBOX, 'sleep', '3600'];
+      docker(['run', '-d', '--name', name, ...held], { host: ENGINE_B });
       const ok = await ferry(['-H', ENGINE_B, 'restore', bundle, '--on-conflict', 'replace']);
       expect(ok.code, ok.stderr).toBe(0);
       const c = inspect('container', name, ENGINE_B);

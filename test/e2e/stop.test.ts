@@ -119,7 +119,20 @@ describe('--stop-timeout', () => {
 
   it("a container in the stopped one's network namespace is restarted after it, and has its network back", async () => {
     const side = uid('nsside');
-    docker(['run', '-d', '--name', side, '--network', `container:${polite}`, BUSYBOX, 'sleep', '100000']);
+    // its sleep ignores SIGTERM: the restart kills it after 1 s, not 10
+    docker([
+      'run',
+      '-d',
+      '--name',
+      side,
+      '--stop-timeout',
+      '1',
+      '--network',
+      `container:${polite}`,
+      BUSYBOX,
+      'sleep',
+      '100000',
+    ]);
     try {
       const eth0 = () =>
         docker(['exec', side, 'ip', '-o', '-4', 'addr', 'show'])
