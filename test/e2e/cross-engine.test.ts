@@ -96,8 +96,16 @@ const ONE_SIDE_ONLY = [
  * A container as `docker inspect` shows it, flattened to `Config.<key>`, `HostConfig.<key>`,
  * `Mounts` and `Networks.<network>.<key>` (the settings a user gives an endpoint, not its
  * addresses: the engines hand out addresses from pools of their own). Env is sorted; the default
- * bridge's NetworkMode is "default" on 20.10 and "bridge" from API 1.44, which is one setting.
+ * bridge's NetworkMode is "default" on 20.10 and "bridge" from API 1.44, which is one setting; an
+ * empty list or map and none are one setting too (the docker CLI sends `"Dns": []` where a create
+ * through the API that leaves the field out reads `null`).
  */
+function noneIfEmpty(v: unknown): unknown {
+  if (v === '' || (Array.isArray(v) && v.length === 0)) return null;
+  if (v !== null && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 0) return null;
+  return v ?? null;
+}
+
 function inspected(container: string, host: string): Map<string, string> {
   const i = inspect('container', container, host);
   const out = new Map<string, string>();
@@ -106,13 +114,13 @@ function inspected(container: string, host: string): Map<string, string> {
       let value = v;
       if (part === 'Config' && k === 'Env') value = [...(v as string[])].sort();
       if (part === 'HostConfig' && k === 'NetworkMode' && v === 'default') value = 'bridge';
-      out.set(`${part}.${k}`, JSON.stringify(value));
+      out.set(`${part}.${k}`, JSON.stringify(noneIfEmpty(value)));
     }
   const mounts = (i.Mounts as Record<string, unknown>[]).map(({ Source: _, ...m }) => m);
   out.set('Mounts', JSON.stringify(mounts));
   for (const [net, ep] of Object.entries(i.NetworkSettings.Networks as Record<string, Record<string, unknown>>))
     for (const k of ['Aliases', 'IPAMConfig', 'Links', 'DriverOpts', 'DNSNames', 'GwPriority'])
-      if (k in ep) out.set(`Networks.${net}.${k}`, JSON.stringify(ep[k]));
+      if (k in ep) out.set(`Networks.${net}.${k}`, JSON.stringify(noneIfEmpty(ep[k])));
   for (const k of ENGINE_OWN) out.delete(k);
   return out;
 }
