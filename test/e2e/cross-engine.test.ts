@@ -9,12 +9,9 @@
  * Every engine is named here, whatever the run's primary engine (FERRY_E2E_ENGINE): this file runs
  * in the default run only (it is not in containerd-suite.txt), so each case runs once in CI.
  */
-import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   BUSYBOX,
@@ -98,7 +95,9 @@ const ONE_SIDE_ONLY = [
  * addresses: the engines hand out addresses from pools of their own). Env is sorted; the default
  * bridge's NetworkMode is "default" on 20.10 and "bridge" from API 1.44, which is one setting; an
  * empty list or map and none are one setting too (the docker CLI sends `"Dns": []` where a create
- * through the API that leaves the field out reads `null`).
+ * through the API that leaves the field out reads `null`), and so are the restart policies "" and
+ * "no" (20.10 reads "" for a container created through the API without one, where the CLI sends
+ * "no"; Docker 26 and 28 read "no" for both).
  */
 function noneIfEmpty(v: unknown): unknown {
   if (v === '' || (Array.isArray(v) && v.length === 0)) return null;
@@ -114,6 +113,8 @@ function inspected(container: string, host: string): Map<string, string> {
       let value = v;
       if (part === 'Config' && k === 'Env') value = [...(v as string[])].sort();
       if (part === 'HostConfig' && k === 'NetworkMode' && v === 'default') value = 'bridge';
+      if (part === 'HostConfig' && k === 'RestartPolicy' && (v as { Name?: string }).Name === '')
+        value = { ...(v as object), Name: 'no' };
       out.set(`${part}.${k}`, JSON.stringify(noneIfEmpty(value)));
     }
   const mounts = (i.Mounts as Record<string, unknown>[]).map(({ Source: _, ...m }) => m);
@@ -277,7 +278,12 @@ describe.each(ENGINES)('migrate between Docker 20.10 and engine $engine ($versio
     expect(r.code, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout) as Shipped;
     expect(res.dataPaths.images[0]!.target).toEqual({ path: 'content-store' });
-    expect(res.skippedLayers).toBe(res.totalLayers - 1);
+    // Left out: what the target's images hold (busybox, the base, and the first top layer, in the
+    // snapshot the first migration made there). Sent: the layers committed since, on 20.10, and
+    // on the target by the migrations from it (their snapshots are removed there, so containerd
+    // collects their blobs).
+    expect(res.skippedLayers).toBeGreaterThanOrEqual(3);
+    expect(res.skippedLayers).toBeLessThan(res.totalLayers);
     expect(res.imageBytes).toBeLessThan((inspect('image', base, DOCKER_20).Size as number) / 2);
     expect(savesWhole(name, target)).toEqual({ layers: res.totalLayers, missing: [] });
     expectRestored(target, 'over-ssh\nbase\nvolume');
@@ -463,162 +469,5 @@ describe.each(ENGINES)('registry mode between Docker 20.10 and engine $engine ($
 
   it('the containerd store pushes, 20.10 pulls by digest', async () => {
     await pushAndRestore(target, DOCKER_20, path.join(dir, 'from-ctrd.tar'));
-  });
-});
-
-/** Put a blob in the lab registry's repository `repo`: its descriptor. */
-async function putBlob(repo: string, data: Buffer, mediaType: string) {
-  const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
-  const start = await fetch(`http://${REGISTRY}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
-  if (start.status !== 202) throw new Error(`upload to ${repo}: ${start.status} ${await start.text()}`);
-  const url = new URL(start.headers.get('location')!, `http://${REGISTRY}`);
-  url.searchParams.set('digest', digest);
-  const put = await fetch(url, { method: 'PUT', body: data, headers: { 'Content-Type': 'application/octet-stream' } });
-  if (put.status !== 201) throw new Error(`put blob ${digest}: ${put.status} ${await put.text()}`);
-  return { mediaType, digest, size: data.length };
-}
-
-/** Put a manifest or index in `repo` as `ref`: its descriptor. */
-async function putManifest(repo: string, ref: string, doc: { mediaType: string }) {
-  const body = Buffer.from(JSON.stringify(doc));
-  const r = await fetch(`http://${REGISTRY}/v2/${repo}/manifests/${ref}`, {
-    method: 'PUT',
-    body,
-    headers: { 'Content-Type': doc.mediaType },
-  });
-  if (r.status !== 201) throw new Error(`put manifest ${repo}:${ref}: ${r.status} ${await r.text()}`);
-  return {
-    mediaType: doc.mediaType,
-    digest: `sha256:${createHash('sha256').update(body).digest('hex')}`,
-    size: body.length,
-  };
-}
-
-const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
-const OCI_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
-
-/**
- * Push `image` (of engine A) to the lab registry as `repo:1`, a multi-platform OCI index:
- * linux/amd64 (the image, its layers gzip-compressed as a registry holds them) and linux/arm64 (a
- * layer of its own). An amd64 engine that pulls it holds the index and the amd64 content only:
- * the index names a manifest whose blobs its content store never gets, as with any multi-platform
- * image pulled by Docker 25+ with the containerd image store.
- */
-async function pushMultiPlatform(image: string, repo: string): Promise<string> {
-  const tmp = mkdtempSync(path.join(tmpdir(), 'ferry-xmulti-'));
-  try {
-    const r = sh(`docker -H ${DOCKER_20} save ${image} | tar -xf - -C '${tmp}'`);
-    if (r.code !== 0) throw new Error(`save ${image}: ${r.stderr}`);
-    const m = (
-      JSON.parse(readFileSync(path.join(tmp, 'manifest.json'), 'utf8')) as { Config: string; Layers: string[] }[]
-    )[0]!;
-    const layers = [];
-    for (const l of m.Layers)
-      layers.push(await putBlob(repo, gzipSync(readFileSync(path.join(tmp, l))), OCI_LAYER_GZIP));
-    const amd64 = await putManifest(repo, 'amd64', {
-      schemaVersion: 2,
-      mediaType: OCI_MANIFEST,
-      config: await putBlob(repo, readFileSync(path.join(tmp, m.Config)), OCI_CONFIG),
-      layers,
-    } as { mediaType: string });
-    mkdirSync(path.join(tmp, 'arm'));
-    writeFileSync(path.join(tmp, 'arm', 'arm64.txt'), 'arm64 only\n');
-    const armTar = execFileSync('tar', ['-cf', '-', '-C', path.join(tmp, 'arm'), 'arm64.txt']);
-    const armConfig = Buffer.from(
-      JSON.stringify({
-        architecture: 'arm64',
-        os: 'linux',
-        config: { Cmd: ['sh'] },
-        rootfs: { type: 'layers', diff_ids: [`sha256:${createHash('sha256').update(armTar).digest('hex')}`] },
-      }),
-    );
-    const arm64 = await putManifest(repo, 'arm64', {
-      schemaVersion: 2,
-      mediaType: OCI_MANIFEST,
-      config: await putBlob(repo, armConfig, OCI_CONFIG),
-      layers: [await putBlob(repo, gzipSync(armTar), OCI_LAYER_GZIP)],
-    } as { mediaType: string });
-    const index = await putManifest(repo, '1', {
-      schemaVersion: 2,
-      mediaType: OCI_INDEX,
-      manifests: [
-        { ...amd64, platform: { architecture: 'amd64', os: 'linux' } },
-        { ...arm64, platform: { architecture: 'arm64', os: 'linux' } },
-      ],
-    } as { mediaType: string });
-    return index.digest;
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
-  }
-}
-
-// An image as Docker 25+ with the containerd store pulls it: a multi-platform index, with only
-// this platform's blobs in the content store. A container on it backs up there and restores on
-// 20.10 (the engine's save is an OCI layout), and migrates back with only its top layer.
-describe.each(ENGINES)('a multi-platform image pulled by engine $engine ($version)', ({ host: target }) => {
-  const name = uid('xmulti');
-  const vol = `${name}-data`;
-  const repo = `ferry-e2e/${name}`;
-  const image = `${REGISTRY}/${repo}:1`;
-  const dir = mkdtempSync(path.join(tmpdir(), 'ferry-xmulti-'));
-  let original: Map<string, string>;
-  let listing = '';
-
-  beforeAll(async () => {
-    const index = await pushMultiPlatform(base, repo);
-    docker(['pull', '-q', image], { host: target });
-    // The engine's image is the index (its ID is the index's digest), whose arm64 manifest it
-    // never fetched.
-    expect(docker(['image', 'inspect', '--format', '{{.Id}}', image], { host: target })).toBe(index);
-    docker(['run', '-d', '--name', name, '-v', `${vol}:/data`, '-e', 'MODE=multi', image, 'sleep', '100000'], {
-      host: target,
-    });
-    docker(['exec', name, 'sh', '-c', 'echo on-multi > /top.txt; mkdir -p /data/d; echo volume > /data/d/f'], {
-      host: target,
-    });
-  });
-
-  afterAll(() => {
-    for (const host of [DOCKER_20, target]) {
-      cleanup(host, { containers: [name], volumes: [vol], images: [image] });
-    }
-    removeSnapshots([name], [DOCKER_20, target]);
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  function expectRestored(host: string, top: string) {
-    expectSameContainer(inspected(name, host), original);
-    expect(volumeListing(vol, host)).toBe(listing);
-    expect(inspect('container', name, host).State.Running).toBe(true);
-    expect(docker(['exec', name, 'sh', '-c', 'cat /top.txt /base.txt /data/d/f'], { host })).toBe(
-      `${top}\nbase\nvolume`,
-    );
-    expect(docker(['exec', name, 'ls', '/'], { host }).split('\n')).not.toContain('arm64.txt');
-  }
-
-  it('backs up on the containerd store and restores on 20.10', async () => {
-    original = inspected(name, target);
-    listing = volumeListing(vol, target);
-    const b = await ferry(['-H', target, 'backup', name, '-o', dir, '--json']);
-    expect(b.code, b.stderr).toBe(0);
-    expect(inspect('container', name, target).State.Running).toBe(true);
-    const r = await ferry(['-H', DOCKER_20, 'restore', (JSON.parse(b.stdout) as { bundle: string }).bundle, '--json']);
-    expect(r.code, r.stderr).toBe(0);
-    expectRestored(DOCKER_20, 'on-multi');
-  });
-
-  it('migrates 20.10 -> the containerd store that holds the index: only the top layer goes', async () => {
-    cleanup(target, { containers: [name], volumes: [vol] });
-    docker(['exec', name, 'sh', '-c', 'echo back > /top.txt'], { host: DOCKER_20 });
-    const r = await ferry(['-H', DOCKER_20, 'migrate', name, '--to', target, '--json']);
-    expect(r.code, r.stderr).toBe(0);
-    const res = JSON.parse(r.stdout) as Shipped;
-    expect(res.dataPaths.images[0]!.target).toEqual({ path: 'content-store' });
-    expect(res.skippedLayers).toBe(res.totalLayers - 1);
-    expect(res.imageBytes).toBeLessThan((inspect('image', base, DOCKER_20).Size as number) / 2);
-    expect(savesWhole(name, target)).toEqual({ layers: res.totalLayers, missing: [] });
-    expectRestored(target, 'back');
   });
 });
