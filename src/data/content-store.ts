@@ -158,15 +158,17 @@ export async function readContentStore(
     const platform = { os: engine.facts.os, architecture: engine.facts.arch };
     const tops = await read(sharing).catch(() => new Map<string, Buffer>());
     const manifests: { layers: Descriptor[]; config: Descriptor }[] = [];
-    const more: string[] = [];
-    for (const b of tops.values()) {
-      const doc = json(b);
-      if (isManifest(doc)) manifests.push(doc);
-      else if (isIndex(doc)) for (const m of manifestsFor(doc, platform)) more.push(m.digest.slice(7));
-    }
-    for (const b of (await read(more).catch(() => new Map<string, Buffer>())).values()) {
-      const doc = json(b);
-      if (isManifest(doc)) manifests.push(doc);
+    // An image's blob is a manifest, or an index of this platform's manifests, which may itself
+    // name an index (an OCI archive's index.json naming the image's own): followed a few levels.
+    let level = tops;
+    for (let depth = 0; level.size && depth < 4; depth++) {
+      const more: string[] = [];
+      for (const b of level.values()) {
+        const doc = json(b);
+        if (isManifest(doc)) manifests.push(doc);
+        else if (isIndex(doc)) for (const m of manifestsFor(doc, platform)) more.push(m.digest.slice(7));
+      }
+      level = await read(more).catch(() => new Map<string, Buffer>());
     }
     const configs = await read(manifests.map((m) => m.config.digest.slice(7))).catch(() => new Map<string, Buffer>());
     for (const m of manifests) {
