@@ -511,9 +511,13 @@ describe('nightly backups into a restic repository over SFTP (cron-backup.sh), r
     expect(bad.stderr).toMatch(/restic snapshots failed/);
   });
 
-  it("lists the repository through restic's own ssh config (HOME), without any option", async () => {
+  it('lists the repository named by an ssh config alias (sftp.command=ssh -F <config> <alias> -s sftp)', async () => {
+    // ssh reads ~/.ssh/config of the user's passwd entry, not $HOME: a config file is named with -F.
     const { home } = sshHome(dir);
-    const ls = await ferry(['--json', 'ls', `restic:sftp:newhost:${repoDir}`], { env: { ...base, HOME: home } });
+    const config = path.join(home, '.ssh', 'config');
+    const ls = await ferry(['--json', 'ls', `restic:sftp:newhost:${repoDir}`], {
+      env: { ...base, FERRY_RESTIC_OPTION: `sftp.command=ssh -F ${config} -o BatchMode=yes newhost -s sftp` },
+    });
     expect(ls.code, ls.stderr).toBe(0);
     const bundles = JSON.parse(ls.stdout).bundles as { set: string; snapshot: string }[];
     expect(bundles.map((b) => b.set)).toEqual([c]);
