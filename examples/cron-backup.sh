@@ -69,7 +69,10 @@
 #                          or a restic repository, restic:/srv/restic or restic:sftp:..., restic:s3:...
 #                          (one snapshot per container set; only what changed is added; restic's
 #                          password and backend settings from its own environment,
-#                          RESTIC_PASSWORD_FILE, ...; the repository must exist: restic init).
+#                          RESTIC_PASSWORD_FILE, ...; the repository must exist: restic init;
+#                          restic's -o options from FERRY_RESTIC_OPTION, one per line, e.g.
+#                          sftp.command=ssh -i /root/.ssh/backup_key -p 2222 backup@nas -s sftp
+#                          for BACKUP_DIR=restic:sftp:backup@nas:/srv/restic).
 #                          Several hosts may back up into one repository. There the backup
 #                          itself is not --verify'd: `ferry verify restic:...` runs after it
 #                          (restic check, and the newest snapshot of each host and set read back

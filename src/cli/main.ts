@@ -176,6 +176,7 @@ export async function main(
       passphrase,
       identities,
       hostAccess,
+      resticOptions: () => program?.opts<{ resticOption?: string[] }>().resticOption ?? [],
       ...(debug ? { debug } : {}),
     });
     await program.parseAsync(argv);

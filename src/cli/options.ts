@@ -2,6 +2,7 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { CODECS, hasZstd, type Codec } from '../bundle/codec.js';
 import { normalizeExclude } from '../data/excludes.js';
+import { parseResticOptions } from '../store/restic/layout.js';
 
 export function choice<T extends string>(values: readonly T[]) {
   return (v: string): T => {
@@ -28,6 +29,26 @@ export function excludePathOption(): Option {
     } catch (err) {
       throw new InvalidArgumentError((err as Error).message);
     }
+  });
+}
+
+/**
+ * --restic-option (global): restic's own `-o key=value`, repeatable; one value may hold several,
+ * one per line (so that FERRY_RESTIC_OPTION alone can give more than one).
+ */
+export function resticOption(): Option {
+  return new Option(
+    '--restic-option <key=value>',
+    "an option for restic (its -o), for restic:<repo> locations, e.g. sftp.command='ssh -p 2222 backup@nas -s sftp' (repeatable; FERRY_RESTIC_OPTION: one per line)",
+  ).argParser((v: string, previous: string[] | undefined) => {
+    let opts: string[];
+    try {
+      opts = parseResticOptions(v);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+    if (!opts.length) throw new InvalidArgumentError('expected key=value');
+    return [...(previous ?? []), ...opts];
   });
 }
 

@@ -15,6 +15,7 @@ import { scheduleCommand } from './commands/schedule.js';
 import { catCommand } from './commands/cat.js';
 import { completionCommand } from './commands/completion.js';
 import { applyConfig } from './config.js';
+import { resticOption } from './options.js';
 import type { Io } from './main.js';
 import type { SshPool } from '../ssh/client.js';
 import type { StoreDeps } from '../store/registry.js';
@@ -43,6 +44,8 @@ export interface Deps {
   hostAccess(engine: Engine): Promise<HostAccess>;
   /** The debug channel (--debug, FERRY_DEBUG=1); absent when off. */
   debug?: Debug;
+  /** restic's `-o key=value` options for restic:<repo> locations (--restic-option, FERRY_RESTIC_OPTION). */
+  resticOptions?(): string[];
 }
 
 /** Every subcommand, in the order of --help (a test checks it against the program and the JSON schema). */
@@ -125,6 +128,7 @@ export function createProgram(deps: Deps): Command {
       'S3-compatible server of s3:// stores, e.g. http://minio:9000 (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS)',
     )
     .option('--s3-path-style', 'address S3 buckets as host/bucket, not bucket.host (automatic for an IP address)')
+    .addOption(resticOption())
     .option(
       '--config <file>',
       'settings file (TOML; else FERRY_CONFIG, else ~/.config/ferry/ferry.toml, else /etc/ferry/ferry.toml); flags > FERRY_* variables > file',

@@ -6,7 +6,16 @@
  * brings back the same service, checked with docker inspect and a full listing of the volume.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +29,11 @@ import {
   exists,
   ferry,
   inspect,
+  LAB,
   removeSnapshots,
+  ROOT,
+  sh,
+  sshHome,
   uid,
   volumeListing,
 } from '../helpers/lab.js';
@@ -404,5 +417,134 @@ describe('signed snapshots in a shared restic repository', () => {
       expect(withoutLinkCounts(volumeListing(vol, host))).toBe(withoutLinkCounts(listing));
       cleanup(host, { containers: [name], volumes: [vol] });
     }
+  });
+});
+
+describe('nightly backups into a restic repository over SFTP (cron-backup.sh), rotated, restored on another engine', () => {
+  const c = uid('rsftp');
+  const dir = mkdtempSync(path.join(tmpdir(), 'ferry-restic-sftp-'));
+  // The lab's sshd (127.0.0.1:2222) sees this machine's filesystem: the repository restic writes
+  // over SFTP is this directory, which the test also reads directly.
+  const repoDir = path.join(dir, 'repo');
+  const repo = `sftp:root@127.0.0.1:${repoDir}`;
+  // restic's sftp backend runs this instead of `ssh <host> -s sftp`: restic splits it into argv itself.
+  const sftpCommand = [
+    'ssh',
+    ...['-i', path.join(LAB, 'ssh', 'id_ed25519')],
+    ...['-o', `UserKnownHostsFile=${path.join(LAB, 'ssh', 'known_hosts')}`],
+    ...['-o', 'BatchMode=yes', '-p', '2222', 'root@127.0.0.1', '-s', 'sftp'],
+  ].join(' ');
+  const base = { RESTIC_PASSWORD: 'sftp-secret', RESTIC_CACHE_DIR: path.join(dir, 'cache') };
+  const env = { ...base, FERRY_RESTIC_OPTION: `sftp.command=${sftpCommand}` };
+  const snapshotsOnDisk = (): string[] =>
+    (
+      JSON.parse(
+        execFileSync('restic', ['-r', repoDir, 'snapshots', '--json', '--tag', `ferry-set=${c}`], {
+          env: { ...process.env, ...base },
+          encoding: 'utf8',
+        }),
+      ) ?? []
+    ).map((s: { id: string }) => s.id) as string[];
+  /** A PATH whose `logger` fails, so that the cron script logs to stderr (where the test reads it). */
+  const noSyslog = () => {
+    const bin = path.join(dir, 'nolog-bin');
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(path.join(bin, 'logger'), '#!/bin/sh\nexit 1\n');
+    chmodSync(path.join(bin, 'logger'), 0o755);
+    return `${bin}:${process.env.PATH}`;
+  };
+  const night = () =>
+    sh(`sh '${path.join(ROOT, 'examples', 'cron-backup.sh')}'`, {
+      ...env,
+      DOCKER_HOST: ENGINE_A,
+      BACKUP_DIR: `restic:${repo}`,
+      FERRY_BACKUP_ARGS: `--filter label=ferry-rsftp=${c}`,
+      PATH: noSyslog(),
+    });
+  let listing = '';
+
+  beforeAll(() => {
+    execFileSync('restic', ['-o', `sftp.command=${sftpCommand}`, '-r', repo, 'init'], {
+      env: { ...process.env, ...base },
+      stdio: 'ignore',
+    });
+    docker([
+      'run',
+      '-d',
+      '--name',
+      c,
+      '--label',
+      `ferry-rsftp=${c}`,
+      '-e',
+      'MODE=sftp night',
+      '-v',
+      `${c}:/data`,
+      BUSYBOX,
+      'sh',
+      '-c',
+      'trap "exit 0" TERM; while :; do sleep 1; done',
+    ]);
+    docker(['exec', c, 'sh', '-c', AWKWARD_DATA]);
+    docker(['exec', c, 'sh', '-c', 'echo "night one" > /data/journal']);
+  });
+
+  afterAll(() => {
+    for (const host of [ENGINE_A, ENGINE_B]) cleanup(host, { containers: [c], volumes: [c] });
+    removeSnapshots([c]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('backs up each night over SFTP (restic -o sftp.command from FERRY_RESTIC_OPTION), verified and rotated', () => {
+    const first = night();
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(/verified: restic check and the newest snapshots/);
+    expect(first.stderr).toMatch(/done: every running container backed up and verified/);
+    const [one, ...more] = snapshotsOnDisk();
+    expect(one).toBeTruthy();
+    expect(more).toEqual([]);
+    // restic wrote pack files into the directory over SFTP.
+    expect(readdirSync(path.join(repoDir, 'data')).length).toBeGreaterThan(0);
+    docker(['exec', c, 'sh', '-c', 'echo "night two" >> /data/journal']);
+    listing = volumeListing(c);
+    const second = night();
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stderr).toMatch(/prune: 1 snapshot removed/);
+    const left = snapshotsOnDisk();
+    expect(left).toHaveLength(1);
+    expect(left[0]).not.toBe(one);
+    // Without restic's option, an unreachable sftp command fails with restic's exit, not ferry's silence.
+    const bad = sh(`"$FERRY" ls 'restic:${repo}'`, {
+      ...base,
+      FERRY_RESTIC_OPTION: 'sftp.command=ssh -o BatchMode=yes -p 1 root@127.0.0.1 -s sftp',
+    });
+    expect(bad.code, bad.stderr).not.toBe(0);
+    expect(bad.stderr).toMatch(/restic snapshots failed/);
+  });
+
+  it('lists the repository named by an ssh config alias (sftp.command=ssh -F <config> <alias> -s sftp)', async () => {
+    // ssh reads ~/.ssh/config of the user's passwd entry, not $HOME: a config file is named with -F.
+    const { home } = sshHome(dir);
+    const config = path.join(home, '.ssh', 'config');
+    const ls = await ferry(['--json', 'ls', `restic:sftp:newhost:${repoDir}`], {
+      env: { ...base, FERRY_RESTIC_OPTION: `sftp.command=ssh -F ${config} -o BatchMode=yes newhost -s sftp` },
+    });
+    expect(ls.code, ls.stderr).toBe(0);
+    const bundles = JSON.parse(ls.stdout).bundles as { set: string; snapshot: string }[];
+    expect(bundles.map((b) => b.set)).toEqual([c]);
+    expect(bundles[0]!.snapshot).toBe(snapshotsOnDisk()[0]);
+  });
+
+  it('restores the newest snapshot onto another engine (--restic-option), with its data', async () => {
+    const r = await ferry(
+      ['-H', ENGINE_B, '--restic-option', `sftp.command=${sftpCommand}`, 'restore', `restic:${repo}#${c}`],
+      { env: base },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const restored = inspect('container', c, ENGINE_B);
+    expect(restored.State.Running).toBe(true);
+    expect(restored.Config.Env).toContain('MODE=sftp night');
+    expect(restored.Config.Labels[`ferry-rsftp`]).toBe(c);
+    expect(docker(['exec', c, 'cat', '/data/journal'], { host: ENGINE_B })).toBe('night one\nnight two');
+    expect(withoutLinkCounts(volumeListing(c, ENGINE_B))).toBe(withoutLinkCounts(listing));
   });
 });

@@ -16,8 +16,10 @@ import {
   checkLayout,
   dumpArgs,
   forgetArgs,
+  optionArgs,
   parseBackupSummary,
   parseResticLocation,
+  parseResticOptions,
   parseSnapshots,
   selectSnapshot,
   snapshotTags,
@@ -32,6 +34,7 @@ import {
   ResticCli,
   ResticError,
   ResticUnavailableError,
+  resticText,
   stopResticRuns,
 } from '../../src/store/restic/runner.js';
 import { resticBackup, type ResticBackupOptions } from '../../src/ops/restic-backup.js';
@@ -58,6 +61,8 @@ import { silentProgress } from '../../src/context.js';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { FakeEngine } from '../helpers/engine-fake.js';
 import { FakeRestic } from '../helpers/restic-fake.js';
+import { Command } from 'commander';
+import { resticOption } from '../../src/cli/options.js';
 import { APP_FILES, runContext, sourceEngine, tempDir, untar, useTempStateDir } from '../helpers/ops-fixtures.js';
 
 async function drain(stream: Readable): Promise<Buffer> {
@@ -174,6 +179,42 @@ describe('restic locations and arguments', () => {
     expect(readFileSync(mark, 'utf8')).toBe('INT\n');
     await expect(run.done).rejects.toBeInstanceOf(ResticError);
     await stopResticRuns(); // nothing left: returns at once
+    await rm(bin, { recursive: true, force: true });
+  });
+
+  it("takes restic's -o options one per line, each one argument, and refuses what is not key=value", () => {
+    const cmd = 'ssh -i /k/id x -o "UserKnownHostsFile=/k/known hosts" -p 2222 root@127.0.0.1 -s sftp';
+    expect(parseResticOptions(`sftp.command=${cmd}\r\n\ns3.storage-class=STANDARD_IA\n`)).toEqual([
+      `sftp.command=${cmd}`,
+      's3.storage-class=STANDARD_IA',
+    ]);
+    expect(parseResticOptions('  \n')).toEqual([]);
+    expect(optionArgs(['a.b=1', 'c=x; rm -rf /'])).toEqual(['-o', 'a.b=1', '-o', 'c=x; rm -rf /']);
+    for (const bad of ['sftp.command', '=x', '-o=x', '--repo=/x', ' a=b'])
+      expect(() => parseResticOptions(bad), bad).toThrow(/not a restic option/);
+    // --restic-option: repeatable, a value may hold several lines (FERRY_RESTIC_OPTION), bad ones are usage errors.
+    const parse = (argv: string[]) =>
+      new Command()
+        .exitOverride()
+        .configureOutput({ writeErr: () => {} })
+        .addOption(resticOption())
+        .parse(argv, { from: 'user' })
+        .opts().resticOption as string[];
+    expect(parse(['--restic-option', 'a=1', '--restic-option', 'b=2\nc=3'])).toEqual(['a=1', 'b=2', 'c=3']);
+    expect(() => parse(['--restic-option', 'nokey'])).toThrow(/not a restic option/);
+    expect(() => parse(['--restic-option', ''])).toThrow(/expected key=value/);
+  });
+
+  it('puts the -o options before every call, as separate arguments, never through a shell', async () => {
+    const bin = await tempDir('ferry-fake-restic-bin-');
+    writeFileSync(path.join(bin, 'restic'), '#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n', {
+      mode: 0o755,
+    });
+    const opt = "sftp.command=ssh -p 2222 'root'@h -s sftp; touch /tmp/pwned-$$";
+    const out = await resticText(new ResticCli({ PATH: `${bin}:/usr/bin:/bin` }, undefined, [opt, 'x=1']), {
+      args: ['-r', 'sftp:h:/r', 'snapshots', '--json'],
+    });
+    expect(out.split('\n').slice(0, -1)).toEqual(['-o', opt, '-o', 'x=1', '-r', 'sftp:h:/r', 'snapshots', '--json']);
     await rm(bin, { recursive: true, force: true });
   });
 

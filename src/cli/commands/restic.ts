@@ -2,7 +2,8 @@
  * The restic side of the store commands (`-o restic:<repo>`, `restore restic:<repo>[#snap]`,
  * `ls restic:<repo>`): each command branches here when its location is a restic repository, so
  * that the commands themselves stay as they are. The environment restic needs (passwords,
- * backends) is passed through to it; FERRY_RESTIC_STAGE says where backups are staged.
+ * backends) is passed through to it, and --restic-option (FERRY_RESTIC_OPTION) gives its `-o`
+ * options; FERRY_RESTIC_STAGE says where backups are staged.
  */
 import type { Engine } from '../../engine/engine.js';
 import type { Consistency } from '../../ops/steps/capture.js';
@@ -36,8 +37,8 @@ import type { Transport } from '../../store/transport.js';
 /** Where a restic backup stages the image layers and the volumes it reads as tar streams: a disk. */
 export const STAGE_ENV = 'FERRY_RESTIC_STAGE';
 
-export function resticRunner(deps: Pick<Deps, 'debug'>): ResticRunner {
-  return new ResticCli(process.env, deps.debug ? (l) => deps.debug!(l) : undefined);
+export function resticRunner(deps: Pick<Deps, 'debug' | 'resticOptions'>): ResticRunner {
+  return new ResticCli(process.env, deps.debug ? (l) => deps.debug!(l) : undefined, deps.resticOptions?.() ?? []);
 }
 
 /** backup options a restic backup does not apply yet: refused rather than ignored. */

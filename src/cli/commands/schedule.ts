@@ -154,6 +154,7 @@ Examples:
       const globals: string[] = [];
       for (const [k, flag] of GLOBALS) if (typeof g[k] === 'string') globals.push(flag, g[k]);
       for (const [k, flag] of GLOBAL_SWITCHES) if (g[k] === true) globals.push(flag);
+      for (const o of (g.resticOption as string[] | undefined) ?? []) globals.push('--restic-option', o);
       const keep: string[] = [];
       for (const r of RULES) {
         const v = flags[`keep${r[0]!.toUpperCase()}${r.slice(1)}`];

@@ -96,6 +96,29 @@ export function repoArgs(repo: string): string[] {
   return ['-r', repo];
 }
 
+/**
+ * restic's own `-o key=value` options (backend settings such as `sftp.command=ssh -p 2222 backup@nas
+ * -s sftp`, `s3.storage-class=...`): one per line of `text` (blank lines are skipped). Each is one
+ * argument of its own on restic's command line, never through a shell. Throws an Error naming the
+ * line that is not `key=value`. Pure.
+ */
+export function parseResticOptions(text: string): string[] {
+  const out: string[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/\r$/, '');
+    if (!line.trim()) continue;
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*=/.test(line))
+      throw new Error(`${JSON.stringify(line)} is not a restic option: write key=value, e.g. sftp.command=ssh ...`);
+    out.push(line);
+  }
+  return out;
+}
+
+/** restic's `-o` arguments of these options (each `key=value`, as parseResticOptions gives them). Pure. */
+export function optionArgs(options: readonly string[]): string[] {
+  return options.flatMap((o) => ['-o', o]);
+}
+
 /** `restic backup` of the staging directory's entries (relative paths), as one snapshot. Pure. */
 export function backupArgs(
   repo: string,

@@ -3,13 +3,16 @@
  * writes a repository's format itself; it builds restic's arguments (layout.ts, pure) and runs
  * them here. Passwords and backend settings reach restic the way restic takes them: its own
  * environment variables (RESTIC_PASSWORD, RESTIC_PASSWORD_FILE, RESTIC_PASSWORD_COMMAND,
- * AWS_*, ...) are passed through untouched, never put on a command line by ferry.
+ * AWS_*, ...) are passed through untouched, never put on a command line by ferry. restic's
+ * `-o key=value` options (--restic-option, FERRY_RESTIC_OPTION) go before every call's arguments,
+ * each an argument of its own (restic runs no shell; `sftp.command` it splits itself).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import type { Readable } from 'node:stream';
 import { FerryError, EXIT, IoError } from '../../errors.js';
 import { keepText } from '../../util/keep-text.js';
+import { optionArgs } from './layout.js';
 
 /** The oldest restic ferry drives: 0.14 has `--stdin`, compression, `snapshots --json`, `dump`, `forget --keep-*`. */
 export const MIN_RESTIC: readonly [number, number] = [0, 14];
@@ -100,10 +103,12 @@ export class ResticCli implements ResticRunner {
   constructor(
     private readonly env: NodeJS.ProcessEnv = process.env,
     private readonly debug?: (line: string) => void,
+    /** restic's `-o key=value` options, for every call. */
+    private readonly options: readonly string[] = [],
   ) {}
 
   run(call: ResticCall): ResticRun {
-    const argv = [...(call.wrap ?? []), 'restic', ...call.args];
+    const argv = [...(call.wrap ?? []), 'restic', ...optionArgs(this.options), ...call.args];
     this.debug?.(`restic: ${argv.join(' ')}`);
     const child = spawn(argv[0]!, argv.slice(1), {
       cwd: call.cwd,
