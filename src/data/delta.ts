@@ -198,3 +198,14 @@ export function copyAgain(passes: number, previous: number[], delta: number, pol
   if (previous.length < 2) return true;
   return delta <= previous[previous.length - 1]! * policy.shrink;
 }
+
+/**
+ * About how much disk a copy of what `listing` holds takes: each regular file rounded up to 4 KiB
+ * blocks, 4 KiB for any other entry (a directory's block, an inode's share). For the free space a
+ * staging copy needs (ops/steps/stage.ts), not an exact figure.
+ */
+export function listingDiskBytes(listing: Listing): number {
+  let n = 0;
+  for (const e of listing.entries.values()) n += e.type === 'f' ? Math.ceil(e.size / 4096) * 4096 : 4096;
+  return n;
+}

@@ -655,3 +655,40 @@ export async function removeHostPaths(
     )
   );
 }
+
+/**
+ * Free bytes on the filesystem that holds `volume`'s directory on the engine's host (`df -P`,
+ * for the space a staging copy needs: ops/steps/stage.ts). Refused where the directory is not
+ * reached there; throws when df fails.
+ */
+export async function hostFreeBytes(
+  engine: Engine,
+  volume: string,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<number | Refused> {
+  const at = await hostVolumeDir(engine, volume, access);
+  if (isRefused(at)) return at;
+  const { shell, dir } = at;
+  const child = await shell.run(['df', '-P', '-k', '--', dir]);
+  child.stdin.end();
+  const out = keepText(child.stdout);
+  const stderr = keepText(child.stderr);
+  const code = await child.exit;
+  const free = parseDfFree(out());
+  if (code !== 0 || free === undefined)
+    throw (
+      child.lost() ??
+      new IoError(
+        `could not tell the free space at ${dir} on ${shell.where} (df exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 300) || 'no message'}`,
+        { hint: '--precopy needs it for its staging copy; back up without --precopy' },
+      )
+    );
+  return free;
+}
+
+/** The available bytes in `df -P -k` output (its second line's fourth column). Pure; unit-tested. */
+export function parseDfFree(out: string): number | undefined {
+  const line = out.trim().split('\n')[1];
+  const kib = line?.trim().split(/\s+/)[3];
+  return kib !== undefined && /^\d+$/.test(kib) ? Number(kib) * 1024 : undefined;
+}

@@ -193,7 +193,7 @@ export async function withFallback<T, R>(
 export interface VolumePath extends Carried {
   name: string;
   target?: Carried;
-  /** migrate: what the pre-copy did (precopy.ts), or why there was none for a container it froze. */
+  /** migrate, backup --precopy: what the pre-copy did (precopy.ts), or why there was none for a container it froze. */
   precopy?: PrecopyReport | { refused: string };
 }
 

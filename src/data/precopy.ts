@@ -6,6 +6,10 @@
  * GNU tar on the source host), and on the target remove what went away and extract the tar
  * (host-volume.ts). The first pass compares with an empty listing: it sends everything.
  *
+ * The target may be the source's own engine: a backup pre-copies into a staging volume on the
+ * source host (ops/steps/stage.ts) and writes the bundle's member from it; the passes, the policy
+ * (delta.ts, copyAgain) and the frozen delta are the same.
+ *
  * It lists and removes on the engines' hosts, so it goes where the volume's directory is reached
  * there on both sides (`host-tar`: a local or ssh:// engine, root, not Podman); anywhere else the
  * volume is copied in one pass once the container is frozen, as before, and the result says why.
@@ -21,6 +25,7 @@ import { applyVolumeDelta } from './volumes.js';
 import { isRefused, refused, type Carried, type Refused, type Routing } from './paths.js';
 import { IoError } from '../errors.js';
 import { faultPoint } from '../util/fault.js';
+import { abortable } from '../util/abortable.js';
 
 /** What the pre-copy of one volume did (in the result's dataPaths, per volume). */
 export interface PrecopyReport {
@@ -64,6 +69,11 @@ export interface PrecopyArgs {
   signal: AbortSignal;
   /** The volume's path excludes (excludes.ts): never listed, so never sent nor removed on the target. */
   exclude?: readonly string[];
+  /**
+   * Asked with the first listing, before anything is sent: why the copy cannot go (e.g. too
+   * little free space for it), or undefined when it can. A refusal leaves the target untouched.
+   */
+  room?: (first: Listing) => Promise<string | undefined>;
 }
 
 /** Why the volume cannot be pre-copied (undefined: it can). */
@@ -122,7 +132,8 @@ async function send(a: PrecopyArgs, delta: Delta, running: boolean, label: strin
     });
     r.stream.on('error', (err) => counted.destroy(err));
     counted.on('error', () => {}); // the fill reports it, even when it fails before the fill listens
-    reader = { stream: r.stream.pipe(counted), done: r.done };
+    // Told to stop: the pass ends now, not once the whole volume has gone.
+    reader = { stream: abortable(r.stream.pipe(counted), a.signal), done: r.done };
     const source = r.stream;
     counted.on('close', () => source.destroy());
   }
@@ -153,6 +164,8 @@ export async function precopyVolume(a: PrecopyArgs): Promise<Precopied | Refused
   const report: PrecopyReport = { passes: 0, runningBytes: 0, frozenBytes: 0, frozenEntries: 0, frozenRemoved: 0 };
   const sent: number[] = [];
   let next = await list(a, true);
+  const short = await a.room?.(next);
+  if (short) return refused(short);
   let delta = diffListings(base, next);
   for (;;) {
     checkAborted(a.signal);

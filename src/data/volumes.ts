@@ -399,6 +399,58 @@ async function openContainerVolume(
   return noteXattrs({ ...value, carried }, volume, progress);
 }
 
+/**
+ * A volume no container mounts (a backup's staging copy: ops/steps/stage.ts), read as
+ * openContainerVolumeReader reads a container's: on the engine's host with GNU tar where ferry
+ * reaches it there (a holder mounts it, so that the directory is vetted as the engine's), else
+ * through the engine. `image`: one the holder can be made from (the holder image).
+ */
+export async function openStagedVolumeReader(
+  engine: Engine,
+  image: string,
+  volume: string,
+  progress: Progress | undefined,
+  via: Routing,
+  exclude: readonly string[] = [],
+): Promise<DataReader> {
+  const fromHost: PathOption<{ stream: Readable; done: () => Promise<void> }> = {
+    path: 'host-tar',
+    open: async () => {
+      const holder = await createHolder(engine, image, {
+        Type: 'volume',
+        Source: volume,
+        Target: MOUNT,
+        ReadOnly: true,
+        VolumeOptions: { NoCopy: true },
+      });
+      try {
+        const spec = { sourceId: holder.id, mounts: [{ type: 'volume', source: volume, destination: MOUNT }] };
+        const host = await openHostVolumeReader(engine, spec, volume, progress, via.access, undefined, exclude);
+        if (isRefused(host)) {
+          await holder.remove().catch(() => {});
+          return host;
+        }
+        return {
+          stream: host.stream,
+          done: async () => {
+            try {
+              await host.done();
+            } finally {
+              await holder.remove().catch(() => {});
+            }
+          },
+        };
+      } catch (err) {
+        await holder.remove().catch(() => {});
+        throw err;
+      }
+    },
+  };
+  const r = await openVolumeReader(engine, image, volume, via.debug, [fromHost]);
+  await faultPoint('volume-read');
+  return excluding(noteXattrs(r, volume, progress), exclude);
+}
+
 /** The extended attributes the engine's paths do not read (only GNU tar on the host, as root, does). */
 export const XATTRS_UNREAD_BY_ENGINE = ['user.*', 'trusted.*'];
 

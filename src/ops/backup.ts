@@ -11,6 +11,11 @@
  * every container of the bundle is quiesced first (dependents first) and all are resumed once the
  * last one's volumes are read (in dependency order): one instant for a whole stack.
  *
+ * --precopy (ops/steps/stage.ts, docs/precopy.md): each volume of a running container is first
+ * copied into a staging volume on the same engine while it runs; the freeze then takes only what
+ * changed since into that copy, and the commit; the container runs again, and its members are
+ * written from the staging copies, which hold the volumes as they were at the freeze.
+ *
  * Registry mode (opts.registry): the committed image is pushed after the container is resumed
  * instead of being saved; the bundle has no image member and the pushed digest is in the trailer.
  */
@@ -38,10 +43,13 @@ import { containerHooks, runHook } from './steps/hooks.js';
 import { abortAware, checkAborted, type RunContext } from '../context.js';
 import { abortable } from '../util/abortable.js';
 import { saveImage, type SavedImage } from '../data/save.js';
-import { openBindReader, openContainerVolumeReader, volumeSizeHint } from '../data/volumes.js';
+import { openBindReader, openContainerVolumeReader, openStagedVolumeReader, volumeSizeHint } from '../data/volumes.js';
+import { finishVolume, precopyVolume, type PrecopyArgs, type PrecopyReport, type Precopied } from '../data/precopy.js';
+import { containerStageRefusal, StagingVolumes } from './steps/stage.js';
+import type { Listing } from '../data/delta.js';
 import { recoverDeadRuns } from './steps/recover.js';
 import { UsageError } from '../errors.js';
-import { routing, type DataPaths } from '../data/paths.js';
+import { isRefused, routing, type DataPaths } from '../data/paths.js';
 import { faultPoint } from '../util/fault.js';
 
 export interface BackupOptions {
@@ -78,6 +86,12 @@ export interface BackupOptions {
    * container's `ferry.exclude-paths` label; recorded per volume in the manifest.
    */
   excludePaths?: string[];
+  /**
+   * --precopy: copy each volume of a running container into a staging volume on the same engine
+   * while it runs, freeze it only for what changed since, and write the member from that copy
+   * (costs the volume's size in free space on the engine's host, and one more local copy).
+   */
+  precopy?: boolean;
 }
 
 export interface BackupResult {
@@ -89,7 +103,7 @@ export interface BackupResult {
   manifest: Manifest;
   trailer: Trailer;
   durationMs: number;
-  /** The longest time a container was frozen (paused or stopped) by this run, until it ran again. */
+  /** The longest time a container was frozen (paused or stopped) by this run, until it ran again (with --precopy: the last delta and the commit only). */
   pausedMs: number;
   /** Registry mode: what was pushed. */
   pushed?: { container: string; ref: string; digest: string }[];
@@ -179,12 +193,19 @@ export async function backup(
   const together = !!opts.together && captured.length > 1;
   let pausedMs = 0;
   /** Quiesce, and the resume that reports how long it was frozen (from the moment it was asked). */
-  const freeze = async (c: Captured, mode: Consistency, stopTimeout?: number): Promise<() => Promise<void>> => {
+  const freeze = async (
+    c: Captured,
+    mode: Consistency,
+    stopTimeout?: number,
+    precopied = false,
+  ): Promise<() => Promise<void>> => {
     const at = Date.now();
     const resume = await quiesce(engine, c.spec, mode, progress, { stopTimeout, waitSeconds: opts.wait, signal });
     if (mode === 'none' || !c.spec.state.running || c.spec.state.paused) return resume;
     const how = mode === 'stop' ? 'stopped' : 'paused';
-    progress.info(`${c.spec.name} is ${how} until its volumes are read`);
+    progress.info(
+      `${c.spec.name} is ${how} until ${precopied ? 'what changed since the pre-copy and its snapshot are taken' : 'its volumes are read'}`,
+    );
     progress.frozen?.(c.spec.name, how);
     return async () => {
       await resume();
@@ -193,6 +214,51 @@ export async function backup(
       progress.frozen?.(c.spec.name, how, ms);
       progress.info(`${c.spec.name} was ${mode === 'stop' ? 'stopped' : 'paused'} ${(ms / 1000).toFixed(1)} s`);
     };
+  };
+  // --precopy: the staging copies on this engine, removed on every path (finally below).
+  const staging = new StagingVolumes(engine, progress);
+  let holderImage: string | undefined;
+  /** Pre-copy `toRead` of `c` into staging volumes while it runs; the volumes done, and why not for the others. */
+  const precopyAll = async (c: Captured, toRead: { name: string; excludePaths?: string[] }[]) => {
+    const done = new Map<string, { args: PrecopyArgs; pre: Precopied }>();
+    const refusedFor = new Map<string, string>();
+    const first = containerStageRefusal({
+      mode: how.get(c)!.mode,
+      running: c.spec.state.running,
+      paused: c.spec.state.paused,
+      together,
+    });
+    for (const v of toRead) {
+      checkAborted(signal);
+      let no = first ?? (await staging.refusal(v.name, via));
+      if (!no) {
+        holderImage ??= await engine.ensureHolderImage();
+        const fill = await staging.create(v.name);
+        const args: PrecopyArgs = {
+          source: engine,
+          spec: c.spec,
+          volume: v.name,
+          exclude: v.excludePaths,
+          target: engine,
+          holder: holderImage,
+          fill,
+          progress,
+          via: { source: via, target: via },
+          signal,
+          room: staging.room(fill, via),
+        };
+        const pre = await precopyVolume(args);
+        if (isRefused(pre)) {
+          no = pre.refused;
+          await staging.remove(v.name);
+        } else done.set(v.name, { args, pre });
+      }
+      if (no) {
+        refusedFor.set(v.name, no);
+        progress.info(`volume ${v.name}: no pre-copy (${no}); read whole while ${c.spec.name} is frozen`);
+      }
+    }
+    return { done, refusedFor };
   };
   const all = new QuiescedSet(engine, set, ctx, {
     wait: opts.wait,
@@ -206,12 +272,15 @@ export async function backup(
       const entry = containers[i]!;
       checkAborted(signal);
       const hooks = together ? {} : containerHooks(c.labels, opts.hooks);
+      const toRead = volumesToRead(entry, volumes, read);
+      // --precopy: the volumes go into their staging copies while the container still runs.
+      const pre = opts.precopy ? await precopyAll(c, toRead) : undefined;
       if (hooks.pre) await runHook(engine, c.spec, 'pre-exec', hooks.pre, ctx);
       let resume: () => Promise<void>;
       if (together) resume = i === captured.length - 1 ? () => all.release() : async () => {};
       else
         try {
-          resume = await freeze(c, how.get(c)!.mode, how.get(c)!.stopTimeout);
+          resume = await freeze(c, how.get(c)!.mode, how.get(c)!.stopTimeout, !!pre?.done.size);
         } catch (err) {
           if (hooks.post)
             await runHook(engine, c.spec, 'post-exec', hooks.post, ctx).catch((e) =>
@@ -227,6 +296,16 @@ export async function backup(
       let saving: Promise<SavedImage> | undefined;
       let facts: ImageFacts | undefined;
       let dataRead = false;
+      // Put back once (its post-exec hook after): early, once only staged copies are left to write.
+      let back: Promise<void> | undefined;
+      const release = () =>
+        (back ??= (async () => {
+          await resume();
+          if (hooks.post)
+            await runHook(engine, c.spec, 'post-exec', hooks.post, ctx).catch((e) =>
+              progress.warn((e as Error).message),
+            );
+        })());
       try {
         facts = await commitSnapshot(engine, c, entry, how.get(c)!.mode, progress, snapshots);
         // (removed at the end, after the push: tag and digest reference go with it)
@@ -236,36 +315,72 @@ export async function backup(
           saving.catch(() => {});
           pendingSaves.push(saving);
         }
-        // Volume data (each shared volume once) and bind data, read while the container is quiesced.
+        // --precopy: what changed since the last pass goes into each staging copy, while frozen.
+        const reports = new Map<string, PrecopyReport>();
+        for (const [name, p] of pre?.done ?? []) {
+          checkAborted(signal);
+          reports.set(name, (await finishVolume(p.args, p.pre)).report);
+        }
+        // Volume data (each shared volume once) and bind data, read while the container is quiesced
+        // (a staged volume: from its staging copy, which may be once the container runs again).
         const sources: {
           what: string;
           member: string;
           volume?: string;
+          staged?: boolean;
           open: () => ReturnType<typeof openContainerVolumeReader>;
           /** About how many bytes it gives: the progress line's total (never awaited by the read). */
           size?: () => Promise<number | undefined>;
         }[] = [];
-        for (const v of volumesToRead(entry, volumes, read))
-          sources.push({
-            what: `volume ${v.name}`,
-            member: v.member,
-            volume: v.name,
-            open: () => openContainerVolumeReader(engine, c.spec, v.name, progress, via, v.excludePaths),
-            size: () => volumeSizeHint(engine, c.spec, v.name, via, v.excludePaths),
-          });
+        for (const v of toRead) {
+          const copy = staging.of(v.name);
+          const p = pre?.done.get(v.name);
+          sources.push(
+            copy && p
+              ? {
+                  what: `volume ${v.name} (from its staging copy ${copy})`,
+                  member: v.member,
+                  volume: v.name,
+                  staged: true,
+                  open: () => openStagedVolumeReader(engine, holderImage!, copy, progress, via, v.excludePaths),
+                  size: async () => tarSizeOf(p.pre.base),
+                }
+              : {
+                  what: `volume ${v.name}`,
+                  member: v.member,
+                  volume: v.name,
+                  open: () => openContainerVolumeReader(engine, c.spec, v.name, progress, via, v.excludePaths),
+                  size: () => volumeSizeHint(engine, c.spec, v.name, via, v.excludePaths),
+                },
+          );
+        }
         for (const b of entry.binds)
           sources.push({
             what: `bind ${b.hostPath}`,
             member: b.member,
             open: () => openBindReader(engine, c.spec.baseImage.id, b.hostPath, ctx.debug),
           });
-        for (const src of sources) {
+        for (const [k, src] of sources.entries()) {
           checkAborted(signal);
+          // Only staging copies left: the container runs again while they are written.
+          if (!together && !back && sources.slice(k).every((x) => x.staged)) {
+            const b = release();
+            b.catch(() => {});
+            resuming.push(b);
+          }
           progress.step(`${src.what} -> ${src.member}`);
           let total: number | undefined;
           void src.size?.().then((t) => (total = t));
           const r = await src.open();
-          if (src.volume) dataPaths.volumes.push({ name: src.volume, ...r.carried });
+          if (src.volume) {
+            const report = reports.get(src.volume);
+            const why = pre?.refusedFor.get(src.volume);
+            dataPaths.volumes.push({
+              name: src.volume,
+              ...r.carried,
+              ...(report ? { precopy: report } : why ? { precopy: { refused: why } } : {}),
+            });
+          }
           progress.via?.(src.member, r.carried.path);
           try {
             await writer.addMember(src.member, abortable(r.stream, signal), opts.codec, (_, n) =>
@@ -273,8 +388,12 @@ export async function backup(
             );
           } finally {
             r.stream.destroy(); // a half-read archive GET would block the helper's removal
-            // The helper goes while the next member is written (it only held the mount).
-            const removing = r.done();
+            // The helper goes while the next member is written (it only held the mount); a
+            // staging copy goes once its member is written and its holder is gone.
+            const volume = src.volume;
+            const removing = src.staged
+              ? r.done().then(() => staging.remove(volume!).catch(() => {})) // else removeAll() says why
+              : r.done();
             removing.catch(() => {});
             helpersGone.push(removing);
           }
@@ -284,20 +403,14 @@ export async function backup(
         saving?.then((s) => s.stream.destroy()).catch(() => {});
         throw err;
       } finally {
-        const back = (async () => {
-          await resume();
-          if (hooks.post)
-            await runHook(engine, c.spec, 'post-exec', hooks.post, ctx).catch((e) =>
-              progress.warn((e as Error).message),
-            );
-        })();
+        const b = release();
         // Its data read, the container goes back while its image is written (an unpause waits on
         // the engine's disk writes: up to a second here while the bundle streams); the bundle is
         // finished only once it is back. After a failure, it is back before anything else.
         if (dataRead) {
-          back.catch(() => {});
-          resuming.push(back);
-        } else await back;
+          b.catch(() => {});
+          resuming.push(b);
+        } else await b;
       }
       checkAborted(signal);
       if (registry) {
@@ -375,6 +488,14 @@ export async function backup(
     throw err;
   } finally {
     await Promise.allSettled(helpersGone);
+    await staging.removeAll();
     await dropSnapshots(engine, snapshots);
   }
+}
+
+/** About how big a tar of what `listing` holds is (a header per entry, files in 512-byte blocks): a progress total. */
+function tarSizeOf(listing: Listing): number {
+  let n = 1024;
+  for (const e of listing.entries.values()) n += 512 + (e.type === 'f' ? Math.ceil(e.size / 512) * 512 : 0);
+  return n;
 }

@@ -6,7 +6,9 @@
  * - snapshot images `ferry/<name>:<UTC stamp>` that no container (running or not) was created
  *   from: the snapshots of runs that failed before removing them, the images restores loaded
  *   for containers since removed;
- * - the empty holder image `ferry-holder:empty`, when no container uses it.
+ * - the empty holder image `ferry-holder:empty`, when no container uses it;
+ * - the staging volumes of `backup --precopy` (label io.ferry.role=backup-staging) whose run is
+ *   dead, as helpers (ops/steps/stage.ts).
  *
  * What a ferry run that may still be going uses is kept: a helper whose process is alive (or
  * that another host made, where ferry cannot tell), what the journals on this host (util/state.ts)
@@ -22,6 +24,7 @@ import { toFerryError, type FerryError } from '../errors.js';
 import { alive, MadeJournal, QuiesceJournal } from '../util/state.js';
 import { checkAborted } from '../context.js';
 import { snapshotRef } from './steps/capture.js';
+import { BACKUP_STAGING_ROLE } from './steps/stage.js';
 
 /** A snapshot's reference, as snapshotRef() (ops/steps/capture.ts) makes it. */
 export const SNAPSHOT_TAG = /^ferry\/[a-z0-9][a-z0-9_.-]*:\d{8}T\d{6}Z$/;
@@ -30,8 +33,8 @@ export const SNAPSHOT_TAG = /^ferry\/[a-z0-9][a-z0-9_.-]*:\d{8}T\d{6}Z$/;
 export const DEFAULT_MIN_AGE_S = 3600;
 
 export interface CleanItem {
-  kind: 'container' | 'image';
-  /** A container's name; an image's reference. */
+  kind: 'container' | 'image' | 'volume';
+  /** A container's or volume's name; an image's reference. */
   name: string;
   id: string;
   /** Why it is removed, or why it is kept. */
@@ -112,6 +115,24 @@ export async function clean(
     } else {
       liveRuns.push(`${role} container ${item.name}`);
       report.kept.push({ ...item, reason: `ferry ${role} container: ${o.why}` });
+    }
+  }
+
+  // backup --precopy's staging volumes: a dead run's go, as its helpers do.
+  const staged = await engine.listLabelled(`${LABEL_ROLE}=${BACKUP_STAGING_ROLE}`);
+  for (const name of staged.volumes) {
+    const v = await engine.inspectVolume(name);
+    if (!v) continue;
+    const o = helperOwner(v.Labels ?? undefined, engine.run);
+    const item: CleanItem = { kind: 'volume', name, id: name, reason: '' };
+    if (o.dead)
+      report.removed.push({
+        ...item,
+        reason: `staging copy of a backup --precopy run (pid ${o.pid}) on this host that is no longer running`,
+      });
+    else {
+      liveRuns.push(`staging volume ${name}`);
+      report.kept.push({ ...item, reason: `staging copy of a backup --precopy run: ${o.why}` });
     }
   }
 
@@ -199,10 +220,11 @@ export async function clean(
     }
 
   if (opts.dryRun) return report;
-  // Containers first: a stray helper keeps the holder image in use.
+  // Containers first: a stray helper keeps the holder image (and a staging volume) in use.
   const done: CleanItem[] = [];
   const ordered = [
     ...report.removed.filter((i) => i.kind === 'container'),
+    ...report.removed.filter((i) => i.kind === 'volume'),
     ...report.removed.filter((i) => i.kind === 'image'),
   ];
   for (const item of ordered) {
@@ -210,6 +232,7 @@ export async function clean(
     ctx.progress.step(`remove ${item.kind} ${item.name}`);
     try {
       if (item.kind === 'container') await removeWithAnonymousVolumes(engine, item.id);
+      else if (item.kind === 'volume') await engine.removeVolume(item.name);
       else await engine.removeImage(item.name); // by reference, never forced
       done.push(item);
     } catch (err) {

@@ -53,6 +53,7 @@ interface BackupFlags extends OutputFlags {
   registryAuthFile?: string;
   signKey?: string;
   excludePath?: string[];
+  precopy?: boolean;
 }
 
 export function backupCommand(program: Command, deps: Deps): Command {
@@ -105,6 +106,10 @@ export function backupCommand(program: Command, deps: Deps): Command {
     .option(
       '--together',
       "pause (or stop) all the containers of a bundle at once and resume them together: a stack's data from one instant, each one paused for the whole backup",
+    )
+    .option(
+      '--precopy',
+      "copy each volume while its container runs into a staging volume on the engine's host, then pause only for what changed since and the commit; needs the volumes' size in free space there and writes one more local copy (host-tar path only; elsewhere, or when short of space, one paused pass as without it; docs/precopy.md)",
     )
     .addOption(
       new Option(
@@ -366,6 +371,7 @@ Examples:
                   ...(registry ? { registry } : {}),
                   hooks: { pre: flags.preExec, post: flags.postExec },
                   together: !!flags.together,
+                  ...(flags.precopy ? { precopy: true } : {}),
                   ...(signer ? { signer } : {}),
                   ...(flags.excludePath?.length ? { excludePaths: flags.excludePath } : {}),
                 },

@@ -53,6 +53,7 @@ const NOT_YET = [
   ['compress', '--compress (restic compresses)'],
   ['verify', '--verify (use ferry verify restic:...)'],
   ['imageMode', '--image-mode push'],
+  ['precopy', '--precopy'],
 ] as const;
 
 /** `ferry backup ... -o restic:<repo>`: one snapshot per set. Returns the summary line. */
