@@ -142,8 +142,10 @@ describe('migrate between Docker 20.10 (overlay2) and Docker 26 (containerd imag
     expect(exists('container', name, DOCKER_20)).toBe(false);
     const r = await ferry(['-H', DOCKER_26_CONTAINERD, 'migrate', name, '--to', DOCKER_20, '--json']);
     expect(r.code, r.stderr).toBe(0);
-    // The engine's save is an OCI layout there; the base layers 20.10 has are left out of it.
-    const res = JSON.parse(r.stdout) as { skippedLayers: number; totalLayers: number; imageBytes: number };
+    // Read from the source's content store (the image's blobs as they are), without the base
+    // layers 20.10 has.
+    const res = JSON.parse(r.stdout) as Shipped;
+    expect(res.dataPaths.images[0]).toMatchObject({ path: 'content-store', target: { path: 'engine-load' } });
     expect(res.skippedLayers).toBeGreaterThan(0);
     expect(res.skippedLayers).toBeLessThan(res.totalLayers);
     const baseBytes = inspect('image', base, DOCKER_20).Size as number;
@@ -263,6 +265,7 @@ describe('migrate with a base image whose layers the containerd store holds comp
     const r = await ferry(['-H', DOCKER_26_CONTAINERD, 'migrate', name2, '--to', DOCKER_20, '--json']);
     expect(r.code, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout) as Shipped;
+    expect(res.dataPaths.images[0]).toMatchObject({ path: 'content-store', target: { path: 'engine-load' } });
     expect(res.skippedLayers).toBeGreaterThanOrEqual(2);
     expect(res.skippedLayers).toBeLessThan(res.totalLayers);
     expect(res.imageBytes).toBeLessThan(100000);
