@@ -261,7 +261,12 @@ export async function openContentImageArchive(
   const idHex = hexOf(img.Id);
   const diffIds = img.RootFS?.Layers ?? [];
   if (!idHex || !diffIds.length) return refused('the image has no layers, or no sha256 ID');
-  const listing = await locateContentStore(engine, shell, [idHex]);
+  // The image's own blob, and a few more of the engine's images: on a host running two
+  // containerds that both hold this image, they tell the engine's store from the other.
+  const others = (await engine.listImages().catch(() => []))
+    .map((i) => hexOf(i.Id))
+    .filter((h): h is string => !!h && h !== idHex);
+  const listing = await locateContentStore(engine, shell, [idHex, ...others.slice(0, 7)]);
   if (!listing) return refused(`containerd's content store of ${engine.facts.endpoint} not found on ${shell.where}`);
   const { dir, sizes } = listing;
   const stored = await resolveStoredImage(

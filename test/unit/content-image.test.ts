@@ -126,7 +126,10 @@ function accessVia(shell: HostShell, use = true): HostAccess {
   };
 }
 
-const engineC = { facts: { endpoint: 'unix:///var/run/docker-c.sock', os: 'linux', arch: 'amd64' } } as Engine;
+const engineC = {
+  facts: { endpoint: 'unix:///var/run/docker-c.sock', os: 'linux', arch: 'amd64' },
+  listImages: () => Promise.resolve([]),
+} as unknown as Engine;
 
 async function drain(r: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
