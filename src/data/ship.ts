@@ -8,7 +8,8 @@
  * the docker-archive layout of Docker 20.10 a layer's folder is named by a v1 id derived from
  * its chain id (computed here, and checked: a layer whose folder name we cannot predict is sent).
  * Where ferry is root on the source engine's host, the archive is built there from the layer
- * store instead, with only the missing layers in it (host-image.ts): no save of the whole image.
+ * store instead, with only the missing layers in it (host-image.ts): no save of the whole image;
+ * from the containerd image store, read from its content store likewise (content-image.ts).
  */
 import { createHash } from 'node:crypto';
 import { PassThrough, Transform, type Readable } from 'node:stream';
@@ -20,8 +21,9 @@ import { splitRef } from '../model/refs.js';
 import { checkAborted, type Progress } from '../context.js';
 import { openHostImageArchive, type HostImageArchive } from './host-image.js';
 import { readContentStore } from './content-store.js';
+import { openContentImageArchive, type ContentImageArchive } from './content-image.js';
 import { toOciArchive, type Descriptor, type OciPlan } from './oci.js';
-import { ENGINE_ONLY, isRefused, withFallback, type Carried, type Routing } from './paths.js';
+import { ENGINE_ONLY, isRefused, refused, withFallback, type Carried, type PathOption, type Routing } from './paths.js';
 import { fillVolume, openContainerVolumeReader, volumeSizeHint } from './volumes.js';
 import { faultPoint } from '../util/fault.js';
 
@@ -72,7 +74,7 @@ export interface ShipStats {
   bytes: number;
   skippedLayers: number;
   totalLayers: number;
-  /** How the image left the source (layer-store, engine-save, or none: the target had it), and how the target took it. */
+  /** How the image left the source (layer-store, content-store, engine-save, or none: the target had it), and how the target took it. */
   carried: Carried & { target: Carried };
 }
 
@@ -286,30 +288,54 @@ export async function shipImage(
     skippedBlobs = 0;
     // Only the missing layers, from the source host's layer store: no save of the whole image;
     // else (or should the layer store fail it) the engine's save.
-    type Opened = { body: Readable; close: () => void; host?: HostImageArchive };
+    type Opened = { body: Readable; close: () => void; host?: HostImageArchive | ContentImageArchive };
     let where = source.facts.endpoint;
+    const opened = (a: HostImageArchive | ContentImageArchive, body: Readable): Opened => {
+      where = a.where;
+      return {
+        body,
+        close: () => {
+          a.stream.destroy();
+          body.destroy();
+        },
+        host: a,
+      };
+    };
+    // The source host's store of the engine's kind: Docker's overlay2 layer store, or containerd's
+    // content store (its blobs as they are, only those the target lacks).
+    const fromHost: PathOption<Opened> = source.facts.containerdStore
+      ? {
+          path: 'content-store',
+          open: async () => {
+            if (oci) return refused('the target takes a rewritten docker-archive');
+            const a = await openContentImageArchive(
+              source,
+              img,
+              ref,
+              (i, hex) => plan.omit.has(i) || plan.skip.has(hex),
+              progress,
+              via.access,
+            );
+            if (isRefused(a)) return a;
+            if (plan.layerBlobs) skippedBlobs = a.leftOut;
+            return opened(a, a.stream);
+          },
+        }
+      : {
+          path: 'layer-store',
+          open: async () => {
+            const a = await openHostImageArchive(source, img, ref, { chains, missing }, progress, via.access);
+            if (isRefused(a)) return a;
+            return opened(a, rewrite(a.stream));
+          },
+        };
     return withFallback<Opened, number>(
       what,
-      {
-        path: 'layer-store',
-        open: async () => {
-          const a = await openHostImageArchive(source, img, ref, { chains, missing }, progress, via.access);
-          if (isRefused(a)) return a;
-          where = a.where;
-          const body = rewrite(a.stream);
-          return {
-            body,
-            close: () => {
-              a.stream.destroy();
-              body.destroy();
-            },
-            host: a,
-          };
-        },
-      },
+      fromHost,
       {
         path: 'engine-save',
         open: async () => {
+          skippedBlobs = 0;
           const saved = await source.saveImages([ref]);
           // The engine's save holds every layer: those the target has (by folder name or blob digest) are dropped.
           const body = rewrite(

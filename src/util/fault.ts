@@ -13,6 +13,10 @@
  * written, the trailer not), `create` (a container was created), `replace-aside` (--on-conflict
  * replace: the old containers are stopped and renamed aside), `watch` (the new containers were
  * started), `replace-commit` (the old containers were removed).
+ *
+ * Failure points: there the run does not wait but fails, as the step itself would (FaultInjected):
+ * `content-store-blob` (an image read from the containerd content store, after its first bytes:
+ * the path fails half-way, and ferry falls back to the engine's save).
  */
 import { sleep } from './sleep.js';
 
@@ -27,7 +31,18 @@ export type FaultPoint =
   | 'create'
   | 'replace-aside'
   | 'watch'
-  | 'replace-commit';
+  | 'replace-commit'
+  | 'content-store-blob';
+
+/** The points where a run told to stop fails instead of waiting. */
+const FAILING: ReadonlySet<FaultPoint> = new Set(['content-store-blob']);
+
+/** A failure made by the run's fault hook at a failure point. */
+export class FaultInjected extends Error {
+  constructor(readonly point: FaultPoint) {
+    super(`fault injected at ${point}`);
+  }
+}
 
 /** Set by the CLI for one run (cli/main.ts); absent: every fault point is a no-op. */
 export const faults: { hook?: (point: FaultPoint) => Promise<void> } = {};
@@ -39,7 +54,8 @@ export async function faultPoint(point: FaultPoint): Promise<void> {
 
 /**
  * The hook for FERRY_FAULT=`want`: at the first arrival at that point, say so and wait until
- * `signal` aborts or `waitMs` pass, writing a line every `tickMs`. Other points pass through.
+ * `signal` aborts or `waitMs` pass, writing a line every `tickMs` (a failure point: fail, with
+ * FaultInjected). Other points pass through.
  */
 export function faultHook(
   want: string,
@@ -53,6 +69,7 @@ export function faultHook(
     if (hit || point !== want) return;
     hit = true;
     say(`ferry: fault point ${point} (pid ${process.pid})\n`);
+    if (FAILING.has(point)) throw new FaultInjected(point);
     const until = Date.now() + waitMs;
     while (!signal.aborted && Date.now() < until) {
       await sleep(tickMs, signal).catch(() => {});
