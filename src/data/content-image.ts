@@ -29,7 +29,8 @@ import type { HostShell } from '../hostaccess/shell.js';
 import { EngineError } from '../errors.js';
 import { keepText } from '../util/keep-text.js';
 import { faultPoint } from '../util/fault.js';
-import { HOST_LAYERS_ENV, write, type Sink } from './host-image.js';
+import { HOST_LAYERS_ENV } from '../hostaccess/refusals.js';
+import { write, type Sink } from './host-image.js';
 import { locateContentStore, readSmallBlobs } from './content-store.js';
 import {
   containerdName,

@@ -13,7 +13,7 @@
  * images (on this store an image's ID is its manifest's or index's digest).
  */
 import type { Engine } from '../engine/engine.js';
-import { captureBytes } from '../hostaccess/shell.js';
+import { captureBytes, type HostShell } from '../hostaccess/shell.js';
 import type { HostAccess } from '../hostaccess/access.js';
 import { isIndex, isManifest, layerBlobsByDiffId, manifestsFor, type Descriptor } from './oci.js';
 import { refused, type Refused } from './paths.js';
