@@ -276,6 +276,41 @@ export class ReplaceJournal {
     this.put(r);
   }
 
+  /**
+   * Take the right to put right (or finish) the dead run `run`'s replace: a file made exclusively
+   * beside the journal, so that two ferry runs starting at once do not both work on it. Returns
+   * its release, or undefined while a live run holds it. One whose run is gone is taken over.
+   */
+  claim(engine: string, run: string): (() => void) | undefined {
+    const e = createHash('sha256').update(engine).digest('hex').slice(0, 16);
+    const file = `${this.file}.${e}-${run.replace(/[^0-9a-zA-Z_.-]/g, '_')}.claim`;
+    const release = () => {
+      try {
+        unlinkSync(file);
+      } catch {
+        /* gone already */
+      }
+    };
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+        writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        return release;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return release; // advisory: go on unclaimed
+      }
+      let pid = 0;
+      try {
+        pid = Number(readFileSync(file, 'utf8').trim());
+      } catch {
+        /* being written: look again */
+      }
+      if (pid && alive(pid)) return undefined;
+      release(); // its run is gone: take it over
+    }
+    return undefined;
+  }
+
   /** The replace of `run` on `engine` is over (done, or put back). */
   drop(engine: string, run: string): void {
     const recs = this.all();

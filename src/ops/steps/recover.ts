@@ -52,26 +52,15 @@ export async function recoverDeadRuns(
   let unfinished: ReplaceUnfinishedError | undefined;
   for (const r of replaces.stale(where)) {
     const by = `a ferry run (pid ${r.pid}) that was killed at ${r.at}`;
-    if (r.phase === 'committing' && r.commit) {
-      // Past its point of no return: finished, not undone.
-      try {
-        progress.warn(`finishing the --on-conflict replace that ${by} left half-committed`);
-        const done = await rollForward(engine, { ...r, commit: r.commit }, replaces, progress, via);
-        progress.warn(
-          `finished the --on-conflict replace of ${r.commit.containers.map((k) => k.name).join(', ') || r.aside.map((a) => a.name).join(', ')} left by ${by}: ${done.did.join('; ') || 'every step was done already'}`,
-        );
-        replaces.drop(where, r.run);
-      } catch (err) {
-        unfinished ??= replaceUnfinished(engine, { ...r, commit: r.commit }, err);
-        progress.warn(unfinished.message);
-      }
-      continue;
-    }
+    // Two runs starting at once: one puts it right, the other leaves it alone.
+    const release = replaces.claim(where, r.run);
+    if (!release) continue;
     try {
-      progress.warn(`${await undoReplace(engine, r)} (left by ${by} during --on-conflict replace)`);
-      replaces.drop(where, r.run);
-    } catch (err) {
-      progress.warn(`the --on-conflict replace of ${by} could not be put right: ${(err as Error).message}`);
+      // read again once claimed: a run that held it a moment ago may have settled it
+      const now = replaces.stale(where).find((x) => x.run === r.run);
+      if (now) unfinished = (await settleReplace(engine, now, by, replaces, progress, via)) ?? unfinished;
+    } finally {
+      release();
     }
   }
   for (const r of journal.stale(where)) {
@@ -86,6 +75,41 @@ export async function recoverDeadRuns(
   }
   // A replace that could not be finished: nothing else runs on this engine until it is (exit 14).
   if (unfinished) throw unfinished;
+}
+
+/** Put right, or finish, one replace a dead run left; a ReplaceUnfinishedError when finishing failed. */
+async function settleReplace(
+  engine: Engine,
+  r: ReplaceRecord,
+  by: string,
+  replaces: ReplaceJournal,
+  progress: Progress,
+  via?: Routing,
+): Promise<ReplaceUnfinishedError | undefined> {
+  const where = engine.facts.endpoint;
+  if (r.phase === 'committing' && r.commit) {
+    // Past its point of no return: finished, not undone.
+    try {
+      progress.warn(`finishing the --on-conflict replace that ${by} left half-committed`);
+      const done = await rollForward(engine, { ...r, commit: r.commit }, replaces, progress, via);
+      progress.warn(
+        `finished the --on-conflict replace of ${r.commit.containers.map((k) => k.name).join(', ') || r.aside.map((a) => a.name).join(', ')} left by ${by}: ${done.did.join('; ') || 'every step was done already'}`,
+      );
+      replaces.drop(where, r.run);
+    } catch (err) {
+      const e = replaceUnfinished(engine, { ...r, commit: r.commit }, err);
+      progress.warn(e.message);
+      return e;
+    }
+    return undefined;
+  }
+  try {
+    progress.warn(`${await undoReplace(engine, r)} (left by ${by} during --on-conflict replace)`);
+    replaces.drop(where, r.run);
+  } catch (err) {
+    progress.warn(`the --on-conflict replace of ${by} could not be put right: ${(err as Error).message}`);
+  }
+  return undefined;
 }
 
 /**
