@@ -529,7 +529,9 @@ describe('verify', () => {
     // backup writes device nodes and restore makes them again: verify does not call them damage
     expect(r.stdout).toMatch(/ok +volumes\/device\.tar/);
     expect(r.stdout).toMatch(/ok +images\/app\.tar/);
-    expect(r.stderr).toMatch(/bad members volumes\/evil\.tar, volumes\/hardlink\.tar, volumes\/absolute\.tar$/m);
+    expect(r.stderr).toMatch(
+      /bad members volumes\/evil\.tar, volumes\/hardlink\.tar, volumes\/absolute\.tar, volumes\/through\.tar$/m,
+    );
   });
 
   it('an image member that is not a whole docker image archive, and a volume member that is not a tar: exit 7', async () => {
