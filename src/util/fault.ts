@@ -12,7 +12,12 @@
  * `image-load` (restore, migrate: the load is about to begin), `finish` (backup: every member is
  * written, the trailer not), `create` (a container was created), `replace-aside` (--on-conflict
  * replace: the old containers are stopped and renamed aside), `watch` (the new containers were
- * started), `replace-commit` (the old containers were removed).
+ * started), `replace-commit` (the old containers were removed), and then the rest of the
+ * commit (ops/steps/replace.ts, finishCommit): `commit-trial` (the new containers that ran on the
+ * staging volumes removed), `commit-volume` (a real volume made again, empty), `commit-fill` (its
+ * copy from the staging volume begun: the first chunk sent), `commit-filled` (every real volume
+ * filled and proven), `commit-create` (the new containers created on them), `commit-start`
+ * (started; the staging volumes not yet removed).
  *
  * Failure points: there the run does not wait but fails, as the step itself would (FaultInjected):
  * `content-store-blob` (an image read from the containerd content store, after its first bytes:
@@ -32,6 +37,12 @@ export type FaultPoint =
   | 'replace-aside'
   | 'watch'
   | 'replace-commit'
+  | 'commit-trial'
+  | 'commit-volume'
+  | 'commit-fill'
+  | 'commit-filled'
+  | 'commit-create'
+  | 'commit-start'
   | 'content-store-blob';
 
 /** The points where a run told to stop fails instead of waiting. */
