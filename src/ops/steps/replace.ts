@@ -233,7 +233,7 @@ export async function finishCommit(
       if (!st) continue;
       const name = st.Name.replace(/^\//, '');
       const to = c.containers.find((k) => k.name === name);
-      const named = namedVolumes(st as unknown as Record<string, unknown>);
+      const named = namedVolumes(st);
       const anonymous = ((st.Mounts ?? []) as { Type?: string; Name?: string; Destination?: string }[]).filter(
         (m) => m.Type === 'volume' && m.Name && m.Destination && !named.has(m.Name),
       );
