@@ -28,7 +28,7 @@ import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, BUSYBOX, ENGINE_A, ENGINE_B, ferry, ferryEnv, uid } from '../helpers/lab.js';
+import { BIN, BUSYBOX, ENGINE_A, ENGINE_B, ENGINE_KIND, ferry, ferryEnv, uid } from '../helpers/lab.js';
 import type { FaultPoint } from '../../src/util/fault.js';
 
 const run = promisify(execFile);
@@ -102,6 +102,10 @@ const ROWS = (Object.keys(OPS) as Op[])
       OPS[op].stops.map((stop) => ({ op, point, stop, done: !!OPS[op].done?.includes(point) })),
     ),
   )
+  // migrate-replace replaces on engine B (20.10) whatever the source: its commit rows are the same
+  // on every primary engine, so they run in the 20.10 run only; what the source engine changes
+  // (capture, image, volumes) the migrate and migrate-stop rows cover on each engine kind.
+  .filter((r) => r.op !== 'migrate-replace' || ENGINE_KIND === 'overlay2')
   .map((row, i) => ({ ...row, i }))
   // FERRY_MATRIX_ONLY=<regexp>: only the rows whose "op point stop" matches (to rerun a few).
   .filter((r) => new RegExp(process.env.FERRY_MATRIX_ONLY ?? '').test(`${r.op} ${r.point} ${r.stop}`));
