@@ -202,7 +202,7 @@ describe('the image member of a backup into a local file, from the layer store',
         path: 'engine-save',
         fallback: {
           from: 'layer-store',
-          reason: 'the bundle is written to a stream, which cannot be rewound should the layer store fail',
+          reason: 'the bundle is written to a stream, which cannot be rewound should the store fail',
         },
       },
     ]);
