@@ -10,12 +10,17 @@
  * an image costs the engine CPU for re-tarring every layer and, on Docker 20.10, a staged copy on
  * its disk before the first byte; the layer store's files cost a `cat` (docs/performance.md, The
  * backup's image from the layer store).
+ *
+ * Either way the archive is checked as it streams (image-complete.ts): one that lacks a file the
+ * image needs (the engine's save of a multi-platform image the containerd store holds only part
+ * of) fails as its path's own failure, never a member that only looks whole.
  */
 import type { Readable } from 'node:stream';
 import type { MemberAgain } from '../bundle/writer.js';
 import type { Engine } from '../engine/engine.js';
 import type { Progress } from '../context.js';
 import { LayerStoreMismatch, openHostImageArchive, type HostImageArchive } from './host-image.js';
+import { checkedImageArchive, enginePlatform, ImageIncompleteError } from './image-complete.js';
 import { firstOpen, redoWith, refused, type Carried, type Routing } from './paths.js';
 import { chainIds } from './ship.js';
 
@@ -38,7 +43,12 @@ export async function saveImage(
   via: Routing,
 ): Promise<SavedImage> {
   const what = `image ${ref} from ${engine.facts.endpoint}`;
-  const save = { path: 'engine-save' as const, open: () => engine.saveImages([ref]) };
+  const platform = enginePlatform(engine);
+  const checked = (s: Readable, by: string) => checkedImageArchive(s, `${what} (${by})`, { platform });
+  const save = {
+    path: 'engine-save' as const,
+    open: async () => checked(await engine.saveImages([ref], { platform }), "the engine's save"),
+  };
   const { value, carried } = await firstOpen<Readable | HostImageArchive>(
     what,
     [
@@ -66,13 +76,13 @@ export async function saveImage(
   if (carried.path === 'engine-save') return { stream: value as Readable, carried };
   const fromHost = value as HostImageArchive;
   return {
-    stream: fromHost.stream,
+    stream: checked(fromHost.stream, 'the layer store'),
     carried,
     fallback: redoWith(
       what,
       carried,
       (err) =>
-        err instanceof LayerStoreMismatch || fromHost.mismatch() !== undefined
+        err instanceof LayerStoreMismatch || err instanceof ImageIncompleteError || fromHost.mismatch() !== undefined
           ? (fromHost.mismatch() ?? (err as Error)).message
           : undefined,
       save,

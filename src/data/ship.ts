@@ -21,6 +21,7 @@ import { checkAborted, type Progress } from '../context.js';
 import { openHostImageArchive, type HostImageArchive } from './host-image.js';
 import { readContentStore } from './content-store.js';
 import { toOciArchive, type Descriptor, type OciPlan } from './oci.js';
+import { checkedImageArchive, enginePlatform, ImageIncompleteError } from './image-complete.js';
 import { ENGINE_ONLY, isRefused, withFallback, type Carried, type Routing } from './paths.js';
 import { fillVolume, openContainerVolumeReader, volumeSizeHint } from './volumes.js';
 import { faultPoint } from '../util/fault.js';
@@ -251,6 +252,7 @@ export async function shipImage(
   }
   const diffIds = img.RootFS?.Layers ?? [];
   const chains = chainIds(diffIds);
+  const v1 = v1LayerIds(diffIds);
   const planned = await planTarget(source, target, img, ref, progress, via, targetVia);
   const load = async (body: Readable, close: () => void, total?: number): Promise<number> => {
     let bytes = 0;
@@ -282,7 +284,18 @@ export async function shipImage(
   const send = async (plan: TargetPlan) => {
     const missing = diffIds.map((_, i) => i).filter((i) => !plan.omit.has(i));
     const oci = plan.oci;
-    const rewrite = (body: Readable) => (oci ? toOciArchive(body, oci) : body);
+    // What the target gets is checked whole as it streams (image-complete.ts): every file the
+    // image needs, but for the layers left out because the target holds them.
+    const left = new Set(plan.skip);
+    for (const i of plan.omit) {
+      left.add(chains[i]!.slice(7));
+      left.add(diffIds[i]!.slice(7));
+      if (i < v1.length) left.add(v1[i]!);
+    }
+    for (const d of oci?.reuse.values() ?? []) left.add(d.digest.replace(/^sha256:/, ''));
+    const platform = enginePlatform(source);
+    const rewrite = (body: Readable, by: string) =>
+      checkedImageArchive(oci ? toOciArchive(body, oci) : body, `${what} (${by})`, { platform, leftOut: left });
     skippedBlobs = 0;
     // Only the missing layers, from the source host's layer store: no save of the whole image;
     // else (or should the layer store fail it) the engine's save.
@@ -296,7 +309,7 @@ export async function shipImage(
           const a = await openHostImageArchive(source, img, ref, { chains, missing }, progress, via.access);
           if (isRefused(a)) return a;
           where = a.where;
-          const body = rewrite(a.stream);
+          const body = rewrite(a.stream, 'the layer store');
           return {
             body,
             close: () => {
@@ -310,7 +323,7 @@ export async function shipImage(
       {
         path: 'engine-save',
         open: async () => {
-          const saved = await source.saveImages([ref]);
+          const saved = await source.saveImages([ref], { platform });
           // The engine's save holds every layer: those the target has (by folder name or blob digest) are dropped.
           const body = rewrite(
             plan.skip.size
@@ -318,6 +331,7 @@ export async function shipImage(
                   if (plan.layerBlobs?.has(hex)) skippedBlobs++;
                 })
               : saved,
+            "the engine's save",
           );
           return {
             body,
@@ -330,7 +344,10 @@ export async function shipImage(
       },
       // The whole image is about its inspected size; one without some layers, unknown.
       async (o) => load(o.body, o.close, !plan.omit.size && !plan.skip.size && img.Size > 0 ? img.Size : undefined),
-      (_err, o) => o.host?.mismatch()?.message,
+      (err, o) =>
+        o.host
+          ? (o.host.mismatch()?.message ?? (err instanceof ImageIncompleteError ? err.message : undefined))
+          : undefined,
       {
         debug: via.debug,
         note: (why) => progress.warn(`image ${ref} on ${where}: ${why}; sending it with the engine's save instead`),
