@@ -37,6 +37,13 @@ export const EXIT = {
    */
   POLICY: 12,
   /**
+   * An --on-conflict replace past its point of no return (the old containers removed) could not
+   * be finished: the new data is whole in its staging volumes, which are kept, and the next ferry
+   * run on that engine tries again (ops/steps/replace.ts). Not 13: node itself exits 13 when a
+   * top-level await never settles, which a script must not take for this.
+   */
+  REPLACE_UNFINISHED: 14,
+  /**
    * Interrupted by a signal: 128 + its number, as a shell reports it. Everything was put back as
    * it was. SIGPIPE also stands for a closed stdout or stderr (the reader went away).
    */
@@ -143,6 +150,17 @@ export class TrustError extends FerryError {
 export class PolicyError extends FerryError {
   constructor(message: string, hint?: string) {
     super('POLICY', EXIT.POLICY, message, { hint });
+  }
+}
+
+/**
+ * An --on-conflict replace that could not be finished once the old containers were gone (by its
+ * own run, or by the next run rolling it forward after a SIGKILL). Nothing of the new data is lost:
+ * the staging volumes and the journal that says how to finish are kept.
+ */
+export class ReplaceUnfinishedError extends FerryError {
+  constructor(message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super('REPLACE_UNFINISHED', EXIT.REPLACE_UNFINISHED, message, opts);
   }
 }
 

@@ -130,6 +130,32 @@ function checkEntryHeader(h: tar.Header, problems: Problems) {
   // a host is a restore policy (docs/security.md), not a check of the bundle's integrity.
 }
 
+/**
+ * Entries written through a symlink an earlier entry of the same archive made (`./a -> /etc`,
+ * then `./a/cron.d/x`): extracted, they land wherever the link points. Restore's tar refuses
+ * them, so verify calls such a member bad too. Holds the names of the symlinks seen (only those).
+ */
+export class SymlinkGuard {
+  private readonly links = new Set<string>();
+
+  /** Why entry `h` is not acceptable here, if it is written through a symlink; then records it. */
+  check(h: { name: string; type?: string | null }): string | undefined {
+    const n = normalizeName(h.name);
+    let why: string | undefined;
+    if (this.links.size)
+      for (let i = n.indexOf('/'); i > 0; i = n.indexOf('/', i + 1)) {
+        const parent = n.slice(0, i);
+        if (this.links.has(parent)) {
+          why = `is written through the symlink ${JSON.stringify(parent)}`;
+          break;
+        }
+      }
+    if (h.type === 'symlink') this.links.add(n);
+    else if (this.links.size) this.links.delete(n); // replaced by what comes now
+    return why;
+  }
+}
+
 async function readCapped(e: Entry, max: number): Promise<string | undefined> {
   const chunks: Buffer[] = [];
   let n = 0;
@@ -269,6 +295,8 @@ async function checkMember(
       : partRawBytes !== undefined
         ? new SizeLimit(() => m.partsRead() * partRawBytes, name)
         : new PassThrough({ highWaterMark: 1 << 20 });
+  // Volume and bind data only: an image archive's own symlinks (layers shared by images) are read, never extracted through.
+  const links = image ? undefined : new SymlinkGuard();
   const feeding = pipeline(m.stream, tap, dec, limit, rawTap, tail, extract);
   feeding.catch(() => {});
   let failure: string | undefined;
@@ -276,6 +304,8 @@ async function checkMember(
     for await (const e of extract as AsyncIterable<Entry>) {
       const h = e.header;
       checkEntryHeader(h, problems);
+      const through = links?.check(h);
+      if (through) problems.add('are written through a symlink', `entry ${JSON.stringify(h.name)} ${through}`);
       if (image) {
         const n = normalizeName(h.name);
         image.entries.set(n, {

@@ -90,6 +90,9 @@ Exit codes:
        or its signer is not allowed in the allowed_signers file (nothing changed)
   12   the restore policy: host access (privileged, host binds, host namespaces,
        devices, capabilities) that --allow did not allow (nothing changed)
+  14   an --on-conflict replace could not be finished after the old container
+       was removed: the new data is kept whole in <volume>-ferry-new-<run>
+       volumes, and the next ferry run on that engine tries again
   129  interrupted by SIGHUP (the terminal or SSH session closed)
   130  interrupted by SIGINT (Ctrl-C)
   141  interrupted by SIGPIPE, or stdout or stderr was closed

@@ -13,7 +13,7 @@
  * images (on this store an image's ID is its manifest's or index's digest).
  */
 import type { Engine } from '../engine/engine.js';
-import { captureBytes } from '../hostaccess/shell.js';
+import { captureBytes, type HostShell } from '../hostaccess/shell.js';
 import type { HostAccess } from '../hostaccess/access.js';
 import { isIndex, isManifest, layerBlobsByDiffId, manifestsFor, type Descriptor } from './oci.js';
 import { refused, type Refused } from './paths.js';
@@ -98,6 +98,33 @@ function json(b: Buffer | undefined): unknown {
   }
 }
 
+/**
+ * The content store of `engine` on its host: its blob directory and every blob's size by hex
+ * digest; undefined where none is found. `ids`: hex digests of some of the engine's images (on
+ * this store an image's ID is its manifest's or index's digest), which tell its store from
+ * another containerd's.
+ */
+export async function locateContentStore(
+  engine: Engine,
+  shell: HostShell,
+  ids: string[],
+): Promise<{ dir: string; sizes: Map<string, number> } | undefined> {
+  const roots = ['/var/lib/containerd', ...(engine.facts.rootDir ? [`${engine.facts.rootDir}/containerd/daemon`] : [])];
+  const located = await captureBytes(
+    shell,
+    ['sh', '-c', LOCATE, 'sh', ids.slice(0, 8).join(' '), ...roots],
+    64 << 20,
+  ).catch(() => undefined);
+  return located?.code === 0 ? parseListing(located.stdout.toString('utf8')) : undefined;
+}
+
+/** The bytes of the small blobs (at most 1 MiB each) `hexes` of the store in `dir`, by hex digest; those it lacks left out. */
+export async function readSmallBlobs(shell: HostShell, dir: string, hexes: string[]): Promise<Map<string, Buffer>> {
+  return hexes.length
+    ? parseBlobs((await captureBytes(shell, ['sh', '-c', READ, 'sh', dir, ...hexes], 64 << 20)).stdout)
+    : new Map<string, Buffer>();
+}
+
 /** What an engine's content store holds: every blob (hex digest → size), and layer blobs by diff ID. */
 export interface ContentStoreView {
   where: string;
@@ -129,13 +156,7 @@ export async function readContentStore(
     : (await engine.listImages().catch(() => [])).slice(0, 1000);
   const ids = images.map((i) => /^sha256:([0-9a-f]{64})$/.exec(i.Id)?.[1]).filter((x): x is string => !!x);
   if (!ids.length) return refused('the target holds no images');
-  const roots = ['/var/lib/containerd', ...(engine.facts.rootDir ? [`${engine.facts.rootDir}/containerd/daemon`] : [])];
-  const located = await captureBytes(
-    shell,
-    ['sh', '-c', LOCATE, 'sh', ids.slice(0, 8).join(' '), ...roots],
-    64 << 20,
-  ).catch(() => undefined);
-  const listing = located?.code === 0 ? parseListing(located.stdout.toString('utf8')) : undefined;
+  const listing = await locateContentStore(engine, shell, ids);
   if (!listing) return refused(`containerd's content store of ${engine.facts.endpoint} not found on ${shell.where}`);
   const { dir, sizes } = listing;
   const want = new Set(diffIds);
@@ -151,10 +172,7 @@ export async function readContentStore(
       const hex = /^sha256:([0-9a-f]{64})$/.exec(img.Id)?.[1];
       if (hex && info?.RootFS?.Layers?.some((l) => want.has(l))) sharing.push(hex);
     }
-    const read = async (hexes: string[]) =>
-      hexes.length
-        ? parseBlobs((await captureBytes(shell, ['sh', '-c', READ, 'sh', dir, ...hexes], 64 << 20)).stdout)
-        : new Map<string, Buffer>();
+    const read = (hexes: string[]) => readSmallBlobs(shell, dir, hexes);
     const platform = { os: engine.facts.os, architecture: engine.facts.arch };
     const tops = await read(sharing).catch(() => new Map<string, Buffer>());
     const manifests: { layers: Descriptor[]; config: Descriptor }[] = [];

@@ -146,10 +146,10 @@ class ExactReader {
 }
 
 /** A tar entry being written (a streamx Writable) or any Node writable. */
-type Sink = NodeJS.EventEmitter & { write(b: Buffer): boolean; end(): void };
+export type Sink = NodeJS.EventEmitter & { write(b: Buffer): boolean; end(): void };
 
 /** Write b, waiting for room; a sink torn down meanwhile (the archive's reader went away) throws. */
-async function write(w: Sink, b: Buffer): Promise<void> {
+export async function write(w: Sink, b: Buffer): Promise<void> {
   if ((w as { destroyed?: boolean }).destroyed) throw new Error('the image archive was closed');
   if (w.write(b)) return;
   await new Promise<void>((resolve, reject) => {

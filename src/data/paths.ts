@@ -19,11 +19,20 @@
  *  - `engine-load`: the engine's load endpoint (`docker load`): a restore's image member; in a
  *    migration, the target's side of every image sent (the whole image, or to Docker with its own
  *    image store, without the layers it has).
- *  - `content-store`: the target's side of a migration to Docker with the containerd image store:
- *    its load endpoint given an OCI archive without the layer blobs its containerd content store
- *    holds, learnt on its host (content-store.ts, oci.ts). Where that store cannot be read (no
- *    host access, FERRY_HOST_LAYERS=0) the whole image goes (`engine-load`, with the reason);
- *    should the partial load fail, the whole image is sent again.
+ *  - `content-store`: containerd's content store on the engine's host (Docker with the
+ *    containerd image store), on either side; which side is the field's (ImagePath: `path` the
+ *    source's, `target` the target's).
+ *    As the source's path (backup, migrate): an OCI archive of the image read straight from the
+ *    store's blobs, only those the target lacks, every blob's sha256 checked as it streams
+ *    (content-image.ts), in the shape of the engine's save; the image is resolved from its ID (on
+ *    that store its manifest's or index's digest). Refused as content-store.ts's rules say (no
+ *    host access, FERRY_HOST_LAYERS=0, user ids remapped, not the containerd store); a blob
+ *    missing, short or of another digest (ContentStoreMismatch) is the path's own failure: the
+ *    engine's save from the start (`engine-save`), as for the layer store.
+ *    As the target's path (migrate): its load endpoint given an OCI archive without the layer
+ *    blobs its containerd content store holds, learnt on its host (content-store.ts, oci.ts).
+ *    Where that store cannot be read (no host access, FERRY_HOST_LAYERS=0) the whole image goes
+ *    (`engine-load`, with the reason); should the partial load fail, the whole image is sent again.
  *  - `registry`: pushed to (backup --image-mode push) or pulled from (restore) a registry.
  *  - `none`: nothing sent: the target of a migration already has the image.
  *
@@ -36,13 +45,13 @@
  *  - Volumes never fall back once begun: a tar that fails half-way on the host failed on the
  *    volume's own files (a read or write error the engine would hit too), and a half-written
  *    volume cannot be unwritten. So their paths only refuse before the first byte.
- *  - An image from the layer store can fail half-way because the store does not hold what the
- *    image says (LayerStoreMismatch): the engine's save is authoritative, so the image is sent
+ *  - An image from the layer store or the content store can fail half-way because the store does
+ *    not hold what the image says (LayerStoreMismatch, ContentStoreMismatch): the engine's save is authoritative, so the image is sent
  *    again from the start with it. In a backup the bundle writer does that (it must rewind the
  *    member's bytes before the second attempt: BundleWriter.addMember's `again`, given redoWith's
  *    answer); in a migration withFallback loads it again into the target.
- *  - A backup into a stream (stdout, a pipe) cannot be rewound: there the layer store refuses
- *    before it starts.
+ *  - A backup into a stream (stdout, a pipe) cannot be rewound: there the layer store and the
+ *    content store refuse before they start.
  */
 import type { Engine } from '../engine/engine.js';
 import type { RunContext } from '../context.js';

@@ -8,7 +8,8 @@
  * the docker-archive layout of Docker 20.10 a layer's folder is named by a v1 id derived from
  * its chain id (computed here, and checked: a layer whose folder name we cannot predict is sent).
  * Where ferry is root on the source engine's host, the archive is built there from the layer
- * store instead, with only the missing layers in it (host-image.ts): no save of the whole image.
+ * store instead, with only the missing layers in it (host-image.ts): no save of the whole image;
+ * from the containerd image store, read from its content store likewise (content-image.ts).
  */
 import { createHash } from 'node:crypto';
 import { PassThrough, Transform, type Readable } from 'node:stream';
@@ -20,9 +21,10 @@ import { splitRef } from '../model/refs.js';
 import { checkAborted, type Progress } from '../context.js';
 import { openHostImageArchive, type HostImageArchive } from './host-image.js';
 import { readContentStore } from './content-store.js';
+import { openContentImageArchive, type ContentImageArchive } from './content-image.js';
 import { toOciArchive, type Descriptor, type OciPlan } from './oci.js';
 import { checkedImageArchive, enginePlatform, ImageIncompleteError } from './image-complete.js';
-import { ENGINE_ONLY, isRefused, withFallback, type Carried, type Routing } from './paths.js';
+import { ENGINE_ONLY, isRefused, refused, withFallback, type Carried, type PathOption, type Routing } from './paths.js';
 import { fillVolume, openContainerVolumeReader, volumeSizeHint } from './volumes.js';
 import { faultPoint } from '../util/fault.js';
 
@@ -73,7 +75,7 @@ export interface ShipStats {
   bytes: number;
   skippedLayers: number;
   totalLayers: number;
-  /** How the image left the source (layer-store, engine-save, or none: the target had it), and how the target took it. */
+  /** How the image left the source (layer-store, content-store, engine-save, or none: the target had it), and how the target took it. */
   carried: Carried & { target: Carried };
 }
 
@@ -262,7 +264,12 @@ export async function shipImage(
     });
     // Told to stop: the image stops too (the rollback waits for it, then removes it).
     const stream = body.pipe(counted);
-    body.on('error', (err) => counted.destroy(err));
+    // An archive found incomplete as it streams: that is the failure, not the load it cut short.
+    let incomplete: ImageIncompleteError | undefined;
+    body.on('error', (err) => {
+      if (err instanceof ImageIncompleteError) incomplete = err;
+      counted.destroy(err);
+    });
     counted.on('error', () => {}); // the load reports it, even when it fails before the load began
     // Told to stop: the load stops too, rather than the rollback waiting for the whole image.
     const stop = () => counted.destroy(signal!.reason as Error);
@@ -274,7 +281,7 @@ export async function shipImage(
     } catch (err) {
       // Close the source's side too: a response nobody reads keeps the run alive.
       close();
-      throw err;
+      throw incomplete ?? err;
     } finally {
       signal?.removeEventListener('abort', stop);
     }
@@ -294,35 +301,65 @@ export async function shipImage(
     }
     for (const d of oci?.reuse.values() ?? []) left.add(d.digest.replace(/^sha256:/, ''));
     const platform = enginePlatform(source);
-    const rewrite = (body: Readable, by: string) =>
-      checkedImageArchive(oci ? toOciArchive(body, oci) : body, `${what} (${by})`, { platform, leftOut: left });
+    const checked = (body: Readable, by: string) =>
+      checkedImageArchive(body, `${what} (${by})`, { platform, leftOut: left });
+    const rewrite = (body: Readable, by: string) => checked(oci ? toOciArchive(body, oci) : body, by);
     skippedBlobs = 0;
     // Only the missing layers, from the source host's layer store: no save of the whole image;
     // else (or should the layer store fail it) the engine's save.
-    type Opened = { body: Readable; close: () => void; host?: HostImageArchive };
+    type Opened = { body: Readable; close: () => void; host?: HostImageArchive | ContentImageArchive };
     let where = source.facts.endpoint;
+    const opened = (a: HostImageArchive | ContentImageArchive, body: Readable): Opened => {
+      where = a.where;
+      return {
+        body,
+        close: () => {
+          a.stream.destroy();
+          body.destroy();
+        },
+        host: a,
+      };
+    };
+    // The source host's store of the engine's kind: Docker's overlay2 layer store, or containerd's
+    // content store (its blobs as they are, only those the target lacks).
+    const fromHost: PathOption<Opened> = source.facts.containerdStore
+      ? {
+          path: 'content-store',
+          open: async () => {
+            if (oci) return refused('the target takes a rewritten docker-archive');
+            const a = await openContentImageArchive(
+              source,
+              img,
+              ref,
+              (i, hex) => {
+                // Named in its manifests but left out: the completeness check counts it as there.
+                const out = plan.omit.has(i) || plan.skip.has(hex);
+                if (out) left.add(hex);
+                return out;
+              },
+              progress,
+              via.access,
+            );
+            if (isRefused(a)) return a;
+            if (plan.layerBlobs) skippedBlobs = a.leftOut;
+            return opened(a, checked(a.stream, 'the content store'));
+          },
+        }
+      : {
+          path: 'layer-store',
+          open: async () => {
+            const a = await openHostImageArchive(source, img, ref, { chains, missing }, progress, via.access);
+            if (isRefused(a)) return a;
+            return opened(a, rewrite(a.stream, 'the layer store'));
+          },
+        };
     return withFallback<Opened, number>(
       what,
-      {
-        path: 'layer-store',
-        open: async () => {
-          const a = await openHostImageArchive(source, img, ref, { chains, missing }, progress, via.access);
-          if (isRefused(a)) return a;
-          where = a.where;
-          const body = rewrite(a.stream, 'the layer store');
-          return {
-            body,
-            close: () => {
-              a.stream.destroy();
-              body.destroy();
-            },
-            host: a,
-          };
-        },
-      },
+      fromHost,
       {
         path: 'engine-save',
         open: async () => {
+          skippedBlobs = 0;
           const saved = await source.saveImages([ref], { platform });
           // The engine's save holds every layer: those the target has (by folder name or blob digest) are dropped.
           const body = rewrite(
@@ -363,7 +400,8 @@ export async function shipImage(
     // A target that refuses the archive without the layers it held a moment ago (removed since:
     // another run's rollback, a prune; in its content store or its layer store) gets the whole
     // image: never a failed load for what was left out.
-    if (!leftOut(plan) || isAbort(err) || signal?.aborted) throw err;
+    // (An archive the source gave incomplete is no better whole.)
+    if (!leftOut(plan) || err instanceof ImageIncompleteError || isAbort(err) || signal?.aborted) throw err;
     const reason = `the load without the layers there failed: ${err instanceof Error ? err.message : String(err)}`;
     progress.warn(`image ${ref} on ${target.facts.endpoint}: ${reason}; sending the whole image`);
     targetVia?.debug?.(`${what}: fallback from ${plan.written.path} to engine-load: ${reason}`);

@@ -141,7 +141,7 @@ export async function backup(
   for (const d of engine.differences()) progress.info(d);
   // What the engine's host offers the data paths: asked now, in the background.
   const via = routing(ctx, engine);
-  await recoverDeadRuns(engine, progress);
+  await recoverDeadRuns(engine, progress, undefined, undefined, undefined, via);
   // 1. capture every container's configuration before writing anything.
   const set = await captureSet(engine, opts.containers, opts, progress);
   const { captured, names, how } = set;

@@ -122,7 +122,8 @@ export async function migrate(
   for (const d of [...source.differences(), ...target.differences()]) progress.info(d);
   // What each engine's host offers the data paths: asked now, in the background.
   const via = { source: routing(ctx, source), target: routing(ctx, target) };
-  for (const e of [source, target]) await recoverDeadRuns(e, progress);
+  await recoverDeadRuns(source, progress, undefined, undefined, undefined, via.source);
+  await recoverDeadRuns(target, progress, undefined, undefined, undefined, via.target);
   const job = await planMigration(source, target, opts, progress);
   const rec = new Recreation(target, ctx, { where: `on ${target.facts.endpoint}`, via: via.target });
   const held: SourceState = { snapshots: [], cutover: [], stopped: [] };

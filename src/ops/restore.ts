@@ -330,7 +330,7 @@ export async function restore(
   for (const d of engine.differences()) progress.info(d);
   // What the engine's host offers the data paths: asked now, in the background.
   const via = routing(ctx, engine);
-  await recoverDeadRuns(engine, progress);
+  await recoverDeadRuns(engine, progress, undefined, undefined, undefined, via);
   const rec = new Recreation(engine, ctx, { undo: opts.undo, via });
   const result = (job: RestoreJob, containers: Recreated[], dataPaths: DataPaths): RestoreResult => ({
     location: src.location,

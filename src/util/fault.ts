@@ -12,7 +12,16 @@
  * `image-load` (restore, migrate: the load is about to begin), `finish` (backup: every member is
  * written, the trailer not), `create` (a container was created), `replace-aside` (--on-conflict
  * replace: the old containers are stopped and renamed aside), `watch` (the new containers were
- * started), `replace-commit` (the old containers were removed).
+ * started), `replace-commit` (the old containers were removed), and then the rest of the
+ * commit (ops/steps/replace.ts, finishCommit): `commit-trial` (the new containers that ran on the
+ * staging volumes removed), `commit-volume` (a real volume made again, empty), `commit-fill` (its
+ * copy from the staging volume begun: the first chunk sent), `commit-filled` (every real volume
+ * filled and proven), `commit-create` (the new containers created on them), `commit-start`
+ * (started; the staging volumes not yet removed).
+ *
+ * Failure points: there the run does not wait but fails, as the step itself would (FaultInjected):
+ * `content-store-blob` (an image read from the containerd content store, after its first bytes:
+ * the path fails half-way, and ferry falls back to the engine's save).
  */
 import { sleep } from './sleep.js';
 
@@ -27,7 +36,24 @@ export type FaultPoint =
   | 'create'
   | 'replace-aside'
   | 'watch'
-  | 'replace-commit';
+  | 'replace-commit'
+  | 'commit-trial'
+  | 'commit-volume'
+  | 'commit-fill'
+  | 'commit-filled'
+  | 'commit-create'
+  | 'commit-start'
+  | 'content-store-blob';
+
+/** The points where a run told to stop fails instead of waiting. */
+const FAILING: ReadonlySet<FaultPoint> = new Set(['content-store-blob']);
+
+/** A failure made by the run's fault hook at a failure point. */
+export class FaultInjected extends Error {
+  constructor(readonly point: FaultPoint) {
+    super(`fault injected at ${point}`);
+  }
+}
 
 /** Set by the CLI for one run (cli/main.ts); absent: every fault point is a no-op. */
 export const faults: { hook?: (point: FaultPoint) => Promise<void> } = {};
@@ -39,7 +65,8 @@ export async function faultPoint(point: FaultPoint): Promise<void> {
 
 /**
  * The hook for FERRY_FAULT=`want`: at the first arrival at that point, say so and wait until
- * `signal` aborts or `waitMs` pass, writing a line every `tickMs`. Other points pass through.
+ * `signal` aborts or `waitMs` pass, writing a line every `tickMs` (a failure point: fail, with
+ * FaultInjected). Other points pass through.
  */
 export function faultHook(
   want: string,
@@ -53,6 +80,7 @@ export function faultHook(
     if (hit || point !== want) return;
     hit = true;
     say(`ferry: fault point ${point} (pid ${process.pid})\n`);
+    if (FAILING.has(point)) throw new FaultInjected(point);
     const until = Date.now() + waitMs;
     while (!signal.aborted && Date.now() < until) {
       await sleep(tickMs, signal).catch(() => {});

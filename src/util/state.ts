@@ -190,13 +190,59 @@ export interface ReplaceRecord {
   staging: string[];
   aside: { name: string; aside: string; id: string; running: boolean; paused: boolean }[];
   created: string[];
+  /** From `committing` on: everything needed to finish the commit, and how far it got. */
+  commit?: ReplaceCommit;
   pid: number;
   host: string;
   at: string;
 }
 
+/**
+ * How to finish an --on-conflict replace once its old containers go (ops/steps/replace.ts,
+ * finishCommit), written before the first of them is removed: a run killed in the commit is
+ * rolled forward from it by the next run on that engine. Every step is done again safely.
+ */
+export interface ReplaceCommit {
+  /** When the commit began: a container under a new one's name made after this is the commit's own. */
+  at: string;
+  /** The new containers that ran on the staging volumes and passed their watch (ids). */
+  trial: string[];
+  /** Each real volume to make again (with its settings) and fill from its staging volume. */
+  volumes: {
+    real: string;
+    staging: string;
+    driver?: string;
+    driverOpts?: Record<string, string>;
+    labels?: Record<string, string>;
+  }[];
+  /** The new containers on the real volumes, in the order they are created, as ferry sends them. */
+  containers: {
+    name: string;
+    /** The create body (POST /containers/create), volumes under their real names. */
+    body: Record<string, unknown>;
+    /** Networks joined after the create (engines before API 1.44 take one at create). */
+    endpoints: { network: string; config: Record<string, unknown> }[];
+    start: boolean;
+    pause: boolean;
+    /**
+     * Its anonymous volumes' data: the volume its trial had at each destination (kept when the
+     * trial was removed), moved into the one the engine makes for it.
+     */
+    adopt: { destination: string; volume: string }[];
+  }[];
+  /** The steps done: `old`, `trial`, `volume:<real>`, `create:<name>`, `start:<name>`. */
+  done: string[];
+  /** The id of each new container created on the real volumes, by name. */
+  made: Record<string, string>;
+}
+
+/** Where the replace journal is kept (beside quiesced.json). */
+export function replaceJournalFile(): string {
+  return path.join(path.dirname(stateFile()), 'replacing.json');
+}
+
 export class ReplaceJournal {
-  constructor(private readonly file = path.join(path.dirname(stateFile()), 'replacing.json')) {}
+  constructor(private readonly file = replaceJournalFile()) {}
 
   private all(): ReplaceRecord[] {
     try {
@@ -223,6 +269,46 @@ export class ReplaceJournal {
     const recs = this.all().filter((x) => !(x.engine === r.engine && x.run === r.run));
     recs.push({ ...r, pid: process.pid, host: hostname(), at: new Date().toISOString() });
     this.save(recs);
+  }
+
+  /** Update a record another (dead) run left, as its roll-forward goes: it is this run's from now on. */
+  take(r: ReplaceRecord): void {
+    this.put(r);
+  }
+
+  /**
+   * Take the right to put right (or finish) the dead run `run`'s replace: a file made exclusively
+   * beside the journal, so that two ferry runs starting at once do not both work on it. Returns
+   * its release, or undefined while a live run holds it. One whose run is gone is taken over.
+   */
+  claim(engine: string, run: string): (() => void) | undefined {
+    const e = createHash('sha256').update(engine).digest('hex').slice(0, 16);
+    const file = `${this.file}.${e}-${run.replace(/[^0-9a-zA-Z_.-]/g, '_')}.claim`;
+    const release = () => {
+      try {
+        unlinkSync(file);
+      } catch {
+        /* gone already */
+      }
+    };
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+        writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        return release;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return release; // advisory: go on unclaimed
+      }
+      let pid = 0;
+      try {
+        pid = Number(readFileSync(file, 'utf8').trim());
+      } catch {
+        /* being written: look again */
+      }
+      if (pid && alive(pid)) return undefined;
+      release(); // its run is gone: take it over
+    }
+    return undefined;
   }
 
   /** The replace of `run` on `engine` is over (done, or put back). */

@@ -484,7 +484,7 @@ describe('verify', () => {
     expect(r.stderr).toMatch(/bad members volumes\/one\.tar, volumes\/three\.tar/);
   });
 
-  it('a volume member holding ../evil, or a hard link out of the archive: exit 7, naming each; a device node is content', async () => {
+  it('a volume member holding ../evil, a hard link out of the archive, or an entry written through its own symlink: exit 7, naming each; a device node is content', async () => {
     const p = path.join(bad, 'evil.tar');
     await craftBundle(p, {
       createdAt: new Date().toISOString(),
@@ -503,6 +503,11 @@ describe('verify', () => {
           { name: './passwd', type: 'link', linkname: '../../etc/passwd' },
         ]),
         absolute: await tarOf([{ name: '/etc/cron.d/evil', data: 'x' }]),
+        through: await tarOf([
+          { name: './', type: 'directory' },
+          { name: './etc', type: 'symlink', linkname: '/etc' },
+          { name: './etc/cron.d/evil', data: 'x' },
+        ]),
         device: await tarOf([
           { name: './', type: 'directory' },
           { name: './sda', type: 'block-device' },
@@ -518,10 +523,15 @@ describe('verify', () => {
       /BAD +volumes\/hardlink\.tar: hard link "\.\/passwd" -> "\.\.\/\.\.\/etc\/passwd" points outside/,
     );
     expect(r.stdout).toMatch(/BAD +volumes\/absolute\.tar: entry "\/etc\/cron\.d\/evil" is an absolute path/);
+    expect(r.stdout).toMatch(
+      /BAD +volumes\/through\.tar: entry "\.\/etc\/cron\.d\/evil" is written through the symlink "etc"/,
+    );
     // backup writes device nodes and restore makes them again: verify does not call them damage
     expect(r.stdout).toMatch(/ok +volumes\/device\.tar/);
     expect(r.stdout).toMatch(/ok +images\/app\.tar/);
-    expect(r.stderr).toMatch(/bad members volumes\/evil\.tar, volumes\/hardlink\.tar, volumes\/absolute\.tar$/m);
+    expect(r.stderr).toMatch(
+      /bad members volumes\/evil\.tar, volumes\/hardlink\.tar, volumes\/absolute\.tar, volumes\/through\.tar$/m,
+    );
   });
 
   it('an image member that is not a whole docker image archive, and a volume member that is not a tar: exit 7', async () => {

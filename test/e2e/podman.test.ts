@@ -150,8 +150,7 @@ describe('Podman', () => {
             ? {
                 container: m,
                 ref: expect.any(String),
-                path: 'engine-save',
-                fallback: { from: 'layer-store', reason: expect.stringMatching(/containerd image store/) },
+                path: 'content-store',
                 target: { path: 'engine-load' },
               }
             : { container: m, ref: expect.any(String), path: 'layer-store', target: { path: 'engine-load' } },

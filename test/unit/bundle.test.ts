@@ -13,6 +13,7 @@ import {
   type Manifest,
   type Trailer,
 } from '../../src/bundle/manifest.js';
+import { SymlinkGuard } from '../../src/bundle/check.js';
 import { BundleReader } from '../../src/bundle/reader.js';
 import { BLOCK } from '../../src/bundle/tar.js';
 import { BundleWriter, PART_SIZE, partName } from '../../src/bundle/writer.js';
@@ -700,5 +701,25 @@ describe('BundleReader rejects damaged bundles', () => {
     });
     expect(e).toBeInstanceOf(BundleError);
     expect(e.message).toContain('connection reset');
+  });
+});
+
+describe('SymlinkGuard: entries written through a symlink of the same archive', () => {
+  it('flags an entry below a symlink an earlier entry made, and only that', () => {
+    const g = new SymlinkGuard();
+    expect(g.check({ name: './', type: 'directory' })).toBeUndefined();
+    expect(g.check({ name: './etc', type: 'symlink' })).toBeUndefined();
+    expect(g.check({ name: './etcetera/x' })).toBeUndefined(); // a name that only starts alike
+    expect(g.check({ name: './etc/cron.d/evil' })).toBe('is written through the symlink "etc"');
+    expect(g.check({ name: 'etc/passwd' })).toBe('is written through the symlink "etc"');
+  });
+
+  it('forgets a symlink a later entry replaces, and flags links below links', () => {
+    const g = new SymlinkGuard();
+    g.check({ name: './a', type: 'symlink' });
+    g.check({ name: './a/', type: 'directory' }); // a directory in its place: tar replaces the link
+    expect(g.check({ name: './a/f' })).toBeUndefined();
+    g.check({ name: './d/l', type: 'symlink' });
+    expect(g.check({ name: './d/l/deeper/f' })).toBe('is written through the symlink "d/l"');
   });
 });

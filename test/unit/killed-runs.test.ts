@@ -18,8 +18,9 @@ import { createRunIdentity } from '../../src/engine/run.js';
 import { faultHook, faults, type FaultPoint } from '../../src/util/fault.js';
 import { MadeJournal } from '../../src/util/state.js';
 import type { Progress } from '../../src/context.js';
+import { ReplaceUnfinishedError } from '../../src/errors.js';
 import { FakeEngine } from '../helpers/engine-fake.js';
-import { runContext, sourceEngine, tempDir, useTempStateDir } from '../helpers/ops-fixtures.js';
+import { APP_FILES, runContext, sourceEngine, tempDir, useTempStateDir } from '../helpers/ops-fixtures.js';
 
 /** A pid no process has (above the kernel's pid_max). */
 const DEAD_PID = 4_194_305;
@@ -100,6 +101,13 @@ async function target(): Promise<FakeEngine> {
   const t = new FakeEngine({ endpoint: 'tcp://target:2375' });
   await t.ensureHolderImage();
   return t;
+}
+
+async function failing(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => expect.unreachable('it should have failed'),
+    (err: unknown) => err,
+  );
 }
 
 const RESTORE: RestoreOptions = { start: true, dryRun: false, onConflict: 'fail' };
@@ -197,6 +205,239 @@ describe('restore killed at each step: the next run removes what it made', () =>
       expect(t.state()).toEqual(before);
     },
   );
+});
+
+describe('restore --on-conflict replace killed in its commit: the next run finishes it', () => {
+  // a test that fails leaves its record: never another test's to finish
+  afterEach(() => rm(path.join(process.env.FERRY_STATE_DIR!, 'replacing.json'), { force: true }));
+  /** The target with the old service: app on appdata, which holds the old data. */
+  async function oldService(): Promise<{ t: FakeEngine; oldId: string }> {
+    const t = await target();
+    await t.addImage('old/app:0', [{ 'old.txt': 'old' }]);
+    t.addVolume('appdata', { 'old.txt': 'the old data' });
+    const old = t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
+    return { t, oldId: old.id };
+  }
+
+  /** The replace records of this process made those of one that exited. */
+  function recordsOfDeadRuns(): void {
+    const f = path.join(process.env.FERRY_STATE_DIR!, 'replacing.json');
+    const recs = JSON.parse(readFileSync(f, 'utf8')) as { pid: number }[];
+    writeFileSync(f, JSON.stringify(recs.map((r) => ({ ...r, pid: DEAD_PID }))));
+  }
+
+  function replaceJournal(): unknown[] {
+    const f = path.join(process.env.FERRY_STATE_DIR!, 'replacing.json');
+    return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as unknown[]) : [];
+  }
+
+  /** The new service stands as a finished replace leaves it: on the real volume, with the bundle's data, nothing else. */
+  function expectFinished(t: FakeEngine, oldId: string) {
+    const app = t.containerByName('app')!;
+    expect(app.id).not.toBe(oldId);
+    expect(app.status).toBe('running');
+    expect(app.mounts.map((m) => `${m.Source}:${m.Destination}`)).toEqual(['appdata:/data']);
+    expect(t.images.get(app.image)!.repoTags[0]).toMatch(/^ferry\/app:/);
+    expect(t.volumeFiles('appdata')).toEqual(APP_FILES);
+    expect([...t.volumes.keys()]).toEqual(['appdata']);
+    expect(t.state().containers.map((c) => c.name)).toEqual(['app']);
+    expect(replaceJournal()).toEqual([]);
+  }
+
+  it.each<FaultPoint>([
+    'replace-commit',
+    'commit-trial',
+    'commit-volume',
+    'commit-fill',
+    'commit-filled',
+    'commit-create',
+    'commit-start',
+  ])('at %s', async (point) => {
+    const { t, oldId } = await oldService();
+    await killedAt(point, [t], () =>
+      restore(t, new LocalTransport(bundle), { ...RESTORE, onConflict: 'replace' }, runContext().ctx),
+    );
+    expect(t.containers.has(oldId)).toBe(false); // past the point of no return
+    said.length = 0;
+    await recoverDeadRuns(t, progress);
+    expectFinished(t, oldId);
+    const text = said.join('\n');
+    expect(text).toMatch(/finished the --on-conflict replace of app left by a ferry run \(pid 4194305\)/);
+    if (!['commit-filled', 'commit-create', 'commit-start'].includes(point))
+      expect(text).toMatch(/made volume appdata again and filled it from appdata-ferry-new-\S+ \(\d+ entries/);
+    expect(text).toMatch(/removed the staging volume appdata-ferry-new-/);
+    // once is enough: a further run finds nothing to do
+    said.length = 0;
+    const after = t.state();
+    await recoverDeadRuns(t, progress);
+    expect(t.state()).toEqual(after);
+    expect(said).toEqual([]);
+  });
+
+  it('a real volume half-filled when the run died is made again, not topped up', async () => {
+    const { t, oldId } = await oldService();
+    await killedAt('commit-fill', [t], () =>
+      restore(t, new LocalTransport(bundle), { ...RESTORE, onConflict: 'replace' }, runContext().ctx),
+    );
+    // what a copy cut short leaves: a file written in part, and one the bundle does not have
+    const half = t.volumes.get('appdata')!;
+    const file = { type: 'file' as const, mode: 0o644, uid: 0, gid: 0, mtime: new Date(0) };
+    half.files.set('README.txt', { ...file, data: Buffer.from('hel') });
+    half.files.set('junk.tmp', { ...file, data: Buffer.from('x') });
+    await recoverDeadRuns(t, progress);
+    expectFinished(t, oldId);
+  });
+
+  it("a container created whose answer was lost is taken as the commit's own, not made twice", async () => {
+    const { t, oldId } = await oldService();
+    const creates = () => t.callsTo('createContainer').filter((a) => a[0] === 'app').length;
+    await killedAt('commit-filled', [t], () =>
+      restore(t, new LocalTransport(bundle), { ...RESTORE, onConflict: 'replace' }, runContext().ctx),
+    );
+    expect(creates()).toBe(1); // the trial
+    // the create goes through, but the answer is lost (then the run dies before it records an id)
+    t.failOn('createContainer', (name) => name === 'app', undefined, { after: true });
+    expect(await failing(recoverDeadRuns(t, progress))).toBeInstanceOf(ReplaceUnfinishedError);
+    expect(t.containerByName('app')!.status).toBe('created');
+    expect(creates()).toBe(2);
+    await recoverDeadRuns(t, progress);
+    expect(creates()).toBe(2); // found by its name, made after the commit began: its own
+    expectFinished(t, oldId);
+  });
+
+  it('a real volume that does not read back as its staging volume: staging and journal kept, exit 14, then finished', async () => {
+    const { t, oldId } = await oldService();
+    await killedAt('replace-commit', [t], () =>
+      restore(t, new LocalTransport(bundle), { ...RESTORE, onConflict: 'replace' }, runContext().ctx),
+    );
+    // the copy loses a file on its way (a full disk the engine did not report, say)
+    t.onCall(
+      'getArchive',
+      (id) => !!t.containers.get(id)?.mounts.some((m) => m.Source === 'appdata'),
+      () => t.volumes.get('appdata')!.files.delete('db/index/keys.bin'),
+    );
+    const err = await failing(recoverDeadRuns(t, progress));
+    expect(err).toBeInstanceOf(ReplaceUnfinishedError);
+    expect((err as ReplaceUnfinishedError).exitCode).toBe(14);
+    expect((err as ReplaceUnfinishedError).message).toMatch(/volume appdata does not read back as appdata-ferry-new-/);
+    expect((err as ReplaceUnfinishedError).hint).toMatch(
+      /the new data is whole in appdata-ferry-new-\S+ \(for appdata\)/,
+    );
+    const staging = [...t.volumes.keys()].find((v) => v.startsWith('appdata-ferry-new-'))!;
+    expect(t.volumeFiles(staging)).toEqual(APP_FILES);
+    expect(replaceJournal()).toHaveLength(1);
+    // the next run (its cause gone, this one exited) finishes it
+    recordsOfDeadRuns();
+    await recoverDeadRuns(t, progress);
+    expectFinished(t, oldId);
+  });
+
+  it('a replace run that fails in its own commit ends with exit 14, and the next run finishes it', async () => {
+    const { t, oldId } = await oldService();
+    t.failOn('createVolume', (spec) => (spec as { Name?: string }).Name === 'appdata');
+    const err = await failing(
+      restore(t, new LocalTransport(bundle), { ...RESTORE, onConflict: 'replace' }, runContext().ctx),
+    );
+    expect(err).toBeInstanceOf(ReplaceUnfinishedError);
+    expect([...t.volumes.keys()].some((v) => v.startsWith('appdata-ferry-new-'))).toBe(true);
+    // this process is the run that failed: its record becomes a dead process's when it exits
+    recordsOfDeadRuns();
+    await recoverDeadRuns(t, progress);
+    expectFinished(t, oldId);
+  });
+});
+
+describe('restore --on-conflict replace of a container with an anonymous volume (image VOLUME)', () => {
+  afterEach(() => rm(path.join(process.env.FERRY_STATE_DIR!, 'replacing.json'), { force: true }));
+
+  /** A bundle of `cache`: named volume cachedata at /data, and its image's VOLUME /cache holding warm.txt. */
+  async function cacheBundle(out: string): Promise<string> {
+    const source = await sourceEngine();
+    await source.addImage('shop/cache:1', [{ 'bin/cache': 'x' }], { Cmd: ['cache'], Volumes: { '/cache': {} } });
+    source.addVolume('cachedata', { 'named.txt': 'named' });
+    const id = await source.createContainer('cache', {
+      Image: 'shop/cache:1',
+      HostConfig: { NetworkMode: 'bridge', Mounts: [{ Type: 'volume', Source: 'cachedata', Target: '/data' }] },
+    });
+    await source.start(id);
+    const anon = source.containers.get(id)!.mounts.find((m) => m.Destination === '/cache')!.Source;
+    source.volumes.get(anon)!.files.set('warm.txt', {
+      type: 'file',
+      data: Buffer.from('warm'),
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      mtime: new Date(0),
+    });
+    const res = await backup(
+      source,
+      new LocalTransport(out),
+      { containers: ['cache'], codec: 'gzip', includeBinds: false },
+      runContext().ctx,
+    );
+    return res.location;
+  }
+
+  async function oldCache(): Promise<FakeEngine> {
+    const t = await target();
+    await t.addImage('old/cache:0', [{ 'old.txt': 'old' }]);
+    t.addVolume('cachedata', { 'old.txt': 'the old data' });
+    t.addContainer('cache', { image: 'old/cache:0', volumes: { cachedata: '/data' } });
+    return t;
+  }
+
+  function cacheOf(t: FakeEngine): Record<string, string> | undefined {
+    const c = t.containerByName('cache')!;
+    return t.volumeFiles(c.mounts.find((m) => m.Destination === '/cache')!.Source);
+  }
+
+  for (const point of [undefined, 'commit-trial', 'commit-volume', 'commit-create'] as const)
+    it(point ? `killed at ${point}: the next run keeps its data` : 'its data comes through the commit', async () => {
+      const out = await tempDir();
+      try {
+        const b = await cacheBundle(out);
+        const t = await oldCache();
+        const opts = { ...RESTORE, onConflict: 'replace' as const };
+        if (point) {
+          await killedAt(point, [t], () => restore(t, new LocalTransport(b), opts, runContext().ctx));
+          await recoverDeadRuns(t, progress);
+        } else await restore(t, new LocalTransport(b), opts, runContext().ctx);
+        expect(t.containerByName('cache')!.status).toBe('running');
+        expect(t.volumeFiles('cachedata')).toEqual({ 'named.txt': 'named' });
+        expect(cacheOf(t)).toEqual({ 'warm.txt': 'warm' });
+        // no volume but the two the container mounts
+        expect([...t.volumes.keys()].sort()).toEqual(
+          t
+            .containerByName('cache')!
+            .mounts.map((m) => m.Source)
+            .sort(),
+        );
+      } finally {
+        await rm(out, { recursive: true, force: true });
+      }
+    });
+});
+
+describe('migrate --on-conflict replace killed in its commit on the target: the next run finishes it', () => {
+  it('at commit-volume', async () => {
+    const source = await sourceEngine();
+    const t = new FakeEngine({ endpoint: 'tcp://target:2375', run: source.run });
+    await t.ensureHolderImage();
+    await t.addImage('old/app:0', [{ 'old.txt': 'old' }]);
+    t.addVolume('appdata', { 'old.txt': 'the old data' });
+    const old = t.addContainer('app', { image: 'old/app:0', volumes: { appdata: '/data' } });
+    await killedAt('commit-volume', [source, t], () =>
+      migrate(source, t, { ...MIGRATE, onConflict: 'replace' }, runContext().ctx),
+    );
+    for (const e of [source, t]) await recoverDeadRuns(e, progress);
+    const app = t.containerByName('app')!;
+    expect(app.id).not.toBe(old.id);
+    expect(app.status).toBe('running');
+    expect(app.mounts.map((m) => m.Source)).toEqual(['appdata']);
+    expect(t.volumeFiles('appdata')).toEqual(APP_FILES);
+    expect([...t.volumes.keys()]).toEqual(['appdata']);
+    expect(source.containerByName('app')!.status).toBe('running');
+  });
 });
 
 describe('migrate killed at each step: the next runs put the source back and clear the target', () => {

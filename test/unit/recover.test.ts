@@ -2,7 +2,7 @@
  * A run killed with SIGKILL cannot put back what it paused, stopped or committed; the next run on
  * that engine does (src/ops/steps/recover.ts), from the journal the dead run left.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -136,5 +136,22 @@ describe('recoverDeadRuns: a replace cut by SIGKILL is put right', () => {
     expect(back.status).toBe('running');
     expect(fake.volumes.has('appdata-ferry-new-dead-run')).toBe(false);
     expect(said.join('\n')).toMatch(/put back container app/);
+  });
+
+  it('leaves a replace another live run is putting right alone; takes over the claim of a dead one', async () => {
+    fake.addVolume('appdata-ferry-new-dead-run', { half: 'written' });
+    leftReplace({ phase: 'staging', staging: ['appdata-ferry-new-dead-run'], aside: [], created: [] });
+    const release = new ReplaceJournal(path.join(dir, 'replacing.json')).claim(fake.facts.endpoint, 'dead-run')!;
+    expect(release).toBeTypeOf('function');
+    await recoverDeadRuns(fake, progress, journal, replaces); // claimed by this (live) process
+    expect(fake.volumes.has('appdata-ferry-new-dead-run')).toBe(true);
+    expect(replaces.stale(fake.facts.endpoint)).toHaveLength(1);
+    // the claim of a run that died holding it is taken over
+    const claim = readdirSync(dir).find((f) => f.endsWith('.claim'))!;
+    writeFileSync(path.join(dir, claim), `${DEAD_PID}\n`);
+    await recoverDeadRuns(fake, progress, journal, replaces);
+    expect(fake.volumes.has('appdata-ferry-new-dead-run')).toBe(false);
+    expect(replaces.stale(fake.facts.endpoint)).toEqual([]);
+    expect(readdirSync(dir).filter((f) => f.endsWith('.claim'))).toEqual([]);
   });
 });

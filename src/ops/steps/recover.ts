@@ -2,7 +2,9 @@
  * Finish the undo of ferry runs that were killed (SIGKILL, a crash, the host's OOM killer) before
  * they could put things back, at the start of the next run on the same engine: resume the
  * containers they left paused, start again those they left stopped, remove the snapshot images
- * they committed and the helper containers they made, and say what was done.
+ * they committed and the helper containers they made, and say what was done. A replace killed
+ * in its commit (the old containers going) is finished instead: its new containers on the real
+ * volumes, started; when that fails, the run stops with a ReplaceUnfinishedError (exit 14).
  *
  * What a run must undo is in the journal on this host (util/state.ts); a record is a dead run's
  * when its process no longer exists. What was put right since (by hand) is only forgotten.
@@ -16,9 +18,12 @@ import {
   ReplaceJournal,
   type MadeRecord,
   type QuiesceRecord,
+  type ReplaceCommit,
   type ReplaceRecord,
 } from '../../util/state.js';
-import { putBack } from './replace.js';
+import type { Routing } from '../../data/paths.js';
+import type { ReplaceUnfinishedError } from '../../errors.js';
+import { finishCommit, putBack, replaceUnfinished } from './replace.js';
 
 export async function recoverDeadRuns(
   engine: Engine,
@@ -26,6 +31,7 @@ export async function recoverDeadRuns(
   journal: QuiesceJournal = new QuiesceJournal(),
   replaces: ReplaceJournal = new ReplaceJournal(),
   made: MadeJournal = new MadeJournal(),
+  via?: Routing,
 ): Promise<void> {
   const where = engine.facts.endpoint;
   // First: a helper of the dead run would keep a staging volume in use.
@@ -43,13 +49,18 @@ export async function recoverDeadRuns(
       progress.warn(`what ${by} had made could not all be removed: ${(err as Error).message}`);
     }
   }
+  let unfinished: ReplaceUnfinishedError | undefined;
   for (const r of replaces.stale(where)) {
     const by = `a ferry run (pid ${r.pid}) that was killed at ${r.at}`;
+    // Two runs starting at once: one puts it right, the other leaves it alone.
+    const release = replaces.claim(where, r.run);
+    if (!release) continue;
     try {
-      progress.warn(`${await undoReplace(engine, r)} (left by ${by} during --on-conflict replace)`);
-      replaces.drop(where, r.run);
-    } catch (err) {
-      progress.warn(`the --on-conflict replace of ${by} could not be put right: ${(err as Error).message}`);
+      // read again once claimed: a run that held it a moment ago may have settled it
+      const now = replaces.stale(where).find((x) => x.run === r.run);
+      if (now) unfinished = (await settleReplace(engine, now, by, replaces, progress, via)) ?? unfinished;
+    } finally {
+      release();
     }
   }
   for (const r of journal.stale(where)) {
@@ -62,12 +73,66 @@ export async function recoverDeadRuns(
       progress.warn(`${r.name} was left ${r.action} by ${by}, and could not be put back: ${(err as Error).message}`);
     }
   }
+  // A replace that could not be finished: nothing else runs on this engine until it is (exit 14).
+  if (unfinished) throw unfinished;
+}
+
+/** Put right, or finish, one replace a dead run left; a ReplaceUnfinishedError when finishing failed. */
+async function settleReplace(
+  engine: Engine,
+  r: ReplaceRecord,
+  by: string,
+  replaces: ReplaceJournal,
+  progress: Progress,
+  via?: Routing,
+): Promise<ReplaceUnfinishedError | undefined> {
+  const where = engine.facts.endpoint;
+  if (r.phase === 'committing' && r.commit) {
+    // Past its point of no return: finished, not undone.
+    try {
+      progress.warn(`finishing the --on-conflict replace that ${by} left half-committed`);
+      const done = await rollForward(engine, { ...r, commit: r.commit }, replaces, progress, via);
+      progress.warn(
+        `finished the --on-conflict replace of ${r.commit.containers.map((k) => k.name).join(', ') || r.aside.map((a) => a.name).join(', ')} left by ${by}: ${done.did.join('; ') || 'every step was done already'}`,
+      );
+      replaces.drop(where, r.run);
+    } catch (err) {
+      const e = replaceUnfinished(engine, { ...r, commit: r.commit }, err);
+      progress.warn(e.message);
+      return e;
+    }
+    return undefined;
+  }
+  try {
+    progress.warn(`${await undoReplace(engine, r)} (left by ${by} during --on-conflict replace)`);
+    replaces.drop(where, r.run);
+  } catch (err) {
+    progress.warn(`the --on-conflict replace of ${by} could not be put right: ${(err as Error).message}`);
+  }
+  return undefined;
+}
+
+/**
+ * Finish the commit a dead run began (replace.ts, finishCommit), recording each step in the
+ * journal as it goes; the started containers are watched as the run would have.
+ */
+async function rollForward(
+  engine: Engine,
+  r: ReplaceRecord & { commit: ReplaceCommit },
+  replaces: ReplaceJournal,
+  progress: Progress,
+  via?: Routing,
+) {
+  return finishCommit(engine, r, (commit) => replaces.take({ ...r, commit }), progress, {
+    via,
+    watch: new AbortController().signal,
+  });
 }
 
 /**
  * Put right a replace its run did not finish (ops/steps/replace.ts): before the commit, the old
- * containers back under their names (running if they ran) and the staging volumes gone; once
- * committing (the old were removed), the staging volumes are kept and named: they hold the new data.
+ * containers back under their names (running if they ran) and the staging volumes gone. A record
+ * of a commit made before ferry journaled how to finish it only names the staging volumes.
  */
 async function undoReplace(engine: Engine, r: ReplaceRecord): Promise<string> {
   if (r.phase === 'committing')

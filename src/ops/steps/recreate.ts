@@ -23,9 +23,9 @@ import { ConflictError } from '../../errors.js';
 import { checkAborted, type Progress } from '../../context.js';
 import { adoptAnonymousVolumes, removeWithAnonymousVolumes, sweepHolders } from '../../data/volumes.js';
 import { ipv4Subnets, subnetsTaken } from './preflight.js';
-import { Replacement } from './replace.js';
+import { finishCommit, Replacement, replaceUnfinished, type CommitDone } from './replace.js';
 import type { Routing } from '../../data/paths.js';
-import { MadeJournal, type MadeObject } from '../../util/state.js';
+import { MadeJournal, type MadeObject, type ReplaceCommit } from '../../util/state.js';
 import { faultPoint } from '../../util/fault.js';
 
 export type OnConflict = 'fail' | 'replace' | 'rename';
@@ -144,16 +144,15 @@ export async function createVolume(
   return name;
 }
 
-export async function createContainer(
+/** What ferry sends to create container `name` from `spec` on `engine` (createPlan, and the Compose labels of a copy emptied). */
+export async function containerCreatePlan(
   engine: Engine,
   spec: ContainerSpec,
   name: string,
   image: string,
   volumeNames: Record<string, string>,
-  undo: Undo,
   progress: Progress,
-  via?: Routing,
-): Promise<string> {
+): Promise<ReturnType<typeof createPlan>> {
   // A container under another name than it had is a copy (beside the original, a drill's, or a
   // restore under --name): with the original's Compose labels, `docker compose` would take it for
   // the project's service, and scaling back to one may remove the original.
@@ -169,11 +168,24 @@ export async function createContainer(
       spec = { ...spec, config: { ...spec.config, Labels: labels } };
     }
   }
-  const plan = createPlan(spec, image, {
+  return createPlan(spec, image, {
     volumeNames,
     multiEndpoint: engine.apiAtLeast('1.44'),
     bridge: engine.quirks.defaultBridge,
   });
+}
+
+export async function createContainer(
+  engine: Engine,
+  spec: ContainerSpec,
+  name: string,
+  image: string,
+  volumeNames: Record<string, string>,
+  undo: Undo,
+  progress: Progress,
+  via?: Routing,
+): Promise<string> {
+  const plan = await containerCreatePlan(engine, spec, name, image, volumeNames, progress);
   progress.step(`create container ${name}`);
   // Recorded before the create: where the engine made the container but its answer was lost,
   // the rollback finds it by its name (free before, so what holds it now is this run's).
@@ -391,28 +403,81 @@ export class Recreation {
     return this.commitReplace(out);
   }
 
-  /** The new containers proved themselves: the old go; the new data moves under the real names. */
+  /**
+   * The new containers proved themselves: the old go; the new data moves under the real names.
+   * What finishing takes is journaled first (replace.ts, finishCommit): a run killed from here on
+   * is finished by the next one. A failure leaves the staging volumes and that journal.
+   */
   private async commitReplace(out: Recreated[]): Promise<Recreated[]> {
     const r = this.replacing;
     this.undo.clear(); // the old do not come back from here on
-    await r.retireOld();
-    await faultPoint('replace-commit');
-    if (!r.staged.length) {
-      await r.finish();
-      return out;
+    const rec = r.beginCommit(await this.commitPlan(out));
+    let done: CommitDone;
+    try {
+      // No interrupt cuts this short: the old go, the new must stand (a second signal still ends ferry at once).
+      done = await finishCommit(this.engine, rec, (c) => r.saveCommit(c), this.ctx.progress, { via: this.via });
+    } catch (err) {
+      throw replaceUnfinished(this.engine, rec, err);
     }
-    for (const c of out) if (c.started) await this.engine.stop(c.id);
-    for (const c of out) await removeWithAnonymousVolumes(this.engine, c.id);
-    await r.moveData(await this.engine.ensureHolderImage(), this.via);
+    r.finish();
     for (const s of r.staged)
       for (const [from, name] of Object.entries(this.volumeNames))
         if (name === s.staging) this.volumeNames[from] = s.real;
-    // No interrupt cuts this short: the old are gone, the new must stand (a second signal still ends ferry at once).
-    const again = await this.createOnly(this.list, false);
-    await this.start(this.list, again, false);
-    await r.finish();
     if (this.owned) this.undo.clear();
-    return again;
+    if (!rec.commit.containers.length) return out; // nothing staged: the new containers stand as they are
+    return out.map((c) => done.containers.find((k) => k.name === c.name) ?? c);
+  }
+
+  /**
+   * How the commit ends, as ferry will send it: each new container's create body on the real
+   * volumes (in creation order), each real volume's settings. Nothing staged (only containers
+   * replaced): the new containers stay as they run, and only the old go.
+   */
+  private async commitPlan(out: Recreated[]): Promise<ReplaceCommit> {
+    const r = this.replacing;
+    const commit: ReplaceCommit = {
+      at: new Date().toISOString(),
+      trial: [],
+      volumes: [],
+      containers: [],
+      done: [],
+      made: {},
+    };
+    if (!r.staged.length) return commit;
+    commit.trial = out.map((c) => c.id).filter(Boolean);
+    commit.volumes = r.staged.map((s) => ({
+      real: s.real,
+      staging: s.staging,
+      ...(s.entry.driver ? { driver: s.entry.driver } : {}),
+      ...(s.entry.driverOpts ? { driverOpts: s.entry.driverOpts } : {}),
+      ...(s.entry.labels ? { labels: s.entry.labels } : {}),
+    }));
+    const real = { ...this.volumeNames };
+    for (const s of r.staged)
+      for (const [from, name] of Object.entries(real)) if (name === s.staging) real[from] = s.real;
+    const list = this.list;
+    const renamed = Object.fromEntries(list.map((c) => [c.original.name, c.name]));
+    const quiet: Progress = { ...this.ctx.progress, info() {}, step() {} };
+    for (const i of dependencyOrder(list.map((c) => c.original))) {
+      const c = list[i]!;
+      const plan = await containerCreatePlan(
+        this.engine,
+        renameContainerRefs(c.spec, renamed),
+        c.name,
+        c.image,
+        real,
+        quiet,
+      );
+      commit.containers.push({
+        name: c.name,
+        body: plan.body,
+        endpoints: plan.laterEndpoints.map((e) => ({ network: e.network, config: endpointCreateConfig(e) })),
+        start: c.start,
+        pause: !!c.pause,
+        adopt: [],
+      });
+    }
+    return commit;
   }
 
   private async createOnly(list: ToCreate[], abortable = true): Promise<Recreated[]> {
