@@ -164,13 +164,35 @@ export class ImageIncompleteError extends EngineError {
     readonly what: string,
     readonly gaps: string[],
     hint?: string,
+    cause?: unknown,
   ) {
     super(`${what} is incomplete: ${gaps.join('; ')}`, {
       code: 'IMAGE_INCOMPLETE',
+      ...(cause === undefined ? {} : { cause }),
       hint:
         hint ??
-        'the engine holds the image without some of its blobs (a multi-platform image pulled by an engine with the containerd image store); pull the image again on that engine (docker pull --platform <os/arch> <image>), or run the container on an image the engine holds whole, then try again',
+        "the engine's containerd image store lacks blobs of this image (Docker keeps none for the layers of a multi-platform image it pulled while it already held those layers), and `docker save` there gives the same incomplete archive; nothing was written. Make the image whole on that engine (`docker save` it where it is whole, `docker load` it there), or back the container up where its image is whole",
     });
+  }
+}
+
+/**
+ * The engine's save, or ImageIncompleteError where the engine says it has not the image whole for
+ * the platform asked (Docker 28 with `platform`: "does not provide the specified platform").
+ */
+export async function engineSave(open: () => Promise<Readable>, what: string, platform: Platform): Promise<Readable> {
+  try {
+    return await open();
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    if (/does not provide the specified platform/.test(msg))
+      throw new ImageIncompleteError(
+        `${what} (the engine's save for ${platform.os}/${platform.architecture})`,
+        [msg],
+        undefined,
+        err,
+      );
+    throw err;
   }
 }
 

@@ -22,7 +22,7 @@ import type { Engine } from '../engine/engine.js';
 import type { Progress } from '../context.js';
 import { LayerStoreMismatch, openHostImageArchive, type HostImageArchive } from './host-image.js';
 import { ContentStoreMismatch, openContentImageArchive, type ContentImageArchive } from './content-image.js';
-import { checkedImageArchive, enginePlatform, ImageIncompleteError } from './image-complete.js';
+import { checkedImageArchive, enginePlatform, engineSave, ImageIncompleteError } from './image-complete.js';
 import { firstOpen, redoWith, refused, type Carried, type PathOption, type Routing } from './paths.js';
 import { chainIds } from './ship.js';
 
@@ -50,7 +50,8 @@ export async function saveImage(
   const checked = (s: Readable, by: string) => checkedImageArchive(s, `${what} (${by})`, { platform });
   const save = {
     path: 'engine-save' as const,
-    open: async () => checked(await engine.saveImages([ref], { platform }), "the engine's save"),
+    open: async () =>
+      checked(await engineSave(() => engine.saveImages([ref], { platform }), what, platform), "the engine's save"),
   };
   const noStream = refused('the bundle is written to a stream, which cannot be rewound should the store fail');
   // The host's store of the engine's kind: Docker's overlay2 layer store, or containerd's content store.

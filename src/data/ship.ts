@@ -23,7 +23,7 @@ import { openHostImageArchive, type HostImageArchive } from './host-image.js';
 import { readContentStore } from './content-store.js';
 import { openContentImageArchive, type ContentImageArchive } from './content-image.js';
 import { toOciArchive, type Descriptor, type OciPlan } from './oci.js';
-import { checkedImageArchive, enginePlatform, ImageIncompleteError } from './image-complete.js';
+import { checkedImageArchive, enginePlatform, engineSave, ImageIncompleteError } from './image-complete.js';
 import { ENGINE_ONLY, isRefused, refused, withFallback, type Carried, type PathOption, type Routing } from './paths.js';
 import { fillVolume, openContainerVolumeReader, volumeSizeHint } from './volumes.js';
 import { faultPoint } from '../util/fault.js';
@@ -360,7 +360,7 @@ export async function shipImage(
         path: 'engine-save',
         open: async () => {
           skippedBlobs = 0;
-          const saved = await source.saveImages([ref], { platform });
+          const saved = await engineSave(() => source.saveImages([ref], { platform }), what, platform);
           // The engine's save holds every layer: those the target has (by folder name or blob digest) are dropped.
           const body = rewrite(
             plan.skip.size
