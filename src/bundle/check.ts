@@ -6,11 +6,14 @@
  * entries, and each member's size and sha256 against the trailer. On top of that every member is
  * decompressed and parsed as it streams past:
  *   - an image member must be a docker image archive: a tar whose manifest.json lists, for each
- *     image, a Config file and Layers files that are present in the archive;
+ *     image, a Config file and Layers files that are present in the archive; and where it has an
+ *     OCI index.json (Docker 25+), each image it names must have a manifest in the archive whose
+ *     config and layer blobs are all there (data/image-complete.ts);
  *   - a volume or bind member must be a well-formed tar, ending with its end-of-archive blocks,
  *     whose entry names are relative and have no `..` component, and whose hard links do not point
  *     at an absolute path or outside the archive.
- * Nothing is buffered but docker's (small) manifest.json; memory stays flat whatever the size.
+ * Nothing is buffered but docker's (small) manifest.json, and an OCI layout's index.json and
+ * small blobs (manifests, configs: at most 32 MiB of them); memory stays flat whatever the size.
  */
 import { createHash } from 'node:crypto';
 import path from 'node:path';
@@ -23,6 +26,7 @@ import type { MemberKind } from './manifest.js';
 import { BundleReader, type DataMember, type SignerInfo } from './reader.js';
 import { BLOCK } from './tar.js';
 import { BundleError } from '../errors.js';
+import { imageArchiveGaps, SMALL_FILE, type ArchiveFile } from '../data/image-complete.js';
 import { checkAborted, type RunContext } from '../context.js';
 
 export interface MemberCheck {
@@ -169,8 +173,18 @@ async function readCapped(e: Entry, max: number): Promise<string | undefined> {
 /** What the image-archive check learns while the archive streams past. */
 class ImageArchive {
   readonly entries = new Map<string, { type: string; link?: string }>();
+  /** The OCI layout's files: sizes, and the bytes of index.json and of small blobs. */
+  readonly files = new Map<string, ArchiveFile>();
+  kept = 0;
   manifestText?: string;
   manifestTooLarge = false;
+
+  /** Whether an entry's bytes are kept for the OCI check (index.json, a small blob). */
+  keeps(name: string, size: number): boolean {
+    return (
+      (name === 'index.json' || name.startsWith('blobs/sha256/')) && size <= SMALL_FILE && this.kept + size <= 32 << 20
+    );
+  }
 
   present(name: string): boolean {
     let n = normalizeName(name);
@@ -213,6 +227,12 @@ class ImageArchive {
       }
       for (const l of o.Layers as string[])
         if (!this.present(l)) out.push(`${what}: its layer ${l} is not in the archive`);
+    }
+    // An OCI layout (Docker 25+): what its index.json names must be there too.
+    if (this.files.has('index.json') && !out.length) {
+      const oci = new Map(this.files);
+      oci.delete('manifest.json');
+      out.push(...imageArchiveGaps(oci).map((g) => `incomplete image: ${g}`));
     }
     return out.length > 10 ? [...out.slice(0, 10), `... and ${out.length - 10} more`] : out;
   }
@@ -297,6 +317,18 @@ async function checkMember(
           if (text === undefined) image.manifestTooLarge = true;
           else image.manifestText = text;
           continue;
+        }
+        if ((h.type ?? 'file') === 'file') {
+          const size = h.size ?? 0;
+          if (image.keeps(n, size)) {
+            const chunks: Buffer[] = [];
+            for await (const c of e) chunks.push(c as Buffer);
+            const body = Buffer.concat(chunks);
+            image.kept += body.length;
+            image.files.set(n, { size, body });
+            continue;
+          }
+          image.files.set(n, { size });
         }
       }
       e.resume();

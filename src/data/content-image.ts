@@ -38,8 +38,10 @@ import {
   isManifest,
   manifestsFor,
   OCI_INDEX,
+  OCI_LAYER_TAR,
   OCI_LAYOUT,
   OCI_MANIFEST,
+  ociManifest,
   type Descriptor,
   type Platform,
 } from './oci.js';
@@ -69,6 +71,8 @@ export interface StoredImage {
   config: Descriptor;
   /** The layer blobs, bottom first: the i-th holds the image's i-th diff ID. */
   layers: Descriptor[];
+  /** The image's diff IDs, bottom first (its config's). */
+  diffIds: string[];
 }
 
 function sha256(b: Buffer): string {
@@ -138,8 +142,12 @@ export async function resolveStoredImage(
     const cb = docs.get(hexOf(m.doc.config.digest)!);
     const cfg = parse(cb) as { rootfs?: { diff_ids?: unknown } } | undefined;
     const ids = cfg?.rootfs?.diff_ids;
-    if (!cb || !Array.isArray(ids) || ids.length !== diffIds.length || ids.some((d, i) => d !== diffIds[i])) continue;
-    if (m.doc.layers.length !== diffIds.length) continue;
+    // No diff IDs given (Docker 28 inspects an image whose blobs its store lacks with an empty
+    // RootFS): the config's own, for the engine's platform.
+    const want = diffIds.length ? diffIds : Array.isArray(ids) ? ids : [];
+    if (!cb || !Array.isArray(ids) || !ids.length || ids.length !== want.length || ids.some((d, i) => d !== want[i]))
+      continue;
+    if (m.doc.layers.length !== want.length) continue;
     if (!m.doc.layers.every((l) => hexOf(l.digest) && Number.isSafeInteger(l.size) && l.size >= 0)) continue;
     return {
       top,
@@ -147,9 +155,48 @@ export async function resolveStoredImage(
       manifest: m.desc,
       config: { mediaType: m.doc.config.mediaType, digest: m.doc.config.digest, size: cb.length },
       layers: m.doc.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+      diffIds: want.map(String),
     };
   }
   return `no manifest of the image in the store for ${platform.os ?? '?'}/${platform.architecture ?? '?'} names its layers`;
+}
+
+/**
+ * The image with every layer blob the store holds: a layer whose blob the store lacks (Docker with
+ * the containerd store keeps none for the layers of a multi-platform image it pulled while it
+ * already held those layers, and its own save then leaves them out) is taken from the blob the
+ * store holds under its diff ID (the uncompressed layer, as a `docker load` stored it), and the
+ * image gets a manifest of its own naming those (its top). A string says which layer the store
+ * holds neither way. `size` gives the store's size of a blob (hex), undefined where it lacks it;
+ * a layer `leaveOut` names is not sent, so not needed. Pure; unit-tested.
+ */
+export function withStoredLayers(
+  img: StoredImage,
+  diffIds: string[],
+  size: (hex: string) => number | undefined,
+  leaveOut: (index: number, hex: string) => boolean = () => false,
+): StoredImage | string {
+  let changed = false;
+  const layers: Descriptor[] = [];
+  for (const [i, l] of img.layers.entries()) {
+    if (size(l.digest.slice(7)) === l.size || leaveOut(i, l.digest.slice(7))) {
+      layers.push(l);
+      continue;
+    }
+    const d = diffIds[i];
+    const hex = d && hexOf(d);
+    const n = hex ? size(hex) : undefined;
+    if (!hex || n === undefined)
+      return `layer blob ${l.digest.slice(7, 19)} (layer ${i}, diff ID ${d?.slice(7, 19) ?? '?'}) is not in the store, under either digest`;
+    layers.push({ mediaType: OCI_LAYER_TAR, digest: d, size: n });
+    changed = true;
+  }
+  if (!changed) return img;
+  const manifest = ociManifest(img.config, layers);
+  const desc: Descriptor = { mediaType: OCI_MANIFEST, digest: sha256(manifest), size: manifest.length };
+  const docs = new Map(img.docs);
+  docs.set(desc.digest.slice(7), manifest);
+  return { ...img, top: desc, manifest: desc, docs, layers };
 }
 
 /** The index.json and manifest.json of the archive, as the engine's save writes them. Pure; unit-tested. */
@@ -261,7 +308,7 @@ export async function openContentImageArchive(
   const shell = a.shell;
   const idHex = hexOf(img.Id);
   const diffIds = img.RootFS?.Layers ?? [];
-  if (!idHex || !diffIds.length) return refused('the image has no layers, or no sha256 ID');
+  if (!idHex) return refused('the image has no sha256 ID');
   // The image's own blob, and a few more of the engine's images: on a host running two
   // containerds that both hold this image, they tell the engine's store from the other.
   const others = (await engine.listImages().catch(() => []))
@@ -270,12 +317,14 @@ export async function openContentImageArchive(
   const listing = await locateContentStore(engine, shell, [idHex, ...others.slice(0, 7)]);
   if (!listing) return refused(`containerd's content store of ${engine.facts.endpoint} not found on ${shell.where}`);
   const { dir, sizes } = listing;
-  const stored = await resolveStoredImage(
+  const resolved = await resolveStoredImage(
     img.Id,
     diffIds,
     { os: engine.facts.os, architecture: engine.facts.arch },
     (h) => readSmallBlobs(shell, dir, h).catch(() => new Map<string, Buffer>()),
   );
+  if (typeof resolved === 'string') return refused(resolved);
+  const stored = withStoredLayers(resolved, resolved.diffIds, (h) => sizes.get(h), leaveOut);
   if (typeof stored === 'string') return refused(stored);
   const { send, left } = layerBlobsToSend(stored.layers, leaveOut);
   for (const l of send)
@@ -284,7 +333,7 @@ export async function openContentImageArchive(
   const docs = [stored.top, ...(stored.top.digest === stored.manifest.digest ? [] : [stored.manifest]), stored.config];
   const { index, manifest } = contentArchiveIndexes(stored, ref);
   progress.info(
-    `image ${ref}: ${send.length} of ${diffIds.length} layers read from the content store in ${dir} on ${shell.where}`,
+    `image ${ref}: ${send.length} of ${stored.layers.length} layers read from the content store in ${dir} on ${shell.where}`,
   );
 
   const pack = tar.pack();

@@ -11,6 +11,10 @@
  * an image costs the engine CPU for re-tarring every layer and, on Docker 20.10, a staged copy on
  * its disk before the first byte; the layer store's files cost a `cat` (docs/performance.md, The
  * backup's image from the layer store).
+ *
+ * Whatever the path, the archive is checked as it streams (image-complete.ts): one that lacks a
+ * file the image needs (the engine's save of a multi-platform image the containerd store holds
+ * only part of) fails as its path's own failure, never a member that only looks whole.
  */
 import type { Readable } from 'node:stream';
 import type { MemberAgain } from '../bundle/writer.js';
@@ -18,6 +22,7 @@ import type { Engine } from '../engine/engine.js';
 import type { Progress } from '../context.js';
 import { LayerStoreMismatch, openHostImageArchive, type HostImageArchive } from './host-image.js';
 import { ContentStoreMismatch, openContentImageArchive, type ContentImageArchive } from './content-image.js';
+import { checkedImageArchive, enginePlatform, engineSave, ImageIncompleteError } from './image-complete.js';
 import { firstOpen, redoWith, refused, type Carried, type PathOption, type Routing } from './paths.js';
 import { chainIds } from './ship.js';
 
@@ -41,7 +46,13 @@ export async function saveImage(
   via: Routing,
 ): Promise<SavedImage> {
   const what = `image ${ref} from ${engine.facts.endpoint}`;
-  const save = { path: 'engine-save' as const, open: () => engine.saveImages([ref]) };
+  const platform = enginePlatform(engine);
+  const checked = (s: Readable, by: string) => checkedImageArchive(s, `${what} (${by})`, { platform });
+  const save = {
+    path: 'engine-save' as const,
+    open: async () =>
+      checked(await engineSave(() => engine.saveImages([ref], { platform }), what, platform), "the engine's save"),
+  };
   const noStream = refused('the bundle is written to a stream, which cannot be rewound should the store fail');
   // The host's store of the engine's kind: Docker's overlay2 layer store, or containerd's content store.
   const fromHost: PathOption<HostImageArchive | ContentImageArchive> = engine.facts.containerdStore
@@ -77,13 +88,16 @@ export async function saveImage(
   if (carried.path === 'engine-save') return { stream: value as Readable, carried };
   const host = value as HostImageArchive | ContentImageArchive;
   return {
-    stream: host.stream,
+    stream: checked(host.stream, `the ${carried.path}`),
     carried,
     fallback: redoWith(
       what,
       carried,
       (err) =>
-        err instanceof LayerStoreMismatch || err instanceof ContentStoreMismatch || host.mismatch() !== undefined
+        err instanceof LayerStoreMismatch ||
+        err instanceof ContentStoreMismatch ||
+        err instanceof ImageIncompleteError ||
+        host.mismatch() !== undefined
           ? (host.mismatch() ?? (err as Error)).message
           : undefined,
       save,

@@ -23,6 +23,7 @@ import { openHostImageArchive, type HostImageArchive } from './host-image.js';
 import { readContentStore } from './content-store.js';
 import { openContentImageArchive, type ContentImageArchive } from './content-image.js';
 import { toOciArchive, type Descriptor, type OciPlan } from './oci.js';
+import { checkedImageArchive, enginePlatform, engineSave, ImageIncompleteError } from './image-complete.js';
 import { ENGINE_ONLY, isRefused, refused, withFallback, type Carried, type PathOption, type Routing } from './paths.js';
 import { fillVolume, openContainerVolumeReader, volumeSizeHint } from './volumes.js';
 import { faultPoint } from '../util/fault.js';
@@ -253,6 +254,7 @@ export async function shipImage(
   }
   const diffIds = img.RootFS?.Layers ?? [];
   const chains = chainIds(diffIds);
+  const v1 = v1LayerIds(diffIds);
   const planned = await planTarget(source, target, img, ref, progress, via, targetVia);
   const load = async (body: Readable, close: () => void, total?: number): Promise<number> => {
     let bytes = 0;
@@ -262,7 +264,12 @@ export async function shipImage(
     });
     // Told to stop: the image stops too (the rollback waits for it, then removes it).
     const stream = body.pipe(counted);
-    body.on('error', (err) => counted.destroy(err));
+    // An archive found incomplete as it streams: that is the failure, not the load it cut short.
+    let incomplete: ImageIncompleteError | undefined;
+    body.on('error', (err) => {
+      if (err instanceof ImageIncompleteError) incomplete = err;
+      counted.destroy(err);
+    });
     counted.on('error', () => {}); // the load reports it, even when it fails before the load began
     // Told to stop: the load stops too, rather than the rollback waiting for the whole image.
     const stop = () => counted.destroy(signal!.reason as Error);
@@ -274,7 +281,7 @@ export async function shipImage(
     } catch (err) {
       // Close the source's side too: a response nobody reads keeps the run alive.
       close();
-      throw err;
+      throw incomplete ?? err;
     } finally {
       signal?.removeEventListener('abort', stop);
     }
@@ -284,7 +291,19 @@ export async function shipImage(
   const send = async (plan: TargetPlan) => {
     const missing = diffIds.map((_, i) => i).filter((i) => !plan.omit.has(i));
     const oci = plan.oci;
-    const rewrite = (body: Readable) => (oci ? toOciArchive(body, oci) : body);
+    // What the target gets is checked whole as it streams (image-complete.ts): every file the
+    // image needs, but for the layers left out because the target holds them.
+    const left = new Set(plan.skip);
+    for (const i of plan.omit) {
+      left.add(chains[i]!.slice(7));
+      left.add(diffIds[i]!.slice(7));
+      if (i < v1.length) left.add(v1[i]!);
+    }
+    for (const d of oci?.reuse.values() ?? []) left.add(d.digest.replace(/^sha256:/, ''));
+    const platform = enginePlatform(source);
+    const checked = (body: Readable, by: string) =>
+      checkedImageArchive(body, `${what} (${by})`, { platform, leftOut: left });
+    const rewrite = (body: Readable, by: string) => checked(oci ? toOciArchive(body, oci) : body, by);
     skippedBlobs = 0;
     // Only the missing layers, from the source host's layer store: no save of the whole image;
     // else (or should the layer store fail it) the engine's save.
@@ -312,13 +331,18 @@ export async function shipImage(
               source,
               img,
               ref,
-              (i, hex) => plan.omit.has(i) || plan.skip.has(hex),
+              (i, hex) => {
+                // Named in its manifests but left out: the completeness check counts it as there.
+                const out = plan.omit.has(i) || plan.skip.has(hex);
+                if (out) left.add(hex);
+                return out;
+              },
               progress,
               via.access,
             );
             if (isRefused(a)) return a;
             if (plan.layerBlobs) skippedBlobs = a.leftOut;
-            return opened(a, a.stream);
+            return opened(a, checked(a.stream, 'the content store'));
           },
         }
       : {
@@ -326,7 +350,7 @@ export async function shipImage(
           open: async () => {
             const a = await openHostImageArchive(source, img, ref, { chains, missing }, progress, via.access);
             if (isRefused(a)) return a;
-            return opened(a, rewrite(a.stream));
+            return opened(a, rewrite(a.stream, 'the layer store'));
           },
         };
     return withFallback<Opened, number>(
@@ -336,7 +360,7 @@ export async function shipImage(
         path: 'engine-save',
         open: async () => {
           skippedBlobs = 0;
-          const saved = await source.saveImages([ref]);
+          const saved = await engineSave(() => source.saveImages([ref], { platform }), what, platform);
           // The engine's save holds every layer: those the target has (by folder name or blob digest) are dropped.
           const body = rewrite(
             plan.skip.size
@@ -344,6 +368,7 @@ export async function shipImage(
                   if (plan.layerBlobs?.has(hex)) skippedBlobs++;
                 })
               : saved,
+            "the engine's save",
           );
           return {
             body,
@@ -356,7 +381,10 @@ export async function shipImage(
       },
       // The whole image is about its inspected size; one without some layers, unknown.
       async (o) => load(o.body, o.close, !plan.omit.size && !plan.skip.size && img.Size > 0 ? img.Size : undefined),
-      (_err, o) => o.host?.mismatch()?.message,
+      (err, o) =>
+        o.host
+          ? (o.host.mismatch()?.message ?? (err instanceof ImageIncompleteError ? err.message : undefined))
+          : undefined,
       {
         debug: via.debug,
         note: (why) => progress.warn(`image ${ref} on ${where}: ${why}; sending it with the engine's save instead`),
@@ -372,7 +400,8 @@ export async function shipImage(
     // A target that refuses the archive without the layers it held a moment ago (removed since:
     // another run's rollback, a prune; in its content store or its layer store) gets the whole
     // image: never a failed load for what was left out.
-    if (!leftOut(plan) || isAbort(err) || signal?.aborted) throw err;
+    // (An archive the source gave incomplete is no better whole.)
+    if (!leftOut(plan) || err instanceof ImageIncompleteError || isAbort(err) || signal?.aborted) throw err;
     const reason = `the load without the layers there failed: ${err instanceof Error ? err.message : String(err)}`;
     progress.warn(`image ${ref} on ${target.facts.endpoint}: ${reason}; sending the whole image`);
     targetVia?.debug?.(`${what}: fallback from ${plan.written.path} to engine-load: ${reason}`);

@@ -7,8 +7,12 @@
  * 1.41. Podman's Docker-compatible API reports 1.41 whatever its own version.
  */
 
-/** The newest Engine API version whose requests and answers ferry knows. */
-export const CLIENT_MAX_API = '1.47';
+/**
+ * The newest Engine API version whose requests and answers ferry knows. 1.48 (Docker 28): the
+ * image save takes `platform` (engine.saveImages); what else 1.48 changes adds fields ferry does
+ * not read (image and container inspect's descriptors, an endpoint's GwPriority).
+ */
+export const CLIENT_MAX_API = '1.48';
 
 /** The fields of a `GET /version` answer that decide the version. */
 export interface VersionAnswer {

@@ -39,6 +39,9 @@ export const HOLDER_IMAGE = 'ferry-holder:empty';
 /** Who made a helper (RunIdentity.owner), so a later run can remove helpers of a killed one. */
 export const LABEL_OWNER = 'io.ferry.owner';
 
+/** The first Engine API version whose `GET /images/get` takes `platform` (Docker 28). */
+export const SAVE_PLATFORM_API = '1.48';
+
 export interface EngineFacts {
   endpoint: string;
   serverVersion: string;
@@ -172,7 +175,11 @@ export interface Engine {
   /** The engine's tagged and untagged top-level images (GET /images/json, no intermediate layers). */
   listImages(): Promise<ImageSummary[]>;
   imageExists(ref: string): Promise<boolean>;
-  saveImages(refs: string[]): Promise<Readable>;
+  /**
+   * `docker save`. `platform`: the one platform to save (API 1.48+; older engines save every
+   * platform the image's index names, blobs or not, and are not sent it).
+   */
+  saveImages(refs: string[], opts?: { platform?: { os: string; architecture: string } }): Promise<Readable>;
   loadImage(src: Readable, onMessage?: (m: ProgressMessage) => void): Promise<string[]>;
   pushImage(
     repo: string,
@@ -639,18 +646,28 @@ export class DockerEngine implements Engine {
     }
   }
 
-  /** `docker save` of one or more references, as a stream. */
-  saveImages(refs: string[]): Promise<Readable> {
-    return this.call(`save image ${refs.join(', ')}`, () =>
-      this.bulk
-        ? this.bulkGet(`/images/get?${refs.map((r) => `names=${encodeURIComponent(r)}`).join('&')}`)
-        : this.dockerSave(refs),
+  /** `docker save` of one or more references, as a stream; of `platform` only where the API takes it (1.48+). */
+  saveImages(refs: string[], opts: { platform?: { os: string; architecture: string } } = {}): Promise<Readable> {
+    const platform =
+      opts.platform && !this.facts.podman && this.apiAtLeast(SAVE_PLATFORM_API)
+        ? JSON.stringify({ os: opts.platform.os, architecture: opts.platform.architecture })
+        : undefined;
+    const query = [
+      ...refs.map((r) => `names=${encodeURIComponent(r)}`),
+      ...(platform ? [`platform=${encodeURIComponent(platform)}`] : []),
+    ].join('&');
+    return this.call(
+      `save image ${refs.join(', ')}${platform ? ` for ${opts.platform!.os}/${opts.platform!.architecture}` : ''}`,
+      () => (this.bulk ? this.bulkGet(`/images/get?${query}`) : this.dockerSave(refs, platform)),
     );
   }
 
   /** dockerode's getImages (GET /images/get with several names), which its typings leave out. */
-  private async dockerSave(refs: string[]): Promise<Readable> {
-    return readable(await untypedCall(this.docker, 'getImages', [{ names: refs }]), 'save images');
+  private async dockerSave(refs: string[], platform?: string): Promise<Readable> {
+    return readable(
+      await untypedCall(this.docker, 'getImages', [{ names: refs, ...(platform ? { platform } : {}) }]),
+      'save images',
+    );
   }
 
   private bulkGet(path: string): Promise<Readable> {

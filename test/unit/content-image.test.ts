@@ -14,6 +14,7 @@ import {
   layerBlobsToSend,
   openContentImageArchive,
   resolveStoredImage,
+  withStoredLayers,
 } from '../../src/data/content-image.js';
 import { LOCATE } from '../../src/data/content-store.js';
 import { isRefused } from '../../src/data/paths.js';
@@ -384,3 +385,70 @@ describe('saveImage on the containerd image store', () => {
     expect(engine.calls.filter((c) => c.method === 'saveImages')).toHaveLength(1);
   });
 });
+
+describe('withStoredLayers', () => {
+  const sha = (s: string) => `sha256:${createHash('sha256').update(s).digest('hex')}`;
+  const gz = (s: string) => ({
+    mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
+    digest: sha(`gz ${s}`),
+    size: 10,
+  });
+  const diffIds = [sha('base'), sha('top')];
+  const manifest = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha('m'), size: 300 };
+  const img = {
+    top: { mediaType: 'application/vnd.oci.image.index.v1+json', digest: sha('index'), size: 500 },
+    docs: new Map<string, Buffer>(),
+    manifest,
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha('config'), size: 200 },
+    layers: [gz('base'), gz('top')],
+    diffIds,
+  };
+
+  it('keeps the image as it is where the store holds every layer blob', () => {
+    const sizes = new Map(img.layers.map((l) => [l.digest.slice(7), l.size]));
+    expect(withStoredLayers(img, diffIds, (h) => sizes.get(h))).toBe(img);
+  });
+
+  it('takes a layer whose blob the store lacks from its diff ID blob, under a manifest of its own', () => {
+    // The pulled multi-platform image: the base layer's gzip blob never fetched, its uncompressed
+    // blob there (loaded with another image).
+    const sizes = new Map([
+      [img.layers[1]!.digest.slice(7), 10],
+      [diffIds[0]!.slice(7), 4096],
+    ]);
+    const got = withStoredLayers(img, diffIds, (h) => sizes.get(h));
+    if (typeof got === 'string') throw new Error(got);
+    expect(got.layers).toEqual([
+      { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: diffIds[0], size: 4096 },
+      img.layers[1],
+    ]);
+    // Its own manifest, in docs, is the archive's top; it names the config and those layers.
+    expect(got.top).toEqual(got.manifest);
+    const doc = JSON.parse(got.docs.get(got.manifest.digest.slice(7))!.toString()) as {
+      config: { digest: string };
+      layers: { digest: string }[];
+    };
+    expect(sha256Of(got.docs.get(got.manifest.digest.slice(7))!)).toBe(got.manifest.digest);
+    expect(doc.config.digest).toBe(img.config.digest);
+    expect(doc.layers.map((l) => l.digest)).toEqual([diffIds[0], img.layers[1]!.digest]);
+  });
+
+  it('says which layer the store holds neither way; a layer left out is not needed', () => {
+    const sizes = new Map([[img.layers[1]!.digest.slice(7), 10]]);
+    expect(withStoredLayers(img, diffIds, (h) => sizes.get(h))).toMatch(
+      /layer blob .* \(layer 0, .*is not in the store/,
+    );
+    expect(
+      withStoredLayers(
+        img,
+        diffIds,
+        (h) => sizes.get(h),
+        (i) => i === 0,
+      ),
+    ).toBe(img);
+  });
+});
+
+function sha256Of(b: Buffer): string {
+  return `sha256:${createHash('sha256').update(b).digest('hex')}`;
+}
