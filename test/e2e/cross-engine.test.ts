@@ -9,7 +9,10 @@
  * Every engine is named here, whatever the run's primary engine (FERRY_E2E_ENGINE): this file runs
  * in the default run only (it is not in containerd-suite.txt), so each case runs once in CI.
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -467,5 +470,207 @@ describe.each(ENGINES)('registry mode between Docker 20.10 and engine $engine ($
 
   it('the containerd store pushes, 20.10 pulls by digest', async () => {
     await pushAndRestore(target, DOCKER_20, path.join(dir, 'from-ctrd.tar'));
+  });
+});
+
+/** Put a blob in the lab registry's repository `repo`: its descriptor. */
+async function putBlob(repo: string, data: Buffer, mediaType: string) {
+  const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+  const start = await fetch(`http://${REGISTRY}/v2/${repo}/blobs/uploads/`, { method: 'POST' });
+  if (start.status !== 202) throw new Error(`upload to ${repo}: ${start.status} ${await start.text()}`);
+  const url = new URL(start.headers.get('location')!, `http://${REGISTRY}`);
+  url.searchParams.set('digest', digest);
+  const put = await fetch(url, { method: 'PUT', body: data, headers: { 'Content-Type': 'application/octet-stream' } });
+  if (put.status !== 201) throw new Error(`put blob ${digest}: ${put.status} ${await put.text()}`);
+  return { mediaType, digest, size: data.length };
+}
+
+/** Put a manifest or index in `repo` as `ref`: its descriptor. */
+async function putManifest(repo: string, ref: string, doc: { mediaType: string }) {
+  const body = Buffer.from(JSON.stringify(doc));
+  const r = await fetch(`http://${REGISTRY}/v2/${repo}/manifests/${ref}`, {
+    method: 'PUT',
+    body,
+    headers: { 'Content-Type': doc.mediaType },
+  });
+  if (r.status !== 201) throw new Error(`put manifest ${repo}:${ref}: ${r.status} ${await r.text()}`);
+  return {
+    mediaType: doc.mediaType,
+    digest: `sha256:${createHash('sha256').update(body).digest('hex')}`,
+    size: body.length,
+  };
+}
+
+const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
+const OCI_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
+
+/**
+ * Push `image` (of engine A) to the lab registry as `repo:1`, a multi-platform OCI index:
+ * linux/amd64 (the image, its layers gzip-compressed as a registry holds them) and linux/arm64 (a
+ * layer of its own). An amd64 engine that pulls it holds the index and the amd64 content only:
+ * the index names a manifest whose blobs its content store never gets, as with any multi-platform
+ * image pulled by Docker 25+ with the containerd image store.
+ */
+async function pushMultiPlatform(image: string, repo: string): Promise<string> {
+  const tmp = mkdtempSync(path.join(tmpdir(), 'ferry-xmulti-'));
+  try {
+    const r = sh(`docker -H ${DOCKER_20} save ${image} | tar -xf - -C '${tmp}'`);
+    if (r.code !== 0) throw new Error(`save ${image}: ${r.stderr}`);
+    const m = (
+      JSON.parse(readFileSync(path.join(tmp, 'manifest.json'), 'utf8')) as { Config: string; Layers: string[] }[]
+    )[0]!;
+    const layers = [];
+    for (const l of m.Layers)
+      layers.push(await putBlob(repo, gzipSync(readFileSync(path.join(tmp, l))), OCI_LAYER_GZIP));
+    const amd64 = await putManifest(repo, 'amd64', {
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: await putBlob(repo, readFileSync(path.join(tmp, m.Config)), OCI_CONFIG),
+      layers,
+    } as { mediaType: string });
+    mkdirSync(path.join(tmp, 'arm'));
+    writeFileSync(path.join(tmp, 'arm', 'arm64.txt'), 'arm64 only\n');
+    const armTar = execFileSync('tar', ['-cf', '-', '-C', path.join(tmp, 'arm'), 'arm64.txt']);
+    const armConfig = Buffer.from(
+      JSON.stringify({
+        architecture: 'arm64',
+        os: 'linux',
+        config: { Cmd: ['sh'] },
+        rootfs: { type: 'layers', diff_ids: [`sha256:${createHash('sha256').update(armTar).digest('hex')}`] },
+      }),
+    );
+    const arm64 = await putManifest(repo, 'arm64', {
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: await putBlob(repo, armConfig, OCI_CONFIG),
+      layers: [await putBlob(repo, gzipSync(armTar), OCI_LAYER_GZIP)],
+    } as { mediaType: string });
+    const index = await putManifest(repo, '1', {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [
+        { ...amd64, platform: { architecture: 'amd64', os: 'linux' } },
+        { ...arm64, platform: { architecture: 'arm64', os: 'linux' } },
+      ],
+    } as { mediaType: string });
+    return index.digest;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+// An image as Docker 25+ with the containerd store pulls it: a multi-platform index, pulled while
+// the engine already held its layers (the base image, loaded from a 20.10 save), so that its
+// content store has no blob of its own for them. The engine's save of it, and of ferry's commit on
+// it, is then incomplete: Docker 26 leaves the layer blobs out and exits 0, Docker 28 (platform
+// sent) refuses it. ferry must never write such an image into a bundle or send it: it reads the
+// layers the store holds under their diff IDs (content-store) and the bundle restores on 20.10;
+// with the engine's save only, it fails, leaving nothing that looks like a bundle.
+describe.each(ENGINES)('a multi-platform image pulled by engine $engine ($version)', ({ host: source }) => {
+  const name = uid('xmulti');
+  const vol = `${name}-data`;
+  const repo = `ferry-e2e/${name}`;
+  const image = `${REGISTRY}/${repo}:1`;
+  const dir = mkdtempSync(path.join(tmpdir(), 'ferry-xmulti-'));
+  let original: Map<string, string>;
+  let listing = '';
+
+  beforeAll(async () => {
+    const index = await pushMultiPlatform(base, repo);
+    docker(['pull', '-q', image], { host: source });
+    // The engine's image is the index (its ID is the index's digest), whose arm64 manifest it
+    // never fetched.
+    expect(docker(['image', 'inspect', '--format', '{{.Id}}', image], { host: source })).toBe(index);
+    docker(['run', '-d', '--name', name, '-v', `${vol}:/data`, '-e', 'MODE=multi', image, 'sleep', '100000'], {
+      host: source,
+    });
+    docker(['exec', name, 'sh', '-c', 'echo on-multi > /top.txt; mkdir -p /data/d; echo volume > /data/d/f'], {
+      host: source,
+    });
+    original = inspected(name, source);
+    listing = volumeListing(vol, source);
+  });
+
+  afterAll(() => {
+    for (const host of [ENGINE_B, source]) cleanup(host, { containers: [name], volumes: [vol], images: [image] });
+    removeSnapshots([name], [ENGINE_B, source]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function expectRestored(host: string, top: string) {
+    expectSameContainer(inspected(name, host), original);
+    expect(volumeListing(vol, host)).toBe(listing);
+    expect(inspect('container', name, host).State.Running).toBe(true);
+    expect(docker(['exec', name, 'sh', '-c', 'cat /top.txt /base.txt /data/d/f'], { host })).toBe(
+      `${top}\nbase\nvolume`,
+    );
+    expect(docker(['exec', name, 'ls', '/'], { host }).split('\n')).not.toContain('arm64.txt');
+  }
+
+  /** The files in `d`: none may look like a bundle (a .tar, or a .partial left behind). */
+  const filesIn = (d: string) => readdirSync(d);
+
+  it("the engine's save of the image is incomplete (what this table is about)", () => {
+    // Docker 26 saves it without its layer blobs; Docker 28's CLI save fails outright.
+    const r = sh(`docker -H ${source} save ${image} | tar -tf -`);
+    const names = r.stdout.split('\n');
+    const m = JSON.parse(sh(`docker -H ${source} save ${image} | tar -xOf - manifest.json`).stdout || '[{}]') as {
+      Layers?: string[];
+    }[];
+    const whole = r.code === 0 && (m[0]?.Layers ?? []).length > 0 && m[0]!.Layers!.every((l) => names.includes(l));
+    expect(whole).toBe(false);
+  });
+
+  it("with only the engine's save (FERRY_HOST_LAYERS=0): exit 4, no bundle, the container running", async () => {
+    const out = mkdtempSync(path.join(dir, 'save-only-'));
+    const b = await ferry(['-H', source, 'backup', name, '-o', out, '--json'], { env: { FERRY_HOST_LAYERS: '0' } });
+    expect(b.code, b.stderr).toBe(4);
+    // The error names the image (ferry's snapshot of the container) that could not be saved whole.
+    expect(b.stderr).toContain(`ferry/${name}:`);
+    expect(filesIn(out)).toEqual([]);
+    expect(inspect('container', name, source).State.Running).toBe(true);
+    // ferry's snapshot of the container is not left on the engine either.
+    expect(sh(`docker -H ${source} images --format '{{.Repository}}' | grep -c 'ferry/${name}'`).stdout).toBe('0');
+  });
+
+  it('backs up whole from the content store, verifies, and restores on 20.10 (engine B)', async () => {
+    const out = mkdtempSync(path.join(dir, 'bundle-'));
+    const b = await ferry(['-H', source, 'backup', name, '-o', out, '--json']);
+    expect(b.code, b.stderr).toBe(0);
+    const res = JSON.parse(b.stdout) as { bundle: string; dataPaths: { images: { path: string }[] } };
+    expect(res.dataPaths.images[0]!.path).toBe('content-store');
+    expect(inspect('container', name, source).State.Running).toBe(true);
+    const v = await ferry(['verify', res.bundle]);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    const r = await ferry(['-H', ENGINE_B, 'restore', res.bundle, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expectRestored(ENGINE_B, 'on-multi');
+  });
+
+  it('migrates to 20.10 (engine B) whole', async () => {
+    cleanup(ENGINE_B, { containers: [name], volumes: [vol] });
+    removeSnapshots([name], [ENGINE_B]);
+    expect(exists('container', name, ENGINE_B)).toBe(false);
+    docker(['exec', name, 'sh', '-c', 'echo migrated > /top.txt'], { host: source });
+    const r = await ferry(['-H', source, 'migrate', name, '--to', ENGINE_B, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout) as Shipped;
+    expect(res.ok).toBe(true);
+    expect(res.dataPaths.images[0]!.path).toBe('content-store');
+    expectRestored(ENGINE_B, 'migrated');
+  });
+
+  it("migrates to 20.10 with only the engine's save: exit 4, nothing created on the target", async () => {
+    cleanup(ENGINE_B, { containers: [name], volumes: [vol] });
+    removeSnapshots([name], [ENGINE_B]);
+    docker(['start', name], { host: source });
+    const r = await ferry(['-H', source, 'migrate', name, '--to', ENGINE_B, '--json'], {
+      env: { FERRY_HOST_LAYERS: '0' },
+    });
+    expect(r.code, r.stderr).toBe(4);
+    expect(exists('container', name, ENGINE_B)).toBe(false);
+    expect(inspect('container', name, source).State.Running).toBe(true);
   });
 });
