@@ -632,7 +632,9 @@ describe.each(ENGINES)('a multi-platform image pulled by engine $engine ($versio
     expect(filesIn(out)).toEqual([]);
     expect(inspect('container', name, source).State.Running).toBe(true);
     // ferry's snapshot of the container is not left on the engine either.
-    expect(sh(`docker -H ${source} images --format '{{.Repository}}' | grep -c 'ferry/${name}'`).stdout).toBe('0');
+    expect(sh(`docker -H ${source} images --format '{{.Repository}}' | grep -c 'ferry/${name}'`).stdout.trim()).toBe(
+      '0',
+    );
   });
 
   it('backs up whole from the content store, verifies, and restores on 20.10 (engine B)', async () => {
