@@ -26,7 +26,7 @@ import type { MemberKind } from './manifest.js';
 import { BundleReader, type DataMember, type SignerInfo } from './reader.js';
 import { BLOCK } from './tar.js';
 import { BundleError } from '../errors.js';
-import { imageArchiveGaps, SMALL_FILE, type ArchiveFile } from '../data/image-complete.js';
+import { imageArchiveGaps, SMALL_FILE, SMALL_TOTAL, type ArchiveFile } from '../data/image-complete.js';
 import { checkAborted, type RunContext } from '../context.js';
 
 export interface MemberCheck {
@@ -182,7 +182,9 @@ class ImageArchive {
   /** Whether an entry's bytes are kept for the OCI check (index.json, a small blob). */
   keeps(name: string, size: number): boolean {
     return (
-      (name === 'index.json' || name.startsWith('blobs/sha256/')) && size <= SMALL_FILE && this.kept + size <= 32 << 20
+      (name === 'index.json' || name.startsWith('blobs/sha256/')) &&
+      size <= SMALL_FILE &&
+      this.kept + size <= SMALL_TOTAL
     );
   }
 

@@ -42,7 +42,7 @@ export interface CompletenessOpts {
 /** Files up to this size are read (manifests, indexes, configs). */
 export const SMALL_FILE = 1 << 20;
 /** At most this many bytes of small files are kept per archive. */
-const SMALL_TOTAL = 32 << 20;
+export const SMALL_TOTAL = 32 << 20;
 
 function norm(name: string): string {
   return name.replace(/^(?:\.\/)+/, '').replace(/\/+$/, '');
