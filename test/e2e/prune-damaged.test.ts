@@ -70,9 +70,12 @@ describe('prune after verify found the newest bundle damaged', () => {
     expect(mark.reason).toContain(`volumes/${vol}`);
     expect(Date.parse(mark.at)).toBeGreaterThan(Date.now() - 600_000);
     for (const b of bundles.slice(0, 3)) expect(existsSync(`${b}.damaged`)).toBe(false);
-    // the mark is no bundle: ls lists the four bundles and nothing else
+    // the mark is no bundle: ls lists the four bundles and nothing else, the newest as damaged
     const ls = await ferry(['--json', 'ls', store]);
-    expect((JSON.parse(ls.stdout).bundles as { bundle: string }[]).map((b) => b.bundle)).toEqual(bundles);
+    const listed = JSON.parse(ls.stdout).bundles as { bundle: string; damaged?: { reason: string } }[];
+    expect(listed.map((b) => b.bundle)).toEqual(bundles);
+    expect(listed.filter((b) => b.damaged).map((b) => b.bundle)).toEqual([newest()]);
+    expect((await ferry(['ls', store])).stdout).toMatch(new RegExp(`${path.basename(newest())}  !! damaged`));
   });
 
   it('prune --keep-last 2 keeps two good bundles and the damaged one; only the oldest goes', async () => {
