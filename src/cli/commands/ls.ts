@@ -73,7 +73,7 @@ export function lsTable(
         e.encrypted ? 'yes' : 'no',
         signedBy(e, trust),
         marks.has(e.bundle)
-          ? `${name}  ${DAMAGED_MARK} (verify, ${shortTime(marks.get(e.bundle)!.at)}): ${marks.get(e.bundle)!.reason}`
+          ? `${name}  ${DAMAGED_MARK} (verify, ${shortTime(marks.get(e.bundle)!.at)}; --json has why)`
           : name,
       ]);
   }
