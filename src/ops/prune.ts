@@ -3,13 +3,15 @@
  * or ssh://host/dir), holding the
  * store's lock so that no backup chooses a name meanwhile. Files that are not readable bundles are
  * never removed; the newest bundle of each container set is never removed; bundles being written
- * (hidden temporaries) are not even looked at.
+ * (hidden temporaries) are not even looked at. A bundle that `verify` marked damaged
+ * (store/marks.ts) counts towards no keep rule and is never removed: it is listed as damaged.
  */
 import path from 'node:path';
 import { toFerryError, UsageError } from '../errors.js';
 import type { LockOptions } from '../store/lock.js';
 import { Catalog, type CatalogEntry } from '../store/catalog.js';
 import { openStore, type StoreDeps } from '../store/registry.js';
+import { readDamaged, type DamageMark } from '../store/marks.js';
 import type { RunContext } from '../context.js';
 import { applyRetention, hasKeepRule, RULES, type KeepPolicy } from '../plan/retention.js';
 
@@ -29,6 +31,11 @@ export interface PrunedBundle {
   reasons: string[];
 }
 
+export interface DamagedBundle extends PrunedBundle {
+  /** The damage mark verify left beside it. */
+  mark: DamageMark;
+}
+
 export interface PruneResult {
   store: string;
   dryRun: boolean;
@@ -36,6 +43,8 @@ export interface PruneResult {
   kept: PrunedBundle[];
   /** Removed (or, with dryRun, that would be). */
   removed: PrunedBundle[];
+  /** Marked damaged by verify: counted towards no rule, never removed (an operator looks at them). */
+  damaged: DamagedBundle[];
   /** Files that are not readable bundles: never removed. */
   unreadable: { bundle: string; bytes: number; error: string }[];
   /** Removals that failed (the bundle is still there). */
@@ -50,11 +59,12 @@ export function describePolicy(p: KeepPolicy): string {
   ].join(' ');
 }
 
-/** Decide what a policy keeps in a listing (no I/O). */
+/** Decide what a policy keeps in a listing (no I/O); `marks`: the damage marks, by bundle (entry.bundle). */
 export function planPrune(
   entries: CatalogEntry[],
   policy: KeepPolicy,
-): Pick<PruneResult, 'kept' | 'removed' | 'unreadable'> {
+  marks: ReadonlyMap<string, DamageMark> = new Map(),
+): Pick<PruneResult, 'kept' | 'removed' | 'unreadable' | 'damaged'> {
   const unreadable: PruneResult['unreadable'] = [];
   const byId = new Map<string, CatalogEntry>();
   const snaps = [];
@@ -69,10 +79,11 @@ export function planPrune(
       continue;
     }
     byId.set(e.bundle, e);
-    snaps.push({ id: e.bundle, time: t, containers: e.containers });
+    snaps.push({ id: e.bundle, time: t, containers: e.containers, ...(marks.has(e.bundle) ? { damaged: true } : {}) });
   }
   const kept: PrunedBundle[] = [];
   const removed: PrunedBundle[] = [];
+  const damaged: DamagedBundle[] = [];
   for (const d of applyRetention(snaps, policy)) {
     const e = byId.get(d.id)!;
     const pb: PrunedBundle = {
@@ -83,9 +94,10 @@ export function planPrune(
       group: d.group,
       reasons: d.reasons,
     };
-    (d.keep ? kept : removed).push(pb);
+    if (d.damaged) damaged.push({ ...pb, mark: marks.get(d.id)! });
+    else (d.keep ? kept : removed).push(pb);
   }
-  return { kept, removed, unreadable };
+  return { kept, removed, unreadable, damaged };
 }
 
 export async function prune(where: string, opts: PruneOptions, ctx: RunContext & StoreDeps): Promise<PruneResult> {
@@ -108,7 +120,15 @@ export async function prune(where: string, opts: PruneOptions, ctx: RunContext &
   try {
     const entries = await new Catalog(store, ctx.passphrase, ctx.identities).list();
     const names = new Map(entries.map((e) => [e.bundle, e.name]));
-    const plan = planPrune(entries, opts.policy);
+    // What verify found damaged: read before anything is removed, and a mark that cannot be read
+    // stops the prune (counting a damaged bundle as good is what the marks are there to prevent).
+    const marks = new Map<string, DamageMark>();
+    for (const e of entries) {
+      if (e.error) continue;
+      const m = await readDamaged(store, e.name);
+      if (m) marks.set(e.bundle, m);
+    }
+    const plan = planPrune(entries, opts.policy, marks);
     const result: PruneResult = {
       store: store.describe(),
       dryRun: opts.dryRun,

@@ -10,6 +10,10 @@
  *     newest one: measured from the newest bundle, not from now, so backups that stopped do not
  *     age every bundle out;
  *   - a bundle is kept when any rule keeps it, and the newest bundle of a group is always kept.
+ * A bundle marked damaged (verify found it so: store/marks.ts) counts towards no rule and is not
+ * the newest of its group for any rule: the rules keep that many *good* bundles, and keep-within
+ * measures from the newest good one. It is never removed either (keep, reason "damaged"): an
+ * operator looks at it. When every bundle of a group is damaged, all are kept.
  * Everything else is removed. Bundles with the same time are ordered by id (descending), so the
  * result never depends on input order.
  */
@@ -55,6 +59,8 @@ export interface Snapshot {
   time: Date;
   /** Container names; their sorted list defines the group. */
   containers: string[];
+  /** verify found it damaged (it has a damage mark). */
+  damaged?: boolean;
 }
 
 export interface Decision {
@@ -64,6 +70,8 @@ export interface Decision {
   keep: boolean;
   /** Why it is kept, e.g. "last 1", "daily 2024-03-01", "newest of its group". Empty when removed. */
   reasons: string[];
+  /** Kept only because it is marked damaged (it counted towards no rule). */
+  damaged?: boolean;
 }
 
 export function groupKey(containers: string[]): string {
@@ -134,10 +142,15 @@ export function applyRetention(snapshots: Snapshot[], policy: KeepPolicy): Decis
   for (const g of [...groups.keys()].sort()) {
     const list = groups.get(g)!.sort(newestFirst);
     const state = new Map<Rule, { count: number; last?: string }>(RULES.map((r) => [r, { count: 0 }]));
-    const cutoff = within && withinCutoff(list[0]!.time, within);
-    list.forEach((s, i) => {
+    const newestGood = list.find((s) => !s.damaged);
+    const cutoff = within && newestGood && withinCutoff(newestGood.time, within);
+    list.forEach((s) => {
+      if (s.damaged) {
+        out.push({ id: s.id, time: s.time, group: g, keep: true, reasons: ['damaged'], damaged: true });
+        return;
+      }
       const reasons: string[] = [];
-      if (i === 0) reasons.push('newest of its group');
+      if (s === newestGood) reasons.push('newest of its group');
       if (cutoff && s.time.getTime() > cutoff.getTime()) reasons.push(`within ${policy.within}`);
       for (const r of RULES) {
         const max = policy[r] ?? 0;

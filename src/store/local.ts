@@ -12,6 +12,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { IoError, NotFoundError, toFerryError, UsageError } from '../errors.js';
+import { DAMAGED_SUFFIX } from './marks.js';
 import { acquireStoreLock, DEFAULT_LOCK_TIMEOUT_S, processAlive, type LockOptions } from './lock.js';
 import { AlignedAppender, directIoWanted } from './direct.js';
 import {
@@ -143,7 +144,13 @@ export function uniqueBundleName(existing: Iterable<string>, name: string): stri
   const ext = name.endsWith('.tar') ? '.tar' : '';
   for (let i = 1; i < 10_000; i++) {
     const cand = i === 1 ? name : `${stem}-${i}${ext}`;
-    if (!names.has(cand) && !writing.has(cand) && !names.has(`${cand}.corrupt`)) return cand;
+    if (
+      !names.has(cand) &&
+      !writing.has(cand) &&
+      !names.has(`${cand}.corrupt`) &&
+      !names.has(`${cand}${DAMAGED_SUFFIX}`)
+    )
+      return cand;
   }
   throw new IoError(`no free bundle name near ${name}`);
 }

@@ -612,7 +612,7 @@ describe('backup --verify', () => {
 });
 
 describe('ferry verify <store>', () => {
-  it('checks every bundle of a directory, here or over SFTP, names the bad ones (exit 7) and changes nothing', async () => {
+  it('checks every bundle of a directory, here or over SFTP, names the bad ones (exit 7), changes no bundle and marks the bad ones', async () => {
     const { home } = sshHome(path.join(dir, 'verify-store'));
     const d = path.join(dir, 'whole-store');
     mkdirSync(d);
@@ -639,7 +639,9 @@ describe('ferry verify <store>', () => {
         ['b-flipped.tar', false],
         ['c-junk.tar', false],
       ]);
-      expect(readdirSync(d).sort()).toEqual(before);
+      expect(res.bundles.map((b: any) => b.damageMark ?? null)).toEqual([null, 'recorded', 'recorded']);
+      // no bundle renamed or removed; a damage mark beside each bad one (prune reads them)
+      expect(readdirSync(d).sort()).toEqual([...before, 'b-flipped.tar.damaged', 'c-junk.tar.damaged'].sort());
     }
     rmSync(path.join(d, 'b-flipped.tar'));
     rmSync(path.join(d, 'c-junk.tar'));

@@ -122,8 +122,11 @@ describe('s3 store through the CLI', () => {
       expect(one.code).toBe(7);
       const all = await ferry(['verify', store], { env });
       expect(all.code).toBe(7);
+      // the verdict is recorded beside it, for prune (docs/commands.md, "Damaged bundles")
+      expect(await s3Objects(prefix)).toContain(`${bad.slice(prefix.length + 1)}.damaged`);
     } finally {
       await s3Delete(bad);
+      await s3Delete(`${bad}.damaged`);
     }
   });
 

@@ -393,3 +393,79 @@ describe('keep-within', () => {
     expect(() => applyRetention(snaps, { within: 'soon' })).toThrow(RangeError);
   });
 });
+
+describe('damaged bundles (verify left a damage mark)', () => {
+  /** Decisions for one group, `bad` the times marked damaged; as [time, keep, damaged, reasons]. */
+  function judge(times: string[], bad: string[], policy: KeepPolicy) {
+    const s = snaps(times).map((x) => (bad.includes(x.time.toISOString()) ? { ...x, damaged: true } : x));
+    return applyRetention(s, policy);
+  }
+  const keptGood = (d: ReturnType<typeof judge>) =>
+    d.filter((x) => x.keep && !x.damaged).map((x) => x.time.toISOString());
+  const damaged = (d: ReturnType<typeof judge>) => d.filter((x) => x.damaged).map((x) => x.time.toISOString());
+  const removed = (d: ReturnType<typeof judge>) => d.filter((x) => !x.keep).map((x) => x.time.toISOString());
+  const days = ['2024-03-01', '2024-03-02', '2024-03-03', '2024-03-04', '2024-03-05'].map((d) => iso(`${d}T10:00:00Z`));
+
+  it('keep-last: a damaged newest counts for nothing, so two good ones older than it are kept', () => {
+    const d = judge(days, [days[4]!], { last: 2 });
+    expect(keptGood(d)).toEqual([days[3], days[2]]);
+    expect(damaged(d)).toEqual([days[4]]);
+    expect(removed(d)).toEqual([days[1], days[0]]);
+    // the newest good bundle is the newest of its group, not the damaged one
+    expect(d.find((x) => x.time.toISOString() === days[3])!.reasons).toContain('newest of its group');
+    expect(d.find((x) => x.damaged)!.reasons).toEqual(['damaged']);
+  });
+
+  it('keep-last: a damaged bundle in the middle is kept and skipped', () => {
+    const d = judge(days, [days[3]!], { last: 2 });
+    expect(keptGood(d)).toEqual([days[4], days[2]]);
+    expect(damaged(d)).toEqual([days[3]]);
+    expect(removed(d)).toEqual([days[1], days[0]]);
+  });
+
+  it('keep-daily: a damaged day is not a day kept; the next good day takes its place', () => {
+    const two = [...days.map((t) => t.replace('T10', 'T08')), ...days].sort();
+    // the 5th has two bundles: the later one (10:00) damaged, the earlier (08:00) good
+    const d = judge(two, [days[4]!], { daily: 2 });
+    expect(keptGood(d)).toEqual([days[4]!.replace('T10', 'T08'), days[3]]);
+    expect(damaged(d)).toEqual([days[4]]);
+    expect(removed(d)).toHaveLength(two.length - 3);
+    // damaged in the middle: both bundles of the 4th are damaged, so the 5th and the 3rd are kept
+    const m = judge(two, [days[3]!, days[3]!.replace('T10', 'T08')], { daily: 2 });
+    expect(keptGood(m)).toEqual([days[4], days[2]]);
+    expect(damaged(m).sort()).toEqual([days[3]!.replace('T10', 'T08'), days[3]].sort());
+  });
+
+  it('all damaged: every bundle is kept, none counted, nothing removed', () => {
+    for (const policy of [{ last: 2 }, { daily: 1 }, { within: '1d' }] as KeepPolicy[]) {
+      const d = judge(days, days, policy);
+      expect(removed(d)).toEqual([]);
+      expect(keptGood(d)).toEqual([]);
+      expect(damaged(d)).toHaveLength(days.length);
+    }
+  });
+
+  it('keep-within measures from the newest good bundle', () => {
+    const d = judge(days, [days[4]!], { within: '1d' });
+    expect(keptGood(d)).toEqual([days[3]]);
+    expect(removed(d)).toEqual([days[2], days[1], days[0]]);
+  });
+
+  it('planPrune lists marked bundles as damaged, with their mark, and removes no more good ones than the rule allows', () => {
+    const entries: CatalogEntry[] = ['a', 'b', 'c'].map((n, i) => ({
+      bundle: `/store/${n}.tar`,
+      name: `${n}.tar`,
+      bytes: 100,
+      mtime: '2024-01-01T00:00:00.000Z',
+      created: days[i],
+      containers: ['web'],
+    }));
+    const mark = { at: '2024-03-06T00:00:00.000Z', reason: 'bad volume-data.tar: checksum mismatch' };
+    const p = planPrune(entries, { last: 2 }, new Map([['/store/c.tar', mark]]));
+    expect(p.kept.map((k) => k.bundle)).toEqual(['/store/b.tar', '/store/a.tar']);
+    expect(p.removed).toEqual([]);
+    expect(p.damaged.map((x) => [x.bundle, x.mark])).toEqual([['/store/c.tar', mark]]);
+    // without the mark, the damaged newest would have pushed the oldest good one out
+    expect(planPrune(entries, { last: 2 }).removed.map((r) => r.bundle)).toEqual(['/store/a.tar']);
+  });
+});

@@ -11,6 +11,7 @@ import type { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NotFoundError, UsageError } from '../../src/errors.js';
 import { LockedError } from '../../src/store/lock.js';
+import { clearDamaged, readDamaged, recordDamaged } from '../../src/store/marks.js';
 import type { BundleSink, Store, StoreCapabilities } from '../../src/store/store.js';
 
 export interface StoreFixture {
@@ -202,6 +203,32 @@ export function describeStoreConformance(
         expect(again.name).toBe('a-2.tar');
         await again.abort();
       });
+
+      it.runIf(caps.listable)(
+        'a damage mark sits beside its bundle: read back, never listed as a bundle, removed',
+        async () => {
+          const { store: s } = await fresh();
+          const data = payload(300);
+          await writeBundle(await s.create('a.tar'), data);
+          expect(await readDamaged(s, 'a.tar')).toBeUndefined();
+          const mark = { at: '2026-12-07T18:00:00.000Z', reason: 'bad volume-data: checksum mismatch', bytes: 300 };
+          await recordDamaged(s, 'a.tar', mark);
+          expect(await readDamaged(s, 'a.tar')).toEqual(mark);
+          expect(await names(s)).toEqual(['a.tar']); // the mark is not a bundle
+          expect((await readAll((await s.open('a.tar')).stream)).equals(data)).toBe(true);
+          // recorded again (a later verify): replaced, not a second one
+          await recordDamaged(s, 'a.tar', { ...mark, reason: 'again' });
+          expect((await readDamaged(s, 'a.tar'))?.reason).toBe('again');
+          // a backup never chooses the name of a bundle that has a mark
+          await s.remove('a.tar');
+          const sink = await s.create('a.tar');
+          expect(sink.name).toBe('a-2.tar');
+          await sink.abort();
+          expect(await clearDamaged(s, 'a.tar')).toBe(true);
+          expect(await readDamaged(s, 'a.tar')).toBeUndefined();
+          expect(await clearDamaged(s, 'a.tar')).toBe(false);
+        },
+      );
 
       it.runIf(caps.listable)('a name is one name in the store, never a path out of it', async () => {
         const f = await fresh();

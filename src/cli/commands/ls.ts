@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { Catalog, catalogJson, type CatalogEntry } from '../../store/catalog.js';
+import { readDamaged, type DamageMark } from '../../store/marks.js';
 import { openStore } from '../../store/registry.js';
 import { isResticLocation } from '../../store/restic/layout.js';
 import { lsRestic } from './restic.js';
@@ -34,6 +35,7 @@ export function shortTime(iso: string | undefined): string {
 }
 
 export const UNREADABLE_MARK = '!! unreadable';
+export const DAMAGED_MARK = '!! damaged';
 
 /** The SIGNED BY column: the principals --trust gives the declared key, else its fingerprint. */
 function signedBy(e: CatalogEntry, trust?: Trust): string {
@@ -42,7 +44,11 @@ function signedBy(e: CatalogEntry, trust?: Trust): string {
   return d.principals?.length ? d.principals.join(',') : d.text;
 }
 
-export function lsTable(entries: CatalogEntry[], trust?: Trust): string {
+export function lsTable(
+  entries: CatalogEntry[],
+  trust?: Trust,
+  marks: ReadonlyMap<string, DamageMark> = new Map(),
+): string {
   const rows = [['CREATED (UTC)', 'CONTAINERS', 'SIZE', 'IMAGES', 'COMPRESSION', 'ENCRYPTED', 'SIGNED BY', 'BUNDLE']];
   for (const e of entries) {
     const name = path.basename(e.bundle);
@@ -66,7 +72,9 @@ export function lsTable(entries: CatalogEntry[], trust?: Trust): string {
         e.compression!,
         e.encrypted ? 'yes' : 'no',
         signedBy(e, trust),
-        name,
+        marks.has(e.bundle)
+          ? `${name}  ${DAMAGED_MARK} (verify, ${shortTime(marks.get(e.bundle)!.at)}; --json has why)`
+          : name,
       ]);
   }
   return table(rows);
@@ -148,6 +156,7 @@ export function lsCommand(program: Command, deps: Deps): Command {
       'after',
       `
 Unreadable files are listed with "${UNREADABLE_MARK}" (--json: an "error" object); they never stop the listing.
+Bundles that ferry verify found damaged are listed with "${DAMAGED_MARK}" (--json: "damaged").
 SIGNED BY is the key a bundle's manifest declares (ls reads only manifests: the signature itself
 is checked by ferry verify and restore --trust).
 
@@ -184,18 +193,26 @@ turns out damaged. Paths are from the volume's root; a bind mount is named <cont
       const trust = await loadTrust(flags.trust);
       const st = openStore(store, deps.stores);
       const entries = await new Catalog(st, await deps.passphrase(), await deps.identities()).list();
+      // The damage marks verify left (store/marks.ts): one look each, next to the manifest read.
+      const marks = new Map<string, DamageMark>();
+      for (const e of entries) {
+        if (e.error) continue;
+        const m = await readDamaged(st, e.name).catch(() => undefined);
+        if (m) marks.set(e.bundle, m);
+      }
       if (g.json)
         deps.emit('ls', {
           ok: true,
           store: st.describe(),
           bundles: entries.map((e) => {
-            const j = catalogJson(e);
+            const m = marks.get(e.bundle);
+            const j = { ...catalogJson(e), ...(m ? { damaged: { at: m.at, reason: m.reason } } : {}) };
             const p = trust && declaredSigner(e.signer, trust)?.principals;
             return p && e.signer ? { ...j, signer: { ...e.signer, principals: p } } : j;
           }),
         });
       else if (entries.length === 0) deps.io.stdout.write(`no bundles in ${st.describe()}\n`);
-      else deps.io.stdout.write(lsTable(entries, trust));
+      else deps.io.stdout.write(lsTable(entries, trust, marks));
       setExit(program, 0);
     });
 }

@@ -64,6 +64,7 @@ export function pruneJson(r: PruneResult): Record<string, unknown> {
     policy: r.policy,
     kept: r.kept.map(b),
     removed: r.removed.map(b),
+    damaged: r.damaged.map((x) => ({ ...b(x), damage: { at: x.mark.at, reason: x.mark.reason } })),
     unreadable: r.unreadable.map((u) => ({
       bundle: u.bundle,
       fileBytes: u.bytes,
@@ -78,18 +79,26 @@ export function pruneText(r: PruneResult): string {
   const out: string[] = [];
   const verb = r.dryRun ? 'would remove' : 'removed';
   if (r.dryRun) out.push(`dry run: nothing was removed. Pruning ${r.store} with ${describePolicy(r.policy)} would:`);
-  const groups = [...new Set([...r.kept, ...r.removed].map((b) => b.group))].sort();
+  const groups = [...new Set([...r.kept, ...r.removed, ...r.damaged].map((b) => b.group))].sort();
   for (const g of groups) {
     out.push(`containers ${g}:`);
-    const all = [...r.kept.map((b) => ({ b, keep: true })), ...r.removed.map((b) => ({ b, keep: false }))]
+    const all = [
+      ...r.kept.map((b) => ({ b, act: 'keep', why: b.reasons.join(', ') })),
+      ...r.removed.map((b) => ({ b, act: verb, why: 'no rule keeps it' })),
+      ...r.damaged.map((b) => ({
+        b,
+        act: 'DAMAGED',
+        why: `verify found it damaged ${shortTime(b.mark.at)}: counts towards no rule, never removed`,
+      })),
+    ]
       .filter((x) => x.b.group === g)
       .sort((x, y) => Date.parse(y.b.created) - Date.parse(x.b.created) || (x.b.bundle < y.b.bundle ? 1 : -1));
-    const rows = all.map(({ b, keep }) => [
-      keep ? 'keep' : verb,
+    const rows = all.map(({ b, act, why }) => [
+      act,
       shortTime(b.created),
       path.basename(b.bundle),
       humanBytes(b.bytes),
-      keep ? b.reasons.join(', ') : 'no rule keeps it',
+      why,
     ]);
     out.push(
       ...table(rows)
@@ -103,9 +112,13 @@ export function pruneText(r: PruneResult): string {
     for (const u of r.unreadable) out.push(`  keep  ${path.basename(u.bundle)}: ${u.error}`);
   }
   for (const f of r.failed) out.push(`could not remove ${f.bundle}: ${f.error}`);
+  if (r.damaged.length) {
+    out.push('damaged (verify marked them; look at them, then remove them and their .damaged mark by hand):');
+    for (const d of r.damaged) out.push(`  ${path.basename(d.bundle)}: ${d.mark.reason}`);
+  }
   const n = r.removed.length;
   out.push(
-    `${n} bundle${n === 1 ? '' : 's'} ${r.dryRun ? 'would be removed' : 'removed'} (${humanBytes(r.freedBytes)}), ${r.kept.length + r.unreadable.length} kept`,
+    `${n} bundle${n === 1 ? '' : 's'} ${r.dryRun ? 'would be removed' : 'removed'} (${humanBytes(r.freedBytes)}), ${r.kept.length + r.unreadable.length + r.damaged.length} kept${r.damaged.length ? ` (${r.damaged.length} damaged)` : ''}`,
   );
   return out.join('\n') + '\n';
 }
@@ -144,7 +157,9 @@ export function pruneCommand(program: Command, deps: Deps): Command {
       `
 Rules apply to each container set on its own (the containers a bundle holds). A bundle is kept
 when any rule keeps it; the newest bundle of each set is always kept; files that are not
-readable bundles are never removed. Times are the manifests' creation times, in UTC.
+readable bundles are never removed. A bundle that \`ferry verify\` marked damaged (a
+<bundle>.damaged file beside it) counts towards no rule, so the rules keep that many good
+bundles, and is never removed: look at it. Times are the manifests' creation times, in UTC.
 
 Examples:
   ferry prune /backups --keep-daily 7 --keep-weekly 4 --keep-monthly 6
@@ -207,7 +222,7 @@ Examples:
           const n = res.removed.length;
           return {
             ok: true,
-            summary: `pruned ${res.store}: ${n} bundle${n === 1 ? '' : 's'} removed (${humanBytes(res.freedBytes)}), ${res.kept.length + res.unreadable.length} kept`,
+            summary: `pruned ${res.store}: ${n} bundle${n === 1 ? '' : 's'} removed (${humanBytes(res.freedBytes)}), ${res.kept.length + res.unreadable.length + res.damaged.length} kept${res.damaged.length ? ` (${res.damaged.length} damaged)` : ''}`,
           };
         },
       );

@@ -2,8 +2,9 @@ import { Command } from 'commander';
 import path from 'node:path';
 import { BundleError, FerryError, NotFoundError, toFerryError, type ExitCode } from '../../errors.js';
 import type { RunContext } from '../../context.js';
-import { badMembers, verifyStream, type VerifyReport } from '../../ops/verify.js';
-import { openStore, readTarget } from '../../store/registry.js';
+import { badMembers, recordVerdict, verifyStream, type VerifyReport } from '../../ops/verify.js';
+import { openBundleAt, openStore, readTarget } from '../../store/registry.js';
+import { markName, type MarkOutcome } from '../../store/marks.js';
 import { isResticLocation } from '../../store/restic/layout.js';
 import { verifyRestic } from './restic.js';
 import type { Store } from '../../store/store.js';
@@ -34,11 +35,31 @@ export function verifyText(r: VerifyReport): string {
   return lines.join('\n') + '\n';
 }
 
+/** A verify report of a bundle in a store, with what became of its damage mark (store/marks.ts). */
+export type StoreVerifyReport = VerifyReport & { marking?: MarkOutcome };
+
+/** The damage mark's fate in --json: `damageMark` ("recorded", "cleared") or `damageMarkError`. */
+export function markJson(m: MarkOutcome | undefined): Record<string, unknown> {
+  if (!m?.mark) return {};
+  if (m.mark === 'unwritable') return { damageMarkError: errorJson(m.error) };
+  return { damageMark: m.mark };
+}
+
+/** The damage mark's fate as a line of text, if anything happened to it. */
+export function markText(name: string, m: MarkOutcome | undefined): string | undefined {
+  if (m?.mark === 'recorded')
+    return `     marked damaged: ${markName(name)} (prune counts it towards no rule and never removes it)`;
+  if (m?.mark === 'cleared') return `     whole again: removed ${markName(name)}`;
+  if (m?.mark === 'unwritable') return `     could not record the verdict in ${markName(name)}: ${m.error.message}`;
+  return undefined;
+}
+
 /** One bundle's report in the --json schema (docs/json.md, "verify"). */
-export function reportJson(r: VerifyReport): { ok: boolean } & Record<string, unknown> {
+export function reportJson(r: StoreVerifyReport): { ok: boolean } & Record<string, unknown> {
   return {
     bundle: r.bundle,
     ok: r.ok,
+    ...markJson(r.marking),
     members: r.members.map((m) => ({
       name: m.name,
       kind: m.kind,
@@ -67,25 +88,37 @@ export function verifyFailure(r: VerifyReport, prefix = ''): BundleError {
   );
 }
 
-/** Verify every bundle of a store, one after the other; a bundle that cannot even be opened is reported, not fatal. */
-export async function verifyStore(store: Store, ctx: RunContext): Promise<VerifyReport[]> {
-  const out: VerifyReport[] = [];
-  for (const { name, location: b } of await store.list()) {
+/**
+ * Verify every bundle of a store, one after the other; a bundle that cannot even be opened is
+ * reported, not fatal. Each verdict is recorded beside its bundle (a damage mark, or none).
+ */
+export async function verifyStore(store: Store, ctx: RunContext): Promise<StoreVerifyReport[]> {
+  const out: StoreVerifyReport[] = [];
+  const settle = async (name: string, size: number) => {
+    const r = out[out.length - 1]!;
+    const marking = await recordVerdict(store, name, r, size);
+    if (marking.mark === 'unwritable')
+      ctx.progress.warn(`could not record the verdict on ${name} in ${markName(name)}: ${marking.error.message}`);
+    if (marking.mark) r.marking = marking;
+  };
+  for (const { name, location: b, size } of await store.list()) {
     ctx.progress.step(`verify ${name}`);
     try {
       out.push(await verifyStream((await store.open(name)).stream, b, ctx));
+      await settle(name, size);
     } catch (err) {
       if (ctx.signal.aborted) throw err;
       const fe = toFerryError(err);
       // Only content that fails its checks is damage; a passphrase missing or wrong, or a file
       // ferry may not read, is reported as not verified, and the other bundles are still checked.
-      if (fe instanceof BundleError)
+      if (fe instanceof BundleError) {
         out.push({
           bundle: b,
           ok: false,
           members: [{ name: 'bundle', kind: 'bundle', ok: false, problems: [fe.message] }],
         });
-      else
+        await settle(name, size);
+      } else
         out.push({
           bundle: b,
           ok: false,
@@ -98,7 +131,7 @@ export async function verifyStore(store: Store, ctx: RunContext): Promise<Verify
 }
 
 /** One line per bundle (and one per bad member), then a count. */
-export function storeVerifyText(where: string, reports: VerifyReport[]): string {
+export function storeVerifyText(where: string, reports: StoreVerifyReport[]): string {
   const lines: string[] = [];
   for (const r of reports) {
     const name = path.posix.basename(r.bundle);
@@ -110,6 +143,8 @@ export function storeVerifyText(where: string, reports: VerifyReport[]): string 
     else
       for (const m of r.members.filter((x) => !x.ok))
         for (const p of m.problems) lines.push(`BAD  ${name}: ${m.name}: ${p}`);
+    const mark = markText(name, r.marking);
+    if (mark) lines.push(mark);
   }
   const bad = reports.filter((r) => !r.ok && !r.unverified).length;
   const unverified = reports.filter((r) => r.unverified).length;
@@ -134,7 +169,10 @@ export function verifyCommand(program: Command, deps: Deps): Command {
       'after',
       `
 Exit status 0 only when the bundle is whole (every bundle of a store); 7 otherwise, with each bad
-member named. A store is only read: nothing is renamed or removed.
+member named. Nothing in a store is renamed or removed; each verdict on a bundle of a store is
+recorded beside it: a damaged one gets a <bundle>.damaged mark (prune then counts it towards no
+keep rule and never removes it), a whole one loses an old mark. A store that cannot be written is
+reported, and verify goes on.
 
 Examples:
   ferry verify /backups/ferry-web-20261123T021500Z.tar
@@ -164,7 +202,7 @@ Examples:
           }
           const store = openStore(bundle, deps.stores);
           if (await store.exists()) {
-            let reports: VerifyReport[] | undefined;
+            let reports: StoreVerifyReport[] | undefined;
             try {
               reports = await verifyStore(store, {
                 progress,
@@ -217,7 +255,7 @@ Examples:
             };
           }
           const transport = readTarget(bundle, deps.stores);
-          let report: VerifyReport | undefined;
+          let report: StoreVerifyReport | undefined;
           try {
             const src = await transport.openBundle();
             report = await verifyStream(src.stream, src.location, {
@@ -227,6 +265,19 @@ Examples:
               identities: await deps.identities(),
               ...(trust ? { trust } : {}),
             });
+            if (bundle !== '-') {
+              // A bundle of a store: its verdict goes beside it, as for a whole store.
+              const at = openBundleAt(bundle, deps.stores);
+              try {
+                const size = (await at.store.stat(at.name).catch(() => undefined))?.size;
+                const marking = await recordVerdict(at.store, at.name, report, size);
+                if (marking.mark === 'unwritable')
+                  progress.warn(`could not record the verdict in ${markName(at.name)}: ${marking.error.message}`);
+                if (marking.mark) report.marking = marking;
+              } finally {
+                await at.store.close();
+              }
+            }
           } finally {
             progress.done(!report?.ok);
             await transport.close();
@@ -236,7 +287,10 @@ Examples:
               ...reportJson(report),
               ...(report.ok ? {} : { error: errorJson(verifyFailure(report)) }),
             });
-          else if (!g.quiet || !report.ok) deps.io.stdout.write(verifyText(report));
+          else if (!g.quiet || !report.ok) {
+            const mark = markText(path.posix.basename(report.bundle), report.marking);
+            deps.io.stdout.write(verifyText(report) + (mark ? `${mark.trim()}\n` : ''));
+          }
           if (!report.ok) throw verifyFailure(report);
           setExit(program, 0);
           return { ok: true, summary: `verified ${report.bundle}: whole (${report.members.length} members checked)` };
