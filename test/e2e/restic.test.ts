@@ -37,9 +37,20 @@ import {
   sshHome,
   uid,
   volumeListing,
-  withoutLinkCounts,
 } from '../helpers/lab.js';
 import { schemaChecked } from '../helpers/json-schema.js';
+
+/**
+ * restic 0.14's `dump` writes a hard link as a file of its own (it has no link entries): a
+ * restored volume has the same files with the same content, owners, modes and mtimes, but hard
+ * links come back as separate files. The listing's link count column is left out of the
+ * comparison for that reason only (docs/format.md, "Restic repositories").
+ */
+const withoutLinkCounts = (listing: string) =>
+  listing
+    .split('\n')
+    .map((l) => l.replace(/^(.* \d+:\d+ [0-7]+) \d+ /, '$1 _ '))
+    .join('\n');
 
 /**
  * The signed-snapshot and SFTP blocks check what happens between ferry, restic and the

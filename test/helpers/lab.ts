@@ -198,18 +198,6 @@ export function volumeListing(volume: string, host = ENGINE_A): string {
   return r.stdout.trim();
 }
 
-/**
- * restic 0.14's `dump` writes a hard link as a file of its own (it has no link entries): a
- * restored volume has the same files with the same content, owners, modes and mtimes, but hard
- * links come back as separate files. A listing of volumeListing() without its link count column,
- * for comparisons of what went through restic, for that reason only (docs/format.md, "Restic
- * repositories").
- */
-export const withoutLinkCounts = (listing: string): string =>
-  listing
-    .split('\n')
-    .map((l) => l.replace(/^(.* \d+:\d+ [0-7]+) \d+ /, '$1 _ '))
-    .join('\n');
 export const LAB = process.env.LAB ?? '/var/lib/ferry-lab';
 
 /**
