@@ -10,13 +10,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  BUSYBOX,
+  buildBaseImage,
   cleanup,
   docker,
   ENGINE_B,
   ENGINE_C,
   ENGINE_D,
-  exists,
   ferry,
   inspect,
   removeSnapshots,
@@ -102,27 +101,7 @@ function newTop(text: string) {
 beforeAll(() => {
   // A base image built on the source (its layers gzip-compressed in its content store), loaded
   // into the others from one save: a shared base image.
-  docker(
-    [
-      'run',
-      '--network',
-      'none',
-      '--name',
-      `${name}-build`,
-      BUSYBOX,
-      'sh',
-      '-c',
-      'head -c 2000000 /dev/urandom > /big.bin; echo base > /base.txt',
-    ],
-    { host: SRC },
-  );
-  docker(['commit', `${name}-build`, base], { host: SRC });
-  docker(['rm', `${name}-build`], { host: SRC });
-  for (const host of [OTHER, ENGINE_B]) {
-    const load = `docker -H ${SRC} save ${base} | docker -H ${host} load`;
-    const r = sh(load);
-    if (r.code !== 0) throw new Error(`${load}: ${r.stderr}`);
-  }
+  buildBaseImage(base, 'head -c 2000000 /dev/urandom > /big.bin; echo base > /base.txt', SRC, [OTHER, ENGINE_B]);
   docker(
     [
       'run',

@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  BUSYBOX,
+  buildBaseImage,
   cleanup,
   docker,
   DOCKER_20,
@@ -142,14 +142,7 @@ function expectSameContainer(restored: Map<string, string>, original: Map<string
 }
 
 beforeAll(() => {
-  docker(['run', '--name', `${baseId}-build`, BUSYBOX, 'sh', '-c', 'echo base > /base.txt'], { host: DOCKER_20 });
-  docker(['commit', `${baseId}-build`, base], { host: DOCKER_20 });
-  docker(['rm', `${baseId}-build`], { host: DOCKER_20 });
-  for (const host of [ENGINE_B, ...ENGINES.map((e) => e.host)]) {
-    const load = `docker -H ${DOCKER_20} save ${base} | docker -H ${host} load`;
-    const r = sh(load);
-    if (r.code !== 0) throw new Error(`${load}: ${r.stderr}`);
-  }
+  buildBaseImage(base, 'echo base > /base.txt', DOCKER_20, [ENGINE_B, ...ENGINES.map((e) => e.host)]);
 });
 
 afterAll(() => {
@@ -300,25 +293,7 @@ describe.each(ENGINES)(
     const base2 = `ferry-test/xgz-base-${name2}:1`;
 
     beforeAll(() => {
-      docker(
-        [
-          'run',
-          '--network',
-          'none',
-          '--name',
-          `${name2}-build`,
-          BUSYBOX,
-          'sh',
-          '-c',
-          'head -c 3000000 /dev/urandom > /base.bin',
-        ],
-        { host: target },
-      );
-      docker(['commit', `${name2}-build`, base2], { host: target });
-      docker(['rm', `${name2}-build`], { host: target });
-      const load = `docker -H ${target} save ${base2} | docker -H ${DOCKER_20} load`;
-      const r = sh(load);
-      if (r.code !== 0) throw new Error(`${load}: ${r.stderr}`);
+      buildBaseImage(base2, 'head -c 3000000 /dev/urandom > /base.bin', target, [DOCKER_20]);
       docker(
         ['run', '-d', '--name', name2, base2, 'sh', '-c', '[ -f /top.txt ] || echo top > /top.txt; exec sleep 100000'],
         { host: DOCKER_20 },

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  BUSYBOX,
+  buildBaseImage,
   cleanup,
   docker,
   ENGINE_C,
@@ -88,23 +88,8 @@ function runOn(host: string) {
 
 beforeAll(() => {
   // A base image built on engine C, with a 2 MB layer of its own; engine D does not hold it yet.
-  for (const host of [ENGINE_C, ENGINE_D]) cleanup(host, { containers: [name, `${name}-build`], volumes: [vol] });
-  docker(
-    [
-      'run',
-      '--network',
-      'none',
-      '--name',
-      `${name}-build`,
-      BUSYBOX,
-      'sh',
-      '-c',
-      'echo base > /base.txt && head -c 2000000 /dev/urandom > /base.bin',
-    ],
-    { host: ENGINE_C },
-  );
-  docker(['commit', `${name}-build`, base], { host: ENGINE_C });
-  docker(['rm', `${name}-build`], { host: ENGINE_C });
+  for (const host of [ENGINE_C, ENGINE_D]) cleanup(host, { containers: [name], volumes: [vol] });
+  buildBaseImage(base, 'echo base > /base.txt && head -c 2000000 /dev/urandom > /base.bin', ENGINE_C, []);
 });
 
 afterAll(() => {

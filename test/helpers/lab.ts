@@ -178,6 +178,24 @@ export function removeSnapshots(containers: string[], hosts: string[] = [ENGINE_
 }
 
 /**
+ * A base image shared by several engines, as a user's own base image would be: `script` run in
+ * busybox on `on` (no network) and committed as `image` there, then saved once and loaded into
+ * each engine of `loadInto` (the same layers everywhere). The tests of what a migration sends
+ * when the target already holds the base use it.
+ */
+export function buildBaseImage(image: string, script: string, on: string, loadInto: string[]): void {
+  const build = `${image.replace(/[^a-zA-Z0-9_.-]/g, '-')}-build`;
+  docker(['run', '--network', 'none', '--name', build, BUSYBOX, 'sh', '-c', script], { host: on });
+  docker(['commit', build, image], { host: on });
+  docker(['rm', build], { host: on });
+  for (const host of loadInto) {
+    const load = `docker -H ${on} save ${image} | docker -H ${host} load`;
+    const r = sh(load);
+    if (r.code !== 0) throw new Error(`${load}: ${r.stderr}`);
+  }
+}
+
+/**
  * A full listing of a directory inside a container: path, owner, mode, size, link count, mtime,
  * type, symlink target and a hash of regular files (the first 64 bits of their MD5: any changed
  * byte shows, and busybox hashes MD5 three times as fast as SHA-256, which counts for the
