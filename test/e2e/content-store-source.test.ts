@@ -19,6 +19,7 @@ import {
   ferry,
   inspect,
   removeSnapshots,
+  runLayeredService,
   sh,
   uid,
   volumeListing,
@@ -102,29 +103,7 @@ beforeAll(() => {
   // A base image built on the source (its layers gzip-compressed in its content store), loaded
   // into the others from one save: a shared base image.
   buildBaseImage(base, 'head -c 2000000 /dev/urandom > /big.bin; echo base > /base.txt', SRC, [OTHER, ENGINE_B]);
-  docker(
-    [
-      'run',
-      '-d',
-      '--name',
-      name,
-      '--network',
-      'none',
-      '-e',
-      'MODE=production',
-      '--label',
-      'team=ops',
-      '--restart',
-      'unless-stopped',
-      '-v',
-      `${vol}:/data`,
-      base,
-      'sh',
-      '-c',
-      '[ -f /data/d/f ] || { echo layer > /top.txt; mkdir -p /data/d; echo volume > /data/d/f; chown -R 1234:5678 /data/d; }; exec sleep 100000',
-    ],
-    { host: SRC },
-  );
+  runLayeredService(name, base, vol, SRC, ['--network', 'none']);
 });
 
 afterAll(() => {

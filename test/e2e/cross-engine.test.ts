@@ -28,6 +28,7 @@ import {
   ferry,
   inspect,
   removeSnapshots,
+  runLayeredService,
   sh,
   sshHome,
   uid,
@@ -158,38 +159,10 @@ describe.each(ENGINES)('migrate between Docker 20.10 and engine $engine ($versio
   let listing = '';
 
   beforeAll(() => {
-    docker(
-      [
-        'run',
-        '-d',
-        '--name',
-        name,
-        '-e',
-        'MODE=production',
-        '--label',
-        'team=ops',
-        '--restart',
-        'unless-stopped',
-        '-w',
-        '/data',
-        '--cap-add',
-        'NET_ADMIN',
-        '--memory',
-        '64m',
-        '--init',
-        '--stop-signal',
-        'SIGUSR1',
-        '--tmpfs',
-        '/scratch:size=1m',
-        '-v',
-        `${vol}:/data`,
-        base,
-        'sh',
-        '-c',
-        '[ -f /data/d/f ] || { echo layer > /top.txt; mkdir -p /data/d; echo volume > /data/d/f; chown 33:33 /data/d/f; }; exec sleep 100000',
-      ],
-      { host: DOCKER_20 },
-    );
+    runLayeredService(name, base, vol, DOCKER_20, [
+      ...['-w', '/data', '--cap-add', 'NET_ADMIN', '--memory', '64m', '--init'],
+      ...['--stop-signal', 'SIGUSR1', '--tmpfs', '/scratch:size=1m'],
+    ]);
   });
 
   afterAll(() => {

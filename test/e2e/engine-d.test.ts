@@ -19,6 +19,7 @@ import {
   ferry,
   inspect,
   removeSnapshots,
+  runLayeredService,
   uid,
   volumeListing,
   waitFor,
@@ -59,31 +60,7 @@ const files = (host: string) => docker(['exec', name, 'cat', '/top.txt', '/base.
 
 /** Run the test container on `host` from the base image, with a volume and a changed writable layer. */
 function runOn(host: string) {
-  docker(
-    [
-      'run',
-      '-d',
-      '--name',
-      name,
-      '--network',
-      'none',
-      '-e',
-      'MODE=production',
-      '--label',
-      'team=ops',
-      '--restart',
-      'unless-stopped',
-      '-w',
-      '/data',
-      '-v',
-      `${vol}:/data`,
-      base,
-      'sh',
-      '-c',
-      '[ -f /data/d/f ] || { echo layer > /top.txt; mkdir -p /data/d; echo volume > /data/d/f; chown 33:33 /data/d/f; }; exec sleep 100000',
-    ],
-    { host },
-  );
+  runLayeredService(name, base, vol, host, ['--network', 'none', '-w', '/data']);
 }
 
 beforeAll(() => {

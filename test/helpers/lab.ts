@@ -196,6 +196,31 @@ export function buildBaseImage(image: string, script: string, on: string, loadIn
 }
 
 /**
+ * The service of the cross-engine tests: `image` (a base image of buildBaseImage()) run on `host`
+ * with settings a migration must carry (an env value, a label, a restart policy; `args` adds
+ * more), volume `volume` at /data, and, on its first start only, a file in its writable layer
+ * (/top.txt) and an owned file in the volume (/data/d/f): a copy restored from a bundle finds
+ * them there and writes nothing.
+ */
+export function runLayeredService(
+  name: string,
+  image: string,
+  volume: string,
+  host: string,
+  args: string[] = [],
+): void {
+  const first = 'echo layer > /top.txt; mkdir -p /data/d; echo volume > /data/d/f; chown -R 33:33 /data/d';
+  docker(
+    [
+      ...['run', '-d', '--name', name, '-e', 'MODE=production', '--label', 'team=ops'],
+      ...['--restart', 'unless-stopped', ...args, '-v', `${volume}:/data`, image],
+      ...['sh', '-c', `[ -f /data/d/f ] || { ${first}; }; exec sleep 100000`],
+    ],
+    { host },
+  );
+}
+
+/**
  * A full listing of a directory inside a container: path, owner, mode, size, link count, mtime,
  * type, symlink target and a hash of regular files (the first 64 bits of their MD5: any changed
  * byte shows, and busybox hashes MD5 three times as fast as SHA-256, which counts for the
