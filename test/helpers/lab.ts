@@ -254,32 +254,20 @@ export function sshHome(dir: string, knownHosts?: string): { home: string; known
   mkdirSync(ssh, { recursive: true, mode: 0o700 });
   const knownHostsFile = path.join(ssh, 'known_hosts');
   writeFileSync(knownHostsFile, knownHosts ?? readFileSync(path.join(LAB, 'ssh', 'known_hosts'), 'utf8'));
-  writeFileSync(
-    path.join(ssh, 'config'),
-    [
-      'Host newhost',
-      '  HostName 127.0.0.1',
-      '  Port 2222',
-      '  User root',
-      `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`,
-      `  UserKnownHostsFile ${knownHostsFile}`,
-      // The same host where the SSH server refuses socket forwarding (dial-stdio fallback).
-      'Host nofwd',
-      '  HostName 127.0.0.1',
-      '  Port 2223',
-      '  User root',
-      `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`,
-      `  UserKnownHostsFile ${knownHostsFile}`,
-      // A host whose engine is Docker 26 with the containerd image store (engine C).
-      'Host ctrdhost',
-      '  HostName 127.0.0.1',
-      '  Port 2224',
-      '  User root',
-      `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`,
-      `  UserKnownHostsFile ${knownHostsFile}`,
-      '',
-    ].join('\n'),
-  );
+  const hosts: [string, number][] = [
+    ['newhost', 2222],
+    ['nofwd', 2223],
+    ['ctrdhost', 2224],
+  ];
+  const entry = ([host, port]: [string, number]) => [
+    `Host ${host}`,
+    '  HostName 127.0.0.1',
+    `  Port ${port}`,
+    '  User root',
+    `  IdentityFile ${path.join(LAB, 'ssh', 'id_ed25519')}`,
+    `  UserKnownHostsFile ${knownHostsFile}`,
+  ];
+  writeFileSync(path.join(ssh, 'config'), [...hosts.flatMap(entry), ''].join('\n'));
   return { home, knownHostsFile };
 }
 
