@@ -193,27 +193,30 @@ describe('s3 reads', () => {
     return { bytes, asked, signals, bodies, fetch, first, most: () => most };
   }
 
-  it('keeps READ_AHEAD windows in flight past the first, and gives their bytes in order', async () => {
-    // Windows of 1, 2, 4, 8, 16, 16, 13 MiB (and 77 bytes); later ones answer sooner.
-    const s = server(60 * FIRST_READ_WINDOW + 77, { delay: (n) => Math.max(1, 20 - n * 3) });
-    const chunks: Buffer[] = [];
-    for await (const c of readWindows(s.first(), 0, s.bytes.length - 1, s.fetch)) chunks.push(c);
-    expect(Buffer.concat(chunks).equals(s.bytes)).toBe(true);
-    expect(s.most()).toBe(READ_AHEAD + 1); // the window read and READ_AHEAD ahead of it, no more
-    // The windows tile the object: each starts where the one before ended, none beyond MAX_READ_WINDOW.
-    let at = FIRST_READ_WINDOW;
-    for (const [pos, win] of s.asked) {
-      expect(pos).toBe(at);
-      expect(win).toBeLessThanOrEqual(MAX_READ_WINDOW);
-      at += Math.min(win, s.bytes.length - pos);
-    }
-    expect(at).toBe(s.bytes.length);
-    // Past the first window, the socket's 64 KiB pieces go on as READ_CHUNK bytes (the last one the rest).
-    expect(chunks[0]!.length).toBe(FIRST_READ_WINDOW);
-    const rest = chunks.slice(1);
-    expect(rest.slice(0, -1).every((c) => c.length === READ_CHUNK)).toBe(true);
-    expect(rest.at(-1)!.length).toBe(77);
-  });
+  it.each([READ_AHEAD, 3])(
+    'keeps %i windows in flight past the first, and gives their bytes in order',
+    async (ahead) => {
+      // Windows of 1, 2, 4, 8, 16, 29 MiB (and 77 bytes); later ones answer sooner.
+      const s = server(60 * FIRST_READ_WINDOW + 77, { delay: (n) => Math.max(1, 20 - n * 3) });
+      const chunks: Buffer[] = [];
+      for await (const c of readWindows(s.first(), 0, s.bytes.length - 1, s.fetch, { ahead })) chunks.push(c);
+      expect(Buffer.concat(chunks).equals(s.bytes)).toBe(true);
+      expect(s.most()).toBe(ahead + 1); // the window read and `ahead` ahead of it, no more
+      // The windows tile the object: each starts where the one before ended, none beyond MAX_READ_WINDOW.
+      let at = FIRST_READ_WINDOW;
+      for (const [pos, win] of s.asked) {
+        expect(pos).toBe(at);
+        expect(win).toBeLessThanOrEqual(MAX_READ_WINDOW);
+        at += Math.min(win, s.bytes.length - pos);
+      }
+      expect(at).toBe(s.bytes.length);
+      // Past the first window, the socket's 64 KiB pieces go on as READ_CHUNK bytes (the last one the rest).
+      expect(chunks[0]!.length).toBe(FIRST_READ_WINDOW);
+      const rest = chunks.slice(1);
+      expect(rest.slice(0, -1).every((c) => c.length === READ_CHUNK)).toBe(true);
+      expect(rest.at(-1)!.length).toBe(77);
+    },
+  );
 
   it('a window that fails ahead of the reader fails the read when its turn comes, after the bytes before it', async () => {
     const s = server(60 * FIRST_READ_WINDOW);
