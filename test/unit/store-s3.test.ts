@@ -176,9 +176,9 @@ describe('s3 reads', () => {
       signals.push(signal);
       if (opts.hang?.(n))
         return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error)));
-      await new Promise((r) => setTimeout(r, opts.delay?.(n) ?? 0));
-      open.add(pos);
+      open.add(pos); // in flight from the request until its body is read
       most = Math.max(most, open.size);
+      await new Promise((r) => setTimeout(r, opts.delay?.(n) ?? 0));
       const part = bytes.subarray(pos, Math.min(size, pos + win));
       const body = Readable.from(
         (async function* () {
