@@ -255,9 +255,8 @@ function isStatus(err: unknown, ...codes: number[]): boolean {
 /** The first ranged GET of a read: enough for a manifest (`ls` reads no more)... */
 export const FIRST_READ_WINDOW = 1 << 20;
 /**
- * ...then windows double up to this size: few requests, since each costs the server (RGW) and
- * the client CPU, on top of its round trip (by hand against the lab's RGW: 808 MB as windows of
- * 4 MiB took the server 1.5-1.7 CPU s, as one GET 1.1 s, and the SDK twice the CPU)...
+ * ...then windows double up to this size: few requests, since each costs the server and the
+ * client CPU on top of its round trip (docs/performance.md, "Restore from S3, by hand")...
  */
 export const MAX_READ_WINDOW = 256 << 20;
 /**
