@@ -5,6 +5,10 @@
  *   [image: save -> load, concurrently with volumes: archive GET -> archive PUT] -> resume
  *   -> create containers on the target -> start
  *
+ * With a pre-copy the commit, too, goes beside the volumes' frozen listings and deltas, and the
+ * target's side of each frozen delta is opened before the freeze (docs/precopy.md, Cutover).
+ * `frozenSteps` in the result says what the freeze was spent on.
+ *
  * --stop-source (the cutover): each source container is stopped cleanly before its snapshot and
  * is not resumed, so that nothing written to it after its snapshot is left behind.
  *
@@ -37,7 +41,7 @@ import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from '..
 import { portClaims, portsOverlap, type PortClaim } from './steps/startable.js';
 import { checkConflicts, preflight } from './steps/preflight.js';
 import { freeName, Recreation, type OnConflict, type ToCreate } from './steps/recreate.js';
-import { shipImage, shipVolume } from '../data/ship.js';
+import { engineChainIds, shipImage, shipVolume } from '../data/ship.js';
 import { volumeExcludes } from '../data/excludes.js';
 import { recoverDeadRuns } from './steps/recover.js';
 import { isRefused, routing, type DataPaths, type Routing } from '../data/paths.js';
@@ -409,6 +413,9 @@ async function frozen(
   const freezes = mode !== 'none' && c.spec.state.running && !c.spec.state.paused;
   // Frozen from the moment it is asked to pause or stop (a stop may take its whole timeout).
   const frozenAt = Date.now();
+  // What the target holds of the image's layers is asked while the source stops and commits (a
+  // pre-copy's frozen part is short: the image's planning would otherwise come after the commit).
+  const targetChains = pre.size && target.quirks.loadsPartialImages ? engineChainIds(target) : undefined;
   if (freezes) timeline.start(frozenAt);
   const resume = await timeline.time(`${mode === 'stop' || opts.stopSource ? 'stop' : mode} ${c.spec.name}`, () =>
     quiesce(source, c.spec, mode, progress, { stopTimeout, waitSeconds: opts.wait, signal }),
@@ -440,7 +447,7 @@ async function frozen(
       progress.step(`image ${fullRef} -> ${target.facts.endpoint}`);
       rec.undo.note({ kind: 'image', name: fullRef });
       const shipped = timeline.span(`image of ${c.spec.name}`);
-      const s = await shipImage(source, target, fullRef, progress, via.source, via.target, signal);
+      const s = await shipImage(source, target, fullRef, progress, via.source, via.target, signal, targetChains);
       shipped();
       result.dataPaths.images.push({ container: c.spec.name, ref: fullRef, ...s.carried });
       progress.via?.(`image ${fullRef}`, `${s.carried.path} -> ${s.carried.target.path}`);
