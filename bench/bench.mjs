@@ -88,6 +88,8 @@ const TITLES = {
   compress: '4. compression of the volume tar',
   ssh: '5. ssh throughput: ssh2 (aes128-gcm) vs OpenSSH',
   precopy: '6. migrate --stop-source under a write load: downtime with the pre-copy vs one pass (--no-precopy)',
+  'precopy-copy': '6b. migrate (a copy: the source paused) under a write load: pause with the pre-copy vs one pass (--no-precopy)',
+  'precopy-backup': '6c. backup under a write load: pause with --precopy vs without',
   s3: '7. S3 (the lab\'s Ceph RGW): backup to and restore from S3 vs a local directory and file; upload vs the SDK\'s own',
 };
 const TARGETS = { backup: 0.9, migrate: 0.8, migrate2: 0.35, ssh: 1.5 };
@@ -863,58 +865,111 @@ async function scenarioCompress(opts, ctx) {
 }
 
 /**
- * The cutover's downtime (issue 25): `migrate --stop-source` to ssh://newhost (B keeps the base
- * image) while a writer inserts rows and rewrites 1 % of the random file in place during the copy,
- * with the pre-copy ("ferry") and with one pass after the stop (--no-precopy, "baseline": what
- * ferry did before). The figure compared is `downtimeMs` from --json (source stopped -> target
- * running and past its watch); the seconds of the whole run are in the Runs list.
+ * The pre-copy (issue 25), under the same write load each time (a writer inserts rows and rewrites
+ * 1 % of the random file in place while ferry copies):
+ * - the cutover's downtime: `migrate --stop-source` to ssh://newhost (B keeps the base image) with
+ *   the pre-copy ("ferry") and with one pass after the stop (--no-precopy, "baseline": what ferry
+ *   did before); the figure compared is `downtimeMs` from --json (source stopped -> target
+ *   running and past its watch); the seconds of the whole run are in the Runs list;
+ * - the pause of a copy (`migrate --no-start` to ssh://newhost, the source paused, not stopped),
+ *   with the pre-copy and with --no-precopy: `pausedMs`;
+ * - the pause of `backup --compress none` to a local file, with --precopy and without: `pausedMs`.
+ * Returns the cutover's result, with the other two as its `copy` and `backup`.
  */
 async function scenarioPrecopy(opts, ctx) {
   const { home } = ctx.ssh;
   const stepMiB = 1;
   const steps = Math.max(1, Math.round((opts.sizeMiB * 0.01) / stepMiB)); // 1 % of the random file
+  // The inserts go on until the container stops or the next measurement's writer takes over
+  // (a copy and a backup leave the source running): each stops at the stop file.
+  const STOP = '/tmp/ferry-bench-writer.stop';
   const writer = [
-    `(i=0; while :; do i=$((i+1)); psql -X -q -U postgres -d bench -c "insert into t values (1000000 + $i, 'live')" >/dev/null 2>&1; done) &`,
+    `rm -f ${STOP}`,
+    `(i=0; while [ ! -e ${STOP} ]; do i=$((i+1)); psql -X -q -U postgres -d bench -c "insert into t values (1000000 + $i, 'live')" >/dev/null 2>&1; done) &`,
     `for k in $(seq 1 ${steps}); do dd if=/dev/urandom of=${RANDOM_FILE} bs=1M count=${stepMiB} seek=$(( (k * 7919) % ${opts.sizeMiB} )) conv=notrunc status=none; sleep 0.2; done; wait`,
   ].join('\n');
-  const spec = (extra) => () => ({
+  const stopWriter = async () => {
+    if (dk(ENGINE_A, ['exec', CTR, 'touch', STOP], { allowFail: true }).code === 0) await sleep(300);
+  };
+  const dir = path.join(WORK, 'precopy-backup');
+  const bundle = path.join(dir, 'bundle.tar');
+  const prepare = async () => {
+    clearSourceLeftovers();
+    clearTarget({ base: false });
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(dir, { recursive: true });
+    dk(ENGINE_A, ['start', CTR], { allowFail: true });
+    await waitForPostgres();
+    await stopWriter();
+    psql('delete from t where id > 1000000', 'bench');
+    dk(ENGINE_A, ['exec', '-d', CTR, 'sh', '-c', writer]);
+    await sleep(500);
+    run('sync', []);
+    return {};
+  };
+  const migrateSpec = (extra) => () => ({
     cmd: BIN,
-    args: ['migrate', CTR, '--to', 'ssh://newhost', '--stop-source', '--stop-timeout', '30', '--json', ...extra],
+    args: ['migrate', CTR, '--to', 'ssh://newhost', '--json', ...extra],
     env: childEnv({ HOME: home }),
   });
-  const downtime = { ferry: [], baseline: [] };
+  const backupSpec = (extra) => () => ({ cmd: BIN, args: ['backup', CTR, '--compress', 'none', '-o', bundle, '--json', ...extra] });
+  /** The figure each measurement reports (from --json), per side, and the pre-copy's own report. */
+  const figures = (key) => {
+    const got = { ferry: [], baseline: [] };
+    const check = (side, _i, r) => {
+      try {
+        const j = JSON.parse(r.stdout);
+        got[side].push(j[key] / 1000);
+        const v = j.dataPaths?.volumes?.[0]?.precopy;
+        return { info: { [`${key.replace(/Ms$/, '')}Seconds`]: j[key] / 1000, precopy: v, frozenSteps: j.frozenSteps } };
+      } catch (err) {
+        return { problems: [`no --json result: ${err.message}`] };
+      }
+    };
+    return { got, check, medians: () => ({ ferry: round(median(got.ferry), 3), baseline: round(median(got.baseline), 3) }) };
+  };
   try {
+    const down = figures('downtimeMs');
     const res = await comparative('precopy', opts, {
       labels: { ferry: 'pre-copy', baseline: 'one pass (--no-precopy)' },
-      ferry: spec([]),
-      baseline: spec(['--no-precopy']),
-      prepare: async () => {
-        clearSourceLeftovers();
-        clearTarget({ base: false });
-        dk(ENGINE_A, ['start', CTR], { allowFail: true });
-        await waitForPostgres();
-        psql('delete from t where id > 1000000', 'bench');
-        dk(ENGINE_A, ['exec', '-d', CTR, 'sh', '-c', writer]);
-        await sleep(500);
-        run('sync', []);
-        return {};
-      },
-      check: (side, _i, r) => {
-        try {
-          const j = JSON.parse(r.stdout);
-          downtime[side].push(j.downtimeMs / 1000);
-          const v = j.dataPaths?.volumes?.[0]?.precopy;
-          return { info: { downtimeSeconds: j.downtimeMs / 1000, precopy: v } };
-        } catch (err) {
-          return { problems: [`no --json result: ${err.message}`] };
-        }
-      },
+      ferry: migrateSpec(['--stop-source', '--stop-timeout', '30']),
+      baseline: migrateSpec(['--stop-source', '--stop-timeout', '30', '--no-precopy']),
+      prepare,
+      check: down.check,
     });
-    res.downtime = { ferry: round(median(downtime.ferry), 3), baseline: round(median(downtime.baseline), 3) };
+    res.downtime = down.medians();
     res.target = undefined; // the wall-clock ratio is not the point here: see res.downtime
     log(`precopy: downtime with the pre-copy ${fmt(res.downtime.ferry)} s, one pass ${fmt(res.downtime.baseline)} s`);
+
+    const copyPause = figures('pausedMs');
+    res.copy = await comparative('precopy-copy', opts, {
+      labels: { ferry: 'copy, pre-copy', baseline: 'copy, one pass (--no-precopy)' },
+      ferry: migrateSpec(['--no-start']),
+      baseline: migrateSpec(['--no-start', '--no-precopy']),
+      prepare,
+      check: copyPause.check,
+    });
+    res.copy.paused = copyPause.medians();
+    res.copy.target = undefined;
+    log(`precopy: a copy paused the source ${fmt(res.copy.paused.ferry)} s with the pre-copy, ${fmt(res.copy.paused.baseline)} s without`);
+
+    const backupPause = figures('pausedMs');
+    res.backup = await comparative('precopy-backup', opts, {
+      labels: { ferry: 'backup --precopy', baseline: 'backup' },
+      ferry: backupSpec(['--precopy']),
+      baseline: backupSpec([]),
+      prepare,
+      check: backupPause.check,
+    });
+    res.backup.paused = backupPause.medians();
+    res.backup.target = undefined;
+    log(`precopy: a backup paused the source ${fmt(res.backup.paused.ferry)} s with --precopy, ${fmt(res.backup.paused.baseline)} s without`);
+    if (res.copy.incomplete || res.backup.incomplete) res.incomplete = true;
+    res.errors.push(...res.copy.errors, ...res.backup.errors);
     return res;
   } finally {
+    await stopWriter();
+    fs.rmSync(dir, { recursive: true, force: true });
     clearSourceLeftovers();
     clearTarget({ base: false });
     dk(ENGINE_A, ['start', CTR], { allowFail: true });
@@ -1297,7 +1352,19 @@ function renderMarkdown(report) {
     L.push(`| ${pre.labels.ferry} | ${fmt(pre.downtime.ferry)} | ${fmt(pre.ferryMedian)} |`);
     L.push(`| ${pre.labels.baseline} | ${fmt(pre.downtime.baseline)} | ${fmt(pre.baselineMedian)} |`);
     for (const e of pre.ferry) if (e.precopy) L.push('', `pre-copy run ${e.run}: ${JSON.stringify(e.precopy)}`);
+    for (const e of pre.ferry) if (e.frozenSteps) L.push('', `pre-copy run ${e.run}, the downtime's steps (ms since the stop): ${e.frozenSteps.map((x) => `${x.step} ${x.fromMs}-${x.toMs}`).join('; ')}`);
     L.push('');
+    const paused = [pre.copy, pre.backup].filter((r) => r?.paused);
+    if (paused.length) {
+      L.push('| same workload and writer | source paused, median s (`pausedMs`) | whole run median s |');
+      L.push('|---|---:|---:|');
+      for (const r of paused) {
+        L.push(`| ${r.labels.ferry} | ${fmt(r.paused.ferry)} | ${fmt(r.ferryMedian)} |`);
+        L.push(`| ${r.labels.baseline} | ${fmt(r.paused.baseline)} | ${fmt(r.baselineMedian)} |`);
+      }
+      for (const r of paused) for (const e of r.ferry) if (e.precopy) L.push('', `${r.labels.ferry} run ${e.run}: ${JSON.stringify(e.precopy)}`);
+      L.push('');
+    }
   }
   const s3 = results.find((r) => r.id === 's3');
   if (s3) {

@@ -452,6 +452,29 @@ export async function writeHostVolume(
   progress: Progress | undefined,
   access: HostAccess | Promise<HostAccess>,
 ): Promise<HostWrite | Refused> {
+  const w = await openHostVolumeWriter(engine, volume, seen, progress, access);
+  return isRefused(w) ? w : w.run(data);
+}
+
+/** A shell on the host, vetted and waiting for its input: what it does starts only once that is given. */
+export interface HostWaiting<I, O> {
+  run(input: I): Promise<O>;
+  /** Never given its input: end it (nothing is written). */
+  cancel(): Promise<void>;
+}
+
+/**
+ * writeHostVolume's shell, opened now (the SSH channel, the login shell, the vetting: the slow
+ * part on a remote host) and given its archive later: tar waits on its stdin meanwhile. The
+ * pre-copy opens it before the container is frozen, so that the frozen pass only sends data.
+ */
+export async function openHostVolumeWriter(
+  engine: Engine,
+  volume: string,
+  seen: () => Promise<EngineStat>,
+  progress: Progress | undefined,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<HostWaiting<Readable, HostWrite> | Refused> {
   const at = await hostVolumeDir(engine, volume, access);
   if (isRefused(at)) return at;
   const { shell, dir } = at;
@@ -460,9 +483,35 @@ export async function writeHostVolume(
     ...hostUntarArgs(dir),
   ]);
   if (!child) return refused(NOT_THE_ENGINES);
-  progress?.info(`volume ${volume}: written into ${dir} on ${shell.where}`);
   const stderr = keepText(child.stderr);
   child.stdout.resume();
+  const run = (data: Readable) => {
+    progress?.info(`volume ${volume}: written into ${dir} on ${shell.where}`);
+    return extractInto(child, stderr, data, volume, dir, shell.where, progress);
+  };
+  return { run, cancel: () => endUnused(child) };
+}
+
+/**
+ * A waiting shell never given its input: its stdin ended (an empty list removes nothing, an empty
+ * archive extracts nothing) and it is killed; its status does not matter.
+ */
+async function endUnused(child: HostProcess): Promise<void> {
+  child.stdin.on('error', () => {});
+  if (!child.stdin.writableEnded) child.stdin.end();
+  child.kill();
+  await child.exit.catch(() => {});
+}
+
+async function extractInto(
+  child: HostProcess,
+  stderr: () => string,
+  data: Readable,
+  volume: string,
+  dir: string,
+  where: string,
+  progress: Progress | undefined,
+): Promise<HostWrite> {
   try {
     await pipeline(data, child.stdin);
   } catch (err) {
@@ -480,12 +529,12 @@ export async function writeHostVolume(
   const lost = child.lost();
   if (code === FLUSH_FAILED)
     progress?.warn(
-      `volume ${volume}: written, but flushing it to the disk of ${shell.where} failed (sync -f: ${stderr().trim().slice(0, 200) || 'no message'}): it is in that host's page cache until the kernel writes it`,
+      `volume ${volume}: written, but flushing it to the disk of ${where} failed (sync -f: ${stderr().trim().slice(0, 200) || 'no message'}): it is in that host's page cache until the kernel writes it`,
     );
   else if (code !== 0 && lost) throw lost;
   else if (code !== 0)
     throw new IoError(
-      `tar could not write volume ${volume} into ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
+      `tar could not write volume ${volume} into ${dir} on ${where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
       {
         hint: `what it wrote is removed with the volume; ${HOST_VOLUMES_ENV}=0 writes through the engine instead`,
       },
@@ -493,7 +542,7 @@ export async function writeHostVolume(
   const unset = lostXattrs(stderr());
   if (!unset.length) return {};
   progress?.warn(
-    `volume ${volume}: ${unset.length === 1 ? 'an extended attribute' : `${unset.length} extended attributes`} of the archive could not be set in ${dir} on ${shell.where} (${unset.slice(0, 3).join('; ')}${unset.length > 3 ? '; ...' : ''}); the data is there without ${unset.length === 1 ? 'it' : 'them'}`,
+    `volume ${volume}: ${unset.length === 1 ? 'an extended attribute' : `${unset.length} extended attributes`} of the archive could not be set in ${dir} on ${where} (${unset.slice(0, 3).join('; ')}${unset.length > 3 ? '; ...' : ''}); the data is there without ${unset.length === 1 ? 'it' : 'them'}`,
   );
   return { xattrsLost: unset };
 }
@@ -637,23 +686,37 @@ export async function removeHostPaths(
   paths: string[],
   access: HostAccess | Promise<HostAccess>,
 ): Promise<true | Refused> {
+  const r = await openHostRemoval(engine, volume, seen, access);
+  return isRefused(r) ? r : r.run(paths);
+}
+
+/** removeHostPaths' shell, opened now and given the paths later (as openHostVolumeWriter). */
+export async function openHostRemoval(
+  engine: Engine,
+  volume: string,
+  seen: () => Promise<EngineStat>,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<HostWaiting<string[], true> | Refused> {
   const at = await hostVolumeDir(engine, volume, access);
   if (isRefused(at)) return at;
   const { shell, dir } = at;
   const child = await runVetted(shell, dir, seen, REMOVE_SCRIPT, []);
   if (!child) return refused(NOT_THE_ENGINES);
-  child.stdin.end(Buffer.from(paths.map((p) => `${p}\0`).join('')));
   child.stdout.resume();
   const stderr = keepText(child.stderr);
-  const code = await child.exit;
-  if (code === 0 || code === FLUSH_FAILED) return true;
-  throw (
-    child.lost() ??
-    new IoError(
-      `could not remove what the source deleted from volume ${volume} at ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
-      { hint: 'what the target received is removed with the volume; --no-precopy copies it in one pass instead' },
-    )
-  );
+  const run = async (paths: string[]): Promise<true> => {
+    child.stdin.end(Buffer.from(paths.map((p) => `${p}\0`).join('')));
+    const code = await child.exit;
+    if (code === 0 || code === FLUSH_FAILED) return true;
+    throw (
+      child.lost() ??
+      new IoError(
+        `could not remove what the source deleted from volume ${volume} at ${dir} on ${shell.where} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
+        { hint: 'what the target received is removed with the volume; --no-precopy copies it in one pass instead' },
+      )
+    );
+  };
+  return { run, cancel: () => endUnused(child) };
 }
 
 /**

@@ -21,11 +21,12 @@ import { checkAborted } from '../context.js';
 import { copyAgain, diffListings, type Delta, type Listing } from './delta.js';
 import { excludeMatcher } from './excludes.js';
 import { hostVolumeReachable, listHostVolume, openHostVolumeReader } from './host-volume.js';
-import { applyVolumeDelta } from './volumes.js';
+import { applyVolumeDelta, prepareVolumeDelta, type PreparedDelta } from './volumes.js';
 import { isRefused, refused, type Carried, type Refused, type Routing } from './paths.js';
 import { IoError } from '../errors.js';
 import { faultPoint } from '../util/fault.js';
 import { abortable } from '../util/abortable.js';
+import { Timeline } from '../util/timeline.js';
 
 /** What the pre-copy of one volume did (in the result's dataPaths, per volume). */
 export interface PrecopyReport {
@@ -107,7 +108,13 @@ function notThere(a: PrecopyArgs, r: Refused): IoError {
 }
 
 /** Send `delta` from the source volume to the target volume; bytes sent (the tar's). */
-async function send(a: PrecopyArgs, delta: Delta, running: boolean, label: string): Promise<number> {
+async function send(
+  a: PrecopyArgs,
+  delta: Delta,
+  running: boolean,
+  label: string,
+  ready?: PreparedDelta,
+): Promise<number> {
   let bytes = 0;
   let reader: { stream: Readable; done: () => Promise<void> } | undefined;
   if (delta.send.length) {
@@ -141,7 +148,9 @@ async function send(a: PrecopyArgs, delta: Delta, running: boolean, label: strin
     // The same points as a one-pass copy's (util/fault.ts): the reader is open, nothing written.
     if (reader) await faultPoint('volume-read');
     await faultPoint('volume-fill');
-    const w = await applyVolumeDelta(a.target, a.holder, a.fill, delta.remove, reader?.stream, a.via.target.access);
+    const w = ready
+      ? await ready.apply(delta.remove, reader?.stream)
+      : await applyVolumeDelta(a.target, a.holder, a.fill, delta.remove, reader?.stream, a.via.target.access);
     if (isRefused(w)) throw notThere(a, w);
   } catch (err) {
     reader?.stream.destroy();
@@ -184,14 +193,32 @@ export async function precopyVolume(a: PrecopyArgs): Promise<Precopied | Refused
   return { volume: a.volume, fill: a.fill, base, report, read: { path: 'host-tar' }, written: { path: 'host-tar' } };
 }
 
-/** Once the container is frozen: send what changed since the last pass. */
-export async function finishVolume(a: PrecopyArgs, pre: Precopied): Promise<{ bytes: number; report: PrecopyReport }> {
-  const frozen = await list(a, false);
+/**
+ * Before the container is frozen: the target's side of the frozen pass opened (the helper, the
+ * removal's and the extraction's shells on its host, waiting), so that once it is frozen only the
+ * listing and the data are left. Give it to finishVolume; close() it in every case.
+ */
+export async function prepareFinish(a: PrecopyArgs): Promise<PreparedDelta> {
+  const ready = await prepareVolumeDelta(a.target, a.holder, a.fill, a.via.target.access);
+  if (isRefused(ready)) throw notThere(a, ready);
+  return ready;
+}
+
+/** Once the container is frozen: send what changed since the last pass (into `ready` where it was prepared). */
+export async function finishVolume(
+  a: PrecopyArgs,
+  pre: Precopied,
+  timeline?: Timeline,
+  ready?: PreparedDelta,
+): Promise<{ bytes: number; report: PrecopyReport }> {
+  const frozen = await (timeline ?? new Timeline()).time(`list volume ${a.volume}`, () => list(a, false));
   const delta = diffListings(pre.base, frozen);
   a.progress.step(
     `volume ${a.volume} -> ${a.fill}: what changed (${delta.send.length} entries, ${delta.remove.length} removed)`,
   );
-  const bytes = await send(a, delta, false, `volume ${a.volume} (frozen)`);
+  const bytes = await (timeline ?? new Timeline()).time(`send the delta of volume ${a.volume}`, () =>
+    send(a, delta, false, `volume ${a.volume} (frozen)`, ready),
+  );
   const report = {
     ...pre.report,
     frozenBytes: bytes,

@@ -166,12 +166,13 @@ async function planTarget(
   progress: Progress,
   via: Routing,
   targetVia: Routing | undefined,
+  targetChains?: Promise<Set<string>>,
 ): Promise<TargetPlan> {
   const diffIds = img.RootFS?.Layers ?? [];
   const chains = chainIds(diffIds);
   const v1 = v1LayerIds(diffIds);
   if (target.quirks.loadsPartialImages) {
-    const have = await engineChainIds(target);
+    const have = await (targetChains ?? engineChainIds(target));
     const plan = whole({ path: 'engine-load' });
     for (let i = 0; i < diffIds.length; i++)
       if (have.has(chains[i]!)) {
@@ -238,6 +239,11 @@ export async function shipImage(
   via: Routing,
   targetVia?: Routing,
   signal?: AbortSignal,
+  /**
+   * The target's layers (engineChainIds), asked earlier by the caller: a cutover asks while the
+   * source stops and commits, rather than after. Used where the target loads partial images.
+   */
+  targetChains?: Promise<Set<string>>,
 ): Promise<ShipStats> {
   const what = `image ${ref} from ${source.facts.endpoint} to ${target.facts.endpoint}`;
   const img = await source.inspectImage(ref);
@@ -255,7 +261,7 @@ export async function shipImage(
   const diffIds = img.RootFS?.Layers ?? [];
   const chains = chainIds(diffIds);
   const v1 = v1LayerIds(diffIds);
-  const planned = await planTarget(source, target, img, ref, progress, via, targetVia);
+  const planned = await planTarget(source, target, img, ref, progress, via, targetVia, targetChains);
   const load = async (body: Readable, close: () => void, total?: number): Promise<number> => {
     let bytes = 0;
     const counted = counter((n) => {

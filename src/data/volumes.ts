@@ -23,8 +23,9 @@ import type { Progress } from '../context.js';
 import {
   hostVolumeArchiveSize,
   moveHostVolume,
+  openHostRemoval,
   openHostVolumeReader,
-  removeHostPaths,
+  openHostVolumeWriter,
   writeHostVolume,
   type HostWrite,
 } from './host-volume.js';
@@ -590,6 +591,36 @@ export async function applyVolumeDelta(
   data: Readable | undefined,
   access: HostAccess | Promise<HostAccess>,
 ): Promise<HostWrite | Refused> {
+  const ready = await prepareVolumeDelta(engine, image, volume, access);
+  if (isRefused(ready)) return ready;
+  try {
+    return await ready.apply(remove, data);
+  } finally {
+    await ready.close();
+  }
+}
+
+/** A delta's way into a volume, opened before the delta is known (prepareVolumeDelta). */
+export interface PreparedDelta {
+  /** Remove, then extract (once). */
+  apply(remove: string[], data: Readable | undefined): Promise<HostWrite>;
+  /** Whatever was not used ended, and the helper removed; call it in every case. */
+  close(): Promise<void>;
+}
+
+/**
+ * applyVolumeDelta in two steps: everything that does not need the delta first (the helper that
+ * mounts the volume, the removal's and the extraction's shells on the host, vetted and waiting
+ * on their input; on an ssh:// host the SSH channels and login shells, the slow part), then the
+ * delta. A cutover's frozen pass opens this before the container is stopped. Refused, with why,
+ * where the volume's directory is not reached on the host (nothing was left behind).
+ */
+export async function prepareVolumeDelta(
+  engine: Engine,
+  image: string,
+  volume: string,
+  access: HostAccess | Promise<HostAccess>,
+): Promise<PreparedDelta | Refused> {
   const target = `${MOUNT}/v`;
   const holder = await createHolder(engine, image, {
     Type: 'volume',
@@ -597,16 +628,34 @@ export async function applyVolumeDelta(
     Target: target,
     VolumeOptions: { NoCopy: true },
   });
-  try {
-    const seen = () => engine.statPath(holder.id, target);
-    if (remove.length) {
-      const r = await removeHostPaths(engine, volume, seen, remove, access);
-      if (isRefused(r)) return r;
-    }
-    return data ? await writeHostVolume(engine, volume, seen, data, undefined, access) : {};
-  } finally {
+  const seen = () => engine.statPath(holder.id, target);
+  const [removal, writer] = await Promise.allSettled([
+    openHostRemoval(engine, volume, seen, access),
+    openHostVolumeWriter(engine, volume, seen, undefined, access),
+  ]);
+  const remover = removal.status === 'fulfilled' ? removal.value : undefined;
+  const extract = writer.status === 'fulfilled' ? writer.value : undefined;
+  const close = async () => {
+    for (const w of [remover, extract]) if (w && !isRefused(w)) await w.cancel().catch(() => {});
     await holder.remove().catch(() => {});
+  };
+  if (!remover || !extract || isRefused(remover) || isRefused(extract)) {
+    await close();
+    if (removal.status === 'rejected') throw removal.reason;
+    if (writer.status === 'rejected') throw writer.reason;
+    return isRefused(remover!) ? remover : (extract as Refused);
   }
+  let used = false;
+  return {
+    async apply(remove, data) {
+      if (used) throw new Error('a prepared delta is applied once');
+      used = true;
+      if (remove.length) await remover.run(remove);
+      if (!data) return {};
+      return extract.run(data);
+    },
+    close,
+  };
 }
 
 /**

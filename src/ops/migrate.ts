@@ -5,6 +5,10 @@
  *   [image: save -> load, concurrently with volumes: archive GET -> archive PUT] -> resume
  *   -> create containers on the target -> start
  *
+ * With a pre-copy the commit, too, goes beside the volumes' frozen listings and deltas, and the
+ * target's side of each frozen delta is opened before the freeze (docs/precopy.md, Cutover).
+ * `frozenSteps` in the result says what the freeze was spent on.
+ *
  * --stop-source (the cutover): each source container is stopped cleanly before its snapshot and
  * is not resumed, so that nothing written to it after its snapshot is left behind.
  *
@@ -37,11 +41,13 @@ import { checkRemap, remapNetwork, remapSpec, remapVolume, type Remap } from '..
 import { portClaims, portsOverlap, type PortClaim } from './steps/startable.js';
 import { checkConflicts, preflight } from './steps/preflight.js';
 import { freeName, Recreation, type OnConflict, type ToCreate } from './steps/recreate.js';
-import { shipImage, shipVolume } from '../data/ship.js';
+import { engineChainIds, shipImage, shipVolume } from '../data/ship.js';
 import { volumeExcludes } from '../data/excludes.js';
 import { recoverDeadRuns } from './steps/recover.js';
 import { isRefused, routing, type DataPaths, type Routing } from '../data/paths.js';
-import { finishVolume, precopyVolume, type PrecopyArgs, type Precopied } from '../data/precopy.js';
+import { finishVolume, precopyVolume, prepareFinish, type PrecopyArgs, type Precopied } from '../data/precopy.js';
+import type { PreparedDelta } from '../data/volumes.js';
+import { Timeline, type Span } from '../util/timeline.js';
 
 export interface MigrateOptions {
   containers: string[];
@@ -77,6 +83,12 @@ export interface MigrateResult {
   downtimeMs?: number;
   /** Which data path carried each image (from the source) and each volume (read on the source, written on the target). */
   dataPaths: DataPaths;
+  /**
+   * What the freeze was spent on: each step (stop or pause, listing and delta of each volume,
+   * commit, image, create, start, watch) with its start and end in ms since the first source
+   * container was asked to freeze. Steps that ran at once overlap. Absent when nothing froze.
+   */
+  frozenSteps?: Span[];
 }
 
 /** What a migration moves and how, decided before anything changes. */
@@ -127,6 +139,7 @@ export async function migrate(
   const job = await planMigration(source, target, opts, progress);
   const rec = new Recreation(target, ctx, { where: `on ${target.facts.endpoint}`, via: via.target });
   const held: SourceState = { snapshots: [], cutover: [], stopped: [] };
+  const timeline = new Timeline(ctx.debug);
   const result: MigrateResult = {
     containers: [],
     volumes: [],
@@ -142,7 +155,7 @@ export async function migrate(
     await rec.networks(job.captured.flatMap((c) => c.networks).map(job.onTarget.network));
     const holder = await target.ensureHolderImage();
     const names = await targetNames(rec, job.captured, opts);
-    const images = await shipAll(source, rec, job, { opts, ctx, via, held, result, holder });
+    const images = await shipAll(source, rec, job, { opts, ctx, via, held, result, holder, timeline });
     const list: ToCreate[] = job.captured.map((c, i) => ({
       original: c.spec,
       spec: job.targetSpecs[i]!,
@@ -150,13 +163,13 @@ export async function migrate(
       image: images[c.spec.name]!,
       start: opts.start && c.spec.state.running,
     }));
-    result.containers = await rec.create(list);
-    if (opts.stopSource) await stopSources(source, job, held, progress);
-    await rec.start(list, result.containers);
+    result.containers = await timeline.time('create on the target', () => rec.create(list));
+    if (opts.stopSource) await stopSources(source, job, held, progress, timeline);
+    await timeline.time('start on the target', () => rec.start(list, result.containers));
     // Started on the target, and nothing there is rolled back any more: the sources stay stopped
     // from now on, even should the run be killed (a replace is committed only after the watch).
     if (!rec.replaces) for (const r of held.cutover) r.keep();
-    result.containers = await rec.watch(result.containers);
+    result.containers = await timeline.time('watch on the target', () => rec.watch(result.containers));
     for (const r of held.cutover) r.keep(); // stopped for good: the service runs on the target now
     if (opts.stopSource) {
       result.downtimeMs = held.downSince === undefined ? 0 : Date.now() - held.downSince;
@@ -167,6 +180,7 @@ export async function migrate(
         );
     }
     result.durationMs = Date.now() - started;
+    if (timeline.spans.length) result.frozenSteps = timeline.spans;
     return result;
   } catch (err) {
     await rec.rollback([source]);
@@ -289,6 +303,8 @@ interface ShipRun {
   result: MigrateResult;
   /** The holder image on the target, that volumes are written through. */
   holder: string;
+  /** What the freeze is spent on (result.frozenSteps). */
+  timeline: Timeline;
 }
 
 /** Every container in turn: quiesce, commit, ship; returns the image of each on the target, by name. */
@@ -308,8 +324,10 @@ async function shipAll(
 }
 
 /**
- * One container: quiesce it, commit it, and ship the image while its volumes go (each created
- * on the target first); then resume it (not under --stop-source). Returns the image's reference.
+ * One container: pre-copy its volumes while it runs (each created on the target first), open the
+ * frozen pass's way into each, quiesce it, then commit it and ship the image while the volumes'
+ * last deltas (or, without a pre-copy, the whole volumes) go; then resume it (not under
+ * --stop-source). Returns the image's reference.
  */
 async function shipOne(
   source: Engine,
@@ -319,11 +337,10 @@ async function shipOne(
   ref: { repo: string; tag: string },
   run: ShipRun,
 ): Promise<string> {
-  const { opts, ctx, via, held, result } = run;
+  const { opts, ctx, via } = run;
   const { progress, signal } = ctx;
   const target = rec.engine;
-  const fullRef = `${ref.repo}:${ref.tag}`;
-  const { mode, stopTimeout } = job.how.get(c)!;
+  const { mode } = job.how.get(c)!;
   const freezes = mode !== 'none' && c.spec.state.running && !c.spec.state.paused;
   // Pre-copy while it runs: once frozen, only what changed since goes.
   const targets = new Map<string, { name: string; fill: string }>();
@@ -353,9 +370,56 @@ async function shipOne(
         notPre.set(v.name, done.refused);
       } else pre.set(v.name, { args, done });
     }
+  // The frozen pass's way into each target volume, opened while the source still runs.
+  const ready = new Map<string, PreparedDelta>();
+  const closeReady = async () => {
+    const all = [...ready.values()];
+    ready.clear();
+    await Promise.all(all.map((r) => r.close()));
+  };
+  try {
+    for (const [name, p] of pre) {
+      checkAborted(signal);
+      ready.set(name, await prepareFinish(p.args));
+    }
+    return await frozen(source, rec, c, job, ref, run, { targets, pre, notPre, ready, closeReady });
+  } finally {
+    await closeReady();
+  }
+}
+
+/** shipOne from the freeze on. */
+async function frozen(
+  source: Engine,
+  rec: Recreation,
+  c: Captured,
+  job: MigrateJob,
+  ref: { repo: string; tag: string },
+  run: ShipRun,
+  got: {
+    targets: Map<string, { name: string; fill: string }>;
+    pre: Map<string, { args: PrecopyArgs; done: Precopied }>;
+    notPre: Map<string, string>;
+    ready: Map<string, PreparedDelta>;
+    closeReady: () => Promise<void>;
+  },
+): Promise<string> {
+  const { opts, ctx, via, held, result, timeline } = run;
+  const { progress, signal } = ctx;
+  const { targets, pre, notPre, ready } = got;
+  const target = rec.engine;
+  const fullRef = `${ref.repo}:${ref.tag}`;
+  const { mode, stopTimeout } = job.how.get(c)!;
+  const freezes = mode !== 'none' && c.spec.state.running && !c.spec.state.paused;
   // Frozen from the moment it is asked to pause or stop (a stop may take its whole timeout).
   const frozenAt = Date.now();
-  const resume = await quiesce(source, c.spec, mode, progress, { stopTimeout, waitSeconds: opts.wait, signal });
+  // What the target holds of the image's layers is asked while the source stops and commits (a
+  // pre-copy's frozen part is short: the image's planning would otherwise come after the commit).
+  const targetChains = pre.size && target.quirks.loadsPartialImages ? engineChainIds(target) : undefined;
+  if (freezes) timeline.start(frozenAt);
+  const resume = await timeline.time(`${mode === 'stop' || opts.stopSource ? 'stop' : mode} ${c.spec.name}`, () =>
+    quiesce(source, c.spec, mode, progress, { stopTimeout, waitSeconds: opts.wait, signal }),
+  );
   if (opts.stopSource) held.cutover.push(resume);
   if (freezes) {
     if (opts.stopSource) held.downSince ??= frozenAt;
@@ -367,14 +431,24 @@ async function shipOne(
     );
   }
   let shipping: Promise<void> | undefined;
+  let committing: Promise<unknown> | undefined;
+  let closing: Promise<void> | undefined;
   try {
+    // The commit and the image go while the volumes do (nothing of one depends on the other once
+    // the container is frozen): with a pre-copy, the commit too, beside the frozen listing and delta.
     progress.step(`commit ${c.spec.name}`);
-    const committed = await commitContainer(source, c.spec, ref, mode);
-    held.snapshots.push(committed.id);
-    // The image travels while the volumes do. Its reference is this run's own (the snapshot's time).
-    progress.step(`image ${fullRef} -> ${target.facts.endpoint}`);
-    rec.undo.note({ kind: 'image', name: fullRef });
-    shipping = shipImage(source, target, fullRef, progress, via.source, via.target, signal).then((s) => {
+    const commit = timeline.time(`commit ${c.spec.name}`, () => commitContainer(source, c.spec, ref, mode));
+    committing = commit;
+    commit.catch(() => {});
+    if (!pre.size) await commit;
+    shipping = commit.then(async (committed) => {
+      held.snapshots.push(committed.id);
+      // Its reference is this run's own (the snapshot's time).
+      progress.step(`image ${fullRef} -> ${target.facts.endpoint}`);
+      rec.undo.note({ kind: 'image', name: fullRef });
+      const shipped = timeline.span(`image of ${c.spec.name}`);
+      const s = await shipImage(source, target, fullRef, progress, via.source, via.target, signal, targetChains);
+      shipped();
       result.dataPaths.images.push({ container: c.spec.name, ref: fullRef, ...s.carried });
       progress.via?.(`image ${fullRef}`, `${s.carried.path} -> ${s.carried.target.path}`);
       result.imageBytes += s.bytes;
@@ -393,23 +467,25 @@ async function shipOne(
         targets.get(v.name) ?? (await rec.volume(v.name, { ...job.onTarget.volume(v), member: '' }, opts.onConflict));
       const p = pre.get(v.name);
       if (p) {
-        const f = await finishVolume(p.args, p.done);
+        const f = await finishVolume(p.args, p.done, timeline, ready.get(v.name));
         result.volumeBytes += p.done.report.runningBytes + f.bytes;
         result.volumes.push(name);
         result.dataPaths.volumes.push({ name, ...p.done.read, target: p.done.written, precopy: f.report });
         continue;
       }
       progress.step(`volume ${v.name} -> ${fill} on ${target.facts.endpoint}`);
-      const shipped = await shipVolume(
-        source,
-        c.spec,
-        v.name,
-        target,
-        run.holder,
-        fill,
-        progress,
-        via,
-        volumeExcludes(opts.excludePaths, v.excludePaths),
+      const shipped = await timeline.time(`volume ${v.name}`, () =>
+        shipVolume(
+          source,
+          c.spec,
+          v.name,
+          target,
+          run.holder,
+          fill,
+          progress,
+          via,
+          volumeExcludes(opts.excludePaths, v.excludePaths),
+        ),
       );
       result.volumeBytes += shipped.bytes;
       result.volumes.push(name);
@@ -422,12 +498,15 @@ async function shipOne(
         ...(why ? { precopy: { refused: why } } : {}),
       });
     }
+    closing = got.closeReady(); // the helpers go while the image may still travel
   } catch (err) {
     await shipping?.catch(() => {});
     throw err;
   } finally {
+    // Never running again before its snapshot is taken.
+    await committing?.catch(() => {});
     if (!opts.stopSource) {
-      await resume(); // else: on failure, the rollback starts it again
+      await timeline.time(`resume ${c.spec.name}`, resume); // else: on failure, the rollback starts it again
       if (freezes) {
         const ms = Date.now() - frozenAt;
         result.pausedMs = Math.max(result.pausedMs, ms);
@@ -436,7 +515,7 @@ async function shipOne(
       }
     }
   }
-  await shipping;
+  await Promise.all([shipping, closing]);
   return fullRef;
 }
 
@@ -446,13 +525,17 @@ async function stopSources(
   job: MigrateJob,
   held: SourceState,
   progress: RunContext['progress'],
+  timeline: Timeline,
 ): Promise<void> {
   for (const c of job.captured) {
     const st = await source.inspectContainer(c.spec.sourceId);
     if (!st.State.Running) continue;
     progress.step(`stop ${c.spec.name} on the source (--stop-source)`);
     held.downSince ??= Date.now();
-    await stopCleanly(source, c.spec.sourceId, c.spec.name, job.how.get(c)!.stopTimeout, progress);
+    timeline.start(held.downSince);
+    await timeline.time(`stop ${c.spec.name}`, () =>
+      stopCleanly(source, c.spec.sourceId, c.spec.name, job.how.get(c)!.stopTimeout, progress),
+    );
     held.stopped.push(c.spec.sourceId);
   }
 }
