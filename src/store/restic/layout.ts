@@ -160,6 +160,34 @@ export function dumpArgs(repo: string, snapshot: string, path: string): string[]
 }
 
 /**
+ * `restic restore <snapshot> --target <dir> --include /<path>`: one directory of the snapshot
+ * written under `dir`, at `dir/<path>`, with its owners, modes, times to the nanosecond, extended
+ * attributes, hard links, symlinks and special files (restic 0.14 has no strip-components).
+ * `sparse` (restic 0.15 and newer): runs of zeros written as holes. Pure.
+ */
+export function restoreArgs(repo: string, snapshot: string, path: string, target: string, sparse = false): string[] {
+  const p = path.replace(/^\/+|\/+$/g, '');
+  // a volume's name: no pattern characters, which restic's --include would expand
+  if (!p || p.split('/').includes('..') || /[*?[\]\\]/.test(p)) throw new Error(`not a snapshot path: ${path}`);
+  return [
+    ...repoArgs(repo),
+    'restore',
+    snapshot,
+    '--target',
+    target,
+    '--include',
+    `/${p}`,
+    ...(sparse ? ['--sparse'] : []),
+  ];
+}
+
+/** Whether a restic version writes holes on restore (`restore --sparse`: 0.15 and newer). Pure. */
+export function restoresSparse(version: string): boolean {
+  const [maj, min] = version.split('.').map(Number) as [number, number];
+  return maj > 0 || min >= 15;
+}
+
+/**
  * restic run in a mount namespace of its own, where each volume's directory is bind-mounted
  * read-only at its place in the staging directory: the mounts exist only for that one process and
  * vanish with it, also when ferry or restic is killed. `binds`: [host directory, staging path].
