@@ -43,6 +43,7 @@ import { gatedOutput } from '../util/gated-output.js';
 import { keepText } from '../util/keep-text.js';
 import { TarEndTrim } from '../util/tar-end.js';
 import { IoError } from '../errors.js';
+import { faultPoint } from '../util/fault.js';
 import { FIND_FORMAT, parseListing, type Listing } from './delta.js';
 import type { Progress } from '../context.js';
 
@@ -598,6 +599,7 @@ export async function fillHostVolumeTree(
     progress?.info(`volume ${volume}: its files written into ${dir} on ${shell.where}`);
     await tree.write(stage, signal);
     signal?.throwIfAborted();
+    await faultPoint('volume-tree');
     const from = join(stage, tree.sub);
     const child = await runVetted(shell, dir, seen, MOVE_SCRIPT, [from]);
     if (!child) throw new IoError(`${dir} is no longer the directory the engine mounts for volume ${volume}`);
