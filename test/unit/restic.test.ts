@@ -24,6 +24,7 @@ import {
   restoreArgs,
   restoresSparse,
   selectSnapshot,
+  snapshotsAndSignaturesArgs,
   snapshotTags,
   snapshotsArgs,
   type ResticSnapshot,

@@ -154,6 +154,15 @@ export function snapshotsArgs(repo: string, filter: { tags?: string[]; host?: st
   ];
 }
 
+/**
+ * `restic snapshots --json` of ferry's snapshots and their signature snapshots, in one call (each
+ * `--tag` is one alternative): a restore finds its snapshot and the signature of it in one list.
+ * Pure.
+ */
+export function snapshotsAndSignaturesArgs(repo: string): string[] {
+  return [...repoArgs(repo), 'snapshots', '--json', '--tag', TAG, '--tag', SIG_TAG];
+}
+
 /** `restic dump <snapshot> /<path>`: a file as it is, a directory as a tar. Pure. */
 export function dumpArgs(repo: string, snapshot: string, path: string): string[] {
   return [...repoArgs(repo), 'dump', '--archive', 'tar', snapshot, `/${path.replace(/^\/+/, '')}`];

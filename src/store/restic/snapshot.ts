@@ -28,6 +28,8 @@ import {
   restoreArgs,
   restoresSparse,
   signatureTags,
+  signedSnapshot,
+  snapshotsAndSignaturesArgs,
   selectSnapshot,
   snapshotsArgs,
   type Layout,
@@ -63,23 +65,27 @@ export async function openResticSnapshot(
   progress: Progress,
 ): Promise<ResticSnapshotBundle> {
   const version = await checkRestic(runner);
-  const list = parseSnapshots(await resticText(runner, { args: snapshotsArgs(loc.repo) }));
+  // Every restic call opens the repository anew (its key derivation alone is most of a second on
+  // a small machine): one listing gives the snapshot and its signature, and what is read from it
+  // is read side by side.
+  const list = parseSnapshots(await resticText(runner, { args: snapshotsAndSignaturesArgs(loc.repo) }));
   const snap = selectSnapshot(list, loc);
   if (typeof snap === 'string')
     throw new NotFoundError(`${loc.repo}: ${snap}`, `list them with: ferry ls restic:${loc.repo}`);
-  const text = await resticText(runner, { args: dumpArgs(loc.repo, snap.id, MANIFEST_FILE) });
+  const [text, layoutText, signature] = await Promise.all([
+    resticText(runner, { args: dumpArgs(loc.repo, snap.id, MANIFEST_FILE) }),
+    resticText(runner, { args: dumpArgs(loc.repo, snap.id, LAYOUT_FILE) }).catch((err: unknown) => err as Error),
+    snapshotSignature(runner, loc.repo, snap, progress, list),
+  ]);
   const manifest = parseManifest(text);
   let layout: Layout;
   try {
-    layout = checkLayout(
-      JSON.parse(await resticText(runner, { args: dumpArgs(loc.repo, snap.id, LAYOUT_FILE) })),
-      manifest,
-    );
+    if (layoutText instanceof Error) throw layoutText;
+    layout = checkLayout(JSON.parse(layoutText), manifest);
   } catch (err) {
     if (err instanceof UsageError) throw err;
     throw new UsageError(`snapshot ${snap.short_id} has no readable ${LAYOUT_FILE}: ${(err as Error).message}`);
   }
-  const signature = await snapshotSignature(runner, loc.repo, snap, progress);
   const where = `restic:${loc.repo}#${snap.short_id}`;
   // Rereadable: restore --trust (and --on-conflict replace) reads the whole bundle once before
   // it changes anything, then again to restore it; each reading runs restic dump anew.
@@ -164,9 +170,13 @@ async function snapshotSignature(
   repo: string,
   snap: ResticSnapshot,
   progress: Progress,
+  /** A listing that holds the signature snapshots (snapshotsAndSignaturesArgs); else they are listed. */
+  listed?: ResticSnapshot[],
 ): Promise<SnapshotSignature | undefined> {
   const sigs = newestFirst(
-    parseSnapshots(await resticText(runner, { args: snapshotsArgs(repo, { tags: signatureTags(snap.id) }) })),
+    listed
+      ? listed.filter((s) => signedSnapshot(s) === snap.id)
+      : parseSnapshots(await resticText(runner, { args: snapshotsArgs(repo, { tags: signatureTags(snap.id) }) })),
   );
   const s = sigs[0];
   if (!s) return undefined;
