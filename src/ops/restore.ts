@@ -38,7 +38,7 @@ import {
 import { fillBind, fillVolume, fillVolumeTree } from '../data/volumes.js';
 import { counted } from '../util/counted.js';
 import { recoverDeadRuns } from './steps/recover.js';
-import { routing, type DataPaths, type Routing } from '../data/paths.js';
+import { routing, type DataPaths, type Routing, type VolumePath } from '../data/paths.js';
 
 export interface RestoreOptions {
   name?: string;
@@ -505,39 +505,60 @@ async function restoreMembers(
   let holderImage: string | undefined;
   const holder = async () => (holderImage ??= await engine.ensureHolderImage());
   const out: Restored = { images: new Map(), dataPaths: { volumes: [], images: [] }, undo: rec.undo };
-  for await (const member of reader.members({ decode: true })) {
-    checkAborted(ctx.signal);
-    const { plan: mp } = member;
-    // Counted where it is read, with its size before compression (where the manifest declares
-    // it) as the progress line's total; a member not read is left to the reader, which checks it.
-    const data = () => counted(member.stream, (n) => ctx.progress.bytes(mp.name, n, mp.rawBytes));
-    if (mp.kind === 'volume') {
-      const v0 = job.m.volumes.find((x) => x.member === mp.name);
-      if (!v0) continue; // not restored (--only); the reader still checks it
-      const v = job.rw?.volume(v0) ?? v0;
-      const target = job.plan.volumes.find((x) => x.from === v0.name)!;
-      const { name, fill } = await rec.volume(
-        v0.name,
-        v.anonymous ? v : { ...v, name: target.to },
-        target.replace ? 'replace' : 'fail',
-      );
-      ctx.progress.step(`fill volume ${fill} from ${mp.name}`);
-      const tree = direct && 'volumes' in direct ? direct.volumes.get(mp.name) : undefined;
-      let carried = tree
-        ? await fillVolumeTree(engine, await holder(), fill, tree, ctx.progress, via, ctx.signal)
-        : await fillVolume(engine, await holder(), fill, data(), ctx.progress, via);
-      // A source that would have written it itself, but not on this target: why, as the fallback.
-      if (direct && 'refused' in direct && direct.members.includes(mp.name) && !carried.fallback)
-        carried = { ...carried, fallback: { from: direct.path, reason: direct.refused } };
-      ctx.progress.via?.(mp.name, carried.path);
-      out.dataPaths.volumes.push({ name, ...carried });
-    } else if (mp.kind === 'bind') {
-      const b = job.m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);
-      if (b) await restoreBind(b, member.stream, job, rec, opts, { holder, ctx, via, dataPaths: out.dataPaths });
-    } else if (mp.kind === 'image') {
-      const c = job.m.containers.find((x) => x.image.member === mp.name);
-      if (c) await loadMemberImage(engine, c, data(), out, ctx);
+  const pending: Promise<void>[] = [];
+  try {
+    for await (const member of reader.members({ decode: true })) {
+      checkAborted(ctx.signal);
+      const { plan: mp } = member;
+      // Counted where it is read, with its size before compression (where the manifest declares
+      // it) as the progress line's total; a member not read is left to the reader, which checks it.
+      const data = () => counted(member.stream, (n) => ctx.progress.bytes(mp.name, n, mp.rawBytes));
+      if (mp.kind === 'volume') {
+        const v0 = job.m.volumes.find((x) => x.member === mp.name);
+        if (!v0) continue; // not restored (--only); the reader still checks it
+        const v = job.rw?.volume(v0) ?? v0;
+        const target = job.plan.volumes.find((x) => x.from === v0.name)!;
+        const { name, fill } = await rec.volume(
+          v0.name,
+          v.anonymous ? v : { ...v, name: target.to },
+          target.replace ? 'replace' : 'fail',
+        );
+        ctx.progress.step(`fill volume ${fill} from ${mp.name}`);
+        const tree = direct && 'volumes' in direct ? direct.volumes.get(mp.name) : undefined;
+        if (tree) {
+          // Written by the source's own program, beside the members that follow (an image loads
+          // meanwhile); every such fill has ended before the containers are created.
+          const slot: VolumePath = { name, path: tree.path };
+          out.dataPaths.volumes.push(slot);
+          const filling = fillVolumeTree(engine, await holder(), fill, tree, ctx.progress, via, ctx.signal).then(
+            (c) => {
+              Object.assign(slot, c);
+              ctx.progress.via?.(mp.name, c.path);
+            },
+          );
+          filling.catch(() => {}); // awaited below
+          pending.push(filling);
+          continue;
+        }
+        let carried = await fillVolume(engine, await holder(), fill, data(), ctx.progress, via);
+        // A source that would have written it itself, but not on this target: why, as the fallback.
+        if (direct && 'refused' in direct && direct.members.includes(mp.name) && !carried.fallback)
+          carried = { ...carried, fallback: { from: direct.path, reason: direct.refused } };
+        ctx.progress.via?.(mp.name, carried.path);
+        out.dataPaths.volumes.push({ name, ...carried });
+      } else if (mp.kind === 'bind') {
+        const b = job.m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);
+        if (b) await restoreBind(b, member.stream, job, rec, opts, { holder, ctx, via, dataPaths: out.dataPaths });
+      } else if (mp.kind === 'image') {
+        const c = job.m.containers.find((x) => x.image.member === mp.name);
+        if (c) await loadMemberImage(engine, c, data(), out, ctx);
+      }
     }
+    await Promise.all(pending);
+  } catch (err) {
+    // nothing is rolled back while a fill still writes
+    await Promise.allSettled(pending);
+    throw err;
   }
   return out;
 }
