@@ -33,7 +33,9 @@ import { excludeTarArgs } from './excludes.js';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Engine } from '../engine/engine.js';
-import type { HostProcess, HostShell } from '../hostaccess/shell.js';
+import { localShell, type HostProcess, type HostShell } from '../hostaccess/shell.js';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { HostAccess } from '../hostaccess/access.js';
 import { HOST_VOLUMES_ENV, hostAccessRefusal } from '../hostaccess/refusals.js';
 import { isRefused, refused, type Refused } from './paths.js';
@@ -41,6 +43,7 @@ import { gatedOutput } from '../util/gated-output.js';
 import { keepText } from '../util/keep-text.js';
 import { TarEndTrim } from '../util/tar-end.js';
 import { IoError } from '../errors.js';
+import { faultPoint } from '../util/fault.js';
 import { FIND_FORMAT, parseListing, type Listing } from './delta.js';
 import type { Progress } from '../context.js';
 
@@ -595,6 +598,81 @@ export async function moveHostVolume(
   );
 }
 
+/** A volume's file tree that a program on this host writes itself (a restic snapshot's: `restic restore`). */
+export interface HostTreeWriter {
+  /** Where the tree lies under the directory `write` fills (`volumes/data`): that directory's content is the volume's. */
+  sub: string;
+  /** Write the tree into `stage` (an empty directory on the volume's filesystem), as `stage/<sub>`; stopped when `signal` aborts. */
+  write(stage: string, signal?: AbortSignal): Promise<void>;
+}
+
+/**
+ * Fill `volume`'s (new, empty) directory on this host with a tree that `tree` writes: into a
+ * staging directory beside it on the same filesystem (inside the volume's own directory on the
+ * engine, `<volumes>/<name>/.ferry-tree-*`, which goes with the volume should it be removed), then
+ * moved in by renames once it is whole, the root taking the tree's owner, mode and mtime
+ * (MOVE_SCRIPT). So the volume's directory holds nothing until the tree is complete. Refused,
+ * with why, before anything is written: no host access for volumes, the volume is on another host
+ * (the program runs on this one), its directory is not the one the engine mounts (`seen`), or the
+ * staging directory is not on its filesystem. Throws when the writing or the move failed (the
+ * staging directory is removed).
+ */
+export async function fillHostVolumeTree(
+  engine: Engine,
+  volume: string,
+  seen: () => Promise<EngineStat>,
+  tree: HostTreeWriter,
+  access: HostAccess | Promise<HostAccess>,
+  progress?: Progress,
+  signal?: AbortSignal,
+): Promise<true | Refused> {
+  const at = await hostVolumeDir(engine, volume, access);
+  if (isRefused(at)) return at;
+  const { shell, dir } = at;
+  if (shell !== localShell) return refused(`the volume is on ${shell.where}; the tree is written on this host`);
+  const vet = await runVetted(shell, dir, seen, 'exit 0', []);
+  if (!vet) return refused(NOT_THE_ENGINES);
+  vet.stdin.end();
+  vet.stdout.resume();
+  vet.stderr.resume();
+  await vet.exit;
+  let stage: string;
+  try {
+    stage = await mkdtemp(join(dirname(dir), '.ferry-tree-'));
+  } catch (err) {
+    return refused(`no staging directory beside ${dir}: ${(err as Error).message}`);
+  }
+  try {
+    const [a, b] = await Promise.all([stat(stage), stat(dir)]);
+    if (a.dev !== b.dev) return refused(`${dirname(dir)} is not on the filesystem of ${dir}`);
+    progress?.info(`volume ${volume}: its files written into ${dir} on ${shell.where}`);
+    await tree.write(stage, signal);
+    signal?.throwIfAborted();
+    await faultPoint('volume-tree');
+    const from = join(stage, tree.sub);
+    const child = await runVetted(shell, dir, seen, MOVE_SCRIPT, [from]);
+    if (!child) throw new IoError(`${dir} is no longer the directory the engine mounts for volume ${volume}`);
+    child.stdin.end();
+    child.stdout.resume();
+    const stderr = keepText(child.stderr);
+    const code = await child.exit;
+    if (code === FLUSH_FAILED)
+      progress?.warn(
+        `volume ${volume}: written, but flushing it to disk failed (sync -f: ${stderr().trim().slice(0, 200) || 'no message'}): it is in the page cache until the kernel writes it`,
+      );
+    else if (code !== 0)
+      throw new IoError(
+        `could not move the files of volume ${volume} from ${from} into ${dir} (exit ${code ?? 'by a signal'}): ${stderr().trim().slice(0, 500) || 'no message'}`,
+        {
+          hint: `what was written is removed with the volume; ${HOST_VOLUMES_ENV}=0 writes through the engine instead`,
+        },
+      );
+    return true;
+  } finally {
+    await rm(stage, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
 /** Whether `volume`'s directory can be reached on the engine's host (the directory itself is vetted at each use). */
 export async function hostVolumeReachable(
   engine: Engine,
@@ -675,22 +753,11 @@ done' sh "$D" || exit 4`,
 ].join('\n');
 
 /**
- * Remove `paths` (`./`-relative, as a Delta's `remove`) from `volume` on its host's disk (`seen`:
- * the engine's stat of a container's mount point of it). Refused, with why, when the volume
- * cannot be reached there (nothing removed); throws when a removal failed.
+ * A shell that removes paths (`./`-relative, as a Delta's `remove`) from `volume` on its host's
+ * disk (`seen`: the engine's stat of a container's mount point of it), opened now and given the
+ * paths later (as openHostVolumeWriter). Refused, with why, when the volume cannot be reached
+ * there (nothing removed); its run throws when a removal failed.
  */
-export async function removeHostPaths(
-  engine: Engine,
-  volume: string,
-  seen: () => Promise<EngineStat>,
-  paths: string[],
-  access: HostAccess | Promise<HostAccess>,
-): Promise<true | Refused> {
-  const r = await openHostRemoval(engine, volume, seen, access);
-  return isRefused(r) ? r : r.run(paths);
-}
-
-/** removeHostPaths' shell, opened now and given the paths later (as openHostVolumeWriter). */
 export async function openHostRemoval(
   engine: Engine,
   volume: string,

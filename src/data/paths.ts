@@ -7,6 +7,13 @@
  *    unix socket, the SSH host for ssh://) as root (host-volume.ts). Taken where the host offers
  *    it (hostaccess/access.ts, once per engine) and the volume's directory is the one the engine
  *    mounts (checked per volume, before the first byte).
+ *  - `restic-restore`: restore only, from a restic snapshot that holds the volume as a file tree
+ *    (store/restic/): `restic restore` on this host writes the files beside the new volume's
+ *    directory, on its filesystem, and they are moved in by renames once whole (host-volume.ts,
+ *    fillHostVolumeTree). Taken under host-tar's conditions, where the engine's host is this
+ *    machine (restic runs here) and the snapshot is not signed (a signature covers the bundle the
+ *    snapshot rebuilds into, which this path does not read); else the tree's archive (`restic
+ *    dump`) goes by host-tar or engine-archive, with the reason as the fallback.
  *  - `helper-tar`: Podman only (its archive endpoint loses owners): the tar of the container's own
  *    image, run in a helper container, read from its stdout (volumes.ts).
  *  - `engine-archive`: the engine's archive endpoints (`docker cp`): GET from the container itself
@@ -61,6 +68,7 @@ import type { PrecopyReport } from './precopy.js';
 
 export type DataPath =
   | 'host-tar'
+  | 'restic-restore'
   | 'helper-tar'
   | 'engine-archive'
   | 'layer-store'

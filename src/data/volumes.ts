@@ -26,7 +26,9 @@ import {
   openHostRemoval,
   openHostVolumeReader,
   openHostVolumeWriter,
+  fillHostVolumeTree,
   writeHostVolume,
+  type HostTreeWriter,
   type HostWrite,
 } from './host-volume.js';
 import { EscapingLinks, escapingLinksTar } from './tar-links.js';
@@ -37,6 +39,7 @@ import {
   isRefused,
   refused,
   type Carried,
+  type DataPath,
   type PathOption,
   type Refused,
   type Routing,
@@ -575,6 +578,66 @@ export async function fillVolume(
   }
   await holder.remove();
   return carried;
+}
+
+/**
+ * A volume whose data a source holds as a file tree that a program on this host can write itself
+ * (a restic snapshot's: store/restic/snapshot.ts), and as an archive for every other path.
+ */
+export interface VolumeTree extends HostTreeWriter {
+  /** The path that writes the tree (`restic-restore`). */
+  path: DataPath;
+  /** The volume's archive (as openVolumeReader gives it), for the paths after it. */
+  archive(): Readable;
+}
+
+/**
+ * Fill a new volume from a file tree: written on this host by the tree's own program, straight
+ * into the volume's directory (fillHostVolumeTree: staged beside it, moved in whole), where that
+ * is open; else, with the reason as the fallback, from the tree's archive as fillVolume writes
+ * any archive (host-tar, engine-archive).
+ */
+export async function fillVolumeTree(
+  engine: Engine,
+  image: string,
+  volume: string,
+  tree: VolumeTree,
+  progress?: Progress,
+  via: Routing = { access: ENGINE_ONLY },
+  signal?: AbortSignal,
+): Promise<Carried> {
+  const target = `${MOUNT}/v`;
+  const holder = await createHolder(engine, image, {
+    Type: 'volume',
+    Source: volume,
+    Target: target,
+    VolumeOptions: { NoCopy: true },
+  });
+  let done: true | Refused;
+  try {
+    await faultPoint('volume-fill');
+    done = await fillHostVolumeTree(
+      engine,
+      volume,
+      () => engine.statPath(holder.id, target),
+      tree,
+      via.access,
+      progress,
+      signal,
+    );
+  } catch (err) {
+    await holder.remove().catch(() => {}); // the first failure is the one to report
+    throw err;
+  }
+  await holder.remove();
+  const what = `write volume ${volume} on ${engine.facts.endpoint}`;
+  if (!isRefused(done)) {
+    via.debug?.(`${what}: ${tree.path}`);
+    return { path: tree.path };
+  }
+  via.debug?.(`${what}: not ${tree.path}: ${done.refused}`);
+  const carried = await fillVolume(engine, image, volume, tree.archive(), progress, via);
+  return carried.fallback ? carried : { ...carried, fallback: { from: tree.path, reason: done.refused } };
 }
 
 /**

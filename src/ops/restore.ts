@@ -20,7 +20,7 @@ import { splitRef } from '../model/refs.js';
 import { BundleError, ConflictError, PolicyError, UsageError } from '../errors.js';
 import { allowFor, hostAccess, refusedAccess, type HostAccess, type HostAccessKind } from '../plan/policy.js';
 import { badMembers, verifyStream } from '../bundle/check.js';
-import type { Transport } from '../store/transport.js';
+import type { DirectSource, DirectVolumes, NoDirectVolumes, Transport } from '../store/transport.js';
 import { abortable } from '../util/abortable.js';
 import { orchestratedBy } from './steps/capture.js';
 import { abortAware, checkAborted, type RunContext } from '../context.js';
@@ -35,10 +35,10 @@ import {
   type ToCreate,
   type Undo,
 } from './steps/recreate.js';
-import { fillBind, fillVolume } from '../data/volumes.js';
+import { fillBind, fillVolume, fillVolumeTree } from '../data/volumes.js';
 import { counted } from '../util/counted.js';
 import { recoverDeadRuns } from './steps/recover.js';
-import { routing, type DataPaths, type Routing } from '../data/paths.js';
+import { routing, type DataPaths, type Routing, type VolumePath } from '../data/paths.js';
 
 export interface RestoreOptions {
   name?: string;
@@ -66,6 +66,11 @@ export interface RestoreOptions {
    * signed by a key --trust accepts (--allow). A trusted bundle restores as it was made.
    */
   allow?: ReadonlySet<HostAccessKind>;
+  /**
+   * A source that writes some volumes itself, where the target's host allows (a restic
+   * snapshot's file trees: `restic-restore`); asked before the bundle is opened.
+   */
+  direct?: DirectSource;
 }
 
 export interface RestorePlan {
@@ -321,15 +326,19 @@ export async function restore(
 ): Promise<RestoreResult> {
   const started = Date.now();
   const { progress, signal } = ctx;
-  const src = await transport.openBundle();
+  // What the engine's host offers the data paths: asked now, in the background.
+  const via = routing(ctx, engine);
+  // A source that writes volumes itself takes them now: the bundle read is then without them.
+  const taken = opts.direct && !opts.dryRun ? await opts.direct.take(await via.access) : undefined;
+  const direct = taken && 'volumes' in taken ? taken : undefined;
+  const source = direct?.transport ?? transport;
+  const src = await source.openBundle();
   const reader = await BundleReader.open(abortable(src.stream, signal), src.location, {
     passphrase: ctx.passphrase,
     identities: ctx.identities,
     trust: ctx.trust,
   });
   for (const d of engine.differences()) progress.info(d);
-  // What the engine's host offers the data paths: asked now, in the background.
-  const via = routing(ctx, engine);
   await recoverDeadRuns(engine, progress, undefined, undefined, undefined, via);
   const rec = new Recreation(engine, ctx, { undo: opts.undo, via });
   const result = (job: RestoreJob, containers: Recreated[], dataPaths: DataPaths): RestoreResult => ({
@@ -351,16 +360,16 @@ export async function restore(
     }
     // --trust: the signer the manifest declares is allowed (checked on opening); the signature
     // itself is at the end, so the whole bundle is read once before anything is changed.
-    if (ctx.trust) await checkSignedBeforeRestoring(transport, ctx);
+    if (ctx.trust) await checkSignedBeforeRestoring(source, ctx);
     const auths = await registryAuths(job.m, opts, progress);
     // --restore-binds writes over host files, and a replace is best refused before the old
     // service is stopped: so the whole bundle is checked first.
     const overwrites = planOverwrites(job.plan);
-    if (overwrites.length) await checkBeforeOverwriting(transport, overwrites.join(', '), ctx);
+    if (overwrites.length) await checkBeforeOverwriting(source, overwrites.join(', '), ctx);
     // Replace: the old containers are set aside (not removed) when the new ones are created.
     rec.replaceContainers(job.plan.containers.filter((c) => c.replace).map((c) => c.to));
     await rec.networks(job.networks);
-    const { images, dataPaths } = await restoreMembers(reader, job, rec, opts, ctx, via);
+    const { images, dataPaths } = await restoreMembers(reader, job, rec, opts, ctx, via, taken);
     progress.step(
       `bundle verified (every member matches its sha256${reader.signer ? `; signed by ${describeSignerInfo(reader.signer)}` : ''})`,
     );
@@ -490,38 +499,66 @@ async function restoreMembers(
   opts: RestoreOptions,
   ctx: RunContext,
   via: Routing,
+  direct?: DirectVolumes | NoDirectVolumes,
 ): Promise<Omit<Restored, 'undo'>> {
   const { engine } = rec;
   let holderImage: string | undefined;
   const holder = async () => (holderImage ??= await engine.ensureHolderImage());
   const out: Restored = { images: new Map(), dataPaths: { volumes: [], images: [] }, undo: rec.undo };
-  for await (const member of reader.members({ decode: true })) {
-    checkAborted(ctx.signal);
-    const { plan: mp } = member;
-    // Counted where it is read, with its size before compression (where the manifest declares
-    // it) as the progress line's total; a member not read is left to the reader, which checks it.
-    const data = () => counted(member.stream, (n) => ctx.progress.bytes(mp.name, n, mp.rawBytes));
-    if (mp.kind === 'volume') {
-      const v0 = job.m.volumes.find((x) => x.member === mp.name);
-      if (!v0) continue; // not restored (--only); the reader still checks it
-      const v = job.rw?.volume(v0) ?? v0;
-      const target = job.plan.volumes.find((x) => x.from === v0.name)!;
-      const { name, fill } = await rec.volume(
-        v0.name,
-        v.anonymous ? v : { ...v, name: target.to },
-        target.replace ? 'replace' : 'fail',
-      );
-      ctx.progress.step(`fill volume ${fill} from ${mp.name}`);
-      const carried = await fillVolume(engine, await holder(), fill, data(), ctx.progress, via);
-      ctx.progress.via?.(mp.name, carried.path);
-      out.dataPaths.volumes.push({ name, ...carried });
-    } else if (mp.kind === 'bind') {
-      const b = job.m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);
-      if (b) await restoreBind(b, member.stream, job, rec, opts, { holder, ctx, via, dataPaths: out.dataPaths });
-    } else if (mp.kind === 'image') {
-      const c = job.m.containers.find((x) => x.image.member === mp.name);
-      if (c) await loadMemberImage(engine, c, data(), out, ctx);
+  const pending: Promise<void>[] = [];
+  try {
+    for await (const member of reader.members({ decode: true })) {
+      checkAborted(ctx.signal);
+      const { plan: mp } = member;
+      // Counted where it is read, with its size before compression (where the manifest declares
+      // it) as the progress line's total; a member not read is left to the reader, which checks it.
+      const data = () => counted(member.stream, (n) => ctx.progress.bytes(mp.name, n, mp.rawBytes));
+      if (mp.kind === 'volume') {
+        const v0 = job.m.volumes.find((x) => x.member === mp.name);
+        if (!v0) continue; // not restored (--only); the reader still checks it
+        const v = job.rw?.volume(v0) ?? v0;
+        const target = job.plan.volumes.find((x) => x.from === v0.name)!;
+        const { name, fill } = await rec.volume(
+          v0.name,
+          v.anonymous ? v : { ...v, name: target.to },
+          target.replace ? 'replace' : 'fail',
+        );
+        ctx.progress.step(`fill volume ${fill} from ${mp.name}`);
+        const tree = direct && 'volumes' in direct ? direct.volumes.get(mp.name) : undefined;
+        if (tree) {
+          // Written by the source's own program, beside the members that follow (an image loads
+          // meanwhile); every such fill has ended before the containers are created.
+          const slot: VolumePath = { name, path: tree.path };
+          out.dataPaths.volumes.push(slot);
+          const filling = fillVolumeTree(engine, await holder(), fill, tree, ctx.progress, via, ctx.signal).then(
+            (c) => {
+              Object.assign(slot, c);
+              ctx.progress.via?.(mp.name, c.path);
+            },
+          );
+          filling.catch(() => {}); // awaited below
+          pending.push(filling);
+          continue;
+        }
+        let carried = await fillVolume(engine, await holder(), fill, data(), ctx.progress, via);
+        // A source that would have written it itself, but not on this target: why, as the fallback.
+        if (direct && 'refused' in direct && direct.members.includes(mp.name) && !carried.fallback)
+          carried = { ...carried, fallback: { from: direct.path, reason: direct.refused } };
+        ctx.progress.via?.(mp.name, carried.path);
+        out.dataPaths.volumes.push({ name, ...carried });
+      } else if (mp.kind === 'bind') {
+        const b = job.m.containers.flatMap((c) => c.binds).find((x) => x.member === mp.name);
+        if (b) await restoreBind(b, member.stream, job, rec, opts, { holder, ctx, via, dataPaths: out.dataPaths });
+      } else if (mp.kind === 'image') {
+        const c = job.m.containers.find((x) => x.image.member === mp.name);
+        if (c) await loadMemberImage(engine, c, data(), out, ctx);
+      }
     }
+    await Promise.all(pending);
+  } catch (err) {
+    // nothing is rolled back while a fill still writes
+    await Promise.allSettled(pending);
+    throw err;
   }
   return out;
 }

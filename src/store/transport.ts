@@ -5,6 +5,9 @@
  * storage abstraction of its own.
  */
 import type { Readable } from 'node:stream';
+import type { HostAccess } from '../hostaccess/access.js';
+import type { VolumeTree } from '../data/volumes.js';
+import type { DataPath } from '../data/paths.js';
 
 /** A bundle being written. Nothing at its final name until commit(). */
 export interface BundleSink {
@@ -41,4 +44,30 @@ export interface Transport {
   /** Open a bundle for reading, as a stream. */
   openBundle(): Promise<{ stream: Readable; location: string; size?: number }>;
   close(): Promise<void>;
+}
+
+/**
+ * A bundle location some of whose volumes can also be written without going through the bundle
+ * (a restic snapshot's file trees, written by `restic restore`: store/restic/snapshot.ts).
+ * restore asks it before it opens the bundle.
+ */
+export interface DirectSource {
+  /**
+   * Given what the target engine's host offers: the volume members this source writes itself
+   * (by member name), and the bundle to read for the rest, in which those members are empty
+   * placeholders; or why it writes none (`members`: those it would have written).
+   */
+  take(access: HostAccess): Promise<DirectVolumes | NoDirectVolumes>;
+}
+
+export interface DirectVolumes {
+  transport: Transport;
+  volumes: Map<string, VolumeTree>;
+}
+
+export interface NoDirectVolumes {
+  refused: string;
+  /** The volume members it would have written, and by which path (their fallback's `from`). */
+  members: string[];
+  path: DataPath;
 }

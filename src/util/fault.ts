@@ -9,7 +9,8 @@
  * The points, in run order: `quiesced` (paused or stopped for the snapshot), `committed` (the
  * snapshot image exists), `volume-read` (a volume's reader is open), `volume-fill` (a volume's
  * writer is made, nothing written yet), `image-save` (backup: the image member's stream is open),
- * `image-load` (restore, migrate: the load is about to begin), `finish` (backup: every member is
+ * `volume-tree` (restore from a restic snapshot: a volume's files written by restic beside its
+ * directory, not yet moved in), `image-load` (restore, migrate: the load is about to begin), `finish` (backup: every member is
  * written, the trailer not), `create` (a container was created), `replace-aside` (--on-conflict
  * replace: the old containers are stopped and renamed aside), `watch` (the new containers were
  * started), `replace-commit` (the old containers were removed), and then the rest of the
@@ -30,6 +31,7 @@ export type FaultPoint =
   | 'committed'
   | 'volume-read'
   | 'volume-fill'
+  | 'volume-tree'
   | 'image-save'
   | 'image-load'
   | 'finish'

@@ -5,7 +5,7 @@
  * their metadata alone; ls groups by host and set; a restore (the latest, or a snapshot by id)
  * brings back the same service, checked with docker inspect and a full listing of the volume.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   mkdirSync,
@@ -21,6 +21,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AWKWARD_DATA,
+  BIN,
   BUSYBOX,
   cleanup,
   docker,
@@ -29,6 +30,7 @@ import {
   ENGINE_KIND,
   exists,
   ferry,
+  ferryEnv,
   inspect,
   LAB,
   removeSnapshots,
@@ -107,7 +109,10 @@ describe('restic repository as a store', () => {
   });
 
   afterAll(() => {
-    cleanup(ENGINE_A, { containers: [name, `${name}-old`], volumes: [vol, `${vol}-restored`] });
+    cleanup(ENGINE_A, {
+      containers: [name, `${name}-old`],
+      volumes: [vol, `${vol}-restored`, `${vol}-engine`, `${vol}-stopped`],
+    });
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -179,8 +184,10 @@ describe('restic repository as a store', () => {
   it('restores the latest snapshot of the container after container and volume are gone', async () => {
     cleanup(ENGINE_A, { containers: [name], volumes: [vol] });
     expect(exists('volume', vol)).toBe(false);
-    const r = await ferry(['restore', `restic:${repo}#${name}`], { env });
+    const r = await ferry(['--json', 'restore', `restic:${repo}#${name}`], { env });
     expect(r.code, r.stderr).toBe(0);
+    // restic itself wrote the volume's files on this host (the engine's), moved in once whole.
+    expect(schemaChecked(r.stdout).dataPaths.volumes).toEqual([{ name: vol, path: 'restic-restore' }]);
     const after = inspect('container', name);
     expect(after.State.Running).toBe(true);
     const cfg = (c: any) => ({
@@ -200,8 +207,12 @@ describe('restic repository as a store', () => {
         .split('\n')
         .filter((x) => !x.startsWith('./www/changing.txt '))
         .join('\n');
-    expect(withoutLinkCounts(changed(volumeListing(vol)))).toBe(withoutLinkCounts(changed(listingBefore)));
+    // restic restore keeps hard links too: the listing is the same to the link counts.
+    expect(changed(volumeListing(vol))).toBe(changed(listingBefore));
     expect(docker(['exec', name, 'cat', '/data/hard1', '/data/hard2'])).toBe('h\nh');
+    // nothing left beside the volume's directory (restic's staging directory is gone)
+    const mp = inspect('volume', vol).Mountpoint as string;
+    expect(readdirSync(path.dirname(mp))).toEqual(['_data']);
   });
 
   it('restores an older snapshot by its id beside the running one', async () => {
@@ -228,6 +239,58 @@ describe('restic repository as a store', () => {
     expect(exists('container', `${name}-old`)).toBe(true);
     const out = docker(['run', '--rm', '-v', `${vol}-restored:/v:ro`, BUSYBOX, 'cat', '/v/www/changing.txt']);
     expect(out).toBe('first');
+  });
+
+  it('without host access, restores a file-tree volume from restic dump through the engine, the same data', async () => {
+    const r = await ferry(
+      [
+        '--json',
+        'restore',
+        `restic:${repo}#${second.snapshot}`,
+        '--only',
+        `volume:${vol}`,
+        '--map-volume',
+        `${vol}=${vol}-engine`,
+      ],
+      { env: { ...env, FERRY_HOST_VOLUMES: '0' } },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const res = schemaChecked(r.stdout);
+    expect(res.dataPaths.volumes).toMatchObject([{ name: `${vol}-engine`, path: 'engine-archive' }]);
+    // restic 0.14's dump has no hard links (withoutLinkCounts); the rest is the same
+    expect(withoutLinkCounts(volumeListing(`${vol}-engine`))).toBe(withoutLinkCounts(volumeListing(vol)));
+  });
+
+  it('stopped while restic restore has written the files beside the volume: no volume is left, nor the files', async () => {
+    const target = `${vol}-stopped`;
+    const child = spawn(
+      BIN,
+      ['restore', `restic:${repo}#${second.snapshot}`, '--only', `volume:${vol}`, '--map-volume', `${vol}=${target}`],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: ferryEnv({ ...env, FERRY_FAULT: 'volume-tree' }) },
+    );
+    let stderr = '';
+    let staged: string[] = [];
+    const code = await new Promise<number | null>((resolve) => {
+      child.stderr.on('data', (d: Buffer) => {
+        const was = stderr;
+        stderr += d.toString();
+        if (was.includes('ferry: fault point volume-tree') || !stderr.includes('ferry: fault point volume-tree'))
+          return;
+        // the files are there, beside the (still empty) directory of the volume
+        const mp = inspect('volume', target).Mountpoint as string;
+        staged = readdirSync(path.dirname(mp)).sort();
+        expect(readdirSync(mp)).toEqual([]);
+        child.kill('SIGTERM');
+      });
+      child.on('close', resolve);
+    });
+    expect(staged).toHaveLength(2);
+    expect(staged[0]).toMatch(/^\.ferry-tree-/);
+    expect(staged[1]).toBe('_data');
+    expect(code, stderr).not.toBe(0);
+    expect(exists('volume', target)).toBe(false);
+    // restic was not left holding a lock: an exclusive command runs
+    restic(['check']);
   });
 
   it('verifies: restic check, then the newest snapshot read back and checked as a bundle', async () => {

@@ -92,11 +92,18 @@ export class FakeRestic implements ResticRunner {
   }
 
   private list(args: string[]): ResticSnapshot[] {
-    const tags = this.flag(args, '--tag')?.split(',') ?? [];
+    // each --tag is one alternative; within one, every tag (comma-separated) must be there
+    const end = args.indexOf('--');
+    const groups = args
+      .flatMap((a, i) => (a === '--tag' && (end < 0 || i < end) ? [args[i + 1]!.split(',')] : []))
+      .filter((g) => g.length);
     const host = this.flag(args, '--host');
     return this.snapshots
       .map((s) => s.meta)
-      .filter((s) => tags.every((t) => s.tags?.includes(t)) && (!host || s.hostname === host));
+      .filter(
+        (s) =>
+          (!groups.length || groups.some((g) => g.every((t) => s.tags?.includes(t)))) && (!host || s.hostname === host),
+      );
   }
 
   /** Put a snapshot in as another host's ferry would have made it (no files). */

@@ -21,7 +21,10 @@ import {
   parseResticLocation,
   parseResticOptions,
   parseSnapshots,
+  restoreArgs,
+  restoresSparse,
   selectSnapshot,
+  snapshotsAndSignaturesArgs,
   snapshotTags,
   snapshotsArgs,
   type ResticSnapshot,
@@ -38,7 +41,10 @@ import {
   stopResticRuns,
 } from '../../src/store/restic/runner.js';
 import { resticBackup, type ResticBackupOptions } from '../../src/ops/restic-backup.js';
-import { openResticSnapshot } from '../../src/store/restic/snapshot.js';
+import { directRefusal, openResticSnapshot, snapshotBundle } from '../../src/store/restic/snapshot.js';
+import type { HostAccess } from '../../src/hostaccess/access.js';
+import { localShell } from '../../src/hostaccess/shell.js';
+import type { DirectSource } from '../../src/store/transport.js';
 import { signResticSnapshot } from '../../src/ops/restic-sign.js';
 import { parseAllowedSigners, type Trust } from '../../src/bundle/trust.js';
 import { keyFileSigner } from '../../src/ssh/sign-key.js';
@@ -279,6 +285,51 @@ describe('restic locations and arguments', () => {
     expect(() => checkLayout({ ...ok, version: 2 }, m)).toThrow(UsageError);
     expect(() => checkLayout({ ...ok, volumes: [{ ...ok.volumes[0], path: '../etc' }] }, m)).toThrow(/bad path/);
     expect(() => checkLayout({}, m)).toThrow(/not a ferry backup/);
+  });
+});
+
+describe('restic restore of a file-tree volume (restic-restore)', () => {
+  it('restores one directory of the snapshot under a target, --sparse only where restic has it', () => {
+    expect(restoreArgs('/r', 'abc123', 'volumes/data', '/var/lib/docker/volumes/d/.ferry-tree-x')).toEqual([
+      '-r',
+      '/r',
+      'restore',
+      'abc123',
+      '--target',
+      '/var/lib/docker/volumes/d/.ferry-tree-x',
+      '--include',
+      '/volumes/data',
+    ]);
+    expect(restoreArgs('/r', 'abc123', '/volumes/data/', '/t', true).slice(-3)).toEqual([
+      '--include',
+      '/volumes/data',
+      '--sparse',
+    ]);
+    // a pattern character would widen restic's --include; .. would leave the snapshot path
+    for (const bad of ['volumes/d*', 'volumes/[a]', 'volumes/../x', '', '/'])
+      expect(() => restoreArgs('/r', 'abc123', bad, '/t')).toThrow(/not a snapshot path/);
+    expect([
+      restoresSparse('0.14.0'),
+      restoresSparse('0.15.0'),
+      restoresSparse('0.17.3'),
+      restoresSparse('1.0.0'),
+    ]).toEqual([false, true, true, true]);
+  });
+
+  it('is taken only on this host, with host access for volumes, for an unsigned snapshot with trees', () => {
+    const local: HostAccess = {
+      volumes: { use: true, reason: 'root on this host' },
+      layers: { use: false, reason: 'x' },
+      shell: localShell,
+    };
+    expect(directRefusal(local, true, false)).toBeUndefined();
+    expect(directRefusal(local, false, false)).toMatch(/no volume as a file tree/);
+    expect(directRefusal(local, true, true)).toMatch(/signed/);
+    expect(directRefusal({ ...local, volumes: { use: false, reason: 'not root on this host' } }, true, false)).toBe(
+      'not root on this host',
+    );
+    const remote = { ...local, shell: { ...localShell, where: 'db1 (ssh)' } };
+    expect(directRefusal(remote, true, false)).toMatch(/db1 \(ssh\); restic runs on this host/);
   });
 });
 
@@ -526,6 +577,75 @@ describe('backup into and restore from a restic repository (fake engine, fake re
     ];
     expect(again[0]!.length).toBeGreaterThan(0);
     expect(again[1]!.equals(again[0]!)).toBe(true);
+    await rm(stageRoot, { recursive: true, force: true });
+  });
+
+  it('a volume the source writes itself is an empty placeholder in the bundle; where it cannot, its archive goes instead, with why', async () => {
+    const { ctx } = runContext();
+    await resticBackup(fake, opts, ctx);
+    await mkdir(stageRoot, { recursive: true });
+    const snap = await openResticSnapshot(restic, { repo: '/repo', container: 'app' }, silentProgress);
+    const id = snap.snapshot.id;
+    const member = 'volumes/appdata.tar';
+    const placeholders = new Set([member]);
+    const bundle = () =>
+      snapshotBundle(restic, '/repo', id, snap.manifest, snap.layout, silentProgress, { placeholders });
+    // The bundle without the volume: a valid one, whose member is an empty archive.
+    const dumps = () => restic.calls.filter((c) => c.args.includes('dump') && c.args.includes(`/${member}`)).length;
+    const before = dumps();
+    const raw = await drain(bundle());
+    expect(dumps()).toBe(before); // not read from the repository
+    expect(raw.length).toBeGreaterThan(0);
+    let wrote = 0;
+    let archives = 0;
+    const direct: DirectSource = {
+      take: async () => ({
+        transport: { ...snap.transport, openBundle: async () => ({ stream: bundle(), location: 'restic:/repo' }) },
+        volumes: new Map([
+          [
+            member,
+            {
+              path: 'restic-restore',
+              sub: 'volumes/appdata',
+              write: async () => void wrote++,
+              archive: () => {
+                archives++;
+                return Readable.from([restic.snapshots[0]!.nodes.get(`/${member}`)!.data!]);
+              },
+            },
+          ],
+        ]),
+      }),
+    };
+    const target = new FakeEngine({ endpoint: 'tcp://target:2375' });
+    await target.ensureHolderImage();
+    const res = await restore(target, snap.transport, { start: false, dryRun: false, onConflict: 'fail', direct }, ctx);
+    // The fake engine's host is not reachable: the tree is not written there, its archive is
+    // (through the engine: host-tar refused too, and the last refusal is the one recorded).
+    expect(wrote).toBe(0);
+    expect(archives).toBe(1);
+    expect(target.volumeFiles('appdata')).toEqual(APP_FILES);
+    expect(res.dataPaths.volumes).toEqual([
+      { name: 'appdata', path: 'engine-archive', fallback: { from: 'host-tar', reason: expect.any(String) } },
+    ]);
+
+    // A source that writes none here: the whole bundle (its why is the fallback where the path
+    // taken had no refusal of its own: e2e, engine over SSH).
+    const none: DirectSource = {
+      take: async () => ({ refused: 'the engine is elsewhere', members: [member], path: 'restic-restore' }),
+    };
+    const target2 = new FakeEngine({ endpoint: 'tcp://target2:2375' });
+    await target2.ensureHolderImage();
+    const res2 = await restore(
+      target2,
+      snap.transport,
+      { start: false, dryRun: false, onConflict: 'fail', direct: none },
+      ctx,
+    );
+    expect(target2.volumeFiles('appdata')).toEqual(APP_FILES);
+    expect(res2.dataPaths.volumes).toEqual([
+      { name: 'appdata', path: 'engine-archive', fallback: { from: 'host-tar', reason: expect.any(String) } },
+    ]);
     await rm(stageRoot, { recursive: true, force: true });
   });
 

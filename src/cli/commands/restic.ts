@@ -32,7 +32,7 @@ import { UsageError } from '../../errors.js';
 import type { Deps } from '../program.js';
 import { silentProgress, type Progress } from '../../context.js';
 import { humanBytes } from '../render.js';
-import type { Transport } from '../../store/transport.js';
+import type { DirectSource, Transport } from '../../store/transport.js';
 
 /** Where a restic backup stages the image layers and the volumes it reads as tar streams: a disk. */
 export const STAGE_ENV = 'FERRY_RESTIC_STAGE';
@@ -183,11 +183,20 @@ export function resticSnapshot(location: string, deps: Deps, progress: Progress 
 
 /** `ferry restore restic:<repo>[#snapshot|#container]`: the snapshot as a bundle location. */
 export async function resticSource(location: string, deps: Deps, progress: Progress): Promise<Transport> {
+  return (await resticRestoreSource(location, deps, progress)).transport;
+}
+
+/** The same, with the snapshot's volumes that `restic restore` writes itself where the target allows. */
+export async function resticRestoreSource(
+  location: string,
+  deps: Deps,
+  progress: Progress,
+): Promise<{ transport: Transport; direct: DirectSource }> {
   const s = await resticSnapshot(location, deps, progress);
   progress.info(
     `restic snapshot ${s.snapshot.short_id} of ${snapshotContainers(s.snapshot).join(', ')} from ${s.snapshot.hostname}, ${s.snapshot.time}`,
   );
-  return s.transport;
+  return { transport: s.transport, direct: s.direct };
 }
 
 /** One row of `ferry ls restic:<repo>`. */

@@ -5,7 +5,7 @@ import { planOverwrites, restore } from '../../ops/restore.js';
 import type { OnConflict } from '../../ops/steps/recreate.js';
 import { readTarget } from '../../store/registry.js';
 import { isResticLocation } from '../../store/restic/layout.js';
-import { resticSource } from './restic.js';
+import { resticRestoreSource } from './restic.js';
 import { setExit, type Deps } from '../program.js';
 import { portFromPlan } from '../json.js';
 import { createProgress } from '../render.js';
@@ -77,10 +77,12 @@ Examples:
       if (remap) for (const line of describeRemap(remap)) progress.info(`map ${line}`);
       const engine = await openEngine(g.host, { ssh: deps.ssh() });
       try {
+        const restic = isResticLocation(bundle) ? await resticRestoreSource(bundle, deps, progress) : undefined;
         const res = await restore(
           engine,
-          isResticLocation(bundle) ? await resticSource(bundle, deps, progress) : readTarget(bundle, deps.stores),
+          restic?.transport ?? readTarget(bundle, deps.stores),
           {
+            ...(restic ? { direct: restic.direct } : {}),
             name: flags.name,
             only: flags.only,
             start: flags.start,

@@ -154,9 +154,46 @@ export function snapshotsArgs(repo: string, filter: { tags?: string[]; host?: st
   ];
 }
 
+/**
+ * `restic snapshots --json` of ferry's snapshots and their signature snapshots, in one call (each
+ * `--tag` is one alternative): a restore finds its snapshot and the signature of it in one list.
+ * Pure.
+ */
+export function snapshotsAndSignaturesArgs(repo: string): string[] {
+  return [...repoArgs(repo), 'snapshots', '--json', '--tag', TAG, '--tag', SIG_TAG];
+}
+
 /** `restic dump <snapshot> /<path>`: a file as it is, a directory as a tar. Pure. */
 export function dumpArgs(repo: string, snapshot: string, path: string): string[] {
   return [...repoArgs(repo), 'dump', '--archive', 'tar', snapshot, `/${path.replace(/^\/+/, '')}`];
+}
+
+/**
+ * `restic restore <snapshot> --target <dir> --include /<path>`: one directory of the snapshot
+ * written under `dir`, at `dir/<path>`, with its owners, modes, times to the nanosecond, extended
+ * attributes, hard links, symlinks and special files (restic 0.14 has no strip-components).
+ * `sparse` (restic 0.15 and newer): runs of zeros written as holes. Pure.
+ */
+export function restoreArgs(repo: string, snapshot: string, path: string, target: string, sparse = false): string[] {
+  const p = path.replace(/^\/+|\/+$/g, '');
+  // a volume's name: no pattern characters, which restic's --include would expand
+  if (!p || p.split('/').includes('..') || /[*?[\]\\]/.test(p)) throw new Error(`not a snapshot path: ${path}`);
+  return [
+    ...repoArgs(repo),
+    'restore',
+    snapshot,
+    '--target',
+    target,
+    '--include',
+    `/${p}`,
+    ...(sparse ? ['--sparse'] : []),
+  ];
+}
+
+/** Whether a restic version writes holes on restore (`restore --sparse`: 0.15 and newer). Pure. */
+export function restoresSparse(version: string): boolean {
+  const [maj, min] = version.split('.').map(Number) as [number, number];
+  return maj > 0 || min >= 15;
 }
 
 /**

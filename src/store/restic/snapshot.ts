@@ -5,14 +5,17 @@
  * trailer, SHA256SUMS). restore, drill and verify read it as they read `ferry restore -`: nothing
  * of theirs knows about restic.
  */
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { BundleWriter } from '../../bundle/writer.js';
 import { parseManifest, type Manifest, type ManifestSignature } from '../../bundle/manifest.js';
 import { fingerprint, parseSignature, publicKeyLine, type Signer } from '../../bundle/sshsig.js';
 import { NotFoundError, UsageError } from '../../errors.js';
 import type { Progress } from '../../context.js';
 import { StreamStore } from '../stream.js';
-import type { Transport } from '../transport.js';
+import type { DirectSource, Transport } from '../transport.js';
+import type { VolumeTree } from '../../data/volumes.js';
+import type { HostAccess } from '../../hostaccess/access.js';
+import { localShell } from '../../hostaccess/shell.js';
 import {
   LAYOUT_FILE,
   MANIFEST_FILE,
@@ -22,7 +25,11 @@ import {
   lsArgs,
   newestFirst,
   parseSnapshots,
+  restoreArgs,
+  restoresSparse,
   signatureTags,
+  signedSnapshot,
+  snapshotsAndSignaturesArgs,
   selectSnapshot,
   snapshotsArgs,
   type Layout,
@@ -41,6 +48,8 @@ export interface ResticSnapshotBundle {
   signature?: SnapshotSignature;
   /** The snapshot as a bundle location: each opening reads it again with restic dump. */
   transport: Transport;
+  /** Its file-tree volumes written by `restic restore` on this host, where the target allows (restore). */
+  direct: DirectSource;
 }
 
 /** A signed snapshot's SHA256SUMS.sig, and the key declaration the rebuilt manifest carries. */
@@ -55,36 +64,77 @@ export async function openResticSnapshot(
   loc: ResticLocation,
   progress: Progress,
 ): Promise<ResticSnapshotBundle> {
-  await checkRestic(runner);
-  const list = parseSnapshots(await resticText(runner, { args: snapshotsArgs(loc.repo) }));
+  const version = await checkRestic(runner);
+  // Every restic call opens the repository anew (its key derivation alone is most of a second on
+  // a small machine): one listing gives the snapshot and its signature, and what is read from it
+  // is read side by side.
+  const list = parseSnapshots(await resticText(runner, { args: snapshotsAndSignaturesArgs(loc.repo) }));
   const snap = selectSnapshot(list, loc);
   if (typeof snap === 'string')
     throw new NotFoundError(`${loc.repo}: ${snap}`, `list them with: ferry ls restic:${loc.repo}`);
-  const text = await resticText(runner, { args: dumpArgs(loc.repo, snap.id, MANIFEST_FILE) });
+  const [text, layoutText, signature] = await Promise.all([
+    resticText(runner, { args: dumpArgs(loc.repo, snap.id, MANIFEST_FILE) }),
+    resticText(runner, { args: dumpArgs(loc.repo, snap.id, LAYOUT_FILE) }).catch((err: unknown) => err as Error),
+    snapshotSignature(runner, loc.repo, snap, progress, list),
+  ]);
   const manifest = parseManifest(text);
   let layout: Layout;
   try {
-    layout = checkLayout(
-      JSON.parse(await resticText(runner, { args: dumpArgs(loc.repo, snap.id, LAYOUT_FILE) })),
-      manifest,
-    );
+    if (layoutText instanceof Error) throw layoutText;
+    layout = checkLayout(JSON.parse(layoutText), manifest);
   } catch (err) {
     if (err instanceof UsageError) throw err;
     throw new UsageError(`snapshot ${snap.short_id} has no readable ${LAYOUT_FILE}: ${(err as Error).message}`);
   }
-  const signature = await snapshotSignature(runner, loc.repo, snap, progress);
   const where = `restic:${loc.repo}#${snap.short_id}`;
   // Rereadable: restore --trust (and --on-conflict replace) reads the whole bundle once before
   // it changes anything, then again to restore it; each reading runs restic dump anew.
-  const transport: Transport = {
+  const transportOf = (placeholders: ReadonlySet<string>): Transport => ({
     describe: () => where,
     rereadable: true,
     createBundle: () => Promise.reject(new UsageError(`${where} is read here, not written`)),
     openBundle: async () => ({
-      stream: snapshotBundle(runner, loc.repo, snap.id, manifest, layout, progress, signature ? { signature } : {}),
+      stream: snapshotBundle(runner, loc.repo, snap.id, manifest, layout, progress, {
+        ...(signature ? { signature } : {}),
+        placeholders,
+      }),
       location: where,
     }),
     close: async () => {},
+  });
+  const transport = transportOf(new Set());
+  const trees = layout.volumes.filter((v) => v.kind === 'tree');
+  const direct: DirectSource = {
+    take: async (access) => {
+      const members = trees.map((v) => v.member);
+      const why = directRefusal(access, trees.length > 0, !!signature);
+      if (why) return { refused: why, members, path: 'restic-restore' };
+      const volumes = new Map<string, VolumeTree>(
+        trees.map((v) => [
+          v.member,
+          {
+            path: 'restic-restore',
+            sub: v.path,
+            write: async (stage, abort) => {
+              progress.step(`restic restore ${v.path}`);
+              const run = runner.run({
+                args: restoreArgs(loc.repo, snap.id, v.path, stage, restoresSparse(version)),
+              });
+              run.stdout.resume();
+              const stop = () => run.kill();
+              abort?.addEventListener('abort', stop, { once: true });
+              try {
+                await run.done;
+              } finally {
+                abort?.removeEventListener('abort', stop);
+              }
+            },
+            archive: () => memberStream(runner, loc.repo, snap.id, layout, v.member),
+          },
+        ]),
+      );
+      return { transport: transportOf(new Set(members)), volumes };
+    },
   };
   return {
     snapshot: snap,
@@ -92,7 +142,22 @@ export async function openResticSnapshot(
     layout,
     ...(signature ? { signature } : {}),
     transport,
+    direct,
   };
+}
+
+/**
+ * Why `restic restore` does not write a snapshot's volumes on this restore (undefined where it
+ * does): the target's host must offer its volumes (host-tar's conditions) and be this machine,
+ * where restic runs; and the snapshot must be unsigned, for its signature covers the bundle it
+ * rebuilds into, every member of it, which this path does not read. Pure.
+ */
+export function directRefusal(access: HostAccess, hasTrees: boolean, signed: boolean): string | undefined {
+  if (!hasTrees) return 'the snapshot holds no volume as a file tree';
+  if (signed) return 'the snapshot is signed: its signature is checked on the whole bundle, read through restic dump';
+  if (!access.volumes.use || !access.shell) return access.volumes.reason;
+  if (access.shell !== localShell) return `the engine's host is ${access.shell.where}; restic runs on this host`;
+  return undefined;
 }
 
 /**
@@ -105,9 +170,13 @@ async function snapshotSignature(
   repo: string,
   snap: ResticSnapshot,
   progress: Progress,
+  /** A listing that holds the signature snapshots (snapshotsAndSignaturesArgs); else they are listed. */
+  listed?: ResticSnapshot[],
 ): Promise<SnapshotSignature | undefined> {
   const sigs = newestFirst(
-    parseSnapshots(await resticText(runner, { args: snapshotsArgs(repo, { tags: signatureTags(snap.id) }) })),
+    listed
+      ? listed.filter((s) => signedSnapshot(s) === snap.id)
+      : parseSnapshots(await resticText(runner, { args: snapshotsArgs(repo, { tags: signatureTags(snap.id) }) })),
   );
   const s = sigs[0];
   if (!s) return undefined;
@@ -167,14 +236,28 @@ export function snapshotBundle(
   manifest: Manifest,
   layout: Layout,
   progress: Progress,
-  sig: { signature?: SnapshotSignature; sign?: { signer: Signer; onSigned: (text: string) => void } } = {},
+  sig: {
+    signature?: SnapshotSignature;
+    sign?: { signer: Signer; onSigned: (text: string) => void };
+    /** Members written as an empty archive (their data restored by other means: DirectSource). */
+    placeholders?: ReadonlySet<string>;
+  } = {},
 ): Readable {
+  const empty = (name: string) => sig.placeholders?.has(name) ?? false;
   const pipe = new PassThrough({ highWaterMark: 1 << 20 });
   void (async () => {
     const sink = await new StreamStore(pipe).create(`restic-${snap.slice(0, 8)}.tar`);
     const writer = new BundleWriter(
       sink,
-      { ...manifest, members: manifest.members.map((m) => ({ ...m })) },
+      {
+        ...manifest,
+        members: manifest.members.map((m) => {
+          if (!empty(m.name)) return { ...m };
+          const rest = { ...m };
+          delete rest.rawBytes;
+          return rest;
+        }),
+      },
       {
         finishedAt: manifest.createdAt,
         ...(sig.sign ? { signer: sig.sign.signer, onSigned: sig.sign.onSigned } : {}),
@@ -184,6 +267,10 @@ export function snapshotBundle(
     await writer.begin();
     for (const i of layout.images) writer.recordImage(i.facts);
     for (const m of manifest.members) {
+      if (empty(m.name)) {
+        await writer.addMember(m.name, Readable.from([Buffer.alloc(1024)]), 'none');
+        continue;
+      }
       progress.step(`restic dump ${m.name}`);
       await writer.addMember(m.name, memberStream(runner, repo, snap, layout, m.name), 'none', (_, n) =>
         progress.bytes(m.name, n),
