@@ -99,6 +99,6 @@ export async function readBundle(
 }
 
 /** The entries of a tar: name -> content (directories with an empty content), with their headers. */
-export async function untar(buf: Buffer): Promise<Map<string, { header: tar.Headers; data: Buffer }>> {
+export async function untar(buf: Buffer): Promise<Map<string, { header: tar.Header; data: Buffer }>> {
   return new Map((await tarEntries(buf)).map(({ data, ...header }) => [header.name, { header, data }]));
 }

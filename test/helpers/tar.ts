@@ -8,12 +8,12 @@ import { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
 
 /** An entry to pack: its header, and for a file its content (none: empty). */
-export type TarEntry = tar.Headers & { data?: Buffer | string };
+export type TarEntry = Partial<tar.Header> & { name: string; data?: Buffer | string };
 
 /** An entry read back: its header as tar-stream decodes it, and its content (empty for a directory or link). */
-export type ReadTarEntry = tar.Headers & { data: Buffer };
+export type ReadTarEntry = tar.Header & { data: Buffer };
 
-const isFile = (h: tar.Headers) => !h.type || h.type === 'file' || h.type === 'contiguous-file';
+const isFile = (h: Partial<tar.Header>) => !h.type || h.type === 'file' || h.type === 'contiguous-file';
 
 /**
  * A tar of these entries in this order. A file gets its data as body (its size is the data's);
