@@ -24,6 +24,7 @@ import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import * as tar from 'tar-stream';
+import { collect, packTar, type TarEntry } from './tar.js';
 import {
   HOLDER_IMAGE,
   LABEL_MANAGED,
@@ -167,17 +168,11 @@ const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex')
 
 /** A tar of the given files (a layer, or the content of a volume), deterministic. */
 export function tarOf(files: Record<string, string>): Promise<Buffer> {
-  const pack = tar.pack();
-  for (const [name, text] of Object.entries(files).sort(([a], [b]) => a.localeCompare(b)))
-    pack.entry({ name, mode: 0o644, mtime: EPOCH, uid: 0, gid: 0 }, text);
-  pack.finalize();
-  return collect(pack);
-}
-
-async function collect(s: AsyncIterable<unknown>): Promise<Buffer> {
-  const out: Buffer[] = [];
-  for await (const c of s) out.push(Buffer.isBuffer(c) ? c : Buffer.from(String(c)));
-  return Buffer.concat(out);
+  return packTar(
+    Object.entries(files)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([name, data]) => ({ name, mode: 0o644, mtime: EPOCH, uid: 0, gid: 0, data })),
+  );
 }
 
 /** DOCKER (daemon merge of a create's config with its image's): the image's variables the create does not set follow its own. */
@@ -1152,25 +1147,26 @@ export class FakeEngine implements Engine {
         if (!i) throw new NotFoundError(`save image ${refs.join(', ')}: reference does not exist: ${r}`);
         return { ref: normRef(r), img: i };
       });
-      const pack = tar.pack();
+      const entries: TarEntry[] = [];
       const manifest: { Config: string; RepoTags: string[] | null; Layers: string[] }[] = [];
       for (const { ref, img } of imgs) {
         const ids = [...v1LayerIds(img.diffIds), sha(`top/${img.id}`)];
         const layers = img.layers.map((l, k) => {
           const dir = ids[k]!;
-          pack.entry({ name: `${dir}/`, type: 'directory', mtime: EPOCH });
-          pack.entry({ name: `${dir}/VERSION`, mtime: EPOCH }, '1.0');
-          pack.entry({ name: `${dir}/json`, mtime: EPOCH }, JSON.stringify({ id: dir }));
-          pack.entry({ name: `${dir}/layer.tar`, mtime: EPOCH }, l);
+          entries.push(
+            { name: `${dir}/`, type: 'directory', mtime: EPOCH },
+            { name: `${dir}/VERSION`, mtime: EPOCH, data: '1.0' },
+            { name: `${dir}/json`, mtime: EPOCH, data: JSON.stringify({ id: dir }) },
+            { name: `${dir}/layer.tar`, mtime: EPOCH, data: l },
+          );
           return `${dir}/layer.tar`;
         });
         const cfgName = `${img.id.slice(7)}.json`;
-        pack.entry({ name: cfgName, mtime: EPOCH }, img.configJson);
+        entries.push({ name: cfgName, mtime: EPOCH, data: img.configJson });
         manifest.push({ Config: cfgName, RepoTags: ref.startsWith('sha256:') ? null : [ref], Layers: layers });
       }
-      pack.entry({ name: 'manifest.json', mtime: EPOCH }, JSON.stringify(manifest));
-      pack.finalize();
-      return collect(pack);
+      entries.push({ name: 'manifest.json', mtime: EPOCH, data: JSON.stringify(manifest) });
+      return packTar(entries);
     });
   }
 
@@ -1411,16 +1407,14 @@ export class FakeEngine implements Engine {
         throw new NotFoundError(
           `read ${path} from container ${id}: Could not find the file ${path} in container ${id}`,
         );
-      const pack = tar.pack();
-      pack.entry({ name: './', type: 'directory', ...vol.root });
+      const entries: TarEntry[] = [{ name: './', type: 'directory', ...vol.root }];
       for (const [p, f] of [...vol.files.entries()].sort(([a], [b]) => walkOrder(a, b))) {
         const h = { mode: f.mode, uid: f.uid, gid: f.gid, mtime: f.mtime };
-        if (f.type === 'directory') pack.entry({ name: `./${p}/`, type: 'directory', ...h });
-        else if (f.type === 'symlink') pack.entry({ name: `./${p}`, type: 'symlink', linkname: f.linkname, ...h });
-        else pack.entry({ name: `./${p}`, ...h }, f.data);
+        if (f.type === 'directory') entries.push({ name: `./${p}/`, type: 'directory', ...h });
+        else if (f.type === 'symlink') entries.push({ name: `./${p}`, type: 'symlink', linkname: f.linkname, ...h });
+        else entries.push({ name: `./${p}`, ...h, data: f.data });
       }
-      pack.finalize();
-      return collect(pack);
+      return packTar(entries);
     });
   }
 

@@ -6,13 +6,13 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import * as tar from 'tar-stream';
-import { Readable } from 'node:stream';
+import type * as tar from 'tar-stream';
 import { silentProgress, type Progress, type RunContext } from '../../src/context.js';
 import { BundleReader } from '../../src/bundle/reader.js';
 import type { Manifest, Trailer } from '../../src/bundle/manifest.js';
 import { LocalTransport } from '../../src/store/local.js';
 import { FakeEngine } from './engine-fake.js';
+import { collect, tarEntries } from './tar.js';
 
 export const APP_FILES = {
   'README.txt': 'hello from the volume\n',
@@ -93,22 +93,12 @@ export async function readBundle(
   const reader = await BundleReader.open(src.stream, src.location);
   const members = new Map<string, Buffer>();
   for await (const m of reader.members({ decode: true })) {
-    const chunks: Buffer[] = [];
-    for await (const c of m.stream) chunks.push(c as Buffer);
-    members.set(m.plan.name, Buffer.concat(chunks));
+    members.set(m.plan.name, await collect(m.stream));
   }
   return { manifest: reader.manifest, members, trailer: reader.trailer };
 }
 
 /** The entries of a tar: name -> content (directories with an empty content), with their headers. */
 export async function untar(buf: Buffer): Promise<Map<string, { header: tar.Header; data: Buffer }>> {
-  const out = new Map<string, { header: tar.Header; data: Buffer }>();
-  const ex = tar.extract();
-  Readable.from([buf]).pipe(ex);
-  for await (const e of ex) {
-    const chunks: Buffer[] = [];
-    for await (const c of e) chunks.push(c as Buffer);
-    out.set(e.header.name, { header: e.header, data: Buffer.concat(chunks) });
-  }
-  return out;
+  return new Map((await tarEntries(buf)).map(({ data, ...header }) => [header.name, { header, data }]));
 }

@@ -9,10 +9,10 @@ import { createHash } from 'node:crypto';
 import { lstat, readFile, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import * as tar from 'tar-stream';
 import type { ResticCall, ResticRun, ResticRunner } from '../../src/store/restic/runner.js';
 import { ResticError } from '../../src/store/restic/runner.js';
 import type { ResticSnapshot } from '../../src/store/restic/layout.js';
+import { packTar, type TarEntry } from './tar.js';
 
 export interface FakeNode {
   type: 'file' | 'dir' | 'symlink';
@@ -199,17 +199,15 @@ export class FakeRestic implements ResticRunner {
       out.end(node.data);
       return;
     }
-    const pack = tar.pack();
-    for (const [name, n] of [...snap.nodes].filter(([k]) => k.startsWith(p + '/'))) {
-      const h = { name: name.slice(1), mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime };
-      if (n.type === 'dir') pack.entry({ ...h, name: h.name + '/', type: 'directory' });
-      else if (n.type === 'symlink') pack.entry({ ...h, type: 'symlink', linkname: n.link! });
-      else pack.entry(h, n.data!);
-    }
-    pack.finalize();
-    const chunks: Buffer[] = [];
-    for await (const c of pack) chunks.push(c as Buffer);
-    Readable.from([Buffer.concat(chunks)]).pipe(out);
+    const entries = [...snap.nodes]
+      .filter(([k]) => k.startsWith(p + '/'))
+      .map(([name, n]): TarEntry => {
+        const h = { name: name.slice(1), mode: n.mode, uid: n.uid, gid: n.gid, mtime: n.mtime };
+        if (n.type === 'dir') return { ...h, name: h.name + '/', type: 'directory' };
+        if (n.type === 'symlink') return { ...h, type: 'symlink', linkname: n.link! };
+        return { ...h, data: n.data! };
+      });
+    Readable.from([await packTar(entries)]).pipe(out);
     await new Promise((res) => out.on('end', res));
   }
 }

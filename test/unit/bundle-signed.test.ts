@@ -4,7 +4,6 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import * as tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SIG_MEMBER, SUMS_MEMBER } from '../../src/bundle/manifest.js';
 import { BundleReader } from '../../src/bundle/reader.js';
@@ -13,6 +12,7 @@ import { BundleWriter } from '../../src/bundle/writer.js';
 import { BundleError, TrustError } from '../../src/errors.js';
 import { keyFileSigner } from '../../src/ssh/sign-key.js';
 import { IMAGE_MEMBER, VOLUME_MEMBER, makeManifest, MemorySink } from './bundle-fixtures.js';
+import { packTar, tarEntries } from '../helpers/tar.js';
 
 let dir: string;
 let trust: Trust;
@@ -53,29 +53,8 @@ async function read(bundle: Buffer, t?: Trust): Promise<BundleReader> {
   return r;
 }
 
-async function entries(buf: Buffer): Promise<{ name: string; data: Buffer }[]> {
-  const extract = tar.extract();
-  Readable.from([buf]).pipe(extract);
-  const out: { name: string; data: Buffer }[] = [];
-  for await (const e of extract) {
-    const chunks: Buffer[] = [];
-    for await (const c of e) chunks.push(c as Buffer);
-    out.push({ name: e.header.name, data: Buffer.concat(chunks) });
-  }
-  return out;
-}
-
-async function pack(list: { name: string; data: Buffer }[]): Promise<Buffer> {
-  const p = tar.pack();
-  const done = (async () => {
-    const chunks: Buffer[] = [];
-    for await (const c of p) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
-  })();
-  for (const e of list) p.entry({ name: e.name, size: e.data.length }, e.data);
-  p.finalize();
-  return done;
-}
+/** A tar of just these names and contents (the rest of each header: tar-stream's defaults). */
+const pack = (list: { name: string; data: Buffer }[]) => packTar(list.map(({ name, data }) => ({ name, data })));
 
 const refusal = async (p: Promise<unknown>) => {
   try {
@@ -92,9 +71,9 @@ describe.each([
 ])('signed %s bundle', (_kind, seekable) => {
   it('ends with SHA256SUMS (listing manifest.json and trailer.json) and its signature, and reads under --trust', async () => {
     const bundle = await write(seekable, 'host-a');
-    const names = (await entries(bundle)).map((e) => e.name);
+    const names = (await tarEntries(bundle)).map((e) => e.name);
     expect(names.slice(-3)).toEqual(['trailer.json', SUMS_MEMBER, SIG_MEMBER]);
-    const sums = (await entries(bundle)).find((e) => e.name === SUMS_MEMBER)!.data.toString();
+    const sums = (await tarEntries(bundle)).find((e) => e.name === SUMS_MEMBER)!.data.toString();
     expect(sums.split('\n')[0]).toMatch(/^[0-9a-f]{64} {2}manifest\.json$/);
     expect(sums.trimEnd().split('\n').at(-1)).toMatch(/^[0-9a-f]{64} {2}trailer\.json$/);
     const r = await read(bundle, trust);
@@ -130,7 +109,7 @@ describe.each([
     expect(other.message).toContain('not an allowed signer in ' + trust.file);
     expect(other.message).toMatch(/ssh-ed25519 SHA256:/);
 
-    const good = await entries(await write(seekable, 'host-a'));
+    const good = await tarEntries(await write(seekable, 'host-a'));
     // one byte of the manifest changed (the host name), nothing else
     const edited = good.map((e) =>
       e.name === 'manifest.json' ? { ...e, data: Buffer.from(e.data.toString().replace('src-host', 'src-hosx')) } : e,
@@ -146,7 +125,7 @@ describe.each([
     expect(stripped.message).toMatch(/SHA256SUMS.sig is missing/);
 
     // SHA256SUMS rewritten to match the edit: the signature no longer verifies
-    const otherSig = (await entries(await write(seekable, 'other'))).find((e) => e.name === SIG_MEMBER)!;
+    const otherSig = (await tarEntries(await write(seekable, 'other'))).find((e) => e.name === SIG_MEMBER)!;
     const swapped = await refusal(read(await pack(good.map((e) => (e.name === SIG_MEMBER ? otherSig : e))), trust));
     expect(swapped).toBeInstanceOf(TrustError);
     expect(swapped.message).toMatch(/not the key the manifest declares/);

@@ -4,7 +4,6 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
-import * as tar from 'tar-stream';
 import {
   MANIFEST_MEMBER,
   SUMS_MEMBER,
@@ -20,6 +19,7 @@ import { BundleWriter, PART_SIZE, partName } from '../../src/bundle/writer.js';
 import { BundleError } from '../../src/errors.js';
 import { LocalTransport } from '../../src/store/local.js';
 import { IMAGE_MEMBER, VOLUME_MEMBER, bundleError, makeManifest, MemorySink } from './bundle-fixtures.js';
+import { collect, packTar, tarEntries, type TarEntry } from '../helpers/tar.js';
 
 // ---------------------------------------------------------------------------------------------
 // In-memory sinks
@@ -68,45 +68,31 @@ async function writeBundle(seekable: boolean, volume: Buffer, image: Buffer): Pr
 
 interface RawEntry {
   name: string;
-  type: tar.Header['type'];
+  type: TarEntry['type'];
   size: number;
   data: Buffer;
   linkname?: string | null;
 }
 
 async function listEntries(buf: Buffer): Promise<RawEntry[]> {
-  const extract = tar.extract();
-  Readable.from([buf]).pipe(extract);
-  const out: RawEntry[] = [];
-  for await (const e of extract) {
-    const chunks: Buffer[] = [];
-    for await (const c of e) chunks.push(c as Buffer);
-    out.push({
-      name: e.header.name,
-      type: e.header.type,
-      size: e.header.size ?? 0,
-      data: Buffer.concat(chunks),
-      linkname: e.header.linkname,
-    });
-  }
-  return out;
+  return (await tarEntries(buf)).map((e) => ({
+    name: e.name,
+    type: e.type,
+    size: e.size ?? 0,
+    data: e.data,
+    linkname: e.linkname,
+  }));
 }
 
 /** Repack entries with tar-stream (to craft damaged bundles). */
-async function pack(entries: RawEntry[]): Promise<Buffer> {
-  const p = tar.pack();
-  const collected = (async () => {
-    const chunks: Buffer[] = [];
-    for await (const c of p) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
-  })();
-  for (const e of entries) {
-    if (e.type === 'symlink') p.entry({ name: e.name, type: 'symlink', linkname: e.linkname ?? '/etc/passwd' });
-    else if (e.type === 'directory') p.entry({ name: e.name, type: 'directory' });
-    else p.entry({ name: e.name, size: e.data.length }, e.data);
-  }
-  p.finalize();
-  return collected;
+function pack(entries: RawEntry[]): Promise<Buffer> {
+  return packTar(
+    entries.map((e): TarEntry => {
+      if (e.type === 'symlink') return { name: e.name, type: 'symlink', linkname: e.linkname ?? '/etc/passwd' };
+      if (e.type === 'directory') return { name: e.name, type: 'directory' };
+      return { name: e.name, data: e.data };
+    }),
+  );
 }
 
 interface ReadBack {
@@ -120,9 +106,7 @@ async function readBundle(buf: Buffer, location = 'mem'): Promise<ReadBack> {
   const members: Record<string, Buffer> = {};
   const order: string[] = [];
   for await (const m of reader.members()) {
-    const chunks: Buffer[] = [];
-    for await (const c of m.stream) chunks.push(c as Buffer);
-    members[m.plan.name] = Buffer.concat(chunks);
+    members[m.plan.name] = await collect(m.stream);
     order.push(m.plan.name);
   }
   return { reader, members, order };
@@ -136,11 +120,7 @@ function withRawSizes(m: Manifest, sizes: number[]): Manifest {
 async function readDecoded(buf: Buffer): Promise<Record<string, Buffer>> {
   const reader = await BundleReader.open(Readable.from(buf), 'mem');
   const out: Record<string, Buffer> = {};
-  for await (const m of reader.members({ decode: true })) {
-    const chunks: Buffer[] = [];
-    for await (const c of m.stream) chunks.push(c as Buffer);
-    out[m.plan.name] = Buffer.concat(chunks);
-  }
+  for await (const m of reader.members({ decode: true })) out[m.plan.name] = await collect(m.stream);
   expect(reader.trailer.members.length).toBe(2);
   return out;
 }
@@ -249,11 +229,7 @@ describe('BundleWriter + BundleReader on a seekable sink', () => {
     for (let i = 0; i < w.bundle.length; i += 777) chunks.push(w.bundle.subarray(i, i + 777));
     const reader = await BundleReader.open(Readable.from(chunks), 'mem');
     const got: Record<string, Buffer> = {};
-    for await (const m of reader.members()) {
-      const parts: Buffer[] = [];
-      for await (const c of m.stream) parts.push(c as Buffer);
-      got[m.plan.name] = Buffer.concat(parts);
-    }
+    for await (const m of reader.members()) got[m.plan.name] = await collect(m.stream);
     expect(got[VOLUME_MEMBER]!.equals(SMALL_VOLUME)).toBe(true);
     expect(zlib.gunzipSync(got[IMAGE_MEMBER]!).equals(IMAGE)).toBe(true);
   });

@@ -26,6 +26,7 @@ import { silentProgress } from '../../src/context.js';
 import { faultHook, faults } from '../../src/util/fault.js';
 import { FakeEngine } from '../helpers/engine-fake.js';
 import { untar } from '../helpers/ops-fixtures.js';
+import { collect } from '../helpers/tar.js';
 
 const hex = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 const DIR = '/var/lib/docker-c/containerd/daemon/io.containerd.content.v1.content/blobs/sha256';
@@ -132,12 +133,6 @@ const engineC = {
   listImages: () => Promise.resolve([]),
 } as unknown as Engine;
 
-async function drain(r: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of r) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
-
 afterEach(() => {
   delete faults.hook;
 });
@@ -197,7 +192,7 @@ describe('openContentImageArchive', () => {
     );
     if (isRefused(a)) throw new Error(a.refused);
     expect(a.leftOut).toBe(1);
-    const files = await untar(await drain(a.stream));
+    const files = await untar(await collect(a.stream));
     const blob = (b: Buffer) => `blobs/sha256/${hex(b)}`;
     expect([...files.keys()].sort()).toEqual(
       [
@@ -275,7 +270,7 @@ describe('openContentImageArchive', () => {
         accessVia(storeShell(s.blobs, catted)),
       );
       if (isRefused(a)) throw new Error(a.refused);
-      const err = await drain(a.stream).catch((e: unknown) => e);
+      const err = await collect(a.stream).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(ContentStoreMismatch);
     }
   });
@@ -326,7 +321,7 @@ describe('openContentImageArchive', () => {
       accessVia(storeShell(s.blobs)),
     );
     if (isRefused(a)) throw new Error(a.refused);
-    const err = await drain(a.stream).catch((e: unknown) => e);
+    const err = await collect(a.stream).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ContentStoreMismatch);
     expect((err as Error).message).toMatch(/fault injected at content-store-blob/);
   });
@@ -351,7 +346,7 @@ describe('saveImage on the containerd image store', () => {
     const via = { access: accessVia(storeShell(s.blobs)) };
     const saved = await saveImage(engine, 'shop/app:2', silentProgress, { rewritable: true }, via);
     expect(saved.carried).toEqual({ path: 'content-store' });
-    const files = await untar(await drain(saved.stream));
+    const files = await untar(await collect(saved.stream));
     expect(files.has('index.json')).toBe(true);
     expect(files.has(`blobs/sha256/${hex(s.layers[0]!)}`)).toBe(true);
     const streamed = await saveImage(engine, 'shop/app:2', silentProgress, { rewritable: false }, via);
@@ -373,9 +368,9 @@ describe('saveImage on the containerd image store', () => {
       { rewritable: true },
       { access: accessVia(shell) },
     );
-    const err = await drain(saved.stream).catch((e: unknown) => e);
+    const err = await collect(saved.stream).catch((e: unknown) => e);
     expect(saved.fallback!.when(err)).toBe(true);
-    const again = await drain(await saved.fallback!.open(err));
+    const again = await collect(await saved.fallback!.open(err));
     expect(saved.carried).toEqual({
       path: 'engine-save',
       fallback: { from: 'content-store', reason: expect.stringMatching(/has the digest/) },

@@ -1,17 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { PassThrough, Readable } from 'node:stream';
 import { counted } from '../../src/util/counted.js';
-
-async function drain(s: Readable): Promise<Buffer> {
-  const out: Buffer[] = [];
-  for await (const c of s) out.push(c as Buffer);
-  return Buffer.concat(out);
-}
+import { collect } from '../helpers/tar.js';
 
 describe('counted', () => {
   it('passes the bytes through and counts them', async () => {
     const seen: number[] = [];
-    const out = await drain(counted(Readable.from([Buffer.from('abc'), Buffer.from('de')]), (n) => seen.push(n)));
+    const out = await collect(counted(Readable.from([Buffer.from('abc'), Buffer.from('de')]), (n) => seen.push(n)));
     expect(out.toString()).toBe('abcde');
     expect(seen.at(-1)).toBe(5);
   });
@@ -21,7 +16,7 @@ describe('counted', () => {
     const c = counted(src, () => {});
     src.write('x');
     src.destroy(new Error('member damaged'));
-    await expect(drain(c)).rejects.toThrow('member damaged');
+    await expect(collect(c)).rejects.toThrow('member damaged');
   });
 
   it('fails, and does not wait for more, when its source is closed before its end (a bundle cut short)', async () => {
@@ -29,7 +24,7 @@ describe('counted', () => {
     const c = counted(src, () => {});
     src.write('x');
     setImmediate(() => src.destroy()); // closed without an error, and without an end
-    await expect(drain(c)).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' });
+    await expect(collect(c)).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' });
   });
 
   it('destroys its source when its reader goes away', async () => {
@@ -45,6 +40,6 @@ describe('counted', () => {
     const c = counted(src, () => {});
     src.destroy(new Error('bad member'));
     await new Promise((r) => setImmediate(r));
-    await expect(drain(c)).rejects.toThrow('bad member');
+    await expect(collect(c)).rejects.toThrow('bad member');
   });
 });

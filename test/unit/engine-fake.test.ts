@@ -3,18 +3,12 @@
  * on, so that a change to the fake cannot quietly make them pass for the wrong reason.
  */
 import { Readable } from 'node:stream';
-import * as tar from 'tar-stream';
 import { describe, expect, it } from 'vitest';
 import { quirksFor } from '../../src/engine/quirks.js';
 import { ConflictError, EngineError, NotFoundError } from '../../src/errors.js';
 import { FakeEngine, tarOf } from '../helpers/engine-fake.js';
 import { untar } from '../helpers/ops-fixtures.js';
-
-async function drain(s: Readable): Promise<Buffer> {
-  const out: Buffer[] = [];
-  for await (const c of s) out.push(c as Buffer);
-  return Buffer.concat(out);
-}
+import { collect, packTar } from '../helpers/tar.js';
 
 async function engineWithApp() {
   const e = new FakeEngine();
@@ -92,7 +86,7 @@ describe('FakeEngine', () => {
   it("archive GET of a mount gives `./` with the volume root's attributes, then its entries in walk order", async () => {
     const { e, c } = await engineWithApp();
     e.volumes.get('data')!.root = { mode: 0o700, uid: 70, gid: 70, mtime: new Date('2024-01-01T00:00:00Z') };
-    const t = await untar(await drain(await e.getArchive(c.id, '/data/.')));
+    const t = await untar(await collect(await e.getArchive(c.id, '/data/.')));
     expect([...t.keys()]).toEqual(['./', './x/', './x/y.txt', './z.txt']);
     expect(t.get('./')!.header).toMatchObject({ mode: 0o700, uid: 70, gid: 70 });
     await expect(e.getArchive(c.id, '/etc/.')).rejects.toBeInstanceOf(NotFoundError);
@@ -112,7 +106,7 @@ describe('FakeEngine', () => {
 
   it('saves an image that another engine loads, and refuses an archive missing a layer it lacks', async () => {
     const { e } = await engineWithApp();
-    const archive = await drain(await e.saveImages(['shop/app:1']));
+    const archive = await collect(await e.saveImages(['shop/app:1']));
     const other = new FakeEngine({ endpoint: 'tcp://other:2375' });
     expect(await other.loadImage(Readable.from([archive]))).toEqual(['shop/app:1']);
     const [a, b] = [e, other].map((x) => [...x.images.values()][0]!);
@@ -120,12 +114,13 @@ describe('FakeEngine', () => {
     expect(b!.diffIds).toEqual(a!.diffIds);
 
     const files = await untar(archive);
-    const pack = tar.pack();
-    for (const [name, f] of files)
-      if (!name.endsWith('layer.tar') && f.header.type === 'file') pack.entry({ name }, f.data);
-    pack.finalize();
+    const withoutLayers = await packTar(
+      [...files]
+        .filter(([name, f]) => !name.endsWith('layer.tar') && f.header.type === 'file')
+        .map(([name, f]) => ({ name, data: f.data })),
+    );
     const third = new FakeEngine({ endpoint: 'tcp://third:2375' });
-    await expect(third.loadImage(pack as unknown as Readable)).rejects.toBeInstanceOf(EngineError);
+    await expect(third.loadImage(Readable.from([withoutLayers]))).rejects.toBeInstanceOf(EngineError);
     expect(third.images.size).toBe(0);
   });
 

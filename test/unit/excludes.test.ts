@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
+import { collect } from '../helpers/tar.js';
 import {
   ExcludeFilter,
   excludeList,
@@ -74,12 +75,10 @@ const list = (archive: Buffer) =>
 const base = ['--create', '--file=-', '--format=posix', '--sort=name', '-C', dir];
 
 async function filtered(archive: Buffer, patterns: string[]): Promise<Buffer> {
-  const chunks: Buffer[] = [];
   // in small, odd chunks: headers and data split across them
   const parts: Buffer[] = [];
   for (let i = 0; i < archive.length; i += 333) parts.push(archive.subarray(i, i + 333));
-  for await (const c of Readable.from(parts).pipe(new ExcludeFilter(patterns))) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
+  return collect(Readable.from(parts).pipe(new ExcludeFilter(patterns)));
 }
 
 describe('path excludes', () => {

@@ -20,6 +20,7 @@ import {
 import { chainIds } from '../../src/data/ship.js';
 import { hostAccess, type HostEnv } from '../../src/hostaccess/access.js';
 import { HOST_LAYERS_ENV } from '../../src/hostaccess/refusals.js';
+import { tarFiles } from '../helpers/tar.js';
 
 const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const quiet = { step() {}, info() {}, warn() {}, bytes() {} } as never;
@@ -135,19 +136,6 @@ function makeStore(root: string, toolBytes = 700) {
   return { engine, img, layers, chains, config, id };
 }
 
-async function entries(stream: Readable): Promise<Map<string, Buffer>> {
-  const out = new Map<string, Buffer>();
-  const ex = tar.extract();
-  stream.on('error', (err) => ex.destroy(err));
-  stream.pipe(ex);
-  for await (const e of ex) {
-    const parts: Buffer[] = [];
-    for await (const c of e) parts.push(c as Buffer);
-    out.set(e.header.name, Buffer.concat(parts));
-  }
-  return out;
-}
-
 /** openHostImageArchive as a run calls it: what the engine's host offers, with these switches. */
 async function openFromStore(
   engine: Engine,
@@ -180,7 +168,7 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
     const s = makeStore(root);
     const a = await openFromStore(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [1] }, quiet);
     expect(a).toHaveProperty('stream');
-    const got = await entries(a!.stream);
+    const got = await tarFiles(a!.stream);
     const top = `${s.chains[1]!.slice(7)}/layer.tar`;
     expect([...got.keys()]).toEqual([top, `${s.id.slice(7)}.json`, 'manifest.json']);
     expect(got.get(top)!.equals(s.layers[1]!.archive)).toBe(true);
@@ -198,7 +186,7 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
   it('every layer when the target has none', async () => {
     const s = makeStore(root);
     const a = await openFromStore(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [0, 1] }, quiet);
-    const got = await entries(a!.stream);
+    const got = await tarFiles(a!.stream);
     for (const [i, l] of s.layers.entries())
       expect(got.get(`${s.chains[i]!.slice(7)}/layer.tar`)!.equals(l.archive)).toBe(true);
   });
@@ -231,7 +219,7 @@ describe.skipIf(process.getuid?.() !== 0)('openHostImageArchive: an image archiv
     const s = makeStore(root);
     fs.writeFileSync(path.join(s.layers[0]!.dir, 'bin/tool'), 'short');
     const a = await openFromStore(s.engine, s.img, 'ferry/web:1', { chains: s.chains, missing: [0, 1] }, quiet);
-    await expect(entries(a!.stream)).rejects.toThrow();
+    await expect(tarFiles(a!.stream)).rejects.toThrow();
     expect(a!.mismatch()).toBeDefined();
   });
 

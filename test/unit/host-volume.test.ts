@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { collect } from '../helpers/tar.js';
 import { TarEndTrim } from '../../src/util/tar-end.js';
 import { quirksFor } from '../../src/engine/quirks.js';
 import { shellQuote } from '../../src/hostaccess/shell.js';
@@ -157,9 +158,8 @@ describe('hostTarSizeArgs: the size of the archive, for the progress total', () 
         encoding: 'utf8',
       });
       const archive = execFileSync('tar', hostTarArgs(dir), { maxBuffer: 1 << 24 });
-      const trimmed: Buffer[] = [];
-      for await (const c of Readable.from([archive]).pipe(new TarEndTrim())) trimmed.push(c as Buffer);
-      expect(parseTarTotals(sizeRun)).toBe(Buffer.concat(trimmed).length);
+      const trimmed = await collect(Readable.from([archive]).pipe(new TarEndTrim()));
+      expect(parseTarTotals(sizeRun)).toBe(trimmed.length);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

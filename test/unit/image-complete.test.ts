@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import * as tar from 'tar-stream';
 import { describe, expect, it } from 'vitest';
 import {
   checkedImageArchive,
@@ -12,6 +11,7 @@ import { BundleWriter } from '../../src/bundle/writer.js';
 import { verifyStream } from '../../src/bundle/check.js';
 import { silentProgress } from '../../src/context.js';
 import { IMAGE_MEMBER, makeManifest, MemorySink, VOLUME_MEMBER } from './bundle-fixtures.js';
+import { collect, packTar } from '../helpers/tar.js';
 
 const AMD64 = { os: 'linux', architecture: 'amd64' };
 
@@ -186,18 +186,7 @@ describe('imageArchiveGaps', () => {
   });
 });
 
-function tarOf(files: Map<string, Buffer>): Promise<Buffer> {
-  const pack = tar.pack();
-  for (const [name, body] of files) pack.entry({ name }, body);
-  pack.finalize();
-  return collect(pack as unknown as Readable);
-}
-
-async function collect(r: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of r) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
+const tarOf = (files: Map<string, Buffer>) => packTar([...files].map(([name, data]) => ({ name, data })));
 
 describe('checkedImageArchive', () => {
   it('passes a complete archive through byte for byte', async () => {

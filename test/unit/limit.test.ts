@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
-import * as tar from 'tar-stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { BundleWriter, PART_SIZE, partName } from '../../src/bundle/writer.js';
@@ -12,30 +11,11 @@ import { BundleError } from '../../src/errors.js';
 import { verifyStream } from '../../src/bundle/check.js';
 import { silentProgress } from '../../src/context.js';
 import { bundleError, IMAGE_MEMBER, makeManifest, MemorySink, VOLUME_MEMBER } from './bundle-fixtures.js';
+import { collect, packTar, tarEntries } from '../helpers/tar.js';
 
-async function entriesOf(buf: Buffer): Promise<{ name: string; data: Buffer }[]> {
-  const extract = tar.extract();
-  Readable.from([buf]).pipe(extract);
-  const out: { name: string; data: Buffer }[] = [];
-  for await (const e of extract) {
-    const chunks: Buffer[] = [];
-    for await (const c of e) chunks.push(c as Buffer);
-    out.push({ name: e.header.name, data: Buffer.concat(chunks) });
-  }
-  return out;
-}
-
-async function repack(entries: { name: string; data: Buffer }[]): Promise<Buffer> {
-  const p = tar.pack();
-  const collected = (async () => {
-    const chunks: Buffer[] = [];
-    for await (const c of p) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
-  })();
-  for (const e of entries) p.entry({ name: e.name, size: e.data.length }, e.data);
-  p.finalize();
-  return collected;
-}
+/** A tar of just these names and contents (the rest of each header: tar-stream's defaults). */
+const repack = (entries: { name: string; data: Buffer }[]) =>
+  packTar(entries.map(({ name, data }) => ({ name, data })));
 
 async function write(seekable: boolean, volume: Buffer, image: Buffer): Promise<Buffer> {
   const sink = new MemorySink(seekable);
@@ -58,13 +38,11 @@ async function decodeAll(buf: Buffer): Promise<Record<string, Buffer>> {
   const reader = await BundleReader.open(Readable.from([buf]), 'mem');
   const out: Record<string, Buffer> = {};
   for await (const m of reader.members({ decode: true })) {
-    const chunks: Buffer[] = [];
     try {
-      for await (const c of m.stream) chunks.push(c as Buffer);
+      out[m.plan.name] = await collect(m.stream);
     } catch (err) {
       throw reader.failure ?? err;
     }
-    out[m.plan.name] = Buffer.concat(chunks);
   }
   return out;
 }
@@ -87,7 +65,7 @@ describe('every member declares its size before its data', () => {
 
   it('a stream bundle: parts are frames of their own, each holding partRawBytes (the last the rest)', async () => {
     const buf = await write(false, VOLUME, IMAGE);
-    const entries = await entriesOf(buf);
+    const entries = await tarEntries(buf);
     const man = JSON.parse(entries[0]!.data.toString()) as Manifest;
     expect(man.partRawBytes).toBe(PART_SIZE);
     const parts = entries.filter((e) => e.name.startsWith(VOLUME_MEMBER));
@@ -103,7 +81,7 @@ describe('every member declares its size before its data', () => {
 
 describe('decompression bombs are stopped at the declared size', () => {
   it('a file bundle member that inflates past the rawBytes its manifest declares', async () => {
-    const entries = await entriesOf(await write(true, VOLUME, IMAGE));
+    const entries = await tarEntries(await write(true, VOLUME, IMAGE));
     const man = JSON.parse(entries[0]!.data.toString()) as Manifest;
     man.members[0]!.rawBytes = 1000;
     entries[0]!.data = Buffer.from(JSON.stringify(man));
@@ -112,7 +90,7 @@ describe('decompression bombs are stopped at the declared size', () => {
   });
 
   it('a stream bundle part that inflates past partRawBytes (a bomb in the middle of a member)', async () => {
-    const entries = await entriesOf(await write(false, VOLUME, IMAGE));
+    const entries = await tarEntries(await write(false, VOLUME, IMAGE));
     const i = entries.findIndex((e) => e.name === partName(VOLUME_MEMBER, 1));
     entries[i]!.data = zlib.gzipSync(Buffer.alloc(PART_SIZE * 4));
     const e = await bundleError(async () => decodeAll(await repack(entries)));
@@ -122,7 +100,7 @@ describe('decompression bombs are stopped at the declared size', () => {
   });
 
   it('a stream bundle member in one entry that inflates past partRawBytes', async () => {
-    const entries = await entriesOf(await write(false, VOLUME, IMAGE));
+    const entries = await tarEntries(await write(false, VOLUME, IMAGE));
     const i = entries.findIndex((e) => e.name === IMAGE_MEMBER);
     entries[i]!.data = zlib.gzipSync(Buffer.alloc(PART_SIZE + 1));
     const e = await bundleError(async () => decodeAll(await repack(entries)));
@@ -130,7 +108,7 @@ describe('decompression bombs are stopped at the declared size', () => {
   });
 
   it('a stream bundle part that is not a frame of its own is refused as damaged', async () => {
-    const entries = await entriesOf(await write(false, VOLUME, IMAGE));
+    const entries = await tarEntries(await write(false, VOLUME, IMAGE));
     const i = entries.findIndex((e) => e.name === partName(VOLUME_MEMBER, 1));
     entries[i]!.data = entries[i]!.data.subarray(0, entries[i]!.data.length - 100);
     const e = await bundleError(async () => decodeAll(await repack(entries)));
@@ -159,13 +137,8 @@ describe('SizeLimit', () => {
 
 describe('ferry verify holds a stream bundle to partRawBytes too', () => {
   /** A real tar (verify parses it) of one compressible file spanning three parts. */
-  async function volumeTar(): Promise<Buffer> {
-    const p = tar.pack();
-    p.entry({ name: 'big.txt', size: 2 * PART_SIZE }, Buffer.alloc(2 * PART_SIZE, 'ferry volume data '));
-    p.finalize();
-    const chunks: Buffer[] = [];
-    for await (const c of p) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
+  function volumeTar(): Promise<Buffer> {
+    return packTar([{ name: 'big.txt', data: Buffer.alloc(2 * PART_SIZE, 'ferry volume data ') }]);
   }
 
   it('a bomb in the middle of a member is stopped as it inflates, not decompressed to its end', async () => {
@@ -176,7 +149,7 @@ describe('ferry verify holds a stream bundle to partRawBytes too', () => {
     });
     expect(good.members.find((m) => m.name === VOLUME_MEMBER)).toMatchObject({ ok: true, problems: [] });
 
-    const entries = await entriesOf(await write(false, vol, IMAGE));
+    const entries = await tarEntries(await write(false, vol, IMAGE));
     const i = entries.findIndex((e) => e.name === partName(VOLUME_MEMBER, 1));
     entries[i]!.data = zlib.gzipSync(Buffer.alloc(PART_SIZE * 16)); // 256 MiB of zeros
     const bad = await repack(entries);

@@ -5,7 +5,6 @@
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import * as tar from 'tar-stream';
 import { describe, expect, it } from 'vitest';
 import {
   containerdName,
@@ -22,6 +21,7 @@ import {
 import { parseBlobs, parseListing } from '../../src/data/content-store.js';
 import { contentStoreRefusal } from '../../src/hostaccess/refusals.js';
 import { chainIds, savesOciLayout, v1LayerIds } from '../../src/data/ship.js';
+import { packTar, tarFiles } from '../helpers/tar.js';
 
 const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const hex = (d: string) => d.slice(7);
@@ -129,35 +129,18 @@ async function dockerArchive(layers: Buffer[], opts: { topDir?: string } = {}) {
   const id = sha(config);
   const v1 = v1LayerIds(diffIds);
   const dirs = layers.map((_, i) => (i < v1.length ? v1[i]! : (opts.topDir ?? 'f'.repeat(64))));
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  pack.on('data', (c: Buffer) => chunks.push(c));
-  const done = new Promise((r) => pack.on('end', r));
-  for (const [i, l] of layers.entries()) {
-    pack.entry({ name: `${dirs[i]}/VERSION` }, '1.0');
-    pack.entry({ name: `${dirs[i]}/layer.tar` }, l);
-  }
-  pack.entry({ name: `${hex(id)}.json` }, config);
-  pack.entry(
-    { name: 'manifest.json' },
-    JSON.stringify([{ Config: `${hex(id)}.json`, Layers: dirs.map((d) => `${d}/layer.tar`) }]),
-  );
-  pack.finalize();
-  await done;
-  return { archive: Buffer.concat(chunks), diffIds, id, config, dirs };
-}
-
-async function entries(stream: Readable): Promise<Map<string, Buffer>> {
-  const out = new Map<string, Buffer>();
-  const extract = tar.extract();
-  stream.on('error', (err) => extract.destroy(err));
-  stream.pipe(extract);
-  for await (const e of extract) {
-    const parts: Buffer[] = [];
-    for await (const c of e) parts.push(c as Buffer);
-    out.set(e.header.name, Buffer.concat(parts));
-  }
-  return out;
+  const archive = await packTar([
+    ...layers.flatMap((l, i) => [
+      { name: `${dirs[i]}/VERSION`, data: '1.0' },
+      { name: `${dirs[i]}/layer.tar`, data: l },
+    ]),
+    { name: `${hex(id)}.json`, data: config },
+    {
+      name: 'manifest.json',
+      data: JSON.stringify([{ Config: `${hex(id)}.json`, Layers: dirs.map((d) => `${d}/layer.tar`) }]),
+    },
+  ]);
+  return { archive, diffIds, id, config, dirs };
 }
 
 describe('toOciArchive: a docker-archive as an OCI layout without the layers the target holds', () => {
@@ -175,7 +158,7 @@ describe('toOciArchive: a docker-archive as an OCI layout without the layers the
 
   it("sends the other layers as blobs named by diff ID, and names the target's own blob for the rest", async () => {
     const { a, p } = await plan(new Map([[0, theirs]]));
-    const out = await entries(toOciArchive(Readable.from([a.archive]), p));
+    const out = await tarFiles(toOciArchive(Readable.from([a.archive]), p));
     expect(out.has(`blobs/sha256/${hex(a.diffIds[0]!)}`)).toBe(false);
     expect(out.get(`blobs/sha256/${hex(a.diffIds[1]!)}`)).toEqual(layers[1]);
     expect(out.get(`blobs/sha256/${hex(a.diffIds[2]!)}`)).toEqual(layers[2]);
@@ -203,12 +186,12 @@ describe('toOciArchive: a docker-archive as an OCI layout without the layers the
   it('fails, before the index, when a layer is not what the image says', async () => {
     const { a, p } = await plan(new Map());
     const wrong = { ...p, diffIds: [p.diffIds[0]!, sha('something else'), p.diffIds[2]!] };
-    await expect(entries(toOciArchive(Readable.from([a.archive]), wrong))).rejects.toBeInstanceOf(OciConvertError);
+    await expect(tarFiles(toOciArchive(Readable.from([a.archive]), wrong))).rejects.toBeInstanceOf(OciConvertError);
   });
 
   it('fails when the archive is another image (its config is not the one planned)', async () => {
     const { a, p } = await plan(new Map());
-    await expect(entries(toOciArchive(Readable.from([a.archive]), { ...p, configDigest: sha('x') }))).rejects.toThrow(
+    await expect(tarFiles(toOciArchive(Readable.from([a.archive]), { ...p, configDigest: sha('x') }))).rejects.toThrow(
       /no config/,
     );
   });
@@ -216,7 +199,7 @@ describe('toOciArchive: a docker-archive as an OCI layout without the layers the
   it('fails when two folders are not the ones it can name (only the top layer may be)', async () => {
     const { a, p } = await plan(new Map());
     const layerDirs = new Map([...p.layerDirs].filter(([, i]) => i !== 1));
-    await expect(entries(toOciArchive(Readable.from([a.archive]), { ...p, layerDirs }))).rejects.toBeInstanceOf(
+    await expect(tarFiles(toOciArchive(Readable.from([a.archive]), { ...p, layerDirs }))).rejects.toBeInstanceOf(
       OciConvertError,
     );
   });

@@ -8,7 +8,6 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import * as tar from 'tar-stream';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   backupArgs,
@@ -67,15 +66,10 @@ import { silentProgress } from '../../src/context.js';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { FakeEngine } from '../helpers/engine-fake.js';
 import { FakeRestic } from '../helpers/restic-fake.js';
+import { collect, packTar } from '../helpers/tar.js';
 import { Command } from 'commander';
 import { resticOption } from '../../src/cli/options.js';
 import { APP_FILES, runContext, sourceEngine, tempDir, untar, useTempStateDir } from '../helpers/ops-fixtures.js';
-
-async function drain(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
 
 describe('restic locations and arguments', () => {
   it('parses restic:<repo>[#snapshot|#container]', () => {
@@ -343,21 +337,19 @@ describe('rebasing restic dump archives', () => {
   });
 
   it('puts the root first, keeps data, owners, modes, links and long names', async () => {
-    const pack = tar.pack();
     const long = 'd/' + 'x'.repeat(150);
     const mtime = new Date('2020-01-02T03:04:05Z');
-    pack.entry({ name: 'volumes/v/a.txt', mode: 0o4755, uid: 1000, gid: 1001, mtime }, 'hello');
-    pack.entry({ name: 'volumes/v/d/', type: 'directory', mode: 0o1777, mtime });
-    pack.entry({ name: `volumes/v/${long}`, mode: 0o600, mtime }, 'long');
-    pack.entry({ name: 'volumes/v/l', type: 'symlink', linkname: '../outside', mtime });
-    pack.finalize();
-    const out = rebase(pack as unknown as Readable, 'volumes/v', {
+    const dump = await packTar([
+      { name: 'volumes/v/a.txt', mode: 0o4755, uid: 1000, gid: 1001, mtime, data: 'hello' },
+      { name: 'volumes/v/d/', type: 'directory', mode: 0o1777, mtime },
+      { name: `volumes/v/${long}`, mode: 0o600, mtime, data: 'long' },
+      { name: 'volumes/v/l', type: 'symlink', linkname: '../outside', mtime },
+    ]);
+    const out = rebase(Readable.from([dump]), 'volumes/v', {
       dotSlash: true,
       root: { mode: 0o40700, uid: 999, gid: 998, mtime: 1_700_000_000 },
     });
-    const chunks: Buffer[] = [];
-    for await (const c of out) chunks.push(c as Buffer);
-    const entries = await untar(Buffer.concat(chunks));
+    const entries = await untar(await collect(out));
     expect([...entries.keys()]).toEqual(['./', './a.txt', './d/', `./${long}`, './l']);
     const root = entries.get('./')!.header;
     expect([root.type, root.mode, root.uid, root.gid, root.mtime!.getTime()]).toEqual([
@@ -417,12 +409,9 @@ describe('rebasing restic dump archives', () => {
   it('restores exact mtimes and large owner ids through the rebased archive', async () => {
     // restic's dump (Go's tar): the mtime rounded to the nearest second, owner ids above 262143
     // as 7 octal digits (tar-stream writes only 6, so the fields are patched in here).
-    const pack = tar.pack();
-    pack.entry({ name: 'volumes/v/a', mtime: new Date('2020-01-01T00:00:02Z'), uid: 1, gid: 1, mode: 0o644 }, 'x');
-    pack.finalize();
-    const chunks0: Buffer[] = [];
-    for await (const c of pack) chunks0.push(c as Buffer);
-    const input = Buffer.concat(chunks0);
+    const input = await packTar([
+      { name: 'volumes/v/a', mtime: new Date('2020-01-01T00:00:02Z'), uid: 1, gid: 1, mode: 0o644, data: 'x' },
+    ]);
     input.write('1111740\0', 108, 'ascii');
     input.write('1111741\0', 116, 'ascii');
     input.fill(' ', 148, 156);
@@ -433,9 +422,7 @@ describe('rebasing restic dump archives', () => {
       JSON.stringify({ struct_type: 'node', path: '/volumes/v/a', mtime: '2020-01-01T00:00:01.75Z' }) + '\n',
     ]);
     const out = rebase(Readable.from([input]), 'volumes/v', { dotSlash: true, times: new NodeTimes(ls) });
-    const chunks: Buffer[] = [];
-    for await (const c of out) chunks.push(c as Buffer);
-    const a = (await untar(Buffer.concat(chunks))).get('./a')!;
+    const a = (await untar(await collect(out))).get('./a')!;
     expect(a.header.mtime!.getTime()).toBe(Date.parse('2020-01-01T00:00:01Z')); // truncated, as the engine's archive has it
     // The ids go in PAX records (which the engine's tar reads; the ustar fields cannot hold them).
     expect(a.header.pax).toEqual({
@@ -572,8 +559,8 @@ describe('backup into and restore from a restic repository (fake engine, fake re
     // A snapshot can be read again (restore --trust and --on-conflict replace read it twice),
     // and comes out byte for byte the same each time (what a signature over it needs).
     const again = [
-      await drain((await snap.transport.openBundle()).stream),
-      await drain((await snap.transport.openBundle()).stream),
+      await collect((await snap.transport.openBundle()).stream),
+      await collect((await snap.transport.openBundle()).stream),
     ];
     expect(again[0]!.length).toBeGreaterThan(0);
     expect(again[1]!.equals(again[0]!)).toBe(true);

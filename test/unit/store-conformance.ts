@@ -7,12 +7,15 @@
  * Not a test file itself.
  */
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NotFoundError, UsageError } from '../../src/errors.js';
 import { LockedError } from '../../src/store/lock.js';
 import { clearDamaged, readDamaged, recordDamaged } from '../../src/store/marks.js';
 import type { BundleSink, Store, StoreCapabilities } from '../../src/store/store.js';
+import { collect } from '../helpers/tar.js';
+
+/** A stream's bytes (the store tests' name for the shared collect). */
+export { collect as readAll };
 
 export interface StoreFixture {
   /** A fresh, empty store (its directory may or may not exist yet). */
@@ -26,12 +29,6 @@ export interface StoreFixture {
   /** The store keeps other bytes than it is given (it encrypts them): stored sizes are not compared. */
   transformsBytes?: boolean;
   cleanup?: () => Promise<void>;
-}
-
-export async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
 }
 
 /** Write `data` in uneven chunks (through writev where the sink has it) and commit. */
@@ -97,7 +94,7 @@ export function describeStoreConformance(
       expect(typeof sink.rewind === 'function').toBe(caps.rewindable);
       await writeBundle(sink, data);
       const got = await store.open(sink.name);
-      const back = await readAll(got.stream);
+      const back = await collect(got.stream);
       expect(back.length).toBe(data.length);
       expect(back.equals(data)).toBe(true);
       expect(got.location).toBeTruthy();
@@ -107,7 +104,7 @@ export function describeStoreConformance(
       const { store } = await fresh();
       const sink = await store.create('empty.tar');
       await sink.commit();
-      expect((await readAll((await store.open(sink.name)).stream)).length).toBe(0);
+      expect((await collect((await store.open(sink.name)).stream)).length).toBe(0);
     });
 
     describe('listable', () => {
@@ -159,12 +156,12 @@ export function describeStoreConformance(
         expect(second.name).not.toBe('x.tar');
         expect(second.name).toBe('x-2.tar');
         await writeBundle(second, payload(10));
-        expect((await readAll((await s.open('x.tar')).stream)).equals(first)).toBe(true);
+        expect((await collect((await s.open('x.tar')).stream)).equals(first)).toBe(true);
         // several at once, none committed yet: each gets its own
         const sinks = await Promise.all([s.create('y.tar'), s.create('y.tar'), s.create('y.tar')]);
         expect(new Set(sinks.map((k) => k.name)).size).toBe(3);
         for (const k of sinks) await writeBundle(k, Buffer.from(k.name));
-        for (const k of sinks) expect((await readAll((await s.open(k.name)).stream)).toString()).toBe(k.name);
+        for (const k of sinks) expect((await collect((await s.open(k.name)).stream)).toString()).toBe(k.name);
         expect(await names(s)).toEqual(['x-2.tar', 'x.tar', 'y-2.tar', 'y-3.tar', 'y.tar']);
       });
 
@@ -178,9 +175,9 @@ export function describeStoreConformance(
           expect(sink.name).toBe('r.tar');
           const now = payload(3000);
           await writeBundle(sink, now, false);
-          expect((await readAll((await s.open('r.tar')).stream)).equals(old)).toBe(true);
+          expect((await collect((await s.open('r.tar')).stream)).equals(old)).toBe(true);
           await sink.commit();
-          expect((await readAll((await s.open('r.tar')).stream)).equals(now)).toBe(true);
+          expect((await collect((await s.open('r.tar')).stream)).equals(now)).toBe(true);
           expect(await names(s)).toEqual(['r.tar']);
         },
       );
@@ -192,7 +189,7 @@ export function describeStoreConformance(
         await writeBundle(await s.create('b.tar'), payload(5));
         await s.rename('a.tar', 'a.tar.corrupt');
         expect(await names(s)).toEqual(['b.tar']); // not a bundle name any more
-        expect((await readAll((await s.open('a.tar.corrupt')).stream)).equals(data)).toBe(true);
+        expect((await collect((await s.open('a.tar.corrupt')).stream)).equals(data)).toBe(true);
         await s.remove('b.tar');
         expect(await names(s)).toEqual([]);
         expect(await s.stat('b.tar')).toBeUndefined();
@@ -215,7 +212,7 @@ export function describeStoreConformance(
           await recordDamaged(s, 'a.tar', mark);
           expect(await readDamaged(s, 'a.tar')).toEqual(mark);
           expect(await names(s)).toEqual(['a.tar']); // the mark is not a bundle
-          expect((await readAll((await s.open('a.tar')).stream)).equals(data)).toBe(true);
+          expect((await collect((await s.open('a.tar')).stream)).equals(data)).toBe(true);
           // recorded again (a later verify): replaced, not a second one
           await recordDamaged(s, 'a.tar', { ...mark, reason: 'again' });
           expect((await readDamaged(s, 'a.tar'))?.reason).toBe('again');
@@ -313,7 +310,7 @@ export function describeStoreConformance(
         await sink.commit();
         patch.copy(data, 100);
         patch.copy(data, data.length - patch.length);
-        expect((await readAll((await s.open(sink.name)).stream)).equals(data)).toBe(true);
+        expect((await collect((await s.open(sink.name)).stream)).equals(data)).toBe(true);
       });
 
       it.skipIf(caps.seekable)('not seekable: writeAt() is refused', async () => {
@@ -339,7 +336,7 @@ export function describeStoreConformance(
         expect(sink.position).toBe(a.length);
         await sink.write(c);
         await sink.commit();
-        const back = await readAll((await s.open(sink.name)).stream);
+        const back = await collect((await s.open(sink.name)).stream);
         expect(back.equals(Buffer.concat([a, c]))).toBe(true);
       });
 
@@ -357,7 +354,7 @@ export function describeStoreConformance(
         const data = payload(3 << 20);
         await writeBundle(await s.create('r.tar'), data);
         const part = async (offset: number, length?: number) =>
-          readAll((await s.open('r.tar', length === undefined ? { offset } : { offset, length })).stream);
+          collect((await s.open('r.tar', length === undefined ? { offset } : { offset, length })).stream);
         expect((await part(1000, 5000)).equals(data.subarray(1000, 6000))).toBe(true);
         expect((await part((2 << 20) + 3)).equals(data.subarray((2 << 20) + 3))).toBe(true);
         expect((await part(0, 1)).equals(data.subarray(0, 1))).toBe(true);
@@ -379,7 +376,7 @@ export function describeStoreConformance(
         const data = payload(2 << 20);
         await writeBundle(await s.create('t.tar'), data);
         const [x, y] = await Promise.all([s.open('t.tar'), s.open('t.tar')]);
-        const [bx, by] = await Promise.all([readAll(x.stream), readAll(y.stream)]);
+        const [bx, by] = await Promise.all([collect(x.stream), collect(y.stream)]);
         expect(bx.equals(data)).toBe(true);
         expect(by.equals(data)).toBe(true);
       });
@@ -387,7 +384,7 @@ export function describeStoreConformance(
       it.skipIf(caps.rereadable)('not rereadable: a second open() is refused, not given other bytes', async () => {
         const { store: s } = await fresh();
         await writeBundle(await s.create('t.tar'), payload(100));
-        await readAll((await s.open('t.tar')).stream);
+        await collect((await s.open('t.tar')).stream);
         await expect(s.open('t.tar')).rejects.toBeInstanceOf(UsageError);
       });
     });

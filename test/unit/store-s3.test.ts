@@ -5,6 +5,7 @@
  */
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { collect } from '../helpers/tar.js';
 import { BundleError, EXIT, NotFoundError, UsageError } from '../../src/errors.js';
 import { openStore } from '../../src/store/registry.js';
 import {
@@ -117,11 +118,6 @@ describe('s3 errors', () => {
 
 describe('s3 reads', () => {
   const data = Buffer.from(Array.from({ length: 5 * FIRST_READ_WINDOW + 123 }, (_, i) => i % 251));
-  const collect = async (g: AsyncGenerator<Buffer>) => {
-    const out: Buffer[] = [];
-    for await (const c of g) out.push(c);
-    return Buffer.concat(out);
-  };
 
   it('reads in growing windows, and asks again from where a window was cut off', async () => {
     const asked: [number, number][] = [];

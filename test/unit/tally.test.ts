@@ -4,32 +4,18 @@
  * does not.
  */
 import { Readable } from 'node:stream';
-import * as tar from 'tar-stream';
 import { describe, expect, it } from 'vitest';
 import { entryPath, sameTally, tallied, tallyTar } from '../../src/data/tally.js';
+import { collect, packTar, type TarEntry } from '../helpers/tar.js';
 
-type E = { name: string; type?: 'file' | 'directory' | 'symlink'; data?: string; linkname?: string };
-
-async function tarOf(entries: E[]): Promise<Buffer> {
-  const pack = tar.pack();
-  for (const e of entries)
-    if (e.type === 'directory') pack.entry({ name: e.name, type: 'directory' });
-    else if (e.type === 'symlink') pack.entry({ name: e.name, type: 'symlink', linkname: e.linkname });
-    else pack.entry({ name: e.name }, e.data ?? '');
-  pack.finalize();
-  const out: Buffer[] = [];
-  for await (const c of pack) out.push(c as Buffer);
-  return Buffer.concat(out);
-}
-
-const tree: E[] = [
+const tree: TarEntry[] = [
   { name: './', type: 'directory' },
   { name: './db/', type: 'directory' },
   { name: './db/records.txt', data: 'alpha\nbeta\n' },
   { name: './README.txt', data: 'hello' },
   { name: './link', type: 'symlink', linkname: '../outside' },
 ];
-const tally = async (entries: E[]) => tallyTar(Readable.from([await tarOf(entries)]));
+const tally = async (entries: TarEntry[]) => tallyTar(Readable.from([await packTar(entries)]));
 
 describe('tally', () => {
   it('names entries relative to the root', () => {
@@ -46,7 +32,7 @@ describe('tally', () => {
     expect(sameTally(a, b)).toBe(true);
   });
 
-  it.each<[string, (t: E[]) => E[]]>([
+  it.each<[string, (t: TarEntry[]) => TarEntry[]]>([
     ['a file missing', (t) => t.filter((e) => e.name !== './README.txt')],
     ['a file cut short', (t) => t.map((e) => (e.name === './README.txt' ? { ...e, data: 'hel' } : e))],
     ['a file renamed', (t) => t.map((e) => (e.name === './README.txt' ? { ...e, name: './READ.txt' } : e))],
@@ -58,11 +44,9 @@ describe('tally', () => {
   });
 
   it('tallies a stream on its way to another reader, which gets every byte', async () => {
-    const bytes = await tarOf(tree);
+    const bytes = await packTar(tree);
     const { stream, tally: t } = tallied(Readable.from([bytes.subarray(0, 700), bytes.subarray(700)]));
-    const out: Buffer[] = [];
-    for await (const c of stream) out.push(c as Buffer);
-    expect(Buffer.concat(out).equals(bytes)).toBe(true);
+    expect((await collect(stream)).equals(bytes)).toBe(true);
     expect(sameTally(await t, await tally(tree))).toBe(true);
   });
 });

@@ -7,11 +7,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync, linkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
-import { buffer } from 'node:stream/consumers';
 import { afterAll, describe, expect, it } from 'vitest';
-import * as tar from 'tar-stream';
 import { TarEntryFilter, headerName, type TarDecision, type TarEntry } from '../../src/util/tar-filter.js';
+import { packTar, type TarEntry as PackEntry } from '../helpers/tar.js';
 
 const T = new Date('2020-01-02T03:04:05Z');
 const root = mkdtempSync(path.join(tmpdir(), 'ferry-tarfilter-'));
@@ -36,20 +34,18 @@ const GNU_TARGET = 't'.repeat(120);
 
 /** tar-stream's part: a PAX path and linkpath, a ustar prefix, data of exactly one block, an empty file. */
 async function streamPart(drop: ReadonlySet<string>): Promise<Buffer> {
-  const entries: (tar.Headers & { body?: string })[] = [
+  const entries: PackEntry[] = [
     { name: './', type: 'directory', mode: 0o755 },
-    { name: PAX_NAME, body: 'pax long' },
-    { name: PREFIXED, body: 'prefixed' },
-    { name: './exact', body: 'e'.repeat(512) },
-    { name: './empty', body: '' },
+    { name: PAX_NAME, data: 'pax long' },
+    { name: PREFIXED, data: 'prefixed' },
+    { name: './exact', data: 'e'.repeat(512) },
+    { name: './empty', data: '' },
     { name: './plink', type: 'symlink', linkname: 'q'.repeat(150) },
-    { name: './two', body: 'w'.repeat(1024) },
+    { name: './two', data: 'w'.repeat(1024) },
   ];
-  const pack = tar.pack();
-  for (const { body, ...h } of entries)
-    if (!drop.has(h.name)) pack.entry({ mtime: T, uid: 0, gid: 0, mode: 0o644, ...h }, body);
-  pack.finalize();
-  const all = await buffer(pack as unknown as Readable);
+  const all = await packTar(
+    entries.filter((e) => !drop.has(e.name)).map((e) => ({ mtime: T, uid: 0, gid: 0, mode: 0o644, ...e })),
+  );
   return all.subarray(0, all.length - 1024); // without its end marker: GNU tar's part follows
 }
 
@@ -145,14 +141,11 @@ describe('TarEntryFilter', () => {
   }, 60_000);
 
   it('stops at the end marker: what follows passes untouched and is never read as entries', async () => {
-    const one = tar.pack();
-    one.entry({ name: 'a', mtime: T }, 'a');
-    one.finalize();
     const tail = Buffer.alloc(4096);
     // after the marker: something shaped like a header (a leftover of a reused buffer)
     tail.write('ghost', 1024);
     tail[1024 + 156] = '0'.charCodeAt(0);
-    const whole = Buffer.concat([await buffer(one as unknown as Readable), tail]);
+    const whole = Buffer.concat([await packTar([{ name: 'a', mtime: T, data: 'a' }]), tail]);
     for (const size of [1, 511, 512, 513, 1 << 20]) {
       const { out, f } = await run(chunks(whole, size), new Set(['a']));
       expect(f.seen.map((e) => e.name)).toEqual(['a']);
@@ -180,10 +173,7 @@ describe('TarEntryFilter', () => {
   });
 
   it('joins the prefix field only in a POSIX ustar header', async () => {
-    const pack = tar.pack();
-    pack.entry({ name: PREFIXED, mtime: T }, '');
-    pack.finalize();
-    const h = Buffer.from((await buffer(pack as unknown as Readable)).subarray(0, 512));
+    const h = Buffer.from((await packTar([{ name: PREFIXED, mtime: T, data: '' }])).subarray(0, 512));
     expect(headerName(h)).toBe(PREFIXED);
     const short = h.toString('latin1', 0, 100).replace(/\0+$/, '');
     expect(short.length).toBeLessThan(PREFIXED.length);

@@ -5,33 +5,13 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { describe, expect, it } from 'vitest';
-import * as tar from 'tar-stream';
 import { EscapingLinks, escapeDepth, escapingLinksTar } from '../../src/data/tar-links.js';
+import { packTar, tarEntries, type TarEntry } from '../helpers/tar.js';
 
 const T = new Date('2020-01-02T03:04:05Z');
 
-async function archive(entries: (tar.Headers & { body?: string })[]): Promise<Buffer> {
-  const pack = tar.pack();
-  for (const { body, ...h } of entries) pack.entry({ mtime: T, uid: 0, gid: 0, ...h }, body);
-  pack.finalize();
-  return buffer(pack as unknown as Readable);
-}
-
-async function list(buf: Buffer): Promise<tar.Headers[]> {
-  const out: tar.Headers[] = [];
-  const ex = tar.extract();
-  ex.on('entry', (h, s, next) => {
-    out.push(h);
-    s.resume();
-    s.on('end', next);
-  });
-  await new Promise<void>((resolve, reject) => {
-    ex.on('finish', resolve);
-    ex.on('error', reject);
-    Readable.from([buf]).pipe(ex);
-  });
-  return out;
-}
+/** A tar of these entries, each dated T and owned by root unless it says otherwise. */
+const archive = (entries: TarEntry[]) => packTar(entries.map((e) => ({ mtime: T, uid: 0, gid: 0, ...e })));
 
 async function filter(buf: Buffer, chunk = 100): Promise<{ out: Buffer; f: EscapingLinks }> {
   const f = new EscapingLinks();
@@ -56,11 +36,11 @@ describe('EscapingLinks', () => {
   it('passes an archive without such links through byte for byte', async () => {
     const buf = await archive([
       { name: './', type: 'directory', mode: 0o755 },
-      { name: './f', body: 'x'.repeat(1000), mode: 0o644 },
+      { name: './f', data: 'x'.repeat(1000), mode: 0o644 },
       { name: './d/', type: 'directory', mode: 0o700 },
       { name: './d/in', type: 'symlink', linkname: '../f' },
       { name: './abs', type: 'symlink', linkname: '/etc/passwd' },
-      { name: `./${'long/'.repeat(40)}x`, body: 'long', mode: 0o600 },
+      { name: `./${'long/'.repeat(40)}x`, data: 'long', mode: 0o600 },
     ]);
     for (const chunk of [1, 100, 512, 1 << 20]) {
       const { out, f } = await filter(buf, chunk);
@@ -74,13 +54,13 @@ describe('EscapingLinks', () => {
       { name: './', type: 'directory', mode: 0o755 },
       { name: './d/', type: 'directory', mode: 0o750, uid: 7 },
       { name: './d/up', type: 'symlink', linkname: '../../../etc/passwd', uid: 5 },
-      { name: './d/f', body: 'data', mode: 0o644 },
+      { name: './d/f', data: 'data', mode: 0o644 },
       { name: './d/hard', type: 'link', linkname: './d/up' },
       { name: './top', type: 'symlink', linkname: '../outside' },
-      { name: './z', body: 'end' },
+      { name: './z', data: 'end' },
     ]);
     const { out, f } = await filter(buf, 7);
-    expect((await list(out)).map((h) => h.name)).toEqual(['./', './d/', './d/f', './z']);
+    expect((await tarEntries(out)).map((h) => h.name)).toEqual(['./', './d/', './d/f', './z']);
     expect(f.depth).toBe(2);
     expect(f.held.map((e) => [e.type, e.name, e.linkname])).toEqual([
       ['symlink', 'd/up', '../../../etc/passwd'],
@@ -91,7 +71,7 @@ describe('EscapingLinks', () => {
     expect(f.held[0]).toMatchObject({ uid: 5, mtime: T });
     expect(f.held[1]).toMatchObject({ mode: 0o750, uid: 7 });
 
-    const again = await list(await buffer(escapingLinksTar(f.held, 'u/u/u/v') as unknown as Readable));
+    const again = await tarEntries(await buffer(escapingLinksTar(f.held, 'u/u/u/v') as unknown as Readable));
     expect(again.map((h) => [h.type, h.name, h.linkname ?? null])).toEqual([
       ['symlink', 'u/u/u/v/d/up', '../../../etc/passwd'],
       ['link', 'u/u/u/v/d/hard', 'u/u/u/v/d/up'],

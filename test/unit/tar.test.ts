@@ -1,18 +1,8 @@
 import { createRequire } from 'node:module';
-import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import * as tar from 'tar-stream';
 import { BLOCK, END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from '../../src/bundle/tar.js';
-
-interface ReadEntry {
-  name: string;
-  size: number;
-  type: string | null | undefined;
-  mode: number | undefined;
-  mtime: Date | undefined;
-  uname: string | undefined;
-  data: Buffer;
-}
+import { tarEntries } from '../helpers/tar.js';
 
 /** Build an archive the way writer.ts does: header, data, padding, ..., end of archive. */
 function archive(entries: { header: TarHeader; data: Buffer }[]): Buffer {
@@ -20,27 +10,6 @@ function archive(entries: { header: TarHeader; data: Buffer }[]): Buffer {
   for (const e of entries) parts.push(encodeHeader(e.header), e.data, padding(e.data.length));
   parts.push(END_OF_ARCHIVE);
   return Buffer.concat(parts);
-}
-
-async function extractAll(buf: Buffer): Promise<ReadEntry[]> {
-  const extract = tar.extract();
-  Readable.from([buf]).pipe(extract);
-  const out: ReadEntry[] = [];
-  for await (const entry of extract) {
-    const chunks: Buffer[] = [];
-    for await (const c of entry) chunks.push(c as Buffer);
-    const h = entry.header;
-    out.push({
-      name: h.name,
-      size: h.size ?? -1,
-      type: h.type,
-      mode: h.mode,
-      mtime: h.mtime,
-      uname: h.uname,
-      data: Buffer.concat(chunks),
-    });
-  }
-  return out;
 }
 
 /** Feed a lone header to tar-stream and return the header it decodes (no data needed). */
@@ -113,7 +82,7 @@ describe('encodeHeader', () => {
       { header: { name: 'volumes/empty.tar', size: 0, mtime }, data: empty },
     ]);
     expect(buf.length % BLOCK).toBe(0);
-    const got = await extractAll(buf);
+    const got = await tarEntries(buf);
     expect(got.map((e) => [e.name, e.size, e.type])).toEqual([
       ['manifest.json', one.length, 'file'],
       ['volumes/webdata.tar', two.length, 'file'],
@@ -131,7 +100,7 @@ describe('encodeHeader', () => {
   });
 
   it('encodes a directory entry', async () => {
-    const got = await extractAll(
+    const got = await tarEntries(
       archive([{ header: { name: 'images', size: 0, type: 'directory', mtime }, data: Buffer.alloc(0) }]),
     );
     expect(got.map((e) => [e.name, e.type, e.mode])).toEqual([['images', 'directory', 0o755]]);
@@ -143,7 +112,7 @@ describe('encodeHeader', () => {
     const h = encodeHeader({ name, size: 3, mtime });
     expect(h.subarray(0, 100).toString('utf8')).toBe(name);
     expect(h[345]).toBe(0);
-    const got = await extractAll(archive([{ header: { name, size: 3 }, data: Buffer.from('abc') }]));
+    const got = await tarEntries(archive([{ header: { name, size: 3 }, data: Buffer.from('abc') }]));
     expect(got[0]!.name).toBe(name);
   });
 
@@ -155,7 +124,7 @@ describe('encodeHeader', () => {
     const h = encodeHeader({ name, size: 5, mtime });
     expect(field(h, 0, 100)).toBe(base);
     expect(field(h, 345, 155)).toBe(dir);
-    const got = await extractAll(archive([{ header: { name, size: 5, mtime }, data: Buffer.from('hello') }]));
+    const got = await tarEntries(archive([{ header: { name, size: 5, mtime }, data: Buffer.from('hello') }]));
     expect(got.map((e) => [e.name, e.size, e.data.toString()])).toEqual([[name, 5, 'hello']]);
   });
 
