@@ -580,7 +580,7 @@ describe('backup into and restore from a restic repository (fake engine, fake re
     // The bundle without the volume: a valid one, whose member is an empty archive.
     const dumps = () => restic.calls.filter((c) => c.args.includes('dump') && c.args.includes(`/${member}`)).length;
     const before = dumps();
-    const raw = await drain(bundle());
+    const raw = await collect(bundle());
     expect(dumps()).toBe(before); // not read from the repository
     expect(raw.length).toBeGreaterThan(0);
     let wrote = 0;
