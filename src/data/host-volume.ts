@@ -645,6 +645,7 @@ export async function fillHostVolumeTree(
   try {
     const [a, b] = await Promise.all([stat(stage), stat(dir)]);
     if (a.dev !== b.dev) return refused(`${dirname(dir)} is not on the filesystem of ${dir}`);
+    signal?.throwIfAborted();
     progress?.info(`volume ${volume}: its files written into ${dir} on ${shell.where}`);
     await tree.write(stage, signal);
     signal?.throwIfAborted();

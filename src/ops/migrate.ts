@@ -370,7 +370,7 @@ async function shipOne(
         notPre.set(v.name, done.refused);
       } else pre.set(v.name, { args, done });
     }
-  // The frozen pass's way into each target volume, opened while the source still runs.
+  // The frozen pass's way into the first target volumes, opened while the source still runs.
   const ready = new Map<string, PreparedDelta>();
   const closeReady = async () => {
     const all = [...ready.values()];
@@ -378,7 +378,7 @@ async function shipOne(
     await Promise.all(all.map((r) => r.close()));
   };
   try {
-    for (const [name, p] of pre) {
+    for (const [name, p] of [...pre].slice(0, PREPARED_AHEAD)) {
       checkAborted(signal);
       ready.set(name, await prepareFinish(p.args));
     }
@@ -387,6 +387,14 @@ async function shipOne(
     await closeReady();
   }
 }
+
+/**
+ * How many volumes have their frozen pass's way in (a helper and two shells on the target) opened
+ * before the freeze; the others open theirs at their turn, as they did before. Over SSH each
+ * shell is a session of the run's one connection, which OpenSSH allows 10 of at once by default
+ * (MaxSessions), and the image and the other volumes need theirs meanwhile.
+ */
+export const PREPARED_AHEAD = 2;
 
 /** shipOne from the freeze on. */
 async function frozen(
@@ -515,7 +523,8 @@ async function frozen(
       }
     }
   }
-  await Promise.all([shipping, closing]);
+  // Both settle before the run goes on: a rollback must not race the helpers' removal.
+  for (const s of await Promise.allSettled([shipping, closing])) if (s.status === 'rejected') throw s.reason;
   return fullRef;
 }
 

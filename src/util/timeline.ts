@@ -26,10 +26,6 @@ export class Timeline {
     this.origin ??= at;
   }
 
-  get started(): boolean {
-    return this.origin !== undefined;
-  }
-
   /** A step begins now; call what is returned when it ends (only the first call counts). Nothing is kept before start(). */
   span(step: string): () => void {
     if (this.origin === undefined) return () => {};

@@ -173,3 +173,38 @@ describe('migrate --stop-source with a pre-copy: files changed between passes, t
     expect(volumeListing(vol, ENGINE_B)).toBe(volumeListing(vol));
   }, 180_000);
 });
+
+describe('a pre-copy of many volumes over one SSH connection', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ferry-precopy-many-'));
+  const name = uid('pcm');
+  // More volumes than sshd lets one connection hold sessions at once (MaxSessions 10): the
+  // frozen pass's shells on the target are opened ahead for a few of them only.
+  const vols = Array.from({ length: 7 }, (_, i) => `${name}-v${i}`);
+  let home = '';
+
+  beforeAll(() => {
+    home = sshHome(dir).home;
+    const mounts = vols.flatMap((v, i) => ['-v', `${v}:/d${i}`]);
+    const fill = vols.map((_, i) => `echo ${i} > /d${i}/f; head -c 100000 /dev/urandom > /d${i}/r`).join('; ');
+    docker(['run', '-d', '--name', name, ...mounts, BUSYBOX, 'sh', '-c', `${fill}; exec sleep 100000`]);
+  });
+
+  afterAll(() => {
+    cleanup(ENGINE_A, { containers: [name], volumes: vols });
+    cleanup(ENGINE_B, { containers: [name], volumes: vols });
+    removeSnapshots([name]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('migrates a container with 7 volumes to ssh://newhost, each pre-copied, each whole', async () => {
+    await waitFor('the data', () => docker(['exec', name, 'ls', '/d6']).includes('r'));
+    const r = await ferry(['migrate', name, '--to', 'ssh://newhost', '--no-start', '--json'], { env: { HOME: home } });
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout);
+    for (const v of vols) {
+      expect(precopyOf(res, v).passes).toBeGreaterThanOrEqual(1);
+      expect(volumeListing(v, ENGINE_B)).toBe(volumeListing(v));
+    }
+    expect(inspect('container', name).State.Running).toBe(true); // a copy: the source runs on
+  }, 180_000);
+});

@@ -65,9 +65,8 @@ export async function openResticSnapshot(
   progress: Progress,
 ): Promise<ResticSnapshotBundle> {
   const version = await checkRestic(runner);
-  // Every restic call opens the repository anew (its key derivation alone is most of a second on
-  // a small machine): one listing gives the snapshot and its signature, and what is read from it
-  // is read side by side.
+  // Every restic call opens the repository anew (and derives its key, which is slow by design):
+  // one listing gives the snapshot and its signature, and what is read from it is read side by side.
   const list = parseSnapshots(await resticText(runner, { args: snapshotsAndSignaturesArgs(loc.repo) }));
   const snap = selectSnapshot(list, loc);
   if (typeof snap === 'string')
@@ -116,6 +115,7 @@ export async function openResticSnapshot(
             path: 'restic-restore',
             sub: v.path,
             write: async (stage, abort) => {
+              abort?.throwIfAborted(); // a listener added to a signal already aborted never fires
               progress.step(`restic restore ${v.path}`);
               const run = runner.run({
                 args: restoreArgs(loc.repo, snap.id, v.path, stage, restoresSparse(version)),
