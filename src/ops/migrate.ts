@@ -6,7 +6,7 @@
  *   -> create containers on the target -> start
  *
  * With a pre-copy the commit, too, goes beside the volumes' frozen listings and deltas, and the
- * target's side of each frozen delta is opened before the freeze (docs/precopy.md, Cutover).
+ * target's side of the first frozen deltas is opened before the freeze (docs/precopy.md, Cutover).
  * `frozenSteps` in the result says what the freeze was spent on.
  *
  * --stop-source (the cutover): each source container is stopped cleanly before its snapshot and
