@@ -17,6 +17,8 @@ export interface QuiesceRecord {
   name: string;
   action: 'paused' | 'stopped' | 'snapshot';
   pid: number;
+  /** When that process started (processStart), where it could be read. */
+  started?: string;
   host: string;
   at: string;
 }
@@ -43,18 +45,48 @@ function write(file: string, recs: QuiesceRecord[]) {
   renameSync(tmp, file);
 }
 
-export function alive(pid: number): boolean {
+/**
+ * When process `pid` started, as the kernel counts it (Linux: the 22nd field of /proc/<pid>/stat,
+ * clock ticks since boot); undefined where that cannot be read. With the pid it names one process:
+ * pids are reused (pid_max is 32768 on many hosts), so a record's pid alone may name another.
+ */
+export function processStart(pid: number): string | undefined {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // the command name (field 2) may hold spaces and parentheses: the fields after it follow the last ')'
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[19]; // field 22, fields[0] being field 3
+  } catch {
+    return undefined;
   }
 }
 
+let selfStart: string | undefined | null = null;
+/** What a record says of the run that writes it: its process (pid and start time) and host. */
+export function me(): { pid: number; started?: string; host: string } {
+  if (selfStart === null) selfStart = processStart(process.pid);
+  return { pid: process.pid, ...(selfStart !== undefined ? { started: selfStart } : {}), host: hostname() };
+}
+
+/**
+ * Is the process that wrote a record still running? `started`: its start time as recorded (where
+ * it was): a process now under that pid that started at another time is another process, and the
+ * recorded one is gone.
+ */
+export function alive(pid: number, started?: string): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  if (started === undefined) return true;
+  const now = processStart(pid);
+  return now === undefined || now === started;
+}
+
 /** A run recorded by `host`/`pid` may still be going: its process is alive here, or it ran on another host. */
-export function mayBeRunning(r: { host: string; pid: number }): boolean {
-  return r.host !== hostname() || r.pid === process.pid || alive(r.pid);
+export function mayBeRunning(r: { host: string; pid: number; started?: string }): boolean {
+  return r.host !== hostname() || r.pid === process.pid || alive(r.pid, r.started);
 }
 
 export class QuiesceJournal {
@@ -63,7 +95,7 @@ export class QuiesceJournal {
   add(r: Omit<QuiesceRecord, 'pid' | 'host' | 'at'>): void {
     try {
       const recs = read(this.file).filter((x) => !(x.engine === r.engine && x.containerId === r.containerId));
-      recs.push({ ...r, pid: process.pid, host: hostname(), at: new Date().toISOString() });
+      recs.push({ ...r, ...me(), at: new Date().toISOString() });
       write(this.file, recs);
     } catch {
       /* advisory only: never fail a backup over the journal */
@@ -83,7 +115,7 @@ export class QuiesceJournal {
   /** Records left by ferry runs on this host that died before putting the container back. */
   stale(engine: string): QuiesceRecord[] {
     return read(this.file).filter(
-      (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid),
+      (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid, x.started),
     );
   }
 
@@ -112,6 +144,8 @@ export interface HoldRecord {
   containerId: string;
   name: string;
   pid: number;
+  /** When that process started (processStart), where it could be read. */
+  started?: string;
   host: string;
   at: string;
 }
@@ -143,7 +177,7 @@ export class ContainerHolds {
     }
     for (let attempt = 0; ; attempt++) {
       try {
-        const rec: HoldRecord = { ...r, pid: process.pid, host: hostname(), at: new Date().toISOString() };
+        const rec: HoldRecord = { ...r, ...me(), at: new Date().toISOString() };
         writeFileSync(file, JSON.stringify(rec) + '\n', { flag: 'wx', mode: 0o600 });
         return undefined;
       } catch (err) {
@@ -155,7 +189,7 @@ export class ContainerHolds {
       } catch {
         held = undefined; // being written, or torn: look again
       }
-      if (held && (held.host !== hostname() || alive(held.pid))) return held;
+      if (held && (held.host !== hostname() || alive(held.pid, held.started))) return held;
       if (attempt >= 3) return held ?? { ...r, pid: 0, host: hostname(), at: '' };
       // Its run is gone: take it over.
       try {
@@ -193,6 +227,8 @@ export interface ReplaceRecord {
   /** From `committing` on: everything needed to finish the commit, and how far it got. */
   commit?: ReplaceCommit;
   pid: number;
+  /** When that process started (processStart), where it could be read. */
+  started?: string;
   host: string;
   at: string;
 }
@@ -267,7 +303,7 @@ export class ReplaceJournal {
   /** Record (or update) this run's replace on `engine`. */
   put(r: Omit<ReplaceRecord, 'pid' | 'host' | 'at'>): void {
     const recs = this.all().filter((x) => !(x.engine === r.engine && x.run === r.run));
-    recs.push({ ...r, pid: process.pid, host: hostname(), at: new Date().toISOString() });
+    recs.push({ ...r, ...me(), at: new Date().toISOString() });
     this.save(recs);
   }
 
@@ -294,18 +330,22 @@ export class ReplaceJournal {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-        writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        const self = me();
+        writeFileSync(file, `${self.pid}${self.started ? ` ${self.started}` : ''}\n`, { flag: 'wx', mode: 0o600 });
         return release;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') return release; // advisory: go on unclaimed
       }
       let pid = 0;
+      let started: string | undefined;
       try {
-        pid = Number(readFileSync(file, 'utf8').trim());
+        const [p, s] = readFileSync(file, 'utf8').trim().split(' ');
+        pid = Number(p);
+        started = s || undefined;
       } catch {
         /* being written: look again */
       }
-      if (pid && alive(pid)) return undefined;
+      if (pid && alive(pid, started)) return undefined;
       release(); // its run is gone: take it over
     }
     return undefined;
@@ -321,7 +361,7 @@ export class ReplaceJournal {
   /** Replaces left by runs on this host that died before finishing or putting back. */
   stale(engine: string): ReplaceRecord[] {
     return this.all().filter(
-      (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid),
+      (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid, x.started),
     );
   }
 }
@@ -346,6 +386,8 @@ export interface MadeRecord {
   run: string;
   made: MadeObject[];
   pid: number;
+  /** When that process started (processStart), where it could be read. */
+  started?: string;
   host: string;
   at: string;
 }
@@ -378,8 +420,7 @@ export class MadeJournal {
         engine,
         run,
         made: [],
-        pid: process.pid,
-        host: hostname(),
+        ...me(),
         at: new Date().toISOString(),
       };
       const i = rec.made.findIndex((m) => m.kind === obj.kind && m.name === obj.name);
@@ -406,7 +447,7 @@ export class MadeJournal {
   /** Records left by runs on this host that died before their point of no return. */
   stale(engine: string): MadeRecord[] {
     return this.all().filter(
-      (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid),
+      (x) => x.engine === engine && x.host === hostname() && x.pid !== process.pid && !alive(x.pid, x.started),
     );
   }
 
