@@ -119,6 +119,19 @@ export function namedVolumes(body: { HostConfig?: unknown }): Set<string> {
   return out;
 }
 
+/** Where a fill's holder mounts the volume it writes. */
+const FILL_AT = `${MOUNT}/v`;
+
+/** A never-started holder that mounts `volume` writable at FILL_AT, without the image's files copied in. */
+function fillHolder(engine: Engine, image: string, volume: string): Promise<Holder> {
+  return createHolder(engine, image, {
+    Type: 'volume',
+    Source: volume,
+    Target: FILL_AT,
+    VolumeOptions: { NoCopy: true },
+  });
+}
+
 async function createHolder(
   engine: Engine,
   image: string,
@@ -521,13 +534,8 @@ export async function fillVolume(
   progress?: Progress,
   via: Routing = { access: ENGINE_ONLY },
 ): Promise<Carried> {
-  const target = `${MOUNT}/v`;
-  const holder = await createHolder(engine, image, {
-    Type: 'volume',
-    Source: volume,
-    Target: target,
-    VolumeOptions: { NoCopy: true },
-  });
+  const target = FILL_AT;
+  const holder = await fillHolder(engine, image, volume);
   let carried: Carried;
   try {
     await faultPoint('volume-fill');
@@ -606,13 +614,8 @@ export async function fillVolumeTree(
   via: Routing = { access: ENGINE_ONLY },
   signal?: AbortSignal,
 ): Promise<Carried> {
-  const target = `${MOUNT}/v`;
-  const holder = await createHolder(engine, image, {
-    Type: 'volume',
-    Source: volume,
-    Target: target,
-    VolumeOptions: { NoCopy: true },
-  });
+  const target = FILL_AT;
+  const holder = await fillHolder(engine, image, volume);
   let done: true | Refused;
   try {
     await faultPoint('volume-fill');
@@ -684,13 +687,8 @@ export async function prepareVolumeDelta(
   volume: string,
   access: HostAccess | Promise<HostAccess>,
 ): Promise<PreparedDelta | Refused> {
-  const target = `${MOUNT}/v`;
-  const holder = await createHolder(engine, image, {
-    Type: 'volume',
-    Source: volume,
-    Target: target,
-    VolumeOptions: { NoCopy: true },
-  });
+  const target = FILL_AT;
+  const holder = await fillHolder(engine, image, volume);
   const seen = () => engine.statPath(holder.id, target);
   const [removal, writer] = await Promise.allSettled([
     openHostRemoval(engine, volume, seen, access),
